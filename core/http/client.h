@@ -1,0 +1,40 @@
+/* client: a non-blocking HTTP/1.1 client on the loop (one request per connection for now).
+ *
+ * rh_client_request copies everything it needs from req; the callback runs exactly once, later
+ * on the loop (never from inside rh_client_request), unless the operation is cancelled first.
+ * The response passed to the callback lives only during the callback. */
+#ifndef RH_CLIENT_H
+#define RH_CLIENT_H
+
+#include <stddef.h>
+#include <uv.h>
+#include "http/headers.h"
+
+typedef struct rh_client_op rh_client_op;
+
+typedef struct {
+  const char *method;          /* NULL: GET */
+  const char *url;             /* http://host[:port]/path?query */
+  const rh_headers *headers;   /* may be NULL */
+  const char *body;
+  size_t body_len;
+  double timeout;              /* seconds for the whole exchange; <= 0: 30 */
+  size_t max_body;             /* response body cap; 0: 64 MiB */
+} rh_client_req;
+
+typedef struct {
+  int status;
+  rh_headers headers;
+  const char *body;
+  size_t body_len;
+} rh_client_resp;
+
+/* err is NULL on success, else a short message ("timeout", "connect: connection refused",
+ * "bad url: …", "response body over max_body", …) and resp is NULL. */
+typedef void (*rh_client_cb)(void *ud, const char *err, const rh_client_resp *resp);
+
+rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_client_cb cb,
+                                void *ud);
+void rh_client_cancel(rh_client_op *op);
+
+#endif

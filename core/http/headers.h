@@ -1,0 +1,37 @@
+/* headers: an ordered list of header fields. Names compare case-insensitively; repeated
+ * fields keep their order. The list owns copies of every name and value. */
+#ifndef RH_HEADERS_H
+#define RH_HEADERS_H
+
+#include <stddef.h>
+
+typedef struct {
+  char *name;
+  size_t name_len;
+  char *value;
+  size_t value_len;
+} rh_header;
+
+typedef struct {
+  rh_header *items;
+  size_t n, cap;
+} rh_headers;
+
+#define RH_HEADERS_INIT { NULL, 0, 0 }
+
+void rh_headers_init(rh_headers *h);
+void rh_headers_free(rh_headers *h);
+void rh_headers_clear(rh_headers *h);
+void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
+/* Appends to the value of the last field (llhttp hands values over in pieces). */
+void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen);
+void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen);
+/* The first field named `name` at index >= *from (from may be NULL for 0); sets *from past it. */
+const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *from);
+size_t rh_headers_count(const rh_headers *h, const char *name);
+size_t rh_headers_remove(rh_headers *h, const char *name); /* returns how many were removed */
+int rh_header_name_eq(const rh_header *f, const char *name);
+/* 1 if the comma-separated value list of `name` has token `tok` (case-insensitive). */
+int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok);
+
+#endif

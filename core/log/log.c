@@ -1,0 +1,102 @@
+#include "log/log.h"
+#include "log/buf.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static rh_log_level min_level = RH_LOG_INFO;
+static const char *level_names[] = { "debug", "info", "warn", "error" };
+
+void rh_log_set_level(rh_log_level level) { min_level = level; }
+int rh_log_enabled(rh_log_level level) { return level >= min_level; }
+
+int rh_log_parse_level(const char *name, rh_log_level *out) {
+  for (int i = 0; i < 4; i++)
+    if (strcasecmp(name, level_names[i]) == 0) { *out = (rh_log_level)i; return 0; }
+  if (strcasecmp(name, "warning") == 0) { *out = RH_LOG_WARN; return 0; }
+  return -1;
+}
+
+/* Substrings that mark a key as secret wherever they appear in it (x-api-key, authToken, …). */
+static const char *secret_words[] = { "authorization", "cookie", "token", "secret", "password",
+                                      "passwd", "signature", "apikey", "api_key", "api-key",
+                                      "credential", "jwt", "private", "session" };
+
+int rh_log_is_secret_key(const char *key, size_t len) {
+  char low[128];
+  if (len >= sizeof low) len = sizeof low - 1;
+  for (size_t i = 0; i < len; i++) low[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
+  low[len] = 0;
+  for (size_t i = 0; i < sizeof secret_words / sizeof *secret_words; i++)
+    if (strstr(low, secret_words[i])) return 1;
+  /* "key" alone or as a suffix (client_key, x-key) but not e.g. "keyspace" or "monkey_count" */
+  if (strcmp(low, "key") == 0) return 1;
+  if (len > 3 && strcmp(low + len - 3, "key") == 0 && strchr("_-.", low[len - 4])) return 1;
+  return 0;
+}
+
+void rh_json_escape(rh_buf *b, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  rh_buf_reserve(b, len + 2);
+  rh_buf_append(b, "\"", 1);
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      char e[2] = { '\\', (char)c };
+      rh_buf_append(b, e, 2);
+    } else if (c < 0x20 || c == 0x7f) {
+      char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+      rh_buf_append(b, e, 6);
+    } else {
+      rh_buf_append(b, (const char *)&c, 1);
+    }
+  }
+  rh_buf_append(b, "\"", 1);
+}
+
+static void put_field(rh_buf *b, const rh_field *f) {
+  size_t klen = strlen(f->key);
+  rh_buf_append(b, ",", 1);
+  rh_json_escape(b, f->key, klen);
+  rh_buf_append(b, ":", 1);
+  if (rh_log_is_secret_key(f->key, klen)) { rh_buf_puts(b, "\"[redacted]\""); return; }
+  switch (f->type) {
+  case RH_F_STR:
+    if (!f->str) rh_buf_puts(b, "null");
+    else rh_json_escape(b, f->str, f->len ? f->len : strlen(f->str));
+    break;
+  case RH_F_INT: rh_buf_printf(b, "%lld", (long long)f->num); break;
+  case RH_F_NUM:
+    if (isfinite(f->num)) rh_buf_printf(b, "%.17g", f->num);
+    else rh_buf_puts(b, "null");
+    break;
+  case RH_F_BOOL: rh_buf_puts(b, f->num ? "true" : "false"); break;
+  case RH_F_RAW: rh_buf_append(b, f->str, f->len ? f->len : strlen(f->str)); break;
+  }
+}
+
+void rh_log(rh_log_level level, const char *event, const rh_field *fields, size_t nfields) {
+  if (!rh_log_enabled(level)) return;
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  struct tm tm;
+  gmtime_r(&tv.tv_sec, &tm);
+  char ts[40];
+  size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts, level_names[level]);
+  rh_json_escape(&b, event, strlen(event));
+  for (size_t i = 0; i < nfields; i++) put_field(&b, &fields[i]);
+  rh_buf_append(&b, "}\n", 2);
+  /* one write per line so lines from several workers never interleave */
+  ssize_t w = write(STDERR_FILENO, b.data, b.len);
+  (void)w;
+  rh_buf_free(&b);
+}

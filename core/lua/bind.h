@@ -1,0 +1,22 @@
+/* bind: the pieces of the `relay.core` C module, one register function per file, and the
+ * helpers they share. Each rh_lua_register_* adds its functions to the table on top of the
+ * stack. */
+#ifndef RH_LUA_BIND_H
+#define RH_LUA_BIND_H
+
+#include <lua.h>
+#include "http/headers.h"
+
+void rh_lua_register_core(lua_State *L);    /* lua_core.c: req/res, sleep, timers, log, gen */
+void rh_lua_register_dict(lua_State *L);    /* lua_dict.c: shared dictionaries */
+void rh_lua_register_metrics(lua_State *L); /* lua_metrics.c: counters, gauges, histograms */
+void rh_lua_register_client(lua_State *L);  /* lua_client.c: the HTTP client */
+
+/* Pushes a headers table: lowercase name -> first value, with the generation's headers
+ * metatable (case-insensitive lookup, h:all(name) -> every value in order). */
+void rh_lua_push_headers(lua_State *L, const rh_headers *h);
+/* Reads a Lua table at idx of name -> string | number | {string, …} into h (appending).
+ * Returns 0, or -1 with an error message pushed. */
+int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h);
+
+#endif

@@ -1,0 +1,35 @@
+/* metrics: a process-wide Prometheus registry (counters, gauges, histograms with labels).
+ *
+ * Families are created once and outlive Lua generations, so counters keep counting across a
+ * reload; registering an existing name with the same kind and labels returns the same family.
+ * Everything is freed by rh_metrics_free_all at exit. */
+#ifndef RH_METRICS_H
+#define RH_METRICS_H
+
+#include <stddef.h>
+
+typedef enum { RH_COUNTER, RH_GAUGE, RH_HISTOGRAM } rh_metric_kind;
+
+typedef struct rh_metric rh_metric;
+
+/* NULL plus *err (static string) on a bad name, or a name taken with another kind/labels.
+ * buckets: upper bounds ascending, for histograms (NULL: the Prometheus defaults). */
+rh_metric *rh_metric_register(rh_metric_kind kind, const char *name, const char *help,
+                              const char *const *labels, size_t nlabels,
+                              const double *buckets, size_t nbuckets, const char **err);
+rh_metric *rh_metric_find(const char *name);
+rh_metric_kind rh_metric_kind_of(const rh_metric *m);
+size_t rh_metric_nlabels(const rh_metric *m);
+
+/* values: nlabels label values in order. 0 ok, -1 bad arguments (negative counter increment). */
+int rh_metric_add(rh_metric *m, const char *const *values, double v);  /* counter, gauge */
+int rh_metric_set(rh_metric *m, const char *const *values, double v);  /* gauge */
+int rh_metric_observe(rh_metric *m, const char *const *values, double v); /* histogram */
+/* Current value of a counter/gauge series (0 if never touched); for tests and /ready checks. */
+double rh_metric_value(rh_metric *m, const char *const *values);
+
+/* Text exposition format 0.0.4 of every family; malloc'd, caller frees. */
+char *rh_metrics_render(size_t *len);
+void rh_metrics_free_all(void);
+
+#endif
