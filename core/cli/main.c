@@ -1,2 +1,284 @@
+/* relayhost: the command line and the process lifecycle.
+ *
+ *   relayhost SCRIPT [flags]         serve
+ *   relayhost check SCRIPT [flags]   load and initialise the script, serve nothing
+ *   relayhost reload --pid-file F    SIGHUP the host in F and report that reload's outcome
+ *   relayhost --version | --help */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { puts("relayhost " RELAYHOST_VERSION); return 0; }
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache/dict.h"
+#include "cli/admin.h"
+#include "cli/reload.h"
+#include "http/server.h"
+#include "log/log.h"
+#include "lua/runtime.h"
+#include "metrics/metrics.h"
+
+typedef struct {
+  char *script;
+  int argc;
+  char **argv;
+  rh_host_settings settings;
+  rh_http_server *server, *admin;
+  uv_signal_t sighup, sigterm, sigint;
+  uv_timer_t shutdown_timer;
+  int stopping;
+  unsigned reload_seq;
+} host;
+
+static host H;
+static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
+
+static void usage(FILE *to) {
+  fprintf(to,
+          "usage: relayhost SCRIPT [flags]        serve SCRIPT (a path or a bundled name: demo, ...)\n"
+          "       relayhost check SCRIPT [flags]  load and initialise SCRIPT without serving\n"
+          "       relayhost reload --pid-file F   reload the host in F and report the outcome\n"
+          "       relayhost SCRIPT --help         the flags SCRIPT declares, and the host's\n"
+          "       relayhost --version\n");
+}
+
+static void first_line(const char *msg, FILE *to) {
+  const char *nl = strchr(msg, '\n');
+  fprintf(to, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+}
+
+/* Loads the script into a new generation; prints the help text and exits when asked for. */
+static rh_gen *build(rh_host_settings *s, char **err) {
+  rh_gen *g = rh_gen_build(H.script, H.argc, H.argv, s, err);
+  if (g && s->help) {
+    fputs(s->help_text, stdout);
+    exit(0);
+  }
+  return g;
+}
+
+static void register_metrics(void) {
+  const char *e;
+  m_reload_failures = rh_metric_register(RH_COUNTER, "relayhost_reload_failures_total",
+                                         "Reloads rejected because the script failed to load",
+                                         NULL, 0, NULL, 0, &e);
+  m_reloads = rh_metric_register(RH_COUNTER, "relayhost_reloads_total",
+                                 "Reloads that replaced the running generation", NULL, 0, NULL, 0, &e);
+  m_reload_seconds = rh_metric_register(RH_GAUGE, "relayhost_last_reload_seconds",
+                                        "How long the last successful reload took to build",
+                                        NULL, 0, NULL, 0, &e);
+}
+
+/* ---- reload ---- */
+
+static void reload(void) {
+  char *err = NULL;
+  rh_host_settings s;
+  uv_update_time(rh_loop());
+  double t0 = uv_hrtime() / 1e9;
+  rh_gen *g = rh_gen_build(H.script, H.argc, H.argv, &s, &err);
+  double took = uv_hrtime() / 1e9 - t0;
+  H.reload_seq++;
+  if (!g) {
+    rh_metric_add(m_reload_failures, NULL, 1);
+    RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", err), RH_STR("script", H.script));
+    rh_reload_status_write(H.settings.pid_file, H.reload_seq, err);
+    free(err);
+    return;
+  }
+  free(s.help_text);
+  if (strcmp(s.listen, H.settings.listen) != 0)
+    RH_LOG(RH_LOG_WARN, "reload_listen_unchanged", RH_STR("listen", H.settings.listen),
+           RH_STR("wanted", s.listen), RH_STR("why", "listeners survive reloads; restart to move"));
+  rh_gen_activate(g, H.settings.drain_timeout);
+  rh_metric_add(m_reloads, NULL, 1);
+  rh_metric_set(m_reload_seconds, NULL, took);
+  RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("generation", rh_gen_id(g)), RH_NUM("ms", took * 1000),
+         RH_INT("generations_alive", (long long)rh_gen_live()));
+  rh_reload_status_write(H.settings.pid_file, H.reload_seq, NULL);
+}
+
+/* ---- shutdown ---- */
+
+static void close_signals(void) {
+  uv_close((uv_handle_t *)&H.sighup, NULL);
+  uv_close((uv_handle_t *)&H.sigterm, NULL);
+  uv_close((uv_handle_t *)&H.sigint, NULL);
+}
+
+static void finish_shutdown(void) {
+  if (H.stopping == 2) return;
+  H.stopping = 2;
+  uv_timer_stop(&H.shutdown_timer);
+  uv_close((uv_handle_t *)&H.shutdown_timer, NULL);
+  rh_gen_shutdown();
+  rh_http_server_free(H.server);
+  if (H.admin) rh_admin_free(H.admin);
+  close_signals();
+}
+
+/* Polls until the last connection is gone or the drain deadline passes. */
+static void on_shutdown_tick(uv_timer_t *t) {
+  double deadline = *(double *)t->data;
+  if (rh_http_server_connections(H.server) == 0 || rh_now() >= deadline) finish_shutdown();
+}
+
+static void on_sigterm(uv_signal_t *s, int signum) {
+  (void)s;
+  if (H.stopping) return;
+  H.stopping = 1;
+  RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"),
+         RH_NUM("drain_timeout", H.settings.drain_timeout),
+         RH_INT("connections", (long long)rh_http_server_connections(H.server)));
+  rh_http_server_stop_accepting(H.server);
+  static double deadline;
+  deadline = rh_now() + H.settings.drain_timeout;
+  H.shutdown_timer.data = &deadline;
+  uv_timer_start(&H.shutdown_timer, on_shutdown_tick, 0, 50);
+}
+
+static void on_sighup(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  if (!H.stopping) reload();
+}
+
+/* ---- serving ---- */
+
+static int apply_settings(rh_host_settings *s) {
+  rh_log_level lv;
+  if (rh_log_parse_level(s->log_level[0] ? s->log_level : "info", &lv) < 0) {
+    fprintf(stderr, "relayhost: --log-level '%s': want debug, info, warn or error\n", s->log_level);
+    return -1;
+  }
+  rh_log_set_level(lv);
+  if (s->tls_cert[0] || s->tls_key[0]) {
+    fprintf(stderr, "relayhost: --tls-cert/--tls-key: TLS termination is not built yet "
+                    "(it lands with the proxy engine); serve plain HTTP behind a TLS proxy for now\n");
+    return -1;
+  }
+  if (s->workers != 1) {
+    fprintf(stderr, "relayhost: --workers %d: only one process is supported in this build\n", s->workers);
+    return -1;
+  }
+  return 0;
+}
+
+static int serve(void) {
+  char *err = NULL;
+  rh_gen *g = build(&H.settings, &err);
+  if (!g) {
+    first_line(err, stderr);
+    free(err);
+    return 1;
+  }
+  if (apply_settings(&H.settings) < 0) return 1;
+  register_metrics();
+  rh_gen_activate(g, H.settings.drain_timeout);
+
+  rh_http_limits lim;
+  rh_http_limits_default(&lim);
+  if (H.settings.max_head > 0) lim.max_head = (size_t)H.settings.max_head;
+  rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
+                          rh_runtime_on_abort, NULL };
+  char msg[512];
+  H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
+  if (!H.server) {
+    fprintf(stderr, "relayhost: %s\n", msg);
+    rh_gen_shutdown();
+    return 1;
+  }
+  if (H.settings.admin_listen[0]) {
+    H.admin = rh_admin_start(rh_loop(), H.settings.admin_listen, msg, sizeof msg);
+    if (!H.admin) {
+      fprintf(stderr, "relayhost: --admin-listen: %s\n", msg);
+      return 1;
+    }
+  }
+  if (H.settings.pid_file[0] && rh_pid_file_write(H.settings.pid_file) < 0) {
+    fprintf(stderr, "relayhost: --pid-file %s: %s\n", H.settings.pid_file, strerror(errno));
+    return 1;
+  }
+  uv_signal_init(rh_loop(), &H.sighup);
+  uv_signal_start(&H.sighup, on_sighup, SIGHUP);
+  uv_signal_init(rh_loop(), &H.sigterm);
+  uv_signal_start(&H.sigterm, on_sigterm, SIGTERM);
+  uv_signal_init(rh_loop(), &H.sigint);
+  uv_signal_start(&H.sigint, on_sigterm, SIGINT);
+  uv_timer_init(rh_loop(), &H.shutdown_timer);
+  signal(SIGPIPE, SIG_IGN);
+  rh_watchdog_start(H.settings.watchdog);
+
+  char host[256];
+  int port = rh_http_server_port(H.server);
+  snprintf(host, sizeof host, "%s", H.settings.listen);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
+  char url[300];
+  snprintf(url, sizeof url, "http://%s:%d/", host, port);
+  RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port),
+         RH_STR("script", H.script), RH_INT("pid", getpid()), RH_STR("version", RELAYHOST_VERSION));
+  printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
+  fflush(stdout);
+
+  uv_run(rh_loop(), UV_RUN_DEFAULT);
+  rh_watchdog_stop();
+  if (H.settings.pid_file[0]) rh_pid_file_remove(H.settings.pid_file);
+  RH_LOG(RH_LOG_INFO, "stopped", RH_INT("pid", getpid()));
+  return 0;
+}
+
+static int check(void) {
+  char *err = NULL;
+  rh_gen *g = build(&H.settings, &err);
+  if (!g) {
+    first_line(err, stderr);
+    free(err);
+    return 1;
+  }
+  H.server = NULL;
+  rh_gen_activate(g, 0);
+  rh_gen_shutdown();
+  uv_run(rh_loop(), UV_RUN_DEFAULT); /* closes the handles the script opened */
+  printf("%s: ok\n", H.script);
+  return 0;
+}
+
+static void cleanup(void) {
+  free(H.settings.help_text);
+  free(H.script);
+  uv_loop_close(rh_loop());
+  rh_dict_close_all();
+  rh_metrics_free_all();
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    printf("relayhost %s\n", RELAYHOST_VERSION);
+    return 0;
+  }
+  if (strcmp(argv[1], "reload") == 0) return rh_reload_command(argc - 2, argv + 2);
+  int is_check = strcmp(argv[1], "check") == 0;
+  int first = is_check ? 2 : 1;
+  if (first >= argc) {
+    usage(stderr);
+    return 2;
+  }
+  H.script = rh_resolve_script(argv[first]);
+  if (!H.script) {
+    fprintf(stderr, "relayhost: %s: no such script (a path, or a bundled name such as 'demo')\n",
+            argv[first]);
+    return 2;
+  }
+  H.argc = argc - first - 1;
+  H.argv = argv + first + 1;
+  int rc = is_check ? check() : serve();
+  cleanup();
+  return rc;
+}

@@ -33,4 +33,49 @@ lua_State *rh_task_lua(rh_task *t);
 int rh_task_yield(lua_State *L, rh_task *t, rh_wait_cancel_fn cancel, void *op);
 void rh_task_resume(rh_task *t, int nargs);
 
+/* ---- generations (used by the CLI) ---- */
+
+/* What the script and the command line settle for the host; read after a build. */
+typedef struct {
+  char listen[256];
+  char admin_listen[256];
+  char pid_file[1024];
+  char log_level[16];
+  char tls_cert[1024], tls_key[1024];
+  char trusted_proxies[1024];
+  int workers;
+  double drain_timeout;
+  double watchdog;
+  double max_head;
+  int help;                  /* --help was given: help_text holds the text */
+  char *help_text;           /* malloc'd */
+} rh_host_settings;
+
+/* Builds a generation from script with the command-line args. NULL plus a malloc'd message
+ * ("file:line: message") in *err. settings may be NULL. */
+rh_gen *rh_gen_build(const char *script, int argc, char **argv, rh_host_settings *settings,
+                     char **err);
+/* Makes gen the one new requests go to; the previous one drains (drain_timeout seconds). */
+void rh_gen_activate(rh_gen *gen, double drain_timeout);
+rh_gen *rh_gen_current(void);
+int rh_gen_id(const rh_gen *gen);
+/* Drops the current generation (shutdown). Tasks still running are cancelled. */
+void rh_gen_shutdown(void);
+size_t rh_gen_live(void);
+size_t rh_task_count(void);
+
+/* The HTTP handlers that route requests into the current generation. */
+struct rh_http_req;
+void rh_runtime_on_request(struct rh_http_req *req, void *ud);
+void rh_runtime_on_body(struct rh_http_req *req, void *ud);
+void rh_runtime_on_drain(struct rh_http_req *req, void *ud);
+void rh_runtime_on_abort(struct rh_http_req *req, void *ud);
+
+/* Resolves a script argument: a path, or a bundled personality's name. malloc'd or NULL. */
+char *rh_resolve_script(const char *arg);
+/* The watchdog thread: a handler running longer than seconds without yielding is failed
+ * where LuaJIT lets us (interpreted code); at twice that the process exits (status 70). */
+void rh_watchdog_start(double seconds);
+void rh_watchdog_stop(void);
+
 #endif

@@ -1,0 +1,116 @@
+#include "cli/reload.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void status_path(const char *pid_file, char *out, size_t n) {
+  snprintf(out, n, "%s.reload", pid_file);
+}
+
+int rh_pid_file_write(const char *path) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return -1;
+  fprintf(f, "%d\n", (int)getpid());
+  if (fclose(f) != 0 || rename(tmp, path) != 0) return -1;
+  rh_reload_status_write(path, 0, NULL);
+  return 0;
+}
+
+void rh_pid_file_remove(const char *path) {
+  char st[1100];
+  status_path(path, st, sizeof st);
+  unlink(path);
+  unlink(st);
+}
+
+void rh_reload_status_write(const char *pid_file, unsigned seq, const char *err) {
+  if (!pid_file || !pid_file[0]) return;
+  char path[1100], tmp[1110];
+  status_path(pid_file, path, sizeof path);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return;
+  if (err) {
+    const char *nl = strchr(err, '\n');
+    fprintf(f, "%u failed %.*s\n", seq, nl ? (int)(nl - err) : (int)strlen(err), err);
+  } else {
+    fprintf(f, "%u ok\n", seq);
+  }
+  fclose(f);
+  rename(tmp, path); /* atomic: the reader never sees half a line */
+}
+
+/* Reads "SEQ ok" / "SEQ failed MESSAGE"; returns seq or -1. */
+static long read_status(const char *pid_file, char *msg, size_t n) {
+  char path[1100], line[2048];
+  status_path(pid_file, path, sizeof path);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char *got = fgets(line, sizeof line, f);
+  fclose(f);
+  if (!got) return -1;
+  line[strcspn(line, "\n")] = 0;
+  char *sp = strchr(line, ' ');
+  if (!sp) return -1;
+  snprintf(msg, n, "%s", sp + 1);
+  return strtol(line, NULL, 10);
+}
+
+int rh_reload_command(int argc, char **argv) {
+  const char *pid_file = getenv("RELAY_PID_FILE");
+  double timeout = 60;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    while (*a == '-') a++;
+    const char *eq = strchr(a, '=');
+    size_t klen = eq ? (size_t)(eq - a) : strlen(a);
+    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    if (!val) break;
+    if (klen == 8 && strncmp(a, "pid-file", 8) == 0) pid_file = val;
+    else if (klen == 7 && strncmp(a, "timeout", 7) == 0) timeout = atof(val);
+    else {
+      fprintf(stderr, "relayhost reload: unknown flag %s (want --pid-file F [--timeout S])\n", argv[i - (eq ? 0 : 1)]);
+      return 2;
+    }
+  }
+  if (!pid_file) {
+    fprintf(stderr, "relayhost reload: --pid-file F is required (the file the host was started with)\n");
+    return 2;
+  }
+  FILE *f = fopen(pid_file, "r");
+  int pid = 0;
+  if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+    fprintf(stderr, "relayhost reload: %s: %s\n", pid_file, f ? "no pid in it" : strerror(errno));
+    if (f) fclose(f);
+    return 2;
+  }
+  fclose(f);
+  char msg[2048];
+  long before = read_status(pid_file, msg, sizeof msg);
+  if (kill(pid, SIGHUP) < 0) {
+    fprintf(stderr, "relayhost reload: pid %d: %s\n", pid, strerror(errno));
+    return 2;
+  }
+  struct timespec step = { 0, 20 * 1000 * 1000 };
+  for (double waited = 0; waited < timeout; waited += 0.02) {
+    long now = read_status(pid_file, msg, sizeof msg);
+    if (now > before) {
+      if (strcmp(msg, "ok") == 0) {
+        printf("relayhost reload: pid %d reloaded\n", pid);
+        return 0;
+      }
+      fprintf(stderr, "%s\n", strncmp(msg, "failed ", 7) == 0 ? msg + 7 : msg);
+      return 1;
+    }
+    nanosleep(&step, NULL);
+  }
+  fprintf(stderr, "relayhost reload: pid %d gave no outcome within %.0f s\n", pid, timeout);
+  return 2;
+}

@@ -1,0 +1,508 @@
+/* client: one HTTP/1.1 exchange per connection, driven entirely by loop callbacks.
+ *
+ * Life of an op: resolve (uv_getaddrinfo) -> connect to each address in turn until one
+ * answers -> write the whole request -> feed the response to llhttp -> callback. One timer
+ * bounds all of it. Whatever ends the exchange (success, error, timeout, cancel) goes through
+ * finish(), which calls back at most once and then closes everything; the op itself is freed
+ * only when the last handle or request that points at it has reported back (op->refs). */
+#include "http/client.h"
+
+#include <limits.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+#include "log/buf.h"
+
+#define DEFAULT_TIMEOUT 30.0
+#define DEFAULT_MAX_BODY ((size_t)64 << 20)
+#define READ_CHUNK 16384
+
+struct rh_client_op {
+  uv_loop_t *loop;
+  rh_client_cb cb;
+  void *ud;
+  int refs;             /* open handles + the resolve request in flight */
+
+  uv_timer_t timer;     /* open from start until finish() */
+  uv_getaddrinfo_t gai;
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_write_t write;
+  struct addrinfo *addrs, *next_addr;
+
+  char *host, *port;    /* what to resolve */
+  bool numeric_host;    /* a [literal]: never ask DNS */
+  rh_buf out;           /* the request, written in one go */
+  bool is_head;
+
+  llhttp_t parser;
+  rh_headers headers;   /* response */
+  rh_buf body;
+  size_t max_body;
+  int status;
+
+  bool resolving, tcp_open;
+  bool done;            /* called back or cancelled: from here on only closing happens */
+  bool got_bytes;       /* anything arrived: a write error no longer matters */
+  bool in_field;        /* llhttp hands a header name over in pieces */
+  bool interim;         /* the message being parsed is a 1xx to skip */
+  bool complete, over_max;
+
+  char err[192];        /* an error waiting to be delivered by the timer */
+  char connect_err[192]; /* why the last address failed */
+  char rbuf[READ_CHUNK];
+};
+
+/* ---- lifetime ---- */
+
+static void op_free(rh_client_op *op) {
+  uv_freeaddrinfo(op->addrs);
+  free(op->host);
+  free(op->port);
+  rh_buf_free(&op->out);
+  rh_buf_free(&op->body);
+  rh_headers_free(&op->headers);
+  free(op);
+}
+
+static void op_unref(rh_client_op *op) {
+  if (--op->refs == 0 && op->done) op_free(op);
+}
+
+static void on_handle_closed(uv_handle_t *h) { op_unref(h->data); }
+
+/* Closes what is open. Requests in flight (resolve, connect, write) report back with a
+ * cancellation, and their callbacks see op->done and do nothing more. */
+static void teardown(rh_client_op *op) {
+  uv_close((uv_handle_t *)&op->timer, on_handle_closed);
+  if (op->tcp_open) {
+    op->tcp_open = false;
+    uv_close((uv_handle_t *)&op->tcp, on_handle_closed);
+  }
+  if (op->resolving) uv_cancel((uv_req_t *)&op->gai); /* on_resolved still runs and unrefs */
+}
+
+static void finish(rh_client_op *op, const char *err, const rh_client_resp *resp) {
+  if (op->done) return;
+  op->done = true; /* before the callback, so a cancel from inside it is a no-op */
+  op->cb(op->ud, err, resp);
+  teardown(op);
+}
+
+static void finish_errf(rh_client_op *op, const char *what, int uverr) {
+  char msg[sizeof op->err];
+  snprintf(msg, sizeof msg, "%s: %s", what, uv_strerror(uverr));
+  finish(op, msg, NULL);
+}
+
+static void finish_ok(rh_client_op *op) {
+  rh_client_resp resp = {
+    .status = op->status,
+    .headers = op->headers,
+    .body = op->body.data ? op->body.data : "",
+    .body_len = op->body.len,
+  };
+  finish(op, NULL, &resp);
+}
+
+static void on_timer(uv_timer_t *t) {
+  rh_client_op *op = t->data;
+  finish(op, op->err[0] ? op->err : "timeout", NULL);
+}
+
+/* An error found inside rh_client_request must still reach the caller later, on the loop:
+ * park it and fire the timer at once. */
+static void fail_later(rh_client_op *op, const char *msg) {
+  snprintf(op->err, sizeof op->err, "%s", msg);
+  uv_timer_start(&op->timer, on_timer, 0, 0);
+}
+
+/* Valid until the callback has returned: after that the op may already be freed. */
+void rh_client_cancel(rh_client_op *op) {
+  if (!op || op->done) return;
+  op->done = true;
+  teardown(op);
+}
+
+/* ---- response parsing ---- */
+
+static rh_client_op *op_of(llhttp_t *p) { return p->data; }
+
+static int on_message_begin(llhttp_t *p) {
+  rh_client_op *op = op_of(p);
+  rh_headers_clear(&op->headers);
+  op->in_field = false;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  rh_client_op *op = op_of(p);
+  if (op->in_field) {
+    rh_headers_append_name(&op->headers, at, len);
+  } else {
+    rh_headers_add(&op->headers, at, len, "", 0);
+    op->in_field = true;
+  }
+  return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  op_of(p)->in_field = false;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  rh_headers_append_value(&op_of(p)->headers, at, len);
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  rh_client_op *op = op_of(p);
+  op->status = p->status_code;
+  /* 1xx (other than 101) are interim: llhttp gives them no body, and the real answer follows. */
+  op->interim = op->status >= 100 && op->status < 200 && op->status != 101;
+  if (op->is_head && !op->interim) return 1; /* 1: no body, whatever Content-Length says */
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  rh_client_op *op = op_of(p);
+  if (len > op->max_body - op->body.len) {
+    op->over_max = true;
+    return -1;
+  }
+  rh_buf_append(&op->body, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  rh_client_op *op = op_of(p);
+  if (op->interim) {
+    op->interim = false;
+    return 0;
+  }
+  op->complete = true;
+  return HPE_PAUSED; /* anything after the response is not ours to parse */
+}
+
+static const llhttp_settings_t parser_settings = {
+  .on_message_begin = on_message_begin,
+  .on_header_field = on_header_field,
+  .on_header_field_complete = on_header_field_complete,
+  .on_header_value = on_header_value,
+  .on_headers_complete = on_headers_complete,
+  .on_body = on_body,
+  .on_message_complete = on_message_complete,
+};
+
+/* After llhttp has seen some bytes (or the end): done, failed, or wait for more. */
+static void after_parse(rh_client_op *op, llhttp_errno_t perr) {
+  if (op->over_max) {
+    finish(op, "response body over max_body", NULL);
+  } else if (op->complete) {
+    finish_ok(op);
+  } else if (perr != HPE_OK) {
+    char msg[sizeof op->err];
+    snprintf(msg, sizeof msg, "bad response: %s", llhttp_get_error_reason(&op->parser));
+    finish(op, msg, NULL);
+  }
+}
+
+/* ---- connection ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  rh_client_op *op = h->data;
+  (void)suggested;
+  *buf = uv_buf_init(op->rbuf, sizeof op->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  rh_client_op *op = s->data;
+  if (op->done) return;
+  if (nread > 0) {
+    op->got_bytes = true;
+    after_parse(op, llhttp_execute(&op->parser, buf->base, (size_t)nread));
+  } else if (nread == UV_EOF) {
+    /* llhttp_finish() completes a read-until-close body, or says the message was cut short. */
+    after_parse(op, llhttp_finish(&op->parser));
+    if (!op->done) finish(op, "connection closed before response", NULL);
+  } else if (nread < 0) {
+    finish_errf(op, "read", (int)nread);
+  }
+}
+
+static void on_write(uv_write_t *w, int status) {
+  rh_client_op *op = w->data;
+  if (op->done || status == 0) return;
+  /* A server may answer and close before reading our whole body; its answer still counts. */
+  if (!op->got_bytes) finish_errf(op, "write", status);
+}
+
+static void connect_next(rh_client_op *op);
+
+static void on_retry_closed(uv_handle_t *h) {
+  rh_client_op *op = h->data;
+  if (op->done) {
+    op_unref(op);
+    return;
+  }
+  op->refs--; /* the timer is still open, so op lives on */
+  connect_next(op);
+}
+
+/* This address failed: remember why, and try the next one on a fresh handle. */
+static void connect_failed(rh_client_op *op, int uverr) {
+  snprintf(op->connect_err, sizeof op->connect_err, "connect: %s", uv_strerror(uverr));
+  op->tcp_open = false;
+  uv_close((uv_handle_t *)&op->tcp, on_retry_closed);
+}
+
+static void on_connect(uv_connect_t *c, int status) {
+  rh_client_op *op = c->data;
+  if (op->done) return;
+  if (status < 0) {
+    connect_failed(op, status);
+    return;
+  }
+  int r = uv_read_start((uv_stream_t *)&op->tcp, on_alloc, on_read);
+  if (r < 0) {
+    finish_errf(op, "read", r);
+    return;
+  }
+  uv_buf_t b = uv_buf_init(op->out.data, (unsigned)op->out.len);
+  op->write.data = op;
+  r = uv_write(&op->write, (uv_stream_t *)&op->tcp, &b, 1, on_write);
+  if (r < 0) finish_errf(op, "write", r);
+}
+
+static void connect_next(rh_client_op *op) {
+  struct addrinfo *ai = op->next_addr;
+  while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ai = ai->ai_next;
+  if (!ai) {
+    finish(op, op->connect_err[0] ? op->connect_err : "connect: no usable address", NULL);
+    return;
+  }
+  op->next_addr = ai->ai_next;
+  uv_tcp_init(op->loop, &op->tcp);
+  op->tcp.data = op;
+  op->tcp_open = true;
+  op->refs++;
+  op->connect.data = op;
+  int r = uv_tcp_connect(&op->connect, &op->tcp, ai->ai_addr, on_connect);
+  if (r < 0) connect_failed(op, r);
+}
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
+  rh_client_op *op = g->data;
+  op->resolving = false;
+  if (op->done) {
+    uv_freeaddrinfo(res);
+  } else if (status < 0) {
+    uv_freeaddrinfo(res);
+    finish_errf(op, "resolve", status);
+  } else {
+    op->addrs = op->next_addr = res;
+    connect_next(op);
+  }
+  op_unref(op);
+}
+
+/* ---- request building ---- */
+
+typedef struct {
+  const char *host; size_t host_len;   /* without brackets */
+  bool bracketed;
+  const char *target; size_t target_len; /* path and query, may be empty */
+  unsigned port;
+} url_parts;
+
+/* Returns NULL or why the URL is unusable. */
+static const char *parse_url(const char *url, url_parts *u) {
+  if (!url || !*url) return "bad url: empty";
+  for (const unsigned char *c = (const unsigned char *)url; *c; c++) {
+    if (*c <= 0x20 || *c == 0x7f) return "bad url: invalid character";
+  }
+  if (strncasecmp(url, "https://", 8) == 0) return "https is not supported by this client yet";
+  if (strncasecmp(url, "http://", 7) != 0) return "bad url: scheme must be http://";
+
+  const char *auth = url + 7;
+  size_t alen = strcspn(auth, "/?#");
+  const char *aend = auth + alen;
+  if (memchr(auth, '@', alen)) return "bad url: userinfo is not supported";
+
+  const char *rest; /* after the host: ":port" or nothing */
+  if (alen && auth[0] == '[') {
+    const char *close = memchr(auth, ']', alen);
+    if (!close) return "bad url: bad IPv6 literal";
+    u->host = auth + 1;
+    u->host_len = (size_t)(close - u->host);
+    if (strspn(u->host, "0123456789abcdefABCDEF:.") < u->host_len || !memchr(u->host, ':', u->host_len))
+      return "bad url: bad IPv6 literal";
+    u->bracketed = true;
+    rest = close + 1;
+    if (rest < aend && *rest != ':') return "bad url: bad IPv6 literal";
+  } else {
+    const char *colon = memchr(auth, ':', alen);
+    u->host = auth;
+    u->host_len = colon ? (size_t)(colon - auth) : alen;
+    u->bracketed = false;
+    rest = auth + u->host_len;
+    if (colon && memchr(colon + 1, ':', (size_t)(aend - colon - 1))) return "bad url: bad host";
+  }
+  if (u->host_len == 0) return "bad url: missing host";
+
+  u->port = 80;
+  if (rest < aend) { /* ":" then digits; a bare ":" means the default, as RFC 3986 allows */
+    unsigned port = 0;
+    for (const char *d = rest + 1; d < aend; d++) {
+      if (*d < '0' || *d > '9' || (port = port * 10 + (unsigned)(*d - '0')) > 65535)
+        return "bad url: bad port";
+    }
+    if (aend > rest + 1) {
+      if (port == 0) return "bad url: bad port";
+      u->port = port;
+    }
+  }
+
+  u->target = aend;
+  u->target_len = strcspn(aend, "#");
+  return NULL;
+}
+
+static bool is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool is_token(const char *s, size_t n) {
+  if (n == 0) return false;
+  for (size_t i = 0; i < n; i++) if (!is_tchar((unsigned char)s[i])) return false;
+  return true;
+}
+
+/* A value with CR, LF or NUL would let the caller smuggle in headers or a second request. */
+static bool is_field_value(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
+  return true;
+}
+
+/* The framing headers are ours: the body is sent with Content-Length, one request per
+ * connection. */
+static bool is_framing_header(const rh_header *f) {
+  return rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding") ||
+         rh_header_name_eq(f, "connection");
+}
+
+static const char *build_request(rh_client_op *op, const rh_client_req *req, const url_parts *u) {
+  const char *method = req->method ? req->method : "GET";
+  if (!is_token(method, strlen(method))) return "bad request: invalid method";
+  size_t body_len = req->body ? req->body_len : 0;
+  const rh_headers *h = req->headers;
+  rh_buf *b = &op->out;
+
+  rh_buf_printf(b, "%s ", method);
+  if (u->target_len == 0 || u->target[0] == '?') rh_buf_puts(b, "/");
+  rh_buf_append(b, u->target, u->target_len);
+  rh_buf_puts(b, " HTTP/1.1\r\n");
+
+  if (!h || !rh_headers_find(h, "host", NULL)) {
+    rh_buf_puts(b, "Host: ");
+    if (u->bracketed) rh_buf_puts(b, "[");
+    rh_buf_append(b, u->host, u->host_len);
+    if (u->bracketed) rh_buf_puts(b, "]");
+    if (u->port != 80) rh_buf_printf(b, ":%u", u->port);
+    rh_buf_puts(b, "\r\n");
+  }
+  for (size_t i = 0; h && i < h->n; i++) {
+    const rh_header *f = &h->items[i];
+    if (!is_token(f->name, f->name_len) || !is_field_value(f->value, f->value_len))
+      return "bad request: invalid header";
+    if (is_framing_header(f)) continue;
+    rh_buf_append(b, f->name, f->name_len);
+    rh_buf_puts(b, ": ");
+    rh_buf_append(b, f->value, f->value_len);
+    rh_buf_puts(b, "\r\n");
+  }
+  if (body_len || !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))
+    rh_buf_printf(b, "Content-Length: %zu\r\n", body_len);
+  rh_buf_puts(b, "Connection: close\r\n\r\n");
+  rh_buf_append(b, req->body, body_len);
+  if (b->len > UINT_MAX) return "bad request: too large"; /* one uv_buf_t carries it all */
+  op->is_head = strcmp(method, "HEAD") == 0;
+  return NULL;
+}
+
+static char *dup_n(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (!d) abort();
+  memcpy(d, s, n);
+  d[n] = 0;
+  return d;
+}
+
+static const char *prepare(rh_client_op *op, const rh_client_req *req) {
+  url_parts u;
+  const char *why = parse_url(req->url, &u);
+  if (why) return why;
+  if ((why = build_request(op, req, &u))) return why;
+  op->host = dup_n(u.host, u.host_len);
+  char port[8];
+  snprintf(port, sizeof port, "%u", u.port);
+  op->port = dup_n(port, strlen(port));
+  op->numeric_host = u.bracketed;
+  return NULL;
+}
+
+static void start_resolve(rh_client_op *op) {
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (op->numeric_host ? AI_NUMERICHOST : 0);
+  op->gai.data = op;
+  int r = uv_getaddrinfo(op->loop, &op->gai, on_resolved, op->host, op->port, &hints);
+  if (r < 0) {
+    char msg[sizeof op->err];
+    snprintf(msg, sizeof msg, "resolve: %s", uv_strerror(r));
+    fail_later(op, msg);
+    return;
+  }
+  op->resolving = true;
+  op->refs++;
+}
+
+static uint64_t timeout_ms(double seconds) {
+  if (!(seconds > 0)) seconds = DEFAULT_TIMEOUT; /* also catches NaN */
+  if (seconds > 1e9) seconds = 1e9;
+  uint64_t ms = (uint64_t)(seconds * 1000.0 + 0.999);
+  return ms ? ms : 1;
+}
+
+rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_client_cb cb,
+                                void *ud) {
+  rh_client_op *op = calloc(1, sizeof *op);
+  if (!op) abort();
+  op->loop = loop;
+  op->cb = cb;
+  op->ud = ud;
+  op->max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY;
+  rh_headers_init(&op->headers);
+  llhttp_init(&op->parser, HTTP_RESPONSE, &parser_settings);
+  op->parser.data = op;
+
+  uv_timer_init(loop, &op->timer);
+  op->timer.data = op;
+  op->refs = 1;
+
+  const char *why = prepare(op, req);
+  if (why) fail_later(op, why);
+  else start_resolve(op);
+  if (!op->err[0]) uv_timer_start(&op->timer, on_timer, timeout_ms(req->timeout), 0);
+  return op;
+}

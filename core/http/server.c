@@ -1,0 +1,841 @@
+#include "http/server.h"
+
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "net/net.h"
+
+typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_LINGER } timer_kind;
+
+struct rh_http_server {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  int listening;
+  rh_http_limits lim;
+  rh_http_handlers h;
+  rh_http_conn *conns; /* every open connection, for stop and free */
+  size_t nconns;
+  int stopping;
+};
+
+/* A connection owns its parser, its unparsed input and (one ref on) the current request. It is
+ * freed when both its handles are closed. */
+struct rh_http_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  rh_http_server *srv;
+  rh_http_conn *prev, *next;
+  llhttp_t parser;
+  rh_buf in;                 /* read but not yet parsed */
+  rh_http_req *req;          /* the request being parsed or answered */
+  char peer[64];
+  /* head scan: our own check of line endings, before llhttp sees the bytes */
+  int in_head, prev_cr;
+  size_t head_bytes, line_len, lines;
+  int header_state;          /* 0 none, 1 in a field name, 2 in a value */
+  size_t cl_count, host_count, te_count;
+  int head_ready, msg_done;  /* set by parser callbacks, acted on outside llhttp */
+  int reject_status;         /* set by a callback that fails the parse */
+  const char *reject_reason;
+  int in_process, reading, closing, close_after_write, lingering, handles;
+  timer_kind timer_kind;
+  size_t write_queued;
+};
+
+typedef struct {
+  uv_write_t w;
+  rh_http_conn *conn;
+  size_t len;
+  char data[];
+} write_req;
+
+static rh_metric *m_requests, *m_rejected, *m_duration, *m_conns;
+static char alloc_buf[65536];
+
+static void process(rh_http_conn *c);
+static void close_conn(rh_http_conn *c);
+
+void rh_http_limits_default(rh_http_limits *lim) {
+  lim->max_head = 16 * 1024;
+  lim->max_body = 1024 * 1024;
+  lim->head_timeout = 10;
+  lim->body_timeout = 30;
+  lim->keepalive_timeout = 75;
+  lim->write_high_water = 256 * 1024;
+}
+
+const char *rh_http_reason(int status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 303: return "See Other";
+  case 304: return "Not Modified";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 411: return "Length Required";
+  case 413: return "Content Too Large";
+  case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 417: return "Expectation Failed";
+  case 422: return "Unprocessable Content";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
+  default: return "Unknown";
+  }
+}
+
+static void register_metrics(void) {
+  static const char *code[] = { "code" }, *status[] = { "status" };
+  const char *err;
+  m_requests = rh_metric_register(RH_COUNTER, "relayhost_http_requests_total",
+                                  "HTTP requests answered, by status code", code, 1, NULL, 0, &err);
+  m_rejected = rh_metric_register(RH_COUNTER, "relayhost_http_rejected_total",
+                                  "Requests refused before reaching a handler (bad input, limits)",
+                                  status, 1, NULL, 0, &err);
+  m_duration = rh_metric_register(RH_HISTOGRAM, "relayhost_http_request_duration_seconds",
+                                  "Time from a parsed head to the end of the response", NULL, 0,
+                                  NULL, 0, &err);
+  m_conns = rh_metric_register(RH_GAUGE, "relayhost_http_connections",
+                               "Open client connections", NULL, 0, NULL, 0, &err);
+}
+
+/* ---- requests ---- */
+
+static void make_id(char *out) {
+  static uint32_t prefix;
+  static uint64_t seq;
+  if (!prefix) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    prefix = (uint32_t)(ts.tv_nsec ^ ((uint32_t)getpid() << 16) ^ (uint32_t)ts.tv_sec);
+  }
+  snprintf(out, 20, "%08" PRIx32 "%08" PRIx64, prefix, ++seq & 0xffffffffu);
+}
+
+static rh_http_req *req_new(rh_http_conn *c) {
+  rh_http_req *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->conn = c;
+  r->server = c->srv;
+  r->refs = 1;
+  r->max_body = c->srv->lim.max_body;
+  r->content_length = UINT64_MAX;
+  rh_headers_init(&r->headers);
+  memcpy(r->peer, c->peer, sizeof r->peer);
+  make_id(r->id);
+  return r;
+}
+
+void rh_http_req_release(rh_http_req *r) {
+  if (--r->refs > 0) return;
+  rh_headers_free(&r->headers);
+  rh_buf_free(&r->body);
+  free(r->target);
+  free(r);
+}
+
+/* ---- writing ---- */
+
+static void after_close(uv_handle_t *h) {
+  rh_http_conn *c = h->data;
+  if (--c->handles > 0) return;
+  rh_buf_free(&c->in);
+  free(c);
+}
+
+static void detach_req(rh_http_conn *c);
+
+static void close_now(rh_http_conn *c) {
+  if (c->handles < 2 || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  c->closing = 1;
+  detach_req(c);
+  rh_http_server *s = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->nconns--;
+  rh_metric_add(m_conns, NULL, -1);
+  uv_close((uv_handle_t *)&c->tcp, after_close);
+  uv_close((uv_handle_t *)&c->timer, after_close);
+}
+
+static void on_linger_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  if (n < 0) close_now(st->data);
+}
+
+static void linger_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(alloc_buf, sizeof alloc_buf);
+}
+
+static void set_timer(rh_http_conn *c, timer_kind kind, double seconds);
+
+static void after_shutdown(uv_shutdown_t *sh, int status) {
+  rh_http_conn *c = sh->data;
+  free(sh);
+  if (status < 0 || uv_is_closing((uv_handle_t *)&c->tcp)) { close_now(c); return; }
+  /* Lingering close: read and drop what the client still sends, so our answer is not lost to
+   * a reset caused by unread input (a 413 while the body is still arriving). */
+  c->lingering = 1;
+  set_timer(c, TIMER_LINGER, 2);
+  uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, on_linger_read);
+}
+
+static void shutdown_conn(rh_http_conn *c) {
+  if (c->lingering || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_shutdown_t *sh = malloc(sizeof *sh);
+  if (!sh) abort();
+  sh->data = c;
+  if (uv_shutdown(sh, (uv_stream_t *)&c->tcp, after_shutdown) < 0) {
+    free(sh);
+    close_now(c);
+  }
+}
+
+static void notify_drain(rh_http_conn *c) {
+  rh_http_req *r = c->req;
+  if (r && r->head_sent && !r->finished && c->srv->h.on_drain) c->srv->h.on_drain(r, c->srv->h.ud);
+}
+
+static void after_write(uv_write_t *w, int status) {
+  write_req *wr = (write_req *)w;
+  rh_http_conn *c = wr->conn;
+  size_t hw = c->srv->lim.write_high_water;
+  int was_high = c->write_queued > hw;
+  c->write_queued -= wr->len;
+  free(wr);
+  if (status < 0) { close_conn(c); return; }
+  if (c->close_after_write && c->write_queued == 0) { shutdown_conn(c); return; }
+  if (was_high && c->write_queued <= hw) notify_drain(c);
+}
+
+/* Queues bytes; tries a direct write first, which is what a small response usually needs. */
+static int conn_write(rh_http_conn *c, const char *p, size_t n) {
+  if (c->closing) return -1;
+  if (c->write_queued == 0) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w > 0) { p += w; n -= (size_t)w; }
+    else if (w != UV_EAGAIN && w != UV_ENOSYS) { close_conn(c); return -1; }
+  }
+  if (n == 0) return 0;
+  write_req *wr = malloc(sizeof *wr + n);
+  if (!wr) abort();
+  memcpy(wr->data, p, n);
+  wr->conn = c;
+  wr->len = n;
+  c->write_queued += n;
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
+  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, after_write) < 0) {
+    c->write_queued -= n;
+    free(wr);
+    close_conn(c);
+    return -1;
+  }
+  return 0;
+}
+
+static void close_after_write(rh_http_conn *c) {
+  c->close_after_write = 1;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  if (c->write_queued == 0) shutdown_conn(c);
+}
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t) {
+  rh_http_conn *c = t->data;
+  timer_kind k = c->timer_kind;
+  c->timer_kind = TIMER_NONE;
+  if (k == TIMER_HEAD || k == TIMER_BODY) {
+    if (k == TIMER_HEAD && c->head_bytes == 0) { close_conn(c); return; }
+    RH_LOG(RH_LOG_WARN, "http_timeout", RH_STR("peer", c->peer),
+           RH_STR("phase", k == TIMER_HEAD ? "head" : "body"));
+    rh_metric_add(m_rejected, (const char *[]){ "408" }, 1);
+    if (c->req && c->req->head_sent) { close_conn(c); return; }
+    static const char resp[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n";
+    if (c->req) c->req->head_sent = c->req->finished = 1;
+    conn_write(c, resp, sizeof resp - 1);
+    close_after_write(c);
+  } else {
+    close_now(c); /* idle keep-alive or linger over */
+  }
+}
+
+static void set_timer(rh_http_conn *c, timer_kind kind, double seconds) {
+  c->timer_kind = kind;
+  if (kind == TIMER_NONE) { uv_timer_stop(&c->timer); return; }
+  uv_timer_start(&c->timer, on_timer, (uint64_t)(seconds * 1000), 0);
+}
+
+/* ---- rejecting bad input ---- */
+
+static void reject(rh_http_conn *c, int status, const char *reason) {
+  rh_http_req *r = c->req;
+  RH_LOG(RH_LOG_WARN, "http_rejected", RH_INT("status", status), RH_STR("reason", reason),
+         RH_STR("peer", c->peer), RH_STR("request_id", r ? r->id : NULL));
+  char code[8];
+  snprintf(code, sizeof code, "%d", status);
+  rh_metric_add(m_rejected, (const char *[]){ code }, 1);
+  if (r && r->head_sent) { close_conn(c); return; }
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
+                status, rh_http_reason(status), strlen(reason) + 1, reason);
+  if (r) {
+    r->head_sent = r->finished = 1;
+    r->status = status;
+  }
+  conn_write(c, b.data, b.len);
+  rh_buf_free(&b);
+  close_after_write(c);
+  if (r && !r->body_done && c->srv->h.on_body) {
+    r->body_error = reason;
+    if (r->body_wanted) c->srv->h.on_body(r, c->srv->h.ud);
+  }
+}
+
+void rh_http_reject(rh_http_req *r, int status, const char *reason) {
+  if (r->conn && r->conn->req == r) reject(r->conn, status, reason);
+}
+
+/* Our own pass over head bytes: llhttp 8.1 accepts bare LF and obs-fold, which are request
+ * smuggling shapes, and the 431 limit is simplest to count here. Returns how many bytes
+ * belong to the head (all of n if it does not end here), or -1 after rejecting. */
+static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
+  size_t max = c->srv->lim.max_head;
+  for (size_t i = 0; i < n; i++) {
+    char ch = p[i];
+    if (++c->head_bytes > max) {
+      reject(c, 431, "request head too large");
+      return -1;
+    }
+    if (ch == '\n') {
+      if (!c->prev_cr) { reject(c, 400, "bare LF in request head"); return -1; }
+      c->prev_cr = 0;
+      if (c->line_len == 0) {
+        if (c->lines == 0) continue; /* empty lines before a request line are allowed */
+        c->in_head = 0;
+        return (ssize_t)(i + 1);
+      }
+      c->lines++;
+      c->line_len = 0;
+      continue;
+    }
+    if (c->prev_cr) { reject(c, 400, "bare CR in request head"); return -1; }
+    if (ch == '\r') { c->prev_cr = 1; continue; }
+    if (c->line_len == 0 && c->lines > 0 && (ch == ' ' || ch == '\t')) {
+      reject(c, 400, "obsolete line folding in request head");
+      return -1;
+    }
+    c->line_len++;
+  }
+  return (ssize_t)n;
+}
+
+static void reset_head_scan(rh_http_conn *c) {
+  c->in_head = 1;
+  c->prev_cr = 0;
+  c->head_bytes = c->line_len = c->lines = 0;
+  c->header_state = 0;
+  c->cl_count = c->host_count = c->te_count = 0;
+}
+
+/* ---- llhttp callbacks: collect, and pause where the upper layer must act ---- */
+
+static rh_http_conn *conn_of(llhttp_t *p) { return p->data; }
+
+static int cb_message_begin(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  c->req = req_new(c);
+  return 0;
+}
+
+static int cb_url(llhttp_t *p, const char *at, size_t len) {
+  rh_http_req *r = conn_of(p)->req;
+  r->target = realloc(r->target, r->target_len + len + 1);
+  if (!r->target) abort();
+  memcpy(r->target + r->target_len, at, len);
+  r->target_len += len;
+  r->target[r->target_len] = 0;
+  return 0;
+}
+
+static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
+  rh_http_conn *c = conn_of(p);
+  if (c->header_state == 1) rh_headers_append_name(&c->req->headers, at, len);
+  else rh_headers_add(&c->req->headers, at, len, "", 0);
+  c->header_state = 1;
+  return 0;
+}
+
+static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
+  rh_http_conn *c = conn_of(p);
+  rh_headers_append_value(&c->req->headers, at, len);
+  c->header_state = 2;
+  return 0;
+}
+
+static int cb_header_field_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  c->header_state = 2; /* a value follows, even an empty one */
+  rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
+  c->cl_count += rh_header_name_eq(f, "content-length");
+  c->host_count += rh_header_name_eq(f, "host");
+  c->te_count += rh_header_name_eq(f, "transfer-encoding");
+  return 0;
+}
+
+static int fail_parse(rh_http_conn *c, int status, const char *reason) {
+  c->reject_status = status;
+  c->reject_reason = reason;
+  return HPE_USER;
+}
+
+static void split_target(rh_http_req *r) {
+  if (!r->target) {
+    r->target = calloc(1, 1);
+    if (!r->target) abort();
+  }
+  const char *t = r->target, *end = t + r->target_len;
+  /* absolute-form (a proxy request): the path starts after scheme://authority */
+  const char *s = strstr(t, "://");
+  if (t[0] != '/' && s) {
+    const char *slash = memchr(s + 3, '/', (size_t)(end - (s + 3)));
+    t = slash ? slash : end;
+  }
+  const char *q = memchr(t, '?', (size_t)(end - t));
+  r->path = t;
+  r->path_len = (size_t)((q ? q : end) - t);
+  r->query = q ? q + 1 : NULL;
+  r->query_len = q ? (size_t)(end - q - 1) : 0;
+}
+
+static int cb_headers_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  rh_http_req *r = c->req;
+  if (c->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
+  if (c->cl_count && c->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
+  if (p->http_major != 1) return fail_parse(c, 505, "only HTTP/1.x is served here");
+  if (p->http_minor == 1 && c->host_count != 1)
+    return fail_parse(c, 400, c->host_count ? "repeated Host header" : "missing Host header");
+  r->method = llhttp_method_name((llhttp_method_t)p->method);
+  r->http_minor = p->http_minor;
+  r->keep_alive = llhttp_should_keep_alive(p);
+  r->is_head = p->method == HTTP_HEAD;
+  if (p->flags & F_CONTENT_LENGTH) r->content_length = p->content_length;
+  r->expect_continue = rh_headers_has_token(&r->headers, "expect", "100-continue");
+  split_target(r);
+  c->head_ready = 1;
+  return HPE_PAUSED;
+}
+
+static int cb_body(llhttp_t *p, const char *at, size_t len) {
+  rh_http_conn *c = conn_of(p);
+  rh_http_req *r = c->req;
+  if (r->body.len + len > r->max_body) return fail_parse(c, 413, "request body over the limit");
+  rh_buf_append(&r->body, at, len);
+  if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_BODY, c->srv->lim.body_timeout);
+  return 0;
+}
+
+static int cb_message_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  c->req->body_done = 1;
+  c->msg_done = 1;
+  return HPE_PAUSED;
+}
+
+static llhttp_settings_t parser_settings;
+
+static void init_settings(void) {
+  llhttp_settings_init(&parser_settings);
+  parser_settings.on_message_begin = cb_message_begin;
+  parser_settings.on_url = cb_url;
+  parser_settings.on_header_field = cb_header_field;
+  parser_settings.on_header_value = cb_header_value;
+  parser_settings.on_header_field_complete = cb_header_field_complete;
+  parser_settings.on_headers_complete = cb_headers_complete;
+  parser_settings.on_body = cb_body;
+  parser_settings.on_message_complete = cb_message_complete;
+}
+
+/* ---- the parse loop ---- */
+
+static void dispatch(rh_http_conn *c) {
+  rh_http_req *r = c->req;
+  r->started = (double)uv_now(c->srv->loop) / 1000.0;
+  r->refs++; /* the upper layer's reference, dropped by rh_http_req_release */
+  set_timer(c, c->msg_done ? TIMER_NONE : TIMER_BODY, c->srv->lim.body_timeout);
+  c->srv->h.on_request(r, c->srv->h.ud);
+}
+
+static void body_complete(rh_http_conn *c) {
+  rh_http_req *r = c->req;
+  if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_NONE, 0);
+  if (r->body_wanted && c->srv->h.on_body) c->srv->h.on_body(r, c->srv->h.ud);
+}
+
+/* Feeds unparsed input to llhttp until a request is complete (then waits for its response),
+ * the input runs out, or the connection is rejected. */
+static void parse_available(rh_http_conn *c) {
+  size_t off = 0;
+  while (!c->closing && !c->close_after_write && !c->msg_done && off < c->in.len) {
+    const char *data = c->in.data + off;
+    size_t n = c->in.len - off, chunk = n;
+    if (c->in_head) {
+      int first = c->head_bytes == 0;
+      ssize_t h = scan_head(c, data, n);
+      if (h < 0) break;
+      chunk = (size_t)h;
+      if (first && c->head_bytes > 0 && c->in_head) set_timer(c, TIMER_HEAD, c->srv->lim.head_timeout);
+    }
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, chunk);
+    size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    off += used;
+    if (err == HPE_PAUSED) {
+      llhttp_resume(&c->parser);
+      if (c->head_ready) { c->head_ready = 0; dispatch(c); }
+      if (c->msg_done) body_complete(c);
+    } else if (err == HPE_PAUSED_UPGRADE) {
+      reject(c, 501, "protocol upgrade is not supported on this route");
+    } else if (err != HPE_OK) {
+      if (c->reject_status) reject(c, c->reject_status, c->reject_reason);
+      else reject(c, 400, llhttp_get_error_reason(&c->parser));
+    }
+  }
+  rh_buf_consume(&c->in, off);
+}
+
+static void log_access(rh_http_req *r) {
+  double ms = ((double)uv_now(r->server->loop) / 1000.0 - r->started) * 1000.0;
+  char code[8];
+  snprintf(code, sizeof code, "%d", r->status);
+  rh_metric_add(m_requests, (const char *[]){ code }, 1);
+  rh_metric_observe(m_duration, NULL, ms / 1000.0);
+  if (!rh_log_enabled(RH_LOG_INFO)) return;
+  RH_LOG(RH_LOG_INFO, "access", RH_STR("method", r->method), RH_STRN("path", r->path, r->path_len),
+         RH_INT("status", r->status), RH_INT("bytes", r->bytes_out), RH_NUM("ms", ms),
+         RH_STR("peer", r->peer), RH_STR("request_id", r->id));
+}
+
+/* The current request is answered and fully read: on to the next one, or close. */
+static void finish_exchange(rh_http_conn *c) {
+  rh_http_req *r = c->req;
+  int keep = r->keep_alive && !c->srv->stopping;
+  c->req = NULL;
+  c->msg_done = 0;
+  r->conn = NULL;
+  rh_http_req_release(r);
+  if (!keep) { close_after_write(c); return; }
+  reset_head_scan(c);
+  set_timer(c, TIMER_IDLE, c->srv->lim.keepalive_timeout);
+}
+
+static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(alloc_buf, sizeof alloc_buf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  rh_http_conn *c = st->data;
+  if (n == 0) return;
+  if (n < 0) {
+    /* EOF between requests is a normal goodbye; mid-request it aborts the handler */
+    close_conn(c);
+    return;
+  }
+  rh_buf_append(&c->in, buf->base, (size_t)n);
+  if (c->timer_kind == TIMER_IDLE) set_timer(c, TIMER_NONE, 0);
+  process(c);
+}
+
+static void update_reading(rh_http_conn *c) {
+  int want = !c->closing && !c->close_after_write && !c->msg_done && c->in.len < c->srv->lim.max_head + 65536;
+  if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  else if (!want && c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = want;
+}
+
+static void process(rh_http_conn *c) {
+  if (c->in_process) return; /* the outer call picks up whatever changed */
+  c->in_process = 1;
+  for (;;) {
+    parse_available(c);
+    if (c->closing || c->close_after_write) break;
+    if (!(c->msg_done && c->req && c->req->finished)) break;
+    finish_exchange(c);
+    if (c->close_after_write) break;
+  }
+  c->in_process = 0;
+  if (!c->closing && !c->lingering) update_reading(c);
+}
+
+/* ---- connections ---- */
+
+/* The connection lets go of its request; a handler still holding it learns it is gone. */
+static void detach_req(rh_http_conn *c) {
+  rh_http_req *r = c->req;
+  if (!r) return;
+  c->req = NULL;
+  r->conn = NULL;
+  if (!r->body_done && !r->body_error) r->body_error = "client closed the connection";
+  if (r->refs > 1 && c->srv->h.on_abort) c->srv->h.on_abort(r, c->srv->h.ud);
+  rh_http_req_release(r);
+}
+
+static void close_conn(rh_http_conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  close_now(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status) {
+  rh_http_server *s = ls->data;
+  if (status < 0) return;
+  rh_http_conn *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->srv = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+    /* out of descriptors: the pending connection stays queued; nothing to serve here */
+    c->handles = 1;
+    c->tcp.data = c;
+    uv_close((uv_handle_t *)&c->tcp, after_close);
+    return;
+  }
+  uv_timer_init(s->loop, &c->timer);
+  c->handles = 2;
+  c->tcp.data = c->timer.data = c;
+  uv_tcp_nodelay(&c->tcp, 1);
+  rh_peer_name(&c->tcp, c->peer, sizeof c->peer);
+  llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+  c->parser.data = c;
+  reset_head_scan(c);
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+  rh_metric_add(m_conns, NULL, 1);
+  set_timer(c, TIMER_HEAD, s->lim.head_timeout);
+  update_reading(c);
+}
+
+static void free_server(uv_handle_t *h);
+
+rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh_http_limits *lim,
+                                     const rh_http_handlers *h, char *err, size_t errlen) {
+  static int once;
+  if (!once++) {
+    init_settings();
+    register_metrics();
+  }
+  rh_http_server *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  s->loop = loop;
+  s->lim = *lim;
+  s->h = *h;
+  if (rh_listen(loop, &s->listener, addr, on_connection, err, errlen) < 0) {
+    s->listener.data = s;
+    if (s->listener.loop) uv_close((uv_handle_t *)&s->listener, free_server);
+    else free(s);
+    return NULL;
+  }
+  s->listener.data = s;
+  s->listening = 1;
+  return s;
+}
+
+int rh_http_server_port(rh_http_server *s) { return rh_bound_port(&s->listener); }
+size_t rh_http_server_connections(rh_http_server *s) { return s->nconns; }
+
+static void free_server(uv_handle_t *h) { free(h->data); }
+
+static void close_listener(rh_http_server *s, uv_close_cb cb) {
+  if (!s->listening) return;
+  s->listening = 0;
+  uv_close((uv_handle_t *)&s->listener, cb);
+}
+
+void rh_http_server_stop_accepting(rh_http_server *s) {
+  s->stopping = 1;
+  close_listener(s, NULL);
+  for (rh_http_conn *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    if (!c->req && c->in.len == 0) close_conn(c);
+    else if (c->req) c->req->keep_alive = 0;
+  }
+}
+
+void rh_http_server_free(rh_http_server *s) {
+  s->stopping = 1;
+  while (s->conns) close_conn(s->conns);
+  if (s->listening) close_listener(s, free_server);
+  else free(s); /* the listener handle was already closed */
+}
+
+/* ---- responses ---- */
+
+static void date_header(rh_buf *b) {
+  static time_t last;
+  static char cached[64];
+  time_t now = time(NULL);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(cached, sizeof cached, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    last = now;
+  }
+  rh_buf_puts(b, cached);
+}
+
+static int body_allowed(int status) { return !(status < 200 || status == 204 || status == 304); }
+
+/* Framing headers are the server's: the caller's Content-Length/Transfer-Encoding/Connection
+ * are dropped, except a Content-Length on a streamed response, which sets its length. */
+static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *h, int64_t length) {
+  rh_buf_printf(b, "HTTP/1.1 %d %s\r\n", status, rh_http_reason(status));
+  int have_date = 0, have_server = 0;
+  for (size_t i = 0; h && i < h->n; i++) {
+    const rh_header *f = &h->items[i];
+    if (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding") ||
+        rh_header_name_eq(f, "connection"))
+      continue;
+    have_date |= rh_header_name_eq(f, "date");
+    have_server |= rh_header_name_eq(f, "server");
+    rh_buf_append(b, f->name, f->name_len);
+    rh_buf_append(b, ": ", 2);
+    rh_buf_append(b, f->value, f->value_len);
+    rh_buf_append(b, "\r\n", 2);
+  }
+  if (!have_server) rh_buf_puts(b, "Server: relayhost\r\n");
+  if (!have_date) date_header(b);
+  if (body_allowed(status)) {
+    if (length >= 0) rh_buf_printf(b, "Content-Length: %" PRId64 "\r\n", length);
+    else rh_buf_puts(b, "Transfer-Encoding: chunked\r\n");
+  }
+  int keep = r->keep_alive && !r->server->stopping;
+  /* a body the handler never read and the client still holds back: we cannot reuse */
+  if (r->conn && !r->body_done && r->expect_continue && !r->body_wanted) keep = 0;
+  r->keep_alive = keep;
+  if (!keep) rh_buf_puts(b, "Connection: close\r\n");
+  else if (r->http_minor == 0) rh_buf_puts(b, "Connection: keep-alive\r\n");
+  rh_buf_append(b, "\r\n", 2);
+}
+
+static void response_done(rh_http_req *r) {
+  r->finished = 1;
+  log_access(r);
+  if (r->conn) process(r->conn);
+}
+
+int rh_http_respond(rh_http_req *r, int status, const rh_headers *h, const char *body, size_t len) {
+  if (r->head_sent || !r->conn) return -1;
+  rh_buf b = RH_BUF_INIT;
+  if (!body_allowed(status)) len = 0;
+  build_head(&b, r, status, h, (int64_t)len);
+  if (!r->is_head) rh_buf_append(&b, body, len);
+  r->status = status;
+  r->head_sent = 1;
+  r->bytes_out = len;
+  int rc = conn_write(r->conn, b.data, b.len);
+  rh_buf_free(&b);
+  response_done(r);
+  return rc;
+}
+
+int rh_http_start(rh_http_req *r, int status, const rh_headers *h) {
+  if (r->head_sent || !r->conn) return -1;
+  int64_t length = -1;
+  const rh_header *cl = h ? rh_headers_find(h, "content-length", NULL) : NULL;
+  if (cl) length = strtoll(cl->value, NULL, 10);
+  rh_buf b = RH_BUF_INIT;
+  build_head(&b, r, status, h, length);
+  r->status = status;
+  r->head_sent = 1;
+  r->chunked = length < 0 && body_allowed(status);
+  int rc = conn_write(r->conn, b.data, b.len);
+  rh_buf_free(&b);
+  return rc;
+}
+
+int rh_http_write(rh_http_req *r, const char *p, size_t n) {
+  if (!r->head_sent || r->finished || !r->conn) return -1;
+  if (n == 0 || r->is_head || !body_allowed(r->status)) return 0;
+  r->bytes_out += n;
+  int rc;
+  if (r->chunked) {
+    char size[24];
+    int k = snprintf(size, sizeof size, "%zx\r\n", n);
+    rh_buf b = RH_BUF_INIT;
+    rh_buf_append(&b, size, (size_t)k);
+    rh_buf_append(&b, p, n);
+    rh_buf_append(&b, "\r\n", 2);
+    rc = conn_write(r->conn, b.data, b.len);
+    rh_buf_free(&b);
+  } else {
+    rc = conn_write(r->conn, p, n);
+  }
+  if (rc < 0 || !r->conn) return -1;
+  return r->conn->write_queued > r->server->lim.write_high_water;
+}
+
+int rh_http_finish(rh_http_req *r) {
+  if (!r->head_sent || r->finished) return -1;
+  int rc = 0;
+  if (r->conn && r->chunked && !r->is_head) rc = conn_write(r->conn, "0\r\n\r\n", 5);
+  response_done(r);
+  return r->conn || rc == 0 ? rc : -1;
+}
+
+int rh_http_want_body(rh_http_req *r) {
+  r->body_wanted = 1;
+  if (r->body_done) return 1;
+  if (r->body_error || !r->conn) {
+    if (!r->body_error) r->body_error = "client closed the connection";
+    return -1;
+  }
+  if (r->expect_continue && !r->head_sent) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    r->expect_continue = 0; /* sent once */
+    conn_write(r->conn, cont, sizeof cont - 1);
+  }
+  return 0;
+}
+
+void rh_http_abort(rh_http_req *r) {
+  if (r->conn) close_conn(r->conn);
+}

@@ -1,0 +1,102 @@
+/* server: the HTTP/1.1 server side of a connection (llhttp), with the host's limits.
+ *
+ * An rh_http_server owns a listener and its connections. Each connection parses one request at
+ * a time; pipelined requests wait, unparsed, until the current response is finished. For each
+ * request head the server calls on_request with an rh_http_req; the upper layer answers through
+ * rh_http_respond or rh_http_start/write/finish and calls rh_http_req_release when it no longer
+ * needs the request. The request stays valid until released, even if the client goes away
+ * (req->conn is then NULL and writes return -1).
+ *
+ * Bad input never reaches on_request: malformed heads and smuggling shapes get 400, oversize
+ * heads 431, slow heads 408, each with a log line and a metric, and the connection is closed. */
+#ifndef RH_HTTP_SERVER_H
+#define RH_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "http/headers.h"
+#include "log/buf.h"
+
+typedef struct rh_http_server rh_http_server;
+typedef struct rh_http_conn rh_http_conn;
+typedef struct rh_http_req rh_http_req;
+
+typedef struct {
+  size_t max_head;           /* request line + headers; over → 431 */
+  size_t max_body;           /* default per request; the upper layer may change req->max_body */
+  double head_timeout;       /* seconds from a head's first byte to its end; over → 408 */
+  double body_timeout;       /* seconds without body progress; over → 408 */
+  double keepalive_timeout;  /* idle seconds between requests before a silent close */
+  size_t write_high_water;   /* rh_http_write returns 1 above this many queued bytes */
+} rh_http_limits;
+
+typedef struct {
+  void (*on_request)(rh_http_req *req, void *ud);  /* a head has been parsed */
+  void (*on_body)(rh_http_req *req, void *ud);     /* body complete, or req->body_error set */
+  void (*on_drain)(rh_http_req *req, void *ud);    /* queued output fell below high water */
+  void (*on_abort)(rh_http_req *req, void *ud);    /* the connection went away */
+  void *ud;
+} rh_http_handlers;
+
+struct rh_http_req {
+  rh_http_conn *conn;        /* NULL once the connection is closed */
+  rh_http_server *server;
+  char id[20];               /* request id, hex */
+  char peer[64];
+  const char *method;
+  char *target;              /* raw request target */
+  size_t target_len;
+  const char *path;          /* into target: path part and its length */
+  size_t path_len;
+  const char *query;         /* into target after '?', or NULL */
+  size_t query_len;
+  rh_headers headers;
+  int http_minor;
+  int keep_alive;
+  int expect_continue;
+  uint64_t content_length;   /* UINT64_MAX: none given */
+  size_t max_body;
+  rh_buf body;
+  int body_done;
+  const char *body_error;    /* set with on_body when the body failed (413, client gone) */
+  int body_wanted;           /* the handler asked for the body: 100-continue sent if needed */
+  int status;                /* response status, 0 before the head is sent */
+  int head_sent, finished, chunked, is_head;
+  uint64_t bytes_out;
+  double started;            /* loop time when the head was parsed */
+  void *ud;                  /* the upper layer's */
+  int refs;
+};
+
+/* Starts serving on addr. NULL plus err on failure. */
+rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh_http_limits *lim,
+                                     const rh_http_handlers *h, char *err, size_t errlen);
+int rh_http_server_port(rh_http_server *s);
+/* Stops accepting; idle connections close, busy ones after their current response. */
+void rh_http_server_stop_accepting(rh_http_server *s);
+size_t rh_http_server_connections(rh_http_server *s);
+/* Closes every connection and frees the server once all handles are closed. */
+void rh_http_server_free(rh_http_server *s);
+void rh_http_limits_default(rh_http_limits *lim);
+
+/* Whole response with Content-Length. headers may be NULL. */
+int rh_http_respond(rh_http_req *req, int status, const rh_headers *headers, const char *body,
+                    size_t len);
+/* Streaming: chunked unless headers carry Content-Length. */
+int rh_http_start(rh_http_req *req, int status, const rh_headers *headers);
+/* -1 closed, 0 ok, 1 over high water (wait for on_drain before writing more). */
+int rh_http_write(rh_http_req *req, const char *p, size_t n);
+int rh_http_finish(rh_http_req *req);
+/* Asks for the body: sends 100 Continue if the client waits for it. 1: the body is complete;
+ * 0: on_body follows; -1: it failed (req->body_error says why). */
+int rh_http_want_body(rh_http_req *req);
+/* Answers status with a short text body and closes the connection, logged and counted like
+ * the server's own rejections (413 for a declared body over the route's limit, …). */
+void rh_http_reject(rh_http_req *req, int status, const char *reason);
+/* Drops the connection (a streamed response that cannot be finished). */
+void rh_http_abort(rh_http_req *req);
+void rh_http_req_release(rh_http_req *req);
+const char *rh_http_reason(int status);
+
+#endif

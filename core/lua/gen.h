@@ -1,0 +1,66 @@
+/* gen: the inside of generations and tasks, shared by runtime.c and the relay.core bindings.
+ * Not for the protocol layers: they only see runtime.h. */
+#ifndef RH_GEN_H
+#define RH_GEN_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "http/router.h"
+#include "http/server.h"
+#include "lua/runtime.h"
+
+typedef struct rh_exchange rh_exchange;
+typedef struct rh_gtimer rh_gtimer;
+
+/* One LuaJIT state and what was built from it. refs: 1 while current, plus one per task, per
+ * timer handle and for the drain timer; freed (lua_close) when they are all gone. */
+struct rh_gen {
+  lua_State *L;
+  int id, refs, retired;
+  rh_router *router;
+  size_t *max_body;          /* per route handler index; 0: the server default */
+  size_t nroutes;
+  int handlers_ref;          /* registry: array of route handler functions */
+  rh_task *tasks;            /* live tasks, for drain cancellation */
+  size_t ntasks;
+  rh_gtimer *timers;         /* relay.after / relay.every timers */
+  uv_timer_t drain_timer;
+  int drain_timer_active;
+};
+
+/* One coroutine run. Owns a registry ref to its coroutine (and to its exchange userdata) and
+ * one ref on its request; both are dropped in task_free when the coroutine ends or is
+ * cancelled. */
+struct rh_task {
+  rh_gen *gen;
+  lua_State *co;
+  int co_ref, ex_ref;
+  rh_exchange *ex;
+  rh_http_req *req;          /* NULL for timer tasks */
+  rh_task *prev, *next;
+  rh_wait_cancel_fn cancel;  /* set while parked on a waiting primitive */
+  void *op;
+  int parked;
+  int waiting_body, waiting_drain;
+};
+
+/* The userdata req/res objects hold: valid while task is non-NULL. */
+struct rh_exchange {
+  rh_task *task;
+};
+
+rh_gen *rh_gen_of(lua_State *L);   /* the generation a Lua state belongs to */
+void rh_gen_ref(rh_gen *g);
+void rh_gen_unref(rh_gen *g);
+void rh_gen_stop_timers(rh_gen *g);
+void rh_gen_tasks_gone(rh_gen *g);
+rh_task *rh_task_new(rh_gen *g, rh_http_req *req); /* coroutine on top of nothing: push fn+args */
+void rh_task_start(rh_task *t, int nargs);          /* runs fn on t->co with nargs */
+void rh_task_cancel(rh_task *t);
+
+void rh_watchdog_enter(lua_State *L);
+void rh_watchdog_leave(void);
+
+#endif

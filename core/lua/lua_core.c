@@ -1,0 +1,598 @@
+/* lua_core: relay.core, the C half of the `relay` module: routes, request and response
+ * objects, sleeping, timers and logging. the Lua modules under lua/relay wrap it into the public API. */
+#include <lauxlib.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "log/log.h"
+#include "lua/bind.h"
+#include "lua/gen.h"
+
+#define EXCHANGE_MT "relay.exchange"
+
+/* ---- routes ---- */
+
+/* core.route_add(method, pattern, fn, max_body) */
+static int l_route_add(lua_State *L) {
+  const char *method = luaL_checkstring(L, 1);
+  const char *pattern = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_Number max_body = luaL_optnumber(L, 4, 0);
+  rh_gen *g = rh_gen_of(L);
+  if (g->retired) return luaL_error(L, "routes can only be added while the script loads");
+  const char *err;
+  int idx = (int)g->nroutes + 1;
+  if (rh_router_add(g->router, method, pattern, idx, &err) < 0)
+    return luaL_error(L, "bad route pattern '%s': %s", pattern, err);
+  g->max_body = realloc(g->max_body, (size_t)(idx + 1) * sizeof *g->max_body);
+  if (!g->max_body) abort();
+  g->max_body[idx] = max_body > 0 ? (size_t)max_body : 0;
+  g->nroutes = (size_t)idx;
+  if (!g->handlers_ref) {
+    lua_newtable(L);
+    g->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->handlers_ref);
+  lua_pushvalue(L, 3);
+  lua_rawseti(L, -2, idx);
+  return 0;
+}
+
+/* core.set_classes(Request, Response, Headers, multi): metatables for the objects C builds,
+ * and the weak table that holds repeated header values. */
+static int l_set_classes(lua_State *L) {
+  static const char *keys[] = { "relay.Request", "relay.Response", "relay.Headers", "relay.multi" };
+  for (int i = 0; i < 4; i++) {
+    luaL_checktype(L, i + 1, LUA_TTABLE);
+    lua_pushvalue(L, i + 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, keys[i]);
+  }
+  return 0;
+}
+
+/* ---- headers ---- */
+
+static void lower_into(char *dst, const char *src, size_t n) {
+  for (size_t i = 0; i < n; i++) dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
+}
+
+/* Repeated fields keep every value, in order, in the weak side table multi[headers][name]. */
+static void add_repeat(lua_State *L, int t, const char *name, size_t nlen, const rh_header *f) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.multi");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
+  lua_pushvalue(L, t);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, t);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_pushlstring(L, name, nlen);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushlstring(L, name, nlen);
+    lua_rawget(L, t); /* the first value */
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, name, nlen);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_pushlstring(L, f->value, f->value_len);
+  lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  lua_pop(L, 3);
+}
+
+void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
+  lua_createtable(L, 0, (int)h->n);
+  int t = lua_gettop(L);
+  char small[128];
+  for (size_t i = 0; i < h->n; i++) {
+    const rh_header *f = &h->items[i];
+    char *name = f->name_len <= sizeof small ? small : malloc(f->name_len);
+    if (!name) abort();
+    lower_into(name, f->name, f->name_len);
+    lua_pushlstring(L, name, f->name_len);
+    lua_rawget(L, t);
+    int seen = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (seen) {
+      add_repeat(L, t, name, f->name_len, f);
+    } else {
+      lua_pushlstring(L, name, f->name_len);
+      lua_pushlstring(L, f->value, f->value_len);
+      lua_rawset(L, t);
+    }
+    if (name != small) free(name);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.Headers");
+  if (lua_istable(L, -1)) lua_setmetatable(L, t);
+  else lua_pop(L, 1);
+}
+
+static int valid_name(const char *s, size_t n) {
+  static const char *tchar = "!#$%&'*+-.^_`|~";
+  if (!n) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || strchr(tchar, c)))
+      return 0;
+  }
+  return 1;
+}
+
+static int valid_value(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == 0) return 0;
+  return 1;
+}
+
+static int add_checked(lua_State *L, rh_headers *h, const char *name, size_t nlen, int vidx) {
+  size_t vlen;
+  const char *v = lua_tolstring(L, vidx, &vlen);
+  if (!v) {
+    lua_pushfstring(L, "header '%s': value must be a string or number", name);
+    return -1;
+  }
+  if (!valid_value(v, vlen)) {
+    lua_pushfstring(L, "header '%s': value contains CR, LF or NUL", name);
+    return -1;
+  }
+  rh_headers_add(h, name, nlen, v, vlen);
+  return 0;
+}
+
+int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  if (lua_isnil(L, idx) || lua_isnone(L, idx)) return 0;
+  if (!lua_istable(L, idx)) {
+    lua_pushliteral(L, "headers must be a table");
+    return -1;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t nlen;
+    if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 2); continue; }
+    const char *name = lua_tolstring(L, -2, &nlen);
+    if (!valid_name(name, nlen)) {
+      lua_pop(L, 2);
+      lua_pushfstring(L, "header name '%s' is not a valid token", name);
+      return -1;
+    }
+    if (lua_istable(L, -1)) {
+      for (int i = 1;; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+        if (add_checked(L, h, name, nlen, lua_gettop(L)) < 0) {
+          lua_replace(L, -4); /* message replaces the key; drop value table and item */
+          lua_pop(L, 2);
+          return -1;
+        }
+        lua_pop(L, 1);
+      }
+    } else if (lua_type(L, -1) != LUA_TBOOLEAN) {
+      if (add_checked(L, h, name, nlen, lua_gettop(L)) < 0) {
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        return -1;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* ---- requests ---- */
+
+static void setfield_l(lua_State *L, const char *k, const char *v, size_t n) {
+  lua_pushlstring(L, v, n);
+  lua_setfield(L, -2, k);
+}
+
+static void push_params(lua_State *L, const rh_route_match *m) {
+  lua_createtable(L, 0, (int)m->nparams);
+  for (size_t i = 0; i < m->nparams; i++) {
+    lua_pushlstring(L, m->params[i].name, m->params[i].name_len);
+    lua_pushlstring(L, m->params[i].value, m->params[i].value_len);
+    lua_rawset(L, -3);
+  }
+}
+
+/* Pushes req and res for a new task. */
+static void push_objects(lua_State *co, rh_task *t, const rh_route_match *m) {
+  rh_http_req *r = t->req;
+  lua_createtable(co, 0, 12);
+  lua_pushstring(co, r->method);
+  lua_setfield(co, -2, "method");
+  setfield_l(co, "path", r->path, r->path_len);
+  setfield_l(co, "query", r->query ? r->query : "", r->query_len);
+  setfield_l(co, "target", r->target, r->target_len);
+  lua_pushstring(co, r->peer);
+  lua_setfield(co, -2, "peer");
+  lua_pushstring(co, r->id);
+  lua_setfield(co, -2, "id");
+  lua_pushliteral(co, "http");
+  lua_setfield(co, -2, "scheme");
+  lua_pushstring(co, r->http_minor ? "1.1" : "1.0");
+  lua_setfield(co, -2, "http_version");
+  push_params(co, m);
+  lua_setfield(co, -2, "params");
+  rh_lua_push_headers(co, &r->headers);
+  lua_setfield(co, -2, "headers");
+
+  rh_exchange *ex = lua_newuserdata(co, sizeof *ex);
+  ex->task = t;
+  t->ex = ex;
+  luaL_getmetatable(co, EXCHANGE_MT);
+  lua_setmetatable(co, -2);
+  lua_pushvalue(co, -1);
+  t->ex_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+  lua_pushvalue(co, -1);
+  lua_setfield(co, -3, "_ex");
+  lua_getfield(co, LUA_REGISTRYINDEX, "relay.Request");
+  lua_setmetatable(co, -3);
+  /* res = { _ex = ex } */
+  lua_createtable(co, 0, 2);
+  lua_insert(co, -2);
+  lua_setfield(co, -2, "_ex");
+  lua_getfield(co, LUA_REGISTRYINDEX, "relay.Response");
+  lua_setmetatable(co, -2);
+}
+
+static void respond_text(rh_http_req *r, int status, const char *text) {
+  rh_headers h = RH_HEADERS_INIT;
+  rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
+  rh_http_respond(r, status, &h, text, strlen(text));
+  rh_headers_free(&h);
+}
+
+void rh_runtime_on_request(rh_http_req *r, void *ud) {
+  (void)ud;
+  rh_gen *g = rh_gen_current();
+  rh_route_match m;
+  if (!g) {
+    respond_text(r, 503, "Service Unavailable: no script is loaded\n");
+  } else if (!rh_router_match(g->router, r->method, r->path, r->path_len, &m)) {
+    if (m.other_methods) respond_text(r, 405, "Method Not Allowed\n");
+    else respond_text(r, 404, "Not Found\n");
+  } else {
+    if (g->max_body[m.handler]) r->max_body = g->max_body[m.handler];
+    if (r->content_length != UINT64_MAX && r->content_length > r->max_body) {
+      rh_http_reject(r, 413, "request body over the limit");
+    } else {
+      rh_task *t = rh_task_new(g, r); /* takes our reference on r */
+      r->ud = t;
+      lua_State *co = t->co;
+      lua_rawgeti(co, LUA_REGISTRYINDEX, g->handlers_ref);
+      lua_rawgeti(co, -1, m.handler);
+      lua_remove(co, -2);
+      push_objects(co, t, &m);
+      rh_task_start(t, 2);
+      return;
+    }
+  }
+  rh_http_req_release(r);
+}
+
+static rh_task *task_of_req(rh_http_req *r) { return r->ud; }
+
+void rh_runtime_on_body(rh_http_req *r, void *ud) {
+  (void)ud;
+  rh_task *t = task_of_req(r);
+  if (!t || !t->waiting_body) return;
+  t->waiting_body = 0;
+  if (r->body_error) {
+    lua_pushnil(t->co);
+    lua_pushstring(t->co, r->body_error);
+    rh_task_resume(t, 2);
+  } else {
+    lua_pushlstring(t->co, r->body.data ? r->body.data : "", r->body.len);
+    rh_task_resume(t, 1);
+  }
+}
+
+void rh_runtime_on_drain(rh_http_req *r, void *ud) {
+  (void)ud;
+  rh_task *t = task_of_req(r);
+  if (!t || !t->waiting_drain) return;
+  t->waiting_drain = 0;
+  lua_pushboolean(t->co, 1);
+  rh_task_resume(t, 1);
+}
+
+void rh_runtime_on_abort(rh_http_req *r, void *ud) {
+  rh_task *t = task_of_req(r);
+  if (!t) return;
+  if (t->waiting_body) {
+    rh_runtime_on_body(r, ud);
+  } else if (t->waiting_drain) {
+    t->waiting_drain = 0;
+    lua_pushnil(t->co);
+    lua_pushliteral(t->co, "client closed the connection");
+    rh_task_resume(t, 2);
+  }
+}
+
+/* ---- the exchange: what req and res methods call ---- */
+
+static rh_task *check_exchange(lua_State *L) {
+  rh_exchange *ex = luaL_checkudata(L, 1, EXCHANGE_MT);
+  if (!ex->task) luaL_error(L, "this request is over: its handler has returned");
+  return ex->task;
+}
+
+static void cancel_wait(void *op) {
+  rh_task *t = op;
+  t->waiting_body = t->waiting_drain = 0;
+}
+
+static int own_task(lua_State *L, rh_task *t, const char *what) {
+  if (rh_task_current(L) != t)
+    return luaL_error(L, "%s: only inside the request's own handler", what);
+  return 0;
+}
+
+/* core.req_body(ex) -> body | nil, err */
+static int l_req_body(lua_State *L) {
+  rh_task *t = check_exchange(L);
+  rh_http_req *r = t->req;
+  int rc = rh_http_want_body(r);
+  if (rc == 1) {
+    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+    return 1;
+  }
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, r->body_error);
+    return 2;
+  }
+  own_task(L, t, "req:body()");
+  t->waiting_body = 1;
+  return rh_task_yield(L, t, cancel_wait, t);
+}
+
+static int push_fail(lua_State *L, const char *why) {
+  lua_pushnil(L);
+  lua_pushstring(L, why);
+  return 2;
+}
+
+static int check_status(lua_State *L, int idx) {
+  lua_Integer status = luaL_checkinteger(L, idx);
+  if (status < 100 || status > 999) luaL_argerror(L, idx, "status must be 100..999");
+  return (int)status;
+}
+
+static int read_headers_or_error(lua_State *L, int idx, rh_headers *h) {
+  if (rh_lua_read_headers(L, idx, h) < 0) {
+    rh_headers_free(h);
+    return lua_error(L);
+  }
+  return 0;
+}
+
+/* core.res_send(ex, status, body?, headers?) -> true | nil, err */
+static int l_res_send(lua_State *L) {
+  rh_task *t = check_exchange(L);
+  int status = check_status(L, 2);
+  size_t len = 0;
+  const char *body = luaL_optlstring(L, 3, "", &len);
+  rh_headers h = RH_HEADERS_INIT;
+  read_headers_or_error(L, 4, &h);
+  if (t->req->head_sent) { rh_headers_free(&h); return push_fail(L, "response already sent"); }
+  int rc = rh_http_respond(t->req, status, &h, body, len);
+  rh_headers_free(&h);
+  if (rc < 0) return push_fail(L, "client closed the connection");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.res_start(ex, status, headers?) */
+static int l_res_start(lua_State *L) {
+  rh_task *t = check_exchange(L);
+  int status = check_status(L, 2);
+  rh_headers h = RH_HEADERS_INIT;
+  read_headers_or_error(L, 3, &h);
+  if (t->req->head_sent) { rh_headers_free(&h); return push_fail(L, "response already started"); }
+  int rc = rh_http_start(t->req, status, &h);
+  rh_headers_free(&h);
+  if (rc < 0) return push_fail(L, "client closed the connection");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.res_write(ex, chunk): yields while the client's queue is over the high-water mark */
+static int l_res_write(lua_State *L) {
+  rh_task *t = check_exchange(L);
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  if (!t->req->head_sent) return luaL_error(L, "res:write before res:start");
+  int rc = rh_http_write(t->req, p, n);
+  if (rc < 0) return push_fail(L, t->req->finished ? "response already finished" : "client closed the connection");
+  if (rc == 0 || rh_task_current(L) != t) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  t->waiting_drain = 1;
+  return rh_task_yield(L, t, cancel_wait, t);
+}
+
+static int l_res_finish(lua_State *L) {
+  rh_task *t = check_exchange(L);
+  if (!t->req->head_sent) return luaL_error(L, "res:finish before res:start");
+  if (rh_http_finish(t->req) < 0) return push_fail(L, "client closed the connection");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.res_state(ex) -> head_sent, finished */
+static int l_res_state(lua_State *L) {
+  rh_task *t = check_exchange(L);
+  lua_pushboolean(L, t->req->head_sent);
+  lua_pushboolean(L, t->req->finished);
+  return 2;
+}
+
+/* ---- time ---- */
+
+typedef struct {
+  uv_timer_t timer;
+  rh_task *task;
+} sleep_op;
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+static void sleep_done(uv_timer_t *timer) {
+  sleep_op *op = (sleep_op *)timer;
+  rh_task *t = op->task;
+  uv_close((uv_handle_t *)timer, free_handle);
+  rh_task_resume(t, 0);
+}
+
+static void sleep_cancel(void *p) {
+  sleep_op *op = p;
+  uv_close((uv_handle_t *)&op->timer, free_handle);
+}
+
+static int l_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  rh_task *t = rh_task_current(L);
+  if (!t) return luaL_error(L, "relay.sleep: only inside a handler or timer");
+  sleep_op *op = malloc(sizeof *op);
+  if (!op) abort();
+  op->task = t;
+  uv_timer_init(rh_loop(), &op->timer);
+  uv_timer_start(&op->timer, sleep_done, s > 0 ? (uint64_t)(s * 1000) : 0, 0);
+  return rh_task_yield(L, t, sleep_cancel, op);
+}
+
+struct rh_gtimer {
+  uv_timer_t timer;
+  rh_gen *gen;
+  int fn_ref, repeat;
+  rh_gtimer *next;
+};
+
+static void gtimer_closed(uv_handle_t *h) {
+  rh_gtimer *gt = (rh_gtimer *)h;
+  rh_gen_unref(gt->gen);
+  free(gt);
+}
+
+static void gtimer_remove(rh_gtimer *gt) {
+  rh_gen *g = gt->gen;
+  for (rh_gtimer **p = &g->timers; *p; p = &(*p)->next)
+    if (*p == gt) { *p = gt->next; break; }
+  luaL_unref(g->L, LUA_REGISTRYINDEX, gt->fn_ref);
+  uv_close((uv_handle_t *)&gt->timer, gtimer_closed);
+}
+
+static void gtimer_fire(uv_timer_t *timer) {
+  rh_gtimer *gt = (rh_gtimer *)timer;
+  rh_gen *g = gt->gen;
+  rh_task *t = rh_task_new(g, NULL);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, gt->fn_ref);
+  if (!gt->repeat) gtimer_remove(gt); /* before running: the callback may add timers */
+  rh_task_start(t, 0);
+}
+
+void rh_gen_stop_timers(rh_gen *g) {
+  while (g->timers) gtimer_remove(g->timers);
+}
+
+/* core.timer(seconds, repeat, fn) */
+static int l_timer(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  int repeat = lua_toboolean(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  rh_gen *g = rh_gen_of(L);
+  if (g->retired) return luaL_error(L, "timers cannot be added to a generation that was replaced");
+  if (repeat && s <= 0) return luaL_argerror(L, 1, "relay.every needs an interval > 0");
+  rh_gtimer *gt = calloc(1, sizeof *gt);
+  if (!gt) abort();
+  gt->gen = g;
+  gt->repeat = repeat;
+  lua_pushvalue(L, 3);
+  gt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  gt->next = g->timers;
+  g->timers = gt;
+  rh_gen_ref(g);
+  uv_timer_init(rh_loop(), &gt->timer);
+  uint64_t ms = s > 0 ? (uint64_t)(s * 1000) : 0;
+  uv_timer_start(&gt->timer, gtimer_fire, ms, repeat ? ms : 0);
+  return 0;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, rh_now());
+  return 1;
+}
+
+static int l_time(lua_State *L) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+  return 1;
+}
+
+static int l_generation(lua_State *L) {
+  lua_pushinteger(L, rh_gen_of(L)->id);
+  return 1;
+}
+
+/* ---- logging ---- */
+
+/* core.log(level, event, key1, value1, ...): values are strings, numbers or booleans (the
+ * Lua side encodes anything else). Redaction happens in rh_log. */
+static int l_log(lua_State *L) {
+  const char *level = luaL_checkstring(L, 1);
+  const char *event = luaL_checkstring(L, 2);
+  rh_log_level lv;
+  if (rh_log_parse_level(level, &lv) < 0) return luaL_argerror(L, 1, "debug, info, warn or error");
+  if (!rh_log_enabled(lv)) return 0;
+  rh_field fields[64];
+  size_t n = 0;
+  for (int i = 3; i + 1 <= lua_gettop(L) && n < 64; i += 2) {
+    const char *key = lua_tostring(L, i);
+    if (!key) continue;
+    switch (lua_type(L, i + 1)) {
+    case LUA_TNUMBER: fields[n++] = RH_NUM(key, lua_tonumber(L, i + 1)); break;
+    case LUA_TBOOLEAN: fields[n++] = RH_BOOL(key, lua_toboolean(L, i + 1)); break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *v = lua_tolstring(L, i + 1, &len);
+      fields[n++] = len ? RH_STRN(key, v, len) : RH_STR(key, "");
+      break;
+    }
+    default: fields[n++] = RH_STR(key, NULL);
+    }
+  }
+  rh_log(lv, event, fields, n);
+  return 0;
+}
+
+static const luaL_Reg core_fns[] = {
+  { "route_add", l_route_add }, { "set_classes", l_set_classes }, { "req_body", l_req_body },
+  { "res_send", l_res_send },   { "res_start", l_res_start },     { "res_write", l_res_write },
+  { "res_finish", l_res_finish }, { "res_state", l_res_state },   { "sleep", l_sleep },
+  { "timer", l_timer },         { "now", l_now },                 { "time", l_time },
+  { "generation", l_generation }, { "log", l_log },               { NULL, NULL },
+};
+
+int luaopen_relay_core(lua_State *L) {
+  luaL_newmetatable(L, EXCHANGE_MT);
+  lua_pop(L, 1);
+  lua_newtable(L);
+  luaL_register(L, NULL, core_fns);
+  lua_pushstring(L, RELAYHOST_VERSION);
+  lua_setfield(L, -2, "version");
+  rh_lua_register_dict(L);
+  rh_lua_register_metrics(L);
+  rh_lua_register_client(L);
+  return 1;
+}

@@ -1,0 +1,415 @@
+#include "lua/runtime.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http/router.h"
+#include "http/server.h"
+#include "log/log.h"
+#include "lua/gen.h"
+#include "metrics/metrics.h"
+
+int luaopen_cjson(lua_State *L);
+int luaopen_relay_core(lua_State *L);
+
+static rh_gen *current;
+static size_t live_gens, live_tasks;
+static int next_gen_id;
+static rh_metric *m_generations, *m_tasks, *m_handler_errors;
+
+uv_loop_t *rh_loop(void) { return uv_default_loop(); }
+double rh_now(void) { return (double)uv_now(rh_loop()) / 1000.0; }
+rh_gen *rh_gen_current(void) { return current; }
+int rh_gen_id(const rh_gen *g) { return g->id; }
+size_t rh_gen_live(void) { return live_gens; }
+size_t rh_task_count(void) { return live_tasks; }
+
+static void register_metrics(void) {
+  const char *err;
+  if (m_generations) return;
+  m_generations = rh_metric_register(RH_GAUGE, "relayhost_generations",
+                                     "Lua generations alive (the current one plus draining ones)",
+                                     NULL, 0, NULL, 0, &err);
+  m_tasks = rh_metric_register(RH_GAUGE, "relayhost_lua_tasks", "Lua coroutines running or parked",
+                               NULL, 0, NULL, 0, &err);
+  m_handler_errors = rh_metric_register(RH_COUNTER, "relayhost_handler_errors_total",
+                                        "Lua handlers and timers that raised an error", NULL, 0,
+                                        NULL, 0, &err);
+}
+
+/* ---- generations ---- */
+
+void rh_gen_ref(rh_gen *g) { g->refs++; }
+
+void rh_gen_unref(rh_gen *g) {
+  if (--g->refs > 0) return;
+  RH_LOG(RH_LOG_INFO, "generation_closed", RH_INT("generation", g->id));
+  lua_close(g->L);
+  rh_router_free(g->router);
+  free(g->max_body);
+  free(g);
+  live_gens--;
+  rh_metric_set(m_generations, NULL, (double)live_gens);
+}
+
+rh_gen *rh_gen_of(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.gen");
+  rh_gen *g = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return g;
+}
+
+static int traceback(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) return 1; /* a structured error (--help) passes as it is */
+  const char *msg = lua_tostring(L, 1);
+  luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+  return 1;
+}
+
+static const char *lua_dir(void) {
+  static char dir[2200];
+  const char *env = getenv("RELAYHOST_LUA_PATH");
+  if (env && *env) return env;
+  char exe[1024];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = 0;
+      snprintf(dir, sizeof dir, "%s/../share/relayhost/lua/relay/init.lua", exe);
+      if (access(dir, R_OK) == 0) {
+        snprintf(dir, sizeof dir, "%s/../share/relayhost/lua", exe);
+        return dir;
+      }
+    }
+  }
+  if (access(RELAYHOST_SOURCE_LUA "/relay/init.lua", R_OK) == 0) return RELAYHOST_SOURCE_LUA;
+  return RELAYHOST_INSTALL_LUA;
+}
+
+char *rh_resolve_script(const char *arg) {
+  char path[2048];
+  if (access(arg, R_OK) == 0) return realpath(arg, NULL);
+  const char *dirs[] = { RELAYHOST_SOURCE_SCRIPTS, RELAYHOST_INSTALL_SCRIPTS };
+  for (size_t i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/%s.lua", dirs[i], arg);
+    if (access(path, R_OK) == 0) return realpath(path, NULL);
+    snprintf(path, sizeof path, "%s/%s", dirs[i], arg);
+    if (access(path, R_OK) == 0 && strstr(arg, ".lua")) return realpath(path, NULL);
+  }
+  return NULL;
+}
+
+static void set_package_path(lua_State *L, const char *script) {
+  char *dir = strdup(script);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = 0;
+  else strcpy(dir, ".");
+  const char *lib = lua_dir();
+  lua_getglobal(L, "package");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;", lib, lib, dir, dir);
+  lua_getfield(L, -2, "path");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "path");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_relay_core);
+  lua_setfield(L, -2, "relay.core");
+  lua_pushcfunction(L, luaopen_cjson);
+  lua_setfield(L, -2, "cjson");
+  lua_pop(L, 2);
+  free(dir);
+}
+
+static void copy_setting(lua_State *L, int t, const char *key, char *out, size_t outlen) {
+  lua_getfield(L, t, key);
+  const char *v = lua_tostring(L, -1);
+  if (v) snprintf(out, outlen, "%s", v);
+  lua_pop(L, 1);
+}
+
+static double num_setting(lua_State *L, int t, const char *key, double dflt) {
+  lua_getfield(L, t, key);
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+static void read_settings(lua_State *L, int t, rh_host_settings *s) {
+  memset(s, 0, sizeof *s);
+  copy_setting(L, t, "listen", s->listen, sizeof s->listen);
+  copy_setting(L, t, "admin_listen", s->admin_listen, sizeof s->admin_listen);
+  copy_setting(L, t, "pid_file", s->pid_file, sizeof s->pid_file);
+  copy_setting(L, t, "log_level", s->log_level, sizeof s->log_level);
+  copy_setting(L, t, "tls_cert", s->tls_cert, sizeof s->tls_cert);
+  copy_setting(L, t, "tls_key", s->tls_key, sizeof s->tls_key);
+  copy_setting(L, t, "trusted_proxies", s->trusted_proxies, sizeof s->trusted_proxies);
+  s->workers = (int)num_setting(L, t, "workers", 1);
+  s->drain_timeout = num_setting(L, t, "drain_timeout", 30);
+  s->watchdog = num_setting(L, t, "watchdog", 10);
+  s->max_head = num_setting(L, t, "max_head", 16384);
+  lua_getfield(L, t, "help");
+  if (lua_isstring(L, -1)) {
+    s->help = 1;
+    s->help_text = strdup(lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+}
+
+static char *error_text(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  return strdup(msg ? msg : "unknown error (error object is not a string)");
+}
+
+rh_gen *rh_gen_build(const char *script, int argc, char **argv, rh_host_settings *settings,
+                     char **err) {
+  register_metrics();
+  lua_State *L = luaL_newstate();
+  if (!L) { *err = strdup("cannot create a Lua state (out of memory)"); return NULL; }
+  rh_gen *g = calloc(1, sizeof *g);
+  if (!g) abort();
+  g->L = L;
+  g->id = ++next_gen_id;
+  g->refs = 1;
+  g->router = rh_router_new();
+  live_gens++;
+  rh_metric_set(m_generations, NULL, (double)live_gens);
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, g);
+  lua_setfield(L, LUA_REGISTRYINDEX, "relay.gen");
+  set_package_path(L, script);
+
+  lua_pushcfunction(L, traceback);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "relay.host");
+  int rc = lua_pcall(L, 1, 1, 1);
+  if (rc == 0) {
+    lua_getfield(L, -1, "load");
+    lua_pushstring(L, script);
+    lua_createtable(L, argc, 0);
+    for (int i = 0; i < argc; i++) {
+      lua_pushstring(L, argv[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    rh_watchdog_enter(L);
+    rc = lua_pcall(L, 2, 1, 1);
+    rh_watchdog_leave();
+  }
+  if (rc != 0) {
+    *err = error_text(L);
+    rh_gen_unref(g);
+    return NULL;
+  }
+  if (settings) read_settings(L, lua_gettop(L), settings);
+  lua_settop(L, 0);
+  return g;
+}
+
+static void on_drain_timeout(uv_timer_t *t);
+
+static void close_drain_timer(uv_handle_t *h) { rh_gen_unref(h->data); }
+
+/* The old generation serves no new work: its timers stop, its tasks get drain_timeout to
+ * finish, and it is freed with its last task. */
+static void retire(rh_gen *g, double drain_timeout) {
+  g->retired = 1;
+  rh_gen_stop_timers(g);
+  if (g->tasks) {
+    rh_gen_ref(g);
+    uv_timer_init(rh_loop(), &g->drain_timer);
+    g->drain_timer.data = g;
+    g->drain_timer_active = 1;
+    uv_timer_start(&g->drain_timer, on_drain_timeout, (uint64_t)(drain_timeout * 1000), 0);
+  }
+  rh_gen_unref(g);
+}
+
+void rh_gen_activate(rh_gen *g, double drain_timeout) {
+  rh_gen *old = current;
+  current = g;
+  if (old) retire(old, drain_timeout);
+}
+
+static void cancel_all(rh_gen *g) {
+  while (g->tasks) rh_task_cancel(g->tasks);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  rh_gen *g = t->data;
+  if (g->tasks)
+    RH_LOG(RH_LOG_WARN, "generation_drain_timeout", RH_INT("generation", g->id),
+           RH_INT("cancelled_tasks", (long long)g->ntasks));
+  cancel_all(g);
+  g->drain_timer_active = 0;
+  uv_close((uv_handle_t *)&g->drain_timer, close_drain_timer);
+}
+
+/* A generation whose tasks all ended before its drain timer fired: stop waiting. */
+void rh_gen_tasks_gone(rh_gen *g) {
+  if (g->retired && g->drain_timer_active) {
+    g->drain_timer_active = 0;
+    uv_close((uv_handle_t *)&g->drain_timer, close_drain_timer);
+  }
+}
+
+void rh_gen_shutdown(void) {
+  rh_gen *g = current;
+  current = NULL;
+  if (!g) return;
+  rh_gen_ref(g);
+  retire(g, 0);
+  cancel_all(g);
+  if (g->drain_timer_active) {
+    uv_timer_stop(&g->drain_timer);
+    g->drain_timer_active = 0;
+    uv_close((uv_handle_t *)&g->drain_timer, close_drain_timer);
+  }
+  rh_gen_unref(g);
+}
+
+/* ---- tasks ---- */
+
+rh_task *rh_task_current(lua_State *L) {
+  rh_task *t = lua_getexdata(L);
+  return t && t->co == L ? t : NULL;
+}
+
+lua_State *rh_task_lua(rh_task *t) { return t->co; }
+
+rh_task *rh_task_new(rh_gen *g, rh_http_req *req) {
+  rh_task *t = calloc(1, sizeof *t);
+  if (!t) abort();
+  t->gen = g;
+  t->co = lua_newthread(g->L);
+  t->co_ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
+  t->ex_ref = LUA_NOREF;
+  lua_setexdata(t->co, t);
+  t->req = req;
+  t->next = g->tasks;
+  if (g->tasks) g->tasks->prev = t;
+  g->tasks = t;
+  g->ntasks++;
+  rh_gen_ref(g);
+  live_tasks++;
+  rh_metric_set(m_tasks, NULL, (double)live_tasks);
+  return t;
+}
+
+static void task_free(rh_task *t) {
+  rh_gen *g = t->gen;
+  if (t->prev) t->prev->next = t->next;
+  else g->tasks = t->next;
+  if (t->next) t->next->prev = t->prev;
+  g->ntasks--;
+  if (t->ex) t->ex->task = NULL;
+  lua_setexdata(t->co, NULL);
+  luaL_unref(g->L, LUA_REGISTRYINDEX, t->co_ref);
+  luaL_unref(g->L, LUA_REGISTRYINDEX, t->ex_ref);
+  if (t->req) {
+    t->req->ud = NULL;
+    rh_http_req_release(t->req);
+  }
+  free(t);
+  live_tasks--;
+  rh_metric_set(m_tasks, NULL, (double)live_tasks);
+  if (!g->tasks) rh_gen_tasks_gone(g);
+  rh_gen_unref(g);
+}
+
+static void answer_error(rh_task *t, const char *why) {
+  rh_http_req *r = t->req;
+  if (!r) return;
+  if (!r->head_sent) {
+    char body[160];
+    snprintf(body, sizeof body, "Internal Server Error (request id %s)\n", r->id);
+    rh_headers h = RH_HEADERS_INIT;
+    rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
+    rh_headers_add(&h, "X-Request-Id", 12, r->id, strlen(r->id));
+    rh_http_respond(r, 500, &h, body, strlen(body));
+    rh_headers_free(&h);
+  } else if (!r->finished) {
+    rh_http_abort(r); /* a streamed response cannot be turned into an error any more */
+  }
+  (void)why;
+}
+
+static void task_failed(rh_task *t) {
+  lua_State *co = t->co;
+  const char *msg = lua_tostring(co, -1);
+  luaL_traceback(t->gen->L, co, msg ? msg : "(error object is not a string)", 0);
+  const char *tb = lua_tostring(t->gen->L, -1);
+  rh_metric_add(m_handler_errors, NULL, 1);
+  RH_LOG(RH_LOG_ERROR, t->req ? "handler_error" : "timer_error", RH_STR("error", msg),
+         RH_STR("traceback", tb), RH_STR("request_id", t->req ? t->req->id : NULL),
+         RH_INT("generation", t->gen->id));
+  lua_pop(t->gen->L, 1);
+  answer_error(t, msg);
+}
+
+static void task_returned(rh_task *t) {
+  rh_http_req *r = t->req;
+  if (!r) return;
+  if (r->head_sent && !r->finished) { rh_http_finish(r); return; }
+  if (r->head_sent) return;
+  RH_LOG(RH_LOG_ERROR, "handler_error", RH_STR("error", "handler returned without a response"),
+         RH_STR("request_id", r->id), RH_INT("generation", t->gen->id));
+  rh_metric_add(m_handler_errors, NULL, 1);
+  answer_error(t, "handler returned without a response");
+}
+
+/* Runs the task until it parks or ends. */
+static void task_run(rh_task *t, int nargs) {
+  t->parked = 0;
+  rh_watchdog_enter(t->co);
+  int st = lua_resume(t->co, nargs);
+  rh_watchdog_leave();
+  if (st == LUA_YIELD && t->parked) return;
+  if (st == LUA_YIELD) {
+    lua_settop(t->co, 0);
+    lua_pushliteral(t->co, "coroutine.yield() at the top of a handler: use relay's waiting "
+                           "functions (relay.sleep, req:body(), relay.http.request, …)");
+    st = LUA_ERRRUN;
+  }
+  if (st == 0) task_returned(t);
+  else task_failed(t);
+  task_free(t);
+}
+
+void rh_task_start(rh_task *t, int nargs) { task_run(t, nargs); }
+
+int rh_task_yield(lua_State *L, rh_task *t, rh_wait_cancel_fn cancel, void *op) {
+  t->cancel = cancel;
+  t->op = op;
+  t->parked = 1;
+  return lua_yield(L, 0);
+}
+
+void rh_task_resume(rh_task *t, int nargs) {
+  t->cancel = NULL;
+  t->op = NULL;
+  task_run(t, nargs);
+}
+
+void rh_task_cancel(rh_task *t) {
+  if (t->cancel) t->cancel(t->op);
+  t->cancel = NULL;
+  if (t->req && !t->req->finished) {
+    if (!t->req->head_sent) {
+      rh_headers h = RH_HEADERS_INIT;
+      rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
+      static const char body[] = "Service Unavailable: the handler was cancelled (reload drain timeout or shutdown)\n";
+      t->req->keep_alive = 0;
+      rh_http_respond(t->req, 503, &h, body, sizeof body - 1);
+      rh_headers_free(&h);
+    } else {
+      rh_http_abort(t->req);
+    }
+  }
+  RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id),
+         RH_STR("request_id", t->req ? t->req->id : NULL));
+  task_free(t);
+}

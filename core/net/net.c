@@ -1,0 +1,89 @@
+#include "net/net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port) {
+  const char *colon;
+  if (s[0] == '[') {
+    const char *close = strchr(s, ']');
+    if (!close || close[1] != ':') return -1;
+    if ((size_t)(close - s - 1) >= hostlen) return -1;
+    memcpy(host, s + 1, (size_t)(close - s - 1));
+    host[close - s - 1] = 0;
+    colon = close + 1;
+  } else if ((colon = strrchr(s, ':'))) {
+    size_t n = (size_t)(colon - s);
+    if (n >= hostlen) return -1;
+    memcpy(host, s, n);
+    host[n] = 0;
+    if (!n) snprintf(host, hostlen, "0.0.0.0");
+  } else {
+    snprintf(host, hostlen, "0.0.0.0");
+    colon = s - 1;
+  }
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || end == colon + 1 || p < 0 || p > 65535) return -1;
+  *port = (int)p;
+  return 0;
+}
+
+int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb cb,
+              char *err, size_t errlen) {
+  char host[256];
+  int port, rc;
+  struct sockaddr_storage ss;
+  if (rh_parse_hostport(addr, host, sizeof host, &port) < 0) {
+    snprintf(err, errlen, "bad listen address '%s' (want HOST:PORT)", addr);
+    return UV_EINVAL;
+  }
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+    snprintf(err, errlen, "bad listen address '%s' (host must be an IP address)", addr);
+    return UV_EINVAL;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "socket: %s", strerror(errno));
+    return rc;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "listen %s: %s", addr, strerror(errno));
+    close(fd);
+    return rc;
+  }
+  uv_tcp_init(loop, tcp);
+  if ((rc = uv_tcp_open(tcp, fd)) == 0) rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
+  if (rc) snprintf(err, errlen, "listen %s: %s", addr, uv_strerror(rc));
+  return rc;
+}
+
+int rh_bound_port(uv_tcp_t *tcp) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len)) return -1;
+  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void rh_peer_name(uv_tcp_t *tcp, char *out, size_t outlen) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  snprintf(out, outlen, "unknown");
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)) return;
+  if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, out, outlen);
+  else uv_ip4_name((struct sockaddr_in *)&ss, out, outlen);
+}

@@ -1,0 +1,22 @@
+/* net: listening sockets on the loop. */
+#ifndef RH_NET_H
+#define RH_NET_H
+
+#include <stddef.h>
+#include <uv.h>
+
+/* Parses "HOST:PORT", "[V6]:PORT" or ":PORT" / "PORT" (host 0.0.0.0). 0 ok, -1 bad. */
+int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Binds and listens on addr with SO_REUSEPORT (so --workers share one port) and opens tcp on
+ * the socket. 0 ok, or a negative uv error with a message in err. */
+int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb cb,
+              char *err, size_t errlen);
+
+/* The port tcp is bound to (after rh_listen with port 0). */
+int rh_bound_port(uv_tcp_t *tcp);
+
+/* "ip" of the peer of a connected handle, into out. */
+void rh_peer_name(uv_tcp_t *tcp, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,123 @@
+-- Request, Response and Headers: the objects handlers receive. C builds them (the fields);
+-- these metatables give them their methods.
+local core = require "relay.core"
+
+local lower, type, rawget, rawset, setmetatable = string.lower, type, rawget, rawset, setmetatable
+
+local M = {}
+
+-- Headers: lowercase keys; any spelling finds them. Repeated fields: h[name] is the first
+-- value, h:all(name) every value in order (kept in a weak side table, so pairs(h) is clean).
+local multi = setmetatable({}, { __mode = "k" })
+local Headers = {}
+function Headers.all(h, name)
+  local l = lower(name)
+  local m = multi[h]
+  if m and m[l] then return { unpack(m[l]) } end
+  local v = rawget(h, l)
+  return v and { v } or {}
+end
+Headers.__index = function(h, k)
+  if k == "all" then return Headers.all end
+  if type(k) ~= "string" then return nil end
+  local l = lower(k)
+  if l ~= k then return rawget(h, l) end
+  return nil
+end
+Headers.__newindex = function(h, k, v)
+  local l = lower(k)
+  if multi[h] then multi[h][l] = nil end
+  rawset(h, l, v)
+end
+M.Headers = Headers
+
+function M.headers(t)
+  local h = setmetatable({}, Headers)
+  for k, v in pairs(t or {}) do h[k] = v end
+  return h
+end
+
+local function unescape(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- "a=1&b=2&a=3" -> { a = {"1", "3"}, b = "2" }; ';' separates too, as ff-proxy's users expect.
+function M.parse_query(q)
+  local args = {}
+  for pair in (q or ""):gmatch("[^&;]+") do
+    local k, v = pair:match("^([^=]*)=(.*)$")
+    k = unescape(k or pair)
+    v = v and unescape(v) or true
+    local old = args[k]
+    if old == nil then args[k] = v
+    elseif type(old) == "table" then old[#old + 1] = v
+    else args[k] = { old, v } end
+  end
+  return args
+end
+
+local Request = {}
+function Request:body() return core.req_body(self._ex) end
+function Request:header(name) return self.headers[name] end
+M.Request = {
+  __index = function(req, k)
+    if k == "args" then
+      local a = M.parse_query(rawget(req, "query"))
+      rawset(req, "args", a)
+      return a
+    end
+    return Request[k]
+  end,
+}
+
+local Response = {}
+Response.__index = Response
+
+-- Headers set before the response starts: merged into send/start.
+function Response:set_header(name, value)
+  local h = rawget(self, "_headers")
+  if not h then h = {}; rawset(self, "_headers", h) end
+  h[lower(name)] = value
+  return self
+end
+
+local function merged(self, headers)
+  local pre = rawget(self, "_headers")
+  if not pre then return headers end
+  local out = {}
+  for k, v in pairs(pre) do out[k] = v end
+  for k, v in pairs(headers or {}) do out[lower(k)] = v end
+  return out
+end
+
+function Response:send(status, body, headers)
+  if type(body) == "table" then return self:json(status, body, headers) end
+  return core.res_send(self._ex, status, body, merged(self, headers))
+end
+
+local json
+function Response:json(status, value, headers)
+  json = json or require "cjson"
+  local h = merged(self, headers) or {}
+  local has_type = false
+  for k in pairs(h) do if lower(k) == "content-type" then has_type = true end end
+  if not has_type then h["content-type"] = "application/json" end
+  return core.res_send(self._ex, status, json.encode(value), h)
+end
+
+function Response:redirect(location, status)
+  return core.res_send(self._ex, status or 302, "", merged(self, { location = location }))
+end
+
+function Response:start(status, headers) return core.res_start(self._ex, status, merged(self, headers)) end
+function Response:write(chunk) return core.res_write(self._ex, chunk) end
+function Response:finish() return core.res_finish(self._ex) end
+function Response:sent()
+  local head_sent = core.res_state(self._ex)
+  return head_sent
+end
+M.Response = Response
+
+core.set_classes(M.Request, M.Response, Headers, multi)
+return M

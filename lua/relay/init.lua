@@ -1,0 +1,184 @@
+-- relay: the module scripts require. A script returns an app built with relay.new{...}.
+local core = require "relay.core"
+local flags = require "relay.flags"
+local http = require "relay.http"
+local cjson = require "cjson"
+
+local relay = { version = core.version }
+
+-- ---- loading (driven by relay.host) ----
+
+local load_argv, last_app = {}, nil
+function relay._begin_load(argv) load_argv, last_app = argv or {}, nil end
+function relay._last_app() return last_app end
+
+-- ---- apps ----
+
+local App = {}
+App.__index = App
+
+local function script_decls(spec)
+  local decls = {}
+  if spec == nil then return decls end
+  if spec[1] then -- array form keeps the author's order
+    for _, d in ipairs(spec) do decls[#decls + 1] = d end
+  else
+    local names = {}
+    for name in pairs(spec) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      local d = {}
+      for k, v in pairs(spec[name]) do d[k] = v end
+      d.name = d.name or (name:gsub("_", "-"))
+      d.key = name
+      decls[#decls + 1] = d
+    end
+  end
+  return decls
+end
+
+-- A script may claim a host flag's name (to give it the product's env var): its declaration
+-- replaces the host's, and the value still reaches the host.
+local function merge_decls(script, host)
+  local claimed, all = {}, {}
+  for _, d in ipairs(script) do claimed[(d.name:gsub("_", "-"))] = true; all[#all + 1] = d end
+  local host_left = {}
+  for _, d in ipairs(host) do
+    if not claimed[d.name] then all[#all + 1] = d; host_left[#host_left + 1] = d end
+  end
+  return all, host_left
+end
+
+function relay.new(opts)
+  opts = opts or {}
+  local name = opts.name or "script"
+  local sdecls = script_decls(opts.flags)
+  local all, host_left = merge_decls(sdecls, flags.host)
+  local values, help = flags.parse(all, load_argv)
+  if help then
+    error({ relay_help = flags.help(name, opts.description, sdecls, host_left) }, 0)
+  end
+  local app = setmetatable({
+    _is_app = true,
+    name = name,
+    flags = {},
+    host = {},
+    _routes = {},
+    _init = {},
+    _opts = opts,
+  }, App)
+  for _, d in ipairs(sdecls) do app.flags[d.key or d.name] = values[d.key or d.name] end
+  for _, d in ipairs(flags.host) do
+    local key = d.name
+    for _, s in ipairs(sdecls) do if (s.name:gsub("_", "-")) == d.name then key = s.key or s.name end end
+    app.host[d.name] = values[key]
+  end
+  app.host.listen_given = app.host.listen
+  last_app = app
+  return app
+end
+
+function App:route(method, pattern, fn, opts)
+  if type(fn) == "table" and type(opts) == "function" then fn, opts = opts, fn end
+  assert(type(pattern) == "string", "route pattern must be a string")
+  assert(type(fn) == "function" or (type(fn) == "table" and fn.handler),
+         "route handler must be a function")
+  if type(fn) == "table" then fn = fn.handler end
+  self._routes[#self._routes + 1] = { method = method:upper(), pattern = pattern, fn = fn, opts = opts or {} }
+  return self
+end
+
+for _, m in ipairs { "get", "post", "put", "patch", "delete", "head", "options" } do
+  App[m] = function(self, pattern, fn, opts) return self:route(m, pattern, fn, opts) end
+end
+function App:any(pattern, fn, opts) return self:route("*", pattern, fn, opts) end
+
+-- Mounts a handler (a function, or an object with .handler) under a prefix: "/auth" serves
+-- "/auth" and everything below it.
+function App:mount(prefix, handler, opts)
+  local p = prefix:gsub("/+$", "")
+  return self:route("*", p .. "/*", handler, opts)
+end
+
+function App:on_init(fn) self._init[#self._init + 1] = fn; return self end
+
+function App:websocket()
+  error("app:websocket: WebSocket routes are not built yet in this version", 2)
+end
+
+function App:_listen()
+  if self.host.listen_given and self.host.listen_given ~= "" then return self.host.listen_given end
+  local l = self._opts.listen
+  if type(l) == "function" then l = l(self.flags) end
+  return l or "127.0.0.1:8080"
+end
+
+function App:_install()
+  local default_max = self._opts.max_body
+  for _, r in ipairs(self._routes) do
+    core.route_add(r.method, r.pattern, r.fn, r.opts.max_body or default_max or 0)
+  end
+  for _, fn in ipairs(self._init) do fn(self) end
+  local h = self.host
+  return {
+    listen = self:_listen(),
+    admin_listen = h["admin-listen"],
+    workers = h.workers,
+    log_level = h["log-level"],
+    trusted_proxies = h["trusted-proxies"],
+    drain_timeout = h["drain-timeout"],
+    tls_cert = h["tls-cert"],
+    tls_key = h["tls-key"],
+    pid_file = h["pid-file"],
+    max_head = h["max-head"],
+    watchdog = h.watchdog,
+  }
+end
+
+-- ---- what handlers use ----
+
+relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }
+relay.sleep = core.sleep
+relay.now = core.now
+relay.time = core.time
+relay.generation = core.generation
+relay.json = cjson
+function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
+function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
+
+function relay.shared(name, opts)
+  return core.dict_open(name, opts and opts.max_items or nil)
+end
+
+local function log_at(level)
+  return function(event, fields)
+    local args, n = {}, 0
+    for k, v in pairs(fields or {}) do
+      local t = type(v)
+      if t == "table" then
+        local ok, enc = pcall(cjson.encode, v)
+        v = ok and enc or tostring(v)
+      elseif t ~= "string" and t ~= "number" and t ~= "boolean" then
+        v = tostring(v)
+      end
+      args[n + 1], args[n + 2], n = tostring(k), v, n + 2
+    end
+    core.log(level, event, unpack(args, 1, n))
+  end
+end
+relay.log = { debug = log_at("debug"), info = log_at("info"), warn = log_at("warn"), error = log_at("error") }
+
+local function metric(kind)
+  return function(name, help, labels, buckets) return core.metric_register(kind, name, help, labels, buckets) end
+end
+relay.metrics = {
+  counter = metric("counter"),
+  gauge = metric("gauge"),
+  histogram = metric("histogram"),
+  render = core.metrics_render,
+  handler = function(_, res)
+    return res:send(200, core.metrics_render(), { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
+  end,
+}
+
+return relay
