@@ -180,6 +180,9 @@ static int serve(void) {
   rh_http_limits lim;
   rh_http_limits_default(&lim);
   if (H.settings.max_head > 0) lim.max_head = (size_t)H.settings.max_head;
+  if (H.settings.head_timeout > 0) lim.head_timeout = H.settings.head_timeout;
+  if (H.settings.body_timeout > 0) lim.body_timeout = H.settings.body_timeout;
+  if (H.settings.keepalive_timeout > 0) lim.keepalive_timeout = H.settings.keepalive_timeout;
   rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
                           rh_runtime_on_abort, NULL };
   char msg[512];

@@ -152,6 +152,9 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
   s->drain_timeout = num_setting(L, t, "drain_timeout", 30);
   s->watchdog = num_setting(L, t, "watchdog", 10);
   s->max_head = num_setting(L, t, "max_head", 16384);
+  s->head_timeout = num_setting(L, t, "head_timeout", 10);
+  s->body_timeout = num_setting(L, t, "body_timeout", 30);
+  s->keepalive_timeout = num_setting(L, t, "keepalive_timeout", 75);
   lua_getfield(L, t, "help");
   if (lua_isstring(L, -1)) {
     s->help = 1;

@@ -23,6 +23,9 @@ M.host = {
   { name = "tls-key", env = "RELAY_TLS_KEY", default = "", help = "PEM private key for --tls-cert" },
   { name = "pid-file", env = "RELAY_PID_FILE", default = "", help = "write the pid here (for relayhost reload)" },
   { name = "max-head", env = "RELAY_MAX_HEAD", default = 16384, help = "largest request head in bytes (431 above)" },
+  { name = "head-timeout", env = "RELAY_HEAD_TIMEOUT", default = 10, help = "seconds a client gets to send a request head (408 after)" },
+  { name = "body-timeout", env = "RELAY_BODY_TIMEOUT", default = 30, help = "seconds a request body may stall (408 after)" },
+  { name = "keepalive-timeout", env = "RELAY_KEEPALIVE_TIMEOUT", default = 75, help = "seconds an idle keep-alive connection is kept" },
   { name = "watchdog", env = "RELAY_WATCHDOG", default = 10, help = "seconds a handler may run without yielding" },
 }
 

@@ -132,6 +132,9 @@ function App:_install()
     pid_file = h["pid-file"],
     max_head = h["max-head"],
     watchdog = h.watchdog,
+    head_timeout = h["head-timeout"],
+    body_timeout = h["body-timeout"],
+    keepalive_timeout = h["keepalive-timeout"],
   }
 end
 
