@@ -246,8 +246,8 @@ static void on_drain_timeout(uv_timer_t *t) {
   if (g->tasks)
     RH_LOG(RH_LOG_WARN, "generation_drain_timeout", RH_INT("generation", g->id),
            RH_INT("cancelled_tasks", (long long)g->ntasks));
+  g->drain_timer_active = 0; /* closed here, not again when the last task goes */
   cancel_all(g);
-  g->drain_timer_active = 0;
   uv_close((uv_handle_t *)&g->drain_timer, close_drain_timer);
 }
 
