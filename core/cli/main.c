@@ -48,12 +48,22 @@ static void first_line(const char *msg, FILE *to) {
   fprintf(to, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
 }
 
-/* Loads the script into a new generation; prints the help text and exits when asked for. */
+/* Frees a generation that never served (check, --help): its handles close on the loop. */
+static void discard(rh_gen *g) {
+  rh_gen_activate(g, 0);
+  rh_gen_shutdown();
+  uv_run(rh_loop(), UV_RUN_DEFAULT);
+}
+
+/* Loads the script into a new generation. With --help it prints the help text and returns
+ * NULL with *err NULL. */
 static rh_gen *build(rh_host_settings *s, char **err) {
+  *err = NULL;
   rh_gen *g = rh_gen_build(H.script, H.argc, H.argv, s, err);
   if (g && s->help) {
     fputs(s->help_text, stdout);
-    exit(0);
+    discard(g);
+    return NULL;
   }
   return g;
 }
@@ -168,6 +178,7 @@ static int apply_settings(rh_host_settings *s) {
 static int serve(void) {
   char *err = NULL;
   rh_gen *g = build(&H.settings, &err);
+  if (!g && !err) return 0; /* --help */
   if (!g) {
     first_line(err, stderr);
     free(err);
@@ -236,15 +247,13 @@ static int serve(void) {
 static int check(void) {
   char *err = NULL;
   rh_gen *g = build(&H.settings, &err);
+  if (!g && !err) return 0; /* --help */
   if (!g) {
     first_line(err, stderr);
     free(err);
     return 1;
   }
-  H.server = NULL;
-  rh_gen_activate(g, 0);
-  rh_gen_shutdown();
-  uv_run(rh_loop(), UV_RUN_DEFAULT); /* closes the handles the script opened */
+  discard(g);
   printf("%s: ok\n", H.script);
   return 0;
 }

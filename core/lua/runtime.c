@@ -398,6 +398,9 @@ void rh_task_resume(rh_task *t, int nargs) {
 }
 
 void rh_task_cancel(rh_task *t) {
+  /* logged before answering, so whoever sees the 503 finds the line */
+  RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id),
+         RH_STR("request_id", t->req ? t->req->id : NULL));
   if (t->cancel) t->cancel(t->op);
   t->cancel = NULL;
   if (t->req && !t->req->finished) {
@@ -412,7 +415,5 @@ void rh_task_cancel(rh_task *t) {
       rh_http_abort(t->req);
     }
   }
-  RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id),
-         RH_STR("request_id", t->req ? t->req->id : NULL));
   task_free(t);
 }
