@@ -380,7 +380,7 @@ describe("relay.flags.help", function()
   it("marks repeatable flags and shows list defaults joined", function()
     has("--tag VALUE (repeatable)")
     local t = flags.help("s", nil, { { name = "origin", repeatable = true, default = { "a", "b" } } }, {})
-    assert.matches("(default a,b)", t, 1, true)
+    assert.matches("(default \"a,b\")", t, 1, true)
   end)
 
   it("omits the script section when the script has no flags", function()
