@@ -18,6 +18,7 @@
 #include "log/log.h"
 #include "lua/runtime.h"
 #include "metrics/metrics.h"
+#include "net/cidr.h"
 
 typedef struct {
   char *script;
@@ -25,6 +26,7 @@ typedef struct {
   char **argv;
   rh_host_settings settings;
   rh_http_server *server, *admin;
+  rh_cidr_list *trusted;
   uv_signal_t sighup, sigterm, sigint;
   uv_timer_t shutdown_timer;
   int stopping;
@@ -194,9 +196,16 @@ static int serve(void) {
   if (H.settings.head_timeout > 0) lim.head_timeout = H.settings.head_timeout;
   if (H.settings.body_timeout > 0) lim.body_timeout = H.settings.body_timeout;
   if (H.settings.keepalive_timeout > 0) lim.keepalive_timeout = H.settings.keepalive_timeout;
+  char msg[512];
+  H.trusted = rh_cidr_parse(H.settings.trusted_proxies, msg, sizeof msg);
+  if (!H.trusted) {
+    fprintf(stderr, "relayhost: --trusted-proxies: %s\n", msg);
+    rh_gen_shutdown();
+    return 1;
+  }
+  lim.trusted_proxies = H.trusted;
   rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
                           rh_runtime_on_abort, NULL };
-  char msg[512];
   H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
   if (!H.server) {
     fprintf(stderr, "relayhost: %s\n", msg);
@@ -261,6 +270,7 @@ static int check(void) {
 static void cleanup(void) {
   free(H.settings.help_text);
   free(H.script);
+  rh_cidr_free(H.trusted);
   uv_loop_close(rh_loop());
   rh_dict_close_all();
   rh_metrics_free_all();

@@ -60,7 +60,11 @@ static int check_pattern(const char *p, route_kind *kind, size_t *len, size_t *l
       (*literals)++;
     }
   }
-  if (params > RH_ROUTE_MAX_PARAMS - 1) { *err = "too many parameters in a pattern"; return -1; }
+  /* a prefix needs one slot more, for its rest ("*") */
+  if (params > RH_ROUTE_MAX_PARAMS - (*kind == KIND_PREFIX)) {
+    *err = "too many parameters in a pattern";
+    return -1;
+  }
   if (params && *kind == KIND_EXACT) *kind = KIND_PARAMS;
   return 0;
 }
@@ -112,7 +116,7 @@ static int match_route(const route *rt, const char *path, size_t len, rh_route_m
 static size_t rank(const route *rt) {
   switch (rt->kind) {
   case KIND_EXACT: return (size_t)3 << 40;
-  case KIND_PARAMS: return ((size_t)2 << 40) + rt->literals * 4096 + rt->len;
+  case KIND_PARAMS: return ((size_t)2 << 40) + rt->literals;
   default: return ((size_t)1 << 40) + rt->len;
   }
 }

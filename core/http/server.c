@@ -10,6 +10,7 @@
 
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "net/cidr.h"
 #include "net/net.h"
 
 typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_LINGER } timer_kind;
@@ -69,6 +70,7 @@ void rh_http_limits_default(rh_http_limits *lim) {
   lim->body_timeout = 30;
   lim->keepalive_timeout = 75;
   lim->write_high_water = 256 * 1024;
+  lim->trusted_proxies = NULL;
 }
 
 const char *rh_http_reason(int status) {
@@ -149,6 +151,7 @@ static rh_http_req *req_new(rh_http_conn *c) {
   r->content_length = UINT64_MAX;
   rh_headers_init(&r->headers);
   memcpy(r->peer, c->peer, sizeof r->peer);
+  memcpy(r->socket_peer, c->peer, sizeof r->socket_peer);
   make_id(r->id);
   return r;
 }
@@ -458,6 +461,11 @@ static int cb_headers_complete(llhttp_t *p) {
   if (p->flags & F_CONTENT_LENGTH) r->content_length = p->content_length;
   r->expect_continue = rh_headers_has_token(&r->headers, "expect", "100-continue");
   split_target(r);
+  if (c->srv->lim.trusted_proxies) {
+    const rh_header *xff = rh_headers_find(&r->headers, "x-forwarded-for", NULL);
+    rh_client_address(c->srv->lim.trusted_proxies, c->peer, xff ? xff->value : NULL,
+                      xff ? xff->value_len : 0, r->peer, sizeof r->peer);
+  }
   c->head_ready = 1;
   return HPE_PAUSED;
 }

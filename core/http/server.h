@@ -29,6 +29,7 @@ typedef struct {
   double body_timeout;       /* seconds without body progress; over → 408 */
   double keepalive_timeout;  /* idle seconds between requests before a silent close */
   size_t write_high_water;   /* rh_http_write returns 1 above this many queued bytes */
+  const struct rh_cidr_list *trusted_proxies; /* whose X-Forwarded-For names the client */
 } rh_http_limits;
 
 typedef struct {
@@ -43,7 +44,8 @@ struct rh_http_req {
   rh_http_conn *conn;        /* NULL once the connection is closed */
   rh_http_server *server;
   char id[20];               /* request id, hex */
-  char peer[64];
+  char peer[64];             /* the client: the socket peer, or per --trusted-proxies */
+  char socket_peer[64];
   const char *method;
   char *target;              /* raw request target */
   size_t target_len;

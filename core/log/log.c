@@ -2,6 +2,7 @@
 #include "log/buf.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -27,17 +28,23 @@ static const char *secret_words[] = { "authorization", "cookie", "token", "secre
                                       "passwd", "signature", "apikey", "api_key", "api-key",
                                       "credential", "jwt", "private", "session" };
 
-int rh_log_is_secret_key(const char *key, size_t len) {
-  char low[128];
-  if (len >= sizeof low) len = sizeof low - 1;
-  for (size_t i = 0; i < len; i++) low[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
-  low[len] = 0;
+static int secret_in(const char *low, size_t len) {
   for (size_t i = 0; i < sizeof secret_words / sizeof *secret_words; i++)
     if (strstr(low, secret_words[i])) return 1;
   /* "key" alone or as a suffix (client_key, x-key) but not e.g. "keyspace" or "monkey_count" */
   if (strcmp(low, "key") == 0) return 1;
-  if (len > 3 && strcmp(low + len - 3, "key") == 0 && strchr("_-.", low[len - 4])) return 1;
-  return 0;
+  return len > 3 && strcmp(low + len - 3, "key") == 0 && strchr("_-.", low[len - 4]);
+}
+
+int rh_log_is_secret_key(const char *key, size_t len) {
+  char small[128];
+  char *low = len < sizeof small ? small : malloc(len + 1);
+  if (!low) abort();
+  for (size_t i = 0; i < len; i++) low[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
+  low[len] = 0;
+  int secret = secret_in(low, len);
+  if (low != small) free(low);
+  return secret;
 }
 
 void rh_json_escape(rh_buf *b, const char *s, size_t len) {

@@ -30,8 +30,8 @@ M.host = {
 }
 
 local function kind_of(decl)
-  if decl.type then return decl.type end
   if decl.repeatable then return "list" end
+  if decl.type then return decl.type end
   local t = type(decl.default)
   if t == "number" or t == "boolean" then return t end
   return "string"
@@ -44,6 +44,7 @@ local function convert(decl, raw, from)
   local kind = kind_of(decl)
   if kind == "number" then
     local n = tonumber(raw)
+    if n and (n ~= n or n == math.huge or n == -math.huge) then n = nil end -- nan, inf
     if not n then error(("%s: '%s' is not a number"):format(from, raw), 0) end
     return n
   elseif kind == "boolean" then
