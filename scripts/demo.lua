@@ -21,7 +21,7 @@ local function escape(s)
   return (s:gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
 end
 
-local function page()
+local function page(base)
   local rows = {}
   for _, p in ipairs(personalities) do
     rows[#rows + 1] = ("<tr><td>%s</td><td>%s</td><td><code>%s</code></td></tr>"):format(
@@ -45,11 +45,11 @@ and <code>kill -HUP</code> reloads them without dropping a connection.</p>
 <li><a href="/count">/count</a>: a counter in a shared dictionary that survives reloads</li>
 </ul>
 </body></html>
-]]):format(escape(app.flags.title), escape(app.flags.title), relay.version, table.concat(rows, "\n"), "http://HOST:PORT")
+]]):format(escape(app.flags.title), escape(app.flags.title), relay.version, table.concat(rows, "\n"), base)
 end
 
-app:get("/", function(_, res)
-  res:send(200, page(), { ["content-type"] = "text/html; charset=utf-8" })
+app:get("/", function(req, res)
+  res:send(200, page("http://" .. (req.headers.host or "127.0.0.1:8080")), { ["content-type"] = "text/html; charset=utf-8" })
 end)
 
 app:post("/echo", function(req, res)

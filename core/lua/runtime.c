@@ -47,7 +47,7 @@ void rh_gen_ref(rh_gen *g) { g->refs++; }
 
 void rh_gen_unref(rh_gen *g) {
   if (--g->refs > 0) return;
-  RH_LOG(RH_LOG_INFO, "generation_closed", RH_INT("generation", g->id));
+  RH_LOG(RH_LOG_DEBUG, "generation_closed", RH_INT("generation", g->id));
   lua_close(g->L);
   rh_router_free(g->router);
   free(g->max_body);
