@@ -58,6 +58,22 @@ typedef struct {
 } write_req;
 
 static rh_metric *m_requests, *m_rejected, *m_duration, *m_conns;
+
+/* Request events go to the request's own consumer if it took them, else to the server's. */
+static void emit_body(rh_http_req *r) {
+  if (r->events) { if (r->events->on_body) r->events->on_body(r, r->ud); }
+  else if (r->server->h.on_body) r->server->h.on_body(r, r->server->h.ud);
+}
+
+static void emit_drain(rh_http_req *r) {
+  if (r->events) { if (r->events->on_drain) r->events->on_drain(r, r->ud); }
+  else if (r->server->h.on_drain) r->server->h.on_drain(r, r->server->h.ud);
+}
+
+static void emit_abort(rh_http_req *r) {
+  if (r->events) { if (r->events->on_abort) r->events->on_abort(r, r->ud); }
+  else if (r->server->h.on_abort) r->server->h.on_abort(r, r->server->h.ud);
+}
 static char alloc_buf[65536];
 
 static void process(rh_http_conn *c);
@@ -227,7 +243,7 @@ static void shutdown_conn(rh_http_conn *c) {
 
 static void notify_drain(rh_http_conn *c) {
   rh_http_req *r = c->req;
-  if (r && r->head_sent && !r->finished && c->srv->h.on_drain) c->srv->h.on_drain(r, c->srv->h.ud);
+  if (r && r->head_sent && !r->finished) emit_drain(r);
 }
 
 static void after_write(uv_write_t *w, int status) {
@@ -324,9 +340,9 @@ static void reject(rh_http_conn *c, int status, const char *reason) {
   conn_write(c, b.data, b.len);
   rh_buf_free(&b);
   close_after_write(c);
-  if (r && !r->body_done && c->srv->h.on_body) {
+  if (r && !r->body_done) {
     r->body_error = reason;
-    if (r->body_wanted) c->srv->h.on_body(r, c->srv->h.ud);
+    if (r->body_wanted) emit_body(r);
   }
 }
 
@@ -473,9 +489,14 @@ static int cb_headers_complete(llhttp_t *p) {
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
-  if (r->body.len + len > r->max_body) return fail_parse(c, 413, "request body over the limit");
-  rh_buf_append(&r->body, at, len);
+  if (r->body_received + len > r->max_body) return fail_parse(c, 413, "request body over the limit");
+  r->body_received += len;
   if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_BODY, c->srv->lim.body_timeout);
+  if (r->events && r->events->on_body_chunk) {
+    r->events->on_body_chunk(r, at, len, r->ud);
+    return r->body_paused ? HPE_PAUSED : 0; /* the consumer is full: stop right here */
+  }
+  rh_buf_append(&r->body, at, len);
   return 0;
 }
 
@@ -513,7 +534,7 @@ static void dispatch(rh_http_conn *c) {
 static void body_complete(rh_http_conn *c) {
   rh_http_req *r = c->req;
   if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_NONE, 0);
-  if (r->body_wanted && c->srv->h.on_body) c->srv->h.on_body(r, c->srv->h.ud);
+  if (r->body_wanted) emit_body(r);
 }
 
 /* Feeds unparsed input to llhttp until a request is complete (then waits for its response),
@@ -537,6 +558,7 @@ static void parse_available(rh_http_conn *c) {
       llhttp_resume(&c->parser);
       if (c->head_ready) { c->head_ready = 0; dispatch(c); }
       if (c->msg_done) body_complete(c);
+      if (c->req && c->req->body_paused && !c->msg_done) break;
     } else if (err == HPE_PAUSED_UPGRADE) {
       reject(c, 501, "protocol upgrade is not supported on this route");
     } else if (err != HPE_OK) {
@@ -592,7 +614,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void update_reading(rh_http_conn *c) {
-  int want = !c->closing && !c->close_after_write && !c->msg_done && c->in.len < c->srv->lim.max_head + 65536;
+  int want = !c->closing && !c->close_after_write && !c->msg_done &&
+             !(c->req && c->req->body_paused) && c->in.len < c->srv->lim.max_head + 65536;
   if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   else if (!want && c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = want;
@@ -621,7 +644,7 @@ static void detach_req(rh_http_conn *c) {
   c->req = NULL;
   r->conn = NULL;
   if (!r->body_done && !r->body_error) r->body_error = "client closed the connection";
-  if (r->refs > 1 && c->srv->h.on_abort) c->srv->h.on_abort(r, c->srv->h.ud);
+  if (r->refs > 1) emit_abort(r);
   rh_http_req_release(r);
 }
 
@@ -842,6 +865,26 @@ int rh_http_want_body(rh_http_req *r) {
     conn_write(r->conn, cont, sizeof cont - 1);
   }
   return 0;
+}
+
+void rh_http_stream_body(rh_http_req *r, const rh_http_req_events *events, void *ud) {
+  r->events = events;
+  r->ud = ud;
+  r->body_wanted = 1;
+  if (r->conn && r->expect_continue && !r->head_sent && !r->body_done) rh_http_want_body(r);
+  /* bytes buffered before the switch go first */
+  if (r->body.len && events->on_body_chunk) {
+    events->on_body_chunk(r, r->body.data, r->body.len, ud);
+    rh_buf_free(&r->body);
+  }
+}
+
+void rh_http_pause_body(rh_http_req *r) { r->body_paused = 1; }
+
+void rh_http_resume_body(rh_http_req *r) {
+  if (!r->body_paused) return;
+  r->body_paused = 0;
+  if (r->conn) process(r->conn);
 }
 
 void rh_http_abort(rh_http_req *r) {

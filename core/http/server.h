@@ -40,6 +40,15 @@ typedef struct {
   void *ud;
 } rh_http_handlers;
 
+/* A request may take its events for itself (a proxied request streams its body instead of
+ * buffering it): then these replace the server's handlers for that request. */
+typedef struct {
+  void (*on_body_chunk)(rh_http_req *req, const char *p, size_t n, void *ud); /* streamed body */
+  void (*on_body)(rh_http_req *req, void *ud);   /* body complete, or req->body_error set */
+  void (*on_drain)(rh_http_req *req, void *ud);
+  void (*on_abort)(rh_http_req *req, void *ud);
+} rh_http_req_events;
+
 struct rh_http_req {
   rh_http_conn *conn;        /* NULL once the connection is closed */
   rh_http_server *server;
@@ -67,6 +76,9 @@ struct rh_http_req {
   int head_sent, finished, chunked, is_head;
   uint64_t bytes_out;
   double started;            /* loop time when the head was parsed */
+  uint64_t body_received;    /* bytes of body seen, streamed or buffered */
+  int body_paused;           /* a streaming consumer asked to stop reading */
+  const rh_http_req_events *events; /* NULL: the server's handlers */
   void *ud;                  /* the upper layer's */
   int refs;
 };
@@ -99,6 +111,11 @@ void rh_http_reject(rh_http_req *req, int status, const char *reason);
 /* Drops the connection (a streamed response that cannot be finished). */
 void rh_http_abort(rh_http_req *req);
 void rh_http_req_release(rh_http_req *req);
+/* Streams the body to events->on_body_chunk from now on instead of buffering it. */
+void rh_http_stream_body(rh_http_req *req, const rh_http_req_events *events, void *ud);
+/* Backpressure for a streamed body: stop and restart reading from the client. */
+void rh_http_pause_body(rh_http_req *req);
+void rh_http_resume_body(rh_http_req *req);
 const char *rh_http_reason(int status);
 
 #endif

@@ -11,6 +11,7 @@ void rh_lua_register_core(lua_State *L);    /* lua_core.c: req/res, sleep, timer
 void rh_lua_register_dict(lua_State *L);    /* lua_dict.c: shared dictionaries */
 void rh_lua_register_metrics(lua_State *L); /* lua_metrics.c: counters, gauges, histograms */
 void rh_lua_register_client(lua_State *L);  /* lua_client.c: the HTTP client */
+void rh_lua_register_proxy(lua_State *L);   /* lua_proxy.c: relay.proxy routes */
 
 /* Pushes a headers table: lowercase name -> first value, with the generation's headers
  * metatable (case-insensitive lookup, h:all(name) -> every value in order). */

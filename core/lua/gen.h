@@ -21,6 +21,7 @@ struct rh_gen {
   int id, refs, retired;
   rh_router *router;
   size_t *max_body;          /* per route handler index; 0: the server default */
+  struct rh_lua_proxy **proxies; /* per route handler index: a native proxy route, or NULL */
   size_t nroutes;
   int handlers_ref;          /* registry: array of route handler functions */
   rh_task *tasks;            /* live tasks, for drain cancellation */

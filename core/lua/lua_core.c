@@ -9,16 +9,18 @@
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
+#include "lua/lua_proxy.h"
 
 #define EXCHANGE_MT "relay.exchange"
 
 /* ---- routes ---- */
 
-/* core.route_add(method, pattern, fn, max_body) */
+/* core.route_add(method, pattern, fn or proxy, max_body) */
 static int l_route_add(lua_State *L) {
   const char *method = luaL_checkstring(L, 1);
   const char *pattern = luaL_checkstring(L, 2);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
+  rh_lua_proxy *proxy = rh_lua_to_proxy(L, 3);
+  if (!proxy) luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_Number max_body = luaL_optnumber(L, 4, 0);
   rh_gen *g = rh_gen_of(L);
   if (g->retired) return luaL_error(L, "routes can only be added while the script loads");
@@ -28,7 +30,10 @@ static int l_route_add(lua_State *L) {
     return luaL_error(L, "bad route pattern '%s': %s", pattern, err);
   g->max_body = realloc(g->max_body, (size_t)(idx + 1) * sizeof *g->max_body);
   if (!g->max_body) abort();
-  g->max_body[idx] = max_body > 0 ? (size_t)max_body : 0;
+  g->max_body[idx] = max_body > 0 ? (size_t)max_body : proxy ? rh_lua_proxy_max_body(proxy) : 0;
+  g->proxies = realloc(g->proxies, (size_t)(idx + 1) * sizeof *g->proxies);
+  if (!g->proxies) abort();
+  g->proxies[idx] = proxy;
   g->nroutes = (size_t)idx;
   if (!g->handlers_ref) {
     lua_newtable(L);
@@ -147,6 +152,38 @@ static int add_checked(lua_State *L, rh_headers *h, const char *name, size_t nle
   return 0;
 }
 
+/* A field that arrived repeated and whose first value is unchanged goes back out with all its
+ * values (they live in the side table; see add_repeat). Value on top of the stack. */
+static int add_repeated(lua_State *L, int t, rh_headers *h, const char *name, size_t nlen) {
+  int top = lua_gettop(L), done = 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.multi");
+  if (lua_istable(L, -1)) {
+    lua_pushvalue(L, t);
+    lua_rawget(L, -2);
+    if (lua_istable(L, -1)) {
+      lua_pushvalue(L, top - 1); /* the key */
+      lua_rawget(L, -2);
+      if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, 1);
+        if (lua_rawequal(L, -1, top)) {
+          int list = lua_gettop(L) - 1;
+          for (int i = 1;; i++) {
+            lua_rawgeti(L, list, i);
+            if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+            size_t vlen;
+            const char *v = lua_tolstring(L, -1, &vlen);
+            rh_headers_add(h, name, nlen, v, vlen);
+            lua_pop(L, 1);
+          }
+          done = 1;
+        }
+      }
+    }
+  }
+  lua_settop(L, top);
+  return done;
+}
+
 int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   if (lua_isnil(L, idx) || lua_isnone(L, idx)) return 0;
@@ -176,6 +213,7 @@ int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
         lua_pop(L, 1);
       }
     } else if (lua_type(L, -1) != LUA_TBOOLEAN) {
+      if (add_repeated(L, idx, h, name, nlen)) { lua_pop(L, 1); continue; }
       if (add_checked(L, h, name, nlen, lua_gettop(L)) < 0) {
         lua_replace(L, -3);
         lua_pop(L, 1);
@@ -264,6 +302,9 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
     if (g->max_body[m.handler]) r->max_body = g->max_body[m.handler];
     if (r->content_length != UINT64_MAX && r->content_length > r->max_body) {
       rh_http_reject(r, 413, "request body over the limit");
+    } else if (g->proxies[m.handler]) {
+      rh_lua_proxy_start(g, g->proxies[m.handler], r); /* takes our reference on r */
+      return;
     } else {
       rh_task *t = rh_task_new(g, r); /* takes our reference on r */
       r->ud = t;
@@ -594,5 +635,6 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_dict(L);
   rh_lua_register_metrics(L);
   rh_lua_register_client(L);
+  rh_lua_register_proxy(L);
   return 1;
 }

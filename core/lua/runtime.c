@@ -51,6 +51,7 @@ void rh_gen_unref(rh_gen *g) {
   lua_close(g->L);
   rh_router_free(g->router);
   free(g->max_body);
+  free(g->proxies);
   free(g);
   live_gens--;
   rh_metric_set(m_generations, NULL, (double)live_gens);

@@ -81,6 +81,10 @@ end
 function App:route(method, pattern, fn, opts)
   if type(fn) == "table" and type(opts) == "function" then fn, opts = opts, fn end
   assert(type(pattern) == "string", "route pattern must be a string")
+  if type(fn) == "table" and fn._proxy then
+    self._routes[#self._routes + 1] = { method = method:upper(), pattern = pattern, proxy = fn._proxy, mount = "", opts = opts or {} }
+    return self
+  end
   assert(type(fn) == "function" or (type(fn) == "table" and fn.handler),
          "route handler must be a function")
   if type(fn) == "table" then fn = fn.handler end
@@ -93,10 +97,14 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head", "options" 
 end
 function App:any(pattern, fn, opts) return self:route("*", pattern, fn, opts) end
 
--- Mounts a handler (a function, or an object with .handler) under a prefix: "/auth" serves
--- "/auth" and everything below it.
+-- Mounts a handler (a function, or relay.proxy{...}) under a prefix: "/auth" serves "/auth"
+-- and everything below it. A proxy strips the prefix before joining its upstream_prefix.
 function App:mount(prefix, handler, opts)
   local p = prefix:gsub("/+$", "")
+  if type(handler) == "table" and handler._proxy then
+    self._routes[#self._routes + 1] = { method = "*", pattern = p .. "/*", proxy = handler._proxy, mount = p, opts = opts or {} }
+    return self
+  end
   return self:route("*", p .. "/*", handler, opts)
 end
 
@@ -116,7 +124,8 @@ end
 function App:_install()
   local default_max = self._opts.max_body
   for _, r in ipairs(self._routes) do
-    core.route_add(r.method, r.pattern, r.fn, r.opts.max_body or default_max or 0)
+    local handler = r.fn or core.proxy_new(r.proxy, r.mount)
+    core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0)
   end
   for _, fn in ipairs(self._init) do fn(self) end
   local h = self.host
@@ -136,6 +145,16 @@ function App:_install()
     body_timeout = h["body-timeout"],
     keepalive_timeout = h["keepalive-timeout"],
   }
+end
+
+-- A native C proxy for app:mount or a route: Lilya's Relay parameters (target_base_url,
+-- upstream_prefix, preserve_host, max_retries, retry_backoff_factor, retry_statuses, retry_on,
+-- timeout, extra/drop/allow_request_headers, drop/allow_response_headers,
+-- rewrite_set_cookie_domain, max_body) plus on_request/on_response hooks on the heads.
+function relay.proxy(opts)
+  assert(type(opts) == "table" and type(opts.target_base_url) == "string",
+    "relay.proxy{target_base_url = \"http://host:port\", ...}")
+  return { _proxy = opts }
 end
 
 -- ---- what handlers use ----

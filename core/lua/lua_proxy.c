@@ -1,0 +1,316 @@
+/* lua_proxy: relay.proxy{...} mounts as native C proxy routes. The options are read once into
+ * an rh_proxy_conf; the Lua hooks (on_request, on_response, rewrite_set_cookie_domain) run
+ * synchronously on the heads, in the generation that routed the request, and never see body
+ * bytes. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+#include "lua/bind.h"
+#include "lua/gen.h"
+#include "lua/lua_proxy.h"
+
+#define PROXY_MT "relay.proxy"
+
+struct rh_lua_proxy {
+  rh_proxy_conf *conf;
+  int on_request, on_response, cookie; /* registry refs, LUA_NOREF when absent */
+};
+
+/* What a request's hooks need: the generation stays alive while they may run. */
+typedef struct {
+  rh_gen *gen;
+  rh_lua_proxy *p;
+  const char *request_id;
+} hook_ctx;
+
+/* ---- reading options ---- */
+
+static double opt_num(lua_State *L, int t, const char *k, double dflt) {
+  lua_getfield(L, t, k);
+  double v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
+  lua_getfield(L, t, k);
+  int v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_str(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *v = lua_tostring(L, -1); /* stays alive: the options table holds it */
+  lua_pop(L, 1);
+  return v;
+}
+
+/* An array of strings into a malloc'd array of pointers into the Lua strings (alive while the
+ * options table is). */
+static const char **opt_list(lua_State *L, int t, const char *k, size_t *n) {
+  lua_getfield(L, t, k);
+  *n = 0;
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
+  luaL_argcheck(L, lua_istable(L, -1), 1, k);
+  size_t len = lua_objlen(L, -1);
+  const char **out = calloc(len + 1, sizeof *out);
+  if (!out) abort();
+  for (size_t i = 1; i <= len; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    out[(*n)++] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static int opt_ref(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
+  if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: %s must be a function", k);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void read_timeouts(lua_State *L, int t, rh_proxy_opts *o) {
+  lua_getfield(L, t, "timeout");
+  if (lua_isnumber(L, -1)) {
+    o->connect_timeout = o->read_timeout = o->write_timeout = lua_tonumber(L, -1);
+  } else if (lua_istable(L, -1)) {
+    int tt = lua_gettop(L);
+    o->connect_timeout = opt_num(L, tt, "connect", 5);
+    o->read_timeout = opt_num(L, tt, "read", 10);
+    o->write_timeout = opt_num(L, tt, "write", 10);
+  } else {
+    o->connect_timeout = 5;
+    o->read_timeout = o->write_timeout = 10;
+  }
+  lua_pop(L, 1);
+}
+
+static void read_retry_on(lua_State *L, int t, rh_proxy_opts *o) {
+  size_t n;
+  const char **on = opt_list(L, t, "retry_on", &n);
+  o->retry_on_connect = o->retry_on_timeout = !on; /* the original retries both by default */
+  for (size_t i = 0; i < n; i++) {
+    if (on[i] && strcmp(on[i], "connect") == 0) o->retry_on_connect = 1;
+    else if (on[i] && strcmp(on[i], "timeout") == 0) o->retry_on_timeout = 1;
+    else { free(on); luaL_error(L, "relay.proxy: retry_on takes \"connect\" and \"timeout\""); }
+  }
+  free(on);
+}
+
+/* core.proxy_new(opts, mount) -> proxy userdata */
+static int l_proxy_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *mount = luaL_optstring(L, 2, "");
+  rh_proxy_opts o = { 0 };
+  o.mount = mount;
+  o.target_base_url = opt_str(L, 1, "target_base_url");
+  o.upstream_prefix = opt_str(L, 1, "upstream_prefix");
+  o.preserve_host = opt_bool(L, 1, "preserve_host", 0);
+  o.max_retries = (int)opt_num(L, 1, "max_retries", 0);
+  o.retry_backoff_factor = opt_num(L, 1, "retry_backoff_factor", 0.2);
+  o.max_body = (size_t)opt_num(L, 1, "max_body", 0);
+  if (opt_bool(L, 1, "follow_redirects", 0))
+    return luaL_error(L, "relay.proxy: follow_redirects = true is not supported yet (3xx pass through)");
+  read_timeouts(L, 1, &o);
+  read_retry_on(L, 1, &o);
+  int statuses[16];
+  lua_getfield(L, 1, "retry_statuses");
+  if (lua_istable(L, -1)) {
+    size_t n = lua_objlen(L, -1);
+    for (size_t i = 1; i <= n && i <= 16; i++) {
+      lua_rawgeti(L, -1, (int)i);
+      statuses[i - 1] = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+    o.retry_statuses = statuses;
+    o.nretry_statuses = n > 16 ? 16 : n;
+  }
+  lua_pop(L, 1);
+  rh_headers extra = RH_HEADERS_INIT;
+  lua_getfield(L, 1, "extra_request_headers");
+  if (rh_lua_read_headers(L, -1, &extra) < 0) {
+    rh_headers_free(&extra);
+    return luaL_error(L, "relay.proxy: extra_request_headers: %s", lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  o.extra_request_headers = &extra;
+  o.drop_request_headers = opt_list(L, 1, "drop_request_headers", &o.ndrop_request);
+  o.drop_response_headers = opt_list(L, 1, "drop_response_headers", &o.ndrop_response);
+  o.allow_request_headers = opt_list(L, 1, "allow_request_headers", &o.nallow_request);
+  o.allow_response_headers = opt_list(L, 1, "allow_response_headers", &o.nallow_response);
+  char err[300];
+  rh_proxy_conf *conf = rh_proxy_conf_new(&o, err, sizeof err);
+  rh_headers_free(&extra);
+  free((void *)o.drop_request_headers);
+  free((void *)o.drop_response_headers);
+  free((void *)o.allow_request_headers);
+  free((void *)o.allow_response_headers);
+  if (!conf) return luaL_error(L, "relay.proxy: %s", err);
+
+  rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);
+  p->conf = conf;
+  p->on_request = p->on_response = p->cookie = LUA_NOREF;
+  luaL_getmetatable(L, PROXY_MT);
+  lua_setmetatable(L, -2);
+  p->on_request = opt_ref(L, 1, "on_request");
+  p->on_response = opt_ref(L, 1, "on_response");
+  p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
+  return 1;
+}
+
+static int l_proxy_gc(lua_State *L) {
+  rh_lua_proxy *p = luaL_checkudata(L, 1, PROXY_MT);
+  if (p->conf) rh_proxy_conf_unref(p->conf);
+  p->conf = NULL;
+  return 0;
+}
+
+rh_lua_proxy *rh_lua_to_proxy(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TUSERDATA ? luaL_testudata(L, idx, PROXY_MT) : NULL;
+}
+
+size_t rh_lua_proxy_max_body(const rh_lua_proxy *p) { return rh_proxy_conf_max_body(p->conf); }
+
+/* ---- hooks ---- */
+
+static int traceback(lua_State *L) {
+  luaL_traceback(L, L, lua_tostring(L, 1), 1);
+  return 1;
+}
+
+/* Calls the hook at ref with the head table on top; 0 ok (results left), -1 logged error. */
+static int call_hook(hook_ctx *h, int ref, int nresults, const char *which) {
+  lua_State *L = h->gen->L;
+  lua_pushcfunction(L, traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_pushvalue(L, -3);
+  rh_watchdog_enter(L);
+  int rc = lua_pcall(L, 1, nresults, -3);
+  rh_watchdog_leave();
+  if (rc == 0) {
+    lua_remove(L, -nresults - 1); /* the traceback function */
+    return 0;
+  }
+  RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", which), RH_STR("error", lua_tostring(L, -1)),
+         RH_STR("request_id", h->request_id));
+  lua_pop(L, 2);
+  return -1;
+}
+
+static void read_back_headers(lua_State *L, int t, rh_headers *h) {
+  lua_getfield(L, t, "headers");
+  rh_headers fresh = RH_HEADERS_INIT;
+  if (rh_lua_read_headers(L, -1, &fresh) == 0) {
+    rh_headers_free(h);
+    *h = fresh;
+  } else {
+    RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("error", lua_tostring(L, -1)));
+    lua_pop(L, 1);
+    rh_headers_free(&fresh);
+  }
+  lua_pop(L, 1);
+}
+
+static int hook_request(void *ud, rh_proxy_head *head, char **body) {
+  hook_ctx *h = ud;
+  if (h->p->on_request == LUA_NOREF) return 0;
+  lua_State *L = h->gen->L;
+  lua_createtable(L, 0, 6);
+  int t = lua_gettop(L);
+  lua_pushstring(L, head->method);
+  lua_setfield(L, t, "method");
+  lua_pushstring(L, head->target);
+  lua_setfield(L, t, "path");
+  lua_pushstring(L, head->req->peer);
+  lua_setfield(L, t, "peer");
+  lua_pushstring(L, head->req->id);
+  lua_setfield(L, t, "id");
+  rh_lua_push_headers(L, head->headers);
+  lua_setfield(L, t, "headers");
+  int status = 0;
+  if (call_hook(h, h->p->on_request, 2, "on_request") < 0) {
+    *body = strdup("Internal Server Error (a proxy hook failed)\n");
+    lua_pop(L, 1);
+    return 500;
+  }
+  if (lua_isnumber(L, -2)) { /* return status, body: answer here */
+    status = (int)lua_tointeger(L, -2);
+    *body = strdup(lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+  } else {
+    const char *m = (lua_getfield(L, t, "method"), lua_tostring(L, -1));
+    if (m) { free(head->method); head->method = strdup(m); }
+    lua_pop(L, 1);
+    const char *p = (lua_getfield(L, t, "path"), lua_tostring(L, -1));
+    if (p) { free(head->target); head->target = strdup(p); }
+    lua_pop(L, 1);
+    read_back_headers(L, t, head->headers);
+  }
+  lua_pop(L, 3);
+  return status;
+}
+
+static void hook_response(void *ud, rh_proxy_head *head) {
+  hook_ctx *h = ud;
+  if (h->p->on_response == LUA_NOREF) return;
+  lua_State *L = h->gen->L;
+  lua_createtable(L, 0, 3);
+  int t = lua_gettop(L);
+  lua_pushinteger(L, head->status);
+  lua_setfield(L, t, "status");
+  rh_lua_push_headers(L, head->headers);
+  lua_setfield(L, t, "headers");
+  lua_pushstring(L, head->req->id);
+  lua_setfield(L, t, "id");
+  if (call_hook(h, h->p->on_response, 0, "on_response") == 0) {
+    lua_getfield(L, t, "status");
+    if (lua_isnumber(L, -1)) head->status = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    read_back_headers(L, t, head->headers);
+  }
+  lua_pop(L, 1);
+}
+
+static char *hook_cookie(void *ud, const char *cookie) {
+  hook_ctx *h = ud;
+  if (h->p->cookie == LUA_NOREF) return NULL;
+  lua_State *L = h->gen->L;
+  lua_pushstring(L, cookie);
+  char *out = NULL;
+  if (call_hook(h, h->p->cookie, 1, "rewrite_set_cookie_domain") == 0) {
+    if (lua_isstring(L, -1)) out = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static void hook_release(void *ud) {
+  hook_ctx *h = ud;
+  rh_gen_unref(h->gen);
+  free(h);
+}
+
+void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  hook_ctx *h = malloc(sizeof *h);
+  if (!h) abort();
+  h->gen = g;
+  h->p = p;
+  h->request_id = req->id;
+  rh_gen_ref(g);
+  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
+  rh_proxy_start(req, p->conf, &hooks);
+}
+
+void rh_lua_register_proxy(lua_State *L) {
+  luaL_newmetatable(L, PROXY_MT);
+  lua_pushcfunction(L, l_proxy_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_proxy_new);
+  lua_setfield(L, -2, "proxy_new");
+}

@@ -1,0 +1,875 @@
+#include "proxy/proxy.h"
+
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log/buf.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "proxy/pool.h"
+
+struct rh_proxy_conf {
+  int refs;
+  char *mount, *host, *base_path, *prefix, *host_header, *pool_key;
+  int port, preserve_host, max_retries, retry_on_connect, retry_on_timeout;
+  double backoff, connect_timeout, read_timeout, write_timeout, idle_timeout;
+  int retry_statuses[16];
+  size_t nretry, max_body, max_idle;
+  rh_headers extra;
+  char **drop_req, **drop_resp, **allow_req, **allow_resp;
+  size_t ndrop_req, ndrop_resp, nallow_req, nallow_resp;
+};
+
+typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF } timer_kind;
+
+/* One proxied exchange. Owns a reference on req and on conf, the upstream connection while it
+ * is in use, and its timer; freed when the exchange is over and the timer is closed. */
+typedef struct {
+  rh_http_req *req;
+  rh_proxy_conf *conf;
+  rh_proxy_hooks hooks;
+  int has_hooks;
+  rh_upconn *up;
+  uv_connect_t connect_req;
+  uv_getaddrinfo_t resolve_req;
+  int resolving, connecting;
+  uv_timer_t timer;
+  timer_kind timer_kind;
+  int attempt;
+  rh_buf head;              /* the upstream request head, kept for retries */
+  rh_buf replay;            /* the request body so far, while small enough to send again */
+  int replay_ok;            /* every body byte is in replay */
+  rh_buf pending;           /* body bytes waiting for the connection */
+  int chunked_up;           /* re-chunk the client's body for the upstream */
+  int head_written, body_sent_any, client_body_done, final_chunk_sent;
+  size_t up_queued;
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  rh_headers resp_headers;
+  int header_state, resp_head_done, resp_done, resp_started, up_reading_paused;
+  int reused;               /* the connection came from the pool (it may have gone stale) */
+  int status;
+  uint64_t resp_length;     /* UINT64_MAX: none */
+  int done;                 /* the client has its answer (or is gone); waiting to free */
+  int pending_ops;          /* writes in flight to the upstream */
+} call;
+
+typedef struct {
+  uv_write_t w;
+  call *c;
+  size_t len;
+  char data[];
+} up_write;
+
+#define REPLAY_MAX (64 * 1024)
+#define UP_HIGH_WATER (256 * 1024)
+
+static rh_metric *m_upstream_errors, *m_retries;
+static char read_buf[65536];
+
+static void finish(call *c);
+static void attempt(call *c, int fresh);
+static void read_start(call *c);
+
+/* ---- configuration ---- */
+
+static char **copy_list(const char *const *src, size_t n) {
+  if (!src) return NULL;
+  char **out = calloc(n + 1, sizeof *out);
+  if (!out) abort();
+  for (size_t i = 0; i < n; i++) out[i] = strdup(src[i]);
+  return out;
+}
+
+static void free_list(char **l, size_t n) {
+  for (size_t i = 0; l && i < n; i++) free(l[i]);
+  free(l);
+}
+
+static int in_list(char *const *l, size_t n, const rh_header *f) {
+  for (size_t i = 0; i < n; i++)
+    if (rh_header_name_eq(f, l[i])) return 1;
+  return 0;
+}
+
+/* http://host[:port][/base] */
+static int parse_target(rh_proxy_conf *c, const char *url, char *err, size_t errlen) {
+  if (strncasecmp(url, "https://", 8) == 0) {
+    snprintf(err, errlen, "target_base_url %s: https upstreams need TLS, which this build does not have yet", url);
+    return -1;
+  }
+  if (strncasecmp(url, "http://", 7) != 0) {
+    snprintf(err, errlen, "target_base_url '%s' must start with http://", url);
+    return -1;
+  }
+  const char *h = url + 7, *end = h + strcspn(h, "/?#");
+  const char *colon = memchr(h, ':', (size_t)(end - h));
+  if (h[0] == '[') colon = memchr(memchr(h, ']', (size_t)(end - h)) ? (const char *)memchr(h, ']', (size_t)(end - h)) : h, ':', (size_t)(end - h));
+  const char *hend = colon ? colon : end;
+  if (hend == h) {
+    snprintf(err, errlen, "target_base_url '%s' has no host", url);
+    return -1;
+  }
+  c->port = 80;
+  if (colon) {
+    char *e;
+    long p = strtol(colon + 1, &e, 10);
+    if (e != end || p <= 0 || p > 65535) {
+      snprintf(err, errlen, "target_base_url '%s' has a bad port", url);
+      return -1;
+    }
+    c->port = (int)p;
+  }
+  const char *hs = h[0] == '[' ? h + 1 : h, *he = h[0] == '[' ? hend - 1 : hend;
+  c->host = strndup(hs, (size_t)(he - hs));
+  c->host_header = strndup(h, (size_t)(end - h)); /* host[:port] as written: the port only if given */
+  size_t blen = strcspn(end, "?#");
+  while (blen && end[blen - 1] == '/') blen--;
+  c->base_path = strndup(end, blen);
+  char key[300];
+  snprintf(key, sizeof key, "%s:%d", c->host, c->port);
+  c->pool_key = strdup(key);
+  return 0;
+}
+
+rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errlen) {
+  rh_proxy_conf *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->refs = 1;
+  rh_headers_init(&c->extra);
+  if (!o->target_base_url || parse_target(c, o->target_base_url, err, errlen) < 0) {
+    if (!o->target_base_url) snprintf(err, errlen, "target_base_url is required");
+    rh_proxy_conf_unref(c);
+    return NULL;
+  }
+  const char *m = o->mount ? o->mount : "";
+  size_t mlen = strlen(m);
+  while (mlen && m[mlen - 1] == '/') mlen--;
+  c->mount = strndup(m, mlen);
+  c->prefix = strdup(o->upstream_prefix && *o->upstream_prefix ? o->upstream_prefix : "/");
+  c->preserve_host = o->preserve_host;
+  c->max_retries = o->max_retries;
+  c->backoff = o->retry_backoff_factor;
+  c->retry_on_connect = o->retry_on_connect;
+  c->retry_on_timeout = o->retry_on_timeout;
+  static const int dflt[] = { 502, 503, 504 };
+  const int *st = o->retry_statuses ? o->retry_statuses : dflt;
+  c->nretry = o->retry_statuses ? o->nretry_statuses : 3;
+  if (c->nretry > 16) c->nretry = 16;
+  memcpy(c->retry_statuses, st, c->nretry * sizeof *st);
+  c->connect_timeout = o->connect_timeout > 0 ? o->connect_timeout : 5;
+  c->read_timeout = o->read_timeout > 0 ? o->read_timeout : 10;
+  c->write_timeout = o->write_timeout > 0 ? o->write_timeout : 10;
+  c->max_body = o->max_body;
+  c->max_idle = o->max_idle ? o->max_idle : 64;
+  c->idle_timeout = o->idle_timeout > 0 ? o->idle_timeout : 60;
+  for (size_t i = 0; o->extra_request_headers && i < o->extra_request_headers->n; i++) {
+    const rh_header *f = &o->extra_request_headers->items[i];
+    rh_headers_add(&c->extra, f->name, f->name_len, f->value, f->value_len);
+  }
+  c->drop_req = copy_list(o->drop_request_headers, c->ndrop_req = o->ndrop_request);
+  c->drop_resp = copy_list(o->drop_response_headers, c->ndrop_resp = o->ndrop_response);
+  c->allow_req = copy_list(o->allow_request_headers, c->nallow_req = o->nallow_request);
+  c->allow_resp = copy_list(o->allow_response_headers, c->nallow_resp = o->nallow_response);
+  return c;
+}
+
+void rh_proxy_conf_ref(rh_proxy_conf *c) { c->refs++; }
+
+void rh_proxy_conf_unref(rh_proxy_conf *c) {
+  if (--c->refs > 0) return;
+  free(c->mount);
+  free(c->host);
+  free(c->base_path);
+  free(c->prefix);
+  free(c->host_header);
+  free(c->pool_key);
+  rh_headers_free(&c->extra);
+  free_list(c->drop_req, c->ndrop_req);
+  free_list(c->drop_resp, c->ndrop_resp);
+  free_list(c->allow_req, c->nallow_req);
+  free_list(c->allow_resp, c->nallow_resp);
+  free(c);
+}
+
+size_t rh_proxy_conf_max_body(const rh_proxy_conf *c) { return c->max_body; }
+
+/* ---- paths ---- */
+
+char *rh_proxy_join_path(const char *base, const char *prefix, const char *rest, size_t rest_len) {
+  /* ".." may not climb above the prefix */
+  int depth = 0;
+  for (size_t i = 0; i < rest_len;) {
+    while (i < rest_len && rest[i] == '/') i++;
+    size_t s = i;
+    while (i < rest_len && rest[i] != '/') i++;
+    size_t n = i - s;
+    if (n == 2 && rest[s] == '.' && rest[s + 1] == '.') {
+      if (--depth < 0) return NULL;
+    } else if (n && !(n == 1 && rest[s] == '.')) {
+      depth++;
+    }
+  }
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_puts(&b, base);
+  if (prefix[0] != '/') rh_buf_append(&b, "/", 1);
+  rh_buf_puts(&b, prefix);
+  if (b.len == 0 || b.data[b.len - 1] != '/') rh_buf_append(&b, "/", 1);
+  while (rest_len && rest[0] == '/') rest++, rest_len--;
+  rh_buf_append(&b, rest, rest_len);
+  rh_buf_append(&b, "", 1);
+  return b.data;
+}
+
+/* ---- header rules ---- */
+
+static int hop_by_hop(const rh_header *f) {
+  static const char *names[] = { "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                                 "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade" };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (rh_header_name_eq(f, names[i])) return 1;
+  return 0;
+}
+
+/* Hop-by-hop headers, and the ones the Connection header names, never cross the proxy. */
+static int crosses(const rh_headers *all, const rh_header *f) {
+  if (hop_by_hop(f)) return 0;
+  char name[128];
+  if (f->name_len >= sizeof name) return 1;
+  memcpy(name, f->name, f->name_len);
+  name[f->name_len] = 0;
+  return !rh_headers_has_token(all, "connection", name);
+}
+
+static void add_str(rh_headers *h, const char *name, const char *value) {
+  rh_headers_add(h, name, strlen(name), value, strlen(value));
+}
+
+static void request_headers(call *c, rh_headers *out) {
+  rh_proxy_conf *cf = c->conf;
+  const rh_http_req *r = c->req;
+  const rh_headers *in = &r->headers;
+  const rh_header *host = rh_headers_find(in, "host", NULL);
+  const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
+  for (size_t i = 0; i < in->n; i++) {
+    const rh_header *f = &in->items[i];
+    if (!crosses(in, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
+        rh_header_name_eq(f, "x-forwarded-for") || rh_header_name_eq(f, "x-forwarded-proto") ||
+        rh_header_name_eq(f, "x-forwarded-host") || in_list(cf->drop_req, cf->ndrop_req, f) ||
+        (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)))
+      continue;
+    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+  }
+  for (size_t i = 0; i < cf->extra.n; i++) { /* extras override the client's */
+    const rh_header *f = &cf->extra.items[i];
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)f->name_len, f->name);
+    rh_headers_remove(out, name);
+  }
+  for (size_t i = 0; i < cf->extra.n; i++) {
+    const rh_header *f = &cf->extra.items[i];
+    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+  }
+  if (cf->preserve_host && host) rh_headers_add(out, "Host", 4, host->value, host->value_len);
+  else add_str(out, "Host", cf->host_header);
+  rh_buf v = RH_BUF_INIT;
+  if (xff) {
+    rh_buf_append(&v, xff->value, xff->value_len);
+    rh_buf_append(&v, ", ", 2);
+  }
+  rh_buf_puts(&v, r->socket_peer);
+  rh_headers_add(out, "X-Forwarded-For", 15, v.data, v.len);
+  rh_buf_free(&v);
+  add_str(out, "X-Forwarded-Proto", "http");
+  if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
+}
+
+/* Builds the request head; 0, or a status when a hook answered (its body in *body). */
+static int build_head(call *c, char **body) {
+  rh_http_req *r = c->req;
+  rh_headers h = RH_HEADERS_INIT;
+  request_headers(c, &h);
+  const char *rest = r->path + strlen(c->conf->mount);
+  size_t rest_len = r->path_len - strlen(c->conf->mount);
+  char *path = rh_proxy_join_path(c->conf->base_path, c->conf->prefix, rest, rest_len);
+  if (!path) {
+    rh_headers_free(&h);
+    *body = strdup("Bad Request: the path climbs above the mount\n");
+    return 400;
+  }
+  rh_buf target = RH_BUF_INIT;
+  rh_buf_puts(&target, path);
+  free(path);
+  if (r->query) {
+    rh_buf_append(&target, "?", 1);
+    rh_buf_append(&target, r->query, r->query_len);
+  }
+  rh_buf_append(&target, "", 1);
+  rh_proxy_head head = { strdup(r->method), target.data, 0, &h, r };
+  int answer = 0;
+  if (c->has_hooks && c->hooks.on_request) answer = c->hooks.on_request(c->hooks.ud, &head, body);
+  if (!answer) {
+    rh_buf_printf(&c->head, "%s %s HTTP/1.1\r\n", head.method, head.target);
+    for (size_t i = 0; i < h.n; i++) {
+      const rh_header *f = &h.items[i];
+      if (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding")) continue;
+      rh_buf_append(&c->head, f->name, f->name_len);
+      rh_buf_append(&c->head, ": ", 2);
+      rh_buf_append(&c->head, f->value, f->value_len);
+      rh_buf_append(&c->head, "\r\n", 2);
+    }
+    int has_body = r->content_length != UINT64_MAX || rh_headers_find(&r->headers, "transfer-encoding", NULL);
+    if (r->content_length != UINT64_MAX) rh_buf_printf(&c->head, "Content-Length: %" PRIu64 "\r\n", r->content_length);
+    else if (has_body) rh_buf_puts(&c->head, "Transfer-Encoding: chunked\r\n");
+    c->chunked_up = has_body && r->content_length == UINT64_MAX;
+    rh_buf_puts(&c->head, "\r\n");
+  }
+  free(head.method);
+  free(head.target);
+  rh_headers_free(&h);
+  return answer;
+}
+
+/* ---- answering the client ---- */
+
+static void release_hooks(call *c) {
+  if (!c->has_hooks) return;
+  c->has_hooks = 0;
+  if (c->hooks.release) c->hooks.release(c->hooks.ud);
+}
+
+static void log_event(call *c, rh_log_level lv, const char *event, const char *error, int status) {
+  char url[600];
+  snprintf(url, sizeof url, "http://%s%s", c->conf->host_header, c->conf->base_path);
+  RH_LOG(lv, event, RH_STR("mount", c->conf->mount[0] ? c->conf->mount : "/"), RH_STR("upstream", url),
+         RH_INT("attempt", c->attempt), RH_STR("error", error), RH_INT("status", status),
+         RH_STR("request_id", c->req->id));
+}
+
+static void answer_text(call *c, int status, const char *prefix, const char *reason) {
+  if (c->resp_started || c->req->head_sent) {
+    rh_http_abort(c->req); /* the response started: all we can do is cut it */
+    return;
+  }
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_printf(&b, "%s%s%s", prefix, reason ? ": " : "", reason ? reason : "");
+  rh_headers h = RH_HEADERS_INIT;
+  add_str(&h, "Content-Type", "text/plain; charset=utf-8");
+  rh_http_respond(c->req, status, &h, b.data, b.len);
+  rh_headers_free(&h);
+  rh_buf_free(&b);
+}
+
+static void fail(call *c, int status, const char *event, const char *reason) {
+  const char *code = status == 504 ? "504" : "502";
+  rh_metric_add(m_upstream_errors, (const char *[]){ code }, 1);
+  log_event(c, RH_LOG_WARN, event, reason, status);
+  answer_text(c, status, status == 504 ? "Gateway Timeout" : "Upstream error", reason);
+  finish(c);
+}
+
+/* ---- timers ---- */
+
+static void set_timer(call *c, timer_kind k, double seconds, uv_timer_cb cb) {
+  c->timer_kind = k;
+  if (k == T_NONE) { uv_timer_stop(&c->timer); return; }
+  uv_timer_start(&c->timer, cb, (uint64_t)(seconds * 1000), 0);
+}
+
+static int retry_allowed(call *c) {
+  return c->attempt <= c->conf->max_retries && !c->resp_started && !c->done &&
+         (!c->body_sent_any || (c->replay_ok && c->client_body_done));
+}
+
+static void drop_upstream(call *c) {
+  if (!c->up) return;
+  rh_upconn_close(c->up);
+  c->up = NULL;
+}
+
+static void on_backoff(uv_timer_t *t) {
+  call *c = t->data;
+  c->timer_kind = T_NONE;
+  attempt(c, 0);
+}
+
+/* Tries again after factor * 2^(n-1) seconds, as the original does. */
+static void retry(call *c, const char *event, const char *reason, int status) {
+  rh_metric_add(m_retries, NULL, 1);
+  log_event(c, RH_LOG_INFO, event, reason, status);
+  drop_upstream(c);
+  double delay = c->conf->backoff;
+  for (int i = 1; i < c->attempt; i++) delay *= 2;
+  c->attempt++;
+  set_timer(c, T_BACKOFF, delay, on_backoff);
+}
+
+static void on_timeout(uv_timer_t *t) {
+  call *c = t->data;
+  timer_kind k = c->timer_kind;
+  c->timer_kind = T_NONE;
+  const char *what = k == T_CONNECT ? "connect timeout" : k == T_WRITE ? "write timeout" : "read timeout";
+  if (c->conf->retry_on_timeout && retry_allowed(c)) { retry(c, "upstream_timeout", what, 0); return; }
+  drop_upstream(c);
+  fail(c, 504, "upstream_timeout", what);
+}
+
+/* ---- writing to the upstream ---- */
+
+static void after_up_write(uv_write_t *w, int status) {
+  up_write *uw = (up_write *)w;
+  call *c = uw->c;
+  c->up_queued -= uw->len;
+  c->pending_ops--;
+  free(uw);
+  if (c->done) { finish(c); return; }
+  if (status < 0) return; /* the read side reports the failure */
+  if (c->timer_kind == T_WRITE && c->up_queued == 0) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
+  if (c->up_queued < UP_HIGH_WATER) rh_http_resume_body(c->req);
+}
+
+static void up_send(call *c, const char *p, size_t n) {
+  if (!c->up || !n) return;
+  up_write *uw = malloc(sizeof *uw + n);
+  if (!uw) abort();
+  memcpy(uw->data, p, n);
+  uw->c = c;
+  uw->len = n;
+  uv_buf_t b = uv_buf_init(uw->data, (unsigned)n);
+  c->up_queued += n;
+  c->pending_ops++;
+  if (uv_write(&uw->w, (uv_stream_t *)&c->up->tcp, &b, 1, after_up_write) < 0) {
+    c->up_queued -= n;
+    c->pending_ops--;
+    free(uw);
+  }
+  if (c->timer_kind == T_READ || c->timer_kind == T_NONE) set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
+}
+
+static void send_body_bytes(call *c, const char *p, size_t n) {
+  if (c->chunked_up) {
+    char size[24];
+    int k = snprintf(size, sizeof size, "%zx\r\n", n);
+    rh_buf b = RH_BUF_INIT;
+    rh_buf_append(&b, size, (size_t)k);
+    rh_buf_append(&b, p, n);
+    rh_buf_append(&b, "\r\n", 2);
+    up_send(c, b.data, b.len);
+    rh_buf_free(&b);
+  } else {
+    up_send(c, p, n);
+  }
+  c->body_sent_any = 1;
+}
+
+static void send_final_chunk(call *c) {
+  if (c->chunked_up && c->client_body_done && !c->final_chunk_sent && c->head_written) {
+    c->final_chunk_sent = 1;
+    up_send(c, "0\r\n\r\n", 5);
+  }
+}
+
+/* Head, then whatever body is already here (all of it again on a retry), then the rest as it
+ * arrives. */
+static void send_request(call *c) {
+  up_send(c, c->head.data, c->head.len);
+  c->head_written = 1;
+  if (c->body_sent_any && c->replay.len) send_body_bytes(c, c->replay.data, c->replay.len);
+  else if (c->pending.len) send_body_bytes(c, c->pending.data, c->pending.len);
+  c->pending.len = 0;
+  send_final_chunk(c);
+}
+
+static void on_client_body_chunk(rh_http_req *r, const char *p, size_t n, void *ud) {
+  (void)r;
+  call *c = ud;
+  if (c->replay_ok) {
+    if (c->replay.len + n <= REPLAY_MAX) rh_buf_append(&c->replay, p, n);
+    else { c->replay_ok = 0; rh_buf_free(&c->replay); }
+  }
+  if (c->up && c->head_written) send_body_bytes(c, p, n);
+  else rh_buf_append(&c->pending, p, n);
+  if (c->up_queued + c->pending.len >= UP_HIGH_WATER) rh_http_pause_body(c->req);
+}
+
+static void on_client_body(rh_http_req *r, void *ud) {
+  call *c = ud;
+  if (r->body_error) { /* client gone or over the limit: the server answered */
+    drop_upstream(c);
+    finish(c);
+    return;
+  }
+  c->client_body_done = 1;
+  send_final_chunk(c);
+}
+
+static void on_client_drain(rh_http_req *r, void *ud) {
+  (void)r;
+  call *c = ud;
+  if (c->up_reading_paused && c->up) {
+    c->up_reading_paused = 0;
+    read_start(c);
+  }
+}
+
+static void on_client_abort(rh_http_req *r, void *ud) {
+  (void)r;
+  call *c = ud;
+  log_event(c, RH_LOG_INFO, "client_aborted", "client closed the connection", 0);
+  drop_upstream(c);
+  finish(c);
+}
+
+static const rh_http_req_events client_events = { on_client_body_chunk, on_client_body, on_client_drain,
+                                                  on_client_abort };
+
+/* ---- reading the response ---- */
+
+static call *call_of(llhttp_t *p) { return p->data; }
+
+static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
+  call *c = call_of(p);
+  if (c->header_state == 1) rh_headers_append_name(&c->resp_headers, at, len);
+  else rh_headers_add(&c->resp_headers, at, len, "", 0);
+  c->header_state = 1;
+  return 0;
+}
+
+static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
+  call *c = call_of(p);
+  rh_headers_append_value(&c->resp_headers, at, len);
+  c->header_state = 2;
+  return 0;
+}
+
+static int cb_field_complete(llhttp_t *p) {
+  call_of(p)->header_state = 2;
+  return 0;
+}
+
+static int status_retryable(call *c, int status) {
+  for (size_t i = 0; i < c->conf->nretry; i++)
+    if (c->conf->retry_statuses[i] == status) return 1;
+  return 0;
+}
+
+/* Each Set-Cookie through the hook: NULL keeps it, "" drops Domain, else sets Domain. */
+static void rewrite_cookies(call *c, rh_headers *h) {
+  if (!c->has_hooks || !c->hooks.rewrite_cookie_domain) return;
+  rh_headers out = RH_HEADERS_INIT;
+  for (size_t i = 0; i < h->n; i++) {
+    rh_header *f = &h->items[i];
+    char *domain = rh_header_name_eq(f, "set-cookie") ? c->hooks.rewrite_cookie_domain(c->hooks.ud, f->value) : NULL;
+    if (!domain) {
+      rh_headers_add(&out, f->name, f->name_len, f->value, f->value_len);
+      continue;
+    }
+    rh_buf v = RH_BUF_INIT;
+    int had = 0;
+    char *copy = strdup(f->value), *save = NULL;
+    for (char *part = strtok_r(copy, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
+      while (*part == ' ' || *part == '\t') part++;
+      size_t n = strlen(part);
+      while (n && (part[n - 1] == ' ' || part[n - 1] == '\t')) part[--n] = 0;
+      if (!n) continue;
+      int is_domain = strncasecmp(part, "domain=", 7) == 0;
+      if (is_domain && !*domain) continue;
+      if (v.len) rh_buf_append(&v, "; ", 2);
+      if (is_domain) { rh_buf_printf(&v, "Domain=%s", domain); had = 1; }
+      else rh_buf_append(&v, part, n);
+    }
+    if (!had && *domain) rh_buf_printf(&v, "; Domain=%s", domain);
+    rh_headers_add(&out, f->name, f->name_len, v.data ? v.data : "", v.len);
+    rh_buf_free(&v);
+    free(copy);
+    free(domain);
+  }
+  rh_headers_free(h);
+  *h = out;
+}
+
+static void response_headers(call *c, rh_headers *out) {
+  rh_proxy_conf *cf = c->conf;
+  const rh_headers *in = &c->resp_headers;
+  for (size_t i = 0; i < in->n; i++) {
+    const rh_header *f = &in->items[i];
+    if (!crosses(in, f) || rh_header_name_eq(f, "content-length") ||
+        in_list(cf->drop_resp, cf->ndrop_resp, f) ||
+        (cf->allow_resp && !in_list(cf->allow_resp, cf->nallow_resp, f)))
+      continue;
+    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+  }
+  if (c->resp_length != UINT64_MAX) {
+    char len[32];
+    snprintf(len, sizeof len, "%" PRIu64, c->resp_length);
+    add_str(out, "Content-Length", len);
+  }
+}
+
+static int cb_headers_complete(llhttp_t *p) {
+  call *c = call_of(p);
+  c->status = p->status_code;
+  if (c->status >= 100 && c->status < 200) { /* interim (100 Continue): not for the client */
+    rh_headers_clear(&c->resp_headers);
+    c->header_state = 0;
+    return 0;
+  }
+  c->resp_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : UINT64_MAX;
+  c->resp_head_done = 1;
+  if (status_retryable(c, c->status) && c->conf->max_retries > 0 && retry_allowed(c)) return HPE_PAUSED;
+  rh_headers h = RH_HEADERS_INIT;
+  response_headers(c, &h);
+  rewrite_cookies(c, &h);
+  rh_proxy_head head = { NULL, NULL, c->status, &h, c->req };
+  if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
+  release_hooks(c);
+  c->resp_started = 1;
+  rh_http_start(c->req, head.status, &h);
+  rh_headers_free(&h);
+  return c->req->is_head ? 1 : 0;
+}
+
+static int cb_body(llhttp_t *p, const char *at, size_t len) {
+  call *c = call_of(p);
+  if (rh_http_write(c->req, at, len) == 1) c->up_reading_paused = 1;
+  return 0;
+}
+
+static int cb_message_complete(llhttp_t *p) {
+  call *c = call_of(p);
+  if (!c->resp_head_done) return 0; /* the end of an interim response */
+  c->resp_done = 1;
+  return HPE_PAUSED;
+}
+
+static void init_parser(call *c) {
+  llhttp_settings_init(&c->settings);
+  c->settings.on_header_field = cb_header_field;
+  c->settings.on_header_value = cb_header_value;
+  c->settings.on_header_field_complete = cb_field_complete;
+  c->settings.on_headers_complete = cb_headers_complete;
+  c->settings.on_body = cb_body;
+  c->settings.on_message_complete = cb_message_complete;
+  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+  c->parser.data = c;
+  rh_headers_clear(&c->resp_headers);
+  c->header_state = c->resp_head_done = c->resp_done = 0;
+}
+
+/* The response is complete: finish the client's, and park the connection when both sides
+ * ended cleanly. */
+static void response_complete(call *c) {
+  int reusable = llhttp_should_keep_alive(&c->parser) && c->client_body_done && c->up_queued == 0 &&
+                 c->pending.len == 0;
+  set_timer(c, T_NONE, 0, NULL);
+  rh_http_finish(c->req);
+  if (c->up) {
+    uv_read_stop((uv_stream_t *)&c->up->tcp);
+    c->up->served++;
+    if (reusable) rh_pool_put(c->up, c->conf->idle_timeout, c->conf->max_idle);
+    else rh_upconn_close(c->up);
+    c->up = NULL;
+  }
+  finish(c);
+}
+
+static void upstream_closed(call *c, const char *why) {
+  /* a body delimited by the close is complete now */
+  if (c->resp_head_done && llhttp_finish(&c->parser) == HPE_OK && c->resp_done) {
+    response_complete(c);
+    return;
+  }
+  drop_upstream(c);
+  if (c->resp_started) {
+    log_event(c, RH_LOG_WARN, "upstream_error", why, c->status);
+    rh_http_abort(c->req);
+    finish(c);
+    return;
+  }
+  /* a pooled connection the upstream had closed meanwhile: once more on a fresh one */
+  if (c->reused && !c->resp_head_done && (!c->body_sent_any || (c->replay_ok && c->client_body_done))) {
+    attempt(c, 1);
+    return;
+  }
+  fail(c, 502, "upstream_error", why);
+}
+
+static void up_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(read_buf, sizeof read_buf);
+}
+
+static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  call *c = s->data;
+  if (n == 0) return;
+  if (n < 0) {
+    upstream_closed(c, n == UV_EOF ? "upstream closed the connection" : uv_strerror((int)n));
+    return;
+  }
+  if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
+  llhttp_errno_t err = llhttp_execute(&c->parser, buf->base, (size_t)n);
+  if (err == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
+    char why[32];
+    snprintf(why, sizeof why, "status %d", c->status);
+    retry(c, "upstream_retryable_status", why, c->status);
+    return;
+  }
+  if (err == HPE_PAUSED || c->resp_done) { response_complete(c); return; }
+  if (err != HPE_OK) {
+    drop_upstream(c);
+    if (c->resp_started) { rh_http_abort(c->req); finish(c); return; }
+    fail(c, 502, "upstream_error", llhttp_get_error_reason(&c->parser));
+    return;
+  }
+  if (c->up_reading_paused) uv_read_stop(s);
+}
+
+static void read_start(call *c) {
+  c->up->tcp.data = c;
+  uv_read_start((uv_stream_t *)&c->up->tcp, up_alloc, up_read);
+}
+
+/* ---- connecting ---- */
+
+static void connected(call *c) {
+  init_parser(c);
+  read_start(c);
+  set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
+  send_request(c);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  call *c = req->data;
+  c->connecting = 0;
+  if (c->done) { finish(c); return; }
+  if (status < 0) {
+    drop_upstream(c);
+    char why[160];
+    snprintf(why, sizeof why, "connect %s:%d: %s", c->conf->host, c->conf->port, uv_strerror(status));
+    if (c->conf->retry_on_connect && retry_allowed(c)) { retry(c, "upstream_retryable_error", why, 0); return; }
+    fail(c, 502, "upstream_error", why);
+    return;
+  }
+  connected(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  call *c = req->data;
+  c->resolving = 0;
+  if (c->done) { uv_freeaddrinfo(res); finish(c); return; }
+  if (status < 0) {
+    uv_freeaddrinfo(res);
+    char why[160];
+    snprintf(why, sizeof why, "resolve %s: %s", c->conf->host, uv_strerror(status));
+    if (c->conf->retry_on_connect && retry_allowed(c)) { retry(c, "upstream_retryable_error", why, 0); return; }
+    fail(c, 502, "upstream_error", why);
+    return;
+  }
+  c->up = rh_upconn_new(uv_default_loop(), c->conf->pool_key);
+  c->up->tcp.data = c;
+  uv_tcp_nodelay(&c->up->tcp, 1);
+  c->connect_req.data = c;
+  c->connecting = 1;
+  int rc = uv_tcp_connect(&c->connect_req, &c->up->tcp, res->ai_addr, on_connect);
+  uv_freeaddrinfo(res);
+  if (rc < 0) {
+    c->connecting = 0;
+    on_connect(&c->connect_req, rc);
+  }
+}
+
+static void attempt(call *c, int fresh) {
+  c->head_written = c->final_chunk_sent = 0;
+  rh_upconn *u = fresh ? NULL : rh_pool_take(c->conf->pool_key);
+  c->reused = u != NULL;
+  if (u) {
+    c->up = u;
+    connected(c);
+    return;
+  }
+  set_timer(c, T_CONNECT, c->conf->connect_timeout, on_timeout);
+  char port[8];
+  snprintf(port, sizeof port, "%d", c->conf->port);
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+  c->resolve_req.data = c;
+  c->resolving = 1;
+  int rc = uv_getaddrinfo(uv_default_loop(), &c->resolve_req, on_resolved, c->conf->host, port, &hints);
+  if (rc < 0) {
+    c->resolving = 0;
+    fail(c, 502, "upstream_error", uv_strerror(rc));
+  }
+}
+
+/* ---- lifetime ---- */
+
+static void free_call(uv_handle_t *h) {
+  call *c = h->data;
+  rh_buf_free(&c->head);
+  rh_buf_free(&c->replay);
+  rh_buf_free(&c->pending);
+  rh_headers_free(&c->resp_headers);
+  rh_proxy_conf_unref(c->conf);
+  free(c);
+}
+
+/* Ends the exchange; the memory goes once no libuv request still points at it. */
+static void finish(call *c) {
+  if (!c->done) {
+    c->done = 1;
+    release_hooks(c);
+    set_timer(c, T_NONE, 0, NULL);
+    if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req);
+    drop_upstream(c);
+    c->req->events = NULL;
+    c->req->ud = NULL;
+    rh_http_req_release(c->req);
+  }
+  if (c->resolving || c->connecting || c->pending_ops) return;
+  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, free_call);
+}
+
+void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks) {
+  if (!m_upstream_errors) {
+    const char *e;
+    static const char *code[] = { "code" };
+    m_upstream_errors = rh_metric_register(RH_COUNTER, "relayhost_proxy_upstream_errors_total",
+                                           "Proxied requests answered 502/504 by the proxy", code, 1,
+                                           NULL, 0, &e);
+    m_retries = rh_metric_register(RH_COUNTER, "relayhost_proxy_retries_total",
+                                   "Upstream attempts retried", NULL, 0, NULL, 0, &e);
+  }
+  call *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->req = req;
+  c->conf = conf;
+  rh_proxy_conf_ref(conf);
+  if (hooks) {
+    c->hooks = *hooks;
+    c->has_hooks = 1;
+  }
+  c->attempt = 1;
+  c->replay_ok = 1;
+  rh_headers_init(&c->resp_headers);
+  uv_timer_init(uv_default_loop(), &c->timer);
+  c->timer.data = c;
+  char *body = NULL;
+  int answer = build_head(c, &body);
+  if (answer) {
+    rh_headers h = RH_HEADERS_INIT;
+    add_str(&h, "Content-Type", "text/plain; charset=utf-8");
+    rh_http_respond(req, answer, &h, body ? body : "", body ? strlen(body) : 0);
+    rh_headers_free(&h);
+    free(body);
+    finish(c);
+    return;
+  }
+  c->client_body_done = req->body_done && !req->body.len;
+  rh_http_stream_body(req, &client_events, c);
+  if (req->body_done) c->client_body_done = 1;
+  attempt(c, 0);
+}

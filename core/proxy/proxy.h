@@ -1,0 +1,71 @@
+/* proxy: forwards a server request to an upstream and streams both bodies, with keep-alive
+ * pools, timeouts, retries and the header rules every mount shares.
+ *
+ * A mount's settings live in an rh_proxy_conf (refcounted: the route holds one reference,
+ * every request in flight another). Policy reaches the engine as hooks on the heads only: the
+ * body bytes never leave C. */
+#ifndef RH_PROXY_H
+#define RH_PROXY_H
+
+#include <stddef.h>
+#include "http/headers.h"
+#include "http/server.h"
+
+typedef struct rh_proxy_conf rh_proxy_conf;
+
+typedef struct {
+  const char *mount;               /* the prefix stripped from the client's path ("/auth") */
+  const char *target_base_url;     /* http://host[:port][/base] */
+  const char *upstream_prefix;     /* joined after the base path; default "/" */
+  int preserve_host;
+  int max_retries;
+  double retry_backoff_factor;     /* sleep before retry n: factor * 2^(n-1) */
+  const int *retry_statuses;       /* NULL: 502, 503, 504 */
+  size_t nretry_statuses;
+  int retry_on_connect, retry_on_timeout;
+  double connect_timeout, read_timeout, write_timeout; /* seconds */
+  size_t max_body;                 /* request body limit (413); 0: the server default */
+  const rh_headers *extra_request_headers;
+  const char *const *drop_request_headers, *const *drop_response_headers;
+  const char *const *allow_request_headers, *const *allow_response_headers; /* NULL: all */
+  size_t ndrop_request, ndrop_response, nallow_request, nallow_response;
+  size_t max_idle;                 /* pooled idle connections per upstream */
+  double idle_timeout;
+} rh_proxy_opts;
+
+/* The head a hook may change: for requests method, path (with query) and headers; for
+ * responses status and headers. */
+typedef struct {
+  char *method;
+  char *target;                    /* path?query as sent upstream; malloc'd, hooks may replace */
+  int status;
+  rh_headers *headers;
+  const rh_http_req *req;          /* the client's request, read-only */
+} rh_proxy_head;
+
+typedef struct {
+  /* Before forwarding. Returns 0 to go on, or a status (>= 100) with *body to answer the
+   * client without contacting the upstream. */
+  int (*on_request)(void *ud, rh_proxy_head *head, char **body);
+  void (*on_response)(void *ud, rh_proxy_head *head);
+  /* Each Set-Cookie value: NULL keeps it, "" drops Domain, other strings set it (malloc'd). */
+  char *(*rewrite_cookie_domain)(void *ud, const char *cookie);
+  void (*release)(void *ud);       /* the hooks are no longer needed for this request */
+  void *ud;
+} rh_proxy_hooks;
+
+/* NULL plus a message in err for bad options (an unparsable target_base_url, …). */
+rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *opts, char *err, size_t errlen);
+void rh_proxy_conf_ref(rh_proxy_conf *c);
+void rh_proxy_conf_unref(rh_proxy_conf *c);
+size_t rh_proxy_conf_max_body(const rh_proxy_conf *c);
+
+/* Takes over req (and the caller's reference on it) until the exchange is over. hooks may be
+ * NULL; hooks->release runs once the heads are done or the request failed. */
+void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks);
+
+/* Joins the client path (after the mount) to base path and prefix, slashes normalised.
+ * Returns a malloc'd string, or NULL when dot segments would climb above the prefix. */
+char *rh_proxy_join_path(const char *base, const char *prefix, const char *rest, size_t rest_len);
+
+#endif

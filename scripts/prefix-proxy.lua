@@ -1,0 +1,35 @@
+-- The prefix proxy: a drop-in for Lilya/Ravyn's Relay. Each --mount /prefix=URL forwards the
+-- prefix and everything below it to URL (its path is kept as a base), through the native C
+-- proxy: bodies stream, connections are pooled, hop-by-hop headers never cross.
+--
+--   relayhost prefix-proxy --mount /api=http://127.0.0.1:9001/v1 --mount /auth=http://auth:8000
+--
+-- For header policies, retries and hooks, write a script with relay.proxy{...} (README).
+local relay = require "relay"
+
+local app = relay.new {
+  name = "prefix-proxy",
+  description = "mounts upstreams under path prefixes (a drop-in for Lilya/Ravyn's Relay)",
+  flags = {
+    mount = { repeatable = true, env = "RELAY_MOUNTS", help = "PREFIX=URL: forward PREFIX and below to URL" },
+    max_retries = { default = 0, help = "retries on connect errors, timeouts and 502/503/504" },
+    timeout = { default = 10, help = "seconds for connect, read and write, each" },
+    preserve_host = { default = false, help = "send the client's Host upstream" },
+  },
+}
+
+local mounts = app.flags.mount or {}
+if #mounts == 0 then error("prefix-proxy: give at least one --mount /prefix=http://host:port[/base]", 0) end
+
+for _, m in ipairs(mounts) do
+  local prefix, url = m:match("^(/[^=]*)=(.+)$")
+  if not prefix then error(("prefix-proxy: --mount '%s': want /prefix=http://host:port[/base]"):format(m), 0) end
+  app:mount(prefix, relay.proxy {
+    target_base_url = url,
+    max_retries = app.flags.max_retries,
+    timeout = app.flags.timeout,
+    preserve_host = app.flags.preserve_host,
+  })
+end
+
+return app
