@@ -19,6 +19,7 @@
 #include "lua/runtime.h"
 #include "metrics/metrics.h"
 #include "net/cidr.h"
+#include "proxy/pool.h"
 
 typedef struct {
   char *script;
@@ -125,6 +126,7 @@ static void finish_shutdown(void) {
   uv_timer_stop(&H.shutdown_timer);
   uv_close((uv_handle_t *)&H.shutdown_timer, NULL);
   rh_gen_shutdown();
+  rh_pool_close_all();
   rh_http_server_free(H.server);
   if (H.admin) rh_admin_free(H.admin);
   close_signals();

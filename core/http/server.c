@@ -541,7 +541,11 @@ static void body_complete(rh_http_conn *c) {
  * the input runs out, or the connection is rejected. */
 static void parse_available(rh_http_conn *c) {
   size_t off = 0;
-  while (!c->closing && !c->close_after_write && !c->msg_done && off < c->in.len) {
+  /* After a head, llhttp needs one more call, even with no bytes, to end a bodiless message
+   * (we paused it at the end of the head). */
+  int kick = 0;
+  while (!c->closing && !c->close_after_write && !c->msg_done && (off < c->in.len || kick)) {
+    kick = 0;
     const char *data = c->in.data + off;
     size_t n = c->in.len - off, chunk = n;
     if (c->in_head) {
@@ -556,7 +560,7 @@ static void parse_available(rh_http_conn *c) {
     off += used;
     if (err == HPE_PAUSED) {
       llhttp_resume(&c->parser);
-      if (c->head_ready) { c->head_ready = 0; dispatch(c); }
+      if (c->head_ready) { c->head_ready = 0; kick = 1; dispatch(c); }
       if (c->msg_done) body_complete(c);
       if (c->req && c->req->body_paused && !c->msg_done) break;
     } else if (err == HPE_PAUSED_UPGRADE) {

@@ -30,7 +30,9 @@ static int l_route_add(lua_State *L) {
     return luaL_error(L, "bad route pattern '%s': %s", pattern, err);
   g->max_body = realloc(g->max_body, (size_t)(idx + 1) * sizeof *g->max_body);
   if (!g->max_body) abort();
-  g->max_body[idx] = max_body > 0 ? (size_t)max_body : proxy ? rh_lua_proxy_max_body(proxy) : 0;
+  /* a proxy streams its bodies: no limit unless the mount sets one */
+  size_t proxy_limit = proxy && rh_lua_proxy_max_body(proxy) ? rh_lua_proxy_max_body(proxy) : SIZE_MAX;
+  g->max_body[idx] = max_body > 0 ? (size_t)max_body : proxy ? proxy_limit : 0;
   g->proxies = realloc(g->proxies, (size_t)(idx + 1) * sizeof *g->proxies);
   if (!g->proxies) abort();
   g->proxies[idx] = proxy;

@@ -755,6 +755,7 @@ static void on_connect(uv_connect_t *req, int status) {
     fail(c, 502, "upstream_error", why);
     return;
   }
+  RH_LOG(RH_LOG_DEBUG, "upstream_connect", RH_STR("upstream", c->conf->pool_key), RH_STR("request_id", c->req->id));
   connected(c);
 }
 
