@@ -107,8 +107,15 @@ static int parse_target(rh_proxy_conf *c, const char *url, char *err, size_t err
     return -1;
   }
   const char *h = url + 7, *end = h + strcspn(h, "/?#");
-  const char *colon = memchr(h, ':', (size_t)(end - h));
-  if (h[0] == '[') colon = memchr(memchr(h, ']', (size_t)(end - h)) ? (const char *)memchr(h, ']', (size_t)(end - h)) : h, ':', (size_t)(end - h));
+  const char *after_host = h;
+  if (h[0] == '[') { /* [v6]:port */
+    after_host = memchr(h, ']', (size_t)(end - h));
+    if (!after_host) {
+      snprintf(err, errlen, "target_base_url '%s' has a bad IPv6 address", url);
+      return -1;
+    }
+  }
+  const char *colon = memchr(after_host, ':', (size_t)(end - after_host));
   const char *hend = colon ? colon : end;
   if (hend == h) {
     snprintf(err, errlen, "target_base_url '%s' has no host", url);

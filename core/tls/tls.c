@@ -4,7 +4,7 @@
  * Memory BIOs never shrink, so input and output pass through them in slices of about one
  * record: whatever the caller hands over at once, an idle connection keeps small buffers.
  * OpenSSL's error queue is per thread and shared by every connection, so each operation starts
- * from an empty queue and leaves one behind. */
+ * from an empty queue and empties it again once it has turned a failure into a message. */
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -24,6 +25,7 @@ struct rh_tls_ctx {
   int refs;                 /* the owner + one per live connection */
   bool server;
   bool verify;
+  bool asked_password;      /* loading the key wanted a passphrase */
   unsigned char *alpn;      /* wire format: length-prefixed names */
   size_t alpn_len;
 };
@@ -53,6 +55,9 @@ static void set_msg(char *buf, size_t len, const char *msg) {
 static const char *queue_reason(char *buf, size_t len) {
   unsigned long e = ERR_peek_error();
   if (!e) return "unknown error";
+  if (ERR_SYSTEM_ERROR(e)) return strerror(ERR_GET_REASON(e)); /* "No such file or directory" */
+  if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+    return "no PEM data found";
   const char *r = ERR_reason_error_string(e);
   if (r) return r;
   ERR_error_string_n(e, buf, len);
@@ -124,8 +129,10 @@ static int fail_msg(rh_tls *t, const char *msg) {
 
 /* A key file that needs a passphrase must fail, not wait for one on the terminal. */
 static int no_password(char *buf, int size, int rwflag, void *ud) {
-  (void)buf, (void)size, (void)rwflag, (void)ud;
-  return 0;
+  rh_tls_ctx *ctx = ud;
+  (void)buf, (void)size, (void)rwflag;
+  ctx->asked_password = true;
+  return -1;
 }
 
 static rh_tls_ctx *ctx_new(bool server, char *err, size_t errlen) {
@@ -148,6 +155,7 @@ static rh_tls_ctx *ctx_new(bool server, char *err, size_t errlen) {
   /* idle connections give their record buffers back */
   SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_default_passwd_cb(ssl, no_password);
+  SSL_CTX_set_default_passwd_cb_userdata(ssl, ctx);
   return ctx;
 }
 
@@ -164,10 +172,21 @@ rh_tls_ctx *rh_tls_server_ctx(const char *cert_file, const char *key_file, char 
   if (!ctx) return NULL;
   if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cert_file) != 1) {
     ctx_err(err, errlen, "cannot load certificate chain", cert_file);
-  } else if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_file, SSL_FILETYPE_PEM) != 1) {
-    ctx_err(err, errlen, "cannot load private key", key_file);
-  } else if (SSL_CTX_check_private_key(ctx->ssl) != 1) {
-    ctx_err(err, errlen, "private key does not match the certificate in", cert_file);
+  } else if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_file, SSL_FILETYPE_PEM) != 1 ||
+             SSL_CTX_check_private_key(ctx->ssl) != 1) {
+    if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+      if (err && errlen)
+        snprintf(err, errlen, "private key %s does not match the certificate in %s", key_file,
+                 cert_file);
+      ERR_clear_error();
+    } else if (ctx->asked_password) {
+      if (err && errlen)
+        snprintf(err, errlen, "cannot load private key %s: it is encrypted (passphrases are "
+                 "not supported)", key_file);
+      ERR_clear_error();
+    } else {
+      ctx_err(err, errlen, "cannot load private key", key_file);
+    }
   } else {
     return ctx;
   }
@@ -193,9 +212,11 @@ rh_tls_ctx *rh_tls_client_ctx(const char *ca_file, int verify, char *err, size_t
     ok = SSL_CTX_load_verify_locations(ctx->ssl, env, NULL);
     if (ok != 1) ctx_err(err, errlen, "cannot load CA file from SSL_CERT_FILE", env);
   } else {
-    /* a missing system store is not an error here: verification will say so per peer */
+    /* also honours $SSL_CERT_DIR; a missing system store is not an error here: verification
+     * will say so per peer */
     ok = SSL_CTX_set_default_verify_paths(ctx->ssl);
-    if (ok != 1) ctx_err(err, errlen, "cannot load the system CA store from", X509_get_default_cert_file());
+    if (ok != 1)
+      ctx_err(err, errlen, "cannot load the system CA store from", X509_get_default_cert_file());
   }
   if (ok == 1) return ctx;
   ctx_unref(ctx);
@@ -408,22 +429,24 @@ static void keep_head(rh_tls *t, const char *in, size_t n) {
 
 int rh_tls_read(rh_tls *t, const char *in, size_t n, rh_buf *plain) {
   if (t->failed) return -1;
-  keep_head(t, in, n);
-  do {
-    size_t k = n < SLICE ? n : SLICE, put = 0;
-    if (k && (BIO_write_ex(t->rbio, in, k, &put) != 1 || put != k))
+  if (n) keep_head(t, in, n);
+  for (size_t off = 0;;) {
+    size_t k = n - off < SLICE ? n - off : SLICE, put = 0;
+    if (k && (BIO_write_ex(t->rbio, in + off, k, &put) != 1 || put != k))
       return fail_msg(t, "out of memory");
-    in += k;
-    n -= k;
+    off += k;
     if (handshake(t) < 0) return -1;
     if (t->hs_done && unseal(t, plain) < 0) return -1;
-  } while (n);
-  return 0;
+    if (off == n) return 0;
+  }
 }
 
 int rh_tls_write(rh_tls *t, const char *p, size_t n, rh_buf *out) {
   if (t->failed) return -1;
-  if (t->shut_sent) return fail_msg(t, "write after shutdown");
+  if (t->shut_sent) { /* a caller's mistake, not the connection's: reading goes on */
+    set_msg(t->err, sizeof t->err, "write after shutdown");
+    return -1;
+  }
   if (t->hs_done) return seal(t, p, n, out);
   rh_buf_append(&t->early, p, n);
   int rc = handshake(t); /* a client that writes first also starts the handshake */
@@ -452,7 +475,7 @@ int rh_tls_peer_closed(const rh_tls *t) {
   return (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
 }
 
-const char *rh_tls_error(const rh_tls *t) { return t->failed ? t->err : NULL; }
+const char *rh_tls_error(const rh_tls *t) { return t->err[0] ? t->err : NULL; }
 
 const char *rh_tls_alpn(const rh_tls *t) { return t->alpn[0] ? t->alpn : NULL; }
 

@@ -14,8 +14,8 @@
  *
  * Output always goes to rh_bufs the caller owns (appended, never reset). Large reads and writes
  * are processed in record-sized slices, so an idle connection keeps only small buffers.
- * Everything here is single-threaded per connection; contexts may be shared by any number of
- * connections on one thread. */
+ * Not thread-safe: a context and its connections belong to one thread (one loop); a context may
+ * be shared by any number of connections. */
 #ifndef RH_TLS_H
 #define RH_TLS_H
 
@@ -31,8 +31,9 @@ rh_tls_ctx *rh_tls_server_ctx(const char *cert_file, const char *key_file, char 
                               size_t errlen);
 
 /* Client context. verify=1 checks the peer's chain against ca_file if given, else against the
- * file named by $SSL_CERT_FILE if set, else the system store; verify=0 accepts any certificate
- * (tests, explicit opt-out). NULL on failure (unreadable CA file, …) with a message in err. */
+ * file named by $SSL_CERT_FILE if set, else the system store (and $SSL_CERT_DIR); verify=0
+ * accepts any certificate (tests, explicit opt-out). NULL on failure (unreadable CA file, …)
+ * with a message in err. */
 rh_tls_ctx *rh_tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen);
 
 /* ALPN protocols, comma-separated in preference order ("h2,http/1.1"). A client offers them; a
@@ -57,7 +58,7 @@ void rh_tls_free(rh_tls *t);
 int rh_tls_read(rh_tls *t, const char *in, size_t n, rh_buf *plain);
 
 /* Encrypts n application bytes; ciphertext to send (and anything else pending) is appended to
- * out. 0 ok, -1 fatal (also: writing after rh_tls_shutdown). */
+ * out. 0 ok, -1 fatal, or -1 after rh_tls_shutdown (then only the write is refused). */
 int rh_tls_write(rh_tls *t, const char *p, size_t n, rh_buf *out);
 
 /* Bytes the TLS engine wants sent now (handshake records, alerts, close_notify, writes held
@@ -73,12 +74,13 @@ void rh_tls_shutdown(rh_tls *t, rh_buf *out);
 
 int rh_tls_peer_closed(const rh_tls *t); /* the peer sent close_notify */
 
-/* Why the connection failed, NULL while it has not: "certificate verify failed: …",
- * "handshake failed: …", "not TLS (plain HTTP sent to a TLS port?)", … */
+/* Why the last -1 happened, NULL if none did: "certificate verify failed: …",
+ * "handshake failed: …", "not TLS (plain HTTP sent to a TLS port?)", "write after shutdown"
+ * (the one failure that leaves the connection usable for reading), … */
 const char *rh_tls_error(const rh_tls *t);
 
 const char *rh_tls_alpn(const rh_tls *t);    /* negotiated protocol, NULL if none */
-const char *rh_tls_sni(const rh_tls *t);     /* server: the name the client asked for, or NULL */
+const char *rh_tls_sni(const rh_tls *t);     /* the SNI name (server: the one asked for), or NULL */
 const char *rh_tls_version(const rh_tls *t); /* "TLSv1.3", "TLSv1.2", … once negotiated */
 
 #endif

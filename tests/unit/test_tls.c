@@ -3,7 +3,9 @@
  * The certificates are made at start, with the OpenSSL API, in a fresh temporary directory:
  * a root CA; "server" for localhost + 127.0.0.1 signed by it; an intermediate CA and a "leaf"
  * under it (served as a chain); "other", a self-signed certificate for localhost that no CA
- * vouches for. The directory is removed at exit. */
+ * vouches for. The directory is removed at exit.
+ *
+ * TEST_TLS_VERBOSE=1 prints every error message the checks look at. */
 #include "tls/tls.h"
 
 #include <dirent.h>
@@ -32,6 +34,7 @@ static const char *test_name = "setup";
 #define CHECK_HAS(s, sub)                                                             \
   do {                                                                                \
     const char *s_ = (s);                                                             \
+    if (getenv("TEST_TLS_VERBOSE")) fprintf(stderr, "[%s] %s\n", test_name, s_);       \
     if (!s_ || !strstr(s_, (sub))) {                                                  \
       fprintf(stderr, "FAIL [%s] %s:%d: \"%s\" does not contain \"%s\"\n", test_name, \
               __FILE__, __LINE__, s_ ? s_ : "(null)", (sub));                         \
@@ -44,7 +47,7 @@ static const char *test_name = "setup";
 static char dir[64];
 
 static const char *path(const char *name) {
-  static char bufs[8][128];
+  static char bufs[8][512]; /* room for dir + any d_name */
   static int next;
   char *p = bufs[next++ % 8];
   snprintf(p, sizeof bufs[0], "%s/%s", dir, name);
@@ -129,7 +132,12 @@ static void make_certs(void) {
   write_pem("leaf.key", NULL, NULL, leaf_key);
   write_pem("other.pem", other, NULL, NULL);
   write_pem("other.key", NULL, NULL, other_key);
-  FILE *f = fopen(path("garbage.pem"), "w");
+  FILE *f = fopen(path("locked.key"), "w");
+  CHECK(f);
+  CHECK(PEM_write_PrivateKey(f, srv_key, EVP_aes_128_cbc(), (const unsigned char *)"pw", 2, NULL,
+                             NULL) == 1);
+  fclose(f);
+  f = fopen(path("garbage.pem"), "w");
   CHECK(f);
   fputs("this is not a certificate\n", f);
   fclose(f);
@@ -268,6 +276,7 @@ static void test_handshake_and_echo(void) {
   pair p;
   open_pair(&p, sctx, cctx, "localhost");
   CHECK(!rh_tls_handshake_done(p.c.t) && !rh_tls_version(p.c.t) && !rh_tls_error(p.c.t));
+  CHECK(rh_tls_read(p.s.t, NULL, 0, &p.s.plain) == 0);
   pump(&p);
   CHECK(connected(&p));
   CHECK(!strcmp(rh_tls_version(p.c.t), "TLSv1.3"));
@@ -373,6 +382,7 @@ static void test_tls12(void) {
   pump(&p);
   CHECK(connected(&p));
   CHECK(!strcmp(rh_tls_version(p.s.t), "TLSv1.2"));
+  CHECK(!strcmp(rh_tls_sni(p.s.t), "localhost"));
   test_bulk(&p);
   close_pair(&p);
 }
@@ -615,6 +625,8 @@ static void test_context_errors(void) {
   CHECK_HAS(err, "garbage.pem");
   CHECK(!rh_tls_server_ctx(path("server.pem"), path("missing.key"), err, sizeof err));
   CHECK_HAS(err, "cannot load private key");
+  CHECK(!rh_tls_server_ctx(path("server.pem"), path("locked.key"), err, sizeof err));
+  CHECK_HAS(err, "it is encrypted"); /* refused, never prompted for */
   CHECK(!rh_tls_server_ctx(path("server.pem"), path("other.key"), err, sizeof err));
   CHECK_HAS(err, "server.pem");
   CHECK(!rh_tls_client_ctx(path("missing.pem"), 1, err, sizeof err));
