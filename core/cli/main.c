@@ -20,6 +20,7 @@
 #include "metrics/metrics.h"
 #include "net/cidr.h"
 #include "proxy/pool.h"
+#include "tls/tls.h"
 
 typedef struct {
   char *script;
@@ -28,6 +29,7 @@ typedef struct {
   rh_host_settings settings;
   rh_http_server *server, *admin;
   rh_cidr_list *trusted;
+  rh_tls_ctx *tls;
   uv_signal_t sighup, sigterm, sigint;
   uv_timer_t shutdown_timer;
   int stopping;
@@ -167,10 +169,17 @@ static int apply_settings(rh_host_settings *s) {
     return -1;
   }
   rh_log_set_level(lv);
-  if (s->tls_cert[0] || s->tls_key[0]) {
-    fprintf(stderr, "relayhost: --tls-cert/--tls-key: TLS termination is not built yet "
-                    "(it lands with the proxy engine); serve plain HTTP behind a TLS proxy for now\n");
+  if (!s->tls_cert[0] != !s->tls_key[0]) {
+    fprintf(stderr, "relayhost: --tls-cert and --tls-key go together (give both or neither)\n");
     return -1;
+  }
+  if (s->tls_cert[0]) {
+    char err[512];
+    H.tls = rh_tls_server_ctx(s->tls_cert, s->tls_key, err, sizeof err);
+    if (!H.tls) {
+      fprintf(stderr, "relayhost: --tls-cert/--tls-key: %s\n", err);
+      return -1;
+    }
   }
   if (s->workers != 1) {
     fprintf(stderr, "relayhost: --workers %d: only one process is supported in this build\n", s->workers);
@@ -206,6 +215,7 @@ static int serve(void) {
     return 1;
   }
   lim.trusted_proxies = H.trusted;
+  lim.tls = H.tls;
   rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
                           rh_runtime_on_abort, NULL };
   H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
@@ -242,7 +252,7 @@ static int serve(void) {
   if (colon) *colon = 0;
   if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
   char url[300];
-  snprintf(url, sizeof url, "http://%s:%d/", host, port);
+  snprintf(url, sizeof url, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
   RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port),
          RH_STR("script", H.script), RH_INT("pid", getpid()), RH_STR("version", RELAYHOST_VERSION));
   printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
@@ -273,6 +283,7 @@ static void cleanup(void) {
   free(H.settings.help_text);
   free(H.script);
   rh_cidr_free(H.trusted);
+  if (H.tls) rh_tls_ctx_free(H.tls);
   uv_loop_close(rh_loop());
   rh_dict_close_all();
   rh_metrics_free_all();

@@ -11,6 +11,7 @@
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "net/cidr.h"
+#include "tls/tls.h"
 #include "net/net.h"
 
 typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_LINGER } timer_kind;
@@ -48,6 +49,7 @@ struct rh_http_conn {
   int in_process, reading, closing, close_after_write, lingering, handles;
   timer_kind timer_kind;
   size_t write_queued;
+  rh_tls *tls;               /* on a TLS listener: between the socket and the parser */
 };
 
 typedef struct {
@@ -87,6 +89,7 @@ void rh_http_limits_default(rh_http_limits *lim) {
   lim->keepalive_timeout = 75;
   lim->write_high_water = 256 * 1024;
   lim->trusted_proxies = NULL;
+  lim->tls = NULL;
 }
 
 const char *rh_http_reason(int status) {
@@ -168,6 +171,7 @@ static rh_http_req *req_new(rh_http_conn *c) {
   rh_headers_init(&r->headers);
   memcpy(r->peer, c->peer, sizeof r->peer);
   memcpy(r->socket_peer, c->peer, sizeof r->socket_peer);
+  r->tls = c->tls != NULL;
   make_id(r->id);
   return r;
 }
@@ -185,6 +189,7 @@ void rh_http_req_release(rh_http_req *r) {
 static void after_close(uv_handle_t *h) {
   rh_http_conn *c = h->data;
   if (--c->handles > 0) return;
+  if (c->tls) rh_tls_free(c->tls);
   rh_buf_free(&c->in);
   free(c);
 }
@@ -229,9 +234,18 @@ static void after_shutdown(uv_shutdown_t *sh, int status) {
   uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, on_linger_read);
 }
 
+static int raw_write(rh_http_conn *c, const char *p, size_t n);
+
 static void shutdown_conn(rh_http_conn *c) {
   if (c->lingering || uv_is_closing((uv_handle_t *)&c->tcp)) return;
   uv_read_stop((uv_stream_t *)&c->tcp);
+  if (c->tls) { /* close_notify first, so the client knows the response is whole */
+    rh_buf out = RH_BUF_INIT;
+    rh_tls_shutdown(c->tls, &out);
+    if (out.len) raw_write(c, out.data, out.len);
+    rh_buf_free(&out);
+    if (c->closing) return;
+  }
   uv_shutdown_t *sh = malloc(sizeof *sh);
   if (!sh) abort();
   sh->data = c;
@@ -258,8 +272,9 @@ static void after_write(uv_write_t *w, int status) {
   if (was_high && c->write_queued <= hw) notify_drain(c);
 }
 
-/* Queues bytes; tries a direct write first, which is what a small response usually needs. */
-static int conn_write(rh_http_conn *c, const char *p, size_t n) {
+/* Queues bytes for the socket; tries a direct write first, which is what a small response
+ * usually needs. */
+static int raw_write(rh_http_conn *c, const char *p, size_t n) {
   if (c->closing) return -1;
   if (c->write_queued == 0) {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
@@ -282,6 +297,16 @@ static int conn_write(rh_http_conn *c, const char *p, size_t n) {
     return -1;
   }
   return 0;
+}
+
+/* Application bytes: through TLS when the listener has it. */
+static int conn_write(rh_http_conn *c, const char *p, size_t n) {
+  if (!c->tls) return raw_write(c, p, n);
+  rh_buf out = RH_BUF_INIT;
+  int rc = rh_tls_write(c->tls, p, n, &out);
+  if (rc == 0 && out.len) rc = raw_write(c, out.data, out.len);
+  rh_buf_free(&out);
+  return rc;
 }
 
 static void close_after_write(rh_http_conn *c) {
@@ -604,6 +629,29 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(alloc_buf, sizeof alloc_buf);
 }
 
+/* Decrypts into the parser's input and sends what the TLS engine has to say (handshake). */
+static int tls_input(rh_http_conn *c, const char *p, size_t n) {
+  rh_buf out = RH_BUF_INIT;
+  int rc = rh_tls_read(c->tls, p, n, &c->in);
+  rh_tls_pending(c->tls, &out);
+  if (out.len) raw_write(c, out.data, out.len);
+  rh_buf_free(&out);
+  if (rc < 0) {
+    const char *why = rh_tls_error(c->tls);
+    RH_LOG(RH_LOG_WARN, "tls_error", RH_STR("peer", c->peer), RH_STR("error", why));
+    rh_metric_add(m_rejected, (const char *[]){ "tls" }, 1);
+    if (why && strncmp(why, "not TLS (plain HTTP", 19) == 0) { /* say so, in plain HTTP */
+      static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                                 "Content-Length: 44\r\nConnection: close\r\n\r\n"
+                                 "This port speaks HTTPS: plain HTTP was sent\n";
+      raw_write(c, resp, sizeof resp - 1);
+    }
+    close_after_write(c);
+    return -1;
+  }
+  return 0;
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   rh_http_conn *c = st->data;
   if (n == 0) return;
@@ -612,7 +660,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     close_conn(c);
     return;
   }
-  rh_buf_append(&c->in, buf->base, (size_t)n);
+  if (c->tls) {
+    if (tls_input(c, buf->base, (size_t)n) < 0) return;
+  } else {
+    rh_buf_append(&c->in, buf->base, (size_t)n);
+  }
   if (c->timer_kind == TIMER_IDLE) set_timer(c, TIMER_NONE, 0);
   process(c);
 }
@@ -677,6 +729,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->tcp.data = c->timer.data = c;
   uv_tcp_nodelay(&c->tcp, 1);
   rh_peer_name(&c->tcp, c->peer, sizeof c->peer);
+  if (s->lim.tls) c->tls = rh_tls_new(s->lim.tls, NULL);
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
   reset_head_scan(c);

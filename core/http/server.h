@@ -30,6 +30,7 @@ typedef struct {
   double keepalive_timeout;  /* idle seconds between requests before a silent close */
   size_t write_high_water;   /* rh_http_write returns 1 above this many queued bytes */
   const struct rh_cidr_list *trusted_proxies; /* whose X-Forwarded-For names the client */
+  struct rh_tls_ctx *tls;    /* serve HTTPS with this context (NULL: plain HTTP) */
 } rh_http_limits;
 
 typedef struct {
@@ -55,6 +56,7 @@ struct rh_http_req {
   char id[20];               /* request id, hex */
   char peer[64];             /* the client: the socket peer, or per --trusted-proxies */
   char socket_peer[64];
+  int tls;                   /* arrived over TLS (scheme https) */
   const char *method;
   char *target;              /* raw request target */
   size_t target_len;

@@ -256,7 +256,7 @@ static void push_objects(lua_State *co, rh_task *t, const rh_route_match *m) {
   lua_setfield(co, -2, "peer");
   lua_pushstring(co, r->id);
   lua_setfield(co, -2, "id");
-  lua_pushliteral(co, "http");
+  lua_pushstring(co, r->tls ? "https" : "http");
   lua_setfield(co, -2, "scheme");
   lua_pushstring(co, r->http_minor ? "1.1" : "1.0");
   lua_setfield(co, -2, "http_version");

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tls/tls.h"
+
 typedef struct pool {
   char key[280];
   rh_upconn *idle;
@@ -51,7 +53,9 @@ rh_upconn *rh_upconn_new(uv_loop_t *loop, const char *key) {
 /* Both handles point at u while closing; the second close callback frees it. */
 static void after_close(uv_handle_t *h) {
   rh_upconn *u = h->data;
-  if (++u->closing == 3) free(u);
+  if (++u->closing < 3) return;
+  if (u->tls) rh_tls_free(u->tls);
+  free(u);
 }
 
 void rh_upconn_close(rh_upconn *u) {

@@ -17,6 +17,7 @@ struct rh_upconn {
   char key[280];
   rh_upconn *next;           /* in the pool's idle list */
   unsigned long long served; /* requests answered on it */
+  struct rh_tls *tls;        /* for https upstreams: owned, freed with the connection */
   int in_pool, closing;
 };
 

@@ -11,11 +11,13 @@
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "proxy/pool.h"
+#include "tls/tls.h"
 
 struct rh_proxy_conf {
   int refs;
   char *mount, *host, *base_path, *prefix, *host_header, *pool_key;
   int port, preserve_host, max_retries, retry_on_connect, retry_on_timeout;
+  rh_tls_ctx *tls;          /* https upstream: the client context (NULL for http) */
   double backoff, connect_timeout, read_timeout, write_timeout, idle_timeout;
   int retry_statuses[16];
   size_t nretry, max_body, max_idle;
@@ -96,17 +98,16 @@ static int in_list(char *const *l, size_t n, const rh_header *f) {
   return 0;
 }
 
-/* http://host[:port][/base] */
-static int parse_target(rh_proxy_conf *c, const char *url, char *err, size_t errlen) {
-  if (strncasecmp(url, "https://", 8) == 0) {
-    snprintf(err, errlen, "target_base_url %s: https upstreams need TLS, which this build does not have yet", url);
+/* http[s]://host[:port][/base] */
+static int parse_target(rh_proxy_conf *c, const char *url, const rh_proxy_opts *o, char *err,
+                        size_t errlen) {
+  int https = strncasecmp(url, "https://", 8) == 0;
+  if (!https && strncasecmp(url, "http://", 7) != 0) {
+    snprintf(err, errlen, "target_base_url '%s' must start with http:// or https://", url);
     return -1;
   }
-  if (strncasecmp(url, "http://", 7) != 0) {
-    snprintf(err, errlen, "target_base_url '%s' must start with http://", url);
-    return -1;
-  }
-  const char *h = url + 7, *end = h + strcspn(h, "/?#");
+  if (https && !(c->tls = rh_tls_client_ctx(o->ca_file, !o->tls_insecure, err, errlen))) return -1;
+  const char *h = url + (https ? 8 : 7), *end = h + strcspn(h, "/?#");
   const char *after_host = h;
   if (h[0] == '[') { /* [v6]:port */
     after_host = memchr(h, ']', (size_t)(end - h));
@@ -121,7 +122,7 @@ static int parse_target(rh_proxy_conf *c, const char *url, char *err, size_t err
     snprintf(err, errlen, "target_base_url '%s' has no host", url);
     return -1;
   }
-  c->port = 80;
+  c->port = https ? 443 : 80;
   if (colon) {
     char *e;
     long p = strtol(colon + 1, &e, 10);
@@ -138,7 +139,12 @@ static int parse_target(rh_proxy_conf *c, const char *url, char *err, size_t err
   while (blen && end[blen - 1] == '/') blen--;
   c->base_path = strndup(end, blen);
   char key[300];
-  snprintf(key, sizeof key, "%s:%d", c->host, c->port);
+  /* TLS connections are only shared between mounts that verify the same way */
+  if (https)
+    snprintf(key, sizeof key, "tls(%.100s,%d):%s:%d", o->ca_file ? o->ca_file : "", o->tls_insecure,
+             c->host, c->port);
+  else
+    snprintf(key, sizeof key, "%s:%d", c->host, c->port);
   c->pool_key = strdup(key);
   return 0;
 }
@@ -148,7 +154,7 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   if (!c) abort();
   c->refs = 1;
   rh_headers_init(&c->extra);
-  if (!o->target_base_url || parse_target(c, o->target_base_url, err, errlen) < 0) {
+  if (!o->target_base_url || parse_target(c, o->target_base_url, o, err, errlen) < 0) {
     if (!o->target_base_url) snprintf(err, errlen, "target_base_url is required");
     rh_proxy_conf_unref(c);
     return NULL;
@@ -195,6 +201,7 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
   free(c->prefix);
   free(c->host_header);
   free(c->pool_key);
+  if (c->tls) rh_tls_ctx_free(c->tls);
   rh_headers_free(&c->extra);
   free_list(c->drop_req, c->ndrop_req);
   free_list(c->drop_resp, c->ndrop_resp);
@@ -291,7 +298,7 @@ static void request_headers(call *c, rh_headers *out) {
   rh_buf_puts(&v, r->socket_peer);
   rh_headers_add(out, "X-Forwarded-For", 15, v.data, v.len);
   rh_buf_free(&v);
-  add_str(out, "X-Forwarded-Proto", "http");
+  add_str(out, "X-Forwarded-Proto", r->tls ? "https" : "http");
   if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
 }
 
@@ -439,7 +446,19 @@ static void after_up_write(uv_write_t *w, int status) {
   if (c->up_queued < UP_HIGH_WATER) rh_http_resume_body(c->req);
 }
 
+static void raw_send(call *c, const char *p, size_t n);
+
+/* Application bytes to the upstream, through TLS for https. */
 static void up_send(call *c, const char *p, size_t n) {
+  if (!c->up || !n) return;
+  if (!c->up->tls) { raw_send(c, p, n); return; }
+  rh_buf out = RH_BUF_INIT;
+  rh_tls_write(c->up->tls, p, n, &out);
+  raw_send(c, out.data, out.len);
+  rh_buf_free(&out);
+}
+
+static void raw_send(call *c, const char *p, size_t n) {
   if (!c->up || !n) return;
   up_write *uw = malloc(sizeof *uw + n);
   if (!uw) abort();
@@ -719,7 +738,33 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
-  llhttp_errno_t err = llhttp_execute(&c->parser, buf->base, (size_t)n);
+  const char *data = buf->base;
+  size_t len = (size_t)n;
+  rh_buf plain = RH_BUF_INIT;
+  if (c->up->tls) {
+    rh_buf out = RH_BUF_INIT;
+    int rc = rh_tls_read(c->up->tls, data, len, &plain);
+    rh_tls_pending(c->up->tls, &out);
+    raw_send(c, out.data, out.len);
+    rh_buf_free(&out);
+    if (rc < 0) {
+      char why[300];
+      snprintf(why, sizeof why, "TLS: %s", rh_tls_error(c->up->tls));
+      rh_buf_free(&plain);
+      drop_upstream(c);
+      if (c->resp_started) { rh_http_abort(c->req); finish(c); return; }
+      fail(c, 502, "upstream_error", why);
+      return;
+    }
+    if (!plain.len) { /* handshake bytes only */
+      rh_buf_free(&plain);
+      return;
+    }
+    data = plain.data;
+    len = plain.len;
+  }
+  llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+  rh_buf_free(&plain);
   if (err == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
     char why[32];
     snprintf(why, sizeof why, "status %d", c->status);
@@ -746,6 +791,13 @@ static void read_start(call *c) {
 static void connected(call *c) {
   init_parser(c);
   read_start(c);
+  if (c->conf->tls && !c->up->tls) { /* a new https connection: ClientHello first */
+    c->up->tls = rh_tls_new(c->conf->tls, c->conf->host);
+    rh_buf out = RH_BUF_INIT;
+    rh_tls_pending(c->up->tls, &out);
+    raw_send(c, out.data, out.len);
+    rh_buf_free(&out);
+  }
   set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
   send_request(c);
 }

@@ -29,6 +29,8 @@ typedef struct {
   const char *const *drop_request_headers, *const *drop_response_headers;
   const char *const *allow_request_headers, *const *allow_response_headers; /* NULL: all */
   size_t ndrop_request, ndrop_response, nallow_request, nallow_response;
+  const char *ca_file;             /* https upstreams: trust this CA file (else $SSL_CERT_FILE, system) */
+  int tls_insecure;                /* https upstreams: skip verification (tests, explicit opt-out) */
   size_t max_idle;                 /* pooled idle connections per upstream */
   double idle_timeout;
 } rh_proxy_opts;

@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# The prefix proxy under a header policy, side by side with the peer proxies of ../shared/peers.
+# Every proxy forwards /api/x to the nginx origin (127.0.0.1:9001) as /v1/x, sets
+# X-Service: main-app, drops X-Internal-Token on the way up and X-Debug-Info on the way down:
+#   nginx          proxy_pass + proxy_set_header/proxy_hide_header            (peers, 9101)
+#   nginx+lua      rewrite_by_lua/header_filter_by_lua + proxy_pass           (peers, 9102)
+#   haproxy        http-request/http-response rules                          (peers, 9103)
+#   relayhost-lua  bench/prefix-proxy-policy.lua --mode lua: on_request/on_response hooks
+#   relayhost-c    bench/prefix-proxy-policy.lua --mode c: the same policy as native options
+# (h2o 9104 and caddy 9105 are not measured.) Before measuring it checks that every endpoint
+# answers 200 with the origin's body and without X-Debug-Info, and, against a relayhost echo
+# upstream, that both relayhost modes send exactly the policy's request (/v1/x, one X-Service:
+# main-app, no X-Internal-Token, X-Forwarded-*). Then wrk at each of CONNS, RUNS times, and a
+# table of the medians with relayhost's ratios to each peer. Not a pass/fail test: it prints
+# numbers (and complains loudly about errors).
+#
+#   bench/prefix-proxy.sh                     DURATION=10 RUNS=3 CONNS="32 256" by default
+#   DURATION=5 RUNS=3 bench/prefix-proxy.sh
+#   WARMUP=2 (seconds of wrk before each measurement), KEEP=1 (keep the temporary folder),
+#   QUIET_WAIT=60 (seconds to wait for an idle machine first), SERVER_CPU=0 CLIENT_CPU=1,
+#   ORIGIN_CPU (default SERVER_CPU), RELAY_LUA_PORT=9111 RELAY_C_PORT=9112 (another free port
+#   when taken).
+# Exits 1 when a server errored (non-2xx, socket errors, died: the numbers are suspect) or a
+# relayhost mode did not apply the policy.
+#
+# The machine has 2 cores: every server (the origin and each proxy: one process, one worker or
+# thread) is pinned to core 0 and wrk to core 1 (one thread), the same for every peer. The
+# measurements interleave (run 1 of every proxy, then run 2, ...), so drift hits all alike.
+# Results also go to bench/out/prefix-proxy-<date>.txt, with the raw wrk output.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+me=bench/prefix-proxy.sh
+
+DURATION=${DURATION:-10}
+RUNS=${RUNS:-3}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-32 256}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+ORIGIN_CPU=${ORIGIN_CPU:-$SERVER_CPU}
+RELAY_LUA_PORT=${RELAY_LUA_PORT:-9111}
+RELAY_C_PORT=${RELAY_C_PORT:-9112}
+read -r -a conns_list <<<"$CONNS"
+
+# --- dependencies, build, peers -------------------------------------------------------------
+tools/deps --bench
+build_note=""
+if ! tools/build build; then
+  [[ -x build/relayhost ]] || { echo "$me: tools/build build failed and there is no build/relayhost" >&2; exit 1; }
+  build_note="WARNING: tools/build build failed; measured the existing build/relayhost ($(date -r build/relayhost -Is))"
+  echo "$me: $build_note" >&2
+fi
+relayhost=$top/build/relayhost
+policy=$top/bench/prefix-proxy-policy.lua
+for t in nginx haproxy wrk taskset curl; do
+  command -v "$t" >/dev/null || { echo "$me: $t not found after tools/deps --bench" >&2; exit 1; }
+done
+[[ -f $policy ]] || { echo "$me: $policy is missing" >&2; exit 1; }
+if [[ ! -d $top/../shared/peers ]]; then
+  echo "$me: the peer configurations are missing: expected $top/../shared/peers (with nginx-origin.conf," >&2
+  echo "$me: nginx-peers.conf, haproxy-peer.cfg) next to the repository" >&2
+  exit 1
+fi
+peers=$(cd "$top/../shared" && pwd)/peers
+for f in nginx-origin.conf nginx-peers.conf haproxy-peer.cfg; do
+  [[ -f $peers/$f ]] || { echo "$me: $peers/$f is missing" >&2; exit 1; }
+done
+ngx_mods=/usr/lib/nginx/modules
+for m in ndk_http_module.so ngx_http_lua_module.so; do
+  [[ -f $ngx_mods/$m ]] || { echo "$me: $ngx_mods/$m missing (libnginx-mod-http-lua)" >&2; exit 1; }
+done
+
+# --- temporary folder, processes, cleanup ---------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-prefix-proxy.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [[ ${KEEP:-0} == 1 ]]; then echo "$me: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$top/bench/out"
+out=$top/bench/out/prefix-proxy-$(date +%Y%m%d-%H%M%S).txt
+: >"$out"
+say() { printf '%s\n' "$*" | tee -a "$out"; }
+
+# --- ports ------------------------------------------------------------------------------------
+port_busy() {
+  if command -v ss >/dev/null; then
+    [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
+used_ports=" 9001 9101 9102 9103 9104 9105 "
+free_port() { # [PREFERRED]: PREFERRED when free, else a random free high port
+  local p
+  if [[ -n ${1:-} && $used_ports != *" $1 "* ]] && ! port_busy "$1"; then used_ports+="$1 "; echo "$1"; return 0; fi
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 40000))
+    [[ $used_ports == *" $p "* ]] && continue
+    port_busy "$p" && continue
+    used_ports+="$p "
+    echo "$p"; return 0
+  done
+  echo "$me: no free port found" >&2; return 1
+}
+# The peers' configurations fix their ports.
+for p in 9001 9101 9102 9103; do
+  if port_busy "$p"; then
+    echo "$me: port $p (origin/peers) is taken; stop what holds it first:" >&2
+    ss -Hltnp "sport = :$p" >&2 2>/dev/null || true
+    exit 1
+  fi
+done
+
+wait_http() { # URL PID NAME LOG: until URL answers 200, or the process dies, or 10 s pass
+  local i
+  for i in $(seq 100); do
+    kill -0 "$2" 2>/dev/null || { echo "$me: $3 exited at startup; log:" >&2; tail -n 30 "$4" >&2; return 1; }
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$me: $3 not answering 200 on $1 after 10 s; log:" >&2; tail -n 30 "$4" >&2
+  curl -sS -i "$1" >&2 || true
+  return 1
+}
+
+# --- origin and peers (the configurations from ../shared/peers, as run-peers starts them) -----
+run=$tmp/peers
+mkdir -p "$run"
+taskset -c "$ORIGIN_CPU" nginx -c "$peers/nginx-origin.conf" -p "$run/" -e "$run/origin-error.log" \
+  >"$run/origin.out" 2>&1 &
+origin_pid=$!; pids+=("$origin_pid")
+wait_http http://127.0.0.1:9001/v1/x "$origin_pid" origin "$run/origin-error.log"
+
+taskset -c "$SERVER_CPU" nginx -c "$peers/nginx-peers.conf" -p "$run/" -e "$run/nginx-error.log" \
+  >"$run/nginx.out" 2>&1 &
+nginx_pid=$!; pids+=("$nginx_pid")
+(cd "$run" && exec taskset -c "$SERVER_CPU" haproxy -f "$peers/haproxy-peer.cfg") >"$run/haproxy.out" 2>&1 &
+haproxy_pid=$!; pids+=("$haproxy_pid")
+
+# --- relayhost, both policy modes -------------------------------------------------------------
+start_relay() { # NAME PORT LOG MODE ORIGIN: starts relayhost pinned to SERVER_CPU, sets $!
+  taskset -c "$SERVER_CPU" "$relayhost" "$policy" --mode "$4" --origin "$5" --listen "127.0.0.1:$2" \
+    --log-level warn --drain-timeout 1 >"$3" 2>&1 &
+}
+mkdir -p "$tmp/relay"
+lua_port=$(free_port "$RELAY_LUA_PORT")
+c_port=$(free_port "$RELAY_C_PORT")
+start_relay relayhost-lua "$lua_port" "$tmp/relay/relayhost-lua.log" lua http://127.0.0.1:9001
+lua_pid=$!; pids+=("$lua_pid")
+start_relay relayhost-c "$c_port" "$tmp/relay/relayhost-c.log" c http://127.0.0.1:9001
+c_pid=$!; pids+=("$c_pid")
+
+names=(nginx nginx+lua haproxy relayhost-lua relayhost-c)
+ports=(9101 9102 9103 "$lua_port" "$c_port")
+server_pids=("$nginx_pid" "$nginx_pid" "$haproxy_pid" "$lua_pid" "$c_pid")
+logs=("$run/nginx-error.log" "$run/nginx-error.log" "$run/haproxy.out" "$tmp/relay/relayhost-lua.log" "$tmp/relay/relayhost-c.log")
+ilua=3; ic=4
+for i in "${!names[@]}"; do
+  wait_http "http://127.0.0.1:${ports[i]}/api/x" "${server_pids[i]}" "${names[i]}" "${logs[i]}"
+done
+
+# --- checking the policy ----------------------------------------------------------------------
+policy_problems=()
+check_notes=()
+origin_body=$(curl -fsS http://127.0.0.1:9001/v1/x)
+curl -fsS -D "$tmp/origin.hdr" -o /dev/null http://127.0.0.1:9001/v1/x
+grep -qi '^x-debug-info:' "$tmp/origin.hdr" || check_notes+=("the origin sends no X-Debug-Info (its config changed?)")
+
+# 1. every endpoint: GET /api/x (with an X-Internal-Token) -> 200, the origin's body, no X-Debug-Info
+resp_bytes=()
+for i in "${!names[@]}"; do
+  url=http://127.0.0.1:${ports[i]}/api/x
+  code=$(curl -sS -D "$tmp/check-$i.hdr" -o "$tmp/check-$i.body" -w '%{http_code}' \
+    -H 'X-Internal-Token: secret' -H 'X-Service: spoofed' "$url") || code="curl failed"
+  resp_bytes[i]=$(curl -s -o /dev/null -w '%{size_header}+%{size_download}' "$url")
+  [[ $code == 200 ]] || policy_problems+=("${names[i]}: GET /api/x answered $code, not 200")
+  [[ $(cat "$tmp/check-$i.body") == "$origin_body" ]] || policy_problems+=("${names[i]}: GET /api/x body is not the origin's: $(head -c 200 "$tmp/check-$i.body")")
+  grep -qi '^x-debug-info:' "$tmp/check-$i.hdr" && policy_problems+=("${names[i]}: the response still carries X-Debug-Info")
+done
+
+# 2. both relayhost modes against an echo upstream (a relayhost script answering with the
+#    request it got, and an X-Debug-Info header): the upstream request must be exactly the policy's.
+cat >"$tmp/relay/echo.lua" <<'EOF'
+local relay = require "relay"
+local app = relay.new { name = "bench-echo" }
+app:mount("/", function(req, res)
+  local lines, names = { req.method .. " " .. req.target }, {}
+  for k in pairs(req.headers) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local v = req.headers[k]
+    if type(v) == "table" then
+      for _, x in ipairs(v) do lines[#lines + 1] = k .. ": " .. tostring(x) end
+    else
+      lines[#lines + 1] = k .. ": " .. tostring(v)
+    end
+  end
+  res:send(200, table.concat(lines, "\n") .. "\n", { ["content-type"] = "text/plain", ["x-debug-info"] = "dbg" })
+end)
+return app
+EOF
+echo_port=$(free_port)
+taskset -c "$SERVER_CPU" "$relayhost" "$tmp/relay/echo.lua" --listen "127.0.0.1:$echo_port" --log-level warn \
+  --drain-timeout 1 >"$tmp/relay/echo.log" 2>&1 &
+echo_pid=$!; pids+=("$echo_pid")
+wait_http "http://127.0.0.1:$echo_port/v1/x" "$echo_pid" "echo upstream" "$tmp/relay/echo.log"
+for mode in lua c; do
+  vport=$(free_port)
+  vlog=$tmp/relay/verify-$mode.log
+  start_relay "verify-$mode" "$vport" "$vlog" "$mode" "http://127.0.0.1:$echo_port"
+  vpid=$!; pids+=("$vpid")
+  wait_http "http://127.0.0.1:$vport/api/x" "$vpid" "relayhost --mode $mode (echo upstream)" "$vlog"
+  e=$tmp/echo-$mode
+  curl -sS -D "$e.hdr" -o "$e.body" -H 'X-Internal-Token: secret' -H 'X-Service: spoofed' \
+    "http://127.0.0.1:$vport/api/x?q=1" || true
+  who="relayhost-$mode"
+  [[ $(head -n1 "$e.body") == "GET /v1/x?q=1" ]] || policy_problems+=("$who: upstream request line is '$(head -n1 "$e.body")', want 'GET /v1/x?q=1'")
+  n=$(grep -ci '^x-service:' "$e.body" || true)
+  [[ $n == 1 ]] || policy_problems+=("$who: upstream got $n X-Service headers: $(grep -i '^x-service:' "$e.body" | tr '\n' ' ')")
+  grep -qx 'x-service: main-app' "$e.body" || policy_problems+=("$who: upstream X-Service is not main-app: $(grep -i '^x-service:' "$e.body" | tr '\n' ' ')")
+  grep -qi '^x-internal-token:' "$e.body" && policy_problems+=("$who: X-Internal-Token reached the upstream")
+  for h in x-forwarded-for x-forwarded-proto x-forwarded-host; do
+    grep -qi "^$h:" "$e.body" || policy_problems+=("$who: upstream got no $h")
+  done
+  grep -qi '^x-debug-info:' "$e.hdr" && policy_problems+=("$who: X-Debug-Info from the upstream reached the client")
+  check_notes+=("relayhost-$mode upstream request (echo): $(tr '\n' '|' <"$e.body" | sed 's/|$//; s/|/ | /g')")
+  kill -TERM "$vpid" 2>/dev/null || true
+done
+kill -TERM "$echo_pid" 2>/dev/null || true
+
+# --- measuring --------------------------------------------------------------------------------
+cpu_busy() { # busy share of all cores over one second, from /proc/stat
+  local a b
+  read -r -a a </proc/stat; sleep 1; read -r -a b </proc/stat
+  awk -v u=$((b[1]+b[2]+b[3]+b[6]+b[7]+b[8] - a[1]-a[2]-a[3]-a[6]-a[7]-a[8])) \
+      -v t=$((b[1]+b[2]+b[3]+b[4]+b[5]+b[6]+b[7]+b[8] - a[1]-a[2]-a[3]-a[4]-a[5]-a[6]-a[7]-a[8])) \
+      'BEGIN { printf "%d", (t > 0 ? 100 * u / t : 0) }'
+}
+busy=$(cpu_busy); waited=0
+while ((busy > 15 && waited < ${QUIET_WAIT:-60})); do sleep 2; waited=$((waited + 3)); busy=$(cpu_busy); done
+rss_kb() { awk '$1 == "'"$2"':" { print $2 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+to_ms() { # wrk duration (123.45us, 1.23ms, 1.02s, 2.00m) -> milliseconds
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+    else if (u != "ms") { print "?"; exit }
+    printf "%.3f", n }'
+}
+nums() { printf '%s\n' "$@" | awk '$1 != "?" && $1 != ""' | sort -g; } # sorted, "?" dropped
+median() { # numbers as arguments -> their median ("?" ignored; "?" when none)
+  nums "$@" | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "?"; exit }
+    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
+rss_lua_before=$(rss_kb "$lua_pid" VmRSS); rss_c_before=$(rss_kb "$c_pid" VmRSS)
+
+declare -A rps p99 errs
+errored=()
+for run_no in $(seq "$RUNS"); do
+  for c in "${conns_list[@]}"; do
+    for i in "${!names[@]}"; do
+      url=http://127.0.0.1:${ports[i]}/api/x
+      k="$i,$c,$run_no"
+      wu=$tmp/warmup-$i-$c-$run_no.txt
+      w=$tmp/wrk-$i-$c-$run_no.txt
+      echo "$me: run $run_no/$RUNS, c=$c, ${names[i]}" >&2
+      taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${WARMUP}s" "$url" >"$wu" 2>&1 || true
+      taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" >"$w" 2>&1 || true
+      r=$(awk '/^Requests\/sec:/ { print $2 }' "$w")
+      rps[$k]=${r:-?}
+      l=$(awk '$1 == "99%" { print $2; exit }' "$w")
+      p99[$k]=$([[ -n $l ]] && to_ms "$l" || echo "?")
+      e=""
+      for f in "$wu" "$w"; do
+        tag=""; [[ $f == "$wu" ]] && tag="warmup: "
+        grep -q 'Non-2xx or 3xx responses' "$f" && e+="$tag$(grep 'Non-2xx or 3xx responses' "$f" | sed 's/^ *//'); "
+        grep -q 'Socket errors' "$f" && e+="$tag$(grep 'Socket errors' "$f" | sed 's/^ *//'); "
+      done
+      kill -0 "${server_pids[i]}" 2>/dev/null || e+="${names[i]} is DEAD (exited); "
+      [[ ${rps[$k]} == "?" ]] && e+="no Requests/sec in wrk output: $(tr '\n' ' ' <"$w" | head -c 300); "
+      if [[ -n $e ]]; then
+        errs[$k]=$e
+        echo "$me: ERROR ${names[i]} c=$c run $run_no: $e" >&2
+        [[ " ${errored[*]} " == *" $i "* ]] || errored+=("$i")
+      fi
+    done
+  done
+done
+
+rss_lua_after=$(rss_kb "$lua_pid" VmRSS); hwm_lua=$(rss_kb "$lua_pid" VmHWM)
+rss_c_after=$(rss_kb "$c_pid" VmRSS); hwm_c=$(rss_kb "$c_pid" VmHWM)
+load_after=$(cut -d" " -f1-3 /proc/loadavg)
+
+# --- report -----------------------------------------------------------------------------------
+say "$me  $(date -Is)  $(uname -srm), $(nproc) cores, $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -n1 | awk '{ print "haproxy " $3 }'), $("$relayhost" --version 2>&1 | head -n1)"
+[[ -n $build_note ]] && say "$build_note"
+say "GET /api/x through each proxy to the nginx origin (/v1/x, a 64-byte body); policy: X-Service: main-app set,"
+say "  X-Internal-Token dropped, X-Debug-Info hidden. wrk -t1 -cN -d${DURATION}s --latency after a ${WARMUP}s warmup,"
+say "  $RUNS runs each (interleaved), medians shown. Peers: $peers"
+say "CPU pinning: every proxy on core $SERVER_CPU, the origin on core $ORIGIN_CPU, wrk on core $CLIENT_CPU; one process/worker/thread each."
+say "Machine busy before measuring: ${busy}% of all cores (waited ${waited}s for <=15%). Load average before: $load_before, after: $load_after."
+say "lua/peer, c/peer = relayhost-lua's, relayhost-c's median req/s / the row's median req/s (>1: relayhost faster)."
+say "h2o (9104) and caddy (9105): not measured ($(command -v h2o >/dev/null && echo "h2o installed" || echo "h2o not installed"), $(command -v caddy >/dev/null && echo "caddy installed" || echo "caddy not installed"))."
+say ""
+fmt='%-14s %6s %9s %8s %9s %7s %14s %16s %11s\n'
+printf "$fmt" name conns "req/s" "p99 ms" "lua/peer" "c/peer" "req/s min-max" "p99 ms min-max" "resp bytes" | tee -a "$out"
+for c in "${conns_list[@]}"; do
+  declare -A med=()
+  for i in "${!names[@]}"; do
+    vals=(); for r in $(seq "$RUNS"); do vals+=("${rps[$i,$c,$r]}"); done
+    med[$i]=$(median "${vals[@]}")
+  done
+  for i in "${!names[@]}"; do
+    rv=(); pv=(); for r in $(seq "$RUNS"); do rv+=("${rps[$i,$c,$r]}"); pv+=("${p99[$i,$c,$r]}"); done
+    rmin=$(nums "${rv[@]}" | awk 'NR == 1 { printf "%.0f", $1 }'); rmax=$(nums "${rv[@]}" | awk 'END { if (NR) printf "%.0f", $1 }')
+    pmin=$(nums "${pv[@]}" | awk 'NR == 1'); pmax=$(nums "${pv[@]}" | awk 'END { print $1 }')
+    rl=$(awk -v a="${med[$ilua]}" -v b="${med[$i]}" 'BEGIN { if (b + 0 > 0 && a != "?") printf "%.2f", a / b; else print "n/a" }')
+    rc=$(awk -v a="${med[$ic]}" -v b="${med[$i]}" 'BEGIN { if (b + 0 > 0 && a != "?") printf "%.2f", a / b; else print "n/a" }')
+    printf "$fmt" "${names[i]}" "$c" "$(awk -v v="${med[$i]}" 'BEGIN { if (v == "?") print v; else printf "%.0f", v }')" \
+      "$(median "${pv[@]}")" "$rl" "$rc" "${rmin:-?}-${rmax:-?}" "${pmin:-?}-${pmax:-?}" "${resp_bytes[i]}" | tee -a "$out"
+  done
+  unset med
+done
+say ""
+say "relayhost-lua RSS: VmRSS before ${rss_lua_before} kB, after ${rss_lua_after} kB (VmHWM ${hwm_lua} kB)"
+say "relayhost-c   RSS: VmRSS before ${rss_c_before} kB, after ${rss_c_after} kB (VmHWM ${hwm_c} kB)"
+say ""
+say "Policy checks: ${#policy_problems[@]} problem(s)."
+for n in "${check_notes[@]}"; do say "  $n"; done
+
+status=0
+if ((${#policy_problems[@]})); then
+  status=1
+  say ""
+  say "!!! POLICY PROBLEMS (the proxies do not all apply the same policy):"
+  for p in "${policy_problems[@]}"; do say "!!!   $p"; done
+fi
+if ((${#errored[@]})); then
+  status=1
+  say ""
+  say "!!! ERRORS UNDER LOAD (the numbers of these rows are suspect):"
+  for run_no in $(seq "$RUNS"); do
+    for c in "${conns_list[@]}"; do
+      for i in "${!names[@]}"; do
+        [[ -n ${errs[$i,$c,$run_no]:-} ]] && say "!!!   ${names[i]} c=$c run $run_no: ${errs[$i,$c,$run_no]}"
+      done
+    done
+  done
+  for i in "${errored[@]}"; do
+    say "--- ${names[i]} log tail (${logs[i]##*/}):"
+    tail -n 40 "${logs[i]}" 2>/dev/null | tee -a "$out" || true
+  done
+  say "--- origin log tail (origin-error.log):"
+  tail -n 20 "$run/origin-error.log" 2>/dev/null | tee -a "$out" || true
+fi
+for i in "$ilua" "$ic"; do
+  if grep -qv "serving at" "${logs[i]}" 2>/dev/null && [[ " ${errored[*]} " != *" $i "* ]]; then
+    say ""
+    say "${names[i]} log (warn and above), tail:"
+    tail -n 20 "${logs[i]}" | tee -a "$out"
+  fi
+done
+
+{
+  echo
+  echo "=== raw wrk output"
+  for c in "${conns_list[@]}"; do
+    for i in "${!names[@]}"; do
+      for run_no in $(seq "$RUNS"); do
+        echo "--- ${names[i]} (port ${ports[i]}) c=$c run $run_no"
+        cat "$tmp/wrk-$i-$c-$run_no.txt"
+      done
+    done
+  done
+} >>"$out"
+echo "results: ${out#"$top"/}"
+exit "$status"

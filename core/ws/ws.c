@@ -1,0 +1,460 @@
+#include "ws/ws.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+/* ---- handshake ---- */
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+int rh_ws_accept_key(const char *client_key, size_t len, char out[29]) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  int ok = c && EVP_DigestInit_ex(c, EVP_sha1(), NULL) == 1 &&
+           EVP_DigestUpdate(c, client_key, len) == 1 &&
+           EVP_DigestUpdate(c, ws_guid, sizeof ws_guid - 1) == 1 &&
+           EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen == 20;
+  EVP_MD_CTX_free(c);
+  out[0] = 0;
+  if (!ok) return -1;
+  EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
+  return 0;
+}
+
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+static void trim(const char **s, size_t *n) {
+  while (*n && is_ows(**s)) (*s)++, (*n)--;
+  while (*n && is_ows((*s)[*n - 1])) (*n)--;
+}
+
+int rh_ws_accept_ok(const char *client_key, const char *accept, size_t accept_len) {
+  char want[29];
+  if (rh_ws_accept_key(client_key, strlen(client_key), want) != 0) return 0;
+  trim(&accept, &accept_len);
+  return accept_len == 28 && memcmp(accept, want, 28) == 0;
+}
+
+static int is_b64(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '/';
+}
+
+/* 16 bytes in base64 is exactly 22 alphabet characters and "==". */
+static int key_ok(const rh_header *f) {
+  const char *s = f->value;
+  size_t n = f->value_len;
+  trim(&s, &n);
+  if (n != 24 || s[22] != '=' || s[23] != '=') return 0;
+  for (size_t i = 0; i < 22; i++)
+    if (!is_b64(s[i])) return 0;
+  return 1;
+}
+
+static int value_is(const rh_header *f, const char *want) {
+  const char *s = f->value;
+  size_t n = f->value_len;
+  trim(&s, &n);
+  return n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+static const char *upgrade_problem(const rh_headers *h, const char *method) {
+  const rh_header *f;
+  if (!method || strcmp(method, "GET") != 0) return "method must be GET";
+  if (!rh_headers_has_token(h, "Upgrade", "websocket")) return "missing Upgrade: websocket";
+  if (!rh_headers_has_token(h, "Connection", "upgrade")) return "missing Connection: upgrade";
+  if (!(f = rh_headers_find(h, "Sec-WebSocket-Version", NULL)))
+    return "missing Sec-WebSocket-Version";
+  if (rh_headers_count(h, "Sec-WebSocket-Version") > 1) return "repeated Sec-WebSocket-Version";
+  if (!value_is(f, "13")) return RH_WS_WHY_VERSION;
+  if (!(f = rh_headers_find(h, "Sec-WebSocket-Key", NULL))) return "missing Sec-WebSocket-Key";
+  if (rh_headers_count(h, "Sec-WebSocket-Key") > 1) return "repeated Sec-WebSocket-Key";
+  if (!key_ok(f)) return "invalid Sec-WebSocket-Key (want 16 bytes in base64)";
+  return NULL;
+}
+
+int rh_ws_check_upgrade(const rh_headers *h, const char *method, const char **why) {
+  const char *w = upgrade_problem(h, method);
+  if (why) *why = w;
+  return w ? -1 : 0;
+}
+
+void rh_ws_client_key(char out[25]) {
+  unsigned char nonce[16];
+  /* The key only proves the client speaks WebSocket, but a broken RNG is not worth hiding. */
+  if (RAND_bytes(nonce, sizeof nonce) != 1) abort();
+  EVP_EncodeBlock((unsigned char *)out, nonce, sizeof nonce);
+}
+
+/* ---- UTF-8 ---- */
+
+/* Whether 8 bytes at p are all ASCII: lets long ASCII text skip the byte-wise checks. */
+static int ascii8(const unsigned char *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return (w & 0x8080808080808080ull) == 0;
+}
+
+/* The well-formed sequences of Unicode 15 table 3-7: the lead byte sets the length and the
+ * allowed range of the second byte (which rules out overlongs, surrogates and > U+10FFFF). */
+int rh_ws_utf8_valid(const char *s, size_t n) {
+  if (!n) return 1; /* s may be NULL then */
+  const unsigned char *p = (const unsigned char *)s, *end = p + n;
+  while (p < end) {
+    if ((size_t)(end - p) >= 8 && ascii8(p)) {
+      p += 8;
+      continue;
+    }
+    unsigned c = *p, lo = 0x80, hi = 0xBF;
+    size_t more;
+    if (c < 0x80) { p++; continue; }
+    if (c >= 0xC2 && c <= 0xDF) more = 1;
+    else if (c == 0xE0) more = 2, lo = 0xA0;
+    else if (c == 0xED) more = 2, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) more = 2;
+    else if (c == 0xF0) more = 3, lo = 0x90;
+    else if (c == 0xF4) more = 3, hi = 0x8F;
+    else if (c >= 0xF1 && c <= 0xF3) more = 3;
+    else return 0;
+    if ((size_t)(end - p) <= more || p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i <= more; i++)
+      if ((p[i] & 0xC0) != 0x80) return 0;
+    p += more + 1;
+  }
+  return 1;
+}
+
+/* ---- a connection ---- */
+
+struct rh_ws {
+  wslay_event_context_ptr ctx;
+  int is_server;
+  size_t max_message;
+  rh_ws_handlers h;
+  const char *in;        /* what rh_ws_feed is handing to wslay */
+  size_t in_len, in_off;
+  rh_buf out;            /* frames serialized by wslay (or by us), not yet taken */
+  int discard;           /* wslay's output goes nowhere (see refusal_code) */
+  rh_buf msg;            /* the data message being reassembled */
+  int frame_op;          /* opcode of the frame being received */
+  uint64_t frame_len;
+  char ctrl[125];        /* payload of the control frame being received */
+  size_t ctrl_len;
+  int failed;
+  const char *error;
+  int sent_close;        /* a close frame is in the output (ours or wslay's) */
+  int code_sent, code_received;
+};
+
+/* Above this, a buffer is given back after use instead of kept for the next message. */
+#define KEEP_BUF (64 * 1024)
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *ud) {
+  rh_ws *ws = ud;
+  size_t avail = ws->in_len - ws->in_off;
+  (void)flags;
+  if (!avail) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  if (len > avail) len = avail;
+  memcpy(buf, ws->in + ws->in_off, len);
+  ws->in_off += len;
+  return (ssize_t)len;
+}
+
+/* The output buffer takes everything, so wslay never has a half-sent frame: what it still
+ * queues after a flush is only what was queued since. */
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud) {
+  rh_ws *ws = ud;
+  (void)ctx, (void)flags;
+  if (!ws->discard) rh_buf_append(&ws->out, data, len);
+  return (ssize_t)len;
+}
+
+static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud) {
+  (void)ctx, (void)ud;
+  return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+static void flush(rh_ws *ws) {
+  wslay_event_send(ws->ctx);
+  if (!ws->sent_close && wslay_event_get_close_sent(ws->ctx)) {
+    ws->sent_close = 1;
+    ws->code_sent = wslay_event_get_status_code_sent(ws->ctx);
+  }
+}
+
+/* A close frame written by us rather than wslay: wslay's event API cannot replace a close it
+ * has already queued, and the ones it queues on errors carry no reason (or, for a malformed
+ * frame header, not even a code). Whatever wslay still holds is dropped, as it would drop it
+ * itself once a close is out. */
+static void write_close(rh_ws *ws, int code, const char *reason, size_t rlen) {
+  unsigned char f[2 + 4 + 125], *mask = NULL, *pl;
+  size_t n = 0, plen = code ? 2 + rlen : 0;
+  wslay_event_shutdown_write(ws->ctx);
+  f[n++] = 0x80 | RH_WS_CLOSE; /* FIN */
+  f[n++] = (unsigned char)((ws->is_server ? 0 : 0x80) | plen);
+  if (!ws->is_server) {
+    mask = f + n;
+    if (RAND_bytes(mask, 4) != 1) memset(mask, 0, 4);
+    n += 4;
+  }
+  pl = f + n;
+  if (code) {
+    pl[0] = (unsigned char)(code >> 8);
+    pl[1] = (unsigned char)code;
+    memcpy(pl + 2, reason, rlen);
+  }
+  for (size_t i = 0; mask && i < plen; i++) pl[i] ^= mask[i % 4];
+  rh_buf_append(&ws->out, f, n + plen);
+  ws->sent_close = 1;
+  ws->code_sent = code ? code : 1005;
+}
+
+/* Fails the connection: nothing more is read, and the only thing sent is a close frame with
+ * the code and `why` as its reason (unless a close already went out). */
+static void fail(rh_ws *ws, int code, const char *why) {
+  if (ws->failed) return;
+  ws->failed = 1;
+  ws->error = why;
+  wslay_event_shutdown_read(ws->ctx);
+  if (!ws->sent_close) write_close(ws, code, why, strlen(why));
+  else wslay_event_shutdown_write(ws->ctx);
+  rh_buf_free(&ws->msg);
+}
+
+/* Codes a close frame may carry on the wire (RFC 6455 §7.4 and the IANA registry). */
+static int close_code_ok(int code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
+/* What is wrong with the payload of the peer's close frame (NULL: nothing), and the code to
+ * fail with. */
+static const char *close_problem(const char *p, size_t n, int *fail_code) {
+  *fail_code = 1002;
+  if (n == 1) return "close frame with a 1-byte payload";
+  if (n < 2) return NULL;
+  if (!close_code_ok(((unsigned char)p[0] << 8) | (unsigned char)p[1])) return "invalid close code";
+  *fail_code = 1007;
+  return rh_ws_utf8_valid(p + 2, n - 2) ? NULL : "invalid UTF-8 in close reason";
+}
+
+/* The peer's close frame. `echoed`: wslay accepted it and queued the echo itself. */
+static void peer_close(rh_ws *ws, const char *p, size_t n, int echoed) {
+  int code = 1005, fail_code;
+  const char *reason = "", *why = close_problem(p, n, &fail_code);
+  size_t rlen = 0;
+  if (why) {
+    fail(ws, fail_code, why);
+    return;
+  }
+  if (n >= 2) {
+    code = ((unsigned char)p[0] << 8) | (unsigned char)p[1];
+    reason = p + 2;
+    rlen = n - 2;
+  }
+  ws->code_received = code;
+  wslay_event_shutdown_read(ws->ctx);
+  if (!echoed && !ws->sent_close) write_close(ws, code == 1005 ? 0 : code, reason, rlen);
+  rh_buf_free(&ws->msg);
+  if (ws->h.on_close) ws->h.on_close(ws->h.ud, code, reason, rlen);
+}
+
+static void deliver(rh_ws *ws, int opcode) {
+  if (opcode == RH_WS_TEXT && !rh_ws_utf8_valid(ws->msg.data, ws->msg.len)) {
+    fail(ws, 1007, "invalid UTF-8 in text message"); /* wslay checks first; this is a backstop */
+    return;
+  }
+  rh_buf_reserve(&ws->msg, 1);
+  ws->msg.data[ws->msg.len] = 0;
+  if (ws->h.on_message) ws->h.on_message(ws->h.ud, opcode, ws->msg.data, ws->msg.len);
+  ws->msg.len = 0;
+  if (ws->msg.cap > KEEP_BUF) rh_buf_free(&ws->msg);
+}
+
+/* With buffering off, wslay hands data frames over piece by piece and we reassemble them,
+ * bounded by max_message as soon as a frame header announces its length. */
+static void frame_start_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud) {
+  rh_ws *ws = ud;
+  (void)ctx;
+  ws->frame_op = arg->opcode;
+  ws->frame_len = arg->payload_length;
+  ws->ctrl_len = 0;
+  if (ws->failed || (arg->opcode & 8)) return;
+  if (arg->payload_length > ws->max_message - ws->msg.len) fail(ws, 1009, "message too big");
+}
+
+static void frame_chunk_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud) {
+  rh_ws *ws = ud;
+  (void)ctx;
+  if (ws->failed) return;
+  if (ws->frame_op & 8) {
+    size_t n = arg->data_length;
+    if (n > sizeof ws->ctrl - ws->ctrl_len) n = sizeof ws->ctrl - ws->ctrl_len;
+    memcpy(ws->ctrl + ws->ctrl_len, arg->data, n);
+    ws->ctrl_len += n;
+    return;
+  }
+  rh_buf_append(&ws->msg, arg->data, arg->data_length);
+}
+
+static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *ud) {
+  rh_ws *ws = ud;
+  (void)ctx;
+  if (ws->failed) return;
+  if (arg->opcode == RH_WS_TEXT || arg->opcode == RH_WS_BINARY) deliver(ws, arg->opcode);
+  else if (arg->opcode == RH_WS_CLOSE) peer_close(ws, (const char *)arg->msg, arg->msg_length, 1);
+  /* pings are answered by wslay; pongs need nothing */
+}
+
+/* wslay refused the peer's input and queued a close frame without a reason. Let it "send"
+ * that frame into nothing to learn its code, and fail with the same code and a reason. */
+static void fail_as_wslay_did(rh_ws *ws) {
+  int code = 0;
+  ws->discard = 1;
+  wslay_event_send(ws->ctx);
+  ws->discard = 0;
+  if (wslay_event_get_close_sent(ws->ctx)) code = wslay_event_get_status_code_sent(ws->ctx);
+  if (code == 1007)
+    fail(ws, code, ws->frame_op == RH_WS_CLOSE ? "invalid UTF-8 in close reason"
+                                               : "invalid UTF-8 in text message");
+  else if (code == 1009)
+    fail(ws, code, "message too big");
+  else
+    fail(ws, 1002, "protocol error");
+}
+
+/* What wslay_event_recv left to us: its own refusals, which we turn into our close. */
+static void after_recv(rh_ws *ws, int r) {
+  if (ws->failed || ws->code_received) return;
+  if (r == WSLAY_ERR_CALLBACK_FAILURE) {
+    fail(ws, 1002, "malformed frame"); /* wslay's framing refused a header */
+  } else if (r < 0) {
+    fail(ws, 1011, "out of memory");
+  } else if (!wslay_event_get_read_enabled(ws->ctx)) {
+    /* wslay judges close frames by an older code list and checks a close reason's UTF-8
+     * wrongly when the frame arrives in pieces: with the whole payload, we judge it. */
+    if (ws->frame_op == RH_WS_CLOSE && ws->ctrl_len == ws->frame_len)
+      peer_close(ws, ws->ctrl, ws->ctrl_len, 0);
+    else if (ws->sent_close)
+      fail(ws, 1002, "protocol error"); /* no close goes out, so its code does not matter */
+    else
+      fail_as_wslay_did(ws);
+  }
+}
+
+rh_ws *rh_ws_new(int is_server, size_t max_message, const rh_ws_handlers *h) {
+  struct wslay_event_callbacks cb = {
+    .recv_callback = recv_cb,
+    .send_callback = send_cb,
+    .genmask_callback = genmask_cb,
+    .on_frame_recv_start_callback = frame_start_cb,
+    .on_frame_recv_chunk_callback = frame_chunk_cb,
+    .on_msg_recv_callback = msg_cb,
+  };
+  rh_ws *ws = calloc(1, sizeof *ws);
+  if (!ws) abort();
+  ws->is_server = is_server;
+  ws->max_message = max_message ? max_message : RH_WS_MAX_MESSAGE_DEFAULT;
+  if (h) ws->h = *h;
+  int r = is_server ? wslay_event_context_server_init(&ws->ctx, &cb, ws)
+                    : wslay_event_context_client_init(&ws->ctx, &cb, ws);
+  if (r != 0) abort(); /* only fails for lack of memory */
+  wslay_event_config_set_no_buffering(ws->ctx, 1);
+  /* Our own check in frame_start_cb bounds whole messages and says why; wslay's per-frame
+   * check would fire first without a reason. */
+  wslay_event_config_set_max_recv_msg_length(ws->ctx, UINT64_MAX);
+  return ws;
+}
+
+void rh_ws_free(rh_ws *ws) {
+  if (!ws) return;
+  wslay_event_context_free(ws->ctx);
+  rh_buf_free(&ws->out);
+  rh_buf_free(&ws->msg);
+  free(ws);
+}
+
+int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
+  if (ws->failed) return -1;
+  if (ws->code_received || !wslay_event_get_read_enabled(ws->ctx)) return 0;
+  ws->in = in;
+  ws->in_len = n;
+  ws->in_off = 0;
+  int r;
+  size_t before;
+  /* One call normally takes everything; loop in case wslay stops early with input left. */
+  do {
+    before = ws->in_off;
+    r = wslay_event_recv(ws->ctx);
+  } while (r == 0 && !ws->failed && wslay_event_get_read_enabled(ws->ctx) &&
+           ws->in_off < ws->in_len && ws->in_off != before);
+  ws->in = NULL;
+  ws->in_len = ws->in_off = 0;
+  after_recv(ws, r);
+  if (!ws->failed) flush(ws);
+  return ws->failed ? -1 : 0;
+}
+
+int rh_ws_send(rh_ws *ws, int opcode, const char *p, size_t n) {
+  if (ws->failed) return -1;
+  if (opcode == RH_WS_TEXT) {
+    if (!rh_ws_utf8_valid(p, n)) return -1;
+  } else if (opcode == RH_WS_PING || opcode == RH_WS_PONG) {
+    if (n > 125) return -1;
+  } else if (opcode != RH_WS_BINARY) {
+    return -1;
+  }
+  struct wslay_event_msg m = { (uint8_t)opcode, (const uint8_t *)p, n };
+  if (wslay_event_queue_msg(ws->ctx, &m) != 0) return -1;
+  /* Flushing at once keeps what a handler sends ahead of the close that may follow in the
+   * same rh_ws_feed (wslay sends a queued close before queued data). */
+  flush(ws);
+  return 0;
+}
+
+int rh_ws_close(rh_ws *ws, int code, const char *reason) {
+  size_t rlen = reason ? strlen(reason) : 0;
+  if (ws->failed || ws->sent_close) return -1;
+  if (code ? !close_code_ok(code) : rlen != 0) return -1;
+  if (rlen > 123 || !rh_ws_utf8_valid(reason, rlen)) return -1;
+  if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rlen) != 0)
+    return -1;
+  flush(ws);
+  return 0;
+}
+
+void rh_ws_output(rh_ws *ws, rh_buf *out) {
+  if (!ws->out.len) return;
+  if (!out->len) { /* hand the buffer over instead of copying it */
+    rh_buf t = *out;
+    *out = ws->out;
+    ws->out = t;
+  } else {
+    rh_buf_append(out, ws->out.data, ws->out.len);
+  }
+  ws->out.len = 0;
+  if (ws->out.cap > KEEP_BUF) rh_buf_free(&ws->out);
+}
+
+int rh_ws_want_close(const rh_ws *ws) {
+  return ws->failed || (ws->code_received && ws->sent_close);
+}
+
+const char *rh_ws_error(const rh_ws *ws) { return ws->failed ? ws->error : NULL; }
+
+int rh_ws_close_sent(const rh_ws *ws) { return ws->sent_close ? ws->code_sent : 0; }
+
+int rh_ws_close_received(const rh_ws *ws) { return ws->code_received; }
