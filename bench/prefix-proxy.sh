@@ -291,6 +291,7 @@ for run_no in $(seq "$RUNS"); do
         grep -q 'Socket errors' "$f" && e+="$tag$(grep 'Socket errors' "$f" | sed 's/^ *//'); "
       done
       kill -0 "${server_pids[i]}" 2>/dev/null || e+="${names[i]} is DEAD (exited); "
+      kill -0 "$origin_pid" 2>/dev/null || e+="the origin is DEAD (exited); "
       [[ ${rps[$k]} == "?" ]] && e+="no Requests/sec in wrk output: $(tr '\n' ' ' <"$w" | head -c 300); "
       if [[ -n $e ]]; then
         errs[$k]=$e
@@ -342,6 +343,14 @@ say ""
 say "Policy checks: ${#policy_problems[@]} problem(s)."
 for n in "${check_notes[@]}"; do say "  $n"; done
 
+show_log() { # NAME FILE: its distinct lines (timestamps and request ids masked) by count, then its tail
+  say "--- $1 log ($(wc -l <"$2" 2>/dev/null || echo 0) lines, ${2##*/}); distinct lines by count:"
+  sed -E 's/"ts":"[^"]*",?//; s/,?"request_id":"[^"]*"//; s/^[0-9]{4}\/[0-9]{2}\/[0-9]{2} [0-9:]{8} //' "$2" 2>/dev/null |
+    sort | uniq -c | sort -rn | head -n 15 | tee -a "$out" || true
+  say "--- $1 log, last 10 lines:"
+  tail -n 10 "$2" 2>/dev/null | tee -a "$out" || true
+}
+
 status=0
 if ((${#policy_problems[@]})); then
   status=1
@@ -360,18 +369,18 @@ if ((${#errored[@]})); then
       done
     done
   done
+  shown=" "
   for i in "${errored[@]}"; do
-    say "--- ${names[i]} log tail (${logs[i]##*/}):"
-    tail -n 40 "${logs[i]}" 2>/dev/null | tee -a "$out" || true
+    [[ $shown == *" ${logs[i]} "* ]] && continue
+    shown+="${logs[i]} "
+    show_log "${names[i]}" "${logs[i]}"
   done
-  say "--- origin log tail (origin-error.log):"
-  tail -n 20 "$run/origin-error.log" 2>/dev/null | tee -a "$out" || true
+  show_log origin "$run/origin-error.log"
 fi
 for i in "$ilua" "$ic"; do
   if grep -qv "serving at" "${logs[i]}" 2>/dev/null && [[ " ${errored[*]} " != *" $i "* ]]; then
     say ""
-    say "${names[i]} log (warn and above), tail:"
-    tail -n 20 "${logs[i]}" | tee -a "$out"
+    show_log "${names[i]} (warn and above)" "${logs[i]}"
   fi
 done
 

@@ -120,6 +120,10 @@ static void close_signals(void) {
   uv_close((uv_handle_t *)&H.sighup, NULL);
   uv_close((uv_handle_t *)&H.sigterm, NULL);
   uv_close((uv_handle_t *)&H.sigint, NULL);
+  /* closing restored the default actions: a second SIGTERM must not kill the exit itself */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
 }
 
 static void finish_shutdown(void) {
