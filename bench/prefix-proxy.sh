@@ -268,31 +268,58 @@ median() { # numbers as arguments -> their median ("?" ignored; "?" when none)
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
 rss_lua_before=$(rss_kb "$lua_pid" VmRSS); rss_c_before=$(rss_kb "$c_pid" VmRSS)
 
-declare -A rps p99 errs
+# Whether a server still runs; once it is gone, how it ended (from wait: exit status or signal).
+declare -A ended
+alive() { kill -0 "$1" 2>/dev/null; }
+how_ended() { # PID: sets $how to "exit status N" / "killed by signal N (SIGNAME)" (not in $(...): wait
+  local st=0     # works only in the shell that started the process; cached, a pid is waited once)
+  if [[ -z ${ended[$1]:-} ]]; then
+    wait "$1" 2>/dev/null || st=$?
+    if ((st > 128 && st < 160)); then ended[$1]="killed by signal $((st - 128)) (SIG$(kill -l $((st - 128)) 2>/dev/null || echo '?'))"
+    else ended[$1]="exit status $st"; fi
+  fi
+  how=${ended[$1]}
+}
+
+declare -A rps p99 errs dead
 errored=()
 for run_no in $(seq "$RUNS"); do
   for c in "${conns_list[@]}"; do
     for i in "${!names[@]}"; do
-      url=http://127.0.0.1:${ports[i]}/api/x
       k="$i,$c,$run_no"
+      rps[$k]="?"; p99[$k]="?"
+      [[ -n ${dead[$i]:-} ]] && continue # reported once, when it died
+      url=http://127.0.0.1:${ports[i]}/api/x
       wu=$tmp/warmup-$i-$c-$run_no.txt
       w=$tmp/wrk-$i-$c-$run_no.txt
       echo "$me: run $run_no/$RUNS, c=$c, ${names[i]}" >&2
+      e=""; phase=""
       taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${WARMUP}s" "$url" >"$wu" 2>&1 || true
-      taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" >"$w" 2>&1 || true
-      r=$(awk '/^Requests\/sec:/ { print $2 }' "$w")
-      rps[$k]=${r:-?}
-      l=$(awk '$1 == "99%" { print $2; exit }' "$w")
-      p99[$k]=$([[ -n $l ]] && to_ms "$l" || echo "?")
-      e=""
+      sleep 0.2
+      if alive "${server_pids[i]}"; then
+        taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" >"$w" 2>&1 || true
+        sleep 0.2
+        alive "${server_pids[i]}" || phase="measured run"
+      else
+        phase="warmup"; : >"$w"
+      fi
+      r=$(awk '/^Requests\/sec:/ { print $2 }' "$w"); rps[$k]=${r:-?}
+      l=$(awk '$1 == "99%" { print $2; exit }' "$w"); [[ -n $l ]] && p99[$k]=$(to_ms "$l")
       for f in "$wu" "$w"; do
         tag=""; [[ $f == "$wu" ]] && tag="warmup: "
         grep -q 'Non-2xx or 3xx responses' "$f" && e+="$tag$(grep 'Non-2xx or 3xx responses' "$f" | sed 's/^ *//'); "
         grep -q 'Socket errors' "$f" && e+="$tag$(grep 'Socket errors' "$f" | sed 's/^ *//'); "
       done
-      kill -0 "${server_pids[i]}" 2>/dev/null || e+="${names[i]} is DEAD (exited); "
-      kill -0 "$origin_pid" 2>/dev/null || e+="the origin is DEAD (exited); "
-      [[ ${rps[$k]} == "?" ]] && e+="no Requests/sec in wrk output: $(tr '\n' ' ' <"$w" | head -c 300); "
+      if [[ -n $phase ]]; then
+        how_ended "${server_pids[i]}"
+        dead[$i]="${names[i]} (pid ${server_pids[i]}) DIED during the $phase at c=$c, run $run_no: $how"
+        e+="${dead[$i]}; no later runs of it; "
+        [[ $phase == warmup ]] && e+="wrk (warmup) said: $(grep -v '^ *$' "$wu" | tr -s ' \n' ' ' | head -c 600); "
+      fi
+      if ! alive "$origin_pid"; then
+        how_ended "$origin_pid"; e+="the origin is DEAD ($how); "
+      fi
+      [[ ${rps[$k]} == "?" && $phase != warmup ]] && e+="no Requests/sec in wrk output: $(tr '\n' ' ' <"$w" | head -c 300); "
       if [[ -n $e ]]; then
         errs[$k]=$e
         echo "$me: ERROR ${names[i]} c=$c run $run_no: $e" >&2
@@ -347,8 +374,8 @@ show_log() { # NAME FILE: its distinct lines (timestamps and request ids masked)
   say "--- $1 log ($(wc -l <"$2" 2>/dev/null || echo 0) lines, ${2##*/}); distinct lines by count:"
   sed -E 's/"ts":"[^"]*",?//; s/,?"request_id":"[^"]*"//; s/^[0-9]{4}\/[0-9]{2}\/[0-9]{2} [0-9:]{8} //' "$2" 2>/dev/null |
     sort | uniq -c | sort -rn | head -n 15 | tee -a "$out" || true
-  say "--- $1 log, last 10 lines:"
-  tail -n 10 "$2" 2>/dev/null | tee -a "$out" || true
+  say "--- $1 log, last 5 lines:"
+  tail -n 5 "$2" 2>/dev/null | tee -a "$out" || true
 }
 
 status=0
@@ -390,6 +417,11 @@ done
   for c in "${conns_list[@]}"; do
     for i in "${!names[@]}"; do
       for run_no in $(seq "$RUNS"); do
+        [[ -f $tmp/wrk-$i-$c-$run_no.txt ]] || continue
+        if [[ -n ${errs[$i,$c,$run_no]:-} ]]; then
+          echo "--- ${names[i]} (port ${ports[i]}) c=$c run $run_no, warmup"
+          cat "$tmp/warmup-$i-$c-$run_no.txt"
+        fi
         echo "--- ${names[i]} (port ${ports[i]}) c=$c run $run_no"
         cat "$tmp/wrk-$i-$c-$run_no.txt"
       done

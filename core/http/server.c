@@ -50,6 +50,7 @@ struct rh_http_conn {
   timer_kind timer_kind;
   size_t write_queued;
   rh_tls *tls;               /* on a TLS listener: between the socket and the parser */
+  int tunnel;                /* upgraded: raw bytes to req->events, no more HTTP */
 };
 
 typedef struct {
@@ -589,6 +590,7 @@ static void parse_available(rh_http_conn *c) {
       if (c->msg_done) body_complete(c);
       if (c->req && c->req->body_paused && !c->msg_done) break;
     } else if (err == HPE_PAUSED_UPGRADE) {
+      /* only reached when nobody took the upgrade: the bytes after the head are not HTTP */
       reject(c, 501, "protocol upgrade is not supported on this route");
     } else if (err != HPE_OK) {
       if (c->reject_status) reject(c, c->reject_status, c->reject_reason);
@@ -613,7 +615,8 @@ static void log_access(rh_http_req *r) {
 /* The current request is answered and fully read: on to the next one, or close. */
 static void finish_exchange(rh_http_conn *c) {
   rh_http_req *r = c->req;
-  int keep = r->keep_alive && !c->srv->stopping;
+  /* after an upgrade (taken or refused) the bytes that follow are not HTTP */
+  int keep = r->keep_alive && !c->srv->stopping && !c->tunnel && !c->parser.upgrade;
   c->req = NULL;
   c->msg_done = 0;
   r->conn = NULL;
@@ -627,6 +630,16 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   (void)h;
   (void)size;
   *buf = uv_buf_init(alloc_buf, sizeof alloc_buf);
+}
+
+/* An upgraded connection: whatever arrived goes to the request's consumer as it is. */
+static void tunnel_deliver(rh_http_conn *c) {
+  rh_http_req *r = c->req;
+  if (!c->in.len || !r || !r->events || !r->events->on_body_chunk) return;
+  rh_buf in = c->in;
+  c->in = (rh_buf)RH_BUF_INIT;
+  r->events->on_body_chunk(r, in.data, in.len, r->ud);
+  rh_buf_free(&in);
 }
 
 /* Decrypts into the parser's input and sends what the TLS engine has to say (handshake). */
@@ -665,13 +678,14 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   } else {
     rh_buf_append(&c->in, buf->base, (size_t)n);
   }
+  if (c->tunnel) { tunnel_deliver(c); return; }
   if (c->timer_kind == TIMER_IDLE) set_timer(c, TIMER_NONE, 0);
   process(c);
 }
 
 static void update_reading(rh_http_conn *c) {
-  int want = !c->closing && !c->close_after_write && !c->msg_done &&
-             !(c->req && c->req->body_paused) && c->in.len < c->srv->lim.max_head + 65536;
+  int want = !c->closing && !c->close_after_write && !(c->req && c->req->body_paused) &&
+             (c->tunnel || (!c->msg_done && c->in.len < c->srv->lim.max_head + 65536));
   if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   else if (!want && c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = want;
@@ -882,6 +896,10 @@ int rh_http_start(rh_http_req *r, int status, const rh_headers *h) {
 
 int rh_http_write(rh_http_req *r, const char *p, size_t n) {
   if (!r->head_sent || r->finished || !r->conn) return -1;
+  if (r->conn->tunnel) {
+    if (conn_write(r->conn, p, n) < 0 || !r->conn) return -1;
+    return r->conn->write_queued > r->server->lim.write_high_water;
+  }
   if (n == 0 || r->is_head || !body_allowed(r->status)) return 0;
   r->bytes_out += n;
   int rc;
@@ -936,12 +954,41 @@ void rh_http_stream_body(rh_http_req *r, const rh_http_req_events *events, void 
   }
 }
 
-void rh_http_pause_body(rh_http_req *r) { r->body_paused = 1; }
+void rh_http_pause_body(rh_http_req *r) {
+  r->body_paused = 1;
+  if (r->conn && r->conn->tunnel) update_reading(r->conn);
+}
 
 void rh_http_resume_body(rh_http_req *r) {
   if (!r->body_paused) return;
   r->body_paused = 0;
-  if (r->conn) process(r->conn);
+  if (r->conn && r->conn->tunnel) update_reading(r->conn);
+  else if (r->conn) process(r->conn);
+}
+
+int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_http_req_events *events,
+                   void *ud) {
+  rh_http_conn *c = r->conn;
+  if (!c || r->head_sent) return -1;
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, rh_http_reason(status));
+  for (size_t i = 0; h && i < h->n; i++)
+    rh_buf_printf(&b, "%.*s: %.*s\r\n", (int)h->items[i].name_len, h->items[i].name,
+                  (int)h->items[i].value_len, h->items[i].value);
+  rh_buf_puts(&b, "\r\n");
+  r->status = status;
+  r->head_sent = 1;
+  r->events = events;
+  r->ud = ud;
+  c->tunnel = 1;
+  set_timer(c, TIMER_NONE, 0);
+  int rc = conn_write(c, b.data, b.len);
+  rh_buf_free(&b);
+  if (rc == 0 && c->req == r) {
+    tunnel_deliver(c);
+    if (r->conn) update_reading(r->conn);
+  }
+  return rc;
 }
 
 void rh_http_abort(rh_http_req *r) {

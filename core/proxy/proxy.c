@@ -10,6 +10,7 @@
 #include "log/buf.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "proxy/internal.h"
 #include "proxy/pool.h"
 #include "tls/tls.h"
 
@@ -212,6 +213,16 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
 
 size_t rh_proxy_conf_max_body(const rh_proxy_conf *c) { return c->max_body; }
 
+void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u) {
+  u->host = c->host;
+  u->port = c->port;
+  u->tls = c->tls;
+  u->mount = c->mount[0] ? c->mount : "/";
+  u->host_header = c->host_header;
+  u->base_path = c->base_path;
+  u->connect_timeout = c->connect_timeout;
+}
+
 /* ---- paths ---- */
 
 char *rh_proxy_join_path(const char *base, const char *prefix, const char *rest, size_t rest_len) {
@@ -263,9 +274,14 @@ static void add_str(rh_headers *h, const char *name, const char *value) {
   rh_headers_add(h, name, strlen(name), value, strlen(value));
 }
 
-static void request_headers(call *c, rh_headers *out) {
-  rh_proxy_conf *cf = c->conf;
-  const rh_http_req *r = c->req;
+/* The client's handshake fields belong to its hop; the upstream gets its own (but the
+ * subprotocols offered, which the upstream chooses from). */
+static int websocket_own(const rh_header *f) {
+  return f->name_len > 14 && strncasecmp(f->name, "sec-websocket-", 14) == 0 &&
+         !rh_header_name_eq(f, "sec-websocket-protocol");
+}
+
+static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, int websocket, rh_headers *out) {
   const rh_headers *in = &r->headers;
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
@@ -274,6 +290,7 @@ static void request_headers(call *c, rh_headers *out) {
     if (!crosses(in, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
         rh_header_name_eq(f, "x-forwarded-for") || rh_header_name_eq(f, "x-forwarded-proto") ||
         rh_header_name_eq(f, "x-forwarded-host") || in_list(cf->drop_req, cf->ndrop_req, f) ||
+        (websocket && websocket_own(f)) ||
         (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)))
       continue;
     rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
@@ -302,14 +319,14 @@ static void request_headers(call *c, rh_headers *out) {
   if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
 }
 
-/* Builds the request head; 0, or a status when a hook answered (its body in *body). */
-static int build_head(call *c, char **body) {
-  rh_http_req *r = c->req;
+/* Builds the upstream request head into out: 0, or a status when a hook answered (its body in
+ * *body). ws_key: a WebSocket handshake with this key instead of body framing. */
+int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
+                        const char *ws_key, rh_buf *out, int *chunked, char **body) {
   rh_headers h = RH_HEADERS_INIT;
-  request_headers(c, &h);
-  const char *rest = r->path + strlen(c->conf->mount);
-  size_t rest_len = r->path_len - strlen(c->conf->mount);
-  char *path = rh_proxy_join_path(c->conf->base_path, c->conf->prefix, rest, rest_len);
+  request_headers(conf, r, ws_key != NULL, &h);
+  size_t mlen = strlen(conf->mount);
+  char *path = rh_proxy_join_path(conf->base_path, conf->prefix, r->path + mlen, r->path_len - mlen);
   if (!path) {
     rh_headers_free(&h);
     *body = strdup("Bad Request: the path climbs above the mount\n");
@@ -324,23 +341,24 @@ static int build_head(call *c, char **body) {
   }
   rh_buf_append(&target, "", 1);
   rh_proxy_head head = { strdup(r->method), target.data, 0, &h, r };
-  int answer = 0;
-  if (c->has_hooks && c->hooks.on_request) answer = c->hooks.on_request(c->hooks.ud, &head, body);
+  int answer = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
   if (!answer) {
-    rh_buf_printf(&c->head, "%s %s HTTP/1.1\r\n", head.method, head.target);
+    rh_buf_printf(out, "%s %s HTTP/1.1\r\n", head.method, head.target);
     for (size_t i = 0; i < h.n; i++) {
       const rh_header *f = &h.items[i];
       if (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding")) continue;
-      rh_buf_append(&c->head, f->name, f->name_len);
-      rh_buf_append(&c->head, ": ", 2);
-      rh_buf_append(&c->head, f->value, f->value_len);
-      rh_buf_append(&c->head, "\r\n", 2);
+      rh_buf_printf(out, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len, f->value);
     }
     int has_body = r->content_length != UINT64_MAX || rh_headers_find(&r->headers, "transfer-encoding", NULL);
-    if (r->content_length != UINT64_MAX) rh_buf_printf(&c->head, "Content-Length: %" PRIu64 "\r\n", r->content_length);
-    else if (has_body) rh_buf_puts(&c->head, "Transfer-Encoding: chunked\r\n");
-    c->chunked_up = has_body && r->content_length == UINT64_MAX;
-    rh_buf_puts(&c->head, "\r\n");
+    *chunked = !ws_key && has_body && r->content_length == UINT64_MAX;
+    if (ws_key)
+      rh_buf_printf(out, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                         "Sec-WebSocket-Version: 13\r\n", ws_key);
+    else if (r->content_length != UINT64_MAX)
+      rh_buf_printf(out, "Content-Length: %" PRIu64 "\r\n", r->content_length);
+    else if (has_body)
+      rh_buf_puts(out, "Transfer-Encoding: chunked\r\n");
+    rh_buf_puts(out, "\r\n");
   }
   free(head.method);
   free(head.target);
@@ -903,6 +921,10 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
     m_retries = rh_metric_register(RH_COUNTER, "relayhost_proxy_retries_total",
                                    "Upstream attempts retried", NULL, 0, NULL, 0, &e);
   }
+  if (rh_proxy_is_websocket(req)) { /* the WebSocket path keeps its own state */
+    rh_proxy_ws_start(req, conf, hooks);
+    return;
+  }
   call *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->req = req;
@@ -918,7 +940,8 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   uv_timer_init(uv_default_loop(), &c->timer);
   c->timer.data = c;
   char *body = NULL;
-  int answer = build_head(c, &body);
+  int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, NULL, &c->head,
+                                   &c->chunked_up, &body);
   if (answer) {
     rh_headers h = RH_HEADERS_INIT;
     add_str(&h, "Content-Type", "text/plain; charset=utf-8");

@@ -1,0 +1,25 @@
+/* internal: what the HTTP and WebSocket halves of the proxy share. Not for other modules. */
+#ifndef RH_PROXY_INTERNAL_H
+#define RH_PROXY_INTERNAL_H
+
+#include "log/buf.h"
+#include "proxy/proxy.h"
+
+struct rh_tls_ctx;
+
+typedef struct {
+  const char *host, *host_header, *base_path, *mount;
+  int port;
+  struct rh_tls_ctx *tls;   /* NULL for http/ws */
+  double connect_timeout;
+} rh_proxy_upstream;
+
+void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u);
+int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
+                        const char *ws_key, rh_buf *out, int *chunked, char **body);
+
+/* WebSocket pass-through (ws_pass.c). */
+int rh_proxy_is_websocket(const rh_http_req *r);
+void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks);
+
+#endif

@@ -1,0 +1,473 @@
+/* ws_pass: WebSocket pass-through for proxy mounts. The upstream is dialled first (its
+ * handshake carries the client's subprotocols and the mount's header policy); then the client
+ * gets its 101 with the subprotocol the upstream picked, and messages flow both ways through a
+ * wslay engine on each side, so both hops are checked and close codes carry across. If the
+ * upstream cannot be had, the client still gets its 101 and then close 1011 with the reason
+ * (the original's "Upstream WS error" / "Upstream WS timeout"). */
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+#include "proxy/internal.h"
+#include "proxy/pool.h"
+#include "tls/tls.h"
+#include "ws/ws.h"
+
+#define HIGH_WATER (256 * 1024)
+
+/* One pass-through. Holds a reference on req and conf, the upstream connection and a timer;
+ * freed once all three are let go and no write is in flight. */
+typedef struct {
+  rh_http_req *req;
+  rh_proxy_conf *conf;
+  rh_proxy_upstream up_info;
+  rh_proxy_hooks hooks;
+  int has_hooks;
+  rh_upconn *up;
+  uv_getaddrinfo_t resolve_req;
+  uv_connect_t connect_req;
+  uv_timer_t timer;
+  int resolving, connecting, writes, up_paused, ended, req_released;
+  char key[25];
+  rh_buf head;
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  rh_headers resp_headers;
+  int header_state, status;
+  char *protocol;            /* the subprotocol the upstream picked */
+  rh_ws *client_ws, *up_ws;  /* set once the tunnel is up */
+  size_t up_queued;
+} wscall;
+
+typedef struct {
+  uv_write_t w;
+  wscall *c;
+  size_t len;
+  char data[];
+} up_write;
+
+static char read_buf[65536];
+
+static void maybe_free(wscall *c);
+static void end_tunnel(wscall *c);
+static void read_start(wscall *c);
+
+int rh_proxy_is_websocket(const rh_http_req *r) {
+  const char *why;
+  return rh_headers_has_token(&r->headers, "upgrade", "websocket") &&
+         rh_ws_check_upgrade(&r->headers, r->method, &why) == 0;
+}
+
+static void log_ws(wscall *c, rh_log_level lv, const char *event, const char *error) {
+  RH_LOG(lv, event, RH_STR("mount", c->up_info.mount), RH_STR("upstream", c->up_info.host_header),
+         RH_STR("error", error), RH_STR("request_id", c->req ? c->req->id : NULL));
+}
+
+/* ---- the upstream socket ---- */
+
+static void after_up_write(uv_write_t *w, int status) {
+  up_write *uw = (up_write *)w;
+  wscall *c = uw->c;
+  c->up_queued -= uw->len;
+  c->writes--;
+  free(uw);
+  (void)status;
+  if (c->ended) { maybe_free(c); return; }
+  if (c->up_queued < HIGH_WATER && c->req) rh_http_resume_body(c->req);
+}
+
+static void raw_send(wscall *c, const char *p, size_t n) {
+  if (!c->up || !n) return;
+  up_write *uw = malloc(sizeof *uw + n);
+  if (!uw) abort();
+  memcpy(uw->data, p, n);
+  uw->c = c;
+  uw->len = n;
+  uv_buf_t b = uv_buf_init(uw->data, (unsigned)n);
+  c->writes++;
+  c->up_queued += n;
+  if (uv_write(&uw->w, (uv_stream_t *)&c->up->tcp, &b, 1, after_up_write) < 0) {
+    c->writes--;
+    c->up_queued -= n;
+    free(uw);
+  }
+}
+
+static void up_send(wscall *c, const char *p, size_t n) {
+  if (!c->up || !c->up->tls) { raw_send(c, p, n); return; }
+  rh_buf out = RH_BUF_INIT;
+  rh_tls_write(c->up->tls, p, n, &out);
+  raw_send(c, out.data, out.len);
+  rh_buf_free(&out);
+}
+
+/* What the engines want written goes out; a full queue holds back the other side. */
+static void flush(wscall *c) {
+  rh_buf out = RH_BUF_INIT;
+  if (c->up_ws) {
+    rh_ws_output(c->up_ws, &out);
+    up_send(c, out.data, out.len);
+    out.len = 0;
+    if (c->up_queued >= HIGH_WATER && c->req) rh_http_pause_body(c->req);
+  }
+  if (c->client_ws && c->req) {
+    rh_ws_output(c->client_ws, &out);
+    if (out.len && rh_http_write(c->req, out.data, out.len) == 1 && c->up && !c->up_paused) {
+      c->up_paused = 1;
+      uv_read_stop((uv_stream_t *)&c->up->tcp);
+    }
+  }
+  rh_buf_free(&out);
+  if (c->client_ws && c->up_ws && rh_ws_want_close(c->client_ws) && rh_ws_want_close(c->up_ws))
+    end_tunnel(c);
+}
+
+/* ---- relaying ---- */
+
+static void client_message(void *ud, int opcode, const char *p, size_t n) {
+  wscall *c = ud;
+  rh_ws_send(c->up_ws, opcode, p, n);
+}
+
+static void client_close(void *ud, int code, const char *reason, size_t n) {
+  wscall *c = ud;
+  char r[124];
+  snprintf(r, sizeof r, "%.*s", (int)(n < 123 ? n : 123), reason);
+  rh_ws_close(c->up_ws, code == 1005 ? 1000 : code, r);
+}
+
+static void up_message(void *ud, int opcode, const char *p, size_t n) {
+  wscall *c = ud;
+  rh_ws_send(c->client_ws, opcode, p, n);
+}
+
+/* The upstream's close code reaches the client; none at all reads as 1000 "Upstream closed". */
+static void up_close(void *ud, int code, const char *reason, size_t n) {
+  wscall *c = ud;
+  char r[124];
+  snprintf(r, sizeof r, "%.*s", (int)(n < 123 ? n : 123), reason);
+  if (code == 1005) rh_ws_close(c->client_ws, 1000, "Upstream closed");
+  else rh_ws_close(c->client_ws, code, r);
+}
+
+static void on_client_bytes(rh_http_req *r, const char *p, size_t n, void *ud) {
+  (void)r;
+  wscall *c = ud;
+  if (!c->client_ws) return;
+  if (rh_ws_feed(c->client_ws, p, n) < 0) {
+    log_ws(c, RH_LOG_INFO, "websocket_client_error", rh_ws_error(c->client_ws));
+    rh_ws_close(c->up_ws, 1001, "client protocol error");
+  }
+  flush(c);
+}
+
+static void on_client_drain(rh_http_req *r, void *ud) {
+  (void)r;
+  wscall *c = ud;
+  if (c->up_paused && c->up) {
+    c->up_paused = 0;
+    read_start(c);
+  }
+}
+
+static void release_req(wscall *c) {
+  if (c->req_released) return;
+  c->req_released = 1;
+  c->req->events = NULL;
+  c->req->ud = NULL;
+  rh_http_req_release(c->req);
+  c->req = NULL;
+}
+
+static void on_client_gone(rh_http_req *r, void *ud) {
+  (void)r;
+  wscall *c = ud;
+  if (c->up_ws && !rh_ws_want_close(c->up_ws)) {
+    rh_ws_close(c->up_ws, 1001, "client went away");
+    flush(c);
+  }
+  release_req(c);
+  end_tunnel(c);
+}
+
+static const rh_http_req_events client_events = { on_client_bytes, NULL, on_client_drain, on_client_gone };
+
+/* ---- the handshake with the client ---- */
+
+/* 101 to the client; with ok = 0 the tunnel exists only to say close 1011 why. */
+static void accept_client(wscall *c, int ok, const char *why) {
+  const rh_header *key = rh_headers_find(&c->req->headers, "sec-websocket-key", NULL);
+  char accept[29];
+  rh_ws_accept_key(key->value, key->value_len, accept);
+  rh_headers h = RH_HEADERS_INIT;
+  rh_headers_add(&h, "Upgrade", 7, "websocket", 9);
+  rh_headers_add(&h, "Connection", 10, "Upgrade", 7);
+  rh_headers_add(&h, "Sec-WebSocket-Accept", 20, accept, strlen(accept));
+  if (ok && c->protocol) rh_headers_add(&h, "Sec-WebSocket-Protocol", 22, c->protocol, strlen(c->protocol));
+  rh_ws_handlers ch = { client_message, client_close, c };
+  c->client_ws = rh_ws_new(1, 0, &ch);
+  int rc = rh_http_tunnel(c->req, 101, &h, &client_events, c);
+  rh_headers_free(&h);
+  if (rc < 0) return;
+  if (!ok) {
+    rh_ws_close(c->client_ws, 1011, why);
+    rh_buf out = RH_BUF_INIT;
+    rh_ws_output(c->client_ws, &out);
+    rh_http_write(c->req, out.data, out.len);
+    rh_buf_free(&out);
+    end_tunnel(c);
+  }
+}
+
+static void fail(wscall *c, const char *client_reason, const char *why) {
+  log_ws(c, RH_LOG_WARN, "websocket_error", why);
+  uv_timer_stop(&c->timer);
+  if (c->up) { rh_upconn_close(c->up); c->up = NULL; }
+  if (c->req && !c->client_ws) accept_client(c, 0, client_reason);
+  else end_tunnel(c);
+}
+
+/* ---- the handshake with the upstream ---- */
+
+static wscall *of(llhttp_t *p) { return p->data; }
+
+static int cb_field(llhttp_t *p, const char *at, size_t n) {
+  wscall *c = of(p);
+  if (c->header_state == 1) rh_headers_append_name(&c->resp_headers, at, n);
+  else rh_headers_add(&c->resp_headers, at, n, "", 0);
+  c->header_state = 1;
+  return 0;
+}
+
+static int cb_value(llhttp_t *p, const char *at, size_t n) {
+  wscall *c = of(p);
+  rh_headers_append_value(&c->resp_headers, at, n);
+  c->header_state = 2;
+  return 0;
+}
+
+static int cb_field_done(llhttp_t *p) {
+  of(p)->header_state = 2;
+  return 0;
+}
+
+static int cb_headers_done(llhttp_t *p) {
+  wscall *c = of(p);
+  c->status = p->status_code;
+  return c->status == 101 ? 0 : HPE_USER;
+}
+
+/* The upstream said 101: check its accept key, then open the client's side. */
+static void upstream_accepted(wscall *c, const char *rest, size_t n) {
+  const rh_header *acc = rh_headers_find(&c->resp_headers, "sec-websocket-accept", NULL);
+  if (!acc || !rh_ws_accept_ok(c->key, acc->value, acc->value_len)) {
+    fail(c, "Upstream WS error", "the upstream's Sec-WebSocket-Accept does not match");
+    return;
+  }
+  const rh_header *proto = rh_headers_find(&c->resp_headers, "sec-websocket-protocol", NULL);
+  if (proto) c->protocol = strndup(proto->value, proto->value_len);
+  uv_timer_stop(&c->timer);
+  rh_ws_handlers uh = { up_message, up_close, c };
+  c->up_ws = rh_ws_new(0, 0, &uh);
+  accept_client(c, 1, NULL);
+  if (n && c->up_ws) rh_ws_feed(c->up_ws, rest, n);
+  flush(c);
+}
+
+static void upstream_bytes(wscall *c, const char *p, size_t n) {
+  if (c->up_ws) { /* the tunnel is up */
+    if (rh_ws_feed(c->up_ws, p, n) < 0) {
+      log_ws(c, RH_LOG_WARN, "websocket_error", rh_ws_error(c->up_ws));
+      rh_ws_close(c->client_ws, 1011, "Upstream WS error");
+    }
+    flush(c);
+    return;
+  }
+  llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
+  if (err == HPE_PAUSED_UPGRADE) {
+    const char *at = llhttp_get_error_pos(&c->parser);
+    upstream_accepted(c, at, (size_t)(p + n - at));
+  } else if (err == HPE_USER) {
+    char why[64];
+    snprintf(why, sizeof why, "the upstream answered %d instead of 101", c->status);
+    fail(c, "Upstream WS error", why);
+  } else if (err != HPE_OK) {
+    fail(c, "Upstream WS error", llhttp_get_error_reason(&c->parser));
+  }
+}
+
+static void up_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(read_buf, sizeof read_buf);
+}
+
+static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  wscall *c = s->data;
+  if (n == 0) return;
+  if (n < 0) {
+    if (c->client_ws && !rh_ws_want_close(c->client_ws)) {
+      rh_ws_close(c->client_ws, 1000, "Upstream closed");
+      rh_upconn_close(c->up);
+      c->up = NULL;
+      flush(c);
+      end_tunnel(c);
+    } else if (!c->client_ws) {
+      fail(c, "Upstream WS error", "the upstream closed during the handshake");
+    } else {
+      end_tunnel(c);
+    }
+    return;
+  }
+  if (!c->up->tls) { upstream_bytes(c, buf->base, (size_t)n); return; }
+  rh_buf plain = RH_BUF_INIT, out = RH_BUF_INIT;
+  int rc = rh_tls_read(c->up->tls, buf->base, (size_t)n, &plain);
+  rh_tls_pending(c->up->tls, &out);
+  raw_send(c, out.data, out.len);
+  rh_buf_free(&out);
+  if (rc < 0) {
+    char why[300];
+    snprintf(why, sizeof why, "TLS: %s", rh_tls_error(c->up->tls));
+    rh_buf_free(&plain);
+    fail(c, "Upstream WS error", why);
+    return;
+  }
+  if (plain.len) upstream_bytes(c, plain.data, plain.len);
+  rh_buf_free(&plain);
+}
+
+static void read_start(wscall *c) {
+  c->up->tcp.data = c;
+  uv_read_start((uv_stream_t *)&c->up->tcp, up_alloc, up_read);
+}
+
+static void on_connect(uv_connect_t *cr, int status) {
+  wscall *c = cr->data;
+  c->connecting = 0;
+  if (c->ended) { maybe_free(c); return; }
+  if (status < 0) {
+    char why[200];
+    snprintf(why, sizeof why, "connect %s:%d: %s", c->up_info.host, c->up_info.port, uv_strerror(status));
+    fail(c, "Upstream WS error", why);
+    return;
+  }
+  llhttp_settings_init(&c->settings);
+  c->settings.on_header_field = cb_field;
+  c->settings.on_header_value = cb_value;
+  c->settings.on_header_field_complete = cb_field_done;
+  c->settings.on_headers_complete = cb_headers_done;
+  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+  c->parser.data = c;
+  read_start(c);
+  if (c->up_info.tls) {
+    c->up->tls = rh_tls_new(c->up_info.tls, c->up_info.host);
+    rh_buf out = RH_BUF_INIT;
+    rh_tls_pending(c->up->tls, &out);
+    raw_send(c, out.data, out.len);
+    rh_buf_free(&out);
+  }
+  up_send(c, c->head.data, c->head.len);
+}
+
+static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) {
+  wscall *c = rq->data;
+  c->resolving = 0;
+  if (c->ended || status < 0) {
+    uv_freeaddrinfo(res);
+    if (c->ended) { maybe_free(c); return; }
+    char why[200];
+    snprintf(why, sizeof why, "resolve %s: %s", c->up_info.host, uv_strerror(status));
+    fail(c, "Upstream WS error", why);
+    return;
+  }
+  c->up = rh_upconn_new(uv_default_loop(), "websocket");
+  c->up->tcp.data = c;
+  uv_tcp_nodelay(&c->up->tcp, 1);
+  c->connect_req.data = c;
+  c->connecting = 1;
+  int rc = uv_tcp_connect(&c->connect_req, &c->up->tcp, res->ai_addr, on_connect);
+  uv_freeaddrinfo(res);
+  if (rc < 0) {
+    c->connecting = 0;
+    on_connect(&c->connect_req, rc);
+  }
+}
+
+static void on_timeout(uv_timer_t *t) {
+  wscall *c = t->data;
+  fail(c, "Upstream WS timeout", "handshake timeout");
+}
+
+/* ---- lifetime ---- */
+
+static void free_call(uv_handle_t *h) {
+  wscall *c = h->data;
+  rh_buf_free(&c->head);
+  rh_headers_free(&c->resp_headers);
+  if (c->client_ws) rh_ws_free(c->client_ws);
+  if (c->up_ws) rh_ws_free(c->up_ws);
+  free(c->protocol);
+  rh_proxy_conf_unref(c->conf);
+  free(c);
+}
+
+static void maybe_free(wscall *c) {
+  if (c->resolving || c->connecting || c->writes) return;
+  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, free_call);
+}
+
+/* Both sides are done (or one is gone): close gracefully and let go. */
+static void end_tunnel(wscall *c) {
+  if (c->ended) return;
+  c->ended = 1;
+  uv_timer_stop(&c->timer);
+  if (c->has_hooks && c->hooks.release) c->hooks.release(c->hooks.ud);
+  c->has_hooks = 0;
+  if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req);
+  if (c->up) { rh_upconn_close(c->up); c->up = NULL; }
+  if (c->req) {
+    rh_http_finish(c->req); /* flushes what is queued, then closes */
+    release_req(c);
+  }
+  maybe_free(c);
+}
+
+void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks) {
+  wscall *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->req = req;
+  c->conf = conf;
+  rh_proxy_conf_ref(conf);
+  rh_proxy_conf_upstream(conf, &c->up_info);
+  if (hooks) { c->hooks = *hooks; c->has_hooks = 1; }
+  rh_headers_init(&c->resp_headers);
+  uv_timer_init(uv_default_loop(), &c->timer);
+  c->timer.data = c;
+  req->events = &client_events; /* the upgrade request has no body to buffer */
+  req->ud = c;
+  rh_ws_client_key(c->key);
+  char *body = NULL;
+  int chunked;
+  int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->key, &c->head,
+                                   &chunked, &body);
+  if (answer) {
+    rh_headers h = RH_HEADERS_INIT;
+    rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
+    rh_http_respond(req, answer, &h, body ? body : "", body ? strlen(body) : 0);
+    rh_headers_free(&h);
+    free(body);
+    end_tunnel(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timeout, (uint64_t)(c->up_info.connect_timeout * 1000), 0);
+  char port[8];
+  snprintf(port, sizeof port, "%d", c->up_info.port);
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+  c->resolve_req.data = c;
+  c->resolving = 1;
+  if (uv_getaddrinfo(uv_default_loop(), &c->resolve_req, on_resolved, c->up_info.host, port, &hints) < 0) {
+    c->resolving = 0;
+    fail(c, "Upstream WS error", "cannot resolve the upstream");
+  }
+}
