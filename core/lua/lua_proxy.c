@@ -116,8 +116,7 @@ static int l_proxy_new(lua_State *L) {
   o.max_body = (size_t)opt_num(L, 1, "max_body", 0);
   o.ca_file = opt_str(L, 1, "ca_file");
   o.tls_insecure = opt_bool(L, 1, "tls_insecure", 0);
-  if (opt_bool(L, 1, "follow_redirects", 0))
-    return luaL_error(L, "relay.proxy: follow_redirects = true is not supported yet (3xx pass through)");
+  o.follow_redirects = opt_bool(L, 1, "follow_redirects", 0);
   read_timeouts(L, 1, &o);
   read_retry_on(L, 1, &o);
   int statuses[16];

@@ -17,7 +17,7 @@
 struct rh_proxy_conf {
   int refs;
   char *mount, *host, *base_path, *prefix, *host_header, *pool_key;
-  int port, preserve_host, max_retries, retry_on_connect, retry_on_timeout;
+  int port, preserve_host, follow_redirects, max_retries, retry_on_connect, retry_on_timeout;
   rh_tls_ctx *tls;          /* https upstream: the client context (NULL for http) */
   double backoff, connect_timeout, read_timeout, write_timeout, idle_timeout;
   int retry_statuses[16];
@@ -55,6 +55,8 @@ typedef struct {
   rh_headers resp_headers;
   int header_state, resp_head_done, resp_done, resp_started, up_reading_paused;
   int reused;               /* the connection came from the pool (it may have gone stale) */
+  int redirects;            /* followed so far */
+  char *redirect_to;        /* set while following one: the new request target */
   int status;
   uint64_t resp_length;     /* UINT64_MAX: none */
   int done;                 /* the client has its answer (or is gone); waiting to free */
@@ -166,6 +168,7 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   c->mount = strndup(m, mlen);
   c->prefix = strdup(o->upstream_prefix && *o->upstream_prefix ? o->upstream_prefix : "/");
   c->preserve_host = o->preserve_host;
+  c->follow_redirects = o->follow_redirects;
   c->max_retries = o->max_retries;
   c->backoff = o->retry_backoff_factor;
   c->retry_on_connect = o->retry_on_connect;
@@ -636,6 +639,44 @@ static void rewrite_cookies(call *c, rh_headers *h) {
   *h = out;
 }
 
+/* follow_redirects: a 3xx whose Location stays on this upstream, for a request without a body
+ * (so it can be sent again), at most 5 times. Returns the new target or NULL (pass it on). */
+static char *redirect_target(call *c) {
+  int s = c->status;
+  int has_body = c->chunked_up || (c->req->content_length != UINT64_MAX && c->req->content_length > 0);
+  if (!(s == 301 || s == 302 || s == 303 || s == 307 || s == 308) || c->redirects >= 5 || has_body)
+    return NULL;
+  const rh_header *loc = rh_headers_find(&c->resp_headers, "location", NULL);
+  if (!loc || !loc->value_len) return NULL;
+  const char *v = loc->value;
+  char origin[400];
+  snprintf(origin, sizeof origin, "%s://%s", c->conf->tls ? "https" : "http", c->conf->host_header);
+  size_t olen = strlen(origin);
+  if (strncasecmp(v, origin, olen) == 0 && (v[olen] == '/' || v[olen] == 0)) v += olen;
+  if (v[0] != '/' || v[1] == '/') return NULL; /* elsewhere: the client follows it if it wants */
+  return strdup(v);
+}
+
+/* Sends the request again to the Location, on the same upstream; 303 (and 301/302 after POST)
+ * become GET, as browsers do. */
+static void follow_redirect(call *c) {
+  char *target = c->redirect_to;
+  c->redirect_to = NULL;
+  c->redirects++;
+  const char *line_end = strstr(c->head.data, "\r\n");
+  const char *method = c->req->method;
+  if (c->status == 303 || ((c->status == 301 || c->status == 302) && strcmp(method, "POST") == 0)) method = "GET";
+  rh_buf head = RH_BUF_INIT;
+  rh_buf_printf(&head, "%s %s HTTP/1.1", method, target);
+  rh_buf_append(&head, line_end, c->head.len - (size_t)(line_end - c->head.data));
+  rh_buf_free(&c->head);
+  c->head = head;
+  log_event(c, RH_LOG_INFO, "upstream_redirect_followed", target, c->status);
+  free(target);
+  drop_upstream(c);
+  attempt(c, 0);
+}
+
 static void response_headers(call *c, rh_headers *out) {
   rh_proxy_conf *cf = c->conf;
   const rh_headers *in = &c->resp_headers;
@@ -664,6 +705,7 @@ static int cb_headers_complete(llhttp_t *p) {
   }
   c->resp_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : UINT64_MAX;
   c->resp_head_done = 1;
+  if (c->conf->follow_redirects && (c->redirect_to = redirect_target(c))) return HPE_PAUSED;
   if (status_retryable(c, c->status) && c->conf->max_retries > 0 && retry_allowed(c)) return HPE_PAUSED;
   rh_headers h = RH_HEADERS_INIT;
   response_headers(c, &h);
@@ -783,6 +825,7 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
   rh_buf_free(&plain);
+  if (err == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
   if (err == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
     char why[32];
     snprintf(why, sizeof why, "status %d", c->status);
@@ -891,6 +934,7 @@ static void free_call(uv_handle_t *h) {
   rh_buf_free(&c->replay);
   rh_buf_free(&c->pending);
   rh_headers_free(&c->resp_headers);
+  free(c->redirect_to);
   rh_proxy_conf_unref(c->conf);
   free(c);
 }

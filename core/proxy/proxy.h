@@ -18,6 +18,7 @@ typedef struct {
   const char *target_base_url;     /* http://host[:port][/base] */
   const char *upstream_prefix;     /* joined after the base path; default "/" */
   int preserve_host;
+  int follow_redirects;            /* follow 3xx to the same upstream (GET/HEAD-like requests) */
   int max_retries;
   double retry_backoff_factor;     /* sleep before retry n: factor * 2^(n-1) */
   const int *retry_statuses;       /* NULL: 502, 503, 504 */
