@@ -382,7 +382,7 @@ static void log_event(call *c, rh_log_level lv, const char *event, const char *e
   snprintf(url, sizeof url, "http://%s%s", c->conf->host_header, c->conf->base_path);
   RH_LOG(lv, event, RH_STR("mount", c->conf->mount[0] ? c->conf->mount : "/"), RH_STR("upstream", url),
          RH_INT("attempt", c->attempt), RH_STR("error", error), RH_INT("status", status),
-         RH_STR("request_id", c->req->id));
+         RH_STR("request_id", c->req ? c->req->id : NULL));
 }
 
 static void answer_text(call *c, int status, const char *prefix, const char *reason) {
@@ -716,13 +716,14 @@ static int cb_headers_complete(llhttp_t *p) {
   c->resp_started = 1;
   rh_http_start(c->req, head.status, &h);
   rh_headers_free(&h);
+  if (c->done) return HPE_USER;
   return c->req->is_head ? 1 : 0;
 }
 
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   call *c = call_of(p);
   if (rh_http_write(c->req, at, len) == 1) c->up_reading_paused = 1;
-  return 0;
+  return c->done ? HPE_USER : 0; /* a failed write may have ended the exchange */
 }
 
 static int cb_message_complete(llhttp_t *p) {
@@ -749,6 +750,7 @@ static void init_parser(call *c) {
 /* The response is complete: finish the client's, and park the connection when both sides
  * ended cleanly. */
 static void response_complete(call *c) {
+  if (c->done) return;
   int reusable = llhttp_should_keep_alive(&c->parser) && c->client_body_done && c->up_queued == 0 &&
                  c->pending.len == 0;
   set_timer(c, T_NONE, 0, NULL);
@@ -825,6 +827,7 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
   rh_buf_free(&plain);
+  if (c->done) return; /* the client went away while we wrote to it */
   if (err == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
   if (err == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
     char why[32];
@@ -950,6 +953,7 @@ static void finish(call *c) {
     c->req->events = NULL;
     c->req->ud = NULL;
     rh_http_req_release(c->req);
+    c->req = NULL; /* it may be freed now: nothing below may touch it */
   }
   if (c->resolving || c->connecting || c->pending_ops) return;
   if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, free_call);
