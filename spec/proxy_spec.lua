@@ -224,6 +224,17 @@ describe("prefix proxy", function()
       assert.equal(200, proxy:get("/plain/x").status)
     end)
 
+    it("a client that goes away while its response streams does not disturb the others", function()
+      for _ = 1, 5 do
+        local c = proxy:client()
+        c:send("GET /plain/bytes?n=50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sock:receive(100000)
+        c:close()
+      end
+      helpers.sleep(0.1)
+      assert.equal(200, proxy:get("/plain/x").status)
+    end)
+
     it("a client that disconnects mid-upload does not disturb the others", function()
       local c = proxy:client()
       c:send("POST /plain/up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" .. ("z"):rep(1000))
