@@ -51,6 +51,7 @@ struct rh_http_conn {
   size_t write_queued;
   rh_tls *tls;               /* on a TLS listener: between the socket and the parser */
   int tunnel;                /* upgraded: raw bytes to req->events, no more HTTP */
+  int peer_eof;              /* the client half-closed after its request: answer, then close */
 };
 
 typedef struct {
@@ -81,6 +82,7 @@ static char alloc_buf[65536];
 
 static void process(rh_http_conn *c);
 static void close_conn(rh_http_conn *c);
+static void update_reading(rh_http_conn *c);
 
 void rh_http_limits_default(rh_http_limits *lim) {
   lim->max_head = 16 * 1024;
@@ -181,6 +183,7 @@ void rh_http_req_release(rh_http_req *r) {
   if (--r->refs > 0) return;
   rh_headers_free(&r->headers);
   rh_buf_free(&r->body);
+  rh_buf_free(&r->held);
   free(r->target);
   free(r);
 }
@@ -668,6 +671,13 @@ static int tls_input(rh_http_conn *c, const char *p, size_t n) {
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   rh_http_conn *c = st->data;
   if (n == 0) return;
+  if (n == UV_EOF && c->req && c->msg_done && !c->tunnel) {
+    /* a complete request and then a half-close: the answer can still go out */
+    c->peer_eof = 1;
+    c->req->keep_alive = 0;
+    update_reading(c);
+    return;
+  }
   if (n < 0) {
     /* EOF between requests is a normal goodbye; mid-request it aborts the handler */
     close_conn(c);
@@ -683,9 +693,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   process(c);
 }
 
+/* Reading stays on while a request is handled (switching it costs a syscall each way); it
+ * stops only for backpressure, a half-close, or too much pipelined input. */
 static void update_reading(rh_http_conn *c) {
-  int want = !c->closing && !c->close_after_write && !(c->req && c->req->body_paused) &&
-             (c->tunnel || (!c->msg_done && c->in.len < c->srv->lim.max_head + 65536));
+  int want = !c->closing && !c->close_after_write && !c->peer_eof && !(c->req && c->req->body_paused) &&
+             (c->tunnel || c->in.len < c->srv->lim.max_head + 65536);
   if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   else if (!want && c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = want;
@@ -879,18 +891,35 @@ int rh_http_respond(rh_http_req *r, int status, const rh_headers *h, const char 
   return rc;
 }
 
-int rh_http_start(rh_http_req *r, int status, const rh_headers *h) {
+static int start(rh_http_req *r, int status, const rh_headers *h, int hold) {
   if (r->head_sent || !r->conn) return -1;
   int64_t length = -1;
   const rh_header *cl = h ? rh_headers_find(h, "content-length", NULL) : NULL;
   if (cl) length = strtoll(cl->value, NULL, 10);
-  rh_buf b = RH_BUF_INIT;
-  build_head(&b, r, status, h, length);
+  build_head(&r->held, r, status, h, length);
   r->status = status;
   r->head_sent = 1;
   r->chunked = length < 0 && body_allowed(status);
-  int rc = conn_write(r->conn, b.data, b.len);
-  rh_buf_free(&b);
+  if (hold) return 0;
+  rh_http_flush(r);
+  return r->conn ? 0 : -1;
+}
+
+int rh_http_start(rh_http_req *r, int status, const rh_headers *h) { return start(r, status, h, 0); }
+int rh_http_start_held(rh_http_req *r, int status, const rh_headers *h) { return start(r, status, h, 1); }
+
+void rh_http_flush(rh_http_req *r) {
+  if (!r->held.len) return;
+  if (r->conn) conn_write(r->conn, r->held.data, r->held.len);
+  rh_buf_free(&r->held);
+}
+
+/* Body bytes after whatever head is held back, in one write. */
+static int write_out(rh_http_req *r, const char *p, size_t n) {
+  if (!r->held.len) return conn_write(r->conn, p, n);
+  rh_buf_append(&r->held, p, n);
+  int rc = conn_write(r->conn, r->held.data, r->held.len);
+  rh_buf_free(&r->held);
   return rc;
 }
 
@@ -910,10 +939,10 @@ int rh_http_write(rh_http_req *r, const char *p, size_t n) {
     rh_buf_append(&b, size, (size_t)k);
     rh_buf_append(&b, p, n);
     rh_buf_append(&b, "\r\n", 2);
-    rc = conn_write(r->conn, b.data, b.len);
+    rc = write_out(r, b.data, b.len);
     rh_buf_free(&b);
   } else {
-    rc = conn_write(r->conn, p, n);
+    rc = write_out(r, p, n);
   }
   if (rc < 0 || !r->conn) return -1;
   return r->conn->write_queued > r->server->lim.write_high_water;
@@ -922,7 +951,8 @@ int rh_http_write(rh_http_req *r, const char *p, size_t n) {
 int rh_http_finish(rh_http_req *r) {
   if (!r->head_sent || r->finished) return -1;
   int rc = 0;
-  if (r->conn && r->chunked && !r->is_head) rc = conn_write(r->conn, "0\r\n\r\n", 5);
+  if (r->conn && r->chunked && !r->is_head) rc = write_out(r, "0\r\n\r\n", 5);
+  else rh_http_flush(r);
   response_done(r);
   return r->conn || rc == 0 ? rc : -1;
 }

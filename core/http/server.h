@@ -79,6 +79,7 @@ struct rh_http_req {
   uint64_t bytes_out;
   double started;            /* loop time when the head was parsed */
   uint64_t body_received;    /* bytes of body seen, streamed or buffered */
+  rh_buf held;               /* a response head held back by rh_http_start_held */
   int body_paused;           /* a streaming consumer asked to stop reading */
   const rh_http_req_events *events; /* NULL: the server's handlers */
   void *ud;                  /* the upper layer's */
@@ -101,6 +102,10 @@ int rh_http_respond(rh_http_req *req, int status, const rh_headers *headers, con
                     size_t len);
 /* Streaming: chunked unless headers carry Content-Length. */
 int rh_http_start(rh_http_req *req, int status, const rh_headers *headers);
+/* The same, but the head is held back and goes out with the first body bytes (one write
+ * instead of two); the caller calls rh_http_flush before it stops producing for a while. */
+int rh_http_start_held(rh_http_req *req, int status, const rh_headers *headers);
+void rh_http_flush(rh_http_req *req);
 /* -1 closed, 0 ok, 1 over high water (wait for on_drain before writing more). */
 int rh_http_write(rh_http_req *req, const char *p, size_t n);
 int rh_http_finish(rh_http_req *req);

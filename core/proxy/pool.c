@@ -14,7 +14,7 @@ typedef struct pool {
 
 static pool *pools;
 static size_t total_idle;
-static char drain_buf[4096];
+static char read_buf[65536]; /* one loop, one read at a time: shared */
 
 static pool *find_pool(const char *key, int create) {
   for (pool *p = pools; p; p = p->next)
@@ -37,7 +37,6 @@ static void unlink_idle(rh_upconn *u) {
   total_idle--;
   u->in_pool = 0;
   uv_timer_stop(&u->idle_timer);
-  uv_read_stop((uv_stream_t *)&u->tcp);
 }
 
 rh_upconn *rh_upconn_new(uv_loop_t *loop, const char *key) {
@@ -46,7 +45,7 @@ rh_upconn *rh_upconn_new(uv_loop_t *loop, const char *key) {
   snprintf(u->key, sizeof u->key, "%s", key);
   uv_tcp_init(loop, &u->tcp);
   uv_timer_init(loop, &u->idle_timer);
-  u->idle_timer.data = u;
+  u->tcp.data = u->idle_timer.data = u;
   return u;
 }
 
@@ -62,7 +61,7 @@ void rh_upconn_close(rh_upconn *u) {
   if (u->closing) return;
   unlink_idle(u);
   u->closing = 1;
-  u->tcp.data = u->idle_timer.data = u;
+  u->on_read = NULL;
   uv_close((uv_handle_t *)&u->tcp, after_close);
   uv_close((uv_handle_t *)&u->idle_timer, after_close);
 }
@@ -75,16 +74,28 @@ rh_upconn *rh_pool_take(const char *key) {
   return u;
 }
 
-static void idle_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+static void conn_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   (void)h;
   (void)size;
-  *buf = uv_buf_init(drain_buf, sizeof drain_buf);
+  *buf = uv_buf_init(read_buf, sizeof read_buf);
 }
 
-/* Anything from an idle upstream (bytes or EOF) means it is no longer reusable. */
-static void idle_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
-  if (n != 0) rh_upconn_close(s->data);
+/* To the owner; anything from an idle upstream (bytes or EOF) means it is no longer reusable. */
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  rh_upconn *u = s->data;
+  if (u->on_read) u->on_read(u->owner, n, buf);
+  else if (n != 0) rh_upconn_close(u);
+}
+
+void rh_upconn_read(rh_upconn *u, void *owner, rh_upconn_read_cb cb) {
+  u->owner = owner;
+  u->on_read = cb;
+  if (!u->reading && !u->closing) u->reading = uv_read_start((uv_stream_t *)&u->tcp, conn_alloc, conn_read) == 0;
+}
+
+void rh_upconn_pause(rh_upconn *u) {
+  if (u->reading) uv_read_stop((uv_stream_t *)&u->tcp);
+  u->reading = 0;
 }
 
 static void idle_expired(uv_timer_t *t) { rh_upconn_close(t->data); }
@@ -100,8 +111,7 @@ void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle) {
   p->nidle++;
   total_idle++;
   u->in_pool = 1;
-  u->tcp.data = u;
-  uv_read_start((uv_stream_t *)&u->tcp, idle_alloc, idle_read);
+  rh_upconn_read(u, NULL, NULL);
   uv_timer_start(&u->idle_timer, idle_expired, (uint64_t)(idle_timeout * 1000), 0);
 }
 

@@ -74,7 +74,6 @@ typedef struct {
 #define UP_HIGH_WATER (256 * 1024)
 
 static rh_metric *m_upstream_errors, *m_retries;
-static char read_buf[65536];
 
 static void finish(call *c);
 static void attempt(call *c, int fresh);
@@ -182,7 +181,7 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   c->read_timeout = o->read_timeout > 0 ? o->read_timeout : 10;
   c->write_timeout = o->write_timeout > 0 ? o->write_timeout : 10;
   c->max_body = o->max_body;
-  c->max_idle = o->max_idle ? o->max_idle : 64;
+  c->max_idle = o->max_idle ? o->max_idle : 1024; /* enough that a busy mount does not churn connections */
   c->idle_timeout = o->idle_timeout > 0 ? o->idle_timeout : 60;
   for (size_t i = 0; o->extra_request_headers && i < o->extra_request_headers->n; i++) {
     const rh_header *f = &o->extra_request_headers->items[i];
@@ -714,7 +713,7 @@ static int cb_headers_complete(llhttp_t *p) {
   if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
   release_hooks(c);
   c->resp_started = 1;
-  rh_http_start(c->req, head.status, &h);
+  rh_http_start_held(c->req, head.status, &h); /* goes out with the first body bytes */
   rh_headers_free(&h);
   if (c->done) return HPE_USER;
   return c->req->is_head ? 1 : 0;
@@ -756,7 +755,6 @@ static void response_complete(call *c) {
   set_timer(c, T_NONE, 0, NULL);
   rh_http_finish(c->req);
   if (c->up) {
-    uv_read_stop((uv_stream_t *)&c->up->tcp);
     c->up->served++;
     if (reusable) rh_pool_put(c->up, c->conf->idle_timeout, c->conf->max_idle);
     else rh_upconn_close(c->up);
@@ -786,14 +784,8 @@ static void upstream_closed(call *c, const char *why) {
   fail(c, 502, "upstream_error", why);
 }
 
-static void up_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  (void)h;
-  (void)size;
-  *buf = uv_buf_init(read_buf, sizeof read_buf);
-}
-
-static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  call *c = s->data;
+static void up_read(void *owner, ssize_t n, const uv_buf_t *buf) {
+  call *c = owner;
   if (n == 0) return;
   if (n < 0) {
     upstream_closed(c, n == UV_EOF ? "upstream closed the connection" : uv_strerror((int)n));
@@ -828,6 +820,7 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
   rh_buf_free(&plain);
   if (c->done) return; /* the client went away while we wrote to it */
+  if (c->req && c->resp_started) rh_http_flush(c->req); /* a head whose body is not here yet */
   if (err == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
   if (err == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
     char why[32];
@@ -842,13 +835,10 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     fail(c, 502, "upstream_error", llhttp_get_error_reason(&c->parser));
     return;
   }
-  if (c->up_reading_paused) uv_read_stop(s);
+  if (c->up_reading_paused && c->up) rh_upconn_pause(c->up);
 }
 
-static void read_start(call *c) {
-  c->up->tcp.data = c;
-  uv_read_start((uv_stream_t *)&c->up->tcp, up_alloc, up_read);
-}
+static void read_start(call *c) { rh_upconn_read(c->up, c, up_read); }
 
 /* ---- connecting ---- */
 
@@ -895,7 +885,6 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     return;
   }
   c->up = rh_upconn_new(uv_default_loop(), c->conf->pool_key);
-  c->up->tcp.data = c;
   uv_tcp_nodelay(&c->up->tcp, 1);
   c->connect_req.data = c;
   c->connecting = 1;

@@ -47,7 +47,6 @@ typedef struct {
   char data[];
 } up_write;
 
-static char read_buf[65536];
 
 static void maybe_free(wscall *c);
 static void end_tunnel(wscall *c);
@@ -115,7 +114,7 @@ static void flush(wscall *c) {
     rh_ws_output(c->client_ws, &out);
     if (out.len && rh_http_write(c->req, out.data, out.len) == 1 && c->up && !c->up_paused) {
       c->up_paused = 1;
-      uv_read_stop((uv_stream_t *)&c->up->tcp);
+      rh_upconn_pause(c->up);
     }
   }
   rh_buf_free(&out);
@@ -297,14 +296,8 @@ static void upstream_bytes(wscall *c, const char *p, size_t n) {
   }
 }
 
-static void up_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  (void)h;
-  (void)size;
-  *buf = uv_buf_init(read_buf, sizeof read_buf);
-}
-
-static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  wscall *c = s->data;
+static void up_read(void *owner, ssize_t n, const uv_buf_t *buf) {
+  wscall *c = owner;
   if (n == 0) return;
   if (n < 0) {
     if (c->client_ws && !rh_ws_want_close(c->client_ws)) {
@@ -337,10 +330,7 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   rh_buf_free(&plain);
 }
 
-static void read_start(wscall *c) {
-  c->up->tcp.data = c;
-  uv_read_start((uv_stream_t *)&c->up->tcp, up_alloc, up_read);
-}
+static void read_start(wscall *c) { rh_upconn_read(c->up, c, up_read); }
 
 static void on_connect(uv_connect_t *cr, int status) {
   wscall *c = cr->data;
@@ -382,7 +372,6 @@ static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) 
     return;
   }
   c->up = rh_upconn_new(uv_default_loop(), "websocket");
-  c->up->tcp.data = c;
   uv_tcp_nodelay(&c->up->tcp, 1);
   c->connect_req.data = c;
   c->connecting = 1;
