@@ -48,7 +48,8 @@ return app
   local function url(path) return ("ws://127.0.0.1:%d%s"):format(proxy.port, path) end
 
   it("reaches the upstream path and query, with the subprotocol it picked", function()
-    local r = ws_client(url("/ws/room?x=1"), { protocols = { "chat", "other" }, send = { { close = { 1000, "done" } } }, wait = 1 })
+    local r = ws_client(url("/ws/room?x=1"), { protocols = { "chat", "other" },
+      send = { { wait = true }, { close = { 1000, "done" } } } })
     assert.is_true(r.opened)
     assert.equal("chat", r.protocol)
     local hello = cjson.decode(r.messages[1].text)
