@@ -14,7 +14,14 @@
 #include "tls/tls.h"
 #include "net/net.h"
 
-typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_LINGER } timer_kind;
+typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_LINGER, TIMER_KINDS } timer_kind;
+
+/* Connections waiting on one kind of timeout. Each kind has one duration per server, so
+ * appending at the tail keeps a list in deadline order and one ticking timer serves them all:
+ * no timer handle per connection. */
+typedef struct {
+  rh_http_conn *head, *tail;
+} conn_list;
 
 struct rh_http_server {
   uv_loop_t *loop;
@@ -25,33 +32,43 @@ struct rh_http_server {
   rh_http_conn *conns; /* every open connection, for stop and free */
   size_t nconns;
   int stopping;
+  conn_list timeouts[TIMER_KINDS];
+  uv_timer_t tick;
+  int ticking;
+  int open_handles;    /* listener and tick: the server is freed when both are closed */
 };
 
-/* A connection owns its parser, its unparsed input and (one ref on) the current request. It is
- * freed when both its handles are closed. */
-struct rh_http_conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  rh_http_server *srv;
-  rh_http_conn *prev, *next;
+/* What parsing needs, allocated when bytes arrive and freed when the connection is idle again
+ * with nothing pending, so an idle keep-alive connection costs its socket and little more. */
+typedef struct {
   llhttp_t parser;
-  rh_buf in;                 /* read but not yet parsed */
-  rh_http_req *req;          /* the request being parsed or answered */
-  char peer[64];
+  rh_buf in;                   /* read but not yet parsed */
   /* head scan: our own check of line endings, before llhttp sees the bytes */
   int in_head, prev_cr;
   size_t head_bytes, line_len, lines;
-  int header_state;          /* 0 none, 1 in a field name, 2 in a value */
+  int header_state;            /* 0 none, 1 in a field name, 2 in a value */
   size_t cl_count, host_count, te_count;
-  int head_ready, msg_done;  /* set by parser callbacks, acted on outside llhttp */
-  int reject_status;         /* set by a callback that fails the parse */
+  int reject_status;           /* set by a callback that fails the parse */
   const char *reject_reason;
-  int in_process, reading, closing, close_after_write, lingering, handles;
-  timer_kind timer_kind;
-  size_t write_queued;
-  rh_tls *tls;               /* on a TLS listener: between the socket and the parser */
-  int tunnel;                /* upgraded: raw bytes to req->events, no more HTTP */
-  int peer_eof;              /* the client half-closed after its request: answer, then close */
+} rh_http_parse;
+
+/* A connection owns its parse state and (one ref on) the current request. It is freed when
+ * its handle is closed. */
+struct rh_http_conn {
+  uv_tcp_t tcp;
+  rh_http_server *srv;
+  rh_http_conn *prev, *next;
+  rh_http_conn *tprev, *tnext; /* in srv->timeouts[timer_kind] */
+  uint64_t deadline;           /* loop ms */
+  rh_http_parse *ps;           /* parser and input: only while bytes are in flight */
+  rh_http_req *req;            /* the request being parsed or answered */
+  rh_tls *tls;                 /* on a TLS listener: between the socket and the parser */
+  uint32_t write_queued;       /* bytes handed to libuv, not yet written */
+  rh_addr peer;
+  uint8_t timer_kind;
+  /* set by parser callbacks and acted on outside llhttp; connection state */
+  unsigned head_ready : 1, msg_done : 1, in_process : 1, reading : 1, closing : 1,
+      close_after_write : 1, lingering : 1, tunnel : 1, peer_eof : 1;
 };
 
 typedef struct {
@@ -172,8 +189,8 @@ static rh_http_req *req_new(rh_http_conn *c) {
   r->max_body = c->srv->lim.max_body;
   r->content_length = UINT64_MAX;
   rh_headers_init(&r->headers);
-  memcpy(r->peer, c->peer, sizeof r->peer);
-  memcpy(r->socket_peer, c->peer, sizeof r->socket_peer);
+  rh_addr_format(&c->peer, r->socket_peer, sizeof r->socket_peer);
+  snprintf(r->peer, sizeof r->peer, "%s", r->socket_peer);
   r->tls = c->tls != NULL;
   make_id(r->id);
   return r;
@@ -192,17 +209,22 @@ void rh_http_req_release(rh_http_req *r) {
 
 static void after_close(uv_handle_t *h) {
   rh_http_conn *c = h->data;
-  if (--c->handles > 0) return;
   if (c->tls) rh_tls_free(c->tls);
-  rh_buf_free(&c->in);
+  if (c->ps) {
+    rh_buf_free(&c->ps->in);
+    free(c->ps);
+  }
   free(c);
 }
 
 static void detach_req(rh_http_conn *c);
 
+static void timer_unlink(rh_http_conn *c);
+
 static void close_now(rh_http_conn *c) {
-  if (c->handles < 2 || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
   c->closing = 1;
+  timer_unlink(c);
   detach_req(c);
   rh_http_server *s = c->srv;
   if (c->prev) c->prev->next = c->next;
@@ -211,7 +233,6 @@ static void close_now(rh_http_conn *c) {
   s->nconns--;
   rh_metric_add(m_conns, NULL, -1);
   uv_close((uv_handle_t *)&c->tcp, after_close);
-  uv_close((uv_handle_t *)&c->timer, after_close);
 }
 
 static void on_linger_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
@@ -225,7 +246,7 @@ static void linger_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(alloc_buf, sizeof alloc_buf);
 }
 
-static void set_timer(rh_http_conn *c, timer_kind kind, double seconds);
+static void set_timer(rh_http_conn *c, timer_kind kind);
 
 static void after_shutdown(uv_shutdown_t *sh, int status) {
   rh_http_conn *c = sh->data;
@@ -234,7 +255,7 @@ static void after_shutdown(uv_shutdown_t *sh, int status) {
   /* Lingering close: read and drop what the client still sends, so our answer is not lost to
    * a reset caused by unread input (a 413 while the body is still arriving). */
   c->lingering = 1;
-  set_timer(c, TIMER_LINGER, 2);
+  set_timer(c, TIMER_LINGER);
   uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, on_linger_read);
 }
 
@@ -269,7 +290,7 @@ static void after_write(uv_write_t *w, int status) {
   rh_http_conn *c = wr->conn;
   size_t hw = c->srv->lim.write_high_water;
   int was_high = c->write_queued > hw;
-  c->write_queued -= wr->len;
+  c->write_queued -= (uint32_t)wr->len;
   free(wr);
   if (status < 0) { close_conn(c); return; }
   if (c->close_after_write && c->write_queued == 0) { shutdown_conn(c); return; }
@@ -292,10 +313,10 @@ static int raw_write(rh_http_conn *c, const char *p, size_t n) {
   memcpy(wr->data, p, n);
   wr->conn = c;
   wr->len = n;
-  c->write_queued += n;
+  c->write_queued += (uint32_t)n;
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
   if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, after_write) < 0) {
-    c->write_queued -= n;
+    c->write_queued -= (uint32_t)n;
     free(wr);
     close_conn(c);
     return -1;
@@ -322,13 +343,12 @@ static void close_after_write(rh_http_conn *c) {
 
 /* ---- timers ---- */
 
-static void on_timer(uv_timer_t *t) {
-  rh_http_conn *c = t->data;
-  timer_kind k = c->timer_kind;
-  c->timer_kind = TIMER_NONE;
+static void timeout(rh_http_conn *c, timer_kind k) {
   if (k == TIMER_HEAD || k == TIMER_BODY) {
-    if (k == TIMER_HEAD && c->head_bytes == 0) { close_conn(c); return; }
-    RH_LOG(RH_LOG_WARN, "http_timeout", RH_STR("peer", c->peer),
+    if (k == TIMER_HEAD && (!c->ps || c->ps->head_bytes == 0)) { close_conn(c); return; }
+    char peer[64];
+    rh_addr_format(&c->peer, peer, sizeof peer);
+    RH_LOG(RH_LOG_WARN, "http_timeout", RH_STR("peer", peer),
            RH_STR("phase", k == TIMER_HEAD ? "head" : "body"));
     rh_metric_add(m_rejected, (const char *[]){ "408" }, 1);
     if (c->req && c->req->head_sent) { close_conn(c); return; }
@@ -342,18 +362,70 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-static void set_timer(rh_http_conn *c, timer_kind kind, double seconds) {
+static void timer_unlink(rh_http_conn *c) {
+  if (c->timer_kind == TIMER_NONE) return;
+  conn_list *l = &c->srv->timeouts[c->timer_kind];
+  if (c->tprev) c->tprev->tnext = c->tnext;
+  else l->head = c->tnext;
+  if (c->tnext) c->tnext->tprev = c->tprev;
+  else l->tail = c->tprev;
+  c->tprev = c->tnext = NULL;
+  c->timer_kind = TIMER_NONE;
+}
+
+/* Pops every connection whose deadline has passed; stops ticking when none wait. */
+static void on_tick(uv_timer_t *t) {
+  rh_http_server *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  int waiting = 0;
+  for (int k = TIMER_IDLE; k < TIMER_KINDS; k++) {
+    rh_http_conn *c;
+    while ((c = s->timeouts[k].head) && c->deadline <= now) {
+      timer_unlink(c);
+      timeout(c, (timer_kind)k);
+    }
+    waiting |= s->timeouts[k].head != NULL;
+  }
+  if (!waiting) {
+    uv_timer_stop(&s->tick);
+    s->ticking = 0;
+  }
+}
+
+static double kind_seconds(rh_http_server *s, timer_kind k) {
+  switch (k) {
+  case TIMER_IDLE: return s->lim.keepalive_timeout;
+  case TIMER_HEAD: return s->lim.head_timeout;
+  case TIMER_BODY: return s->lim.body_timeout;
+  default: return 2; /* lingering close */
+  }
+}
+
+static void set_timer(rh_http_conn *c, timer_kind kind) {
+  timer_unlink(c);
+  if (kind == TIMER_NONE) return;
+  rh_http_server *s = c->srv;
+  conn_list *l = &s->timeouts[kind];
   c->timer_kind = kind;
-  if (kind == TIMER_NONE) { uv_timer_stop(&c->timer); return; }
-  uv_timer_start(&c->timer, on_timer, (uint64_t)(seconds * 1000), 0);
+  c->deadline = uv_now(s->loop) + (uint64_t)(kind_seconds(s, kind) * 1000);
+  c->tprev = l->tail;
+  if (l->tail) l->tail->tnext = c;
+  else l->head = c;
+  l->tail = c;
+  if (!s->ticking) { /* a tenth of a second is fine grain for timeouts of seconds */
+    s->ticking = 1;
+    uv_timer_start(&s->tick, on_tick, 100, 100);
+  }
 }
 
 /* ---- rejecting bad input ---- */
 
 static void reject(rh_http_conn *c, int status, const char *reason) {
   rh_http_req *r = c->req;
+  char peer[64];
+  rh_addr_format(&c->peer, peer, sizeof peer);
   RH_LOG(RH_LOG_WARN, "http_rejected", RH_INT("status", status), RH_STR("reason", reason),
-         RH_STR("peer", c->peer), RH_STR("request_id", r ? r->id : NULL));
+         RH_STR("peer", peer), RH_STR("request_id", r ? r->id : NULL));
   char code[8];
   snprintf(code, sizeof code, "%d", status);
   rh_metric_add(m_rejected, (const char *[]){ code }, 1);
@@ -386,39 +458,60 @@ static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
   size_t max = c->srv->lim.max_head;
   for (size_t i = 0; i < n; i++) {
     char ch = p[i];
-    if (++c->head_bytes > max) {
+    if (++c->ps->head_bytes > max) {
       reject(c, 431, "request head too large");
       return -1;
     }
     if (ch == '\n') {
-      if (!c->prev_cr) { reject(c, 400, "bare LF in request head"); return -1; }
-      c->prev_cr = 0;
-      if (c->line_len == 0) {
-        if (c->lines == 0) continue; /* empty lines before a request line are allowed */
-        c->in_head = 0;
+      if (!c->ps->prev_cr) { reject(c, 400, "bare LF in request head"); return -1; }
+      c->ps->prev_cr = 0;
+      if (c->ps->line_len == 0) {
+        if (c->ps->lines == 0) continue; /* empty lines before a request line are allowed */
+        c->ps->in_head = 0;
         return (ssize_t)(i + 1);
       }
-      c->lines++;
-      c->line_len = 0;
+      c->ps->lines++;
+      c->ps->line_len = 0;
       continue;
     }
-    if (c->prev_cr) { reject(c, 400, "bare CR in request head"); return -1; }
-    if (ch == '\r') { c->prev_cr = 1; continue; }
-    if (c->line_len == 0 && c->lines > 0 && (ch == ' ' || ch == '\t')) {
+    if (c->ps->prev_cr) { reject(c, 400, "bare CR in request head"); return -1; }
+    if (ch == '\r') { c->ps->prev_cr = 1; continue; }
+    if (c->ps->line_len == 0 && c->ps->lines > 0 && (ch == ' ' || ch == '\t')) {
       reject(c, 400, "obsolete line folding in request head");
       return -1;
     }
-    c->line_len++;
+    c->ps->line_len++;
   }
   return (ssize_t)n;
 }
 
+static llhttp_settings_t parser_settings;
+
+/* Parse state for a connection that has bytes to parse. */
+static rh_http_parse *ensure_ps(rh_http_conn *c) {
+  if (c->ps) return c->ps;
+  c->ps = calloc(1, sizeof *c->ps);
+  if (!c->ps) abort();
+  llhttp_init(&c->ps->parser, HTTP_REQUEST, &parser_settings);
+  c->ps->parser.data = c;
+  c->ps->in_head = 1;
+  return c->ps;
+}
+
+/* Between requests with nothing pending, the parse state goes (a fresh parser is equivalent). */
+static void release_ps(rh_http_conn *c) {
+  if (!c->ps || c->ps->in.len || c->req || c->tunnel) return;
+  rh_buf_free(&c->ps->in);
+  free(c->ps);
+  c->ps = NULL;
+}
+
 static void reset_head_scan(rh_http_conn *c) {
-  c->in_head = 1;
-  c->prev_cr = 0;
-  c->head_bytes = c->line_len = c->lines = 0;
-  c->header_state = 0;
-  c->cl_count = c->host_count = c->te_count = 0;
+  c->ps->in_head = 1;
+  c->ps->prev_cr = 0;
+  c->ps->head_bytes = c->ps->line_len = c->ps->lines = 0;
+  c->ps->header_state = 0;
+  c->ps->cl_count = c->ps->host_count = c->ps->te_count = 0;
 }
 
 /* ---- llhttp callbacks: collect, and pause where the upper layer must act ---- */
@@ -443,32 +536,32 @@ static int cb_url(llhttp_t *p, const char *at, size_t len) {
 
 static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
   rh_http_conn *c = conn_of(p);
-  if (c->header_state == 1) rh_headers_append_name(&c->req->headers, at, len);
+  if (c->ps->header_state == 1) rh_headers_append_name(&c->req->headers, at, len);
   else rh_headers_add(&c->req->headers, at, len, "", 0);
-  c->header_state = 1;
+  c->ps->header_state = 1;
   return 0;
 }
 
 static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
   rh_http_conn *c = conn_of(p);
   rh_headers_append_value(&c->req->headers, at, len);
-  c->header_state = 2;
+  c->ps->header_state = 2;
   return 0;
 }
 
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
-  c->header_state = 2; /* a value follows, even an empty one */
+  c->ps->header_state = 2; /* a value follows, even an empty one */
   rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
-  c->cl_count += rh_header_name_eq(f, "content-length");
-  c->host_count += rh_header_name_eq(f, "host");
-  c->te_count += rh_header_name_eq(f, "transfer-encoding");
+  c->ps->cl_count += rh_header_name_eq(f, "content-length");
+  c->ps->host_count += rh_header_name_eq(f, "host");
+  c->ps->te_count += rh_header_name_eq(f, "transfer-encoding");
   return 0;
 }
 
 static int fail_parse(rh_http_conn *c, int status, const char *reason) {
-  c->reject_status = status;
-  c->reject_reason = reason;
+  c->ps->reject_status = status;
+  c->ps->reject_reason = reason;
   return HPE_USER;
 }
 
@@ -494,11 +587,11 @@ static void split_target(rh_http_req *r) {
 static int cb_headers_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
-  if (c->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
-  if (c->cl_count && c->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
+  if (c->ps->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
+  if (c->ps->cl_count && c->ps->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
   if (p->http_major != 1) return fail_parse(c, 505, "only HTTP/1.x is served here");
-  if (p->http_minor == 1 && c->host_count != 1)
-    return fail_parse(c, 400, c->host_count ? "repeated Host header" : "missing Host header");
+  if (p->http_minor == 1 && c->ps->host_count != 1)
+    return fail_parse(c, 400, c->ps->host_count ? "repeated Host header" : "missing Host header");
   r->method = llhttp_method_name((llhttp_method_t)p->method);
   r->http_minor = p->http_minor;
   r->keep_alive = llhttp_should_keep_alive(p);
@@ -508,7 +601,7 @@ static int cb_headers_complete(llhttp_t *p) {
   split_target(r);
   if (c->srv->lim.trusted_proxies) {
     const rh_header *xff = rh_headers_find(&r->headers, "x-forwarded-for", NULL);
-    rh_client_address(c->srv->lim.trusted_proxies, c->peer, xff ? xff->value : NULL,
+    rh_client_address(c->srv->lim.trusted_proxies, r->socket_peer, xff ? xff->value : NULL,
                       xff ? xff->value_len : 0, r->peer, sizeof r->peer);
   }
   c->head_ready = 1;
@@ -520,7 +613,7 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
   rh_http_req *r = c->req;
   if (r->body_received + len > r->max_body) return fail_parse(c, 413, "request body over the limit");
   r->body_received += len;
-  if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_BODY, c->srv->lim.body_timeout);
+  if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_BODY);
   if (r->events && r->events->on_body_chunk) {
     r->events->on_body_chunk(r, at, len, r->ud);
     return r->body_paused ? HPE_PAUSED : 0; /* the consumer is full: stop right here */
@@ -535,8 +628,6 @@ static int cb_message_complete(llhttp_t *p) {
   c->msg_done = 1;
   return HPE_PAUSED;
 }
-
-static llhttp_settings_t parser_settings;
 
 static void init_settings(void) {
   llhttp_settings_init(&parser_settings);
@@ -556,39 +647,40 @@ static void dispatch(rh_http_conn *c) {
   rh_http_req *r = c->req;
   r->started = (double)uv_now(c->srv->loop) / 1000.0;
   r->refs++; /* the upper layer's reference, dropped by rh_http_req_release */
-  set_timer(c, c->msg_done ? TIMER_NONE : TIMER_BODY, c->srv->lim.body_timeout);
+  set_timer(c, c->msg_done ? TIMER_NONE : TIMER_BODY);
   c->srv->h.on_request(r, c->srv->h.ud);
 }
 
 static void body_complete(rh_http_conn *c) {
   rh_http_req *r = c->req;
-  if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_NONE, 0);
+  if (c->timer_kind == TIMER_BODY) set_timer(c, TIMER_NONE);
   if (r->body_wanted) emit_body(r);
 }
 
 /* Feeds unparsed input to llhttp until a request is complete (then waits for its response),
  * the input runs out, or the connection is rejected. */
 static void parse_available(rh_http_conn *c) {
+  if (!c->ps) return;
   size_t off = 0;
   /* After a head, llhttp needs one more call, even with no bytes, to end a bodiless message
    * (we paused it at the end of the head). */
   int kick = 0;
-  while (!c->closing && !c->close_after_write && !c->msg_done && (off < c->in.len || kick)) {
+  while (!c->closing && !c->close_after_write && !c->msg_done && (off < c->ps->in.len || kick)) {
     kick = 0;
-    const char *data = c->in.data + off;
-    size_t n = c->in.len - off, chunk = n;
-    if (c->in_head) {
-      int first = c->head_bytes == 0;
+    const char *data = c->ps->in.data + off;
+    size_t n = c->ps->in.len - off, chunk = n;
+    if (c->ps->in_head) {
+      int first = c->ps->head_bytes == 0;
       ssize_t h = scan_head(c, data, n);
       if (h < 0) break;
       chunk = (size_t)h;
-      if (first && c->head_bytes > 0 && c->in_head) set_timer(c, TIMER_HEAD, c->srv->lim.head_timeout);
+      if (first && c->ps->head_bytes > 0 && c->ps->in_head) set_timer(c, TIMER_HEAD);
     }
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, chunk);
-    size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    llhttp_errno_t err = llhttp_execute(&c->ps->parser, data, chunk);
+    size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->ps->parser) - data);
     off += used;
     if (err == HPE_PAUSED) {
-      llhttp_resume(&c->parser);
+      llhttp_resume(&c->ps->parser);
       if (c->head_ready) { c->head_ready = 0; kick = 1; dispatch(c); }
       if (c->msg_done) body_complete(c);
       if (c->req && c->req->body_paused && !c->msg_done) break;
@@ -596,11 +688,11 @@ static void parse_available(rh_http_conn *c) {
       /* only reached when nobody took the upgrade: the bytes after the head are not HTTP */
       reject(c, 501, "protocol upgrade is not supported on this route");
     } else if (err != HPE_OK) {
-      if (c->reject_status) reject(c, c->reject_status, c->reject_reason);
-      else reject(c, 400, llhttp_get_error_reason(&c->parser));
+      if (c->ps->reject_status) reject(c, c->ps->reject_status, c->ps->reject_reason);
+      else reject(c, 400, llhttp_get_error_reason(&c->ps->parser));
     }
   }
-  rh_buf_consume(&c->in, off);
+  rh_buf_consume(&c->ps->in, off);
 }
 
 static void log_access(rh_http_req *r) {
@@ -619,14 +711,15 @@ static void log_access(rh_http_req *r) {
 static void finish_exchange(rh_http_conn *c) {
   rh_http_req *r = c->req;
   /* after an upgrade (taken or refused) the bytes that follow are not HTTP */
-  int keep = r->keep_alive && !c->srv->stopping && !c->tunnel && !c->parser.upgrade;
+  int keep = r->keep_alive && !c->srv->stopping && !c->tunnel && !(c->ps && c->ps->parser.upgrade);
   c->req = NULL;
   c->msg_done = 0;
   r->conn = NULL;
   rh_http_req_release(r);
   if (!keep) { close_after_write(c); return; }
   reset_head_scan(c);
-  set_timer(c, TIMER_IDLE, c->srv->lim.keepalive_timeout);
+  release_ps(c);
+  set_timer(c, TIMER_IDLE);
 }
 
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
@@ -638,9 +731,9 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 /* An upgraded connection: whatever arrived goes to the request's consumer as it is. */
 static void tunnel_deliver(rh_http_conn *c) {
   rh_http_req *r = c->req;
-  if (!c->in.len || !r || !r->events || !r->events->on_body_chunk) return;
-  rh_buf in = c->in;
-  c->in = (rh_buf)RH_BUF_INIT;
+  if (!c->ps || !c->ps->in.len || !r || !r->events || !r->events->on_body_chunk) return;
+  rh_buf in = c->ps->in;
+  c->ps->in = (rh_buf)RH_BUF_INIT;
   r->events->on_body_chunk(r, in.data, in.len, r->ud);
   rh_buf_free(&in);
 }
@@ -648,13 +741,15 @@ static void tunnel_deliver(rh_http_conn *c) {
 /* Decrypts into the parser's input and sends what the TLS engine has to say (handshake). */
 static int tls_input(rh_http_conn *c, const char *p, size_t n) {
   rh_buf out = RH_BUF_INIT;
-  int rc = rh_tls_read(c->tls, p, n, &c->in);
+  int rc = rh_tls_read(c->tls, p, n, &ensure_ps(c)->in);
   rh_tls_pending(c->tls, &out);
   if (out.len) raw_write(c, out.data, out.len);
   rh_buf_free(&out);
   if (rc < 0) {
     const char *why = rh_tls_error(c->tls);
-    RH_LOG(RH_LOG_WARN, "tls_error", RH_STR("peer", c->peer), RH_STR("error", why));
+    char peer[64];
+    rh_addr_format(&c->peer, peer, sizeof peer);
+    RH_LOG(RH_LOG_WARN, "tls_error", RH_STR("peer", peer), RH_STR("error", why));
     rh_metric_add(m_rejected, (const char *[]){ "tls" }, 1);
     if (why && strncmp(why, "not TLS (plain HTTP", 19) == 0) { /* say so, in plain HTTP */
       static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
@@ -686,10 +781,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   if (c->tls) {
     if (tls_input(c, buf->base, (size_t)n) < 0) return;
   } else {
-    rh_buf_append(&c->in, buf->base, (size_t)n);
+    rh_buf_append(&ensure_ps(c)->in, buf->base, (size_t)n);
   }
   if (c->tunnel) { tunnel_deliver(c); return; }
-  if (c->timer_kind == TIMER_IDLE) set_timer(c, TIMER_NONE, 0);
+  if (c->timer_kind == TIMER_IDLE) set_timer(c, TIMER_NONE);
   process(c);
 }
 
@@ -697,7 +792,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
  * stops only for backpressure, a half-close, or too much pipelined input. */
 static void update_reading(rh_http_conn *c) {
   int want = !c->closing && !c->close_after_write && !c->peer_eof && !(c->req && c->req->body_paused) &&
-             (c->tunnel || c->in.len < c->srv->lim.max_head + 65536);
+             (c->tunnel || !c->ps || c->ps->in.len < c->srv->lim.max_head + 65536);
   if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   else if (!want && c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = want;
@@ -743,28 +838,21 @@ static void on_connection(uv_stream_t *ls, int status) {
   if (!c) abort();
   c->srv = s;
   uv_tcp_init(s->loop, &c->tcp);
+  c->tcp.data = c;
   if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
     /* out of descriptors: the pending connection stays queued; nothing to serve here */
-    c->handles = 1;
-    c->tcp.data = c;
     uv_close((uv_handle_t *)&c->tcp, after_close);
     return;
   }
-  uv_timer_init(s->loop, &c->timer);
-  c->handles = 2;
-  c->tcp.data = c->timer.data = c;
   uv_tcp_nodelay(&c->tcp, 1);
-  rh_peer_name(&c->tcp, c->peer, sizeof c->peer);
+  rh_peer_addr(&c->tcp, &c->peer);
   if (s->lim.tls) c->tls = rh_tls_new(s->lim.tls, NULL);
-  llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
-  c->parser.data = c;
-  reset_head_scan(c);
   c->next = s->conns;
   if (s->conns) s->conns->prev = c;
   s->conns = c;
   s->nconns++;
   rh_metric_add(m_conns, NULL, 1);
-  set_timer(c, TIMER_HEAD, s->lim.head_timeout);
+  set_timer(c, TIMER_HEAD);
   update_reading(c);
 }
 
@@ -782,34 +870,44 @@ rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh
   s->loop = loop;
   s->lim = *lim;
   s->h = *h;
+  s->listener.data = s->tick.data = s;
+  uv_timer_init(loop, &s->tick);
+  s->open_handles = 1;
   if (rh_listen(loop, &s->listener, addr, on_connection, err, errlen) < 0) {
     s->listener.data = s;
-    if (s->listener.loop) uv_close((uv_handle_t *)&s->listener, free_server);
-    else free(s);
+    if (s->listener.loop) {
+      s->open_handles++;
+      uv_close((uv_handle_t *)&s->listener, free_server);
+    }
+    uv_close((uv_handle_t *)&s->tick, free_server);
     return NULL;
   }
   s->listener.data = s;
   s->listening = 1;
+  s->open_handles++;
   return s;
 }
 
 int rh_http_server_port(rh_http_server *s) { return rh_bound_port(&s->listener); }
 size_t rh_http_server_connections(rh_http_server *s) { return s->nconns; }
 
-static void free_server(uv_handle_t *h) { free(h->data); }
+static void free_server(uv_handle_t *h) {
+  rh_http_server *s = h->data;
+  if (--s->open_handles == 0) free(s);
+}
 
-static void close_listener(rh_http_server *s, uv_close_cb cb) {
+static void close_listener(rh_http_server *s) {
   if (!s->listening) return;
   s->listening = 0;
-  uv_close((uv_handle_t *)&s->listener, cb);
+  uv_close((uv_handle_t *)&s->listener, free_server);
 }
 
 void rh_http_server_stop_accepting(rh_http_server *s) {
   s->stopping = 1;
-  close_listener(s, NULL);
+  close_listener(s);
   for (rh_http_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (!c->req && c->in.len == 0) close_conn(c);
+    if (!c->req && (!c->ps || c->ps->in.len == 0)) close_conn(c);
     else if (c->req) c->req->keep_alive = 0;
   }
 }
@@ -817,8 +915,8 @@ void rh_http_server_stop_accepting(rh_http_server *s) {
 void rh_http_server_free(rh_http_server *s) {
   s->stopping = 1;
   while (s->conns) close_conn(s->conns);
-  if (s->listening) close_listener(s, free_server);
-  else free(s); /* the listener handle was already closed */
+  close_listener(s);
+  uv_close((uv_handle_t *)&s->tick, free_server);
 }
 
 /* ---- responses ---- */
@@ -1011,7 +1109,7 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
   r->events = events;
   r->ud = ud;
   c->tunnel = 1;
-  set_timer(c, TIMER_NONE, 0);
+  set_timer(c, TIMER_NONE);
   int rc = conn_write(c, b.data, b.len);
   rh_buf_free(&b);
   if (rc == 0 && c->req == r) {

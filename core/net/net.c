@@ -79,6 +79,24 @@ int rh_bound_port(uv_tcp_t *tcp) {
   return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+void rh_peer_addr(uv_tcp_t *tcp, rh_addr *out) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  memset(out, 0, sizeof *out);
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)) return;
+  if (ss.ss_family == AF_INET6) {
+    out->family = AF_INET6;
+    memcpy(out->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+  } else if (ss.ss_family == AF_INET) {
+    out->family = AF_INET;
+    memcpy(out->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+  }
+}
+
+void rh_addr_format(const rh_addr *a, char *out, size_t outlen) {
+  if (!a->family || !inet_ntop(a->family, a->addr, out, (socklen_t)outlen)) snprintf(out, outlen, "unknown");
+}
+
 void rh_peer_name(uv_tcp_t *tcp, char *out, size_t outlen) {
   struct sockaddr_storage ss;
   int len = sizeof ss;

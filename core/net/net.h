@@ -16,7 +16,17 @@ int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb
 /* The port tcp is bound to (after rh_listen with port 0). */
 int rh_bound_port(uv_tcp_t *tcp);
 
-/* "ip" of the peer of a connected handle, into out. */
+/* A peer address in 17 bytes, for structures kept per connection. */
+typedef struct {
+  unsigned char family; /* AF_INET, AF_INET6, 0: unknown */
+  unsigned char addr[16];
+} rh_addr;
+
+/* The peer of a connected handle. */
+void rh_peer_addr(uv_tcp_t *tcp, rh_addr *out);
+/* "ip" text of an address ("unknown" when it could not be had). */
+void rh_addr_format(const rh_addr *a, char *out, size_t outlen);
+/* Both in one step: the peer of a connected handle as text. */
 void rh_peer_name(uv_tcp_t *tcp, char *out, size_t outlen);
 
 #endif
