@@ -171,6 +171,15 @@ describe("prefix proxy", function()
       end
     end)
 
+    it("reads past the rest of a body the upstream answered early, without holding it", function()
+      local c = proxy:client(30)
+      local res = c:request { method = "POST", path = "/plain/early", body = ("e"):rep(20 * 1000 * 1000) }
+      assert.equal(200, res.status)
+      assert.equal("answered before reading\n", res.body)
+      assert.equal(200, c:get("/plain/x").status) -- the same connection carries on
+      c:close()
+    end)
+
     it("reuses upstream connections across requests", function()
       local before = proxy:count("upstream_connect")
       local c = proxy:client()

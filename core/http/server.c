@@ -618,6 +618,9 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
     r->events->on_body_chunk(r, at, len, r->ud);
     return r->body_paused ? HPE_PAUSED : 0; /* the consumer is full: stop right here */
   }
+  /* answered already (a proxied upstream that replied before reading it all): read past the
+   * rest without keeping it */
+  if (r->finished) return 0;
   rh_buf_append(&r->body, at, len);
   return 0;
 }

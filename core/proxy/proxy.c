@@ -941,6 +941,7 @@ static void finish(call *c) {
     drop_upstream(c);
     c->req->events = NULL;
     c->req->ud = NULL;
+    rh_http_resume_body(c->req); /* whatever is left of the body is read past, not held up */
     rh_http_req_release(c->req);
     c->req = NULL; /* it may be freed now: nothing below may touch it */
   }
