@@ -360,6 +360,7 @@ for c in "${conns_list[@]}"; do
     rc=$(awk -v a="${med[$ic]}" -v b="${med[$i]}" 'BEGIN { if (b + 0 > 0 && a != "?") printf "%.2f", a / b; else print "n/a" }')
     printf "$fmt" "${names[i]}" "$c" "$(awk -v v="${med[$i]}" 'BEGIN { if (v == "?") print v; else printf "%.0f", v }')" \
       "$(median "${pv[@]}")" "$rl" "$rc" "${rmin:-?}-${rmax:-?}" "${pmin:-?}-${pmax:-?}" "${resp_bytes[i]}" | tee -a "$out"
+    echo "${names[i]} $c ${med[$i]} $(median "${pv[@]}")" >>"$out.dat" # for the chart
   done
   unset med
 done
@@ -429,4 +430,26 @@ done
   done
 } >>"$out"
 echo "results: ${out#"$top"/}"
+# The chart README shows: req/s and p99 per peer at each concurrency (gnuplot, Debian's gnuplot-nox).
+if command -v gnuplot >/dev/null && ((status == 0)) && [[ ${CHART:-1} == 1 ]]; then
+  mkdir -p "$top/docs"
+  awk '$3 != "?"' "$out.dat" >"$out.ok.dat"
+  gnuplot <<GP
+set terminal pngcairo size 900,420 font "sans,10"
+set output "$top/docs/prefix-proxy-bench.png"
+set multiplot layout 1,2 title "GET /api/x through each proxy (wrk -t1, $DURATION s x $RUNS runs, medians; 2 cores, $(date +%F))"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30
+set key top left
+set yrange [0:*]
+set title "requests/s (higher is better)"
+plot "< awk '\$2 == 32' $out.ok.dat" using 3:xtic(1) title "c=32", "< awk '\$2 == 256' $out.ok.dat" using 3 title "c=256"
+set title "p99 latency ms (lower is better)"
+plot "< awk '\$2 == 32' $out.ok.dat" using 4:xtic(1) title "c=32", "< awk '\$2 == 256' $out.ok.dat" using 4 title "c=256"
+unset multiplot
+GP
+  echo "chart: docs/prefix-proxy-bench.png"
+fi
 exit "$status"

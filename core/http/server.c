@@ -937,12 +937,29 @@ static void date_header(rh_buf *b) {
   rh_buf_puts(b, cached);
 }
 
+/* "HTTP/1.1 200 OK\r\n" without printf (it runs for every response). */
+static size_t status_line(int status, char *out) {
+  const char *reason = rh_http_reason(status);
+  size_t rlen = strlen(reason);
+  if (rlen > 40) rlen = 40;
+  memcpy(out, "HTTP/1.1 ", 9);
+  out[9] = (char)('0' + status / 100 % 10);
+  out[10] = (char)('0' + status / 10 % 10);
+  out[11] = (char)('0' + status % 10);
+  out[12] = ' ';
+  memcpy(out + 13, reason, rlen);
+  memcpy(out + 13 + rlen, "\r\n", 2);
+  return 15 + rlen;
+}
+
 static int body_allowed(int status) { return !(status < 200 || status == 204 || status == 304); }
 
 /* Framing headers are the server's: the caller's Content-Length/Transfer-Encoding/Connection
  * are dropped, except a Content-Length on a streamed response, which sets its length. */
 static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *h, int64_t length) {
-  rh_buf_printf(b, "HTTP/1.1 %d %s\r\n", status, rh_http_reason(status));
+  char line[64];
+  size_t n = status_line(status, line);
+  rh_buf_append(b, line, n);
   int have_date = 0, have_server = 0;
   for (size_t i = 0; h && i < h->n; i++) {
     const rh_header *f = &h->items[i];
@@ -959,7 +976,14 @@ static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *
   if (!have_server) rh_buf_puts(b, "Server: relayhost\r\n");
   if (!have_date) date_header(b);
   if (body_allowed(status)) {
-    if (length >= 0) rh_buf_printf(b, "Content-Length: %" PRId64 "\r\n", length);
+    if (length >= 0) {
+      char num[24], *p = num + sizeof num;
+      uint64_t v = (uint64_t)length;
+      do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+      rh_buf_append(b, "Content-Length: ", 16);
+      rh_buf_append(b, p, (size_t)(num + sizeof num - p));
+      rh_buf_append(b, "\r\n", 2);
+    }
     else rh_buf_puts(b, "Transfer-Encoding: chunked\r\n");
   }
   int keep = r->keep_alive && !r->server->stopping;

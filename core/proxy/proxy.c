@@ -345,11 +345,17 @@ int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_prox
   rh_proxy_head head = { strdup(r->method), target.data, 0, &h, r };
   int answer = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
   if (!answer) {
-    rh_buf_printf(out, "%s %s HTTP/1.1\r\n", head.method, head.target);
-    for (size_t i = 0; i < h.n; i++) {
+    rh_buf_puts(out, head.method);
+    rh_buf_append(out, " ", 1);
+    rh_buf_puts(out, head.target);
+    rh_buf_append(out, " HTTP/1.1\r\n", 11);
+    for (size_t i = 0; i < h.n; i++) { /* appends, not printf: this runs for every header */
       const rh_header *f = &h.items[i];
       if (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding")) continue;
-      rh_buf_printf(out, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len, f->value);
+      rh_buf_append(out, f->name, f->name_len);
+      rh_buf_append(out, ": ", 2);
+      rh_buf_append(out, f->value, f->value_len);
+      rh_buf_append(out, "\r\n", 2);
     }
     int has_body = r->content_length != UINT64_MAX || rh_headers_find(&r->headers, "transfer-encoding", NULL);
     *chunked = !ws_key && has_body && r->content_length == UINT64_MAX;
