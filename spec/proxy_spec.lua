@@ -220,7 +220,7 @@ describe("prefix proxy", function()
       assert.matches('"event":"upstream_retryable_status"', proxy:log())
       local custom = proxy:get("/retry500/status/500")
       assert.equal("2", custom.headers["x-hits"]) -- retry_statuses = { 500 }, max_retries = 1
-      assert.equal("1", proxy:get("/retry500/status/503").headers["x-hits"]) -- 503 not listed there
+      assert.equal("1", proxy:get("/retry500/status/504").headers["x-hits"]) -- 504 not listed there
       local once = proxy:get("/noretry/status/502")
       assert.equal(502, once.status)
       assert.equal("1", once.headers["x-hits"])
