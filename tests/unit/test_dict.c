@@ -4,16 +4,9 @@
 #include <string.h>
 
 #include "cache/dict.h"
+#include "check.h"
 
-static int failures;
 
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
-      failures++;                                                                    \
-    }                                                                                \
-  } while (0)
 
 #define K(s) (s), strlen(s)
 

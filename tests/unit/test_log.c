@@ -6,16 +6,9 @@
 
 #include "log/buf.h"
 #include "log/log.h"
+#include "check.h"
 
-static int failures;
 
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
-      failures++;                                                                    \
-    }                                                                                \
-  } while (0)
 
 static int secret(const char *key) { return rh_log_is_secret_key(key, strlen(key)); }
 

@@ -5,16 +5,9 @@
 #include <string.h>
 
 #include "metrics/metrics.h"
+#include "check.h"
 
-static int failures;
 
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
-      failures++;                                                                    \
-    }                                                                                \
-  } while (0)
 
 /* The rendered text contains line (a full line, newline included). */
 #define CHECK_LINE(text, line)                                                       \

@@ -6,16 +6,9 @@
 #include <string.h>
 
 #include "http/router.h"
+#include "check.h"
 
-static int failures;
 
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
-      failures++;                                                                    \
-    }                                                                                \
-  } while (0)
 
 /* Matches `path` with `method`; returns the handler, or -1 (no match). */
 static int match(const rh_router *r, const char *method, const char *path, rh_route_match *m) {

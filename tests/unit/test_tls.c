@@ -20,16 +20,9 @@
 #include <openssl/x509v3.h>
 
 #include "log/buf.h"
+#include "check.h"
 
-static const char *test_name = "setup";
 
-#define CHECK(c)                                                                      \
-  do {                                                                                \
-    if (!(c)) {                                                                       \
-      fprintf(stderr, "FAIL [%s] %s:%d: %s\n", test_name, __FILE__, __LINE__, #c);    \
-      exit(1);                                                                        \
-    }                                                                                 \
-  } while (0)
 
 #define CHECK_HAS(s, sub)                                                             \
   do {                                                                                \
@@ -66,8 +59,8 @@ static void remove_dir(void) {
 
 static void add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value) {
   X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, v3, nid, value);
-  CHECK(ext);
-  CHECK(X509_add_ext(x, ext, -1) == 1);
+  REQUIRE(ext);
+  REQUIRE(X509_add_ext(x, ext, -1) == 1);
   X509_EXTENSION_free(ext);
 }
 
@@ -76,7 +69,7 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
                        const char *san) {
   static long serial = 1;
   X509 *x = X509_new();
-  CHECK(x);
+  REQUIRE(x);
   X509_set_version(x, 2);
   ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
   X509_gmtime_adj(X509_getm_notBefore(x), -3600);
@@ -99,27 +92,27 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     add_ext(x, &v3, NID_basic_constraints, "critical,CA:TRUE");
     add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign");
   }
-  CHECK(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+  REQUIRE(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
   return x;
 }
 
 static void write_pem(const char *name, X509 *a, X509 *b, EVP_PKEY *key) {
   FILE *f = fopen(path(name), "w");
-  CHECK(f);
-  if (a) CHECK(PEM_write_X509(f, a) == 1);
-  if (b) CHECK(PEM_write_X509(f, b) == 1);
-  if (key) CHECK(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1);
-  CHECK(fclose(f) == 0);
+  REQUIRE(f);
+  if (a) REQUIRE(PEM_write_X509(f, a) == 1);
+  if (b) REQUIRE(PEM_write_X509(f, b) == 1);
+  if (key) REQUIRE(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1);
+  REQUIRE(fclose(f) == 0);
 }
 
 static void make_certs(void) {
   snprintf(dir, sizeof dir, "%s/test_tls.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  CHECK(mkdtemp(dir));
+  REQUIRE(mkdtemp(dir));
   atexit(remove_dir);
   EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *srv_key = EVP_EC_gen("P-256");
   EVP_PKEY *mid_key = EVP_EC_gen("P-256"), *leaf_key = EVP_EC_gen("P-256");
   EVP_PKEY *other_key = EVP_EC_gen("P-256");
-  CHECK(ca_key && srv_key && mid_key && leaf_key && other_key);
+  REQUIRE(ca_key && srv_key && mid_key && leaf_key && other_key);
   X509 *ca = make_cert("relayhost test CA", ca_key, NULL, NULL, NULL);
   X509 *srv = make_cert("localhost", srv_key, ca, ca_key, "DNS:localhost,IP:127.0.0.1");
   X509 *mid = make_cert("relayhost test intermediate", mid_key, ca, ca_key, NULL);
@@ -133,12 +126,12 @@ static void make_certs(void) {
   write_pem("other.pem", other, NULL, NULL);
   write_pem("other.key", NULL, NULL, other_key);
   FILE *f = fopen(path("locked.key"), "w");
-  CHECK(f);
-  CHECK(PEM_write_PrivateKey(f, srv_key, EVP_aes_128_cbc(), (const unsigned char *)"pw", 2, NULL,
+  REQUIRE(f);
+  REQUIRE(PEM_write_PrivateKey(f, srv_key, EVP_aes_128_cbc(), (const unsigned char *)"pw", 2, NULL,
                              NULL) == 1);
   fclose(f);
   f = fopen(path("garbage.pem"), "w");
-  CHECK(f);
+  REQUIRE(f);
   fputs("this is not a certificate\n", f);
   fclose(f);
   X509 *certs[] = { ca, srv, mid, leaf, other };
@@ -197,7 +190,7 @@ static void open_pair(pair *p, rh_tls_ctx *sctx, rh_tls_ctx *cctx, const char *h
   memset(p, 0, sizeof *p);
   p->s.t = rh_tls_new(sctx, NULL);
   p->c.t = rh_tls_new(cctx, host);
-  CHECK(p->s.t && p->c.t);
+  REQUIRE(p->s.t && p->c.t);
 }
 
 static void close_pair(pair *p) {
@@ -220,24 +213,24 @@ static void expect_client_fail(rh_tls_ctx *sctx, rh_tls_ctx *cctx, const char *h
   pair p;
   open_pair(&p, sctx, cctx, host);
   pump(&p);
-  CHECK(p.c.rc == -1);
-  CHECK(!rh_tls_handshake_done(p.c.t));
+  REQUIRE(p.c.rc == -1);
+  REQUIRE(!rh_tls_handshake_done(p.c.t));
   CHECK_HAS(rh_tls_error(p.c.t), reason);
   /* the client told the server why, and the server names the alert */
-  CHECK(p.s.rc == -1);
+  REQUIRE(p.s.rc == -1);
   CHECK_HAS(rh_tls_error(p.s.t), "peer sent alert");
   /* dead stays dead */
   rh_buf out = RH_BUF_INIT;
-  CHECK(rh_tls_write(p.c.t, "x", 1, &out) == -1);
-  CHECK(rh_tls_read(p.c.t, "x", 1, &p.c.plain) == -1);
-  CHECK(rh_tls_pending(p.c.t, &out) == -1);
+  REQUIRE(rh_tls_write(p.c.t, "x", 1, &out) == -1);
+  REQUIRE(rh_tls_read(p.c.t, "x", 1, &p.c.plain) == -1);
+  REQUIRE(rh_tls_pending(p.c.t, &out) == -1);
   CHECK_HAS(rh_tls_error(p.c.t), reason);
   rh_buf_free(&out);
   close_pair(&p);
 }
 
 static void send_bytes(side *from, const char *data, size_t n) {
-  CHECK(rh_tls_write(from->t, data, n, &from->wire) == 0);
+  REQUIRE(rh_tls_write(from->t, data, n, &from->wire) == 0);
 }
 
 static int got(side *s, const char *data, size_t n) {
@@ -246,7 +239,7 @@ static int got(side *s, const char *data, size_t n) {
 
 static char *pattern(size_t n, unsigned seed) {
   char *p = malloc(n);
-  CHECK(p);
+  REQUIRE(p);
   for (size_t i = 0; i < n; i++) p[i] = (char)((i * 31 + (i >> 9) + seed) & 0xff);
   return p;
 }
@@ -259,7 +252,7 @@ static rh_tls_ctx *client_ctx(const char *ca, int verify) {
   char err[256] = "";
   rh_tls_ctx *c = rh_tls_client_ctx(ca, verify, err, sizeof err);
   if (!c) fprintf(stderr, "client ctx: %s\n", err);
-  CHECK(c);
+  REQUIRE(c);
   return c;
 }
 
@@ -267,7 +260,7 @@ static rh_tls_ctx *server_ctx(const char *cert, const char *key) {
   char err[256] = "";
   rh_tls_ctx *c = rh_tls_server_ctx(cert, key, err, sizeof err);
   if (!c) fprintf(stderr, "server ctx: %s\n", err);
-  CHECK(c);
+  REQUIRE(c);
   return c;
 }
 
@@ -275,21 +268,21 @@ static void test_handshake_and_echo(void) {
   test_name = "handshake and echo";
   pair p;
   open_pair(&p, sctx, cctx, "localhost");
-  CHECK(!rh_tls_handshake_done(p.c.t) && !rh_tls_version(p.c.t) && !rh_tls_error(p.c.t));
-  CHECK(rh_tls_read(p.s.t, NULL, 0, &p.s.plain) == 0);
+  REQUIRE(!rh_tls_handshake_done(p.c.t) && !rh_tls_version(p.c.t) && !rh_tls_error(p.c.t));
+  REQUIRE(rh_tls_read(p.s.t, NULL, 0, &p.s.plain) == 0);
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(!strcmp(rh_tls_version(p.c.t), "TLSv1.3"));
-  CHECK(!strcmp(rh_tls_sni(p.s.t), "localhost"));
-  CHECK(!rh_tls_alpn(p.c.t) && !rh_tls_alpn(p.s.t));
+  REQUIRE(connected(&p));
+  REQUIRE(!strcmp(rh_tls_version(p.c.t), "TLSv1.3"));
+  REQUIRE(!strcmp(rh_tls_sni(p.s.t), "localhost"));
+  REQUIRE(!rh_tls_alpn(p.c.t) && !rh_tls_alpn(p.s.t));
   send_bytes(&p.c, "GET / HTTP/1.1\r\n\r\n", 18);
   pump(&p);
-  CHECK(got(&p.s, "GET / HTTP/1.1\r\n\r\n", 18));
+  REQUIRE(got(&p.s, "GET / HTTP/1.1\r\n\r\n", 18));
   send_bytes(&p.s, "HTTP/1.1 204 No Content\r\n\r\n", 27);
   pump(&p);
-  CHECK(got(&p.c, "HTTP/1.1 204 No Content\r\n\r\n", 27));
+  REQUIRE(got(&p.c, "HTTP/1.1 204 No Content\r\n\r\n", 27));
   /* nothing more to say: nothing moves */
-  CHECK(deliver(&p.c, &p.s) == 0 && deliver(&p.s, &p.c) == 0);
+  REQUIRE(deliver(&p.c, &p.s) == 0 && deliver(&p.s, &p.c) == 0);
   close_pair(&p);
 }
 
@@ -299,17 +292,17 @@ static void test_early_writes(void) {
   pair p;
   open_pair(&p, sctx, cctx, "localhost");
   rh_buf hello = RH_BUF_INIT;
-  CHECK(rh_tls_write(p.c.t, "first ", 6, &hello) == 0);
-  CHECK(hello.len > 0 && hello.data[0] == 0x16); /* writing first sent the ClientHello */
-  CHECK(rh_tls_write(p.c.t, "second", 6, &hello) == 0);
-  CHECK(rh_tls_read(p.s.t, hello.data, hello.len, &p.s.plain) == 0);
+  REQUIRE(rh_tls_write(p.c.t, "first ", 6, &hello) == 0);
+  REQUIRE(hello.len > 0 && hello.data[0] == 0x16); /* writing first sent the ClientHello */
+  REQUIRE(rh_tls_write(p.c.t, "second", 6, &hello) == 0);
+  REQUIRE(rh_tls_read(p.s.t, hello.data, hello.len, &p.s.plain) == 0);
   rh_buf_free(&hello);
-  CHECK(!rh_tls_handshake_done(p.s.t));
+  REQUIRE(!rh_tls_handshake_done(p.s.t));
   send_bytes(&p.s, "early reply", 11); /* server mid-handshake */
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(got(&p.s, "first second", 12));
-  CHECK(got(&p.c, "early reply", 11));
+  REQUIRE(connected(&p));
+  REQUIRE(got(&p.s, "first second", 12));
+  REQUIRE(got(&p.c, "early reply", 11));
   close_pair(&p);
 }
 
@@ -319,8 +312,8 @@ static void test_bulk(pair *p) {
   send_bytes(&p->c, a, big);
   send_bytes(&p->s, b, big); /* both ways at once */
   pump(p);
-  CHECK(got(&p->s, a, big));
-  CHECK(got(&p->c, b, big));
+  REQUIRE(got(&p->s, a, big));
+  REQUIRE(got(&p->c, b, big));
   p->s.plain.len = p->c.plain.len = 0;
 
   /* many small writes, interleaved both ways, delivered at odd moments */
@@ -337,8 +330,8 @@ static void test_bulk(pair *p) {
     if (i % 29 == 0) deliver(&p->s, &p->c);
   }
   pump(p);
-  CHECK(got(&p->s, want_s.data, want_s.len));
-  CHECK(got(&p->c, want_c.data, want_c.len));
+  REQUIRE(got(&p->s, want_s.data, want_s.len));
+  REQUIRE(got(&p->c, want_c.data, want_c.len));
   p->s.plain.len = p->c.plain.len = 0;
   rh_buf_free(&want_s);
   rh_buf_free(&want_c);
@@ -355,7 +348,7 @@ static void test_data(void) {
     pair p;
     open_pair(&p, sctx, cctx, "localhost");
     pump(&p);
-    CHECK(connected(&p));
+    REQUIRE(connected(&p));
     if (mode != ONE_BYTE) {
       test_bulk(&p);
     } else { /* a megabyte byte by byte is slow under ASan: a smaller message */
@@ -363,8 +356,8 @@ static void test_data(void) {
       send_bytes(&p.c, a, 100000);
       send_bytes(&p.s, a, 5000);
       pump(&p);
-      CHECK(got(&p.s, a, 100000));
-      CHECK(got(&p.c, a, 5000));
+      REQUIRE(got(&p.s, a, 100000));
+      REQUIRE(got(&p.c, a, 5000));
       free(a);
     }
     close_pair(&p);
@@ -375,14 +368,14 @@ static void test_data(void) {
 static void test_tls12(void) {
   test_name = "TLS 1.2";
   rh_tls_ctx *c12 = client_ctx(path("ca.pem"), 1);
-  CHECK(SSL_CTX_set_max_proto_version(rh_tls_ctx_ssl(c12), TLS1_2_VERSION) == 1);
+  REQUIRE(SSL_CTX_set_max_proto_version(rh_tls_ctx_ssl(c12), TLS1_2_VERSION) == 1);
   pair p;
   open_pair(&p, sctx, c12, "localhost");
   rh_tls_ctx_free(c12); /* the connection keeps its context alive */
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(!strcmp(rh_tls_version(p.s.t), "TLSv1.2"));
-  CHECK(!strcmp(rh_tls_sni(p.s.t), "localhost"));
+  REQUIRE(connected(&p));
+  REQUIRE(!strcmp(rh_tls_version(p.s.t), "TLSv1.2"));
+  REQUIRE(!strcmp(rh_tls_sni(p.s.t), "localhost"));
   test_bulk(&p);
   close_pair(&p);
 }
@@ -392,16 +385,16 @@ static void test_old_protocol_refused(void) {
   rh_tls_ctx *c11 = client_ctx(NULL, 0);
   SSL_CTX *ssl = rh_tls_ctx_ssl(c11);
   SSL_CTX_set_security_level(ssl, 0);
-  CHECK(SSL_CTX_set_min_proto_version(ssl, TLS1_VERSION) == 1);
-  CHECK(SSL_CTX_set_max_proto_version(ssl, TLS1_1_VERSION) == 1);
-  CHECK(SSL_CTX_set_cipher_list(ssl, "DEFAULT:@SECLEVEL=0") == 1);
+  REQUIRE(SSL_CTX_set_min_proto_version(ssl, TLS1_VERSION) == 1);
+  REQUIRE(SSL_CTX_set_max_proto_version(ssl, TLS1_1_VERSION) == 1);
+  REQUIRE(SSL_CTX_set_cipher_list(ssl, "DEFAULT:@SECLEVEL=0") == 1);
   pair p;
   open_pair(&p, sctx, c11, "localhost");
   pump(&p);
-  CHECK(p.s.rc == -1);
+  REQUIRE(p.s.rc == -1);
   CHECK_HAS(rh_tls_error(p.s.t), "handshake failed: ");
   CHECK_HAS(rh_tls_error(p.s.t), "protocol");
-  CHECK(!rh_tls_handshake_done(p.c.t));
+  REQUIRE(!rh_tls_handshake_done(p.c.t));
   close_pair(&p);
   rh_tls_ctx_free(c11);
 }
@@ -412,7 +405,7 @@ static void test_chain(void) {
   pair p;
   open_pair(&p, chain, cctx, "localhost");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   close_pair(&p);
   rh_tls_ctx_free(chain);
 }
@@ -422,8 +415,8 @@ static void test_verification(void) {
   pair p;
   open_pair(&p, sctx, cctx, "127.0.0.1");
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(rh_tls_sni(p.s.t) == NULL); /* no SNI for addresses */
+  REQUIRE(connected(&p));
+  REQUIRE(rh_tls_sni(p.s.t) == NULL); /* no SNI for addresses */
   close_pair(&p);
 
   test_name = "wrong IP";
@@ -447,16 +440,16 @@ static void test_verification(void) {
   rh_tls_ctx *lax = client_ctx(path("ca.pem"), 0);
   open_pair(&p, self, lax, "wrong.example");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   send_bytes(&p.c, "hi", 2);
   pump(&p);
-  CHECK(got(&p.s, "hi", 2));
+  REQUIRE(got(&p.s, "hi", 2));
   close_pair(&p);
 
   test_name = "pinned self-signed certificate";
   open_pair(&p, self, wrong, "localhost");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   close_pair(&p);
 
   rh_tls_ctx_free(wrong);
@@ -471,7 +464,7 @@ static void test_cert_env(void) {
   pair p;
   open_pair(&p, sctx, env, "localhost");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   close_pair(&p);
   rh_tls_ctx_free(env);
 
@@ -484,14 +477,14 @@ static void test_cert_env(void) {
   env = client_ctx(path("ca.pem"), 1);
   open_pair(&p, sctx, env, "localhost");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   close_pair(&p);
   rh_tls_ctx_free(env);
 
   test_name = "SSL_CERT_FILE unreadable";
   char err[256] = "";
   setenv("SSL_CERT_FILE", path("missing.pem"), 1);
-  CHECK(rh_tls_client_ctx(NULL, 1, err, sizeof err) == NULL);
+  REQUIRE(rh_tls_client_ctx(NULL, 1, err, sizeof err) == NULL);
   CHECK_HAS(err, "SSL_CERT_FILE");
   CHECK_HAS(err, "missing.pem");
 
@@ -506,24 +499,24 @@ static void test_alpn(void) {
   test_name = "ALPN";
   rh_tls_ctx *s = server_ctx(path("server.pem"), path("server.key"));
   rh_tls_ctx *c = client_ctx(path("ca.pem"), 1);
-  CHECK(rh_tls_ctx_set_alpn(s, "http/1.1") == 0);
-  CHECK(rh_tls_ctx_set_alpn(c, "h2,http/1.1") == 0);
-  CHECK(rh_tls_ctx_set_alpn(c, "") == -1);
-  CHECK(rh_tls_ctx_set_alpn(c, "h2,,http/1.1") == -1);
-  CHECK(rh_tls_ctx_set_alpn(c, "h2,") == -1);
+  REQUIRE(rh_tls_ctx_set_alpn(s, "http/1.1") == 0);
+  REQUIRE(rh_tls_ctx_set_alpn(c, "h2,http/1.1") == 0);
+  REQUIRE(rh_tls_ctx_set_alpn(c, "") == -1);
+  REQUIRE(rh_tls_ctx_set_alpn(c, "h2,,http/1.1") == -1);
+  REQUIRE(rh_tls_ctx_set_alpn(c, "h2,") == -1);
   pair p;
   open_pair(&p, s, c, "localhost");
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(!strcmp(rh_tls_alpn(p.c.t), "http/1.1") && !strcmp(rh_tls_alpn(p.s.t), "http/1.1"));
+  REQUIRE(connected(&p));
+  REQUIRE(!strcmp(rh_tls_alpn(p.c.t), "http/1.1") && !strcmp(rh_tls_alpn(p.s.t), "http/1.1"));
   close_pair(&p);
 
   test_name = "ALPN, no overlap";
-  CHECK(rh_tls_ctx_set_alpn(c, "h2") == 0);
+  REQUIRE(rh_tls_ctx_set_alpn(c, "h2") == 0);
   open_pair(&p, s, c, "localhost");
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(!rh_tls_alpn(p.c.t) && !rh_tls_alpn(p.s.t));
+  REQUIRE(connected(&p));
+  REQUIRE(!rh_tls_alpn(p.c.t) && !rh_tls_alpn(p.s.t));
   close_pair(&p);
   rh_tls_ctx_free(s);
   rh_tls_ctx_free(c);
@@ -536,10 +529,10 @@ static void test_not_tls(void) {
   for (int i = 0; i < 3; i++) {
     rh_tls *t = rh_tls_new(sctx, NULL);
     rh_buf plain = RH_BUF_INIT, out = RH_BUF_INIT;
-    CHECK(rh_tls_read(t, reqs[i], strlen(reqs[i]), &plain) == -1);
+    REQUIRE(rh_tls_read(t, reqs[i], strlen(reqs[i]), &plain) == -1);
     CHECK_HAS(rh_tls_error(t), "not TLS (plain HTTP sent to a TLS port?)");
-    CHECK(plain.len == 0);
-    CHECK(rh_tls_pending(t, &out) == -1);
+    REQUIRE(plain.len == 0);
+    REQUIRE(rh_tls_pending(t, &out) == -1);
     rh_tls_free(t);
     rh_buf_free(&plain);
     rh_buf_free(&out);
@@ -548,15 +541,15 @@ static void test_not_tls(void) {
   test_name = "binary garbage to a TLS server";
   rh_tls *t = rh_tls_new(sctx, NULL);
   rh_buf plain = RH_BUF_INIT, out = RH_BUF_INIT;
-  CHECK(rh_tls_read(t, "\x01\x02\x03\x04\x05\x06\x07\x08", 8, &plain) == -1);
+  REQUIRE(rh_tls_read(t, "\x01\x02\x03\x04\x05\x06\x07\x08", 8, &plain) == -1);
   CHECK_HAS(rh_tls_error(t), "not TLS");
   rh_tls_free(t);
 
   test_name = "plain HTTP answer to a TLS client";
   t = rh_tls_new(cctx, "localhost");
-  CHECK(rh_tls_pending(t, &out) == 0 && out.len > 0);
+  REQUIRE(rh_tls_pending(t, &out) == 0 && out.len > 0);
   const char *resp = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
-  CHECK(rh_tls_read(t, resp, strlen(resp), &plain) == -1);
+  REQUIRE(rh_tls_read(t, resp, strlen(resp), &plain) == -1);
   CHECK_HAS(rh_tls_error(t), "not TLS (the server answered in plain HTTP)");
   rh_tls_free(t);
   rh_buf_free(&plain);
@@ -566,14 +559,14 @@ static void test_not_tls(void) {
   pair p;
   open_pair(&p, sctx, cctx, "localhost");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   send_bytes(&p.c, "secret", 6);
   p.c.wire.data[p.c.wire.len - 3] ^= 0x40;
   pump(&p);
-  CHECK(p.s.rc == -1 && p.s.plain.len == 0);
+  REQUIRE(p.s.rc == -1 && p.s.plain.len == 0);
   CHECK_HAS(rh_tls_error(p.s.t), "bad record mac");
-  CHECK(!strstr(rh_tls_error(p.s.t), "handshake"));
-  CHECK(p.c.rc == -1); /* the server's alert reached the client */
+  REQUIRE(!strstr(rh_tls_error(p.s.t), "handshake"));
+  REQUIRE(p.c.rc == -1); /* the server's alert reached the client */
   CHECK_HAS(rh_tls_error(p.c.t), "peer sent alert (bad record mac)");
   close_pair(&p);
 }
@@ -583,25 +576,25 @@ static void test_close_notify(void) {
   pair p;
   open_pair(&p, sctx, cctx, "localhost");
   pump(&p);
-  CHECK(connected(&p));
+  REQUIRE(connected(&p));
   send_bytes(&p.c, "last words", 10);
   rh_tls_shutdown(p.c.t, &p.c.wire);
-  CHECK(rh_tls_write(p.c.t, "more", 4, &p.c.wire) == -1);
+  REQUIRE(rh_tls_write(p.c.t, "more", 4, &p.c.wire) == -1);
   CHECK_HAS(rh_tls_error(p.c.t), "write after shutdown");
-  CHECK(!rh_tls_peer_closed(p.s.t));
+  REQUIRE(!rh_tls_peer_closed(p.s.t));
   pump(&p);
-  CHECK(p.s.rc == 0);
-  CHECK(got(&p.s, "last words", 10));
-  CHECK(rh_tls_peer_closed(p.s.t));
-  CHECK(!rh_tls_peer_closed(p.c.t));
+  REQUIRE(p.s.rc == 0);
+  REQUIRE(got(&p.s, "last words", 10));
+  REQUIRE(rh_tls_peer_closed(p.s.t));
+  REQUIRE(!rh_tls_peer_closed(p.c.t));
   /* half-closed: the server may still answer, then close too */
   send_bytes(&p.s, "reply", 5);
   rh_tls_shutdown(p.s.t, &p.s.wire);
   pump(&p);
-  CHECK(got(&p.c, "reply", 5));
-  CHECK(rh_tls_peer_closed(p.c.t));
+  REQUIRE(got(&p.c, "reply", 5));
+  REQUIRE(rh_tls_peer_closed(p.c.t));
   /* bytes after close_notify are ignored */
-  CHECK(rh_tls_read(p.s.t, "junk", 4, &p.s.plain) == 0);
+  REQUIRE(rh_tls_read(p.s.t, "junk", 4, &p.s.plain) == 0);
   close_pair(&p);
 
   test_name = "shutdown during the handshake";
@@ -609,31 +602,31 @@ static void test_close_notify(void) {
   send_bytes(&p.c, "request", 7);
   rh_tls_shutdown(p.c.t, &p.c.wire); /* sent after the held-back write, once connected */
   pump(&p);
-  CHECK(connected(&p));
-  CHECK(got(&p.s, "request", 7));
-  CHECK(rh_tls_peer_closed(p.s.t));
+  REQUIRE(connected(&p));
+  REQUIRE(got(&p.s, "request", 7));
+  REQUIRE(rh_tls_peer_closed(p.s.t));
   close_pair(&p);
 }
 
 static void test_context_errors(void) {
   test_name = "context errors";
   char err[256] = "";
-  CHECK(!rh_tls_server_ctx(path("missing.pem"), path("server.key"), err, sizeof err));
+  REQUIRE(!rh_tls_server_ctx(path("missing.pem"), path("server.key"), err, sizeof err));
   CHECK_HAS(err, "cannot load certificate chain");
   CHECK_HAS(err, "missing.pem");
-  CHECK(!rh_tls_server_ctx(path("garbage.pem"), path("server.key"), err, sizeof err));
+  REQUIRE(!rh_tls_server_ctx(path("garbage.pem"), path("server.key"), err, sizeof err));
   CHECK_HAS(err, "garbage.pem");
-  CHECK(!rh_tls_server_ctx(path("server.pem"), path("missing.key"), err, sizeof err));
+  REQUIRE(!rh_tls_server_ctx(path("server.pem"), path("missing.key"), err, sizeof err));
   CHECK_HAS(err, "cannot load private key");
-  CHECK(!rh_tls_server_ctx(path("server.pem"), path("locked.key"), err, sizeof err));
+  REQUIRE(!rh_tls_server_ctx(path("server.pem"), path("locked.key"), err, sizeof err));
   CHECK_HAS(err, "it is encrypted"); /* refused, never prompted for */
-  CHECK(!rh_tls_server_ctx(path("server.pem"), path("other.key"), err, sizeof err));
+  REQUIRE(!rh_tls_server_ctx(path("server.pem"), path("other.key"), err, sizeof err));
   CHECK_HAS(err, "server.pem");
-  CHECK(!rh_tls_client_ctx(path("missing.pem"), 1, err, sizeof err));
+  REQUIRE(!rh_tls_client_ctx(path("missing.pem"), 1, err, sizeof err));
   CHECK_HAS(err, "cannot load CA file");
-  CHECK(!rh_tls_client_ctx(path("garbage.pem"), 1, err, sizeof err));
+  REQUIRE(!rh_tls_client_ctx(path("garbage.pem"), 1, err, sizeof err));
   CHECK_HAS(err, "garbage.pem");
-  CHECK(!rh_tls_server_ctx(path("missing.pem"), path("server.key"), NULL, 0));
+  REQUIRE(!rh_tls_server_ctx(path("missing.pem"), path("server.key"), NULL, 0));
 }
 
 int main(void) {

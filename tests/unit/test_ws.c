@@ -9,17 +9,9 @@
 #include <string.h>
 
 #include "ws/ws.h"
+#include "check.h"
 
-static int failures;
-static const char *test_name = "setup";
 
-#define CHECK(cond)                                                                         \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      fprintf(stderr, "FAIL [%s] %s:%d: %s\n", test_name, __FILE__, __LINE__, #cond);       \
-      failures++;                                                                           \
-    }                                                                                       \
-  } while (0)
 
 #define S(s) (s), strlen(s)
 
