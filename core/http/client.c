@@ -50,7 +50,6 @@ struct rh_client_op {
   bool resolving, tcp_open;
   bool done;            /* called back or cancelled: from here on only closing happens */
   bool got_bytes;       /* anything arrived: a write error no longer matters */
-  bool in_field;        /* llhttp hands a header name over in pieces */
   bool interim;         /* the message being parsed is a 1xx to skip */
   bool complete, over_max;
 
@@ -137,28 +136,21 @@ static rh_client_op *op_of(llhttp_t *p) { return p->data; }
 static int on_message_begin(llhttp_t *p) {
   rh_client_op *op = op_of(p);
   rh_headers_clear(&op->headers);
-  op->in_field = false;
   return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  rh_client_op *op = op_of(p);
-  if (op->in_field) {
-    rh_headers_append_name(&op->headers, at, len);
-  } else {
-    rh_headers_add(&op->headers, at, len, "", 0);
-    op->in_field = true;
-  }
+  rh_headers_collect_name(&op_of(p)->headers, at, len);
   return 0;
 }
 
 static int on_header_field_complete(llhttp_t *p) {
-  op_of(p)->in_field = false;
+  rh_headers_end_name(&op_of(p)->headers);
   return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_append_value(&op_of(p)->headers, at, len);
+  rh_headers_collect_value(&op_of(p)->headers, at, len);
   return 0;
 }
 

@@ -46,7 +46,6 @@ typedef struct {
   /* head scan: our own check of line endings, before llhttp sees the bytes */
   int in_head, prev_cr;
   size_t head_bytes, line_len, lines;
-  int header_state;            /* 0 none, 1 in a field name, 2 in a value */
   size_t cl_count, host_count, te_count;
   int reject_status;           /* set by a callback that fails the parse */
   const char *reject_reason;
@@ -510,7 +509,6 @@ static void reset_head_scan(rh_http_conn *c) {
   c->ps->in_head = 1;
   c->ps->prev_cr = 0;
   c->ps->head_bytes = c->ps->line_len = c->ps->lines = 0;
-  c->ps->header_state = 0;
   c->ps->cl_count = c->ps->host_count = c->ps->te_count = 0;
 }
 
@@ -535,23 +533,18 @@ static int cb_url(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
-  rh_http_conn *c = conn_of(p);
-  if (c->ps->header_state == 1) rh_headers_append_name(&c->req->headers, at, len);
-  else rh_headers_add(&c->req->headers, at, len, "", 0);
-  c->ps->header_state = 1;
+  rh_headers_collect_name(&conn_of(p)->req->headers, at, len);
   return 0;
 }
 
 static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
-  rh_http_conn *c = conn_of(p);
-  rh_headers_append_value(&c->req->headers, at, len);
-  c->ps->header_state = 2;
+  rh_headers_collect_value(&conn_of(p)->req->headers, at, len);
   return 0;
 }
 
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
-  c->ps->header_state = 2; /* a value follows, even an empty one */
+  rh_headers_end_name(&c->req->headers); /* a value follows, even an empty one */
   rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
   c->ps->host_count += rh_header_name_eq(f, "host");

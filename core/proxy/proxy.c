@@ -53,7 +53,7 @@ typedef struct {
   llhttp_t parser;
   llhttp_settings_t settings;
   rh_headers resp_headers;
-  int header_state, resp_head_done, resp_done, resp_started, up_reading_paused;
+  int resp_head_done, resp_done, resp_started, up_reading_paused;
   int reused;               /* the connection came from the pool (it may have gone stale) */
   int redirects;            /* followed so far */
   char *redirect_to;        /* set while following one: the new request target */
@@ -584,22 +584,17 @@ static const rh_http_req_events client_events = { on_client_body_chunk, on_clien
 static call *call_of(llhttp_t *p) { return p->data; }
 
 static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
-  call *c = call_of(p);
-  if (c->header_state == 1) rh_headers_append_name(&c->resp_headers, at, len);
-  else rh_headers_add(&c->resp_headers, at, len, "", 0);
-  c->header_state = 1;
+  rh_headers_collect_name(&call_of(p)->resp_headers, at, len);
   return 0;
 }
 
 static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
-  call *c = call_of(p);
-  rh_headers_append_value(&c->resp_headers, at, len);
-  c->header_state = 2;
+  rh_headers_collect_value(&call_of(p)->resp_headers, at, len);
   return 0;
 }
 
 static int cb_field_complete(llhttp_t *p) {
-  call_of(p)->header_state = 2;
+  rh_headers_end_name(&call_of(p)->resp_headers);
   return 0;
 }
 
@@ -705,7 +700,6 @@ static int cb_headers_complete(llhttp_t *p) {
   c->status = p->status_code;
   if (c->status >= 100 && c->status < 200) { /* interim (100 Continue): not for the client */
     rh_headers_clear(&c->resp_headers);
-    c->header_state = 0;
     return 0;
   }
   c->resp_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : UINT64_MAX;
@@ -749,7 +743,7 @@ static void init_parser(call *c) {
   llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
   c->parser.data = c;
   rh_headers_clear(&c->resp_headers);
-  c->header_state = c->resp_head_done = c->resp_done = 0;
+  c->resp_head_done = c->resp_done = 0;
 }
 
 /* The response is complete: finish the client's, and park the connection when both sides

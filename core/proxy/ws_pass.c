@@ -34,7 +34,7 @@ typedef struct {
   llhttp_t parser;
   llhttp_settings_t settings;
   rh_headers resp_headers;
-  int header_state, status;
+  int status;
   char *protocol;            /* the subprotocol the upstream picked */
   rh_ws *client_ws, *up_ws;  /* set once the tunnel is up */
   size_t up_queued;
@@ -232,22 +232,17 @@ static void fail(wscall *c, const char *client_reason, const char *why) {
 static wscall *of(llhttp_t *p) { return p->data; }
 
 static int cb_field(llhttp_t *p, const char *at, size_t n) {
-  wscall *c = of(p);
-  if (c->header_state == 1) rh_headers_append_name(&c->resp_headers, at, n);
-  else rh_headers_add(&c->resp_headers, at, n, "", 0);
-  c->header_state = 1;
+  rh_headers_collect_name(&of(p)->resp_headers, at, n);
   return 0;
 }
 
 static int cb_value(llhttp_t *p, const char *at, size_t n) {
-  wscall *c = of(p);
-  rh_headers_append_value(&c->resp_headers, at, n);
-  c->header_state = 2;
+  rh_headers_collect_value(&of(p)->resp_headers, at, n);
   return 0;
 }
 
 static int cb_field_done(llhttp_t *p) {
-  of(p)->header_state = 2;
+  rh_headers_end_name(&of(p)->resp_headers);
   return 0;
 }
 
