@@ -1,9 +1,8 @@
 #include "proxy/pool.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "tls/tls.h"
 
 typedef struct pool {
   char key[280];
@@ -14,7 +13,6 @@ typedef struct pool {
 
 static pool *pools;
 static size_t total_idle;
-static char read_buf[65536]; /* one loop, one read at a time: shared */
 
 static pool *find_pool(const char *key, int create) {
   for (pool *p = pools; p; p = p->next)
@@ -39,31 +37,10 @@ static void unlink_idle(rh_upconn *u) {
   uv_timer_stop(&u->idle_timer);
 }
 
-rh_upconn *rh_upconn_new(uv_loop_t *loop, const char *key) {
-  rh_upconn *u = calloc(1, sizeof *u);
-  if (!u) abort();
-  snprintf(u->key, sizeof u->key, "%s", key);
-  uv_tcp_init(loop, &u->tcp);
-  uv_timer_init(loop, &u->idle_timer);
-  u->tcp.data = u->idle_timer.data = u;
-  return u;
-}
-
-/* Both handles point at u while closing; the second close callback frees it. */
-static void after_close(uv_handle_t *h) {
-  rh_upconn *u = h->data;
-  if (++u->closing < 3) return;
-  if (u->tls) rh_tls_free(u->tls);
-  free(u);
-}
-
-void rh_upconn_close(rh_upconn *u) {
-  if (u->closing) return;
+/* A connection that leaves the pool, by being taken or by closing, stops its idle timer. */
+static void close_idle(rh_upconn *u) {
   unlink_idle(u);
-  u->closing = 1;
-  u->on_read = NULL;
-  uv_close((uv_handle_t *)&u->tcp, after_close);
-  uv_close((uv_handle_t *)&u->idle_timer, after_close);
+  rh_upconn_close(u);
 }
 
 rh_upconn *rh_pool_take(const char *key) {
@@ -74,31 +51,15 @@ rh_upconn *rh_pool_take(const char *key) {
   return u;
 }
 
-static void conn_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  (void)h;
-  (void)size;
-  *buf = uv_buf_init(read_buf, sizeof read_buf);
-}
+static void idle_expired(uv_timer_t *t) { close_idle(t->data); }
 
-/* To the owner; anything from an idle upstream (bytes or EOF) means it is no longer reusable. */
-static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  rh_upconn *u = s->data;
-  if (u->on_read) u->on_read(u->owner, n, buf);
-  else if (n != 0) rh_upconn_close(u);
+/* Anything from an idle upstream (bytes or its close) means it is no longer reusable. */
+static void idle_read(void *owner, const char *p, ssize_t n, const char *err) {
+  (void)p;
+  (void)n;
+  (void)err;
+  close_idle(owner);
 }
-
-void rh_upconn_read(rh_upconn *u, void *owner, rh_upconn_read_cb cb) {
-  u->owner = owner;
-  u->on_read = cb;
-  if (!u->reading && !u->closing) u->reading = uv_read_start((uv_stream_t *)&u->tcp, conn_alloc, conn_read) == 0;
-}
-
-void rh_upconn_pause(rh_upconn *u) {
-  if (u->reading) uv_read_stop((uv_stream_t *)&u->tcp);
-  u->reading = 0;
-}
-
-static void idle_expired(uv_timer_t *t) { rh_upconn_close(t->data); }
 
 void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle) {
   pool *p = find_pool(u->key, 1);
@@ -111,7 +72,7 @@ void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle) {
   p->nidle++;
   total_idle++;
   u->in_pool = 1;
-  rh_upconn_read(u, NULL, NULL);
+  rh_upconn_own(u, u, idle_read, NULL);
   uv_timer_start(&u->idle_timer, idle_expired, (uint64_t)(idle_timeout * 1000), 0);
 }
 
@@ -120,7 +81,7 @@ size_t rh_pool_idle(void) { return total_idle; }
 void rh_pool_close_all(void) {
   while (pools) {
     pool *p = pools;
-    while (p->idle) rh_upconn_close(p->idle);
+    while (p->idle) close_idle(p->idle);
     pools = p->next;
     free(p);
   }

@@ -37,9 +37,7 @@ typedef struct {
   rh_proxy_hooks hooks;
   int has_hooks;
   rh_upconn *up;
-  uv_connect_t connect_req;
-  uv_getaddrinfo_t resolve_req;
-  int resolving, connecting;
+  rh_dial *dial;            /* while connecting */
   uv_timer_t timer;
   timer_kind timer_kind;
   int attempt;
@@ -49,7 +47,6 @@ typedef struct {
   rh_buf pending;           /* body bytes waiting for the connection */
   int chunked_up;           /* re-chunk the client's body for the upstream */
   int head_written, body_sent_any, client_body_done, final_chunk_sent;
-  size_t up_queued;
   llhttp_t parser;
   llhttp_settings_t settings;
   rh_headers resp_headers;
@@ -60,15 +57,7 @@ typedef struct {
   int status;
   uint64_t resp_length;     /* UINT64_MAX: none */
   int done;                 /* the client has its answer (or is gone); waiting to free */
-  int pending_ops;          /* writes in flight to the upstream */
 } call;
-
-typedef struct {
-  uv_write_t w;
-  call *c;
-  size_t len;
-  char data[];
-} up_write;
 
 #define REPLAY_MAX (64 * 1024)
 #define UP_HIGH_WATER (256 * 1024)
@@ -77,7 +66,8 @@ static rh_metric *m_upstream_errors, *m_retries;
 
 static void finish(call *c);
 static void attempt(call *c, int fresh);
-static void read_start(call *c);
+static void up_read(void *owner, const char *p, ssize_t n, const char *err);
+static void up_written(void *owner, size_t queued);
 
 /* ---- configuration ---- */
 
@@ -425,7 +415,12 @@ static int retry_allowed(call *c) {
          (!c->body_sent_any || (c->replay_ok && c->client_body_done));
 }
 
+/* Lets go of the upstream connection, or of the dial that would have made it. */
 static void drop_upstream(call *c) {
+  if (c->dial) {
+    rh_dial_cancel(c->dial);
+    c->dial = NULL;
+  }
   if (!c->up) return;
   rh_upconn_close(c->up);
   c->up = NULL;
@@ -460,45 +455,18 @@ static void on_timeout(uv_timer_t *t) {
 
 /* ---- writing to the upstream ---- */
 
-static void after_up_write(uv_write_t *w, int status) {
-  up_write *uw = (up_write *)w;
-  call *c = uw->c;
-  c->up_queued -= uw->len;
-  c->pending_ops--;
-  free(uw);
-  if (c->done) { finish(c); return; }
-  if (status < 0) return; /* the read side reports the failure */
-  if (c->timer_kind == T_WRITE && c->up_queued == 0) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
-  if (c->up_queued < UP_HIGH_WATER) rh_http_resume_body(c->req);
+static size_t up_queued(call *c) { return c->up ? c->up->queued : 0; }
+
+static void up_written(void *owner, size_t queued) {
+  call *c = owner;
+  if (c->done) return;
+  if (c->timer_kind == T_WRITE && queued == 0) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
+  if (queued < UP_HIGH_WATER) rh_http_resume_body(c->req);
 }
 
-static void raw_send(call *c, const char *p, size_t n);
-
-/* Application bytes to the upstream, through TLS for https. */
 static void up_send(call *c, const char *p, size_t n) {
   if (!c->up || !n) return;
-  if (!c->up->tls) { raw_send(c, p, n); return; }
-  rh_buf out = RH_BUF_INIT;
-  rh_tls_write(c->up->tls, p, n, &out);
-  raw_send(c, out.data, out.len);
-  rh_buf_free(&out);
-}
-
-static void raw_send(call *c, const char *p, size_t n) {
-  if (!c->up || !n) return;
-  up_write *uw = malloc(sizeof *uw + n);
-  if (!uw) abort();
-  memcpy(uw->data, p, n);
-  uw->c = c;
-  uw->len = n;
-  uv_buf_t b = uv_buf_init(uw->data, (unsigned)n);
-  c->up_queued += n;
-  c->pending_ops++;
-  if (uv_write(&uw->w, (uv_stream_t *)&c->up->tcp, &b, 1, after_up_write) < 0) {
-    c->up_queued -= n;
-    c->pending_ops--;
-    free(uw);
-  }
+  rh_upconn_write(c->up, p, n);
   if (c->timer_kind == T_READ || c->timer_kind == T_NONE) set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
 }
 
@@ -545,7 +513,7 @@ static void on_client_body_chunk(rh_http_req *r, const char *p, size_t n, void *
   }
   if (c->up && c->head_written) send_body_bytes(c, p, n);
   else rh_buf_append(&c->pending, p, n);
-  if (c->up_queued + c->pending.len >= UP_HIGH_WATER) rh_http_pause_body(c->req);
+  if (up_queued(c) + c->pending.len >= UP_HIGH_WATER) rh_http_pause_body(c->req);
 }
 
 static void on_client_body(rh_http_req *r, void *ud) {
@@ -564,7 +532,7 @@ static void on_client_drain(rh_http_req *r, void *ud) {
   call *c = ud;
   if (c->up_reading_paused && c->up) {
     c->up_reading_paused = 0;
-    read_start(c);
+    rh_upconn_resume(c->up);
   }
 }
 
@@ -750,8 +718,7 @@ static void init_parser(call *c) {
  * ended cleanly. */
 static void response_complete(call *c) {
   if (c->done) return;
-  int reusable = llhttp_should_keep_alive(&c->parser) && c->client_body_done && c->up_queued == 0 &&
-                 c->pending.len == 0;
+  int reusable = llhttp_should_keep_alive(&c->parser) && c->client_body_done && c->pending.len == 0;
   set_timer(c, T_NONE, 0, NULL);
   rh_http_finish(c->req);
   if (c->up) {
@@ -784,52 +751,22 @@ static void upstream_closed(call *c, const char *why) {
   fail(c, 502, "upstream_error", why);
 }
 
-static void up_read(void *owner, ssize_t n, const uv_buf_t *buf) {
+static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
   call *c = owner;
-  if (n == 0) return;
-  if (n < 0) {
-    upstream_closed(c, n == UV_EOF ? "upstream closed the connection" : uv_strerror((int)n));
-    return;
-  }
+  if (n < 0) { upstream_closed(c, err); return; }
   if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
-  const char *data = buf->base;
-  size_t len = (size_t)n;
-  rh_buf plain = RH_BUF_INIT;
-  if (c->up->tls) {
-    rh_buf out = RH_BUF_INIT;
-    int rc = rh_tls_read(c->up->tls, data, len, &plain);
-    rh_tls_pending(c->up->tls, &out);
-    raw_send(c, out.data, out.len);
-    rh_buf_free(&out);
-    if (rc < 0) {
-      char why[300];
-      snprintf(why, sizeof why, "TLS: %s", rh_tls_error(c->up->tls));
-      rh_buf_free(&plain);
-      drop_upstream(c);
-      if (c->resp_started) { rh_http_abort(c->req); finish(c); return; }
-      fail(c, 502, "upstream_error", why);
-      return;
-    }
-    if (!plain.len) { /* handshake bytes only */
-      rh_buf_free(&plain);
-      return;
-    }
-    data = plain.data;
-    len = plain.len;
-  }
-  llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
-  rh_buf_free(&plain);
+  llhttp_errno_t err_ = llhttp_execute(&c->parser, data, (size_t)n);
   if (c->done) return; /* the client went away while we wrote to it */
   if (c->req && c->resp_started) rh_http_flush(c->req); /* a head whose body is not here yet */
-  if (err == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
-  if (err == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
+  if (err_ == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
+  if (err_ == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
     char why[32];
     snprintf(why, sizeof why, "status %d", c->status);
     retry(c, "upstream_retryable_status", why, c->status);
     return;
   }
-  if (err == HPE_PAUSED || c->resp_done) { response_complete(c); return; }
-  if (err != HPE_OK) {
+  if (err_ == HPE_PAUSED || c->resp_done) { response_complete(c); return; }
+  if (err_ != HPE_OK) {
     drop_upstream(c);
     if (c->resp_started) { rh_http_abort(c->req); finish(c); return; }
     fail(c, 502, "upstream_error", llhttp_get_error_reason(&c->parser));
@@ -838,62 +775,26 @@ static void up_read(void *owner, ssize_t n, const uv_buf_t *buf) {
   if (c->up_reading_paused && c->up) rh_upconn_pause(c->up);
 }
 
-static void read_start(call *c) { rh_upconn_read(c->up, c, up_read); }
-
 /* ---- connecting ---- */
 
 static void connected(call *c) {
   init_parser(c);
-  read_start(c);
-  if (c->conf->tls && !c->up->tls) { /* a new https connection: ClientHello first */
-    c->up->tls = rh_tls_new(c->conf->tls, c->conf->host);
-    rh_buf out = RH_BUF_INIT;
-    rh_tls_pending(c->up->tls, &out);
-    raw_send(c, out.data, out.len);
-    rh_buf_free(&out);
-  }
+  rh_upconn_own(c->up, c, up_read, up_written);
   set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
   send_request(c);
 }
 
-static void on_connect(uv_connect_t *req, int status) {
-  call *c = req->data;
-  c->connecting = 0;
-  if (c->done) { finish(c); return; }
-  if (status < 0) {
-    drop_upstream(c);
-    char why[160];
-    snprintf(why, sizeof why, "connect %s:%d: %s", c->conf->host, c->conf->port, uv_strerror(status));
-    if (c->conf->retry_on_connect && retry_allowed(c)) { retry(c, "upstream_retryable_error", why, 0); return; }
-    fail(c, 502, "upstream_error", why);
+static void dialed(void *ud, rh_upconn *u, const char *err) {
+  call *c = ud;
+  c->dial = NULL;
+  if (!u) {
+    if (c->conf->retry_on_connect && retry_allowed(c)) { retry(c, "upstream_retryable_error", err, 0); return; }
+    fail(c, 502, "upstream_error", err);
     return;
   }
   RH_LOG(RH_LOG_DEBUG, "upstream_connect", RH_STR("upstream", c->conf->pool_key), RH_STR("request_id", c->req->id));
+  c->up = u;
   connected(c);
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  call *c = req->data;
-  c->resolving = 0;
-  if (c->done) { uv_freeaddrinfo(res); finish(c); return; }
-  if (status < 0) {
-    uv_freeaddrinfo(res);
-    char why[160];
-    snprintf(why, sizeof why, "resolve %s: %s", c->conf->host, uv_strerror(status));
-    if (c->conf->retry_on_connect && retry_allowed(c)) { retry(c, "upstream_retryable_error", why, 0); return; }
-    fail(c, 502, "upstream_error", why);
-    return;
-  }
-  c->up = rh_upconn_new(uv_default_loop(), c->conf->pool_key);
-  uv_tcp_nodelay(&c->up->tcp, 1);
-  c->connect_req.data = c;
-  c->connecting = 1;
-  int rc = uv_tcp_connect(&c->connect_req, &c->up->tcp, res->ai_addr, on_connect);
-  uv_freeaddrinfo(res);
-  if (rc < 0) {
-    c->connecting = 0;
-    on_connect(&c->connect_req, rc);
-  }
 }
 
 static void attempt(call *c, int fresh) {
@@ -906,16 +807,9 @@ static void attempt(call *c, int fresh) {
     return;
   }
   set_timer(c, T_CONNECT, c->conf->connect_timeout, on_timeout);
-  char port[8];
-  snprintf(port, sizeof port, "%d", c->conf->port);
-  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-  c->resolve_req.data = c;
-  c->resolving = 1;
-  int rc = uv_getaddrinfo(uv_default_loop(), &c->resolve_req, on_resolved, c->conf->host, port, &hints);
-  if (rc < 0) {
-    c->resolving = 0;
-    fail(c, 502, "upstream_error", uv_strerror(rc));
-  }
+  c->dial = rh_dial_start(uv_default_loop(), c->conf->pool_key, c->conf->host, c->conf->port, c->conf->tls,
+                          dialed, c);
+  if (!c->dial) fail(c, 502, "upstream_error", "cannot start resolving the upstream");
 }
 
 /* ---- lifetime ---- */
@@ -931,22 +825,19 @@ static void free_call(uv_handle_t *h) {
   free(c);
 }
 
-/* Ends the exchange; the memory goes once no libuv request still points at it. */
+/* Ends the exchange; the memory goes when the timer handle is closed. */
 static void finish(call *c) {
-  if (!c->done) {
-    c->done = 1;
-    release_hooks(c);
-    set_timer(c, T_NONE, 0, NULL);
-    if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req);
-    drop_upstream(c);
-    c->req->events = NULL;
-    c->req->ud = NULL;
-    rh_http_resume_body(c->req); /* whatever is left of the body is read past, not held up */
-    rh_http_req_release(c->req);
-    c->req = NULL; /* it may be freed now: nothing below may touch it */
-  }
-  if (c->resolving || c->connecting || c->pending_ops) return;
-  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, free_call);
+  if (c->done) return;
+  c->done = 1;
+  release_hooks(c);
+  set_timer(c, T_NONE, 0, NULL);
+  drop_upstream(c);
+  c->req->events = NULL;
+  c->req->ud = NULL;
+  rh_http_resume_body(c->req); /* whatever is left of the body is read past, not held up */
+  rh_http_req_release(c->req);
+  c->req = NULL; /* it may be freed now: nothing below may touch it */
+  uv_close((uv_handle_t *)&c->timer, free_call);
 }
 
 void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks) {

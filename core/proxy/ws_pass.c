@@ -10,8 +10,7 @@
 
 #include "log/log.h"
 #include "proxy/internal.h"
-#include "proxy/pool.h"
-#include "tls/tls.h"
+#include "proxy/upconn.h"
 #include "ws/ws.h"
 
 #define HIGH_WATER (256 * 1024)
@@ -25,10 +24,9 @@ typedef struct {
   rh_proxy_hooks hooks;
   int has_hooks;
   rh_upconn *up;
-  uv_getaddrinfo_t resolve_req;
-  uv_connect_t connect_req;
+  rh_dial *dial;             /* while connecting */
   uv_timer_t timer;
-  int resolving, connecting, writes, up_paused, ended, req_released;
+  int up_paused, ended, req_released;
   char key[25];
   rh_buf head;
   llhttp_t parser;
@@ -37,20 +35,10 @@ typedef struct {
   int status;
   char *protocol;            /* the subprotocol the upstream picked */
   rh_ws *client_ws, *up_ws;  /* set once the tunnel is up */
-  size_t up_queued;
 } wscall;
 
-typedef struct {
-  uv_write_t w;
-  wscall *c;
-  size_t len;
-  char data[];
-} up_write;
 
-
-static void maybe_free(wscall *c);
 static void end_tunnel(wscall *c);
-static void read_start(wscall *c);
 
 int rh_proxy_is_websocket(const rh_http_req *r) {
   const char *why;
@@ -65,41 +53,16 @@ static void log_ws(wscall *c, rh_log_level lv, const char *event, const char *er
 
 /* ---- the upstream socket ---- */
 
-static void after_up_write(uv_write_t *w, int status) {
-  up_write *uw = (up_write *)w;
-  wscall *c = uw->c;
-  c->up_queued -= uw->len;
-  c->writes--;
-  free(uw);
-  (void)status;
-  if (c->ended) { maybe_free(c); return; }
-  if (c->up_queued < HIGH_WATER && c->req) rh_http_resume_body(c->req);
-}
-
-static void raw_send(wscall *c, const char *p, size_t n) {
-  if (!c->up || !n) return;
-  up_write *uw = malloc(sizeof *uw + n);
-  if (!uw) abort();
-  memcpy(uw->data, p, n);
-  uw->c = c;
-  uw->len = n;
-  uv_buf_t b = uv_buf_init(uw->data, (unsigned)n);
-  c->writes++;
-  c->up_queued += n;
-  if (uv_write(&uw->w, (uv_stream_t *)&c->up->tcp, &b, 1, after_up_write) < 0) {
-    c->writes--;
-    c->up_queued -= n;
-    free(uw);
-  }
+static void up_written(void *owner, size_t queued) {
+  wscall *c = owner;
+  if (!c->ended && queued < HIGH_WATER && c->req) rh_http_resume_body(c->req);
 }
 
 static void up_send(wscall *c, const char *p, size_t n) {
-  if (!c->up || !c->up->tls) { raw_send(c, p, n); return; }
-  rh_buf out = RH_BUF_INIT;
-  rh_tls_write(c->up->tls, p, n, &out);
-  raw_send(c, out.data, out.len);
-  rh_buf_free(&out);
+  if (c->up && n) rh_upconn_write(c->up, p, n);
 }
+
+static int up_full(wscall *c) { return c->up && c->up->queued >= HIGH_WATER; }
 
 /* What the engines want written goes out; a full queue holds back the other side. */
 static void flush(wscall *c) {
@@ -108,7 +71,7 @@ static void flush(wscall *c) {
     rh_ws_output(c->up_ws, &out);
     up_send(c, out.data, out.len);
     out.len = 0;
-    if (c->up_queued >= HIGH_WATER && c->req) rh_http_pause_body(c->req);
+    if (up_full(c) && c->req) rh_http_pause_body(c->req);
   }
   if (c->client_ws && c->req) {
     rh_ws_output(c->client_ws, &out);
@@ -166,7 +129,7 @@ static void on_client_drain(rh_http_req *r, void *ud) {
   wscall *c = ud;
   if (c->up_paused && c->up) {
     c->up_paused = 0;
-    read_start(c);
+    rh_upconn_resume(c->up);
   }
 }
 
@@ -219,10 +182,15 @@ static void accept_client(wscall *c, int ok, const char *why) {
   }
 }
 
+static void drop_upstream(wscall *c) {
+  if (c->dial) { rh_dial_cancel(c->dial); c->dial = NULL; }
+  if (c->up) { rh_upconn_close(c->up); c->up = NULL; }
+}
+
 static void fail(wscall *c, const char *client_reason, const char *why) {
   log_ws(c, RH_LOG_WARN, "websocket_error", why);
   uv_timer_stop(&c->timer);
-  if (c->up) { rh_upconn_close(c->up); c->up = NULL; }
+  drop_upstream(c);
   if (c->req && !c->client_ws) accept_client(c, 0, client_reason);
   else end_tunnel(c);
 }
@@ -291,52 +259,26 @@ static void upstream_bytes(wscall *c, const char *p, size_t n) {
   }
 }
 
-static void up_read(void *owner, ssize_t n, const uv_buf_t *buf) {
+static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
   wscall *c = owner;
-  if (n == 0) return;
-  if (n < 0) {
-    if (c->client_ws && !rh_ws_want_close(c->client_ws)) {
-      rh_ws_close(c->client_ws, 1000, "Upstream closed");
-      rh_upconn_close(c->up);
-      c->up = NULL;
-      flush(c);
-      end_tunnel(c);
-    } else if (!c->client_ws) {
-      fail(c, "Upstream WS error", "the upstream closed during the handshake");
-    } else {
-      end_tunnel(c);
-    }
-    return;
+  if (n > 0) { upstream_bytes(c, p, (size_t)n); return; }
+  if (!c->client_ws) { /* the handshake never finished */
+    fail(c, "Upstream WS error", err);
+  } else if (!rh_ws_want_close(c->client_ws)) { /* gone without a close frame */
+    rh_ws_close(c->client_ws, 1000, "Upstream closed");
+    drop_upstream(c);
+    flush(c);
+    end_tunnel(c);
+  } else {
+    end_tunnel(c);
   }
-  if (!c->up->tls) { upstream_bytes(c, buf->base, (size_t)n); return; }
-  rh_buf plain = RH_BUF_INIT, out = RH_BUF_INIT;
-  int rc = rh_tls_read(c->up->tls, buf->base, (size_t)n, &plain);
-  rh_tls_pending(c->up->tls, &out);
-  raw_send(c, out.data, out.len);
-  rh_buf_free(&out);
-  if (rc < 0) {
-    char why[300];
-    snprintf(why, sizeof why, "TLS: %s", rh_tls_error(c->up->tls));
-    rh_buf_free(&plain);
-    fail(c, "Upstream WS error", why);
-    return;
-  }
-  if (plain.len) upstream_bytes(c, plain.data, plain.len);
-  rh_buf_free(&plain);
 }
 
-static void read_start(wscall *c) { rh_upconn_read(c->up, c, up_read); }
-
-static void on_connect(uv_connect_t *cr, int status) {
-  wscall *c = cr->data;
-  c->connecting = 0;
-  if (c->ended) { maybe_free(c); return; }
-  if (status < 0) {
-    char why[200];
-    snprintf(why, sizeof why, "connect %s:%d: %s", c->up_info.host, c->up_info.port, uv_strerror(status));
-    fail(c, "Upstream WS error", why);
-    return;
-  }
+static void dialed(void *ud, rh_upconn *u, const char *err) {
+  wscall *c = ud;
+  c->dial = NULL;
+  if (!u) { fail(c, "Upstream WS error", err); return; }
+  c->up = u;
   llhttp_settings_init(&c->settings);
   c->settings.on_header_field = cb_field;
   c->settings.on_header_value = cb_value;
@@ -344,38 +286,8 @@ static void on_connect(uv_connect_t *cr, int status) {
   c->settings.on_headers_complete = cb_headers_done;
   llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
   c->parser.data = c;
-  read_start(c);
-  if (c->up_info.tls) {
-    c->up->tls = rh_tls_new(c->up_info.tls, c->up_info.host);
-    rh_buf out = RH_BUF_INIT;
-    rh_tls_pending(c->up->tls, &out);
-    raw_send(c, out.data, out.len);
-    rh_buf_free(&out);
-  }
+  rh_upconn_own(u, c, up_read, up_written);
   up_send(c, c->head.data, c->head.len);
-}
-
-static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) {
-  wscall *c = rq->data;
-  c->resolving = 0;
-  if (c->ended || status < 0) {
-    uv_freeaddrinfo(res);
-    if (c->ended) { maybe_free(c); return; }
-    char why[200];
-    snprintf(why, sizeof why, "resolve %s: %s", c->up_info.host, uv_strerror(status));
-    fail(c, "Upstream WS error", why);
-    return;
-  }
-  c->up = rh_upconn_new(uv_default_loop(), "websocket");
-  uv_tcp_nodelay(&c->up->tcp, 1);
-  c->connect_req.data = c;
-  c->connecting = 1;
-  int rc = uv_tcp_connect(&c->connect_req, &c->up->tcp, res->ai_addr, on_connect);
-  uv_freeaddrinfo(res);
-  if (rc < 0) {
-    c->connecting = 0;
-    on_connect(&c->connect_req, rc);
-  }
 }
 
 static void on_timeout(uv_timer_t *t) {
@@ -396,11 +308,6 @@ static void free_call(uv_handle_t *h) {
   free(c);
 }
 
-static void maybe_free(wscall *c) {
-  if (c->resolving || c->connecting || c->writes) return;
-  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, free_call);
-}
-
 /* Both sides are done (or one is gone): close gracefully and let go. */
 static void end_tunnel(wscall *c) {
   if (c->ended) return;
@@ -408,13 +315,12 @@ static void end_tunnel(wscall *c) {
   uv_timer_stop(&c->timer);
   if (c->has_hooks && c->hooks.release) c->hooks.release(c->hooks.ud);
   c->has_hooks = 0;
-  if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req);
-  if (c->up) { rh_upconn_close(c->up); c->up = NULL; }
+  drop_upstream(c);
   if (c->req) {
     rh_http_finish(c->req); /* flushes what is queued, then closes */
     release_req(c);
   }
-  maybe_free(c);
+  uv_close((uv_handle_t *)&c->timer, free_call); /* frees c */
 }
 
 void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks) {
@@ -445,13 +351,7 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
     return;
   }
   uv_timer_start(&c->timer, on_timeout, (uint64_t)(c->up_info.connect_timeout * 1000), 0);
-  char port[8];
-  snprintf(port, sizeof port, "%d", c->up_info.port);
-  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-  c->resolve_req.data = c;
-  c->resolving = 1;
-  if (uv_getaddrinfo(uv_default_loop(), &c->resolve_req, on_resolved, c->up_info.host, port, &hints) < 0) {
-    c->resolving = 0;
-    fail(c, "Upstream WS error", "cannot resolve the upstream");
-  }
+  c->dial = rh_dial_start(uv_default_loop(), "websocket", c->up_info.host, c->up_info.port, c->up_info.tls,
+                          dialed, c);
+  if (!c->dial) fail(c, "Upstream WS error", "cannot start resolving the upstream");
 }

@@ -1,0 +1,219 @@
+#include "proxy/upconn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/buf.h"
+#include "tls/tls.h"
+
+static char read_buf[65536]; /* one loop, one read at a time: shared */
+
+/* ---- the connection ---- */
+
+static rh_upconn *upconn_new(uv_loop_t *loop, const char *key) {
+  rh_upconn *u = calloc(1, sizeof *u);
+  if (!u) abort();
+  snprintf(u->key, sizeof u->key, "%s", key);
+  uv_tcp_init(loop, &u->tcp);
+  uv_timer_init(loop, &u->idle_timer);
+  u->tcp.data = u->idle_timer.data = u;
+  return u;
+}
+
+/* Both handles point at u; the second close callback frees it (after every write callback). */
+static void after_close(uv_handle_t *h) {
+  rh_upconn *u = h->data;
+  if (++u->closing < 3) return;
+  if (u->tls) rh_tls_free(u->tls);
+  free(u);
+}
+
+void rh_upconn_close(rh_upconn *u) {
+  if (u->closing) return;
+  u->closing = 1;
+  u->on_read = NULL;
+  u->on_write = NULL;
+  uv_close((uv_handle_t *)&u->tcp, after_close);
+  uv_close((uv_handle_t *)&u->idle_timer, after_close);
+}
+
+typedef struct {
+  uv_write_t w;
+  rh_upconn *u;
+  size_t len;
+  char data[];
+} up_write;
+
+static void after_write(uv_write_t *w, int status) {
+  up_write *uw = (up_write *)w;
+  rh_upconn *u = uw->u;
+  u->queued -= uw->len;
+  free(uw);
+  if (status < 0 || u->closing) return; /* the read side reports a broken connection */
+  if (u->on_write) u->on_write(u->owner, u->queued);
+}
+
+static int raw_write(rh_upconn *u, const char *p, size_t n) {
+  if (u->closing) return -1;
+  if (!n) return 0;
+  up_write *uw = malloc(sizeof *uw + n);
+  if (!uw) abort();
+  memcpy(uw->data, p, n);
+  uw->u = u;
+  uw->len = n;
+  uv_buf_t b = uv_buf_init(uw->data, (unsigned)n);
+  u->queued += n;
+  if (uv_write(&uw->w, (uv_stream_t *)&u->tcp, &b, 1, after_write) < 0) {
+    u->queued -= n;
+    free(uw);
+    return -1;
+  }
+  return 0;
+}
+
+/* What the TLS engine wants sent (handshake, alerts). */
+static void flush_tls(rh_upconn *u) {
+  rh_buf out = RH_BUF_INIT;
+  rh_tls_pending(u->tls, &out);
+  raw_write(u, out.data, out.len);
+  rh_buf_free(&out);
+}
+
+int rh_upconn_write(rh_upconn *u, const char *p, size_t n) {
+  if (!u->tls) return raw_write(u, p, n);
+  rh_buf out = RH_BUF_INIT;
+  int rc = rh_tls_write(u->tls, p, n, &out);
+  if (rc == 0) rc = raw_write(u, out.data, out.len);
+  rh_buf_free(&out);
+  return rc;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(read_buf, sizeof read_buf);
+}
+
+static void deliver(rh_upconn *u, const char *p, ssize_t n, const char *err) {
+  if (u->on_read) u->on_read(u->owner, p, n, err);
+  else rh_upconn_close(u); /* idle: anything at all means it cannot be reused */
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  rh_upconn *u = s->data;
+  if (n == 0) return;
+  if (n < 0) {
+    deliver(u, NULL, -1, n == UV_EOF ? "upstream closed the connection" : uv_strerror((int)n));
+    return;
+  }
+  if (!u->tls) { deliver(u, buf->base, n, NULL); return; }
+  rh_buf plain = RH_BUF_INIT;
+  int rc = rh_tls_read(u->tls, buf->base, (size_t)n, &plain);
+  flush_tls(u);
+  if (rc < 0) {
+    char why[300];
+    snprintf(why, sizeof why, "TLS: %s", rh_tls_error(u->tls));
+    deliver(u, NULL, -1, why);
+  } else if (plain.len) {
+    deliver(u, plain.data, (ssize_t)plain.len, NULL);
+  }
+  rh_buf_free(&plain);
+}
+
+void rh_upconn_resume(rh_upconn *u) {
+  if (!u->reading && !u->closing) u->reading = uv_read_start((uv_stream_t *)&u->tcp, alloc_cb, read_cb) == 0;
+}
+
+void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upconn_write_cb on_write) {
+  u->owner = owner;
+  u->on_read = on_read;
+  u->on_write = on_write;
+  rh_upconn_resume(u);
+}
+
+void rh_upconn_pause(rh_upconn *u) {
+  if (u->reading) uv_read_stop((uv_stream_t *)&u->tcp);
+  u->reading = 0;
+}
+
+/* ---- dialling ---- */
+
+/* One dial. Lives until libuv has answered both of its requests, even when cancelled. */
+struct rh_dial {
+  uv_getaddrinfo_t resolve;
+  uv_connect_t connect;
+  rh_upconn *u;
+  char key[280], host[256];
+  int port, cancelled, pending;
+  struct rh_tls_ctx *tls;
+  rh_dial_cb cb;
+  void *ud;
+};
+
+static void dial_done(rh_dial *d, rh_upconn *u, const char *err) {
+  if (!d->cancelled) d->cb(d->ud, u, err);
+  else if (u) rh_upconn_close(u);
+  free(d);
+}
+
+static void on_connect(uv_connect_t *cr, int status) {
+  rh_dial *d = cr->data;
+  rh_upconn *u = d->u;
+  if (status < 0 || d->cancelled) {
+    char why[320];
+    snprintf(why, sizeof why, "connect %s:%d: %s", d->host, d->port, uv_strerror(status));
+    rh_upconn_close(u);
+    dial_done(d, NULL, why);
+    return;
+  }
+  uv_tcp_nodelay(&u->tcp, 1);
+  if (d->tls) { /* the ClientHello goes now; application writes wait inside rh_tls */
+    u->tls = rh_tls_new(d->tls, d->host);
+    flush_tls(u);
+  }
+  dial_done(d, u, NULL);
+}
+
+static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) {
+  rh_dial *d = rq->data;
+  if (status < 0 || d->cancelled) {
+    char why[320];
+    snprintf(why, sizeof why, "resolve %s: %s", d->host, uv_strerror(status));
+    uv_freeaddrinfo(res);
+    dial_done(d, NULL, why);
+    return;
+  }
+  d->u = upconn_new(rq->loop, d->key);
+  d->connect.data = d;
+  int rc = uv_tcp_connect(&d->connect, &d->u->tcp, res->ai_addr, on_connect);
+  uv_freeaddrinfo(res);
+  if (rc < 0) on_connect(&d->connect, rc);
+}
+
+rh_dial *rh_dial_start(uv_loop_t *loop, const char *key, const char *host, int port,
+                       struct rh_tls_ctx *tls, rh_dial_cb cb, void *ud) {
+  rh_dial *d = calloc(1, sizeof *d);
+  if (!d) abort();
+  snprintf(d->key, sizeof d->key, "%s", key);
+  snprintf(d->host, sizeof d->host, "%s", host);
+  d->port = port;
+  d->tls = tls;
+  d->cb = cb;
+  d->ud = ud;
+  char portstr[8];
+  snprintf(portstr, sizeof portstr, "%d", port);
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+  d->resolve.data = d;
+  if (uv_getaddrinfo(loop, &d->resolve, on_resolved, host, portstr, &hints) < 0) {
+    free(d);
+    return NULL;
+  }
+  return d;
+}
+
+void rh_dial_cancel(rh_dial *d) {
+  d->cancelled = 1;
+  if (d->u) rh_upconn_close(d->u); /* the connect callback comes back cancelled */
+  else uv_cancel((uv_req_t *)&d->resolve);
+}

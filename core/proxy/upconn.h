@@ -1,0 +1,55 @@
+/* upconn: a connection to an upstream, plain or TLS, as the proxy's two halves (HTTP and
+ * WebSocket) use it: dial (resolve, connect, start TLS), write application bytes, read
+ * application bytes. The connection owns its writes, so an owner can go away at any time; it is
+ * freed by rh_upconn_close once libuv is done with it. */
+#ifndef RH_UPCONN_H
+#define RH_UPCONN_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct rh_tls_ctx;
+typedef struct rh_upconn rh_upconn;
+
+/* n > 0: application bytes; n < 0: the connection is over, err says why ("upstream closed the
+ * connection", "TLS: certificate verify failed: …", a socket error). */
+typedef void (*rh_upconn_read_cb)(void *owner, const char *p, ssize_t n, const char *err);
+/* A write finished; queued is what is still waiting to go out. */
+typedef void (*rh_upconn_write_cb)(void *owner, size_t queued);
+
+/* It keeps reading all its life (switching reading on and off costs a syscall each way): bytes
+ * go to its current owner, and while it has none (idle in the pool) anything that arrives
+ * closes it. */
+struct rh_upconn {
+  uv_tcp_t tcp;              /* tcp.data is the rh_upconn itself */
+  uv_timer_t idle_timer;     /* used by the pool */
+  char key[280];             /* the pool it belongs to */
+  rh_upconn *next;           /* in the pool's idle list */
+  unsigned long long served; /* requests answered on it */
+  struct rh_tls *tls;        /* https/wss: owned */
+  void *owner;
+  rh_upconn_read_cb on_read;
+  rh_upconn_write_cb on_write;
+  size_t queued;             /* bytes handed to libuv, not yet written */
+  int in_pool, closing, reading;
+};
+
+typedef struct rh_dial rh_dial;
+/* u is connected (and its TLS handshake started), or NULL with err. */
+typedef void (*rh_dial_cb)(void *ud, rh_upconn *u, const char *err);
+
+/* Resolves host, connects to port, and speaks TLS (verifying host) when tls is given. cb runs
+ * once, later, unless rh_dial_cancel came first. NULL (and no cb) if it could not even start. */
+rh_dial *rh_dial_start(uv_loop_t *loop, const char *key, const char *host, int port,
+                       struct rh_tls_ctx *tls, rh_dial_cb cb, void *ud);
+void rh_dial_cancel(rh_dial *d);
+
+/* Bytes from now on go to owner's callbacks; starts reading if it was not. */
+void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upconn_write_cb on_write);
+void rh_upconn_pause(rh_upconn *u);        /* backpressure: until the next rh_upconn_resume */
+void rh_upconn_resume(rh_upconn *u);
+/* Application bytes (encrypted on TLS). -1 if the connection is closing. */
+int rh_upconn_write(rh_upconn *u, const char *p, size_t n);
+void rh_upconn_close(rh_upconn *u);
+
+#endif
