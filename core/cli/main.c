@@ -192,15 +192,21 @@ static int apply_settings(rh_host_settings *s) {
   return 0;
 }
 
-static int serve(void) {
+/* The first generation: NULL with *status set when there is nothing to serve (--help: 0, an
+ * error printed as file:line: message: 1). */
+static rh_gen *load_first(int *status) {
   char *err = NULL;
   rh_gen *g = build(&H.settings, &err);
-  if (!g && !err) return 0; /* --help */
-  if (!g) {
-    first_line(err, stderr);
-    free(err);
-    return 1;
-  }
+  *status = err ? 1 : 0;
+  if (err) first_line(err, stderr);
+  free(err);
+  return g;
+}
+
+static int serve(void) {
+  int status;
+  rh_gen *g = load_first(&status);
+  if (!g) return status;
   if (apply_settings(&H.settings) < 0) return 1;
   register_metrics();
   rh_gen_activate(g, H.settings.drain_timeout);
@@ -270,14 +276,9 @@ static int serve(void) {
 }
 
 static int check(void) {
-  char *err = NULL;
-  rh_gen *g = build(&H.settings, &err);
-  if (!g && !err) return 0; /* --help */
-  if (!g) {
-    first_line(err, stderr);
-    free(err);
-    return 1;
-  }
+  int status;
+  rh_gen *g = load_first(&status);
+  if (!g) return status;
   discard(g);
   printf("%s: ok\n", H.script);
   return 0;

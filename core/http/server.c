@@ -111,6 +111,15 @@ void rh_http_limits_default(rh_http_limits *lim) {
   lim->tls = NULL;
 }
 
+void rh_http_chunk_append(rh_buf *b, const char *p, size_t n) {
+  char size[24];
+  int k = snprintf(size, sizeof size, "%zx\r\n", n);
+  rh_buf_reserve(b, (size_t)k + n + 2);
+  rh_buf_append(b, size, (size_t)k);
+  rh_buf_append(b, p, n);
+  rh_buf_append(b, "\r\n", 2);
+}
+
 const char *rh_http_reason(int status) {
   switch (status) {
   case 100: return "Continue";
@@ -1051,12 +1060,8 @@ int rh_http_write(rh_http_req *r, const char *p, size_t n) {
   r->bytes_out += n;
   int rc;
   if (r->chunked) {
-    char size[24];
-    int k = snprintf(size, sizeof size, "%zx\r\n", n);
     rh_buf b = RH_BUF_INIT;
-    rh_buf_append(&b, size, (size_t)k);
-    rh_buf_append(&b, p, n);
-    rh_buf_append(&b, "\r\n", 2);
+    rh_http_chunk_append(&b, p, n);
     rc = write_out(r, b.data, b.len);
     rh_buf_free(&b);
   } else {

@@ -130,5 +130,7 @@ void rh_http_stream_body(rh_http_req *req, const rh_http_req_events *events, voi
 void rh_http_pause_body(rh_http_req *req);
 void rh_http_resume_body(rh_http_req *req);
 const char *rh_http_reason(int status);
+/* Appends p as one chunk of a chunked body ("size CRLF data CRLF"). */
+void rh_http_chunk_append(rh_buf *b, const char *p, size_t n);
 
 #endif

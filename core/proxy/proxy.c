@@ -472,12 +472,8 @@ static void up_send(call *c, const char *p, size_t n) {
 
 static void send_body_bytes(call *c, const char *p, size_t n) {
   if (c->chunked_up) {
-    char size[24];
-    int k = snprintf(size, sizeof size, "%zx\r\n", n);
     rh_buf b = RH_BUF_INIT;
-    rh_buf_append(&b, size, (size_t)k);
-    rh_buf_append(&b, p, n);
-    rh_buf_append(&b, "\r\n", 2);
+    rh_http_chunk_append(&b, p, n);
     up_send(c, b.data, b.len);
     rh_buf_free(&b);
   } else {
