@@ -185,7 +185,11 @@ static void make_id(char *out) {
     clock_gettime(CLOCK_REALTIME, &ts);
     prefix = (uint32_t)(ts.tv_nsec ^ ((uint32_t)getpid() << 16) ^ (uint32_t)ts.tv_sec);
   }
-  snprintf(out, 20, "%08" PRIx32 "%08" PRIx64, prefix, ++seq & 0xffffffffu);
+  /* 16 hex digits, by hand: this runs for every request */
+  static const char hex[] = "0123456789abcdef";
+  uint64_t v = ((uint64_t)prefix << 32) | (++seq & 0xffffffffu);
+  for (int i = 15; i >= 0; i--, v >>= 4) out[i] = hex[v & 15];
+  out[16] = 0;
 }
 
 static rh_http_req *req_new(rh_http_conn *c) {
@@ -702,8 +706,8 @@ static void parse_available(rh_http_conn *c) {
 
 static void log_access(rh_http_req *r) {
   double ms = ((double)uv_now(r->server->loop) / 1000.0 - r->started) * 1000.0;
-  char code[8];
-  snprintf(code, sizeof code, "%d", r->status);
+  char code[4] = { (char)('0' + r->status / 100 % 10), (char)('0' + r->status / 10 % 10),
+                    (char)('0' + r->status % 10), 0 };
   rh_metric_add(m_requests, (const char *[]){ code }, 1);
   rh_metric_observe(m_duration, NULL, ms / 1000.0);
   if (!rh_log_enabled(RH_LOG_INFO)) return;
