@@ -149,7 +149,8 @@ local function flag_list(flags)
 end
 
 -- Starts `relayhost script` on an ephemeral port. opts: flags (array of strings, or a table
--- name -> value), env (table), listen (default 127.0.0.1:0), wait (default true).
+-- name -> value), env (table), listen (default 127.0.0.1:0), wait (default true), nofile (a
+-- lower file descriptor limit, for fault tests), vmem (an address-space limit in kB).
 function M.start(script, opts)
   opts = opts or {}
   local dir = M.tmpdir()
@@ -162,7 +163,9 @@ function M.start(script, opts)
   args[#args + 1] = "--pid-file=" .. shell_quote(host.pid_file)
   local env = {}
   for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. shell_quote(v) end
-  local cmd = ("%s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s"):format(
+  local cmd = ("%s%s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s"):format(
+    (opts.nofile and ("ulimit -n %d; "):format(opts.nofile) or "") ..
+      (opts.vmem and ("ulimit -v %d; "):format(opts.vmem) or ""),
     #env > 0 and ("env " .. table.concat(env, " ")) or "", table.concat(args, " "),
     shell_quote(host.out_path), shell_quote(host.log_path), shell_quote(host.pid_path),
     shell_quote(host.rc_path))

@@ -1,0 +1,68 @@
+-- Faults the host must survive with a clear answer, serving everyone else: a handler out of
+-- memory, a stalled request body, running out of file descriptors.
+local helpers = require "helpers"
+
+describe("faults", function()
+  local dir = helpers.tmpdir()
+  helpers.write_file(dir .. "/faults.lua", [[
+local relay = require "relay"
+local app = relay.new { name = "faults" }
+app:get("/", function(_, res) res:send(200, "fine") end)
+app:get("/oom", function(_, res)
+  local t = {}
+  for i = 1, 64 do t[i] = ("x"):rep(2^28) .. i end -- 256 MiB each, past the address-space limit
+  res:send(200, "unreachable")
+end)
+app:post("/upload", function(req, res)
+  local body, err = req:body()
+  res:send(200, body and #body or err)
+end)
+return app
+]])
+
+  -- ASan reserves terabytes of address space, so a limit cannot be set under it
+  local asan = io.popen("ldd " .. helpers.bin() .. " 2>/dev/null"):read("*a"):find("libasan", 1, true)
+  local oom_it = asan and pending or it
+
+  oom_it("a handler out of memory gets 500 and the process serves on", function()
+    local host = helpers.start(dir .. "/faults.lua", { vmem = 1024 * 1024 })
+    local res = host:get("/oom")
+    assert.equal(500, res.status)
+    assert.matches('"event":"handler_error"[^\n]*not enough memory', host:log())
+    assert.equal("fine", host:get("/").body)
+    assert.equal(0, host:stop())
+  end)
+
+  it("a request body that stalls gets 408 while others are served", function()
+    local host = helpers.start(dir .. "/faults.lua", { flags = { "--body-timeout=0.5" } })
+    local slow = host:client()
+    slow:send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    assert.equal("fine", host:get("/").body)
+    local res = slow:read_response()
+    assert.equal(408, res.status)
+    slow:close()
+    assert.matches('"event":"http_timeout"[^\n]*"phase":"body"', host:log())
+    assert.equal(0, host:stop())
+  end)
+
+  it("out of file descriptors: new connections are turned away, open ones are served", function()
+    local host = helpers.start(dir .. "/faults.lua", { nofile = 40 })
+    local held = {}
+    for i = 1, 60 do held[i] = helpers.connect(host.port) end
+    helpers.sleep(0.2)
+    -- the first connections were accepted and still work
+    assert.equal("fine", held[1]:get("/").body)
+    -- those past the limit were closed by the host instead of hanging
+    local turned_away = 0
+    for i = 40, 60 do
+      held[i]:settimeout(1)
+      local res = held[i]:get("/")
+      if not res then turned_away = turned_away + 1 end
+    end
+    assert.is_true(turned_away > 0)
+    for i = 1, 60 do held[i]:close() end
+    helpers.sleep(0.2)
+    assert.equal("fine", host:get("/").body) -- and once they are gone, new ones are welcome
+    assert.equal(0, host:stop())
+  end)
+end)
