@@ -10,15 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "cache/dict.h"
 #include "cli/admin.h"
 #include "cli/reload.h"
+#include "cli/workers.h"
 #include "http/server.h"
 #include "log/log.h"
 #include "lua/runtime.h"
 #include "metrics/metrics.h"
 #include "net/cidr.h"
+#include "net/net.h"
 #include "proxy/pool.h"
 #include "tls/tls.h"
 
@@ -34,9 +37,13 @@ typedef struct {
   uv_timer_t shutdown_timer;
   int stopping;
   unsigned reload_seq;
+  int worker;              /* --workers: this worker's index; -1 in a single process */
 } host;
 
-static host H;
+static host H = { .worker = -1 };
+
+static void announce(const char *addr);
+static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
 
 static void usage(FILE *to) {
@@ -185,8 +192,8 @@ static int apply_settings(rh_host_settings *s) {
       return -1;
     }
   }
-  if (s->workers != 1) {
-    fprintf(stderr, "relayhost: --workers %d: only one process is supported in this build\n", s->workers);
+  if (s->workers < 1 || s->workers > 256) {
+    fprintf(stderr, "relayhost: --workers %d: want 1 to 256\n", s->workers);
     return -1;
   }
   return 0;
@@ -203,12 +210,88 @@ static rh_gen *load_first(int *status) {
   return g;
 }
 
+static int serve_generation(rh_gen *g);
+
+/* ---- --workers N ---- */
+
+static int worker_main(int index, void *ud) {
+  (void)ud;
+  uv_loop_fork(rh_loop()); /* the parent's loop state is not ours */
+  H.worker = index;
+  char listen[sizeof H.settings.listen];
+  snprintf(listen, sizeof listen, "%s", H.settings.listen); /* the port the parent picked */
+  int status;
+  rh_gen *g = load_first(&status);
+  if (!g) return status ? status : 1;
+  snprintf(H.settings.listen, sizeof H.settings.listen, "%s", listen);
+  H.settings.pid_file[0] = 0; /* the parent owns the pid file and the reload outcomes */
+  int rc = serve_generation(g);
+  cleanup();
+  return rc;
+}
+
+static int validate(char **err, void *ud) {
+  (void)ud;
+  rh_host_settings s;
+  rh_gen *g = rh_gen_build(H.script, H.argc, H.argv, &s, err);
+  if (!g) return -1;
+  free(s.help_text);
+  discard(g);
+  return 0;
+}
+
+/* Announces the address once a worker accepts on it, so that whoever reads the line can
+ * connect at once. */
+static void workers_started(void *ud) {
+  (void)ud;
+  char host[256];
+  int port;
+  struct sockaddr_storage ss;
+  if (rh_parse_hostport(H.settings.listen, host, sizeof host, &port) == 0) {
+    if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0) uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+    for (int i = 0; i < 100; i++) { /* 5 s at most */
+      int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+      int ok = fd >= 0 && connect(fd, (struct sockaddr *)&ss, len) == 0;
+      if (fd >= 0) close(fd);
+      if (ok) break;
+      usleep(50 * 1000);
+    }
+  }
+  announce(H.settings.listen);
+}
+
+static int supervise(rh_gen *g) {
+  discard(g); /* the parent only checked that the script loads */
+  char listen[sizeof H.settings.listen];
+  if (rh_pick_port(H.settings.listen, listen, sizeof listen) < 0) {
+    fprintf(stderr, "relayhost: --listen %s: cannot bind it\n", H.settings.listen);
+    return 1;
+  }
+  snprintf(H.settings.listen, sizeof H.settings.listen, "%s", listen);
+  if (H.settings.pid_file[0] && rh_pid_file_write(H.settings.pid_file) < 0) {
+    fprintf(stderr, "relayhost: --pid-file %s: %s\n", H.settings.pid_file, strerror(errno));
+    return 1;
+  }
+  rh_workers w = { H.settings.workers, worker_main, validate, H.settings.pid_file, workers_started, NULL };
+  int rc = rh_workers_supervise(&w);
+  if (H.settings.pid_file[0]) rh_pid_file_remove(H.settings.pid_file);
+  RH_LOG(RH_LOG_INFO, "stopped", RH_INT("pid", getpid()));
+  return rc;
+}
+
 static int serve(void) {
   int status;
   rh_gen *g = load_first(&status);
   if (!g) return status;
   if (apply_settings(&H.settings) < 0) return 1;
   register_metrics();
+  if (H.settings.workers > 1) return supervise(g);
+  return serve_generation(g);
+}
+
+static int serve_generation(rh_gen *g) {
   rh_gen_activate(g, H.settings.drain_timeout);
 
   rh_http_limits lim;
@@ -255,18 +338,11 @@ static int serve(void) {
   signal(SIGPIPE, SIG_IGN);
   rh_watchdog_start(H.settings.watchdog);
 
-  char host[256];
-  int port = rh_http_server_port(H.server);
-  snprintf(host, sizeof host, "%s", H.settings.listen);
-  char *colon = strrchr(host, ':');
-  if (colon) *colon = 0;
-  if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
-  char url[300];
-  snprintf(url, sizeof url, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
-  RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port),
-         RH_STR("script", H.script), RH_INT("pid", getpid()), RH_STR("version", RELAYHOST_VERSION));
-  printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
-  fflush(stdout);
+  char bound[300];
+  snprintf(bound, sizeof bound, "%s", H.settings.listen);
+  char *colon = strrchr(bound, ':');
+  if (colon) snprintf(colon + 1, sizeof bound - (size_t)(colon + 1 - bound), "%d", rh_http_server_port(H.server));
+  if (H.worker < 0) announce(bound);
 
   uv_run(rh_loop(), UV_RUN_DEFAULT);
   rh_watchdog_stop();
@@ -282,6 +358,22 @@ static int check(void) {
   discard(g);
   printf("%s: ok\n", H.script);
   return 0;
+}
+
+/* The line people and tests look for: where it serves. */
+static void announce(const char *addr) {
+  char host[256];
+  snprintf(host, sizeof host, "%s", addr);
+  char *colon = strrchr(host, ':');
+  int port = colon ? atoi(colon + 1) : 0;
+  if (colon) *colon = 0;
+  if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
+  char url[300];
+  snprintf(url, sizeof url, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
+  RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port), RH_STR("script", H.script),
+         RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers), RH_STR("version", RELAYHOST_VERSION));
+  printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
+  fflush(stdout);
 }
 
 static void cleanup(void) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "log/log.h"
 #include "lua/bind.h"
@@ -583,6 +584,11 @@ static int l_time(lua_State *L) {
   return 1;
 }
 
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, getpid()); /* which worker answered, under --workers */
+  return 1;
+}
+
 static int l_generation(lua_State *L) {
   lua_pushinteger(L, rh_gen_of(L)->id);
   return 1;
@@ -624,7 +630,8 @@ static const luaL_Reg core_fns[] = {
   { "res_send", l_res_send },   { "res_start", l_res_start },     { "res_write", l_res_write },
   { "res_finish", l_res_finish }, { "res_state", l_res_state },   { "sleep", l_sleep },
   { "timer", l_timer },         { "now", l_now },                 { "time", l_time },
-  { "generation", l_generation }, { "log", l_log },               { NULL, NULL },
+  { "generation", l_generation }, { "log", l_log },               { "pid", l_pid },
+  { NULL, NULL },
 };
 
 int luaopen_relay_core(lua_State *L) {

@@ -71,6 +71,31 @@ int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb
   return rc;
 }
 
+int rh_pick_port(const char *addr, char *out, size_t outlen) {
+  char host[256];
+  int port;
+  if (rh_parse_hostport(addr, host, sizeof host, &port) < 0) return -1;
+  if (port != 0) {
+    snprintf(out, outlen, "%s", addr);
+    return 0;
+  }
+  struct sockaddr_storage ss;
+  if (uv_ip4_addr(host, 0, (struct sockaddr_in *)&ss) != 0 && uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&ss) != 0)
+    return -1;
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+  if (fd < 0) return -1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  if (bind(fd, (struct sockaddr *)&ss, len) < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
+  snprintf(out, outlen, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+  return 0;
+}
+
 int rh_bound_port(uv_tcp_t *tcp) {
   struct sockaddr_storage ss;
   int len = sizeof ss;

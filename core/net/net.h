@@ -13,6 +13,10 @@ int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb cb,
               char *err, size_t errlen);
 
+/* For an address with port 0: binds once to learn a free port and writes the address with it
+ * to out (so that several workers can then bind the same one). Else copies addr. 0 or -1. */
+int rh_pick_port(const char *addr, char *out, size_t outlen);
+
 /* The port tcp is bound to (after rh_listen with port 0). */
 int rh_bound_port(uv_tcp_t *tcp);
 

@@ -164,6 +164,7 @@ relay.sleep = core.sleep
 relay.now = core.now
 relay.time = core.time
 relay.generation = core.generation
+relay.pid = core.pid
 relay.json = cjson
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end

@@ -1,0 +1,73 @@
+-- --workers N: N processes on one port, reloaded together through the parent, restarted when
+-- they die, stopped together.
+local helpers = require "helpers"
+
+describe("--workers", function()
+  local dir, path, host
+
+  local function script(version)
+    return ([[
+local relay = require "relay"
+local app = relay.new { name = "workers" }
+app:get("/", function(_, res) res:send(200, "v%d " .. relay.pid()) end)
+return app
+]]):format(version)
+  end
+
+  -- Versions and worker pids seen over n requests on fresh connections.
+  local function sample(n)
+    local pids, versions = {}, {}
+    for _ = 1, n do
+      local body = host:get("/").body
+      local v, pid = body:match("^(v%d+) (%d+)$")
+      versions[v] = true
+      pids[pid] = true
+    end
+    return pids, versions
+  end
+
+  local function count(t) local k = 0 for _ in pairs(t) do k = k + 1 end return k end
+
+  setup(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/app.lua"
+    helpers.write_file(path, script(1))
+    host = helpers.start(path, { flags = { "--workers", "2" } })
+  end)
+
+  teardown(function()
+    assert.equal(0, host:stop())
+  end)
+
+  it("serves from two processes on one port", function()
+    helpers.wait_until(function() return count((sample(20))) == 2 end, 10, "both workers to answer")
+  end)
+
+  it("reloads every worker through the parent, and reports the outcome", function()
+    helpers.write_file(path, script(2))
+    local rc = helpers.run { "reload", "--pid-file", host.pid_file }
+    assert.equal(0, rc)
+    helpers.wait_until(function() local _, v = sample(20); return v.v2 and not v.v1 end, 10, "both on v2")
+    helpers.write_file(path, "local relay = require 'relay'\nerror('broken')\n")
+    local rc2, _, err = helpers.run { "reload", "--pid-file", host.pid_file }
+    assert.equal(1, rc2)
+    assert.matches("app%.lua:2: broken", err)
+    local _, v = sample(10)
+    assert.is_true(v.v2)
+    helpers.write_file(path, script(2))
+  end)
+
+  it("restarts a worker that dies", function()
+    local pids = sample(20)
+    local victim = next(pids)
+    os.execute("kill -KILL " .. victim)
+    helpers.wait_until(function() return not helpers.read_file("/proc/" .. victim .. "/status") end, 5)
+    local res = host:get("/") -- the other one serves meanwhile
+    assert.equal("v2", res and res.body:match("^(v%d+)"))
+    helpers.wait_until(function()
+      local now = sample(20)
+      return count(now) == 2 and not now[victim]
+    end, 10, "a new worker in place of the dead one")
+    assert.matches('"event":"worker_exited"', host:log())
+  end)
+end)
