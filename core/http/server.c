@@ -674,7 +674,7 @@ static void parse_available(rh_http_conn *c) {
   /* After a head, llhttp needs one more call, even with no bytes, to end a bodiless message
    * (we paused it at the end of the head). */
   int kick = 0;
-  while (!c->closing && !c->close_after_write && !c->msg_done && (off < c->ps->in.len || kick)) {
+  while (!c->closing && !c->close_after_write && !c->msg_done && !c->tunnel && (off < c->ps->in.len || kick)) {
     kick = 0;
     const char *data = c->ps->in.data + off;
     size_t n = c->ps->in.len - off, chunk = n;
@@ -690,7 +690,15 @@ static void parse_available(rh_http_conn *c) {
     off += used;
     if (err == HPE_PAUSED) {
       llhttp_resume(&c->ps->parser);
-      if (c->head_ready) { c->head_ready = 0; kick = 1; dispatch(c); }
+      if (c->head_ready) {
+        /* consumed before the handler runs: a tunnel it opens gets only what follows the head */
+        rh_buf_consume(&c->ps->in, off);
+        off = 0;
+        c->head_ready = 0;
+        kick = 1;
+        dispatch(c);
+        if (!c->ps) return;
+      }
       if (c->msg_done) body_complete(c);
       if (c->req && c->req->body_paused && !c->msg_done) break;
     } else if (err == HPE_PAUSED_UPGRADE) {

@@ -22,6 +22,8 @@ struct rh_gen {
   rh_router *router;
   size_t *max_body;          /* per route handler index; 0: the server default */
   struct rh_lua_proxy **proxies; /* per route handler index: a native proxy route, or NULL */
+  char **websockets;         /* per route handler index: subprotocols of a WebSocket route ("" for
+                                none), or NULL for plain HTTP routes */
   size_t nroutes;
   int handlers_ref;          /* registry: array of route handler functions */
   rh_task *tasks;            /* live tasks, for drain cancellation */
@@ -45,6 +47,10 @@ struct rh_task {
   void *op;
   int parked;
   int waiting_body, waiting_drain;
+  int cancelled, failed;     /* how it ended, for on_end */
+  void *ext;                 /* a session the task serves (a WebSocket), freed by on_end */
+  void (*on_end)(rh_task *t);
+  int ext_ref;               /* registry ref of the session's Lua object */
 };
 
 /* The userdata req/res objects hold: valid while task is non-NULL. */
@@ -60,6 +66,10 @@ void rh_gen_tasks_gone(rh_gen *g);
 rh_task *rh_task_new(rh_gen *g, rh_http_req *req); /* coroutine on top of nothing: push fn+args */
 void rh_task_start(rh_task *t, int nargs);          /* runs fn on t->co with nargs */
 void rh_task_cancel(rh_task *t);
+
+/* lua_ws.c: WebSocket routes */
+int rh_lua_ws_refuse(rh_http_req *r);
+void rh_lua_ws_start(rh_task *t, const char *protocols);
 
 void rh_watchdog_enter(lua_State *L);
 void rh_watchdog_leave(void);

@@ -16,7 +16,7 @@
 
 /* ---- routes ---- */
 
-/* core.route_add(method, pattern, fn or proxy, max_body) */
+/* core.route_add(method, pattern, fn or proxy, max_body, websocket_protocols?) */
 static int l_route_add(lua_State *L) {
   const char *method = luaL_checkstring(L, 1);
   const char *pattern = luaL_checkstring(L, 2);
@@ -37,6 +37,10 @@ static int l_route_add(lua_State *L) {
   g->proxies = realloc(g->proxies, (size_t)(idx + 1) * sizeof *g->proxies);
   if (!g->proxies) abort();
   g->proxies[idx] = proxy;
+  g->websockets = realloc(g->websockets, (size_t)(idx + 1) * sizeof *g->websockets);
+  if (!g->websockets) abort();
+  g->websockets[0] = NULL;
+  g->websockets[idx] = lua_isstring(L, 5) ? strdup(lua_tostring(L, 5)) : NULL;
   g->nroutes = (size_t)idx;
   if (!g->handlers_ref) {
     lua_newtable(L);
@@ -308,14 +312,20 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
     } else if (g->proxies[m.handler]) {
       rh_lua_proxy_start(g, g->proxies[m.handler], r); /* takes our reference on r */
       return;
-    } else {
+    } else if (!(g->websockets[m.handler] && rh_lua_ws_refuse(r))) {
       rh_task *t = rh_task_new(g, r); /* takes our reference on r */
       r->ud = t;
       lua_State *co = t->co;
       lua_rawgeti(co, LUA_REGISTRYINDEX, g->handlers_ref);
       lua_rawgeti(co, -1, m.handler);
       lua_remove(co, -2);
-      push_objects(co, t, &m);
+      if (g->websockets[m.handler]) { /* handler(ws, req) */
+        rh_lua_ws_start(t, g->websockets[m.handler]);
+        push_objects(co, t, &m);
+        lua_pop(co, 1);
+      } else {
+        push_objects(co, t, &m);
+      }
       rh_task_start(t, 2);
       return;
     }
@@ -645,5 +655,6 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_metrics(L);
   rh_lua_register_client(L);
   rh_lua_register_proxy(L);
+  rh_lua_register_ws(L);
   return 1;
 }

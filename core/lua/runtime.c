@@ -52,6 +52,8 @@ void rh_gen_unref(rh_gen *g) {
   rh_router_free(g->router);
   free(g->max_body);
   free(g->proxies);
+  for (size_t i = 0; g->websockets && i <= g->nroutes; i++) free(g->websockets[i]);
+  free(g->websockets);
   free(g);
   live_gens--;
   rh_metric_set(m_generations, NULL, (double)live_gens);
@@ -290,7 +292,7 @@ rh_task *rh_task_new(rh_gen *g, rh_http_req *req) {
   t->gen = g;
   t->co = lua_newthread(g->L);
   t->co_ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
-  t->ex_ref = LUA_NOREF;
+  t->ex_ref = t->ext_ref = LUA_NOREF;
   lua_setexdata(t->co, t);
   t->req = req;
   t->next = g->tasks;
@@ -309,10 +311,12 @@ static void task_free(rh_task *t) {
   else g->tasks = t->next;
   if (t->next) t->next->prev = t->prev;
   g->ntasks--;
+  if (t->on_end) t->on_end(t);
   if (t->ex) t->ex->task = NULL;
   lua_setexdata(t->co, NULL);
   luaL_unref(g->L, LUA_REGISTRYINDEX, t->co_ref);
   luaL_unref(g->L, LUA_REGISTRYINDEX, t->ex_ref);
+  luaL_unref(g->L, LUA_REGISTRYINDEX, t->ext_ref);
   if (t->req) {
     t->req->ud = NULL;
     rh_http_req_release(t->req);
@@ -326,7 +330,7 @@ static void task_free(rh_task *t) {
 
 static void answer_error(rh_task *t, const char *why) {
   rh_http_req *r = t->req;
-  if (!r) return;
+  if (!r || t->ext) return; /* a session (WebSocket) says goodbye in its own way, in on_end */
   if (!r->head_sent) {
     char body[160];
     snprintf(body, sizeof body, "Internal Server Error (request id %s)\n", r->id);
@@ -342,6 +346,7 @@ static void answer_error(rh_task *t, const char *why) {
 }
 
 static void task_failed(rh_task *t) {
+  t->failed = 1;
   lua_State *co = t->co;
   const char *msg = lua_tostring(co, -1);
   luaL_traceback(t->gen->L, co, msg ? msg : "(error object is not a string)", 0);
@@ -356,7 +361,7 @@ static void task_failed(rh_task *t) {
 
 static void task_returned(rh_task *t) {
   rh_http_req *r = t->req;
-  if (!r) return;
+  if (!r || t->ext) return;
   if (r->head_sent && !r->finished) { rh_http_finish(r); return; }
   if (r->head_sent) return;
   RH_LOG(RH_LOG_ERROR, "handler_error", RH_STR("error", "handler returned without a response"),
@@ -404,7 +409,8 @@ void rh_task_cancel(rh_task *t) {
          RH_STR("request_id", t->req ? t->req->id : NULL));
   if (t->cancel) t->cancel(t->op);
   t->cancel = NULL;
-  if (t->req && !t->req->finished) {
+  t->cancelled = 1;
+  if (t->req && !t->req->finished && !t->ext) {
     if (!t->req->head_sent) {
       rh_headers h = RH_HEADERS_INIT;
       rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);

@@ -110,8 +110,16 @@ end
 
 function App:on_init(fn) self._init[#self._init + 1] = fn; return self end
 
-function App:websocket()
-  error("app:websocket: WebSocket routes are not built yet in this version", 2)
+-- A WebSocket route: handler(ws, req) with ws:recv() (yields; data, "text"|"binary" or nil,
+-- "closed", code, reason), ws:send(data, kind?), ws:close(code?, reason?). opts.protocols: the
+-- subprotocols the route speaks, in order of preference ("chat,json").
+function App:websocket(pattern, fn, opts)
+  assert(type(fn) == "function", "app:websocket handler must be a function")
+  opts = opts or {}
+  local protocols = opts.protocols
+  if type(protocols) == "table" then protocols = table.concat(protocols, ",") end
+  self._routes[#self._routes + 1] = { method = "GET", pattern = pattern, fn = fn, opts = opts, websocket = protocols or "" }
+  return self
 end
 
 function App:_listen()
@@ -125,7 +133,8 @@ function App:_install()
   local default_max = self._opts.max_body
   for _, r in ipairs(self._routes) do
     local handler = r.fn or core.proxy_new(r.proxy, r.mount)
-    core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0)
+    core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
+      r.websocket)
   end
   for _, fn in ipairs(self._init) do fn(self) end
   local h = self.host
