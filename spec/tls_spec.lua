@@ -27,8 +27,13 @@ local up = "https://localhost:%d"
 app:mount("/trusted", relay.proxy { target_base_url = up, ca_file = %q })
 app:mount("/untrusted", relay.proxy { target_base_url = up })
 app:mount("/wrongname", relay.proxy { target_base_url = "https://127.0.0.2:%d", ca_file = %q })
+app:get("/fetch", function(req, res)
+  local r, err = relay.http.request { url = up .. "/via-client", ca_file = req.args.ca ~= "no" and %q or nil }
+  if not r then return res:send(502, err) end
+  res:send(r.status, r.body)
+end)
 return app
-]]):format(upstream.port, dir .. "/cert.pem", upstream.port, dir .. "/cert.pem"))
+]]):format(upstream.port, dir .. "/cert.pem", upstream.port, dir .. "/cert.pem", dir .. "/cert.pem"))
     proxy = helpers.start(dir .. "/proxy.lua", { flags = { "--tls-cert", dir .. "/cert.pem", "--tls-key", dir .. "/key.pem" } })
   end)
 
@@ -75,6 +80,15 @@ return app
     local c3, b3 = curl(proxy, "/trusted/bytes?n=3000000")
     assert.equal(200, c3)
     assert.equal(3000000, #b3)
+  end)
+
+  it("relay.http.request speaks https, verified against ca_file, and says why when it cannot", function()
+    local code, body = curl(proxy, "/fetch")
+    assert.equal(200, code)
+    assert.equal("/via-client", cjson.decode(body).target)
+    local code2, body2 = curl(proxy, "/fetch?ca=no")
+    assert.equal(502, code2)
+    assert.matches("^tls: certificate verify failed: self%-signed certificate", body2)
   end)
 
   it("502 naming the reason when the upstream's certificate does not verify", function()

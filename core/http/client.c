@@ -18,6 +18,7 @@
 #include <llhttp.h>
 
 #include "log/buf.h"
+#include "tls/tls.h"
 
 #define DEFAULT_TIMEOUT 30.0
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
@@ -33,7 +34,6 @@ struct rh_client_op {
   uv_getaddrinfo_t gai;
   uv_tcp_t tcp;
   uv_connect_t connect;
-  uv_write_t write;
   struct addrinfo *addrs, *next_addr;
 
   char *host, *port;    /* what to resolve */
@@ -53,6 +53,9 @@ struct rh_client_op {
   bool interim;         /* the message being parsed is a 1xx to skip */
   bool complete, over_max;
 
+  rh_tls_ctx *own_ctx;  /* https with a ca_file of its own */
+  rh_tls *tls;          /* https: between the socket and the parser */
+  bool use_tls;
   char err[192];        /* an error waiting to be delivered by the timer */
   char connect_err[192]; /* why the last address failed */
   char rbuf[READ_CHUNK];
@@ -61,6 +64,8 @@ struct rh_client_op {
 /* ---- lifetime ---- */
 
 static void op_free(rh_client_op *op) {
+  if (op->tls) rh_tls_free(op->tls);
+  if (op->own_ctx) rh_tls_ctx_free(op->own_ctx);
   uv_freeaddrinfo(op->addrs);
   free(op->host);
   free(op->port);
@@ -214,12 +219,32 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(op->rbuf, sizeof op->rbuf);
 }
 
+static void send_raw(rh_client_op *op, const char *p, size_t n);
+
+/* https: decrypt, answer the handshake, and parse what is application data. */
+static void tls_input(rh_client_op *op, const char *p, size_t n) {
+  rh_buf plain = RH_BUF_INIT, out = RH_BUF_INIT;
+  int rc = rh_tls_read(op->tls, p, n, &plain);
+  rh_tls_pending(op->tls, &out);
+  send_raw(op, out.data, out.len);
+  rh_buf_free(&out);
+  if (rc < 0) {
+    char msg[sizeof op->err];
+    snprintf(msg, sizeof msg, "tls: %s", rh_tls_error(op->tls));
+    finish(op, msg, NULL);
+  } else if (plain.len) {
+    after_parse(op, llhttp_execute(&op->parser, plain.data, plain.len));
+  }
+  rh_buf_free(&plain);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   rh_client_op *op = s->data;
   if (op->done) return;
   if (nread > 0) {
     op->got_bytes = true;
-    after_parse(op, llhttp_execute(&op->parser, buf->base, (size_t)nread));
+    if (op->tls) tls_input(op, buf->base, (size_t)nread);
+    else after_parse(op, llhttp_execute(&op->parser, buf->base, (size_t)nread));
   } else if (nread == UV_EOF) {
     /* llhttp_finish() completes a read-until-close body, or says the message was cut short. */
     after_parse(op, llhttp_finish(&op->parser));
@@ -231,12 +256,37 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void on_write(uv_write_t *w, int status) {
   rh_client_op *op = w->data;
+  free(w);
   if (op->done || status == 0) return;
   /* A server may answer and close before reading our whole body; its answer still counts. */
   if (!op->got_bytes) finish_errf(op, "write", status);
 }
 
+/* One write request per write: TLS sends several (handshake, then the request). */
+static void send_raw(rh_client_op *op, const char *p, size_t n) {
+  if (!n || op->done) return;
+  uv_write_t *w = malloc(sizeof *w + n);
+  if (!w) abort();
+  char *copy = (char *)(w + 1);
+  memcpy(copy, p, n);
+  w->data = op;
+  uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+  int r = uv_write(w, (uv_stream_t *)&op->tcp, &b, 1, on_write);
+  if (r < 0) {
+    free(w);
+    finish_errf(op, "write", r);
+  }
+}
+
 static void connect_next(rh_client_op *op);
+
+/* The context every https request without a ca_file shares: made once, kept for the process. */
+static rh_tls_ctx *default_tls_ctx(void) {
+  static rh_tls_ctx *ctx;
+  char err[256];
+  if (!ctx) ctx = rh_tls_client_ctx(NULL, 1, err, sizeof err);
+  return ctx;
+}
 
 static void on_retry_closed(uv_handle_t *h) {
   rh_client_op *op = h->data;
@@ -267,10 +317,16 @@ static void on_connect(uv_connect_t *c, int status) {
     finish_errf(op, "read", r);
     return;
   }
-  uv_buf_t b = uv_buf_init(op->out.data, (unsigned)op->out.len);
-  op->write.data = op;
-  r = uv_write(&op->write, (uv_stream_t *)&op->tcp, &b, 1, on_write);
-  if (r < 0) finish_errf(op, "write", r);
+  if (!op->use_tls) {
+    send_raw(op, op->out.data, op->out.len);
+    return;
+  }
+  op->tls = rh_tls_new(op->own_ctx ? op->own_ctx : default_tls_ctx(), op->host);
+  rh_buf enc = RH_BUF_INIT;
+  rh_tls_pending(op->tls, &enc); /* the ClientHello; the request waits inside until the handshake */
+  rh_tls_write(op->tls, op->out.data, op->out.len, &enc);
+  send_raw(op, enc.data, enc.len);
+  rh_buf_free(&enc);
 }
 
 static void connect_next(rh_client_op *op) {
@@ -312,6 +368,7 @@ typedef struct {
   bool bracketed;
   const char *target; size_t target_len; /* path and query, may be empty */
   unsigned port;
+  bool tls;
 } url_parts;
 
 /* Returns NULL or why the URL is unusable. */
@@ -320,10 +377,10 @@ static const char *parse_url(const char *url, url_parts *u) {
   for (const unsigned char *c = (const unsigned char *)url; *c; c++) {
     if (*c <= 0x20 || *c == 0x7f) return "bad url: invalid character";
   }
-  if (strncasecmp(url, "https://", 8) == 0) return "https is not supported by this client yet";
-  if (strncasecmp(url, "http://", 7) != 0) return "bad url: scheme must be http://";
+  u->tls = strncasecmp(url, "https://", 8) == 0;
+  if (!u->tls && strncasecmp(url, "http://", 7) != 0) return "bad url: scheme must be http:// or https://";
 
-  const char *auth = url + 7;
+  const char *auth = url + (u->tls ? 8 : 7);
   size_t alen = strcspn(auth, "/?#");
   const char *aend = auth + alen;
   if (memchr(auth, '@', alen)) return "bad url: userinfo is not supported";
@@ -349,7 +406,7 @@ static const char *parse_url(const char *url, url_parts *u) {
   }
   if (u->host_len == 0) return "bad url: missing host";
 
-  u->port = 80;
+  u->port = u->tls ? 443 : 80;
   if (rest < aend) { /* ":" then digits; a bare ":" means the default, as RFC 3986 allows */
     unsigned port = 0;
     for (const char *d = rest + 1; d < aend; d++) {
@@ -448,6 +505,13 @@ static const char *prepare(rh_client_op *op, const rh_client_req *req) {
   snprintf(port, sizeof port, "%u", u.port);
   op->port = dup_n(port, strlen(port));
   op->numeric_host = u.bracketed;
+  op->use_tls = u.tls;
+  if (u.tls && req->ca_file) {
+    static char err[160];
+    op->own_ctx = rh_tls_client_ctx(req->ca_file, 1, err, sizeof err);
+    if (!op->own_ctx) return err;
+  }
+  if (u.tls && !op->own_ctx && !default_tls_ctx()) return "tls: no usable CA store";
   return NULL;
 }
 

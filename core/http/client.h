@@ -14,7 +14,8 @@ typedef struct rh_client_op rh_client_op;
 
 typedef struct {
   const char *method;          /* NULL: GET */
-  const char *url;             /* http://host[:port]/path?query */
+  const char *url;             /* http[s]://host[:port]/path?query */
+  const char *ca_file;         /* https: trust this CA file (else $SSL_CERT_FILE, else the system's) */
   const rh_headers *headers;   /* may be NULL */
   const char *body;
   size_t body_len;

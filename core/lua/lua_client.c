@@ -60,6 +60,7 @@ static int l_http_request(lua_State *L) {
   if (!opt_field(L, "url", LUA_TSTRING)) return luaL_error(L, FN ": url is required");
   req.url = lua_tostring(L, -1);
   if (opt_field(L, "body", LUA_TSTRING)) req.body = lua_tolstring(L, -1, &req.body_len);
+  if (opt_field(L, "ca_file", LUA_TSTRING)) req.ca_file = lua_tostring(L, -1);
   if (opt_field(L, "timeout", LUA_TNUMBER)) req.timeout = lua_tonumber(L, -1);
   if (opt_field(L, "max_body", LUA_TNUMBER)) req.max_body = to_max_body(L, -1);
   int has_headers = opt_field(L, "headers", LUA_TTABLE);

@@ -567,9 +567,8 @@ static void test_cancel(void) {
 
 static void test_bad_urls(void) {
   static const struct { const char *url, *err; } cases[] = {
-    { "https://example.com/", "https is not supported by this client yet" },
-    { "ftp://example.com/", "bad url: scheme must be http://" },
-    { "example.com", "bad url: scheme must be http://" },
+    { "ftp://example.com/", "bad url: scheme must be http:// or https://" },
+    { "example.com", "bad url: scheme must be http:// or https://" },
     { "", "bad url: empty" },
     { "http://", "bad url: missing host" },
     { "http:///path", "bad url: missing host" },
