@@ -4,13 +4,13 @@
  * wslay engine on each side, so both hops are checked and close codes carry across. If the
  * upstream cannot be had, the client still gets its 101 and then close 1011 with the reason
  * (the original's "Upstream WS error" / "Upstream WS timeout"). */
-#include <llhttp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log/log.h"
 #include "proxy/internal.h"
 #include "proxy/upconn.h"
+#include "proxy/ws_dial.h"
 #include "ws/ws.h"
 
 #define HIGH_WATER (256 * 1024)
@@ -24,15 +24,11 @@ typedef struct {
   rh_proxy_hooks hooks;
   int has_hooks;
   rh_upconn *up;
-  rh_dial *dial;             /* while connecting */
-  uv_timer_t timer;
+  rh_ws_dial *dial;          /* while the upstream handshake runs */
+  uv_timer_t timer;          /* only to free the call from the loop, after every callback */
   int up_paused, ended, req_released;
   char key[25];
   rh_buf head;
-  llhttp_t parser;
-  llhttp_settings_t settings;
-  rh_headers resp_headers;
-  int status;
   char *protocol;            /* the subprotocol the upstream picked */
   rh_ws *client_ws, *up_ws;  /* set once the tunnel is up */
 } wscall;
@@ -183,88 +179,32 @@ static void accept_client(wscall *c, int ok, const char *why) {
 }
 
 static void drop_upstream(wscall *c) {
-  if (c->dial) { rh_dial_cancel(c->dial); c->dial = NULL; }
+  if (c->dial) { rh_ws_dial_cancel(c->dial); c->dial = NULL; }
   if (c->up) { rh_upconn_close(c->up); c->up = NULL; }
 }
 
 static void fail(wscall *c, const char *client_reason, const char *why) {
   log_ws(c, RH_LOG_WARN, "websocket_error", why);
-  uv_timer_stop(&c->timer);
   drop_upstream(c);
   if (c->req && !c->client_ws) accept_client(c, 0, client_reason);
   else end_tunnel(c);
 }
 
-/* ---- the handshake with the upstream ---- */
-
-static wscall *of(llhttp_t *p) { return p->data; }
-
-static int cb_field(llhttp_t *p, const char *at, size_t n) {
-  rh_headers_collect_name(&of(p)->resp_headers, at, n);
-  return 0;
-}
-
-static int cb_value(llhttp_t *p, const char *at, size_t n) {
-  rh_headers_collect_value(&of(p)->resp_headers, at, n);
-  return 0;
-}
-
-static int cb_field_done(llhttp_t *p) {
-  rh_headers_end_name(&of(p)->resp_headers);
-  return 0;
-}
-
-static int cb_headers_done(llhttp_t *p) {
-  wscall *c = of(p);
-  c->status = p->status_code;
-  return c->status == 101 ? 0 : HPE_USER;
-}
-
-/* The upstream said 101: check its accept key, then open the client's side. */
-static void upstream_accepted(wscall *c, const char *rest, size_t n) {
-  const rh_header *acc = rh_headers_find(&c->resp_headers, "sec-websocket-accept", NULL);
-  if (!acc || !rh_ws_accept_ok(c->key, acc->value, acc->value_len)) {
-    fail(c, "Upstream WS error", "the upstream's Sec-WebSocket-Accept does not match");
-    return;
-  }
-  const rh_header *proto = rh_headers_find(&c->resp_headers, "sec-websocket-protocol", NULL);
-  if (proto) c->protocol = strndup(proto->value, proto->value_len);
-  uv_timer_stop(&c->timer);
-  rh_ws_handlers uh = { up_message, up_close, c };
-  c->up_ws = rh_ws_new(0, 0, &uh);
-  accept_client(c, 1, NULL);
-  if (n && c->up_ws) rh_ws_feed(c->up_ws, rest, n);
-  flush(c);
-}
+/* ---- the upstream ---- */
 
 static void upstream_bytes(wscall *c, const char *p, size_t n) {
-  if (c->up_ws) { /* the tunnel is up */
-    if (rh_ws_feed(c->up_ws, p, n) < 0) {
-      log_ws(c, RH_LOG_WARN, "websocket_error", rh_ws_error(c->up_ws));
-      rh_ws_close(c->client_ws, 1011, "Upstream WS error");
-    }
-    flush(c);
-    return;
+  if (rh_ws_feed(c->up_ws, p, n) < 0) {
+    log_ws(c, RH_LOG_WARN, "websocket_error", rh_ws_error(c->up_ws));
+    rh_ws_close(c->client_ws, 1011, "Upstream WS error");
   }
-  llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
-  if (err == HPE_PAUSED_UPGRADE) {
-    const char *at = llhttp_get_error_pos(&c->parser);
-    upstream_accepted(c, at, (size_t)(p + n - at));
-  } else if (err == HPE_USER) {
-    char why[64];
-    snprintf(why, sizeof why, "the upstream answered %d instead of 101", c->status);
-    fail(c, "Upstream WS error", why);
-  } else if (err != HPE_OK) {
-    fail(c, "Upstream WS error", llhttp_get_error_reason(&c->parser));
-  }
+  flush(c);
 }
 
 static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
   wscall *c = owner;
+  (void)err;
   if (n > 0) { upstream_bytes(c, p, (size_t)n); return; }
-  if (!c->client_ws) { /* the handshake never finished */
-    fail(c, "Upstream WS error", err);
-  } else if (!rh_ws_want_close(c->client_ws)) { /* gone without a close frame */
+  if (!rh_ws_want_close(c->client_ws)) { /* gone without a close frame */
     rh_ws_close(c->client_ws, 1000, "Upstream closed");
     drop_upstream(c);
     flush(c);
@@ -274,25 +214,23 @@ static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
   }
 }
 
-static void dialed(void *ud, rh_upconn *u, const char *err) {
+/* The upstream said 101 (or could not be had): open the client's side either way. */
+static void upstream_ready(void *ud, rh_upconn *u, const char *protocol, const char *rest, size_t n,
+                           const char *err, int timed_out) {
   wscall *c = ud;
   c->dial = NULL;
-  if (!u) { fail(c, "Upstream WS error", err); return; }
+  if (!u) {
+    fail(c, timed_out ? "Upstream WS timeout" : "Upstream WS error", err);
+    return;
+  }
   c->up = u;
-  llhttp_settings_init(&c->settings);
-  c->settings.on_header_field = cb_field;
-  c->settings.on_header_value = cb_value;
-  c->settings.on_header_field_complete = cb_field_done;
-  c->settings.on_headers_complete = cb_headers_done;
-  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
-  c->parser.data = c;
+  if (protocol) c->protocol = strdup(protocol);
+  rh_ws_handlers uh = { up_message, up_close, c };
+  c->up_ws = rh_ws_new(0, 0, &uh);
   rh_upconn_own(u, c, up_read, up_written);
-  up_send(c, c->head.data, c->head.len);
-}
-
-static void on_timeout(uv_timer_t *t) {
-  wscall *c = t->data;
-  fail(c, "Upstream WS timeout", "handshake timeout");
+  accept_client(c, 1, NULL);
+  if (n && c->up_ws) rh_ws_feed(c->up_ws, rest, n);
+  flush(c);
 }
 
 /* ---- lifetime ---- */
@@ -300,7 +238,6 @@ static void on_timeout(uv_timer_t *t) {
 static void free_call(uv_handle_t *h) {
   wscall *c = h->data;
   rh_buf_free(&c->head);
-  rh_headers_free(&c->resp_headers);
   if (c->client_ws) rh_ws_free(c->client_ws);
   if (c->up_ws) rh_ws_free(c->up_ws);
   free(c->protocol);
@@ -312,7 +249,6 @@ static void free_call(uv_handle_t *h) {
 static void end_tunnel(wscall *c) {
   if (c->ended) return;
   c->ended = 1;
-  uv_timer_stop(&c->timer);
   if (c->has_hooks && c->hooks.release) c->hooks.release(c->hooks.ud);
   c->has_hooks = 0;
   drop_upstream(c);
@@ -331,7 +267,6 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
   rh_proxy_conf_ref(conf);
   rh_proxy_conf_upstream(conf, &c->up_info);
   if (hooks) { c->hooks = *hooks; c->has_hooks = 1; }
-  rh_headers_init(&c->resp_headers);
   uv_timer_init(uv_default_loop(), &c->timer);
   c->timer.data = c;
   req->events = &client_events; /* the upgrade request has no body to buffer */
@@ -350,8 +285,8 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
     end_tunnel(c);
     return;
   }
-  uv_timer_start(&c->timer, on_timeout, (uint64_t)(c->up_info.connect_timeout * 1000), 0);
-  c->dial = rh_dial_start(uv_default_loop(), "websocket", c->up_info.host, c->up_info.port, c->up_info.tls,
-                          dialed, c);
+  c->dial = rh_ws_dial_start(uv_default_loop(), c->up_info.host, c->up_info.port, c->up_info.tls,
+                             c->head.data, c->head.len, c->key, c->up_info.connect_timeout,
+                             upstream_ready, c);
   if (!c->dial) fail(c, "Upstream WS error", "cannot start resolving the upstream");
 }
