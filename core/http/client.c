@@ -280,14 +280,6 @@ static void send_raw(rh_client_op *op, const char *p, size_t n) {
 
 static void connect_next(rh_client_op *op);
 
-/* The context every https request without a ca_file shares: made once, kept for the process. */
-static rh_tls_ctx *default_tls_ctx(void) {
-  static rh_tls_ctx *ctx;
-  char err[256];
-  if (!ctx) ctx = rh_tls_client_ctx(NULL, 1, err, sizeof err);
-  return ctx;
-}
-
 static void on_retry_closed(uv_handle_t *h) {
   rh_client_op *op = h->data;
   if (op->done) {
@@ -321,7 +313,7 @@ static void on_connect(uv_connect_t *c, int status) {
     send_raw(op, op->out.data, op->out.len);
     return;
   }
-  op->tls = rh_tls_new(op->own_ctx ? op->own_ctx : default_tls_ctx(), op->host);
+  op->tls = rh_tls_new(op->own_ctx ? op->own_ctx : rh_tls_default_client(), op->host);
   rh_buf enc = RH_BUF_INIT;
   rh_tls_pending(op->tls, &enc); /* the ClientHello; the request waits inside until the handshake */
   rh_tls_write(op->tls, op->out.data, op->out.len, &enc);
@@ -511,7 +503,7 @@ static const char *prepare(rh_client_op *op, const rh_client_req *req) {
     op->own_ctx = rh_tls_client_ctx(req->ca_file, 1, err, sizeof err);
     if (!op->own_ctx) return err;
   }
-  if (u.tls && !op->own_ctx && !default_tls_ctx()) return "tls: no usable CA store";
+  if (u.tls && !op->own_ctx && !rh_tls_default_client()) return "tls: no usable CA store";
   return NULL;
 }
 

@@ -48,9 +48,8 @@ struct rh_task {
   int parked;
   int waiting_body, waiting_drain;
   int cancelled, failed;     /* how it ended, for on_end */
-  void *ext;                 /* a session the task serves (a WebSocket), freed by on_end */
+  void *ext;                 /* sessions the task opened (WebSockets), freed by on_end */
   void (*on_end)(rh_task *t);
-  int ext_ref;               /* registry ref of the session's Lua object */
 };
 
 /* The userdata req/res objects hold: valid while task is non-NULL. */

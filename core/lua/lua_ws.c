@@ -1,13 +1,21 @@
-/* lua_ws: app:websocket routes. The handshake and the frames are C (core/ws over wslay); the
- * handler runs in its task's coroutine and meets a ws object whose recv() yields until a
- * message arrives. Messages that arrive while the handler is busy wait in a bounded queue. */
+/* lua_ws: WebSocket sessions for Lua. Server side: app:websocket routes (the handshake
+ * answered here). Client side: relay.ws.connect (core/proxy/ws_dial). Either way the frames are
+ * C (core/ws over wslay) and the script meets one ws object whose recv() yields until a message
+ * arrives; messages that come while the script is busy wait in a bounded queue.
+ *
+ * A session belongs to the task that opened it (the route's handler, or the task that called
+ * connect): it is closed and freed when that task ends. The Lua object may outlive it and then
+ * says the session is over. */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
+#include "proxy/ws_dial.h"
+#include "tls/tls.h"
 #include "ws/ws.h"
 
 #define WS_MT "relay.websocket"
@@ -20,31 +28,39 @@ typedef struct msg {
   char data[];
 } msg;
 
-/* One WebSocket session, owned by its task (freed in ws_end). The userdata holds a pointer
- * that is cleared when the session ends. */
-typedef struct {
+typedef struct session session;
+struct session {
   rh_ws *engine;
-  rh_http_req *req;
+  rh_http_req *req;          /* server side: the upgraded request (borrowed from the task) */
+  rh_upconn *up;             /* client side: the connection */
+  rh_ws_dial *dial;          /* client side, while connecting */
+  rh_tls_ctx *own_ctx;       /* client side with a ca_file */
   rh_task *task;
+  session *next;             /* in the task's list */
   msg *head, *tail;
   size_t queued;
-  int closed, close_code, waiting;
+  int closed, close_code, waiting, connecting, ud_ref;
   char close_reason[124];
-} session;
+};
 
 typedef struct {
   session *s;
 } ws_ud;
 
+static void write_out(session *s, const char *p, size_t n) {
+  if (!n) return;
+  if (s->req) rh_http_write(s->req, p, n);
+  else if (s->up) rh_upconn_write(s->up, p, n);
+}
+
 static void flush(session *s) {
-  if (!s->req) return;
   rh_buf out = RH_BUF_INIT;
   rh_ws_output(s->engine, &out);
-  if (out.len) rh_http_write(s->req, out.data, out.len);
+  write_out(s, out.data, out.len);
   rh_buf_free(&out);
 }
 
-/* Resumes a handler parked in recv() with the next message or the close. */
+/* The next message, or the close, as recv() returns it. */
 static int push_next(lua_State *L, session *s) {
   msg *m = s->head;
   if (m) {
@@ -63,15 +79,23 @@ static int push_next(lua_State *L, session *s) {
   return 4;
 }
 
+/* Resumes a script parked in recv(). Called last by every callback: it may end the session. */
 static void wake(session *s) {
-  if (!s->waiting) return;
+  if (!s->waiting || !(s->head || s->closed)) return;
   s->waiting = 0;
   rh_task_resume(s->task, push_next(rh_task_lua(s->task), s));
 }
 
+static void set_closed(session *s, int code, const char *reason) {
+  if (s->closed) return;
+  s->closed = 1;
+  s->close_code = code;
+  snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
+}
+
 static void on_message(void *ud, int opcode, const char *p, size_t n) {
   session *s = ud;
-  if (s->queued + n > QUEUE_MAX_BYTES) { /* the handler does not keep up */
+  if (s->queued + n > QUEUE_MAX_BYTES) { /* the script does not keep up */
     rh_ws_close(s->engine, 1008, "handler too slow: queue full");
     return;
   }
@@ -89,37 +113,45 @@ static void on_message(void *ud, int opcode, const char *p, size_t n) {
 
 static void on_close(void *ud, int code, const char *reason, size_t n) {
   session *s = ud;
-  s->closed = 1;
-  s->close_code = code;
-  snprintf(s->close_reason, sizeof s->close_reason, "%.*s", (int)(n < 123 ? n : 123), reason);
+  char r[124];
+  snprintf(r, sizeof r, "%.*s", (int)(n < 123 ? n : 123), reason);
+  set_closed(s, code, r);
 }
 
-/* The handler is resumed last: it may end the session, and s with it. */
-static void on_bytes(rh_http_req *r, const char *p, size_t n, void *ud) {
-  (void)r;
-  session *s = ud;
-  if (rh_ws_feed(s->engine, p, n) < 0 && !s->closed) {
-    s->closed = 1;
-    s->close_code = rh_ws_close_sent(s->engine);
-    snprintf(s->close_reason, sizeof s->close_reason, "%s", rh_ws_error(s->engine));
-  }
+static void feed(session *s, const char *p, size_t n) {
+  if (rh_ws_feed(s->engine, p, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
   flush(s);
-  if (s->head || s->closed) wake(s);
+  wake(s);
 }
 
-static void on_gone(rh_http_req *r, void *ud) {
+/* ---- transports ---- */
+
+static void server_bytes(rh_http_req *r, const char *p, size_t n, void *ud) {
+  (void)r;
+  feed(ud, p, n);
+}
+
+static void server_gone(rh_http_req *r, void *ud) {
   (void)r;
   session *s = ud;
-  if (!s->closed) {
-    s->closed = 1;
-    s->close_code = 1006;
-    snprintf(s->close_reason, sizeof s->close_reason, "connection lost");
-  }
+  set_closed(s, 1006, "connection lost");
   s->req = NULL;
   wake(s);
 }
 
-static const rh_http_req_events ws_events = { on_bytes, NULL, NULL, on_gone };
+static const rh_http_req_events server_events = { server_bytes, NULL, NULL, server_gone };
+
+static void client_read(void *owner, const char *p, ssize_t n, const char *err) {
+  session *s = owner;
+  if (n > 0) {
+    feed(s, p, (size_t)n);
+    return;
+  }
+  set_closed(s, 1006, err);
+  rh_upconn_close(s->up);
+  s->up = NULL;
+  wake(s);
+}
 
 /* ---- the ws object ---- */
 
@@ -134,7 +166,7 @@ static int l_recv(lua_State *L) {
   session *s = check_session(L);
   if (s->head || s->closed) return push_next(L, s);
   rh_task *t = rh_task_current(L);
-  if (t != s->task) return luaL_error(L, "ws:recv: only inside the session's own handler");
+  if (t != s->task) return luaL_error(L, "ws:recv: only inside the task that opened the session");
   s->waiting = 1;
   return rh_task_yield(L, t, NULL, NULL);
 }
@@ -144,9 +176,8 @@ static int l_send(lua_State *L) {
   session *s = check_session(L);
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
-  const char *kind = luaL_optstring(L, 3, "text");
-  int opcode = strcmp(kind, "binary") == 0 ? RH_WS_BINARY : RH_WS_TEXT;
-  if (s->closed || !s->req || rh_ws_send(s->engine, opcode, p, n) < 0) {
+  int binary = strcmp(luaL_optstring(L, 3, "text"), "binary") == 0;
+  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, binary ? RH_WS_BINARY : RH_WS_TEXT, p, n) < 0) {
     lua_pushnil(L);
     lua_pushstring(L, s->closed ? "closed" : "cannot send (text must be UTF-8)");
     return 2;
@@ -160,55 +191,80 @@ static int l_send(lua_State *L) {
 static int l_close(lua_State *L) {
   session *s = check_session(L);
   int code = (int)luaL_optinteger(L, 2, 1000);
-  const char *reason = luaL_optstring(L, 3, "");
   if (!s->closed) {
-    rh_ws_close(s->engine, code, reason);
+    rh_ws_close(s->engine, code, luaL_optstring(L, 3, ""));
     flush(s);
   }
-  s->closed = 1;
-  if (!s->close_code) s->close_code = code;
+  set_closed(s, code, "closed by this side");
   return 0;
 }
 
 static const luaL_Reg ws_methods[] = { { "recv", l_recv }, { "send", l_send }, { "close", l_close }, { NULL, NULL } };
 
-void rh_lua_register_ws(lua_State *L) {
-  luaL_newmetatable(L, WS_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, ws_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 /* ---- a session's life ---- */
 
-/* The task ended (returned, failed or cancelled): say goodbye properly and free. */
-static void ws_end(rh_task *t) {
-  session *s = t->ext;
-  t->ext = NULL;
-  if (s->req && !rh_ws_want_close(s->engine)) {
+static void push_object(lua_State *L, session *s) {
+  ws_ud *u = lua_newuserdata(L, sizeof *u);
+  u->s = s;
+  luaL_getmetatable(L, WS_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void end_session(rh_task *t, session *s) {
+  if ((s->req || s->up) && !rh_ws_want_close(s->engine)) {
     int code = t->cancelled ? 1001 : t->failed ? 1011 : 1000;
     rh_ws_close(s->engine, code, t->cancelled ? "going away" : t->failed ? "handler error" : "");
     flush(s);
   }
   if (s->req) {
     s->req->events = NULL;
-    rh_http_finish(s->req);
+    rh_http_finish(s->req); /* closes once what is queued is written */
   }
+  if (s->dial) rh_ws_dial_cancel(s->dial);
+  if (s->up) rh_upconn_close(s->up);
   while (s->head) {
     msg *m = s->head;
     s->head = m->next;
     free(m);
   }
-  rh_ws_free(s->engine);
-  /* the ws object may outlive the session in Lua: it must know it is over */
-  lua_State *L = t->gen->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ext_ref);
+  if (s->engine) rh_ws_free(s->engine);
+  if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
+  lua_State *L = t->gen->L; /* the object may outlive the session: it must know it is over */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
   ws_ud *u = lua_touserdata(L, -1);
   if (u) u->s = NULL;
   lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ud_ref);
   free(s);
 }
+
+/* The task ended (returned, failed or was cancelled): every session it opened says goodbye. */
+static void ws_end(rh_task *t) {
+  session *s = t->ext;
+  t->ext = NULL;
+  while (s) {
+    session *next = s->next;
+    end_session(t, s);
+    s = next;
+  }
+}
+
+static session *session_new(rh_task *t, int is_server) {
+  session *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  rh_ws_handlers wh = { on_message, on_close, s };
+  s->engine = rh_ws_new(is_server, 0, &wh);
+  s->task = t;
+  s->ud_ref = LUA_NOREF;
+  s->next = t->ext;
+  t->ext = s;
+  t->on_end = ws_end;
+  return s;
+}
+
+/* ---- server side ---- */
 
 /* A request on a WebSocket route that is not a valid upgrade: 426 (or 400), no handler.
  * Returns 1 when it answered. */
@@ -253,14 +309,8 @@ static int pick_protocol(const rh_headers *h, const char *route, char *out, size
 /* Answers the upgrade (101) and pushes the ws object for the handler on the task's stack. */
 void rh_lua_ws_start(rh_task *t, const char *protocols) {
   rh_http_req *r = t->req;
-  session *s = calloc(1, sizeof *s);
-  if (!s) abort();
-  rh_ws_handlers wh = { on_message, on_close, s };
-  s->engine = rh_ws_new(1, 0, &wh);
+  session *s = session_new(t, 1);
   s->req = r;
-  s->task = t;
-  t->ext = s;
-  t->on_end = ws_end;
   const rh_header *key = rh_headers_find(&r->headers, "sec-websocket-key", NULL);
   char accept[29], proto[128];
   rh_ws_accept_key(key->value, key->value_len, accept);
@@ -270,13 +320,160 @@ void rh_lua_ws_start(rh_task *t, const char *protocols) {
   rh_headers_add(&h, "Sec-WebSocket-Accept", 20, accept, strlen(accept));
   if (pick_protocol(&r->headers, protocols, proto, sizeof proto))
     rh_headers_add(&h, "Sec-WebSocket-Protocol", 22, proto, strlen(proto));
-  rh_http_tunnel(r, 101, &h, &ws_events, s);
+  rh_http_tunnel(r, 101, &h, &server_events, s);
   rh_headers_free(&h);
-  lua_State *co = t->co;
-  ws_ud *u = lua_newuserdata(co, sizeof *u);
-  u->s = s;
-  luaL_getmetatable(co, WS_MT);
-  lua_setmetatable(co, -2);
-  lua_pushvalue(co, -1);
-  t->ext_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+  push_object(t->co, s);
+}
+
+/* ---- client side: relay.ws.connect ---- */
+
+static void connected(void *ud, rh_upconn *u, const char *protocol, const char *rest, size_t n,
+                      const char *err, int timed_out) {
+  session *s = ud;
+  lua_State *co = rh_task_lua(s->task);
+  s->dial = NULL;
+  s->connecting = 0;
+  if (!u) {
+    set_closed(s, 1006, err);
+    lua_pushnil(co);
+    lua_pushstring(co, timed_out ? "timeout" : err);
+    rh_task_resume(s->task, 2);
+    return;
+  }
+  s->up = u;
+  rh_upconn_own(u, s, client_read, NULL);
+  if (n) rh_ws_feed(s->engine, rest, n);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
+  if (protocol) lua_pushstring(co, protocol);
+  else lua_pushnil(co);
+  rh_task_resume(s->task, 2);
+}
+
+static void cancel_connect(void *op) {
+  session *s = op;
+  if (s->dial) rh_ws_dial_cancel(s->dial);
+  s->dial = NULL;
+}
+
+typedef struct {
+  int tls;
+  char host[256];
+  int port;
+  const char *target; /* path and query, into the url */
+} ws_url;
+
+static const char *parse_ws_url(const char *url, ws_url *u) {
+  u->tls = strncasecmp(url, "wss://", 6) == 0;
+  if (!u->tls && strncasecmp(url, "ws://", 5) != 0) return "the url must start with ws:// or wss://";
+  const char *h = url + (u->tls ? 6 : 5), *end = h + strcspn(h, "/?#");
+  const char *colon = h[0] == '[' ? strstr(h, "]:") : memchr(h, ':', (size_t)(end - h));
+  if (colon && colon > end) colon = NULL;
+  if (h[0] == '[' && colon) colon++;
+  const char *hs = h[0] == '[' ? h + 1 : h;
+  const char *he = colon ? (h[0] == '[' ? colon - 1 : colon) : (h[0] == '[' ? end - 1 : end);
+  if (he <= hs || (size_t)(he - hs) >= sizeof u->host) return "bad host in the url";
+  memcpy(u->host, hs, (size_t)(he - hs));
+  u->host[he - hs] = 0;
+  u->port = colon ? atoi(colon + 1) : (u->tls ? 443 : 80);
+  if (u->port <= 0 || u->port > 65535) return "bad port in the url";
+  u->target = *end == '/' || *end == '?' ? end : "/";
+  return NULL;
+}
+
+/* The handshake request: our fields, then the caller's (minus the ones the handshake owns). */
+static int build_head(lua_State *L, const ws_url *u, const char *url, const char *key, rh_buf *b) {
+  size_t hostlen = strcspn(url + (u->tls ? 6 : 5), "/?#");
+  rh_buf_printf(b, "GET %s%s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
+                u->target[0] == '?' ? "/" : "", u->target, (int)hostlen, url + (u->tls ? 6 : 5), key);
+  lua_getfield(L, 2, "protocols");
+  if (lua_istable(L, -1)) {
+    rh_buf_puts(b, "Sec-WebSocket-Protocol: ");
+    for (int i = 1;; i++) {
+      lua_rawgeti(L, -1, i);
+      const char *p = lua_tostring(L, -1);
+      lua_pop(L, 1);
+      if (!p) break;
+      rh_buf_printf(b, "%s%s", i > 1 ? ", " : "", p);
+    }
+    rh_buf_puts(b, "\r\n");
+  } else if (lua_isstring(L, -1)) {
+    rh_buf_printf(b, "Sec-WebSocket-Protocol: %s\r\n", lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  rh_headers h = RH_HEADERS_INIT;
+  lua_getfield(L, 2, "headers");
+  int rc = rh_lua_read_headers(L, -1, &h);
+  if (rc < 0) {
+    rh_headers_free(&h);
+    return -1; /* message on the stack */
+  }
+  lua_pop(L, 1);
+  for (size_t i = 0; i < h.n; i++) {
+    const rh_header *f = &h.items[i];
+    if (rh_header_name_eq(f, "host") || rh_header_name_eq(f, "upgrade") || rh_header_name_eq(f, "connection") ||
+        (f->name_len > 14 && strncasecmp(f->name, "sec-websocket-", 14) == 0))
+      continue;
+    rh_buf_printf(b, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len, f->value);
+  }
+  rh_headers_free(&h);
+  rh_buf_puts(b, "\r\n");
+  return 0;
+}
+
+/* core.ws_connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err */
+static int l_ws_connect(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  if (lua_isnoneornil(L, 2)) lua_newtable(L), lua_replace(L, 2);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  rh_task *t = rh_task_current(L);
+  if (!t) return luaL_error(L, "relay.ws.connect: only inside a handler or timer");
+  ws_url u;
+  const char *why = parse_ws_url(url, &u);
+  if (why) return luaL_error(L, "relay.ws.connect: %s", why);
+  char key[25];
+  rh_ws_client_key(key);
+  rh_buf head = RH_BUF_INIT;
+  if (build_head(L, &u, url, key, &head) < 0) {
+    rh_buf_free(&head);
+    return luaL_error(L, "relay.ws.connect: headers: %s", lua_tostring(L, -1));
+  }
+  lua_getfield(L, 2, "timeout");
+  double timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 10;
+  lua_getfield(L, 2, "ca_file");
+  const char *ca_file = lua_tostring(L, -1);
+  session *s = session_new(t, 0);
+  rh_tls_ctx *ctx = NULL;
+  if (u.tls) {
+    char err[200];
+    ctx = ca_file ? (s->own_ctx = rh_tls_client_ctx(ca_file, 1, err, sizeof err)) : rh_tls_default_client();
+    if (!ctx) {
+      rh_buf_free(&head);
+      set_closed(s, 1006, "tls");
+      return luaL_error(L, "relay.ws.connect: %s", ca_file ? err : "no usable CA store");
+    }
+  }
+  lua_pop(L, 2);
+  push_object(L, s);
+  lua_pop(L, 1);
+  s->dial = rh_ws_dial_start(rh_loop(), u.host, u.port, ctx, head.data, head.len, key, timeout, connected, s);
+  rh_buf_free(&head);
+  if (!s->dial) {
+    set_closed(s, 1006, "cannot resolve");
+    lua_pushnil(L);
+    lua_pushstring(L, "cannot start resolving the server");
+    return 2;
+  }
+  s->connecting = 1;
+  return rh_task_yield(L, t, cancel_connect, s);
+}
+
+void rh_lua_register_ws(lua_State *L) {
+  luaL_newmetatable(L, WS_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, ws_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_ws_connect);
+  lua_setfield(L, -2, "ws_connect");
 }

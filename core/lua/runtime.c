@@ -292,7 +292,7 @@ rh_task *rh_task_new(rh_gen *g, rh_http_req *req) {
   t->gen = g;
   t->co = lua_newthread(g->L);
   t->co_ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
-  t->ex_ref = t->ext_ref = LUA_NOREF;
+  t->ex_ref = LUA_NOREF;
   lua_setexdata(t->co, t);
   t->req = req;
   t->next = g->tasks;
@@ -316,7 +316,6 @@ static void task_free(rh_task *t) {
   lua_setexdata(t->co, NULL);
   luaL_unref(g->L, LUA_REGISTRYINDEX, t->co_ref);
   luaL_unref(g->L, LUA_REGISTRYINDEX, t->ex_ref);
-  luaL_unref(g->L, LUA_REGISTRYINDEX, t->ext_ref);
   if (t->req) {
     t->req->ud = NULL;
     rh_http_req_release(t->req);

@@ -79,7 +79,7 @@ static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
   if (e == HPE_PAUSED_UPGRADE) {
     const char *at = llhttp_get_error_pos(&d->parser);
     accepted(d, at, (size_t)(p + n - at));
-  } else if (e == HPE_USER) {
+  } else if (d->status && d->status != 101) { /* refused in on_headers_complete */
     char why[64];
     snprintf(why, sizeof why, "the server answered %d instead of 101", d->status);
     finish(d, NULL, NULL, NULL, 0, why, 0);

@@ -484,3 +484,10 @@ const char *rh_tls_sni(const rh_tls *t) {
 }
 
 const char *rh_tls_version(const rh_tls *t) { return t->hs_done ? SSL_get_version(t->ssl) : NULL; }
+
+rh_tls_ctx *rh_tls_default_client(void) {
+  static rh_tls_ctx *ctx;
+  char err[256];
+  if (!ctx) ctx = rh_tls_client_ctx(NULL, 1, err, sizeof err);
+  return ctx;
+}

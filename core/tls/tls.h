@@ -46,6 +46,10 @@ struct ssl_ctx_st *rh_tls_ctx_ssl(rh_tls_ctx *ctx);
 
 /* Drops the caller's reference: connections made from ctx keep it alive until they are freed. */
 void rh_tls_ctx_free(rh_tls_ctx *ctx);
+/* The client context every caller without a CA file of its own shares (verification on,
+ * $SSL_CERT_FILE or the system store); made on first use, kept for the process. NULL if the
+ * store cannot be loaded. */
+rh_tls_ctx *rh_tls_default_client(void);
 
 /* A connection. Client: host is sent as SNI (not for IP literals, which may be written "[v6]")
  * and, when the context verifies, the certificate must match it (DNS name or IP address);

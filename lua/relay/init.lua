@@ -168,6 +168,8 @@ end
 
 -- ---- what handlers use ----
 
+-- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
+relay.ws = { connect = core.ws_connect }
 relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }
 relay.sleep = core.sleep
 relay.now = core.now
