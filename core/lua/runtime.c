@@ -327,7 +327,7 @@ static void task_free(rh_task *t) {
   rh_gen_unref(g);
 }
 
-static void answer_error(rh_task *t, const char *why) {
+static void answer_error(rh_task *t) {
   rh_http_req *r = t->req;
   if (!r || t->ext) return; /* a session (WebSocket) says goodbye in its own way, in on_end */
   if (!r->head_sent) {
@@ -341,7 +341,6 @@ static void answer_error(rh_task *t, const char *why) {
   } else if (!r->finished) {
     rh_http_abort(r); /* a streamed response cannot be turned into an error any more */
   }
-  (void)why;
 }
 
 static void task_failed(rh_task *t) {
@@ -355,7 +354,7 @@ static void task_failed(rh_task *t) {
          RH_STR("traceback", tb), RH_STR("request_id", t->req ? t->req->id : NULL),
          RH_INT("generation", t->gen->id));
   lua_pop(t->gen->L, 1);
-  answer_error(t, msg);
+  answer_error(t);
 }
 
 static void task_returned(rh_task *t) {
@@ -366,7 +365,7 @@ static void task_returned(rh_task *t) {
   RH_LOG(RH_LOG_ERROR, "handler_error", RH_STR("error", "handler returned without a response"),
          RH_STR("request_id", r->id), RH_INT("generation", t->gen->id));
   rh_metric_add(m_handler_errors, NULL, 1);
-  answer_error(t, "handler returned without a response");
+  answer_error(t);
 }
 
 /* Runs the task until it parks or ends. */
