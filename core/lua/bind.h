@@ -12,7 +12,8 @@ void rh_lua_register_dict(lua_State *L);    /* lua_dict.c: shared dictionaries *
 void rh_lua_register_metrics(lua_State *L); /* lua_metrics.c: counters, gauges, histograms */
 void rh_lua_register_client(lua_State *L);  /* lua_client.c: the HTTP client */
 void rh_lua_register_proxy(lua_State *L);   /* lua_proxy.c: relay.proxy routes */
-void rh_lua_register_ws(lua_State *L);      /* lua_ws.c: app:websocket sessions */
+void rh_lua_register_ws(lua_State *L);      /* lua_ws.c: WebSocket sessions */
+void rh_lua_register_redis(lua_State *L);   /* lua_redis.c: relay.redis */
 
 /* Pushes a headers table: lowercase name -> first value, with the generation's headers
  * metatable (case-insensitive lookup, h:all(name) -> every value in order). */

@@ -168,6 +168,9 @@ end
 
 -- ---- what handlers use ----
 
+-- relay.redis(url) -> r; r:call("SET", "k", "v") yields -> reply | nil, err; r:ready()
+relay.redis = core.redis_open
+
 -- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
 relay.ws = { connect = core.ws_connect }
 relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }

@@ -1,0 +1,127 @@
+/* lua_redis: relay.redis(url) -> r; r:call("GET", k) yields until the reply. One connection
+ * per object, pipelined; the object belongs to the generation that made it (closed with it). */
+#include <hiredis/hiredis.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/bind.h"
+#include "lua/gen.h"
+#include "redis/redis.h"
+
+#define REDIS_MT "relay.redis"
+
+typedef struct {
+  rh_redis *r;
+} redis_ud;
+
+typedef struct {
+  rh_task *task;
+  rh_redis_cmd *cmd;
+} wait_op;
+
+/* Replies as Lua values: strings and status as strings, integers as numbers, nil as nil,
+ * arrays as tables (a nil element as false, to keep the array whole). */
+static void push_reply(lua_State *L, const redisReply *rep) {
+  switch (rep->type) {
+  case REDIS_REPLY_STRING:
+  case REDIS_REPLY_STATUS: lua_pushlstring(L, rep->str, rep->len); break;
+  case REDIS_REPLY_INTEGER: lua_pushnumber(L, (lua_Number)rep->integer); break;
+  case REDIS_REPLY_ARRAY:
+    lua_createtable(L, (int)rep->elements, 0);
+    for (size_t i = 0; i < rep->elements; i++) {
+      if (rep->element[i]->type == REDIS_REPLY_NIL) lua_pushboolean(L, 0);
+      else push_reply(L, rep->element[i]);
+      lua_rawseti(L, -2, (int)i + 1);
+    }
+    break;
+  default: lua_pushnil(L);
+  }
+}
+
+static void on_reply(void *ud, redisReply *rep, const char *err) {
+  wait_op *op = ud;
+  rh_task *t = op->task;
+  lua_State *co = rh_task_lua(t);
+  free(op);
+  if (err || rep->type == REDIS_REPLY_ERROR) {
+    lua_pushnil(co);
+    lua_pushstring(co, err ? err : rep->str);
+  } else {
+    push_reply(co, rep);
+    lua_pushnil(co);
+  }
+  rh_task_resume(t, 2);
+}
+
+static void cancel(void *p) {
+  wait_op *op = p;
+  rh_redis_cancel(op->cmd);
+  free(op);
+}
+
+/* r:call(cmd, args...) -> reply | nil, err */
+static int l_call(lua_State *L) {
+  redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
+  int argc = lua_gettop(L) - 1;
+  if (argc < 1) return luaL_error(L, "r:call: a command is needed");
+  if (argc > 64) return luaL_error(L, "r:call: at most 64 arguments");
+  rh_task *t = rh_task_current(L);
+  if (!t) return luaL_error(L, "r:call: only inside a handler or timer");
+  const char *argv[64];
+  size_t lens[64];
+  for (int i = 0; i < argc; i++) {
+    argv[i] = lua_tolstring(L, i + 2, &lens[i]);
+    if (!argv[i]) return luaL_argerror(L, i + 2, "strings and numbers only");
+  }
+  wait_op *op = malloc(sizeof *op);
+  if (!op) abort();
+  op->task = t;
+  op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op);
+  if (!op->cmd) {
+    free(op);
+    lua_pushnil(L);
+    lua_pushliteral(L, "redis: not connected");
+    return 2;
+  }
+  return rh_task_yield(L, t, cancel, op);
+}
+
+static int l_ready(lua_State *L) {
+  redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
+  lua_pushboolean(L, rh_redis_ready(u->r));
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
+  if (u->r) rh_redis_free(u->r);
+  u->r = NULL;
+  return 0;
+}
+
+/* core.redis_open(url) */
+static int l_open(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  char err[300];
+  rh_redis *r = rh_redis_new(rh_loop(), url, err, sizeof err);
+  if (!r) return luaL_error(L, "relay.redis: %s", err);
+  redis_ud *u = lua_newuserdata(L, sizeof *u);
+  u->r = r;
+  luaL_getmetatable(L, REDIS_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+void rh_lua_register_redis(lua_State *L) {
+  static const luaL_Reg methods[] = { { "call", l_call }, { "ready", l_ready }, { NULL, NULL } };
+  luaL_newmetatable(L, REDIS_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_open);
+  lua_setfield(L, -2, "redis_open");
+}

@@ -1,0 +1,239 @@
+#include "redis/redis.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log/log.h"
+#include "proxy/upconn.h"
+#include "tls/tls.h"
+
+/* A command in flight; replies come back in the order commands went out. */
+struct rh_redis_cmd {
+  rh_redis_cmd *next;
+  rh_redis_cb cb;
+  void *ud;
+  int internal; /* AUTH / SELECT sent on connecting: their replies are checked here */
+  char *buf;    /* formatted, while it waits for the connection */
+  int len;
+};
+
+struct rh_redis {
+  uv_loop_t *loop;
+  char host[256], password[256];
+  int port, db, tls;
+  rh_dial *dial;
+  rh_upconn *up;
+  redisReader *reader;
+  rh_redis_cmd *head, *tail;  /* sent, awaiting replies */
+  rh_redis_cmd *wait_head, *wait_tail; /* issued while dialling: sent once connected */
+  uv_timer_t retry;
+  double backoff;
+  int ready, freeing;
+};
+
+static void connect_now(rh_redis *r);
+
+static void fail_list(rh_redis_cmd **head, rh_redis_cmd **tail, const char *err) {
+  while (*head) {
+    rh_redis_cmd *c = *head;
+    *head = c->next;
+    if (c->cb) c->cb(c->ud, NULL, err);
+    if (c->buf) redisFreeCommand(c->buf);
+    free(c);
+  }
+  *tail = NULL;
+}
+
+static void fail_pending(rh_redis *r, const char *err) {
+  fail_list(&r->head, &r->tail, err);
+  fail_list(&r->wait_head, &r->wait_tail, err);
+}
+
+static void on_retry(uv_timer_t *t) { connect_now(t->data); }
+
+/* The connection is gone: fail what waited on it and dial again later. */
+static void lost(rh_redis *r, const char *why) {
+  int was_ready = r->ready;
+  r->ready = 0;
+  if (r->up) rh_upconn_close(r->up);
+  r->up = NULL;
+  if (r->reader) redisReaderFree(r->reader);
+  r->reader = NULL;
+  char err[300];
+  snprintf(err, sizeof err, "redis: connection lost (%s)", why);
+  fail_pending(r, err);
+  if (was_ready)
+    RH_LOG(RH_LOG_WARN, "redis_down", RH_STR("host", r->host), RH_INT("port", r->port), RH_STR("error", why));
+  if (r->freeing) return;
+  uv_timer_start(&r->retry, on_retry, (uint64_t)(r->backoff * 1000), 0);
+  r->backoff = r->backoff * 2 > 5 ? 5 : r->backoff * 2;
+}
+
+static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
+  rh_redis *r = owner;
+  if (n < 0) { lost(r, err); return; }
+  redisReaderFeed(r->reader, p, (size_t)n);
+  void *reply;
+  while (r->reader && redisReaderGetReply(r->reader, &reply) == REDIS_OK && reply) {
+    rh_redis_cmd *c = r->head;
+    if (!c) { freeReplyObject(reply); lost(r, "a reply nobody asked for"); return; }
+    r->head = c->next;
+    if (!r->head) r->tail = NULL;
+    redisReply *rep = reply;
+    if (c->internal && rep->type == REDIS_REPLY_ERROR) {
+      char why[300];
+      snprintf(why, sizeof why, "%s", rep->str);
+      free(c);
+      freeReplyObject(reply);
+      lost(r, why); /* wrong password or db: retried with backoff, logged */
+      return;
+    }
+    if (c->cb) c->cb(c->ud, rep, NULL);
+    free(c);
+    freeReplyObject(reply);
+  }
+  if (r->reader && r->reader->err) lost(r, r->reader->errstr);
+}
+
+static rh_redis_cmd *new_cmd(int argc, const char **argv, const size_t *lens, rh_redis_cb cb, void *ud,
+                             int internal) {
+  char *buf;
+  int len = redisFormatCommandArgv(&buf, argc, argv, lens);
+  if (len < 0) return NULL;
+  rh_redis_cmd *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->cb = cb;
+  c->ud = ud;
+  c->internal = internal;
+  c->buf = buf;
+  c->len = len;
+  return c;
+}
+
+static void append(rh_redis_cmd **head, rh_redis_cmd **tail, rh_redis_cmd *c) {
+  if (*tail) (*tail)->next = c;
+  else *head = c;
+  *tail = c;
+}
+
+/* Out on the wire, and into the list that replies are matched against. */
+static void transmit(rh_redis *r, rh_redis_cmd *c) {
+  rh_upconn_write(r->up, c->buf, (size_t)c->len);
+  redisFreeCommand(c->buf);
+  c->buf = NULL;
+  c->next = NULL;
+  append(&r->head, &r->tail, c);
+}
+
+static void send_internal(rh_redis *r, int argc, const char **argv) {
+  rh_redis_cmd *c = new_cmd(argc, argv, NULL, NULL, NULL, 1);
+  if (c) transmit(r, c);
+}
+
+static void dialed(void *ud, rh_upconn *u, const char *err) {
+  rh_redis *r = ud;
+  r->dial = NULL;
+  if (!u) { lost(r, err); return; }
+  r->up = u;
+  r->reader = redisReaderCreate();
+  rh_upconn_own(u, r, on_read, NULL);
+  if (r->password[0]) send_internal(r, 2, (const char *[]){ "AUTH", r->password });
+  if (r->db) {
+    char db[16];
+    snprintf(db, sizeof db, "%d", r->db);
+    send_internal(r, 2, (const char *[]){ "SELECT", db });
+  }
+  while (r->wait_head) { /* what was asked while dialling */
+    rh_redis_cmd *c = r->wait_head;
+    r->wait_head = c->next;
+    transmit(r, c);
+  }
+  r->wait_tail = NULL;
+  r->ready = 1;
+  r->backoff = 0.1;
+  RH_LOG(RH_LOG_INFO, "redis_up", RH_STR("host", r->host), RH_INT("port", r->port));
+}
+
+static void connect_now(rh_redis *r) {
+  rh_tls_ctx *ctx = r->tls ? rh_tls_default_client() : NULL;
+  r->dial = rh_dial_start(r->loop, "redis", r->host, r->port, ctx, dialed, r);
+  if (!r->dial) lost(r, "cannot start resolving");
+}
+
+/* redis[s]://[[user]:password@]host[:port][/db] */
+static int parse_url(rh_redis *r, const char *url, char *err, size_t errlen) {
+  r->tls = strncasecmp(url, "rediss://", 9) == 0;
+  if (!r->tls && strncasecmp(url, "redis://", 8) != 0) {
+    snprintf(err, errlen, "'%s': want redis://host:port or rediss://host:port", url);
+    return -1;
+  }
+  const char *p = url + (r->tls ? 9 : 8), *at = strchr(p, '@');
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    const char *pw = colon ? colon + 1 : p;
+    snprintf(r->password, sizeof r->password, "%.*s", (int)(at - pw), pw);
+    p = at + 1;
+  }
+  size_t hlen = strcspn(p, ":/");
+  if (!hlen || hlen >= sizeof r->host) {
+    snprintf(err, errlen, "'%s': no host", url);
+    return -1;
+  }
+  memcpy(r->host, p, hlen);
+  r->host[hlen] = 0;
+  p += hlen;
+  r->port = 6379;
+  if (*p == ':') r->port = (int)strtol(p + 1, (char **)&p, 10);
+  if (*p == '/') r->db = atoi(p + 1);
+  if (r->port <= 0 || r->port > 65535) {
+    snprintf(err, errlen, "'%s': bad port", url);
+    return -1;
+  }
+  return 0;
+}
+
+rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen) {
+  rh_redis *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  if (parse_url(r, url, err, errlen) < 0) {
+    free(r);
+    return NULL;
+  }
+  r->loop = loop;
+  r->backoff = 0.1;
+  uv_timer_init(loop, &r->retry);
+  r->retry.data = r;
+  connect_now(r);
+  return r;
+}
+
+rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const size_t *lens,
+                               rh_redis_cb cb, void *ud) {
+  if (!r->ready && !r->dial) return NULL; /* down and backing off: the caller says so at once */
+  rh_redis_cmd *c = new_cmd(argc, argv, lens, cb, ud, 0);
+  if (!c) return NULL;
+  if (r->ready) transmit(r, c);
+  else append(&r->wait_head, &r->wait_tail, c);
+  return c;
+}
+
+void rh_redis_cancel(rh_redis_cmd *c) {
+  c->cb = NULL;
+}
+
+int rh_redis_ready(const rh_redis *r) { return r->ready; }
+
+static void free_redis(uv_handle_t *h) { free(h->data); }
+
+void rh_redis_free(rh_redis *r) {
+  r->freeing = 1;
+  uv_timer_stop(&r->retry);
+  if (r->dial) rh_dial_cancel(r->dial);
+  r->dial = NULL;
+  if (r->up || r->head || r->wait_head) lost(r, "client closed");
+  if (r->reader) redisReaderFree(r->reader);
+  uv_close((uv_handle_t *)&r->retry, free_redis);
+}

@@ -1,0 +1,32 @@
+/* redis: a Redis client on the loop. hiredis does the protocol (command formatting, reply
+ * parsing); the connection is the core's own (core/proxy/upconn), so rediss:// works the same
+ * way as redis:// (Debian's hiredis 0.14 has no TLS).
+ *
+ * Commands are pipelined in order; each gets its callback exactly once: with the reply, or
+ * with an error ("redis: connection lost", "redis: not connected: …"). A lost connection is
+ * dialled again with backoff (0.1 s doubling to 5 s); the client never gives up, and commands
+ * sent while it is down fail at once instead of piling up (Redis down degrades, never blocks). */
+#ifndef RH_REDIS_H
+#define RH_REDIS_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct redisReply;
+typedef struct rh_redis rh_redis;
+typedef struct rh_redis_cmd rh_redis_cmd;
+
+/* reply is freed after the callback returns. err NULL on success (an error *reply* is a reply). */
+typedef void (*rh_redis_cb)(void *ud, struct redisReply *reply, const char *err);
+
+/* redis://[:password@]host[:port][/db] or rediss://…; NULL plus err for a bad url. */
+rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
+/* Fails what is pending, closes, and frees once libuv is done. */
+void rh_redis_free(rh_redis *r);
+rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const size_t *lens,
+                               rh_redis_cb cb, void *ud);
+/* The callback will not be called (the reply, when it comes, is dropped). */
+void rh_redis_cancel(rh_redis_cmd *c);
+int rh_redis_ready(const rh_redis *r);
+
+#endif

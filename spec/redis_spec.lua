@@ -1,0 +1,103 @@
+-- relay.redis against a real redis-server started here: commands, pipelining from many
+-- handlers at once, error replies, and Redis going away and coming back.
+local helpers = require "helpers"
+local socket = require "socket"
+local cjson = require "cjson"
+
+local function free_port()
+  local s = socket.bind("127.0.0.1", 0)
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+describe("relay.redis", function()
+  local dir, port, redis_pid, host
+
+  local function start_redis()
+    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no " ..
+      "> %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(port, dir, dir))
+    redis_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/redis.pid") end):gsub("%s", "")
+    helpers.wait_until(function() return helpers.connect(port) end, 5, "redis-server")
+  end
+
+  setup(function()
+    dir = helpers.tmpdir()
+    port = free_port()
+    start_redis()
+    helpers.write_file(dir .. "/r.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "redis" }
+local r = relay.redis("redis://127.0.0.1:%d/2")
+app:get("/set", function(req, res)
+  local ok, err = r:call("SET", req.args.k, req.args.v)
+  res:json(200, { ok = ok, err = err })
+end)
+app:get("/get", function(req, res)
+  local v, err = r:call("GET", req.args.k)
+  res:json(200, { v = v, err = err })
+end)
+app:get("/incr", function(req, res) res:send(200, tostring((r:call("INCR", "counter")))) end)
+app:get("/list", function(req, res)
+  r:call("DEL", "l")
+  r:call("RPUSH", "l", "a", "b", "c")
+  res:json(200, { l = r:call("LRANGE", "l", 0, -1), bad = select(2, r:call("NOSUCHCOMMAND")) })
+end)
+return app
+]]):format(port))
+    host = helpers.start(dir .. "/r.lua")
+  end)
+
+  teardown(function()
+    assert.equal(0, host:stop())
+    os.execute("kill " .. redis_pid)
+  end)
+
+  it("sets and gets in the database the url names", function()
+    helpers.wait_until(function() return cjson.decode(host:get("/set?k=a&v=1").body).ok == "OK" end, 5)
+    assert.equal("1", cjson.decode(host:get("/get?k=a").body).v)
+    assert.is_nil(cjson.decode(host:get("/get?k=missing").body).v)
+    local c = helpers.connect(port)
+    c:send("SELECT 2\r\nGET a\r\n")
+    assert.equal("+OK", c.sock:receive("*l"))
+    assert.equal("$1", c.sock:receive("*l"))
+    c:close()
+  end)
+
+  it("many handlers share one pipelined connection", function()
+    local clients = {}
+    for i = 1, 50 do
+      clients[i] = host:client()
+      clients[i]:send("GET /incr HTTP/1.1\r\nHost: x\r\n\r\n")
+    end
+    local seen = {}
+    for i = 1, 50 do
+      local n = tonumber(clients[i]:read_response().body)
+      assert.is_nil(seen[n])
+      seen[n] = true
+      clients[i]:close()
+    end
+  end)
+
+  it("arrays come back as tables and error replies as nil, err", function()
+    local r = cjson.decode(host:get("/list").body)
+    assert.same({ "a", "b", "c" }, r.l)
+    assert.matches("unknown command", r.bad)
+  end)
+
+  it("Redis down: calls fail at once with a reason; back up: they work again", function()
+    os.execute("kill " .. redis_pid)
+    helpers.wait_until(function()
+      local r = cjson.decode(host:get("/get?k=a").body)
+      return r.err and (r.err:find("not connected") or r.err:find("connection lost"))
+    end, 5, "calls to fail")
+    local t0 = socket.gettime()
+    assert.is_string(cjson.decode(host:get("/get?k=a").body).err)
+    assert.is_true(socket.gettime() - t0 < 1) -- no waiting on a dead Redis
+    assert.matches('"event":"redis_down"', host:log())
+    start_redis()
+    helpers.wait_until(function() return cjson.decode(host:get("/set?k=b&v=2").body).ok == "OK" end, 10,
+      "the client to reconnect")
+    assert.equal("2", cjson.decode(host:get("/get?k=b").body).v)
+  end)
+end)
