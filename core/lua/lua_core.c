@@ -657,5 +657,6 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_proxy(L);
   rh_lua_register_ws(L);
   rh_lua_register_redis(L);
+  rh_lua_register_crypto(L);
   return 1;
 }

@@ -179,6 +179,11 @@ relay.now = core.now
 relay.time = core.time
 relay.generation = core.generation
 relay.pid = core.pid
+relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = core.random,
+                 constant_time_equal = core.constant_time_equal }
+relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
+relay.uuid = core.uuid
+relay.jwt = require "relay.jwt"
 relay.json = cjson
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
