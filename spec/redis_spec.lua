@@ -14,16 +14,34 @@ end
 describe("relay.redis", function()
   local dir, port, redis_pid, host
 
-  local function start_redis()
-    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no " ..
-      "> %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(port, dir, dir))
-    redis_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/redis.pid") end):gsub("%s", "")
-    helpers.wait_until(function() return helpers.connect(port) end, 5, "redis-server")
+  -- A redis-server of our own. The port is picked free, but a parallel test may take it before
+  -- redis binds it: then redis exits, and we try another one. PING tells redis from others.
+  local function pong(p)
+    local c = helpers.connect(p)
+    if not c then return false end
+    c:send("PING\r\n")
+    local line = c.sock:receive("*l")
+    c:close()
+    return line == "+PONG"
+  end
+
+  local function start_redis(fixed_port)
+    for _ = 1, 5 do
+      port = fixed_port or free_port()
+      os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no " ..
+        "> %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(port, dir, dir))
+      redis_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/redis.pid") end):gsub("%s", "")
+      local ok = pcall(helpers.wait_until, function()
+        if not helpers.read_file("/proc/" .. redis_pid .. "/status") then error("redis exited") end
+        return pong(port)
+      end, 5)
+      if ok then return end
+    end
+    error("could not start redis-server: " .. tostring(helpers.read_file(dir .. "/redis.log")))
   end
 
   setup(function()
     dir = helpers.tmpdir()
-    port = free_port()
     start_redis()
     helpers.write_file(dir .. "/r.lua", ([[
 local relay = require "relay"
@@ -95,7 +113,7 @@ return app
     assert.is_string(cjson.decode(host:get("/get?k=a").body).err)
     assert.is_true(socket.gettime() - t0 < 1) -- no waiting on a dead Redis
     assert.matches('"event":"redis_down"', host:log())
-    start_redis()
+    start_redis(port) -- the same port: the client dials it again
     helpers.wait_until(function() return cjson.decode(host:get("/set?k=b&v=2").body).ok == "OK" end, 10,
       "the client to reconnect")
     assert.equal("2", cjson.decode(host:get("/get?k=b").body).v)
