@@ -66,6 +66,8 @@ static int l_call(lua_State *L) {
   int argc = lua_gettop(L) - 1;
   if (argc < 1) return luaL_error(L, "r:call: a command is needed");
   if (argc > 64) return luaL_error(L, "r:call: at most 64 arguments");
+  if (rh_redis_subscriber(u->r))
+    return luaL_error(L, "r:call: this connection subscribes (Redis allows nothing else on it): use another relay.redis for commands");
   rh_task *t = rh_task_current(L);
   if (!t) return luaL_error(L, "r:call: only inside a handler or timer");
   const char *argv[64];
@@ -85,6 +87,40 @@ static int l_call(lua_State *L) {
     return 2;
   }
   return rh_task_yield(L, t, cancel, op);
+}
+
+/* A message for a subscription: its function runs in a task of the generation that
+ * subscribed (dropped once that generation has been replaced: the new one subscribes anew). */
+typedef struct {
+  rh_gen *gen;
+  int fn_ref;
+} subscription;
+
+static void on_message(void *ud, const char *channel, const char *msg, size_t len) {
+  subscription *sub = ud;
+  if (sub->gen->retired) return;
+  rh_task *t = rh_task_new(sub->gen, NULL);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, sub->fn_ref);
+  lua_pushlstring(t->co, msg, len);
+  lua_pushstring(t->co, channel);
+  rh_task_start(t, 2);
+}
+
+/* r:subscribe(channel, fn(message, channel)) */
+static int l_subscribe(lua_State *L) {
+  redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
+  const char *channel = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  subscription *sub = lua_newuserdata(L, sizeof *sub); /* kept alive by the object's table below */
+  sub->gen = rh_gen_of(L);
+  lua_pushvalue(L, 3);
+  sub->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfenv(L, 1);
+  lua_pushvalue(L, -2);
+  luaL_ref(L, -2);
+  lua_pop(L, 2);
+  rh_redis_subscribe(u->r, channel, on_message, sub);
+  return 0;
 }
 
 static int l_ready(lua_State *L) {
@@ -110,11 +146,14 @@ static int l_open(lua_State *L) {
   u->r = r;
   luaL_getmetatable(L, REDIS_MT);
   lua_setmetatable(L, -2);
+  lua_newtable(L); /* the subscriptions this object keeps alive */
+  lua_setfenv(L, -2);
   return 1;
 }
 
 void rh_lua_register_redis(lua_State *L) {
-  static const luaL_Reg methods[] = { { "call", l_call }, { "ready", l_ready }, { NULL, NULL } };
+  static const luaL_Reg methods[] = { { "call", l_call }, { "subscribe", l_subscribe }, { "ready", l_ready },
+                                       { NULL, NULL } };
   luaL_newmetatable(L, REDIS_MT);
   lua_newtable(L);
   luaL_register(L, NULL, methods);

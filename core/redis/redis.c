@@ -20,8 +20,16 @@ struct rh_redis_cmd {
   int len;
 };
 
+typedef struct sub {
+  struct sub *next;
+  char *channel;
+  rh_redis_message_cb cb;
+  void *ud;
+} sub;
+
 struct rh_redis {
   uv_loop_t *loop;
+  sub *subs;                  /* set: the connection is a subscriber */
   char host[256], password[256];
   int port, db, tls;
   rh_dial *dial;
@@ -72,12 +80,29 @@ static void lost(rh_redis *r, const char *why) {
   r->backoff = r->backoff * 2 > 5 ? 5 : r->backoff * 2;
 }
 
+/* ["message", channel, payload] to the channel's callback; subscribe confirmations pass. */
+static int is_message(const redisReply *rep) {
+  return rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 && rep->element[0]->type == REDIS_REPLY_STRING &&
+         strcmp(rep->element[0]->str, "message") == 0;
+}
+
+static void deliver_message(rh_redis *r, const redisReply *rep) {
+  const redisReply *ch = rep->element[1], *msg = rep->element[2];
+  for (sub *s = r->subs; s; s = s->next)
+    if (strcmp(s->channel, ch->str) == 0) s->cb(s->ud, ch->str, msg->str, msg->len);
+}
+
 static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
   rh_redis *r = owner;
   if (n < 0) { lost(r, err); return; }
   redisReaderFeed(r->reader, p, (size_t)n);
   void *reply;
   while (r->reader && redisReaderGetReply(r->reader, &reply) == REDIS_OK && reply) {
+    if (r->subs && is_message(reply)) { /* pushed: no command waits for it */
+      deliver_message(r, reply);
+      freeReplyObject(reply);
+      continue;
+    }
     rh_redis_cmd *c = r->head;
     if (!c) { freeReplyObject(reply); lost(r, "a reply nobody asked for"); return; }
     r->head = c->next;
@@ -146,6 +171,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
     snprintf(db, sizeof db, "%d", r->db);
     send_internal(r, 2, (const char *[]){ "SELECT", db });
   }
+  for (sub *s = r->subs; s; s = s->next) send_internal(r, 2, (const char *[]){ "SUBSCRIBE", s->channel });
   while (r->wait_head) { /* what was asked while dialling */
     rh_redis_cmd *c = r->wait_head;
     r->wait_head = c->next;
@@ -220,13 +246,36 @@ rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const s
   return c;
 }
 
+int rh_redis_subscribe(rh_redis *r, const char *channel, rh_redis_message_cb cb, void *ud) {
+  sub *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  s->channel = strdup(channel);
+  s->cb = cb;
+  s->ud = ud;
+  s->next = r->subs;
+  r->subs = s;
+  if (r->ready) send_internal(r, 2, (const char *[]){ "SUBSCRIBE", channel });
+  return 0;
+}
+
+int rh_redis_subscriber(const rh_redis *r) { return r->subs != NULL; }
+
 void rh_redis_cancel(rh_redis_cmd *c) {
   c->cb = NULL;
 }
 
 int rh_redis_ready(const rh_redis *r) { return r->ready; }
 
-static void free_redis(uv_handle_t *h) { free(h->data); }
+static void free_redis(uv_handle_t *h) {
+  rh_redis *r = h->data;
+  while (r->subs) {
+    sub *s = r->subs;
+    r->subs = s->next;
+    free(s->channel);
+    free(s);
+  }
+  free(r);
+}
 
 void rh_redis_free(rh_redis *r) {
   r->freeing = 1;

@@ -29,4 +29,10 @@ rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const s
 void rh_redis_cancel(rh_redis_cmd *c);
 int rh_redis_ready(const rh_redis *r);
 
+/* Pub/sub: the connection becomes a subscriber (Redis allows no other commands on it) and
+ * subscribes again after every reconnect. cb gets each message of the channel. */
+typedef void (*rh_redis_message_cb)(void *ud, const char *channel, const char *msg, size_t len);
+int rh_redis_subscribe(rh_redis *r, const char *channel, rh_redis_message_cb cb, void *ud);
+int rh_redis_subscriber(const rh_redis *r);
+
 #endif
