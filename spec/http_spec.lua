@@ -175,6 +175,10 @@ describe("HTTP/1.1 server", function()
       ["missing Host on HTTP/1.1"] = "GET / HTTP/1.1\r\n\r\n",
       ["repeated Host"] = "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
       ["space before colon"] = "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+      ["space inside a header name"] = "GET / HTTP/1.1\r\nHost: x\r\nX Foo: bar\r\n\r\n",
+      ["empty header name"] = "GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n",
+      ["Transfer-Encoding without chunked last"] =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     }
     for name, bytes in pairs(cases) do
       it(name, function()
@@ -186,6 +190,14 @@ describe("HTTP/1.1 server", function()
         c:close()
       end)
     end
+
+    it("CONNECT gets 501 (this is no forward proxy)", function()
+      local c = host:client()
+      c:send("CONNECT a:1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+      assert.equal(501, c:read_response().status)
+      assert.is_true(closed_after(c))
+      c:close()
+    end)
 
     it("logs each refusal and keeps serving", function()
       assert.is_true(host:count("http_rejected") >= 8)
@@ -206,6 +218,16 @@ describe("HTTP/1.1 server", function()
 
     it("a handler that returns without answering gets 500", function()
       assert.equal(500, host:get("/nothing").status)
+    end)
+
+    it("streams to an HTTP/1.0 client without chunks, ending with the connection", function()
+      local c = host:client()
+      c:send("GET /stream?n=2 HTTP/1.0\r\n\r\n")
+      local res = c:read_response()
+      c:close()
+      assert.is_nil(res.headers["transfer-encoding"])
+      assert.equal("close", res.headers.connection)
+      assert.equal("chunk 1\nchunk 2\n", res.body)
     end)
 
     it("streams chunked responses", function()

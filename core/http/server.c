@@ -555,10 +555,25 @@ static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+static int fail_parse(rh_http_conn *c, int status, const char *reason);
+
+/* RFC 9110 token characters: llhttp 8.1 lets an empty name and spaces through. */
+static int is_token(const char *s, size_t n) {
+  static const char *extra = "!#$%&'*+-.^_`|~";
+  if (!n) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch && strchr(extra, ch))))
+      return 0;
+  }
+  return 1;
+}
+
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_headers_end_name(&c->req->headers); /* a value follows, even an empty one */
   rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
+  if (!is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
   c->ps->host_count += rh_header_name_eq(f, "host");
   c->ps->te_count += rh_header_name_eq(f, "transfer-encoding");
@@ -595,6 +610,10 @@ static int cb_headers_complete(llhttp_t *p) {
   rh_http_req *r = c->req;
   if (c->ps->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
   if (c->ps->cl_count && c->ps->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
+  /* RFC 9112 6.3: a request body whose last coding is not chunked has no knowable length */
+  if (c->ps->te_count && !(p->flags & F_CHUNKED))
+    return fail_parse(c, 400, "Transfer-Encoding without chunked last");
+  if (p->method == HTTP_CONNECT) return fail_parse(c, 501, "CONNECT is not served here");
   if (p->http_major != 1) return fail_parse(c, 505, "only HTTP/1.x is served here");
   if (p->http_minor == 1 && c->ps->host_count != 1)
     return fail_parse(c, 400, c->ps->host_count ? "repeated Host header" : "missing Host header");
@@ -998,7 +1017,8 @@ static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *
       rh_buf_append(b, p, (size_t)(num + sizeof num - p));
       rh_buf_append(b, "\r\n", 2);
     }
-    else rh_buf_puts(b, "Transfer-Encoding: chunked\r\n");
+    else if (r->http_minor) rh_buf_puts(b, "Transfer-Encoding: chunked\r\n");
+    /* HTTP/1.0 has no chunks: the body ends when the connection does (keep_alive is off) */
   }
   int keep = r->keep_alive && !r->server->stopping;
   /* a body the handler never read and the client still holds back: we cannot reuse */
@@ -1035,10 +1055,11 @@ static int start(rh_http_req *r, int status, const rh_headers *h, int hold) {
   int64_t length = -1;
   const rh_header *cl = h ? rh_headers_find(h, "content-length", NULL) : NULL;
   if (cl) length = strtoll(cl->value, NULL, 10);
+  if (length < 0 && r->http_minor == 0) r->keep_alive = 0; /* close-delimited for HTTP/1.0 */
   build_head(&r->held, r, status, h, length);
   r->status = status;
   r->head_sent = 1;
-  r->chunked = length < 0 && body_allowed(status);
+  r->chunked = length < 0 && body_allowed(status) && r->http_minor;
   if (hold) return 0;
   rh_http_flush(r);
   return r->conn ? 0 : -1;
