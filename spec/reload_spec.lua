@@ -100,6 +100,11 @@ end)
 describe("hot reload", function()
   local dir, path, host
 
+  -- The slow request has reached its handler (the metrics request is the other task).
+  local function in_flight()
+    helpers.wait_until(function() return (metric(host, "relayhost_lua_tasks") or 0) >= 2 end, 10, "the request in flight")
+  end
+
   before_each(function()
     dir = helpers.tmpdir()
     path = dir .. "/app.lua"
@@ -159,7 +164,7 @@ describe("hot reload", function()
   it("a request in flight finishes on the generation that started it, which is then freed", function()
     local c = host:client()
     c:send("GET /slow?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-    helpers.sleep(0.1)
+    in_flight()
     helpers.write_file(path, script(2))
     assert.is_true(host:reload())
     assert.equal(2, metric(host, "relayhost_generations"))
@@ -174,7 +179,7 @@ describe("hot reload", function()
   it("cancels a coroutine still running after --drain-timeout", function()
     local c = host:client()
     c:send("GET /slow?s=30 HTTP/1.1\r\nHost: x\r\n\r\n")
-    helpers.sleep(0.1)
+    in_flight()
     helpers.write_file(path, script(2))
     assert.is_true(host:reload())
     local t0 = os.time()
