@@ -35,25 +35,8 @@
 #error "RELAYHOST_SOURCE_LUA comes with relaycore's compile definitions"
 #endif
 
-#define FAIL(...)                                                                                  \
-  do {                                                                                             \
-    fprintf(stderr, "fuzz_headers_lua: invariant violated: " __VA_ARGS__);                         \
-    fputc('\n', stderr);                                                                           \
-    abort();                                                                                       \
-  } while (0)
-
-/* A defect this target found (each is fixed now, and its reproducer is in the seed corpus as
- * regress-*): fatal, unless FUZZ_STRICT=0 turns it into a warning once per run (for looking
- * past a known one while it is being fixed). */
-static int strict;
-#define KNOWN(flag, ...)                                                                           \
-  do {                                                                                             \
-    if (strict) FAIL(__VA_ARGS__);                                                                 \
-    if (!(flag)++) {                                                                               \
-      fprintf(stderr, "fuzz_headers_lua: known defect (FUZZ_STRICT=0 lets it pass): " __VA_ARGS__); \
-      fputc('\n', stderr);                                                                         \
-    }                                                                                              \
-  } while (0)
+#define FUZZ_TARGET "fuzz_headers_lua"
+#include "check.h"
 static int known_nul_name;
 
 int luaopen_relay_core(lua_State *L);

@@ -47,25 +47,8 @@
 #include "log/buf.h"
 #include "log/log.h"
 
-#define FAIL(...)                                                                                  \
-  do {                                                                                             \
-    fprintf(stderr, "fuzz_http_server: invariant violated: " __VA_ARGS__);                         \
-    fputc('\n', stderr);                                                                           \
-    abort();                                                                                       \
-  } while (0)
-
-/* A defect this target found (each is fixed now, and its reproducer is in the seed corpus as
- * regress-*): fatal, unless FUZZ_STRICT=0 turns it into a warning once per run (for looking
- * past a known one while it is being fixed). */
-static int strict;
-#define KNOWN(flag, ...)                                                                           \
-  do {                                                                                             \
-    if (strict) FAIL(__VA_ARGS__);                                                                 \
-    if (!(flag)++) {                                                                               \
-      fprintf(stderr, "fuzz_http_server: known defect (FUZZ_STRICT=0 lets it pass): " __VA_ARGS__); \
-      fputc('\n', stderr);                                                                         \
-    }                                                                                              \
-  } while (0)
+#define FUZZ_TARGET "fuzz_http_server"
+#include "check.h"
 static int known_connect_cl, known_te_http10, known_te_final, known_name_ws,
     known_name_empty;
 

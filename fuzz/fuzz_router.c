@@ -22,12 +22,8 @@
 
 #include "http/router.h"
 
-#define FAIL(...)                                                                                  \
-  do {                                                                                             \
-    fprintf(stderr, "fuzz_router: invariant violated: " __VA_ARGS__);                              \
-    fputc('\n', stderr);                                                                           \
-    abort();                                                                                       \
-  } while (0)
+#define FUZZ_TARGET "fuzz_router"
+#include "check.h"
 
 #define MAX_ROUTES 24
 

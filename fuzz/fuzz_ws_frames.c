@@ -27,12 +27,8 @@
 #include "log/buf.h"
 #include "ws/ws.h"
 
-#define FAIL(...)                                                                                  \
-  do {                                                                                             \
-    fprintf(stderr, "fuzz_ws_frames: invariant violated: " __VA_ARGS__);                           \
-    fputc('\n', stderr);                                                                           \
-    abort();                                                                                       \
-  } while (0)
+#define FUZZ_TARGET "fuzz_ws_frames"
+#include "check.h"
 
 /* ---- reference UTF-8 check: decode, then reject overlongs, surrogates, > U+10FFFF ---- */
 
