@@ -39,7 +39,6 @@ static int l_route_add(lua_State *L) {
   g->proxies[idx] = proxy;
   g->websockets = realloc(g->websockets, (size_t)(idx + 1) * sizeof *g->websockets);
   if (!g->websockets) abort();
-  g->websockets[0] = NULL;
   g->websockets[idx] = lua_isstring(L, 5) ? strdup(lua_tostring(L, 5)) : NULL;
   g->nroutes = (size_t)idx;
   if (!g->handlers_ref) {

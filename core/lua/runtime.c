@@ -52,7 +52,7 @@ void rh_gen_unref(rh_gen *g) {
   rh_router_free(g->router);
   free(g->max_body);
   free(g->proxies);
-  for (size_t i = 0; g->websockets && i <= g->nroutes; i++) free(g->websockets[i]);
+  for (size_t i = 1; g->websockets && i <= g->nroutes; i++) free(g->websockets[i]); /* from 1: handler indexes */
   free(g->websockets);
   free(g);
   live_gens--;

@@ -253,8 +253,9 @@ static int hop_by_hop(const rh_header *f) {
 }
 
 /* Hop-by-hop headers, and the ones the Connection header names, never cross the proxy. */
-static int crosses(const rh_headers *all, const rh_header *f) {
+static int crosses(const rh_headers *all, int has_connection, const rh_header *f) {
   if (hop_by_hop(f)) return 0;
+  if (!has_connection) return 1; /* the usual case: no per-header scan for Connection tokens */
   char name[128];
   if (f->name_len >= sizeof name) return 1;
   memcpy(name, f->name, f->name_len);
@@ -277,9 +278,10 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, int websock
   const rh_headers *in = &r->headers;
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
+  int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
   for (size_t i = 0; i < in->n; i++) {
     const rh_header *f = &in->items[i];
-    if (!crosses(in, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
+    if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
         rh_header_name_eq(f, "x-forwarded-for") || rh_header_name_eq(f, "x-forwarded-proto") ||
         rh_header_name_eq(f, "x-forwarded-host") || in_list(cf->drop_req, cf->ndrop_req, f) ||
         (websocket && websocket_own(f)) ||
@@ -644,9 +646,10 @@ static void follow_redirect(call *c) {
 static void response_headers(call *c, rh_headers *out) {
   rh_proxy_conf *cf = c->conf;
   const rh_headers *in = &c->resp_headers;
+  int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
   for (size_t i = 0; i < in->n; i++) {
     const rh_header *f = &in->items[i];
-    if (!crosses(in, f) || rh_header_name_eq(f, "content-length") ||
+    if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "content-length") ||
         in_list(cf->drop_resp, cf->ndrop_resp, f) ||
         (cf->allow_resp && !in_list(cf->allow_resp, cf->nallow_resp, f)))
       continue;
