@@ -3,6 +3,7 @@
  *   relayhost SCRIPT [flags]         serve
  *   relayhost check SCRIPT [flags]   load and initialise the script, serve nothing
  *   relayhost reload --pid-file F    SIGHUP the host in F and report that reload's outcome
+ *   relayhost upgrade --pid-file F   SIGUSR2: the binary on disk takes over the listeners
  *   relayhost --version | --help */
 #include <errno.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include "cache/dict.h"
 #include "cli/admin.h"
 #include "cli/reload.h"
+#include "cli/upgrade.h"
 #include "cli/workers.h"
 #include "http/server.h"
 #include "log/log.h"
@@ -33,14 +35,16 @@ typedef struct {
   rh_http_server *server, *admin;
   rh_cidr_list *trusted;
   rh_tls_ctx *tls;
-  uv_signal_t sighup, sigterm, sigint;
-  uv_timer_t shutdown_timer;
+  uv_signal_t sighup, sigterm, sigint, sigusr2;
+  uv_timer_t shutdown_timer, upgrade_timer;
+  pid_t successor;         /* a binary upgrade in flight: the new process, and its ready pipe */
+  int successor_ready_fd;
   int stopping;
   unsigned reload_seq;
   int worker;              /* --workers: this worker's index; -1 in a single process */
 } host;
 
-static host H = { .worker = -1 };
+static host H = { .worker = -1, .successor_ready_fd = -1 };
 
 static void announce(const char *addr);
 static void cleanup(void);
@@ -51,6 +55,7 @@ static void usage(FILE *to) {
           "usage: relayhost SCRIPT [flags]        serve SCRIPT (a path or a bundled name: demo, ...)\n"
           "       relayhost check SCRIPT [flags]  load and initialise SCRIPT without serving\n"
           "       relayhost reload --pid-file F   reload the host in F and report the outcome\n"
+          "       relayhost upgrade --pid-file F  hand the listeners to the binary on disk, drain\n"
           "       relayhost SCRIPT --help         the flags SCRIPT declares, and the host's\n"
           "       relayhost --version\n");
 }
@@ -127,6 +132,10 @@ static void close_signals(void) {
   uv_close((uv_handle_t *)&H.sighup, NULL);
   uv_close((uv_handle_t *)&H.sigterm, NULL);
   uv_close((uv_handle_t *)&H.sigint, NULL);
+  uv_close((uv_handle_t *)&H.sigusr2, NULL);
+  uv_close((uv_handle_t *)&H.upgrade_timer, NULL);
+  if (H.successor_ready_fd >= 0) close(H.successor_ready_fd);
+  signal(SIGUSR2, SIG_IGN);
   /* closing restored the default actions: a second SIGTERM must not kill the exit itself */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
@@ -151,18 +160,59 @@ static void on_shutdown_tick(uv_timer_t *t) {
   if (rh_http_server_connections(H.server) == 0 || rh_now() >= deadline) finish_shutdown();
 }
 
-static void on_sigterm(uv_signal_t *s, int signum) {
-  (void)s;
+/* Stops accepting and drains: on SIGTERM/SIGINT, and once a successor serves. */
+static void begin_shutdown(const char *why) {
   if (H.stopping) return;
   H.stopping = 1;
-  RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"),
-         RH_NUM("drain_timeout", H.settings.drain_timeout),
+  RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", why), RH_NUM("drain_timeout", H.settings.drain_timeout),
          RH_INT("connections", (long long)rh_http_server_connections(H.server)));
   rh_http_server_stop_accepting(H.server);
+  if (H.admin && H.successor_ready_fd >= 0) rh_http_server_stop_accepting(H.admin); /* the successor's now */
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
   H.shutdown_timer.data = &deadline;
   uv_timer_start(&H.shutdown_timer, on_shutdown_tick, 0, 50);
+}
+
+static void on_sigterm(uv_signal_t *s, int signum) {
+  (void)s;
+  begin_shutdown(signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* ---- binary upgrade ---- */
+
+static void on_upgrade_tick(uv_timer_t *t) {
+  char err[300];
+  int rc = rh_upgrade_poll(H.successor_ready_fd, H.successor, err, sizeof err);
+  if (rc == 0) return;
+  uv_timer_stop(t);
+  if (rc > 0) {
+    RH_LOG(RH_LOG_INFO, "upgraded", RH_INT("successor", H.successor));
+    begin_shutdown("upgrade");
+  } else {
+    rh_upgrade_failed(H.settings.pid_file, ++H.reload_seq, err);
+  }
+  close(H.successor_ready_fd);
+  H.successor_ready_fd = -1;
+}
+
+/* SIGUSR2: the listeners go to a new process of the binary on disk; we drain once it serves. */
+static void on_sigusr2(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  if (H.stopping || H.successor_ready_fd >= 0) return; /* one upgrade at a time */
+  int fds[2], n = 0;
+  fds[n++] = rh_http_server_fd(H.server);
+  if (H.admin) fds[n++] = rh_http_server_fd(H.admin);
+  char err[300];
+  int fd = rh_upgrade_spawn(fds, n, NULL, &H.successor, err, sizeof err);
+  if (fd < 0) {
+    rh_upgrade_failed(H.settings.pid_file, ++H.reload_seq, err);
+    return;
+  }
+  H.successor_ready_fd = fd;
+  RH_LOG(RH_LOG_INFO, "upgrade_started", RH_INT("successor", H.successor));
+  uv_timer_start(&H.upgrade_timer, on_upgrade_tick, 50, 50);
 }
 
 static void on_sighup(uv_signal_t *s, int signum) {
@@ -217,6 +267,7 @@ static int serve_generation(rh_gen *g);
 static int worker_main(int index, void *ud) {
   (void)ud;
   uv_loop_fork(rh_loop()); /* the parent's loop state is not ours */
+  rh_upgrade_child();
   H.worker = index;
   char listen[sizeof H.settings.listen];
   snprintf(listen, sizeof listen, "%s", H.settings.listen); /* the port the parent picked */
@@ -260,12 +311,15 @@ static void workers_started(void *ud) {
     }
   }
   announce(H.settings.listen);
+  rh_upgrade_ready();
 }
 
 static int supervise(rh_gen *g) {
   discard(g); /* the parent only checked that the script loads */
   char listen[sizeof H.settings.listen];
-  if (rh_pick_port(H.settings.listen, listen, sizeof listen) < 0) {
+  /* after an upgrade: the port our predecessor picked (the same when one was given) */
+  const char *kept = getenv("RELAYHOST_UPGRADE_LISTEN");
+  if (rh_pick_port(kept ? kept : H.settings.listen, listen, sizeof listen) < 0) {
     fprintf(stderr, "relayhost: --listen %s: cannot bind it\n", H.settings.listen);
     return 1;
   }
@@ -274,7 +328,12 @@ static int supervise(rh_gen *g) {
     fprintf(stderr, "relayhost: --pid-file %s: %s\n", H.settings.pid_file, strerror(errno));
     return 1;
   }
-  rh_workers w = { H.settings.workers, worker_main, validate, H.settings.pid_file, workers_started, NULL };
+  unsetenv("RELAYHOST_UPGRADE_LISTEN");
+  static char keep[sizeof listen + 32];
+  snprintf(keep, sizeof keep, "RELAYHOST_UPGRADE_LISTEN=%s", listen);
+  const char *upgrade_env[] = { keep, NULL };
+  rh_workers w = { H.settings.workers, worker_main, validate, H.settings.pid_file, workers_started,
+                   upgrade_env, NULL };
   int rc = rh_workers_supervise(&w);
   if (H.settings.pid_file[0]) rh_pid_file_remove(H.settings.pid_file);
   RH_LOG(RH_LOG_INFO, "stopped", RH_INT("pid", getpid()));
@@ -334,7 +393,10 @@ static int serve_generation(rh_gen *g) {
   uv_signal_start(&H.sigterm, on_sigterm, SIGTERM);
   uv_signal_init(rh_loop(), &H.sigint);
   uv_signal_start(&H.sigint, on_sigterm, SIGINT);
+  uv_signal_init(rh_loop(), &H.sigusr2);
+  uv_signal_start(&H.sigusr2, on_sigusr2, SIGUSR2);
   uv_timer_init(rh_loop(), &H.shutdown_timer);
+  uv_timer_init(rh_loop(), &H.upgrade_timer);
   signal(SIGPIPE, SIG_IGN);
   rh_watchdog_start(H.settings.watchdog);
 
@@ -342,7 +404,11 @@ static int serve_generation(rh_gen *g) {
   snprintf(bound, sizeof bound, "%s", H.settings.listen);
   char *colon = strrchr(bound, ':');
   if (colon) snprintf(colon + 1, sizeof bound - (size_t)(colon + 1 - bound), "%d", rh_http_server_port(H.server));
-  if (H.worker < 0) announce(bound);
+  rh_net_close_inherited();
+  if (H.worker < 0) {
+    announce(bound);
+    rh_upgrade_ready();
+  }
 
   uv_run(rh_loop(), UV_RUN_DEFAULT);
   rh_watchdog_stop();
@@ -396,6 +462,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(argv[1], "reload") == 0) return rh_reload_command(argc - 2, argv + 2);
+  if (strcmp(argv[1], "upgrade") == 0) return rh_upgrade_command(argc - 2, argv + 2);
+  rh_upgrade_init(argc, argv);
   int is_check = strcmp(argv[1], "check") == 0;
   int first = is_check ? 2 : 1;
   if (first >= argc) {

@@ -23,7 +23,17 @@ int rh_pid_file_write(const char *path) {
   return 0;
 }
 
+int rh_pid_file_read(const char *path) {
+  FILE *f = fopen(path, "r");
+  int pid = 0;
+  if (f && fscanf(f, "%d", &pid) != 1) pid = 0;
+  if (f) fclose(f);
+  return pid > 0 ? pid : -1;
+}
+
 void rh_pid_file_remove(const char *path) {
+  /* After a binary upgrade the file names our successor: it is theirs to remove. */
+  if (rh_pid_file_read(path) != (int)getpid()) return;
   char st[1100];
   status_path(path, st, sizeof st);
   unlink(path);
@@ -47,8 +57,7 @@ void rh_reload_status_write(const char *pid_file, unsigned seq, const char *err)
   rename(tmp, path); /* atomic: the reader never sees half a line */
 }
 
-/* Reads "SEQ ok" / "SEQ failed MESSAGE"; returns seq or -1. */
-static long read_status(const char *pid_file, char *msg, size_t n) {
+long rh_reload_status_read(const char *pid_file, char *msg, size_t n) {
   char path[1100], line[2048];
   status_path(pid_file, path, sizeof path);
   FILE *f = fopen(path, "r");
@@ -63,9 +72,9 @@ static long read_status(const char *pid_file, char *msg, size_t n) {
   return strtol(line, NULL, 10);
 }
 
-int rh_reload_command(int argc, char **argv) {
-  const char *pid_file = getenv("RELAY_PID_FILE");
-  double timeout = 60;
+int rh_pid_command_args(const char *cmd, int argc, char **argv, const char **pid_file, double *timeout) {
+  *pid_file = getenv("RELAY_PID_FILE");
+  *timeout = 60;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     while (*a == '-') a++;
@@ -73,34 +82,38 @@ int rh_reload_command(int argc, char **argv) {
     size_t klen = eq ? (size_t)(eq - a) : strlen(a);
     const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!val) break;
-    if (klen == 8 && strncmp(a, "pid-file", 8) == 0) pid_file = val;
-    else if (klen == 7 && strncmp(a, "timeout", 7) == 0) timeout = atof(val);
+    if (klen == 8 && strncmp(a, "pid-file", 8) == 0) *pid_file = val;
+    else if (klen == 7 && strncmp(a, "timeout", 7) == 0) *timeout = atof(val);
     else {
-      fprintf(stderr, "relayhost reload: unknown flag %s (want --pid-file F [--timeout S])\n", argv[i - (eq ? 0 : 1)]);
-      return 2;
+      fprintf(stderr, "relayhost %s: unknown flag %s (want --pid-file F [--timeout S])\n", cmd, argv[i - (eq ? 0 : 1)]);
+      return -1;
     }
   }
-  if (!pid_file) {
-    fprintf(stderr, "relayhost reload: --pid-file F is required (the file the host was started with)\n");
+  if (!*pid_file || !**pid_file) {
+    fprintf(stderr, "relayhost %s: --pid-file F is required (the file the host was started with)\n", cmd);
+    return -1;
+  }
+  return 0;
+}
+
+int rh_reload_command(int argc, char **argv) {
+  const char *pid_file;
+  double timeout;
+  if (rh_pid_command_args("reload", argc, argv, &pid_file, &timeout) < 0) return 2;
+  int pid = rh_pid_file_read(pid_file);
+  if (pid < 0) {
+    fprintf(stderr, "relayhost reload: %s: no pid in it (is the host running?)\n", pid_file);
     return 2;
   }
-  FILE *f = fopen(pid_file, "r");
-  int pid = 0;
-  if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
-    fprintf(stderr, "relayhost reload: %s: %s\n", pid_file, f ? "no pid in it" : strerror(errno));
-    if (f) fclose(f);
-    return 2;
-  }
-  fclose(f);
   char msg[2048];
-  long before = read_status(pid_file, msg, sizeof msg);
+  long before = rh_reload_status_read(pid_file, msg, sizeof msg);
   if (kill(pid, SIGHUP) < 0) {
     fprintf(stderr, "relayhost reload: pid %d: %s\n", pid, strerror(errno));
     return 2;
   }
   struct timespec step = { 0, 20 * 1000 * 1000 };
   for (double waited = 0; waited < timeout; waited += 0.02) {
-    long now = read_status(pid_file, msg, sizeof msg);
+    long now = rh_reload_status_read(pid_file, msg, sizeof msg);
     if (now > before) {
       if (strcmp(msg, "ok") == 0) {
         printf("relayhost reload: pid %d reloaded\n", pid);

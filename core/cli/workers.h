@@ -8,6 +8,7 @@ typedef struct {
   int (*validate)(char **err, void *ud);       /* a reload: load the script once; 0 or -1 + err */
   const char *pid_file;                        /* where reload outcomes are written */
   void (*started)(void *ud);                   /* once, after the first workers are forked */
+  const char *const *upgrade_env;              /* SIGUSR2: given to the successor's environment */
   void *ud;
 } rh_workers;
 

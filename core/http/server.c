@@ -927,6 +927,11 @@ rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh
 int rh_http_server_port(rh_http_server *s) { return rh_bound_port(&s->listener); }
 size_t rh_http_server_connections(rh_http_server *s) { return s->nconns; }
 
+int rh_http_server_fd(rh_http_server *s) {
+  uv_os_fd_t fd;
+  return s->listening && uv_fileno((uv_handle_t *)&s->listener, &fd) == 0 ? fd : -1;
+}
+
 static void free_server(uv_handle_t *h) {
   rh_http_server *s = h->data;
   if (--s->open_handles == 0) free(s);

@@ -90,6 +90,8 @@ struct rh_http_req {
 rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh_http_limits *lim,
                                      const rh_http_handlers *h, char *err, size_t errlen);
 int rh_http_server_port(rh_http_server *s);
+/* The listening socket (handed to the successor on a binary upgrade), or -1. */
+int rh_http_server_fd(rh_http_server *s);
 /* Stops accepting; idle connections close, busy ones after their current response. */
 void rh_http_server_stop_accepting(rh_http_server *s);
 size_t rh_http_server_connections(rh_http_server *s);

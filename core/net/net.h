@@ -9,9 +9,14 @@
 int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
 /* Binds and listens on addr with SO_REUSEPORT (so --workers share one port) and opens tcp on
- * the socket. 0 ok, or a negative uv error with a message in err. */
+ * the socket. A socket handed over by a binary upgrade (RELAYHOST_LISTEN_FDS) that is bound to
+ * addr is adopted instead of binding anew. 0 ok, or a negative uv error with a message in err. */
 int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb cb,
               char *err, size_t errlen);
+
+/* After start-up: closes the sockets a binary upgrade handed over that no listener adopted
+ * (the new script listens elsewhere). */
+void rh_net_close_inherited(void);
 
 /* For an address with port 0: binds once to learn a free port and writes the address with it
  * to out (so that several workers can then bind the same one). Else copies addr. 0 or -1. */

@@ -150,14 +150,15 @@ end
 
 -- Starts `relayhost script` on an ephemeral port. opts: flags (array of strings, or a table
 -- name -> value), env (table), listen (default 127.0.0.1:0), wait (default true), nofile (a
--- lower file descriptor limit, for fault tests), vmem (an address-space limit in kB).
+-- lower file descriptor limit, for fault tests), vmem (an address-space limit in kB), bin (the
+-- binary to run instead of M.bin()).
 function M.start(script, opts)
   opts = opts or {}
   local dir = M.tmpdir()
   local host = setmetatable({ dir = dir, script = script, log_path = dir .. "/host.log",
                               out_path = dir .. "/host.out", pid_path = dir .. "/pid",
                               rc_path = dir .. "/rc", pid_file = dir .. "/relayhost.pid" }, Host)
-  local args = { shell_quote(M.bin()), shell_quote(script) }
+  local args = { shell_quote(opts.bin or M.bin()), shell_quote(script) }
   for _, f in ipairs(flag_list(opts.flags)) do args[#args + 1] = shell_quote(f) end
   if opts.listen ~= false then args[#args + 1] = "--listen=" .. (opts.listen or "127.0.0.1:0") end
   args[#args + 1] = "--pid-file=" .. shell_quote(host.pid_file)

@@ -1,0 +1,142 @@
+#include "cli/upgrade.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/reload.h"
+#include "log/log.h"
+
+static char exe[PATH_MAX];
+static char **args;
+static int ready_out = -1; /* in a successor: the pipe the old process waits on */
+
+void rh_upgrade_init(int argc, char **argv) {
+  (void)argc;
+  args = argv;
+  const char *fd = getenv("RELAYHOST_UPGRADE_FD");
+  if (fd && (ready_out = atoi(fd)) > 2) fcntl(ready_out, F_SETFD, FD_CLOEXEC);
+  else ready_out = -1;
+  unsetenv("RELAYHOST_UPGRADE_FD");
+  /* The path, not the inode: a package upgrade renames a new file into place, and that new
+   * file is what we want to run. */
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) exe[n] = 0;
+  else snprintf(exe, sizeof exe, "%s", argv[0]);
+}
+
+static void exec_successor(const int *fds, int nfds, const char *const *env, int ready_w) {
+  char list[256] = "", num[16];
+  for (int i = 0; i < nfds; i++) {
+    fcntl(fds[i], F_SETFD, 0); /* keep it across exec */
+    snprintf(num, sizeof num, i ? ",%d" : "%d", fds[i]);
+    strncat(list, num, sizeof list - strlen(list) - 1);
+  }
+  fcntl(ready_w, F_SETFD, 0);
+  snprintf(num, sizeof num, "%d", ready_w);
+  if (nfds) setenv("RELAYHOST_LISTEN_FDS", list, 1);
+  setenv("RELAYHOST_UPGRADE_FD", num, 1);
+  for (; env && *env; env++) putenv((char *)*env);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  execv(exe, args);
+  fprintf(stderr, "relayhost: upgrade: exec %s: %s\n", exe, strerror(errno));
+  _exit(127);
+}
+
+int rh_upgrade_spawn(const int *fds, int nfds, const char *const *env, pid_t *pid, char *err, size_t errlen) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) {
+    snprintf(err, errlen, "pipe: %s", strerror(errno));
+    return -1;
+  }
+  *pid = fork();
+  if (*pid == 0) {
+    close(p[0]);
+    exec_successor(fds, nfds, env, p[1]);
+  }
+  close(p[1]);
+  if (*pid < 0) {
+    snprintf(err, errlen, "fork: %s", strerror(errno));
+    close(p[0]);
+    return -1;
+  }
+  fcntl(p[0], F_SETFL, O_NONBLOCK);
+  return p[0];
+}
+
+int rh_upgrade_poll(int ready_fd, pid_t pid, char *err, size_t errlen) {
+  char buf[16];
+  ssize_t n = read(ready_fd, buf, sizeof buf);
+  if (n > 0) return 1;
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+  /* EOF: it exited (or exec'd something that closed the pipe) before serving */
+  int st = 0;
+  for (int i = 0; i < 100 && waitpid(pid, &st, WNOHANG) == 0; i++) {
+    struct timespec ms = { 0, 10 * 1000 * 1000 };
+    nanosleep(&ms, NULL);
+  }
+  if (WIFEXITED(st))
+    snprintf(err, errlen, "the new binary exited with status %d before serving (see its log)", WEXITSTATUS(st));
+  else
+    snprintf(err, errlen, "the new binary was killed by signal %d before serving", WTERMSIG(st));
+  return -1;
+}
+
+void rh_upgrade_failed(const char *pid_file, unsigned seq, const char *why) {
+  char msg[600];
+  snprintf(msg, sizeof msg, "upgrade failed: %s", why);
+  RH_LOG(RH_LOG_ERROR, "upgrade_failed", RH_STR("error", why));
+  rh_reload_status_write(pid_file, seq, msg);
+}
+
+void rh_upgrade_ready(void) {
+  if (ready_out < 0) return;
+  if (write(ready_out, "ready\n", 6) < 0) { /* the old process is gone: nothing to tell */ }
+  rh_upgrade_child();
+}
+
+void rh_upgrade_child(void) {
+  if (ready_out >= 0) close(ready_out);
+  ready_out = -1;
+}
+
+int rh_upgrade_command(int argc, char **argv) {
+  const char *pid_file;
+  double timeout;
+  if (rh_pid_command_args("upgrade", argc, argv, &pid_file, &timeout) < 0) return 2;
+  int old = rh_pid_file_read(pid_file);
+  if (old <= 0) {
+    fprintf(stderr, "relayhost upgrade: %s: no pid in it\n", pid_file);
+    return 2;
+  }
+  char msg[2048];
+  long before = rh_reload_status_read(pid_file, msg, sizeof msg);
+  if (kill(old, SIGUSR2) < 0) {
+    fprintf(stderr, "relayhost upgrade: pid %d: %s\n", old, strerror(errno));
+    return 2;
+  }
+  struct timespec step = { 0, 20 * 1000 * 1000 };
+  for (double waited = 0; waited < timeout; waited += 0.02) {
+    int now = rh_pid_file_read(pid_file);
+    if (now > 0 && now != old && kill(now, 0) == 0) {
+      printf("relayhost upgrade: pid %d serves; pid %d drains and exits\n", now, old);
+      return 0;
+    }
+    if (rh_reload_status_read(pid_file, msg, sizeof msg) > before && strncmp(msg, "failed ", 7) == 0) {
+      fprintf(stderr, "%s\n", msg + 7);
+      return 1;
+    }
+    nanosleep(&step, NULL);
+  }
+  fprintf(stderr, "relayhost upgrade: no new pid in %s within %.0f s\n", pid_file, timeout);
+  return 2;
+}
