@@ -84,10 +84,14 @@ static const char *lua_dir(void) {
     char *slash = strrchr(exe, '/');
     if (slash) {
       *slash = 0;
-      snprintf(dir, sizeof dir, "%s/../share/relayhost/lua/relay/init.lua", exe);
-      if (access(dir, R_OK) == 0) {
-        snprintf(dir, sizeof dir, "%s/../share/relayhost/lua", exe);
-        return dir;
+      /* installed by make install, or into a luarocks tree (rocks/) */
+      const char *beside[] = { "share/relayhost/lua", "share/lua/5.1" };
+      for (size_t i = 0; i < 2; i++) {
+        snprintf(dir, sizeof dir, "%s/../%s/relay/init.lua", exe, beside[i]);
+        if (access(dir, R_OK) == 0) {
+          snprintf(dir, sizeof dir, "%s/../%s", exe, beside[i]);
+          return dir;
+        }
       }
     }
   }

@@ -43,7 +43,10 @@ function M.wait_until(fn, seconds, what)
   error("timed out waiting for " .. (what or "a condition"), 2)
 end
 
-function M.bin() return os.getenv("RELAYHOST_BIN") or "relayhost" end
+function M.bin()
+  local bin = os.getenv("RELAYHOST_BIN")
+  return bin and bin ~= "" and bin or "relayhost"
+end
 
 function M.tmpdir()
   local p = io.popen("mktemp -d /tmp/relaytest.XXXXXX")
