@@ -72,4 +72,26 @@ return app
     end, 10, "a new worker in place of the dead one")
     assert.matches('"event":"worker_exited"', host:log())
   end)
+
+  it("is refused, with the personality's reason, for a script whose state lives in its process", function()
+    local stateful = helpers.tmpdir() .. "/stateful.lua"
+    helpers.write_file(stateful, [[
+local relay = require "relay"
+local app = relay.new { name = "stateful", flags = { redis = { default = "" } },
+  single_process = function(flags)
+    if flags.redis == "" then return "its sessions live in this process; give --redis so workers share them" end
+  end }
+app:get("/", function(_, res) res:send(200, "ok") end)
+return app
+]])
+    local rc, _, err = helpers.run { stateful, "--workers", "2", "--listen", "127.0.0.1:0" }
+    assert.equal(1, rc)
+    assert.matches("%-%-workers 2 refused: its sessions live in this process; give %-%-redis", err)
+    local ok = helpers.start(stateful, { flags = { "--workers", "2", "--redis", "redis://127.0.0.1:1" } })
+    assert.equal(200, ok:get("/").status)
+    assert.equal(0, ok:stop())
+    local one = helpers.start(stateful)
+    assert.equal(200, one:get("/").status)
+    assert.equal(0, one:stop())
+  end)
 end)

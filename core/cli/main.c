@@ -15,6 +15,7 @@
 
 #include "cache/dict.h"
 #include "cli/admin.h"
+#include "cli/notify.h"
 #include "cli/reload.h"
 #include "cli/upgrade.h"
 #include "cli/workers.h"
@@ -47,6 +48,7 @@ typedef struct {
 static host H = { .worker = -1, .successor_ready_fd = -1 };
 
 static void announce(const char *addr);
+static void now_serving(void);
 static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
 
@@ -57,6 +59,7 @@ static void usage(FILE *to) {
           "       relayhost reload --pid-file F   reload the host in F and report the outcome\n"
           "       relayhost upgrade --pid-file F  hand the listeners to the binary on disk, drain\n"
           "       relayhost SCRIPT --help         the flags SCRIPT declares, and the host's\n"
+          "       relayhost [flags]               with $RELAYHOST_SCRIPT set: serve that script\n"
           "       relayhost --version\n");
 }
 
@@ -164,6 +167,7 @@ static void on_shutdown_tick(uv_timer_t *t) {
 static void begin_shutdown(const char *why) {
   if (H.stopping) return;
   H.stopping = 1;
+  if (H.successor_ready_fd < 0) rh_notify("STOPPING=1"); /* after an upgrade the successor is the service */
   RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", why), RH_NUM("drain_timeout", H.settings.drain_timeout),
          RH_INT("connections", (long long)rh_http_server_connections(H.server)));
   rh_http_server_stop_accepting(H.server);
@@ -311,7 +315,7 @@ static void workers_started(void *ud) {
     }
   }
   announce(H.settings.listen);
-  rh_upgrade_ready();
+  now_serving();
 }
 
 static int supervise(rh_gen *g) {
@@ -407,7 +411,7 @@ static int serve_generation(rh_gen *g) {
   rh_net_close_inherited();
   if (H.worker < 0) {
     announce(bound);
-    rh_upgrade_ready();
+    now_serving();
   }
 
   uv_run(rh_loop(), UV_RUN_DEFAULT);
@@ -442,6 +446,15 @@ static void announce(const char *addr) {
   fflush(stdout);
 }
 
+/* Tells whoever waits for us to serve: the process we replace (upgrade), and systemd (a
+ * Type=notify unit; MAINPID lets it follow an upgrade to us). */
+static void now_serving(void) {
+  char state[64];
+  rh_upgrade_ready();
+  snprintf(state, sizeof state, "MAINPID=%d\nREADY=1", (int)getpid());
+  rh_notify(state);
+}
+
 static void cleanup(void) {
   free(H.settings.help_text);
   free(H.script);
@@ -452,33 +465,41 @@ static void cleanup(void) {
   rh_metrics_free_all();
 }
 
+/* Serves (or checks) the script named by arg with the flags that follow. */
+static int run_script(const char *arg, int is_check, int argc, char **argv) {
+  H.script = rh_resolve_script(arg);
+  if (!H.script) {
+    fprintf(stderr, "relayhost: %s: no such script (a path, or a bundled name such as 'demo')\n", arg);
+    return 2;
+  }
+  H.argc = argc;
+  H.argv = argv;
+  int rc = is_check ? check() : serve();
+  cleanup();
+  return rc;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+    printf("relayhost %s\n", RELAYHOST_VERSION);
+    return 0;
+  }
+  if (argc >= 2 && strcmp(argv[1], "reload") == 0) return rh_reload_command(argc - 2, argv + 2);
+  if (argc >= 2 && strcmp(argv[1], "upgrade") == 0) return rh_upgrade_command(argc - 2, argv + 2);
+  rh_upgrade_init(argc, argv);
+  /* A command line of flags only (or none) runs $RELAYHOST_SCRIPT: an image made for one
+   * personality then takes the original product's command lines unchanged. */
+  const char *implied = getenv("RELAYHOST_SCRIPT");
+  if (implied && *implied && (argc < 2 || argv[1][0] == '-')) return run_script(implied, 0, argc - 1, argv + 1);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-    printf("relayhost %s\n", RELAYHOST_VERSION);
-    return 0;
-  }
-  if (strcmp(argv[1], "reload") == 0) return rh_reload_command(argc - 2, argv + 2);
-  if (strcmp(argv[1], "upgrade") == 0) return rh_upgrade_command(argc - 2, argv + 2);
-  rh_upgrade_init(argc, argv);
   int is_check = strcmp(argv[1], "check") == 0;
   int first = is_check ? 2 : 1;
   if (first >= argc) {
     usage(stderr);
     return 2;
   }
-  H.script = rh_resolve_script(argv[first]);
-  if (!H.script) {
-    fprintf(stderr, "relayhost: %s: no such script (a path, or a bundled name such as 'demo')\n",
-            argv[first]);
-    return 2;
-  }
-  H.argc = argc - first - 1;
-  H.argv = argv + first + 1;
-  int rc = is_check ? check() : serve();
-  cleanup();
-  return rc;
+  return run_script(argv[first], is_check, argc - first - 1, argv + first + 1);
 }

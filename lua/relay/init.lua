@@ -129,7 +129,19 @@ function App:_listen()
   return l or "127.0.0.1:8080"
 end
 
+-- A personality whose state lives in its process (streams, tunnels, sessions) declares
+-- single_process = "why" or function(flags) -> why|nil: --workers above 1 is then refused with
+-- that reason, until its state meets elsewhere (Redis).
+local function check_workers(app)
+  local n, single = tonumber(app.host.workers) or 1, app._opts.single_process
+  if n <= 1 or not single then return end
+  local why = single
+  if type(single) == "function" then why = single(app.flags) end
+  if why then error(("--workers %d refused: %s"):format(n, why), 0) end
+end
+
 function App:_install()
+  check_workers(self)
   local default_max = self._opts.max_body
   for _, r in ipairs(self._routes) do
     local handler = r.fn or core.proxy_new(r.proxy, r.mount)
