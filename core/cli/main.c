@@ -363,6 +363,7 @@ static int serve_generation(rh_gen *g) {
   if (H.settings.head_timeout > 0) lim.head_timeout = H.settings.head_timeout;
   if (H.settings.body_timeout > 0) lim.body_timeout = H.settings.body_timeout;
   if (H.settings.keepalive_timeout > 0) lim.keepalive_timeout = H.settings.keepalive_timeout;
+  if (H.settings.send_timeout > 0) lim.send_timeout = H.settings.send_timeout;
   char msg[512];
   H.trusted = rh_cidr_parse(H.settings.trusted_proxies, msg, sizeof msg);
   if (!H.trusted) {

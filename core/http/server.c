@@ -14,7 +14,7 @@
 #include "tls/tls.h"
 #include "net/net.h"
 
-typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_LINGER, TIMER_KINDS } timer_kind;
+typedef enum { TIMER_NONE, TIMER_IDLE, TIMER_HEAD, TIMER_BODY, TIMER_SEND, TIMER_LINGER, TIMER_KINDS } timer_kind;
 
 /* Connections waiting on one kind of timeout. Each kind has one duration per server, so
  * appending at the tail keeps a list in deadline order and one ticking timer serves them all:
@@ -106,6 +106,7 @@ void rh_http_limits_default(rh_http_limits *lim) {
   lim->head_timeout = 10;
   lim->body_timeout = 30;
   lim->keepalive_timeout = 75;
+  lim->send_timeout = 60;
   lim->write_high_water = 256 * 1024;
   lim->trusted_proxies = NULL;
   lim->tls = NULL;
@@ -297,6 +298,18 @@ static void notify_drain(rh_http_conn *c) {
   if (r && r->head_sent && !r->finished) emit_drain(r);
 }
 
+/* While bytes wait for the client, the send timer runs from the last progress: a client that
+ * stops reading is closed after send_timeout instead of holding its queue forever. Once the
+ * queue is empty the connection goes back to the timer its state wants. */
+static void send_progress(rh_http_conn *c) {
+  if (c->write_queued > 0) {
+    if (c->timer_kind == TIMER_NONE || c->timer_kind == TIMER_IDLE || c->timer_kind == TIMER_SEND)
+      set_timer(c, TIMER_SEND);
+  } else if (c->timer_kind == TIMER_SEND) {
+    set_timer(c, c->req || c->close_after_write ? TIMER_NONE : TIMER_IDLE);
+  }
+}
+
 static void after_write(uv_write_t *w, int status) {
   write_req *wr = (write_req *)w;
   rh_http_conn *c = wr->conn;
@@ -305,6 +318,7 @@ static void after_write(uv_write_t *w, int status) {
   c->write_queued -= (uint32_t)wr->len;
   free(wr);
   if (status < 0) { close_conn(c); return; }
+  send_progress(c);
   if (c->close_after_write && c->write_queued == 0) { shutdown_conn(c); return; }
   if (was_high && c->write_queued <= hw) notify_drain(c);
 }
@@ -325,6 +339,7 @@ static int raw_write(rh_http_conn *c, const char *p, size_t n) {
   memcpy(wr->data, p, n);
   wr->conn = c;
   wr->len = n;
+  if (c->timer_kind == TIMER_NONE || c->timer_kind == TIMER_IDLE) set_timer(c, TIMER_SEND);
   c->write_queued += (uint32_t)n;
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
   if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, after_write) < 0) {
@@ -369,6 +384,13 @@ static void timeout(rh_http_conn *c, timer_kind k) {
     if (c->req) c->req->head_sent = c->req->finished = 1;
     conn_write(c, resp, sizeof resp - 1);
     close_after_write(c);
+  } else if (k == TIMER_SEND) {
+    char peer[64];
+    rh_addr_format(&c->peer, peer, sizeof peer);
+    RH_LOG(RH_LOG_WARN, "http_timeout", RH_STR("peer", peer), RH_STR("phase", "send"),
+           RH_INT("queued", c->write_queued), RH_STR("request_id", c->req ? c->req->id : NULL));
+    rh_metric_add(m_rejected, (const char *[]){ "send_timeout" }, 1);
+    close_conn(c);
   } else {
     close_now(c); /* idle keep-alive or linger over */
   }
@@ -409,11 +431,14 @@ static double kind_seconds(rh_http_server *s, timer_kind k) {
   case TIMER_IDLE: return s->lim.keepalive_timeout;
   case TIMER_HEAD: return s->lim.head_timeout;
   case TIMER_BODY: return s->lim.body_timeout;
+  case TIMER_SEND: return s->lim.send_timeout;
   default: return 2; /* lingering close */
   }
 }
 
 static void set_timer(rh_http_conn *c, timer_kind kind) {
+  /* nothing to wait for but the client taking our bytes: that is the send timeout */
+  if ((kind == TIMER_NONE || kind == TIMER_IDLE) && c->write_queued) kind = TIMER_SEND;
   timer_unlink(c);
   if (kind == TIMER_NONE) return;
   rh_http_server *s = c->srv;

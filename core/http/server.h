@@ -28,6 +28,7 @@ typedef struct {
   double head_timeout;       /* seconds from a head's first byte to its end; over → 408 */
   double body_timeout;       /* seconds without body progress; over → 408 */
   double keepalive_timeout;  /* idle seconds between requests before a silent close */
+  double send_timeout;       /* seconds with bytes queued for the client and none taken; over → close */
   size_t write_high_water;   /* rh_http_write returns 1 above this many queued bytes */
   const struct rh_cidr_list *trusted_proxies; /* whose X-Forwarded-For names the client */
   struct rh_tls_ctx *tls;    /* serve HTTPS with this context (NULL: plain HTTP) */

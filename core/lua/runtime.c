@@ -162,6 +162,7 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
   s->head_timeout = num_setting(L, t, "head_timeout", 10);
   s->body_timeout = num_setting(L, t, "body_timeout", 30);
   s->keepalive_timeout = num_setting(L, t, "keepalive_timeout", 75);
+  s->send_timeout = num_setting(L, t, "send_timeout", 60);
   lua_getfield(L, t, "help");
   if (lua_isstring(L, -1)) {
     s->help = 1;

@@ -47,7 +47,7 @@ typedef struct {
   double drain_timeout;
   double watchdog;
   double max_head;
-  double head_timeout, body_timeout, keepalive_timeout;
+  double head_timeout, body_timeout, keepalive_timeout, send_timeout;
   int help;                  /* --help was given: help_text holds the text */
   char *help_text;           /* malloc'd */
 } rh_host_settings;

@@ -26,6 +26,7 @@ M.host = {
   { name = "head-timeout", env = "RELAY_HEAD_TIMEOUT", default = 10, help = "seconds a client gets to send a request head (408 after)" },
   { name = "body-timeout", env = "RELAY_BODY_TIMEOUT", default = 30, help = "seconds a request body may stall (408 after)" },
   { name = "keepalive-timeout", env = "RELAY_KEEPALIVE_TIMEOUT", default = 75, help = "seconds an idle keep-alive connection is kept" },
+  { name = "send-timeout", env = "RELAY_SEND_TIMEOUT", default = 60, help = "seconds a client may read nothing of a response before it is closed" },
   { name = "watchdog", env = "RELAY_WATCHDOG", default = 10, help = "seconds a handler may run without yielding" },
 }
 

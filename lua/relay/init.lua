@@ -165,6 +165,7 @@ function App:_install()
     head_timeout = h["head-timeout"],
     body_timeout = h["body-timeout"],
     keepalive_timeout = h["keepalive-timeout"],
+    send_timeout = h["send-timeout"],
   }
 end
 
