@@ -23,6 +23,7 @@
 #include "net/cidr.h"
 #include "net/net.h"
 #include "proxy/pool.h"
+#include "sse/sse.h"
 #include "tls/tls.h"
 
 typedef struct {
@@ -159,6 +160,7 @@ static void on_sigterm(uv_signal_t *s, int signum) {
          RH_NUM("drain_timeout", H.settings.drain_timeout),
          RH_INT("connections", (long long)rh_http_server_connections(H.server)));
   rh_http_server_stop_accepting(H.server);
+  rh_sse_close(NULL); /* held event streams never finish by themselves: end them, SDKs reconnect */
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
   H.shutdown_timer.data = &deadline;
