@@ -26,6 +26,7 @@
 #include "net/cidr.h"
 #include "net/net.h"
 #include "proxy/pool.h"
+#include "sse/sse.h"
 #include "tls/tls.h"
 
 typedef struct {
@@ -172,6 +173,7 @@ static void begin_shutdown(const char *why) {
          RH_INT("connections", (long long)rh_http_server_connections(H.server)));
   rh_http_server_stop_accepting(H.server);
   if (H.admin && H.successor_ready_fd >= 0) rh_http_server_stop_accepting(H.admin); /* the successor's now */
+  rh_sse_close(NULL); /* held event streams never finish by themselves: end them, SDKs reconnect */
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
   H.shutdown_timer.data = &deadline;

@@ -376,6 +376,7 @@ void rh_runtime_on_abort(rh_http_req *r, void *ud) {
 static rh_task *check_exchange(lua_State *L) {
   rh_exchange *ex = luaL_checkudata(L, 1, EXCHANGE_MT);
   if (!ex->task) luaL_error(L, "this request is over: its handler has returned");
+  if (!ex->task->req) luaL_error(L, "this request was handed over to an event stream");
   return ex->task;
 }
 
@@ -657,5 +658,6 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_ws(L);
   rh_lua_register_redis(L);
   rh_lua_register_crypto(L);
+  rh_lua_register_sse(L);
   return 1;
 }

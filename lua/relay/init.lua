@@ -186,6 +186,18 @@ relay.redis = core.redis_open
 
 -- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
 relay.ws = { connect = core.ws_connect }
+-- relay.sse: event streams held in C (they outlive the handler and reloads).
+-- hold(res, channel, {headers, first, heartbeat}) hands the request over; publish(channel, bytes)
+-- writes one event to every stream of channel (nil: all); close(channel); count(channel).
+relay.sse = {
+  hold = function(res, channel, opts)
+    opts = opts or {}
+    return core.sse_hold(res._ex, channel, opts.headers, opts.first, opts.heartbeat)
+  end,
+  publish = core.sse_publish,
+  close = core.sse_close,
+  count = core.sse_count,
+}
 relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }
 relay.sleep = core.sleep
 relay.now = core.now

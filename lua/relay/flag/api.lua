@@ -1,0 +1,206 @@
+-- The SDK-facing API of ff-proxy (spec §1): auth, feature-configs, target-segments,
+-- evaluations, stream, metrics, health. Answers are byte-compatible: JSON with a trailing
+-- newline, bare arrays, {"error": ...} bodies, CORS as Echo's middleware sends it.
+local relay = require "relay"
+local json = require "relay.flag.json"
+
+local sha256_hex = require("relay.flag.store").sha256_hex
+local evaluator = require "relay.flag.evaluator"
+
+local M = {}
+
+local JSON_TYPE = "application/json; charset=utf-8"
+local requests = relay.metrics.counter("ff_proxy_http_requests_total", "SDK requests served",
+  { "url", "envID", "code" })
+
+local function reply(res, status, body, route, env)
+  requests:inc(1, { route, env or "", tostring(status) })
+  return res:send(status, body, { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*",
+                                  vary = "Origin" })
+end
+
+local function fail(res, status, msg, route, env)
+  return reply(res, status, json.encode({ error = msg }) .. "\n", route, env)
+end
+
+-- identifier and name rules of ff-proxy's auth request (a name allows any letter).
+local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
+local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
+
+-- ctx: { store, secret, legacy_secrets = {..}, bypass_auth, health = fn() -> table, status, on_metrics }
+function M.install(app, ctx)
+  local store = ctx.store
+
+  -- Bearer JWT signed with AUTH_SECRET (or a legacy one) whose key still exists.
+  local function authorize(req)
+    if ctx.bypass_auth then return {} end
+    local token = (req.headers["authorization"] or ""):match("^[Bb]earer%s+(%S+)$")
+    if not token then return nil, "missing or malformed jwt" end
+    local claims, err = relay.jwt.verify(token, ctx.secret, { leeway = 60 })
+    for _, s in ipairs(ctx.legacy_secrets or {}) do
+      if claims then break end
+      claims = relay.jwt.verify(token, s, { leeway = 60 })
+    end
+    if not claims then return nil, "invalid or expired jwt: " .. tostring(err) end
+    if type(claims.apiKey) == "string" then
+      local hash = claims.apiKey:match("^auth%-key%-(%x+)$")
+      if not hash or not store:has_key_hash(hash) then return nil, "the token's API key is no longer valid" end
+    end
+    return claims
+  end
+
+  -- Wraps an /client/env/:env/... handler: JWT, then the token's environment must be :env.
+  local function env_route(route, fn)
+    return function(req, res)
+      local env = req.params.environment_uuid
+      local claims, err = authorize(req)
+      if not claims then return fail(res, 401, err, route, env) end
+      if claims.environment and claims.environment ~= env then
+        requests:inc(1, { route, env, "401" })
+        return res:send(401, json.encode({ message = ("Environment ID [%s] mismatch with requested %s")
+          :format(tostring(claims.environment), env) }) .. "\n",
+          { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" })
+      end
+      return fn(req, res, env, claims)
+    end
+  end
+
+  app:options("/*", function(req, res)
+    res:send(204, "", {
+      ["access-control-allow-origin"] = "*",
+      ["access-control-allow-methods"] = "GET,OPTIONS,POST",
+      ["access-control-allow-headers"] = "*,Authorization",
+      vary = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    })
+  end)
+
+  app:post("/client/auth", function(req, res)
+    local route = "/client/auth"
+    local body = req:body()
+    if not body or body == "" then return fail(res, 400, "bad request: empty body", route) end
+    local ok, r = pcall(json.decode, body)
+    if not ok or type(r) ~= "table" then return fail(res, 400, "bad request: body is not a JSON object", route) end
+    if type(r.apiKey) ~= "string" or r.apiKey == "" then return fail(res, 400, "bad request: apiKey is empty", route) end
+    local target = type(r.target) == "table" and r.target or {}
+    local tid = type(target.identifier) == "string" and target.identifier or ""
+    if target.name == nil or target.name == "" then target.name = tid end
+    if not valid_identifier(tid) then return fail(res, 400, "bad request: invalid target identifier", route) end
+    if type(target.name) ~= "string" or not valid_name(target.name) then
+      return fail(res, 400, "bad request: invalid target name", route)
+    end
+    local hash = sha256_hex(r.apiKey)
+    local env_id = store.key_env[hash]
+    if not env_id then return fail(res, 401, "unauthorised", route) end
+    if tid ~= "" then
+      local env = store.envs[env_id]
+      env.target[tid] = target
+      if ctx.on_target then ctx.on_target(env_id, target) end
+    end
+    local now = math.floor(relay.time())
+    local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
+      clusterIdentifier = "1", iat = now, nbf = now }, ctx.secret)
+    return reply(res, 200, json.encode({ authToken = token }) .. "\n", route, env_id)
+  end)
+
+  local FC = "/client/env/:environment_uuid/feature-configs"
+  app:get(FC, env_route(FC, function(_, res, env)
+    reply(res, 200, store:feature_configs(env), FC, env)
+  end))
+  app:get(FC .. "/:identifier", env_route(FC .. "/:identifier", function(req, res, env)
+    local body = store:feature_config(env, req.params.identifier)
+    if not body then return fail(res, 404, "not found: feature config " .. req.params.identifier, FC .. "/:identifier", env) end
+    reply(res, 200, body, FC .. "/:identifier", env)
+  end))
+
+  local TS = "/client/env/:environment_uuid/target-segments"
+  app:get(TS, env_route(TS, function(req, res, env)
+    reply(res, 200, store:segments_json(env, req.args.rules == "v2"), TS, env)
+  end))
+  app:get(TS .. "/:identifier", env_route(TS .. "/:identifier", function(req, res, env)
+    local body = store:segment_json(env, req.params.identifier, req.args.rules == "v2")
+    if not body then return fail(res, 404, "not found: target segment " .. req.params.identifier, TS .. "/:identifier", env) end
+    reply(res, 200, body, TS .. "/:identifier", env)
+  end))
+
+  -- The target to evaluate: the Harness-Target header, else the one seen at auth, else the id.
+  local function target_of(req, env)
+    local h = req.headers["harness-target"]
+    if h and h ~= "" then
+      local raw = relay.base64.decode(h)
+      local ok, t = pcall(json.decode, raw or "")
+      if ok and type(t) == "table" then
+        t.identifier = t.identifier or req.params.target
+        return t
+      end
+    end
+    return env.target[req.params.target] or { identifier = req.params.target, name = req.params.target }
+  end
+
+  local function evaluation(env, fc, target)
+    local v = evaluator.evaluate({ flags = env.flag, segments = env.segment }, fc, target)
+    if not v then return nil end
+    return { flag = fc.feature, identifier = v.identifier, kind = fc.kind, value = v.value }
+  end
+
+  local EV = "/client/env/:environment_uuid/target/:target/evaluations"
+  app:get(EV, env_route(EV, function(req, res, env_id)
+    local env = store.envs[env_id]
+    if not env then return reply(res, 200, "[]\n", EV, env_id) end
+    local target, out = target_of(req, env), {}
+    for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
+    reply(res, 200, json.encode(out, true) .. "\n", EV, env_id)
+  end))
+  app:get(EV .. "/:feature", env_route(EV .. "/:feature", function(req, res, env_id)
+    local env = store.envs[env_id]
+    local fc = env and env.flag[req.params.feature]
+    local ev = fc and evaluation(env, fc, target_of(req, env))
+    if not ev then return fail(res, 404, "not found: feature " .. req.params.feature, EV .. "/:feature", env_id) end
+    reply(res, 200, json.encode(ev) .. "\n", EV .. "/:feature", env_id)
+  end))
+
+  app:get("/stream", function(req, res)
+    local claims, err = authorize(req)
+    if not claims then return fail(res, 401, err, "/stream") end
+    local key = req.headers["api-key"]
+    if not key or key == "" then return fail(res, 400, "bad request: missing API-Key header", "/stream") end
+    local env_id = store:env_of_key(key)
+    if not env_id then return fail(res, 404, "not found: no environment for this API-Key", "/stream") end
+    if not ctx.stream_ok() then
+      return fail(res, 503, "SaaS stream disconnected: streaming endpoint disabled", "/stream", env_id)
+    end
+    requests:inc(1, { "/stream", env_id, "200" })
+    relay.sse.hold(res, env_id, {
+      headers = { ["access-control-allow-origin"] = "*", vary = "Origin" },
+      first = ":\n\n", heartbeat = ctx.heartbeat or 15,
+    })
+  end)
+
+  app:post("/metrics/:environment_uuid", function(req, res)
+    local route, env = "/metrics/:environment_uuid", req.params.environment_uuid
+    local claims, err = authorize(req)
+    if not claims then return fail(res, 401, err, route, env) end
+    local body = req:body()
+    local ok, m = pcall(json.decode, body or "")
+    if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", route, env) end
+    if ctx.on_metrics then ctx.on_metrics(env, body) end
+    reply(res, 200, "null\n", route, env)
+  end)
+
+  app:get("/health", function(_, res)
+    local h = ctx.health()
+    if h.configStatus.state == "FAILED_TO_SYNC" then
+      return reply(res, 500, json.encode({ error = "internal error" }) .. "\n", "/health")
+    end
+    reply(res, 200, json.encode(h) .. "\n", "/health")
+  end)
+
+  app:get("/metrics", relay.metrics.handler)
+end
+
+-- One SSE event as the SDKs read it (spec §1.5): written in one piece.
+function M.event_bytes(ev)
+  return "event: *\ndata: " .. json.encode({ event = ev.event, domain = ev.domain, identifier = ev.identifier,
+    version = ev.version, environment = ev.environment, apiKey = "" }) .. "\n\n"
+end
+
+return M

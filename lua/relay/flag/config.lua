@@ -1,0 +1,105 @@
+-- The flag proxy's settings: the original's flags and env vars (v1 names, plus the v2 ones a
+-- v2-style deployment uses), and the checks that refuse to start with a message naming the
+-- setting that is missing or contradicts another.
+local M = {}
+
+-- Array form keeps --help in this order. Aliases share an env var; resolve() merges them.
+M.flags = {
+  { key = "port", name = "port", env = "PORT", default = 7000, help = "port the SDKs connect to" },
+  { key = "api_keys", name = "api-keys", env = "API_KEYS", repeatable = true, help = "SDK keys of the environments to serve (comma list)" },
+  { key = "api_key", name = "apiKey", env = "API_KEYS", repeatable = true, help = "the same as --api-keys (the original's flag name)" },
+  { key = "account_identifier", name = "account-identifier", env = "ACCOUNT_IDENTIFIER", default = "", help = "account to load config for (admin service; informational here)" },
+  { key = "org_identifier", name = "org-identifier", env = "ORG_IDENTIFIER", default = "", help = "organisation to load config for (admin service; informational here)" },
+  { key = "admin_service", name = "admin-service", env = "ADMIN_SERVICE", default = "https://harness.io/gateway/cf", help = "URL of the ff admin service" },
+  { key = "admin_service_token", name = "admin-service-token", env = "ADMIN_SERVICE_TOKEN", default = "", help = "token for the admin service" },
+  { key = "service_token", name = "service-token", env = "SERVICE_TOKEN", default = "", help = "the same as --admin-service-token" },
+  { key = "auth_secret", name = "auth-secret", env = "AUTH_SECRET", default = "secret", help = "HS256 secret the SDK tokens are signed with (keep it stable across restarts and replicas)" },
+  { key = "legacy_secrets", name = "legacy-secrets", env = "LEGACY_SECRETS", repeatable = true, help = "older secrets still accepted when verifying tokens (comma list)" },
+  { key = "sdk_base_url", name = "sdkBaseUrl", env = "SDK_BASE_URL", default = "", help = "upstream client API (default https://config.ff.harness.io/api/1.0)" },
+  { key = "sdk_base_url2", name = "sdk-base-url", env = "SDK_BASE_URL", default = "", help = "the same as --sdkBaseUrl" },
+  { key = "client_service", name = "client-service", env = "CLIENT_SERVICE", default = "", help = "the same as --sdkBaseUrl (the v2 name)" },
+  { key = "sdk_events_url", name = "sdkEventsUrl", env = "SDK_EVENTS_URL", default = "", help = "where SDK metrics are forwarded (default https://events.ff.harness.io/api/1.0)" },
+  { key = "sdk_events_url2", name = "sdk-events-url", env = "SDK_EVENTS_URL", default = "", help = "the same as --sdkEventsUrl" },
+  { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "seconds between target polls (0: off)" },
+  { key = "redis_address", name = "redis-address", env = "REDIS_ADDRESS", default = "", help = "Redis host:port (or redis:// URL): cache and change notifications go through it" },
+  { key = "redis_password", name = "redis-password", env = "REDIS_PASSWORD", default = "", help = "Redis password" },
+  { key = "redis_db", name = "redis-db", env = "REDIS_DB", default = 0, help = "Redis database number" },
+  { key = "flag_stream_enabled", name = "flag-stream-enabled", env = "FLAG_STREAM_ENABLED", default = true, help = "follow the upstream's /stream for changes" },
+  { key = "flag_poll_interval", name = "flag-poll-interval", env = "FLAG_POLL_INTERVAL", default = 1, help = "minutes between full polls of the upstream (fallback when the stream is off or down)" },
+  { key = "offline", name = "offline", env = "OFFLINE", default = false, help = "serve from --config-dir only, no network" },
+  { key = "config_dir", name = "config-dir", env = "CONFIG_DIR", default = "/config", help = "offline config directory (env-<uuid>/...)" },
+  { key = "generate_offline_config", name = "generate-offline-config", env = "GENERATE_OFFLINE_CONFIG", default = false, help = "write --config-dir from the upstream, then exit 0" },
+  { key = "bypass_auth", name = "bypass-auth", env = "BYPASS_AUTH", default = false, help = "skip token checks (testing only)" },
+  { key = "debug", name = "debug", env = "DEBUG", default = false, help = "debug logging (same as LOG_LEVEL=DEBUG)" },
+  { key = "log_level", name = "log-level", env = "LOG_LEVEL", default = "info", help = "INFO, DEBUG, WARN or ERROR (any case)" },
+  { key = "tls_enabled", name = "tls-enabled", env = "TLS_ENABLED", default = false, help = "serve HTTPS with --tls-cert and --tls-key" },
+  { key = "tls_cert", name = "tls-cert", env = "TLS_CERT", default = "", help = "PEM certificate (with TLS_ENABLED)" },
+  { key = "tls_key", name = "tls-key", env = "TLS_KEY", default = "", help = "PEM private key (with TLS_ENABLED)" },
+  { key = "proxy_key", name = "proxy-key", env = "PROXY_KEY", default = "", help = "v2 Proxy Key: pull every environment it covers from the upstream's /proxy/config" },
+  { key = "read_replica", name = "read-replica", env = "READ_REPLICA", default = false, help = "serve from Redis only (a primary fills it)" },
+  { key = "and_rules", name = "and-rules", env = "AND_RULES", default = false, help = "serve segments' servingRules to ?rules=v2 requests" },
+  { key = "heartbeat", name = "sse-heartbeat", env = "SSE_HEARTBEAT", default = 15, help = "seconds of idle before an SSE stream gets a ':' comment" },
+  { key = "metric_post_duration", name = "metric-post-duration", env = "METRIC_POST_DURATION", default = 60, help = "seconds between metric forwards upstream (0: off)" },
+}
+
+local function first(...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if v ~= nil and v ~= "" then return v end
+  end
+  return ""
+end
+
+local function merge_lists(a, b)
+  local out, seen = {}, {}
+  for _, l in ipairs { a or {}, b or {} } do
+    for _, v in ipairs(l) do if v ~= "" and not seen[v] then seen[v] = true; out[#out + 1] = v end end
+  end
+  return out
+end
+
+-- flags (app.flags) -> settings, or an error naming the setting.
+function M.resolve(f)
+  local s = {
+    port = f.port, offline = f.offline, config_dir = f.config_dir, generate = f.generate_offline_config,
+    api_keys = merge_lists(f.api_keys, f.api_key), secret = f.auth_secret,
+    legacy_secrets = f.legacy_secrets or {}, bypass_auth = f.bypass_auth,
+    base_url = first(f.sdk_base_url, f.sdk_base_url2, f.client_service, "https://config.ff.harness.io/api/1.0"),
+    events_url = first(f.sdk_events_url, f.sdk_events_url2, "https://events.ff.harness.io/api/1.0"),
+    stream = f.flag_stream_enabled, poll_interval = f.flag_poll_interval * 60,
+    redis = f.redis_address, redis_password = f.redis_password, redis_db = f.redis_db,
+    proxy_key = f.proxy_key, read_replica = f.read_replica, and_rules = f.and_rules,
+    heartbeat = f.heartbeat, metric_post = f.metric_post_duration,
+    service_token = first(f.admin_service_token, f.service_token),
+  }
+  s.base_url = s.base_url:gsub("/+$", "")
+  s.events_url = s.events_url:gsub("/+$", "")
+  local function bad(msg) error("flag-proxy: " .. msg, 0) end
+  if s.port < 1 or s.port > 65535 or s.port % 1 ~= 0 then bad(("PORT: %s is not a port number"):format(s.port)) end
+  if s.secret == "" then bad("AUTH_SECRET: must not be empty") end
+  if s.offline and s.generate then bad("OFFLINE and GENERATE_OFFLINE_CONFIG contradict each other: generating needs the upstream") end
+  if s.offline and s.read_replica then bad("OFFLINE and READ_REPLICA contradict each other: a replica reads Redis") end
+  if s.read_replica and s.redis == "" then bad("READ_REPLICA needs REDIS_ADDRESS: a replica serves what the primary writes to Redis") end
+  if s.generate and s.read_replica then bad("GENERATE_OFFLINE_CONFIG and READ_REPLICA contradict each other") end
+  if not s.offline and not s.read_replica and #s.api_keys == 0 and s.proxy_key == "" then
+    bad("API_KEYS (or PROXY_KEY) is required in online mode: which environments to pull from " .. s.base_url)
+  end
+  if f.tls_enabled and (f.tls_cert == "" or f.tls_key == "") then bad("TLS_ENABLED needs TLS_CERT and TLS_KEY") end
+  if not f.tls_enabled and (f.tls_cert ~= "" or f.tls_key ~= "") then
+    bad("TLS_CERT/TLS_KEY are set but TLS_ENABLED is not: set TLS_ENABLED=true to serve HTTPS")
+  end
+  if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
+  if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
+  if s.redis ~= "" and not s.redis:match("^rediss?://") then s.redis = "redis://" .. s.redis end
+  if s.redis ~= "" and s.redis_password ~= "" then s.redis = s.redis:gsub("^(rediss?://)", "%1:" .. s.redis_password .. "@") end
+  if s.redis ~= "" and s.redis_db ~= 0 and not s.redis:match("/%d+$") then s.redis = s.redis .. "/" .. s.redis_db end
+  local level = f.debug and "debug" or f.log_level:lower()
+  if not ({ debug = true, info = true, warn = true, error = true })[level] then
+    bad(("LOG_LEVEL: '%s' is not one of INFO, DEBUG, WARN, ERROR"):format(f.log_level))
+  end
+  s.log_level = level
+  s.insecure_secret = s.secret == "secret"
+  return s
+end
+
+return M

@@ -1,0 +1,69 @@
+-- JSON for the Harness shapes. lua-cjson cannot tell an empty array from an empty object, and
+-- the SDKs need arrays (Node iterates flag.rules; .NET breaks on null): fields that the API
+-- defines as arrays are written as [] when empty. canon() is a key-sorted encoding for diffs.
+local cjson = require "cjson"
+
+local M = { null = cjson.null, decode = cjson.decode }
+
+local ARRAY_FIELDS = {
+  rules = true, prerequisites = true, variationToTargetMap = true, targets = true,
+  targetSegments = true, variations = true, clauses = true, values = true, included = true,
+  excluded = true, servingRules = true, tags = true, segments = true, environments = true,
+  apiKeys = true, featureConfigs = true, metricsData = true, targetData = true,
+}
+local EMPTY = "\0relay-empty-array\0"
+local EMPTY_JSON = cjson.encode(EMPTY)
+
+local function mark(v, key)
+  if type(v) ~= "table" then return v end
+  if next(v) == nil then
+    if key == true or ARRAY_FIELDS[key] then return EMPTY end
+    return v
+  end
+  local out = {}
+  if v[1] ~= nil then
+    for i, x in ipairs(v) do out[i] = mark(x, nil) end
+  else
+    for k, x in pairs(v) do out[k] = mark(x, k) end
+  end
+  return out
+end
+
+-- encode(value, top_is_array): top_is_array says an empty top-level table is [].
+function M.encode(v, top_is_array)
+  local s = cjson.encode(mark(v, top_is_array or nil))
+  if s:find(EMPTY_JSON, 1, true) then s = s:gsub(EMPTY_JSON:gsub("%p", "%%%0"), "[]") end
+  return s
+end
+
+local function canon(v, out)
+  local t = type(v)
+  if t ~= "table" then out[#out + 1] = cjson.encode(v); return end
+  if v[1] ~= nil or next(v) == nil then
+    out[#out + 1] = "["
+    for i, x in ipairs(v) do
+      if i > 1 then out[#out + 1] = "," end
+      canon(x, out)
+    end
+    out[#out + 1] = "]"
+    return
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  out[#out + 1] = "{"
+  for i, k in ipairs(keys) do
+    if i > 1 then out[#out + 1] = "," end
+    out[#out + 1] = cjson.encode(k) .. ":"
+    canon(v[k], out)
+  end
+  out[#out + 1] = "}"
+end
+
+function M.canon(v)
+  local out = {}
+  canon(v, out)
+  return table.concat(out)
+end
+
+return M

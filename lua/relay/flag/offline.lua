@@ -1,0 +1,82 @@
+-- The original's offline config directory: <dir>/env-<uuid>/{auth_config,feature_config,
+-- segments,targets}.json. load() reads it; write() produces it (GENERATE_OFFLINE_CONFIG).
+local fs = require "relay.flag.fs"
+local json = require "relay.flag.json"
+
+local M = {}
+
+local FILES = { keys = "auth_config.json", flags = "feature_config.json",
+                segments = "segments.json", targets = "targets.json" }
+
+local function read_array(path, required)
+  local text, err = fs.read(path)
+  if not text then
+    if required then return nil, ("%s: cannot read (%s)"):format(path, err) end
+    return {}
+  end
+  local ok, v = pcall(json.decode, text)
+  if not ok then return nil, ("%s: not valid JSON (%s)"):format(path, tostring(v)) end
+  if v == json.null then return {} end
+  if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then
+    return nil, ("%s: expected a JSON array"):format(path)
+  end
+  return v
+end
+
+-- Returns { [env_id] = { keys, flags, segments, targets } }, or nil and a message naming the
+-- file that is wrong.
+function M.load(dir)
+  local names, err = fs.list(dir)
+  if not names then return nil, err end
+  local envs, n = {}, 0
+  for _, name in ipairs(names) do
+    local id = name:match("^env%-(.+)$")
+    if id then
+      local env, base = {}, dir .. "/" .. name .. "/"
+      for field, file in pairs(FILES) do
+        local v, ferr = read_array(base .. file, field == "keys" or field == "flags")
+        if not v then return nil, ferr end
+        env[field] = v
+      end
+      for i, f in ipairs(env.flags) do
+        if type(f) ~= "table" or type(f.feature) ~= "string" then
+          return nil, ("%sfeature_config.json: item %d has no \"feature\""):format(base, i)
+        end
+      end
+      for i, s in ipairs(env.segments) do
+        if type(s) ~= "table" or type(s.identifier) ~= "string" then
+          return nil, ("%ssegments.json: item %d has no \"identifier\""):format(base, i)
+        end
+      end
+      envs[id], n = env, n + 1
+    end
+  end
+  if n == 0 then return nil, ("%s holds no env-<id> directory"):format(dir) end
+  return envs
+end
+
+-- Writes every environment of store under dir (the layout load() reads).
+function M.write(dir, store)
+  local ok, err = fs.mkdir(dir)
+  if not ok then return nil, err end
+  for id, env in pairs(store.envs) do
+    local base = dir .. "/env-" .. id
+    ok, err = fs.mkdir(base)
+    if not ok then return nil, err end
+    local files = {
+      [FILES.keys] = json.encode(env.keys, true),
+      [FILES.flags] = json.encode(env.flags, true),
+      [FILES.segments] = json.encode(env.segments, true),
+      [FILES.targets] = json.encode(env.targets, true),
+      ["README.md"] = ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
+        :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")),
+    }
+    for name, text in pairs(files) do
+      ok, err = fs.write(base .. "/" .. name, text)
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+return M

@@ -1,0 +1,49 @@
+-- flag-proxy: a drop-in for the Harness Feature Flags Relay Proxy (ff-proxy). Unmodified Harness
+-- SDKs authenticate, fetch flags and segments, evaluate, stream changes and post metrics here.
+-- Offline it serves a config directory in the original's layout (SIGHUP re-reads it and streams
+-- what changed); online it mirrors the environments of API_KEYS from an upstream that speaks the
+-- Harness client API (SaaS, or another relayhost flag proxy).
+local relay = require "relay"
+local config = require "relay.flag.config"
+local store_mod = require "relay.flag.store"
+local api = require "relay.flag.api"
+local offline = require "relay.flag.offline"
+local sync = require "relay.flag.sync"
+
+local app = relay.new {
+  name = "flag-proxy",
+  description = "Harness Feature Flags relay proxy (ff-proxy drop-in); every flag also reads its env var",
+  flags = config.flags,
+  listen = function(f) return "0.0.0.0:" .. math.floor(f.port) end,
+}
+local cfg = config.resolve(app.flags)
+app.host["log-level"] = cfg.log_level
+
+local store = store_mod.new { and_rules = cfg.and_rules }
+local state = sync.new(cfg, store)
+
+api.install(app, {
+  store = store, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
+  heartbeat = cfg.heartbeat, health = function() return state:health() end,
+  stream_ok = function() return state:stream_ok() end,
+  on_metrics = function(env, body) state:queue_metrics(env, body) end,
+  on_target = function(env, target) state:target_seen(env, target) end,
+})
+
+local insecure = relay.metrics.gauge("relayhost_insecure_config", "1 when started with a product's insecure default secret")
+app:on_init(function()
+  insecure:set(cfg.insecure_secret and 1 or 0)
+  if cfg.insecure_secret then
+    relay.log.warn("insecure_config", { setting = "AUTH_SECRET",
+      message = "AUTH_SECRET is the insecure default 'secret': anyone can mint SDK tokens; set your own" })
+  end
+  if cfg.offline then
+    local envs, err = offline.load(cfg.config_dir)
+    if not envs then error("flag-proxy: CONFIG_DIR: " .. err, 0) end
+    state:replace_all(envs) -- on SIGHUP: events for what changed go out once this generation serves
+  else
+    state:start()
+  end
+end)
+
+return app

@@ -1,0 +1,129 @@
+-- relay.flag.evaluator and murmur3: ff-proxy's evaluation rules (spec §2.4) on small shapes,
+-- and the SDKs' bucketing test vectors. Pure Lua: no host needed.
+local murmur3 = require "relay.flag.murmur3"
+local evaluator = require "relay.flag.evaluator"
+local json = require "relay.flag.json"
+
+local function bool_flag(extra)
+  local f = { feature = "f", kind = "boolean", state = "on", offVariation = "false",
+    variations = { { identifier = "true", value = "true" }, { identifier = "false", value = "false" } },
+    defaultServe = { variation = "false" } }
+  for k, v in pairs(extra or {}) do f[k] = v end
+  return f
+end
+
+local function eval(flag, target, segments, flags)
+  local ctx = { flags = flags or { [flag.feature] = flag }, segments = segments or {} }
+  local v, err = evaluator.evaluate(ctx, flag, target)
+  assert(v, err)
+  return v.identifier
+end
+
+local function clause(attribute, op, values) return { attribute = attribute, op = op, values = values } end
+local function rule(clauses, variation) return { priority = 1, clauses = clauses, serve = { variation = variation } } end
+
+describe("murmur3 bucketing", function()
+  it("matches the SDKs' test vectors", function()
+    assert.equal(61, murmur3.bucket("email", "enver.bisevac@harness")) -- go: evaluation/util_test.go
+    assert.equal(57, murmur3.bucket("identifier", "test"))              -- node: evaluator.test.ts
+    assert.equal(0x248bfa47, murmur3.hash("hello"))
+    assert.equal(0, murmur3.hash(""))
+  end)
+end)
+
+describe("flag evaluation", function()
+  local t = { identifier = "u1", name = "U One", attributes = { email = "a@b.io", age = 30, ratio = 0.5, beta = true } }
+
+  it("serves offVariation when off, defaultServe when on", function()
+    assert.equal("false", eval(bool_flag { state = "off", defaultServe = { variation = "true" } }, t))
+    assert.equal("true", eval(bool_flag { defaultServe = { variation = "true" } }, t))
+  end)
+
+  it("ANDs a rule's clauses and takes rules in order", function()
+    local f = bool_flag { rules = {
+      rule({ clause("email", "ends_with", { "@b.io" }), clause("age", "equal", { "31" }) }, "true"),
+      rule({ clause("age", "in", { "29", "30" }) }, "true"),
+    } }
+    assert.equal("true", eval(f, t))
+    f.rules[2].clauses[1].values = { "40" }
+    assert.equal("false", eval(f, t))
+  end)
+
+  it("implements every operator as Go does", function()
+    local cases = {
+      { clause("email", "starts_with", { "a@" }), true }, { clause("email", "contains", { "@b" }), true },
+      { clause("name", "equal", { "u one" }), true }, { clause("name", "equal_sensitive", { "u one" }), false },
+      { clause("age", "gt", { "29" }), true }, { clause("age", "gt", { "4" }), false }, -- string compare
+      { clause("email", "match", { "^a@.*%.io$" }), false }, { clause("email", "match", { "^a@\\w+\\.io$" }), true },
+      { clause("ratio", "equal", { "0.5" }), true }, { clause("beta", "equal", { "true" }), true },
+      { clause("missing", "equal", { "" }), false }, { clause("email", "", { "x" }), false },
+      { clause("email", "contains", {}), false },
+    }
+    for i, c in ipairs(cases) do
+      local f = bool_flag { rules = { rule({ c[1] }, "true") } }
+      assert.equal(c[2] and "true" or "false", eval(f, t), "case " .. i)
+    end
+  end)
+
+  it("resolves segments: excluded beats included beats rules; servingRules AND, legacy rules OR", function()
+    local segs = {
+      s1 = { identifier = "s1", included = { { identifier = "u1" } }, excluded = {} },
+      s2 = { identifier = "s2", excluded = { { identifier = "u1" } }, rules = { clause("age", "equal", { "30" }) } },
+      s3 = { identifier = "s3", rules = { clause("age", "equal", { "1" }), clause("email", "contains", { "b.io" }) } },
+      s4 = { identifier = "s4", servingRules = { { priority = 1, clauses = { clause("age", "equal", { "30" }), clause("email", "contains", { "zz" }) } } },
+             rules = { clause("age", "equal", { "30" }) } },
+    }
+    local function in_seg(ids)
+      return eval(bool_flag { rules = { rule({ clause("", "segmentMatch", ids) }, "true") } }, t, segs)
+    end
+    assert.equal("true", in_seg { "s1" })
+    assert.equal("false", in_seg { "s2", "s1" }) -- excluded from the first answers for the list
+    assert.equal("true", in_seg { "s3" })
+    assert.equal("false", in_seg { "s4" })       -- servingRules win over legacy rules
+    assert.equal("false", in_seg { "nope" })
+  end)
+
+  it("checks the target map before rules", function()
+    local f = bool_flag { variationToTargetMap = { { variation = "true", targets = { { identifier = "u1" } } } },
+      rules = { rule({ clause("age", "equal", { "30" }) }, "false") } }
+    assert.equal("true", eval(f, t))
+  end)
+
+  it("buckets percentage rollouts like the SDKs, falling back to identifier", function()
+    local dist = { bucketBy = "email", variations = { { variation = "true", weight = 60 }, { variation = "false", weight = 40 } } }
+    local f = bool_flag { defaultServe = { distribution = dist } }
+    local target = { identifier = "x", attributes = { email = "enver.bisevac@harness" } } -- bucket 61
+    assert.equal("false", eval(f, target))
+    dist.variations[1].weight = 61
+    assert.equal("true", eval(f, target))
+    dist.bucketBy = "nope" -- identifier:test -> 57
+    dist.variations[1].weight = 56
+    assert.equal("false", eval(f, { identifier = "test" }))
+    dist.variations[1].weight = 57
+    assert.equal("true", eval(f, { identifier = "test" }))
+  end)
+
+  it("serves offVariation when a prerequisite is not met, ignores missing ones, recurses", function()
+    local p1 = bool_flag { feature = "p1", defaultServe = { variation = "true" } }
+    local p2 = bool_flag { feature = "p2", defaultServe = { variation = "true" },
+      prerequisites = { { feature = "p1", variations = { "true" } } } }
+    local f = bool_flag { defaultServe = { variation = "true" }, prerequisites = { { feature = "p2", variations = { "true" } },
+      { feature = "gone", variations = { "true" } } } }
+    local flags = { f = f, p1 = p1, p2 = p2 }
+    assert.equal("true", eval(f, t, {}, flags))
+    p1.defaultServe.variation = "false" -- p2 itself still serves true, but its own prerequisite fails
+    assert.equal("false", eval(f, t, {}, flags))
+  end)
+end)
+
+describe("Harness JSON", function()
+  it("writes empty array fields as [] and keeps empty objects", function()
+    local v = json.decode('{"rules":[],"attributes":{},"variationToTargetMap":[{"targets":[]}]}')
+    local out = json.decode(json.encode(v))
+    assert.is_table(out.rules)
+    assert.truthy(json.encode(v):find('"rules":[]', 1, true))
+    assert.truthy(json.encode(v):find('"attributes":{}', 1, true))
+    assert.truthy(json.encode(v):find('"targets":[]', 1, true))
+    assert.equal("[]", json.encode({}, true))
+  end)
+end)
