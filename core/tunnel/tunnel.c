@@ -20,7 +20,7 @@ struct rh_tstream {
   rh_buf pending;             /* bytes written over the credit, sent when WINDOW comes */
   double blocked_since;       /* 0, or when the credit ran out with bytes pending */
   double head_deadline;       /* server: 0 once the response HEAD came */
-  int sent_end, got_end, over, released, want_writable;
+  int sent_end, got_end, over, released, want_writable, busy;
 };
 
 struct rh_tun {
@@ -66,12 +66,23 @@ static void unlink_stream(rh_tstream *s) {
   s->tun = NULL;
 }
 
-static void maybe_free(rh_tstream *s) {
-  if (!s->over || !s->released) return;
+/* 1 if s was freed. A stream whose handler is running (busy) is freed when it returns. */
+static int maybe_free(rh_tstream *s) {
+  if (!s->over || !s->released || s->busy) return 0;
   unlink_stream(s);
   rh_buf_free(&s->pending);
   free(s);
+  return 1;
 }
+
+#define CALL(s, fn, ...)                         \
+  do {                                           \
+    if ((s)->h.fn) {                             \
+      (s)->busy++;                               \
+      (s)->h.fn((s)->h.ud, ##__VA_ARGS__);       \
+      (s)->busy--;                               \
+    }                                            \
+  } while (0)
 
 static void set_over(rh_tstream *s) {
   s->over = 1;
@@ -83,7 +94,7 @@ static void fail_stream(rh_tstream *s, int code, const char *reason) {
   if (s->over) return;
   if (s->tun) s->tun->st.streams_reset++;
   set_over(s);
-  if (s->h.on_reset) s->h.on_reset(s->h.ud, code, reason);
+  CALL(s, on_reset, code, reason);
   maybe_free(s);
 }
 
@@ -116,18 +127,19 @@ void rh_tstream_reset(rh_tstream *s, int code, const char *reason) {
   maybe_free(s);
 }
 
+/* A stream whose END went out lives on until the peer's END (or the rest of its pending bytes);
+ * one whose END did not is reset. */
 void rh_tstream_release(rh_tstream *s) {
   s->released = 1;
   memset(&s->h, 0, sizeof s->h);
-  if (!s->over) rh_tstream_reset(s, RH_TR_CANCEL, "released");
+  if (!s->over && !s->sent_end) rh_tstream_reset(s, RH_TR_CANCEL, "released");
   else maybe_free(s);
 }
 
-static void check_done(rh_tstream *s) {
-  if (s->sent_end && s->got_end && !s->pending.len) {
-    set_over(s);
-    maybe_free(s);
-  }
+/* 1 if s was freed. */
+static int check_done(rh_tstream *s) {
+  if (!s->over && s->sent_end && s->got_end && !s->pending.len) set_over(s);
+  return maybe_free(s);
 }
 
 /* Sends what the credit allows from p (n bytes), in frames of at most RH_TF_MAX_DATA. */
@@ -225,13 +237,13 @@ static void on_window(rh_tstream *s, uint32_t inc) {
     s->blocked_since = 0;
     if (s->sent_end) {
       send_end(s);
-      check_done(s);
-      if (s->over) return;
+      if (check_done(s) || s->over) return;
     }
   }
   if (s->credit && s->want_writable) {
     s->want_writable = 0;
-    if (s->h.on_writable) s->h.on_writable(s->h.ud);
+    CALL(s, on_writable);
+    maybe_free(s);
   }
 }
 
@@ -243,7 +255,12 @@ static void on_data(rh_tstream *s, const rh_tframe *f) {
   }
   s->granted -= f->len;
   s->tun->st.bytes_in += f->len;
-  if (s->h.on_data) s->h.on_data(s->h.ud, f->payload, f->len);
+  if (s->released) { /* nobody reads it any more: keep the peer's credit flowing */
+    rh_tstream_consumed(s, f->len);
+    return;
+  }
+  CALL(s, on_data, f->payload, f->len);
+  maybe_free(s);
 }
 
 static void on_head(rh_tun *t, rh_tstream *s, const rh_tframe *f) {
@@ -255,7 +272,8 @@ static void on_head(rh_tun *t, rh_tstream *s, const rh_tframe *f) {
     t->tr.on_open(t->tr.ud, s, a, b, &h);
   } else {
     s->head_deadline = 0;
-    if (s->h.on_head) s->h.on_head(s->h.ud, a, b, &h);
+    CALL(s, on_head, a, b, &h);
+    maybe_free(s);
   }
   free(a);
   free(b);
@@ -264,7 +282,7 @@ static void on_head(rh_tun *t, rh_tstream *s, const rh_tframe *f) {
 
 static void on_end(rh_tstream *s) {
   s->got_end = 1;
-  if (s->h.on_end) s->h.on_end(s->h.ud);
+  CALL(s, on_end);
   check_done(s);
 }
 

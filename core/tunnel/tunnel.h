@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "http/headers.h"
+#include "tunnel/frame.h" /* RH_TR_* reset codes */
 
 #define RH_TUN_WINDOW (4u * 1024 * 1024) /* initial credit of each direction of each stream */
 #define RH_TR_TIMEOUT 100                /* local reset code: no response head in time */
