@@ -129,3 +129,11 @@ int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok)
   }
   return 0;
 }
+
+int rh_header_hop_by_hop(const rh_header *f) {
+  static const char *names[] = { "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                                 "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade" };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (rh_header_name_eq(f, names[i])) return 1;
+  return 0;
+}

@@ -37,6 +37,8 @@ const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *
 size_t rh_headers_count(const rh_headers *h, const char *name);
 size_t rh_headers_remove(rh_headers *h, const char *name); /* returns how many were removed */
 int rh_header_name_eq(const rh_header *f, const char *name);
+/* 1 for the fields that belong to one hop (Connection, Keep-Alive, TE, Transfer-Encoding, …). */
+int rh_header_hop_by_hop(const rh_header *f);
 /* 1 if the comma-separated value list of `name` has token `tok` (case-insensitive). */
 int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok);
 

@@ -16,6 +16,7 @@ void rh_lua_register_ws(lua_State *L);      /* lua_ws.c: WebSocket sessions */
 void rh_lua_register_redis(lua_State *L);   /* lua_redis.c: relay.redis */
 void rh_lua_register_crypto(lua_State *L);  /* lua_crypto.c: hashes, base64, uuid */
 void rh_lua_register_sse(lua_State *L);     /* lua_sse.c: event-stream fan-out (core/sse) */
+void rh_lua_register_tunnel(lua_State *L);  /* lua_tunnel.c: relay.tunnel (git tunnel streams) */
 
 /* Pushes a headers table: lowercase name -> first value, with the generation's headers
  * metatable (case-insensitive lookup, h:all(name) -> every value in order). */

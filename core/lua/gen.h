@@ -68,7 +68,19 @@ void rh_task_cancel(rh_task *t);
 
 /* lua_ws.c: WebSocket routes */
 int rh_lua_ws_refuse(rh_http_req *r);
-void rh_lua_ws_start(rh_task *t, const char *protocols);
+void rh_lua_ws_start(rh_task *t, const char *protocols, const rh_headers *extra);
+
+/* A C consumer of a session's messages (the tunnel): set, it gets every message instead of the
+ * script's recv(), and on_closed once when the session ends (either side, or its task). */
+typedef struct rh_lua_ws_session rh_lua_ws_session;
+typedef struct {
+  void (*on_message)(void *ud, int opcode, const char *p, size_t n);
+  void (*on_closed)(void *ud, int code, const char *reason);
+} rh_lua_ws_sink;
+rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx); /* a live ws object, or a Lua error */
+void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud);
+int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n); /* -1 if closed */
+void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason);
 
 void rh_watchdog_enter(lua_State *L);
 void rh_watchdog_leave(void);

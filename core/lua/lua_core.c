@@ -319,7 +319,7 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
       lua_rawgeti(co, -1, m.handler);
       lua_remove(co, -2);
       if (g->websockets[m.handler]) { /* handler(ws, req) */
-        rh_lua_ws_start(t, g->websockets[m.handler]);
+        rh_lua_ws_start(t, g->websockets[m.handler], NULL);
         push_objects(co, t, &m);
         lua_pop(co, 1);
       } else {
@@ -659,5 +659,6 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_redis(L);
   rh_lua_register_crypto(L);
   rh_lua_register_sse(L);
+  rh_lua_register_tunnel(L);
   return 1;
 }

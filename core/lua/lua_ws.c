@@ -28,8 +28,8 @@ typedef struct msg {
   char data[];
 } msg;
 
-typedef struct session session;
-struct session {
+typedef struct rh_lua_ws_session session;
+struct rh_lua_ws_session {
   rh_ws *engine;
   rh_http_req *req;          /* server side: the upgraded request (borrowed from the task) */
   rh_upconn *up;             /* client side: the connection */
@@ -41,6 +41,8 @@ struct session {
   size_t queued;
   int closed, close_code, waiting, connecting, ud_ref;
   char close_reason[124];
+  const rh_lua_ws_sink *sink; /* a C consumer (the tunnel) takes the messages instead */
+  void *sink_ud;
 };
 
 typedef struct {
@@ -91,10 +93,15 @@ static void set_closed(session *s, int code, const char *reason) {
   s->closed = 1;
   s->close_code = code;
   snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
+  if (s->sink) s->sink->on_closed(s->sink_ud, code, s->close_reason);
 }
 
 static void on_message(void *ud, int opcode, const char *p, size_t n) {
   session *s = ud;
+  if (s->sink) {
+    s->sink->on_message(s->sink_ud, opcode, p, n);
+    return;
+  }
   if (s->queued + n > QUEUE_MAX_BYTES) { /* the script does not keep up */
     rh_ws_close(s->engine, 1008, "handler too slow: queue full");
     return;
@@ -218,6 +225,7 @@ static void end_session(rh_task *t, session *s) {
     rh_ws_close(s->engine, code, t->cancelled ? "going away" : t->failed ? "handler error" : "");
     flush(s);
   }
+  set_closed(s, 1001, "session ended");
   if (s->req) {
     s->req->events = NULL;
     rh_http_finish(s->req); /* closes once what is queued is written */
@@ -307,7 +315,7 @@ static int pick_protocol(const rh_headers *h, const char *route, char *out, size
 }
 
 /* Answers the upgrade (101) and pushes the ws object for the handler on the task's stack. */
-void rh_lua_ws_start(rh_task *t, const char *protocols) {
+void rh_lua_ws_start(rh_task *t, const char *protocols, const rh_headers *extra) {
   rh_http_req *r = t->req;
   session *s = session_new(t, 1);
   s->req = r;
@@ -320,6 +328,8 @@ void rh_lua_ws_start(rh_task *t, const char *protocols) {
   rh_headers_add(&h, "Sec-WebSocket-Accept", 20, accept, strlen(accept));
   if (pick_protocol(&r->headers, protocols, proto, sizeof proto))
     rh_headers_add(&h, "Sec-WebSocket-Protocol", 22, proto, strlen(proto));
+  for (size_t i = 0; extra && i < extra->n; i++)
+    rh_headers_add(&h, extra->items[i].name, extra->items[i].name_len, extra->items[i].value, extra->items[i].value_len);
   rh_http_tunnel(r, 101, &h, &server_events, s);
   rh_headers_free(&h);
   push_object(t->co, s);
@@ -468,7 +478,63 @@ static int l_ws_connect(lua_State *L) {
   return rh_task_yield(L, t, cancel_connect, s);
 }
 
+/* core.ws_accept(protocols?, headers?) -> ws | nil, why: a plain route answers its request with
+ * the upgrade once it has checked what it wanted to (a token, a key) and could still refuse. */
+static int l_ws_accept(lua_State *L) {
+  rh_task *t = rh_task_current(L);
+  if (!t || !t->req || t->req->head_sent) return luaL_error(L, "ws_accept: only in a request handler that has not answered");
+  if (rh_lua_ws_refuse(t->req)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a WebSocket upgrade (answered 426/400)");
+    return 2;
+  }
+  rh_headers h = RH_HEADERS_INIT;
+  if (lua_istable(L, 2) && rh_lua_read_headers(L, 2, &h) < 0) {
+    rh_headers_free(&h);
+    return lua_error(L);
+  }
+  rh_lua_ws_start(t, luaL_optstring(L, 1, NULL), &h);
+  rh_headers_free(&h);
+  return 1;
+}
+
+/* ---- for C consumers (the tunnel) ---- */
+
+rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx) {
+  ws_ud *u = luaL_checkudata(L, idx, WS_MT);
+  if (!u->s || u->s->closed) luaL_error(L, "this WebSocket session is over");
+  return u->s;
+}
+
+void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud) {
+  s->sink = sink;
+  s->sink_ud = ud;
+  while (sink && s->head) { /* what came before the switch goes first */
+    msg *m = s->head;
+    s->head = m->next;
+    if (!s->head) s->tail = NULL;
+    s->queued -= m->len;
+    sink->on_message(ud, m->opcode, m->data, m->len);
+    free(m);
+  }
+}
+
+int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
+  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, opcode, p, n) < 0) return -1;
+  flush(s);
+  return 0;
+}
+
+void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason) {
+  if (s->closed) return;
+  rh_ws_close(s->engine, code, reason);
+  flush(s);
+  set_closed(s, code, reason);
+}
+
 void rh_lua_register_ws(lua_State *L) {
+  lua_pushcfunction(L, l_ws_accept);
+  lua_setfield(L, -2, "ws_accept");
   luaL_newmetatable(L, WS_MT);
   lua_newtable(L);
   luaL_register(L, NULL, ws_methods);

@@ -244,17 +244,9 @@ char *rh_proxy_join_path(const char *base, const char *prefix, const char *rest,
 
 /* ---- header rules ---- */
 
-static int hop_by_hop(const rh_header *f) {
-  static const char *names[] = { "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                                 "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade" };
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (rh_header_name_eq(f, names[i])) return 1;
-  return 0;
-}
-
 /* Hop-by-hop headers, and the ones the Connection header names, never cross the proxy. */
 static int crosses(const rh_headers *all, int has_connection, const rh_header *f) {
-  if (hop_by_hop(f)) return 0;
+  if (rh_header_hop_by_hop(f)) return 0;
   if (!has_connection) return 1; /* the usual case: no per-header scan for Connection tokens */
   char name[128];
   if (f->name_len >= sizeof name) return 1;

@@ -185,7 +185,9 @@ end
 relay.redis = core.redis_open
 
 -- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
-relay.ws = { connect = core.ws_connect }
+-- relay.ws.accept(protocols?, headers?) -> ws | nil, err: upgrades the running request of a plain
+-- route, after the handler's own checks (which may still answer 401/400/429 instead).
+relay.ws = { connect = core.ws_connect, accept = core.ws_accept }
 -- relay.sse: event streams held in C (they outlive the handler and reloads).
 -- hold(res, channel, {headers, first, heartbeat}) hands the request over; publish(channel, bytes)
 -- writes one event to every stream of channel (nil: all); close(channel); count(channel).
@@ -198,6 +200,10 @@ relay.sse = {
   close = core.sse_close,
   count = core.sse_count,
 }
+-- relay.tunnel.attach(ws, {role, base_url, allow_hosts, ca_file, ping_interval, stall_timeout,
+-- head_timeout}) -> tun: git tunnel streams in C on that session (docs/git-tunnel-protocol.md).
+-- tun:wait() yields until it is over; server: tun:relay(target) relays the running request.
+relay.tunnel = { attach = core.tunnel_attach }
 relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }
 relay.sleep = core.sleep
 relay.now = core.now

@@ -1,0 +1,266 @@
+/* lua_tunnel: relay.tunnel, the git tunnel's streams (core/tunnel) on a WebSocket session.
+ *
+ * A script accepts or dials the WebSocket itself (its checks, its backoff), then attaches a
+ * tunnel to it: from then on the session's messages are frames handled in C. On the server,
+ * tun:relay(target) hands the running request to a new stream and yields until the exchange is
+ * over; on the client, streams the server opens are executed against base_url in C. Body bytes
+ * never enter Lua.
+ *
+ * The tunnel struct belongs to its Lua object (freed by __gc); the rh_tun inside lives while
+ * the session does. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/bind.h"
+#include "lua/gen.h"
+#include "tls/tls.h"
+#include "tunnel/relay.h"
+#include "tunnel/tunnel.h"
+#include "ws/ws.h"
+
+#define TUN_MT "relay.tunnel"
+
+typedef struct {
+  rh_tun *tun;               /* NULL once the session is over */
+  rh_lua_ws_session *ws;
+  rh_task *waiter;           /* parked in tun:wait() */
+  char why[128];             /* why it ended */
+  int is_server;
+  /* client: how streams are executed */
+  char *base_url;
+  char **allow;
+  size_t nallow;
+  rh_tls_ctx *tls;
+} tunnel;
+
+typedef struct {
+  tunnel *t;
+} tun_ud;
+
+/* ---- the session underneath ---- */
+
+static void sink_message(void *ud, int opcode, const char *p, size_t n) {
+  tunnel *t = ud;
+  if (!t->tun) return;
+  if (opcode != RH_WS_BINARY) {
+    rh_lua_ws_close(t->ws, 1003, "tunnel frames are binary messages");
+    return;
+  }
+  rh_tun_input(t->tun, p, n);
+}
+
+static void sink_closed(void *ud, int code, const char *reason) {
+  tunnel *t = ud;
+  snprintf(t->why, sizeof t->why, "%d %s", code, reason);
+  rh_tun *tun = t->tun;
+  t->tun = NULL;
+  t->ws = NULL;
+  if (tun) rh_tun_free(tun, t->why);
+  if (t->waiter) {
+    rh_task *w = t->waiter;
+    t->waiter = NULL;
+    lua_pushstring(rh_task_lua(w), t->why);
+    rh_task_resume(w, 1);
+  }
+}
+
+static const rh_lua_ws_sink sink = { sink_message, sink_closed };
+
+static int tr_send(void *ud, const char *p, size_t n) {
+  tunnel *t = ud;
+  return t->ws ? rh_lua_ws_send(t->ws, RH_WS_BINARY, p, n) : -1;
+}
+
+static void tr_open(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h) {
+  tunnel *t = ud;
+  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls };
+  rh_texec_open(rh_loop(), &c, s, method, target, h);
+}
+
+static void tr_fail(void *ud, int code, const char *reason) {
+  tunnel *t = ud;
+  if (t->ws) rh_lua_ws_close(t->ws, code, reason);
+}
+
+/* ---- relay.tunnel.attach(ws, opts) ---- */
+
+static double opt_num(lua_State *L, int idx, const char *name) {
+  lua_getfield(L, idx, name);
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Client options: base_url (required), allow_hosts (array), ca_file. A Lua error if bad. */
+static void client_opts(lua_State *L, tunnel *t) {
+  lua_getfield(L, 2, "base_url");
+  if (!lua_isstring(L, -1)) luaL_error(L, "tunnel: a client needs base_url");
+  t->base_url = strdup(lua_tostring(L, -1));
+  lua_getfield(L, 2, "allow_hosts");
+  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  t->allow = calloc(n + 1, sizeof *t->allow);
+  if (!t->base_url || !t->allow) abort();
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, -1, (int)i + 1);
+    t->allow[t->nallow++] = strdup(luaL_checkstring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, 2, "ca_file");
+  if (lua_isstring(L, -1)) {
+    char err[200];
+    t->tls = rh_tls_client_ctx(lua_tostring(L, -1), 1, err, sizeof err);
+    if (!t->tls) luaL_error(L, "tunnel: %s", err);
+  }
+  lua_pop(L, 3);
+}
+
+static int l_attach(lua_State *L) {
+  rh_lua_ws_session *ws = rh_lua_ws_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "role");
+  const char *role = luaL_optstring(L, -1, "server");
+  int is_server = strcmp(role, "server") == 0;
+  if (!is_server && strcmp(role, "client") != 0) return luaL_error(L, "tunnel: role must be server or client");
+  lua_pop(L, 1);
+  tun_ud *u = lua_newuserdata(L, sizeof *u);
+  u->t = calloc(1, sizeof *u->t);
+  if (!u->t) abort();
+  luaL_getmetatable(L, TUN_MT);
+  lua_setmetatable(L, -2);
+  tunnel *t = u->t;
+  t->is_server = is_server;
+  if (!is_server) client_opts(L, t);
+  rh_tun_opts o = { opt_num(L, 2, "ping_interval"), opt_num(L, 2, "stall_timeout"), opt_num(L, 2, "head_timeout") };
+  rh_tun_transport tr = { tr_send, tr_open, tr_fail, t };
+  t->ws = ws;
+  t->tun = rh_tun_new(rh_loop(), is_server, &tr, &o);
+  rh_lua_ws_set_sink(ws, &sink, t);
+  return 1;
+}
+
+/* ---- methods ---- */
+
+static tunnel *check_tun(lua_State *L) { return ((tun_ud *)luaL_checkudata(L, 1, TUN_MT))->t; }
+
+static void wait_cancel(void *op) { ((tunnel *)op)->waiter = NULL; }
+
+/* tun:wait() -> why: yields until the tunnel is over */
+static int l_wait(lua_State *L) {
+  tunnel *t = check_tun(L);
+  if (!t->tun) {
+    lua_pushstring(L, t->why);
+    return 1;
+  }
+  rh_task *task = rh_task_current(L);
+  if (!task) return luaL_error(L, "tun:wait: only inside a handler or timer");
+  if (t->waiter) return luaL_error(L, "tun:wait: another task waits already");
+  t->waiter = task;
+  lua_pushvalue(L, 1); /* keeps the object alive while parked */
+  return rh_task_yield(L, task, wait_cancel, t);
+}
+
+typedef struct {
+  rh_task *task;
+  rh_trelay *r;
+} relay_op;
+
+static void relay_done(void *ud, int status, const char *err) {
+  relay_op *op = ud;
+  lua_State *co = rh_task_lua(op->task);
+  rh_task *task = op->task;
+  free(op);
+  if (err) {
+    lua_pushinteger(co, status);
+    lua_pushstring(co, err);
+  } else {
+    lua_pushinteger(co, status);
+    lua_pushnil(co);
+  }
+  rh_task_resume(task, 2);
+}
+
+static void relay_cancel(void *p) {
+  relay_op *op = p;
+  rh_trelay_cancel(op->r);
+  free(op);
+}
+
+/* tun:relay(target) -> status, err: relays the running request; yields until it is over. status
+ * is what the client got (0 if its connection was cut); nil, err if the tunnel is gone. */
+static int l_relay(lua_State *L) {
+  tunnel *t = check_tun(L);
+  const char *target = luaL_checkstring(L, 2);
+  rh_task *task = rh_task_current(L);
+  if (!task || !task->req || task->req->head_sent) return luaL_error(L, "tun:relay: only in a request handler that has not answered");
+  if (!t->is_server) return luaL_error(L, "tun:relay: only on a server tunnel");
+  relay_op *op = calloc(1, sizeof *op);
+  if (!op) abort();
+  op->task = task;
+  op->r = t->tun ? rh_trelay_start(t->tun, task->req, target, relay_done, op) : NULL;
+  if (!op->r) {
+    free(op);
+    lua_pushnil(L);
+    lua_pushliteral(L, "tunnel closed");
+    return 2;
+  }
+  return rh_task_yield(L, task, relay_cancel, op);
+}
+
+static int l_stats(lua_State *L) {
+  tunnel *t = check_tun(L);
+  rh_tun_stats st = { 0 };
+  if (t->tun) rh_tun_get_stats(t->tun, &st);
+  lua_createtable(L, 0, 7);
+  lua_pushboolean(L, t->tun != NULL);
+  lua_setfield(L, -2, "open");
+  lua_pushnumber(L, (lua_Number)st.streams_open);
+  lua_setfield(L, -2, "streams");
+  lua_pushnumber(L, (lua_Number)st.streams_opened);
+  lua_setfield(L, -2, "streams_total");
+  lua_pushnumber(L, (lua_Number)st.streams_reset);
+  lua_setfield(L, -2, "resets_total");
+  lua_pushnumber(L, (lua_Number)st.bytes_in);
+  lua_setfield(L, -2, "bytes_in");
+  lua_pushnumber(L, (lua_Number)st.bytes_out);
+  lua_setfield(L, -2, "bytes_out");
+  lua_pushnumber(L, (lua_Number)st.buffered);
+  lua_setfield(L, -2, "buffered");
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  tunnel *t = check_tun(L);
+  if (t->ws) rh_lua_ws_close(t->ws, (int)luaL_optinteger(L, 2, 1000), luaL_optstring(L, 3, ""));
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  tun_ud *u = luaL_checkudata(L, 1, TUN_MT);
+  tunnel *t = u->t;
+  if (!t) return 0;
+  u->t = NULL;
+  if (t->ws) rh_lua_ws_set_sink(t->ws, NULL, NULL);
+  if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
+  for (size_t i = 0; i < t->nallow; i++) free(t->allow[i]);
+  free(t->allow);
+  free(t->base_url);
+  if (t->tls) rh_tls_ctx_free(t->tls);
+  free(t);
+  return 0;
+}
+
+static const luaL_Reg methods[] = { { "wait", l_wait }, { "relay", l_relay }, { "stats", l_stats },
+                                    { "close", l_close }, { NULL, NULL } };
+
+void rh_lua_register_tunnel(lua_State *L) {
+  luaL_newmetatable(L, TUN_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_attach);
+  lua_setfield(L, -2, "tunnel_attach");
+}

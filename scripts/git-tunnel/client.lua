@@ -1,0 +1,91 @@
+-- git-tunnel/client: the relay-client of Styra DAS's git relay. It dials --server-url over one
+-- WebSocket, registers --client-key with --styra-token, and executes every relayed request
+-- against --base-url + the relayed path (string concatenation, like the original). Probes on
+-- --probe-listen: /v1/system/alive, /v1/system/ready, /v1/system/metrics.
+--
+--   relayhost git-tunnel/client --base-url=https://git.corp --client-key=git \
+--     --server-url=wss://relay.example.com/v1/relay/register --styra-token="$STYRA_TOKEN"
+local relay = require "relay"
+local gt = require "relay.gittunnel"
+
+local app = relay.new {
+  name = "git-tunnel/client",
+  description = "relay-client: dials the relay-server and executes relayed requests against base-url",
+  flags = {
+    base_url = { required = true, help = "where relayed requests go: base-url + path (e.g. https://git.corp)" },
+    client_key = { required = true, help = "the key to register with (letters, digits, '_', '-')" },
+    server_url = { required = true, help = "ws:// or wss://…/v1/relay/register of the relay-server" },
+    styra_token = { required = true, help = "bearer token for the relay-server" },
+    allow_hosts = { default = "", help = "hosts other than base-url's that relayed paths may name (comma-separated; needed for --base-url=http:/)" },
+    probe_listen = { default = "0.0.0.0:8080", help = "HOST:PORT of /v1/system/alive, /ready and /metrics" },
+    backoff_max = { default = 30, help = "longest wait between reconnects, seconds" },
+    ping_interval = { default = 5, help = "seconds between heartbeats; a server silent for 3 is dropped" },
+  },
+  listen = function(flags) return flags.probe_listen end,
+}
+
+local f = app.flags
+if not gt.key_ok(f.client_key) then
+  error("git-tunnel/client: --client-key may hold only letters, digits, '_' and '-'", 0)
+end
+if not f.server_url:match("^wss?://") then error("git-tunnel/client: --server-url must be ws:// or wss://", 0) end
+local allow_hosts = gt.list(f.allow_hosts)
+
+local m_up = relay.metrics.gauge("relay_client_connected", "1 while the tunnel to the relay-server is up")
+local m_connects = relay.metrics.counter("relay_client_connects_total", "tunnels established")
+local m_failures = relay.metrics.counter("relay_client_connect_failures_total", "failed connection attempts")
+local m_streams = relay.metrics.gauge("relay_client_streams", "relayed requests in flight")
+local m_streams_total = relay.metrics.gauge("relay_client_tunnel_streams_total", "relayed requests on the current tunnel")
+local m_bytes = relay.metrics.gauge("relay_client_tunnel_bytes", "body bytes on the current tunnel", { "direction" })
+
+local tun -- the current tunnel, nil while down
+
+local function connect_once()
+  local ws, err = relay.ws.connect(f.server_url, {
+    protocols = { gt.protocol }, timeout = 10,
+    headers = { authorization = "Bearer " .. f.styra_token, ["x-relay-client-key"] = f.client_key },
+  })
+  if not ws then return nil, err end
+  tun = relay.tunnel.attach(ws, { role = "client", base_url = f.base_url, allow_hosts = allow_hosts,
+                                  ping_interval = f.ping_interval })
+  m_up:set(1)
+  m_connects:inc()
+  relay.log.info("relay_connected", { server_url = f.server_url, client_key = f.client_key })
+  local why = tun:wait()
+  tun = nil
+  m_up:set(0)
+  return true, why
+end
+
+local function run()
+  local attempt = 0
+  while true do
+    local started = relay.now()
+    local ok, why = connect_once()
+    if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
+    if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
+    attempt = attempt + 1
+    local wait = gt.backoff(attempt, 0.5, f.backoff_max)
+    if not ok then relay.log.warn("relay_connect_failed", { error = why, retry_in = wait }) end
+    relay.sleep(wait)
+  end
+end
+
+app:get("/v1/system/alive", function(req, res) res:send(200, "alive\n") end)
+app:get("/v1/system/ready", function(req, res)
+  if tun then return res:send(200, "ready\n") end
+  res:send(500, "not ready: no tunnel to the relay-server\n")
+end)
+app:get("/v1/system/metrics", function(req, res)
+  local st = tun and tun:stats() or { streams = 0, streams_total = 0, bytes_in = 0, bytes_out = 0 }
+  m_streams:set(st.streams)
+  m_streams_total:set(st.streams_total)
+  m_bytes:set(st.bytes_in, { "in" })
+  m_bytes:set(st.bytes_out, { "out" })
+  relay.metrics.handler(req, res)
+end)
+
+math.randomseed(relay.pid() + relay.time())
+app:on_init(function() relay.after(0, run) end)
+
+return app

@@ -1,0 +1,128 @@
+-- git-tunnel/server: the relay-server of Styra DAS's git relay. relay-clients register at
+-- /v1/relay/register over a WebSocket (bearer token, client key); any request to
+-- /v1/relay/<client-key>/<path> is relayed through a randomly chosen client of that key, which
+-- executes it against its base-url. Wire protocol: docs/git-tunnel-protocol.md.
+--
+--   relayhost git-tunnel/server --listen 0.0.0.0:8080 --tokens "$STYRA_TOKEN"
+local relay = require "relay"
+local gt = require "relay.gittunnel"
+
+local app = relay.new {
+  name = "git-tunnel/server",
+  description = "relay-server: relay-clients register over a WebSocket; /v1/relay/<key>/… goes through them",
+  flags = {
+    tokens = { default = "", env = "RELAY_TOKENS", help = "bearer tokens for /v1/relay/register and /v1/relay/clients, comma-separated" },
+    tokens_file = { default = "", help = "file with more tokens, one per line" },
+    relay_tokens = { default = "", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
+    register_rate = { default = 60, help = "registrations per minute from one address (429 above)" },
+    head_timeout = { default = 60, help = "seconds a client gets to answer a relayed request's head (504 after)" },
+    ping_interval = { default = 5, help = "seconds between heartbeats; a tunnel silent for 3 is dropped" },
+    stall_timeout = { default = 60, help = "seconds a stream may wait for its reader before it is reset" },
+  },
+}
+
+local f = app.flags
+local tokens = gt.tokens(f.tokens, f.tokens_file)
+local relay_tokens = gt.list(f.relay_tokens)
+if #tokens == 0 then error("git-tunnel/server: give --tokens or --tokens-file (clients need a bearer token)", 0) end
+
+local registrations = relay.shared("git_tunnel_registrations")
+local m_clients = relay.metrics.gauge("relay_server_clients", "registered relay clients")
+local m_relayed = relay.metrics.counter("relay_server_requests_total", "relayed requests by outcome", { "outcome" })
+
+-- key -> array of { tun, client_key, client_id, remote_address }
+local clients = {}
+
+local function add(c)
+  local list = clients[c.client_key] or {}
+  clients[c.client_key] = list
+  list[#list + 1] = c
+  m_clients:inc()
+end
+
+local function remove(c)
+  local list = clients[c.client_key] or {}
+  for i, x in ipairs(list) do
+    if x == c then table.remove(list, i); m_clients:dec(); break end
+  end
+  if #list == 0 then clients[c.client_key] = nil end
+end
+
+local function text(res, status, msg, headers)
+  headers = headers or {}
+  headers["content-type"] = "text/plain; charset=utf-8"
+  return res:send(status, msg .. "\n", headers)
+end
+
+local function authorized(req) return gt.token_ok(tokens, gt.bearer(req.headers.authorization)) end
+
+app:get("/v1/relay/register", function(req, res)
+  if not authorized(req) then return text(res, 401, "unauthorized: missing or unknown bearer token") end
+  local key = req.headers["x-relay-client-key"] or req.args.client_key
+  if not gt.key_ok(key) then
+    return text(res, 400, "bad client key: send X-Relay-Client-Key with 1-128 letters, digits, '_' or '-'")
+  end
+  if registrations:incr(req.peer, 1, 0, 60) > f.register_rate then
+    return text(res, 429, "too many registrations from this address, retry later", { ["retry-after"] = 60 })
+  end
+  local c = { client_key = key, client_id = relay.uuid(), remote_address = req.peer }
+  local ws = relay.ws.accept(gt.protocol, { ["X-Relay-Client-Id"] = c.client_id })
+  if not ws then return end -- not an upgrade: answered already
+  c.tun = relay.tunnel.attach(ws, { role = "server", ping_interval = f.ping_interval,
+                                    stall_timeout = f.stall_timeout, head_timeout = f.head_timeout })
+  add(c)
+  relay.log.info("relay_client_registered", { client_key = key, client_id = c.client_id, remote_address = c.remote_address })
+  local why = c.tun:wait()
+  remove(c)
+  relay.log.info("relay_client_gone", { client_key = key, client_id = c.client_id, reason = why })
+end)
+
+app:get("/v1/relay/clients", function(req, res)
+  if not authorized(req) then return text(res, 401, "unauthorized: missing or unknown bearer token") end
+  local out = {}
+  for _, list in pairs(clients) do
+    for _, c in ipairs(list) do
+      out[#out + 1] = { client_key = c.client_key, client_id = c.client_id, remote_address = c.remote_address }
+    end
+  end
+  res:send(200, relay.json.encode({ result = out }):gsub("\"result\":{}", "\"result\":[]"),
+           { ["content-type"] = "application/json" })
+end)
+
+-- A random client of the key that is not in `tried`.
+local function pick(key, tried)
+  local open = {}
+  for _, c in ipairs(clients[key] or {}) do
+    if not tried[c] then open[#open + 1] = c end
+  end
+  return open[math.random(#open)] -- nil when empty
+end
+
+local function relay_request(req, res)
+  if #relay_tokens > 0 and not gt.token_ok(relay_tokens, req.headers["x-relay-token"]) then
+    return text(res, 401, "unauthorized: the relay path needs a valid X-Relay-Token")
+  end
+  local key = req.params.key
+  local target = req.path:sub(#"/v1/relay/" + #key + 1) .. (req.query and ("?" .. req.query) or "")
+  local tried = {}
+  while true do
+    local c = pick(key, tried)
+    if not c then
+      m_relayed:inc(1, { "no_client" })
+      return text(res, 502, ("Bad Gateway: no relay client is registered for key '%s'"):format(key))
+    end
+    local status, err = c.tun:relay(target)
+    if status then
+      m_relayed:inc(1, { err and "failed" or "ok" })
+      return
+    end
+    tried[c] = true -- the tunnel closed under us before the request went out: try another
+  end
+end
+
+math.randomseed(relay.pid() + relay.time())
+app:any("/v1/relay/:key", relay_request, { max_body = 2 ^ 53 })
+app:any("/v1/relay/:key/*", relay_request, { max_body = 2 ^ 53 })
+app:get("/metrics", relay.metrics.handler)
+
+return app
