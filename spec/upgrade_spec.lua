@@ -55,7 +55,7 @@ describe("relayhost upgrade", function()
     assert.not_equal(old, new)
     -- the port is the same socket: fresh connections reach the new process
     helpers.wait_until(function() local r = host:get("/pid"); return r.status == 200 and tonumber(r.body) == new end,
-      5, "the new process to answer")
+      15, "the new process to answer")
     local res = slow:read_response()
     assert.equal(200, res.status)
     assert.equal("slow " .. old, res.body) -- the request in flight finished in the old process
@@ -70,21 +70,21 @@ describe("relayhost upgrade", function()
     local host = helpers.start(script, { bin = bin })
     local out = dir .. "/statuses"
     -- a real client hammering the port over new connections through the whole upgrade
-    os.execute(("sh -c 'for i in $(seq 1 400); do curl -s -o /dev/null -w \"%%{http_code}\\n\" %s; done > %s; echo done >> %s' &")
+    os.execute(("sh -c 'for i in $(seq 1 200); do curl -s -o /dev/null -w \"%%{http_code}\\n\" %s; done > %s; echo done >> %s' &")
       :format(host:url("/pid"), out, out))
     helpers.wait_until(function() local f = io.open(out); local n = f and #f:read("*a") or 0; if f then f:close() end; return n > 100 end,
-      10, "the load to start")
+      30, "the load to start")
     local rc, _, err = helpers.run { "upgrade", "--pid-file", host.pid_file }
     assert.equal(0, rc, err)
     assert.equal(0, host:stop(nil, 10))
     local text = helpers.wait_until(function()
       local f = io.open(out); local t = f and f:read("*a"); if f then f:close() end
-      return t and t:match("done\n$") and t end, 30, "the load to finish")
+      return t and t:match("done\n$") and t end, 90, "the load to finish")
     local ok, bad = 0, {}
     for code in text:gmatch("(%d+)\n") do
       if code == "200" then ok = ok + 1 else bad[#bad + 1] = code end
     end
-    assert.equal(400, ok, "failed: " .. table.concat(bad, ","))
+    assert.equal(200, ok, "failed: " .. table.concat(bad, ","))
     stop_successor(host)
   end)
 
@@ -110,7 +110,7 @@ describe("relayhost upgrade", function()
     assert.not_equal(old, new)
     assert.is_true(pid_alive(new))
     assert.equal(200, helpers.wait_until(function()
-      local ok, r = pcall(host.get, host, "/pid"); return ok and r.status end, 5, "the new workers"))
+      local ok, r = pcall(host.get, host, "/pid"); return ok and r.status end, 15, "the new workers"))
     stop_successor(host)
   end)
 
