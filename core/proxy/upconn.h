@@ -14,7 +14,8 @@ typedef struct rh_upconn rh_upconn;
 /* n > 0: application bytes; n < 0: the connection is over, err says why ("upstream closed the
  * connection", "TLS: certificate verify failed: …", a socket error). */
 typedef void (*rh_upconn_read_cb)(void *owner, const char *p, ssize_t n, const char *err);
-/* A write finished; queued is what is still waiting to go out. */
+/* A write finished; queued is what is still waiting to go out. Always from the loop, never from
+ * inside rh_upconn_write (owners set timers after writing). */
 typedef void (*rh_upconn_write_cb)(void *owner, size_t queued);
 
 /* It keeps reading all its life (switching reading on and off costs a syscall each way): bytes
@@ -23,6 +24,7 @@ typedef void (*rh_upconn_write_cb)(void *owner, size_t queued);
 struct rh_upconn {
   uv_tcp_t tcp;              /* tcp.data is the rh_upconn itself */
   uv_timer_t idle_timer;     /* used by the pool */
+  uv_idle_t written;         /* reports writes that went out at once, from the loop */
   char key[280];             /* the pool it belongs to */
   rh_upconn *next;           /* in the pool's idle list */
   unsigned long long served; /* requests answered on it */
