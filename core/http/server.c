@@ -362,6 +362,7 @@ static int conn_write(rh_http_conn *c, const char *p, size_t n) {
 }
 
 static void close_after_write(rh_http_conn *c) {
+  if (c->closing) return;
   c->close_after_write = 1;
   uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
@@ -475,8 +476,9 @@ static void reject(rh_http_conn *c, int status, const char *reason) {
     r->head_sent = r->finished = 1;
     r->status = status;
   }
-  conn_write(c, b.data, b.len);
+  int gone = conn_write(c, b.data, b.len) < 0; /* the client reset: c closed, r went with it */
   rh_buf_free(&b);
+  if (gone) return;
   close_after_write(c);
   if (r && !r->body_done) {
     r->body_error = reason;
