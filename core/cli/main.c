@@ -159,6 +159,7 @@ static void on_sigterm(uv_signal_t *s, int signum) {
          RH_NUM("drain_timeout", H.settings.drain_timeout),
          RH_INT("connections", (long long)rh_http_server_connections(H.server)));
   rh_http_server_stop_accepting(H.server);
+  rh_lua_ws_going_away();
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
   H.shutdown_timer.data = &deadline;
