@@ -20,7 +20,7 @@ local app = relay.new {
 local cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 local obs = observe.new(cfg.max_logs)
 local hub = hub_mod.new(cfg, obs)
-local jwks = nil -- local JWT verification: see relay.workspace.jwks (RELAY_ADMISSION=jwks)
+local jwks = require("relay.workspace.jwks").new(cfg, obs)
 local upgrades = limits.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 

@@ -111,6 +111,12 @@ function Peers:requests()
   return self:wait(nil, "requests").list
 end
 
+function Peers:sign(t)
+  t.op = "sign"
+  self:cmd(t)
+  return self:wait(nil, "signed").token
+end
+
 function Peers:stats(id)
   self:cmd { op = "stats", id = id }
   return self:wait(id, "stats").count

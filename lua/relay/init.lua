@@ -180,7 +180,7 @@ relay.time = core.time
 relay.generation = core.generation
 relay.pid = core.pid
 relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = core.random,
-                 constant_time_equal = core.constant_time_equal }
+                 constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify }
 relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
 relay.uuid = core.uuid
 relay.jwt = require "relay.jwt"

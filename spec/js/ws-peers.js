@@ -12,6 +12,11 @@
 //       what the HTTP side answers: POST /api/runtime/internal/relay/validate looks the relayToken
 //       up (needs x-relay-internal-key == key), GET /jwks.json returns jwks -> {ev:"fixture"}
 //   {op:"requests"} -> {ev:"requests", list:[{path, key, body}]}
+//   {op:"jwks", keys:[{kid, pem}]}  serves those public keys (PEM files) as the JWKS -> {ev:"fixture"}
+//   {op:"sign", alg, kid?, pem, header?, claims} signs a JWT (RS256, ES256, EdDSA) with a
+//       private key PEM file -> {ev:"signed", token}
+const crypto = require('crypto');
+const fs = require('fs');
 const net = require('net');
 const http = require('http');
 const WebSocket = require('ws');
@@ -56,6 +61,19 @@ const ops = {
   stats: (c) => emit({ ev: 'stats', id: c.id, count: peers.get(c.id).count }),
   fixture: (c) => { fixture = { ...fixture, ...c }; emit({ ev: 'fixture' }); },
   requests: () => emit({ ev: 'requests', list: requests.splice(0) }),
+  jwks: (c) => {
+    const keys = c.keys.map((k) => ({ ...crypto.createPublicKey(fs.readFileSync(k.pem)).export({ format: 'jwk' }), kid: k.kid, use: 'sig' }));
+    fixture = { ...fixture, jwks: { keys } };
+    emit({ ev: 'fixture' });
+  },
+  sign: (c) => {
+    const b64 = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
+    const input = b64({ alg: c.alg, typ: 'JWT', ...(c.kid ? { kid: c.kid } : {}), ...(c.header || {}) }) + '.' + b64(c.claims);
+    const key = fs.readFileSync(c.pem);
+    const sig = c.alg === 'EdDSA' ? crypto.sign(null, Buffer.from(input), key)
+      : crypto.sign('sha256', Buffer.from(input), c.alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key);
+    emit({ ev: 'signed', token: input + '.' + sig.toString('base64url') });
+  },
 };
 
 const httpServer = http.createServer((req, res) => {

@@ -57,15 +57,19 @@ local schema = {
   daemonIssueGeneration = int(0),
 }
 
--- The claims without JSON nulls, or nil plus the first key that failed.
-function M.check_claims(claims)
+-- The claims without JSON nulls, or nil plus the first key that failed. lenient: claims the
+-- schema does not know are dropped instead of rejected (a JWT carries sub and others).
+function M.check_claims(claims, lenient)
   if type(claims) ~= "table" then return nil, "claims missing" end
   local out = {}
   for k, v in pairs(claims) do
     local check = schema[k]
-    if not check then return nil, "unknown claim " .. tostring(k) end
-    if not check(v) then return nil, "bad claim " .. k end
-    if v ~= cjson.null then out[k] = v end
+    if check then
+      if not check(v) then return nil, "bad claim " .. k end
+      if v ~= cjson.null then out[k] = v end
+    elseif not lenient then
+      return nil, "unknown claim " .. tostring(k)
+    end
   end
   return out
 end
@@ -100,7 +104,7 @@ function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
   for _, step in ipairs(cfg.admission) do
     if step == "jwks" then
       claims, why = jwks:verify(token)
-      if claims then claims, why = M.check_claims(claims) end
+      if claims then claims, why = M.check_claims(claims, true) end
     else
       claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
     end

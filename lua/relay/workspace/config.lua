@@ -114,7 +114,6 @@ function M.resolve(f, random_hex)
     or "validate")
   for _, a in ipairs(c.admission) do
     if a ~= "validate" and a ~= "jwks" then error("RELAY_ADMISSION: unknown step '" .. a .. "' (validate, jwks)", 0) end
-    if a == "jwks" then error("RELAY_ADMISSION=jwks: local JWT verification is not built yet", 0) end
     if a == "jwks" and f.relay_jwks_url == "" then error("RELAY_ADMISSION=jwks needs RELAY_JWKS_URL", 0) end
   end
   c.admin_enabled = bool(f.relay_enable_admin_http, false)
