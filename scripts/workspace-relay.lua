@@ -127,6 +127,13 @@ relay.every(cfg.relay_ping_interval_ms / 1000, function()
 end)
 relay.every(cfg.relay_cleanup_interval_ms / 1000, function() hub:evict(relay.now()) end)
 
+if cfg.backplane ~= "single" then
+  local backplane = require("relay.workspace.backplane").new(cfg, hub, obs)
+  hub.remote = backplane
+  relay.every(cfg.relay_presence_sync_interval_ms / 1000, function() backplane:refresh() end)
+  if cfg.bus_enabled then relay.after(0, function() backplane:run() end) end
+end
+
 app:on_init(function()
   obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.mode, backplaneMode = cfg.backplane,
                                      admission = table.concat(cfg.admission, ","), adminHttp = cfg.admin_enabled })

@@ -270,7 +270,9 @@ end
 
 -- ---- daemon -> clients ----
 
-function M:deliver(conn, text)
+-- To one owner: a local connection, or (a client on another relay) over the bus.
+function M:deliver(s, conn, text)
+  if conn and conn.remote then return self.remote:publish(conn.remote, "daemon_to_clients", s, nil, text) end
   if conn and not conn.closing and self:send(conn, text) then
     self.obs:inc("relay_frames_daemon_to_clients_total")
     self.obs:inc("relay_bytes_daemon_to_clients_total", #text)
@@ -282,7 +284,7 @@ end
 function M:fan_out(s, ch, text, except)
   local n = 0
   for sub in pairs(s.subs[ch] or {}) do
-    if sub ~= except and self:deliver(sub, text) then n = n + 1 end
+    if sub ~= except and self:deliver(s, sub, text) then n = n + 1 end
   end
   return n
 end
@@ -292,11 +294,11 @@ function M:route_daemon(s, f, kind, text)
   if kind == "kex_response" then
     local owner = s.kex:take(f.requestId)
     if owner and not owner.closing then s.owners:set(f.sessionId, owner) end
-    return self:deliver(owner, text)
+    return self:deliver(s, owner, text)
   elseif kind == "e2ee" or kind == "key_update" then
-    return self:deliver(s.owners:get(f.sessionId), text)
+    return self:deliver(s, s.owners:get(f.sessionId), text)
   elseif kind == "pairing_response" then
-    return self:deliver(s.pairing:take(f.requestId), text)
+    return self:deliver(s, s.pairing:take(f.requestId), text)
   elseif kind == "session_event" then
     return self:fan_out(s, f.channel, text) > 0
   end
@@ -322,6 +324,30 @@ function M:daemon_frame(conn, text)
     self.obs:inc("relay_frames_daemon_unroutable_total")
     self.obs:log("debug", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, kind = kind })
   end
+end
+
+-- ---- frames that crossed relays (relay.workspace.backplane) ----
+
+-- A client on another relay spoke to this scope's daemon: its relay checked the frame; here
+-- the requests it opens are remembered as owned by that relay.
+function M:from_remote_client(s, owner, text)
+  local f = frames.parse(text)
+  local kind = f and frames.client_kind(f)
+  if not kind then return self.obs:inc("relay_bus_undeliverable_total") end
+  if kind == "kex_init" then s.kex:set(f.requestId, owner)
+  elseif kind == "pairing" then s.pairing:set(f.requestId, owner) end
+  if not (s.daemon and not s.daemon.closing and self:send(s.daemon, text)) then
+    return self.obs:inc("relay_bus_undeliverable_total")
+  end
+  self.obs:inc("relay_frames_client_to_daemon_total")
+  self.obs:inc("relay_bytes_client_to_daemon_total", #text)
+end
+
+-- The daemon on another relay answered one of this relay's clients.
+function M:from_remote_daemon(s, text)
+  local f = frames.parse(text)
+  local kind = f and frames.daemon_kind(f)
+  if not (kind and self:route_daemon(s, f, kind, text)) then self.obs:inc("relay_bus_undeliverable_total") end
 end
 
 -- ---- timers ----
