@@ -76,6 +76,29 @@ const ops = {
   },
 };
 
+// The platform's side of RELAY_BACKPLANE_MODE=server: presence records and a bus with ids.
+// fixture.internal_down makes every call fail (503).
+const presence = new Map();
+const bus = [];
+function internal(req, body, json) {
+  if (req.headers['x-relay-internal-key'] !== fixture.key) return json(403, { ok: false });
+  if (fixture.internal_down) return json(503, { ok: false, reason: 'down' });
+  const b = JSON.parse(body || '{}');
+  const key = `${b.workspaceId}:${b.runtimeTargetId || ''}`;
+  switch (req.url.slice('/api/runtime/internal/relay/'.length)) {
+    case 'presence/upsert':
+      if (b.daemonConnected) presence.set(key, b); else presence.delete(key);
+      return json(200, { ok: true });
+    case 'presence/resolve': return json(200, { ok: true, presence: presence.get(key) || null });
+    case 'bus/publish': bus.push({ ...b, id: bus.length + 1 }); return json(200, { ok: true });
+    case 'bus/pull': {
+      const frames = bus.filter((f) => f.id > (b.sinceId || 0) && (!f.targetRelayId || f.targetRelayId === b.relayId));
+      return json(200, { ok: true, frames: frames.slice(0, b.limit || 200) });
+    }
+    default: return json(404, { ok: false });
+  }
+}
+
 const httpServer = http.createServer((req, res) => {
   let body = '';
   req.on('data', (d) => { body += d; });
@@ -83,6 +106,7 @@ const httpServer = http.createServer((req, res) => {
     requests.push({ path: req.url, key: req.headers['x-relay-internal-key'] || null, body });
     const json = (status, o) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify(o)); };
     if (req.url === '/jwks.json') return json(200, fixture.jwks);
+    if (req.url.startsWith('/api/runtime/internal/relay/') && !req.url.endsWith('/validate')) return internal(req, body, json);
     if (req.url !== '/api/runtime/internal/relay/validate') return json(404, { ok: false });
     if (req.headers['x-relay-internal-key'] !== fixture.key) return json(403, { ok: false, reason: 'bad key' });
     let t;

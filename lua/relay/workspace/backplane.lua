@@ -3,7 +3,8 @@
 -- holds their daemon (redirect), and carrying frames between relays (bus) when they do not.
 --
 -- Two transports with one shape: redis (presence keys with a TTL, one list per relay as its
--- inbox, the original's key names) and server (the platform's internal HTTP API). Envelopes are
+-- inbox, the original's key names) and server (the platform's internal HTTP API: the bus bodies
+-- are the original's; the presence bodies are our reading of it). Envelopes are
 -- the original's, HMAC-signed the same way, so mixed fleets interoperate. When the transport
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
@@ -93,7 +94,7 @@ function Server:resolve(ws, rt)
   return type(json.presence) == "table" and json.presence or false
 end
 
-function Server:publish(_, envelope) return self:post("bus/publish", { envelope = cjson.decode(envelope) }) end
+function Server:publish(_, envelope) return self:post("bus/publish", cjson.decode(envelope)) end
 
 function Server:pull()
   local json, err = self:post("bus/pull", { relayId = self.cfg.relay_id, sinceId = self.since,
@@ -102,8 +103,11 @@ function Server:pull()
   if not json then return nil, err end
   local out = {}
   for _, f in ipairs(type(json.frames) == "table" and json.frames or {}) do
-    if type(f.id) == "number" and f.id > self.since then self.since = f.id end
-    out[#out + 1] = type(f.envelope) == "table" and encode(f.envelope) or f.envelope
+    if type(f) == "table" and type(f.id) == "number" then
+      if f.id > self.since then self.since = f.id end
+      f.id = nil
+      if f.sourceRelayId ~= self.cfg.relay_id then out[#out + 1] = encode(f) end
+    end
   end
   return out
 end
@@ -208,9 +212,9 @@ end
 function M:client_to_remote(conn, s, text)
   local rec = self:remote_daemon(s.workspace_id, s.runtime_target_id)
   if not rec then return false end
-  self:redirect(conn, rec, true)
-  if self.cfg.bus_enabled then self:publish(rec.relayId, "client_to_daemon", s, conn.claims.machineId, text) end
-  return true
+  local redirected = self:redirect(conn, rec, true)
+  local carried = self.cfg.bus_enabled and self:publish(rec.relayId, "client_to_daemon", s, conn.claims.machineId, text)
+  return redirected or carried
 end
 
 -- ---- the bus ----
