@@ -257,6 +257,37 @@ describe("workspace relay", function()
     end)
   end)
 
+  it("turns worker transport requests into platform calls under the worker's own executor path only", function()
+    local WQ = "role=worker&workspaceId=ws1&runtimeTargetId=rt1"
+    local req = function(id, path) return { type = "viewport.worker_transport.request/v1", requestId = id, method = "GET", path = path } end
+    assert.equal("open", W.connect(peers, host, "wk", WQ, "worker-token-1"))
+    peers:requests()
+    peers:send("wk", req("w1", "/api/runtime/workspaces/ws1/managed-executors/ex1/jobs?x=1"))
+    local r = peers:message("wk", 5)
+    assert.same({ "viewport.worker_transport.response/v1", "w1", 404 }, { r.type, r.requestId, r.status }) -- the platform's answer
+    local calls = peers:requests()
+    assert.same({ "/api/runtime/workspaces/ws1/managed-executors/ex1/jobs?x=1", W.KEY }, { calls[1].path, calls[1].key })
+    peers:send("wk", req("w2", "/api/runtime/workspaces/ws1/managed-executors/ex2/jobs"))
+    assert.equal(403, peers:message("wk").status)
+    peers:send("wk", req("w3", "/api/runtime/workspaces/ws2/managed-executors/ex1"))
+    assert.equal(403, peers:message("wk").status)
+    peers:send("wk", req("w4", "/api/runtime/workspaces/ws1/managed-executors/ex10"))
+    assert.equal(403, peers:message("wk").status)
+    assert.same({}, peers:requests())
+    peers:send("wk", { type = "viewport.worker_transport.request/v1", requestId = "w5", method = "DELETE", path = "/x" })
+    assert.equal("INVALID_FRAME", peers:message("wk").code)
+    -- a platform that cannot be reached: 502
+    local dead = require("socket").bind("127.0.0.1", 0)
+    local _, dead_port = dead:getsockname()
+    dead:close()
+    local down = W.start(peers, { SERVER_URL = "http://127.0.0.1:" .. dead_port,
+                                  RELAY_VALIDATE_URL = ("http://127.0.0.1:%d/api/runtime/internal/relay/validate"):format(peers.http_port) })
+    assert.equal("open", W.connect(peers, down, "wk2", WQ, "worker-token-1"))
+    peers:send("wk2", req("w6", "/api/runtime/workspaces/ws1/managed-executors/ex1/jobs"))
+    assert.equal(502, peers:message("wk2", 5).status)
+    assert.equal(0, down:stop())
+  end)
+
   it("without RELAY_ENABLE_ADMIN_HTTP answers 404 on the admin routes, /health still 200", function()
     local h3 = W.start(peers, { RELAY_ADMIN_TOKEN = "admin-token-for-tests", RELAY_MODE = "staging" })
     for _, p in ipairs { "/state", "/logs", "/metrics" } do
