@@ -136,6 +136,7 @@ end
 
 app:on_init(function()
   obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.mode, backplaneMode = cfg.backplane,
+                                     serverUrl = cfg.server_url, validateUrl = cfg.validate_url,
                                      admission = table.concat(cfg.admission, ","), adminHttp = cfg.admin_enabled })
 end)
 

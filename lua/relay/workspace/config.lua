@@ -107,6 +107,12 @@ function M.resolve(f, random_hex)
   local dev = c.mode == "dev"
   c.port = M.port(f)
   c.server_url = f.server_url:gsub("/+$", "")
+  -- Only the docs' RELAY_VALIDATE_URL given (the seed's docker line): the platform's base for the
+  -- other internal calls (presence, bus, workers) is that URL without its path.
+  local suffix = "/api/runtime/internal/relay/validate"
+  if f.server_url == "https://getviewport.test" and f.relay_validate_url:sub(-#suffix) == suffix then
+    c.server_url = f.relay_validate_url:sub(1, -#suffix - 1)
+  end
   c.validate_url = f.relay_validate_url ~= "" and f.relay_validate_url
     or c.server_url .. "/api/runtime/internal/relay/validate"
   c.admission = csv(f.relay_admission ~= "" and f.relay_admission
