@@ -66,7 +66,7 @@ local function admit(req, res)
   end
   obs:inc("relay_admission_ok_total")
   return { ip = ip, role = role, workspace_id = ws_id, runtime_target_id = rt_id, claims = claims,
-           id = relay.uuid(), opened_at = relay.time(), last_msg = relay.now() }
+           id = relay.uuid(), opened_at = relay.time() }
 end
 
 local function serve(conn)
@@ -88,7 +88,6 @@ local function serve(conn)
       obs:log("info", "ws_closed", { connectionId = conn.id, role = conn.role, code = code, reason = reason })
       break
     end
-    conn.last_msg = relay.now()
     on_frame(hub, conn, data)
   end
 end

@@ -159,6 +159,10 @@ describe("workspace relay", function()
       assert.is_true(peers:quiet("b", "message", 0.01))
       assert.equal(1, W.metric(host, "relay_frames_daemon_unroutable_total"))
 
+      -- the E2EE frames went owner-only in C, the key exchange answers through the script
+      assert.equal(2, W.metric(host, "relay_frames_daemon_to_clients_fast_total"))
+      assert.equal(4, W.metric(host, "relay_frames_daemon_to_clients_total"))
+
       peers:send("a", W.e2ee("sess-a", 2, "up"))
       assert.equal("up", peers:message("d").ciphertext)
 

@@ -15,6 +15,7 @@ void rh_lua_register_proxy(lua_State *L);   /* lua_proxy.c: relay.proxy routes *
 void rh_lua_register_ws(lua_State *L);      /* lua_ws.c: WebSocket sessions */
 void rh_lua_register_redis(lua_State *L);   /* lua_redis.c: relay.redis */
 void rh_lua_register_crypto(lua_State *L);  /* lua_crypto.c: hashes, base64, uuid */
+void rh_lua_register_hub(lua_State *L);     /* lua_hub.c: the workspace relay's C routing */
 
 /* Pushes a headers table: lowercase name -> first value, with the generation's headers
  * metatable (case-insensitive lookup, h:all(name) -> every value in order). */

@@ -69,6 +69,14 @@ void rh_task_cancel(rh_task *t);
 /* lua_ws.c: WebSocket routes */
 int rh_lua_ws_refuse(rh_http_req *r);
 void rh_lua_ws_start(rh_task *t, const char *protocols);
+/* lua_ws.c, for other bindings: the session behind the ws object at idx (an error if over); a
+ * text message to it (0, or -1); the bytes it has not taken; one hook per session: tap sees its
+ * text messages first (returns 1 when it took one), gone runs when the session ends. */
+void *rh_lua_ws_session(lua_State *L, int idx);
+int rh_lua_ws_send_text(void *session, const char *p, size_t n);
+size_t rh_lua_ws_queued(void *session);
+void rh_lua_ws_hook(void *session, int (*tap)(void *ud, const char *p, size_t n), void (*gone)(void *ud), void *ud);
+void *rh_lua_ws_hook_ud(void *session, void (*gone)(void *ud)); /* ud if that hook is set, else NULL */
 
 void rh_watchdog_enter(lua_State *L);
 void rh_watchdog_leave(void);

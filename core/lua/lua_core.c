@@ -655,6 +655,7 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_client(L);
   rh_lua_register_proxy(L);
   rh_lua_register_ws(L);
+  rh_lua_register_hub(L);
   rh_lua_register_redis(L);
   rh_lua_register_crypto(L);
   return 1;

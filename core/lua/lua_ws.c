@@ -48,6 +48,10 @@ struct session {
   int paused;                /* reading stopped: the queue is over QUEUE_HIGH_BYTES */
   uv_timer_t *waker;         /* wakes the owner after a foreign call (freed by its close) */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
+  double last_msg;           /* loop time of the last message from the peer */
+  int (*tap)(void *ud, const char *p, size_t n); /* sees text messages first; 1: taken */
+  void (*gone)(void *ud);    /* the session ends */
+  void *hook_ud;
   char close_reason[124];
   char going_away[124];      /* server side, non-empty: closed 1001 with this at SIGTERM */
   session *gprev, *gnext;    /* in going_away_list while going_away is set */
@@ -140,6 +144,9 @@ static void set_closed(session *s, int code, const char *reason) {
 
 static void on_message(void *ud, int opcode, const char *p, size_t n) {
   session *s = ud;
+  s->last_msg = rh_now();
+  /* only while nothing waits for the script, so a message never overtakes an earlier one */
+  if (s->tap && !s->head && opcode == RH_WS_TEXT && s->tap(s->hook_ud, p, n)) return;
   if (s->queued + n > QUEUE_MAX_BYTES) { /* the script does not keep up */
     rh_ws_close(s->engine, 1008, "handler too slow: queue full");
     return;
@@ -297,10 +304,18 @@ static int l_idle(lua_State *L) {
   return done(s, 1);
 }
 
+/* ws:silent() -> seconds since the peer last sent a message (pings and pongs not counted) */
+static int l_silent(lua_State *L) {
+  session *s = check_session(L);
+  lua_pushnumber(L, rh_now() - s->last_msg);
+  return done(s, 1);
+}
+
 static const luaL_Reg ws_methods[] = { { "recv", l_recv },           { "send", l_send },
                                        { "close", l_close },         { "terminate", l_terminate },
                                        { "ping", l_ping },           { "buffered", l_buffered },
-                                       { "idle", l_idle },           { NULL, NULL } };
+                                       { "idle", l_idle },           { "silent", l_silent },
+                                       { NULL, NULL } };
 
 /* ---- a session's life ---- */
 
@@ -314,6 +329,7 @@ static void push_object(lua_State *L, session *s) {
 }
 
 static void end_session(rh_task *t, session *s) {
+  if (s->gone) s->gone(s->hook_ud);
   if ((s->req || s->up) && !rh_ws_want_close(s->engine)) {
     int code = t->cancelled ? 1001 : t->failed ? 1011 : 1000;
     rh_ws_close(s->engine, code, t->cancelled ? "going away" : t->failed ? "handler error" : "");
@@ -366,13 +382,48 @@ static session *session_new(rh_task *t, int is_server, size_t max_message) {
   if (!s) abort();
   rh_ws_handlers wh = { on_message, on_close, s };
   s->engine = rh_ws_new(is_server, max_message, &wh);
-  s->last_rx = rh_now();
+  s->last_rx = s->last_msg = rh_now();
   s->task = t;
   s->ud_ref = LUA_NOREF;
   s->next = t->ext;
   t->ext = s;
   t->on_end = ws_end;
   return s;
+}
+
+/* ---- for other bindings (lua_hub.c) ---- */
+
+void *rh_lua_ws_session(lua_State *L, int idx) {
+  ws_ud *u = luaL_checkudata(L, idx, WS_MT);
+  if (!u->s) luaL_error(L, "this WebSocket session is over");
+  return u->s;
+}
+
+int rh_lua_ws_send_text(void *sp, const char *p, size_t n) {
+  session *s = sp;
+  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, RH_WS_TEXT, p, n) < 0) return -1;
+  s->foreign = 1; /* a failed write may end the connection: its task wakes on the next turn */
+  flush(s);
+  s->foreign = 0;
+  return 0;
+}
+
+size_t rh_lua_ws_queued(void *sp) {
+  session *s = sp;
+  return s->req ? rh_http_queued(s->req) : 0;
+}
+
+void rh_lua_ws_hook(void *sp, int (*tap)(void *, const char *, size_t), void (*gone)(void *), void *ud) {
+  session *s = sp;
+  if (s->gone) s->gone(s->hook_ud); /* one hook per session: the previous one is let go */
+  s->tap = tap;
+  s->gone = gone;
+  s->hook_ud = ud;
+}
+
+void *rh_lua_ws_hook_ud(void *sp, void (*gone)(void *)) {
+  session *s = sp;
+  return s->gone == gone ? s->hook_ud : NULL;
 }
 
 /* ---- server side ---- */

@@ -77,7 +77,10 @@ function M.mount(app, ctx)
   end))
 
   app:get("/metrics", guarded(function(_, res)
-    local body = obs:render { { "relay_connections_total", hub.nconns }, { "relay_workspaces_total", hub.nscopes } }
+    local frames, bytes = hub.fast:stats()
+    local body = obs:render({ { "relay_connections_total", hub.nconns }, { "relay_workspaces_total", hub.nscopes } },
+                            { relay_frames_daemon_to_clients_total = frames, relay_bytes_daemon_to_clients_total = bytes,
+                              relay_frames_daemon_to_clients_fast_total = frames }) -- ours: how many went C only
     res:send(200, body, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
   end))
 

@@ -3,6 +3,7 @@
 -- clients, and who owns which key exchange, session and pairing request. Client frames go to the
 -- scope's daemon verbatim; daemon frames go to the one client that owns them, never to all.
 local relay = require "relay"
+local core = require "relay.core"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
 local limits = require "relay.workspace.limits"
@@ -15,7 +16,9 @@ local encode = cjson.encode
 -- A map that forgets its oldest keys beyond max (session owners, pending requests).
 local Bounded = {}
 Bounded.__index = Bounded
-local function bounded(max) return setmetatable({ map = {}, keys = {}, first = 1, last = 0, max = max }, Bounded) end
+local function bounded(max, on_evict)
+  return setmetatable({ map = {}, keys = {}, first = 1, last = 0, max = max, on_evict = on_evict }, Bounded)
+end
 function Bounded:get(k) return self.map[k] end
 function Bounded:set(k, v)
   if self.map[k] == nil then
@@ -24,6 +27,7 @@ function Bounded:set(k, v)
     if self.last - self.first + 1 > self.max then
       local old = self.keys[self.first]
       self.keys[self.first], self.first = nil, self.first + 1
+      if self.map[old] ~= nil and self.on_evict then self.on_evict(old) end
       self.map[old] = nil
     end
   end
@@ -44,7 +48,9 @@ function M.new(cfg, obs)
     runtime_limit = limits.bucket(cfg.relay_runtime_rate_per_minute, cfg.relay_runtime_rate_limiter_max_keys),
     runtime_ws_limit = limits.bucket(cfg.relay_runtime_rate_per_minute_workspace,
                                      cfg.relay_runtime_workspace_rate_limiter_max_keys),
-    daemon_limit = limits.bucket(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_daemon_rate_limiter_max_keys),
+    -- The C side (core/hub): E2EE frames of a daemon reach their session's owner without Lua,
+    -- and its per-scope token bucket is the daemon limit for every daemon and worker frame.
+    fast = core.hub_new(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_max_pending_bytes),
     remote = nil, -- the backplane, when there is one (relay.workspace.backplane)
   }, M)
 end
@@ -58,13 +64,24 @@ function M:scope(workspace_id, runtime_target_id)
   local s = self.scopes[key]
   if not s then
     s = { key = key, workspace_id = workspace_id, runtime_target_id = runtime_target_id, clients = {}, nclients = 0,
-          kex = bounded(self.cfg.relay_session_owner_track_max), owners = bounded(self.cfg.relay_session_owner_track_max),
+          kex = bounded(self.cfg.relay_session_owner_track_max), owners = self:owner_table(key),
           pairing = bounded(self.cfg.relay_pairing_request_track_max), subs = {}, generation = -1,
           last_activity = relay.time() }
     self.scopes[key] = s
     self.nscopes = self.nscopes + 1
   end
   return s
+end
+
+-- Session owners, mirrored into the C hub (which forgets what the table forgets).
+function M:owner_table(key)
+  local fast = self.fast
+  return bounded(self.cfg.relay_session_owner_track_max, function(session) fast:own(key, session, nil) end)
+end
+
+function M:set_owner(s, session, owner)
+  s.owners:set(session, owner)
+  self.fast:own(s.key, session, owner and owner.ws and not owner.closing and owner.ws or nil)
 end
 
 function M:client_count(workspace_id, runtime_target_id)
@@ -135,9 +152,12 @@ function M:register(conn)
     if gen then s.generation = gen end
     s.daemon = conn
     s.kex = bounded(self.cfg.relay_session_owner_track_max)
-    s.owners = bounded(self.cfg.relay_session_owner_track_max)
+    self.fast:clear(s.key)
+    s.owners = self:owner_table(s.key)
+    self.fast:tap(conn.ws, s.key, c.e2eeProfile)
     if self.remote then self.remote:daemon_up(s, conn) end
   elseif conn.role == "client" then
+    self.fast:peer(conn.ws)
     s.clients[conn] = true
     s.nclients = s.nclients + 1
   end
@@ -293,7 +313,7 @@ end
 function M:route_daemon(s, f, kind, text)
   if kind == "kex_response" then
     local owner = s.kex:take(f.requestId)
-    if owner and not owner.closing then s.owners:set(f.sessionId, owner) end
+    if owner and not owner.closing then self:set_owner(s, f.sessionId, owner) end
     return self:deliver(s, owner, text)
   elseif kind == "e2ee" or kind == "key_update" then
     return self:deliver(s, s.owners:get(f.sessionId), text)
@@ -306,7 +326,7 @@ function M:route_daemon(s, f, kind, text)
 end
 
 function M:daemon_frame(conn, text)
-  if not self.daemon_limit:allow(conn.scope.key, relay.now()) then
+  if not self.fast:allow(conn.scope.key) then
     self.obs:inc("relay_frames_daemon_rate_limited_total")
     return self:close(conn, 4008, "daemon rate limit exceeded")
   end
@@ -360,7 +380,7 @@ function M:reap(now)
     if conn.ws and not conn.closing then
       local since_ping = conn.pinged_at and now - conn.pinged_at
       local stale = since_ping and conn.ws:idle() > since_ping and since_ping >= cfg.relay_pong_timeout_ms / 1000
-      local idle = now - conn.last_msg >= cfg.relay_idle_timeout_ms / 1000
+      local idle = conn.ws:silent() >= cfg.relay_idle_timeout_ms / 1000
       if stale or idle then
         self.obs:inc(stale and "relay_ws_stale_terminated_total" or "relay_ws_idle_terminated_total")
         self.obs:log("info", stale and "ws_stale_terminated" or "ws_idle_terminated", { connectionId = conn.id, role = conn.role })
@@ -379,7 +399,7 @@ function M:ping_all(now)
       conn.ws:ping()
     end
   end
-  for _, l in ipairs { self.kex_limit, self.pairing_limit, self.runtime_limit, self.runtime_ws_limit, self.daemon_limit } do
+  for _, l in ipairs { self.kex_limit, self.pairing_limit, self.runtime_limit, self.runtime_ws_limit } do
     l:sweep(now)
   end
 end
@@ -388,6 +408,7 @@ function M:evict(now)
   for key, s in pairs(self.scopes) do
     if s.empty_since and now - s.empty_since >= self.cfg.relay_empty_workspace_ttl_ms / 1000 then
       self.scopes[key] = nil
+      self.fast:clear(key)
       self.nscopes = self.nscopes - 1
       self.obs:inc("relay_workspace_evictions_total")
     end

@@ -55,14 +55,18 @@ function M:recent(verbose)
   return out
 end
 
-function M:render(gauges)
-  local lines = {}
-  local names = {}
-  for _, n in ipairs(self.order) do names[#names + 1] = n end
+-- gauges: { {name, value}, ... }; counted_in_c: counters kept in C, added to the Lua ones.
+function M:render(gauges, counted_in_c)
+  local lines, names, values = {}, {}, {}
+  for _, n in ipairs(self.order) do names[#names + 1] = n; values[n] = self.counters[n] end
+  for n, v in pairs(counted_in_c or {}) do
+    if values[n] == nil then names[#names + 1] = n end
+    values[n] = (values[n] or 0) + v
+  end
   table.sort(names)
   for _, n in ipairs(names) do
     lines[#lines + 1] = "# TYPE " .. n .. " counter"
-    lines[#lines + 1] = n .. " " .. string.format("%d", self.counters[n])
+    lines[#lines + 1] = n .. " " .. string.format("%d", values[n])
   end
   for _, g in ipairs(gauges) do
     lines[#lines + 1] = "# TYPE " .. g[1] .. " gauge"

@@ -21,7 +21,7 @@ local function reply(hub, conn, id, status, body)
 end
 
 function M.frame(hub, conn, text)
-  if not hub.daemon_limit:allow(conn.scope.key, relay.now()) then
+  if not hub.fast:allow(conn.scope.key) then
     return hub:close(conn, 4008, "daemon rate limit exceeded")
   end
   local f = frames.parse(text)
