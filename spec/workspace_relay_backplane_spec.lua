@@ -9,17 +9,10 @@ local W = require "workspace_support"
 
 local HMAC = "bus-hmac-key-for-tests-0123456789"
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
 -- redis-server on a free port (tried again if a parallel test took the port first).
 local function redis_start(dir, port)
   for _ = 1, 5 do
-    local p = port or free_port()
+    local p = port or W.free_port()
     os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no >%s/redis.log 2>&1 & echo $! >%s/redis.pid")
       :format(p, dir, dir))
     local ok = pcall(helpers.wait_until, function()
@@ -53,13 +46,10 @@ describe("workspace relay backplane (redis)", function()
   local peers, dir, rport, rpid, A, B, C
 
   local function relay(id, extra)
-    local port = free_port()
-    local env = { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://127.0.0.1:" .. rport, RELAY_ID = id,
-                  RELAY_PUBLIC_WS_BASE_URL = ("ws://127.0.0.1:%d/ws"):format(port), RELAY_BUS_ENABLED = "1",
-                  RELAY_BUS_HMAC_KEY = HMAC, RELAY_PRESENCE_SYNC_INTERVAL_MS = "300", RELAY_REDIS_PRESENCE_TTL_MS = "3000",
-                  RELAY_BUS_POLL_INTERVAL_MS = "50", RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = "admin-token-for-tests" }
-    for k, v in pairs(extra or {}) do env[k] = v end
-    return W.start(peers, env, nil, "127.0.0.1:" .. port)
+    return W.start_named(peers, id, { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://127.0.0.1:" .. rport,
+                                      RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC,
+                                      RELAY_PRESENCE_SYNC_INTERVAL_MS = "300", RELAY_REDIS_PRESENCE_TTL_MS = "3000",
+                                      RELAY_BUS_POLL_INTERVAL_MS = "50" }, extra)
   end
 
   setup(function()

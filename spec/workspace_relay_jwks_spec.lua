@@ -46,9 +46,8 @@ describe("workspace relay JWKS admission", function()
     peers = require("ws_peers").start()
     W.fixture(peers)
     serve_keys { "rsa", "ec", "ed", "small" }
-    host = W.start(peers, { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = ("http://127.0.0.1:%d/jwks.json"):format(peers.http_port),
-                            RELAY_JWT_ISSUER = ISS, RELAY_JWT_AUDIENCE = AUD, RELAY_ENABLE_ADMIN_HTTP = "1",
-                            RELAY_ADMIN_TOKEN = "admin-token-for-tests" })
+    host = W.start(peers, W.with_admin { RELAY_ADMISSION = "jwks", RELAY_JWT_ISSUER = ISS, RELAY_JWT_AUDIENCE = AUD,
+                                         RELAY_JWKS_URL = ("http://127.0.0.1:%d/jwks.json"):format(peers.http_port) })
   end)
 
   teardown(function()
@@ -103,8 +102,7 @@ describe("workspace relay JWKS admission", function()
 
   it("picks up a rotated key by refetching the JWKS for an unknown kid, at most every 10 s", function()
     local jwks_url = ("http://127.0.0.1:%d/jwks.json"):format(peers.http_port)
-    local r = W.start(peers, { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = jwks_url, RELAY_ENABLE_ADMIN_HTTP = "1",
-                               RELAY_ADMIN_TOKEN = "admin-token-for-tests" })
+    local r = W.start(peers, W.with_admin { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = jwks_url })
     local function tok(key, id) return token("EdDSA", key, claims { role = "client", scope = "runtime", clientId = id }) end
     assert.equal("open", W.connect(peers, r, "rot1", W.CLIENT_Q, tok("ed", "r1")))
     assert.equal(1, W.metric(r, "relay_jwks_fetch_ok_total"))

@@ -4,11 +4,7 @@
 local cjson = require "cjson"
 local W = require "workspace_support"
 
-local ADMIN = { RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = "admin-token-for-tests" }
-local function with_admin(env)
-  for k, v in pairs(ADMIN) do env[k] = v end
-  return env
-end
+local with_admin = W.with_admin
 
 describe("workspace relay limits", function()
   local peers

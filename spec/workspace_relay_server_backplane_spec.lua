@@ -2,27 +2,15 @@
 -- the platform's internal API, played by the node fixture. Frames cross relays; when the platform
 -- fails, that is logged and counted and local routing goes on.
 local helpers = require "helpers"
-local socket = require "socket"
 local W = require "workspace_support"
-
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
 
 describe("workspace relay backplane (server)", function()
   local peers, A, B
 
   local function relay(id, extra)
-    local port = free_port()
-    local env = { RELAY_BACKPLANE_MODE = false, RELAY_ID = id, RELAY_PUBLIC_WS_BASE_URL = ("ws://127.0.0.1:%d/ws"):format(port),
-                  RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = "server-bus-key-0123456789abcdef",
-                  RELAY_PRESENCE_SYNC_INTERVAL_MS = "300", RELAY_BUS_POLL_INTERVAL_MS = "50",
-                  RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = "admin-token-for-tests" }
-    for k, v in pairs(extra or {}) do env[k] = v end
-    return W.start(peers, env, nil, "127.0.0.1:" .. port)
+    return W.start_named(peers, id, { RELAY_BACKPLANE_MODE = false, RELAY_BUS_ENABLED = "1",
+                                      RELAY_BUS_HMAC_KEY = "server-bus-key-0123456789abcdef",
+                                      RELAY_PRESENCE_SYNC_INTERVAL_MS = "300", RELAY_BUS_POLL_INTERVAL_MS = "50" }, extra)
   end
 
   setup(function()

@@ -11,8 +11,7 @@ describe("workspace relay", function()
   setup(function()
     peers = require("ws_peers").start()
     W.fixture(peers)
-    host = W.start(peers, { RELAY_MAX_FRAME_BYTES = "4096", RELAY_ENABLE_ADMIN_HTTP = "1",
-                            RELAY_ADMIN_TOKEN = "admin-token-for-tests" })
+    host = W.start(peers, W.with_admin { RELAY_MAX_FRAME_BYTES = "4096" })
   end)
 
   teardown(function()

@@ -46,6 +46,23 @@ M.tokens = {
   ["garbage-token"] = { raw = "this is not json" },
 }
 
+local socket = require "socket"
+
+-- A port nobody listens on right now (for a relay that must know its own URL before it starts).
+function M.free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- env plus the admin endpoints, with the token the specs use.
+function M.with_admin(env)
+  env = env or {}
+  env.RELAY_ENABLE_ADMIN_HTTP, env.RELAY_ADMIN_TOKEN = "1", "admin-token-for-tests"
+  return env
+end
+
 function M.fixture(peers) peers:fixture { validate = M.tokens, key = M.KEY } end
 
 -- Starts the relay; env adds to (or, with false, removes from) the base settings.
@@ -57,6 +74,15 @@ function M.start(peers, env, flags, listen)
   local host = helpers.start(helpers.root .. "/scripts/workspace-relay.lua", { env = e, flags = flags, listen = listen })
   host.ws = function(_, query) return ("ws://127.0.0.1:%d/ws?%s"):format(host.port, query) end
   return host
+end
+
+-- A relay that knows its own public URL before it starts (multi-relay specs), admin on.
+function M.start_named(peers, id, env, extra)
+  local port = M.free_port()
+  env = M.with_admin(env)
+  env.RELAY_ID, env.RELAY_PUBLIC_WS_BASE_URL = id, ("ws://127.0.0.1:%d/ws"):format(port)
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return M.start(peers, env, nil, "127.0.0.1:" .. port)
 end
 
 function M.bearer(token) return { authorization = "Bearer " .. token } end

@@ -51,6 +51,18 @@ static int l_route_add(lua_State *L) {
   return 0;
 }
 
+void rh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc) {
+  luaL_newmetatable(L, mt);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
 /* core.set_classes(Request, Response, Headers, multi): metatables for the objects C builds,
  * and the weak table that holds repeated header values. */
 static int l_set_classes(lua_State *L) {

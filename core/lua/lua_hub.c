@@ -133,13 +133,7 @@ void rh_lua_register_hub(lua_State *L) {
   static const luaL_Reg methods[] = { { "tap", l_tap },     { "peer", l_peer },   { "own", l_own },
                                       { "clear", l_clear }, { "allow", l_allow }, { "stats", l_stats },
                                       { NULL, NULL } };
-  luaL_newmetatable(L, HUB_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  rh_lua_class(L, HUB_MT, methods, l_gc);
   lua_pushcfunction(L, l_hub_new);
   lua_setfield(L, -2, "hub_new");
 }

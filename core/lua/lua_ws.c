@@ -233,19 +233,24 @@ static int l_recv(lua_State *L) {
 }
 
 /* ws:send(data, "text"|"binary"?) -> true | nil, err */
-static int l_send(lua_State *L) {
-  session *s = check_session(L);
-  size_t n;
-  const char *p = luaL_checklstring(L, 2, &n);
-  int binary = strcmp(luaL_optstring(L, 3, "text"), "binary") == 0;
-  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, binary ? RH_WS_BINARY : RH_WS_TEXT, p, n) < 0) {
+/* Queues one frame of opcode and answers as ws:send/ws:ping do: true | nil, err. */
+static int send_frame(lua_State *L, session *s, int opcode, const char *p, size_t n, const char *refused) {
+  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, opcode, p, n) < 0) {
     lua_pushnil(L);
-    lua_pushstring(L, s->closed ? "closed" : "cannot send (text must be UTF-8)");
+    lua_pushstring(L, s->closed ? "closed" : refused);
     return done(s, 2);
   }
   flush(s);
   lua_pushboolean(L, 1);
   return done(s, 1);
+}
+
+static int l_send(lua_State *L) {
+  session *s = check_session(L);
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  int binary = strcmp(luaL_optstring(L, 3, "text"), "binary") == 0;
+  return send_frame(L, s, binary ? RH_WS_BINARY : RH_WS_TEXT, p, n, "cannot send (text must be UTF-8)");
 }
 
 /* ws:close(code?, reason?) */
@@ -280,14 +285,7 @@ static int l_ping(lua_State *L) {
   session *s = check_session(L);
   size_t n;
   const char *p = luaL_optlstring(L, 2, "", &n);
-  if (s->closed || rh_ws_send(s->engine, RH_WS_PING, p, n) < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, s->closed ? "closed" : "cannot ping (at most 125 bytes)");
-    return done(s, 2);
-  }
-  flush(s);
-  lua_pushboolean(L, 1);
-  return done(s, 1);
+  return send_frame(L, s, RH_WS_PING, p, n, "cannot ping (at most 125 bytes)");
 }
 
 /* ws:buffered() -> bytes sent but not yet taken by the peer (server side) */

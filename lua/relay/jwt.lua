@@ -45,16 +45,21 @@ local function check_claims(claims, opts)
   return claims
 end
 
--- verify(token, secret, {leeway, iss, aud, now, require_exp}) -> claims | nil, err
-function M.verify(token, secret, opts)
-  opts = opts or {}
+-- The token's parts if its alg is one of accepted (alg -> true), else nil plus why.
+local function open_token(token, accepted)
   local header, claims, input, sig = split(token)
   if not header then return nil, claims end
-  if header.alg ~= "HS256" then return nil, "unsupported alg " .. tostring(header.alg) end
-  if not sig or not core.constant_time_equal(sig, core.hmac_sha256(secret, input)) then
-    return nil, "bad signature"
-  end
-  return check_claims(claims, opts)
+  if not accepted[header.alg] then return nil, "unsupported alg " .. tostring(header.alg) end
+  if not sig then return nil, "bad signature" end
+  return header, claims, input, sig
+end
+
+-- verify(token, secret, {leeway, iss, aud, now, require_exp}) -> claims | nil, err
+function M.verify(token, secret, opts)
+  local header, claims, input, sig = open_token(token, { HS256 = true })
+  if not header then return nil, claims end
+  if not core.constant_time_equal(sig, core.hmac_sha256(secret, input)) then return nil, "bad signature" end
+  return check_claims(claims, opts or {})
 end
 
 -- The algorithms verify_jwks accepts and the key type each needs (never "none", never HS256
@@ -74,11 +79,9 @@ end
 -- every key of the right type is tried); RS256, ES256 and EdDSA only, checked in C (OpenSSL).
 function M.verify_jwks(token, keys, opts)
   opts = opts or {}
-  local header, claims, input, sig = split(token)
+  local header, claims, input, sig = open_token(token, asymmetric)
   if not header then return nil, claims end
   local kty = asymmetric[header.alg]
-  if not kty then return nil, "unsupported alg " .. tostring(header.alg) end
-  if not sig then return nil, "bad signature" end
   local tried, last_err = 0, nil
   for _, jwk in ipairs(keys or {}) do
     if type(jwk) == "table" and jwk.kty == kty and (header.kid == nil or jwk.kid == header.kid)
