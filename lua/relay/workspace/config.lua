@@ -40,7 +40,7 @@ local decls = {
   { "RELAY_RUNTIME_RATE_PER_MINUTE_WORKSPACE", 1200, "client E2EE frames per workspace per minute (token bucket)" },
   { "RELAY_RUNTIME_WORKSPACE_RATE_LIMITER_MAX_KEYS", 10000, "keys the workspace runtime limiter tracks" },
   { "RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE", 2400, "daemon frames per workspace per minute (token bucket)" },
-  { "RELAY_DAEMON_RATE_LIMITER_MAX_KEYS", 10000, "keys the daemon limiter tracks" },
+  { "RELAY_DAEMON_RATE_LIMITER_MAX_KEYS", 10000, "accepted for compatibility: the daemon bucket is per scope and goes with it" },
   { "RELAY_PAIRING_REQUEST_TRACK_MAX", 2048, "pairing requests remembered per scope" },
   { "RELAY_SESSION_OWNER_TRACK_MAX", 4096, "session owners and key-exchange requests remembered per scope" },
   { "RELAY_PING_INTERVAL_MS", 30000, "ping every connection this often" },
