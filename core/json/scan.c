@@ -16,6 +16,27 @@ static void ws(cursor *c) {
 
 static int hex(char ch) { return (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'f'); }
 
+/* The code unit of "uXXXX" at p (p[0] is 'u'), or -1. */
+static long unit(const char *p, const char *end) {
+  if (end - p < 5 || !hex(p[1]) || !hex(p[2]) || !hex(p[3]) || !hex(p[4])) return -1;
+  char buf[5] = { p[1], p[2], p[3], p[4], 0 };
+  return strtol(buf, NULL, 16);
+}
+
+/* At the 'u' of an escape; leaves c at its last hex digit. A surrogate must be a high one
+ * followed by "\u" and a low one (lua-cjson and JSON.parse's UTF-8 cannot hold a lone half). */
+static int unicode_escape(cursor *c) {
+  long u = unit(c->p, c->end);
+  if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF)) return -1;
+  c->p += 4;
+  if (u < 0xD800 || u > 0xDBFF) return 0;
+  if (c->end - c->p < 3 || c->p[1] != '\\' || c->p[2] != 'u') return -1;
+  long low = unit(c->p + 2, c->end);
+  if (low < 0xDC00 || low > 0xDFFF) return -1;
+  c->p += 6;
+  return 0;
+}
+
 /* At the opening quote; leaves c after the closing one. */
 static int string(cursor *c, rh_json_value *v) {
   const char *s = ++c->p;
@@ -34,8 +55,7 @@ static int string(cursor *c, rh_json_value *v) {
       if (++c->p >= c->end) return -1;
       ch = (unsigned char)*c->p;
       if (ch == 'u') {
-        if (c->end - c->p < 5 || !hex(c->p[1]) || !hex(c->p[2]) || !hex(c->p[3]) || !hex(c->p[4])) return -1;
-        c->p += 4;
+        if (unicode_escape(c) < 0) return -1;
       } else if (!strchr("\"\\/bfnrt", ch) || ch == 0) {
         return -1;
       }

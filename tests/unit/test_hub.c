@@ -22,13 +22,14 @@ static int scan(const char *s, int *members) {
 static void test_scan(void) {
   test_name = "scan";
   int n;
-  static const char *good[] = { "{}", " { \"a\" : 1 } ", "{\"a\":[1,2.5e-3,{\"b\":null}],\"c\":\"x\\u00e9\\n\"}",
+  static const char *good[] = { "{}", " { \"a\" : 1 } ", "{\"a\":\"\\ud83d\\ude00\"}", "{\"a\":[1,2.5e-3,{\"b\":null}],\"c\":\"x\\u00e9\\n\"}",
                                 "{\"t\":true,\"f\":false,\"n\":-0}", "{\"a\":{\"b\":{\"c\":[]}}}" };
   for (size_t i = 0; i < sizeof good / sizeof *good; i++) CHECK(scan(good[i], &n) == 0);
   CHECK(scan("{\"a\":1,\"b\":{\"c\":2}}", &n) == 0 && n == 2);
   static const char *bad[] = { "", "[]", "1", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":01}", "{\"a\":1.}",
                                "{\"a\":.5}", "{\"a\":tru}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\x01\"}",
-                               "{} {}", "{\"a\":1}x", "{a:1}", "{\"a\":[1,]}", "{\"a\":[[[[[1]]]]]}", "{'a':1}" };
+                               "{} {}", "{\"a\":1}x", "{\"a\":\"\\ude00\"}", "{\"a\":\"\\ud83d\"}",
+                               "{\"a\":\"\\ud83dx\"}", "{\"a\":\"\\ud800\\ndc00\"}", "{\"a\":\"\\ud800\\u0041\"}", "{a:1}", "{\"a\":[1,]}", "{\"a\":[[[[[1]]]]]}", "{'a':1}" };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     if (scan(bad[i], &n) != -1) fprintf(stderr, "  accepted: %s\n", bad[i]);
     CHECK(scan(bad[i], &n) == -1);
