@@ -100,6 +100,9 @@ describe("workspace relay", function()
       local c2 = peers:wait("c2", "close")
       assert.equal(4008, c2.code)
       assert.equal("runtime target claim mismatch", c2.reason)
+      assert.equal("open", W.connect(peers, host, "c0", W.CLIENT_Q, "client-token-noworkspace"))
+      local c0 = peers:wait("c0", "close")
+      assert.same({ 4008, "missing workspace claim" }, { c0.code, c0.reason })
       assert.equal("open", W.connect(peers, host, "c3", W.CLIENT_Q, "client-token-noscope"))
       assert.equal("invalid scope claim", peers:wait("c3", "close").reason)
       assert.equal("open", W.connect(peers, host, "c4", "role=client&workspaceId=ws1", "client-token-notarget"))
@@ -109,6 +112,24 @@ describe("workspace relay", function()
       assert.is_false(status.retryable)
       local c4 = peers:wait("c4", "close")
       assert.same({ 4008, "missing runtime target claim" }, { c4.code, c4.reason })
+    end)
+
+    it("refuses a daemon whose issue generation is older than the scope's last one", function()
+      local RT3 = "role=workspace-daemon&workspaceId=ws1&runtimeTargetId=rt3"
+      assert.equal("open", W.connect(peers, host, "g5", RT3, "daemon-token-rt3-gen5"))
+      peers:cmd { op = "close", id = "g5", code = 1000 }
+      peers:wait("g5", "close")
+      helpers.wait_until(function()
+        local st = cjson.decode(host:get("/state", W.bearer("admin-token-for-tests")).body)
+        for _, w in ipairs(st.workspaces) do
+          if w.runtimeTargetId == "rt3" then return not w.daemonConnected end
+        end
+      end, 3, "the first daemon gone")
+      assert.equal("open", W.connect(peers, host, "g4", RT3, "daemon-token-rt3-gen4"))
+      local c = peers:wait("g4", "close")
+      assert.same({ 4008, "stale daemon generation" }, { c.code, c.reason })
+      assert.equal("open", W.connect(peers, host, "g5b", RT3, "daemon-token-rt3-gen5"))
+      assert.is_true(peers:quiet("g5b", "close", 0.3))
     end)
 
     it("says DAEMON_UNAVAILABLE to a client whose scope has no daemon, and INVALID_FRAME to a bad frame", function()
