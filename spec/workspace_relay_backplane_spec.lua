@@ -105,6 +105,13 @@ describe("workspace relay backplane (redis)", function()
     peers:send("da", W.e2ee("sess-cross", 1, "down"))
     assert.equal("down", peers:message("cb", 5).ciphertext)
     assert.is_true(peers:quiet("cr2", "message", 0.2)) -- A's own client saw none of it
+    -- session events: a subscriber on B gets the channel's events from the daemon on A
+    assert.equal("open", W.connect(peers, B, "ev", W.CLIENT_Q, "client-token-events"))
+    peers:send("ev", { type = "viewport.session_events.subscribe/v1", channel = "agent-session:s1" })
+    assert.equal("viewport.session_events.subscribe/v1", peers:message("da", 5).type)
+    peers:send("da", { schema = "viewport.session_event_relay_frame/v1", channel = "agent-session:s1", event = { n = 7 } })
+    assert.equal(7, peers:message("ev", 5).event.n)
+    assert.is_true(peers:quiet("cb", "message", 0.2))
     assert.is_true(W.metric(B, "relay_bus_published_total") >= 2)
     assert.is_true(W.metric(A, "relay_bus_received_total") >= 2)
   end)

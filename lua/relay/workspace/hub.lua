@@ -355,7 +355,15 @@ function M:from_remote_client(s, owner, text)
   local kind = f and frames.client_kind(f)
   if not kind then return self.obs:inc("relay_bus_undeliverable_total") end
   if kind == "kex_init" then s.kex:set(f.requestId, owner)
-  elseif kind == "pairing" then s.pairing:set(f.requestId, owner) end
+  elseif kind == "pairing" then s.pairing:set(f.requestId, owner)
+  elseif kind == "subscribe" then
+    -- one subscriber per remote relay: it fans the channel's events out to its own clients
+    s.remote_subs = s.remote_subs or {}
+    local marker = s.remote_subs[owner.remote] or owner
+    s.remote_subs[owner.remote] = marker
+    s.subs[f.channel] = s.subs[f.channel] or {}
+    s.subs[f.channel][marker] = true
+  end
   if not (s.daemon and not s.daemon.closing and self:send(s.daemon, text)) then
     return self.obs:inc("relay_bus_undeliverable_total")
   end
