@@ -107,16 +107,16 @@ describe("workspace relay limits", function()
   end)
 
   it("pings, terminates a peer that stops answering, and one that stays idle", function()
-    local h = W.start(peers, with_admin { RELAY_PING_INTERVAL_MS = "200", RELAY_PONG_TIMEOUT_MS = "150",
-                                          RELAY_IDLE_TIMEOUT_MS = "1000" })
+    local h = W.start(peers, with_admin { RELAY_PING_INTERVAL_MS = "400", RELAY_PONG_TIMEOUT_MS = "350",
+                                          RELAY_IDLE_TIMEOUT_MS = "1500" })
     assert.equal("open", W.connect(peers, h, "idle", W.CLIENT_Q, "client-token-a"))
     assert.equal("open", W.connect(peers, h, "mute", W.CLIENT_Q, "client-token-b"))
     peers:cmd { op = "pause", id = "mute" } -- reads nothing, so answers no ping
-    require("helpers").wait_until(function() return W.metric(h, "relay_ws_stale_terminated_total") == 1 end, 3)
+    require("helpers").wait_until(function() return W.metric(h, "relay_ws_stale_terminated_total") == 1 end, 5)
     peers:cmd { op = "resume", id = "mute" }
     assert.equal(1006, peers:wait("mute", "close").code)
-    -- "idle" answered every ping (node ws does) but sent no message for a second
-    local c = peers:wait("idle", "close", 3)
+    -- "idle" answered every ping (node ws does) but sent no message for 1.5 s
+    local c = peers:wait("idle", "close", 5)
     assert.equal(1006, c.code)
     assert.equal(1, W.metric(h, "relay_ws_idle_terminated_total"))
     assert.equal(0, h:stop())

@@ -45,7 +45,7 @@ M.tokens = {
                                     managedExecutorId = "ex1" } },
   ["bad-claims-token"] = { claims = { workspaceId = "ws1", role = "client", scope = "runtime", surprise = "yes" } },
   ["not-ok-token"] = { body = { ok = false, reason = "REVOKED" } },
-  ["slow-token-x"] = { delay_ms = 1500, claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "client",
+  ["slow-token-x"] = { delay_ms = 4000, claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "client",
                                                   scope = "runtime", clientId = "client-slow" } },
   ["huge-token-x"] = { raw = '{"ok":true,"claims":{"workspaceId":"ws1"},"pad":"' .. ("x"):rep(4096) .. '"}' },
   ["garbage-token"] = { raw = "this is not json" },
@@ -73,7 +73,7 @@ function M.fixture(peers) peers:fixture { validate = M.tokens, key = M.KEY } end
 -- Starts the relay; env adds to (or, with false, removes from) the base settings.
 function M.start(peers, env, flags, listen)
   local e = { SERVER_URL = "http://127.0.0.1:" .. peers.http_port, RELAY_INTERNAL_KEY = M.KEY,
-              RELAY_BACKPLANE_MODE = "single", RELAY_ADMISSION_TIMEOUT_MS = "800",
+              RELAY_BACKPLANE_MODE = "single", RELAY_ADMISSION_TIMEOUT_MS = "2500",
               RELAY_ADMISSION_MAX_RESPONSE_BYTES = "2048" }
   for k, v in pairs(env or {}) do e[k] = v or nil end
   local host = helpers.start(helpers.root .. "/scripts/workspace-relay.lua", { env = e, flags = flags, listen = listen })
