@@ -174,6 +174,7 @@ static void begin_shutdown(const char *why) {
   rh_http_server_stop_accepting(H.server);
   if (H.admin && H.successor_ready_fd >= 0) rh_http_server_stop_accepting(H.admin); /* the successor's now */
   rh_sse_close(NULL); /* held event streams never finish by themselves: end them, SDKs reconnect */
+  rh_lua_ws_going_away();
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
   H.shutdown_timer.data = &deadline;

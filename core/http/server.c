@@ -1209,6 +1209,8 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
   return rc;
 }
 
+size_t rh_http_queued(const rh_http_req *r) { return r->conn ? r->conn->write_queued : 0; }
+
 void rh_http_abort(rh_http_req *r) {
   if (r->conn) close_conn(r->conn);
 }

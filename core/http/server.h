@@ -118,6 +118,9 @@ int rh_http_want_body(rh_http_req *req);
 /* Answers status with a short text body and closes the connection, logged and counted like
  * the server's own rejections (413 for a declared body over the route's limit, …). */
 void rh_http_reject(rh_http_req *req, int status, const char *reason);
+/* Bytes written to the connection that the client has not taken yet (0 once it is closed):
+ * what a WebSocket relay measures a slow consumer by. */
+size_t rh_http_queued(const rh_http_req *req);
 /* Drops the connection (a streamed response that cannot be finished). */
 void rh_http_abort(rh_http_req *req);
 void rh_http_req_release(rh_http_req *req);

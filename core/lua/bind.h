@@ -4,6 +4,7 @@
 #ifndef RH_LUA_BIND_H
 #define RH_LUA_BIND_H
 
+#include <lauxlib.h>
 #include <lua.h>
 #include "http/headers.h"
 
@@ -17,6 +18,11 @@ void rh_lua_register_redis(lua_State *L);   /* lua_redis.c: relay.redis */
 void rh_lua_register_crypto(lua_State *L);  /* lua_crypto.c: hashes, base64, uuid */
 void rh_lua_register_sse(lua_State *L);     /* lua_sse.c: event-stream fan-out (core/sse) */
 void rh_lua_register_tunnel(lua_State *L);  /* lua_tunnel.c: relay.tunnel (git tunnel streams) */
+void rh_lua_register_hub(lua_State *L);     /* lua_hub.c: the workspace relay's C routing */
+
+/* Registers metatable mt with methods as __index and gc as __gc (may be NULL); leaves the stack
+ * as it was. */
+void rh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc);
 
 /* Pushes a headers table: lowercase name -> first value, with the generation's headers
  * metatable (case-insensitive lookup, h:all(name) -> every value in order). */

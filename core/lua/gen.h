@@ -68,18 +68,23 @@ void rh_task_cancel(rh_task *t);
 
 /* lua_ws.c: WebSocket routes */
 int rh_lua_ws_refuse(rh_http_req *r);
-void rh_lua_ws_start(rh_task *t, const char *protocols, const rh_headers *extra);
-
-/* A C consumer of a session's messages (the tunnel): set, it gets every message instead of the
- * script's recv(), and on_closed once when the session ends (either side, or its task). */
+void rh_lua_ws_start(rh_task *t, const char *protocols);
+/* lua_ws.c, for other bindings (the hub, the tunnel): the session behind the ws object at idx
+ * (a Lua error when there is none, or with live set when it is closed); a message to it (0, or
+ * -1 when closed); the bytes it has not taken. Two ways to take its messages in C: a hook (tap
+ * sees text messages first and returns 1 when it took one; gone runs when the session ends; one
+ * hook per session) or a sink (every message, instead of the script's recv()). */
 typedef struct rh_lua_ws_session rh_lua_ws_session;
+rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx, int live);
+int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n);
+size_t rh_lua_ws_queued(rh_lua_ws_session *s);
+void rh_lua_ws_hook(rh_lua_ws_session *s, int (*tap)(void *ud, const char *p, size_t n), void (*gone)(void *ud), void *ud);
+void *rh_lua_ws_hook_ud(rh_lua_ws_session *s, void (*gone)(void *ud)); /* ud if that hook is set, else NULL */
 typedef struct {
   void (*on_message)(void *ud, int opcode, const char *p, size_t n);
   void (*on_closed)(void *ud, int code, const char *reason);
 } rh_lua_ws_sink;
-rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx); /* a live ws object, or a Lua error */
 void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud);
-int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n); /* -1 if closed */
 void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason);
 
 void rh_watchdog_enter(lua_State *L);

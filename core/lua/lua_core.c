@@ -51,6 +51,18 @@ static int l_route_add(lua_State *L) {
   return 0;
 }
 
+void rh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc) {
+  luaL_newmetatable(L, mt);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
 /* core.set_classes(Request, Response, Headers, multi): metatables for the objects C builds,
  * and the weak table that holds repeated header values. */
 static int l_set_classes(lua_State *L) {
@@ -319,7 +331,7 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
       lua_rawgeti(co, -1, m.handler);
       lua_remove(co, -2);
       if (g->websockets[m.handler]) { /* handler(ws, req) */
-        rh_lua_ws_start(t, g->websockets[m.handler], NULL);
+        rh_lua_ws_start(t, g->websockets[m.handler]);
         push_objects(co, t, &m);
         lua_pop(co, 1);
       } else {
@@ -656,6 +668,7 @@ int luaopen_relay_core(lua_State *L) {
   rh_lua_register_client(L);
   rh_lua_register_proxy(L);
   rh_lua_register_ws(L);
+  rh_lua_register_hub(L);
   rh_lua_register_redis(L);
   rh_lua_register_crypto(L);
   rh_lua_register_sse(L);

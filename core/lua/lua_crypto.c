@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jose/jws.h"
 #include "lua/bind.h"
 
 static int l_sha256(lua_State *L) {
@@ -105,11 +106,43 @@ static int l_uuid(lua_State *L) {
   return 1;
 }
 
+static rh_bytes field_bytes(lua_State *L, int t, const char *name) {
+  rh_bytes b = { NULL, 0 };
+  lua_getfield(L, t, name);
+  if (lua_isstring(L, -1)) b.p = (const unsigned char *)lua_tolstring(L, -1, &b.len);
+  lua_pop(L, 1); /* the string stays alive in the key table */
+  return b;
+}
+
+/* jws_verify(alg, key, input, signature) -> true | false | nil, err. key: kty, crv and the raw
+ * (already base64url-decoded) n, e, x, y of a JWK. */
+static int l_jws_verify(lua_State *L) {
+  const char *alg = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t len;
+  const char *input = luaL_checklstring(L, 3, &len);
+  rh_bytes sig;
+  sig.p = (const unsigned char *)luaL_checklstring(L, 4, &sig.len);
+  lua_getfield(L, 2, "kty");
+  lua_getfield(L, 2, "crv");
+  rh_jwk k = { lua_tostring(L, -2), lua_tostring(L, -1), field_bytes(L, 2, "n"), field_bytes(L, 2, "e"),
+               field_bytes(L, 2, "x"), field_bytes(L, 2, "y") };
+  char err[120];
+  int rc = rh_jws_verify(alg, &k, input, len, &sig, err, sizeof err);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, rc);
+  return 1;
+}
+
 void rh_lua_register_crypto(lua_State *L) {
   static const luaL_Reg fns[] = {
     { "sha256", l_sha256 }, { "hmac_sha256", l_hmac_sha256 }, { "random", l_random },
     { "constant_time_equal", l_equal }, { "base64_encode", l_b64_encode },
-    { "base64_decode", l_b64_decode }, { "uuid", l_uuid }, { NULL, NULL },
+    { "base64_decode", l_b64_decode }, { "uuid", l_uuid }, { "jws_verify", l_jws_verify }, { NULL, NULL },
   };
   luaL_register(L, NULL, fns);
 }

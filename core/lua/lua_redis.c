@@ -154,13 +154,7 @@ static int l_open(lua_State *L) {
 void rh_lua_register_redis(lua_State *L) {
   static const luaL_Reg methods[] = { { "call", l_call }, { "subscribe", l_subscribe }, { "ready", l_ready },
                                        { NULL, NULL } };
-  luaL_newmetatable(L, REDIS_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  rh_lua_class(L, REDIS_MT, methods, l_gc);
   lua_pushcfunction(L, l_open);
   lua_setfield(L, -2, "redis_open");
 }

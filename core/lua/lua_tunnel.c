@@ -116,7 +116,7 @@ static void client_opts(lua_State *L, tunnel *t) {
 }
 
 static int l_attach(lua_State *L) {
-  rh_lua_ws_session *ws = rh_lua_ws_check(L, 1);
+  rh_lua_ws_session *ws = rh_lua_ws_check(L, 1, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_getfield(L, 2, "role");
   const char *role = luaL_optstring(L, -1, "server");

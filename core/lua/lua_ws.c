@@ -20,6 +20,10 @@
 
 #define WS_MT "relay.websocket"
 #define QUEUE_MAX_BYTES (16u * 1024 * 1024)
+/* Reading from the peer stops while this much waits for the script, and goes on below the low
+ * mark: a fast sender is slowed to the script's pace instead of filling memory. */
+#define QUEUE_HIGH_BYTES (1024u * 1024)
+#define QUEUE_LOW_BYTES (256u * 1024)
 
 typedef struct msg {
   struct msg *next;
@@ -40,10 +44,23 @@ struct rh_lua_ws_session {
   msg *head, *tail;
   size_t queued;
   int closed, close_code, waiting, connecting, ud_ref;
+  int foreign;               /* a call from another task is in progress: wake later, not now */
+  int paused;                /* reading stopped: the queue is over QUEUE_HIGH_BYTES */
+  uv_timer_t *waker;         /* wakes the owner after a foreign call (freed by its close) */
+  double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
+  double last_msg;           /* loop time of the last message from the peer */
+  int (*tap)(void *ud, const char *p, size_t n); /* sees text messages first; 1: taken */
+  void (*gone)(void *ud);    /* the session ends */
+  void *hook_ud;
   char close_reason[124];
   const rh_lua_ws_sink *sink; /* a C consumer (the tunnel) takes the messages instead */
   void *sink_ud;
+  char going_away[124];      /* server side, non-empty: closed 1001 with this at SIGTERM */
+  session *gprev, *gnext;    /* in going_away_list while going_away is set */
 };
+
+/* Server sessions that close with 1001 as soon as the host is told to stop. */
+static session *going_away_list;
 
 typedef struct {
   session *s;
@@ -62,6 +79,18 @@ static void flush(session *s) {
   rh_buf_free(&out);
 }
 
+static void set_paused(session *s, int paused) {
+  if (s->paused == paused) return;
+  s->paused = paused;
+  if (s->req) {
+    if (paused) rh_http_pause_body(s->req);
+    else rh_http_resume_body(s->req);
+  } else if (s->up) {
+    if (paused) rh_upconn_pause(s->up);
+    else rh_upconn_resume(s->up);
+  }
+}
+
 /* The next message, or the close, as recv() returns it. */
 static int push_next(lua_State *L, session *s) {
   msg *m = s->head;
@@ -69,6 +98,7 @@ static int push_next(lua_State *L, session *s) {
     s->head = m->next;
     if (!s->head) s->tail = NULL;
     s->queued -= m->len;
+    if (s->paused && s->queued < QUEUE_LOW_BYTES) set_paused(s, 0);
     lua_pushlstring(L, m->data, m->len);
     lua_pushstring(L, m->opcode == RH_WS_BINARY ? "binary" : "text");
     free(m);
@@ -81,9 +111,28 @@ static int push_next(lua_State *L, session *s) {
   return 4;
 }
 
-/* Resumes a script parked in recv(). Called last by every callback: it may end the session. */
+static void wake(session *s);
+
+static void waker_fired(uv_timer_t *t) {
+  session *s = t->data;
+  if (s) wake(s);
+}
+
+/* Resumes a script parked in recv(). Called last by every callback: it may end the session.
+ * During a call from another task (ws objects may be shared between handlers) resuming would
+ * run this session's task inside that call, so it happens on the next loop turn instead. */
 static void wake(session *s) {
   if (!s->waiting || !(s->head || s->closed)) return;
+  if (s->foreign) {
+    if (!s->waker) {
+      s->waker = malloc(sizeof *s->waker);
+      if (!s->waker) abort();
+      uv_timer_init(rh_loop(), s->waker);
+      s->waker->data = s;
+    }
+    uv_timer_start(s->waker, waker_fired, 0, 0);
+    return;
+  }
   s->waiting = 0;
   rh_task_resume(s->task, push_next(rh_task_lua(s->task), s));
 }
@@ -98,10 +147,13 @@ static void set_closed(session *s, int code, const char *reason) {
 
 static void on_message(void *ud, int opcode, const char *p, size_t n) {
   session *s = ud;
+  s->last_msg = rh_now();
   if (s->sink) {
     s->sink->on_message(s->sink_ud, opcode, p, n);
     return;
   }
+  /* only while nothing waits for the script, so a message never overtakes an earlier one */
+  if (s->tap && !s->head && opcode == RH_WS_TEXT && s->tap(s->hook_ud, p, n)) return;
   if (s->queued + n > QUEUE_MAX_BYTES) { /* the script does not keep up */
     rh_ws_close(s->engine, 1008, "handler too slow: queue full");
     return;
@@ -116,6 +168,7 @@ static void on_message(void *ud, int opcode, const char *p, size_t n) {
   else s->head = m;
   s->tail = m;
   s->queued += n;
+  if (s->queued > QUEUE_HIGH_BYTES) set_paused(s, 1);
 }
 
 static void on_close(void *ud, int code, const char *reason, size_t n) {
@@ -126,6 +179,7 @@ static void on_close(void *ud, int code, const char *reason, size_t n) {
 }
 
 static void feed(session *s, const char *p, size_t n) {
+  s->last_rx = rh_now();
   if (rh_ws_feed(s->engine, p, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
   flush(s);
   wake(s);
@@ -165,33 +219,45 @@ static void client_read(void *owner, const char *p, ssize_t n, const char *err) 
 static session *check_session(lua_State *L) {
   ws_ud *u = luaL_checkudata(L, 1, WS_MT);
   if (!u->s) luaL_error(L, "this WebSocket session is over");
+  u->s->foreign = rh_task_current(L) != u->s->task;
   return u->s;
+}
+
+/* Ends what check_session began: a foreign call's wake-up, if any, is already scheduled. */
+static int done(session *s, int nret) {
+  s->foreign = 0;
+  return nret;
 }
 
 /* ws:recv() -> data, "text"|"binary" | nil, "closed", code, reason */
 static int l_recv(lua_State *L) {
   session *s = check_session(L);
-  if (s->head || s->closed) return push_next(L, s);
+  if (s->head || s->closed) return done(s, push_next(L, s));
   rh_task *t = rh_task_current(L);
-  if (t != s->task) return luaL_error(L, "ws:recv: only inside the task that opened the session");
+  if (t != s->task) return done(s, luaL_error(L, "ws:recv: only inside the task that opened the session"));
   s->waiting = 1;
   return rh_task_yield(L, t, NULL, NULL);
 }
 
 /* ws:send(data, "text"|"binary"?) -> true | nil, err */
+/* Queues one frame of opcode and answers as ws:send/ws:ping do: true | nil, err. */
+static int send_frame(lua_State *L, session *s, int opcode, const char *p, size_t n, const char *refused) {
+  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, opcode, p, n) < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, s->closed ? "closed" : refused);
+    return done(s, 2);
+  }
+  flush(s);
+  lua_pushboolean(L, 1);
+  return done(s, 1);
+}
+
 static int l_send(lua_State *L) {
   session *s = check_session(L);
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
   int binary = strcmp(luaL_optstring(L, 3, "text"), "binary") == 0;
-  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, binary ? RH_WS_BINARY : RH_WS_TEXT, p, n) < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, s->closed ? "closed" : "cannot send (text must be UTF-8)");
-    return 2;
-  }
-  flush(s);
-  lua_pushboolean(L, 1);
-  return 1;
+  return send_frame(L, s, binary ? RH_WS_BINARY : RH_WS_TEXT, p, n, "cannot send (text must be UTF-8)");
 }
 
 /* ws:close(code?, reason?) */
@@ -203,10 +269,58 @@ static int l_close(lua_State *L) {
     flush(s);
   }
   set_closed(s, code, "closed by this side");
-  return 0;
+  wake(s);
+  return done(s, 0);
 }
 
-static const luaL_Reg ws_methods[] = { { "recv", l_recv }, { "send", l_send }, { "close", l_close }, { NULL, NULL } };
+/* ws:terminate(): drops the connection without a closing handshake (a peer that stopped
+ * answering pings, a consumer that stopped reading). */
+static int l_terminate(lua_State *L) {
+  session *s = check_session(L);
+  set_closed(s, 1006, "terminated by this side");
+  if (s->req) rh_http_abort(s->req);
+  else if (s->up) {
+    rh_upconn_close(s->up);
+    s->up = NULL;
+  }
+  wake(s);
+  return done(s, 0);
+}
+
+/* ws:ping(data?) -> true | nil, err */
+static int l_ping(lua_State *L) {
+  session *s = check_session(L);
+  size_t n;
+  const char *p = luaL_optlstring(L, 2, "", &n);
+  return send_frame(L, s, RH_WS_PING, p, n, "cannot ping (at most 125 bytes)");
+}
+
+/* ws:buffered() -> bytes sent but not yet taken by the peer (server side) */
+static int l_buffered(lua_State *L) {
+  session *s = check_session(L);
+  lua_pushnumber(L, s->req ? (lua_Number)rh_http_queued(s->req) : 0);
+  return done(s, 1);
+}
+
+/* ws:idle() -> seconds since the peer last sent anything (pongs included) */
+static int l_idle(lua_State *L) {
+  session *s = check_session(L);
+  lua_pushnumber(L, rh_now() - s->last_rx);
+  return done(s, 1);
+}
+
+/* ws:silent() -> seconds since the peer last sent a message (pings and pongs not counted) */
+static int l_silent(lua_State *L) {
+  session *s = check_session(L);
+  lua_pushnumber(L, rh_now() - s->last_msg);
+  return done(s, 1);
+}
+
+static const luaL_Reg ws_methods[] = { { "recv", l_recv },           { "send", l_send },
+                                       { "close", l_close },         { "terminate", l_terminate },
+                                       { "ping", l_ping },           { "buffered", l_buffered },
+                                       { "idle", l_idle },           { "silent", l_silent },
+                                       { NULL, NULL } };
 
 /* ---- a session's life ---- */
 
@@ -220,6 +334,7 @@ static void push_object(lua_State *L, session *s) {
 }
 
 static void end_session(rh_task *t, session *s) {
+  if (s->gone) s->gone(s->hook_ud);
   if ((s->req || s->up) && !rh_ws_want_close(s->engine)) {
     int code = t->cancelled ? 1001 : t->failed ? 1011 : 1000;
     rh_ws_close(s->engine, code, t->cancelled ? "going away" : t->failed ? "handler error" : "");
@@ -239,6 +354,15 @@ static void end_session(rh_task *t, session *s) {
   }
   if (s->engine) rh_ws_free(s->engine);
   if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
+  if (s->waker) {
+    s->waker->data = NULL;
+    uv_close((uv_handle_t *)s->waker, (uv_close_cb)free);
+  }
+  if (s->going_away[0]) {
+    if (s->gprev) s->gprev->gnext = s->gnext;
+    else going_away_list = s->gnext;
+    if (s->gnext) s->gnext->gprev = s->gprev;
+  }
   lua_State *L = t->gen->L; /* the object may outlive the session: it must know it is over */
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->ud_ref);
   ws_ud *u = lua_touserdata(L, -1);
@@ -259,11 +383,12 @@ static void ws_end(rh_task *t) {
   }
 }
 
-static session *session_new(rh_task *t, int is_server) {
+static session *session_new(rh_task *t, int is_server, size_t max_message) {
   session *s = calloc(1, sizeof *s);
   if (!s) abort();
   rh_ws_handlers wh = { on_message, on_close, s };
-  s->engine = rh_ws_new(is_server, 0, &wh);
+  s->engine = rh_ws_new(is_server, max_message, &wh);
+  s->last_rx = s->last_msg = rh_now();
   s->task = t;
   s->ud_ref = LUA_NOREF;
   s->next = t->ext;
@@ -271,6 +396,33 @@ static session *session_new(rh_task *t, int is_server) {
   t->on_end = ws_end;
   return s;
 }
+
+/* ---- for other bindings (lua_hub.c, lua_tunnel.c): see gen.h ---- */
+
+rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx, int live) {
+  ws_ud *u = luaL_checkudata(L, idx, WS_MT);
+  if (!u->s || (live && u->s->closed)) luaL_error(L, "this WebSocket session is over");
+  return u->s;
+}
+
+int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
+  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, opcode, p, n) < 0) return -1;
+  s->foreign = 1; /* a failed write may end the connection: its task wakes on the next turn */
+  flush(s);
+  s->foreign = 0;
+  return 0;
+}
+
+size_t rh_lua_ws_queued(rh_lua_ws_session *s) { return s->req ? rh_http_queued(s->req) : 0; }
+
+void rh_lua_ws_hook(rh_lua_ws_session *s, int (*tap)(void *, const char *, size_t), void (*gone)(void *), void *ud) {
+  if (s->gone) s->gone(s->hook_ud); /* one hook per session: the previous one is let go */
+  s->tap = tap;
+  s->gone = gone;
+  s->hook_ud = ud;
+}
+
+void *rh_lua_ws_hook_ud(rh_lua_ws_session *s, void (*gone)(void *)) { return s->gone == gone ? s->hook_ud : NULL; }
 
 /* ---- server side ---- */
 
@@ -291,9 +443,20 @@ int rh_lua_ws_refuse(rh_http_req *r) {
   return 1;
 }
 
-/* The first subprotocol the client offers that the route speaks (comma list), into out. */
+/* The first subprotocol the client offers that the route speaks (comma list; "*": whatever
+ * the client offers first, as node ws servers do by default), into out. */
 static int pick_protocol(const rh_headers *h, const char *route, char *out, size_t outlen) {
   if (!route || !*route) return 0;
+  if (strcmp(route, "*") == 0) {
+    const rh_header *offer = rh_headers_find(h, "sec-websocket-protocol", NULL);
+    if (!offer) return 0;
+    size_t n = strcspn(offer->value, ", ");
+    if (n > offer->value_len) n = offer->value_len;
+    if (n == 0 || n >= outlen) return 0;
+    memcpy(out, offer->value, n);
+    out[n] = 0;
+    return 1;
+  }
   char list[300];
   snprintf(list, sizeof list, ",%s,", route);
   size_t from = 0;
@@ -314,10 +477,12 @@ static int pick_protocol(const rh_headers *h, const char *route, char *out, size
   return 0;
 }
 
-/* Answers the upgrade (101) and pushes the ws object for the handler on the task's stack. */
-void rh_lua_ws_start(rh_task *t, const char *protocols, const rh_headers *extra) {
+/* Answers the upgrade (101) with extra response headers and pushes the ws object on L (the
+ * task's stack). */
+static session *start_server(rh_task *t, lua_State *L, const char *protocols, const rh_headers *extra,
+                             size_t max_message) {
   rh_http_req *r = t->req;
-  session *s = session_new(t, 1);
+  session *s = session_new(t, 1, max_message);
   s->req = r;
   const rh_header *key = rh_headers_find(&r->headers, "sec-websocket-key", NULL);
   char accept[29], proto[128];
@@ -332,7 +497,62 @@ void rh_lua_ws_start(rh_task *t, const char *protocols, const rh_headers *extra)
     rh_headers_add(&h, extra->items[i].name, extra->items[i].name_len, extra->items[i].value, extra->items[i].value_len);
   rh_http_tunnel(r, 101, &h, &server_events, s);
   rh_headers_free(&h);
-  push_object(t->co, s);
+  push_object(L, s);
+  return s;
+}
+
+void rh_lua_ws_start(rh_task *t, const char *protocols) { start_server(t, t->co, protocols, NULL, 0); }
+
+/* core.ws_accept(protocols?, {headers, max_message, going_away}?) -> ws | nil, err. Upgrades the
+ * request of the running handler (a plain route) once the script has decided to take it: checks
+ * that need the request (and may wait, e.g. for an admission call or a token) run before the 101,
+ * which carries opts.headers. */
+static int l_ws_accept(lua_State *L) {
+  rh_task *t = rh_task_current(L);
+  if (!t || !t->req) return luaL_error(L, "ws_accept: only inside a request handler");
+  if (t->req->head_sent || !t->req->conn) {
+    lua_pushnil(L);
+    lua_pushstring(L, t->req->conn ? "already answered" : "client gone");
+    return 2;
+  }
+  if (rh_lua_ws_refuse(t->req)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a WebSocket upgrade");
+    return 2;
+  }
+  const char *protocols = luaL_optstring(L, 1, "");
+  size_t max_message = 0;
+  const char *going = NULL;
+  rh_headers h = RH_HEADERS_INIT;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "headers");
+    if (lua_istable(L, -1) && rh_lua_read_headers(L, lua_gettop(L), &h) < 0) {
+      rh_headers_free(&h);
+      return lua_error(L);
+    }
+    lua_getfield(L, 2, "max_message");
+    max_message = (size_t)luaL_optnumber(L, -1, 0);
+    lua_getfield(L, 2, "going_away");
+    going = lua_tostring(L, -1);
+    lua_pop(L, 3);
+  }
+  session *s = start_server(t, L, protocols, &h, max_message);
+  rh_headers_free(&h);
+  if (going && *going) {
+    snprintf(s->going_away, sizeof s->going_away, "%s", going);
+    s->gnext = going_away_list;
+    if (going_away_list) going_away_list->gprev = s;
+    going_away_list = s;
+  }
+  return 1;
+}
+
+void rh_lua_ws_going_away(void) {
+  for (session *s = going_away_list; s; s = s->gnext) {
+    s->foreign = 1; /* not inside any task: wake-ups wait for the next loop turn */
+    if (!s->closed && s->req && rh_ws_close(s->engine, 1001, s->going_away) == 0) flush(s);
+    s->foreign = 0;
+  }
 }
 
 /* ---- client side: relay.ws.connect ---- */
@@ -452,7 +672,7 @@ static int l_ws_connect(lua_State *L) {
   double timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 10;
   lua_getfield(L, 2, "ca_file");
   const char *ca_file = lua_tostring(L, -1);
-  session *s = session_new(t, 0);
+  session *s = session_new(t, 0, 0);
   rh_tls_ctx *ctx = NULL;
   if (u.tls) {
     char err[200];
@@ -478,33 +698,7 @@ static int l_ws_connect(lua_State *L) {
   return rh_task_yield(L, t, cancel_connect, s);
 }
 
-/* core.ws_accept(protocols?, headers?) -> ws | nil, why: a plain route answers its request with
- * the upgrade once it has checked what it wanted to (a token, a key) and could still refuse. */
-static int l_ws_accept(lua_State *L) {
-  rh_task *t = rh_task_current(L);
-  if (!t || !t->req || t->req->head_sent) return luaL_error(L, "ws_accept: only in a request handler that has not answered");
-  if (rh_lua_ws_refuse(t->req)) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "not a WebSocket upgrade (answered 426/400)");
-    return 2;
-  }
-  rh_headers h = RH_HEADERS_INIT;
-  if (lua_istable(L, 2) && rh_lua_read_headers(L, 2, &h) < 0) {
-    rh_headers_free(&h);
-    return lua_error(L);
-  }
-  rh_lua_ws_start(t, luaL_optstring(L, 1, NULL), &h);
-  rh_headers_free(&h);
-  return 1;
-}
-
 /* ---- for C consumers (the tunnel) ---- */
-
-rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx) {
-  ws_ud *u = luaL_checkudata(L, idx, WS_MT);
-  if (!u->s || u->s->closed) luaL_error(L, "this WebSocket session is over");
-  return u->s;
-}
 
 void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud) {
   s->sink = sink;
@@ -519,12 +713,6 @@ void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *
   }
 }
 
-int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
-  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, opcode, p, n) < 0) return -1;
-  flush(s);
-  return 0;
-}
-
 void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason) {
   if (s->closed) return;
   rh_ws_close(s->engine, code, reason);
@@ -533,8 +721,6 @@ void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason) {
 }
 
 void rh_lua_register_ws(lua_State *L) {
-  lua_pushcfunction(L, l_ws_accept);
-  lua_setfield(L, -2, "ws_accept");
   luaL_newmetatable(L, WS_MT);
   lua_newtable(L);
   luaL_register(L, NULL, ws_methods);
@@ -542,4 +728,6 @@ void rh_lua_register_ws(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_ws_connect);
   lua_setfield(L, -2, "ws_connect");
+  lua_pushcfunction(L, l_ws_accept);
+  lua_setfield(L, -2, "ws_accept");
 }

@@ -60,6 +60,11 @@ end
 local Request = {}
 function Request:body() return core.req_body(self._ex) end
 function Request:header(name) return self.headers[name] end
+-- Takes a WebSocket upgrade on a plain route once the handler has decided to (checks that may
+-- wait, such as an admission call, run before the 101): -> ws | nil, err. protocols: the
+-- subprotocols spoken ("a,b"; "*": the client's first offer); opts: max_message (bytes, 1009
+-- above), going_away (a reason: the session is closed 1001 with it as soon as SIGTERM arrives).
+function Request:websocket(protocols, opts) return core.ws_accept(protocols, opts) end
 M.Request = {
   __index = function(req, k)
     if k == "args" then

@@ -185,7 +185,8 @@ end
 relay.redis = core.redis_open
 
 -- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
--- relay.ws.accept(protocols?, headers?) -> ws | nil, err: upgrades the running request of a plain
+-- relay.ws.accept(protocols?, {headers, max_message, going_away}?) -> ws | nil, err (also
+-- req:websocket): upgrades the running request of a plain
 -- route, after the handler's own checks (which may still answer 401/400/429 instead).
 relay.ws = { connect = core.ws_connect, accept = core.ws_accept }
 -- relay.sse: event streams held in C (they outlive the handler and reloads).
@@ -211,7 +212,7 @@ relay.time = core.time
 relay.generation = core.generation
 relay.pid = core.pid
 relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = core.random,
-                 constant_time_equal = core.constant_time_equal }
+                 constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify }
 relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
 relay.uuid = core.uuid
 relay.jwt = require "relay.jwt"

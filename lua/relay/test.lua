@@ -174,8 +174,8 @@ function M.start(script, opts)
     shell_quote(host.out_path), shell_quote(host.log_path), shell_quote(host.pid_path),
     shell_quote(host.rc_path))
   os.execute("sh -c " .. shell_quote(cmd) .. " >/dev/null 2>&1 &")
-  -- the shell may not have written the number yet when the file appears
-  host.pid = tonumber(M.wait_until(function() return (read_file(host.pid_path) or ""):match("%d+") end, 5, "the host's pid"))
+  -- the file exists before the shell has written the number into it
+  host.pid = tonumber(M.wait_until(function() return (read_file(host.pid_path) or ""):match("^(%d+)\n") end, 5, "the host's pid"))
   if opts.wait == false then return host end
   local ok, err = pcall(M.wait_until, function()
     return host:exited() or (read_file(host.log_path) or ""):match('"event":"listening"[^\n]*"port":(%d+)')

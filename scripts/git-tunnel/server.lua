@@ -66,7 +66,7 @@ app:get("/v1/relay/register", function(req, res)
     return text(res, 429, "too many registrations from this address, retry later", { ["retry-after"] = 60 })
   end
   local c = { client_key = key, client_id = relay.uuid(), remote_address = req.peer }
-  local ws = relay.ws.accept(gt.protocol, { ["X-Relay-Client-Id"] = c.client_id })
+  local ws = relay.ws.accept(gt.protocol, { headers = { ["X-Relay-Client-Id"] = c.client_id } })
   if not ws then return end -- not an upgrade: answered already
   c.tun = relay.tunnel.attach(ws, { role = "server", ping_interval = f.ping_interval,
                                     stall_timeout = f.stall_timeout, head_timeout = f.head_timeout })

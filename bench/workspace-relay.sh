@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The workspace relay next to a minimal Node `ws` relay (the original's runtime) forwarding frames
+# the same way (bench/js/node-relay.js), measured the same way:
+#   1. N (default 10,000) client WebSockets held over 100 workspaces: RSS per connection;
+#   2. daemon -> client e2ee frames at RATE (default 10,000) frames/s for SECS (default 5):
+#      latency p50/p99/max, measured by the load generator (one clock for send and receive).
+# Limits are raised for the run. Servers are pinned to core 0, the load (and the validate
+# fixture relayhost admits against) to core 1. Not a pass/fail test.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+N=${N:-10000} RATE=${RATE:-10000} SECS=${SECS:-5} RUNS=${RUNS:-3}
+"$top/tools/deps" --bench
+"$top/tools/build" "$top/build"
+ulimit -n "$(ulimit -Hn)"
+export NODE_PATH=$top/spec/js/node_modules
+dir=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
+rss() { ps -o rss= -p "$1" | awk '{ print $1 }'; }
+bench=$top/bench/js/ws-bench.js
+
+taskset -c 1 node "$bench" fixture 9140 & pids+=($!)
+
+measure() { # name pid port
+  local url="ws://127.0.0.1:$3/ws" before after
+  sleep 0.5
+  before=$(rss "$2")
+  taskset -c 1 node "$bench" hold "$url" "$N" 100 8 >"$dir/hold.out" &
+  local client=$!
+  for _ in $(seq 1200); do grep -q ready "$dir/hold.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  after=$(rss "$2")
+  local held; held=$(grep -o 'ready [0-9]*' "$dir/hold.out" | cut -d' ' -f2)
+  wait "$client" || true
+  printf "%-14s held %6s connections: RSS %7d kB -> %7d kB = %6d bytes per connection\n" "$1" "${held:-0}" \
+    "$before" "$after" $(( (after - before) * 1024 / ${held:-1} ))
+  for run in $(seq "$RUNS"); do # the machine is shared: several runs show the spread
+    sleep 1
+    printf "%-14s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" \
+      "$(taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")"
+  done
+}
+
+PORT=9141 SERVER_URL=http://127.0.0.1:9140 RELAY_INTERNAL_KEY=bench-internal-key-0123456789 RELAY_BACKPLANE_MODE=single \
+RELAY_MAX_TOTAL_CONNECTIONS=100000 RELAY_MAX_CONNECTIONS_PER_IP=100000 RELAY_MAX_CLIENTS_PER_WORKSPACE=100000 \
+RELAY_UPGRADE_RATE_PER_MINUTE=100000000 RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE=100000000 \
+  taskset -c 0 "$top/build/relayhost" "$top/scripts/workspace-relay.lua" --log-level warn & pids+=($!)
+measure relayhost "${pids[1]}" 9141
+kill "${pids[1]}"
+
+taskset -c 0 node "$top/bench/js/node-relay.js" 9142 & pids+=($!)
+measure "node ws relay" "${pids[2]}" 9142

@@ -1,0 +1,116 @@
+-- Who may connect: the token from the upgrade request (upgrade-auth.ts), and the admission
+-- decision: the platform's validate endpoint (admission.ts) and/or local JWT verification against
+-- a JWKS document (our addition; the docs promise it, the original's code lacks it).
+local relay = require "relay"
+local cjson = require "cjson"
+
+local M = {}
+
+local function token_ok(t) return type(t) == "string" and #t >= 10 and #t <= 4096 end
+
+-- Authorization: Bearer <t>, then a Sec-WebSocket-Protocol entry auth.<t>, then ?token= (dev
+-- mode only). Returns the token or nil.
+function M.token(req, dev)
+  local auth = req.headers["authorization"]
+  local bearer = auth and auth:match("^[Bb]earer%s+(%S+)%s*$")
+  if bearer then return token_ok(bearer) and bearer or nil end
+  for _, v in ipairs(req.headers:all("sec-websocket-protocol")) do
+    for p in v:gmatch("[^,%s]+") do
+      local t = p:match("^auth%.(.+)$")
+      if t then return token_ok(t) and t or nil end
+    end
+  end
+  if dev and type(req.args.token) == "string" then return token_ok(req.args.token) and req.args.token or nil end
+  return nil
+end
+
+-- ---- the claims the relay accepts (a strict schema: unknown keys reject the whole set) ----
+
+local function str(max, nullable)
+  return function(v)
+    if v == cjson.null then return nullable end
+    return type(v) == "string" and #v >= 1 and #v <= max
+  end
+end
+local function enum(...)
+  local set = {}
+  for _, v in ipairs { ... } do set[v] = true end
+  return function(v) return set[v] == true end
+end
+local function int(min)
+  return function(v) return type(v) == "number" and v == math.floor(v) and (not min or v >= min) end
+end
+local function strings(v)
+  if type(v) ~= "table" then return false end
+  for k, s in pairs(v) do if type(k) ~= "number" or type(s) ~= "string" then return false end end
+  return true
+end
+local function aud(v) return str(255)(v) or strings(v) end
+
+local schema = {
+  clientId = str(128), userId = str(128), installId = str(128), runtimeTargetId = str(128),
+  machineId = str(128), workspaceId = str(128), managedExecutorId = str(128), policyMode = str(128),
+  role = enum("workspace-daemon", "client", "worker"), scope = enum("runtime", "pairing", "session-events"),
+  sessionIds = strings, sessionChannels = strings, e2eeProfile = enum("noise-ik", "noise-ikpsk2"),
+  daemonPublicKey = str(512, true), pairingSecret = str(1024, true), relayWsBaseUrl = str(512, true),
+  iss = str(255), aud = aud, jti = str(255), iat = int(), exp = int(), nbf = int(), ver = int(),
+  daemonIssueGeneration = int(0),
+}
+
+-- The claims without JSON nulls, or nil plus the first key that failed. lenient: claims the
+-- schema does not know are dropped instead of rejected (a JWT carries sub and others).
+function M.check_claims(claims, lenient)
+  if type(claims) ~= "table" then return nil, "claims missing" end
+  local out = {}
+  for k, v in pairs(claims) do
+    local check = schema[k]
+    if check then
+      if not check(v) then return nil, "bad claim " .. k end
+      if v ~= cjson.null then out[k] = v end
+    elseif not lenient then
+      return nil, "unknown claim " .. tostring(k)
+    end
+  end
+  return out
+end
+
+-- ---- the validate endpoint ----
+
+-- -> claims | nil, reason
+function M.validate(cfg, token, role, workspace_id, runtime_target_id)
+  local body = { relayToken = token, role = role, workspaceId = workspace_id, runtimeTargetId = runtime_target_id }
+  local headers = { ["content-type"] = "application/json" }
+  if cfg.internal_key ~= "" then headers["x-relay-internal-key"] = cfg.internal_key end
+  local res, err = relay.http.request {
+    method = "POST", url = cfg.validate_url, headers = headers, body = cjson.encode(body),
+    timeout = cfg.relay_admission_timeout_ms / 1000, max_body = cfg.relay_admission_max_response_bytes,
+  }
+  if not res then return nil, "admission request failed: " .. tostring(err) end
+  local ok, json = pcall(cjson.decode, res.body)
+  if not ok or type(json) ~= "table" then return nil, "INVALID_JSON" end
+  if res.status < 200 or res.status > 299 or json.ok ~= true then
+    local why = json.reason or json.error
+    return nil, type(why) == "string" and why or "VALIDATION_FAILED"
+  end
+  local claims, why = M.check_claims(json.claims)
+  if not claims then return nil, "INVALID_CLAIMS: " .. why end
+  return claims
+end
+
+-- Runs the configured steps in order (cfg.admission: "validate", "jwks"); every step must
+-- admit. A jwks step's claims are the token's; a later validate step's claims replace them.
+function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
+  local claims, why
+  for _, step in ipairs(cfg.admission) do
+    if step == "jwks" then
+      claims, why = jwks:verify(token)
+      if claims then claims, why = M.check_claims(claims, true) end
+    else
+      claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
+    end
+    if not claims then return nil, step .. ": " .. why end
+  end
+  return claims
+end
+
+return M

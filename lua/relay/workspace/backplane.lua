@@ -1,0 +1,303 @@
+-- Multi-relay (the original's presence.ts, bus.ts, bus-signing.ts, redis-backplane.ts,
+-- internal-api.ts): where each daemon is (presence), telling clients to reconnect to the relay that
+-- holds their daemon (redirect), and carrying frames between relays (bus) when they do not.
+--
+-- Two transports with one shape: redis (presence keys with a TTL, one list per relay as its
+-- inbox, the original's key names) and server (the platform's internal HTTP API: the bus bodies
+-- are the original's; the presence bodies are our reading of it). Envelopes are
+-- the original's, HMAC-signed the same way, so mixed fleets interoperate. When the transport
+-- fails, that is logged and counted and local routing goes on.
+local relay = require "relay"
+local cjson = require "cjson"
+
+local M = {}
+M.__index = M
+
+local encode = cjson.encode
+
+local function now_ms() return math.floor(relay.time() * 1000) end
+
+-- ---- transports ----
+
+local Redis = {}
+Redis.__index = Redis
+
+local function redis_transport(cfg)
+  local prefix = cfg.relay_redis_key_prefix
+  return setmetatable({ cfg = cfg, cmd = relay.redis(cfg.relay_redis_url), blocking = relay.redis(cfg.relay_redis_url),
+                        prefix = prefix, inbox = prefix .. ":queue:" .. cfg.relay_id }, Redis)
+end
+
+function Redis:presence_key(ws, rt) return self.prefix .. ":presence:" .. ws .. (rt and (":" .. rt) or "") end
+
+function Redis:upsert(ws, rt, record)
+  if record then
+    return self.cmd:call("SET", self:presence_key(ws, rt), encode(record), "PX", self.cfg.relay_redis_presence_ttl_ms)
+  end
+  return self.cmd:call("DEL", self:presence_key(ws, rt))
+end
+
+function Redis:resolve(ws, rt)
+  local v, err = self.cmd:call("GET", self:presence_key(ws, rt))
+  if err then return nil, err end
+  local ok, rec = pcall(cjson.decode, v or "null")
+  return ok and type(rec) == "table" and rec or false
+end
+
+function Redis:publish(target, envelope)
+  local key = self.prefix .. ":queue:" .. target
+  local ok, err = self.cmd:call("RPUSH", key, envelope)
+  if not ok then return nil, err end
+  return self.cmd:call("LTRIM", key, -self.cfg.relay_redis_queue_max, -1)
+end
+
+-- Envelopes waiting for this relay: a blocking pop for the first, then the rest at once.
+function Redis:pull()
+  local wait = math.max(1, math.ceil(self.cfg.relay_bus_pull_wait_ms / 1000))
+  local first, err = self.blocking:call("BLPOP", self.inbox, wait)
+  if err then return nil, err end
+  if not first then return {} end
+  local out = { first[2] }
+  local rest = self.cmd:call("LPOP", self.inbox, self.cfg.relay_bus_pull_limit - 1)
+  for _, e in ipairs(type(rest) == "table" and rest or {}) do out[#out + 1] = e end
+  return out
+end
+
+local Server = {}
+Server.__index = Server
+
+local function server_transport(cfg) return setmetatable({ cfg = cfg, since = 0 }, Server) end
+
+function Server:post(path, body)
+  local res, err = relay.http.request {
+    method = "POST", url = self.cfg.server_url .. "/api/runtime/internal/relay/" .. path, body = encode(body),
+    headers = { ["content-type"] = "application/json", ["x-relay-internal-key"] = self.cfg.internal_key },
+    timeout = self.cfg.relay_admission_timeout_ms / 1000, max_body = self.cfg.relay_admission_max_response_bytes,
+  }
+  if not res then return nil, tostring(err) end
+  local ok, json = pcall(cjson.decode, res.body)
+  if res.status < 200 or res.status > 299 or not ok or type(json) ~= "table" or json.ok == false then
+    return nil, path .. ": status " .. res.status
+  end
+  return json
+end
+
+function Server:upsert(ws, rt, record)
+  local body = record or { relayId = self.cfg.relay_id, daemonConnected = false }
+  body.workspaceId, body.runtimeTargetId = ws, rt
+  return self:post("presence/upsert", body)
+end
+
+function Server:resolve(ws, rt)
+  local json, err = self:post("presence/resolve", { workspaceId = ws, runtimeTargetId = rt })
+  if not json then return nil, err end
+  return type(json.presence) == "table" and json.presence or false
+end
+
+function Server:publish(_, envelope) return self:post("bus/publish", cjson.decode(envelope)) end
+
+function Server:pull()
+  local json, err = self:post("bus/pull", { relayId = self.cfg.relay_id, sinceId = self.since,
+                                            limit = self.cfg.relay_bus_pull_limit,
+                                            waitMs = math.min(2000, self.cfg.relay_bus_pull_wait_ms) })
+  if not json then return nil, err end
+  local out = {}
+  for _, f in ipairs(type(json.frames) == "table" and json.frames or {}) do
+    if type(f) == "table" and type(f.id) == "number" then
+      if f.id > self.since then self.since = f.id end
+      f.id = nil
+      if f.sourceRelayId ~= self.cfg.relay_id then out[#out + 1] = encode(f) end
+    end
+  end
+  return out
+end
+
+-- ---- the backplane ----
+
+function M.new(cfg, hub, obs)
+  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {}, seen = {}, nseen = 0,
+                              last_issued = {} }, M)
+  self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
+  return self
+end
+
+function M:failed(what, err)
+  self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
+  self.obs:log("warn", what .. "_error", { reason = tostring(err) })
+end
+
+function M:record(s, conn)
+  return { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url, daemonConnected = true,
+           runtimeTargetId = s.runtime_target_id, machineId = conn.claims.machineId, updatedAtMs = now_ms() }
+end
+
+function M:daemon_up(s, conn)
+  if not self.cfg.presence_enabled then return end
+  self.daemons[s] = conn
+  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, self:record(s, conn))
+  if ok then self.obs:inc("relay_presence_upserts_total") else self:failed("presence", err) end
+end
+
+function M:daemon_down(s)
+  if not self.cfg.presence_enabled then return end
+  self.daemons[s] = nil
+  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, nil)
+  if not ok then self:failed("presence", err) end
+end
+
+-- Every presence sync interval: local daemons' records are written again (they expire).
+function M:refresh()
+  for s, conn in pairs(self.daemons) do
+    if s.daemon == conn then
+      local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, self:record(s, conn))
+      if not ok then return self:failed("presence", err) end
+    else
+      self.daemons[s] = nil
+    end
+  end
+end
+
+-- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s)).
+function M:remote_daemon(ws, rt)
+  if not self.cfg.presence_enabled then return nil end
+  local key, t = ws .. "\0" .. (rt or ""), relay.now()
+  local c = self.cache[key]
+  if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
+    local rec, err = self.transport:resolve(ws, rt)
+    if rec == nil then self:failed("presence", err); return nil end
+    c = { at = t, rec = rec }
+    self.cache[key] = c
+    self.obs:inc("relay_presence_lookups_total")
+  end
+  local rec = c.rec
+  if rec and rec.daemonConnected ~= false and rec.relayId ~= self.cfg.relay_id then return rec end
+  return nil
+end
+
+-- presence.ts isAllowedRedirectWsBaseUrl
+function M:redirect_allowed(url)
+  if type(url) ~= "string" then return false end
+  local scheme, host = url:match("^(wss?)://([^/?#]+)[^?#]*$")
+  if not scheme or host:find("@") or (self.cfg.mode == "prod" and scheme ~= "wss") then return false end
+  host = host:gsub(":%d+$", ""):lower()
+  local allowed = self.cfg.redirect_allowed_hosts
+  if #allowed == 0 then
+    if self.cfg.mode ~= "prod" then return true end
+    allowed = { (self.cfg.public_ws_base_url:match("^wss?://([^/:]+)") or ""):lower() }
+  end
+  for _, h in ipairs(allowed) do if h:lower() == host then return true end end
+  return false
+end
+
+function M:redirect(conn, rec, with_target)
+  if not (self.cfg.redirect_enabled and rec.relayWsBaseUrl ~= self.cfg.public_ws_base_url
+          and self:redirect_allowed(rec.relayWsBaseUrl)) then return false end
+  self.obs:inc("relay_client_redirect_total")
+  self.hub:status(conn, "RELAY_REDIRECT", "Workspace is assigned to a different relay instance",
+                  { relayWsBaseUrl = rec.relayWsBaseUrl, runtimeTargetId = with_target and conn.runtime_target_id or nil })
+  return true
+end
+
+-- Right after the upgrade: a client whose daemon is elsewhere is told where.
+function M:client_joined(conn)
+  if conn.role ~= "client" or not conn.runtime_target_id or not self.cfg.redirect_enabled then return end
+  local s = conn.scope
+  if s.daemon then return end
+  local rec = self:remote_daemon(conn.workspace_id, conn.runtime_target_id)
+  if rec then self:redirect(conn, rec, false) end
+end
+
+-- A client frame with no local daemon: redirect and/or carry it over the bus. true if the
+-- daemon is on another relay.
+function M:client_to_remote(conn, s, text)
+  local rec = self:remote_daemon(s.workspace_id, s.runtime_target_id)
+  if not rec then return false end
+  local redirected = self:redirect(conn, rec, true)
+  local carried = self.cfg.bus_enabled and self:publish(rec.relayId, "client_to_daemon", s, conn.claims.machineId, text)
+  return redirected or carried
+end
+
+-- ---- the bus ----
+
+local function signing_input(e)
+  return table.concat({ e.workspaceId, e.runtimeTargetId or "", e.machineId or "", e.sourceRelayId, e.targetRelayId,
+                        e.direction, tostring(e.issuedAtMs), e.payload }, "\n")
+end
+
+function M:sign(e) return relay.base64.encode(relay.crypto.hmac_sha256(self.cfg.relay_bus_hmac_key, signing_input(e)), true) end
+
+function M:publish(target, direction, s, machine_id, payload)
+  local e = { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id, machineId = machine_id,
+              sourceRelayId = self.cfg.relay_id, targetRelayId = target, direction = direction, payload = payload,
+              issuedAtMs = now_ms() }
+  e.signature = self:sign(e)
+  local ok, err = self.transport:publish(target, encode(e))
+  if not ok then self:failed("bus", err); return false end
+  self.obs:inc("relay_bus_published_total")
+  if direction == "client_to_daemon" then self.obs:inc("relay_client_messages_routed_bus_total") end
+  return true
+end
+
+-- A remote owner: daemon frames for it go back over the bus to its relay.
+function M:remote_owner(relay_id) return { remote = relay_id, closing = false } end
+
+-- bus.ts receive checks: target, signature, skew, size, replay. nil plus why when rejected.
+function M:accept(raw)
+  local ok, e = pcall(cjson.decode, raw)
+  if not ok or type(e) ~= "table" then return nil, "not JSON" end
+  if e.targetRelayId ~= self.cfg.relay_id then return nil, "foreign target" end
+  for _, k in ipairs { "workspaceId", "sourceRelayId", "direction", "payload", "signature" } do
+    if type(e[k]) ~= "string" then return nil, "missing " .. k end
+  end
+  if type(e.issuedAtMs) ~= "number" then return nil, "missing issuedAtMs" end
+  if not relay.crypto.constant_time_equal(e.signature, self:sign(e)) then return nil, "bad signature" end
+  if math.abs(now_ms() - e.issuedAtMs) > self.cfg.relay_bus_signature_max_skew_ms then return nil, "clock skew" end
+  if #e.payload > self.cfg.relay_max_frame_bytes then return nil, "payload too large" end
+  local stream = e.sourceRelayId .. "\0" .. e.workspaceId .. "\0" .. (e.runtimeTargetId or "")
+  local id = stream .. "\0" .. e.signature
+  if self.seen[id] or (self.last_issued[stream] or 0) > e.issuedAtMs then return nil, "replay" end
+  if self.nseen > 100000 then self.seen, self.nseen = {}, 0 end -- bounded; last_issued still guards order
+  self.seen[id], self.nseen = true, self.nseen + 1
+  self.last_issued[stream] = e.issuedAtMs
+  return e
+end
+
+function M:deliver(raw)
+  local e, why = self:accept(raw)
+  if not e then
+    self.obs:inc("relay_bus_rejected_total")
+    return self.obs:log("warn", "bus_envelope_rejected", { reason = why })
+  end
+  self.obs:inc("relay_bus_received_total")
+  local hub = self.hub
+  local s = hub.scopes[hub.scope_key(e.workspaceId, e.runtimeTargetId)]
+  if e.direction == "client_to_daemon" then
+    if not (s and s.daemon) then return self.obs:inc("relay_bus_undeliverable_total") end
+    hub:from_remote_client(s, self:remote_owner(e.sourceRelayId), e.payload)
+  elseif e.direction == "daemon_to_clients" and s then
+    hub:from_remote_daemon(s, e.payload)
+  end
+end
+
+-- The consumer: runs while the relay has connections, pulls, delivers, backs off on errors.
+function M:run()
+  local backoff = 0
+  while true do
+    if self.hub.nconns == 0 then
+      relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
+    else
+      local batch, err = self.transport:pull()
+      if not batch then
+        self:failed("bus", err)
+        backoff = math.min(10, backoff == 0 and 1 or backoff * 2)
+        relay.sleep(backoff)
+      else
+        backoff = 0
+        for _, raw in ipairs(batch) do self:deliver(raw) end
+        if #batch == 0 and self.cfg.backplane == "server" then relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000) end
+      end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,155 @@
+-- The workspace relay's settings: the original's env names (Viewport services/relay config.ts)
+-- declared as flags, so each one is also --name and listed by --help; then the derived config
+-- (modes inferred the way the original infers them).
+local M = {}
+
+-- { env, default, help }. Booleans are strings ("" = unset) so that unset can mean "infer".
+local decls = {
+  { "HOST", "127.0.0.1", "address to listen on" },
+  { "PORT", "", "port to listen on (default 7781)" },
+  { "RELAY_LISTEN_PORT", "", "the docs' name for PORT (PORT wins when both are set)" },
+  { "RELAY_MODE", "dev", "dev, staging or prod (dev: ?token= accepted, verbose /health and /state)" },
+  { "SERVER_URL", "https://getviewport.test", "platform base URL: admission POSTs to $SERVER_URL/api/runtime/internal/relay/validate" },
+  { "RELAY_VALIDATE_URL", "", "the full admission URL (the docs' name; overrides SERVER_URL for admission)" },
+  { "RELAY_INTERNAL_KEY", "", "shared secret sent as x-relay-internal-key to the platform" },
+  { "RELAY_ADMISSION", "", "validate, jwks, or jwks,validate (default: validate; jwks when only RELAY_JWKS_URL is set)" },
+  { "RELAY_JWKS_URL", "", "JWKS document for local JWT verification (RS256, ES256, EdDSA)" },
+  { "RELAY_JWT_ISSUER", "", "required iss of locally verified tokens (empty: not checked)" },
+  { "RELAY_JWT_AUDIENCE", "", "required aud of locally verified tokens (empty: not checked)" },
+  { "RELAY_JWKS_REFRESH_MS", 300000, "how long fetched keys are trusted before a refetch" },
+  { "RELAY_ADMISSION_TIMEOUT_MS", 2000, "admission call timeout" },
+  { "RELAY_ADMISSION_MAX_RESPONSE_BYTES", 262144, "largest admission answer accepted" },
+  { "MAX_LOGS", 400, "entries kept in the /logs ring" },
+  { "RELAY_ADMIN_TOKEN", "", "bearer token for /state, /logs, /metrics" },
+  { "RELAY_ENABLE_ADMIN_HTTP", "", "1 to serve /state, /logs, /metrics (default off: 404)" },
+  { "RELAY_HEALTH_VERBOSE", "", "extra /health and /state fields (default: on in dev mode)" },
+  { "RELAY_STATE_INCLUDE_CLIENT_IDS", "", "clientIds in /state (default: on in dev mode)" },
+  { "RELAY_MAX_TOTAL_CONNECTIONS", 2000, "open WebSockets, all together (503 above)" },
+  { "RELAY_MAX_CONNECTIONS_PER_IP", 50, "open WebSockets per client address (429 above)" },
+  { "RELAY_MAX_CLIENTS_PER_WORKSPACE", 100, "clients per workspace scope (429 above)" },
+  { "RELAY_MAX_FRAME_BYTES", 1048576, "largest message (close 1009 above)" },
+  { "RELAY_MAX_PENDING_BYTES", 4194304, "bytes queued to a slow consumer before close 4008 buffer overflow" },
+  { "RELAY_UPGRADE_RATE_PER_MINUTE", 120, "upgrades per client address per minute (429 above)" },
+  { "RELAY_UPGRADE_BUCKET_MAX", 50000, "addresses the upgrade limiter tracks" },
+  { "RELAY_KEX_INIT_RATE_PER_MINUTE", 60, "key-exchange inits per client connection per minute" },
+  { "RELAY_KEX_RATE_LIMITER_MAX_KEYS", 20000, "keys the key-exchange limiter tracks" },
+  { "RELAY_PAIRING_RATE_PER_MINUTE", 30, "pairing frames per client connection per minute" },
+  { "RELAY_PAIRING_RATE_LIMITER_MAX_KEYS", 20000, "keys the pairing limiter tracks" },
+  { "RELAY_RUNTIME_RATE_PER_MINUTE", 240, "client E2EE frames per clientId per minute (token bucket)" },
+  { "RELAY_RUNTIME_RATE_LIMITER_MAX_KEYS", 20000, "keys the runtime limiter tracks" },
+  { "RELAY_RUNTIME_RATE_PER_MINUTE_WORKSPACE", 1200, "client E2EE frames per workspace per minute (token bucket)" },
+  { "RELAY_RUNTIME_WORKSPACE_RATE_LIMITER_MAX_KEYS", 10000, "keys the workspace runtime limiter tracks" },
+  { "RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE", 2400, "daemon frames per workspace per minute (token bucket)" },
+  { "RELAY_DAEMON_RATE_LIMITER_MAX_KEYS", 10000, "accepted for compatibility: the daemon bucket is per scope and goes with it" },
+  { "RELAY_PAIRING_REQUEST_TRACK_MAX", 2048, "pairing requests remembered per scope" },
+  { "RELAY_SESSION_OWNER_TRACK_MAX", 4096, "session owners and key-exchange requests remembered per scope" },
+  { "RELAY_PING_INTERVAL_MS", 30000, "ping every connection this often" },
+  { "RELAY_PONG_TIMEOUT_MS", 10000, "no pong this long after a ping: terminate" },
+  { "RELAY_IDLE_TIMEOUT_MS", 300000, "nothing received this long: terminate" },
+  { "RELAY_EMPTY_WORKSPACE_TTL_MS", 120000, "empty scopes are forgotten after this" },
+  { "RELAY_CLEANUP_INTERVAL_MS", 30000, "how often empty scopes are looked for" },
+  { "RELAY_ID", "", "this relay's id (default HOST:PORT:<12 hex>)" },
+  { "RELAY_TLS_HOST", "getviewport.test", "host name in the default public WebSocket URL" },
+  { "RELAY_PUBLIC_WS_BASE_URL", "", "this relay's public WebSocket URL (default ws://RELAY_TLS_HOST:PORT/ws)" },
+  { "RELAY_BACKPLANE_MODE", "", "single, server or redis (default: server if RELAY_INTERNAL_KEY, bus or presence sync is set, else single)" },
+  { "RELAY_REDIS_URL", "", "Redis for RELAY_BACKPLANE_MODE=redis" },
+  { "RELAY_REDIS_KEY_PREFIX", "viewport:relay", "prefix of every Redis key" },
+  { "RELAY_REDIS_PRESENCE_TTL_MS", 45000, "lifetime of a presence key" },
+  { "RELAY_REDIS_QUEUE_MAX", 10000, "per-relay queue length bound (LTRIM)" },
+  { "RELAY_PRESENCE_SYNC_ENABLED", "", "publish and look up daemon presence (default: on unless single)" },
+  { "RELAY_PRESENCE_SYNC_INTERVAL_MS", 20000, "presence refresh period" },
+  { "RELAY_BUS_ENABLED", "", "carry frames between relays (default off)" },
+  { "RELAY_BUS_HMAC_KEY", "", "key that signs bus envelopes (required with the bus)" },
+  { "RELAY_BUS_POLL_INTERVAL_MS", 250, "bus poll period" },
+  { "RELAY_BUS_PULL_LIMIT", 200, "envelopes taken per pull" },
+  { "RELAY_BUS_PULL_WAIT_MS", 1000, "blocking pull wait" },
+  { "RELAY_BUS_SIGNATURE_MAX_SKEW_MS", 15000, "envelopes older or newer than this are rejected" },
+  { "RELAY_CLIENT_REDIRECT_ENABLED", "", "tell clients to reconnect to the relay holding their daemon (default: on unless single)" },
+  { "RELAY_REDIRECT_ALLOWED_HOSTS", "", "hosts a redirect may name (comma list)" },
+}
+
+M.flags = {}
+for _, d in ipairs(decls) do
+  M.flags[#M.flags + 1] = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3] }
+end
+
+local truthy = { ["1"] = true, ["true"] = true, yes = true, on = true }
+local function bool(v, default)
+  v = (v or ""):match("^%s*(.-)%s*$"):lower()
+  if v == "" then return default end
+  return truthy[v] == true
+end
+
+local function csv(v)
+  local out = {}
+  for item in (v or ""):gmatch("[^,]+") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then out[#out + 1] = item end
+  end
+  return out
+end
+
+function M.port(f)
+  local p = f.port ~= "" and f.port or f.relay_listen_port ~= "" and f.relay_listen_port or "7781"
+  return tonumber(p) or error("PORT: '" .. p .. "' is not a port number", 0)
+end
+
+function M.listen(f) return f.host .. ":" .. M.port(f) end
+
+-- The config the relay runs with. Errors (as the original does) on combinations that cannot work.
+function M.resolve(f, random_hex)
+  local c = {}
+  for k, v in pairs(f) do c[k] = v end
+  c.mode = f.relay_mode
+  if c.mode ~= "dev" and c.mode ~= "staging" and c.mode ~= "prod" then
+    error("RELAY_MODE must be dev, staging or prod, not '" .. c.mode .. "'", 0)
+  end
+  local dev = c.mode == "dev"
+  c.port = M.port(f)
+  c.server_url = f.server_url:gsub("/+$", "")
+  -- Only the docs' RELAY_VALIDATE_URL given (the seed's docker line): the platform's base for the
+  -- other internal calls (presence, bus, workers) is that URL without its path.
+  local suffix = "/api/runtime/internal/relay/validate"
+  if f.server_url == "https://getviewport.test" and f.relay_validate_url:sub(-#suffix) == suffix then
+    c.server_url = f.relay_validate_url:sub(1, -#suffix - 1)
+  end
+  c.validate_url = f.relay_validate_url ~= "" and f.relay_validate_url
+    or c.server_url .. "/api/runtime/internal/relay/validate"
+  c.admission = csv(f.relay_admission ~= "" and f.relay_admission
+    or (f.relay_jwks_url ~= "" and f.relay_validate_url == "" and f.server_url == "https://getviewport.test") and "jwks"
+    or "validate")
+  for _, a in ipairs(c.admission) do
+    if a ~= "validate" and a ~= "jwks" then error("RELAY_ADMISSION: unknown step '" .. a .. "' (validate, jwks)", 0) end
+    if a == "jwks" and f.relay_jwks_url == "" then error("RELAY_ADMISSION=jwks needs RELAY_JWKS_URL", 0) end
+  end
+  c.admin_enabled = bool(f.relay_enable_admin_http, false)
+  c.health_verbose = bool(f.relay_health_verbose, dev)
+  c.include_client_ids = bool(f.relay_state_include_client_ids, dev)
+  c.internal_key = f.relay_internal_key:match("^%s*(.-)%s*$")
+  c.relay_id = f.relay_id ~= "" and f.relay_id or ("%s:%d:%s"):format(f.host, c.port, random_hex)
+  c.public_ws_base_url = f.relay_public_ws_base_url ~= "" and f.relay_public_ws_base_url
+    or ("ws://%s:%d/ws"):format(f.relay_tls_host, c.port)
+  local bus_flag, presence_flag = bool(f.relay_bus_enabled, false), bool(f.relay_presence_sync_enabled, false)
+  c.backplane = f.relay_backplane_mode ~= "" and f.relay_backplane_mode
+    or ((c.internal_key ~= "" or bus_flag or presence_flag) and "server" or "single")
+  if c.backplane ~= "single" and c.backplane ~= "server" and c.backplane ~= "redis" then
+    error("RELAY_BACKPLANE_MODE must be single, server or redis, not '" .. c.backplane .. "'", 0)
+  end
+  local multi = c.backplane ~= "single"
+  c.presence_enabled = multi and bool(f.relay_presence_sync_enabled, true)
+  c.bus_enabled = multi and bool(f.relay_bus_enabled, false)
+  c.redirect_enabled = multi and bool(f.relay_client_redirect_enabled, true)
+  c.redirect_allowed_hosts = csv(f.relay_redirect_allowed_hosts)
+  if multi and c.internal_key == "" then
+    error("RELAY_INTERNAL_KEY is required when RELAY_BACKPLANE_MODE=" .. c.backplane, 0)
+  end
+  if c.backplane == "redis" and f.relay_redis_url == "" then
+    error("RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis", 0)
+  end
+  if c.bus_enabled and f.relay_bus_hmac_key == "" then
+    error("RELAY_BUS_HMAC_KEY is required when the bus is enabled", 0)
+  end
+  return c
+end
+
+return M

@@ -1,0 +1,443 @@
+-- The workspace relay's registry and routing (the original's registry.ts, relay-routing.ts,
+-- relay-connection-admission.ts). A scope is workspaceId[:runtimeTargetId]: one daemon, its
+-- clients, and who owns which key exchange, session and pairing request. Client frames go to the
+-- scope's daemon verbatim; daemon frames go to the one client that owns them, never to all.
+local relay = require "relay"
+local core = require "relay.core"
+local cjson = require "cjson"
+local frames = require "relay.workspace.frames"
+local limits = require "relay.workspace.limits"
+
+local M = {}
+M.__index = M
+
+local encode = cjson.encode
+
+-- A map that forgets its oldest keys beyond max (session owners, pending requests).
+local Bounded = {}
+Bounded.__index = Bounded
+local function bounded(max, on_evict)
+  return setmetatable({ map = {}, keys = {}, first = 1, last = 0, max = max, on_evict = on_evict }, Bounded)
+end
+function Bounded:get(k) return self.map[k] end
+function Bounded:set(k, v)
+  if self.map[k] == nil then
+    self.last = self.last + 1
+    self.keys[self.last] = k
+    if self.last - self.first + 1 > self.max then
+      local old = self.keys[self.first]
+      self.keys[self.first], self.first = nil, self.first + 1
+      if self.map[old] ~= nil and self.on_evict then self.on_evict(old) end
+      self.map[old] = nil
+    end
+  end
+  self.map[k] = v
+end
+function Bounded:take(k)
+  local v = self.map[k]
+  self.map[k] = nil
+  return v
+end
+
+function M.new(cfg, obs)
+  local minute = 60
+  return setmetatable({
+    cfg = cfg, obs = obs, scopes = {}, conns = {}, nconns = 0, per_ip = {}, nscopes = 0,
+    kex_limit = limits.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
+    pairing_limit = limits.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
+    runtime_limit = limits.bucket(cfg.relay_runtime_rate_per_minute, cfg.relay_runtime_rate_limiter_max_keys),
+    runtime_ws_limit = limits.bucket(cfg.relay_runtime_rate_per_minute_workspace,
+                                     cfg.relay_runtime_workspace_rate_limiter_max_keys),
+    -- The C side (core/hub): E2EE frames of a daemon reach their session's owner without Lua,
+    -- and its per-scope token bucket is the daemon limit for every daemon and worker frame.
+    fast = core.hub_new(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_max_pending_bytes),
+    remote = nil, -- the backplane, when there is one (relay.workspace.backplane)
+  }, M)
+end
+
+function M.scope_key(workspace_id, runtime_target_id)
+  return runtime_target_id and (workspace_id .. ":" .. runtime_target_id) or workspace_id
+end
+
+function M:scope(workspace_id, runtime_target_id)
+  local key = M.scope_key(workspace_id, runtime_target_id)
+  local s = self.scopes[key]
+  if not s then
+    s = { key = key, workspace_id = workspace_id, runtime_target_id = runtime_target_id, clients = {}, nclients = 0,
+          kex = bounded(self.cfg.relay_session_owner_track_max), owners = self:owner_table(key),
+          pairing = bounded(self.cfg.relay_pairing_request_track_max), subs = {}, generation = -1,
+          last_activity = relay.time() }
+    self.scopes[key] = s
+    self.nscopes = self.nscopes + 1
+  end
+  return s
+end
+
+-- Session owners, mirrored into the C hub (which forgets what the table forgets).
+function M:owner_table(key)
+  local fast = self.fast
+  return bounded(self.cfg.relay_session_owner_track_max, function(session) fast:own(key, session, nil) end)
+end
+
+function M:set_owner(s, session, owner)
+  s.owners:set(session, owner)
+  self.fast:own(s.key, session, owner and owner.ws and not owner.closing and owner.ws or nil)
+end
+
+function M:client_count(workspace_id, runtime_target_id)
+  local s = self.scopes[M.scope_key(workspace_id, runtime_target_id)]
+  return s and s.nclients or 0
+end
+
+function M:ip_count(ip) return self.per_ip[ip] or 0 end
+
+-- ---- sending ----
+
+function M:status(conn, code, message, extra)
+  local p = { type = "relay_status", code = code, message = message, workspaceId = conn.workspace_id }
+  for k, v in pairs(extra or {}) do p[k] = v end
+  self:send(conn, encode(p))
+end
+
+-- Closes a connection from any task; its own task sees recv() end and unregisters it.
+function M:close(conn, code, reason)
+  if conn.closing then return end
+  conn.closing = true
+  conn.ws:close(code, reason)
+end
+
+-- The original's safeSend: a consumer that has more than RELAY_MAX_PENDING_BYTES unread is cut
+-- off with 4008 "buffer overflow" instead of slowing the sender down.
+function M:send(conn, text)
+  if conn.closing then return false end
+  if conn.ws:buffered() > self.cfg.relay_max_pending_bytes then
+    self.obs:inc("relay_ws_slow_client_terminated_total")
+    self.obs:log("warn", "slow_client_terminated", { connectionId = conn.id, role = conn.role,
+                                                     buffered = conn.ws:buffered() })
+    conn.overflow = true
+    self:close(conn, 4008, "buffer overflow")
+    return false
+  end
+  return conn.ws:send(text) ~= nil
+end
+
+-- ---- joining and leaving ----
+
+local function effective_target(conn)
+  return conn.runtime_target_id or conn.claims.runtimeTargetId
+end
+
+-- After the upgrade: the claim checks of relay-connection-admission.ts. Returns true, or nil
+-- plus the 4008 reason.
+function M:register(conn)
+  local c = conn.claims
+  if not c.workspaceId then return nil, "missing workspace claim" end
+  if c.workspaceId ~= conn.workspace_id then return nil, "workspace claim mismatch" end
+  if conn.runtime_target_id and c.runtimeTargetId and c.runtimeTargetId ~= conn.runtime_target_id then
+    return nil, "runtime target claim mismatch"
+  end
+  conn.runtime_target_id = effective_target(conn)
+  if conn.role == "client" and not c.scope then return nil, "invalid scope claim" end
+  local needs_target = conn.role == "workspace-daemon" or
+    (conn.role == "client" and (c.scope == "runtime" or c.scope == "session-events"))
+  if needs_target and not conn.runtime_target_id then
+    self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
+    return nil, "missing runtime target claim"
+  end
+  local s = self:scope(conn.workspace_id, conn.runtime_target_id)
+  if conn.role == "workspace-daemon" then
+    if s.daemon and not s.daemon.closing then return nil, "daemon already connected" end
+    local gen = tonumber(c.daemonIssueGeneration)
+    if gen and gen < s.generation then return nil, "stale daemon generation" end
+    if gen then s.generation = gen end
+    s.daemon = conn
+    s.kex = bounded(self.cfg.relay_session_owner_track_max)
+    self.fast:clear(s.key)
+    s.owners = self:owner_table(s.key)
+    self.fast:tap(conn.ws, s.key, c.e2eeProfile)
+    if self.remote then self.remote:daemon_up(s, conn) end
+  elseif conn.role == "client" then
+    self.fast:peer(conn.ws)
+    s.clients[conn] = true
+    s.nclients = s.nclients + 1
+  end
+  conn.scope = s
+  s.empty_since = nil
+  s.last_activity = relay.time()
+  return true
+end
+
+-- Counted from the upgrade on, so the per-IP and total limits see connections being admitted.
+function M:count_in(conn)
+  self.conns[conn] = true
+  self.nconns = self.nconns + 1
+  self.per_ip[conn.ip] = (self.per_ip[conn.ip] or 0) + 1
+end
+
+function M:unregister(conn)
+  if not self.conns[conn] then return end
+  self.conns[conn] = nil
+  self.nconns = self.nconns - 1
+  local n = self.per_ip[conn.ip] - 1
+  self.per_ip[conn.ip] = n > 0 and n or nil
+  local s = conn.scope
+  if not s then return end
+  if s.daemon == conn then
+    s.daemon = nil
+    if self.remote then self.remote:daemon_down(s, conn) end
+  end
+  if s.clients[conn] then
+    s.clients[conn] = nil
+    s.nclients = s.nclients - 1
+  end
+  for _, subs in pairs(s.subs) do subs[conn] = nil end
+  if not s.daemon and s.nclients == 0 then s.empty_since = relay.now() end
+end
+
+-- ---- client -> daemon ----
+
+local INVALID = "client frame must be a valid runtime or pairing control frame"
+
+local scope_rules = {
+  pairing = function(kind) return kind == "pairing" or nil, "pairing scope only" end,
+  runtime = function(kind) return kind ~= "pairing" or nil, "runtime scope only" end,
+  ["session-events"] = function(kind) return frames.session_kinds[kind] or nil, "session-events scope only" end,
+}
+
+function M:daemon_unavailable(conn)
+  if not conn.runtime_target_id then
+    return self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
+  end
+  self:status(conn, "DAEMON_UNAVAILABLE", "No machine runtime is connected for this runtime target",
+              { retryable = true, runtimeTargetId = conn.runtime_target_id, machineId = conn.claims.machineId })
+end
+
+-- Returns nil, or the 4008 reason when the frame breaks a limit.
+function M:client_limits(conn, kind, now)
+  local per_conn = "ws:" .. (conn.claims.clientId or conn.id) .. ":" .. conn.ip
+  if kind == "kex_init" and not self.kex_limit:allow(per_conn, now) then
+    self.obs:inc("relay_frames_client_kex_rate_limited_total")
+    return "key exchange rate limit exceeded"
+  end
+  if kind == "pairing" and not self.pairing_limit:allow(per_conn, now) then
+    self.obs:inc("relay_frames_client_pairing_rate_limited_total")
+    return "pairing rate limit exceeded"
+  end
+  if kind == "e2ee" and not (self.runtime_limit:allow(conn.claims.clientId or conn.id, now)
+                             and self.runtime_ws_limit:allow(conn.workspace_id, now)) then
+    self.obs:inc("relay_frames_client_runtime_rate_limited_total")
+    return "runtime rate limit exceeded"
+  end
+end
+
+function M:client_frame(conn, text)
+  local f = frames.parse(text)
+  local kind = f and frames.client_kind(f)
+  if not kind then
+    self.obs:inc("relay_frames_client_rejected_total")
+    return self:status(conn, "INVALID_FRAME", INVALID)
+  end
+  local rule = scope_rules[conn.claims.scope]
+  if rule then
+    local ok, why = rule(kind)
+    if not ok then return self:close(conn, 4008, why) end
+  end
+  if f.profile and conn.claims.e2eeProfile and f.profile ~= conn.claims.e2eeProfile then
+    return self:close(conn, 4008, "e2ee profile mismatch")
+  end
+  local limited = self:client_limits(conn, kind, relay.now())
+  if limited then return self:close(conn, 4008, limited) end
+  local s = conn.scope
+  s.last_activity = relay.time()
+  if kind == "subscribe" then
+    if not self:channel_allowed(conn, f.channel) then
+      return self:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
+                                      reason = "CHANNEL_NOT_AUTHORIZED" })
+    end
+    s.subs[f.channel] = s.subs[f.channel] or {}
+    s.subs[f.channel][conn] = true
+  elseif kind == "unsubscribe" then
+    if s.subs[f.channel] then s.subs[f.channel][conn] = nil end
+  elseif kind == "presence" then
+    return self:fan_out(s, f.channel, text, conn)
+  elseif kind == "kex_init" then
+    s.kex:set(f.requestId, conn)
+  elseif kind == "pairing" then
+    s.pairing:set(f.requestId, conn)
+  end
+  self:to_daemon(conn, s, text)
+end
+
+function M:channel_allowed(conn, ch)
+  for _, allowed in ipairs(type(conn.claims.sessionChannels) == "table" and conn.claims.sessionChannels or {}) do
+    if allowed == ch then return true end
+  end
+  return false
+end
+
+function M:to_daemon(conn, s, text)
+  if s.daemon and not s.daemon.closing then
+    if self:send(s.daemon, text) then
+      self.obs:inc("relay_frames_client_to_daemon_total")
+      self.obs:inc("relay_bytes_client_to_daemon_total", #text)
+    end
+    return
+  end
+  if self.remote and self.remote:client_to_remote(conn, s, text) then return end
+  self.obs:inc("relay_client_messages_dropped_total")
+  self:daemon_unavailable(conn)
+end
+
+-- ---- daemon -> clients ----
+
+-- To one owner: a local connection, or (a client on another relay) over the bus.
+function M:deliver(s, conn, text)
+  if conn and conn.remote then return self.remote:publish(conn.remote, "daemon_to_clients", s, nil, text) end
+  if conn and not conn.closing and self:send(conn, text) then
+    self.obs:inc("relay_frames_daemon_to_clients_total")
+    self.obs:inc("relay_bytes_daemon_to_clients_total", #text)
+    return true
+  end
+  return false
+end
+
+function M:fan_out(s, ch, text, except)
+  local n = 0
+  for sub in pairs(s.subs[ch] or {}) do
+    if sub ~= except and self:deliver(s, sub, text) then n = n + 1 end
+  end
+  return n
+end
+
+-- Routes one daemon frame within scope s; returns true if someone got it.
+function M:route_daemon(s, f, kind, text)
+  if kind == "kex_response" then
+    local owner = s.kex:take(f.requestId)
+    if owner and not owner.closing then self:set_owner(s, f.sessionId, owner) end
+    return self:deliver(s, owner, text)
+  elseif kind == "e2ee" or kind == "key_update" then
+    return self:deliver(s, s.owners:get(f.sessionId), text)
+  elseif kind == "pairing_response" then
+    return self:deliver(s, s.pairing:take(f.requestId), text)
+  elseif kind == "session_event" then
+    return self:fan_out(s, f.channel, text) > 0
+  end
+  return false
+end
+
+function M:daemon_frame(conn, text)
+  if not self.fast:allow(conn.scope.key) then
+    self.obs:inc("relay_frames_daemon_rate_limited_total")
+    return self:close(conn, 4008, "daemon rate limit exceeded")
+  end
+  local f = frames.parse(text)
+  local kind = f and frames.daemon_kind(f)
+  if not kind then
+    self.obs:inc("relay_frames_daemon_rejected_total")
+    return self.obs:log("warn", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, reason = "invalid" })
+  end
+  if frames.weaker(f.profile, conn.claims.e2eeProfile) then
+    return self:close(conn, 4008, "e2ee profile downgrade")
+  end
+  conn.scope.last_activity = relay.time()
+  if not self:route_daemon(conn.scope, f, kind, text) then
+    self.obs:inc("relay_frames_daemon_unroutable_total")
+    self.obs:log("debug", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, kind = kind })
+  end
+end
+
+-- ---- frames that crossed relays (relay.workspace.backplane) ----
+
+-- A client on another relay spoke to this scope's daemon: its relay checked the frame; here
+-- the requests it opens are remembered as owned by that relay.
+function M:from_remote_client(s, owner, text)
+  local f = frames.parse(text)
+  local kind = f and frames.client_kind(f)
+  if not kind then return self.obs:inc("relay_bus_undeliverable_total") end
+  if kind == "kex_init" then s.kex:set(f.requestId, owner)
+  elseif kind == "pairing" then s.pairing:set(f.requestId, owner)
+  elseif kind == "subscribe" then
+    -- one subscriber per remote relay: it fans the channel's events out to its own clients
+    s.remote_subs = s.remote_subs or {}
+    local marker = s.remote_subs[owner.remote] or owner
+    s.remote_subs[owner.remote] = marker
+    s.subs[f.channel] = s.subs[f.channel] or {}
+    s.subs[f.channel][marker] = true
+  end
+  if not (s.daemon and not s.daemon.closing and self:send(s.daemon, text)) then
+    return self.obs:inc("relay_bus_undeliverable_total")
+  end
+  self.obs:inc("relay_frames_client_to_daemon_total")
+  self.obs:inc("relay_bytes_client_to_daemon_total", #text)
+end
+
+-- The daemon on another relay answered one of this relay's clients.
+function M:from_remote_daemon(s, text)
+  local f = frames.parse(text)
+  local kind = f and frames.daemon_kind(f)
+  if not (kind and self:route_daemon(s, f, kind, text)) then self.obs:inc("relay_bus_undeliverable_total") end
+end
+
+-- ---- timers ----
+
+-- Terminates (no close frame, as ws.terminate()) connections idle longer than the idle
+-- timeout and those that sent nothing, not even a pong, within the pong timeout of a ping.
+function M:reap(now)
+  local cfg = self.cfg
+  for conn in pairs(self.conns) do
+    if conn.ws and not conn.closing then
+      local since_ping = conn.pinged_at and now - conn.pinged_at
+      local stale = since_ping and conn.ws:idle() > since_ping and since_ping >= cfg.relay_pong_timeout_ms / 1000
+      local idle = conn.ws:silent() >= cfg.relay_idle_timeout_ms / 1000
+      if stale or idle then
+        self.obs:inc(stale and "relay_ws_stale_terminated_total" or "relay_ws_idle_terminated_total")
+        self.obs:log("info", stale and "ws_stale_terminated" or "ws_idle_terminated", { connectionId = conn.id, role = conn.role })
+        conn.closing = true
+        conn.ws:terminate()
+      end
+    end
+  end
+end
+
+-- Every ping interval: ping everyone, sweep the limiters.
+function M:ping_all(now)
+  for conn in pairs(self.conns) do
+    if conn.ws and not conn.closing then
+      conn.pinged_at = now
+      conn.ws:ping()
+    end
+  end
+  for _, l in ipairs { self.kex_limit, self.pairing_limit, self.runtime_limit, self.runtime_ws_limit } do
+    l:sweep(now)
+  end
+end
+
+function M:evict(now)
+  for key, s in pairs(self.scopes) do
+    if s.empty_since and now - s.empty_since >= self.cfg.relay_empty_workspace_ttl_ms / 1000 then
+      self.scopes[key] = nil
+      self.fast:clear(key)
+      self.nscopes = self.nscopes - 1
+      self.obs:inc("relay_workspace_evictions_total")
+    end
+  end
+end
+
+function M:snapshot(include_ids)
+  local out = {}
+  for _, s in pairs(self.scopes) do
+    local ids
+    if include_ids then
+      ids = {}
+      for c in pairs(s.clients) do ids[#ids + 1] = c.claims.clientId or c.id end
+      table.sort(ids)
+    end
+    out[#out + 1] = { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id or cjson.null,
+                      daemonConnected = s.daemon ~= nil, clientCount = s.nclients, clientIds = ids,
+                      lastActivityAt = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(s.last_activity)) }
+  end
+  table.sort(out, function(a, b) return a.workspaceId .. tostring(a.runtimeTargetId) < b.workspaceId .. tostring(b.runtimeTargetId) end)
+  return out
+end
+
+return M

@@ -1,0 +1,78 @@
+-- What the workspace relay tells operators: counters under the original's names (rendered the
+-- original's way: "# TYPE n counter" and "n v", no HELP, no labels), and a ring of recent log
+-- entries for /logs with secret-looking detail keys redacted. Every entry also goes to the host
+-- log (JSON on stderr).
+local relay = require "relay"
+
+local M = {}
+M.__index = M
+
+-- The original's redaction rule (logger.ts): any key naming a secret or a payload.
+local secret_words = { "authorization", "credential", "token", "secret", "password", "api_key", "api-key",
+                       "apikey", "private_key", "private-key", "privatekey", "signature", "payload", "body",
+                       "content", "frame", "message" }
+
+local function redacted_key(k)
+  k = tostring(k):lower()
+  for _, w in ipairs(secret_words) do if k:find(w, 1, true) then return true end end
+  return false
+end
+
+local function redact(details)
+  local out = {}
+  for k, v in pairs(details or {}) do out[k] = redacted_key(k) and "[redacted]" or v end
+  return out
+end
+M.redact = redact
+
+function M.new(max_logs)
+  return setmetatable({ counters = {}, order = {}, logs = {}, max_logs = max_logs, next_log = 1 }, M)
+end
+
+function M:inc(name, by)
+  local c = self.counters
+  if c[name] == nil then self.order[#self.order + 1] = name; c[name] = 0 end
+  c[name] = c[name] + (by or 1)
+end
+
+function M:get(name) return self.counters[name] or 0 end
+
+function M:log(level, event, details)
+  local d = redact(details)
+  local entry = { ts = os.date("!%Y-%m-%dT%H:%M:%SZ"), level = level, event = event, details = d }
+  self.logs[self.next_log] = entry
+  self.next_log = self.next_log % self.max_logs + 1
+  relay.log[level](event, d)
+end
+
+-- Oldest first.
+function M:recent(verbose)
+  local out, n = {}, self.max_logs
+  for i = 0, n - 1 do
+    local e = self.logs[(self.next_log - 1 + i) % n + 1]
+    if e then out[#out + 1] = verbose and e or { ts = e.ts, level = e.level, event = e.event } end
+  end
+  return out
+end
+
+-- gauges: { {name, value}, ... }; counted_in_c: counters kept in C, added to the Lua ones.
+function M:render(gauges, counted_in_c)
+  local lines, names, values = {}, {}, {}
+  for _, n in ipairs(self.order) do names[#names + 1] = n; values[n] = self.counters[n] end
+  for n, v in pairs(counted_in_c or {}) do
+    if values[n] == nil then names[#names + 1] = n end
+    values[n] = (values[n] or 0) + v
+  end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    lines[#lines + 1] = "# TYPE " .. n .. " counter"
+    lines[#lines + 1] = n .. " " .. string.format("%d", values[n])
+  end
+  for _, g in ipairs(gauges) do
+    lines[#lines + 1] = "# TYPE " .. g[1] .. " gauge"
+    lines[#lines + 1] = g[1] .. " " .. string.format("%d", g[2])
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return M

@@ -1,0 +1,47 @@
+-- The worker role (managed executors): viewport.worker_transport.request/v1 frames become HTTP
+-- calls to the platform, but only under the worker's own executor path; the answer goes back as
+-- a viewport.worker_transport.response/v1 frame (403 on a denied path, 502 on a failed call).
+local relay = require "relay"
+local cjson = require "cjson"
+local frames = require "relay.workspace.frames"
+
+local M = {}
+
+local methods = { GET = true, POST = true, PATCH = true }
+
+local function request_ok(f)
+  return f.type == "viewport.worker_transport.request/v1" and type(f.requestId) == "string" and f.requestId:find("%S")
+    and methods[f.method] and type(f.path) == "string" and f.path:sub(1, 24) == "/api/runtime/workspaces/"
+    and (f.headers == nil or (type(f.headers) == "table" and f.headers[1] == nil))
+    and (f.body == nil or type(f.body) == "string")
+end
+
+local function reply(hub, conn, id, status, body)
+  hub:send(conn, cjson.encode { type = "viewport.worker_transport.response/v1", requestId = id, status = status, body = body })
+end
+
+function M.frame(hub, conn, text)
+  if not hub.fast:allow(conn.scope.key) then
+    return hub:close(conn, 4008, "daemon rate limit exceeded")
+  end
+  local f = frames.parse(text)
+  if not (f and request_ok(f)) then
+    hub.obs:inc("relay_frames_client_rejected_total")
+    return hub:status(conn, "INVALID_FRAME", "worker frame must be a valid worker transport request")
+  end
+  local prefix = ("/api/runtime/workspaces/%s/managed-executors/%s"):format(conn.workspace_id,
+    tostring(conn.claims.managedExecutorId))
+  local rest = f.path:sub(#prefix + 1)
+  if not conn.claims.managedExecutorId or f.path:sub(1, #prefix) ~= prefix or (rest ~= "" and rest:sub(1, 1) ~= "/" and rest:sub(1, 1) ~= "?") then
+    return reply(hub, conn, f.requestId, 403, cjson.encode { ok = false, reason = "PATH_NOT_ALLOWED" })
+  end
+  local headers = {}
+  for k, v in pairs(f.headers or {}) do if type(v) == "string" then headers[k] = v end end
+  headers["x-relay-internal-key"] = hub.cfg.internal_key ~= "" and hub.cfg.internal_key or nil
+  local res, err = relay.http.request { method = f.method, url = hub.cfg.server_url .. f.path, headers = headers,
+                                        body = f.body, timeout = hub.cfg.relay_admission_timeout_ms / 1000 }
+  if not res then return reply(hub, conn, f.requestId, 502, cjson.encode { ok = false, reason = tostring(err) }) end
+  reply(hub, conn, f.requestId, res.status, res.body)
+end
+
+return M

@@ -1,0 +1,142 @@
+-- workspace-relay: a drop-in for the Viewport WebSocket relay (services/relay). A workspace's
+-- daemon and its browser clients meet at GET /ws; the relay admits each one with the platform
+-- (or a JWKS), then routes their opaque E2EE frames: client frames to the scope's daemon,
+-- daemon frames to the one client that owns them. Settings are the original's env names.
+local relay = require "relay"
+local config = require "relay.workspace.config"
+local hub_mod = require "relay.workspace.hub"
+local observe = require "relay.workspace.observe"
+local admission = require "relay.workspace.admission"
+local admin = require "relay.workspace.admin"
+local limits = require "relay.workspace.limits"
+
+local app = relay.new {
+  name = "workspace-relay",
+  description = "Viewport-compatible workspace relay: GET /ws for daemons and clients, admin /health /state /logs /metrics",
+  flags = config.flags,
+  listen = config.listen,
+}
+
+local cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+local obs = observe.new(cfg.max_logs)
+local hub = hub_mod.new(cfg, obs)
+local jwks = require("relay.workspace.jwks").new(cfg, obs)
+local upgrades = limits.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
+local started = relay.now()
+
+local ROLES = { ["workspace-daemon"] = true, client = true, worker = true }
+local function valid_id(v) return type(v) == "string" and #v >= 1 and #v <= 128 and not v:find("[^%w._:-]") end
+
+-- Refusals before the upgrade: a bare status, and the connection closes.
+local function refuse(res, status, counter, event, fields)
+  if counter then obs:inc(counter) end
+  obs:inc("relay_ws_connections_rejected_total")
+  obs:log("warn", event, fields)
+  res:send(status, "", { connection = "close" })
+end
+
+-- The original's order of checks (index.ts server.on('upgrade')).
+local function admit(req, res)
+  local ip = req.peer
+  if not upgrades:allow(ip, relay.now()) then
+    return refuse(res, 429, "relay_upgrade_rate_limited_total", "upgrade_rate_limited", { ip = ip })
+  end
+  if hub.nconns >= cfg.relay_max_total_connections then
+    return refuse(res, 503, "relay_upgrade_rejected_total_connections_total", "upgrade_rejected_total_connections", { ip = ip })
+  end
+  if hub:ip_count(ip) >= cfg.relay_max_connections_per_ip then
+    return refuse(res, 429, "relay_upgrade_rejected_ip_connections_total", "upgrade_rejected_ip_connections", { ip = ip })
+  end
+  local a = req.args
+  local role, ws_id, rt_id = a.role, a.workspaceId, a.runtimeTargetId
+  if not (ROLES[role] and valid_id(ws_id) and (rt_id == nil or valid_id(rt_id))) then
+    return refuse(res, 400, "relay_upgrade_invalid_query_total", "upgrade_invalid_query", { ip = ip })
+  end
+  local token = admission.token(req, cfg.mode == "dev")
+  if not token then
+    return refuse(res, 401, "relay_upgrade_missing_auth_total", "upgrade_missing_auth", { ip = ip, role = role })
+  end
+  if role == "client" and hub:client_count(ws_id, rt_id) >= cfg.relay_max_clients_per_workspace then
+    return refuse(res, 429, "relay_upgrade_rejected_workspace_clients_total", "upgrade_rejected_workspace_clients",
+                  { ip = ip, workspaceId = ws_id })
+  end
+  local claims, why = admission.admit(cfg, jwks, token, role, ws_id, rt_id)
+  if not claims then
+    return refuse(res, 401, "relay_admission_denied_total", "admission_denied", { ip = ip, role = role, workspaceId = ws_id, reason = why })
+  end
+  obs:inc("relay_admission_ok_total")
+  return { ip = ip, role = role, workspace_id = ws_id, runtime_target_id = rt_id, claims = claims,
+           id = relay.uuid(), opened_at = relay.time() }
+end
+
+local function serve(conn)
+  local ok, why = hub:register(conn)
+  if not ok then
+    obs:log("warn", "connection_rejected", { reason = why, role = conn.role, workspaceId = conn.workspace_id })
+    conn.ws:close(4008, why)
+    return
+  end
+  obs:log("info", "ws_connected", { connectionId = conn.id, role = conn.role, workspaceId = conn.workspace_id,
+                                     runtimeTargetId = conn.runtime_target_id })
+  if hub.remote then hub.remote:client_joined(conn) end
+  local on_frame = conn.role == "workspace-daemon" and hub.daemon_frame
+    or conn.role == "worker" and require("relay.workspace.worker").frame or hub.client_frame
+  while not conn.closing do
+    local data, _, code, reason = conn.ws:recv()
+    if not data then
+      if code == 1009 then obs:inc("relay_ws_frame_too_large_total") end
+      obs:log("info", "ws_closed", { connectionId = conn.id, role = conn.role, code = code, reason = reason })
+      break
+    end
+    on_frame(hub, conn, data)
+  end
+end
+
+-- A consumer cut off for not reading gets a little time to take its close frame, then goes.
+local function linger(conn)
+  local deadline = relay.now() + 2
+  while conn.ws:buffered() > 0 and relay.now() < deadline do relay.sleep(0.05) end
+  if conn.ws:buffered() > 0 then conn.ws:terminate() end
+end
+
+app:get("/ws", function(req, res)
+  local conn = admit(req, res)
+  if not conn then return end
+  local ws, err = req:websocket("*", { max_message = cfg.relay_max_frame_bytes, going_away = "relay shutting down" })
+  if not ws then
+    obs:inc("relay_upgrade_errors_total")
+    return obs:log("warn", "upgrade_error", { reason = err })
+  end
+  conn.ws = ws
+  obs:inc("relay_ws_connections_opened_total")
+  hub:count_in(conn)
+  local ok, e = pcall(serve, conn)
+  hub:unregister(conn)
+  obs:inc("relay_ws_connections_closed_total")
+  if conn.overflow then linger(conn) end
+  if not ok then error(e, 0) end
+end)
+
+admin.mount(app, { cfg = cfg, hub = hub, obs = obs, started = started })
+
+relay.every(cfg.relay_ping_interval_ms / 1000, function()
+  hub:reap(relay.now())
+  hub:ping_all(relay.now())
+  relay.after(cfg.relay_pong_timeout_ms / 1000, function() hub:reap(relay.now()) end)
+end)
+relay.every(cfg.relay_cleanup_interval_ms / 1000, function() hub:evict(relay.now()) end)
+
+if cfg.backplane ~= "single" then
+  local backplane = require("relay.workspace.backplane").new(cfg, hub, obs)
+  hub.remote = backplane
+  relay.every(cfg.relay_presence_sync_interval_ms / 1000, function() backplane:refresh() end)
+  if cfg.bus_enabled then relay.after(0, function() backplane:run() end) end
+end
+
+app:on_init(function()
+  obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.mode, backplaneMode = cfg.backplane,
+                                     serverUrl = cfg.server_url, validateUrl = cfg.validate_url,
+                                     admission = table.concat(cfg.admission, ","), adminHttp = cfg.admin_enabled })
+end)
+
+return app
