@@ -5,101 +5,11 @@ local helpers = require "spec.helpers"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local root = io.popen("cd " .. helpers.root .. " && pwd"):read("*l") -- node runs from elsewhere
-local script = root .. "/scripts/flag-proxy.lua"
-local js = root .. "/spec/js/"
-local ENV = "1f6c9b2e-3d4a-4b5c-9e8f-0a1b2c3d4e5f"
-local KEY = "sample-server-sdk-key"
+local F = dofile(helpers.fixture("flag_proxy.lua"))
+local root, script, js, ENV, KEY = F.root, F.script, F.js, F.ENV, F.KEY
+local sh, read, b64url_decode, TARGETS, FLAGS = F.sh, F.read, F.b64url_decode, F.TARGETS, F.FLAGS
+local expected, checks_json, node, q, auth, open_stream = F.expected, F.checks_json, F.node, F.q, F.auth, F.open_stream
 local SECRET = "spec-secret-0123456789"
-
-local function sh(cmd) return os.execute(cmd) end
-local function read(path) local f = io.open(path); if not f then return nil end local s = f:read("*a"); f:close(); return s end
-local function b64url_decode(s)
-  s = s:gsub("-", "+"):gsub("_", "/")
-  return (require("mime").unb64(s .. ("="):rep((4 - #s % 4) % 4)))
-end
-
--- Targets and the values the spec's rules (§2.4) give for the sample config: worked out by hand
--- from examples/flag-proxy/config (percentage rows: murmur3 buckets, see the unit spec).
-local TARGETS = {
-  { identifier = "alice", name = "Alice", attributes = { email = "alice@example.com", country = "UK", plan = "pro", age = 34 } },
-  { identifier = "bob", name = "Bob", attributes = { email = "bob@corp.example", country = "DE", plan = "free", beta = true } },
-  { identifier = "carol", name = "Carol", attributes = { email = "carol@example.com", country = "US", plan = "enterprise" } },
-  { identifier = "dave", name = "Dave", attributes = { email = "dave@corp.example", country = "US", plan = "pro" } },
-  { identifier = "erin", name = "Erin" },
-}
-local BLUE, RED = '{"color":"blue","size":12}', '{"color":"red","size":14}'
-local FLAGS = {
-  -- flag, kind, then alice, bob, carol, dave, erin as variation identifier = value
-  { "dark-mode", "boolean", { "true", "true", "false", "false", "false" } },          -- target map; segment (included / rule / excluded)
-  { "banner-text", "string", { "hello-uk=Hello from the UK", "beta=You are in the beta", "welcome=Welcome!",
-                               "beta=You are in the beta", "welcome=Welcome!" } },     -- segment rule (equal, any case), contains
-  { "max-items", "int", { "twenty-five=25", "ten=10", "hundred=100", "twenty-five=25", "ten=10" } }, -- equal_sensitive, starts_with
-  { "theme-config", "json", { "red=" .. RED, "red=" .. RED, "blue=" .. BLUE, "blue=" .. BLUE, "blue=" .. BLUE } }, -- 50/50 by identifier (92, 54, 17, 45, 25)
-  { "new-checkout", "boolean", { "true", "true", "false", "false", "false" } },       -- prerequisite dark-mode=true
-  { "rollout-percent", "boolean", { "false", "true", "false", "false", "true" } },    -- 40/60 by email (89, 34, 61, 54); erin: identifier (25)
-  { "legacy-off", "string", { "off-value=off", "off-value=off", "off-value=off", "off-value=off", "off-value=off" } },
-  { "gated-banner", "string", { "none=none", "vip-eu=VIP Europe", "none=none", "vip=VIP", "none=none" } }, -- prerequisite + in
-}
-
-local function expected(row, i)
-  local cell = row[3][i]
-  local id, value = cell:match("^(.-)=(.*)$")
-  return id or cell, value or cell
-end
-
--- What the Node SDK returns for a value: booleans, numbers, parsed JSON.
-local function typed(kind, value)
-  if kind == "boolean" then return value == "true" end
-  if kind == "int" then return tonumber(value) end
-  if kind == "json" then return cjson.decode(value) end
-  return value
-end
-
-local function checks_json()
-  local flags = {}
-  for _, row in ipairs(FLAGS) do flags[#flags + 1] = { flag = row[1], kind = row[2] } end
-  return cjson.encode({ flags = flags, targets = TARGETS })
-end
-
-local function node(args)
-  local p = io.popen(("cd /tmp && timeout 60 node %sff-node-sdk.js %s 2>&1"):format(js, args))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function auth(host, key, target)
-  local res = host:request { method = "POST", path = "/client/auth", headers = { ["Content-Type"] = "application/json" },
-    body = cjson.encode({ apiKey = key or KEY, target = target or { identifier = "alice" } }) }
-  return res, res.status == 200 and cjson.decode(res.body).authToken or nil
-end
-
--- A raw SSE client: returns the connection after the head, and a reader of body chunks.
-local function open_stream(host, token, key)
-  local c = host:client(5)
-  c:send(("GET /stream?cluster=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nAPI-Key: %s\r\nAccept: text/event-stream\r\n\r\n")
-    :format(token, key or KEY))
-  local head = {}
-  while true do
-    local line = assert(c.sock:receive("*l"))
-    if line == "" then break end
-    head[#head + 1] = line
-  end
-  local function chunk(timeout)
-    c:settimeout(timeout or 5)
-    local size_line, err = c.sock:receive("*l")
-    if not size_line then return nil, err end
-    local size = tonumber(size_line, 16)
-    if size == 0 then return nil, "end" end
-    local data = c.sock:receive(size)
-    c.sock:receive("*l")
-    return data
-  end
-  return c, table.concat(head, "\n"), chunk
-end
 
 describe("flag proxy, offline", function()
   local host, dir, upstream, envdir
@@ -123,15 +33,7 @@ describe("flag proxy, offline", function()
   end)
 
   it("lets the real Node server SDK evaluate every flag as the spec's rules say", function()
-    local out = node(("eval http://127.0.0.1:%d %s %s"):format(host.port, KEY, q(checks_json())))
-    local ok, got = pcall(cjson.decode, out)
-    assert(ok, "node said: " .. out)
-    for _, row in ipairs(FLAGS) do
-      for i, t in ipairs(TARGETS) do
-        local _, value = expected(row, i)
-        assert.same(typed(row[2], value), got[row[1]][t.identifier], row[1] .. " for " .. t.identifier)
-      end
-    end
+    F.node_evaluates_all(host.port)
     assert.is_nil(upstream:accept(), "offline mode connected to the network")
   end)
 

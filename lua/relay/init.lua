@@ -185,7 +185,10 @@ relay.sse = {
   close = core.sse_close,
   count = core.sse_count,
 }
-relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }
+-- relay.http.stream{url, headers, timeout (per silence)} -> s, status, headers | nil, err; then
+-- s:read() yields -> bytes | nil, "closed"/why; s:close(). For feeds (SSE) read as they arrive.
+relay.http = { request = core.http_request, stream = core.http_stream, headers = http.headers,
+               parse_query = http.parse_query }
 relay.sleep = core.sleep
 relay.now = core.now
 relay.time = core.time

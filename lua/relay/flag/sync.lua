@@ -99,16 +99,26 @@ function Sync:auth_key(key)
 end
 
 -- Fetches flags and segments of every known environment; returns the envs table or nil, err.
-function Sync:fetch_all()
+local function fetch_env(self, env_id, u)
+  local q = "?cluster=" .. u.cluster
+  local flags, err = upstream_get(self, env_id, "/client/env/" .. env_id .. "/feature-configs" .. q)
+  if not flags then return nil, err end
+  local segs, err2 = upstream_get(self, env_id, "/client/env/" .. env_id .. "/target-segments" .. q .. "&rules=v2")
+  if not segs then return nil, err2 end
+  local old = self.store.envs[env_id]
+  return { flags = flags, segments = segs, targets = old and old.targets or {}, keys = u.keys }
+end
+
+-- Fetches flags and segments of every known environment (or only one); returns the envs table
+-- or nil, err.
+function Sync:fetch_all(only)
   local envs = {}
   for env_id, u in pairs(self.upstream) do
-    local q = "?cluster=" .. u.cluster
-    local flags, err = upstream_get(self, env_id, "/client/env/" .. env_id .. "/feature-configs" .. q)
-    if not flags then return nil, err end
-    local segs, err2 = upstream_get(self, env_id, "/client/env/" .. env_id .. "/target-segments" .. q .. "&rules=v2")
-    if not segs then return nil, err2 end
-    local old = self.store.envs[env_id]
-    envs[env_id] = { flags = flags, segments = segs, targets = old and old.targets or {}, keys = u.keys }
+    if not only or env_id == only then
+      local env, err = fetch_env(self, env_id, u)
+      if not env then return nil, err end
+      envs[env_id] = env
+    end
   end
   return envs
 end
@@ -118,7 +128,7 @@ function Sync:authenticate()
     local env_id, token, cluster = self:auth_key(key)
     if not env_id then return nil, token end
     local u = self.upstream[env_id] or { keys = {} }
-    u.token, u.cluster = token, cluster
+    u.token, u.cluster, u.key = token, cluster, key
     local h = sha256_hex(key)
     local have = false
     for _, k in ipairs(u.keys) do have = have or k == h end
@@ -154,20 +164,160 @@ function Sync:poll_once()
     relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
     if self.config_status.state ~= "SYNCED" then set_status(self.config_status, "FAILED_TO_SYNC") end
   end
-  return ok
+  return ok, err
+end
+
+-- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
+-- item) and streams what changed to the SDKs.
+function Sync:refresh_env(env_id)
+  local envs, err = self:fetch_all(env_id)
+  if not envs then
+    relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err })
+    return
+  end
+  self:replace_some(envs)
+end
+
+-- Environments from the upstream's events: no streams close, the events say what changed.
+function Sync:replace_some(envs)
+  local events = {}
+  for id, data in pairs(envs) do
+    for _, ev in ipairs(self.store:set_env(id, data)) do events[#events + 1] = ev end
+  end
+  M.publish(events)
+end
+
+local function all_connected(self)
+  for _, u in pairs(self.upstream) do if not u.connected then return false end end
+  return next(self.upstream) ~= nil
+end
+
+-- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
+function Sync:stream_lost(env_id, why)
+  local u = self.upstream[env_id]
+  if u.connected then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
+  u.connected = false
+  if self.stream_status.state == "CONNECTED" then relay.sse.close(nil) end
+  set_status(self.stream_status, "DISCONNECTED")
+end
+
+-- Reads one upstream SSE feed until it fails. Events are "event: *\ndata: {json}\n\n".
+function Sync:read_stream(env_id, s)
+  local u, buf = self.upstream[env_id], ""
+  while true do
+    local data, err = s:read()
+    if not data then return err end
+    buf = buf .. data
+    while true do
+      local i, j = buf:find("\n\n", 1, true)
+      if not i then break end
+      local block = buf:sub(1, i - 1)
+      buf = buf:sub(j + 1)
+      local payload = block:match("data:%s*([^\n]*)")
+      local ok, ev = pcall(json.decode, payload or "")
+      if ok and type(ev) == "table" and (ev.domain == "flag" or ev.domain == "target-segment") then
+        if not u.refreshing then
+          u.refreshing = true -- events that arrive during a fetch are covered by it
+          relay.after(0, function() u.refreshing = false; self:refresh_env(env_id) end)
+        end
+      end
+    end
+  end
+end
+
+function Sync:follow(env_id)
+  local backoff = 1
+  while not self.stopped do
+    local u = self.upstream[env_id]
+    local s, status = relay.http.stream {
+      url = self.cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
+      headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
+                  ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" },
+    }
+    if s and status == 200 then
+      backoff = 1
+      u.connected = true
+      if all_connected(self) then
+        local was = self.stream_status.state
+        set_status(self.stream_status, "CONNECTED")
+        relay.log.info("upstream_stream_connected", { environment = env_id })
+        if was == "DISCONNECTED" then self:poll_once() end -- what changed while we were away
+      end
+      local why = self:read_stream(env_id, s)
+      s:close()
+      self:stream_lost(env_id, why)
+    else
+      if s then s:close() end
+      self:stream_lost(env_id, s and ("status " .. tostring(status)) or status)
+    end
+    relay.sleep(backoff)
+    backoff = math.min(backoff * 2, 60)
+  end
 end
 
 function Sync:start()
-  relay.after(0, function() self:poll_once() end)
-  relay.every(self.cfg.poll_interval, function() self:poll_once() end)
+  relay.after(0, function()
+    self:poll_once()
+    if self.cfg.generate then return self:generate() end
+    if self.cfg.stream then
+      for env_id in pairs(self.upstream) do relay.after(0, function() self:follow(env_id) end) end
+    else
+      set_status(self.stream_status, "DISCONNECTED")
+    end
+  end)
+  -- polls only while no upstream stream carries the changes
+  relay.every(self.cfg.poll_interval, function()
+    if self.stream_status.state ~= "CONNECTED" then self:poll_once() end
+  end)
+  if self.cfg.metric_post > 0 then
+    relay.every(self.cfg.metric_post, function() self:flush_metrics() end)
+  end
 end
 
+function Sync:generate()
+  local offline = require "relay.flag.offline"
+  if self.config_status.state ~= "SYNCED" then
+    relay.log.error("generate_offline_config_failed", { upstream = self.cfg.base_url, error = "could not sync" })
+    os.exit(1)
+  end
+  local ok, err = offline.write(self.cfg.config_dir, self.store)
+  if not ok then
+    relay.log.error("generate_offline_config_failed", { config_dir = self.cfg.config_dir, error = err })
+    os.exit(1)
+  end
+  relay.log.info("offline_config_generated", { config_dir = self.cfg.config_dir })
+  require("relay.flag.fs").terminate() -- a clean exit 0, like any SIGTERM
+end
+
+-- SDK metrics are merged per environment and posted upstream in one request each.
 function Sync:queue_metrics(env_id, body)
-  if self.cfg.offline then return end
-  local q = self.metrics[env_id] or {}
-  q[#q + 1] = body
+  if self.cfg.offline or self.cfg.metric_post <= 0 then return end
+  local ok, m = pcall(json.decode, body)
+  if not ok or type(m) ~= "table" then return end
+  local q = self.metrics[env_id] or { metricsData = {}, targetData = {} }
+  for _, d in ipairs(type(m.metricsData) == "table" and m.metricsData or {}) do q.metricsData[#q.metricsData + 1] = d end
+  for _, d in ipairs(type(m.targetData) == "table" and m.targetData or {}) do q.targetData[#q.targetData + 1] = d end
   self.metrics[env_id] = q
   self.metrics_bytes = self.metrics_bytes + #body
+  if self.metrics_bytes >= 1024 * 1024 then relay.after(0, function() self:flush_metrics() end) end
+end
+
+local forwarded = relay.metrics.counter("ff_proxy_metrics_forwarded", "SDK metrics batches posted upstream", { "envID", "error" })
+
+function Sync:flush_metrics()
+  local batches = self.metrics
+  self.metrics, self.metrics_bytes = {}, 0
+  for env_id, m in pairs(batches) do
+    local u = self.upstream[env_id]
+    local r, err = relay.http.request {
+      method = "POST", url = ("%s/metrics/%s?cluster=%s"):format(self.cfg.events_url, env_id, u and u.cluster or "1"),
+      timeout = 10, body = json.encode(m),
+      headers = { ["content-type"] = "application/json", authorization = u and ("Bearer " .. u.token) or nil },
+    }
+    local failed = not r or r.status >= 300
+    forwarded:inc(1, { env_id, tostring(failed) })
+    if failed then relay.log.warn("metrics_forward_failed", { environment = env_id, error = err or ("status " .. r.status) }) end
+  end
 end
 
 function Sync:target_seen() end
