@@ -163,6 +163,9 @@ function M.install(app, ctx)
     if not claims then return fail(res, 401, err, "/stream") end
     local key = req.headers["api-key"]
     if not key or key == "" then return fail(res, 400, "bad request: missing API-Key header", "/stream") end
+    if ctx.proxy_claims and ctx.proxy_claims(req) then -- a chained v2-style proxy: every environment
+      return relay.sse.hold(res, require("relay.flag.proxy_api").CHANNEL, { first = ":\n\n", heartbeat = ctx.heartbeat or 15 })
+    end
     local env_id = store:env_of_key(key)
     if not env_id then return fail(res, 404, "not found: no environment for this API-Key", "/stream") end
     if not ctx.stream_ok() then

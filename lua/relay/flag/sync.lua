@@ -15,10 +15,11 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 
 function M.new(cfg, store)
   local t = now_ms()
-  return setmetatable({
+  local redis = cfg.redis ~= "" and require("relay.flag.redis_cache").new(cfg.redis) or nil
+  return setmetatable({ redis = redis,
     cfg = cfg, store = store, upstream = {}, metrics = {}, metrics_bytes = 0,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
-    stream_status = { state = cfg.offline and "CONNECTED" or "INITIALIZING", since = t },
+    stream_status = { state = "INITIALIZING", since = t },
     cache_status = "healthy",
   }, Sync)
 end
@@ -27,10 +28,21 @@ local function set_status(st, state)
   if st.state ~= state then st.state, st.since = state, now_ms() end
 end
 
+-- The primary tells replicas (through Redis) whether changes are flowing.
+function Sync:set_stream(state)
+  local changed = self.stream_status.state ~= state
+  set_status(self.stream_status, state)
+  if changed and self.redis and not self.cfg.read_replica then
+    local st = self.stream_status
+    relay.after(0, function() self.redis:set_stream_health(st.state, st.since) end)
+  end
+end
+
 function Sync:health()
   local cs = self.config_status.state
+  local cache = self.redis and not self.redis:healthy() and "unhealthy" or "healthy"
   return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
-           streamStatus = self.stream_status, cacheStatus = self.cache_status }
+           streamStatus = self.stream_status, cacheStatus = cache }
 end
 
 -- SDK streams are served only while changes can reach them.
@@ -39,9 +51,13 @@ function Sync:stream_ok() return self.stream_status.state == "CONNECTED" end
 local published = relay.metrics.counter("ff_proxy_primary_to_sdk_sse_producer_messages_published",
   "SSE events written to SDK streams", { "topic", "error" })
 
+local PROXY_CHANNEL = require("relay.flag.proxy_api").CHANNEL
+
 function M.publish(events)
   for _, ev in ipairs(events) do
-    relay.sse.publish(ev.environment, api.event_bytes(ev))
+    local bytes = api.event_bytes(ev)
+    relay.sse.publish(ev.environment, bytes)
+    relay.sse.publish(PROXY_CHANNEL, bytes)
     published:inc(1, { ev.environment, "false" })
   end
 end
@@ -63,7 +79,23 @@ function Sync:replace_all(envs)
     relay.after(0, function() M.publish(events) end)
     relay.log.info("flag_config_changed", { events = #events })
   end
+  self:persist(ids, events)
   return events
+end
+
+-- A primary with Redis writes what it serves and streams the events to the replicas.
+function Sync:persist(env_ids, events)
+  if not self.redis or self.cfg.read_replica then return end
+  relay.after(0, function()
+    for _, id in ipairs(env_ids) do
+      local env = self.store.envs[id]
+      local ok, err = true, nil
+      if env then ok, err = self.redis:write_env(id, env) end
+      if not ok then relay.log.warn("redis_write_failed", { environment = id, error = err }) end
+    end
+    local ok, err = self.redis:publish(events)
+    if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
+  end)
 end
 
 -- ---- online: an upstream speaking the Harness client API ----
@@ -123,7 +155,45 @@ function Sync:fetch_all(only)
   return envs
 end
 
+-- v2 style: one Proxy Key covers many environments (POST /proxy/auth, GET /proxy/config pages).
+function Sync:proxy_authenticate()
+  local r, err = relay.http.request {
+    method = "POST", url = self.cfg.base_url .. "/proxy/auth", timeout = 10,
+    headers = { ["content-type"] = "application/json" }, body = json.encode({ proxyKey = self.cfg.proxy_key }),
+  }
+  if not r then return nil, err end
+  local ok, body = pcall(json.decode, r.body)
+  if r.status ~= 200 or not ok or type(body) ~= "table" or type(body.token) ~= "string" then
+    return nil, ("/proxy/auth: status %d"):format(r.status)
+  end
+  self.proxy_token = body.token
+  return true
+end
+
+function Sync:proxy_fetch()
+  local envs, page = {}, 0
+  repeat
+    local r, err = relay.http.request {
+      url = ("%s/proxy/config?key=%s&cluster=1&pageNumber=%d&pageSize=10"):format(self.cfg.base_url, sha256_hex(self.cfg.proxy_key), page),
+      timeout = 10, headers = { authorization = "Bearer " .. self.proxy_token },
+    }
+    if not r then return nil, err end
+    local ok, cfg = pcall(json.decode, r.body)
+    if r.status ~= 200 or not ok or type(cfg) ~= "table" then return nil, ("/proxy/config: status %d"):format(r.status) end
+    for _, e in ipairs(cfg.environments or {}) do
+      local old = self.store.envs[e.id]
+      envs[e.id] = { flags = e.featureConfigs or {}, segments = e.segments or {}, keys = e.apiKeys or {},
+                     targets = old and old.targets or {} }
+      self.upstream[e.id] = self.upstream[e.id] or { cluster = "1", keys = e.apiKeys or {}, token = self.proxy_token,
+                                                   key = self.cfg.proxy_key }
+    end
+    page = page + 1
+  until page >= (tonumber(cfg.pageCount) or 1)
+  return envs
+end
+
 function Sync:authenticate()
+  if self.cfg.proxy_key ~= "" and #self.cfg.api_keys == 0 then return self:proxy_authenticate() end
   for _, key in ipairs(self.cfg.api_keys) do
     local env_id, token, cluster = self:auth_key(key)
     if not env_id then return nil, token end
@@ -140,12 +210,15 @@ end
 
 -- One full sync. by_poll: changes found this way reach no SSE stream as events, so (like
 -- ff-proxy) every SDK stream of a changed environment is closed and the SDKs re-fetch.
+function Sync:proxy_mode() return self.cfg.proxy_key ~= "" and #self.cfg.api_keys == 0 end
+
 function Sync:sync(by_poll)
-  if not next(self.upstream) then
+  if not next(self.upstream) and not self.proxy_token then
     local ok, err = self:authenticate()
     if not ok then return nil, err end
   end
-  local envs, err = self:fetch_all()
+  local envs, err
+  if self:proxy_mode() then envs, err = self:proxy_fetch() else envs, err = self:fetch_all() end
   if not envs then return nil, err end
   local events = self:replace_all(envs)
   set_status(self.config_status, "SYNCED")
@@ -170,7 +243,8 @@ end
 -- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
 -- item) and streams what changed to the SDKs.
 function Sync:refresh_env(env_id)
-  local envs, err = self:fetch_all(env_id)
+  local envs, err
+  if self:proxy_mode() then envs, err = self:proxy_fetch() else envs, err = self:fetch_all(env_id) end
   if not envs then
     relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err })
     return
@@ -180,16 +254,29 @@ end
 
 -- Environments from the upstream's events: no streams close, the events say what changed.
 function Sync:replace_some(envs)
-  local events = {}
+  local events, ids = {}, {}
   for id, data in pairs(envs) do
     for _, ev in ipairs(self.store:set_env(id, data)) do events[#events + 1] = ev end
+    ids[#ids + 1] = id
   end
   M.publish(events)
+  self:persist(ids, events)
+end
+
+-- The environments whose upstream streams we follow: each SDK key's, or (proxy key) one
+-- account-level stream that carries every environment.
+function Sync:stream_envs()
+  local ids = {}
+  for id in pairs(self.upstream) do ids[#ids + 1] = id end
+  table.sort(ids)
+  if self:proxy_mode() then return { ids[1] } end
+  return ids
 end
 
 local function all_connected(self)
-  for _, u in pairs(self.upstream) do if not u.connected then return false end end
-  return next(self.upstream) ~= nil
+  local ids = self:stream_envs()
+  for _, id in ipairs(ids) do if not self.upstream[id].connected then return false end end
+  return #ids > 0
 end
 
 -- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
@@ -198,12 +285,12 @@ function Sync:stream_lost(env_id, why)
   if u.connected then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
   u.connected = false
   if self.stream_status.state == "CONNECTED" then relay.sse.close(nil) end
-  set_status(self.stream_status, "DISCONNECTED")
+  self:set_stream("DISCONNECTED")
 end
 
 -- Reads one upstream SSE feed until it fails. Events are "event: *\ndata: {json}\n\n".
 function Sync:read_stream(env_id, s)
-  local u, buf = self.upstream[env_id], ""
+  local buf = ""
   while true do
     local data, err = s:read()
     if not data then return err end
@@ -216,9 +303,11 @@ function Sync:read_stream(env_id, s)
       local payload = block:match("data:%s*([^\n]*)")
       local ok, ev = pcall(json.decode, payload or "")
       if ok and type(ev) == "table" and (ev.domain == "flag" or ev.domain == "target-segment") then
-        if not u.refreshing then
-          u.refreshing = true -- events that arrive during a fetch are covered by it
-          relay.after(0, function() u.refreshing = false; self:refresh_env(env_id) end)
+        local target = self.upstream[ev.environment] and ev.environment or env_id
+        local tu = self.upstream[target]
+        if not tu.refreshing then
+          tu.refreshing = true -- events that arrive during a fetch are covered by it
+          relay.after(0, function() tu.refreshing = false; self:refresh_env(target) end)
         end
       end
     end
@@ -239,7 +328,7 @@ function Sync:follow(env_id)
       u.connected = true
       if all_connected(self) then
         local was = self.stream_status.state
-        set_status(self.stream_status, "CONNECTED")
+        self:set_stream("CONNECTED")
         relay.log.info("upstream_stream_connected", { environment = env_id })
         if was == "DISCONNECTED" then self:poll_once() end -- what changed while we were away
       end
@@ -260,9 +349,9 @@ function Sync:start()
     self:poll_once()
     if self.cfg.generate then return self:generate() end
     if self.cfg.stream then
-      for env_id in pairs(self.upstream) do relay.after(0, function() self:follow(env_id) end) end
+      for _, env_id in ipairs(self:stream_envs()) do relay.after(0, function() self:follow(env_id) end) end
     else
-      set_status(self.stream_status, "DISCONNECTED")
+      self:set_stream("DISCONNECTED")
     end
   end)
   -- polls only while no upstream stream carries the changes
@@ -272,6 +361,48 @@ function Sync:start()
   if self.cfg.metric_post > 0 then
     relay.every(self.cfg.metric_post, function() self:flush_metrics() end)
   end
+end
+
+-- ---- read replica: everything comes from the primary through Redis ----
+
+function Sync:replica_load()
+  local envs, err = self.redis:read_all()
+  if not envs then return nil, err end
+  self:replace_all(envs)
+  set_status(self.config_status, "READ_REPLICA")
+  local h = self.redis:stream_health()
+  set_status(self.stream_status, h and h.state or "DISCONNECTED")
+  return true
+end
+
+function Sync:start_replica()
+  set_status(self.config_status, "INITIALIZING")
+  relay.after(0, function()
+    local backoff, last = 0.5, nil
+    while true do
+      local ok, err = self:replica_load()
+      if ok then
+        backoff = 0.5
+        last, err = self.redis:follow(function(ev)
+          if ev.environment and (ev.domain == "flag" or ev.domain == "target-segment") then
+            local env = self.redis:read_env(ev.environment)
+            if env then self:replace_some({ [ev.environment] = env }) end
+          end
+        end, last)
+      end
+      relay.log.warn("replica_redis_failed", { error = err })
+      relay.sleep(backoff)
+      backoff = math.min(backoff * 2, 5)
+    end
+  end)
+  -- the primary's stream health decides whether SDK streams are served (spec §1.5)
+  relay.every(2, function()
+    local h = self.redis:stream_health()
+    if h and h.state ~= self.stream_status.state then
+      if h.state ~= "CONNECTED" then relay.sse.close(nil) end
+      set_status(self.stream_status, h.state)
+    end
+  end)
 end
 
 function Sync:generate()
