@@ -422,7 +422,7 @@ end
 
 -- SDK metrics are merged per environment and posted upstream in one request each.
 function Sync:queue_metrics(env_id, body)
-  if self.cfg.offline or self.cfg.metric_post <= 0 then return end
+  if self.cfg.offline or self.cfg.read_replica or self.cfg.metric_post <= 0 then return end
   local ok, m = pcall(json.decode, body)
   if not ok or type(m) ~= "table" then return end
   local q = self.metrics[env_id] or { metricsData = {}, targetData = {} }
