@@ -82,7 +82,7 @@ printf '%-44s %12s\n' "ratio relayhost / nginx" "$(python3 -c "print(f'{$r / $n:
 
 rss0=$(rss_mb "$rpid")
 mkfifo "$tmp/hold"
-node bench/flag-proxy-sse.js idle "$rport" "$token" "$KEY" "$STREAMS" <"$tmp/hold" >"$tmp/idle.out" 2>&1 &
+taskset -c 1 node bench/flag-proxy-sse.js idle "$rport" "$token" "$KEY" "$STREAMS" <"$tmp/hold" >"$tmp/idle.out" 2>&1 &
 idle_pid=$!; pids+=("$idle_pid")
 exec 9>"$tmp/hold"
 for _ in $(seq 600); do grep -q "^connected" "$tmp/idle.out" && break; sleep 0.2; done
@@ -94,6 +94,6 @@ exec 9>&-
 wait "$idle_pid" 2>/dev/null || true
 sleep 1
 
-out=$(node bench/flag-proxy-sse.js fanout "$rport" "$token" "$KEY" "$FANOUT" "$rpid" "$flags_file" banner-text)
+out=$(taskset -c 1 node bench/flag-proxy-sse.js fanout "$rport" "$token" "$KEY" "$FANOUT" "$rpid" "$flags_file" banner-text)
 ms=$(echo "$out" | awk '/^fanout/ { print $3 }')
 printf '%-44s %12s ms (SIGHUP -> re-read -> diff -> event on every stream)\n' "one flag change reaching $FANOUT streams" "$ms"
