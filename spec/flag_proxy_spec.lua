@@ -277,6 +277,25 @@ describe("flag proxy settings", function()
     assert.equal(0, host:stop())
   end)
 
+  it("serves HTTPS with TLS_ENABLED/TLS_CERT/TLS_KEY and accepts tokens of LEGACY_SECRETS", function()
+    local dir = helpers.tmpdir()
+    assert.is_true(sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
+      "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null"):format(dir, dir)) == 0)
+    local cfg = root .. "/examples/flag-proxy/config"
+    local old = helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = { AUTH_SECRET = "old-secret" } })
+    local _, token = auth(old)
+    assert.equal(0, old:stop())
+    local host = helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = {
+      AUTH_SECRET = "new-secret", LEGACY_SECRETS = "older-secret,old-secret",
+      TLS_ENABLED = "true", TLS_CERT = dir .. "/cert.pem", TLS_KEY = dir .. "/key.pem" } })
+    local p = io.popen(("curl -s --cacert %s/cert.pem -H 'Authorization: Bearer %s' https://127.0.0.1:%d/client/env/%s/feature-configs/dark-mode")
+      :format(dir, token, host.port, ENV))
+    local body = p:read("*a")
+    p:close()
+    assert.equal("dark-mode", cjson.decode(body).feature)
+    assert.equal(0, host:stop())
+  end)
+
   it("warns about the insecure default AUTH_SECRET and exports relayhost_insecure_config", function()
     local host = helpers.start(script, { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" } })
     assert.truthy(host:log():find('"event":"insecure_config"', 1, true))
