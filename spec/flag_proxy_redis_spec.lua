@@ -113,8 +113,10 @@ describe("flag proxy with Redis: primary and read replica", function()
 end)
 
 describe("flag proxy v2 chain (PROXY_KEY)", function()
-  it("pulls every environment through /proxy/auth and /proxy/config, and refuses a wrong key", function()
-    local up = helpers.start(F.script, { flags = { "--offline", "--config-dir", F.root .. "/examples/flag-proxy/config" },
+  it("pulls every environment through /proxy/auth and /proxy/config, follows changes, refuses a wrong key", function()
+    local dir = helpers.tmpdir()
+    F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
+    local up = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
       env = { AUTH_SECRET = SECRET, PROXY_KEY = PROXY_KEY } })
     local res = up:request { method = "POST", path = "/proxy/auth", body = cjson.encode({ proxyKey = "wrong" }) }
     assert.equal(401, res.status)
@@ -135,6 +137,17 @@ describe("flag proxy v2 chain (PROXY_KEY)", function()
       return status == 200 and h.streamStatus.state == "CONNECTED"
     end, 5, "the chained stream")
     F.node_evaluates_all(down.port)
+    -- a change upstream reaches the chained proxy through the proxy-key stream (no poll: 1 min)
+    local file = dir .. "/config/env-" .. ENV .. "/feature_config.json"
+    local flags = cjson.decode(F.read(file))
+    for _, f in ipairs(flags) do if f.feature == "legacy-off" then f.state = "on" end end
+    helpers.write_file(file, cjson.encode(flags))
+    assert.is_true(up:reload())
+    local _, token = F.auth(down)
+    helpers.wait_until(function()
+      local r = down:get(("/client/env/%s/target/erin/evaluations/legacy-off"):format(ENV), { Authorization = "Bearer " .. token })
+      return cjson.decode(r.body).value == "on"
+    end, 2, "the change through the proxy-key stream")
     local wrong = helpers.start(F.script, { env = { PROXY_KEY = "nope", SDK_BASE_URL = "http://127.0.0.1:" .. up.port } })
     helpers.wait_until(function() return wrong:log():find("/proxy/auth: status 401", 1, true) end, 5, "the refusal")
     local res2 = wrong:get("/health")

@@ -7,7 +7,7 @@ local sha256_hex = require("relay.flag.store").sha256_hex
 
 local M = {}
 
-M.CHANNEL = "\0proxy-key" -- the SSE channel proxy-key streams hold: every environment's events
+M.CHANNEL = "*proxy-key*" -- the SSE channel of proxy-key streams (every environment; ids have no "*")
 
 local JSON_TYPE = "application/json; charset=utf-8"
 local function send(res, status, value)
