@@ -13,10 +13,20 @@ local JSON_TYPE = "application/json; charset=utf-8"
 local requests = relay.metrics.counter("ff_proxy_http_requests_total", "SDK requests served",
   { "url", "envID", "code" })
 
+-- The same headers on every answer, and label arrays kept per (route, env, status): the hot
+-- path (an SDK polling /evaluations) allocates no table of its own here.
+local HEADERS = { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" }
+local labels = {}
+
 local function reply(res, status, body, route, env)
-  requests:inc(1, { route, env or "", tostring(status) })
-  return res:send(status, body, { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*",
-                                  vary = "Origin" })
+  local key = route .. "\0" .. (env or "") .. "\0" .. status
+  local l = labels[key]
+  if not l then
+    l = { route, env or "", tostring(status) }
+    labels[key] = l
+  end
+  requests:inc(1, l)
+  return res:send(status, body, HEADERS)
 end
 
 local function fail(res, status, msg, route, env)
@@ -68,12 +78,10 @@ function M.install(app, ctx)
     return function(req, res)
       local env = req.params.environment_uuid
       local claims, err = authorize(req)
-      if not claims then return fail(res, 401, err, route, env) end
+      if not claims then return fail(res, 401, err, route) end -- no label from an unchecked URL
       if claims.environment and claims.environment ~= env then
-        requests:inc(1, { route, env, "401" })
-        return res:send(401, json.encode({ message = ("Environment ID [%s] mismatch with requested %s")
-          :format(tostring(claims.environment), env) }) .. "\n",
-          { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" })
+        return reply(res, 401, json.encode({ message = ("Environment ID [%s] mismatch with requested %s")
+          :format(tostring(claims.environment), env) }) .. "\n", route, claims.environment)
       end
       return fn(req, res, env, claims)
     end
@@ -208,16 +216,14 @@ function M.install(app, ctx)
     })
   end)
 
-  app:post("/metrics/:environment_uuid", function(req, res)
-    local route, env = "/metrics/:environment_uuid", req.params.environment_uuid
-    local claims, err = authorize(req)
-    if not claims then return fail(res, 401, err, route, env) end
+  local MX = "/metrics/:environment_uuid"
+  app:post(MX, env_route(MX, function(req, res, env)
     local body = req:body()
     local ok, m = pcall(json.decode, body or "")
-    if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", route, env) end
+    if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env) end
     if ctx.on_metrics then ctx.on_metrics(env, body) end
-    reply(res, 200, "null\n", route, env)
-  end)
+    reply(res, 200, "null\n", MX, env)
+  end))
 
   app:get("/health", function(_, res)
     local h = ctx.health()
