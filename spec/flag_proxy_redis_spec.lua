@@ -112,6 +112,29 @@ describe("flag proxy with Redis: primary and read replica", function()
   end)
 end)
 
+describe("flag proxy with Redis: an online primary", function()
+  it("forwards the SDK metrics its replicas receive (through stream:sdk_metrics)", function()
+    local dir = helpers.tmpdir()
+    local port, pid = helpers.start_redis(dir)
+    local up = helpers.start(F.script, { flags = { "--offline", "--config-dir", F.root .. "/examples/flag-proxy/config" } })
+    local base = "http://127.0.0.1:" .. up.port
+    local redis = { REDIS_ADDRESS = "127.0.0.1:" .. port, AUTH_SECRET = SECRET }
+    local primary = helpers.start(F.script, { flags = { "--metric-post-duration", "1" }, env = {
+      API_KEYS = KEY, SDK_BASE_URL = base, SDK_EVENTS_URL = base, REDIS_ADDRESS = redis.REDIS_ADDRESS, AUTH_SECRET = SECRET } })
+    helpers.wait_until(function() return select(2, health(primary)).configStatus.state == "SYNCED" end, 5, "the primary")
+    local replica = helpers.start(F.script, { flags = { "--read-replica" }, env = redis })
+    helpers.wait_until(function() return select(2, health(replica)).configStatus.state == "READ_REPLICA" end, 5, "the replica")
+    local _, token = F.auth(replica)
+    local res = replica:request { method = "POST", path = "/metrics/" .. ENV, headers = { Authorization = "Bearer " .. token },
+      body = '{"metricsData":[{"timestamp":1,"count":3,"metricsType":"FFMETRICS","attributes":[]}]}' }
+    assert.equal(200, res.status)
+    helpers.wait_until(function() return up:log():find('"method":"POST","path":"/metrics/' .. ENV, 1, true) end, 5,
+      "the replica's metrics upstream")
+    for _, h in ipairs { replica, primary, up } do assert.equal(0, h:stop()) end
+    os.execute("kill " .. pid)
+  end)
+end)
+
 describe("flag proxy v2 chain (PROXY_KEY)", function()
   it("pulls every environment through /proxy/auth and /proxy/config, follows changes, refuses a wrong key", function()
     local dir = helpers.tmpdir()

@@ -13,6 +13,7 @@ Cache.__index = Cache
 local EVENTS = "proxy:sse_events"
 local CONTROL = "proxy:primary_to_replica_control_events"
 local HEALTH = "ffproxy_saas_stream_health"
+local METRICS = "stream:sdk_metrics"
 
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
@@ -117,11 +118,16 @@ function Cache:read_all()
   return envs
 end
 
--- Calls fn(event) for each event the primary streams from now on; returns when Redis fails.
-function Cache:follow(fn, last_id)
-  last_id = last_id or "$"
+-- Calls fn(value) for the JSON field `event` of every entry added to a Redis stream from now
+-- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails.
+function Cache:follow_stream(name, fn, last_id)
+  if not last_id then -- "$" in every XREAD would miss what comes between two calls
+    local top, err = self.feed:call("XREVRANGE", name, "+", "-", "COUNT", "1")
+    if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
+    last_id = top[1] and top[1][1] or "0-0"
+  end
   while true do
-    local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", EVENTS, last_id)
+    local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
     if reply == nil and err then return last_id, err end
     for _, stream in ipairs(type(reply) == "table" and reply or {}) do
       for _, entry in ipairs(stream[2] or {}) do
@@ -129,13 +135,24 @@ function Cache:follow(fn, last_id)
         local fields = entry[2]
         for i = 1, #fields, 2 do
           if fields[i] == "event" then
-            local ok, ev = pcall(json.decode, fields[i + 1])
-            if ok and type(ev) == "table" then fn(ev) end
+            local ok, v = pcall(json.decode, fields[i + 1])
+            if ok and type(v) == "table" then fn(v) end
           end
         end
       end
     end
   end
 end
+
+-- The primary's change events (proxy:sse_events).
+function Cache:follow(fn, last_id) return self:follow_stream(EVENTS, fn, last_id) end
+
+-- Replicas hand SDK metrics to the primary (stream:sdk_metrics, as ff-proxy's replicas do).
+function Cache:push_metrics(env_id, body)
+  return self.r:call("XADD", METRICS, "MAXLEN", "~", "1000", "*", "event",
+    json.encode({ environment = env_id, body = body }))
+end
+
+function Cache:follow_metrics(fn, last_id) return self:follow_stream(METRICS, fn, last_id) end
 
 return M

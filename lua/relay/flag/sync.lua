@@ -360,6 +360,21 @@ function Sync:start()
   end)
   if self.cfg.metric_post > 0 then
     relay.every(self.cfg.metric_post, function() self:flush_metrics() end)
+    if self.redis then relay.after(0, function() self:collect_replica_metrics() end) end
+  end
+end
+
+-- A primary takes the metrics its replicas pushed to Redis into its own batches.
+function Sync:collect_replica_metrics()
+  local last, backoff = nil, 0.5
+  while true do
+    local err
+    last, err = self.redis:follow_metrics(function(m)
+      if type(m.environment) == "string" and type(m.body) == "string" then self:queue_metrics(m.environment, m.body) end
+    end, last)
+    relay.log.warn("redis_metrics_follow_failed", { error = err })
+    relay.sleep(backoff)
+    backoff = math.min(backoff * 2, 5)
   end
 end
 
@@ -422,7 +437,11 @@ end
 
 -- SDK metrics are merged per environment and posted upstream in one request each.
 function Sync:queue_metrics(env_id, body)
-  if self.cfg.offline or self.cfg.read_replica or self.cfg.metric_post <= 0 then return end
+  if self.cfg.read_replica then -- the primary forwards them
+    relay.after(0, function() self.redis:push_metrics(env_id, body) end)
+    return
+  end
+  if self.cfg.offline or self.cfg.metric_post <= 0 then return end
   local ok, m = pcall(json.decode, body)
   if not ok or type(m) ~= "table" then return end
   local q = self.metrics[env_id] or { metricsData = {}, targetData = {} }
