@@ -1,8 +1,7 @@
 -- The real Harness JavaScript client SDK (npm) in a real headless Chromium (Debian) evaluates
 -- flags through the flag proxy from a page on another origin: auth and /evaluations with the
--- Harness-Target header, cross-origin (CORS preflights included). The SDK's stream is off here:
--- an open stream keeps headless Chromium's virtual time from ending (SSE is covered by the Node
--- SDK specs).
+-- Harness-Target header, cross-origin (CORS preflights included); and, driven over the DevTools
+-- protocol, streams a change the proxy picks up on SIGHUP.
 local helpers = require "spec.helpers"
 local cjson = require "cjson"
 
@@ -27,6 +26,43 @@ describe("flag proxy with the JavaScript client SDK in Chromium", function()
   teardown(function()
     if page then assert.equal(0, page:stop()) end
     if proxy then assert.equal(0, proxy:stop()) end
+  end)
+
+  it("streams a change (SIGHUP on the proxy) into the page, cross-origin", function()
+    local bin = assert(chromium(), "chromium is not installed (tools/deps installs it)")
+    local dir = helpers.tmpdir()
+    F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
+    local live = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
+      env = { AUTH_SECRET = "browser-spec-secret" } })
+    local spage = helpers.start(F.root .. "/spec/js/ff-browser-page.lua", { flags = {
+      "--proxy", ("http://127.0.0.1:%d"):format(live.port), "--stream",
+      "--sdk", F.root .. "/spec/js/node_modules/@harnessio/ff-javascript-client-sdk/dist/sdk.client-iife.js" } })
+    local out = dir .. "/cdp.out"
+    F.sh(("node %sff-browser-cdp.js %s %s/profile http://127.0.0.1:%d/ > %s 2>&1 </dev/null & echo $! > %s/cdp.pid")
+      :format(F.js, bin, dir, spage.port, out, dir))
+    local function values()
+      local list = {}
+      for line in (F.read(out) or ""):gmatch("[^\n]+") do
+        local ok, v = pcall(cjson.decode, line)
+        if ok and type(v) == "table" then list[#list + 1] = v end
+      end
+      return list
+    end
+    helpers.wait_until(function() return #values() > 0 end, 20, "the page to render: " .. tostring(F.read(out)))
+    assert.equal(true, values()[1].dark)
+    helpers.wait_until(function()
+      return live:get("/metrics").body:find('ff_proxy_http_requests_total{url="/stream"', 1, true)
+    end, 10, "the browser's event stream")
+    local file = dir .. "/config/env-" .. F.ENV .. "/feature_config.json"
+    local flags = cjson.decode(F.read(file))
+    for _, f in ipairs(flags) do if f.feature == "dark-mode" then f.state = "off" end end
+    helpers.write_file(file, cjson.encode(flags))
+    assert.is_true(live:reload())
+    local ok = pcall(helpers.wait_until, function() local v = values(); return v[#v].dark == false end, 5)
+    F.sh("kill " .. F.read(dir .. "/cdp.pid"))
+    assert.is_true(ok, "the change never reached the page")
+    assert.equal(0, spage:stop())
+    assert.equal(0, live:stop())
   end)
 
   it("evaluates flags for its target through the proxy, cross-origin", function()

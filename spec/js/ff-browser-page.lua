@@ -6,6 +6,7 @@ local app = relay.new { name = "ff-browser-page", flags = {
   proxy = { default = "", help = "the flag proxy's base URL" },
   sdk = { default = "", help = "path of sdk.client-iife.js" },
   key = { default = "sample-client-sdk-key", help = "SDK key" },
+  stream = { default = false, help = "let the SDK stream (headless --dump-dom cannot: its virtual time never ends)" },
 } }
 
 local f = assert(io.open(app.flags.sdk, "rb"))
@@ -18,8 +19,8 @@ local page = ([[<!doctype html>
 <script>
 const { initialize, Event } = HarnessFFSDK;
 const target = { identifier: 'bob', name: 'Bob', attributes: { email: 'bob@corp.example', country: 'DE', plan: 'free' } };
-const client = initialize('%s', target, { baseUrl: '%s', eventUrl: '%s', streamEnabled: false, pollingEnabled: false });
-client.on(Event.READY, () => {
+const client = initialize('%s', target, { baseUrl: '%s', eventUrl: '%s', streamEnabled: %s, pollingEnabled: false });
+const render = () => {
   document.getElementById('out').textContent = JSON.stringify({
     banner: client.variation('banner-text', 'DEFAULT'),
     dark: client.variation('dark-mode', false),
@@ -27,10 +28,12 @@ client.on(Event.READY, () => {
     theme: client.variation('theme-config', null),
     gated: client.variation('gated-banner', 'DEFAULT'),
   });
-});
+};
+client.on(Event.READY, render);
+client.on(Event.CHANGED, render);
 client.on(Event.ERROR, (e) => { document.getElementById('err').textContent += 'error: ' + JSON.stringify(e) + '\n'; });
 </script></body></html>
-]]):format(app.flags.key, app.flags.proxy, app.flags.proxy)
+]]):format(app.flags.key, app.flags.proxy, app.flags.proxy, tostring(app.flags.stream))
 
 app:get("/", function(_, res) res:send(200, page, { ["content-type"] = "text/html; charset=utf-8" }) end)
 app:get("/sdk.js", function(_, res) res:send(200, bundle, { ["content-type"] = "application/javascript" }) end)
