@@ -7,8 +7,8 @@ local socket = require "socket"
 
 local F = dofile(helpers.fixture("flag_proxy.lua"))
 local root, script, js, ENV, KEY = F.root, F.script, F.js, F.ENV, F.KEY
-local sh, read, b64url_decode, TARGETS, FLAGS = F.sh, F.read, F.b64url_decode, F.TARGETS, F.FLAGS
-local expected, checks_json, node, q, auth, open_stream = F.expected, F.checks_json, F.node, F.q, F.auth, F.open_stream
+local sh, read, b64url_decode, TARGETS, SAMPLE = F.sh, F.read, F.b64url_decode, F.TARGETS, F.SAMPLE
+local checks_json, node, q, auth, open_stream = F.checks_json, F.node, F.q, F.auth, F.open_stream
 local SECRET = "spec-secret-0123456789"
 
 describe("flag proxy, offline", function()
@@ -33,13 +33,15 @@ describe("flag proxy, offline", function()
   end)
 
   it("lets the real Node server SDK evaluate every flag as the spec's rules say", function()
-    F.node_evaluates_all(host.port)
+    F.node_evaluates_all(host.port) -- the cases of spec/fixtures/ff-test-cases/sample.json
     assert.is_nil(upstream:accept(), "offline mode connected to the network")
   end)
 
   it("serves /evaluations with the same results, honouring Harness-Target", function()
     local _, token = auth(host, KEY, TARGETS[1])
-    for i, t in ipairs(TARGETS) do
+    local want = {}
+    for _, c in ipairs(SAMPLE.tests) do want[c.target .. "\0" .. c.flag] = c.expected end
+    for _, t in ipairs(TARGETS) do
       local res = host:get(("/client/env/%s/target/%s/evaluations?cluster=1"):format(ENV, t.identifier), {
         Authorization = "Bearer " .. token,
         ["Harness-Target"] = (require("mime").b64(cjson.encode(t))),
@@ -48,10 +50,16 @@ describe("flag proxy, offline", function()
       assert.equal("application/json; charset=utf-8", res.headers["content-type"])
       assert.equal("\n", res.body:sub(-1))
       local list = cjson.decode(res.body)
-      assert.equal(#FLAGS, #list)
-      for j, row in ipairs(FLAGS) do
-        local id, value = expected(row, i)
-        assert.same({ flag = row[1], identifier = id, kind = row[2], value = value }, list[j])
+      assert.equal(#SAMPLE.flags, #list)
+      for j, ev in ipairs(list) do
+        local fc = SAMPLE.flags[j]
+        assert.equal(fc.feature, ev.flag)
+        assert.equal(fc.kind, ev.kind)
+        local variation
+        for _, v in ipairs(fc.variations) do if v.identifier == ev.identifier then variation = v end end
+        assert.truthy(variation, ev.flag .. ": unknown variation " .. tostring(ev.identifier))
+        assert.equal(variation.value, ev.value)
+        assert.same(want[t.identifier .. "\0" .. ev.flag], F.typed(ev.kind, ev.value), ev.flag .. " for " .. t.identifier)
       end
     end
     -- one flag; without the header the target seen at auth (alice, with attributes) is used
@@ -103,7 +111,7 @@ describe("flag proxy, offline", function()
     res = host:get(path .. "?cluster=1;foo=bar", { Authorization = "Bearer " .. token }) -- ';' accepted
     assert.equal(200, res.status)
     local flags = cjson.decode(res.body)
-    assert.equal(#FLAGS, #flags)
+    assert.equal(#SAMPLE.flags, #flags)
     for _, f in ipairs(flags) do -- always arrays (Node iterates them), never null
       assert.is_table(f.rules); assert.is_table(f.prerequisites); assert.is_table(f.variationToTargetMap)
     end
@@ -173,7 +181,7 @@ describe("flag proxy, offline", function()
     local out = dir .. "/watch.out"
     local pidf = dir .. "/watch.pid"
     sh(("cd /tmp && (node %sff-node-sdk.js watch http://127.0.0.1:%d %s %s > %s 2>&1 </dev/null & echo $! > %s)")
-      :format(js, host.port, KEY, q(checks_json()), out, pidf))
+      :format(js, host.port, KEY, q(checks_json(SAMPLE)), out, pidf))
     helpers.wait_until(function() return (read(out) or ""):find("ready") end, 20, "the Node SDK to stream")
     helpers.wait_until(function()
       return host:get("/metrics").body:find('ff_proxy_http_requests_total{url="/stream",envID="' .. ENV .. '",code="200"}', 1, true)
@@ -225,6 +233,25 @@ describe("flag proxy, offline", function()
 
     local res = host:get("/client/env/" .. ENV .. "/feature-configs/banner-text", { Authorization = "Bearer " .. token })
     assert.equal(2, cjson.decode(res.body).version)
+  end)
+end)
+
+describe("flag proxy, cross-SDK evaluation cases", function()
+  it("passes every spec/fixtures/ff-test-cases file through the Node SDK", function()
+    local p = io.popen("ls " .. F.CASES_DIR .. "/*.json")
+    for path in p:lines() do
+      local cases = F.load_cases(path)
+      local host = helpers.start(script, { flags = { "--offline", "--config-dir", F.write_config(helpers.tmpdir(), cases) } })
+      F.node_evaluates_all(host.port, cases)
+      assert.equal(0, host:stop())
+    end
+    p:close()
+  end)
+
+  it("keeps examples/flag-proxy/config equal to the sample cases' flags and groups", function()
+    local dir = root .. "/examples/flag-proxy/config/env-" .. ENV .. "/"
+    assert.same(SAMPLE.flags, cjson.decode(read(dir .. "feature_config.json")))
+    assert.same(SAMPLE.segments, cjson.decode(read(dir .. "segments.json")))
   end)
 end)
 
