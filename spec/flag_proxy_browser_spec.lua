@@ -32,14 +32,16 @@ describe("flag proxy with the JavaScript client SDK in Chromium", function()
     local bin = assert(chromium(), "chromium is not installed (tools/deps installs it)")
     local dir = helpers.tmpdir()
     F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
-    local live = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
-      env = { AUTH_SECRET = "browser-spec-secret" } })
-    local spage = helpers.start(F.root .. "/spec/js/ff-browser-page.lua", { flags = {
+    local keep = F.cleanup(finally)
+    local live = keep(helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
+      env = { AUTH_SECRET = "browser-spec-secret" } }))
+    local spage = keep(helpers.start(F.root .. "/spec/js/ff-browser-page.lua", { flags = {
       "--proxy", ("http://127.0.0.1:%d"):format(live.port), "--stream",
-      "--sdk", F.root .. "/spec/js/node_modules/@harnessio/ff-javascript-client-sdk/dist/sdk.client-iife.js" } })
+      "--sdk", F.root .. "/spec/js/node_modules/@harnessio/ff-javascript-client-sdk/dist/sdk.client-iife.js" } }))
     local out = dir .. "/cdp.out"
     F.sh(("node %sff-browser-cdp.js %s %s/profile http://127.0.0.1:%d/ > %s 2>&1 </dev/null & echo $! > %s/cdp.pid")
       :format(F.js, bin, dir, spage.port, out, dir))
+    keep(function() F.sh("kill " .. (F.read(dir .. "/cdp.pid") or "") .. " 2>/dev/null") end)
     local function values()
       local list = {}
       for line in (F.read(out) or ""):gmatch("[^\n]+") do

@@ -114,15 +114,17 @@ end)
 
 describe("flag proxy with Redis: an online primary", function()
   it("forwards the SDK metrics its replicas receive (through stream:sdk_metrics)", function()
+    local keep = F.cleanup(finally)
     local dir = helpers.tmpdir()
     local port, pid = helpers.start_redis(dir)
-    local up = helpers.start(F.script, { flags = { "--offline", "--config-dir", F.root .. "/examples/flag-proxy/config" } })
+    keep(function() os.execute("kill " .. pid) end)
+    local up = keep(helpers.start(F.script, { flags = { "--offline", "--config-dir", F.root .. "/examples/flag-proxy/config" } }))
     local base = "http://127.0.0.1:" .. up.port
     local redis = { REDIS_ADDRESS = "127.0.0.1:" .. port, AUTH_SECRET = SECRET }
-    local primary = helpers.start(F.script, { flags = { "--metric-post-duration", "1" }, env = {
-      API_KEYS = KEY, SDK_BASE_URL = base, SDK_EVENTS_URL = base, REDIS_ADDRESS = redis.REDIS_ADDRESS, AUTH_SECRET = SECRET } })
+    local primary = keep(helpers.start(F.script, { flags = { "--metric-post-duration", "1" }, env = {
+      API_KEYS = KEY, SDK_BASE_URL = base, SDK_EVENTS_URL = base, REDIS_ADDRESS = redis.REDIS_ADDRESS, AUTH_SECRET = SECRET } }))
     helpers.wait_until(function() return select(2, health(primary)).configStatus.state == "SYNCED" end, 5, "the primary")
-    local replica = helpers.start(F.script, { flags = { "--read-replica" }, env = redis })
+    local replica = keep(helpers.start(F.script, { flags = { "--read-replica" }, env = redis }))
     helpers.wait_until(function() return select(2, health(replica)).configStatus.state == "READ_REPLICA" end, 5, "the replica")
     local _, token = F.auth(replica)
     local res = replica:request { method = "POST", path = "/metrics/" .. ENV, headers = { Authorization = "Bearer " .. token },
@@ -131,16 +133,16 @@ describe("flag proxy with Redis: an online primary", function()
     helpers.wait_until(function() return up:log():find('"method":"POST","path":"/metrics/' .. ENV, 1, true) end, 5,
       "the replica's metrics upstream")
     for _, h in ipairs { replica, primary, up } do assert.equal(0, h:stop()) end
-    os.execute("kill " .. pid)
   end)
 end)
 
 describe("flag proxy v2 chain (PROXY_KEY)", function()
   it("pulls every environment through /proxy/auth and /proxy/config, follows changes, refuses a wrong key", function()
+    local keep = F.cleanup(finally)
     local dir = helpers.tmpdir()
     F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
-    local up = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
-      env = { AUTH_SECRET = SECRET, PROXY_KEY = PROXY_KEY } })
+    local up = keep(helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
+      env = { AUTH_SECRET = SECRET, PROXY_KEY = PROXY_KEY } }))
     local res = up:request { method = "POST", path = "/proxy/auth", body = cjson.encode({ proxyKey = "wrong" }) }
     assert.equal(401, res.status)
     res = up:request { method = "POST", path = "/proxy/auth", body = "{}" }
@@ -154,7 +156,7 @@ describe("flag proxy v2 chain (PROXY_KEY)", function()
     assert.equal(ENV, cfg.environments[1].id)
     assert.equal(8, #cfg.environments[1].featureConfigs)
 
-    local down = helpers.start(F.script, { env = { PROXY_KEY = PROXY_KEY, SDK_BASE_URL = "http://127.0.0.1:" .. up.port, METRIC_POST_DURATION = "0" } })
+    local down = keep(helpers.start(F.script, { env = { PROXY_KEY = PROXY_KEY, SDK_BASE_URL = "http://127.0.0.1:" .. up.port, METRIC_POST_DURATION = "0" } }))
     helpers.wait_until(function()
       local status, h = health(down)
       return status == 200 and h.streamStatus.state == "CONNECTED"
@@ -171,7 +173,7 @@ describe("flag proxy v2 chain (PROXY_KEY)", function()
       local r = down:get(("/client/env/%s/target/erin/evaluations/legacy-off"):format(ENV), { Authorization = "Bearer " .. token })
       return cjson.decode(r.body).value == "on"
     end, 2, "the change through the proxy-key stream")
-    local wrong = helpers.start(F.script, { env = { PROXY_KEY = "nope", SDK_BASE_URL = "http://127.0.0.1:" .. up.port } })
+    local wrong = keep(helpers.start(F.script, { env = { PROXY_KEY = "nope", SDK_BASE_URL = "http://127.0.0.1:" .. up.port } }))
     helpers.wait_until(function() return wrong:log():find("/proxy/auth: status 401", 1, true) end, 5, "the refusal")
     local res2 = wrong:get("/health")
     assert.equal(500, res2.status) -- FAILED_TO_SYNC

@@ -182,6 +182,7 @@ describe("flag proxy, offline", function()
     local pidf = dir .. "/watch.pid"
     sh(("cd /tmp && (node %sff-node-sdk.js watch http://127.0.0.1:%d %s %s > %s 2>&1 </dev/null & echo $! > %s)")
       :format(js, host.port, KEY, q(checks_json(SAMPLE)), out, pidf))
+    F.cleanup(finally)(function() sh("kill " .. (read(pidf) or "") .. " 2>/dev/null") end)
     helpers.wait_until(function() return (read(out) or ""):find("ready") end, 20, "the Node SDK to stream")
     helpers.wait_until(function()
       return host:get("/metrics").body:find('ff_proxy_http_requests_total{url="/stream",envID="' .. ENV .. '",code="200"}', 1, true)
@@ -238,10 +239,11 @@ end)
 
 describe("flag proxy, cross-SDK evaluation cases", function()
   it("passes every spec/fixtures/ff-test-cases file through the Node SDK", function()
+    local keep = F.cleanup(finally)
     local p = io.popen("ls " .. F.CASES_DIR .. "/*.json")
     for path in p:lines() do
       local cases = F.load_cases(path)
-      local host = helpers.start(script, { flags = { "--offline", "--config-dir", F.write_config(helpers.tmpdir(), cases) } })
+      local host = keep(helpers.start(script, { flags = { "--offline", "--config-dir", F.write_config(helpers.tmpdir(), cases) } }))
       F.node_evaluates_all(host.port, cases)
       assert.equal(0, host:stop())
     end
@@ -294,7 +296,7 @@ describe("flag proxy settings", function()
     assert.truthy(text:find(file .. ": expected a JSON array", 1, true), text)
     -- a running proxy keeps serving its last good config when a reload finds a broken one
     sh(("cp %s/examples/flag-proxy/config/env-%s/segments.json %s"):format(root, ENV, file))
-    local host = helpers.start(script, { flags = { "--offline", "--config-dir", dir .. "/config" } })
+    local host = F.cleanup(finally)(helpers.start(script, { flags = { "--offline", "--config-dir", dir .. "/config" } }))
     helpers.write_file(dir .. "/config/env-" .. ENV .. "/feature_config.json", '[{"kind":"boolean"}]')
     local ok, line = host:reload()
     assert.is_false(ok)
@@ -309,12 +311,13 @@ describe("flag proxy settings", function()
     assert.is_true(sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
       "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null"):format(dir, dir)) == 0)
     local cfg = root .. "/examples/flag-proxy/config"
-    local old = helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = { AUTH_SECRET = "old-secret" } })
+    local keep = F.cleanup(finally)
+    local old = keep(helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = { AUTH_SECRET = "old-secret" } }))
     local _, token = auth(old)
     assert.equal(0, old:stop())
-    local host = helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = {
+    local host = keep(helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = {
       AUTH_SECRET = "new-secret", LEGACY_SECRETS = "older-secret,old-secret",
-      TLS_ENABLED = "true", TLS_CERT = dir .. "/cert.pem", TLS_KEY = dir .. "/key.pem" } })
+      TLS_ENABLED = "true", TLS_CERT = dir .. "/cert.pem", TLS_KEY = dir .. "/key.pem" } }))
     local p = io.popen(("curl -s --cacert %s/cert.pem -H 'Authorization: Bearer %s' https://127.0.0.1:%d/client/env/%s/feature-configs/dark-mode")
       :format(dir, token, host.port, ENV))
     local body = p:read("*a")
@@ -324,7 +327,7 @@ describe("flag proxy settings", function()
   end)
 
   it("warns about the insecure default AUTH_SECRET and exports relayhost_insecure_config", function()
-    local host = helpers.start(script, { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" } })
+    local host = F.cleanup(finally)(helpers.start(script, { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" } }))
     assert.truthy(host:log():find('"event":"insecure_config"', 1, true))
     assert.truthy(host:get("/metrics").body:find("relayhost_insecure_config 1", 1, true))
     assert.equal(0, host:stop())
