@@ -7,6 +7,7 @@ local relay = require "relay"
 local config = require "relay.flag.config"
 local store_mod = require "relay.flag.store"
 local api = require "relay.flag.api"
+local proxy_api = require "relay.flag.proxy_api"
 local offline = require "relay.flag.offline"
 local sync = require "relay.flag.sync"
 
@@ -22,13 +23,15 @@ app.host["log-level"] = cfg.log_level
 local store = store_mod.new { and_rules = cfg.and_rules }
 local state = sync.new(cfg, store)
 
-api.install(app, {
-  store = store, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
+local ctx = {
+  store = store, proxy_key = cfg.proxy_key, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
   heartbeat = cfg.heartbeat, health = function() return state:health() end,
   stream_ok = function() return state:stream_ok() end,
   on_metrics = function(env, body) state:queue_metrics(env, body) end,
   on_target = function(env, target) state:target_seen(env, target) end,
-})
+}
+proxy_api.install(app, ctx)
+api.install(app, ctx)
 
 local insecure = relay.metrics.gauge("relayhost_insecure_config", "1 when started with a product's insecure default secret")
 app:on_init(function()
@@ -41,6 +44,9 @@ app:on_init(function()
     local envs, err = offline.load(cfg.config_dir)
     if not envs then error("flag-proxy: CONFIG_DIR: " .. err, 0) end
     state:replace_all(envs) -- on SIGHUP: events for what changed go out once this generation serves
+    state:set_stream("CONNECTED")
+  elseif cfg.read_replica then
+    state:start_replica()
   else
     state:start()
   end

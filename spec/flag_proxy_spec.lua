@@ -5,101 +5,11 @@ local helpers = require "spec.helpers"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local root = io.popen("cd " .. helpers.root .. " && pwd"):read("*l") -- node runs from elsewhere
-local script = root .. "/scripts/flag-proxy.lua"
-local js = root .. "/spec/js/"
-local ENV = "1f6c9b2e-3d4a-4b5c-9e8f-0a1b2c3d4e5f"
-local KEY = "sample-server-sdk-key"
+local F = dofile(helpers.fixture("flag_proxy.lua"))
+local root, script, js, ENV, KEY = F.root, F.script, F.js, F.ENV, F.KEY
+local sh, read, b64url_decode, TARGETS, SAMPLE = F.sh, F.read, F.b64url_decode, F.TARGETS, F.SAMPLE
+local checks_json, node, q, auth, open_stream = F.checks_json, F.node, F.q, F.auth, F.open_stream
 local SECRET = "spec-secret-0123456789"
-
-local function sh(cmd) return os.execute(cmd) end
-local function read(path) local f = io.open(path); if not f then return nil end local s = f:read("*a"); f:close(); return s end
-local function b64url_decode(s)
-  s = s:gsub("-", "+"):gsub("_", "/")
-  return (require("mime").unb64(s .. ("="):rep((4 - #s % 4) % 4)))
-end
-
--- Targets and the values the spec's rules (§2.4) give for the sample config: worked out by hand
--- from examples/flag-proxy/config (percentage rows: murmur3 buckets, see the unit spec).
-local TARGETS = {
-  { identifier = "alice", name = "Alice", attributes = { email = "alice@example.com", country = "UK", plan = "pro", age = 34 } },
-  { identifier = "bob", name = "Bob", attributes = { email = "bob@corp.example", country = "DE", plan = "free", beta = true } },
-  { identifier = "carol", name = "Carol", attributes = { email = "carol@example.com", country = "US", plan = "enterprise" } },
-  { identifier = "dave", name = "Dave", attributes = { email = "dave@corp.example", country = "US", plan = "pro" } },
-  { identifier = "erin", name = "Erin" },
-}
-local BLUE, RED = '{"color":"blue","size":12}', '{"color":"red","size":14}'
-local FLAGS = {
-  -- flag, kind, then alice, bob, carol, dave, erin as variation identifier = value
-  { "dark-mode", "boolean", { "true", "true", "false", "false", "false" } },          -- target map; segment (included / rule / excluded)
-  { "banner-text", "string", { "hello-uk=Hello from the UK", "beta=You are in the beta", "welcome=Welcome!",
-                               "beta=You are in the beta", "welcome=Welcome!" } },     -- segment rule (equal, any case), contains
-  { "max-items", "int", { "twenty-five=25", "ten=10", "hundred=100", "twenty-five=25", "ten=10" } }, -- equal_sensitive, starts_with
-  { "theme-config", "json", { "red=" .. RED, "red=" .. RED, "blue=" .. BLUE, "blue=" .. BLUE, "blue=" .. BLUE } }, -- 50/50 by identifier (92, 54, 17, 45, 25)
-  { "new-checkout", "boolean", { "true", "true", "false", "false", "false" } },       -- prerequisite dark-mode=true
-  { "rollout-percent", "boolean", { "false", "true", "false", "false", "true" } },    -- 40/60 by email (89, 34, 61, 54); erin: identifier (25)
-  { "legacy-off", "string", { "off-value=off", "off-value=off", "off-value=off", "off-value=off", "off-value=off" } },
-  { "gated-banner", "string", { "none=none", "vip-eu=VIP Europe", "none=none", "vip=VIP", "none=none" } }, -- prerequisite + in
-}
-
-local function expected(row, i)
-  local cell = row[3][i]
-  local id, value = cell:match("^(.-)=(.*)$")
-  return id or cell, value or cell
-end
-
--- What the Node SDK returns for a value: booleans, numbers, parsed JSON.
-local function typed(kind, value)
-  if kind == "boolean" then return value == "true" end
-  if kind == "int" then return tonumber(value) end
-  if kind == "json" then return cjson.decode(value) end
-  return value
-end
-
-local function checks_json()
-  local flags = {}
-  for _, row in ipairs(FLAGS) do flags[#flags + 1] = { flag = row[1], kind = row[2] } end
-  return cjson.encode({ flags = flags, targets = TARGETS })
-end
-
-local function node(args)
-  local p = io.popen(("cd /tmp && timeout 60 node %sff-node-sdk.js %s 2>&1"):format(js, args))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function auth(host, key, target)
-  local res = host:request { method = "POST", path = "/client/auth", headers = { ["Content-Type"] = "application/json" },
-    body = cjson.encode({ apiKey = key or KEY, target = target or { identifier = "alice" } }) }
-  return res, res.status == 200 and cjson.decode(res.body).authToken or nil
-end
-
--- A raw SSE client: returns the connection after the head, and a reader of body chunks.
-local function open_stream(host, token, key)
-  local c = host:client(5)
-  c:send(("GET /stream?cluster=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nAPI-Key: %s\r\nAccept: text/event-stream\r\n\r\n")
-    :format(token, key or KEY))
-  local head = {}
-  while true do
-    local line = assert(c.sock:receive("*l"))
-    if line == "" then break end
-    head[#head + 1] = line
-  end
-  local function chunk(timeout)
-    c:settimeout(timeout or 5)
-    local size_line, err = c.sock:receive("*l")
-    if not size_line then return nil, err end
-    local size = tonumber(size_line, 16)
-    if size == 0 then return nil, "end" end
-    local data = c.sock:receive(size)
-    c.sock:receive("*l")
-    return data
-  end
-  return c, table.concat(head, "\n"), chunk
-end
 
 describe("flag proxy, offline", function()
   local host, dir, upstream, envdir
@@ -123,21 +33,15 @@ describe("flag proxy, offline", function()
   end)
 
   it("lets the real Node server SDK evaluate every flag as the spec's rules say", function()
-    local out = node(("eval http://127.0.0.1:%d %s %s"):format(host.port, KEY, q(checks_json())))
-    local ok, got = pcall(cjson.decode, out)
-    assert(ok, "node said: " .. out)
-    for _, row in ipairs(FLAGS) do
-      for i, t in ipairs(TARGETS) do
-        local _, value = expected(row, i)
-        assert.same(typed(row[2], value), got[row[1]][t.identifier], row[1] .. " for " .. t.identifier)
-      end
-    end
+    F.node_evaluates_all(host.port) -- the cases of spec/fixtures/ff-test-cases/sample.json
     assert.is_nil(upstream:accept(), "offline mode connected to the network")
   end)
 
   it("serves /evaluations with the same results, honouring Harness-Target", function()
     local _, token = auth(host, KEY, TARGETS[1])
-    for i, t in ipairs(TARGETS) do
+    local want = {}
+    for _, c in ipairs(SAMPLE.tests) do want[c.target .. "\0" .. c.flag] = c.expected end
+    for _, t in ipairs(TARGETS) do
       local res = host:get(("/client/env/%s/target/%s/evaluations?cluster=1"):format(ENV, t.identifier), {
         Authorization = "Bearer " .. token,
         ["Harness-Target"] = (require("mime").b64(cjson.encode(t))),
@@ -146,10 +50,16 @@ describe("flag proxy, offline", function()
       assert.equal("application/json; charset=utf-8", res.headers["content-type"])
       assert.equal("\n", res.body:sub(-1))
       local list = cjson.decode(res.body)
-      assert.equal(#FLAGS, #list)
-      for j, row in ipairs(FLAGS) do
-        local id, value = expected(row, i)
-        assert.same({ flag = row[1], identifier = id, kind = row[2], value = value }, list[j])
+      assert.equal(#SAMPLE.flags, #list)
+      for j, ev in ipairs(list) do
+        local fc = SAMPLE.flags[j]
+        assert.equal(fc.feature, ev.flag)
+        assert.equal(fc.kind, ev.kind)
+        local variation
+        for _, v in ipairs(fc.variations) do if v.identifier == ev.identifier then variation = v end end
+        assert.truthy(variation, ev.flag .. ": unknown variation " .. tostring(ev.identifier))
+        assert.equal(variation.value, ev.value)
+        assert.same(want[t.identifier .. "\0" .. ev.flag], F.typed(ev.kind, ev.value), ev.flag .. " for " .. t.identifier)
       end
     end
     -- one flag; without the header the target seen at auth (alice, with attributes) is used
@@ -201,7 +111,7 @@ describe("flag proxy, offline", function()
     res = host:get(path .. "?cluster=1;foo=bar", { Authorization = "Bearer " .. token }) -- ';' accepted
     assert.equal(200, res.status)
     local flags = cjson.decode(res.body)
-    assert.equal(#FLAGS, #flags)
+    assert.equal(#SAMPLE.flags, #flags)
     for _, f in ipairs(flags) do -- always arrays (Node iterates them), never null
       assert.is_table(f.rules); assert.is_table(f.prerequisites); assert.is_table(f.variationToTargetMap)
     end
@@ -271,7 +181,8 @@ describe("flag proxy, offline", function()
     local out = dir .. "/watch.out"
     local pidf = dir .. "/watch.pid"
     sh(("cd /tmp && (node %sff-node-sdk.js watch http://127.0.0.1:%d %s %s > %s 2>&1 </dev/null & echo $! > %s)")
-      :format(js, host.port, KEY, q(checks_json()), out, pidf))
+      :format(js, host.port, KEY, q(checks_json(SAMPLE)), out, pidf))
+    F.cleanup(finally)(function() sh("kill " .. (read(pidf) or "") .. " 2>/dev/null") end)
     helpers.wait_until(function() return (read(out) or ""):find("ready") end, 20, "the Node SDK to stream")
     helpers.wait_until(function()
       return host:get("/metrics").body:find('ff_proxy_http_requests_total{url="/stream",envID="' .. ENV .. '",code="200"}', 1, true)
@@ -326,6 +237,26 @@ describe("flag proxy, offline", function()
   end)
 end)
 
+describe("flag proxy, cross-SDK evaluation cases", function()
+  it("passes every spec/fixtures/ff-test-cases file through the Node SDK", function()
+    local keep = F.cleanup(finally)
+    local p = io.popen("ls " .. F.CASES_DIR .. "/*.json")
+    for path in p:lines() do
+      local cases = F.load_cases(path)
+      local host = keep(helpers.start(script, { flags = { "--offline", "--config-dir", F.write_config(helpers.tmpdir(), cases) } }))
+      F.node_evaluates_all(host.port, cases)
+      assert.equal(0, host:stop())
+    end
+    p:close()
+  end)
+
+  it("keeps examples/flag-proxy/config equal to the sample cases' flags and groups", function()
+    local dir = root .. "/examples/flag-proxy/config/env-" .. ENV .. "/"
+    assert.same(SAMPLE.flags, cjson.decode(read(dir .. "feature_config.json")))
+    assert.same(SAMPLE.segments, cjson.decode(read(dir .. "segments.json")))
+  end)
+end)
+
 describe("flag proxy settings", function()
   local function check(args, env)
     local all = { "check", script }
@@ -352,8 +283,51 @@ describe("flag proxy settings", function()
     end
   end)
 
+  it("names the file when the config directory is broken, at start and on SIGHUP", function()
+    local dir = helpers.tmpdir()
+    sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(root, dir))
+    local file = dir .. "/config/env-" .. ENV .. "/segments.json"
+    helpers.write_file(file, "[{oops")
+    local rc, text = check({ "--offline", "--config-dir", dir .. "/config" }, {})
+    assert.are_not.equal(0, rc)
+    assert.truthy(text:find(file .. ": not valid JSON", 1, true), text)
+    helpers.write_file(file, '{"identifier":"x"}')
+    rc, text = check({ "--offline", "--config-dir", dir .. "/config" }, {})
+    assert.truthy(text:find(file .. ": expected a JSON array", 1, true), text)
+    -- a running proxy keeps serving its last good config when a reload finds a broken one
+    sh(("cp %s/examples/flag-proxy/config/env-%s/segments.json %s"):format(root, ENV, file))
+    local host = F.cleanup(finally)(helpers.start(script, { flags = { "--offline", "--config-dir", dir .. "/config" } }))
+    helpers.write_file(dir .. "/config/env-" .. ENV .. "/feature_config.json", '[{"kind":"boolean"}]')
+    local ok, line = host:reload()
+    assert.is_false(ok)
+    assert.truthy(line:find('feature_config.json: item 1 has no \\"feature\\"'), line)
+    local _, token = auth(host)
+    assert.equal(200, host:get("/client/env/" .. ENV .. "/feature-configs/dark-mode", { Authorization = "Bearer " .. token }).status)
+    assert.equal(0, host:stop())
+  end)
+
+  it("serves HTTPS with TLS_ENABLED/TLS_CERT/TLS_KEY and accepts tokens of LEGACY_SECRETS", function()
+    local dir = helpers.tmpdir()
+    assert.is_true(sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
+      "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null"):format(dir, dir)) == 0)
+    local cfg = root .. "/examples/flag-proxy/config"
+    local keep = F.cleanup(finally)
+    local old = keep(helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = { AUTH_SECRET = "old-secret" } }))
+    local _, token = auth(old)
+    assert.equal(0, old:stop())
+    local host = keep(helpers.start(script, { flags = { "--offline", "--config-dir", cfg }, env = {
+      AUTH_SECRET = "new-secret", LEGACY_SECRETS = "older-secret,old-secret",
+      TLS_ENABLED = "true", TLS_CERT = dir .. "/cert.pem", TLS_KEY = dir .. "/key.pem" } }))
+    local p = io.popen(("curl -s --cacert %s/cert.pem -H 'Authorization: Bearer %s' https://127.0.0.1:%d/client/env/%s/feature-configs/dark-mode")
+      :format(dir, token, host.port, ENV))
+    local body = p:read("*a")
+    p:close()
+    assert.equal("dark-mode", cjson.decode(body).feature)
+    assert.equal(0, host:stop())
+  end)
+
   it("warns about the insecure default AUTH_SECRET and exports relayhost_insecure_config", function()
-    local host = helpers.start(script, { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" } })
+    local host = F.cleanup(finally)(helpers.start(script, { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" } }))
     assert.truthy(host:log():find('"event":"insecure_config"', 1, true))
     assert.truthy(host:get("/metrics").body:find("relayhost_insecure_config 1", 1, true))
     assert.equal(0, host:stop())

@@ -4,40 +4,12 @@ local helpers = require "helpers"
 local socket = require "socket"
 local cjson = require "cjson"
 
-local function free_port()
-  local s = socket.bind("127.0.0.1", 0)
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
 describe("relay.redis", function()
   local dir, port, redis_pid, host
 
-  -- A redis-server of our own. The port is picked free, but a parallel test may take it before
-  -- redis binds it: then redis exits, and we try another one. PING tells redis from others.
-  local function pong(p)
-    local c = helpers.connect(p)
-    if not c then return false end
-    c:send("PING\r\n")
-    local line = c.sock:receive("*l")
-    c:close()
-    return line == "+PONG"
-  end
-
+  -- A redis-server of our own (spec/helpers.lua).
   local function start_redis(fixed_port)
-    for _ = 1, 5 do
-      port = fixed_port or free_port()
-      os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no " ..
-        "> %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(port, dir, dir))
-      redis_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/redis.pid") end):gsub("%s", "")
-      local ok = pcall(helpers.wait_until, function()
-        if not helpers.read_file("/proc/" .. redis_pid .. "/status") then error("redis exited") end
-        return pong(port)
-      end, 5)
-      if ok then return end
-    end
-    error("could not start redis-server: " .. tostring(helpers.read_file(dir .. "/redis.log")))
+    port, redis_pid = helpers.start_redis(dir, fixed_port)
   end
 
   setup(function()

@@ -52,6 +52,9 @@ struct rh_client_op {
   bool got_bytes;       /* anything arrived: a write error no longer matters */
   bool interim;         /* the message being parsed is a 1xx to skip */
   bool complete, over_max;
+  rh_client_data_cb on_data; /* streaming, see client.h */
+  bool streaming;       /* the head went to cb: from here on the body goes to on_data */
+  uint64_t idle_ms;
 
   rh_tls_ctx *own_ctx;  /* https with a ca_file of its own */
   rh_tls *tls;          /* https: between the socket and the parser */
@@ -95,7 +98,8 @@ static void teardown(rh_client_op *op) {
 static void finish(rh_client_op *op, const char *err, const rh_client_resp *resp) {
   if (op->done) return;
   op->done = true; /* before the callback, so a cancel from inside it is a no-op */
-  op->cb(op->ud, err, resp);
+  if (op->streaming) op->on_data(op->ud, NULL, 0, err);
+  else op->cb(op->ud, err, resp);
   teardown(op);
 }
 
@@ -165,11 +169,23 @@ static int on_headers_complete(llhttp_t *p) {
   /* 1xx (other than 101) are interim: llhttp gives them no body, and the real answer follows. */
   op->interim = op->status >= 100 && op->status < 200 && op->status != 101;
   if (op->is_head && !op->interim) return 1; /* 1: no body, whatever Content-Length says */
+  if (op->on_data && !op->interim) {
+    rh_client_resp resp = { .status = op->status, .headers = op->headers, .body = "", .body_len = 0 };
+    op->streaming = true;
+    uv_timer_start(&op->timer, on_timer, op->idle_ms, 0);
+    op->cb(op->ud, NULL, &resp); /* may cancel: on_body then stops the parser */
+  }
   return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   rh_client_op *op = op_of(p);
+  if (op->done) return -1;
+  if (op->streaming) {
+    uv_timer_start(&op->timer, on_timer, op->idle_ms, 0);
+    op->on_data(op->ud, at, len, NULL);
+    return op->done ? -1 : 0;
+  }
   if (len > op->max_body - op->body.len) {
     op->over_max = true;
     return -1;
@@ -540,6 +556,8 @@ rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_cl
   op->cb = cb;
   op->ud = ud;
   op->max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY;
+  op->on_data = req->on_data;
+  op->idle_ms = timeout_ms(req->timeout);
   rh_headers_init(&op->headers);
   llhttp_init(&op->parser, HTTP_RESPONSE, &parser_settings);
   op->parser.data = op;

@@ -2,7 +2,8 @@
  *
  * rh_client_request copies everything it needs from req; the callback runs exactly once, later
  * on the loop (never from inside rh_client_request), unless the operation is cancelled first.
- * The response passed to the callback lives only during the callback. */
+ * The response passed to the callback lives only during the callback. A streaming request
+ * (req->on_data) calls back at the head and goes on until the stream ends or is cancelled. */
 #ifndef RH_CLIENT_H
 #define RH_CLIENT_H
 
@@ -11,6 +12,10 @@
 #include "http/headers.h"
 
 typedef struct rh_client_op rh_client_op;
+
+/* Streaming responses (an SSE feed): body bytes as they arrive; p == NULL ends the stream, with
+ * err NULL when the response ended cleanly, else why ("timeout", "read: …"). */
+typedef void (*rh_client_data_cb)(void *ud, const char *p, size_t n, const char *err);
 
 typedef struct {
   const char *method;          /* NULL: GET */
@@ -21,6 +26,8 @@ typedef struct {
   size_t body_len;
   double timeout;              /* seconds for the whole exchange; <= 0: 30 */
   size_t max_body;             /* response body cap; 0: 64 MiB */
+  rh_client_data_cb on_data;   /* streaming: the callback runs once the head is in (empty body),
+                                  then the body goes to on_data; timeout bounds each silence */
 } rh_client_req;
 
 typedef struct {

@@ -106,16 +106,32 @@ static int stream_write(sse_stream *s, const char *p, size_t n) {
   return 1;
 }
 
+/* Calls fn on every stream of channel (NULL: every channel); fn may end the stream it gets, so
+ * the next ones are read before. Returns how many calls returned 1. */
+typedef int (*stream_fn)(sse_stream *s, void *arg);
+static size_t each_stream(const char *channel, stream_fn fn, void *arg) {
+  size_t counted = 0;
+  for (sse_chan *c = chans, *cn; c; c = cn) {
+    cn = c->next; /* the channel may go with its last stream */
+    if (channel && strcmp(c->name, channel) != 0) continue;
+    for (sse_stream *s = c->streams, *sn; s; s = sn) {
+      sn = s->next;
+      counted += (size_t)fn(s, arg);
+    }
+  }
+  return counted;
+}
+
+static int heartbeat_one(sse_stream *s, void *arg) {
+  double now = *(double *)arg;
+  if (s->heartbeat > 0 && now - s->last_write >= s->heartbeat) return stream_write(s, ":\n\n", 3);
+  return 0;
+}
+
 static void on_tick(uv_timer_t *t) {
   (void)t;
   double now = rh_now();
-  for (sse_chan *c = chans, *cn; c; c = cn) {
-    cn = c->next; /* the channel may go with its last stream */
-    for (sse_stream *s = c->streams, *sn; s; s = sn) {
-      sn = s->next;
-      if (s->heartbeat > 0 && now - s->last_write >= s->heartbeat) stream_write(s, ":\n\n", 3);
-    }
-  }
+  each_stream(NULL, heartbeat_one, &now);
 }
 
 static void ensure_tick(void) {
@@ -162,35 +178,31 @@ int rh_sse_hold(rh_http_req *req, const char *channel, const rh_headers *headers
   return 0;
 }
 
-size_t rh_sse_publish(const char *channel, const char *p, size_t n) {
-  size_t sent = 0;
-  for (sse_chan *c = chans, *cn; c; c = cn) {
-    cn = c->next;
-    if (channel && strcmp(c->name, channel) != 0) continue;
-    for (sse_stream *s = c->streams, *sn; s; s = sn) {
-      sn = s->next;
-      sent += (size_t)stream_write(s, p, n);
-    }
-  }
-  return sent;
+typedef struct {
+  const char *p;
+  size_t n;
+} event_bytes;
+
+static int publish_one(sse_stream *s, void *arg) {
+  const event_bytes *ev = arg;
+  return stream_write(s, ev->p, ev->n);
 }
 
-size_t rh_sse_close(const char *channel) {
-  size_t closed = 0;
-  for (sse_chan *c = chans, *cn; c; c = cn) {
-    cn = c->next;
-    if (channel && strcmp(c->name, channel) != 0) continue;
-    for (sse_stream *s = c->streams, *sn; s; s = sn) {
-      sn = s->next;
-      s->req->keep_alive = 0; /* the SDK reconnects on a fresh connection */
-      s->busy = 1;
-      rh_http_finish(s->req);
-      stream_end(s);
-      closed++;
-    }
-  }
-  return closed;
+size_t rh_sse_publish(const char *channel, const char *p, size_t n) {
+  event_bytes ev = { p, n };
+  return each_stream(channel, publish_one, &ev);
 }
+
+static int close_one(sse_stream *s, void *arg) {
+  (void)arg;
+  s->req->keep_alive = 0; /* the SDK reconnects on a fresh connection */
+  s->busy = 1;            /* a close inside finish only marks it: we end it here */
+  rh_http_finish(s->req);
+  stream_end(s);
+  return 1;
+}
+
+size_t rh_sse_close(const char *channel) { return each_stream(channel, close_one, NULL); }
 
 size_t rh_sse_count(const char *channel) {
   if (!channel) return total;

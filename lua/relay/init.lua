@@ -205,7 +205,10 @@ relay.sse = {
 -- head_timeout}) -> tun: git tunnel streams in C on that session (docs/git-tunnel-protocol.md).
 -- tun:wait() yields until it is over; server: tun:relay(target) relays the running request.
 relay.tunnel = { attach = core.tunnel_attach }
-relay.http = { request = core.http_request, headers = http.headers, parse_query = http.parse_query }
+-- relay.http.stream{url, headers, timeout (per silence)} -> s, status, headers | nil, err; then
+-- s:read() yields -> bytes | nil, "closed"/why; s:close(). For feeds (SSE) read as they arrive.
+relay.http = { request = core.http_request, stream = core.http_stream, headers = http.headers,
+               parse_query = http.parse_query }
 relay.sleep = core.sleep
 relay.now = core.now
 relay.time = core.time

@@ -127,3 +127,31 @@ describe("Harness JSON", function()
     assert.equal("[]", json.encode({}, true))
   end)
 end)
+
+describe("cross-SDK evaluation cases (spec/fixtures/ff-test-cases)", function()
+  it("gives every expected value", function()
+    local cjson = require "cjson"
+    local p = io.popen("ls spec/fixtures/ff-test-cases/*.json")
+    local files = 0
+    for path in p:lines() do
+      files = files + 1
+      local f = assert(io.open(path))
+      local cases = cjson.decode(f:read("*a"))
+      f:close()
+      local ctx, targets = { flags = {}, segments = {} }, {}
+      for _, fc in ipairs(cases.flags) do ctx.flags[fc.feature] = fc end
+      for _, s in ipairs(cases.segments) do ctx.segments[s.identifier] = s end
+      for _, t in ipairs(cases.targets) do targets[t.identifier] = t end
+      for _, c in ipairs(cases.tests) do
+        local fc = ctx.flags[c.flag]
+        local v = assert(evaluator.evaluate(ctx, fc, targets[c.target] or { identifier = c.target }))
+        local got = v.value
+        if fc.kind == "boolean" then got = got == "true" elseif fc.kind == "int" then got = tonumber(got)
+        elseif fc.kind == "json" then got = cjson.decode(got) end
+        assert.same(c.expected, got, ("%s: %s for %s"):format(path, c.flag, c.target))
+      end
+    end
+    p:close()
+    assert.is_true(files > 0)
+  end)
+end)

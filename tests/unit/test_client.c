@@ -481,6 +481,95 @@ static void test_max_body(void) {
   server_stop(&s);
 }
 
+/* ---- streaming (req.on_data): the head first, then the body as it arrives ---- */
+
+typedef struct {
+  result head;               /* first: on_result gets the same ud */
+  rh_buf data;
+  int chunks, ended;         /* ended: 1 by on_data(NULL, ...), 2 cancelled by us */
+  char end_err[64];
+  rh_client_op *op;
+  int cancel_after_first;
+} stream_result;
+
+static void on_stream_data(void *ud, const char *p, size_t n, const char *err) {
+  stream_result *s = ud;
+  REQUIRE(s->head.called && !s->ended);
+  if (!p) {
+    s->ended = 1;
+    snprintf(s->end_err, sizeof s->end_err, "%s", err ? err : "");
+    return;
+  }
+  s->chunks++;
+  rh_buf_append(&s->data, p, n);
+  if (s->cancel_after_first) {
+    rh_client_cancel(s->op); /* from inside the callback: nothing may follow */
+    s->ended = 2;
+  }
+}
+
+static void stream_run(stream_result *s, const char *url, double timeout, int cancel_after_first) {
+  memset(s, 0, sizeof *s);
+  s->cancel_after_first = cancel_after_first;
+  rh_client_req req = { .url = url, .timeout = timeout, .on_data = on_stream_data };
+  s->op = rh_client_request(loop, &req, on_result, s);
+  while (!s->ended) uv_run(loop, UV_RUN_ONCE);
+  rh_buf_append(&s->data, "", 1);
+  s->data.len--;
+}
+
+static void stream_free(stream_result *s) {
+  result_free(&s->head);
+  rh_buf_free(&s->data);
+}
+
+static void test_streaming(void) {
+  char url[128];
+  server s;
+  stream_result r;
+
+  test_name = "streaming: head, chunks, clean end";
+  server_start(&s, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "3\r\n:\n\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  stream_run(&r, url_of(url, sizeof url, &s, "/stream"), 5, 0);
+  CHECK(r.head.status == 200);
+  CHECK(r.head.body.len == 0);
+  CHECK(strcmp(r.data.data, ":\n\nhello") == 0);
+  CHECK(r.ended == 1 && r.end_err[0] == 0);
+  stream_free(&r);
+  server_stop(&s);
+
+  test_name = "streaming: cancelled from inside on_data";
+  server_start(&s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n:\n\n\r\n5\r\nhello\r\n");
+  s.hold = 1;
+  stream_run(&r, url_of(url, sizeof url, &s, "/stream"), 5, 1);
+  CHECK(r.chunks == 1 && r.ended == 2);
+  for (int i = 0; i < 5; i++) uv_run(loop, UV_RUN_NOWAIT); /* nothing may be delivered now */
+  stream_free(&r);
+  server_stop(&s);
+
+  test_name = "streaming: silence longer than the timeout ends it";
+  server_start(&s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n:\n\n\r\n");
+  s.hold = 1;
+  stream_run(&r, url_of(url, sizeof url, &s, "/stream"), 0.2, 0);
+  CHECK(r.chunks == 1);
+  CHECK(strcmp(r.end_err, "timeout") == 0);
+  stream_free(&r);
+  server_stop(&s);
+
+  test_name = "streaming: refused before the head";
+  server_start(&s, NULL);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/", s.port);
+  server_stop(&s); /* nobody listens there now */
+  memset(&r, 0, sizeof r);
+  rh_client_req req = { .url = url, .timeout = 5, .on_data = on_stream_data };
+  r.op = rh_client_request(loop, &req, on_result, &r);
+  wait_for(&r.head);
+  CHECK(strncmp(r.head.err, "connect: ", 9) == 0);
+  CHECK(r.ended == 0);
+  stream_free(&r);
+}
+
 static void test_bad_response(void) {
   test_name = "bad response";
   server s;
@@ -672,6 +761,7 @@ int main(void) {
   test_timeout();
   test_max_body();
   test_bad_response();
+  test_streaming();
   test_cancel();
   test_bad_urls();
   test_names();

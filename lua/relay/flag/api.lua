@@ -13,10 +13,20 @@ local JSON_TYPE = "application/json; charset=utf-8"
 local requests = relay.metrics.counter("ff_proxy_http_requests_total", "SDK requests served",
   { "url", "envID", "code" })
 
+-- The same headers on every answer, and label arrays kept per (route, env, status): the hot
+-- path (an SDK polling /evaluations) allocates no table of its own here.
+local HEADERS = { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" }
+local labels = {}
+
 local function reply(res, status, body, route, env)
-  requests:inc(1, { route, env or "", tostring(status) })
-  return res:send(status, body, { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*",
-                                  vary = "Origin" })
+  local key = route .. "\0" .. (env or "") .. "\0" .. status
+  local l = labels[key]
+  if not l then
+    l = { route, env or "", tostring(status) }
+    labels[key] = l
+  end
+  requests:inc(1, l)
+  return res:send(status, body, HEADERS)
 end
 
 local function fail(res, status, msg, route, env)
@@ -31,16 +41,30 @@ local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 function M.install(app, ctx)
   local store = ctx.store
 
+  -- Tokens already verified (they carry no exp: a valid one stays valid for this generation's
+  -- secrets); bounded, emptied when full. Saves an HMAC and two decodes per SDK request.
+  local verified, nverified = {}, 0
+  local function verify(token)
+    local claims = verified[token]
+    if claims then return claims end
+    local err
+    claims, err = relay.jwt.verify(token, ctx.secret, { leeway = 60 })
+    for _, s in ipairs(ctx.legacy_secrets or {}) do
+      if claims then break end
+      claims = relay.jwt.verify(token, s, { leeway = 60 })
+    end
+    if not claims then return nil, err end
+    if nverified >= 10000 then verified, nverified = {}, 0 end
+    verified[token], nverified = claims, nverified + 1
+    return claims
+  end
+
   -- Bearer JWT signed with AUTH_SECRET (or a legacy one) whose key still exists.
   local function authorize(req)
     if ctx.bypass_auth then return {} end
     local token = (req.headers["authorization"] or ""):match("^[Bb]earer%s+(%S+)$")
     if not token then return nil, "missing or malformed jwt" end
-    local claims, err = relay.jwt.verify(token, ctx.secret, { leeway = 60 })
-    for _, s in ipairs(ctx.legacy_secrets or {}) do
-      if claims then break end
-      claims = relay.jwt.verify(token, s, { leeway = 60 })
-    end
+    local claims, err = verify(token)
     if not claims then return nil, "invalid or expired jwt: " .. tostring(err) end
     if type(claims.apiKey) == "string" then
       local hash = claims.apiKey:match("^auth%-key%-(%x+)$")
@@ -54,12 +78,10 @@ function M.install(app, ctx)
     return function(req, res)
       local env = req.params.environment_uuid
       local claims, err = authorize(req)
-      if not claims then return fail(res, 401, err, route, env) end
+      if not claims then return fail(res, 401, err, route) end -- no label from an unchecked URL
       if claims.environment and claims.environment ~= env then
-        requests:inc(1, { route, env, "401" })
-        return res:send(401, json.encode({ message = ("Environment ID [%s] mismatch with requested %s")
-          :format(tostring(claims.environment), env) }) .. "\n",
-          { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" })
+        return reply(res, 401, json.encode({ message = ("Environment ID [%s] mismatch with requested %s")
+          :format(tostring(claims.environment), env) }) .. "\n", route, claims.environment)
       end
       return fn(req, res, env, claims)
     end
@@ -94,6 +116,7 @@ function M.install(app, ctx)
     if tid ~= "" then
       local env = store.envs[env_id]
       env.target[tid] = target
+      if env.evaluations and env.evaluations["t" .. tid] then env.evaluations["t" .. tid] = nil end
       if ctx.on_target then ctx.on_target(env_id, target) end
     end
     local now = math.floor(relay.time())
@@ -142,13 +165,28 @@ function M.install(app, ctx)
     return { flag = fc.feature, identifier = v.identifier, kind = fc.kind, value = v.value }
   end
 
+  -- Answers per target, kept with the environment (a new config replaces the environment and
+  -- so the cache): keyed by the Harness-Target header, or by the identifier (then dropped when
+  -- /client/auth brings new attributes for it).
+  local function evaluations_json(req, env)
+    local h = req.headers["harness-target"]
+    local key = h and h ~= "" and ("h" .. h) or ("t" .. req.params.target)
+    local cache = env.evaluations
+    if not cache or cache.n >= 10000 then cache = { n = 0 }; env.evaluations = cache end
+    local body = cache[key]
+    if body then return body end
+    local target, out = target_of(req, env), {}
+    for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
+    body = json.encode(out, true) .. "\n"
+    cache[key], cache.n = body, cache.n + 1
+    return body
+  end
+
   local EV = "/client/env/:environment_uuid/target/:target/evaluations"
   app:get(EV, env_route(EV, function(req, res, env_id)
     local env = store.envs[env_id]
     if not env then return reply(res, 200, "[]\n", EV, env_id) end
-    local target, out = target_of(req, env), {}
-    for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
-    reply(res, 200, json.encode(out, true) .. "\n", EV, env_id)
+    reply(res, 200, evaluations_json(req, env), EV, env_id)
   end))
   app:get(EV .. "/:feature", env_route(EV .. "/:feature", function(req, res, env_id)
     local env = store.envs[env_id]
@@ -163,6 +201,9 @@ function M.install(app, ctx)
     if not claims then return fail(res, 401, err, "/stream") end
     local key = req.headers["api-key"]
     if not key or key == "" then return fail(res, 400, "bad request: missing API-Key header", "/stream") end
+    if ctx.proxy_claims and ctx.proxy_claims(req) then -- a chained v2-style proxy: every environment
+      return relay.sse.hold(res, require("relay.flag.proxy_api").CHANNEL, { first = ":\n\n", heartbeat = ctx.heartbeat or 15 })
+    end
     local env_id = store:env_of_key(key)
     if not env_id then return fail(res, 404, "not found: no environment for this API-Key", "/stream") end
     if not ctx.stream_ok() then
@@ -175,16 +216,14 @@ function M.install(app, ctx)
     })
   end)
 
-  app:post("/metrics/:environment_uuid", function(req, res)
-    local route, env = "/metrics/:environment_uuid", req.params.environment_uuid
-    local claims, err = authorize(req)
-    if not claims then return fail(res, 401, err, route, env) end
+  local MX = "/metrics/:environment_uuid"
+  app:post(MX, env_route(MX, function(req, res, env)
     local body = req:body()
     local ok, m = pcall(json.decode, body or "")
-    if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", route, env) end
+    if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env) end
     if ctx.on_metrics then ctx.on_metrics(env, body) end
-    reply(res, 200, "null\n", route, env)
-  end)
+    reply(res, 200, "null\n", MX, env)
+  end))
 
   app:get("/health", function(_, res)
     local h = ctx.health()

@@ -1,6 +1,6 @@
 -- JSON for the Harness shapes. lua-cjson cannot tell an empty array from an empty object, and
 -- the SDKs need arrays (Node iterates flag.rules; .NET breaks on null): fields that the API
--- defines as arrays are written as [] when empty. canon() is a key-sorted encoding for diffs.
+-- defines as arrays are written as [] when empty. canon() is a key-sorted serialisation for diffs.
 local cjson = require "cjson"
 
 local M = { null = cjson.null, decode = cjson.decode }
@@ -36,15 +36,15 @@ function M.encode(v, top_is_array)
   return s
 end
 
+-- A deterministic serialisation (keys sorted) for change detection: not JSON, but cheap
+-- (cjson.encode per scalar made it the slowest step of a reload).
 local function canon(v, out)
   local t = type(v)
-  if t ~= "table" then out[#out + 1] = cjson.encode(v); return end
+  if t == "string" then out[#out + 1] = "s" .. #v .. ":" .. v; return end
+  if t ~= "table" then out[#out + 1] = tostring(v); return end
   if v[1] ~= nil or next(v) == nil then
     out[#out + 1] = "["
-    for i, x in ipairs(v) do
-      if i > 1 then out[#out + 1] = "," end
-      canon(x, out)
-    end
+    for _, x in ipairs(v) do canon(x, out); out[#out + 1] = "," end
     out[#out + 1] = "]"
     return
   end
@@ -52,10 +52,11 @@ local function canon(v, out)
   for k in pairs(v) do keys[#keys + 1] = tostring(k) end
   table.sort(keys)
   out[#out + 1] = "{"
-  for i, k in ipairs(keys) do
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = cjson.encode(k) .. ":"
+  for _, k in ipairs(keys) do
+    out[#out + 1] = k
+    out[#out + 1] = "="
     canon(v[k], out)
+    out[#out + 1] = ";"
   end
   out[#out + 1] = "}"
 end

@@ -1,0 +1,158 @@
+-- The Redis side of the flag proxy (ff-proxy v2's key layout, spec §3.4): a primary writes
+-- every environment and streams its change events to proxy:sse_events; read replicas load from
+-- Redis and follow that stream. Redis down: the memory cache keeps serving, /health says
+-- cacheStatus "unhealthy", relay.redis reconnects with backoff.
+local relay = require "relay"
+local json = require "relay.flag.json"
+local sha256_hex = require("relay.flag.store").sha256_hex
+
+local M = {}
+local Cache = {}
+Cache.__index = Cache
+
+local EVENTS = "proxy:sse_events"
+local CONTROL = "proxy:primary_to_replica_control_events"
+local HEALTH = "ffproxy_saas_stream_health"
+local METRICS = "stream:sdk_metrics"
+
+function M.new(url)
+  -- commands on one connection; the blocking XREAD of a replica on a second one
+  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), url = url }, Cache)
+end
+
+function Cache:healthy() return self.r:ready() end
+
+local function set(r, key, value) return r:call("SET", key, value) end
+
+-- Writes one environment (ff-proxy's keys) and deletes the per-item keys of items now gone.
+function Cache:write_env(env_id, env)
+  local r, p = self.r, "env-" .. env_id
+  local auth = {}
+  for _, h in ipairs(env.keys) do
+    auth[#auth + 1] = "auth-key-" .. h
+    local ok, err = set(r, "auth-key-" .. h, json.encode(env_id))
+    if not ok then return nil, err end
+  end
+  local fc, segs = json.encode(env.flags, true), json.encode(env.segments, true)
+  local writes = {
+    [p .. "-api-configs"] = json.encode(auth, true),
+    [p .. "-feature-configs"] = fc, [p .. "-feature-configs-latest"] = json.encode(sha256_hex(fc)),
+    [p .. "-segments"] = segs, [p .. "-segments-latest"] = json.encode(sha256_hex(segs)),
+    [p .. "-target-configs"] = json.encode(env.targets, true),
+  }
+  for _, f in ipairs(env.flags) do writes[p .. "-feature-config-" .. f.feature] = json.encode(f) end
+  for _, s in ipairs(env.segments) do writes[p .. "-segment-" .. s.identifier] = json.encode(s) end
+  for key, value in pairs(writes) do
+    local ok, err = set(r, key, value)
+    if not ok then return nil, err end
+  end
+  -- the inventory of per-item keys, to delete what disappeared
+  local inv_key = "key-relayhost-" .. env_id .. "-inventory"
+  local old = r:call("GET", inv_key)
+  local ok, prev = pcall(json.decode, type(old) == "string" and old or "{}")
+  for key in pairs(ok and type(prev) == "table" and prev or {}) do
+    if not writes[key] then r:call("DEL", key) end
+  end
+  local inv = {}
+  for key in pairs(writes) do inv[key] = "" end
+  return set(r, inv_key, json.encode(inv))
+end
+
+function Cache:publish(events)
+  for _, ev in ipairs(events) do
+    local ok, err = self.r:call("XADD", EVENTS, "MAXLEN", "~", "1000", "*", "event", json.encode(ev))
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+function Cache:set_stream_health(state, since)
+  local body = json.encode({ state = state, since = since })
+  set(self.r, HEALTH, body)
+  self.r:call("XADD", CONTROL, "MAXLEN", "~", "100", "*", "event",
+    json.encode({ event = "stream_action", domain = state }))
+end
+
+function Cache:stream_health()
+  local v = self.r:call("GET", HEALTH)
+  local ok, h = pcall(json.decode, type(v) == "string" and v or "")
+  return ok and type(h) == "table" and h or nil
+end
+
+local function get_json(r, key)
+  local v, err = r:call("GET", key)
+  if type(v) ~= "string" then return nil, err or ("missing " .. key) end
+  local ok, d = pcall(json.decode, v)
+  if not ok then return nil, key .. ": not JSON" end
+  return d
+end
+
+function Cache:read_env(env_id)
+  local r, p = self.r, "env-" .. env_id
+  local auth, err = get_json(r, p .. "-api-configs")
+  if not auth then return nil, err end
+  local keys = {}
+  for _, a in ipairs(auth) do keys[#keys + 1] = a:match("^auth%-key%-(%x+)$") end
+  local flags, e1 = get_json(r, p .. "-feature-configs")
+  if not flags then return nil, e1 end
+  local segs, e2 = get_json(r, p .. "-segments")
+  if not segs then return nil, e2 end
+  local targets = get_json(r, p .. "-target-configs") or {}
+  return { flags = flags, segments = segs, targets = targets, keys = keys }
+end
+
+-- Every environment a primary wrote: { [env_id] = data } or nil, err.
+function Cache:read_all()
+  local envs, cursor = {}, "0"
+  repeat
+    local reply, err = self.r:call("SCAN", cursor, "MATCH", "env-*-api-configs", "COUNT", "100")
+    if type(reply) ~= "table" then return nil, err or "SCAN failed" end
+    cursor = reply[1]
+    for _, key in ipairs(reply[2]) do
+      local env_id = key:match("^env%-(.+)%-api%-configs$")
+      local env, e = self:read_env(env_id)
+      if not env then return nil, e end
+      envs[env_id] = env
+    end
+  until cursor == "0"
+  return envs
+end
+
+-- Calls fn(value) for the JSON field `event` of every entry added to a Redis stream from now
+-- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails.
+function Cache:follow_stream(name, fn, last_id)
+  if not last_id then -- "$" in every XREAD would miss what comes between two calls
+    local top, err = self.feed:call("XREVRANGE", name, "+", "-", "COUNT", "1")
+    if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
+    last_id = top[1] and top[1][1] or "0-0"
+  end
+  while true do
+    local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
+    if reply == nil and err then return last_id, err end
+    for _, stream in ipairs(type(reply) == "table" and reply or {}) do
+      for _, entry in ipairs(stream[2] or {}) do
+        last_id = entry[1]
+        local fields = entry[2]
+        for i = 1, #fields, 2 do
+          if fields[i] == "event" then
+            local ok, v = pcall(json.decode, fields[i + 1])
+            if ok and type(v) == "table" then fn(v) end
+          end
+        end
+      end
+    end
+  end
+end
+
+-- The primary's change events (proxy:sse_events).
+function Cache:follow(fn, last_id) return self:follow_stream(EVENTS, fn, last_id) end
+
+-- Replicas hand SDK metrics to the primary (stream:sdk_metrics, as ff-proxy's replicas do).
+function Cache:push_metrics(env_id, body)
+  return self.r:call("XADD", METRICS, "MAXLEN", "~", "1000", "*", "event",
+    json.encode({ environment = env_id, body = body }))
+end
+
+function Cache:follow_metrics(fn, last_id) return self:follow_stream(METRICS, fn, last_id) end
+
+return M
