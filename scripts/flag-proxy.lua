@@ -16,6 +16,12 @@ local app = relay.new {
   description = "Harness Feature Flags relay proxy (ff-proxy drop-in); every flag also reads its env var",
   flags = config.flags,
   listen = function(f) return "0.0.0.0:" .. math.floor(f.port) end,
+  -- the cache and the SDK streams live in each process: several workers meet through Redis only
+  single_process = function(f)
+    if f.redis_address == "" then
+      return "the flag cache and SDK streams live in each process; set REDIS_ADDRESS so that workers share one cache and its change events"
+    end
+  end,
 }
 local cfg = config.resolve(app.flags)
 app.host["log-level"] = cfg.log_level

@@ -15,6 +15,12 @@ local app = relay.new {
   description = "Viewport-compatible workspace relay: GET /ws for daemons and clients, admin /health /state /logs /metrics",
   flags = config.flags,
   listen = config.listen,
+  -- a daemon and its clients must meet: in one process, or through the Redis backplane
+  single_process = function(f)
+    if f.relay_backplane_mode ~= "redis" then
+      return "a workspace's daemon and clients meet in one process; set RELAY_BACKPLANE_MODE=redis (with RELAY_BUS_ENABLED) so that workers reach each other"
+    end
+  end,
 }
 
 local cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))

@@ -94,4 +94,14 @@ return app
     assert.equal(200, one:get("/").status)
     assert.equal(0, one:stop())
   end)
+
+  it("is refused for the stateful personalities unless their state meets through Redis", function()
+    local rc, _, err = helpers.run { "flag-proxy", "--workers", "2", "--offline", "--config-dir",
+      "examples/flag-proxy/config", "--port", "17999", "--auth-secret", "a-secret-for-the-spec" }
+    assert.equal(1, rc)
+    assert.matches("%-%-workers 2 refused: .*set REDIS_ADDRESS", err)
+    rc, _, err = helpers.run { "workspace-relay", "--workers", "2" }
+    assert.equal(1, rc)
+    assert.matches("%-%-workers 2 refused: .*RELAY_BACKPLANE_MODE=redis", err)
+  end)
 end)
