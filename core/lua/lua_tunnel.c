@@ -21,8 +21,11 @@
 
 #define TUN_MT "relay.tunnel"
 
+typedef struct wakeup wakeup;
+
 typedef struct {
   rh_tun *tun;               /* NULL once the session is over */
+  wakeup *wake;              /* a pending resume of the waiter */
   rh_lua_ws_session *ws;
   rh_task *waiter;           /* parked in tun:wait() */
   char why[128];             /* why it ended */
@@ -50,6 +53,28 @@ static void sink_message(void *ud, int opcode, const char *p, size_t n) {
   rh_tun_input(t->tun, p, n);
 }
 
+/* The waiter is resumed from the loop, not from inside the session's callbacks: its handler
+ * returning ends the session, which must not happen under the session's own feet. */
+struct wakeup {
+  uv_timer_t timer;
+  tunnel *t;                 /* NULL if the tunnel object was collected meanwhile */
+};
+
+static void wakeup_freed(uv_handle_t *h) { free(h->data); }
+
+static void wakeup_fire(uv_timer_t *tm) {
+  wakeup *w = tm->data;
+  tunnel *t = w->t;
+  uv_close((uv_handle_t *)tm, wakeup_freed);
+  if (!t) return;
+  t->wake = NULL;
+  if (!t->waiter) return;
+  rh_task *task = t->waiter;
+  t->waiter = NULL;
+  lua_pushstring(rh_task_lua(task), t->why);
+  rh_task_resume(task, 1);
+}
+
 static void sink_closed(void *ud, int code, const char *reason) {
   tunnel *t = ud;
   snprintf(t->why, sizeof t->why, "%d %s", code, reason);
@@ -57,12 +82,13 @@ static void sink_closed(void *ud, int code, const char *reason) {
   t->tun = NULL;
   t->ws = NULL;
   if (tun) rh_tun_free(tun, t->why);
-  if (t->waiter) {
-    rh_task *w = t->waiter;
-    t->waiter = NULL;
-    lua_pushstring(rh_task_lua(w), t->why);
-    rh_task_resume(w, 1);
-  }
+  if (!t->waiter || t->wake) return;
+  t->wake = malloc(sizeof *t->wake);
+  if (!t->wake) abort();
+  t->wake->t = t;
+  t->wake->timer.data = t->wake;
+  uv_timer_init(rh_loop(), &t->wake->timer);
+  uv_timer_start(&t->wake->timer, wakeup_fire, 0, 0);
 }
 
 static const rh_lua_ws_sink sink = { sink_message, sink_closed };
@@ -240,6 +266,7 @@ static int l_gc(lua_State *L) {
   tunnel *t = u->t;
   if (!t) return 0;
   u->t = NULL;
+  if (t->wake) t->wake->t = NULL;
   if (t->ws) rh_lua_ws_set_sink(t->ws, NULL, NULL);
   if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
   for (size_t i = 0; i < t->nallow; i++) free(t->allow[i]);

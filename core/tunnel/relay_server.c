@@ -12,6 +12,7 @@ struct rh_trelay {
   size_t unacked;            /* response bytes written while the client's socket was full */
   rh_trelay_done done;
   void *ud;
+  int ending;                /* our own abort must not come back to us as the client's */
 };
 
 void rh_trelay_copy_headers(const rh_headers *from, rh_headers *to) {
@@ -38,6 +39,7 @@ static void finish(rh_trelay *r, int status, const char *err) {
 
 /* The stream failed: an answer if none began, else the client's connection is cut. */
 static void fail(rh_trelay *r, int code, const char *reason) {
+  r->ending = 1;
   if (r->req->head_sent) {
     rh_http_abort(r->req);
     return;
@@ -126,6 +128,7 @@ static void drained(rh_http_req *req, void *ud) {
 static void aborted(rh_http_req *req, void *ud) {
   (void)req;
   rh_trelay *r = ud;
+  if (r->ending) return;
   rh_tstream_reset(r->s, RH_TR_CANCEL, "client went away");
   finish(r, 0, "client went away");
 }
@@ -163,6 +166,7 @@ rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_t
 }
 
 void rh_trelay_cancel(rh_trelay *r) {
+  r->ending = 1;
   if (r->s) rh_tstream_reset(r->s, RH_TR_CANCEL, "request cancelled");
   if (r->req->head_sent && !r->req->finished) rh_http_abort(r->req);
   let_go(r);

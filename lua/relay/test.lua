@@ -170,7 +170,8 @@ function M.start(script, opts)
     shell_quote(host.out_path), shell_quote(host.log_path), shell_quote(host.pid_path),
     shell_quote(host.rc_path))
   os.execute("sh -c " .. shell_quote(cmd) .. " >/dev/null 2>&1 &")
-  host.pid = tonumber(M.wait_until(function() return read_file(host.pid_path) end, 5, "the host's pid"))
+  -- the file may be seen created but not yet written: wait for the number
+  host.pid = M.wait_until(function() return tonumber(read_file(host.pid_path) or "") end, 5, "the host's pid")
   if opts.wait == false then return host end
   local ok, err = pcall(M.wait_until, function()
     return host:exited() or (read_file(host.log_path) or ""):match('"event":"listening"[^\n]*"port":(%d+)')

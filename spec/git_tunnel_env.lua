@@ -1,0 +1,133 @@
+-- What the git tunnel specs share: a real git server (git http-backend as CGI under lighttpd,
+-- with basic auth), the relay-server and relay-client scripts started on ephemeral ports, and
+-- the real git CLI.
+local helpers = require "helpers"
+local socket = require "socket"
+
+local M = {}
+
+function M.free_port()
+  local s = socket.bind("127.0.0.1", 0)
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- Runs a shell command: output (stdout and stderr), exit status.
+function M.sh(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"#rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("#rc=(%d+)%s*$"))
+  return out:gsub("#rc=%d+%s*$", ""), rc
+end
+
+local function must(cmd)
+  local out, rc = M.sh(cmd)
+  if rc ~= 0 then error(("command failed (%d): %s\n%s"):format(rc, cmd, out), 2) end
+  return out
+end
+M.must = must
+
+-- git with no prompts and no user config.
+function M.git(args, vars)
+  local prefix = ""
+  for k, v in pairs(vars or {}) do prefix = prefix .. k .. "='" .. v .. "' " end
+  return M.sh(prefix .. "GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 HOME=/nonexistent git -c user.name=t " ..
+              "-c user.email=t@example.com -c protocol.version=2 " .. args)
+end
+
+-- A bare repository with one commit (a.txt) under dir/repos/name.
+function M.make_repo(dir, name)
+  local bare = dir .. "/repos/" .. name
+  must(("mkdir -p %s/repos && git init -q --bare %s && git -C %s config http.receivepack true"):format(dir, bare, bare))
+  local work = dir .. "/seed-" .. name
+  must(("git init -q %s && echo hello > %s/a.txt"):format(work, work))
+  local _, rc = M.git(("-C %s add a.txt && git -c user.name=t -c user.email=t@example.com -C %s commit -qm init && " ..
+    "git -C %s push -q %s HEAD:refs/heads/master"):format(work, work, work, bare))
+  assert(rc == 0, "seeding the repository failed")
+  return bare
+end
+
+-- lighttpd serving git http-backend at /git (basic auth alice:secret) and dir/www as files.
+-- Returns { port, pid, dir }. The port is picked free; a race with another test is retried.
+function M.start_lighttpd(dir)
+  must(("mkdir -p %s/www && printf 'alice:secret\\n' > %s/users"):format(dir, dir))
+  for _ = 1, 5 do
+    local port = M.free_port()
+    helpers.write_file(dir .. "/lighttpd.conf", ([[
+server.modules = ("mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv")
+server.port = %d
+server.bind = "127.0.0.1"
+server.document-root = "%s/www"
+server.errorlog = "%s/lighttpd.log"
+server.stream-response-body = 2
+auth.backend = "plain"
+auth.backend.plain.userfile = "%s/users"
+alias.url = ("/git" => "/usr/lib/git-core/git-http-backend")
+$HTTP["url"] =~ "^/git" {
+  cgi.assign = ("" => "")
+  setenv.set-environment = ("GIT_PROJECT_ROOT" => "%s/repos", "GIT_HTTP_EXPORT_ALL" => "")
+  auth.require = ("" => ("method" => "basic", "realm" => "git", "require" => "valid-user"))
+}
+]]):format(port, dir, dir, dir, dir))
+    local pid = must(("/usr/sbin/lighttpd -D -f %s/lighttpd.conf > %s/lighttpd.out 2>&1 & echo $!"):format(dir, dir))
+    pid = tonumber(pid:match("%d+"))
+    local ok = pcall(helpers.wait_until, function()
+      if not helpers.read_file("/proc/" .. pid .. "/status") then error("lighttpd exited") end
+      local c = helpers.connect(port)
+      if c then c:close() return true end
+    end, 5)
+    if ok then return { port = port, pid = pid, dir = dir } end
+  end
+  error("could not start lighttpd: " .. tostring(helpers.read_file(dir .. "/lighttpd.out")))
+end
+
+local root = helpers.root
+M.server_script = root .. "/scripts/git-tunnel/server.lua"
+M.client_script = root .. "/scripts/git-tunnel/client.lua"
+
+function M.start_server(flags, opts)
+  opts = opts or {}
+  local all = { "--tokens=tok-1,tok-2", "--drain-timeout=1", "--ping-interval=1" }
+  for _, f in ipairs(flags or {}) do all[#all + 1] = f end
+  opts.flags = all
+  return helpers.start(M.server_script, opts)
+end
+
+function M.start_client(server_port, key, base_url, flags, opts)
+  opts = opts or {}
+  local all = { "--client-key=" .. key, "--base-url=" .. base_url, "--styra-token=tok-1",
+                ("--server-url=ws://127.0.0.1:%d/v1/relay/register"):format(server_port),
+                "--drain-timeout=1", "--backoff-max=1", "--ping-interval=1" }
+  for _, f in ipairs(flags or {}) do
+    if f:match("^%-%-server%-url=") then all[4] = f else all[#all + 1] = f end
+  end
+  opts.flags = all
+  return helpers.start(M.client_script, opts)
+end
+
+function M.ready(client)
+  local res = client:get("/v1/system/ready")
+  return res and res.status == 200
+end
+
+function M.wait_ready(client, want, seconds)
+  if want == nil then want = true end
+  return helpers.wait_until(function() return M.ready(client) == want end, seconds or 10,
+                            "the client's readiness to be " .. tostring(want))
+end
+
+-- The relay URL of a repository on the server, with alice's credentials.
+function M.url(server, key, path)
+  return ("http://alice:secret@127.0.0.1:%d/v1/relay/%s%s"):format(server.port, key, path)
+end
+
+function M.rss_kb(pid)
+  local s = helpers.read_file("/proc/" .. pid .. "/status") or ""
+  return tonumber(s:match("VmRSS:%s*(%d+)")) or 0
+end
+
+function M.kill(pid) os.execute("kill " .. pid .. " 2>/dev/null") end
+
+return M
