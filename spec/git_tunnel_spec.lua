@@ -21,9 +21,8 @@ describe("git tunnel", function()
   end)
 
   teardown(function()
-    if client then client:stop() end
-    if server then server:stop() end
-    if web then env.kill(web.pid) end
+    local bad = env.stop_all()
+    assert.equal(0, #bad, table.concat(bad, "\n"))
   end)
 
   it("clones, fetches and pushes with git through the tunnel, basic auth passed through", function()
@@ -98,6 +97,7 @@ describe("git tunnel", function()
     assert.equal("60", res.headers["retry-after"])
     -- a real client's attempts are refused the same way and it stays unready
     local c = env.start_client(s.port, "bad key", "http://127.0.0.1:1", nil, { wait = false })
+    c.killed = true -- exits 1 on purpose
     helpers.wait_until(function() return c:exited() end, 5, "the client to refuse its key")
     assert.matches("client%-key", c:log())
     local c2 = env.start_client(s.port, "k2", "http://127.0.0.1:1", { "--styra-token=wrong" })
@@ -151,6 +151,7 @@ describe("git tunnel", function()
     env.wait_ready(c, false, 10)
     local took = socket.gettime() - t0
     assert.is_true(took < 6, "readiness took " .. took .. " s to turn")
+    s.killed = true
     s:signal("KILL")
     s:stop()
     local s2 = env.start_server(nil, { listen = "127.0.0.1:" .. port })
@@ -182,6 +183,7 @@ describe("git tunnel", function()
       if helpers.read_file(dir .. "/rc1.rc") then return true end
     end, 20)
     victim = victim or 1 -- the clone was faster than we looked: kill one anyway
+    r[victim].killed = true
     r[victim]:signal("KILL")
     r[victim]:stop()
     helpers.wait_until(function() return helpers.read_file(dir .. "/rc1.rc") end, 30, "the first clone to end")
@@ -240,7 +242,7 @@ describe("git tunnel", function()
     assert.equal(0, rc, out)
     local tls = { "--tls-cert=" .. dir .. "/cert.pem", "--tls-key=" .. dir .. "/key.pem" }
     local s = env.start_server(tls)
-    local front = helpers.start("prefix-proxy", { flags = { "--mount=/git=http://127.0.0.1:" .. web.port .. "/git", tls[1], tls[2] } })
+    local front = env.track(helpers.start("prefix-proxy", { flags = { "--mount=/git=http://127.0.0.1:" .. web.port .. "/git", tls[1], tls[2] } }))
     local wss = ("--server-url=wss://127.0.0.1:%d/v1/relay/register"):format(s.port)
     local base = ("https://127.0.0.1:%d/git"):format(front.port)
     local untrusting = env.start_client(s.port, "tls", base, { wss })
