@@ -76,39 +76,49 @@ function M.make_repo(dir, name)
   return bare
 end
 
--- lighttpd serving git http-backend at /git (basic auth alice:secret) and dir/www as files.
--- Returns { port, pid, dir }. The port is picked free; a race with another test is retried.
-function M.start_lighttpd(dir)
-  must(("mkdir -p %s/www && printf 'alice:secret\\n' > %s/users"):format(dir, dir))
+-- Starts a peer server on a free port: cmd(port) is its shell command, ok(port) says it is up.
+-- The port is picked free; if another test takes it first the peer exits, and we try another.
+local function spawn(name, dir, cmd, ok)
   for _ = 1, 5 do
     local port = M.free_port()
-    helpers.write_file(dir .. "/lighttpd.conf", ([[
-server.modules = ("mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv")
-server.port = %d
-server.bind = "127.0.0.1"
-server.document-root = "%s/www"
-server.errorlog = "%s/lighttpd.log"
-server.stream-response-body = 2
-auth.backend = "plain"
-auth.backend.plain.userfile = "%s/users"
-alias.url = ("/git" => "/usr/lib/git-core/git-http-backend")
-$HTTP["url"] =~ "^/git" {
-  cgi.assign = ("" => "")
-  setenv.set-environment = ("GIT_PROJECT_ROOT" => "%s/repos", "GIT_HTTP_EXPORT_ALL" => "")
-  auth.require = ("" => ("method" => "basic", "realm" => "git", "require" => "valid-user"))
-}
-]]):format(port, dir, dir, dir, dir))
-    local pid = must(("/usr/sbin/lighttpd -D -f %s/lighttpd.conf > %s/lighttpd.out 2>&1 & echo $!"):format(dir, dir))
-    pid = tonumber(pid:match("%d+"))
-    local ok = pcall(helpers.wait_until, function()
-      if not helpers.read_file("/proc/" .. pid .. "/status") then error("lighttpd exited") end
-      local c = helpers.connect(port)
-      if c then c:close() return true end
+    local pid = tonumber(must(("%s > %s/%s.out 2>&1 & echo $!"):format(cmd(port), dir, name)):match("%d+"))
+    local up = pcall(helpers.wait_until, function()
+      if not helpers.read_file("/proc/" .. pid .. "/status") then error(name .. " exited") end
+      return ok(port)
     end, 5)
-    if ok then return track({ port = port, pid = pid, dir = dir }) end
+    if up then return track({ port = port, pid = pid, dir = dir }) end
     M.kill(pid)
   end
-  error("could not start lighttpd: " .. tostring(helpers.read_file(dir .. "/lighttpd.out")))
+  error(("could not start %s: %s"):format(name, tostring(helpers.read_file(dir .. "/" .. name .. ".out"))))
+end
+
+local function accepts(port)
+  local c = helpers.connect(port)
+  if c then c:close() return true end
+end
+
+-- lighttpd serving git http-backend at /git (basic auth alice:secret) and dir/www as files.
+function M.start_lighttpd(dir)
+  must(("mkdir -p %s/www && printf 'alice:secret\\n' > %s/users"):format(dir, dir))
+  local conf = helpers.read_file(helpers.fixture("git-tunnel-lighttpd.conf"))
+  return spawn("lighttpd", dir, function(port)
+    helpers.write_file(dir .. "/lighttpd.conf", (conf:gsub("@PORT@", tostring(port)):gsub("@DIR@", dir)))
+    return ("/usr/sbin/lighttpd -D -f %s/lighttpd.conf"):format(dir)
+  end, accepts)
+end
+
+-- A redis-server of our own (PING answered with PONG: ours, not someone else's on the port).
+function M.start_redis(dir)
+  return spawn("redis", dir, function(port)
+    return ("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no"):format(port)
+  end, function(port)
+    local c = helpers.connect(port)
+    if not c then return false end
+    c:send("PING\r\n")
+    local line = c.sock:receive("*l")
+    c:close()
+    return line == "+PONG"
+  end)
 end
 
 local root = helpers.root

@@ -35,7 +35,7 @@ struct rh_http_server {
   conn_list timeouts[TIMER_KINDS];
   uv_timer_t tick;
   int ticking;
-  int open_handles;    /* listener and tick: the server is freed when both are closed */
+  int open_handles;    /* listener, tick and closing connections: freed when all are closed */
 };
 
 /* What parsing needs, allocated when bytes arrive and freed when the connection is idle again
@@ -219,14 +219,21 @@ void rh_http_req_release(rh_http_req *r) {
 
 /* ---- writing ---- */
 
+/* The server is freed when its listener, its tick and every closing connection are closed. */
+static void server_unref(rh_http_server *s) {
+  if (--s->open_handles == 0) free(s);
+}
+
 static void after_close(uv_handle_t *h) {
   rh_http_conn *c = h->data;
+  rh_http_server *s = c->srv;
   if (c->tls) rh_tls_free(c->tls);
   if (c->ps) {
     rh_buf_free(&c->ps->in);
     free(c->ps);
   }
   free(c);
+  server_unref(s); /* a closing connection holds the server: its cancelled writes read c->srv */
 }
 
 static void detach_req(rh_http_conn *c);
@@ -243,6 +250,7 @@ static void close_now(rh_http_conn *c) {
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
+  s->open_handles++; /* released in after_close */
   rh_metric_add(m_conns, NULL, -1);
   uv_close((uv_handle_t *)&c->tcp, after_close);
 }
@@ -877,6 +885,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->tcp.data = c;
   if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
     /* out of descriptors: the pending connection stays queued; nothing to serve here */
+    s->open_handles++;
     uv_close((uv_handle_t *)&c->tcp, after_close);
     return;
   }
@@ -927,10 +936,7 @@ rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh
 int rh_http_server_port(rh_http_server *s) { return rh_bound_port(&s->listener); }
 size_t rh_http_server_connections(rh_http_server *s) { return s->nconns; }
 
-static void free_server(uv_handle_t *h) {
-  rh_http_server *s = h->data;
-  if (--s->open_handles == 0) free(s);
-}
+static void free_server(uv_handle_t *h) { server_unref(h->data); }
 
 static void close_listener(rh_http_server *s) {
   if (!s->listening) return;

@@ -25,6 +25,7 @@ typedef struct wakeup wakeup;
 
 typedef struct {
   rh_tun *tun;               /* NULL once the session is over */
+  rh_tfwd *fwd;              /* a forwarder: tun is its near end, there is no session */
   wakeup *wake;              /* a pending resume of the waiter */
   rh_lua_ws_session *ws;
   rh_task *waiter;           /* parked in tun:wait() */
@@ -118,12 +119,22 @@ static double opt_num(lua_State *L, int idx, const char *name) {
   return v;
 }
 
-/* Client options: base_url (required), allow_hosts (array), ca_file. A Lua error if bad. */
-static void client_opts(lua_State *L, tunnel *t) {
-  lua_getfield(L, 2, "base_url");
+static tun_ud *new_object(lua_State *L) {
+  tun_ud *u = lua_newuserdata(L, sizeof *u);
+  u->t = calloc(1, sizeof *u->t);
+  if (!u->t) abort();
+  luaL_getmetatable(L, TUN_MT);
+  lua_setmetatable(L, -2);
+  return u;
+}
+
+/* Client options in the table at idx: base_url (required), allow_hosts (array), ca_file. A Lua
+ * error if bad. */
+static void client_opts(lua_State *L, int idx, tunnel *t) {
+  lua_getfield(L, idx, "base_url");
   if (!lua_isstring(L, -1)) luaL_error(L, "tunnel: a client needs base_url");
   t->base_url = strdup(lua_tostring(L, -1));
-  lua_getfield(L, 2, "allow_hosts");
+  lua_getfield(L, idx, "allow_hosts");
   size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
   t->allow = calloc(n + 1, sizeof *t->allow);
   if (!t->base_url || !t->allow) abort();
@@ -132,7 +143,7 @@ static void client_opts(lua_State *L, tunnel *t) {
     t->allow[t->nallow++] = strdup(luaL_checkstring(L, -1));
     lua_pop(L, 1);
   }
-  lua_getfield(L, 2, "ca_file");
+  lua_getfield(L, idx, "ca_file");
   if (lua_isstring(L, -1)) {
     char err[200];
     t->tls = rh_tls_client_ctx(lua_tostring(L, -1), 1, err, sizeof err);
@@ -149,19 +160,28 @@ static int l_attach(lua_State *L) {
   int is_server = strcmp(role, "server") == 0;
   if (!is_server && strcmp(role, "client") != 0) return luaL_error(L, "tunnel: role must be server or client");
   lua_pop(L, 1);
-  tun_ud *u = lua_newuserdata(L, sizeof *u);
-  u->t = calloc(1, sizeof *u->t);
-  if (!u->t) abort();
-  luaL_getmetatable(L, TUN_MT);
-  lua_setmetatable(L, -2);
-  tunnel *t = u->t;
+  tunnel *t = new_object(L)->t;
   t->is_server = is_server;
-  if (!is_server) client_opts(L, t);
+  if (!is_server) client_opts(L, 2, t);
   rh_tun_opts o = { opt_num(L, 2, "ping_interval"), opt_num(L, 2, "stall_timeout"), opt_num(L, 2, "head_timeout") };
   rh_tun_transport tr = { tr_send, tr_open, tr_fail, t };
   t->ws = ws;
   t->tun = rh_tun_new(rh_loop(), is_server, &tr, &o);
   rh_lua_ws_set_sink(ws, &sink, t);
+  return 1;
+}
+
+
+/* relay.tunnel.forwarder{base_url, ca_file}: a server-side tunnel object whose streams are
+ * executed in this process against base_url (another server), for tun:relay(). */
+static int l_forwarder(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  tunnel *t = new_object(L)->t;
+  client_opts(L, 1, t);
+  t->is_server = 1;
+  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls };
+  t->fwd = rh_tfwd_new(rh_loop(), &c);
+  t->tun = rh_tfwd_tun(t->fwd);
   return 1;
 }
 
@@ -212,18 +232,27 @@ static void relay_cancel(void *p) {
   free(op);
 }
 
-/* tun:relay(target) -> status, err: relays the running request; yields until it is over. status
- * is what the client got (0 if its connection was cut); nil, err if the tunnel is gone. */
+/* tun:relay(target, headers?) -> status, err: relays the running request (headers added to
+ * it); yields until it is over. status is what the client got (0 if its connection was cut);
+ * nil, err if the tunnel is gone. */
 static int l_relay(lua_State *L) {
   tunnel *t = check_tun(L);
   const char *target = luaL_checkstring(L, 2);
+  rh_headers extra = RH_HEADERS_INIT;
+  if (lua_istable(L, 3) && rh_lua_read_headers(L, 3, &extra) < 0) {
+    rh_headers_free(&extra);
+    return lua_error(L);
+  }
   rh_task *task = rh_task_current(L);
-  if (!task || !task->req || task->req->head_sent) return luaL_error(L, "tun:relay: only in a request handler that has not answered");
-  if (!t->is_server) return luaL_error(L, "tun:relay: only on a server tunnel");
+  if (!task || !task->req || task->req->head_sent || !t->is_server) {
+    rh_headers_free(&extra);
+    return luaL_error(L, "tun:relay: only on a server tunnel, in a request handler that has not answered");
+  }
   relay_op *op = calloc(1, sizeof *op);
   if (!op) abort();
   op->task = task;
-  op->r = t->tun ? rh_trelay_start(t->tun, task->req, target, relay_done, op) : NULL;
+  op->r = t->tun ? rh_trelay_start(t->tun, task->req, target, &extra, relay_done, op) : NULL;
+  rh_headers_free(&extra);
   if (!op->r) {
     free(op);
     lua_pushnil(L);
@@ -268,7 +297,8 @@ static int l_gc(lua_State *L) {
   u->t = NULL;
   if (t->wake) t->wake->t = NULL;
   if (t->ws) rh_lua_ws_set_sink(t->ws, NULL, NULL);
-  if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
+  if (t->fwd) rh_tfwd_free(t->fwd);
+  else if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
   for (size_t i = 0; i < t->nallow; i++) free(t->allow[i]);
   free(t->allow);
   free(t->base_url);
@@ -290,4 +320,6 @@ void rh_lua_register_tunnel(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_attach);
   lua_setfield(L, -2, "tunnel_attach");
+  lua_pushcfunction(L, l_forwarder);
+  lua_setfield(L, -2, "tunnel_forwarder");
 }

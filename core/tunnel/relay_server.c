@@ -140,7 +140,8 @@ static int has_body(const rh_http_req *req) {
                                            : rh_headers_has_token(&req->headers, "transfer-encoding", "chunked");
 }
 
-rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_trelay_done done, void *ud) {
+rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, const rh_headers *extra,
+                           rh_trelay_done done, void *ud) {
   rh_trelay *r = calloc(1, sizeof *r);
   if (!r) abort();
   r->req = req;
@@ -148,6 +149,7 @@ rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_t
   r->ud = ud;
   rh_headers h = RH_HEADERS_INIT;
   rh_trelay_copy_headers(&req->headers, &h);
+  if (extra) rh_trelay_copy_headers(extra, &h);
   int body = has_body(req);
   if (body && req->content_length == UINT64_MAX) rh_headers_add(&h, "Transfer-Encoding", 17, "chunked", 7);
   rh_tstream_handlers sh = stream_handlers;
