@@ -18,7 +18,7 @@
 
 static int failed, mode;
 static size_t got;
-static rh_tstream *opened[8];
+static rh_tstream *opened[8], *mine;
 static size_t nopened;
 
 static void reencode_check(const char *p, size_t n, const rh_tframe *f) {
@@ -59,10 +59,13 @@ static void s_data(void *ud, const char *p, size_t n) {
   if (got > (size_t)RH_TUN_WINDOW * 2) FAIL("a stream got more DATA than its window allowed");
   if (mode & 2) rh_tstream_consumed(ud, n);
 }
+/* The bridge's part after a reset: let go of the stream (once). */
 static void s_reset(void *ud, int code, const char *r) {
   (void)code, (void)r;
   for (size_t i = 0; i < nopened; i++)
     if (opened[i] == ud) opened[i] = NULL;
+  if (mine == ud) mine = NULL;
+  rh_tstream_release(ud);
 }
 static const rh_tstream_handlers handlers = { NULL, s_data, NULL, s_reset, NULL, NULL };
 
@@ -96,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uv_loop_t *loop = uv_default_loop();
   rh_tun_transport tr = { tr_send, tr_open, tr_fail, NULL };
   rh_tun *t = rh_tun_new(loop, is_server, &tr, NULL);
-  rh_tstream *mine = NULL;
+  mine = NULL;
   if (is_server) {
     rh_tstream_handlers sh = handlers;
     mine = rh_tun_open(t, "GET", "/x", NULL, &sh);

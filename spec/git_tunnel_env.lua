@@ -161,6 +161,23 @@ function M.url(server, key, path)
   return ("http://alice:secret@127.0.0.1:%d/v1/relay/%s%s"):format(server.port, key, path)
 end
 
+-- One git server (repo.git), one relay-server and one relay-client of key on it, ready.
+function M.world(key)
+  local w = { dir = helpers.tmpdir() }
+  M.make_repo(w.dir, "repo.git")
+  w.web = M.start_lighttpd(w.dir)
+  w.server = M.start_server()
+  w.client = M.start_client(w.server.port, key, ("http://127.0.0.1:%d/git"):format(w.web.port))
+  M.wait_ready(w.client)
+  return w
+end
+
+-- For teardown: stops everything, fails if a relayhost did not exit 0 (ASan leaks exit 86).
+function M.stop_all_checked()
+  local bad = M.stop_all()
+  if #bad > 0 then error(table.concat(bad, "\n"), 2) end
+end
+
 function M.rss_kb(pid)
   local s = helpers.read_file("/proc/" .. pid .. "/status") or ""
   return tonumber(s:match("VmRSS:%s*(%d+)")) or 0

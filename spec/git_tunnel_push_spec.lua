@@ -12,17 +12,12 @@ describe("git tunnel push", function()
   local dir, web, server, client
 
   setup(function()
-    dir = helpers.tmpdir()
-    env.make_repo(dir, "repo.git")
-    web = env.start_lighttpd(dir)
-    server = env.start_server()
-    client = env.start_client(server.port, "big", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(client)
+    local w = env.world("big")
+    dir, web, server, client = w.dir, w.web, w.server, w.client
   end)
 
   teardown(function()
-    local bad = env.stop_all()
-    assert.equal(0, #bad, table.concat(bad, "\n"))
+    env.stop_all_checked()
     os.execute("rm -rf " .. dir .. "/work " .. dir .. "/repos")
   end)
 

@@ -22,10 +22,7 @@ describe("git tunnel with two servers and Redis", function()
     s1, s2 = server(), server()
   end)
 
-  teardown(function()
-    local bad = env.stop_all()
-    assert.equal(0, #bad, table.concat(bad, "\n"))
-  end)
+  teardown(env.stop_all_checked)
 
   it("clones and pushes through the server the client is not on", function()
     local c = env.start_client(s1.port, "shared", ("http://127.0.0.1:%d/git"):format(web.port))

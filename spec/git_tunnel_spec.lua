@@ -12,17 +12,12 @@ describe("git tunnel", function()
   local dir, web, server, client
 
   setup(function()
-    dir = helpers.tmpdir()
-    env.make_repo(dir, "repo.git")
-    web = env.start_lighttpd(dir)
-    server = env.start_server()
-    client = env.start_client(server.port, "team-a", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(client)
+    local w = env.world("team-a")
+    dir, web, server, client = w.dir, w.web, w.server, w.client
   end)
 
   teardown(function()
-    local bad = env.stop_all()
-    assert.equal(0, #bad, table.concat(bad, "\n"))
+    env.stop_all_checked()
   end)
 
   it("clones, fetches and pushes with git through the tunnel, basic auth passed through", function()
@@ -66,10 +61,38 @@ describe("git tunnel", function()
     assert.equal(401, server:get("/v1/relay/clients").status)
   end)
 
+  it("takes the client's settings from the original's environment variables", function()
+    local c = env.track(helpers.start(env.client_script, { env = {
+      BASE_URL = ("http://127.0.0.1:%d/git"):format(web.port), CLIENT_KEY = "from-env", STYRA_TOKEN = "tok-2",
+      SERVER_URL = ("ws://127.0.0.1:%d/v1/relay/register"):format(server.port), RELAY_DRAIN_TIMEOUT = "1" } }))
+    env.wait_ready(c)
+    local out, rc = env.git(("ls-remote %s"):format(env.url(server, "from-env", "/repo.git")))
+    assert.equal(0, rc, out)
+    assert.matches("refs/heads/master", out)
+    c:stop()
+  end)
+
   it("answers 502 naming the key when no client holds it", function()
     local res = server:get("/v1/relay/nobody/repo.git/info/refs")
     assert.equal(502, res.status)
     assert.matches("no relay client is registered for key 'nobody'", res.body)
+  end)
+
+  it("answers 504 when the client's upstream does not answer within --head-timeout", function()
+    local mute = socket.bind("127.0.0.1", 0) -- accepts (the kernel does) and never answers
+    local _, mute_port = mute:getsockname()
+    local s = env.start_server({ "--head-timeout=1" })
+    local c = env.start_client(s.port, "mute", "http://127.0.0.1:" .. mute_port)
+    env.wait_ready(c)
+    local t0 = socket.gettime()
+    local res = s:get("/v1/relay/mute/repo.git/info/refs")
+    assert.equal(504, res.status)
+    assert.matches("Gateway Timeout: no response from the relay client in time", res.body)
+    assert.is_true(socket.gettime() - t0 < 5)
+    assert.is_true(env.ready(c)) -- only that stream is gone
+    mute:close()
+    c:stop()
+    s:stop()
   end)
 
   it("refuses registrations: wrong token 401, bad key 400, too many 429 with Retry-After", function()

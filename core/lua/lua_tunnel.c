@@ -216,13 +216,9 @@ static void relay_done(void *ud, int status, const char *err) {
   lua_State *co = rh_task_lua(op->task);
   rh_task *task = op->task;
   free(op);
-  if (err) {
-    lua_pushinteger(co, status);
-    lua_pushstring(co, err);
-  } else {
-    lua_pushinteger(co, status);
-    lua_pushnil(co);
-  }
+  lua_pushinteger(co, status);
+  if (err) lua_pushstring(co, err);
+  else lua_pushnil(co);
   rh_task_resume(task, 2);
 }
 
@@ -262,6 +258,12 @@ static int l_relay(lua_State *L) {
   return rh_task_yield(L, task, relay_cancel, op);
 }
 
+static void set_num(lua_State *L, const char *name, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+/* tun:stats() -> {open, streams, streams_total, resets_total, bytes_in, bytes_out, buffered} */
 static int l_stats(lua_State *L) {
   tunnel *t = check_tun(L);
   rh_tun_stats st = { 0 };
@@ -269,18 +271,12 @@ static int l_stats(lua_State *L) {
   lua_createtable(L, 0, 7);
   lua_pushboolean(L, t->tun != NULL);
   lua_setfield(L, -2, "open");
-  lua_pushnumber(L, (lua_Number)st.streams_open);
-  lua_setfield(L, -2, "streams");
-  lua_pushnumber(L, (lua_Number)st.streams_opened);
-  lua_setfield(L, -2, "streams_total");
-  lua_pushnumber(L, (lua_Number)st.streams_reset);
-  lua_setfield(L, -2, "resets_total");
-  lua_pushnumber(L, (lua_Number)st.bytes_in);
-  lua_setfield(L, -2, "bytes_in");
-  lua_pushnumber(L, (lua_Number)st.bytes_out);
-  lua_setfield(L, -2, "bytes_out");
-  lua_pushnumber(L, (lua_Number)st.buffered);
-  lua_setfield(L, -2, "buffered");
+  set_num(L, "streams", (double)st.streams_open);
+  set_num(L, "streams_total", (double)st.streams_opened);
+  set_num(L, "resets_total", (double)st.streams_reset);
+  set_num(L, "bytes_in", (double)st.bytes_in);
+  set_num(L, "bytes_out", (double)st.bytes_out);
+  set_num(L, "buffered", (double)st.buffered);
   return 1;
 }
 

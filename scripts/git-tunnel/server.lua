@@ -13,7 +13,7 @@ local app = relay.new {
   flags = {
     tokens = { default = "", env = "RELAY_TOKENS", help = "bearer tokens for /v1/relay/register and /v1/relay/clients, comma-separated" },
     tokens_file = { default = "", help = "file with more tokens, one per line" },
-    relay_tokens = { default = "", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
+    relay_tokens = { default = "", env = "RELAY_PATH_TOKENS", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
     register_rate = { default = 60, help = "registrations per minute from one address (429 above)" },
     head_timeout = { default = 60, help = "seconds a client gets to answer a relayed request's head (504 after)" },
     ping_interval = { default = 5, help = "seconds between heartbeats; a tunnel silent for 3 is dropped" },
