@@ -74,7 +74,8 @@ static void on_head(void *ud, const char *status, const char *reason, const rh_h
 static void on_data(void *ud, const char *p, size_t n) {
   rh_trelay *r = ud;
   int rc = rh_http_write(r->req, p, n);
-  if (rc < 0) {
+  if (rc < 0) { /* nobody to give the rest to: stop the far end sending it */
+    rh_tstream_reset(r->s, RH_TR_CANCEL, "client closed the connection");
     finish(r, 0, "client closed the connection");
   } else if (rc == 0) {
     rh_tstream_consumed(r->s, n);
