@@ -76,6 +76,7 @@ typedef struct rh_lua_ws_session rh_lua_ws_session;
 typedef struct {
   void (*on_message)(void *ud, int opcode, const char *p, size_t n);
   void (*on_closed)(void *ud, int code, const char *reason);
+  void (*on_bytes)(void *ud); /* anything came from the peer (a pong too); may be NULL */
 } rh_lua_ws_sink;
 rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx); /* a live ws object, or a Lua error */
 void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud);

@@ -92,7 +92,12 @@ static void sink_closed(void *ud, int code, const char *reason) {
   uv_timer_start(&t->wake->timer, wakeup_fire, 0, 0);
 }
 
-static const rh_lua_ws_sink sink = { sink_message, sink_closed };
+static void sink_bytes(void *ud) {
+  tunnel *t = ud;
+  if (t->tun) rh_tun_touch(t->tun);
+}
+
+static const rh_lua_ws_sink sink = { sink_message, sink_closed, sink_bytes };
 
 static int tr_send(void *ud, const char *p, size_t n) {
   tunnel *t = ud;
@@ -108,6 +113,13 @@ static void tr_open(void *ud, rh_tstream *s, const char *method, const char *tar
 static void tr_fail(void *ud, int code, const char *reason) {
   tunnel *t = ud;
   if (t->ws) rh_lua_ws_close(t->ws, code, reason);
+}
+
+/* The heartbeat is a WebSocket ping: the peer's WebSocket layer answers it, and its pong (any
+ * byte, really) reaches rh_tun_touch through sink_bytes. */
+static void tr_ping(void *ud) {
+  tunnel *t = ud;
+  if (t->ws) rh_lua_ws_send(t->ws, RH_WS_PING, "hb", 2);
 }
 
 /* ---- relay.tunnel.attach(ws, opts) ---- */
@@ -164,7 +176,7 @@ static int l_attach(lua_State *L) {
   t->is_server = is_server;
   if (!is_server) client_opts(L, 2, t);
   rh_tun_opts o = { opt_num(L, 2, "ping_interval"), opt_num(L, 2, "stall_timeout"), opt_num(L, 2, "head_timeout") };
-  rh_tun_transport tr = { tr_send, tr_open, tr_fail, t };
+  rh_tun_transport tr = { tr_send, tr_open, tr_fail, tr_ping, t };
   t->ws = ws;
   t->tun = rh_tun_new(rh_loop(), is_server, &tr, &o);
   rh_lua_ws_set_sink(ws, &sink, t);

@@ -321,6 +321,8 @@ static void dispatch(rh_tun *t, const rh_tframe *f) {
   }
 }
 
+void rh_tun_touch(rh_tun *t) { t->last_rx = now(t); }
+
 int rh_tun_input(rh_tun *t, const char *p, size_t n) {
   if (t->failed) return -1;
   t->last_rx = now(t);
@@ -345,11 +347,15 @@ static void tick(uv_timer_t *tm) {
     return;
   }
   if (n - t->last_ping >= t->o.ping_interval) {
-    char ping[8] = { 0 };
-    memcpy(ping, &n, sizeof ping < sizeof n ? sizeof ping : sizeof n);
-    rh_tframe_encode(&t->msg, RH_TF_PING, 0, ping, sizeof ping);
-    send_msg(t);
     t->last_ping = n;
+    if (t->tr.ping) {
+      t->tr.ping(t->tr.ud);
+    } else {
+      char ping[8] = { 0 };
+      memcpy(ping, &n, sizeof ping < sizeof n ? sizeof ping : sizeof n);
+      rh_tframe_encode(&t->msg, RH_TF_PING, 0, ping, sizeof ping);
+      send_msg(t);
+    }
   }
   rh_tstream *s = t->streams;
   while (s) {
