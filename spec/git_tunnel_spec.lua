@@ -95,6 +95,22 @@ describe("git tunnel", function()
     s:stop()
   end)
 
+  it("relays a response whose body runs until the upstream closes", function()
+    local port = env.free_port()
+    local py = ("import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" ..
+      "s.bind(('127.0.0.1', %d)); s.listen(1); print('up', flush=True)\nc,_=s.accept(); c.recv(65536)\n" ..
+      "c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n' + b'x' * 100000); c.close()\n"):format(port)
+    helpers.write_file(dir .. "/close.py", py)
+    os.execute(("python3 %s/close.py > %s/close.out 2>&1 &"):format(dir, dir))
+    helpers.wait_until(function() return (helpers.read_file(dir .. "/close.out") or ""):match("up") end, 5)
+    local c = env.start_client(server.port, "closer", "http://127.0.0.1:" .. port)
+    env.wait_ready(c)
+    local res = server:get("/v1/relay/closer/anything")
+    assert.equal(200, res.status)
+    assert.equal(100000, #res.body)
+    c:stop()
+  end)
+
   it("refuses registrations: wrong token 401, bad key 400, too many 429 with Retry-After", function()
     local s = env.start_server({ "--register-rate=3" })
     local up = { Upgrade = "websocket", Connection = "Upgrade", ["Sec-WebSocket-Version"] = "13",

@@ -157,15 +157,20 @@ static const llhttp_settings_t settings = {
   .on_message_complete = on_message_complete,
 };
 
-static void after_parse(exec *e, llhttp_errno_t rc) {
+/* 1 when the exchange is over (e is freed). */
+static int after_parse(exec *e, llhttp_errno_t rc) {
   if (e->done) {
     rh_tstream_end(e->s);
     exec_free(e);
-  } else if (rc != HPE_OK) {
+    return 1;
+  }
+  if (rc != HPE_OK) {
     char why[160];
     snprintf(why, sizeof why, "bad response from the upstream: %s", llhttp_get_error_reason(&e->parser));
     fail(e, why);
+    return 1;
   }
+  return 0;
 }
 
 static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
@@ -174,8 +179,8 @@ static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
     after_parse(e, llhttp_execute(&e->parser, p, (size_t)n));
     return;
   }
-  after_parse(e, llhttp_finish(&e->parser)); /* a body that ends with the connection */
-  if (!e->done) fail(e, e->head_sent ? "upstream cut the response short" : err);
+  /* the connection ended: that completes a body that runs until the close, or cuts one short */
+  if (!after_parse(e, llhttp_finish(&e->parser))) fail(e, e->head_sent ? "upstream cut the response short" : err);
 }
 
 static void up_written(void *owner, size_t queued) {
