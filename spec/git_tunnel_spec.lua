@@ -95,19 +95,22 @@ describe("git tunnel", function()
     s:stop()
   end)
 
-  it("relays a response whose body runs until the upstream closes", function()
+  it("relays a response whose body runs until the upstream closes, without the relay's own headers", function()
     local port = env.free_port()
     local py = ("import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" ..
-      "s.bind(('127.0.0.1', %d)); s.listen(1); print('up', flush=True)\nc,_=s.accept(); c.recv(65536)\n" ..
+      "s.bind(('127.0.0.1', %d)); s.listen(1); print('up', flush=True)\nc,_=s.accept(); print(c.recv(65536), flush=True)\n" ..
       "c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n' + b'x' * 100000); c.close()\n"):format(port)
     helpers.write_file(dir .. "/close.py", py)
     os.execute(("python3 %s/close.py > %s/close.out 2>&1 &"):format(dir, dir))
     helpers.wait_until(function() return (helpers.read_file(dir .. "/close.out") or ""):match("up") end, 5)
     local c = env.start_client(server.port, "closer", "http://127.0.0.1:" .. port)
     env.wait_ready(c)
-    local res = server:get("/v1/relay/closer/anything")
+    local res = server:get("/v1/relay/closer/anything", { ["X-Relay-Token"] = "secret", Authorization = "Basic x" })
     assert.equal(200, res.status)
     assert.equal(100000, #res.body)
+    local seen = helpers.read_file(dir .. "/close.out"):lower()
+    assert.matches("authorization: basic x", seen)
+    assert.is_nil(seen:find("x-relay-token", 1, true))
     c:stop()
   end)
 

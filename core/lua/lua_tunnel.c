@@ -106,7 +106,7 @@ static int tr_send(void *ud, const char *p, size_t n) {
 
 static void tr_open(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h) {
   tunnel *t = ud;
-  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls };
+  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls, 0 };
   rh_texec_open(rh_loop(), &c, s, method, target, h);
 }
 
@@ -191,7 +191,7 @@ static int l_forwarder(lua_State *L) {
   tunnel *t = new_object(L)->t;
   client_opts(L, 1, t);
   t->is_server = 1;
-  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls };
+  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls, 1 };
   t->fwd = rh_tfwd_new(rh_loop(), &c);
   t->tun = rh_tfwd_tun(t->fwd);
   return 1;

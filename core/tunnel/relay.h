@@ -37,6 +37,8 @@ typedef struct {
   const char *const *allow_hosts; /* hosts other than base_url's that a target may name */
   size_t nallow;
   struct rh_tls_ctx *tls;        /* for https targets (NULL: the default client context) */
+  int relay_headers;             /* pass X-Relay-* on (forwarding to another relay-server); else
+                                    the relay's own headers stop here */
 } rh_texec_conf;
 
 /* Executes the request a server opened as s. Answers the stream itself when the target is not

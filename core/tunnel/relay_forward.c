@@ -53,7 +53,7 @@ static int far_send(void *ud, const char *p, size_t n) { return enqueue(ud, 0, p
 
 static void far_open(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h) {
   rh_tfwd *f = ud;
-  rh_texec_conf c = { f->base_url, (const char *const *)f->allow, f->nallow, f->tls };
+  rh_texec_conf c = { f->base_url, (const char *const *)f->allow, f->nallow, f->tls, 1 };
   rh_texec_open(f->loop, &c, s, method, target, h);
 }
 
