@@ -6,6 +6,7 @@
  *   relayhost upgrade --pid-file F   SIGUSR2: the binary on disk takes over the listeners
  *   relayhost --version | --help */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -484,6 +485,12 @@ static int run_script(const char *arg, int is_check, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  /* Streamed bodies go through buffers of tens to hundreds of KiB, allocated and freed per
+   * message; with glibc's defaults that memory went back to the kernel at once and was faulted
+   * in again (page faults were a third of the git tunnel's profile, throughput rose 2.5x without
+   * them). Up to 8 MiB of free heap is kept; blocks of 1 MiB and more are still mmap'd. */
+  mallopt(M_TRIM_THRESHOLD, 8 << 20);
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
     printf("relayhost %s\n", RELAYHOST_VERSION);
     return 0;

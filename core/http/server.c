@@ -35,7 +35,7 @@ struct rh_http_server {
   conn_list timeouts[TIMER_KINDS];
   uv_timer_t tick;
   int ticking;
-  int open_handles;    /* listener and tick: the server is freed when both are closed */
+  int open_handles;    /* listener, tick and closing connections: freed when all are closed */
 };
 
 /* What parsing needs, allocated when bytes arrive and freed when the connection is idle again
@@ -220,14 +220,21 @@ void rh_http_req_release(rh_http_req *r) {
 
 /* ---- writing ---- */
 
+/* The server is freed when its listener, its tick and every closing connection are closed. */
+static void server_unref(rh_http_server *s) {
+  if (--s->open_handles == 0) free(s);
+}
+
 static void after_close(uv_handle_t *h) {
   rh_http_conn *c = h->data;
+  rh_http_server *s = c->srv;
   if (c->tls) rh_tls_free(c->tls);
   if (c->ps) {
     rh_buf_free(&c->ps->in);
     free(c->ps);
   }
   free(c);
+  server_unref(s); /* a closing connection holds the server: its cancelled writes read c->srv */
 }
 
 static void detach_req(rh_http_conn *c);
@@ -244,6 +251,7 @@ static void close_now(rh_http_conn *c) {
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
+  s->open_handles++; /* released in after_close */
   rh_metric_add(m_conns, NULL, -1);
   uv_close((uv_handle_t *)&c->tcp, after_close);
 }
@@ -904,6 +912,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->tcp.data = c;
   if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
     /* out of descriptors: the pending connection stays queued; nothing to serve here */
+    s->open_handles++;
     uv_close((uv_handle_t *)&c->tcp, after_close);
     return;
   }
@@ -959,10 +968,7 @@ int rh_http_server_fd(rh_http_server *s) {
   return s->listening && uv_fileno((uv_handle_t *)&s->listener, &fd) == 0 ? fd : -1;
 }
 
-static void free_server(uv_handle_t *h) {
-  rh_http_server *s = h->data;
-  if (--s->open_handles == 0) free(s);
-}
+static void free_server(uv_handle_t *h) { server_unref(h->data); }
 
 static void close_listener(rh_http_server *s) {
   if (!s->listening) return;

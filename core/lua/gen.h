@@ -83,6 +83,7 @@ void *rh_lua_ws_hook_ud(rh_lua_ws_session *s, void (*gone)(void *ud)); /* ud if 
 typedef struct {
   void (*on_message)(void *ud, int opcode, const char *p, size_t n);
   void (*on_closed)(void *ud, int code, const char *reason);
+  void (*on_bytes)(void *ud); /* anything came from the peer (a pong too); may be NULL */
 } rh_lua_ws_sink;
 void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud);
 void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason);

@@ -21,8 +21,12 @@
 
 #define TUN_MT "relay.tunnel"
 
+typedef struct wakeup wakeup;
+
 typedef struct {
   rh_tun *tun;               /* NULL once the session is over */
+  rh_tfwd *fwd;              /* a forwarder: tun is its near end, there is no session */
+  wakeup *wake;              /* a pending resume of the waiter */
   rh_lua_ws_session *ws;
   rh_task *waiter;           /* parked in tun:wait() */
   char why[128];             /* why it ended */
@@ -50,6 +54,28 @@ static void sink_message(void *ud, int opcode, const char *p, size_t n) {
   rh_tun_input(t->tun, p, n);
 }
 
+/* The waiter is resumed from the loop, not from inside the session's callbacks: its handler
+ * returning ends the session, which must not happen under the session's own feet. */
+struct wakeup {
+  uv_timer_t timer;
+  tunnel *t;                 /* NULL if the tunnel object was collected meanwhile */
+};
+
+static void wakeup_freed(uv_handle_t *h) { free(h->data); }
+
+static void wakeup_fire(uv_timer_t *tm) {
+  wakeup *w = tm->data;
+  tunnel *t = w->t;
+  uv_close((uv_handle_t *)tm, wakeup_freed);
+  if (!t) return;
+  t->wake = NULL;
+  if (!t->waiter) return;
+  rh_task *task = t->waiter;
+  t->waiter = NULL;
+  lua_pushstring(rh_task_lua(task), t->why);
+  rh_task_resume(task, 1);
+}
+
 static void sink_closed(void *ud, int code, const char *reason) {
   tunnel *t = ud;
   snprintf(t->why, sizeof t->why, "%d %s", code, reason);
@@ -57,15 +83,21 @@ static void sink_closed(void *ud, int code, const char *reason) {
   t->tun = NULL;
   t->ws = NULL;
   if (tun) rh_tun_free(tun, t->why);
-  if (t->waiter) {
-    rh_task *w = t->waiter;
-    t->waiter = NULL;
-    lua_pushstring(rh_task_lua(w), t->why);
-    rh_task_resume(w, 1);
-  }
+  if (!t->waiter || t->wake) return;
+  t->wake = malloc(sizeof *t->wake);
+  if (!t->wake) abort();
+  t->wake->t = t;
+  t->wake->timer.data = t->wake;
+  uv_timer_init(rh_loop(), &t->wake->timer);
+  uv_timer_start(&t->wake->timer, wakeup_fire, 0, 0);
 }
 
-static const rh_lua_ws_sink sink = { sink_message, sink_closed };
+static void sink_bytes(void *ud) {
+  tunnel *t = ud;
+  if (t->tun) rh_tun_touch(t->tun);
+}
+
+static const rh_lua_ws_sink sink = { sink_message, sink_closed, sink_bytes };
 
 static int tr_send(void *ud, const char *p, size_t n) {
   tunnel *t = ud;
@@ -74,13 +106,20 @@ static int tr_send(void *ud, const char *p, size_t n) {
 
 static void tr_open(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h) {
   tunnel *t = ud;
-  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls };
+  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls, 0 };
   rh_texec_open(rh_loop(), &c, s, method, target, h);
 }
 
 static void tr_fail(void *ud, int code, const char *reason) {
   tunnel *t = ud;
   if (t->ws) rh_lua_ws_close(t->ws, code, reason);
+}
+
+/* The heartbeat is a WebSocket ping: the peer's WebSocket layer answers it, and its pong (any
+ * byte, really) reaches rh_tun_touch through sink_bytes. */
+static void tr_ping(void *ud) {
+  tunnel *t = ud;
+  if (t->ws) rh_lua_ws_send(t->ws, RH_WS_PING, "hb", 2);
 }
 
 /* ---- relay.tunnel.attach(ws, opts) ---- */
@@ -92,12 +131,22 @@ static double opt_num(lua_State *L, int idx, const char *name) {
   return v;
 }
 
-/* Client options: base_url (required), allow_hosts (array), ca_file. A Lua error if bad. */
-static void client_opts(lua_State *L, tunnel *t) {
-  lua_getfield(L, 2, "base_url");
+static tun_ud *new_object(lua_State *L) {
+  tun_ud *u = lua_newuserdata(L, sizeof *u);
+  u->t = calloc(1, sizeof *u->t);
+  if (!u->t) abort();
+  luaL_getmetatable(L, TUN_MT);
+  lua_setmetatable(L, -2);
+  return u;
+}
+
+/* Client options in the table at idx: base_url (required), allow_hosts (array), ca_file. A Lua
+ * error if bad. */
+static void client_opts(lua_State *L, int idx, tunnel *t) {
+  lua_getfield(L, idx, "base_url");
   if (!lua_isstring(L, -1)) luaL_error(L, "tunnel: a client needs base_url");
   t->base_url = strdup(lua_tostring(L, -1));
-  lua_getfield(L, 2, "allow_hosts");
+  lua_getfield(L, idx, "allow_hosts");
   size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
   t->allow = calloc(n + 1, sizeof *t->allow);
   if (!t->base_url || !t->allow) abort();
@@ -106,7 +155,7 @@ static void client_opts(lua_State *L, tunnel *t) {
     t->allow[t->nallow++] = strdup(luaL_checkstring(L, -1));
     lua_pop(L, 1);
   }
-  lua_getfield(L, 2, "ca_file");
+  lua_getfield(L, idx, "ca_file");
   if (lua_isstring(L, -1)) {
     char err[200];
     t->tls = rh_tls_client_ctx(lua_tostring(L, -1), 1, err, sizeof err);
@@ -123,19 +172,28 @@ static int l_attach(lua_State *L) {
   int is_server = strcmp(role, "server") == 0;
   if (!is_server && strcmp(role, "client") != 0) return luaL_error(L, "tunnel: role must be server or client");
   lua_pop(L, 1);
-  tun_ud *u = lua_newuserdata(L, sizeof *u);
-  u->t = calloc(1, sizeof *u->t);
-  if (!u->t) abort();
-  luaL_getmetatable(L, TUN_MT);
-  lua_setmetatable(L, -2);
-  tunnel *t = u->t;
+  tunnel *t = new_object(L)->t;
   t->is_server = is_server;
-  if (!is_server) client_opts(L, t);
+  if (!is_server) client_opts(L, 2, t);
   rh_tun_opts o = { opt_num(L, 2, "ping_interval"), opt_num(L, 2, "stall_timeout"), opt_num(L, 2, "head_timeout") };
-  rh_tun_transport tr = { tr_send, tr_open, tr_fail, t };
+  rh_tun_transport tr = { tr_send, tr_open, tr_fail, tr_ping, t };
   t->ws = ws;
   t->tun = rh_tun_new(rh_loop(), is_server, &tr, &o);
   rh_lua_ws_set_sink(ws, &sink, t);
+  return 1;
+}
+
+
+/* relay.tunnel.forwarder{base_url, ca_file}: a server-side tunnel object whose streams are
+ * executed in this process against base_url (another server), for tun:relay(). */
+static int l_forwarder(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  tunnel *t = new_object(L)->t;
+  client_opts(L, 1, t);
+  t->is_server = 1;
+  rh_texec_conf c = { t->base_url, (const char *const *)t->allow, t->nallow, t->tls, 1 };
+  t->fwd = rh_tfwd_new(rh_loop(), &c);
+  t->tun = rh_tfwd_tun(t->fwd);
   return 1;
 }
 
@@ -170,13 +228,9 @@ static void relay_done(void *ud, int status, const char *err) {
   lua_State *co = rh_task_lua(op->task);
   rh_task *task = op->task;
   free(op);
-  if (err) {
-    lua_pushinteger(co, status);
-    lua_pushstring(co, err);
-  } else {
-    lua_pushinteger(co, status);
-    lua_pushnil(co);
-  }
+  lua_pushinteger(co, status);
+  if (err) lua_pushstring(co, err);
+  else lua_pushnil(co);
   rh_task_resume(task, 2);
 }
 
@@ -186,18 +240,27 @@ static void relay_cancel(void *p) {
   free(op);
 }
 
-/* tun:relay(target) -> status, err: relays the running request; yields until it is over. status
- * is what the client got (0 if its connection was cut); nil, err if the tunnel is gone. */
+/* tun:relay(target, headers?) -> status, err: relays the running request (headers added to
+ * it); yields until it is over. status is what the client got (0 if its connection was cut);
+ * nil, err if the tunnel is gone. */
 static int l_relay(lua_State *L) {
   tunnel *t = check_tun(L);
   const char *target = luaL_checkstring(L, 2);
+  rh_headers extra = RH_HEADERS_INIT;
+  if (lua_istable(L, 3) && rh_lua_read_headers(L, 3, &extra) < 0) {
+    rh_headers_free(&extra);
+    return lua_error(L);
+  }
   rh_task *task = rh_task_current(L);
-  if (!task || !task->req || task->req->head_sent) return luaL_error(L, "tun:relay: only in a request handler that has not answered");
-  if (!t->is_server) return luaL_error(L, "tun:relay: only on a server tunnel");
+  if (!task || !task->req || task->req->head_sent || !t->is_server) {
+    rh_headers_free(&extra);
+    return luaL_error(L, "tun:relay: only on a server tunnel, in a request handler that has not answered");
+  }
   relay_op *op = calloc(1, sizeof *op);
   if (!op) abort();
   op->task = task;
-  op->r = t->tun ? rh_trelay_start(t->tun, task->req, target, relay_done, op) : NULL;
+  op->r = t->tun ? rh_trelay_start(t->tun, task->req, target, &extra, relay_done, op) : NULL;
+  rh_headers_free(&extra);
   if (!op->r) {
     free(op);
     lua_pushnil(L);
@@ -207,6 +270,12 @@ static int l_relay(lua_State *L) {
   return rh_task_yield(L, task, relay_cancel, op);
 }
 
+static void set_num(lua_State *L, const char *name, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+/* tun:stats() -> {open, streams, streams_total, resets_total, bytes_in, bytes_out, buffered} */
 static int l_stats(lua_State *L) {
   tunnel *t = check_tun(L);
   rh_tun_stats st = { 0 };
@@ -214,18 +283,12 @@ static int l_stats(lua_State *L) {
   lua_createtable(L, 0, 7);
   lua_pushboolean(L, t->tun != NULL);
   lua_setfield(L, -2, "open");
-  lua_pushnumber(L, (lua_Number)st.streams_open);
-  lua_setfield(L, -2, "streams");
-  lua_pushnumber(L, (lua_Number)st.streams_opened);
-  lua_setfield(L, -2, "streams_total");
-  lua_pushnumber(L, (lua_Number)st.streams_reset);
-  lua_setfield(L, -2, "resets_total");
-  lua_pushnumber(L, (lua_Number)st.bytes_in);
-  lua_setfield(L, -2, "bytes_in");
-  lua_pushnumber(L, (lua_Number)st.bytes_out);
-  lua_setfield(L, -2, "bytes_out");
-  lua_pushnumber(L, (lua_Number)st.buffered);
-  lua_setfield(L, -2, "buffered");
+  set_num(L, "streams", (double)st.streams_open);
+  set_num(L, "streams_total", (double)st.streams_opened);
+  set_num(L, "resets_total", (double)st.streams_reset);
+  set_num(L, "bytes_in", (double)st.bytes_in);
+  set_num(L, "bytes_out", (double)st.bytes_out);
+  set_num(L, "buffered", (double)st.buffered);
   return 1;
 }
 
@@ -240,8 +303,10 @@ static int l_gc(lua_State *L) {
   tunnel *t = u->t;
   if (!t) return 0;
   u->t = NULL;
+  if (t->wake) t->wake->t = NULL;
   if (t->ws) rh_lua_ws_set_sink(t->ws, NULL, NULL);
-  if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
+  if (t->fwd) rh_tfwd_free(t->fwd);
+  else if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
   for (size_t i = 0; i < t->nallow; i++) free(t->allow[i]);
   free(t->allow);
   free(t->base_url);
@@ -263,4 +328,6 @@ void rh_lua_register_tunnel(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_attach);
   lua_setfield(L, -2, "tunnel_attach");
+  lua_pushcfunction(L, l_forwarder);
+  lua_setfield(L, -2, "tunnel_forwarder");
 }

@@ -180,6 +180,7 @@ static void on_close(void *ud, int code, const char *reason, size_t n) {
 
 static void feed(session *s, const char *p, size_t n) {
   s->last_rx = rh_now();
+  if (s->sink && s->sink->on_bytes) s->sink->on_bytes(s->sink_ud);
   if (rh_ws_feed(s->engine, p, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
   flush(s);
   wake(s);

@@ -25,8 +25,10 @@ typedef struct rh_trelay rh_trelay;
 typedef void (*rh_trelay_done)(void *ud, int status, const char *err);
 
 /* Relays req (the caller keeps its reference; it must stay valid until done or cancel) as
- * method + target through t. NULL if the tunnel cannot open a stream. */
-rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_trelay_done done, void *ud);
+ * method + target through t, with extra (may be NULL) added to its headers. NULL if the tunnel
+ * cannot open a stream. */
+rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, const rh_headers *extra,
+                           rh_trelay_done done, void *ud);
 /* The caller gives up: the stream is reset, the client's connection cut if its response began. */
 void rh_trelay_cancel(rh_trelay *r);
 
@@ -35,6 +37,8 @@ typedef struct {
   const char *const *allow_hosts; /* hosts other than base_url's that a target may name */
   size_t nallow;
   struct rh_tls_ctx *tls;        /* for https targets (NULL: the default client context) */
+  int relay_headers;             /* pass X-Relay-* on (forwarding to another relay-server); else
+                                    the relay's own headers stop here */
 } rh_texec_conf;
 
 /* Executes the request a server opened as s. Answers the stream itself when the target is not
@@ -42,6 +46,15 @@ typedef struct {
  * its head. conf is read during the call only. */
 void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *conf, rh_tstream *s, const char *method,
                    const char *target, const rh_headers *h);
+
+/* A forwarder: a tunnel pair inside this process whose far end executes every stream against
+ * conf's base URL. A server hands a request to another server through it (rh_trelay_start on
+ * rh_tfwd_tun) with the same streaming and credit rules as a real tunnel. Messages cross on the
+ * next turn of the loop, never from inside the sender's call. conf is copied. */
+typedef struct rh_tfwd rh_tfwd;
+rh_tfwd *rh_tfwd_new(uv_loop_t *loop, const rh_texec_conf *conf);
+rh_tun *rh_tfwd_tun(rh_tfwd *f);
+void rh_tfwd_free(rh_tfwd *f); /* resets what is in flight */
 
 /* The fields of `from` that cross a hop: not hop-by-hop, not Host. */
 void rh_trelay_copy_headers(const rh_headers *from, rh_headers *to);

@@ -157,15 +157,20 @@ static const llhttp_settings_t settings = {
   .on_message_complete = on_message_complete,
 };
 
-static void after_parse(exec *e, llhttp_errno_t rc) {
+/* 1 when the exchange is over (e is freed). */
+static int after_parse(exec *e, llhttp_errno_t rc) {
   if (e->done) {
     rh_tstream_end(e->s);
     exec_free(e);
-  } else if (rc != HPE_OK) {
+    return 1;
+  }
+  if (rc != HPE_OK) {
     char why[160];
     snprintf(why, sizeof why, "bad response from the upstream: %s", llhttp_get_error_reason(&e->parser));
     fail(e, why);
+    return 1;
   }
+  return 0;
 }
 
 static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
@@ -174,8 +179,8 @@ static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
     after_parse(e, llhttp_execute(&e->parser, p, (size_t)n));
     return;
   }
-  after_parse(e, llhttp_finish(&e->parser)); /* a body that ends with the connection */
-  if (!e->done) fail(e, e->head_sent ? "upstream cut the response short" : err);
+  /* the connection ended: that completes a body that runs until the close, or cuts one short */
+  if (!after_parse(e, llhttp_finish(&e->parser))) fail(e, e->head_sent ? "upstream cut the response short" : err);
 }
 
 static void up_written(void *owner, size_t queued) {
@@ -235,7 +240,7 @@ static void connected(void *ud, rh_upconn *u, const char *err) {
   up_written(e, u->queued);
 }
 
-static void build_head(exec *e, const char *method, const url_parts *u, const rh_headers *h) {
+static void build_head(exec *e, const char *method, const url_parts *u, const rh_headers *h, int relay_headers) {
   rh_buf_printf(&e->out, "%s %s HTTP/1.1\r\nHost: ", method, u->path[0] == '/' ? u->path : "/");
   int v6 = strchr(u->host, ':') != NULL, dflt = u->port == (u->tls ? 443 : 80);
   rh_buf_printf(&e->out, v6 ? "[%s]" : "%s", u->host);
@@ -245,6 +250,7 @@ static void build_head(exec *e, const char *method, const url_parts *u, const rh
   for (size_t i = 0; i < h->n; i++) {
     const rh_header *f = &h->items[i];
     if (rh_header_hop_by_hop(f) || rh_header_name_eq(f, "host")) continue;
+    if (!relay_headers && f->name_len > 8 && strncasecmp(f->name, "x-relay-", 8) == 0) continue;
     rh_buf_printf(&e->out, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len, f->value);
   }
   rh_buf_puts(&e->out, "\r\n");
@@ -279,7 +285,7 @@ void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *c, rh_tstream *s, const
     rh_tstream_handlers sh = req_handlers;
     sh.ud = e;
     rh_tstream_set_handlers(s, &sh);
-    build_head(e, method, &u, h);
+    build_head(e, method, &u, h, c->relay_headers);
     struct rh_tls_ctx *tls = u.tls ? (c->tls ? c->tls : rh_tls_default_client()) : NULL;
     if (u.tls && !tls) fail(e, "no usable CA store for https");
     else if (!(e->dial = rh_dial_start(loop, "tunnel", u.host, u.port, tls, connected, e)))

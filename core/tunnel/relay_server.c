@@ -12,6 +12,7 @@ struct rh_trelay {
   size_t unacked;            /* response bytes written while the client's socket was full */
   rh_trelay_done done;
   void *ud;
+  int ending;                /* our own abort must not come back to us as the client's */
 };
 
 void rh_trelay_copy_headers(const rh_headers *from, rh_headers *to) {
@@ -38,6 +39,7 @@ static void finish(rh_trelay *r, int status, const char *err) {
 
 /* The stream failed: an answer if none began, else the client's connection is cut. */
 static void fail(rh_trelay *r, int code, const char *reason) {
+  r->ending = 1;
   if (r->req->head_sent) {
     rh_http_abort(r->req);
     return;
@@ -72,7 +74,8 @@ static void on_head(void *ud, const char *status, const char *reason, const rh_h
 static void on_data(void *ud, const char *p, size_t n) {
   rh_trelay *r = ud;
   int rc = rh_http_write(r->req, p, n);
-  if (rc < 0) {
+  if (rc < 0) { /* nobody to give the rest to: stop the far end sending it */
+    rh_tstream_reset(r->s, RH_TR_CANCEL, "client closed the connection");
     finish(r, 0, "client closed the connection");
   } else if (rc == 0) {
     rh_tstream_consumed(r->s, n);
@@ -126,6 +129,7 @@ static void drained(rh_http_req *req, void *ud) {
 static void aborted(rh_http_req *req, void *ud) {
   (void)req;
   rh_trelay *r = ud;
+  if (r->ending) return;
   rh_tstream_reset(r->s, RH_TR_CANCEL, "client went away");
   finish(r, 0, "client went away");
 }
@@ -137,7 +141,8 @@ static int has_body(const rh_http_req *req) {
                                            : rh_headers_has_token(&req->headers, "transfer-encoding", "chunked");
 }
 
-rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_trelay_done done, void *ud) {
+rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, const rh_headers *extra,
+                           rh_trelay_done done, void *ud) {
   rh_trelay *r = calloc(1, sizeof *r);
   if (!r) abort();
   r->req = req;
@@ -145,6 +150,7 @@ rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_t
   r->ud = ud;
   rh_headers h = RH_HEADERS_INIT;
   rh_trelay_copy_headers(&req->headers, &h);
+  if (extra) rh_trelay_copy_headers(extra, &h);
   int body = has_body(req);
   if (body && req->content_length == UINT64_MAX) rh_headers_add(&h, "Transfer-Encoding", 17, "chunked", 7);
   rh_tstream_handlers sh = stream_handlers;
@@ -163,6 +169,7 @@ rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, rh_t
 }
 
 void rh_trelay_cancel(rh_trelay *r) {
+  r->ending = 1;
   if (r->s) rh_tstream_reset(r->s, RH_TR_CANCEL, "request cancelled");
   if (r->req->head_sent && !r->req->finished) rh_http_abort(r->req);
   let_go(r);

@@ -170,9 +170,10 @@ int rh_tstream_write(rh_tstream *s, const char *p, size_t n) {
   if (sent < n) {
     rh_buf_append(&s->pending, p + sent, n - sent);
     t->st.buffered += n - sent;
-    if (!s->blocked_since) s->blocked_since = now(t);
   }
   if (s->credit && !s->pending.len) return 0;
+  /* out of credit (with or without bytes left over): the source stops until WINDOW comes */
+  if (!s->blocked_since) s->blocked_since = now(t);
   s->want_writable = 1;
   return 1;
 }
@@ -233,13 +234,16 @@ static void on_window(rh_tstream *s, uint32_t inc) {
     size_t sent = send_data(s, s->pending.data, s->pending.len);
     rh_buf_consume(&s->pending, sent);
     if (s->tun) s->tun->st.buffered -= sent;
-    if (s->pending.len) return;
-    s->blocked_since = 0;
+    if (s->pending.len) { /* progress, but still waiting: the stall clock starts over */
+      if (s->tun) s->blocked_since = now(s->tun);
+      return;
+    }
     if (s->sent_end) {
       send_end(s);
       if (check_done(s) || s->over) return;
     }
   }
+  if (s->credit) s->blocked_since = 0;
   if (s->credit && s->want_writable) {
     s->want_writable = 0;
     CALL(s, on_writable);
@@ -317,6 +321,8 @@ static void dispatch(rh_tun *t, const rh_tframe *f) {
   }
 }
 
+void rh_tun_touch(rh_tun *t) { t->last_rx = now(t); }
+
 int rh_tun_input(rh_tun *t, const char *p, size_t n) {
   if (t->failed) return -1;
   t->last_rx = now(t);
@@ -341,11 +347,15 @@ static void tick(uv_timer_t *tm) {
     return;
   }
   if (n - t->last_ping >= t->o.ping_interval) {
-    char ping[8] = { 0 };
-    memcpy(ping, &n, sizeof ping < sizeof n ? sizeof ping : sizeof n);
-    rh_tframe_encode(&t->msg, RH_TF_PING, 0, ping, sizeof ping);
-    send_msg(t);
     t->last_ping = n;
+    if (t->tr.ping) {
+      t->tr.ping(t->tr.ud);
+    } else {
+      char ping[8] = { 0 };
+      memcpy(ping, &n, sizeof ping < sizeof n ? sizeof ping : sizeof n);
+      rh_tframe_encode(&t->msg, RH_TF_PING, 0, ping, sizeof ping);
+      send_msg(t);
+    }
   }
   rh_tstream *s = t->streams;
   while (s) {

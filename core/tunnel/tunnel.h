@@ -41,6 +41,9 @@ typedef struct {
   /* Client side: the server opened stream s with a request HEAD. The bridge sets its handlers. */
   void (*on_open)(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h);
   void (*on_fail)(void *ud, int ws_code, const char *reason); /* protocol error or dead heartbeat */
+  /* Optional: the heartbeat as the transport's own ping (a WebSocket ping, whose pong the owner
+   * reports with rh_tun_touch). NULL: PING frames. */
+  void (*ping)(void *ud);
   void *ud;
 } rh_tun_transport;
 
@@ -58,6 +61,8 @@ typedef struct {
 
 /* opts may be NULL for the defaults. t is copied. */
 rh_tun *rh_tun_new(uv_loop_t *loop, int is_server, const rh_tun_transport *t, const rh_tun_opts *opts);
+/* The peer is alive (bytes came, a pong): for the heartbeat. rh_tun_input implies it. */
+void rh_tun_touch(rh_tun *t);
 /* One message from the peer. 0, or -1 when it broke the protocol (on_fail has run). */
 int rh_tun_input(rh_tun *t, const char *p, size_t n);
 /* The transport is gone (or the owner is done): resets every open stream with RH_TR_GONE and

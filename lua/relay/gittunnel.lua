@@ -52,4 +52,52 @@ function M.backoff(n, base, cap)
   return d / 2 + math.random() * d / 2
 end
 
+-- ---- several servers: which keys a server holds, in Redis ----
+-- Each key with local clients is a member (this server's URL) of the sorted set
+-- relay:git-tunnel:clients:<key>, scored with the time it expires; refreshed every ttl/3, so a
+-- server that dies leaves the set within ttl. A request for a key held elsewhere is forwarded to
+-- one of those servers through a forwarder (relay.tunnel.forwarder), one per server.
+local Presence = {}
+Presence.__index = Presence
+
+-- opts: redis (a relay.redis), url (how other servers reach this one), ttl (seconds)
+function M.presence(opts)
+  return setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, held = {}, fwd = {} }, Presence)
+end
+
+local function zkey(key) return "relay:git-tunnel:clients:" .. key end
+
+function Presence:announce(key)
+  self.r:call("ZADD", zkey(key), relay.time() + self.ttl, self.url) -- Redis down: the next refresh
+  self.r:call("EXPIRE", zkey(key), math.ceil(self.ttl * 2))
+end
+
+function Presence:hold(key)
+  self.held[key] = true
+  self:announce(key)
+end
+
+function Presence:drop(key)
+  self.held[key] = nil
+  self.r:call("ZREM", zkey(key), self.url)
+end
+
+function Presence:refresh()
+  for key in pairs(self.held) do self:announce(key) end
+end
+
+-- { tun = a forwarder to a server holding key, forwarded = true }, or { err = why there is none }
+function Presence:forwarder(key)
+  local urls, err = self.r:call("ZRANGEBYSCORE", zkey(key), relay.time(), "+inf")
+  if not urls then return { err = ("Redis is unreachable to find another server (%s)"):format(err) } end
+  local others = {}
+  for _, u in ipairs(urls) do
+    if u ~= self.url then others[#others + 1] = u end
+  end
+  if #others == 0 then return { err = "no other server holds it either" } end
+  local url = others[math.random(#others)]
+  self.fwd[url] = self.fwd[url] or relay.tunnel.forwarder { base_url = url }
+  return { tun = self.fwd[url], forwarded = true }
+end
+
 return M

@@ -203,8 +203,10 @@ relay.sse = {
 }
 -- relay.tunnel.attach(ws, {role, base_url, allow_hosts, ca_file, ping_interval, stall_timeout,
 -- head_timeout}) -> tun: git tunnel streams in C on that session (docs/git-tunnel-protocol.md).
--- tun:wait() yields until it is over; server: tun:relay(target) relays the running request.
-relay.tunnel = { attach = core.tunnel_attach }
+-- tun:wait() yields until it is over; server: tun:relay(target, headers?) relays the running
+-- request. relay.tunnel.forwarder{base_url} -> a server-side object whose streams this process
+-- executes against base_url (forwarding to another server), with the same :relay().
+relay.tunnel = { attach = core.tunnel_attach, forwarder = core.tunnel_forwarder }
 -- relay.http.stream{url, headers, timeout (per silence)} -> s, status, headers | nil, err; then
 -- s:read() yields -> bytes | nil, "closed"/why; s:close(). For feeds (SSE) read as they arrive.
 relay.http = { request = core.http_request, stream = core.http_stream, headers = http.headers,

@@ -20,6 +20,7 @@ local app = relay.new {
     probe_listen = { default = "0.0.0.0:8080", help = "HOST:PORT of /v1/system/alive, /ready and /metrics" },
     backoff_max = { default = 30, help = "longest wait between reconnects, seconds" },
     ping_interval = { default = 5, help = "seconds between heartbeats; a server silent for 3 is dropped" },
+    stall_timeout = { default = 60, help = "seconds a response may wait for its reader before its stream is reset" },
   },
   listen = function(flags) return flags.probe_listen end,
 }
@@ -36,6 +37,7 @@ local m_connects = relay.metrics.counter("relay_client_connects_total", "tunnels
 local m_failures = relay.metrics.counter("relay_client_connect_failures_total", "failed connection attempts")
 local m_streams = relay.metrics.gauge("relay_client_streams", "relayed requests in flight")
 local m_streams_total = relay.metrics.gauge("relay_client_tunnel_streams_total", "relayed requests on the current tunnel")
+local m_resets = relay.metrics.gauge("relay_client_tunnel_stream_resets", "streams reset on the current tunnel (stalled, cancelled, failed)")
 local m_bytes = relay.metrics.gauge("relay_client_tunnel_bytes", "body bytes on the current tunnel", { "direction" })
 
 local tun -- the current tunnel, nil while down
@@ -47,7 +49,7 @@ local function connect_once()
   })
   if not ws then return nil, err end
   tun = relay.tunnel.attach(ws, { role = "client", base_url = f.base_url, allow_hosts = allow_hosts,
-                                  ping_interval = f.ping_interval })
+                                  ping_interval = f.ping_interval, stall_timeout = f.stall_timeout })
   m_up:set(1)
   m_connects:inc()
   relay.log.info("relay_connected", { server_url = f.server_url, client_key = f.client_key })
@@ -77,7 +79,8 @@ app:get("/v1/system/ready", function(req, res)
   res:send(500, "not ready: no tunnel to the relay-server\n")
 end)
 app:get("/v1/system/metrics", function(req, res)
-  local st = tun and tun:stats() or { streams = 0, streams_total = 0, bytes_in = 0, bytes_out = 0 }
+  local st = tun and tun:stats() or { streams = 0, streams_total = 0, resets_total = 0, bytes_in = 0, bytes_out = 0 }
+  m_resets:set(st.resets_total)
   m_streams:set(st.streams)
   m_streams_total:set(st.streams_total)
   m_bytes:set(st.bytes_in, { "in" })

@@ -13,11 +13,14 @@ local app = relay.new {
   flags = {
     tokens = { default = "", env = "RELAY_TOKENS", help = "bearer tokens for /v1/relay/register and /v1/relay/clients, comma-separated" },
     tokens_file = { default = "", help = "file with more tokens, one per line" },
-    relay_tokens = { default = "", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
+    relay_tokens = { default = "", env = "RELAY_PATH_TOKENS", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
     register_rate = { default = 60, help = "registrations per minute from one address (429 above)" },
     head_timeout = { default = 60, help = "seconds a client gets to answer a relayed request's head (504 after)" },
     ping_interval = { default = 5, help = "seconds between heartbeats; a tunnel silent for 3 is dropped" },
     stall_timeout = { default = 60, help = "seconds a stream may wait for its reader before it is reset" },
+    redis_address = { default = "", help = "redis://host:port: share which keys this server holds, forward the others (several servers)" },
+    advertise_url = { default = "", help = "http://host:port other servers reach this one at (with --redis-address)" },
+    presence_ttl = { default = 30, help = "seconds a key's presence in Redis lives without a refresh" },
   },
 }
 
@@ -25,6 +28,12 @@ local f = app.flags
 local tokens = gt.tokens(f.tokens, f.tokens_file)
 local relay_tokens = gt.list(f.relay_tokens)
 if #tokens == 0 then error("git-tunnel/server: give --tokens or --tokens-file (clients need a bearer token)", 0) end
+
+local presence = f.redis_address ~= "" and gt.presence {
+  redis = relay.redis(f.redis_address:match("^rediss?://") and f.redis_address or "redis://" .. f.redis_address),
+  url = f.advertise_url ~= "" and f.advertise_url or error("git-tunnel/server: --redis-address needs --advertise-url", 0),
+  ttl = f.presence_ttl,
+} or nil
 
 local registrations = relay.shared("git_tunnel_registrations")
 local m_clients = relay.metrics.gauge("relay_server_clients", "registered relay clients")
@@ -38,6 +47,7 @@ local function add(c)
   clients[c.client_key] = list
   list[#list + 1] = c
   m_clients:inc()
+  if #list == 1 and presence then presence:hold(c.client_key) end
 end
 
 local function remove(c)
@@ -45,7 +55,10 @@ local function remove(c)
   for i, x in ipairs(list) do
     if x == c then table.remove(list, i); m_clients:dec(); break end
   end
-  if #list == 0 then clients[c.client_key] = nil end
+  if #list == 0 then
+    clients[c.client_key] = nil
+    if presence then presence:drop(c.client_key) end
+  end
 end
 
 local function text(res, status, msg, headers)
@@ -107,18 +120,34 @@ local function relay_request(req, res)
   local tried = {}
   while true do
     local c = pick(key, tried)
+    if not c and presence and not req.headers["x-relay-forwarded"] then
+      c = presence:forwarder(key) -- another server holds the key: relay through it
+      if c.err then
+        m_relayed:inc(1, { "no_client" })
+        return text(res, 502, ("Bad Gateway: no relay client for key '%s' on this server, and %s"):format(key, c.err))
+      end
+      if tried[c.tun] then c = nil end
+    end
     if not c then
       m_relayed:inc(1, { "no_client" })
       return text(res, 502, ("Bad Gateway: no relay client is registered for key '%s'"):format(key))
     end
-    local status, err = c.tun:relay(target)
+    local status, err
+    if c.forwarded then
+      status, err = c.tun:relay("/v1/relay/" .. key .. target, { ["x-relay-forwarded"] = "1" })
+    else
+      status, err = c.tun:relay(target)
+    end
     if status then
-      m_relayed:inc(1, { err and "failed" or "ok" })
+      m_relayed:inc(1, { err and "failed" or (c.forwarded and "forwarded" or "ok") })
       return
     end
     tried[c] = true -- the tunnel closed under us before the request went out: try another
+    tried[c.tun] = true
   end
 end
+
+if presence then relay.every(math.max(1, f.presence_ttl / 3), function() presence:refresh() end) end
 
 math.randomseed(relay.pid() + relay.time())
 app:any("/v1/relay/:key", relay_request, { max_body = 2 ^ 53 })

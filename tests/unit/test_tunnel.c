@@ -101,7 +101,7 @@ static void on_fail(void *ud, int code, const char *r) { (void)code, (void)r; ((
 static void credit(void) {
   test_name = "credit";
   uv_loop_t *loop = uv_default_loop();
-  rh_tun_transport ts = { pipe_send, NULL, on_fail, &srv }, tc = { pipe_send, on_open, on_fail, &cli };
+  rh_tun_transport ts = { pipe_send, NULL, on_fail, NULL, &srv }, tc = { pipe_send, on_open, on_fail, NULL, &cli };
   rh_tun *a = rh_tun_new(loop, 1, &ts, NULL), *b = rh_tun_new(loop, 0, &tc, NULL);
   srv.peer = b, cli.peer = a;
   srv.s = rh_tun_open(a, "GET", "/x", NULL, &srv_h);
