@@ -103,5 +103,8 @@ return app
     rc, _, err = helpers.run { "workspace-relay", "--workers", "2" }
     assert.equal(1, rc)
     assert.matches("%-%-workers 2 refused: .*RELAY_BACKPLANE_MODE=redis", err)
+    rc, _, err = helpers.run { "git-tunnel/server", "--workers", "2", "--tokens", "t" }
+    assert.equal(1, rc)
+    assert.matches("%-%-workers 2 refused: a tunnel lives in the process that accepted it", err)
   end)
 end)

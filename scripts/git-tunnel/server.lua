@@ -22,6 +22,8 @@ local app = relay.new {
     advertise_url = { default = "", help = "http://host:port other servers reach this one at (with --redis-address)" },
     presence_ttl = { default = 30, help = "seconds a key's presence in Redis lives without a refresh" },
   },
+  -- a tunnel lives in the process that accepted it, and workers share one advertised address
+  single_process = "a tunnel lives in the process that accepted it; run several servers (each its own --advertise-url) with --redis-address instead",
 }
 
 local f = app.flags
