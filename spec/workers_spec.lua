@@ -59,6 +59,46 @@ return app
     helpers.write_file(path, script(2))
   end)
 
+  it("reloads both workers under load without failing a request, and drains both at SIGTERM", function()
+    local dir2 = helpers.tmpdir()
+    local app = dir2 .. "/app.lua"
+    local function v(n)
+      return ([[
+local relay = require "relay"
+local app = relay.new { name = "workers-load" }
+app:get("/", function(_, res) res:send(200, "v%d") end)
+app:get("/slow", function(_, res) relay.sleep(1.5); res:send(200, "slow done") end)
+return app
+]]):format(n)
+    end
+    helpers.write_file(app, v(1))
+    local h = helpers.start(app, { flags = { "--workers", "2", "--drain-timeout", "10" } })
+    local out = dir2 .. "/codes"
+    -- a real client on fresh connections all along (keep-alive would pin one worker)
+    os.execute(("sh -c 'for i in $(seq 1 300); do curl -s -o /dev/null -w \"%%{http_code}\\n\" %s; done > %s; echo done >> %s' &")
+      :format(h:url("/"), out, out))
+    for n = 2, 6 do
+      helpers.write_file(app, v(n))
+      assert.equal(0, (helpers.run { "reload", "--pid-file", h.pid_file }))
+      helpers.sleep(0.2)
+    end
+    local text = helpers.wait_until(function()
+      local t = helpers.read_file(out); return t and t:match("done\n$") and t end, 90, "the load to finish")
+    local ok, bad = 0, {}
+    for code in text:gmatch("(%d+)\n") do if code == "200" then ok = ok + 1 else bad[#bad + 1] = code end end
+    assert.equal(300, ok, "failed: " .. table.concat(bad, ","))
+    -- SIGTERM with a request in flight in one worker: it finishes, then both exit
+    local slow = h:client(10)
+    assert(slow:send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+    helpers.sleep(0.3)
+    h:signal("TERM")
+    local res = slow:read_response()
+    assert.equal(200, res.status)
+    assert.equal("slow done", res.body)
+    slow:close()
+    assert.equal(0, h:stop(nil, 15))
+  end)
+
   it("restarts a worker that dies", function()
     local pids = sample(20)
     local victim = next(pids)
