@@ -140,6 +140,20 @@ describe("hot reload", function()
     assert.equal(1, metric(host, "relayhost_reload_failures_total"))
   end)
 
+  it("stops the timers a broken script started while loading, and frees its generation", function()
+    helpers.write_file(path, [[
+local relay = require "relay"
+relay.every(0.05, function() relay.log.info("tick_from_broken_generation") end)
+error("broken after starting a timer")
+]])
+    local ok = host:reload()
+    assert.is_false(ok)
+    helpers.sleep(0.5)
+    assert.equal(0, host:count("tick_from_broken_generation"))
+    assert.equal(1, metric(host, "relayhost_generations"))
+    assert.equal("v1", host:get("/").body)
+  end)
+
   it("relayhost reload reports the outcome through the pid file", function()
     helpers.write_file(path, script(2))
     local rc, out = helpers.run { "reload", "--pid-file", host.pid_file }

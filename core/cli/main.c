@@ -265,6 +265,7 @@ static rh_gen *load_first(int *status) {
   *status = err ? 1 : 0;
   if (err) first_line(err, stderr);
   free(err);
+  if (!g) uv_run(rh_loop(), UV_RUN_NOWAIT); /* a failed generation's handles close */
   return g;
 }
 

@@ -176,6 +176,18 @@ static char *error_text(lua_State *L) {
   return strdup(msg ? msg : "unknown error (error object is not a string)");
 }
 
+static void cancel_all(rh_gen *g);
+
+/* A generation that failed to load never serves: the timers and tasks its script started while
+ * loading (presence refreshes, Redis subscribers) stop now instead of running on in a dead
+ * generation, and it is freed once their handles have closed. */
+static void abandon(rh_gen *g) {
+  g->retired = 1;
+  rh_gen_stop_timers(g);
+  cancel_all(g);
+  rh_gen_unref(g);
+}
+
 rh_gen *rh_gen_build(const char *script, int argc, char **argv, rh_host_settings *settings,
                      char **err) {
   register_metrics();
@@ -212,7 +224,7 @@ rh_gen *rh_gen_build(const char *script, int argc, char **argv, rh_host_settings
   }
   if (rc != 0) {
     *err = error_text(L);
-    rh_gen_unref(g);
+    abandon(g);
     return NULL;
   }
   if (settings) read_settings(L, lua_gettop(L), settings);
