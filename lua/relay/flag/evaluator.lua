@@ -9,11 +9,12 @@ local function list(v) return type(v) == "table" and v or {} end
 
 -- A target attribute as a string, the way Go formats it.
 local function attr_value(target, attr)
-  if attr == "identifier" then return target.identifier or "" end
-  if attr == "name" then return target.name or "" end
-  local attrs = target.attributes
   local v = nil
-  if type(attrs) == "table" then v = attrs[attr] end
+  if attr == "identifier" or attr == "name" then
+    v = target[attr] -- formatted like any attribute: a target from a header may hold anything
+  elseif type(target.attributes) == "table" then
+    v = target.attributes[attr]
+  end
   local t = type(v)
   if t == "nil" or t == "userdata" then return "" end -- absent, or JSON null
   if t == "string" then return v end
@@ -101,7 +102,7 @@ end
 local function distribute(dist, target)
   local bucket_by = dist.bucketBy or "identifier"
   local value = attr_value(target, bucket_by)
-  if value == "" then bucket_by, value = "identifier", target.identifier or "" end
+  if value == "" then bucket_by, value = "identifier", attr_value(target, "identifier") end
   local chosen, total = nil, 0
   local bucket = value ~= "" and murmur3.bucket(bucket_by, value) or nil
   for _, v in ipairs(list(dist.variations)) do

@@ -1,9 +1,19 @@
 -- JSON for the Harness shapes. lua-cjson cannot tell an empty array from an empty object, and
 -- the SDKs need arrays (Node iterates flag.rules; .NET breaks on null): fields that the API
 -- defines as arrays are written as [] when empty. canon() is a key-sorted serialisation for diffs.
-local cjson = require "cjson"
+-- A private instance, strict as Go's encoding/json on numbers: nan/inf literals are refused, and
+-- a number that overflows (1e999) fails decode() instead of failing every answer that would
+-- carry it later.
+local cjson = require("cjson").new()
+cjson.decode_invalid_numbers(false)
 
-local M = { null = cjson.null, decode = cjson.decode }
+local M = { null = cjson.null }
+
+function M.decode(text)
+  local v = cjson.decode(text)
+  if type(v) == "table" and not pcall(cjson.encode, v) then error("a number out of range (JSON has no Inf or NaN)", 0) end
+  return v
+end
 
 local ARRAY_FIELDS = {
   rules = true, prerequisites = true, variationToTargetMap = true, targets = true,
@@ -11,7 +21,10 @@ local ARRAY_FIELDS = {
   excluded = true, servingRules = true, tags = true, segments = true, environments = true,
   apiKeys = true, featureConfigs = true, metricsData = true, targetData = true,
 }
-local EMPTY = "\0relay-empty-array\0"
+-- The placeholder an empty array is encoded as, then replaced by []: unpredictable per process
+-- (a heap address and the time), so that no string from a config or an upstream can be taken
+-- for it (a key equal to a fixed marker once turned into "[]" and broke the whole answer).
+local EMPTY = ("\0empty-array-%s-%x\0"):format(tostring({}):match("0x(%x+)") or "", os.time())
 local EMPTY_JSON = cjson.encode(EMPTY)
 
 local function mark(v, key)
