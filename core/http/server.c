@@ -981,8 +981,14 @@ void rh_http_server_stop_accepting(rh_http_server *s) {
   close_listener(s);
   for (rh_http_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (!c->req && (!c->ps || c->ps->in.len == 0)) close_conn(c);
-    else if (c->req) c->req->keep_alive = 0;
+    /* Idle between requests: closed (clients retry a request on a closed keep-alive
+     * connection). Accepted but not yet sent a byte: kept, so that its first request is
+     * still answered (with Connection: close); the head timeout bounds the wait. */
+    if (!c->req && (!c->ps || c->ps->in.len == 0)) {
+      if (c->timer_kind == TIMER_IDLE) close_conn(c);
+    } else if (c->req) {
+      c->req->keep_alive = 0;
+    }
   }
 }
 
