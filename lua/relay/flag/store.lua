@@ -56,7 +56,8 @@ function Store:_version(env_id, kind, items, notify, events)
     end
   end
   local ids_key = "ids\t" .. kind.name .. "\t" .. env_id
-  for id in (dict:get(ids_key) or ""):gmatch("[^%z]+") do -- NUL-separated: an id may hold anything else
+  local ok, listed = pcall(json.decode, dict:get(ids_key) or "[]") -- JSON: an id may hold any byte
+  for _, id in ipairs(ok and type(listed) == "table" and listed or {}) do
     if not seen[id] then
       local key = kind.name .. "\t" .. env_id .. "\t" .. id
       local pv = tonumber(((dict:get(key) or ""):match("\t(%d+)$"))) or 0
@@ -68,7 +69,7 @@ function Store:_version(env_id, kind, items, notify, events)
   end
   local ids = {}
   for _, item in ipairs(items) do ids[#ids + 1] = item[kind.id] end
-  dict:set(ids_key, table.concat(ids, "\0"))
+  dict:set(ids_key, json.encode(ids, true))
 end
 
 local function index(items, field)
