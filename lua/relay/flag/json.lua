@@ -26,6 +26,7 @@ local ARRAY_FIELDS = {
 -- for it (a key equal to a fixed marker once turned into "[]" and broke the whole answer).
 local EMPTY = ("\0empty-array-%s-%x\0"):format(tostring({}):match("0x(%x+)") or "", os.time())
 local EMPTY_JSON = cjson.encode(EMPTY)
+local EMPTY_PATTERN = EMPTY_JSON:gsub("%p", "%%%0")
 
 local function mark(v, key)
   if type(v) ~= "table" then return v end
@@ -45,7 +46,9 @@ end
 -- encode(value, top_is_array): top_is_array says an empty top-level table is [].
 function M.encode(v, top_is_array)
   local s = cjson.encode(mark(v, top_is_array or nil))
-  if s:find(EMPTY_JSON, 1, true) then s = s:gsub(EMPTY_JSON:gsub("%p", "%%%0"), "[]") end
+  if s == EMPTY_JSON then return "[]" end
+  -- only where a value stands (before , ] or }): whatever a key holds, the output stays JSON
+  if s:find(EMPTY_JSON, 1, true) then s = s:gsub(EMPTY_PATTERN .. "([,%]}])", "[]%1") end
   return s
 end
 
