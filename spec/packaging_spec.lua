@@ -5,13 +5,6 @@ local helpers = require "helpers"
 local socket = require "socket"
 local unix = require "socket.unix"
 
-local function read(path)
-  local f = assert(io.open(path))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
 describe("packaging", function()
   it("serves $RELAYHOST_SCRIPT when the command line has only flags (one image per personality)", function()
     local host = helpers.start("--drain-timeout=5", { env = { RELAYHOST_SCRIPT = "demo" } })
@@ -45,7 +38,7 @@ describe("packaging", function()
     local host = helpers.start("demo", { env = { NOTIFY_SOCKET = path } })
     assert.equal("MAINPID=" .. host.pid .. "\nREADY=1", sock:receive())
     assert.equal(0, helpers.run { "upgrade", "--pid-file", host.pid_file })
-    local new = tonumber(read(host.pid_file):match("%d+"))
+    local new = tonumber(helpers.read_file(host.pid_file):match("%d+"))
     assert.equal("MAINPID=" .. new .. "\nREADY=1", sock:receive())
     assert.equal(0, host:stop())
     os.execute(("kill -TERM %d"):format(new))
@@ -60,7 +53,7 @@ describe("packaging", function()
     end
     local dir = helpers.tmpdir()
     -- the unit names the installed binary; point it at the built one
-    local unit = read("docs/systemd/relayhost@.service"):gsub("/usr/local/bin/relayhost", helpers.bin())
+    local unit = helpers.read_file("docs/systemd/relayhost@.service"):gsub("/usr/local/bin/relayhost", helpers.bin())
     helpers.write_file(dir .. "/relayhost@.service", unit)
     local out = assert(io.popen(("cd %q && systemd-analyze verify relayhost@demo.service 2>&1; echo rc=$?"):format(dir))):read("*a")
     assert.matches("rc=0", out)

@@ -2,13 +2,6 @@
 -- script author's busted spec in a scratch directory, outside this repository, uses them.
 local helpers = require "helpers"
 
-local function read(path)
-  local f = assert(io.open(path))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
 describe("rocks/relayhost rockspec", function()
   it("installs a tree in which a scratch project's busted spec runs its script", function()
     local tmp = helpers.tmpdir()
@@ -16,7 +9,7 @@ describe("rocks/relayhost rockspec", function()
     local rockspec = assert(io.popen("ls rocks/relayhost-*.rockspec")):read("*l")
     local ok = os.execute(("luarocks --lua-version=5.1 --tree %q make %q >%q/make.log 2>&1")
       :format(tree, rockspec, tmp))
-    assert(ok == 0 or ok == true, "luarocks make failed:\n" .. read(tmp .. "/make.log"))
+    assert(ok == 0 or ok == true, "luarocks make failed:\n" .. helpers.read_file(tmp .. "/make.log"))
 
     os.execute(("mkdir -p %q/spec"):format(project))
     helpers.write_file(project .. "/hello.lua", [[
@@ -43,7 +36,7 @@ end)
       "PATH=%q/bin:$PATH env -u RELAYHOST_BIN -u RELAYHOST_LUA_PATH luajit /usr/bin/busted -o TAP spec >%q/busted.log 2>&1")
       :format(project, tree, tree, tmp)
     local rc = os.execute(cmd)
-    local out = read(tmp .. "/busted.log")
+    local out = helpers.read_file(tmp .. "/busted.log")
     assert(rc == 0 or rc == true, "the scratch spec failed:\n" .. out)
     assert.matches("ok 1 %- hello.lua greets", out)
     assert.matches("1%.%.1", out)

@@ -19,12 +19,7 @@ describe("relayhost upgrade", function()
     assert(os.execute(("cp %q %q.new && chmod +x %q.new && mv %q.new %q"):format(from, bin, bin, bin, bin)))
   end
 
-  local function current_pid(pid_file)
-    local f = io.open(pid_file)
-    local pid = f and tonumber(f:read("*l"))
-    if f then f:close() end
-    return pid
-  end
+  local function current_pid(pid_file) return tonumber((helpers.read_file(pid_file) or ""):match("%d+")) end
 
   local function pid_alive(pid) return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == 0 end
 

@@ -96,34 +96,41 @@ int rh_pid_command_args(const char *cmd, int argc, char **argv, const char **pid
   return 0;
 }
 
-int rh_reload_command(int argc, char **argv) {
+int rh_signal_host(const char *cmd, int argc, char **argv, int sig, rh_outcome_fn outcome) {
   const char *pid_file;
   double timeout;
-  if (rh_pid_command_args("reload", argc, argv, &pid_file, &timeout) < 0) return 2;
+  if (rh_pid_command_args(cmd, argc, argv, &pid_file, &timeout) < 0) return 2;
   int pid = rh_pid_file_read(pid_file);
   if (pid < 0) {
-    fprintf(stderr, "relayhost reload: %s: no pid in it (is the host running?)\n", pid_file);
+    fprintf(stderr, "relayhost %s: %s: no pid in it (is the host running?)\n", cmd, pid_file);
     return 2;
   }
   char msg[2048];
   long before = rh_reload_status_read(pid_file, msg, sizeof msg);
-  if (kill(pid, SIGHUP) < 0) {
-    fprintf(stderr, "relayhost reload: pid %d: %s\n", pid, strerror(errno));
+  if (kill(pid, sig) < 0) {
+    fprintf(stderr, "relayhost %s: pid %d: %s\n", cmd, pid, strerror(errno));
     return 2;
   }
   struct timespec step = { 0, 20 * 1000 * 1000 };
   for (double waited = 0; waited < timeout; waited += 0.02) {
-    long now = rh_reload_status_read(pid_file, msg, sizeof msg);
-    if (now > before) {
-      if (strcmp(msg, "ok") == 0) {
-        printf("relayhost reload: pid %d reloaded\n", pid);
-        return 0;
-      }
-      fprintf(stderr, "%s\n", strncmp(msg, "failed ", 7) == 0 ? msg + 7 : msg);
-      return 1;
-    }
+    int rc = outcome(pid_file, pid, before);
+    if (rc >= 0) return rc;
     nanosleep(&step, NULL);
   }
-  fprintf(stderr, "relayhost reload: pid %d gave no outcome within %.0f s\n", pid, timeout);
+  fprintf(stderr, "relayhost %s: pid %d gave no outcome within %.0f s\n", cmd, pid, timeout);
   return 2;
 }
+
+/* A reload's outcome: the status file's next line. */
+static int reloaded(const char *pid_file, int pid, long before) {
+  char msg[2048];
+  if (rh_reload_status_read(pid_file, msg, sizeof msg) <= before) return -1;
+  if (strcmp(msg, "ok") == 0) {
+    printf("relayhost reload: pid %d reloaded\n", pid);
+    return 0;
+  }
+  fprintf(stderr, "%s\n", strncmp(msg, "failed ", 7) == 0 ? msg + 7 : msg);
+  return 1;
+}
+
+int rh_reload_command(int argc, char **argv) { return rh_signal_host("reload", argc, argv, SIGHUP, reloaded); }

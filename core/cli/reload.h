@@ -21,4 +21,11 @@ long rh_reload_status_read(const char *pid_file, char *msg, size_t n);
  * signal a running host; prints what is wrong and returns -1. */
 int rh_pid_command_args(const char *cmd, int argc, char **argv, const char **pid_file, double *timeout);
 
+/* The commands that signal a running host (`reload`, `upgrade`): parse their flags, send sig to
+ * the pid in the pid file, then ask outcome every 20 ms (the status file's sequence number
+ * before the signal is `before`): -1 not yet, else the command's exit status, its message
+ * printed. 2 on usage, no host, or no outcome within --timeout. */
+typedef int (*rh_outcome_fn)(const char *pid_file, int pid, long before);
+int rh_signal_host(const char *cmd, int argc, char **argv, int sig, rh_outcome_fn outcome);
+
 #endif

@@ -109,34 +109,19 @@ void rh_upgrade_child(void) {
   ready_out = -1;
 }
 
-int rh_upgrade_command(int argc, char **argv) {
-  const char *pid_file;
-  double timeout;
-  if (rh_pid_command_args("upgrade", argc, argv, &pid_file, &timeout) < 0) return 2;
-  int old = rh_pid_file_read(pid_file);
-  if (old <= 0) {
-    fprintf(stderr, "relayhost upgrade: %s: no pid in it\n", pid_file);
-    return 2;
-  }
+/* An upgrade's outcome: a new live pid in the pid file, or a failure the old one recorded. */
+static int upgraded(const char *pid_file, int old, long before) {
   char msg[2048];
-  long before = rh_reload_status_read(pid_file, msg, sizeof msg);
-  if (kill(old, SIGUSR2) < 0) {
-    fprintf(stderr, "relayhost upgrade: pid %d: %s\n", old, strerror(errno));
-    return 2;
+  int now = rh_pid_file_read(pid_file);
+  if (now > 0 && now != old && kill(now, 0) == 0) {
+    printf("relayhost upgrade: pid %d serves; pid %d drains and exits\n", now, old);
+    return 0;
   }
-  struct timespec step = { 0, 20 * 1000 * 1000 };
-  for (double waited = 0; waited < timeout; waited += 0.02) {
-    int now = rh_pid_file_read(pid_file);
-    if (now > 0 && now != old && kill(now, 0) == 0) {
-      printf("relayhost upgrade: pid %d serves; pid %d drains and exits\n", now, old);
-      return 0;
-    }
-    if (rh_reload_status_read(pid_file, msg, sizeof msg) > before && strncmp(msg, "failed ", 7) == 0) {
-      fprintf(stderr, "%s\n", msg + 7);
-      return 1;
-    }
-    nanosleep(&step, NULL);
+  if (rh_reload_status_read(pid_file, msg, sizeof msg) > before && strncmp(msg, "failed ", 7) == 0) {
+    fprintf(stderr, "%s\n", msg + 7);
+    return 1;
   }
-  fprintf(stderr, "relayhost upgrade: no new pid in %s within %.0f s\n", pid_file, timeout);
-  return 2;
+  return -1;
 }
+
+int rh_upgrade_command(int argc, char **argv) { return rh_signal_host("upgrade", argc, argv, SIGUSR2, upgraded); }
