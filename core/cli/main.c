@@ -36,6 +36,8 @@ typedef struct {
   char **argv;
   rh_host_settings settings;
   rh_http_server *server, *admin;
+  rh_http_server *extra[RH_MAX_LISTENERS]; /* the script's app:listener listeners */
+  int nextra;
   rh_cidr_list *trusted;
   rh_tls_ctx *tls;
   uv_signal_t sighup, sigterm, sigint, sigusr2;
@@ -50,6 +52,7 @@ typedef struct {
 static host H = { .worker = -1, .successor_ready_fd = -1 };
 
 static void announce(const char *addr);
+static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv);
 static void now_serving(void);
 static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
@@ -104,6 +107,14 @@ static void register_metrics(void) {
 
 /* ---- reload ---- */
 
+static int same_listeners(const rh_host_settings *a, const rh_host_settings *b) {
+  if (a->nlisteners != b->nlisteners) return 0;
+  for (int i = 0; i < a->nlisteners; i++)
+    if (strcmp(a->listeners[i].name, b->listeners[i].name) || strcmp(a->listeners[i].listen, b->listeners[i].listen))
+      return 0;
+  return 1;
+}
+
 static void reload(void) {
   char *err = NULL;
   rh_host_settings s;
@@ -123,6 +134,9 @@ static void reload(void) {
   if (strcmp(s.listen, H.settings.listen) != 0)
     RH_LOG(RH_LOG_WARN, "reload_listen_unchanged", RH_STR("listen", H.settings.listen),
            RH_STR("wanted", s.listen), RH_STR("why", "listeners survive reloads; restart to move"));
+  if (!same_listeners(&s, &H.settings))
+    RH_LOG(RH_LOG_WARN, "reload_listeners_unchanged",
+           RH_STR("why", "app:listener listeners survive reloads as bound at start; restart to change them"));
   rh_gen_activate(g, H.settings.drain_timeout);
   rh_metric_add(m_reloads, NULL, 1);
   rh_metric_set(m_reload_seconds, NULL, took);
@@ -155,14 +169,21 @@ static void finish_shutdown(void) {
   rh_gen_shutdown();
   rh_pool_close_all();
   rh_http_server_free(H.server);
+  for (int i = 0; i < H.nextra; i++) rh_http_server_free(H.extra[i]);
   if (H.admin) rh_admin_free(H.admin);
   close_signals();
+}
+
+static size_t connections(void) {
+  size_t n = rh_http_server_connections(H.server);
+  for (int i = 0; i < H.nextra; i++) n += rh_http_server_connections(H.extra[i]);
+  return n;
 }
 
 /* Polls until the last connection is gone or the drain deadline passes. */
 static void on_shutdown_tick(uv_timer_t *t) {
   double deadline = *(double *)t->data;
-  if (rh_http_server_connections(H.server) == 0 || rh_now() >= deadline) finish_shutdown();
+  if (connections() == 0 || rh_now() >= deadline) finish_shutdown();
 }
 
 /* Stops accepting and drains: on SIGTERM/SIGINT, and once a successor serves. */
@@ -171,8 +192,9 @@ static void begin_shutdown(const char *why) {
   H.stopping = 1;
   if (H.successor_ready_fd < 0) rh_notify("STOPPING=1"); /* after an upgrade the successor is the service */
   RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", why), RH_NUM("drain_timeout", H.settings.drain_timeout),
-         RH_INT("connections", (long long)rh_http_server_connections(H.server)));
+         RH_INT("connections", (long long)connections()));
   rh_http_server_stop_accepting(H.server);
+  for (int i = 0; i < H.nextra; i++) rh_http_server_stop_accepting(H.extra[i]);
   if (H.admin && H.successor_ready_fd >= 0) rh_http_server_stop_accepting(H.admin); /* the successor's now */
   rh_sse_close(NULL); /* held event streams never finish by themselves: end them, SDKs reconnect */
   rh_lua_ws_going_away();
@@ -209,8 +231,9 @@ static void on_sigusr2(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
   if (H.stopping || H.successor_ready_fd >= 0) return; /* one upgrade at a time */
-  int fds[2], n = 0;
+  int fds[2 + RH_MAX_LISTENERS], n = 0;
   fds[n++] = rh_http_server_fd(H.server);
+  for (int i = 0; i < H.nextra; i++) fds[n++] = rh_http_server_fd(H.extra[i]);
   if (H.admin) fds[n++] = rh_http_server_fd(H.admin);
   char err[300];
   int fd = rh_upgrade_spawn(fds, n, NULL, &H.successor, err, sizeof err);
@@ -277,6 +300,7 @@ static int worker_main(int index, void *ud) {
   (void)ud;
   uv_loop_fork(rh_loop()); /* the parent's loop state is not ours */
   rh_upgrade_child();
+  rh_net_share_ports(1);
   H.worker = index;
   char listen[sizeof H.settings.listen];
   snprintf(listen, sizeof listen, "%s", H.settings.listen); /* the port the parent picked */
@@ -359,6 +383,50 @@ static int serve(void) {
   return serve_generation(g);
 }
 
+/* Binds --listen, the script's listeners and --admin-listen. -1 with the reason printed. */
+static int start_listeners(const rh_http_limits *base) {
+  char msg[512];
+  rh_http_limits lim = *base;
+  rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
+                          rh_runtime_on_abort, NULL };
+  H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
+  if (!H.server) {
+    fprintf(stderr, "relayhost: %s\n", msg);
+    return -1;
+  }
+  for (int i = 0; i < H.settings.nlisteners; i++) {
+    const rh_listener_setting *ls = &H.settings.listeners[i];
+    lim.name = ls->name;
+    H.extra[i] = rh_http_server_start(rh_loop(), ls->listen, &lim, &hs, msg, sizeof msg);
+    if (!H.extra[i]) {
+      fprintf(stderr, "relayhost: listener '%s': %s\n", ls->name, msg);
+      return -1;
+    }
+    H.nextra = i + 1;
+  }
+  if (H.settings.admin_listen[0]) {
+    H.admin = rh_admin_start(rh_loop(), H.settings.admin_listen, msg, sizeof msg);
+    if (!H.admin) {
+      fprintf(stderr, "relayhost: --admin-listen: %s\n", msg);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Start-up failed after the generation went live: what was started closes on the loop. */
+static int abandon_start(void) {
+  if (H.server) rh_http_server_free(H.server);
+  for (int i = 0; i < H.nextra; i++) rh_http_server_free(H.extra[i]);
+  if (H.admin) rh_admin_free(H.admin);
+  H.server = H.admin = NULL;
+  H.nextra = 0;
+  rh_gen_shutdown();
+  rh_pool_close_all();
+  uv_run(rh_loop(), UV_RUN_DEFAULT);
+  return 1;
+}
+
 static int serve_generation(rh_gen *g) {
   rh_gen_activate(g, H.settings.drain_timeout);
 
@@ -373,29 +441,14 @@ static int serve_generation(rh_gen *g) {
   H.trusted = rh_cidr_parse(H.settings.trusted_proxies, msg, sizeof msg);
   if (!H.trusted) {
     fprintf(stderr, "relayhost: --trusted-proxies: %s\n", msg);
-    rh_gen_shutdown();
-    return 1;
+    return abandon_start();
   }
   lim.trusted_proxies = H.trusted;
   lim.tls = H.tls;
-  rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
-                          rh_runtime_on_abort, NULL };
-  H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
-  if (!H.server) {
-    fprintf(stderr, "relayhost: %s\n", msg);
-    rh_gen_shutdown();
-    return 1;
-  }
-  if (H.settings.admin_listen[0]) {
-    H.admin = rh_admin_start(rh_loop(), H.settings.admin_listen, msg, sizeof msg);
-    if (!H.admin) {
-      fprintf(stderr, "relayhost: --admin-listen: %s\n", msg);
-      return 1;
-    }
-  }
+  if (start_listeners(&lim) < 0) return abandon_start();
   if (H.settings.pid_file[0] && rh_pid_file_write(H.settings.pid_file) < 0) {
     fprintf(stderr, "relayhost: --pid-file %s: %s\n", H.settings.pid_file, strerror(errno));
-    return 1;
+    return abandon_start();
   }
   uv_signal_init(rh_loop(), &H.sighup);
   uv_signal_start(&H.sighup, on_sighup, SIGHUP);
@@ -416,6 +469,7 @@ static int serve_generation(rh_gen *g) {
   if (colon) snprintf(colon + 1, sizeof bound - (size_t)(colon + 1 - bound), "%d", rh_http_server_port(H.server));
   rh_net_close_inherited();
   if (H.worker < 0) {
+    for (int i = 0; i < H.nextra; i++) announce_listener(&H.settings.listeners[i], H.extra[i]);
     announce(bound);
     now_serving();
   }
@@ -436,19 +490,38 @@ static int check(void) {
   return 0;
 }
 
-/* The line people and tests look for: where it serves. */
-static void announce(const char *addr) {
+/* http(s)://host:port/ for a listen address: a wildcard host is reached at 127.0.0.1. */
+static int listen_url(const char *addr, char *url, size_t len) {
   char host[256];
   snprintf(host, sizeof host, "%s", addr);
   char *colon = strrchr(host, ':');
   int port = colon ? atoi(colon + 1) : 0;
   if (colon) *colon = 0;
   if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
+  snprintf(url, len, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
+  return port;
+}
+
+/* The line people and tests look for: where it serves. */
+static void announce(const char *addr) {
   char url[300];
-  snprintf(url, sizeof url, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
+  int port = listen_url(addr, url, sizeof url);
   RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port), RH_STR("script", H.script),
          RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers), RH_STR("version", RELAYHOST_VERSION));
   printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
+  fflush(stdout);
+}
+
+/* A script's own listener: announced before the main one, so that whoever waits for the
+ * main one's line finds these already written. */
+static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv) {
+  char addr[300], url[300];
+  snprintf(addr, sizeof addr, "%s", ls->listen);
+  char *colon = strrchr(addr, ':');
+  if (colon) snprintf(colon + 1, sizeof addr - (size_t)(colon + 1 - addr), "%d", rh_http_server_port(srv));
+  int port = listen_url(addr, url, sizeof url);
+  RH_LOG(RH_LOG_INFO, "listener", RH_STR("name", ls->name), RH_STR("url", url), RH_INT("port", port));
+  printf("relayhost %s: listener '%s' serving at %s\n", RELAYHOST_VERSION, ls->name, url);
   fflush(stdout);
 }
 

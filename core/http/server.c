@@ -28,6 +28,7 @@ struct rh_http_server {
   uv_tcp_t listener;
   int listening;
   rh_http_limits lim;
+  char name[32];       /* lim.name points here */
   rh_http_handlers h;
   rh_http_conn *conns; /* every open connection, for stop and free */
   size_t nconns;
@@ -110,6 +111,7 @@ void rh_http_limits_default(rh_http_limits *lim) {
   lim->write_high_water = 256 * 1024;
   lim->trusted_proxies = NULL;
   lim->tls = NULL;
+  lim->name = "main";
 }
 
 void rh_http_chunk_append(rh_buf *b, const char *p, size_t n) {
@@ -941,6 +943,8 @@ rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh
   if (!s) abort();
   s->loop = loop;
   s->lim = *lim;
+  snprintf(s->name, sizeof s->name, "%s", lim->name ? lim->name : "main");
+  s->lim.name = s->name;
   s->h = *h;
   s->listener.data = s->tick.data = s;
   uv_timer_init(loop, &s->tick);
@@ -962,6 +966,7 @@ rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh
 
 int rh_http_server_port(rh_http_server *s) { return rh_bound_port(&s->listener); }
 size_t rh_http_server_connections(rh_http_server *s) { return s->nconns; }
+const char *rh_http_req_listener(const rh_http_req *r) { return r->server->name; }
 
 int rh_http_server_fd(rh_http_server *s) {
   uv_os_fd_t fd;

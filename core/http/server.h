@@ -32,6 +32,7 @@ typedef struct {
   size_t write_high_water;   /* rh_http_write returns 1 above this many queued bytes */
   const struct rh_cidr_list *trusted_proxies; /* whose X-Forwarded-For names the client */
   struct rh_tls_ctx *tls;    /* serve HTTPS with this context (NULL: plain HTTP) */
+  const char *name;          /* which listener this is ("main", or a script's); copied */
 } rh_http_limits;
 
 typedef struct {
@@ -91,6 +92,8 @@ struct rh_http_req {
 rh_http_server *rh_http_server_start(uv_loop_t *loop, const char *addr, const rh_http_limits *lim,
                                      const rh_http_handlers *h, char *err, size_t errlen);
 int rh_http_server_port(rh_http_server *s);
+/* The name of the listener a request came in on (rh_http_limits.name). */
+const char *rh_http_req_listener(const rh_http_req *r);
 /* The listening socket (handed to the successor on a binary upgrade), or -1. */
 int rh_http_server_fd(rh_http_server *s);
 /* Stops accepting; idle connections close, busy ones after their current response. */

@@ -14,16 +14,22 @@
 typedef struct rh_exchange rh_exchange;
 typedef struct rh_gtimer rh_gtimer;
 
+/* What the host knows of a route besides its handler function. Owned by the generation. */
+typedef struct {
+  size_t max_body;           /* 0: the server default */
+  struct rh_lua_proxy *proxy; /* a native proxy route, or NULL */
+  char *websocket;           /* subprotocols of a WebSocket route ("" for none), or NULL for
+                                plain HTTP routes */
+  char *listener;            /* serve only requests that came in on this listener ("*": any) */
+} rh_route_info;
+
 /* One LuaJIT state and what was built from it. refs: 1 while current, plus one per task, per
  * timer handle and for the drain timer; freed (lua_close) when they are all gone. */
 struct rh_gen {
   lua_State *L;
   int id, refs, retired;
   rh_router *router;
-  size_t *max_body;          /* per route handler index; 0: the server default */
-  struct rh_lua_proxy **proxies; /* per route handler index: a native proxy route, or NULL */
-  char **websockets;         /* per route handler index: subprotocols of a WebSocket route ("" for
-                                none), or NULL for plain HTTP routes */
+  rh_route_info *routes;     /* by route handler index (from 1) */
   size_t nroutes;
   int handlers_ref;          /* registry: array of route handler functions */
   rh_task *tasks;            /* live tasks, for drain cancellation */

@@ -17,29 +17,29 @@
 /* ---- routes ---- */
 
 /* core.route_add(method, pattern, fn or proxy, max_body, websocket_protocols?) */
+/* route_add(method, pattern, handler | proxy, max_body?, websocket_protocols?, listener?) */
 static int l_route_add(lua_State *L) {
   const char *method = luaL_checkstring(L, 1);
   const char *pattern = luaL_checkstring(L, 2);
   rh_lua_proxy *proxy = rh_lua_to_proxy(L, 3);
   if (!proxy) luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_Number max_body = luaL_optnumber(L, 4, 0);
+  const char *listener = luaL_optstring(L, 6, "main");
   rh_gen *g = rh_gen_of(L);
   if (g->retired) return luaL_error(L, "routes can only be added while the script loads");
   const char *err;
   int idx = (int)g->nroutes + 1;
   if (rh_router_add(g->router, method, pattern, idx, &err) < 0)
     return luaL_error(L, "bad route pattern '%s': %s", pattern, err);
-  g->max_body = realloc(g->max_body, (size_t)(idx + 1) * sizeof *g->max_body);
-  if (!g->max_body) abort();
+  g->routes = realloc(g->routes, (size_t)(idx + 1) * sizeof *g->routes);
+  if (!g->routes) abort();
+  rh_route_info *ri = &g->routes[idx];
   /* a proxy streams its bodies: no limit unless the mount sets one */
   size_t proxy_limit = proxy && rh_lua_proxy_max_body(proxy) ? rh_lua_proxy_max_body(proxy) : SIZE_MAX;
-  g->max_body[idx] = max_body > 0 ? (size_t)max_body : proxy ? proxy_limit : 0;
-  g->proxies = realloc(g->proxies, (size_t)(idx + 1) * sizeof *g->proxies);
-  if (!g->proxies) abort();
-  g->proxies[idx] = proxy;
-  g->websockets = realloc(g->websockets, (size_t)(idx + 1) * sizeof *g->websockets);
-  if (!g->websockets) abort();
-  g->websockets[idx] = lua_isstring(L, 5) ? strdup(lua_tostring(L, 5)) : NULL;
+  ri->max_body = max_body > 0 ? (size_t)max_body : proxy ? proxy_limit : 0;
+  ri->proxy = proxy;
+  ri->websocket = lua_isstring(L, 5) ? strdup(lua_tostring(L, 5)) : NULL;
+  ri->listener = strdup(listener);
   g->nroutes = (size_t)idx;
   if (!g->handlers_ref) {
     lua_newtable(L);
@@ -276,6 +276,8 @@ static void push_objects(lua_State *co, rh_task *t, const rh_route_match *m) {
   lua_setfield(co, -2, "scheme");
   lua_pushstring(co, r->http_minor ? "1.1" : "1.0");
   lua_setfield(co, -2, "http_version");
+  lua_pushstring(co, rh_http_req_listener(r));
+  lua_setfield(co, -2, "listener");
   push_params(co, m);
   lua_setfield(co, -2, "params");
   rh_lua_push_headers(co, &r->headers);
@@ -307,6 +309,11 @@ static void respond_text(rh_http_req *r, int status, const char *text) {
   rh_headers_free(&h);
 }
 
+/* A route serves the listener it names; elsewhere its path does not exist. */
+static int route_serves(const rh_route_info *ri, const rh_http_req *r) {
+  return strcmp(ri->listener, "*") == 0 || strcmp(ri->listener, rh_http_req_listener(r)) == 0;
+}
+
 void rh_runtime_on_request(rh_http_req *r, void *ud) {
   (void)ud;
   rh_gen *g = rh_gen_current();
@@ -316,22 +323,25 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
   } else if (!rh_router_match(g->router, r->method, r->path, r->path_len, &m)) {
     if (m.other_methods) respond_text(r, 405, "Method Not Allowed\n");
     else respond_text(r, 404, "Not Found\n");
+  } else if (!route_serves(&g->routes[m.handler], r)) {
+    respond_text(r, 404, "Not Found\n");
   } else {
-    if (g->max_body[m.handler]) r->max_body = g->max_body[m.handler];
+    const rh_route_info *ri = &g->routes[m.handler];
+    if (ri->max_body) r->max_body = ri->max_body;
     if (r->content_length != UINT64_MAX && r->content_length > r->max_body) {
       rh_http_reject(r, 413, "request body over the limit");
-    } else if (g->proxies[m.handler]) {
-      rh_lua_proxy_start(g, g->proxies[m.handler], r); /* takes our reference on r */
+    } else if (ri->proxy) {
+      rh_lua_proxy_start(g, ri->proxy, r); /* takes our reference on r */
       return;
-    } else if (!(g->websockets[m.handler] && rh_lua_ws_refuse(r))) {
+    } else if (!(ri->websocket && rh_lua_ws_refuse(r))) {
       rh_task *t = rh_task_new(g, r); /* takes our reference on r */
       r->ud = t;
       lua_State *co = t->co;
       lua_rawgeti(co, LUA_REGISTRYINDEX, g->handlers_ref);
       lua_rawgeti(co, -1, m.handler);
       lua_remove(co, -2);
-      if (g->websockets[m.handler]) { /* handler(ws, req) */
-        rh_lua_ws_start(t, g->websockets[m.handler]);
+      if (ri->websocket) { /* handler(ws, req) */
+        rh_lua_ws_start(t, ri->websocket);
         push_objects(co, t, &m);
         lua_pop(co, 1);
       } else {

@@ -50,10 +50,11 @@ void rh_gen_unref(rh_gen *g) {
   RH_LOG(RH_LOG_DEBUG, "generation_closed", RH_INT("generation", g->id));
   lua_close(g->L);
   rh_router_free(g->router);
-  free(g->max_body);
-  free(g->proxies);
-  for (size_t i = 1; g->websockets && i <= g->nroutes; i++) free(g->websockets[i]); /* from 1: handler indexes */
-  free(g->websockets);
+  for (size_t i = 1; g->routes && i <= g->nroutes; i++) { /* from 1: handler indexes */
+    free(g->routes[i].websocket);
+    free(g->routes[i].listener);
+  }
+  free(g->routes);
   free(g);
   live_gens--;
   rh_metric_set(m_generations, NULL, (double)live_gens);
@@ -150,6 +151,16 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
   memset(s, 0, sizeof *s);
   copy_setting(L, t, "listen", s->listen, sizeof s->listen);
   copy_setting(L, t, "admin_listen", s->admin_listen, sizeof s->admin_listen);
+  lua_getfield(L, t, "listeners"); /* { {name=, listen=}, ... }, checked by relay.init */
+  for (int i = 1; lua_istable(L, -1) && s->nlisteners < RH_MAX_LISTENERS; i++) {
+    lua_rawgeti(L, -1, i);
+    if (!lua_istable(L, -1)) { lua_pop(L, 1); break; }
+    rh_listener_setting *ls = &s->listeners[s->nlisteners++];
+    copy_setting(L, lua_gettop(L), "name", ls->name, sizeof ls->name);
+    copy_setting(L, lua_gettop(L), "listen", ls->listen, sizeof ls->listen);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   copy_setting(L, t, "pid_file", s->pid_file, sizeof s->pid_file);
   copy_setting(L, t, "log_level", s->log_level, sizeof s->log_level);
   copy_setting(L, t, "tls_cert", s->tls_cert, sizeof s->tls_cert);

@@ -35,9 +35,18 @@ void rh_task_resume(rh_task *t, int nargs);
 
 /* ---- generations (used by the CLI) ---- */
 
+/* A listener a script adds beside --listen (app:listener): its routes name it. */
+#define RH_MAX_LISTENERS 4
+typedef struct {
+  char name[32];
+  char listen[256];
+} rh_listener_setting;
+
 /* What the script and the command line settle for the host; read after a build. */
 typedef struct {
   char listen[256];
+  rh_listener_setting listeners[RH_MAX_LISTENERS];
+  int nlisteners;
   char admin_listen[256];
   char pid_file[1024];
   char log_level[16];

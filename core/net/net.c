@@ -87,6 +87,9 @@ void rh_net_close_inherited(void) {
   n_inherited = 0;
 }
 
+static int share_ports;
+void rh_net_share_ports(int on) { share_ports = on; }
+
 static int bind_new(const struct sockaddr_storage *ss, const char *addr, char *err, size_t errlen) {
   int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -96,7 +99,7 @@ static int bind_new(const struct sockaddr_storage *ss, const char *addr, char *e
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (share_ports) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
     int e = errno;

@@ -8,11 +8,16 @@
 /* Parses "HOST:PORT", "[V6]:PORT" or ":PORT" / "PORT" (host 0.0.0.0). 0 ok, -1 bad. */
 int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
-/* Binds and listens on addr with SO_REUSEPORT (so --workers share one port) and opens tcp on
- * the socket. A socket handed over by a binary upgrade (RELAYHOST_LISTEN_FDS) that is bound to
- * addr is adopted instead of binding anew. 0 ok, or a negative uv error with a message in err. */
+/* Binds and listens on addr and opens tcp on the socket. A socket handed over by a binary
+ * upgrade (RELAYHOST_LISTEN_FDS) that is bound to addr is adopted instead of binding anew.
+ * 0 ok, or a negative uv error with a message in err. */
 int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb cb,
               char *err, size_t errlen);
+
+/* --workers: the listeners of this process bind with SO_REUSEPORT, so that the workers (and a
+ * binary upgrade's new workers) share one port. Off by default: a second host started on a
+ * port in use must fail, not quietly take half of its connections. */
+void rh_net_share_ports(int on);
 
 /* After start-up: closes the sockets a binary upgrade handed over that no listener adopted
  * (the new script listens elsewhere). */

@@ -108,6 +108,31 @@ function App:mount(prefix, handler, opts)
   return self:route("*", p .. "/*", handler, opts)
 end
 
+-- A listener beside --listen, for routes that must not be reachable on the main one (a git
+-- tunnel's relay path on a private interface): app:listener("relay", "127.0.0.1:9000"). Routes
+-- serve the main listener unless their opts name another (listener = "relay", or "*" for all);
+-- elsewhere their path answers 404. req.listener says where a request came in. Like --listen,
+-- listeners are bound at start and kept across reloads.
+function App:listener(name, address)
+  assert(type(name) == "string" and name:match("^[%w_-]+$") and #name < 32 and name ~= "main",
+         "app:listener(name, address): name is letters, digits, _ and - (not 'main'), under 32 long")
+  assert(type(address) == "string" and address ~= "", "app:listener(name, address): address is HOST:PORT")
+  self._listeners = self._listeners or {}
+  assert(#self._listeners < 4, "app:listener: at most 4 listeners beside --listen")
+  for _, l in ipairs(self._listeners) do assert(l.name ~= name, "app:listener: '" .. name .. "' declared twice") end
+  self._listeners[#self._listeners + 1] = { name = name, listen = address }
+  return self
+end
+
+local function check_route_listener(app, r)
+  local want = r.opts.listener
+  if want == nil or want == "main" or want == "*" then return want end
+  for _, l in ipairs(app._listeners or {}) do
+    if l.name == want then return want end
+  end
+  error(("route %s %s: listener '%s' is not declared (app:listener)"):format(r.method, r.pattern, want), 0)
+end
+
 function App:on_init(fn) self._init[#self._init + 1] = fn; return self end
 
 -- A WebSocket route: handler(ws, req) with ws:recv() (yields; data, "text"|"binary" or nil,
@@ -134,6 +159,10 @@ end
 -- that reason, until its state meets elsewhere (Redis).
 local function check_workers(app)
   local n, single = tonumber(app.host.workers) or 1, app._opts.single_process
+  if n > 1 and app._listeners then
+    error(("--workers %d refused: the listener '%s' (app:listener) is served by one process only")
+      :format(n, app._listeners[1].name), 0)
+  end
   if n <= 1 or not single then return end
   local why = single
   if type(single) == "function" then why = single(app.flags) end
@@ -146,12 +175,13 @@ function App:_install()
   for _, r in ipairs(self._routes) do
     local handler = r.fn or core.proxy_new(r.proxy, r.mount)
     core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
-      r.websocket)
+      r.websocket, check_route_listener(self, r))
   end
   for _, fn in ipairs(self._init) do fn(self) end
   local h = self.host
   return {
     listen = self:_listen(),
+    listeners = self._listeners,
     admin_listen = h["admin-listen"],
     workers = h.workers,
     log_level = h["log-level"],

@@ -184,6 +184,10 @@ function M.start(script, opts)
     error(("relayhost did not start (%s); its log:\n%s"):format(tostring(err), host:log()), 2)
   end
   host.port = tonumber((host:log()):match('"event":"listening"[^\n]*"port":(%d+)'))
+  host.listeners = {} -- app:listener name -> port
+  for name, port in host:log():gmatch('"event":"listener","name":"([^"]+)"[^\n]*"port":(%d+)') do
+    host.listeners[name] = tonumber(port)
+  end
   return host
 end
 
@@ -191,6 +195,11 @@ function Host:log() return read_file(self.log_path) or "" end
 function Host:stdout() return read_file(self.out_path) or "" end
 function Host:url(path) return ("http://127.0.0.1:%d%s"):format(self.port, path or "/") end
 function Host:client(timeout) return assert(M.connect(self.port, nil, timeout)) end
+-- The same for an app:listener listener: host:on("relay"):get(path).
+function Host:on(name)
+  local port = assert(self.listeners[name], "no listener named " .. tostring(name))
+  return setmetatable({ port = port }, { __index = self })
+end
 
 -- One request on a fresh connection.
 function Host:request(req)

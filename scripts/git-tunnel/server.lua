@@ -13,6 +13,7 @@ local app = relay.new {
   flags = {
     tokens = { default = "", env = "RELAY_TOKENS", help = "bearer tokens for /v1/relay/register and /v1/relay/clients, comma-separated" },
     tokens_file = { default = "", help = "file with more tokens, one per line" },
+    relay_listen = { default = "", env = "RELAY_PATH_LISTEN", help = "HOST:PORT: serve /v1/relay/<key>/… there only (default: on --listen, beside registration)" },
     relay_tokens = { default = "", env = "RELAY_PATH_TOKENS", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
     register_rate = { default = 60, help = "registrations per minute from one address (429 above)" },
     head_timeout = { default = 60, help = "seconds a client gets to answer a relayed request's head (504 after)" },
@@ -152,8 +153,15 @@ end
 if presence then relay.every(math.max(1, f.presence_ttl / 3), function() presence:refresh() end) end
 
 math.randomseed(relay.pid() + relay.time())
-app:any("/v1/relay/:key", relay_request, { max_body = 2 ^ 53 })
-app:any("/v1/relay/:key/*", relay_request, { max_body = 2 ^ 53 })
+-- With --relay-listen the relay path lives on that listener alone (404 on --listen), and the
+-- listener serves nothing else: registration and the client list stay on --listen.
+local relay_path = { max_body = 2 ^ 53 }
+if f.relay_listen ~= "" then
+  app:listener("relay", f.relay_listen)
+  relay_path.listener = "relay"
+end
+app:any("/v1/relay/:key", relay_request, relay_path)
+app:any("/v1/relay/:key/*", relay_request, relay_path)
 app:get("/metrics", relay.metrics.handler)
 
 return app
