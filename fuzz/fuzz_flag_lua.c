@@ -31,8 +31,8 @@
 
 #define FUZZ_TARGET "fuzz_flag_lua"
 #include "check.h"
+#include "lua/bind.h"
 
-int luaopen_relay_core(lua_State *L);
 int luaopen_cjson(lua_State *L);
 
 static lua_State *L;
@@ -120,7 +120,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   lua_sethook(L, line_hook, LUA_MASKLINE, 0);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_relay_core);
+  lua_pushcfunction(L, rh_lua_open_core);
   lua_setfield(L, -2, "relay.core");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");

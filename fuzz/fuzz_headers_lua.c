@@ -39,7 +39,6 @@
 #include "check.h"
 static int known_nul_name;
 
-int luaopen_relay_core(lua_State *L);
 
 static lua_State *L;
 
@@ -123,7 +122,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   lua_sethook(L, line_hook, LUA_MASKLINE, 0);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_relay_core);
+  lua_pushcfunction(L, rh_lua_open_core);
   lua_setfield(L, -2, "relay.core");
   lua_pop(L, 1);
   lua_pushstring(L, RELAYHOST_SOURCE_LUA "/?.lua;" RELAYHOST_SOURCE_LUA "/?/init.lua");

@@ -8,6 +8,7 @@
 #include <lua.h>
 #include "http/headers.h"
 
+int rh_lua_open_core(lua_State *L);         /* lua_core.c: pushes the whole relay.core table */
 void rh_lua_register_core(lua_State *L);    /* lua_core.c: req/res, sleep, timers, log, gen */
 void rh_lua_register_dict(lua_State *L);    /* lua_dict.c: shared dictionaries */
 void rh_lua_register_metrics(lua_State *L); /* lua_metrics.c: counters, gauges, histograms */

@@ -666,7 +666,9 @@ static const luaL_Reg core_fns[] = {
   { NULL, NULL },
 };
 
-int luaopen_relay_core(lua_State *L) {
+/* The relay.core table: the host preloads it (runtime.c); core/lua/module.c opens it as the C
+ * module relay/core.so for a plain LuaJIT. */
+int rh_lua_open_core(lua_State *L) {
   luaL_newmetatable(L, EXCHANGE_MT);
   lua_pop(L, 1);
   lua_newtable(L);

@@ -10,11 +10,11 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "log/log.h"
+#include "lua/bind.h"
 #include "lua/gen.h"
 #include "metrics/metrics.h"
 
 int luaopen_cjson(lua_State *L);
-int luaopen_relay_core(lua_State *L);
 
 static rh_gen *current;
 static size_t live_gens, live_tasks;
@@ -125,7 +125,7 @@ static void set_package_path(lua_State *L, const char *script) {
   lua_concat(L, 2);
   lua_setfield(L, -2, "path");
   lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_relay_core);
+  lua_pushcfunction(L, rh_lua_open_core);
   lua_setfield(L, -2, "relay.core");
   lua_pushcfunction(L, luaopen_cjson);
   lua_setfield(L, -2, "cjson");

@@ -7,6 +7,7 @@
 --   local res = host:client():get("/")
 --   assert.equal(200, res.status)
 --   host:stop()
+--   local app = helpers.load("myscript.lua", { "--greeting", "hi" }) -- no process: flags, routes
 local socket = require "socket"
 
 local M = {}
@@ -244,6 +245,22 @@ function Host:stop(signal, seconds)
   local ok = pcall(M.wait_until, function() return self:exited() end, seconds or 10, "relayhost to exit")
   if not ok then self:signal("KILL"); M.wait_until(function() return self:exited() end, 5) end
   return self:exited()
+end
+
+-- Runs a script in this Lua, without relayhost (relay.core is then the C module relay/core.so
+-- that the rock installs), with flags as its command line (as in start; env vars are this
+-- process's) and returns the app it built: app.flags, app.host and app._routes (method,
+-- pattern, fn) can be checked and handlers called with stand-ins. What needs the host's loop
+-- (relay.sleep, relay.after, HTTP, WebSockets, Redis, ...) raises an error naming it.
+function M.load(script, flags)
+  local relay = require "relay"
+  relay._begin_load(flag_list(flags))
+  local ok, app = pcall(dofile, script)
+  if ok then app = app or relay._last_app() end
+  relay._begin_load({}) -- a later relay.new{} in this process sees no command line
+  if not ok then error(app, 0) end
+  assert(type(app) == "table" and app._is_app, script .. ": the script must return an app made by relay.new{...}")
+  return app
 end
 
 -- Runs relayhost with args to completion: returns exit status, stdout, stderr.
