@@ -77,21 +77,25 @@ int rh_lua_ws_refuse(rh_http_req *r);
 void rh_lua_ws_start(rh_task *t, const char *protocols);
 /* lua_ws.c, for other bindings (the hub, the tunnel): the session behind the ws object at idx
  * (a Lua error when there is none, or with live set when it is closed); a message to it (0, or
- * -1 when closed); the bytes it has not taken. Two ways to take its messages in C: a hook (tap
- * sees text messages first and returns 1 when it took one; gone runs when the session ends; one
- * hook per session) or a sink (every message, instead of the script's recv()). */
+ * -1 when closed); the bytes it has not taken. */
 typedef struct rh_lua_ws_session rh_lua_ws_session;
 rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx, int live);
 int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n);
 size_t rh_lua_ws_queued(rh_lua_ws_session *s);
-void rh_lua_ws_hook(rh_lua_ws_session *s, int (*tap)(void *ud, const char *p, size_t n), void (*gone)(void *ud), void *ud);
-void *rh_lua_ws_hook_ud(rh_lua_ws_session *s, void (*gone)(void *ud)); /* ud if that hook is set, else NULL */
+/* A consumer in C of a session's messages (the hub's routing, the tunnel's frames): it sees
+ * each message before the script's recv() would, as long as none waits for the script (so a
+ * message never overtakes an earlier one). One per session; setting another lets the previous
+ * one go. Every callback may be NULL. */
 typedef struct {
-  void (*on_message)(void *ud, int opcode, const char *p, size_t n);
-  void (*on_closed)(void *ud, int code, const char *reason);
-  void (*on_bytes)(void *ud); /* anything came from the peer (a pong too); may be NULL */
-} rh_lua_ws_sink;
-void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud);
+  int (*on_message)(void *ud, int opcode, const char *p, size_t n); /* 1: taken; 0: for recv() */
+  void (*on_closed)(void *ud, int code, const char *reason);        /* the connection closed */
+  void (*on_bytes)(void *ud);  /* anything came from the peer (a pong too) */
+  void (*on_end)(void *ud);    /* let go: the session ended or another consumer took over */
+} rh_lua_ws_consumer;
+/* Sets c (NULL: none) with ud; messages already waiting for the script are offered to it first. */
+void rh_lua_ws_consume(rh_lua_ws_session *s, const rh_lua_ws_consumer *c, void *ud);
+/* ud if c is the session's consumer, else NULL. */
+void *rh_lua_ws_consumer_ud(rh_lua_ws_session *s, const rh_lua_ws_consumer *c);
 void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason);
 
 void rh_watchdog_enter(lua_State *L);

@@ -38,9 +38,9 @@ static size_t ws_queued(void *conn) { return rh_lua_ws_queued(conn); }
 
 static rh_hub *check_hub(lua_State *L) { return ((hub_ud *)luaL_checkudata(L, 1, HUB_MT))->hub; }
 
-static int tap_frame(void *ud, const char *p, size_t n) {
+static int tap_frame(void *ud, int opcode, const char *p, size_t n) {
   tap_ctx *t = ud;
-  return rh_hub_daemon_frame(t->hub, t->scope, t->profile, p, n, rh_now());
+  return opcode == RH_WS_TEXT && rh_hub_daemon_frame(t->hub, t->scope, t->profile, p, n, rh_now());
 }
 
 static void tap_gone(void *ud) {
@@ -56,6 +56,9 @@ static void peer_gone(void *ud) {
   free(c);
 }
 
+static const rh_lua_ws_consumer tap_consumer = { tap_frame, NULL, NULL, tap_gone };
+static const rh_lua_ws_consumer peer_consumer = { NULL, NULL, NULL, peer_gone };
+
 static int l_tap(lua_State *L) {
   rh_hub *h = check_hub(L);
   rh_lua_ws_session *s = rh_lua_ws_check(L, 2, 0);
@@ -64,7 +67,7 @@ static int l_tap(lua_State *L) {
   t->hub = h;
   t->scope = strdup(luaL_checkstring(L, 3));
   t->profile = lua_isstring(L, 4) ? strdup(lua_tostring(L, 4)) : NULL;
-  rh_lua_ws_hook(s, tap_frame, tap_gone, t);
+  rh_lua_ws_consume(s, &tap_consumer, t);
   return 0;
 }
 
@@ -75,7 +78,7 @@ static int l_peer(lua_State *L) {
   if (!c) abort();
   c->hub = h;
   c->peer = rh_hub_peer_new(h, s);
-  rh_lua_ws_hook(s, NULL, peer_gone, c);
+  rh_lua_ws_consume(s, &peer_consumer, c);
   return 0;
 }
 
@@ -85,7 +88,7 @@ static int l_own(lua_State *L) {
   const char *scope = luaL_checkstring(L, 2), *session = luaL_checkstring(L, 3);
   rh_hub_peer *peer = NULL;
   if (!lua_isnoneornil(L, 4)) {
-    peer_ctx *c = rh_lua_ws_hook_ud(rh_lua_ws_check(L, 4, 0), peer_gone);
+    peer_ctx *c = rh_lua_ws_consumer_ud(rh_lua_ws_check(L, 4, 0), &peer_consumer);
     if (!c || c->hub != h) return luaL_error(L, "hub:own: that WebSocket is not a peer of this hub");
     peer = c->peer;
   }

@@ -44,14 +44,15 @@ typedef struct {
 
 /* ---- the session underneath ---- */
 
-static void sink_message(void *ud, int opcode, const char *p, size_t n) {
+static int sink_message(void *ud, int opcode, const char *p, size_t n) {
   tunnel *t = ud;
-  if (!t->tun) return;
+  if (!t->tun) return 1;
   if (opcode != RH_WS_BINARY) {
     rh_lua_ws_close(t->ws, 1003, "tunnel frames are binary messages");
-    return;
+    return 1;
   }
   rh_tun_input(t->tun, p, n);
+  return 1;
 }
 
 /* The waiter is resumed from the loop, not from inside the session's callbacks: its handler
@@ -97,7 +98,7 @@ static void sink_bytes(void *ud) {
   if (t->tun) rh_tun_touch(t->tun);
 }
 
-static const rh_lua_ws_sink sink = { sink_message, sink_closed, sink_bytes };
+static const rh_lua_ws_consumer sink = { sink_message, sink_closed, sink_bytes, NULL };
 
 static int tr_send(void *ud, const char *p, size_t n) {
   tunnel *t = ud;
@@ -179,7 +180,7 @@ static int l_attach(lua_State *L) {
   rh_tun_transport tr = { tr_send, tr_open, tr_fail, tr_ping, t };
   t->ws = ws;
   t->tun = rh_tun_new(rh_loop(), is_server, &tr, &o);
-  rh_lua_ws_set_sink(ws, &sink, t);
+  rh_lua_ws_consume(ws, &sink, t);
   return 1;
 }
 
@@ -304,7 +305,7 @@ static int l_gc(lua_State *L) {
   if (!t) return 0;
   u->t = NULL;
   if (t->wake) t->wake->t = NULL;
-  if (t->ws) rh_lua_ws_set_sink(t->ws, NULL, NULL);
+  if (t->ws) rh_lua_ws_consume(t->ws, NULL, NULL);
   if (t->fwd) rh_tfwd_free(t->fwd);
   else if (t->tun) rh_tun_free(t->tun, "tunnel object collected");
   for (size_t i = 0; i < t->nallow; i++) free(t->allow[i]);

@@ -49,12 +49,9 @@ struct rh_lua_ws_session {
   uv_timer_t *waker;         /* wakes the owner after a foreign call (freed by its close) */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
   double last_msg;           /* loop time of the last message from the peer */
-  int (*tap)(void *ud, const char *p, size_t n); /* sees text messages first; 1: taken */
-  void (*gone)(void *ud);    /* the session ends */
-  void *hook_ud;
   char close_reason[124];
-  const rh_lua_ws_sink *sink; /* a C consumer (the tunnel) takes the messages instead */
-  void *sink_ud;
+  const rh_lua_ws_consumer *consumer; /* a C consumer (the hub, the tunnel), or NULL */
+  void *consumer_ud;
   char going_away[124];      /* server side, non-empty: closed 1001 with this at SIGTERM */
   session *gprev, *gnext;    /* in going_away_list while going_away is set */
 };
@@ -142,18 +139,20 @@ static void set_closed(session *s, int code, const char *reason) {
   s->closed = 1;
   s->close_code = code;
   snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
-  if (s->sink) s->sink->on_closed(s->sink_ud, code, s->close_reason);
+  if (s->consumer && s->consumer->on_closed) s->consumer->on_closed(s->consumer_ud, code, s->close_reason);
+}
+
+/* Offers a message to the consumer: 1 if it took it. */
+static int consumed(session *s, int opcode, const char *p, size_t n) {
+  const rh_lua_ws_consumer *c = s->consumer;
+  return c && c->on_message && c->on_message(s->consumer_ud, opcode, p, n);
 }
 
 static void on_message(void *ud, int opcode, const char *p, size_t n) {
   session *s = ud;
   s->last_msg = rh_now();
-  if (s->sink) {
-    s->sink->on_message(s->sink_ud, opcode, p, n);
-    return;
-  }
   /* only while nothing waits for the script, so a message never overtakes an earlier one */
-  if (s->tap && !s->head && opcode == RH_WS_TEXT && s->tap(s->hook_ud, p, n)) return;
+  if (!s->head && consumed(s, opcode, p, n)) return;
   if (s->queued + n > QUEUE_MAX_BYTES) { /* the script does not keep up */
     rh_ws_close(s->engine, 1008, "handler too slow: queue full");
     return;
@@ -180,7 +179,7 @@ static void on_close(void *ud, int code, const char *reason, size_t n) {
 
 static void feed(session *s, const char *p, size_t n) {
   s->last_rx = rh_now();
-  if (s->sink && s->sink->on_bytes) s->sink->on_bytes(s->sink_ud);
+  if (s->consumer && s->consumer->on_bytes) s->consumer->on_bytes(s->consumer_ud);
   if (rh_ws_feed(s->engine, p, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
   flush(s);
   wake(s);
@@ -334,14 +333,22 @@ static void push_object(lua_State *L, session *s) {
   s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+static void let_go(session *s) {
+  const rh_lua_ws_consumer *c = s->consumer;
+  void *ud = s->consumer_ud;
+  s->consumer = NULL;
+  s->consumer_ud = NULL;
+  if (c && c->on_end) c->on_end(ud);
+}
+
 static void end_session(rh_task *t, session *s) {
-  if (s->gone) s->gone(s->hook_ud);
   if ((s->req || s->up) && !rh_ws_want_close(s->engine)) {
     int code = t->cancelled ? 1001 : t->failed ? 1011 : 1000;
     rh_ws_close(s->engine, code, t->cancelled ? "going away" : t->failed ? "handler error" : "");
     flush(s);
   }
   set_closed(s, 1001, "session ended");
+  let_go(s);
   if (s->req) {
     s->req->events = NULL;
     rh_http_finish(s->req); /* closes once what is queued is written */
@@ -415,15 +422,6 @@ int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
 }
 
 size_t rh_lua_ws_queued(rh_lua_ws_session *s) { return s->req ? rh_http_queued(s->req) : 0; }
-
-void rh_lua_ws_hook(rh_lua_ws_session *s, int (*tap)(void *, const char *, size_t), void (*gone)(void *), void *ud) {
-  if (s->gone) s->gone(s->hook_ud); /* one hook per session: the previous one is let go */
-  s->tap = tap;
-  s->gone = gone;
-  s->hook_ud = ud;
-}
-
-void *rh_lua_ws_hook_ud(rh_lua_ws_session *s, void (*gone)(void *)) { return s->gone == gone ? s->hook_ud : NULL; }
 
 /* ---- server side ---- */
 
@@ -699,19 +697,23 @@ static int l_ws_connect(lua_State *L) {
   return rh_task_yield(L, t, cancel_connect, s);
 }
 
-/* ---- for C consumers (the tunnel) ---- */
+/* ---- for C consumers (the hub, the tunnel) ---- */
 
-void rh_lua_ws_set_sink(rh_lua_ws_session *s, const rh_lua_ws_sink *sink, void *ud) {
-  s->sink = sink;
-  s->sink_ud = ud;
-  while (sink && s->head) { /* what came before the switch goes first */
-    msg *m = s->head;
+void rh_lua_ws_consume(rh_lua_ws_session *s, const rh_lua_ws_consumer *c, void *ud) {
+  let_go(s);
+  s->consumer = c;
+  s->consumer_ud = ud;
+  while (s->head && consumed(s, s->head->opcode, s->head->data, s->head->len)) {
+    msg *m = s->head; /* what came before the consumer goes first */
     s->head = m->next;
     if (!s->head) s->tail = NULL;
     s->queued -= m->len;
-    sink->on_message(ud, m->opcode, m->data, m->len);
     free(m);
   }
+}
+
+void *rh_lua_ws_consumer_ud(rh_lua_ws_session *s, const rh_lua_ws_consumer *c) {
+  return s->consumer == c ? s->consumer_ud : NULL;
 }
 
 void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason) {
