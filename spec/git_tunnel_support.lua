@@ -1,6 +1,6 @@
 -- What the git tunnel specs share: a real git server (git http-backend as CGI under lighttpd,
--- with basic auth), the relay-server and relay-client scripts started on ephemeral ports, and
--- the real git CLI.
+-- with basic auth) with its bare repositories, the relay-server and relay-client scripts started
+-- on ephemeral ports and waited for, Redis, and the real git CLI.
 local helpers = require "helpers"
 local socket = require "socket"
 
@@ -31,7 +31,6 @@ local function track(h)
   started[#started + 1] = h
   return h
 end
-
 
 function M.free_port()
   local s = socket.bind("127.0.0.1", 0)
@@ -64,14 +63,22 @@ function M.git(args, vars)
               "-c user.email=t@example.com -c protocol.version=2 " .. args)
 end
 
+-- Adds `file` in the work tree `work` and commits it as `msg`, then, when `push` is given
+-- ("origin HEAD:master"), pushes: output and exit status.
+function M.commit(work, file, msg, push)
+  local cmd = ("-C %s add %s && git -c user.name=t -c user.email=t@example.com -C %s commit -qm %s"):format(
+    work, file, work, msg)
+  if push then cmd = cmd .. (" && git -C %s push -q %s"):format(work, push) end
+  return M.git(cmd)
+end
+
 -- A bare repository with one commit (a.txt) under dir/repos/name.
 function M.make_repo(dir, name)
   local bare = dir .. "/repos/" .. name
   must(("mkdir -p %s/repos && git init -q --bare %s && git -C %s config http.receivepack true"):format(dir, bare, bare))
   local work = dir .. "/seed-" .. name
   must(("git init -q %s && echo hello > %s/a.txt"):format(work, work))
-  local _, rc = M.git(("-C %s add a.txt && git -c user.name=t -c user.email=t@example.com -C %s commit -qm init && " ..
-    "git -C %s push -q %s HEAD:refs/heads/master"):format(work, work, work, bare))
+  local _, rc = M.commit(work, "a.txt", "init", bare .. " HEAD:refs/heads/master")
   assert(rc == 0, "seeding the repository failed")
   return bare
 end
@@ -107,18 +114,15 @@ function M.start_lighttpd(dir)
   end, accepts)
 end
 
--- A redis-server of our own (PING answered with PONG: ours, not someone else's on the port).
+-- A redis-server of our own (helpers.start_redis), stopped with the rest.
 function M.start_redis(dir)
-  return spawn("redis", dir, function(port)
-    return ("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no"):format(port)
-  end, function(port)
-    local c = helpers.connect(port)
-    if not c then return false end
-    c:send("PING\r\n")
-    local line = c.sock:receive("*l")
-    c:close()
-    return line == "+PONG"
-  end)
+  local port, pid = helpers.start_redis(dir)
+  return track({ port = port, pid = tonumber(pid), dir = dir })
+end
+
+-- The git server's URL as a relay-client's --base-url.
+function M.base_url(web)
+  return ("http://127.0.0.1:%d/git"):format(web.port)
 end
 
 local root = helpers.root
@@ -161,14 +165,26 @@ function M.url(server, key, path)
   return ("http://alice:secret@127.0.0.1:%d/v1/relay/%s%s"):format(server.port, key, path)
 end
 
--- One git server (repo.git), one relay-server and one relay-client of key on it, ready.
-function M.world(key)
+-- A relay-client of key on the server at server_port, ready.
+function M.start_ready_client(server_port, key, base_url, flags, opts)
+  local c = M.start_client(server_port, key, base_url, flags, opts)
+  M.wait_ready(c)
+  return c
+end
+
+-- A fresh dir with one git server on it (repo.git): { dir, web }.
+function M.git_server()
   local w = { dir = helpers.tmpdir() }
   M.make_repo(w.dir, "repo.git")
   w.web = M.start_lighttpd(w.dir)
+  return w
+end
+
+-- One git server (repo.git), one relay-server and one relay-client of key on it, ready.
+function M.world(key)
+  local w = M.git_server()
   w.server = M.start_server()
-  w.client = M.start_client(w.server.port, key, ("http://127.0.0.1:%d/git"):format(w.web.port))
-  M.wait_ready(w.client)
+  w.client = M.start_ready_client(w.server.port, key, M.base_url(w.web))
   return w
 end
 
