@@ -1,9 +1,9 @@
 /* fuzz_flag_lua: the flag proxy's config loading, serving and evaluation (lua/relay/flag) on
  * arbitrary JSON, as an upstream or a config directory could hand it over.
  *
- * One LuaJIT state for the run (JIT off, Lua line coverage fed to libFuzzer as in
- * fuzz_headers_lua), with relay.core and cjson preloaded from the C library and the real
- * lua/relay/flag modules loaded from the source tree.
+ * One LuaJIT state for the run (lua_state.h: JIT off, Lua line coverage fed to libFuzzer), with
+ * relay.core and cjson preloaded from the C library and the real lua/relay/flag modules loaded
+ * from the source tree.
  *
  * Input: three NUL-separated parts: the feature configs (feature_config.json), the segments
  * (segments.json), a target (or anything), decoded as the flag proxy decodes what it loads
@@ -16,35 +16,19 @@
  *  - evaluator.evaluate never raises and gives one of the flag's own variations, or nil with a
  *    reason;
  *  - murmur3.bucket is in 1..100 for any string. */
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-#include <luajit.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef RELAYHOST_SOURCE_LUA
-#error "RELAYHOST_SOURCE_LUA comes with relaycore's compile definitions"
-#endif
-
 #define FUZZ_TARGET "fuzz_flag_lua"
 #include "check.h"
-#include "lua/bind.h"
+#include "lua_state.h"
 
 int luaopen_cjson(lua_State *L);
 
 static lua_State *L;
 static int check_ref;
-
-__attribute__((section("__libfuzzer_extra_counters"))) static uint8_t lua_lines[8192];
-
-static void line_hook(lua_State *S, lua_Debug *ar) {
-  if (!lua_getinfo(S, "S", ar)) return;
-  uintptr_t h = (uintptr_t)ar->source * 2654435761u;
-  lua_lines[(h ^ (uintptr_t)ar->currentline * 40503u) % sizeof lua_lines]++;
-}
 
 static const char checks[] =
   "local json = require 'relay.flag.json'\n"
@@ -105,32 +89,12 @@ static const char checks[] =
   "  if type(b) ~= 'number' or b < 1 or b > 100 or b ~= math.floor(b) then inv('bucket ' .. tostring(b)) end\n"
   "end\n";
 
-/* LuaJIT's heap is not malloc's, so LSan cannot see cjson's buffers referenced from it: closing
- * the state at exit frees them. */
-static void close_lua(void) { lua_close(L); }
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  L = luaL_newstate();
-  if (!L) FAIL("luaL_newstate");
-  atexit(close_lua);
-  luaL_openlibs(L);
-  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-  lua_sethook(L, line_hook, LUA_MASKLINE, 0);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, rh_lua_open_core);
-  lua_setfield(L, -2, "relay.core");
-  lua_pushcfunction(L, luaopen_cjson);
-  lua_setfield(L, -2, "cjson");
-  lua_pop(L, 1);
-  lua_pushstring(L, RELAYHOST_SOURCE_LUA "/?.lua;" RELAYHOST_SOURCE_LUA "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
-  if (luaL_loadbuffer(L, checks, sizeof checks - 1, "=fuzz_flag_checks") || lua_pcall(L, 0, 1, 0))
-    FAIL("loading the Lua side: %s", lua_tostring(L, -1));
-  check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  static const luaL_Reg cjson[] = { { "cjson", luaopen_cjson }, { NULL, NULL } };
+  L = fuzz_lua_open(cjson);
+  check_ref = fuzz_lua_load(L, checks, sizeof checks - 1, "=fuzz_flag_checks");
   return 0;
 }
 

@@ -1,8 +1,9 @@
 /* fuzz_headers_lua: the Lua-facing header and query APIs.
  *
- * One LuaJIT state for the run, with relay.core preloaded from the C library and the real
- * lua/relay/http.lua and lua/relay/flags.lua loaded from the source tree (http.lua registers the
- * Headers metatable and the weak side table of repeated values that the C side uses).
+ * One LuaJIT state for the run (lua_state.h: JIT off, Lua line coverage fed to libFuzzer), with
+ * relay.core preloaded from the C library and the real lua/relay/http.lua and lua/relay/flags.lua
+ * loaded from the source tree (http.lua registers the Headers metatable and the weak side table
+ * of repeated values that the C side uses).
  *
  * Input: byte 0 picks the part, the rest is its data.
  *  0 headers: fields from the input (sanitized as the HTTP parser guarantees: token names, no
@@ -19,10 +20,6 @@
  *    in the last argument, split at ';') against declarations of every kind: either values of
  *    the declared types, or an error raised on purpose (a message string, not a runtime error
  *    with a flags.lua:LINE position). */
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-#include <luajit.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,27 +28,12 @@
 #include "http/headers.h"
 #include "lua/bind.h"
 
-#ifndef RELAYHOST_SOURCE_LUA
-#error "RELAYHOST_SOURCE_LUA comes with relaycore's compile definitions"
-#endif
-
 #define FUZZ_TARGET "fuzz_headers_lua"
 #include "check.h"
+#include "lua_state.h"
 static int known_nul_name;
 
-
 static lua_State *L;
-
-/* Coverage of the Lua code for libFuzzer: a line hook bumps a counter per (chunk, line) in
- * libFuzzer's extra-counters section, so the mutator sees progress inside http.lua and
- * flags.lua too. Hooks do not run in JIT-compiled code, so the JIT is off in this state. */
-__attribute__((section("__libfuzzer_extra_counters"))) static uint8_t lua_lines[8192];
-
-static void line_hook(lua_State *S, lua_Debug *ar) {
-  if (!lua_getinfo(S, "S", ar)) return;
-  uintptr_t h = (uintptr_t)ar->source * 2654435761u;
-  lua_lines[(h ^ (uintptr_t)ar->currentline * 40503u) % sizeof lua_lines]++;
-}
 
 /* Lua helpers for the query and flags parts; they raise "INVARIANT: …" on a violation. */
 static const char helpers[] =
@@ -115,22 +97,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   strict = !(getenv("FUZZ_STRICT") && *getenv("FUZZ_STRICT") == '0'); /* all fixed: fatal */
-  L = luaL_newstate();
-  if (!L) FAIL("luaL_newstate");
-  luaL_openlibs(L);
-  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-  lua_sethook(L, line_hook, LUA_MASKLINE, 0);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, rh_lua_open_core);
-  lua_setfield(L, -2, "relay.core");
-  lua_pop(L, 1);
-  lua_pushstring(L, RELAYHOST_SOURCE_LUA "/?.lua;" RELAYHOST_SOURCE_LUA "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
-  if (luaL_loadbuffer(L, helpers, sizeof helpers - 1, "=fuzz_helpers") || lua_pcall(L, 0, 1, 0))
-    FAIL("loading the Lua side: %s", lua_tostring(L, -1));
-  helpers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  L = fuzz_lua_open(NULL);
+  helpers_ref = fuzz_lua_load(L, helpers, sizeof helpers - 1, "=fuzz_helpers");
   return 0;
 }
 

@@ -2,20 +2,18 @@
 -- interface, say), registration and the client list on --listen. Real git clones through the
 -- relay listener; the same path on --listen is not there.
 local helpers = require "helpers"
-local env = require "git_tunnel_env"
+local env = require "git_tunnel_support"
 local cjson = require "cjson"
 
 describe("git tunnel --relay-listen", function()
   local dir, server, relay_side
 
   setup(function()
-    dir = helpers.tmpdir()
-    env.make_repo(dir, "repo.git")
-    local web = env.start_lighttpd(dir)
+    local w = env.git_server()
+    dir = w.dir
     server = env.start_server { "--relay-listen=127.0.0.1:0", "--relay-tokens=rt-1" }
     relay_side = server:on("relay")
-    local client = env.start_client(server.port, "team-a", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(client)
+    env.start_ready_client(server.port, "team-a", env.base_url(w.web))
   end)
 
   teardown(function() env.stop_all_checked() end)

@@ -3,7 +3,7 @@
 -- the body streams under the tunnel's credit windows, so neither end buffers it. Under ASan
 -- (whose quarantine keeps freed memory) the push is smaller and RSS is not bounded.
 local helpers = require "helpers"
-local env = require "git_tunnel_env"
+local env = require "git_tunnel_support"
 
 local asan = env.sh("ldd " .. helpers.bin() .. " | grep -c libasan") ~= "0\n"
 local mb = tonumber(os.getenv("GIT_TUNNEL_PUSH_MB") or (asan and 50 or 200))
@@ -23,9 +23,10 @@ describe("git tunnel push", function()
 
   it(("pushes %d MB with flat memory on both ends"):format(mb), function()
     local work = dir .. "/work"
-    local out, rc = env.git(("clone -q %s %s && head -c %d /dev/urandom > %s/blob.bin && git -C %s add blob.bin && " ..
-      "git -c user.name=t -c user.email=t@example.com -C %s commit -qm blob"):format(
-      env.url(server, "big", "/repo.git"), work, mb * 1000000, work, work, work))
+    local out, rc = env.git(("clone -q %s %s && head -c %d /dev/urandom > %s/blob.bin"):format(
+      env.url(server, "big", "/repo.git"), work, mb * 1000000, work))
+    assert.equal(0, rc, out)
+    out, rc = env.commit(work, "blob.bin", "blob")
     assert.equal(0, rc, out)
     local before = { env.rss_kb(server.pid), env.rss_kb(client.pid) }
     -- sample both RSS every 50 ms until the push ends

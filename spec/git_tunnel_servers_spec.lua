@@ -2,7 +2,7 @@
 -- other, which finds the key's server in Redis and forwards the request there (bodies streamed
 -- both ways). Without Redis, local clients keep working and remote keys answer 502 saying why.
 local helpers = require "helpers"
-local env = require "git_tunnel_env"
+local env = require "git_tunnel_support"
 
 describe("git tunnel with two servers and Redis", function()
   local dir, web, redis, s1, s2
@@ -15,9 +15,8 @@ describe("git tunnel with two servers and Redis", function()
   end
 
   setup(function()
-    dir = helpers.tmpdir()
-    env.make_repo(dir, "repo.git")
-    web = env.start_lighttpd(dir)
+    local w = env.git_server()
+    dir, web = w.dir, w.web
     redis = env.start_redis(dir)
     s1, s2 = server(), server()
   end)
@@ -25,14 +24,12 @@ describe("git tunnel with two servers and Redis", function()
   teardown(env.stop_all_checked)
 
   it("clones and pushes through the server the client is not on", function()
-    local c = env.start_client(s1.port, "shared", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(c)
+    local c = env.start_ready_client(s1.port, "shared", env.base_url(web))
     local out, rc = env.git(("clone -q %s %s/via2"):format(env.url(s2, "shared", "/repo.git"), dir))
     assert.equal(0, rc, out)
     assert.equal("hello\n", helpers.read_file(dir .. "/via2/a.txt"))
     helpers.write_file(dir .. "/via2/c.txt", "through two servers\n")
-    out, rc = env.git(("-C %s/via2 add c.txt && git -c user.name=t -c user.email=t@example.com -C %s/via2 commit -qm c && " ..
-                       "git -C %s/via2 push -q origin HEAD:master"):format(dir, dir, dir))
+    out, rc = env.commit(dir .. "/via2", "c.txt", "c", "origin HEAD:master")
     assert.equal(0, rc, out)
     assert.equal("through two servers\n", env.must(("git --git-dir=%s/repos/repo.git show master:c.txt"):format(dir)))
     assert.matches('relay_server_requests_total{outcome="forwarded"} %d', s2:get("/metrics").body)
@@ -46,8 +43,7 @@ describe("git tunnel with two servers and Redis", function()
   end)
 
   it("keeps local clients working without Redis, and says why remote keys fail", function()
-    local c = env.start_client(s1.port, "local", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(c)
+    local c = env.start_ready_client(s1.port, "local", env.base_url(web))
     env.kill(redis.pid)
     helpers.wait_until(function() return not env.sh("redis-cli -p " .. redis.port .. " ping"):match("PONG") end, 5)
     local res = s2:get("/v1/relay/local/repo.git/info/refs")

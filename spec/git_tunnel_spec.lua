@@ -4,7 +4,7 @@
 -- following the tunnel, replicas, a stalled stream next to a fast one, and wss:// with a CA
 -- given by SSL_CERT_FILE.
 local helpers = require "helpers"
-local env = require "git_tunnel_env"
+local env = require "git_tunnel_support"
 local cjson = require "cjson"
 local socket = require "socket"
 
@@ -27,8 +27,7 @@ describe("git tunnel", function()
     assert.equal("hello\n", helpers.read_file(dir .. "/c1/a.txt"))
 
     helpers.write_file(dir .. "/c1/b.txt", "pushed through the tunnel\n")
-    out, rc = env.git(("-C %s/c1 add b.txt && git -c user.name=t -c user.email=t@example.com -C %s/c1 commit -qm b && " ..
-                       "git -C %s/c1 push -q origin HEAD:master"):format(dir, dir, dir))
+    out, rc = env.commit(dir .. "/c1", "b.txt", "b", "origin HEAD:master")
     assert.equal(0, rc, out)
     out = env.must(("git --git-dir=%s/repos/repo.git show master:b.txt"):format(dir))
     assert.equal("pushed through the tunnel\n", out)
@@ -63,7 +62,7 @@ describe("git tunnel", function()
 
   it("takes the client's settings from the original's environment variables", function()
     local c = env.track(helpers.start(env.client_script, { env = {
-      BASE_URL = ("http://127.0.0.1:%d/git"):format(web.port), CLIENT_KEY = "from-env", STYRA_TOKEN = "tok-2",
+      BASE_URL = env.base_url(web), CLIENT_KEY = "from-env", STYRA_TOKEN = "tok-2",
       SERVER_URL = ("ws://127.0.0.1:%d/v1/relay/register"):format(server.port), RELAY_DRAIN_TIMEOUT = "1" } }))
     env.wait_ready(c)
     local out, rc = env.git(("ls-remote %s"):format(env.url(server, "from-env", "/repo.git")))
@@ -82,8 +81,7 @@ describe("git tunnel", function()
     local mute = socket.bind("127.0.0.1", 0) -- accepts (the kernel does) and never answers
     local _, mute_port = mute:getsockname()
     local s = env.start_server({ "--head-timeout=1" })
-    local c = env.start_client(s.port, "mute", "http://127.0.0.1:" .. mute_port)
-    env.wait_ready(c)
+    local c = env.start_ready_client(s.port, "mute", "http://127.0.0.1:" .. mute_port)
     local t0 = socket.gettime()
     local res = s:get("/v1/relay/mute/repo.git/info/refs")
     assert.equal(504, res.status)
@@ -103,8 +101,7 @@ describe("git tunnel", function()
     helpers.write_file(dir .. "/close.py", py)
     os.execute(("python3 %s/close.py > %s/close.out 2>&1 &"):format(dir, dir))
     helpers.wait_until(function() return (helpers.read_file(dir .. "/close.out") or ""):match("up") end, 5)
-    local c = env.start_client(server.port, "closer", "http://127.0.0.1:" .. port)
-    env.wait_ready(c)
+    local c = env.start_ready_client(server.port, "closer", "http://127.0.0.1:" .. port)
     local res = server:get("/v1/relay/closer/anything", { ["X-Relay-Token"] = "secret", Authorization = "Basic x" })
     assert.equal(200, res.status)
     assert.equal(100000, #res.body)
@@ -152,8 +149,7 @@ describe("git tunnel", function()
 
   it("asks for X-Relay-Token on the relay path when --relay-tokens is set", function()
     local s = env.start_server({ "--relay-tokens=rt" })
-    local c = env.start_client(s.port, "k", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(c)
+    local c = env.start_ready_client(s.port, "k", env.base_url(web))
     local res = s:get("/v1/relay/k/repo.git/info/refs")
     assert.equal(401, res.status)
     assert.matches("X%-Relay%-Token", res.body)
@@ -166,8 +162,7 @@ describe("git tunnel", function()
   end)
 
   it("supports --base-url=http:/ only for hosts in --allow-hosts", function()
-    local c = env.start_client(server.port, "quirk", "http:/", { "--allow-hosts=127.0.0.1" })
-    env.wait_ready(c)
+    local c = env.start_ready_client(server.port, "quirk", "http:/", { "--allow-hosts=127.0.0.1" })
     local out, rc = env.git(("ls-remote %s"):format(env.url(server, "quirk", ("/127.0.0.1:%d/git/repo.git"):format(web.port))))
     assert.equal(0, rc, out)
     assert.matches("refs/heads/master", out)
@@ -175,8 +170,7 @@ describe("git tunnel", function()
     assert.equal(403, res.status)
     assert.matches("host 169.254.169.254 is not base%-url's host and not in %-%-allow%-hosts", res.body)
     -- without the quirk, userinfo tricks cannot move a request off base-url's host either
-    local c2 = env.start_client(server.port, "plain", ("http://127.0.0.1:%d"):format(web.port))
-    env.wait_ready(c2)
+    local c2 = env.start_ready_client(server.port, "plain", ("http://127.0.0.1:%d"):format(web.port))
     res = server:get("/v1/relay/plain@169.254.169.254/x")
     assert.equal(502, res.status) -- "plain@…" is not a registered key
     c:stop()
@@ -186,8 +180,7 @@ describe("git tunnel", function()
   it("turns unready when the server stops answering (heartbeat) and ready when it is back", function()
     local s = env.start_server()
     local port = s.port
-    local c = env.start_client(port, "flip", ("http://127.0.0.1:%d/git"):format(web.port))
-    env.wait_ready(c)
+    local c = env.start_ready_client(port, "flip", env.base_url(web))
     s:signal("STOP") -- alive but silent: only the heartbeat can tell
     local t0 = socket.gettime()
     env.wait_ready(c, false, 10)
@@ -207,10 +200,9 @@ describe("git tunnel", function()
   it("goes on through another replica when one dies mid-clone", function()
     local bare = env.make_repo(dir, "big.git")
     env.must(("git clone -q %s %s/bigwork && head -c 30000000 /dev/urandom > %s/bigwork/blob.bin"):format(bare, dir, dir))
-    local out, rc = env.git(("-C %s/bigwork add blob.bin && git -c user.name=t -c user.email=t@example.com -C %s/bigwork commit -qm blob && " ..
-                             "git -C %s/bigwork push -q origin HEAD:master"):format(dir, dir, dir))
+    local out, rc = env.commit(dir .. "/bigwork", "blob.bin", "blob", "origin HEAD:master")
     assert.equal(0, rc, out)
-    local base = ("http://127.0.0.1:%d/git"):format(web.port)
+    local base = env.base_url(web)
     local r = { env.start_client(server.port, "rep", base), env.start_client(server.port, "rep", base) }
     env.wait_ready(r[1])
     env.wait_ready(r[2])
@@ -241,8 +233,7 @@ describe("git tunnel", function()
 
   it("keeps one stream fast while another stalls, then resets only the stalled one", function()
     env.must(("head -c 67108864 /dev/zero > %s/www/big.bin"):format(dir))
-    local c = env.start_client(server.port, "slow", ("http://127.0.0.1:%d"):format(web.port), { "--stall-timeout=3" })
-    env.wait_ready(c)
+    local c = env.start_ready_client(server.port, "slow", ("http://127.0.0.1:%d"):format(web.port), { "--stall-timeout=3" })
     local url = ("http://127.0.0.1:%d/v1/relay/slow/big.bin"):format(server.port)
     local function fetch()
       local out = env.must(("curl -s -o /dev/null -w '%%{size_download} %%{time_total}' %s"):format(url))

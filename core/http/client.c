@@ -17,6 +17,7 @@
 
 #include <llhttp.h>
 
+#include "http/collect.h"
 #include "log/buf.h"
 #include "tls/tls.h"
 
@@ -41,7 +42,7 @@ struct rh_client_op {
   rh_buf out;           /* the request, written in one go */
   bool is_head;
 
-  llhttp_t parser;
+  rh_collect parser;    /* collects into headers */
   rh_headers headers;   /* response */
   rh_buf body;
   size_t max_body;
@@ -148,21 +149,6 @@ static int on_message_begin(llhttp_t *p) {
   return 0;
 }
 
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_name(&op_of(p)->headers, at, len);
-  return 0;
-}
-
-static int on_header_field_complete(llhttp_t *p) {
-  rh_headers_end_name(&op_of(p)->headers);
-  return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_value(&op_of(p)->headers, at, len);
-  return 0;
-}
-
 static int on_headers_complete(llhttp_t *p) {
   rh_client_op *op = op_of(p);
   op->status = p->status_code;
@@ -206,9 +192,9 @@ static int on_message_complete(llhttp_t *p) {
 
 static const llhttp_settings_t parser_settings = {
   .on_message_begin = on_message_begin,
-  .on_header_field = on_header_field,
-  .on_header_field_complete = on_header_field_complete,
-  .on_header_value = on_header_value,
+  .on_header_field = rh_collect_on_field,
+  .on_header_field_complete = rh_collect_on_field_complete,
+  .on_header_value = rh_collect_on_value,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
   .on_message_complete = on_message_complete,
@@ -222,7 +208,7 @@ static void after_parse(rh_client_op *op, llhttp_errno_t perr) {
     finish_ok(op);
   } else if (perr != HPE_OK) {
     char msg[sizeof op->err];
-    snprintf(msg, sizeof msg, "bad response: %s", llhttp_get_error_reason(&op->parser));
+    snprintf(msg, sizeof msg, "bad response: %s", llhttp_get_error_reason(&op->parser.llhttp));
     finish(op, msg, NULL);
   }
 }
@@ -249,7 +235,7 @@ static void tls_input(rh_client_op *op, const char *p, size_t n) {
     snprintf(msg, sizeof msg, "tls: %s", rh_tls_error(op->tls));
     finish(op, msg, NULL);
   } else if (plain.len) {
-    after_parse(op, llhttp_execute(&op->parser, plain.data, plain.len));
+    after_parse(op, llhttp_execute(&op->parser.llhttp, plain.data, plain.len));
   }
   rh_buf_free(&plain);
 }
@@ -260,10 +246,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     op->got_bytes = true;
     if (op->tls) tls_input(op, buf->base, (size_t)nread);
-    else after_parse(op, llhttp_execute(&op->parser, buf->base, (size_t)nread));
+    else after_parse(op, llhttp_execute(&op->parser.llhttp, buf->base, (size_t)nread));
   } else if (nread == UV_EOF) {
     /* llhttp_finish() completes a read-until-close body, or says the message was cut short. */
-    after_parse(op, llhttp_finish(&op->parser));
+    after_parse(op, llhttp_finish(&op->parser.llhttp));
     if (!op->done) finish(op, "connection closed before response", NULL);
   } else if (nread < 0) {
     finish_errf(op, "read", (int)nread);
@@ -559,8 +545,7 @@ rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_cl
   op->on_data = req->on_data;
   op->idle_ms = timeout_ms(req->timeout);
   rh_headers_init(&op->headers);
-  llhttp_init(&op->parser, HTTP_RESPONSE, &parser_settings);
-  op->parser.data = op;
+  rh_collect_init(&op->parser, HTTP_RESPONSE, &parser_settings, op, &op->headers);
 
   uv_timer_init(loop, &op->timer);
   op->timer.data = op;

@@ -7,7 +7,6 @@
 void rh_headers_init(rh_headers *h) {
   h->items = NULL;
   h->n = h->cap = 0;
-  h->in_name = 0;
 }
 
 void rh_headers_clear(rh_headers *h) {
@@ -16,7 +15,6 @@ void rh_headers_clear(rh_headers *h) {
     free(h->items[i].value);
   }
   h->n = 0;
-  h->in_name = 0;
 }
 
 void rh_headers_free(rh_headers *h) {
@@ -60,19 +58,6 @@ void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen) {
 
 void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen) {
   if (h->n) grow_str(&h->items[h->n - 1].name, &h->items[h->n - 1].name_len, name, nlen);
-}
-
-void rh_headers_collect_name(rh_headers *h, const char *at, size_t len) {
-  if (h->in_name) rh_headers_append_name(h, at, len);
-  else rh_headers_add(h, at, len, "", 0);
-  h->in_name = 1;
-}
-
-void rh_headers_end_name(rh_headers *h) { h->in_name = 0; }
-
-void rh_headers_collect_value(rh_headers *h, const char *at, size_t len) {
-  h->in_name = 0;
-  rh_headers_append_value(h, at, len);
 }
 
 int rh_header_name_eq(const rh_header *f, const char *name) {

@@ -15,21 +15,16 @@ typedef struct {
 typedef struct {
   rh_header *items;
   size_t n, cap;
-  int in_name;   /* collecting: the last field's name may still grow */
 } rh_headers;
 
-#define RH_HEADERS_INIT { NULL, 0, 0, 0 }
+#define RH_HEADERS_INIT { NULL, 0, 0 }
 
 void rh_headers_init(rh_headers *h);
 void rh_headers_free(rh_headers *h);
 void rh_headers_clear(rh_headers *h);
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
-/* Collecting from a parser that hands names and values over in pieces (llhttp's
- * on_header_field / on_header_field_complete / on_header_value). */
-void rh_headers_collect_name(rh_headers *h, const char *at, size_t len);
-void rh_headers_end_name(rh_headers *h);
-void rh_headers_collect_value(rh_headers *h, const char *at, size_t len);
-/* Appends to the value of the last field (llhttp hands values over in pieces). */
+/* Append to the value or the name of the last field (a parser hands them over in pieces:
+ * http/collect.h). */
 void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen);
 void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen);
 /* The first field named `name` at index >= *from (from may be NULL for 0); sets *from past it. */

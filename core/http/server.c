@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/collect.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "net/cidr.h"
@@ -42,7 +43,7 @@ struct rh_http_server {
 /* What parsing needs, allocated when bytes arrive and freed when the connection is idle again
  * with nothing pending, so an idle keep-alive connection costs its socket and little more. */
 typedef struct {
-  llhttp_t parser;
+  rh_collect parser;           /* collects into the current request's headers */
   rh_buf in;                   /* read but not yet parsed */
   /* head scan: our own check of line endings, before llhttp sees the bytes */
   int in_head, prev_cr;
@@ -541,8 +542,7 @@ static rh_http_parse *ensure_ps(rh_http_conn *c) {
   if (c->ps) return c->ps;
   c->ps = calloc(1, sizeof *c->ps);
   if (!c->ps) abort();
-  llhttp_init(&c->ps->parser, HTTP_REQUEST, &parser_settings);
-  c->ps->parser.data = c;
+  rh_collect_init(&c->ps->parser, HTTP_REQUEST, &parser_settings, c, NULL); /* no request yet */
   c->ps->in_head = 1;
   return c->ps;
 }
@@ -569,6 +569,7 @@ static rh_http_conn *conn_of(llhttp_t *p) { return p->data; }
 static int cb_message_begin(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   c->req = req_new(c);
+  rh_collect_into(&c->ps->parser, &c->req->headers);
   return 0;
 }
 
@@ -579,16 +580,6 @@ static int cb_url(llhttp_t *p, const char *at, size_t len) {
   memcpy(r->target + r->target_len, at, len);
   r->target_len += len;
   r->target[r->target_len] = 0;
-  return 0;
-}
-
-static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_name(&conn_of(p)->req->headers, at, len);
-  return 0;
-}
-
-static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_value(&conn_of(p)->req->headers, at, len);
   return 0;
 }
 
@@ -606,9 +597,10 @@ static int is_token(const char *s, size_t n) {
   return 1;
 }
 
+/* The shared collecting, then the checks only a server makes on a request's field names. */
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
-  rh_headers_end_name(&c->req->headers); /* a value follows, even an empty one */
+  rh_collect_on_field_complete(p); /* a value follows, even an empty one */
   rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
   if (!is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
@@ -698,8 +690,8 @@ static void init_settings(void) {
   llhttp_settings_init(&parser_settings);
   parser_settings.on_message_begin = cb_message_begin;
   parser_settings.on_url = cb_url;
-  parser_settings.on_header_field = cb_header_field;
-  parser_settings.on_header_value = cb_header_value;
+  parser_settings.on_header_field = rh_collect_on_field;
+  parser_settings.on_header_value = rh_collect_on_value;
   parser_settings.on_header_field_complete = cb_header_field_complete;
   parser_settings.on_headers_complete = cb_headers_complete;
   parser_settings.on_body = cb_body;
@@ -741,11 +733,11 @@ static void parse_available(rh_http_conn *c) {
       chunk = (size_t)h;
       if (first && c->ps->head_bytes > 0 && c->ps->in_head) set_timer(c, TIMER_HEAD);
     }
-    llhttp_errno_t err = llhttp_execute(&c->ps->parser, data, chunk);
-    size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->ps->parser) - data);
+    llhttp_errno_t err = llhttp_execute(&c->ps->parser.llhttp, data, chunk);
+    size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->ps->parser.llhttp) - data);
     off += used;
     if (err == HPE_PAUSED) {
-      llhttp_resume(&c->ps->parser);
+      llhttp_resume(&c->ps->parser.llhttp);
       if (c->head_ready) {
         /* consumed before the handler runs: a tunnel it opens gets only what follows the head */
         rh_buf_consume(&c->ps->in, off);
@@ -762,7 +754,7 @@ static void parse_available(rh_http_conn *c) {
       reject(c, 501, "protocol upgrade is not supported on this route");
     } else if (err != HPE_OK) {
       if (c->ps->reject_status) reject(c, c->ps->reject_status, c->ps->reject_reason);
-      else reject(c, 400, llhttp_get_error_reason(&c->ps->parser));
+      else reject(c, 400, llhttp_get_error_reason(&c->ps->parser.llhttp));
     }
   }
   rh_buf_consume(&c->ps->in, off);
@@ -784,7 +776,7 @@ static void log_access(rh_http_req *r) {
 static void finish_exchange(rh_http_conn *c) {
   rh_http_req *r = c->req;
   /* after an upgrade (taken or refused) the bytes that follow are not HTTP */
-  int keep = r->keep_alive && !c->srv->stopping && !c->tunnel && !(c->ps && c->ps->parser.upgrade);
+  int keep = r->keep_alive && !c->srv->stopping && !c->tunnel && !(c->ps && c->ps->parser.llhttp.upgrade);
   c->req = NULL;
   c->msg_done = 0;
   r->conn = NULL;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/collect.h"
 #include "log/buf.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
@@ -47,7 +48,7 @@ typedef struct {
   rh_buf pending;           /* body bytes waiting for the connection */
   int chunked_up;           /* re-chunk the client's body for the upstream */
   int head_written, body_sent_any, client_body_done, final_chunk_sent;
-  llhttp_t parser;
+  rh_collect parser;        /* collects into resp_headers */
   llhttp_settings_t settings;
   rh_headers resp_headers;
   int resp_head_done, resp_done, resp_started, up_reading_paused;
@@ -541,21 +542,6 @@ static const rh_http_req_events client_events = { on_client_body_chunk, on_clien
 
 static call *call_of(llhttp_t *p) { return p->data; }
 
-static int cb_header_field(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_name(&call_of(p)->resp_headers, at, len);
-  return 0;
-}
-
-static int cb_header_value(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_value(&call_of(p)->resp_headers, at, len);
-  return 0;
-}
-
-static int cb_field_complete(llhttp_t *p) {
-  rh_headers_end_name(&call_of(p)->resp_headers);
-  return 0;
-}
-
 static int status_retryable(call *c, int status) {
   for (size_t i = 0; i < c->conf->nretry; i++)
     if (c->conf->retry_statuses[i] == status) return 1;
@@ -693,14 +679,13 @@ static int cb_message_complete(llhttp_t *p) {
 
 static void init_parser(call *c) {
   llhttp_settings_init(&c->settings);
-  c->settings.on_header_field = cb_header_field;
-  c->settings.on_header_value = cb_header_value;
-  c->settings.on_header_field_complete = cb_field_complete;
+  c->settings.on_header_field = rh_collect_on_field;
+  c->settings.on_header_value = rh_collect_on_value;
+  c->settings.on_header_field_complete = rh_collect_on_field_complete;
   c->settings.on_headers_complete = cb_headers_complete;
   c->settings.on_body = cb_body;
   c->settings.on_message_complete = cb_message_complete;
-  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
-  c->parser.data = c;
+  rh_collect_init(&c->parser, HTTP_RESPONSE, &c->settings, c, &c->resp_headers);
   rh_headers_clear(&c->resp_headers);
   c->resp_head_done = c->resp_done = 0;
 }
@@ -709,7 +694,7 @@ static void init_parser(call *c) {
  * ended cleanly. */
 static void response_complete(call *c) {
   if (c->done) return;
-  int reusable = llhttp_should_keep_alive(&c->parser) && c->client_body_done && c->pending.len == 0;
+  int reusable = llhttp_should_keep_alive(&c->parser.llhttp) && c->client_body_done && c->pending.len == 0;
   set_timer(c, T_NONE, 0, NULL);
   rh_http_finish(c->req);
   if (c->up) {
@@ -723,7 +708,7 @@ static void response_complete(call *c) {
 
 static void upstream_closed(call *c, const char *why) {
   /* a body delimited by the close is complete now */
-  if (c->resp_head_done && llhttp_finish(&c->parser) == HPE_OK && c->resp_done) {
+  if (c->resp_head_done && llhttp_finish(&c->parser.llhttp) == HPE_OK && c->resp_done) {
     response_complete(c);
     return;
   }
@@ -746,7 +731,7 @@ static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
   call *c = owner;
   if (n < 0) { upstream_closed(c, err); return; }
   if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
-  llhttp_errno_t err_ = llhttp_execute(&c->parser, data, (size_t)n);
+  llhttp_errno_t err_ = llhttp_execute(&c->parser.llhttp, data, (size_t)n);
   if (c->done) return; /* the client went away while we wrote to it */
   if (c->req && c->resp_started) rh_http_flush(c->req); /* a head whose body is not here yet */
   if (err_ == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
@@ -760,7 +745,7 @@ static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
   if (err_ != HPE_OK) {
     drop_upstream(c);
     if (c->resp_started) { rh_http_abort(c->req); finish(c); return; }
-    fail(c, 502, "upstream_error", llhttp_get_error_reason(&c->parser));
+    fail(c, 502, "upstream_error", llhttp_get_error_reason(&c->parser.llhttp));
     return;
   }
   if (c->up_reading_paused && c->up) rh_upconn_pause(c->up);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/collect.h"
 #include "http/headers.h"
 #include "log/buf.h"
 #include "ws/ws.h"
@@ -16,7 +17,7 @@ struct rh_ws_dial {
   rh_upconn *up;
   rh_buf head;
   char key[32];
-  llhttp_t parser;
+  rh_collect parser;    /* collects into headers */
   llhttp_settings_t settings;
   rh_headers headers;
   int status, done;
@@ -47,9 +48,6 @@ static void finish(rh_ws_dial *d, rh_upconn *u, const char *protocol, const char
 }
 
 static rh_ws_dial *of(llhttp_t *p) { return p->data; }
-static int cb_field(llhttp_t *p, const char *at, size_t n) { rh_headers_collect_name(&of(p)->headers, at, n); return 0; }
-static int cb_value(llhttp_t *p, const char *at, size_t n) { rh_headers_collect_value(&of(p)->headers, at, n); return 0; }
-static int cb_field_done(llhttp_t *p) { rh_headers_end_name(&of(p)->headers); return 0; }
 
 static int cb_headers_done(llhttp_t *p) {
   rh_ws_dial *d = of(p);
@@ -75,16 +73,16 @@ static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
     finish(d, NULL, NULL, NULL, 0, err, 0);
     return;
   }
-  llhttp_errno_t e = llhttp_execute(&d->parser, p, (size_t)n);
+  llhttp_errno_t e = llhttp_execute(&d->parser.llhttp, p, (size_t)n);
   if (e == HPE_PAUSED_UPGRADE) {
-    const char *at = llhttp_get_error_pos(&d->parser);
+    const char *at = llhttp_get_error_pos(&d->parser.llhttp);
     accepted(d, at, (size_t)(p + n - at));
   } else if (d->status && d->status != 101) { /* refused in on_headers_complete */
     char why[64];
     snprintf(why, sizeof why, "the server answered %d instead of 101", d->status);
     finish(d, NULL, NULL, NULL, 0, why, 0);
   } else if (e != HPE_OK) {
-    finish(d, NULL, NULL, NULL, 0, llhttp_get_error_reason(&d->parser), 0);
+    finish(d, NULL, NULL, NULL, 0, llhttp_get_error_reason(&d->parser.llhttp), 0);
   }
 }
 
@@ -97,12 +95,11 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   }
   d->up = u;
   llhttp_settings_init(&d->settings);
-  d->settings.on_header_field = cb_field;
-  d->settings.on_header_value = cb_value;
-  d->settings.on_header_field_complete = cb_field_done;
+  d->settings.on_header_field = rh_collect_on_field;
+  d->settings.on_header_value = rh_collect_on_value;
+  d->settings.on_header_field_complete = rh_collect_on_field_complete;
   d->settings.on_headers_complete = cb_headers_done;
-  llhttp_init(&d->parser, HTTP_RESPONSE, &d->settings);
-  d->parser.data = d;
+  rh_collect_init(&d->parser, HTTP_RESPONSE, &d->settings, d, &d->headers);
   rh_upconn_own(u, d, on_read, NULL);
   rh_upconn_write(u, d->head.data, d->head.len);
 }

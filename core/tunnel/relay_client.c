@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/collect.h"
 #include "http/server.h"
 #include "proxy/upconn.h"
 #include "tls/tls.h"
@@ -21,7 +22,7 @@ typedef struct {
   rh_tstream *s;
   rh_dial *dial;
   rh_upconn *u;
-  llhttp_t parser;
+  rh_collect parser;         /* collects into resp */
   rh_headers resp;
   rh_buf out;                /* request bytes waiting for the connection */
   size_t unacked;            /* request body bytes not yet acknowledged */
@@ -101,21 +102,6 @@ static void answer(rh_tstream *s, int status, const char *msg) {
 
 static exec *exec_of(llhttp_t *p) { return p->data; }
 
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_name(&exec_of(p)->resp, at, len);
-  return 0;
-}
-
-static int on_header_field_complete(llhttp_t *p) {
-  rh_headers_end_name(&exec_of(p)->resp);
-  return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  rh_headers_collect_value(&exec_of(p)->resp, at, len);
-  return 0;
-}
-
 static int on_headers_complete(llhttp_t *p) {
   exec *e = exec_of(p);
   int st = p->status_code;
@@ -149,9 +135,9 @@ static int on_message_complete(llhttp_t *p) {
 }
 
 static const llhttp_settings_t settings = {
-  .on_header_field = on_header_field,
-  .on_header_field_complete = on_header_field_complete,
-  .on_header_value = on_header_value,
+  .on_header_field = rh_collect_on_field,
+  .on_header_field_complete = rh_collect_on_field_complete,
+  .on_header_value = rh_collect_on_value,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
   .on_message_complete = on_message_complete,
@@ -166,7 +152,7 @@ static int after_parse(exec *e, llhttp_errno_t rc) {
   }
   if (rc != HPE_OK) {
     char why[160];
-    snprintf(why, sizeof why, "bad response from the upstream: %s", llhttp_get_error_reason(&e->parser));
+    snprintf(why, sizeof why, "bad response from the upstream: %s", llhttp_get_error_reason(&e->parser.llhttp));
     fail(e, why);
     return 1;
   }
@@ -176,11 +162,11 @@ static int after_parse(exec *e, llhttp_errno_t rc) {
 static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
   exec *e = owner;
   if (n > 0) {
-    after_parse(e, llhttp_execute(&e->parser, p, (size_t)n));
+    after_parse(e, llhttp_execute(&e->parser.llhttp, p, (size_t)n));
     return;
   }
   /* the connection ended: that completes a body that runs until the close, or cuts one short */
-  if (!after_parse(e, llhttp_finish(&e->parser))) fail(e, e->head_sent ? "upstream cut the response short" : err);
+  if (!after_parse(e, llhttp_finish(&e->parser.llhttp))) fail(e, e->head_sent ? "upstream cut the response short" : err);
 }
 
 static void up_written(void *owner, size_t queued) {
@@ -280,8 +266,7 @@ void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *c, rh_tstream *s, const
     e->s = s;
     e->is_head = strcmp(method, "HEAD") == 0;
     e->chunked = rh_headers_has_token(h, "transfer-encoding", "chunked");
-    llhttp_init(&e->parser, HTTP_RESPONSE, &settings);
-    e->parser.data = e;
+    rh_collect_init(&e->parser, HTTP_RESPONSE, &settings, e, &e->resp);
     rh_tstream_handlers sh = req_handlers;
     sh.ud = e;
     rh_tstream_set_handlers(s, &sh);

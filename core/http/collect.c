@@ -1,0 +1,36 @@
+#include "http/collect.h"
+
+void rh_collect_init(rh_collect *c, llhttp_type_t type, const llhttp_settings_t *settings, void *data,
+                     rh_headers *into) {
+  llhttp_init(&c->llhttp, type, settings);
+  c->llhttp.data = data;
+  rh_collect_into(c, into);
+}
+
+void rh_collect_into(rh_collect *c, rh_headers *into) {
+  c->into = into;
+  c->in_name = 0;
+}
+
+/* Only ever called with the llhttp_t of an rh_collect (rh_collect_init's settings). */
+static rh_collect *of(llhttp_t *p) { return (rh_collect *)p; }
+
+int rh_collect_on_field(llhttp_t *p, const char *at, size_t len) {
+  rh_collect *c = of(p);
+  if (c->in_name) rh_headers_append_name(c->into, at, len);
+  else rh_headers_add(c->into, at, len, "", 0);
+  c->in_name = 1;
+  return 0;
+}
+
+int rh_collect_on_field_complete(llhttp_t *p) {
+  of(p)->in_name = 0;
+  return 0;
+}
+
+int rh_collect_on_value(llhttp_t *p, const char *at, size_t len) {
+  rh_collect *c = of(p);
+  c->in_name = 0;
+  rh_headers_append_value(c->into, at, len);
+  return 0;
+}

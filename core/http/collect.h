@@ -1,0 +1,35 @@
+/* collect: an llhttp parser that gathers a message's header fields into an rh_headers.
+ *
+ * llhttp hands a field's name and value over in pieces (a read may end mid-name), and every
+ * parser here (server requests, client, proxy and tunnel responses, the WebSocket dial) wants
+ * the same whole fields; only what each does once a field or the head is complete differs.
+ * So the parser and the collecting state travel together: an rh_collect embeds the llhttp_t,
+ * its settings name the rh_collect_on_* callbacks, and an owner that must act on a complete
+ * name wraps rh_collect_on_field_complete in its own callback. llhttp's `data` stays the
+ * owner's. There is no size limit here: where one applies (the server's 431) it is counted
+ * before llhttp sees the bytes. */
+#ifndef RH_COLLECT_H
+#define RH_COLLECT_H
+
+#include <llhttp.h>
+
+#include "http/headers.h"
+
+typedef struct {
+  llhttp_t llhttp;   /* first member: the callbacks turn their llhttp_t * back into the rh_collect */
+  rh_headers *into;  /* where the fields go */
+  int in_name;       /* the last field's name may still grow */
+} rh_collect;
+
+/* llhttp_init, with llhttp's data set to `data` and the fields going to `into`. */
+void rh_collect_init(rh_collect *c, llhttp_type_t type, const llhttp_settings_t *settings, void *data,
+                     rh_headers *into);
+/* The fields of the messages that follow go to `into` (one list per request on a connection). */
+void rh_collect_into(rh_collect *c, rh_headers *into);
+
+/* llhttp's on_header_field, on_header_field_complete and on_header_value; each returns 0. */
+int rh_collect_on_field(llhttp_t *p, const char *at, size_t len);
+int rh_collect_on_field_complete(llhttp_t *p);
+int rh_collect_on_value(llhttp_t *p, const char *at, size_t len);
+
+#endif
