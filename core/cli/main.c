@@ -27,7 +27,6 @@
 #include "net/cidr.h"
 #include "net/net.h"
 #include "proxy/pool.h"
-#include "sse/sse.h"
 #include "tls/tls.h"
 
 typedef struct {
@@ -196,8 +195,7 @@ static void begin_shutdown(const char *why) {
   rh_http_server_stop_accepting(H.server);
   for (int i = 0; i < H.nextra; i++) rh_http_server_stop_accepting(H.extra[i]);
   if (H.admin && H.successor_ready_fd >= 0) rh_http_server_stop_accepting(H.admin); /* the successor's now */
-  rh_sse_close(NULL); /* held event streams never finish by themselves: end them, SDKs reconnect */
-  rh_lua_ws_going_away();
+  rh_runtime_going_away();
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
   H.shutdown_timer.data = &deadline;

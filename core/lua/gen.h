@@ -72,7 +72,8 @@ rh_task *rh_task_new(rh_gen *g, rh_http_req *req); /* coroutine on top of nothin
 void rh_task_start(rh_task *t, int nargs);          /* runs fn on t->co with nargs */
 void rh_task_cancel(rh_task *t);
 
-/* lua_ws.c: WebSocket routes */
+/* lua_ws.c: WebSocket routes; going_away closes the sessions accepted with a going_away reason */
+void rh_lua_ws_going_away(void);
 int rh_lua_ws_refuse(rh_http_req *r);
 void rh_lua_ws_start(rh_task *t, const char *protocols);
 /* lua_ws.c, for other bindings (the hub, the tunnel): the session behind the ws object at idx

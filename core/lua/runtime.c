@@ -13,6 +13,7 @@
 #include "lua/bind.h"
 #include "lua/gen.h"
 #include "metrics/metrics.h"
+#include "sse/sse.h"
 
 int luaopen_cjson(lua_State *L);
 
@@ -449,4 +450,9 @@ void rh_task_cancel(rh_task *t) {
     }
   }
   task_free(t);
+}
+
+void rh_runtime_going_away(void) {
+  rh_sse_close(NULL);
+  rh_lua_ws_going_away();
 }

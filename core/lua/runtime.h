@@ -81,9 +81,10 @@ void rh_runtime_on_body(struct rh_http_req *req, void *ud);
 void rh_runtime_on_drain(struct rh_http_req *req, void *ud);
 void rh_runtime_on_abort(struct rh_http_req *req, void *ud);
 
-/* SIGTERM: WebSocket sessions accepted with a going_away reason are closed 1001 with it now,
- * instead of waiting for the drain deadline (lua_ws.c). */
-void rh_lua_ws_going_away(void);
+/* SIGTERM: what scripts hold open and would never end by itself is ended now instead of at the
+ * drain deadline: held event streams (relay.sse; SDKs reconnect), and WebSocket sessions
+ * accepted with a going_away reason (closed 1001 with it). */
+void rh_runtime_going_away(void);
 
 /* Resolves a script argument: a path, or a bundled personality's name. malloc'd or NULL. */
 char *rh_resolve_script(const char *arg);
