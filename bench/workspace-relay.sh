@@ -44,7 +44,7 @@ measure() { # name pid port
 PORT=9141 SERVER_URL=http://127.0.0.1:9140 RELAY_INTERNAL_KEY=bench-internal-key-0123456789 RELAY_BACKPLANE_MODE=single \
 RELAY_MAX_TOTAL_CONNECTIONS=100000 RELAY_MAX_CONNECTIONS_PER_IP=100000 RELAY_MAX_CLIENTS_PER_WORKSPACE=100000 \
 RELAY_UPGRADE_RATE_PER_MINUTE=100000000 RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE=100000000 \
-  taskset -c 0 "$top/build/relayhost" "$top/scripts/workspace-relay.lua" --log-level warn & pids+=($!)
+  taskset -c 0 "${RELAYHOST_BIN:-$top/build/relayhost}" "$top/scripts/workspace-relay.lua" --log-level warn & pids+=($!)
 measure relayhost "${pids[1]}" 9141
 kill "${pids[1]}"
 

@@ -7,6 +7,8 @@
  *   bit 3: feed byte by byte (else in two pieces at the split point)
  *   bit 4: instead, the rest is an upgrade request's header lines ("Name: value\n", the first
  *          line the method) for rh_ws_check_upgrade / rh_ws_accept_key / rh_ws_accept_ok
+ *   bit 5: wslay's context is given back at every frame boundary (rh_ws_rest_after(0)), so
+ *          that frames straddle a fresh context (else it is kept, as within a busy second)
  * Handlers echo every message back with rh_ws_send (text "close…" also starts the closing
  * handshake, text "ping…" also sends a ping).
  *
@@ -283,6 +285,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   int is_server = mode & 1;
+  rh_ws_rest_after(mode & 32 ? 0 : 3600);
   size_t max_message = (mode & 2) ? 64 : 0;
   const uint8_t *in = data + 2;
   size_t n = size - 2;

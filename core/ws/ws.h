@@ -1,4 +1,4 @@
-/* ws: the WebSocket protocol (RFC 6455) over wslay, with no sockets of its own.
+/* ws: the WebSocket protocol (RFC 6455): wslay reads, we frame what we send; no sockets of its own.
  *
  * Handshake helpers check a server-side upgrade request and compute the accept key; an rh_ws is
  * one side of an open connection. The caller moves the bytes: it hands what it read from the peer
@@ -77,18 +77,23 @@ typedef struct {
 rh_ws *rh_ws_new(int is_server, size_t max_message, const rh_ws_handlers *h);
 void rh_ws_free(rh_ws *ws);
 
+/* How long wslay's context is kept after it was made before a connection at rest between
+ * frames gives it back (default 1 s; the fuzzer and tests use 0 to go through every path). */
+void rh_ws_rest_after(double seconds);
+
 /* Bytes from the peer, any split. Calls the handlers for what they complete. 0, or -1 once the
  * connection has failed (rh_ws_error says why; the close frame is in the output). Input after a
  * close or a failure is ignored. */
 int rh_ws_feed(rh_ws *ws, const char *in, size_t n);
 
 /* Queues a message: RH_WS_TEXT (must be UTF-8), RH_WS_BINARY, RH_WS_PING or RH_WS_PONG (at most
- * 125 bytes). 0, or -1 if the opcode or payload is not allowed or a close was already queued. */
+ * 125 bytes). 0, or -1 if the opcode or payload is not allowed or a close was already queued
+ * or received (the echo is the last frame). */
 int rh_ws_send(rh_ws *ws, int opcode, const char *p, size_t n);
 
 /* Starts the closing handshake: a close frame with code (1000-1003, 1007-1014, 3000-4999; or 0
  * for none) and reason (may be NULL; at most 123 bytes of UTF-8). 0, or -1 if the arguments are
- * not allowed or a close was already queued. Messages from the peer are still delivered until
+ * not allowed or a close was already queued or received. Messages from the peer are still delivered until
  * its close arrives. */
 int rh_ws_close(rh_ws *ws, int code, const char *reason);
 

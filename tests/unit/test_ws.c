@@ -942,7 +942,7 @@ static void test_garbage(void) {
   }
 }
 
-int main(void) {
+static void run_all(void) {
   test_accept_key();
   test_check_upgrade();
   test_client_key();
@@ -958,6 +958,12 @@ int main(void) {
   test_free_states();
   test_random_splits();
   test_garbage();
+}
+
+int main(void) {
+  run_all();
+  rh_ws_rest_after(0); /* again, with wslay's context given back at every frame boundary */
+  run_all();
   if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
   else printf("test_ws: all passed\n");
   return failures ? 1 : 0;
