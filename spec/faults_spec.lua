@@ -47,6 +47,38 @@ return app
     assert.equal(0, host:stop())
   end)
 
+  it("a body held back by a slow upstream is not a stalled client: no 408", function()
+    -- an upstream that reads nothing for 2 s, then the whole body (luasocket, its own process)
+    local port_file = dir .. "/slow.port"
+    helpers.write_file(dir .. "/slow_upstream.lua", ([[
+local socket = require "socket"
+local s = assert(socket.bind("127.0.0.1", 0))
+local f = io.open(%q, "w"); f:write(select(2, s:getsockname()), "\n"); f:close()
+local c = s:accept()
+local len = 0
+repeat
+  local line = c:receive("*l")
+  len = tonumber(line:lower():match("^content%%-length:%%s*(%%d+)")) or len
+until line == ""
+socket.sleep(2)
+local body = c:receive(len)
+c:send("HTTP/1.1 200 OK\r\nContent-Length: " .. #tostring(#body) .. "\r\nConnection: close\r\n\r\n" .. #body)
+c:close()
+]]):format(port_file))
+    os.execute(("luajit %q >%q 2>&1 &"):format(dir .. "/slow_upstream.lua", dir .. "/slow.out"))
+    local port = tonumber(helpers.wait_until(function() return (helpers.read_file(port_file) or ""):match("%d+") end, 5))
+    local proxy = helpers.start("prefix-proxy", { flags = { "--mount", "/up=http://127.0.0.1:" .. port,
+                                                          "--body-timeout=0.5", "--timeout=30" } })
+    local body = ("x"):rep(16 * 1024 * 1024) -- far more than the sockets between them hold
+    local c = proxy:client(20)
+    local res = c:request { method = "POST", path = "/up/x", body = body }
+    c:close()
+    assert.equal(200, res.status, res.body)
+    assert.equal(tostring(#body), res.body)
+    assert.equal(0, proxy:count("http_timeout"))
+    assert.equal(0, proxy:stop())
+  end)
+
   it("out of file descriptors: new connections are turned away, open ones are served", function()
     local host = helpers.start(dir .. "/faults.lua", { nofile = 40 })
     local held = {}

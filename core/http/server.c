@@ -1181,16 +1181,23 @@ void rh_http_stream_body(rh_http_req *r, const rh_http_req_events *events, void 
   }
 }
 
+/* While the consumer holds the body back (an upstream or a tunnel stream that takes it slower
+ * than the client sends), the client is not the slow one: the body timeout stops, and the
+ * consumer's own limits (the proxy's timeout, the tunnel's stall timeout) answer for the wait. */
 void rh_http_pause_body(rh_http_req *r) {
+  rh_http_conn *c = r->conn;
   r->body_paused = 1;
-  if (r->conn && r->conn->tunnel) update_reading(r->conn);
+  if (c && c->req == r && c->timer_kind == TIMER_BODY) set_timer(c, TIMER_NONE);
+  if (c && c->tunnel) update_reading(c);
 }
 
 void rh_http_resume_body(rh_http_req *r) {
+  rh_http_conn *c = r->conn;
   if (!r->body_paused) return;
   r->body_paused = 0;
-  if (r->conn && r->conn->tunnel) update_reading(r->conn);
-  else if (r->conn) process(r->conn);
+  if (c && c->req == r && !c->msg_done && !c->tunnel && c->timer_kind == TIMER_NONE) set_timer(c, TIMER_BODY);
+  if (c && c->tunnel) update_reading(c);
+  else if (c) process(c);
 }
 
 int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_http_req_events *events,
