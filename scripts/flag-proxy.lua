@@ -57,5 +57,6 @@ app:on_init(function()
     state:start()
   end
 end)
+app:on_retire(function() if state.stop then state:stop() end end)
 
 return app

@@ -98,6 +98,44 @@ describe("flag proxy, online (daisy chain)", function()
     assert.equal("hundred", fc.defaultServe.variation)
   end)
 
+  it("closes its upstream feed as soon as a reload replaces it; SDK streams go on", function()
+    -- connections to the upstream (the feed; SDK requests here go elsewhere)
+    local function to_upstream()
+      local p = io.popen(("ss -Htn state established '( dport = :%d )'"):format(up_port))
+      local n = select(2, p:read("*a"):gsub("\n", ""))
+      p:close()
+      return n
+    end
+    local _, token = F.auth(host)
+    local c, _, chunk = F.open_stream(host, token)
+    assert.equal(":\n\n", chunk())
+    local before = to_upstream()
+    assert.is_true(before >= 1)
+    assert.is_true(host:reload())
+    helpers.wait_until(function() return host:log():match('"generation":2') end, 5)
+    -- app:on_retire closed the old generation's feed; without it the feed ran for the 30 s drain
+    -- beside the new one
+    helpers.sleep(1)
+    assert.is_true(to_upstream() <= before, ("%d connections to the upstream, %d before"):format(to_upstream(), before))
+    helpers.wait_until(function()
+      local _, h = json_get(host, "/health")
+      return type(h) == "table" and h.streamStatus.state == "CONNECTED"
+    end, 10, "the new generation's feed")
+    -- the SDK stream opened before the reload still gets changes, now through the new feed
+    set_default(flags_file, "max-items", "thousand")
+    assert.is_true(up:reload())
+    local function next_event()
+      local data = assert(chunk(3))
+      while data == ":\n\n" do data = assert(chunk(3)) end
+      return data
+    end
+    assert.matches('"identifier":"max%-items"', next_event())
+    set_default(flags_file, "max-items", "hundred") -- as the tests after this one expect
+    assert.is_true(up:reload())
+    assert.matches('"identifier":"max%-items"', next_event())
+    c:close()
+  end)
+
   it("forwards SDK metrics upstream in batches", function()
     local _, token = F.auth(host)
     local line = '"method":"POST","path":"/metrics/' .. ENV

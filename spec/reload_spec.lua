@@ -244,4 +244,27 @@ describe("shutdown", function()
     idle:close()
     assert.equal(0, host:stop())
   end)
+  it("runs app:on_retire in the replaced generation, and SIGTERM ends a replaced generation's work at once", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/app.lua", [[
+local relay = require "relay"
+local app = relay.new { name = "retire" }
+app:get("/", function(_, res) res:send(200, "gen " .. relay.generation()) end)
+app:on_init(function() relay.after(0, function() relay.sleep(600) end) end) -- background work
+app:on_retire(function(a) relay.log.info("retired", { generation = relay.generation(), app = a.name }) end)
+return app
+]])
+    local host = helpers.start(dir .. "/app.lua", { flags = { "--drain-timeout=300" } })
+    assert.is_true(host:reload())
+    local retired = host:log():match('[^\n]*"event":"retired"[^\n]*')
+    assert.matches('"generation":1', retired)
+    assert.matches('"app":"retire"', retired)
+    assert.equal("gen 2", host:get("/").body)
+    -- the first generation still drains (its background task runs for 600 s), but SIGTERM does
+    -- not wait for it: before, the process ran on until that generation's 300 s drain deadline
+    local t0 = require("socket").gettime()
+    assert.equal(0, host:stop(nil, 10))
+    assert.is_true(require("socket").gettime() - t0 < 5)
+    assert.equal(1, host:count("retired")) -- not at shutdown
+  end)
 end)

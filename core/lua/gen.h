@@ -32,11 +32,14 @@ struct rh_gen {
   rh_route_info *routes;     /* by route handler index (from 1) */
   size_t nroutes;
   int handlers_ref;          /* registry: array of route handler functions */
+  int retire_ref;            /* registry: run as a task when a reload replaces this generation
+                                (app:on_retire), or 0 */
   rh_task *tasks;            /* live tasks, for drain cancellation */
   size_t ntasks;
   rh_gtimer *timers;         /* relay.after / relay.every timers */
   uv_timer_t drain_timer;
   int drain_timer_active;
+  rh_gen *next_draining;     /* in runtime.c's list of replaced generations still draining */
 };
 
 /* One coroutine run. Owns a registry ref to its coroutine (and to its exchange userdata) and
@@ -67,6 +70,7 @@ rh_gen *rh_gen_of(lua_State *L);   /* the generation a Lua state belongs to */
 void rh_gen_ref(rh_gen *g);
 void rh_gen_unref(rh_gen *g);
 void rh_gen_stop_timers(rh_gen *g);
+void rh_gen_run_retire(rh_gen *g);  /* lua_core.c: app:on_retire's function, as a task */
 void rh_gen_tasks_gone(rh_gen *g);
 rh_task *rh_task_new(rh_gen *g, rh_http_req *req); /* coroutine on top of nothing: push fn+args */
 void rh_task_start(rh_task *t, int nargs);          /* runs fn on t->co with nargs */

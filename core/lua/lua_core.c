@@ -604,6 +604,25 @@ static int l_timer(lua_State *L) {
   return 0;
 }
 
+/* core.on_retire(fn): fn runs once, as a task of this generation, when a reload replaces it
+ * (so that background work it started, such as an upstream feed, stops at once instead of
+ * running on until the drain deadline). */
+static int l_on_retire(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  rh_gen *g = rh_gen_of(L);
+  if (g->retire_ref) luaL_unref(L, LUA_REGISTRYINDEX, g->retire_ref);
+  lua_pushvalue(L, 1);
+  g->retire_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+void rh_gen_run_retire(rh_gen *g) {
+  if (!g->retire_ref) return;
+  rh_task *t = rh_task_new(g, NULL);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, g->retire_ref);
+  rh_task_start(t, 0);
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, rh_now());
   return 1;
@@ -663,6 +682,7 @@ static const luaL_Reg core_fns[] = {
   { "res_finish", l_res_finish }, { "res_state", l_res_state },   { "sleep", l_sleep },
   { "timer", l_timer },         { "now", l_now },                 { "time", l_time },
   { "generation", l_generation }, { "log", l_log },               { "pid", l_pid },
+  { "on_retire", l_on_retire },
   { NULL, NULL },
 };
 

@@ -246,18 +246,29 @@ rh_gen *rh_gen_build(const char *script, int argc, char **argv, rh_host_settings
 
 static void on_drain_timeout(uv_timer_t *t);
 
-static void close_drain_timer(uv_handle_t *h) { rh_gen_unref(h->data); }
+/* Replaced generations whose drain timer runs: shutdown cuts their drain short too. */
+static rh_gen *draining;
+
+static void close_drain_timer(uv_handle_t *h) {
+  rh_gen *g = h->data;
+  for (rh_gen **p = &draining; *p; p = &(*p)->next_draining)
+    if (*p == g) { *p = g->next_draining; break; }
+  rh_gen_unref(g);
+}
 
 /* The old generation serves no new work: its timers stop, its tasks get drain_timeout to
  * finish, and it is freed with its last task. */
-static void retire(rh_gen *g, double drain_timeout) {
+static void retire(rh_gen *g, double drain_timeout, int replaced) {
   g->retired = 1;
   rh_gen_stop_timers(g);
+  if (replaced) rh_gen_run_retire(g); /* not at shutdown: everything stops then */
   if (g->tasks) {
     rh_gen_ref(g);
     uv_timer_init(rh_loop(), &g->drain_timer);
     g->drain_timer.data = g;
     g->drain_timer_active = 1;
+    g->next_draining = draining;
+    draining = g;
     uv_timer_start(&g->drain_timer, on_drain_timeout, (uint64_t)(drain_timeout * 1000), 0);
   }
   rh_gen_unref(g);
@@ -266,7 +277,7 @@ static void retire(rh_gen *g, double drain_timeout) {
 void rh_gen_activate(rh_gen *g, double drain_timeout) {
   rh_gen *old = current;
   current = g;
-  if (old) retire(old, drain_timeout);
+  if (old) retire(old, drain_timeout, 1);
 }
 
 static void cancel_all(rh_gen *g) {
@@ -292,11 +303,17 @@ void rh_gen_tasks_gone(rh_gen *g) {
 }
 
 void rh_gen_shutdown(void) {
+  /* generations a reload replaced end now too, not at their own drain deadline */
+  for (rh_gen *d = draining; d; d = d->next_draining)
+    if (d->drain_timer_active) {
+      uv_timer_stop(&d->drain_timer);
+      on_drain_timeout(&d->drain_timer);
+    }
   rh_gen *g = current;
   current = NULL;
   if (!g) return;
   rh_gen_ref(g);
-  retire(g, 0);
+  retire(g, 0, 0);
   cancel_all(g);
   if (g->drain_timer_active) {
     uv_timer_stop(&g->drain_timer);

@@ -135,6 +135,11 @@ end
 
 function App:on_init(fn) self._init[#self._init + 1] = fn; return self end
 
+-- fn(app) runs once, as a task of this generation, when a reload replaces it: the place to stop
+-- background work (an upstream feed, a subscription) that would otherwise run on, beside the new
+-- generation's own, until --drain-timeout. Requests in flight still finish. Not at shutdown.
+function App:on_retire(fn) self._retire = self._retire or {}; self._retire[#self._retire + 1] = fn; return self end
+
 -- A WebSocket route: handler(ws, req) with ws:recv() (yields; data, "text"|"binary" or nil,
 -- "closed", code, reason), ws:send(data, kind?), ws:close(code?, reason?). opts.protocols: the
 -- subprotocols the route speaks, in order of preference ("chat,json").
@@ -178,6 +183,9 @@ function App:_install()
       r.websocket, check_route_listener(self, r))
   end
   for _, fn in ipairs(self._init) do fn(self) end
+  if self._retire then
+    core.on_retire(function() for _, fn in ipairs(self._retire) do fn(self) end end)
+  end
   local h = self.host
   return {
     listen = self:_listen(),

@@ -64,8 +64,10 @@ return function(Sync, S)
         headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
                     ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" },
       }
+      if s and status == 200 and self.stopped then s:close(); return end
       if s and status == 200 then
         backoff = 1
+        u.stream = s
         u.connected = true
         if all_connected(self) then
           local was = self.stream_status.state
@@ -75,6 +77,8 @@ return function(Sync, S)
         end
         local why = self:read_stream(env_id, s)
         s:close()
+        u.stream = nil
+        if self.stopped then return end -- replaced by a reload: the new generation follows now
         self:stream_lost(env_id, why)
       else
         if s then s:close() end
@@ -82,6 +86,15 @@ return function(Sync, S)
       end
       relay.sleep(backoff)
       backoff = math.min(backoff * 2, 60)
+    end
+  end
+
+  -- A reload replaced this generation: its feeds close now (the new one opens its own). A
+  -- reader parked on a closed feed ends with the generation's drain.
+  function Sync:stop()
+    self.stopped = true
+    for _, u in pairs(self.upstream) do
+      if u.stream then u.stream:close(); u.stream = nil end
     end
   end
 
