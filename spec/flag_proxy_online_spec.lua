@@ -117,6 +117,10 @@ describe("flag proxy, online (daisy chain)", function()
     -- beside the new one
     helpers.sleep(1)
     assert.is_true(to_upstream() <= before, ("%d connections to the upstream, %d before"):format(to_upstream(), before))
+    -- and the old generation, its feed reader woken by the close, is gone long before its drain
+    helpers.wait_until(function()
+      return host:get("/metrics").body:match("\nrelayhost_generations (%d+)") == "1"
+    end, 5, "the replaced generation to be freed")
     helpers.wait_until(function()
       local _, h = json_get(host, "/health")
       return type(h) == "table" and h.streamStatus.state == "CONNECTED"

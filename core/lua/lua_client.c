@@ -98,6 +98,7 @@ typedef struct {
   rh_buf pending;            /* body bytes no reader has taken yet */
   int ended;
   char err[192];             /* why it ended ("" when cleanly) */
+  rh_soon *wake;             /* close() from another task: the reader wakes on the next turn */
 } http_stream;
 
 static void stream_wake_reader(http_stream *s) {
@@ -157,6 +158,8 @@ static void stream_on_head(void *ud, const char *err, const rh_client_resp *resp
 static void stream_cancel_wait(void *op) {
   http_stream *s = op;
   s->waiter = NULL;
+  if (s->wake) rh_soon_cancel(s->wake);
+  s->wake = NULL;
   if (s->op) rh_client_cancel(s->op);
   s->op = NULL;
   s->ended = 1;
@@ -202,17 +205,28 @@ static int l_stream_read(lua_State *L) {
   return rh_task_yield(L, t, stream_cancel_wait, s);
 }
 
+static void stream_woken(void *ud) {
+  http_stream *s = ud;
+  s->wake = NULL;
+  stream_wake_reader(s);
+}
+
+/* stream:close(): a task parked in read() (another one: the reader is parked) gets nil,
+ * "closed" on the next loop turn. */
 static int l_stream_close(lua_State *L) {
   http_stream *s = luaL_checkudata(L, 1, STREAM_MT);
   if (s->op) rh_client_cancel(s->op);
   s->op = NULL;
   s->ended = 1;
   if (!s->err[0]) snprintf(s->err, sizeof s->err, "closed");
+  if (s->waiter && !s->wake) s->wake = rh_soon_call(stream_woken, s);
   return 0;
 }
 
 static int l_stream_gc(lua_State *L) {
   http_stream *s = luaL_checkudata(L, 1, STREAM_MT);
+  if (s->wake) rh_soon_cancel(s->wake);
+  s->wake = NULL;
   if (s->op) rh_client_cancel(s->op);
   s->op = NULL;
   rh_buf_free(&s->pending);

@@ -21,12 +21,10 @@
 
 #define TUN_MT "relay.tunnel"
 
-typedef struct wakeup wakeup;
-
 typedef struct {
   rh_tun *tun;               /* NULL once the session is over */
   rh_tfwd *fwd;              /* a forwarder: tun is its near end, there is no session */
-  wakeup *wake;              /* a pending resume of the waiter */
+  rh_soon *wake;             /* a pending resume of the waiter */
   rh_lua_ws_session *ws;
   rh_task *waiter;           /* parked in tun:wait() */
   char why[128];             /* why it ended */
@@ -57,18 +55,8 @@ static int sink_message(void *ud, int opcode, const char *p, size_t n) {
 
 /* The waiter is resumed from the loop, not from inside the session's callbacks: its handler
  * returning ends the session, which must not happen under the session's own feet. */
-struct wakeup {
-  uv_timer_t timer;
-  tunnel *t;                 /* NULL if the tunnel object was collected meanwhile */
-};
-
-static void wakeup_freed(uv_handle_t *h) { free(h->data); }
-
-static void wakeup_fire(uv_timer_t *tm) {
-  wakeup *w = tm->data;
-  tunnel *t = w->t;
-  uv_close((uv_handle_t *)tm, wakeup_freed);
-  if (!t) return;
+static void wakeup_fire(void *ud) {
+  tunnel *t = ud;
   t->wake = NULL;
   if (!t->waiter) return;
   rh_task *task = t->waiter;
@@ -84,13 +72,7 @@ static void sink_closed(void *ud, int code, const char *reason) {
   t->tun = NULL;
   t->ws = NULL;
   if (tun) rh_tun_free(tun, t->why);
-  if (!t->waiter || t->wake) return;
-  t->wake = malloc(sizeof *t->wake);
-  if (!t->wake) abort();
-  t->wake->t = t;
-  t->wake->timer.data = t->wake;
-  uv_timer_init(rh_loop(), &t->wake->timer);
-  uv_timer_start(&t->wake->timer, wakeup_fire, 0, 0);
+  if (t->waiter && !t->wake) t->wake = rh_soon_call(wakeup_fire, t);
 }
 
 static void sink_bytes(void *ud) {
@@ -304,7 +286,7 @@ static int l_gc(lua_State *L) {
   tunnel *t = u->t;
   if (!t) return 0;
   u->t = NULL;
-  if (t->wake) t->wake->t = NULL;
+  if (t->wake) rh_soon_cancel(t->wake);
   if (t->ws) rh_lua_ws_consume(t->ws, NULL, NULL);
   if (t->fwd) rh_tfwd_free(t->fwd);
   else if (t->tun) rh_tun_free(t->tun, "tunnel object collected");

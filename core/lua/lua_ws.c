@@ -46,7 +46,7 @@ struct rh_lua_ws_session {
   int closed, close_code, waiting, connecting, ud_ref;
   int foreign;               /* a call from another task is in progress: wake later, not now */
   int paused;                /* reading stopped: the queue is over QUEUE_HIGH_BYTES */
-  uv_timer_t *waker;         /* wakes the owner after a foreign call (freed by its close) */
+  rh_soon *waker;            /* wakes the owner after a foreign call */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
   double last_msg;           /* loop time of the last message from the peer */
   char close_reason[124];
@@ -110,9 +110,10 @@ static int push_next(lua_State *L, session *s) {
 
 static void wake(session *s);
 
-static void waker_fired(uv_timer_t *t) {
-  session *s = t->data;
-  if (s) wake(s);
+static void waker_fired(void *ud) {
+  session *s = ud;
+  s->waker = NULL;
+  wake(s);
 }
 
 /* Resumes a script parked in recv(). Called last by every callback: it may end the session.
@@ -121,13 +122,7 @@ static void waker_fired(uv_timer_t *t) {
 static void wake(session *s) {
   if (!s->waiting || !(s->head || s->closed)) return;
   if (s->foreign) {
-    if (!s->waker) {
-      s->waker = malloc(sizeof *s->waker);
-      if (!s->waker) abort();
-      uv_timer_init(rh_loop(), s->waker);
-      s->waker->data = s;
-    }
-    uv_timer_start(s->waker, waker_fired, 0, 0);
+    if (!s->waker) s->waker = rh_soon_call(waker_fired, s);
     return;
   }
   s->waiting = 0;
@@ -362,10 +357,7 @@ static void end_session(rh_task *t, session *s) {
   }
   if (s->engine) rh_ws_free(s->engine);
   if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
-  if (s->waker) {
-    s->waker->data = NULL;
-    uv_close((uv_handle_t *)s->waker, (uv_close_cb)free);
-  }
+  if (s->waker) rh_soon_cancel(s->waker);
   if (s->going_away[0]) {
     if (s->gprev) s->gprev->gnext = s->gnext;
     else going_away_list = s->gnext;

@@ -42,6 +42,35 @@ static void register_metrics(void) {
                                         NULL, 0, &err);
 }
 
+/* ---- next-turn calls ---- */
+
+struct rh_soon {
+  uv_timer_t timer;
+  void (*fn)(void *ud);
+  void *ud;
+};
+
+static void soon_freed(uv_handle_t *h) { free(h->data); }
+
+static void soon_fire(uv_timer_t *t) {
+  rh_soon *s = t->data;
+  uv_close((uv_handle_t *)t, soon_freed);
+  s->fn(s->ud);
+}
+
+rh_soon *rh_soon_call(void (*fn)(void *ud), void *ud) {
+  rh_soon *s = malloc(sizeof *s);
+  if (!s) abort();
+  s->fn = fn;
+  s->ud = ud;
+  s->timer.data = s;
+  uv_timer_init(rh_loop(), &s->timer);
+  uv_timer_start(&s->timer, soon_fire, 0, 0);
+  return s;
+}
+
+void rh_soon_cancel(rh_soon *s) { uv_close((uv_handle_t *)&s->timer, soon_freed); }
+
 /* ---- generations ---- */
 
 void rh_gen_ref(rh_gen *g) { g->refs++; }
