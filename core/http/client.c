@@ -51,7 +51,6 @@ struct rh_client_op {
   bool resolving, tcp_open;
   bool done;            /* called back or cancelled: from here on only closing happens */
   bool got_bytes;       /* anything arrived: a write error no longer matters */
-  bool interim;         /* the message being parsed is a 1xx to skip */
   bool complete, over_max;
   rh_client_data_cb on_data; /* streaming, see client.h */
   bool streaming;       /* the head went to cb: from here on the body goes to on_data */
@@ -151,11 +150,10 @@ static int on_message_begin(llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   rh_client_op *op = op_of(p);
+  if (rh_collect_interim_head(&op->parser)) return 0;
   op->status = p->status_code;
-  /* 1xx (other than 101) are interim: llhttp gives them no body, and the real answer follows. */
-  op->interim = op->status >= 100 && op->status < 200 && op->status != 101;
-  if (op->is_head && !op->interim) return 1; /* 1: no body, whatever Content-Length says */
-  if (op->on_data && !op->interim) {
+  if (op->is_head) return 1; /* 1: no body, whatever Content-Length says */
+  if (op->on_data) {
     rh_client_resp resp = { .status = op->status, .headers = op->headers, .body = "", .body_len = 0 };
     op->streaming = true;
     uv_timer_start(&op->timer, on_timer, op->idle_ms, 0);
@@ -182,10 +180,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 
 static int on_message_complete(llhttp_t *p) {
   rh_client_op *op = op_of(p);
-  if (op->interim) {
-    op->interim = false;
-    return 0;
-  }
+  if (!rh_collect_final_message(&op->parser)) return 0;
   op->complete = true;
   return HPE_PAUSED; /* anything after the response is not ours to parse */
 }

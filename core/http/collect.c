@@ -10,6 +10,7 @@ void rh_collect_init(rh_collect *c, llhttp_type_t type, const llhttp_settings_t 
 void rh_collect_into(rh_collect *c, rh_headers *into) {
   c->into = into;
   c->in_name = 0;
+  c->interim = 0;
 }
 
 /* Only ever called with the llhttp_t of an rh_collect (rh_collect_init's settings). */
@@ -31,6 +32,20 @@ int rh_collect_on_field_complete(llhttp_t *p) {
 int rh_collect_on_value(llhttp_t *p, const char *at, size_t len) {
   rh_collect *c = of(p);
   c->in_name = 0;
+  c->interim = 0;
   rh_headers_append_value(c->into, at, len);
+  return 0;
+}
+
+int rh_collect_interim_head(rh_collect *c) {
+  int st = c->llhttp.status_code;
+  c->interim = st >= 100 && st < 200 && st != 101;
+  if (c->interim) rh_headers_clear(c->into);
+  return c->interim;
+}
+
+int rh_collect_final_message(rh_collect *c) {
+  if (!c->interim) return 1;
+  c->interim = 0;
   return 0;
 }

@@ -19,6 +19,7 @@ typedef struct {
   llhttp_t llhttp;   /* first member: the callbacks turn their llhttp_t * back into the rh_collect */
   rh_headers *into;  /* where the fields go */
   int in_name;       /* the last field's name may still grow */
+  int interim;       /* responses: the message being parsed is a 1xx to skip */
 } rh_collect;
 
 /* llhttp_init, with llhttp's data set to `data` and the fields going to `into`. */
@@ -31,5 +32,12 @@ void rh_collect_into(rh_collect *c, rh_headers *into);
 int rh_collect_on_field(llhttp_t *p, const char *at, size_t len);
 int rh_collect_on_field_complete(llhttp_t *p);
 int rh_collect_on_value(llhttp_t *p, const char *at, size_t len);
+
+/* Responses: 1xx heads other than 101 (100 Continue, 103 Early Hints) are interim: not for the
+ * caller, their fields dropped, the real answer follows on the same parser. Call
+ * rh_collect_interim_head first in on_headers_complete (1: return 0 and wait for the next head)
+ * and rh_collect_final_message first in on_message_complete (0: an interim message ended). */
+int rh_collect_interim_head(rh_collect *c);
+int rh_collect_final_message(rh_collect *c);
 
 #endif

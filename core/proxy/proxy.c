@@ -642,11 +642,8 @@ static void response_headers(call *c, rh_headers *out) {
 
 static int cb_headers_complete(llhttp_t *p) {
   call *c = call_of(p);
+  if (rh_collect_interim_head(&c->parser)) return 0; /* 100 Continue: not for the client */
   c->status = p->status_code;
-  if (c->status >= 100 && c->status < 200) { /* interim (100 Continue): not for the client */
-    rh_headers_clear(&c->resp_headers);
-    return 0;
-  }
   c->resp_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : UINT64_MAX;
   c->resp_head_done = 1;
   if (c->conf->follow_redirects && (c->redirect_to = redirect_target(c))) return HPE_PAUSED;
@@ -672,7 +669,7 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
 
 static int cb_message_complete(llhttp_t *p) {
   call *c = call_of(p);
-  if (!c->resp_head_done) return 0; /* the end of an interim response */
+  if (!rh_collect_final_message(&c->parser)) return 0;
   c->resp_done = 1;
   return HPE_PAUSED;
 }

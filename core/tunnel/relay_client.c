@@ -26,7 +26,7 @@ typedef struct {
   rh_headers resp;
   rh_buf out;                /* request bytes waiting for the connection */
   size_t unacked;            /* request body bytes not yet acknowledged */
-  int chunked, is_head, interim, head_sent, done;
+  int chunked, is_head, head_sent, done;
 } exec;
 
 /* ---- urls ---- */
@@ -105,11 +105,7 @@ static exec *exec_of(llhttp_t *p) { return p->data; }
 static int on_headers_complete(llhttp_t *p) {
   exec *e = exec_of(p);
   int st = p->status_code;
-  e->interim = st >= 100 && st < 200; /* 100 Continue and friends stay on this hop */
-  if (e->interim) {
-    rh_headers_clear(&e->resp);
-    return 0;
-  }
+  if (rh_collect_interim_head(&e->parser)) return 0; /* 100 Continue and friends stay on this hop */
   rh_headers h = RH_HEADERS_INIT;
   rh_trelay_copy_headers(&e->resp, &h);
   rh_tstream_head(e->s, st, "", &h);
@@ -126,10 +122,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 
 static int on_message_complete(llhttp_t *p) {
   exec *e = exec_of(p);
-  if (e->interim) {
-    e->interim = 0;
-    return 0;
-  }
+  if (!rh_collect_final_message(&e->parser)) return 0;
   e->done = 1;
   return HPE_PAUSED;
 }

@@ -1,6 +1,7 @@
 /* Unit tests for core/http/collect.c: header fields come out whole and in order however llhttp's
  * input is split (names and values handed over in pieces), an empty value stays a field, and
- * rh_collect_into moves the next message's fields to another list. */
+ * rh_collect_into moves the next message's fields to another list, and interim (1xx) responses
+ * are skipped. */
 #include <stdio.h>
 #include <string.h>
 
@@ -68,9 +69,50 @@ static void test_into(void) {
   rh_headers_free(&second);
 }
 
+/* 1xx heads other than 101 are skipped: their fields dropped, the final response's kept. */
+static int finals, heads_seen;
+static int interim_head(llhttp_t *p) {
+  heads_seen++;
+  rh_collect_interim_head((rh_collect *)p);
+  return 0;
+}
+static int final_message(llhttp_t *p) {
+  if (rh_collect_final_message((rh_collect *)p)) finals++;
+  return 0;
+}
+
+static void test_interim(void) {
+  static const llhttp_settings_t s = {
+    .on_header_field = rh_collect_on_field,
+    .on_header_field_complete = rh_collect_on_field_complete,
+    .on_header_value = rh_collect_on_value,
+    .on_headers_complete = interim_head,
+    .on_message_complete = final_message,
+  };
+  static const char twice[] = "HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+                              "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+  rh_headers h = RH_HEADERS_INIT;
+  rh_collect c;
+  finals = heads_seen = 0;
+  rh_collect_init(&c, HTTP_RESPONSE, &s, NULL, &h);
+  CHECK(llhttp_execute(&c.llhttp, twice, sizeof twice - 1) == HPE_OK);
+  CHECK(llhttp_execute(&c.llhttp, response, sizeof response - 1) == HPE_OK);
+  CHECK(heads_seen == 3 && finals == 1);
+  CHECK(all_fields(&h)); /* X-Interim and Link are gone */
+  rh_headers_free(&h);
+
+  /* 101 is a final head (the connection switches), not one to skip */
+  static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+  rh_collect_init(&c, HTTP_RESPONSE, &s, NULL, &h);
+  llhttp_execute(&c.llhttp, switching, sizeof switching - 1);
+  CHECK(c.interim == 0 && h.n == 1);
+  rh_headers_free(&h);
+}
+
 int main(void) {
   for (size_t step = 1; step <= sizeof response; step++) test_split(step);
   test_into();
+  test_interim();
   if (failures) {
     fprintf(stderr, "test_collect: %d check(s) failed\n", failures);
     return 1;
