@@ -38,4 +38,58 @@ function helpers.start_redis(dir, fixed_port)
   error("could not start redis-server: " .. tostring(test.read_file(dir .. "/redis.log")))
 end
 
+-- ---- memory bounds under a flood ----
+
+-- A process's resident set in kB (nil once it has gone).
+function helpers.rss_kb(pid, field)
+  local s = test.read_file("/proc/" .. pid .. "/status")
+  return s and tonumber(s:match((field or "VmRSS") .. ":%s*(%d+)"))
+end
+
+-- Whether the binary under test carries ASan, where RSS is shadow memory and quarantine and
+-- says nothing about our own bounds: flood tests then check only that the host lives and answers.
+local asan
+function helpers.asan()
+  if asan == nil then
+    local p = io.popen("ldd " .. test.bin() .. " 2>/dev/null")
+    asan = p:read("*a"):find("libasan", 1, true) ~= nil
+    p:close()
+  end
+  return asan
+end
+
+-- Runs a flood against `host` and holds it to a memory bound. opts:
+--   seconds   how long step() is called, over and over (default 3)
+--   step      one slice of the flood; keeps its own state (a socket it writes to, …)
+--   probe     a normal client's request; must return true (default: any answer to GET /)
+--   bound_kb  how far RSS may rise above what it was before the flood (plain build only)
+-- Probes run every 0.25 s during the flood and once after it. Returns the peak rise in kB (0
+-- under ASan), for the test's own message.
+function helpers.flood(host, opts)
+  local socket = require "socket"
+  local probe = opts.probe or function()
+    local c = test.connect(host.port, nil, 2)
+    local res = c and c:get("/")
+    if c then c:close() end
+    return res ~= nil and res.status ~= nil
+  end
+  local base = helpers.rss_kb(host.pid)
+  local peak, t_end, next_probe = 0, socket.gettime() + (opts.seconds or 3), 0
+  while socket.gettime() < t_end do
+    opts.step()
+    local now = socket.gettime()
+    if now >= next_probe then
+      assert(not host:exited(), "the host exited during the flood:\n" .. host:log():sub(-2000))
+      assert(probe(), "a probe request got no answer during the flood")
+      next_probe = now + 0.25
+    end
+    peak = math.max(peak, (helpers.rss_kb(host.pid) or base) - base)
+  end
+  assert(probe(), "a probe request got no answer after the flood")
+  if helpers.asan() then return 0 end
+  assert(peak <= opts.bound_kb,
+    ("RSS rose %d kB during the flood, more than the bound of %d kB"):format(peak, opts.bound_kb))
+  return peak
+end
+
 return helpers

@@ -18,6 +18,7 @@
 #include <llhttp.h>
 
 #include "http/collect.h"
+#include "http/head.h"
 #include "log/buf.h"
 #include "tls/tls.h"
 
@@ -413,23 +414,6 @@ static const char *parse_url(const char *url, url_parts *u) {
   return NULL;
 }
 
-static bool is_tchar(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static bool is_token(const char *s, size_t n) {
-  if (n == 0) return false;
-  for (size_t i = 0; i < n; i++) if (!is_tchar((unsigned char)s[i])) return false;
-  return true;
-}
-
-/* A value with CR, LF or NUL would let the caller smuggle in headers or a second request. */
-static bool is_field_value(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++) if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
-  return true;
-}
-
 /* The framing headers are ours: the body is sent with Content-Length, one request per
  * connection. */
 static bool is_framing_header(const rh_header *f) {
@@ -439,15 +423,17 @@ static bool is_framing_header(const rh_header *f) {
 
 static const char *build_request(rh_client_op *op, const rh_client_req *req, const url_parts *u) {
   const char *method = req->method ? req->method : "GET";
-  if (!is_token(method, strlen(method))) return "bad request: invalid method";
   size_t body_len = req->body ? req->body_len : 0;
   const rh_headers *h = req->headers;
   rh_buf *b = &op->out;
 
-  rh_buf_printf(b, "%s ", method);
-  if (u->target_len == 0 || u->target[0] == '?') rh_buf_puts(b, "/");
-  rh_buf_append(b, u->target, u->target_len);
-  rh_buf_puts(b, " HTTP/1.1\r\n");
+  /* a query-only target ("?x=1") is the root's */
+  rh_buf target = RH_BUF_INIT;
+  if (u->target_len == 0 || u->target[0] == '?') rh_buf_puts(&target, "/");
+  rh_buf_append(&target, u->target, u->target_len);
+  const char *err = rh_head_request_line(b, method, strlen(method), target.data, target.len);
+  rh_buf_free(&target);
+  if (err) return rh_http_is_token(method, strlen(method)) ? "bad url: invalid target" : "bad request: invalid method";
 
   if (!h || !rh_headers_find(h, "host", NULL)) {
     rh_buf_puts(b, "Host: ");
@@ -459,13 +445,8 @@ static const char *build_request(rh_client_op *op, const rh_client_req *req, con
   }
   for (size_t i = 0; h && i < h->n; i++) {
     const rh_header *f = &h->items[i];
-    if (!is_token(f->name, f->name_len) || !is_field_value(f->value, f->value_len))
-      return "bad request: invalid header";
     if (is_framing_header(f)) continue;
-    rh_buf_append(b, f->name, f->name_len);
-    rh_buf_puts(b, ": ");
-    rh_buf_append(b, f->value, f->value_len);
-    rh_buf_puts(b, "\r\n");
+    if (rh_head_field(b, f->name, f->name_len, f->value, f->value_len)) return "bad request: invalid header";
   }
   if (body_len || !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))
     rh_buf_printf(b, "Content-Length: %zu\r\n", body_len);

@@ -1,4 +1,5 @@
 #include "http/server.h"
+#include "http/head.h"
 
 #include <inttypes.h>
 #include <llhttp.h>
@@ -585,24 +586,13 @@ static int cb_url(llhttp_t *p, const char *at, size_t len) {
 
 static int fail_parse(rh_http_conn *c, int status, const char *reason);
 
-/* RFC 9110 token characters: llhttp 8.1 lets an empty name and spaces through. */
-static int is_token(const char *s, size_t n) {
-  static const char *extra = "!#$%&'*+-.^_`|~";
-  if (!n) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch && strchr(extra, ch))))
-      return 0;
-  }
-  return 1;
-}
-
 /* The shared collecting, then the checks only a server makes on a request's field names. */
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_collect_on_field_complete(p); /* a value follows, even an empty one */
   rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
-  if (!is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
+  /* llhttp 8.1 lets an empty name and spaces through */
+  if (!rh_http_is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
   c->ps->host_count += rh_header_name_eq(f, "host");
   c->ps->te_count += rh_header_name_eq(f, "transfer-encoding");
@@ -1011,41 +1001,23 @@ static void date_header(rh_buf *b) {
   rh_buf_puts(b, cached);
 }
 
-/* "HTTP/1.1 200 OK\r\n" without printf (it runs for every response). */
-static size_t status_line(int status, char *out) {
-  const char *reason = rh_http_reason(status);
-  size_t rlen = strlen(reason);
-  if (rlen > 40) rlen = 40;
-  memcpy(out, "HTTP/1.1 ", 9);
-  out[9] = (char)('0' + status / 100 % 10);
-  out[10] = (char)('0' + status / 10 % 10);
-  out[11] = (char)('0' + status % 10);
-  out[12] = ' ';
-  memcpy(out + 13, reason, rlen);
-  memcpy(out + 13 + rlen, "\r\n", 2);
-  return 15 + rlen;
-}
-
 static int body_allowed(int status) { return !(status < 200 || status == 204 || status == 304); }
 
 /* Framing headers are the server's: the caller's Content-Length/Transfer-Encoding/Connection
  * are dropped, except a Content-Length on a streamed response, which sets its length. */
 static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *h, int64_t length) {
-  char line[64];
-  size_t n = status_line(status, line);
-  rh_buf_append(b, line, n);
+  if (rh_head_status_line(b, status)) rh_head_status_line(b, 500);
   int have_date = 0, have_server = 0;
   for (size_t i = 0; h && i < h->n; i++) {
     const rh_header *f = &h->items[i];
     if (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding") ||
         rh_header_name_eq(f, "connection"))
       continue;
+    /* a field that fails the check is not written: the callers check what they are handed
+     * (Lua headers, a proxied head) and answer for it; this is the last line */
+    if (rh_head_field(b, f->name, f->name_len, f->value, f->value_len)) continue;
     have_date |= rh_header_name_eq(f, "date");
     have_server |= rh_header_name_eq(f, "server");
-    rh_buf_append(b, f->name, f->name_len);
-    rh_buf_append(b, ": ", 2);
-    rh_buf_append(b, f->value, f->value_len);
-    rh_buf_append(b, "\r\n", 2);
   }
   if (!have_server) rh_buf_puts(b, "Server: relayhost\r\n");
   if (!have_date) date_header(b);

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "http/head.h"
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
@@ -138,23 +139,6 @@ void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
   else lua_pop(L, 1);
 }
 
-static int valid_name(const char *s, size_t n) {
-  static const char *tchar = "!#$%&'*+-.^_`|~";
-  if (!n) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c && strchr(tchar, c))))
-      return 0;
-  }
-  return 1;
-}
-
-static int valid_value(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == 0) return 0;
-  return 1;
-}
-
 static int add_checked(lua_State *L, rh_headers *h, const char *name, size_t nlen, int vidx) {
   size_t vlen;
   const char *v = lua_tolstring(L, vidx, &vlen);
@@ -162,8 +146,8 @@ static int add_checked(lua_State *L, rh_headers *h, const char *name, size_t nle
     lua_pushfstring(L, "header '%s': value must be a string or number", name);
     return -1;
   }
-  if (!valid_value(v, vlen)) {
-    lua_pushfstring(L, "header '%s': value contains CR, LF or NUL", name);
+  if (!rh_http_is_field_value(v, vlen)) {
+    lua_pushfstring(L, "header '%s': value contains CR, LF, NUL or another control character", name);
     return -1;
   }
   rh_headers_add(h, name, nlen, v, vlen);
@@ -214,7 +198,7 @@ int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
     size_t nlen;
     if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 2); continue; }
     const char *name = lua_tolstring(L, -2, &nlen);
-    if (!valid_name(name, nlen)) {
+    if (!rh_http_is_token(name, nlen)) {
       lua_pop(L, 2);
       lua_pushfstring(L, "header name '%s' is not a valid token", name);
       return -1;

@@ -1,0 +1,84 @@
+#include "http/head.h"
+#include <string.h>
+#include "http/server.h"
+
+/* Byte classes, by table: these run over every byte of every head the proxy forwards. */
+enum { TCHAR = 1, VCHAR_OR_OBS = 2, TARGET = 4 };
+
+static unsigned char klass[256];
+
+static void init_classes(void) {
+  for (int c = 0x21; c < 0x7f; c++) klass[c] |= VCHAR_OR_OBS | TARGET;
+  for (int c = 0x80; c < 0x100; c++) klass[c] |= VCHAR_OR_OBS;
+  klass[' '] |= VCHAR_OR_OBS;
+  klass['\t'] |= VCHAR_OR_OBS;
+  klass['#'] &= (unsigned char)~TARGET;
+  for (int c = '0'; c <= '9'; c++) klass[c] |= TCHAR;
+  for (int c = 'a'; c <= 'z'; c++) klass[c] |= TCHAR;
+  for (int c = 'A'; c <= 'Z'; c++) klass[c] |= TCHAR;
+  for (const char *p = "!#$%&'*+-.^_`|~"; *p; p++) klass[(unsigned char)*p] |= TCHAR;
+}
+
+static int all_of(const char *s, size_t n, unsigned char want) {
+  if (!klass['a']) init_classes();
+  for (size_t i = 0; i < n; i++)
+    if (!(klass[(unsigned char)s[i]] & want)) return 0;
+  return 1;
+}
+
+int rh_http_is_token(const char *s, size_t n) { return n > 0 && all_of(s, n, TCHAR); }
+int rh_http_is_field_value(const char *s, size_t n) { return all_of(s, n, VCHAR_OR_OBS); }
+
+int rh_http_is_target(const char *s, size_t n) {
+  if (n == 1 && s[0] == '*') return 1;
+  return n > 0 && s[0] == '/' && all_of(s, n, TARGET);
+}
+
+const char *rh_head_request_line(rh_buf *b, const char *method, size_t mlen, const char *target,
+                                 size_t tlen) {
+  if (!rh_http_is_token(method, mlen)) return "invalid method";
+  if (!rh_http_is_target(target, tlen)) return "invalid request target";
+  rh_buf_reserve(b, mlen + tlen + 12);
+  rh_buf_append(b, method, mlen);
+  rh_buf_append(b, " ", 1);
+  rh_buf_append(b, target, tlen);
+  rh_buf_append(b, " HTTP/1.1\r\n", 11);
+  return NULL;
+}
+
+/* Without printf: it runs for every response. */
+const char *rh_head_status_line(rh_buf *b, int status) {
+  if (status < 100 || status > 599) return "invalid status code";
+  const char *reason = rh_http_reason(status);
+  char line[15] = "HTTP/1.1 NNN ";
+  line[9] = (char)('0' + status / 100);
+  line[10] = (char)('0' + status / 10 % 10);
+  line[11] = (char)('0' + status % 10);
+  rh_buf_append(b, line, 13);
+  rh_buf_puts(b, reason);
+  rh_buf_append(b, "\r\n", 2);
+  return NULL;
+}
+
+const char *rh_head_field(rh_buf *b, const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (!rh_http_is_token(name, nlen)) return "invalid header name";
+  if (!rh_http_is_field_value(value, vlen)) return "invalid header value";
+  rh_buf_reserve(b, nlen + vlen + 4);
+  rh_buf_append(b, name, nlen);
+  rh_buf_append(b, ": ", 2);
+  rh_buf_append(b, value, vlen);
+  rh_buf_append(b, "\r\n", 2);
+  return NULL;
+}
+
+const char *rh_head_fields(rh_buf *b, const rh_headers *h, int (*skip)(const rh_header *f)) {
+  for (size_t i = 0; h && i < h->n; i++) {
+    const rh_header *f = &h->items[i];
+    if (skip && skip(f)) continue;
+    const char *err = rh_head_field(b, f->name, f->name_len, f->value, f->value_len);
+    if (err) return err;
+  }
+  return NULL;
+}
+
+void rh_head_end(rh_buf *b) { rh_buf_append(b, "\r\n", 2); }

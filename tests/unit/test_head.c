@@ -1,0 +1,68 @@
+/* Unit tests for core/http/head.c: the parts of a head are checked as they are written (a CR, LF,
+ * NUL or other control byte, a space in a target, an empty or non-token name or method, a status
+ * out of range are refused with a message), and what is written is the expected bytes. */
+#include <string.h>
+
+#include "http/head.h"
+#include "check.h"
+
+static int is(const rh_buf *b, const char *want) {
+  return b->len == strlen(want) && memcmp(b->data, want, b->len) == 0;
+}
+
+static void test_checks(void) {
+  test_name = "checks";
+  CHECK(rh_http_is_token("X-Ok_1!#$%&'*+-.^`|~", 20));
+  CHECK(!rh_http_is_token("", 0));
+  CHECK(!rh_http_is_token("a b", 3));
+  CHECK(!rh_http_is_token("a:", 2));
+  CHECK(!rh_http_is_token("a\0", 2));
+  CHECK(rh_http_is_field_value("", 0));
+  CHECK(rh_http_is_field_value("a b\tc \xc3\xa9", 8));
+  CHECK(!rh_http_is_field_value("a\r\nSet-Cookie: x", 16));
+  CHECK(!rh_http_is_field_value("a\nb", 3));
+  CHECK(!rh_http_is_field_value("a\0b", 3));
+  CHECK(!rh_http_is_field_value("a\x01", 2));
+  CHECK(!rh_http_is_field_value("a\x7f", 2));
+  CHECK(rh_http_is_target("/a/b?c=d&e=%20", 14));
+  CHECK(rh_http_is_target("*", 1));
+  CHECK(!rh_http_is_target("", 0));
+  CHECK(!rh_http_is_target("?x=1", 4));
+  CHECK(!rh_http_is_target("@127.0.0.1:1/x", 14));
+  CHECK(!rh_http_is_target("/a b", 4));
+  CHECK(!rh_http_is_target("/a\r\nGET /b", 10));
+  CHECK(!rh_http_is_target("/a#f", 4));
+  CHECK(!rh_http_is_target("/\xc3\xa9", 3));
+}
+
+static void test_writers(void) {
+  test_name = "writers";
+  rh_buf b = RH_BUF_INIT;
+  CHECK(!rh_head_request_line(&b, "GET", 3, "/x?y", 4));
+  CHECK(!rh_head_field(&b, "Host", 4, "h", 1));
+  rh_headers h = RH_HEADERS_INIT;
+  rh_headers_add(&h, "A", 1, "1", 1);
+  rh_headers_add(&h, "Content-Length", 14, "5", 1);
+  CHECK(!rh_head_fields(&b, &h, rh_header_hop_by_hop));
+  rh_head_end(&b);
+  CHECK(is(&b, "GET /x?y HTTP/1.1\r\nHost: h\r\nA: 1\r\nContent-Length: 5\r\n\r\n"));
+  b.len = 0;
+  CHECK(!rh_head_status_line(&b, 404));
+  CHECK(is(&b, "HTTP/1.1 404 Not Found\r\n"));
+  rh_headers_add(&h, "Bad", 3, "x\r\ny: z", 7);
+  b.len = 0;
+  CHECK(rh_head_fields(&b, &h, NULL) != NULL);
+  CHECK(rh_head_status_line(&b, 99) != NULL);
+  CHECK(rh_head_status_line(&b, 600) != NULL);
+  CHECK(rh_head_request_line(&b, "G T", 3, "/", 1) != NULL);
+  CHECK(rh_head_request_line(&b, "GET", 3, "/ HTTP/1.1\r\nX: y", 16) != NULL);
+  rh_headers_free(&h);
+  rh_buf_free(&b);
+}
+
+int main(void) {
+  test_checks();
+  test_writers();
+  if (failures) fprintf(stderr, "%d failure(s)\n", failures);
+  return failures ? 1 : 0;
+}
