@@ -130,6 +130,29 @@ function M.pairing_response(request_id)
            encIv = "i", encTag = "t", encCiphertext = "c" }
 end
 
+-- ---- the bus ----
+
+-- base64url(HMAC-SHA256(key, data)), by the openssl CLI (not by the code under test).
+function M.hmac_b64url(key, data)
+  local dir = helpers.tmpdir()
+  helpers.write_file(dir .. "/in", data)
+  local p = io.popen(("openssl dgst -sha256 -hmac '%s' -binary %s/in | base64 -w0"):format(key, dir))
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("=", ""):gsub("%+", "-"):gsub("/", "_"))
+end
+
+-- A bus envelope from relay-x to target, signed with key the way the original signs (absent
+-- optional fields as ""). over replaces fields after signing.
+function M.envelope(key, target, issued, payload, over)
+  local e = { workspaceId = "ws1", runtimeTargetId = "rt1", sourceRelayId = "relay-x", targetRelayId = target,
+              direction = "client_to_daemon", issuedAtMs = issued, payload = payload }
+  e.signature = M.hmac_b64url(key, table.concat({ "ws1", "rt1", "", "relay-x", target, "client_to_daemon",
+                                                   string.format("%d", issued), payload }, "\n"))
+  for k, v in pairs(over or {}) do e[k] = v end
+  return e
+end
+
 -- Counter value from /metrics (admin must be on), or 0.
 function M.metric(host, name, token)
   local res = host:get("/metrics", { authorization = "Bearer " .. (token or "admin-token-for-tests") })
