@@ -1,6 +1,7 @@
 -- Shared by the workspace relay specs: start the relay against the peers' validate fixture,
 -- tokens and their claims, and frames of the Viewport protocol.
 local helpers = require "helpers"
+local cjson = require "cjson"
 
 local M = {}
 
@@ -43,6 +44,21 @@ M.tokens = {
                                       clientId = "client-r2" } },
   ["worker-token-1"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "worker", clientId = "worker-1",
                                     managedExecutorId = "ex1" } },
+  -- null where the role may go without the claim (a daemon no executor manages, …)
+  ["daemon-token-nulls"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt9", role = "workspace-daemon",
+                                        clientId = "daemon-n", managedExecutorId = cjson.null, machineId = cjson.null,
+                                        e2eeProfile = cjson.null, scope = cjson.null, userId = cjson.null,
+                                        daemonIssueGeneration = cjson.null, sessionIds = cjson.null } },
+  ["client-token-nulls"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt9", role = "client", scope = "runtime",
+                                        clientId = "client-n9", e2eeProfile = cjson.null, sessionChannels = cjson.null,
+                                        managedExecutorId = cjson.null, installId = cjson.null, ver = cjson.null } },
+  ["worker-token-nulls"] = { claims = { workspaceId = "ws1", role = "worker", managedExecutorId = "ex1",
+                                        runtimeTargetId = cjson.null, scope = cjson.null, policyMode = cjson.null } },
+  -- null where the role needs the claim
+  ["client-token-null-scope"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "client", scope = cjson.null } },
+  ["worker-token-null-exec"] = { claims = { workspaceId = "ws1", role = "worker", managedExecutorId = cjson.null } },
+  ["daemon-token-null-ws"] = { claims = { workspaceId = cjson.null, runtimeTargetId = "rt1", role = "workspace-daemon" } },
+  ["client-token-wrong-type"] = { claims = { workspaceId = "ws1", role = "client", scope = "runtime", managedExecutorId = 5 } },
   ["bad-claims-token"] = { claims = { workspaceId = "ws1", role = "client", scope = "runtime", surprise = "yes" } },
   ["not-ok-token"] = { body = { ok = false, reason = "REVOKED" } },
   ["slow-token-x"] = { delay_ms = 4000, claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "client",
