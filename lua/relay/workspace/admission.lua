@@ -105,14 +105,24 @@ function M.validate(cfg, token, role, workspace_id, runtime_target_id)
   return claims
 end
 
+-- A locally verified token's claims, for a connection of this role: the token must name that
+-- role (the validate endpoint is told the role and judges it; a JWT is judged by itself alone).
+local function token_claims(jwks, token, role)
+  local claims, why = jwks:verify(token)
+  if not claims then return nil, why end
+  if claims.role ~= role then
+    return nil, claims.role == nil and "token has no role claim" or "role claim mismatch"
+  end
+  return M.check_claims(claims, role, true)
+end
+
 -- Runs the configured steps in order (cfg.admission: "validate", "jwks"); every step must
 -- admit. A jwks step's claims are the token's; a later validate step's claims replace them.
 function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
   local claims, why
   for _, step in ipairs(cfg.admission) do
     if step == "jwks" then
-      claims, why = jwks:verify(token)
-      if claims then claims, why = M.check_claims(claims, role, true) end
+      claims, why = token_claims(jwks, token, role)
     else
       claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
     end
