@@ -31,7 +31,8 @@ describe("workspace relay bus consumer under hostile envelopes", function()
     W.fixture(peers)
     A = W.start_named(peers, "relay-a", { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://127.0.0.1:" .. rport,
                                           RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC,
-                                          RELAY_BUS_POLL_INTERVAL_MS = "50", RELAY_MAX_FRAME_BYTES = "65536" })
+                                          RELAY_BUS_POLL_INTERVAL_MS = "50", RELAY_MAX_FRAME_BYTES = "65536",
+                                          RELAY_REDIS_PRESENCE_TTL_MS = "200" }) -- presence lookups cached 0.2 s
     assert.equal("open", W.connect(peers, A, "da", W.DAEMON_Q, "daemon-token-1"))
   end)
 
@@ -67,6 +68,24 @@ describe("workspace relay bus consumer under hostile envelopes", function()
                            "bad signature", "not JSON" } do
       assert.matches('"event":"bus_envelope_rejected"[^\n]*"reason":"' .. why .. '"', log)
     end
+  end)
+
+  it("takes a presence record whose fields have the wrong type for no record, and the client is served", function()
+    local records = { '{"relayId":{"x":1},"daemonConnected":true}', '{"relayId":null}', '{"relayId":5,"relayWsBaseUrl":[]}',
+                      '{"relayId":true,"relayWsBaseUrl":"ws://127.0.0.1:1/ws"}' }
+    for i, rec in ipairs(records) do
+      assert.equal("OK", redis(rport, "SET", "viewport:relay:presence:ws1:rt2", rec):sub(2))
+      helpers.sleep(0.25) -- past the lookup cache
+      local id = "p" .. i
+      assert.equal("open", W.connect(peers, A, id, "role=client&workspaceId=ws1&runtimeTargetId=rt2", "client-token-rt2"))
+      peers:send(id, W.e2ee("s"))
+      assert.equal("DAEMON_UNAVAILABLE", peers:message(id).code, rec)
+      peers:send(id, W.e2ee("s", 2))
+      assert.equal("DAEMON_UNAVAILABLE", peers:message(id).code, rec)
+      peers:cmd { op = "close", id = id, code = 1000 }
+      assert.equal(1000, peers:wait(id, "close").code)
+    end
+    assert.matches('"event":"presence_error"[^\n]*invalid presence record', A:log())
   end)
 
   it("drops an oversize envelope in Redis without reading it into the relay", function()

@@ -187,6 +187,10 @@ function M:remote_daemon(ws, rt)
   if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
     local rec, err = self.transport:resolve(ws, rt)
     if rec == nil then self:failed("presence", err); return nil end
+    if rec and type(rec.relayId) ~= "string" then -- someone else's writing: no record
+      self:failed("presence", "invalid presence record")
+      rec = false
+    end
     c = { at = t, rec = rec }
     self.cache[key] = c
     self.obs:inc("relay_presence_lookups_total")
