@@ -36,6 +36,15 @@ describe("workspace relay JWKS refresh", function()
 
   local function all(list, v) for _, x in ipairs(list) do if x ~= v then return false end end return true end
 
+  -- A relay that has fetched its keys once, and now holds them stale, the endpoint in mode.
+  local function stale_relay(mode)
+    local r = relay_for(1000)
+    assert.is_true(all(admit_all(r, 1), "open"))
+    post("/mode?m=" .. mode)
+    helpers.sleep(1.2) -- the keys are now older than RELAY_JWKS_REFRESH_MS
+    return r
+  end
+
   setup(function()
     dir = helpers.tmpdir()
     assert(os.execute(("openssl genpkey -algorithm ED25519 -out %s/ed.pem >/dev/null 2>&1"):format(dir)) == 0)
@@ -76,10 +85,7 @@ describe("workspace relay JWKS refresh", function()
   end)
 
   it("admits with stale keys at once while a slow refresh runs", function()
-    local r = relay_for(1000)
-    assert.is_true(all(admit_all(r, 1), "open"))
-    post("/mode?m=slow&delay=3")
-    helpers.sleep(1.2)
+    local r = stale_relay("slow&delay=3")
     local out, took = admit_all(r, 20)
     assert.is_true(all(out, "open"), table.concat(out, " "))
     assert.is_true(took < 1.5, ("20 admissions took %.2f s"):format(took))
@@ -87,10 +93,7 @@ describe("workspace relay JWKS refresh", function()
   end)
 
   it("backs off while the endpoint fails: stale keys keep admitting, and a relay with none refuses fast", function()
-    local r = relay_for(1000)
-    assert.is_true(all(admit_all(r, 1), "open"))
-    post("/mode?m=down")
-    helpers.sleep(1.2)
+    local r = stale_relay("down")
     local before = fetches()
     for _ = 1, 30 do assert.is_true(all(admit_all(r, 1), "open")) end
     local made = fetches() - before
