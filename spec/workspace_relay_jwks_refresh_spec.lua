@@ -14,7 +14,7 @@ describe("workspace relay JWKS refresh", function()
 
   local function relay_for(refresh_ms)
     return W.start(peers, W.with_admin { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = jwks:url("/jwks.json"),
-                                         RELAY_JWKS_REFRESH_MS = tostring(refresh_ms), RELAY_ADMISSION_TIMEOUT_MS = "2000",
+                                         RELAY_JWKS_REFRESH_MS = tostring(refresh_ms), RELAY_ADMISSION_TIMEOUT_MS = "4000",
                                          RELAY_UPGRADE_RATE_PER_MINUTE = "100000", RELAY_MAX_CONNECTIONS_PER_IP = "1000",
                                          RELAY_MAX_CLIENTS_PER_WORKSPACE = "1000" })
   end
@@ -85,10 +85,10 @@ describe("workspace relay JWKS refresh", function()
   end)
 
   it("admits with stale keys at once while a slow refresh runs", function()
-    local r = stale_relay("slow&delay=3")
+    local r = stale_relay("slow&delay=6")
     local out, took = admit_all(r, 20)
     assert.is_true(all(out, "open"), table.concat(out, " "))
-    assert.is_true(took < 1.5, ("20 admissions took %.2f s"):format(took))
+    assert.is_true(took < 2.5, ("20 admissions took %.2f s"):format(took)) -- waiting for the fetch: 4 s
     assert.equal(0, r:stop())
   end)
 
@@ -97,7 +97,7 @@ describe("workspace relay JWKS refresh", function()
     local before = fetches()
     for _ = 1, 30 do assert.is_true(all(admit_all(r, 1), "open")) end
     local made = fetches() - before
-    assert.is_true(made >= 1 and made <= 3, made .. " fetches for 30 admissions")
+    assert.is_true(made >= 1 and made <= 4, made .. " fetches for 30 admissions") -- backoff 1, 2, 4 s
     assert.matches('"event":"jwks_fetch_failed"', r:log())
     assert.equal(0, r:stop())
 
@@ -105,7 +105,7 @@ describe("workspace relay JWKS refresh", function()
     before = fetches()
     for _ = 1, 30 do assert.equal(401, admit_all(cold, 1)[1]) end
     made = fetches() - before
-    assert.is_true(made >= 1 and made <= 3, made .. " fetches for 30 refused admissions")
+    assert.is_true(made >= 1 and made <= 4, made .. " fetches for 30 refused admissions")
     assert.equal(0, cold:stop())
   end)
 end)
