@@ -88,6 +88,26 @@ describe("workspace relay bus consumer under hostile envelopes", function()
     assert.matches('"event":"presence_error"[^\n]*invalid presence record', A:log())
   end)
 
+  it("reads at most 4 KiB of a presence record: a larger one counts as no record", function()
+    local hwm = helpers.rss_kb(A.pid, "VmHWM")
+    local rec = '{"relayId":"relay-z","relayWsBaseUrl":"ws://127.0.0.1:1/ws","pad":"' .. ("x"):rep(32 * 1024 * 1024) .. '"}'
+    assert.equal("OK", redis(rport, "SET", "viewport:relay:presence:ws1:rt2", rec):sub(2))
+    helpers.sleep(0.25) -- past the lookup cache
+    assert.equal("open", W.connect(peers, A, "big-rec", "role=client&workspaceId=ws1&runtimeTargetId=rt2", "client-token-rt2"))
+    for seq = 1, 3 do
+      peers:send("big-rec", W.e2ee("s", seq))
+      assert.equal("DAEMON_UNAVAILABLE", peers:message("big-rec").code)
+      helpers.sleep(0.25)
+    end
+    if not helpers.asan() then
+      local grown = helpers.rss_kb(A.pid, "VmHWM") - hwm
+      assert.is_true(grown < 8 * 1024, "peak RSS grew by " .. grown .. " kB")
+    end
+    assert.matches('"event":"presence_error"[^\n]*presence record over 4096 bytes', A:log())
+    peers:cmd { op = "close", id = "big-rec", code = 1000 }
+    peers:wait("big-rec", "close")
+  end)
+
   it("drops an oversize envelope in Redis without reading it into the relay", function()
     local hwm = helpers.rss_kb(A.pid, "VmHWM")
     local before = W.metric(A, "relay_bus_rejected_total")

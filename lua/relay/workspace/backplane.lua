@@ -37,10 +37,15 @@ function Redis:upsert(ws, rt, record)
   return self.cmd:call("DEL", self:presence_key(ws, rt))
 end
 
+-- A record is a few hundred bytes: more than MAX_RECORD is never read (GETRANGE), and counts
+-- as no record. -> record | false [, why not taken] | nil, err
+local MAX_RECORD = 4096
+
 function Redis:resolve(ws, rt)
-  local v, err = self.cmd:call("GET", self:presence_key(ws, rt))
+  local v, err = self.cmd:call("GETRANGE", self:presence_key(ws, rt), 0, MAX_RECORD)
   if err then return nil, err end
-  local ok, rec = pcall(cjson.decode, v or "null")
+  if #v > MAX_RECORD then return false, "presence record over " .. MAX_RECORD .. " bytes" end
+  local ok, rec = pcall(cjson.decode, v ~= "" and v or "null")
   return ok and type(rec) == "table" and rec or false
 end
 
@@ -187,10 +192,8 @@ function M:remote_daemon(ws, rt)
   if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
     local rec, err = self.transport:resolve(ws, rt)
     if rec == nil then self:failed("presence", err); return nil end
-    if rec and type(rec.relayId) ~= "string" then -- someone else's writing: no record
-      self:failed("presence", "invalid presence record")
-      rec = false
-    end
+    if rec and type(rec.relayId) ~= "string" then rec, err = false, "invalid presence record" end
+    if err then self:failed("presence", err) end -- a record not taken counts as none
     c = { at = t, rec = rec }
     self.cache[key] = c
     self.obs:inc("relay_presence_lookups_total")
