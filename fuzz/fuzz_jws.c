@@ -9,6 +9,11 @@
  *  mode odd: everything from the input: alg (selector), kty and crv, the key members n, e, x, y,
  *    the signed input and the signature, each a u8 length and bytes. The answer is -1 with a
  *    reason, 0 or 1, and 1 only when the key members are one of our real keys (nobody forges).
+ *  mode 2 (mod 4): data is a JWS header (any bytes). The token header.claims is signed with the
+ *    real Ed25519 key and goes through relay.jwt.verify_jwks (the real lua/relay/jwt.lua, in
+ *    LuaJIT; lua_state.h) with that key's JWK. It must not raise; a header with a "crit" member
+ *    (RFC 7515 4.1.11: this verifier understands no extension) is refused with a crit reason; a
+ *    header that is an object with alg EdDSA, no crit and no kid but ours verifies.
  * Sanitizers check the rest (OpenSSL's own allocations freed: LSan). */
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -23,6 +28,9 @@
 
 #define FUZZ_TARGET "fuzz_jws"
 #include "check.h"
+#include "lua_state.h"
+
+int luaopen_cjson(lua_State *L);
 
 typedef struct {
   const char *alg, *kty, *crv;
@@ -141,16 +149,72 @@ static void hostile_round(int selector, const uint8_t *p, size_t n) {
   if (rc == 1 && !is_real_key(&k)) FAIL("%s verified with a key nobody holds", alg ? alg : "(null)");
 }
 
+/* ---- mode 2: a hostile header through relay.jwt ---- */
+
+static lua_State *L;
+static int token_ref;
+
+/* Raises "INVARIANT: …" on a violation. */
+static const char token_check[] =
+  "local jwt, cjson, core = require 'relay.jwt', require 'cjson', require 'relay.core'\n"
+  "local function b64(s) return core.base64_encode(s, true) end\n"
+  "return function(header, sign, x)\n"
+  "  local input = b64(header) .. '.' .. b64('{\"sub\":\"u\",\"exp\":4000000000}')\n"
+  "  local token = input .. '.' .. b64(sign(input))\n"
+  "  local keys = { { kty = 'OKP', crv = 'Ed25519', kid = 'k', x = b64(x) } }\n"
+  "  local ok, claims, err = pcall(jwt.verify_jwks, token, keys, { now = 1e9 })\n"
+  "  if not ok then error('INVARIANT: verify_jwks raised: ' .. tostring(claims), 0) end\n"
+  "  local dok, h = pcall(cjson.decode, header)\n"
+  "  if not (dok and type(h) == 'table') then\n"
+  "    if claims then error('INVARIANT: a header that is not an object verified', 0) end\n"
+  "    return\n"
+  "  end\n"
+  "  if h.crit ~= nil then\n"
+  "    if claims then error('INVARIANT: a header with crit verified', 0) end\n"
+  "    if h.alg == 'EdDSA' and not tostring(err):find('crit', 1, true) then\n"
+  "      error('INVARIANT: crit refused for another reason: ' .. tostring(err), 0)\n"
+  "    end\n"
+  "  elseif h.alg == 'EdDSA' and (h.kid == nil or h.kid == 'k') and not claims then\n"
+  "    error('INVARIANT: a good EdDSA token refused: ' .. tostring(err), 0)\n"
+  "  elseif h.alg ~= 'EdDSA' and claims then\n"
+  "    error('INVARIANT: alg ' .. tostring(h.alg) .. ' verified with an Ed25519 key', 0)\n"
+  "  end\n"
+  "end\n";
+
+/* sign(input) -> the Ed25519 signature under our key. */
+static int l_sign(lua_State *S) {
+  size_t n;
+  const char *in = luaL_checklstring(S, 1, &n);
+  unsigned char sig[64];
+  lua_pushlstring(S, (const char *)sig, sign(&keys[2], (const uint8_t *)in, n, sig, sizeof sig));
+  return 1;
+}
+
+static void token_round(const uint8_t *header, size_t n) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, token_ref);
+  lua_pushlstring(L, (const char *)header, n);
+  lua_pushcfunction(L, l_sign);
+  lua_pushlstring(L, (const char *)keys[2].x, 32);
+  if (lua_pcall(L, 3, 0, 0)) FAIL("%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+  if (lua_gettop(L) != 0) FAIL("Lua stack at %d after an input", lua_gettop(L));
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   make_keys();
+  static const luaL_Reg cjson[] = { { "cjson", luaopen_cjson }, { NULL, NULL } };
+  L = fuzz_lua_open(cjson);
+  token_ref = fuzz_lua_load(L, token_check, sizeof token_check - 1, "=fuzz_jws_token");
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static unsigned long runs;
   if (size < 2) return 0;
   if (data[0] & 1) hostile_round(data[1], data + 2, size - 2);
+  else if ((data[0] & 3) == 2) token_round(data + 1, size - 1);
   else signed_round(data[1] % 3, data[1] * 7 + (data[0] >> 1), data + 2, size - 2);
+  if (++runs % 256 == 0) lua_gc(L, LUA_GCCOLLECT, 0);
   return 0;
 }

@@ -33,15 +33,6 @@ local function redis_cli(port, ...)
   return (out:gsub("\n$", ""))
 end
 
-local function hmac_b64url(key, data)
-  local dir = helpers.tmpdir()
-  helpers.write_file(dir .. "/in", data)
-  local p = io.popen(("openssl dgst -sha256 -hmac '%s' -binary %s/in | base64 -w0"):format(key, dir))
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("=", ""):gsub("%+", "-"):gsub("/", "_"))
-end
-
 describe("workspace relay backplane (redis)", function()
   local peers, dir, rport, rpid, A, B, C
 
@@ -123,13 +114,7 @@ describe("workspace relay backplane (redis)", function()
   end)
 
   it("refuses forged, replayed and stale envelopes", function()
-    local function envelope(issued, payload)
-      local e = { workspaceId = "ws1", runtimeTargetId = "rt1", sourceRelayId = "relay-x", targetRelayId = "relay-a",
-                  direction = "client_to_daemon", issuedAtMs = issued, payload = payload }
-      e.signature = hmac_b64url(HMAC, table.concat({ "ws1", "rt1", "", "relay-x", "relay-a", "client_to_daemon",
-                                                      string.format("%d", issued), payload }, "\n"))
-      return e
-    end
+    local function envelope(issued, payload) return W.envelope(HMAC, "relay-a", issued, payload) end
     local now = math.floor(socket.gettime() * 1000)
     local good = envelope(now, cjson.encode(W.kex_init("via-bus")))
     local before = W.metric(A, "relay_bus_rejected_total")

@@ -84,6 +84,8 @@ describe("workspace relay JWKS admission", function()
       alg_mismatch = token("ES256", "ec", c, "rsa"),        -- an RSA key for an ES256 token
       small_rsa = token("RS256", "small", c),
       bad_claim = token("EdDSA", "ed", claims { role = "client", scope = "everything" }),
+      crit = token("EdDSA", "ed", c, nil, { crit = { "b64" }, b64 = false }), -- an extension nobody here understands
+      no_role = token("EdDSA", "ed", claims { scope = "runtime", clientId = "x" }),
     }
     local function b64url(v) return (require("mime").b64(cjson.encode(v)):gsub("=", ""):gsub("%+", "-"):gsub("/", "_")) end
     local h, _, sig = token("EdDSA", "ed", c):match("^([^.]+)%.([^.]+)%.([^.]+)$")
@@ -92,10 +94,14 @@ describe("workspace relay JWKS admission", function()
     for name, t in pairs(cases) do
       assert.equal(401, W.connect(peers, host, "bad-" .. name, W.CLIENT_Q, t), name)
     end
+    -- a client's token does not make a daemon
+    local escalate = token("EdDSA", "ed", claims { role = "client", scope = "runtime", clientId = "x" })
+    assert.equal(401, W.connect(peers, host, "bad-escalate", W.DAEMON_Q, escalate))
     local log = host:log()
     for _, why in ipairs { "token expired", "token not yet valid", "token has no exp", "wrong issuer", "wrong audience",
                            "no key for kid rogue", "unsupported alg none", "no key for kid rsa",
-                           "RS256 needs an RSA key of 2048 bits", "bad claim scope", "bad signature" } do
+                           "RS256 needs an RSA key of 2048 bits", "bad claim scope", "bad signature",
+                           "unsupported critical header b64", "role claim mismatch", "token has no role claim" } do
       assert.matches('"event":"admission_denied"[^\n]*' .. why, log)
     end
   end)

@@ -92,6 +92,26 @@ describe("workspace relay", function()
   end)
 
   describe("after the upgrade", function()
+    it("accepts null for a claim the role may go without, and refuses it where the role needs the claim", function()
+      assert.equal("open", W.connect(peers, host, "n1", "role=workspace-daemon&workspaceId=ws1&runtimeTargetId=rt9",
+                                     "daemon-token-nulls"))
+      assert.equal("open", W.connect(peers, host, "n2", "role=client&workspaceId=ws1&runtimeTargetId=rt9", "client-token-nulls"))
+      peers:send("n2", W.kex_init("nulls"))
+      assert.equal("nulls", peers:message("n1").requestId)
+      assert.equal("open", W.connect(peers, host, "n3", "role=worker&workspaceId=ws1", "worker-token-nulls"))
+      for _, id in ipairs { "n1", "n2", "n3" } do peers:cmd { op = "close", id = id, code = 1000 } end
+      for _, id in ipairs { "n1", "n2", "n3" } do peers:wait(id, "close") end
+      assert.equal(401, W.connect(peers, host, "n4", W.CLIENT_Q, "client-token-null-scope"))
+      assert.equal(401, W.connect(peers, host, "n5", "role=worker&workspaceId=ws1", "worker-token-null-exec"))
+      assert.equal(401, W.connect(peers, host, "n6", W.DAEMON_Q, "daemon-token-null-ws"))
+      assert.equal(401, W.connect(peers, host, "n7", W.CLIENT_Q, "client-token-wrong-type"))
+      local log = host:log()
+      for _, why in ipairs { "null scope for a client", "null managedExecutorId for a worker", "null workspaceId for a workspace%-daemon",
+                             "bad claim managedExecutorId" } do
+        assert.matches('"event":"admission_denied"[^\n]*' .. why, log)
+      end
+    end)
+
     it("closes 4008 when the claims do not fit the connection", function()
       assert.equal("open", W.connect(peers, host, "c1", "role=client&workspaceId=ws2&runtimeTargetId=rt1", "client-token-a"))
       local c1 = peers:wait("c1", "close")

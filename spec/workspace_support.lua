@@ -1,6 +1,7 @@
 -- Shared by the workspace relay specs: start the relay against the peers' validate fixture,
 -- tokens and their claims, and frames of the Viewport protocol.
 local helpers = require "helpers"
+local cjson = require "cjson"
 
 local M = {}
 
@@ -43,6 +44,21 @@ M.tokens = {
                                       clientId = "client-r2" } },
   ["worker-token-1"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "worker", clientId = "worker-1",
                                     managedExecutorId = "ex1" } },
+  -- null where the role may go without the claim (a daemon no executor manages, …)
+  ["daemon-token-nulls"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt9", role = "workspace-daemon",
+                                        clientId = "daemon-n", managedExecutorId = cjson.null, machineId = cjson.null,
+                                        e2eeProfile = cjson.null, scope = cjson.null, userId = cjson.null,
+                                        daemonIssueGeneration = cjson.null, sessionIds = cjson.null } },
+  ["client-token-nulls"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt9", role = "client", scope = "runtime",
+                                        clientId = "client-n9", e2eeProfile = cjson.null, sessionChannels = cjson.null,
+                                        managedExecutorId = cjson.null, installId = cjson.null, ver = cjson.null } },
+  ["worker-token-nulls"] = { claims = { workspaceId = "ws1", role = "worker", managedExecutorId = "ex1",
+                                        runtimeTargetId = cjson.null, scope = cjson.null, policyMode = cjson.null } },
+  -- null where the role needs the claim
+  ["client-token-null-scope"] = { claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "client", scope = cjson.null } },
+  ["worker-token-null-exec"] = { claims = { workspaceId = "ws1", role = "worker", managedExecutorId = cjson.null } },
+  ["daemon-token-null-ws"] = { claims = { workspaceId = cjson.null, runtimeTargetId = "rt1", role = "workspace-daemon" } },
+  ["client-token-wrong-type"] = { claims = { workspaceId = "ws1", role = "client", scope = "runtime", managedExecutorId = 5 } },
   ["bad-claims-token"] = { claims = { workspaceId = "ws1", role = "client", scope = "runtime", surprise = "yes" } },
   ["not-ok-token"] = { body = { ok = false, reason = "REVOKED" } },
   ["slow-token-x"] = { delay_ms = 4000, claims = { workspaceId = "ws1", runtimeTargetId = "rt1", role = "client",
@@ -128,6 +144,29 @@ end
 function M.pairing_response(request_id)
   return { type = "relay_pairing_offer_response", requestId = request_id, ok = true, daemonChannelPublicKey = "d",
            encIv = "i", encTag = "t", encCiphertext = "c" }
+end
+
+-- ---- the bus ----
+
+-- base64url(HMAC-SHA256(key, data)), by the openssl CLI (not by the code under test).
+function M.hmac_b64url(key, data)
+  local dir = helpers.tmpdir()
+  helpers.write_file(dir .. "/in", data)
+  local p = io.popen(("openssl dgst -sha256 -hmac '%s' -binary %s/in | base64 -w0"):format(key, dir))
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("=", ""):gsub("%+", "-"):gsub("/", "_"))
+end
+
+-- A bus envelope from relay-x to target, signed with key the way the original signs (absent
+-- optional fields as ""). over replaces fields after signing.
+function M.envelope(key, target, issued, payload, over)
+  local e = { workspaceId = "ws1", runtimeTargetId = "rt1", sourceRelayId = "relay-x", targetRelayId = target,
+              direction = "client_to_daemon", issuedAtMs = issued, payload = payload }
+  e.signature = M.hmac_b64url(key, table.concat({ "ws1", "rt1", "", "relay-x", target, "client_to_daemon",
+                                                   string.format("%d", issued), payload }, "\n"))
+  for k, v in pairs(over or {}) do e[k] = v end
+  return e
 end
 
 -- Counter value from /metrics (admin must be on), or 0.

@@ -45,11 +45,37 @@ local function check_claims(claims, opts)
   return claims
 end
 
+-- Header names RFC 7515 and RFC 7518 define for JWS: never extensions, so never in crit.
+local standard = { alg = true, jku = true, jwk = true, kid = true, x5u = true, x5c = true, x5t = true,
+                   ["x5t#S256"] = true, typ = true, cty = true, crit = true }
+
+-- RFC 7515 4.1.11: crit lists the extensions a verifier must understand. It must be a non-empty
+-- array of distinct names of extensions present in the header; as this verifier understands no
+-- extension, a well-formed crit refuses the token too. nil if there is none, else why not.
+local function crit_refusal(header)
+  local crit = header.crit
+  if crit == nil then return nil end
+  if type(crit) ~= "table" or #crit == 0 or next(crit, #crit) ~= nil then
+    return "invalid crit header: not a non-empty array"
+  end
+  local seen = {}
+  for _, name in ipairs(crit) do
+    if type(name) ~= "string" then return "invalid crit header: a name that is not a string" end
+    if standard[name] then return "invalid crit header: lists the standard header " .. name end
+    if seen[name] then return "invalid crit header: lists " .. name .. " twice" end
+    if header[name] == nil then return "invalid crit header: lists " .. name .. ", which the header lacks" end
+    seen[name] = true
+  end
+  return "unsupported critical header " .. crit[1]
+end
+
 -- The token's parts if its alg is one of accepted (alg -> true), else nil plus why.
 local function open_token(token, accepted)
   local header, claims, input, sig = split(token)
   if not header then return nil, claims end
   if not accepted[header.alg] then return nil, "unsupported alg " .. tostring(header.alg) end
+  local crit = crit_refusal(header)
+  if crit then return nil, crit end
   if not sig then return nil, "bad signature" end
   return header, claims, input, sig
 end

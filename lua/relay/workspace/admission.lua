@@ -26,11 +26,8 @@ end
 
 -- ---- the claims the relay accepts (a strict schema: unknown keys reject the whole set) ----
 
-local function str(max, nullable)
-  return function(v)
-    if v == cjson.null then return nullable end
-    return type(v) == "string" and #v >= 1 and #v <= max
-  end
+local function str(max)
+  return function(v) return type(v) == "string" and #v >= 1 and #v <= max end
 end
 local function enum(...)
   local set = {}
@@ -52,21 +49,32 @@ local schema = {
   machineId = str(128), workspaceId = str(128), managedExecutorId = str(128), policyMode = str(128),
   role = enum("workspace-daemon", "client", "worker"), scope = enum("runtime", "pairing", "session-events"),
   sessionIds = strings, sessionChannels = strings, e2eeProfile = enum("noise-ik", "noise-ikpsk2"),
-  daemonPublicKey = str(512, true), pairingSecret = str(1024, true), relayWsBaseUrl = str(512, true),
+  daemonPublicKey = str(512), pairingSecret = str(1024), relayWsBaseUrl = str(512),
   iss = str(255), aud = aud, jti = str(255), iat = int(), exp = int(), nbf = int(), ver = int(),
   daemonIssueGeneration = int(0),
 }
 
+-- The claims a role cannot go without (docs/workspace-relay.md, "Claims"). Missing, they close
+-- the connection 4008 after the upgrade (hub.register, as the original); null is refused here.
+-- Every other claim may be null, which counts as absent.
+local needed = {
+  ["workspace-daemon"] = { workspaceId = true },
+  client = { workspaceId = true, scope = true },
+  worker = { workspaceId = true, managedExecutorId = true },
+}
+
 -- The claims without JSON nulls, or nil plus the first key that failed. lenient: claims the
 -- schema does not know are dropped instead of rejected (a JWT carries sub and others).
-function M.check_claims(claims, lenient)
+function M.check_claims(claims, role, lenient)
   if type(claims) ~= "table" then return nil, "claims missing" end
-  local out = {}
+  local out, must = {}, needed[role] or {}
   for k, v in pairs(claims) do
     local check = schema[k]
-    if check then
+    if v == cjson.null and check then
+      if must[k] then return nil, ("null %s for a %s"):format(k, role) end
+    elseif check then
       if not check(v) then return nil, "bad claim " .. k end
-      if v ~= cjson.null then out[k] = v end
+      out[k] = v
     elseif not lenient then
       return nil, "unknown claim " .. tostring(k)
     end
@@ -92,9 +100,20 @@ function M.validate(cfg, token, role, workspace_id, runtime_target_id)
     local why = json.reason or json.error
     return nil, type(why) == "string" and why or "VALIDATION_FAILED"
   end
-  local claims, why = M.check_claims(json.claims)
+  local claims, why = M.check_claims(json.claims, role)
   if not claims then return nil, "INVALID_CLAIMS: " .. why end
   return claims
+end
+
+-- A locally verified token's claims, for a connection of this role: the token must name that
+-- role (the validate endpoint is told the role and judges it; a JWT is judged by itself alone).
+local function token_claims(jwks, token, role)
+  local claims, why = jwks:verify(token)
+  if not claims then return nil, why end
+  if claims.role ~= role then
+    return nil, claims.role == nil and "token has no role claim" or "role claim mismatch"
+  end
+  return M.check_claims(claims, role, true)
 end
 
 -- Runs the configured steps in order (cfg.admission: "validate", "jwks"); every step must
@@ -103,8 +122,7 @@ function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
   local claims, why
   for _, step in ipairs(cfg.admission) do
     if step == "jwks" then
-      claims, why = jwks:verify(token)
-      if claims then claims, why = M.check_claims(claims, true) end
+      claims, why = token_claims(jwks, token, role)
     else
       claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
     end

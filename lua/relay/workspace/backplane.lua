@@ -24,8 +24,8 @@ Redis.__index = Redis
 
 local function redis_transport(cfg)
   local prefix = cfg.relay_redis_key_prefix
-  return setmetatable({ cfg = cfg, cmd = relay.redis(cfg.relay_redis_url), blocking = relay.redis(cfg.relay_redis_url),
-                        prefix = prefix, inbox = prefix .. ":queue:" .. cfg.relay_id }, Redis)
+  return setmetatable({ cfg = cfg, cmd = relay.redis(cfg.relay_redis_url), prefix = prefix,
+                        inbox = prefix .. ":queue:" .. cfg.relay_id }, Redis)
 end
 
 function Redis:presence_key(ws, rt) return self.prefix .. ":presence:" .. ws .. (rt and (":" .. rt) or "") end
@@ -37,10 +37,15 @@ function Redis:upsert(ws, rt, record)
   return self.cmd:call("DEL", self:presence_key(ws, rt))
 end
 
+-- A record is a few hundred bytes: more than MAX_RECORD is never read (GETRANGE), and counts
+-- as no record. -> record | false [, why not taken] | nil, err
+local MAX_RECORD = 4096
+
 function Redis:resolve(ws, rt)
-  local v, err = self.cmd:call("GET", self:presence_key(ws, rt))
+  local v, err = self.cmd:call("GETRANGE", self:presence_key(ws, rt), 0, MAX_RECORD)
   if err then return nil, err end
-  local ok, rec = pcall(cjson.decode, v or "null")
+  if #v > MAX_RECORD then return false, "presence record over " .. MAX_RECORD .. " bytes" end
+  local ok, rec = pcall(cjson.decode, v ~= "" and v or "null")
   return ok and type(rec) == "table" and rec or false
 end
 
@@ -51,16 +56,38 @@ function Redis:publish(target, envelope)
   return self.cmd:call("LTRIM", key, -self.cfg.relay_redis_queue_max, -1)
 end
 
--- Envelopes waiting for this relay: a blocking pop for the first, then the rest at once.
+-- Envelopes waiting for this relay, taken by a script that runs in Redis: an envelope longer
+-- than max is popped and dropped there, so it never crosses into this process, and one batch
+-- holds at most max bytes (past the first envelope). -> { dropped, { envelope, ... } }
+local PULL = [[
+local out, dropped, total = {}, 0, 0
+local limit, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+while #out < limit do
+  local v = redis.call('LINDEX', KEYS[1], 0)
+  if not v then break end
+  if #v > max then
+    dropped = dropped + 1
+  elseif #out > 0 and total + #v > max then
+    break
+  else
+    out[#out + 1], total = v, total + #v
+  end
+  redis.call('LPOP', KEYS[1])
+end
+return { dropped, out }
+]]
+
+-- The longest envelope worth reading: a payload at the frame limit, each byte escaped at most
+-- once more (a valid JSON frame has no raw control bytes), and the other fields.
+function Redis:max_envelope() return 2 * self.cfg.relay_max_frame_bytes + 4096 end
+
+-- Polled (no blocking pop: BLPOP would hand over the first envelope whatever its size). An
+-- empty queue waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
 function Redis:pull()
-  local wait = math.max(1, math.ceil(self.cfg.relay_bus_pull_wait_ms / 1000))
-  local first, err = self.blocking:call("BLPOP", self.inbox, wait)
-  if err then return nil, err end
-  if not first then return {} end
-  local out = { first[2] }
-  local rest = self.cmd:call("LPOP", self.inbox, self.cfg.relay_bus_pull_limit - 1)
-  for _, e in ipairs(type(rest) == "table" and rest or {}) do out[#out + 1] = e end
-  return out
+  local r, err = self.cmd:call("EVAL", PULL, 1, self.inbox, self.cfg.relay_bus_pull_limit, self:max_envelope())
+  if not r then return nil, err end
+  if type(r) ~= "table" or type(r[2]) ~= "table" then return nil, "unexpected reply to the pull script" end
+  return r[2], tonumber(r[1]) or 0
 end
 
 local Server = {}
@@ -165,6 +192,8 @@ function M:remote_daemon(ws, rt)
   if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
     local rec, err = self.transport:resolve(ws, rt)
     if rec == nil then self:failed("presence", err); return nil end
+    if rec and type(rec.relayId) ~= "string" then rec, err = false, "invalid presence record" end
+    if err then self:failed("presence", err) end -- a record not taken counts as none
     c = { at = t, rec = rec }
     self.cache[key] = c
     self.obs:inc("relay_presence_lookups_total")
@@ -241,15 +270,32 @@ end
 -- A remote owner: daemon frames for it go back over the bus to its relay.
 function M:remote_owner(relay_id) return { remote = relay_id, closing = false } end
 
--- bus.ts receive checks: target, signature, skew, size, replay. nil plus why when rejected.
+-- The envelope's fields and their types. Optional ones may be absent or null (the original
+-- joins them into the signing input with Array.join, which writes both as ""); anything else of
+-- the wrong type refuses the envelope before it is used.
+local FIELDS = { workspaceId = "string", sourceRelayId = "string", targetRelayId = "string", direction = "string",
+                 payload = "string", signature = "string", issuedAtMs = "number",
+                 runtimeTargetId = "optional", machineId = "optional" }
+
+local function typed(e)
+  for k, want in pairs(FIELDS) do
+    local v = e[k]
+    if want == "optional" then
+      if v == cjson.null then e[k] = nil elseif v ~= nil and type(v) ~= "string" then return "bad " .. k end
+    elseif type(v) ~= want then
+      return (v == nil or v == cjson.null) and "missing " .. k or "bad " .. k
+    end
+  end
+  if e.issuedAtMs ~= e.issuedAtMs or math.abs(e.issuedAtMs) == math.huge then return "bad issuedAtMs" end
+end
+
+-- bus.ts receive checks: types, target, signature, skew, size, replay. nil plus why when rejected.
 function M:accept(raw)
   local ok, e = pcall(cjson.decode, raw)
   if not ok or type(e) ~= "table" then return nil, "not JSON" end
+  local bad = typed(e)
+  if bad then return nil, bad end
   if e.targetRelayId ~= self.cfg.relay_id then return nil, "foreign target" end
-  for _, k in ipairs { "workspaceId", "sourceRelayId", "direction", "payload", "signature" } do
-    if type(e[k]) ~= "string" then return nil, "missing " .. k end
-  end
-  if type(e.issuedAtMs) ~= "number" then return nil, "missing issuedAtMs" end
   if not relay.crypto.constant_time_equal(e.signature, self:sign(e)) then return nil, "bad signature" end
   if math.abs(now_ms() - e.issuedAtMs) > self.cfg.relay_bus_signature_max_skew_ms then return nil, "clock skew" end
   if #e.payload > self.cfg.relay_max_frame_bytes then return nil, "payload too large" end
@@ -262,12 +308,14 @@ function M:accept(raw)
   return e
 end
 
+function M:rejected(why)
+  self.obs:inc("relay_bus_rejected_total")
+  self.obs:log("warn", "bus_envelope_rejected", { reason = why })
+end
+
 function M:deliver(raw)
   local e, why = self:accept(raw)
-  if not e then
-    self.obs:inc("relay_bus_rejected_total")
-    return self.obs:log("warn", "bus_envelope_rejected", { reason = why })
-  end
+  if not e then return self:rejected(why) end
   self.obs:inc("relay_bus_received_total")
   local hub = self.hub
   local s = hub.scopes[hub.scope_key(e.workspaceId, e.runtimeTargetId)]
@@ -279,23 +327,39 @@ function M:deliver(raw)
   end
 end
 
--- The consumer: runs while the relay has connections, pulls, delivers, backs off on errors.
+-- One turn of the consumer: pull, deliver, back off on errors. -> the next backoff.
+function M:turn(backoff)
+  if self.hub.nconns == 0 then
+    relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
+    return 0
+  end
+  local batch, dropped_or_err = self.transport:pull()
+  if not batch then
+    self:failed("bus", dropped_or_err)
+    backoff = math.min(10, backoff == 0 and 1 or backoff * 2)
+    relay.sleep(backoff)
+    return backoff
+  end
+  for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
+  for _, raw in ipairs(batch) do
+    local ok, err = pcall(self.deliver, self, raw)
+    if not ok then self:failed("bus", "delivery: " .. tostring(err)) end
+  end
+  if #batch == 0 then relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000) end
+  return 0
+end
+
+-- The consumer: runs for the generation's life. No input ends it: a turn that raises is
+-- logged and counted, and the next turn runs after a pause.
 function M:run()
   local backoff = 0
   while true do
-    if self.hub.nconns == 0 then
-      relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
+    local ok, next_backoff = pcall(self.turn, self, backoff)
+    if ok then
+      backoff = next_backoff
     else
-      local batch, err = self.transport:pull()
-      if not batch then
-        self:failed("bus", err)
-        backoff = math.min(10, backoff == 0 and 1 or backoff * 2)
-        relay.sleep(backoff)
-      else
-        backoff = 0
-        for _, raw in ipairs(batch) do self:deliver(raw) end
-        if #batch == 0 and self.cfg.backplane == "server" then relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000) end
-      end
+      self:failed("bus", "consumer: " .. tostring(next_backoff))
+      relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
     end
   end
 end

@@ -62,7 +62,7 @@ local decls = {
   { "RELAY_BUS_HMAC_KEY", "", "key that signs bus envelopes (required with the bus)" },
   { "RELAY_BUS_POLL_INTERVAL_MS", 250, "bus poll period" },
   { "RELAY_BUS_PULL_LIMIT", 200, "envelopes taken per pull" },
-  { "RELAY_BUS_PULL_WAIT_MS", 1000, "blocking pull wait" },
+  { "RELAY_BUS_PULL_WAIT_MS", 1000, "how long a server-mode bus/pull may wait (at most 2000)" },
   { "RELAY_BUS_SIGNATURE_MAX_SKEW_MS", 15000, "envelopes older or newer than this are rejected" },
   { "RELAY_CLIENT_REDIRECT_ENABLED", "", "tell clients to reconnect to the relay holding their daemon (default: on unless single)" },
   { "RELAY_REDIRECT_ALLOWED_HOSTS", "", "hosts a redirect may name (comma list)" },
