@@ -14,7 +14,10 @@
  *
  * and when the operation completes, push the results on rh_task_lua(t) and call
  * rh_task_resume(t, nresults). If the task is cancelled while parked (drain timeout,
- * shutdown), cancel_op(op) runs instead: it must release the operation without resuming. */
+ * shutdown), cancel_op(op) runs instead: it must release the operation without resuming. Where
+ * LuaJIT cannot yield (the call came through a C function: a table.sort comparator, a string.gsub
+ * callback), rh_task_yield runs cancel_op(op) at once and raises a Lua error naming the call; so
+ * every wait needs a cancel_op that undoes what it started, even a flag it set. */
 #ifndef RH_RUNTIME_H
 #define RH_RUNTIME_H
 
