@@ -1,4 +1,4 @@
--- Waiting functions where a handler cannot wait (issue 15, defect 1).
+-- Waiting functions where a handler cannot wait, and zero-time waits (issue 15, defects 1 and 7).
 --
 -- LuaJIT cannot yield across a C call: inside a table.sort comparator, a string.gsub callback
 -- or a metamethod that a C function calls (here __tostring under string.format). A waiting
@@ -7,6 +7,10 @@
 -- Each wait is tried in each context twice: the error left to end the handler (a 500), and the
 -- error caught by pcall, after which the handler sleeps past the moment the abandoned wait would
 -- have completed (so a stray resume would land in that sleep) and answers with the message.
+--
+-- A zero-time wait (relay.sleep(0), relay.after(0) re-armed from its own callback) goes behind
+-- what else is ready: a 0 ms timer armed from a timer callback ran in the same pass over the
+-- timers, and a loop of them kept every other client waiting until it ended.
 local helpers = require "helpers"
 local socket = require "socket"
 
@@ -85,6 +89,31 @@ app:get("/yieldable", function(_, res)
   res:send(200, tostring(ok) .. " " .. tostring(v))
 end)
 
+app:get("/busy", function(req, res)
+  local t_end = relay.time() + tonumber(req.args.s)
+  local slices = 0
+  while relay.time() < t_end do
+    local slice_end = math.min(relay.time() + 0.05, t_end)
+    while relay.time() < slice_end do end
+    slices = slices + 1
+    relay.sleep(0)
+  end
+  res:send(200, tostring(slices))
+end)
+
+-- the same slices, each a relay.after(0) timer that arms the next
+app:get("/chain", function(req, res)
+  local t_end, slices = relay.time() + tonumber(req.args.s), 0
+  local function slice()
+    local slice_end = math.min(relay.time() + 0.05, t_end)
+    while relay.time() < slice_end do end
+    slices = slices + 1
+    if relay.time() < t_end then relay.after(0, slice) end
+  end
+  relay.after(0, slice)
+  relay.sleep(tonumber(req.args.s) + 0.2)
+  res:send(200, tostring(slices))
+end)
 return app
 ]]
 
@@ -157,4 +186,42 @@ describe("waiting where LuaJIT cannot yield", function()
       alive()
     end)
   end
+end)
+
+describe("zero-time waits", function()
+  local dir, host
+
+  setup(function()
+    dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/waits.lua", SCRIPT:format(1, 1, 1))
+    host = helpers.start(dir .. "/waits.lua")
+  end)
+
+  teardown(function() assert.equal(0, host:stop()) end)
+
+  local function slowest_get_during(path, what)
+    local busy = host:client(10)
+    busy:send("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+    socket.sleep(0.3) -- the loop is running
+    local worst = 0
+    for _ = 1, 5 do
+      local t0 = socket.gettime()
+      local res = host:get("/")
+      worst = math.max(worst, socket.gettime() - t0)
+      assert.equal(200, res.status)
+    end
+    local res = busy:read_response()
+    busy:close()
+    assert.equal(200, res.status)
+    print(("\n%s: slowest of 5 GETs during a 2.5 s loop: %.3f s (%s slices)"):format(what, worst, res.body))
+    assert.is_true(worst < 0.3, ("a GET waited %.3f s behind the loop"):format(worst))
+  end
+
+  it("relay.sleep(0) lets other clients in between a long loop's slices", function()
+    slowest_get_during("/busy?s=2.5", "relay.sleep(0)")
+  end)
+
+  it("relay.after(0), re-armed from its own callback, lets them in too", function()
+    slowest_get_during("/chain?s=2.5", "relay.after(0) chain")
+  end)
 end)

@@ -44,17 +44,21 @@ static void register_metrics(void) {
 
 /* ---- next-turn calls ---- */
 
+/* An idle handle, not a 0 ms timer: libuv runs a timer started inside a timer callback in the
+ * same pass over the timers, so a task that waits for the next turn again and again (relay.sleep(0)
+ * in a long loop) would never let the loop poll. An idle handle started now runs on the next
+ * turn's idle phase at the earliest, and keeps that turn's poll from blocking. */
 struct rh_soon {
-  uv_timer_t timer;
+  uv_idle_t idle;
   void (*fn)(void *ud);
   void *ud;
 };
 
 static void soon_freed(uv_handle_t *h) { free(h->data); }
 
-static void soon_fire(uv_timer_t *t) {
-  rh_soon *s = t->data;
-  uv_close((uv_handle_t *)t, soon_freed);
+static void soon_fire(uv_idle_t *h) {
+  rh_soon *s = h->data;
+  uv_close((uv_handle_t *)h, soon_freed);
   s->fn(s->ud);
 }
 
@@ -63,13 +67,13 @@ rh_soon *rh_soon_call(void (*fn)(void *ud), void *ud) {
   if (!s) abort();
   s->fn = fn;
   s->ud = ud;
-  s->timer.data = s;
-  uv_timer_init(rh_loop(), &s->timer);
-  uv_timer_start(&s->timer, soon_fire, 0, 0);
+  s->idle.data = s;
+  uv_idle_init(rh_loop(), &s->idle);
+  uv_idle_start(&s->idle, soon_fire);
   return s;
 }
 
-void rh_soon_cancel(rh_soon *s) { uv_close((uv_handle_t *)&s->timer, soon_freed); }
+void rh_soon_cancel(rh_soon *s) { uv_close((uv_handle_t *)&s->idle, soon_freed); }
 
 /* ---- generations ---- */
 
