@@ -65,6 +65,13 @@ local waits = {
     wait = function(c) c.ws:recv() end,
   },
   redis = { wait = function() r:call("PING") end },
+  tunnel = { -- the upstream's text message ends the tunnel, which wakes its waiter
+    prepare = function(c)
+      c.ws = assert(relay.ws.connect(WS .. "/ws", { timeout = 2 }))
+      c.tun = relay.tunnel.attach(c.ws, { role = "client", base_url = UP })
+    end,
+    wait = function(c) c.tun:wait() end,
+  },
 }
 
 local function handle(req, res)
@@ -121,6 +128,7 @@ return app
 local NAMES = {
   sleep = "relay.sleep", request = "relay.http.request", stream = "relay.http.stream",
   read = "'read'", body = "'body'", ws_connect = "relay.ws.connect", ws_recv = "'recv'", redis = "'call'",
+  tunnel = "'wait'",
 }
 
 describe("waiting where LuaJIT cannot yield", function()
@@ -149,7 +157,7 @@ describe("waiting where LuaJIT cannot yield", function()
     assert.equal("true x", res.body)
   end
 
-  for _, wait in ipairs { "sleep", "request", "stream", "read", "body", "ws_connect", "ws_recv", "redis" } do
+  for _, wait in ipairs { "sleep", "request", "stream", "read", "body", "ws_connect", "ws_recv", "redis", "tunnel" } do
     it(wait .. " fails with its name and is never resumed later", function()
       local clients = {}
       for _, ctx in ipairs { "sort", "gsub", "meta" } do
