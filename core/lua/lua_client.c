@@ -143,6 +143,7 @@ static void stream_on_head(void *ud, const char *err, const rh_client_resp *resp
     s->op = NULL;
     s->ended = 1;
     luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+    s->self_ref = LUA_NOREF;
     lua_pushnil(L);
     lua_pushstring(L, err);
     rh_task_resume(t, 2);
@@ -150,6 +151,7 @@ static void stream_on_head(void *ud, const char *err, const rh_client_resp *resp
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  s->self_ref = LUA_NOREF;
   lua_pushinteger(L, resp->status);
   rh_lua_push_headers(L, &resp->headers);
   rh_task_resume(t, 3);
@@ -157,6 +159,9 @@ static void stream_on_head(void *ud, const char *err, const rh_client_resp *resp
 
 static void stream_cancel_wait(void *op) {
   http_stream *s = op;
+  if (s->self_ref != LUA_NOREF) /* waiting for the head: nothing else holds the stream */
+    luaL_unref(rh_task_lua(s->waiter), LUA_REGISTRYINDEX, s->self_ref);
+  s->self_ref = LUA_NOREF;
   s->waiter = NULL;
   if (s->wake) rh_soon_cancel(s->wake);
   s->wake = NULL;

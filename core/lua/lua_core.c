@@ -519,15 +519,23 @@ static void sleep_cancel(void *p) {
   uv_close((uv_handle_t *)&op->timer, free_handle);
 }
 
+static void sleep_woken(void *ud) { rh_task_resume(ud, 0); }
+
+static void sleep_soon_cancel(void *op) { rh_soon_cancel(op); }
+
+/* relay.sleep(seconds). Under a millisecond it waits for the next loop turn (rh_soon_call), behind
+ * whatever else is ready: a 0 ms timer would run again in the same pass over the timers. */
 static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
   rh_task *t = rh_task_current(L);
   if (!t) return luaL_error(L, "relay.sleep: only inside a handler or timer");
+  double ms = s > 1e12 ? 1e15 : s > 0 ? s * 1000 : 0; /* NaN: 0 */
+  if (ms < 1) return rh_task_yield(L, t, sleep_soon_cancel, rh_soon_call(sleep_woken, t));
   sleep_op *op = malloc(sizeof *op);
   if (!op) abort();
   op->task = t;
   uv_timer_init(rh_loop(), &op->timer);
-  uv_timer_start(&op->timer, sleep_done, s > 0 ? (uint64_t)(s * 1000) : 0, 0);
+  uv_timer_start(&op->timer, sleep_done, (uint64_t)ms, 0);
   return rh_task_yield(L, t, sleep_cancel, op);
 }
 
@@ -583,7 +591,11 @@ static int l_timer(lua_State *L) {
   g->timers = gt;
   rh_gen_ref(g);
   uv_timer_init(rh_loop(), &gt->timer);
-  uint64_t ms = s > 0 ? (uint64_t)(s * 1000) : 0;
+  /* at least 1 ms: a 0 ms timer armed from a timer's callback runs in the same pass over the
+   * timers, so a relay.after(0) chain would never let the loop poll (and relay.every would not
+   * repeat) */
+  double d = s > 1e12 ? 1e15 : s * 1000;
+  uint64_t ms = d >= 1 ? (uint64_t)d : 1;
   uv_timer_start(&gt->timer, gtimer_fire, ms, repeat ? ms : 0);
   return 0;
 }

@@ -224,6 +224,8 @@ static int done(session *s, int nret) {
   return nret;
 }
 
+static void cancel_recv(void *op) { ((session *)op)->waiting = 0; }
+
 /* ws:recv() -> data, "text"|"binary" | nil, "closed", code, reason */
 static int l_recv(lua_State *L) {
   session *s = check_session(L);
@@ -231,7 +233,7 @@ static int l_recv(lua_State *L) {
   rh_task *t = rh_task_current(L);
   if (t != s->task) return done(s, luaL_error(L, "ws:recv: only inside the task that opened the session"));
   s->waiting = 1;
-  return rh_task_yield(L, t, NULL, NULL);
+  return rh_task_yield(L, t, cancel_recv, s);
 }
 
 /* ws:send(data, "text"|"binary"?) -> true | nil, err */

@@ -44,17 +44,21 @@ static void register_metrics(void) {
 
 /* ---- next-turn calls ---- */
 
+/* An idle handle, not a 0 ms timer: libuv runs a timer started inside a timer callback in the
+ * same pass over the timers, so a task that waits for the next turn again and again (relay.sleep(0)
+ * in a long loop) would never let the loop poll. An idle handle started now runs on the next
+ * turn's idle phase at the earliest, and keeps that turn's poll from blocking. */
 struct rh_soon {
-  uv_timer_t timer;
+  uv_idle_t idle;
   void (*fn)(void *ud);
   void *ud;
 };
 
 static void soon_freed(uv_handle_t *h) { free(h->data); }
 
-static void soon_fire(uv_timer_t *t) {
-  rh_soon *s = t->data;
-  uv_close((uv_handle_t *)t, soon_freed);
+static void soon_fire(uv_idle_t *h) {
+  rh_soon *s = h->data;
+  uv_close((uv_handle_t *)h, soon_freed);
   s->fn(s->ud);
 }
 
@@ -63,13 +67,13 @@ rh_soon *rh_soon_call(void (*fn)(void *ud), void *ud) {
   if (!s) abort();
   s->fn = fn;
   s->ud = ud;
-  s->timer.data = s;
-  uv_timer_init(rh_loop(), &s->timer);
-  uv_timer_start(&s->timer, soon_fire, 0, 0);
+  s->idle.data = s;
+  uv_idle_init(rh_loop(), &s->idle);
+  uv_idle_start(&s->idle, soon_fire);
   return s;
 }
 
-void rh_soon_cancel(rh_soon *s) { uv_close((uv_handle_t *)&s->timer, soon_freed); }
+void rh_soon_cancel(rh_soon *s) { uv_close((uv_handle_t *)&s->idle, soon_freed); }
 
 /* ---- generations ---- */
 
@@ -386,6 +390,8 @@ static void task_free(rh_task *t) {
   else g->tasks = t->next;
   if (t->next) t->next->prev = t->prev;
   g->ntasks--;
+  if (t->cancel) t->cancel(t->op); /* a wait must never outlive its task */
+  t->cancel = NULL;
   if (t->on_end) t->on_end(t);
   if (t->ex) t->ex->task = NULL;
   lua_setexdata(t->co, NULL);
@@ -402,9 +408,13 @@ static void task_free(rh_task *t) {
   rh_gen_unref(g);
 }
 
+/* A WebSocket session took the request over (101): it says goodbye in its own way, in on_end.
+ * A plain handler that only opened client sessions still answers its request. */
+static int taken_over(rh_task *t) { return t->ext && t->req && t->req->status == 101; }
+
 static void answer_error(rh_task *t) {
   rh_http_req *r = t->req;
-  if (!r || t->ext) return; /* a session (WebSocket) says goodbye in its own way, in on_end */
+  if (!r || taken_over(t)) return;
   if (!r->head_sent) {
     char body[160];
     snprintf(body, sizeof body, "Internal Server Error (request id %s)\n", r->id);
@@ -434,7 +444,7 @@ static void task_failed(rh_task *t) {
 
 static void task_returned(rh_task *t) {
   rh_http_req *r = t->req;
-  if (!r || t->ext) return;
+  if (!r || taken_over(t)) return;
   if (r->head_sent && !r->finished) { rh_http_finish(r); return; }
   if (r->head_sent) return;
   RH_LOG(RH_LOG_ERROR, "handler_error", RH_STR("error", "handler returned without a response"),
@@ -463,7 +473,76 @@ static void task_run(rh_task *t, int nargs) {
 
 void rh_task_start(rh_task *t, int nargs) { task_run(t, nargs); }
 
+/* Whether a Lua function comes from relay's own library (a wrapper such as Request:body). */
+static int in_library(lua_Debug *ar) {
+  const char *dir = lua_dir();
+  size_t n = strlen(dir);
+  return ar->source[0] == '@' && strncmp(ar->source + 1, dir, n) == 0 && ar->source[1 + n] == '/';
+}
+
+/* Pushes the name of the public function at the running level (relay.sleep, relay.http.request)
+ * from the relay module's table, if it is there (at most two deep); returns 1 if found. */
+static int public_name(lua_State *L, int fn, int tbl, const char *prefix, int depth) {
+  for (lua_pushnil(L); lua_next(L, tbl); lua_pop(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING) continue;
+    if (lua_rawequal(L, -1, fn)) {
+      lua_pushfstring(L, "%s.%s", prefix, lua_tostring(L, -2));
+      lua_insert(L, -3);
+      lua_pop(L, 2);
+      return 1;
+    }
+    if (depth > 1 && lua_istable(L, -1)) {
+      lua_pushfstring(L, "%s.%s", prefix, lua_tostring(L, -2));
+      int found = public_name(L, fn, lua_gettop(L) - 1, lua_tostring(L, -1), depth - 1);
+      if (found) {
+        lua_insert(L, -4);
+        lua_pop(L, 3);
+        return 1;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  return 0;
+}
+
+/* The call the script made, for an error: the level above relay's own wrappers; its public name,
+ * or the name it was called by. Pushes the text, returns the level. */
+static int push_call_name(lua_State *L) {
+  lua_Debug ar, up;
+  int level = 0;
+  while (lua_getstack(L, level + 1, &up) && lua_getinfo(L, "S", &up) && in_library(&up)) level++;
+  if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "nf", &ar)) {
+    lua_pushliteral(L, "this call");
+    return level;
+  }
+  int fn = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED"); /* package.loaded, which a script may hide */
+  lua_getfield(L, -1, "relay");
+  int found = lua_istable(L, -1) && public_name(L, fn, lua_gettop(L), "relay", 2);
+  if (!found) lua_pushfstring(L, "'%s'", ar.name ? ar.name : "?");
+  lua_replace(L, fn);
+  lua_settop(L, fn);
+  return level;
+}
+
+/* LuaJIT cannot yield across a C call: inside a table.sort comparator, a string.gsub callback, a
+ * metamethod a C function calls. lua_yield would raise there, after the binding has started its
+ * operation, and that operation would later resume a task that had ended. So the operation is
+ * cancelled now and the error names the call. */
+static int cannot_wait(lua_State *L, rh_wait_cancel_fn cancel, void *op) {
+  if (cancel) cancel(op);
+  luaL_checkstack(L, 20, "cannot wait here");
+  int level = push_call_name(L);
+  luaL_where(L, level + 1);
+  lua_pushvalue(L, -2);
+  lua_pushliteral(L, " cannot wait here: called across a C boundary (table.sort comparator, "
+                     "string.gsub callback, metamethod …)");
+  lua_concat(L, 3);
+  return lua_error(L);
+}
+
 int rh_task_yield(lua_State *L, rh_task *t, rh_wait_cancel_fn cancel, void *op) {
+  if (!lua_isyieldable(L)) return cannot_wait(L, cancel, op);
   t->cancel = cancel;
   t->op = op;
   t->parked = 1;
@@ -483,7 +562,7 @@ void rh_task_cancel(rh_task *t) {
   if (t->cancel) t->cancel(t->op);
   t->cancel = NULL;
   t->cancelled = 1;
-  if (t->req && !t->req->finished && !t->ext) {
+  if (t->req && !t->req->finished && !taken_over(t)) {
     if (!t->req->head_sent) {
       rh_headers h = RH_HEADERS_INIT;
       rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);

@@ -14,7 +14,10 @@
  *
  * and when the operation completes, push the results on rh_task_lua(t) and call
  * rh_task_resume(t, nresults). If the task is cancelled while parked (drain timeout,
- * shutdown), cancel_op(op) runs instead: it must release the operation without resuming. */
+ * shutdown), cancel_op(op) runs instead: it must release the operation without resuming. Where
+ * LuaJIT cannot yield (the call came through a C function: a table.sort comparator, a string.gsub
+ * callback), rh_task_yield runs cancel_op(op) at once and raises a Lua error naming the call; so
+ * every wait needs a cancel_op that undoes what it started, even a flag it set. */
 #ifndef RH_RUNTIME_H
 #define RH_RUNTIME_H
 
@@ -33,9 +36,11 @@ lua_State *rh_task_lua(rh_task *t);
 int rh_task_yield(lua_State *L, rh_task *t, rh_wait_cancel_fn cancel, void *op);
 void rh_task_resume(rh_task *t, int nargs);
 
-/* Calls fn(ud) on the next turn of the loop instead of now: for a wake-up that comes from inside
- * another task's call, or a callback that must not see the woken task run under its feet. The
- * handle is valid until fn has been called or rh_soon_cancel was; it frees itself either way. */
+/* Calls fn(ud) from the loop instead of now, behind what is already due (a poll for I/O comes
+ * between two such calls made one from the other): for a wake-up that comes from inside another
+ * task's call, a callback that must not see the woken task run under its feet, or a task giving
+ * others a turn (relay.sleep(0)). The handle is valid until fn has been called or rh_soon_cancel
+ * was; it frees itself either way. */
 typedef struct rh_soon rh_soon;
 rh_soon *rh_soon_call(void (*fn)(void *ud), void *ud);
 void rh_soon_cancel(rh_soon *s);

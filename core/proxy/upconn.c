@@ -182,7 +182,7 @@ static void on_connect(uv_connect_t *cr, int status) {
   rh_upconn *u = d->u;
   if (status < 0 || d->cancelled) {
     char why[320];
-    snprintf(why, sizeof why, "connect %s:%d: %s", d->host, d->port, uv_strerror(status));
+    snprintf(why, sizeof why, "connect %s:%d: %s", d->host, d->port, status < 0 ? uv_strerror(status) : "cancelled");
     rh_upconn_close(u);
     dial_done(d, NULL, why);
     return;
@@ -199,7 +199,7 @@ static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) 
   rh_dial *d = rq->data;
   if (status < 0 || d->cancelled) {
     char why[320];
-    snprintf(why, sizeof why, "resolve %s: %s", d->host, uv_strerror(status));
+    snprintf(why, sizeof why, "resolve %s: %s", d->host, status < 0 ? uv_strerror(status) : "cancelled");
     uv_freeaddrinfo(res);
     dial_done(d, NULL, why);
     return;
