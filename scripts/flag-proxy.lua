@@ -6,6 +6,7 @@
 local relay = require "relay"
 local config = require "relay.flag.config"
 local store_mod = require "relay.flag.store"
+local targets_mod = require "relay.flag.targets"
 local api = require "relay.flag.api"
 local proxy_api = require "relay.flag.proxy_api"
 local offline = require "relay.flag.offline"
@@ -30,7 +31,8 @@ local store = store_mod.new { and_rules = cfg.and_rules }
 local state = sync.new(cfg, store)
 
 local ctx = {
-  store = store, proxy_key = cfg.proxy_key, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
+  store = store, target_attributes_max = cfg.target_attributes_max_bytes,
+  targets = targets_mod.new { max_len = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }, proxy_key = cfg.proxy_key, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
   heartbeat = cfg.heartbeat, health = function() return state:health() end,
   stream_ok = function() return state:stream_ok() end,
   on_metrics = function(env, body) state:queue_metrics(env, body) end,
