@@ -51,7 +51,10 @@ app:on_init(function()
   if cfg.offline then
     local envs, err = offline.load(cfg.config_dir)
     if not envs then error("flag-proxy: CONFIG_DIR: " .. err, 0) end
-    state:replace_all(envs) -- on SIGHUP: events for what changed go out once this generation serves
+    -- checked before anything is replaced: a refused config fails the start, or the reload (the
+    -- running generation keeps serving); on SIGHUP events for what changed go out once this serves
+    local ok, why = state:replace_all(envs, cfg.config_dir)
+    if not ok then error("flag-proxy: " .. why, 0) end
     state:set_stream("CONNECTED")
   elseif cfg.read_replica then
     state:start_replica()
