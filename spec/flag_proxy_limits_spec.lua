@@ -2,7 +2,9 @@
 -- in browser apps), so anyone may POST /client/auth: target attributes are bounded
 -- (TARGET_ATTRIBUTES_MAX_BYTES, 413 naming it), the targets kept for evaluations live in an
 -- LRU bounded by count and bytes (TARGET_STORE_MAX_LEN, TARGET_STORE_MAX_BYTES, with metrics),
--- and an auth flood with unique targets and large attributes leaves the process flat.
+-- and an auth flood with unique targets and large attributes leaves the process flat. The other
+-- places SDK input is kept: cached /evaluations answers (a Harness-Target header each) and SDK
+-- metrics waiting for the events service (targetData is forwarded there) are bounded too.
 local helpers = require "spec.helpers"
 local cjson = require "cjson"
 
@@ -23,7 +25,7 @@ local function metric(host, name)
   return tonumber(host:get("/metrics").body:match("\n" .. name .. " (%S+)"))
 end
 
-describe("flag proxy /client/auth limits", function()
+describe("flag proxy under hostile SDK clients", function()
   it("answers 413 naming TARGET_ATTRIBUTES_MAX_BYTES for large attributes and bodies", function()
     local host = F.cleanup(finally)(helpers.start(F.script, {
       flags = { "--offline", "--config-dir", CONFIG, "--target-attributes-max-bytes", "1000" } }))
@@ -90,9 +92,9 @@ describe("flag proxy /client/auth limits", function()
     local peak = helpers.flood(host, {
       seconds = 8,
       bound_kb = 32 * 1024,
-      step = function() -- one refused, four kept: 60 KB x hundreds is well over the 8 MiB store
+      step = function() -- one refused, eight kept: 60 KB x hundreds is well over the 8 MiB store
         auth(big)
-        for _ = 1, 4 do auth(near) end
+        for _ = 1, 8 do auth(near) end
       end,
       probe = function()
         local res = host:get(("/client/env/%s/target/alice/evaluations"):format(ENV), { Authorization = "Bearer " .. token })
@@ -130,6 +132,49 @@ describe("flag proxy /client/auth limits", function()
     c:close()
     print(("evaluations flood: %d requests (%d answered), RSS peak +%d kB"):format(n, answered, peak))
     assert.is_true(answered >= 200, "only " .. answered .. " evaluations answered in the flood")
+    assert.equal(0, host:stop())
+  end)
+  it("stays flat under a flood of SDK metrics while the events service never answers", function()
+    local socket = require "socket"
+    local blackhole = assert(socket.bind("127.0.0.1", 0, 1024)) -- accepts nothing: every post waits its 10 s
+    local keep = F.cleanup(finally)
+    keep(function() blackhole:close() end)
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/flags.json", F.read(CONFIG .. "/env-" .. ENV .. "/feature_config.json"))
+    local up = keep(helpers.start(helpers.fixture("flag_proxy_fake_upstream.lua"), {
+      flags = { "--flags-file", dir .. "/flags.json", "--env", ENV } }))
+    local host = keep(helpers.start(F.script, { env = {
+      API_KEYS = KEY, SDK_BASE_URL = up:url(""):gsub("/$", ""), FLAG_STREAM_ENABLED = "false",
+      SDK_EVENTS_URL = ("http://127.0.0.1:%d"):format(select(2, blackhole:getsockname())), METRIC_POST_DURATION = "60" } }))
+    helpers.wait_until(function() return host:get("/health").status == 200 end, 10, "the first sync")
+    local _, token = F.auth(host)
+    local c = host:client()
+    local n, accepted = 0, 0
+    local items = {}
+    for i = 1, 1500 do
+      items[i] = ('{"timestamp":1,"count":1,"metricsType":"FFMETRICS","attributes":[{"key":"featureIdentifier","value":"f-@-%d"}]}'):format(i)
+    end
+    local template = '{"metricsData":[' .. table.concat(items, ",") .. '],"targetData":[]}'
+    local peak = helpers.flood(host, {
+      seconds = 8,
+      bound_kb = 32 * 1024,
+      step = function() -- ~190 KB of unique metrics per post
+        n = n + 1
+        local res = c:request { method = "POST", path = "/metrics/" .. ENV, headers = { Authorization = "Bearer " .. token },
+          body = (template:gsub("@", tostring(n))) }
+        if not res then c:close(); c = host:client(); return end
+        if res.status == 200 then accepted = accepted + 1 end
+      end,
+      probe = function()
+        local res = host:get(("/client/env/%s/target/alice/evaluations"):format(ENV), { Authorization = "Bearer " .. token })
+        return res ~= nil and res.status == 200
+      end,
+    })
+    c:close()
+    local dropped = metric(host, "ff_proxy_metrics_dropped_total")
+    print(("metrics flood: %d posts (%d answered 200), RSS peak +%d kB, %s dropped"):format(n, accepted, peak, tostring(dropped)))
+    assert.is_true(accepted >= 40, "only " .. accepted .. " metrics posts answered") -- 40 x 190 KB: twice the queue
+    if not helpers.asan() then assert.is_true((dropped or 0) > 0, "the flood never filled the metrics queue") end
     assert.equal(0, host:stop())
   end)
 end)
