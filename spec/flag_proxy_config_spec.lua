@@ -123,3 +123,39 @@ describe("flag proxy config checks, online", function()
     assert.equal(0, up:stop())
   end)
 end)
+
+describe("flag proxy config checks, read replica", function()
+  -- One Redis command over RESP.
+  local function redis(port, ...)
+    local args = { ... }
+    local out = { "*" .. #args }
+    for _, a in ipairs(args) do out[#out + 1] = "$" .. #a; out[#out + 1] = a end
+    local c = assert(helpers.connect(port))
+    c:send(table.concat(out, "\r\n") .. "\r\n")
+    local line = c.sock:receive("*l")
+    c:close()
+    return line
+  end
+
+  it("does not let a bad payload in Redis replace the flags a replica serves", function()
+    local dir = helpers.tmpdir()
+    local port, pid = helpers.start_redis(dir)
+    local keep = F.cleanup(finally)
+    keep(function() os.execute("kill " .. pid) end)
+    local cfg = config_dir()
+    local env = { REDIS_ADDRESS = "127.0.0.1:" .. port, AUTH_SECRET = "replica-secret" }
+    keep(helpers.start(F.script, { flags = { "--offline", "--config-dir", cfg }, env = env }))
+    helpers.wait_until(function() return redis(port, "GET", "env-" .. ENV .. "-feature-configs"):match("^%$%d") end, 5, "the primary's writes")
+    local replica = keep(helpers.start(F.script, { flags = { "--read-replica" }, env = env }))
+    helpers.wait_until(function() return replica:get("/health").status == 200 end, 10, "the replica to load")
+    assert.same({ "true", 8 }, { served(replica) })
+    -- what a broken primary (or anyone with Redis access) could write, then announce
+    assert.equal("+OK", redis(port, "SET", "env-" .. ENV .. "-feature-configs", flags_with(function(f) f.rules = 5 end)))
+    redis(port, "XADD", "proxy:sse_events", "*", "event",
+      cjson.encode({ event = "patch", domain = "flag", identifier = "dark-mode", version = 9, environment = ENV }))
+    helpers.wait_until(function() return replica:count("redis_config_refused") > 0 end, 10, "the refusal")
+    assert.truthy(replica:log():find('redis env-' .. ENV .. '-feature-configs: flag \\"dark-mode\\": rules must be an array, got number', 1, true))
+    assert.same({ "true", 8 }, { served(replica) })
+    assert.equal(0, replica:stop())
+  end)
+end)
