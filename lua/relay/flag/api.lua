@@ -17,8 +17,13 @@ local requests = relay.metrics.counter("ff_proxy_http_requests_total", "SDK requ
 -- path (an SDK polling /evaluations) allocates no table of its own here.
 local HEADERS = { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" }
 local labels = {}
+-- The environments served (install sets it; one generation, one Lua state): only those become
+-- an envID label. An id from a URL (BYPASS_AUTH) or a token minted with the insecure default
+-- secret would otherwise add a label set, and a Prometheus series, per request.
+local served_envs = {}
 
 local function reply(res, status, body, route, env)
+  if env and not served_envs[env] then env = "" end
   local key = route .. "\0" .. (env or "") .. "\0" .. status
   local l = labels[key]
   if not l then
@@ -46,6 +51,7 @@ local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 --        bypass_auth, health = fn() -> table, status, on_metrics }
 function M.install(app, ctx)
   local store = ctx.store
+  served_envs = store.envs
 
   -- Tokens already verified (they carry no exp: a valid one stays valid for this generation's
   -- secrets); bounded, emptied when full. Saves an HMAC and two decodes per SDK request.
@@ -198,8 +204,8 @@ function M.install(app, ctx)
 
   -- Answers per target, kept with the environment (a new config replaces the environment and
   -- so the cache): keyed by the Harness-Target header, or by the identifier (then dropped when
-  -- /client/auth brings new attributes for it).
-  -- Bounded by count and bytes: every SDK request may bring its own Harness-Target header.
+  -- /client/auth brings new attributes for it). Bounded by count and bytes, then emptied: every
+  -- SDK request may bring its own Harness-Target header.
   local function evaluations_json(req, env)
     local h = req.headers["harness-target"]
     local key = h and h ~= "" and ("h" .. h) or ("t" .. req.params.target)
