@@ -275,6 +275,8 @@ describe("flag proxy settings", function()
       { { "--api-keys", "k" }, { SDK_BASE_URL = "ftp://x" }, "SDK_BASE_URL" },
       { { "--api-keys", "k", "--port", "70000" }, {}, "PORT" },
       { { "--api-keys", "k" }, { LOG_LEVEL = "LOUD" }, "LOG_LEVEL" },
+      { { "--api-keys", "k" }, { TARGET_STORE_MAX_BYTES = "1.5" }, "TARGET_STORE_MAX_BYTES" },
+      { { "--api-keys", "k" }, { TARGET_ATTRIBUTES_MAX_BYTES = "-1" }, "TARGET_ATTRIBUTES_MAX_BYTES" },
     }
     for _, c in ipairs(cases) do
       local rc, text = check(c[1], c[2])
