@@ -15,6 +15,8 @@
  *    as many items as were loaded;
  *  - evaluator.evaluate never raises and gives one of the flag's own variations, or nil with a
  *    reason;
+ *  - relay.flag.validate never raises (it passes a config or refuses it with a message), and
+ *    every flag of a config it passes evaluates to one of its variations for any target;
  *  - murmur3.bucket is in 1..100 for any string. */
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +37,7 @@ static const char checks[] =
   "local store_mod = require 'relay.flag.store'\n"
   "local evaluator = require 'relay.flag.evaluator'\n"
   "local murmur3 = require 'relay.flag.murmur3'\n"
+  "local validate = require 'relay.flag.validate'\n"
   "local function inv(msg) error('INVARIANT: ' .. msg, 0) end\n"
   "local function decode(text)\n"
   "  local ok, v = pcall(json.decode, text)\n"
@@ -84,6 +87,21 @@ static const char checks[] =
   "      for _, x in ipairs(type(f.variations) == 'table' and f.variations or {}) do mine = mine or x == v end\n"
   "      if not mine then inv('evaluate gave a variation that is not the flag\\'s') end\n"
   "    elseif type(why) ~= 'string' then inv('no variation and no reason') end\n"
+  "  end\n"
+  "  -- the validator never raises, and whatever it passes evaluates to one of the flag's variations\n"
+  "  local vd = { flags = decode(flags_text), segments = decode(segments_text) }\n"
+  "  local okc, valid, verr = pcall(validate.envs, { e = vd })\n"
+  "  if not okc then inv('validate raised: ' .. tostring(valid)) end\n"
+  "  if not valid and type(verr) ~= 'string' then inv('validate refused without a message') end\n"
+  "  if valid then\n"
+  "    local vctx = { flags = {}, segments = {} }\n"
+  "    for _, f in ipairs(vd.flags) do vctx.flags[f.feature] = f end\n"
+  "    for _, s in ipairs(vd.segments) do vctx.segments[s.identifier] = s end\n"
+  "    for _, f in ipairs(vd.flags) do\n"
+  "      local okv, v, why = pcall(evaluator.evaluate, vctx, f, target)\n"
+  "      if not okv then inv('evaluate raised on a valid config: ' .. tostring(v)) end\n"
+  "      if v == nil then inv('a valid flag evaluated to nothing: ' .. tostring(why)) end\n"
+  "    end\n"
   "  end\n"
   "  local b = murmur3.bucket(target_text, flags_text)\n"
   "  if type(b) ~= 'number' or b < 1 or b > 100 or b ~= math.floor(b) then inv('bucket ' .. tostring(b)) end\n"

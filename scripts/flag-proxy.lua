@@ -6,6 +6,7 @@
 local relay = require "relay"
 local config = require "relay.flag.config"
 local store_mod = require "relay.flag.store"
+local targets_mod = require "relay.flag.targets"
 local api = require "relay.flag.api"
 local proxy_api = require "relay.flag.proxy_api"
 local offline = require "relay.flag.offline"
@@ -30,7 +31,8 @@ local store = store_mod.new { and_rules = cfg.and_rules }
 local state = sync.new(cfg, store)
 
 local ctx = {
-  store = store, proxy_key = cfg.proxy_key, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
+  store = store, target_attributes_max = cfg.target_attributes_max_bytes,
+  targets = targets_mod.new { max_len = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }, proxy_key = cfg.proxy_key, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
   heartbeat = cfg.heartbeat, health = function() return state:health() end,
   stream_ok = function() return state:stream_ok() end,
   on_metrics = function(env, body) state:queue_metrics(env, body) end,
@@ -49,7 +51,10 @@ app:on_init(function()
   if cfg.offline then
     local envs, err = offline.load(cfg.config_dir)
     if not envs then error("flag-proxy: CONFIG_DIR: " .. err, 0) end
-    state:replace_all(envs) -- on SIGHUP: events for what changed go out once this generation serves
+    -- checked before anything is replaced: a refused config fails the start, or the reload (the
+    -- running generation keeps serving); on SIGHUP events for what changed go out once this serves
+    local ok, why = state:replace_all(envs, cfg.config_dir)
+    if not ok then error("flag-proxy: " .. why, 0) end
     state:set_stream("CONNECTED")
   elseif cfg.read_replica then
     state:start_replica()

@@ -126,7 +126,7 @@ describe("flag proxy, online (daisy chain)", function()
       return type(h) == "table" and h.streamStatus.state == "CONNECTED"
     end, 10, "the new generation's feed")
     -- the SDK stream opened before the reload still gets changes, now through the new feed
-    set_default(flags_file, "max-items", "thousand")
+    set_default(flags_file, "max-items", "twenty-five")
     assert.is_true(up:reload())
     local function next_event()
       local data = assert(chunk(3))

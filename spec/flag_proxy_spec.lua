@@ -275,6 +275,8 @@ describe("flag proxy settings", function()
       { { "--api-keys", "k" }, { SDK_BASE_URL = "ftp://x" }, "SDK_BASE_URL" },
       { { "--api-keys", "k", "--port", "70000" }, {}, "PORT" },
       { { "--api-keys", "k" }, { LOG_LEVEL = "LOUD" }, "LOG_LEVEL" },
+      { { "--api-keys", "k" }, { TARGET_STORE_MAX_BYTES = "1.5" }, "TARGET_STORE_MAX_BYTES" },
+      { { "--api-keys", "k" }, { TARGET_ATTRIBUTES_MAX_BYTES = "-1" }, "TARGET_ATTRIBUTES_MAX_BYTES" },
     }
     for _, c in ipairs(cases) do
       local rc, text = check(c[1], c[2])
@@ -300,7 +302,7 @@ describe("flag proxy settings", function()
     helpers.write_file(dir .. "/config/env-" .. ENV .. "/feature_config.json", '[{"kind":"boolean"}]')
     local ok, line = host:reload()
     assert.is_false(ok)
-    assert.truthy(line:find('feature_config.json: item 1 has no \\"feature\\"'), line)
+    assert.truthy(line:find('feature_config.json: item 1: feature must be a non-empty string, got nothing', 1, true), line)
     local _, token = auth(host)
     assert.equal(200, host:get("/client/env/" .. ENV .. "/feature-configs/dark-mode", { Authorization = "Bearer " .. token }).status)
     assert.equal(0, host:stop())

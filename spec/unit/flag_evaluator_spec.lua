@@ -154,4 +154,14 @@ describe("cross-SDK evaluation cases (spec/fixtures/ff-test-cases)", function()
     p:close()
     assert.is_true(files > 0)
   end)
+  it("does not recurse for ever through target groups that name each other", function()
+    local a = { identifier = "a", rules = { { op = "segmentMatch", attribute = "", values = { "b" } } } }
+    local b = { identifier = "b", servingRules = { { clauses = { { op = "segmentMatch", values = { "a" } } } } } }
+    local flag = { feature = "f", state = "on", variations = { { identifier = "x", value = "1" }, { identifier = "y", value = "2" } },
+      offVariation = "x", defaultServe = { variation = "x" },
+      rules = { { clauses = { { op = "segmentMatch", values = { "a" } } }, serve = { variation = "y" } } } }
+    local ok, v = pcall(evaluator.evaluate, { flags = { f = flag }, segments = { a = a, b = b } }, flag, { identifier = "t" })
+    assert.is_true(ok, tostring(v))
+    assert.equal("x", v.identifier)
+  end)
 end)

@@ -17,8 +17,13 @@ local requests = relay.metrics.counter("ff_proxy_http_requests_total", "SDK requ
 -- path (an SDK polling /evaluations) allocates no table of its own here.
 local HEADERS = { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" }
 local labels = {}
+-- The environments served (install sets it; one generation, one Lua state): only those become
+-- an envID label. An id from a URL (BYPASS_AUTH) or a token minted with the insecure default
+-- secret would otherwise add a label set, and a Prometheus series, per request.
+local served_envs = {}
 
 local function reply(res, status, body, route, env)
+  if env and not served_envs[env] then env = "" end
   local key = route .. "\0" .. (env or "") .. "\0" .. status
   local l = labels[key]
   if not l then
@@ -29,6 +34,11 @@ local function reply(res, status, body, route, env)
   return res:send(status, body, HEADERS)
 end
 
+-- What an auth body may carry besides the target's attributes (key, identifier, name, JSON).
+local AUTH_SLACK = 16 * 1024
+-- Evaluation answers cached per environment.
+local EVAL_CACHE_LEN, EVAL_CACHE_BYTES = 10000, 8 * 1024 * 1024
+
 local function fail(res, status, msg, route, env)
   return reply(res, status, json.encode({ error = msg }) .. "\n", route, env)
 end
@@ -37,9 +47,11 @@ end
 local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
 local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 
--- ctx: { store, secret, legacy_secrets = {..}, bypass_auth, health = fn() -> table, status, on_metrics }
+-- ctx: { store, targets (relay.flag.targets), target_attributes_max, secret, legacy_secrets = {..},
+--        bypass_auth, health = fn() -> table, status, on_metrics }
 function M.install(app, ctx)
   local store = ctx.store
+  served_envs = store.envs
 
   -- Tokens already verified (they carry no exp: a valid one stays valid for this generation's
   -- secrets); bounded, emptied when full. Saves an HMAC and two decodes per SDK request.
@@ -96,26 +108,48 @@ function M.install(app, ctx)
     })
   end)
 
+  -- Anyone may call /client/auth (client SDK keys ship in browser apps): the attributes are
+  -- bounded, an auth body may carry them plus AUTH_SLACK for the rest, and the targets kept
+  -- for evaluations live in a bounded store (relay.flag.targets).
+  local attr_max = ctx.target_attributes_max or 64 * 1024
+  local body_max = attr_max + AUTH_SLACK
+  local function too_large(res, what, n, route)
+    return fail(res, 413, ("request too large: %s %d bytes, over TARGET_ATTRIBUTES_MAX_BYTES (%d)%s")
+      :format(what, n, attr_max, what == "body" and (" + %d for the rest of the request"):format(AUTH_SLACK) or ""), route)
+  end
+
+  -- The auth request's target, or nil, status and message.
+  local function auth_target(r)
+    local target = type(r.target) == "table" and r.target or {}
+    local tid = type(target.identifier) == "string" and target.identifier or ""
+    if target.name == nil or target.name == "" then target.name = tid end
+    if not valid_identifier(tid) then return nil, 400, "bad request: invalid target identifier" end
+    if type(target.name) ~= "string" or not valid_name(target.name) then return nil, 400, "bad request: invalid target name" end
+    local attrs = target.attributes
+    if attrs ~= nil and attrs ~= json.null and type(attrs) ~= "table" then
+      return nil, 400, "bad request: target attributes must be a JSON object"
+    end
+    return target, tid
+  end
+
   app:post("/client/auth", function(req, res)
     local route = "/client/auth"
     local body = req:body()
     if not body or body == "" then return fail(res, 400, "bad request: empty body", route) end
+    if #body > body_max then return too_large(res, "body", #body, route) end
     local ok, r = pcall(json.decode, body)
     if not ok or type(r) ~= "table" then return fail(res, 400, "bad request: body is not a JSON object", route) end
     if type(r.apiKey) ~= "string" or r.apiKey == "" then return fail(res, 400, "bad request: apiKey is empty", route) end
-    local target = type(r.target) == "table" and r.target or {}
-    local tid = type(target.identifier) == "string" and target.identifier or ""
-    if target.name == nil or target.name == "" then target.name = tid end
-    if not valid_identifier(tid) then return fail(res, 400, "bad request: invalid target identifier", route) end
-    if type(target.name) ~= "string" or not valid_name(target.name) then
-      return fail(res, 400, "bad request: invalid target name", route)
-    end
+    local target, tid, msg = auth_target(r)
+    if not target then return fail(res, tid, msg, route) end
+    local attr_bytes = type(target.attributes) == "table" and #json.encode(target.attributes) or 0
+    if attr_bytes > attr_max then return too_large(res, "target attributes are", attr_bytes, route) end
     local hash = sha256_hex(r.apiKey)
     local env_id = store.key_env[hash]
     if not env_id then return fail(res, 401, "unauthorised", route) end
     if tid ~= "" then
       local env = store.envs[env_id]
-      env.target[tid] = target
+      ctx.targets:put(env_id, tid, json.encode(target))
       if env.evaluations and env.evaluations["t" .. tid] then env.evaluations["t" .. tid] = nil end
       if ctx.on_target then ctx.on_target(env_id, target) end
     end
@@ -123,7 +157,7 @@ function M.install(app, ctx)
     local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
       clusterIdentifier = "1", iat = now, nbf = now }, ctx.secret)
     return reply(res, 200, json.encode({ authToken = token }) .. "\n", route, env_id)
-  end)
+  end, { max_body = math.max(1024 * 1024, body_max) }) -- up to 1 MiB the answer names the limit
 
   local FC = "/client/env/:environment_uuid/feature-configs"
   app:get(FC, env_route(FC, function(_, res, env)
@@ -156,6 +190,9 @@ function M.install(app, ctx)
         return t
       end
     end
+    local seen = ctx.targets:get(env.id, req.params.target)
+    local ok, t = pcall(json.decode, seen or "")
+    if ok and type(t) == "table" then return t end
     return env.target[req.params.target] or { identifier = req.params.target, name = req.params.target }
   end
 
@@ -167,18 +204,22 @@ function M.install(app, ctx)
 
   -- Answers per target, kept with the environment (a new config replaces the environment and
   -- so the cache): keyed by the Harness-Target header, or by the identifier (then dropped when
-  -- /client/auth brings new attributes for it).
+  -- /client/auth brings new attributes for it). Bounded by count and bytes, then emptied: every
+  -- SDK request may bring its own Harness-Target header.
   local function evaluations_json(req, env)
     local h = req.headers["harness-target"]
     local key = h and h ~= "" and ("h" .. h) or ("t" .. req.params.target)
     local cache = env.evaluations
-    if not cache or cache.n >= 10000 then cache = { n = 0 }; env.evaluations = cache end
+    if not cache or cache.n >= EVAL_CACHE_LEN or cache.bytes >= EVAL_CACHE_BYTES then
+      cache = { n = 0, bytes = 0 }
+      env.evaluations = cache
+    end
     local body = cache[key]
     if body then return body end
     local target, out = target_of(req, env), {}
     for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
     body = json.encode(out, true) .. "\n"
-    cache[key], cache.n = body, cache.n + 1
+    cache[key], cache.n, cache.bytes = body, cache.n + 1, cache.bytes + #key + #body
     return body
   end
 

@@ -40,6 +40,10 @@ M.flags = {
   { key = "and_rules", name = "and-rules", env = "AND_RULES", default = false, help = "serve segments' servingRules to ?rules=v2 requests" },
   { key = "heartbeat", name = "sse-heartbeat", env = "SSE_HEARTBEAT", default = 15, help = "seconds of idle before an SSE stream gets a ':' comment" },
   { key = "metric_post_duration", name = "metric-post-duration", env = "METRIC_POST_DURATION", default = 60, help = "seconds between metric forwards upstream (0: off)" },
+  { key = "target_store_max_len", name = "target-store-max-len", env = "TARGET_STORE_MAX_LEN", default = 10000, help = "targets from /client/auth kept for evaluations (least recently used go first)" },
+  { key = "target_store_max_bytes", name = "target-store-max-bytes", env = "TARGET_STORE_MAX_BYTES", default = 8 * 1024 * 1024, help = "bytes of targets from /client/auth kept (as JSON; least recently used go first)" },
+  { key = "target_attributes_max_bytes", name = "target-attributes-max-bytes", env = "TARGET_ATTRIBUTES_MAX_BYTES", default = 64 * 1024, help = "largest target attributes /client/auth accepts (as JSON; more gets 413)" },
+  { key = "allow_empty", name = "allow-empty", env = "ALLOW_EMPTY", default = false, help = "accept a config with no flags at all (otherwise a load or reload that would serve none is refused)" },
 }
 
 local function first(...)
@@ -71,6 +75,8 @@ function M.resolve(f)
     proxy_key = f.proxy_key, read_replica = f.read_replica, and_rules = f.and_rules,
     heartbeat = f.heartbeat, metric_post = f.metric_post_duration,
     service_token = first(f.admin_service_token, f.service_token),
+    target_store_max_len = f.target_store_max_len, target_store_max_bytes = f.target_store_max_bytes,
+    target_attributes_max_bytes = f.target_attributes_max_bytes, allow_empty = f.allow_empty,
   }
   s.base_url = s.base_url:gsub("/+$", "")
   s.events_url = s.events_url:gsub("/+$", "")
@@ -87,6 +93,9 @@ function M.resolve(f)
   if f.tls_enabled and (f.tls_cert == "" or f.tls_key == "") then bad("TLS_ENABLED needs TLS_CERT and TLS_KEY") end
   if not f.tls_enabled and (f.tls_cert ~= "" or f.tls_key ~= "") then
     bad("TLS_CERT/TLS_KEY are set but TLS_ENABLED is not: set TLS_ENABLED=true to serve HTTPS")
+  end
+  for _, k in ipairs { "target_store_max_len", "target_store_max_bytes", "target_attributes_max_bytes" } do
+    if s[k] < 0 or s[k] % 1 ~= 0 then bad(("%s: %s is not a whole number >= 0"):format(k:upper(), s[k])) end
   end
   if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end

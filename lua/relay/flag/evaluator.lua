@@ -53,19 +53,21 @@ local ops = {
   match = function(a, v) return regex_match(v[1], a) end,
 }
 
-local function clause_matches(ctx, clause, target)
+-- depth: how many target groups deep (groups may name groups; the validator refuses cycles,
+-- and this stops one that got past it).
+local function clause_matches(ctx, clause, target, depth)
   local values = list(clause.values)
   if not clause.op or clause.op == "" or #values == 0 then return false end
-  if clause.op == "segmentMatch" then return in_segments(ctx, values, target) end
+  if clause.op == "segmentMatch" then return in_segments(ctx, values, target, (depth or 0) + 1) end
   local a = attr_value(target, clause.attribute or "")
   if a == "" then return false end
   local op = ops[clause.op]
   return op ~= nil and op(a, values) or false
 end
 
-local function all_match(ctx, clauses, target)
+local function all_match(ctx, clauses, target, depth)
   for _, c in ipairs(list(clauses)) do
-    if not clause_matches(ctx, c, target) then return false end
+    if not clause_matches(ctx, c, target, depth) then return false end
   end
   return true
 end
@@ -78,7 +80,9 @@ local function target_in(list_of, target)
 end
 
 -- Is the target in any of these segments? Being excluded from one answers false for all.
-function in_segments(ctx, ids, target)
+function in_segments(ctx, ids, target, depth)
+  depth = depth or 1
+  if depth > 16 then return false end
   for _, id in ipairs(ids) do
     local seg = ctx.segments[id]
     if seg then
@@ -87,11 +91,11 @@ function in_segments(ctx, ids, target)
       local serving = list(seg.servingRules)
       if #serving > 0 then
         for _, rule in ipairs(serving) do
-          if all_match(ctx, rule.clauses, target) then return true end
+          if all_match(ctx, rule.clauses, target, depth) then return true end
         end
       else
         for _, c in ipairs(list(seg.rules)) do
-          if clause_matches(ctx, c, target) then return true end
+          if clause_matches(ctx, c, target, depth) then return true end
         end
       end
     end

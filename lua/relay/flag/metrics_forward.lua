@@ -3,40 +3,81 @@
 local relay = require "relay"
 local json = require "relay.flag.json"
 
+-- What may wait to be forwarded, queued or in flight (anyone with a public SDK key may post
+-- metrics, and an events service that is slow or unreachable holds a batch for its timeout).
+local QUEUE_MAX = 4 * 1024 * 1024
+local FLUSH_AT = 1024 * 1024
+
+local dropped = relay.metrics.counter("ff_proxy_metrics_dropped_total",
+  "SDK metrics posts not forwarded: 4 MiB were already waiting for the upstream")
+
+-- The elements of a JSON array field of m, as text without the brackets ("" when none).
+local function elements(m, field)
+  local v = m[field]
+  if type(v) ~= "table" or v[1] == nil then return "" end
+  return json.encode(v, true):sub(2, -2)
+end
+
 return function(Sync, S)
-  -- SDK metrics are merged per environment and posted upstream in one request each.
+  local function drop(self, env_id)
+    dropped:inc(1)
+    if not self.drop_logged then -- once per flush: a flood must not flood the log too
+      self.drop_logged = true
+      relay.log.warn("metrics_dropped", { environment = env_id, error = "4 MiB of SDK metrics already wait for the upstream" })
+    end
+  end
+
+  -- SDK metrics are merged per environment (as JSON text: the bytes counted are the bytes held)
+  -- and posted upstream in one request each.
   function Sync:queue_metrics(env_id, body)
     if self.cfg.read_replica then -- the primary forwards them
-      relay.after(0, function() self.redis:push_metrics(env_id, body) end)
+      local pending = self.pushing or 0
+      if pending + #body > QUEUE_MAX then return drop(self, env_id) end
+      self.pushing = pending + #body
+      relay.after(0, function()
+        self.redis:push_metrics(env_id, body)
+        self.pushing = self.pushing - #body
+      end)
       return
     end
     if self.cfg.offline or self.cfg.metric_post <= 0 then return end
     local ok, m = pcall(json.decode, body)
     if not ok or type(m) ~= "table" then return end
+    local md, td = elements(m, "metricsData"), elements(m, "targetData")
+    if self.metrics_bytes + (self.in_flight or 0) + #md + #td > QUEUE_MAX then return drop(self, env_id) end
     local q = self.metrics[env_id] or { metricsData = {}, targetData = {} }
-    for _, d in ipairs(type(m.metricsData) == "table" and m.metricsData or {}) do q.metricsData[#q.metricsData + 1] = d end
-    for _, d in ipairs(type(m.targetData) == "table" and m.targetData or {}) do q.targetData[#q.targetData + 1] = d end
+    if md ~= "" then q.metricsData[#q.metricsData + 1] = md end
+    if td ~= "" then q.targetData[#q.targetData + 1] = td end
     self.metrics[env_id] = q
-    self.metrics_bytes = self.metrics_bytes + #body
-    if self.metrics_bytes >= 1024 * 1024 then relay.after(0, function() self:flush_metrics() end) end
+    self.metrics_bytes = self.metrics_bytes + #md + #td
+    if self.metrics_bytes >= FLUSH_AT and not self.in_flight then relay.after(0, function() self:flush_metrics() end) end
   end
 
   local forwarded = relay.metrics.counter("ff_proxy_metrics_forwarded", "SDK metrics batches posted upstream", { "envID", "error" })
 
+  local function post(self, env_id, q)
+    local u = self.upstream[env_id]
+    local r, err = relay.http.request {
+      method = "POST", url = ("%s/metrics/%s?cluster=%s"):format(self.cfg.events_url, env_id, u and u.cluster or "1"),
+      timeout = 10, body = '{"metricsData":[' .. table.concat(q.metricsData, ",") .. '],"targetData":[' ..
+        table.concat(q.targetData, ",") .. "]}",
+      headers = { ["content-type"] = "application/json", authorization = u and ("Bearer " .. u.token) or nil },
+    }
+    local failed = not r or r.status >= 300
+    forwarded:inc(1, { env_id, tostring(failed) })
+    if failed then relay.log.warn("metrics_forward_failed", { environment = env_id, error = err or ("status " .. r.status) }) end
+  end
+
+  -- One flush at a time: what comes meanwhile waits (up to QUEUE_MAX) for the next.
   function Sync:flush_metrics()
+    if self.in_flight or self.metrics_bytes == 0 then return end
     local batches = self.metrics
-    self.metrics, self.metrics_bytes = {}, 0
-    for env_id, m in pairs(batches) do
-      local u = self.upstream[env_id]
-      local r, err = relay.http.request {
-        method = "POST", url = ("%s/metrics/%s?cluster=%s"):format(self.cfg.events_url, env_id, u and u.cluster or "1"),
-        timeout = 10, body = json.encode(m),
-        headers = { ["content-type"] = "application/json", authorization = u and ("Bearer " .. u.token) or nil },
-      }
-      local failed = not r or r.status >= 300
-      forwarded:inc(1, { env_id, tostring(failed) })
-      if failed then relay.log.warn("metrics_forward_failed", { environment = env_id, error = err or ("status " .. r.status) }) end
+    self.metrics, self.in_flight, self.metrics_bytes, self.drop_logged = {}, self.metrics_bytes, 0, false
+    for env_id, q in pairs(batches) do
+      local ok, err = pcall(post, self, env_id, q) -- whatever happens, the next flush may run
+      if not ok then relay.log.warn("metrics_forward_failed", { environment = env_id, error = tostring(err) }) end
     end
+    self.in_flight = nil
   end
 
   -- A primary takes the metrics its replicas pushed to Redis into its own batches.

@@ -17,14 +17,16 @@ local function read_array(path, required)
   local ok, v = pcall(json.decode, text)
   if not ok then return nil, ("%s: not valid JSON (%s)"):format(path, tostring(v)) end
   if v == json.null then return {} end
-  if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then
+  -- text, not the table: {} and [] decode alike, and {} once wiped every flag
+  if type(v) ~= "table" or not text:match("^%s*%[") then
     return nil, ("%s: expected a JSON array"):format(path)
   end
   return v
 end
 
--- Returns { [env_id] = { keys, flags, segments, targets } }, or nil and a message naming the
--- file that is wrong.
+-- Returns { [env_id] = { keys, flags, segments, targets, sources } }, or nil and a message
+-- naming the file that is wrong. The content's shape is checked by relay.flag.validate when the
+-- config replaces what is served (sources name the files in its messages).
 function M.load(dir)
   local names, err = fs.list(dir)
   if not names then return nil, err end
@@ -32,21 +34,11 @@ function M.load(dir)
   for _, name in ipairs(names) do
     local id = name:match("^env%-(.+)$")
     if id then
-      local env, base = {}, dir .. "/" .. name .. "/"
+      local env, base = { sources = {} }, dir .. "/" .. name .. "/"
       for field, file in pairs(FILES) do
         local v, ferr = read_array(base .. file, field == "keys" or field == "flags")
         if not v then return nil, ferr end
-        env[field] = v
-      end
-      for i, f in ipairs(env.flags) do
-        if type(f) ~= "table" or type(f.feature) ~= "string" then
-          return nil, ("%sfeature_config.json: item %d has no \"feature\""):format(base, i)
-        end
-      end
-      for i, s in ipairs(env.segments) do
-        if type(s) ~= "table" or type(s.identifier) ~= "string" then
-          return nil, ("%ssegments.json: item %d has no \"identifier\""):format(base, i)
-        end
+        env[field], env.sources[field] = v, base .. file
       end
       envs[id], n = env, n + 1
     end

@@ -98,7 +98,9 @@ function Cache:read_env(env_id)
   local segs, e2 = get_json(r, p .. "-segments")
   if not segs then return nil, e2 end
   local targets = get_json(r, p .. "-target-configs") or {}
-  return { flags = flags, segments = segs, targets = targets, keys = keys }
+  return { flags = flags, segments = segs, targets = targets, keys = keys,
+           sources = { flags = "redis " .. p .. "-feature-configs", segments = "redis " .. p .. "-segments",
+                       targets = "redis " .. p .. "-target-configs", keys = "redis " .. p .. "-api-configs" } }
 end
 
 -- Every environment a primary wrote: { [env_id] = data } or nil, err.

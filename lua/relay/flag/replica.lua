@@ -5,7 +5,8 @@ return function(Sync, S)
   function Sync:replica_load()
     local envs, err = self.redis:read_all()
     if not envs then return nil, err end
-    self:replace_all(envs)
+    local ok, why = self:replace_all(envs, "redis")
+    if not ok then return nil, why end
     S.set_status(self.config_status, "READ_REPLICA")
     local h = self.redis:stream_health()
     S.set_status(self.stream_status, h and h.state or "DISCONNECTED")
@@ -23,7 +24,9 @@ return function(Sync, S)
           last, err = self.redis:follow(function(ev)
             if ev.environment and (ev.domain == "flag" or ev.domain == "target-segment") then
               local env = self.redis:read_env(ev.environment)
-              if env then self:replace_some({ [ev.environment] = env }) end
+              local ok, why = true, nil
+              if env then ok, why = self:replace_some({ [ev.environment] = env }, "redis") end
+              if not ok then relay.log.warn("redis_config_refused", { environment = ev.environment, error = why }) end
             end
           end, last)
         end

@@ -94,7 +94,6 @@ function Store:set_env(env_id, data)
   local old = self.envs[env_id]
   if old then
     for _, k in ipairs(old.keys) do if self.key_env[k] == env_id then self.key_env[k] = nil end end
-    for id, t in pairs(old.target) do if not env.target[id] then env.target[id] = t end end -- seen at auth
   end
   for _, k in ipairs(env.keys) do self.key_env[k] = env_id end
   self.envs[env_id] = env

@@ -5,7 +5,10 @@
 local relay = require "relay"
 local api = require "relay.flag.api"
 local json = require "relay.flag.json"
+local validate = require "relay.flag.validate"
 
+local refused = relay.metrics.counter("ff_proxy_config_refused_total",
+  "flag configs refused because they do not fit the shape the SDKs rely on (nothing was replaced)")
 
 local M = {}
 local Sync = {}
@@ -62,9 +65,24 @@ function M.publish(events)
   end
 end
 
+-- Every config is checked before it replaces anything (relay.flag.validate): where names it
+-- in the message about a config with no flags at all.
+function Sync:check(envs, where, partial)
+  local elsewhere = 0
+  if partial then
+    for id, env in pairs(self.store.envs) do if not envs[id] then elsewhere = elsewhere + #env.flags end end
+  end
+  local ok, err = validate.envs(envs, { allow_empty = self.cfg.allow_empty, flags_elsewhere = elsewhere, where = where })
+  if not ok then refused:inc(1) end
+  return ok, err
+end
+
 -- Replaces every environment (offline load, or a full online sync). Environments that are gone
--- lose their streams; events go out once this generation serves (after on_init).
-function Sync:replace_all(envs)
+-- lose their streams; events go out once this generation serves (after on_init). Returns the
+-- events, or nil and why the config was refused (then nothing changed).
+function Sync:replace_all(envs, where)
+  local valid, why = self:check(envs, where)
+  if not valid then return nil, why end
   local dict, events, ids = self.store.dict, {}, {}
   for id, data in pairs(envs) do
     for _, ev in ipairs(self.store:set_env(id, data)) do events[#events + 1] = ev end
@@ -99,7 +117,10 @@ function Sync:persist(env_ids, events)
 end
 
 -- Environments from the upstream's events: no streams close, the events say what changed.
-function Sync:replace_some(envs)
+-- Returns true, or nil and why the config was refused (then nothing changed).
+function Sync:replace_some(envs, where)
+  local valid, why = self:check(envs, where, true)
+  if not valid then return nil, why end
   local events, ids = {}, {}
   for id, data in pairs(envs) do
     for _, ev in ipairs(self.store:set_env(id, data)) do events[#events + 1] = ev end
@@ -107,6 +128,7 @@ function Sync:replace_some(envs)
   end
   M.publish(events)
   self:persist(ids, events)
+  return true
 end
 
 function Sync:target_seen() end

@@ -43,7 +43,9 @@ return function(Sync, S)
     local segs, err2 = upstream_get(self, env_id, "/client/env/" .. env_id .. "/target-segments" .. q .. "&rules=v2")
     if not segs then return nil, err2 end
     local old = self.store.envs[env_id]
-    return { flags = flags, segments = segs, targets = old and old.targets or {}, keys = u.keys }
+    local at = self.cfg.base_url .. "/client/env/" .. env_id
+    return { flags = flags, segments = segs, targets = old and old.targets or {}, keys = u.keys,
+             sources = { flags = at .. "/feature-configs", segments = at .. "/target-segments" } }
   end
 
   -- Fetches flags and segments of every known environment (or only one); returns the envs table
@@ -85,10 +87,15 @@ return function(Sync, S)
       if not r then return nil, err end
       local ok, cfg = pcall(json.decode, r.body)
       if r.status ~= 200 or not ok or type(cfg) ~= "table" then return nil, ("/proxy/config: status %d"):format(r.status) end
-      for _, e in ipairs(cfg.environments or {}) do
+      for _, e in ipairs(type(cfg.environments) == "table" and cfg.environments or {}) do
+        if type(e) ~= "table" or type(e.id) ~= "string" or e.id == "" then
+          return nil, "/proxy/config: an environment without an id"
+        end
         local old = self.store.envs[e.id]
+        local at = ("%s/proxy/config environment %s"):format(self.cfg.base_url, tostring(e.id))
         envs[e.id] = { flags = e.featureConfigs or {}, segments = e.segments or {}, keys = e.apiKeys or {},
-                       targets = old and old.targets or {} }
+                       targets = old and old.targets or {},
+                       sources = { flags = at .. " featureConfigs", segments = at .. " segments", keys = at .. " apiKeys" } }
         self.upstream[e.id] = self.upstream[e.id] or { cluster = "1", keys = e.apiKeys or {}, token = self.proxy_token,
                                                      key = self.cfg.proxy_key }
       end
@@ -125,7 +132,8 @@ return function(Sync, S)
     local envs, err
     if self:proxy_mode() then envs, err = self:proxy_fetch() else envs, err = self:fetch_all() end
     if not envs then return nil, err end
-    local events = self:replace_all(envs)
+    local events, refused = self:replace_all(envs, self.cfg.base_url)
+    if not events then return nil, refused end -- the last good config keeps serving
     S.set_status(self.config_status, "SYNCED")
     if by_poll and #events > 0 then
       local closed = {}
@@ -154,6 +162,7 @@ return function(Sync, S)
       relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err })
       return
     end
-    self:replace_some(envs)
+    local ok, why = self:replace_some(envs, self.cfg.base_url)
+    if not ok then relay.log.warn("upstream_config_refused", { environment = env_id, error = why }) end
   end
 end
