@@ -1,0 +1,293 @@
+-- docker/prometheus (alert rules, their promtool tests, an example prometheus.yml) and
+-- docker/grafana (the dashboard): promtool checks the rules and the config, runs the rules' tests
+-- and parses every expression of the dashboard; and every metric either of them names is in the
+-- /metrics of a running personality (prefix proxy, flag proxy offline, git tunnel server and
+-- client, workspace relay), each driven through the failure paths whose counters only appear once
+-- counted (a 502, a refused head, a refused upgrade).
+local helpers = require "helpers"
+local cjson = require "cjson"
+local lyaml = require "lyaml"
+local socket = require "socket"
+
+local root = helpers.root
+local PROM = root .. "/docker/prometheus"
+local RULES, RULE_TESTS = PROM .. "/relayhost-alerts.yml", PROM .. "/relayhost-alerts.test.yml"
+local DASHBOARD = root .. "/docker/grafana/relayhost.json"
+local ADMIN_TOKEN = "admin-token-for-observability"
+
+-- Output (stdout and stderr) and exit status of a shell command.
+local function sh(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"#rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("#rc=%d+%s*$", "")), tonumber(out:match("#rc=(%d+)%s*$"))
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+local function get(port, path, headers)
+  local c = assert(helpers.connect(port))
+  local res = c:get(path, headers)
+  c:close()
+  return assert(res, "no answer to GET " .. path)
+end
+
+-- ---- PromQL: the metric names an expression selects ----
+
+-- Grafana's variables as Prometheus would see them once Grafana has put them in.
+local function grafana_to_promql(expr)
+  return (expr:gsub("%$__rate_interval", "5m"):gsub("%$__interval", "1m"):gsub("%$__range", "1h")
+              :gsub("%${?[%a_][%w_]*}?", ".*"))
+end
+
+local KEYWORDS = {}
+for w in ("by without on ignoring group_left group_right and or unless bool offset inf nan"):gmatch("%S+") do
+  KEYWORDS[w] = true
+end
+
+-- Strings, label matchers, ranges and label lists hold no metric name; what is left is
+-- functions and aggregations (followed by "("), keywords, numbers and metric names.
+local function metric_names(expr)
+  local s = expr:gsub('"[^"\\]*(\\.[^"\\]*)*"', '""'):gsub("'[^'\\]*(\\.[^'\\]*)*'", "''")
+  s = s:gsub("%b{}", " "):gsub("%b[]", " ")
+  for _, w in ipairs { "by", "without", "on", "ignoring", "group_left", "group_right" } do
+    s = s:gsub("%f[%w_]" .. w .. "%s*%b()", " ")
+  end
+  local names, i = {}, 1
+  while i <= #s do
+    local num = s:match("^[%d%.][%w%.]*", i)
+    local name = not num and s:match("^[%a_:][%w_:]*", i)
+    if num then i = i + #num
+    elseif name then
+      i = i + #name
+      if not s:match("^%s*%(", i) and not KEYWORDS[name:lower()] then names[#names + 1] = name end
+    else i = i + 1 end
+  end
+  return names
+end
+
+-- ---- what the files say ----
+
+local function read_yaml(path) return lyaml.load((assert(helpers.read_file(path), path))) end
+
+local function alert_rules()
+  local out = {}
+  for _, g in ipairs(read_yaml(RULES).groups) do
+    for _, r in ipairs(g.rules) do out[#out + 1] = r end
+  end
+  return out
+end
+
+local function dashboard() return cjson.decode((assert(helpers.read_file(DASHBOARD), DASHBOARD))) end
+
+-- Every expression of the dashboard, with where it is: panels' targets, Prometheus
+-- annotations, and the selector inside a query variable's label_values(...).
+local function dashboard_exprs(d)
+  local out = {}
+  for _, p in ipairs(d.panels) do
+    for _, t in ipairs(p.targets or {}) do out[#out + 1] = { where = ("panel %q %s"):format(p.title, t.refId), expr = t.expr } end
+  end
+  for _, a in ipairs(d.annotations.list) do
+    if a.expr then out[#out + 1] = { where = "annotation " .. a.name, expr = a.expr } end
+  end
+  for _, v in ipairs(d.templating.list) do
+    if v.type == "query" then
+      local sel = assert(v.definition:match("^label_values%((.*),%s*[%a_][%w_]*%)$"), "variable " .. v.name)
+      out[#out + 1] = { where = "variable " .. v.name, expr = sel }
+    end
+  end
+  return out
+end
+
+-- Each metric the rules and the dashboard name -> where (the first place that names it).
+local function named_metrics()
+  local named = {}
+  local function add(expr, where)
+    for _, n in ipairs(metric_names(grafana_to_promql(expr))) do named[n] = named[n] or where end
+  end
+  for _, r in ipairs(alert_rules()) do add(r.expr, "alert " .. r.alert) end
+  for _, e in ipairs(dashboard_exprs(dashboard())) do add(e.expr, "dashboard " .. e.where) end
+  return named
+end
+
+-- ---- running personalities ----
+
+-- Sample names in a Prometheus text exposition (a HELP or TYPE line alone does not count).
+local function exposed(text, into, who)
+  for line in text:gmatch("[^\n]+") do
+    local n = line:match("^([%a_:][%w_:]*)")
+    if n then into[n] = into[n] or who end
+  end
+end
+
+local function start_all()
+  local hosts, scrapes = {}, {}
+  local dead = free_port() -- an upstream nobody listens on: the proxy answers 502
+
+  local admin = free_port()
+  local pp = helpers.start("prefix-proxy", { flags = { "--mount", "/api=http://127.0.0.1:" .. dead .. "/v1",
+                                                        "--admin-listen", "127.0.0.1:" .. admin } })
+  hosts[#hosts + 1] = pp
+  assert.equal(502, pp:get("/api/x").status)
+  local c = pp:client()
+  c:send("GARBAGE\r\n\r\n")
+  assert.equal(400, c:read_response().status)
+  c:close()
+  scrapes[#scrapes + 1] = { who = "prefix proxy (--admin-listen)", text = get(admin, "/metrics").body }
+
+  local ff = helpers.start("flag-proxy", { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" },
+                                           env = { AUTH_SECRET = "spec-secret-0123456789" } })
+  hosts[#hosts + 1] = ff
+  local auth = ff:request { method = "POST", path = "/client/auth", headers = { ["content-type"] = "application/json" },
+                            body = cjson.encode { apiKey = "sample-server-sdk-key" } }
+  assert.equal(200, auth.status)
+  scrapes[#scrapes + 1] = { who = "flag proxy", text = ff:get("/metrics").body }
+
+  local server = helpers.start("git-tunnel/server", { flags = { "--tokens=tok-1", "--drain-timeout=1" } })
+  hosts[#hosts + 1] = server
+  local client = helpers.start("git-tunnel/client", { flags = {
+    "--client-key=obs", "--base-url=http://127.0.0.1:" .. dead .. "/git", "--styra-token=tok-1",
+    ("--server-url=ws://127.0.0.1:%d/v1/relay/register"):format(server.port), "--drain-timeout=1" } })
+  hosts[#hosts + 1] = client
+  helpers.wait_until(function() return get(client.port, "/v1/system/ready").status == 200 end, 10, "the tunnel")
+  assert.equal(502, server:get("/v1/relay/nobody/info/refs").status)
+  scrapes[#scrapes + 1] = { who = "git tunnel server", text = server:get("/metrics").body }
+  scrapes[#scrapes + 1] = { who = "git tunnel client", text = get(client.port, "/v1/system/metrics").body }
+
+  local ws_admin = free_port()
+  local ws = helpers.start("workspace-relay", { flags = { "--admin-listen", "127.0.0.1:" .. ws_admin },
+    env = { SERVER_URL = "http://127.0.0.1:" .. dead, RELAY_INTERNAL_KEY = "internal-key-0123456789",
+            RELAY_BACKPLANE_MODE = "single", RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = ADMIN_TOKEN } })
+  hosts[#hosts + 1] = ws
+  assert.equal(401, ws:get("/ws?role=client&workspaceId=ws1").status)
+  scrapes[#scrapes + 1] = { who = "workspace relay (its /metrics)", own = true,
+                            text = ws:get("/metrics", { authorization = "Bearer " .. ADMIN_TOKEN }).body }
+  scrapes[#scrapes + 1] = { who = "workspace relay (--admin-listen)", text = get(ws_admin, "/metrics").body }
+  return hosts, scrapes
+end
+
+describe("observability: docker/prometheus and docker/grafana", function()
+  it("promtool finds the alert rules valid", function()
+    local out, rc = sh("promtool check rules " .. RULES)
+    assert.equal(0, rc, out)
+    assert.matches("SUCCESS", out)
+  end)
+
+  it("promtool's tests pass, with every alert firing on one series and quiet on another", function()
+    local out, rc = sh("cd " .. PROM .. " && promtool test rules relayhost-alerts.test.yml")
+    assert.equal(0, rc, out)
+    local fires, quiet = {}, {}
+    for _, t in ipairs(read_yaml(RULE_TESTS).tests) do
+      for _, a in ipairs(t.alert_rule_test or {}) do
+        if a.exp_alerts and #a.exp_alerts > 0 then fires[a.alertname] = true else quiet[a.alertname] = true end
+      end
+    end
+    for _, r in ipairs(alert_rules()) do
+      assert.is_true(fires[r.alert] == true, r.alert .. " has no test where it fires")
+      assert.is_true(quiet[r.alert] == true, r.alert .. " has no test where it stays quiet")
+      assert.is_string(r.labels and r.labels.severity, r.alert .. " has no severity")
+      assert.is_string(r.annotations and r.annotations.summary, r.alert .. " has no summary")
+    end
+  end)
+
+  it("the example prometheus.yml is valid, loads the rules, and names its jobs as RelayhostDown expects", function()
+    -- --syntax-only: the token file it names is on the Prometheus server, not here
+    local out, rc = sh("promtool check config --syntax-only " .. PROM .. "/prometheus.yml")
+    assert.equal(0, rc, out)
+    local conf = read_yaml(PROM .. "/prometheus.yml")
+    assert.same({ "relayhost-alerts.yml" }, conf.rule_files)
+    for _, job in ipairs(conf.scrape_configs) do assert.matches("^relayhost", job.job_name) end
+  end)
+
+  it("the dashboard has Grafana's shape: a datasource variable, panels on the grid, targets with expressions", function()
+    local d = dashboard()
+    assert.is_string(d.uid)
+    assert.is_string(d.title)
+    assert.is_true(type(d.schemaVersion) == "number" and d.schemaVersion >= 36, "schemaVersion")
+    local vars = {}
+    for _, v in ipairs(d.templating.list) do vars[v.name] = v end
+    assert.equal("datasource", vars.datasource.type)
+    assert.equal("prometheus", vars.datasource.query)
+    local ids, cells = {}, {}
+    for _, p in ipairs(d.panels) do
+      assert.is_nil(ids[p.id], "panel id used twice: " .. tostring(p.id))
+      ids[p.id] = true
+      local g = p.gridPos
+      assert.is_true(g.w >= 1 and g.x >= 0 and g.x + g.w <= 24 and g.h >= 1 and g.y >= 0, "gridPos of " .. p.title)
+      for y = g.y, g.y + g.h - 1 do
+        for x = g.x, g.x + g.w - 1 do
+          local k = x .. "," .. y
+          assert.is_nil(cells[k], ("panels %q and %q overlap"):format(tostring(cells[k]), p.title))
+          cells[k] = p.title
+        end
+      end
+      if p.type == "row" then
+        assert.same({}, p.panels)
+      else
+        assert.truthy(({ timeseries = true, stat = true })[p.type], "panel type " .. tostring(p.type))
+        assert.equal("${datasource}", p.datasource.uid, p.title)
+        assert.is_true(#p.targets > 0, p.title .. " has no targets")
+        local refs = {}
+        for _, t in ipairs(p.targets) do
+          assert.is_nil(refs[t.refId], p.title .. ": refId twice")
+          refs[t.refId] = true
+          assert.equal("${datasource}", t.datasource.uid, p.title)
+          assert.is_true(type(t.expr) == "string" and #t.expr > 0, p.title .. " has a target with no expr")
+        end
+      end
+    end
+  end)
+
+  it("promtool parses every expression of the dashboard", function()
+    local rules = {}
+    for i, e in ipairs(dashboard_exprs(dashboard())) do
+      rules[i] = { record = "relayhost_dashboard:expr_" .. i, expr = grafana_to_promql(e.expr) }
+    end
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/dashboard-rules.yml", lyaml.dump { { groups = { { name = "dashboard", rules = rules } } } })
+    local out, rc = sh("promtool check rules " .. dir .. "/dashboard-rules.yml")
+    assert.equal(0, rc, out)
+    assert.matches("SUCCESS: " .. #rules .. " rules found", out)
+  end)
+
+  it("finds metric names in PromQL and nothing else", function()
+    assert.same({ "a_total", "b_bucket", "up" }, metric_names(
+      'sum by (code, le) (rate(a_total{code=~"5..", x="by (y)"}[5m])) / on (job) group_left (z) ' ..
+      'histogram_quantile(0.9, rate(b_bucket[1m] offset 5m)) > 1e3 and bool up'))
+    assert.same({ "m" }, metric_names(grafana_to_promql('rate(m{job=~"$job"}[$__rate_interval])')))
+  end)
+
+  describe("with every personality running", function()
+    local hosts, scrapes
+    setup(function() hosts, scrapes = start_all() end)
+    teardown(function()
+      for _, h in ipairs(hosts or {}) do assert.equal(0, h:stop(), h.script .. ":\n" .. h:log():sub(-2000)) end
+    end)
+
+    it("each serves the host's own metrics (the dashboard's variables and overview read them)", function()
+      for _, s in ipairs(scrapes) do
+        if not s.own then -- the workspace relay's own /metrics is the original's: its counters only
+          local names = {}
+          exposed(s.text, names, s.who)
+          assert.truthy(names.relayhost_generations, s.who .. " has no relayhost_generations:\n" .. s.text)
+        end
+      end
+    end)
+
+    it("every metric the rules and the dashboard name is in one of their /metrics", function()
+      local have = { up = "Prometheus (the scrape's own series)" }
+      for _, s in ipairs(scrapes) do exposed(s.text, have, s.who) end
+      local missing = {}
+      for name, where in pairs(named_metrics()) do
+        if not have[name] then missing[#missing + 1] = name .. " (" .. where .. ")" end
+      end
+      table.sort(missing)
+      assert.same({}, missing)
+    end)
+  end)
+end)
