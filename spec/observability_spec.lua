@@ -195,6 +195,14 @@ describe("observability: docker/prometheus and docker/grafana", function()
     end
   end)
 
+  it("docs/operations.md names every alert", function()
+    local doc = assert(helpers.read_file(root .. "/docs/operations.md"))
+    local section = assert(doc:match("\n### Dashboards and alerts\n(.-)\n##? "), "no Dashboards and alerts section")
+    for _, r in ipairs(alert_rules()) do
+      assert.truthy(section:find("`" .. r.alert .. "`", 1, true), r.alert .. " is not in docs/operations.md")
+    end
+  end)
+
   it("the example prometheus.yml is valid, loads the rules, and names its jobs as RelayhostDown expects", function()
     -- --syntax-only: the token file it names is on the Prometheus server, not here
     local out, rc = sh("promtool check config --syntax-only " .. PROM .. "/prometheus.yml")
