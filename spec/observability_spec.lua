@@ -3,7 +3,7 @@
 -- and parses every expression of the dashboard; and every metric either of them names is in the
 -- /metrics of a running personality (prefix proxy, flag proxy offline, git tunnel server and
 -- client, workspace relay), each driven through the failure paths whose counters only appear once
--- counted (a 502, a refused head, a refused upgrade).
+-- counted (a 502, a refused head, a refused upgrade, a key set that cannot be fetched).
 local helpers = require "helpers"
 local cjson = require "cjson"
 local lyaml = require "lyaml"
@@ -125,6 +125,10 @@ local function exposed(text, into, who)
   end
 end
 
+local function b64url(s)
+  return (require("mime").b64(s):gsub("%+", "-"):gsub("/", "_"):gsub("=", ""))
+end
+
 local function start_all()
   local hosts, scrapes = {}, {}
   local dead = free_port() -- an upstream nobody listens on: the proxy answers 502
@@ -161,10 +165,15 @@ local function start_all()
 
   local ws_admin = free_port()
   local ws = helpers.start("workspace-relay", { flags = { "--admin-listen", "127.0.0.1:" .. ws_admin },
-    env = { SERVER_URL = "http://127.0.0.1:" .. dead, RELAY_INTERNAL_KEY = "internal-key-0123456789",
-            RELAY_BACKPLANE_MODE = "single", RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = ADMIN_TOKEN } })
+    env = { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = "http://127.0.0.1:" .. dead .. "/jwks.json",
+            RELAY_INTERNAL_KEY = "internal-key-0123456789", RELAY_BACKPLANE_MODE = "single",
+            RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = ADMIN_TOKEN } })
   hosts[#hosts + 1] = ws
-  assert.equal(401, ws:get("/ws?role=client&workspaceId=ws1").status)
+  assert.equal(401, ws:get("/ws?role=client&workspaceId=ws1").status) -- no token
+  local function part(t) return b64url(cjson.encode(t)) end
+  local jwt = part { alg = "RS256", kid = "k1" } .. "." .. part { workspaceId = "ws1" } .. ".c2ln"
+  -- a token, and a key set that cannot be fetched
+  assert.equal(401, ws:get("/ws?role=client&workspaceId=ws1", { authorization = "Bearer " .. jwt }).status)
   scrapes[#scrapes + 1] = { who = "workspace relay (its /metrics)", own = true,
                             text = ws:get("/metrics", { authorization = "Bearer " .. ADMIN_TOKEN }).body }
   scrapes[#scrapes + 1] = { who = "workspace relay (--admin-listen)", text = get(ws_admin, "/metrics").body }
