@@ -7,28 +7,14 @@
 local helpers = require "helpers"
 local cjson = require "cjson"
 local lyaml = require "lyaml"
-local socket = require "socket"
+local support = require "git_tunnel_support" -- sh (output, status) and free_port
 
 local root = helpers.root
 local PROM = root .. "/docker/prometheus"
 local RULES, RULE_TESTS = PROM .. "/relayhost-alerts.yml", PROM .. "/relayhost-alerts.test.yml"
 local DASHBOARD = root .. "/docker/grafana/relayhost.json"
 local ADMIN_TOKEN = "admin-token-for-observability"
-
--- Output (stdout and stderr) and exit status of a shell command.
-local function sh(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"#rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("#rc=%d+%s*$", "")), tonumber(out:match("#rc=(%d+)%s*$"))
-end
-
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local sh, free_port = support.sh, support.free_port
 
 local function get(port, path, headers)
   local c = assert(helpers.connect(port))
@@ -118,66 +104,75 @@ end
 -- ---- running personalities ----
 
 -- Sample names in a Prometheus text exposition (a HELP or TYPE line alone does not count).
-local function exposed(text, into, who)
+local function exposed(text, into)
   for line in text:gmatch("[^\n]+") do
     local n = line:match("^([%a_:][%w_:]*)")
-    if n then into[n] = into[n] or who end
+    if n then into[n] = true end
   end
+end
+
+-- Each personality: started (into hosts, for teardown), driven, and scraped (into scrapes).
+local hosts, scrapes = {}, {}
+local DEAD = free_port() -- an upstream nobody listens on: the proxy answers 502, fetches fail
+
+local function start(script, opts)
+  hosts[#hosts + 1] = helpers.start(script, opts)
+  return hosts[#hosts]
+end
+
+local function scrape(who, port, path, headers, own)
+  scrapes[#scrapes + 1] = { who = who, own = own, text = get(port, path, headers).body }
+end
+
+local function prefix_proxy()
+  local admin = free_port()
+  local pp = start("prefix-proxy", { flags = { "--mount", "/api=http://127.0.0.1:" .. DEAD .. "/v1",
+                                              "--admin-listen", "127.0.0.1:" .. admin } })
+  assert.equal(502, pp:get("/api/x").status)
+  local c = pp:client()
+  c:send("GARBAGE\r\n\r\n")
+  assert.equal(400, c:read_response().status)
+  c:close()
+  scrape("prefix proxy (--admin-listen)", admin, "/metrics")
+end
+
+local function flag_proxy()
+  local ff = start("flag-proxy", { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" },
+                                   env = { AUTH_SECRET = "spec-secret-0123456789" } })
+  local auth = ff:request { method = "POST", path = "/client/auth", headers = { ["content-type"] = "application/json" },
+                            body = cjson.encode { apiKey = "sample-server-sdk-key" } }
+  assert.equal(200, auth.status)
+  scrape("flag proxy", ff.port, "/metrics")
+end
+
+local function git_tunnel()
+  local server = start("git-tunnel/server", { flags = { "--tokens=tok-1", "--drain-timeout=1" } })
+  local client = start("git-tunnel/client", { flags = {
+    "--client-key=obs", "--base-url=http://127.0.0.1:" .. DEAD .. "/git", "--styra-token=tok-1",
+    ("--server-url=ws://127.0.0.1:%d/v1/relay/register"):format(server.port), "--drain-timeout=1" } })
+  helpers.wait_until(function() return get(client.port, "/v1/system/ready").status == 200 end, 10, "the tunnel")
+  assert.equal(502, server:get("/v1/relay/nobody/info/refs").status) -- no client with that key
+  scrape("git tunnel server", server.port, "/metrics")
+  scrape("git tunnel client", client.port, "/v1/system/metrics")
 end
 
 local function b64url(s)
   return (require("mime").b64(s):gsub("%+", "-"):gsub("/", "_"):gsub("=", ""))
 end
 
-local function start_all()
-  local hosts, scrapes = {}, {}
-  local dead = free_port() -- an upstream nobody listens on: the proxy answers 502
-
+local function workspace_relay()
   local admin = free_port()
-  local pp = helpers.start("prefix-proxy", { flags = { "--mount", "/api=http://127.0.0.1:" .. dead .. "/v1",
-                                                        "--admin-listen", "127.0.0.1:" .. admin } })
-  hosts[#hosts + 1] = pp
-  assert.equal(502, pp:get("/api/x").status)
-  local c = pp:client()
-  c:send("GARBAGE\r\n\r\n")
-  assert.equal(400, c:read_response().status)
-  c:close()
-  scrapes[#scrapes + 1] = { who = "prefix proxy (--admin-listen)", text = get(admin, "/metrics").body }
-
-  local ff = helpers.start("flag-proxy", { flags = { "--offline", "--config-dir", root .. "/examples/flag-proxy/config" },
-                                           env = { AUTH_SECRET = "spec-secret-0123456789" } })
-  hosts[#hosts + 1] = ff
-  local auth = ff:request { method = "POST", path = "/client/auth", headers = { ["content-type"] = "application/json" },
-                            body = cjson.encode { apiKey = "sample-server-sdk-key" } }
-  assert.equal(200, auth.status)
-  scrapes[#scrapes + 1] = { who = "flag proxy", text = ff:get("/metrics").body }
-
-  local server = helpers.start("git-tunnel/server", { flags = { "--tokens=tok-1", "--drain-timeout=1" } })
-  hosts[#hosts + 1] = server
-  local client = helpers.start("git-tunnel/client", { flags = {
-    "--client-key=obs", "--base-url=http://127.0.0.1:" .. dead .. "/git", "--styra-token=tok-1",
-    ("--server-url=ws://127.0.0.1:%d/v1/relay/register"):format(server.port), "--drain-timeout=1" } })
-  hosts[#hosts + 1] = client
-  helpers.wait_until(function() return get(client.port, "/v1/system/ready").status == 200 end, 10, "the tunnel")
-  assert.equal(502, server:get("/v1/relay/nobody/info/refs").status)
-  scrapes[#scrapes + 1] = { who = "git tunnel server", text = server:get("/metrics").body }
-  scrapes[#scrapes + 1] = { who = "git tunnel client", text = get(client.port, "/v1/system/metrics").body }
-
-  local ws_admin = free_port()
-  local ws = helpers.start("workspace-relay", { flags = { "--admin-listen", "127.0.0.1:" .. ws_admin },
-    env = { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = "http://127.0.0.1:" .. dead .. "/jwks.json",
+  local ws = start("workspace-relay", { flags = { "--admin-listen", "127.0.0.1:" .. admin },
+    env = { RELAY_ADMISSION = "jwks", RELAY_JWKS_URL = "http://127.0.0.1:" .. DEAD .. "/jwks.json",
             RELAY_INTERNAL_KEY = "internal-key-0123456789", RELAY_BACKPLANE_MODE = "single",
             RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = ADMIN_TOKEN } })
-  hosts[#hosts + 1] = ws
   assert.equal(401, ws:get("/ws?role=client&workspaceId=ws1").status) -- no token
   local function part(t) return b64url(cjson.encode(t)) end
   local jwt = part { alg = "RS256", kid = "k1" } .. "." .. part { workspaceId = "ws1" } .. ".c2ln"
   -- a token, and a key set that cannot be fetched
   assert.equal(401, ws:get("/ws?role=client&workspaceId=ws1", { authorization = "Bearer " .. jwt }).status)
-  scrapes[#scrapes + 1] = { who = "workspace relay (its /metrics)", own = true,
-                            text = ws:get("/metrics", { authorization = "Bearer " .. ADMIN_TOKEN }).body }
-  scrapes[#scrapes + 1] = { who = "workspace relay (--admin-listen)", text = get(ws_admin, "/metrics").body }
-  return hosts, scrapes
+  scrape("workspace relay (its /metrics)", ws.port, "/metrics", { authorization = "Bearer " .. ADMIN_TOKEN }, true)
+  scrape("workspace relay (--admin-listen)", admin, "/metrics")
 end
 
 describe("observability: docker/prometheus and docker/grafana", function()
@@ -280,25 +275,34 @@ describe("observability: docker/prometheus and docker/grafana", function()
   end)
 
   describe("with every personality running", function()
-    local hosts, scrapes
-    setup(function() hosts, scrapes = start_all() end)
+    setup(function()
+      prefix_proxy()
+      flag_proxy()
+      git_tunnel()
+      workspace_relay()
+    end)
     teardown(function()
-      for _, h in ipairs(hosts or {}) do assert.equal(0, h:stop(), h.script .. ":\n" .. h:log():sub(-2000)) end
+      local bad = {}
+      for _, h in ipairs(hosts) do
+        local rc = h:stop()
+        if rc ~= 0 then bad[#bad + 1] = ("%s exited %s:\n%s"):format(h.script, tostring(rc), h:log():sub(-2000)) end
+      end
+      assert.same({}, bad)
     end)
 
     it("each serves the host's own metrics (the dashboard's variables and overview read them)", function()
       for _, s in ipairs(scrapes) do
         if not s.own then -- the workspace relay's own /metrics is the original's: its counters only
           local names = {}
-          exposed(s.text, names, s.who)
+          exposed(s.text, names)
           assert.truthy(names.relayhost_generations, s.who .. " has no relayhost_generations:\n" .. s.text)
         end
       end
     end)
 
     it("every metric the rules and the dashboard name is in one of their /metrics", function()
-      local have = { up = "Prometheus (the scrape's own series)" }
-      for _, s in ipairs(scrapes) do exposed(s.text, have, s.who) end
+      local have = { up = true } -- Prometheus's own series for each scrape
+      for _, s in ipairs(scrapes) do exposed(s.text, have) end
       local missing = {}
       for name, where in pairs(named_metrics()) do
         if not have[name] then missing[#missing + 1] = name .. " (" .. where .. ")" end
