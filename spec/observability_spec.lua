@@ -1,9 +1,10 @@
 -- docker/prometheus (alert rules, their promtool tests, an example prometheus.yml) and
 -- docker/grafana (the dashboard): promtool checks the rules and the config, runs the rules' tests
--- and parses every expression of the dashboard; and every metric either of them names is in the
--- /metrics of a running personality (prefix proxy, flag proxy offline, git tunnel server and
--- client, workspace relay), each driven through the failure paths whose counters only appear once
--- counted (a 502, a refused head, a refused upgrade, a key set that cannot be fetched).
+-- and parses every expression of the dashboard; and every metric either of them names, with the
+-- labels they select or group by, is in the /metrics of a running personality (prefix proxy, flag
+-- proxy offline, git tunnel server and client, workspace relay), and so are the names and labels
+-- of the rule tests' series. Each personality is driven through the failure paths whose counters
+-- only appear once counted (a 502, a refused head, a refused upgrade, a key set it cannot fetch).
 local helpers = require "helpers"
 local cjson = require "cjson"
 local lyaml = require "lyaml"
@@ -36,14 +37,18 @@ for w in ("by without on ignoring group_left group_right and or unless bool offs
   KEYWORDS[w] = true
 end
 
+-- Escapes only occur inside strings, so they go first; then each string is emptied.
+local function blank_strings(expr)
+  return (expr:gsub("\\.", "__"):gsub('"[^"]*"', '""'):gsub("'[^']*'", "''"):gsub("`[^`]*`", "``"))
+end
+
+local GROUPING = { "by", "without", "on", "ignoring", "group_left", "group_right" }
+
 -- Strings, label matchers, ranges and label lists hold no metric name; what is left is
 -- functions and aggregations (followed by "("), keywords, numbers and metric names.
 local function metric_names(expr)
-  local s = expr:gsub('"[^"\\]*(\\.[^"\\]*)*"', '""'):gsub("'[^'\\]*(\\.[^'\\]*)*'", "''")
-  s = s:gsub("%b{}", " "):gsub("%b[]", " ")
-  for _, w in ipairs { "by", "without", "on", "ignoring", "group_left", "group_right" } do
-    s = s:gsub("%f[%w_]" .. w .. "%s*%b()", " ")
-  end
+  local s = blank_strings(expr):gsub("%b{}", " "):gsub("%b[]", " ")
+  for _, w in ipairs(GROUPING) do s = s:gsub("%f[%w_]" .. w .. "%s*%b()", " ") end
   local names, i = {}, 1
   while i <= #s do
     local num = s:match("^[%d%.][%w%.]*", i)
@@ -55,6 +60,22 @@ local function metric_names(expr)
     else i = i + 1 end
   end
   return names
+end
+
+-- The labels an expression relies on: { metric, label } for a matcher (name{label=...}), and
+-- { label = l } for a label it groups or matches on (by, without, on, ...), which one of the
+-- expression's metrics must carry.
+local function label_uses(expr)
+  local s, uses = blank_strings(expr), {}
+  for name, braces in s:gmatch("([%a_:][%w_:]*)%s*(%b{})") do
+    for l in braces:gmatch("([%a_][%w_]*)%s*[=!]") do uses[#uses + 1] = { metric = name, label = l } end
+  end
+  for _, w in ipairs(GROUPING) do
+    for list in s:gmatch("%f[%w_]" .. w .. "%s*(%b())") do
+      for l in list:gmatch("[%a_][%w_]*") do uses[#uses + 1] = { label = l } end
+    end
+  end
+  return uses
 end
 
 -- ---- what the files say ----
@@ -90,26 +111,46 @@ local function dashboard_exprs(d)
   return out
 end
 
--- Each metric the rules and the dashboard name -> where (the first place that names it).
-local function named_metrics()
-  local named = {}
-  local function add(expr, where)
-    for _, n in ipairs(metric_names(grafana_to_promql(expr))) do named[n] = named[n] or where end
+-- Every expression of the rules and the dashboard: { where, expr } in PromQL.
+local function all_exprs()
+  local out = {}
+  for _, r in ipairs(alert_rules()) do out[#out + 1] = { where = "alert " .. r.alert, expr = r.expr } end
+  for _, e in ipairs(dashboard_exprs(dashboard())) do
+    out[#out + 1] = { where = "dashboard " .. e.where, expr = grafana_to_promql(e.expr) }
   end
-  for _, r in ipairs(alert_rules()) do add(r.expr, "alert " .. r.alert) end
-  for _, e in ipairs(dashboard_exprs(dashboard())) do add(e.expr, "dashboard " .. e.where) end
-  return named
+  return out
+end
+
+-- The rule tests' input series: { where, name, labels = { label names } }.
+local function test_series()
+  local out = {}
+  for i, t in ipairs(read_yaml(RULE_TESTS).tests) do
+    for _, in_s in ipairs(t.input_series) do
+      local name, braces = in_s.series:match("^([%a_:][%w_:]*)(.*)$")
+      local labels = {}
+      for l in braces:gmatch("([%a_][%w_]*)%s*=") do labels[#labels + 1] = l end
+      out[#out + 1] = { where = ("rule test %d %s"):format(i, in_s.series), name = name, labels = labels }
+    end
+  end
+  return out
 end
 
 -- ---- running personalities ----
 
--- Sample names in a Prometheus text exposition (a HELP or TYPE line alone does not count).
+-- Sample names in a Prometheus text exposition, each with the label names its samples carry
+-- (a HELP or TYPE line alone does not count).
 local function exposed(text, into)
   for line in text:gmatch("[^\n]+") do
-    local n = line:match("^([%a_:][%w_:]*)")
-    if n then into[n] = true end
+    local n, rest = line:match("^([%a_:][%w_:]*)(.*)")
+    if n then
+      into[n] = into[n] or {}
+      for l in (rest:match("^%b{}") or ""):gmatch('([%a_][%w_]*)="') do into[n][l] = true end
+    end
   end
 end
+
+-- Labels every series has once scraped: Prometheus adds them.
+local TARGET_LABELS = { job = true, instance = true }
 
 -- Each personality: started (into hosts, for teardown), driven, and scraped (into scrapes).
 local hosts, scrapes = {}, {}
@@ -267,11 +308,13 @@ describe("observability: docker/prometheus and docker/grafana", function()
     assert.matches("SUCCESS: " .. #rules .. " rules found", out)
   end)
 
-  it("finds metric names in PromQL and nothing else", function()
+  it("finds metric names and labels in PromQL and nothing else", function()
     assert.same({ "a_total", "b_bucket", "up" }, metric_names(
       'sum by (code, le) (rate(a_total{code=~"5..", x="by (y)"}[5m])) / on (job) group_left (z) ' ..
       'histogram_quantile(0.9, rate(b_bucket[1m] offset 5m)) > 1e3 and bool up'))
     assert.same({ "m" }, metric_names(grafana_to_promql('rate(m{job=~"$job"}[$__rate_interval])')))
+    assert.same({ { metric = "a", label = "code" }, { metric = "a", label = "x" }, { label = "le" }, { label = "job" } },
+      label_uses('sum by (le) (a{code=~"5..", x!="{y=1}"}) / on(job) b'))
   end)
 
   describe("with every personality running", function()
@@ -300,15 +343,46 @@ describe("observability: docker/prometheus and docker/grafana", function()
       end
     end)
 
-    it("every metric the rules and the dashboard name is in one of their /metrics", function()
-      local have = { up = true } -- Prometheus's own series for each scrape
+    -- name -> labels, over every scrape; up is Prometheus's own series for each scrape
+    local function everything()
+      local have = { up = {} }
       for _, s in ipairs(scrapes) do exposed(s.text, have) end
-      local missing = {}
-      for name, where in pairs(named_metrics()) do
-        if not have[name] then missing[#missing + 1] = name .. " (" .. where .. ")" end
+      return have
+    end
+
+    it("every metric the rules and the dashboard name is in one of their /metrics", function()
+      local have, missing = everything(), {}
+      for _, e in ipairs(all_exprs()) do
+        for _, n in ipairs(metric_names(e.expr)) do
+          if not have[n] then missing[#missing + 1] = n .. " (" .. e.where .. ")" end
+        end
       end
       table.sort(missing)
       assert.same({}, missing)
+    end)
+
+    it("every label they select or group by is on one of those metrics", function()
+      local have, missing = everything(), {}
+      for _, e in ipairs(all_exprs()) do
+        local names = metric_names(e.expr)
+        for _, u in ipairs(label_uses(e.expr)) do
+          local found = TARGET_LABELS[u.label]
+          for _, n in ipairs(u.metric and { u.metric } or names) do found = found or (have[n] and have[n][u.label]) end
+          if not found then missing[#missing + 1] = ("%s on %s (%s)"):format(u.label, u.metric or "any", e.where) end
+        end
+      end
+      assert.same({}, missing)
+    end)
+
+    it("the rule tests' series have the names and labels of ours", function()
+      local have, wrong = everything(), {}
+      for _, t in ipairs(test_series()) do
+        if not have[t.name] then wrong[#wrong + 1] = t.where .. ": no such metric" end
+        for _, l in ipairs(t.labels) do
+          if have[t.name] and not TARGET_LABELS[l] and not have[t.name][l] then wrong[#wrong + 1] = t.where .. ": no label " .. l end
+        end
+      end
+      assert.same({}, wrong)
     end)
   end)
 end)
