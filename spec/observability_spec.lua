@@ -4,7 +4,8 @@
 -- labels they select or group by, is in the /metrics of a running personality (prefix proxy, flag
 -- proxy offline, git tunnel server and client, workspace relay), and so are the names and labels
 -- of the rule tests' series. Each personality is driven through the failure paths whose counters
--- only appear once counted (a 502, a refused head, a refused upgrade, a key set it cannot fetch).
+-- only appear once counted (a 502, a refused head, a refused upgrade, a key set it cannot fetch,
+-- Redis down under a daemon).
 local helpers = require "helpers"
 local cjson = require "cjson"
 local lyaml = require "lyaml"
@@ -216,6 +217,40 @@ local function workspace_relay()
   scrape("workspace relay (--admin-listen)", admin, "/metrics")
 end
 
+-- The platform's validate endpoint, admitting every token as the daemon of ws1/rt1.
+local VALIDATE = [[
+local relay = require "relay"
+local app = relay.new { name = "validate-fixture" }
+app:post("/api/runtime/internal/relay/validate", function(_, res)
+  res:send(200, '{"ok":true,"claims":{"workspaceId":"ws1","runtimeTargetId":"rt1","role":"workspace-daemon"}}',
+           { ["content-type"] = "application/json" })
+end)
+return app
+]]
+
+-- A daemon admitted by the validate endpoint on a relay whose Redis is down: its presence
+-- write fails, and its close is counted.
+local function workspace_relay_redis_down()
+  local script = helpers.tmpdir() .. "/validate.lua"
+  helpers.write_file(script, VALIDATE)
+  local validate = start(script)
+  local ws = start("workspace-relay", { env = {
+    SERVER_URL = "http://127.0.0.1:" .. validate.port, RELAY_BACKPLANE_MODE = "redis",
+    RELAY_REDIS_URL = "redis://127.0.0.1:" .. DEAD, RELAY_INTERNAL_KEY = "internal-key-0123456789",
+    RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = ADMIN_TOKEN } })
+  local c = ws:client()
+  c:send("GET /ws?role=workspace-daemon&workspaceId=ws1&runtimeTargetId=rt1 HTTP/1.1\r\nHost: x\r\n" ..
+         "Authorization: Bearer daemon-token-0123\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" ..
+         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+  assert.equal("HTTP/1.1 101 Switching Protocols", c.sock:receive("*l"))
+  c:close()
+  local admin = { authorization = "Bearer " .. ADMIN_TOKEN }
+  helpers.wait_until(function()
+    return get(ws.port, "/metrics", admin).body:find("relay_ws_connections_closed_total 1", 1, true)
+  end, 10, "the daemon's close")
+  scrape("workspace relay, Redis down (its /metrics)", ws.port, "/metrics", admin, true)
+end
+
 describe("observability: docker/prometheus and docker/grafana", function()
   it("promtool finds the alert rules valid", function()
     local out, rc = sh("promtool check rules " .. RULES)
@@ -323,6 +358,7 @@ describe("observability: docker/prometheus and docker/grafana", function()
       flag_proxy()
       git_tunnel()
       workspace_relay()
+      workspace_relay_redis_down()
     end)
     teardown(function()
       local bad = {}
