@@ -53,6 +53,7 @@ struct rh_client_op {
   bool done;            /* called back or cancelled: from here on only closing happens */
   bool got_bytes;       /* anything arrived: a write error no longer matters */
   bool complete, over_max;
+  const char *refused;  /* a response head we do not take, and why */
   rh_client_data_cb on_data; /* streaming, see client.h */
   bool streaming;       /* the head went to cb: from here on the body goes to on_data */
   uint64_t idle_ms;
@@ -149,9 +150,22 @@ static int on_message_begin(llhttp_t *p) {
   return 0;
 }
 
+/* A head that cannot be the answer to our request: NULL if it can. */
+static const char *refused_head(const rh_client_op *op, const llhttp_t *p) {
+  /* we never ask to upgrade: what follows a 101 is not HTTP, and reading it as such would
+   * take the next bytes for a response */
+  if (p->status_code == 101) return "bad response: 101 Switching Protocols to a request that did not ask to upgrade";
+  if (p->status_code < 200 || p->status_code > 599) return "bad response: invalid status code";
+  /* a declared length past the cap fails now, not after max_body bytes have been read */
+  if (!op->on_data && !op->is_head && (p->flags & F_CONTENT_LENGTH) && p->content_length > op->max_body)
+    return "response body over max_body";
+  return NULL;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   rh_client_op *op = op_of(p);
   if (rh_collect_interim_head(&op->parser)) return 0;
+  if ((op->refused = refused_head(op, p))) return -1;
   op->status = p->status_code;
   if (op->is_head) return 1; /* 1: no body, whatever Content-Length says */
   if (op->on_data) {
@@ -198,7 +212,9 @@ static const llhttp_settings_t parser_settings = {
 
 /* After llhttp has seen some bytes (or the end): done, failed, or wait for more. */
 static void after_parse(rh_client_op *op, llhttp_errno_t perr) {
-  if (op->over_max) {
+  if (op->refused) {
+    finish(op, op->refused, NULL);
+  } else if (op->over_max) {
     finish(op, "response body over max_body", NULL);
   } else if (op->complete) {
     finish_ok(op);
