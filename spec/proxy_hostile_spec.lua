@@ -283,7 +283,7 @@ describe("prefix proxy under hostile input", function()
     assert.equal("hello, until the close", res.body)
     assert.equal("chunked", res.headers["transfer-encoding"])
     requests(origin)
-    helpers.wait_until(function() return proxy:log():find('"event":"access"[^\n]*close%-delimited') end, 3)
+    helpers.wait_until(function() return proxy:log():find('"event":"access"[^\n]*close%-delimited[^\n]*"status":200') end, 3)
     assert.equal(before, proxy:count("client_aborted"))
   end)
 
