@@ -696,6 +696,22 @@ static const char *bad_response_head(const call *c, const llhttp_t *p) {
   return NULL;
 }
 
+/* The client's head from the upstream's (out_status, out_headers): the header rules, then the
+ * cookie and response hooks. 0 if a hook left a status that is not a final one. */
+static int client_head(call *c) {
+  rh_headers_clear(&c->out_headers);
+  response_headers(c, &c->out_headers);
+  rewrite_cookies(c, &c->out_headers);
+  rh_proxy_head head = { NULL, NULL, c->status, &c->out_headers, c->req };
+  if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
+  release_hooks(c);
+  c->out_status = head.status;
+  if (head.status >= 200 && head.status <= 599) return 1;
+  RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_response"),
+         RH_STR("error", "status out of range (200..599)"), RH_STR("request_id", c->req->id));
+  return 0;
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   call *c = call_of(p);
   if (rh_collect_interim_head(&c->parser)) /* 100 Continue, 103 Early Hints: not for the client */
@@ -707,18 +723,7 @@ static int cb_headers_complete(llhttp_t *p) {
   c->resp_head_done = 1;
   if (c->conf->follow_redirects && (c->redirect_to = redirect_target(c))) return HPE_PAUSED;
   if (status_retryable(c, c->status) && c->conf->max_retries > 0 && retry_allowed(c)) return HPE_PAUSED;
-  rh_headers_clear(&c->out_headers);
-  response_headers(c, &c->out_headers);
-  rewrite_cookies(c, &c->out_headers);
-  rh_proxy_head head = { NULL, NULL, c->status, &c->out_headers, c->req };
-  if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
-  release_hooks(c);
-  if (head.status < 200 || head.status > 599) {
-    RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_response"),
-           RH_STR("error", "status out of range (200..599)"), RH_STR("request_id", c->req->id));
-    return refuse_head(c, 500, "the on_response hook set an invalid status");
-  }
-  c->out_status = head.status;
+  if (!client_head(c)) return refuse_head(c, 500, "the on_response hook set an invalid status");
   c->head_ready = 1; /* goes out with the first body bytes, or at the end of this read */
   return c->req->is_head ? 1 : 0;
 }
