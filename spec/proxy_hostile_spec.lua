@@ -217,7 +217,7 @@ describe("prefix proxy under hostile input", function()
 
   describe("lengths from the upstream (14.1)", function()
     for _, name in ipairs { "max-length", "huge-length", "over-length", "neg-length", "two-lengths",
-                            "length-and-chunked", "chunk-overflow" } do
+                            "length-and-chunked", "chunk-overflow", "huge-head" } do
       it("answers 502 to a response with " .. name .. ", and serves on", function()
         local res = exchange(proxy, "GET /api/" .. name .. " HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.equal(502, res and res.status)

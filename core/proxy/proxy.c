@@ -58,6 +58,7 @@ typedef struct {
   rh_headers out_headers;   /* the client's response head, rebuilt: passed on with the first body byte */
   int out_status, head_ready;
   int interims;             /* 1xx heads skipped */
+  size_t head_bytes;        /* of header fields in the response's heads so far */
   const char *bad_head;     /* why the response head cannot be passed on */
   int bad_status;           /* and the client's answer instead: 502, or 500 when a hook made it bad */
   int reused;               /* the connection came from the pool (it may have gone stale) */
@@ -71,6 +72,7 @@ typedef struct {
 #define REPLAY_MAX (64 * 1024)
 #define UP_HIGH_WATER (256 * 1024)
 #define MAX_INTERIM 16      /* 1xx heads before the answer: more is an upstream gone wrong */
+#define MAX_RESP_HEAD (64 * 1024) /* header bytes we hold for one response (nginx: 4-8 KB) */
 
 static rh_metric *m_upstream_errors, *m_retries;
 
@@ -736,6 +738,21 @@ static void pass_head(call *c) {
   rh_http_start_held(c->req, c->out_status, &c->out_headers);
 }
 
+/* The fields are held until the head is complete: an upstream that never ends its head gets a
+ * 502 once they pass MAX_RESP_HEAD, not the process's memory. */
+static int head_over(call *c, size_t len) {
+  c->head_bytes += len;
+  return c->head_bytes > MAX_RESP_HEAD && refuse_head(c, 502, "the response head is over 64 KiB");
+}
+
+static int cb_field(llhttp_t *p, const char *at, size_t len) {
+  return head_over(call_of(p), len) ? HPE_USER : rh_collect_on_field(p, at, len);
+}
+
+static int cb_value(llhttp_t *p, const char *at, size_t len) {
+  return head_over(call_of(p), len) ? HPE_USER : rh_collect_on_value(p, at, len);
+}
+
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   call *c = call_of(p);
   pass_head(c);
@@ -752,8 +769,8 @@ static int cb_message_complete(llhttp_t *p) {
 
 static void init_parser(call *c) {
   llhttp_settings_init(&c->settings);
-  c->settings.on_header_field = rh_collect_on_field;
-  c->settings.on_header_value = rh_collect_on_value;
+  c->settings.on_header_field = cb_field;
+  c->settings.on_header_value = cb_value;
   c->settings.on_header_field_complete = rh_collect_on_field_complete;
   c->settings.on_headers_complete = cb_headers_complete;
   c->settings.on_body = cb_body;
@@ -761,6 +778,7 @@ static void init_parser(call *c) {
   rh_collect_init(&c->parser, HTTP_RESPONSE, &c->settings, c, &c->resp_headers);
   rh_headers_clear(&c->resp_headers);
   c->resp_head_done = c->resp_done = c->interims = 0;
+  c->head_bytes = 0;
 }
 
 /* The response is complete: finish the client's, and park the connection when both sides

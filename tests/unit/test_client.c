@@ -411,14 +411,27 @@ static void test_interim_and_no_body(void) {
  * max_body (refused at the head: the server below holds the connection open, so before this the
  * client waited for the whole timeout). */
 static void test_refused_heads(void) {
-  static const char *const cases[][2] = {
+  static const char *cases[][2] = {
+    { NULL, "head over 64 KiB" },
     { "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nraw", "101" },
     { "HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged", "101" },
     { "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nabc", "over max_body" },
     { "HTTP/1.1 200 OK\r\nContent-Length: 67108865\r\n\r\nabc", "over max_body" },
   };
+  static char huge_head[80 * 1024];
+  if (!huge_head[0]) { /* 80 KiB of fields, over the 64 KiB the client holds */
+    size_t n = (size_t)snprintf(huge_head, sizeof huge_head, "HTTP/1.1 200 OK\r\n");
+    while (n + 1100 < sizeof huge_head) {
+      memcpy(huge_head + n, "X-Filler: ", 10);
+      memset(huge_head + n + 10, 'f', 1000);
+      memcpy(huge_head + n + 1010, "\r\n", 2);
+      n += 1012;
+    }
+    snprintf(huge_head + n, sizeof huge_head - n, "Content-Length: 2\r\n\r\nok");
+  }
+  cases[0][0] = huge_head;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    test_name = cases[i][0];
+    test_name = i ? cases[i][0] : "80 KiB of header fields";
     server s;
     server_start(&s, cases[i][0]);
     s.hold = 1;
