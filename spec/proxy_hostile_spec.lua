@@ -277,6 +277,17 @@ describe("prefix proxy under hostile input", function()
     end
   end)
 
+  it("gives up a WebSocket handshake whose answer's head passes 64 KiB", function()
+    local c = proxy:client()
+    c:send("GET /api/huge-101 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    c:read_response() -- the client's side opens and closes with 1011, as for any upstream failure
+    c:close()
+    helpers.wait_until(function() return proxy:log():find('"event":"websocket_error"[^\n]*over 64 KiB') end, 5,
+      "the handshake to be given up")
+    requests(origin)
+  end)
+
   it("completes a close-delimited response with the final chunk (14.7)", function()
     local before = proxy:count("client_aborted")
     local res, err = exchange(proxy, "GET /api/close-delimited HTTP/1.1\r\nHost: a\r\n\r\n")
