@@ -8,9 +8,11 @@
 #include <strings.h>
 
 #include "http/collect.h"
+#include "http/head.h"
 #include "log/buf.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "net/path.h"
 #include "proxy/internal.h"
 #include "proxy/pool.h"
 #include "tls/tls.h"
@@ -18,6 +20,7 @@
 struct rh_proxy_conf {
   int refs;
   char *mount, *host, *base_path, *prefix, *host_header, *pool_key;
+  char *up_base;            /* base path and prefix joined, no trailing '/': the client's path goes below */
   int port, preserve_host, follow_redirects, max_retries, retry_on_connect, retry_on_timeout;
   rh_tls_ctx *tls;          /* https upstream: the client context (NULL for http) */
   double backoff, connect_timeout, read_timeout, write_timeout, idle_timeout;
@@ -52,6 +55,12 @@ typedef struct {
   llhttp_settings_t settings;
   rh_headers resp_headers;
   int resp_head_done, resp_done, resp_started, up_reading_paused;
+  rh_headers out_headers;   /* the client's response head, rebuilt: passed on with the first body byte */
+  int out_status, head_ready;
+  int interims;             /* 1xx heads skipped */
+  size_t head_bytes;        /* of header fields in the response's heads so far */
+  const char *bad_head;     /* why the response head cannot be passed on */
+  int bad_status;           /* and the client's answer instead: 502, or 500 when a hook made it bad */
   int reused;               /* the connection came from the pool (it may have gone stale) */
   int redirects;            /* followed so far */
   char *redirect_to;        /* set while following one: the new request target */
@@ -62,6 +71,8 @@ typedef struct {
 
 #define REPLAY_MAX (64 * 1024)
 #define UP_HIGH_WATER (256 * 1024)
+#define MAX_INTERIM 16      /* 1xx heads before the answer: more is an upstream gone wrong */
+#define MAX_RESP_HEAD (64 * 1024) /* header bytes we hold for one response (nginx: 4-8 KB) */
 
 static rh_metric *m_upstream_errors, *m_retries;
 
@@ -157,6 +168,13 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   while (mlen && m[mlen - 1] == '/') mlen--;
   c->mount = strndup(m, mlen);
   c->prefix = strdup(o->upstream_prefix && *o->upstream_prefix ? o->upstream_prefix : "/");
+  rh_buf base = RH_BUF_INIT;
+  rh_buf_puts(&base, c->base_path);
+  if (c->prefix[0] != '/') rh_buf_append(&base, "/", 1);
+  rh_buf_puts(&base, c->prefix);
+  while (base.len && base.data[base.len - 1] == '/') base.len--;
+  rh_buf_append(&base, "", 1);
+  c->up_base = base.data;
   c->preserve_host = o->preserve_host;
   c->follow_redirects = o->follow_redirects;
   c->max_retries = o->max_retries;
@@ -193,6 +211,7 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
   free(c->host);
   free(c->base_path);
   free(c->prefix);
+  free(c->up_base);
   free(c->host_header);
   free(c->pool_key);
   if (c->tls) rh_tls_ctx_free(c->tls);
@@ -218,29 +237,18 @@ void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u) {
 
 /* ---- paths ---- */
 
-char *rh_proxy_join_path(const char *base, const char *prefix, const char *rest, size_t rest_len) {
-  /* ".." may not climb above the prefix */
-  int depth = 0;
-  for (size_t i = 0; i < rest_len;) {
-    while (i < rest_len && rest[i] == '/') i++;
-    size_t s = i;
-    while (i < rest_len && rest[i] != '/') i++;
-    size_t n = i - s;
-    if (n == 2 && rest[s] == '.' && rest[s + 1] == '.') {
-      if (--depth < 0) return NULL;
-    } else if (n && !(n == 1 && rest[s] == '.')) {
-      depth++;
-    }
-  }
-  rh_buf b = RH_BUF_INIT;
-  rh_buf_puts(&b, base);
-  if (prefix[0] != '/') rh_buf_append(&b, "/", 1);
-  rh_buf_puts(&b, prefix);
-  if (b.len == 0 || b.data[b.len - 1] != '/') rh_buf_append(&b, "/", 1);
-  while (rest_len && rest[0] == '/') rest++, rest_len--;
-  rh_buf_append(&b, rest, rest_len);
-  rh_buf_append(&b, "", 1);
-  return b.data;
+/* The client's path below the mount, placed under the base path and prefix by the one rule for
+ * a path under another (net/path.h: dot-segments removed, "%2e" read as a dot, dots behind
+ * encoded separators refused, nothing above the mount). NULL, or why the path is refused. */
+static const char *upstream_path(const rh_proxy_conf *cf, const rh_http_req *r, rh_buf *out) {
+  size_t mlen = strlen(cf->mount);
+  /* the router matched the mount on these bytes; checked again so no caller can place a path
+   * beside it ("/apix" is not under "/api") */
+  if (r->path_len < mlen || memcmp(r->path, cf->mount, mlen) != 0 ||
+      (r->path_len > mlen && r->path[mlen] != '/'))
+    return "the path is not under the mount";
+  rh_buf_puts(out, cf->up_base);
+  return rh_path_normalize(r->path + mlen, r->path_len - mlen, out);
 }
 
 /* ---- header rules ---- */
@@ -306,53 +314,78 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, int websock
   if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
 }
 
-/* Builds the upstream request head into out: 0, or a status when a hook answered (its body in
- * *body). ws_key: a WebSocket handshake with this key instead of body framing. */
+enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
+
+/* How the client's body goes up; -1 when its framing cannot be trusted: a Content-Length field
+ * the server holds no length for (UINT64_MAX is its "none": a length that collides with it must
+ * not send the body up unframed, where it would be read as a second request). */
+static int request_framing(const rh_http_req *r) {
+  if (r->content_length != UINT64_MAX) return BODY_LENGTH;
+  if (rh_headers_find(&r->headers, "transfer-encoding", NULL)) return BODY_CHUNKED;
+  return rh_headers_find(&r->headers, "content-length", NULL) ? -1 : BODY_NONE;
+}
+
+static int framing_field(const rh_header *f) {
+  return rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding");
+}
+
+/* The head from its parts, each checked as it is written (http/head.h): NULL, or what was wrong.
+ * The framing is ours, never a field passed through. */
+static const char *write_head(rh_buf *out, const rh_proxy_head *head, int framing, uint64_t length,
+                              const char *ws_key) {
+  const char *err = rh_head_request_line(out, head->method, strlen(head->method), head->target,
+                                         strlen(head->target));
+  if (!err) err = rh_head_fields(out, head->headers, framing_field);
+  if (!err && ws_key) {
+    rh_buf_puts(out, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+    err = rh_head_field(out, "Sec-WebSocket-Key", 17, ws_key, strlen(ws_key));
+  } else if (!err && framing == BODY_LENGTH) {
+    char num[24];
+    int n = snprintf(num, sizeof num, "%" PRIu64, length);
+    err = rh_head_field(out, "Content-Length", 14, num, (size_t)n);
+  } else if (!err && framing == BODY_CHUNKED) {
+    rh_buf_puts(out, "Transfer-Encoding: chunked\r\n");
+  }
+  if (!err) rh_head_end(out);
+  return err;
+}
+
+/* An answer to the client instead of the upstream's: the status, with a body naming why. */
+static int refuse(char **body, int status, const char *what, const char *why) {
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_printf(&b, "%s: %s\n", what, why);
+  *body = b.data;
+  return status;
+}
+
+/* Builds the upstream request head into out: 0, or a status when it is refused or a hook
+ * answered (its body in *body). ws_key: a WebSocket handshake with this key instead of body
+ * framing. */
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
                         const char *ws_key, rh_buf *out, int *chunked, char **body) {
-  rh_headers h = RH_HEADERS_INIT;
-  request_headers(conf, r, ws_key != NULL, &h);
-  size_t mlen = strlen(conf->mount);
-  char *path = rh_proxy_join_path(conf->base_path, conf->prefix, r->path + mlen, r->path_len - mlen);
-  if (!path) {
-    rh_headers_free(&h);
-    *body = strdup("Bad Request: the path climbs above the mount\n");
-    return 400;
-  }
+  int framing = request_framing(r);
+  if (framing < 0) return refuse(body, 400, "Bad Request", "the Content-Length is out of range");
   rh_buf target = RH_BUF_INIT;
-  rh_buf_puts(&target, path);
-  free(path);
+  const char *why = upstream_path(conf, r, &target);
+  if (why) {
+    rh_buf_free(&target);
+    return refuse(body, 400, "Bad Request", why);
+  }
   if (r->query) {
     rh_buf_append(&target, "?", 1);
     rh_buf_append(&target, r->query, r->query_len);
   }
   rh_buf_append(&target, "", 1);
+  rh_headers h = RH_HEADERS_INIT;
+  request_headers(conf, r, ws_key != NULL, &h);
   rh_proxy_head head = { strdup(r->method), target.data, 0, &h, r };
   int answer = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
-  if (!answer) {
-    rh_buf_puts(out, head.method);
-    rh_buf_append(out, " ", 1);
-    rh_buf_puts(out, head.target);
-    rh_buf_append(out, " HTTP/1.1\r\n", 11);
-    for (size_t i = 0; i < h.n; i++) { /* appends, not printf: this runs for every header */
-      const rh_header *f = &h.items[i];
-      if (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding")) continue;
-      rh_buf_append(out, f->name, f->name_len);
-      rh_buf_append(out, ": ", 2);
-      rh_buf_append(out, f->value, f->value_len);
-      rh_buf_append(out, "\r\n", 2);
-    }
-    int has_body = r->content_length != UINT64_MAX || rh_headers_find(&r->headers, "transfer-encoding", NULL);
-    *chunked = !ws_key && has_body && r->content_length == UINT64_MAX;
-    if (ws_key)
-      rh_buf_printf(out, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                         "Sec-WebSocket-Version: 13\r\n", ws_key);
-    else if (r->content_length != UINT64_MAX)
-      rh_buf_printf(out, "Content-Length: %" PRIu64 "\r\n", r->content_length);
-    else if (has_body)
-      rh_buf_puts(out, "Transfer-Encoding: chunked\r\n");
-    rh_buf_puts(out, "\r\n");
+  if (!answer && (why = write_head(out, &head, framing, r->content_length, ws_key))) {
+    out->len = 0; /* a hook's method or path that is not one: nothing goes up */
+    RH_LOG(RH_LOG_ERROR, "proxy_head_invalid", RH_STR("error", why), RH_STR("request_id", r->id));
+    answer = refuse(body, 500, "Internal Server Error: a proxy hook made the request head invalid", why);
   }
+  *chunked = !ws_key && framing == BODY_CHUNKED;
   free(head.method);
   free(head.target);
   rh_headers_free(&h);
@@ -598,6 +631,7 @@ static char *redirect_target(call *c) {
   size_t olen = strlen(origin);
   if (strncasecmp(v, origin, olen) == 0 && (v[olen] == '/' || v[olen] == 0)) v += olen;
   if (v[0] != '/' || v[1] == '/') return NULL; /* elsewhere: the client follows it if it wants */
+  if (!rh_http_is_target(v, strlen(v))) return NULL; /* not one a request line can carry: passed on */
   return strdup(v);
 }
 
@@ -611,8 +645,8 @@ static void follow_redirect(call *c) {
   const char *method = c->req->method;
   if (c->status == 303 || ((c->status == 301 || c->status == 302) && strcmp(method, "POST") == 0)) method = "GET";
   rh_buf head = RH_BUF_INIT;
-  rh_buf_printf(&head, "%s %s HTTP/1.1", method, target);
-  rh_buf_append(&head, line_end, c->head.len - (size_t)(line_end - c->head.data));
+  rh_head_request_line(&head, method, strlen(method), target, strlen(target)); /* checked above */
+  rh_buf_append(&head, line_end + 2, c->head.len - (size_t)(line_end + 2 - c->head.data));
   rh_buf_free(&c->head);
   c->head = head;
   log_event(c, RH_LOG_INFO, "upstream_redirect_followed", target, c->status);
@@ -640,29 +674,88 @@ static void response_headers(call *c, rh_headers *out) {
   }
 }
 
+/* The head is not passed on: the client gets status instead, and the upstream connection is
+ * dropped. Returns llhttp's error, which stops the parser. */
+static int refuse_head(call *c, int status, const char *why) {
+  c->bad_head = why;
+  c->bad_status = status;
+  return HPE_USER;
+}
+
+/* What makes the upstream's head one the client cannot be given: NULL if none. The fields are
+ * checked here, where a bad one costs the upstream the answer; the server's writer would only
+ * leave it out. */
+static const char *bad_response_head(const call *c, const llhttp_t *p) {
+  if (c->status == 101) return "101 Switching Protocols to a request that did not ask to upgrade";
+  if (c->status < 200 || c->status > 599) return "an invalid status code";
+  /* the client's head states it as a signed 64-bit length (and UINT64_MAX is our "none") */
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > INT64_MAX) return "a Content-Length out of range";
+  const rh_headers *h = &c->resp_headers;
+  for (size_t i = 0; i < h->n; i++)
+    if (!rh_http_is_token(h->items[i].name, h->items[i].name_len) ||
+        !rh_http_is_field_value(h->items[i].value, h->items[i].value_len))
+      return "an invalid header field";
+  return NULL;
+}
+
+/* The client's head from the upstream's (out_status, out_headers): the header rules, then the
+ * cookie and response hooks. 0 if a hook left a status that is not a final one. */
+static int client_head(call *c) {
+  rh_headers_clear(&c->out_headers);
+  response_headers(c, &c->out_headers);
+  rewrite_cookies(c, &c->out_headers);
+  rh_proxy_head head = { NULL, NULL, c->status, &c->out_headers, c->req };
+  if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
+  release_hooks(c);
+  c->out_status = head.status;
+  if (head.status >= 200 && head.status <= 599) return 1;
+  RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_response"),
+         RH_STR("error", "status out of range (200..599)"), RH_STR("request_id", c->req->id));
+  return 0;
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   call *c = call_of(p);
-  if (rh_collect_interim_head(&c->parser)) return 0; /* 100 Continue: not for the client */
+  if (rh_collect_interim_head(&c->parser)) /* 100 Continue, 103 Early Hints: not for the client */
+    return ++c->interims > MAX_INTERIM ? refuse_head(c, 502, "too many interim (1xx) responses") : 0;
   c->status = p->status_code;
+  const char *bad = bad_response_head(c, p);
+  if (bad) return refuse_head(c, 502, bad);
   c->resp_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : UINT64_MAX;
   c->resp_head_done = 1;
   if (c->conf->follow_redirects && (c->redirect_to = redirect_target(c))) return HPE_PAUSED;
   if (status_retryable(c, c->status) && c->conf->max_retries > 0 && retry_allowed(c)) return HPE_PAUSED;
-  rh_headers h = RH_HEADERS_INIT;
-  response_headers(c, &h);
-  rewrite_cookies(c, &h);
-  rh_proxy_head head = { NULL, NULL, c->status, &h, c->req };
-  if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
-  release_hooks(c);
-  c->resp_started = 1;
-  rh_http_start_held(c->req, head.status, &h); /* goes out with the first body bytes */
-  rh_headers_free(&h);
-  if (c->done) return HPE_USER;
+  if (!client_head(c)) return refuse_head(c, 500, "the on_response hook set an invalid status");
+  c->head_ready = 1; /* goes out with the first body bytes, or at the end of this read */
   return c->req->is_head ? 1 : 0;
+}
+
+/* The client's response starts: the head goes to the server (held until body bytes or a flush). */
+static void pass_head(call *c) {
+  if (!c->head_ready) return;
+  c->head_ready = 0;
+  c->resp_started = 1;
+  rh_http_start_held(c->req, c->out_status, &c->out_headers);
+}
+
+/* The fields are held until the head is complete: an upstream that never ends its head gets a
+ * 502 once they pass MAX_RESP_HEAD, not the process's memory. */
+static int head_over(call *c, size_t len) {
+  c->head_bytes += len;
+  return c->head_bytes > MAX_RESP_HEAD && refuse_head(c, 502, "the response head is over 64 KiB");
+}
+
+static int cb_field(llhttp_t *p, const char *at, size_t len) {
+  return head_over(call_of(p), len) ? HPE_USER : rh_collect_on_field(p, at, len);
+}
+
+static int cb_value(llhttp_t *p, const char *at, size_t len) {
+  return head_over(call_of(p), len) ? HPE_USER : rh_collect_on_value(p, at, len);
 }
 
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   call *c = call_of(p);
+  pass_head(c);
   if (rh_http_write(c->req, at, len) == 1) c->up_reading_paused = 1;
   return c->done ? HPE_USER : 0; /* a failed write may have ended the exchange */
 }
@@ -676,15 +769,16 @@ static int cb_message_complete(llhttp_t *p) {
 
 static void init_parser(call *c) {
   llhttp_settings_init(&c->settings);
-  c->settings.on_header_field = rh_collect_on_field;
-  c->settings.on_header_value = rh_collect_on_value;
+  c->settings.on_header_field = cb_field;
+  c->settings.on_header_value = cb_value;
   c->settings.on_header_field_complete = rh_collect_on_field_complete;
   c->settings.on_headers_complete = cb_headers_complete;
   c->settings.on_body = cb_body;
   c->settings.on_message_complete = cb_message_complete;
   rh_collect_init(&c->parser, HTTP_RESPONSE, &c->settings, c, &c->resp_headers);
   rh_headers_clear(&c->resp_headers);
-  c->resp_head_done = c->resp_done = 0;
+  c->resp_head_done = c->resp_done = c->interims = 0;
+  c->head_bytes = 0;
 }
 
 /* The response is complete: finish the client's, and park the connection when both sides
@@ -693,6 +787,7 @@ static void response_complete(call *c) {
   if (c->done) return;
   int reusable = llhttp_should_keep_alive(&c->parser.llhttp) && c->client_body_done && c->pending.len == 0;
   set_timer(c, T_NONE, 0, NULL);
+  pass_head(c);
   rh_http_finish(c->req);
   if (c->up) {
     c->up->served++;
@@ -704,8 +799,10 @@ static void response_complete(call *c) {
 }
 
 static void upstream_closed(call *c, const char *why) {
-  /* a body delimited by the close is complete now */
-  if (c->resp_head_done && llhttp_finish(&c->parser.llhttp) == HPE_OK && c->resp_done) {
+  /* a body delimited by the close is complete now (llhttp_finish reports the pause our
+   * on_message_complete asks for, so resp_done says it, not its result) */
+  if (c->resp_head_done && !c->resp_done) llhttp_finish(&c->parser.llhttp);
+  if (c->resp_done) {
     response_complete(c);
     return;
   }
@@ -724,13 +821,25 @@ static void upstream_closed(call *c, const char *why) {
   fail(c, 502, "upstream_error", why);
 }
 
+/* A response head refused in cb_headers_complete: nothing went to the client yet, so it gets a
+ * whole answer; what the upstream sent after the head is never read. */
+static void refuse_response(call *c) {
+  drop_upstream(c);
+  if (c->bad_status != 500) {
+    fail(c, 502, "upstream_error", c->bad_head);
+    return;
+  }
+  answer_text(c, 500, "Internal Server Error", c->bad_head); /* the script's, logged by the hook */
+  finish(c);
+}
+
 static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
   call *c = owner;
   if (n < 0) { upstream_closed(c, err); return; }
   if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
   llhttp_errno_t err_ = llhttp_execute(&c->parser.llhttp, data, (size_t)n);
   if (c->done) return; /* the client went away while we wrote to it */
-  if (c->req && c->resp_started) rh_http_flush(c->req); /* a head whose body is not here yet */
+  if (c->bad_head) { refuse_response(c); return; }
   if (err_ == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
   if (err_ == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
     char why[32];
@@ -745,6 +854,8 @@ static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
     fail(c, 502, "upstream_error", llhttp_get_error_reason(&c->parser.llhttp));
     return;
   }
+  pass_head(c);
+  if (c->resp_started) rh_http_flush(c->req); /* a head whose body is not here yet */
   if (c->up_reading_paused && c->up) rh_upconn_pause(c->up);
 }
 
@@ -793,6 +904,7 @@ static void free_call(uv_handle_t *h) {
   rh_buf_free(&c->replay);
   rh_buf_free(&c->pending);
   rh_headers_free(&c->resp_headers);
+  rh_headers_free(&c->out_headers);
   free(c->redirect_to);
   rh_proxy_conf_unref(c->conf);
   free(c);
@@ -839,6 +951,7 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   c->attempt = 1;
   c->replay_ok = 1;
   rh_headers_init(&c->resp_headers);
+  rh_headers_init(&c->out_headers);
   uv_timer_init(uv_default_loop(), &c->timer);
   c->timer.data = c;
   char *body = NULL;

@@ -67,8 +67,4 @@ size_t rh_proxy_conf_max_body(const rh_proxy_conf *c);
  * NULL; hooks->release runs once the heads are done or the request failed. */
 void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks);
 
-/* Joins the client path (after the mount) to base path and prefix, slashes normalised.
- * Returns a malloc'd string, or NULL when dot segments would climb above the prefix. */
-char *rh_proxy_join_path(const char *base, const char *prefix, const char *rest, size_t rest_len);
-
 #endif

@@ -407,6 +407,44 @@ static void test_interim_and_no_body(void) {
   server_stop(&s);
 }
 
+/* Heads the client does not take (issue 14): a 101 it never asked for, a declared length past
+ * max_body (refused at the head: the server below holds the connection open, so before this the
+ * client waited for the whole timeout). */
+static void test_refused_heads(void) {
+  static const char *cases[][2] = {
+    { NULL, "head over 64 KiB" },
+    { "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nraw", "101" },
+    { "HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged", "101" },
+    { "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nabc", "over max_body" },
+    { "HTTP/1.1 200 OK\r\nContent-Length: 67108865\r\n\r\nabc", "over max_body" },
+  };
+  static char huge_head[80 * 1024];
+  if (!huge_head[0]) { /* 80 KiB of fields, over the 64 KiB the client holds */
+    size_t n = (size_t)snprintf(huge_head, sizeof huge_head, "HTTP/1.1 200 OK\r\n");
+    while (n + 1100 < sizeof huge_head) {
+      memcpy(huge_head + n, "X-Filler: ", 10);
+      memset(huge_head + n + 10, 'f', 1000);
+      memcpy(huge_head + n + 1010, "\r\n", 2);
+      n += 1012;
+    }
+    snprintf(huge_head + n, sizeof huge_head - n, "Content-Length: 2\r\n\r\nok");
+  }
+  cases[0][0] = huge_head;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    test_name = i ? cases[i][0] : "80 KiB of header fields";
+    server s;
+    server_start(&s, cases[i][0]);
+    s.hold = 1;
+    char url[128];
+    rh_client_req req = { .url = url_of(url, sizeof url, &s, "/"), .timeout = 3 };
+    result r;
+    fetch(&r, &req);
+    REQUIRE(strstr(r.err, cases[i][1]) != NULL);
+    result_free(&r);
+    server_stop(&s);
+  }
+}
+
 static void test_refused(void) {
   test_name = "connection refused";
   /* A port that was free a moment ago and has no listener now. */
@@ -758,6 +796,7 @@ int main(void) {
   test_head();
   test_interim_and_no_body();
   test_refused();
+  test_refused_heads();
   test_timeout();
   test_max_body();
   test_bad_response();
