@@ -204,7 +204,7 @@ static void peer_close(void *ud, int code, const char *reason, size_t len) {
 static void check_output(end_state *e, int is_server, const rh_buf *out) {
   walk_frames(out, is_server);
   peer_state ps = { 0 };
-  rh_ws_handlers h = { peer_message, peer_close, &ps };
+  rh_ws_handlers h = { .on_message = peer_message, .on_close = peer_close, .ud = &ps };
   rh_ws *peer = rh_ws_new(!is_server, SIZE_MAX, &h);
   if (out->len) rh_ws_feed(peer, out->data, out->len);
   if (rh_ws_error(peer)) FAIL("the peer rejects what this end wrote: %s", rh_ws_error(peer));
@@ -294,7 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   end_state e = { 0 };
   e.max_message = max_message ? max_message : RH_WS_MAX_MESSAGE_DEFAULT;
-  rh_ws_handlers h = { on_message, on_close, &e };
+  rh_ws_handlers h = { .on_message = on_message, .on_close = on_close, .ud = &e };
   e.ws = rh_ws_new(is_server, max_message, &h);
   rh_buf out = RH_BUF_INIT;
   rh_ws_output(e.ws, &out);
