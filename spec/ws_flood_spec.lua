@@ -194,3 +194,69 @@ return app
     assert(c:stalls(15, 1, chunk), "relayhost still reads a sender that does not read its echoes")
   end)
 end)
+
+describe("WebSocket floods on a relay.ws.connect session (the client side, as the git tunnel's)", function()
+  local dir, flooder_pid, flooder_out, host
+
+  -- What the flooding server has written so far, in bytes.
+  local function written()
+    local n = 0
+    for w in (helpers.read_file(flooder_out) or ""):gmatch('"written":(%d+)') do n = tonumber(w) end
+    return n
+  end
+
+  setup(function()
+    dir = helpers.tmpdir()
+    flooder_out = dir .. "/flooder.out"
+    os.execute(("node %sws-ping-flood-server.js > %s 2>&1 & echo $! > %s/flooder.pid"):format(js, flooder_out, dir))
+    flooder_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/flooder.pid") end)
+    local port = tonumber(helpers.wait_until(function()
+      return (helpers.read_file(flooder_out) or ""):match('"port":(%d+)')
+    end, 10, "the flooding ws server"))
+    helpers.write_file(dir .. "/client.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "ws-client-flood" }
+local session
+app:get("/dial", function(req, res)
+  local ws, err = relay.ws.connect("ws://127.0.0.1:%d/")
+  if not ws then return res:send(502, err) end
+  session = ws
+  while ws:recv() do end
+  res:send(200, "over")
+end)
+app:get("/hangup", function(req, res)
+  session:terminate()
+  res:send(200, "ok")
+end)
+return app
+]]):format(port))
+    host = helpers.start(dir .. "/client.lua")
+  end)
+
+  teardown(function()
+    os.execute("kill " .. tostring(flooder_pid):gsub("%s", ""))
+    assert.equal(0, host:stop())
+  end)
+
+  it("a server's ping flood whose pongs are never read stays bounded, and the server is no longer read", function()
+    local dialer = host:client()
+    dialer:send("GET /dial HTTP/1.1\r\nHost: x\r\n\r\n") -- answered only when the session ends
+    conns[#conns + 1] = dialer
+    helpers.wait_until(function() return written() > 0 end, 5, "the flood to start")
+    helpers.flood(host, { seconds = 3, bound_kb = BOUND_KB, step = function() socket.sleep(0.02) end })
+    -- paused: within a while, a whole second goes by in which the server writes nothing more
+    local last, still = written(), 0
+    helpers.wait_until(function()
+      socket.sleep(0.25)
+      local now = written()
+      still = now == last and still + 1 or 0
+      last = now
+      return still >= 4
+    end, 15, "relayhost to stop reading the flooding server")
+    -- the script can still end the paused session (as the tunnel does a stalled one)
+    assert.equal(200, host:get("/hangup").status)
+    dialer:settimeout(5)
+    local res = assert(dialer:read_response())
+    assert.equal("over", res.body)
+  end)
+end)

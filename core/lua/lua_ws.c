@@ -675,7 +675,8 @@ static int build_head(lua_State *L, const ws_url *u, const char *url, const char
 /* core.ws_connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err */
 static int l_ws_connect(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
-  if (lua_isnoneornil(L, 2)) lua_newtable(L), lua_replace(L, 2);
+  lua_settop(L, 2); /* opts may be left out: then an empty table stands in at 2 */
+  if (lua_isnil(L, 2)) lua_newtable(L), lua_replace(L, 2);
   luaL_checktype(L, 2, LUA_TTABLE);
   rh_task *t = rh_task_current(L);
   if (!t) return luaL_error(L, "relay.ws.connect: only inside a handler or timer");

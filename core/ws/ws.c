@@ -496,14 +496,14 @@ int rh_ws_read_paused(rh_ws *ws) {
 
 /* Bytes from a peer this end said not to read: a caller that cannot stop its transport at
  * once may hand over what was already on the way, but not without end. */
-static int overfed(rh_ws *ws) {
-  return ws->paused && rh_ws_backlog(ws) >= 2 * ws->max_queued;
+static int overfed(rh_ws *ws, size_t n) {
+  return n && ws->paused && rh_ws_backlog(ws) >= 2 * ws->max_queued;
 }
 
 int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
   if (ws->failed) return -1;
   if (ws->code_received || (ws->ctx && !wslay_event_get_read_enabled(ws->ctx))) return 0;
-  if (overfed(ws)) {
+  if (overfed(ws, n)) {
     fail(ws, 1008, "peer does not read: outgoing queue full");
     return -1;
   }
