@@ -25,6 +25,18 @@ local function flood(host, conn, chunk, probe, seconds)
   return peak
 end
 
+-- Starts one of the node servers in spec/js (it prints its port first); its pid, port and
+-- the file its output goes to.
+local function start_node(script, dir)
+  local out, pid_file = dir .. "/" .. script .. ".out", dir .. "/" .. script .. ".pid"
+  os.execute(("node %s%s > %s 2>&1 & echo $! > %s"):format(js, script, out, pid_file))
+  local pid = helpers.wait_until(function() return helpers.read_file(pid_file) end):gsub("%s", "")
+  local port = tonumber(helpers.wait_until(function()
+    return (helpers.read_file(out) or ""):match('"port":(%d+)')
+  end, 10, script))
+  return pid, port, out
+end
+
 -- Connections, closed after each test (passed or not) so that the host can stop at once.
 local conns = {}
 local function track(open)
@@ -40,15 +52,16 @@ local function close_all()
   end
 end
 
--- A probe over its own WebSocket: a ping must come back as its pong.
-local function ping_probe(open)
+-- A probe over its own WebSocket: a frame of opcode `send` must come back as `reply` (by
+-- default a ping as its pong) with the same payload.
+local function ws_probe(open, send, reply)
   local c, n = nil, 0
   return function()
     c = c or track(open)
     n = n + 1
     local tag = "probe-" .. n
-    c:push(raw.frame(raw.PING, tag))
-    return c:read_until(function(op, p) return op == raw.PONG and p == tag end, 2) ~= nil
+    c:push(raw.frame(send or raw.PING, tag))
+    return c:read_until(function(op, p) return op == (reply or raw.PONG) and p == tag end, 2) ~= nil
   end
 end
 
@@ -71,12 +84,8 @@ describe("WebSocket floods through the prefix proxy's pass-through", function()
 
   setup(function()
     dir = helpers.tmpdir()
-    local echo_out = dir .. "/echo.out"
-    os.execute(("node %sws-echo-server.js > %s 2>&1 & echo $! > %s/echo.pid"):format(js, echo_out, dir))
-    echo_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/echo.pid") end)
-    local port = tonumber(helpers.wait_until(function()
-      return (helpers.read_file(echo_out) or ""):match('"port":(%d+)')
-    end, 10, "the node ws server"))
+    local port
+    echo_pid, port = start_node("ws-echo-server.js", dir)
     helpers.write_file(dir .. "/proxy.lua", ([[
 local relay = require "relay"
 local app = relay.new { name = "ws-flood" }
@@ -89,20 +98,13 @@ return app
   after_each(close_all)
 
   teardown(function()
-    os.execute("kill " .. tostring(echo_pid):gsub("%s", ""))
+    os.execute("kill " .. echo_pid)
     assert.equal(0, proxy:stop())
   end)
 
   -- A probe that goes through to the upstream: a text message comes back as its echo.
   local function echo_probe()
-    local c, n = nil, 0
-    return function()
-      c = c or track(function() return raw.open(proxy.port, "/ws/probe") end)
-      n = n + 1
-      local tag = "probe-" .. n
-      c:push(raw.frame(raw.TEXT, tag))
-      return c:read_until(function(op, p) return op == raw.TEXT and p == tag end, 2) ~= nil
-    end
+    return ws_probe(function() return raw.open(proxy.port, "/ws/probe") end, raw.TEXT, raw.TEXT)
   end
 
   it("a ping flood whose pongs are never read stays bounded, and the flooder is paused", function()
@@ -152,7 +154,7 @@ describe("WebSocket floods on the workspace relay", function()
 
   it("a client's ping flood whose pongs are never read stays bounded, and the client is paused", function()
     local c = track(function() return client("client-token-a") end)
-    flood(relay, c, PINGS, ping_probe(function() return client("client-token-b") end))
+    flood(relay, c, PINGS, ws_probe(function() return client("client-token-b") end))
     assert_paused_then_served(c, PINGS)
   end)
 end)
@@ -183,14 +185,14 @@ return app
 
   it("a ping flood stays bounded, and the flooder is paused", function()
     local c = track(function() return raw.open(host.port, "/echo") end)
-    flood(host, c, PINGS, ping_probe(function() return raw.open(host.port, "/echo") end))
+    flood(host, c, PINGS, ws_probe(function() return raw.open(host.port, "/echo") end))
     assert_paused_then_served(c, PINGS)
   end)
 
   it("a sender that never reads what the script sends back stays bounded, and is paused", function()
     local c = track(function() return raw.open(host.port, "/echo") end)
     local chunk = (raw.frame(raw.BINARY, ("d"):rep(4000))):rep(32)
-    flood(host, c, chunk, ping_probe(function() return raw.open(host.port, "/echo") end))
+    flood(host, c, chunk, ws_probe(function() return raw.open(host.port, "/echo") end))
     assert(c:stalls(15, 1, chunk), "relayhost still reads a sender that does not read its echoes")
   end)
 end)
@@ -207,12 +209,8 @@ describe("WebSocket floods on a relay.ws.connect session (the client side, as th
 
   setup(function()
     dir = helpers.tmpdir()
-    flooder_out = dir .. "/flooder.out"
-    os.execute(("node %sws-ping-flood-server.js > %s 2>&1 & echo $! > %s/flooder.pid"):format(js, flooder_out, dir))
-    flooder_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/flooder.pid") end)
-    local port = tonumber(helpers.wait_until(function()
-      return (helpers.read_file(flooder_out) or ""):match('"port":(%d+)')
-    end, 10, "the flooding ws server"))
+    local port
+    flooder_pid, port, flooder_out = start_node("ws-ping-flood-server.js", dir)
     helpers.write_file(dir .. "/client.lua", ([[
 local relay = require "relay"
 local app = relay.new { name = "ws-client-flood" }
@@ -234,7 +232,7 @@ return app
   end)
 
   teardown(function()
-    os.execute("kill " .. tostring(flooder_pid):gsub("%s", ""))
+    os.execute("kill " .. flooder_pid)
     assert.equal(0, host:stop())
   end)
 

@@ -315,10 +315,10 @@ static int l_ping(lua_State *L) {
   return send_frame(L, s, RH_WS_PING, p, n, "cannot ping (at most 125 bytes)");
 }
 
-/* ws:buffered() -> bytes sent but not yet taken by the peer (server side) */
+/* ws:buffered() -> bytes sent but not yet taken by the peer, pongs included (either side) */
 static int l_buffered(lua_State *L) {
   session *s = check_session(L);
-  lua_pushnumber(L, s->req ? (lua_Number)rh_http_queued(s->req) : 0);
+  lua_pushnumber(L, (lua_Number)rh_ws_backlog(s->engine));
   return done(s, 1);
 }
 
@@ -438,7 +438,7 @@ int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
   return 0;
 }
 
-size_t rh_lua_ws_queued(rh_lua_ws_session *s) { return s->req ? rh_http_queued(s->req) : 0; }
+size_t rh_lua_ws_queued(rh_lua_ws_session *s) { return rh_ws_backlog(s->engine); }
 
 /* ---- server side ---- */
 

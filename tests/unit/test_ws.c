@@ -1,8 +1,9 @@
 /* Unit tests for core/ws: the handshake helpers (accept key, upgrade checks, client key), the
  * UTF-8 check, and a server rh_ws and a client rh_ws pumping bytes into each other in memory:
  * messages both ways, big and fragmented ones, ping/pong, the closing handshake, and every way
- * a peer can break the protocol (each answered with the right close code and a reason). Raw
- * frames are built and parsed by hand here, independently of wslay. */
+ * a peer can break the protocol (each answered with the right close code and a reason), and the
+ * bound on what a connection owes a peer that does not read (ping floods, endless fragments).
+ * Raw frames are built and parsed by hand here, independently of wslay. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
