@@ -672,7 +672,8 @@ static int build_head(lua_State *L, const ws_url *u, const char *url, const char
   return 0;
 }
 
-/* core.ws_connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err */
+/* core.ws_connect(url, {headers, protocols, timeout, ca_file, max_queued}) -> ws, protocol | nil, err
+ * (max_queued as for core.ws_accept) */
 static int l_ws_connect(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   lua_settop(L, 2); /* opts may be left out: then an empty table stands in at 2 */
@@ -695,6 +696,9 @@ static int l_ws_connect(lua_State *L) {
   lua_getfield(L, 2, "ca_file");
   const char *ca_file = lua_tostring(L, -1);
   session *s = session_new(t, 0, 0);
+  lua_getfield(L, 2, "max_queued");
+  if (lua_isnumber(L, -1)) rh_ws_set_max_queued(s->engine, (size_t)lua_tonumber(L, -1));
+  lua_pop(L, 1);
   rh_tls_ctx *ctx = NULL;
   if (u.tls) {
     char err[200];
