@@ -98,7 +98,8 @@ void rh_ws_free(rh_ws *ws);
  * twice the bound. */
 void rh_ws_set_max_queued(rh_ws *ws, size_t max_queued);
 int rh_ws_read_paused(rh_ws *ws);
-/* What this end owes the peer now: its unread output plus handlers.queued. */
+/* What this end owes the peer now: its output not yet taken by rh_ws_output, plus
+ * handlers.queued. */
 size_t rh_ws_backlog(const rh_ws *ws);
 
 /* How long wslay's context is kept after it was made before a connection at rest between
