@@ -9,6 +9,9 @@
  *          line the method) for rh_ws_check_upgrade / rh_ws_accept_key / rh_ws_accept_ok
  *   bit 5: wslay's context is given back at every frame boundary (rh_ws_rest_after(0)), so
  *          that frames straddle a fresh context (else it is kept, as within a busy second)
+ *   bit 6: the transport reports twice the bound queued (a peer that reads nothing): after the
+ *          first read the connection is paused, and a caller that feeds it more gets it failed
+ *          1008
  * Handlers echo every message back with rh_ws_send (text "close…" also starts the closing
  * handshake, text "ping…" also sends a ping).
  *
@@ -100,7 +103,11 @@ typedef struct {
   size_t max_message;
   msg_list sent;     /* what rh_ws_send accepted (text/binary) */
   int closes;        /* on_close calls */
+  size_t queued;     /* what the transport reports it holds */
+  int told_paused;   /* what rh_ws_read_paused said after the last read */
 } end_state;
+
+static size_t transport_queued(void *ud) { return ((end_state *)ud)->queued; }
 
 static void on_message(void *ud, int opcode, const char *data, size_t len) {
   end_state *e = ud;
@@ -134,10 +141,15 @@ static void on_close(void *ud, int code, const char *reason, size_t len) {
 
 static int feed(end_state *e, const uint8_t *p, size_t n, rh_buf *out) {
   int was_failed = rh_ws_error(e->ws) != NULL;
+  int overfed = n && e->told_paused && !was_failed && !rh_ws_close_received(e->ws) && !rh_ws_close_sent(e->ws);
   int rc = rh_ws_feed(e->ws, (const char *)p, n);
   const char *err = rh_ws_error(e->ws);
   if ((rc < 0) != (err != NULL)) FAIL("rh_ws_feed returned %d, error %s", rc, err ? err : "(none)");
   if (was_failed && !err) FAIL("a failed connection came back");
+  if (overfed && (rc != -1 || rh_ws_close_sent(e->ws) != 1008))
+    FAIL("fed while paused at twice the bound, yet rc %d close %d", rc, rh_ws_close_sent(e->ws));
+  e->told_paused = rh_ws_read_paused(e->ws);
+  if (e->queued && n && !e->told_paused) FAIL("not paused over the bound");
   rh_ws_output(e->ws, out);
   return rc;
 }
@@ -204,7 +216,7 @@ static void peer_close(void *ud, int code, const char *reason, size_t len) {
 static void check_output(end_state *e, int is_server, const rh_buf *out) {
   walk_frames(out, is_server);
   peer_state ps = { 0 };
-  rh_ws_handlers h = { peer_message, peer_close, &ps };
+  rh_ws_handlers h = { .on_message = peer_message, .on_close = peer_close, .ud = &ps };
   rh_ws *peer = rh_ws_new(!is_server, SIZE_MAX, &h);
   if (out->len) rh_ws_feed(peer, out->data, out->len);
   if (rh_ws_error(peer)) FAIL("the peer rejects what this end wrote: %s", rh_ws_error(peer));
@@ -294,7 +306,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   end_state e = { 0 };
   e.max_message = max_message ? max_message : RH_WS_MAX_MESSAGE_DEFAULT;
-  rh_ws_handlers h = { on_message, on_close, &e };
+  if (mode & 64) e.queued = 2 * RH_WS_MAX_QUEUED_MIN;
+  rh_ws_handlers h = { .on_message = on_message, .on_close = on_close, .ud = &e, .queued = transport_queued };
   e.ws = rh_ws_new(is_server, max_message, &h);
   rh_buf out = RH_BUF_INIT;
   rh_ws_output(e.ws, &out);

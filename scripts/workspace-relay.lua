@@ -108,7 +108,8 @@ end
 app:get("/ws", function(req, res)
   local conn = admit(req, res)
   if not conn then return end
-  local ws, err = req:websocket("*", { max_message = cfg.relay_max_frame_bytes, going_away = "relay shutting down" })
+  local ws, err = req:websocket("*", { max_message = cfg.relay_max_frame_bytes, max_queued = cfg.relay_max_pending_bytes,
+                                       going_away = "relay shutting down" })
   if not ws then
     obs:inc("relay_upgrade_errors_total")
     return obs:log("warn", "upgrade_error", { reason = err })

@@ -45,7 +45,8 @@ struct rh_lua_ws_session {
   size_t queued;
   int closed, close_code, waiting, connecting, ud_ref;
   int foreign;               /* a call from another task is in progress: wake later, not now */
-  int paused;                /* reading stopped: the queue is over QUEUE_HIGH_BYTES */
+  int queue_full;            /* over QUEUE_HIGH_BYTES wait for the script, until QUEUE_LOW_BYTES */
+  int paused;                /* reading stopped: queue_full, or the engine owes the peer too much */
   rh_soon *waker;            /* wakes the owner after a foreign call */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
   double last_msg;           /* loop time of the last message from the peer */
@@ -69,14 +70,11 @@ static void write_out(session *s, const char *p, size_t n) {
   else if (s->up) rh_upconn_write(s->up, p, n);
 }
 
-static void flush(session *s) {
-  rh_buf out = RH_BUF_INIT;
-  rh_ws_output(s->engine, &out);
-  write_out(s, out.data, out.len);
-  rh_buf_free(&out);
-}
-
-static void set_paused(session *s, int paused) {
+/* Reading stops while the script has too much waiting, or while the peer is sent more than
+ * it takes (the engine's bound: its pongs count too); asked again after every feed, send and
+ * drain. */
+static void update_reading(session *s) {
+  int paused = s->queue_full || rh_ws_read_paused(s->engine);
   if (s->paused == paused) return;
   s->paused = paused;
   if (s->req) {
@@ -88,6 +86,15 @@ static void set_paused(session *s, int paused) {
   }
 }
 
+/* What the engine has for the peer goes out; then whether to read on is decided again. */
+static void flush(session *s) {
+  rh_buf out = RH_BUF_INIT;
+  rh_ws_output(s->engine, &out);
+  write_out(s, out.data, out.len);
+  rh_buf_free(&out);
+  update_reading(s);
+}
+
 /* The next message, or the close, as recv() returns it. */
 static int push_next(lua_State *L, session *s) {
   msg *m = s->head;
@@ -95,7 +102,10 @@ static int push_next(lua_State *L, session *s) {
     s->head = m->next;
     if (!s->head) s->tail = NULL;
     s->queued -= m->len;
-    if (s->paused && s->queued < QUEUE_LOW_BYTES) set_paused(s, 0);
+    if (s->queue_full && s->queued < QUEUE_LOW_BYTES) {
+      s->queue_full = 0;
+      update_reading(s);
+    }
     lua_pushlstring(L, m->data, m->len);
     lua_pushstring(L, m->opcode == RH_WS_BINARY ? "binary" : "text");
     free(m);
@@ -162,7 +172,7 @@ static void on_message(void *ud, int opcode, const char *p, size_t n) {
   else s->head = m;
   s->tail = m;
   s->queued += n;
-  if (s->queued > QUEUE_HIGH_BYTES) set_paused(s, 1);
+  if (s->queued > QUEUE_HIGH_BYTES) s->queue_full = 1;
 }
 
 static void on_close(void *ud, int code, const char *reason, size_t n) {
@@ -195,7 +205,12 @@ static void server_gone(rh_http_req *r, void *ud) {
   wake(s);
 }
 
-static const rh_http_req_events server_events = { server_bytes, NULL, NULL, server_gone };
+static void server_drained(rh_http_req *r, void *ud) {
+  (void)r;
+  update_reading(ud);
+}
+
+static const rh_http_req_events server_events = { server_bytes, NULL, server_drained, server_gone };
 
 static void client_read(void *owner, const char *p, ssize_t n, const char *err) {
   session *s = owner;
@@ -207,6 +222,16 @@ static void client_read(void *owner, const char *p, ssize_t n, const char *err) 
   rh_upconn_close(s->up);
   s->up = NULL;
   wake(s);
+}
+
+static void client_written(void *owner, size_t queued) {
+  (void)queued;
+  update_reading(owner);
+}
+
+static size_t transport_queued(void *ud) {
+  session *s = ud;
+  return s->req ? rh_http_queued(s->req) : s->up ? s->up->queued : 0;
 }
 
 /* ---- the ws object ---- */
@@ -292,10 +317,10 @@ static int l_ping(lua_State *L) {
   return send_frame(L, s, RH_WS_PING, p, n, "cannot ping (at most 125 bytes)");
 }
 
-/* ws:buffered() -> bytes sent but not yet taken by the peer (server side) */
+/* ws:buffered() -> bytes sent but not yet taken by the peer, pongs included (either side) */
 static int l_buffered(lua_State *L) {
   session *s = check_session(L);
-  lua_pushnumber(L, s->req ? (lua_Number)rh_http_queued(s->req) : 0);
+  lua_pushnumber(L, (lua_Number)rh_ws_backlog(s->engine));
   return done(s, 1);
 }
 
@@ -388,7 +413,7 @@ static void ws_end(rh_task *t) {
 static session *session_new(rh_task *t, int is_server, size_t max_message) {
   session *s = calloc(1, sizeof *s);
   if (!s) abort();
-  rh_ws_handlers wh = { on_message, on_close, s };
+  rh_ws_handlers wh = { .on_message = on_message, .on_close = on_close, .ud = s, .queued = transport_queued };
   s->engine = rh_ws_new(is_server, max_message, &wh);
   s->last_rx = s->last_msg = rh_now();
   s->task = t;
@@ -415,7 +440,7 @@ int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
   return 0;
 }
 
-size_t rh_lua_ws_queued(rh_lua_ws_session *s) { return s->req ? rh_http_queued(s->req) : 0; }
+size_t rh_lua_ws_queued(rh_lua_ws_session *s) { return rh_ws_backlog(s->engine); }
 
 /* ---- server side ---- */
 
@@ -473,9 +498,10 @@ static int pick_protocol(const rh_headers *h, const char *route, char *out, size
 /* Answers the upgrade (101) with extra response headers and pushes the ws object on L (the
  * task's stack). */
 static session *start_server(rh_task *t, lua_State *L, const char *protocols, const rh_headers *extra,
-                             size_t max_message) {
+                             size_t max_message, size_t max_queued) {
   rh_http_req *r = t->req;
   session *s = session_new(t, 1, max_message);
+  if (max_queued) rh_ws_set_max_queued(s->engine, max_queued);
   s->req = r;
   const rh_header *key = rh_headers_find(&r->headers, "sec-websocket-key", NULL);
   char accept[29], proto[128];
@@ -494,9 +520,11 @@ static session *start_server(rh_task *t, lua_State *L, const char *protocols, co
   return s;
 }
 
-void rh_lua_ws_start(rh_task *t, const char *protocols) { start_server(t, t->co, protocols, NULL, 0); }
+void rh_lua_ws_start(rh_task *t, const char *protocols) { start_server(t, t->co, protocols, NULL, 0, 0); }
 
-/* core.ws_accept(protocols?, {headers, max_message, going_away}?) -> ws | nil, err. Upgrades the
+/* core.ws_accept(protocols?, {headers, max_message, max_queued, going_away}?) -> ws | nil, err
+ * (max_queued: the bytes this connection may owe its client before it is no longer read; see
+ * rh_ws_read_paused). Upgrades the
  * request of the running handler (a plain route) once the script has decided to take it: checks
  * that need the request (and may wait, e.g. for an admission call or a token) run before the 101,
  * which carries opts.headers. */
@@ -514,7 +542,7 @@ static int l_ws_accept(lua_State *L) {
     return 2;
   }
   const char *protocols = luaL_optstring(L, 1, "");
-  size_t max_message = 0;
+  size_t max_message = 0, max_queued = 0;
   const char *going = NULL;
   rh_headers h = RH_HEADERS_INIT;
   if (lua_istable(L, 2)) {
@@ -527,9 +555,11 @@ static int l_ws_accept(lua_State *L) {
     max_message = (size_t)luaL_optnumber(L, -1, 0);
     lua_getfield(L, 2, "going_away");
     going = lua_tostring(L, -1);
-    lua_pop(L, 3);
+    lua_getfield(L, 2, "max_queued");
+    max_queued = (size_t)luaL_optnumber(L, -1, 0);
+    lua_pop(L, 4);
   }
-  session *s = start_server(t, L, protocols, &h, max_message);
+  session *s = start_server(t, L, protocols, &h, max_message, max_queued);
   rh_headers_free(&h);
   if (going && *going) {
     snprintf(s->going_away, sizeof s->going_away, "%s", going);
@@ -564,7 +594,7 @@ static void connected(void *ud, rh_upconn *u, const char *protocol, const char *
     return;
   }
   s->up = u;
-  rh_upconn_own(u, s, client_read, NULL);
+  rh_upconn_own(u, s, client_read, client_written);
   if (n) rh_ws_feed(s->engine, rest, n);
   lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
   if (protocol) lua_pushstring(co, protocol);
@@ -644,10 +674,12 @@ static int build_head(lua_State *L, const ws_url *u, const char *url, const char
   return 0;
 }
 
-/* core.ws_connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err */
+/* core.ws_connect(url, {headers, protocols, timeout, ca_file, max_queued}) -> ws, protocol | nil, err
+ * (max_queued as for core.ws_accept) */
 static int l_ws_connect(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
-  if (lua_isnoneornil(L, 2)) lua_newtable(L), lua_replace(L, 2);
+  lua_settop(L, 2); /* opts may be left out: then an empty table stands in at 2 */
+  if (lua_isnil(L, 2)) lua_newtable(L), lua_replace(L, 2);
   luaL_checktype(L, 2, LUA_TTABLE);
   rh_task *t = rh_task_current(L);
   if (!t) return luaL_error(L, "relay.ws.connect: only inside a handler or timer");
@@ -666,6 +698,9 @@ static int l_ws_connect(lua_State *L) {
   lua_getfield(L, 2, "ca_file");
   const char *ca_file = lua_tostring(L, -1);
   session *s = session_new(t, 0, 0);
+  lua_getfield(L, 2, "max_queued");
+  if (lua_isnumber(L, -1)) rh_ws_set_max_queued(s->engine, (size_t)lua_tonumber(L, -1));
+  lua_pop(L, 1);
   rh_tls_ctx *ctx = NULL;
   if (u.tls) {
     char err[200];

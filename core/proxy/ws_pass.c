@@ -13,8 +13,6 @@
 #include "proxy/ws_dial.h"
 #include "ws/ws.h"
 
-#define HIGH_WATER (256 * 1024)
-
 /* One pass-through. Holds a reference on req and conf, the upstream connection and a timer;
  * freed once all three are let go and no write is in flight. */
 typedef struct {
@@ -26,7 +24,7 @@ typedef struct {
   rh_upconn *up;
   rh_ws_dial *dial;          /* while the upstream handshake runs */
   uv_timer_t timer;          /* only to free the call from the loop, after every callback */
-  int up_paused, ended, req_released;
+  int paused, ended, req_released; /* paused: neither side is read (see update_reading) */
   char key[25];
   rh_buf head;
   char *protocol;            /* the subprotocol the upstream picked */
@@ -47,38 +45,63 @@ static void log_ws(wscall *c, rh_log_level lv, const char *event, const char *er
          RH_STR("error", error), RH_STR("request_id", c->req ? c->req->id : NULL));
 }
 
-/* ---- the upstream socket ---- */
+/* ---- the sockets ---- */
+
+static size_t client_queued(void *ud) {
+  wscall *c = ud;
+  return c->req ? rh_http_queued(c->req) : 0;
+}
+
+static size_t up_queued(void *ud) {
+  wscall *c = ud;
+  return c->up ? c->up->queued : 0;
+}
+
+static int ws_paused(rh_ws *ws) { return ws && rh_ws_read_paused(ws); }
+
+/* Each side's messages become the other side's output, and each side's pings its own: while
+ * either side owes its peer more than its engine's bound, neither side is read. */
+static void update_reading(wscall *c) {
+  if (c->ended) return;
+  int paused = ws_paused(c->client_ws) || ws_paused(c->up_ws);
+  if (paused == c->paused) return;
+  c->paused = paused;
+  if (c->req) {
+    if (paused) rh_http_pause_body(c->req);
+    else rh_http_resume_body(c->req);
+  }
+  if (c->up) {
+    if (paused) rh_upconn_pause(c->up);
+    else rh_upconn_resume(c->up);
+  }
+}
 
 static void up_written(void *owner, size_t queued) {
-  wscall *c = owner;
-  if (!c->ended && queued < HIGH_WATER && c->req) rh_http_resume_body(c->req);
+  (void)queued;
+  update_reading(owner);
 }
 
 static void up_send(wscall *c, const char *p, size_t n) {
   if (c->up && n) rh_upconn_write(c->up, p, n);
 }
 
-static int up_full(wscall *c) { return c->up && c->up->queued >= HIGH_WATER; }
-
-/* What the engines want written goes out; a full queue holds back the other side. */
+/* What the engines want written goes out; a full queue holds both sides back. */
 static void flush(wscall *c) {
   rh_buf out = RH_BUF_INIT;
   if (c->up_ws) {
     rh_ws_output(c->up_ws, &out);
     up_send(c, out.data, out.len);
     out.len = 0;
-    if (up_full(c) && c->req) rh_http_pause_body(c->req);
   }
   if (c->client_ws && c->req) {
     rh_ws_output(c->client_ws, &out);
-    if (out.len && rh_http_write(c->req, out.data, out.len) == 1 && c->up && !c->up_paused) {
-      c->up_paused = 1;
-      rh_upconn_pause(c->up);
-    }
+    if (out.len) rh_http_write(c->req, out.data, out.len);
   }
   rh_buf_free(&out);
   if (c->client_ws && c->up_ws && rh_ws_want_close(c->client_ws) && rh_ws_want_close(c->up_ws))
     end_tunnel(c);
+  else
+    update_reading(c);
 }
 
 /* ---- relaying ---- */
@@ -122,11 +145,7 @@ static void on_client_bytes(rh_http_req *r, const char *p, size_t n, void *ud) {
 
 static void on_client_drain(rh_http_req *r, void *ud) {
   (void)r;
-  wscall *c = ud;
-  if (c->up_paused && c->up) {
-    c->up_paused = 0;
-    rh_upconn_resume(c->up);
-  }
+  update_reading(ud);
 }
 
 static void release_req(wscall *c) {
@@ -163,7 +182,8 @@ static void accept_client(wscall *c, int ok, const char *why) {
   rh_headers_add(&h, "Connection", 10, "Upgrade", 7);
   rh_headers_add(&h, "Sec-WebSocket-Accept", 20, accept, strlen(accept));
   if (ok && c->protocol) rh_headers_add(&h, "Sec-WebSocket-Protocol", 22, c->protocol, strlen(c->protocol));
-  rh_ws_handlers ch = { client_message, client_close, c };
+  rh_ws_handlers ch = { .on_message = client_message, .on_close = client_close, .ud = c,
+                        .queued = client_queued };
   c->client_ws = rh_ws_new(1, 0, &ch);
   int rc = rh_http_tunnel(c->req, 101, &h, &client_events, c);
   rh_headers_free(&h);
@@ -225,7 +245,7 @@ static void upstream_ready(void *ud, rh_upconn *u, const char *protocol, const c
   }
   c->up = u;
   if (protocol) c->protocol = strdup(protocol);
-  rh_ws_handlers uh = { up_message, up_close, c };
+  rh_ws_handlers uh = { .on_message = up_message, .on_close = up_close, .ud = c, .queued = up_queued };
   c->up_ws = rh_ws_new(0, 0, &uh);
   rh_upconn_own(u, c, up_read, up_written);
   accept_client(c, 1, NULL);

@@ -147,6 +147,8 @@ struct rh_ws {
   double ctx_born;       /* when ctx was made (coarse monotonic seconds) */
   int is_server;
   size_t max_message;
+  size_t max_queued;     /* the backpressure bound */
+  int paused;            /* the caller was told to stop reading */
   rh_ws_handlers h;
   const char *in;        /* what rh_ws_feed is handing to wslay */
   size_t in_len, in_off;
@@ -462,6 +464,7 @@ rh_ws *rh_ws_new(int is_server, size_t max_message, const rh_ws_handlers *h) {
   if (!ws) abort();
   ws->is_server = is_server;
   ws->max_message = max_message ? max_message : RH_WS_MAX_MESSAGE_DEFAULT;
+  ws->max_queued = RH_WS_MAX_QUEUED_DEFAULT;
   if (h) ws->h = *h;
   return ws;
 }
@@ -474,9 +477,36 @@ void rh_ws_free(rh_ws *ws) {
   free(ws);
 }
 
+void rh_ws_set_max_queued(rh_ws *ws, size_t max_queued) {
+  ws->max_queued = max_queued > RH_WS_MAX_QUEUED_MIN ? max_queued : RH_WS_MAX_QUEUED_MIN;
+}
+
+size_t rh_ws_backlog(const rh_ws *ws) {
+  return ws->out.len + (ws->h.queued ? ws->h.queued(ws->h.ud) : 0);
+}
+
+/* Over the bound: paused; at a quarter of it: reading again (not at once, or every pong the
+ * peer takes would switch reading back on for one more read). */
+int rh_ws_read_paused(rh_ws *ws) {
+  size_t b = rh_ws_backlog(ws);
+  if (b > ws->max_queued) ws->paused = 1;
+  else if (b <= ws->max_queued / 4) ws->paused = 0;
+  return ws->paused;
+}
+
+/* Bytes from a peer this end said not to read: a caller that cannot stop its transport at
+ * once may hand over what was already on the way, but not without end. */
+static int overfed(rh_ws *ws, size_t n) {
+  return n && ws->paused && rh_ws_backlog(ws) >= 2 * ws->max_queued;
+}
+
 int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
   if (ws->failed) return -1;
   if (ws->code_received || (ws->ctx && !wslay_event_get_read_enabled(ws->ctx))) return 0;
+  if (overfed(ws, n)) {
+    fail(ws, 1008, "peer does not read: outgoing queue full");
+    return -1;
+  }
   if (!ws->ctx) make_ctx(ws);
   ws->in = in;
   ws->in_len = n;
@@ -494,6 +524,7 @@ int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
   after_recv(ws, r);
   if (!ws->failed) flush(ws);
   rest(ws);
+  rh_ws_read_paused(ws);
   return ws->failed ? -1 : 0;
 }
 

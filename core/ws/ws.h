@@ -30,6 +30,12 @@ enum {
 
 #define RH_WS_MAX_MESSAGE_DEFAULT (16u * 1024 * 1024) /* what max_message 0 means */
 
+/* The bound on what one connection may owe its peer (see rh_ws_read_paused), and its floor:
+ * reading resumes at a quarter of the bound, and a quarter of the floor is where the HTTP
+ * server's drain callback fires (its write_high_water), so a paused peer is always woken. */
+#define RH_WS_MAX_QUEUED_DEFAULT (1024u * 1024)
+#define RH_WS_MAX_QUEUED_MIN (1024u * 1024)
+
 /* The why of rh_ws_check_upgrade for a version other than 13: RFC 6455 §4.4 wants a 426
  * answer with "Sec-WebSocket-Version: 13" then; every other failure is a plain 400. */
 #define RH_WS_WHY_VERSION "unsupported Sec-WebSocket-Version (want 13)"
@@ -68,6 +74,9 @@ typedef struct {
    * queued; rh_ws_want_close says when to close the socket. */
   void (*on_close)(void *ud, int code, const char *reason, size_t len);
   void *ud;
+  /* Bytes the caller took from rh_ws_output that its transport has not written yet (NULL: it
+   * writes everything at once). They count against the connection's bound. */
+  size_t (*queued)(void *ud);
 } rh_ws_handlers;
 
 /* is_server: this end is the server (expects masked frames, sends unmasked ones). max_message
@@ -76,6 +85,22 @@ typedef struct {
  * free the rh_ws (set a flag and free it after rh_ws_feed returns). */
 rh_ws *rh_ws_new(int is_server, size_t max_message, const rh_ws_handlers *h);
 void rh_ws_free(rh_ws *ws);
+
+/* Backpressure. Everything this end owes the peer counts against one bound per connection
+ * (max_queued, default RH_WS_MAX_QUEUED_DEFAULT, at least RH_WS_MAX_QUEUED_MIN): its own
+ * messages, the pongs and the close echo it answers with on its own, and what the transport
+ * still holds (handlers.queued). Over the bound the peer must not be read from: a peer that
+ * floods pings or messages and never reads what they bring back would otherwise grow the
+ * queue without end. The caller asks rh_ws_read_paused after every rh_ws_feed and rh_ws_send,
+ * and whenever its transport's queue shrinks, and stops or restarts reading the socket by the
+ * answer; it says 1 over the bound and 0 again once the backlog is down to a quarter of it.
+ * A caller that feeds a paused connection anyway sees it fail with 1008 once the backlog is
+ * twice the bound. */
+void rh_ws_set_max_queued(rh_ws *ws, size_t max_queued);
+int rh_ws_read_paused(rh_ws *ws);
+/* What this end owes the peer now: its output not yet taken by rh_ws_output, plus
+ * handlers.queued. */
+size_t rh_ws_backlog(const rh_ws *ws);
 
 /* How long wslay's context is kept after it was made before a connection at rest between
  * frames gives it back (default 1 s; the fuzzer and tests use 0 to go through every path). */

@@ -1,8 +1,9 @@
 /* Unit tests for core/ws: the handshake helpers (accept key, upgrade checks, client key), the
  * UTF-8 check, and a server rh_ws and a client rh_ws pumping bytes into each other in memory:
  * messages both ways, big and fragmented ones, ping/pong, the closing handshake, and every way
- * a peer can break the protocol (each answered with the right close code and a reason). Raw
- * frames are built and parsed by hand here, independently of wslay. */
+ * a peer can break the protocol (each answered with the right close code and a reason), and the
+ * bound on what a connection owes a peer that does not read (ping floods, endless fragments).
+ * Raw frames are built and parsed by hand here, independently of wslay. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@ static void on_close(void *ud, int code, const char *reason, size_t n) {
 
 static rh_ws *peer_open(peer *p, int is_server, size_t max) {
   memset(p, 0, sizeof *p);
-  rh_ws_handlers h = { on_message, on_close, p };
+  rh_ws_handlers h = { .on_message = on_message, .on_close = on_close, .ud = p };
   p->ws = rh_ws_new(is_server, max, &h);
   return p->ws;
 }
@@ -942,6 +943,164 @@ static void test_garbage(void) {
   }
 }
 
+/* ---- backpressure: what a connection owes its peer is bounded ---- */
+
+/* A transport whose peer reads nothing: every byte handed to it stays queued. */
+typedef struct {
+  size_t queued;
+} transport;
+
+static size_t transport_queued(void *ud) { return ((transport *)ud)->queued; }
+
+static rh_ws *open_over(transport *t) {
+  t->queued = 0;
+  rh_ws_handlers h = { .ud = t, .queued = transport_queued };
+  return rh_ws_new(1, 0, &h);
+}
+
+/* The caller's half: what the engine has goes to the transport. */
+static void take_output(rh_ws *ws, transport *t) {
+  rh_buf b = RH_BUF_INIT;
+  rh_ws_output(ws, &b);
+  t->queued += b.len;
+  rh_buf_free(&b);
+}
+
+/* Feeds 125-byte pings one read (`per_feed` of them) at a time until the engine says to stop
+ * reading; returns the feeds it took (0 if it never said so within `max_feeds`). */
+static int ping_until_paused(rh_ws *ws, transport *t, int per_feed, int max_feeds) {
+  char pl[125];
+  memset(pl, 'p', sizeof pl);
+  rh_buf in = RH_BUF_INIT;
+  for (int i = 0; i < per_feed; i++) frame(&in, 1, RH_WS_PING, 1, pl, sizeof pl);
+  int feeds = 0;
+  while (feeds < max_feeds) {
+    feeds++;
+    CHECK(rh_ws_feed(ws, in.data, in.len) == 0);
+    if (t) take_output(ws, t);
+    if (rh_ws_read_paused(ws)) break;
+  }
+  rh_buf_free(&in);
+  return feeds < max_feeds ? feeds : 0;
+}
+
+/* A ping flood whose pongs are never read: the engine says stop just past the bound, and
+ * read again only once the backlog is down to a quarter of it. */
+static void test_ping_flood_pauses(void) {
+  test_name = "ping_flood_pauses";
+  transport t;
+  rh_ws *ws = open_over(&t);
+  CHECK(!rh_ws_read_paused(ws));
+  int feeds = ping_until_paused(ws, &t, 100, 1000);
+  REQUIRE(feeds > 0);
+  CHECK(t.queued > RH_WS_MAX_QUEUED_DEFAULT && t.queued <= RH_WS_MAX_QUEUED_DEFAULT + 100 * 127);
+  CHECK(rh_ws_backlog(ws) == t.queued);
+  t.queued = RH_WS_MAX_QUEUED_DEFAULT / 2; /* the peer read some: not enough */
+  CHECK(rh_ws_read_paused(ws));
+  t.queued = RH_WS_MAX_QUEUED_DEFAULT / 4;
+  CHECK(!rh_ws_read_paused(ws));
+  CHECK(rh_ws_error(ws) == NULL);
+  rh_ws_free(ws);
+}
+
+/* Without a transport count, what the caller has not taken counts; and the caller's own
+ * messages count as much as the automatic replies. */
+static void test_own_output_counts(void) {
+  test_name = "own_output_counts";
+  rh_ws *ws = rh_ws_new(1, 0, NULL);
+  CHECK(ping_until_paused(ws, NULL, 100, 1000) > 0);
+  CHECK(rh_ws_backlog(ws) > RH_WS_MAX_QUEUED_DEFAULT);
+  rh_buf b = RH_BUF_INIT;
+  rh_ws_output(ws, &b);
+  rh_buf_free(&b);
+  CHECK(!rh_ws_read_paused(ws));
+  size_t n = RH_WS_MAX_QUEUED_DEFAULT + 1;
+  char *big = calloc(1, n);
+  CHECK(rh_ws_send(ws, RH_WS_BINARY, big, n) == 0);
+  CHECK(rh_ws_read_paused(ws));
+  free(big);
+  rh_ws_free(ws);
+}
+
+/* The bound can be raised, not lowered below the floor. */
+static void test_max_queued(void) {
+  test_name = "max_queued";
+  transport t;
+  rh_ws *ws = open_over(&t);
+  rh_ws_set_max_queued(ws, 1000);
+  t.queued = RH_WS_MAX_QUEUED_MIN;
+  CHECK(!rh_ws_read_paused(ws));
+  t.queued++;
+  CHECK(rh_ws_read_paused(ws));
+  rh_ws_set_max_queued(ws, 4 * RH_WS_MAX_QUEUED_MIN);
+  t.queued = 2 * RH_WS_MAX_QUEUED_MIN; /* still paused: not yet down to a quarter */
+  CHECK(rh_ws_read_paused(ws));
+  t.queued = RH_WS_MAX_QUEUED_MIN;
+  CHECK(!rh_ws_read_paused(ws));
+  t.queued = 4 * RH_WS_MAX_QUEUED_MIN;
+  CHECK(!rh_ws_read_paused(ws));
+  rh_ws_free(ws);
+}
+
+/* A caller that feeds a paused connection anyway: failed with 1008 at twice the bound, and
+ * nothing more is read. */
+static void test_overfed_fails_1008(void) {
+  test_name = "overfed_fails_1008";
+  transport t;
+  rh_ws *ws = open_over(&t);
+  REQUIRE(ping_until_paused(ws, &t, 100, 1000) > 0);
+  char pl[125];
+  memset(pl, 'p', sizeof pl);
+  rh_buf in = RH_BUF_INIT;
+  for (int i = 0; i < 100; i++) frame(&in, 1, RH_WS_PING, 1, pl, sizeof pl);
+  int rc = 0, feeds = 0;
+  while (rc == 0 && feeds++ < 1000) {
+    rc = rh_ws_feed(ws, in.data, in.len);
+    if (rc == 0) take_output(ws, &t);
+  }
+  CHECK(rc == -1);
+  CHECK(t.queued >= 2 * RH_WS_MAX_QUEUED_DEFAULT && t.queued < 2 * RH_WS_MAX_QUEUED_DEFAULT + 100 * 127);
+  CHECK(rh_ws_error(ws) && strcmp(rh_ws_error(ws), "peer does not read: outgoing queue full") == 0);
+  CHECK(rh_ws_want_close(ws) && rh_ws_close_sent(ws) == 1008);
+  int code = 0;
+  char reason[128];
+  CHECK(take_close(ws, &code, reason, NULL) && code == 1008);
+  CHECK(rh_ws_feed(ws, in.data, in.len) == -1);
+  rh_buf b = RH_BUF_INIT;
+  rh_ws_output(ws, &b);
+  CHECK(b.len == 0); /* no more pongs */
+  rh_buf_free(&b);
+  rh_buf_free(&in);
+  rh_ws_free(ws);
+}
+
+/* Tiny frames and a fragmented message without end: empty continuations cost nothing, and
+ * the message is refused 1009 at max_message. */
+static void test_endless_fragments(void) {
+  test_name = "endless_fragments";
+  peer p;
+  peer_open(&p, 1, 10000);
+  rh_buf in = RH_BUF_INIT;
+  frame(&in, 0, RH_WS_TEXT, 1, S("start"));
+  for (int i = 0; i < 10000; i++) frame(&in, 0, 0, 1, "", 0);
+  CHECK(rh_ws_feed(p.ws, in.data, in.len) == 0 && rh_ws_backlog(p.ws) == 0);
+  in.len = 0;
+  char chunk[1000];
+  memset(chunk, 'f', sizeof chunk);
+  int rc = 0;
+  for (int i = 0; i < 20 && rc == 0; i++) {
+    in.len = 0;
+    frame(&in, 0, 0, 1, chunk, sizeof chunk);
+    rc = rh_ws_feed(p.ws, in.data, in.len);
+  }
+  int code = 0;
+  char reason[128];
+  CHECK(rc == -1 && take_close(p.ws, &code, reason, NULL) && code == 1009);
+  CHECK(p.msgs == 0);
+  rh_buf_free(&in);
+  peer_free(&p);
+}
+
 static void run_all(void) {
   test_accept_key();
   test_check_upgrade();
@@ -958,6 +1117,11 @@ static void run_all(void) {
   test_free_states();
   test_random_splits();
   test_garbage();
+  test_ping_flood_pauses();
+  test_own_output_counts();
+  test_max_queued();
+  test_overfed_fails_1008();
+  test_endless_fragments();
 }
 
 int main(void) {
