@@ -1,6 +1,7 @@
 -- Request, Response and Headers: the objects handlers receive. C builds them (the fields);
 -- these metatables give them their methods.
 local core = require "relay.core"
+local check = require "relay.check"
 
 local lower, type, rawget, rawset, setmetatable = string.lower, type, rawget, rawset, setmetatable
 
@@ -64,7 +65,12 @@ function Request:header(name) return self.headers[name] end
 -- wait, such as an admission call, run before the 101): -> ws | nil, err. protocols: the
 -- subprotocols spoken ("a,b"; "*": the client's first offer); opts: max_message (bytes, 1009
 -- above), going_away (a reason: the session is closed 1001 with it as soon as SIGTERM arrives).
-function Request:websocket(protocols, opts) return core.ws_accept(protocols, opts) end
+local WS_ACCEPT_KEYS = { "headers", "max_message", "going_away" }
+function M.ws_accept(protocols, opts)
+  check.options(opts, WS_ACCEPT_KEYS, "websocket accept options")
+  return core.ws_accept(protocols, opts)
+end
+function Request:websocket(protocols, opts) return M.ws_accept(protocols, opts) end
 M.Request = {
   __index = function(req, k)
     if k == "args" then
