@@ -67,6 +67,13 @@ describe("script errors name the author's file:line", function()
                    host:log(), 1, true)
   end)
 
+  it("a route pattern or limit the host refuses, at the route's line", function()
+    local p = script("pattern.lua", with('app:get("/ok", function() end)', 'app:get("nope", function() end)'))
+    assert.equal(p .. ":4: bad route pattern 'nope': a route pattern starts with '/'\n", refused { p })
+    p = script("limit.lua", with('app:post("/in", function() end, { max_body = -1 })'))
+    assert.equal(p .. ":3: route POST /in: max_body must be a number >= 0\n", refused { p })
+  end)
+
   it("an undeclared listener, at the route's line", function()
     local p = script("listener.lua", with('app:get("/x", function() end, { listener = "relay" })'))
     assert.equal(p .. ":3: route GET /x: listener 'relay' is not declared (app:listener)\n", refused { p })

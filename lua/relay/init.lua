@@ -74,6 +74,9 @@ end
 
 function relay.new(opts)
   opts = check.options(opts or {}, NEW_KEYS, "relay.new")
+  if opts.max_body ~= nil and not (type(opts.max_body) == "number" and opts.max_body >= 0) then
+    check.fail("relay.new: max_body must be a number >= 0")
+  end
   local name = opts.name or "script"
   local sdecls = flags.declare(script_decls(opts.flags), env_prefix(opts))
   local all, host_left = merge_decls(sdecls, flags.host)
@@ -107,7 +110,10 @@ local ROUTE_KEYS = { "max_body", "listener" }
 local function add_route(app, r, keys)
   local at = check.where()
   if type(r.pattern) ~= "string" then check.fail("route pattern must be a string", at) end
-  r.opts = check.options(r.opts or {}, keys or ROUTE_KEYS, ("route %s %s"):format(r.method, r.pattern), at)
+  local what = ("route %s %s"):format(r.method, r.pattern)
+  r.opts = check.options(r.opts or {}, keys or ROUTE_KEYS, what, at)
+  local max = r.opts.max_body
+  if max ~= nil and not (type(max) == "number" and max >= 0) then check.fail(what .. ": max_body must be a number >= 0", at) end
   r.at = at
   app._routes[#app._routes + 1] = r
   return app
@@ -214,9 +220,14 @@ function App:_install()
   check_workers(self)
   local default_max = self._opts.max_body
   for _, r in ipairs(self._routes) do
-    local handler = r.fn or core.proxy_new(r.proxy, r.mount)
-    core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
-      r.websocket, check_route_listener(self, r))
+    local listener = check_route_listener(self, r)
+    -- what C refuses (a pattern, a limit) is the route's line's fault
+    local ok, err = pcall(function()
+      local handler = r.fn or core.proxy_new(r.proxy, r.mount)
+      core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
+        r.websocket, listener)
+    end)
+    if not ok then check.fail((tostring(err):gsub("^[^:]*/relay/[%w_]+%.lua:%d+: ", "")), r.at) end
   end
   for _, fn in ipairs(self._init) do fn(self) end
   if self._retire then
