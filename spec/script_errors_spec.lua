@@ -203,8 +203,12 @@ describe("env prefixes", function()
     assert.matches("env_prefix must be letters, digits and _", refused { app_script("badprefix.lua", 'env_prefix = "a-b",') }, 1, true)
   end)
 
-  it("relay.test's load gives a script the same prefix", function()
-    app_script("loaded-gw.lua")
+  it("relay.test's load gives a script the same prefix (and still loads a relay.proxy)", function()
+    script("loaded-gw.lua", {
+      'local relay = require "relay"',
+      'local app = relay.new { name = "gw", flags = { upstream = { default = "none" } } }',
+      'app:mount("/api", relay.proxy { target_base_url = "http://127.0.0.1:9" })',
+      'return app' })
     local build = helpers.bin():match("^(.*)/[^/]+$")
     local cmd = ("cd %q && UPSTREAM=bare LOADED_GW_UPSTREAM=prefixed LUA_CPATH=%q LUA_PATH=%q luajit -e %q 2>&1"):format(
       dir, build .. "/?.so;;", helpers.root .. "/lua/?.lua;" .. helpers.root .. "/lua/?/init.lua;;",

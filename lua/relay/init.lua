@@ -264,10 +264,12 @@ local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max
   "tls_insecure", "follow_redirects", "on_request", "on_response" }
 
 -- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
--- here, where the author's line is still on the stack.
+-- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where
+-- relay.core cannot build proxies) it is left to the host.
 local function proxy_usable(opts)
   local ok, err = pcall(core.proxy_new, opts, "")
-  if not ok then check.fail((tostring(err):gsub("^.-relay%.proxy: ", "relay.proxy: "))) end
+  if ok or tostring(err):find("runs only inside relayhost", 1, true) then return end
+  check.fail((tostring(err):gsub("^.-relay%.proxy: ", "relay.proxy: ")))
 end
 
 function relay.proxy(opts)
