@@ -230,13 +230,26 @@ local function show_default(d)
   return (" (default %s)"):format(type(v) == "string" and ("%q"):format(v) or tostring(v))
 end
 
+-- What --help says a value must be: " [1 to 256]", " [at least 0]", " [one of dev, prod]".
+local function show_constraints(d)
+  local kind, c = kind_of(d), nil
+  if kind == "port" then c = "1 to 65535"
+  elseif d.min and d.max then c = ("%s to %s"):format(fmt_num(d.min), fmt_num(d.max))
+  elseif d.min then c = "at least " .. fmt_num(d.min)
+  elseif d.max then c = "at most " .. fmt_num(d.max)
+  elseif d.choices then c = "one of " .. table.concat(d.choices, ", ")
+  elseif kind == "url" then c = table.concat(schemes_of(d), "://, ") .. "://" end
+  return c and (" [%s]"):format(c) or ""
+end
+
 local function section(lines, title, decls)
   lines[#lines + 1] = title
   for _, d in ipairs(decls) do
     local kind = kind_of(d)
     local arg = kind == "boolean" and "" or (" " .. (numeric[kind] and "N" or kind == "url" and "URL" or "VALUE"))
     lines[#lines + 1] = ("  --%s%s%s"):format(d.name, arg, d.repeatable and " (repeatable)" or "")
-    lines[#lines + 1] = ("      %s  [env %s]%s"):format(d.help or "", table.concat(env_names(d), ", "), show_default(d))
+    lines[#lines + 1] = ("      %s  [env %s]%s%s"):format(d.help or "", table.concat(env_names(d), ", "), show_default(d),
+      show_constraints(d))
   end
 end
 
