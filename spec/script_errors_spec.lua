@@ -74,6 +74,18 @@ describe("script errors name the author's file:line", function()
     assert.equal(p .. ":3: route POST /in: max_body must be a number >= 0\n", refused { p })
   end)
 
+  it("a response C refuses (CR/LF in a header), logged with the handler's line", function()
+    local p = script("header.lua", with(
+      'app:get("/h", function(req, res)',
+      '  res:send(200, "x", { ["x-a"] = "a\\r\\nb" })',
+      'end)'))
+    local host = helpers.start(p)
+    finally(function() host:stop() end)
+    assert.equal(500, host:get("/h").status)
+    helpers.wait_until(function() return host:log():find("handler_error", 1, true) end, 5, "the handler's error")
+    assert.matches('"error":"' .. p .. ":4: header 'x-a': value contains CR, LF", host:log(), 1, true)
+  end)
+
   it("an undeclared listener, at the route's line", function()
     local p = script("listener.lua", with('app:get("/x", function() end, { listener = "relay" })'))
     assert.equal(p .. ":3: route GET /x: listener 'relay' is not declared (app:listener)\n", refused { p })

@@ -57,6 +57,14 @@ function M.fail(msg, at)
   error((at or M.where(2)) .. msg, 0)
 end
 
+-- Re-raises an error C raised on the framework's behalf (a URL, a pattern, a header it refuses) at
+-- the author's line, without the framework's own file:line.
+function M.rethrow(err, at)
+  local msg = tostring(err)
+  if msg:sub(1, #internal - 1) == internal:sub(2) then msg = msg:gsub("^[^:]*:%d+: ", "", 1) end
+  M.fail(msg, at or M.where(2))
+end
+
 local function distance(a, b)
   local prev = {}
   for j = 0, #b do prev[j] = j end

@@ -102,9 +102,16 @@ local function merged(self, headers)
   return out
 end
 
+-- What C refuses in a response (a status out of range, CR or LF in a header) is reported at the
+-- handler's line.
+local function at_caller(ok, ...)
+  if not ok then check.rethrow((...)) end
+  return ...
+end
+
 function Response:send(status, body, headers)
   if type(body) == "table" then return self:json(status, body, headers) end
-  return core.res_send(self._ex, status, body, merged(self, headers))
+  return at_caller(pcall(core.res_send, self._ex, status, body, merged(self, headers)))
 end
 
 local json
@@ -114,14 +121,16 @@ function Response:json(status, value, headers)
   local has_type = false
   for k in pairs(h) do if lower(k) == "content-type" then has_type = true end end
   if not has_type then h["content-type"] = "application/json" end
-  return core.res_send(self._ex, status, json.encode(value), h)
+  return at_caller(pcall(core.res_send, self._ex, status, json.encode(value), h))
 end
 
 function Response:redirect(location, status)
-  return core.res_send(self._ex, status or 302, "", merged(self, { location = location }))
+  return at_caller(pcall(core.res_send, self._ex, status or 302, "", merged(self, { location = location })))
 end
 
-function Response:start(status, headers) return core.res_start(self._ex, status, merged(self, headers)) end
+function Response:start(status, headers)
+  return at_caller(pcall(core.res_start, self._ex, status, merged(self, headers)))
+end
 function Response:write(chunk) return core.res_write(self._ex, chunk) end
 function Response:finish() return core.res_finish(self._ex) end
 function Response:sent()

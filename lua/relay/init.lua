@@ -227,7 +227,7 @@ function App:_install()
       core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
         r.websocket, listener)
     end)
-    if not ok then check.fail((tostring(err):gsub("^[^:]*/relay/[%w_]+%.lua:%d+: ", "")), r.at) end
+    if not ok then check.rethrow(err, r.at) end
   end
   for _, fn in ipairs(self._init) do fn(self) end
   if self._retire then
@@ -269,7 +269,7 @@ local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max
 local function proxy_usable(opts)
   local ok, err = pcall(core.proxy_new, opts, "")
   if ok or tostring(err):find("runs only inside relayhost", 1, true) then return end
-  check.fail((tostring(err):gsub("^.-relay%.proxy: ", "relay.proxy: ")))
+  check.rethrow(err)
 end
 
 function relay.proxy(opts)
