@@ -110,6 +110,8 @@ describe("unknown option keys are refused, naming the nearest known one", functi
       ":3: unknown option 'listner' in route * /m/* (did you mean 'listener'?)" },
     { with('local d = relay.shared("d", { max_item = 10 })'),
       ":3: unknown option 'max_item' in relay.shared (did you mean 'max_items'?)" },
+    { with('local c = relay.jwt.verify("a.b.c", "s", { leway = 60 })'),
+      ":3: unknown option 'leway' in relay.jwt.verify (did you mean 'leeway'?)" },
     { 'local relay = require "relay"\nlocal app = relay.new { name = "t",\n  flags = { upstream = { defualt = "x" } } }\nreturn app',
       ":2: unknown option 'defualt' in flag 'upstream' (did you mean 'default'?)" },
     { 'local relay = require "relay"\nlocal app = relay.new { name = "t",\n  flags = { n = { type = "int" } } }\nreturn app',

@@ -353,7 +353,23 @@ relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = 
                  constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify }
 relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
 relay.uuid = core.uuid
-relay.jwt = require "relay.jwt"
+-- relay.jwt with its option tables checked (the module itself is also required directly).
+local jwt = require "relay.jwt"
+local JWT_VERIFY_KEYS = { "leeway", "iss", "aud", "now", "require_exp" }
+relay.jwt = setmetatable({
+  sign = function(claims, secret, opts)
+    check.options(opts, { "header" }, "relay.jwt.sign")
+    return jwt.sign(claims, secret, opts)
+  end,
+  verify = function(token, secret, opts)
+    check.options(opts, JWT_VERIFY_KEYS, "relay.jwt.verify")
+    return jwt.verify(token, secret, opts)
+  end,
+  verify_jwks = function(token, keys, opts)
+    check.options(opts, JWT_VERIFY_KEYS, "relay.jwt.verify_jwks")
+    return jwt.verify_jwks(token, keys, opts)
+  end,
+}, { __index = jwt })
 relay.json = cjson
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
