@@ -65,6 +65,15 @@ function M.rethrow(err, at)
   M.fail(msg, at or M.where(2))
 end
 
+-- Passes on the results of a C call (ok: pcall's, or true), or re-raises what C refused at the
+-- author's line. As a wrapper's last call it also keeps the wrapper's frame while C runs (the C
+-- call is not a tail call), so that a wait C cannot do is reported under the wrapper's public
+-- name (relay.http.request), not the C function's.
+function M.results(ok, ...)
+  if not ok then M.rethrow((...)) end
+  return ...
+end
+
 local function distance(a, b)
   local prev = {}
   for j = 0, #b do prev[j] = j end

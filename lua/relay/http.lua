@@ -68,7 +68,7 @@ function Request:header(name) return self.headers[name] end
 local WS_ACCEPT_KEYS = { "headers", "max_message", "going_away" }
 function M.ws_accept(protocols, opts)
   check.options(opts, WS_ACCEPT_KEYS, "websocket accept options")
-  return core.ws_accept(protocols, opts)
+  return check.results(true, core.ws_accept(protocols, opts))
 end
 function Request:websocket(protocols, opts) return M.ws_accept(protocols, opts) end
 M.Request = {
@@ -103,15 +103,10 @@ local function merged(self, headers)
 end
 
 -- What C refuses in a response (a status out of range, CR or LF in a header) is reported at the
--- handler's line.
-local function at_caller(ok, ...)
-  if not ok then check.rethrow((...)) end
-  return ...
-end
-
+-- handler's line: the C calls go through check.results.
 function Response:send(status, body, headers)
   if type(body) == "table" then return self:json(status, body, headers) end
-  return at_caller(pcall(core.res_send, self._ex, status, body, merged(self, headers)))
+  return check.results(pcall(core.res_send, self._ex, status, body, merged(self, headers)))
 end
 
 local json
@@ -121,15 +116,15 @@ function Response:json(status, value, headers)
   local has_type = false
   for k in pairs(h) do if lower(k) == "content-type" then has_type = true end end
   if not has_type then h["content-type"] = "application/json" end
-  return at_caller(pcall(core.res_send, self._ex, status, json.encode(value), h))
+  return check.results(pcall(core.res_send, self._ex, status, json.encode(value), h))
 end
 
 function Response:redirect(location, status)
-  return at_caller(pcall(core.res_send, self._ex, status or 302, "", merged(self, { location = location })))
+  return check.results(pcall(core.res_send, self._ex, status or 302, "", merged(self, { location = location })))
 end
 
 function Response:start(status, headers)
-  return at_caller(pcall(core.res_start, self._ex, status, merged(self, headers)))
+  return check.results(pcall(core.res_start, self._ex, status, merged(self, headers)))
 end
 function Response:write(chunk) return core.res_write(self._ex, chunk) end
 function Response:finish() return core.res_finish(self._ex) end

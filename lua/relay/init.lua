@@ -292,11 +292,12 @@ relay.redis = core.redis_open
 -- relay.ws.accept(protocols?, {headers, max_message, going_away}?) -> ws | nil, err (also
 -- req:websocket): upgrades the running request of a plain
 -- route, after the handler's own checks (which may still answer 401/400/429 instead).
+-- The wrappers below end in check.results(true, core.x(...)), not a tail call: see there.
 local WS_CONNECT_KEYS = { "headers", "protocols", "timeout", "ca_file" }
 relay.ws = {
   connect = function(url, opts)
     check.options(opts, WS_CONNECT_KEYS, "relay.ws.connect")
-    return core.ws_connect(url, opts)
+    return check.results(true, core.ws_connect(url, opts))
   end,
   accept = http.ws_accept,
 }
@@ -307,7 +308,7 @@ local SSE_HOLD_KEYS = { "headers", "first", "heartbeat" }
 relay.sse = {
   hold = function(res, channel, opts)
     opts = check.options(opts or {}, SSE_HOLD_KEYS, "relay.sse.hold")
-    return core.sse_hold(res._ex, channel, opts.headers, opts.first, opts.heartbeat)
+    return check.results(true, core.sse_hold(res._ex, channel, opts.headers, opts.first, opts.heartbeat))
   end,
   publish = core.sse_publish,
   close = core.sse_close,
@@ -322,11 +323,11 @@ local TUNNEL_KEYS = { "role", "base_url", "allow_hosts", "ca_file", "ping_interv
 relay.tunnel = {
   attach = function(ws, opts)
     check.options(opts, TUNNEL_KEYS, "relay.tunnel.attach")
-    return core.tunnel_attach(ws, opts)
+    return check.results(true, core.tunnel_attach(ws, opts))
   end,
   forwarder = function(opts)
     check.options(opts, { "base_url", "allow_hosts", "ca_file" }, "relay.tunnel.forwarder")
-    return core.tunnel_forwarder(opts)
+    return check.results(true, core.tunnel_forwarder(opts))
   end,
 }
 -- relay.http.stream{url, headers, timeout (per silence)} -> s, status, headers | nil, err; then
@@ -335,11 +336,11 @@ local HTTP_KEYS = { "url", "method", "headers", "body", "timeout", "max_body", "
 relay.http = {
   request = function(opts)
     check.options(opts, HTTP_KEYS, "relay.http.request")
-    return core.http_request(opts)
+    return check.results(true, core.http_request(opts))
   end,
   stream = function(opts)
     check.options(opts, HTTP_KEYS, "relay.http.stream")
-    return core.http_stream(opts)
+    return check.results(true, core.http_stream(opts))
   end,
   headers = http.headers,
   parse_query = http.parse_query,
