@@ -20,7 +20,6 @@ M.normalize = normalize
 -- The directory holding relay/ (lua/ in a checkout, share/relayhost/lua installed).
 local lib = dirname(dirname(debug.getinfo(1, "S").source:sub(2)))
 local internal = "@" .. lib .. "/relay/"
-M.lib = normalize(lib)
 
 local function user_frame(info)
   return info.what ~= "C" and info.currentline > 0 and info.source:sub(1, #internal) ~= internal

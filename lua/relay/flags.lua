@@ -294,14 +294,23 @@ function M.declare(decls, prefix)
   return decls
 end
 
--- "" for a bundled personality (a script under the scripts/ directory beside this library: they
--- keep their products' env names), else the script's file name in upper snake case and "_".
+-- A bundled personality: a script under a scripts/ directory that has relayhost's lua/ beside it
+-- (a checkout, or share/relayhost/ installed), whichever library was loaded.
+local function bundled(script)
+  for dir in script:gmatch("()/scripts/") do
+    local f = io.open(script:sub(1, dir - 1) .. "/lua/relay/init.lua", "r")
+    if f then f:close(); return true end
+  end
+  return false
+end
+
+-- "" for a bundled personality (they keep their products' env names), else the script's file
+-- name in upper snake case and "_".
 function M.default_env_prefix(script)
   if not script then return "" end
   if script:sub(1, 1) ~= "/" then script = (os.getenv("PWD") or ".") .. "/" .. script end
   script = check.normalize(script)
-  local bundled = check.normalize(check.lib .. "/../scripts") .. "/"
-  if script:sub(1, #bundled) == bundled then return "" end
+  if bundled(script) then return "" end
   local base = script:match("([^/]+)$"):gsub("%.lua$", "")
   return (base:gsub("[^%w]+", "_"):upper()) .. "_"
 end

@@ -477,10 +477,11 @@ describe("relay.flags.declare and env prefixes (issue 20)", function()
   it("derives the default prefix from the script's file name; bundled scripts have none", function()
     assert.equal("API_GW_", flags.default_env_prefix("/srv/gw/api-gw.lua"))
     assert.equal("MY_SCRIPT_", flags.default_env_prefix("/tmp/my.script.lua"))
-    local root = require("relay.check").lib .. "/.."
+    local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/unit/[^/]*$") or "."
     assert.equal("", flags.default_env_prefix(root .. "/scripts/flag-proxy.lua"))
     assert.equal("", flags.default_env_prefix(root .. "/scripts/git-tunnel/client.lua"))
     assert.equal("SERVER_", flags.default_env_prefix(root .. "/elsewhere/scripts/server.lua"))
+    assert.equal("GW_", flags.default_env_prefix("/nonexistent/scripts/gw.lua"))
   end)
 
   it("refuses an unknown key in a declaration, naming the nearest", function()
