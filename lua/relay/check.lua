@@ -137,7 +137,7 @@ end
 -- 'max_body'?)". what names the table; at as for fail. A nil t passes.
 function M.options(t, known, what, at)
   if t == nil then return t end
-  if type(t) ~= "table" then M.fail(("%s must be a table, got %s"):format(what, type(t)), at or M.where(2)) end
+  if type(t) ~= "table" then M.fail(("%s: options must be a table, got %s"):format(what, type(t)), at or M.where(2)) end
   known = as_set(known)
   local bad = {}
   for k in pairs(t) do
