@@ -12,8 +12,8 @@ local app = relay.new {
   description = "mounts upstreams under path prefixes (a drop-in for Lilya/Ravyn's Relay)",
   flags = {
     mount = { repeatable = true, env = "RELAY_MOUNTS", help = "PREFIX=URL: forward PREFIX and below to URL" },
-    max_retries = { default = 0, help = "retries on connect errors, timeouts and 502/503/504" },
-    timeout = { default = 10, help = "seconds for connect, read and write, each" },
+    max_retries = { default = 0, type = "integer", min = 0, help = "retries on connect errors, timeouts and 502/503/504" },
+    timeout = { default = 10, min = 0.001, help = "seconds for connect, read and write, each" },
     preserve_host = { default = false, help = "send the client's Host upstream" },
   },
 }
@@ -24,12 +24,15 @@ if #mounts == 0 then error("prefix-proxy: give at least one --mount /prefix=http
 for _, m in ipairs(mounts) do
   local prefix, url = m:match("^(/[^=]*)=(.+)$")
   if not prefix then error(("prefix-proxy: --mount '%s': want /prefix=http://host:port[/base]"):format(m), 0) end
-  app:mount(prefix, relay.proxy {
+  -- a URL the proxy cannot use is the operator's --mount, not a line of this script
+  local ok, proxy = pcall(relay.proxy, {
     target_base_url = url,
     max_retries = app.flags.max_retries,
     timeout = app.flags.timeout,
     preserve_host = app.flags.preserve_host,
   })
+  if not ok then error(("prefix-proxy: --mount '%s': %s"):format(m, (tostring(proxy):gsub("^.-relay%.proxy: ", ""))), 0) end
+  app:mount(prefix, proxy)
 end
 
 return app

@@ -72,7 +72,7 @@ return app
     local rc, out = helpers.run { dir .. "/flags.lua", "--help" }
     assert.equal(0, rc)
     assert.matches("%-%-greeting VALUE", out)
-    assert.matches("what to say  %[env GREETING%] %(default \"hi\"%)", out)
+    assert.matches("what to say  %[env FLAGS_GREETING%] %(default \"hi\"%)", out) -- the script is flags.lua
     assert.matches("%-%-max%-conns N", out)
     assert.matches("%[env MAXC%]", out)
     for _, f in ipairs { "listen", "workers", "log%-level", "admin%-listen", "trusted%-proxies",

@@ -19,7 +19,7 @@ end
 
 function M.load(script, argv)
   local relay = require "relay"
-  relay._begin_load(argv)
+  relay._begin_load(argv, script)
   local chunk, err = loadfile(script)
   if not chunk then error(err, 0) end
   local ok, app = xpcall(chunk, handler)

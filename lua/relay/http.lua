@@ -1,6 +1,7 @@
 -- Request, Response and Headers: the objects handlers receive. C builds them (the fields);
 -- these metatables give them their methods.
 local core = require "relay.core"
+local check = require "relay.check"
 
 local lower, type, rawget, rawset, setmetatable = string.lower, type, rawget, rawset, setmetatable
 
@@ -64,7 +65,12 @@ function Request:header(name) return self.headers[name] end
 -- wait, such as an admission call, run before the 101): -> ws | nil, err. protocols: the
 -- subprotocols spoken ("a,b"; "*": the client's first offer); opts: max_message (bytes, 1009
 -- above), going_away (a reason: the session is closed 1001 with it as soon as SIGTERM arrives).
-function Request:websocket(protocols, opts) return core.ws_accept(protocols, opts) end
+local WS_ACCEPT_KEYS = { "headers", "max_message", "going_away" }
+function M.ws_accept(protocols, opts)
+  check.options(opts, WS_ACCEPT_KEYS, "websocket accept options")
+  return check.results(true, core.ws_accept(protocols, opts))
+end
+function Request:websocket(protocols, opts) return M.ws_accept(protocols, opts) end
 M.Request = {
   __index = function(req, k)
     if k == "args" then
@@ -96,9 +102,11 @@ local function merged(self, headers)
   return out
 end
 
+-- What C refuses in a response (a status out of range, CR or LF in a header) is reported at the
+-- handler's line: the C calls go through check.results.
 function Response:send(status, body, headers)
   if type(body) == "table" then return self:json(status, body, headers) end
-  return core.res_send(self._ex, status, body, merged(self, headers))
+  return check.results(pcall(core.res_send, self._ex, status, body, merged(self, headers)))
 end
 
 local json
@@ -108,14 +116,16 @@ function Response:json(status, value, headers)
   local has_type = false
   for k in pairs(h) do if lower(k) == "content-type" then has_type = true end end
   if not has_type then h["content-type"] = "application/json" end
-  return core.res_send(self._ex, status, json.encode(value), h)
+  return check.results(pcall(core.res_send, self._ex, status, json.encode(value), h))
 end
 
 function Response:redirect(location, status)
-  return core.res_send(self._ex, status or 302, "", merged(self, { location = location }))
+  return check.results(pcall(core.res_send, self._ex, status or 302, "", merged(self, { location = location })))
 end
 
-function Response:start(status, headers) return core.res_start(self._ex, status, merged(self, headers)) end
+function Response:start(status, headers)
+  return check.results(pcall(core.res_start, self._ex, status, merged(self, headers)))
+end
 function Response:write(chunk) return core.res_write(self._ex, chunk) end
 function Response:finish() return core.res_finish(self._ex) end
 function Response:sent()

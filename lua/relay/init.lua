@@ -1,6 +1,7 @@
 -- relay: the module scripts require. A script returns an app built with relay.new{...}.
 local core = require "relay.core"
 local flags = require "relay.flags"
+local check = require "relay.check"
 local http = require "relay.http"
 local cjson = require "cjson"
 
@@ -8,8 +9,8 @@ local relay = { version = core.version }
 
 -- ---- loading (driven by relay.host) ----
 
-local load_argv, last_app = {}, nil
-function relay._begin_load(argv) load_argv, last_app = argv or {}, nil end
+local load_argv, load_script, last_app = {}, nil, nil
+function relay._begin_load(argv, script) load_argv, load_script, last_app = argv or {}, script, nil end
 function relay._last_app() return last_app end
 
 -- ---- apps ----
@@ -20,14 +21,20 @@ App.__index = App
 local function script_decls(spec)
   local decls = {}
   if spec == nil then return decls end
+  if type(spec) ~= "table" then check.fail("relay.new: flags must be a table of flag declarations") end
   if spec[1] then -- array form keeps the author's order
-    for _, d in ipairs(spec) do decls[#decls + 1] = d end
+    for _, d in ipairs(spec) do
+      local c = {}
+      for k, v in pairs(d) do c[k] = v end
+      decls[#decls + 1] = c
+    end
   else
     local names = {}
     for name in pairs(spec) do names[#names + 1] = name end
     table.sort(names)
     for _, name in ipairs(names) do
       local d = {}
+      if type(spec[name]) ~= "table" then check.fail(("relay.new: flag '%s' must be a table { default = ..., help = ... }"):format(tostring(name))) end
       for k, v in pairs(spec[name]) do d[k] = v end
       d.name = d.name or (name:gsub("_", "-"))
       d.key = name
@@ -49,10 +56,29 @@ local function merge_decls(script, host)
   return all, host_left
 end
 
+local NEW_KEYS = { "name", "description", "flags", "listen", "single_process", "max_body", "env_prefix" }
+
+-- The env var prefix of a script's flags: env_prefix if given, "" for the bundled personalities
+-- (they read their products' names: PORT, API_KEYS, RELAY_MODE...), else the script's file name
+-- in upper snake case ("api-gw.lua" reads API_GW_UPSTREAM for --upstream).
+local function env_prefix(opts)
+  local p = opts.env_prefix
+  if p ~= nil then
+    if type(p) ~= "string" or not p:match("^[%w_]*$") then
+      check.fail("relay.new: env_prefix must be letters, digits and _ (\"APIGW_\", or \"\" for none)")
+    end
+    return p
+  end
+  return flags.default_env_prefix(load_script or check.caller_file())
+end
+
 function relay.new(opts)
-  opts = opts or {}
+  opts = check.options(opts or {}, NEW_KEYS, "relay.new")
+  if opts.max_body ~= nil and not (type(opts.max_body) == "number" and opts.max_body >= 0) then
+    check.fail("relay.new: max_body must be a number >= 0")
+  end
   local name = opts.name or "script"
-  local sdecls = script_decls(opts.flags)
+  local sdecls = flags.declare(script_decls(opts.flags), env_prefix(opts))
   local all, host_left = merge_decls(sdecls, flags.host)
   local values, help = flags.parse(all, load_argv)
   if help then
@@ -78,18 +104,30 @@ function relay.new(opts)
   return app
 end
 
+local ROUTE_KEYS = { "max_body", "listener" }
+
+-- A route as the host installs it; at: the author's file:line, for errors found at install.
+local function add_route(app, r, keys)
+  local at = check.where()
+  if type(r.pattern) ~= "string" then check.fail("route pattern must be a string", at) end
+  local what = ("route %s %s"):format(r.method, r.pattern)
+  r.opts = check.options(r.opts or {}, keys or ROUTE_KEYS, what, at)
+  local max = r.opts.max_body
+  if max ~= nil and not (type(max) == "number" and max >= 0) then check.fail(what .. ": max_body must be a number >= 0", at) end
+  r.at = at
+  app._routes[#app._routes + 1] = r
+  return app
+end
+
 function App:route(method, pattern, fn, opts)
   if type(fn) == "table" and type(opts) == "function" then fn, opts = opts, fn end
-  assert(type(pattern) == "string", "route pattern must be a string")
+  method = type(method) == "string" and method:upper() or check.fail("route method must be a string")
   if type(fn) == "table" and fn._proxy then
-    self._routes[#self._routes + 1] = { method = method:upper(), pattern = pattern, proxy = fn._proxy, mount = "", opts = opts or {} }
-    return self
+    return add_route(self, { method = method, pattern = pattern, proxy = fn._proxy, mount = "", opts = opts })
   end
-  assert(type(fn) == "function" or (type(fn) == "table" and fn.handler),
-         "route handler must be a function")
   if type(fn) == "table" then fn = fn.handler end
-  self._routes[#self._routes + 1] = { method = method:upper(), pattern = pattern, fn = fn, opts = opts or {} }
-  return self
+  if type(fn) ~= "function" then check.fail("route handler must be a function") end
+  return add_route(self, { method = method, pattern = pattern, fn = fn, opts = opts })
 end
 
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "head", "options" } do
@@ -100,10 +138,10 @@ function App:any(pattern, fn, opts) return self:route("*", pattern, fn, opts) en
 -- Mounts a handler (a function, or relay.proxy{...}) under a prefix: "/auth" serves "/auth"
 -- and everything below it. A proxy strips the prefix before joining its upstream_prefix.
 function App:mount(prefix, handler, opts)
+  if type(prefix) ~= "string" then check.fail("app:mount(prefix, handler): prefix must be a string") end
   local p = prefix:gsub("/+$", "")
   if type(handler) == "table" and handler._proxy then
-    self._routes[#self._routes + 1] = { method = "*", pattern = p .. "/*", proxy = handler._proxy, mount = p, opts = opts or {} }
-    return self
+    return add_route(self, { method = "*", pattern = p .. "/*", proxy = handler._proxy, mount = p, opts = opts })
   end
   return self:route("*", p .. "/*", handler, opts)
 end
@@ -114,12 +152,15 @@ end
 -- elsewhere their path answers 404. req.listener says where a request came in. Like --listen,
 -- listeners are bound at start and kept across reloads.
 function App:listener(name, address)
-  assert(type(name) == "string" and name:match("^[%w_-]+$") and #name < 32 and name ~= "main",
-         "app:listener(name, address): name is letters, digits, _ and - (not 'main'), under 32 long")
-  assert(type(address) == "string" and address ~= "", "app:listener(name, address): address is HOST:PORT")
+  if not (type(name) == "string" and name:match("^[%w_-]+$") and #name < 32 and name ~= "main") then
+    check.fail("app:listener(name, address): name is letters, digits, _ and - (not 'main'), under 32 long")
+  end
+  if not (type(address) == "string" and address ~= "") then check.fail("app:listener(name, address): address is HOST:PORT") end
   self._listeners = self._listeners or {}
-  assert(#self._listeners < 4, "app:listener: at most 4 listeners beside --listen")
-  for _, l in ipairs(self._listeners) do assert(l.name ~= name, "app:listener: '" .. name .. "' declared twice") end
+  if #self._listeners >= 4 then check.fail("app:listener: at most 4 listeners beside --listen") end
+  for _, l in ipairs(self._listeners) do
+    if l.name == name then check.fail("app:listener: '" .. name .. "' declared twice") end
+  end
   self._listeners[#self._listeners + 1] = { name = name, listen = address }
   return self
 end
@@ -130,7 +171,7 @@ local function check_route_listener(app, r)
   for _, l in ipairs(app._listeners or {}) do
     if l.name == want then return want end
   end
-  error(("route %s %s: listener '%s' is not declared (app:listener)"):format(r.method, r.pattern, want), 0)
+  check.fail(("route %s %s: listener '%s' is not declared (app:listener)"):format(r.method, r.pattern, tostring(want)), r.at)
 end
 
 function App:on_init(fn) self._init[#self._init + 1] = fn; return self end
@@ -143,13 +184,14 @@ function App:on_retire(fn) self._retire = self._retire or {}; self._retire[#self
 -- A WebSocket route: handler(ws, req) with ws:recv() (yields; data, "text"|"binary" or nil,
 -- "closed", code, reason), ws:send(data, kind?), ws:close(code?, reason?). opts.protocols: the
 -- subprotocols the route speaks, in order of preference ("chat,json").
+local WEBSOCKET_KEYS = { "max_body", "listener", "protocols" }
+
 function App:websocket(pattern, fn, opts)
-  assert(type(fn) == "function", "app:websocket handler must be a function")
-  opts = opts or {}
-  local protocols = opts.protocols
+  if type(fn) ~= "function" then check.fail("app:websocket handler must be a function") end
+  local protocols = type(opts) == "table" and opts.protocols
   if type(protocols) == "table" then protocols = table.concat(protocols, ",") end
-  self._routes[#self._routes + 1] = { method = "GET", pattern = pattern, fn = fn, opts = opts, websocket = protocols or "" }
-  return self
+  return add_route(self, { method = "GET", pattern = pattern, fn = fn, opts = opts, websocket = protocols or "" },
+    WEBSOCKET_KEYS)
 end
 
 function App:_listen()
@@ -178,9 +220,14 @@ function App:_install()
   check_workers(self)
   local default_max = self._opts.max_body
   for _, r in ipairs(self._routes) do
-    local handler = r.fn or core.proxy_new(r.proxy, r.mount)
-    core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
-      r.websocket, check_route_listener(self, r))
+    local listener = check_route_listener(self, r)
+    -- what C refuses (a pattern, a limit) is the route's line's fault
+    local ok, err = pcall(function()
+      local handler = r.fn or core.proxy_new(r.proxy, r.mount)
+      core.route_add(r.method, r.pattern, handler, r.opts.max_body or r.proxy and r.proxy.max_body or default_max or 0,
+        r.websocket, listener)
+    end)
+    if not ok then check.rethrow(err, r.at) end
   end
   for _, fn in ipairs(self._init) do fn(self) end
   if self._retire then
@@ -211,9 +258,28 @@ end
 -- upstream_prefix, preserve_host, max_retries, retry_backoff_factor, retry_statuses, retry_on,
 -- timeout, extra/drop/allow_request_headers, drop/allow_response_headers,
 -- rewrite_set_cookie_domain, max_body) plus on_request/on_response hooks on the heads.
+local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max_retries", "retry_backoff_factor",
+  "retry_statuses", "retry_on", "timeout", "extra_request_headers", "drop_request_headers", "allow_request_headers",
+  "drop_response_headers", "allow_response_headers", "rewrite_set_cookie_domain", "max_body", "ca_file",
+  "tls_insecure", "follow_redirects", "on_request", "on_response" }
+
+-- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
+-- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where
+-- relay.core cannot build proxies) it is left to the host.
+local function proxy_usable(opts)
+  local ok, err = pcall(core.proxy_new, opts, "")
+  if ok or tostring(err):find("runs only inside relayhost", 1, true) then return end
+  check.rethrow(err)
+end
+
 function relay.proxy(opts)
-  assert(type(opts) == "table" and type(opts.target_base_url) == "string",
-    "relay.proxy{target_base_url = \"http://host:port\", ...}")
+  if type(opts) ~= "table" then check.fail("relay.proxy{target_base_url = \"http://host:port\", ...}") end
+  check.options(opts, PROXY_KEYS, "relay.proxy")
+  if type(opts.timeout) == "table" then check.options(opts.timeout, { "connect", "read", "write" }, "relay.proxy timeout") end
+  if type(opts.target_base_url) ~= "string" then
+    check.fail("relay.proxy: target_base_url is required (\"http://host:port\")")
+  end
+  proxy_usable(opts)
   return { _proxy = opts }
 end
 
@@ -226,14 +292,23 @@ relay.redis = core.redis_open
 -- relay.ws.accept(protocols?, {headers, max_message, going_away}?) -> ws | nil, err (also
 -- req:websocket): upgrades the running request of a plain
 -- route, after the handler's own checks (which may still answer 401/400/429 instead).
-relay.ws = { connect = core.ws_connect, accept = core.ws_accept }
+-- The wrappers below end in check.results(true, core.x(...)), not a tail call: see there.
+local WS_CONNECT_KEYS = { "headers", "protocols", "timeout", "ca_file" }
+relay.ws = {
+  connect = function(url, opts)
+    check.options(opts, WS_CONNECT_KEYS, "relay.ws.connect")
+    return check.results(true, core.ws_connect(url, opts))
+  end,
+  accept = http.ws_accept,
+}
 -- relay.sse: event streams held in C (they outlive the handler and reloads).
 -- hold(res, channel, {headers, first, heartbeat}) hands the request over; publish(channel, bytes)
 -- writes one event to every stream of channel (nil: all); close(channel); count(channel).
+local SSE_HOLD_KEYS = { "headers", "first", "heartbeat" }
 relay.sse = {
   hold = function(res, channel, opts)
-    opts = opts or {}
-    return core.sse_hold(res._ex, channel, opts.headers, opts.first, opts.heartbeat)
+    opts = check.options(opts or {}, SSE_HOLD_KEYS, "relay.sse.hold")
+    return check.results(true, core.sse_hold(res._ex, channel, opts.headers, opts.first, opts.heartbeat))
   end,
   publish = core.sse_publish,
   close = core.sse_close,
@@ -244,11 +319,32 @@ relay.sse = {
 -- tun:wait() yields until it is over; server: tun:relay(target, headers?) relays the running
 -- request. relay.tunnel.forwarder{base_url} -> a server-side object whose streams this process
 -- executes against base_url (forwarding to another server), with the same :relay().
-relay.tunnel = { attach = core.tunnel_attach, forwarder = core.tunnel_forwarder }
+local TUNNEL_KEYS = { "role", "base_url", "allow_hosts", "ca_file", "ping_interval", "stall_timeout", "head_timeout" }
+relay.tunnel = {
+  attach = function(ws, opts)
+    check.options(opts, TUNNEL_KEYS, "relay.tunnel.attach")
+    return check.results(true, core.tunnel_attach(ws, opts))
+  end,
+  forwarder = function(opts)
+    check.options(opts, { "base_url", "allow_hosts", "ca_file" }, "relay.tunnel.forwarder")
+    return check.results(true, core.tunnel_forwarder(opts))
+  end,
+}
 -- relay.http.stream{url, headers, timeout (per silence)} -> s, status, headers | nil, err; then
 -- s:read() yields -> bytes | nil, "closed"/why; s:close(). For feeds (SSE) read as they arrive.
-relay.http = { request = core.http_request, stream = core.http_stream, headers = http.headers,
-               parse_query = http.parse_query }
+local HTTP_KEYS = { "url", "method", "headers", "body", "timeout", "max_body", "ca_file" }
+relay.http = {
+  request = function(opts)
+    check.options(opts, HTTP_KEYS, "relay.http.request")
+    return check.results(true, core.http_request(opts))
+  end,
+  stream = function(opts)
+    check.options(opts, HTTP_KEYS, "relay.http.stream")
+    return check.results(true, core.http_stream(opts))
+  end,
+  headers = http.headers,
+  parse_query = http.parse_query,
+}
 relay.sleep = core.sleep
 relay.now = core.now
 relay.time = core.time
@@ -258,12 +354,29 @@ relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = 
                  constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify }
 relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
 relay.uuid = core.uuid
-relay.jwt = require "relay.jwt"
+-- relay.jwt with its option tables checked (the module itself is also required directly).
+local jwt = require "relay.jwt"
+local JWT_VERIFY_KEYS = { "leeway", "iss", "aud", "now", "require_exp" }
+relay.jwt = setmetatable({
+  sign = function(claims, secret, opts)
+    check.options(opts, { "header" }, "relay.jwt.sign")
+    return jwt.sign(claims, secret, opts)
+  end,
+  verify = function(token, secret, opts)
+    check.options(opts, JWT_VERIFY_KEYS, "relay.jwt.verify")
+    return jwt.verify(token, secret, opts)
+  end,
+  verify_jwks = function(token, keys, opts)
+    check.options(opts, JWT_VERIFY_KEYS, "relay.jwt.verify_jwks")
+    return jwt.verify_jwks(token, keys, opts)
+  end,
+}, { __index = jwt })
 relay.json = cjson
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
 
 function relay.shared(name, opts)
+  check.options(opts, { "max_items" }, "relay.shared")
   return core.dict_open(name, opts and opts.max_items or nil)
 end
 

@@ -390,3 +390,104 @@ describe("relay.flags.help", function()
     has("--watchdog N")
   end)
 end)
+
+describe("relay.flags constraints (issue 20)", function()
+  local d = {
+    { name = "drain", type = "number", min = 0, help = "seconds" },
+    { name = "workers", type = "integer", min = 1, max = 256, default = 1 },
+    { name = "port", type = "port", env = { "PORT", "RELAY_LISTEN_PORT" } },
+    { name = "base-url", type = "url", help = "where to go" },
+    { name = "server-url", type = "url", schemes = { "ws", "wss" } },
+    { name = "mode", choices = { "dev", "prod" }, default = "dev" },
+    { name = "token", required = true, help = "the token" },
+    { name = "key", required = true, help = "the key" },
+  }
+  local function run(argv, envt) return flags.parse(d, argv, env(envt)) end
+  local ok_env = { TOKEN = "t", KEY = "k" }
+
+  it("accepts values inside the constraints", function()
+    local v = run({ "--drain", "0", "--workers=256", "--base-url", "https://git.corp", "--server-url=wss://r/x",
+                    "--mode", "prod" }, { PORT = "7781", TOKEN = "t", KEY = "k" })
+    assert.same({ 0, 256, 7781, "https://git.corp", "wss://r/x", "prod" },
+                { v.drain, v.workers, v.port, v["base-url"], v["server-url"], v.mode })
+  end)
+
+  it("refuses a value below min or above max, naming the flag", function()
+    assert.equal("--drain: -1 is below the minimum 0", err_of(run, { "--drain", "-1" }, ok_env))
+    assert.equal("--workers: 300 is above the maximum 256", err_of(run, { "--workers=300" }, ok_env))
+    assert.equal("--workers: '1.5' is not a whole number", err_of(run, { "--workers=1.5" }, ok_env))
+  end)
+
+  it("checks ports: whole, 1 to 65535, named by the env var that was set", function()
+    assert.equal("$PORT: '99999' is not a port number (1 to 65535)", err_of(run, {}, { PORT = "99999", TOKEN = "t", KEY = "k" }))
+    assert.equal("$RELAY_LISTEN_PORT: '7x' is not a port number (1 to 65535)",
+                 err_of(run, {}, { RELAY_LISTEN_PORT = "7x", TOKEN = "t", KEY = "k" }))
+    assert.equal(7000, run({}, { RELAY_LISTEN_PORT = "7000", TOKEN = "t", KEY = "k" }).port)
+    assert.equal(7001, run({}, { PORT = "7001", RELAY_LISTEN_PORT = "7000", TOKEN = "t", KEY = "k" }).port)
+  end)
+
+  it("checks URLs against their schemes", function()
+    assert.equal("--base-url: 'git.corp' is not a URL starting with http:// or https://",
+                 err_of(run, { "--base-url", "git.corp" }, ok_env))
+    assert.equal("--server-url: 'http://r' is not a URL starting with ws:// or wss://",
+                 err_of(run, { "--server-url", "http://r" }, ok_env))
+  end)
+
+  it("checks choices", function()
+    assert.equal("$MODE: 'test' is not one of dev, prod", err_of(run, {}, { MODE = "test", TOKEN = "t", KEY = "k" }))
+  end)
+
+  it("reports every problem at once, on one line, and every missing required flag", function()
+    local err = err_of(run, { "--drain=-1", "--bogus", "x", "--base-url", "git.corp" }, { PORT = "0" })
+    assert.is_nil(err:find("\n", 1, true))
+    assert.matches("^6 problems with flags and environment: ", err)
+    for _, want in ipairs { "unknown flag --bogus", "--drain: -1 is below the minimum 0", "$PORT: '0' is not a port number",
+                            "--base-url: 'git.corp' is not a URL", "flag --token (env TOKEN) is required",
+                            "flag --key (env KEY) is required" } do
+      assert.matches(want, err, 1, true)
+    end
+    assert.is_nil(err:find("'x'", 1, true)) -- the unknown flag's value is not a second problem
+  end)
+
+  it("suggests the nearest flag for an unknown one", function()
+    assert.equal("unknown flag --drian (did you mean --drain?)", err_of(run, { "--drian", "1" }, ok_env))
+  end)
+
+  it("does not let the env var or default stand in for a refused command-line value", function()
+    local err = err_of(run, { "--token", "t", "--key", "k", "--mode", "x" }, { MODE = "dev" })
+    assert.equal("--mode: 'x' is not one of dev, prod", err)
+  end)
+
+  it("shows every env name of a flag and what its value must be in --help", function()
+    local text = flags.help("s", nil, d, {})
+    assert.matches("[env PORT, RELAY_LISTEN_PORT] [1 to 65535]", text, 1, true)
+    assert.matches("seconds  [env DRAIN] [at least 0]\n", text, 1, true)
+    assert.matches("[env WORKERS] (default 1) [1 to 256]\n", text, 1, true)
+    assert.matches("--base-url URL\n      where to go  [env BASE_URL] [http://, https://]\n", text, 1, true)
+    assert.matches("[env MODE] (default \"dev\") [one of dev, prod]\n", text, 1, true)
+  end)
+end)
+
+describe("relay.flags.declare and env prefixes (issue 20)", function()
+  it("prefixes derived env names, keeps declared ones", function()
+    local d = flags.declare({ { name = "upstream" }, { name = "rate-limit" }, { name = "keys", env = "KEYS" } }, "API_GW_")
+    assert.same({ "API_GW_UPSTREAM", "API_GW_RATE_LIMIT", "KEYS" }, { d[1].env, d[2].env, d[3].env })
+  end)
+
+  it("derives the default prefix from the script's file name; bundled scripts have none", function()
+    assert.equal("API_GW_", flags.default_env_prefix("/srv/gw/api-gw.lua"))
+    assert.equal("MY_SCRIPT_", flags.default_env_prefix("/tmp/my.script.lua"))
+    local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/unit/[^/]*$") or "."
+    assert.equal("", flags.default_env_prefix(root .. "/scripts/flag-proxy.lua"))
+    assert.equal("", flags.default_env_prefix(root .. "/scripts/git-tunnel/client.lua"))
+    assert.equal("SERVER_", flags.default_env_prefix(root .. "/elsewhere/scripts/server.lua"))
+    assert.equal("GW_", flags.default_env_prefix("/nonexistent/scripts/gw.lua"))
+  end)
+
+  it("refuses an unknown key in a declaration, naming the nearest", function()
+    local err = err_of(flags.declare, { { name = "n", requird = true } }, "")
+    assert.matches("unknown option 'requird' in flag 'n' (did you mean 'required'?)", err, 1, true)
+    err = err_of(flags.declare, { { name = "n", type = "int" } }, "")
+    assert.matches("flag 'n': unknown type 'int'", err, 1, true)
+  end)
+end)

@@ -4,10 +4,11 @@
 local M = {}
 
 -- { env, default, help }. Booleans are strings ("" = unset) so that unset can mean "infer".
+-- Numbers are counts, sizes, rates and durations: whole and at least 1, checked at start.
 local decls = {
   { "HOST", "127.0.0.1", "address to listen on" },
-  { "PORT", "", "port to listen on (default 7781)" },
-  { "RELAY_LISTEN_PORT", "", "the docs' name for PORT (PORT wins when both are set)" },
+  { "PORT", nil, "port to listen on (default 7781)", "port" },
+  { "RELAY_LISTEN_PORT", nil, "the docs' name for PORT (PORT wins when both are set)", "port" },
   { "RELAY_MODE", "dev", "dev, staging or prod (dev: ?token= accepted, verbose /health and /state)" },
   { "SERVER_URL", "https://getviewport.test", "platform base URL: admission POSTs to $SERVER_URL/api/runtime/internal/relay/validate" },
   { "RELAY_VALIDATE_URL", "", "the full admission URL (the docs' name; overrides SERVER_URL for admission)" },
@@ -70,7 +71,9 @@ local decls = {
 
 M.flags = {}
 for _, d in ipairs(decls) do
-  M.flags[#M.flags + 1] = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3] }
+  local number = type(d[2]) == "number"
+  M.flags[#M.flags + 1] = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3],
+                            type = d[4] or number and "integer" or nil, min = number and 1 or nil }
 end
 
 local truthy = { ["1"] = true, ["true"] = true, yes = true, on = true }
@@ -89,10 +92,8 @@ local function csv(v)
   return out
 end
 
-function M.port(f)
-  local p = f.port ~= "" and f.port or f.relay_listen_port ~= "" and f.relay_listen_port or "7781"
-  return tonumber(p) or error("PORT: '" .. p .. "' is not a port number", 0)
-end
+-- Both are checked as ports by the flag parser, which names the one that was set.
+function M.port(f) return f.port or f.relay_listen_port or 7781 end
 
 function M.listen(f) return f.host .. ":" .. M.port(f) end
 
