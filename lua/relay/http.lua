@@ -64,8 +64,9 @@ function Request:header(name) return self.headers[name] end
 -- Takes a WebSocket upgrade on a plain route once the handler has decided to (checks that may
 -- wait, such as an admission call, run before the 101): -> ws | nil, err. protocols: the
 -- subprotocols spoken ("a,b"; "*": the client's first offer); opts: max_message (bytes, 1009
--- above), going_away (a reason: the session is closed 1001 with it as soon as SIGTERM arrives).
-local WS_ACCEPT_KEYS = { "headers", "max_message", "going_away" }
+-- above), max_queued (bytes the peer may owe us before we stop reading it), going_away (a
+-- reason: the session is closed 1001 with it as soon as SIGTERM arrives).
+local WS_ACCEPT_KEYS = { "headers", "max_message", "max_queued", "going_away" }
 function M.ws_accept(protocols, opts)
   check.options(opts, WS_ACCEPT_KEYS, "websocket accept options")
   return check.results(true, core.ws_accept(protocols, opts))

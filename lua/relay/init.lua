@@ -289,11 +289,11 @@ end
 relay.redis = core.redis_open
 
 -- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
--- relay.ws.accept(protocols?, {headers, max_message, going_away}?) -> ws | nil, err (also
+-- relay.ws.accept(protocols?, {headers, max_message, max_queued, going_away}?) -> ws | nil, err (also
 -- req:websocket): upgrades the running request of a plain
 -- route, after the handler's own checks (which may still answer 401/400/429 instead).
 -- The wrappers below end in check.results(true, core.x(...)), not a tail call: see there.
-local WS_CONNECT_KEYS = { "headers", "protocols", "timeout", "ca_file" }
+local WS_CONNECT_KEYS = { "headers", "protocols", "timeout", "ca_file", "max_queued" }
 relay.ws = {
   connect = function(url, opts)
     check.options(opts, WS_CONNECT_KEYS, "relay.ws.connect")
