@@ -136,11 +136,12 @@ describe("a reload whose script never returns", function()
 end)
 
 describe("overlapping reloads", function()
-  -- v2 takes 1.5 s to load; v3 is broken. The second reload must not report the first's outcome.
+  -- v2 takes 3 s to load; v3 is broken. The second reload must not report the first's outcome.
   local function slow(version, marker)
-    return script(version, ("io.open(%q, 'w'):close() os.execute('sleep 1.5')"):format(marker))
+    return script(version, ("io.open(%q, 'w'):close() os.execute('sleep 3')"):format(marker))
   end
-  local broken = "local relay = require 'relay'\nerror('broken v3')\n"
+  -- slow to fail too: before, the second command read the first's "ok" while the second ran
+  local broken = "local relay = require 'relay'\nos.execute('sleep 1') error('broken v3')\n"
 
   local function overlap(flags)
     local dir = helpers.tmpdir()
