@@ -128,6 +128,10 @@ describe("a reload whose script never returns", function()
     assert.equal(1, rc, err)
     assert.matches("did not finish loading within 1 s", err)
     for _ = 1, 10 do assert.matches("^v1 ", host:get("/").body) end
+    helpers.wait_until(function() -- counted by each worker (whichever answers)
+      for _ = 1, 6 do if metric(host, "relayhost_reload_failures_total") ~= 1 then return false end end
+      return true
+    end, 5, "the failure in both workers' metrics")
     helpers.write_file(path, script(2))
     assert.equal(0, (helpers.run { "reload", "--pid-file", host.pid_file }))
     helpers.wait_until(function() return host:get("/").body:match("^v2 ") end, 5, "v2")

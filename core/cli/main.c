@@ -417,10 +417,12 @@ static void chan_reply(unsigned seq, const char *err) {
   uv_try_write((uv_stream_t *)&H.chan, &b, 1);
 }
 
-/* "R SEQ HASH": reload, if the script is still what the parent checked. */
+/* "R SEQ HASH": reload, if the script is still what the parent checked. "F": a reload the
+ * parent refused, for this worker's metric. */
 static void chan_line(const char *line) {
   unsigned seq;
   char hash[65];
+  if (strcmp(line, "F") == 0) rh_metric_add(m_reload_failures, NULL, 1);
   if (sscanf(line, "R %u %64s", &seq, hash) != 2) return;
   char *err = H.stopping ? strdup("the worker is shutting down") : reload_checked(hash);
   chan_reply(seq, err);

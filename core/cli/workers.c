@@ -106,6 +106,13 @@ static void reload_finish(const rh_workers *w, char *err) {
   }
 }
 
+/* A reload that failed before any worker was asked: each worker counts it in its
+ * relayhost_reload_failures_total, the metric /metrics shows. */
+static void tell_failed(const rh_workers *w) {
+  for (int i = 0; i < w->n; i++)
+    if (pids[i] > 0 && chans[i] >= 0 && write(chans[i], "F\n", 2) != 2) { /* it is dying: reaped soon */ }
+}
+
 static void reload_begin(const rh_workers *w) {
   if (reload_busy()) {
     R.again = 1; /* its requests came after this reload took its own */
@@ -113,7 +120,10 @@ static void reload_begin(const rh_workers *w) {
   }
   R.again = rh_reload_take(w->pid_file, &R.ids);
   char *err = NULL;
-  if (rh_dryrun_start(&R.check, w->rehearse, w->ud, w->reload_timeout, &err) < 0) reload_finish(w, err);
+  if (rh_dryrun_start(&R.check, w->rehearse, w->ud, w->reload_timeout, &err) < 0) {
+    tell_failed(w);
+    reload_finish(w, err);
+  }
 }
 
 /* The first failure is the one reported. */
@@ -168,7 +178,10 @@ static void read_answers(const rh_workers *w, int i) {
 static void reload_step(const rh_workers *w) {
   char *res = NULL;
   int rc = rh_dryrun_poll(&R.check, &res);
-  if (rc == 1) reload_finish(w, res);
+  if (rc == 1) {
+    tell_failed(w);
+    reload_finish(w, res);
+  }
   if (rc == 0) {
     ask_workers(w, res ? res : "");
     free(res);

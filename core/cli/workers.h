@@ -6,7 +6,8 @@ typedef struct {
   int n;
   /* in the forked child: serve; its exit status. chan: its end of the channel to the parent,
    * on which it is asked "R SEQ HASH\n" (reload the script if its SHA-256 is HASH) and answers
-   * "SEQ ok\n" or "SEQ failed MESSAGE\n"; EOF on it means the parent is gone. */
+   * "SEQ ok\n" or "SEQ failed MESSAGE\n", or told "F\n" (a reload failed before reaching the
+   * workers: count it); EOF on it means the parent is gone. */
   int (*run_worker)(int index, int chan, void *ud);
   int (*rehearse)(char **out, void *ud);       /* a reload's check, in a child (dryrun.h): the hash */
   const char *pid_file;                        /* where reload outcomes are written */
