@@ -31,7 +31,14 @@ local start = function(path, opts)
   return h
 end
 after_each(function()
-  for _, h in ipairs(started) do if not h:exited() then h:stop(nil, 2) end end
+  for _, h in ipairs(started) do
+    if not h:exited() then
+      local p = io.popen("pgrep -P " .. h.pid) -- its workers, should it not stop them
+      for pid in p:read("*a"):gmatch("%d+") do strays[#strays + 1] = pid end
+      p:close()
+      h:stop(nil, 2)
+    end
+  end
   for _, pid in ipairs(strays) do os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
   started, strays = {}, {}
 end)
