@@ -66,6 +66,12 @@ int rh_pid_file_check(const char *path, int predecessor, char *msg, size_t n) {
 void rh_pid_file_remove(const char *path) {
   /* After a binary upgrade the file names our successor: it is theirs to remove. */
   if (rh_pid_file_read(path) != (int)getpid()) return;
+  rh_reload_ids left; /* reloads asked for while we stopped: answered, not left to time out */
+  int more;
+  do {
+    more = rh_reload_take(path, &left);
+    rh_reload_answer(path, &left, 0, "the host stopped before this reload ran; nothing was replaced");
+  } while (more);
   char st[1100];
   status_path(path, st, sizeof st);
   unlink(path);
@@ -237,6 +243,12 @@ int rh_signal_host(const char *cmd, int argc, char **argv, int sig, rh_outcome_f
   struct timespec step = { 0, 20 * 1000 * 1000 };
   for (double waited = 0; waited < timeout; waited += 0.02) {
     int rc = outcome(pid_file, pid, req[0] ? id : NULL, before);
+    if (rc >= 0) return rc;
+    if (kill(pid, 0) < 0 && errno == ESRCH && (rc = outcome(pid_file, pid, req[0] ? id : NULL, before)) < 0) {
+      if (req[0]) unlink(req);
+      fprintf(stderr, "relayhost %s: pid %d exited without an answer\n", cmd, pid);
+      return 2;
+    }
     if (rc >= 0) return rc;
     nanosleep(&step, NULL);
   }
