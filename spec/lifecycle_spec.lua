@@ -299,3 +299,20 @@ describe("a reload asked for while the host stops", function()
     assert.equal(0, host:stop())
   end)
 end)
+
+describe("a --workers worker restarted onto a script that never returns", function()
+  it("is ended by the watchdog and restarted, logged, while the other serves on", function()
+    local dir = helpers.tmpdir()
+    local path = dir .. "/app.lua"
+    helpers.write_file(path, script(1))
+    local host = start(path, { flags = { "--workers", "2" }, env = { RELAY_WATCHDOG = "1" } })
+    local victim = next(both_workers(host))
+    helpers.write_file(path, "local relay = require 'relay'\nwhile true do end\n")
+    os.execute("kill -KILL " .. victim)
+    helpers.wait_until(function() return host:log():match('"event":"worker_exited"[^\n]*"status":70') end, 15,
+      "the restarted worker to be ended by the watchdog")
+    for _ = 1, 5 do assert.matches("^v1 ", host:get("/").body) end
+    helpers.write_file(path, script(1))
+    assert.equal(0, host:stop())
+  end)
+end)

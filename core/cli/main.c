@@ -470,6 +470,9 @@ static int worker_main(int index, int chan, void *ud) {
   H.chan_fd = chan;
   char listen[sizeof H.settings.listen];
   snprintf(listen, sizeof listen, "%s", H.settings.listen); /* the port the parent picked */
+  /* a worker restarted after the script changed loads it unchecked: one that never returns ends
+   * it (status 70), to be restarted and logged, instead of leaving it hung and never serving */
+  rh_watchdog_start(H.settings.watchdog);
   int status;
   rh_gen *g = load_first(&status);
   if (!g) return status ? status : 1;
