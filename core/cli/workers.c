@@ -149,12 +149,20 @@ static void ask_workers(const rh_workers *w, const char *hash) {
   char msg[100];
   int n = snprintf(msg, sizeof msg, "R %u %s\n", ++R.seq, hash);
   for (int i = 0; i < w->n; i++) {
-    if (pids[i] <= 0 || chans[i] < 0 || write(chans[i], msg, (size_t)n) != n) continue;
+    if (pids[i] <= 0 || chans[i] < 0) continue; /* being restarted: it loads the script from disk */
+    if (write(chans[i], msg, (size_t)n) != n) {
+      worker_failed(i, "could not be asked to reload");
+      continue;
+    }
     R.waiting[i] = 1;
     R.nwaiting++;
   }
   R.deadline = rh_cli_now() + 2 * w->reload_timeout + 5; /* their own load, two at a time per core */
-  if (R.nwaiting == 0) reload_finish(w, NULL); /* none alive: the ones restarted load it from disk */
+  if (R.nwaiting == 0) { /* none to wait for */
+    char *err = R.err;
+    R.err = NULL;
+    reload_finish(w, err);
+  }
 }
 
 /* Lines "SEQ ok" / "SEQ failed MESSAGE" from worker i; an older SEQ is a late answer, ignored. */
