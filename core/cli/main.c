@@ -14,14 +14,18 @@
 #include <unistd.h>
 #include <sys/socket.h>
 
+#include <lauxlib.h>
+
 #include "cache/dict.h"
 #include "cli/admin.h"
+#include "cli/dryrun.h"
 #include "cli/notify.h"
 #include "cli/reload.h"
 #include "cli/upgrade.h"
 #include "cli/workers.h"
 #include "http/server.h"
 #include "log/log.h"
+#include "lua/gen.h"
 #include "lua/runtime.h"
 #include "metrics/metrics.h"
 #include "net/cidr.h"
@@ -40,15 +44,23 @@ typedef struct {
   rh_cidr_list *trusted;
   rh_tls_ctx *tls;
   uv_signal_t sighup, sigterm, sigint, sigusr2;
-  uv_timer_t shutdown_timer, upgrade_timer;
-  pid_t successor;         /* a binary upgrade in flight: the new process, and its ready pipe */
-  int successor_ready_fd;
+  uv_timer_t shutdown_timer, upgrade_timer, reload_timer;
+  rh_upgrade up;           /* a binary upgrade in flight */
+  int upgraded;            /* it succeeded: we drain for it */
+  rh_dryrun check;         /* a reload's rehearsal in a child (dryrun.h) */
+  rh_reload_ids ids;       /* the `relayhost reload` requests it answers */
+  int reload_again;        /* a SIGHUP came while it ran */
+  double reload_timeout, upgrade_timeout;
   int stopping;
   unsigned reload_seq;
   int worker;              /* --workers: this worker's index; -1 in a single process */
+  int chan_fd;             /* --workers: this worker's end of the channel to the parent */
+  uv_pipe_t chan;
+  char chan_buf[256];
+  size_t chan_len;
 } host;
 
-static host H = { .worker = -1, .successor_ready_fd = -1 };
+static host H = { .worker = -1, .up = RH_UPGRADE_NONE, .chan_fd = -1 };
 
 static void announce(const char *addr);
 static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv);
@@ -114,20 +126,61 @@ static int same_listeners(const rh_host_settings *a, const rh_host_settings *b) 
   return 1;
 }
 
-static void reload(void) {
-  char *err = NULL;
+/* A number among the host flags of generation g (--reload-timeout, ...): read from the app the
+ * script built, where relay.flags put every host flag. */
+static double host_number(rh_gen *g, const char *name, double dflt) {
+  lua_State *L = g->L;
+  int top = lua_gettop(L);
+  double v = dflt;
+  if (luaL_loadstring(L, "local app = require('relay')._last_app() return app and app.host[...]") == 0) {
+    lua_pushstring(L, name);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isnumber(L, -1)) v = lua_tonumber(L, -1);
+  }
+  lua_settop(L, top);
+  return v;
+}
+
+/* The rehearsal's deadline: --reload-timeout, and never past the watchdog, which would end the
+ * whole process over a load that ran that long in it. */
+static double reload_deadline(void) {
+  double w = H.settings.watchdog;
+  return w > 0 && w < H.reload_timeout ? w : H.reload_timeout;
+}
+
+/* In the rehearsal's child: builds the script and answers with the hash of what it loaded. The
+ * generation is not freed: the child ends with _exit, and freeing would run the host's loop. */
+static int rehearse(char **out, void *ud) {
+  (void)ud;
+  char before[65], after[65];
+  rh_host_settings s;
+  if (rh_file_hash(H.script, before) < 0) {
+    *out = strdup("cannot read the script");
+    return -1;
+  }
+  if (!rh_gen_build(H.script, H.argc, H.argv, &s, out)) return -1;
+  if (rh_file_hash(H.script, after) < 0 || strcmp(before, after) != 0) {
+    *out = strdup(RH_RELOAD_CHANGED);
+    return -1;
+  }
+  *out = strdup(before);
+  return 0;
+}
+
+/* Builds the script in this process, when it is still what the rehearsal checked (hash). NULL
+ * once the new generation serves, else why not (malloc'd). Logged and counted here. */
+static char *reload_checked(const char *hash) {
+  char *err = NULL, now[65];
   rh_host_settings s;
   uv_update_time(rh_loop());
   double t0 = uv_hrtime() / 1e9;
-  rh_gen *g = rh_gen_build(H.script, H.argc, H.argv, &s, &err);
+  rh_gen *g = NULL;
+  if (rh_file_hash(H.script, now) < 0 || strcmp(now, hash) != 0) err = strdup(RH_RELOAD_CHANGED);
+  else g = rh_gen_build(H.script, H.argc, H.argv, &s, &err);
   double took = uv_hrtime() / 1e9 - t0;
-  H.reload_seq++;
   if (!g) {
     rh_metric_add(m_reload_failures, NULL, 1);
     RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", err), RH_STR("script", H.script));
-    rh_reload_status_write(H.settings.pid_file, H.reload_seq, err);
-    free(err);
-    return;
+    return err;
   }
   free(s.help_text);
   if (strcmp(s.listen, H.settings.listen) != 0)
@@ -141,7 +194,59 @@ static void reload(void) {
   rh_metric_set(m_reload_seconds, NULL, took);
   RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("generation", rh_gen_id(g)), RH_NUM("ms", took * 1000),
          RH_INT("generations_alive", (long long)rh_gen_live()));
-  rh_reload_status_write(H.settings.pid_file, H.reload_seq, NULL);
+  return NULL;
+}
+
+/* A rehearsal that failed: nothing was built here. */
+static char *rehearsal_failed(char *why) {
+  rh_metric_add(m_reload_failures, NULL, 1);
+  RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", why), RH_STR("script", H.script));
+  return why;
+}
+
+static void reload_answer(char *err) {
+  rh_reload_answer(H.settings.pid_file, &H.ids, ++H.reload_seq, err);
+  H.ids.n = 0;
+  free(err);
+}
+
+static void on_reload_tick(uv_timer_t *t);
+
+/* SIGHUP: the script is rehearsed in a child first (dryrun.h), and loaded here only if that
+ * succeeded within the deadline. The loop serves on meanwhile. */
+static void reload_begin(void) {
+  if (rh_dryrun_running(&H.check)) {
+    H.reload_again = 1; /* its requests came after this rehearsal took its own */
+    return;
+  }
+  H.reload_again = rh_reload_take(H.settings.pid_file, &H.ids);
+  char *err = NULL;
+  if (rh_dryrun_start(&H.check, rehearse, NULL, reload_deadline(), &err) < 0) {
+    reload_answer(rehearsal_failed(err));
+    return;
+  }
+  uv_timer_start(&H.reload_timer, on_reload_tick, 5, 5);
+}
+
+static void on_reload_tick(uv_timer_t *t) {
+  char *res = NULL;
+  int rc = rh_dryrun_poll(&H.check, &res);
+  if (rc < 0) return;
+  uv_timer_stop(t);
+  reload_answer(rc == 0 ? reload_checked(res ? res : "") : rehearsal_failed(res));
+  if (rc == 0) free(res);
+  if (H.reload_again && !H.stopping) {
+    H.reload_again = 0;
+    reload_begin();
+  }
+}
+
+/* Shutdown: a rehearsal still running is ended, and whoever waits for it told. */
+static void reload_abandon(void) {
+  if (!rh_dryrun_running(&H.check)) return;
+  rh_dryrun_cancel(&H.check);
+  uv_timer_stop(&H.reload_timer);
+  reload_answer(strdup("the host is shutting down; nothing was replaced"));
 }
 
 /* ---- shutdown ---- */
@@ -152,7 +257,9 @@ static void close_signals(void) {
   uv_close((uv_handle_t *)&H.sigint, NULL);
   uv_close((uv_handle_t *)&H.sigusr2, NULL);
   uv_close((uv_handle_t *)&H.upgrade_timer, NULL);
-  if (H.successor_ready_fd >= 0) close(H.successor_ready_fd);
+  uv_close((uv_handle_t *)&H.reload_timer, NULL);
+  if (H.worker >= 0) uv_close((uv_handle_t *)&H.chan, NULL);
+  if (rh_upgrade_running(&H.up)) close(H.up.ready_fd);
   signal(SIGUSR2, SIG_IGN);
   /* closing restored the default actions: a second SIGTERM must not kill the exit itself */
   signal(SIGTERM, SIG_IGN);
@@ -189,12 +296,13 @@ static void on_shutdown_tick(uv_timer_t *t) {
 static void begin_shutdown(const char *why) {
   if (H.stopping) return;
   H.stopping = 1;
-  if (H.successor_ready_fd < 0) rh_notify("STOPPING=1"); /* after an upgrade the successor is the service */
+  reload_abandon();
+  if (!H.upgraded) rh_notify("STOPPING=1"); /* after an upgrade the successor is the service */
   RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", why), RH_NUM("drain_timeout", H.settings.drain_timeout),
          RH_INT("connections", (long long)connections()));
   rh_http_server_stop_accepting(H.server);
   for (int i = 0; i < H.nextra; i++) rh_http_server_stop_accepting(H.extra[i]);
-  if (H.admin && H.successor_ready_fd >= 0) rh_http_server_stop_accepting(H.admin); /* the successor's now */
+  if (H.admin && H.upgraded) rh_http_server_stop_accepting(H.admin); /* the successor's now */
   rh_runtime_going_away();
   static double deadline;
   deadline = rh_now() + H.settings.drain_timeout;
@@ -211,43 +319,44 @@ static void on_sigterm(uv_signal_t *s, int signum) {
 
 static void on_upgrade_tick(uv_timer_t *t) {
   char err[300];
-  int rc = rh_upgrade_poll(H.successor_ready_fd, H.successor, err, sizeof err);
+  int rc = rh_upgrade_poll(&H.up, err, sizeof err);
   if (rc == 0) return;
   uv_timer_stop(t);
   if (rc > 0) {
-    RH_LOG(RH_LOG_INFO, "upgraded", RH_INT("successor", H.successor));
+    rh_upgrade_succeeded(H.settings.pid_file, &H.up);
+    H.upgraded = 1;
     begin_shutdown("upgrade");
   } else {
-    rh_upgrade_failed(H.settings.pid_file, ++H.reload_seq, err);
+    rh_upgrade_failed(H.settings.pid_file, err);
   }
-  close(H.successor_ready_fd);
-  H.successor_ready_fd = -1;
 }
 
 /* SIGUSR2: the listeners go to a new process of the binary on disk; we drain once it serves. */
 static void on_sigusr2(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
-  if (H.stopping || H.successor_ready_fd >= 0) return; /* one upgrade at a time */
+  if (H.stopping) return;
+  if (rh_upgrade_running(&H.up)) {
+    rh_upgrade_busy(&H.up); /* one upgrade at a time */
+    return;
+  }
   int fds[2 + RH_MAX_LISTENERS], n = 0;
   fds[n++] = rh_http_server_fd(H.server);
   for (int i = 0; i < H.nextra; i++) fds[n++] = rh_http_server_fd(H.extra[i]);
   if (H.admin) fds[n++] = rh_http_server_fd(H.admin);
   char err[300];
-  int fd = rh_upgrade_spawn(fds, n, NULL, &H.successor, err, sizeof err);
-  if (fd < 0) {
-    rh_upgrade_failed(H.settings.pid_file, ++H.reload_seq, err);
+  if (rh_upgrade_spawn(&H.up, fds, n, NULL, H.upgrade_timeout, err, sizeof err) < 0) {
+    rh_upgrade_failed(H.settings.pid_file, err);
     return;
   }
-  H.successor_ready_fd = fd;
-  RH_LOG(RH_LOG_INFO, "upgrade_started", RH_INT("successor", H.successor));
+  RH_LOG(RH_LOG_INFO, "upgrade_started", RH_INT("successor", H.up.pid));
   uv_timer_start(&H.upgrade_timer, on_upgrade_tick, 50, 50);
 }
 
 static void on_sighup(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
-  if (!H.stopping) reload();
+  if (!H.stopping) reload_begin();
 }
 
 /* ---- serving ---- */
@@ -294,14 +403,76 @@ static int serve_generation(rh_gen *g);
 
 /* ---- --workers N ---- */
 
-static int worker_main(int index, void *ud) {
+/* The worker's end of its channel to the parent (workers.c): the parent asks for reloads of what
+ * it checked, and its end closing means it is gone. */
+static void chan_reply(unsigned seq, const char *err) {
+  char line[600];
+  int n = err ? snprintf(line, sizeof line, "%u failed %.*s\n", seq, (int)strcspn(err, "\n"), err)
+              : snprintf(line, sizeof line, "%u ok\n", seq);
+  if (n >= (int)sizeof line) {
+    n = (int)sizeof line - 1;
+    line[n - 1] = '\n';
+  }
+  uv_buf_t b = uv_buf_init(line, (unsigned)n);
+  uv_try_write((uv_stream_t *)&H.chan, &b, 1);
+}
+
+/* "R SEQ HASH": reload, if the script is still what the parent checked. "F": a reload the
+ * parent refused, for this worker's metric. */
+static void chan_line(const char *line) {
+  unsigned seq;
+  char hash[65];
+  if (strcmp(line, "F") == 0) rh_metric_add(m_reload_failures, NULL, 1);
+  if (sscanf(line, "R %u %64s", &seq, hash) != 2) return;
+  char *err = H.stopping ? strdup("the worker is shutting down") : reload_checked(hash);
+  chan_reply(seq, err);
+  free(err);
+}
+
+static void chan_alloc(uv_handle_t *h, size_t want, uv_buf_t *b) {
+  (void)h;
+  (void)want;
+  *b = uv_buf_init(H.chan_buf + H.chan_len, (unsigned)(sizeof H.chan_buf - H.chan_len));
+}
+
+static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  if (n < 0) { /* the parent is gone: nobody would restart, reload or stop this worker */
+    uv_read_stop(s);
+    RH_LOG(RH_LOG_WARN, "parent_exited", RH_INT("worker", H.worker));
+    begin_shutdown("parent exited");
+    return;
+  }
+  H.chan_len += (size_t)n;
+  char *nl;
+  while ((nl = memchr(H.chan_buf, '\n', H.chan_len))) {
+    *nl = 0;
+    chan_line(H.chan_buf);
+    size_t used = (size_t)(nl + 1 - H.chan_buf);
+    memmove(H.chan_buf, nl + 1, H.chan_len - used);
+    H.chan_len -= used;
+  }
+  if (H.chan_len == sizeof H.chan_buf) H.chan_len = 0; /* no line of ours is this long */
+}
+
+static void chan_start(void) {
+  uv_pipe_init(rh_loop(), &H.chan, 0);
+  uv_pipe_open(&H.chan, H.chan_fd);
+  uv_read_start((uv_stream_t *)&H.chan, chan_alloc, chan_read);
+}
+
+static int worker_main(int index, int chan, void *ud) {
   (void)ud;
   uv_loop_fork(rh_loop()); /* the parent's loop state is not ours */
   rh_upgrade_child();
   rh_net_share_ports(1);
   H.worker = index;
+  H.chan_fd = chan;
   char listen[sizeof H.settings.listen];
   snprintf(listen, sizeof listen, "%s", H.settings.listen); /* the port the parent picked */
+  /* a worker restarted after the script changed loads it unchecked: one that never returns ends
+   * it (status 70), to be restarted and logged, instead of leaving it hung and never serving */
+  rh_watchdog_start(H.settings.watchdog);
   int status;
   rh_gen *g = load_first(&status);
   if (!g) return status ? status : 1;
@@ -310,16 +481,6 @@ static int worker_main(int index, void *ud) {
   int rc = serve_generation(g);
   cleanup();
   return rc;
-}
-
-static int validate(char **err, void *ud) {
-  (void)ud;
-  rh_host_settings s;
-  rh_gen *g = rh_gen_build(H.script, H.argc, H.argv, &s, err);
-  if (!g) return -1;
-  free(s.help_text);
-  discard(g);
-  return 0;
 }
 
 /* Announces the address once a worker accepts on it, so that whoever reads the line can
@@ -363,8 +524,8 @@ static int supervise(rh_gen *g) {
   static char keep[sizeof listen + 32];
   snprintf(keep, sizeof keep, "RELAYHOST_UPGRADE_LISTEN=%s", listen);
   const char *upgrade_env[] = { keep, NULL };
-  rh_workers w = { H.settings.workers, worker_main, validate, H.settings.pid_file, workers_started,
-                   upgrade_env, NULL };
+  rh_workers w = { H.settings.workers, worker_main, rehearse, H.settings.pid_file, workers_started,
+                   upgrade_env, reload_deadline(), H.upgrade_timeout, NULL };
   int rc = rh_workers_supervise(&w);
   if (H.settings.pid_file[0]) rh_pid_file_remove(H.settings.pid_file);
   RH_LOG(RH_LOG_INFO, "stopped", RH_INT("pid", getpid()));
@@ -375,6 +536,14 @@ static int serve(void) {
   int status;
   rh_gen *g = load_first(&status);
   if (!g) return status;
+  H.reload_timeout = host_number(g, "reload-timeout", 5);
+  H.upgrade_timeout = host_number(g, "upgrade-timeout", 10);
+  char msg[300];
+  if (H.settings.pid_file[0] && rh_pid_file_check(H.settings.pid_file, rh_upgrade_predecessor(), msg, sizeof msg) < 0) {
+    fprintf(stderr, "relayhost: --pid-file %s: %s\n", H.settings.pid_file, msg);
+    discard(g);
+    return 1;
+  }
   if (apply_settings(&H.settings) < 0) return 1;
   register_metrics();
   if (H.settings.workers > 1) return supervise(g);
@@ -458,6 +627,8 @@ static int serve_generation(rh_gen *g) {
   uv_signal_start(&H.sigusr2, on_sigusr2, SIGUSR2);
   uv_timer_init(rh_loop(), &H.shutdown_timer);
   uv_timer_init(rh_loop(), &H.upgrade_timer);
+  uv_timer_init(rh_loop(), &H.reload_timer);
+  if (H.worker >= 0) chan_start();
   signal(SIGPIPE, SIG_IGN);
   rh_watchdog_start(H.settings.watchdog);
 

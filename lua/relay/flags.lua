@@ -30,6 +30,8 @@ M.host = {
   { name = "keepalive-timeout", env = "RELAY_KEEPALIVE_TIMEOUT", default = 75, min = 0, help = "seconds an idle keep-alive connection is kept" },
   { name = "send-timeout", env = "RELAY_SEND_TIMEOUT", default = 60, min = 0, help = "seconds a client may read nothing of a response before it is closed" },
   { name = "watchdog", env = "RELAY_WATCHDOG", default = 10, min = 0, help = "seconds a handler may run without yielding" },
+  { name = "reload-timeout", env = "RELAY_RELOAD_TIMEOUT", default = 5, min = 0, help = "seconds a reload's script may take to load (tried in a child process first; at most --watchdog)" },
+  { name = "upgrade-timeout", env = "RELAY_UPGRADE_TIMEOUT", default = 10, min = 0, help = "seconds a new binary (relayhost upgrade) gets to serve before it is killed" },
 }
 
 local function kind_of(decl)
