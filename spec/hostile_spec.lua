@@ -7,6 +7,7 @@ local relay = require "relay"
 local app = relay.new { name = "hostile" }
 local sent = relay.shared("sent")
 app:get("/hello", function(_, res) res:send(200, "hello") end)
+app:post("/echo", function(req, res) res:send(200, req:body()) end)
 -- a large streamed answer; how far it got is kept for the spec to read
 app:get("/big/:mb", function(req, res)
   local chunk = string.rep("x", 64 * 1024)
@@ -83,6 +84,24 @@ describe("hostile clients", function()
     assert.is_true(got > 8 * 1024 * 1024, "received " .. got)
     assert.equal(1, require("cjson").decode(host:get("/sent").body).finished)
     slow:close()
+    assert.equal(0, host:stop())
+  end)
+
+  it("an HTTP/1.0 client's Expect: 100-continue is ignored: no 100 Continue, the body is read", function()
+    local host = helpers.start(script)
+    for _, v in ipairs({ "1.0", "1.1" }) do
+      local c = host:client(2)
+      c:send(("POST /echo HTTP/%s\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"):format(v))
+      c.sock:settimeout(0.5)
+      local early = c.sock:receive("*l") -- RFC 9110 10.1.1: never to HTTP/1.0; 1.1 gets it
+      if v == "1.0" then assert.is_nil(early) else assert.equal("HTTP/1.1 100 Continue", early); c.sock:receive("*l") end
+      c.sock:settimeout(2)
+      c:send("abc")
+      local res = assert(c:read_response())
+      assert.equal(200, res.status)
+      assert.equal("abc", res.body)
+      c:close()
+    end
     assert.equal(0, host:stop())
   end)
 

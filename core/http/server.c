@@ -46,8 +46,10 @@ struct rh_http_server {
 typedef struct {
   rh_collect parser;           /* collects into the current request's headers */
   rh_buf in;                   /* read but not yet parsed */
-  /* head scan: our own check of line endings, before llhttp sees the bytes */
-  int in_head, prev_cr;
+  rh_headers trailers;         /* a chunked body's trailer fields: checked, then dropped */
+  /* head scan: our own check of line endings, before llhttp sees the bytes; it runs over a
+   * request's head and over its trailer section (in_trailers) */
+  int in_head, prev_cr, in_trailers, trailers_next;
   size_t head_bytes, line_len, lines;
   size_t cl_count, host_count, te_count;
   int reject_status;           /* set by a callback that fails the parse */
@@ -229,14 +231,17 @@ static void server_unref(rh_http_server *s) {
   if (--s->open_handles == 0) free(s);
 }
 
+static void free_ps(rh_http_parse *ps) {
+  rh_buf_free(&ps->in);
+  rh_headers_free(&ps->trailers);
+  free(ps);
+}
+
 static void after_close(uv_handle_t *h) {
   rh_http_conn *c = h->data;
   rh_http_server *s = c->srv;
   if (c->tls) rh_tls_free(c->tls);
-  if (c->ps) {
-    rh_buf_free(&c->ps->in);
-    free(c->ps);
-  }
+  if (c->ps) free_ps(c->ps);
   free(c);
   server_unref(s); /* a closing connection holds the server: its cancelled writes read c->srv */
 }
@@ -502,15 +507,17 @@ void rh_http_reject(rh_http_req *r, int status, const char *reason) {
   if (r->conn && r->conn->req == r) reject(r->conn, status, reason);
 }
 
-/* Our own pass over head bytes: llhttp 8.1 accepts bare LF and obs-fold, which are request
- * smuggling shapes, and the 431 limit is simplest to count here. Returns how many bytes
- * belong to the head (all of n if it does not end here), or -1 after rejecting. */
+/* Our own pass over the bytes of a head and of a trailer section: the one check of their line
+ * endings (llhttp 8.1 accepts bare LF and obs-fold even in strict mode, both request smuggling
+ * shapes; bare CR is refused here too, before llhttp sees it), and the 431 limit, simplest to
+ * count here. Returns how many bytes belong to the head (all of n if it does not end here), or
+ * -1 after rejecting. */
 static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
   size_t max = c->srv->lim.max_head;
   for (size_t i = 0; i < n; i++) {
     char ch = p[i];
     if (++c->ps->head_bytes > max) {
-      reject(c, 431, "request head too large");
+      reject(c, 431, c->ps->in_trailers ? "request trailers too large" : "request head too large");
       return -1;
     }
     if (ch == '\n') {
@@ -551,16 +558,30 @@ static rh_http_parse *ensure_ps(rh_http_conn *c) {
 /* Between requests with nothing pending, the parse state goes (a fresh parser is equivalent). */
 static void release_ps(rh_http_conn *c) {
   if (!c->ps || c->ps->in.len || c->req || c->tunnel) return;
-  rh_buf_free(&c->ps->in);
-  free(c->ps);
+  free_ps(c->ps);
   c->ps = NULL;
 }
 
 static void reset_head_scan(rh_http_conn *c) {
   c->ps->in_head = 1;
-  c->ps->prev_cr = 0;
+  c->ps->prev_cr = c->ps->in_trailers = c->ps->trailers_next = 0;
   c->ps->head_bytes = c->ps->line_len = c->ps->lines = 0;
   c->ps->cl_count = c->ps->host_count = c->ps->te_count = 0;
+  rh_headers_clear(&c->ps->trailers);
+}
+
+/* The last chunk is in: what follows up to an empty line is the trailer section, scanned like
+ * a head (its own 431 budget) and collected aside, so no field arrives in the request's
+ * headers after the handler has seen them. The scan starts where the head's left off after a
+ * request line: the first empty line ends it. */
+static void start_trailer_scan(rh_http_conn *c) {
+  rh_http_parse *ps = c->ps;
+  ps->trailers_next = 0;
+  ps->in_head = ps->in_trailers = 1;
+  ps->prev_cr = 0;
+  ps->head_bytes = ps->line_len = 0;
+  ps->lines = 1;
+  rh_collect_into(&ps->parser, &ps->trailers);
 }
 
 /* ---- llhttp callbacks: collect, and pause where the upper layer must act ---- */
@@ -590,7 +611,8 @@ static int fail_parse(rh_http_conn *c, int status, const char *reason);
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_collect_on_field_complete(p); /* a value follows, even an empty one */
-  rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
+  rh_headers *into = c->ps->parser.into; /* the request's headers, or its trailers */
+  rh_header *f = &into->items[into->n - 1];
   /* llhttp 8.1 lets an empty name and spaces through */
   if (!rh_http_is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
@@ -632,6 +654,13 @@ static int cb_headers_complete(llhttp_t *p) {
   /* RFC 9112 6.3: a request body whose last coding is not chunked has no knowable length */
   if (c->ps->te_count && !(p->flags & F_CHUNKED))
     return fail_parse(c, 400, "Transfer-Encoding without chunked last");
+  /* RFC 9112 6.1: HTTP/1.0 has no transfer codings, so its framing is faulty (as nginx says) */
+  if (c->ps->te_count && p->http_major == 1 && p->http_minor == 0)
+    return fail_parse(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
+  /* UINT64_MAX means "no length" to the layers above (req->content_length): a length past
+   * 2^63-1, which no body reaches, is refused as nginx does, so none can be mistaken for it */
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > INT64_MAX)
+    return fail_parse(c, 400, "Content-Length out of range");
   if (p->method == HTTP_CONNECT) return fail_parse(c, 501, "CONNECT is not served here");
   if (p->http_major != 1) return fail_parse(c, 505, "only HTTP/1.x is served here");
   if (p->http_minor == 1 && c->ps->host_count != 1)
@@ -641,7 +670,8 @@ static int cb_headers_complete(llhttp_t *p) {
   r->keep_alive = llhttp_should_keep_alive(p);
   r->is_head = p->method == HTTP_HEAD;
   if (p->flags & F_CONTENT_LENGTH) r->content_length = p->content_length;
-  r->expect_continue = rh_headers_has_token(&r->headers, "expect", "100-continue");
+  /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored (it sends the body anyway) */
+  r->expect_continue = r->http_minor >= 1 && rh_headers_has_token(&r->headers, "expect", "100-continue");
   split_target(r);
   if (c->srv->lim.trusted_proxies) {
     const rh_header *xff = rh_headers_find(&r->headers, "x-forwarded-for", NULL);
@@ -669,6 +699,21 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* A chunk's declared size is checked before its data comes: the same range as Content-Length,
+ * and the body so far plus this chunk within the request's limit (413 before the bytes are
+ * read or streamed on, as nginx does). The last chunk starts the trailer scan. */
+static int cb_chunk_header(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  rh_http_req *r = c->req;
+  uint64_t size = p->content_length;
+  if (size > INT64_MAX) return fail_parse(c, 400, "chunk size out of range");
+  if (r->body_received > r->max_body || size > r->max_body - r->body_received)
+    return fail_parse(c, 413, "request body over the limit");
+  if (size > 0) return 0;
+  c->ps->trailers_next = 1;
+  return HPE_PAUSED;
+}
+
 static int cb_message_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   c->req->body_done = 1;
@@ -685,6 +730,7 @@ static void init_settings(void) {
   parser_settings.on_header_field_complete = cb_header_field_complete;
   parser_settings.on_headers_complete = cb_headers_complete;
   parser_settings.on_body = cb_body;
+  parser_settings.on_chunk_header = cb_chunk_header;
   parser_settings.on_message_complete = cb_message_complete;
 }
 
@@ -721,13 +767,15 @@ static void parse_available(rh_http_conn *c) {
       ssize_t h = scan_head(c, data, n);
       if (h < 0) break;
       chunk = (size_t)h;
-      if (first && c->ps->head_bytes > 0 && c->ps->in_head) set_timer(c, TIMER_HEAD);
+      /* a trailer section stays under the body timeout */
+      if (first && c->ps->head_bytes > 0 && c->ps->in_head && !c->ps->in_trailers) set_timer(c, TIMER_HEAD);
     }
     llhttp_errno_t err = llhttp_execute(&c->ps->parser.llhttp, data, chunk);
     size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->ps->parser.llhttp) - data);
     off += used;
     if (err == HPE_PAUSED) {
       llhttp_resume(&c->ps->parser.llhttp);
+      if (c->ps->trailers_next) start_trailer_scan(c);
       if (c->head_ready) {
         /* consumed before the handler runs: a tunnel it opens gets only what follows the head */
         rh_buf_consume(&c->ps->in, off);
