@@ -4,8 +4,10 @@
 #include <inttypes.h>
 #include <llhttp.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,7 +52,9 @@ typedef struct {
   /* head scan: our own check of line endings, before llhttp sees the bytes; it runs over a
    * request's head and over its trailer section (in_trailers) */
   int in_head, prev_cr, in_trailers, trailers_next;
-  size_t head_bytes, line_len, lines;
+  size_t head_bytes, line_len, lines, spaces;
+  size_t ext_value_len;        /* the current chunk extension's value, so far */
+  int ext_quoted, ext_value_bad; /* it is a quoted-string; it is neither that nor a token */
   size_t cl_count, host_count, te_count;
   int reject_status;           /* set by a callback that fails the parse */
   const char *reject_reason;
@@ -528,6 +532,8 @@ static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
         c->ps->in_head = 0;
         return (ssize_t)(i + 1);
       }
+      /* llhttp takes "GET  / HTTP/1.1": the request line is method SP target SP version */
+      if (c->ps->lines == 0 && c->ps->spaces != 2) { reject(c, 400, "malformed request line"); return -1; }
       c->ps->lines++;
       c->ps->line_len = 0;
       continue;
@@ -539,6 +545,7 @@ static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
       return -1;
     }
     c->ps->line_len++;
+    c->ps->spaces += ch == ' ';
   }
   return (ssize_t)n;
 }
@@ -565,7 +572,7 @@ static void release_ps(rh_http_conn *c) {
 static void reset_head_scan(rh_http_conn *c) {
   c->ps->in_head = 1;
   c->ps->prev_cr = c->ps->in_trailers = c->ps->trailers_next = 0;
-  c->ps->head_bytes = c->ps->line_len = c->ps->lines = 0;
+  c->ps->head_bytes = c->ps->line_len = c->ps->lines = c->ps->spaces = 0;
   c->ps->cl_count = c->ps->host_count = c->ps->te_count = 0;
   rh_headers_clear(&c->ps->trailers);
 }
@@ -615,6 +622,9 @@ static int cb_header_field_complete(llhttp_t *p) {
   rh_header *f = &into->items[into->n - 1];
   /* llhttp 8.1 lets an empty name and spaces through */
   if (!rh_http_is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
+  /* RFC 9110 6.5.1: framing is the head's alone (llhttp would re-read these in a trailer) */
+  if (c->ps->in_trailers && (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding")))
+    return fail_parse(c, 400, "framing field in trailers");
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
   c->ps->host_count += rh_header_name_eq(f, "host");
   c->ps->te_count += rh_header_name_eq(f, "transfer-encoding");
@@ -646,14 +656,44 @@ static void split_target(rh_http_req *r) {
   r->query_len = q ? (size_t)(end - q - 1) : 0;
 }
 
+/* Transfer-Encoding is exactly "chunked" (the caller has checked there is one field). */
+static int te_is_chunked(const rh_headers *h) {
+  const rh_header *f = rh_headers_find(h, "transfer-encoding", NULL);
+  const char *v = f->value, *e = v + f->value_len;
+  while (v < e && (*v == ' ' || *v == '\t')) v++;
+  while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
+  return e - v == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
+/* RFC 3986 authority bytes: unreserved, sub-delims, ':', '@', '[', ']' and '%'. */
+static int authority_ok(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && !strchr("-._~!$&'()*+,;=:@[]%", s[i])) return 0;
+  return n > 0;
+}
+
+/* origin-form or "*" (head.h's rule, which the proxy writes by), or absolute-form with an http(s)
+ * scheme: "http://authority", alone or followed by an origin-form path. No fragment. */
+static int target_ok(const char *t, size_t n) {
+  if (rh_http_is_target(t, n)) return 1;
+  size_t k = n >= 7 && strncasecmp(t, "http://", 7) == 0 ? 7 : n >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8 : 0;
+  if (!k) return 0;
+  const char *slash = memchr(t + k, '/', n - k);
+  size_t a = slash ? (size_t)(slash - t) : n;
+  return authority_ok(t + k, a - k) && (a == n || rh_http_is_target(t + a, n - a));
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
   if (c->ps->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
   if (c->ps->cl_count && c->ps->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
   /* RFC 9112 6.3: a request body whose last coding is not chunked has no knowable length */
-  if (c->ps->te_count && !(p->flags & F_CHUNKED))
-    return fail_parse(c, 400, "Transfer-Encoding without chunked last");
+  if (c->ps->te_count > 1) return fail_parse(c, 400, "repeated Transfer-Encoding");
+  /* chunked is the one coding we decode: any other would cross the hop undecoded (the field
+   * is hop-by-hop). nginx says 501; a smuggling shape gets 400 here, like the rest */
+  if (c->ps->te_count && !te_is_chunked(&r->headers))
+    return fail_parse(c, 400, "unsupported Transfer-Encoding");
   /* RFC 9112 6.1: HTTP/1.0 has no transfer codings, so its framing is faulty (as nginx says) */
   if (c->ps->te_count && p->http_major == 1 && p->http_minor == 0)
     return fail_parse(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
@@ -673,6 +713,7 @@ static int cb_headers_complete(llhttp_t *p) {
   /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored (it sends the body anyway) */
   r->expect_continue = r->http_minor >= 1 && rh_headers_has_token(&r->headers, "expect", "100-continue");
   split_target(r);
+  if (!target_ok(r->target, r->target_len)) return fail_parse(c, 400, "invalid request target");
   if (c->srv->lim.trusted_proxies) {
     const rh_header *xff = rh_headers_find(&r->headers, "x-forwarded-for", NULL);
     rh_client_address(c->srv->lim.trusted_proxies, r->socket_peer, xff ? xff->value : NULL,
@@ -714,6 +755,26 @@ static int cb_chunk_header(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
+/* RFC 9112 7.1.1: an extension's value, when there is an "=", is a token or a quoted-string
+ * (llhttp checks those), never empty nor a token with a quote in it (llhttp 8.1 takes "3;a="
+ * and "3;a=b\"c\"") */
+static int cb_ext_value(llhttp_t *p, const char *at, size_t len) {
+  rh_http_parse *ps = conn_of(p)->ps;
+  if (!len) return 0;
+  if (!ps->ext_value_len) ps->ext_quoted = at[0] == '"';
+  if (!ps->ext_quoted && !rh_http_is_token(at, len)) ps->ext_value_bad = 1;
+  ps->ext_value_len += len;
+  return 0;
+}
+
+static int cb_ext_value_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  int bad = !c->ps->ext_value_len || c->ps->ext_value_bad;
+  c->ps->ext_value_len = 0;
+  c->ps->ext_quoted = c->ps->ext_value_bad = 0;
+  return bad ? fail_parse(c, 400, "invalid chunk extension value") : 0;
+}
+
 static int cb_message_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   c->req->body_done = 1;
@@ -731,6 +792,8 @@ static void init_settings(void) {
   parser_settings.on_headers_complete = cb_headers_complete;
   parser_settings.on_body = cb_body;
   parser_settings.on_chunk_header = cb_chunk_header;
+  parser_settings.on_chunk_extension_value = cb_ext_value;
+  parser_settings.on_chunk_extension_value_complete = cb_ext_value_complete;
   parser_settings.on_message_complete = cb_message_complete;
 }
 
