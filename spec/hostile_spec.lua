@@ -2,33 +2,9 @@
 local helpers = require "helpers"
 local socket = require "socket"
 
-local SCRIPT = [[
-local relay = require "relay"
-local app = relay.new { name = "hostile" }
-local sent = relay.shared("sent")
-app:get("/hello", function(_, res) res:send(200, "hello") end)
-app:post("/echo", function(req, res) res:send(200, req:body()) end)
--- a large streamed answer; how far it got is kept for the spec to read
-app:get("/big/:mb", function(req, res)
-  local chunk = string.rep("x", 64 * 1024)
-  res:start(200, { ["content-type"] = "application/octet-stream" })
-  for i = 1, tonumber(req.params.mb) * 16 do
-    local ok = res:write(chunk)
-    if not ok then sent:set("stopped_at", i); return end
-  end
-  res:finish()
-  sent:set("finished", 1)
-end)
-app:get("/sent", function(_, res) res:json(200, { stopped_at = sent:get("stopped_at"), finished = sent:get("finished") }) end)
-return app
-]]
+local SCRIPT = require("hostile_support").SCRIPT
 
-local function rss_kb(pid)
-  local f = io.open("/proc/" .. pid .. "/status")
-  local kb = f and tonumber(f:read("*a"):match("VmRSS:%s*(%d+)"))
-  if f then f:close() end
-  return kb
-end
+local rss_kb = helpers.rss_kb
 
 -- Seconds one request on a fresh connection takes.
 local function timed_get(host, path)
@@ -102,6 +78,17 @@ describe("hostile clients", function()
       assert.equal("abc", res.body)
       c:close()
     end
+    assert.equal(0, host:stop())
+  end)
+
+  it("a chunk declaring more than the route's body limit gets 413 at its size line, before its data", function()
+    local host = helpers.start(script)
+    local c = host:client(2)
+    -- 1 MiB + 1 against the default 1 MiB limit; none of the data is sent
+    c:send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100001\r\n")
+    local res = assert(c:read_response())
+    assert.equal(413, res.status)
+    c:close()
     assert.equal(0, host:stop())
   end)
 

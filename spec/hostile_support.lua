@@ -17,6 +17,30 @@ local cjson = require "cjson"
 
 local M = {}
 
+-- The app the slow-client and flood specs run: a small answer, an echo of the body, and a
+-- large streamed answer whose progress is kept for the spec to read.
+M.SCRIPT = [[
+local relay = require "relay"
+local app = relay.new { name = "hostile" }
+local sent = relay.shared("sent")
+app:get("/hello", function(_, res) res:send(200, "hello") end)
+app:post("/echo", function(req, res) res:send(200, req:body()) end)
+-- a large streamed answer; how far it got is kept for the spec to read
+app:get("/big/:mb", function(req, res)
+  local chunk = string.rep("x", 64 * 1024)
+  res:start(200, { ["content-type"] = "application/octet-stream" })
+  for i = 1, tonumber(req.params.mb) * 16 do
+    local ok = res:write(chunk)
+    if not ok then sent:set("stopped_at", i); return end
+  end
+  res:finish()
+  sent:set("finished", 1)
+end)
+app:get("/sent", function(_, res) res:json(200, { stopped_at = sent:get("stopped_at"), finished = sent:get("finished") }) end)
+return app
+]]
+
+
 function M.start(flags)
   local dir = helpers.tmpdir()
   local rig = { dir = dir, origin_log = dir .. "/origin.log" }
