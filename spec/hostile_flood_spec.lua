@@ -43,12 +43,8 @@ local function hello_probe(host)
 end
 
 describe("floods against the HTTP server", function()
-  local dir, script
-  setup(function()
-    dir = helpers.tmpdir()
-    script = dir .. "/hostile.lua"
-    helpers.write_file(script, support.SCRIPT)
-  end)
+  local script
+  setup(function() script = support.script_file() end)
 
   it("8 slow readers of a 256 MiB response each: RSS stays within +32 MB, others are served", function()
     local host = helpers.start(script, { flags = { "--send-timeout", "10" } })

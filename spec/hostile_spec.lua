@@ -2,7 +2,6 @@
 local helpers = require "helpers"
 local socket = require "socket"
 
-local SCRIPT = require("hostile_support").SCRIPT
 
 local rss_kb = helpers.rss_kb
 
@@ -16,9 +15,8 @@ end
 describe("hostile clients", function()
   local dir, script
   setup(function()
+    script = require("hostile_support").script_file()
     dir = helpers.tmpdir()
-    script = dir .. "/hostile.lua"
-    helpers.write_file(script, SCRIPT)
   end)
 
   it("a client that stops reading a large response is closed after --send-timeout; others go on", function()

@@ -41,6 +41,13 @@ return app
 ]]
 
 
+-- SCRIPT in a file of its own, for helpers.start.
+function M.script_file()
+  local path = helpers.tmpdir() .. "/hostile.lua"
+  helpers.write_file(path, M.SCRIPT)
+  return path
+end
+
 function M.start(flags)
   local dir = helpers.tmpdir()
   local rig = { dir = dir, origin_log = dir .. "/origin.log" }
