@@ -53,7 +53,7 @@ typedef struct {
    * request's head and over its trailer section (in_trailers) */
   int in_head, prev_cr, in_trailers, trailers_next;
   size_t head_bytes, line_len, lines, spaces;
-  size_t ext_value_len;        /* the current chunk extension's value, so far */
+  size_t ext_name_len, ext_value_len; /* the current chunk extension's, so far */
   int ext_quoted, ext_value_bad; /* it is a quoted-string; it is neither that nor a token */
   size_t cl_count, host_count, te_count;
   int reject_status;           /* set by a callback that fails the parse */
@@ -683,6 +683,13 @@ static int target_ok(const char *t, size_t n) {
   return authority_ok(t + k, a - k) && (a == n || rh_http_is_target(t + a, n - a));
 }
 
+/* At the method, not the head's end: llhttp reads on after "PRI * HTTP/2.0" for the rest of the
+ * HTTP/2 preface. */
+static int cb_method_complete(llhttp_t *p) {
+  if (p->method == HTTP_PRI) return fail_parse(conn_of(p), 505, "only HTTP/1.x is served here");
+  return 0;
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
@@ -702,6 +709,7 @@ static int cb_headers_complete(llhttp_t *p) {
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > INT64_MAX)
     return fail_parse(c, 400, "Content-Length out of range");
   if (p->method == HTTP_CONNECT) return fail_parse(c, 501, "CONNECT is not served here");
+  /* HTTP/2 and later, and no version at all (llhttp reads "GET /x" as HTTP/0.9) */
   if (p->http_major != 1) return fail_parse(c, 505, "only HTTP/1.x is served here");
   if (p->http_minor == 1 && c->ps->host_count != 1)
     return fail_parse(c, 400, c->ps->host_count ? "repeated Host header" : "missing Host header");
@@ -755,9 +763,22 @@ static int cb_chunk_header(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
-/* RFC 9112 7.1.1: an extension's value, when there is an "=", is a token or a quoted-string
- * (llhttp checks those), never empty nor a token with a quote in it (llhttp 8.1 takes "3;a="
- * and "3;a=b\"c\"") */
+/* RFC 9112 7.1.1: an extension's name is a token, never empty (llhttp 8.1 takes "3;=a") */
+static int cb_ext_name(llhttp_t *p, const char *at, size_t len) {
+  (void)at;
+  conn_of(p)->ps->ext_name_len += len;
+  return 0;
+}
+
+static int cb_ext_name_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  int empty = !c->ps->ext_name_len;
+  c->ps->ext_name_len = 0;
+  return empty ? fail_parse(c, 400, "empty chunk extension name") : 0;
+}
+
+/* Its value, when there is an "=", is a token or a quoted-string (llhttp checks those), never
+ * empty nor a token with a quote in it (llhttp 8.1 takes "3;a=" and "3;a=b\"c\"") */
 static int cb_ext_value(llhttp_t *p, const char *at, size_t len) {
   rh_http_parse *ps = conn_of(p)->ps;
   if (!len) return 0;
@@ -786,12 +807,15 @@ static void init_settings(void) {
   llhttp_settings_init(&parser_settings);
   parser_settings.on_message_begin = cb_message_begin;
   parser_settings.on_url = cb_url;
+  parser_settings.on_method_complete = cb_method_complete;
   parser_settings.on_header_field = rh_collect_on_field;
   parser_settings.on_header_value = rh_collect_on_value;
   parser_settings.on_header_field_complete = cb_header_field_complete;
   parser_settings.on_headers_complete = cb_headers_complete;
   parser_settings.on_body = cb_body;
   parser_settings.on_chunk_header = cb_chunk_header;
+  parser_settings.on_chunk_extension_name = cb_ext_name;
+  parser_settings.on_chunk_extension_name_complete = cb_ext_name_complete;
   parser_settings.on_chunk_extension_value = cb_ext_value;
   parser_settings.on_chunk_extension_value_complete = cb_ext_value_complete;
   parser_settings.on_message_complete = cb_message_complete;
