@@ -3,8 +3,8 @@
 
 #include <inttypes.h>
 #include <llhttp.h>
-#include <stdio.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -695,10 +695,10 @@ static int cb_headers_complete(llhttp_t *p) {
   rh_http_req *r = c->req;
   if (c->ps->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
   if (c->ps->cl_count && c->ps->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
-  /* RFC 9112 6.3: a request body whose last coding is not chunked has no knowable length */
   if (c->ps->te_count > 1) return fail_parse(c, 400, "repeated Transfer-Encoding");
-  /* chunked is the one coding we decode: any other would cross the hop undecoded (the field
-   * is hop-by-hop). nginx says 501; a smuggling shape gets 400 here, like the rest */
+  /* RFC 9112 6.3: without chunked last a request body has no knowable length; and chunked is
+   * the one coding we decode: any other would cross the hop undecoded (the field is
+   * hop-by-hop). nginx says 501; a smuggling shape gets 400 here, like the rest */
   if (c->ps->te_count && !te_is_chunked(&r->headers))
     return fail_parse(c, 400, "unsupported Transfer-Encoding");
   /* RFC 9112 6.1: HTTP/1.0 has no transfer codings, so its framing is faulty (as nginx says) */
