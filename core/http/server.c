@@ -1312,11 +1312,12 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
   rh_http_conn *c = r->conn;
   if (!c || r->head_sent) return -1;
   rh_buf b = RH_BUF_INIT;
-  rh_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, rh_http_reason(status));
+  /* through head.h like every head that crosses a hop (the proxy hands over an upstream's 101
+   * fields); as in build_head, a field that fails the check is not written */
+  if (rh_head_status_line(&b, status)) rh_head_status_line(&b, 500);
   for (size_t i = 0; h && i < h->n; i++)
-    rh_buf_printf(&b, "%.*s: %.*s\r\n", (int)h->items[i].name_len, h->items[i].name,
-                  (int)h->items[i].value_len, h->items[i].value);
-  rh_buf_puts(&b, "\r\n");
+    rh_head_field(&b, h->items[i].name, h->items[i].name_len, h->items[i].value, h->items[i].value_len);
+  rh_head_end(&b);
   r->status = status;
   r->head_sent = 1;
   r->events = events;
