@@ -24,22 +24,13 @@
  *
  * Input layout: byte 0 = mode bits (see below), bytes 1-2 = split points, the rest = the bytes
  * sent. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <llhttp.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "http/headers.h"
@@ -49,10 +40,10 @@
 
 #define FUZZ_TARGET "fuzz_http_server"
 #include "check.h"
+#include "loopback.h"
 static int known_connect_cl, known_te_http10, known_te_final, known_name_ws,
     known_name_empty;
 
-static uv_loop_t loop;
 static rh_http_server *server;
 static int port;
 
@@ -311,13 +302,7 @@ static void on_abort(rh_http_req *r, void *ud) {
   ev_abort(r, r->ud);
 }
 
-/* ---- the client side ---- */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+/* ---- the client side (loopback.h), with the paused bodies resumed after each loop turn ---- */
 
 static void resume_paused(void) {
   for (req_state *st = states; st; st = st->next) {
@@ -327,73 +312,6 @@ static void resume_paused(void) {
     }
     if (st->tunnel_pending) tunnel(st);
   }
-}
-
-/* One loop iteration without blocking, then the paused bodies go on. */
-static void pump(void) {
-  uv_run(&loop, UV_RUN_NOWAIT);
-  resume_paused();
-}
-
-/* Waits a little for the loop or the client socket, so idle waiting does not spin. */
-static void wait_a_little(int fd) {
-  struct pollfd p[2] = { { uv_backend_fd(&loop), POLLIN, 0 }, { fd, POLLIN, 0 } };
-  int t = uv_backend_timeout(&loop);
-  if (t < 0 || t > 5) t = 5;
-  poll(p, fd >= 0 ? 2 : 1, t);
-}
-
-static int client_connect(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) FAIL("socket: %s", strerror(errno));
-  struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  /* non-blocking from the start: libFuzzer's SIGALRM would interrupt a blocking connect */
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-    if (errno != EINPROGRESS && errno != EINTR) FAIL("connect: %s", strerror(errno));
-    struct pollfd pf = { fd, POLLOUT, 0 };
-    double deadline = now_s() + 8;
-    while (poll(&pf, 1, 100) <= 0)
-      if (now_s() > deadline) FAIL("connect: no connection in 8 s");
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err) FAIL("connect: %s", strerror(err));
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
-}
-
-/* Reads what is there; returns 1 at EOF or reset. */
-static int client_read(int fd, rh_buf *got) {
-  char buf[16384];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n > 0) { rh_buf_append(got, buf, (size_t)n); continue; }
-    if (n == 0) return 1;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    if (errno == EINTR) continue;
-    return 1; /* ECONNRESET: the server closed with input unread */
-  }
-}
-
-/* Sends all of p (pumping the loop while the socket is full). 0, or -1 if the server went away. */
-static int client_send(int fd, const uint8_t *p, size_t n, rh_buf *got, double deadline) {
-  while (n) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w > 0) { p += w; n -= (size_t)w; continue; }
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      pump();
-      if (client_read(fd, got)) return -1;
-      if (now_s() > deadline) FAIL("the server stopped reading a %zu-byte remainder", n);
-      wait_a_little(fd);
-      continue;
-    }
-    return -1;
-  }
-  return 0;
 }
 
 /* ---- checking what came back ---- */
@@ -538,7 +456,7 @@ static void run_exchange(const uint8_t *data, size_t size, const size_t *cuts, i
                          int settle, int check, int srv) {
   double deadline = now_s() + 8;
   seq = seq_ok = tunnel_used = 0;
-  int fd = client_connect();
+  int fd = client_connect(port);
   rh_buf got = RH_BUF_INIT;
   int eof = 0;
   size_t off = 0;
@@ -557,9 +475,7 @@ static void run_exchange(const uint8_t *data, size_t size, const size_t *cuts, i
     eof = client_read(fd, &got);
   }
   if (how == CLOSE_RESET) {
-    struct linger l = { 1, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    close(fd);
+    client_reset(fd);
     fd = -1;
   } else {
     shutdown(fd, SHUT_WR); /* even after the server's EOF: it lingers until ours */
@@ -585,11 +501,7 @@ static void run_exchange(const uint8_t *data, size_t size, const size_t *cuts, i
          now_s() - t0, how == CLOSE_RESET ? "reset" : "half-close", eof, server_conns());
   pump(); /* close callbacks */
   pump();
-  if (fd >= 0) {
-    struct linger l = { 1, 0 }; /* no TIME_WAIT per input */
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    close(fd);
-  }
+  if (fd >= 0) client_reset(fd);
   if (getenv("FUZZ_DUMP")) /* what the server answered, for reading a reproducer */
     fprintf(stderr, "---- server output (%zu bytes) ----\n%.*s\n---- end ----\n", got.len, (int)got.len,
             got.data ? got.data : "");
@@ -607,7 +519,7 @@ static void run_exchange(const uint8_t *data, size_t size, const size_t *cuts, i
 
 static void health_check(void) {
   static const char req[] = "GET /health HTTP/1.1\r\nHost: fuzz\r\n\r\n";
-  int fd = client_connect();
+  int fd = client_connect(port);
   rh_buf got = RH_BUF_INIT;
   double deadline = now_s() + 8;
   pump();
@@ -621,9 +533,7 @@ static void health_check(void) {
   }
   if (got.len < 15 || memcmp(got.data, "HTTP/1.1 200 OK", 15) != 0)
     FAIL("health check: answer %.*s", (int)(got.len < 40 ? got.len : 40), got.data ? got.data : "");
-  struct linger l = { 1, 0 };
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  close(fd);
+  client_reset(fd);
   double d2 = now_s() + 8;
   while (rh_http_server_connections(server) > 0) {
     pump();
@@ -644,6 +554,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   signal(SIGPIPE, SIG_IGN);
+  after_pump = resume_paused;
   strict = !(getenv("FUZZ_STRICT") && *getenv("FUZZ_STRICT") == '0'); /* all fixed: fatal */
   rh_log_set_level(getenv("FUZZ_VERBOSE") ? RH_LOG_DEBUG : RH_LOG_ERROR);
   uv_loop_init(&loop);

@@ -2,32 +2,8 @@
 local helpers = require "helpers"
 local socket = require "socket"
 
-local SCRIPT = [[
-local relay = require "relay"
-local app = relay.new { name = "hostile" }
-local sent = relay.shared("sent")
-app:get("/hello", function(_, res) res:send(200, "hello") end)
--- a large streamed answer; how far it got is kept for the spec to read
-app:get("/big/:mb", function(req, res)
-  local chunk = string.rep("x", 64 * 1024)
-  res:start(200, { ["content-type"] = "application/octet-stream" })
-  for i = 1, tonumber(req.params.mb) * 16 do
-    local ok = res:write(chunk)
-    if not ok then sent:set("stopped_at", i); return end
-  end
-  res:finish()
-  sent:set("finished", 1)
-end)
-app:get("/sent", function(_, res) res:json(200, { stopped_at = sent:get("stopped_at"), finished = sent:get("finished") }) end)
-return app
-]]
 
-local function rss_kb(pid)
-  local f = io.open("/proc/" .. pid .. "/status")
-  local kb = f and tonumber(f:read("*a"):match("VmRSS:%s*(%d+)"))
-  if f then f:close() end
-  return kb
-end
+local rss_kb = helpers.rss_kb
 
 -- Seconds one request on a fresh connection takes.
 local function timed_get(host, path)
@@ -39,9 +15,8 @@ end
 describe("hostile clients", function()
   local dir, script
   setup(function()
+    script = require("hostile_support").script_file()
     dir = helpers.tmpdir()
-    script = dir .. "/hostile.lua"
-    helpers.write_file(script, SCRIPT)
   end)
 
   it("a client that stops reading a large response is closed after --send-timeout; others go on", function()
@@ -83,6 +58,35 @@ describe("hostile clients", function()
     assert.is_true(got > 8 * 1024 * 1024, "received " .. got)
     assert.equal(1, require("cjson").decode(host:get("/sent").body).finished)
     slow:close()
+    assert.equal(0, host:stop())
+  end)
+
+  it("an HTTP/1.0 client's Expect: 100-continue is ignored: no 100 Continue, the body is read", function()
+    local host = helpers.start(script)
+    for _, v in ipairs({ "1.0", "1.1" }) do
+      local c = host:client(2)
+      c:send(("POST /echo HTTP/%s\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"):format(v))
+      c.sock:settimeout(0.5)
+      local early = c.sock:receive("*l") -- RFC 9110 10.1.1: never to HTTP/1.0; 1.1 gets it
+      if v == "1.0" then assert.is_nil(early) else assert.equal("HTTP/1.1 100 Continue", early); c.sock:receive("*l") end
+      c.sock:settimeout(2)
+      c:send("abc")
+      local res = assert(c:read_response())
+      assert.equal(200, res.status)
+      assert.equal("abc", res.body)
+      c:close()
+    end
+    assert.equal(0, host:stop())
+  end)
+
+  it("a chunk declaring more than the route's body limit gets 413 at its size line, before its data", function()
+    local host = helpers.start(script)
+    local c = host:client(2)
+    -- 1 MiB + 1 against the default 1 MiB limit; none of the data is sent
+    c:send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100001\r\n")
+    local res = assert(c:read_response())
+    assert.equal(413, res.status)
+    c:close()
     assert.equal(0, host:stop())
   end)
 

@@ -3,9 +3,11 @@
 
 #include <inttypes.h>
 #include <llhttp.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,9 +48,13 @@ struct rh_http_server {
 typedef struct {
   rh_collect parser;           /* collects into the current request's headers */
   rh_buf in;                   /* read but not yet parsed */
-  /* head scan: our own check of line endings, before llhttp sees the bytes */
-  int in_head, prev_cr;
-  size_t head_bytes, line_len, lines;
+  rh_headers trailers;         /* a chunked body's trailer fields: checked, then dropped */
+  /* head scan: our own check of line endings, before llhttp sees the bytes; it runs over a
+   * request's head and over its trailer section (in_trailers) */
+  int in_head, prev_cr, in_trailers, trailers_next;
+  size_t head_bytes, line_len, lines, spaces;
+  size_t ext_name_len, ext_value_len; /* the current chunk extension's, so far */
+  int ext_quoted, ext_value_bad; /* it is a quoted-string; it is neither that nor a token */
   size_t cl_count, host_count, te_count;
   int reject_status;           /* set by a callback that fails the parse */
   const char *reject_reason;
@@ -229,14 +235,17 @@ static void server_unref(rh_http_server *s) {
   if (--s->open_handles == 0) free(s);
 }
 
+static void free_ps(rh_http_parse *ps) {
+  rh_buf_free(&ps->in);
+  rh_headers_free(&ps->trailers);
+  free(ps);
+}
+
 static void after_close(uv_handle_t *h) {
   rh_http_conn *c = h->data;
   rh_http_server *s = c->srv;
   if (c->tls) rh_tls_free(c->tls);
-  if (c->ps) {
-    rh_buf_free(&c->ps->in);
-    free(c->ps);
-  }
+  if (c->ps) free_ps(c->ps);
   free(c);
   server_unref(s); /* a closing connection holds the server: its cancelled writes read c->srv */
 }
@@ -502,15 +511,17 @@ void rh_http_reject(rh_http_req *r, int status, const char *reason) {
   if (r->conn && r->conn->req == r) reject(r->conn, status, reason);
 }
 
-/* Our own pass over head bytes: llhttp 8.1 accepts bare LF and obs-fold, which are request
- * smuggling shapes, and the 431 limit is simplest to count here. Returns how many bytes
- * belong to the head (all of n if it does not end here), or -1 after rejecting. */
+/* Our own pass over the bytes of a head and of a trailer section: the one check of their line
+ * endings (llhttp 8.1 accepts bare LF and obs-fold even in strict mode, both request smuggling
+ * shapes; bare CR is refused here too, before llhttp sees it), and the 431 limit, simplest to
+ * count here. Returns how many bytes belong to the head (all of n if it does not end here), or
+ * -1 after rejecting. */
 static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
   size_t max = c->srv->lim.max_head;
   for (size_t i = 0; i < n; i++) {
     char ch = p[i];
     if (++c->ps->head_bytes > max) {
-      reject(c, 431, "request head too large");
+      reject(c, 431, c->ps->in_trailers ? "request trailers too large" : "request head too large");
       return -1;
     }
     if (ch == '\n') {
@@ -521,6 +532,8 @@ static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
         c->ps->in_head = 0;
         return (ssize_t)(i + 1);
       }
+      /* llhttp takes "GET  / HTTP/1.1": the request line is method SP target SP version */
+      if (c->ps->lines == 0 && c->ps->spaces != 2) { reject(c, 400, "malformed request line"); return -1; }
       c->ps->lines++;
       c->ps->line_len = 0;
       continue;
@@ -532,6 +545,7 @@ static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
       return -1;
     }
     c->ps->line_len++;
+    c->ps->spaces += ch == ' ';
   }
   return (ssize_t)n;
 }
@@ -551,16 +565,30 @@ static rh_http_parse *ensure_ps(rh_http_conn *c) {
 /* Between requests with nothing pending, the parse state goes (a fresh parser is equivalent). */
 static void release_ps(rh_http_conn *c) {
   if (!c->ps || c->ps->in.len || c->req || c->tunnel) return;
-  rh_buf_free(&c->ps->in);
-  free(c->ps);
+  free_ps(c->ps);
   c->ps = NULL;
 }
 
 static void reset_head_scan(rh_http_conn *c) {
   c->ps->in_head = 1;
-  c->ps->prev_cr = 0;
-  c->ps->head_bytes = c->ps->line_len = c->ps->lines = 0;
+  c->ps->prev_cr = c->ps->in_trailers = c->ps->trailers_next = 0;
+  c->ps->head_bytes = c->ps->line_len = c->ps->lines = c->ps->spaces = 0;
   c->ps->cl_count = c->ps->host_count = c->ps->te_count = 0;
+  rh_headers_clear(&c->ps->trailers);
+}
+
+/* The last chunk is in: what follows up to an empty line is the trailer section, scanned like
+ * a head (its own 431 budget) and collected aside, so no field arrives in the request's
+ * headers after the handler has seen them. The scan starts where the head's left off after a
+ * request line: the first empty line ends it. */
+static void start_trailer_scan(rh_http_conn *c) {
+  rh_http_parse *ps = c->ps;
+  ps->trailers_next = 0;
+  ps->in_head = ps->in_trailers = 1;
+  ps->prev_cr = 0;
+  ps->head_bytes = ps->line_len = 0;
+  ps->lines = 1;
+  rh_collect_into(&ps->parser, &ps->trailers);
 }
 
 /* ---- llhttp callbacks: collect, and pause where the upper layer must act ---- */
@@ -590,9 +618,13 @@ static int fail_parse(rh_http_conn *c, int status, const char *reason);
 static int cb_header_field_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_collect_on_field_complete(p); /* a value follows, even an empty one */
-  rh_header *f = &c->req->headers.items[c->req->headers.n - 1];
+  rh_headers *into = c->ps->parser.into; /* the request's headers, or its trailers */
+  rh_header *f = &into->items[into->n - 1];
   /* llhttp 8.1 lets an empty name and spaces through */
   if (!rh_http_is_token(f->name, f->name_len)) return fail_parse(c, 400, "invalid header name");
+  /* RFC 9110 6.5.1: framing is the head's alone (llhttp would re-read these in a trailer) */
+  if (c->ps->in_trailers && (rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding")))
+    return fail_parse(c, 400, "framing field in trailers");
   c->ps->cl_count += rh_header_name_eq(f, "content-length");
   c->ps->host_count += rh_header_name_eq(f, "host");
   c->ps->te_count += rh_header_name_eq(f, "transfer-encoding");
@@ -624,15 +656,60 @@ static void split_target(rh_http_req *r) {
   r->query_len = q ? (size_t)(end - q - 1) : 0;
 }
 
+/* Transfer-Encoding is exactly "chunked" (the caller has checked there is one field). */
+static int te_is_chunked(const rh_headers *h) {
+  const rh_header *f = rh_headers_find(h, "transfer-encoding", NULL);
+  const char *v = f->value, *e = v + f->value_len;
+  while (v < e && (*v == ' ' || *v == '\t')) v++;
+  while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
+  return e - v == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
+/* RFC 3986 authority bytes: unreserved, sub-delims, ':', '@', '[', ']' and '%'. */
+static int authority_ok(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && !strchr("-._~!$&'()*+,;=:@[]%", s[i])) return 0;
+  return n > 0;
+}
+
+/* origin-form or "*" (head.h's rule, which the proxy writes by), or absolute-form with an http(s)
+ * scheme: "http://authority", alone or followed by an origin-form path. No fragment. */
+static int target_ok(const char *t, size_t n) {
+  if (rh_http_is_target(t, n)) return 1;
+  size_t k = n >= 7 && strncasecmp(t, "http://", 7) == 0 ? 7 : n >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8 : 0;
+  if (!k) return 0;
+  const char *slash = memchr(t + k, '/', n - k);
+  size_t a = slash ? (size_t)(slash - t) : n;
+  return authority_ok(t + k, a - k) && (a == n || rh_http_is_target(t + a, n - a));
+}
+
+/* At the method, not the head's end: llhttp reads on after "PRI * HTTP/2.0" for the rest of the
+ * HTTP/2 preface. */
+static int cb_method_complete(llhttp_t *p) {
+  if (p->method == HTTP_PRI) return fail_parse(conn_of(p), 505, "only HTTP/1.x is served here");
+  return 0;
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
   if (c->ps->cl_count > 1) return fail_parse(c, 400, "repeated Content-Length");
   if (c->ps->cl_count && c->ps->te_count) return fail_parse(c, 400, "Content-Length with Transfer-Encoding");
-  /* RFC 9112 6.3: a request body whose last coding is not chunked has no knowable length */
-  if (c->ps->te_count && !(p->flags & F_CHUNKED))
-    return fail_parse(c, 400, "Transfer-Encoding without chunked last");
+  if (c->ps->te_count > 1) return fail_parse(c, 400, "repeated Transfer-Encoding");
+  /* RFC 9112 6.3: without chunked last a request body has no knowable length; and chunked is
+   * the one coding we decode: any other would cross the hop undecoded (the field is
+   * hop-by-hop). nginx says 501; a smuggling shape gets 400 here, like the rest */
+  if (c->ps->te_count && !te_is_chunked(&r->headers))
+    return fail_parse(c, 400, "unsupported Transfer-Encoding");
+  /* RFC 9112 6.1: HTTP/1.0 has no transfer codings, so its framing is faulty (as nginx says) */
+  if (c->ps->te_count && p->http_major == 1 && p->http_minor == 0)
+    return fail_parse(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
+  /* UINT64_MAX means "no length" to the layers above (req->content_length): a length past
+   * 2^63-1, which no body reaches, is refused as nginx does, so none can be mistaken for it */
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > INT64_MAX)
+    return fail_parse(c, 400, "Content-Length out of range");
   if (p->method == HTTP_CONNECT) return fail_parse(c, 501, "CONNECT is not served here");
+  /* HTTP/2 and later, and no version at all (llhttp reads "GET /x" as HTTP/0.9) */
   if (p->http_major != 1) return fail_parse(c, 505, "only HTTP/1.x is served here");
   if (p->http_minor == 1 && c->ps->host_count != 1)
     return fail_parse(c, 400, c->ps->host_count ? "repeated Host header" : "missing Host header");
@@ -641,8 +718,10 @@ static int cb_headers_complete(llhttp_t *p) {
   r->keep_alive = llhttp_should_keep_alive(p);
   r->is_head = p->method == HTTP_HEAD;
   if (p->flags & F_CONTENT_LENGTH) r->content_length = p->content_length;
-  r->expect_continue = rh_headers_has_token(&r->headers, "expect", "100-continue");
+  /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored (it sends the body anyway) */
+  r->expect_continue = r->http_minor >= 1 && rh_headers_has_token(&r->headers, "expect", "100-continue");
   split_target(r);
+  if (!target_ok(r->target, r->target_len)) return fail_parse(c, 400, "invalid request target");
   if (c->srv->lim.trusted_proxies) {
     const rh_header *xff = rh_headers_find(&r->headers, "x-forwarded-for", NULL);
     rh_client_address(c->srv->lim.trusted_proxies, r->socket_peer, xff ? xff->value : NULL,
@@ -669,6 +748,54 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* A chunk's declared size is checked before its data comes: the same range as Content-Length,
+ * and the body so far plus this chunk within the request's limit (413 before the bytes are
+ * read or streamed on, as nginx does). The last chunk starts the trailer scan. */
+static int cb_chunk_header(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  rh_http_req *r = c->req;
+  uint64_t size = p->content_length;
+  if (size > INT64_MAX) return fail_parse(c, 400, "chunk size out of range");
+  if (r->body_received > r->max_body || size > r->max_body - r->body_received)
+    return fail_parse(c, 413, "request body over the limit");
+  if (size > 0) return 0;
+  c->ps->trailers_next = 1;
+  return HPE_PAUSED;
+}
+
+/* RFC 9112 7.1.1: an extension's name is a token, never empty (llhttp 8.1 takes "3;=a") */
+static int cb_ext_name(llhttp_t *p, const char *at, size_t len) {
+  (void)at;
+  conn_of(p)->ps->ext_name_len += len;
+  return 0;
+}
+
+static int cb_ext_name_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  int empty = !c->ps->ext_name_len;
+  c->ps->ext_name_len = 0;
+  return empty ? fail_parse(c, 400, "empty chunk extension name") : 0;
+}
+
+/* Its value, when there is an "=", is a token or a quoted-string (llhttp checks those), never
+ * empty nor a token with a quote in it (llhttp 8.1 takes "3;a=" and "3;a=b\"c\"") */
+static int cb_ext_value(llhttp_t *p, const char *at, size_t len) {
+  rh_http_parse *ps = conn_of(p)->ps;
+  if (!len) return 0;
+  if (!ps->ext_value_len) ps->ext_quoted = at[0] == '"';
+  if (!ps->ext_quoted && !rh_http_is_token(at, len)) ps->ext_value_bad = 1;
+  ps->ext_value_len += len;
+  return 0;
+}
+
+static int cb_ext_value_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  int bad = !c->ps->ext_value_len || c->ps->ext_value_bad;
+  c->ps->ext_value_len = 0;
+  c->ps->ext_quoted = c->ps->ext_value_bad = 0;
+  return bad ? fail_parse(c, 400, "invalid chunk extension value") : 0;
+}
+
 static int cb_message_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   c->req->body_done = 1;
@@ -680,11 +807,17 @@ static void init_settings(void) {
   llhttp_settings_init(&parser_settings);
   parser_settings.on_message_begin = cb_message_begin;
   parser_settings.on_url = cb_url;
+  parser_settings.on_method_complete = cb_method_complete;
   parser_settings.on_header_field = rh_collect_on_field;
   parser_settings.on_header_value = rh_collect_on_value;
   parser_settings.on_header_field_complete = cb_header_field_complete;
   parser_settings.on_headers_complete = cb_headers_complete;
   parser_settings.on_body = cb_body;
+  parser_settings.on_chunk_header = cb_chunk_header;
+  parser_settings.on_chunk_extension_name = cb_ext_name;
+  parser_settings.on_chunk_extension_name_complete = cb_ext_name_complete;
+  parser_settings.on_chunk_extension_value = cb_ext_value;
+  parser_settings.on_chunk_extension_value_complete = cb_ext_value_complete;
   parser_settings.on_message_complete = cb_message_complete;
 }
 
@@ -721,13 +854,15 @@ static void parse_available(rh_http_conn *c) {
       ssize_t h = scan_head(c, data, n);
       if (h < 0) break;
       chunk = (size_t)h;
-      if (first && c->ps->head_bytes > 0 && c->ps->in_head) set_timer(c, TIMER_HEAD);
+      /* a trailer section stays under the body timeout */
+      if (first && c->ps->head_bytes > 0 && c->ps->in_head && !c->ps->in_trailers) set_timer(c, TIMER_HEAD);
     }
     llhttp_errno_t err = llhttp_execute(&c->ps->parser.llhttp, data, chunk);
     size_t used = err == HPE_OK ? chunk : (size_t)(llhttp_get_error_pos(&c->ps->parser.llhttp) - data);
     off += used;
     if (err == HPE_PAUSED) {
       llhttp_resume(&c->ps->parser.llhttp);
+      if (c->ps->trailers_next) start_trailer_scan(c);
       if (c->head_ready) {
         /* consumed before the handler runs: a tunnel it opens gets only what follows the head */
         rh_buf_consume(&c->ps->in, off);
@@ -1177,11 +1312,12 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
   rh_http_conn *c = r->conn;
   if (!c || r->head_sent) return -1;
   rh_buf b = RH_BUF_INIT;
-  rh_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, rh_http_reason(status));
+  /* through head.h like every head that crosses a hop (the proxy hands over an upstream's 101
+   * fields); as in build_head, a field that fails the check is not written */
+  if (rh_head_status_line(&b, status)) rh_head_status_line(&b, 500);
   for (size_t i = 0; h && i < h->n; i++)
-    rh_buf_printf(&b, "%.*s: %.*s\r\n", (int)h->items[i].name_len, h->items[i].name,
-                  (int)h->items[i].value_len, h->items[i].value);
-  rh_buf_puts(&b, "\r\n");
+    rh_head_field(&b, h->items[i].name, h->items[i].name_len, h->items[i].value, h->items[i].value_len);
+  rh_head_end(&b);
   r->status = status;
   r->head_sent = 1;
   r->events = events;
