@@ -119,8 +119,8 @@ local classes = {
     { "8-bit byte inside the target", "GET /api/{id}\195\169 HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "CONNECT", "CONNECT x:443 HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 501, origin = 0 },
   },
-  -- Where the request goes: the mount's boundary. (Encoded forms, %2e%2e, %2f, %5c, are
-  -- added here as rows when the proxy's path rule lands.)
+  -- Where the request goes: the mount's boundary, in every spelling of a dot-segment
+  -- (core/net/path.c: normalised, then refused if it still climbs or hides behind %2f/%5c/\).
   paths = {
     { "under the mount", "GET /api/{id}/x HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 200, origin = 1 },
     { "dot-dot climbing above the mount", "GET /api/../{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
@@ -132,6 +132,15 @@ local classes = {
     { "absolute-form without a path", "GET http://x HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 404, origin = 0 },
     { "target without a slash", "GET api/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "asterisk-form", "OPTIONS * HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 404, origin = 0 },
+    { "encoded dot-dot above the mount", "GET /api/%2e%2e/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
+    { "upper-case encoded dot-dot", "GET /api/%2E%2E/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
+    { "half-encoded dot-dot", "GET /api/.%2e/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
+    { "dot-dot behind an encoded slash", "GET /api/..%2f{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
+    { "dot-dot behind an encoded backslash", "GET /api/a/%2e%2e%5c{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
+    { "dot-dot behind a backslash", "GET /api/a/..\\{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
+    { "encoded dot-dot inside the mount", "GET /api/a/%2e%2e/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 200, origin = 1 },
+    { "dot-dot inside the mount", "GET /api/a/../{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 200, origin = 1 },
+    { "encoded slash in the mount's name", "GET /api%2f{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 404, origin = 0 },
   },
 }
 
