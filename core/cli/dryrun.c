@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,14 +15,26 @@
 #include "cli/clock.h"
 #include "log/log.h"
 
-/* The child lets go of everything the host holds: a listener or connection kept open here
- * would hold a client's FIN back, and a signal handler of the host's would wake its loop. */
+/* Closes every socket from fd 4 up: a listener or connection kept open here would hold a
+ * client's FIN back. Other descriptors stay: the loop's own (epoll, eventfd, signal pipe), which
+ * the rehearsal replaces with uv_loop_fork, are not the host's once replaced, and closing them
+ * under libuv would make it abort when the script's load wakes the loop (a resolve, a Redis
+ * connect). */
+static void close_sockets(void) {
+  long max = sysconf(_SC_OPEN_MAX);
+  struct stat st;
+  for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) close(fd);
+}
+
+/* The child lets go of everything the host holds: its sockets, and its signal handlers, which
+ * would wake the host's loop. */
 static void detach(int out) {
   if (out != 3) {
     dup3(out, 3, O_CLOEXEC);
     close(out);
   }
-  close_range(4, ~0U, 0);
+  close_sockets();
   static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR2, SIGCHLD, SIGPIPE };
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
   sigset_t none;

@@ -151,6 +151,7 @@ static double reload_deadline(void) {
  * generation is not freed: the child ends with _exit, and freeing would run the host's loop. */
 static int rehearse(char **out, void *ud) {
   (void)ud;
+  uv_loop_fork(rh_loop()); /* its kernel state is the host's: a load that wakes it must not */
   char before[65], after[65];
   rh_host_settings s;
   if (rh_file_hash(H.script, before) < 0) {
