@@ -81,7 +81,7 @@ void rh_pid_file_remove(const char *path) {
 /* One outcome line, "SEQ ok" or "SEQ failed MESSAGE", written whole (tmp + rename). */
 static void outcome_write(const char *path, unsigned seq, const char *err) {
   char tmp[1200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
   FILE *f = fopen(tmp, "w");
   if (!f) return;
   if (err) {
