@@ -261,7 +261,7 @@ describe("git tunnel client against a hostile relay-server", function()
   end)
 end)
 
-describe("git tunnel --allow-hosts with --base-url=http:/", function()
+describe("git tunnel targets through a real server and client (--allow-hosts, queries)", function()
   local dir, origin, other, server
 
   setup(function()
@@ -299,6 +299,14 @@ describe("git tunnel --allow-hosts with --base-url=http:/", function()
     helpers.sleep(0.7)
     assert.matches("GET /base/plain HTTP/1.1\r\n", origin.log())
     assert.matches("GET /base/withq%?a=1 HTTP/1.1\r\n", origin.log())
+    c:stop()
+  end)
+
+  it("relays a query-only target to base-url's root with its query (base-url without a path)", function()
+    local c = env.start_ready_client(server.port, "rootq", ("http://127.0.0.1:%d"):format(other.port))
+    assert.equal(200, server:get("/v1/relay/rootq?only=1").status)
+    helpers.sleep(0.7)
+    assert.matches("GET /%?only=1 HTTP/1.1\r\n", other.log())
     c:stop()
   end)
 end)
