@@ -123,6 +123,28 @@ describe("git tunnel server against a hostile relay-client", function()
     assert.matches("\r\n5\r\n0\r\n\r\n\r\n0\r\n\r\n$", got) -- the client's bytes are data, framed by us
   end)
 
+  it("closes a tunnel whose client leaves more than its bound unread, with a log line and a metric", function()
+    local s = env.start_server()
+    local p = assert(peer.register(s.port, "tok-1", "deaf"))
+    local dir = helpers.tmpdir()
+    -- every push fills its stream's window at the client, which never reads and resets the
+    -- stream: what the windows sent stays queued, and the tunnel's bound is reached
+    for i = 1, 12 do
+      os.execute(("head -c 8388608 /dev/zero | curl -s -o /dev/null -m 20 -X POST --data-binary @- " ..
+                  "http://127.0.0.1:%d/v1/relay/deaf/x > /dev/null 2>&1 &"):format(s.port))
+      helpers.sleep(0.4)
+      p:send_frame(peer.u32_frame(peer.RESET, i, 1, "not reading"))
+      if s:log():find('"event":"tunnel_over_bound"', 1, true) then break end
+    end
+    helpers.wait_until(function() return s:log():find('"event":"relay_client_gone"', 1, true) end, 5,
+                       "the tunnel to be closed")
+    assert.matches('"event":"tunnel_over_bound"[^\n]*"queued":%d+', s:log())
+    assert.matches('"event":"relay_client_gone"[^\n]*1008 peer is not reading', s:log())
+    assert.matches('relayhost_tunnel_closed_total{reason="over_bound"} 1', s:get("/metrics").body)
+    p:close()
+    s:stop()
+  end)
+
   it("holds memory when a client grants itself credit and never reads, or floods PINGs (+32 MB)", function()
     local s = env.start_server()
     local p = assert(peer.register(s.port, "tok-1", "sink"))
