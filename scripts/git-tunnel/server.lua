@@ -171,7 +171,10 @@ local function relay_request(req, res)
     end
     if status then
       m_relayed:inc(1, { err and "failed" or (c.forwarded and "forwarded" or "ok") })
-      if err then relay.log.warn("relay_failed", { client_key = key, client_id = c.client_id, status = status, error = err }) end
+      if err then -- the git user going away is theirs to know; anything else is the relay's
+        local log = err:match("^client ") and relay.log.info or relay.log.warn
+        log("relay_failed", { client_key = key, client_id = c.client_id, status = status, error = err })
+      end
       return
     end
     tried[c] = true -- the tunnel closed under us before the request went out: try another
