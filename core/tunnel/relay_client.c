@@ -96,43 +96,55 @@ static int host_allowed(const rh_texec_conf *c, const url_parts *u) {
 /* The original's --base-url=http:/ : the relayed path's first segment is the host. */
 static int is_quirk(const char *base) { return !strcasecmp(base, "http:/") || !strcasecmp(base, "https:/"); }
 
+/* With the quirk: u gets the host the target's first segment names, *rest what follows it. NULL,
+ * or why not (*status 403 for a host not allowed). The message lives until the next call. */
+static const char *quirk_authority(const rh_texec_conf *c, const char *target, size_t pl, url_parts *u,
+                                   const char **rest, int *status) {
+  static char msg[400];
+  size_t bl = strlen(c->base_url);
+  char *url = malloc(bl + pl + 1);
+  if (!url) abort();
+  memcpy(url, c->base_url, bl);
+  memcpy(url + bl, target, pl);
+  url[bl + pl] = 0;
+  const char *why = parse_url(url, u);
+  free(url);
+  u->path = NULL; /* it pointed into url */
+  if (why) return why;
+  *rest = target + u->path_off - bl;
+  if (u->userinfo) return "userinfo in the relayed target";
+  if (host_allowed(c, u)) return NULL;
+  *status = 403;
+  snprintf(msg, sizeof msg, "host %s:%d is not in --allow-hosts", u->host, u->port);
+  return msg;
+}
+
+/* Without it: u gets base-url's host, out its path without a trailing '/' ("/" when the target
+ * has no path to add and base-url none either). */
+static const char *base_path(const rh_texec_conf *c, size_t pl, url_parts *u, rh_buf *out) {
+  const char *why = parse_url(c->base_url, u);
+  if (why) return why;
+  size_t bl = strcspn(u->path, "?#");
+  while (bl && u->path[bl - 1] == '/') bl--;
+  rh_buf_append(out, u->path, bl);
+  if (!pl && !bl) rh_buf_append(out, "/", 1);
+  return NULL;
+}
+
 /* Where a relayed target goes: u gets the scheme, host and port (base-url's, or with the quirk an
  * allowed host of the target's), out the origin-form target: base-url's path and the target's
- * path with its dot-segments resolved and confined under it, then the target's query. NULL, or
- * why not (*status: 400 or 403). */
+ * path with its dot-segments resolved and confined under it, then the target's query. Never a
+ * concatenated URL: nothing in the target ('@host', ':port') can move it. NULL, or why not
+ * (*status: 400 or 403). */
 static const char *upstream_target(const rh_texec_conf *c, const char *target, url_parts *u, rh_buf *out,
                                    int *status) {
-  static char msg[400];
   *status = 400;
   size_t pl = strcspn(target, "?");
-  const char *query = target[pl] ? target + pl + 1 : "";
+  const char *query = target[pl] ? target + pl + 1 : "", *rest = target;
   if (pl && target[0] != '/') return "the relayed target must start with '/' or '?'";
-  const char *why, *rest = target;
   int quirk = is_quirk(c->base_url);
-  if (quirk) {
-    size_t bl = strlen(c->base_url);
-    char *url = malloc(bl + pl + 1);
-    if (!url) abort();
-    memcpy(url, c->base_url, bl);
-    memcpy(url + bl, target, pl);
-    url[bl + pl] = 0;
-    why = parse_url(url, u);
-    free(url);
-    rest = target + (why ? 0 : u->path_off - bl); /* what follows the authority */
-    if (why) return why;
-    if (u->userinfo) return "userinfo in the relayed target";
-    if (!host_allowed(c, u)) {
-      *status = 403;
-      snprintf(msg, sizeof msg, "host %s:%d is not in --allow-hosts", u->host, u->port);
-      return msg;
-    }
-  } else {
-    if ((why = parse_url(c->base_url, u))) return why;
-    size_t bl = strcspn(u->path, "?#");
-    while (bl && u->path[bl - 1] == '/') bl--;
-    rh_buf_append(out, u->path, bl);
-    if (!pl && !bl) rh_buf_append(out, "/", 1); /* the base path itself */
-  }
+  const char *why = quirk ? quirk_authority(c, target, pl, u, &rest, status) : base_path(c, pl, u, out);
+  if (why) return why;
   size_t rl = (size_t)(target + pl - rest);
   if ((quirk || rl) && (why = rh_path_normalize(rest, rl, out))) return why;
   if (*query) {
