@@ -97,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int is_server = !(mode & 1);
   failed = 0, got = 0, nopened = 0;
   uv_loop_t *loop = uv_default_loop();
-  rh_tun_transport tr = { tr_send, tr_open, tr_fail, NULL, NULL };
+  rh_tun_transport tr = { tr_send, tr_open, tr_fail, NULL, NULL, NULL };
   rh_tun *t = rh_tun_new(loop, is_server, &tr, NULL);
   mine = NULL;
   if (is_server) {

@@ -105,6 +105,13 @@ static void tr_ping(void *ud) {
   if (t->ws) rh_lua_ws_send(t->ws, RH_WS_PING, "hb", 2);
 }
 
+/* What the peer has not read yet: the tunnel's bound (0 on the client's side, where the session
+ * does not count it; the server bounds what it sends there by its credit). */
+static size_t tr_queued(void *ud) {
+  tunnel *t = ud;
+  return t->ws ? rh_lua_ws_queued(t->ws) : 0;
+}
+
 /* ---- relay.tunnel.attach(ws, opts) ---- */
 
 static double opt_num(lua_State *L, int idx, const char *name) {
@@ -159,7 +166,7 @@ static int l_attach(lua_State *L) {
   t->is_server = is_server;
   if (!is_server) client_opts(L, 2, t);
   rh_tun_opts o = { opt_num(L, 2, "ping_interval"), opt_num(L, 2, "stall_timeout"), opt_num(L, 2, "head_timeout") };
-  rh_tun_transport tr = { tr_send, tr_open, tr_fail, tr_ping, t };
+  rh_tun_transport tr = { tr_send, tr_open, tr_fail, tr_ping, t, tr_queued };
   t->ws = ws;
   t->tun = rh_tun_new(rh_loop(), is_server, &tr, &o);
   rh_lua_ws_consume(ws, &sink, t);

@@ -1,10 +1,14 @@
 /* relay_client: a stream the server opened, executed against the base URL. See relay.h. */
 #include <llhttp.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "http/collect.h"
+#include "http/head.h"
+#include "net/path.h"
 #include "http/server.h"
 #include "proxy/upconn.h"
 #include "tls/tls.h"
@@ -13,9 +17,10 @@
 #define HIGH_WATER (256u * 1024) /* upstream write queue over this: hold the stream's credit */
 
 typedef struct {
-  int tls, port;
+  int tls, port, userinfo;
   char host[256];
-  const char *path;          /* into the url */
+  const char *path;          /* into the url: path, query and fragment */
+  size_t path_off;           /* where path starts in the url */
 } url_parts;
 
 typedef struct {
@@ -26,6 +31,7 @@ typedef struct {
   rh_headers resp;
   rh_buf out;                /* request bytes waiting for the connection */
   size_t unacked;            /* request body bytes not yet acknowledged */
+  uint64_t left;             /* request body bytes still to come (UINT64_MAX: chunked) */
   int chunked, is_head, head_sent, done;
 } exec;
 
@@ -36,8 +42,9 @@ static const char *parse_url(const char *url, url_parts *u) {
   u->tls = strncasecmp(url, "https://", 8) == 0;
   if (!u->tls && strncasecmp(url, "http://", 7) != 0) return "the URL must start with http:// or https://";
   const char *a = url + (u->tls ? 8 : 7), *end = a + strcspn(a, "/?#");
+  u->userinfo = 0;
   for (const char *at = a; at < end; at++)
-    if (*at == '@') a = at + 1; /* userinfo is not the host */
+    if (*at == '@') a = at + 1, u->userinfo = 1; /* userinfo is not the host */
   const char *colon = NULL;
   if (*a == '[') {
     const char *rb = memchr(a, ']', (size_t)(end - a));
@@ -59,16 +66,92 @@ static const char *parse_url(const char *url, url_parts *u) {
     if (pe != end || p <= 0 || p > 65535) return "bad port in the URL";
     u->port = (int)p;
   }
-  u->path = *end ? end : "/";
+  u->path = end;
+  u->path_off = (size_t)(end - url);
   return NULL;
 }
 
-static int host_allowed(const rh_texec_conf *c, const char *host) {
-  url_parts base;
-  if (!parse_url(c->base_url, &base) && strcasecmp(base.host, host) == 0) return 1;
+/* An --allow-hosts entry: "host" (the scheme's default port only), "host:port" or "host:*";
+ * an IPv6 host in brackets. */
+static int entry_allows(const char *entry, const url_parts *u) {
+  const char *colon = entry[0] == '[' ? strstr(entry, "]:") : strrchr(entry, ':');
+  if (colon && entry[0] == '[') colon++;
+  size_t hl = colon ? (size_t)(colon - entry) : strlen(entry);
+  const char *h = entry;
+  if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
+  if (strlen(u->host) != hl || strncasecmp(h, u->host, hl) != 0) return 0;
+  if (!colon) return u->port == (u->tls ? 443 : 80);
+  if (strcmp(colon + 1, "*") == 0) return 1;
+  char *pe;
+  long port = strtol(colon + 1, &pe, 10);
+  return !*pe && port == u->port;
+}
+
+static int host_allowed(const rh_texec_conf *c, const url_parts *u) {
   for (size_t i = 0; i < c->nallow; i++)
-    if (strcasecmp(c->allow_hosts[i], host) == 0) return 1;
+    if (entry_allows(c->allow_hosts[i], u)) return 1;
   return 0;
+}
+
+/* The original's --base-url=http:/ : the relayed path's first segment is the host. */
+static int is_quirk(const char *base) { return !strcasecmp(base, "http:/") || !strcasecmp(base, "https:/"); }
+
+/* With the quirk: u gets the host the target's first segment names, *rest what follows it. NULL,
+ * or why not (*status 403 for a host not allowed). The message lives until the next call. */
+static const char *quirk_authority(const rh_texec_conf *c, const char *target, size_t pl, url_parts *u,
+                                   const char **rest, int *status) {
+  static char msg[400];
+  size_t bl = strlen(c->base_url);
+  char *url = malloc(bl + pl + 1);
+  if (!url) abort();
+  memcpy(url, c->base_url, bl);
+  memcpy(url + bl, target, pl);
+  url[bl + pl] = 0;
+  const char *why = parse_url(url, u);
+  free(url);
+  u->path = NULL; /* it pointed into url */
+  if (why) return why;
+  *rest = target + u->path_off - bl;
+  if (u->userinfo) return "userinfo in the relayed target";
+  if (host_allowed(c, u)) return NULL;
+  *status = 403;
+  snprintf(msg, sizeof msg, "host %s:%d is not in --allow-hosts", u->host, u->port);
+  return msg;
+}
+
+/* Without it: u gets base-url's host, out its path without a trailing '/' ("/" when the target
+ * has no path to add and base-url none either). */
+static const char *base_path(const rh_texec_conf *c, size_t pl, url_parts *u, rh_buf *out) {
+  const char *why = parse_url(c->base_url, u);
+  if (why) return why;
+  size_t bl = strcspn(u->path, "?#");
+  while (bl && u->path[bl - 1] == '/') bl--;
+  rh_buf_append(out, u->path, bl);
+  if (!pl && !bl) rh_buf_append(out, "/", 1);
+  return NULL;
+}
+
+/* Where a relayed target goes: u gets the scheme, host and port (base-url's, or with the quirk an
+ * allowed host of the target's), out the origin-form target: base-url's path and the target's
+ * path with its dot-segments resolved and confined under it, then the target's query. Never a
+ * concatenated URL: nothing in the target ('@host', ':port') can move it. NULL, or why not
+ * (*status: 400 or 403). */
+static const char *upstream_target(const rh_texec_conf *c, const char *target, url_parts *u, rh_buf *out,
+                                   int *status) {
+  *status = 400;
+  size_t pl = strcspn(target, "?");
+  const char *query = target[pl] ? target + pl + 1 : "", *rest = target;
+  if (pl && target[0] != '/') return "the relayed target must start with '/' or '?'";
+  int quirk = is_quirk(c->base_url);
+  const char *why = quirk ? quirk_authority(c, target, pl, u, &rest, status) : base_path(c, pl, u, out);
+  if (why) return why;
+  size_t rl = (size_t)(target + pl - rest);
+  if ((quirk || rl) && (why = rh_path_normalize(rest, rl, out))) return why;
+  if (*query) {
+    rh_buf_append(out, "?", 1);
+    rh_buf_puts(out, query);
+  }
+  return NULL;
 }
 
 /* ---- ending ---- */
@@ -176,8 +259,15 @@ static void put(exec *e, const char *p, size_t n) {
   else rh_buf_append(&e->out, p, n);
 }
 
+/* The body is framed here, never as the server says: chunked, or exactly its Content-Length
+ * (none: no body). A server that sends more, or ends short, loses the exchange. */
 static void req_data(void *ud, const char *p, size_t n) {
   exec *e = ud;
+  if (!e->chunked && n > e->left) {
+    fail(e, "request body longer than its Content-Length");
+    return;
+  }
+  if (!e->chunked) e->left -= n;
   if (e->chunked) {
     rh_buf b = RH_BUF_INIT;
     rh_http_chunk_append(&b, p, n);
@@ -193,6 +283,7 @@ static void req_data(void *ud, const char *p, size_t n) {
 static void req_end(void *ud) {
   exec *e = ud;
   if (e->chunked) put(e, "0\r\n\r\n", 5);
+  else if (e->left) fail(e, "request body shorter than its Content-Length");
 }
 
 static void req_reset(void *ud, int code, const char *reason) {
@@ -219,55 +310,92 @@ static void connected(void *ud, rh_upconn *u, const char *err) {
   up_written(e, u->queued);
 }
 
-static void build_head(exec *e, const char *method, const url_parts *u, const rh_headers *h, int relay_headers) {
-  rh_buf_printf(&e->out, "%s %s HTTP/1.1\r\nHost: ", method, u->path[0] == '/' ? u->path : "/");
-  int v6 = strchr(u->host, ':') != NULL, dflt = u->port == (u->tls ? 443 : 80);
-  rh_buf_printf(&e->out, v6 ? "[%s]" : "%s", u->host);
-  if (!dflt) rh_buf_printf(&e->out, ":%d", u->port);
-  rh_buf_puts(&e->out, "\r\nConnection: close\r\n");
-  if (e->chunked) rh_buf_puts(&e->out, "Transfer-Encoding: chunked\r\n");
-  for (size_t i = 0; i < h->n; i++) {
-    const rh_header *f = &h->items[i];
-    if (rh_header_hop_by_hop(f) || rh_header_name_eq(f, "host")) continue;
-    if (!relay_headers && f->name_len > 8 && strncasecmp(f->name, "x-relay-", 8) == 0) continue;
-    rh_buf_printf(&e->out, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len, f->value);
+/* What never crosses to the upstream: hop-by-hop fields, Host, the length (framed here), and
+ * unless forwarding, the relay's own X-Relay-*. */
+static int skip_field(const rh_header *f) {
+  return rh_header_hop_by_hop(f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length");
+}
+
+static int skip_field_relay(const rh_header *f) {
+  return skip_field(f) || (f->name_len > 8 && strncasecmp(f->name, "x-relay-", 8) == 0);
+}
+
+/* The upstream's request head, rebuilt from checked parts. NULL, or what was wrong. */
+static const char *build_head(rh_buf *b, const char *method, const rh_buf *target, const rh_texec_up *up,
+                              const rh_headers *h, int relay_headers) {
+  const char *err = rh_head_request_line(b, method, strlen(method), target->data, target->len);
+  char host[300];
+  int v6 = strchr(up->host, ':') != NULL, dflt = up->port == (up->tls ? 443 : 80);
+  int hl = snprintf(host, sizeof host, v6 ? "[%s]" : "%s", up->host);
+  if (!dflt) hl += snprintf(host + hl, sizeof host - (size_t)hl, ":%d", up->port);
+  if (!err) err = rh_head_field(b, "Host", 4, host, (size_t)hl);
+  if (!err) err = rh_head_field(b, "Connection", 10, "close", 5);
+  if (!err && up->chunked) err = rh_head_field(b, "Transfer-Encoding", 17, "chunked", 7);
+  if (!err && !up->chunked && up->left) {
+    char len[24];
+    err = rh_head_field(b, "Content-Length", 14, len, (size_t)snprintf(len, sizeof len, "%llu", (unsigned long long)up->left));
   }
-  rh_buf_puts(&e->out, "\r\n");
+  if (!err) err = rh_head_fields(b, h, relay_headers ? skip_field : skip_field_relay);
+  if (!err) rh_head_end(b);
+  return err;
+}
+
+/* The request's body framing: chunked, a Content-Length, or none. -1 if the length is bad. */
+static int body_framing(rh_texec_up *up, const rh_headers *h) {
+  up->chunked = rh_headers_has_token(h, "transfer-encoding", "chunked");
+  if (up->chunked) {
+    up->left = UINT64_MAX;
+    return 0;
+  }
+  if (rh_trelay_content_length(h, &up->left) < 0) return -1;
+  if (up->left == UINT64_MAX) up->left = 0;
+  return 0;
+}
+
+const char *rh_texec_head(const rh_texec_conf *c, const char *method, const char *target, const rh_headers *h,
+                          rh_texec_up *up, rh_buf *out, int *status) {
+  url_parts u;
+  rh_buf path = RH_BUF_INIT;
+  const char *why = upstream_target(c, target, &u, &path, status);
+  if (!why) {
+    *status = 400;
+    up->tls = u.tls, up->port = u.port;
+    memcpy(up->host, u.host, sizeof up->host);
+    why = body_framing(up, h) < 0 ? "bad or conflicting Content-Length"
+                                  : build_head(out, method, &path, up, h, c->relay_headers);
+  }
+  rh_buf_free(&path);
+  return why;
 }
 
 static const rh_tstream_handlers req_handlers = { NULL, req_data, req_end, req_reset, req_writable, NULL };
 
 void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *c, rh_tstream *s, const char *method,
                    const char *target, const rh_headers *h) {
-  size_t bl = strlen(c->base_url), tl = strlen(target);
-  char *url = malloc(bl + tl + 1);
-  if (!url) abort();
-  memcpy(url, c->base_url, bl);
-  memcpy(url + bl, target, tl + 1); /* the original concatenates: "http:/" + "/host/x" works */
-  url_parts u;
-  const char *why = parse_url(url, &u);
-  char msg[400];
+  rh_texec_up up;
+  rh_buf head = RH_BUF_INIT;
+  int status;
+  const char *why = rh_texec_head(c, method, target, h, &up, &head, &status);
   if (why) {
-    snprintf(msg, sizeof msg, "relay client: base-url + path is not a URL (%s)\n", why);
-    answer(s, 400, msg);
-  } else if (!host_allowed(c, u.host)) {
-    snprintf(msg, sizeof msg, "relay client: host %s is not base-url's host and not in --allow-hosts\n", u.host);
-    answer(s, 403, msg);
-  } else {
-    exec *e = calloc(1, sizeof *e);
-    if (!e) abort();
-    e->s = s;
-    e->is_head = strcmp(method, "HEAD") == 0;
-    e->chunked = rh_headers_has_token(h, "transfer-encoding", "chunked");
-    rh_collect_init(&e->parser, HTTP_RESPONSE, &settings, e, &e->resp);
-    rh_tstream_handlers sh = req_handlers;
-    sh.ud = e;
-    rh_tstream_set_handlers(s, &sh);
-    build_head(e, method, &u, h, c->relay_headers);
-    struct rh_tls_ctx *tls = u.tls ? (c->tls ? c->tls : rh_tls_default_client()) : NULL;
-    if (u.tls && !tls) fail(e, "no usable CA store for https");
-    else if (!(e->dial = rh_dial_start(loop, "tunnel", u.host, u.port, tls, connected, e)))
-      fail(e, "cannot start resolving the upstream");
+    char msg[600];
+    snprintf(msg, sizeof msg, "relay client: %s (%s)\n", status == 403 ? "target not allowed" : "bad request", why);
+    answer(s, status, msg);
+    rh_buf_free(&head);
+    return;
   }
-  free(url);
+  exec *e = calloc(1, sizeof *e);
+  if (!e) abort();
+  e->s = s;
+  e->out = head;
+  e->is_head = strcmp(method, "HEAD") == 0;
+  e->chunked = up.chunked;
+  e->left = up.left;
+  rh_collect_init(&e->parser, HTTP_RESPONSE, &settings, e, &e->resp);
+  rh_tstream_handlers sh = req_handlers;
+  sh.ud = e;
+  rh_tstream_set_handlers(s, &sh);
+  struct rh_tls_ctx *tls = up.tls ? (c->tls ? c->tls : rh_tls_default_client()) : NULL;
+  if (up.tls && !tls) fail(e, "no usable CA store for https");
+  else if (!(e->dial = rh_dial_start(loop, "tunnel", up.host, up.port, tls, connected, e)))
+    fail(e, "cannot start resolving the upstream");
 }

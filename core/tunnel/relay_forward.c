@@ -70,7 +70,7 @@ rh_tfwd *rh_tfwd_new(uv_loop_t *loop, const rh_texec_conf *conf) {
   f->tls = conf->tls;
   uv_idle_init(loop, &f->idle);
   f->idle.data = f;
-  rh_tun_transport n = { near_send, NULL, no_fail, NULL, f }, r = { far_send, far_open, no_fail, NULL, f };
+  rh_tun_transport n = { near_send, NULL, no_fail, NULL, f, NULL }, r = { far_send, far_open, no_fail, NULL, f, NULL };
   f->near = rh_tun_new(loop, 1, &n, NULL);
   f->far = rh_tun_new(loop, 0, &r, NULL);
   return f;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/head.h"
 #include "tunnel/relay.h"
 
 struct rh_trelay {
@@ -10,6 +11,7 @@ struct rh_trelay {
   rh_tstream *s;
   void *req_ud;              /* the runtime's, put back when we let go of the request */
   size_t unacked;            /* response bytes written while the client's socket was full */
+  uint64_t left;             /* body bytes the response's Content-Length still owes (UINT64_MAX: none) */
   rh_trelay_done done;
   void *ud;
   int ending;                /* our own abort must not come back to us as the client's */
@@ -60,19 +62,78 @@ static void fail(rh_trelay *r, int code, const char *reason) {
 
 /* ---- stream → client ---- */
 
+/* The relay client broke the response (a bad head, a body that does not fit its length): the
+ * stream is reset, and the git user gets a 502, or a cut connection if the head went out. */
+static void refuse(rh_trelay *r, const char *why) {
+  rh_tstream_reset(r->s, RH_TR_PROTOCOL, why);
+  int answered = !r->req->head_sent;
+  fail(r, RH_TR_PROTOCOL, why);
+  finish(r, answered ? r->req->status : 0, why);
+}
+
+/* "200".."599": a final status (a 1xx is not one, and a relayed exchange never upgrades). */
+static int parse_status(const char *s) {
+  if (strlen(s) != 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' || s[2] > '9')
+    return -1;
+  return atoi(s);
+}
+
+int rh_trelay_content_length(const rh_headers *h, uint64_t *len) {
+  *len = UINT64_MAX;
+  for (size_t i = 0; i < h->n; i++) {
+    const rh_header *f = &h->items[i];
+    if (!rh_header_name_eq(f, "content-length")) continue;
+    uint64_t v = 0;
+    if (!f->value_len || f->value_len > 18) return -1;
+    for (size_t k = 0; k < f->value_len; k++) {
+      if (f->value[k] < '0' || f->value[k] > '9') return -1;
+      v = v * 10 + (uint64_t)(f->value[k] - '0');
+    }
+    if (*len != UINT64_MAX && *len != v) return -1;
+    *len = v;
+  }
+  return 0;
+}
+
+const char *rh_trelay_check_head(const char *status, const rh_headers *h, int *code, uint64_t *len) {
+  if ((*code = parse_status(status)) < 0) return "bad response head: the status is not a final one (200-599)";
+  for (size_t i = 0; i < h->n; i++) {
+    if (!rh_http_is_token(h->items[i].name, h->items[i].name_len)) return "bad response head: a header name is not a token";
+    if (!rh_http_is_field_value(h->items[i].value, h->items[i].value_len))
+      return "bad response head: a header value holds a control byte";
+  }
+  if (rh_trelay_content_length(h, len) < 0) return "bad response head: bad or conflicting Content-Length";
+  return NULL;
+}
+
 static void on_head(void *ud, const char *status, const char *reason, const rh_headers *h) {
   rh_trelay *r = ud;
   (void)reason;
+  int st;
+  const char *why = rh_trelay_check_head(status, h, &st, &r->left);
+  if (why) {
+    refuse(r, why);
+    return;
+  }
   rh_headers out = RH_HEADERS_INIT;
   rh_trelay_copy_headers(h, &out);
-  int st = atoi(status);
-  if (st < 100 || st > 999) st = 502;
   rh_http_start_held(r->req, st, &out);
   rh_headers_free(&out);
+  /* no body follows (what DATA comes is dropped): the length is the GET's, or meaningless */
+  if (r->req->is_head || st == 204 || st == 304) r->left = UINT64_MAX;
 }
 
 static void on_data(void *ud, const char *p, size_t n) {
   rh_trelay *r = ud;
+  if (!r->req->head_sent) {
+    refuse(r, "response body before its head");
+    return;
+  }
+  if (r->left != UINT64_MAX && n > r->left) {
+    refuse(r, "response body longer than its Content-Length");
+    return;
+  }
+  if (r->left != UINT64_MAX) r->left -= n;
   int rc = rh_http_write(r->req, p, n);
   if (rc < 0) { /* nobody to give the rest to: stop the far end sending it */
     rh_tstream_reset(r->s, RH_TR_CANCEL, "client closed the connection");
@@ -86,6 +147,14 @@ static void on_data(void *ud, const char *p, size_t n) {
 
 static void on_end(void *ud) {
   rh_trelay *r = ud;
+  if (!r->req->head_sent) {
+    refuse(r, "response ended before its head");
+    return;
+  }
+  if (r->left && r->left != UINT64_MAX) {
+    refuse(r, "response body shorter than its Content-Length");
+    return;
+  }
   rh_http_finish(r->req);
   finish(r, r->req->status, NULL);
 }
@@ -146,6 +215,7 @@ rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, cons
   rh_trelay *r = calloc(1, sizeof *r);
   if (!r) abort();
   r->req = req;
+  r->left = UINT64_MAX;
   r->done = done;
   r->ud = ud;
   rh_headers h = RH_HEADERS_INIT;

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "log/buf.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
 #include "tunnel/frame.h"
 
 #define WINDOW_ACK_AT (RH_TUN_WINDOW / 4) /* announce credit in batches, not per frame */
@@ -29,6 +31,11 @@ struct rh_tun {
   rh_tun_transport tr;
   rh_tun_opts o;
   int is_server, failed, freeing;
+  int over;                   /* the peer left more than the bound unread: closed on the next tick */
+  int pong_owed;              /* a PING came while the transport was backed up: answered later */
+  char pong[8];
+  size_t over_queued;
+  size_t orphaned;            /* sent by streams now gone, perhaps still queued (at most what is) */
   uint32_t next_id;
   rh_tstream *streams;
   double last_rx, last_ping;
@@ -38,9 +45,32 @@ struct rh_tun {
 
 static double now(rh_tun *t) { return (double)uv_now(t->loop) / 1000.0; }
 
+static size_t queued(rh_tun *t) { return t->tr.queued ? t->tr.queued(t->tr.ud) : 0; }
+
+/* Past this the peer is not reading what it asked for: with the credit windows honoured, every
+ * stream's data fits in its window, and control frames and heads in the slack. What streams
+ * that ended left queued counts too, up to four windows, while it drains. */
+static size_t bound(rh_tun *t) {
+  size_t orphans = t->orphaned < 4 * (size_t)RH_TUN_WINDOW ? t->orphaned : 4 * (size_t)RH_TUN_WINDOW;
+  return (size_t)RH_TUN_WINDOW * t->st.streams_open + orphans + RH_TUN_SLACK;
+}
+
+static void tick(uv_timer_t *tm);
+
+/* Over the bound: nothing more is sent, and the tunnel is closed from the timer (the caller may
+ * be deep inside a stream, which closing would free under its feet). */
+static void over_bound(rh_tun *t, size_t q) {
+  t->over = 1;
+  t->over_queued = q;
+  uv_timer_start(&t->timer, tick, 0, uv_timer_get_repeat(&t->timer));
+}
+
 static int send_msg(rh_tun *t) {
-  int rc = t->failed ? -1 : t->tr.send(t->tr.ud, t->msg.data, t->msg.len);
+  int rc = t->failed || t->over ? -1 : t->tr.send(t->tr.ud, t->msg.data, t->msg.len);
   t->msg.len = 0;
+  size_t q = rc == 0 ? queued(t) : 0;
+  if (q < t->orphaned) t->orphaned = q; /* the peer read that much of it */
+  if (q > bound(t)) over_bound(t, q);
   return rc;
 }
 
@@ -63,6 +93,7 @@ static void unlink_stream(rh_tstream *s) {
     }
   }
   t->st.buffered -= s->pending.len;
+  t->orphaned += s->credit < RH_TUN_WINDOW ? (size_t)(RH_TUN_WINDOW - s->credit) : 0;
   s->tun = NULL;
 }
 
@@ -229,6 +260,13 @@ static void fail_tunnel(rh_tun *t, int code, const char *reason) {
 }
 
 static void on_window(rh_tstream *s, uint32_t inc) {
+  /* credit comes back for bytes sent: an honest peer never lifts it above the window, and a
+   * peer that did would make us queue what it does not read */
+  if (s->credit + inc > RH_TUN_WINDOW) {
+    send_reset(s, RH_TR_FLOW, "WINDOW beyond the stream's window");
+    fail_stream(s, RH_TR_FLOW, "peer granted credit beyond the stream's window");
+    return;
+  }
   s->credit += inc;
   if (s->pending.len) {
     size_t sent = send_data(s, s->pending.data, s->pending.len);
@@ -290,9 +328,22 @@ static void on_end(rh_tstream *s) {
   check_done(s);
 }
 
-static void on_ping(rh_tun *t, const rh_tframe *f) {
-  rh_tframe_encode(&t->msg, RH_TF_PONG, 0, f->payload, f->len);
+static void send_pong(rh_tun *t, const char *payload) {
+  t->pong_owed = 0;
+  rh_tframe_encode(&t->msg, RH_TF_PONG, 0, payload, 8);
   send_msg(t);
+}
+
+/* A peer that sends PINGs and does not read the PONGs must not fill our memory with them: while
+ * the transport is backed up, only the latest PING is remembered, answered once it drains. */
+static void on_ping(rh_tun *t, const rh_tframe *f) {
+  if (queued(t) <= RH_TUN_PONG_HOLD) {
+    send_pong(t, f->payload);
+    return;
+  }
+  t->st.pongs_held++;
+  t->pong_owed = 1;
+  memcpy(t->pong, f->payload, sizeof t->pong);
 }
 
 static void dispatch(rh_tun *t, const rh_tframe *f) {
@@ -338,10 +389,33 @@ int rh_tun_input(rh_tun *t, const char *p, size_t n) {
 
 /* ---- the timer: heartbeat, stalls, head timeouts ---- */
 
+static rh_metric *m_closed;
+
+static void close_over_bound(rh_tun *t) {
+  char why[120];
+  snprintf(why, sizeof why, "peer is not reading: %zu bytes queued, over the tunnel's bound of %zu",
+           t->over_queued, bound(t));
+  RH_LOG(RH_LOG_WARN, "tunnel_over_bound", RH_INT("queued", t->over_queued), RH_INT("bound", bound(t)),
+         RH_INT("streams", t->st.streams_open));
+  if (!m_closed) {
+    static const char *reason[] = { "reason" };
+    const char *err;
+    m_closed = rh_metric_register(RH_COUNTER, "relayhost_tunnel_closed_total",
+                                  "Tunnels closed by relayhost for breaking a bound", reason, 1, NULL, 0, &err);
+  }
+  if (m_closed) rh_metric_add(m_closed, (const char *[]){ "over_bound" }, 1);
+  fail_tunnel(t, 1008, why);
+}
+
 static void tick(uv_timer_t *tm) {
   rh_tun *t = tm->data;
   double n = now(t);
   if (t->failed) return;
+  if (t->over) {
+    close_over_bound(t);
+    return;
+  }
+  if (t->pong_owed && queued(t) <= RH_TUN_PONG_HOLD) send_pong(t, t->pong);
   if (n - t->last_rx > 3 * t->o.ping_interval) {
     fail_tunnel(t, 1011, "heartbeat timeout");
     return;

@@ -21,6 +21,8 @@
 #include "tunnel/frame.h" /* RH_TR_* reset codes */
 
 #define RH_TUN_WINDOW (4u * 1024 * 1024) /* initial credit of each direction of each stream */
+#define RH_TUN_SLACK (1024u * 1024)    /* what a tunnel may queue beyond its streams' windows */
+#define RH_TUN_PONG_HOLD (64u * 1024)  /* a PING is answered once the transport's queue is under this */
 #define RH_TR_TIMEOUT 100                /* local reset code: no response head in time */
 #define RH_TR_GONE 101                   /* local reset code: the tunnel went away */
 
@@ -45,6 +47,10 @@ typedef struct {
    * reports with rh_tun_touch). NULL: PING frames. */
   void (*ping)(void *ud);
   void *ud;
+  /* Optional: bytes the transport holds that the peer has not taken. Above the tunnel's bound
+   * (every open stream's full window, plus RH_TUN_SLACK for control frames and heads) the peer
+   * is not reading what it asked for: the tunnel is closed with 1008. NULL: no bound. */
+  size_t (*queued)(void *ud);
 } rh_tun_transport;
 
 typedef struct {
@@ -54,7 +60,7 @@ typedef struct {
 } rh_tun_opts;
 
 typedef struct {
-  uint64_t streams_opened, streams_reset, bytes_in, bytes_out;
+  uint64_t streams_opened, streams_reset, bytes_in, bytes_out, pongs_held;
   size_t streams_open;
   size_t buffered;       /* bytes waiting for credit, over every stream */
 } rh_tun_stats;

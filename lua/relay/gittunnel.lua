@@ -11,30 +11,67 @@ function M.list(s)
   return out
 end
 
--- Tokens from a comma list and/or a file (one per line, # comments).
+-- The bearer tokens clients register with, from a comma list and/or a file (one per line, #
+-- comments). A file line may bind its token to the keys it may register: `token key1,key2`, or
+-- `token *` for any key. A token without keys (every --tokens entry, and a bare file line: the
+-- format before binding) may register any key too, and is listed by M.unbound so the server can
+-- warn. Returns entries { token, keys (a set, or nil for any key), bound, where }.
 function M.tokens(list, file)
-  local out = M.list(list)
+  local out = {}
+  for _, t in ipairs(M.list(list)) do out[#out + 1] = { token = t, where = "--tokens" } end
   if file and file ~= "" then
     local f, err = io.open(file, "r")
     if not f then error("cannot read tokens file: " .. err, 0) end
+    local n = 0
     for line in f:lines() do
-      local t = line:match("^%s*([^#%s]+)")
-      if t then out[#out + 1] = t end
+      n = n + 1
+      local t, keys = line:match("^%s*([^#%s]+)[ \t]*([^#]*)")
+      if t then out[#out + 1] = M.token_entry(t, keys, ("%s:%d"):format(file, n)) end
     end
     f:close()
   end
   return out
 end
 
--- Constant-time comparison against every configured token (no early exit on a match).
-function M.token_ok(tokens, given)
-  if not given or given == "" then return false end
-  local ok = false
-  for _, t in ipairs(tokens) do
-    if relay.crypto.constant_time_equal(t, given) then ok = true end
+-- One tokens-file entry: keys is "", "*" or a comma list of client keys.
+function M.token_entry(token, keys, where)
+  local e = { token = token, where = where }
+  keys = keys:gsub("%s+$", "")
+  if keys == "" then return e end
+  e.bound = true
+  if keys == "*" then return e end
+  e.keys = {}
+  for _, k in ipairs(M.list(keys)) do
+    if not M.key_ok(k) then error(("%s: bad client key '%s' (letters, digits, '_', '-')"):format(where, k), 0) end
+    e.keys[k] = true
   end
-  return ok
+  return e
 end
+
+-- Where the tokens that are bound to no key were given ("--tokens", "file:line"), for a warning.
+function M.unbound(entries)
+  local out = {}
+  for _, e in ipairs(entries) do
+    if not e.bound then out[#out + 1] = e.where end
+  end
+  return out
+end
+
+-- Whether the token entry may register key.
+function M.may_register(entry, key) return entry.keys == nil or entry.keys[key] == true end
+
+-- The entry (or string) of tokens that given matches, or nil. Constant-time comparison against
+-- every configured token (no early exit on a match).
+function M.token_match(tokens, given)
+  if not given or given == "" then return nil end
+  local found
+  for _, t in ipairs(tokens) do
+    if relay.crypto.constant_time_equal(type(t) == "table" and t.token or t, given) then found = t end
+  end
+  return found
+end
+
+function M.token_ok(tokens, given) return M.token_match(tokens, given) ~= nil end
 
 function M.bearer(header)
   return header and header:match("^[Bb]earer%s+(%S+)%s*$") or nil

@@ -1,6 +1,6 @@
 -- git-tunnel/client: the relay-client of Styra DAS's git relay. It dials --server-url over one
 -- WebSocket, registers --client-key with --styra-token, and executes every relayed request
--- against --base-url + the relayed path (string concatenation, like the original). Probes on
+-- against --base-url (its host and port, the relayed path under its path). Probes on
 -- --probe-listen: /v1/system/alive, /v1/system/ready, /v1/system/metrics.
 --
 --   relayhost git-tunnel/client --base-url=https://git.corp --client-key=git \
@@ -16,7 +16,7 @@ local app = relay.new {
     client_key = { required = true, help = "the key to register with (letters, digits, '_', '-')" },
     server_url = { required = true, help = "ws:// or wss://…/v1/relay/register of the relay-server" },
     styra_token = { required = true, help = "bearer token for the relay-server" },
-    allow_hosts = { default = "", help = "hosts other than base-url's that relayed paths may name (comma-separated; needed for --base-url=http:/)" },
+    allow_hosts = { default = "", help = "with --base-url=http:/, the hosts relayed paths may name: host (default port only), host:port or host:* (comma-separated)" },
     probe_listen = { default = "0.0.0.0:8080", help = "HOST:PORT of /v1/system/alive, /ready and /metrics" },
     backoff_max = { default = 30, help = "longest wait between reconnects, seconds" },
     ping_interval = { default = 5, help = "seconds between heartbeats; a server silent for 3 is dropped" },

@@ -12,7 +12,7 @@ local app = relay.new {
   description = "relay-server: relay-clients register over a WebSocket; /v1/relay/<key>/… goes through them",
   flags = {
     tokens = { default = "", env = "RELAY_TOKENS", help = "bearer tokens for /v1/relay/register and /v1/relay/clients, comma-separated" },
-    tokens_file = { default = "", help = "file with more tokens, one per line" },
+    tokens_file = { default = "", help = "file with more tokens, one per line: `token key1,key2` binds it to the keys it may register, `token *` to any; a bare `token` may register any key (warned at start)" },
     relay_listen = { default = "", env = "RELAY_PATH_LISTEN", help = "HOST:PORT: serve /v1/relay/<key>/… there only (default: on --listen, beside registration)" },
     relay_tokens = { default = "", env = "RELAY_PATH_TOKENS", help = "when set, /v1/relay/<key>/… needs one of these (comma-separated) in X-Relay-Token" },
     register_rate = { default = 60, help = "registrations per minute from one address (429 above)" },
@@ -31,6 +31,11 @@ local f = app.flags
 local tokens = gt.tokens(f.tokens, f.tokens_file)
 local relay_tokens = gt.list(f.relay_tokens)
 if #tokens == 0 then error("git-tunnel/server: give --tokens or --tokens-file (clients need a bearer token)", 0) end
+local unbound = gt.unbound(tokens)
+if #unbound > 0 then
+  relay.log.warn("relay_tokens_unbound", { given_at = table.concat(unbound, ", "),
+    message = "these tokens may register any client key; bind them in --tokens-file as `token key1,key2` (or `token *`)" })
+end
 
 local presence = f.redis_address ~= "" and gt.presence {
   redis = relay.redis(f.redis_address:match("^rediss?://") and f.redis_address or "redis://" .. f.redis_address),
@@ -41,8 +46,10 @@ local presence = f.redis_address ~= "" and gt.presence {
 local registrations = relay.shared("git_tunnel_registrations")
 local m_clients = relay.metrics.gauge("relay_server_clients", "registered relay clients")
 local m_relayed = relay.metrics.counter("relay_server_requests_total", "relayed requests by outcome", { "outcome" })
+local m_refused = relay.metrics.counter("relay_server_registrations_refused_total",
+  "registrations refused for their key (key_not_bound: the token is bound to other keys; key_conflict: another token holds it)", { "reason" })
 
--- key -> array of { tun, client_key, client_id, remote_address }
+-- key -> array of { tun, client_key, client_id, remote_address, token (the entry it registered with) }
 local clients = {}
 
 local function add(c)
@@ -72,8 +79,16 @@ end
 
 local function authorized(req) return gt.token_ok(tokens, gt.bearer(req.headers.authorization)) end
 
+-- Why token may not register key now (its binding, or the key is held under another token), or nil.
+local function key_refused(token, key)
+  if not gt.may_register(token, key) then return 403, "this token may not register client key '" .. key .. "'" end
+  local held = clients[key] and clients[key][1]
+  if held and held.token ~= token then return 409, "client key '" .. key .. "' is registered with another token" end
+end
+
 app:get("/v1/relay/register", function(req, res)
-  if not authorized(req) then return text(res, 401, "unauthorized: missing or unknown bearer token") end
+  local token = gt.token_match(tokens, gt.bearer(req.headers.authorization))
+  if not token then return text(res, 401, "unauthorized: missing or unknown bearer token") end
   local key = req.headers["x-relay-client-key"] or req.args.client_key
   if not gt.key_ok(key) then
     return text(res, 400, "bad client key: send X-Relay-Client-Key with 1-128 letters, digits, '_' or '-'")
@@ -81,11 +96,24 @@ app:get("/v1/relay/register", function(req, res)
   if registrations:incr(req.peer, 1, 0, 60) > f.register_rate then
     return text(res, 429, "too many registrations from this address, retry later", { ["retry-after"] = 60 })
   end
-  local c = { client_key = key, client_id = relay.uuid(), remote_address = req.peer }
+  local status, why = key_refused(token, key)
+  if status then
+    relay.log.warn("relay_register_refused", { client_key = key, remote_address = req.peer, reason = why })
+    m_refused:inc(1, { status == 403 and "key_not_bound" or "key_conflict" })
+    return text(res, status, why)
+  end
+  local c = { client_key = key, client_id = relay.uuid(), remote_address = req.peer, token = token }
   local ws = relay.ws.accept(gt.protocol, { headers = { ["X-Relay-Client-Id"] = c.client_id } })
   if not ws then return end -- not an upgrade: answered already
   c.tun = relay.tunnel.attach(ws, { role = "server", ping_interval = f.ping_interval,
                                     stall_timeout = f.stall_timeout, head_timeout = f.head_timeout })
+  status, why = key_refused(token, key) -- another token took the key while the upgrade went out
+  if status then
+    relay.log.warn("relay_register_refused", { client_key = key, remote_address = req.peer, reason = why })
+    m_refused:inc(1, { "key_conflict" })
+    c.tun:close(1008, why)
+    return
+  end
   add(c)
   relay.log.info("relay_client_registered", { client_key = key, client_id = c.client_id, remote_address = c.remote_address })
   local why = c.tun:wait()
@@ -119,7 +147,7 @@ local function relay_request(req, res)
     return text(res, 401, "unauthorized: the relay path needs a valid X-Relay-Token")
   end
   local key = req.params.key
-  local target = req.path:sub(#"/v1/relay/" + #key + 1) .. (req.query and ("?" .. req.query) or "")
+  local target = req.path:sub(#"/v1/relay/" + #key + 1) .. (req.query ~= "" and ("?" .. req.query) or "")
   local tried = {}
   while true do
     local c = pick(key, tried)
@@ -143,6 +171,10 @@ local function relay_request(req, res)
     end
     if status then
       m_relayed:inc(1, { err and "failed" or (c.forwarded and "forwarded" or "ok") })
+      if err then -- the git user going away is theirs to know; anything else is the relay's
+        local log = err:match("^client ") and relay.log.info or relay.log.warn
+        log("relay_failed", { client_key = key, client_id = c.client_id, status = status, error = err })
+      end
       return
     end
     tried[c] = true -- the tunnel closed under us before the request went out: try another

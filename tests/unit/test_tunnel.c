@@ -101,7 +101,7 @@ static void on_fail(void *ud, int code, const char *r) { (void)code, (void)r; ((
 static void credit(void) {
   test_name = "credit";
   uv_loop_t *loop = uv_default_loop();
-  rh_tun_transport ts = { pipe_send, NULL, on_fail, NULL, &srv }, tc = { pipe_send, on_open, on_fail, NULL, &cli };
+  rh_tun_transport ts = { pipe_send, NULL, on_fail, NULL, &srv, NULL }, tc = { pipe_send, on_open, on_fail, NULL, &cli, NULL };
   rh_tun *a = rh_tun_new(loop, 1, &ts, NULL), *b = rh_tun_new(loop, 0, &tc, NULL);
   srv.peer = b, cli.peer = a;
   srv.s = rh_tun_open(a, "GET", "/x", NULL, &srv_h);
@@ -147,9 +147,69 @@ static void credit(void) {
   uv_run(loop, UV_RUN_DEFAULT);
 }
 
+/* ---- a peer that does not read: what the server's end holds is bounded ---- */
+
+static size_t sent_msgs, queue_bytes;
+static int fail_code;
+
+static int count_send(void *ud, const char *p, size_t n) {
+  (void)ud, (void)p;
+  sent_msgs++;
+  queue_bytes += n;
+  return 0;
+}
+static size_t get_queued(void *ud) { (void)ud; return queue_bytes; }
+static void note_fail(void *ud, int code, const char *r) { (void)ud, (void)r; fail_code = code; }
+
+static void feed_u32(rh_tun *t, int type, uint32_t stream, uint32_t v) {
+  rh_buf b = RH_BUF_INIT;
+  rh_tframe_encode_u32(&b, type, stream, v, NULL);
+  rh_tun_input(t, b.data, b.len);
+  rh_buf_free(&b);
+}
+
+static void bounds(void) {
+  test_name = "bounds";
+  uv_loop_t *loop = uv_default_loop();
+  rh_tun_transport tr = { count_send, NULL, note_fail, NULL, NULL, get_queued };
+  rh_tun *t = rh_tun_new(loop, 1, &tr, NULL);
+  srv = (end){ 0 };
+  srv.s = rh_tun_open(t, "POST", "/x", NULL, &srv_h);
+  REQUIRE(srv.s);
+  /* a WINDOW that lifts the credit over the window is refused: the stream is reset (flow) */
+  feed_u32(t, RH_TF_WINDOW, 1, 0x7fffffffu);
+  CHECK(srv.resets == 1);
+  rh_tstream_release(srv.s);
+  /* PINGs from a peer that leaves our bytes unread: one PONG goes out, the rest wait for a
+   * drain and only the latest is answered then */
+  queue_bytes = RH_TUN_PONG_HOLD + 1;
+  size_t before = sent_msgs;
+  rh_buf b = RH_BUF_INIT;
+  rh_tframe_encode(&b, RH_TF_PING, 0, "12345678", 8);
+  for (int i = 0; i < 100000; i++) rh_tun_input(t, b.data, b.len);
+  rh_buf_free(&b);
+  CHECK(sent_msgs == before);
+  rh_tun_stats st;
+  rh_tun_get_stats(t, &st);
+  CHECK(st.pongs_held == 100000);
+  queue_bytes = 0;
+  uv_run(loop, UV_RUN_ONCE); /* the tick sends the one PONG owed */
+  CHECK(sent_msgs == before + 1);
+  /* a queue over the tunnel's bound closes it with 1008 on the next turn */
+  queue_bytes = RH_TUN_SLACK + 4 * (size_t)RH_TUN_WINDOW + 1;
+  rh_tstream *s = rh_tun_open(t, "GET", "/y", NULL, &srv_h);
+  CHECK(s != NULL && fail_code == 0);
+  uv_run(loop, UV_RUN_NOWAIT);
+  CHECK(fail_code == 1008);
+  if (s) rh_tstream_release(s);
+  rh_tun_free(t, "test over");
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
 int main(void) {
   codec();
   credit();
+  bounds();
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }
