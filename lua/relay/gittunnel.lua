@@ -4,6 +4,12 @@ local relay = require "relay"
 
 local M = { protocol = "relayhost-tunnel.v1" }
 
+-- What a tunnel's WebSocket may owe its peer before the host stops reading it (max_queued). The
+-- tunnel keeps its own, tighter bound (a window per open stream: core/tunnel) and closes a
+-- tunnel over it with 1008; the WebSocket's default 1 MiB would stop reading first, and two ends
+-- busy both ways could each wait on the other until the heartbeat gave up.
+M.max_queued = 64 * 1024 * 1024
+
 -- "a, b,,c" -> { "a", "b", "c" }
 function M.list(s)
   local out = {}

@@ -44,7 +44,7 @@ local tun -- the current tunnel, nil while down
 
 local function connect_once()
   local ws, err = relay.ws.connect(f.server_url, {
-    protocols = { gt.protocol }, timeout = 10,
+    protocols = { gt.protocol }, timeout = 10, max_queued = gt.max_queued,
     headers = { authorization = "Bearer " .. f.styra_token, ["x-relay-client-key"] = f.client_key },
   })
   if not ws then return nil, err end

@@ -103,7 +103,8 @@ app:get("/v1/relay/register", function(req, res)
     return text(res, status, why)
   end
   local c = { client_key = key, client_id = relay.uuid(), remote_address = req.peer, token = token }
-  local ws = relay.ws.accept(gt.protocol, { headers = { ["X-Relay-Client-Id"] = c.client_id } })
+  local ws = relay.ws.accept(gt.protocol, { headers = { ["X-Relay-Client-Id"] = c.client_id },
+                                                max_queued = gt.max_queued })
   if not ws then return end -- not an upgrade: answered already
   c.tun = relay.tunnel.attach(ws, { role = "server", ping_interval = f.ping_interval,
                                     stall_timeout = f.stall_timeout, head_timeout = f.head_timeout })
