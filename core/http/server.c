@@ -211,6 +211,7 @@ static rh_http_req *req_new(rh_http_conn *c) {
   r->refs = 1;
   r->max_body = c->srv->lim.max_body;
   r->content_length = UINT64_MAX;
+  r->length_left = -1;
   rh_headers_init(&r->headers);
   rh_addr_format(&c->peer, r->socket_peer, sizeof r->socket_peer);
   snprintf(r->peer, sizeof r->peer, "%s", r->socket_peer);
@@ -1198,16 +1199,33 @@ int rh_http_respond(rh_http_req *r, int status, const rh_headers *h, const char 
   return rc;
 }
 
+/* The Content-Length a handler states for a streamed answer: digits only, at most 2^63-1 (the
+ * range the server takes from clients). -1 when there is none, -2 when it is not a length. */
+static int64_t stated_length(const rh_headers *h) {
+  const rh_header *cl = h ? rh_headers_find(h, "content-length", NULL) : NULL;
+  if (!cl) return -1;
+  if (cl->value_len == 0) return -2;
+  int64_t v = 0;
+  for (size_t i = 0; i < cl->value_len; i++) {
+    int d = cl->value[i] - '0';
+    if (d < 0 || d > 9 || v > (INT64_MAX - d) / 10) return -2;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+/* The server frames what it was told to: a body is held to its Content-Length, so no write of a
+ * handler (or a proxied upstream) can spill into what the client reads as the next response. */
 static int start(rh_http_req *r, int status, const rh_headers *h, int hold) {
   if (r->head_sent || !r->conn) return -1;
-  int64_t length = -1;
-  const rh_header *cl = h ? rh_headers_find(h, "content-length", NULL) : NULL;
-  if (cl) length = strtoll(cl->value, NULL, 10);
+  int64_t length = stated_length(h);
+  if (length == -2) return RH_HTTP_BAD_LENGTH;
   if (length < 0 && r->http_minor == 0) r->keep_alive = 0; /* close-delimited for HTTP/1.0 */
   build_head(&r->held, r, status, h, length);
   r->status = status;
   r->head_sent = 1;
   r->chunked = length < 0 && body_allowed(status) && r->http_minor;
+  r->length_left = body_allowed(status) && !r->is_head ? length : -1;
   if (hold) return 0;
   rh_http_flush(r);
   return r->conn ? 0 : -1;
@@ -1238,6 +1256,12 @@ int rh_http_write(rh_http_req *r, const char *p, size_t n) {
     return r->conn->write_queued > r->server->lim.write_high_water;
   }
   if (n == 0 || r->is_head || !body_allowed(r->status)) return 0;
+  if (r->length_left >= 0 && n > (uint64_t)r->length_left) {
+    r->overrun = 1;
+    n = (size_t)r->length_left;
+    if (n == 0) return -1;
+  }
+  if (r->length_left >= 0) r->length_left -= (int64_t)n;
   r->bytes_out += n;
   int rc;
   if (r->chunked) {
@@ -1248,13 +1272,17 @@ int rh_http_write(rh_http_req *r, const char *p, size_t n) {
   } else {
     rc = write_out(r, p, n);
   }
-  if (rc < 0 || !r->conn) return -1;
+  if (rc < 0 || !r->conn || r->overrun) return -1;
   return r->conn->write_queued > r->server->lim.write_high_water;
 }
 
 int rh_http_finish(rh_http_req *r) {
   if (!r->head_sent || r->finished) return -1;
   int rc = 0;
+  if (r->length_left > 0) { /* a short body: only closing tells the client it was cut */
+    RH_LOG(RH_LOG_WARN, "response_short", RH_INT("missing", r->length_left), RH_STR("request_id", r->id));
+    r->keep_alive = 0;
+  }
   if (r->conn && r->chunked && !r->is_head) rc = write_out(r, "0\r\n\r\n", 5);
   else rh_http_flush(r);
   response_done(r);

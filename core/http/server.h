@@ -78,6 +78,8 @@ struct rh_http_req {
   int body_wanted;           /* the handler asked for the body: 100-continue sent if needed */
   int status;                /* response status, 0 before the head is sent */
   int head_sent, finished, chunked, is_head;
+  int64_t length_left;       /* body bytes the response's Content-Length still owes (-1: none) */
+  int overrun;               /* a write went past that length: the rest was dropped */
   uint64_t bytes_out;
   double started;            /* loop time when the head was parsed */
   uint64_t body_received;    /* bytes of body seen, streamed or buffered */
@@ -106,13 +108,17 @@ void rh_http_limits_default(rh_http_limits *lim);
 /* Whole response with Content-Length. headers may be NULL. */
 int rh_http_respond(rh_http_req *req, int status, const rh_headers *headers, const char *body,
                     size_t len);
-/* Streaming: chunked unless headers carry Content-Length. */
+/* Streaming: chunked unless headers carry Content-Length, to which the body is then held (a
+ * write past it is cut there and returns -1 with req->overrun set; a finish short of it closes
+ * the connection). RH_HTTP_BAD_LENGTH when that Content-Length is not a length. */
+#define RH_HTTP_BAD_LENGTH (-2)
 int rh_http_start(rh_http_req *req, int status, const rh_headers *headers);
 /* The same, but the head is held back and goes out with the first body bytes (one write
  * instead of two); the caller calls rh_http_flush before it stops producing for a while. */
 int rh_http_start_held(rh_http_req *req, int status, const rh_headers *headers);
 void rh_http_flush(rh_http_req *req);
-/* -1 closed, 0 ok, 1 over high water (wait for on_drain before writing more). */
+/* -1 closed (or past the Content-Length: req->overrun), 0 ok, 1 over high water (wait for on_drain
+ * before writing more). */
 int rh_http_write(rh_http_req *req, const char *p, size_t n);
 int rh_http_finish(rh_http_req *req);
 /* Asks for the body: sends 100 Continue if the client waits for it. 1: the body is complete;

@@ -461,6 +461,7 @@ static int l_res_start(lua_State *L) {
   if (t->req->head_sent) { rh_headers_free(&h); return push_fail(L, "response already started"); }
   int rc = rh_http_start(t->req, status, &h);
   rh_headers_free(&h);
+  if (rc == RH_HTTP_BAD_LENGTH) return luaL_error(L, "res:start: content-length must be a number of bytes");
   if (rc < 0) return push_fail(L, "client closed the connection");
   lua_pushboolean(L, 1);
   return 1;
@@ -473,6 +474,7 @@ static int l_res_write(lua_State *L) {
   const char *p = luaL_checklstring(L, 2, &n);
   if (!t->req->head_sent) return luaL_error(L, "res:write before res:start");
   int rc = rh_http_write(t->req, p, n);
+  if (rc < 0 && t->req->overrun) return push_fail(L, "body longer than its content-length: the rest was dropped");
   if (rc < 0) return push_fail(L, t->req->finished ? "response already finished" : "client closed the connection");
   if (rc == 0 || rh_task_current(L) != t) {
     lua_pushboolean(L, 1);
