@@ -79,9 +79,21 @@ static void *watch(void *arg) {
   return NULL;
 }
 
+/* A fork (a worker, a reload's rehearsal) while the watch thread held the lock would leave the
+ * child a lock that nobody releases, and no watch thread: the child may start its own. */
+static void fork_prepare(void) { pthread_mutex_lock(&lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&lock); }
+static void fork_child(void) {
+  pthread_mutex_unlock(&lock);
+  started = 0;
+}
+static void watchdog_atfork(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
 void rh_watchdog_start(double seconds) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
   if (seconds <= 0 || started) return;
   limit = seconds;
+  pthread_once(&once, watchdog_atfork);
   started = pthread_create(&thread, NULL, watch, NULL) == 0;
 }
 
