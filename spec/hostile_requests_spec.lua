@@ -97,6 +97,8 @@ local classes = {
     { "space inside a name", get_with("X Y: 1\r\n"), status = 400, origin = 0 },
     { "empty name", get_with(": 1\r\n"), status = 400, origin = 0 },
     { "separator in a name", get_with("X@Y: 1\r\n"), status = 400, origin = 0 },
+    { "DEL in a value", get_with("X-A: a\127b\r\n"), status = 400, origin = 0 },
+    { "a control byte in a value", get_with("X-A: a\1b\r\n"), status = 400, origin = 0 },
     { "no colon", get_with("XY\r\n"), status = 400, origin = 0 },
     { "missing Host", "GET /api/{id} HTTP/1.1\r\n" .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "two Host fields", get_with("Host: y\r\n"), status = 400, origin = 0 },

@@ -632,6 +632,16 @@ static int cb_header_field_complete(llhttp_t *p) {
   return 0;
 }
 
+/* llhttp 8.1 lets DEL through in a value: the one rule for values is head.h's (a value that
+ * could not be written on to the next hop is refused here, not half-way through a proxy). */
+static int cb_header_value_complete(llhttp_t *p) {
+  rh_http_conn *c = conn_of(p);
+  rh_headers *into = c->ps->parser.into;
+  rh_header *f = &into->items[into->n - 1];
+  if (!rh_http_is_field_value(f->value, f->value_len)) return fail_parse(c, 400, "invalid header value");
+  return 0;
+}
+
 static int fail_parse(rh_http_conn *c, int status, const char *reason) {
   c->ps->reject_status = status;
   c->ps->reject_reason = reason;
@@ -812,6 +822,7 @@ static void init_settings(void) {
   parser_settings.on_header_field = rh_collect_on_field;
   parser_settings.on_header_value = rh_collect_on_value;
   parser_settings.on_header_field_complete = cb_header_field_complete;
+  parser_settings.on_header_value_complete = cb_header_value_complete;
   parser_settings.on_headers_complete = cb_headers_complete;
   parser_settings.on_body = cb_body;
   parser_settings.on_chunk_header = cb_chunk_header;
