@@ -12,7 +12,9 @@ struct rh_tls_ctx;
 typedef struct rh_upconn rh_upconn;
 
 /* n > 0: application bytes; n < 0: the connection is over, err says why ("upstream closed the
- * connection", "TLS: certificate verify failed: …", a socket error). */
+ * connection", "TLS: certificate verify failed: …", a socket error). Once only: nothing follows
+ * it. While paused, a write that fails is reported here too (from the loop), since no read
+ * would find out: a paused owner still learns at once that its peer is gone. */
 typedef void (*rh_upconn_read_cb)(void *owner, const char *p, ssize_t n, const char *err);
 /* A write finished; queued is what is still waiting to go out. Always from the loop, never from
  * inside rh_upconn_write (owners set timers after writing). */
@@ -34,6 +36,8 @@ struct rh_upconn {
   rh_upconn_write_cb on_write;
   size_t queued;             /* bytes handed to libuv, not yet written */
   int in_pool, closing, reading;
+  int write_error;           /* the first failed write's libuv status, 0 if none */
+  int broken;                /* the owner has been told the connection is over */
 };
 
 typedef struct rh_dial rh_dial;
