@@ -5,30 +5,7 @@
 -- so each case asserts what arrived: nothing, or exactly one well-formed head.
 local helpers = require "helpers"
 local cjson = require "cjson"
-
-local function start_origin()
-  local dir = helpers.tmpdir()
-  os.execute(("luajit %q %q >%q 2>&1 & echo $! >%q"):format(helpers.fixture("raw_origin.lua"), dir,
-    dir .. "/out", dir .. "/pid"))
-  local port = tonumber(helpers.wait_until(function()
-    return (helpers.read_file(dir .. "/port") or ""):match("%d+")
-  end, 5, "the origin's port"))
-  local pid = tonumber((helpers.read_file(dir .. "/pid") or ""):match("%d+"))
-  return { dir = dir, port = port, pid = pid, seen = 0 }
-end
-
--- The bytes of each connection the origin accepted since the last call.
-local function take(origin)
-  helpers.sleep(0.3)
-  local out = {}
-  while true do
-    local data = helpers.read_file(("%s/conn-%d"):format(origin.dir, origin.seen + 1))
-    if not data then break end
-    origin.seen = origin.seen + 1
-    out[#out + 1] = data
-  end
-  return out
-end
+local raw_origin = require "raw_origin"
 
 -- Why bytes are not exactly one well-formed handshake head (nil when they are).
 local function not_one_head(bytes)
@@ -73,21 +50,21 @@ describe("relay.ws.connect with hostile head parts", function()
   local origin, host
 
   setup(function()
-    origin = start_origin()
+    origin = raw_origin.start()
     local dir = helpers.tmpdir()
     helpers.write_file(dir .. "/dial.lua", script:format(origin.port))
     host = helpers.start(dir .. "/dial.lua")
   end)
 
   teardown(function()
-    if origin then os.execute("kill " .. origin.pid .. " 2>/dev/null") end
+    if origin then origin:stop() end
     if host then assert.equal(0, host:stop(), host:log():sub(-3000)) end
   end)
 
   local function dial(case)
     local res = host:get("/dial?case=" .. case)
     assert.equal(200, res.status, res.body)
-    return cjson.decode(res.body), take(origin)
+    return cjson.decode(res.body), origin:take(0.3)
   end
 
   it("sends a well-formed head with every part (the control: the origin records it)", function()
