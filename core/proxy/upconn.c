@@ -47,27 +47,13 @@ typedef struct {
   char data[];
 } up_write;
 
-static void deliver(rh_upconn *u, const char *p, ssize_t n, const char *err) {
-  if (u->broken) return; /* its owner knows already */
-  u->broken = n < 0;
-  if (u->on_read) u->on_read(u->owner, p, n, err);
-  else rh_upconn_close(u); /* idle: anything at all means it cannot be reused */
-}
-
-static void report_written(uv_idle_t *h) {
-  rh_upconn *u = h->data;
-  uv_idle_stop(h);
-  if (u->closing) return;
-  if (u->write_error && !u->reading) deliver(u, NULL, -1, uv_strerror(u->write_error));
-  else if (u->on_write) u->on_write(u->owner, u->queued);
-}
-
-/* A write failed. While reading, the read side reports the broken connection (after whatever
- * the peer sent before it went). While paused nothing reads, so the owner hears of it from the
- * loop (never from inside rh_upconn_write: the owner is mid-call). */
-static void write_failed(rh_upconn *u, int status) {
-  if (!u->write_error) u->write_error = status;
-  if (!u->reading && !u->closing) uv_idle_start(&u->written, report_written);
+/* A write failed: the peer is gone (reset), so nothing more will arrive. A paused connection
+ * would never find out (nothing reads it), so it reads again, for good: what is left is only
+ * what the kernel holds (bounded), then the read side reports the loss, from the loop, after
+ * whatever the peer sent before it went (an answer the owner has not taken yet). */
+static void write_failed(rh_upconn *u) {
+  u->write_failed = 1;
+  rh_upconn_resume(u);
 }
 
 static void after_write(uv_write_t *w, int status) {
@@ -76,8 +62,14 @@ static void after_write(uv_write_t *w, int status) {
   u->queued -= uw->len;
   free(uw);
   if (u->closing) return;
-  if (status < 0) write_failed(u, status);
+  if (status < 0) write_failed(u);
   else if (u->on_write) u->on_write(u->owner, u->queued);
+}
+
+static void report_written(uv_idle_t *h) {
+  rh_upconn *u = h->data;
+  uv_idle_stop(h);
+  if (!u->closing && u->on_write) u->on_write(u->owner, u->queued);
 }
 
 /* A direct write first: most requests go out whole, with no copy and no uv_write (whose
@@ -90,7 +82,7 @@ static int raw_write(rh_upconn *u, const char *p, size_t n) {
     int w = uv_try_write((uv_stream_t *)&u->tcp, &b, 1);
     if (w > 0) { p += w; n -= (size_t)w; }
     else if (w != UV_EAGAIN && w != UV_ENOSYS) {
-      write_failed(u, w);
+      write_failed(u);
       return -1;
     }
     if (n == 0) {
@@ -109,7 +101,7 @@ static int raw_write(rh_upconn *u, const char *p, size_t n) {
   if (rc < 0) {
     u->queued -= n;
     free(uw);
-    write_failed(u, rc);
+    write_failed(u);
     return -1;
   }
   return 0;
@@ -136,6 +128,11 @@ static void alloc_cb(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   (void)h;
   (void)size;
   *buf = uv_buf_init(read_buf, sizeof read_buf);
+}
+
+static void deliver(rh_upconn *u, const char *p, ssize_t n, const char *err) {
+  if (u->on_read) u->on_read(u->owner, p, n, err);
+  else rh_upconn_close(u); /* idle: anything at all means it cannot be reused */
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -171,9 +168,9 @@ void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upco
 }
 
 void rh_upconn_pause(rh_upconn *u) {
+  if (u->write_failed) return; /* read to the end: see write_failed */
   if (u->reading) uv_read_stop((uv_stream_t *)&u->tcp);
   u->reading = 0;
-  if (u->write_error) write_failed(u, u->write_error); /* a write failed before the read side said so */
 }
 
 /* ---- dialling ---- */

@@ -1,7 +1,8 @@
 /* upconn against a real peer on loopback (a plain socket this test drives): a connection whose
  * reading is paused (backpressure: the WebSocket sessions pause their upstream) must still tell
  * its owner, within a second, that the peer went away, through on_read with an error. Nothing
- * reads it, so only the failed write can say so. */
+ * reads it, so only the failed write can say so; what the peer sent before it went still comes
+ * first. */
 #include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
@@ -16,7 +17,8 @@ static uv_loop_t *loop;
 
 typedef struct {
   rh_upconn *u;
-  int dialed, errors, bytes;
+  int dialed, errors, bytes, bytes_at_error;
+  int slow; /* pauses again after every read, as a busy owner does */
   char err[200];
 } owner;
 
@@ -25,9 +27,11 @@ static void on_read(void *ud, const char *p, ssize_t n, const char *err) {
   owner *o = ud;
   if (n > 0) {
     o->bytes += (int)n;
+    if (o->slow) rh_upconn_pause(o->u);
     return;
   }
   o->errors++;
+  o->bytes_at_error = o->bytes;
   snprintf(o->err, sizeof o->err, "%s", err ? err : "");
 }
 
@@ -128,6 +132,26 @@ static void write_after_death(void) {
   finish(&o);
 }
 
+/* Paused; the peer answers and dies (an upstream that answered early and reset the upload):
+ * the answer reaches the owner, then the loss. */
+static void answer_then_death(void) {
+  test_name = "paused, peer answers then dies, then a write";
+  owner o;
+  int peer = connect_pair(&o);
+  rh_upconn_pause(o.u);
+  REQUIRE(write(peer, "answer", 6) == 6);
+  reset(peer);
+  int never = 0;
+  run_until(&never, 100);
+  CHECK(o.bytes == 0); /* paused */
+  o.slow = 1;
+  rh_upconn_write(o.u, "more body", 9);
+  run_until(&o.errors, 1000);
+  CHECK(o.errors == 1);
+  CHECK(o.bytes_at_error == 6);
+  finish(&o);
+}
+
 /* While reading, the read side reports (once), after what the peer sent before it went. */
 static void reading_reports_once(void) {
   test_name = "reading, peer sends then dies";
@@ -148,6 +172,7 @@ int main(void) {
   loop = uv_default_loop();
   dies_while_writes_wait();
   write_after_death();
+  answer_then_death();
   reading_reports_once();
   uv_loop_close(loop);
   return failures ? 1 : 0;
