@@ -663,21 +663,27 @@ static int handshake_owned(const rh_header *f) {
          (f->name_len > 14 && strncasecmp(f->name, "sec-websocket-", 14) == 0);
 }
 
+/* The list at the top of the stack, comma-separated into list: NULL, or what was wrong. */
+static const char *protocol_list(lua_State *L, rh_buf *list) {
+  for (int i = 1;; i++) {
+    lua_rawgeti(L, -1, i);
+    size_t n;
+    const char *p = lua_tolstring(L, -1, &n);
+    int ok = !p || rh_http_is_token(p, n);
+    if (p && ok) rh_buf_printf(list, "%s%.*s", i > 1 ? ", " : "", (int)n, p);
+    lua_pop(L, 1);
+    if (!p) return NULL;
+    if (!ok) return "invalid token";
+  }
+}
+
 /* opts.protocols (a list of tokens, or one string as the field's value) as a field. */
 static const char *protocols_field(lua_State *L, rh_buf *b) {
   lua_getfield(L, 2, "protocols");
   rh_buf list = RH_BUF_INIT;
   const char *err = NULL;
   if (lua_istable(L, -1)) {
-    for (int i = 1; !err; i++) {
-      lua_rawgeti(L, -1, i);
-      size_t n;
-      const char *p = lua_tolstring(L, -1, &n);
-      if (p && !rh_http_is_token(p, n)) err = "invalid token";
-      else if (p) rh_buf_printf(&list, "%s%.*s", i > 1 ? ", " : "", (int)n, p);
-      lua_pop(L, 1);
-      if (!p) break;
-    }
+    err = protocol_list(L, &list);
   } else if (lua_isstring(L, -1)) {
     size_t n;
     const char *p = lua_tolstring(L, -1, &n);
@@ -689,6 +695,12 @@ static const char *protocols_field(lua_State *L, rh_buf *b) {
   return err;
 }
 
+/* A head writer's error, with the part it was in, as build_head's message: -1. */
+static int bad_part(lua_State *L, const char *err, const char *part) {
+  lua_pushfstring(L, "%s in %s", err, part);
+  return -1;
+}
+
 /* The handshake request from its parts, each checked as it is written (http/head.h): the
  * request line, Host, the handshake's own fields, the subprotocols, then the caller's headers.
  * 0, or -1 with a message naming the bad part on the stack. */
@@ -698,11 +710,10 @@ static int build_head(lua_State *L, const ws_url *u, const char *key, rh_buf *b)
   rh_buf_puts(&target, u->target);
   const char *err = rh_head_request_line(b, "GET", 3, target.data, target.len);
   rh_buf_free(&target);
-  if (err) return lua_pushfstring(L, "%s in the url", err), -1;
-  if ((err = rh_head_field(b, "Host", 4, u->authority, u->authority_len)))
-    return lua_pushfstring(L, "%s in the url's host", err), -1;
-  if ((err = rh_ws_dial_fields(b, key))) return lua_pushstring(L, err), -1;
-  if ((err = protocols_field(L, b))) return lua_pushfstring(L, "%s in protocols", err), -1;
+  if (err) return bad_part(L, err, "the url");
+  if ((err = rh_head_field(b, "Host", 4, u->authority, u->authority_len))) return bad_part(L, err, "the url's host");
+  if ((err = rh_ws_dial_fields(b, key))) return bad_part(L, err, "the key");
+  if ((err = protocols_field(L, b))) return bad_part(L, err, "protocols");
   rh_headers h = RH_HEADERS_INIT;
   lua_getfield(L, 2, "headers");
   if (rh_lua_read_headers(L, -1, &h) < 0) {
@@ -712,13 +723,14 @@ static int build_head(lua_State *L, const ws_url *u, const char *key, rh_buf *b)
   lua_pop(L, 1);
   err = rh_head_fields(b, &h, handshake_owned);
   rh_headers_free(&h);
-  if (err) return lua_pushfstring(L, "%s in headers", err), -1;
+  if (err) return bad_part(L, err, "headers");
   rh_head_end(b);
   return 0;
 }
 
 /* core.ws_connect(url, {headers, protocols, timeout, ca_file, max_queued}) -> ws, protocol | nil, err
- * (max_queued as for core.ws_accept) */
+ * (max_queued as for core.ws_accept). A url or a head part that is not one is nil and an error
+ * naming it, and nothing is sent. */
 static int l_ws_connect(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   lua_settop(L, 2); /* opts may be left out: then an empty table stands in at 2 */
