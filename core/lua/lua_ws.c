@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/head.h"
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
@@ -612,70 +613,124 @@ typedef struct {
   int tls;
   char host[256];
   int port;
-  const char *target; /* path and query, into the url */
+  const char *authority; /* host[:port] as written, into the url: the Host field */
+  size_t authority_len;
+  const char *target;    /* path and query, into the url */
 } ws_url;
+
+/* Visible ASCII only: the authority is the Host field, and a space or a control byte in it
+ * would be another line or a host nobody meant. */
+static int visible(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] <= ' ' || s[i] == 0x7f) return 0;
+  return 1;
+}
+
+/* "digits" of 1..65535, and nothing else; 0 otherwise. */
+static int parse_port(const char *s, size_t n) {
+  int port = 0;
+  if (n == 0 || n > 5) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    port = port * 10 + (s[i] - '0');
+  }
+  return port <= 65535 ? port : 0;
+}
 
 static const char *parse_ws_url(const char *url, ws_url *u) {
   u->tls = strncasecmp(url, "wss://", 6) == 0;
   if (!u->tls && strncasecmp(url, "ws://", 5) != 0) return "the url must start with ws:// or wss://";
   const char *h = url + (u->tls ? 6 : 5), *end = h + strcspn(h, "/?#");
+  u->authority = h;
+  u->authority_len = (size_t)(end - h);
   const char *colon = h[0] == '[' ? strstr(h, "]:") : memchr(h, ':', (size_t)(end - h));
   if (colon && colon > end) colon = NULL;
   if (h[0] == '[' && colon) colon++;
   const char *hs = h[0] == '[' ? h + 1 : h;
   const char *he = colon ? (h[0] == '[' ? colon - 1 : colon) : (h[0] == '[' ? end - 1 : end);
-  if (he <= hs || (size_t)(he - hs) >= sizeof u->host) return "bad host in the url";
+  if (he <= hs || (size_t)(he - hs) >= sizeof u->host || !visible(hs, (size_t)(he - hs))) return "bad host in the url";
   memcpy(u->host, hs, (size_t)(he - hs));
   u->host[he - hs] = 0;
-  u->port = colon ? atoi(colon + 1) : (u->tls ? 443 : 80);
-  if (u->port <= 0 || u->port > 65535) return "bad port in the url";
+  u->port = colon ? parse_port(colon + 1, (size_t)(end - colon - 1)) : (u->tls ? 443 : 80);
+  if (!u->port) return "bad port in the url";
   u->target = *end == '/' || *end == '?' ? end : "/";
   return NULL;
 }
 
-/* The handshake request: our fields, then the caller's (minus the ones the handshake owns). */
-static int build_head(lua_State *L, const ws_url *u, const char *url, const char *key, rh_buf *b) {
-  size_t hostlen = strcspn(url + (u->tls ? 6 : 5), "/?#");
-  rh_buf_printf(b, "GET %s%s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
-                u->target[0] == '?' ? "/" : "", u->target, (int)hostlen, url + (u->tls ? 6 : 5), key);
+/* Fields the handshake owns: a script's headers do not replace them. */
+static int handshake_owned(const rh_header *f) {
+  return rh_header_name_eq(f, "host") || rh_header_name_eq(f, "upgrade") || rh_header_name_eq(f, "connection") ||
+         (f->name_len > 14 && strncasecmp(f->name, "sec-websocket-", 14) == 0);
+}
+
+/* The list at the top of the stack, comma-separated into list: NULL, or what was wrong. */
+static const char *protocol_list(lua_State *L, rh_buf *list) {
+  for (int i = 1;; i++) {
+    lua_rawgeti(L, -1, i);
+    size_t n;
+    const char *p = lua_tolstring(L, -1, &n);
+    int ok = !p || rh_http_is_token(p, n);
+    if (p && ok) rh_buf_printf(list, "%s%.*s", i > 1 ? ", " : "", (int)n, p);
+    lua_pop(L, 1);
+    if (!p) return NULL;
+    if (!ok) return "invalid token";
+  }
+}
+
+/* opts.protocols (a list of tokens, or one string as the field's value) as a field. */
+static const char *protocols_field(lua_State *L, rh_buf *b) {
   lua_getfield(L, 2, "protocols");
+  rh_buf list = RH_BUF_INIT;
+  const char *err = NULL;
   if (lua_istable(L, -1)) {
-    rh_buf_puts(b, "Sec-WebSocket-Protocol: ");
-    for (int i = 1;; i++) {
-      lua_rawgeti(L, -1, i);
-      const char *p = lua_tostring(L, -1);
-      lua_pop(L, 1);
-      if (!p) break;
-      rh_buf_printf(b, "%s%s", i > 1 ? ", " : "", p);
-    }
-    rh_buf_puts(b, "\r\n");
+    err = protocol_list(L, &list);
   } else if (lua_isstring(L, -1)) {
-    rh_buf_printf(b, "Sec-WebSocket-Protocol: %s\r\n", lua_tostring(L, -1));
+    size_t n;
+    const char *p = lua_tolstring(L, -1, &n);
+    rh_buf_append(&list, p, n);
   }
   lua_pop(L, 1);
+  if (!err && list.len) err = rh_head_field(b, "Sec-WebSocket-Protocol", 22, list.data, list.len);
+  rh_buf_free(&list);
+  return err;
+}
+
+/* A head writer's error, with the part it was in, as build_head's message: -1. */
+static int bad_part(lua_State *L, const char *err, const char *part) {
+  lua_pushfstring(L, "%s in %s", err, part);
+  return -1;
+}
+
+/* The handshake request from its parts, each checked as it is written (http/head.h): the
+ * request line, Host, the handshake's own fields, the subprotocols, then the caller's headers.
+ * 0, or -1 with a message naming the bad part on the stack. */
+static int build_head(lua_State *L, const ws_url *u, const char *key, rh_buf *b) {
+  rh_buf target = RH_BUF_INIT;
+  if (u->target[0] == '?') rh_buf_append(&target, "/", 1);
+  rh_buf_puts(&target, u->target);
+  const char *err = rh_head_request_line(b, "GET", 3, target.data, target.len);
+  rh_buf_free(&target);
+  if (err) return bad_part(L, err, "the url");
+  if ((err = rh_head_field(b, "Host", 4, u->authority, u->authority_len))) return bad_part(L, err, "the url's host");
+  if ((err = rh_ws_dial_fields(b, key))) return bad_part(L, err, "the key");
+  if ((err = protocols_field(L, b))) return bad_part(L, err, "protocols");
   rh_headers h = RH_HEADERS_INIT;
   lua_getfield(L, 2, "headers");
-  int rc = rh_lua_read_headers(L, -1, &h);
-  if (rc < 0) {
+  if (rh_lua_read_headers(L, -1, &h) < 0) {
     rh_headers_free(&h);
     return -1; /* message on the stack */
   }
   lua_pop(L, 1);
-  for (size_t i = 0; i < h.n; i++) {
-    const rh_header *f = &h.items[i];
-    if (rh_header_name_eq(f, "host") || rh_header_name_eq(f, "upgrade") || rh_header_name_eq(f, "connection") ||
-        (f->name_len > 14 && strncasecmp(f->name, "sec-websocket-", 14) == 0))
-      continue;
-    rh_buf_printf(b, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len, f->value);
-  }
+  err = rh_head_fields(b, &h, handshake_owned);
   rh_headers_free(&h);
-  rh_buf_puts(b, "\r\n");
+  if (err) return bad_part(L, err, "headers");
+  rh_head_end(b);
   return 0;
 }
 
 /* core.ws_connect(url, {headers, protocols, timeout, ca_file, max_queued}) -> ws, protocol | nil, err
- * (max_queued as for core.ws_accept) */
+ * (max_queued as for core.ws_accept). A url or a head part that is not one is nil and an error
+ * naming it, and nothing is sent. */
 static int l_ws_connect(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   lua_settop(L, 2); /* opts may be left out: then an empty table stands in at 2 */
@@ -685,13 +740,19 @@ static int l_ws_connect(lua_State *L) {
   if (!t) return luaL_error(L, "relay.ws.connect: only inside a handler or timer");
   ws_url u;
   const char *why = parse_ws_url(url, &u);
-  if (why) return luaL_error(L, "relay.ws.connect: %s", why);
+  if (why) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
   char key[25];
   rh_ws_client_key(key);
   rh_buf head = RH_BUF_INIT;
-  if (build_head(L, &u, url, key, &head) < 0) {
+  if (build_head(L, &u, key, &head) < 0) { /* nothing is sent: a bad part is no head at all */
     rh_buf_free(&head);
-    return luaL_error(L, "relay.ws.connect: headers: %s", lua_tostring(L, -1));
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
   }
   lua_getfield(L, 2, "timeout");
   double timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 10;

@@ -15,6 +15,7 @@
 #include "net/path.h"
 #include "proxy/internal.h"
 #include "proxy/pool.h"
+#include "proxy/ws_dial.h"
 #include "tls/tls.h"
 
 struct rh_proxy_conf {
@@ -337,8 +338,7 @@ static const char *write_head(rh_buf *out, const rh_proxy_head *head, int framin
                                          strlen(head->target));
   if (!err) err = rh_head_fields(out, head->headers, framing_field);
   if (!err && ws_key) {
-    rh_buf_puts(out, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
-    err = rh_head_field(out, "Sec-WebSocket-Key", 17, ws_key, strlen(ws_key));
+    err = rh_ws_dial_fields(out, ws_key);
   } else if (!err && framing == BODY_LENGTH) {
     char num[24];
     int n = snprintf(num, sizeof num, "%" PRIu64, length);

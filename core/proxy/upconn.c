@@ -47,13 +47,23 @@ typedef struct {
   char data[];
 } up_write;
 
+/* A write failed: the peer is gone (reset), so nothing more will arrive. A paused connection
+ * would never find out (nothing reads it), so it reads again, for good: what is left is only
+ * what the kernel holds (bounded), then the read side reports the loss, from the loop, after
+ * whatever the peer sent before it went (an answer the owner has not taken yet). */
+static void write_failed(rh_upconn *u) {
+  u->write_failed = 1;
+  rh_upconn_resume(u);
+}
+
 static void after_write(uv_write_t *w, int status) {
   up_write *uw = (up_write *)w;
   rh_upconn *u = uw->u;
   u->queued -= uw->len;
   free(uw);
-  if (status < 0 || u->closing) return; /* the read side reports a broken connection */
-  if (u->on_write) u->on_write(u->owner, u->queued);
+  if (u->closing) return;
+  if (status < 0) write_failed(u);
+  else if (u->on_write) u->on_write(u->owner, u->queued);
 }
 
 static void report_written(uv_idle_t *h) {
@@ -71,7 +81,10 @@ static int raw_write(rh_upconn *u, const char *p, size_t n) {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     int w = uv_try_write((uv_stream_t *)&u->tcp, &b, 1);
     if (w > 0) { p += w; n -= (size_t)w; }
-    else if (w != UV_EAGAIN && w != UV_ENOSYS) return -1; /* the read side reports why */
+    else if (w != UV_EAGAIN && w != UV_ENOSYS) {
+      write_failed(u);
+      return -1;
+    }
     if (n == 0) {
       uv_idle_start(&u->written, report_written);
       return 0;
@@ -84,9 +97,11 @@ static int raw_write(rh_upconn *u, const char *p, size_t n) {
   uw->len = n;
   uv_buf_t b = uv_buf_init(uw->data, (unsigned)n);
   u->queued += n;
-  if (uv_write(&uw->w, (uv_stream_t *)&u->tcp, &b, 1, after_write) < 0) {
+  int rc = uv_write(&uw->w, (uv_stream_t *)&u->tcp, &b, 1, after_write);
+  if (rc < 0) {
     u->queued -= n;
     free(uw);
+    write_failed(u);
     return -1;
   }
   return 0;
@@ -153,6 +168,7 @@ void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upco
 }
 
 void rh_upconn_pause(rh_upconn *u) {
+  if (u->write_failed) return; /* read to the end: see write_failed */
   if (u->reading) uv_read_stop((uv_stream_t *)&u->tcp);
   u->reading = 0;
 }

@@ -12,7 +12,9 @@ struct rh_tls_ctx;
 typedef struct rh_upconn rh_upconn;
 
 /* n > 0: application bytes; n < 0: the connection is over, err says why ("upstream closed the
- * connection", "TLS: certificate verify failed: …", a socket error). */
+ * connection", "TLS: certificate verify failed: …", a socket error). Paused or not: once a write
+ * fails the connection is read to its end (what the kernel holds), so a paused owner still
+ * learns at once that its peer is gone, after what the peer sent before it went. */
 typedef void (*rh_upconn_read_cb)(void *owner, const char *p, ssize_t n, const char *err);
 /* A write finished; queued is what is still waiting to go out. Always from the loop, never from
  * inside rh_upconn_write (owners set timers after writing). */
@@ -34,6 +36,7 @@ struct rh_upconn {
   rh_upconn_write_cb on_write;
   size_t queued;             /* bytes handed to libuv, not yet written */
   int in_pool, closing, reading;
+  int write_failed;          /* the peer is gone: read to the end, paused or not */
 };
 
 typedef struct rh_dial rh_dial;
@@ -48,7 +51,8 @@ void rh_dial_cancel(rh_dial *d);
 
 /* Bytes from now on go to owner's callbacks; starts reading if it was not. */
 void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upconn_write_cb on_write);
-void rh_upconn_pause(rh_upconn *u);        /* backpressure: until the next rh_upconn_resume */
+/* Backpressure: until the next rh_upconn_resume (or a failed write, see rh_upconn_read_cb). */
+void rh_upconn_pause(rh_upconn *u);
 void rh_upconn_resume(rh_upconn *u);
 /* Application bytes (encrypted on TLS). -1 if the connection is closing. */
 int rh_upconn_write(rh_upconn *u, const char *p, size_t n);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "http/collect.h"
+#include "http/head.h"
 #include "http/headers.h"
 #include "log/buf.h"
 #include "ws/ws.h"
@@ -25,6 +26,11 @@ struct rh_ws_dial {
   rh_ws_dial_cb cb;
   void *ud;
 };
+
+const char *rh_ws_dial_fields(rh_buf *b, const char *key) {
+  rh_buf_puts(b, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+  return rh_head_field(b, "Sec-WebSocket-Key", 17, key, strlen(key));
+}
 
 static void free_dial(uv_handle_t *h) {
   rh_ws_dial *d = h->data;

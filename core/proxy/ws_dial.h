@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <uv.h>
+#include "log/buf.h"
 #include "proxy/upconn.h"
 
 typedef struct rh_ws_dial rh_ws_dial;
@@ -15,7 +16,12 @@ typedef struct rh_ws_dial rh_ws_dial;
 typedef void (*rh_ws_dial_cb)(void *ud, rh_upconn *u, const char *protocol, const char *rest,
                               size_t rest_len, const char *err, int timed_out);
 
-/* head: the whole handshake request, carrying Sec-WebSocket-Key: key. NULL if it cannot start. */
+/* The fields that make a request a WebSocket handshake (Upgrade, Connection,
+ * Sec-WebSocket-Version, Sec-WebSocket-Key: key), written through http/head.h: the one writer of
+ * them for every dial (the proxy's pass-through, relay.ws.connect). NULL, or what was wrong. */
+const char *rh_ws_dial_fields(rh_buf *b, const char *key);
+
+/* head: the whole handshake request, with rh_ws_dial_fields for key. NULL if it cannot start. */
 rh_ws_dial *rh_ws_dial_start(uv_loop_t *loop, const char *host, int port, struct rh_tls_ctx *tls,
                              const char *head, size_t head_len, const char *key, double timeout,
                              rh_ws_dial_cb cb, void *ud);

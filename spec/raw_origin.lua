@@ -1,0 +1,39 @@
+-- The recording origin (spec/fixtures/raw_origin.lua, its own process) for hostile-input specs:
+--   local origin = require("raw_origin").start()
+--   origin.port; origin:take(settle) -> the bytes of each connection accepted since the last
+--   take; origin:stop()
+local helpers = require "helpers"
+
+local Origin = {}
+Origin.__index = Origin
+
+local M = {}
+
+function M.start()
+  local dir = helpers.tmpdir()
+  os.execute(("luajit %q %q >%q 2>&1 & echo $! >%q"):format(helpers.fixture("raw_origin.lua"), dir,
+    dir .. "/out", dir .. "/pid"))
+  local port = tonumber(helpers.wait_until(function()
+    return (helpers.read_file(dir .. "/port") or ""):match("%d+")
+  end, 5, "the origin's port"))
+  local pid = tonumber((helpers.read_file(dir .. "/pid") or ""):match("%d+"))
+  return setmetatable({ dir = dir, port = port, pid = pid, seen = 0 }, Origin)
+end
+
+function Origin:stop() os.execute("kill " .. self.pid .. " 2>/dev/null") end
+
+-- The bytes of each connection accepted since the last call (after `settle` seconds, so that
+-- what is on its way is recorded).
+function Origin:take(settle)
+  helpers.sleep(settle or 0.2)
+  local out = {}
+  while true do
+    local data = helpers.read_file(("%s/conn-%d"):format(self.dir, self.seen + 1))
+    if not data then break end
+    self.seen = self.seen + 1
+    out[#out + 1] = data
+  end
+  return out
+end
+
+return M
