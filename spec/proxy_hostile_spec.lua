@@ -8,35 +8,7 @@ local socket = require "socket"
 
 -- ---- the recording origin ----
 
-local Origin = {}
-Origin.__index = Origin
-
-local function start_origin()
-  local dir = helpers.tmpdir()
-  os.execute(("luajit %q %q >%q 2>&1 & echo $! >%q"):format(helpers.fixture("raw_origin.lua"), dir,
-    dir .. "/out", dir .. "/pid"))
-  local port = tonumber(helpers.wait_until(function()
-    return (helpers.read_file(dir .. "/port") or ""):match("%d+")
-  end, 5, "the origin's port"))
-  local pid = tonumber((helpers.read_file(dir .. "/pid") or ""):match("%d+"))
-  return setmetatable({ dir = dir, port = port, pid = pid, seen = 0 }, Origin)
-end
-
-function Origin:stop() os.execute("kill " .. self.pid .. " 2>/dev/null") end
-
--- The bytes of each connection accepted since the last call (after `settle` seconds, so that
--- what is on its way is recorded).
-function Origin:take(settle)
-  helpers.sleep(settle or 0.2)
-  local out = {}
-  while true do
-    local data = helpers.read_file(("%s/conn-%d"):format(self.dir, self.seen + 1))
-    if not data then break end
-    self.seen = self.seen + 1
-    out[#out + 1] = data
-  end
-  return out
-end
+local start_origin = require("raw_origin").start
 
 -- The requests an HTTP/1.1 server would read from bytes (RFC 9112 framing); `rest` holds
 -- bytes that do not start a request.

@@ -288,7 +288,8 @@ end
 -- relay.redis(url) -> r; r:call("SET", "k", "v") yields -> reply | nil, err; r:ready()
 relay.redis = core.redis_open
 
--- relay.ws.connect(url, {headers, protocols, timeout, ca_file}) -> ws, protocol | nil, err
+-- relay.ws.connect(url, {headers, protocols, timeout, ca_file, max_queued}) -> ws, protocol | nil, err
+-- (a bad part of the url, a header or a protocol is nil and an error naming it; nothing is sent)
 -- relay.ws.accept(protocols?, {headers, max_message, max_queued, going_away}?) -> ws | nil, err (also
 -- req:websocket): upgrades the running request of a plain
 -- route, after the handler's own checks (which may still answer 401/400/429 instead).
