@@ -68,9 +68,13 @@ static void now_serving(void);
 static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
 
+/* The personalities under scripts/ (spec/usage_spec.lua keeps this list and the folder equal). */
+#define BUNDLED "demo, prefix-proxy, flag-proxy, git-tunnel/server, git-tunnel/client, workspace-relay"
+
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: relayhost SCRIPT [flags]        serve SCRIPT (a path or a bundled name: demo, ...)\n"
+          "usage: relayhost SCRIPT [flags]        serve SCRIPT: a path, or a bundled name\n"
+          "                                       (" BUNDLED ")\n"
           "       relayhost check SCRIPT [flags]  load and initialise SCRIPT without serving\n"
           "       relayhost reload --pid-file F   reload the host in F and report the outcome\n"
           "       relayhost upgrade --pid-file F  hand the listeners to the binary on disk, drain\n"
@@ -718,7 +722,7 @@ static void cleanup(void) {
 static int run_script(const char *arg, int is_check, int argc, char **argv) {
   H.script = rh_resolve_script(arg);
   if (!H.script) {
-    fprintf(stderr, "relayhost: %s: no such script (a path, or a bundled name such as 'demo')\n", arg);
+    fprintf(stderr, "relayhost: %s: no such script (a path, or a bundled name: " BUNDLED ")\n", arg);
     return 2;
   }
   H.argc = argc;
