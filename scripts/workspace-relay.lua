@@ -144,6 +144,10 @@ app:on_init(function()
   obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.mode, backplaneMode = cfg.backplane,
                                      serverUrl = cfg.server_url, validateUrl = cfg.validate_url,
                                      admission = table.concat(cfg.admission, ","), adminHttp = cfg.admin_enabled })
+  if cfg.admin_enabled and cfg.relay_admin_token:match("^%s*$") then -- as the original: every admin call 401s
+    obs:log("warn", "admin_without_token", { message = "RELAY_ENABLE_ADMIN_HTTP is set but RELAY_ADMIN_TOKEN is empty: " ..
+      "/state, /logs and /metrics answer every request 401" })
+  end
 end)
 
 return app

@@ -42,4 +42,11 @@ describe("workspace relay settings", function()
     assert.truthy(config({ RELAY_VALIDATE_URL = "https://api.example.com/api/runtime/internal/relay/validate" })
       :find('"serverUrl":"https://api.example.com"', 1, true))
   end)
+
+  it("warns at start when the admin endpoints are on without a token (every call would be 401)", function()
+    local _, out, err = check { RELAY_ENABLE_ADMIN_HTTP = "1" }
+    assert.matches('"event":"admin_without_token"', out .. err)
+    _, out, err = check { RELAY_ENABLE_ADMIN_HTTP = "1", RELAY_ADMIN_TOKEN = "t" }
+    assert.not_matches("admin_without_token", out .. err)
+  end)
 end)
