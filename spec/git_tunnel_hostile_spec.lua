@@ -282,6 +282,91 @@ describe("git tunnel client against a hostile relay-server", function()
     assert.equal("200", request("GET", "/after").a)
     assert.is_true(env.ready(client))
   end)
+
+  -- A flood's probe: the client's own probe endpoint answers.
+  local function alive(c)
+    local res = helpers.connect(c.port, nil, helpers.asan() and 10 or 2) -- ASan: 2 cores shared
+    local r = res and res:get("/v1/system/alive")
+    if res then res:close() end
+    return r ~= nil and r.status == 200
+  end
+
+  -- The mirror of "a tunnel client that never reads": the client's PONGs wait in its own
+  -- dialled WebSocket, which must count them (rh_lua_ws_queued) for the tunnel to hold them.
+  it("holds memory when a server floods PINGs and never reads the PONGs (+32 MB)", function()
+    local fake = peer.listen()
+    local c = env.start_client(fake.port, "deaf-server", ("http://127.0.0.1:%d/base"):format(origin.port),
+                               { "--ping-interval=5" }) -- its heartbeat waits out our drain below
+    local p = fake:accept()
+    local ping = p:ws_frame(peer.frame(peer.PING, 0, "12345678"))
+    local batch = ping:rep(2000)
+    local bytes, off = 0, 1 -- what the flood wrote, and where in batch it goes on
+    p.sock:settimeout(0.5)
+    local peak = helpers.flood(c, {
+      seconds = 4,
+      bound_kb = 32 * 1024,
+      step = function()
+        for _ = 1, 10 do
+          local n, _, last = p.sock:send(batch, off)
+          bytes = bytes + (n or last) - off + 1
+          off = n and 1 or last + 1
+          if not n then return end -- the client stopped reading: it is paused
+        end
+      end,
+      probe = function() return alive(c) end,
+    })
+    -- what the client answered: every byte it sent us, read now until it has nothing more
+    p.sock:settimeout(1)
+    local got = 0
+    while true do
+      local data, _, partial = p.sock:receive(65536)
+      got = got + #(data or partial or "")
+      if not data then break end
+    end
+    local sent = math.floor(bytes / #ping)
+    print(("\n  tunnel server that never reads: %d PING frames sent, %d bytes of answers, RSS peak +%d kB"):format(
+      sent, got, peak))
+    local closed = c:log():find('"event":"tunnel_over_bound"', 1, true)
+    assert.is_true(closed ~= nil or got < sent * 19 / 2,
+      ("the client answered %d bytes to %d PINGs (a PONG is 19): it queued them all"):format(got, sent))
+    if not closed then -- held, not closed: the latest PING is answered once we read again
+      p:send_frame(peer.frame(peer.PING, 0, "after..."))
+      local f
+      repeat f = assert(p:expect(peer.PONG, 0, 10)) until f.payload == "after..."
+    end
+    p:close()
+    c:stop()
+  end)
+
+  -- Each stream's window is 4 MiB, and a server opens as many streams as it likes: what they
+  -- queue together is held to RH_TUN_CLIENT_QUEUE, the streams waiting as if out of credit.
+  it("holds memory when a server opens many streams and never reads their responses (+32 MB)", function()
+    local web_dir = helpers.tmpdir()
+    local web = env.start_lighttpd(web_dir)
+    env.must(("head -c 67108864 /dev/zero > %s/www/big"):format(web_dir))
+    local fake = peer.listen()
+    local c = env.start_client(fake.port, "deaf-streams", ("http://127.0.0.1:%d"):format(web.port),
+                               { "--ping-interval=5" })
+    local p = fake:accept()
+    local opened = 0
+    local peak = helpers.flood(c, {
+      seconds = 4,
+      bound_kb = 32 * 1024,
+      step = function()
+        if opened < 24 then
+          opened = opened + 1
+          p:send_frame(peer.head(opened, "GET", "/big", {}))
+          p:send_frame(peer.frame(peer.END, opened))
+        end
+        helpers.sleep(0.1)
+      end,
+      probe = function() return alive(c) end,
+    })
+    print(("\n  tunnel server that never reads: %d streams of 64 MiB opened, RSS peak +%d kB"):format(opened, peak))
+    assert.is_true(env.ready(c)) -- paused, not closed
+    p:close()
+    c:stop()
+  end)
 end)
 
 describe("git tunnel targets through a real server and client (--allow-hosts, queries)", function()

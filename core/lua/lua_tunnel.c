@@ -105,8 +105,8 @@ static void tr_ping(void *ud) {
   if (t->ws) rh_lua_ws_send(t->ws, RH_WS_PING, "hb", 2);
 }
 
-/* What the peer has not read yet: the tunnel's bound (0 on the client's side, where the session
- * does not count it; the server bounds what it sends there by its credit). */
+/* What the peer has not read yet, for the tunnel's bound and its held PONGs: the session's
+ * backlog on either side (a dialled one counts its connection's write queue too). */
 static size_t tr_queued(void *ud) {
   tunnel *t = ud;
   return t->ws ? rh_lua_ws_queued(t->ws) : 0;

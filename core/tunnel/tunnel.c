@@ -33,6 +33,7 @@ struct rh_tun {
   int is_server, failed, freeing;
   int over;                   /* the peer left more than the bound unread: closed on the next tick */
   int pong_owed;              /* a PING came while the transport was backed up: answered later */
+  int held;                   /* client: streams wait on RH_TUN_CLIENT_QUEUE */
   char pong[8];
   size_t over_queued;
   size_t orphaned;            /* sent by streams now gone, perhaps still queued (at most what is) */
@@ -46,6 +47,8 @@ struct rh_tun {
 static double now(rh_tun *t) { return (double)uv_now(t->loop) / 1000.0; }
 
 static size_t queued(rh_tun *t) { return t->tr.queued ? t->tr.queued(t->tr.ud) : 0; }
+
+static int backed_up(rh_tun *t) { return !t->is_server && queued(t) > RH_TUN_CLIENT_QUEUE; }
 
 /* Past this the peer is not reading what it asked for: with the credit windows honoured, every
  * stream's data fits in its window, and control frames and heads in the slack. What streams
@@ -177,6 +180,10 @@ static int check_done(rh_tstream *s) {
 static size_t send_data(rh_tstream *s, const char *p, size_t n) {
   size_t sent = 0;
   while (sent < n && s->credit) {
+    if (backed_up(s->tun)) {
+      s->tun->held = 1;
+      break;
+    }
     size_t k = n - sent;
     if (k > RH_TF_MAX_DATA) k = RH_TF_MAX_DATA;
     if (k > s->credit) k = (size_t)s->credit;
@@ -273,7 +280,7 @@ static void on_window(rh_tstream *s, uint32_t inc) {
     rh_buf_consume(&s->pending, sent);
     if (s->tun) s->tun->st.buffered -= sent;
     if (s->pending.len) { /* progress, but still waiting: the stall clock starts over */
-      if (s->tun) s->blocked_since = now(s->tun);
+      if (s->tun && sent) s->blocked_since = now(s->tun);
       return;
     }
     if (s->sent_end) {
@@ -372,6 +379,17 @@ static void dispatch(rh_tun *t, const rh_tframe *f) {
   }
 }
 
+/* Client: streams that waited on RH_TUN_CLIENT_QUEUE go on once the server has read enough. */
+static void resume_held(rh_tun *t) {
+  if (!t->held || t->failed || backed_up(t)) return;
+  t->held = 0;
+  rh_tstream *next;
+  for (rh_tstream *s = t->streams; s; s = next) {
+    next = s->next;
+    if (s->pending.len || s->want_writable) on_window(s, 0);
+  }
+}
+
 void rh_tun_touch(rh_tun *t) { t->last_rx = now(t); }
 
 int rh_tun_input(rh_tun *t, const char *p, size_t n) {
@@ -384,6 +402,7 @@ int rh_tun_input(rh_tun *t, const char *p, size_t n) {
     return -1;
   }
   dispatch(t, &f);
+  resume_held(t);
   return t->failed ? -1 : 0;
 }
 
@@ -416,6 +435,7 @@ static void tick(uv_timer_t *tm) {
     return;
   }
   if (t->pong_owed && queued(t) <= RH_TUN_PONG_HOLD) send_pong(t, t->pong);
+  resume_held(t);
   if (n - t->last_rx > 3 * t->o.ping_interval) {
     fail_tunnel(t, 1011, "heartbeat timeout");
     return;

@@ -23,6 +23,10 @@
 #define RH_TUN_WINDOW (4u * 1024 * 1024) /* initial credit of each direction of each stream */
 #define RH_TUN_SLACK (1024u * 1024)    /* what a tunnel may queue beyond its streams' windows */
 #define RH_TUN_PONG_HOLD (64u * 1024)  /* a PING is answered once the transport's queue is under this */
+/* Client: over this in the transport's queue, every stream waits as if out of credit. Windows
+ * are per stream and a server opens as many as it likes; one that reads nothing must not hold a
+ * window per stream here. */
+#define RH_TUN_CLIENT_QUEUE (8u * 1024 * 1024)
 #define RH_TR_TIMEOUT 100                /* local reset code: no response head in time */
 #define RH_TR_GONE 101                   /* local reset code: the tunnel went away */
 
