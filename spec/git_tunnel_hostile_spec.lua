@@ -369,6 +369,29 @@ describe("git tunnel client against a hostile relay-server", function()
   end)
 end)
 
+describe("git tunnel client against an upstream that never ends its head", function()
+  it("answers 502 once the head's fields pass 64 KiB (http/collect's limit), holding no more", function()
+    local dir = helpers.tmpdir()
+    local port, out = env.free_port(), dir .. "/endless.out"
+    local pid = env.must(("python3 %s %d > %s 2>&1 & echo $!"):format(helpers.fixture("endless-head-origin.py"), port, out))
+    env.track({ pid = tonumber(pid:match("%d+")) })
+    helpers.wait_until(function() return (helpers.read_file(out) or ""):match("up") end, 5, "the endless origin")
+    local fake = peer.listen()
+    local client = env.start_client(fake.port, "victim", ("http://127.0.0.1:%d/"):format(port))
+    local tunnel = fake:accept()
+    tunnel:send_frame(peer.head(1, "GET", "/x", {}))
+    tunnel:send_frame(peer.frame(peer.END, 1))
+    local f
+    repeat f = assert(tunnel:recv(10), "no answer to a request whose upstream never ends its head")
+    until f.stream == 1 and (f.type == peer.HEAD or f.type == peer.RESET)
+    assert.equal(peer.RESET, f.type)
+    assert.matches("head over 64 KiB", f.payload)
+    client:stop()
+    tunnel:close()
+    env.stop_all_checked()
+  end)
+end)
+
 describe("git tunnel targets through a real server and client (--allow-hosts, queries)", function()
   local dir, origin, other, server
 

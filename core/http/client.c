@@ -25,7 +25,6 @@
 #define DEFAULT_TIMEOUT 30.0
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
 #define READ_CHUNK 16384
-#define MAX_HEAD (64 * 1024)  /* header field bytes held for one response */
 
 struct rh_client_op {
   uv_loop_t *loop;
@@ -55,7 +54,6 @@ struct rh_client_op {
   bool got_bytes;       /* anything arrived: a write error no longer matters */
   bool complete, over_max;
   const char *refused;  /* a response head we do not take, and why */
-  size_t head_bytes;    /* of header fields so far */
   rh_client_data_cb on_data; /* streaming, see client.h */
   bool streaming;       /* the head went to cb: from here on the body goes to on_data */
   uint64_t idle_ms;
@@ -164,22 +162,6 @@ static const char *refused_head(const rh_client_op *op, const llhttp_t *p) {
   return NULL;
 }
 
-/* Fields are held until the head ends: a server that never ends it fails at MAX_HEAD. */
-static int head_over(rh_client_op *op, size_t len) {
-  op->head_bytes += len;
-  if (op->head_bytes <= MAX_HEAD) return 0;
-  op->refused = "bad response: head over 64 KiB";
-  return 1;
-}
-
-static int on_field(llhttp_t *p, const char *at, size_t len) {
-  return head_over(op_of(p), len) ? -1 : rh_collect_on_field(p, at, len);
-}
-
-static int on_value(llhttp_t *p, const char *at, size_t len) {
-  return head_over(op_of(p), len) ? -1 : rh_collect_on_value(p, at, len);
-}
-
 static int on_headers_complete(llhttp_t *p) {
   rh_client_op *op = op_of(p);
   if (rh_collect_interim_head(&op->parser)) return 0;
@@ -220,9 +202,9 @@ static int on_message_complete(llhttp_t *p) {
 
 static const llhttp_settings_t parser_settings = {
   .on_message_begin = on_message_begin,
-  .on_header_field = on_field,
+  .on_header_field = rh_collect_on_field,
   .on_header_field_complete = rh_collect_on_field_complete,
-  .on_header_value = on_value,
+  .on_header_value = rh_collect_on_value,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
   .on_message_complete = on_message_complete,
@@ -230,6 +212,7 @@ static const llhttp_settings_t parser_settings = {
 
 /* After llhttp has seen some bytes (or the end): done, failed, or wait for more. */
 static void after_parse(rh_client_op *op, llhttp_errno_t perr) {
+  if (!op->refused && rh_collect_over(&op->parser)) op->refused = "bad response: head over 64 KiB";
   if (op->refused) {
     finish(op, op->refused, NULL);
   } else if (op->over_max) {

@@ -4,6 +4,8 @@ void rh_collect_init(rh_collect *c, llhttp_type_t type, const llhttp_settings_t 
                      rh_headers *into) {
   llhttp_init(&c->llhttp, type, settings);
   c->llhttp.data = data;
+  c->held = 0;
+  c->max_held = type == HTTP_RESPONSE ? RH_COLLECT_MAX_RESPONSE_HEAD : 0;
   rh_collect_into(c, into);
 }
 
@@ -16,8 +18,17 @@ void rh_collect_into(rh_collect *c, rh_headers *into) {
 /* Only ever called with the llhttp_t of an rh_collect (rh_collect_init's settings). */
 static rh_collect *of(llhttp_t *p) { return (rh_collect *)p; }
 
+/* Fields are held until the head ends: one that never ends stops at the limit. */
+static int over(rh_collect *c, size_t len) {
+  c->held += len;
+  return c->max_held && c->held > c->max_held;
+}
+
+int rh_collect_over(const rh_collect *c) { return c->max_held && c->held > c->max_held; }
+
 int rh_collect_on_field(llhttp_t *p, const char *at, size_t len) {
   rh_collect *c = of(p);
+  if (over(c, len)) return HPE_USER;
   if (c->in_name) rh_headers_append_name(c->into, at, len);
   else rh_headers_add(c->into, at, len, "", 0);
   c->in_name = 1;
@@ -31,6 +42,7 @@ int rh_collect_on_field_complete(llhttp_t *p) {
 
 int rh_collect_on_value(llhttp_t *p, const char *at, size_t len) {
   rh_collect *c = of(p);
+  if (over(c, len)) return HPE_USER;
   c->in_name = 0;
   c->interim = 0;
   rh_headers_append_value(c->into, at, len);

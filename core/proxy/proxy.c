@@ -59,7 +59,6 @@ typedef struct {
   rh_headers out_headers;   /* the client's response head, rebuilt: passed on with the first body byte */
   int out_status, head_ready;
   int interims;             /* 1xx heads skipped */
-  size_t head_bytes;        /* of header fields in the response's heads so far */
   const char *bad_head;     /* why the response head cannot be passed on */
   int bad_status;           /* and the client's answer instead: 502, or 500 when a hook made it bad */
   int reused;               /* the connection came from the pool (it may have gone stale) */
@@ -73,7 +72,6 @@ typedef struct {
 #define REPLAY_MAX (64 * 1024)
 #define UP_HIGH_WATER (256 * 1024)
 #define MAX_INTERIM 16      /* 1xx heads before the answer: more is an upstream gone wrong */
-#define MAX_RESP_HEAD (64 * 1024) /* header bytes we hold for one response (nginx: 4-8 KB) */
 
 static rh_metric *m_upstream_errors, *m_retries;
 
@@ -738,20 +736,15 @@ static void pass_head(call *c) {
   rh_http_start_held(c->req, c->out_status, &c->out_headers);
 }
 
-/* The fields are held until the head is complete: an upstream that never ends its head gets a
- * 502 once they pass MAX_RESP_HEAD, not the process's memory. */
-static int head_over(call *c, size_t len) {
-  c->head_bytes += len;
-  return c->head_bytes > MAX_RESP_HEAD && refuse_head(c, 502, "the response head is over 64 KiB");
+/* An upstream that never ends its head gets a 502 once its fields pass the limit
+ * (http/collect.h), not the process's memory. */
+static int over_limit(llhttp_t *p, int rc) {
+  call *c = call_of(p);
+  return rc && rh_collect_over(&c->parser) ? refuse_head(c, 502, "the response head is over 64 KiB") : rc;
 }
 
-static int cb_field(llhttp_t *p, const char *at, size_t len) {
-  return head_over(call_of(p), len) ? HPE_USER : rh_collect_on_field(p, at, len);
-}
-
-static int cb_value(llhttp_t *p, const char *at, size_t len) {
-  return head_over(call_of(p), len) ? HPE_USER : rh_collect_on_value(p, at, len);
-}
+static int cb_field(llhttp_t *p, const char *at, size_t len) { return over_limit(p, rh_collect_on_field(p, at, len)); }
+static int cb_value(llhttp_t *p, const char *at, size_t len) { return over_limit(p, rh_collect_on_value(p, at, len)); }
 
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   call *c = call_of(p);
@@ -778,7 +771,6 @@ static void init_parser(call *c) {
   rh_collect_init(&c->parser, HTTP_RESPONSE, &c->settings, c, &c->resp_headers);
   rh_headers_clear(&c->resp_headers);
   c->resp_head_done = c->resp_done = c->interims = 0;
-  c->head_bytes = 0;
 }
 
 /* The response is complete: finish the client's, and park the connection when both sides

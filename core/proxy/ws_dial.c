@@ -22,7 +22,6 @@ struct rh_ws_dial {
   llhttp_settings_t settings;
   rh_headers headers;
   int status, done;
-  size_t head_bytes;    /* of header fields so far */
   rh_ws_dial_cb cb;
   void *ud;
 };
@@ -56,23 +55,6 @@ static void finish(rh_ws_dial *d, rh_upconn *u, const char *protocol, const char
 
 static rh_ws_dial *of(llhttp_t *p) { return p->data; }
 
-#define MAX_HEAD (64 * 1024) /* header field bytes held for the handshake's answer */
-
-/* Fields are held until the head ends: a server that never ends it fails at MAX_HEAD. */
-static int head_over(llhttp_t *p, size_t len) {
-  rh_ws_dial *d = of(p);
-  d->head_bytes += len;
-  return d->head_bytes > MAX_HEAD;
-}
-
-static int cb_field(llhttp_t *p, const char *at, size_t len) {
-  return head_over(p, len) ? HPE_USER : rh_collect_on_field(p, at, len);
-}
-
-static int cb_value(llhttp_t *p, const char *at, size_t len) {
-  return head_over(p, len) ? HPE_USER : rh_collect_on_value(p, at, len);
-}
-
 static int cb_headers_done(llhttp_t *p) {
   rh_ws_dial *d = of(p);
   d->status = p->status_code;
@@ -105,7 +87,7 @@ static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
     char why[64];
     snprintf(why, sizeof why, "the server answered %d instead of 101", d->status);
     finish(d, NULL, NULL, NULL, 0, why, 0);
-  } else if (d->head_bytes > MAX_HEAD) {
+  } else if (rh_collect_over(&d->parser)) {
     finish(d, NULL, NULL, NULL, 0, "the server's handshake head is over 64 KiB", 0);
   } else if (e != HPE_OK) {
     finish(d, NULL, NULL, NULL, 0, llhttp_get_error_reason(&d->parser.llhttp), 0);
@@ -121,8 +103,8 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   }
   d->up = u;
   llhttp_settings_init(&d->settings);
-  d->settings.on_header_field = cb_field;
-  d->settings.on_header_value = cb_value;
+  d->settings.on_header_field = rh_collect_on_field;
+  d->settings.on_header_value = rh_collect_on_value;
   d->settings.on_header_field_complete = rh_collect_on_field_complete;
   d->settings.on_headers_complete = cb_headers_done;
   rh_collect_init(&d->parser, HTTP_RESPONSE, &d->settings, d, &d->headers);

@@ -228,7 +228,8 @@ static int after_parse(exec *e, llhttp_errno_t rc) {
   }
   if (rc != HPE_OK) {
     char why[160];
-    snprintf(why, sizeof why, "bad response from the upstream: %s", llhttp_get_error_reason(&e->parser.llhttp));
+    snprintf(why, sizeof why, "bad response from the upstream: %s",
+             rh_collect_over(&e->parser) ? "head over 64 KiB" : llhttp_get_error_reason(&e->parser.llhttp));
     fail(e, why);
     return 1;
   }
