@@ -373,7 +373,8 @@ describe("git tunnel client against an upstream that never ends its head", funct
   it("answers 502 once the head's fields pass 64 KiB (http/collect's limit), holding no more", function()
     local dir = helpers.tmpdir()
     local port, out = env.free_port(), dir .. "/endless.out"
-    local pid = env.must(("python3 %s %d > %s 2>&1 & echo $!"):format(helpers.fixture("endless-head-origin.py"), port, out))
+    local pid = env.must(("python3 %s %d %s endless-head > %s 2>&1 & echo $!"):format(helpers.fixture("recording-origin.py"),
+      port, dir .. "/endless.log", out))
     env.track({ pid = tonumber(pid:match("%d+")) })
     helpers.wait_until(function() return (helpers.read_file(out) or ""):match("up") end, 5, "the endless origin")
     local fake = peer.listen()
