@@ -16,6 +16,7 @@
 #
 #   bench/prefix-proxy.sh                     DURATION=10 RUNS=3 CONNS="32 256" by default
 #   DURATION=5 RUNS=3 bench/prefix-proxy.sh
+#   RELAYHOST_BIN=/old/build/relayhost bench/prefix-proxy.sh   the same against another build
 #   WARMUP=2 (seconds of wrk before each measurement), KEEP=1 (keep the temporary folder),
 #   QUIET_WAIT=60 (seconds to wait for an idle machine first), SERVER_CPU=0 CLIENT_CPU=1,
 #   ORIGIN_CPU (default SERVER_CPU), RELAY_LUA_PORT=9111 RELAY_C_PORT=9112 (another free port
@@ -52,7 +53,7 @@ if ! tools/build build; then
   build_note="WARNING: tools/build build failed; measured the existing build/relayhost ($(date -r build/relayhost -Is))"
   echo "$me: $build_note" >&2
 fi
-relayhost=$top/build/relayhost
+relayhost=${RELAYHOST_BIN:-$top/build/relayhost} # RELAYHOST_BIN: another build, for before/after
 policy=$top/bench/prefix-proxy-policy.lua
 for t in nginx haproxy wrk taskset curl; do
   command -v "$t" >/dev/null || { echo "$me: $t not found after tools/deps --bench" >&2; exit 1; }
