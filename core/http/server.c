@@ -559,6 +559,9 @@ static rh_http_parse *ensure_ps(rh_http_conn *c) {
   c->ps = calloc(1, sizeof *c->ps);
   if (!c->ps) abort();
   rh_collect_init(&c->ps->parser, HTTP_REQUEST, &parser_settings, c, NULL); /* no request yet */
+  /* whether the connection ends is ours to say (wants_keep_alive): llhttp would otherwise
+   * refuse pipelined bytes after a request it read as the last */
+  llhttp_set_lenient_keep_alive(&c->ps->parser.llhttp, 1);
   c->ps->in_head = 1;
   return c->ps;
 }
@@ -701,6 +704,13 @@ static int cb_method_complete(llhttp_t *p) {
   return 0;
 }
 
+/* RFC 9112 9.3, read from the collected fields rather than llhttp's flags: llhttp 8.1 misses a
+ * Connection token followed by a HTAB (optional whitespace, RFC 9110 5.6.1). */
+static int wants_keep_alive(const rh_http_req *r) {
+  if (r->http_minor == 0) return rh_headers_has_token(&r->headers, "connection", "keep-alive");
+  return !rh_headers_has_token(&r->headers, "connection", "close");
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
@@ -726,7 +736,7 @@ static int cb_headers_complete(llhttp_t *p) {
     return fail_parse(c, 400, c->ps->host_count ? "repeated Host header" : "missing Host header");
   r->method = llhttp_method_name((llhttp_method_t)p->method);
   r->http_minor = p->http_minor;
-  r->keep_alive = llhttp_should_keep_alive(p);
+  r->keep_alive = wants_keep_alive(r);
   r->is_head = p->method == HTTP_HEAD;
   if (p->flags & F_CONTENT_LENGTH) r->content_length = p->content_length;
   /* RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored (it sends the body anyway) */
