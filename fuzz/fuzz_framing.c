@@ -46,7 +46,7 @@
 #include <strings.h>
 
 #include "http/server.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "log/log.h"
 
 #define FUZZ_TARGET "fuzz_framing"

@@ -25,7 +25,7 @@
 #include "http/collect.h"
 #include "http/head.h"
 #include "http/headers.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 
 #define FUZZ_TARGET "fuzz_head"
 #include "check.h"

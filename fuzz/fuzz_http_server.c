@@ -35,7 +35,7 @@
 
 #include "http/headers.h"
 #include "http/server.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "log/log.h"
 
 #define FUZZ_TARGET "fuzz_http_server"

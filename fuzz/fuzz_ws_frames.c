@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "ws/ws.h"
 
 #define FUZZ_TARGET "fuzz_ws_frames"

@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 
 static uv_loop_t loop;
 /* Called after every loop turn (a target resumes what its handler paused); may be NULL. */

@@ -19,7 +19,7 @@
 
 #include "http/collect.h"
 #include "http/head.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "tls/tls.h"
 
 #define DEFAULT_TIMEOUT 30.0

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 #include "http/headers.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 
 int rh_http_is_token(const char *s, size_t n);       /* RFC 9110 token: a method, a field name */
 int rh_http_is_field_value(const char *s, size_t n); /* no control bytes but HTAB */

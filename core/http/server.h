@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "http/headers.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 
 typedef struct rh_http_server rh_http_server;
 typedef struct rh_http_conn rh_http_conn;

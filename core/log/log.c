@@ -1,5 +1,5 @@
 #include "log/log.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 
 #include <math.h>
 #include <stdlib.h>

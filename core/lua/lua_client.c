@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "http/client.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "lua/bind.h"
 #include "lua/runtime.h"
 

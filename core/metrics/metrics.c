@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 
 typedef struct series {
   struct series *chain;

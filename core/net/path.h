@@ -10,7 +10,7 @@
 #define RH_NET_PATH_H
 
 #include <stddef.h>
-#include "log/buf.h"
+#include "buf/buf.h"
 
 /* Appends the normalised form of the path p[0..n) (no query; a leading '/' optional) to out:
  * "/" and the segments left, with a trailing '/' kept when p ended in one or in a dot-segment.

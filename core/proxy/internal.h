@@ -2,7 +2,7 @@
 #ifndef RH_PROXY_INTERNAL_H
 #define RH_PROXY_INTERNAL_H
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "proxy/proxy.h"
 
 struct rh_tls_ctx;

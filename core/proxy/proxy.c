@@ -9,7 +9,7 @@
 
 #include "http/collect.h"
 #include "http/head.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "net/path.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "tls/tls.h"
 
 static char read_buf[65536]; /* one loop, one read at a time: shared */

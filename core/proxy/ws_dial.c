@@ -8,7 +8,7 @@
 #include "http/collect.h"
 #include "http/head.h"
 #include "http/headers.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "ws/ws.h"
 
 /* One handshake. Freed when its timer handle is closed. */

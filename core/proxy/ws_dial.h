@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 #include <uv.h>
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "proxy/upconn.h"
 
 typedef struct rh_ws_dial rh_ws_dial;

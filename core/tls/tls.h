@@ -20,7 +20,7 @@
 #define RH_TLS_H
 
 #include <stddef.h>
-#include "log/buf.h"
+#include "buf/buf.h"
 
 typedef struct rh_tls_ctx rh_tls_ctx; /* an SSL_CTX plus settings; shared by many connections */
 typedef struct rh_tls rh_tls;         /* one connection's TLS state */

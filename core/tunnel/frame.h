@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "http/headers.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 
 enum {
   RH_TF_HEAD = 1,

@@ -20,7 +20,7 @@
 #include <uv.h>
 
 #include "http/server.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "tunnel/tunnel.h"
 
 struct rh_tls_ctx;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "tunnel/frame.h"

@@ -18,7 +18,7 @@
 #include <stddef.h>
 
 #include "http/headers.h"
-#include "log/buf.h"
+#include "buf/buf.h"
 
 enum {
   RH_WS_TEXT = 1,

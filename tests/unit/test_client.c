@@ -10,7 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "check.h"
 
 static uv_loop_t *loop;

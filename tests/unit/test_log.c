@@ -1,10 +1,10 @@
 /* Unit tests for core/log/log.c: rh_log_is_secret_key (which keys get redacted) and
- * rh_json_escape (JSON string literals), using the rh_buf of core/log/buf.h. */
+ * rh_json_escape (JSON string literals), using the rh_buf of core/buf/buf.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "log/log.h"
 #include "check.h"
 

@@ -19,7 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "log/buf.h"
+#include "buf/buf.h"
 #include "check.h"
 
 

@@ -1,4 +1,4 @@
-#include "log/buf.h"
+#include "buf/buf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
