@@ -24,7 +24,7 @@ static int l_hold(lua_State *L) {
   rh_http_req *r = t->req;
   t->req = NULL; /* the task's reference moves to the stream */
   r->ud = NULL;
-  int rc = rh_sse_hold(r, channel, &h, first, first_len, heartbeat);
+  int rc = rh_sse_hold(rh_loop(), r, channel, &h, first, first_len, heartbeat);
   rh_headers_free(&h);
   if (rc < 0) {
     lua_pushnil(L);

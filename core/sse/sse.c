@@ -5,13 +5,12 @@
 #include <string.h>
 #include <uv.h>
 
-#include "lua/runtime.h"
-
 typedef struct sse_chan sse_chan;
 
 /* One held stream. Owns one reference on req; lives in its channel's list until it ends. */
 typedef struct sse_stream {
   rh_http_req *req;
+  uv_loop_t *loop;           /* the one the caller handed in: the clock of last_write */
   sse_chan *chan;
   struct sse_stream *prev, *next;
   double heartbeat, last_write;
@@ -30,6 +29,8 @@ struct sse_chan {
 static sse_chan *chans;
 static size_t total;
 static uv_timer_t *tick;     /* malloc'd while any stream is held; freed by its close callback */
+
+static double now_s(uv_loop_t *loop) { return (double)uv_now(loop) / 1000.0; }
 
 static sse_chan *find_chan(const char *name) {
   for (sse_chan *c = chans; c; c = c->next)
@@ -102,7 +103,7 @@ static int stream_write(sse_stream *s, const char *p, size_t n) {
     return 0;
   }
   s->slow = rc == 1;
-  s->last_write = rh_now();
+  s->last_write = now_s(s->loop);
   return 1;
 }
 
@@ -129,21 +130,20 @@ static int heartbeat_one(sse_stream *s, void *arg) {
 }
 
 static void on_tick(uv_timer_t *t) {
-  (void)t;
-  double now = rh_now();
+  double now = now_s(t->loop);
   each_stream(NULL, heartbeat_one, &now);
 }
 
-static void ensure_tick(void) {
+static void ensure_tick(uv_loop_t *loop) {
   if (tick) return;
   tick = malloc(sizeof *tick);
   if (!tick) abort();
-  uv_timer_init(rh_loop(), tick);
+  uv_timer_init(loop, tick);
   uv_unref((uv_handle_t *)tick);
   uv_timer_start(tick, on_tick, 250, 250);
 }
 
-int rh_sse_hold(rh_http_req *req, const char *channel, const rh_headers *headers,
+int rh_sse_hold(uv_loop_t *loop, rh_http_req *req, const char *channel, const rh_headers *headers,
                 const char *first, size_t first_len, double heartbeat) {
   rh_headers h = RH_HEADERS_INIT;
   for (size_t i = 0; headers && i < headers->n; i++)
@@ -165,7 +165,8 @@ int rh_sse_hold(rh_http_req *req, const char *channel, const rh_headers *headers
   if (!s) abort();
   s->req = req;
   s->heartbeat = heartbeat;
-  s->last_write = rh_now();
+  s->loop = loop;
+  s->last_write = now_s(loop);
   s->chan = get_chan(channel);
   s->next = s->chan->streams;
   if (s->next) s->next->prev = s;
@@ -174,7 +175,7 @@ int rh_sse_hold(rh_http_req *req, const char *channel, const rh_headers *headers
   total++;
   req->events = &stream_events;
   req->ud = s;
-  ensure_tick();
+  ensure_tick(loop);
   return 0;
 }
 

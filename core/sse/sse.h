@@ -12,12 +12,14 @@
 #define RH_SSE_H
 
 #include <stddef.h>
+#include <uv.h>
 #include "http/server.h"
 
-/* Takes req over (the caller's reference moves to the stream): answers 200 with headers plus
+/* Takes req over (the caller's reference moves to the stream), on loop (its heartbeat timer
+ * and clock, handed in like every protocol module's): answers 200 with headers plus
  * the event-stream content type, writes first (may be empty) with the head in one write, and
  * joins channel. 0, or -1 when the client is gone (the reference is released either way). */
-int rh_sse_hold(rh_http_req *req, const char *channel, const rh_headers *headers,
+int rh_sse_hold(uv_loop_t *loop, rh_http_req *req, const char *channel, const rh_headers *headers,
                 const char *first, size_t first_len, double heartbeat);
 /* Writes p to every stream of channel (NULL: every channel). Returns how many got it. */
 size_t rh_sse_publish(const char *channel, const char *p, size_t n);
