@@ -29,6 +29,47 @@ describe("packaging", function()
     assert.is_false(os.execute(("RELAYHOST_HEALTH=127.0.0.1:%d/health %s"):format(admin, check)) == 0)
   end)
 
+  -- The image's HEALTHCHECK reads the running process's own flags and environment, so a
+  -- personality moved to another port (or with no health route) is still reported right.
+  it("docker/healthcheck follows the listener each personality really serves on", function()
+    local function free_port()
+      local s = assert(socket.bind("127.0.0.1", 0))
+      local _, port = s:getsockname()
+      s:close()
+      return tonumber(port)
+    end
+    local function healthy(host)
+      return os.execute(("RELAYHOST_HEALTH_PID=%d docker/healthcheck >/dev/null 2>&1"):format(host.pid)) == 0
+    end
+    -- the flag proxy on -port (Go style, as ff-proxy takes it), not the default 7000
+    local flag = helpers.start("flag-proxy", { listen = false,
+      flags = { "-port", tostring(free_port()), "--offline", "--config-dir", "examples/flag-proxy/config" } })
+    assert.is_true(healthy(flag))
+    assert.equal(0, flag:stop())
+    assert.is_false(healthy(flag))
+    -- the workspace relay on PORT from its environment
+    local ws = helpers.start("workspace-relay", { listen = false, env = { PORT = tostring(free_port()) } })
+    assert.is_true(healthy(ws))
+    assert.equal(0, ws:stop())
+    -- the prefix proxy has no health route and no admin listener: its listener answering is health
+    local prefix = helpers.start("prefix-proxy", { listen = "127.0.0.1:" .. free_port(),
+      flags = { "--mount", "/api=http://127.0.0.1:9" } })
+    assert.is_true(healthy(prefix))
+    assert.equal(0, prefix:stop())
+    assert.is_false(healthy(prefix))
+  end)
+
+  -- A liveness probe on a health route that waits for the first sync restarts the pod in a loop
+  -- while the upstream is away; a startup probe gives a slow start its time.
+  it("gives every k8s manifest a startup probe and a liveness probe that only asks whether it serves", function()
+    for _, name in ipairs({ "flag-proxy", "workspace-relay", "relay-client" }) do
+      local text = assert(io.open("docker/k8s/" .. name .. ".yaml")):read("*a")
+      assert.truthy(text:find("startupProbe:", 1, true), name .. " has no startupProbe")
+      local liveness = assert(text:match("livenessProbe:\n(.-)\n          %a"), name .. " has no livenessProbe")
+      assert.falsy(liveness:find("/health", 1, true), name .. "'s liveness probe asks /health: " .. liveness)
+    end
+  end)
+
   it("tells systemd (NOTIFY_SOCKET) when it serves, and the new main pid after an upgrade", function()
     local dir = helpers.tmpdir()
     local path = dir .. "/notify"
