@@ -115,3 +115,15 @@ return app
     stop()
   end)
 end)
+
+-- Benchmark figures live in README's "Benchmarks", dated, and nowhere else: docs/ once gave
+-- other req/s for the same bench than README did. A docs page may point there, not restate.
+describe("benchmark figures", function()
+  it("are given in README alone", function()
+    for _, page in ipairs({ "operations", "flag-proxy", "workspace-relay", "git-tunnel", "security" }) do
+      local text = helpers.read_file(helpers.root .. "/docs/" .. page .. ".md") or ""
+      local figure = text:match("[%d,.]+ ?req/s") or text:match("[%d,.]+ ?requests/s")
+      assert.is_nil(figure, ("docs/%s.md gives its own figure '%s'"):format(page, tostring(figure)))
+    end
+  end)
+end)
