@@ -1,0 +1,20 @@
+-- docs/flag-proxy.md's config-directory example, run as written: a directory with one key
+-- (stored as its sha256) and one flag, served offline and evaluated. Only `relayhost` becomes the
+-- binary under test and /tmp/ff a fresh folder; port 7400 is the page's own (no other spec uses it).
+local helpers = require "helpers"
+
+local page = helpers.read_file(helpers.root .. "/docs/flag-proxy.md")
+
+describe("docs/flag-proxy.md", function()
+  it("'The config directory' example serves its flag as written", function()
+    local from = assert(page:find("\n## The config directory", 1, true), "no config directory section")
+    local block = assert(page:match("```sh\n(.-)```", from), "no sh block under it")
+    local dir = helpers.tmpdir()
+    block = block:gsub("/tmp/ff", dir):gsub("relayhost ", helpers.bin() .. " ")
+    helpers.write_file(dir .. "/try.sh", "set -e\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" .. block)
+    local out = io.popen(("cd %s && timeout 30 bash try.sh 2>%s/err"):format(dir, dir)):read("*a")
+    local err = helpers.read_file(dir .. "/err")
+    assert.matches('"flag":"dark%-mode"', out, 1, false, err)
+    assert.matches('"value":"true"', out, 1, false, err)
+  end)
+end)
