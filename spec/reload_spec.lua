@@ -206,6 +206,31 @@ error("broken after starting a timer")
   end)
 end)
 
+-- systemd and container runtimes start a process with only 0-2 open: the reload rehearsal once
+-- moved its result pipe onto fd 3, the loop's epoll there, and every reload failed.
+describe("hot reload started with only stdin, stdout and stderr open", function()
+  it("reloads", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/app.lua", script(1))
+    local run = dir .. "/run.sh"
+    helpers.write_file(run, ([[
+for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+%s %s/app.lua --listen 127.0.0.1:0 --drain-timeout=1 >%s/out 2>%s/log &
+echo $! >%s/pid
+]]):format(helpers.bin(), dir, dir, dir, dir))
+    os.execute("bash " .. run .. " </dev/null")
+    local pid = helpers.wait_until(function() return (helpers.read_file(dir .. "/pid") or ""):match("%d+") end, 5)
+    finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+    local log = function() return helpers.read_file(dir .. "/log") or "" end
+    helpers.wait_until(function() return log():find('"event":"listening"', 1, true) end, 10, "the host to listen")
+    helpers.write_file(dir .. "/app.lua", script(2))
+    os.execute("kill -HUP " .. pid)
+    helpers.wait_until(function() return log():find('"event":"reload', 1, true) end, 10, "the reload's outcome")
+    assert.falsy(log():find('"event":"reload_failed"', 1, true), log())
+    assert.truthy(log():find('"event":"reloaded"', 1, true), log())
+  end)
+end)
+
 describe("shutdown", function()
   it("SIGTERM stops accepting, lets a request in flight finish, and exits 0", function()
     local dir = helpers.tmpdir()

@@ -15,7 +15,7 @@
 #include "cli/clock.h"
 #include "log/log.h"
 
-/* Closes every socket from fd 4 up: a listener or connection kept open here would hold a
+/* Closes every socket from fd 3 up: a listener or connection kept open here would hold a
  * client's FIN back. Other descriptors stay: the loop's own (epoll, eventfd, signal pipe), which
  * the rehearsal replaces with uv_loop_fork, are not the host's once replaced, and closing them
  * under libuv would make it abort when the script's load wakes the loop (a resolve, a Redis
@@ -23,17 +23,15 @@
 static void close_sockets(void) {
   long max = sysconf(_SC_OPEN_MAX);
   struct stat st;
-  for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+  for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
     if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) close(fd);
 }
 
 /* The child lets go of everything the host holds: its sockets, and its signal handlers, which
- * would wake the host's loop. */
-static void detach(int out) {
-  if (out != 3) {
-    dup3(out, 3, O_CLOEXEC);
-    close(out);
-  }
+ * would wake the host's loop. The result pipe stays where pipe2 put it: moved onto a fixed
+ * number (fd 3 once) it replaced whatever held that number, the loop's epoll when the host was
+ * started with only 0-2 open, and uv_loop_fork then closed it as the old epoll. */
+static void detach(void) {
   close_sockets();
   static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR2, SIGCHLD, SIGPIPE };
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], SIG_DFL);
@@ -46,12 +44,12 @@ static void detach(int out) {
 static void child(int out, pid_t parent, rh_dryrun_fn fn, void *ud) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(111); /* the host is already gone */
-  detach(out);
+  detach();
   char *msg = NULL;
   int rc = fn(&msg, ud);
   size_t len = msg ? strlen(msg) : 0;
   if (len > 2000) len = 2000; /* the parent keeps 2 KB of it; a full pipe would block us */
-  if (len && write(3, msg, len) < 0) rc = -1;
+  if (len && write(out, msg, len) < 0) rc = -1;
   _exit(rc == 0 ? 0 : 1);
 }
 
