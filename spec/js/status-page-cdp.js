@@ -45,7 +45,7 @@ const SNAPSHOT = `JSON.stringify({
   refreshes: Number(document.body.dataset.refreshes || 0),
   values: Object.fromEntries([...document.querySelectorAll('[data-k]')].map((e) => [e.dataset.k, e.dataset.v])),
   listeners: [...document.querySelectorAll('#listeners tr')].slice(1).map((r) => [...r.cells].map((c) => c.textContent)),
-  panels: document.getElementById('panels').innerText,
+  panels: document.getElementById('panels').textContent,
   chart: document.querySelectorAll('#chart polyline').length,
 })`;
 
