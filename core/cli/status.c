@@ -144,12 +144,8 @@ void rh_status_stop(void) {
   uv_close((uv_handle_t *)&S.timer, NULL);
 }
 
-/* ---- JSON ---- */
-
-static void put_num(rh_buf *b, double v) {
-  if (!isfinite(v)) rh_buf_puts(b, "null");
-  else rh_buf_printf(b, "%.15g", v);
-}
+/* ---- JSON ----
+ * Every member is written followed by a comma; closing an object or array drops the last one. */
 
 static void put_key(rh_buf *b, const char *k) {
   rh_json_escape(b, k, strlen(k));
@@ -158,31 +154,36 @@ static void put_key(rh_buf *b, const char *k) {
 
 static void put_field(rh_buf *b, const char *k, double v) {
   put_key(b, k);
-  put_num(b, v);
+  if (!isfinite(v)) rh_buf_puts(b, "null,");
+  else rh_buf_printf(b, "%.15g,", v);
+}
+
+static void put_str(rh_buf *b, const char *k, const char *v) {
+  put_key(b, k);
+  rh_json_escape(b, v, strlen(v));
   rh_buf_puts(b, ",");
 }
 
-/* Ends an object or array whose members each end in a comma. */
-static void close_with(rh_buf *b, char c) {
-  if (b->len && b->data[b->len - 1] == ',') b->len--;
+/* `"k":{` or `"k":[` (no key when k is NULL: an array's element). */
+static void begin(rh_buf *b, const char *k, char c) {
+  if (k) put_key(b, k);
   rh_buf_append(b, &c, 1);
 }
 
-static void put_series(const char *const *values, double v, void *ud) {
-  rh_buf *b = ud;
-  put_key(b, values[0]);
-  put_num(b, v);
+static void end(rh_buf *b, char c) {
+  if (b->len && b->data[b->len - 1] == ',') b->len--;
+  rh_buf_append(b, &c, 1);
   rh_buf_puts(b, ",");
 }
+
+static void put_series(const char *const *values, double v, void *ud) { put_field(ud, values[0], v); }
 
 /* {"label value": n, …} of a one-label family ({} when it was never registered). */
 static void put_by_label(rh_buf *b, const char *k, const char *family) {
   rh_metric *m = rh_metric_find(family);
-  put_key(b, k);
-  rh_buf_puts(b, "{");
+  begin(b, k, '{');
   if (m && rh_metric_nlabels(m) == 1) rh_metric_each(m, put_series, b);
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  end(b, '}');
 }
 
 /* Prometheus' histogram_quantile: linear within the bucket the rank falls in; the highest
@@ -205,13 +206,14 @@ static void put_percentiles(rh_buf *b, const double *bounds, size_t nb, const un
   put_field(b, "p99", quantile(0.99, bounds, nb, cum) * 1000);
 }
 
+/* The held samples, oldest first. */
+static const sample *held(size_t i) { return &S.ring[(S.next + RH_STATUS_SAMPLES - S.n + i) % RH_STATUS_SAMPLES]; }
+
 /* The sample about a minute old (the oldest held when younger), or NULL. */
 static const sample *minute_ago(double now) {
   const sample *best = NULL;
-  for (size_t i = 0; i < S.n; i++) {
-    const sample *s = &S.ring[(S.next + RH_STATUS_SAMPLES - S.n + i) % RH_STATUS_SAMPLES];
-    if (!best || s->t <= now - 60) best = s;
-  }
+  for (size_t i = 0; i < S.n; i++)
+    if (!best || held(i)->t <= now - 60) best = held(i);
   return best;
 }
 
@@ -219,62 +221,47 @@ static void put_latency(rh_buf *b) {
   unsigned long long cum[MAX_BUCKETS + 1], recent[MAX_BUCKETS + 1];
   size_t nb;
   const double *bounds = duration_buckets(cum, &nb);
-  put_key(b, "latency_ms");
-  rh_buf_puts(b, "{");
-  put_percentiles(b, bounds, nb, cum);
   const sample *old = minute_ago(wall_now());
   for (size_t i = 0; i <= nb; i++) recent[i] = cum[i] - (old ? old->cum[i] : 0);
-  put_key(b, "last_minute");
-  rh_buf_puts(b, "{");
+  begin(b, "latency_ms", '{');
+  put_percentiles(b, bounds, nb, cum);
+  begin(b, "last_minute", '{');
   put_field(b, "seconds", old ? wall_now() - old->t : 0);
   put_percentiles(b, bounds, nb, recent);
-  close_with(b, '}');
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  end(b, '}');
+  end(b, '}');
 }
 
 static void put_requests(rh_buf *b) {
+  static const char *names[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
   sample now;
   take(&now);
-  static const char *names[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
-  put_key(b, "requests");
-  rh_buf_puts(b, "{");
+  begin(b, "requests", '{');
   put_field(b, "total", now.cls[0] + now.cls[1] + now.cls[2] + now.cls[3] + now.cls[4]);
-  put_key(b, "classes");
-  rh_buf_puts(b, "{");
+  begin(b, "classes", '{');
   for (int i = 0; i < 5; i++) put_field(b, names[i], now.cls[i]);
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  end(b, '}');
   put_by_label(b, "codes", "relayhost_http_requests_total");
   put_field(b, "rejected", now.rejected);
   put_by_label(b, "rejected_by", "relayhost_http_rejected_total");
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  end(b, '}');
 }
 
 static void put_listeners(rh_buf *b) {
-  put_key(b, "listeners");
-  rh_buf_puts(b, "[");
+  begin(b, "listeners", '[');
   for (int i = 0; i < S.nls; i++) {
-    rh_buf_puts(b, "{");
-    put_key(b, "name");
-    rh_json_escape(b, S.ls[i].name, strlen(S.ls[i].name));
-    rh_buf_puts(b, ",");
-    put_key(b, "address");
-    rh_json_escape(b, S.ls[i].addr, strlen(S.ls[i].addr));
-    rh_buf_puts(b, ",");
+    begin(b, NULL, '{');
+    put_str(b, "name", S.ls[i].name);
+    put_str(b, "address", S.ls[i].addr);
     put_field(b, "connections", (double)rh_http_server_connections(S.ls[i].srv));
-    close_with(b, '}');
-    rh_buf_puts(b, ",");
+    end(b, '}');
   }
-  close_with(b, ']');
-  rh_buf_puts(b, ",");
+  end(b, ']');
 }
 
 static void put_lua(rh_buf *b) {
   rh_gen *g = rh_gen_current();
-  put_key(b, "lua");
-  rh_buf_puts(b, "{");
+  begin(b, "lua", '{');
   put_field(b, "generation", g ? rh_gen_id(g) : NAN);
   put_field(b, "generations", value_of("relayhost_generations"));
   put_field(b, "tasks", value_of("relayhost_lua_tasks"));
@@ -282,66 +269,66 @@ static void put_lua(rh_buf *b) {
   put_field(b, "reloads", value_of("relayhost_reloads_total"));
   put_field(b, "reload_failures", value_of("relayhost_reload_failures_total"));
   put_field(b, "last_reload_seconds", value_of("relayhost_last_reload_seconds"));
-  put_key(b, "last_reload");
-  if (!S.reload_at) rh_buf_puts(b, "null");
-  else rh_buf_printf(b, "{\"outcome\":\"%s\",\"at\":%.3f}", S.reload_ok ? "ok" : "failed", S.reload_at);
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  if (S.reload_at) {
+    begin(b, "last_reload", '{');
+    put_str(b, "outcome", S.reload_ok ? "ok" : "failed");
+    put_field(b, "at", S.reload_at);
+    end(b, '}');
+  } else {
+    rh_buf_puts(b, "\"last_reload\":null,");
+  }
+  end(b, '}');
 }
 
 static void put_upstreams(rh_buf *b) {
-  put_key(b, "upstreams");
-  rh_buf_puts(b, "{");
+  begin(b, "upstreams", '{');
   put_field(b, "idle_pooled", (double)rh_pool_idle());
   put_field(b, "retries", value_of("relayhost_proxy_retries_total"));
   put_by_label(b, "errors", "relayhost_proxy_upstream_errors_total");
   put_by_label(b, "tunnels_closed", "relayhost_tunnel_closed_total");
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  end(b, '}');
 }
 
 /* [[t, 1xx, 2xx, 3xx, 4xx, 5xx, rejected, connections], …] oldest first, cumulative. */
 static void put_history(rh_buf *b) {
-  put_key(b, "history");
-  rh_buf_printf(b, "{\"interval\":%d,\"samples\":[", RH_STATUS_INTERVAL);
+  begin(b, "history", '{');
+  put_field(b, "interval", RH_STATUS_INTERVAL);
+  begin(b, "samples", '[');
   for (size_t i = 0; i < S.n; i++) {
-    const sample *s = &S.ring[(S.next + RH_STATUS_SAMPLES - S.n + i) % RH_STATUS_SAMPLES];
+    const sample *s = held(i);
     rh_buf_printf(b, "[%.3f,%.15g,%.15g,%.15g,%.15g,%.15g,%.15g,%.15g],", s->t, s->cls[0], s->cls[1],
                   s->cls[2], s->cls[3], s->cls[4], s->rejected, s->conns);
   }
-  close_with(b, ']');
-  close_with(b, '}');
-  rh_buf_puts(b, ",");
+  end(b, ']');
+  end(b, '}');
 }
 
 /* The script's panels: relay.status_json() of the current generation (init.lua), a JSON array
  * text. Called outside any task: a hook cannot wait, and its error becomes the panel's. */
 static void put_panels(rh_buf *b) {
   rh_gen *g = rh_gen_current();
-  put_key(b, "panels");
-  if (!g) {
-    rh_buf_puts(b, "[]");
-    return;
-  }
-  lua_State *L = g->L;
-  int top = lua_gettop(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
-  lua_getfield(L, -1, "relay");
-  if (lua_istable(L, -1)) lua_getfield(L, -1, "status_json");
   size_t n = 0;
   const char *json = NULL;
-  if (lua_isfunction(L, -1) && lua_pcall(L, 0, 1, 0) == 0) json = lua_tolstring(L, -1, &n);
+  lua_State *L = g ? g->L : NULL;
+  int top = L ? lua_gettop(L) : 0;
+  if (L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    lua_getfield(L, -1, "relay");
+    if (lua_istable(L, -1)) lua_getfield(L, -1, "status_json");
+    if (lua_isfunction(L, -1) && lua_pcall(L, 0, 1, 0) == 0) json = lua_tolstring(L, -1, &n);
+  }
+  put_key(b, "panels");
   if (json) rh_buf_append(b, json, n);
   else rh_buf_puts(b, "[]");
-  lua_settop(L, top);
+  rh_buf_puts(b, ",");
+  if (L) lua_settop(L, top);
 }
 
 void rh_status_json(rh_buf *b) {
   double now = wall_now();
   watch_reloads();
   rh_buf_puts(b, "{");
-  put_key(b, "version");
-  rh_buf_puts(b, "\"" RELAYHOST_VERSION "\",");
+  put_str(b, "version", RELAYHOST_VERSION);
   put_field(b, "pid", (double)getpid());
   put_field(b, "now", now);
   put_field(b, "uptime", now - S.started);
@@ -353,5 +340,6 @@ void rh_status_json(rh_buf *b) {
   put_upstreams(b);
   put_history(b);
   put_panels(b);
-  rh_buf_puts(b, "}");
+  end(b, '}');
+  b->len--; /* the comma end() puts after a member: the document is none */
 }

@@ -4,42 +4,10 @@
 // listeners table and of the script panels, the URLs the page requested, and any console error
 // or exception (a CSP refusal shows up there).
 //   node status-page-cdp.js CHROMIUM PROFILE_DIR PAGE_URL PNG
-const { spawn } = require('child_process');
 const fs = require('fs');
-const http = require('http');
-const WebSocket = require('ws');
+const { open, sleep } = require('./cdp');
 
 const [bin, profile, pageUrl, png] = process.argv.slice(2);
-const chrome = spawn(bin, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
-  `--user-data-dir=${profile}`, '--remote-debugging-port=0', '--window-size=1280,1000', 'about:blank'], { stdio: 'ignore' });
-const quit = (code) => { chrome.kill('SIGKILL'); process.exit(code); };
-setTimeout(() => { console.error('timed out'); quit(1); }, 40000);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function getJson(port, path) {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => { try { resolve(JSON.parse(body)); } catch (e) { reject(e); } });
-    }).on('error', reject);
-  });
-}
-
-async function target() {
-  let port;
-  for (let i = 0; i < 200 && !port; i++) {
-    try { port = Number(fs.readFileSync(`${profile}/DevToolsActivePort`, 'utf8').split('\n')[0]); } catch (e) { await sleep(50); }
-  }
-  for (let i = 0; i < 100; i++) {
-    try {
-      const page = (await getJson(port, '/json/list')).find((t) => t.type === 'page');
-      if (page) return page;
-    } catch (e) { /* not yet */ }
-    await sleep(50);
-  }
-  throw new Error('no page target');
-}
 
 const SNAPSHOT = `JSON.stringify({
   refreshes: Number(document.body.dataset.refreshes || 0),
@@ -50,22 +18,17 @@ const SNAPSHOT = `JSON.stringify({
 })`;
 
 async function main() {
-  const page = await target();
-  const ws = new WebSocket(page.webSocketDebuggerUrl);
-  let id = 0;
-  const pending = new Map();
+  const page = await open(bin, profile, ['--window-size=1280,1000']);
+  setTimeout(() => { console.error('timed out'); page.quit(1); }, 40000);
+  const { call } = page;
   const errors = [];
   const requested = [];
-  const call = (method, params) => new Promise((resolve) => { pending.set(++id, resolve); ws.send(JSON.stringify({ id, method, params })); });
-  ws.on('message', (m) => {
-    const msg = JSON.parse(m);
-    if (pending.has(msg.id)) { pending.get(msg.id)(msg.result); pending.delete(msg.id); return; }
+  page.on((msg) => {
     if (msg.method === 'Runtime.exceptionThrown') errors.push(msg.params.exceptionDetails.text);
     if (msg.method === 'Log.entryAdded' && msg.params.entry.level === 'error') errors.push(msg.params.entry.text);
     if (msg.method === 'Runtime.consoleAPICalled' && msg.params.type === 'error') errors.push(JSON.stringify(msg.params.args));
     if (msg.method === 'Network.requestWillBeSent') requested.push(msg.params.request.url);
   });
-  await new Promise((r) => ws.on('open', r));
   for (const d of ['Runtime', 'Log', 'Network', 'Page']) await call(`${d}.enable`, {});
   await call('Emulation.setDeviceMetricsOverride', { width: 1280, height: 1000, deviceScaleFactor: 1, mobile: false });
   await call('Page.navigate', { url: pageUrl });
@@ -80,6 +43,6 @@ async function main() {
   const shot = await call('Page.captureScreenshot', { format: 'png' });
   fs.writeFileSync(png, Buffer.from(shot.data, 'base64'));
   console.log(JSON.stringify({ ...snap, errors, requested }));
-  quit(0);
+  page.quit(0);
 }
-main().catch((e) => { console.error(e && e.stack || String(e)); quit(1); });
+main().catch((e) => { console.error(e && e.stack || String(e)); process.exit(1); });
