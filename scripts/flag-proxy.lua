@@ -63,5 +63,13 @@ app:on_init(function()
   end
 end)
 app:on_retire(function() if state.stop then state:stop() end end)
+-- The admin status page's panel: counts per environment, no keys.
+relay.status(function()
+  local envs = {}
+  for id, env in pairs(store.envs) do
+    envs[#envs + 1] = { environment = id, flags = #env.flags, segments = #env.segments, sdk_streams = relay.sse.count(id) }
+  end
+  return { title = "flag proxy", mode = cfg.offline and "offline" or "online", upstream = state.stream_status.state, environments = envs }
+end)
 
 return app

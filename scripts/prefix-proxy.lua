@@ -21,6 +21,7 @@ local app = relay.new {
 local mounts = app.flags.mount or {}
 if #mounts == 0 then error("prefix-proxy: give at least one --mount /prefix=http://host:port[/base]", 0) end
 
+local shown = {}
 for _, m in ipairs(mounts) do
   local prefix, url = m:match("^(/[^=]*)=(.+)$")
   if not prefix then error(("prefix-proxy: --mount '%s': want /prefix=http://host:port[/base]"):format(m), 0) end
@@ -33,6 +34,11 @@ for _, m in ipairs(mounts) do
   })
   if not ok then error(("prefix-proxy: --mount '%s': %s"):format(m, (tostring(proxy):gsub("^.-relay%.proxy: ", ""))), 0) end
   app:mount(prefix, proxy)
+  -- for the status page: no userinfo, query or fragment, where credentials could sit
+  shown[#shown + 1] = { prefix = prefix, upstream = (url:gsub("//[^/]*@", "//"):gsub("[?#].*$", "")) }
 end
+relay.status(function()
+  return { title = "prefix proxy", mounts = shown, max_retries = app.flags.max_retries, timeout = app.flags.timeout }
+end)
 
 return app

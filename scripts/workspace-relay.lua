@@ -125,6 +125,12 @@ app:get("/ws", function(req, res)
 end)
 
 admin.mount(app, { cfg = cfg, hub = hub, obs = obs, started = started })
+-- The admin status page's panel: counts only (workspace ids stay behind /state's token).
+relay.status(function()
+  local daemons, clients = 0, 0
+  for _, w in ipairs(hub:snapshot(false)) do daemons, clients = daemons + (w.daemonConnected and 1 or 0), clients + w.clientCount end
+  return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.nconns, daemons = daemons, clients = clients, backplane = cfg.backplane }
+end)
 
 relay.every(cfg.relay_ping_interval_ms / 1000, function()
   hub:reap(relay.now())

@@ -577,7 +577,7 @@ static int start_listeners(const rh_http_limits *base) {
     H.nextra = i + 1;
   }
   if (H.settings.admin_listen[0]) {
-    H.admin = rh_admin_start(rh_loop(), H.settings.admin_listen, msg, sizeof msg);
+    H.admin = rh_admin_start(rh_loop(), &H.settings, H.server, H.extra, msg, sizeof msg);
     if (!H.admin) {
       fprintf(stderr, "relayhost: --admin-listen: %s\n", msg);
       return -1;

@@ -289,6 +289,27 @@ double rh_metric_value(rh_metric *m, const char *const *values) {
   return m->kind == RH_HISTOGRAM ? (double)s->count : s->value;
 }
 
+/* ---- reading ---- */
+
+void rh_metric_each(const rh_metric *m, rh_metric_visit_fn fn, void *ud) {
+  for (size_t i = 0; m && i < m->nseries; i++) {
+    const series *s = m->list[i];
+    fn((const char *const *)s->values, m->kind == RH_HISTOGRAM ? (double)s->count : s->value, ud);
+  }
+}
+
+size_t rh_metric_buckets(const rh_metric *m, const char *const *values, const double **bounds,
+                         unsigned long long *cum, size_t max) {
+  if (!m || m->kind != RH_HISTOGRAM || !values_ok(m, values)) return 0;
+  const series *s = find_series(m, values, hash_values(values, m->nlabels));
+  if (!s) return 0;
+  unsigned long long c = 0;
+  for (size_t i = 0; i < m->nbounds && i < max; i++) cum[i] = c += s->counts[i];
+  if (m->nbounds < max) cum[m->nbounds] = s->count;
+  *bounds = m->bounds;
+  return m->nbounds;
+}
+
 /* ---- rendering ---- */
 
 /* Shortest of %.15g/%.17g that reads back exactly: integers print as integers and 0.1 as 0.1,

@@ -28,6 +28,16 @@ int rh_metric_observe(rh_metric *m, const char *const *values, double v); /* his
 /* Current value of a counter/gauge series (0 if never touched); for tests and /ready checks. */
 double rh_metric_value(rh_metric *m, const char *const *values);
 
+/* Read-only walks, for reports beside /metrics (the admin status page) that must agree with it.
+ * each: fn once per series in creation order with its label values and value (a histogram's:
+ * its count). buckets: a histogram series' upper bounds (without +Inf) in *bounds and up to max
+ * cumulative counts in cum, the last being +Inf's (the count); returns how many bounds there
+ * are, 0 when m is not a histogram or the series was never observed (cum untouched). */
+typedef void (*rh_metric_visit_fn)(const char *const *values, double value, void *ud);
+void rh_metric_each(const rh_metric *m, rh_metric_visit_fn fn, void *ud);
+size_t rh_metric_buckets(const rh_metric *m, const char *const *values, const double **bounds,
+                         unsigned long long *cum, size_t max);
+
 /* Text exposition format 0.0.4 of every family; malloc'd, caller frees. */
 char *rh_metrics_render(size_t *len);
 void rh_metrics_free_all(void);

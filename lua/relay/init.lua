@@ -412,4 +412,27 @@ relay.metrics = {
   end,
 }
 
+-- relay.status(fn): a panel of the status page on --admin-listen (/ and /status.json). fn()
+-- returns { title = "…", name = value, … }: numbers, strings, tables, lists of rows. It runs
+-- outside any handler (it cannot wait) at every refresh, and must return nothing secret.
+local status_hooks = {}
+function relay.status(fn)
+  if type(fn) ~= "function" then error("relay.status: want a function that returns a table", 2) end
+  status_hooks[#status_hooks + 1] = fn
+end
+
+local function status_panel(i, fn)
+  local ok, v = pcall(fn)
+  if ok and type(v) ~= "table" then ok, v = false, "returned " .. type(v) .. ", not a table" end
+  if ok then ok, v = pcall(cjson.encode, v) end
+  return ok and v or cjson.encode { title = "panel " .. i, error = tostring(v) }
+end
+
+-- The host's side (core/cli/status.c): every panel, as the text of a JSON array.
+function relay.status_json()
+  local parts = {}
+  for i, fn in ipairs(status_hooks) do parts[i] = status_panel(i, fn) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
 return relay

@@ -196,5 +196,14 @@ end
 app:any("/v1/relay/:key", relay_request, relay_path)
 app:any("/v1/relay/:key/*", relay_request, relay_path)
 app:get("/metrics", relay.metrics.handler)
+-- The admin status page's panel: counts only (client keys and tokens are secrets).
+relay.status(function()
+  local keys = 0
+  for _ in pairs(clients) do keys = keys + 1 end
+  return { title = "git tunnel server", clients = m_clients:value(), client_keys = keys,
+           tokens = #tokens, presence = presence and "redis" or "off",
+           relayed = { ok = m_relayed:value { "ok" }, forwarded = m_relayed:value { "forwarded" },
+                       failed = m_relayed:value { "failed" }, no_client = m_relayed:value { "no_client" } } }
+end)
 
 return app
