@@ -112,7 +112,7 @@ end
 
 local json
 function Response:json(status, value, headers)
-  json = json or require "cjson"
+  json = json or require "relay.json"
   local h = merged(self, headers) or {}
   local has_type = false
   for k in pairs(h) do if lower(k) == "content-type" then has_type = true end end

@@ -124,14 +124,13 @@ end)
 
 app:get("/v1/relay/clients", function(req, res)
   if not authorized(req) then return text(res, 401, "unauthorized: missing or unknown bearer token") end
-  local out = {}
+  local out = relay.json.array()
   for _, list in pairs(clients) do
     for _, c in ipairs(list) do
       out[#out + 1] = { client_key = c.client_key, client_id = c.client_id, remote_address = c.remote_address }
     end
   end
-  res:send(200, relay.json.encode({ result = out }):gsub("\"result\":{}", "\"result\":[]"),
-           { ["content-type"] = "application/json" })
+  res:send(200, relay.json.encode({ result = out }), { ["content-type"] = "application/json" })
 end)
 
 -- A random client of the key that is not in `tried`.
