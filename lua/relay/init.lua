@@ -374,6 +374,8 @@ relay.jwt = setmetatable({
 }, { __index = jwt })
 -- relay.json: encode/decode/array/null (lua/relay/json.lua: arrays stay arrays, empty or not)
 relay.json = json
+-- relay.auth.bearer(value | headers | req) -> token | nil (req:bearer() is the same)
+relay.auth = require "relay.auth"
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
 

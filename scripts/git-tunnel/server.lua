@@ -77,7 +77,7 @@ local function text(res, status, msg, headers)
   return res:send(status, msg .. "\n", headers)
 end
 
-local function authorized(req) return gt.token_ok(tokens, gt.bearer(req.headers.authorization)) end
+local function authorized(req) return gt.token_ok(tokens, req:bearer()) end
 
 -- Why token may not register key now (its binding, or the key is held under another token), or nil.
 local function key_refused(token, key)
@@ -87,7 +87,7 @@ local function key_refused(token, key)
 end
 
 app:get("/v1/relay/register", function(req, res)
-  local token = gt.token_match(tokens, gt.bearer(req.headers.authorization))
+  local token = gt.token_match(tokens, req:bearer())
   if not token then return text(res, 401, "unauthorized: missing or unknown bearer token") end
   local key = req.headers["x-relay-client-key"] or req.args.client_key
   if not gt.key_ok(key) then
