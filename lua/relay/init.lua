@@ -376,6 +376,9 @@ relay.jwt = setmetatable({
 relay.json = json
 -- relay.auth.bearer(value | headers | req) -> token | nil (req:bearer() is the same)
 relay.auth = require "relay.auth"
+-- relay.fs.list/mkdir/read/write (lua/relay/fs.lua); relay.terminate(): as SIGTERM (drain, exit 0)
+relay.fs = require "relay.fs"
+relay.terminate = core.terminate
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
 
