@@ -56,6 +56,12 @@ describe("req:bearer()", function()
         assert(req:bearer() == relay.auth.bearer(req.headers))
         res:send(200, tostring(req:bearer()))
       end)
+      local tokens = { "short", { token = "a-much-longer-token", name = "b" }, "", { name = "no token" } }
+      app:get("/admin", function(req, res)
+        local entry = relay.auth.match(tokens, req:bearer())
+        if not entry then return res:json(401, { ok = false, reason = "UNAUTHORIZED" }) end
+        res:json(200, { ok = true, name = type(entry) == "table" and entry.name or entry, list = relay.json.array() })
+      end)
       return app
     ]])
     host = helpers.start(dir .. "/bearer.lua")
@@ -67,6 +73,19 @@ describe("req:bearer()", function()
     assert.equal("abc", host:get("/b", { Authorization = "bearer\tabc  " }).body)
     assert.equal("nil", host:get("/b", { Authorization = "Bearer a b" }).body)
     assert.equal("nil", host:get("/b").body)
+  end)
+
+  it("relay.auth.match: the entry a presented token equals, nothing for others or an empty one", function()
+    local json = require "cjson"
+    local body = host:get("/admin", { Authorization = "Bearer short" }).body
+    assert.same({ ok = true, name = "short", list = {} }, json.decode(body))
+    assert.matches('"list":[]', body, 1, true) -- res:json writes relay.json.array() as []
+    assert.same({ ok = true, name = "b", list = {} }, json.decode(host:get("/admin", { Authorization = "Bearer a-much-longer-token" }).body))
+    for _, h in ipairs { "Bearer shor", "Bearer shortx", "Bearer a-much-longer-tokeN", "Bearer ", "" } do
+      local res = host:get("/admin", { Authorization = h })
+      assert.equal(401, res.status, h)
+      assert.same({ ok = false, reason = "UNAUTHORIZED" }, json.decode(res.body))
+    end
   end)
 
   it("is nil when the request carries two Authorization fields", function()

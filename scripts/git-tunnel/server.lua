@@ -77,7 +77,7 @@ local function text(res, status, msg, headers)
   return res:send(status, msg .. "\n", headers)
 end
 
-local function authorized(req) return gt.token_ok(tokens, req:bearer()) end
+local function authorized(req) return relay.auth.match(tokens, req:bearer()) ~= nil end
 
 -- Why token may not register key now (its binding, or the key is held under another token), or nil.
 local function key_refused(token, key)
@@ -87,7 +87,7 @@ local function key_refused(token, key)
 end
 
 app:get("/v1/relay/register", function(req, res)
-  local token = gt.token_match(tokens, req:bearer())
+  local token = relay.auth.match(tokens, req:bearer())
   if not token then return text(res, 401, "unauthorized: missing or unknown bearer token") end
   local key = req.headers["x-relay-client-key"] or req.args.client_key
   if not gt.key_ok(key) then
@@ -143,7 +143,7 @@ local function pick(key, tried)
 end
 
 local function relay_request(req, res)
-  if #relay_tokens > 0 and not gt.token_ok(relay_tokens, req.headers["x-relay-token"]) then
+  if #relay_tokens > 0 and not relay.auth.match(relay_tokens, req.headers["x-relay-token"]) then
     return text(res, 401, "unauthorized: the relay path needs a valid X-Relay-Token")
   end
   local key = req.params.key
