@@ -2,28 +2,11 @@
 -- origin (a relayhost script that counts its fetches and can be made slow or down) and real
 -- Ed25519 tokens signed by the openssl CLI: one fetch for many verifications, one fetch in flight
 -- for concurrent ones, a refetch on an unknown kid (at most one per refetch_min), stale keys
--- serving while the ttl's refresh runs behind, and a backoff after a failed fetch.
+-- serving while the ttl's refresh runs behind, and a backoff after a failed fetch. The origin is
+-- spec/fixtures/workspace_jwks_server.lua (POST /doc, POST /mode?m=ok|slow|down&delay=, GET /count).
 local helpers = require "helpers"
 local mime = require "mime"
 
-local ORIGIN = [[
-local relay = require "relay"
-local app = relay.new { name = "jwks-origin" }
-local state = { doc = '{"keys":[]}', mode = "ok", delay = 1, fetches = 0 }
-app:post("/doc", function(req, res) state.doc = req:body(); res:send(200, "ok") end)
-app:post("/mode", function(req, res)
-  state.mode, state.delay = req.args.m, tonumber(req.args.delay) or 1
-  res:send(200, "ok")
-end)
-app:get("/count", function(_, res) res:send(200, tostring(state.fetches)) end)
-app:get("/jwks.json", function(_, res)
-  state.fetches = state.fetches + 1
-  if state.mode == "down" then return res:send(503, "down") end
-  if state.mode == "slow" then relay.sleep(state.delay) end
-  res:send(200, state.doc, { ["content-type"] = "application/json" })
-end)
-return app
-]]
 
 local VERIFIER = [[
 local relay = require "relay"
@@ -81,10 +64,9 @@ describe("relay.jwks", function()
 
   setup(function()
     dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/origin.lua", ORIGIN)
     helpers.write_file(dir .. "/verifier.lua", VERIFIER)
     for _, kid in ipairs { "k1", "k2", "k3" } do new_key(kid) end
-    origin = helpers.start(dir .. "/origin.lua")
+    origin = helpers.start(helpers.fixture("workspace_jwks_server.lua"))
   end)
 
   teardown(function()
@@ -107,8 +89,10 @@ describe("relay.jwks", function()
     end
     assert.equal(before + 1, fetches())
     assert.equal("1 0", h:get("/fetched").body)
-    local res = verify(h, token("k1", "ada"):sub(1, -3) .. "AA")
+    local a, b = token("k1", "ada"), token("k1", "eve") -- eve's claims under ada's signature
+    local res = verify(h, b:match("^[^.]+%.[^.]+") .. a:match("%.[^.]+$"))
     assert.equal(401, res.status)
+    assert.equal("bad signature", res.body)
   end)
 
   it("makes one fetch for concurrent verifications that find no keys yet", function()
