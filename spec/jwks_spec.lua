@@ -10,9 +10,9 @@ local mime = require "mime"
 
 local VERIFIER = [[
 local relay = require "relay"
-local app = relay.new { name = "jwks-user", flags = { jwks = { default = "" }, ttl = { default = 300 } } }
+local app = relay.new { name = "jwks-user", flags = { jwks = { default = "" }, ttl = { default = 300 }, log = { default = true } } }
 local fetched = { ok = 0, failed = 0 }
-local keys = relay.jwks(app.flags.jwks, { ttl = app.flags.ttl, timeout = 3,
+local keys = relay.jwks(app.flags.jwks, { ttl = app.flags.ttl, timeout = 3, log = app.flags.log,
   on_fetch = function(ok) if ok then fetched.ok = fetched.ok + 1 else fetched.failed = fetched.failed + 1 end end })
 app:get("/v", function(req, res)
   local claims, err = keys:verify(req.args.token, { require_exp = true })
@@ -55,8 +55,9 @@ describe("relay.jwks", function()
   end
   local function fetches() return tonumber(origin:get("/count").body) end
 
-  local function verifier(ttl)
-    local h = helpers.start(dir .. "/verifier.lua", { flags = { "--jwks=" .. origin:url("/jwks.json"), "--ttl=" .. (ttl or 300) } })
+  local function verifier(ttl, log)
+    local h = helpers.start(dir .. "/verifier.lua", { flags = { "--jwks=" .. origin:url("/jwks.json"), "--ttl=" .. (ttl or 300),
+                                                                "--log=" .. tostring(log ~= false) } })
     hosts[#hosts + 1] = h
     return h
   end
@@ -159,6 +160,12 @@ describe("relay.jwks", function()
     post("/mode?m=ok")
     helpers.sleep(1.1) -- the first backoff is 1 s
     assert.equal(200, verify(h, token("k1", "a")).status)
+    -- log = false: on_fetch hears of it, the host log does not
+    post("/mode?m=down")
+    local quiet = verifier(300, false)
+    assert.equal(401, verify(quiet, token("k1", "a")).status)
+    assert.equal("0 1", quiet:get("/fetched").body)
+    assert.is_nil(quiet:log():find("jwks_fetch_failed", 1, true))
   end)
 
   it("refuses options it does not know and urls it cannot fetch, at the author's line", function()

@@ -372,7 +372,7 @@ relay.jwt = setmetatable({
     return jwt.verify_jwks(token, keys, opts)
   end,
 }, { __index = jwt })
--- relay.jwks(url, {ttl, refetch_min, timeout, max_body, ca_file, on_fetch}) -> a kept key set:
+-- relay.jwks(url, {ttl, refetch_min, timeout, max_body, ca_file, on_fetch, log}) -> a kept key set:
 -- set:verify(token, verify_jwks opts) -> claims, header | nil, err; set:keys(); set:refresh().
 relay.jwks = require("relay.jwks").new
 -- relay.json: encode/decode/array/null (lua/relay/json.lua: arrays stay arrays, empty or not)

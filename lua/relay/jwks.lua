@@ -18,7 +18,7 @@ Set.__index = Set
 local BACKOFF_MAX, WAIT_STEP = 60, 0.02
 local DEFAULTS = { ttl = 300, refetch_min = 10, timeout = 5, max_body = 1048576 }
 
-local NEW_KEYS = { "ttl", "refetch_min", "timeout", "max_body", "ca_file", "on_fetch" }
+local NEW_KEYS = { "ttl", "refetch_min", "timeout", "max_body", "ca_file", "on_fetch", "log" }
 local VERIFY_KEYS = { "leeway", "iss", "aud", "now", "require_exp" }
 
 local function positive(opts, name, min)
@@ -28,16 +28,18 @@ local function positive(opts, name, min)
   return v
 end
 
--- new(url, {ttl, refetch_min, timeout, max_body, ca_file, on_fetch}) -> set
+-- new(url, {ttl, refetch_min, timeout, max_body, ca_file, on_fetch, log}) -> set. log = false:
+-- a failed fetch is not logged here (on_fetch gets the error, for a personality's own log).
 function M.new(url, opts)
   opts = check.options(opts or {}, NEW_KEYS, "relay.jwks")
   if type(url) ~= "string" or not url:match("^https?://") then check.fail("relay.jwks: url must be http:// or https://") end
   if opts.on_fetch ~= nil and type(opts.on_fetch) ~= "function" then check.fail("relay.jwks: on_fetch must be a function") end
   if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then check.fail("relay.jwks: ca_file must be a path") end
+  if opts.log ~= nil and type(opts.log) ~= "boolean" then check.fail("relay.jwks: log must be true or false") end
   return setmetatable({
     url = url, ttl = positive(opts, "ttl", 0), refetch_min = positive(opts, "refetch_min", 0),
     timeout = positive(opts, "timeout", 0.001), max_body = positive(opts, "max_body", 1), ca_file = opts.ca_file,
-    on_fetch = opts.on_fetch,
+    on_fetch = opts.on_fetch, log = opts.log ~= false,
     current = nil, fetched_at = -math.huge, refetched_at = -math.huge,
     fetching = false, failures = 0, retry_at = -math.huge, last_err = nil,
   }, Set)
@@ -67,7 +69,7 @@ function Set:fetch_once()
     self.failures = self.failures + 1
     self.retry_at = core.now() + math.min(BACKOFF_MAX, 2 ^ (self.failures - 1))
     self.last_err = "jwks: " .. why
-    core.log("warn", "jwks_fetch_failed", "url", self.url, "reason", why)
+    if self.log then core.log("warn", "jwks_fetch_failed", "url", self.url, "reason", why) end
   end
   if self.on_fetch then
     local hook_ok, hook_err = pcall(self.on_fetch, done == true, self.last_err)
