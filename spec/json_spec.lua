@@ -80,7 +80,8 @@ describe("relay.json", function()
   end)
 
   it("refuses NaN and Infinity, as literals and as numbers that overflow", function()
-    for _, text in ipairs { "NaN", "Infinity", "-Infinity", "[1e999]", '{"a":{"b":[-1e999]}}', "1e999", "0x10" } do
+    for _, text in ipairs { "NaN", "Infinity", "-Infinity", "[1e999]", '{"a":{"b":[-1e999]}}', "1e999", "0x10",
+                            "[1E+0400]", "[2.5e00309]", "[" .. ("9"):rep(400) .. "]", '{"a":[1,{"b":-' .. ("1"):rep(320) .. '.5}]}' } do
       local ok, err = pcall(json.decode, text)
       assert.is_false(ok, text)
       assert.is_string(err)
@@ -89,6 +90,8 @@ describe("relay.json", function()
     assert.is_false(pcall(json.encode, { n = math.huge }))
     assert.is_false(pcall(json.encode, { json.array(), n = 0 / 0 }))
     assert.equal(1e308, json.decode("1e308"))
+    assert.same({ 0, 1e99, 1.5e-300, "1e999" }, json.decode('[1e-999, 1e99, 1.5e-300, "1e999"]'))
+    assert.same({ tonumber(("9"):rep(190)) }, json.decode("[" .. ("9"):rep(190) .. "]"))
   end)
 
   it("raises on text that is not JSON, and on tables JSON cannot hold", function()
@@ -125,6 +128,41 @@ describe("relay.json", function()
     assert.equal(json.canon(a), json.canon(b))
     assert.are_not.equal(json.canon(a), json.canon(json.decode('{"x":1,"y":[1,{"p":"q","r":"t"}],"z":"w"}')))
     assert.are_not.equal(json.canon({ "1" }), json.canon({ 1 }))
+  end)
+
+  it("round-trips random documents: every array and object comes back as it was", function()
+    math.randomseed(16)
+    local chars = { "a", "[", "]", "{", "}", '"', "\\", ",", ":", " ", "\n", "é", "\0", "1e999" }
+    local function str()
+      local out = {}
+      for i = 1, math.random(0, 4) do out[i] = chars[math.random(#chars)] end
+      return table.concat(out)
+    end
+    local function value(depth)
+      local r = math.random(depth > 4 and 4 or 7)
+      if r == 1 then return str() elseif r == 2 then return math.random(-1000, 1000) / 8
+      elseif r == 3 then return math.random(2) == 1 elseif r == 4 then return json.null end
+      local t = r == 5 and json.array() or {}
+      for i = 1, math.random(0, 4) do
+        if r == 5 then t[i] = value(depth + 1) else t[str() .. i] = value(depth + 1) end
+      end
+      return t
+    end
+    -- the same value, with every table's kind spelled out (cjson cannot tell an empty one)
+    local function kinds(v)
+      if type(v) ~= "table" then return v end
+      local out = { kind = json.is_array(v) and "array" or "object" }
+      for k, x in pairs(v) do out[tostring(k)] = kinds(x) end
+      return out
+    end
+    for _ = 1, 300 do
+      local v = { root = value(1), list = json.array({ value(1), value(1) }) }
+      local text = json.encode(v)
+      local back = json.decode(text)
+      assert.same(kinds(v), kinds(back), text)
+      assert.equal(#text, #json.encode(back))
+      assert.same(cjson.decode(text), cjson.decode(json.encode(back)))
+    end
   end)
 
   it("reads a large text with many empty arrays in one pass (bounded time)", function()

@@ -88,14 +88,11 @@ end
 
 -- ---- decode ----
 
--- Marks the non-empty arrays (cjson gives objects string keys only, so t[1] means an array) and
--- refuses numbers JSON cannot have come from (1e999 reads as inf).
-local function walk(t, depth)
-  if depth > MAX_DEPTH then error("relay.json.decode: nested deeper than " .. MAX_DEPTH, 0) end
-  if t[1] ~= nil then setmetatable(t, ARRAY) end
+-- Refuses numbers JSON cannot have come from: cjson reads 1e999 as inf.
+local function check_numbers(t)
   for _, x in pairs(t) do
     local tx = type(x)
-    if tx == "table" then walk(x, depth + 1)
+    if tx == "table" then check_numbers(x)
     elseif tx == "number" and (x ~= x or x == huge or x == -huge) then
       error("relay.json.decode: a number out of range (JSON has no Inf or NaN)", 0)
     end
@@ -104,33 +101,62 @@ end
 
 local QUOTE, BACKSLASH, COMMA, OPEN_ARRAY, OPEN_OBJECT, CLOSE_ARRAY, CLOSE_OBJECT = byte('"\\,[{]}', 1, 7)
 local SPACE = { [32] = true, [9] = true, [10] = true, [13] = true }
+local MINUS, PLUS, ZERO, NINE, E_LOWER, E_UPPER = byte("-+09eE", 1, 6)
 
--- After cjson read text into root, finds which of its empty tables were [] in the text, by
--- walking the text's structure beside the tree. The text is valid JSON (cjson read it), so the
--- byte loop (compiled by LuaJIT; string.find with a pattern is not) needs no bounds beyond its
--- grammar. A repeated key is read as cjson reads it: the last one wins. Only runs when the text
--- has an empty array.
-local function mark_empty_arrays(text, root)
+-- Whether the number token at p[i] may be beyond a double (cjson reads 1e999 as inf): 200
+-- characters or more, or a non-negative exponent of 100 or more. -> that, and the token's end.
+local function number_may_overflow(p, i)
+  local j, exp_at = i, nil
+  while true do
+    local c = p[j]
+    if c == E_LOWER or c == E_UPPER then exp_at = j
+    elseif not (c >= ZERO and c <= NINE or c == MINUS or c == PLUS or c == 46) then break end
+    j = j + 1
+  end
+  if j - i >= 200 then return true, j end
+  if not exp_at then return false, j end
+  local k = exp_at + 1
+  if p[k] == MINUS then return false, j end
+  if p[k] == PLUS then k = k + 1 end
+  while p[k] == ZERO do k = k + 1 end
+  return j - k >= 3, j
+end
+
+-- After cjson read text into root, marks its arrays, walking the text's structure beside the
+-- tree: a non-empty table read from [...] (cjson gives objects string keys only, so t[1] tells
+-- the last of repeated keys apart too), and an empty one read from [] (an empty table does not
+-- tell: the last occurrence of its key decides, as in cjson). The text is valid JSON (cjson read
+-- it), so the byte loop (compiled by LuaJIT; string.find with a pattern is not) needs no bounds
+-- beyond its grammar. A key is only cut out of the text when a container is its value.
+-- -> whether a number may have overflowed (then the tree's numbers are looked at).
+local function mark_arrays(text, root)
   local p = ffi.cast("const uint8_t *", text)
-  local frame, stack, depth = nil, {}, 0 -- frame: node (or false), arr, i, key, want_key
-  local found, n = {}, 0                   -- parent, key, is_array triples in text order (parent nil: root)
+  -- the open containers: node (or false where the tree has no table), is it an array, the
+  -- index of its current element, or where its current key's quotes are (text offsets)
+  local nodes, arrs, idx, key_at, key_end, d = {}, {}, {}, {}, {}, 0
+  local want_key, overflow = false, false
+  local found, n = {}, 0 -- empty containers: parent, key, is_array triples in text order
   local i, len = 0, #text
   while i < len do
     local ch = p[i]
     if ch == QUOTE then
-      local j, escaped = i + 1, false
-      while p[j] ~= QUOTE do
-        if p[j] == BACKSLASH then j, escaped = j + 2, true else j = j + 1 end
-      end
-      if frame and frame.want_key then
-        frame.key = escaped and cdecode(sub(text, i + 1, j + 1)) or sub(text, i + 2, j)
-        frame.want_key = false
-      end
+      local j, b = i, nil -- j: the closing quote (0-based), found by memchr (a plain find)
+      repeat
+        j = find(text, '"', j + 2, true) - 1
+        b = j - 1
+        while p[b] == BACKSLASH do b = b - 1 end
+      until (j - 1 - b) % 2 == 0 -- an even run of backslashes escapes nothing
+      if want_key then key_at[d], key_end[d], want_key = i, j, false end
       i = j
     elseif ch == OPEN_ARRAY or ch == OPEN_OBJECT then
-      local parent, k, node = frame and frame.node, nil, root
-      if frame then
-        k = frame.arr and frame.i or frame.key
+      local parent, k, node = nil, nil, root
+      if d > 0 then
+        parent = nodes[d]
+        if arrs[d] then k = idx[d]
+        else
+          k = sub(text, key_at[d] + 2, key_end[d])
+          if find(k, "\\", 1, true) then k = cdecode(sub(text, key_at[d] + 1, key_end[d] + 1)) end
+        end
         node = parent and parent[k]
         if type(node) ~= "table" then node = false end
       end
@@ -140,14 +166,18 @@ local function mark_empty_arrays(text, root)
         found[n + 1], found[n + 2], found[n + 3], n = parent, k, ch == OPEN_ARRAY, n + 3
         i = j
       else
-        depth = depth + 1
-        stack[depth] = frame
-        frame = { node = node, arr = ch == OPEN_ARRAY, i = 1, want_key = ch == OPEN_OBJECT }
+        if ch == OPEN_ARRAY and node and node[1] ~= nil then setmetatable(node, ARRAY) end
+        d = d + 1
+        nodes[d], arrs[d], idx[d], want_key = node, ch == OPEN_ARRAY, 1, ch == OPEN_OBJECT
       end
     elseif ch == COMMA then
-      if frame.arr then frame.i = frame.i + 1 else frame.want_key = true end
+      if arrs[d] then idx[d] = idx[d] + 1 else want_key = true end
+    elseif ch == MINUS or ch >= ZERO and ch <= NINE then
+      local big, j = number_may_overflow(p, i)
+      overflow = overflow or big
+      i = j - 1
     elseif ch == CLOSE_ARRAY or ch == CLOSE_OBJECT then
-      frame, stack[depth], depth = stack[depth], nil, depth - 1
+      nodes[d], d = nil, d - 1
     end
     i = i + 1
   end
@@ -156,6 +186,7 @@ local function mark_empty_arrays(text, root)
     local t = parent == nil and root or parent and parent[k]
     if type(t) == "table" and next(t) == nil then setmetatable(t, is_array and ARRAY or nil) end
   end
+  return overflow
 end
 
 -- json.decode(text) -> value; raises on text that is not JSON. Every array read carries the
@@ -166,8 +197,7 @@ function M.decode(text)
     if v ~= v or v == huge or v == -huge then error("relay.json.decode: a number out of range (JSON has no Inf or NaN)", 0) end
     return v
   end
-  walk(v, 1)
-  if find(text, "%[[ \t\r\n]*%]") then mark_empty_arrays(text, v) end
+  if mark_arrays(text, v) then check_numbers(v) end
   return v
 end
 
