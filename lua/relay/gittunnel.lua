@@ -66,23 +66,6 @@ end
 -- Whether the token entry may register key.
 function M.may_register(entry, key) return entry.keys == nil or entry.keys[key] == true end
 
--- The entry (or string) of tokens that given matches, or nil. Constant-time comparison against
--- every configured token (no early exit on a match).
-function M.token_match(tokens, given)
-  if not given or given == "" then return nil end
-  local found
-  for _, t in ipairs(tokens) do
-    if relay.crypto.constant_time_equal(type(t) == "table" and t.token or t, given) then found = t end
-  end
-  return found
-end
-
-function M.token_ok(tokens, given) return M.token_match(tokens, given) ~= nil end
-
-function M.bearer(header)
-  return header and header:match("^[Bb]earer%s+(%S+)%s*$") or nil
-end
-
 -- The docs: "letters, numbers, underscore and hyphen".
 function M.key_ok(key)
   return type(key) == "string" and #key > 0 and #key <= 128 and key:match("^[%w_%-]+$") ~= nil
