@@ -433,8 +433,8 @@ end
 local function status_panel(i, fn)
   local ok, v = pcall(fn)
   if ok and type(v) ~= "table" then ok, v = false, "returned " .. type(v) .. ", not a table" end
-  if ok then ok, v = pcall(cjson.encode, v) end
-  return ok and v or cjson.encode { title = "panel " .. i, error = tostring(v) }
+  if ok then ok, v = pcall(json.encode, v) end
+  return ok and v or json.encode { title = "panel " .. i, error = tostring(v) }
 end
 
 -- The host's side (core/cli/status.c): every panel, as the text of a JSON array.
