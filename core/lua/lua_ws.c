@@ -15,7 +15,7 @@
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
-#include "proxy/ws_dial.h"
+#include "ws/dial.h"
 #include "tls/tls.h"
 #include "ws/ws.h"
 

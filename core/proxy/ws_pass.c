@@ -9,8 +9,8 @@
 
 #include "log/log.h"
 #include "proxy/internal.h"
-#include "proxy/upconn.h"
-#include "proxy/ws_dial.h"
+#include "net/upconn.h"
+#include "ws/dial.h"
 #include "ws/ws.h"
 
 /* One pass-through. Holds a reference on req and conf, the upstream connection and a timer;

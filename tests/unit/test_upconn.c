@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "check.h"
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 
 static uv_loop_t *loop;
 
@@ -72,7 +72,7 @@ static int listener(int *port) {
 static int connect_pair(owner *o) {
   int port, lfd = listener(&port);
   memset(o, 0, sizeof *o);
-  REQUIRE(rh_dial_start(loop, "test", "127.0.0.1", port, NULL, dialed, o) != NULL);
+  REQUIRE(rh_upconn_dial(loop, "test", "127.0.0.1", port, NULL, dialed, o) != NULL);
   run_until(&o->dialed, 5000);
   REQUIRE(o->u != NULL);
   int peer = accept(lfd, NULL, NULL);

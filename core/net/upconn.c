@@ -1,4 +1,4 @@
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,14 +176,14 @@ void rh_upconn_pause(rh_upconn *u) {
 /* ---- dialling ---- */
 
 /* One dial. Lives until libuv has answered both of its requests, even when cancelled. */
-struct rh_dial {
+struct rh_upconn_dialing {
   uv_getaddrinfo_t resolve;
   uv_connect_t connect;
   rh_upconn *u;
   char key[280], host[256];
   int port, cancelled, pending;
   struct rh_tls_ctx *tls;
-  rh_dial_cb cb;
+  rh_upconn_dial_cb cb;
   void *ud;
 };
 
@@ -191,14 +191,14 @@ struct rh_dial {
  * succeeded) returns a string it allocates and nobody frees: 23 bytes per cancelled dial. */
 static const char *error_name(int status) { return status < 0 ? uv_strerror(status) : "cancelled"; }
 
-static void dial_done(rh_dial *d, rh_upconn *u, const char *err) {
+static void dial_done(rh_upconn_dialing *d, rh_upconn *u, const char *err) {
   if (!d->cancelled) d->cb(d->ud, u, err);
   else if (u) rh_upconn_close(u);
   free(d);
 }
 
 static void on_connect(uv_connect_t *cr, int status) {
-  rh_dial *d = cr->data;
+  rh_upconn_dialing *d = cr->data;
   rh_upconn *u = d->u;
   if (status < 0 || d->cancelled) {
     char why[320];
@@ -216,7 +216,7 @@ static void on_connect(uv_connect_t *cr, int status) {
 }
 
 static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) {
-  rh_dial *d = rq->data;
+  rh_upconn_dialing *d = rq->data;
   if (status < 0 || d->cancelled) {
     char why[320];
     snprintf(why, sizeof why, "resolve %s: %s", d->host, error_name(status));
@@ -231,9 +231,9 @@ static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) 
   if (rc < 0) on_connect(&d->connect, rc);
 }
 
-rh_dial *rh_dial_start(uv_loop_t *loop, const char *key, const char *host, int port,
-                       struct rh_tls_ctx *tls, rh_dial_cb cb, void *ud) {
-  rh_dial *d = calloc(1, sizeof *d);
+rh_upconn_dialing *rh_upconn_dial(uv_loop_t *loop, const char *key, const char *host, int port,
+                       struct rh_tls_ctx *tls, rh_upconn_dial_cb cb, void *ud) {
+  rh_upconn_dialing *d = calloc(1, sizeof *d);
   if (!d) abort();
   snprintf(d->key, sizeof d->key, "%s", key);
   snprintf(d->host, sizeof d->host, "%s", host);
@@ -252,7 +252,7 @@ rh_dial *rh_dial_start(uv_loop_t *loop, const char *key, const char *host, int p
   return d;
 }
 
-void rh_dial_cancel(rh_dial *d) {
+void rh_upconn_dial_cancel(rh_upconn_dialing *d) {
   d->cancelled = 1;
   if (d->u) rh_upconn_close(d->u); /* the connect callback comes back cancelled */
   else uv_cancel((uv_req_t *)&d->resolve);

@@ -1,7 +1,8 @@
-/* upconn: a connection to an upstream, plain or TLS, as the proxy's two halves (HTTP and
- * WebSocket) use it: dial (resolve, connect, start TLS), write application bytes, read
- * application bytes. The connection owns its writes, so an owner can go away at any time; it is
- * freed by rh_upconn_close once libuv is done with it. */
+/* upconn: an outbound connection, plain or TLS, as every client in the core uses it (the proxy,
+ * relay.http, relay.ws.connect, relay.redis, the tunnel): dial (resolve, try every address,
+ * connect, start TLS), write application bytes, read application bytes. The connection owns its
+ * writes, so an owner can go away at any time; it is freed by rh_upconn_close once libuv is done
+ * with it. */
 #ifndef RH_UPCONN_H
 #define RH_UPCONN_H
 
@@ -39,15 +40,15 @@ struct rh_upconn {
   int write_failed;          /* the peer is gone: read to the end, paused or not */
 };
 
-typedef struct rh_dial rh_dial;
+typedef struct rh_upconn_dialing rh_upconn_dialing;
 /* u is connected (and its TLS handshake started), or NULL with err. */
-typedef void (*rh_dial_cb)(void *ud, rh_upconn *u, const char *err);
+typedef void (*rh_upconn_dial_cb)(void *ud, rh_upconn *u, const char *err);
 
 /* Resolves host, connects to port, and speaks TLS (verifying host) when tls is given. cb runs
- * once, later, unless rh_dial_cancel came first. NULL (and no cb) if it could not even start. */
-rh_dial *rh_dial_start(uv_loop_t *loop, const char *key, const char *host, int port,
-                       struct rh_tls_ctx *tls, rh_dial_cb cb, void *ud);
-void rh_dial_cancel(rh_dial *d);
+ * once, later, unless rh_upconn_dial_cancel came first. NULL (and no cb) if it could not even start. */
+rh_upconn_dialing *rh_upconn_dial(uv_loop_t *loop, const char *key, const char *host, int port,
+                       struct rh_tls_ctx *tls, rh_upconn_dial_cb cb, void *ud);
+void rh_upconn_dial_cancel(rh_upconn_dialing *d);
 
 /* Bytes from now on go to owner's callbacks; starts reading if it was not. */
 void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upconn_write_cb on_write);

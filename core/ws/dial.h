@@ -1,4 +1,4 @@
-/* ws_dial: opens a WebSocket to a server: dial (TCP, TLS), send the handshake, check the 101
+/* ws/dial: opens a WebSocket to a server: dial (TCP, TLS), send the handshake, check the 101
  * and its accept key. Used by the proxy's pass-through and by relay.ws.connect. */
 #ifndef RH_WS_DIAL_H
 #define RH_WS_DIAL_H
@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <uv.h>
 #include "buf/buf.h"
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 
 typedef struct rh_ws_dial rh_ws_dial;
 
