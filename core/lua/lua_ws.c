@@ -775,14 +775,10 @@ static int l_ws_connect(lua_State *L) {
   lua_pop(L, 2);
   push_object(L, s);
   lua_pop(L, 1);
-  s->dial = rh_ws_dial_start(rh_loop(), u.host, u.port, ctx, head.data, head.len, key, timeout, connected, s);
+  rh_upconn_target peer = { .key = "websocket", .host = u.host, .port = u.port, .tls = ctx,
+                            .connect_timeout = timeout, .via_proxy = 1 }; /* an outbound client */
+  s->dial = rh_ws_dial_start(rh_loop(), &peer, head.data, head.len, key, timeout, connected, s);
   rh_buf_free(&head);
-  if (!s->dial) {
-    set_closed(s, 1006, "cannot resolve");
-    lua_pushnil(L);
-    lua_pushstring(L, "cannot start resolving the server");
-    return 2;
-  }
   s->connecting = 1;
   return rh_task_yield(L, t, cancel_connect, s);
 }

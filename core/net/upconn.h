@@ -40,15 +40,38 @@ struct rh_upconn {
   int write_failed;          /* the peer is gone: read to the end, paused or not */
 };
 
+/* The one dialer. It resolves host and tries every address it gets (IPv6 and IPv4, in the
+ * resolver's order) until one connects. connect_timeout bounds all of it, resolving included,
+ * and is shared out as Go's dialer does: each address gets what is left divided by the addresses
+ * left, but at least 2 s (or what is left), so one silent address cannot eat the time of the
+ * others. via_proxy: an outbound client, for which HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply
+ * (net/proxyenv.h); the connection then goes to the proxy, which is asked to CONNECT to
+ * host:port, and TLS (if any) runs inside that tunnel, still verified against host. */
+typedef struct {
+  const char *key;        /* the pool the connection will belong to */
+  const char *host;       /* a name or an IP literal (no brackets) */
+  int port;
+  struct rh_tls_ctx *tls; /* NULL: plain; else TLS with SNI, verified against host */
+  double connect_timeout; /* seconds; <= 0: 10 */
+  int via_proxy;
+} rh_upconn_target;
+
 typedef struct rh_upconn_dialing rh_upconn_dialing;
-/* u is connected (and its TLS handshake started), or NULL with err. */
+/* u is connected (and its TLS handshake started), or NULL with err ("resolve HOST: …",
+ * "connect HOST:PORT: …" naming the last address's failure, "proxy HOST:PORT …"). */
 typedef void (*rh_upconn_dial_cb)(void *ud, rh_upconn *u, const char *err);
 
-/* Resolves host, connects to port, and speaks TLS (verifying host) when tls is given. cb runs
- * once, later, unless rh_upconn_dial_cancel came first. NULL (and no cb) if it could not even start. */
-rh_upconn_dialing *rh_upconn_dial(uv_loop_t *loop, const char *key, const char *host, int port,
-                       struct rh_tls_ctx *tls, rh_upconn_dial_cb cb, void *ud);
+/* cb runs once, later (never from inside this call), unless rh_upconn_dial_cancel came first. */
+rh_upconn_dialing *rh_upconn_dial(uv_loop_t *loop, const rh_upconn_target *t, rh_upconn_dial_cb cb, void *ud);
 void rh_upconn_dial_cancel(rh_upconn_dialing *d);
+
+/* What on_read's err is when the peer closed the connection cleanly (compare the pointer). */
+extern const char rh_upconn_closed[];
+
+/* For the dialer: a connection not yet connected, and the start of its TLS (the ClientHello
+ * goes now; application writes wait inside rh_tls until the handshake is done). */
+rh_upconn *rh_upconn_new(uv_loop_t *loop, const char *key);
+void rh_upconn_start_tls(rh_upconn *u, struct rh_tls_ctx *ctx, const char *host);
 
 /* Bytes from now on go to owner's callbacks; starts reading if it was not. */
 void rh_upconn_own(rh_upconn *u, void *owner, rh_upconn_read_cb on_read, rh_upconn_write_cb on_write);

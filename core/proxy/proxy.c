@@ -883,9 +883,10 @@ static void attempt(call *c, int fresh) {
     return;
   }
   set_timer(c, T_CONNECT, c->conf->connect_timeout, on_timeout);
-  c->dial = rh_upconn_dial(uv_default_loop(), c->conf->pool_key, c->conf->host, c->conf->port, c->conf->tls,
-                          dialed, c);
-  if (!c->dial) fail(c, 502, "upstream_error", "cannot start resolving the upstream");
+  /* a mount's upstreams are the services next to us: direct, whatever HTTPS_PROXY says */
+  rh_upconn_target t = { .key = c->conf->pool_key, .host = c->conf->host, .port = c->conf->port,
+                         .tls = c->conf->tls, .connect_timeout = c->conf->connect_timeout };
+  c->dial = rh_upconn_dial(uv_default_loop(), &t, dialed, c);
 }
 
 /* ---- lifetime ---- */

@@ -185,8 +185,8 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
 
 static void connect_now(rh_redis *r) {
   rh_tls_ctx *ctx = r->tls ? rh_tls_default_client() : NULL;
-  r->dial = rh_upconn_dial(r->loop, "redis", r->host, r->port, ctx, dialed, r);
-  if (!r->dial) lost(r, "cannot start resolving");
+  rh_upconn_target t = { .key = "redis", .host = r->host, .port = r->port, .tls = ctx };
+  r->dial = rh_upconn_dial(r->loop, &t, dialed, r);
 }
 
 /* redis[s]://[[user]:password@]host[:port][/db] */

@@ -396,7 +396,7 @@ void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *c, rh_tstream *s, const
   sh.ud = e;
   rh_tstream_set_handlers(s, &sh);
   struct rh_tls_ctx *tls = up.tls ? (c->tls ? c->tls : rh_tls_default_client()) : NULL;
+  rh_upconn_target t = { .key = "tunnel", .host = up.host, .port = up.port, .tls = tls, .via_proxy = 1 };
   if (up.tls && !tls) fail(e, "no usable CA store for https");
-  else if (!(e->dial = rh_upconn_dial(loop, "tunnel", up.host, up.port, tls, connected, e)))
-    fail(e, "cannot start resolving the upstream");
+  else e->dial = rh_upconn_dial(loop, &t, connected, e);
 }
