@@ -1,0 +1,169 @@
+-- Outbound clients through a real forward proxy (Debian's tinyproxy): HTTP_PROXY/HTTPS_PROXY make
+-- relay.http and relay.ws.connect ask the proxy to CONNECT, then speak (TLS) inside the tunnel;
+-- NO_PROXY and a mount's upstreams go direct; a proxy that refuses is named with its status.
+local helpers = require "helpers"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  local ok, _, code = p:close()
+  return out, (ok and 0 or code)
+end
+
+local function free_port()
+  local s = socket.bind("127.0.0.1", 0)
+  local port = select(2, s:getsockname())
+  s:close()
+  return tonumber(port)
+end
+
+-- tinyproxy on a free port, allowing CONNECT to the given ports only. Returns port, pid, log path.
+local function start_tinyproxy(dir, connect_ports)
+  local log = dir .. "/tinyproxy.log"
+  for _ = 1, 5 do
+    local port = free_port()
+    local conf = { ("Port %d"):format(port), "Listen 127.0.0.1", "Timeout 30", ("LogFile %q"):format(log),
+                   "LogLevel Connect", "MaxClients 50", "Allow 127.0.0.1" }
+    for _, p in ipairs(connect_ports) do conf[#conf + 1] = ("ConnectPort %d"):format(p) end
+    helpers.write_file(dir .. "/tinyproxy.conf", table.concat(conf, "\n") .. "\n")
+    os.execute(("tinyproxy -d -c %s/tinyproxy.conf > %s/tinyproxy.out 2>&1 & echo $! > %s/tinyproxy.pid"):format(
+      dir, dir, dir))
+    local pid = helpers.wait_until(function() return helpers.read_file(dir .. "/tinyproxy.pid") end):gsub("%s", "")
+    local ok = pcall(helpers.wait_until, function()
+      if not helpers.read_file("/proc/" .. pid .. "/status") then error("tinyproxy exited") end
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close() end
+      return c ~= nil
+    end, 5)
+    if ok then return port, pid, log end
+  end
+  error("could not start tinyproxy: " .. tostring(helpers.read_file(dir .. "/tinyproxy.out")))
+end
+
+-- How many CONNECTs to host:port the proxy has seen.
+local function connects(log, port)
+  local n = 0
+  for _ in (helpers.read_file(log) or ""):gmatch("CONNECT 127%.0%.0%.1:" .. port .. " HTTP/1%.1") do n = n + 1 end
+  return n
+end
+
+local SCRIPT = [[
+local relay = require "relay"
+local app = relay.new { name = "egress" }
+local plain, tls, ca, other = "http://127.0.0.1:%d", "https://localhost:%d", %q, "http://127.0.0.1:%d"
+app:mount("/mount", relay.proxy { target_base_url = plain })
+local function fetch(res, url, ca_file)
+  local r, err = relay.http.request { url = url, ca_file = ca_file, timeout = 5 }
+  if not r then return res:send(502, err) end
+  res:send(r.status, r.body)
+end
+app:get("/plain", function(_, res) fetch(res, plain .. "/via-plain") end)
+app:get("/tls", function(_, res) fetch(res, tls .. "/via-tls", ca) end)
+app:get("/other", function(_, res) fetch(res, other .. "/x") end)
+app:get("/ws", function(_, res)
+  local ws, err = relay.ws.connect(plain:gsub("^http", "ws") .. "/echo", { timeout = 5 })
+  if not ws then return res:send(502, err) end
+  ws:send("through the tunnel", "text")
+  local data = ws:recv()
+  ws:close(1000, "done")
+  res:send(200, data or "nothing")
+end)
+return app
+]]
+
+local ORIGIN = [[
+local relay = require "relay"
+local app = relay.new { name = "origin" }
+app:get("/*", function(req, res) res:json(200, { target = req.target, host = req.headers.host }) end)
+app:websocket("/echo", function(ws)
+  local data = ws:recv()
+  if data then ws:send(data, "text") end
+end)
+return app
+]]
+
+describe("forward proxy (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)", function()
+  local dir, origin, tls_origin, refused, proxy_port, proxy_pid, log, via, direct
+
+  setup(function()
+    dir = helpers.tmpdir()
+    local _, rc = sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
+      "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1"):format(dir, dir))
+    assert.equal(0, rc)
+    helpers.write_file(dir .. "/origin.lua", ORIGIN)
+    origin = helpers.start(dir .. "/origin.lua")
+    tls_origin = helpers.start(dir .. "/origin.lua",
+      { flags = { "--tls-cert", dir .. "/cert.pem", "--tls-key", dir .. "/key.pem" } })
+    refused = helpers.start(dir .. "/origin.lua") -- the proxy is not allowed to CONNECT here
+    proxy_port, proxy_pid, log = start_tinyproxy(dir, { origin.port, tls_origin.port })
+    helpers.write_file(dir .. "/egress.lua", SCRIPT:format(origin.port, tls_origin.port, dir .. "/cert.pem",
+      refused.port))
+    local proxy_url = "http://127.0.0.1:" .. proxy_port
+    via = helpers.start(dir .. "/egress.lua", { env = { HTTP_PROXY = proxy_url, https_proxy = proxy_url } })
+    direct = helpers.start(dir .. "/egress.lua", { env = { HTTP_PROXY = proxy_url, HTTPS_PROXY = proxy_url,
+                                                         NO_PROXY = ("example.com, 127.0.0.1:%d,localhost"):format(origin.port) } })
+  end)
+
+  teardown(function()
+    if proxy_pid then os.execute("kill " .. proxy_pid) end
+    for _, h in ipairs { via, direct, refused, tls_origin, origin } do if h then assert.equal(0, h:stop()) end end
+  end)
+
+  it("relay.http reaches a plain origin through the proxy's CONNECT (HTTP_PROXY)", function()
+    local before = connects(log, origin.port)
+    local res = via:get("/plain")
+    assert.equal(200, res.status, res.body)
+    local got = cjson.decode(res.body)
+    assert.equal("/via-plain", got.target)
+    assert.equal("127.0.0.1:" .. origin.port, got.host)
+    assert.equal(before + 1, connects(log, origin.port))
+  end)
+
+  it("relay.http reaches an https origin with TLS inside the tunnel, verified (https_proxy)", function()
+    local res = via:get("/tls")
+    assert.equal(200, res.status, res.body)
+    assert.equal("/via-tls", cjson.decode(res.body).target)
+    assert.truthy((helpers.read_file(log) or ""):find("CONNECT localhost:" .. tls_origin.port .. " HTTP/1.1", 1, true),
+      "the proxy saw CONNECT localhost:port (the name, resolved by the proxy)")
+  end)
+
+  it("relay.ws.connect opens its WebSocket through the proxy", function()
+    local before = connects(log, origin.port)
+    local res = via:get("/ws")
+    assert.equal(200, res.status, res.body)
+    assert.equal("through the tunnel", res.body)
+    assert.equal(before + 1, connects(log, origin.port))
+  end)
+
+  it("names the proxy and its status when it refuses the CONNECT", function()
+    local res = via:get("/other")
+    assert.equal(502, res.status)
+    assert.matches("^proxy 127%.0%.0%.1:" .. proxy_port .. " %(HTTP_PROXY%) refused CONNECT 127%.0%.0%.1:" ..
+      refused.port .. ": HTTP/1%.[01] 403", res.body)
+  end)
+
+  it("a mount's upstream goes direct, whatever HTTP_PROXY says", function()
+    local before = connects(log, origin.port)
+    local res = via:get("/mount/m")
+    assert.equal(200, res.status, res.body)
+    assert.equal("/m", cjson.decode(res.body).target)
+    assert.equal(before, connects(log, origin.port))
+  end)
+
+  it("NO_PROXY sends the listed peers direct (an address with a port, a name), and only those", function()
+    local before_plain = connects(log, origin.port)
+    local lines = #(helpers.read_file(log) or "")
+    for _, path in ipairs { "/plain", "/tls", "/ws" } do
+      local res = direct:get(path)
+      assert.equal(200, res.status, res.body)
+    end
+    assert.equal(before_plain, connects(log, origin.port))
+    assert.equal(lines, #(helpers.read_file(log) or ""), "the proxy saw nothing")
+    -- 127.0.0.1 on another port is not listed: through the proxy, which refuses it
+    local res = direct:get("/other")
+    assert.equal(502, res.status)
+    assert.matches("^proxy 127%.0%.0%.1:" .. proxy_port .. " %(HTTP_PROXY%) refused CONNECT", res.body)
+  end)
+end)
