@@ -5,13 +5,6 @@ local helpers = require "helpers"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  local ok, _, code = p:close()
-  return out, (ok and 0 or code)
-end
-
 local function free_port()
   local s = socket.bind("127.0.0.1", 0)
   local port = select(2, s:getsockname())
@@ -89,9 +82,7 @@ describe("forward proxy (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)", function()
 
   setup(function()
     dir = helpers.tmpdir()
-    local _, rc = sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
-      "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1"):format(dir, dir))
-    assert.equal(0, rc)
+    helpers.self_signed_cert(dir)
     helpers.write_file(dir .. "/origin.lua", ORIGIN)
     origin = helpers.start(dir .. "/origin.lua")
     tls_origin = helpers.start(dir .. "/origin.lua",
