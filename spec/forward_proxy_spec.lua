@@ -158,3 +158,31 @@ describe("forward proxy (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)", function()
     assert.matches("^proxy 127%.0%.0%.1:" .. proxy_port .. " %(HTTP_PROXY%) refused CONNECT", res.body)
   end)
 end)
+
+describe("forward proxy: the git tunnel's relay-client", function()
+  local env = require "git_tunnel_support"
+  local w, log, proxy_pid
+
+  setup(function()
+    w = env.git_server()
+    w.server = env.start_server()
+    local proxy_port
+    proxy_port, proxy_pid, log = start_tinyproxy(w.dir, { w.server.port, w.web.port })
+    w.client = env.start_ready_client(w.server.port, "proxied", env.base_url(w.web), {},
+                                      { env = { HTTP_PROXY = "http://127.0.0.1:" .. proxy_port } })
+  end)
+
+  teardown(function()
+    if proxy_pid then os.execute("kill " .. proxy_pid) end
+    env.stop_all_checked()
+  end)
+
+  it("registers through the proxy and reaches its base-url through it: a clone works", function()
+    assert.equal(1, connects(log, w.server.port)) -- the WebSocket to the relay-server
+    local before = connects(log, w.web.port)
+    local out, rc = env.git(("clone -q %s %s/clone"):format(env.url(w.server, "proxied", "/repo.git"), w.dir))
+    assert.equal(0, rc, out)
+    assert.equal("hello\n", helpers.read_file(w.dir .. "/clone/a.txt"))
+    assert.is_true(connects(log, w.web.port) > before, "the git server's requests went through the proxy")
+  end)
+end)
