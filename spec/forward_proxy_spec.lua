@@ -12,14 +12,16 @@ local function free_port()
   return tonumber(port)
 end
 
--- tinyproxy on a free port, allowing CONNECT to the given ports only. Returns port, pid, log path.
-local function start_tinyproxy(dir, connect_ports)
+-- tinyproxy on a free port, allowing CONNECT to the given ports only (and more config lines, if
+-- given). Returns port, pid, log path.
+local function start_tinyproxy(dir, connect_ports, extra)
   local log = dir .. "/tinyproxy.log"
   for _ = 1, 5 do
     local port = free_port()
     local conf = { ("Port %d"):format(port), "Listen 127.0.0.1", "Timeout 30", ("LogFile %q"):format(log),
                    "LogLevel Connect", "MaxClients 50", "Allow 127.0.0.1" }
     for _, p in ipairs(connect_ports) do conf[#conf + 1] = ("ConnectPort %d"):format(p) end
+    for _, line in ipairs(extra or {}) do conf[#conf + 1] = line end
     helpers.write_file(dir .. "/tinyproxy.conf", table.concat(conf, "\n") .. "\n")
     os.execute(("tinyproxy -d -c %s/tinyproxy.conf > %s/tinyproxy.out 2>&1 & echo $! > %s/tinyproxy.pid"):format(
       dir, dir, dir))
@@ -184,5 +186,37 @@ describe("forward proxy: the git tunnel's relay-client", function()
     assert.equal(0, rc, out)
     assert.equal("hello\n", helpers.read_file(w.dir .. "/clone/a.txt"))
     assert.is_true(connects(log, w.web.port) > before, "the git server's requests went through the proxy")
+  end)
+end)
+
+describe("forward proxy: credentials", function()
+  local dir, origin, proxy_pid, with, without
+
+  setup(function()
+    dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/origin.lua", ORIGIN)
+    origin = helpers.start(dir .. "/origin.lua")
+    local port
+    port, proxy_pid = start_tinyproxy(dir, { origin.port }, { "BasicAuth alice s3cret" })
+    helpers.write_file(dir .. "/egress.lua", SCRIPT:format(origin.port, 1, dir .. "/none.pem", 1))
+    with = helpers.start(dir .. "/egress.lua", { env = { HTTP_PROXY = ("http://al%%69ce:s3cret@127.0.0.1:%d"):format(port) } })
+    without = helpers.start(dir .. "/egress.lua", { env = { HTTP_PROXY = "http://127.0.0.1:" .. port } })
+  end)
+
+  teardown(function()
+    if proxy_pid then os.execute("kill " .. proxy_pid) end
+    for _, h in ipairs { with, without, origin } do if h then assert.equal(0, h:stop()) end end
+  end)
+
+  it("sends USER:PASSWORD from HTTP_PROXY as Proxy-Authorization: Basic, percent-decoded", function()
+    local res = with:get("/plain")
+    assert.equal(200, res.status, res.body)
+    assert.equal("/via-plain", cjson.decode(res.body).target)
+  end)
+
+  it("says so when the proxy wants credentials it did not get (407)", function()
+    local res = without:get("/plain")
+    assert.equal(502, res.status)
+    assert.matches("refused CONNECT 127%.0%.0%.1:" .. origin.port .. ": HTTP/1%.[01] 407", res.body)
   end)
 end)

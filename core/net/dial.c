@@ -138,11 +138,12 @@ static void proxy_read(void *owner, const char *p, ssize_t n, const char *err) {
 
 /* Asks the proxy for a tunnel to host:port; the rest of the time is the proxy's to answer in. */
 static void send_connect(rh_upconn_dialing *d) {
-  char req[700];
+  char req[1500];
   const char *fmt = strchr(d->host, ':') ? "[%s]:%d" : "%s:%d";
   char authority[300];
   snprintf(authority, sizeof authority, fmt, d->host, d->port);
-  int n = snprintf(req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", authority, authority);
+  int n = snprintf(req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n", authority, authority,
+                   d->proxy.basic[0] ? "Proxy-Authorization: Basic " : "", d->proxy.basic, d->proxy.basic[0] ? "\r\n" : "");
   uint64_t now = uv_now(d->loop);
   uv_timer_start(&d->timer, on_deadline, d->deadline > now ? d->deadline - now : 0, 0);
   rh_upconn_own(d->u, d, proxy_read, NULL);

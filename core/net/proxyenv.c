@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+
 #include "net/cidr.h"
 #include "net/net.h"
 
@@ -82,16 +84,43 @@ int rh_proxyenv_bypass(const char *no_proxy, const char *host, int port) {
 
 /* ---- the proxy's address ---- */
 
-/* http://HOST[:PORT][/] or HOST[:PORT]. NULL, or what is wrong with it. */
+static int hex(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* USER:PASSWORD (percent-encoded, as in any URL) into out->basic for Proxy-Authorization. */
+static const char *credentials(const char *s, size_t n, rh_proxyenv *out) {
+  unsigned char plain[500];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (k == sizeof plain) return "credentials too long";
+    if (s[i] != '%') { plain[k++] = (unsigned char)s[i]; continue; }
+    if (i + 2 >= n || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) return "bad %-escape in the credentials";
+    plain[k++] = (unsigned char)(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+    i += 2;
+  }
+  if (!memchr(plain, ':', k)) return "credentials must be USER:PASSWORD";
+  EVP_EncodeBlock((unsigned char *)out->basic, plain, (int)k); /* 4/3 of 500 fits in 700 */
+  return NULL;
+}
+
+/* http://[USER:PASSWORD@]HOST[:PORT][/] or the same without http://. NULL, or what is wrong. */
 static const char *parse_proxy(const char *v, rh_proxyenv *out) {
   if (strncasecmp(v, "http://", 7) == 0) v += 7;
   else if (strstr(v, "://")) return "only http:// proxies are supported";
-  char hp[300];
   size_t n = strcspn(v, "/");
+  const char *at = memchr(v, '@', n);
+  out->basic[0] = 0;
+  if (at) {
+    const char *why = credentials(v, (size_t)(at - v), out);
+    if (why) return why;
+    n -= (size_t)(at + 1 - v);
+    v = at + 1;
+  }
+  char hp[300];
   if (n >= sizeof hp) return "too long";
   memcpy(hp, v, n);
   hp[n] = 0;
-  if (strchr(hp, '@')) return "proxy credentials are not supported";
   int bracketed = hp[0] == '[', has_port = bracketed ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
   if (has_port) {
     if (rh_parse_hostport(hp, out->host, sizeof out->host, &out->port) < 0 || out->port == 0) return "bad host:port";
@@ -113,6 +142,7 @@ int rh_proxyenv_pick(const char *host, int port, int tls, rh_proxyenv *out, char
   out->var = var;
   const char *why = parse_proxy(v, out);
   if (!why) return 1;
-  snprintf(err, errlen, "%s=%.200s: %s", var, v, why);
+  int shown = strchr(v, '@') == NULL; /* never the password */
+  snprintf(err, errlen, "%s%s%.200s: %s", var, shown ? "=" : " (credentials withheld)", shown ? v : "", why);
   return -1;
 }

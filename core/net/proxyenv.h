@@ -1,8 +1,9 @@
 /* proxyenv: which forward proxy an outbound client reaches a peer through, from the environment
  * as Go's net/http and httpx read it. HTTPS_PROXY for TLS peers (https, wss), HTTP_PROXY for
  * plain ones (http, ws); the upper-case name wins over the lower-case one (Go's order). The value
- * is http://HOST[:PORT] or HOST[:PORT] (port 80 if left out); other schemes and credentials are
- * refused with a message naming the variable.
+ * is http://HOST[:PORT] or HOST[:PORT] (port 80 if left out), with USER:PASSWORD@ (percent-
+ * encoded) for a proxy that asks for Basic credentials; other schemes are refused with a message
+ * naming the variable (never its password).
  *
  * NO_PROXY (or no_proxy) lists peers that go direct, comma-separated: `*` (every peer), a host
  * name (it and its subdomains; a leading "." or "*." changes nothing), an IP address, or a CIDR
@@ -18,6 +19,7 @@ typedef struct {
   char host[256]; /* without brackets */
   int port;
   const char *var; /* the variable it came from, for messages */
+  char basic[700]; /* base64 of user:password for Proxy-Authorization, or "" */
 } rh_proxyenv;
 
 /* 1: reach host:port through *out; 0: go direct; -1: the variable is unusable, err says why. */

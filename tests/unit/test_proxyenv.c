@@ -71,8 +71,13 @@ static void variables(void) {
   unsetenv("no_proxy");
   setenv("http_proxy", "socks5://s:1080", 1);
   CHECK(pick("api.example", 80, 0, &p, err) == -1 && strstr(err, "http_proxy=socks5://s:1080") == err);
-  setenv("http_proxy", "http://user:pw@proxy:3128", 1);
-  CHECK(pick("api.example", 80, 0, &p, err) == -1 && strstr(err, "credentials") != NULL);
+  setenv("http_proxy", "http://us%40er:p%3Aw@proxy:3128", 1); /* "us@er", "p:w" */
+  CHECK(pick("api.example", 80, 0, &p, err) == 1 && strcmp(p.host, "proxy") == 0 && p.port == 3128);
+  CHECK(strcmp(p.basic, "dXNAZXI6cDp3") == 0); /* base64 of us@er:p:w */
+  setenv("http_proxy", "http://user:secret%zz@proxy:3128", 1);
+  CHECK(pick("api.example", 80, 0, &p, err) == -1 && strstr(err, "secret") == NULL && strstr(err, "%-escape") != NULL);
+  setenv("http_proxy", "http://proxy:3128", 1);
+  CHECK(pick("api.example", 80, 0, &p, err) == 1 && p.basic[0] == 0);
   setenv("http_proxy", "http://:3128", 1);
   CHECK(pick("api.example", 80, 0, &p, err) == -1);
   setenv("http_proxy", "proxy:99999", 1);
