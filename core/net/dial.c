@@ -125,10 +125,9 @@ static void proxy_read(void *owner, const char *p, ssize_t n, const char *err) {
     fail_now(d);
     return;
   }
+  size_t from = d->answer.len > 3 ? d->answer.len - 3 : 0; /* a trickled answer is scanned once */
   rh_buf_append(&d->answer, p, (size_t)n);
-  rh_buf_append(&d->answer, "", 1); /* a terminator for strstr, taken off again */
-  d->answer.len--;
-  const char *end = strstr(d->answer.data, "\r\n\r\n");
+  const char *end = memmem(d->answer.data + from, d->answer.len - from, "\r\n\r\n", 4);
   if (end) answer_done(d, end);
   else if (d->answer.len > MAX_PROXY_HEAD) {
     snprintf(d->err, sizeof d->err, "proxy %s:%d: answer to CONNECT over 64 KiB", d->proxy.host, d->proxy.port);

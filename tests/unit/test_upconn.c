@@ -325,6 +325,64 @@ static void first_silent_second_answers(void) {
   close(good), close(silent), close(fill[0]), close(fill[1]);
 }
 
+/* ---- through a forward proxy that misbehaves (spec/forward_proxy_spec.lua has a real one) ---- */
+
+/* Dials origin.example:80 through a proxy on lfd that answers `answer` (NULL: nothing). */
+static void through_proxy(owner *o, int lfd, int port, const char *answer, size_t n, double timeout) {
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+  setenv("HTTP_PROXY", url, 1);
+  memset(o, 0, sizeof *o);
+  rh_upconn_target t = { .key = "test", .host = "origin.example", .port = 80, .connect_timeout = timeout,
+                         .via_proxy = 1 };
+  REQUIRE(rh_upconn_dial(loop, &t, dialed, o) != NULL);
+  int never = 0;
+  run_until(&never, 200); /* connected (in the backlog) and the CONNECT sent */
+  int peer = accept(lfd, NULL, NULL);
+  REQUIRE(peer >= 0);
+  char req[512];
+  ssize_t got = read(peer, req, sizeof req - 1);
+  REQUIRE(got > 0);
+  req[got] = 0;
+  CHECK(strncmp(req, "CONNECT origin.example:80 HTTP/1.1\r\nHost: origin.example:80\r\n", 60) == 0);
+  while (n) {
+    ssize_t w = write(peer, answer, n);
+    REQUIRE(w > 0);
+    answer += w, n -= (size_t)w;
+  }
+  run_until(&o->dialed, 5000);
+  unsetenv("HTTP_PROXY");
+  close(peer);
+}
+
+static void proxy_misbehaves(void) {
+  int port, lfd = listener(&port);
+  owner o;
+  test_name = "a proxy whose answer to CONNECT never ends";
+  static char endless[70 * 1024];
+  memset(endless, 'x', sizeof endless);
+  memcpy(endless, "HTTP/1.1 200 OK\r\nX: ", 21);
+  through_proxy(&o, lfd, port, endless, sizeof endless, 5);
+  CHECK(o.dialed && !o.u && strstr(o.err, "answer to CONNECT over 64 KiB"));
+  test_name = "a proxy that never answers CONNECT";
+  through_proxy(&o, lfd, port, NULL, 0, 0.6);
+  CHECK(o.dialed && !o.u && strstr(o.err, "did not answer CONNECT in time"));
+  test_name = "a proxy that refuses, with a control byte in its reason";
+  const char *no = "HTTP/1.1 403 No\x01Way\r\n\r\n";
+  through_proxy(&o, lfd, port, no, strlen(no), 5);
+  CHECK(o.dialed && !o.u && strstr(o.err, "(HTTP_PROXY) refused CONNECT origin.example:80: HTTP/1.1 403 No?Way"));
+  test_name = "a proxy that says 200 and sends bytes of its own";
+  const char *extra = "HTTP/1.1 200 OK\r\n\r\nHELLO";
+  through_proxy(&o, lfd, port, extra, strlen(extra), 5);
+  CHECK(o.dialed && !o.u && strstr(o.err, "sent bytes after its answer to CONNECT"));
+  test_name = "a proxy that opens the tunnel";
+  const char *ok = "HTTP/1.0 200 Connection established\r\nProxy-Agent: test\r\n\r\n";
+  through_proxy(&o, lfd, port, ok, strlen(ok), 5);
+  CHECK(o.dialed && o.u);
+  if (o.u) finish(&o);
+  close(lfd);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN); /* as the host does: a write to a dead peer is an error, not a signal */
   int own_hosts = private_hosts();
@@ -336,6 +394,7 @@ int main(void) {
     fprintf(stderr, "SKIP the dualstack cases: no mount namespace for an /etc/hosts of our own (%s)\n", strerror(errno));
   }
   no_answer_times_out();
+  proxy_misbehaves();
   dies_while_writes_wait();
   write_after_death();
   answer_then_death();
