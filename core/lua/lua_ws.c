@@ -1,5 +1,5 @@
 /* lua_ws: WebSocket sessions for Lua. Server side: app:websocket routes (the handshake
- * answered here). Client side: relay.ws.connect (core/proxy/ws_dial). Either way the frames are
+ * answered here). Client side: relay.ws.connect (core/ws/dial). Either way the frames are
  * C (core/ws over wslay) and the script meets one ws object whose recv() yields until a message
  * arrives; messages that come while the script is busy wait in a bounded queue.
  *
