@@ -190,14 +190,14 @@ describe("forward proxy: the git tunnel's relay-client", function()
 end)
 
 describe("forward proxy: credentials", function()
-  local dir, origin, proxy_pid, with, without
+  local dir, origin, proxy_pid, log, with, without
 
   setup(function()
     dir = helpers.tmpdir()
     helpers.write_file(dir .. "/origin.lua", ORIGIN)
     origin = helpers.start(dir .. "/origin.lua")
     local port
-    port, proxy_pid = start_tinyproxy(dir, { origin.port }, { "BasicAuth alice s3cret" })
+    port, proxy_pid, log = start_tinyproxy(dir, { origin.port }, { "BasicAuth alice s3cret" })
     helpers.write_file(dir .. "/egress.lua", SCRIPT:format(origin.port, 1, dir .. "/none.pem", 1))
     with = helpers.start(dir .. "/egress.lua", { env = { HTTP_PROXY = ("http://al%%69ce:s3cret@127.0.0.1:%d"):format(port) } })
     without = helpers.start(dir .. "/egress.lua", { env = { HTTP_PROXY = "http://127.0.0.1:" .. port } })
@@ -209,9 +209,11 @@ describe("forward proxy: credentials", function()
   end)
 
   it("sends USER:PASSWORD from HTTP_PROXY as Proxy-Authorization: Basic, percent-decoded", function()
+    local before = connects(log, origin.port)
     local res = with:get("/plain")
     assert.equal(200, res.status, res.body)
     assert.equal("/via-plain", cjson.decode(res.body).target)
+    assert.equal(before + 1, connects(log, origin.port))
   end)
 
   it("says so when the proxy wants credentials it did not get (407)", function()
