@@ -38,6 +38,13 @@ function helpers.start_redis(dir, fixed_port)
   error("could not start redis-server: " .. tostring(test.read_file(dir .. "/redis.log")))
 end
 
+-- A self-signed certificate for localhost and 127.0.0.1: dir/cert.pem and dir/key.pem.
+function helpers.self_signed_cert(dir)
+  assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
+    "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1"):format(dir, dir)) == 0,
+    "openssl req failed")
+end
+
 -- ---- memory bounds under a flood ----
 
 -- A process's resident set in kB (nil once it has gone).

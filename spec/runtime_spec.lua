@@ -57,7 +57,7 @@ return app
     local other = helpers.start(helpers.fixture("basic.lua"), { flags = { "--upstream", "http://127.0.0.1:1" } })
     local res = other:get("/fetch?path=/")
     assert.equal(502, res.status)
-    assert.matches("upstream: connect: connection refused", res.body)
+    assert.matches("upstream: connect 127.0.0.1:1: connection refused", res.body)
     assert.equal(0, other:stop())
     assert.truthy(dir)
   end)

@@ -88,7 +88,7 @@ return app
     assert.equal("/via-client", cjson.decode(body).target)
     local code2, body2 = curl(proxy, "/fetch?ca=no")
     assert.equal(502, code2)
-    assert.matches("^tls: certificate verify failed: self%-signed certificate", body2)
+    assert.matches("^TLS: certificate verify failed: self%-signed certificate", body2)
   end)
 
   it("502 naming the reason when the upstream's certificate does not verify", function()

@@ -1,6 +1,6 @@
 -- A WebSocket upstream that dies while relayhost has stopped reading it (backpressure: it owes
 -- the server more than its bound, see ws_flood_spec) must still be noticed at once: nothing
--- reads the paused connection, so only the failed write can tell (core/proxy/upconn). The
+-- reads the paused connection, so only the failed write can tell (core/net/upconn). The
 -- server (spec/js/ws-ping-flood-server.js) floods pings and never reads the pongs until
 -- relayhost pauses; then it is killed, and the session must end within a second.
 local helpers = require "helpers"

@@ -30,7 +30,7 @@
 #include "metrics/metrics.h"
 #include "net/cidr.h"
 #include "net/net.h"
-#include "proxy/pool.h"
+#include "net/pool.h"
 #include "tls/tls.h"
 
 typedef struct {

@@ -1,14 +1,13 @@
 /* client: one HTTP/1.1 exchange per connection, driven entirely by loop callbacks.
  *
- * Life of an op: resolve (uv_getaddrinfo) -> connect to each address in turn until one
- * answers -> write the whole request -> feed the response to llhttp -> callback. One timer
- * bounds all of it. Whatever ends the exchange (success, error, timeout, cancel) goes through
- * finish(), which calls back at most once and then closes everything; the op itself is freed
- * only when the last handle or request that points at it has reported back (op->refs). */
+ * Life of an op: dial (net/upconn.h: every address, TLS, HTTPS_PROXY) -> write the whole
+ * request -> feed the response to llhttp -> callback. One timer bounds all of it. Whatever ends
+ * the exchange (success, error, timeout, cancel) goes through finish(), which calls back at most
+ * once and then lets go of everything; the op itself is freed when its timer handle closes (the
+ * dial and the connection free themselves). */
 #include "http/client.h"
 
 #include <limits.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,26 +19,23 @@
 #include "http/collect.h"
 #include "http/head.h"
 #include "buf/buf.h"
+#include "net/upconn.h"
 #include "tls/tls.h"
 
 #define DEFAULT_TIMEOUT 30.0
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
-#define READ_CHUNK 16384
 
 struct rh_client_op {
   uv_loop_t *loop;
   rh_client_cb cb;
   void *ud;
-  int refs;             /* open handles + the resolve request in flight */
+  uv_timer_t timer;     /* open from start until finish(); its close frees the op */
+  rh_upconn_dialing *dial;
+  rh_upconn *up;
 
-  uv_timer_t timer;     /* open from start until finish() */
-  uv_getaddrinfo_t gai;
-  uv_tcp_t tcp;
-  uv_connect_t connect;
-  struct addrinfo *addrs, *next_addr;
-
-  char *host, *port;    /* what to resolve */
-  bool numeric_host;    /* a [literal]: never ask DNS */
+  char *host;           /* where to (without brackets) */
+  int port;
+  double connect_timeout;
   rh_buf out;           /* the request, written in one go */
   bool is_head;
 
@@ -49,9 +45,7 @@ struct rh_client_op {
   size_t max_body;
   int status;
 
-  bool resolving, tcp_open;
   bool done;            /* called back or cancelled: from here on only closing happens */
-  bool got_bytes;       /* anything arrived: a write error no longer matters */
   bool complete, over_max;
   const char *refused;  /* a response head we do not take, and why */
   rh_client_data_cb on_data; /* streaming, see client.h */
@@ -59,42 +53,30 @@ struct rh_client_op {
   uint64_t idle_ms;
 
   rh_tls_ctx *own_ctx;  /* https with a ca_file of its own */
-  rh_tls *tls;          /* https: between the socket and the parser */
   bool use_tls;
   char err[192];        /* an error waiting to be delivered by the timer */
-  char connect_err[192]; /* why the last address failed */
-  char rbuf[READ_CHUNK];
 };
 
 /* ---- lifetime ---- */
 
-static void op_free(rh_client_op *op) {
-  if (op->tls) rh_tls_free(op->tls);
+/* The connection keeps its own reference to the TLS context, so own_ctx may go first. */
+static void op_free(uv_handle_t *h) {
+  rh_client_op *op = h->data;
   if (op->own_ctx) rh_tls_ctx_free(op->own_ctx);
-  uv_freeaddrinfo(op->addrs);
   free(op->host);
-  free(op->port);
   rh_buf_free(&op->out);
   rh_buf_free(&op->body);
   rh_headers_free(&op->headers);
   free(op);
 }
 
-static void op_unref(rh_client_op *op) {
-  if (--op->refs == 0 && op->done) op_free(op);
-}
-
-static void on_handle_closed(uv_handle_t *h) { op_unref(h->data); }
-
-/* Closes what is open. Requests in flight (resolve, connect, write) report back with a
- * cancellation, and their callbacks see op->done and do nothing more. */
+/* Lets go of the dial or the connection (they free themselves), then of the op. */
 static void teardown(rh_client_op *op) {
-  uv_close((uv_handle_t *)&op->timer, on_handle_closed);
-  if (op->tcp_open) {
-    op->tcp_open = false;
-    uv_close((uv_handle_t *)&op->tcp, on_handle_closed);
-  }
-  if (op->resolving) uv_cancel((uv_req_t *)&op->gai); /* on_resolved still runs and unrefs */
+  if (op->dial) rh_upconn_dial_cancel(op->dial);
+  op->dial = NULL;
+  if (op->up) rh_upconn_close(op->up);
+  op->up = NULL;
+  uv_close((uv_handle_t *)&op->timer, op_free);
 }
 
 static void finish(rh_client_op *op, const char *err, const rh_client_resp *resp) {
@@ -103,12 +85,6 @@ static void finish(rh_client_op *op, const char *err, const rh_client_resp *resp
   if (op->streaming) op->on_data(op->ud, NULL, 0, err);
   else op->cb(op->ud, err, resp);
   teardown(op);
-}
-
-static void finish_errf(rh_client_op *op, const char *what, int uverr) {
-  char msg[sizeof op->err];
-  snprintf(msg, sizeof msg, "%s: %s", what, uv_strerror(uverr));
-  finish(op, msg, NULL);
 }
 
 static void finish_ok(rh_client_op *op) {
@@ -228,144 +204,32 @@ static void after_parse(rh_client_op *op, llhttp_errno_t perr) {
 
 /* ---- connection ---- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  rh_client_op *op = h->data;
-  (void)suggested;
-  *buf = uv_buf_init(op->rbuf, sizeof op->rbuf);
-}
-
-static void send_raw(rh_client_op *op, const char *p, size_t n);
-
-/* https: decrypt, answer the handshake, and parse what is application data. */
-static void tls_input(rh_client_op *op, const char *p, size_t n) {
-  rh_buf plain = RH_BUF_INIT, out = RH_BUF_INIT;
-  int rc = rh_tls_read(op->tls, p, n, &plain);
-  rh_tls_pending(op->tls, &out);
-  send_raw(op, out.data, out.len);
-  rh_buf_free(&out);
-  if (rc < 0) {
-    char msg[sizeof op->err];
-    snprintf(msg, sizeof msg, "tls: %s", rh_tls_error(op->tls));
-    finish(op, msg, NULL);
-  } else if (plain.len) {
-    after_parse(op, llhttp_execute(&op->parser.llhttp, plain.data, plain.len));
-  }
-  rh_buf_free(&plain);
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  rh_client_op *op = s->data;
+/* Answer bytes, or the end. A write that failed (a server that answered and closed before
+ * reading our whole body) is reported here too, after its answer: the answer still counts. */
+static void on_up_read(void *owner, const char *p, ssize_t n, const char *err) {
+  rh_client_op *op = owner;
   if (op->done) return;
-  if (nread > 0) {
-    op->got_bytes = true;
-    if (op->tls) tls_input(op, buf->base, (size_t)nread);
-    else after_parse(op, llhttp_execute(&op->parser.llhttp, buf->base, (size_t)nread));
-  } else if (nread == UV_EOF) {
+  if (n > 0) {
+    after_parse(op, llhttp_execute(&op->parser.llhttp, p, (size_t)n));
+  } else if (err == rh_upconn_closed) {
     /* llhttp_finish() completes a read-until-close body, or says the message was cut short. */
     after_parse(op, llhttp_finish(&op->parser.llhttp));
     if (!op->done) finish(op, "connection closed before response", NULL);
-  } else if (nread < 0) {
-    finish_errf(op, "read", (int)nread);
-  }
-}
-
-static void on_write(uv_write_t *w, int status) {
-  rh_client_op *op = w->data;
-  free(w);
-  if (op->done || status == 0) return;
-  /* A server may answer and close before reading our whole body; its answer still counts. */
-  if (!op->got_bytes) finish_errf(op, "write", status);
-}
-
-/* One write request per write: TLS sends several (handshake, then the request). */
-static void send_raw(rh_client_op *op, const char *p, size_t n) {
-  if (!n || op->done) return;
-  uv_write_t *w = malloc(sizeof *w + n);
-  if (!w) abort();
-  char *copy = (char *)(w + 1);
-  memcpy(copy, p, n);
-  w->data = op;
-  uv_buf_t b = uv_buf_init(copy, (unsigned)n);
-  int r = uv_write(w, (uv_stream_t *)&op->tcp, &b, 1, on_write);
-  if (r < 0) {
-    free(w);
-    finish_errf(op, "write", r);
-  }
-}
-
-static void connect_next(rh_client_op *op);
-
-static void on_retry_closed(uv_handle_t *h) {
-  rh_client_op *op = h->data;
-  if (op->done) {
-    op_unref(op);
-    return;
-  }
-  op->refs--; /* the timer is still open, so op lives on */
-  connect_next(op);
-}
-
-/* This address failed: remember why, and try the next one on a fresh handle. */
-static void connect_failed(rh_client_op *op, int uverr) {
-  snprintf(op->connect_err, sizeof op->connect_err, "connect: %s", uv_strerror(uverr));
-  op->tcp_open = false;
-  uv_close((uv_handle_t *)&op->tcp, on_retry_closed);
-}
-
-static void on_connect(uv_connect_t *c, int status) {
-  rh_client_op *op = c->data;
-  if (op->done) return;
-  if (status < 0) {
-    connect_failed(op, status);
-    return;
-  }
-  int r = uv_read_start((uv_stream_t *)&op->tcp, on_alloc, on_read);
-  if (r < 0) {
-    finish_errf(op, "read", r);
-    return;
-  }
-  if (!op->use_tls) {
-    send_raw(op, op->out.data, op->out.len);
-    return;
-  }
-  op->tls = rh_tls_new(op->own_ctx ? op->own_ctx : rh_tls_default_client(), op->host);
-  rh_buf enc = RH_BUF_INIT;
-  rh_tls_pending(op->tls, &enc); /* the ClientHello; the request waits inside until the handshake */
-  rh_tls_write(op->tls, op->out.data, op->out.len, &enc);
-  send_raw(op, enc.data, enc.len);
-  rh_buf_free(&enc);
-}
-
-static void connect_next(rh_client_op *op) {
-  struct addrinfo *ai = op->next_addr;
-  while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ai = ai->ai_next;
-  if (!ai) {
-    finish(op, op->connect_err[0] ? op->connect_err : "connect: no usable address", NULL);
-    return;
-  }
-  op->next_addr = ai->ai_next;
-  uv_tcp_init(op->loop, &op->tcp);
-  op->tcp.data = op;
-  op->tcp_open = true;
-  op->refs++;
-  op->connect.data = op;
-  int r = uv_tcp_connect(&op->connect, &op->tcp, ai->ai_addr, on_connect);
-  if (r < 0) connect_failed(op, r);
-}
-
-static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
-  rh_client_op *op = g->data;
-  op->resolving = false;
-  if (op->done) {
-    uv_freeaddrinfo(res);
-  } else if (status < 0) {
-    uv_freeaddrinfo(res);
-    finish_errf(op, "resolve", status);
   } else {
-    op->addrs = op->next_addr = res;
-    connect_next(op);
+    finish(op, err, NULL);
   }
-  op_unref(op);
+}
+
+static void dialed(void *ud, rh_upconn *u, const char *err) {
+  rh_client_op *op = ud;
+  op->dial = NULL;
+  if (!u) {
+    finish(op, err, NULL);
+    return;
+  }
+  op->up = u;
+  rh_upconn_own(u, op, on_up_read, NULL);
+  rh_upconn_write(u, op->out.data, op->out.len); /* on TLS it waits inside for the handshake */
 }
 
 /* ---- request building ---- */
@@ -488,10 +352,7 @@ static const char *prepare(rh_client_op *op, const rh_client_req *req) {
   if (why) return why;
   if ((why = build_request(op, req, &u))) return why;
   op->host = dup_n(u.host, u.host_len);
-  char port[8];
-  snprintf(port, sizeof port, "%u", u.port);
-  op->port = dup_n(port, strlen(port));
-  op->numeric_host = u.bracketed;
+  op->port = (int)u.port;
   op->use_tls = u.tls;
   if (u.tls && req->ca_file) {
     static char err[160];
@@ -502,22 +363,12 @@ static const char *prepare(rh_client_op *op, const rh_client_req *req) {
   return NULL;
 }
 
-static void start_resolve(rh_client_op *op) {
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (op->numeric_host ? AI_NUMERICHOST : 0);
-  op->gai.data = op;
-  int r = uv_getaddrinfo(op->loop, &op->gai, on_resolved, op->host, op->port, &hints);
-  if (r < 0) {
-    char msg[sizeof op->err];
-    snprintf(msg, sizeof msg, "resolve: %s", uv_strerror(r));
-    fail_later(op, msg);
-    return;
-  }
-  op->resolving = true;
-  op->refs++;
+/* relay.http is an outbound client: HTTPS_PROXY and friends apply. */
+static void start_dial(rh_client_op *op) {
+  rh_tls_ctx *tls = !op->use_tls ? NULL : op->own_ctx ? op->own_ctx : rh_tls_default_client();
+  rh_upconn_target t = { .key = "http-client", .host = op->host, .port = op->port, .tls = tls,
+                         .connect_timeout = op->connect_timeout, .via_proxy = 1 };
+  op->dial = rh_upconn_dial(op->loop, &t, dialed, op);
 }
 
 static uint64_t timeout_ms(double seconds) {
@@ -540,13 +391,13 @@ rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_cl
   rh_headers_init(&op->headers);
   rh_collect_init(&op->parser, HTTP_RESPONSE, &parser_settings, op, &op->headers);
 
+  op->connect_timeout = (double)op->idle_ms / 1000;
   uv_timer_init(loop, &op->timer);
   op->timer.data = op;
-  op->refs = 1;
 
   const char *why = prepare(op, req);
   if (why) fail_later(op, why);
-  else start_resolve(op);
+  else start_dial(op);
   if (!op->err[0]) uv_timer_start(&op->timer, on_timer, timeout_ms(req->timeout), 0);
   return op;
 }

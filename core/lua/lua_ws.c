@@ -1,5 +1,5 @@
 /* lua_ws: WebSocket sessions for Lua. Server side: app:websocket routes (the handshake
- * answered here). Client side: relay.ws.connect (core/proxy/ws_dial). Either way the frames are
+ * answered here). Client side: relay.ws.connect (core/ws/dial). Either way the frames are
  * C (core/ws over wslay) and the script meets one ws object whose recv() yields until a message
  * arrives; messages that come while the script is busy wait in a bounded queue.
  *
@@ -15,7 +15,7 @@
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
-#include "proxy/ws_dial.h"
+#include "ws/dial.h"
 #include "tls/tls.h"
 #include "ws/ws.h"
 
@@ -775,14 +775,10 @@ static int l_ws_connect(lua_State *L) {
   lua_pop(L, 2);
   push_object(L, s);
   lua_pop(L, 1);
-  s->dial = rh_ws_dial_start(rh_loop(), u.host, u.port, ctx, head.data, head.len, key, timeout, connected, s);
+  rh_upconn_target peer = { .key = "websocket", .host = u.host, .port = u.port, .tls = ctx,
+                            .connect_timeout = timeout, .via_proxy = 1 }; /* an outbound client */
+  s->dial = rh_ws_dial_start(rh_loop(), &peer, head.data, head.len, key, timeout, connected, s);
   rh_buf_free(&head);
-  if (!s->dial) {
-    set_closed(s, 1006, "cannot resolve");
-    lua_pushnil(L);
-    lua_pushstring(L, "cannot start resolving the server");
-    return 2;
-  }
   s->connecting = 1;
   return rh_task_yield(L, t, cancel_connect, s);
 }

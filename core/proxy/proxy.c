@@ -14,8 +14,8 @@
 #include "metrics/metrics.h"
 #include "net/path.h"
 #include "proxy/internal.h"
-#include "proxy/pool.h"
-#include "proxy/ws_dial.h"
+#include "net/pool.h"
+#include "ws/dial.h"
 #include "tls/tls.h"
 
 struct rh_proxy_conf {
@@ -42,7 +42,7 @@ typedef struct {
   rh_proxy_hooks hooks;
   int has_hooks;
   rh_upconn *up;
-  rh_dial *dial;            /* while connecting */
+  rh_upconn_dialing *dial;  /* while connecting */
   uv_timer_t timer;
   timer_kind timer_kind;
   int attempt;
@@ -444,7 +444,7 @@ static int retry_allowed(call *c) {
 /* Lets go of the upstream connection, or of the dial that would have made it. */
 static void drop_upstream(call *c) {
   if (c->dial) {
-    rh_dial_cancel(c->dial);
+    rh_upconn_dial_cancel(c->dial);
     c->dial = NULL;
   }
   if (!c->up) return;
@@ -883,9 +883,10 @@ static void attempt(call *c, int fresh) {
     return;
   }
   set_timer(c, T_CONNECT, c->conf->connect_timeout, on_timeout);
-  c->dial = rh_dial_start(uv_default_loop(), c->conf->pool_key, c->conf->host, c->conf->port, c->conf->tls,
-                          dialed, c);
-  if (!c->dial) fail(c, 502, "upstream_error", "cannot start resolving the upstream");
+  /* a mount's upstreams are the services next to us: direct, whatever HTTPS_PROXY says */
+  rh_upconn_target t = { .key = c->conf->pool_key, .host = c->conf->host, .port = c->conf->port,
+                         .tls = c->conf->tls, .connect_timeout = c->conf->connect_timeout };
+  c->dial = rh_upconn_dial(uv_default_loop(), &t, dialed, c);
 }
 
 /* ---- lifetime ---- */

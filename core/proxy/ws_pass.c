@@ -9,8 +9,8 @@
 
 #include "log/log.h"
 #include "proxy/internal.h"
-#include "proxy/upconn.h"
-#include "proxy/ws_dial.h"
+#include "net/upconn.h"
+#include "ws/dial.h"
 #include "ws/ws.h"
 
 /* One pass-through. Holds a reference on req and conf, the upstream connection and a timer;
@@ -305,8 +305,9 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
     end_tunnel(c);
     return;
   }
-  c->dial = rh_ws_dial_start(uv_default_loop(), c->up_info.host, c->up_info.port, c->up_info.tls,
-                             c->head.data, c->head.len, c->key, c->up_info.connect_timeout,
+  /* a mount's upstreams are the services next to us: direct, whatever HTTPS_PROXY says */
+  rh_upconn_target t = { .key = "websocket", .host = c->up_info.host, .port = c->up_info.port,
+                         .tls = c->up_info.tls, .connect_timeout = c->up_info.connect_timeout };
+  c->dial = rh_ws_dial_start(uv_default_loop(), &t, c->head.data, c->head.len, c->key, c->up_info.connect_timeout,
                              upstream_ready, c);
-  if (!c->dial) fail(c, "Upstream WS error", "cannot start resolving the upstream");
 }

@@ -7,7 +7,7 @@
 #include <strings.h>
 
 #include "log/log.h"
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 #include "tls/tls.h"
 
 /* A command in flight; replies come back in the order commands went out. */
@@ -32,7 +32,7 @@ struct rh_redis {
   sub *subs;                  /* set: the connection is a subscriber */
   char host[256], password[256];
   int port, db, tls;
-  rh_dial *dial;
+  rh_upconn_dialing *dial;
   rh_upconn *up;
   redisReader *reader;
   rh_redis_cmd *head, *tail;  /* sent, awaiting replies */
@@ -185,8 +185,8 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
 
 static void connect_now(rh_redis *r) {
   rh_tls_ctx *ctx = r->tls ? rh_tls_default_client() : NULL;
-  r->dial = rh_dial_start(r->loop, "redis", r->host, r->port, ctx, dialed, r);
-  if (!r->dial) lost(r, "cannot start resolving");
+  rh_upconn_target t = { .key = "redis", .host = r->host, .port = r->port, .tls = ctx };
+  r->dial = rh_upconn_dial(r->loop, &t, dialed, r);
 }
 
 /* redis[s]://[[user]:password@]host[:port][/db] */
@@ -280,7 +280,7 @@ static void free_redis(uv_handle_t *h) {
 void rh_redis_free(rh_redis *r) {
   r->freeing = 1;
   uv_timer_stop(&r->retry);
-  if (r->dial) rh_dial_cancel(r->dial);
+  if (r->dial) rh_upconn_dial_cancel(r->dial);
   r->dial = NULL;
   if (r->up || r->head || r->wait_head) lost(r, "client closed");
   if (r->reader) redisReaderFree(r->reader);

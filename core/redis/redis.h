@@ -1,5 +1,5 @@
 /* redis: a Redis client on the loop. hiredis does the protocol (command formatting, reply
- * parsing); the connection is the core's own (core/proxy/upconn), so rediss:// works the same
+ * parsing); the connection is the core's own (core/net/upconn), so rediss:// works the same
  * way as redis:// (Debian's hiredis 0.14 has no TLS).
  *
  * Commands are pipelined in order; each gets its callback exactly once: with the reply, or

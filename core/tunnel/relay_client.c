@@ -10,7 +10,7 @@
 #include "http/head.h"
 #include "net/path.h"
 #include "http/server.h"
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 #include "tls/tls.h"
 #include "tunnel/relay.h"
 
@@ -25,7 +25,7 @@ typedef struct {
 
 typedef struct {
   rh_tstream *s;
-  rh_dial *dial;
+  rh_upconn_dialing *dial;
   rh_upconn *u;
   rh_collect parser;         /* collects into resp */
   rh_headers resp;
@@ -157,7 +157,7 @@ static const char *upstream_target(const rh_texec_conf *c, const char *target, u
 /* ---- ending ---- */
 
 static void exec_free(exec *e) {
-  if (e->dial) rh_dial_cancel(e->dial);
+  if (e->dial) rh_upconn_dial_cancel(e->dial);
   if (e->u) rh_upconn_close(e->u);
   if (e->s) rh_tstream_release(e->s);
   rh_headers_free(&e->resp);
@@ -396,7 +396,7 @@ void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *c, rh_tstream *s, const
   sh.ud = e;
   rh_tstream_set_handlers(s, &sh);
   struct rh_tls_ctx *tls = up.tls ? (c->tls ? c->tls : rh_tls_default_client()) : NULL;
+  rh_upconn_target t = { .key = "tunnel", .host = up.host, .port = up.port, .tls = tls, .via_proxy = 1 };
   if (up.tls && !tls) fail(e, "no usable CA store for https");
-  else if (!(e->dial = rh_dial_start(loop, "tunnel", up.host, up.port, tls, connected, e)))
-    fail(e, "cannot start resolving the upstream");
+  else e->dial = rh_upconn_dial(loop, &t, connected, e);
 }

@@ -459,7 +459,7 @@ static void test_refused(void) {
   snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
   result r;
   get(&r, url);
-  REQUIRE(strcmp(r.err, "connect: connection refused") == 0);
+  REQUIRE(strstr(r.err, "connect ") == r.err && strstr(r.err, ": connection refused") != NULL);
   result_free(&r);
 }
 
@@ -603,7 +603,7 @@ static void test_streaming(void) {
   rh_client_req req = { .url = url, .timeout = 5, .on_data = on_stream_data };
   r.op = rh_client_request(loop, &req, on_result, &r);
   wait_for(&r.head);
-  CHECK(strncmp(r.head.err, "connect: ", 9) == 0);
+  CHECK(strncmp(r.head.err, "connect ", 8) == 0);
   CHECK(r.ended == 0);
   stream_free(&r);
 }
@@ -771,7 +771,7 @@ static void test_names(void) {
   test_name = "resolve failure";
   rh_client_req req = { .url = "http://no-such-host.invalid/", .timeout = 3 };
   fetch(&r, &req);
-  REQUIRE(starts_with(r.err, "resolve: ") || strcmp(r.err, "timeout") == 0);
+  REQUIRE(starts_with(r.err, "resolve ") || strcmp(r.err, "timeout") == 0);
   if (strcmp(r.err, "timeout") == 0) fprintf(stderr, "note: resolver timed out\n");
 }
 

@@ -1,4 +1,4 @@
-/* ws_dial: opens a WebSocket to a server: dial (TCP, TLS), send the handshake, check the 101
+/* ws/dial: opens a WebSocket to a server: dial (TCP, TLS), send the handshake, check the 101
  * and its accept key. Used by the proxy's pass-through and by relay.ws.connect. */
 #ifndef RH_WS_DIAL_H
 #define RH_WS_DIAL_H
@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <uv.h>
 #include "buf/buf.h"
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 
 typedef struct rh_ws_dial rh_ws_dial;
 
@@ -21,10 +21,10 @@ typedef void (*rh_ws_dial_cb)(void *ud, rh_upconn *u, const char *protocol, cons
  * them for every dial (the proxy's pass-through, relay.ws.connect). NULL, or what was wrong. */
 const char *rh_ws_dial_fields(rh_buf *b, const char *key);
 
-/* head: the whole handshake request, with rh_ws_dial_fields for key. NULL if it cannot start. */
-rh_ws_dial *rh_ws_dial_start(uv_loop_t *loop, const char *host, int port, struct rh_tls_ctx *tls,
-                             const char *head, size_t head_len, const char *key, double timeout,
-                             rh_ws_dial_cb cb, void *ud);
+/* Dials t (net/upconn.h), then sends head: the whole handshake request, with rh_ws_dial_fields
+ * for key. timeout bounds the whole handshake. cb runs once, later, unless cancelled. */
+rh_ws_dial *rh_ws_dial_start(uv_loop_t *loop, const rh_upconn_target *t, const char *head, size_t head_len,
+                             const char *key, double timeout, rh_ws_dial_cb cb, void *ud);
 /* cb is not called after this. */
 void rh_ws_dial_cancel(rh_ws_dial *d);
 

@@ -1,4 +1,4 @@
-#include "proxy/ws_dial.h"
+#include "ws/dial.h"
 
 #include <llhttp.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 /* One handshake. Freed when its timer handle is closed. */
 struct rh_ws_dial {
   uv_timer_t timer;
-  rh_dial *dial;
+  rh_upconn_dialing *dial;
   rh_upconn *up;
   rh_buf head;
   char key[32];
@@ -44,7 +44,7 @@ static void finish(rh_ws_dial *d, rh_upconn *u, const char *protocol, const char
   if (d->done) return;
   d->done = 1;
   uv_timer_stop(&d->timer);
-  if (d->dial) rh_dial_cancel(d->dial);
+  if (d->dial) rh_upconn_dial_cancel(d->dial);
   d->dial = NULL;
   if (!u && d->up) rh_upconn_close(d->up);
   d->up = NULL;
@@ -116,9 +116,8 @@ static void on_timeout(uv_timer_t *t) {
   finish(t->data, NULL, NULL, NULL, 0, "handshake timeout", 1);
 }
 
-rh_ws_dial *rh_ws_dial_start(uv_loop_t *loop, const char *host, int port, struct rh_tls_ctx *tls,
-                             const char *head, size_t head_len, const char *key, double timeout,
-                             rh_ws_dial_cb cb, void *ud) {
+rh_ws_dial *rh_ws_dial_start(uv_loop_t *loop, const rh_upconn_target *t, const char *head, size_t head_len,
+                             const char *key, double timeout, rh_ws_dial_cb cb, void *ud) {
   rh_ws_dial *d = calloc(1, sizeof *d);
   if (!d) abort();
   d->cb = cb;
@@ -129,12 +128,7 @@ rh_ws_dial *rh_ws_dial_start(uv_loop_t *loop, const char *host, int port, struct
   uv_timer_init(loop, &d->timer);
   d->timer.data = d;
   uv_timer_start(&d->timer, on_timeout, (uint64_t)((timeout > 0 ? timeout : 10) * 1000), 0);
-  d->dial = rh_dial_start(loop, "websocket", host, port, tls, dialed, d);
-  if (!d->dial) {
-    d->done = 1;
-    uv_close((uv_handle_t *)&d->timer, free_dial);
-    return NULL;
-  }
+  d->dial = rh_upconn_dial(loop, t, dialed, d);
   return d;
 }
 

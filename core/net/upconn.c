@@ -1,4 +1,4 @@
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,9 @@ static char read_buf[65536]; /* one loop, one read at a time: shared */
 
 /* ---- the connection ---- */
 
-static rh_upconn *upconn_new(uv_loop_t *loop, const char *key) {
+const char rh_upconn_closed[] = "upstream closed the connection";
+
+rh_upconn *rh_upconn_new(uv_loop_t *loop, const char *key) {
   rh_upconn *u = calloc(1, sizeof *u);
   if (!u) abort();
   snprintf(u->key, sizeof u->key, "%s", key);
@@ -139,7 +141,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   rh_upconn *u = s->data;
   if (n == 0) return;
   if (n < 0) {
-    deliver(u, NULL, -1, n == UV_EOF ? "upstream closed the connection" : uv_strerror((int)n));
+    deliver(u, NULL, -1, n == UV_EOF ? rh_upconn_closed : uv_strerror((int)n));
     return;
   }
   if (!u->tls) { deliver(u, buf->base, n, NULL); return; }
@@ -173,87 +175,7 @@ void rh_upconn_pause(rh_upconn *u) {
   u->reading = 0;
 }
 
-/* ---- dialling ---- */
-
-/* One dial. Lives until libuv has answered both of its requests, even when cancelled. */
-struct rh_dial {
-  uv_getaddrinfo_t resolve;
-  uv_connect_t connect;
-  rh_upconn *u;
-  char key[280], host[256];
-  int port, cancelled, pending;
-  struct rh_tls_ctx *tls;
-  rh_dial_cb cb;
-  void *ud;
-};
-
-/* uv_strerror of a code it does not know (0, when a dial is cancelled after its request
- * succeeded) returns a string it allocates and nobody frees: 23 bytes per cancelled dial. */
-static const char *error_name(int status) { return status < 0 ? uv_strerror(status) : "cancelled"; }
-
-static void dial_done(rh_dial *d, rh_upconn *u, const char *err) {
-  if (!d->cancelled) d->cb(d->ud, u, err);
-  else if (u) rh_upconn_close(u);
-  free(d);
-}
-
-static void on_connect(uv_connect_t *cr, int status) {
-  rh_dial *d = cr->data;
-  rh_upconn *u = d->u;
-  if (status < 0 || d->cancelled) {
-    char why[320];
-    snprintf(why, sizeof why, "connect %s:%d: %s", d->host, d->port, error_name(status));
-    rh_upconn_close(u);
-    dial_done(d, NULL, why);
-    return;
-  }
-  uv_tcp_nodelay(&u->tcp, 1);
-  if (d->tls) { /* the ClientHello goes now; application writes wait inside rh_tls */
-    u->tls = rh_tls_new(d->tls, d->host);
-    flush_tls(u);
-  }
-  dial_done(d, u, NULL);
-}
-
-static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) {
-  rh_dial *d = rq->data;
-  if (status < 0 || d->cancelled) {
-    char why[320];
-    snprintf(why, sizeof why, "resolve %s: %s", d->host, error_name(status));
-    uv_freeaddrinfo(res);
-    dial_done(d, NULL, why);
-    return;
-  }
-  d->u = upconn_new(rq->loop, d->key);
-  d->connect.data = d;
-  int rc = uv_tcp_connect(&d->connect, &d->u->tcp, res->ai_addr, on_connect);
-  uv_freeaddrinfo(res);
-  if (rc < 0) on_connect(&d->connect, rc);
-}
-
-rh_dial *rh_dial_start(uv_loop_t *loop, const char *key, const char *host, int port,
-                       struct rh_tls_ctx *tls, rh_dial_cb cb, void *ud) {
-  rh_dial *d = calloc(1, sizeof *d);
-  if (!d) abort();
-  snprintf(d->key, sizeof d->key, "%s", key);
-  snprintf(d->host, sizeof d->host, "%s", host);
-  d->port = port;
-  d->tls = tls;
-  d->cb = cb;
-  d->ud = ud;
-  char portstr[8];
-  snprintf(portstr, sizeof portstr, "%d", port);
-  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-  d->resolve.data = d;
-  if (uv_getaddrinfo(loop, &d->resolve, on_resolved, host, portstr, &hints) < 0) {
-    free(d);
-    return NULL;
-  }
-  return d;
-}
-
-void rh_dial_cancel(rh_dial *d) {
-  d->cancelled = 1;
-  if (d->u) rh_upconn_close(d->u); /* the connect callback comes back cancelled */
-  else uv_cancel((uv_req_t *)&d->resolve);
+void rh_upconn_start_tls(rh_upconn *u, struct rh_tls_ctx *ctx, const char *host) {
+  u->tls = rh_tls_new(ctx, host);
+  flush_tls(u);
 }

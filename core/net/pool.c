@@ -1,4 +1,4 @@
-#include "proxy/pool.h"
+#include "net/pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>

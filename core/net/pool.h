@@ -5,7 +5,7 @@
 #define RH_POOL_H
 
 #include <stddef.h>
-#include "proxy/upconn.h"
+#include "net/upconn.h"
 
 /* An idle connection for key, or NULL. */
 rh_upconn *rh_pool_take(const char *key);
