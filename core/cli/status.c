@@ -12,7 +12,7 @@
 #include "log/log.h"
 #include "lua/gen.h"
 #include "metrics/metrics.h"
-#include "proxy/pool.h"
+#include "net/pool.h"
 
 #define MAX_BUCKETS 24
 
