@@ -73,4 +73,24 @@ return app
     assert.matches("bad database '/x'", bad("redis://127.0.0.1/x"))
     assert.not_matches("s3cret", bad("redis://:s3cret@127.0.0.1:0"))
   end)
+
+  it("the flag proxy's REDIS_PASSWORD with '@' and '%' reaches redis (it was spliced in raw)", function()
+    local F = dofile(helpers.fixture("flag_proxy.lua"))
+    F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
+    local env = { AUTH_SECRET = "s", REDIS_ADDRESS = "127.0.0.1:" .. port, REDIS_PASSWORD = PASSWORD, PROXY_KEY = "k" }
+    local primary = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" }, env = env })
+    local function written()
+      local c = assert(helpers.connect(port))
+      c:send(("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*2\r\n$6\r\nEXISTS\r\n$26\r\nffproxy_saas_stream_health\r\n")
+        :format(#PASSWORD, PASSWORD))
+      local auth, exists = c.sock:receive("*l"), c.sock:receive("*l")
+      c:close()
+      assert.equal("+OK", auth)
+      return exists == ":1"
+    end
+    local ok = pcall(helpers.wait_until, written, 5)
+    local log = primary:log()
+    assert.equal(0, primary:stop())
+    assert.is_true(ok, log:sub(-2000))
+  end)
 end)
