@@ -52,19 +52,16 @@ static const char *parse_url(const char *url, url_parts *u) {
 }
 
 /* An --allow-hosts entry: "host" (the scheme's default port only), "host:port" or "host:*";
- * an IPv6 host in brackets. */
+ * an IPv6 host in brackets. Read as a listen address (core/net/url), its port made explicit. */
 static int entry_allows(const char *entry, const url_parts *u) {
-  const char *colon = entry[0] == '[' ? strstr(entry, "]:") : strrchr(entry, ':');
-  if (colon && entry[0] == '[') colon++;
-  size_t hl = colon ? (size_t)(colon - entry) : strlen(entry);
-  const char *h = entry;
-  if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
-  if (strlen(u->host) != hl || strncasecmp(h, u->host, hl) != 0) return 0;
-  if (!colon) return u->port == (u->tls ? 443 : 80);
-  if (strcmp(colon + 1, "*") == 0) return 1;
-  char *pe;
-  long port = strtol(colon + 1, &pe, 10);
-  return !*pe && port == u->port;
+  size_t n = strlen(entry);
+  int any = n > 2 && !strcmp(entry + n - 2, ":*");
+  int has_port = entry[0] == '[' ? strstr(entry, "]:") != NULL : strchr(entry, ':') != NULL;
+  char e[RH_HOST_MAX + 16];
+  rh_hostport hp;
+  int len = snprintf(e, sizeof e, "%.*s%s", (int)(any ? n - 1 : n), entry, any ? "0" : has_port ? "" : ":0");
+  if (len < 0 || (size_t)len >= sizeof e || rh_hostport_parse(e, &hp) || strcasecmp(hp.host, u->host)) return 0;
+  return any || (has_port ? hp.port == u->port : u->port == (u->tls ? 443 : 80));
 }
 
 static int host_allowed(const rh_texec_conf *c, const url_parts *u) {
