@@ -9,6 +9,7 @@
 #include "http/collect.h"
 #include "http/head.h"
 #include "net/path.h"
+#include "net/url.h"
 #include "http/server.h"
 #include "net/upconn.h"
 #include "tls/tls.h"
@@ -18,7 +19,7 @@
 
 typedef struct {
   int tls, port, userinfo;
-  char host[256];
+  char host[RH_HOST_MAX + 1];
   const char *path;          /* into the url: path, query and fragment */
   size_t path_off;           /* where path starts in the url */
 } url_parts;
@@ -37,54 +38,30 @@ typedef struct {
 
 /* ---- urls ---- */
 
-/* scheme://[userinfo@]host[:port][/path]. NULL, or why not. */
+/* scheme://[userinfo@]host[:port][/path], read by core/net/url. NULL, or why not (the message
+ * lives until the next call). u->path points into url. */
 static const char *parse_url(const char *url, url_parts *u) {
-  u->tls = strncasecmp(url, "https://", 8) == 0;
-  if (!u->tls && strncasecmp(url, "http://", 7) != 0) return "the URL must start with http:// or https://";
-  const char *a = url + (u->tls ? 8 : 7), *end = a + strcspn(a, "/?#");
-  u->userinfo = 0;
-  for (const char *at = a; at < end; at++)
-    if (*at == '@') a = at + 1, u->userinfo = 1; /* userinfo is not the host */
-  const char *colon = NULL;
-  if (*a == '[') {
-    const char *rb = memchr(a, ']', (size_t)(end - a));
-    if (!rb) return "bad IPv6 host";
-    colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
-    if ((size_t)(rb - a - 1) >= sizeof u->host) return "host name too long";
-    snprintf(u->host, sizeof u->host, "%.*s", (int)(rb - a - 1), a + 1);
-  } else {
-    colon = memchr(a, ':', (size_t)(end - a));
-    const char *he = colon ? colon : end;
-    if ((size_t)(he - a) >= sizeof u->host) return "host name too long";
-    snprintf(u->host, sizeof u->host, "%.*s", (int)(he - a), a);
-  }
-  if (!u->host[0]) return "no host in the URL";
-  u->port = u->tls ? 443 : 80;
-  if (colon) {
-    char *pe;
-    long p = strtol(colon + 1, &pe, 10);
-    if (pe != end || p <= 0 || p > 65535) return "bad port in the URL";
-    u->port = (int)p;
-  }
-  u->path = end;
-  u->path_off = (size_t)(end - url);
+  static char why[RH_URL_ERRLEN];
+  rh_url p;
+  if (rh_url_parse(url, "http https", &p)) return memcpy(why, p.err, sizeof why);
+  u->tls = p.tls, u->port = p.port, u->userinfo = p.user != NULL;
+  memcpy(u->host, p.host, strlen(p.host) + 1); /* RH_HOST_MAX fits */
+  u->path = url + p.rest;
+  u->path_off = p.rest;
   return NULL;
 }
 
 /* An --allow-hosts entry: "host" (the scheme's default port only), "host:port" or "host:*";
- * an IPv6 host in brackets. */
+ * an IPv6 host in brackets. Read as a listen address (core/net/url), its port made explicit. */
 static int entry_allows(const char *entry, const url_parts *u) {
-  const char *colon = entry[0] == '[' ? strstr(entry, "]:") : strrchr(entry, ':');
-  if (colon && entry[0] == '[') colon++;
-  size_t hl = colon ? (size_t)(colon - entry) : strlen(entry);
-  const char *h = entry;
-  if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
-  if (strlen(u->host) != hl || strncasecmp(h, u->host, hl) != 0) return 0;
-  if (!colon) return u->port == (u->tls ? 443 : 80);
-  if (strcmp(colon + 1, "*") == 0) return 1;
-  char *pe;
-  long port = strtol(colon + 1, &pe, 10);
-  return !*pe && port == u->port;
+  size_t n = strlen(entry);
+  int any = n > 2 && !strcmp(entry + n - 2, ":*");
+  int has_port = entry[0] == '[' ? strstr(entry, "]:") != NULL : strchr(entry, ':') != NULL;
+  char e[RH_HOST_MAX + 16];
+  rh_hostport hp;
+  int len = snprintf(e, sizeof e, "%.*s%s", (int)(any ? n - 1 : n), entry, any ? "0" : has_port ? "" : ":0");
+  if (len < 0 || (size_t)len >= sizeof e || rh_hostport_parse(e, &hp) || strcasecmp(hp.host, u->host)) return 0;
+  return any || (has_port ? hp.port == u->port : u->port == (u->tls ? 443 : 80));
 }
 
 static int host_allowed(const rh_texec_conf *c, const url_parts *u) {
@@ -124,6 +101,7 @@ static const char *quirk_authority(const rh_texec_conf *c, const char *target, s
 static const char *base_path(const rh_texec_conf *c, size_t pl, url_parts *u, rh_buf *out) {
   const char *why = parse_url(c->base_url, u);
   if (why) return why;
+  if (u->userinfo) return "base-url: userinfo not allowed here"; /* it would never be sent */
   size_t bl = strcspn(u->path, "?#");
   while (bl && u->path[bl - 1] == '/') bl--;
   rh_buf_append(out, u->path, bl);

@@ -75,7 +75,7 @@ static void variables(void) {
   CHECK(pick("api.example", 80, 0, &p, err) == 1 && strcmp(p.host, "proxy") == 0 && p.port == 3128);
   CHECK(strcmp(p.basic, "dXNAZXI6cDp3") == 0); /* base64 of us@er:p:w */
   setenv("http_proxy", "http://user:secret%zz@proxy:3128", 1);
-  CHECK(pick("api.example", 80, 0, &p, err) == -1 && strstr(err, "secret") == NULL && strstr(err, "%-escape") != NULL);
+  CHECK(pick("api.example", 80, 0, &p, err) == -1 && strstr(err, "secret") == NULL && strstr(err, "percent-encoding") != NULL);
   setenv("http_proxy", "http://proxy:3128", 1);
   CHECK(pick("api.example", 80, 0, &p, err) == 1 && p.basic[0] == 0);
   setenv("http_proxy", "http://:3128", 1);
