@@ -477,7 +477,10 @@ describe("relay.flags.declare and env prefixes (issue 20)", function()
   it("derives the default prefix from the script's file name; bundled scripts have none", function()
     assert.equal("API_GW_", flags.default_env_prefix("/srv/gw/api-gw.lua"))
     assert.equal("MY_SCRIPT_", flags.default_env_prefix("/tmp/my.script.lua"))
+    -- absolute: a relative path would be read against $PWD, which ctest does not set to its
+    -- working directory (the spec then failed when ctest ran from build/)
     local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/unit/[^/]*$") or "."
+    if root:sub(1, 1) ~= "/" then root = io.popen("pwd"):read("*l") .. "/" .. root end
     assert.equal("", flags.default_env_prefix(root .. "/scripts/flag-proxy.lua"))
     assert.equal("", flags.default_env_prefix(root .. "/scripts/git-tunnel/client.lua"))
     assert.equal("SERVER_", flags.default_env_prefix(root .. "/elsewhere/scripts/server.lua"))
