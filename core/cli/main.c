@@ -17,6 +17,7 @@
 #include <lauxlib.h>
 
 #include "cache/dict.h"
+#include "cli/banner.h"
 #include "cli/admin.h"
 #include "cli/dryrun.h"
 #include "cli/notify.h"
@@ -63,7 +64,8 @@ typedef struct {
 static host H = { .worker = -1, .up = RH_UPGRADE_NONE, .chan_fd = -1 };
 
 static void announce(const char *addr);
-static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv);
+static void bound_address(const char *addr, rh_http_server *srv, char *out, size_t len);
+static void announce_listeners(void);
 static void now_serving(void);
 static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
@@ -507,6 +509,7 @@ static void workers_started(void *ud) {
       usleep(50 * 1000);
     }
   }
+  announce_listeners();
   announce(H.settings.listen);
   now_serving();
 }
@@ -638,12 +641,10 @@ static int serve_generation(rh_gen *g) {
   rh_watchdog_start(H.settings.watchdog);
 
   char bound[300];
-  snprintf(bound, sizeof bound, "%s", H.settings.listen);
-  char *colon = strrchr(bound, ':');
-  if (colon) snprintf(colon + 1, sizeof bound - (size_t)(colon + 1 - bound), "%d", rh_http_server_port(H.server));
+  bound_address(H.settings.listen, H.server, bound, sizeof bound);
   rh_net_close_inherited();
   if (H.worker < 0) {
-    for (int i = 0; i < H.nextra; i++) announce_listener(&H.settings.listeners[i], H.extra[i]);
+    announce_listeners();
     announce(bound);
     now_serving();
   }
@@ -664,39 +665,47 @@ static int check(void) {
   return 0;
 }
 
-/* http(s)://host:port/ for a listen address: a wildcard host is reached at 127.0.0.1. */
-static int listen_url(const char *addr, char *url, size_t len) {
-  char host[256];
-  snprintf(host, sizeof host, "%s", addr);
-  char *colon = strrchr(host, ':');
-  int port = colon ? atoi(colon + 1) : 0;
-  if (colon) *colon = 0;
-  if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
-  snprintf(url, len, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
-  return port;
-}
-
-/* The line people and tests look for: where it serves. */
+/* The line people and tests look for: what was bound and where it serves. */
 static void announce(const char *addr) {
-  char url[300];
-  int port = listen_url(addr, url, sizeof url);
-  RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port), RH_STR("script", H.script),
-         RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers), RH_STR("version", RELAYHOST_VERSION));
-  printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
+  rh_banner b;
+  char words[700];
+  if (rh_banner_describe(addr, H.tls != NULL, &b) < 0) return;
+  rh_banner_words(&b, words, sizeof words);
+  RH_LOG(RH_LOG_INFO, "listening", RH_STR("listen", b.bound), RH_STR("url", b.url), RH_INT("port", b.port),
+         RH_STR("script", H.script), RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers),
+         RH_STR("version", RELAYHOST_VERSION));
+  printf("relayhost %s: %s %s (pid %d)\n", RELAYHOST_VERSION, H.script, words, (int)getpid());
   fflush(stdout);
 }
 
-/* A script's own listener: announced before the main one, so that whoever waits for the
- * main one's line finds these already written. */
-static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv) {
-  char addr[300], url[300];
-  snprintf(addr, sizeof addr, "%s", ls->listen);
-  char *colon = strrchr(addr, ':');
-  if (colon) snprintf(colon + 1, sizeof addr - (size_t)(colon + 1 - addr), "%d", rh_http_server_port(srv));
-  int port = listen_url(addr, url, sizeof url);
-  RH_LOG(RH_LOG_INFO, "listener", RH_STR("name", ls->name), RH_STR("url", url), RH_INT("port", port));
-  printf("relayhost %s: listener '%s' serving at %s\n", RELAYHOST_VERSION, ls->name, url);
+/* addr with the port srv actually bound (an ephemeral :0 becomes the real one). */
+static void bound_address(const char *addr, rh_http_server *srv, char *out, size_t len) {
+  snprintf(out, len, "%s", addr);
+  char *colon = strrchr(out, ':');
+  if (colon && srv) snprintf(colon + 1, len - (size_t)(colon + 1 - out), "%d", rh_http_server_port(srv));
+}
+
+/* A listener beside the main one (a script's own, or --admin-listen): announced before the main
+ * one, so that whoever waits for the main one's line finds these already written. */
+static void announce_other(const char *name, const char *label, const char *addr, rh_http_server *srv, int tls) {
+  char at[300], words[700];
+  rh_banner b;
+  bound_address(addr, srv, at, sizeof at);
+  if (rh_banner_describe(at, tls, &b) < 0) return;
+  rh_banner_words(&b, words, sizeof words);
+  RH_LOG(RH_LOG_INFO, "listener", RH_STR("name", name), RH_STR("listen", b.bound), RH_STR("url", b.url),
+         RH_INT("port", b.port));
+  printf("relayhost %s: %s %s\n", RELAYHOST_VERSION, label, words);
   fflush(stdout);
+}
+
+static void announce_listeners(void) {
+  char label[64];
+  for (int i = 0; i < H.nextra; i++) {
+    snprintf(label, sizeof label, "listener '%s'", H.settings.listeners[i].name);
+    announce_other(H.settings.listeners[i].name, label, H.settings.listeners[i].listen, H.extra[i], H.tls != NULL);
+  }
+  if (H.settings.admin_listen[0]) announce_other("admin", "--admin-listen", H.settings.admin_listen, H.admin, 0);
 }
 
 /* Tells whoever waits for us to serve: the process we replace (upgrade), and systemd (a
