@@ -173,6 +173,12 @@ static int rehearse(char **out, void *ud) {
   return 0;
 }
 
+/* The error (the script's file:line and message) at error; a traceback only at debug. */
+static void log_reload_failed(const char *err) {
+  RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STRN("error", err, rh_log_message_len(err)), RH_STR("script", H.script));
+  rh_log_traceback("reload_traceback", err);
+}
+
 /* Builds the script in this process, when it is still what the rehearsal checked (hash). NULL
  * once the new generation serves, else why not (malloc'd). Logged and counted here. */
 static char *reload_checked(const char *hash) {
@@ -186,7 +192,7 @@ static char *reload_checked(const char *hash) {
   double took = uv_hrtime() / 1e9 - t0;
   if (!g) {
     rh_metric_add(m_reload_failures, NULL, 1);
-    RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", err), RH_STR("script", H.script));
+    log_reload_failed(err);
     return err;
   }
   free(s.help_text);
@@ -199,7 +205,7 @@ static char *reload_checked(const char *hash) {
   rh_gen_activate(g, H.settings.drain_timeout);
   rh_metric_add(m_reloads, NULL, 1);
   rh_metric_set(m_reload_seconds, NULL, took);
-  RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("generation", rh_gen_id(g)), RH_NUM("ms", took * 1000),
+  RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("generation", rh_gen_id(g)), RH_NUM("ms", rh_log_round(took * 1000, 1)),
          RH_INT("generations_alive", (long long)rh_gen_live()));
   return NULL;
 }
@@ -207,7 +213,7 @@ static char *reload_checked(const char *hash) {
 /* A rehearsal that failed: nothing was built here. */
 static char *rehearsal_failed(char *why) {
   rh_metric_add(m_reload_failures, NULL, 1);
-  RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", why), RH_STR("script", H.script));
+  log_reload_failed(why);
   return why;
 }
 

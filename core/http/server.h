@@ -81,7 +81,9 @@ struct rh_http_req {
   int64_t length_left;       /* body bytes the response's Content-Length still owes (-1: none) */
   int overrun;               /* a write went past that length: the rest was dropped */
   uint64_t bytes_out;
-  double started;            /* loop time when the head was parsed */
+  uint64_t started_ns;       /* uv_hrtime when the head was parsed */
+  rh_buf log_path;           /* the path as the access log writes it, when that differs (a
+                              * secret route parameter hidden); empty: path */
   uint64_t body_received;    /* bytes of body seen, streamed or buffered */
   rh_buf held;               /* a response head held back by rh_http_start_held */
   int body_paused;           /* a streaming consumer asked to stop reading */

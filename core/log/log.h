@@ -46,8 +46,20 @@ void rh_log(rh_log_level level, const char *event, const rh_field *fields, size_
 /* 1 when a field called `key` must never reach a log in clear (case-insensitive). */
 int rh_log_is_secret_key(const char *key, size_t len);
 
-/* Appends s as a JSON string literal (with quotes) to a growing buffer. */
+/* When s (a path or URL) carries a secret (a query parameter whose name is secret, a URL's
+ * password), writes a copy with it replaced by [redacted] to out and returns 1; else 0. */
 struct rh_buf;
+int rh_log_redact_value(const char *s, size_t len, struct rh_buf *out);
+
+/* A failure's text may end in a Lua traceback ("\nstack traceback:…"): the length of the
+ * message before it. Operators read the message; rh_log_traceback logs the rest at debug. */
+size_t rh_log_message_len(const char *text);
+void rh_log_traceback(const char *event, const char *text);
+
+/* x rounded to `decimals` places: a duration reads 1.25, not 1.2499999999999. */
+double rh_log_round(double x, int decimals);
+
+/* Appends s as a JSON string literal (with quotes) to a growing buffer. */
 void rh_json_escape(struct rh_buf *b, const char *s, size_t len);
 
 #endif

@@ -556,9 +556,12 @@ void rh_task_resume(rh_task *t, int nargs) {
 }
 
 void rh_task_cancel(rh_task *t) {
-  /* logged before answering, so whoever sees the 503 finds the line */
-  RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id),
-         RH_STR("request_id", t->req ? t->req->id : NULL));
+  /* logged before answering, so whoever sees the 503 finds the line; a task with no request (a
+   * timer's loop, a background client) ends this way at every shutdown: no warning for that */
+  if (t->req)
+    RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id), RH_STR("request_id", t->req->id));
+  else
+    RH_LOG(RH_LOG_DEBUG, "task_cancelled", RH_INT("generation", t->gen->id));
   if (t->cancel) t->cancel(t->op);
   t->cancel = NULL;
   t->cancelled = 1;

@@ -381,13 +381,25 @@ function relay.shared(name, opts)
   return core.dict_open(name, opts and opts.max_items or nil)
 end
 
+-- A table logged as a field is encoded here: the keys and values inside it go through the same
+-- redaction rule as a line's own fields (core/log), however deep.
+local function log_clean(v, depth)
+  if type(v) ~= "table" or depth > 8 then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    out[k] = type(k) == "string" and core.log_clean(k, log_clean(x, depth + 1)) or log_clean(x, depth + 1)
+  end
+  local mt = getmetatable(v) -- cjson's empty-array marker, for one
+  return type(mt) == "table" and setmetatable(out, mt) or out
+end
+
 local function log_at(level)
   return function(event, fields)
     local args, n = {}, 0
     for k, v in pairs(fields or {}) do
       local t = type(v)
       if t == "table" then
-        local ok, enc = pcall(cjson.encode, v)
+        local ok, enc = pcall(cjson.encode, log_clean(v, 1))
         v = ok and enc or tostring(v)
       elseif t ~= "string" and t ~= "number" and t ~= "boolean" then
         v = tostring(v)
