@@ -381,6 +381,10 @@ static int apply_settings(rh_host_settings *s) {
     return -1;
   }
   rh_log_set_level(lv);
+  if (rh_log_set_format(s->log_format[0] ? s->log_format : "json") < 0) {
+    fprintf(stderr, "relayhost: --log-format '%s': want json or text\n", s->log_format);
+    return -1;
+  }
   if (!s->tls_cert[0] != !s->tls_key[0]) {
     fprintf(stderr, "relayhost: --tls-cert and --tls-key go together (give both or neither)\n");
     return -1;

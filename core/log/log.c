@@ -1,4 +1,5 @@
 #include "log/log.h"
+#include "log/text.h"
 #include "buf/buf.h"
 
 #include <math.h>
@@ -13,7 +14,16 @@
 static rh_log_level min_level = RH_LOG_INFO;
 static const char *level_names[] = { "debug", "info", "warn", "error" };
 
+static int text_format, text_colour;
+
 void rh_log_set_level(rh_log_level level) { min_level = level; }
+
+int rh_log_set_format(const char *name) {
+  if (strcasecmp(name, "json") && strcasecmp(name, "text")) return -1;
+  text_format = strcasecmp(name, "text") == 0;
+  text_colour = text_format && rh_log_text_colour();
+  return 0;
+}
 int rh_log_enabled(rh_log_level level) { return level >= min_level; }
 
 int rh_log_parse_level(const char *name, rh_log_level *out) {
@@ -70,21 +80,26 @@ static void put_field(rh_buf *b, const rh_field *f) {
   }
 }
 
+static void json_line(rh_buf *b, const struct timeval *tv, rh_log_level level, const char *event,
+                      const rh_field *fields, size_t nfields) {
+  struct tm tm;
+  gmtime_r(&tv->tv_sec, &tm);
+  char ts[40];
+  size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(tv->tv_usec / 1000));
+  rh_buf_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts, level_names[level]);
+  rh_json_escape(b, event, strlen(event));
+  for (size_t i = 0; i < nfields; i++) put_field(b, &fields[i]);
+  rh_buf_append(b, "}\n", 2);
+}
+
 void rh_log(rh_log_level level, const char *event, const rh_field *fields, size_t nfields) {
   if (!rh_log_enabled(level)) return;
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
-  char ts[40];
-  size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(tv.tv_usec / 1000));
-
   rh_buf b = RH_BUF_INIT;
-  rh_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts, level_names[level]);
-  rh_json_escape(&b, event, strlen(event));
-  for (size_t i = 0; i < nfields; i++) put_field(&b, &fields[i]);
-  rh_buf_append(&b, "}\n", 2);
+  if (text_format) rh_log_text_line(&b, &tv, level, event, fields, nfields, text_colour);
+  else json_line(&b, &tv, level, event, fields, nfields);
   /* one write per line so lines from several workers never interleave */
   ssize_t w = write(STDERR_FILENO, b.data, b.len);
   (void)w;

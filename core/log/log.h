@@ -1,4 +1,4 @@
-/* log: one JSON object per line on stderr.
+/* log: one JSON object per line on stderr (or one readable line: --log-format text).
  *
  * Every line carries ts, level and event; callers add fields as key/value pairs. Values of keys
  * that name secrets (authorization, cookie, token, key, secret, password, signature, …) are
@@ -30,6 +30,8 @@ typedef struct {
 void rh_log_set_level(rh_log_level level);
 int rh_log_parse_level(const char *name, rh_log_level *out); /* 0 ok, -1 unknown name */
 int rh_log_enabled(rh_log_level level);
+/* "json" (the default: one object per line) or "text" (log/text.h); -1 for another name. */
+int rh_log_set_format(const char *name);
 
 /* Writes one line; nfields entries of fields. */
 void rh_log(rh_log_level level, const char *event, const rh_field *fields, size_t nfields);

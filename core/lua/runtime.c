@@ -197,6 +197,7 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
   lua_pop(L, 1);
   copy_setting(L, t, "pid_file", s->pid_file, sizeof s->pid_file);
   copy_setting(L, t, "log_level", s->log_level, sizeof s->log_level);
+  copy_setting(L, t, "log_format", s->log_format, sizeof s->log_format);
   copy_setting(L, t, "tls_cert", s->tls_cert, sizeof s->tls_cert);
   copy_setting(L, t, "tls_key", s->tls_key, sizeof s->tls_key);
   copy_setting(L, t, "trusted_proxies", s->trusted_proxies, sizeof s->trusted_proxies);

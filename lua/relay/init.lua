@@ -240,6 +240,7 @@ function App:_install()
     admin_listen = h["admin-listen"],
     workers = h.workers,
     log_level = h["log-level"],
+    log_format = h["log-format"],
     trusted_proxies = h["trusted-proxies"],
     drain_timeout = h["drain-timeout"],
     tls_cert = h["tls-cert"],
