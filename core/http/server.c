@@ -849,6 +849,7 @@ static void init_settings(void) {
 static void dispatch(rh_http_conn *c) {
   rh_http_req *r = c->req;
   r->started_ns = uv_hrtime();
+  rh_trace_begin(&r->trace, &r->headers);
   r->refs++; /* the upper layer's reference, dropped by rh_http_req_release */
   set_timer(c, c->msg_done ? TIMER_NONE : TIMER_BODY);
   c->srv->h.on_request(r, c->srv->h.ud);
@@ -919,7 +920,7 @@ static void log_access(rh_http_req *r) {
   if (!rh_log_enabled(RH_LOG_INFO)) return;
   RH_LOG(RH_LOG_INFO, "access", RH_STR("method", r->method), RH_STRN("path", r->log_path.len ? r->log_path.data : r->path, r->log_path.len ? r->log_path.len : r->path_len),
          RH_INT("status", r->status), RH_INT("bytes", r->bytes_out), RH_NUM("ms", ms),
-         RH_STR("peer", r->peer), RH_STR("request_id", r->id));
+         RH_STR("peer", r->peer), RH_STR("request_id", r->id), RH_STR("trace_id", r->trace.trace_id));
 }
 
 /* The current request is answered and fully read: on to the next one, or close. */

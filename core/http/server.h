@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "http/headers.h"
+#include "http/trace.h"
 #include "buf/buf.h"
 
 typedef struct rh_http_server rh_http_server;
@@ -56,6 +57,7 @@ struct rh_http_req {
   rh_http_conn *conn;        /* NULL once the connection is closed */
   rh_http_server *server;
   char id[20];               /* request id, hex */
+  rh_trace trace;            /* W3C trace context: the client's trace or a new one, our span */
   char peer[64];             /* the client: the socket peer, or per --trusted-proxies */
   char socket_peer[64];
   int tls;                   /* arrived over TLS (scheme https) */

@@ -257,6 +257,8 @@ static void push_objects(lua_State *co, rh_task *t, const rh_route_match *m) {
   lua_setfield(co, -2, "peer");
   lua_pushstring(co, r->id);
   lua_setfield(co, -2, "id");
+  lua_pushstring(co, r->trace.trace_id);
+  lua_setfield(co, -2, "trace_id");
   lua_pushstring(co, r->tls ? "https" : "http");
   lua_setfield(co, -2, "scheme");
   lua_pushstring(co, r->http_minor ? "1.1" : "1.0");
