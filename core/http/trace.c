@@ -79,5 +79,5 @@ void rh_trace_apply(const rh_trace *t, rh_headers *out) {
   rh_headers_remove(out, "traceparent");
   if (!t->from_client) rh_headers_remove(out, "tracestate");
   rh_trace_header(t, tp);
-  rh_headers_add(out, "traceparent", 11, tp, RH_TRACEPARENT_LEN);
+  rh_headers_add(out, "traceparent", 11, tp, strlen(tp));
 }
