@@ -77,7 +77,7 @@ describe("logs", function()
     assert.is_nil(host:log():find('"level":"warn"', 1, true), host:log())
   end)
 
-  it("reload_failed says the script's file:line and message; the traceback only at debug", function()
+  it("reload_failed (and relayhost reload) say the script's file:line and message; the traceback only at debug", function()
     local p = script(dir, "app.lua", APP)
     local broken = APP:gsub("return app\n$", "local function deep() error('no such upstream: nope') end\ndeep()\nreturn app\n")
     for _, level in ipairs { "info", "debug" } do
@@ -96,6 +96,11 @@ describe("logs", function()
       else
         assert.equal(0, #lines(host, "reload_traceback"))
       end
+      -- `relayhost reload` prints the message too, without the stack
+      local rc, _, err = helpers.run { "reload", "--pid-file", host.pid_file }
+      assert.equal(1, rc)
+      assert.matches("app%.lua:%d+: no such upstream: nope", err)
+      assert.is_nil(err:find("traceback", 1, true), err)
       assert.equal(0, host:stop())
     end
   end)
