@@ -161,6 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!colon) continue;
     rh_headers_add(&r.headers, s, (size_t)(colon - s), colon + 1, n - (size_t)(colon - s) - 1);
   }
+  rh_trace_begin(&r.trace, &r.headers); /* as the server does: fuzzed traceparents too */
   hook_parts hp = { method, path };
   rh_proxy_hooks hooks = { hook_request, NULL, NULL, NULL, &hp };
   rh_buf out = RH_BUF_INIT;

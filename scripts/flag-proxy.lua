@@ -12,6 +12,17 @@ local proxy_api = require "relay.flag.proxy_api"
 local offline = require "relay.flag.offline"
 local sync = require "relay.flag.sync"
 
+local cfg, store -- below; the 'serving' line counts what the store holds
+
+local function summary()
+  local envs, flags, segments = 0, 0, 0
+  for _, env in pairs(store and store.envs or {}) do
+    envs, flags, segments = envs + 1, flags + #(env.flags or {}), segments + #(env.segments or {})
+  end
+  return { mode = cfg.offline and "offline" or cfg.read_replica and "read-replica" or "online",
+           environments = envs, flags = flags, segments = segments }
+end
+
 local app = relay.new {
   name = "flag-proxy",
   description = "Harness Feature Flags relay proxy (ff-proxy drop-in); every flag also reads its env var",
@@ -23,11 +34,12 @@ local app = relay.new {
       return "the flag cache and SDK streams live in each process; set REDIS_ADDRESS so that workers share one cache and its change events"
     end
   end,
+  summary = summary,
 }
-local cfg = config.resolve(app.flags)
+cfg = config.resolve(app.flags)
 app.host["log-level"] = cfg.log_level
 
-local store = store_mod.new { and_rules = cfg.and_rules }
+store = store_mod.new { and_rules = cfg.and_rules }
 local state = sync.new(cfg, store)
 
 local ctx = {

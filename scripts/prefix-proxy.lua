@@ -16,6 +16,8 @@ local app = relay.new {
     timeout = { default = 10, min = 0.001, help = "seconds for connect, read and write, each" },
     preserve_host = { default = false, help = "send the client's Host upstream" },
   },
+  -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
+  summary = function(a) return { max_retries = a.flags.max_retries, timeout = a.flags.timeout } end,
 }
 
 local mounts = app.flags.mount or {}

@@ -10,12 +10,15 @@ local admission = require "relay.workspace.admission"
 local admin = require "relay.workspace.admin"
 local limits = require "relay.workspace.limits"
 
+local cfg -- below: its admission steps and backplane go in the 'serving' line
+
 local app = relay.new {
   name = "workspace-relay",
   description = "Viewport-compatible workspace relay: GET /ws for daemons and clients, admin /health /state /logs /metrics",
   flags = config.flags,
   listen = config.listen,
   -- a daemon and its clients must meet: in one process, or through the Redis backplane
+  summary = function() return { admission = table.concat(cfg.admission, ","), backplane = cfg.backplane } end,
   single_process = function(f)
     if f.relay_backplane_mode ~= "redis" then
       return "a workspace's daemon and clients meet in one process; set RELAY_BACKPLANE_MODE=redis (with RELAY_BUS_ENABLED) so that workers reach each other"
@@ -23,7 +26,7 @@ local app = relay.new {
   end,
 }
 
-local cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 local obs = observe.new(cfg.max_logs)
 local hub = hub_mod.new(cfg, obs)
 local jwks = require("relay.workspace.jwks").new(cfg, obs)

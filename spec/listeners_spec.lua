@@ -29,7 +29,7 @@ describe("app:listener", function()
     local host = helpers.start(script, { flags = { "--inner=127.0.0.1:0" } })
     local inner = host:on("inner")
     assert.not_equal(host.port, inner.port)
-    assert.matches("listener 'inner' serving at http://127%.0%.0%.1:" .. inner.port .. "/", host:stdout())
+    assert.matches("listener 'inner' listening on 127%.0%.0%.1:" .. inner.port .. ", serving at http://127%.0%.0%.1:" .. inner.port .. "/", host:stdout())
 
     local res = host:get("/public")
     assert.equal(200, res.status)

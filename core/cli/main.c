@@ -17,6 +17,7 @@
 #include <lauxlib.h>
 
 #include "cache/dict.h"
+#include "cli/banner.h"
 #include "cli/admin.h"
 #include "cli/dryrun.h"
 #include "cli/notify.h"
@@ -63,9 +64,9 @@ typedef struct {
 
 static host H = { .worker = -1, .up = RH_UPGRADE_NONE, .chan_fd = -1 };
 
-static int reachable(const char *addr, int port, char *out, size_t outlen);
-static void announce(const char *addr, int port);
-static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv);
+static void announce(const char *addr);
+static void bound_address(const char *addr, rh_http_server *srv, char *out, size_t len);
+static void announce_listeners(void);
 static void now_serving(void);
 static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
@@ -173,6 +174,12 @@ static int rehearse(char **out, void *ud) {
   return 0;
 }
 
+/* The error (the script's file:line and message) at error; a traceback only at debug. */
+static void log_reload_failed(const char *err) {
+  RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STRN("error", err, rh_log_message_len(err)), RH_STR("script", H.script));
+  rh_log_traceback("reload_traceback", err);
+}
+
 /* Builds the script in this process, when it is still what the rehearsal checked (hash). NULL
  * once the new generation serves, else why not (malloc'd). Logged and counted here. */
 static char *reload_checked(const char *hash) {
@@ -186,7 +193,7 @@ static char *reload_checked(const char *hash) {
   double took = uv_hrtime() / 1e9 - t0;
   if (!g) {
     rh_metric_add(m_reload_failures, NULL, 1);
-    RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", err), RH_STR("script", H.script));
+    log_reload_failed(err);
     return err;
   }
   free(s.help_text);
@@ -199,7 +206,7 @@ static char *reload_checked(const char *hash) {
   rh_gen_activate(g, H.settings.drain_timeout);
   rh_metric_add(m_reloads, NULL, 1);
   rh_metric_set(m_reload_seconds, NULL, took);
-  RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("generation", rh_gen_id(g)), RH_NUM("ms", took * 1000),
+  RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("generation", rh_gen_id(g)), RH_NUM("ms", rh_log_round(took * 1000, 1)),
          RH_INT("generations_alive", (long long)rh_gen_live()));
   return NULL;
 }
@@ -207,7 +214,7 @@ static char *reload_checked(const char *hash) {
 /* A rehearsal that failed: nothing was built here. */
 static char *rehearsal_failed(char *why) {
   rh_metric_add(m_reload_failures, NULL, 1);
-  RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", why), RH_STR("script", H.script));
+  log_reload_failed(why);
   return why;
 }
 
@@ -375,6 +382,10 @@ static int apply_settings(rh_host_settings *s) {
     return -1;
   }
   rh_log_set_level(lv);
+  if (rh_log_set_format(s->log_format[0] ? s->log_format : "json") < 0) {
+    fprintf(stderr, "relayhost: --log-format '%s': want json or text\n", s->log_format);
+    return -1;
+  }
   if (!s->tls_cert[0] != !s->tls_key[0]) {
     fprintf(stderr, "relayhost: --tls-cert and --tls-key go together (give both or neither)\n");
     return -1;
@@ -494,10 +505,10 @@ static int worker_main(int index, int chan, void *ud) {
  * connect at once. */
 static void workers_started(void *ud) {
   (void)ud;
-  char where[300], err[300];
+  char err[300];
   struct sockaddr_storage ss;
-  reachable(H.settings.listen, -1, where, sizeof where);
-  if (rh_listen_resolve(where, &ss, err, sizeof err) == 0) {
+  rh_banner b;
+  if (rh_banner_describe(H.settings.listen, 0, &b) == 0 && rh_listen_resolve(b.reach, &ss, err, sizeof err) == 0) {
     for (int i = 0; i < 100; i++) { /* 5 s at most */
       int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
       socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -507,7 +518,8 @@ static void workers_started(void *ud) {
       usleep(50 * 1000);
     }
   }
-  announce(H.settings.listen, -1);
+  announce_listeners();
+  announce(H.settings.listen);
   now_serving();
 }
 
@@ -637,10 +649,12 @@ static int serve_generation(rh_gen *g) {
   signal(SIGPIPE, SIG_IGN);
   rh_watchdog_start(H.settings.watchdog);
 
+  char bound[300];
+  bound_address(H.settings.listen, H.server, bound, sizeof bound);
   rh_net_close_inherited();
   if (H.worker < 0) {
-    for (int i = 0; i < H.nextra; i++) announce_listener(&H.settings.listeners[i], H.extra[i]);
-    announce(H.settings.listen, rh_http_server_port(H.server));
+    announce_listeners();
+    announce(bound);
     now_serving();
   }
 
@@ -660,47 +674,47 @@ static int check(void) {
   return 0;
 }
 
-/* addr as a client reaches it ("host:port"): a wildcard host is the loopback; port, when >= 0,
- * replaces addr's (the one bound for port 0). The port, or -1 for an address that does not
- * parse (rh_listen has refused it by then). */
-static int reachable(const char *addr, int port, char *out, size_t outlen) {
-  rh_hostport hp;
-  if (rh_hostport_parse(addr, &hp)) {
-    snprintf(out, outlen, "%s", addr);
-    return -1;
+/* The line people and tests look for: what was bound and where it serves. */
+static void announce(const char *addr) {
+  rh_banner b;
+  char words[700];
+  if (rh_banner_describe(addr, H.tls != NULL, &b) < 0) return;
+  rh_banner_words(&b, words, sizeof words);
+  RH_LOG(RH_LOG_INFO, "listening", RH_STR("listen", b.bound), RH_STR("url", b.url), RH_INT("port", b.port),
+         RH_STR("script", H.script), RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers),
+         RH_STR("version", RELAYHOST_VERSION));
+  printf("relayhost %s: %s %s (pid %d)\n", RELAYHOST_VERSION, H.script, words, (int)getpid());
+  fflush(stdout);
+}
+
+/* addr with the port srv actually bound (an ephemeral :0 becomes the real one). */
+static void bound_address(const char *addr, rh_http_server *srv, char *out, size_t len) {
+  snprintf(out, len, "%s", addr);
+  char *colon = strrchr(out, ':');
+  if (colon && srv) snprintf(colon + 1, len - (size_t)(colon + 1 - out), "%d", rh_http_server_port(srv));
+}
+
+/* A listener beside the main one (a script's own, or --admin-listen): announced before the main
+ * one, so that whoever waits for the main one's line finds these already written. */
+static void announce_other(const char *name, const char *label, const char *addr, rh_http_server *srv, int tls) {
+  char at[300], words[700];
+  rh_banner b;
+  bound_address(addr, srv, at, sizeof at);
+  if (rh_banner_describe(at, tls, &b) < 0) return;
+  rh_banner_words(&b, words, sizeof words);
+  RH_LOG(RH_LOG_INFO, "listener", RH_STR("name", name), RH_STR("listen", b.bound), RH_STR("url", b.url),
+         RH_INT("port", b.port));
+  printf("relayhost %s: %s %s\n", RELAYHOST_VERSION, label, words);
+  fflush(stdout);
+}
+
+static void announce_listeners(void) {
+  char label[64];
+  for (int i = 0; i < H.nextra; i++) {
+    snprintf(label, sizeof label, "listener '%s'", H.settings.listeners[i].name);
+    announce_other(H.settings.listeners[i].name, label, H.settings.listeners[i].listen, H.extra[i], H.tls != NULL);
   }
-  const char *host = !strcmp(hp.host, "0.0.0.0") ? "127.0.0.1" : !strcmp(hp.host, "::") ? "::1" : hp.host;
-  port = port >= 0 ? port : hp.port;
-  rh_hostport_format(host, port, out, outlen);
-  return port;
-}
-
-/* http(s)://host:port/ for a listen address; the port as reachable says. */
-static int listen_url(const char *addr, int port, char *url, size_t len) {
-  char where[300];
-  port = reachable(addr, port, where, sizeof where);
-  snprintf(url, len, "%s://%s/", H.tls ? "https" : "http", where);
-  return port;
-}
-
-/* The line people and tests look for: where it serves. */
-static void announce(const char *addr, int bound_port) {
-  char url[400];
-  int port = listen_url(addr, bound_port, url, sizeof url);
-  RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port), RH_STR("script", H.script),
-         RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers), RH_STR("version", RELAYHOST_VERSION));
-  printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
-  fflush(stdout);
-}
-
-/* A script's own listener: announced before the main one, so that whoever waits for the
- * main one's line finds these already written. */
-static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv) {
-  char url[400];
-  int port = listen_url(ls->listen, rh_http_server_port(srv), url, sizeof url);
-  RH_LOG(RH_LOG_INFO, "listener", RH_STR("name", ls->name), RH_STR("url", url), RH_INT("port", port));
-  printf("relayhost %s: listener '%s' serving at %s\n", RELAYHOST_VERSION, ls->name, url);
-  fflush(stdout);
+  if (H.settings.admin_listen[0]) announce_other("admin", "--admin-listen", H.settings.admin_listen, H.admin, 0);
 }
 
 /* Tells whoever waits for us to serve: the process we replace (upgrade), and systemd (a

@@ -93,8 +93,12 @@ static int reload_busy(void) { return rh_dryrun_running(&R.check) || R.nwaiting 
 static void reload_begin(const rh_workers *w);
 
 static void reload_finish(const rh_workers *w, char *err) {
-  if (err) RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STR("error", err));
-  else RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("workers", w->n));
+  if (err) {
+    RH_LOG(RH_LOG_ERROR, "reload_failed", RH_STRN("error", err, rh_log_message_len(err)));
+    rh_log_traceback("reload_traceback", err);
+  }
+  else
+    RH_LOG(RH_LOG_INFO, "reloaded", RH_INT("workers", w->n));
   rh_reload_answer(w->pid_file, &R.ids, ++R.done, err);
   R.ids.n = 0;
   free(err);

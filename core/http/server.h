@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "http/headers.h"
+#include "http/trace.h"
 #include "buf/buf.h"
 
 typedef struct rh_http_server rh_http_server;
@@ -56,6 +57,7 @@ struct rh_http_req {
   rh_http_conn *conn;        /* NULL once the connection is closed */
   rh_http_server *server;
   char id[20];               /* request id, hex */
+  rh_trace trace;            /* W3C trace context: the client's trace or a new one, our span */
   char peer[64];             /* the client: the socket peer, or per --trusted-proxies */
   char socket_peer[64];
   int tls;                   /* arrived over TLS (scheme https) */
@@ -81,7 +83,9 @@ struct rh_http_req {
   int64_t length_left;       /* body bytes the response's Content-Length still owes (-1: none) */
   int overrun;               /* a write went past that length: the rest was dropped */
   uint64_t bytes_out;
-  double started;            /* loop time when the head was parsed */
+  uint64_t started_ns;       /* uv_hrtime when the head was parsed */
+  rh_buf log_path;           /* the path as the access log writes it, when that differs (a
+                              * secret route parameter hidden); empty: path */
   uint64_t body_received;    /* bytes of body seen, streamed or buffered */
   rh_buf held;               /* a response head held back by rh_http_start_held */
   int body_paused;           /* a streaming consumer asked to stop reading */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "http/head.h"
+#include "buf/buf.h"
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
@@ -256,6 +257,8 @@ static void push_objects(lua_State *co, rh_task *t, const rh_route_match *m) {
   lua_setfield(co, -2, "peer");
   lua_pushstring(co, r->id);
   lua_setfield(co, -2, "id");
+  lua_pushstring(co, r->trace.trace_id);
+  lua_setfield(co, -2, "trace_id");
   lua_pushstring(co, r->tls ? "https" : "http");
   lua_setfield(co, -2, "scheme");
   lua_pushstring(co, r->http_minor ? "1.1" : "1.0");
@@ -298,6 +301,22 @@ static int route_serves(const rh_route_info *ri, const rh_http_req *r) {
   return strcmp(ri->listener, "*") == 0 || strcmp(ri->listener, rh_http_req_listener(r)) == 0;
 }
 
+/* Route parameters named as secrets (/hooks/:token, /v1/relay/:key/…) are hidden in the access
+ * log, by the rule every log field follows (core/log). */
+static void hide_secret_params(rh_http_req *r, const rh_route_match *m) {
+  size_t at = 0;
+  for (size_t i = 0; i < m->nparams; i++) {
+    const rh_route_param *p = &m->params[i];
+    if (p->value < r->path + at || p->value > r->path + r->path_len) continue;
+    if (!rh_log_is_secret_key(p->name, p->name_len)) continue;
+    size_t off = (size_t)(p->value - r->path);
+    rh_buf_append(&r->log_path, r->path + at, off - at);
+    rh_buf_puts(&r->log_path, "[redacted]");
+    at = off + p->value_len;
+  }
+  if (r->log_path.len) rh_buf_append(&r->log_path, r->path + at, r->path_len - at);
+}
+
 void rh_runtime_on_request(rh_http_req *r, void *ud) {
   (void)ud;
   rh_gen *g = rh_gen_current();
@@ -311,6 +330,7 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
     respond_text(r, 404, "Not Found\n");
   } else {
     const rh_route_info *ri = &g->routes[m.handler];
+    hide_secret_params(r, &m);
     if (ri->max_body) r->max_body = ri->max_body;
     if (r->content_length != UINT64_MAX && r->content_length > r->max_body) {
       rh_http_reject(r, 413, "request body over the limit");
@@ -674,13 +694,27 @@ static int l_log(lua_State *L) {
   return 0;
 }
 
+/* core.log_clean(key, value): value as a log line would show it under key (the one redaction
+ * rule of core/log), for the parts of a table the Lua side encodes itself. */
+static int l_log_clean(lua_State *L) {
+  size_t klen, vlen;
+  const char *key = luaL_checklstring(L, 1, &klen);
+  if (rh_log_is_secret_key(key, klen)) { lua_pushliteral(L, "[redacted]"); return 1; }
+  const char *v = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &vlen) : NULL;
+  rh_buf clean = RH_BUF_INIT;
+  if (v && rh_log_redact_value(v, vlen, &clean)) lua_pushlstring(L, clean.data, clean.len);
+  else lua_pushvalue(L, 2);
+  rh_buf_free(&clean);
+  return 1;
+}
+
 static const luaL_Reg core_fns[] = {
   { "route_add", l_route_add }, { "set_classes", l_set_classes }, { "req_body", l_req_body },
   { "res_send", l_res_send },   { "res_start", l_res_start },     { "res_write", l_res_write },
   { "res_finish", l_res_finish }, { "res_state", l_res_state },   { "sleep", l_sleep },
   { "timer", l_timer },         { "now", l_now },                 { "time", l_time },
   { "generation", l_generation }, { "log", l_log },               { "pid", l_pid },
-  { "on_retire", l_on_retire },
+  { "on_retire", l_on_retire }, { "log_clean", l_log_clean },
   { NULL, NULL },
 };
 

@@ -197,6 +197,7 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
   lua_pop(L, 1);
   copy_setting(L, t, "pid_file", s->pid_file, sizeof s->pid_file);
   copy_setting(L, t, "log_level", s->log_level, sizeof s->log_level);
+  copy_setting(L, t, "log_format", s->log_format, sizeof s->log_format);
   copy_setting(L, t, "tls_cert", s->tls_cert, sizeof s->tls_cert);
   copy_setting(L, t, "tls_key", s->tls_key, sizeof s->tls_key);
   copy_setting(L, t, "trusted_proxies", s->trusted_proxies, sizeof s->trusted_proxies);
@@ -556,9 +557,12 @@ void rh_task_resume(rh_task *t, int nargs) {
 }
 
 void rh_task_cancel(rh_task *t) {
-  /* logged before answering, so whoever sees the 503 finds the line */
-  RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id),
-         RH_STR("request_id", t->req ? t->req->id : NULL));
+  /* logged before answering, so whoever sees the 503 finds the line; a task with no request (a
+   * timer's loop, a background client) ends this way at every shutdown: no warning for that */
+  if (t->req)
+    RH_LOG(RH_LOG_WARN, "task_cancelled", RH_INT("generation", t->gen->id), RH_STR("request_id", t->req->id));
+  else
+    RH_LOG(RH_LOG_DEBUG, "task_cancelled", RH_INT("generation", t->gen->id));
   if (t->cancel) t->cancel(t->op);
   t->cancel = NULL;
   t->cancelled = 1;

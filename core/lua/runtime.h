@@ -62,6 +62,7 @@ typedef struct {
   char admin_listen[256];
   char pid_file[1024];
   char log_level[16];
+  char log_format[16];
   char tls_cert[1024], tls_key[1024];
   char trusted_proxies[1024];
   int workers;

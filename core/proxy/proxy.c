@@ -294,6 +294,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, int websock
   rh_buf_free(&v);
   add_str(out, "X-Forwarded-Proto", r->tls ? "https" : "http");
   if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
+  rh_trace_apply(&r->trace, out); /* the client's trace, this hop as its parent */
 }
 
 enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };

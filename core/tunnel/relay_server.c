@@ -221,6 +221,7 @@ rh_trelay *rh_trelay_start(rh_tun *t, rh_http_req *req, const char *target, cons
   rh_headers h = RH_HEADERS_INIT;
   rh_trelay_copy_headers(&req->headers, &h);
   if (extra) rh_trelay_copy_headers(extra, &h);
+  rh_trace_apply(&req->trace, &h); /* the client's trace, this hop as its parent */
   int body = has_body(req);
   if (body && req->content_length == UINT64_MAX) rh_headers_add(&h, "Transfer-Encoding", 17, "chunked", 7);
   rh_tstream_handlers sh = stream_handlers;

@@ -19,6 +19,7 @@ M.host = {
   { name = "admin-listen", env = "RELAY_ADMIN_LISTEN", default = "", help = "serve /health, /ready and /metrics on HOST:PORT (off when empty)" },
   { name = "workers", env = "RELAY_WORKERS", default = 1, type = "integer", min = 1, max = 256, help = "worker processes sharing the port" },
   { name = "log-level", env = "RELAY_LOG_LEVEL", default = "info", help = "debug, info, warn or error" },
+  { name = "log-format", env = "RELAY_LOG_FORMAT", default = "json", choices = { "json", "text" }, help = "json (one object per line) or text (one readable line, colour on a terminal)" },
   { name = "trusted-proxies", env = "RELAY_TRUSTED_PROXIES", default = "", help = "CIDRs whose X-Forwarded-For is believed, comma-separated" },
   { name = "drain-timeout", env = "RELAY_DRAIN_TIMEOUT", default = 30, min = 0, help = "seconds old generations (reload) and connections (shutdown) get to finish" },
   { name = "tls-cert", env = "RELAY_TLS_CERT", default = "", help = "PEM certificate to serve HTTPS with" },

@@ -56,7 +56,7 @@ local function merge_decls(script, host)
   return all, host_left
 end
 
-local NEW_KEYS = { "name", "description", "flags", "listen", "single_process", "max_body", "env_prefix" }
+local NEW_KEYS = { "name", "description", "flags", "listen", "single_process", "max_body", "env_prefix", "summary" }
 
 -- The env var prefix of a script's flags: env_prefix if given, "" for the bundled personalities
 -- (they read their products' names: PORT, API_KEYS, RELAY_MODE...), else the script's file name
@@ -76,6 +76,9 @@ function relay.new(opts)
   opts = check.options(opts or {}, NEW_KEYS, "relay.new")
   if opts.max_body ~= nil and not (type(opts.max_body) == "number" and opts.max_body >= 0) then
     check.fail("relay.new: max_body must be a number >= 0")
+  end
+  if opts.summary ~= nil and type(opts.summary) ~= "function" then
+    check.fail("relay.new: summary must be a function(app) returning a table of fields for the 'serving' line")
   end
   local name = opts.name or "script"
   local sdecls = flags.declare(script_decls(opts.flags), env_prefix(opts))
@@ -216,6 +219,29 @@ local function check_workers(app)
   if why then error(("--workers %d refused: %s"):format(n, why), 0) end
 end
 
+-- What the 'serving' line says at start-up and after every reload: this generation's routes, its
+-- mounts and their upstreams (a URL's password hidden by the log's rule), then the fields the
+-- personality adds with relay.new{summary = function(app) return {...} end}.
+function App:_summary()
+  local mounts, upstreams, seen = {}, {}, {}
+  for _, r in ipairs(self._routes) do
+    if r.proxy then
+      local url = core.log_clean("upstream", r.proxy.target_base_url)
+      mounts[#mounts + 1] = r.pattern .. "=" .. url
+      if not seen[url] then seen[url], upstreams[#upstreams + 1] = true, url end
+    end
+  end
+  local f = { script = self.name, generation = core.generation(), routes = #self._routes }
+  if #mounts > 0 then f.mounts, f.upstreams = table.concat(mounts, " "), #upstreams end
+  local fn = self._opts.summary
+  if fn then
+    local ok, more = pcall(fn, self)
+    if not ok then f.summary_error = tostring(more)
+    elseif type(more) == "table" then for k, v in pairs(more) do if f[k] == nil then f[k] = v end end end
+  end
+  return f
+end
+
 function App:_install()
   check_workers(self)
   local default_max = self._opts.max_body
@@ -233,6 +259,8 @@ function App:_install()
   if self._retire then
     core.on_retire(function() for _, fn in ipairs(self._retire) do fn(self) end end)
   end
+  -- once this generation serves (a timer: a reload's rehearsal and `relayhost check` never run it)
+  relay.after(0, function() relay.log.info("serving", self:_summary()) end)
   local h = self.host
   return {
     listen = self:_listen(),
@@ -240,6 +268,7 @@ function App:_install()
     admin_listen = h["admin-listen"],
     workers = h.workers,
     log_level = h["log-level"],
+    log_format = h["log-format"],
     trusted_proxies = h["trusted-proxies"],
     drain_timeout = h["drain-timeout"],
     tls_cert = h["tls-cert"],
@@ -391,13 +420,25 @@ function relay.shared(name, opts)
   return core.dict_open(name, opts and opts.max_items or nil)
 end
 
+-- A table logged as a field is encoded here: the keys and values inside it go through the same
+-- redaction rule as a line's own fields (core/log), however deep.
+local function log_clean(v, depth)
+  if type(v) ~= "table" or depth > 8 then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    out[k] = type(k) == "string" and core.log_clean(k, log_clean(x, depth + 1)) or log_clean(x, depth + 1)
+  end
+  local mt = getmetatable(v) -- cjson's empty-array marker, for one
+  return type(mt) == "table" and setmetatable(out, mt) or out
+end
+
 local function log_at(level)
   return function(event, fields)
     local args, n = {}, 0
     for k, v in pairs(fields or {}) do
       local t = type(v)
       if t == "table" then
-        local ok, enc = pcall(json.encode, v)
+        local ok, enc = pcall(json.encode, log_clean(v, 1))
         v = ok and enc or tostring(v)
       elseif t ~= "string" and t ~= "number" and t ~= "boolean" then
         v = tostring(v)

@@ -67,7 +67,7 @@ local function run()
     if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
     if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
     attempt = attempt + 1
-    local wait = gt.backoff(attempt, 0.5, f.backoff_max)
+    local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is slept
     if not ok then relay.log.warn("relay_connect_failed", { error = why, retry_in = wait }) end
     relay.sleep(wait)
   end

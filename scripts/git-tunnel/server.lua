@@ -7,6 +7,21 @@
 local relay = require "relay"
 local gt = require "relay.gittunnel"
 
+local tokens -- read below, counted in the 'serving' line
+
+-- Tokens ("bearers": a field named token is redacted), how many are bound to keys (and to how
+-- many keys), where the relay path is served.
+local function summary(a)
+  local bound, keys = 0, 0
+  for _, t in ipairs(tokens or {}) do
+    if t.bound then bound = bound + 1 end
+    for _ in pairs(t.keys or {}) do keys = keys + 1 end
+  end
+  return { bearers = #(tokens or {}), bearers_bound = bound, bound_keys = keys,
+           relay_listen = a.flags.relay_listen ~= "" and a.flags.relay_listen or "main",
+           redis = a.flags.redis_address ~= "" and "on" or "off" }
+end
+
 local app = relay.new {
   name = "git-tunnel/server",
   description = "relay-server: relay-clients register over a WebSocket; /v1/relay/<key>/… goes through them",
@@ -25,10 +40,11 @@ local app = relay.new {
   },
   -- a tunnel lives in the process that accepted it, and workers share one advertised address
   single_process = "a tunnel lives in the process that accepted it; run several servers (each its own --advertise-url) with --redis-address instead",
+  summary = summary,
 }
 
 local f = app.flags
-local tokens = gt.tokens(f.tokens, f.tokens_file)
+tokens = gt.tokens(f.tokens, f.tokens_file)
 local relay_tokens = gt.list(f.relay_tokens)
 if #tokens == 0 then error("git-tunnel/server: give --tokens or --tokens-file (clients need a bearer token)", 0) end
 local unbound = gt.unbound(tokens)

@@ -1,5 +1,6 @@
-/* Unit tests for core/log/log.c: rh_log_is_secret_key (which keys get redacted) and
- * rh_json_escape (JSON string literals), using the rh_buf of core/buf/buf.h. */
+/* Unit tests for core/log: rh_log_is_secret_key (which keys get redacted), rh_log_redact_value
+ * (secrets inside paths and URLs), rh_log_message_len and rh_log_round, and rh_json_escape (JSON
+ * string literals), using the rh_buf of core/buf/buf.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +133,47 @@ static void test_json_escape(void) {
   rh_buf_free(&b2);
 }
 
+/* The secrets a value carries: a URL's password and secret-named query parameters. */
+static const char *redacted(const char *in, rh_buf *b) {
+  b->len = 0;
+  if (!rh_log_redact_value(in, strlen(in), b)) return NULL;
+  rh_buf_append(b, "", 1);
+  return b->data;
+}
+
+static void test_redact_values(void) {
+  rh_buf b = RH_BUF_INIT;
+  static const char *cases[][2] = {
+    { "/x?token=abc&page=2", "/x?token=[redacted]&page=2" },
+    { "/x?a=1;api_key=k;b", "/x?a=1;api_key=[redacted];b" },
+    { "/x?client_key=git#frag?token=t", "/x?client_key=[redacted]#frag?token=t" },
+    { "https://u:pw@h:1/p?q=1", "https://u:[redacted]@h:1/p?q=1" },
+    { "redis://:pw@h:6379/0", "redis://:[redacted]@h:6379/0" },
+    { "http://h/?password=p&password=q", "http://h/?password=[redacted]&password=[redacted]" },
+    { "/x?token", "/x?token" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const char *got = redacted(cases[i][0], &b);
+    if (!got || strcmp(got, cases[i][1])) fprintf(stderr, "  (%s -> %s)\n", cases[i][0], got ? got : "(unchanged)");
+    CHECK(got && strcmp(got, cases[i][1]) == 0);
+  }
+  /* no URL, no query: left alone (a sentence with a '?' is no path) */
+  const char *alone[] = { "/plain/path", "what? token=x", "http://u@h/p", "user:pw@host", "" };
+  for (size_t i = 0; i < sizeof alone / sizeof *alone; i++) CHECK(redacted(alone[i], &b) == NULL);
+  rh_buf_free(&b);
+}
+
+static void test_message_and_round(void) {
+  const char *e = "app.lua:3: boom\nstack traceback:\n\t[C]: in function 'error'";
+  CHECK(rh_log_message_len(e) == strlen("app.lua:3: boom"));
+  CHECK(rh_log_message_len("two\nlines") == 9);
+  CHECK(rh_log_round(3001.9999999999527, 2) == 3002.0);
+  CHECK(rh_log_round(1.23456, 1) == 1.2);
+}
+
 int main(void) {
+  test_redact_values();
+  test_message_and_round();
   test_secret_keys();
   test_secret_long_keys();
   test_json_escape();

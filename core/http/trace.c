@@ -1,0 +1,83 @@
+#include "http/trace.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Ids are random (the spec asks for it): xorshift64* seeded from the kernel, again after a fork
+ * (--workers), so that no two processes hand out the same ids. */
+static uint64_t next_random(void) {
+  static uint64_t s;
+  static pid_t owner;
+  if (!s || owner != getpid()) {
+    owner = getpid();
+    if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t)time(NULL) ^ ((uint64_t)owner << 32);
+    s |= 1;
+  }
+  s ^= s >> 12;
+  s ^= s << 25;
+  s ^= s >> 27;
+  return s * 0x2545F4914F6CDD1DULL;
+}
+
+static void random_hex(char *out, size_t digits) {
+  static const char hex[] = "0123456789abcdef";
+  uint64_t v = 0;
+  for (size_t i = 0; i < digits; i++, v >>= 4) {
+    if (i % 16 == 0) v = next_random();
+    out[i] = hex[v & 15];
+  }
+  out[digits] = 0;
+}
+
+static int lower_hex(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+  return 1;
+}
+
+static int all_zero(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] != '0') return 0;
+  return 1;
+}
+
+/* version-traceid-parentid-flags; a later version may append "-…" after the 55 that 00 has. */
+static int valid(const char *v, size_t n) {
+  if (n < RH_TRACEPARENT_LEN || v[2] != '-' || v[35] != '-' || v[52] != '-') return 0;
+  if (!lower_hex(v, 2) || !memcmp(v, "ff", 2)) return 0;
+  if (!memcmp(v, "00", 2) ? n != RH_TRACEPARENT_LEN : (n > RH_TRACEPARENT_LEN && v[55] != '-')) return 0;
+  return lower_hex(v + 3, 32) && !all_zero(v + 3, 32) && lower_hex(v + 36, 16) && !all_zero(v + 36, 16) &&
+         lower_hex(v + 53, 2);
+}
+
+void rh_trace_begin(rh_trace *t, const rh_headers *h) {
+  const rh_header *f = rh_headers_find(h, "traceparent", NULL);
+  /* two traceparent fields are no traceparent */
+  t->from_client = f && rh_headers_count(h, "traceparent") == 1 && valid(f->value, f->value_len);
+  if (t->from_client) {
+    memcpy(t->trace_id, f->value + 3, 32);
+    t->trace_id[32] = 0;
+    memcpy(t->flags, f->value + 53, 2);
+  } else {
+    random_hex(t->trace_id, 32);
+    memcpy(t->flags, "01", 2);
+  }
+  t->flags[2] = 0;
+  random_hex(t->span_id, 16);
+}
+
+void rh_trace_header(const rh_trace *t, char out[RH_TRACEPARENT_LEN + 1]) {
+  snprintf(out, RH_TRACEPARENT_LEN + 1, "00-%s-%s-%s", t->trace_id, t->span_id, t->flags);
+}
+
+void rh_trace_apply(const rh_trace *t, rh_headers *out) {
+  char tp[RH_TRACEPARENT_LEN + 1];
+  rh_headers_remove(out, "traceparent");
+  if (!t->from_client) rh_headers_remove(out, "tracestate");
+  rh_trace_header(t, tp);
+  rh_headers_add(out, "traceparent", 11, tp, strlen(tp));
+}
