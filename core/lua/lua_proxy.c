@@ -234,14 +234,23 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   rh_lua_push_headers(L, head->headers);
   lua_setfield(L, t, "headers");
   int status = 0;
-  if (call_hook(h, h->p->on_request, 2, "on_request") < 0) {
-    *body = strdup("Internal Server Error (a proxy hook failed)\n");
+  if (call_hook(h, h->p->on_request, 3, "on_request") < 0) {
+    *body = strdup("Internal Server Error: the on_request hook failed ");
     lua_pop(L, 1);
     return 500;
   }
-  if (lua_isnumber(L, -2)) { /* return status, body: answer here */
-    status = (int)lua_tointeger(L, -2);
-    *body = strdup(lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+  if (lua_isnumber(L, -3)) { /* return status, body, headers: answer here */
+    status = (int)lua_tointeger(L, -3);
+    *body = strdup(lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
+    if (head->answer && rh_lua_read_headers(L, -1, head->answer) < 0) {
+      RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_request"), RH_STR("error", lua_tostring(L, -1)),
+             RH_STR("request_id", h->request_id));
+      lua_pop(L, 1);
+      rh_headers_clear(head->answer);
+      free(*body);
+      *body = strdup("Internal Server Error: the on_request hook answered with bad headers ");
+      status = 500;
+    }
   } else {
     const char *m = (lua_getfield(L, t, "method"), lua_tostring(L, -1));
     if (m) { free(head->method); head->method = strdup(m); }
@@ -251,7 +260,7 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
     lua_pop(L, 1);
     read_back_headers(L, t, head->headers);
   }
-  lua_pop(L, 3);
+  lua_pop(L, 4);
   return status;
 }
 
@@ -272,6 +281,8 @@ static void hook_response(void *ud, rh_proxy_head *head) {
     if (lua_isnumber(L, -1)) head->status = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     read_back_headers(L, t, head->headers);
+  } else {
+    head->status = -1; /* what it meant to strip must not pass: 500 */
   }
   lua_pop(L, 1);
 }
