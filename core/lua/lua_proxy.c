@@ -1,28 +1,34 @@
 /* lua_proxy: relay.proxy{...} mounts as native C proxy routes. The options are read once into
- * an rh_proxy_conf; the Lua hooks (on_request, on_response, rewrite_set_cookie_domain) run
- * synchronously on the heads, in the generation that routed the request, and never see body
- * bytes. */
+ * an rh_proxy_conf. The access phase (`access`) runs first, as a task of the generation that
+ * routed the request, and may wait; the other Lua hooks (on_request, on_response,
+ * rewrite_set_cookie_domain) run synchronously on the heads. None ever sees body bytes. */
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
+#include "lua/runtime.h"
 #include "lua/lua_proxy.h"
 
 #define PROXY_MT "relay.proxy"
 
 struct rh_lua_proxy {
   rh_proxy_conf *conf;
-  int on_request, on_response, cookie; /* registry refs, LUA_NOREF when absent */
+  int on_request, on_response, cookie, access; /* registry refs, LUA_NOREF when absent */
 };
 
-/* What a request's hooks need: the generation stays alive while they may run. */
+/* What a request's hooks need: the generation stays alive while they may run. What the access
+ * phase changed is applied to the head before on_request sees it. */
 typedef struct {
   rh_gen *gen;
   rh_lua_proxy *p;
   const char *request_id;
+  char *method, *target;   /* the access phase's, or NULL */
+  rh_headers headers;
+  int has_headers;
 } hook_ctx;
 
 /* ---- reading options ---- */
@@ -155,12 +161,13 @@ static int l_proxy_new(lua_State *L) {
 
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);
   p->conf = conf;
-  p->on_request = p->on_response = p->cookie = LUA_NOREF;
+  p->on_request = p->on_response = p->cookie = p->access = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
   p->on_request = opt_ref(L, 1, "on_request");
   p->on_response = opt_ref(L, 1, "on_response");
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
+  p->access = opt_ref(L, 1, "access");
   return 1;
 }
 
@@ -217,8 +224,21 @@ static void read_back_headers(lua_State *L, int t, rh_headers *h) {
   lua_pop(L, 1);
 }
 
+/* The access phase's changes: the head the policy (and on_request) starts from. */
+static void apply_access(hook_ctx *h, rh_proxy_head *head) {
+  if (h->method) { free(head->method); head->method = h->method; h->method = NULL; }
+  if (h->target) { free(head->target); head->target = h->target; h->target = NULL; }
+  if (h->has_headers) {
+    rh_headers_free(head->headers);
+    *head->headers = h->headers;
+    rh_headers_init(&h->headers);
+    h->has_headers = 0;
+  }
+}
+
 static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   hook_ctx *h = ud;
+  apply_access(h, head);
   if (h->p->on_request == LUA_NOREF) return 0;
   lua_State *L = h->gen->L;
   lua_createtable(L, 0, 6);
@@ -304,21 +324,172 @@ static char *hook_cookie(void *ud, const char *cookie) {
 static void hook_release(void *ud) {
   hook_ctx *h = ud;
   rh_gen_unref(h->gen);
+  free(h->method);
+  free(h->target);
+  rh_headers_free(&h->headers);
   free(h);
 }
 
-void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
-  hook_ctx *h = malloc(sizeof *h);
+static hook_ctx *new_ctx(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  hook_ctx *h = calloc(1, sizeof *h);
   if (!h) abort();
   h->gen = g;
   h->p = p;
   h->request_id = req->id;
+  rh_headers_init(&h->headers);
   rh_gen_ref(g);
-  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
-  rh_proxy_start(req, p->conf, &hooks);
+  return h;
 }
 
+static void forward(hook_ctx *h, rh_http_req *req) {
+  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
+  rh_proxy_start(req, h->p->conf, &hooks);
+}
+
+/* ---- the access phase ---- */
+
+/* Where the phase ended: its answer, or the changes the request goes on with. */
+typedef struct {
+  hook_ctx *ctx;
+  rh_http_req *req;
+  int status;              /* an answer: status, body, fields */
+  char *body;
+  rh_headers fields;
+} access_end;
+
+/* The request rh_lua_proxy_start is running the phase of right now: a phase that ends without
+ * waiting goes on from there, with no loop turn in between. */
+static rh_http_req *starting;
+static access_end *ended_now;
+
+static void go_on(void *ud) {
+  access_end *e = ud;
+  rh_http_req *req = e->req;
+  rh_http_resume_body(req); /* the body was held at the server's buffer while the phase ran */
+  if (!req->conn) { /* the client left meanwhile: nothing goes up */
+    hook_release(e->ctx);
+    rh_http_req_release(req);
+  } else if (e->status) {
+    rh_proxy_early_answer(req, e->status, e->body, &e->fields);
+    e->body = NULL;
+    hook_release(e->ctx);
+    rh_http_req_release(req);
+  } else {
+    forward(e->ctx, req);
+  }
+  free(e->body);
+  rh_headers_free(&e->fields);
+  free(e);
+}
+
+static char *field_dup(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  char *v = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* What the phase left in its table (method, upstream_path, headers) into the hooks' context. */
+static int read_changes(lua_State *L, int t, hook_ctx *h) {
+  h->method = field_dup(L, t, "method");
+  h->target = field_dup(L, t, "upstream_path");
+  lua_getfield(L, t, "headers");
+  h->has_headers = 1;
+  int rc = rh_lua_read_headers(L, -1, &h->headers);
+  if (rc < 0) lua_remove(L, -2); /* the message stays on top */
+  else lua_pop(L, 1);
+  return rc;
+}
+
+/* The phase's last call, from its coroutine: done(p, req, status?, body?, headers?). The
+ * request leaves the task here (so its end does not answer it) and goes on after the
+ * coroutine has ended. */
+static int l_access_done(lua_State *L) {
+  rh_task *t = rh_task_current(L);
+  if (!t || !t->req) return luaL_error(L, "relay.proxy: access phase ended outside its task");
+  rh_lua_proxy *p = lua_touserdata(L, 1);
+  access_end *e = calloc(1, sizeof *e);
+  if (!e) abort();
+  rh_headers_init(&e->fields);
+  e->ctx = new_ctx(t->gen, p, t->req);
+  if (lua_isnumber(L, 3)) {
+    e->status = (int)lua_tointeger(L, 3);
+    e->body = strdup(lua_isstring(L, 4) ? lua_tostring(L, 4) : "");
+    if (rh_lua_read_headers(L, 5, &e->fields) < 0) e->status = -1;
+  } else if (read_changes(L, 2, e->ctx) < 0) {
+    e->status = -1;
+  }
+  if (e->status == -1 || (e->status && (e->status < 200 || e->status > 599))) {
+    const char *why = e->status == -1 ? lua_tostring(L, -1) : "status out of range (200..599)";
+    hook_release(e->ctx);
+    free(e->body);
+    rh_headers_free(&e->fields);
+    free(e);
+    return luaL_error(L, "relay.proxy access: %s", why); /* a handler error: 500 with the id */
+  }
+  e->req = t->req;
+  t->req = NULL;
+  e->req->ud = NULL;
+  if (e->req == starting) ended_now = e;
+  else rh_soon_call(go_on, e);
+  return 0;
+}
+
+/* The table the phase gets: the client's request as it came. */
+static void push_access_req(lua_State *co, const rh_http_req *r) {
+  lua_createtable(co, 0, 8);
+  lua_pushstring(co, r->method);
+  lua_setfield(co, -2, "method");
+  lua_pushlstring(co, r->path, r->path_len);
+  lua_setfield(co, -2, "path");
+  lua_pushlstring(co, r->query ? r->query : "", r->query_len);
+  lua_setfield(co, -2, "query");
+  lua_pushstring(co, r->peer);
+  lua_setfield(co, -2, "peer");
+  lua_pushstring(co, r->id);
+  lua_setfield(co, -2, "id");
+  lua_pushstring(co, r->tls ? "https" : "http");
+  lua_setfield(co, -2, "scheme");
+  rh_lua_push_headers(co, &r->headers);
+  lua_setfield(co, -2, "headers");
+}
+
+/* Runs the access phase as a task: wrapper(fn, req, p, done). */
+static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  /* only a body is held: pausing stops reading, and a bodiless request keeps reading so that a
+   * client that resets the connection is seen (and nothing goes up for it) */
+  int has_body = (req->content_length != UINT64_MAX && req->content_length > 0) ||
+                 rh_headers_find(&req->headers, "transfer-encoding", NULL);
+  if (has_body) rh_http_pause_body(req);
+  rh_task *t = rh_task_new(g, req); /* takes our reference on req */
+  req->ud = t;
+  lua_State *co = t->co;
+  lua_getfield(co, LUA_REGISTRYINDEX, "relay.proxy_access");
+  lua_rawgeti(co, LUA_REGISTRYINDEX, p->access);
+  push_access_req(co, req);
+  lua_pushlightuserdata(co, p);
+  lua_pushcfunction(co, l_access_done);
+  starting = req;
+  ended_now = NULL;
+  rh_task_start(t, 4);
+  starting = NULL;
+  if (ended_now) go_on(ended_now);
+  ended_now = NULL;
+}
+
+void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  if (p->access != LUA_NOREF) start_access(g, p, req);
+  else forward(new_ctx(g, p, req), req);
+}
+
+/* The phase's coroutine body: its results go to done as the last call. */
+static const char access_wrapper[] =
+    "local fn, req, p, done = ...\n"
+    "return done(p, req, fn(req))\n";
+
 void rh_lua_register_proxy(lua_State *L) {
+  if (luaL_loadbuffer(L, access_wrapper, sizeof access_wrapper - 1, "=relay.proxy access") != 0) lua_error(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
   luaL_newmetatable(L, PROXY_MT);
   lua_pushcfunction(L, l_proxy_gc);
   lua_setfield(L, -2, "__gc");

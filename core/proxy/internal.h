@@ -17,9 +17,7 @@ typedef struct {
 void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u);
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
                         const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer);
-/* Answers status with body (freed) and fields instead of the upstream (a refusal, a hook's
- * early answer); a 500 names the request id. */
-void rh_proxy_early_answer(rh_http_req *req, int status, char *body, rh_headers *fields);
+
 
 /* WebSocket pass-through (ws_pass.c). */
 int rh_proxy_is_websocket(const rh_http_req *r);

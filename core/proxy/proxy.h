@@ -72,4 +72,9 @@ size_t rh_proxy_conf_max_body(const rh_proxy_conf *c);
  * NULL; hooks->release runs once the heads are done or the request failed. */
 void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks);
 
+/* Answers status with body (malloc'd or NULL, freed here) and fields instead of the upstream:
+ * a refusal, a hook's early answer. Text unless fields name a type; a 500 names the request
+ * id (in the body and X-Request-Id) as a handler's error does. */
+void rh_proxy_early_answer(rh_http_req *req, int status, char *body, rh_headers *fields);
+
 #endif
