@@ -482,6 +482,55 @@ void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   else forward(new_ctx(g, p, req), req);
 }
 
+/* ---- forwarding from a handler ---- */
+
+/* The client's fields with the handler's set over them (each name replaced). */
+static int forward_headers(lua_State *L, int idx, const rh_http_req *r, rh_headers *out) {
+  rh_headers set = RH_HEADERS_INIT;
+  if (rh_lua_read_headers(L, idx, &set) < 0) {
+    rh_headers_free(&set);
+    return -1;
+  }
+  for (size_t i = 0; i < r->headers.n; i++) {
+    const rh_header *f = &r->headers.items[i];
+    if (!rh_headers_find(&set, f->name, NULL) || f->name_len >= 128) rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+  }
+  for (size_t i = 0; i < set.n; i++)
+    rh_headers_add(out, set.items[i].name, set.items[i].name_len, set.items[i].value, set.items[i].value_len);
+  rh_headers_free(&set);
+  return 0;
+}
+
+/* core.proxy_forward(proxy, ex, path?, headers?): the handler's request goes to the C engine
+ * (streaming, retries, timeouts, WebSocket pass-through as on a mount). It leaves the task now
+ * and is forwarded on the next turn, outside the handler's coroutine. */
+static int l_proxy_forward(lua_State *L) {
+  rh_lua_proxy *p = luaL_checkudata(L, 1, PROXY_MT);
+  rh_exchange *ex = luaL_checkudata(L, 2, "relay.exchange");
+  rh_task *t = ex->task;
+  if (!t || !t->req) return luaL_error(L, "p:forward: this request is over");
+  if (t->req->head_sent) return luaL_error(L, "p:forward: the response has already started");
+  hook_ctx *h = new_ctx(t->gen, p, t->req);
+  if (!lua_isnoneornil(L, 4)) {
+    h->has_headers = 1;
+    if (forward_headers(L, 4, t->req, &h->headers) < 0) {
+      hook_release(h);
+      return lua_error(L);
+    }
+  }
+  if (lua_isstring(L, 3)) h->target = strdup(lua_tostring(L, 3));
+  access_end *e = calloc(1, sizeof *e);
+  if (!e) abort();
+  rh_headers_init(&e->fields);
+  e->ctx = h;
+  e->req = t->req;
+  t->req = NULL; /* the task's reference moves to the engine */
+  e->req->ud = NULL;
+  rh_soon_call(go_on, e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* The phase's coroutine body: its results go to done as the last call. */
 static const char access_wrapper[] =
     "local fn, req, p, done = ...\n"
@@ -496,4 +545,6 @@ void rh_lua_register_proxy(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_proxy_new);
   lua_setfield(L, -2, "proxy_new");
+  lua_pushcfunction(L, l_proxy_forward);
+  lua_setfield(L, -2, "proxy_forward");
 }

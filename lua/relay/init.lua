@@ -273,6 +273,21 @@ local function proxy_usable(opts)
   check.rethrow(err)
 end
 
+-- p:forward(req, res, {path, headers}) from any handler: the request goes to the C engine as on
+-- a mount (its body streams and never enters Lua). path: the path and query sent up (else the
+-- client's, joined to the base); headers: set over the client's. The handler returns after it.
+local FORWARD_KEYS = { "path", "headers" }
+local Proxy = {}
+Proxy.__index = Proxy
+function Proxy:forward(req, _, o)
+  check.options(o, FORWARD_KEYS, "p:forward")
+  o = o or {}
+  if o.path ~= nil and type(o.path) ~= "string" then check.fail("p:forward: path must be a string") end
+  if type(req) ~= "table" or not req._ex then check.fail("p:forward(req, res, opts): req is the handler's request") end
+  self._engine = self._engine or core.proxy_new(self._proxy, "")
+  return core.proxy_forward(self._engine, req._ex, o.path, o.headers)
+end
+
 function relay.proxy(opts)
   if type(opts) ~= "table" then check.fail("relay.proxy{target_base_url = \"http://host:port\", ...}") end
   check.options(opts, PROXY_KEYS, "relay.proxy")
@@ -281,7 +296,7 @@ function relay.proxy(opts)
     check.fail("relay.proxy: target_base_url is required (\"http://host:port\")")
   end
   proxy_usable(opts)
-  return { _proxy = opts }
+  return setmetatable({ _proxy = opts }, Proxy)
 end
 
 -- ---- what handlers use ----
