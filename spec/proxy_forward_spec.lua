@@ -103,3 +103,46 @@ return app
     origin:take(0.2)
   end)
 end)
+
+describe("p:forward of a WebSocket upgrade", function()
+  local cjson = require "cjson"
+  local js = helpers.root .. "/spec/js/"
+  local dir, echo_pid, proxy
+
+  setup(function()
+    dir = helpers.tmpdir()
+    os.execute(("node %sws-echo-server.js > %s/echo.out 2>&1 & echo $! > %s/echo.pid"):format(js, dir, dir))
+    echo_pid = helpers.wait_until(function() return helpers.read_file(dir .. "/echo.pid") end)
+    local port = tonumber(helpers.wait_until(function()
+      return (helpers.read_file(dir .. "/echo.out") or ""):match('"port":(%d+)')
+    end, 20, "the node ws server"))
+    helpers.write_file(dir .. "/fwd.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "forward-ws" }
+local echo = relay.proxy { target_base_url = "http://127.0.0.1:%d" }
+app:get("/live/:room", function(req, res)
+  relay.sleep(0.01)
+  return echo:forward(req, res, { path = "/" .. req.params.room .. "?via=handler" })
+end)
+return app
+]]):format(port))
+    proxy = helpers.start(dir .. "/fwd.lua")
+  end)
+
+  teardown(function()
+    os.execute("kill " .. tostring(echo_pid):gsub("%s", ""))
+    if proxy then assert.equal(0, proxy:stop(), proxy:log():sub(-3000)) end
+  end)
+
+  it("passes the upgrade through to the upstream, messages both ways", function()
+    local script = { send = { { wait = true }, { text = "hello", wait = true }, { close = { 1000, "bye" } } } }
+    local p = io.popen(("node %sws-client.js '%s' '%s'"):format(js,
+      ("ws://127.0.0.1:%d/live/room1"):format(proxy.port), cjson.encode(script)))
+    local r = cjson.decode(p:read("*a"))
+    p:close()
+    assert.is_true(r.opened, tostring(r.error))
+    assert.equal("/room1?via=handler", cjson.decode(r.messages[1].text).hello)
+    assert.equal("hello", r.messages[2].text)
+    assert.equal(1000, r.close.code)
+  end)
+end)
