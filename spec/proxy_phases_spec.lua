@@ -6,11 +6,7 @@
 local helpers = require "helpers"
 local start_origin = require("raw_origin").start
 
-local function heads(origin, settle)
-  local out = {}
-  for _, conn in ipairs(origin:take(settle)) do out[#out + 1] = conn:match("^(.-\r\n\r\n)") or conn end
-  return out
-end
+local function heads(origin, settle) return origin:heads(settle) end
 
 describe("prefix proxy phases", function()
   local origin, proxy

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log/log.h"
 #include "lua/bind.h"
@@ -484,6 +485,12 @@ void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
 
 /* ---- forwarding from a handler ---- */
 
+static int named_in(const rh_headers *set, const rh_header *f) {
+  for (size_t i = 0; i < set->n; i++)
+    if (set->items[i].name_len == f->name_len && strncasecmp(set->items[i].name, f->name, f->name_len) == 0) return 1;
+  return 0;
+}
+
 /* The client's fields with the handler's set over them (each name replaced). */
 static int forward_headers(lua_State *L, int idx, const rh_http_req *r, rh_headers *out) {
   rh_headers set = RH_HEADERS_INIT;
@@ -493,7 +500,7 @@ static int forward_headers(lua_State *L, int idx, const rh_http_req *r, rh_heade
   }
   for (size_t i = 0; i < r->headers.n; i++) {
     const rh_header *f = &r->headers.items[i];
-    if (!rh_headers_find(&set, f->name, NULL) || f->name_len >= 128) rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+    if (!named_in(&set, f)) rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
   }
   for (size_t i = 0; i < set.n; i++)
     rh_headers_add(out, set.items[i].name, set.items[i].name_len, set.items[i].value, set.items[i].value_len);
