@@ -47,6 +47,13 @@ app:mount("/rewrite", relay.proxy { target_base_url = up, drop_request_headers =
   end,
   on_request = function(head) head.headers["x-on-request-saw"] = head.path end })
 
+local other = relay.proxy { target_base_url = up .. "/other-base" }
+app:mount("/choose", relay.proxy { target_base_url = up .. "/default-base",
+  access = function(req)
+    if req.headers["x-tenant"] == "b" then req.upstream = other end
+    if req.headers["x-tenant"] == "bad" then req.upstream = "http://nowhere" end
+  end })
+
 app:mount("/raise", relay.proxy { target_base_url = up,
   access = function() relay.sleep(0.01); error("access boom") end })
 
@@ -120,6 +127,21 @@ describe("prefix proxy access phase", function()
     assert.matches("\r\n[Xx]%-[Kk]ey%-[Ww]as: k%-9\r\n", seen[1])
     assert.matches("\r\n[Xx]%-[Oo]n%-[Rr]equest%-[Ss]aw: /elsewhere%?from=/rewrite/a/b\r\n", seen[1])
     assert.is_nil(seen[1]:lower():find("x-api-key:", 1, true))
+  end)
+
+  it("picks the upstream: another relay.proxy value, under this mount's prefix", function()
+    assert.equal(200, proxy:get("/choose/p?q=1", { ["x-tenant"] = "a" }).status)
+    assert.equal(200, proxy:get("/choose/p?q=1", { ["x-tenant"] = "b" }).status)
+    local seen = heads(origin)
+    assert.equal(2, #seen)
+    table.sort(seen)
+    assert.matches("^GET /default%-base/p%?q=1 HTTP/1%.1\r\n", seen[1])
+    assert.matches("^GET /other%-base/p%?q=1 HTTP/1%.1\r\n", seen[2])
+    local res = proxy:get("/choose/p", { ["x-tenant"] = "bad" })
+    assert.equal(500, res.status)
+    assert.matches("request id", res.body)
+    assert.matches("req.upstream must be a relay.proxy", proxy:log(), 1, true)
+    assert.same({}, heads(origin))
   end)
 
   for _, path in ipairs { "/raise/x", "/raise-now/x" } do

@@ -18,6 +18,7 @@
 
 struct rh_lua_proxy {
   rh_proxy_conf *conf;
+  char *mount;             /* the prefix it was built for ("" off a mount) */
   int on_request, on_response, cookie, access; /* registry refs, LUA_NOREF when absent */
 };
 
@@ -28,6 +29,7 @@ typedef struct {
   rh_lua_proxy *p;
   const char *request_id;
   char *method, *target;   /* the access phase's, or NULL */
+  rh_lua_proxy *via;       /* the upstream the access phase chose, or NULL: p's */
   rh_headers headers;
   int has_headers;
 } hook_ctx;
@@ -162,6 +164,7 @@ static int l_proxy_new(lua_State *L) {
 
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);
   p->conf = conf;
+  p->mount = strdup(mount);
   p->on_request = p->on_response = p->cookie = p->access = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
@@ -176,6 +179,8 @@ static int l_proxy_gc(lua_State *L) {
   rh_lua_proxy *p = luaL_checkudata(L, 1, PROXY_MT);
   if (p->conf) rh_proxy_conf_unref(p->conf);
   p->conf = NULL;
+  free(p->mount);
+  p->mount = NULL;
   return 0;
 }
 
@@ -344,7 +349,7 @@ static hook_ctx *new_ctx(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
 
 static void forward(hook_ctx *h, rh_http_req *req) {
   rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
-  rh_proxy_start(req, h->p->conf, &hooks);
+  rh_proxy_start(req, (h->via ? h->via : h->p)->conf, &hooks);
 }
 
 /* ---- the access phase ---- */
@@ -390,8 +395,30 @@ static char *field_dup(lua_State *L, int t, const char *k) {
   return v;
 }
 
-/* What the phase left in its table (method, upstream_path, headers) into the hooks' context. */
+/* req.upstream: another relay.proxy value, built for this mount's prefix (its engine() makes
+ * and keeps one per prefix, alive with the generation). 0, or -1 with a message on top. */
+static int read_upstream(lua_State *L, int t, hook_ctx *h) {
+  lua_getfield(L, t, "upstream");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "engine");
+  else lua_pushnil(L);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 2);
+    lua_pushliteral(L, "req.upstream must be a relay.proxy{...} value");
+    return -1;
+  }
+  lua_insert(L, -2);
+  lua_pushstring(L, h->p->mount);
+  if (lua_pcall(L, 2, 1, 0) != 0) return -1;
+  h->via = rh_lua_to_proxy(L, -1);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* What the phase left in its table (method, upstream_path, headers, upstream) into the hooks'
+ * context. */
 static int read_changes(lua_State *L, int t, hook_ctx *h) {
+  if (read_upstream(L, t, h) < 0) return -1;
   h->method = field_dup(L, t, "method");
   h->target = field_dup(L, t, "upstream_path");
   lua_getfield(L, t, "headers");

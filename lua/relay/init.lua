@@ -284,8 +284,19 @@ function Proxy:forward(req, _, o)
   o = o or {}
   if o.path ~= nil and type(o.path) ~= "string" then check.fail("p:forward: path must be a string") end
   if type(req) ~= "table" or not req._ex then check.fail("p:forward(req, res, opts): req is the handler's request") end
-  self._engine = self._engine or core.proxy_new(self._proxy, "")
-  return core.proxy_forward(self._engine, req._ex, o.path, o.headers)
+  return core.proxy_forward(self:engine(""), req._ex, o.path, o.headers)
+end
+
+-- The C engine for this proxy under a mount prefix ("" off a mount), made once per prefix: what
+-- p:forward and an access phase's req.upstream = p use.
+function Proxy:engine(mount)
+  self._engines = self._engines or {}
+  local e = self._engines[mount]
+  if not e then
+    e = core.proxy_new(self._proxy, mount)
+    self._engines[mount] = e
+  end
+  return e
 end
 
 function relay.proxy(opts)
