@@ -57,6 +57,8 @@ app:mount("/choose", relay.proxy { target_base_url = up .. "/default-base",
 app:mount("/raise", relay.proxy { target_base_url = up,
   access = function() relay.sleep(0.01); error("access boom") end })
 
+app:mount("/bad-status", relay.proxy { target_base_url = up, access = function() return -1, "x" end })
+
 app:mount("/raise-now", relay.proxy { target_base_url = up,
   access = function() error("access boom, no wait") end })
 
@@ -155,6 +157,14 @@ describe("prefix proxy access phase", function()
       assert.same({}, heads(origin))
     end)
   end
+
+  it("that answers with a status that is not one answers 500 with the request id", function()
+    local res = proxy:get("/bad-status/x")
+    assert.equal(500, res.status)
+    assert.matches("request id " .. res.headers["x-request-id"], res.body, 1, true)
+    assert.matches("relay.proxy access: status out of range", proxy:log(), 1, true)
+    assert.same({}, heads(origin))
+  end)
 
   it("holds the client's body at the server's buffer while it waits", function()
     local size = 48 * 1024 * 1024

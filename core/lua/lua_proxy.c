@@ -368,6 +368,13 @@ typedef struct {
 static rh_http_req *starting;
 static access_end *ended_now;
 
+static void end_free(access_end *e) {
+  free(e->body);
+  rh_headers_free(&e->fields);
+  free(e);
+}
+
+/* After the phase (or p:forward): the answer, or the request on to the engine. */
 static void go_on(void *ud) {
   access_end *e = ud;
   rh_http_req *req = e->req;
@@ -383,9 +390,7 @@ static void go_on(void *ud) {
   } else {
     forward(e->ctx, req);
   }
-  free(e->body);
-  rh_headers_free(&e->fields);
-  free(e);
+  end_free(e);
 }
 
 static char *field_dup(lua_State *L, int t, const char *k) {
@@ -429,6 +434,21 @@ static int read_changes(lua_State *L, int t, hook_ctx *h) {
   return rc;
 }
 
+/* The phase's results (done's arguments) into e: NULL, or what was wrong. */
+static const char *read_result(lua_State *L, access_end *e) {
+  int bad;
+  if (!lua_isnumber(L, 3)) {
+    bad = read_changes(L, 2, e->ctx) < 0;
+  } else {
+    e->status = (int)lua_tointeger(L, 3);
+    e->body = strdup(lua_isstring(L, 4) ? lua_tostring(L, 4) : "");
+    if (e->status < 200 || e->status > 599) return "status out of range (200..599)";
+    bad = rh_lua_read_headers(L, 5, &e->fields) < 0;
+  }
+  if (!bad) return NULL;
+  return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)";
+}
+
 /* The phase's last call, from its coroutine: done(p, req, status?, body?, headers?). The
  * request leaves the task here (so its end does not answer it) and goes on after the
  * coroutine has ended. */
@@ -440,19 +460,10 @@ static int l_access_done(lua_State *L) {
   if (!e) abort();
   rh_headers_init(&e->fields);
   e->ctx = new_ctx(t->gen, p, t->req);
-  if (lua_isnumber(L, 3)) {
-    e->status = (int)lua_tointeger(L, 3);
-    e->body = strdup(lua_isstring(L, 4) ? lua_tostring(L, 4) : "");
-    if (rh_lua_read_headers(L, 5, &e->fields) < 0) e->status = -1;
-  } else if (read_changes(L, 2, e->ctx) < 0) {
-    e->status = -1;
-  }
-  if (e->status == -1 || (e->status && (e->status < 200 || e->status > 599))) {
-    const char *why = e->status == -1 ? lua_tostring(L, -1) : "status out of range (200..599)";
+  const char *why = read_result(L, e);
+  if (why) {
     hook_release(e->ctx);
-    free(e->body);
-    rh_headers_free(&e->fields);
-    free(e);
+    end_free(e);
     return luaL_error(L, "relay.proxy access: %s", why); /* a handler error: 500 with the id */
   }
   e->req = t->req;
