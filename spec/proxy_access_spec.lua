@@ -230,3 +230,40 @@ describe("prefix proxy access phase at shutdown", function()
     origin:stop()
   end)
 end)
+
+describe("prefix proxy access phase with Redis", function()
+  it("looks an API key up in Redis: a known key goes on with its tenant, an unknown one gets 401", function()
+    local dir = helpers.tmpdir()
+    local port, pid = helpers.start_redis(dir)
+    local origin = start_origin()
+    local ok, err = pcall(function()
+      helpers.write_file(dir .. "/keys.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "keys" }
+local r = relay.redis("redis://127.0.0.1:%d")
+app:mount("/api", relay.proxy { target_base_url = "http://127.0.0.1:%d", drop_request_headers = { "x-api-key" },
+  access = function(req)
+    local tenant = r:call("GET", "key:" .. (req.headers["x-api-key"] or ""))
+    if type(tenant) ~= "string" then return 401, "unknown key\n", { ["www-authenticate"] = "ApiKey" } end
+    req.headers["x-tenant"] = tenant
+  end })
+app:get("/seed", function(_, res) r:call("SET", "key:k1", "acme"); res:send(200, "seeded") end)
+return app
+]]):format(port, origin.port))
+      local host = helpers.start(dir .. "/keys.lua")
+      assert.equal("seeded", host:get("/seed").body)
+      assert.equal(200, host:get("/api/x", { ["x-api-key"] = "k1" }).status)
+      local res = host:get("/api/x", { ["x-api-key"] = "nope" })
+      assert.equal(401, res.status)
+      assert.equal("ApiKey", res.headers["www-authenticate"])
+      local seen = origin:heads(0.2)
+      assert.equal(1, #seen)
+      assert.matches("\r\n[Xx]%-[Tt]enant: acme\r\n", seen[1])
+      assert.is_nil(seen[1]:lower():find("x-api-key", 1, true))
+      assert.equal(0, host:stop(), host:log():sub(-3000))
+    end)
+    origin:stop()
+    os.execute("kill " .. pid)
+    assert(ok, err)
+  end)
+end)
