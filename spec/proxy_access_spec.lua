@@ -59,6 +59,9 @@ app:mount("/raise", relay.proxy { target_base_url = up,
 
 app:mount("/bad-status", relay.proxy { target_base_url = up, access = function() return -1, "x" end })
 
+app:mount("/spin", relay.proxy { target_base_url = up,
+  access = function() local t0 = os.clock(); while os.clock() - t0 < 100 do end end })
+
 app:mount("/raise-now", relay.proxy { target_base_url = up,
   access = function() error("access boom, no wait") end })
 
@@ -77,7 +80,7 @@ describe("prefix proxy access phase", function()
     origin = start_origin()
     local dir = helpers.tmpdir()
     helpers.write_file(dir .. "/access.lua", SCRIPT:format(origin.port))
-    proxy = helpers.start(dir .. "/access.lua", { flags = { "--drain-timeout", "0.5" } })
+    proxy = helpers.start(dir .. "/access.lua", { flags = { "--drain-timeout", "0.5", "--watchdog", "1" } })
   end)
 
   teardown(function()
@@ -157,6 +160,16 @@ describe("prefix proxy access phase", function()
       assert.same({}, heads(origin))
     end)
   end
+
+  it("that never yields is stopped by the watchdog: 500, and the host serves on", function()
+    local res = proxy:get("/spin/x")
+    assert.equal(500, res.status)
+    assert.matches("request id", res.body)
+    assert.matches("watchdog: handler ran over", proxy:log())
+    assert.same({}, heads(origin))
+    assert.equal(200, proxy:get("/fast/after-spin").status)
+    heads(origin)
+  end)
 
   it("that answers with a status that is not one answers 500 with the request id", function()
     local res = proxy:get("/bad-status/x")
