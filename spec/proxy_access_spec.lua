@@ -280,3 +280,30 @@ return app
     assert(ok, err)
   end)
 end)
+
+describe("prefix proxy access phase under a flood of bodies", function()
+  it("holds each body at the server's buffer: memory stays bounded while phases wait", function()
+    local origin = start_origin()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/access.lua", SCRIPT:format(origin.port))
+    local host = helpers.start(dir .. "/access.lua", { flags = { "--drain-timeout", "0.5" } })
+    local conns, chunk = {}, ("f"):rep(65536)
+    helpers.flood(host, {
+      seconds = 3, bound_kb = 40 * 1024, -- 50 waiting requests of 16 MiB each: 800 MiB if read
+      step = function()
+        if #conns < 50 then
+          local c = host:client(5)
+          c:send("POST /hold/x HTTP/1.1\r\nHost: a\r\nX-Hold: 30\r\nContent-Length: " .. 16 * 1024 * 1024 .. "\r\n\r\n")
+          c:settimeout(0)
+          conns[#conns + 1] = c
+        end
+        for _, c in ipairs(conns) do c.sock:send(chunk) end
+        socket.sleep(0.005)
+      end,
+    })
+    for _, c in ipairs(conns) do c:close() end
+    assert.equal(0, host:stop(), host:log():sub(-3000))
+    assert.same({}, origin:heads(0.1))
+    origin:stop()
+  end)
+end)
