@@ -167,7 +167,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   rh_buf out = RH_BUF_INIT;
   char *body = NULL;
   int chunked = 0;
-  int status = rh_proxy_build_head(conf(), &r, hooked ? &hooks : NULL, NULL, &out, &chunked, &body);
+  rh_headers answer = RH_HEADERS_INIT;
+  int status = rh_proxy_build_head(conf(), &r, hooked ? &hooks : NULL, NULL, &out, &chunked, &body, &answer);
   if (status) {
     if (out.len) FAIL("refused with %d but wrote %zu bytes", status, out.len);
     if (!body || !*body) FAIL("refused with %d without saying why", status);
@@ -177,6 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check_head(&out, hooked, chunked);
   }
   free(body);
+  rh_headers_free(&answer);
   rh_buf_free(&out);
   rh_headers_free(&r.headers);
   free(method);

@@ -1,7 +1,7 @@
 -- The recording origin (spec/fixtures/raw_origin.lua, its own process) for hostile-input specs:
 --   local origin = require("raw_origin").start()
 --   origin.port; origin:take(settle) -> the bytes of each connection accepted since the last
---   take; origin:stop()
+--   take; origin:heads(settle) -> the same, each cut to its request head; origin:stop()
 local helpers = require "helpers"
 
 local Origin = {}
@@ -33,6 +33,13 @@ function Origin:take(settle)
     self.seen = self.seen + 1
     out[#out + 1] = data
   end
+  return out
+end
+
+-- The request head of each connection since the last take (the bytes up to the blank line).
+function Origin:heads(settle)
+  local out = {}
+  for _, conn in ipairs(self:take(settle)) do out[#out + 1] = conn:match("^(.-\r\n\r\n)") or conn end
   return out
 end
 

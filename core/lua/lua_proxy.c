@@ -1,28 +1,37 @@
 /* lua_proxy: relay.proxy{...} mounts as native C proxy routes. The options are read once into
- * an rh_proxy_conf; the Lua hooks (on_request, on_response, rewrite_set_cookie_domain) run
- * synchronously on the heads, in the generation that routed the request, and never see body
- * bytes. */
+ * an rh_proxy_conf. The access phase (`access`) runs first, as a task of the generation that
+ * routed the request, and may wait; the other Lua hooks (on_request, on_response,
+ * rewrite_set_cookie_domain) run synchronously on the heads. None ever sees body bytes. */
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
+#include "lua/runtime.h"
 #include "lua/lua_proxy.h"
 
 #define PROXY_MT "relay.proxy"
 
 struct rh_lua_proxy {
   rh_proxy_conf *conf;
-  int on_request, on_response, cookie; /* registry refs, LUA_NOREF when absent */
+  char *mount;             /* the prefix it was built for ("" off a mount) */
+  int on_request, on_response, cookie, access; /* registry refs, LUA_NOREF when absent */
 };
 
-/* What a request's hooks need: the generation stays alive while they may run. */
+/* What a request's hooks need: the generation stays alive while they may run. What the access
+ * phase changed is applied to the head before on_request sees it. */
 typedef struct {
   rh_gen *gen;
   rh_lua_proxy *p;
   const char *request_id;
+  char *method, *target;   /* the access phase's, or NULL */
+  rh_lua_proxy *via;       /* the upstream the access phase chose, or NULL: p's */
+  rh_headers headers;
+  int has_headers;
 } hook_ctx;
 
 /* ---- reading options ---- */
@@ -155,12 +164,14 @@ static int l_proxy_new(lua_State *L) {
 
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);
   p->conf = conf;
-  p->on_request = p->on_response = p->cookie = LUA_NOREF;
+  p->mount = strdup(mount);
+  p->on_request = p->on_response = p->cookie = p->access = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
   p->on_request = opt_ref(L, 1, "on_request");
   p->on_response = opt_ref(L, 1, "on_response");
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
+  p->access = opt_ref(L, 1, "access");
   return 1;
 }
 
@@ -168,6 +179,8 @@ static int l_proxy_gc(lua_State *L) {
   rh_lua_proxy *p = luaL_checkudata(L, 1, PROXY_MT);
   if (p->conf) rh_proxy_conf_unref(p->conf);
   p->conf = NULL;
+  free(p->mount);
+  p->mount = NULL;
   return 0;
 }
 
@@ -217,8 +230,21 @@ static void read_back_headers(lua_State *L, int t, rh_headers *h) {
   lua_pop(L, 1);
 }
 
+/* The access phase's changes: the head the policy (and on_request) starts from. */
+static void apply_access(hook_ctx *h, rh_proxy_head *head) {
+  if (h->method) { free(head->method); head->method = h->method; h->method = NULL; }
+  if (h->target) { free(head->target); head->target = h->target; h->target = NULL; }
+  if (h->has_headers) {
+    rh_headers_free(head->headers);
+    *head->headers = h->headers;
+    rh_headers_init(&h->headers);
+    h->has_headers = 0;
+  }
+}
+
 static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   hook_ctx *h = ud;
+  apply_access(h, head);
   if (h->p->on_request == LUA_NOREF) return 0;
   lua_State *L = h->gen->L;
   lua_createtable(L, 0, 6);
@@ -234,14 +260,23 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   rh_lua_push_headers(L, head->headers);
   lua_setfield(L, t, "headers");
   int status = 0;
-  if (call_hook(h, h->p->on_request, 2, "on_request") < 0) {
-    *body = strdup("Internal Server Error (a proxy hook failed)\n");
+  if (call_hook(h, h->p->on_request, 3, "on_request") < 0) {
+    *body = strdup("Internal Server Error: the on_request hook failed ");
     lua_pop(L, 1);
     return 500;
   }
-  if (lua_isnumber(L, -2)) { /* return status, body: answer here */
-    status = (int)lua_tointeger(L, -2);
-    *body = strdup(lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+  if (lua_isnumber(L, -3)) { /* return status, body, headers: answer here */
+    status = (int)lua_tointeger(L, -3);
+    *body = strdup(lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
+    if (head->answer && rh_lua_read_headers(L, -1, head->answer) < 0) {
+      RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_request"), RH_STR("error", lua_tostring(L, -1)),
+             RH_STR("request_id", h->request_id));
+      lua_pop(L, 1);
+      rh_headers_clear(head->answer);
+      free(*body);
+      *body = strdup("Internal Server Error: the on_request hook answered with bad headers ");
+      status = 500;
+    }
   } else {
     const char *m = (lua_getfield(L, t, "method"), lua_tostring(L, -1));
     if (m) { free(head->method); head->method = strdup(m); }
@@ -251,7 +286,7 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
     lua_pop(L, 1);
     read_back_headers(L, t, head->headers);
   }
-  lua_pop(L, 3);
+  lua_pop(L, 4);
   return status;
 }
 
@@ -272,6 +307,8 @@ static void hook_response(void *ud, rh_proxy_head *head) {
     if (lua_isnumber(L, -1)) head->status = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     read_back_headers(L, t, head->headers);
+  } else {
+    head->status = -1; /* what it meant to strip must not pass: 500 */
   }
   lua_pop(L, 1);
 }
@@ -293,25 +330,266 @@ static char *hook_cookie(void *ud, const char *cookie) {
 static void hook_release(void *ud) {
   hook_ctx *h = ud;
   rh_gen_unref(h->gen);
+  free(h->method);
+  free(h->target);
+  rh_headers_free(&h->headers);
   free(h);
 }
 
-void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
-  hook_ctx *h = malloc(sizeof *h);
+static hook_ctx *new_ctx(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  hook_ctx *h = calloc(1, sizeof *h);
   if (!h) abort();
   h->gen = g;
   h->p = p;
   h->request_id = req->id;
+  rh_headers_init(&h->headers);
   rh_gen_ref(g);
-  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
-  rh_proxy_start(req, p->conf, &hooks);
+  return h;
 }
 
+static void forward(hook_ctx *h, rh_http_req *req) {
+  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
+  rh_proxy_start(req, (h->via ? h->via : h->p)->conf, &hooks);
+}
+
+/* ---- the access phase ---- */
+
+/* Where the phase ended: its answer, or the changes the request goes on with. */
+typedef struct {
+  hook_ctx *ctx;
+  rh_http_req *req;
+  int status;              /* an answer: status, body, fields */
+  char *body;
+  rh_headers fields;
+} access_end;
+
+/* The request rh_lua_proxy_start is running the phase of right now: a phase that ends without
+ * waiting goes on from there, with no loop turn in between. */
+static rh_http_req *starting;
+static access_end *ended_now;
+
+static void end_free(access_end *e) {
+  free(e->body);
+  rh_headers_free(&e->fields);
+  free(e);
+}
+
+/* After the phase (or p:forward): the answer, or the request on to the engine. */
+static void go_on(void *ud) {
+  access_end *e = ud;
+  rh_http_req *req = e->req;
+  rh_http_resume_body(req); /* the body was held at the server's buffer while the phase ran */
+  if (!req->conn) { /* the client left meanwhile: nothing goes up */
+    hook_release(e->ctx);
+    rh_http_req_release(req);
+  } else if (e->status) {
+    rh_proxy_early_answer(req, e->status, e->body, &e->fields);
+    e->body = NULL;
+    hook_release(e->ctx);
+    rh_http_req_release(req);
+  } else {
+    forward(e->ctx, req);
+  }
+  end_free(e);
+}
+
+static char *field_dup(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  char *v = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* req.upstream: another relay.proxy value, built for this mount's prefix (its engine() makes
+ * and keeps one per prefix, alive with the generation). 0, or -1 with a message on top. */
+static int read_upstream(lua_State *L, int t, hook_ctx *h) {
+  lua_getfield(L, t, "upstream");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "engine");
+  else lua_pushnil(L);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 2);
+    lua_pushliteral(L, "req.upstream must be a relay.proxy{...} value");
+    return -1;
+  }
+  lua_insert(L, -2);
+  lua_pushstring(L, h->p->mount);
+  if (lua_pcall(L, 2, 1, 0) != 0) return -1;
+  h->via = rh_lua_to_proxy(L, -1);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* What the phase left in its table (method, upstream_path, headers, upstream) into the hooks'
+ * context. */
+static int read_changes(lua_State *L, int t, hook_ctx *h) {
+  if (read_upstream(L, t, h) < 0) return -1;
+  h->method = field_dup(L, t, "method");
+  h->target = field_dup(L, t, "upstream_path");
+  lua_getfield(L, t, "headers");
+  h->has_headers = 1;
+  int rc = rh_lua_read_headers(L, -1, &h->headers);
+  if (rc < 0) lua_remove(L, -2); /* the message stays on top */
+  else lua_pop(L, 1);
+  return rc;
+}
+
+/* The phase's results (done's arguments) into e: NULL, or what was wrong. */
+static const char *read_result(lua_State *L, access_end *e) {
+  int bad;
+  if (!lua_isnumber(L, 3)) {
+    bad = read_changes(L, 2, e->ctx) < 0;
+  } else {
+    e->status = (int)lua_tointeger(L, 3);
+    e->body = strdup(lua_isstring(L, 4) ? lua_tostring(L, 4) : "");
+    if (e->status < 200 || e->status > 599) return "status out of range (200..599)";
+    bad = rh_lua_read_headers(L, 5, &e->fields) < 0;
+  }
+  if (!bad) return NULL;
+  return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)";
+}
+
+/* The phase's last call, from its coroutine: done(p, req, status?, body?, headers?). The
+ * request leaves the task here (so its end does not answer it) and goes on after the
+ * coroutine has ended. */
+static int l_access_done(lua_State *L) {
+  rh_task *t = rh_task_current(L);
+  if (!t || !t->req) return luaL_error(L, "relay.proxy: access phase ended outside its task");
+  rh_lua_proxy *p = lua_touserdata(L, 1);
+  access_end *e = calloc(1, sizeof *e);
+  if (!e) abort();
+  rh_headers_init(&e->fields);
+  e->ctx = new_ctx(t->gen, p, t->req);
+  const char *why = read_result(L, e);
+  if (why) {
+    hook_release(e->ctx);
+    end_free(e);
+    return luaL_error(L, "relay.proxy access: %s", why); /* a handler error: 500 with the id */
+  }
+  e->req = t->req;
+  t->req = NULL;
+  e->req->ud = NULL;
+  if (e->req == starting) ended_now = e;
+  else rh_soon_call(go_on, e);
+  return 0;
+}
+
+/* The table the phase gets: the client's request as it came. */
+static void push_access_req(lua_State *co, const rh_http_req *r) {
+  lua_createtable(co, 0, 8);
+  lua_pushstring(co, r->method);
+  lua_setfield(co, -2, "method");
+  lua_pushlstring(co, r->path, r->path_len);
+  lua_setfield(co, -2, "path");
+  lua_pushlstring(co, r->query ? r->query : "", r->query_len);
+  lua_setfield(co, -2, "query");
+  lua_pushstring(co, r->peer);
+  lua_setfield(co, -2, "peer");
+  lua_pushstring(co, r->id);
+  lua_setfield(co, -2, "id");
+  lua_pushstring(co, r->tls ? "https" : "http");
+  lua_setfield(co, -2, "scheme");
+  rh_lua_push_headers(co, &r->headers);
+  lua_setfield(co, -2, "headers");
+}
+
+/* Runs the access phase as a task: wrapper(fn, req, p, done). */
+static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  /* only a body is held: pausing stops reading, and a bodiless request keeps reading so that a
+   * client that resets the connection is seen (and nothing goes up for it) */
+  int has_body = (req->content_length != UINT64_MAX && req->content_length > 0) ||
+                 rh_headers_find(&req->headers, "transfer-encoding", NULL);
+  if (has_body) rh_http_pause_body(req);
+  rh_task *t = rh_task_new(g, req); /* takes our reference on req */
+  req->ud = t;
+  lua_State *co = t->co;
+  lua_getfield(co, LUA_REGISTRYINDEX, "relay.proxy_access");
+  lua_rawgeti(co, LUA_REGISTRYINDEX, p->access);
+  push_access_req(co, req);
+  lua_pushlightuserdata(co, p);
+  lua_pushcfunction(co, l_access_done);
+  starting = req;
+  ended_now = NULL;
+  rh_task_start(t, 4);
+  starting = NULL;
+  if (ended_now) go_on(ended_now);
+  ended_now = NULL;
+}
+
+void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
+  if (p->access != LUA_NOREF) start_access(g, p, req);
+  else forward(new_ctx(g, p, req), req);
+}
+
+/* ---- forwarding from a handler ---- */
+
+static int named_in(const rh_headers *set, const rh_header *f) {
+  for (size_t i = 0; i < set->n; i++)
+    if (set->items[i].name_len == f->name_len && strncasecmp(set->items[i].name, f->name, f->name_len) == 0) return 1;
+  return 0;
+}
+
+/* The client's fields with the handler's set over them (each name replaced). */
+static int forward_headers(lua_State *L, int idx, const rh_http_req *r, rh_headers *out) {
+  rh_headers set = RH_HEADERS_INIT;
+  if (rh_lua_read_headers(L, idx, &set) < 0) {
+    rh_headers_free(&set);
+    return -1;
+  }
+  for (size_t i = 0; i < r->headers.n; i++) {
+    const rh_header *f = &r->headers.items[i];
+    if (!named_in(&set, f)) rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+  }
+  for (size_t i = 0; i < set.n; i++)
+    rh_headers_add(out, set.items[i].name, set.items[i].name_len, set.items[i].value, set.items[i].value_len);
+  rh_headers_free(&set);
+  return 0;
+}
+
+/* core.proxy_forward(proxy, ex, path?, headers?): the handler's request goes to the C engine
+ * (streaming, retries, timeouts, WebSocket pass-through as on a mount). It leaves the task now
+ * and is forwarded on the next turn, outside the handler's coroutine. */
+static int l_proxy_forward(lua_State *L) {
+  rh_lua_proxy *p = luaL_checkudata(L, 1, PROXY_MT);
+  rh_exchange *ex = luaL_checkudata(L, 2, "relay.exchange");
+  rh_task *t = ex->task;
+  if (!t || !t->req) return luaL_error(L, "p:forward: this request is over");
+  if (t->req->head_sent) return luaL_error(L, "p:forward: the response has already started");
+  hook_ctx *h = new_ctx(t->gen, p, t->req);
+  if (!lua_isnoneornil(L, 4)) {
+    h->has_headers = 1;
+    if (forward_headers(L, 4, t->req, &h->headers) < 0) {
+      hook_release(h);
+      return lua_error(L);
+    }
+  }
+  if (lua_isstring(L, 3)) h->target = strdup(lua_tostring(L, 3));
+  access_end *e = calloc(1, sizeof *e);
+  if (!e) abort();
+  rh_headers_init(&e->fields);
+  e->ctx = h;
+  e->req = t->req;
+  t->req = NULL; /* the task's reference moves to the engine */
+  e->req->ud = NULL;
+  rh_soon_call(go_on, e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* The phase's coroutine body: its results go to done as the last call. */
+static const char access_wrapper[] =
+    "local fn, req, p, done = ...\n"
+    "return done(p, req, fn(req))\n";
+
 void rh_lua_register_proxy(lua_State *L) {
+  if (luaL_loadbuffer(L, access_wrapper, sizeof access_wrapper - 1, "=relay.proxy access") != 0) lua_error(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
   luaL_newmetatable(L, PROXY_MT);
   lua_pushcfunction(L, l_proxy_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   lua_pushcfunction(L, l_proxy_new);
   lua_setfield(L, -2, "proxy_new");
+  lua_pushcfunction(L, l_proxy_forward);
+  lua_setfield(L, -2, "proxy_forward");
 }

@@ -16,7 +16,8 @@ typedef struct {
 
 void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u);
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
-                        const char *ws_key, rh_buf *out, int *chunked, char **body);
+                        const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer);
+
 
 /* WebSocket pass-through (ws_pass.c). */
 int rh_proxy_is_websocket(const rh_http_req *r);

@@ -257,8 +257,9 @@ static int websocket_own(const rh_header *f) {
          !rh_header_name_eq(f, "sec-websocket-protocol");
 }
 
-static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, int websocket, rh_headers *out) {
-  const rh_headers *in = &r->headers;
+/* The mount's header policy, on the client's fields as the hooks left them (in). */
+static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_headers *in, int websocket,
+                            rh_headers *out) {
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
   int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
@@ -340,11 +341,18 @@ static int refuse(char **body, int status, const char *what, const char *why) {
   return status;
 }
 
+/* Copies the client's fields: the hooks see and change this copy, never the request. */
+static void copy_headers(rh_headers *out, const rh_headers *in) {
+  for (size_t i = 0; i < in->n; i++)
+    rh_headers_add(out, in->items[i].name, in->items[i].name_len, in->items[i].value, in->items[i].value_len);
+}
+
 /* Builds the upstream request head into out: 0, or a status when it is refused or a hook
- * answered (its body in *body). ws_key: a WebSocket handshake with this key instead of body
- * framing. */
+ * answered (its body in *body, its fields in answer). The phases: the hook sees the client's
+ * head, then the mount's header policy applies to what it left. ws_key: a WebSocket handshake
+ * with this key instead of body framing. */
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
-                        const char *ws_key, rh_buf *out, int *chunked, char **body) {
+                        const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer) {
   int framing = request_framing(r);
   if (framing < 0) return refuse(body, 400, "Bad Request", "the Content-Length is out of range");
   rh_buf target = RH_BUF_INIT;
@@ -358,20 +366,36 @@ int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_prox
     rh_buf_append(&target, r->query, r->query_len);
   }
   rh_buf_append(&target, "", 1);
-  rh_headers h = RH_HEADERS_INIT;
-  request_headers(conf, r, ws_key != NULL, &h);
-  rh_proxy_head head = { strdup(r->method), target.data, 0, &h, r };
-  int answer = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
-  if (!answer && (why = write_head(out, &head, framing, r->content_length, ws_key))) {
+  rh_headers client = RH_HEADERS_INIT, h = RH_HEADERS_INIT;
+  copy_headers(&client, &r->headers);
+  rh_proxy_head head = { strdup(r->method), target.data, 0, &client, r, answer };
+  int answer_status = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
+  request_headers(conf, r, &client, ws_key != NULL, &h);
+  head.headers = &h;
+  if (!answer_status && (why = write_head(out, &head, framing, r->content_length, ws_key))) {
     out->len = 0; /* a hook's method or path that is not one: nothing goes up */
     RH_LOG(RH_LOG_ERROR, "proxy_head_invalid", RH_STR("error", why), RH_STR("request_id", r->id));
-    answer = refuse(body, 500, "Internal Server Error: a proxy hook made the request head invalid", why);
+    answer_status = refuse(body, 500, "Internal Server Error: a proxy hook made the request head invalid", why);
   }
   *chunked = !ws_key && framing == BODY_CHUNKED;
   free(head.method);
   free(head.target);
+  rh_headers_free(&client);
   rh_headers_free(&h);
-  return answer;
+  return answer_status;
+}
+
+/* An answer instead of the upstream's (a refusal, or a hook's early answer with its fields):
+ * text unless the hook named a type, and a 500 names its request id as a handler's does. */
+void rh_proxy_early_answer(rh_http_req *req, int status, char *body, rh_headers *fields) {
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_puts(&b, body ? body : "");
+  if (status == 500) rh_buf_printf(&b, "(request id %s)\n", req->id);
+  if (!rh_headers_find(fields, "content-type", NULL)) add_str(fields, "Content-Type", "text/plain; charset=utf-8");
+  if (status == 500) add_str(fields, "X-Request-Id", req->id);
+  rh_http_respond(req, status, fields, b.data ? b.data : "", b.len);
+  rh_buf_free(&b);
+  free(body);
 }
 
 /* ---- answering the client ---- */
@@ -680,19 +704,20 @@ static const char *bad_response_head(const call *c, const llhttp_t *p) {
   return NULL;
 }
 
-/* The client's head from the upstream's (out_status, out_headers): the header rules, then the
- * cookie and response hooks. 0 if a hook left a status that is not a final one. */
+/* The client's head from the upstream's (out_status, out_headers): the cookie and response
+ * hooks, then the header rules. 0 if a hook failed or left a status that is not a final one. */
 static int client_head(call *c) {
-  rh_headers_clear(&c->out_headers);
-  response_headers(c, &c->out_headers);
-  rewrite_cookies(c, &c->out_headers);
-  rh_proxy_head head = { NULL, NULL, c->status, &c->out_headers, c->req };
+  rewrite_cookies(c, &c->resp_headers);
+  rh_proxy_head head = { NULL, NULL, c->status, &c->resp_headers, c->req, NULL };
   if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
   release_hooks(c);
+  rh_headers_clear(&c->out_headers);
+  response_headers(c, &c->out_headers); /* the policy after the hooks: what they add obeys it too */
   c->out_status = head.status;
   if (head.status >= 200 && head.status <= 599) return 1;
   RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_response"),
-         RH_STR("error", "status out of range (200..599)"), RH_STR("request_id", c->req->id));
+         RH_STR("error", head.status < 0 ? "the hook failed" : "status out of range (200..599)"),
+         RH_STR("request_id", c->req->id));
   return 0;
 }
 
@@ -707,7 +732,7 @@ static int cb_headers_complete(llhttp_t *p) {
   c->resp_head_done = 1;
   if (c->conf->follow_redirects && (c->redirect_to = redirect_target(c))) return HPE_PAUSED;
   if (status_retryable(c, c->status) && c->conf->max_retries > 0 && retry_allowed(c)) return HPE_PAUSED;
-  if (!client_head(c)) return refuse_head(c, 500, "the on_response hook set an invalid status");
+  if (!client_head(c)) return refuse_head(c, 500, "the on_response hook failed or set an invalid status");
   c->head_ready = 1; /* goes out with the first body bytes, or at the end of this read */
   return c->req->is_head ? 1 : 0;
 }
@@ -805,7 +830,11 @@ static void refuse_response(call *c) {
     fail(c, 502, "upstream_error", c->bad_head);
     return;
   }
-  answer_text(c, 500, "Internal Server Error", c->bad_head); /* the script's, logged by the hook */
+  rh_headers h = RH_HEADERS_INIT; /* the script's, logged by the hook */
+  rh_buf b = RH_BUF_INIT;
+  rh_buf_printf(&b, "Internal Server Error: %s ", c->bad_head);
+  rh_proxy_early_answer(c->req, 500, b.data, &h);
+  rh_headers_free(&h);
   finish(c);
 }
 
@@ -932,14 +961,12 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   uv_timer_init(uv_default_loop(), &c->timer);
   c->timer.data = c;
   char *body = NULL;
+  rh_headers fields = RH_HEADERS_INIT;
   int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, NULL, &c->head,
-                                   &c->chunked_up, &body);
+                                   &c->chunked_up, &body, &fields);
   if (answer) {
-    rh_headers h = RH_HEADERS_INIT;
-    add_str(&h, "Content-Type", "text/plain; charset=utf-8");
-    rh_http_respond(req, answer, &h, body ? body : "", body ? strlen(body) : 0);
-    rh_headers_free(&h);
-    free(body);
+    rh_proxy_early_answer(req, answer, body, &fields);
+    rh_headers_free(&fields);
     finish(c);
     return;
   }

@@ -37,20 +37,25 @@ typedef struct {
 } rh_proxy_opts;
 
 /* The head a hook may change: for requests method, path (with query) and headers; for
- * responses status and headers. */
+ * responses status and headers. The phases: on_request sees the client's fields and the
+ * mount's header policy (drop/allow/extra, Host, X-Forwarded-*) applies to what it leaves;
+ * on_response (after the cookie hook) sees the upstream's fields, and the policy applies after
+ * it too. */
 typedef struct {
   char *method;
   char *target;                    /* path?query as sent upstream; malloc'd, hooks may replace */
   int status;
   rh_headers *headers;
   const rh_http_req *req;          /* the client's request, read-only */
+  rh_headers *answer;              /* on_request: the fields of an early answer (its status) */
 } rh_proxy_head;
 
 typedef struct {
-  /* Before forwarding. Returns 0 to go on, or a status (>= 100) with *body to answer the
-   * client without contacting the upstream. */
+  /* Before forwarding. Returns 0 to go on, or a status (>= 100) with *body (malloc'd) and
+   * head->answer's fields to answer the client without contacting the upstream. A 500 gets the
+   * request id added. */
   int (*on_request)(void *ud, rh_proxy_head *head, char **body);
-  void (*on_response)(void *ud, rh_proxy_head *head);
+  void (*on_response)(void *ud, rh_proxy_head *head); /* a status < 0: it failed (500) */
   /* Each Set-Cookie value: NULL keeps it, "" drops Domain, other strings set it (malloc'd). */
   char *(*rewrite_cookie_domain)(void *ud, const char *cookie);
   void (*release)(void *ud);       /* the hooks are no longer needed for this request */
@@ -66,5 +71,10 @@ size_t rh_proxy_conf_max_body(const rh_proxy_conf *c);
 /* Takes over req (and the caller's reference on it) until the exchange is over. hooks may be
  * NULL; hooks->release runs once the heads are done or the request failed. */
 void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks);
+
+/* Answers status with body (malloc'd or NULL, freed here) and fields instead of the upstream:
+ * a refusal, a hook's early answer. Text unless fields name a type; a 500 names the request
+ * id (in the body and X-Request-Id) as a handler's error does. */
+void rh_proxy_early_answer(rh_http_req *req, int status, char *body, rh_headers *fields);
 
 #endif

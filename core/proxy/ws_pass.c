@@ -294,14 +294,12 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
   rh_ws_client_key(c->key);
   char *body = NULL;
   int chunked;
+  rh_headers fields = RH_HEADERS_INIT;
   int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->key, &c->head,
-                                   &chunked, &body);
+                                   &chunked, &body, &fields);
   if (answer) {
-    rh_headers h = RH_HEADERS_INIT;
-    rh_headers_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
-    rh_http_respond(req, answer, &h, body ? body : "", body ? strlen(body) : 0);
-    rh_headers_free(&h);
-    free(body);
+    rh_proxy_early_answer(req, answer, body, &fields);
+    rh_headers_free(&fields);
     end_tunnel(c);
     return;
   }

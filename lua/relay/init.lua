@@ -286,11 +286,12 @@ end
 -- A native C proxy for app:mount or a route: Lilya's Relay parameters (target_base_url,
 -- upstream_prefix, preserve_host, max_retries, retry_backoff_factor, retry_statuses, retry_on,
 -- timeout, extra/drop/allow_request_headers, drop/allow_response_headers,
--- rewrite_set_cookie_domain, max_body) plus on_request/on_response hooks on the heads.
+-- rewrite_set_cookie_domain, max_body) plus an access phase that may wait (access) and
+-- on_request/on_response hooks on the heads.
 local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max_retries", "retry_backoff_factor",
   "retry_statuses", "retry_on", "timeout", "extra_request_headers", "drop_request_headers", "allow_request_headers",
   "drop_response_headers", "allow_response_headers", "rewrite_set_cookie_domain", "max_body", "ca_file",
-  "tls_insecure", "follow_redirects", "on_request", "on_response" }
+  "tls_insecure", "follow_redirects", "access", "on_request", "on_response" }
 
 -- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
 -- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where
@@ -301,6 +302,32 @@ local function proxy_usable(opts)
   check.rethrow(err)
 end
 
+-- p:forward(req, res, {path, headers}) from any handler: the request goes to the C engine as on
+-- a mount (its body streams and never enters Lua). path: the path and query sent up (else the
+-- client's, joined to the base); headers: set over the client's. The handler returns after it.
+local FORWARD_KEYS = { "path", "headers" }
+local Proxy = {}
+Proxy.__index = Proxy
+function Proxy:forward(req, _, o)
+  check.options(o, FORWARD_KEYS, "p:forward")
+  o = o or {}
+  if o.path ~= nil and type(o.path) ~= "string" then check.fail("p:forward: path must be a string") end
+  if type(req) ~= "table" or not req._ex then check.fail("p:forward(req, res, opts): req is the handler's request") end
+  return core.proxy_forward(self:engine(""), req._ex, o.path, o.headers)
+end
+
+-- The C engine for this proxy under a mount prefix ("" off a mount), made once per prefix: what
+-- p:forward and an access phase's req.upstream = p use.
+function Proxy:engine(mount)
+  self._engines = self._engines or {}
+  local e = self._engines[mount]
+  if not e then
+    e = core.proxy_new(self._proxy, mount)
+    self._engines[mount] = e
+  end
+  return e
+end
+
 function relay.proxy(opts)
   if type(opts) ~= "table" then check.fail("relay.proxy{target_base_url = \"http://host:port\", ...}") end
   check.options(opts, PROXY_KEYS, "relay.proxy")
@@ -309,7 +336,7 @@ function relay.proxy(opts)
     check.fail("relay.proxy: target_base_url is required (\"http://host:port\")")
   end
   proxy_usable(opts)
-  return { _proxy = opts }
+  return setmetatable({ _proxy = opts }, Proxy)
 end
 
 -- ---- what handlers use ----
