@@ -58,7 +58,7 @@ local function admit(req, res)
   if not (ROLES[role] and valid_id(ws_id) and (rt_id == nil or valid_id(rt_id))) then
     return refuse(res, 400, "relay_upgrade_invalid_query_total", "upgrade_invalid_query", { ip = ip })
   end
-  local token = admission.token(req, cfg.mode == "dev")
+  local token = admission.token(req, cfg.relay_mode == "dev")
   if not token then
     return refuse(res, 401, "relay_upgrade_missing_auth_total", "upgrade_missing_auth", { ip = ip, role = role })
   end
@@ -141,10 +141,10 @@ if cfg.backplane ~= "single" then
 end
 
 app:on_init(function()
-  obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.mode, backplaneMode = cfg.backplane,
+  obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.relay_mode, backplaneMode = cfg.backplane,
                                      serverUrl = cfg.server_url, validateUrl = cfg.validate_url,
-                                     admission = table.concat(cfg.admission, ","), adminHttp = cfg.admin_enabled })
-  if cfg.admin_enabled and cfg.relay_admin_token:match("^%s*$") then -- as the original: every admin call 401s
+                                     admission = table.concat(cfg.admission, ","), adminHttp = cfg.relay_enable_admin_http })
+  if cfg.relay_enable_admin_http and cfg.relay_admin_token:match("^%s*$") then -- as the original: every admin call 401s
     obs:log("warn", "admin_without_token", { message = "RELAY_ENABLE_ADMIN_HTTP is set but RELAY_ADMIN_TOKEN is empty: " ..
       "/state, /logs and /metrics answer every request 401" })
   end

@@ -34,7 +34,7 @@ function M.mount(app, ctx)
 
   local function guarded(fn)
     return function(req, res)
-      if not cfg.admin_enabled then return json(res, 404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
+      if not cfg.relay_enable_admin_http then return json(res, 404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
       if not authorized(req) then
         obs:inc("relay_admin_unauthorized_total")
         return json(res, 401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
@@ -46,7 +46,7 @@ function M.mount(app, ctx)
   local function verbose(body)
     if cfg.health_verbose then
       body.tlsEnabled = false
-      body.relayMode = cfg.mode
+      body.relayMode = cfg.relay_mode
       body.relayId = cfg.relay_id
     end
     return body
@@ -57,7 +57,7 @@ function M.mount(app, ctx)
   end)
 
   app:get("/state", guarded(function(_, res)
-    local body = { ok = true, service = "relay", relayMode = cfg.mode, relayId = cfg.relay_id,
+    local body = { ok = true, service = "relay", relayMode = cfg.relay_mode, relayId = cfg.relay_id,
                    backplaneMode = cfg.backplane, busEnabled = cfg.bus_enabled,
                    clientRedirectEnabled = cfg.redirect_enabled,
                    workspaces = hub:snapshot(cfg.include_client_ids) }

@@ -207,11 +207,11 @@ end
 function M:redirect_allowed(url)
   if type(url) ~= "string" then return false end
   local scheme, host = url:match("^(wss?)://([^/?#]+)[^?#]*$")
-  if not scheme or host:find("@") or (self.cfg.mode == "prod" and scheme ~= "wss") then return false end
+  if not scheme or host:find("@") or (self.cfg.relay_mode == "prod" and scheme ~= "wss") then return false end
   host = host:gsub(":%d+$", ""):lower()
-  local allowed = self.cfg.redirect_allowed_hosts
+  local allowed = self.cfg.relay_redirect_allowed_hosts
   if #allowed == 0 then
-    if self.cfg.mode ~= "prod" then return true end
+    if self.cfg.relay_mode ~= "prod" then return true end
     allowed = { (self.cfg.public_ws_base_url:match("^wss?://([^/:]+)") or ""):lower() }
   end
   for _, h in ipairs(allowed) do if h:lower() == host then return true end end
