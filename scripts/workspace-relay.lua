@@ -8,7 +8,7 @@ local hub_mod = require "relay.workspace.hub"
 local observe = require "relay.workspace.observe"
 local admission = require "relay.workspace.admission"
 local admin = require "relay.workspace.admin"
-local limits = require "relay.workspace.limits"
+local limit = require "relay.limit"
 
 local app = relay.new {
   name = "workspace-relay",
@@ -27,7 +27,7 @@ local cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(
 local obs = observe.new(cfg.max_logs)
 local hub = hub_mod.new(cfg, obs)
 local jwks = require("relay.workspace.jwks").new(cfg, obs)
-local upgrades = limits.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
+local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 
 local ROLES = { ["workspace-daemon"] = true, client = true, worker = true }

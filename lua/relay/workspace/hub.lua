@@ -6,7 +6,7 @@ local relay = require "relay"
 local core = require "relay.core"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
-local limits = require "relay.workspace.limits"
+local limit = require "relay.limit"
 
 local M = {}
 M.__index = M
@@ -43,11 +43,11 @@ function M.new(cfg, obs)
   local minute = 60
   return setmetatable({
     cfg = cfg, obs = obs, scopes = {}, conns = {}, nconns = 0, per_ip = {}, nscopes = 0,
-    kex_limit = limits.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
-    pairing_limit = limits.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
-    runtime_limit = limits.bucket(cfg.relay_runtime_rate_per_minute, cfg.relay_runtime_rate_limiter_max_keys),
-    runtime_ws_limit = limits.bucket(cfg.relay_runtime_rate_per_minute_workspace,
-                                     cfg.relay_runtime_workspace_rate_limiter_max_keys),
+    kex_limit = limit.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
+    pairing_limit = limit.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
+    runtime_limit = limit.bucket(cfg.relay_runtime_rate_per_minute, minute, cfg.relay_runtime_rate_limiter_max_keys),
+    runtime_ws_limit = limit.bucket(cfg.relay_runtime_rate_per_minute_workspace, minute,
+                                    cfg.relay_runtime_workspace_rate_limiter_max_keys),
     -- The C side (core/hub): E2EE frames of a daemon reach their session's owner without Lua,
     -- and its per-scope token bucket is the daemon limit for every daemon and worker frame.
     fast = core.hub_new(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_max_pending_bytes),
