@@ -67,6 +67,9 @@ function M.mount(app, ctx)
       body.tlsHost = cfg.relay_tls_host
       body.wsBaseUrl = cfg.public_ws_base_url
     end
+    for _, w in ipairs(body.workspaces) do
+      if w.clientIds and #w.clientIds == 0 then w.clientIds = EMPTY end
+    end
     if #body.workspaces == 0 then body.workspaces = EMPTY end
     json(res, 200, body)
   end))
