@@ -2,22 +2,10 @@
 -- only with RELAY_ENABLE_ADMIN_HTTP (404 otherwise, indistinguishable from nothing there) and a
 -- bearer token compared in constant time (as security.ts: SHA-256 of both sides, then compare).
 local relay = require "relay"
-local cjson = require "cjson"
 
 local M = {}
 
--- Debian's lua-cjson has no empty-array marker: an empty list is sent as this and patched.
-local EMPTY = "\0empty-array\0"
-local function json(res, status, body)
-  local text = cjson.encode(body):gsub('"\\u0000empty%-array\\u0000"', "[]")
-  res:send(status, text, { ["content-type"] = "application/json" })
-end
-
-local function presented_token(req)
-  local auth = req.headers["authorization"]
-  local t = auth and auth:match("^[Bb]earer%s+(.-)%s*$")
-  return t or req.headers["x-relay-admin-token"]
-end
+local function presented_token(req) return req:bearer() or req.headers["x-relay-admin-token"] end
 
 -- ctx: cfg, hub, obs, started
 function M.mount(app, ctx)
@@ -34,10 +22,10 @@ function M.mount(app, ctx)
 
   local function guarded(fn)
     return function(req, res)
-      if not cfg.relay_enable_admin_http then return json(res, 404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
+      if not cfg.relay_enable_admin_http then return res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
       if not authorized(req) then
         obs:inc("relay_admin_unauthorized_total")
-        return json(res, 401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
+        return res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
       end
       return fn(req, res)
     end
@@ -53,30 +41,26 @@ function M.mount(app, ctx)
   end
 
   app:get("/health", function(_, res)
-    json(res, 200, verbose { ok = true, service = "relay", uptimeMs = math.floor((relay.now() - ctx.started) * 1000) })
+    res:json(200, verbose { ok = true, service = "relay", uptimeMs = math.floor((relay.now() - ctx.started) * 1000) })
   end)
 
   app:get("/state", guarded(function(_, res)
     local body = { ok = true, service = "relay", relayMode = cfg.relay_mode, relayId = cfg.relay_id,
                    backplaneMode = cfg.backplane, busEnabled = cfg.bus_enabled,
                    clientRedirectEnabled = cfg.redirect_enabled,
-                   workspaces = hub:snapshot(cfg.include_client_ids) }
+                   workspaces = relay.json.array(hub:snapshot(cfg.include_client_ids)) }
     if cfg.health_verbose then
       body.serverUrl = cfg.server_url
       body.tlsEnabled = false
       body.tlsHost = cfg.relay_tls_host
       body.wsBaseUrl = cfg.public_ws_base_url
     end
-    for _, w in ipairs(body.workspaces) do
-      if w.clientIds and #w.clientIds == 0 then w.clientIds = EMPTY end
-    end
-    if #body.workspaces == 0 then body.workspaces = EMPTY end
-    json(res, 200, body)
+    res:json(200, body)
   end))
 
   app:get("/logs", guarded(function(req, res)
     local logs = obs:recent(cfg.health_verbose and req.args.summary ~= "1")
-    json(res, 200, { ok = true, logs = #logs > 0 and logs or EMPTY })
+    res:json(200, { ok = true, logs = relay.json.array(logs) })
   end))
 
   app:get("/metrics", guarded(function(_, res)
@@ -87,7 +71,7 @@ function M.mount(app, ctx)
     res:send(200, body, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
   end))
 
-  app:any("/*", function(_, res) json(res, 404, { ok = false, reason = "NOT_FOUND" }) end)
+  app:any("/*", function(_, res) res:json(404, { ok = false, reason = "NOT_FOUND" }) end)
 end
 
 return M

@@ -11,8 +11,7 @@ local function token_ok(t) return type(t) == "string" and #t >= 10 and #t <= 409
 -- Authorization: Bearer <t>, then a Sec-WebSocket-Protocol entry auth.<t>, then ?token= (dev
 -- mode only). Returns the token or nil.
 function M.token(req, dev)
-  local auth = req.headers["authorization"]
-  local bearer = auth and auth:match("^[Bb]earer%s+(%S+)%s*$")
+  local bearer = req:bearer()
   if bearer then return token_ok(bearer) and bearer or nil end
   for _, v in ipairs(req.headers:all("sec-websocket-protocol")) do
     for p in v:gmatch("[^,%s]+") do

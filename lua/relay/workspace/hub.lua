@@ -434,7 +434,7 @@ function M:snapshot(include_ids)
   for _, s in pairs(self.scopes) do
     local ids
     if include_ids then
-      ids = {}
+      ids = relay.json.array()
       for c in pairs(s.clients) do ids[#ids + 1] = c.claims.clientId or c.id end
       table.sort(ids)
     end
