@@ -8,6 +8,7 @@ local hub_mod = require "relay.workspace.hub"
 local observe = require "relay.workspace.observe"
 local admission = require "relay.workspace.admission"
 local admin = require "relay.workspace.admin"
+local platform = require "relay.workspace.platform"
 local limit = require "relay.limit"
 
 local app = relay.new {
@@ -86,7 +87,7 @@ local function serve(conn)
                                      runtimeTargetId = conn.runtime_target_id })
   if hub.remote then hub.remote:client_joined(conn) end
   local on_frame = conn.role == "workspace-daemon" and hub.daemon_frame
-    or conn.role == "worker" and require("relay.workspace.worker").frame or hub.client_frame
+    or conn.role == "worker" and platform.worker_frame or hub.client_frame
   while not conn.closing do
     local data, _, code, reason = conn.ws:recv()
     if not data then

@@ -1,8 +1,8 @@
 -- Who may connect: the token from the upgrade request (upgrade-auth.ts), and the admission
 -- decision: the platform's validate endpoint (admission.ts) and/or local JWT verification against
 -- a JWKS document (our addition; the docs promise it, the original's code lacks it).
-local relay = require "relay"
 local cjson = require "cjson"
+local platform = require "relay.workspace.platform"
 
 local M = {}
 
@@ -85,17 +85,11 @@ end
 
 -- -> claims | nil, reason
 function M.validate(cfg, token, role, workspace_id, runtime_target_id)
-  local body = { relayToken = token, role = role, workspaceId = workspace_id, runtimeTargetId = runtime_target_id }
-  local headers = { ["content-type"] = "application/json" }
-  if cfg.internal_key ~= "" then headers["x-relay-internal-key"] = cfg.internal_key end
-  local res, err = relay.http.request {
-    method = "POST", url = cfg.validate_url, headers = headers, body = cjson.encode(body),
-    timeout = cfg.relay_admission_timeout_ms / 1000, max_body = cfg.relay_admission_max_response_bytes,
-  }
-  if not res then return nil, "admission request failed: " .. tostring(err) end
-  local ok, json = pcall(cjson.decode, res.body)
-  if not ok or type(json) ~= "table" then return nil, "INVALID_JSON" end
-  if res.status < 200 or res.status > 299 or json.ok ~= true then
+  local status, json = platform.post(cfg, cfg.validate_url, { relayToken = token, role = role,
+                                      workspaceId = workspace_id, runtimeTargetId = runtime_target_id })
+  if not status then return nil, "admission request failed: " .. json end
+  if not json then return nil, "INVALID_JSON" end
+  if status < 200 or status > 299 or json.ok ~= true then
     local why = json.reason or json.error
     return nil, type(why) == "string" and why or "VALIDATION_FAILED"
   end

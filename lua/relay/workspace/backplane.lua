@@ -9,6 +9,7 @@
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
 local cjson = require "cjson"
+local platform = require "relay.workspace.platform"
 
 local M = {}
 M.__index = M
@@ -96,16 +97,9 @@ Server.__index = Server
 local function server_transport(cfg) return setmetatable({ cfg = cfg, since = 0 }, Server) end
 
 function Server:post(path, body)
-  local res, err = relay.http.request {
-    method = "POST", url = self.cfg.server_url .. "/api/runtime/internal/relay/" .. path, body = encode(body),
-    headers = { ["content-type"] = "application/json", ["x-relay-internal-key"] = self.cfg.internal_key },
-    timeout = self.cfg.relay_admission_timeout_ms / 1000, max_body = self.cfg.relay_admission_max_response_bytes,
-  }
-  if not res then return nil, tostring(err) end
-  local ok, json = pcall(cjson.decode, res.body)
-  if res.status < 200 or res.status > 299 or not ok or type(json) ~= "table" or json.ok == false then
-    return nil, path .. ": status " .. res.status
-  end
+  local status, json = platform.post(self.cfg, self.cfg.server_url .. "/api/runtime/internal/relay/" .. path, body)
+  if not status then return nil, json end
+  if status < 200 or status > 299 or not json or json.ok == false then return nil, path .. ": status " .. status end
   return json
 end
 
