@@ -7,7 +7,6 @@ local config = require "relay.workspace.config"
 local hub_mod = require "relay.workspace.hub"
 local observe = require "relay.workspace.observe"
 local admission = require "relay.workspace.admission"
-local admin = require "relay.workspace.admin"
 local platform = require "relay.workspace.platform"
 local limit = require "relay.limit"
 
@@ -125,7 +124,63 @@ app:get("/ws", function(req, res)
   if not ok then error(e, 0) end
 end)
 
-admin.mount(app, { cfg = cfg, hub = hub, obs = obs, started = started })
+-- ---- the original's plain HTTP endpoints (index.ts) ----
+-- /health always; /state, /logs and /metrics only with RELAY_ENABLE_ADMIN_HTTP (404 otherwise,
+-- indistinguishable from nothing there) and a bearer token compared in constant time (as
+-- security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
+
+local admin_hash = cfg.relay_admin_token:match("^%s*(.-)%s*$")
+admin_hash = admin_hash ~= "" and relay.crypto.sha256(admin_hash) or nil
+
+local function admin_only(fn)
+  return function(req, res)
+    if not cfg.relay_enable_admin_http then return res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
+    local t = req:bearer() or req.headers["x-relay-admin-token"]
+    if not (t and admin_hash and relay.crypto.constant_time_equal(relay.crypto.sha256(t), admin_hash)) then
+      obs:inc("relay_admin_unauthorized_total")
+      return res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
+    end
+    return fn(req, res)
+  end
+end
+
+app:get("/health", function(_, res)
+  local body = { ok = true, service = "relay", uptimeMs = math.floor((relay.now() - started) * 1000) }
+  if cfg.health_verbose then
+    body.tlsEnabled = false
+    body.relayMode = cfg.relay_mode
+    body.relayId = cfg.relay_id
+  end
+  res:json(200, body)
+end)
+
+app:get("/state", admin_only(function(_, res)
+  local body = { ok = true, service = "relay", relayMode = cfg.relay_mode, relayId = cfg.relay_id,
+                 backplaneMode = cfg.backplane, busEnabled = cfg.bus_enabled, clientRedirectEnabled = cfg.redirect_enabled,
+                 workspaces = relay.json.array(hub:snapshot(cfg.include_client_ids)) }
+  if cfg.health_verbose then
+    body.serverUrl = cfg.server_url
+    body.tlsEnabled = false
+    body.tlsHost = cfg.relay_tls_host
+    body.wsBaseUrl = cfg.public_ws_base_url
+  end
+  res:json(200, body)
+end))
+
+app:get("/logs", admin_only(function(req, res)
+  local logs = obs:recent(cfg.health_verbose and req.args.summary ~= "1")
+  res:json(200, { ok = true, logs = relay.json.array(logs) })
+end))
+
+app:get("/metrics", admin_only(function(_, res)
+  local frames, bytes = hub.fast:stats()
+  local body = obs:render({ { "relay_connections_total", hub.nconns }, { "relay_workspaces_total", hub.nscopes } },
+                          { relay_frames_daemon_to_clients_total = frames, relay_bytes_daemon_to_clients_total = bytes,
+                            relay_frames_daemon_to_clients_fast_total = frames }) -- ours: how many went C only
+  res:send(200, body, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
+end))
+
+app:any("/*", function(_, res) res:json(404, { ok = false, reason = "NOT_FOUND" }) end)
 
 relay.every(cfg.relay_ping_interval_ms / 1000, function()
   hub:reap(relay.now())
