@@ -26,7 +26,12 @@ local app = relay.new {
 local cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 local obs = observe.new(cfg.max_logs)
 local hub = hub_mod.new(cfg, obs)
-local jwks = require("relay.workspace.jwks").new(cfg, obs)
+-- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
+local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
+  ttl = cfg.relay_jwks_refresh_ms / 1000, timeout = cfg.relay_admission_timeout_ms / 1000,
+  max_body = cfg.relay_admission_max_response_bytes,
+  on_fetch = function(ok) obs:inc(ok and "relay_jwks_fetch_ok_total" or "relay_jwks_fetch_failed_total") end,
+}) or nil
 local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 

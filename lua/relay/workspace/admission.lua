@@ -100,8 +100,10 @@ end
 
 -- A locally verified token's claims, for a connection of this role: the token must name that
 -- role (the validate endpoint is told the role and judges it; a JWT is judged by itself alone).
-local function token_claims(jwks, token, role)
-  local claims, why = jwks:verify(token)
+local function token_claims(cfg, jwks, token, role)
+  local claims, why = jwks:verify(token, { iss = cfg.relay_jwt_issuer ~= "" and cfg.relay_jwt_issuer or nil,
+                                           aud = cfg.relay_jwt_audience ~= "" and cfg.relay_jwt_audience or nil,
+                                           require_exp = true, leeway = 5 })
   if not claims then return nil, why end
   if claims.role ~= role then
     return nil, claims.role == nil and "token has no role claim" or "role claim mismatch"
@@ -115,7 +117,7 @@ function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
   local claims, why
   for _, step in ipairs(cfg.admission) do
     if step == "jwks" then
-      claims, why = token_claims(jwks, token, role)
+      claims, why = token_claims(cfg, jwks, token, role)
     else
       claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
     end
