@@ -147,33 +147,35 @@ function M:failed(what, err)
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
-function M:record(s, conn)
-  return { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url, daemonConnected = true,
-           runtimeTargetId = s.runtime_target_id, machineId = conn.claims.machineId, updatedAtMs = now_ms() }
+-- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok
+function M:announce(s, conn)
+  local record = conn and { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url,
+                            daemonConnected = true, runtimeTargetId = s.runtime_target_id,
+                            machineId = conn.claims.machineId, updatedAtMs = now_ms() }
+  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
+  if not ok then self:failed("presence", err) end
+  return ok
 end
 
 function M:daemon_up(s, conn)
   if not self.cfg.presence_enabled then return end
   self.daemons[s] = conn
-  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, self:record(s, conn))
-  if ok then self.obs:inc("relay_presence_upserts_total") else self:failed("presence", err) end
+  if self:announce(s, conn) then self.obs:inc("relay_presence_upserts_total") end
 end
 
 function M:daemon_down(s)
   if not self.cfg.presence_enabled then return end
   self.daemons[s] = nil
-  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, nil)
-  if not ok then self:failed("presence", err) end
+  self:announce(s, nil)
 end
 
 -- Every presence sync interval: local daemons' records are written again (they expire).
 function M:refresh()
   for s, conn in pairs(self.daemons) do
-    if s.daemon == conn then
-      local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, self:record(s, conn))
-      if not ok then return self:failed("presence", err) end
-    else
+    if s.daemon ~= conn then
       self.daemons[s] = nil
+    elseif not self:announce(s, conn) then
+      return
     end
   end
 end
