@@ -8,11 +8,15 @@
 local M = {}
 
 -- Keeps at most max keys: keys back to a clean slate go first, then any (the table's order).
+-- Full, it makes room for an eighth of max at once, so that the sweep (a pass over every key)
+-- runs once per max/8 new keys: a flood of new keys (addresses) costs O(1) each, not O(max).
 local function make_room(self, now)
   if self.n < self.max then return end
   self:sweep(now)
-  while self.n >= self.max do
-    self.t[next(self.t)] = nil
+  local keep = self.max - math.max(1, math.floor(self.max / 8))
+  for k in pairs(self.t) do
+    if self.n <= keep then break end
+    self.t[k] = nil
     self.n = self.n - 1
   end
 end
