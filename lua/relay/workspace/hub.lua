@@ -391,7 +391,7 @@ end
 function M:reap(now)
   local cfg = self.cfg
   for conn in pairs(self.conns) do
-    if conn.ws and not conn.closing then
+    if conn.ws and live(conn) then
       local since_ping = conn.pinged_at and now - conn.pinged_at
       local stale = since_ping and conn.ws:idle() > since_ping and since_ping >= cfg.relay_pong_timeout_ms / 1000
       local idle = conn.ws:silent() >= cfg.relay_idle_timeout_ms / 1000
@@ -408,7 +408,7 @@ end
 -- Every ping interval: ping everyone, sweep the limiters.
 function M:ping_all(now)
   for conn in pairs(self.conns) do
-    if conn.ws and not conn.closing then
+    if conn.ws and live(conn) then
       conn.pinged_at = now
       conn.ws:ping()
     end
