@@ -8,8 +8,9 @@ helpers.root = root
 function helpers.fixture(name) return root .. "/spec/fixtures/" .. name end
 
 -- A redis-server of our own on a free port (retried: a parallel test may take the port before
--- redis binds it). Returns the port and the pid. PING tells redis from others.
-function helpers.start_redis(dir, fixed_port)
+-- redis binds it). Returns the port and the pid. PING tells redis from others (NOAUTH: one
+-- started with extra = "--requirepass …"). extra: more redis-server arguments, shell-quoted.
+function helpers.start_redis(dir, fixed_port, extra)
   local socket = require "socket"
   local function pong(p)
     local c = test.connect(p)
@@ -17,7 +18,7 @@ function helpers.start_redis(dir, fixed_port)
     c:send("PING\r\n")
     local line = c.sock:receive("*l")
     c:close()
-    return line == "+PONG"
+    return line == "+PONG" or (line or ""):find("^%-NOAUTH") ~= nil
   end
   for _ = 1, 5 do
     local port = fixed_port
@@ -26,8 +27,8 @@ function helpers.start_redis(dir, fixed_port)
       port = select(2, s:getsockname())
       s:close()
     end
-    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no " ..
-      "> %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(port, dir, dir))
+    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no %s " ..
+      "> %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(port, extra or "", dir, dir))
     local pid = test.wait_until(function() return test.read_file(dir .. "/redis.pid") end):gsub("%s", "")
     local ok = pcall(test.wait_until, function()
       if not test.read_file("/proc/" .. pid .. "/status") then error("redis exited") end

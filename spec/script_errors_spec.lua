@@ -37,7 +37,7 @@ end
 describe("script errors name the author's file:line", function()
   it("a proxy URL the proxy cannot use", function()
     local p = script("ftp.lua", with('app:mount("/api", relay.proxy { target_base_url = "ftp://127.0.0.1:1" })'))
-    assert.equal(p .. ":3: relay.proxy: target_base_url 'ftp://127.0.0.1:1' must start with http:// or https://\n",
+    assert.equal(p .. ":3: relay.proxy: target_base_url 'ftp://127.0.0.1:1': unsupported scheme 'ftp' (want http https)\n",
                  refused { p })
   end)
 
@@ -50,8 +50,17 @@ describe("script errors name the author's file:line", function()
   end)
 
   it("the prefix proxy names the --mount the operator gave", function()
-    assert.equal("prefix-proxy: --mount '/api=ftp://x': target_base_url 'ftp://x' must start with http:// or https://\n",
+    assert.equal("prefix-proxy: --mount '/api=ftp://x': target_base_url 'ftp://x': unsupported scheme 'ftp' (want http https)\n",
                  refused { "prefix-proxy", "--mount", "/api=ftp://x" })
+  end)
+
+  it("the proxy refuses userinfo and bad ports in a mount's upstream (it would send no credentials)", function()
+    assert.equal("prefix-proxy: --mount '/api=http://u:p@x': target_base_url 'http://u:p@x': userinfo not allowed here\n",
+                 refused { "prefix-proxy", "--mount", "/api=http://u:p@x" })
+    assert.matches("target_base_url 'http://x:80x': port '80x' is not a number",
+                   refused { "prefix-proxy", "--mount", "/api=http://x:80x" }, 1, true)
+    assert.matches("target_base_url 'http://[::1:80': IPv6 literal not closed",
+                   refused { "prefix-proxy", "--mount", "/api=http://[::1:80" }, 1, true)
   end)
 
   it("a handler's bad option table, logged with the handler's line", function()

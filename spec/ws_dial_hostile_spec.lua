@@ -83,10 +83,10 @@ describe("relay.ws.connect with hostile head parts", function()
     { "protocols", "CR LF in a string of protocols", "invalid header value in protocols" },
     { "protocol_list", "CR LF in a protocol in the list", "invalid token in protocols" },
     { "header", "CR LF in a header value", "header 'X%-Test'" },
-    { "path", "CR LF in the url's path", "invalid request target in the url" },
-    { "query", "CR LF in the url's query", "invalid request target in the url" },
-    { "port", "CR LF in the url's port", "bad port in the url" },
-    { "space", "a space in the url's path", "invalid request target in the url" },
+    { "path", "CR LF in the url's path", "invalid character in the URL" },
+    { "query", "CR LF in the url's query", "invalid character in the URL" },
+    { "port", "CR LF in the url's port", "invalid character in the URL" },
+    { "space", "a space in the url's path", "invalid character in the URL" },
   }
   for _, case in ipairs(cases) do
     it("refuses " .. case[2] .. ": nil and the part named, nothing sent", function()

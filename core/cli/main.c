@@ -30,6 +30,7 @@
 #include "metrics/metrics.h"
 #include "net/cidr.h"
 #include "net/net.h"
+#include "net/url.h"
 #include "proxy/pool.h"
 #include "tls/tls.h"
 
@@ -62,7 +63,8 @@ typedef struct {
 
 static host H = { .worker = -1, .up = RH_UPGRADE_NONE, .chan_fd = -1 };
 
-static void announce(const char *addr);
+static int reachable(const char *addr, int port, char *out, size_t outlen);
+static void announce(const char *addr, int port);
 static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv);
 static void now_serving(void);
 static void cleanup(void);
@@ -492,12 +494,10 @@ static int worker_main(int index, int chan, void *ud) {
  * connect at once. */
 static void workers_started(void *ud) {
   (void)ud;
-  char host[256];
-  int port;
+  char where[300], err[300];
   struct sockaddr_storage ss;
-  if (rh_parse_hostport(H.settings.listen, host, sizeof host, &port) == 0) {
-    if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0) uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+  reachable(H.settings.listen, -1, where, sizeof where);
+  if (rh_listen_resolve(where, &ss, err, sizeof err) == 0) {
     for (int i = 0; i < 100; i++) { /* 5 s at most */
       int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
       socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -507,7 +507,7 @@ static void workers_started(void *ud) {
       usleep(50 * 1000);
     }
   }
-  announce(H.settings.listen);
+  announce(H.settings.listen, -1);
   now_serving();
 }
 
@@ -637,14 +637,10 @@ static int serve_generation(rh_gen *g) {
   signal(SIGPIPE, SIG_IGN);
   rh_watchdog_start(H.settings.watchdog);
 
-  char bound[300];
-  snprintf(bound, sizeof bound, "%s", H.settings.listen);
-  char *colon = strrchr(bound, ':');
-  if (colon) snprintf(colon + 1, sizeof bound - (size_t)(colon + 1 - bound), "%d", rh_http_server_port(H.server));
   rh_net_close_inherited();
   if (H.worker < 0) {
     for (int i = 0; i < H.nextra; i++) announce_listener(&H.settings.listeners[i], H.extra[i]);
-    announce(bound);
+    announce(H.settings.listen, rh_http_server_port(H.server));
     now_serving();
   }
 
@@ -664,22 +660,33 @@ static int check(void) {
   return 0;
 }
 
-/* http(s)://host:port/ for a listen address: a wildcard host is reached at 127.0.0.1. */
-static int listen_url(const char *addr, char *url, size_t len) {
-  char host[256];
-  snprintf(host, sizeof host, "%s", addr);
-  char *colon = strrchr(host, ':');
-  int port = colon ? atoi(colon + 1) : 0;
-  if (colon) *colon = 0;
-  if (!host[0] || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
-  snprintf(url, len, "%s://%s:%d/", H.tls ? "https" : "http", host, port);
+/* addr as a client reaches it ("host:port"): a wildcard host is the loopback; port, when >= 0,
+ * replaces addr's (the one bound for port 0). The port, or -1 for an address that does not
+ * parse (rh_listen has refused it by then). */
+static int reachable(const char *addr, int port, char *out, size_t outlen) {
+  rh_hostport hp;
+  if (rh_hostport_parse(addr, &hp)) {
+    snprintf(out, outlen, "%s", addr);
+    return -1;
+  }
+  const char *host = !strcmp(hp.host, "0.0.0.0") ? "127.0.0.1" : !strcmp(hp.host, "::") ? "::1" : hp.host;
+  port = port >= 0 ? port : hp.port;
+  rh_hostport_format(host, port, out, outlen);
+  return port;
+}
+
+/* http(s)://host:port/ for a listen address; the port as reachable says. */
+static int listen_url(const char *addr, int port, char *url, size_t len) {
+  char where[300];
+  port = reachable(addr, port, where, sizeof where);
+  snprintf(url, len, "%s://%s/", H.tls ? "https" : "http", where);
   return port;
 }
 
 /* The line people and tests look for: where it serves. */
-static void announce(const char *addr) {
-  char url[300];
-  int port = listen_url(addr, url, sizeof url);
+static void announce(const char *addr, int bound_port) {
+  char url[400];
+  int port = listen_url(addr, bound_port, url, sizeof url);
   RH_LOG(RH_LOG_INFO, "listening", RH_STR("url", url), RH_INT("port", port), RH_STR("script", H.script),
          RH_INT("pid", getpid()), RH_INT("workers", H.settings.workers), RH_STR("version", RELAYHOST_VERSION));
   printf("relayhost %s: %s serving at %s (pid %d)\n", RELAYHOST_VERSION, H.script, url, (int)getpid());
@@ -689,11 +696,8 @@ static void announce(const char *addr) {
 /* A script's own listener: announced before the main one, so that whoever waits for the
  * main one's line finds these already written. */
 static void announce_listener(const rh_listener_setting *ls, rh_http_server *srv) {
-  char addr[300], url[300];
-  snprintf(addr, sizeof addr, "%s", ls->listen);
-  char *colon = strrchr(addr, ':');
-  if (colon) snprintf(colon + 1, sizeof addr - (size_t)(colon + 1 - addr), "%d", rh_http_server_port(srv));
-  int port = listen_url(addr, url, sizeof url);
+  char url[400];
+  int port = listen_url(ls->listen, rh_http_server_port(srv), url, sizeof url);
   RH_LOG(RH_LOG_INFO, "listener", RH_STR("name", ls->name), RH_STR("url", url), RH_INT("port", port));
   printf("relayhost %s: listener '%s' serving at %s\n", RELAYHOST_VERSION, ls->name, url);
   fflush(stdout);

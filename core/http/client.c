@@ -20,6 +20,7 @@
 #include "http/collect.h"
 #include "http/head.h"
 #include "buf/buf.h"
+#include "net/url.h"
 #include "tls/tls.h"
 
 #define DEFAULT_TIMEOUT 30.0
@@ -370,65 +371,14 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
 
 /* ---- request building ---- */
 
-typedef struct {
-  const char *host; size_t host_len;   /* without brackets */
-  bool bracketed;
-  const char *target; size_t target_len; /* path and query, may be empty */
-  unsigned port;
-  bool tls;
-} url_parts;
-
-/* Returns NULL or why the URL is unusable. */
-static const char *parse_url(const char *url, url_parts *u) {
-  if (!url || !*url) return "bad url: empty";
-  for (const unsigned char *c = (const unsigned char *)url; *c; c++) {
-    if (*c <= 0x20 || *c == 0x7f) return "bad url: invalid character";
-  }
-  u->tls = strncasecmp(url, "https://", 8) == 0;
-  if (!u->tls && strncasecmp(url, "http://", 7) != 0) return "bad url: scheme must be http:// or https://";
-
-  const char *auth = url + (u->tls ? 8 : 7);
-  size_t alen = strcspn(auth, "/?#");
-  const char *aend = auth + alen;
-  if (memchr(auth, '@', alen)) return "bad url: userinfo is not supported";
-
-  const char *rest; /* after the host: ":port" or nothing */
-  if (alen && auth[0] == '[') {
-    const char *close = memchr(auth, ']', alen);
-    if (!close) return "bad url: bad IPv6 literal";
-    u->host = auth + 1;
-    u->host_len = (size_t)(close - u->host);
-    if (strspn(u->host, "0123456789abcdefABCDEF:.") < u->host_len || !memchr(u->host, ':', u->host_len))
-      return "bad url: bad IPv6 literal";
-    u->bracketed = true;
-    rest = close + 1;
-    if (rest < aend && *rest != ':') return "bad url: bad IPv6 literal";
-  } else {
-    const char *colon = memchr(auth, ':', alen);
-    u->host = auth;
-    u->host_len = colon ? (size_t)(colon - auth) : alen;
-    u->bracketed = false;
-    rest = auth + u->host_len;
-    if (colon && memchr(colon + 1, ':', (size_t)(aend - colon - 1))) return "bad url: bad host";
-  }
-  if (u->host_len == 0) return "bad url: missing host";
-
-  u->port = u->tls ? 443 : 80;
-  if (rest < aend) { /* ":" then digits; a bare ":" means the default, as RFC 3986 allows */
-    unsigned port = 0;
-    for (const char *d = rest + 1; d < aend; d++) {
-      if (*d < '0' || *d > '9' || (port = port * 10 + (unsigned)(*d - '0')) > 65535)
-        return "bad url: bad port";
-    }
-    if (aend > rest + 1) {
-      if (port == 0) return "bad url: bad port";
-      u->port = port;
-    }
-  }
-
-  u->target = aend;
-  u->target_len = strcspn(aend, "#");
-  return NULL;
+/* NULL, or why the URL is unusable ("bad url: …"). u is the caller's: an rh_url is large. */
+static const char *parse_url(const char *url, rh_url *u) {
+  static char why[RH_URL_ERRLEN + 16];
+  const char *err = rh_url_parse(url, "http https", u);
+  if (!err && u->user) err = rh_url_refuse(u, "userinfo"); /* credentials go in headers */
+  if (!err) return NULL;
+  snprintf(why, sizeof why, "bad url: %s", err);
+  return why;
 }
 
 /* The framing headers are ours: the body is sent with Content-Length, one request per
@@ -438,7 +388,7 @@ static bool is_framing_header(const rh_header *f) {
          rh_header_name_eq(f, "connection");
 }
 
-static const char *build_request(rh_client_op *op, const rh_client_req *req, const url_parts *u) {
+static const char *build_request(rh_client_op *op, const rh_client_req *req, const rh_url *u) {
   const char *method = req->method ? req->method : "GET";
   size_t body_len = req->body ? req->body_len : 0;
   const rh_headers *h = req->headers;
@@ -446,19 +396,16 @@ static const char *build_request(rh_client_op *op, const rh_client_req *req, con
 
   /* a query-only target ("?x=1") is the root's */
   rh_buf target = RH_BUF_INIT;
-  if (u->target_len == 0 || u->target[0] == '?') rh_buf_puts(&target, "/");
-  rh_buf_append(&target, u->target, u->target_len);
+  rh_buf_puts(&target, u->path);
+  if (u->query) rh_buf_printf(&target, "?%s", u->query);
   const char *err = rh_head_request_line(b, method, strlen(method), target.data, target.len);
   rh_buf_free(&target);
   if (err) return rh_http_is_token(method, strlen(method)) ? "bad url: invalid target" : "bad request: invalid method";
 
   if (!h || !rh_headers_find(h, "host", NULL)) {
-    rh_buf_puts(b, "Host: ");
-    if (u->bracketed) rh_buf_puts(b, "[");
-    rh_buf_append(b, u->host, u->host_len);
-    if (u->bracketed) rh_buf_puts(b, "]");
-    if (u->port != 80) rh_buf_printf(b, ":%u", u->port);
-    rh_buf_puts(b, "\r\n");
+    char authority[RH_HOST_MAX + 9];
+    rh_url_authority(u, authority, sizeof authority);
+    rh_buf_printf(b, "Host: %s\r\n", authority);
   }
   for (size_t i = 0; h && i < h->n; i++) {
     const rh_header *f = &h->items[i];
@@ -483,15 +430,15 @@ static char *dup_n(const char *s, size_t n) {
 }
 
 static const char *prepare(rh_client_op *op, const rh_client_req *req) {
-  url_parts u;
+  rh_url u;
   const char *why = parse_url(req->url, &u);
   if (why) return why;
   if ((why = build_request(op, req, &u))) return why;
-  op->host = dup_n(u.host, u.host_len);
+  op->host = dup_n(u.host, strlen(u.host));
   char port[8];
-  snprintf(port, sizeof port, "%u", u.port);
+  snprintf(port, sizeof port, "%d", u.port);
   op->port = dup_n(port, strlen(port));
-  op->numeric_host = u.bracketed;
+  op->numeric_host = u.ipv6;
   op->use_tls = u.tls;
   if (u.tls && req->ca_file) {
     static char err[160];

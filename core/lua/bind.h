@@ -21,6 +21,7 @@ void rh_lua_register_sse(lua_State *L);     /* lua_sse.c: event-stream fan-out (
 void rh_lua_register_tunnel(lua_State *L);  /* lua_tunnel.c: relay.tunnel (git tunnel streams) */
 void rh_lua_register_hub(lua_State *L);     /* lua_hub.c: the workspace relay's C routing */
 void rh_lua_register_fs(lua_State *L);      /* lua_fs.c: directory listing, mkdir, terminate */
+void rh_lua_register_url(lua_State *L);     /* lua_url.c: relay.url.parse (core/net/url) */
 
 /* Registers metatable mt with methods as __index and gc as __gc (may be NULL); leaves the stack
  * as it was. */

@@ -704,5 +704,6 @@ int rh_lua_open_core(lua_State *L) {
   rh_lua_register_sse(L);
   rh_lua_register_tunnel(L);
   rh_lua_register_fs(L);
+  rh_lua_register_url(L);
   return 1;
 }

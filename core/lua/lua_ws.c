@@ -7,6 +7,7 @@
  * connect): it is closed and freed when that task ends. The Lua object may outlive it and then
  * says the session is over. */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,7 @@
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
+#include "net/url.h"
 #include "proxy/ws_dial.h"
 #include "tls/tls.h"
 #include "ws/ws.h"
@@ -609,51 +611,25 @@ static void cancel_connect(void *op) {
   s->dial = NULL;
 }
 
+/* What ws_connect needs of its url, read by core/net/url. */
 typedef struct {
   int tls;
-  char host[256];
+  const char *host;      /* into url */
   int port;
-  const char *authority; /* host[:port] as written, into the url: the Host field */
+  char authority[RH_HOST_MAX + 9]; /* host[:port]: the Host field */
   size_t authority_len;
-  const char *target;    /* path and query, into the url */
+  char target[RH_URL_MAX + 2];     /* path and query */
+  rh_url url;
 } ws_url;
 
-/* Visible ASCII only: the authority is the Host field, and a space or a control byte in it
- * would be another line or a host nobody meant. */
-static int visible(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] <= ' ' || s[i] == 0x7f) return 0;
-  return 1;
-}
-
-/* "digits" of 1..65535, and nothing else; 0 otherwise. */
-static int parse_port(const char *s, size_t n) {
-  int port = 0;
-  if (n == 0 || n > 5) return 0;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9') return 0;
-    port = port * 10 + (s[i] - '0');
-  }
-  return port <= 65535 ? port : 0;
-}
-
 static const char *parse_ws_url(const char *url, ws_url *u) {
-  u->tls = strncasecmp(url, "wss://", 6) == 0;
-  if (!u->tls && strncasecmp(url, "ws://", 5) != 0) return "the url must start with ws:// or wss://";
-  const char *h = url + (u->tls ? 6 : 5), *end = h + strcspn(h, "/?#");
-  u->authority = h;
-  u->authority_len = (size_t)(end - h);
-  const char *colon = h[0] == '[' ? strstr(h, "]:") : memchr(h, ':', (size_t)(end - h));
-  if (colon && colon > end) colon = NULL;
-  if (h[0] == '[' && colon) colon++;
-  const char *hs = h[0] == '[' ? h + 1 : h;
-  const char *he = colon ? (h[0] == '[' ? colon - 1 : colon) : (h[0] == '[' ? end - 1 : end);
-  if (he <= hs || (size_t)(he - hs) >= sizeof u->host || !visible(hs, (size_t)(he - hs))) return "bad host in the url";
-  memcpy(u->host, hs, (size_t)(he - hs));
-  u->host[he - hs] = 0;
-  u->port = colon ? parse_port(colon + 1, (size_t)(end - colon - 1)) : (u->tls ? 443 : 80);
-  if (!u->port) return "bad port in the url";
-  u->target = *end == '/' || *end == '?' ? end : "/";
+  const char *why = rh_url_parse(url, "ws wss", &u->url);
+  if (!why && u->url.user) why = rh_url_refuse(&u->url, "userinfo"); /* never sent: say so */
+  if (why) return why;
+  u->tls = u->url.tls, u->host = u->url.host, u->port = u->url.port;
+  rh_url_authority(&u->url, u->authority, sizeof u->authority);
+  u->authority_len = strlen(u->authority);
+  snprintf(u->target, sizeof u->target, "%s%s%s", u->url.path, u->url.query ? "?" : "", u->url.query ? u->url.query : "");
   return NULL;
 }
 

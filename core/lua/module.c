@@ -27,7 +27,7 @@ int luaopen_relay_core(lua_State *L);
 static const char *const hostless[] = {
   "set_classes", "sha256", "hmac_sha256", "random", "constant_time_equal", "base64_encode",
   "base64_decode", "uuid", "jws_verify", "time", "pid", "log", "metric_register",
-  "metrics_render", "dict_open", "fs_list", NULL,
+  "metrics_render", "dict_open", "fs_list", "url_parse", NULL,
 };
 
 static int is_hostless(const char *name) {

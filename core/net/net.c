@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,30 +11,37 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port) {
-  const char *colon;
-  if (s[0] == '[') {
-    const char *close = strchr(s, ']');
-    if (!close || close[1] != ':') return -1;
-    if ((size_t)(close - s - 1) >= hostlen) return -1;
-    memcpy(host, s + 1, (size_t)(close - s - 1));
-    host[close - s - 1] = 0;
-    colon = close + 1;
-  } else if ((colon = strrchr(s, ':'))) {
-    size_t n = (size_t)(colon - s);
-    if (n >= hostlen) return -1;
-    memcpy(host, s, n);
-    host[n] = 0;
-    if (!n) snprintf(host, hostlen, "0.0.0.0");
-  } else {
-    snprintf(host, hostlen, "0.0.0.0");
-    colon = s - 1;
+#include "net/url.h"
+
+int rh_listen_resolve(const char *addr, struct sockaddr_storage *ss, char *err, size_t errlen) {
+  rh_hostport hp;
+  if (rh_hostport_parse(addr, &hp)) {
+    snprintf(err, errlen, "bad listen address '%s': %s", addr, hp.err);
+    return UV_EINVAL;
   }
-  char *end;
-  long p = strtol(colon + 1, &end, 10);
-  if (*end || end == colon + 1 || p < 0 || p > 65535) return -1;
-  *port = (int)p;
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res;
+  char port[8];
+  snprintf(port, sizeof port, "%d", hp.port);
+  int rc = getaddrinfo(hp.host, port, &hints, &res);
+  if (rc) {
+    snprintf(err, errlen, "listen %s: cannot resolve '%s': %s", addr, hp.host, gai_strerror(rc));
+    return UV_EINVAL;
+  }
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
   return 0;
+}
+
+/* " (ip)" when addr names its host otherwise (a name, a wildcard), for messages; else "". */
+static void bound_note(const struct sockaddr_storage *ss, const char *addr, char *out, size_t n) {
+  int v6 = ss->ss_family == AF_INET6;
+  char ip[INET6_ADDRSTRLEN] = "?", lit[INET6_ADDRSTRLEN + 3];
+  const void *a = v6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                     : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+  inet_ntop(ss->ss_family, a, ip, sizeof ip);
+  snprintf(lit, sizeof lit, v6 ? "[%s]:" : "%s:", ip);
+  if (strncmp(addr, lit, strlen(lit)) == 0) *out = 0;
+  else snprintf(out, n, v6 ? " ([%s])" : " (%s)", ip);
 }
 
 /* Listening sockets handed over by the process this one replaces (a binary upgrade):
@@ -103,7 +111,9 @@ static int bind_new(const struct sockaddr_storage *ss, const char *addr, char *e
   socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
     int e = errno;
-    snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
+    char note[INET6_ADDRSTRLEN + 6];
+    bound_note(ss, addr, note, sizeof note);
+    snprintf(err, errlen, "listen %s%s: %s", addr, note, strerror(e));
     close(fd);
     return -e;
   }
@@ -112,18 +122,9 @@ static int bind_new(const struct sockaddr_storage *ss, const char *addr, char *e
 
 int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb cb,
               char *err, size_t errlen) {
-  char host[256];
-  int port, rc;
+  int rc;
   struct sockaddr_storage ss;
-  if (rh_parse_hostport(addr, host, sizeof host, &port) < 0) {
-    snprintf(err, errlen, "bad listen address '%s' (want HOST:PORT)", addr);
-    return UV_EINVAL;
-  }
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
-    snprintf(err, errlen, "bad listen address '%s' (host must be an IP address)", addr);
-    return UV_EINVAL;
-  }
+  if ((rc = rh_listen_resolve(addr, &ss, err, errlen)) < 0) return rc;
   int fd = adopt_inherited(&ss);
   if (fd < 0 && (fd = bind_new(&ss, addr, err, errlen)) < 0) return fd;
   uv_tcp_init(loop, tcp);
@@ -133,16 +134,14 @@ int rh_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr, uv_connection_cb
 }
 
 int rh_pick_port(const char *addr, char *out, size_t outlen) {
-  char host[256];
-  int port;
-  if (rh_parse_hostport(addr, host, sizeof host, &port) < 0) return -1;
-  if (port != 0) {
+  rh_hostport hp;
+  struct sockaddr_storage ss;
+  char err[300];
+  if (rh_hostport_parse(addr, &hp) || rh_listen_resolve(addr, &ss, err, sizeof err) < 0) return -1;
+  if (hp.port != 0) {
     snprintf(out, outlen, "%s", addr);
     return 0;
   }
-  struct sockaddr_storage ss;
-  if (uv_ip4_addr(host, 0, (struct sockaddr_in *)&ss) != 0 && uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&ss) != 0)
-    return -1;
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
   if (fd < 0) return -1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
@@ -152,8 +151,8 @@ int rh_pick_port(const char *addr, char *out, size_t outlen) {
     return -1;
   }
   close(fd);
-  port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
-  snprintf(out, outlen, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+  int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
+  rh_hostport_format(hp.host, port, out, outlen);
   return 0;
 }
 

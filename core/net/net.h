@@ -5,8 +5,10 @@
 #include <stddef.h>
 #include <uv.h>
 
-/* Parses "HOST:PORT", "[V6]:PORT" or ":PORT" / "PORT" (host 0.0.0.0). 0 ok, -1 bad. */
-int rh_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+/* A listen address (net/url.h's rh_hostport_parse: "HOST:PORT", "[V6]:PORT", ":PORT", "PORT")
+ * as its first address: a name is resolved with getaddrinfo, which blocks (start-up only).
+ * 0, or a negative uv error with a message in err. */
+int rh_listen_resolve(const char *addr, struct sockaddr_storage *ss, char *err, size_t errlen);
 
 /* Binds and listens on addr and opens tcp on the socket. A socket handed over by a binary
  * upgrade (RELAYHOST_LISTEN_FDS) that is bound to addr is adopted instead of binding anew.

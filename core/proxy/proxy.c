@@ -13,6 +13,7 @@
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "net/path.h"
+#include "net/url.h"
 #include "proxy/internal.h"
 #include "proxy/pool.h"
 #include "proxy/ws_dial.h"
@@ -101,54 +102,36 @@ static int in_list(char *const *l, size_t n, const rh_header *f) {
   return 0;
 }
 
-/* http[s]://host[:port][/base] */
-static int parse_target(rh_proxy_conf *c, const char *url, const rh_proxy_opts *o, char *err,
-                        size_t errlen) {
-  int https = strncasecmp(url, "https://", 8) == 0;
-  if (!https && strncasecmp(url, "http://", 7) != 0) {
-    snprintf(err, errlen, "target_base_url '%s' must start with http:// or https://", url);
-    return -1;
-  }
-  if (https && !(c->tls = rh_tls_client_ctx(o->ca_file, !o->tls_insecure, err, errlen))) return -1;
-  const char *h = url + (https ? 8 : 7), *end = h + strcspn(h, "/?#");
-  const char *after_host = h;
-  if (h[0] == '[') { /* [v6]:port */
-    after_host = memchr(h, ']', (size_t)(end - h));
-    if (!after_host) {
-      snprintf(err, errlen, "target_base_url '%s' has a bad IPv6 address", url);
-      return -1;
-    }
-  }
-  const char *colon = memchr(after_host, ':', (size_t)(end - after_host));
-  const char *hend = colon ? colon : end;
-  if (hend == h) {
-    snprintf(err, errlen, "target_base_url '%s' has no host", url);
-    return -1;
-  }
-  c->port = https ? 443 : 80;
-  if (colon) {
-    char *e;
-    long p = strtol(colon + 1, &e, 10);
-    if (e != end || p <= 0 || p > 65535) {
-      snprintf(err, errlen, "target_base_url '%s' has a bad port", url);
-      return -1;
-    }
-    c->port = (int)p;
-  }
-  const char *hs = h[0] == '[' ? h + 1 : h, *he = h[0] == '[' ? hend - 1 : hend;
-  c->host = strndup(hs, (size_t)(he - hs));
-  c->host_header = strndup(h, (size_t)(end - h)); /* host[:port] as written: the port only if given */
-  size_t blen = strcspn(end, "?#");
-  while (blen && end[blen - 1] == '/') blen--;
-  c->base_path = strndup(end, blen);
-  char key[300];
-  /* TLS connections are only shared between mounts that verify the same way */
-  if (https)
-    snprintf(key, sizeof key, "tls(%.100s,%d):%s:%d", o->ca_file ? o->ca_file : "", o->tls_insecure,
-             c->host, c->port);
+/* The pool's key: TLS connections are only shared between mounts that verify the same way. */
+static char *pool_key(const rh_proxy_conf *c, const rh_proxy_opts *o) {
+  char key[400];
+  if (c->tls)
+    snprintf(key, sizeof key, "tls(%.100s,%d):%s:%d", o->ca_file ? o->ca_file : "", o->tls_insecure, c->host, c->port);
   else
     snprintf(key, sizeof key, "%s:%d", c->host, c->port);
-  c->pool_key = strdup(key);
+  return strdup(key);
+}
+
+/* http[s]://host[:port][/base], read by core/net/url. No userinfo: the proxy sends none. */
+static int parse_target(rh_proxy_conf *c, const char *url, const rh_proxy_opts *o, char *err,
+                        size_t errlen) {
+  rh_url u;
+  const char *why = rh_url_parse(url, "http https", &u);
+  if (!why && u.user) why = rh_url_refuse(&u, "userinfo");
+  if (why) {
+    snprintf(err, errlen, "target_base_url '%.200s': %s", url, why);
+    return -1;
+  }
+  if (u.tls && !(c->tls = rh_tls_client_ctx(o->ca_file, !o->tls_insecure, err, errlen))) return -1;
+  c->port = u.port;
+  c->host = strdup(u.host);
+  char authority[RH_HOST_MAX + 9];
+  rh_url_authority(&u, authority, sizeof authority);
+  c->host_header = strdup(authority); /* host[:port] as written: the port only if given */
+  size_t blen = strlen(u.path);
+  while (blen && u.path[blen - 1] == '/') blen--;
+  c->base_path = strndup(u.path, blen);
+  c->pool_key = pool_key(c, o);
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "log/log.h"
+#include "net/url.h"
 #include "proxy/upconn.h"
 #include "tls/tls.h"
 
@@ -30,7 +31,8 @@ typedef struct sub {
 struct rh_redis {
   uv_loop_t *loop;
   sub *subs;                  /* set: the connection is a subscriber */
-  char host[256], password[256];
+  char host[RH_HOST_MAX + 1];
+  char *user, *password;      /* AUTH [user] password on connecting; NULL: none */
   int port, db, tls;
   rh_dial *dial;
   rh_upconn *up;
@@ -165,7 +167,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   r->up = u;
   r->reader = redisReaderCreate();
   rh_upconn_own(u, r, on_read, NULL);
-  if (r->password[0]) send_internal(r, 2, (const char *[]){ "AUTH", r->password });
+  if (r->password) send_internal(r, r->user ? 3 : 2, (const char *[]){ "AUTH", r->user ? r->user : r->password, r->password });
   if (r->db) {
     char db[16];
     snprintf(db, sizeof db, "%d", r->db);
@@ -189,35 +191,42 @@ static void connect_now(rh_redis *r) {
   if (!r->dial) lost(r, "cannot start resolving");
 }
 
-/* redis[s]://[[user]:password@]host[:port][/db] */
+/* The path: "/" or "/N". */
+static const char *parse_db(rh_url *u, int *db) {
+  const char *p = u->path + 1;
+  size_t n = strlen(p);
+  *db = 0;
+  if (n > 5 || strspn(p, "0123456789") != n) {
+    snprintf(u->err, sizeof u->err, "bad database '%.16s' (want /N)", u->path);
+    return u->err;
+  }
+  for (; *p; p++) *db = *db * 10 + (*p - '0');
+  return NULL;
+}
+
+/* ":password@" or "user:password@" (AUTH with a user: Redis 6 ACLs); a lone "secret@" is the
+ * password, as this client always read it. */
+static void set_auth(rh_redis *r, const rh_url *u) {
+  const char *pw = u->password ? u->password : u->user;
+  if (!pw || !*pw) return;
+  r->password = strdup(pw);
+  if (u->password && u->user[0]) r->user = strdup(u->user);
+}
+
+/* redis[s]://[[user]:password@]host[:port][/db], read by core/net/url. The message leaves the
+ * URL out: it may hold the password. */
 static int parse_url(rh_redis *r, const char *url, char *err, size_t errlen) {
-  r->tls = strncasecmp(url, "rediss://", 9) == 0;
-  if (!r->tls && strncasecmp(url, "redis://", 8) != 0) {
-    snprintf(err, errlen, "'%s': want redis://host:port or rediss://host:port", url);
+  rh_url u;
+  const char *why = rh_url_parse(url, "redis rediss", &u);
+  if (!why) why = parse_db(&u, &r->db);
+  if (why) {
+    snprintf(err, errlen, "bad redis URL: %s", why);
     return -1;
   }
-  const char *p = url + (r->tls ? 9 : 8), *at = strchr(p, '@');
-  if (at) {
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    const char *pw = colon ? colon + 1 : p;
-    snprintf(r->password, sizeof r->password, "%.*s", (int)(at - pw), pw);
-    p = at + 1;
-  }
-  size_t hlen = strcspn(p, ":/");
-  if (!hlen || hlen >= sizeof r->host) {
-    snprintf(err, errlen, "'%s': no host", url);
-    return -1;
-  }
-  memcpy(r->host, p, hlen);
-  r->host[hlen] = 0;
-  p += hlen;
-  r->port = 6379;
-  if (*p == ':') r->port = (int)strtol(p + 1, (char **)&p, 10);
-  if (*p == '/') r->db = atoi(p + 1);
-  if (r->port <= 0 || r->port > 65535) {
-    snprintf(err, errlen, "'%s': bad port", url);
-    return -1;
-  }
+  r->tls = u.tls;
+  r->port = u.port;
+  memcpy(r->host, u.host, strlen(u.host) + 1);
+  set_auth(r, &u);
   return 0;
 }
 
@@ -274,6 +283,8 @@ static void free_redis(uv_handle_t *h) {
     free(s->channel);
     free(s);
   }
+  free(r->user);
+  free(r->password);
   free(r);
 }
 

@@ -9,6 +9,7 @@
 #include "http/collect.h"
 #include "http/head.h"
 #include "net/path.h"
+#include "net/url.h"
 #include "http/server.h"
 #include "proxy/upconn.h"
 #include "tls/tls.h"
@@ -18,7 +19,7 @@
 
 typedef struct {
   int tls, port, userinfo;
-  char host[256];
+  char host[RH_HOST_MAX + 1];
   const char *path;          /* into the url: path, query and fragment */
   size_t path_off;           /* where path starts in the url */
 } url_parts;
@@ -37,37 +38,16 @@ typedef struct {
 
 /* ---- urls ---- */
 
-/* scheme://[userinfo@]host[:port][/path]. NULL, or why not. */
+/* scheme://[userinfo@]host[:port][/path], read by core/net/url. NULL, or why not (the message
+ * lives until the next call). u->path points into url. */
 static const char *parse_url(const char *url, url_parts *u) {
-  u->tls = strncasecmp(url, "https://", 8) == 0;
-  if (!u->tls && strncasecmp(url, "http://", 7) != 0) return "the URL must start with http:// or https://";
-  const char *a = url + (u->tls ? 8 : 7), *end = a + strcspn(a, "/?#");
-  u->userinfo = 0;
-  for (const char *at = a; at < end; at++)
-    if (*at == '@') a = at + 1, u->userinfo = 1; /* userinfo is not the host */
-  const char *colon = NULL;
-  if (*a == '[') {
-    const char *rb = memchr(a, ']', (size_t)(end - a));
-    if (!rb) return "bad IPv6 host";
-    colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
-    if ((size_t)(rb - a - 1) >= sizeof u->host) return "host name too long";
-    snprintf(u->host, sizeof u->host, "%.*s", (int)(rb - a - 1), a + 1);
-  } else {
-    colon = memchr(a, ':', (size_t)(end - a));
-    const char *he = colon ? colon : end;
-    if ((size_t)(he - a) >= sizeof u->host) return "host name too long";
-    snprintf(u->host, sizeof u->host, "%.*s", (int)(he - a), a);
-  }
-  if (!u->host[0]) return "no host in the URL";
-  u->port = u->tls ? 443 : 80;
-  if (colon) {
-    char *pe;
-    long p = strtol(colon + 1, &pe, 10);
-    if (pe != end || p <= 0 || p > 65535) return "bad port in the URL";
-    u->port = (int)p;
-  }
-  u->path = end;
-  u->path_off = (size_t)(end - url);
+  static char why[RH_URL_ERRLEN];
+  rh_url p;
+  if (rh_url_parse(url, "http https", &p)) return memcpy(why, p.err, sizeof why);
+  u->tls = p.tls, u->port = p.port, u->userinfo = p.user != NULL;
+  memcpy(u->host, p.host, strlen(p.host) + 1); /* RH_HOST_MAX fits */
+  u->path = url + p.rest;
+  u->path_off = p.rest;
   return NULL;
 }
 
@@ -124,6 +104,7 @@ static const char *quirk_authority(const rh_texec_conf *c, const char *target, s
 static const char *base_path(const rh_texec_conf *c, size_t pl, url_parts *u, rh_buf *out) {
   const char *why = parse_url(c->base_url, u);
   if (why) return why;
+  if (u->userinfo) return "base-url: userinfo not allowed here"; /* it would never be sent */
   size_t bl = strcspn(u->path, "?#");
   while (bl && u->path[bl - 1] == '/') bl--;
   rh_buf_append(out, u->path, bl);

@@ -355,6 +355,7 @@ relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = 
                  constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify }
 relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
 relay.uuid = core.uuid
+relay.url = { parse = core.url_parse }
 -- relay.jwt with its option tables checked (the module itself is also required directly).
 local jwt = require "relay.jwt"
 local JWT_VERIFY_KEYS = { "leeway", "iss", "aud", "now", "require_exp" }

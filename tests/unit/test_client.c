@@ -694,22 +694,22 @@ static void test_cancel(void) {
 
 static void test_bad_urls(void) {
   static const struct { const char *url, *err; } cases[] = {
-    { "ftp://example.com/", "bad url: scheme must be http:// or https://" },
-    { "example.com", "bad url: scheme must be http:// or https://" },
-    { "", "bad url: empty" },
+    { "ftp://example.com/", "bad url: unsupported scheme 'ftp' (want http https)" },
+    { "example.com", "bad url: missing scheme (want scheme://host)" },
+    { "", "bad url: empty URL" },
     { "http://", "bad url: missing host" },
     { "http:///path", "bad url: missing host" },
     { "http://:80/", "bad url: missing host" },
-    { "http://host:99999/", "bad url: bad port" },
-    { "http://host:0/", "bad url: bad port" },
-    { "http://host:8x/", "bad url: bad port" },
-    { "http://a b/", "bad url: invalid character" },
-    { "http://host/pa\r\nth", "bad url: invalid character" },
-    { "http://user@host/", "bad url: userinfo is not supported" },
-    { "http://[::1/", "bad url: bad IPv6 literal" },
-    { "http://[nothex]/", "bad url: bad IPv6 literal" },
-    { "http://[::1]x/", "bad url: bad IPv6 literal" },
-    { "http://a:1:2/", "bad url: bad host" },
+    { "http://host:99999/", "bad url: port out of range (1 to 65535)" },
+    { "http://host:0/", "bad url: port out of range (1 to 65535)" },
+    { "http://host:8x/", "bad url: port '8x' is not a number" },
+    { "http://a b/", "bad url: invalid character in the URL" },
+    { "http://host/pa\r\nth", "bad url: invalid character in the URL" },
+    { "http://user@host/", "bad url: userinfo not allowed here" },
+    { "http://[::1/", "bad url: IPv6 literal not closed" },
+    { "http://[nothex]/", "bad url: bad IPv6 literal 'nothex'" },
+    { "http://[::1]x/", "bad url: junk after the IPv6 literal" },
+    { "http://a:1:2/", "bad url: an IPv6 literal must be in brackets" },
   };
   result r;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -722,7 +722,7 @@ static void test_bad_urls(void) {
   test_name = "null url";
   rh_client_req req = { .url = NULL };
   fetch(&r, &req);
-  REQUIRE(strcmp(r.err, "bad url: empty") == 0);
+  REQUIRE(strcmp(r.err, "bad url: empty URL") == 0);
 
   test_name = "bad method";
   req = (rh_client_req){ .method = "GET /x", .url = "http://127.0.0.1:1/" };

@@ -100,7 +100,11 @@ function M.resolve(f)
   if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
   if s.redis ~= "" and not s.redis:match("^rediss?://") then s.redis = "redis://" .. s.redis end
-  if s.redis ~= "" and s.redis_password ~= "" then s.redis = s.redis:gsub("^(rediss?://)", "%1:" .. s.redis_password .. "@") end
+  if s.redis ~= "" and s.redis_password ~= "" then -- percent-encoded: '@', ':' or '%' in it stay the password
+    local scheme, rest = s.redis:match("^(rediss?://)(.*)$")
+    local pw = s.redis_password:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
+    s.redis = scheme .. ":" .. pw .. "@" .. rest:gsub("^[^/?#]*@", "") -- it replaces a password in the URL
+  end
   if s.redis ~= "" and s.redis_db ~= 0 and not s.redis:match("/%d+$") then s.redis = s.redis .. "/" .. s.redis_db end
   local level = f.debug and "debug" or f.log_level:lower()
   if not ({ debug = true, info = true, warn = true, error = true })[level] then

@@ -201,14 +201,14 @@ end
 
 -- presence.ts isAllowedRedirectWsBaseUrl
 function M:redirect_allowed(url)
-  if type(url) ~= "string" then return false end
-  local scheme, host = url:match("^(wss?)://([^/?#]+)[^?#]*$")
-  if not scheme or host:find("@") or (self.cfg.relay_mode == "prod" and scheme ~= "wss") then return false end
-  host = host:gsub(":%d+$", ""):lower()
+  local u = type(url) == "string" and relay.url.parse(url, { "ws", "wss" })
+  if not u or u.user or u.query or u.fragment or (self.cfg.relay_mode == "prod" and u.scheme ~= "wss") then return false end
+  local host = u.host:lower()
   local allowed = self.cfg.relay_redirect_allowed_hosts
   if #allowed == 0 then
     if self.cfg.relay_mode ~= "prod" then return true end
-    allowed = { (self.cfg.public_ws_base_url:match("^wss?://([^/:]+)") or ""):lower() }
+    local own = relay.url.parse(self.cfg.public_ws_base_url)
+    allowed = { own and own.host:lower() or "" }
   end
   for _, h in ipairs(allowed) do if h:lower() == host then return true end end
   return false
