@@ -7,8 +7,8 @@ local config = require "relay.workspace.config"
 local hub_mod = require "relay.workspace.hub"
 local observe = require "relay.workspace.observe"
 local admission = require "relay.workspace.admission"
-local admin = require "relay.workspace.admin"
-local limits = require "relay.workspace.limits"
+local platform = require "relay.workspace.platform"
+local limit = require "relay.limit"
 
 local cfg -- below: its admission steps and backplane go in the 'serving' line
 
@@ -29,8 +29,13 @@ local app = relay.new {
 cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 local obs = observe.new(cfg.max_logs)
 local hub = hub_mod.new(cfg, obs)
-local jwks = require("relay.workspace.jwks").new(cfg, obs)
-local upgrades = limits.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
+-- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
+local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
+  ttl = cfg.relay_jwks_refresh_ms / 1000, timeout = cfg.relay_admission_timeout_ms / 1000,
+  max_body = cfg.relay_admission_max_response_bytes,
+  on_fetch = function(ok) obs:inc(ok and "relay_jwks_fetch_ok_total" or "relay_jwks_fetch_failed_total") end,
+}) or nil
+local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 
 local ROLES = { ["workspace-daemon"] = true, client = true, worker = true }
@@ -61,7 +66,7 @@ local function admit(req, res)
   if not (ROLES[role] and valid_id(ws_id) and (rt_id == nil or valid_id(rt_id))) then
     return refuse(res, 400, "relay_upgrade_invalid_query_total", "upgrade_invalid_query", { ip = ip })
   end
-  local token = admission.token(req, cfg.mode == "dev")
+  local token = admission.token(req, cfg.relay_mode == "dev")
   if not token then
     return refuse(res, 401, "relay_upgrade_missing_auth_total", "upgrade_missing_auth", { ip = ip, role = role })
   end
@@ -89,7 +94,7 @@ local function serve(conn)
                                      runtimeTargetId = conn.runtime_target_id })
   if hub.remote then hub.remote:client_joined(conn) end
   local on_frame = conn.role == "workspace-daemon" and hub.daemon_frame
-    or conn.role == "worker" and require("relay.workspace.worker").frame or hub.client_frame
+    or conn.role == "worker" and platform.worker_frame or hub.client_frame
   while not conn.closing do
     local data, _, code, reason = conn.ws:recv()
     if not data then
@@ -127,13 +132,70 @@ app:get("/ws", function(req, res)
   if not ok then error(e, 0) end
 end)
 
-admin.mount(app, { cfg = cfg, hub = hub, obs = obs, started = started })
+-- ---- the original's plain HTTP endpoints (index.ts) ----
+-- /health always; /state, /logs and /metrics only with RELAY_ENABLE_ADMIN_HTTP (404 otherwise,
+-- indistinguishable from nothing there) and a bearer token compared in constant time (as
+-- security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
+
+local admin_hash = cfg.relay_admin_token:match("^%s*(.-)%s*$")
+admin_hash = admin_hash ~= "" and relay.crypto.sha256(admin_hash) or nil
+
+local function admin_only(fn)
+  return function(req, res)
+    if not cfg.relay_enable_admin_http then return res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
+    local t = req:bearer() or req.headers["x-relay-admin-token"]
+    if not (t and admin_hash and relay.crypto.constant_time_equal(relay.crypto.sha256(t), admin_hash)) then
+      obs:inc("relay_admin_unauthorized_total")
+      return res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
+    end
+    return fn(req, res)
+  end
+end
+
+app:get("/health", function(_, res)
+  local body = { ok = true, service = "relay", uptimeMs = math.floor((relay.now() - started) * 1000) }
+  if cfg.health_verbose then
+    body.tlsEnabled = false
+    body.relayMode = cfg.relay_mode
+    body.relayId = cfg.relay_id
+  end
+  res:json(200, body)
+end)
+
+app:get("/state", admin_only(function(_, res)
+  local body = { ok = true, service = "relay", relayMode = cfg.relay_mode, relayId = cfg.relay_id,
+                 backplaneMode = cfg.backplane, busEnabled = cfg.bus_enabled, clientRedirectEnabled = cfg.redirect_enabled,
+                 workspaces = relay.json.array(hub:snapshot(cfg.include_client_ids)) }
+  if cfg.health_verbose then
+    body.serverUrl = cfg.server_url
+    body.tlsEnabled = false
+    body.tlsHost = cfg.relay_tls_host
+    body.wsBaseUrl = cfg.public_ws_base_url
+  end
+  res:json(200, body)
+end))
+
+app:get("/logs", admin_only(function(req, res)
+  local logs = obs:recent(cfg.health_verbose and req.args.summary ~= "1")
+  res:json(200, { ok = true, logs = relay.json.array(logs) })
+end))
+
+app:get("/metrics", admin_only(function(_, res)
+  local frames, bytes = hub.fast:stats()
+  local body = obs:render({ { "relay_connections_total", hub.nconns }, { "relay_workspaces_total", hub.nscopes } },
+                          { relay_frames_daemon_to_clients_total = frames, relay_bytes_daemon_to_clients_total = bytes,
+                            relay_frames_daemon_to_clients_fast_total = frames }) -- ours: how many went C only
+  res:send(200, body, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
+end))
+
 -- The admin status page's panel: counts only (workspace ids stay behind /state's token).
 relay.status(function()
   local daemons, clients = 0, 0
   for _, w in ipairs(hub:snapshot(false)) do daemons, clients = daemons + (w.daemonConnected and 1 or 0), clients + w.clientCount end
   return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.nconns, daemons = daemons, clients = clients, backplane = cfg.backplane }
 end)
+
+app:any("/*", function(_, res) res:json(404, { ok = false, reason = "NOT_FOUND" }) end)
 
 relay.every(cfg.relay_ping_interval_ms / 1000, function()
   hub:reap(relay.now())
@@ -150,10 +212,10 @@ if cfg.backplane ~= "single" then
 end
 
 app:on_init(function()
-  obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.mode, backplaneMode = cfg.backplane,
+  obs:log("info", "relay_config", { relayId = cfg.relay_id, relayMode = cfg.relay_mode, backplaneMode = cfg.backplane,
                                      serverUrl = cfg.server_url, validateUrl = cfg.validate_url,
-                                     admission = table.concat(cfg.admission, ","), adminHttp = cfg.admin_enabled })
-  if cfg.admin_enabled and cfg.relay_admin_token:match("^%s*$") then -- as the original: every admin call 401s
+                                     admission = table.concat(cfg.admission, ","), adminHttp = cfg.relay_enable_admin_http })
+  if cfg.relay_enable_admin_http and cfg.relay_admin_token:match("^%s*$") then -- as the original: every admin call 401s
     obs:log("warn", "admin_without_token", { message = "RELAY_ENABLE_ADMIN_HTTP is set but RELAY_ADMIN_TOKEN is empty: " ..
       "/state, /logs and /metrics answer every request 401" })
   end

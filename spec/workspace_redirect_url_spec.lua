@@ -17,9 +17,9 @@ f:close()
 return relay.new { name = "redirect" }
 ]]
 
-local DEV = { mode = "dev", redirect_allowed_hosts = {}, public_ws_base_url = "ws://own:1/ws" }
-local PROD = { mode = "prod", redirect_allowed_hosts = {}, public_ws_base_url = "wss://own.example/ws" }
-local LISTED = { mode = "prod", redirect_allowed_hosts = { "a.example" }, public_ws_base_url = "wss://own.example/ws" }
+local DEV = { relay_mode = "dev", relay_redirect_allowed_hosts = {}, public_ws_base_url = "ws://own:1/ws" }
+local PROD = { relay_mode = "prod", relay_redirect_allowed_hosts = {}, public_ws_base_url = "wss://own.example/ws" }
+local LISTED = { relay_mode = "prod", relay_redirect_allowed_hosts = { "a.example" }, public_ws_base_url = "wss://own.example/ws" }
 
 local cases = {
   { DEV, "ws://h:1/ws", true },

@@ -13,13 +13,20 @@ describe("workspace relay settings", function()
     local cases = {
       { { RELAY_BACKPLANE_MODE = "redis", RELAY_INTERNAL_KEY = "k" }, "RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis" },
       { { RELAY_BACKPLANE_MODE = "server" }, "RELAY_INTERNAL_KEY is required when RELAY_BACKPLANE_MODE=server" },
-      { { RELAY_BACKPLANE_MODE = "mesh" }, "RELAY_BACKPLANE_MODE must be single, server or redis, not 'mesh'" },
+      { { RELAY_BACKPLANE_MODE = "mesh" }, "$RELAY_BACKPLANE_MODE: 'mesh' is not one of single, server, redis" },
       { { RELAY_INTERNAL_KEY = "k", RELAY_BUS_ENABLED = "1" }, "RELAY_BUS_HMAC_KEY is required when the bus is enabled" },
-      { { RELAY_MODE = "test" }, "RELAY_MODE must be dev, staging or prod, not 'test'" },
+      { { RELAY_MODE = "test" }, "$RELAY_MODE: 'test' is not one of dev, staging, prod" },
       { { PORT = "abc" }, "PORT: 'abc' is not a port number" },
-      { { RELAY_ADMISSION = "magic" }, "RELAY_ADMISSION: unknown step 'magic'" },
+      { { RELAY_ADMISSION = "magic" }, "$RELAY_ADMISSION: 'magic' is not one of validate, jwks" },
       { { RELAY_ADMISSION = "jwks" }, "RELAY_ADMISSION=jwks needs RELAY_JWKS_URL" },
       { { RELAY_MAX_FRAME_BYTES = "lots" }, "'lots' is not a number" },
+      { { RELAY_BUS_ENABLED = "maybe" }, "$RELAY_BUS_ENABLED: 'maybe' is not a boolean" },
+      { { SERVER_URL = "getviewport.test" }, "$SERVER_URL: 'getviewport.test' is not a URL starting with http:// or https://" },
+      { { RELAY_PUBLIC_WS_BASE_URL = "https://relay.test/ws" }, "is not a URL starting with ws:// or wss://" },
+      { { RELAY_REDIS_URL = "localhost:6379" }, "is not a URL starting with redis:// or rediss://" },
+      -- the combinations that cannot work, all in one message
+      { { RELAY_BACKPLANE_MODE = "redis", RELAY_ADMISSION = "jwks" }, "RELAY_ADMISSION=jwks needs RELAY_JWKS_URL; " ..
+        "RELAY_INTERNAL_KEY is required when RELAY_BACKPLANE_MODE=redis; RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis" },
     }
     for _, c in ipairs(cases) do
       local status, out, err = check(c[1])

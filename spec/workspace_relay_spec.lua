@@ -332,6 +332,18 @@ describe("workspace relay", function()
     assert.equal(0, down:stop())
   end)
 
+  it("gives /state's clientIds as an array, also when a scope has no client (issue 20: it was {})", function()
+    local h = W.start(peers, W.with_admin())
+    local function state() return h:get("/state", W.bearer("admin-token-for-tests")).body end
+    assert.truthy(state():find('"workspaces":[]', 1, true))
+    assert.equal("open", W.connect(peers, h, "e_d", W.DAEMON_Q, "daemon-token-1"))
+    helpers.wait_until(function() return state():find('"daemonConnected":true', 1, true) end, 3, "the daemon in /state")
+    assert.truthy(state():find('"clientIds":[]', 1, true), state())
+    assert.equal("open", W.connect(peers, h, "e_c", W.CLIENT_Q, "client-token-a"))
+    helpers.wait_until(function() return state():find('"clientIds":["client-a"]', 1, true) end, 3, "the client in /state")
+    assert.equal(0, h:stop())
+  end)
+
   it("without RELAY_ENABLE_ADMIN_HTTP answers 404 on the admin routes, /health still 200", function()
     local h3 = W.start(peers, { RELAY_ADMIN_TOKEN = "admin-token-for-tests", RELAY_MODE = "staging" })
     for _, p in ipairs { "/state", "/logs", "/metrics" } do

@@ -1,8 +1,8 @@
 -- Who may connect: the token from the upgrade request (upgrade-auth.ts), and the admission
 -- decision: the platform's validate endpoint (admission.ts) and/or local JWT verification against
 -- a JWKS document (our addition; the docs promise it, the original's code lacks it).
-local relay = require "relay"
 local cjson = require "cjson"
+local platform = require "relay.workspace.platform"
 
 local M = {}
 
@@ -11,8 +11,7 @@ local function token_ok(t) return type(t) == "string" and #t >= 10 and #t <= 409
 -- Authorization: Bearer <t>, then a Sec-WebSocket-Protocol entry auth.<t>, then ?token= (dev
 -- mode only). Returns the token or nil.
 function M.token(req, dev)
-  local auth = req.headers["authorization"]
-  local bearer = auth and auth:match("^[Bb]earer%s+(%S+)%s*$")
+  local bearer = req:bearer()
   if bearer then return token_ok(bearer) and bearer or nil end
   for _, v in ipairs(req.headers:all("sec-websocket-protocol")) do
     for p in v:gmatch("[^,%s]+") do
@@ -86,17 +85,11 @@ end
 
 -- -> claims | nil, reason
 function M.validate(cfg, token, role, workspace_id, runtime_target_id)
-  local body = { relayToken = token, role = role, workspaceId = workspace_id, runtimeTargetId = runtime_target_id }
-  local headers = { ["content-type"] = "application/json" }
-  if cfg.internal_key ~= "" then headers["x-relay-internal-key"] = cfg.internal_key end
-  local res, err = relay.http.request {
-    method = "POST", url = cfg.validate_url, headers = headers, body = cjson.encode(body),
-    timeout = cfg.relay_admission_timeout_ms / 1000, max_body = cfg.relay_admission_max_response_bytes,
-  }
-  if not res then return nil, "admission request failed: " .. tostring(err) end
-  local ok, json = pcall(cjson.decode, res.body)
-  if not ok or type(json) ~= "table" then return nil, "INVALID_JSON" end
-  if res.status < 200 or res.status > 299 or json.ok ~= true then
+  local status, json = platform.post(cfg, cfg.validate_url, { relayToken = token, role = role,
+                                      workspaceId = workspace_id, runtimeTargetId = runtime_target_id })
+  if not status then return nil, "admission request failed: " .. json end
+  if not json then return nil, "INVALID_JSON" end
+  if status < 200 or status > 299 or json.ok ~= true then
     local why = json.reason or json.error
     return nil, type(why) == "string" and why or "VALIDATION_FAILED"
   end
@@ -107,8 +100,10 @@ end
 
 -- A locally verified token's claims, for a connection of this role: the token must name that
 -- role (the validate endpoint is told the role and judges it; a JWT is judged by itself alone).
-local function token_claims(jwks, token, role)
-  local claims, why = jwks:verify(token)
+local function token_claims(cfg, jwks, token, role)
+  local claims, why = jwks:verify(token, { iss = cfg.relay_jwt_issuer ~= "" and cfg.relay_jwt_issuer or nil,
+                                           aud = cfg.relay_jwt_audience ~= "" and cfg.relay_jwt_audience or nil,
+                                           require_exp = true, leeway = 5 })
   if not claims then return nil, why end
   if claims.role ~= role then
     return nil, claims.role == nil and "token has no role claim" or "role claim mismatch"
@@ -122,7 +117,7 @@ function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
   local claims, why
   for _, step in ipairs(cfg.admission) do
     if step == "jwks" then
-      claims, why = token_claims(jwks, token, role)
+      claims, why = token_claims(cfg, jwks, token, role)
     else
       claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
     end

@@ -9,6 +9,7 @@
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
 local cjson = require "cjson"
+local platform = require "relay.workspace.platform"
 
 local M = {}
 M.__index = M
@@ -96,16 +97,9 @@ Server.__index = Server
 local function server_transport(cfg) return setmetatable({ cfg = cfg, since = 0 }, Server) end
 
 function Server:post(path, body)
-  local res, err = relay.http.request {
-    method = "POST", url = self.cfg.server_url .. "/api/runtime/internal/relay/" .. path, body = encode(body),
-    headers = { ["content-type"] = "application/json", ["x-relay-internal-key"] = self.cfg.internal_key },
-    timeout = self.cfg.relay_admission_timeout_ms / 1000, max_body = self.cfg.relay_admission_max_response_bytes,
-  }
-  if not res then return nil, tostring(err) end
-  local ok, json = pcall(cjson.decode, res.body)
-  if res.status < 200 or res.status > 299 or not ok or type(json) ~= "table" or json.ok == false then
-    return nil, path .. ": status " .. res.status
-  end
+  local status, json = platform.post(self.cfg, self.cfg.server_url .. "/api/runtime/internal/relay/" .. path, body)
+  if not status then return nil, json end
+  if status < 200 or status > 299 or not json or json.ok == false then return nil, path .. ": status " .. status end
   return json
 end
 
@@ -153,33 +147,35 @@ function M:failed(what, err)
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
-function M:record(s, conn)
-  return { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url, daemonConnected = true,
-           runtimeTargetId = s.runtime_target_id, machineId = conn.claims.machineId, updatedAtMs = now_ms() }
+-- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok
+function M:announce(s, conn)
+  local record = conn and { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url,
+                            daemonConnected = true, runtimeTargetId = s.runtime_target_id,
+                            machineId = conn.claims.machineId, updatedAtMs = now_ms() }
+  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
+  if not ok then self:failed("presence", err) end
+  return ok
 end
 
 function M:daemon_up(s, conn)
   if not self.cfg.presence_enabled then return end
   self.daemons[s] = conn
-  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, self:record(s, conn))
-  if ok then self.obs:inc("relay_presence_upserts_total") else self:failed("presence", err) end
+  if self:announce(s, conn) then self.obs:inc("relay_presence_upserts_total") end
 end
 
 function M:daemon_down(s)
   if not self.cfg.presence_enabled then return end
   self.daemons[s] = nil
-  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, nil)
-  if not ok then self:failed("presence", err) end
+  self:announce(s, nil)
 end
 
 -- Every presence sync interval: local daemons' records are written again (they expire).
 function M:refresh()
   for s, conn in pairs(self.daemons) do
-    if s.daemon == conn then
-      local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, self:record(s, conn))
-      if not ok then return self:failed("presence", err) end
-    else
+    if s.daemon ~= conn then
       self.daemons[s] = nil
+    elseif not self:announce(s, conn) then
+      return
     end
   end
 end
@@ -206,11 +202,11 @@ end
 -- presence.ts isAllowedRedirectWsBaseUrl
 function M:redirect_allowed(url)
   local u = type(url) == "string" and relay.url.parse(url, { "ws", "wss" })
-  if not u or u.user or u.query or u.fragment or (self.cfg.mode == "prod" and u.scheme ~= "wss") then return false end
+  if not u or u.user or u.query or u.fragment or (self.cfg.relay_mode == "prod" and u.scheme ~= "wss") then return false end
   local host = u.host:lower()
-  local allowed = self.cfg.redirect_allowed_hosts
+  local allowed = self.cfg.relay_redirect_allowed_hosts
   if #allowed == 0 then
-    if self.cfg.mode ~= "prod" then return true end
+    if self.cfg.relay_mode ~= "prod" then return true end
     local own = relay.url.parse(self.cfg.public_ws_base_url)
     allowed = { own and own.host:lower() or "" }
   end

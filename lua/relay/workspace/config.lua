@@ -3,18 +3,22 @@
 -- (modes inferred the way the original infers them).
 local M = {}
 
--- { env, default, help }. Booleans are strings ("" = unset) so that unset can mean "infer".
--- Numbers are counts, sizes, rates and durations: whole and at least 1, checked at start.
+-- { env, default, help, what it must be }. Every value is checked at start (relay.flags), and
+-- every problem is reported at once. Numbers are counts, sizes, rates and durations: whole and
+-- at least 1. A boolean without a default is nil when unset, so that unset can mean "infer".
+local PORT, URL, BOOL = { type = "port" }, { type = "url" }, { type = "boolean" }
 local decls = {
   { "HOST", "127.0.0.1", "address to listen on" },
-  { "PORT", nil, "port to listen on (default 7781)", "port" },
-  { "RELAY_LISTEN_PORT", nil, "the docs' name for PORT (PORT wins when both are set)", "port" },
-  { "RELAY_MODE", "dev", "dev, staging or prod (dev: ?token= accepted, verbose /health and /state)" },
-  { "SERVER_URL", "https://getviewport.test", "platform base URL: admission POSTs to $SERVER_URL/api/runtime/internal/relay/validate" },
-  { "RELAY_VALIDATE_URL", "", "the full admission URL (the docs' name; overrides SERVER_URL for admission)" },
+  { "PORT", nil, "port to listen on (default 7781)", PORT },
+  { "RELAY_LISTEN_PORT", nil, "the docs' name for PORT (PORT wins when both are set)", PORT },
+  { "RELAY_MODE", "dev", "dev, staging or prod (dev: ?token= accepted, verbose /health and /state)",
+    { choices = { "dev", "staging", "prod" } } },
+  { "SERVER_URL", "https://getviewport.test", "platform base URL: admission POSTs to $SERVER_URL/api/runtime/internal/relay/validate", URL },
+  { "RELAY_VALIDATE_URL", "", "the full admission URL (the docs' name; overrides SERVER_URL for admission)", URL },
   { "RELAY_INTERNAL_KEY", "", "shared secret sent as x-relay-internal-key to the platform" },
-  { "RELAY_ADMISSION", "", "validate, jwks, or jwks,validate (default: validate; jwks when only RELAY_JWKS_URL is set)" },
-  { "RELAY_JWKS_URL", "", "JWKS document for local JWT verification (RS256, ES256, EdDSA)" },
+  { "RELAY_ADMISSION", nil, "validate, jwks, or jwks,validate (default: validate; jwks when only RELAY_JWKS_URL is set)",
+    { repeatable = true, choices = { "validate", "jwks" } } },
+  { "RELAY_JWKS_URL", "", "JWKS document for local JWT verification (RS256, ES256, EdDSA)", URL },
   { "RELAY_JWT_ISSUER", "", "required iss of locally verified tokens (empty: not checked)" },
   { "RELAY_JWT_AUDIENCE", "", "required aud of locally verified tokens (empty: not checked)" },
   { "RELAY_JWKS_REFRESH_MS", 300000, "how long fetched keys are trusted before a refetch" },
@@ -22,9 +26,9 @@ local decls = {
   { "RELAY_ADMISSION_MAX_RESPONSE_BYTES", 262144, "largest admission answer accepted" },
   { "MAX_LOGS", 400, "entries kept in the /logs ring" },
   { "RELAY_ADMIN_TOKEN", "", "bearer token for /state, /logs, /metrics" },
-  { "RELAY_ENABLE_ADMIN_HTTP", "", "1 to serve /state, /logs, /metrics (default off: 404)" },
-  { "RELAY_HEALTH_VERBOSE", "", "extra /health and /state fields (default: on in dev mode)" },
-  { "RELAY_STATE_INCLUDE_CLIENT_IDS", "", "clientIds in /state (default: on in dev mode)" },
+  { "RELAY_ENABLE_ADMIN_HTTP", false, "1 to serve /state, /logs, /metrics (default off: 404)" },
+  { "RELAY_HEALTH_VERBOSE", nil, "extra /health and /state fields (default: on in dev mode)", BOOL },
+  { "RELAY_STATE_INCLUDE_CLIENT_IDS", nil, "clientIds in /state (default: on in dev mode)", BOOL },
   { "RELAY_MAX_TOTAL_CONNECTIONS", 2000, "open WebSockets, all together (503 above)" },
   { "RELAY_MAX_CONNECTIONS_PER_IP", 50, "open WebSockets per client address (429 above)" },
   { "RELAY_MAX_CLIENTS_PER_WORKSPACE", 100, "clients per workspace scope (429 above)" },
@@ -51,45 +55,32 @@ local decls = {
   { "RELAY_CLEANUP_INTERVAL_MS", 30000, "how often empty scopes are looked for" },
   { "RELAY_ID", "", "this relay's id (default HOST:PORT:<12 hex>)" },
   { "RELAY_TLS_HOST", "getviewport.test", "host name in the default public WebSocket URL" },
-  { "RELAY_PUBLIC_WS_BASE_URL", "", "this relay's public WebSocket URL (default ws://RELAY_TLS_HOST:PORT/ws)" },
-  { "RELAY_BACKPLANE_MODE", "", "single, server or redis (default: server if RELAY_INTERNAL_KEY, bus or presence sync is set, else single)" },
-  { "RELAY_REDIS_URL", "", "Redis for RELAY_BACKPLANE_MODE=redis" },
+  { "RELAY_PUBLIC_WS_BASE_URL", "", "this relay's public WebSocket URL (default ws://RELAY_TLS_HOST:PORT/ws)",
+    { type = "url", schemes = { "ws", "wss" } } },
+  { "RELAY_BACKPLANE_MODE", nil, "single, server or redis (default: server if RELAY_INTERNAL_KEY, bus or presence sync is set, else single)",
+    { choices = { "single", "server", "redis" } } },
+  { "RELAY_REDIS_URL", "", "Redis for RELAY_BACKPLANE_MODE=redis", { type = "url", schemes = { "redis", "rediss" } } },
   { "RELAY_REDIS_KEY_PREFIX", "viewport:relay", "prefix of every Redis key" },
   { "RELAY_REDIS_PRESENCE_TTL_MS", 45000, "lifetime of a presence key" },
   { "RELAY_REDIS_QUEUE_MAX", 10000, "per-relay queue length bound (LTRIM)" },
-  { "RELAY_PRESENCE_SYNC_ENABLED", "", "publish and look up daemon presence (default: on unless single)" },
+  { "RELAY_PRESENCE_SYNC_ENABLED", nil, "publish and look up daemon presence (default: on unless single)", BOOL },
   { "RELAY_PRESENCE_SYNC_INTERVAL_MS", 20000, "presence refresh period" },
-  { "RELAY_BUS_ENABLED", "", "carry frames between relays (default off)" },
+  { "RELAY_BUS_ENABLED", false, "carry frames between relays (default off)" },
   { "RELAY_BUS_HMAC_KEY", "", "key that signs bus envelopes (required with the bus)" },
   { "RELAY_BUS_POLL_INTERVAL_MS", 250, "bus poll period" },
   { "RELAY_BUS_PULL_LIMIT", 200, "envelopes taken per pull" },
   { "RELAY_BUS_PULL_WAIT_MS", 1000, "how long a server-mode bus/pull may wait (at most 2000)" },
   { "RELAY_BUS_SIGNATURE_MAX_SKEW_MS", 15000, "envelopes older or newer than this are rejected" },
-  { "RELAY_CLIENT_REDIRECT_ENABLED", "", "tell clients to reconnect to the relay holding their daemon (default: on unless single)" },
-  { "RELAY_REDIRECT_ALLOWED_HOSTS", "", "hosts a redirect may name (comma list)" },
+  { "RELAY_CLIENT_REDIRECT_ENABLED", nil, "tell clients to reconnect to the relay holding their daemon (default: on unless single)", BOOL },
+  { "RELAY_REDIRECT_ALLOWED_HOSTS", {}, "hosts a redirect may name (comma list)", { repeatable = true } },
 }
 
 M.flags = {}
 for _, d in ipairs(decls) do
-  local number = type(d[2]) == "number"
-  M.flags[#M.flags + 1] = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3],
-                            type = d[4] or number and "integer" or nil, min = number and 1 or nil }
-end
-
-local truthy = { ["1"] = true, ["true"] = true, yes = true, on = true }
-local function bool(v, default)
-  v = (v or ""):match("^%s*(.-)%s*$"):lower()
-  if v == "" then return default end
-  return truthy[v] == true
-end
-
-local function csv(v)
-  local out = {}
-  for item in (v or ""):gmatch("[^,]+") do
-    item = item:match("^%s*(.-)%s*$")
-    if item ~= "" then out[#out + 1] = item end
-  end
-  return out
+  local f = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3] }
+  if type(d[2]) == "number" then f.type, f.min = "integer", 1 end
+  for k, v in pairs(d[4] or {}) do f[k] = v end
+  M.flags[#M.flags + 1] = f
 end
 
 -- Both are checked as ports by the flag parser, which names the one that was set.
@@ -97,59 +88,53 @@ function M.port(f) return f.port or f.relay_listen_port or 7781 end
 
 function M.listen(f) return f.host .. ":" .. M.port(f) end
 
--- The config the relay runs with. Errors (as the original does) on combinations that cannot work.
-function M.resolve(f, random_hex)
-  local c = {}
-  for k, v in pairs(f) do c[k] = v end
-  c.mode = f.relay_mode
-  if c.mode ~= "dev" and c.mode ~= "staging" and c.mode ~= "prod" then
-    error("RELAY_MODE must be dev, staging or prod, not '" .. c.mode .. "'", 0)
-  end
-  local dev = c.mode == "dev"
+local function default(v, d) if v == nil then return d end return v end
+
+local VALIDATE = "/api/runtime/internal/relay/validate"
+
+-- The settings that depend on each other, as the original infers them.
+local function derive(f, c, random_hex)
+  local dev = c.relay_mode == "dev"
   c.port = M.port(f)
   c.server_url = f.server_url:gsub("/+$", "")
   -- Only the docs' RELAY_VALIDATE_URL given (the seed's docker line): the platform's base for the
   -- other internal calls (presence, bus, workers) is that URL without its path.
-  local suffix = "/api/runtime/internal/relay/validate"
-  if f.server_url == "https://getviewport.test" and f.relay_validate_url:sub(-#suffix) == suffix then
-    c.server_url = f.relay_validate_url:sub(1, -#suffix - 1)
+  local only_validate = f.server_url == "https://getviewport.test"
+  if only_validate and f.relay_validate_url:sub(-#VALIDATE) == VALIDATE then
+    c.server_url = f.relay_validate_url:sub(1, -#VALIDATE - 1)
   end
-  c.validate_url = f.relay_validate_url ~= "" and f.relay_validate_url
-    or c.server_url .. "/api/runtime/internal/relay/validate"
-  c.admission = csv(f.relay_admission ~= "" and f.relay_admission
-    or (f.relay_jwks_url ~= "" and f.relay_validate_url == "" and f.server_url == "https://getviewport.test") and "jwks"
-    or "validate")
-  for _, a in ipairs(c.admission) do
-    if a ~= "validate" and a ~= "jwks" then error("RELAY_ADMISSION: unknown step '" .. a .. "' (validate, jwks)", 0) end
-    if a == "jwks" and f.relay_jwks_url == "" then error("RELAY_ADMISSION=jwks needs RELAY_JWKS_URL", 0) end
-  end
-  c.admin_enabled = bool(f.relay_enable_admin_http, false)
-  c.health_verbose = bool(f.relay_health_verbose, dev)
-  c.include_client_ids = bool(f.relay_state_include_client_ids, dev)
+  c.validate_url = f.relay_validate_url ~= "" and f.relay_validate_url or c.server_url .. VALIDATE
+  c.admission = f.relay_admission
+    or { f.relay_jwks_url ~= "" and f.relay_validate_url == "" and only_validate and "jwks" or "validate" }
+  c.health_verbose = default(f.relay_health_verbose, dev)
+  c.include_client_ids = default(f.relay_state_include_client_ids, dev)
   c.internal_key = f.relay_internal_key:match("^%s*(.-)%s*$")
   c.relay_id = f.relay_id ~= "" and f.relay_id or ("%s:%d:%s"):format(f.host, c.port, random_hex)
   c.public_ws_base_url = f.relay_public_ws_base_url ~= "" and f.relay_public_ws_base_url
     or ("ws://%s:%d/ws"):format(f.relay_tls_host, c.port)
-  local bus_flag, presence_flag = bool(f.relay_bus_enabled, false), bool(f.relay_presence_sync_enabled, false)
-  c.backplane = f.relay_backplane_mode ~= "" and f.relay_backplane_mode
-    or ((c.internal_key ~= "" or bus_flag or presence_flag) and "server" or "single")
-  if c.backplane ~= "single" and c.backplane ~= "server" and c.backplane ~= "redis" then
-    error("RELAY_BACKPLANE_MODE must be single, server or redis, not '" .. c.backplane .. "'", 0)
-  end
+  c.backplane = f.relay_backplane_mode
+    or ((c.internal_key ~= "" or f.relay_bus_enabled or f.relay_presence_sync_enabled) and "server" or "single")
   local multi = c.backplane ~= "single"
-  c.presence_enabled = multi and bool(f.relay_presence_sync_enabled, true)
-  c.bus_enabled = multi and bool(f.relay_bus_enabled, false)
-  c.redirect_enabled = multi and bool(f.relay_client_redirect_enabled, true)
-  c.redirect_allowed_hosts = csv(f.relay_redirect_allowed_hosts)
-  if multi and c.internal_key == "" then
-    error("RELAY_INTERNAL_KEY is required when RELAY_BACKPLANE_MODE=" .. c.backplane, 0)
+  c.presence_enabled = multi and default(f.relay_presence_sync_enabled, true)
+  c.bus_enabled = multi and f.relay_bus_enabled
+  c.redirect_enabled = multi and default(f.relay_client_redirect_enabled, true)
+end
+
+-- The config the relay runs with. Refuses (as the original does) combinations that cannot
+-- work, all of them in one message.
+function M.resolve(f, random_hex)
+  local c = {}
+  for k, v in pairs(f) do c[k] = v end
+  derive(f, c, random_hex)
+  local problems = {}
+  local function need(ok, why) if not ok then problems[#problems + 1] = why end end
+  for _, a in ipairs(c.admission) do
+    need(a ~= "jwks" or f.relay_jwks_url ~= "", "RELAY_ADMISSION=jwks needs RELAY_JWKS_URL")
   end
-  if c.backplane == "redis" and f.relay_redis_url == "" then
-    error("RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis", 0)
-  end
-  if c.bus_enabled and f.relay_bus_hmac_key == "" then
-    error("RELAY_BUS_HMAC_KEY is required when the bus is enabled", 0)
-  end
+  need(c.backplane == "single" or c.internal_key ~= "", "RELAY_INTERNAL_KEY is required when RELAY_BACKPLANE_MODE=" .. c.backplane)
+  need(c.backplane ~= "redis" or f.relay_redis_url ~= "", "RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis")
+  need(not c.bus_enabled or f.relay_bus_hmac_key ~= "", "RELAY_BUS_HMAC_KEY is required when the bus is enabled")
+  if #problems > 0 then error(table.concat(problems, "; "), 0) end
   return c
 end
 

@@ -6,12 +6,15 @@ local relay = require "relay"
 local core = require "relay.core"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
-local limits = require "relay.workspace.limits"
+local limit = require "relay.limit"
 
 local M = {}
 M.__index = M
 
 local encode = cjson.encode
+
+-- A connection (or a remote owner) still worth sending to.
+local function live(conn) return conn ~= nil and not conn.closing end
 
 -- A map that forgets its oldest keys beyond max (session owners, pending requests).
 local Bounded = {}
@@ -43,11 +46,11 @@ function M.new(cfg, obs)
   local minute = 60
   return setmetatable({
     cfg = cfg, obs = obs, scopes = {}, conns = {}, nconns = 0, per_ip = {}, nscopes = 0,
-    kex_limit = limits.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
-    pairing_limit = limits.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
-    runtime_limit = limits.bucket(cfg.relay_runtime_rate_per_minute, cfg.relay_runtime_rate_limiter_max_keys),
-    runtime_ws_limit = limits.bucket(cfg.relay_runtime_rate_per_minute_workspace,
-                                     cfg.relay_runtime_workspace_rate_limiter_max_keys),
+    kex_limit = limit.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
+    pairing_limit = limit.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
+    runtime_limit = limit.bucket(cfg.relay_runtime_rate_per_minute, minute, cfg.relay_runtime_rate_limiter_max_keys),
+    runtime_ws_limit = limit.bucket(cfg.relay_runtime_rate_per_minute_workspace, minute,
+                                    cfg.relay_runtime_workspace_rate_limiter_max_keys),
     -- The C side (core/hub): E2EE frames of a daemon reach their session's owner without Lua,
     -- and its per-scope token bucket is the daemon limit for every daemon and worker frame.
     fast = core.hub_new(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_max_pending_bytes),
@@ -64,24 +67,27 @@ function M:scope(workspace_id, runtime_target_id)
   local s = self.scopes[key]
   if not s then
     s = { key = key, workspace_id = workspace_id, runtime_target_id = runtime_target_id, clients = {}, nclients = 0,
-          kex = bounded(self.cfg.relay_session_owner_track_max), owners = self:owner_table(key),
           pairing = bounded(self.cfg.relay_pairing_request_track_max), subs = {}, generation = -1,
           last_activity = relay.time() }
+    self:forget_sessions(s)
     self.scopes[key] = s
     self.nscopes = self.nscopes + 1
   end
   return s
 end
 
--- Session owners, mirrored into the C hub (which forgets what the table forgets).
-function M:owner_table(key)
-  local fast = self.fast
-  return bounded(self.cfg.relay_session_owner_track_max, function(session) fast:own(key, session, nil) end)
+-- A new scope, and each new daemon, start with no key exchanges and no session owners. The
+-- owners are mirrored into the C hub, which forgets what the table forgets.
+function M:forget_sessions(s)
+  local fast, key, max = self.fast, s.key, self.cfg.relay_session_owner_track_max
+  fast:clear(key)
+  s.kex = bounded(max)
+  s.owners = bounded(max, function(session) fast:own(key, session, nil) end)
 end
 
 function M:set_owner(s, session, owner)
   s.owners:set(session, owner)
-  self.fast:own(s.key, session, owner and owner.ws and not owner.closing and owner.ws or nil)
+  self.fast:own(s.key, session, live(owner) and owner.ws or nil)
 end
 
 function M:client_count(workspace_id, runtime_target_id)
@@ -97,6 +103,10 @@ function M:status(conn, code, message, extra)
   local p = { type = "relay_status", code = code, message = message, workspaceId = conn.workspace_id }
   for k, v in pairs(extra or {}) do p[k] = v end
   self:send(conn, encode(p))
+end
+
+function M:target_required(conn)
+  self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
 end
 
 -- Closes a connection from any task; its own task sees recv() end and unregisters it.
@@ -141,19 +151,17 @@ function M:register(conn)
   local needs_target = conn.role == "workspace-daemon" or
     (conn.role == "client" and (c.scope == "runtime" or c.scope == "session-events"))
   if needs_target and not conn.runtime_target_id then
-    self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
+    self:target_required(conn)
     return nil, "missing runtime target claim"
   end
   local s = self:scope(conn.workspace_id, conn.runtime_target_id)
   if conn.role == "workspace-daemon" then
-    if s.daemon and not s.daemon.closing then return nil, "daemon already connected" end
+    if live(s.daemon) then return nil, "daemon already connected" end
     local gen = tonumber(c.daemonIssueGeneration)
     if gen and gen < s.generation then return nil, "stale daemon generation" end
     if gen then s.generation = gen end
     s.daemon = conn
-    s.kex = bounded(self.cfg.relay_session_owner_track_max)
-    self.fast:clear(s.key)
-    s.owners = self:owner_table(s.key)
+    self:forget_sessions(s)
     self.fast:tap(conn.ws, s.key, c.e2eeProfile)
     if self.remote then self.remote:daemon_up(s, conn) end
   elseif conn.role == "client" then
@@ -198,6 +206,12 @@ end
 
 local INVALID = "client frame must be a valid runtime or pairing control frame"
 
+-- The requests a client frame opens, so that the daemon's answer reaches the one who asked.
+local function remember(s, kind, f, owner)
+  if kind == "kex_init" then s.kex:set(f.requestId, owner)
+  elseif kind == "pairing" then s.pairing:set(f.requestId, owner) end
+end
+
 local scope_rules = {
   pairing = function(kind) return kind == "pairing" or nil, "pairing scope only" end,
   runtime = function(kind) return kind ~= "pairing" or nil, "runtime scope only" end,
@@ -205,9 +219,7 @@ local scope_rules = {
 }
 
 function M:daemon_unavailable(conn)
-  if not conn.runtime_target_id then
-    return self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
-  end
+  if not conn.runtime_target_id then return self:target_required(conn) end
   self:status(conn, "DAEMON_UNAVAILABLE", "No machine runtime is connected for this runtime target",
               { retryable = true, runtimeTargetId = conn.runtime_target_id, machineId = conn.claims.machineId })
 end
@@ -260,11 +272,8 @@ function M:client_frame(conn, text)
     if s.subs[f.channel] then s.subs[f.channel][conn] = nil end
   elseif kind == "presence" then
     return self:fan_out(s, f.channel, text, conn)
-  elseif kind == "kex_init" then
-    s.kex:set(f.requestId, conn)
-  elseif kind == "pairing" then
-    s.pairing:set(f.requestId, conn)
   end
+  remember(s, kind, f, conn)
   self:to_daemon(conn, s, text)
 end
 
@@ -275,14 +284,16 @@ function M:channel_allowed(conn, ch)
   return false
 end
 
+-- -> whether the scope's (live) daemon took it
+function M:daemon_send(s, text)
+  if not self:send(s.daemon, text) then return false end
+  self.obs:inc("relay_frames_client_to_daemon_total")
+  self.obs:inc("relay_bytes_client_to_daemon_total", #text)
+  return true
+end
+
 function M:to_daemon(conn, s, text)
-  if s.daemon and not s.daemon.closing then
-    if self:send(s.daemon, text) then
-      self.obs:inc("relay_frames_client_to_daemon_total")
-      self.obs:inc("relay_bytes_client_to_daemon_total", #text)
-    end
-    return
-  end
+  if live(s.daemon) then return self:daemon_send(s, text) end
   if self.remote and self.remote:client_to_remote(conn, s, text) then return end
   self.obs:inc("relay_client_messages_dropped_total")
   self:daemon_unavailable(conn)
@@ -293,7 +304,7 @@ end
 -- To one owner: a local connection, or (a client on another relay) over the bus.
 function M:deliver(s, conn, text)
   if conn and conn.remote then return self.remote:publish(conn.remote, "daemon_to_clients", s, nil, text) end
-  if conn and not conn.closing and self:send(conn, text) then
+  if live(conn) and self:send(conn, text) then
     self.obs:inc("relay_frames_daemon_to_clients_total")
     self.obs:inc("relay_bytes_daemon_to_clients_total", #text)
     return true
@@ -313,7 +324,7 @@ end
 function M:route_daemon(s, f, kind, text)
   if kind == "kex_response" then
     local owner = s.kex:take(f.requestId)
-    if owner and not owner.closing then self:set_owner(s, f.sessionId, owner) end
+    if live(owner) then self:set_owner(s, f.sessionId, owner) end
     return self:deliver(s, owner, text)
   elseif kind == "e2ee" or kind == "key_update" then
     return self:deliver(s, s.owners:get(f.sessionId), text)
@@ -354,9 +365,8 @@ function M:from_remote_client(s, owner, text)
   local f = frames.parse(text)
   local kind = f and frames.client_kind(f)
   if not kind then return self.obs:inc("relay_bus_undeliverable_total") end
-  if kind == "kex_init" then s.kex:set(f.requestId, owner)
-  elseif kind == "pairing" then s.pairing:set(f.requestId, owner)
-  elseif kind == "subscribe" then
+  remember(s, kind, f, owner)
+  if kind == "subscribe" then
     -- one subscriber per remote relay: it fans the channel's events out to its own clients
     s.remote_subs = s.remote_subs or {}
     local marker = s.remote_subs[owner.remote] or owner
@@ -364,11 +374,7 @@ function M:from_remote_client(s, owner, text)
     s.subs[f.channel] = s.subs[f.channel] or {}
     s.subs[f.channel][marker] = true
   end
-  if not (s.daemon and not s.daemon.closing and self:send(s.daemon, text)) then
-    return self.obs:inc("relay_bus_undeliverable_total")
-  end
-  self.obs:inc("relay_frames_client_to_daemon_total")
-  self.obs:inc("relay_bytes_client_to_daemon_total", #text)
+  if not (live(s.daemon) and self:daemon_send(s, text)) then self.obs:inc("relay_bus_undeliverable_total") end
 end
 
 -- The daemon on another relay answered one of this relay's clients.
@@ -385,7 +391,7 @@ end
 function M:reap(now)
   local cfg = self.cfg
   for conn in pairs(self.conns) do
-    if conn.ws and not conn.closing then
+    if conn.ws and live(conn) then
       local since_ping = conn.pinged_at and now - conn.pinged_at
       local stale = since_ping and conn.ws:idle() > since_ping and since_ping >= cfg.relay_pong_timeout_ms / 1000
       local idle = conn.ws:silent() >= cfg.relay_idle_timeout_ms / 1000
@@ -402,7 +408,7 @@ end
 -- Every ping interval: ping everyone, sweep the limiters.
 function M:ping_all(now)
   for conn in pairs(self.conns) do
-    if conn.ws and not conn.closing then
+    if conn.ws and live(conn) then
       conn.pinged_at = now
       conn.ws:ping()
     end
@@ -428,7 +434,7 @@ function M:snapshot(include_ids)
   for _, s in pairs(self.scopes) do
     local ids
     if include_ids then
-      ids = {}
+      ids = relay.json.array()
       for c in pairs(s.clients) do ids[#ids + 1] = c.claims.clientId or c.id end
       table.sort(ids)
     end

@@ -23,19 +23,12 @@ local function redact(details)
   for k, v in pairs(details or {}) do out[k] = redacted_key(k) and "[redacted]" or v end
   return out
 end
-M.redact = redact
 
 function M.new(max_logs)
-  return setmetatable({ counters = {}, order = {}, logs = {}, max_logs = max_logs, next_log = 1 }, M)
+  return setmetatable({ counters = {}, logs = {}, max_logs = max_logs, next_log = 1 }, M)
 end
 
-function M:inc(name, by)
-  local c = self.counters
-  if c[name] == nil then self.order[#self.order + 1] = name; c[name] = 0 end
-  c[name] = c[name] + (by or 1)
-end
-
-function M:get(name) return self.counters[name] or 0 end
+function M:inc(name, by) self.counters[name] = (self.counters[name] or 0) + (by or 1) end
 
 function M:log(level, event, details)
   local d = redact(details)
@@ -58,21 +51,14 @@ end
 -- gauges: { {name, value}, ... }; counted_in_c: counters kept in C, added to the Lua ones.
 function M:render(gauges, counted_in_c)
   local lines, names, values = {}, {}, {}
-  for _, n in ipairs(self.order) do names[#names + 1] = n; values[n] = self.counters[n] end
-  for n, v in pairs(counted_in_c or {}) do
-    if values[n] == nil then names[#names + 1] = n end
-    values[n] = (values[n] or 0) + v
-  end
+  for n, v in pairs(self.counters) do values[n] = v end
+  for n, v in pairs(counted_in_c or {}) do values[n] = (values[n] or 0) + v end
+  for n in pairs(values) do names[#names + 1] = n end
   table.sort(names)
-  for _, n in ipairs(names) do
-    lines[#lines + 1] = "# TYPE " .. n .. " counter"
-    lines[#lines + 1] = n .. " " .. string.format("%d", values[n])
-  end
-  for _, g in ipairs(gauges) do
-    lines[#lines + 1] = "# TYPE " .. g[1] .. " gauge"
-    lines[#lines + 1] = g[1] .. " " .. string.format("%d", g[2])
-  end
-  return table.concat(lines, "\n") .. "\n"
+  local function family(kind, name, v) lines[#lines + 1] = ("# TYPE %s %s\n%s %d\n"):format(name, kind, name, v) end
+  for _, n in ipairs(names) do family("counter", n, values[n]) end
+  for _, g in ipairs(gauges) do family("gauge", g[1], g[2]) end
+  return table.concat(lines)
 end
 
 return M

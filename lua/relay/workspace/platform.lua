@@ -1,11 +1,28 @@
--- The worker role (managed executors): viewport.worker_transport.request/v1 frames become HTTP
--- calls to the platform, but only under the worker's own executor path; the answer goes back as
--- a viewport.worker_transport.response/v1 frame (403 on a denied path, 502 on a failed call).
+-- The platform's internal HTTP API as the relay calls it: a JSON POST with the internal key
+-- (admission's validate endpoint, the backplane's server mode), and the worker role's transport.
 local relay = require "relay"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
 
 local M = {}
+
+-- -> the status and the answer as a JSON object (nil when it is not one) | nil, err
+function M.post(cfg, url, body)
+  local res, err = relay.http.request {
+    method = "POST", url = url, body = cjson.encode(body),
+    headers = { ["content-type"] = "application/json",
+                ["x-relay-internal-key"] = cfg.internal_key ~= "" and cfg.internal_key or nil },
+    timeout = cfg.relay_admission_timeout_ms / 1000, max_body = cfg.relay_admission_max_response_bytes,
+  }
+  if not res then return nil, tostring(err) end
+  local ok, json = pcall(cjson.decode, res.body)
+  return res.status, ok and type(json) == "table" and json or nil
+end
+
+-- ---- the worker role (managed executors) ----
+-- viewport.worker_transport.request/v1 frames become HTTP calls to the platform, but only under
+-- the worker's own executor path; the answer goes back as a viewport.worker_transport.response/v1
+-- frame (403 on a denied path, 502 on a failed call).
 
 local methods = { GET = true, POST = true, PATCH = true }
 
@@ -20,7 +37,7 @@ local function reply(hub, conn, id, status, body)
   hub:send(conn, cjson.encode { type = "viewport.worker_transport.response/v1", requestId = id, status = status, body = body })
 end
 
-function M.frame(hub, conn, text)
+function M.worker_frame(hub, conn, text)
   if not hub.fast:allow(conn.scope.key) then
     return hub:close(conn, 4008, "daemon rate limit exceeded")
   end
