@@ -1,5 +1,6 @@
 -- The original's offline config directory: <dir>/env-<uuid>/{auth_config,feature_config,
 -- segments,targets}.json. load() reads it; write() produces it (GENERATE_OFFLINE_CONFIG).
+local relay = require "relay"
 local fs = require "relay.flag.fs"
 local json = require "relay.flag.json"
 
@@ -48,7 +49,7 @@ function M.load(dir)
 end
 
 -- Writes every environment of store under dir (the layout load() reads).
-function M.write(dir, store)
+local function write(dir, store)
   local ok, err = fs.mkdir(dir)
   if not ok then return nil, err end
   for id, env in pairs(store.envs) do
@@ -69,6 +70,22 @@ function M.write(dir, store)
     end
   end
   return true
+end
+
+-- GENERATE_OFFLINE_CONFIG, once the first sync is done: writes cfg.config_dir and ends the
+-- process (exit 0 as with any SIGTERM; 1 when there is nothing good to write).
+function M.generate(cfg, sync)
+  if sync.config_status.state ~= "SYNCED" then
+    relay.log.error("generate_offline_config_failed", { upstream = cfg.base_url, error = "could not sync" })
+    os.exit(1)
+  end
+  local ok, err = write(cfg.config_dir, sync.store)
+  if not ok then
+    relay.log.error("generate_offline_config_failed", { config_dir = cfg.config_dir, error = err })
+    os.exit(1)
+  end
+  relay.log.info("offline_config_generated", { config_dir = cfg.config_dir })
+  fs.terminate()
 end
 
 return M

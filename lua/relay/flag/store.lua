@@ -157,6 +157,5 @@ function Store:segment_json(env_id, id, rules_v2)
   return cached(env, (v2 and "s2\0" or "s1\0") .. id, function() return json.encode(segment_view(seg, v2)) .. "\n" end)
 end
 
-M.KINDS = KINDS
 M.sha256_hex = sha256_hex
 return M
