@@ -50,7 +50,7 @@ app:on_init(function()
     sync:set_stream("CONNECTED")
   elseif cfg.read_replica then
     sync:start_replica()
-  elseif cfg.generate then
+  elseif cfg.generate_offline_config then
     upstream:start(function() offline.generate(cfg, sync) end)
   else
     upstream:start()

@@ -64,7 +64,7 @@ end
 -- A proxy token is ours, of key_type Proxy, for this proxy key.
 local function proxy_claims(req, cfg)
   local token = bearer(req)
-  local claims = token and relay.jwt.verify(token, cfg.secret, { leeway = 60 })
+  local claims = token and relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
   if not claims or claims.key_type ~= "Proxy" or cfg.proxy_key == "" or claims.key ~= sha256_hex(cfg.proxy_key) then
     return nil
   end
@@ -87,7 +87,7 @@ local function install_proxy_api(app, cfg, store)
     end
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ key_type = "Proxy", key = sha256_hex(body.proxyKey), cluster_identifier = "1",
-      environments = sorted_env_ids(store), iat = now, nbf = now }, cfg.secret)
+      environments = sorted_env_ids(store), iat = now, nbf = now }, cfg.auth_secret)
     send(res, 200, { token = token })
   end)
 
@@ -123,7 +123,7 @@ function M.install(app, cfg, store, sync, forward)
     local claims = verified[token]
     if claims then return claims end
     local err
-    claims, err = relay.jwt.verify(token, cfg.secret, { leeway = 60 })
+    claims, err = relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
     for _, s in ipairs(cfg.legacy_secrets) do
       if claims then break end
       claims = relay.jwt.verify(token, s, { leeway = 60 })
@@ -217,7 +217,7 @@ function M.install(app, cfg, store, sync, forward)
     end
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
-      clusterIdentifier = "1", iat = now, nbf = now }, cfg.secret)
+      clusterIdentifier = "1", iat = now, nbf = now }, cfg.auth_secret)
     return reply(res, 200, json.encode({ authToken = token }) .. "\n", route, env_id)
   end, { max_body = math.max(1024 * 1024, body_max) }) -- up to 1 MiB the answer names the limit
 

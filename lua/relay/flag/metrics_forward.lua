@@ -48,7 +48,7 @@ function Forward:queue(env_id, body)
     end)
     return
   end
-  if self.cfg.offline or self.cfg.metric_post <= 0 then return end
+  if self.cfg.offline or self.cfg.metric_post_duration <= 0 then return end
   local ok, m = pcall(json.decode, body)
   if not ok or type(m) ~= "table" then return end
   local md, td = elements(m, "metricsData"), elements(m, "targetData")
@@ -102,8 +102,8 @@ end
 
 -- An online primary posts every METRIC_POST_DURATION seconds, with its replicas' metrics too.
 function Forward:start()
-  if self.cfg.metric_post <= 0 then return end
-  relay.every(self.cfg.metric_post, function() self:flush() end)
+  if self.cfg.metric_post_duration <= 0 then return end
+  relay.every(self.cfg.metric_post_duration, function() self:flush() end)
   if self.redis then relay.after(0, function() self:collect_replica_metrics() end) end
 end
 

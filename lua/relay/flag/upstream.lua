@@ -265,7 +265,7 @@ function Upstream:start(then_fn)
   relay.after(0, function()
     self:poll_once()
     if then_fn then return then_fn() end
-    if not self.cfg.stream then return self.sync:set_stream("DISCONNECTED") end
+    if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
     for _, env_id in ipairs(self:stream_envs()) do relay.after(0, function() self:follow(env_id) end) end
   end)
   -- polls only while no upstream stream carries the changes
