@@ -8,7 +8,7 @@ local json = require "relay.flag.json"
 
 local sha256_hex = require("relay.flag.store").sha256_hex
 local evaluator = require "relay.flag.evaluator"
-local targets_mod = require "relay.flag.targets"
+local lru = require "relay.lru"
 local PROXY_CHANNEL = require("relay.flag.sync").PROXY_CHANNEL
 
 local M = {}
@@ -36,6 +36,21 @@ local function reply(res, status, body, route, env)
   end
   requests:inc(1, l)
   return res:send(status, body, HEADERS)
+end
+
+-- Targets seen at /client/auth (spec §1.1: later evaluations of that identifier use them), as
+-- JSON text in an LRU bounded by TARGET_STORE_MAX_LEN and TARGET_STORE_MAX_BYTES: client SDK
+-- keys are public, so anyone may post targets.
+local targets_held = relay.metrics.gauge("ff_proxy_target_store_targets", "targets held from /client/auth")
+local targets_bytes = relay.metrics.gauge("ff_proxy_target_store_bytes", "bytes of the targets held from /client/auth")
+local targets_evicted = relay.metrics.counter("ff_proxy_target_store_evictions_total",
+  "targets dropped from the store to stay within TARGET_STORE_MAX_LEN / TARGET_STORE_MAX_BYTES")
+
+local function keep_target(targets, env_id, tid, text)
+  local dropped = targets:set(env_id .. "\0" .. tid, text)
+  if dropped > 0 then targets_evicted:inc(dropped) end
+  targets_held:set(targets.count)
+  targets_bytes:set(targets.bytes)
 end
 
 -- What an auth body may carry besides the target's attributes (key, identifier, name, JSON).
@@ -113,7 +128,9 @@ end
 -- forward: relay.flag.metrics_forward (SDK metrics).
 function M.install(app, cfg, store, sync, forward)
   served_envs = store.envs
-  local targets = targets_mod.new { max_len = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }
+  local targets = lru.new { max_items = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }
+  targets_held:set(0)
+  targets_bytes:set(0)
   install_proxy_api(app, cfg, store)
 
   -- Tokens already verified (they carry no exp: a valid one stays valid for this generation's
@@ -173,7 +190,7 @@ function M.install(app, cfg, store, sync, forward)
 
   -- Anyone may call /client/auth (client SDK keys ship in browser apps): the attributes are
   -- bounded, an auth body may carry them plus AUTH_SLACK for the rest, and the targets kept
-  -- for evaluations live in a bounded store (relay.flag.targets).
+  -- for evaluations live in a bounded store (keep_target).
   local attr_max = cfg.target_attributes_max_bytes
   local body_max = attr_max + AUTH_SLACK
   local function too_large(res, what, n, route)
@@ -212,7 +229,7 @@ function M.install(app, cfg, store, sync, forward)
     if not env_id then return fail(res, 401, "unauthorised", route) end
     if tid ~= "" then
       local env = store.envs[env_id]
-      targets:put(env_id, tid, json.encode(target))
+      keep_target(targets, env_id, tid, json.encode(target))
       if env.evaluations and env.evaluations["t" .. tid] then env.evaluations["t" .. tid] = nil end
     end
     local now = math.floor(relay.time())
@@ -252,7 +269,7 @@ function M.install(app, cfg, store, sync, forward)
         return t
       end
     end
-    local seen = targets:get(env.id, req.params.target)
+    local seen = targets:get(env.id .. "\0" .. req.params.target)
     local ok, t = pcall(json.decode, seen or "")
     if ok and type(t) == "table" then return t end
     return env.target[req.params.target] or { identifier = req.params.target, name = req.params.target }
