@@ -62,5 +62,7 @@ describe("git tunnel --relay-listen", function()
     assert.equal(502, res.status)
     assert.matches("no relay client is registered for key 'nobody'", res.body)
     assert.equal(404, other:get("/v1/relay/nobody/x").status)
+    -- no clients: an empty JSON array (relay.json.array), not {}
+    assert.equal('{"result":[]}', other:get("/v1/relay/clients", { Authorization = "Bearer t" }).body)
   end)
 end)

@@ -79,10 +79,6 @@ end
 
 function M.token_ok(tokens, given) return M.token_match(tokens, given) ~= nil end
 
-function M.bearer(header)
-  return header and header:match("^[Bb]earer%s+(%S+)%s*$") or nil
-end
-
 -- The docs: "letters, numbers, underscore and hyphen".
 function M.key_ok(key)
   return type(key) == "string" and #key > 0 and #key <= 128 and key:match("^[%w_%-]+$") ~= nil

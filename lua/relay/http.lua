@@ -61,6 +61,9 @@ end
 local Request = {}
 function Request:body() return core.req_body(self._ex) end
 function Request:header(name) return self.headers[name] end
+-- The token of "Authorization: Bearer <token68>" or nil (relay.auth.bearer: the one rule).
+local auth = require "relay.auth"
+function Request:bearer() return auth.bearer(self) end
 -- Takes a WebSocket upgrade on a plain route once the handler has decided to (checks that may
 -- wait, such as an admission call, run before the 101): -> ws | nil, err. protocols: the
 -- subprotocols spoken ("a,b"; "*": the client's first offer); opts: max_message (bytes, 1009
@@ -112,7 +115,7 @@ end
 
 local json
 function Response:json(status, value, headers)
-  json = json or require "cjson"
+  json = json or require "relay.json"
   local h = merged(self, headers) or {}
   local has_type = false
   for k in pairs(h) do if lower(k) == "content-type" then has_type = true end end

@@ -3,7 +3,7 @@ local core = require "relay.core"
 local flags = require "relay.flags"
 local check = require "relay.check"
 local http = require "relay.http"
-local cjson = require "cjson"
+local json = require "relay.json"
 
 local relay = { version = core.version }
 
@@ -372,7 +372,10 @@ relay.jwt = setmetatable({
     return jwt.verify_jwks(token, keys, opts)
   end,
 }, { __index = jwt })
-relay.json = cjson
+-- relay.json: encode/decode/array/null (lua/relay/json.lua: arrays stay arrays, empty or not)
+relay.json = json
+-- relay.auth.bearer(value | headers | req) -> token | nil (req:bearer() is the same)
+relay.auth = require "relay.auth"
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
 
@@ -387,7 +390,7 @@ local function log_at(level)
     for k, v in pairs(fields or {}) do
       local t = type(v)
       if t == "table" then
-        local ok, enc = pcall(cjson.encode, v)
+        local ok, enc = pcall(json.encode, v)
         v = ok and enc or tostring(v)
       elseif t ~= "string" and t ~= "number" and t ~= "boolean" then
         v = tostring(v)

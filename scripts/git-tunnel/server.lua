@@ -77,7 +77,7 @@ local function text(res, status, msg, headers)
   return res:send(status, msg .. "\n", headers)
 end
 
-local function authorized(req) return gt.token_ok(tokens, gt.bearer(req.headers.authorization)) end
+local function authorized(req) return gt.token_ok(tokens, req:bearer()) end
 
 -- Why token may not register key now (its binding, or the key is held under another token), or nil.
 local function key_refused(token, key)
@@ -87,7 +87,7 @@ local function key_refused(token, key)
 end
 
 app:get("/v1/relay/register", function(req, res)
-  local token = gt.token_match(tokens, gt.bearer(req.headers.authorization))
+  local token = gt.token_match(tokens, req:bearer())
   if not token then return text(res, 401, "unauthorized: missing or unknown bearer token") end
   local key = req.headers["x-relay-client-key"] or req.args.client_key
   if not gt.key_ok(key) then
@@ -124,14 +124,13 @@ end)
 
 app:get("/v1/relay/clients", function(req, res)
   if not authorized(req) then return text(res, 401, "unauthorized: missing or unknown bearer token") end
-  local out = {}
+  local out = relay.json.array()
   for _, list in pairs(clients) do
     for _, c in ipairs(list) do
       out[#out + 1] = { client_key = c.client_key, client_id = c.client_id, remote_address = c.remote_address }
     end
   end
-  res:send(200, relay.json.encode({ result = out }):gsub("\"result\":{}", "\"result\":[]"),
-           { ["content-type"] = "application/json" })
+  res:send(200, relay.json.encode({ result = out }), { ["content-type"] = "application/json" })
 end)
 
 -- A random client of the key that is not in `tried`.

@@ -1,0 +1,210 @@
+-- relay.json: JSON with arrays that stay arrays. lua-cjson 2.1.0 (Debian 12) reads [] and {} as
+-- the same empty table and writes an empty table as {} (it has no empty_array or array_mt), so
+-- one mark is kept here: a metatable. json.array(t) puts it on a table, decode() puts it on every
+-- array it reads (empty or not), and encode() writes a marked empty table as []. Nothing is
+-- patched into the text: cjson writes every subtree without a marked empty array; only the
+-- levels above one are joined here. Numbers are as strict as Go's encoding/json: no NaN or
+-- Infinity literals, and one that overflows (1e999) fails decode(), not every later encode.
+local cjson = require("cjson").new() -- a private instance: nobody else's settings change ours
+cjson.decode_invalid_numbers(false)
+cjson.encode_invalid_numbers(false)
+
+local type, next, pairs, getmetatable, setmetatable = type, next, pairs, getmetatable, setmetatable
+local concat, huge, find, byte, sub = table.concat, math.huge, string.find, string.byte, string.sub
+local cencode, cdecode = cjson.encode, cjson.decode
+local ffi = require "ffi"
+
+local M = { null = cjson.null }
+
+local ARRAY = { __name = "relay.json.array" }
+local MAX_DEPTH = 1000 -- cjson's own limit, for both directions
+
+-- json.array(t?) -> t, marked to encode as a JSON array even when empty.
+function M.array(t)
+  t = t or {}
+  if type(t) ~= "table" then error("relay.json.array: expects a table", 2) end
+  return setmetatable(t, ARRAY)
+end
+
+function M.is_array(t) return getmetatable(t) == ARRAY end
+
+-- ---- encode ----
+
+local function key_json(k)
+  local t = type(k)
+  if t == "string" then return cencode(k) end
+  if t == "number" then return '"' .. cencode(k) .. '"' end
+  error("relay.json.encode: cannot write a " .. t .. " key (only strings and numbers)", 0)
+end
+
+-- 1..n if every key of t is a positive integer (cjson's test for an array), else nil.
+local function array_length(t)
+  local n, count = 0, 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then return nil end
+    if k > n then n = k end
+    count = count + 1
+  end
+  if n > 10 and n > count * 2 then error("relay.json.encode: an excessively sparse array", 0) end
+  return n
+end
+
+local enc
+
+-- This level as text, given the text of the children that have a marked empty array inside.
+local function join(t, parts)
+  local n = array_length(t)
+  if getmetatable(t) == ARRAY and not n then error("relay.json.encode: an array (json.array) with a key that is not an index", 0) end
+  local out = {}
+  if n then
+    for i = 1, n do
+      local x = t[i]
+      out[i] = parts[i] or (x == nil and "null" or cencode(x))
+    end
+    return "[" .. concat(out, ",") .. "]"
+  end
+  for k, x in pairs(t) do out[#out + 1] = key_json(k) .. ":" .. (parts[k] or cencode(x)) end
+  return "{" .. concat(out, ",") .. "}"
+end
+
+-- The text of t if a marked empty array is inside it (cjson cannot write that), else nil: the
+-- caller lets cjson write t whole.
+enc = function(t, depth)
+  if depth > MAX_DEPTH then error("relay.json.encode: nested deeper than " .. MAX_DEPTH, 0) end
+  if next(t) == nil then return getmetatable(t) == ARRAY and "[]" or nil end
+  local parts
+  for k, x in pairs(t) do
+    local s = type(x) == "table" and enc(x, depth + 1)
+    if s then parts = parts or {}; parts[k] = s end
+  end
+  return parts and join(t, parts)
+end
+
+-- json.encode(value) -> text; raises on what JSON cannot hold (NaN, Inf, a function, a cycle).
+function M.encode(v)
+  if type(v) ~= "table" then return cencode(v) end
+  return enc(v, 1) or cencode(v)
+end
+
+-- ---- decode ----
+
+-- Marks the non-empty arrays (cjson gives objects string keys only, so t[1] means an array) and
+-- refuses numbers JSON cannot have come from (1e999 reads as inf).
+local function walk(t, depth)
+  if depth > MAX_DEPTH then error("relay.json.decode: nested deeper than " .. MAX_DEPTH, 0) end
+  if t[1] ~= nil then setmetatable(t, ARRAY) end
+  for _, x in pairs(t) do
+    local tx = type(x)
+    if tx == "table" then walk(x, depth + 1)
+    elseif tx == "number" and (x ~= x or x == huge or x == -huge) then
+      error("relay.json.decode: a number out of range (JSON has no Inf or NaN)", 0)
+    end
+  end
+end
+
+local QUOTE, BACKSLASH, COMMA, OPEN_ARRAY, OPEN_OBJECT, CLOSE_ARRAY, CLOSE_OBJECT = byte('"\\,[{]}', 1, 7)
+local SPACE = { [32] = true, [9] = true, [10] = true, [13] = true }
+
+-- After cjson read text into root, finds which of its empty tables were [] in the text, by
+-- walking the text's structure beside the tree. The text is valid JSON (cjson read it), so the
+-- byte loop (compiled by LuaJIT; string.find with a pattern is not) needs no bounds beyond its
+-- grammar. A repeated key is read as cjson reads it: the last one wins. Only runs when the text
+-- has an empty array.
+local function mark_empty_arrays(text, root)
+  local p = ffi.cast("const uint8_t *", text)
+  local frame, stack, depth = nil, {}, 0 -- frame: node (or false), arr, i, key, want_key
+  local found, n = {}, 0                   -- parent, key, is_array triples in text order (parent nil: root)
+  local i, len = 0, #text
+  while i < len do
+    local ch = p[i]
+    if ch == QUOTE then
+      local j, escaped = i + 1, false
+      while p[j] ~= QUOTE do
+        if p[j] == BACKSLASH then j, escaped = j + 2, true else j = j + 1 end
+      end
+      if frame and frame.want_key then
+        frame.key = escaped and cdecode(sub(text, i + 1, j + 1)) or sub(text, i + 2, j)
+        frame.want_key = false
+      end
+      i = j
+    elseif ch == OPEN_ARRAY or ch == OPEN_OBJECT then
+      local parent, k, node = frame and frame.node, nil, root
+      if frame then
+        k = frame.arr and frame.i or frame.key
+        node = parent and parent[k]
+        if type(node) ~= "table" then node = false end
+      end
+      local j = i + 1
+      while SPACE[p[j]] do j = j + 1 end
+      if p[j] == CLOSE_ARRAY or p[j] == CLOSE_OBJECT then
+        found[n + 1], found[n + 2], found[n + 3], n = parent, k, ch == OPEN_ARRAY, n + 3
+        i = j
+      else
+        depth = depth + 1
+        stack[depth] = frame
+        frame = { node = node, arr = ch == OPEN_ARRAY, i = 1, want_key = ch == OPEN_OBJECT }
+      end
+    elseif ch == COMMA then
+      if frame.arr then frame.i = frame.i + 1 else frame.want_key = true end
+    elseif ch == CLOSE_ARRAY or ch == CLOSE_OBJECT then
+      frame, stack[depth], depth = stack[depth], nil, depth - 1
+    end
+    i = i + 1
+  end
+  for j = 1, n, 3 do
+    local parent, k, is_array = found[j], found[j + 1], found[j + 2]
+    local t = parent == nil and root or parent and parent[k]
+    if type(t) == "table" and next(t) == nil then setmetatable(t, is_array and ARRAY or nil) end
+  end
+end
+
+-- json.decode(text) -> value; raises on text that is not JSON. Every array read carries the
+-- array mark, so it is written back as an array even if it was (or became) empty.
+function M.decode(text)
+  local v = cdecode(text)
+  if type(v) ~= "table" then
+    if v ~= v or v == huge or v == -huge then error("relay.json.decode: a number out of range (JSON has no Inf or NaN)", 0) end
+    return v
+  end
+  walk(v, 1)
+  if find(text, "%[[ \t\r\n]*%]") then mark_empty_arrays(text, v) end
+  return v
+end
+
+-- ---- canon ----
+
+-- A deterministic serialisation (keys sorted) for change detection: not JSON, but cheap (a
+-- reload compares whole configs with it; cjson.encode per scalar was the slowest step).
+local function by_string(a, b) return tostring(a) < tostring(b) end
+
+local function canon(v, out)
+  local t = type(v)
+  if t == "string" then out[#out + 1] = "s" .. #v .. ":" .. v; return end
+  if t ~= "table" then out[#out + 1] = tostring(v); return end
+  if v[1] ~= nil or next(v) == nil then
+    out[#out + 1] = "["
+    for _, x in ipairs(v) do canon(x, out); out[#out + 1] = "," end
+    out[#out + 1] = "]"
+    return
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, by_string)
+  out[#out + 1] = "{"
+  for _, k in ipairs(keys) do
+    out[#out + 1] = tostring(k)
+    out[#out + 1] = "="
+    canon(v[k], out)
+    out[#out + 1] = ";"
+  end
+  out[#out + 1] = "}"
+end
+
+-- json.canon(value) -> a string equal for equal values, whatever the order of their keys.
+function M.canon(v)
+  local out = {}
+  canon(v, out)
+  return table.concat(out)
+end
+
+return M
