@@ -4,7 +4,7 @@
 -- v2-style relayhost chained to this one (PROXY_KEY): ff-proxy v2's POST /proxy/auth and
 -- GET /proxy/config (paged), served from this cache, and the account-level /stream.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 
 local sha256_hex = require("relay.flag.store").sha256_hex
 local evaluator = require "relay.flag.evaluator"
@@ -66,11 +66,8 @@ end
 local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
 local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 
--- TODO(fw): bearer(req)
-local function bearer(req) return (req.headers["authorization"] or ""):match("^[Bb]earer%s+(%S+)$") end
-
 local function sorted_env_ids(store)
-  local ids = {}
+  local ids = json.array()
   for id in pairs(store.envs) do ids[#ids + 1] = id end
   table.sort(ids)
   return ids
@@ -78,7 +75,7 @@ end
 
 -- A proxy token is ours, of key_type Proxy, for this proxy key.
 local function proxy_claims(req, cfg)
-  local token = bearer(req)
+  local token = req:bearer()
   local claims = token and relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
   if not claims or claims.key_type ~= "Proxy" or cfg.proxy_key == "" or claims.key ~= sha256_hex(cfg.proxy_key) then
     return nil
@@ -114,7 +111,7 @@ local function install_proxy_api(app, cfg, store)
     end
     local size = math.max(1, math.min(tonumber(req.args.pageSize) or 10, 100))
     local page = math.max(0, math.floor(tonumber(req.args.pageNumber) or 0))
-    local envs = {}
+    local envs = json.array()
     for i = page * size + 1, math.min(#ids, (page + 1) * size) do
       local env = store.envs[ids[i]]
       envs[#envs + 1] = { id = env.id, apiKeys = env.keys, featureConfigs = env.flags, segments = env.segments }
@@ -154,7 +151,7 @@ function M.install(app, cfg, store, sync, forward)
   -- Bearer JWT signed with AUTH_SECRET (or a legacy one) whose key still exists.
   local function authorize(req)
     if cfg.bypass_auth then return {} end
-    local token = bearer(req)
+    local token = req:bearer()
     if not token then return nil, "missing or malformed jwt" end
     local claims, err = verify(token)
     if not claims then return nil, "invalid or expired jwt: " .. tostring(err) end
@@ -295,9 +292,9 @@ function M.install(app, cfg, store, sync, forward)
     end
     local body = cache[key]
     if body then return body end
-    local target, out = target_of(req, env), {}
+    local target, out = target_of(req, env), json.array()
     for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
-    body = json.encode(out, true) .. "\n"
+    body = json.encode(out) .. "\n"
     cache[key], cache.n, cache.bytes = body, cache.n + 1, cache.bytes + #key + #body
     return body
   end

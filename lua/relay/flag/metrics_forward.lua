@@ -1,7 +1,7 @@
 -- SDK metrics: merged per environment and posted upstream in batches; replicas pass theirs to
 -- the primary through Redis.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 
 -- What may wait to be forwarded, queued or in flight (anyone with a public SDK key may post
 -- metrics, and an events service that is slow or unreachable holds a batch for its timeout).
@@ -25,7 +25,7 @@ end
 local function elements(m, field)
   local v = m[field]
   if type(v) ~= "table" or v[1] == nil then return "" end
-  return json.encode(v, true):sub(2, -2)
+  return json.encode(v):sub(2, -2)
 end
 
 function Forward:drop(env_id)

@@ -2,7 +2,7 @@
 -- segments,targets}.json. load() reads it; write() produces it (GENERATE_OFFLINE_CONFIG).
 local relay = require "relay"
 local fs = require "relay.flag.fs"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 
 local M = {}
 
@@ -57,10 +57,10 @@ local function write(dir, store)
     ok, err = fs.mkdir(base)
     if not ok then return nil, err end
     local files = {
-      [FILES.keys] = json.encode(env.keys, true),
-      [FILES.flags] = json.encode(env.flags, true),
-      [FILES.segments] = json.encode(env.segments, true),
-      [FILES.targets] = json.encode(env.targets, true),
+      [FILES.keys] = json.encode(env.keys),
+      [FILES.flags] = json.encode(env.flags),
+      [FILES.segments] = json.encode(env.segments),
+      [FILES.targets] = json.encode(env.targets),
       ["README.md"] = ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
         :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")),
     }

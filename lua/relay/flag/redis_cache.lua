@@ -3,7 +3,7 @@
 -- Redis and follow that stream. Redis down: the memory cache keeps serving, /health says
 -- cacheStatus "unhealthy", relay.redis reconnects with backoff.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 local sha256_hex = require("relay.flag.store").sha256_hex
 
 local M = {}
@@ -27,18 +27,18 @@ local function set(r, key, value) return r:call("SET", key, value) end
 -- Writes one environment (ff-proxy's keys) and deletes the per-item keys of items now gone.
 function Cache:write_env(env_id, env)
   local r, p = self.r, "env-" .. env_id
-  local auth = {}
+  local auth = json.array()
   for _, h in ipairs(env.keys) do
     auth[#auth + 1] = "auth-key-" .. h
     local ok, err = set(r, "auth-key-" .. h, json.encode(env_id))
     if not ok then return nil, err end
   end
-  local fc, segs = json.encode(env.flags, true), json.encode(env.segments, true)
+  local fc, segs = json.encode(env.flags), json.encode(env.segments)
   local writes = {
-    [p .. "-api-configs"] = json.encode(auth, true),
+    [p .. "-api-configs"] = json.encode(auth),
     [p .. "-feature-configs"] = fc, [p .. "-feature-configs-latest"] = json.encode(sha256_hex(fc)),
     [p .. "-segments"] = segs, [p .. "-segments-latest"] = json.encode(sha256_hex(segs)),
-    [p .. "-target-configs"] = json.encode(env.targets, true),
+    [p .. "-target-configs"] = json.encode(env.targets),
   }
   for _, f in ipairs(env.flags) do writes[p .. "-feature-config-" .. f.feature] = json.encode(f) end
   for _, s in ipairs(env.segments) do writes[p .. "-segment-" .. s.identifier] = json.encode(s) end

@@ -3,7 +3,7 @@
 -- outlives reloads: an item whose content changed gets a higher version (Node SDKs ignore a
 -- flag whose version did not go up), and set_env returns the SSE events for what changed.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 
 local function sha256_hex(s) return (relay.crypto.sha256(s):gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 
@@ -67,9 +67,9 @@ function Store:_version(env_id, kind, items, notify, events)
       end
     end
   end
-  local ids = {}
+  local ids = json.array()
   for _, item in ipairs(items) do ids[#ids + 1] = item[kind.id] end
-  dict:set(ids_key, json.encode(ids, true))
+  dict:set(ids_key, json.encode(ids))
 end
 
 local function index(items, field)
@@ -128,7 +128,7 @@ end
 function Store:feature_configs(env_id)
   local env = self.envs[env_id]
   if not env then return "[]\n" end
-  return cached(env, "\0flags", function() return json.encode(env.flags, true) .. "\n" end)
+  return cached(env, "\0flags", function() return json.encode(env.flags) .. "\n" end)
 end
 
 function Store:feature_config(env_id, id)
@@ -143,9 +143,9 @@ function Store:segments_json(env_id, rules_v2)
   if not env then return "[]\n" end
   local v2 = rules_v2 and self.and_rules
   return cached(env, v2 and "\0seg2" or "\0seg1", function()
-    local list = {}
+    local list = json.array()
     for i, s in ipairs(env.segments) do list[i] = segment_view(s, v2) end
-    return json.encode(list, true) .. "\n"
+    return json.encode(list) .. "\n"
   end)
 end
 

@@ -3,7 +3,7 @@
 -- mode is replace_all from the config directory (SIGHUP re-reads it); a read replica follows
 -- Redis (start_replica); online mode lives in relay.flag.upstream, which calls replace_*.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 local validate = require "relay.flag.validate"
 
 local refused = relay.metrics.counter("ff_proxy_config_refused_total",

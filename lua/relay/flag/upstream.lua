@@ -3,7 +3,7 @@
 -- /stream (one per SDK key's environment, or one account-level stream for a proxy key) with
 -- reconnects; what it fetches replaces the cache through relay.flag.sync.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 local sha256_hex = require("relay.flag.store").sha256_hex
 
 local M = {}
