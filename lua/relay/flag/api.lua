@@ -235,25 +235,18 @@ function M.install(app, cfg, store, sync, forward)
     return reply(res, 200, json.encode({ authToken = token }) .. "\n", route, env_id)
   end, { max_body = math.max(1024 * 1024, body_max) }) -- up to 1 MiB the answer names the limit
 
-  local FC = "/client/env/:environment_uuid/feature-configs"
-  app:get(FC, env_route(FC, function(_, res, env)
-    reply(res, 200, store:feature_configs(env), FC, env)
-  end))
-  app:get(FC .. "/:identifier", env_route(FC .. "/:identifier", function(req, res, env)
-    local body = store:feature_config(env, req.params.identifier)
-    if not body then return fail(res, 404, "not found: feature config " .. req.params.identifier, FC .. "/:identifier", env) end
-    reply(res, 200, body, FC .. "/:identifier", env)
-  end))
-
-  local TS = "/client/env/:environment_uuid/target-segments"
-  app:get(TS, env_route(TS, function(req, res, env)
-    reply(res, 200, store:segments_json(env, req.args.rules == "v2"), TS, env)
-  end))
-  app:get(TS .. "/:identifier", env_route(TS .. "/:identifier", function(req, res, env)
-    local body = store:segment_json(env, req.params.identifier, req.args.rules == "v2")
-    if not body then return fail(res, 404, "not found: target segment " .. req.params.identifier, TS .. "/:identifier", env) end
-    reply(res, 200, body, TS .. "/:identifier", env)
-  end))
+  -- Flags and target groups: the list, and one by id.
+  for _, k in ipairs { { "feature-configs", "flag", "feature config" }, { "target-segments", "segment", "target segment" } } do
+    local LIST, ONE = "/client/env/:environment_uuid/" .. k[1], "/client/env/:environment_uuid/" .. k[1] .. "/:identifier"
+    app:get(LIST, env_route(LIST, function(req, res, env)
+      reply(res, 200, store:answer(env, k[2], nil, req.args.rules == "v2"), LIST, env)
+    end))
+    app:get(ONE, env_route(ONE, function(req, res, env)
+      local body = store:answer(env, k[2], req.params.identifier, req.args.rules == "v2")
+      if not body then return fail(res, 404, ("not found: %s %s"):format(k[3], req.params.identifier), ONE, env) end
+      reply(res, 200, body, ONE, env)
+    end))
+  end
 
   -- The target to evaluate: the Harness-Target header, else the one seen at auth, else the id.
   local function target_of(req, env)
