@@ -25,7 +25,7 @@ end
 local hostless = {
   set_classes = true, sha256 = true, hmac_sha256 = true, random = true, constant_time_equal = true,
   base64_encode = true, base64_decode = true, uuid = true, jws_verify = true, time = true, pid = true,
-  log = true, metric_register = true, metrics_render = true, dict_open = true,
+  log = true, metric_register = true, metrics_render = true, dict_open = true, fs_list = true,
 }
 
 describe("relay/core.so", function()

@@ -20,6 +20,7 @@ void rh_lua_register_crypto(lua_State *L);  /* lua_crypto.c: hashes, base64, uui
 void rh_lua_register_sse(lua_State *L);     /* lua_sse.c: event-stream fan-out (core/sse) */
 void rh_lua_register_tunnel(lua_State *L);  /* lua_tunnel.c: relay.tunnel (git tunnel streams) */
 void rh_lua_register_hub(lua_State *L);     /* lua_hub.c: the workspace relay's C routing */
+void rh_lua_register_fs(lua_State *L);      /* lua_fs.c: directory listing, mkdir, terminate */
 
 /* Registers metatable mt with methods as __index and gc as __gc (may be NULL); leaves the stack
  * as it was. */

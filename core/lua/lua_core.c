@@ -703,5 +703,6 @@ int rh_lua_open_core(lua_State *L) {
   rh_lua_register_crypto(L);
   rh_lua_register_sse(L);
   rh_lua_register_tunnel(L);
+  rh_lua_register_fs(L);
   return 1;
 }

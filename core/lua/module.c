@@ -21,12 +21,13 @@ int luaopen_relay_core(lua_State *L);
 
 /* What works without the host. set_classes: relay.http hands over its metatables when loaded.
  * metric_register/metrics_render and dict_open: process-wide registries (a dictionary's TTLs
- * count on the loop clock, which stands still here). Not now: it is the loop clock too (relay.time
- * is the wall clock). */
+ * count on the loop clock, which stands still here). fs_list only reads (not fs_mkdir: the spec
+ * that calls every function with assorted arguments would make directories). Not now: it is the
+ * loop clock too (relay.time is the wall clock). */
 static const char *const hostless[] = {
   "set_classes", "sha256", "hmac_sha256", "random", "constant_time_equal", "base64_encode",
   "base64_decode", "uuid", "jws_verify", "time", "pid", "log", "metric_register",
-  "metrics_render", "dict_open", NULL,
+  "metrics_render", "dict_open", "fs_list", NULL,
 };
 
 static int is_hostless(const char *name) {

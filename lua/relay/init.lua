@@ -372,10 +372,16 @@ relay.jwt = setmetatable({
     return jwt.verify_jwks(token, keys, opts)
   end,
 }, { __index = jwt })
+-- relay.jwks(url, {ttl, refetch_min, timeout, max_body, ca_file, on_fetch}) -> a kept key set:
+-- set:verify(token, verify_jwks opts) -> claims, header | nil, err; set:keys(); set:refresh().
+relay.jwks = require("relay.jwks").new
 -- relay.json: encode/decode/array/null (lua/relay/json.lua: arrays stay arrays, empty or not)
 relay.json = json
 -- relay.auth.bearer(value | headers | req) -> token | nil (req:bearer() is the same)
 relay.auth = require "relay.auth"
+-- relay.fs.list/mkdir/read/write (lua/relay/fs.lua); relay.terminate(): as SIGTERM (drain, exit 0)
+relay.fs = require "relay.fs"
+relay.terminate = core.terminate
 function relay.after(seconds, fn) return core.timer(seconds, false, fn) end
 function relay.every(seconds, fn) return core.timer(seconds, true, fn) end
 
