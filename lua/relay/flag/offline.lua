@@ -1,8 +1,8 @@
 -- The original's offline config directory: <dir>/env-<uuid>/{auth_config,feature_config,
 -- segments,targets}.json. load() reads it; write() produces it (GENERATE_OFFLINE_CONFIG).
 local relay = require "relay"
-local fs = require "relay.flag.fs"
 local json = require "relay.json"
+local fs = relay.fs
 
 local M = {}
 
@@ -12,14 +12,14 @@ local FILES = { keys = "auth_config.json", flags = "feature_config.json",
 local function read_array(path, required)
   local text, err = fs.read(path)
   if not text then
-    if required then return nil, ("%s: cannot read (%s)"):format(path, err) end
+    if required then return nil, err end
     return {}
   end
   local ok, v = pcall(json.decode, text)
   if not ok then return nil, ("%s: not valid JSON (%s)"):format(path, tostring(v)) end
   if v == json.null then return {} end
-  -- text, not the table: {} and [] decode alike, and {} once wiped every flag
-  if type(v) ~= "table" or not text:match("^%s*%[") then
+  -- relay.json tells [] from {} (read as an empty list, {} once wiped every flag)
+  if not json.is_array(v) then
     return nil, ("%s: expected a JSON array"):format(path)
   end
   return v
@@ -85,7 +85,7 @@ function M.generate(cfg, sync)
     os.exit(1)
   end
   relay.log.info("offline_config_generated", { config_dir = cfg.config_dir })
-  fs.terminate()
+  relay.terminate() -- a clean exit 0, as with any SIGTERM
 end
 
 return M
