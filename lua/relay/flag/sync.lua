@@ -54,15 +54,12 @@ end
 -- SDK streams are served only while changes can reach them.
 function Sync:stream_ok() return self.stream_status.state == "CONNECTED" end
 
--- One SSE event as the SDKs read it (spec §1.5): written in one piece.
-function M.event_bytes(ev)
-  return "event: *\ndata: " .. json.encode({ event = ev.event, domain = ev.domain, identifier = ev.identifier,
-    version = ev.version, environment = ev.environment, apiKey = "" }) .. "\n\n"
-end
-
+-- Each event to the SDK streams of its environment and to proxy-key streams, as the SDKs read
+-- it (spec §1.5): written in one piece.
 local function publish(events)
   for _, ev in ipairs(events) do
-    local bytes = M.event_bytes(ev)
+    local bytes = "event: *\ndata: " .. json.encode({ event = ev.event, domain = ev.domain, identifier = ev.identifier,
+      version = ev.version, environment = ev.environment, apiKey = "" }) .. "\n\n"
     relay.sse.publish(ev.environment, bytes)
     relay.sse.publish(M.PROXY_CHANNEL, bytes)
     published:inc(1, { ev.environment, "false" })
