@@ -63,15 +63,17 @@ local function merge_lists(a, b)
   return out
 end
 
--- flags (app.flags) -> settings: the flags, aliases merged, plus what is derived from them;
--- an error naming the setting when one is missing or contradicts another.
+-- flags (app.flags) -> settings: the flags, aliases merged, plus what is derived from them.
+-- Settings missing or contradicting one another are refused all at once, on one line (the host
+-- prints an error's first line), each problem naming its setting.
 function M.resolve(f)
   local s = f
   s.api_keys, s.legacy_secrets = merge_lists(f.api_keys, f.api_key), f.legacy_secrets or {}
   s.base_url = first(f.sdk_base_url, f.sdk_base_url2, f.client_service, "https://config.ff.harness.io/api/1.0"):gsub("/+$", "")
   s.events_url = first(f.sdk_events_url, f.sdk_events_url2, "https://events.ff.harness.io/api/1.0"):gsub("/+$", "")
   s.poll_interval, s.redis = f.flag_poll_interval * 60, f.redis_address
-  local function bad(msg) error("flag-proxy: " .. msg, 0) end
+  local problems = {}
+  local function bad(msg) problems[#problems + 1] = msg end
   -- by hand, not type = "port": a problem from relay.flags names --port, and operators set PORT
   if s.port < 1 or s.port > 65535 or s.port % 1 ~= 0 then bad(("PORT: %s is not a port number"):format(s.port)) end
   if s.auth_secret == "" then bad("AUTH_SECRET: must not be empty") end
@@ -96,6 +98,9 @@ function M.resolve(f)
   local level = f.debug and "debug" or f.log_level:lower()
   if not ({ debug = true, info = true, warn = true, error = true })[level] then
     bad(("LOG_LEVEL: '%s' is not one of INFO, DEBUG, WARN, ERROR"):format(f.log_level))
+  end
+  if #problems > 0 then
+    error("flag-proxy: " .. (#problems > 1 and #problems .. " problems: " or "") .. table.concat(problems, "; "), 0)
   end
   s.log_level = level
   s.insecure_secret = s.auth_secret == "secret"
