@@ -227,7 +227,7 @@ function M.install(app, cfg, store, sync, forward)
     if tid ~= "" then
       local env = store.envs[env_id]
       keep_target(targets, env_id, tid, json.encode(target))
-      if env.evaluations and env.evaluations["t" .. tid] then env.evaluations["t" .. tid] = nil end
+      if env.evaluations then env.evaluations:delete("t" .. tid) end
     end
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
@@ -273,22 +273,18 @@ function M.install(app, cfg, store, sync, forward)
 
   -- Answers per target, kept with the environment (a new config replaces the environment and
   -- so the cache): keyed by the Harness-Target header, or by the identifier (then dropped when
-  -- /client/auth brings new attributes for it). Bounded by count and bytes, then emptied: every
-  -- SDK request may bring its own Harness-Target header.
+  -- /client/auth brings new attributes for it). An LRU bounded by count and bytes: every SDK
+  -- request may bring its own Harness-Target header.
   local function evaluations_json(req, env)
     local h = req.headers["harness-target"]
     local key = h and h ~= "" and ("h" .. h) or ("t" .. req.params.target)
-    local cache = env.evaluations
-    if not cache or cache.n >= EVAL_CACHE_LEN or cache.bytes >= EVAL_CACHE_BYTES then
-      cache = { n = 0, bytes = 0 }
-      env.evaluations = cache
-    end
-    local body = cache[key]
+    env.evaluations = env.evaluations or lru.new { max_items = EVAL_CACHE_LEN, max_bytes = EVAL_CACHE_BYTES }
+    local body = env.evaluations:get(key)
     if body then return body end
     local target, out = target_of(req, env), json.array()
     for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
     body = json.encode(out) .. "\n"
-    cache[key], cache.n, cache.bytes = body, cache.n + 1, cache.bytes + #key + #body
+    env.evaluations:set(key, body)
     return body
   end
 
