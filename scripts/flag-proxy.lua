@@ -6,11 +6,11 @@
 local relay = require "relay"
 local config = require "relay.flag.config"
 local store_mod = require "relay.flag.store"
-local targets_mod = require "relay.flag.targets"
-local api = require "relay.flag.api"
-local proxy_api = require "relay.flag.proxy_api"
+local sync_mod = require "relay.flag.sync"
+local upstream_mod = require "relay.flag.upstream"
+local forward_mod = require "relay.flag.metrics_forward"
 local offline = require "relay.flag.offline"
-local sync = require "relay.flag.sync"
+local api = require "relay.flag.api"
 
 local cfg, store -- below; the 'serving' line counts what the store holds
 
@@ -40,18 +40,10 @@ cfg = config.resolve(app.flags)
 app.host["log-level"] = cfg.log_level
 
 store = store_mod.new { and_rules = cfg.and_rules }
-local state = sync.new(cfg, store)
-
-local ctx = {
-  store = store, target_attributes_max = cfg.target_attributes_max_bytes,
-  targets = targets_mod.new { max_len = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }, proxy_key = cfg.proxy_key, secret = cfg.secret, legacy_secrets = cfg.legacy_secrets, bypass_auth = cfg.bypass_auth,
-  heartbeat = cfg.heartbeat, health = function() return state:health() end,
-  stream_ok = function() return state:stream_ok() end,
-  on_metrics = function(env, body) state:queue_metrics(env, body) end,
-  on_target = function(env, target) state:target_seen(env, target) end,
-}
-proxy_api.install(app, ctx)
-api.install(app, ctx)
+local sync = sync_mod.new(cfg, store)
+local upstream = not cfg.offline and not cfg.read_replica and upstream_mod.new(cfg, sync) or nil
+local forward = forward_mod.new(cfg, sync.redis, upstream)
+api.install(app, cfg, store, sync, forward)
 
 local insecure = relay.metrics.gauge("relayhost_insecure_config", "1 when started with a product's insecure default secret")
 app:on_init(function()
@@ -65,23 +57,26 @@ app:on_init(function()
     if not envs then error("flag-proxy: CONFIG_DIR: " .. err, 0) end
     -- checked before anything is replaced: a refused config fails the start, or the reload (the
     -- running generation keeps serving); on SIGHUP events for what changed go out once this serves
-    local ok, why = state:replace_all(envs, cfg.config_dir)
+    local ok, why = sync:replace_all(envs, cfg.config_dir)
     if not ok then error("flag-proxy: " .. why, 0) end
-    state:set_stream("CONNECTED")
+    sync:set_stream("CONNECTED")
   elseif cfg.read_replica then
-    state:start_replica()
+    sync:start_replica()
+  elseif cfg.generate_offline_config then
+    upstream:start(function() offline.generate(cfg, sync) end)
   else
-    state:start()
+    upstream:start()
+    forward:start()
   end
 end)
-app:on_retire(function() if state.stop then state:stop() end end)
+app:on_retire(function() if upstream then upstream:stop() end end)
 -- The admin status page's panel: counts per environment, no keys.
 relay.status(function()
   local envs = {}
   for id, env in pairs(store.envs) do
     envs[#envs + 1] = { environment = id, flags = #env.flags, segments = #env.segments, sdk_streams = relay.sse.count(id) }
   end
-  return { title = "flag proxy", mode = cfg.offline and "offline" or "online", upstream = state.stream_status.state, environments = envs }
+  return { title = "flag proxy", mode = cfg.offline and "offline" or "online", upstream = sync.stream_status.state, environments = envs }
 end)
 
 return app

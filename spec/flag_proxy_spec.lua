@@ -283,6 +283,12 @@ describe("flag proxy settings", function()
       assert.are_not.equal(0, rc, table.concat(c[1], " "))
       assert.truthy(text:find(c[3], 1, true), c[3] .. " not named in: " .. text)
     end
+    -- every problem at once, not one per attempt to start
+    local rc, text = check({ "--offline", "--read-replica", "--tls-enabled" }, { LOG_LEVEL = "LOUD" })
+    assert.are_not.equal(0, rc)
+    for _, want in ipairs { "4 problems", "OFFLINE and READ_REPLICA", "READ_REPLICA needs REDIS_ADDRESS", "TLS_ENABLED needs", "LOG_LEVEL" } do
+      assert.truthy(text:find(want, 1, true), want .. " not named in: " .. text)
+    end
   end)
 
   it("names the file when the config directory is broken, at start and on SIGHUP", function()

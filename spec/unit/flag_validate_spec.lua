@@ -3,6 +3,7 @@
 local validate = require "relay.flag.validate"
 local evaluator = require "relay.flag.evaluator"
 local cjson = require "cjson"
+local json = require "relay.json"
 
 local function read(path) local f = assert(io.open(path)); local s = f:read("*a"); f:close(); return s end
 local SAMPLE = cjson.decode(read("spec/fixtures/ff-test-cases/sample.json"))
@@ -116,6 +117,19 @@ describe("relay.flag.validate", function()
     assert.same({}, f.rules); assert.same({}, f.prerequisites); assert.same({}, f.variationToTargetMap)
     assert.same({}, data.segments[1].included); assert.same({}, data.segments[1].rules)
     assert.same({}, data.targets); assert.same({}, data.keys)
+  end)
+
+  it("decides what is written back: lists as [] even when empty or read as {}, objects as {} even when read as []", function()
+    local data = json.decode(('{"flags":[%s],"targets":[{"identifier":"t","attributes":[]}],"keys":[]}')
+      :format(cjson.encode(SAMPLE.flags[2])))
+    local f = data.flags[1]
+    f.rules, f.prerequisites, f.variationToTargetMap = json.decode("{}"), nil, cjson.null
+    assert.is_true((validate.envs({ x = data })))
+    local out = json.encode(data)
+    for _, want in ipairs { '"rules":[]', '"prerequisites":[]', '"variationToTargetMap":[]', '"segments":[]',
+                            '"keys":[]', '"attributes":{}' } do
+      assert.truthy(out:find(want, 1, true), want .. " not in " .. out)
+    end
   end)
 
   it("passes only flags that evaluate to one of their variations", function()

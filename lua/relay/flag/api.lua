@@ -1,11 +1,15 @@
--- The SDK-facing API of ff-proxy (spec §1): auth, feature-configs, target-segments,
--- evaluations, stream, metrics, health. Answers are byte-compatible: JSON with a trailing
--- newline, bare arrays, {"error": ...} bodies, CORS as Echo's middleware sends it.
+-- The HTTP API of ff-proxy. For the SDKs (spec §1): auth, feature-configs, target-segments,
+-- evaluations, stream, metrics, health; answers are byte-compatible: JSON with a trailing
+-- newline, bare arrays, {"error": ...} bodies, CORS as Echo's middleware sends it. For a
+-- v2-style relayhost chained to this one (PROXY_KEY): ff-proxy v2's POST /proxy/auth and
+-- GET /proxy/config (paged), served from this cache, and the account-level /stream.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 
 local sha256_hex = require("relay.flag.store").sha256_hex
 local evaluator = require "relay.flag.evaluator"
+local lru = require "relay.lru"
+local PROXY_CHANNEL = require("relay.flag.sync").PROXY_CHANNEL
 
 local M = {}
 
@@ -34,6 +38,21 @@ local function reply(res, status, body, route, env)
   return res:send(status, body, HEADERS)
 end
 
+-- Targets seen at /client/auth (spec §1.1: later evaluations of that identifier use them), as
+-- JSON text in an LRU bounded by TARGET_STORE_MAX_LEN and TARGET_STORE_MAX_BYTES: client SDK
+-- keys are public, so anyone may post targets.
+local targets_held = relay.metrics.gauge("ff_proxy_target_store_targets", "targets held from /client/auth")
+local targets_bytes = relay.metrics.gauge("ff_proxy_target_store_bytes", "bytes of the targets held from /client/auth")
+local targets_evicted = relay.metrics.counter("ff_proxy_target_store_evictions_total",
+  "targets dropped from the store to stay within TARGET_STORE_MAX_LEN / TARGET_STORE_MAX_BYTES")
+
+local function keep_target(targets, env_id, tid, text)
+  local dropped = targets:set(env_id .. "\0" .. tid, text)
+  if dropped > 0 then targets_evicted:inc(dropped) end
+  targets_held:set(targets.count)
+  targets_bytes:set(targets.bytes)
+end
+
 -- What an auth body may carry besides the target's attributes (key, identifier, name, JSON).
 local AUTH_SLACK = 16 * 1024
 -- Evaluation answers cached per environment.
@@ -47,11 +66,69 @@ end
 local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
 local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 
--- ctx: { store, targets (relay.flag.targets), target_attributes_max, secret, legacy_secrets = {..},
---        bypass_auth, health = fn() -> table, status, on_metrics }
-function M.install(app, ctx)
-  local store = ctx.store
+local function sorted_env_ids(store)
+  local ids = json.array()
+  for id in pairs(store.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
+  return ids
+end
+
+-- A proxy token is ours, of key_type Proxy, for this proxy key.
+local function proxy_claims(req, cfg)
+  local token = req:bearer()
+  local claims = token and relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
+  if not claims or claims.key_type ~= "Proxy" or cfg.proxy_key == "" or claims.key ~= sha256_hex(cfg.proxy_key) then
+    return nil
+  end
+  return claims
+end
+
+-- ff-proxy v2's upstream endpoints (for a chained relayhost with PROXY_KEY).
+local function install_proxy_api(app, cfg, store)
+  local function send(res, status, value)
+    return res:send(status, json.encode(value) .. "\n", { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*" })
+  end
+
+  app:post("/proxy/auth", function(req, res)
+    local ok, body = pcall(json.decode, req:body() or "")
+    if not ok or type(body) ~= "table" or type(body.proxyKey) ~= "string" or body.proxyKey == "" then
+      return send(res, 400, { error = "bad request: proxyKey is required" })
+    end
+    if cfg.proxy_key == "" or not relay.crypto.constant_time_equal(body.proxyKey, cfg.proxy_key) then
+      return send(res, 401, { error = "unauthorised" })
+    end
+    local now = math.floor(relay.time())
+    local token = relay.jwt.sign({ key_type = "Proxy", key = sha256_hex(body.proxyKey), cluster_identifier = "1",
+      environments = sorted_env_ids(store), iat = now, nbf = now }, cfg.auth_secret)
+    send(res, 200, { token = token })
+  end)
+
+  app:get("/proxy/config", function(req, res)
+    if not proxy_claims(req, cfg) then return send(res, 401, { error = "unauthorised" }) end
+    local ids = sorted_env_ids(store)
+    if type(req.args.environment) == "string" and req.args.environment ~= "" then
+      ids = store.envs[req.args.environment] and { req.args.environment } or {}
+    end
+    local size = math.max(1, math.min(tonumber(req.args.pageSize) or 10, 100))
+    local page = math.max(0, math.floor(tonumber(req.args.pageNumber) or 0))
+    local envs = json.array()
+    for i = page * size + 1, math.min(#ids, (page + 1) * size) do
+      local env = store.envs[ids[i]]
+      envs[#envs + 1] = { id = env.id, apiKeys = env.keys, featureConfigs = env.flags, segments = env.segments }
+    end
+    send(res, 200, { pageCount = math.max(1, math.ceil(#ids / size)), itemCount = #ids, pageSize = size,
+                     pageIndex = page, environments = envs })
+  end)
+end
+
+-- cfg: relay.flag.config's settings; store: relay.flag.store; sync: relay.flag.sync (health);
+-- forward: relay.flag.metrics_forward (SDK metrics).
+function M.install(app, cfg, store, sync, forward)
   served_envs = store.envs
+  local targets = lru.new { max_items = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }
+  targets_held:set(0)
+  targets_bytes:set(0)
+  install_proxy_api(app, cfg, store)
 
   -- Tokens already verified (they carry no exp: a valid one stays valid for this generation's
   -- secrets); bounded, emptied when full. Saves an HMAC and two decodes per SDK request.
@@ -60,8 +137,8 @@ function M.install(app, ctx)
     local claims = verified[token]
     if claims then return claims end
     local err
-    claims, err = relay.jwt.verify(token, ctx.secret, { leeway = 60 })
-    for _, s in ipairs(ctx.legacy_secrets or {}) do
+    claims, err = relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
+    for _, s in ipairs(cfg.legacy_secrets) do
       if claims then break end
       claims = relay.jwt.verify(token, s, { leeway = 60 })
     end
@@ -73,8 +150,8 @@ function M.install(app, ctx)
 
   -- Bearer JWT signed with AUTH_SECRET (or a legacy one) whose key still exists.
   local function authorize(req)
-    if ctx.bypass_auth then return {} end
-    local token = (req.headers["authorization"] or ""):match("^[Bb]earer%s+(%S+)$")
+    if cfg.bypass_auth then return {} end
+    local token = req:bearer()
     if not token then return nil, "missing or malformed jwt" end
     local claims, err = verify(token)
     if not claims then return nil, "invalid or expired jwt: " .. tostring(err) end
@@ -110,8 +187,8 @@ function M.install(app, ctx)
 
   -- Anyone may call /client/auth (client SDK keys ship in browser apps): the attributes are
   -- bounded, an auth body may carry them plus AUTH_SLACK for the rest, and the targets kept
-  -- for evaluations live in a bounded store (relay.flag.targets).
-  local attr_max = ctx.target_attributes_max or 64 * 1024
+  -- for evaluations live in a bounded store (keep_target).
+  local attr_max = cfg.target_attributes_max_bytes
   local body_max = attr_max + AUTH_SLACK
   local function too_large(res, what, n, route)
     return fail(res, 413, ("request too large: %s %d bytes, over TARGET_ATTRIBUTES_MAX_BYTES (%d)%s")
@@ -149,35 +226,27 @@ function M.install(app, ctx)
     if not env_id then return fail(res, 401, "unauthorised", route) end
     if tid ~= "" then
       local env = store.envs[env_id]
-      ctx.targets:put(env_id, tid, json.encode(target))
-      if env.evaluations and env.evaluations["t" .. tid] then env.evaluations["t" .. tid] = nil end
-      if ctx.on_target then ctx.on_target(env_id, target) end
+      keep_target(targets, env_id, tid, json.encode(target))
+      if env.evaluations then env.evaluations:delete("t" .. tid) end
     end
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
-      clusterIdentifier = "1", iat = now, nbf = now }, ctx.secret)
+      clusterIdentifier = "1", iat = now, nbf = now }, cfg.auth_secret)
     return reply(res, 200, json.encode({ authToken = token }) .. "\n", route, env_id)
   end, { max_body = math.max(1024 * 1024, body_max) }) -- up to 1 MiB the answer names the limit
 
-  local FC = "/client/env/:environment_uuid/feature-configs"
-  app:get(FC, env_route(FC, function(_, res, env)
-    reply(res, 200, store:feature_configs(env), FC, env)
-  end))
-  app:get(FC .. "/:identifier", env_route(FC .. "/:identifier", function(req, res, env)
-    local body = store:feature_config(env, req.params.identifier)
-    if not body then return fail(res, 404, "not found: feature config " .. req.params.identifier, FC .. "/:identifier", env) end
-    reply(res, 200, body, FC .. "/:identifier", env)
-  end))
-
-  local TS = "/client/env/:environment_uuid/target-segments"
-  app:get(TS, env_route(TS, function(req, res, env)
-    reply(res, 200, store:segments_json(env, req.args.rules == "v2"), TS, env)
-  end))
-  app:get(TS .. "/:identifier", env_route(TS .. "/:identifier", function(req, res, env)
-    local body = store:segment_json(env, req.params.identifier, req.args.rules == "v2")
-    if not body then return fail(res, 404, "not found: target segment " .. req.params.identifier, TS .. "/:identifier", env) end
-    reply(res, 200, body, TS .. "/:identifier", env)
-  end))
+  -- Flags and target groups: the list, and one by id.
+  for _, k in ipairs { { "feature-configs", "flag", "feature config" }, { "target-segments", "segment", "target segment" } } do
+    local LIST, ONE = "/client/env/:environment_uuid/" .. k[1], "/client/env/:environment_uuid/" .. k[1] .. "/:identifier"
+    app:get(LIST, env_route(LIST, function(req, res, env)
+      reply(res, 200, store:answer(env, k[2], nil, req.args.rules == "v2"), LIST, env)
+    end))
+    app:get(ONE, env_route(ONE, function(req, res, env)
+      local body = store:answer(env, k[2], req.params.identifier, req.args.rules == "v2")
+      if not body then return fail(res, 404, ("not found: %s %s"):format(k[3], req.params.identifier), ONE, env) end
+      reply(res, 200, body, ONE, env)
+    end))
+  end
 
   -- The target to evaluate: the Harness-Target header, else the one seen at auth, else the id.
   local function target_of(req, env)
@@ -190,7 +259,7 @@ function M.install(app, ctx)
         return t
       end
     end
-    local seen = ctx.targets:get(env.id, req.params.target)
+    local seen = targets:get(env.id .. "\0" .. req.params.target)
     local ok, t = pcall(json.decode, seen or "")
     if ok and type(t) == "table" then return t end
     return env.target[req.params.target] or { identifier = req.params.target, name = req.params.target }
@@ -204,22 +273,18 @@ function M.install(app, ctx)
 
   -- Answers per target, kept with the environment (a new config replaces the environment and
   -- so the cache): keyed by the Harness-Target header, or by the identifier (then dropped when
-  -- /client/auth brings new attributes for it). Bounded by count and bytes, then emptied: every
-  -- SDK request may bring its own Harness-Target header.
+  -- /client/auth brings new attributes for it). An LRU bounded by count and bytes: every SDK
+  -- request may bring its own Harness-Target header.
   local function evaluations_json(req, env)
     local h = req.headers["harness-target"]
     local key = h and h ~= "" and ("h" .. h) or ("t" .. req.params.target)
-    local cache = env.evaluations
-    if not cache or cache.n >= EVAL_CACHE_LEN or cache.bytes >= EVAL_CACHE_BYTES then
-      cache = { n = 0, bytes = 0 }
-      env.evaluations = cache
-    end
-    local body = cache[key]
+    env.evaluations = env.evaluations or lru.new { max_items = EVAL_CACHE_LEN, max_bytes = EVAL_CACHE_BYTES }
+    local body = env.evaluations:get(key)
     if body then return body end
-    local target, out = target_of(req, env), {}
+    local target, out = target_of(req, env), json.array()
     for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
-    body = json.encode(out, true) .. "\n"
-    cache[key], cache.n, cache.bytes = body, cache.n + 1, cache.bytes + #key + #body
+    body = json.encode(out) .. "\n"
+    env.evaluations:set(key, body)
     return body
   end
 
@@ -242,18 +307,18 @@ function M.install(app, ctx)
     if not claims then return fail(res, 401, err, "/stream") end
     local key = req.headers["api-key"]
     if not key or key == "" then return fail(res, 400, "bad request: missing API-Key header", "/stream") end
-    if ctx.proxy_claims and ctx.proxy_claims(req) then -- a chained v2-style proxy: every environment
-      return relay.sse.hold(res, require("relay.flag.proxy_api").CHANNEL, { first = ":\n\n", heartbeat = ctx.heartbeat or 15 })
+    if proxy_claims(req, cfg) then -- a chained v2-style proxy: every environment
+      return relay.sse.hold(res, PROXY_CHANNEL, { first = ":\n\n", heartbeat = cfg.heartbeat })
     end
     local env_id = store:env_of_key(key)
     if not env_id then return fail(res, 404, "not found: no environment for this API-Key", "/stream") end
-    if not ctx.stream_ok() then
+    if not sync:stream_ok() then
       return fail(res, 503, "SaaS stream disconnected: streaming endpoint disabled", "/stream", env_id)
     end
     requests:inc(1, { "/stream", env_id, "200" })
     relay.sse.hold(res, env_id, {
       headers = { ["access-control-allow-origin"] = "*", vary = "Origin" },
-      first = ":\n\n", heartbeat = ctx.heartbeat or 15,
+      first = ":\n\n", heartbeat = cfg.heartbeat,
     })
   end)
 
@@ -262,12 +327,12 @@ function M.install(app, ctx)
     local body = req:body()
     local ok, m = pcall(json.decode, body or "")
     if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env) end
-    if ctx.on_metrics then ctx.on_metrics(env, body) end
+    forward:queue(env, body)
     reply(res, 200, "null\n", MX, env)
   end))
 
   app:get("/health", function(_, res)
-    local h = ctx.health()
+    local h = sync:health()
     if h.configStatus.state == "FAILED_TO_SYNC" then
       return reply(res, 500, json.encode({ error = "internal error" }) .. "\n", "/health")
     end
@@ -275,12 +340,6 @@ function M.install(app, ctx)
   end)
 
   app:get("/metrics", relay.metrics.handler)
-end
-
--- One SSE event as the SDKs read it (spec §1.5): written in one piece.
-function M.event_bytes(ev)
-  return "event: *\ndata: " .. json.encode({ event = ev.event, domain = ev.domain, identifier = ev.identifier,
-    version = ev.version, environment = ev.environment, apiKey = "" }) .. "\n\n"
 end
 
 return M

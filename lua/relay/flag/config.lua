@@ -1,6 +1,7 @@
 -- The flag proxy's settings: the original's flags and env vars (v1 names, plus the v2 ones a
--- v2-style deployment uses), and the checks that refuse to start with a message naming the
--- setting that is missing or contradicts another.
+-- v2-style deployment uses). relay.flags checks each value against its type and bounds (every
+-- problem at once); resolve() refuses settings that are missing or contradict one another,
+-- naming them.
 local M = {}
 
 -- Array form keeps --help in this order. Aliases share an env var; resolve() merges them.
@@ -40,9 +41,9 @@ M.flags = {
   { key = "and_rules", name = "and-rules", env = "AND_RULES", default = false, help = "serve segments' servingRules to ?rules=v2 requests" },
   { key = "heartbeat", name = "sse-heartbeat", env = "SSE_HEARTBEAT", default = 15, help = "seconds of idle before an SSE stream gets a ':' comment" },
   { key = "metric_post_duration", name = "metric-post-duration", env = "METRIC_POST_DURATION", default = 60, help = "seconds between metric forwards upstream (0: off)" },
-  { key = "target_store_max_len", name = "target-store-max-len", env = "TARGET_STORE_MAX_LEN", default = 10000, help = "targets from /client/auth kept for evaluations (least recently used go first)" },
-  { key = "target_store_max_bytes", name = "target-store-max-bytes", env = "TARGET_STORE_MAX_BYTES", default = 8 * 1024 * 1024, help = "bytes of targets from /client/auth kept (as JSON; least recently used go first)" },
-  { key = "target_attributes_max_bytes", name = "target-attributes-max-bytes", env = "TARGET_ATTRIBUTES_MAX_BYTES", default = 64 * 1024, help = "largest target attributes /client/auth accepts (as JSON; more gets 413)" },
+  { key = "target_store_max_len", name = "target-store-max-len", env = "TARGET_STORE_MAX_LEN", default = 10000, type = "integer", min = 0, help = "targets from /client/auth kept for evaluations (least recently used go first)" },
+  { key = "target_store_max_bytes", name = "target-store-max-bytes", env = "TARGET_STORE_MAX_BYTES", default = 8 * 1024 * 1024, type = "integer", min = 0, help = "bytes of targets from /client/auth kept (as JSON; least recently used go first)" },
+  { key = "target_attributes_max_bytes", name = "target-attributes-max-bytes", env = "TARGET_ATTRIBUTES_MAX_BYTES", default = 64 * 1024, type = "integer", min = 0, help = "largest target attributes /client/auth accepts (as JSON; more gets 413)" },
   { key = "allow_empty", name = "allow-empty", env = "ALLOW_EMPTY", default = false, help = "accept a config with no flags at all (otherwise a load or reload that would serve none is refused)" },
 }
 
@@ -62,42 +63,34 @@ local function merge_lists(a, b)
   return out
 end
 
--- flags (app.flags) -> settings, or an error naming the setting.
+-- flags (app.flags) -> settings: the flags, aliases merged, plus what is derived from them.
+-- Settings missing or contradicting one another are refused all at once, on one line (the host
+-- prints an error's first line), each problem naming its setting.
 function M.resolve(f)
-  local s = {
-    port = f.port, offline = f.offline, config_dir = f.config_dir, generate = f.generate_offline_config,
-    api_keys = merge_lists(f.api_keys, f.api_key), secret = f.auth_secret,
-    legacy_secrets = f.legacy_secrets or {}, bypass_auth = f.bypass_auth,
-    base_url = first(f.sdk_base_url, f.sdk_base_url2, f.client_service, "https://config.ff.harness.io/api/1.0"),
-    events_url = first(f.sdk_events_url, f.sdk_events_url2, "https://events.ff.harness.io/api/1.0"),
-    stream = f.flag_stream_enabled, poll_interval = f.flag_poll_interval * 60,
-    redis = f.redis_address, redis_password = f.redis_password, redis_db = f.redis_db,
-    proxy_key = f.proxy_key, read_replica = f.read_replica, and_rules = f.and_rules,
-    heartbeat = f.heartbeat, metric_post = f.metric_post_duration,
-    service_token = first(f.admin_service_token, f.service_token),
-    target_store_max_len = f.target_store_max_len, target_store_max_bytes = f.target_store_max_bytes,
-    target_attributes_max_bytes = f.target_attributes_max_bytes, allow_empty = f.allow_empty,
-  }
-  s.base_url = s.base_url:gsub("/+$", "")
-  s.events_url = s.events_url:gsub("/+$", "")
-  local function bad(msg) error("flag-proxy: " .. msg, 0) end
+  local s = f
+  s.api_keys, s.legacy_secrets = merge_lists(f.api_keys, f.api_key), f.legacy_secrets or {}
+  s.base_url = first(f.sdk_base_url, f.sdk_base_url2, f.client_service, "https://config.ff.harness.io/api/1.0"):gsub("/+$", "")
+  s.events_url = first(f.sdk_events_url, f.sdk_events_url2, "https://events.ff.harness.io/api/1.0"):gsub("/+$", "")
+  s.poll_interval, s.redis = f.flag_poll_interval * 60, f.redis_address
+  local problems = {}
+  local function bad(msg) problems[#problems + 1] = msg end
+  -- by hand, not type = "port": a problem from relay.flags names --port, and operators set PORT
   if s.port < 1 or s.port > 65535 or s.port % 1 ~= 0 then bad(("PORT: %s is not a port number"):format(s.port)) end
-  if s.secret == "" then bad("AUTH_SECRET: must not be empty") end
-  if s.offline and s.generate then bad("OFFLINE and GENERATE_OFFLINE_CONFIG contradict each other: generating needs the upstream") end
-  if s.offline and s.read_replica then bad("OFFLINE and READ_REPLICA contradict each other: a replica reads Redis") end
-  if s.read_replica and s.redis == "" then bad("READ_REPLICA needs REDIS_ADDRESS: a replica serves what the primary writes to Redis") end
-  if s.generate and s.read_replica then bad("GENERATE_OFFLINE_CONFIG and READ_REPLICA contradict each other") end
-  if not s.offline and not s.read_replica and #s.api_keys == 0 and s.proxy_key == "" then
+  if s.auth_secret == "" then bad("AUTH_SECRET: must not be empty") end
+  local generate, offline, replica = s.generate_offline_config, s.offline, s.read_replica
+  if offline and generate then bad("OFFLINE and GENERATE_OFFLINE_CONFIG contradict each other: generating needs the upstream") end
+  if offline and replica then bad("OFFLINE and READ_REPLICA contradict each other: a replica reads Redis") end
+  if replica and s.redis == "" then bad("READ_REPLICA needs REDIS_ADDRESS: a replica serves what the primary writes to Redis") end
+  if generate and replica then bad("GENERATE_OFFLINE_CONFIG and READ_REPLICA contradict each other") end
+  if not offline and not replica and #s.api_keys == 0 and s.proxy_key == "" then
     bad("API_KEYS (or PROXY_KEY) is required in online mode: which environments to pull from " .. s.base_url)
   end
   if f.tls_enabled and (f.tls_cert == "" or f.tls_key == "") then bad("TLS_ENABLED needs TLS_CERT and TLS_KEY") end
   if not f.tls_enabled and (f.tls_cert ~= "" or f.tls_key ~= "") then
     bad("TLS_CERT/TLS_KEY are set but TLS_ENABLED is not: set TLS_ENABLED=true to serve HTTPS")
   end
-  for _, k in ipairs { "target_store_max_len", "target_store_max_bytes", "target_attributes_max_bytes" } do
-    if s[k] < 0 or s[k] % 1 ~= 0 then bad(("%s: %s is not a whole number >= 0"):format(k:upper(), s[k])) end
-  end
   if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
+  -- checked once the aliases are merged: a URL in SDK_BASE_URL is named once, not per alias
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
   if s.redis ~= "" and not s.redis:match("^rediss?://") then s.redis = "redis://" .. s.redis end
   if s.redis ~= "" and s.redis_password ~= "" then -- percent-encoded: '@', ':' or '%' in it stay the password
@@ -110,8 +103,11 @@ function M.resolve(f)
   if not ({ debug = true, info = true, warn = true, error = true })[level] then
     bad(("LOG_LEVEL: '%s' is not one of INFO, DEBUG, WARN, ERROR"):format(f.log_level))
   end
+  if #problems > 0 then
+    error("flag-proxy: " .. (#problems > 1 and #problems .. " problems: " or "") .. table.concat(problems, "; "), 0)
+  end
   s.log_level = level
-  s.insecure_secret = s.secret == "secret"
+  s.insecure_secret = s.auth_secret == "secret"
   return s
 end
 

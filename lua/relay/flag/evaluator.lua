@@ -29,7 +29,6 @@ local function attr_value(target, attr)
   if t == "table" then return require("cjson").encode(v) end
   return tostring(v)
 end
-M.attr_value = attr_value
 
 -- Go regexp is not Lua patterns: the common subset (anchors, ., classes, *, +, ?, \d\w\s) is
 -- translated; anything else (alternation, groups, counts) does not match.

@@ -1,7 +1,8 @@
 -- The original's offline config directory: <dir>/env-<uuid>/{auth_config,feature_config,
 -- segments,targets}.json. load() reads it; write() produces it (GENERATE_OFFLINE_CONFIG).
-local fs = require "relay.flag.fs"
-local json = require "relay.flag.json"
+local relay = require "relay"
+local json = require "relay.json"
+local fs = relay.fs
 
 local M = {}
 
@@ -11,14 +12,14 @@ local FILES = { keys = "auth_config.json", flags = "feature_config.json",
 local function read_array(path, required)
   local text, err = fs.read(path)
   if not text then
-    if required then return nil, ("%s: cannot read (%s)"):format(path, err) end
+    if required then return nil, err end
     return {}
   end
   local ok, v = pcall(json.decode, text)
   if not ok then return nil, ("%s: not valid JSON (%s)"):format(path, tostring(v)) end
   if v == json.null then return {} end
-  -- text, not the table: {} and [] decode alike, and {} once wiped every flag
-  if type(v) ~= "table" or not text:match("^%s*%[") then
+  -- relay.json tells [] from {} (read as an empty list, {} once wiped every flag)
+  if not json.is_array(v) then
     return nil, ("%s: expected a JSON array"):format(path)
   end
   return v
@@ -48,7 +49,7 @@ function M.load(dir)
 end
 
 -- Writes every environment of store under dir (the layout load() reads).
-function M.write(dir, store)
+local function write(dir, store)
   local ok, err = fs.mkdir(dir)
   if not ok then return nil, err end
   for id, env in pairs(store.envs) do
@@ -56,10 +57,10 @@ function M.write(dir, store)
     ok, err = fs.mkdir(base)
     if not ok then return nil, err end
     local files = {
-      [FILES.keys] = json.encode(env.keys, true),
-      [FILES.flags] = json.encode(env.flags, true),
-      [FILES.segments] = json.encode(env.segments, true),
-      [FILES.targets] = json.encode(env.targets, true),
+      [FILES.keys] = json.encode(env.keys),
+      [FILES.flags] = json.encode(env.flags),
+      [FILES.segments] = json.encode(env.segments),
+      [FILES.targets] = json.encode(env.targets),
       ["README.md"] = ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
         :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")),
     }
@@ -69,6 +70,22 @@ function M.write(dir, store)
     end
   end
   return true
+end
+
+-- GENERATE_OFFLINE_CONFIG, once the first sync is done: writes cfg.config_dir and ends the
+-- process (exit 0 as with any SIGTERM; 1 when there is nothing good to write).
+function M.generate(cfg, sync)
+  if sync.config_status.state ~= "SYNCED" then
+    relay.log.error("generate_offline_config_failed", { upstream = cfg.base_url, error = "could not sync" })
+    os.exit(1)
+  end
+  local ok, err = write(cfg.config_dir, sync.store)
+  if not ok then
+    relay.log.error("generate_offline_config_failed", { config_dir = cfg.config_dir, error = err })
+    os.exit(1)
+  end
+  relay.log.info("offline_config_generated", { config_dir = cfg.config_dir })
+  relay.terminate() -- a clean exit 0, as with any SIGTERM
 end
 
 return M

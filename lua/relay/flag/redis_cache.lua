@@ -3,7 +3,7 @@
 -- Redis and follow that stream. Redis down: the memory cache keeps serving, /health says
 -- cacheStatus "unhealthy", relay.redis reconnects with backoff.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 local sha256_hex = require("relay.flag.store").sha256_hex
 
 local M = {}
@@ -17,33 +17,31 @@ local METRICS = "stream:sdk_metrics"
 
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
-  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), url = url }, Cache)
+  return setmetatable({ r = relay.redis(url), feed = relay.redis(url) }, Cache)
 end
 
 function Cache:healthy() return self.r:ready() end
 
-local function set(r, key, value) return r:call("SET", key, value) end
-
 -- Writes one environment (ff-proxy's keys) and deletes the per-item keys of items now gone.
 function Cache:write_env(env_id, env)
   local r, p = self.r, "env-" .. env_id
-  local auth = {}
+  local auth = json.array()
   for _, h in ipairs(env.keys) do
     auth[#auth + 1] = "auth-key-" .. h
-    local ok, err = set(r, "auth-key-" .. h, json.encode(env_id))
+    local ok, err = r:call("SET", "auth-key-" .. h, json.encode(env_id))
     if not ok then return nil, err end
   end
-  local fc, segs = json.encode(env.flags, true), json.encode(env.segments, true)
+  local fc, segs = json.encode(env.flags), json.encode(env.segments)
   local writes = {
-    [p .. "-api-configs"] = json.encode(auth, true),
+    [p .. "-api-configs"] = json.encode(auth),
     [p .. "-feature-configs"] = fc, [p .. "-feature-configs-latest"] = json.encode(sha256_hex(fc)),
     [p .. "-segments"] = segs, [p .. "-segments-latest"] = json.encode(sha256_hex(segs)),
-    [p .. "-target-configs"] = json.encode(env.targets, true),
+    [p .. "-target-configs"] = json.encode(env.targets),
   }
   for _, f in ipairs(env.flags) do writes[p .. "-feature-config-" .. f.feature] = json.encode(f) end
   for _, s in ipairs(env.segments) do writes[p .. "-segment-" .. s.identifier] = json.encode(s) end
   for key, value in pairs(writes) do
-    local ok, err = set(r, key, value)
+    local ok, err = r:call("SET", key, value)
     if not ok then return nil, err end
   end
   -- the inventory of per-item keys, to delete what disappeared
@@ -55,7 +53,7 @@ function Cache:write_env(env_id, env)
   end
   local inv = {}
   for key in pairs(writes) do inv[key] = "" end
-  return set(r, inv_key, json.encode(inv))
+  return r:call("SET", inv_key, json.encode(inv))
 end
 
 function Cache:publish(events)
@@ -68,15 +66,9 @@ end
 
 function Cache:set_stream_health(state, since)
   local body = json.encode({ state = state, since = since })
-  set(self.r, HEALTH, body)
+  self.r:call("SET", HEALTH, body)
   self.r:call("XADD", CONTROL, "MAXLEN", "~", "100", "*", "event",
     json.encode({ event = "stream_action", domain = state }))
-end
-
-function Cache:stream_health()
-  local v = self.r:call("GET", HEALTH)
-  local ok, h = pcall(json.decode, type(v) == "string" and v or "")
-  return ok and type(h) == "table" and h or nil
 end
 
 local function get_json(r, key)
@@ -85,6 +77,12 @@ local function get_json(r, key)
   local ok, d = pcall(json.decode, v)
   if not ok then return nil, key .. ": not JSON" end
   return d
+end
+
+-- The primary's upstream stream state, as it last wrote it (nil if none).
+function Cache:stream_health()
+  local h = get_json(self.r, HEALTH)
+  return type(h) == "table" and h or nil
 end
 
 function Cache:read_env(env_id)

@@ -3,7 +3,7 @@
 -- outlives reloads: an item whose content changed gets a higher version (Node SDKs ignore a
 -- flag whose version did not go up), and set_env returns the SSE events for what changed.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 
 local function sha256_hex(s) return (relay.crypto.sha256(s):gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 
@@ -67,9 +67,9 @@ function Store:_version(env_id, kind, items, notify, events)
       end
     end
   end
-  local ids = {}
+  local ids = json.array()
   for _, item in ipairs(items) do ids[#ids + 1] = item[kind.id] end
-  dict:set(ids_key, json.encode(ids, true))
+  dict:set(ids_key, json.encode(ids))
 end
 
 local function index(items, field)
@@ -78,23 +78,20 @@ local function index(items, field)
   return by
 end
 
--- data: { flags = [FeatureConfig], segments = [Segment], targets = [Target], keys = [sha256hex] }.
--- Returns the SSE events for what changed since this environment was last set (none the first
--- time this process sees it).
+-- data (checked by relay.flag.validate): { flags = [FeatureConfig], segments = [Segment],
+-- targets = [Target], keys = [sha256hex] }. Returns the SSE events for what changed since this
+-- environment was last set (none the first time this process sees it).
 function Store:set_env(env_id, data)
   local loaded_key = "loaded\t" .. env_id
   local notify = self.dict:get(loaded_key) ~= nil
   local events = {}
-  local env = { id = env_id, flags = data.flags or {}, segments = data.segments or {},
-                targets = data.targets or {}, keys = data.keys or {}, item_json = {} }
-  for _, kind in ipairs(KINDS) do self:_version(env_id, kind, env[kind.list], notify, events) end
-  env.flag = index(env.flags, "feature")
-  env.segment = index(env.segments, "identifier")
-  env.target = index(env.targets, "identifier")
-  local old = self.envs[env_id]
-  if old then
-    for _, k in ipairs(old.keys) do if self.key_env[k] == env_id then self.key_env[k] = nil end end
+  local env = { id = env_id, flags = data.flags, segments = data.segments, targets = data.targets, keys = data.keys,
+                target = index(data.targets, "identifier"), item_json = {} }
+  for _, kind in ipairs(KINDS) do
+    self:_version(env_id, kind, env[kind.list], notify, events)
+    env[kind.by] = index(env[kind.list], kind.id)
   end
+  self:remove_env(env_id)
   for _, k in ipairs(env.keys) do self.key_env[k] = env_id end
   self.envs[env_id] = env
   self.dict:set(loaded_key, 1)
@@ -111,52 +108,36 @@ end
 function Store:env_of_key(api_key) return self.key_env[sha256_hex(api_key)] end
 function Store:has_key_hash(hash) return self.key_env[hash] ~= nil end
 
--- Segments as served: ff-proxy nulls servingRules unless AND_RULES and ?rules=v2 (then rules).
-local function segment_view(seg, v2)
+-- An item as served: a segment as ff-proxy serves it, with servingRules null unless AND_RULES
+-- and ?rules=v2 (then rules is null).
+local function served(item, kind, v2)
+  if kind ~= "segment" then return item end
   local out = {}
-  for k, v in pairs(seg) do out[k] = v end
+  for k, v in pairs(item) do out[k] = v end
   if v2 then out.rules = json.null else out.servingRules = json.null end
   return out
 end
 
-local function cached(env, key, build)
-  local s = env.item_json[key]
-  if not s then s = build(); env.item_json[key] = s end
-  return s
-end
-
-function Store:feature_configs(env_id)
+-- The JSON answer of an environment's list of a kind ("flag" or "segment"), or of one item when
+-- id is given (nil when there is none); encoded once, kept until the environment changes.
+function Store:answer(env_id, kind, id, rules_v2)
   local env = self.envs[env_id]
-  if not env then return "[]\n" end
-  return cached(env, "\0flags", function() return json.encode(env.flags, true) .. "\n" end)
+  local item = env and id and env[kind][id]
+  if not env or (id and not item) then return not id and "[]\n" or nil end
+  local v2 = kind == "segment" and rules_v2 and self.and_rules
+  local key = kind .. (v2 and "2" or "1") .. (id and "\0" .. id or "")
+  local body = env.item_json[key]
+  if body then return body end
+  if id then
+    body = json.encode(served(item, kind, v2)) .. "\n"
+  else
+    local list = json.array()
+    for i, x in ipairs(env[kind .. "s"]) do list[i] = served(x, kind, v2) end
+    body = json.encode(list) .. "\n"
+  end
+  env.item_json[key] = body
+  return body
 end
 
-function Store:feature_config(env_id, id)
-  local env = self.envs[env_id]
-  local fc = env and env.flag[id]
-  if not fc then return nil end
-  return cached(env, "f\0" .. id, function() return json.encode(fc) .. "\n" end)
-end
-
-function Store:segments_json(env_id, rules_v2)
-  local env = self.envs[env_id]
-  if not env then return "[]\n" end
-  local v2 = rules_v2 and self.and_rules
-  return cached(env, v2 and "\0seg2" or "\0seg1", function()
-    local list = {}
-    for i, s in ipairs(env.segments) do list[i] = segment_view(s, v2) end
-    return json.encode(list, true) .. "\n"
-  end)
-end
-
-function Store:segment_json(env_id, id, rules_v2)
-  local env = self.envs[env_id]
-  local seg = env and env.segment[id]
-  if not seg then return nil end
-  local v2 = rules_v2 and self.and_rules
-  return cached(env, (v2 and "s2\0" or "s1\0") .. id, function() return json.encode(segment_view(seg, v2)) .. "\n" end)
-end
-
-M.KINDS = KINDS
 M.sha256_hex = sha256_hex
 return M

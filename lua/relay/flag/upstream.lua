@@ -1,168 +1,277 @@
--- Online mode: an upstream that speaks the Harness client API (SaaS or another relayhost):
--- auth per SDK key (or v2 proxy key), full fetches, full syncs and polls.
+-- Online mode: an upstream that speaks the Harness client API (SaaS or another relayhost).
+-- Auth per SDK key (or one v2 proxy key), full syncs and polls, and following the upstream's
+-- /stream (one per SDK key's environment, or one account-level stream for a proxy key) with
+-- reconnects; what it fetches replaces the cache through relay.flag.sync.
 local relay = require "relay"
-local json = require "relay.flag.json"
+local json = require "relay.json"
 local sha256_hex = require("relay.flag.store").sha256_hex
 
-return function(Sync, S)
-  local function upstream_get(self, env_id, path)
-    local u = self.upstream[env_id]
-    local r, err = relay.http.request {
-      url = self.cfg.base_url .. path, timeout = 10,
-      headers = { authorization = "Bearer " .. u.token, ["harness-sdk-info"] = "Proxy relayhost",
-                  ["harness-environmentid"] = env_id },
-    }
-    if not r then return nil, err end
-    if r.status ~= 200 then return nil, ("%s: status %d"):format(path, r.status) end
-    local ok, v = pcall(json.decode, r.body)
-    if not ok or type(v) ~= "table" then return nil, path .. ": not a JSON array" end
-    return v
-  end
+local M = {}
+local Upstream = {}
+Upstream.__index = Upstream
 
-  -- POST /client/auth for one SDK key -> environment id and token.
-  function Sync:auth_key(key)
-    local r, err = relay.http.request {
-      method = "POST", url = self.cfg.base_url .. "/client/auth", timeout = 10,
-      headers = { ["content-type"] = "application/json" }, body = json.encode({ apiKey = key }),
-    }
-    if not r then return nil, err end
-    if r.status ~= 200 then return nil, ("/client/auth: status %d"):format(r.status) end
-    local ok, body = pcall(json.decode, r.body)
-    local token = ok and type(body) == "table" and body.authToken
-    local payload = type(token) == "string" and token:match("^[^.]+%.([^.]+)%.")
-    local claims = payload and select(2, pcall(json.decode, relay.base64.decode(payload) or ""))
-    if type(claims) ~= "table" or not claims.environment then return nil, "/client/auth: token without environment" end
-    return claims.environment, token, claims.clusterIdentifier or "1"
-  end
+-- envs: env_id -> { token, cluster, key, keys (sha256 hex), connected, stream, refreshing }
+function M.new(cfg, sync)
+  return setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {},
+    proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
+end
 
-  -- Fetches flags and segments of every known environment; returns the envs table or nil, err.
-  local function fetch_env(self, env_id, u)
-    local q = "?cluster=" .. u.cluster
-    local flags, err = upstream_get(self, env_id, "/client/env/" .. env_id .. "/feature-configs" .. q)
-    if not flags then return nil, err end
-    local segs, err2 = upstream_get(self, env_id, "/client/env/" .. env_id .. "/target-segments" .. q .. "&rules=v2")
-    if not segs then return nil, err2 end
-    local old = self.store.envs[env_id]
-    local at = self.cfg.base_url .. "/client/env/" .. env_id
-    return { flags = flags, segments = segs, targets = old and old.targets or {}, keys = u.keys,
-             sources = { flags = at .. "/feature-configs", segments = at .. "/target-segments" } }
-  end
+-- The cluster and token to post an environment's metrics with.
+function Upstream:credentials(env_id)
+  local u = self.envs[env_id]
+  if u then return u.cluster, u.token end
+  return "1", nil
+end
 
-  -- Fetches flags and segments of every known environment (or only one); returns the envs table
-  -- or nil, err.
-  function Sync:fetch_all(only)
-    local envs = {}
-    for env_id, u in pairs(self.upstream) do
-      if not only or env_id == only then
-        local env, err = fetch_env(self, env_id, u)
-        if not env then return nil, err end
-        envs[env_id] = env
-      end
-    end
-    return envs
-  end
+-- A request to the upstream; the decoded JSON body (a table) of a 200, or nil and why.
+function Upstream:call(path, opts)
+  opts.url, opts.timeout = self.cfg.base_url .. path, 10
+  local r, err = relay.http.request(opts)
+  if not r then return nil, err end
+  local ok, v = pcall(json.decode, r.body)
+  if r.status ~= 200 then return nil, ("%s: status %d"):format(path:match("^[^?]*"), r.status) end
+  if not ok or type(v) ~= "table" then return nil, path:match("^[^?]*") .. ": not JSON" end
+  return v
+end
 
-  -- v2 style: one Proxy Key covers many environments (POST /proxy/auth, GET /proxy/config pages).
-  function Sync:proxy_authenticate()
-    local r, err = relay.http.request {
-      method = "POST", url = self.cfg.base_url .. "/proxy/auth", timeout = 10,
-      headers = { ["content-type"] = "application/json" }, body = json.encode({ proxyKey = self.cfg.proxy_key }),
-    }
-    if not r then return nil, err end
-    local ok, body = pcall(json.decode, r.body)
-    if r.status ~= 200 or not ok or type(body) ~= "table" or type(body.token) ~= "string" then
-      return nil, ("/proxy/auth: status %d"):format(r.status)
-    end
+local function post_json(self, path, body)
+  return self:call(path, { method = "POST", headers = { ["content-type"] = "application/json" }, body = json.encode(body) })
+end
+
+-- POST /client/auth for one SDK key -> environment id, token and cluster.
+function Upstream:auth_key(key)
+  local body, err = post_json(self, "/client/auth", { apiKey = key })
+  if not body then return nil, err end
+  local token = body.authToken
+  local payload = type(token) == "string" and token:match("^[^.]+%.([^.]+)%.")
+  local claims = payload and select(2, pcall(json.decode, relay.base64.decode(payload) or ""))
+  if type(claims) ~= "table" or not claims.environment then return nil, "/client/auth: token without environment" end
+  return claims.environment, token, claims.clusterIdentifier or "1"
+end
+
+function Upstream:authenticate()
+  if self.proxy_mode then -- v2 style: one Proxy Key covers many environments
+    local body, err = post_json(self, "/proxy/auth", { proxyKey = self.cfg.proxy_key })
+    if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
+    if not body then return nil, err end
     self.proxy_token = body.token
     return true
   end
+  for _, key in ipairs(self.cfg.api_keys) do
+    local env_id, token, cluster = self:auth_key(key)
+    if not env_id then return nil, token end
+    local u = self.envs[env_id] or { keys = {} }
+    u.token, u.cluster, u.key = token, cluster, key
+    local h = sha256_hex(key)
+    local have = false
+    for _, k in ipairs(u.keys) do have = have or k == h end
+    if not have then u.keys[#u.keys + 1] = h end
+    self.envs[env_id] = u
+  end
+  return true
+end
 
-  function Sync:proxy_fetch()
-    local envs, page = {}, 0
-    repeat
-      local r, err = relay.http.request {
-        url = ("%s/proxy/config?key=%s&cluster=1&pageNumber=%d&pageSize=10"):format(self.cfg.base_url, sha256_hex(self.cfg.proxy_key), page),
-        timeout = 10, headers = { authorization = "Bearer " .. self.proxy_token },
-      }
-      if not r then return nil, err end
-      local ok, cfg = pcall(json.decode, r.body)
-      if r.status ~= 200 or not ok or type(cfg) ~= "table" then return nil, ("/proxy/config: status %d"):format(r.status) end
-      for _, e in ipairs(type(cfg.environments) == "table" and cfg.environments or {}) do
-        if type(e) ~= "table" or type(e.id) ~= "string" or e.id == "" then
-          return nil, "/proxy/config: an environment without an id"
-        end
-        local old = self.store.envs[e.id]
-        local at = ("%s/proxy/config environment %s"):format(self.cfg.base_url, tostring(e.id))
-        envs[e.id] = { flags = e.featureConfigs or {}, segments = e.segments or {}, keys = e.apiKeys or {},
-                       targets = old and old.targets or {},
-                       sources = { flags = at .. " featureConfigs", segments = at .. " segments", keys = at .. " apiKeys" } }
-        self.upstream[e.id] = self.upstream[e.id] or { cluster = "1", keys = e.apiKeys or {}, token = self.proxy_token,
-                                                     key = self.cfg.proxy_key }
+local function targets_of(self, env_id)
+  local old = self.store.envs[env_id]
+  return old and old.targets or {}
+end
+
+-- Flags and segments of one SDK key's environment.
+function Upstream:fetch_env(env_id, u)
+  local at = "/client/env/" .. env_id
+  local opts = { headers = { authorization = "Bearer " .. u.token, ["harness-sdk-info"] = "Proxy relayhost",
+                             ["harness-environmentid"] = env_id } }
+  local flags, err = self:call(at .. "/feature-configs?cluster=" .. u.cluster, opts)
+  if not flags then return nil, err end
+  local segs, err2 = self:call(at .. "/target-segments?cluster=" .. u.cluster .. "&rules=v2", opts)
+  if not segs then return nil, err2 end
+  at = self.cfg.base_url .. at
+  return { flags = flags, segments = segs, targets = targets_of(self, env_id), keys = u.keys,
+           sources = { flags = at .. "/feature-configs", segments = at .. "/target-segments" } }
+end
+
+-- Every environment of the proxy key, page by page (GET /proxy/config).
+function Upstream:proxy_fetch()
+  local envs, page = {}, 0
+  repeat
+    local cfg, err = self:call(("/proxy/config?key=%s&cluster=1&pageNumber=%d&pageSize=10")
+      :format(sha256_hex(self.cfg.proxy_key), page), { headers = { authorization = "Bearer " .. self.proxy_token } })
+    if not cfg then return nil, err end
+    for _, e in ipairs(type(cfg.environments) == "table" and cfg.environments or {}) do
+      if type(e) ~= "table" or type(e.id) ~= "string" or e.id == "" then
+        return nil, "/proxy/config: an environment without an id"
       end
-      page = page + 1
-    until page >= (tonumber(cfg.pageCount) or 1)
-    return envs
+      local at = ("%s/proxy/config environment %s"):format(self.cfg.base_url, e.id)
+      envs[e.id] = { flags = e.featureConfigs or {}, segments = e.segments or {}, keys = e.apiKeys or {},
+                     targets = targets_of(self, e.id),
+                     sources = { flags = at .. " featureConfigs", segments = at .. " segments", keys = at .. " apiKeys" } }
+      self.envs[e.id] = self.envs[e.id] or { cluster = "1", keys = e.apiKeys or {}, token = self.proxy_token,
+                                             key = self.cfg.proxy_key }
+    end
+    page = page + 1
+  until page >= (tonumber(cfg.pageCount) or 1)
+  return envs
+end
+
+-- Flags and segments of every environment (or only one); the envs table, or nil and why.
+function Upstream:fetch(only)
+  if self.proxy_mode then return self:proxy_fetch() end
+  local envs = {}
+  for env_id, u in pairs(self.envs) do
+    if not only or env_id == only then
+      local env, err = self:fetch_env(env_id, u)
+      if not env then return nil, err end
+      envs[env_id] = env
+    end
   end
+  return envs
+end
 
-  function Sync:authenticate()
-    if self.cfg.proxy_key ~= "" and #self.cfg.api_keys == 0 then return self:proxy_authenticate() end
-    for _, key in ipairs(self.cfg.api_keys) do
-      local env_id, token, cluster = self:auth_key(key)
-      if not env_id then return nil, token end
-      local u = self.upstream[env_id] or { keys = {} }
-      u.token, u.cluster, u.key = token, cluster, key
-      local h = sha256_hex(key)
-      local have = false
-      for _, k in ipairs(u.keys) do have = have or k == h end
-      if not have then u.keys[#u.keys + 1] = h end
-      self.upstream[env_id] = u
-    end
-    return true
+-- One full sync. Changes found this way reach no SSE stream as events, so (like ff-proxy)
+-- every SDK stream of a changed environment is closed and the SDKs re-fetch.
+function Upstream:sync_all()
+  if not next(self.envs) and not self.proxy_token then
+    local ok, err = self:authenticate()
+    if not ok then return nil, err end
   end
-
-  -- One full sync. by_poll: changes found this way reach no SSE stream as events, so (like
-  -- ff-proxy) every SDK stream of a changed environment is closed and the SDKs re-fetch.
-  function Sync:proxy_mode() return self.cfg.proxy_key ~= "" and #self.cfg.api_keys == 0 end
-
-  function Sync:sync(by_poll)
-    if not next(self.upstream) and not self.proxy_token then
-      local ok, err = self:authenticate()
-      if not ok then return nil, err end
-    end
-    local envs, err
-    if self:proxy_mode() then envs, err = self:proxy_fetch() else envs, err = self:fetch_all() end
-    if not envs then return nil, err end
-    local events, refused = self:replace_all(envs, self.cfg.base_url)
-    if not events then return nil, refused end -- the last good config keeps serving
-    S.set_status(self.config_status, "SYNCED")
-    if by_poll and #events > 0 then
-      local closed = {}
-      for _, ev in ipairs(events) do
-        if not closed[ev.environment] then closed[ev.environment] = true; relay.sse.close(ev.environment) end
-      end
-    end
-    return true
+  local envs, err = self:fetch()
+  if not envs then return nil, err end
+  local events, refused = self.sync:replace_all(envs, self.cfg.base_url)
+  if not events then return nil, refused end -- the last good config keeps serving
+  self.sync:set_config("SYNCED")
+  local closed = {}
+  for _, ev in ipairs(events) do
+    if not closed[ev.environment] then closed[ev.environment] = true; relay.sse.close(ev.environment) end
   end
+  return true
+end
 
-  function Sync:poll_once()
-    local ok, err = self:sync(true)
-    if not ok then
-      relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
-      if self.config_status.state ~= "SYNCED" then S.set_status(self.config_status, "FAILED_TO_SYNC") end
-    end
-    return ok, err
-  end
-
-  -- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
-  -- item) and streams what changed to the SDKs.
-  function Sync:refresh_env(env_id)
-    local envs, err
-    if self:proxy_mode() then envs, err = self:proxy_fetch() else envs, err = self:fetch_all(env_id) end
-    if not envs then
-      relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err })
-      return
-    end
-    local ok, why = self:replace_some(envs, self.cfg.base_url)
-    if not ok then relay.log.warn("upstream_config_refused", { environment = env_id, error = why }) end
+function Upstream:poll_once()
+  local ok, err = self:sync_all()
+  if not ok then
+    relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
+    if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
   end
 end
+
+-- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
+-- item) and streams what changed to the SDKs.
+function Upstream:refresh_env(env_id)
+  local envs, err = self:fetch(env_id)
+  if not envs then return relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err }) end
+  local ok, why = self.sync:replace_some(envs, self.cfg.base_url)
+  if not ok then relay.log.warn("upstream_config_refused", { environment = env_id, error = why }) end
+end
+
+-- ---- following the upstream's /stream ----
+
+-- The environments whose upstream streams we follow: each SDK key's, or (proxy key) one
+-- account-level stream that carries every environment.
+function Upstream:stream_envs()
+  local ids = {}
+  for id in pairs(self.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
+  if self.proxy_mode then return { ids[1] } end
+  return ids
+end
+
+function Upstream:all_connected()
+  local ids = self:stream_envs()
+  for _, id in ipairs(ids) do if not self.envs[id].connected then return false end end
+  return #ids > 0
+end
+
+-- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
+function Upstream:stream_lost(env_id, why)
+  local u = self.envs[env_id]
+  if u.connected then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
+  u.connected = false
+  if self.sync:stream_ok() then relay.sse.close(nil) end
+  self.sync:set_stream("DISCONNECTED")
+end
+
+-- One upstream event: its environment is re-fetched (once, however many arrive meanwhile).
+function Upstream:on_event(env_id, ev)
+  if ev.domain ~= "flag" and ev.domain ~= "target-segment" then return end
+  local target = self.envs[ev.environment] and ev.environment or env_id
+  local tu = self.envs[target]
+  if tu.refreshing then return end
+  tu.refreshing = true -- events that arrive during a fetch are covered by it
+  relay.after(0, function() tu.refreshing = false; self:refresh_env(target) end)
+end
+
+-- Reads one upstream SSE feed until it fails. Events are "event: *\ndata: {json}\n\n".
+function Upstream:read_stream(env_id, s)
+  local buf = ""
+  while true do
+    local data, err = s:read()
+    if not data then return err end
+    buf = buf .. data
+    while true do
+      local i, j = buf:find("\n\n", 1, true)
+      if not i then break end
+      local payload = buf:sub(1, i - 1):match("data:%s*([^\n]*)")
+      buf = buf:sub(j + 1)
+      local ok, ev = pcall(json.decode, payload or "")
+      if ok and type(ev) == "table" then self:on_event(env_id, ev) end
+    end
+  end
+end
+
+function Upstream:follow(env_id)
+  local backoff = 1
+  while not self.stopped do
+    local u = self.envs[env_id]
+    local s, status = relay.http.stream {
+      url = self.cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
+      headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
+                  ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" },
+    }
+    if s and status == 200 and self.stopped then s:close(); return end
+    if s and status == 200 then
+      backoff = 1
+      u.stream, u.connected = s, true
+      if self:all_connected() then
+        local was = self.sync.stream_status.state
+        self.sync:set_stream("CONNECTED")
+        relay.log.info("upstream_stream_connected", { environment = env_id })
+        if was == "DISCONNECTED" then self:poll_once() end -- what changed while we were away
+      end
+      local why = self:read_stream(env_id, s)
+      s:close()
+      u.stream = nil
+      if self.stopped then return end -- replaced by a reload: the new generation follows now
+      self:stream_lost(env_id, why)
+    else
+      if s then s:close() end
+      self:stream_lost(env_id, s and ("status " .. tostring(status)) or status)
+    end
+    relay.sleep(backoff)
+    backoff = math.min(backoff * 2, 60)
+  end
+end
+
+-- A reload replaced this generation: its feeds close now (the new one opens its own). A
+-- reader parked on a closed feed ends with the generation's drain.
+function Upstream:stop()
+  self.stopped = true
+  for _, u in pairs(self.envs) do
+    if u.stream then u.stream:close(); u.stream = nil end
+  end
+end
+
+-- then_fn runs after the first sync (GENERATE_OFFLINE_CONFIG), instead of following streams.
+function Upstream:start(then_fn)
+  relay.after(0, function()
+    self:poll_once()
+    if then_fn then return then_fn() end
+    if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
+    for _, env_id in ipairs(self:stream_envs()) do relay.after(0, function() self:follow(env_id) end) end
+  end)
+  -- polls only while no upstream stream carries the changes
+  relay.every(self.cfg.poll_interval, function()
+    if not self.sync:stream_ok() then self:poll_once() end
+  end)
+end
+
+return M

@@ -4,8 +4,11 @@
 -- goes through it before it replaces anything: the offline directory at start and on SIGHUP, an
 -- upstream's fetch, a replica's read from Redis. What does not fit is refused with a message
 -- naming the source, the item and the field; absent or null lists are filled in as [] (the SDKs
--- iterate them). Pure Lua: usable and testable without a host.
-local json = require "relay.flag.json"
+-- iterate them). The check also decides what is written back: every list it accepts carries
+-- relay.json's array mark (an empty one, or {} where a list belongs, is served as []), every
+-- object loses it ([] where an object belongs is served as {}). Pure Lua: usable and testable
+-- without a host.
+local json = require "relay.json"
 
 local M = {}
 local NULL = json.null
@@ -28,12 +31,15 @@ local function str(v, path) if type(v) ~= "string" then bad(path, "a string", v)
 local function id(v, path) if type(v) ~= "string" or v == "" then bad(path, "a non-empty string", v) end return v end
 local function opt_str(v, path) if v ~= nil and v ~= NULL then str(v, path) end end
 local function opt_num(v, path) if v ~= nil and v ~= NULL and type(v) ~= "number" then bad(path, "a number", v) end end
-local function object(v, path) if type(v) ~= "table" or v[1] ~= nil then bad(path, "an object", v) end return v end
+local function object(v, path)
+  if type(v) ~= "table" or v[1] ~= nil then bad(path, "an object", v) end
+  return setmetatable(v, nil)
+end
 
-local function array(v, path) if not is_array(v) then bad(path, "an array", v) end return v end
+local function array(v, path) if not is_array(v) then bad(path, "an array", v) end return json.array(v) end
 -- A list the SDKs iterate: absent or null becomes [].
 local function list(v, path)
-  if v == nil or v == NULL then return {} end
+  if v == nil or v == NULL then return json.array() end
   return array(v, path)
 end
 
@@ -195,6 +201,7 @@ local function keys(v, source)
       return nil, ("%s: item %d must be a sha256 hex string (64 hex digits), got %s"):format(source, i, kind_of(k))
     end
   end
+  json.array(v)
   return true
 end
 
