@@ -5,6 +5,8 @@ local helpers = setmetatable({}, { __index = test })
 
 local root = (debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers%.lua$")) or "."
 helpers.root = root
+-- What several specs share (origins, peers, rigs) lives in spec/support/: require "raw_origin".
+package.path = root .. "/spec/support/?.lua;" .. package.path
 function helpers.fixture(name) return root .. "/spec/fixtures/" .. name end
 
 -- A redis-server of our own on a free port (retried: a parallel test may take the port before

@@ -71,7 +71,7 @@ static void now_serving(void);
 static void cleanup(void);
 static rh_metric *m_reload_failures, *m_reloads, *m_reload_seconds;
 
-/* The personalities under scripts/ (spec/usage_spec.lua keeps this list and the folder equal). */
+/* The personalities under scripts/ (spec/core/usage_spec.lua keeps this list and the folder equal). */
 #define BUNDLED "demo, prefix-proxy, flag-proxy, git-tunnel/server, git-tunnel/client, workspace-relay"
 
 static void usage(FILE *to) {

@@ -1,4 +1,4 @@
-// The real Harness Node server SDK against a flag proxy, for spec/flag_proxy_spec.lua.
+// The real Harness Node server SDK against a flag proxy, for spec/flag-proxy/flag_proxy_spec.lua.
 //   node ff-node-sdk.js eval  BASE_URL API_KEY CHECKS_JSON   evaluates every {flag, kind} for every
 //                                                            target and prints {flag: {target: value}}
 //   node ff-node-sdk.js watch BASE_URL API_KEY CHECKS_JSON   streams; prints "ready", then one JSON line

@@ -325,7 +325,7 @@ static void first_silent_second_answers(void) {
   close(good), close(silent), close(fill[0]), close(fill[1]);
 }
 
-/* ---- through a forward proxy that misbehaves (spec/forward_proxy_spec.lua has a real one) ---- */
+/* ---- through a forward proxy that misbehaves (spec/core/forward_proxy_spec.lua has a real one) ---- */
 
 /* Dials origin.example:80 through a proxy on lfd that answers `answer` (NULL: nothing). */
 static void through_proxy(owner *o, int lfd, int port, const char *answer, size_t n, double timeout) {

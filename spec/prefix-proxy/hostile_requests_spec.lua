@@ -1,5 +1,5 @@
 -- Hostile requests through the prefix proxy, one table per class. Each entry is sent raw to
--- the proxy in front of an origin that records every byte (spec/hostile_support.lua): the
+-- the proxy in front of an origin that records every byte (spec/support/hostile_support.lua): the
 -- client must get the stated answer, no request relayhost refused may reach the origin as a
 -- complete request, and no second request may ever be formed from one client request's bytes
 -- (every smuggled request below carries "smuggled" in its target; the origin must never see it).

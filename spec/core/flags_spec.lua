@@ -479,7 +479,7 @@ describe("relay.flags.declare and env prefixes (issue 20)", function()
     assert.equal("MY_SCRIPT_", flags.default_env_prefix("/tmp/my.script.lua"))
     -- absolute: a relative path would be read against $PWD, which ctest does not set to its
     -- working directory (the spec then failed when ctest ran from build/)
-    local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/unit/[^/]*$") or "."
+    local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/core/[^/]*$") or "."
     if root:sub(1, 1) ~= "/" then root = io.popen("pwd"):read("*l") .. "/" .. root end
     assert.equal("", flags.default_env_prefix(root .. "/scripts/flag-proxy.lua"))
     assert.equal("", flags.default_env_prefix(root .. "/scripts/git-tunnel/client.lua"))
