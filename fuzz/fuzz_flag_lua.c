@@ -7,7 +7,7 @@
  *
  * Input: three NUL-separated parts: the feature configs (feature_config.json), the segments
  * (segments.json), a target (or anything), decoded as the flag proxy decodes what it loads
- * (relay.flag.json: strict numbers). Items pass the checks offline.load makes (a table
+ * (relay.json: strict numbers). Items pass the checks offline.load makes (a table
  * with a string `feature` / `identifier`); everything inside them is as the input says.
  * Invariants (a Lua error "INVARIANT: …" aborts):
  *  - Store:set_env never raises, and reloading the same config changes no version;
@@ -33,7 +33,7 @@ static lua_State *L;
 static int check_ref;
 
 static const char checks[] =
-  "local json = require 'relay.flag.json'\n"
+  "local json = require 'relay.json'\n"
   "local store_mod = require 'relay.flag.store'\n"
   "local evaluator = require 'relay.flag.evaluator'\n"
   "local murmur3 = require 'relay.flag.murmur3'\n"
@@ -69,11 +69,11 @@ static const char checks[] =
   "  if not ok2 then inv('set_env raised the second time: ' .. tostring(again)) end\n"
   "  if #again > 0 then inv('the same config again gave ' .. #again .. ' events') end\n"
   "  local ok3, e = pcall(function()\n"
-  "    served('feature-configs', store:feature_configs(env), #flags)\n"
-  "    served('target-segments', store:segments_json(env, false), #segments)\n"
-  "    served('target-segments v2', store:segments_json(env, true), #segments)\n"
-  "    for _, f in ipairs(flags) do served('a feature config', store:feature_config(env, f.feature)) end\n"
-  "    for _, s in ipairs(segments) do served('a segment', store:segment_json(env, s.identifier, true)) end\n"
+  "    served('feature-configs', store:answer(env, 'flag'), #flags)\n"
+  "    served('target-segments', store:answer(env, 'segment', nil, false), #segments)\n"
+  "    served('target-segments v2', store:answer(env, 'segment', nil, true), #segments)\n"
+  "    for _, f in ipairs(flags) do served('a feature config', store:answer(env, 'flag', f.feature)) end\n"
+  "    for _, s in ipairs(segments) do served('a segment', store:answer(env, 'segment', s.identifier, true)) end\n"
   "  end)\n"
   "  if not ok3 then if tostring(e):find('^INVARIANT') then error(e, 0) end; inv('serving raised: ' .. tostring(e)) end\n"
   "  local target = decode(target_text)\n"

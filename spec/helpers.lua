@@ -9,6 +9,14 @@ helpers.root = root
 package.path = root .. "/spec/support/?.lua;" .. package.path
 function helpers.fixture(name) return root .. "/spec/fixtures/" .. name end
 
+-- A loopback port free right now (for a peer that must be told its port before it starts).
+function helpers.free_port()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
 -- A redis-server of our own on a free port (retried: a parallel test may take the port before
 -- redis binds it). Returns the port and the pid. PING tells redis from others (NOAUTH: one
 -- started with extra = "--requirepass …"). extra: more redis-server arguments, shell-quoted.

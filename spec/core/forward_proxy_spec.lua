@@ -5,12 +5,7 @@ local helpers = require "helpers"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local function free_port()
-  local s = socket.bind("127.0.0.1", 0)
-  local port = select(2, s:getsockname())
-  s:close()
-  return tonumber(port)
-end
+local free_port = helpers.free_port
 
 -- tinyproxy on a free port, allowing CONNECT to the given ports only (and more config lines, if
 -- given). Returns port, pid, log path.

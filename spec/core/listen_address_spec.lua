@@ -6,12 +6,7 @@ local socket = require "socket"
 
 local basic = helpers.fixture("basic.lua")
 
-local function free_port()
-  local s = socket.bind("127.0.0.1", 0)
-  local port = select(2, s:getsockname())
-  s:close()
-  return tonumber(port)
-end
+local free_port = helpers.free_port
 
 describe("listen addresses", function()
   it("serves on --listen localhost:PORT, announced by name", function()

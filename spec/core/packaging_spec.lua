@@ -32,12 +32,7 @@ describe("packaging", function()
   -- The image's HEALTHCHECK reads the running process's own flags and environment, so a
   -- personality moved to another port (or with no health route) is still reported right.
   it("docker/healthcheck follows the listener each personality really serves on", function()
-    local function free_port()
-      local s = assert(socket.bind("127.0.0.1", 0))
-      local _, port = s:getsockname()
-      s:close()
-      return tonumber(port)
-    end
+    local free_port = helpers.free_port
     local function healthy(host)
       return os.execute(("RELAYHOST_HEALTH_PID=%d docker/healthcheck >/dev/null 2>&1"):format(host.pid)) == 0
     end

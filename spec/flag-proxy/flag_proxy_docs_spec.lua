@@ -1,6 +1,7 @@
 -- docs/flag-proxy.md's config-directory example, run as written: a directory with one key
 -- (stored as its sha256) and one flag, served offline and evaluated. Only `relayhost` becomes the
--- binary under test and /tmp/ff a fresh folder; port 7400 is the page's own (no other spec uses it).
+-- binary under test, /tmp/ff a fresh folder and the page's port 7400 a free one (another checkout's
+-- suite may be running it at the same time).
 local helpers = require "helpers"
 
 local page = helpers.read_file(helpers.root .. "/docs/flag-proxy.md")
@@ -10,7 +11,7 @@ describe("docs/flag-proxy.md", function()
     local from = assert(page:find("\n## The config directory", 1, true), "no config directory section")
     local block = assert(page:match("```sh\n(.-)```", from), "no sh block under it")
     local dir = helpers.tmpdir()
-    block = block:gsub("/tmp/ff", dir):gsub("relayhost ", helpers.bin() .. " ")
+    block = block:gsub("/tmp/ff", dir):gsub("relayhost ", helpers.bin() .. " "):gsub("7400", tostring(helpers.free_port()))
     helpers.write_file(dir .. "/try.sh", "set -e\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" .. block)
     local out = io.popen(("cd %s && timeout 30 bash try.sh 2>%s/err"):format(dir, dir)):read("*a")
     local err = helpers.read_file(dir .. "/err")

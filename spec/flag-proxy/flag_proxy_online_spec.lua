@@ -9,12 +9,7 @@ local socket = require "socket"
 local F = dofile(helpers.fixture("flag_proxy.lua"))
 local ENV, KEY = F.ENV, F.KEY
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local free_port = helpers.free_port
 
 local function copy_config(dir)
   F.sh(("rm -rf %s/config && cp -r %s/examples/flag-proxy/config %s/config"):format(dir, F.root, dir))

@@ -1,7 +1,7 @@
 -- docs/git-tunnel.md's "Try it" block, run as written: lighttpd with git http-backend, the
 -- relay-server and relay-client, and a clone through the tunnel. Only `relayhost` becomes the
--- binary under test and /tmp/gt a fresh folder; the ports are the page's own (8480, 8481, 8490),
--- which no other spec uses.
+-- binary under test, /tmp/gt a fresh folder and the page's ports (8480, 8481, 8490) free ones
+-- (another checkout's suite may be running it at the same time).
 local helpers = require "helpers"
 
 local page = helpers.read_file(helpers.root .. "/docs/git-tunnel.md")
@@ -12,6 +12,7 @@ describe("docs/git-tunnel.md", function()
     local block = assert(page:match("```sh\n(.-)```", from), "no sh block under 'Try it'")
     local dir = helpers.tmpdir()
     block = block:gsub("/tmp/gt", dir):gsub("relayhost ", helpers.bin() .. " ")
+    for _, port in ipairs({ "8480", "8481", "8490" }) do block = block:gsub(port, tostring(helpers.free_port())) end
     -- the block's background processes end with the script, whatever happens
     local script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" .. block
     helpers.write_file(dir .. "/try.sh", script)

@@ -32,12 +32,7 @@ local function track(h)
   return h
 end
 
-function M.free_port()
-  local s = socket.bind("127.0.0.1", 0)
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+M.free_port = helpers.free_port
 
 -- Runs a shell command: output (stdout and stderr), exit status.
 function M.sh(cmd)

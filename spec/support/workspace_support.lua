@@ -70,12 +70,7 @@ M.tokens = {
 local socket = require "socket"
 
 -- A port nobody listens on right now (for a relay that must know its own URL before it starts).
-function M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+M.free_port = helpers.free_port
 
 -- env plus the admin endpoints, with the token the specs use.
 function M.with_admin(env)
