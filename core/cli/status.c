@@ -280,9 +280,14 @@ static void put_lua(rh_buf *b) {
   end(b, '}');
 }
 
+static void put_pool(const char *key, size_t idle, void *ud) { put_field(ud, key, (double)idle); }
+
 static void put_upstreams(rh_buf *b) {
   begin(b, "upstreams", '{');
   put_field(b, "idle_pooled", (double)rh_pool_idle());
+  begin(b, "idle_by_upstream", '{'); /* the pool's key: host:port, and how TLS is verified */
+  rh_pool_each(put_pool, b);
+  end(b, '}');
   put_field(b, "retries", value_of("relayhost_proxy_retries_total"));
   put_by_label(b, "errors", "relayhost_proxy_upstream_errors_total");
   put_by_label(b, "tunnels_closed", "relayhost_tunnel_closed_total");

@@ -78,6 +78,10 @@ void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle) {
 
 size_t rh_pool_idle(void) { return total_idle; }
 
+void rh_pool_each(void (*fn)(const char *key, size_t idle, void *ud), void *ud) {
+  for (pool *p = pools; p; p = p->next) fn(p->key, p->nidle, ud);
+}
+
 void rh_pool_close_all(void) {
   while (pools) {
     pool *p = pools;

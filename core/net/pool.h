@@ -12,6 +12,8 @@ rh_upconn *rh_pool_take(const char *key);
 /* Parks u for reuse (closes it instead when max_idle are already parked for its key). */
 void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle);
 size_t rh_pool_idle(void);
+/* fn(key, idle, ud) for every upstream key the pool has seen (for the status page). */
+void rh_pool_each(void (*fn)(const char *key, size_t idle, void *ud), void *ud);
 void rh_pool_close_all(void);
 
 #endif

@@ -44,6 +44,11 @@ describe("/status.json", function()
     assert.equal(7, s.requests.total)
     assert.same({ ["200"] = 4, ["404"] = 2, ["502"] = 1 }, s.requests.codes)
     assert.equal(m["relayhost_proxy_upstream_errors_total{code=\"502\"}"], s.upstreams.errors["502"])
+    -- the pool by upstream: the origin's kept-alive connections, adding up to the total
+    local by, sum = s.upstreams.idle_by_upstream, 0
+    for _, n in pairs(by) do sum = sum + n end
+    assert.equal(s.upstreams.idle_pooled, sum)
+    assert.is_true((by["127.0.0.1:" .. origin.port] or 0) >= 1, "no idle connection to the origin in " .. body)
     -- percentiles from the duration histogram, over as many requests
     assert.equal(7, s.latency_ms.count)
     assert.equal(m.relayhost_http_request_duration_seconds_count, s.latency_ms.count + 1)
