@@ -136,6 +136,12 @@ return app
       assert.same({ "a=1; Domain=example.org; Path=/domain/x" }, fields_named(res, "set-cookie"))
     end)
 
+    it("a cookie named path or domain is its name=value, not an attribute", function()
+      local res = proxy:get(reply("/domain", "200 OK", "Set-Cookie: domain=v; Path=/base/x\r\nSet-Cookie: path=/base/y\r\n"))
+      assert.same({ "domain=v; Path=/domain/x; Domain=example.org", "path=/base/y; Domain=example.org" },
+                  fields_named(res, "set-cookie"))
+    end)
+
     it("is off by default", function()
       local res = proxy:get(reply("/plain", "200 OK", cookies))
       assert.same({ "a=1; Path=/base/x; HttpOnly", "b=2; path=/base", "c=3; Path=/other",
