@@ -112,19 +112,28 @@ static void read_retry_on(lua_State *L, int t, rh_proxy_opts *o) {
   free(on);
 }
 
-/* retry_methods: method names as a request line carries them (case matters: "get" is not GET).
- * Checked before anything is allocated, so the error leaks nothing. */
-static void check_retry_methods(lua_State *L, int t) {
-  lua_getfield(L, t, "retry_methods");
-  if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "relay.proxy: retry_methods must be a list");
+/* The list options are checked before anything is allocated, so an error leaks nothing and
+ * opt_list never meets a value that is not a string. retry_methods: method names as a request
+ * line carries them (case matters: "get" is not GET). */
+static void check_list(lua_State *L, int t, const char *k, int methods) {
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "relay.proxy: %s must be a list of strings", k);
   for (size_t i = 1; lua_istable(L, -1) && i <= lua_objlen(L, -1); i++) {
     lua_rawgeti(L, -1, (int)i);
     size_t n;
     const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-    if (!m || !rh_http_is_token(m, n)) luaL_error(L, "relay.proxy: retry_methods takes method names (\"GET\", \"PUT\", ...)");
+    if (!m) luaL_error(L, "relay.proxy: %s must be a list of strings (item %d is a %s)", k, (int)i, luaL_typename(L, -1));
+    if (methods && !rh_http_is_token(m, n)) luaL_error(L, "relay.proxy: retry_methods takes method names (\"GET\", \"PUT\", ...)");
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+}
+
+static void check_lists(lua_State *L, int t) {
+  static const char *const lists[] = { "retry_on", "drop_request_headers", "drop_response_headers",
+                                       "allow_request_headers", "allow_response_headers" };
+  for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) check_list(L, t, lists[i], 0);
+  check_list(L, t, "retry_methods", 1);
 }
 
 /* The gateway options: each off unless the script turns it on (Lilya has none of them). */
@@ -141,6 +150,7 @@ static int l_proxy_new(lua_State *L) {
   const char *mount = luaL_optstring(L, 2, "");
   rh_proxy_opts o = { 0 };
   o.mount = mount;
+  check_lists(L, 1);
   o.target_base_url = opt_str(L, 1, "target_base_url");
   o.upstream_prefix = opt_str(L, 1, "upstream_prefix");
   o.preserve_host = opt_bool(L, 1, "preserve_host", 0);
@@ -153,7 +163,6 @@ static int l_proxy_new(lua_State *L) {
   read_timeouts(L, 1, &o);
   read_retry_on(L, 1, &o);
   read_gateway(L, 1, &o);
-  check_retry_methods(L, 1);
   int statuses[16];
   lua_getfield(L, 1, "retry_statuses");
   if (lua_istable(L, -1)) {

@@ -14,6 +14,19 @@ local function reply(mount, status, fields)
   return mount .. "/reply?r=" .. enc(raw)
 end
 
+-- A script whose one mount has the options opts (Lua source): the host's exit status and output.
+local function refused(opts)
+  local script = helpers.tmpdir() .. "/bad.lua"
+  helpers.write_file(script, ([[
+local relay = require "relay"
+local app = relay.new { name = "bad" }
+app:mount("/x", relay.proxy { target_base_url = "http://127.0.0.1:9", %s })
+return app
+]]):format(opts))
+  local rc, out, err = helpers.run { script, "--listen=127.0.0.1:0" }
+  return rc, out .. err
+end
+
 local function fields_named(res, name)
   local out = {}
   for _, f in ipairs(res.raw_headers) do if f[1]:lower() == name then out[#out + 1] = f[2] end end
@@ -178,17 +191,18 @@ return app
     end)
 
     it("refuses what is not a method name", function()
-      local script = helpers.tmpdir() .. "/bad.lua"
-      helpers.write_file(script, ([[
-local relay = require "relay"
-local app = relay.new { name = "bad" }
-app:mount("/x", relay.proxy { target_base_url = "http://127.0.0.1:%d", retry_methods = { "GET", "bad method" } })
-return app
-]]):format(origin.port))
-      local rc, out, err = helpers.run { script, "--listen=127.0.0.1:0" }
+      local rc, out = refused('retry_methods = { "GET", "bad method" }')
       assert.is_not.equal(0, rc)
-      assert.matches("retry_methods takes method names", out .. err)
+      assert.matches("retry_methods takes method names", out)
     end)
+  end)
+
+  it("a list option holding a non-string is refused by name (it used to crash the host)", function()
+    for _, opt in ipairs { "drop_request_headers = { true }", "allow_response_headers = { {} }", "retry_on = { false }" } do
+      local rc, out = refused(opt)
+      assert.equal(1, rc, opt .. ": " .. out)
+      assert.matches("must be a list of strings %(item 1 is a ", out)
+    end
   end)
 
   describe("retry_after", function()
