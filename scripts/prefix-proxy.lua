@@ -15,6 +15,12 @@ local app = relay.new {
     max_retries = { default = 0, type = "integer", min = 0, help = "retries on connect errors, timeouts and 502/503/504" },
     timeout = { default = 10, min = 0.001, help = "seconds for connect, read and write, each" },
     preserve_host = { default = false, help = "send the client's Host upstream" },
+    -- the gateway options: off, as Lilya; README recommends all of them for a new deployment
+    forwarded_prefix = { default = false, help = "send the mount as X-Forwarded-Prefix (the client's own is dropped)" },
+    rewrite_location = { default = false, help = "Location/Content-Location at the upstream's base URL move into the mount" },
+    rewrite_cookie_path = { default = false, help = "Set-Cookie Path under the upstream's base moves into the mount" },
+    retry_methods = { default = "", help = "comma-separated methods that may be retried, e.g. GET,HEAD,OPTIONS,PUT,DELETE (empty: all, as Lilya)" },
+    retry_after = { default = false, help = "a retried status's Retry-After replaces the backoff (capped at --timeout)" },
   },
   -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
   summary = function(a) return { max_retries = a.flags.max_retries, timeout = a.flags.timeout } end,
@@ -22,6 +28,13 @@ local app = relay.new {
 
 local mounts = app.flags.mount or {}
 if #mounts == 0 then error("prefix-proxy: give at least one --mount /prefix=http://host:port[/base]", 0) end
+
+-- "GET, PUT" -> { "GET", "PUT" }; nil when empty (every method, as the original)
+local function methods(list)
+  local out = {}
+  for m in list:gmatch("[^,%s]+") do out[#out + 1] = m end
+  return #out > 0 and out or nil
+end
 
 local shown = {}
 for _, m in ipairs(mounts) do
@@ -33,6 +46,11 @@ for _, m in ipairs(mounts) do
     max_retries = app.flags.max_retries,
     timeout = app.flags.timeout,
     preserve_host = app.flags.preserve_host,
+    forwarded_prefix = app.flags.forwarded_prefix,
+    rewrite_location = app.flags.rewrite_location,
+    rewrite_cookie_path = app.flags.rewrite_cookie_path,
+    retry_methods = methods(app.flags.retry_methods),
+    retry_after = app.flags.retry_after,
   })
   if not ok then error(("prefix-proxy: --mount '%s': %s"):format(m, (tostring(proxy):gsub("^.-relay%.proxy: ", ""))), 0) end
   app:mount(prefix, proxy)

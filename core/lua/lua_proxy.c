@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/head.h"
 #include "log/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
@@ -111,12 +112,45 @@ static void read_retry_on(lua_State *L, int t, rh_proxy_opts *o) {
   free(on);
 }
 
+/* The list options are checked before anything is allocated, so an error leaks nothing and
+ * opt_list never meets a value that is not a string. retry_methods: method names as a request
+ * line carries them (case matters: "get" is not GET). */
+static void check_list(lua_State *L, int t, const char *k, int methods) {
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "relay.proxy: %s must be a list of strings", k);
+  for (size_t i = 1; lua_istable(L, -1) && i <= lua_objlen(L, -1); i++) {
+    lua_rawgeti(L, -1, (int)i);
+    size_t n;
+    const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (!m) luaL_error(L, "relay.proxy: %s must be a list of strings (item %d is a %s)", k, (int)i, luaL_typename(L, -1));
+    if (methods && !rh_http_is_token(m, n)) luaL_error(L, "relay.proxy: retry_methods takes method names (\"GET\", \"PUT\", ...)");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void check_lists(lua_State *L, int t) {
+  static const char *const lists[] = { "retry_on", "drop_request_headers", "drop_response_headers",
+                                       "allow_request_headers", "allow_response_headers" };
+  for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) check_list(L, t, lists[i], 0);
+  check_list(L, t, "retry_methods", 1);
+}
+
+/* The gateway options: each off unless the script turns it on (Lilya has none of them). */
+static void read_gateway(lua_State *L, int t, rh_proxy_opts *o) {
+  o->forwarded_prefix = opt_bool(L, t, "forwarded_prefix", 0);
+  o->rewrite_location = opt_bool(L, t, "rewrite_location", 0);
+  o->rewrite_cookie_path = opt_bool(L, t, "rewrite_cookie_path", 0);
+  o->retry_after = opt_bool(L, t, "retry_after", 0);
+}
+
 /* core.proxy_new(opts, mount) -> proxy userdata */
 static int l_proxy_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *mount = luaL_optstring(L, 2, "");
   rh_proxy_opts o = { 0 };
   o.mount = mount;
+  check_lists(L, 1);
   o.target_base_url = opt_str(L, 1, "target_base_url");
   o.upstream_prefix = opt_str(L, 1, "upstream_prefix");
   o.preserve_host = opt_bool(L, 1, "preserve_host", 0);
@@ -128,6 +162,7 @@ static int l_proxy_new(lua_State *L) {
   o.follow_redirects = opt_bool(L, 1, "follow_redirects", 0);
   read_timeouts(L, 1, &o);
   read_retry_on(L, 1, &o);
+  read_gateway(L, 1, &o);
   int statuses[16];
   lua_getfield(L, 1, "retry_statuses");
   if (lua_istable(L, -1)) {
@@ -153,6 +188,7 @@ static int l_proxy_new(lua_State *L) {
   o.drop_response_headers = opt_list(L, 1, "drop_response_headers", &o.ndrop_response);
   o.allow_request_headers = opt_list(L, 1, "allow_request_headers", &o.nallow_request);
   o.allow_response_headers = opt_list(L, 1, "allow_response_headers", &o.nallow_response);
+  o.retry_methods = opt_list(L, 1, "retry_methods", &o.nretry_methods);
   char err[300];
   rh_proxy_conf *conf = rh_proxy_conf_new(&o, err, sizeof err);
   rh_headers_free(&extra);
@@ -160,6 +196,7 @@ static int l_proxy_new(lua_State *L) {
   free((void *)o.drop_response_headers);
   free((void *)o.allow_request_headers);
   free((void *)o.allow_response_headers);
+  free((void *)o.retry_methods);
   if (!conf) return luaL_error(L, "relay.proxy: %s", err);
 
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "http/collect.h"
 #include "http/head.h"
@@ -29,8 +30,9 @@ struct rh_proxy_conf {
   int retry_statuses[16];
   size_t nretry, max_body, max_idle;
   rh_headers extra;
-  char **drop_req, **drop_resp, **allow_req, **allow_resp;
-  size_t ndrop_req, ndrop_resp, nallow_req, nallow_resp;
+  char **drop_req, **drop_resp, **allow_req, **allow_resp, **retry_methods;
+  size_t ndrop_req, ndrop_resp, nallow_req, nallow_resp, nretry_methods;
+  int forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_after;
 };
 
 typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF } timer_kind;
@@ -182,6 +184,11 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   c->drop_resp = copy_list(o->drop_response_headers, c->ndrop_resp = o->ndrop_response);
   c->allow_req = copy_list(o->allow_request_headers, c->nallow_req = o->nallow_request);
   c->allow_resp = copy_list(o->allow_response_headers, c->nallow_resp = o->nallow_response);
+  c->retry_methods = copy_list(o->retry_methods, c->nretry_methods = o->nretry_methods);
+  c->forwarded_prefix = o->forwarded_prefix;
+  c->rewrite_location = o->rewrite_location;
+  c->rewrite_cookie_path = o->rewrite_cookie_path;
+  c->retry_after = o->retry_after;
   return c;
 }
 
@@ -202,6 +209,7 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
   free_list(c->drop_resp, c->ndrop_resp);
   free_list(c->allow_req, c->nallow_req);
   free_list(c->allow_resp, c->nallow_resp);
+  free_list(c->retry_methods, c->nretry_methods);
   free(c);
 }
 
@@ -268,6 +276,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
     if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
         rh_header_name_eq(f, "x-forwarded-for") || rh_header_name_eq(f, "x-forwarded-proto") ||
         rh_header_name_eq(f, "x-forwarded-host") || in_list(cf->drop_req, cf->ndrop_req, f) ||
+        (cf->forwarded_prefix && rh_header_name_eq(f, "x-forwarded-prefix")) ||
         (websocket && websocket_own(f)) ||
         (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)))
       continue;
@@ -295,6 +304,8 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
   rh_buf_free(&v);
   add_str(out, "X-Forwarded-Proto", r->tls ? "https" : "http");
   if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
+  /* the prefix this proxy stripped; a client's own claim is never passed on beside it */
+  if (cf->forwarded_prefix && cf->mount[0]) add_str(out, "X-Forwarded-Prefix", cf->mount);
   rh_trace_apply(&r->trace, out); /* the client's trace, this hop as its parent */
 }
 
@@ -444,8 +455,16 @@ static void set_timer(call *c, timer_kind k, double seconds, uv_timer_cb cb) {
   uv_timer_start(&c->timer, cb, (uint64_t)(seconds * 1000), 0);
 }
 
+/* retry_methods: only the methods it names are sent again (NULL: all, as the original). */
+static int method_retryable(const call *c) {
+  if (!c->conf->retry_methods) return 1;
+  for (size_t i = 0; i < c->conf->nretry_methods; i++)
+    if (strcmp(c->conf->retry_methods[i], c->req->method) == 0) return 1;
+  return 0;
+}
+
 static int retry_allowed(call *c) {
-  return c->attempt <= c->conf->max_retries && !c->resp_started && !c->done &&
+  return c->attempt <= c->conf->max_retries && !c->resp_started && !c->done && method_retryable(c) &&
          (!c->body_sent_any || (c->replay_ok && c->client_body_done));
 }
 
@@ -466,15 +485,21 @@ static void on_backoff(uv_timer_t *t) {
   attempt(c, 0);
 }
 
-/* Tries again after factor * 2^(n-1) seconds, as the original does. */
-static void retry(call *c, const char *event, const char *reason, int status) {
+/* Tries again after delay seconds, or (delay < 0) after factor * 2^(n-1) as the original does. */
+static void retry_in(call *c, const char *event, const char *reason, int status, double delay) {
   rh_metric_add(m_retries, NULL, 1);
   log_event(c, RH_LOG_INFO, event, reason, status);
   drop_upstream(c);
-  double delay = c->conf->backoff;
-  for (int i = 1; i < c->attempt; i++) delay *= 2;
+  if (delay < 0) {
+    delay = c->conf->backoff;
+    for (int i = 1; i < c->attempt; i++) delay *= 2;
+  }
   c->attempt++;
   set_timer(c, T_BACKOFF, delay, on_backoff);
+}
+
+static void retry(call *c, const char *event, const char *reason, int status) {
+  retry_in(c, event, reason, status, -1);
 }
 
 static void on_timeout(uv_timer_t *t) {
@@ -587,35 +612,120 @@ static int status_retryable(call *c, int status) {
   return 0;
 }
 
-/* Each Set-Cookie through the hook: NULL keeps it, "" drops Domain, else sets Domain. */
+/* retry_after: the retried status's Retry-After, delta-seconds or an HTTP-date, in seconds
+ * (capped by the read timeout, so a far date cannot hold the request); -1 for none, or one that
+ * is neither. */
+static double retry_after(call *c) {
+  const rh_header *f = c->conf->retry_after ? rh_headers_find(&c->resp_headers, "retry-after", NULL) : NULL;
+  if (!f || !f->value_len || f->value_len > 40) return -1;
+  char v[48], *end;
+  snprintf(v, sizeof v, "%.*s", (int)f->value_len, f->value);
+  double s;
+  if (strspn(v, "0123456789") == f->value_len) {
+    s = strtod(v, &end);
+  } else {
+    struct tm tm = { 0 };
+    end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!end || *end) return -1;
+    s = difftime(timegm(&tm), time(NULL));
+    if (s < 0) s = 0;
+  }
+  return s > c->conf->read_timeout ? c->conf->read_timeout : s;
+}
+
+/* A path at the upstream's base (up_base, then its end, '/', '?' or '#') moved under the mount,
+ * appended to out; 0 if it is not at the base (it stays as the upstream wrote it). */
+static int into_mount(const rh_proxy_conf *cf, const char *p, size_t n, rh_buf *out) {
+  size_t blen = strlen(cf->up_base);
+  if (n < blen || memcmp(p, cf->up_base, blen) != 0) return 0;
+  if (n > blen && !strchr("/?#", p[blen])) return 0;
+  rh_buf_puts(out, cf->mount);
+  if (!cf->mount[0] && (n == blen || p[blen] != '/')) rh_buf_append(out, "/", 1);
+  rh_buf_append(out, p + blen, n - blen);
+  return 1;
+}
+
+/* The length of "scheme://authority" when v is an absolute URL on this upstream (its Host as
+ * sent, or with the port spelled out); 0 otherwise. */
+static size_t upstream_origin(const rh_proxy_conf *cf, const char *v, size_t n) {
+  const char *scheme = cf->tls ? "https://" : "http://";
+  size_t slen = strlen(scheme);
+  if (n < slen || strncasecmp(v, scheme, slen) != 0) return 0;
+  size_t alen = strcspn(v + slen, "/?#");
+  char spelled[RH_HOST_MAX + 16];
+  snprintf(spelled, sizeof spelled, strchr(cf->host, ':') ? "[%s]:%d" : "%s:%d", cf->host, cf->port);
+  const char *forms[] = { cf->host_header, spelled };
+  for (size_t i = 0; i < 2; i++)
+    if (strlen(forms[i]) == alen && strncasecmp(v + slen, forms[i], alen) == 0) return slen + alen;
+  return 0;
+}
+
+/* rewrite_location: Location and Content-Location at the upstream's base become the mount's
+ * path (nginx's proxy_redirect default: "http://up:port/base/x" -> "/prefix/x"). A URL anywhere
+ * else, and a result that is not a field value, stay as the upstream sent them. */
+static void rewrite_locations(const rh_proxy_conf *cf, rh_headers *h) {
+  for (size_t i = 0; cf->rewrite_location && i < h->n; i++) {
+    rh_header *f = &h->items[i];
+    if (!rh_header_name_eq(f, "location") && !rh_header_name_eq(f, "content-location")) continue;
+    size_t o = upstream_origin(cf, f->value, f->value_len);
+    rh_buf v = RH_BUF_INIT;
+    if (o && into_mount(cf, f->value + o, f->value_len - o, &v) && rh_http_is_field_value(v.data, v.len)) {
+      rh_buf_append(&v, "", 1);
+      free(f->value);
+      f->value = v.data;
+      f->value_len = v.len - 1;
+    } else {
+      rh_buf_free(&v);
+    }
+  }
+}
+
+/* One Set-Cookie value rebuilt: Domain as the hook said (NULL: kept, "": dropped, else set) and
+ * Path moved under the mount when rewrite_cookie_path is on and it is at the upstream's base.
+ * The first part is the cookie's name=value, never an attribute. */
+static void rebuild_cookie(const rh_proxy_conf *cf, const char *value, const char *domain, rh_buf *v) {
+  int had = 0, first = 1;
+  char *copy = strdup(value), *save = NULL;
+  for (char *part = strtok_r(copy, ";", &save); part; part = strtok_r(NULL, ";", &save), first = 0) {
+    while (*part == ' ' || *part == '\t') part++;
+    size_t n = strlen(part);
+    while (n && (part[n - 1] == ' ' || part[n - 1] == '\t')) part[--n] = 0;
+    if (!n) continue;
+    int is_domain = !first && domain && strncasecmp(part, "domain=", 7) == 0;
+    if (is_domain && !*domain) continue;
+    if (v->len) rh_buf_append(v, "; ", 2);
+    size_t mark = v->len;
+    if (is_domain) { rh_buf_printf(v, "Domain=%s", domain); had = 1; continue; }
+    if (!first && cf->rewrite_cookie_path && strncasecmp(part, "path=", 5) == 0 && n > 5) {
+      rh_buf_puts(v, "Path=");
+      if (into_mount(cf, part + 5, n - 5, v)) continue;
+      v->len = mark;
+    }
+    rh_buf_append(v, part, n);
+  }
+  if (domain && !had && *domain) rh_buf_printf(v, "; Domain=%s", domain);
+  free(copy);
+}
+
+/* Each Set-Cookie through the domain hook (NULL keeps it, "" drops Domain, else sets Domain)
+ * and the path rule. */
 static void rewrite_cookies(call *c, rh_headers *h) {
-  if (!c->has_hooks || !c->hooks.rewrite_cookie_domain) return;
+  int hook = c->has_hooks && c->hooks.rewrite_cookie_domain;
+  if (!hook && !c->conf->rewrite_cookie_path) return;
   rh_headers out = RH_HEADERS_INIT;
   for (size_t i = 0; i < h->n; i++) {
     rh_header *f = &h->items[i];
-    char *domain = rh_header_name_eq(f, "set-cookie") ? c->hooks.rewrite_cookie_domain(c->hooks.ud, f->value) : NULL;
-    if (!domain) {
+    int cookie = rh_header_name_eq(f, "set-cookie");
+    char *domain = cookie && hook ? c->hooks.rewrite_cookie_domain(c->hooks.ud, f->value) : NULL;
+    if (!domain && !(cookie && c->conf->rewrite_cookie_path)) {
       rh_headers_add(&out, f->name, f->name_len, f->value, f->value_len);
       continue;
     }
     rh_buf v = RH_BUF_INIT;
-    int had = 0;
-    char *copy = strdup(f->value), *save = NULL;
-    for (char *part = strtok_r(copy, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
-      while (*part == ' ' || *part == '\t') part++;
-      size_t n = strlen(part);
-      while (n && (part[n - 1] == ' ' || part[n - 1] == '\t')) part[--n] = 0;
-      if (!n) continue;
-      int is_domain = strncasecmp(part, "domain=", 7) == 0;
-      if (is_domain && !*domain) continue;
-      if (v.len) rh_buf_append(&v, "; ", 2);
-      if (is_domain) { rh_buf_printf(&v, "Domain=%s", domain); had = 1; }
-      else rh_buf_append(&v, part, n);
-    }
-    if (!had && *domain) rh_buf_printf(&v, "; Domain=%s", domain);
-    rh_headers_add(&out, f->name, f->name_len, v.data ? v.data : "", v.len);
+    rebuild_cookie(c->conf, f->value, domain, &v);
+    int ok = rh_http_is_field_value(v.data ? v.data : "", v.len); /* else as the upstream sent it */
+    rh_headers_add(&out, f->name, f->name_len, ok ? (v.data ? v.data : "") : f->value, ok ? v.len : f->value_len);
     rh_buf_free(&v);
-    free(copy);
     free(domain);
   }
   rh_headers_free(h);
@@ -708,6 +818,7 @@ static const char *bad_response_head(const call *c, const llhttp_t *p) {
  * hooks, then the header rules. 0 if a hook failed or left a status that is not a final one. */
 static int client_head(call *c) {
   rewrite_cookies(c, &c->resp_headers);
+  rewrite_locations(c->conf, &c->resp_headers);
   rh_proxy_head head = { NULL, NULL, c->status, &c->resp_headers, c->req, NULL };
   if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
   release_hooks(c);
@@ -847,9 +958,10 @@ static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
   if (c->bad_head) { refuse_response(c); return; }
   if (err_ == HPE_PAUSED && c->redirect_to) { follow_redirect(c); return; }
   if (err_ == HPE_PAUSED && !c->resp_done) { /* a retryable status, before anything went downstream */
-    char why[32];
-    snprintf(why, sizeof why, "status %d", c->status);
-    retry(c, "upstream_retryable_status", why, c->status);
+    double wait = retry_after(c);
+    char why[64];
+    snprintf(why, sizeof why, wait < 0 ? "status %d" : "status %d, Retry-After %.3f s", c->status, wait);
+    retry_in(c, "upstream_retryable_status", why, c->status, wait);
     return;
   }
   if (err_ == HPE_PAUSED || c->resp_done) { response_complete(c); return; }

@@ -34,6 +34,13 @@ typedef struct {
   int tls_insecure;                /* https upstreams: skip verification (tests, explicit opt-out) */
   size_t max_idle;                 /* pooled idle connections per upstream */
   double idle_timeout;
+  /* gateway options (off by default: Lilya sends and rewrites none of these) */
+  int forwarded_prefix;            /* X-Forwarded-Prefix: the mount (the client's own is dropped) */
+  int rewrite_location;            /* Location/Content-Location at the upstream base -> the mount */
+  int rewrite_cookie_path;         /* Set-Cookie Path under the upstream base -> the mount */
+  const char *const *retry_methods; /* NULL: every method may be retried */
+  size_t nretry_methods;
+  int retry_after;                 /* a retried status's Retry-After replaces the backoff */
 } rh_proxy_opts;
 
 /* The head a hook may change: for requests method, path (with query) and headers; for

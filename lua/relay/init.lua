@@ -286,12 +286,14 @@ end
 -- A native C proxy for app:mount or a route: Lilya's Relay parameters (target_base_url,
 -- upstream_prefix, preserve_host, max_retries, retry_backoff_factor, retry_statuses, retry_on,
 -- timeout, extra/drop/allow_request_headers, drop/allow_response_headers,
--- rewrite_set_cookie_domain, max_body) plus an access phase that may wait (access) and
--- on_request/on_response hooks on the heads.
+-- rewrite_set_cookie_domain, max_body) plus an access phase that may wait (access),
+-- on_request/on_response hooks on the heads, and the gateway options, off by default
+-- (forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_methods, retry_after).
 local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max_retries", "retry_backoff_factor",
   "retry_statuses", "retry_on", "timeout", "extra_request_headers", "drop_request_headers", "allow_request_headers",
   "drop_response_headers", "allow_response_headers", "rewrite_set_cookie_domain", "max_body", "ca_file",
-  "tls_insecure", "follow_redirects", "access", "on_request", "on_response" }
+  "tls_insecure", "follow_redirects", "access", "on_request", "on_response", "forwarded_prefix", "rewrite_location",
+  "rewrite_cookie_path", "retry_methods", "retry_after" }
 
 -- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
 -- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where
