@@ -93,6 +93,33 @@ function Sync:persist(env_ids, events)
   end)
 end
 
+-- The log's list of what changed: "flag:dark-mode,segment:beta", at most CHANGED_MAX names
+-- (a config of thousands of flags stays one readable line), then how many more.
+local CHANGED_MAX = 20
+local function changed_names(events)
+  local names, seen = {}, {}
+  for _, ev in ipairs(events) do
+    local name = (ev.domain == "target-segment" and "segment" or ev.domain) .. ":" .. ev.identifier
+    if not seen[name] then seen[name] = true; names[#names + 1] = name end
+  end
+  table.sort(names)
+  local more = #names - CHANGED_MAX
+  if more <= 0 then return table.concat(names, ",") end
+  return table.concat(names, ",", 1, CHANGED_MAX) .. (" … and %d more"):format(more)
+end
+
+-- One line per change of the served config, naming what changed.
+local function log_changed(events)
+  if #events == 0 then return end
+  local envs, seen = {}, {}
+  for _, ev in ipairs(events) do
+    if not seen[ev.environment] then seen[ev.environment] = true; envs[#envs + 1] = ev.environment end
+  end
+  table.sort(envs)
+  relay.log.info("flag_config_changed", { events = #events, environments = table.concat(envs, ","),
+                                          changed = changed_names(events) })
+end
+
 -- Stores the checked envs; returns their events and ids.
 function Sync:set_envs(envs)
   local events, ids = {}, {}
@@ -118,8 +145,8 @@ function Sync:replace_all(envs, where)
   dict:set("envs", table.concat(ids, "\n"))
   if #events > 0 then
     relay.after(0, function() publish(events) end)
-    relay.log.info("flag_config_changed", { events = #events })
   end
+  log_changed(events)
   self:persist(ids, events)
   return events
 end
@@ -131,6 +158,7 @@ function Sync:replace_some(envs, where)
   if not valid then return nil, why end
   local events, ids = self:set_envs(envs)
   publish(events)
+  log_changed(events)
   self:persist(ids, events)
   return true
 end
