@@ -236,3 +236,20 @@ describe("flag proxy, online with the stream off", function()
     assert.equal(0, up:stop())
   end)
 end)
+
+describe("flag proxy, online without a network", function()
+  it("answers /health with ff-proxy's 500, naming the upstream's error and when the next try is", function()
+    local base = "http://127.0.0.1:" .. free_port()
+    local host = F.cleanup(finally)(helpers.start(F.script, { env = { API_KEYS = KEY, SDK_BASE_URL = base } }))
+    helpers.wait_until(function() return host:count("upstream_sync_failed") > 0 end, 10, "the failed sync")
+    local res = host:get("/health")
+    assert.equal(500, res.status) -- the original's status for FAILED_TO_SYNC
+    local h = cjson.decode(res.body)
+    assert.equal(1, select(2, h.error:gsub("^could not sync from " .. base:gsub("%p", "%%%0") .. ": .", "")), h.error)
+    assert.equal("FAILED_TO_SYNC", h.configStatus.state)
+    -- FLAG_POLL_INTERVAL is 1 minute: the next try is within it
+    assert.is_true(h.retryIn > 0 and h.retryIn <= 60, res.body)
+    local now_ms = socket.gettime() * 1000
+    assert.is_true(math.abs(h.nextAttempt - (now_ms + h.retryIn * 1000)) < 2000, res.body)
+  end)
+end)

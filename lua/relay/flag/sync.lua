@@ -44,6 +44,27 @@ function Sync:set_stream(state)
   end
 end
 
+-- Why the config is not synced and when the next try is, for /health's failing answer.
+-- source: what was tried (the upstream URL, or Redis); retry_in: seconds to the next try.
+function Sync:note_failure(source, err, retry_in)
+  self.failure = { source = source, error = tostring(err), next_ms = now_ms() + math.floor(retry_in * 1000) }
+end
+
+-- /health's 500 body (FAILED_TO_SYNC): the original's 'error' key, saying what is wrong, and
+-- when the next try is (retryIn seconds; nextAttempt in ms since the epoch, like 'since').
+function Sync:failure_report(h)
+  local f = self.failure
+  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus }
+  if not f then
+    body.error = "the first sync has not finished yet"
+    return body
+  end
+  body.error = ("could not sync from %s: %s"):format(f.source, f.error)
+  body.retryIn = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000))
+  body.nextAttempt = f.next_ms
+  return body
+end
+
 function Sync:health()
   local cs = self.config_status.state
   local cache = self.redis and not self.redis:healthy() and "unhealthy" or "healthy"
@@ -195,6 +216,7 @@ function Sync:start_replica()
         last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
       end
       relay.log.warn("replica_redis_failed", { error = err })
+      self:note_failure("redis", err, backoff)
       relay.sleep(backoff)
       backoff = math.min(backoff * 2, 5)
     end
