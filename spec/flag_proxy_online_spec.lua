@@ -185,11 +185,25 @@ describe("flag proxy, online (daisy chain)", function()
 
   it("generates an offline config directory that serves the same answers", function()
     local out = dir .. "/generated"
-    local rc, _, err = helpers.run({ F.script, "--listen", "127.0.0.1:0" }, {
+    -- beside a running proxy: the port it would serve on is taken, and the job binds nothing
+    local rc, printed, err = helpers.run({ F.script }, {
       API_KEYS = KEY .. ",sample-client-sdk-key", SDK_BASE_URL = "http://127.0.0.1:" .. up_port,
-      GENERATE_OFFLINE_CONFIG = "true", CONFIG_DIR = out })
+      GENERATE_OFFLINE_CONFIG = "true", CONFIG_DIR = out, PORT = tostring(host.port) })
     assert.equal(0, rc, err)
-    local keys = cjson.decode(F.read(out .. "/env-" .. ENV .. "/auth_config.json"))
+    local base = out .. "/env-" .. ENV .. "/"
+    -- it says what it wrote: every file, with what it holds
+    assert.truthy(printed:find(base .. "auth_config.json (2 keys)", 1, true), printed)
+    assert.truthy(printed:find(base .. "feature_config.json (8 flags)", 1, true), printed)
+    assert.truthy(printed:find(base .. "segments.json (", 1, true), printed)
+    assert.truthy(printed:find(base .. "targets.json (", 1, true), printed)
+    assert.truthy(printed:find(base .. "README.md", 1, true), printed)
+    assert.is_nil(err:find("SIGTERM", 1, true), err) -- nobody sent one
+    assert.is_nil(err:find('"event":"listening"', 1, true), err)
+    -- indented as the original's files are (two spaces, one member per line)
+    local text = F.read(base .. "feature_config.json")
+    assert.equal("[\n  {\n    \"", text:sub(1, 11))
+    assert.equal("\n]\n", text:sub(-3))
+    local keys = cjson.decode(F.read(base .. "auth_config.json"))
     assert.equal(2, #keys)
     assert.truthy(F.read(out .. "/env-" .. ENV .. "/README.md"):find("Number of Features: 8", 1, true))
     set_default(flags_file, "max-items", "ten") -- back to the sample's values for the comparison

@@ -22,7 +22,8 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 
 function M.new(cfg, store)
   local t = now_ms()
-  local redis = cfg.redis ~= "" and require("relay.flag.redis_cache").new(cfg.redis) or nil
+  -- generating an offline config writes files only (the original disables Redis for it too)
+  local redis = cfg.redis ~= "" and not cfg.generate_offline_config and require("relay.flag.redis_cache").new(cfg.redis) or nil
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
