@@ -19,7 +19,8 @@ local function summary()
   for _, env in pairs(store and store.envs or {}) do
     envs, flags, segments = envs + 1, flags + #(env.flags or {}), segments + #(env.segments or {})
   end
-  return { mode = cfg.offline and "offline" or cfg.read_replica and "read-replica" or "online",
+  return { mode = cfg.offline and "offline" or cfg.read_replica and "read-replica"
+             or cfg.generate_offline_config and "generate-offline-config" or "online",
            environments = envs, flags = flags, segments = segments }
 end
 
@@ -27,7 +28,8 @@ local app = relay.new {
   name = "flag-proxy",
   description = "Harness Feature Flags relay proxy (ff-proxy drop-in); every flag also reads its env var",
   flags = config.flags,
-  listen = function(f) return "0.0.0.0:" .. math.floor(f.port) end,
+  -- GENERATE_OFFLINE_CONFIG is a one-shot job: it binds nothing (it runs beside a serving proxy)
+  listen = function(f) return not f.generate_offline_config and "0.0.0.0:" .. math.floor(f.port) end,
   -- the cache and the SDK streams live in each process: several workers meet through Redis only
   single_process = function(f)
     if f.redis_address == "" then
@@ -48,7 +50,7 @@ api.install(app, cfg, store, sync, forward)
 local insecure = relay.metrics.gauge("relayhost_insecure_config", "1 when started with a product's insecure default secret")
 app:on_init(function()
   insecure:set(cfg.insecure_secret and 1 or 0)
-  if cfg.insecure_secret then
+  if cfg.insecure_secret and not cfg.generate_offline_config then -- generating mints no tokens
     relay.log.warn("insecure_config", { setting = "AUTH_SECRET",
       message = "AUTH_SECRET is the insecure default 'secret': anyone can mint SDK tokens; set your own" })
   end

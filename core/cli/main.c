@@ -288,14 +288,14 @@ static void finish_shutdown(void) {
   uv_close((uv_handle_t *)&H.shutdown_timer, NULL);
   rh_gen_shutdown();
   rh_pool_close_all();
-  rh_http_server_free(H.server);
+  if (H.server) rh_http_server_free(H.server);
   for (int i = 0; i < H.nextra; i++) rh_http_server_free(H.extra[i]);
   if (H.admin) rh_admin_free(H.admin);
   close_signals();
 }
 
 static size_t connections(void) {
-  size_t n = rh_http_server_connections(H.server);
+  size_t n = H.server ? rh_http_server_connections(H.server) : 0;
   for (int i = 0; i < H.nextra; i++) n += rh_http_server_connections(H.extra[i]);
   return n;
 }
@@ -314,7 +314,7 @@ static void begin_shutdown(const char *why) {
   if (!H.upgraded) rh_notify("STOPPING=1"); /* after an upgrade the successor is the service */
   RH_LOG(RH_LOG_INFO, "shutdown", RH_STR("signal", why), RH_NUM("drain_timeout", H.settings.drain_timeout),
          RH_INT("connections", (long long)connections()));
-  rh_http_server_stop_accepting(H.server);
+  if (H.server) rh_http_server_stop_accepting(H.server);
   for (int i = 0; i < H.nextra; i++) rh_http_server_stop_accepting(H.extra[i]);
   if (H.admin && H.upgraded) rh_http_server_stop_accepting(H.admin); /* the successor's now */
   rh_runtime_going_away();
@@ -349,7 +349,7 @@ static void on_upgrade_tick(uv_timer_t *t) {
 static void on_sigusr2(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
-  if (H.stopping) return;
+  if (H.stopping || !H.server) return; /* a run that serves nothing has nothing to hand over */
   if (rh_upgrade_running(&H.up)) {
     rh_upgrade_busy(&H.up); /* one upgrade at a time */
     return;
@@ -567,12 +567,14 @@ static int serve(void) {
   return serve_generation(g);
 }
 
-/* Binds --listen, the script's listeners and --admin-listen. -1 with the reason printed. */
+/* Binds --listen, the script's listeners and --admin-listen. -1 with the reason printed. A script
+ * that serves nothing this run (relay.new{listen = false}: a one-shot job) binds none. */
 static int start_listeners(const rh_http_limits *base) {
   char msg[512];
   rh_http_limits lim = *base;
   rh_http_handlers hs = { rh_runtime_on_request, rh_runtime_on_body, rh_runtime_on_drain,
                           rh_runtime_on_abort, NULL };
+  if (!H.settings.listen[0]) return 0;
   H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
   if (!H.server) {
     fprintf(stderr, "relayhost: %s\n", msg);
@@ -654,7 +656,7 @@ static int serve_generation(rh_gen *g) {
   rh_net_close_inherited();
   if (H.worker < 0) {
     announce_listeners();
-    announce(bound);
+    if (H.server) announce(bound);
     now_serving();
   }
 

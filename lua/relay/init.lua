@@ -197,7 +197,17 @@ function App:websocket(pattern, fn, opts)
     WEBSOCKET_KEYS)
 end
 
+-- relay.new{listen = false} (or a listen function returning false): this run serves nothing (a
+-- one-shot job such as the flag proxy's GENERATE_OFFLINE_CONFIG, which must work beside a
+-- running instance): the host binds no listener at all, --listen and --admin-listen included.
+function App:_serves_nothing()
+  local l = self._opts.listen
+  if type(l) == "function" then l = l(self.flags) end
+  return l == false
+end
+
 function App:_listen()
+  if self:_serves_nothing() then return "" end
   if self.host.listen_given and self.host.listen_given ~= "" then return self.host.listen_given end
   local l = self._opts.listen
   if type(l) == "function" then l = l(self.flags) end
@@ -209,6 +219,7 @@ end
 -- that reason, until its state meets elsewhere (Redis).
 local function check_workers(app)
   local n, single = tonumber(app.host.workers) or 1, app._opts.single_process
+  if n > 1 and app:_serves_nothing() then error(("--workers %d refused: this run serves nothing"):format(n), 0) end
   if n > 1 and app._listeners then
     error(("--workers %d refused: the listener '%s' (app:listener) is served by one process only")
       :format(n, app._listeners[1].name), 0)
@@ -264,8 +275,8 @@ function App:_install()
   local h = self.host
   return {
     listen = self:_listen(),
-    listeners = self._listeners,
-    admin_listen = h["admin-listen"],
+    listeners = not self:_serves_nothing() and self._listeners or nil,
+    admin_listen = not self:_serves_nothing() and h["admin-listen"] or "",
     workers = h.workers,
     log_level = h["log-level"],
     log_format = h["log-format"],

@@ -237,4 +237,46 @@ function M.canon(v)
   return table.concat(out)
 end
 
+-- json.indent(text, step?) -> the JSON text encode() wrote, laid out for people: one member per
+-- line, indented by step spaces (2), "key": value, empty [] and {} kept on one line (Go's
+-- json.MarshalIndent layout, which files other tools read and people diff are written in).
+function M.indent(text, step)
+  local pad, out, depth, i = (" "):rep(step or 2), {}, 0, 1
+  local function nl() out[#out + 1] = "\n" .. pad:rep(depth) end
+  while true do
+    local j = find(text, '[][{},:"]', i)
+    if not j then out[#out + 1] = sub(text, i); break end
+    out[#out + 1] = sub(text, i, j - 1)
+    local c = byte(text, j)
+    if c == QUOTE then -- a string: copied whole, escapes included
+      local k = j + 1
+      while true do
+        k = find(text, '["\\]', k)
+        if byte(text, k) == QUOTE then break end
+        k = k + 2
+      end
+      out[#out + 1], j = sub(text, j, k), k
+    elseif c == OPEN_ARRAY or c == OPEN_OBJECT then
+      local close = byte(text, j + 1)
+      if close == CLOSE_ARRAY or close == CLOSE_OBJECT then
+        out[#out + 1], j = sub(text, j, j + 1), j + 1
+      else
+        out[#out + 1], depth = sub(text, j, j), depth + 1
+        nl()
+      end
+    elseif c == CLOSE_ARRAY or c == CLOSE_OBJECT then
+      depth = depth - 1
+      nl()
+      out[#out + 1] = sub(text, j, j)
+    elseif c == COMMA then
+      out[#out + 1] = ","
+      nl()
+    else
+      out[#out + 1] = ": "
+    end
+    i = j + 1
+  end
+  return concat(out)
+end
+
 return M

@@ -19,3 +19,15 @@ describe("docs/flag-proxy.md", function()
     assert.matches('"value":"true"', out, 1, false, err)
   end)
 end)
+
+-- --help and the Configuration table say the same about a setting: an operator reading either
+-- learns what it does (--target-poll-duration once promised polls that never happen).
+describe("docs/flag-proxy.md's Configuration table", function()
+  it("says what --help says about --target-poll-duration", function()
+    local help = io.popen(helpers.bin() .. " flag-proxy --help 2>&1"):read("*a")
+    local said = assert(help:match("%-%-target%-poll%-duration N\n%s+([^\n]-)%s+%[env"), help)
+    local row = assert(page:match("\n| `TARGET_POLL_DURATION` | `%-target%-poll%-duration` | `0` | ([^\n]-) |\n"), "no table row")
+    assert.are.equal(row:gsub("`", ""), said)
+    assert.matches("(default 0)", help, 1, true)
+  end)
+end)

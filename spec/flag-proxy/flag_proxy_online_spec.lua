@@ -180,11 +180,25 @@ describe("flag proxy, online (daisy chain)", function()
 
   it("generates an offline config directory that serves the same answers", function()
     local out = dir .. "/generated"
-    local rc, _, err = helpers.run({ F.script, "--listen", "127.0.0.1:0" }, {
+    -- beside a running proxy: the port it would serve on is taken, and the job binds nothing
+    local rc, printed, err = helpers.run({ F.script }, {
       API_KEYS = KEY .. ",sample-client-sdk-key", SDK_BASE_URL = "http://127.0.0.1:" .. up_port,
-      GENERATE_OFFLINE_CONFIG = "true", CONFIG_DIR = out })
+      GENERATE_OFFLINE_CONFIG = "true", CONFIG_DIR = out, PORT = tostring(host.port) })
     assert.equal(0, rc, err)
-    local keys = cjson.decode(F.read(out .. "/env-" .. ENV .. "/auth_config.json"))
+    local base = out .. "/env-" .. ENV .. "/"
+    -- it says what it wrote: every file, with what it holds
+    assert.truthy(printed:find(base .. "auth_config.json (2 keys)", 1, true), printed)
+    assert.truthy(printed:find(base .. "feature_config.json (8 flags)", 1, true), printed)
+    assert.truthy(printed:find(base .. "segments.json (", 1, true), printed)
+    assert.truthy(printed:find(base .. "targets.json (", 1, true), printed)
+    assert.truthy(printed:find(base .. "README.md", 1, true), printed)
+    assert.is_nil(err:find("SIGTERM", 1, true), err) -- nobody sent one
+    assert.is_nil(err:find('"event":"listening"', 1, true), err)
+    -- indented as the original's files are (two spaces, one member per line)
+    local text = F.read(base .. "feature_config.json")
+    assert.equal("[\n  {\n    \"", text:sub(1, 11))
+    assert.equal("\n]\n", text:sub(-3))
+    local keys = cjson.decode(F.read(base .. "auth_config.json"))
     assert.equal(2, #keys)
     assert.truthy(F.read(out .. "/env-" .. ENV .. "/README.md"):find("Number of Features: 8", 1, true))
     set_default(flags_file, "max-items", "ten") -- back to the sample's values for the comparison
@@ -229,5 +243,22 @@ describe("flag proxy, online with the stream off", function()
     end, 5, "the poll to pick the change up")
     assert.equal(0, host:stop())
     assert.equal(0, up:stop())
+  end)
+end)
+
+describe("flag proxy, online without a network", function()
+  it("answers /health with ff-proxy's 500, naming the upstream's error and when the next try is", function()
+    local base = "http://127.0.0.1:" .. free_port()
+    local host = F.cleanup(finally)(helpers.start(F.script, { env = { API_KEYS = KEY, SDK_BASE_URL = base } }))
+    helpers.wait_until(function() return host:count("upstream_sync_failed") > 0 end, 10, "the failed sync")
+    local res = host:get("/health")
+    assert.equal(500, res.status) -- the original's status for FAILED_TO_SYNC
+    local h = cjson.decode(res.body)
+    assert.equal(1, select(2, h.error:gsub("^could not sync from " .. base:gsub("%p", "%%%0") .. ": .", "")), h.error)
+    assert.equal("FAILED_TO_SYNC", h.configStatus.state)
+    -- FLAG_POLL_INTERVAL is 1 minute: the next try is within it
+    assert.is_true(h.retryIn > 0 and h.retryIn <= 60, res.body)
+    local now_ms = socket.gettime() * 1000
+    assert.is_true(math.abs(h.nextAttempt - (now_ms + h.retryIn * 1000)) < 2000, res.body)
   end)
 end)

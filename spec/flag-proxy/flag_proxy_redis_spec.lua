@@ -177,7 +177,10 @@ describe("flag proxy v2 chain (PROXY_KEY)", function()
     helpers.wait_until(function() return wrong:log():find("/proxy/auth: status 401", 1, true) end, 5, "the refusal")
     local res2 = wrong:get("/health")
     assert.equal(500, res2.status) -- FAILED_TO_SYNC
-    assert.same({ error = "internal error" }, cjson.decode(res2.body))
+    local body = cjson.decode(res2.body) -- what is wrong, and when the next try is
+    assert.equal("could not sync from http://127.0.0.1:" .. up.port .. ": /proxy/auth: status 401", body.error)
+    assert.equal("FAILED_TO_SYNC", body.configStatus.state)
+    assert.is_true(body.retryIn > 0 and body.retryIn <= 60, res2.body)
     for _, h in ipairs { wrong, down, up } do assert.equal(0, h:stop()) end
   end)
 end)

@@ -228,6 +228,11 @@ describe("flag proxy, offline", function()
     assert.equal("delete", seen["flag:legacy-off"].event)
     assert.equal("patch", seen["target-segment:uk-users"].event)
     assert.equal(2, seen["target-segment:uk-users"].version)
+    -- the log names what changed, not only how many events went out
+    local line = assert(host:log():match('[^\n]*"event":"flag_config_changed"[^\n]*'), host:log())
+    line = cjson.decode(line)
+    assert.equal("flag:banner-text,flag:legacy-off,segment:uk-users", line.changed)
+    assert.equal(ENV, line.environments)
     local more = chunk(1.2) -- a heartbeat, or nothing
     assert.is_nil(more and more:match("^event"), "no event for what did not change")
     c:close()
@@ -339,5 +344,30 @@ describe("flag proxy settings", function()
     assert.truthy(host:log():find('"event":"insecure_config"', 1, true))
     assert.truthy(host:get("/metrics").body:find("relayhost_insecure_config 1", 1, true))
     assert.equal(0, host:stop())
+  end)
+end)
+
+describe("flag proxy, offline, a large change", function()
+  it("logs at most 20 changed names, then how many more", function()
+    local dir = helpers.tmpdir()
+    sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(root, dir))
+    local file = dir .. "/config/env-" .. ENV .. "/feature_config.json"
+    local host = helpers.start(script, { flags = { "--offline", "--config-dir", dir .. "/config" },
+                                         env = { AUTH_SECRET = SECRET } })
+    F.cleanup(finally)(function() host:stop() end)
+    local flags = cjson.decode(read(file))
+    for i = 1, 25 do
+      local f = cjson.decode(cjson.encode(flags[1]))
+      f.feature = ("new-%02d"):format(i)
+      flags[#flags + 1] = f
+    end
+    helpers.write_file(file, cjson.encode(flags))
+    assert.is_true(host:reload())
+    helpers.wait_until(function() return host:count("flag_config_changed") > 0 end, 5, "the change's log line")
+    local line = cjson.decode(host:log():match('[^\n]*"event":"flag_config_changed"[^\n]*'))
+    assert.equal(25, line.events)
+    assert.equal("flag:new-01,flag:new-02,flag:new-03,flag:new-04,flag:new-05,flag:new-06,flag:new-07,flag:new-08,"
+      .. "flag:new-09,flag:new-10,flag:new-11,flag:new-12,flag:new-13,flag:new-14,flag:new-15,flag:new-16,flag:new-17,"
+      .. "flag:new-18,flag:new-19,flag:new-20 … and 5 more", line.changed)
   end)
 end)

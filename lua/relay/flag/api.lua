@@ -334,7 +334,7 @@ function M.install(app, cfg, store, sync, forward)
   app:get("/health", function(_, res)
     local h = sync:health()
     if h.configStatus.state == "FAILED_TO_SYNC" then
-      return reply(res, 500, json.encode({ error = "internal error" }) .. "\n", "/health")
+      return reply(res, 500, json.encode(sync:failure_report(h)) .. "\n", "/health")
     end
     reply(res, 200, json.encode(h) .. "\n", "/health")
   end)

@@ -21,7 +21,7 @@ M.flags = {
   { key = "client_service", name = "client-service", env = "CLIENT_SERVICE", default = "", help = "the same as --sdkBaseUrl (the v2 name)" },
   { key = "sdk_events_url", name = "sdkEventsUrl", env = "SDK_EVENTS_URL", default = "", help = "where SDK metrics are forwarded (default https://events.ff.harness.io/api/1.0)" },
   { key = "sdk_events_url2", name = "sdk-events-url", env = "SDK_EVENTS_URL", default = "", help = "the same as --sdkEventsUrl" },
-  { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "seconds between target polls (0: off)" },
+  { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "accepted for compatibility; targets are kept from /client/auth and the config (no admin-service polling)" },
   { key = "redis_address", name = "redis-address", env = "REDIS_ADDRESS", default = "", help = "Redis host:port (or redis:// URL): cache and change notifications go through it" },
   { key = "redis_password", name = "redis-password", env = "REDIS_PASSWORD", default = "", help = "Redis password" },
   { key = "redis_db", name = "redis-db", env = "REDIS_DB", default = 0, help = "Redis database number" },

@@ -48,44 +48,58 @@ function M.load(dir)
   return envs
 end
 
--- Writes every environment of store under dir (the layout load() reads).
+local function indented(v) return json.indent(json.encode(v)) .. "\n" end
+
+-- Writes every environment of store under dir (the layout load() reads), JSON indented as the
+-- original's files are. Returns a line per file written (path and what it holds), or nil and why.
 local function write(dir, store)
   local ok, err = fs.mkdir(dir)
   if not ok then return nil, err end
-  for id, env in pairs(store.envs) do
-    local base = dir .. "/env-" .. id
+  local ids, wrote = {}, {}
+  for id in pairs(store.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    local env, base = store.envs[id], dir .. "/env-" .. id
     ok, err = fs.mkdir(base)
     if not ok then return nil, err end
     local files = {
-      [FILES.keys] = json.encode(env.keys),
-      [FILES.flags] = json.encode(env.flags),
-      [FILES.segments] = json.encode(env.segments),
-      [FILES.targets] = json.encode(env.targets),
-      ["README.md"] = ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
-        :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")),
+      { FILES.keys, indented(env.keys), #env.keys .. " keys" },
+      { FILES.flags, indented(env.flags), #env.flags .. " flags" },
+      { FILES.segments, indented(env.segments), #env.segments .. " segments" },
+      { FILES.targets, indented(env.targets), #env.targets .. " targets" },
+      { "README.md", ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
+        :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")), "summary" },
     }
-    for name, text in pairs(files) do
-      ok, err = fs.write(base .. "/" .. name, text)
+    for _, f in ipairs(files) do
+      local path = base .. "/" .. f[1]
+      ok, err = fs.write(path, f[2])
       if not ok then return nil, err end
+      wrote[#wrote + 1] = ("%s (%s)"):format(path, f[3])
     end
   end
-  return true
+  return wrote
 end
 
--- GENERATE_OFFLINE_CONFIG, once the first sync is done: writes cfg.config_dir and ends the
--- process (exit 0 as with any SIGTERM; 1 when there is nothing good to write).
+-- GENERATE_OFFLINE_CONFIG, once the first sync is done: writes cfg.config_dir, prints each file
+-- it wrote, and ends the process: exit 0, or 1 with nothing written when the sync failed. This
+-- run binds nothing and nothing else runs in it, so nothing is left to drain (relay.terminate
+-- would log a SIGTERM nobody sent).
 function M.generate(cfg, sync)
   if sync.config_status.state ~= "SYNCED" then
-    relay.log.error("generate_offline_config_failed", { upstream = cfg.base_url, error = "could not sync" })
+    local why = sync.failure and sync.failure.error or "could not sync"
+    relay.log.error("generate_offline_config_failed", { upstream = cfg.base_url, error = why })
     os.exit(1)
   end
-  local ok, err = write(cfg.config_dir, sync.store)
-  if not ok then
+  local wrote, err = write(cfg.config_dir, sync.store)
+  if not wrote then
     relay.log.error("generate_offline_config_failed", { config_dir = cfg.config_dir, error = err })
     os.exit(1)
   end
-  relay.log.info("offline_config_generated", { config_dir = cfg.config_dir })
-  relay.terminate() -- a clean exit 0, as with any SIGTERM
+  io.stdout:write("flag-proxy: wrote ", cfg.config_dir, " from ", cfg.base_url, ":\n  ",
+    table.concat(wrote, "\n  "), "\n")
+  io.stdout:flush()
+  relay.log.info("offline_config_generated", { config_dir = cfg.config_dir, files = #wrote })
+  os.exit(0)
 end
 
 return M

@@ -22,7 +22,8 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 
 function M.new(cfg, store)
   local t = now_ms()
-  local redis = cfg.redis ~= "" and require("relay.flag.redis_cache").new(cfg.redis) or nil
+  -- generating an offline config writes files only (the original disables Redis for it too)
+  local redis = cfg.redis ~= "" and not cfg.generate_offline_config and require("relay.flag.redis_cache").new(cfg.redis) or nil
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
@@ -42,6 +43,27 @@ function Sync:set_stream(state)
   if self.redis and not self.cfg.read_replica then
     relay.after(0, function() self.redis:set_stream_health(st.state, st.since) end)
   end
+end
+
+-- Why the config is not synced and when the next try is, for /health's failing answer.
+-- source: what was tried (the upstream URL, or Redis); retry_in: seconds to the next try.
+function Sync:note_failure(source, err, retry_in)
+  self.failure = { source = source, error = tostring(err), next_ms = now_ms() + math.floor(retry_in * 1000) }
+end
+
+-- /health's 500 body (FAILED_TO_SYNC): the original's 'error' key, saying what is wrong, and
+-- when the next try is (retryIn seconds; nextAttempt in ms since the epoch, like 'since').
+function Sync:failure_report(h)
+  local f = self.failure
+  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus }
+  if not f then
+    body.error = "the first sync has not finished yet"
+    return body
+  end
+  body.error = ("could not sync from %s: %s"):format(f.source, f.error)
+  body.retryIn = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000))
+  body.nextAttempt = f.next_ms
+  return body
 end
 
 function Sync:health()
@@ -93,6 +115,33 @@ function Sync:persist(env_ids, events)
   end)
 end
 
+-- The log's list of what changed: "flag:dark-mode,segment:beta", at most CHANGED_MAX names
+-- (a config of thousands of flags stays one readable line), then how many more.
+local CHANGED_MAX = 20
+local function changed_names(events)
+  local names, seen = {}, {}
+  for _, ev in ipairs(events) do
+    local name = (ev.domain == "target-segment" and "segment" or ev.domain) .. ":" .. ev.identifier
+    if not seen[name] then seen[name] = true; names[#names + 1] = name end
+  end
+  table.sort(names)
+  local more = #names - CHANGED_MAX
+  if more <= 0 then return table.concat(names, ",") end
+  return table.concat(names, ",", 1, CHANGED_MAX) .. (" … and %d more"):format(more)
+end
+
+-- One line per change of the served config, naming what changed.
+local function log_changed(events)
+  if #events == 0 then return end
+  local envs, seen = {}, {}
+  for _, ev in ipairs(events) do
+    if not seen[ev.environment] then seen[ev.environment] = true; envs[#envs + 1] = ev.environment end
+  end
+  table.sort(envs)
+  relay.log.info("flag_config_changed", { events = #events, environments = table.concat(envs, ","),
+                                          changed = changed_names(events) })
+end
+
 -- Stores the checked envs; returns their events and ids.
 function Sync:set_envs(envs)
   local events, ids = {}, {}
@@ -118,8 +167,8 @@ function Sync:replace_all(envs, where)
   dict:set("envs", table.concat(ids, "\n"))
   if #events > 0 then
     relay.after(0, function() publish(events) end)
-    relay.log.info("flag_config_changed", { events = #events })
   end
+  log_changed(events)
   self:persist(ids, events)
   return events
 end
@@ -131,6 +180,7 @@ function Sync:replace_some(envs, where)
   if not valid then return nil, why end
   local events, ids = self:set_envs(envs)
   publish(events)
+  log_changed(events)
   self:persist(ids, events)
   return true
 end
@@ -167,6 +217,7 @@ function Sync:start_replica()
         last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
       end
       relay.log.warn("replica_redis_failed", { error = err })
+      self:note_failure("redis", err, backoff)
       relay.sleep(backoff)
       backoff = math.min(backoff * 2, 5)
     end

@@ -150,6 +150,7 @@ function Upstream:poll_once()
   local ok, err = self:sync_all()
   if not ok then
     relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
+    self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
     if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
   end
 end
@@ -268,8 +269,10 @@ function Upstream:start(then_fn)
     if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
     for _, env_id in ipairs(self:stream_envs()) do relay.after(0, function() self:follow(env_id) end) end
   end)
-  -- polls only while no upstream stream carries the changes
+  -- polls only while no upstream stream carries the changes; next_poll tells /health when
+  self.next_poll = relay.time() + self.cfg.poll_interval
   relay.every(self.cfg.poll_interval, function()
+    self.next_poll = relay.time() + self.cfg.poll_interval
     if not self.sync:stream_ok() then self:poll_once() end
   end)
 end
