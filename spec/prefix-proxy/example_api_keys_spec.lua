@@ -131,4 +131,11 @@ describe("examples/api-keys.lua", function()
       assert.matches(flag:gsub("%-", "%%-") .. " [^\n]*\n%s+%S", out)
     end
   end)
+
+  it("is run in README with flags it has", function()
+    local readme = helpers.read_file(helpers.root .. "/README.md")
+    local cmd = assert(readme:match("`(relayhost examples/api%-keys%.lua [^`]*)`"), "README has no command for it")
+    local _, out = helpers.run { helpers.root .. "/examples/api-keys.lua", "--help" }
+    for flag in cmd:gmatch("%s(%-%-[%w-]+)") do assert.matches("\n  " .. flag:gsub("%-", "%%-") .. " ", out) end
+  end)
 end)
