@@ -32,8 +32,6 @@ local function pick(from, names)
 end
 
 local function access(req)
-  -- a client never chooses its own X-User: only the auth service's 2xx sets it
-  for _, name in ipairs(copied) do req.headers[name] = nil end
   local ask = pick(req.headers, ASKED)
   ask["x-forwarded-method"] = req.method
   ask["x-forwarded-uri"] = req.path .. ((req.query or "") ~= "" and "?" .. req.query or "")
@@ -43,6 +41,7 @@ local function access(req)
     return 503, "auth service unavailable\n"
   end
   if r.status < 200 or r.status > 299 then return r.status, r.body, pick(r.headers, ANSWERED) end
+  -- the service's value or none: a client's own X-User never goes up
   for _, name in ipairs(copied) do req.headers[name] = r.headers[name] end
 end
 

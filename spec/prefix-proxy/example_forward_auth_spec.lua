@@ -15,6 +15,7 @@ app:get("/check", function(req, res)
   if who == "Bearer good" then
     return res:send(200, "", { ["x-user"] = "alice", ["x-user-roles"] = "admin", ["x-secret"] = "not copied" })
   end
+  if who == "Bearer anon" then return res:send(204, "") end -- allowed, names no user
   if who == "Bearer nobody" then return res:send(403, "not yours\n") end
   res:send(401, "who are you?\n", { ["www-authenticate"] = 'Bearer realm="peers"' })
 end)
@@ -61,6 +62,14 @@ describe("examples/forward-auth.lua", function()
     local after = seen()
     assert.equal(before.auth + 1, after.auth)
     assert.equal(before.upstream + 1, after.upstream)
+  end)
+
+  it("never passes the client's own X-User, even when the service's 2xx names none", function()
+    local res = proxy:get("/api/items", { authorization = "Bearer anon", ["x-user"] = "mallory", ["x-user-roles"] = "admin" })
+    assert.equal(200, res.status, res.body)
+    local up = json.decode(res.body)
+    assert.is_false(up.x_user)
+    assert.is_false(up.x_user_roles)
   end)
 
   it("answers 401 with the service's WWW-Authenticate, and nothing reaches the upstream", function()
