@@ -616,6 +616,7 @@ static int l_proxy_forward(lua_State *L) {
 /* The phase's coroutine body: its results go to done as the last call. */
 static const char access_wrapper[] =
     "local fn, req, p, done = ...\n"
+    "setmetatable(req, require('relay.http').AccessRequest)\n"
     "return done(p, req, fn(req))\n";
 
 void rh_lua_register_proxy(lua_State *L) {

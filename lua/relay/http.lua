@@ -75,16 +75,21 @@ function M.ws_accept(protocols, opts)
   return check.results(true, core.ws_accept(protocols, opts))
 end
 function Request:websocket(protocols, opts) return M.ws_accept(protocols, opts) end
-M.Request = {
-  __index = function(req, k)
+-- args parsed on first use, then methods.
+local function request_index(methods)
+  return function(req, k)
     if k == "args" then
       local a = M.parse_query(rawget(req, "query"))
       rawset(req, "args", a)
       return a
     end
-    return Request[k]
-  end,
-}
+    return methods[k]
+  end
+end
+M.Request = { __index = request_index(Request) }
+-- A mount's access phase (core/lua/lua_proxy.c) gets the same readers; its body is not read
+-- yet (it waits at the server's buffer until the phase returns), so it has no req:body().
+M.AccessRequest = { __index = request_index({ header = Request.header, bearer = Request.bearer }) }
 
 local Response = {}
 Response.__index = Response

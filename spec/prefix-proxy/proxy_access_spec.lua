@@ -54,6 +54,13 @@ app:mount("/choose", relay.proxy { target_base_url = up .. "/default-base",
     if req.headers["x-tenant"] == "bad" then req.upstream = "http://nowhere" end
   end })
 
+-- the request's readers, as a handler's req has them
+app:mount("/readers", relay.proxy { target_base_url = up,
+  access = function(req)
+    if req:bearer() ~= "t0k" then return 401, "bearer " .. tostring(req:bearer()) .. "\n" end
+    return 200, req:header("x-a") .. " " .. req.args.q .. "\n"
+  end })
+
 app:mount("/raise", relay.proxy { target_base_url = up,
   access = function() relay.sleep(0.01); error("access boom") end })
 
@@ -120,6 +127,15 @@ describe("prefix proxy access phase", function()
     assert.equal(401, res.status)
     assert.equal("who are you\n", res.body)
     assert.equal("Bearer", res.headers["www-authenticate"])
+    assert.same({}, heads(origin))
+  end)
+
+  it("has the request's readers: req:bearer(), req:header(), req.args", function()
+    local res = proxy:get("/readers/x?q=42", { authorization = "Bearer t0k", ["x-a"] = "A" })
+    assert.equal(200, res.status, res.body)
+    assert.equal("A 42\n", res.body)
+    res = proxy:get("/readers/x", { authorization = "Basic t0k" })
+    assert.equal("bearer nil\n", res.body)
     assert.same({}, heads(origin))
   end)
 
