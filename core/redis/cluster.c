@@ -1,0 +1,280 @@
+#include "redis/cluster.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log/log.h"
+#include "redis/slot.h"
+
+#define MAX_NODES 256    /* a bound on what MOVED and the map may add */
+#define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
+
+typedef struct {
+  char host[RH_HOST_MAX + 1];
+  int port;
+  rh_redis *r;
+} node;
+
+struct rh_redis_cluster {
+  uv_loop_t *loop;
+  char *user, *password;
+  int tls;
+  node *nodes;
+  int n_nodes;
+  uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
+  int mapped, refreshing, freeing;
+  rh_redis *sub;                      /* subscriptions' own connection */
+};
+
+/* A command while it may still be redirected: its arguments are kept to send it again. */
+struct rh_redis_cluster_op {
+  rh_redis_cluster *c;
+  rh_redis_cb cb;
+  void *ud;
+  int argc, redirects;
+  char **argv;
+  size_t *lens;
+};
+
+static int node_at(rh_redis_cluster *c, const char *host, int port) {
+  for (int i = 0; i < c->n_nodes; i++)
+    if (c->nodes[i].port == port && strcmp(c->nodes[i].host, host) == 0) return i;
+  if (c->n_nodes == MAX_NODES || strlen(host) > RH_HOST_MAX) return -1;
+  node *n = realloc(c->nodes, sizeof *n * (size_t)(c->n_nodes + 1));
+  if (!n) abort();
+  c->nodes = n;
+  n = &c->nodes[c->n_nodes];
+  snprintf(n->host, sizeof n->host, "%s", host);
+  n->port = port;
+  rh_redis_addr a = { .host = host, .port = port, .tls = c->tls, .user = c->user, .password = c->password };
+  n->r = rh_redis_open(c->loop, &a);
+  return c->n_nodes++;
+}
+
+/* ---- the slot map ---- */
+
+static void refresh(rh_redis_cluster *c);
+
+/* One range of CLUSTER SLOTS: [start, end, [host, port, id], replicas…]. An empty host is the
+ * answering node's own. */
+static void map_range(rh_redis_cluster *c, const redisReply *e, const node *from) {
+  if (e->type != REDIS_REPLY_ARRAY || e->elements < 3) return;
+  const redisReply *a = e->element[0], *b = e->element[1], *p = e->element[2];
+  if (a->type != REDIS_REPLY_INTEGER || b->type != REDIS_REPLY_INTEGER || p->type != REDIS_REPLY_ARRAY ||
+      p->elements < 2 || p->element[0]->type != REDIS_REPLY_STRING || p->element[1]->type != REDIS_REPLY_INTEGER)
+    return;
+  char host[RH_HOST_MAX + 1];
+  snprintf(host, sizeof host, "%s", p->element[0]->len ? p->element[0]->str : from->host);
+  int i = node_at(c, host, (int)p->element[1]->integer);
+  if (i < 0) return;
+  for (long long s = a->integer; s <= b->integer && s < RH_REDIS_SLOTS; s++)
+    if (s >= 0) c->slot_node[s] = (uint16_t)(i + 1);
+}
+
+typedef struct {
+  rh_redis_cluster *c;
+  int from;
+} map_read;
+
+static void on_slots(void *ud, redisReply *rep, const char *err) {
+  map_read *m = ud;
+  rh_redis_cluster *c = m->c;
+  int from = m->from;
+  free(m);
+  c->refreshing = 0;
+  if (c->freeing) return;
+  if (err || rep->type != REDIS_REPLY_ARRAY) {
+    RH_LOG(RH_LOG_WARN, "redis_cluster_map", RH_STR("host", c->nodes[from].host), RH_INT("port", c->nodes[from].port),
+           RH_STR("error", err ? err : rep->type == REDIS_REPLY_ERROR ? rep->str : "not an array"));
+    return;
+  }
+  node self = c->nodes[from]; /* node_at may move the array */
+  memset(c->slot_node, 0, sizeof c->slot_node);
+  for (size_t i = 0; i < rep->elements; i++) map_range(c, rep->element[i], &self);
+  c->mapped = 1;
+}
+
+/* A connected node, the first that is, else the first. */
+static int any_node(rh_redis_cluster *c) {
+  for (int i = 0; i < c->n_nodes; i++)
+    if (rh_redis_ready(c->nodes[i].r)) return i;
+  return 0;
+}
+
+static void refresh(rh_redis_cluster *c) {
+  if (c->refreshing || c->freeing) return;
+  map_read *m = malloc(sizeof *m);
+  if (!m) abort();
+  m->c = c;
+  m->from = any_node(c);
+  static const char *argv[] = { "CLUSTER", "SLOTS" };
+  if (!rh_redis_command(c->nodes[m->from].r, 2, argv, NULL, on_slots, m)) {
+    free(m);
+    return;
+  }
+  c->refreshing = 1;
+}
+
+/* ---- commands ---- */
+
+static void op_free(rh_redis_cluster_op *op) {
+  for (int i = 0; i < op->argc; i++) free(op->argv[i]);
+  free(op->argv);
+  free(op->lens);
+  free(op);
+}
+
+static void finish(rh_redis_cluster_op *op, redisReply *rep, const char *err) {
+  if (op->cb) op->cb(op->ud, rep, err);
+  op_free(op);
+}
+
+static void on_reply(void *ud, redisReply *rep, const char *err);
+
+/* Out to node i; asking: preceded by ASKING on the same connection. */
+static int send_to(rh_redis_cluster_op *op, int i, int asking) {
+  rh_redis *r = op->c->nodes[i].r;
+  static const char *ask[] = { "ASKING" };
+  if (asking && !rh_redis_command(r, 1, ask, NULL, NULL, NULL)) return -1;
+  return rh_redis_command(r, op->argc, (const char **)op->argv, op->lens, on_reply, op) ? 0 : -1;
+}
+
+/* "MOVED 3999 127.0.0.1:6381" or "ASK …": the node (added if new), and the slot; -1 if it is
+ * neither. */
+static int redirect(rh_redis_cluster *c, const char *msg, int *asking, int *slot) {
+  *asking = strncmp(msg, "ASK ", 4) == 0;
+  if (!*asking && strncmp(msg, "MOVED ", 6) != 0) return -1;
+  const char *num = msg + (*asking ? 4 : 6), *addr = strchr(num, ' ');
+  const char *colon = addr ? strrchr(addr, ':') : NULL;
+  if (!colon || colon - addr - 1 > RH_HOST_MAX) return -1;
+  char host[RH_HOST_MAX + 1];
+  snprintf(host, sizeof host, "%.*s", (int)(colon - addr - 1), addr + 1);
+  *slot = atoi(num);
+  return node_at(c, host, atoi(colon + 1));
+}
+
+static void on_reply(void *ud, redisReply *rep, const char *err) {
+  rh_redis_cluster_op *op = ud;
+  rh_redis_cluster *c = op->c;
+  if (err && !c->freeing) refresh(c); /* a node gone: failover, perhaps */
+  int asking, slot, to = -1;
+  if (!err && !c->freeing && rep->type == REDIS_REPLY_ERROR && op->redirects < MAX_REDIRECTS)
+    to = redirect(c, rep->str, &asking, &slot);
+  if (to < 0) { finish(op, rep, err); return; }
+  op->redirects++;
+  if (!asking) {
+    if (slot >= 0 && slot < RH_REDIS_SLOTS) c->slot_node[slot] = (uint16_t)(to + 1);
+    refresh(c);
+  }
+  if (send_to(op, to, asking) < 0) finish(op, NULL, "redis: not connected (the node a redirection named)");
+}
+
+static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **argv, const size_t *lens,
+                                   rh_redis_cb cb, void *ud) {
+  rh_redis_cluster_op *op = calloc(1, sizeof *op);
+  if (!op) abort();
+  *op = (rh_redis_cluster_op){ .c = c, .cb = cb, .ud = ud, .argc = argc };
+  op->argv = malloc(sizeof *op->argv * (size_t)argc);
+  op->lens = malloc(sizeof *op->lens * (size_t)argc);
+  if (!op->argv || !op->lens) abort();
+  for (int i = 0; i < argc; i++) {
+    op->lens[i] = lens ? lens[i] : strlen(argv[i]);
+    op->argv[i] = malloc(op->lens[i] + 1);
+    if (!op->argv[i]) abort();
+    memcpy(op->argv[i], argv[i], op->lens[i]);
+    op->argv[i][op->lens[i]] = 0;
+  }
+  return op;
+}
+
+rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, const char **argv,
+                                              const size_t *lens, rh_redis_cb cb, void *ud, char *err,
+                                              size_t errlen) {
+  int slot = rh_redis_command_slot(argc, argv, lens, err, errlen);
+  if (slot < 0) return NULL;
+  if (!c->mapped) refresh(c);
+  int i = slot < RH_REDIS_SLOTS && c->slot_node[slot] ? c->slot_node[slot] - 1 : any_node(c);
+  rh_redis_cluster_op *op = op_new(c, argc, argv, lens, cb, ud);
+  if (send_to(op, i, 0) == 0) return op;
+  op_free(op);
+  refresh(c);
+  snprintf(err, errlen, "redis: not connected (%s:%d)", c->nodes[i].host, c->nodes[i].port);
+  return NULL;
+}
+
+void rh_redis_cluster_cancel(rh_redis_cluster_op *op) { op->cb = NULL; }
+
+int rh_redis_cluster_ready(const rh_redis_cluster *c) {
+  for (int i = 0; c->mapped && i < c->n_nodes; i++)
+    if (rh_redis_ready(c->nodes[i].r)) return 1;
+  return 0;
+}
+
+int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redis_message_cb cb, void *ud) {
+  if (!c->sub) {
+    rh_redis_addr a = { .host = c->nodes[0].host, .port = c->nodes[0].port, .tls = c->tls, .user = c->user,
+                        .password = c->password };
+    c->sub = rh_redis_open(c->loop, &a);
+  }
+  return rh_redis_subscribe(c->sub, channel, cb, ud);
+}
+
+/* ---- seeds ---- */
+
+/* Every seed of "[scheme://[userinfo@]]h:p,h:p[/path]" as its own URL: scheme and userinfo
+ * before each, the path after. */
+static int add_seeds(rh_redis_cluster *c, const char *seeds, char *err, size_t errlen) {
+  const char *auth = strstr(seeds, "://");
+  auth = auth ? auth + 3 : seeds;
+  const char *hosts = auth, *end = auth + strcspn(auth, "/");
+  for (const char *p = auth; p < end; p++)
+    if (*p == '@') hosts = p + 1;
+  int prefix = (int)(hosts - seeds);
+  while (hosts <= end) {
+    size_t n = strcspn(hosts, ",/");
+    char *url = malloc(strlen(seeds) + 16);
+    rh_url *u = malloc(sizeof *u);
+    if (!url || !u) abort();
+    sprintf(url, "%s%.*s%.*s%s", auth == seeds ? "redis://" : "", prefix, seeds, (int)n, hosts, end);
+    rh_redis_addr a;
+    const char *why = rh_redis_parse_url(url, u, &a);
+    if (!why && a.db) why = "a cluster has only database 0";
+    if (!why) {
+      c->tls = a.tls;
+      if (!c->password && a.password) c->password = strdup(a.password);
+      if (!c->user && a.user) c->user = strdup(a.user);
+      if (node_at(c, a.host, a.port) < 0) why = "too many seeds";
+    }
+    if (why) snprintf(err, errlen, "bad redis cluster seed: %s", why);
+    free(url);
+    free(u);
+    if (why) return -1;
+    hosts += n + 1;
+  }
+  return 0;
+}
+
+rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char *err, size_t errlen) {
+  rh_redis_cluster *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->loop = loop;
+  if (add_seeds(c, seeds, err, errlen) < 0) {
+    rh_redis_cluster_free(c);
+    return NULL;
+  }
+  refresh(c);
+  return c;
+}
+
+void rh_redis_cluster_free(rh_redis_cluster *c) {
+  c->freeing = 1;
+  for (int i = 0; i < c->n_nodes; i++) rh_redis_free(c->nodes[i].r);
+  if (c->sub) rh_redis_free(c->sub);
+  free(c->nodes);
+  free(c->user);
+  free(c->password);
+  free(c);
+}
