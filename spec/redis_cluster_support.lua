@@ -45,6 +45,12 @@ function M.command(port, line)
   return first, body
 end
 
+local function alive(port)
+  local c = helpers.connect(port, nil, 1)
+  if c then c:close() end
+  return c ~= nil
+end
+
 local function start_node(dir, port)
   local d = ("%s/node%d"):format(dir, port)
   os.execute("mkdir -p " .. d)
@@ -56,7 +62,7 @@ local function start_node(dir, port)
     if not helpers.read_file("/proc/" .. pid .. "/status") then
       error("redis-server exited: " .. tostring(helpers.read_file(d .. "/redis.log")))
     end
-    return helpers.connect(port) ~= nil
+    return alive(port)
   end, 5, "redis-server on " .. port)
   return pid
 end
@@ -91,10 +97,13 @@ function M.start(opts)
   return self
 end
 
--- The port of the primary that serves slot, as CLUSTER NODES on ports[1] says (fields 9 on are
+-- The port of the primary that serves slot, as CLUSTER NODES on the first live node says (fields 9 on are
 -- its slots: "N" or "A-B"; "[…]" entries are slots migrating).
 function Cluster:owner(slot)
-  local _, nodes = M.command(self.ports[1], "CLUSTER NODES")
+  local nodes
+  for _, p in ipairs(self.ports) do
+    if not nodes and alive(p) then nodes = select(2, M.command(p, "CLUSTER NODES")) end
+  end
   for line in nodes:gmatch("[^\n]+") do
     local f = {}
     for w in line:gmatch("%S+") do f[#f + 1] = w end
@@ -113,6 +122,13 @@ end
 function Cluster:id(port)
   local _, id = M.command(port, "CLUSTER MYID")
   return id
+end
+
+-- Kills the node at port (as a crash would: SIGKILL).
+function Cluster:kill(port)
+  for i, p in ipairs(self.ports) do
+    if p == port then os.execute("kill -9 " .. self.pids[i]) end
+  end
 end
 
 function Cluster:stop()
