@@ -27,6 +27,16 @@ app:get("/call", function(req, res)
   local v, err = clients[req.args.c or "cluster"]:call(unpack(cjson.decode(req.args.a)))
   res:json(200, { v = v, err = err })
 end)
+app:get("/scan", function(req, res) -- as the flag proxy's Redis cache reads every environment
+  local keys, cursor, calls = {}, "0", 0
+  repeat
+    local reply, err = clients.cluster:call("SCAN", cursor, "MATCH", req.args.match, "COUNT", "10")
+    if not reply then return res:json(200, { err = err }) end
+    cursor, calls = reply[1], calls + 1
+    for _, k in ipairs(reply[2]) do keys[#keys + 1] = k end
+  until cursor == "0"
+  res:json(200, { keys = keys, calls = calls })
+end)
 app:get("/bad", function(req, res)
   local ok, err = pcall(relay.redis, req.args.url)
   res:send(200, ok and "accepted" or err)
@@ -91,6 +101,22 @@ return app
     local r = call({ "DEL", "foo", "bar" })
     assert.is_nil(r.v)
     assert.matches("CROSSSLOT keys 'foo' and 'bar' are in different slots", r.err, 1, true)
+  end)
+
+  it("runs SCAN on every primary, one after the other, with a cursor that ends at 0", function()
+    local want = {}
+    for i = 1, 40 do
+      assert.same({ v = "OK" }, call({ "SET", "scan:" .. i, "x" }))
+      want[#want + 1] = "scan:" .. i
+    end
+    local got = cjson.decode(host:get("/scan?match=" .. escape("scan:*")).body)
+    assert.is_nil(got.err)
+    table.sort(got.keys)
+    table.sort(want)
+    assert.same(want, got.keys)
+    assert.truthy(got.calls >= 3, "one SCAN at least per primary")
+    assert.matches("bad SCAN cursor", call({ "SCAN", "7-x" }).err, 1, true)
+    assert.matches("bad SCAN cursor", call({ "SCAN", "9-0" }).err, 1, true)
   end)
 
   it("refuses a command whose key it cannot find, naming it", function()

@@ -16,8 +16,15 @@ local function free(port)
   return true
 end
 
--- n consecutive ports p with p and p + 10000 free.
+-- n consecutive ports p with p and p + 10000 free. Seeded per process: specs run side by side.
+local seeded
 local function pick_ports(n)
+  if not seeded then
+    local f = io.open("/proc/self/stat")
+    math.randomseed(os.time() * 1000 + (f and f:read("*n") or 0))
+    if f then f:close() end
+    seeded = true
+  end
   for _ = 1, 50 do
     local base = math.random(20000, 45000 - n)
     local ok = true
@@ -54,17 +61,18 @@ end
 local function start_node(dir, port)
   local d = ("%s/node%d"):format(dir, port)
   os.execute("mkdir -p " .. d)
-  os.execute(("cd %s && redis-server --port %d --bind 127.0.0.1 --cluster-enabled yes " ..
+  os.execute(("redis-server --dir %s --port %d --bind 127.0.0.1 --cluster-enabled yes " ..
     "--cluster-config-file nodes.conf --cluster-node-timeout 1000 --save '' --appendonly no " ..
-    "--daemonize no > redis.log 2>&1 & echo $! > %s/redis.pid"):format(d, port, d))
+    "--daemonize no > %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(d, port, d, d))
   local pid = helpers.wait_until(function() return helpers.read_file(d .. "/redis.pid") end):gsub("%s", "")
-  helpers.wait_until(function()
-    if not helpers.read_file("/proc/" .. pid .. "/status") then
-      error("redis-server exited: " .. tostring(helpers.read_file(d .. "/redis.log")))
-    end
-    return alive(port)
+  -- Ours, not another spec's that took the port first (then ours exits: bind failed).
+  local ok = pcall(helpers.wait_until, function()
+    if not helpers.read_file("/proc/" .. pid .. "/status") then error("redis-server exited") end
+    local info = alive(port) and select(2, M.command(port, "INFO server"))
+    return info and info:find("process_id:" .. pid .. "\r", 1, true)
   end, 5, "redis-server on " .. port)
-  return pid
+  if not ok then os.execute("kill " .. pid .. " 2>/dev/null") end
+  return ok and pid
 end
 
 function Cluster:ok()
@@ -80,11 +88,18 @@ function M.start(opts)
   opts = opts or {}
   local primaries, replicas = opts.primaries or 3, opts.replicas or 0
   local self = setmetatable({ dir = helpers.tmpdir(), pids = {} }, Cluster)
-  self.ports = pick_ports(primaries * (1 + replicas))
-  local addrs = {}
-  for i, p in ipairs(self.ports) do
-    self.pids[i] = start_node(self.dir, p)
-    addrs[i] = "127.0.0.1:" .. p
+  local addrs
+  for _ = 1, 5 do
+    self.ports, self.pids, addrs = pick_ports(primaries * (1 + replicas)), {}, {}
+    for i, p in ipairs(self.ports) do
+      self.pids[i] = start_node(self.dir, p) -- false: the port was taken
+      addrs[i] = "127.0.0.1:" .. p
+    end
+    local all = true
+    for _, pid in ipairs(self.pids) do all = all and pid end
+    if all then break end
+    self:stop()
+    self.dir = helpers.tmpdir()
   end
   local out = io.popen(("redis-cli --cluster create %s --cluster-replicas %d --cluster-yes 2>&1")
     :format(table.concat(addrs, " "), replicas)):read("*a")
@@ -132,7 +147,9 @@ function Cluster:kill(port)
 end
 
 function Cluster:stop()
-  for _, pid in ipairs(self.pids) do os.execute("kill " .. pid .. " 2>/dev/null") end
+  for _, pid in ipairs(self.pids) do
+    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+  end
   os.execute("rm -rf " .. self.dir)
 end
 

@@ -35,6 +35,7 @@ struct rh_redis_cluster_op {
   rh_redis_cb cb;
   void *ud;
   int argc, redirects;
+  int scan;             /* SCAN: 1 + the index of the primary it runs on */
   char **argv;
   size_t *lens;
 };
@@ -156,9 +157,74 @@ static int redirect(rh_redis_cluster *c, const char *msg, int *asking, int *slot
   return node_at(c, host, atoi(colon + 1));
 }
 
+/* ---- SCAN on every primary, one after the other ---- */
+
+/* The primaries, in the order of their first slot: n of them in out. */
+static int primaries(const rh_redis_cluster *c, int *out) {
+  int n = 0;
+  for (int s = 0; s < RH_REDIS_SLOTS; s++) {
+    int i = c->slot_node[s] - 1, seen = i < 0;
+    for (int k = 0; k < n && !seen; k++) seen = out[k] == i;
+    if (!seen) out[n++] = i;
+  }
+  return n;
+}
+
+/* The cursor the caller sees is "P-C" (C on the P-th primary), "0" once the last is done: a
+ * loop that runs until the cursor is "0" sees every primary's keys. */
+static void scan_reply(rh_redis_cluster_op *op, redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || rep->element[0]->type != REDIS_REPLY_STRING) {
+    finish(op, rep, NULL);
+    return;
+  }
+  int order[MAX_NODES], n = primaries(op->c, order), p = op->scan - 1;
+  char cursor[64];
+  const char *node_cursor = rep->element[0]->str;
+  if (strcmp(node_cursor, "0") != 0) snprintf(cursor, sizeof cursor, "%d-%.40s", p, node_cursor);
+  else if (p + 1 < n) snprintf(cursor, sizeof cursor, "%d-0", p + 1);
+  else snprintf(cursor, sizeof cursor, "0");
+  /* The caller's reply: our cursor and the node's keys (still the node's reply, freed by it). */
+  redisReply head = { .type = REDIS_REPLY_STRING, .str = cursor, .len = strlen(cursor) };
+  redisReply *elements[2] = { &head, rep->element[1] };
+  redisReply outer = { .type = REDIS_REPLY_ARRAY, .elements = 2, .element = elements };
+  finish(op, &outer, NULL);
+}
+
+/* "0" or "P-C": the primary's place and its cursor (into op->argv[1]); -1 if neither. */
+static int scan_cursor(rh_redis_cluster_op *op, int n) {
+  const char *s = op->argv[1];
+  char *end;
+  long p = strcmp(s, "0") == 0 ? 0 : strtol(s, &end, 10);
+  if (strcmp(s, "0") != 0 && (end == s || *end != '-' || !end[1] || strspn(end + 1, "0123456789") != strlen(end + 1)))
+    return -1;
+  if (p < 0 || p >= n) return -1;
+  if (strcmp(s, "0") != 0) {
+    memmove(op->argv[1], end + 1, strlen(end + 1) + 1);
+    op->lens[1] = strlen(op->argv[1]);
+  }
+  op->scan = (int)p + 1;
+  return (int)p;
+}
+
+static rh_redis_cluster_op *scan(rh_redis_cluster *c, rh_redis_cluster_op *op, char *err, size_t errlen) {
+  int order[MAX_NODES], n = primaries(c, order);
+  int p = op->argc >= 2 ? scan_cursor(op, n) : -1;
+  if (!n) refresh(c);
+  if (p >= 0 && send_to(op, order[p], 0) == 0) return op;
+  if (!n) snprintf(err, errlen, "redis cluster: the slot map has not been read yet");
+  else if (p < 0) snprintf(err, errlen, "redis cluster: bad SCAN cursor (want 0 or one this client gave)");
+  else snprintf(err, errlen, "redis: not connected (%s:%d)", c->nodes[order[p]].host, c->nodes[order[p]].port);
+  op_free(op);
+  return NULL;
+}
+
 static void on_reply(void *ud, redisReply *rep, const char *err) {
   rh_redis_cluster_op *op = ud;
   rh_redis_cluster *c = op->c;
+  if (op->scan && !err && !c->freeing) {
+    scan_reply(op, rep);
+    return;
+  }
   if (err && !c->freeing) refresh(c); /* a node gone: failover, perhaps */
   int asking, slot, to = -1;
   if (!err && !c->freeing && rep->type == REDIS_REPLY_ERROR && op->redirects < MAX_REDIRECTS)
@@ -193,6 +259,7 @@ static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **a
 rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, const char **argv,
                                               const size_t *lens, rh_redis_cb cb, void *ud, char *err,
                                               size_t errlen) {
+  if (argc > 0 && strcasecmp(argv[0], "SCAN") == 0) return scan(c, op_new(c, argc, argv, lens, cb, ud), err, errlen);
   int slot = rh_redis_command_slot(argc, argv, lens, err, errlen);
   if (slot < 0) return NULL;
   if (!c->mapped) refresh(c);
