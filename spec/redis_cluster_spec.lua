@@ -119,6 +119,25 @@ return app
     assert.matches("bad SCAN cursor", call({ "SCAN", "9-0" }).err, 1, true)
   end)
 
+  it("gives a blocking reader a connection of its own, so its node's other commands do not wait", function()
+    local socket = require "socket"
+    local waiting = {}
+    for i = 1, 2 do -- two readers at once on one node: each has its own connection
+      waiting[i] = host:client()
+      waiting[i]:send("GET /call?a=" .. escape(cjson.encode({ "BLPOP", "{b}.q" .. i, "5" })) .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+    end
+    socket.sleep(0.3)
+    local t0 = socket.gettime()
+    assert.same({ v = "OK" }, call({ "SET", "{b}.other", "1" })) -- the same slot, so the same node
+    assert.same({ v = 1 }, call({ "RPUSH", "{b}.q2", "two" }))
+    assert.truthy(socket.gettime() - t0 < 1, "answered while BLPOP waits")
+    assert.same({ v = { "{b}.q2", "two" } }, cjson.decode(waiting[2]:read_response().body))
+    assert.same({ v = 1 }, call({ "RPUSH", "{b}.q1", "one" }))
+    assert.same({ v = { "{b}.q1", "one" } }, cjson.decode(waiting[1]:read_response().body))
+    assert.truthy(socket.gettime() - t0 < 2, "BLPOP answered when its list was pushed to")
+    for i = 1, 2 do waiting[i]:close() end
+  end)
+
   it("refuses a command whose key it cannot find, naming it", function()
     local r = call({ "NOSUCHCOMMAND", "x" })
     assert.is_nil(r.v)

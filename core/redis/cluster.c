@@ -11,11 +11,14 @@
 
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
+#define MAX_SPARE 4      /* idle connections kept per node for blocking readers */
 
 typedef struct {
   char host[RH_HOST_MAX + 1];
   int port;
   rh_redis *r;
+  rh_redis *spare[MAX_SPARE]; /* for blocking readers, between two of them */
+  int n_spare;
 } node;
 
 struct rh_redis_cluster {
@@ -27,6 +30,7 @@ struct rh_redis_cluster {
   uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
   int mapped, refreshing, freeing;
   rh_redis *sub;                      /* subscriptions' own connection */
+  rh_redis_cluster_op *blockers;      /* commands on a connection of their own */
 };
 
 /* A command while it may still be redirected: its arguments are kept to send it again. */
@@ -36,9 +40,15 @@ struct rh_redis_cluster_op {
   void *ud;
   int argc, redirects;
   int scan;             /* SCAN: 1 + the index of the primary it runs on */
+  int blocking;         /* BLPOP, XREAD BLOCK, …: on a connection of its own, own */
+  rh_redis *own;
+  int own_node;
+  rh_redis_cluster_op *prev, *next; /* in blockers while own is set */
   char **argv;
   size_t *lens;
 };
+
+static rh_redis *open_node(rh_redis_cluster *c, const node *n);
 
 static int node_at(rh_redis_cluster *c, const char *host, int port) {
   for (int i = 0; i < c->n_nodes; i++)
@@ -50,8 +60,8 @@ static int node_at(rh_redis_cluster *c, const char *host, int port) {
   n = &c->nodes[c->n_nodes];
   snprintf(n->host, sizeof n->host, "%s", host);
   n->port = port;
-  rh_redis_addr a = { .host = host, .port = port, .tls = c->tls, .user = c->user, .password = c->password };
-  n->r = rh_redis_open(c->loop, &a);
+  n->r = open_node(c, n);
+  n->n_spare = 0;
   return c->n_nodes++;
 }
 
@@ -121,7 +131,10 @@ static void refresh(rh_redis_cluster *c) {
 
 /* ---- commands ---- */
 
+static void release_own(rh_redis_cluster_op *op);
+
 static void op_free(rh_redis_cluster_op *op) {
+  release_own(op);
   for (int i = 0; i < op->argc; i++) free(op->argv[i]);
   free(op->argv);
   free(op->lens);
@@ -135,9 +148,40 @@ static void finish(rh_redis_cluster_op *op, redisReply *rep, const char *err) {
 
 static void on_reply(void *ud, redisReply *rep, const char *err);
 
+static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
+  rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password };
+  return rh_redis_open(c->loop, &a);
+}
+
+/* A blocking reader ties up its connection until it is answered: it gets one of its own (a
+ * spare of the node's, else a new one), so the node's other commands do not wait behind it. */
+static rh_redis *own_connection(rh_redis_cluster_op *op, int i) {
+  node *n = &op->c->nodes[i];
+  op->own = n->n_spare ? n->spare[--n->n_spare] : open_node(op->c, n);
+  op->own_node = i;
+  op->prev = NULL;
+  op->next = op->c->blockers;
+  if (op->next) op->next->prev = op;
+  op->c->blockers = op;
+  return op->own;
+}
+
+/* Back among the spares (it redials by itself if it was lost), or closed when there are enough. */
+static void release_own(rh_redis_cluster_op *op) {
+  if (!op->own) return;
+  if (op->prev) op->prev->next = op->next;
+  else op->c->blockers = op->next;
+  if (op->next) op->next->prev = op->prev;
+  node *n = &op->c->nodes[op->own_node];
+  if (n->n_spare < MAX_SPARE && !op->c->freeing) n->spare[n->n_spare++] = op->own;
+  else rh_redis_free(op->own);
+  op->own = NULL;
+}
+
 /* Out to node i; asking: preceded by ASKING on the same connection. */
 static int send_to(rh_redis_cluster_op *op, int i, int asking) {
-  rh_redis *r = op->c->nodes[i].r;
+  release_own(op);
+  rh_redis *r = op->blocking ? own_connection(op, i) : op->c->nodes[i].r;
   static const char *ask[] = { "ASKING" };
   if (asking && !rh_redis_command(r, 1, ask, NULL, NULL, NULL)) return -1;
   return rh_redis_command(r, op->argc, (const char **)op->argv, op->lens, on_reply, op) ? 0 : -1;
@@ -238,6 +282,17 @@ static void on_reply(void *ud, redisReply *rep, const char *err) {
   if (send_to(op, to, asking) < 0) finish(op, NULL, "redis: not connected (the node a redirection named)");
 }
 
+/* BLPOP, BRPOP, or XREAD / XREADGROUP with BLOCK. */
+static int blocking(int argc, const char **argv, const size_t *lens) {
+  static const char *const always[] = { "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH" };
+  for (size_t i = 0; argc > 0 && i < sizeof always / sizeof always[0]; i++)
+    if (strlen(always[i]) == lens[0] && strncasecmp(argv[0], always[i], lens[0]) == 0) return 1;
+  if (argc < 1 || (strcasecmp(argv[0], "XREAD") != 0 && strcasecmp(argv[0], "XREADGROUP") != 0)) return 0;
+  for (int i = 1; i < argc && strcasecmp(argv[i], "STREAMS") != 0; i++)
+    if (strcasecmp(argv[i], "BLOCK") == 0) return 1;
+  return 0;
+}
+
 static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **argv, const size_t *lens,
                                    rh_redis_cb cb, void *ud) {
   rh_redis_cluster_op *op = calloc(1, sizeof *op);
@@ -253,6 +308,7 @@ static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **a
     memcpy(op->argv[i], argv[i], op->lens[i]);
     op->argv[i][op->lens[i]] = 0;
   }
+  op->blocking = blocking(argc, (const char **)op->argv, op->lens);
   return op;
 }
 
@@ -338,7 +394,18 @@ rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char 
 
 void rh_redis_cluster_free(rh_redis_cluster *c) {
   c->freeing = 1;
-  for (int i = 0; i < c->n_nodes; i++) rh_redis_free(c->nodes[i].r);
+  while (c->blockers) { /* closing its connection fails the command, which frees op */
+    rh_redis_cluster_op *op = c->blockers;
+    rh_redis *own = op->own;
+    c->blockers = op->next;
+    if (c->blockers) c->blockers->prev = NULL;
+    op->own = NULL;
+    rh_redis_free(own);
+  }
+  for (int i = 0; i < c->n_nodes; i++) {
+    rh_redis_free(c->nodes[i].r);
+    while (c->nodes[i].n_spare) rh_redis_free(c->nodes[i].spare[--c->nodes[i].n_spare]);
+  }
   if (c->sub) rh_redis_free(c->sub);
   free(c->nodes);
   free(c->user);
