@@ -75,19 +75,24 @@ local function start_node(dir, port)
   return ok and pid
 end
 
+-- Every node sees the cluster whole, and every replica has synced with its primary (a replica
+-- that never has is not promoted: its data counts as too old).
 function Cluster:ok()
+  local synced = 0
   for _, p in ipairs(self.ports) do
     local _, info = M.command(p, "CLUSTER INFO")
     if not (info or ""):find("cluster_state:ok", 1, true) then return false end
+    local _, repl = M.command(p, "INFO replication")
+    if repl:find("master_link_status:up", 1, true) then synced = synced + 1 end
   end
-  return true
+  return synced == #self.ports - self.primaries
 end
 
 -- opts: primaries (3), replicas (per primary, 0)
 function M.start(opts)
   opts = opts or {}
   local primaries, replicas = opts.primaries or 3, opts.replicas or 0
-  local self = setmetatable({ dir = helpers.tmpdir(), pids = {} }, Cluster)
+  local self = setmetatable({ dir = helpers.tmpdir(), pids = {}, primaries = primaries }, Cluster)
   local addrs
   for _ = 1, 5 do
     self.ports, self.pids, addrs = pick_ports(primaries * (1 + replicas)), {}, {}
