@@ -315,12 +315,19 @@ static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **a
 rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, const char **argv,
                                               const size_t *lens, rh_redis_cb cb, void *ud, char *err,
                                               size_t errlen) {
-  if (argc > 0 && strcasecmp(argv[0], "SCAN") == 0) return scan(c, op_new(c, argc, argv, lens, cb, ud), err, errlen);
-  int slot = rh_redis_command_slot(argc, argv, lens, err, errlen);
-  if (slot < 0) return NULL;
+  if (argc < 1) {
+    snprintf(err, errlen, "redis cluster: a command is needed");
+    return NULL;
+  }
+  rh_redis_cluster_op *op = op_new(c, argc, argv, lens, cb, ud); /* lens filled in, NULs at the ends */
+  if (strcasecmp(op->argv[0], "SCAN") == 0) return scan(c, op, err, errlen);
+  int slot = rh_redis_command_slot(argc, (const char **)op->argv, op->lens, err, errlen);
+  if (slot < 0) {
+    op_free(op);
+    return NULL;
+  }
   if (!c->mapped) refresh(c);
   int i = slot < RH_REDIS_SLOTS && c->slot_node[slot] ? c->slot_node[slot] - 1 : any_node(c);
-  rh_redis_cluster_op *op = op_new(c, argc, argv, lens, cb, ud);
   if (send_to(op, i, 0) == 0) return op;
   op_free(op);
   refresh(c);
