@@ -1,5 +1,7 @@
 /* lua_redis: relay.redis(url) -> r; r:call("GET", k) yields until the reply. One connection
- * per object, pipelined; the object belongs to the generation that made it (closed with it). */
+ * per object, pipelined; the object belongs to the generation that made it (closed with it).
+ * relay.redis("host:port,host:port") (or a redis:// URL with several hosts, or { cluster =
+ * true }) is a Redis Cluster client instead (core/redis/cluster.h): one connection per node. */
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -7,18 +9,29 @@
 
 #include "lua/bind.h"
 #include "lua/gen.h"
+#include "redis/cluster.h"
 #include "redis/redis.h"
 
 #define REDIS_MT "relay.redis"
 
 typedef struct {
-  rh_redis *r;
+  rh_redis *r;          /* one Redis, or */
+  rh_redis_cluster *c;  /* a Cluster */
 } redis_ud;
 
 typedef struct {
   rh_task *task;
   rh_redis_cmd *cmd;
+  rh_redis_cluster_op *op;
 } wait_op;
+
+/* A single-node client that is answered MOVED talks to a Cluster member: say so. */
+static void push_error(lua_State *co, const wait_op *op, const char *msg) {
+  if (op->cmd && strncmp(msg, "MOVED ", 6) == 0)
+    lua_pushfstring(co, "%s (this Redis is a Cluster node: give relay.redis the cluster's seeds, "
+                        "\"host:port,host:port\", or { cluster = true })", msg);
+  else lua_pushstring(co, msg);
+}
 
 /* Replies as Lua values: strings and status as strings, integers as numbers, nil as nil,
  * arrays as tables (a nil element as false, to keep the array whole). */
@@ -43,20 +56,21 @@ static void on_reply(void *ud, redisReply *rep, const char *err) {
   wait_op *op = ud;
   rh_task *t = op->task;
   lua_State *co = rh_task_lua(t);
-  free(op);
   if (err || rep->type == REDIS_REPLY_ERROR) {
     lua_pushnil(co);
-    lua_pushstring(co, err ? err : rep->str);
+    push_error(co, op, err ? err : rep->str);
   } else {
     push_reply(co, rep);
     lua_pushnil(co);
   }
+  free(op);
   rh_task_resume(t, 2);
 }
 
 static void cancel(void *p) {
   wait_op *op = p;
-  rh_redis_cancel(op->cmd);
+  if (op->cmd) rh_redis_cancel(op->cmd);
+  if (op->op) rh_redis_cluster_cancel(op->op);
   free(op);
 }
 
@@ -66,7 +80,7 @@ static int l_call(lua_State *L) {
   int argc = lua_gettop(L) - 1;
   if (argc < 1) return luaL_error(L, "r:call: a command is needed");
   if (argc > 64) return luaL_error(L, "r:call: at most 64 arguments");
-  if (rh_redis_subscriber(u->r))
+  if (u->r && rh_redis_subscriber(u->r))
     return luaL_error(L, "r:call: this connection subscribes (Redis allows nothing else on it): use another relay.redis for commands");
   rh_task *t = rh_task_current(L);
   if (!t) return luaL_error(L, "r:call: only inside a handler or timer");
@@ -76,14 +90,16 @@ static int l_call(lua_State *L) {
     argv[i] = lua_tolstring(L, i + 2, &lens[i]);
     if (!argv[i]) return luaL_argerror(L, i + 2, "strings and numbers only");
   }
-  wait_op *op = malloc(sizeof *op);
+  wait_op *op = calloc(1, sizeof *op);
   if (!op) abort();
   op->task = t;
-  op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op);
-  if (!op->cmd) {
+  char err[300] = "redis: not connected";
+  if (u->c) op->op = rh_redis_cluster_command(u->c, argc, argv, lens, on_reply, op, err, sizeof err);
+  else op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op);
+  if (!op->cmd && !op->op) {
     free(op);
     lua_pushnil(L);
-    lua_pushliteral(L, "redis: not connected");
+    lua_pushstring(L, err);
     return 2;
   }
   return rh_task_yield(L, t, cancel, op);
@@ -119,31 +135,47 @@ static int l_subscribe(lua_State *L) {
   lua_pushvalue(L, -2);
   luaL_ref(L, -2);
   lua_pop(L, 2);
-  rh_redis_subscribe(u->r, channel, on_message, sub);
+  if (u->c) rh_redis_cluster_subscribe(u->c, channel, on_message, sub);
+  else rh_redis_subscribe(u->r, channel, on_message, sub);
   return 0;
 }
 
 static int l_ready(lua_State *L) {
   redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
-  lua_pushboolean(L, rh_redis_ready(u->r));
+  lua_pushboolean(L, u->c ? rh_redis_cluster_ready(u->c) : rh_redis_ready(u->r));
   return 1;
 }
 
 static int l_gc(lua_State *L) {
   redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
   if (u->r) rh_redis_free(u->r);
+  if (u->c) rh_redis_cluster_free(u->c);
   u->r = NULL;
+  u->c = NULL;
   return 0;
 }
 
-/* core.redis_open(url) */
+/* A comma list of seeds, or opts.cluster: a Cluster. */
+static int wants_cluster(lua_State *L, const char *url) {
+  if (strchr(url, ',')) return 1;
+  if (lua_type(L, 2) != LUA_TTABLE) return 0;
+  lua_getfield(L, 2, "cluster");
+  int yes = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* core.redis_open(url [, { cluster = true }]); a bare host:port is redis://host:port. */
 static int l_open(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   char err[300];
-  rh_redis *r = rh_redis_new(rh_loop(), url, err, sizeof err);
-  if (!r) return luaL_error(L, "relay.redis: %s", err);
+  redis_ud r = { 0 };
+  if (wants_cluster(L, url)) r.c = rh_redis_cluster_new(rh_loop(), url, err, sizeof err);
+  else if (strstr(url, "://")) r.r = rh_redis_new(rh_loop(), url, err, sizeof err);
+  else r.r = rh_redis_new(rh_loop(), lua_pushfstring(L, "redis://%s", url), err, sizeof err);
+  if (!r.r && !r.c) return luaL_error(L, "relay.redis: %s", err);
   redis_ud *u = lua_newuserdata(L, sizeof *u);
-  u->r = r;
+  *u = r;
   luaL_getmetatable(L, REDIS_MT);
   lua_setmetatable(L, -2);
   lua_newtable(L); /* the subscriptions this object keeps alive */

@@ -206,42 +206,52 @@ static const char *parse_db(rh_url *u, int *db) {
 
 /* ":password@" or "user:password@" (AUTH with a user: Redis 6 ACLs); a lone "secret@" is the
  * password, as this client always read it. */
-static void set_auth(rh_redis *r, const rh_url *u) {
+static void url_auth(const rh_url *u, rh_redis_addr *a) {
   const char *pw = u->password ? u->password : u->user;
   if (!pw || !*pw) return;
-  r->password = strdup(pw);
-  if (u->password && u->user[0]) r->user = strdup(u->user);
+  a->password = pw;
+  if (u->password && u->user[0]) a->user = u->user;
 }
 
-/* redis[s]://[[user]:password@]host[:port][/db], read by core/net/url. The message leaves the
- * URL out: it may hold the password. */
-static int parse_url(rh_redis *r, const char *url, char *err, size_t errlen) {
-  rh_url u;
-  const char *why = rh_url_parse(url, "redis rediss", &u);
-  if (!why) why = parse_db(&u, &r->db);
-  if (why) {
-    snprintf(err, errlen, "bad redis URL: %s", why);
-    return -1;
-  }
-  r->tls = u.tls;
-  r->port = u.port;
-  memcpy(r->host, u.host, strlen(u.host) + 1);
-  set_auth(r, &u);
-  return 0;
+const char *rh_redis_parse_url(const char *url, rh_url *u, rh_redis_addr *a) {
+  memset(a, 0, sizeof *a);
+  const char *why = rh_url_parse(url, "redis rediss", u);
+  if (!why) why = parse_db(u, &a->db);
+  if (why) return why;
+  a->host = u->host;
+  a->port = u->port;
+  a->tls = u->tls;
+  url_auth(u, a);
+  return NULL;
 }
 
-rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen) {
+rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a) {
   rh_redis *r = calloc(1, sizeof *r);
   if (!r) abort();
-  if (parse_url(r, url, err, errlen) < 0) {
-    free(r);
-    return NULL;
-  }
+  snprintf(r->host, sizeof r->host, "%s", a->host);
+  r->port = a->port;
+  r->tls = a->tls;
+  r->db = a->db;
+  if (a->password) r->password = strdup(a->password);
+  if (a->user) r->user = strdup(a->user);
   r->loop = loop;
   r->backoff = 0.1;
   uv_timer_init(loop, &r->retry);
   r->retry.data = r;
   connect_now(r);
+  return r;
+}
+
+/* redis[s]://[[user]:password@]host[:port][/db], read by core/net/url. The message leaves the
+ * URL out: it may hold the password. */
+rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen) {
+  rh_url *u = malloc(sizeof *u);
+  if (!u) abort();
+  rh_redis_addr a;
+  const char *why = rh_redis_parse_url(url, u, &a);
+  rh_redis *r = why ? NULL : rh_redis_open(loop, &a);
+  if (why) snprintf(err, errlen, "bad redis URL: %s", why);
+  free(u);
   return r;
 }
 

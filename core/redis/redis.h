@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "net/url.h"
+
 struct redisReply;
 typedef struct rh_redis rh_redis;
 typedef struct rh_redis_cmd rh_redis_cmd;
@@ -21,6 +23,15 @@ typedef void (*rh_redis_cb)(void *ud, struct redisReply *reply, const char *err)
 
 /* redis://[:password@]host[:port][/db] or rediss://…; NULL plus err for a bad url. */
 rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
+
+/* Where one node is and how to log in (the strings are copied). */
+typedef struct {
+  const char *host, *user, *password; /* user, password: NULL for none */
+  int port, tls, db;
+} rh_redis_addr;
+rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a);
+/* A redis[s]:// URL into a (its strings live in u). NULL, or what was wrong (no URL in it). */
+const char *rh_redis_parse_url(const char *url, rh_url *u, rh_redis_addr *a);
 /* Fails what is pending, closes, and frees once libuv is done. */
 void rh_redis_free(rh_redis *r);
 rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const size_t *lens,

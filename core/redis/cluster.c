@@ -1,0 +1,421 @@
+#include "redis/cluster.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log/log.h"
+#include "redis/slot.h"
+
+#define MAX_NODES 256    /* a bound on what MOVED and the map may add */
+#define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
+#define MAX_SPARE 4      /* idle connections kept per node for blocking readers */
+
+typedef struct {
+  char host[RH_HOST_MAX + 1];
+  int port;
+  rh_redis *r;
+  rh_redis *spare[MAX_SPARE]; /* for blocking readers, between two of them */
+  int n_spare;
+} node;
+
+struct rh_redis_cluster {
+  uv_loop_t *loop;
+  char *user, *password;
+  int tls;
+  node *nodes;
+  int n_nodes;
+  uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
+  int mapped, refreshing, freeing;
+  rh_redis *sub;                      /* subscriptions' own connection */
+  rh_redis_cluster_op *blockers;      /* commands on a connection of their own */
+};
+
+/* A command while it may still be redirected: its arguments are kept to send it again. */
+struct rh_redis_cluster_op {
+  rh_redis_cluster *c;
+  rh_redis_cb cb;
+  void *ud;
+  int argc, redirects;
+  int scan;             /* SCAN: 1 + the index of the primary it runs on */
+  int blocking;         /* BLPOP, XREAD BLOCK, …: on a connection of its own, own */
+  rh_redis *own;
+  int own_node;
+  rh_redis_cluster_op *prev, *next; /* in blockers while own is set */
+  char **argv;
+  size_t *lens;
+};
+
+static rh_redis *open_node(rh_redis_cluster *c, const node *n);
+
+static int node_at(rh_redis_cluster *c, const char *host, int port) {
+  for (int i = 0; i < c->n_nodes; i++)
+    if (c->nodes[i].port == port && strcmp(c->nodes[i].host, host) == 0) return i;
+  if (c->n_nodes == MAX_NODES || strlen(host) > RH_HOST_MAX) return -1;
+  node *n = realloc(c->nodes, sizeof *n * (size_t)(c->n_nodes + 1));
+  if (!n) abort();
+  c->nodes = n;
+  n = &c->nodes[c->n_nodes];
+  snprintf(n->host, sizeof n->host, "%s", host);
+  n->port = port;
+  n->r = open_node(c, n);
+  n->n_spare = 0;
+  return c->n_nodes++;
+}
+
+/* ---- the slot map ---- */
+
+static void refresh(rh_redis_cluster *c);
+
+/* One range of CLUSTER SLOTS: [start, end, [host, port, id], replicas…]. An empty host is the
+ * answering node's own. */
+static void map_range(rh_redis_cluster *c, const redisReply *e, const node *from) {
+  if (e->type != REDIS_REPLY_ARRAY || e->elements < 3) return;
+  const redisReply *a = e->element[0], *b = e->element[1], *p = e->element[2];
+  if (a->type != REDIS_REPLY_INTEGER || b->type != REDIS_REPLY_INTEGER || p->type != REDIS_REPLY_ARRAY ||
+      p->elements < 2 || p->element[0]->type != REDIS_REPLY_STRING || p->element[1]->type != REDIS_REPLY_INTEGER)
+    return;
+  char host[RH_HOST_MAX + 1];
+  snprintf(host, sizeof host, "%s", p->element[0]->len ? p->element[0]->str : from->host);
+  int i = node_at(c, host, (int)p->element[1]->integer);
+  if (i < 0) return;
+  for (long long s = a->integer; s <= b->integer && s < RH_REDIS_SLOTS; s++)
+    if (s >= 0) c->slot_node[s] = (uint16_t)(i + 1);
+}
+
+typedef struct {
+  rh_redis_cluster *c;
+  int from;
+} map_read;
+
+static void on_slots(void *ud, redisReply *rep, const char *err) {
+  map_read *m = ud;
+  rh_redis_cluster *c = m->c;
+  int from = m->from;
+  free(m);
+  c->refreshing = 0;
+  if (c->freeing) return;
+  if (err || rep->type != REDIS_REPLY_ARRAY) {
+    RH_LOG(RH_LOG_WARN, "redis_cluster_map", RH_STR("host", c->nodes[from].host), RH_INT("port", c->nodes[from].port),
+           RH_STR("error", err ? err : rep->type == REDIS_REPLY_ERROR ? rep->str : "not an array"));
+    return;
+  }
+  node self = c->nodes[from]; /* node_at may move the array */
+  memset(c->slot_node, 0, sizeof c->slot_node);
+  for (size_t i = 0; i < rep->elements; i++) map_range(c, rep->element[i], &self);
+  c->mapped = 1;
+}
+
+/* A connected node, the first that is, else the first. */
+static int any_node(rh_redis_cluster *c) {
+  for (int i = 0; i < c->n_nodes; i++)
+    if (rh_redis_ready(c->nodes[i].r)) return i;
+  return 0;
+}
+
+static void refresh(rh_redis_cluster *c) {
+  if (c->refreshing || c->freeing) return;
+  map_read *m = malloc(sizeof *m);
+  if (!m) abort();
+  m->c = c;
+  m->from = any_node(c);
+  static const char *argv[] = { "CLUSTER", "SLOTS" };
+  if (!rh_redis_command(c->nodes[m->from].r, 2, argv, NULL, on_slots, m)) {
+    free(m);
+    return;
+  }
+  c->refreshing = 1;
+}
+
+/* ---- commands ---- */
+
+static void release_own(rh_redis_cluster_op *op);
+
+static void op_free(rh_redis_cluster_op *op) {
+  release_own(op);
+  for (int i = 0; i < op->argc; i++) free(op->argv[i]);
+  free(op->argv);
+  free(op->lens);
+  free(op);
+}
+
+static void finish(rh_redis_cluster_op *op, redisReply *rep, const char *err) {
+  if (op->cb) op->cb(op->ud, rep, err);
+  op_free(op);
+}
+
+static void on_reply(void *ud, redisReply *rep, const char *err);
+
+static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
+  rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password };
+  return rh_redis_open(c->loop, &a);
+}
+
+/* A blocking reader ties up its connection until it is answered: it gets one of its own (a
+ * spare of the node's, else a new one), so the node's other commands do not wait behind it. */
+static rh_redis *own_connection(rh_redis_cluster_op *op, int i) {
+  node *n = &op->c->nodes[i];
+  op->own = n->n_spare ? n->spare[--n->n_spare] : open_node(op->c, n);
+  op->own_node = i;
+  op->prev = NULL;
+  op->next = op->c->blockers;
+  if (op->next) op->next->prev = op;
+  op->c->blockers = op;
+  return op->own;
+}
+
+/* Back among the spares (it redials by itself if it was lost), or closed when there are enough. */
+static void release_own(rh_redis_cluster_op *op) {
+  if (!op->own) return;
+  if (op->prev) op->prev->next = op->next;
+  else op->c->blockers = op->next;
+  if (op->next) op->next->prev = op->prev;
+  node *n = &op->c->nodes[op->own_node];
+  if (n->n_spare < MAX_SPARE && !op->c->freeing) n->spare[n->n_spare++] = op->own;
+  else rh_redis_free(op->own);
+  op->own = NULL;
+}
+
+/* Out to node i; asking: preceded by ASKING on the same connection. */
+static int send_to(rh_redis_cluster_op *op, int i, int asking) {
+  release_own(op);
+  rh_redis *r = op->blocking ? own_connection(op, i) : op->c->nodes[i].r;
+  static const char *ask[] = { "ASKING" };
+  if (asking && !rh_redis_command(r, 1, ask, NULL, NULL, NULL)) return -1;
+  return rh_redis_command(r, op->argc, (const char **)op->argv, op->lens, on_reply, op) ? 0 : -1;
+}
+
+/* "MOVED 3999 127.0.0.1:6381" or "ASK …": the node (added if new), and the slot; -1 if it is
+ * neither. */
+static int redirect(rh_redis_cluster *c, const char *msg, int *asking, int *slot) {
+  *asking = strncmp(msg, "ASK ", 4) == 0;
+  if (!*asking && strncmp(msg, "MOVED ", 6) != 0) return -1;
+  const char *num = msg + (*asking ? 4 : 6), *addr = strchr(num, ' ');
+  const char *colon = addr ? strrchr(addr, ':') : NULL;
+  if (!colon || colon - addr - 1 > RH_HOST_MAX) return -1;
+  char host[RH_HOST_MAX + 1];
+  snprintf(host, sizeof host, "%.*s", (int)(colon - addr - 1), addr + 1);
+  *slot = atoi(num);
+  return node_at(c, host, atoi(colon + 1));
+}
+
+/* ---- SCAN on every primary, one after the other ---- */
+
+/* The primaries, in the order of their first slot: n of them in out. */
+static int primaries(const rh_redis_cluster *c, int *out) {
+  int n = 0;
+  for (int s = 0; s < RH_REDIS_SLOTS; s++) {
+    int i = c->slot_node[s] - 1, seen = i < 0;
+    for (int k = 0; k < n && !seen; k++) seen = out[k] == i;
+    if (!seen) out[n++] = i;
+  }
+  return n;
+}
+
+/* The cursor the caller sees is "P-C" (C on the P-th primary), "0" once the last is done: a
+ * loop that runs until the cursor is "0" sees every primary's keys. */
+static void scan_reply(rh_redis_cluster_op *op, redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || rep->element[0]->type != REDIS_REPLY_STRING) {
+    finish(op, rep, NULL);
+    return;
+  }
+  int order[MAX_NODES], n = primaries(op->c, order), p = op->scan - 1;
+  char cursor[64];
+  const char *node_cursor = rep->element[0]->str;
+  if (strcmp(node_cursor, "0") != 0) snprintf(cursor, sizeof cursor, "%d-%.40s", p, node_cursor);
+  else if (p + 1 < n) snprintf(cursor, sizeof cursor, "%d-0", p + 1);
+  else snprintf(cursor, sizeof cursor, "0");
+  /* The caller's reply: our cursor and the node's keys (still the node's reply, freed by it). */
+  redisReply head = { .type = REDIS_REPLY_STRING, .str = cursor, .len = strlen(cursor) };
+  redisReply *elements[2] = { &head, rep->element[1] };
+  redisReply outer = { .type = REDIS_REPLY_ARRAY, .elements = 2, .element = elements };
+  finish(op, &outer, NULL);
+}
+
+/* "0" or "P-C": the primary's place and its cursor (into op->argv[1]); -1 if neither. */
+static int scan_cursor(rh_redis_cluster_op *op, int n) {
+  const char *s = op->argv[1];
+  char *end;
+  long p = strcmp(s, "0") == 0 ? 0 : strtol(s, &end, 10);
+  if (strcmp(s, "0") != 0 && (end == s || *end != '-' || !end[1] || strspn(end + 1, "0123456789") != strlen(end + 1)))
+    return -1;
+  if (p < 0 || p >= n) return -1;
+  if (strcmp(s, "0") != 0) {
+    memmove(op->argv[1], end + 1, strlen(end + 1) + 1);
+    op->lens[1] = strlen(op->argv[1]);
+  }
+  op->scan = (int)p + 1;
+  return (int)p;
+}
+
+static rh_redis_cluster_op *scan(rh_redis_cluster *c, rh_redis_cluster_op *op, char *err, size_t errlen) {
+  int order[MAX_NODES], n = primaries(c, order);
+  int p = op->argc >= 2 ? scan_cursor(op, n) : -1;
+  if (!n) refresh(c);
+  if (p >= 0 && send_to(op, order[p], 0) == 0) return op;
+  if (!n) snprintf(err, errlen, "redis cluster: the slot map has not been read yet");
+  else if (p < 0) snprintf(err, errlen, "redis cluster: bad SCAN cursor (want 0 or one this client gave)");
+  else snprintf(err, errlen, "redis: not connected (%s:%d)", c->nodes[order[p]].host, c->nodes[order[p]].port);
+  op_free(op);
+  return NULL;
+}
+
+static void on_reply(void *ud, redisReply *rep, const char *err) {
+  rh_redis_cluster_op *op = ud;
+  rh_redis_cluster *c = op->c;
+  if (op->scan && !err && !c->freeing) {
+    scan_reply(op, rep);
+    return;
+  }
+  if (err && !c->freeing) refresh(c); /* a node gone: failover, perhaps */
+  int asking, slot, to = -1;
+  if (!err && !c->freeing && rep->type == REDIS_REPLY_ERROR && op->redirects < MAX_REDIRECTS)
+    to = redirect(c, rep->str, &asking, &slot);
+  if (to < 0) { finish(op, rep, err); return; }
+  op->redirects++;
+  if (!asking) {
+    if (slot >= 0 && slot < RH_REDIS_SLOTS) c->slot_node[slot] = (uint16_t)(to + 1);
+    refresh(c);
+  }
+  if (send_to(op, to, asking) < 0) finish(op, NULL, "redis: not connected (the node a redirection named)");
+}
+
+/* BLPOP, BRPOP, or XREAD / XREADGROUP with BLOCK. */
+static int blocking(int argc, const char **argv, const size_t *lens) {
+  static const char *const always[] = { "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH" };
+  for (size_t i = 0; argc > 0 && i < sizeof always / sizeof always[0]; i++)
+    if (strlen(always[i]) == lens[0] && strncasecmp(argv[0], always[i], lens[0]) == 0) return 1;
+  if (argc < 1 || (strcasecmp(argv[0], "XREAD") != 0 && strcasecmp(argv[0], "XREADGROUP") != 0)) return 0;
+  for (int i = 1; i < argc && strcasecmp(argv[i], "STREAMS") != 0; i++)
+    if (strcasecmp(argv[i], "BLOCK") == 0) return 1;
+  return 0;
+}
+
+static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **argv, const size_t *lens,
+                                   rh_redis_cb cb, void *ud) {
+  rh_redis_cluster_op *op = calloc(1, sizeof *op);
+  if (!op) abort();
+  *op = (rh_redis_cluster_op){ .c = c, .cb = cb, .ud = ud, .argc = argc };
+  op->argv = malloc(sizeof *op->argv * (size_t)argc);
+  op->lens = malloc(sizeof *op->lens * (size_t)argc);
+  if (!op->argv || !op->lens) abort();
+  for (int i = 0; i < argc; i++) {
+    op->lens[i] = lens ? lens[i] : strlen(argv[i]);
+    op->argv[i] = malloc(op->lens[i] + 1);
+    if (!op->argv[i]) abort();
+    memcpy(op->argv[i], argv[i], op->lens[i]);
+    op->argv[i][op->lens[i]] = 0;
+  }
+  op->blocking = blocking(argc, (const char **)op->argv, op->lens);
+  return op;
+}
+
+rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, const char **argv,
+                                              const size_t *lens, rh_redis_cb cb, void *ud, char *err,
+                                              size_t errlen) {
+  if (argc < 1) {
+    snprintf(err, errlen, "redis cluster: a command is needed");
+    return NULL;
+  }
+  rh_redis_cluster_op *op = op_new(c, argc, argv, lens, cb, ud); /* lens filled in, NULs at the ends */
+  if (strcasecmp(op->argv[0], "SCAN") == 0) return scan(c, op, err, errlen);
+  int slot = rh_redis_command_slot(argc, (const char **)op->argv, op->lens, err, errlen);
+  if (slot < 0) {
+    op_free(op);
+    return NULL;
+  }
+  if (!c->mapped) refresh(c);
+  int i = slot < RH_REDIS_SLOTS && c->slot_node[slot] ? c->slot_node[slot] - 1 : any_node(c);
+  if (send_to(op, i, 0) == 0) return op;
+  op_free(op);
+  refresh(c);
+  snprintf(err, errlen, "redis: not connected (%s:%d)", c->nodes[i].host, c->nodes[i].port);
+  return NULL;
+}
+
+void rh_redis_cluster_cancel(rh_redis_cluster_op *op) { op->cb = NULL; }
+
+int rh_redis_cluster_ready(const rh_redis_cluster *c) {
+  for (int i = 0; c->mapped && i < c->n_nodes; i++)
+    if (rh_redis_ready(c->nodes[i].r)) return 1;
+  return 0;
+}
+
+int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redis_message_cb cb, void *ud) {
+  if (!c->sub) {
+    rh_redis_addr a = { .host = c->nodes[0].host, .port = c->nodes[0].port, .tls = c->tls, .user = c->user,
+                        .password = c->password };
+    c->sub = rh_redis_open(c->loop, &a);
+  }
+  return rh_redis_subscribe(c->sub, channel, cb, ud);
+}
+
+/* ---- seeds ---- */
+
+/* Every seed of "[scheme://[userinfo@]]h:p,h:p[/path]" as its own URL: scheme and userinfo
+ * before each, the path after. */
+static int add_seeds(rh_redis_cluster *c, const char *seeds, char *err, size_t errlen) {
+  const char *auth = strstr(seeds, "://");
+  auth = auth ? auth + 3 : seeds;
+  const char *hosts = auth, *end = auth + strcspn(auth, "/");
+  for (const char *p = auth; p < end; p++)
+    if (*p == '@') hosts = p + 1;
+  int prefix = (int)(hosts - seeds);
+  while (hosts <= end) {
+    size_t n = strcspn(hosts, ",/");
+    char *url = malloc(strlen(seeds) + 16);
+    rh_url *u = malloc(sizeof *u);
+    if (!url || !u) abort();
+    sprintf(url, "%s%.*s%.*s%s", auth == seeds ? "redis://" : "", prefix, seeds, (int)n, hosts, end);
+    rh_redis_addr a;
+    const char *why = rh_redis_parse_url(url, u, &a);
+    if (!why && a.db) why = "a cluster has only database 0";
+    if (!why) {
+      c->tls = a.tls;
+      if (!c->password && a.password) c->password = strdup(a.password);
+      if (!c->user && a.user) c->user = strdup(a.user);
+      if (node_at(c, a.host, a.port) < 0) why = "too many seeds";
+    }
+    if (why) snprintf(err, errlen, "bad redis cluster seed: %s", why);
+    free(url);
+    free(u);
+    if (why) return -1;
+    hosts += n + 1;
+  }
+  return 0;
+}
+
+rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char *err, size_t errlen) {
+  rh_redis_cluster *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->loop = loop;
+  if (add_seeds(c, seeds, err, errlen) < 0) {
+    rh_redis_cluster_free(c);
+    return NULL;
+  }
+  refresh(c);
+  return c;
+}
+
+void rh_redis_cluster_free(rh_redis_cluster *c) {
+  c->freeing = 1;
+  while (c->blockers) { /* closing its connection fails the command, which frees op */
+    rh_redis_cluster_op *op = c->blockers;
+    rh_redis *own = op->own;
+    c->blockers = op->next;
+    if (c->blockers) c->blockers->prev = NULL;
+    op->own = NULL;
+    rh_redis_free(own);
+  }
+  for (int i = 0; i < c->n_nodes; i++) {
+    rh_redis_free(c->nodes[i].r);
+    while (c->nodes[i].n_spare) rh_redis_free(c->nodes[i].spare[--c->nodes[i].n_spare]);
+  }
+  if (c->sub) rh_redis_free(c->sub);
+  free(c->nodes);
+  free(c->user);
+  free(c->password);
+  free(c);
+}
