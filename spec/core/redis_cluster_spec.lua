@@ -1,4 +1,4 @@
--- relay.redis against a real Redis Cluster (3 primaries, spec/redis_cluster_support.lua): keys
+-- relay.redis against a real Redis Cluster (3 primaries, spec/support/redis_cluster_support.lua): keys
 -- spread over every node, a slot moved by hand mid-test (ASK while it migrates, MOVED after),
 -- hash-tagged keys in one multi-key command, and the clear errors for what cannot be routed.
 local helpers = require "helpers"
