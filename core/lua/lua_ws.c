@@ -185,11 +185,22 @@ static void on_close(void *ud, int code, const char *reason, size_t n) {
   set_closed(s, code, r);
 }
 
+/* A dialled session whose closing handshake is done lets its connection go once the close
+ * reply is written, not when its task ends: a task that reconnects in a loop (the tunnel
+ * client) would keep every old connection open, and the server it closed on would wait for
+ * it until its drain timeout. */
+static void close_when_done(session *s) {
+  if (!s->up || !rh_ws_want_close(s->engine) || s->up->queued) return;
+  rh_upconn_close(s->up);
+  s->up = NULL;
+}
+
 static void feed(session *s, const char *p, size_t n) {
   s->last_rx = rh_now();
   if (s->consumer && s->consumer->on_bytes) s->consumer->on_bytes(s->consumer_ud);
   if (rh_ws_feed(s->engine, p, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
   flush(s);
+  close_when_done(s);
   wake(s);
 }
 
@@ -230,6 +241,7 @@ static void client_read(void *owner, const char *p, ssize_t n, const char *err) 
 static void client_written(void *owner, size_t queued) {
   (void)queued;
   update_reading(owner);
+  close_when_done(owner);
 }
 
 static size_t transport_queued(void *ud) {

@@ -1,0 +1,40 @@
+-- The git tunnel at shutdown and at a refused token (issue 20, "Git tunnel"): a relay-server
+-- given SIGTERM closes its tunnels with 1001 at once (not after --drain-timeout), answers the
+-- requests in flight through them, and its clients notice at once; a client whose token is
+-- refused says so, naming the flag and its variable, and waits longer each time.
+local helpers = require "helpers"
+local socket = require "socket"
+local env = require "git_tunnel_support"
+
+describe("git tunnel shutdown", function()
+  after_each(function() env.stop_all() end)
+
+  it("closes its tunnels at SIGTERM: exits well under --drain-timeout, the request in flight is answered, the client is unready at once", function()
+    -- an origin that accepts (the kernel's backlog) and never answers: the request stays in flight
+    local origin = assert(socket.bind("127.0.0.1", 0))
+    local _, oport = origin:getsockname()
+    local server = env.start_server({ "--drain-timeout=30" })
+    local client = env.start_ready_client(server.port, "slow", "http://127.0.0.1:" .. oport)
+    local c = server:client(20)
+    c.sock:send("GET /v1/relay/slow/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    helpers.wait_until(function()
+      return client:get("/v1/system/metrics").body:match("\nrelay_client_tunnel_streams_total 1")
+    end, 10, "the request to reach the client")
+    local t0 = socket.gettime()
+    server:signal("TERM")
+    -- the request in flight gets an answer (502/503), not a hang until the drain ends
+    c.sock:settimeout(10)
+    local line = c.sock:receive("*l")
+    assert.matches("^HTTP/1.1 50[23]", tostring(line))
+    helpers.wait_until(function() return server:exited() end, 10, "the server to exit")
+    local took = socket.gettime() - t0
+    assert.is_true(took < 3, ("the server took %.2f s to exit with --drain-timeout=30"):format(took))
+    assert.equal(0, server:exited())
+    -- the client noticed at once: not ready, and trying to come back
+    helpers.wait_until(function() return not env.ready(client) end, 2, "the client's /ready to turn non-200")
+    helpers.wait_until(function() return client:count("relay_connect_failed") >= 1 end, 5, "a reconnect attempt")
+    assert.matches('"event":"relay_disconnected"[^\n]*1001', client:log())
+    c:close()
+    origin:close()
+  end)
+end)
