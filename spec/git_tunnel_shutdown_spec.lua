@@ -38,3 +38,42 @@ describe("git tunnel shutdown", function()
     origin:close()
   end)
 end)
+
+describe("git tunnel client with a refused token", function()
+  after_each(function() env.stop_all() end)
+
+  -- The relay_token_refused lines in the client's log, in order.
+  local function refusals(client)
+    local out = {}
+    for line in client:log():gmatch('[^\n]*"event":"relay_token_refused"[^\n]*') do out[#out + 1] = line end
+    return out
+  end
+
+  it("says plainly that --styra-token is refused (401), at error, and waits longer each time", function()
+    local server = env.start_server()
+    local client = env.start_client(server.port, "k", "http://127.0.0.1:1",
+                                    { "--styra-token=wrong-token", "--backoff-max=8" })
+    helpers.wait_until(function() return #refusals(client) >= 4 end, 20, "four refused attempts")
+    local lines = refusals(client)
+    assert.matches('"level":"error"', lines[1])
+    assert.matches("the relay%-server refuses %-%-styra%-token %(STYRA_TOKEN%): 401; retrying in [%d.]+ s", lines[1])
+    assert.is_nil(client:log():find("wrong-token", 1, true)) -- never the token itself
+    assert.equal(0, client:count("relay_connect_failed"))   -- the refusal's own line, not the generic one
+    local waits = {}
+    for i, line in ipairs(lines) do waits[i] = tonumber(line:match('"retry_in":([%d.]+)')) end
+    for i = 2, #waits do
+      assert.is_true(waits[i] >= waits[i - 1], "waits " .. table.concat(waits, ", "))
+    end
+    assert.is_true(waits[4] > waits[1] * 2, "waits " .. table.concat(waits, ", "))
+    assert.is_false(env.ready(client))
+  end)
+
+  it("names --client-key when the token is bound to other keys (403)", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/tokens", "tok-a team-a\n")
+    local server = env.start_server({ "--tokens-file=" .. dir .. "/tokens" })
+    local client = env.start_client(server.port, "team-b", "http://127.0.0.1:1", { "--styra-token=tok-a" })
+    helpers.wait_until(function() return #refusals(client) >= 1 end, 10, "a refused attempt")
+    assert.matches("refuses %-%-styra%-token %(STYRA_TOKEN%) for %-%-client%-key %(CLIENT_KEY%): 403", refusals(client)[1])
+  end)
+end)

@@ -59,6 +59,18 @@ local function connect_once()
   return true, why
 end
 
+-- A refused token gets its own line, at error, saying which setting to fix (the server's 401:
+-- a token it does not know; 403: a token bound to other client keys). nil for other failures.
+local function token_refused(why, wait)
+  local status = tostring(why):match("answered (40[13]) instead of 101")
+  if not status then return nil end
+  local what = status == "401" and "--styra-token (STYRA_TOKEN): 401"
+    or "--styra-token (STYRA_TOKEN) for --client-key (CLIENT_KEY): 403, the token is bound to other keys"
+  relay.log.error("relay_token_refused", { status = tonumber(status), retry_in = wait,
+    message = ("the relay-server refuses %s; retrying in %s s"):format(what, wait) })
+  return true
+end
+
 local function run()
   local attempt = 0
   while true do
@@ -68,7 +80,9 @@ local function run()
     if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
     attempt = attempt + 1
     local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is slept
-    if not ok then relay.log.warn("relay_connect_failed", { error = why, retry_in = wait }) end
+    if not ok and not token_refused(why, wait) then
+      relay.log.warn("relay_connect_failed", { error = why, retry_in = wait })
+    end
     relay.sleep(wait)
   end
 end
