@@ -575,7 +575,9 @@ static int start_listeners(const rh_http_limits *base) {
                           rh_runtime_on_abort, NULL };
   H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
   if (!H.server) {
-    fprintf(stderr, "relayhost: %s\n", msg);
+    /* named where the address is set: a default that is taken is the user's to move */
+    fprintf(stderr, "relayhost: %s; set another HOST:PORT with %s\n", msg,
+            H.settings.listen_from[0] ? H.settings.listen_from : "--listen (or RELAY_LISTEN)");
     return -1;
   }
   for (int i = 0; i < H.settings.nlisteners; i++) {

@@ -57,6 +57,7 @@ typedef struct {
 /* What the script and the command line settle for the host; read after a build. */
 typedef struct {
   char listen[256];
+  char listen_from[128];     /* the flag (and env var) that sets listen, for a bind error */
   rh_listener_setting listeners[RH_MAX_LISTENERS];
   int nlisteners;
   char admin_listen[256];

@@ -56,7 +56,24 @@ local function merge_decls(script, host)
   return all, host_left
 end
 
-local NEW_KEYS = { "name", "description", "flags", "listen", "single_process", "max_body", "env_prefix", "summary" }
+local NEW_KEYS = { "name", "description", "flags", "listen", "listen_flag", "single_process", "max_body", "env_prefix",
+                   "summary" }
+
+-- Where the main listener's address is set, for the error when it cannot be bound ("listen
+-- 0.0.0.0:8080: Address already in use; set another HOST:PORT with --probe-listen (or
+-- PROBE_LISTEN)"): relay.new{listen_flag = "probe-listen"} names the script flag its listen
+-- function reads; otherwise, and whenever --listen is given, it is --listen.
+local function listen_from(opts, sdecls)
+  local want = opts.listen_flag
+  if want == nil then return nil end
+  if type(want) ~= "string" then check.fail("relay.new: listen_flag must be the name of a flag (\"probe-listen\")") end
+  for _, d in ipairs(sdecls) do
+    if (d.name:gsub("_", "-")) == (want:gsub("_", "-")) then
+      return ("--%s (or %s)"):format(d.name:gsub("_", "-"), flags.env_names(d)[1])
+    end
+  end
+  check.fail(("relay.new: listen_flag '%s' is not one of the script's flags"):format(want))
+end
 
 -- The env var prefix of a script's flags: env_prefix if given, "" for the bundled personalities
 -- (they read their products' names: PORT, API_KEYS, RELAY_MODE...), else the script's file name
@@ -103,6 +120,7 @@ function relay.new(opts)
     app.host[d.name] = values[key]
   end
   app.host.listen_given = app.host.listen
+  app._listen_set_by = listen_from(opts, sdecls)
   last_app = app
   return app
 end
@@ -197,6 +215,11 @@ function App:websocket(pattern, fn, opts)
     WEBSOCKET_KEYS)
 end
 
+function App:_listen_from()
+  if self.host.listen_given and self.host.listen_given ~= "" then return "--listen (or RELAY_LISTEN)" end
+  return self._listen_set_by or "--listen (or RELAY_LISTEN)"
+end
+
 function App:_listen()
   if self.host.listen_given and self.host.listen_given ~= "" then return self.host.listen_given end
   local l = self._opts.listen
@@ -264,6 +287,7 @@ function App:_install()
   local h = self.host
   return {
     listen = self:_listen(),
+    listen_from = self:_listen_from(),
     listeners = self._listeners,
     admin_listen = h["admin-listen"],
     workers = h.workers,

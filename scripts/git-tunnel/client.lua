@@ -23,6 +23,7 @@ local app = relay.new {
     stall_timeout = { default = 60, help = "seconds a response may wait for its reader before its stream is reset" },
   },
   listen = function(flags) return flags.probe_listen end,
+  listen_flag = "probe-listen", -- a taken port's error names it
 }
 
 local f = app.flags
