@@ -18,6 +18,7 @@
 #include "lua/gen.h"
 #include "net/url.h"
 #include "ws/dial.h"
+#include "ws/open.h"
 #include "tls/tls.h"
 #include "ws/ws.h"
 
@@ -58,6 +59,7 @@ struct rh_lua_ws_session {
   void *consumer_ud;
   char going_away[124];      /* server side, non-empty: closed 1001 with this at SIGTERM */
   session *gprev, *gnext;    /* in going_away_list while going_away is set */
+  const char *side;          /* "server" or "client" while counted open (ws/open.h) */
 };
 
 /* Server sessions that close with 1001 as soon as the host is told to stop. */
@@ -142,9 +144,16 @@ static void wake(session *s) {
   rh_task_resume(s->task, push_next(rh_task_lua(s->task), s));
 }
 
+static void count_open(session *s, const char *side) {
+  s->side = side;
+  rh_ws_open_add(side, 1);
+}
+
 static void set_closed(session *s, int code, const char *reason) {
   if (s->closed) return;
   s->closed = 1;
+  if (s->side) rh_ws_open_add(s->side, -1);
+  s->side = NULL;
   s->close_code = code;
   snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
   if (s->consumer && s->consumer->on_closed) s->consumer->on_closed(s->consumer_ud, code, s->close_reason);
@@ -516,6 +525,7 @@ static session *start_server(rh_task *t, lua_State *L, const char *protocols, co
                              size_t max_message, size_t max_queued) {
   rh_http_req *r = t->req;
   session *s = session_new(t, 1, max_message);
+  count_open(s, "server");
   if (max_queued) rh_ws_set_max_queued(s->engine, max_queued);
   s->req = r;
   const rh_header *key = rh_headers_find(&r->headers, "sec-websocket-key", NULL);
@@ -609,6 +619,7 @@ static void connected(void *ud, rh_upconn *u, const char *protocol, const char *
     return;
   }
   s->up = u;
+  count_open(s, "client");
   rh_upconn_own(u, s, client_read, client_written);
   if (n) rh_ws_feed(s->engine, rest, n);
   lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
@@ -798,6 +809,7 @@ void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason) {
 }
 
 void rh_lua_register_ws(lua_State *L) {
+  rh_ws_open_register();
   luaL_newmetatable(L, WS_MT);
   lua_newtable(L);
   luaL_register(L, NULL, ws_methods);
