@@ -85,3 +85,17 @@ describe("git tunnel client whose probe port is taken", function()
     taken:close()
   end)
 end)
+
+describe("git tunnel server whose --relay-listen port is taken", function()
+  it("names --relay-listen (or RELAY_PATH_LISTEN)", function()
+    local socket = require "socket"
+    local taken = assert(socket.bind("127.0.0.1", 0))
+    local _, port = taken:getsockname()
+    local out, rc = env.sh(("timeout 10 %s %s --tokens=t --listen=127.0.0.1:0 --relay-listen=127.0.0.1:%d"):format(
+      helpers.bin(), env.server_script, port))
+    assert.is_true(rc ~= 0 and rc ~= 124, "exit status " .. tostring(rc))
+    assert.matches("listener 'relay': listen 127%.0%.0%.1:" .. port .. ": Address already in use; set another " ..
+      "HOST:PORT with %-%-relay%-listen %(or RELAY_PATH_LISTEN%)", out)
+    taken:close()
+  end)
+end)

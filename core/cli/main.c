@@ -585,7 +585,8 @@ static int start_listeners(const rh_http_limits *base) {
     lim.name = ls->name;
     H.extra[i] = rh_http_server_start(rh_loop(), ls->listen, &lim, &hs, msg, sizeof msg);
     if (!H.extra[i]) {
-      fprintf(stderr, "relayhost: listener '%s': %s\n", ls->name, msg);
+      fprintf(stderr, "relayhost: listener '%s': %s%s%s\n", ls->name, msg,
+              ls->from[0] ? "; set another HOST:PORT with " : "", ls->from);
       return -1;
     }
     H.nextra = i + 1;

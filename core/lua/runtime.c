@@ -193,6 +193,7 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
     rh_listener_setting *ls = &s->listeners[s->nlisteners++];
     copy_setting(L, lua_gettop(L), "name", ls->name, sizeof ls->name);
     copy_setting(L, lua_gettop(L), "listen", ls->listen, sizeof ls->listen);
+    copy_setting(L, lua_gettop(L), "from", ls->from, sizeof ls->from);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

@@ -208,7 +208,7 @@ math.randomseed(relay.pid() + relay.time())
 -- listener serves nothing else: registration and the client list stay on --listen.
 local relay_path = { max_body = 2 ^ 53 }
 if f.relay_listen ~= "" then
-  app:listener("relay", f.relay_listen)
+  app:listener("relay", f.relay_listen, "relay-listen")
   relay_path.listener = "relay"
 end
 app:any("/v1/relay/:key", relay_request, relay_path)
