@@ -77,3 +77,32 @@ describe("git tunnel client with a refused token", function()
     assert.matches("refuses %-%-styra%-token %(STYRA_TOKEN%) for %-%-client%-key %(CLIENT_KEY%): 403", refusals(client)[1])
   end)
 end)
+
+describe("git tunnel client against a server that closes at once", function()
+  after_each(function() env.stop_all() end)
+
+  -- A server that answers 101 and closes in the same breath (one shutting down, or the 409 race
+  -- of key_refused): the client counts a failed attempt and tries again. Before, attaching the
+  -- tunnel to the closed session raised and the reconnect loop ended for good.
+  it("keeps reconnecting, with the server's close code and reason in its line", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/closer.lua", [[
+local relay = require "relay"
+local app = relay.new { name = "closer" }
+app:get("/v1/relay/register", function(req, res)
+  local ws = relay.ws.accept("relayhost-tunnel.v1")
+  if ws then ws:close(1001, "going away now") end
+end)
+return app
+]])
+    local server = env.track(helpers.start(dir .. "/closer.lua"))
+    local client = env.start_client(server.port, "k", "http://127.0.0.1:1", { "--backoff-max=0.2" })
+    -- the close comes with the 101 (a failed attempt) or just after it (a tunnel that ended)
+    local function attempts() return client:count("relay_connect_failed") + client:count("relay_disconnected") end
+    helpers.wait_until(function() return attempts() >= 3 end, 10, "three attempts")
+    if client:count("relay_connect_failed") > 0 then
+      assert.matches('"event":"relay_connect_failed"[^\n]*closed the tunnel at once: 1001 going away now', client:log())
+    end
+    assert.equal(0, client:count("timer_error"))
+  end)
+end)

@@ -49,8 +49,16 @@ local function connect_once()
     headers = { authorization = "Bearer " .. f.styra_token, ["x-relay-client-key"] = f.client_key },
   })
   if not ws then return nil, err end
-  tun = relay.tunnel.attach(ws, { role = "client", base_url = f.base_url, allow_hosts = allow_hosts,
-                                  ping_interval = f.ping_interval, stall_timeout = f.stall_timeout })
+  -- A server may close right after its 101 (shutting down, or another token took the key): the
+  -- session is over before the tunnel could attach, and that is one more failed attempt. Raised
+  -- from here, it ended the reconnect loop for good.
+  local attached, t = pcall(relay.tunnel.attach, ws, { role = "client", base_url = f.base_url,
+    allow_hosts = allow_hosts, ping_interval = f.ping_interval, stall_timeout = f.stall_timeout })
+  if not attached then
+    local _, _, code, reason = ws:recv()
+    return nil, ("the relay-server closed the tunnel at once: %s %s"):format(tostring(code), tostring(reason))
+  end
+  tun = t
   m_up:set(1)
   m_connects:inc()
   relay.log.info("relay_connected", { server_url = f.server_url, client_key = f.client_key })
