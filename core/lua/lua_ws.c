@@ -621,7 +621,11 @@ static void connected(void *ud, rh_upconn *u, const char *protocol, const char *
   s->up = u;
   count_open(s, "client");
   rh_upconn_own(u, s, client_read, client_written);
-  if (n) rh_ws_feed(s->engine, rest, n);
+  if (n) { /* what came with the 101; a close among it is answered, and the connection let go */
+    if (rh_ws_feed(s->engine, rest, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
+    flush(s);
+    close_when_done(s);
+  }
   lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
   if (protocol) lua_pushstring(co, protocol);
   else lua_pushnil(co);

@@ -80,20 +80,21 @@ local function token_refused(why, wait)
   return true
 end
 
+-- Each attempt is a task of its own (a timer): a WebSocket session lives until the task that
+-- dialled it ends, so one task looping over attempts kept every past session (and, until the
+-- closing handshake, its connection) for good.
+local attempt = 0
 local function run()
-  local attempt = 0
-  while true do
-    local started = relay.now()
-    local ok, why = connect_once()
-    if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
-    if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
-    attempt = attempt + 1
-    local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is slept
-    if not ok and not token_refused(why, wait) then
-      relay.log.warn("relay_connect_failed", { error = why, retry_in = wait })
-    end
-    relay.sleep(wait)
+  local started = relay.now()
+  local ok, why = connect_once()
+  if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
+  if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
+  attempt = attempt + 1
+  local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is waited
+  if not ok and not token_refused(why, wait) then
+    relay.log.warn("relay_connect_failed", { error = why, retry_in = wait })
   end
+  relay.after(wait, run)
 end
 
 app:get("/v1/system/alive", function(req, res) res:send(200, "alive\n") end)
