@@ -577,7 +577,9 @@ static int start_listeners(const rh_http_limits *base) {
   if (!H.settings.listen[0]) return 0;
   H.server = rh_http_server_start(rh_loop(), H.settings.listen, &lim, &hs, msg, sizeof msg);
   if (!H.server) {
-    fprintf(stderr, "relayhost: %s\n", msg);
+    /* named where the address is set: a default that is taken is the user's to move */
+    fprintf(stderr, "relayhost: %s; set another HOST:PORT with %s\n", msg,
+            H.settings.listen_from[0] ? H.settings.listen_from : "--listen (or RELAY_LISTEN)");
     return -1;
   }
   for (int i = 0; i < H.settings.nlisteners; i++) {
@@ -585,7 +587,8 @@ static int start_listeners(const rh_http_limits *base) {
     lim.name = ls->name;
     H.extra[i] = rh_http_server_start(rh_loop(), ls->listen, &lim, &hs, msg, sizeof msg);
     if (!H.extra[i]) {
-      fprintf(stderr, "relayhost: listener '%s': %s\n", ls->name, msg);
+      fprintf(stderr, "relayhost: listener '%s': %s%s%s\n", ls->name, msg,
+              ls->from[0] ? "; set another HOST:PORT with " : "", ls->from);
       return -1;
     }
     H.nextra = i + 1;

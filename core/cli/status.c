@@ -341,6 +341,7 @@ void rh_status_json(rh_buf *b) {
   put_requests(b);
   put_latency(b);
   put_field(b, "connections", value_of("relayhost_http_connections"));
+  put_by_label(b, "websockets", "relayhost_websockets_open");
   put_lua(b);
   put_upstreams(b);
   put_history(b);

@@ -18,6 +18,7 @@
 #include "lua/gen.h"
 #include "net/url.h"
 #include "ws/dial.h"
+#include "ws/open.h"
 #include "tls/tls.h"
 #include "ws/ws.h"
 
@@ -58,6 +59,7 @@ struct rh_lua_ws_session {
   void *consumer_ud;
   char going_away[124];      /* server side, non-empty: closed 1001 with this at SIGTERM */
   session *gprev, *gnext;    /* in going_away_list while going_away is set */
+  const char *side;          /* "server" or "client" while counted open (ws/open.h) */
 };
 
 /* Server sessions that close with 1001 as soon as the host is told to stop. */
@@ -142,9 +144,16 @@ static void wake(session *s) {
   rh_task_resume(s->task, push_next(rh_task_lua(s->task), s));
 }
 
+static void count_open(session *s, const char *side) {
+  s->side = side;
+  rh_ws_open_add(side, 1);
+}
+
 static void set_closed(session *s, int code, const char *reason) {
   if (s->closed) return;
   s->closed = 1;
+  if (s->side) rh_ws_open_add(s->side, -1);
+  s->side = NULL;
   s->close_code = code;
   snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
   if (s->consumer && s->consumer->on_closed) s->consumer->on_closed(s->consumer_ud, code, s->close_reason);
@@ -185,11 +194,22 @@ static void on_close(void *ud, int code, const char *reason, size_t n) {
   set_closed(s, code, r);
 }
 
+/* A dialled session whose closing handshake is done lets its connection go once the close
+ * reply is written, not when its task ends: a task that reconnects in a loop (the tunnel
+ * client) would keep every old connection open, and the server it closed on would wait for
+ * it until its drain timeout. */
+static void close_when_done(session *s) {
+  if (!s->up || !rh_ws_want_close(s->engine) || s->up->queued) return;
+  rh_upconn_close(s->up);
+  s->up = NULL;
+}
+
 static void feed(session *s, const char *p, size_t n) {
   s->last_rx = rh_now();
   if (s->consumer && s->consumer->on_bytes) s->consumer->on_bytes(s->consumer_ud);
   if (rh_ws_feed(s->engine, p, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
   flush(s);
+  close_when_done(s);
   wake(s);
 }
 
@@ -230,6 +250,7 @@ static void client_read(void *owner, const char *p, ssize_t n, const char *err) 
 static void client_written(void *owner, size_t queued) {
   (void)queued;
   update_reading(owner);
+  close_when_done(owner);
 }
 
 static size_t transport_queued(void *ud) {
@@ -504,6 +525,7 @@ static session *start_server(rh_task *t, lua_State *L, const char *protocols, co
                              size_t max_message, size_t max_queued) {
   rh_http_req *r = t->req;
   session *s = session_new(t, 1, max_message);
+  count_open(s, "server");
   if (max_queued) rh_ws_set_max_queued(s->engine, max_queued);
   s->req = r;
   const rh_header *key = rh_headers_find(&r->headers, "sec-websocket-key", NULL);
@@ -597,8 +619,13 @@ static void connected(void *ud, rh_upconn *u, const char *protocol, const char *
     return;
   }
   s->up = u;
+  count_open(s, "client");
   rh_upconn_own(u, s, client_read, client_written);
-  if (n) rh_ws_feed(s->engine, rest, n);
+  if (n) { /* what came with the 101; a close among it is answered, and the connection let go */
+    if (rh_ws_feed(s->engine, rest, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
+    flush(s);
+    close_when_done(s);
+  }
   lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
   if (protocol) lua_pushstring(co, protocol);
   else lua_pushnil(co);
@@ -786,6 +813,7 @@ void rh_lua_ws_close(rh_lua_ws_session *s, int code, const char *reason) {
 }
 
 void rh_lua_register_ws(lua_State *L) {
+  rh_ws_open_register();
   luaL_newmetatable(L, WS_MT);
   lua_newtable(L);
   luaL_register(L, NULL, ws_methods);

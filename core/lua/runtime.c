@@ -184,6 +184,7 @@ static double num_setting(lua_State *L, int t, const char *key, double dflt) {
 static void read_settings(lua_State *L, int t, rh_host_settings *s) {
   memset(s, 0, sizeof *s);
   copy_setting(L, t, "listen", s->listen, sizeof s->listen);
+  copy_setting(L, t, "listen_from", s->listen_from, sizeof s->listen_from);
   copy_setting(L, t, "admin_listen", s->admin_listen, sizeof s->admin_listen);
   lua_getfield(L, t, "listeners"); /* { {name=, listen=}, ... }, checked by relay.init */
   for (int i = 1; lua_istable(L, -1) && s->nlisteners < RH_MAX_LISTENERS; i++) {
@@ -192,6 +193,7 @@ static void read_settings(lua_State *L, int t, rh_host_settings *s) {
     rh_listener_setting *ls = &s->listeners[s->nlisteners++];
     copy_setting(L, lua_gettop(L), "name", ls->name, sizeof ls->name);
     copy_setting(L, lua_gettop(L), "listen", ls->listen, sizeof ls->listen);
+    copy_setting(L, lua_gettop(L), "from", ls->from, sizeof ls->from);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

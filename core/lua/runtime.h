@@ -52,11 +52,13 @@ void rh_soon_cancel(rh_soon *s);
 typedef struct {
   char name[32];
   char listen[256];
+  char from[128];            /* the flag (and env var) that sets listen, or "" */
 } rh_listener_setting;
 
 /* What the script and the command line settle for the host; read after a build. */
 typedef struct {
   char listen[256];
+  char listen_from[128];     /* the flag (and env var) that sets listen, for a bind error */
   rh_listener_setting listeners[RH_MAX_LISTENERS];
   int nlisteners;
   char admin_listen[256];

@@ -11,6 +11,7 @@
 #include "proxy/internal.h"
 #include "net/upconn.h"
 #include "ws/dial.h"
+#include "ws/open.h"
 #include "ws/ws.h"
 
 /* One pass-through. Holds a reference on req and conf, the upstream connection and a timer;
@@ -25,6 +26,7 @@ typedef struct {
   rh_ws_dial *dial;          /* while the upstream handshake runs */
   uv_timer_t timer;          /* only to free the call from the loop, after every callback */
   int paused, ended, req_released; /* paused: neither side is read (see update_reading) */
+  int counted;               /* in relayhost_websockets_open{side="proxy"} (ws/open.h) */
   char key[25];
   rh_buf head;
   char *protocol;            /* the subprotocol the upstream picked */
@@ -188,6 +190,8 @@ static void accept_client(wscall *c, int ok, const char *why) {
   int rc = rh_http_tunnel(c->req, 101, &h, &client_events, c);
   rh_headers_free(&h);
   if (rc < 0) return;
+  c->counted = ok;
+  if (ok) rh_ws_open_add("proxy", 1);
   if (!ok) {
     rh_ws_close(c->client_ws, 1011, why);
     rh_buf out = RH_BUF_INIT;
@@ -269,6 +273,8 @@ static void free_call(uv_handle_t *h) {
 static void end_tunnel(wscall *c) {
   if (c->ended) return;
   c->ended = 1;
+  if (c->counted) rh_ws_open_add("proxy", -1);
+  c->counted = 0;
   if (c->has_hooks && c->hooks.release) c->hooks.release(c->hooks.ud);
   c->has_hooks = 0;
   drop_upstream(c);

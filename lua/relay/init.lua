@@ -56,7 +56,24 @@ local function merge_decls(script, host)
   return all, host_left
 end
 
-local NEW_KEYS = { "name", "description", "flags", "listen", "single_process", "max_body", "env_prefix", "summary" }
+local NEW_KEYS = { "name", "description", "flags", "listen", "listen_flag", "single_process", "max_body", "env_prefix",
+                   "summary" }
+
+-- Where the main listener's address is set, for the error when it cannot be bound ("listen
+-- 0.0.0.0:8080: Address already in use; set another HOST:PORT with --probe-listen (or
+-- PROBE_LISTEN)"): relay.new{listen_flag = "probe-listen"} names the script flag its listen
+-- function reads; otherwise, and whenever --listen is given, it is --listen.
+-- app:listener(name, address, flag) names its flag the same way.
+local function flag_words(sdecls, want, what)
+  if want == nil then return nil end
+  if type(want) ~= "string" then check.fail(what .. " must be the name of a flag (\"probe-listen\")") end
+  for _, d in ipairs(sdecls) do
+    if (d.name:gsub("_", "-")) == (want:gsub("_", "-")) then
+      return ("--%s (or %s)"):format(d.name:gsub("_", "-"), flags.env_names(d)[1])
+    end
+  end
+  check.fail(("%s '%s' is not one of the script's flags"):format(what, want))
+end
 
 -- The env var prefix of a script's flags: env_prefix if given, "" for the bundled personalities
 -- (they read their products' names: PORT, API_KEYS, RELAY_MODE...), else the script's file name
@@ -103,6 +120,8 @@ function relay.new(opts)
     app.host[d.name] = values[key]
   end
   app.host.listen_given = app.host.listen
+  app._listen_set_by = flag_words(sdecls, opts.listen_flag, "relay.new: listen_flag")
+  app._decls = sdecls
   last_app = app
   return app
 end
@@ -153,8 +172,9 @@ end
 -- tunnel's relay path on a private interface): app:listener("relay", "127.0.0.1:9000"). Routes
 -- serve the main listener unless their opts name another (listener = "relay", or "*" for all);
 -- elsewhere their path answers 404. req.listener says where a request came in. Like --listen,
--- listeners are bound at start and kept across reloads.
-function App:listener(name, address)
+-- listeners are bound at start and kept across reloads. flag (optional) names the script flag
+-- the address comes from, for the error when it cannot be bound.
+function App:listener(name, address, flag)
   if not (type(name) == "string" and name:match("^[%w_-]+$") and #name < 32 and name ~= "main") then
     check.fail("app:listener(name, address): name is letters, digits, _ and - (not 'main'), under 32 long")
   end
@@ -164,7 +184,8 @@ function App:listener(name, address)
   for _, l in ipairs(self._listeners) do
     if l.name == name then check.fail("app:listener: '" .. name .. "' declared twice") end
   end
-  self._listeners[#self._listeners + 1] = { name = name, listen = address }
+  self._listeners[#self._listeners + 1] = { name = name, listen = address,
+    from = flag_words(self._decls or {}, flag, "app:listener: flag") }
   return self
 end
 
@@ -204,6 +225,11 @@ function App:_serves_nothing()
   local l = self._opts.listen
   if type(l) == "function" then l = l(self.flags) end
   return l == false
+end
+
+function App:_listen_from()
+  if self.host.listen_given and self.host.listen_given ~= "" then return "--listen (or RELAY_LISTEN)" end
+  return self._listen_set_by or "--listen (or RELAY_LISTEN)"
 end
 
 function App:_listen()
@@ -275,6 +301,7 @@ function App:_install()
   local h = self.host
   return {
     listen = self:_listen(),
+    listen_from = self:_listen_from(),
     listeners = not self:_serves_nothing() and self._listeners or nil,
     admin_listen = not self:_serves_nothing() and h["admin-listen"] or "",
     workers = h.workers,

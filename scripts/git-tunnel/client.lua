@@ -23,6 +23,7 @@ local app = relay.new {
     stall_timeout = { default = 60, help = "seconds a response may wait for its reader before its stream is reset" },
   },
   listen = function(flags) return flags.probe_listen end,
+  listen_flag = "probe-listen", -- a taken port's error names it
 }
 
 local f = app.flags
@@ -48,8 +49,16 @@ local function connect_once()
     headers = { authorization = "Bearer " .. f.styra_token, ["x-relay-client-key"] = f.client_key },
   })
   if not ws then return nil, err end
-  tun = relay.tunnel.attach(ws, { role = "client", base_url = f.base_url, allow_hosts = allow_hosts,
-                                  ping_interval = f.ping_interval, stall_timeout = f.stall_timeout })
+  -- A server may close right after its 101 (shutting down, or another token took the key): the
+  -- session is over before the tunnel could attach, and that is one more failed attempt. Raised
+  -- from here, it ended the reconnect loop for good.
+  local attached, t = pcall(relay.tunnel.attach, ws, { role = "client", base_url = f.base_url,
+    allow_hosts = allow_hosts, ping_interval = f.ping_interval, stall_timeout = f.stall_timeout })
+  if not attached then
+    local _, _, code, reason = ws:recv()
+    return nil, ("the relay-server closed the tunnel at once: %s %s"):format(tostring(code), tostring(reason))
+  end
+  tun = t
   m_up:set(1)
   m_connects:inc()
   relay.log.info("relay_connected", { server_url = f.server_url, client_key = f.client_key })
@@ -59,18 +68,33 @@ local function connect_once()
   return true, why
 end
 
+-- A refused token gets its own line, at error, saying which setting to fix (the server's 401:
+-- a token it does not know; 403: a token bound to other client keys). nil for other failures.
+local function token_refused(why, wait)
+  local status = tostring(why):match("answered (40[13]) instead of 101")
+  if not status then return nil end
+  local what = status == "401" and "--styra-token (STYRA_TOKEN): 401"
+    or "--styra-token (STYRA_TOKEN) for --client-key (CLIENT_KEY): 403, the token is bound to other keys"
+  relay.log.error("relay_token_refused", { status = tonumber(status), retry_in = wait,
+    message = ("the relay-server refuses %s; retrying in %s s"):format(what, wait) })
+  return true
+end
+
+-- Each attempt is a task of its own (a timer): a WebSocket session lives until the task that
+-- dialled it ends, so one task looping over attempts kept every past session (and, until the
+-- closing handshake, its connection) for good.
+local attempt = 0
 local function run()
-  local attempt = 0
-  while true do
-    local started = relay.now()
-    local ok, why = connect_once()
-    if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
-    if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
-    attempt = attempt + 1
-    local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is slept
-    if not ok then relay.log.warn("relay_connect_failed", { error = why, retry_in = wait }) end
-    relay.sleep(wait)
+  local started = relay.now()
+  local ok, why = connect_once()
+  if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
+  if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
+  attempt = attempt + 1
+  local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is waited
+  if not ok and not token_refused(why, wait) then
+    relay.log.warn("relay_connect_failed", { error = why, retry_in = wait })
   end
+  relay.after(wait, run)
 end
 
 app:get("/v1/system/alive", function(req, res) res:send(200, "alive\n") end)

@@ -119,8 +119,11 @@ app:get("/v1/relay/register", function(req, res)
     return text(res, status, why)
   end
   local c = { client_key = key, client_id = relay.uuid(), remote_address = req.peer, token = token }
+  -- going_away: at SIGTERM the tunnel is closed with 1001 at once, so its streams end (the
+  -- requests in flight answered 502) and the client reconnects elsewhere, instead of the
+  -- tunnel holding the process until --drain-timeout.
   local ws = relay.ws.accept(gt.protocol, { headers = { ["X-Relay-Client-Id"] = c.client_id },
-                                                max_queued = gt.max_queued })
+                                                max_queued = gt.max_queued, going_away = "relay-server shutting down" })
   if not ws then return end -- not an upgrade: answered already
   c.tun = relay.tunnel.attach(ws, { role = "server", ping_interval = f.ping_interval,
                                     stall_timeout = f.stall_timeout, head_timeout = f.head_timeout })
@@ -205,7 +208,7 @@ math.randomseed(relay.pid() + relay.time())
 -- listener serves nothing else: registration and the client list stay on --listen.
 local relay_path = { max_body = 2 ^ 53 }
 if f.relay_listen ~= "" then
-  app:listener("relay", f.relay_listen)
+  app:listener("relay", f.relay_listen, "relay-listen")
   relay_path.listener = "relay"
 end
 app:any("/v1/relay/:key", relay_request, relay_path)

@@ -136,7 +136,35 @@ return app
     assert.same({ title = "git tunnel server", clients = 1, client_keys = 1, tokens = 1, presence = "off",
                   relayed = { ok = 0, forwarded = 0, failed = 0, no_client = 0 } }, s.panels[1])
     no_secret(body, { "tok-s3cret-one", "key-s3cret-two" })
+    -- the tunnel's WebSocket, open on both ends: as /metrics counts it (issue 20)
+    local m = S.metrics(admin)
+    assert.same({ server = 1, client = 0, proxy = 0 }, s.websockets)
+    assert.equal(m['relayhost_websockets_open{side="server"}'], s.websockets.server)
+    assert.matches('\nrelayhost_websockets_open{side="client"} 1\n', client:get("/v1/system/metrics").body)
     assert.equal(0, client:stop())
+    helpers.wait_until(function() return S.json(admin).websockets.server == 0 end, 10, "the tunnel's end to be counted")
+    assert.equal(0, S.metrics(admin)['relayhost_websockets_open{side="server"}'])
+  end)
+
+  it("counts the WebSockets a proxy mount passes through, as /metrics does", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/echo.lua", [[
+local relay = require "relay"
+local app = relay.new { name = "echo" }
+app:websocket("/echo", function(ws) while ws:recv() do end end)
+return app
+]])
+    local origin = keep(helpers.start(dir .. "/echo.lua"))
+    local admin = S.free_port()
+    local proxy = keep(helpers.start("prefix-proxy", { flags = { "--mount", "/ws=http://127.0.0.1:" .. origin.port,
+                                                                 "--admin-listen", "127.0.0.1:" .. admin } }))
+    local ws = assert(require("ws_raw").open(proxy.port, "/ws/echo"))
+    local s = S.json(admin)
+    local m = S.metrics(admin)
+    assert.same({ server = 0, client = 0, proxy = 1 }, s.websockets)
+    assert.equal(m['relayhost_websockets_open{side="proxy"}'], s.websockets.proxy)
+    ws.sock:close()
+    helpers.wait_until(function() return S.json(admin).websockets.proxy == 0 end, 10, "the pass-through's end to be counted")
   end)
 
   it("shows the flag proxy's environments and streams, not its secret or keys", function()

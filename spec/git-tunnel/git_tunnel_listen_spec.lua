@@ -66,3 +66,36 @@ describe("git tunnel --relay-listen", function()
     assert.equal('{"result":[]}', other:get("/v1/relay/clients", { Authorization = "Bearer t" }).body)
   end)
 end)
+
+-- issue 20: the client's probe port (0.0.0.0:8080 by default) taken by something else. The error
+-- names the flag that moves it, not just the address.
+describe("git tunnel client whose probe port is taken", function()
+  it("says to set --probe-listen (or PROBE_LISTEN), and --listen when that was given", function()
+    local socket = require "socket"
+    local taken = assert(socket.bind("127.0.0.1", 0))
+    local _, port = taken:getsockname()
+    local base = ("timeout 10 %s %s --base-url=http://127.0.0.1:1 --client-key=k --styra-token=t " ..
+      "--server-url=ws://127.0.0.1:1/v1/relay/register"):format(helpers.bin(), env.client_script)
+    local out, rc = env.sh(("%s --probe-listen=127.0.0.1:%d"):format(base, port))
+    assert.is_true(rc ~= 0 and rc ~= 124, "exit status " .. tostring(rc))
+    assert.matches("listen 127%.0%.0%.1:" .. port .. ": Address already in use; set another HOST:PORT with " ..
+      "%-%-probe%-listen %(or PROBE_LISTEN%)", out)
+    out = env.sh(("%s --listen=127.0.0.1:%d"):format(base, port))
+    assert.matches("Address already in use; set another HOST:PORT with %-%-listen %(or RELAY_LISTEN%)", out)
+    taken:close()
+  end)
+end)
+
+describe("git tunnel server whose --relay-listen port is taken", function()
+  it("names --relay-listen (or RELAY_PATH_LISTEN)", function()
+    local socket = require "socket"
+    local taken = assert(socket.bind("127.0.0.1", 0))
+    local _, port = taken:getsockname()
+    local out, rc = env.sh(("timeout 10 %s %s --tokens=t --listen=127.0.0.1:0 --relay-listen=127.0.0.1:%d"):format(
+      helpers.bin(), env.server_script, port))
+    assert.is_true(rc ~= 0 and rc ~= 124, "exit status " .. tostring(rc))
+    assert.matches("listener 'relay': listen 127%.0%.0%.1:" .. port .. ": Address already in use; set another " ..
+      "HOST:PORT with %-%-relay%-listen %(or RELAY_PATH_LISTEN%)", out)
+    taken:close()
+  end)
+end)
