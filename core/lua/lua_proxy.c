@@ -134,6 +134,10 @@ static void check_lists(lua_State *L, int t) {
                                        "allow_request_headers", "allow_response_headers" };
   for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) check_list(L, t, lists[i], 0);
   check_list(L, t, "retry_methods", 1);
+  lua_getfield(L, t, "target_base_url");
+  int url_list = lua_istable(L, -1); /* or the one URL, a string */
+  lua_pop(L, 1);
+  if (url_list) check_list(L, t, "target_base_url", 0);
 }
 
 /* The gateway options: each off unless the script turns it on (Lilya has none of them). */
@@ -151,7 +155,13 @@ static int l_proxy_new(lua_State *L) {
   rh_proxy_opts o = { 0 };
   o.mount = mount;
   check_lists(L, 1);
-  o.target_base_url = opt_str(L, 1, "target_base_url");
+  lua_getfield(L, 1, "target_base_url");
+  int url_list = lua_istable(L, -1); /* a list of upstreams, or the one */
+  lua_pop(L, 1);
+  if (url_list) o.target_base_urls = opt_list(L, 1, "target_base_url", &o.ntarget_base_urls);
+  else o.target_base_url = opt_str(L, 1, "target_base_url");
+  o.max_fails = (int)opt_num(L, 1, "max_fails", 3);
+  o.fail_timeout = opt_num(L, 1, "fail_timeout", 10);
   o.upstream_prefix = opt_str(L, 1, "upstream_prefix");
   o.preserve_host = opt_bool(L, 1, "preserve_host", 0);
   o.max_retries = (int)opt_num(L, 1, "max_retries", 0);
@@ -197,6 +207,7 @@ static int l_proxy_new(lua_State *L) {
   free((void *)o.allow_request_headers);
   free((void *)o.allow_response_headers);
   free((void *)o.retry_methods);
+  free((void *)o.target_base_urls);
   if (!conf) return luaL_error(L, "relay.proxy: %s", err);
 
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);

@@ -1,0 +1,108 @@
+-- A mount's list of upstreams (issue 18, "Upstream selection"): target_base_url = { a, b } is
+-- chosen round-robin per request, and an upstream that fails max_fails times in a row is skipped
+-- for fail_timeout seconds, a retry moving to the next one. Two recording origins
+-- (spec/fixtures/raw_origin.lua) say which got what; a port nothing listens on is the one down.
+local helpers = require "helpers"
+local start_origin = require("raw_origin").start
+
+local function refused(opts)
+  local script = helpers.tmpdir() .. "/bad.lua"
+  helpers.write_file(script, ([[
+local relay = require "relay"
+local app = relay.new { name = "bad" }
+app:mount("/x", relay.proxy { %s })
+return app
+]]):format(opts))
+  local rc, out, err = helpers.run { script, "--listen=127.0.0.1:0" }
+  return rc, out .. err
+end
+
+local function count(s, pat)
+  local _, n = s:gsub(pat, "")
+  return n
+end
+
+describe("prefix proxy upstream lists", function()
+  local a, b, proxy, dead
+
+  setup(function()
+    a, b = start_origin(), start_origin()
+    dead = helpers.free_port()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/ups.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "ups" }
+local a, b, dead = "http://127.0.0.1:%d/base", "http://127.0.0.1:%d/base", "http://127.0.0.1:%d/base"
+app:mount("/rr", relay.proxy { target_base_url = { a, b } })
+app:mount("/h", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_on = { "connect" },
+  retry_backoff_factor = 0.01, max_fails = 2, fail_timeout = 1.5 })
+return app
+]]):format(a.port, b.port, dead))
+    proxy = helpers.start(dir .. "/ups.lua")
+  end)
+
+  teardown(function()
+    a:stop()
+    b:stop()
+    if proxy then assert.equal(0, proxy:stop(), proxy:log():sub(-3000)) end
+  end)
+
+  it("alternates requests between the upstreams, each sent its own Host", function()
+    a:take(0.05); b:take(0.05)
+    for i = 1, 4 do assert.equal(200, proxy:get("/rr/x" .. i).status) end
+    local ha, hb = a:heads(), b:heads()
+    assert.equal(2, #ha)
+    assert.equal(2, #hb)
+    for _, h in ipairs(ha) do assert.matches("\r\nHost: 127.0.0.1:" .. a.port .. "\r\n", h, 1, true) end
+    for _, h in ipairs(hb) do assert.matches("\r\nHost: 127.0.0.1:" .. b.port .. "\r\n", h, 1, true) end
+    -- alternating, not two then two
+    local paths = {}
+    for _, h in ipairs(ha) do paths[#paths + 1] = h:match("^GET (%S+)") end
+    assert.same({ "/base/x1", "/base/x3" }, paths)
+  end)
+
+  it("skips an upstream after max_fails failures, retries to the next, and tries it again after fail_timeout",
+    function()
+      b:take(0.05)
+      local before = count(proxy:log(), '"event":"upstream_retryable_error"')
+      for i = 1, 8 do
+        local res = proxy:get("/h/y" .. i)
+        assert.equal(200, res.status) -- the client never sees the dead one
+        assert.equal("ok", res.body)
+      end
+      assert.equal(8, #b:heads())
+      local log = proxy:log()
+      -- two connect failures took it out: the six requests after them went straight to b
+      assert.equal(2, count(log, '"event":"upstream_retryable_error"') - before)
+      assert.equal(1, count(log, '"event":"upstream_down"'))
+      helpers.sleep(1.7)
+      for i = 1, 2 do assert.equal(200, proxy:get("/h/z" .. i).status) end
+      -- back in the rotation: one of these was sent to it (and failed over to b again)
+      assert.equal(3, count(proxy:log(), '"event":"upstream_retryable_error"') - before)
+    end)
+
+  it("the bundled prefix-proxy takes a comma-separated list in --mount", function()
+    a:take(0.05); b:take(0.05)
+    local pp = helpers.start("prefix-proxy", { flags = { "--mount",
+      ("/api=http://127.0.0.1:%d/base,http://127.0.0.1:%d/base"):format(a.port, b.port) } })
+    for i = 1, 2 do assert.equal(200, pp:get("/api/p" .. i).status) end
+    assert.equal(0, pp:stop(), pp:log():sub(-2000))
+    assert.equal(1, #a:heads())
+    assert.equal(1, #b:heads())
+  end)
+
+  it("reads every entry at load and names the one it refuses", function()
+    local rc, out = refused('target_base_url = { "http://127.0.0.1:1/p", "ftp://127.0.0.1:2/p" }')
+    assert.equal(1, rc)
+    assert.matches("target_base_url 'ftp://127.0.0.1:2/p'", out, 1, true)
+    rc, out = refused('target_base_url = { "http://127.0.0.1:1/p", "http://127.0.0.1:2/q" }')
+    assert.equal(1, rc)
+    assert.matches("target_base_url 'http://127.0.0.1:2/q': every entry needs the first one's scheme and path", out, 1, true)
+    rc, out = refused('target_base_url = { "http://127.0.0.1:1/p", 7 }')
+    assert.equal(1, rc)
+    assert.matches("target_base_url must be a list of strings (item 2 is a number)", out, 1, true)
+    rc, out = refused('target_base_url = {}')
+    assert.equal(1, rc)
+    assert.matches("target_base_url is required", out, 1, true)
+  end)
+end)
