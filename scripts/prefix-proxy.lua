@@ -26,6 +26,7 @@ local app = relay.new {
     retry_after = { default = false, help = "a retried status's Retry-After replaces the backoff (capped at --timeout)" },
     max_fails = { default = 3, type = "integer", min = 0, help = "failures in a row that take an upstream of a list out (0: never)" },
     fail_timeout = { default = 10, min = 0.001, help = "seconds an upstream taken out stays out" },
+    balance = { default = "round_robin", help = "round_robin or least_conn: how a mount's list of upstreams is chosen from" },
   },
   -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
   summary = function(a) return { max_retries = a.flags.max_retries, timeout = a.flags.timeout } end,
@@ -63,6 +64,7 @@ for _, m in ipairs(joined(mounts)) do
     target_base_url = #urls > 1 and urls or url,
     max_fails = app.flags.max_fails,
     fail_timeout = app.flags.fail_timeout,
+    balance = app.flags.balance,
     max_retries = app.flags.max_retries,
     timeout = app.flags.timeout,
     preserve_host = app.flags.preserve_host,

@@ -25,6 +25,7 @@
 typedef struct {
   char *host, *host_header, *pool_key;
   int port, fails;
+  size_t active;            /* requests in flight on it (least_conn) */
   uint64_t down_until;
 } target;
 
@@ -33,7 +34,7 @@ struct rh_proxy_conf {
   char *mount, *base_path, *prefix;
   target *targets;
   size_t ntargets, next;    /* next: where round-robin starts */
-  int max_fails;
+  int max_fails, least_conn;
   double fail_timeout;
   char *up_base;            /* base path and prefix joined, no trailing '/': the client's path goes below */
   int preserve_host, follow_redirects, max_retries, retry_on_connect, retry_on_timeout;
@@ -223,6 +224,7 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   c->rewrite_cookie_path = o->rewrite_cookie_path;
   c->retry_after = o->retry_after;
   c->max_fails = o->max_fails;
+  c->least_conn = o->least_conn;
   c->fail_timeout = o->fail_timeout > 0 ? o->fail_timeout : 10;
   return c;
 }
@@ -257,15 +259,26 @@ size_t rh_proxy_conf_max_body(const rh_proxy_conf *c) { return c->max_body; }
 
 static uint64_t now_ms(void) { return uv_now(uv_default_loop()); }
 
-/* The first upstream from start on (round the list) that is not taken out; when every one is,
- * the one at start (a request is never refused for want of a healthy upstream). */
+/* From start on (round the list), the first upstream not taken out, or with least_conn the one
+ * with the fewest requests in flight (ties: the first); when every one is out, the one at start
+ * (a request is never refused for want of a healthy upstream). */
 static target *choose_from(rh_proxy_conf *c, size_t start) {
   uint64_t now = now_ms();
+  target *best = NULL;
   for (size_t i = 0; i < c->ntargets; i++) {
     target *t = &c->targets[(start + i) % c->ntargets];
-    if (t->down_until <= now) return t;
+    if (t->down_until > now || (best && t->active >= best->active)) continue;
+    best = t;
+    if (!c->least_conn) break;
   }
-  return &c->targets[start % c->ntargets];
+  return best ? best : &c->targets[start % c->ntargets];
+}
+
+/* The call's upstream, counted in flight there while it has it. */
+static void set_target(call *c, target *t) {
+  if (c->to) c->to->active--;
+  c->to = t;
+  if (t) t->active++;
 }
 
 static target *choose(rh_proxy_conf *c) { return choose_from(c, c->next++); }
@@ -555,7 +568,7 @@ static void on_backoff(uv_timer_t *t) {
  * (the field this proxy wrote, unless preserve_host passed the client's on). */
 static void move_on(call *c) {
   target *from = c->to;
-  c->to = choose_from(c->conf, (size_t)(from - c->conf->targets) + 1);
+  set_target(c, choose_from(c->conf, (size_t)(from - c->conf->targets) + 1));
   if (c->to == from || c->conf->preserve_host) return;
   char old[RH_HOST_MAX + 20];
   int n = snprintf(old, sizeof old, "\r\nHost: %s\r\n", from->host_header);
@@ -1114,6 +1127,7 @@ static void free_call(uv_handle_t *h) {
   rh_headers_free(&c->resp_headers);
   rh_headers_free(&c->out_headers);
   free(c->redirect_to);
+  set_target(c, NULL);
   rh_proxy_conf_unref(c->conf);
   free(c);
 }
@@ -1164,7 +1178,7 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   c->timer.data = c;
   char *body = NULL;
   rh_headers fields = RH_HEADERS_INIT;
-  c->to = choose(conf);
+  set_target(c, choose(conf));
   int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->to->host_header, NULL, &c->head,
                                    &c->chunked_up, &body, &fields);
   if (answer) {

@@ -21,6 +21,7 @@ typedef struct {
   size_t ntarget_base_urls;
   int max_fails;                   /* failures in a row that take an upstream out (0: never) */
   double fail_timeout;             /* seconds it stays out */
+  int least_conn;                  /* choose the upstream with the fewest requests in flight */
   const char *upstream_prefix;     /* joined after the base path; default "/" */
   int preserve_host;
   int follow_redirects;            /* follow 3xx to the same upstream (GET/HEAD-like requests) */

@@ -297,7 +297,8 @@ local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max
   "retry_statuses", "retry_on", "timeout", "extra_request_headers", "drop_request_headers", "allow_request_headers",
   "drop_response_headers", "allow_response_headers", "rewrite_set_cookie_domain", "max_body", "ca_file",
   "tls_insecure", "follow_redirects", "access", "on_request", "on_response", "forwarded_prefix", "rewrite_location",
-  "rewrite_cookie_path", "retry_methods", "retry_after", "max_fails", "fail_timeout" }
+  "rewrite_cookie_path", "retry_methods", "retry_after", "max_fails", "fail_timeout", "balance",
+  "retry_exceptions", "limits" } -- Lilya's spellings: retry_exceptions is retry_on; limits is accepted and ignored
 
 -- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
 -- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where

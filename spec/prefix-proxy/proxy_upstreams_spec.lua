@@ -3,6 +3,7 @@
 -- for fail_timeout seconds, a retry moving to the next one. Two recording origins
 -- (spec/fixtures/raw_origin.lua) say which got what; a port nothing listens on is the one down.
 local helpers = require "helpers"
+local socket = require "socket"
 local start_origin = require("raw_origin").start
 
 local function refused(opts)
@@ -34,6 +35,9 @@ local relay = require "relay"
 local app = relay.new { name = "ups" }
 local a, b, dead = "http://127.0.0.1:%d/base", "http://127.0.0.1:%d/base", "http://127.0.0.1:%d/base"
 app:mount("/rr", relay.proxy { target_base_url = { a, b } })
+app:mount("/lc", relay.proxy { target_base_url = { a, b }, balance = "least_conn" })
+app:mount("/lilya", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_exceptions = { "ConnectError" },
+  retry_backoff_factor = 0.01, limits = { max_connections = 100 } })
 app:mount("/h", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_on = { "connect" },
   retry_backoff_factor = 0.01, max_fails = 2, fail_timeout = 1.5 })
 return app
@@ -80,6 +84,33 @@ return app
       -- back in the rotation: one of these was sent to it (and failed over to b again)
       assert.equal(3, count(proxy:log(), '"event":"upstream_retryable_error"') - before)
     end)
+
+  it("least_conn sends requests past an upstream that has one in flight", function()
+    a:take(0.05); b:take(0.05)
+    local hold = assert(socket.connect("127.0.0.1", proxy.port))
+    hold:send("POST /lc/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc") -- the rest never comes
+    helpers.sleep(0.3)
+    for i = 1, 4 do assert.equal(200, proxy:get("/lc/g" .. i).status) end
+    hold:close()
+    local ha, hb = a:heads(), b:heads()
+    local busy, other = ha, hb
+    if #hb == 1 then busy, other = hb, ha end
+    assert.equal(1, #busy)
+    assert.matches("^POST /base/hold ", busy[1])
+    assert.equal(4, #other) -- round-robin would have sent two of them to the busy one
+  end)
+
+  it("takes Lilya's spellings: retry_exceptions for retry_on, limits accepted", function()
+    b:take(0.05)
+    for i = 1, 2 do assert.equal(200, proxy:get("/lilya/q" .. i).status) end
+    assert.equal(2, #b:heads())
+    local rc, out = refused('target_base_url = "http://127.0.0.1:1", retry_on = { "connect" }, retry_exceptions = { "connect" }')
+    assert.equal(1, rc)
+    assert.matches("give retry_on or retry_exceptions, not both", out, 1, true)
+    rc, out = refused('target_base_url = "http://127.0.0.1:1", balance = "random"')
+    assert.equal(1, rc)
+    assert.matches("balance is \"round_robin\" or \"least_conn\"", out, 1, true)
+  end)
 
   it("the bundled prefix-proxy takes a comma-separated list in --mount", function()
     a:take(0.05); b:take(0.05)
