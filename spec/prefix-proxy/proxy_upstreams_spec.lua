@@ -18,6 +18,13 @@ return app
   return rc, out .. err
 end
 
+-- The host refuses to load a mount with these options, and says msg.
+local function refuses(opts, msg)
+  local rc, out = refused(opts)
+  assert.equal(1, rc)
+  assert.matches(msg, out, 1, true)
+end
+
 local function count(s, pat)
   local _, n = s:gsub(pat, "")
   return n
@@ -104,12 +111,9 @@ return app
     b:take(0.05)
     for i = 1, 2 do assert.equal(200, proxy:get("/lilya/q" .. i).status) end
     assert.equal(2, #b:heads())
-    local rc, out = refused('target_base_url = "http://127.0.0.1:1", retry_on = { "connect" }, retry_exceptions = { "connect" }')
-    assert.equal(1, rc)
-    assert.matches("give retry_on or retry_exceptions, not both", out, 1, true)
-    rc, out = refused('target_base_url = "http://127.0.0.1:1", balance = "random"')
-    assert.equal(1, rc)
-    assert.matches("balance is \"round_robin\" or \"least_conn\"", out, 1, true)
+    refuses('target_base_url = "http://127.0.0.1:1", retry_on = { "connect" }, retry_exceptions = { "connect" }',
+      "give retry_on or retry_exceptions, not both")
+    refuses('target_base_url = "http://127.0.0.1:1", balance = "random"', "balance is \"round_robin\" or \"least_conn\"")
   end)
 
   it("the bundled prefix-proxy takes a comma-separated list in --mount", function()
@@ -123,17 +127,10 @@ return app
   end)
 
   it("reads every entry at load and names the one it refuses", function()
-    local rc, out = refused('target_base_url = { "http://127.0.0.1:1/p", "ftp://127.0.0.1:2/p" }')
-    assert.equal(1, rc)
-    assert.matches("target_base_url 'ftp://127.0.0.1:2/p'", out, 1, true)
-    rc, out = refused('target_base_url = { "http://127.0.0.1:1/p", "http://127.0.0.1:2/q" }')
-    assert.equal(1, rc)
-    assert.matches("target_base_url 'http://127.0.0.1:2/q': every entry needs the first one's scheme and path", out, 1, true)
-    rc, out = refused('target_base_url = { "http://127.0.0.1:1/p", 7 }')
-    assert.equal(1, rc)
-    assert.matches("target_base_url must be a list of strings (item 2 is a number)", out, 1, true)
-    rc, out = refused('target_base_url = {}')
-    assert.equal(1, rc)
-    assert.matches("target_base_url is required", out, 1, true)
+    refuses('target_base_url = { "http://127.0.0.1:1/p", "ftp://127.0.0.1:2/p" }', "target_base_url 'ftp://127.0.0.1:2/p'")
+    refuses('target_base_url = { "http://127.0.0.1:1/p", "http://127.0.0.1:2/q" }',
+      "target_base_url 'http://127.0.0.1:2/q': every entry needs the first one's scheme and path")
+    refuses('target_base_url = { "http://127.0.0.1:1/p", 7 }', "target_base_url must be a list of strings (item 2 is a number)")
+    refuses('target_base_url = {}', "target_base_url is required")
   end)
 end)
