@@ -46,7 +46,7 @@ app:mount("/lc", relay.proxy { target_base_url = { a, b }, balance = "least_conn
 app:mount("/lilya", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_exceptions = { "ConnectError" },
   retry_backoff_factor = 0.01, limits = { max_connections = 100 } })
 app:mount("/h", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_on = { "connect" },
-  retry_backoff_factor = 0.01, max_fails = 2, fail_timeout = 1.5 })
+  retry_backoff_factor = 0.01, max_fails = 2, fail_timeout = 4 })
 return app
 ]]):format(a.port, b.port, dead))
     proxy = helpers.start(dir .. "/ups.lua")
@@ -86,7 +86,7 @@ return app
       -- two connect failures took it out: the six requests after them went straight to b
       assert.equal(2, count(log, '"event":"upstream_retryable_error"') - before)
       assert.equal(1, count(log, '"event":"upstream_down"'))
-      helpers.sleep(1.7)
+      helpers.sleep(4.2) -- past fail_timeout (4 s: room for the eight requests on a loaded machine)
       for i = 1, 2 do assert.equal(200, proxy:get("/h/z" .. i).status) end
       -- back in the rotation: one of these was sent to it (and failed over to b again)
       assert.equal(3, count(proxy:log(), '"event":"upstream_retryable_error"') - before)
