@@ -4,6 +4,9 @@
 --
 --   relayhost prefix-proxy --mount /api=http://127.0.0.1:9001/v1 --mount /auth=http://auth:8000
 --
+-- URL may be a comma-separated list (same scheme and path), chosen round-robin:
+-- --mount /api=http://10.0.0.1:9001/v1,http://10.0.0.2:9001/v1
+--
 -- For header policies, retries and hooks, write a script with relay.proxy{...} (README).
 local relay = require "relay"
 
@@ -11,7 +14,7 @@ local app = relay.new {
   name = "prefix-proxy",
   description = "mounts upstreams under path prefixes (a drop-in for Lilya/Ravyn's Relay)",
   flags = {
-    mount = { repeatable = true, env = "RELAY_MOUNTS", help = "PREFIX=URL: forward PREFIX and below to URL" },
+    mount = { repeatable = true, env = "RELAY_MOUNTS", help = "PREFIX=URL[,URL...]: forward PREFIX and below to URL (a list: round-robin)" },
     max_retries = { default = 0, type = "integer", min = 0, help = "retries on connect errors, timeouts and 502/503/504" },
     timeout = { default = 10, min = 0.001, help = "seconds for connect, read and write, each" },
     preserve_host = { default = false, help = "send the client's Host upstream" },
@@ -21,6 +24,9 @@ local app = relay.new {
     rewrite_cookie_path = { default = false, help = "Set-Cookie Path under the upstream's base moves into the mount" },
     retry_methods = { default = "", help = "comma-separated methods that may be retried, e.g. GET,HEAD,OPTIONS,PUT,DELETE (empty: all, as Lilya)" },
     retry_after = { default = false, help = "a retried status's Retry-After replaces the backoff (capped at --timeout)" },
+    max_fails = { default = 3, type = "integer", min = 0, help = "failures in a row that take an upstream of a list out (0: never)" },
+    fail_timeout = { default = 10, min = 0.001, help = "seconds an upstream taken out stays out" },
+    balance = { default = "round_robin", help = "round_robin or least_conn: how a mount's list of upstreams is chosen from" },
   },
   -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
   summary = function(a) return { max_retries = a.flags.max_retries, timeout = a.flags.timeout } end,
@@ -36,13 +42,29 @@ local function methods(list)
   return #out > 0 and out or nil
 end
 
+-- The flag's list splits at commas, so "/api=http://a,http://b" arrives as two items: one that
+-- is not "/prefix=..." continues the mount before it (its list of upstreams).
+local function joined(items)
+  local out = {}
+  for _, item in ipairs(items) do
+    if item:match("^/[^=]*=") or #out == 0 then out[#out + 1] = item
+    else out[#out] = out[#out] .. "," .. item end
+  end
+  return out
+end
+
 local shown = {}
-for _, m in ipairs(mounts) do
+for _, m in ipairs(joined(mounts)) do
   local prefix, url = m:match("^(/[^=]*)=(.+)$")
   if not prefix then error(("prefix-proxy: --mount '%s': want /prefix=http://host:port[/base]"):format(m), 0) end
   -- a URL the proxy cannot use is the operator's --mount, not a line of this script
+  local urls = {}
+  for u in url:gmatch("[^,]+") do urls[#urls + 1] = u end
   local ok, proxy = pcall(relay.proxy, {
-    target_base_url = url,
+    target_base_url = #urls > 1 and urls or url,
+    max_fails = app.flags.max_fails,
+    fail_timeout = app.flags.fail_timeout,
+    balance = app.flags.balance,
     max_retries = app.flags.max_retries,
     timeout = app.flags.timeout,
     preserve_host = app.flags.preserve_host,

@@ -100,14 +100,34 @@ static void read_timeouts(lua_State *L, int t, rh_proxy_opts *o) {
   lua_pop(L, 1);
 }
 
+static int opt_list_given(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int given = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  return given;
+}
+
+static int opt_is_table(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int is = lua_istable(L, -1);
+  lua_pop(L, 1);
+  return is;
+}
+
+/* retry_on, or Lilya's retry_exceptions (the same, also spelled as its httpx names). */
 static void read_retry_on(lua_State *L, int t, rh_proxy_opts *o) {
   size_t n;
   const char **on = opt_list(L, t, "retry_on", &n);
+  if (!on) on = opt_list(L, t, "retry_exceptions", &n);
+  else if (opt_list_given(L, t, "retry_exceptions")) {
+    free(on);
+    luaL_error(L, "relay.proxy: give retry_on or retry_exceptions, not both");
+  }
   o->retry_on_connect = o->retry_on_timeout = !on; /* the original retries both by default */
   for (size_t i = 0; i < n; i++) {
-    if (on[i] && strcmp(on[i], "connect") == 0) o->retry_on_connect = 1;
-    else if (on[i] && strcmp(on[i], "timeout") == 0) o->retry_on_timeout = 1;
-    else { free(on); luaL_error(L, "relay.proxy: retry_on takes \"connect\" and \"timeout\""); }
+    if (strcmp(on[i], "connect") == 0 || strcmp(on[i], "ConnectError") == 0) o->retry_on_connect = 1;
+    else if (strcmp(on[i], "timeout") == 0 || strcmp(on[i], "ReadTimeout") == 0) o->retry_on_timeout = 1;
+    else { free(on); luaL_error(L, "relay.proxy: retry_on takes \"connect\" and \"timeout\" (retry_exceptions also \"ConnectError\", \"ReadTimeout\")"); }
   }
   free(on);
 }
@@ -130,10 +150,11 @@ static void check_list(lua_State *L, int t, const char *k, int methods) {
 }
 
 static void check_lists(lua_State *L, int t) {
-  static const char *const lists[] = { "retry_on", "drop_request_headers", "drop_response_headers",
+  static const char *const lists[] = { "retry_on", "retry_exceptions", "drop_request_headers", "drop_response_headers",
                                        "allow_request_headers", "allow_response_headers" };
   for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) check_list(L, t, lists[i], 0);
   check_list(L, t, "retry_methods", 1);
+  if (opt_is_table(L, t, "target_base_url")) check_list(L, t, "target_base_url", 0); /* or the one URL */
 }
 
 /* The gateway options: each off unless the script turns it on (Lilya has none of them). */
@@ -151,7 +172,12 @@ static int l_proxy_new(lua_State *L) {
   rh_proxy_opts o = { 0 };
   o.mount = mount;
   check_lists(L, 1);
-  o.target_base_url = opt_str(L, 1, "target_base_url");
+  o.max_fails = (int)opt_num(L, 1, "max_fails", 3);
+  o.fail_timeout = opt_num(L, 1, "fail_timeout", 10);
+  const char *balance = opt_str(L, 1, "balance");
+  if (balance && strcmp(balance, "least_conn") != 0 && strcmp(balance, "round_robin") != 0)
+    return luaL_error(L, "relay.proxy: balance is \"round_robin\" or \"least_conn\" (not '%s')", balance);
+  o.least_conn = balance && strcmp(balance, "least_conn") == 0;
   o.upstream_prefix = opt_str(L, 1, "upstream_prefix");
   o.preserve_host = opt_bool(L, 1, "preserve_host", 0);
   o.max_retries = (int)opt_num(L, 1, "max_retries", 0);
@@ -189,6 +215,10 @@ static int l_proxy_new(lua_State *L) {
   o.allow_request_headers = opt_list(L, 1, "allow_request_headers", &o.nallow_request);
   o.allow_response_headers = opt_list(L, 1, "allow_response_headers", &o.nallow_response);
   o.retry_methods = opt_list(L, 1, "retry_methods", &o.nretry_methods);
+  if (opt_is_table(L, 1, "target_base_url")) /* a list of upstreams (checked in check_lists) */
+    o.target_base_urls = opt_list(L, 1, "target_base_url", &o.ntarget_base_urls);
+  else
+    o.target_base_url = opt_str(L, 1, "target_base_url");
   char err[300];
   rh_proxy_conf *conf = rh_proxy_conf_new(&o, err, sizeof err);
   rh_headers_free(&extra);
@@ -197,6 +227,7 @@ static int l_proxy_new(lua_State *L) {
   free((void *)o.allow_request_headers);
   free((void *)o.allow_response_headers);
   free((void *)o.retry_methods);
+  free((void *)o.target_base_urls);
   if (!conf) return luaL_error(L, "relay.proxy: %s", err);
 
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);

@@ -14,9 +14,11 @@ typedef struct {
   double connect_timeout;
 } rh_proxy_upstream;
 
-void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u);
+/* Chooses the next upstream in the mount's list (round-robin, skipping one taken out). */
+void rh_proxy_conf_upstream(rh_proxy_conf *c, rh_proxy_upstream *u);
+/* host: the Host the upstream gets (the chosen upstream's), unless preserve_host. */
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
-                        const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer);
+                        const char *host, const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer);
 
 
 /* WebSocket pass-through (ws_pass.c). */

@@ -20,11 +20,24 @@
 #include "ws/dial.h"
 #include "tls/tls.h"
 
+/* One upstream of a mount's list, with its passive health: fails failures in a row take it out
+ * until down_until (the loop's clock, ms). */
+typedef struct {
+  char *host, *host_header, *pool_key;
+  int port, fails;
+  size_t active;            /* requests in flight on it (least_conn) */
+  uint64_t down_until;
+} target;
+
 struct rh_proxy_conf {
   int refs;
-  char *mount, *host, *base_path, *prefix, *host_header, *pool_key;
+  char *mount, *base_path, *prefix;
+  target *targets;
+  size_t ntargets, next;    /* next: where round-robin starts */
+  int max_fails, least_conn;
+  double fail_timeout;
   char *up_base;            /* base path and prefix joined, no trailing '/': the client's path goes below */
-  int port, preserve_host, follow_redirects, max_retries, retry_on_connect, retry_on_timeout;
+  int preserve_host, follow_redirects, max_retries, retry_on_connect, retry_on_timeout;
   rh_tls_ctx *tls;          /* https upstream: the client context (NULL for http) */
   double backoff, connect_timeout, read_timeout, write_timeout, idle_timeout;
   int retry_statuses[16];
@@ -42,6 +55,7 @@ typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF } timer_kind;
 typedef struct {
   rh_http_req *req;
   rh_proxy_conf *conf;
+  target *to;               /* the upstream of this attempt */
   rh_proxy_hooks hooks;
   int has_hooks;
   rh_upconn *up;
@@ -105,35 +119,55 @@ static int in_list(char *const *l, size_t n, const rh_header *f) {
 }
 
 /* The pool's key: TLS connections are only shared between mounts that verify the same way. */
-static char *pool_key(const rh_proxy_conf *c, const rh_proxy_opts *o) {
+static char *pool_key(const rh_proxy_conf *c, const target *t, const rh_proxy_opts *o) {
   char key[400];
   if (c->tls)
-    snprintf(key, sizeof key, "tls(%.100s,%d):%s:%d", o->ca_file ? o->ca_file : "", o->tls_insecure, c->host, c->port);
+    snprintf(key, sizeof key, "tls(%.100s,%d):%s:%d", o->ca_file ? o->ca_file : "", o->tls_insecure, t->host, t->port);
   else
-    snprintf(key, sizeof key, "%s:%d", c->host, c->port);
+    snprintf(key, sizeof key, "%s:%d", t->host, t->port);
   return strdup(key);
 }
 
-/* http[s]://host[:port][/base], read by core/net/url. No userinfo: the proxy sends none. */
-static int parse_target(rh_proxy_conf *c, const char *url, const rh_proxy_opts *o, char *err,
+/* Entry i of the list, http[s]://host[:port][/base], read by core/net/url into targets[i]. No
+ * userinfo: the proxy sends none. Every entry shares the first one's scheme and path, so that
+ * one request head (and the rewrites) serve whichever is chosen. */
+static int parse_target(rh_proxy_conf *c, size_t i, const char *url, const rh_proxy_opts *o, char *err,
                         size_t errlen) {
   rh_url u;
   const char *why = rh_url_parse(url, "http https", &u);
   if (!why && u.user) why = rh_url_refuse(&u, "userinfo");
+  size_t blen = why ? 0 : strlen(u.path);
+  while (blen && u.path[blen - 1] == '/') blen--;
+  if (!why && i > 0 && ((u.tls != 0) != (c->tls != NULL) || strlen(c->base_path) != blen ||
+                        strncmp(c->base_path, u.path, blen) != 0))
+    why = "every entry needs the first one's scheme and path";
   if (why) {
     snprintf(err, errlen, "target_base_url '%.200s': %s", url, why);
     return -1;
   }
-  if (u.tls && !(c->tls = rh_tls_client_ctx(o->ca_file, !o->tls_insecure, err, errlen))) return -1;
-  c->port = u.port;
-  c->host = strdup(u.host);
+  if (i == 0 && u.tls && !(c->tls = rh_tls_client_ctx(o->ca_file, !o->tls_insecure, err, errlen))) return -1;
+  target *t = &c->targets[i];
+  t->port = u.port;
+  t->host = strdup(u.host);
   char authority[RH_HOST_MAX + 9];
   rh_url_authority(&u, authority, sizeof authority);
-  c->host_header = strdup(authority); /* host[:port] as written: the port only if given */
-  size_t blen = strlen(u.path);
-  while (blen && u.path[blen - 1] == '/') blen--;
-  c->base_path = strndup(u.path, blen);
-  c->pool_key = pool_key(c, o);
+  t->host_header = strdup(authority); /* host[:port] as written: the port only if given */
+  if (i == 0) c->base_path = strndup(u.path, blen);
+  t->pool_key = pool_key(c, t, o);
+  return 0;
+}
+
+static int parse_targets(rh_proxy_conf *c, const rh_proxy_opts *o, char *err, size_t errlen) {
+  const char *const *urls = o->target_base_urls ? o->target_base_urls : &o->target_base_url;
+  size_t n = o->target_base_urls ? o->ntarget_base_urls : (o->target_base_url ? 1 : 0);
+  if (!n || !urls[0]) {
+    snprintf(err, errlen, "target_base_url is required");
+    return -1;
+  }
+  c->targets = calloc(n, sizeof *c->targets);
+  if (!c->targets) abort();
+  for (; c->ntargets < n; c->ntargets++)
+    if (parse_target(c, c->ntargets, urls[c->ntargets], o, err, errlen) < 0) return -1;
   return 0;
 }
 
@@ -142,8 +176,8 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   if (!c) abort();
   c->refs = 1;
   rh_headers_init(&c->extra);
-  if (!o->target_base_url || parse_target(c, o->target_base_url, o, err, errlen) < 0) {
-    if (!o->target_base_url) snprintf(err, errlen, "target_base_url is required");
+  if (parse_targets(c, o, err, errlen) < 0) {
+    c->ntargets++; /* the entry that failed may hold a part */
     rh_proxy_conf_unref(c);
     return NULL;
   }
@@ -189,6 +223,9 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   c->rewrite_location = o->rewrite_location;
   c->rewrite_cookie_path = o->rewrite_cookie_path;
   c->retry_after = o->retry_after;
+  c->max_fails = o->max_fails;
+  c->least_conn = o->least_conn;
+  c->fail_timeout = o->fail_timeout > 0 ? o->fail_timeout : 10;
   return c;
 }
 
@@ -197,12 +234,15 @@ void rh_proxy_conf_ref(rh_proxy_conf *c) { c->refs++; }
 void rh_proxy_conf_unref(rh_proxy_conf *c) {
   if (--c->refs > 0) return;
   free(c->mount);
-  free(c->host);
+  for (size_t i = 0; c->targets && i < c->ntargets; i++) {
+    free(c->targets[i].host);
+    free(c->targets[i].host_header);
+    free(c->targets[i].pool_key);
+  }
+  free(c->targets);
   free(c->base_path);
   free(c->prefix);
   free(c->up_base);
-  free(c->host_header);
-  free(c->pool_key);
   if (c->tls) rh_tls_ctx_free(c->tls);
   rh_headers_free(&c->extra);
   free_list(c->drop_req, c->ndrop_req);
@@ -215,12 +255,51 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
 
 size_t rh_proxy_conf_max_body(const rh_proxy_conf *c) { return c->max_body; }
 
-void rh_proxy_conf_upstream(const rh_proxy_conf *c, rh_proxy_upstream *u) {
-  u->host = c->host;
-  u->port = c->port;
+/* ---- choosing the upstream ---- */
+
+static uint64_t now_ms(void) { return uv_now(uv_default_loop()); }
+
+/* From start on (round the list), the first upstream not taken out, or with least_conn the one
+ * with the fewest requests in flight (ties: the first); when every one is out, the one at start
+ * (a request is never refused for want of a healthy upstream). */
+static target *choose_from(rh_proxy_conf *c, size_t start) {
+  uint64_t now = now_ms();
+  target *best = NULL;
+  for (size_t i = 0; i < c->ntargets; i++) {
+    target *t = &c->targets[(start + i) % c->ntargets];
+    if (t->down_until > now || (best && t->active >= best->active)) continue;
+    best = t;
+    if (!c->least_conn) break;
+  }
+  return best ? best : &c->targets[start % c->ntargets];
+}
+
+/* The call's upstream, counted in flight there while it has it. */
+static void set_target(call *c, target *t) {
+  if (c->to) c->to->active--;
+  c->to = t;
+  if (t) t->active++;
+}
+
+static target *choose(rh_proxy_conf *c) { return choose_from(c, c->next++); }
+
+/* Passive health: max_fails failures in a row (connect error, timeout, retried status) take the
+ * upstream out for fail_timeout seconds; an answer passed on counts it healthy again. */
+static void upstream_failed(rh_proxy_conf *c, target *t) {
+  if (c->max_fails <= 0 || ++t->fails < c->max_fails) return;
+  t->fails = 0;
+  t->down_until = now_ms() + (uint64_t)(c->fail_timeout * 1000);
+  RH_LOG(RH_LOG_WARN, "upstream_down", RH_STR("mount", c->mount[0] ? c->mount : "/"),
+         RH_STR("upstream", t->pool_key), RH_INT("max_fails", c->max_fails));
+}
+
+void rh_proxy_conf_upstream(rh_proxy_conf *c, rh_proxy_upstream *u) {
+  const target *t = choose(c);
+  u->host = t->host;
+  u->port = t->port;
   u->tls = c->tls;
   u->mount = c->mount[0] ? c->mount : "/";
-  u->host_header = c->host_header;
+  u->host_header = t->host_header;
   u->base_path = c->base_path;
   u->connect_timeout = c->connect_timeout;
 }
@@ -267,7 +346,7 @@ static int websocket_own(const rh_header *f) {
 
 /* The mount's header policy, on the client's fields as the hooks left them (in). */
 static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_headers *in, int websocket,
-                            rh_headers *out) {
+                            const char *host_header, rh_headers *out) {
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
   int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
@@ -293,7 +372,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
     rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
   }
   if (cf->preserve_host && host) rh_headers_add(out, "Host", 4, host->value, host->value_len);
-  else add_str(out, "Host", cf->host_header);
+  else add_str(out, "Host", host_header);
   rh_buf v = RH_BUF_INIT;
   if (xff) {
     rh_buf_append(&v, xff->value, xff->value_len);
@@ -363,7 +442,7 @@ static void copy_headers(rh_headers *out, const rh_headers *in) {
  * head, then the mount's header policy applies to what it left. ws_key: a WebSocket handshake
  * with this key instead of body framing. */
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
-                        const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer) {
+                        const char *host, const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer) {
   int framing = request_framing(r);
   if (framing < 0) return refuse(body, 400, "Bad Request", "the Content-Length is out of range");
   rh_buf target = RH_BUF_INIT;
@@ -381,7 +460,7 @@ int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_prox
   copy_headers(&client, &r->headers);
   rh_proxy_head head = { strdup(r->method), target.data, 0, &client, r, answer };
   int answer_status = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
-  request_headers(conf, r, &client, ws_key != NULL, &h);
+  request_headers(conf, r, &client, ws_key != NULL, host, &h);
   head.headers = &h;
   if (!answer_status && (why = write_head(out, &head, framing, r->content_length, ws_key))) {
     out->len = 0; /* a hook's method or path that is not one: nothing goes up */
@@ -419,7 +498,7 @@ static void release_hooks(call *c) {
 
 static void log_event(call *c, rh_log_level lv, const char *event, const char *error, int status) {
   char url[600];
-  snprintf(url, sizeof url, "http://%s%s", c->conf->host_header, c->conf->base_path);
+  snprintf(url, sizeof url, "http://%s%s", c->to->host_header, c->conf->base_path);
   RH_LOG(lv, event, RH_STR("mount", c->conf->mount[0] ? c->conf->mount : "/"), RH_STR("upstream", url),
          RH_INT("attempt", c->attempt), RH_STR("error", error), RH_INT("status", status),
          RH_STR("request_id", c->req ? c->req->id : NULL));
@@ -485,6 +564,25 @@ static void on_backoff(uv_timer_t *t) {
   attempt(c, 0);
 }
 
+/* A retry goes to the next upstream in the list: the head kept for it gets that one's Host
+ * (the field this proxy wrote, unless preserve_host passed the client's on). */
+static void move_on(call *c) {
+  target *from = c->to;
+  set_target(c, choose_from(c->conf, (size_t)(from - c->conf->targets) + 1));
+  if (c->to == from || c->conf->preserve_host) return;
+  char old[RH_HOST_MAX + 20];
+  int n = snprintf(old, sizeof old, "\r\nHost: %s\r\n", from->host_header);
+  const char *at = memmem(c->head.data, c->head.len, old, (size_t)n);
+  if (!at) return;
+  size_t before = (size_t)(at - c->head.data);
+  rh_buf head = RH_BUF_INIT;
+  rh_buf_append(&head, c->head.data, before);
+  rh_buf_printf(&head, "\r\nHost: %s\r\n", c->to->host_header);
+  rh_buf_append(&head, at + n, c->head.len - before - (size_t)n);
+  rh_buf_free(&c->head);
+  c->head = head;
+}
+
 /* Tries again after delay seconds, or (delay < 0) after factor * 2^(n-1) as the original does. */
 static void retry_in(call *c, const char *event, const char *reason, int status, double delay) {
   rh_metric_add(m_retries, NULL, 1);
@@ -495,6 +593,7 @@ static void retry_in(call *c, const char *event, const char *reason, int status,
     for (int i = 1; i < c->attempt; i++) delay *= 2;
   }
   c->attempt++;
+  move_on(c);
   set_timer(c, T_BACKOFF, delay, on_backoff);
 }
 
@@ -507,6 +606,7 @@ static void on_timeout(uv_timer_t *t) {
   timer_kind k = c->timer_kind;
   c->timer_kind = T_NONE;
   const char *what = k == T_CONNECT ? "connect timeout" : k == T_WRITE ? "write timeout" : "read timeout";
+  upstream_failed(c->conf, c->to);
   if (c->conf->retry_on_timeout && retry_allowed(c)) { retry(c, "upstream_timeout", what, 0); return; }
   drop_upstream(c);
   fail(c, 504, "upstream_timeout", what);
@@ -647,14 +747,14 @@ static int into_mount(const rh_proxy_conf *cf, const char *p, size_t n, rh_buf *
 
 /* The length of "scheme://authority" when v is an absolute URL on this upstream (its Host as
  * sent, or with the port spelled out); 0 otherwise. */
-static size_t upstream_origin(const rh_proxy_conf *cf, const char *v, size_t n) {
+static size_t upstream_origin(const rh_proxy_conf *cf, const target *t, const char *v, size_t n) {
   const char *scheme = cf->tls ? "https://" : "http://";
   size_t slen = strlen(scheme);
   if (n < slen || strncasecmp(v, scheme, slen) != 0) return 0;
   size_t alen = strcspn(v + slen, "/?#");
   char spelled[RH_HOST_MAX + 16];
-  snprintf(spelled, sizeof spelled, strchr(cf->host, ':') ? "[%s]:%d" : "%s:%d", cf->host, cf->port);
-  const char *forms[] = { cf->host_header, spelled };
+  snprintf(spelled, sizeof spelled, strchr(t->host, ':') ? "[%s]:%d" : "%s:%d", t->host, t->port);
+  const char *forms[] = { t->host_header, spelled };
   for (size_t i = 0; i < 2; i++)
     if (strlen(forms[i]) == alen && strncasecmp(v + slen, forms[i], alen) == 0) return slen + alen;
   return 0;
@@ -663,11 +763,11 @@ static size_t upstream_origin(const rh_proxy_conf *cf, const char *v, size_t n) 
 /* rewrite_location: Location and Content-Location at the upstream's base become the mount's
  * path (nginx's proxy_redirect default: "http://up:port/base/x" -> "/prefix/x"). A URL anywhere
  * else, and a result that is not a field value, stay as the upstream sent them. */
-static void rewrite_locations(const rh_proxy_conf *cf, rh_headers *h) {
+static void rewrite_locations(const rh_proxy_conf *cf, const target *t, rh_headers *h) {
   for (size_t i = 0; cf->rewrite_location && i < h->n; i++) {
     rh_header *f = &h->items[i];
     if (!rh_header_name_eq(f, "location") && !rh_header_name_eq(f, "content-location")) continue;
-    size_t o = upstream_origin(cf, f->value, f->value_len);
+    size_t o = upstream_origin(cf, t, f->value, f->value_len);
     rh_buf v = RH_BUF_INIT;
     if (o && into_mount(cf, f->value + o, f->value_len - o, &v) && rh_http_is_field_value(v.data, v.len)) {
       rh_buf_append(&v, "", 1);
@@ -743,7 +843,7 @@ static char *redirect_target(call *c) {
   if (!loc || !loc->value_len) return NULL;
   const char *v = loc->value;
   char origin[400];
-  snprintf(origin, sizeof origin, "%s://%s", c->conf->tls ? "https" : "http", c->conf->host_header);
+  snprintf(origin, sizeof origin, "%s://%s", c->conf->tls ? "https" : "http", c->to->host_header);
   size_t olen = strlen(origin);
   if (strncasecmp(v, origin, olen) == 0 && (v[olen] == '/' || v[olen] == 0)) v += olen;
   if (v[0] != '/' || v[1] == '/') return NULL; /* elsewhere: the client follows it if it wants */
@@ -818,7 +918,7 @@ static const char *bad_response_head(const call *c, const llhttp_t *p) {
  * hooks, then the header rules. 0 if a hook failed or left a status that is not a final one. */
 static int client_head(call *c) {
   rewrite_cookies(c, &c->resp_headers);
-  rewrite_locations(c->conf, &c->resp_headers);
+  rewrite_locations(c->conf, c->to, &c->resp_headers);
   rh_proxy_head head = { NULL, NULL, c->status, &c->resp_headers, c->req, NULL };
   if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
   release_hooks(c);
@@ -901,6 +1001,7 @@ static void response_complete(call *c) {
   set_timer(c, T_NONE, 0, NULL);
   pass_head(c);
   rh_http_finish(c->req);
+  c->to->fails = 0;
   if (c->up) {
     c->up->served++;
     if (reusable) rh_pool_put(c->up, c->conf->idle_timeout, c->conf->max_idle);
@@ -961,6 +1062,7 @@ static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
     double wait = retry_after(c);
     char why[64];
     snprintf(why, sizeof why, wait < 0 ? "status %d" : "status %d, Retry-After %.3f s", c->status, wait);
+    upstream_failed(c->conf, c->to);
     retry_in(c, "upstream_retryable_status", why, c->status, wait);
     return;
   }
@@ -989,18 +1091,19 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   call *c = ud;
   c->dial = NULL;
   if (!u) {
+    upstream_failed(c->conf, c->to);
     if (c->conf->retry_on_connect && retry_allowed(c)) { retry(c, "upstream_retryable_error", err, 0); return; }
     fail(c, 502, "upstream_error", err);
     return;
   }
-  RH_LOG(RH_LOG_DEBUG, "upstream_connect", RH_STR("upstream", c->conf->pool_key), RH_STR("request_id", c->req->id));
+  RH_LOG(RH_LOG_DEBUG, "upstream_connect", RH_STR("upstream", c->to->pool_key), RH_STR("request_id", c->req->id));
   c->up = u;
   connected(c);
 }
 
 static void attempt(call *c, int fresh) {
   c->head_written = c->final_chunk_sent = 0;
-  rh_upconn *u = fresh ? NULL : rh_pool_take(c->conf->pool_key);
+  rh_upconn *u = fresh ? NULL : rh_pool_take(c->to->pool_key);
   c->reused = u != NULL;
   if (u) {
     c->up = u;
@@ -1009,7 +1112,7 @@ static void attempt(call *c, int fresh) {
   }
   set_timer(c, T_CONNECT, c->conf->connect_timeout, on_timeout);
   /* a mount's upstreams are the services next to us: direct, whatever HTTPS_PROXY says */
-  rh_upconn_target t = { .key = c->conf->pool_key, .host = c->conf->host, .port = c->conf->port,
+  rh_upconn_target t = { .key = c->to->pool_key, .host = c->to->host, .port = c->to->port,
                          .tls = c->conf->tls, .connect_timeout = c->conf->connect_timeout };
   c->dial = rh_upconn_dial(uv_default_loop(), &t, dialed, c);
 }
@@ -1024,6 +1127,7 @@ static void free_call(uv_handle_t *h) {
   rh_headers_free(&c->resp_headers);
   rh_headers_free(&c->out_headers);
   free(c->redirect_to);
+  set_target(c, NULL);
   rh_proxy_conf_unref(c->conf);
   free(c);
 }
@@ -1074,7 +1178,8 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   c->timer.data = c;
   char *body = NULL;
   rh_headers fields = RH_HEADERS_INIT;
-  int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, NULL, &c->head,
+  set_target(c, choose(conf));
+  int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->to->host_header, NULL, &c->head,
                                    &c->chunked_up, &body, &fields);
   if (answer) {
     rh_proxy_early_answer(req, answer, body, &fields);

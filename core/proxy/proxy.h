@@ -16,6 +16,12 @@ typedef struct rh_proxy_conf rh_proxy_conf;
 typedef struct {
   const char *mount;               /* the prefix stripped from the client's path ("/auth") */
   const char *target_base_url;     /* http://host[:port][/base] */
+  /* or a list of them (same scheme and path), chosen round-robin per request; NULL: the one above */
+  const char *const *target_base_urls;
+  size_t ntarget_base_urls;
+  int max_fails;                   /* failures in a row that take an upstream out (0: never) */
+  double fail_timeout;             /* seconds it stays out */
+  int least_conn;                  /* choose the upstream with the fewest requests in flight */
   const char *upstream_prefix;     /* joined after the base path; default "/" */
   int preserve_host;
   int follow_redirects;            /* follow 3xx to the same upstream (GET/HEAD-like requests) */

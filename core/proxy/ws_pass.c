@@ -301,8 +301,8 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
   char *body = NULL;
   int chunked;
   rh_headers fields = RH_HEADERS_INIT;
-  int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->key, &c->head,
-                                   &chunked, &body, &fields);
+  int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->up_info.host_header, c->key,
+                                   &c->head, &chunked, &body, &fields);
   if (answer) {
     rh_proxy_early_answer(req, answer, body, &fields);
     rh_headers_free(&fields);

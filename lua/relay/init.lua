@@ -263,7 +263,9 @@ function App:_summary()
   local mounts, upstreams, seen = {}, {}, {}
   for _, r in ipairs(self._routes) do
     if r.proxy then
-      local url = core.log_clean("upstream", r.proxy.target_base_url)
+      local t = r.proxy.target_base_url
+      local url = type(t) == "table" and table.concat(t, ",") or t
+      url = core.log_clean("upstream", url)
       mounts[#mounts + 1] = r.pattern .. "=" .. url
       if not seen[url] then seen[url], upstreams[#upstreams + 1] = true, url end
     end
@@ -327,11 +329,14 @@ end
 -- rewrite_set_cookie_domain, max_body) plus an access phase that may wait (access),
 -- on_request/on_response hooks on the heads, and the gateway options, off by default
 -- (forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_methods, retry_after).
+-- target_base_url may be a list of upstreams (same scheme and path), chosen round-robin, with
+-- passive health checks (max_fails in a row take one out for fail_timeout seconds).
 local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max_retries", "retry_backoff_factor",
   "retry_statuses", "retry_on", "timeout", "extra_request_headers", "drop_request_headers", "allow_request_headers",
   "drop_response_headers", "allow_response_headers", "rewrite_set_cookie_domain", "max_body", "ca_file",
   "tls_insecure", "follow_redirects", "access", "on_request", "on_response", "forwarded_prefix", "rewrite_location",
-  "rewrite_cookie_path", "retry_methods", "retry_after" }
+  "rewrite_cookie_path", "retry_methods", "retry_after", "max_fails", "fail_timeout", "balance",
+  "retry_exceptions", "limits" } -- Lilya's spellings: retry_exceptions is retry_on; limits is accepted and ignored
 
 -- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
 -- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where
@@ -372,8 +377,9 @@ function relay.proxy(opts)
   if type(opts) ~= "table" then check.fail("relay.proxy{target_base_url = \"http://host:port\", ...}") end
   check.options(opts, PROXY_KEYS, "relay.proxy")
   if type(opts.timeout) == "table" then check.options(opts.timeout, { "connect", "read", "write" }, "relay.proxy timeout") end
-  if type(opts.target_base_url) ~= "string" then
-    check.fail("relay.proxy: target_base_url is required (\"http://host:port\")")
+  local url = opts.target_base_url
+  if type(url) ~= "string" and not (type(url) == "table" and #url > 0) then
+    check.fail("relay.proxy: target_base_url is required (\"http://host:port\", or a list of them)")
   end
   proxy_usable(opts)
   return setmetatable({ _proxy = opts }, Proxy)
