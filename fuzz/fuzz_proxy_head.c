@@ -168,7 +168,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *body = NULL;
   int chunked = 0;
   rh_headers answer = RH_HEADERS_INIT;
-  int status = rh_proxy_build_head(conf(), &r, hooked ? &hooks : NULL, NULL, &out, &chunked, &body, &answer);
+  rh_proxy_upstream up; /* the mount's one upstream: its Host, as the proxy sends it */
+  rh_proxy_conf_upstream(conf(), &up);
+  int status = rh_proxy_build_head(conf(), &r, hooked ? &hooks : NULL, up.host_header, NULL, &out, &chunked, &body,
+                                   &answer);
   if (status) {
     if (out.len) FAIL("refused with %d but wrote %zu bytes", status, out.len);
     if (!body || !*body) FAIL("refused with %d without saying why", status);
