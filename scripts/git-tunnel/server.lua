@@ -34,7 +34,7 @@ local app = relay.new {
     head_timeout = { default = 60, help = "seconds a client gets to answer a relayed request's head (504 after)" },
     ping_interval = { default = 5, help = "seconds between heartbeats; a tunnel silent for 3 is dropped" },
     stall_timeout = { default = 60, help = "seconds a stream may wait for its reader before it is reset" },
-    redis_address = { default = "", help = "redis://host:port: share which keys this server holds, forward the others (several servers)" },
+    redis_address = { default = "", help = "redis://host:port (or host:port,host:port for a Redis Cluster): share which keys this server holds, forward the others (several servers)" },
     advertise_url = { default = "", help = "http://host:port other servers reach this one at (with --redis-address)" },
     presence_ttl = { default = 30, help = "seconds a key's presence in Redis lives without a refresh" },
   },
