@@ -290,6 +290,7 @@ static void put_upstreams(rh_buf *b) {
   end(b, '}');
   put_field(b, "retries", value_of("relayhost_proxy_retries_total"));
   put_by_label(b, "errors", "relayhost_proxy_upstream_errors_total");
+  put_by_label(b, "taken_out", "relayhost_proxy_upstream_ejections_total"); /* passive health */
   put_by_label(b, "tunnels_closed", "relayhost_tunnel_closed_total");
   end(b, '}');
 }

@@ -90,7 +90,7 @@ typedef struct {
 #define UP_HIGH_WATER (256 * 1024)
 #define MAX_INTERIM 16      /* 1xx heads before the answer: more is an upstream gone wrong */
 
-static rh_metric *m_upstream_errors, *m_retries;
+static rh_metric *m_upstream_errors, *m_retries, *m_ejections;
 
 static void finish(call *c);
 static void attempt(call *c, int fresh);
@@ -291,6 +291,7 @@ static void upstream_failed(rh_proxy_conf *c, target *t) {
   t->down_until = now_ms() + (uint64_t)(c->fail_timeout * 1000);
   RH_LOG(RH_LOG_WARN, "upstream_down", RH_STR("mount", c->mount[0] ? c->mount : "/"),
          RH_STR("upstream", t->pool_key), RH_INT("max_fails", c->max_fails));
+  rh_metric_add(m_ejections, (const char *[]){ t->pool_key }, 1);
 }
 
 void rh_proxy_conf_upstream(rh_proxy_conf *c, rh_proxy_upstream *u) {
@@ -1156,6 +1157,10 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
                                            NULL, 0, &e);
     m_retries = rh_metric_register(RH_COUNTER, "relayhost_proxy_retries_total",
                                    "Upstream attempts retried", NULL, 0, NULL, 0, &e);
+    static const char *upstream[] = { "upstream" };
+    m_ejections = rh_metric_register(RH_COUNTER, "relayhost_proxy_upstream_ejections_total",
+                                     "Upstreams taken out for fail_timeout after max_fails failures in a row",
+                                     upstream, 1, NULL, 0, &e);
   }
   if (rh_proxy_is_websocket(req)) { /* the WebSocket path keeps its own state */
     rh_proxy_ws_start(req, conf, hooks);

@@ -47,6 +47,7 @@ app:mount("/lilya", relay.proxy { target_base_url = { dead, b }, max_retries = 1
   retry_backoff_factor = 0.01, limits = { max_connections = 100 } })
 app:mount("/h", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_on = { "connect" },
   retry_backoff_factor = 0.01, max_fails = 2, fail_timeout = 4 })
+app:get("/metrics", relay.metrics.handler)
 return app
 ]]):format(a.port, b.port, dead))
     proxy = helpers.start(dir .. "/ups.lua")
@@ -86,6 +87,9 @@ return app
       -- two connect failures took it out: the six requests after them went straight to b
       assert.equal(2, count(log, '"event":"upstream_retryable_error"') - before)
       assert.equal(1, count(log, '"event":"upstream_down"'))
+      -- and counted, per upstream (the status page's "taken out" rows read it)
+      assert.matches('relayhost_proxy_upstream_ejections_total{upstream="127.0.0.1:' .. dead .. '"} 1',
+        proxy:get("/metrics").body, 1, true)
       helpers.sleep(4.2) -- past fail_timeout (4 s: room for the eight requests on a loaded machine)
       for i = 1, 2 do assert.equal(200, proxy:get("/h/z" .. i).status) end
       -- back in the rotation: one of these was sent to it (and failed over to b again)
