@@ -3,20 +3,27 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Ids are random (the spec asks for it): xorshift64* seeded from the kernel, again after a fork
- * (--workers), so that no two processes hand out the same ids. */
+/* Ids are random (the spec asks for it): xorshift64* seeded from the kernel, and again in a
+ * forked child (--workers), so that no two processes hand out the same ids. The fork hook
+ * forgets the seed, rather than a getpid() per id: that was up to three syscalls a request. */
+static uint64_t s;
+
+static void forget_seed(void) { s = 0; }
+
+static void seed(void) {
+  static int hooked;
+  if (!hooked) hooked = pthread_atfork(NULL, NULL, forget_seed) == 0;
+  if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+  s |= 1;
+}
+
 static uint64_t next_random(void) {
-  static uint64_t s;
-  static pid_t owner;
-  if (!s || owner != getpid()) {
-    owner = getpid();
-    if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t)time(NULL) ^ ((uint64_t)owner << 32);
-    s |= 1;
-  }
+  if (!s) seed();
   s ^= s >> 12;
   s ^= s << 25;
   s ^= s >> 27;
