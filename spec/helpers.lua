@@ -9,6 +9,11 @@ helpers.root = root
 package.path = root .. "/spec/support/?.lua;" .. package.path
 function helpers.fixture(name) return root .. "/spec/fixtures/" .. name end
 
+-- s percent-encoded for a query value (every byte but letters and digits).
+function helpers.url_escape(s)
+  return (s:gsub("[^%w]", function(ch) return ("%%%02X"):format(ch:byte()) end))
+end
+
 -- A loopback port free right now (for a peer that must be told its port before it starts).
 function helpers.free_port()
   local s = assert(require("socket").bind("127.0.0.1", 0))

@@ -6,7 +6,7 @@ local cjson = require "cjson"
 local socket = require "socket"
 local rc = require "redis_cluster_support"
 
-local function escape(s) return (s:gsub("[^%w]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
+local escape = helpers.url_escape
 
 describe("relay.redis through a Redis Cluster failover", function()
   local dir, cluster, host

@@ -5,7 +5,7 @@ local helpers = require "helpers"
 local cjson = require "cjson"
 local rc = require "redis_cluster_support"
 
-local function escape(s) return (s:gsub("[^%w]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
+local escape = helpers.url_escape
 
 describe("relay.redis on a Redis Cluster", function()
   local dir, cluster, host
