@@ -694,9 +694,9 @@ static void announce(const char *addr) {
 
 /* addr with the port srv actually bound (an ephemeral :0 becomes the real one). */
 static void bound_address(const char *addr, rh_http_server *srv, char *out, size_t len) {
-  snprintf(out, len, "%s", addr);
-  char *colon = strrchr(out, ':');
-  if (colon && srv) snprintf(colon + 1, len - (size_t)(colon + 1 - out), "%d", rh_http_server_port(srv));
+  rh_hostport hp;
+  if (!srv || rh_hostport_parse(addr, &hp)) snprintf(out, len, "%s", addr);
+  else rh_hostport_format(hp.host, rh_http_server_port(srv), out, len);
 }
 
 /* A listener beside the main one (a script's own, or --admin-listen): announced before the main
