@@ -12,6 +12,7 @@
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
 #define MAX_SPARE 4      /* idle connections kept per node for blocking readers */
+#define MAP_WAIT_MS 1000 /* a map read unanswered this long is given up, and another node asked */
 
 typedef struct {
   char host[RH_HOST_MAX + 1];
@@ -29,6 +30,9 @@ struct rh_redis_cluster {
   int n_nodes;
   uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
   int mapped, refreshing, freeing;
+  unsigned map_gen;                   /* the map read that counts; older answers are dropped */
+  uint64_t map_asked_at;
+  int map_asked;                      /* the node asked last: the next read asks another */
   rh_redis *sub;                      /* subscriptions' own connection */
   rh_redis_cluster_op *blockers;      /* commands on a connection of their own */
 };
@@ -88,13 +92,15 @@ static void map_range(rh_redis_cluster *c, const redisReply *e, const node *from
 typedef struct {
   rh_redis_cluster *c;
   int from;
+  unsigned gen;
 } map_read;
 
 static void on_slots(void *ud, redisReply *rep, const char *err) {
   map_read *m = ud;
   rh_redis_cluster *c = m->c;
-  int from = m->from;
+  int from = m->from, stale = m->gen != c->map_gen;
   free(m);
+  if (stale) return; /* given up on: a newer read is in flight or done */
   c->refreshing = 0;
   if (c->freeing) return;
   if (err || rep->type != REDIS_REPLY_ARRAY) {
@@ -115,18 +121,34 @@ static int any_node(rh_redis_cluster *c) {
   return 0;
 }
 
+/* The first connected node after the one asked last, else that next one: a node that has died
+ * without its connection noticing yet is not asked twice in a row. */
+static int next_node(rh_redis_cluster *c) {
+  for (int k = 1; k <= c->n_nodes; k++) {
+    int i = (c->map_asked + k) % c->n_nodes;
+    if (rh_redis_ready(c->nodes[i].r)) return i;
+  }
+  return (c->map_asked + 1) % c->n_nodes;
+}
+
+/* One map read at a time, but not forever: a read that a dying node never answers would keep
+ * the client on the old map through a failover. */
 static void refresh(rh_redis_cluster *c) {
-  if (c->refreshing || c->freeing) return;
+  if (c->freeing) return;
+  uint64_t now = uv_now(c->loop);
+  if (c->refreshing && now - c->map_asked_at < MAP_WAIT_MS) return;
   map_read *m = malloc(sizeof *m);
   if (!m) abort();
-  m->c = c;
-  m->from = any_node(c);
+  *m = (map_read){ .c = c, .from = next_node(c), .gen = ++c->map_gen };
   static const char *argv[] = { "CLUSTER", "SLOTS" };
   if (!rh_redis_command(c->nodes[m->from].r, 2, argv, NULL, on_slots, m)) {
     free(m);
+    c->refreshing = 0;
     return;
   }
   c->refreshing = 1;
+  c->map_asked = m->from;
+  c->map_asked_at = now;
 }
 
 /* ---- commands ---- */

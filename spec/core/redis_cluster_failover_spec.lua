@@ -43,12 +43,15 @@ return app
     assert.equal(":1", (rc.command(primary, "WAIT 1 5000"))) -- the replica has it
     cluster:kill(primary)
     local t0 = socket.gettime()
-    local errors = 0
-    helpers.wait_until(function()
+    local errors, last = 0, nil
+    local ok, why = pcall(helpers.wait_until, function()
       local r = call({ "GET", "foo" })
-      if r.err then errors = errors + 1 end
+      if r.err then errors, last = errors + 1, r.err end
       return r.v == "before"
     end, 20, "GET foo answered by the promoted replica")
+    -- Say whether the cluster or the client was late: who owns the slot now, and the last error.
+    assert(ok, ("%s (slot 12182 now on %s; %d errors, the last: %s)"):format(
+      tostring(why), tostring(cluster:owner(12182)), errors, tostring(last)))
     local took = socket.gettime() - t0
     assert.are_not.equal(primary, cluster:owner(12182))
     assert.same({ v = "OK" }, call({ "SET", "foo", "after" }))
