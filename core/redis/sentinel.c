@@ -95,15 +95,19 @@ static void free_spares(rh_redis_sentinel *s) {
   while (s->n_spare) rh_redis_free(s->spare[--s->n_spare]);
 }
 
+/* Detached before it is freed: freeing fails its commands, whose callbacks may run Lua, which
+ * may free this client (a collected relay.redis). */
 static void drop_primary(rh_redis_sentinel *s) {
-  if (s->primary) rh_redis_free(s->primary);
+  rh_redis *p = s->primary;
   s->primary = NULL;
   free_spares(s);
+  if (p) rh_redis_free(p);
 }
 
 static void drop_candidate(rh_redis_sentinel *s) {
-  if (s->candidate) rh_redis_free(s->candidate);
+  rh_redis *c = s->candidate;
   s->candidate = NULL;
+  if (c) rh_redis_free(c);
 }
 
 /* Whatever round is under way ends, its answer (if it comes) unheard. */
@@ -125,14 +129,16 @@ static void round_failed(rh_redis_sentinel *s) {
 
 /* The subscriptions' connection follows the primary, and subscribes to everything again. */
 static void resubscribe(rh_redis_sentinel *s) {
-  if (s->subr) rh_redis_free(s->subr);
+  rh_redis *old = s->subr;
   s->subr = open_primary(s, s->host, s->port);
+  if (old) rh_redis_free(old);
   for (sub *x = s->subs; x; x = x->next) rh_redis_subscribe(s->subr, x->channel, x->cb, x->ud);
 }
 
 /* ROLE said master: the candidate is the primary from now on. */
 static void adopt(rh_redis_sentinel *s) {
   drop_primary(s);
+  if (s->freeing) return;
   s->primary = s->candidate;
   s->candidate = NULL;
   snprintf(s->host, sizeof s->host, "%s", s->cand_host);
@@ -275,7 +281,7 @@ static void on_switch(void *ud, const char *channel, const char *msg, size_t len
   say(s, "switching from %s:%d to %s:%d", from, from_port, to, to_port);
   stop_round(s);
   drop_primary(s);
-  confirm(s, to, to_port);
+  if (!s->freeing) confirm(s, to, to_port);
 }
 
 /* ---- commands ---- */
@@ -312,6 +318,18 @@ static void on_reply(void *ud, redisReply *rep, const char *err) {
   free(op);
 }
 
+/* No confirmed primary to send to: err says why (-1). */
+static int refuse(rh_redis_sentinel *s, char *err, size_t errlen) {
+  if (rh_redis_sentinel_ready(s)) return 0;
+  if (s->primary) { /* let go from the loop, not under the caller, whose callbacks would run */
+    uv_timer_start(&s->check, on_check, 0, CHECK_MS);
+    snprintf(err, errlen, "redis-sentinel: no primary for '%s' (lost the primary %s:%d)", s->master, s->host, s->port);
+  } else {
+    snprintf(err, errlen, "redis-sentinel: no primary for '%s' (%s)", s->master, s->why[0] ? s->why : "asking the sentinels");
+  }
+  return -1;
+}
+
 rh_redis_sentinel_op *rh_redis_sentinel_command(rh_redis_sentinel *s, int argc, const char **argv,
                                                 const size_t *lens, rh_redis_cb cb, void *ud, char *err,
                                                 size_t errlen) {
@@ -319,11 +337,7 @@ rh_redis_sentinel_op *rh_redis_sentinel_command(rh_redis_sentinel *s, int argc, 
     snprintf(err, errlen, "redis-sentinel: a command is needed");
     return NULL;
   }
-  if (!rh_redis_sentinel_ready(s)) {
-    check(s);
-    snprintf(err, errlen, "redis-sentinel: no primary for '%s' (%s)", s->master, s->why[0] ? s->why : "asking the sentinels");
-    return NULL;
-  }
+  if (refuse(s, err, errlen) < 0) return NULL;
   rh_redis_sentinel_op *op = calloc(1, sizeof *op);
   if (!op) abort();
   *op = (rh_redis_sentinel_op){ .s = s, .cb = cb, .ud = ud, .gen = s->gen };
@@ -457,7 +471,9 @@ void rh_redis_sentinel_free(rh_redis_sentinel *s) {
     rh_redis_free(s->sentinels[i].watch);
   }
   drop_primary(s);
-  if (s->subr) rh_redis_free(s->subr);
+  rh_redis *subr = s->subr;
+  s->subr = NULL;
+  if (subr) rh_redis_free(subr);
   while (s->subs) {
     sub *x = s->subs;
     s->subs = x->next;
