@@ -77,9 +77,8 @@ return app
     local n0 = cjson.decode(host:get("/got").body).n
     -- SET, again and again, from the kill until a write has failed and one works again.
     local t0 = setup_:kill_primary()
-    local promoted_at, first_fail, last_fail, errors, last_err = nil, nil, nil, 0, nil
+    local first_fail, last_fail, errors, last_err = nil, nil, 0, nil
     helpers.wait_until(function()
-      if not promoted_at and setup_:promoted() then promoted_at = socket.gettime() end
       local r = call({ "SET", "counter", tostring(errors) })
       if r.err then
         first_fail, last_fail, errors, last_err = first_fail or socket.gettime(), socket.gettime(), errors + 1, r.err
@@ -88,7 +87,6 @@ return app
     end, 30, "writes to work again after the kill")
     local after = socket.gettime()
     helpers.wait_until(function() return setup_:promoted() end, 30, "every sentinel to name the replica")
-    promoted_at = promoted_at or socket.gettime()
     assert.truthy(last_err:find("redis", 1, true), last_err)
     assert.same({ v = "before" }, call({ "GET", "foo" }))
     assert.same({ v = "OK" }, call({ "SET", "foo", "after" }))
@@ -100,9 +98,9 @@ return app
       call({ "PUBLISH", "news", "again" })
       return cjson.decode(host:get("/got").body).n > n0
     end, 5, "the subscription to hear a message from the new primary")
-    print(("\nsentinel failover: every sentinel named the replica %.2f s after the kill; writes failed " ..
-      "from %.2f s to %.2f s after it (%d errors, the last: %s); the first write that worked: %.2f s after it")
-      :format(promoted_at - t0, first_fail - t0, last_fail - t0, errors, last_err, after - t0))
+    print(("\nsentinel failover: a SET every 20 ms failed from %.2f s to %.2f s after the kill (%d errors, " ..
+      "the last: %s); the first that worked again: %.2f s after it"):format(first_fail - t0, last_fail - t0, errors,
+      last_err, after - t0))
   end)
 
   it("says what is wrong with a bad URL or an unknown master", function()
