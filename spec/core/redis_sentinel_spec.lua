@@ -15,30 +15,38 @@ describe("relay.redis through Redis Sentinel", function()
   setup(function()
     dir = helpers.tmpdir()
     setup_ = rs.start()
+    -- An ACL user on both (the sentinels keep the default user), for a URL with a login.
+    for _, p in ipairs({ setup_.primary.port, setup_.replica.port }) do
+      assert.equal("OK", (rs.cli(p, "ACL SETUSER app on '>s3cret' '~*' '&*' +@all"):gsub("%s", "")))
+    end
+    local sentinels = setup_.url:match("^redis%-sentinel://([^/]+)/")
+    local urls = cjson.encode({
+      main = setup_.url,
+      unknown = "redis-sentinel://" .. sentinels .. "/nosuch",
+      app = "redis-sentinel://app:s3cret@" .. sentinels .. "/mymaster",
+      wrong = "redis-sentinel://app:nope@" .. sentinels .. "/mymaster",
+      dead_first = "redis-sentinel://127.0.0.1:1," .. sentinels .. "/mymaster",
+    })
     helpers.write_file(dir .. "/r.lua", ([[
 local relay = require "relay"
 local cjson = require "cjson"
 local app = relay.new { name = "redis-sentinel" }
-local r = relay.redis("URL")
-local unknown = relay.redis("UNKNOWN")
+local clients = {}
+for name, url in pairs(cjson.decode([=[URLS]=])) do clients[name] = relay.redis(url) end
+local r = clients.main
 local got = {}
 r:subscribe("news", function(msg) got[#got + 1] = msg end)
 app:get("/call", function(req, res)
-  local v, err = r:call(unpack(cjson.decode(req.args.a)))
+  local v, err = clients[req.args.c or "main"]:call(unpack(cjson.decode(req.args.a)))
   res:json(200, { v = v, err = err })
 end)
 app:get("/got", function(req, res) res:json(200, { got = got, n = #got }) end)
-app:get("/ready", function(req, res) res:json(200, { ready = r:ready() }) end)
 app:get("/open", function(req, res)
   local ok, err = pcall(relay.redis, req.args.url)
   res:json(200, { ok = ok, err = not ok and tostring(err) or nil })
 end)
-app:get("/unknown", function(req, res)
-  local v, err = unknown:call("GET", "foo")
-  res:json(200, { v = v, err = err })
-end)
 return app
-]]):gsub("UNKNOWN", (setup_.url:gsub("/mymaster$", "/nosuch"))):gsub("URL", setup_.url))
+]]):gsub("URLS", function() return urls end))
     host = helpers.start(dir .. "/r.lua")
   end)
 
@@ -47,8 +55,8 @@ return app
     if setup_ then setup_:stop() end
   end)
 
-  local function call(args)
-    return cjson.decode(host:get("/call?a=" .. escape(cjson.encode(args))).body)
+  local function call(args, client)
+    return cjson.decode(host:get(("/call?c=%s&a=%s"):format(client or "main", escape(cjson.encode(args)))).body)
   end
 
   it("finds the primary: commands, a blocking BLPOP beside them, a subscription", function()
@@ -69,6 +77,19 @@ return app
       return cjson.decode(host:get("/got").body).n > 0
     end, 5, "the subscription to hear a message")
     assert.equal("hello", cjson.decode(host:get("/got").body).got[1])
+  end)
+
+  it("logs in to the primary with the URL's user and password, and passes over a dead sentinel", function()
+    helpers.wait_until(function() return call({ "SET", "who", "app" }, "app").v == "OK" end, 10, "the ACL user's SET")
+    assert.same({ v = "app" }, call({ "ACL", "WHOAMI" }, "app"))
+    local r
+    helpers.wait_until(function()
+      r = call({ "GET", "who" }, "wrong")
+      return (r.err or ""):find("WRONGPASS", 1, true)
+    end, 5, "the wrong password named")
+    assert.truthy(r.err:find("redis-sentinel: no primary for 'mymaster' (127.0.0.1:", 1, true), r.err)
+    -- The first sentinel of the list refuses connections: the next is asked.
+    helpers.wait_until(function() return call({ "GET", "who" }, "dead_first").v == "app" end, 5, "the second sentinel asked")
   end)
 
   it("follows a failover: the replica is promoted and the client carries on", function()
@@ -111,7 +132,7 @@ return app
     r = cjson.decode(host:get("/open?url=" .. escape("redis-sentinel://127.0.0.1:99999/m")).body)
     assert.truthy(r.err:find("redis-sentinel: bad URL: port out of range", 1, true), r.err)
     helpers.wait_until(function()
-      r = cjson.decode(host:get("/unknown").body)
+      r = call({ "GET", "foo" }, "unknown")
       return (r.err or ""):find("no sentinel knows master 'nosuch'", 1, true)
     end, 5, "no sentinel knows master 'nosuch'")
     assert.equal("redis-sentinel: no primary for 'nosuch' (no sentinel knows master 'nosuch')", r.err)
