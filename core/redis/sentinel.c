@@ -56,6 +56,8 @@ struct rh_redis_sentinel {
   rh_redis *subr;                    /* the subscriptions' connection to the primary */
   sub *subs;
   rh_redis_sentinel_op *blockers;    /* commands on a connection of their own */
+  rh_redis_sentinel_op *held, **held_tail; /* asked before the first round ended */
+  int started;                       /* the first round has ended */
   uv_timer_t step, check;
   int wait_ms, closed, freeing;
   char why[300];                     /* why there is no primary */
@@ -69,7 +71,13 @@ struct rh_redis_sentinel_op {
   rh_redis *own;
   unsigned gen;
   rh_redis_sentinel_op *prev, *next; /* in blockers while own is set */
+  int argc;                          /* held: its arguments, kept until it is sent */
+  char **argv;
+  size_t *lens;
+  rh_redis_sentinel_op *held_next;
 };
+
+static void flush_held(rh_redis_sentinel *s);
 
 static void on_step(uv_timer_t *t);
 static void on_check(uv_timer_t *t);
@@ -125,6 +133,7 @@ static void round_failed(rh_redis_sentinel *s) {
   s->state = WAITING;
   uv_timer_start(&s->step, on_step, (uint64_t)s->wait_ms, 0);
   s->wait_ms = s->wait_ms * 2 > MAX_WAIT_MS ? MAX_WAIT_MS : s->wait_ms * 2;
+  flush_held(s);
 }
 
 /* The subscriptions' connection follows the primary, and subscribes to everything again. */
@@ -150,6 +159,7 @@ static void adopt(rh_redis_sentinel *s) {
   if (s->subs) resubscribe(s);
   RH_LOG(RH_LOG_INFO, "redis_sentinel_primary", RH_STR("master", s->master), RH_STR("host", s->host),
          RH_INT("port", s->port));
+  flush_held(s);
 }
 
 static void on_role(void *ud, redisReply *rep, const char *err) {
@@ -330,6 +340,80 @@ static int refuse(rh_redis_sentinel *s, char *err, size_t errlen) {
   return -1;
 }
 
+/* Out to the primary (a blocking command on a connection of its own), or -1 with err. */
+static int send_op(rh_redis_sentinel_op *op, int argc, const char **argv, const size_t *lens, char *err,
+                   size_t errlen) {
+  rh_redis_sentinel *s = op->s;
+  if (refuse(s, err, errlen) < 0) return -1;
+  op->gen = s->gen;
+  rh_redis *r = s->primary;
+  if (rh_redis_command_blocks(argc, argv, lens)) {
+    r = op->own = s->n_spare ? s->spare[--s->n_spare] : open_primary(s, s->host, s->port);
+    link_blocker(op);
+  }
+  if (rh_redis_command(r, argc, argv, lens, on_reply, op)) return 0;
+  if (op->own) { /* a spare that has lost its connection: not kept */
+    unlink_blocker(op);
+    rh_redis_free(op->own);
+    op->own = NULL;
+  }
+  snprintf(err, errlen, "redis: not connected (%s:%d)", s->host, s->port);
+  return -1;
+}
+
+/* ---- commands asked before the first round has ended ---- */
+
+/* They wait for it, as a single node's commands wait for its first dial: a script's first calls
+ * are not refused only because the sentinels have not answered yet. */
+static rh_redis_sentinel_op *hold(rh_redis_sentinel_op *op, int argc, const char **argv, const size_t *lens) {
+  op->argc = argc;
+  op->argv = malloc(sizeof *op->argv * (size_t)argc);
+  op->lens = malloc(sizeof *op->lens * (size_t)argc);
+  if (!op->argv || !op->lens) abort();
+  for (int i = 0; i < argc; i++) {
+    op->lens[i] = lens[i];
+    op->argv[i] = malloc(lens[i] + 1);
+    if (!op->argv[i]) abort();
+    memcpy(op->argv[i], argv[i], lens[i]);
+    op->argv[i][lens[i]] = 0;
+  }
+  *op->s->held_tail = op;
+  op->s->held_tail = &op->held_next;
+  return op;
+}
+
+static void free_args(rh_redis_sentinel_op *op) {
+  for (int i = 0; i < op->argc; i++) free(op->argv[i]);
+  free(op->argv);
+  free(op->lens);
+  op->argc = 0;
+}
+
+/* Sent now that there is a primary, or failed with why there is none. */
+static void send_held(rh_redis_sentinel_op *op) {
+  char err[300];
+  int sent = op->cb && !op->s->freeing &&
+             send_op(op, op->argc, (const char **)op->argv, op->lens, err, sizeof err) == 0;
+  free_args(op);
+  if (sent) return;
+  if (op->s->freeing) snprintf(err, sizeof err, "redis: connection lost (client closed)");
+  if (op->cb) op->cb(op->ud, NULL, err);
+  free(op);
+}
+
+/* The list is taken first: a callback's Lua may free this client, which flushes it too. */
+static void flush_held(rh_redis_sentinel *s) {
+  rh_redis_sentinel_op *op = s->held;
+  s->held = NULL;
+  s->held_tail = &s->held;
+  s->started = 1;
+  while (op) {
+    rh_redis_sentinel_op *next = op->held_next;
+    send_held(op);
+    op = next;
+  }
+}
+
 rh_redis_sentinel_op *rh_redis_sentinel_command(rh_redis_sentinel *s, int argc, const char **argv,
                                                 const size_t *lens, rh_redis_cb cb, void *ud, char *err,
                                                 size_t errlen) {
@@ -337,22 +421,18 @@ rh_redis_sentinel_op *rh_redis_sentinel_command(rh_redis_sentinel *s, int argc, 
     snprintf(err, errlen, "redis-sentinel: a command is needed");
     return NULL;
   }
-  if (refuse(s, err, errlen) < 0) return NULL;
+  size_t n[64];
+  if (!lens && argc > 64) {
+    snprintf(err, errlen, "redis-sentinel: at most 64 arguments without their lengths");
+    return NULL;
+  }
+  for (int i = 0; !lens && i < argc; i++) n[i] = strlen(argv[i]);
   rh_redis_sentinel_op *op = calloc(1, sizeof *op);
   if (!op) abort();
-  *op = (rh_redis_sentinel_op){ .s = s, .cb = cb, .ud = ud, .gen = s->gen };
-  rh_redis *r = s->primary;
-  if (rh_redis_command_blocks(argc, argv, lens ? lens : (const size_t[]){ strlen(argv[0]) })) {
-    r = op->own = s->n_spare ? s->spare[--s->n_spare] : open_primary(s, s->host, s->port);
-    link_blocker(op);
-  }
-  if (rh_redis_command(r, argc, argv, lens, on_reply, op)) return op;
-  if (op->own) { /* a spare that has lost its connection: not kept */
-    unlink_blocker(op);
-    rh_redis_free(op->own);
-  }
+  *op = (rh_redis_sentinel_op){ .s = s, .cb = cb, .ud = ud };
+  if (!s->primary && !s->started) return hold(op, argc, argv, lens ? lens : n);
+  if (send_op(op, argc, argv, lens ? lens : n, err, errlen) == 0) return op;
   free(op);
-  snprintf(err, errlen, "redis: not connected (%s:%d)", s->host, s->port);
   return NULL;
 }
 
@@ -446,6 +526,7 @@ rh_redis_sentinel *rh_redis_sentinel_new(uv_loop_t *loop, const char *url, char 
   uv_timer_init(loop, &s->step);
   uv_timer_init(loop, &s->check);
   s->step.data = s->check.data = s;
+  s->held_tail = &s->held;
   if (rh_redis_each_seed(url, add_sentinel, &(parsing){ s, err, errlen }) < 0) {
     rh_redis_sentinel_free(s);
     return NULL;
@@ -459,6 +540,7 @@ rh_redis_sentinel *rh_redis_sentinel_new(uv_loop_t *loop, const char *url, char 
 void rh_redis_sentinel_free(rh_redis_sentinel *s) {
   s->freeing = 1;
   stop_round(s);
+  flush_held(s);
   while (s->blockers) { /* closing its connection fails the command, which frees op */
     rh_redis_sentinel_op *op = s->blockers;
     rh_redis *own = op->own;

@@ -5,9 +5,10 @@
  * whenever the primary's connection is lost. The login in the URL is the primary's; sentinels
  * are asked without one.
  *
- * Commands go to the primary only once ROLE has confirmed it: while there is none (at start,
- * or during a failover) they fail at once with why ("redis-sentinel: no primary for 'x' (…)"),
- * as a single node's commands do while it is down. Blocking commands (BLPOP, XREAD BLOCK, …)
+ * Commands go to the primary only once ROLE has confirmed it. Those asked before the first round
+ * of asking has ended wait for it (as a single node's wait for its first dial); after that, while
+ * there is no primary (a failover), they fail at once with why ("redis-sentinel: no primary for
+ * 'x' (…)"), as a single node's commands do while it is down. Blocking commands (BLPOP, XREAD BLOCK, …)
  * get a connection of their own, subscriptions one shared connection that moves to each new
  * primary and subscribes again. Each callback runs exactly once, as rh_redis's do. */
 #ifndef RH_REDIS_SENTINEL_H

@@ -36,6 +36,9 @@ for name, url in pairs(cjson.decode([=[URLS]=])) do clients[name] = relay.redis(
 local r = clients.main
 local got = {}
 r:subscribe("news", function(msg) got[#got + 1] = msg end)
+local early = {} -- a call made before the sentinels can have answered
+relay.after(0, function() early.v, early.err = r:call("SET", "early", "1") end)
+app:get("/early", function(req, res) res:json(200, early) end)
 app:get("/call", function(req, res)
   local v, err = clients[req.args.c or "main"]:call(unpack(cjson.decode(req.args.a)))
   res:json(200, { v = v, err = err })
@@ -60,6 +63,12 @@ return app
   end
 
   it("finds the primary: commands, a blocking BLPOP beside them, a subscription", function()
+    -- The first call waited for the first answer instead of failing.
+    local early = helpers.wait_until(function()
+      local e = cjson.decode(host:get("/early").body)
+      return (e.v or e.err) and e
+    end, 5, "the early call answered")
+    assert.same({ v = "OK" }, early)
     helpers.wait_until(function() return call({ "SET", "foo", "bar" }).v == "OK" end, 10, "the primary found")
     assert.same({ v = "bar" }, call({ "GET", "foo" }))
     assert.equal("bar", (rs.cli(setup_.primary.port, "GET foo"):gsub("%s", ""))) -- on the primary itself
