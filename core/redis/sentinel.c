@@ -227,7 +227,8 @@ static void ask_next(rh_redis_sentinel *s) {
       uv_timer_start(&s->step, on_step, ANSWER_MS, 0);
       return;
     }
-    snprintf(s->last, sizeof s->last, "%s:%d: not connected", s->sentinels[s->asking].host, s->sentinels[s->asking].port);
+    const sentinel *t = &s->sentinels[s->asking];
+    snprintf(s->last, sizeof s->last, "%s:%d: not connected", t->host, t->port);
     s->asking = (s->asking + 1) % s->n;
   }
   if (s->unknown) say(s, "no sentinel knows master '%s'", s->master);
@@ -335,7 +336,8 @@ static int refuse(rh_redis_sentinel *s, char *err, size_t errlen) {
     uv_timer_start(&s->check, on_check, 0, CHECK_MS);
     snprintf(err, errlen, "redis-sentinel: no primary for '%s' (lost the primary %s:%d)", s->master, s->host, s->port);
   } else {
-    snprintf(err, errlen, "redis-sentinel: no primary for '%s' (%s)", s->master, s->why[0] ? s->why : "asking the sentinels");
+    snprintf(err, errlen, "redis-sentinel: no primary for '%s' (%s)", s->master,
+             s->why[0] ? s->why : "asking the sentinels");
   }
   return -1;
 }

@@ -42,6 +42,12 @@ int main(void) {
   g = split("redis://:p@ss@h:1,h:2", 0, &rc);
   CHECK(rc == 0 && g.n == 2 && strcmp(g.urls[1], "redis://:p@ss@h:2") == 0);
 
+  test_name = "a query after the path, or without one";
+  g = split("rediss://h:1,h:2/0?ssl_ca_certs=/etc/ca.pem", 0, &rc);
+  CHECK(rc == 0 && g.n == 2 && strcmp(g.urls[1], "rediss://h:2/0?ssl_ca_certs=/etc/ca.pem") == 0);
+  g = split("rediss://h:1,h:2?ssl_cert_reqs=none", 0, &rc);
+  CHECK(rc == 0 && g.n == 2 && strcmp(g.urls[0], "rediss://h:1?ssl_cert_reqs=none") == 0);
+
   test_name = "one seed";
   g = split("rediss://h:6380/0", 0, &rc);
   CHECK(rc == 0 && g.n == 1 && strcmp(g.urls[0], "rediss://h:6380/0") == 0);
