@@ -64,7 +64,8 @@ wait_port "$srv"
 for _ in $(seq 100); do [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probe/v1/system/ready") == 200 ]] && break; sleep 0.1; done
 
 # the floor: two HAProxy relays in mode tcp, chained (curl -> hop1 -> hop2 -> lighttpd), one
-# thread each like the two relayhost processes
+# thread each like the two relayhost processes, HAProxy's defaults otherwise (no splice: the bytes
+# go through user space, as the tunnel's must)
 hop1=$(free_port); hop2=$(free_port)
 tcp_relay() { # NAME LISTEN TARGET
   cat >"$dir/$1.cfg" <<CFG
