@@ -16,6 +16,8 @@ local M = { MAX_DEPTH = MAX_DEPTH }
 
 -- ---- what a value is, in a message ----
 
+-- "text" with every control byte escaped (LuaJIT's %q escapes all but newline); a long one cut
+-- at 40 bytes, its length given.
 local function quote(s)
   local q = format("%q", #s > 40 and s:sub(1, 40) or s):gsub("\\\n", "\\n")
   return #s > 40 and format("%s... (%d bytes)", q, #s) or q
