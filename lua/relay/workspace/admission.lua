@@ -23,6 +23,11 @@ function M.token(req, dev)
   return nil
 end
 
+-- The upgrade's query: ?role=…&workspaceId=…[&runtimeTargetId=…] -> true | nil, what did not fit.
+local ID = S.string { min = 1, max = 128, pattern = "^[%w._:-]+$", what = "an id of 1 to 128 letters, digits, '.', '_', ':' or '-'" }
+local QUERY = S.object { role = S.enum { "workspace-daemon", "client", "worker" }, workspaceId = ID, runtimeTargetId = S.optional(ID) }
+function M.check_query(args) return S.check(QUERY, args) end
+
 -- ---- the claims the relay accepts (a strict schema: unknown keys reject the whole set) ----
 
 local function str(max) return S.optional(S.string { min = 1, max = max }, true) end
