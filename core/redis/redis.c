@@ -46,6 +46,8 @@ struct rh_redis {
   uv_timer_t retry;
   double backoff;
   int ready, freeing;
+  int answered;               /* this connection has had a reply: Redis is up, not just its port */
+  char failing[300];          /* why connecting fails, as last logged; "" once answered */
 };
 
 static void connect_now(rh_redis *r);
@@ -70,8 +72,8 @@ static void on_retry(uv_timer_t *t) { connect_now(t->data); }
 
 /* The connection is gone: fail what waited on it and dial again later. */
 static void lost(rh_redis *r, const char *why) {
-  int was_ready = r->ready;
-  r->ready = 0;
+  int was_up = r->answered;
+  r->ready = r->answered = 0;
   if (r->up) rh_upconn_close(r->up);
   r->up = NULL;
   if (r->reader) redisReaderFree(r->reader);
@@ -79,8 +81,11 @@ static void lost(rh_redis *r, const char *why) {
   char err[300];
   snprintf(err, sizeof err, "redis: connection lost (%s)", why);
   fail_pending(r, err);
-  if (was_ready)
+  if (was_up)
     RH_LOG(RH_LOG_WARN, "redis_down", RH_STR("host", r->host), RH_INT("port", r->port), RH_STR("error", why));
+  else if (!r->freeing && strcmp(r->failing, why)) /* once per reason, not once per retry */
+    RH_LOG(RH_LOG_WARN, "redis_unreachable", RH_STR("host", r->host), RH_INT("port", r->port), RH_STR("error", why));
+  snprintf(r->failing, sizeof r->failing, "%s", why);
   if (r->freeing) return;
   uv_timer_start(&r->retry, on_retry, (uint64_t)(r->backoff * 1000), 0);
   r->backoff = r->backoff * 2 > 5 ? 5 : r->backoff * 2;
@@ -96,6 +101,17 @@ static void deliver_message(rh_redis *r, const redisReply *rep) {
   const redisReply *ch = rep->element[1], *msg = rep->element[2];
   for (sub *s = r->subs; s; s = s->next)
     if (strcmp(s->channel, ch->str) == 0) s->cb(s->ud, ch->str, msg->str, msg->len);
+}
+
+/* The first reply of a connection: TLS, AUTH and SELECT got through, so the backoff starts over
+ * (set at connect, a server that refuses the handshake or the password was redialled every
+ * 0.1 s, logging redis_up each time). */
+static void answered(rh_redis *r) {
+  if (r->answered) return;
+  r->answered = 1;
+  r->backoff = 0.1;
+  r->failing[0] = 0;
+  RH_LOG(RH_LOG_INFO, "redis_up", RH_STR("host", r->host), RH_INT("port", r->port));
 }
 
 static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
@@ -122,6 +138,7 @@ static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
       lost(r, why); /* wrong password or db: retried with backoff, logged */
       return;
     }
+    answered(r);
     if (c->cb) c->cb(c->ud, rep, NULL);
     free(c);
     freeReplyObject(reply);
@@ -177,6 +194,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
     snprintf(db, sizeof db, "%d", r->db);
     send_internal(r, 2, (const char *[]){ "SELECT", db });
   }
+  send_internal(r, 1, (const char *[]){ "PING" }); /* its answer says Redis is up (answered) */
   for (sub *s = r->subs; s; s = s->next) send_internal(r, 2, (const char *[]){ "SUBSCRIBE", s->channel });
   while (r->wait_head) { /* what was asked while dialling */
     rh_redis_cmd *c = r->wait_head;
@@ -185,8 +203,6 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   }
   r->wait_tail = NULL;
   r->ready = 1;
-  r->backoff = 0.1;
-  RH_LOG(RH_LOG_INFO, "redis_up", RH_STR("host", r->host), RH_INT("port", r->port));
 }
 
 static void connect_now(rh_redis *r) {
@@ -411,7 +427,12 @@ void rh_redis_cancel(rh_redis_cmd *c) {
   c->cb = NULL;
 }
 
-int rh_redis_ready(const rh_redis *r) { return r->ready; }
+int rh_redis_ready(const rh_redis *r) { return r->ready && r->answered; }
+
+void rh_redis_why_down(const rh_redis *r, char *out, size_t outlen) {
+  if (r->failing[0]) snprintf(out, outlen, "redis: not connected (%s)", r->failing);
+  else snprintf(out, outlen, "redis: not connected");
+}
 
 static void free_redis(uv_handle_t *h) {
   rh_redis *r = h->data;

@@ -50,7 +50,9 @@ rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const s
                                rh_redis_cb cb, void *ud);
 /* The callback will not be called (the reply, when it comes, is dropped). */
 void rh_redis_cancel(rh_redis_cmd *c);
-int rh_redis_ready(const rh_redis *r);
+int rh_redis_ready(const rh_redis *r); /* connected, and Redis has answered on it */
+/* "redis: not connected (why the last connection failed or was lost)", for a command refused. */
+void rh_redis_why_down(const rh_redis *r, char *out, size_t outlen);
 
 /* Pub/sub: the connection becomes a subscriber (Redis allows no other commands on it) and
  * subscribes again after every reconnect. cb gets each message of the channel. */

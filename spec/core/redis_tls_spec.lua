@@ -7,7 +7,7 @@ local helpers = require "helpers"
 local cjson = require "cjson"
 
 describe("relay.redis over TLS", function()
-  local dir, tls_port, redis_pid, host
+  local dir, tls_port, plain_port, redis_pid, host
 
   local function q(path) return helpers.url_escape(dir .. "/" .. path) end
   local function url(query, userinfo, port)
@@ -18,7 +18,7 @@ describe("relay.redis over TLS", function()
     dir = helpers.tmpdir()
     helpers.tls_pki(dir)
     -- the password holds '@' and '%': percent-encoded in the URL as %40 and %25
-    tls_port, _, redis_pid = helpers.start_redis_tls(dir, "--tls-auth-clients yes --user al on '>p@ss%w' '~*' '&*' '+@all'")
+    tls_port, plain_port, redis_pid = helpers.start_redis_tls(dir, "--tls-auth-clients yes --user al on '>p@ss%w' '~*' '&*' '+@all'")
     local cert = ("ssl_certfile=%s&ssl_keyfile=%s"):format(q("client.pem"), q("client.key"))
     local ca = "ssl_ca_certs=" .. q("ca.pem")
     local urls = {
@@ -30,6 +30,7 @@ describe("relay.redis over TLS", function()
       named = url(ca .. "&" .. cert .. "&ssl_server_name=redis.test"),
       misnamed = url(ca .. "&" .. cert .. "&ssl_server_name=other.test"),
       plain_to_tls = ("redis://127.0.0.1:%d"):format(tls_port),
+      badpass = url(ca .. "&" .. cert, "al:wrong@"),
     }
     local lines = { "local relay = require 'relay'", "local app = relay.new { name = 'redis-tls' }", "local clients = {" }
     for k, v in pairs(urls) do lines[#lines + 1] = ("  %s = relay.redis(%q),"):format(k, v) end
@@ -58,12 +59,12 @@ return app]]
   local function call(c, cmd, a)
     return cjson.decode(host:get(("/call?c=%s&cmd=%s&a=%s"):format(c, cmd or "PING", a or "")).body)
   end
-  -- the first call that is not "not connected" (the client redials with backoff in between)
+  -- the first answer that says why (the client redials with backoff, and says why it is down)
   local function answer(c, cmd)
     local r
     helpers.wait_until(function()
       r = call(c, cmd)
-      return r.v ~= nil or (r.err and not r.err:find("not connected"))
+      return r.v ~= nil or (r.err and r.err ~= "redis: not connected")
     end, 10, c)
     return r
   end
@@ -105,6 +106,31 @@ return app]]
   it("does not speak plain text to a TLS port as if it were redis", function()
     local r = call("plain_to_tls")
     assert.is_nil(r.v)
+  end)
+
+  it("backs off from a server that refuses the handshake or the password, and logs why once", function()
+    assert.matches("WRONGPASS", answer("badpass").err)
+    answer("nocert")
+    local function accepted()
+      local c = assert(helpers.connect(plain_port))
+      c:send("INFO stats\r\n")
+      local len = tonumber(c.sock:receive("*l"):match("^%$(%d+)"))
+      local body = c.sock:receive(len + 2)
+      c:close()
+      return tonumber(body:match("total_connections_received:(%d+)"))
+    end
+    -- redis counts the connections whose handshake it completed (badpass's, here): redialled
+    -- every 0.1 s whatever the failure, they were 27 in 3 s; backing off (0.1 s doubling to
+    -- 5 s), 4
+    local before = accepted()
+    helpers.sleep(3)
+    local made = accepted() - before - 1
+    assert.is_true(made < 12, made .. " connections in 3 s")
+    local log = host:log()
+    local _, ups = log:gsub('"event":"redis_up"', "")
+    local _, refused = log:gsub('"event":"redis_unreachable"[^\n]*certificate required', "")
+    assert.equal(1, refused)
+    assert.is_true(ups <= 5, ups .. " redis_up lines") -- good, insecure, named, and their reconnects
   end)
 
   it("refuses a TLS file it cannot use when relay.redis is called, naming the parameter and the file", function()
