@@ -89,6 +89,16 @@ function helpers.start_redis_tls(dir, extra)
   return tls_port, port, pid
 end
 
+-- A number from redis-server's INFO (e.g. helpers.redis_info(port, "clients", "connected_clients")).
+function helpers.redis_info(port, section, field)
+  local c = assert(helpers.connect(port))
+  c:send("INFO " .. section .. "\r\n")
+  local len = tonumber(c.sock:receive("*l"):match("^%$(%d+)"))
+  local body = c.sock:receive(len + 2)
+  c:close()
+  return tonumber(body:match(field .. ":(%d+)"))
+end
+
 -- ---- memory bounds under a flood ----
 
 -- A process's resident set in kB (nil once it has gone).

@@ -111,14 +111,7 @@ return app]]
   it("backs off from a server that refuses the handshake or the password, and logs why once", function()
     assert.matches("WRONGPASS", answer("badpass").err)
     answer("nocert")
-    local function accepted()
-      local c = assert(helpers.connect(plain_port))
-      c:send("INFO stats\r\n")
-      local len = tonumber(c.sock:receive("*l"):match("^%$(%d+)"))
-      local body = c.sock:receive(len + 2)
-      c:close()
-      return tonumber(body:match("total_connections_received:(%d+)"))
-    end
+    local function accepted() return helpers.redis_info(plain_port, "stats", "total_connections_received") end
     -- redis counts the connections whose handshake it completed (badpass's, here): redialled
     -- every 0.1 s whatever the failure, they were 27 in 3 s; backing off (0.1 s doubling to
     -- 5 s), 4

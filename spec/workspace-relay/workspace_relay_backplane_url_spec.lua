@@ -19,14 +19,7 @@ describe("workspace relay RELAY_BACKPLANE_URL", function()
     if redis_pid then os.execute("kill " .. redis_pid) end
   end)
 
-  local function redis_clients()
-    local c = assert(helpers.connect(redis_port))
-    c:send("INFO clients\r\n")
-    local len = tonumber(c.sock:receive("*l"):match("^%$(%d+)"))
-    local body = c.sock:receive(len + 2)
-    c:close()
-    return tonumber(body:match("connected_clients:(%d+)"))
-  end
+  local function redis_clients() return helpers.redis_info(redis_port, "clients", "connected_clients") end
 
   it("is the backplane's Redis when RELAY_REDIS_URL is not set", function()
     local url = "redis://127.0.0.1:" .. redis_port
