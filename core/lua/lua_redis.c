@@ -95,7 +95,7 @@ static int l_call(lua_State *L) {
   op->task = t;
   char err[300] = "redis: not connected";
   if (u->c) op->op = rh_redis_cluster_command(u->c, argc, argv, lens, on_reply, op, err, sizeof err);
-  else op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op);
+  else if (!(op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op))) rh_redis_why_down(u->r, err, sizeof err);
   if (!op->cmd && !op->op) {
     free(op);
     lua_pushnil(L);

@@ -8,6 +8,7 @@
 
 #include "log/log.h"
 #include "redis/slot.h"
+#include "tls/tls.h"
 
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
@@ -26,6 +27,7 @@ struct rh_redis_cluster {
   uv_loop_t *loop;
   char *user, *password;
   int tls;
+  rh_tls_ctx *tls_ctx;                /* the seeds' ssl_… settings, for every node; NULL: default */
   node *nodes;
   int n_nodes;
   uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
@@ -171,7 +173,8 @@ static void finish(rh_redis_cluster_op *op, redisReply *rep, const char *err) {
 static void on_reply(void *ud, redisReply *rep, const char *err);
 
 static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
-  rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password };
+  rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password,
+                      .tls_ctx = c->tls_ctx };
   return rh_redis_open(c->loop, &a);
 }
 
@@ -368,7 +371,7 @@ int rh_redis_cluster_ready(const rh_redis_cluster *c) {
 int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redis_message_cb cb, void *ud) {
   if (!c->sub) {
     rh_redis_addr a = { .host = c->nodes[0].host, .port = c->nodes[0].port, .tls = c->tls, .user = c->user,
-                        .password = c->password };
+                        .password = c->password, .tls_ctx = c->tls_ctx };
     c->sub = rh_redis_open(c->loop, &a);
   }
   return rh_redis_subscribe(c->sub, channel, cb, ud);
@@ -376,17 +379,25 @@ int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redi
 
 /* ---- seeds ---- */
 
-/* Every seed of "[scheme://[userinfo@]]h:p,h:p[/path]" as its own URL: scheme and userinfo
- * before each, the path after. */
+/* The first seed's ssl_… settings (every seed has the same query) make the nodes' context. */
+static const char *seed_tls(rh_redis_cluster *c, const rh_url *u, char *err, size_t errlen) {
+  char why[800];
+  if (c->n_nodes || !rh_redis_url_tls(u, &c->tls_ctx, why, sizeof why)) return NULL;
+  snprintf(err, errlen, "redis TLS: %s", why);
+  return err;
+}
+
+/* Every seed of "[scheme://[userinfo@]]h:p,h:p[/path][?query]" as its own URL: scheme and
+ * userinfo before each, the path and query after. */
 static int add_seeds(rh_redis_cluster *c, const char *seeds, char *err, size_t errlen) {
   const char *auth = strstr(seeds, "://");
   auth = auth ? auth + 3 : seeds;
-  const char *hosts = auth, *end = auth + strcspn(auth, "/");
+  const char *hosts = auth, *end = auth + strcspn(auth, "/?#");
   for (const char *p = auth; p < end; p++)
     if (*p == '@') hosts = p + 1;
   int prefix = (int)(hosts - seeds);
   while (hosts <= end) {
-    size_t n = strcspn(hosts, ",/");
+    size_t n = strcspn(hosts, ",/?#");
     char *url = malloc(strlen(seeds) + 16);
     rh_url *u = malloc(sizeof *u);
     if (!url || !u) abort();
@@ -394,6 +405,11 @@ static int add_seeds(rh_redis_cluster *c, const char *seeds, char *err, size_t e
     rh_redis_addr a;
     const char *why = rh_redis_parse_url(url, u, &a);
     if (!why && a.db) why = "a cluster has only database 0";
+    if (!why && seed_tls(c, u, err, errlen)) {
+      free(url);
+      free(u);
+      return -1;
+    }
     if (!why) {
       c->tls = a.tls;
       if (!c->password && a.password) c->password = strdup(a.password);
@@ -439,5 +455,6 @@ void rh_redis_cluster_free(rh_redis_cluster *c) {
   free(c->nodes);
   free(c->user);
   free(c->password);
+  if (c->tls_ctx) rh_tls_ctx_free(c->tls_ctx);
   free(c);
 }
