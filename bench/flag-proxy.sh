@@ -7,6 +7,8 @@
 #   3. the time from SIGHUP (a changed flag in the config directory) until each of FANOUT (1,000)
 #      streams has its event.
 #   bench/flag-proxy.sh            DURATION=10 CONNECTIONS=50 STREAMS=10000 FANOUT=1000 RUNS=3
+#   RELAYHOST_BIN=/old/build/relayhost bench/flag-proxy.sh   the same against another build (its
+#   own bundled flag-proxy script), for before/after
 # req/s runs alternate relayhost and nginx RUNS times (medians printed, with every run), and the
 # fan-out is repeated RUNS times (median): other work on the machine moves single runs a lot.
 # Targets (benchmark, not test): >= 1.0x nginx, < 100 MB, < 100 ms.
@@ -22,7 +24,12 @@ ENV_ID=1f6c9b2e-3d4a-4b5c-9e8f-0a1b2c3d4e5f
 KEY=sample-server-sdk-key
 
 tools/deps --bench >/dev/null
-tools/build build >/dev/null 2>&1 || { echo "bench/flag-proxy.sh: build failed" >&2; exit 1; }
+mkdir -p bench/out
+exec > >(tee "bench/out/flag-proxy-$(date +%Y%m%d-%H%M%S).txt")
+if [[ -z ${RELAYHOST_BIN:-} ]]; then
+  tools/build build >/dev/null 2>&1 || { echo "bench/flag-proxy.sh: build failed" >&2; exit 1; }
+fi
+bin=${RELAYHOST_BIN:-$top/build/relayhost}
 for t in nginx wrk taskset curl node python3; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 ulimit -n "$(ulimit -Hn)"
 (( $(ulimit -n) > STREAMS + 100 )) || { echo "bench/flag-proxy.sh: ulimit -n $(ulimit -n) is too low for $STREAMS streams" >&2; exit 1; }
@@ -32,7 +39,7 @@ chmod 755 "$tmp" # nginx workers (nobody) read the static file
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done # not a bare wait: tee is a child too
   [[ ${KEEP:-0} == 1 ]] && echo "kept $tmp" >&2 || rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -44,7 +51,7 @@ until_up() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sle
 cp -r examples/flag-proxy/config "$tmp/config"
 flags_file=$tmp/config/env-$ENV_ID/feature_config.json
 rport=$(free_port)
-taskset -c 0 build/relayhost scripts/flag-proxy.lua --offline --config-dir "$tmp/config" --auth-secret bench-secret \
+taskset -c 0 "$bin" flag-proxy --offline --config-dir "$tmp/config" --auth-secret bench-secret \
   --listen "127.0.0.1:$rport" --log-level warn >"$tmp/relayhost.log" 2>&1 &
 rpid=$!; pids+=("$rpid")
 until_up "http://127.0.0.1:$rport/health"
@@ -105,7 +112,8 @@ sleep 1
 
 fs=()
 for _ in $(seq "$RUNS"); do
-  out=$(taskset -c 1 node bench/flag-proxy-sse.js fanout "$rport" "$token" "$KEY" "$FANOUT" "$rpid" "$flags_file" banner-text)
+  out=$(taskset -c 1 node bench/flag-proxy-sse.js fanout "$rport" "$token" "$KEY" "$FANOUT" "$rpid" "$flags_file" banner-text) \
+    || { echo "bench/flag-proxy.sh: the fan-out run failed: $out" >&2; [[ -n ${RELAYHOST_BIN:-} ]] || exit 1; fs+=(n/a); break; }
   fs+=("$(echo "$out" | awk '/^fanout/ { print $3 }')")
   sleep 1
 done

@@ -2,27 +2,35 @@
 # The prefix proxy under a header policy, side by side with the peer proxies of ../shared/peers.
 # Every proxy forwards /api/x to the nginx origin (127.0.0.1:9001) as /v1/x, sets
 # X-Service: main-app, drops X-Internal-Token on the way up and X-Debug-Info on the way down:
-#   nginx          proxy_pass + proxy_set_header/proxy_hide_header            (peers, 9101)
-#   nginx+lua      rewrite_by_lua/header_filter_by_lua + proxy_pass           (peers, 9102)
-#   haproxy        http-request/http-response rules                          (peers, 9103)
-#   relayhost-lua  bench/prefix-proxy-policy.lua --mode lua: on_request/on_response hooks
-#   relayhost-c    bench/prefix-proxy-policy.lua --mode c: the same policy as native options
+#   nginx             proxy_pass + proxy_set_header/proxy_hide_header         (peers, 9101)
+#   nginx+lua         rewrite_by_lua/header_filter_by_lua + proxy_pass        (peers, 9102)
+#   haproxy           http-request/http-response rules                       (peers, 9103)
+#   relayhost-lua     bench/prefix-proxy-policy.lua --mode lua: on_request/on_response hooks
+#   relayhost-c       bench/prefix-proxy-policy.lua --mode c: the same policy as native options
+#   nginx+lua-access  access_by_lua: one ngx.shared incr, then the policy     (peers, 9106)
+#   relayhost-access  bench/prefix-proxy-access.lua: one relay.shared incr in the mount's access
+#                     phase, then the same policy (issue 18's row; "n/a" for a relayhost that
+#                     refuses the script or never runs the phase, e.g. a build from before it)
 # (h2o 9104 and caddy 9105 are not measured.) Before measuring it checks that every endpoint
 # answers 200 with the origin's body and without X-Debug-Info, and, against a relayhost echo
-# upstream, that both relayhost modes send exactly the policy's request (/v1/x, one X-Service:
+# upstream, that every relayhost mode sends exactly the policy's request (/v1/x, one X-Service:
 # main-app, no X-Internal-Token, X-Forwarded-*). Then wrk at each of CONNS, RUNS times, and a
-# table of the medians with relayhost's ratios to each peer. Not a pass/fail test: it prints
-# numbers (and complains loudly about errors).
+# table of the medians: req/s, p50 and p99, CPU-seconds per 100k requests (utime+stime from
+# /proc/PID/stat of every process of that server, its workers included, before and after each
+# measured run, over the requests wrk counted), and relayhost's ratios to each peer; then the
+# issues' targets at each concurrency but 1 (c=1 is the latency of one request at a time).
+# Not a pass/fail test: it prints numbers (and complains loudly about errors).
 #
-#   bench/prefix-proxy.sh                     DURATION=10 RUNS=3 CONNS="32 256" by default
+#   bench/prefix-proxy.sh                     DURATION=10 RUNS=3 CONNS="1 32 256" by default
 #   DURATION=5 RUNS=3 bench/prefix-proxy.sh
 #   RELAYHOST_BIN=/old/build/relayhost bench/prefix-proxy.sh   the same against another build
 #   WARMUP=2 (seconds of wrk before each measurement), KEEP=1 (keep the temporary folder),
 #   QUIET_WAIT=60 (seconds to wait for an idle machine first), SERVER_CPU=0 CLIENT_CPU=1,
-#   ORIGIN_CPU (default SERVER_CPU), RELAY_LUA_PORT=9111 RELAY_C_PORT=9112 (another free port
-#   when taken).
-# Exits 1 when a server errored (non-2xx, socket errors, died: the numbers are suspect) or a
-# relayhost mode did not apply the policy.
+#   ORIGIN_CPU (default SERVER_CPU), RELAY_LUA_PORT=9111 RELAY_C_PORT=9112 RELAY_ACCESS_PORT=9113
+#   (another free port when taken), CHART=0 (leave docs/prefix-proxy-bench.png alone),
+#   PEERS=../shared/peers (the folder of run-peers and its configurations).
+# Exits 1 when a server errored (non-2xx, socket errors, died: the numbers are suspect), a
+# relayhost mode did not apply the policy, or this tree's own build has no working access row.
 #
 # The machine has 2 cores: every server (the origin and each proxy: one process, one worker or
 # thread) is pinned to core 0 and wrk to core 1 (one thread), the same for every peer. The
@@ -37,12 +45,13 @@ me=bench/prefix-proxy.sh
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
 WARMUP=${WARMUP:-2}
-CONNS=${CONNS:-32 256}
+CONNS=${CONNS:-1 32 256}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 ORIGIN_CPU=${ORIGIN_CPU:-$SERVER_CPU}
 RELAY_LUA_PORT=${RELAY_LUA_PORT:-9111}
 RELAY_C_PORT=${RELAY_C_PORT:-9112}
+RELAY_ACCESS_PORT=${RELAY_ACCESS_PORT:-9113}
 read -r -a conns_list <<<"$CONNS"
 
 # --- dependencies, build, peers -------------------------------------------------------------
@@ -55,16 +64,18 @@ if ! tools/build build; then
 fi
 relayhost=${RELAYHOST_BIN:-$top/build/relayhost} # RELAYHOST_BIN: another build, for before/after
 policy=$top/bench/prefix-proxy-policy.lua
+access_policy=$top/bench/prefix-proxy-access.lua
 for t in nginx haproxy wrk taskset curl; do
   command -v "$t" >/dev/null || { echo "$me: $t not found after tools/deps --bench" >&2; exit 1; }
 done
-[[ -f $policy ]] || { echo "$me: $policy is missing" >&2; exit 1; }
-if [[ ! -d $top/../shared/peers ]]; then
-  echo "$me: the peer configurations are missing: expected $top/../shared/peers (with nginx-origin.conf," >&2
-  echo "$me: nginx-peers.conf, haproxy-peer.cfg) next to the repository" >&2
+for f in "$policy" "$access_policy"; do [[ -f $f ]] || { echo "$me: $f is missing" >&2; exit 1; }; done
+PEERS=${PEERS:-$top/../shared/peers} # the peer configurations (run-peers' folder)
+if [[ ! -d $PEERS ]]; then
+  echo "$me: the peer configurations are missing: expected $PEERS (with nginx-origin.conf," >&2
+  echo "$me: nginx-peers.conf, haproxy-peer.cfg) next to the repository, or PEERS=/path/to/peers" >&2
   exit 1
 fi
-peers=$(cd "$top/../shared" && pwd)/peers
+peers=$(cd "$PEERS" && pwd)
 for f in nginx-origin.conf nginx-peers.conf haproxy-peer.cfg; do
   [[ -f $peers/$f ]] || { echo "$me: $peers/$f is missing" >&2; exit 1; }
 done
@@ -95,19 +106,21 @@ out=$top/bench/out/prefix-proxy-$(date +%Y%m%d-%H%M%S).txt
 say() { printf '%s\n' "$*" | tee -a "$out"; }
 
 # --- ports ------------------------------------------------------------------------------------
-port_busy() {
+port_busy() { # PORT [-l]: a socket on it (-l: a listener; else any, since the TIME_WAIT of a
+  local which=-a # client that had it as its own port also refuses a bind)
+  [[ ${2:-} == -l ]] && which=-l
   if command -v ss >/dev/null; then
-    [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
+    [[ -n $(ss -Htn "$which" "sport = :$1" 2>/dev/null) ]]
   else
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
   fi
 }
-used_ports=" 9001 9101 9102 9103 9104 9105 "
+used_ports=" 9001 9101 9102 9103 9104 9105 9106 "
 free_port() { # [PREFERRED]: PREFERRED when free, else a random free high port
   local p
   if [[ -n ${1:-} && $used_ports != *" $1 "* ]] && ! port_busy "$1"; then used_ports+="$1 "; echo "$1"; return 0; fi
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000)) # below the kernel's ephemeral range (32768-60999 by default)
     [[ $used_ports == *" $p "* ]] && continue
     port_busy "$p" && continue
     used_ports+="$p "
@@ -116,18 +129,23 @@ free_port() { # [PREFERRED]: PREFERRED when free, else a random free high port
   echo "$me: no free port found" >&2; return 1
 }
 # The peers' configurations fix their ports.
-for p in 9001 9101 9102 9103; do
-  if port_busy "$p"; then
+for p in 9001 9101 9102 9103 9106; do
+  if port_busy "$p" -l; then
     echo "$me: port $p (origin/peers) is taken; stop what holds it first:" >&2
     ss -Hltnp "sport = :$p" >&2 2>/dev/null || true
     exit 1
   fi
 done
 
+running() { # PID: it runs (kill -0 alone also passes for a child that exited and was not waited for)
+  local st
+  st=$(sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $st && $st != Z && $st != X ]]
+}
 wait_http() { # URL PID NAME LOG: until URL answers 200, or the process dies, or 10 s pass
   local i
   for i in $(seq 100); do
-    kill -0 "$2" 2>/dev/null || { echo "$me: $3 exited at startup; log:" >&2; tail -n 30 "$4" >&2; return 1; }
+    running "$2" || { echo "$me: $3 exited at startup; log:" >&2; tail -n 30 "$4" >&2; return 1; }
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.1
   done
@@ -150,25 +168,43 @@ nginx_pid=$!; pids+=("$nginx_pid")
 (cd "$run" && exec taskset -c "$SERVER_CPU" haproxy -f "$peers/haproxy-peer.cfg") >"$run/haproxy.out" 2>&1 &
 haproxy_pid=$!; pids+=("$haproxy_pid")
 
-# --- relayhost, both policy modes -------------------------------------------------------------
+# --- relayhost, every policy mode ---------------------------------------------------------------
 start_relay() { # NAME PORT LOG MODE ORIGIN: starts relayhost pinned to SERVER_CPU, sets $!
-  taskset -c "$SERVER_CPU" "$relayhost" "$policy" --mode "$4" --origin "$5" --listen "127.0.0.1:$2" \
+  local script=("$policy" --mode "$4")  # MODE lua or c: the policy script; access: its own script
+  [[ $4 == access ]] && script=("$access_policy")
+  taskset -c "$SERVER_CPU" "$relayhost" "${script[@]}" --origin "$5" --listen "127.0.0.1:$2" \
     --log-level warn --drain-timeout 1 >"$3" 2>&1 &
 }
 mkdir -p "$tmp/relay"
 lua_port=$(free_port "$RELAY_LUA_PORT")
 c_port=$(free_port "$RELAY_C_PORT")
+acc_port=$(free_port "$RELAY_ACCESS_PORT")
 start_relay relayhost-lua "$lua_port" "$tmp/relay/relayhost-lua.log" lua http://127.0.0.1:9001
 lua_pid=$!; pids+=("$lua_pid")
 start_relay relayhost-c "$c_port" "$tmp/relay/relayhost-c.log" c http://127.0.0.1:9001
 c_pid=$!; pids+=("$c_pid")
+start_relay relayhost-access "$acc_port" "$tmp/relay/relayhost-access.log" access http://127.0.0.1:9001
+acc_pid=$!; pids+=("$acc_pid")
 
-names=(nginx nginx+lua haproxy relayhost-lua relayhost-c)
-ports=(9101 9102 9103 "$lua_port" "$c_port")
-server_pids=("$nginx_pid" "$nginx_pid" "$haproxy_pid" "$lua_pid" "$c_pid")
-logs=("$run/nginx-error.log" "$run/nginx-error.log" "$run/haproxy.out" "$tmp/relay/relayhost-lua.log" "$tmp/relay/relayhost-c.log")
-ilua=3; ic=4
+names=(nginx nginx+lua haproxy relayhost-lua relayhost-c nginx+lua-access relayhost-access)
+ports=(9101 9102 9103 "$lua_port" "$c_port" 9106 "$acc_port")
+server_pids=("$nginx_pid" "$nginx_pid" "$haproxy_pid" "$lua_pid" "$c_pid" "$nginx_pid" "$acc_pid")
+logs=("$run/nginx-error.log" "$run/nginx-error.log" "$run/haproxy.out" "$tmp/relay/relayhost-lua.log"
+      "$tmp/relay/relayhost-c.log" "$run/nginx-error.log" "$tmp/relay/relayhost-access.log")
+inl=1; ihap=2; ilua=3; ic=4; inla=5; iacc=6
+relays=("$ilua" "$ic" "$iacc")
+declare -A skipped # row -> why it is not measured ("n/a" in the table)
+skip_access() { # WHY: the access row is n/a (an old build without the phase must not abort the run)
+  skipped[$iacc]=$1
+  echo "$me: relayhost-access is n/a: $1" >&2
+  kill -TERM "$acc_pid" 2>/dev/null || true
+}
 for i in "${!names[@]}"; do
+  if ((i == iacc)); then
+    wait_http "http://127.0.0.1:${ports[i]}/api/x" "${server_pids[i]}" "${names[i]}" "${logs[i]}" ||
+      skip_access "$relayhost did not serve $access_policy: $(grep -v '^ *$' "${logs[i]}" | tail -n 1 | head -c 300)"
+    continue
+  fi
   wait_http "http://127.0.0.1:${ports[i]}/api/x" "${server_pids[i]}" "${names[i]}" "${logs[i]}"
 done
 
@@ -182,6 +218,7 @@ grep -qi '^x-debug-info:' "$tmp/origin.hdr" || check_notes+=("the origin sends n
 # 1. every endpoint: GET /api/x (with an X-Internal-Token) -> 200, the origin's body, no X-Debug-Info
 resp_bytes=()
 for i in "${!names[@]}"; do
+  [[ -n ${skipped[$i]:-} ]] && { resp_bytes[i]="n/a"; continue; }
   url=http://127.0.0.1:${ports[i]}/api/x
   code=$(curl -sS -D "$tmp/check-$i.hdr" -o "$tmp/check-$i.body" -w '%{http_code}' \
     -H 'X-Internal-Token: secret' -H 'X-Service: spoofed' "$url") || code="curl failed"
@@ -191,8 +228,10 @@ for i in "${!names[@]}"; do
   grep -qi '^x-debug-info:' "$tmp/check-$i.hdr" && policy_problems+=("${names[i]}: the response still carries X-Debug-Info")
 done
 
-# 2. both relayhost modes against an echo upstream (a relayhost script answering with the
+# 2. every relayhost mode against an echo upstream (a relayhost script answering with the
 #    request it got, and an X-Debug-Info header): the upstream request must be exactly the policy's.
+#    The access mode must also have counted the request in its access phase (a build that
+#    ignored the `access` key would forward without it: that row is then n/a, not measured).
 cat >"$tmp/relay/echo.lua" <<'EOF'
 local relay = require "relay"
 local app = relay.new { name = "bench-echo" }
@@ -217,7 +256,8 @@ taskset -c "$SERVER_CPU" "$relayhost" "$tmp/relay/echo.lua" --listen "127.0.0.1:
   --drain-timeout 1 >"$tmp/relay/echo.log" 2>&1 &
 echo_pid=$!; pids+=("$echo_pid")
 wait_http "http://127.0.0.1:$echo_port/v1/x" "$echo_pid" "echo upstream" "$tmp/relay/echo.log"
-for mode in lua c; do
+modes=(lua c); [[ -z ${skipped[$iacc]:-} ]] && modes+=(access)
+for mode in "${modes[@]}"; do
   vport=$(free_port)
   vlog=$tmp/relay/verify-$mode.log
   start_relay "verify-$mode" "$vport" "$vlog" "$mode" "http://127.0.0.1:$echo_port"
@@ -226,6 +266,14 @@ for mode in lua c; do
   e=$tmp/echo-$mode
   curl -sS -D "$e.hdr" -o "$e.body" -H 'X-Internal-Token: secret' -H 'X-Service: spoofed' \
     "http://127.0.0.1:$vport/api/x?q=1" || true
+  if [[ $mode == access ]]; then
+    seen=$(curl -sS "http://127.0.0.1:$vport/_bench/seen" 2>&1 | head -c 200 || true)
+    if [[ ! $seen =~ ^[1-9][0-9]*$ ]]; then
+      skip_access "its access phase never ran (GET /_bench/seen after one request: '$seen')"
+      kill -TERM "$vpid" 2>/dev/null || true
+      continue
+    fi
+  fi
   who="relayhost-$mode"
   [[ $(head -n1 "$e.body") == "GET /v1/x?q=1" ]] || policy_problems+=("$who: upstream request line is '$(head -n1 "$e.body")', want 'GET /v1/x?q=1'")
   n=$(grep -ci '^x-service:' "$e.body" || true)
@@ -266,12 +314,25 @@ median() { # numbers as arguments -> their median ("?" ignored; "?" when none)
     if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# CPU time of a server: utime+stime (clock ticks) of ROOT and every process below it (nginx's
+# workers), from /proc/PID/stat. cat, not awk, opens the files: one may vanish meanwhile.
+cpu_ticks() {
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+    { pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")  # f[1] is the state (field 3)
+      parent[pid] = f[2]; ticks[pid] = f[12] + f[13] }
+    END { mine[root] = 1
+          do { grew = 0; for (p in parent) if (!(p in mine) && (parent[p] in mine)) { mine[p] = 1; grew = 1 } } while (grew)
+          s = 0; for (p in mine) s += ticks[p]; print s + 0 }'
+}
+clk_tck=$(getconf CLK_TCK)
+
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
-rss_lua_before=$(rss_kb "$lua_pid" VmRSS); rss_c_before=$(rss_kb "$c_pid" VmRSS)
+declare -A rss_before
+for i in "${relays[@]}"; do rss_before[$i]=$(rss_kb "${server_pids[i]}" VmRSS); done
 
 # Whether a server still runs; once it is gone, how it ended (from wait: exit status or signal).
 declare -A ended
-alive() { kill -0 "$1" 2>/dev/null; }
+alive() { running "$1"; }
 how_ended() { # PID: sets $how to "exit status N" / "killed by signal N (SIGNAME)" (not in $(...): wait
   local st=0     # works only in the shell that started the process; cached, a pid is waited once)
   if [[ -z ${ended[$1]:-} ]]; then
@@ -282,14 +343,14 @@ how_ended() { # PID: sets $how to "exit status N" / "killed by signal N (SIGNAME
   how=${ended[$1]}
 }
 
-declare -A rps p99 errs dead
+declare -A rps p50 p99 cpu errs dead
 errored=()
 for run_no in $(seq "$RUNS"); do
   for c in "${conns_list[@]}"; do
     for i in "${!names[@]}"; do
       k="$i,$c,$run_no"
-      rps[$k]="?"; p99[$k]="?"
-      [[ -n ${dead[$i]:-} ]] && continue # reported once, when it died
+      rps[$k]="?"; p50[$k]="?"; p99[$k]="?"; cpu[$k]="?"
+      [[ -n ${skipped[$i]:-} || -n ${dead[$i]:-} ]] && continue # n/a; or reported once, when it died
       url=http://127.0.0.1:${ports[i]}/api/x
       wu=$tmp/warmup-$i-$c-$run_no.txt
       w=$tmp/wrk-$i-$c-$run_no.txt
@@ -298,13 +359,19 @@ for run_no in $(seq "$RUNS"); do
       taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${WARMUP}s" "$url" >"$wu" 2>&1 || true
       sleep 0.2
       if alive "${server_pids[i]}"; then
+        t0=$(cpu_ticks "${server_pids[i]}")
         taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" >"$w" 2>&1 || true
+        t1=$(cpu_ticks "${server_pids[i]}")
+        n=$(awk '$2 == "requests" && $3 == "in" { print $1; exit }' "$w")
+        [[ -n $n ]] && cpu[$k]=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$n" \
+          'BEGIN { if (n > 0) printf "%.3f", t / hz / n * 100000; else print "?" }')
         sleep 0.2
         alive "${server_pids[i]}" || phase="measured run"
       else
         phase="warmup"; : >"$w"
       fi
       r=$(awk '/^Requests\/sec:/ { print $2 }' "$w"); rps[$k]=${r:-?}
+      l=$(awk '$1 == "50%" { print $2; exit }' "$w"); [[ -n $l ]] && p50[$k]=$(to_ms "$l")
       l=$(awk '$1 == "99%" { print $2; exit }' "$w"); [[ -n $l ]] && p99[$k]=$(to_ms "$l")
       for f in "$wu" "$w"; do
         tag=""; [[ $f == "$wu" ]] && tag="warmup: "
@@ -330,8 +397,10 @@ for run_no in $(seq "$RUNS"); do
   done
 done
 
-rss_lua_after=$(rss_kb "$lua_pid" VmRSS); hwm_lua=$(rss_kb "$lua_pid" VmHWM)
-rss_c_after=$(rss_kb "$c_pid" VmRSS); hwm_c=$(rss_kb "$c_pid" VmHWM)
+declare -A rss_after hwm
+for i in "${relays[@]}"; do rss_after[$i]=$(rss_kb "${server_pids[i]}" VmRSS); hwm[$i]=$(rss_kb "${server_pids[i]}" VmHWM); done
+acc_seen="n/a"
+[[ -z ${skipped[$iacc]:-} ]] && acc_seen=$(curl -sS "http://127.0.0.1:$acc_port/_bench/seen" 2>&1 | head -c 200 || true)
 load_after=$(cut -d" " -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------------------------
@@ -342,32 +411,63 @@ say "  X-Internal-Token dropped, X-Debug-Info hidden. wrk -t1 -cN -d${DURATION}s
 say "  $RUNS runs each (interleaved), medians shown. Peers: $peers"
 say "CPU pinning: every proxy on core $SERVER_CPU, the origin on core $ORIGIN_CPU, wrk on core $CLIENT_CPU; one process/worker/thread each."
 say "Machine busy before measuring: ${busy}% of all cores (waited ${waited}s for <=15%). Load average before: $load_before, after: $load_after."
-say "lua/peer, c/peer = relayhost-lua's, relayhost-c's median req/s / the row's median req/s (>1: relayhost faster)."
+say "lua/peer, c/peer, acc/peer = relayhost-lua's, relayhost-c's, relayhost-access's median req/s / the row's median"
+say "  req/s (>1: relayhost faster). cpu s/100k = CPU-seconds (user+system, every process of that server) per 100,000"
+say "  requests served, median of the runs (nginx, nginx+lua and nginx+lua-access are one nginx: its CPU while that row ran)."
+say "  c=1: one request at a time (p50/p99 are the latency of one request through the proxy)."
 say "h2o (9104) and caddy (9105): not measured ($(command -v h2o >/dev/null && echo "h2o installed" || echo "h2o not installed"), $(command -v caddy >/dev/null && echo "caddy installed" || echo "caddy not installed"))."
+for i in "${!names[@]}"; do [[ -n ${skipped[$i]:-} ]] && say "${names[i]}: n/a, ${skipped[$i]}"; done
 say ""
-fmt='%-14s %6s %9s %8s %9s %7s %14s %16s %11s\n'
-printf "$fmt" name conns "req/s" "p99 ms" "lua/peer" "c/peer" "req/s min-max" "p99 ms min-max" "resp bytes" | tee -a "$out"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "?" && a != "") printf "%.2f", a / b; else print "n/a" }'; }
+declare -A medr medp
+fmt='%-16s %5s %8s %7s %7s %10s %8s %6s %8s %13s %15s %10s\n'
+printf "$fmt" name conns "req/s" "p50 ms" "p99 ms" "cpu s/100k" "lua/peer" "c/peer" "acc/peer" "req/s min-max" "p99 ms min-max" "resp bytes" | tee -a "$out"
 for c in "${conns_list[@]}"; do
-  declare -A med=()
-  for i in "${!names[@]}"; do
-    vals=(); for r in $(seq "$RUNS"); do vals+=("${rps[$i,$c,$r]}"); done
-    med[$i]=$(median "${vals[@]}")
-  done
   for i in "${!names[@]}"; do
     rv=(); pv=(); for r in $(seq "$RUNS"); do rv+=("${rps[$i,$c,$r]}"); pv+=("${p99[$i,$c,$r]}"); done
+    medr[$i,$c]=$(median "${rv[@]}"); medp[$i,$c]=$(median "${pv[@]}")
+  done
+  for i in "${!names[@]}"; do
+    if [[ -n ${skipped[$i]:-} ]]; then
+      printf "$fmt" "${names[i]}" "$c" n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a | tee -a "$out"
+      continue
+    fi
+    rv=(); pv=(); p5=(); cv=()
+    for r in $(seq "$RUNS"); do rv+=("${rps[$i,$c,$r]}"); pv+=("${p99[$i,$c,$r]}"); p5+=("${p50[$i,$c,$r]}"); cv+=("${cpu[$i,$c,$r]}"); done
     rmin=$(nums "${rv[@]}" | awk 'NR == 1 { printf "%.0f", $1 }'); rmax=$(nums "${rv[@]}" | awk 'END { if (NR) printf "%.0f", $1 }')
     pmin=$(nums "${pv[@]}" | awk 'NR == 1'); pmax=$(nums "${pv[@]}" | awk 'END { print $1 }')
-    rl=$(awk -v a="${med[$ilua]}" -v b="${med[$i]}" 'BEGIN { if (b + 0 > 0 && a != "?") printf "%.2f", a / b; else print "n/a" }')
-    rc=$(awk -v a="${med[$ic]}" -v b="${med[$i]}" 'BEGIN { if (b + 0 > 0 && a != "?") printf "%.2f", a / b; else print "n/a" }')
-    printf "$fmt" "${names[i]}" "$c" "$(awk -v v="${med[$i]}" 'BEGIN { if (v == "?") print v; else printf "%.0f", v }')" \
-      "$(median "${pv[@]}")" "$rl" "$rc" "${rmin:-?}-${rmax:-?}" "${pmin:-?}-${pmax:-?}" "${resp_bytes[i]}" | tee -a "$out"
-    echo "${names[i]} $c ${med[$i]} $(median "${pv[@]}")" >>"$out.dat" # for the chart
+    printf "$fmt" "${names[i]}" "$c" "$(awk -v v="${medr[$i,$c]}" 'BEGIN { if (v == "?") print v; else printf "%.0f", v }')" \
+      "$(median "${p5[@]}")" "${medp[$i,$c]}" "$(median "${cv[@]}")" \
+      "$(ratio "${medr[$ilua,$c]}" "${medr[$i,$c]}")" "$(ratio "${medr[$ic,$c]}" "${medr[$i,$c]}")" \
+      "$(ratio "${medr[$iacc,$c]}" "${medr[$i,$c]}")" \
+      "${rmin:-?}-${rmax:-?}" "${pmin:-?}-${pmax:-?}" "${resp_bytes[i]}" | tee -a "$out"
+    echo "${names[i]} $c ${medr[$i,$c]} ${medp[$i,$c]}" >>"$out.dat" # for the chart
   done
-  unset med
 done
 say ""
-say "relayhost-lua RSS: VmRSS before ${rss_lua_before} kB, after ${rss_lua_after} kB (VmHWM ${hwm_lua} kB)"
-say "relayhost-c   RSS: VmRSS before ${rss_c_before} kB, after ${rss_c_after} kB (VmHWM ${hwm_c} kB)"
+# The issues' targets (17: relayhost-c >= 1.10x haproxy, relayhost-lua >= 1.20x nginx+lua, p99 at
+# or below haproxy's; 18: relayhost-access >= 1.10x nginx+lua-access), at every concurrency but 1.
+target() { # A B MIN at conns $c: "A/B RATIO (>= MIN: met|NOT met)"
+  local r; r=$(ratio "${medr[$1,$c]}" "${medr[$2,$c]}")
+  printf '%s/%s %s (>= %s: %s)' "${names[$1]}" "${names[$2]}" "$r" "$3" \
+    "$(awk -v r="$r" -v m="$3" 'BEGIN { if (r == "n/a") print "n/a"; else if (r + 0 >= m + 0) print "met"; else print "NOT met" }')"
+}
+p99_vs() { # A B at conns $c: "A p99 X ms (<= B's Y: met|NOT met)"
+  printf '%s p99 %s ms (<= %s %s: %s)' "${names[$1]}" "${medp[$1,$c]}" "${names[$2]}" "${medp[$2,$c]}" \
+    "$(awk -v a="${medp[$1,$c]}" -v b="${medp[$2,$c]}" 'BEGIN { if (a == "?" || b == "?") print "n/a"; else if (a + 0 <= b + 0) print "met"; else print "NOT met" }')"
+}
+say "Targets (medians of $RUNS run(s)):"
+for c in "${conns_list[@]}"; do
+  [[ $c == 1 ]] && continue
+  say "  c=$c: $(target "$ic" "$ihap" 1.10); $(target "$ilua" "$inl" 1.20); $(target "$iacc" "$inla" 1.10)"
+  say "  c=$c: $(p99_vs "$ic" "$ihap"); $(p99_vs "$ilua" "$ihap")"
+done
+say ""
+for i in "${relays[@]}"; do
+  [[ -n ${skipped[$i]:-} ]] && continue
+  say "$(printf '%-16s' "${names[i]}") RSS: VmRSS before ${rss_before[$i]} kB, after ${rss_after[$i]} kB (VmHWM ${hwm[$i]} kB)"
+done
+[[ -z ${skipped[$iacc]:-} ]] && say "relayhost-access counted ${acc_seen} requests in its access phase (warmups and checks included)"
 say ""
 say "Policy checks: ${#policy_problems[@]} problem(s)."
 for n in "${check_notes[@]}"; do say "  $n"; done
@@ -381,6 +481,11 @@ show_log() { # NAME FILE: its distinct lines (timestamps and request ids masked)
 }
 
 status=0
+if [[ -n ${skipped[$iacc]:-} && -z ${RELAYHOST_BIN:-} ]]; then
+  status=1 # another build may lack the phase; this tree's must have it
+  say ""
+  say "!!! this tree's build has no working relayhost-access row: ${skipped[$iacc]}"
+fi
 if ((${#policy_problems[@]})); then
   status=1
   say ""
@@ -406,7 +511,7 @@ if ((${#errored[@]})); then
   done
   show_log origin "$run/origin-error.log"
 fi
-for i in "$ilua" "$ic"; do
+for i in "${relays[@]}"; do
   if grep -qv "serving at" "${logs[i]}" 2>/dev/null && [[ " ${errored[*]} " != *" $i "* ]]; then
     say ""
     show_log "${names[i]} (warn and above)" "${logs[i]}"

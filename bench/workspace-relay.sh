@@ -3,14 +3,23 @@
 # the same way (bench/js/node-relay.js), measured the same way:
 #   1. N (default 10,000) client WebSockets held over 100 workspaces: RSS per connection;
 #   2. daemon -> client e2ee frames at RATE (default 10,000) frames/s for SECS (default 5):
-#      latency p50/p99/max, measured by the load generator (one clock for send and receive).
+#      latency p50/p99/max, measured by the load generator (one clock for send and receive);
+#   3. the load generator's own floor: the same frames at the same rate sent generator to
+#      generator, no relay (ws-bench.js floor), so a reader sees how much of the p99 is its own.
 # Limits are raised for the run. Servers are pinned to core 0, the load (and the validate
 # fixture relayhost admits against) to core 1. Not a pass/fail test.
+#   bench/workspace-relay.sh        N=10000 RATE=10000 SECS=5 RUNS=3
+#   RELAYHOST_BIN=/old/build/relayhost bench/workspace-relay.sh   another build
+# Results also go to bench/out/workspace-relay-<date>.txt.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-10000} RATE=${RATE:-10000} SECS=${SECS:-5} RUNS=${RUNS:-3}
 "$top/tools/deps" --bench
-"$top/tools/build" "$top/build"
+if [[ -z ${RELAYHOST_BIN:-} ]]; then "$top/tools/build" "$top/build"; fi
+mkdir -p "$top/bench/out"
+out=$top/bench/out/workspace-relay-$(date +%Y%m%d-%H%M%S).txt
+exec > >(tee "$out")
+echo "bench/workspace-relay.sh  $(date -Is)  $(uname -srm), $(nproc) cores, $("${RELAYHOST_BIN:-$top/build/relayhost}" --version 2>&1 | head -n1), node $(node --version); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 ulimit -n "$(ulimit -Hn)"
 export NODE_PATH=$top/spec/js/node_modules
 dir=$(mktemp -d)
@@ -32,11 +41,11 @@ measure() { # name pid port
   after=$(rss "$2")
   local held; held=$(grep -o 'ready [0-9]*' "$dir/hold.out" | cut -d' ' -f2)
   wait "$client" || true
-  printf "%-14s held %6s connections: RSS %7d kB -> %7d kB = %6d bytes per connection\n" "$1" "${held:-0}" \
+  printf "%-15s held %6s connections: RSS %7d kB -> %7d kB = %6d bytes per connection\n" "$1" "${held:-0}" \
     "$before" "$after" $(( (after - before) * 1024 / ${held:-1} ))
   for run in $(seq "$RUNS"); do # the machine is shared: several runs show the spread
     sleep 1
-    printf "%-14s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" \
+    printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" \
       "$(taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")"
   done
 }
@@ -50,3 +59,9 @@ kill "${pids[1]}"
 
 taskset -c 0 node "$top/bench/js/node-relay.js" 9142 & pids+=($!)
 measure "node ws relay" "${pids[2]}" 9142
+
+for run in $(seq "$RUNS"); do # no relay: what the generator itself adds to every figure above
+  printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "generator floor" "$RATE" "$SECS" "$run" \
+    "$(taskset -c 1 node "$bench" floor "$RATE" "$SECS")"
+done
+echo "results: ${out#"$top"/}"

@@ -38,8 +38,6 @@ local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
 local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 
-local ROLES = { ["workspace-daemon"] = true, client = true, worker = true }
-local function valid_id(v) return type(v) == "string" and #v >= 1 and #v <= 128 and not v:find("[^%w._:-]") end
 
 -- Refusals before the upgrade: a bare status, and the connection closes.
 local function refuse(res, status, counter, event, fields)
@@ -62,10 +60,11 @@ local function admit(req, res)
     return refuse(res, 429, "relay_upgrade_rejected_ip_connections_total", "upgrade_rejected_ip_connections", { ip = ip })
   end
   local a = req.args
-  local role, ws_id, rt_id = a.role, a.workspaceId, a.runtimeTargetId
-  if not (ROLES[role] and valid_id(ws_id) and (rt_id == nil or valid_id(rt_id))) then
-    return refuse(res, 400, "relay_upgrade_invalid_query_total", "upgrade_invalid_query", { ip = ip })
+  local query_ok, bad = admission.check_query(a)
+  if not query_ok then
+    return refuse(res, 400, "relay_upgrade_invalid_query_total", "upgrade_invalid_query", { ip = ip, reason = bad })
   end
+  local role, ws_id, rt_id = a.role, a.workspaceId, a.runtimeTargetId
   local token = admission.token(req, cfg.relay_mode == "dev")
   if not token then
     return refuse(res, 401, "relay_upgrade_missing_auth_total", "upgrade_missing_auth", { ip = ip, role = role })

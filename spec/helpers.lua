@@ -61,6 +61,44 @@ function helpers.self_signed_cert(dir)
     "openssl req failed")
 end
 
+-- A private CA (dir/ca.pem) that signed a server certificate for localhost and 127.0.0.1
+-- (dir/server.pem, server.key) and a client certificate (dir/client.pem, client.key), and a
+-- second CA that signed neither (dir/other-ca.pem).
+function helpers.tls_pki(dir)
+  local function sh(cmd) assert(os.execute(cmd .. " >/dev/null 2>&1") == 0, "failed: " .. cmd) end
+  for _, ca in ipairs { "ca", "other-ca" } do
+    sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/%s.key -out %s/%s.pem -days 2 -subj /CN=%s")
+      :format(dir, ca, dir, ca, ca))
+  end
+  for _, who in ipairs { "server", "client" } do
+    sh(("openssl req -newkey rsa:2048 -nodes -keyout %s/%s.key -out %s/%s.csr -subj /CN=%s"):format(dir, who, dir, who, who))
+    helpers.write_file(dir .. "/" .. who .. ".ext", who == "server"
+      and "subjectAltName=DNS:localhost,DNS:redis.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+      or "extendedKeyUsage=clientAuth\n")
+    sh(("openssl x509 -req -in %s/%s.csr -CA %s/ca.pem -CAkey %s/ca.key -CAcreateserial -days 2 -out %s/%s.pem -extfile %s/%s.ext")
+      :format(dir, who, dir, dir, dir, who, dir, who))
+  end
+end
+
+-- redis-server with a TLS port besides its plain one (tls_pki's files in dir); extra goes on its
+-- command line. Returns the TLS port, the plain port and the pid.
+function helpers.start_redis_tls(dir, extra)
+  local tls_port = helpers.free_port()
+  local port, pid = helpers.start_redis(dir, nil, ("--tls-port %d --tls-cert-file %s/server.pem --tls-key-file %s/server.key " ..
+    "--tls-ca-cert-file %s/ca.pem %s"):format(tls_port, dir, dir, dir, extra or ""))
+  return tls_port, port, pid
+end
+
+-- A number from redis-server's INFO (e.g. helpers.redis_info(port, "clients", "connected_clients")).
+function helpers.redis_info(port, section, field)
+  local c = assert(helpers.connect(port))
+  c:send("INFO " .. section .. "\r\n")
+  local len = tonumber(c.sock:receive("*l"):match("^%$(%d+)"))
+  local body = c.sock:receive(len + 2)
+  c:close()
+  return tonumber(body:match(field .. ":(%d+)"))
+end
+
 -- ---- memory bounds under a flood ----
 
 -- A process's resident set in kB (nil once it has gone).

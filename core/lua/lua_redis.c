@@ -103,7 +103,7 @@ static int l_call(lua_State *L) {
   char err[300] = "redis: not connected";
   if (u->c) op->op = rh_redis_cluster_command(u->c, argc, argv, lens, on_reply, op, err, sizeof err);
   else if (u->s) op->sop = rh_redis_sentinel_command(u->s, argc, argv, lens, on_reply, op, err, sizeof err);
-  else op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op);
+  else if (!(op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op))) rh_redis_why_down(u->r, err, sizeof err);
   if (!op->cmd && !op->op && !op->sop) {
     free(op);
     lua_pushnil(L);

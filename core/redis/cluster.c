@@ -9,6 +9,7 @@
 #include "log/log.h"
 #include "redis/seeds.h"
 #include "redis/slot.h"
+#include "tls/tls.h"
 
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
@@ -27,6 +28,7 @@ struct rh_redis_cluster {
   uv_loop_t *loop;
   char *user, *password;
   int tls;
+  rh_tls_ctx *tls_ctx;                /* the seeds' ssl_… settings, for every node; NULL: default */
   node *nodes;
   int n_nodes;
   uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
@@ -172,7 +174,8 @@ static void finish(rh_redis_cluster_op *op, redisReply *rep, const char *err) {
 static void on_reply(void *ud, redisReply *rep, const char *err);
 
 static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
-  rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password };
+  rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password,
+                      .tls_ctx = c->tls_ctx };
   return rh_redis_open(c->loop, &a);
 }
 
@@ -358,13 +361,21 @@ int rh_redis_cluster_ready(const rh_redis_cluster *c) {
 int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redis_message_cb cb, void *ud) {
   if (!c->sub) {
     rh_redis_addr a = { .host = c->nodes[0].host, .port = c->nodes[0].port, .tls = c->tls, .user = c->user,
-                        .password = c->password };
+                        .password = c->password, .tls_ctx = c->tls_ctx };
     c->sub = rh_redis_open(c->loop, &a);
   }
   return rh_redis_subscribe(c->sub, channel, cb, ud);
 }
 
 /* ---- seeds ---- */
+
+/* The first seed's ssl_… settings (every seed has the same query) make the nodes' context. */
+static const char *seed_tls(rh_redis_cluster *c, const rh_url *u, char *err, size_t errlen) {
+  char why[800];
+  if (c->n_nodes || !rh_redis_url_tls(u, &c->tls_ctx, why, sizeof why)) return NULL;
+  snprintf(err, errlen, "redis TLS: %s", why);
+  return err;
+}
 
 typedef struct {
   rh_redis_cluster *c;
@@ -381,6 +392,10 @@ static int add_seed(void *ud, const char *url) {
   rh_redis_addr a;
   const char *why = rh_redis_parse_url(url, u, &a);
   if (!why && a.db) why = "a cluster has only database 0";
+  if (!why && seed_tls(c, u, sd->err, sd->errlen)) {
+    free(u);
+    return -1;
+  }
   if (!why) {
     c->tls = a.tls;
     if (!c->password && a.password) c->password = strdup(a.password);
@@ -422,5 +437,6 @@ void rh_redis_cluster_free(rh_redis_cluster *c) {
   free(c->nodes);
   free(c->user);
   free(c->password);
+  if (c->tls_ctx) rh_tls_ctx_free(c->tls_ctx);
   free(c);
 }

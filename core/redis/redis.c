@@ -1,6 +1,9 @@
 #include "redis/redis.h"
 
 #include <hiredis/hiredis.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,7 @@ struct rh_redis {
   char host[RH_HOST_MAX + 1];
   char *user, *password;      /* AUTH [user] password on connecting; NULL: none */
   int port, db, tls;
+  rh_tls_ctx *tls_ctx;        /* our reference; NULL: the shared default */
   rh_upconn_dialing *dial;
   rh_upconn *up;
   redisReader *reader;
@@ -42,6 +46,8 @@ struct rh_redis {
   uv_timer_t retry;
   double backoff;
   int ready, freeing;
+  int answered;               /* this connection has had a reply: Redis is up, not just its port */
+  char failing[300];          /* why connecting fails, as last logged; "" once answered */
 };
 
 static void connect_now(rh_redis *r);
@@ -66,8 +72,8 @@ static void on_retry(uv_timer_t *t) { connect_now(t->data); }
 
 /* The connection is gone: fail what waited on it and dial again later. */
 static void lost(rh_redis *r, const char *why) {
-  int was_ready = r->ready;
-  r->ready = 0;
+  int was_up = r->answered;
+  r->ready = r->answered = 0;
   if (r->up) rh_upconn_close(r->up);
   r->up = NULL;
   if (r->reader) redisReaderFree(r->reader);
@@ -75,8 +81,11 @@ static void lost(rh_redis *r, const char *why) {
   char err[300];
   snprintf(err, sizeof err, "redis: connection lost (%s)", why);
   fail_pending(r, err);
-  if (was_ready)
+  if (was_up)
     RH_LOG(RH_LOG_WARN, "redis_down", RH_STR("host", r->host), RH_INT("port", r->port), RH_STR("error", why));
+  else if (!r->freeing && strcmp(r->failing, why)) /* once per reason, not once per retry */
+    RH_LOG(RH_LOG_WARN, "redis_unreachable", RH_STR("host", r->host), RH_INT("port", r->port), RH_STR("error", why));
+  snprintf(r->failing, sizeof r->failing, "%s", why);
   if (r->freeing) return;
   uv_timer_start(&r->retry, on_retry, (uint64_t)(r->backoff * 1000), 0);
   r->backoff = r->backoff * 2 > 5 ? 5 : r->backoff * 2;
@@ -92,6 +101,17 @@ static void deliver_message(rh_redis *r, const redisReply *rep) {
   const redisReply *ch = rep->element[1], *msg = rep->element[2];
   for (sub *s = r->subs; s; s = s->next)
     if (strcmp(s->channel, ch->str) == 0) s->cb(s->ud, ch->str, msg->str, msg->len);
+}
+
+/* The first reply of a connection: TLS, AUTH and SELECT got through, so the backoff starts over
+ * (set at connect, a server that refuses the handshake or the password was redialled every
+ * 0.1 s, logging redis_up each time). */
+static void answered(rh_redis *r) {
+  if (r->answered) return;
+  r->answered = 1;
+  r->backoff = 0.1;
+  r->failing[0] = 0;
+  RH_LOG(RH_LOG_INFO, "redis_up", RH_STR("host", r->host), RH_INT("port", r->port));
 }
 
 static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
@@ -118,6 +138,7 @@ static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
       lost(r, why); /* wrong password or db: retried with backoff, logged */
       return;
     }
+    answered(r);
     if (c->cb) c->cb(c->ud, rep, NULL);
     free(c);
     freeReplyObject(reply);
@@ -173,6 +194,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
     snprintf(db, sizeof db, "%d", r->db);
     send_internal(r, 2, (const char *[]){ "SELECT", db });
   }
+  send_internal(r, 1, (const char *[]){ "PING" }); /* its answer says Redis is up (answered) */
   for (sub *s = r->subs; s; s = s->next) send_internal(r, 2, (const char *[]){ "SUBSCRIBE", s->channel });
   while (r->wait_head) { /* what was asked while dialling */
     rh_redis_cmd *c = r->wait_head;
@@ -181,12 +203,14 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   }
   r->wait_tail = NULL;
   r->ready = 1;
-  r->backoff = 0.1;
-  RH_LOG(RH_LOG_INFO, "redis_up", RH_STR("host", r->host), RH_INT("port", r->port));
 }
 
 static void connect_now(rh_redis *r) {
-  rh_tls_ctx *ctx = r->tls ? rh_tls_default_client() : NULL;
+  rh_tls_ctx *ctx = r->tls ? (r->tls_ctx ? r->tls_ctx : rh_tls_default_client()) : NULL;
+  if (r->tls && !ctx) { /* never plain text in place of rediss:// */
+    lost(r, "TLS: the system CA store cannot be loaded");
+    return;
+  }
   rh_upconn_target t = { .key = "redis", .host = r->host, .port = r->port, .tls = ctx };
   r->dial = rh_upconn_dial(r->loop, &t, dialed, r);
 }
@@ -231,6 +255,7 @@ rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a) {
   snprintf(r->host, sizeof r->host, "%s", a->host);
   r->port = a->port;
   r->tls = a->tls;
+  if (a->tls && a->tls_ctx) r->tls_ctx = rh_tls_ctx_ref(a->tls_ctx);
   r->db = a->db;
   if (a->password) r->password = strdup(a->password);
   if (a->user) r->user = strdup(a->user);
@@ -242,15 +267,134 @@ rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a) {
   return r;
 }
 
-/* redis[s]://[[user]:password@]host[:port][/db], read by core/net/url. The message leaves the
- * URL out: it may hold the password. */
+/* ---- TLS settings from the URL's query ---- */
+
+typedef struct {
+  char ca[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], name[RH_HOST_MAX + 1];
+  int none, any;
+} url_tls;
+
+static const char *failf(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+static int unhex(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c |= 0x20;
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* p[0..n) percent-decoded into out: 0, or -1 if malformed, holding %00, or too long. */
+static int decode_value(const char *p, size_t n, char *out, size_t outlen) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++, k++) {
+    int c = (unsigned char)p[i];
+    if (c == '%') {
+      if (i + 2 >= n || unhex(p[i + 1]) < 0 || unhex(p[i + 2]) < 0) return -1;
+      c = unhex(p[i + 1]) * 16 + unhex(p[i + 2]);
+      i += 2;
+    }
+    if (!c || k + 1 >= outlen) return -1;
+    out[k] = (char)c;
+  }
+  out[k] = 0;
+  return 0;
+}
+
+#define PARAMS "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_server_name"
+
+/* Where the value of parameter k goes; NULL for an unknown one. */
+static char *param_slot(url_tls *t, const char *k, size_t kn, size_t *cap) {
+  static const struct { const char *name; size_t off, cap; } slots[] = {
+    { "ssl_ca_certs", offsetof(url_tls, ca), sizeof ((url_tls *)0)->ca },
+    { "ssl_certfile", offsetof(url_tls, cert), sizeof ((url_tls *)0)->cert },
+    { "ssl_keyfile", offsetof(url_tls, key), sizeof ((url_tls *)0)->key },
+    { "ssl_server_name", offsetof(url_tls, name), sizeof ((url_tls *)0)->name },
+  };
+  for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++)
+    if (strlen(slots[i].name) == kn && !memcmp(slots[i].name, k, kn)) {
+      *cap = slots[i].cap;
+      return (char *)t + slots[i].off;
+    }
+  return NULL;
+}
+
+/* One name=value of the query. */
+static const char *take_param(url_tls *t, const char *k, size_t kn, const char *v, size_t vn, char *err,
+                              size_t errlen) {
+  char buf[16];
+  size_t cap;
+  char *slot = param_slot(t, k, kn, &cap);
+  if (!slot && !(kn == 13 && !memcmp(k, "ssl_cert_reqs", 13)))
+    return failf(err, errlen, "unknown parameter '%.*s' (want " PARAMS ")", (int)(kn > 40 ? 40 : kn), k);
+  if (!slot) slot = buf, cap = sizeof buf;
+  if (decode_value(v, vn, slot, cap) < 0 || !*slot)
+    return failf(err, errlen, "%.*s: empty, too long or badly percent-encoded", (int)kn, k);
+  t->any = 1;
+  if (slot != buf) return NULL;
+  if (strcasecmp(buf, "none") && strcasecmp(buf, "required"))
+    return failf(err, errlen, "ssl_cert_reqs: '%s' (want required or none)", buf);
+  t->none = strcasecmp(buf, "none") == 0;
+  return NULL;
+}
+
+static const char *read_query(const char *q, url_tls *t, char *err, size_t errlen) {
+  while (q && *q) {
+    size_t n = strcspn(q, "&");
+    const char *eq = memchr(q, '=', n);
+    size_t kn = eq ? (size_t)(eq - q) : n;
+    if (n && take_param(t, q, kn, q + kn + (eq != NULL), n - kn - (eq != NULL), err, errlen)) return err;
+    q += n + (q[n] == '&');
+  }
+  return NULL;
+}
+
+/* The context the settings ask for; the message names the parameter that was refused. */
+static rh_tls_ctx *make_ctx(const url_tls *t, char *err, size_t errlen) {
+  char why[600];
+  rh_tls_ctx *c = rh_tls_client_ctx(t->ca[0] ? t->ca : NULL, !t->none, why, sizeof why);
+  if (!c) {
+    failf(err, errlen, "%s%s", t->ca[0] ? "ssl_ca_certs: " : "", why);
+    return NULL;
+  }
+  int rc = t->cert[0] ? rh_tls_ctx_use_cert(c, t->cert, t->key[0] ? t->key : NULL, why, sizeof why) : 0;
+  if (rc == 0 && t->name[0] && rh_tls_ctx_set_server_name(c, t->name) < 0) abort();
+  if (rc == 0) return c;
+  failf(err, errlen, "%s: %s", rc == -1 ? "ssl_certfile" : "ssl_keyfile", why);
+  rh_tls_ctx_free(c);
+  return NULL;
+}
+
+const char *rh_redis_url_tls(const rh_url *u, rh_tls_ctx **ctx, char *err, size_t errlen) {
+  url_tls *t = calloc(1, sizeof *t);
+  if (!t) abort();
+  *ctx = NULL;
+  const char *why = read_query(u->query, t, err, errlen);
+  if (!why && t->any && !u->tls)
+    why = failf(err, errlen, "ssl_* parameters are for rediss:// (TLS); this URL is %s://", u->scheme);
+  if (!why && t->key[0] && !t->cert[0]) why = failf(err, errlen, "ssl_keyfile needs ssl_certfile");
+  if (!why && t->any) *ctx = make_ctx(t, err, errlen);
+  if (!why && t->any && !*ctx) why = err;
+  free(t);
+  return why;
+}
+
+/* redis[s]://[[user]:password@]host[:port][/db][?ssl_…], read by core/net/url. The message
+ * leaves the URL out: it may hold the password. */
 rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen) {
   rh_url *u = malloc(sizeof *u);
   if (!u) abort();
   rh_redis_addr a;
-  const char *why = rh_redis_parse_url(url, u, &a);
-  rh_redis *r = why ? NULL : rh_redis_open(loop, &a);
-  if (why) snprintf(err, errlen, "bad redis URL: %s", why);
+  rh_redis *r = NULL;
+  char why[800];
+  if (rh_redis_parse_url(url, u, &a)) snprintf(err, errlen, "bad redis URL: %s", u->err);
+  else if (rh_redis_url_tls(u, &a.tls_ctx, why, sizeof why)) snprintf(err, errlen, "redis TLS: %s", why);
+  else r = rh_redis_open(loop, &a);
+  if (a.tls_ctx) rh_tls_ctx_free(a.tls_ctx); /* r holds its own reference */
   free(u);
   return r;
 }
@@ -283,7 +427,12 @@ void rh_redis_cancel(rh_redis_cmd *c) {
   c->cb = NULL;
 }
 
-int rh_redis_ready(const rh_redis *r) { return r->ready; }
+int rh_redis_ready(const rh_redis *r) { return r->ready && r->answered; }
+
+void rh_redis_why_down(const rh_redis *r, char *out, size_t outlen) {
+  if (r->failing[0]) snprintf(out, outlen, "redis: not connected (%s)", r->failing);
+  else snprintf(out, outlen, "redis: not connected");
+}
 
 static void free_redis(uv_handle_t *h) {
   rh_redis *r = h->data;
@@ -295,6 +444,7 @@ static void free_redis(uv_handle_t *h) {
   }
   free(r->user);
   free(r->password);
+  if (r->tls_ctx) rh_tls_ctx_free(r->tls_ctx);
   free(r);
 }
 

@@ -15,19 +15,23 @@
 #include "net/url.h"
 
 struct redisReply;
+struct rh_tls_ctx;
 typedef struct rh_redis rh_redis;
 typedef struct rh_redis_cmd rh_redis_cmd;
 
 /* reply is freed after the callback returns. err NULL on success (an error *reply* is a reply). */
 typedef void (*rh_redis_cb)(void *ud, struct redisReply *reply, const char *err);
 
-/* redis://[:password@]host[:port][/db] or rediss://…; NULL plus err for a bad url. */
+/* redis://[:password@]host[:port][/db] or rediss://…[?ssl_…] (rh_redis_url_tls); NULL plus err
+ * for a bad url or a TLS file that cannot be loaded. */
 rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
 
 /* Where one node is and how to log in (the strings are copied). */
 typedef struct {
   const char *host, *user, *password; /* user, password: NULL for none */
   int port, tls, db;
+  struct rh_tls_ctx *tls_ctx; /* with tls: its own context (rh_redis_open takes a reference), or
+                               * NULL for the shared one (verified against the system store) */
 } rh_redis_addr;
 rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a);
 /* A redis[s]:// URL into a (its strings live in u). NULL, or what was wrong (no URL in it). */
@@ -35,13 +39,23 @@ const char *rh_redis_parse_url(const char *url, rh_url *u, rh_redis_addr *a);
 /* The URL's userinfo as a login into a (user and password point into u): ":password@",
  * "user:password@" (an ACL user), or a lone "password@". */
 void rh_redis_url_auth(const rh_url *u, rh_redis_addr *a);
+/* The TLS a rediss:// URL's query asks for, in redis-py's words: ssl_ca_certs=FILE (the CAs to
+ * verify the server with, instead of the system store), ssl_certfile=FILE and ssl_keyfile=FILE (a
+ * client certificate; the key may be in the certificate's file), ssl_cert_reqs=required|none
+ * (none: no verification), and ours, ssl_server_name=NAME (sent as SNI and verified, instead of
+ * the host). Values are percent-decoded. *ctx: a new context, or NULL when the query asks for
+ * nothing (the shared default serves); the caller drops it with rh_tls_ctx_free. NULL, or what
+ * was wrong in err, naming the parameter (and the file); an unknown parameter is refused. */
+const char *rh_redis_url_tls(const rh_url *u, struct rh_tls_ctx **ctx, char *err, size_t errlen);
 /* Fails what is pending, closes, and frees once libuv is done. */
 void rh_redis_free(rh_redis *r);
 rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const size_t *lens,
                                rh_redis_cb cb, void *ud);
 /* The callback will not be called (the reply, when it comes, is dropped). */
 void rh_redis_cancel(rh_redis_cmd *c);
-int rh_redis_ready(const rh_redis *r);
+int rh_redis_ready(const rh_redis *r); /* connected, and Redis has answered on it */
+/* "redis: not connected (why the last connection failed or was lost)", for a command refused. */
+void rh_redis_why_down(const rh_redis *r, char *out, size_t outlen);
 
 /* Pub/sub: the connection becomes a subscriber (Redis allows no other commands on it) and
  * subscribes again after every reconnect. cb gets each message of the channel. */

@@ -28,6 +28,7 @@ struct rh_tls_ctx {
   bool asked_password;      /* loading the key wanted a passphrase */
   unsigned char *alpn;      /* wire format: length-prefixed names */
   size_t alpn_len;
+  char *server_name;        /* client: the name sent and verified instead of the host dialled */
 };
 
 struct rh_tls {
@@ -93,6 +94,15 @@ static void explain_not_tls(rh_tls *t) {
     set_msg(t->err, sizeof t->err, "not TLS (the peer sent something other than a TLS record)");
 }
 
+/* OpenSSL 3.0 names TLS 1.3's alerts "unknown": a server that wants a client certificate
+ * (Redis with --tls-auth-clients yes) sends certificate_required. */
+static const char *alert_name(int alert) {
+  if (alert == SSL_AD_CERTIFICATE_REQUIRED) return "certificate required: the server wants a client certificate";
+  if (alert == SSL_AD_NO_APPLICATION_PROTOCOL) return "no application protocol";
+  if (alert == SSL_AD_MISSING_EXTENSION) return "missing extension";
+  return SSL_alert_desc_string_long(alert);
+}
+
 /* Records why an OpenSSL call failed, in words an operator can act on. */
 static int fail(rh_tls *t, int sslerr) {
   char tmp[128];
@@ -109,7 +119,7 @@ static int fail(rh_tls *t, int sslerr) {
   } else if (lib == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET) {
     /* the peer refused us: name its alert rather than OpenSSL's "sslv3 alert …" */
     snprintf(t->err, sizeof t->err, "%speer sent alert (%s)", stage,
-             SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET));
+             alert_name(reason - SSL_AD_REASON_OFFSET));
   } else if (e) {
     snprintf(t->err, sizeof t->err, "%s%s", stage, queue_reason(tmp, sizeof tmp));
   } else {
@@ -163,35 +173,63 @@ static void ctx_unref(rh_tls_ctx *ctx) {
   if (!ctx || --ctx->refs > 0) return;
   SSL_CTX_free(ctx->ssl);
   free(ctx->alpn);
+  free(ctx->server_name);
   free(ctx);
+}
+
+/* The certificate chain and its key into ctx: 0, or -1 (the certificate refused) or -2 (the
+ * key refused), with a message naming the file in err. */
+static int use_cert(rh_tls_ctx *ctx, const char *cert_file, const char *key_file, char *err,
+                    size_t errlen) {
+  if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cert_file) != 1) {
+    ctx_err(err, errlen, "cannot load certificate chain", cert_file);
+    return -1;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_file, SSL_FILETYPE_PEM) == 1 &&
+      SSL_CTX_check_private_key(ctx->ssl) == 1)
+    return 0;
+  if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+    if (err && errlen)
+      snprintf(err, errlen, "private key %s does not match the certificate in %s", key_file, cert_file);
+    ERR_clear_error();
+  } else if (ctx->asked_password) {
+    if (err && errlen)
+      snprintf(err, errlen, "cannot load private key %s: it is encrypted (passphrases are not supported)",
+               key_file);
+    ERR_clear_error();
+  } else {
+    ctx_err(err, errlen, "cannot load private key", key_file);
+  }
+  return -2;
 }
 
 rh_tls_ctx *rh_tls_server_ctx(const char *cert_file, const char *key_file, char *err,
                               size_t errlen) {
   rh_tls_ctx *ctx = ctx_new(true, err, errlen);
-  if (!ctx) return NULL;
-  if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cert_file) != 1) {
-    ctx_err(err, errlen, "cannot load certificate chain", cert_file);
-  } else if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_file, SSL_FILETYPE_PEM) != 1 ||
-             SSL_CTX_check_private_key(ctx->ssl) != 1) {
-    if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
-      if (err && errlen)
-        snprintf(err, errlen, "private key %s does not match the certificate in %s", key_file,
-                 cert_file);
-      ERR_clear_error();
-    } else if (ctx->asked_password) {
-      if (err && errlen)
-        snprintf(err, errlen, "cannot load private key %s: it is encrypted (passphrases are "
-                 "not supported)", key_file);
-      ERR_clear_error();
-    } else {
-      ctx_err(err, errlen, "cannot load private key", key_file);
-    }
-  } else {
-    return ctx;
+  if (ctx && use_cert(ctx, cert_file, key_file, err, errlen) < 0) {
+    ctx_unref(ctx);
+    return NULL;
   }
-  ctx_unref(ctx);
-  return NULL;
+  return ctx;
+}
+
+int rh_tls_ctx_use_cert(rh_tls_ctx *ctx, const char *cert_file, const char *key_file, char *err,
+                        size_t errlen) {
+  ERR_clear_error();
+  return use_cert(ctx, cert_file, key_file ? key_file : cert_file, err, errlen);
+}
+
+int rh_tls_ctx_set_server_name(rh_tls_ctx *ctx, const char *name) {
+  char *copy = name ? strdup(name) : NULL;
+  if (name && !copy) return -1;
+  free(ctx->server_name);
+  ctx->server_name = copy;
+  return 0;
+}
+
+rh_tls_ctx *rh_tls_ctx_ref(rh_tls_ctx *ctx) {
+  ctx->refs++;
+  return ctx;
 }
 
 rh_tls_ctx *rh_tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen) {
@@ -332,6 +370,7 @@ rh_tls *rh_tls_new(rh_tls_ctx *ctx, const char *host) {
     SSL_set_accept_state(t->ssl);
   } else {
     SSL_set_connect_state(t->ssl);
+    if (ctx->server_name) host = ctx->server_name;
     if (host && set_peer_name(t, host) < 0) {
       rh_tls_free(t);
       return NULL;

@@ -36,6 +36,21 @@ rh_tls_ctx *rh_tls_server_ctx(const char *cert_file, const char *key_file, char 
  * with a message in err. */
 rh_tls_ctx *rh_tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen);
 
+/* A client certificate: the PEM chain (leaf first) and its key (key_file NULL: the key is in
+ * cert_file; an encrypted key is refused). 0, or -1 when the certificate was refused and -2
+ * when the key was (unreadable, not PEM, encrypted, or not the certificate's), with a message
+ * naming the file in err. */
+int rh_tls_ctx_use_cert(rh_tls_ctx *ctx, const char *cert_file, const char *key_file, char *err,
+                        size_t errlen);
+
+/* Client: the name sent as SNI and checked against the certificate, whatever host is dialled
+ * (a Redis reached by IP or through a name its certificate lacks). NULL: the host. 0 ok. */
+int rh_tls_ctx_set_server_name(rh_tls_ctx *ctx, const char *name);
+
+/* One more reference, dropped with rh_tls_ctx_free: for an owner that keeps ctx beyond its
+ * maker (each of a Redis Cluster client's nodes). Returns ctx. */
+rh_tls_ctx *rh_tls_ctx_ref(rh_tls_ctx *ctx);
+
 /* ALPN protocols, comma-separated in preference order ("h2,http/1.1"). A client offers them; a
  * server picks its first one the client offers and carries on without ALPN if none match.
  * Call before rh_tls_new. 0 ok, -1 malformed list. */

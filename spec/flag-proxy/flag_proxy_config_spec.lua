@@ -43,9 +43,9 @@ describe("flag proxy config checks, offline", function()
   it("refuses to start with a config that does not fit, naming the file, the flag and the field", function()
     local dir, file = config_dir()
     local cases = {
-      { flags_with(function(f) f.rules = 5 end), 'flag "dark-mode": rules must be an array, got number' },
-      { flags_with(function(f) f.variations = nil end), 'flag "dark-mode": variations must be an array, got nothing' },
-      { flags_with(function(f) f.defaultServe = nil end), 'flag "dark-mode": defaultServe must be an object, got nothing' },
+      { flags_with(function(f) f.rules = 5 end), 'flag "dark-mode": rules: expected an array, got 5' },
+      { flags_with(function(f) f.variations = nil end), 'flag "dark-mode": variations: expected a non-empty array, got nothing' },
+      { flags_with(function(f) f.defaultServe = nil end), 'flag "dark-mode": defaultServe: expected an object, got nothing' },
       { "{}", "feature_config.json: expected a JSON array" },
       { "[]", "no flags at all" },
     }
@@ -68,9 +68,9 @@ describe("flag proxy config checks, offline", function()
     local cases = {
       { "{}", "expected a JSON array" },
       { "[]", "no flags at all" },
-      { flags_with(function(f) f.rules = 5 end), file .. ': flag "dark-mode": rules must be an array, got number' },
-      { flags_with(function(f) f.variations, f.defaultServe = nil, nil end), "variations must be an array" },
-      { flags_with(function(f) f.defaultServe = { variation = "maybe" } end), "is not one of the flag's variations" },
+      { flags_with(function(f) f.rules = 5 end), file .. ': flag "dark-mode": rules: expected an array, got 5' },
+      { flags_with(function(f) f.variations, f.defaultServe = nil, nil end), "variations: expected a non-empty array, got nothing" },
+      { flags_with(function(f) f.defaultServe = { variation = "maybe" } end), [[defaultServe.variation: expected one of the flag's variations, got "maybe"]] },
     }
     for _, c in ipairs(cases) do
       helpers.write_file(file, c[1])
@@ -115,9 +115,9 @@ describe("flag proxy config checks, online", function()
       assert.equal(200, host:get("/health").status)
     end
     refused_poll(flags_with(function(f) f.rules = 5 end),
-      '/client/env/' .. ENV .. '/feature-configs: flag \\"dark-mode\\": rules must be an array, got number')
+      '/client/env/' .. ENV .. '/feature-configs: flag \\"dark-mode\\": rules: expected an array, got 5')
     refused_poll("[]", "no flags at all")
-    refused_poll('{"not":"a list"}', "must be an array, got object")
+    refused_poll('{"not":"a list"}', "expected an array, got an object")
     helpers.write_file(flags_file, flags_with(function(f) f.state = "off" end))
     helpers.wait_until(function() return served(host) == "false" end, 10, "the good config")
     assert.equal(0, host:stop())
@@ -155,7 +155,7 @@ describe("flag proxy config checks, read replica", function()
     redis(port, "XADD", "proxy:sse_events", "*", "event",
       cjson.encode({ event = "patch", domain = "flag", identifier = "dark-mode", version = 9, environment = ENV }))
     helpers.wait_until(function() return replica:count("redis_config_refused") > 0 end, 10, "the refusal")
-    assert.truthy(replica:log():find('redis env-' .. ENV .. '-feature-configs: flag \\"dark-mode\\": rules must be an array, got number', 1, true))
+    assert.truthy(replica:log():find('redis env-' .. ENV .. '-feature-configs: flag \\"dark-mode\\": rules: expected an array, got 5', 1, true))
     assert.same({ "true", 8 }, { served(replica) })
     assert.equal(0, replica:stop())
   end)

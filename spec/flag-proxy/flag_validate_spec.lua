@@ -35,35 +35,35 @@ describe("relay.flag.validate", function()
 
   it("names the file, the flag and the field of what does not fit", function()
     local cases = {
-      { "dark-mode", function(f) f.rules = 5 end, 'env-x/feature_config.json: flag "dark-mode": rules must be an array, got number' },
-      { "dark-mode", function(f) f.variations = nil end, 'flag "dark-mode": variations must be an array, got nothing' },
-      { "dark-mode", function(f) f.variations = {} end, 'flag "dark-mode": variations must not be empty' },
-      { "dark-mode", function(f) f.defaultServe = nil end, 'flag "dark-mode": defaultServe must be an object, got nothing' },
-      { "dark-mode", function(f) f.defaultServe = {} end, 'flag "dark-mode": defaultServe needs a variation or a distribution' },
+      { "dark-mode", function(f) f.rules = 5 end, 'env-x/feature_config.json: flag "dark-mode": rules: expected an array, got 5' },
+      { "dark-mode", function(f) f.variations = nil end, 'flag "dark-mode": variations: expected a non-empty array, got nothing' },
+      { "dark-mode", function(f) f.variations = {} end, 'flag "dark-mode": variations: expected a non-empty array, got 0 items' },
+      { "dark-mode", function(f) f.defaultServe = nil end, 'flag "dark-mode": defaultServe: expected an object, got nothing' },
+      { "dark-mode", function(f) f.defaultServe = {} end, 'flag "dark-mode": defaultServe: expected a variation or a distribution, got an empty object or array' },
       { "dark-mode", function(f) f.defaultServe.variation = "maybe" end,
-        'flag "dark-mode": defaultServe.variation "maybe" is not one of the flag\'s variations' },
-      { "dark-mode", function(f) f.offVariation = nil end, 'flag "dark-mode": offVariation must be a non-empty string, got nothing' },
-      { "dark-mode", function(f) f.state = "enabled" end, 'flag "dark-mode": state must be "on" or "off", got "enabled"' },
-      { "dark-mode", function(f) f.kind = "bool" end, 'flag "dark-mode": kind must be one of boolean, int, string, json, got "bool"' },
+        'flag "dark-mode": defaultServe.variation: expected one of the flag\'s variations, got "maybe"' },
+      { "dark-mode", function(f) f.offVariation = nil end, 'flag "dark-mode": offVariation: expected a non-empty string, got nothing' },
+      { "dark-mode", function(f) f.state = "enabled" end, 'flag "dark-mode": state: expected "on" or "off", got "enabled"' },
+      { "dark-mode", function(f) f.kind = "bool" end, 'flag "dark-mode": kind: expected one of "boolean", "int", "string", "json", got "bool"' },
       { "dark-mode", function(f) f.rules[1].clauses[1].values = "beta-testers" end,
-        'flag "dark-mode": rules[1].clauses[1].values must be an array, got "beta-testers"' },
+        'flag "dark-mode": rules[1].clauses[1].values: expected an array, got "beta-testers"' },
       { "dark-mode", function(f) f.rules[1].clauses[1].values = { 7 } end,
-        'flag "dark-mode": rules[1].clauses[1].values[1] must be a string, got number' },
+        'flag "dark-mode": rules[1].clauses[1].values[1]: expected a string, got 7' },
       { "dark-mode", function(f) f.rules[1].clauses[1].op = nil end,
-        'flag "dark-mode": rules[1].clauses[1].op must be a non-empty string, got nothing' },
-      { "dark-mode", function(f) f.rules[1].serve = "true" end, 'flag "dark-mode": rules[1].serve must be an object, got "true"' },
+        'flag "dark-mode": rules[1].clauses[1].op: expected a non-empty string, got nothing' },
+      { "dark-mode", function(f) f.rules[1].serve = "true" end, 'flag "dark-mode": rules[1].serve: expected an object, got "true"' },
       { "dark-mode", function(f) f.variationToTargetMap[1].targets = { "alice" } end,
-        'flag "dark-mode": variationToTargetMap[1].targets[1] must be an object, got "alice"' },
+        'flag "dark-mode": variationToTargetMap[1].targets[1]: expected an object, got "alice"' },
       { "dark-mode", function(f) f.prerequisites = { { feature = "x", variations = "true" } } end,
-        'flag "dark-mode": prerequisites[1].variations must be an array, got "true"' },
+        'flag "dark-mode": prerequisites[1].variations: expected an array, got "true"' },
       { "dark-mode", function(f) f.variations[2].identifier = "true" end,
-        'flag "dark-mode": variations[2].identifier "true" appears twice' },
-      { "theme-config", function(f) f.variations[1].value = "{not json" end, 'flag "theme-config": variations[1].value must be JSON text (kind json)' },
-      { "max-items", function(f) f.variations[1].value = "ten" end, 'flag "max-items": variations[1].value must be a number (kind int), got "ten"' },
+        'flag "dark-mode": variations[2].identifier: "true" appears twice' },
+      { "theme-config", function(f) f.variations[1].value = "{not json" end, 'flag "theme-config": variations[1].value: expected JSON text (kind json), got "{not json"' },
+      { "max-items", function(f) f.variations[1].value = "ten" end, 'flag "max-items": variations[1].value: expected a number (kind int), got "ten"' },
       { "rollout-percent", function(f) f.defaultServe.distribution.variations[1].weight = "50" end,
-        'flag "rollout-percent": defaultServe.distribution.variations[1].weight must be a number >= 0, got "50"' },
+        'flag "rollout-percent": defaultServe.distribution.variations[1].weight: expected a number >= 0, got "50"' },
       { "rollout-percent", function(f) f.defaultServe.distribution.variations = {} end,
-        'flag "rollout-percent": defaultServe.distribution.variations must not be empty' },
+        'flag "rollout-percent": defaultServe.distribution.variations: expected a non-empty array, got 0 items' },
     }
     for _, c in ipairs(cases) do
       local ok, err = check_flag(c[1], c[2])
@@ -81,22 +81,22 @@ describe("relay.flag.validate", function()
       assert.is_nil(ok)
       return err
     end
-    assert.equal('F: item 2: feature must be a non-empty string, got nothing', with(function(d) d.flags[2].feature = nil end))
-    assert.equal('F: item 1: the item must be an object, got number', with(function(d) d.flags[1] = 1 end))
-    assert.equal('F: must be an array, got object', with(function(d) d.flags = { a = 1 } end))
-    assert.equal('F: flag "banner-text" appears twice', with(function(d) d.flags[1].feature = "banner-text" end))
-    assert.equal('S: target group "beta-testers": rules must be an array, got number', with(function(d) d.segments[1].rules = 5 end))
-    assert.equal('S: target group "beta-testers": included[1].identifier must be a non-empty string, got nothing',
+    assert.equal('F: item 2: feature: expected a non-empty string, got nothing', with(function(d) d.flags[2].feature = nil end))
+    assert.equal('F: item 1: expected an object, got 1', with(function(d) d.flags[1] = 1 end))
+    assert.equal('F: expected an array, got an object', with(function(d) d.flags = { a = 1 } end))
+    assert.equal('F: item 2: feature: "banner-text" appears twice', with(function(d) d.flags[1].feature = "banner-text" end))
+    assert.equal('S: target group "beta-testers": rules: expected an array, got 5', with(function(d) d.segments[1].rules = 5 end))
+    assert.equal('S: target group "beta-testers": included[1].identifier: expected a non-empty string, got nothing',
       with(function(d) d.segments[1].included = { {} } end))
-    assert.equal('S: target group "uk-users": servingRules[1].clauses must be an array, got "x"',
+    assert.equal('S: target group "uk-users": servingRules[1].clauses: expected an array, got "x"',
       with(function(d) d.segments[2].servingRules = { { clauses = "x" } } end))
     assert.equal('S: target group "beta-testers": its rules refer back to it through segmentMatch (beta-testers -> uk-users -> beta-testers)',
       with(function(d)
         d.segments[1].rules[1] = { op = "segmentMatch", attribute = "", values = { "uk-users" } }
         d.segments[2].servingRules = { { clauses = { { op = "segmentMatch", values = { "beta-testers" } } } } }
       end))
-    assert.equal('T: target "alice": attributes must be an object, got "x"', with(function(d) d.targets[1].attributes = "x" end))
-    assert.equal('K: item 1 must be a sha256 hex string (64 hex digits), got "k"', with(function(d) d.keys = { "k" } end))
+    assert.equal('T: target "alice": attributes: expected an object, got "x"', with(function(d) d.targets[1].attributes = "x" end))
+    assert.equal('K: item 1: expected a sha256 hex string (64 hex digits), got "k"', with(function(d) d.keys = { "k" } end))
   end)
 
   it("refuses a config with no flags at all unless allow_empty, counting other environments", function()

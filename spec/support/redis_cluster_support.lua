@@ -58,12 +58,12 @@ local function alive(port)
   return c ~= nil
 end
 
-local function start_node(dir, port)
+local function start_node(dir, port, args)
   local d = ("%s/node%d"):format(dir, port)
   os.execute("mkdir -p " .. d)
   os.execute(("redis-server --dir %s --port %d --bind 127.0.0.1 --cluster-enabled yes " ..
-    "--cluster-config-file nodes.conf --cluster-node-timeout 1000 --save '' --appendonly no " ..
-    "--daemonize no > %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(d, port, d, d))
+    "--cluster-config-file nodes.conf --cluster-node-timeout 1000 --save '' --appendonly no %s " ..
+    "--daemonize no > %s/redis.log 2>&1 & echo $! > %s/redis.pid"):format(d, port, args or "", d, d))
   local pid = helpers.wait_until(function() return helpers.read_file(d .. "/redis.pid") end):gsub("%s", "")
   -- Ours, not another spec's that took the port first (then ours exits: bind failed).
   local ok = pcall(helpers.wait_until, function()
@@ -88,16 +88,25 @@ function Cluster:ok()
   return synced == #self.ports - self.primaries
 end
 
--- opts: primaries (3), replicas (per primary, 0)
+-- A node's TLS port, besides its plain one, with helpers.tls_pki's files in pki: the cluster bus
+-- and clients over TLS, a client certificate required.
+local function tls_args(self, i, pki)
+  self.tls_ports[i] = helpers.free_port()
+  return ("--tls-port %d --tls-cert-file %s/server.pem --tls-key-file %s/server.key --tls-ca-cert-file %s/ca.pem " ..
+    "--tls-cluster yes --tls-auth-clients yes"):format(self.tls_ports[i], pki, pki, pki)
+end
+
+-- opts: primaries (3), replicas (per primary, 0), tls (a helpers.tls_pki directory: every node
+-- also listens with TLS; self.tls_seeds lists those ports)
 function M.start(opts)
   opts = opts or {}
   local primaries, replicas = opts.primaries or 3, opts.replicas or 0
   local self = setmetatable({ dir = helpers.tmpdir(), pids = {}, primaries = primaries }, Cluster)
   local addrs
   for _ = 1, 5 do
-    self.ports, self.pids, addrs = pick_ports(primaries * (1 + replicas)), {}, {}
+    self.ports, self.pids, addrs, self.tls_ports = pick_ports(primaries * (1 + replicas)), {}, {}, {}
     for i, p in ipairs(self.ports) do
-      self.pids[i] = start_node(self.dir, p) -- false: the port was taken
+      self.pids[i] = start_node(self.dir, p, opts.tls and tls_args(self, i, opts.tls)) -- false: the port was taken
       addrs[i] = "127.0.0.1:" .. p
     end
     local all = true
@@ -114,6 +123,9 @@ function M.start(opts)
   end
   helpers.wait_until(function() return self:ok() end, 20, "cluster_state:ok on every node")
   self.seeds = table.concat(addrs, ",")
+  local tls = {}
+  for i, p in ipairs(self.tls_ports) do tls[i] = "127.0.0.1:" .. p end
+  self.tls_seeds = table.concat(tls, ",")
   return self
 end
 

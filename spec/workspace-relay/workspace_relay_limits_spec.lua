@@ -18,6 +18,8 @@ describe("workspace relay limits", function()
   it("refuses upgrades over RELAY_UPGRADE_RATE_PER_MINUTE per address with 429", function()
     local h = W.start(peers, with_admin { RELAY_UPGRADE_RATE_PER_MINUTE = "3" })
     for i = 1, 3 do assert.equal(400, W.connect(peers, h, "r" .. i, "role=nobody", "client-token-a")) end
+    -- the log names the field of the query that did not fit
+    assert.truthy(h:log():find('"event":"upgrade_invalid_query"[^\n]*role: expected one of \\"workspace%-daemon\\", \\"client\\", \\"worker\\", got \\"nobody\\"'), h:log())
     assert.equal(429, W.connect(peers, h, "r4", W.CLIENT_Q, "client-token-a"))
     assert.equal(1, W.metric(h, "relay_upgrade_rate_limited_total"))
     assert.equal(0, h:stop())

@@ -72,7 +72,7 @@ describe("workspace relay", function()
       assert.matches('"event":"admission_denied"[^\n]*timeout', log)
       assert.matches('"event":"admission_denied"[^\n]*over max_body', log)
       assert.matches('"event":"admission_denied"[^\n]*INVALID_JSON', log)
-      assert.matches('"event":"admission_denied"[^\n]*unknown claim surprise', log)
+      assert.matches('"event":"admission_denied"[^\n]*bad claim surprise: unknown field', log)
       assert.is_nil(log:find("client%-token%-a")) -- tokens never reach the log
     end)
 

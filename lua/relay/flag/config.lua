@@ -23,8 +23,15 @@ M.flags = {
   { key = "sdk_events_url2", name = "sdk-events-url", env = "SDK_EVENTS_URL", default = "", help = "the same as --sdkEventsUrl" },
   { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "accepted for compatibility; targets are kept from /client/auth and the config (no admin-service polling)" },
   { key = "redis_address", name = "redis-address", env = "REDIS_ADDRESS", default = "", help = "Redis host:port (or redis:// URL): cache and change notifications go through it" },
+  { key = "redis_username", name = "redis-username", env = "REDIS_USERNAME", default = "", help = "Redis ACL user (AUTH user password; needs REDIS_PASSWORD)" },
   { key = "redis_password", name = "redis-password", env = "REDIS_PASSWORD", default = "", help = "Redis password" },
   { key = "redis_db", name = "redis-db", env = "REDIS_DB", default = 0, help = "Redis database number" },
+  { key = "redis_tls_enabled", name = "redis-tls-enabled", env = "REDIS_TLS_ENABLED", default = false, help = "TLS to Redis (a redis:// address becomes rediss://)" },
+  { key = "redis_tls_ca_cert", name = "redis-tls-ca-cert", env = "REDIS_TLS_CA_CERT", default = "", help = "PEM CA file that verifies Redis (default: the system store)" },
+  { key = "redis_tls_client_cert", name = "redis-tls-client-cert", env = "REDIS_TLS_CLIENT_CERT", default = "", help = "PEM client certificate for Redis (--tls-auth-clients)" },
+  { key = "redis_tls_client_key", name = "redis-tls-client-key", env = "REDIS_TLS_CLIENT_KEY", default = "", help = "PEM key of REDIS_TLS_CLIENT_CERT" },
+  { key = "redis_tls_insecure_skip_verify", name = "redis-tls-insecure-skip-verify", env = "REDIS_TLS_INSECURE_SKIP_VERIFY", default = false, help = "do not verify Redis's certificate (testing only)" },
+  { key = "redis_tls_server_name", name = "redis-tls-server-name", env = "REDIS_TLS_SERVER_NAME", default = "", help = "name Redis's certificate is verified against (default: the host)" },
   { key = "flag_stream_enabled", name = "flag-stream-enabled", env = "FLAG_STREAM_ENABLED", default = true, help = "follow the upstream's /stream for changes" },
   { key = "flag_poll_interval", name = "flag-poll-interval", env = "FLAG_POLL_INTERVAL", default = 1, help = "minutes between full polls of the upstream (fallback when the stream is off or down)" },
   { key = "offline", name = "offline", env = "OFFLINE", default = false, help = "serve from --config-dir only, no network" },
@@ -46,6 +53,10 @@ M.flags = {
   { key = "target_attributes_max_bytes", name = "target-attributes-max-bytes", env = "TARGET_ATTRIBUTES_MAX_BYTES", default = 64 * 1024, type = "integer", min = 0, help = "largest target attributes /client/auth accepts (as JSON; more gets 413)" },
   { key = "allow_empty", name = "allow-empty", env = "ALLOW_EMPTY", default = false, help = "accept a config with no flags at all (otherwise a load or reload that would serve none is refused)" },
 }
+
+local REDIS_NAMES = { username = "REDIS_USERNAME", password = "REDIS_PASSWORD", tls = "REDIS_TLS_ENABLED",
+  ca = "REDIS_TLS_CA_CERT", cert = "REDIS_TLS_CLIENT_CERT", key = "REDIS_TLS_CLIENT_KEY",
+  insecure = "REDIS_TLS_INSECURE_SKIP_VERIFY", server_name = "REDIS_TLS_SERVER_NAME" }
 
 local function first(...)
   for i = 1, select("#", ...) do
@@ -92,13 +103,13 @@ function M.resolve(f)
   if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
   -- checked once the aliases are merged: a URL in SDK_BASE_URL is named once, not per alias
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
-  if s.redis ~= "" and not s.redis:match("^rediss?://") then s.redis = "redis://" .. s.redis end
-  if s.redis ~= "" and s.redis_password ~= "" then -- percent-encoded: '@', ':' or '%' in it stay the password
-    local scheme, rest = s.redis:match("^(rediss?://)(.*)$")
-    local pw = s.redis_password:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
-    s.redis = scheme .. ":" .. pw .. "@" .. rest:gsub("^[^/?#]*@", "") -- it replaces a password in the URL
+  if s.redis ~= "" then -- one URL: user, password (percent-encoded: '@', ':' or '%' stay in it), db, TLS
+    local url, why = require("relay.redisurl").build(s.redis, { username = f.redis_username, password = f.redis_password,
+      db = f.redis_db, tls = f.redis_tls_enabled, ca = f.redis_tls_ca_cert, cert = f.redis_tls_client_cert,
+      key = f.redis_tls_client_key, insecure = f.redis_tls_insecure_skip_verify, server_name = f.redis_tls_server_name }, REDIS_NAMES)
+    s.redis = url or s.redis
+    for _, w in ipairs(why or {}) do bad(w) end
   end
-  if s.redis ~= "" and s.redis_db ~= 0 and not s.redis:match("/%d+$") then s.redis = s.redis .. "/" .. s.redis_db end
   local level = f.debug and "debug" or f.log_level:lower()
   if not ({ debug = true, info = true, warn = true, error = true })[level] then
     bad(("LOG_LEVEL: '%s' is not one of INFO, DEBUG, WARN, ERROR"):format(f.log_level))

@@ -1,8 +1,8 @@
 -- Who may connect: the token from the upgrade request (upgrade-auth.ts), and the admission
 -- decision: the platform's validate endpoint (admission.ts) and/or local JWT verification against
 -- a JWKS document (our addition; the docs promise it, the original's code lacks it).
-local cjson = require "cjson"
 local platform = require "relay.workspace.platform"
+local S = require "relay.schema"
 
 local M = {}
 
@@ -23,60 +23,51 @@ function M.token(req, dev)
   return nil
 end
 
+-- The upgrade's query: ?role=…&workspaceId=…[&runtimeTargetId=…] -> true | nil, what did not fit.
+local ID = S.string { min = 1, max = 128, pattern = "^[%w._:-]+$", what = "an id of 1 to 128 letters, digits, '.', '_', ':' or '-'" }
+local QUERY = S.object { role = S.enum { "workspace-daemon", "client", "worker" }, workspaceId = ID, runtimeTargetId = S.optional(ID) }
+function M.check_query(args) return S.check(QUERY, args) end
+
 -- ---- the claims the relay accepts (a strict schema: unknown keys reject the whole set) ----
 
-local function str(max)
-  return function(v) return type(v) == "string" and #v >= 1 and #v <= max end
-end
-local function enum(...)
-  local set = {}
-  for _, v in ipairs { ... } do set[v] = true end
-  return function(v) return set[v] == true end
-end
-local function int(min)
-  return function(v) return type(v) == "number" and v == math.floor(v) and (not min or v >= min) end
-end
-local function strings(v)
-  if type(v) ~= "table" then return false end
-  for k, s in pairs(v) do if type(k) ~= "number" or type(s) ~= "string" then return false end end
-  return true
-end
-local function aud(v) return str(255)(v) or strings(v) end
+local function str(max) return S.optional(S.string { min = 1, max = max }, true) end
+local function enum(values) return S.optional(S.enum(values), true) end
+local function int(min) return S.optional(S.integer { min = min }, true) end
+local strings = S.optional(S.array(S.string()), true)
 
-local schema = {
+-- Every claim may be null, which counts as absent (the roles' needed claims are checked apart).
+local FIELDS = {
   clientId = str(128), userId = str(128), installId = str(128), runtimeTargetId = str(128),
   machineId = str(128), workspaceId = str(128), managedExecutorId = str(128), policyMode = str(128),
-  role = enum("workspace-daemon", "client", "worker"), scope = enum("runtime", "pairing", "session-events"),
-  sessionIds = strings, sessionChannels = strings, e2eeProfile = enum("noise-ik", "noise-ikpsk2"),
+  role = enum { "workspace-daemon", "client", "worker" }, scope = enum { "runtime", "pairing", "session-events" },
+  sessionIds = strings, sessionChannels = strings, e2eeProfile = enum { "noise-ik", "noise-ikpsk2" },
   daemonPublicKey = str(512), pairingSecret = str(1024), relayWsBaseUrl = str(512),
-  iss = str(255), aud = aud, jti = str(255), iat = int(), exp = int(), nbf = int(), ver = int(),
-  daemonIssueGeneration = int(0),
+  iss = str(255), aud = S.optional(S.one_of { S.string { min = 1, max = 255 }, S.array(S.string()) }, true),
+  jti = str(255), iat = int(), exp = int(), nbf = int(), ver = int(), daemonIssueGeneration = int(0),
 }
+local CLAIMS = S.object(FIELDS, { strict = true })
+local SOME_CLAIMS = S.object(FIELDS) -- a JWT's: its registered claims (sub, ...) are let through, then dropped
 
 -- The claims a role cannot go without (docs/workspace-relay.md, "Claims"). Missing, they close
 -- the connection 4008 after the upgrade (hub.register, as the original); null is refused here.
--- Every other claim may be null, which counts as absent.
 local needed = {
-  ["workspace-daemon"] = { workspaceId = true },
-  client = { workspaceId = true, scope = true },
-  worker = { workspaceId = true, managedExecutorId = true },
+  ["workspace-daemon"] = { "workspaceId" },
+  client = { "workspaceId", "scope" },
+  worker = { "workspaceId", "managedExecutorId" },
 }
 
--- The claims without JSON nulls, or nil plus the first key that failed. lenient: claims the
--- schema does not know are dropped instead of rejected (a JWT carries sub and others).
+-- The claims the relay knows, without JSON nulls, or nil and what failed. lenient: claims the
+-- schema does not know are dropped instead of refused (a JWT carries sub and others).
 function M.check_claims(claims, role, lenient)
   if type(claims) ~= "table" then return nil, "claims missing" end
-  local out, must = {}, needed[role] or {}
-  for k, v in pairs(claims) do
-    local check = schema[k]
-    if v == cjson.null and check then
-      if must[k] then return nil, ("null %s for a %s"):format(k, role) end
-    elseif check then
-      if not check(v) then return nil, "bad claim " .. k end
-      out[k] = v
-    elseif not lenient then
-      return nil, "unknown claim " .. tostring(k)
-    end
+  local ok, why = S.check(lenient and SOME_CLAIMS or CLAIMS, claims)
+  if not ok then return nil, "bad claim " .. why end
+  for _, k in ipairs(needed[role] or {}) do
+    if claims[k] == S.null then return nil, ("null %s for a %s"):format(k, role) end
+  end
+  local out = {}
+  for k in pairs(FIELDS) do
+    if claims[k] ~= S.null then out[k] = claims[k] end
   end
   return out
 end

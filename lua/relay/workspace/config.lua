@@ -60,6 +60,7 @@ local decls = {
   { "RELAY_BACKPLANE_MODE", nil, "single, server or redis (default: server if RELAY_INTERNAL_KEY, bus or presence sync is set, else single)",
     { choices = { "single", "server", "redis" } } },
   { "RELAY_REDIS_URL", "", "Redis for RELAY_BACKPLANE_MODE=redis", { type = "url", schemes = { "redis", "rediss" } } },
+  { "RELAY_BACKPLANE_URL", "", "the seed document's name for RELAY_REDIS_URL", { type = "url", schemes = { "redis", "rediss" } } },
   { "RELAY_REDIS_KEY_PREFIX", "viewport:relay", "prefix of every Redis key" },
   { "RELAY_REDIS_PRESENCE_TTL_MS", 45000, "lifetime of a presence key" },
   { "RELAY_REDIS_QUEUE_MAX", 10000, "per-relay queue length bound (LTRIM)" },
@@ -132,7 +133,11 @@ function M.resolve(f, random_hex)
     need(a ~= "jwks" or f.relay_jwks_url ~= "", "RELAY_ADMISSION=jwks needs RELAY_JWKS_URL")
   end
   need(c.backplane == "single" or c.internal_key ~= "", "RELAY_INTERNAL_KEY is required when RELAY_BACKPLANE_MODE=" .. c.backplane)
-  need(c.backplane ~= "redis" or f.relay_redis_url ~= "", "RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis")
+  -- the alias: one URL, whichever name gives it (the message leaves the URLs out: passwords)
+  need(f.relay_backplane_url == "" or f.relay_redis_url == "" or f.relay_backplane_url == f.relay_redis_url,
+    "RELAY_BACKPLANE_URL and RELAY_REDIS_URL name different Redis URLs: set one (RELAY_BACKPLANE_URL is another name for RELAY_REDIS_URL)")
+  if c.relay_redis_url == "" then c.relay_redis_url = f.relay_backplane_url end
+  need(c.backplane ~= "redis" or c.relay_redis_url ~= "", "RELAY_REDIS_URL is required when RELAY_BACKPLANE_MODE=redis")
   need(not c.bus_enabled or f.relay_bus_hmac_key ~= "", "RELAY_BUS_HMAC_KEY is required when the bus is enabled")
   if #problems > 0 then error(table.concat(problems, "; "), 0) end
   return c

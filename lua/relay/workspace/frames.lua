@@ -1,7 +1,9 @@
--- Frame shapes of the Viewport relay protocol (services/relay relay-frame-validation.ts). The
--- relay never decrypts: it recognises envelopes and control frames by their plain fields and
--- routes on them. kind(frame) names what a frame is, or returns nil.
+-- Frame shapes of the Viewport relay protocol (services/relay relay-frame-validation.ts), as
+-- relay.schema shapes. The relay never decrypts: it recognises envelopes and control frames by
+-- their plain fields and routes on them. client_kind(frame) / daemon_kind(frame) name what a
+-- frame is, or return nil and what did not fit.
 local cjson = require "cjson"
+local S = require "relay.schema"
 
 local M = {}
 
@@ -14,97 +16,91 @@ function M.parse(text)
   return v
 end
 
-local function str(v) return type(v) == "string" end
-local function nonempty(v) return type(v) == "string" and v:find("%S") ~= nil end
-local function int_min(v, min) return type(v) == "number" and v == math.floor(v) and v >= min end
-local function profile(v) return v == "noise-ik" or v == "noise-ikpsk2" end
-local function channel(v) return nonempty(v) and v:sub(1, 14) == "agent-session:" end
+local str, opt = S.string(), S.optional
+local nonempty = S.string { pattern = "%S", what = "a string that is not blank" }
+local profile = S.enum { "noise-ik", "noise-ikpsk2" }
+local channel = S.string { pattern = "^agent%-session:", what = 'an "agent-session:" channel' }
+local epoch = S.integer { min = 1 }
 
-local function e2ee(f)
-  return f.type == "e2ee" and f.version == 2 and profile(f.profile) and nonempty(f.sessionId)
-    and int_min(f.epoch, 1) and int_min(f.seq, 1) and nonempty(f.iv) and nonempty(f.tag) and nonempty(f.ciphertext)
+local function obj(fields, o) return S.object(fields, o) end
+
+local E2EE = obj { version = S.const(2), profile = profile, sessionId = nonempty, epoch = epoch,
+                   seq = S.integer { min = 1 }, iv = nonempty, tag = nonempty, ciphertext = nonempty }
+
+-- The PSK profile names the pairing peer.
+local function psk_peer(f)
+  local peer = f.pairingPeerId
+  return f.profile ~= "noise-ikpsk2" or (type(peer) == "string" and peer:find("%S") ~= nil), "a pairingPeerId with noise-ikpsk2"
 end
 
-local function psk_peer_ok(f) return f.profile ~= "noise-ikpsk2" or nonempty(f.pairingPeerId) end
+local KEX_INIT = S.variant("version", {
+  [2] = obj { profile = profile, requestId = str, clientPublicKey = str, clientNonce = str, clientProof = str },
+  [3] = obj { profile = profile, requestId = str, clientEphemeralPublicKey = str, encryptedClientStatic = str },
+}, { check = psk_peer })
 
-local function kex_init(f)
-  if f.type ~= "relay_key_exchange_init" or not profile(f.profile) or not str(f.requestId) then return false end
-  if f.version == 3 then
-    return str(f.clientEphemeralPublicKey) and str(f.encryptedClientStatic) and psk_peer_ok(f)
-  end
-  return f.version == 2 and str(f.clientPublicKey) and str(f.clientNonce) and str(f.clientProof) and psk_peer_ok(f)
-end
+local SESSION = obj { channel = channel }
 
-local function pairing_request(f)
-  if f.type == "relay_pairing_offer_request" then
-    return nonempty(f.requestId) and nonempty(f.clientChannelPublicKey)
-      and (f.ttlSeconds == nil or (int_min(f.ttlSeconds, 30) and f.ttlSeconds <= 3600))
-  end
-  return f.type == "relay_pairing_redeem_request" and nonempty(f.requestId) and nonempty(f.offerId)
-    and nonempty(f.encIv) and nonempty(f.encTag) and nonempty(f.encCiphertext)
-end
+local CLIENT = {
+  e2ee = { "e2ee", E2EE },
+  relay_key_exchange_init = { "kex_init", KEX_INIT },
+  relay_pairing_offer_request = { "pairing", obj {
+    requestId = nonempty, clientChannelPublicKey = nonempty, ttlSeconds = opt(S.integer { min = 30, max = 3600 }) } },
+  relay_pairing_redeem_request = { "pairing", obj {
+    requestId = nonempty, offerId = nonempty, encIv = nonempty, encTag = nonempty, encCiphertext = nonempty } },
+  ["viewport.session_events.subscribe/v1"] = { "subscribe", obj { channel = channel, afterSequence = opt(S.integer { min = 0 }) } },
+  ["viewport.session_events.unsubscribe/v1"] = { "unsubscribe", SESSION },
+  ["viewport.session_viewer_presence/v1"] = { "presence", obj {
+    channel = channel, action = S.enum { "joined", "left", "heartbeat" }, userId = S.string { max = 128, pattern = "%S" },
+    displayName = opt(S.string { max = 255 }), sentAt = opt(str) } },
+}
 
-local function subscribe(f)
-  return f.type == "viewport.session_events.subscribe/v1" and channel(f.channel)
-    and (f.afterSequence == nil or int_min(f.afterSequence, 0))
-end
-
-local function unsubscribe(f) return f.type == "viewport.session_events.unsubscribe/v1" and channel(f.channel) end
-
-local function viewer_presence(f)
-  return f.type == "viewport.session_viewer_presence/v1" and channel(f.channel)
-    and (f.action == "joined" or f.action == "left" or f.action == "heartbeat")
-    and nonempty(f.userId) and #f.userId <= 128
-    and (f.displayName == nil or (str(f.displayName) and #f.displayName <= 255))
-    and (f.sentAt == nil or str(f.sentAt))
+local function kind(by, f)
+  local t = by[f.type]
+  if not t then return nil, "type: expected a known frame type, got " .. S.describe(f.type) end
+  local ok, err = S.check(t[2], f)
+  if ok then return t[1] end
+  return nil, err
 end
 
 -- Client -> daemon: "e2ee", "kex_init", "pairing", "subscribe", "unsubscribe", "presence".
-function M.client_kind(f)
-  if e2ee(f) then return "e2ee" end
-  if kex_init(f) then return "kex_init" end
-  if pairing_request(f) then return "pairing" end
-  if subscribe(f) then return "subscribe" end
-  if unsubscribe(f) then return "unsubscribe" end
-  if viewer_presence(f) then return "presence" end
-  return nil
-end
+function M.client_kind(f) return kind(CLIENT, f) end
 
-local function kex_response(f)
-  if f.type ~= "relay_key_exchange_response" or not profile(f.profile) or not str(f.requestId)
-    or not str(f.sessionId) or not str(f.proof) then return false end
-  if f.version == 3 then
-    return str(f.daemonPublicKey) and str(f.daemonEphemeralPublicKey) and str(f.encryptedMetadata) and int_min(f.epoch, 1)
-  end
-  return f.version == 2 and str(f.daemonNonce) and type(f.epoch) == "number"
-end
+local REFUSED = obj { requestId = nonempty, errorCode = nonempty }
+local function ok_or_error(fields) return S.variant("ok", { [true] = obj(fields), [false] = REFUSED }) end
 
-local function pairing_response(f)
-  if f.type ~= "relay_pairing_offer_response" and f.type ~= "relay_pairing_redeem_response" then return false end
-  if not nonempty(f.requestId) or type(f.ok) ~= "boolean" then return false end
-  if f.ok == false then return nonempty(f.errorCode) end
-  if f.type == "relay_pairing_offer_response" then
-    return nonempty(f.daemonChannelPublicKey) and nonempty(f.encIv) and nonempty(f.encTag) and nonempty(f.encCiphertext)
-  end
-  return true
-end
+local DAEMON = {
+  e2ee = { "e2ee", E2EE },
+  relay_key_update_required = { "key_update", obj { sessionId = str, nextEpoch = S.number() } },
+  relay_key_exchange_response = { "kex_response", S.variant("version", {
+    [2] = obj { profile = profile, requestId = str, sessionId = str, proof = str, daemonNonce = str, epoch = S.number() },
+    [3] = obj { profile = profile, requestId = str, sessionId = str, proof = str, daemonPublicKey = str,
+                daemonEphemeralPublicKey = str, encryptedMetadata = str, epoch = epoch },
+  }) },
+  relay_pairing_offer_response = { "pairing_response", ok_or_error {
+    requestId = nonempty, daemonChannelPublicKey = nonempty, encIv = nonempty, encTag = nonempty, encCiphertext = nonempty } },
+  relay_pairing_redeem_response = { "pairing_response", ok_or_error { requestId = nonempty } },
+}
 
-local function session_event(f)
-  return f.schema == "viewport.session_event_relay_frame/v1" and channel(f.channel)
-    and type(f.event) == "table" and f.event[1] == nil
-end
+local SESSION_EVENT = obj { channel = channel, event = obj {} }
+local SESSION_EVENT_SCHEMA = "viewport.session_event_relay_frame/v1"
 
 -- Daemon -> clients: "e2ee", "key_update", "kex_response", "pairing_response", "session_event".
 function M.daemon_kind(f)
-  if e2ee(f) then return "e2ee" end
-  if f.type == "relay_key_update_required" and str(f.sessionId) and type(f.nextEpoch) == "number" then
-    return "key_update"
-  end
-  if kex_response(f) then return "kex_response" end
-  if pairing_response(f) then return "pairing_response" end
-  if session_event(f) then return "session_event" end
-  return nil
+  local k, err = kind(DAEMON, f)
+  if k or f.schema ~= SESSION_EVENT_SCHEMA then return k, err end
+  local ok, why = S.check(SESSION_EVENT, f)
+  if ok then return "session_event" end
+  return nil, why
 end
+
+-- viewport.worker_transport.request/v1: a worker's HTTP call, only under the platform's
+-- runtime workspaces API.
+local WORKER_REQUEST = obj {
+  type = S.const("viewport.worker_transport.request/v1"), requestId = nonempty, method = S.enum { "GET", "POST", "PATCH" },
+  path = S.string { pattern = "^/api/runtime/workspaces/", what = "a path under /api/runtime/workspaces/" },
+  headers = opt(obj {}), body = opt(str),
+}
+function M.worker_request(f) return S.check(WORKER_REQUEST, f) end
 
 M.session_kinds = { subscribe = true, unsubscribe = true, presence = true }
 

@@ -24,15 +24,6 @@ end
 -- the worker's own executor path; the answer goes back as a viewport.worker_transport.response/v1
 -- frame (403 on a denied path, 502 on a failed call).
 
-local methods = { GET = true, POST = true, PATCH = true }
-
-local function request_ok(f)
-  return f.type == "viewport.worker_transport.request/v1" and type(f.requestId) == "string" and f.requestId:find("%S")
-    and methods[f.method] and type(f.path) == "string" and f.path:sub(1, 24) == "/api/runtime/workspaces/"
-    and (f.headers == nil or (type(f.headers) == "table" and f.headers[1] == nil))
-    and (f.body == nil or type(f.body) == "string")
-end
-
 local function reply(hub, conn, id, status, body)
   hub:send(conn, cjson.encode { type = "viewport.worker_transport.response/v1", requestId = id, status = status, body = body })
 end
@@ -42,7 +33,7 @@ function M.worker_frame(hub, conn, text)
     return hub:close(conn, 4008, "daemon rate limit exceeded")
   end
   local f = frames.parse(text)
-  if not (f and request_ok(f)) then
+  if not (f and frames.worker_request(f)) then
     hub.obs:inc("relay_frames_client_rejected_total")
     return hub:status(conn, "INVALID_FRAME", "worker frame must be a valid worker transport request")
   end

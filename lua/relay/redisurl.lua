@@ -1,0 +1,53 @@
+-- Redis settings given apart, as ff-proxy's variables and the git tunnel's flags give them (an
+-- address, a user, a password, a database, TLS files), made into the one URL relay.redis reads:
+-- redis[s]://[user:password@]host:port[,host:port][/db][?ssl_ca_certs=…&ssl_certfile=…&…].
+local M = {}
+
+-- Percent-encoded for userinfo and query values: '@', ':', '%', '&' in them stay themselves.
+local function enc(s) return (s:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)) end
+
+-- The query parameter each TLS setting becomes (core/redis/redis.h, rh_redis_url_tls).
+local PARAMS = { { "ca", "ssl_ca_certs" }, { "cert", "ssl_certfile" }, { "key", "ssl_keyfile" },
+  { "server_name", "ssl_server_name" } }
+
+-- address: host:port, a comma list of them (a Cluster), or a redis[s]:// URL. o: username,
+-- password (replaces any userinfo in the address), db (0: as the address says), tls (true:
+-- redis:// becomes rediss://), ca, cert, key, server_name, insecure. names: what the operator
+-- calls each of o's fields (REDIS_TLS_CA_CERT, --redis-tls-ca-cert), for the messages.
+-- -> url | nil, problems (a list of messages, each naming the setting)
+function M.build(address, o, names)
+  local problems = {}
+  local function bad(k, msg) problems[#problems + 1] = (names[k] or k) .. ": " .. msg end
+  local url = address:match("^[%a][%w+.-]*://") and address or "redis://" .. address -- redis-sentinel:// too
+  if o.tls then url = url:gsub("^redis://", "rediss://") end
+  local scheme, auth, rest = url:match("^([%a][%w+.-]*://)([^/?#]*@)(.*)$")
+  if not scheme then scheme, rest = url:match("^([%a][%w+.-]*://)(.*)$") end
+  auth = auth or ""
+  if (o.password or "") ~= "" then
+    auth = ((o.username or "") ~= "" and enc(o.username) or "") .. ":" .. enc(o.password) .. "@"
+  elseif (o.username or "") ~= "" then
+    bad("username", ("needs %s (a Redis ACL user logs in with its password)"):format(names.password or "password"))
+  end
+  local base, query = rest:match("^([^?#]*)(.*)$")
+  if (o.db or 0) ~= 0 and not base:match("/%d+$") then base = base .. "/" .. o.db end
+  local params, set = {}, {}
+  for _, p in ipairs(PARAMS) do
+    local v = o[p[1]] or ""
+    if v ~= "" then params[#params + 1], set[#set + 1] = p[2] .. "=" .. enc(v), names[p[1]] or p[1] end
+    if v ~= "" and p[1] ~= "server_name" then
+      local f, err = io.open(v, "r")
+      if f then f:close() else bad(p[1], err) end
+    end
+  end
+  if o.insecure then params[#params + 1], set[#set + 1] = "ssl_cert_reqs=none", names.insecure or "insecure" end
+  if #params > 0 and scheme ~= "rediss://" then
+    problems[#problems + 1] = ("%s set but TLS is not on: set %s=true or use rediss://")
+      :format(table.concat(set, ", "), names.tls or "tls")
+  end
+  if (o.key or "") ~= "" and (o.cert or "") == "" then bad("key", "needs " .. (names.cert or "cert")) end
+  if #problems > 0 then return nil, problems end
+  if #params > 0 then query = (query == "" and "?" or query .. "&") .. table.concat(params, "&") end
+  return scheme .. auth .. base .. query
+end
+
+return M
