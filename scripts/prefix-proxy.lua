@@ -27,6 +27,10 @@ local app = relay.new {
     max_fails = { default = 3, type = "integer", min = 0, help = "failures in a row that take an upstream of a list out (0: never)" },
     fail_timeout = { default = 10, min = 0.001, help = "seconds an upstream taken out stays out" },
     balance = { default = "round_robin", help = "round_robin or least_conn: how a mount's list of upstreams is chosen from" },
+    -- Lilya's limits.max_connections and timeout.pool (none and --timeout when not given)
+    max_connections = { default = 0, type = "integer", min = 0, help = "connections in use per upstream at most; more requests wait in a queue (0: no cap)" },
+    max_queue = { default = 1024, type = "integer", min = 1, help = "requests that may wait for a connection per upstream; more get 503" },
+    pool_timeout = { default = 0, min = 0, help = "seconds a request waits for a connection before 504 (0: --timeout)" },
   },
   -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
   summary = function(a) return { max_retries = a.flags.max_retries, timeout = a.flags.timeout } end,
@@ -66,7 +70,10 @@ for _, m in ipairs(joined(mounts)) do
     fail_timeout = app.flags.fail_timeout,
     balance = app.flags.balance,
     max_retries = app.flags.max_retries,
-    timeout = app.flags.timeout,
+    timeout = { connect = app.flags.timeout, read = app.flags.timeout, write = app.flags.timeout,
+                pool = app.flags.pool_timeout > 0 and app.flags.pool_timeout or app.flags.timeout },
+    limits = app.flags.max_connections > 0 and { max_connections = app.flags.max_connections } or nil,
+    max_queue = app.flags.max_queue,
     preserve_host = app.flags.preserve_host,
     forwarded_prefix = app.flags.forwarded_prefix,
     rewrite_location = app.flags.rewrite_location,
