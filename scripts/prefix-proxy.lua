@@ -29,7 +29,7 @@ local app = relay.new {
     balance = { default = "round_robin", help = "round_robin or least_conn: how a mount's list of upstreams is chosen from" },
     -- Lilya's limits.max_connections and timeout.pool (none and --timeout when not given)
     max_connections = { default = 0, type = "integer", min = 0, help = "connections in use per upstream at most; more requests wait in a queue (0: no cap)" },
-    max_queue = { default = 1024, type = "integer", min = 1, help = "requests that may wait for a connection per upstream; more get 503" },
+    max_queue = { default = 0, type = "integer", min = 0, help = "requests that may wait for a connection per upstream; more get 503 (0: 1024)" },
     pool_timeout = { default = 0, min = 0, help = "seconds a request waits for a connection before 504 (0: --timeout)" },
   },
   -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
@@ -73,7 +73,7 @@ for _, m in ipairs(joined(mounts)) do
     timeout = { connect = app.flags.timeout, read = app.flags.timeout, write = app.flags.timeout,
                 pool = app.flags.pool_timeout > 0 and app.flags.pool_timeout or app.flags.timeout },
     limits = app.flags.max_connections > 0 and { max_connections = app.flags.max_connections } or nil,
-    max_queue = app.flags.max_queue,
+    max_queue = app.flags.max_queue > 0 and app.flags.max_queue or nil,
     preserve_host = app.flags.preserve_host,
     forwarded_prefix = app.flags.forwarded_prefix,
     rewrite_location = app.flags.rewrite_location,

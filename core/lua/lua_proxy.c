@@ -554,7 +554,10 @@ static int read_upstream(lua_State *L, int t, hook_ctx *h) {
   else lua_pushnil(L);
   if (!lua_isfunction(L, -1)) {
     lua_pop(L, 2);
-    lua_pushliteral(L, "req.upstream must be one of this mount's upstreams (its URL or its place in the list) or a relay.proxy{...} value");
+    lua_getfield(L, t, "_upstream_at");
+    lua_pushfstring(L, "%sreq.upstream must be one of this mount's upstreams (its URL or its place in the list) or a "
+                    "relay.proxy{...} value", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_replace(L, -2);
     return -1;
   }
   lua_insert(L, -2);

@@ -167,3 +167,45 @@ describe("prefix proxy connection cap", function()
     assert.equal(0, pp:stop(), pp:log():sub(-2000))
   end)
 end)
+
+describe("prefix proxy connection cap under a flood of bodies", function()
+  it("keeps memory bounded: the queue stays at max_queue, each reading 64 KiB of its body at most", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/origin.lua", ORIGIN)
+    local origin = helpers.start(dir .. "/origin.lua", { flags = { "--drain-timeout", "0.5" } }) -- its hold ends at stop
+    helpers.write_file(dir .. "/capped.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "capped" }
+app:mount("/q", relay.proxy { target_base_url = "http://127.0.0.1:%d/base", limits = { max_connections = 1 },
+  max_queue = 50, timeout = { pool = 30 } })
+app:get("/metrics", relay.metrics.handler)
+return app
+]]):format(origin.port))
+    local proxy = helpers.start(dir .. "/capped.lua")
+    local first = send(proxy, "/q/hold/1?s=30")
+    local conns, chunk = {}, ("f"):rep(65536)
+    helpers.flood(proxy, {
+      -- 100 requests of 16 MiB: 50 queued at 64 KiB of body each, the rest 503 (13 MiB measured,
+      -- with the connections' own buffers); queued bodies read on to the 256 KiB high water
+      -- took 24 MiB, and an unbounded queue would hold all 100
+      seconds = 3, bound_kb = 18 * 1024,
+      step = function()
+        for _ = 1, 10 do
+          if #conns < 100 then
+            local c = proxy:client(5)
+            c:send("POST /q/hold/x HTTP/1.1\r\nHost: a\r\nContent-Length: " .. 16 * 1024 * 1024 .. "\r\n\r\n")
+            c:settimeout(0)
+            conns[#conns + 1] = c
+          end
+        end
+        for _, c in ipairs(conns) do c.sock:send(chunk) end
+        socket.sleep(0.005)
+      end,
+    })
+    assert.equal(50, queued(proxy, origin))
+    for _, c in ipairs(conns) do c:close() end
+    first:close()
+    assert.equal(0, proxy:stop(), proxy:log():sub(-3000))
+    assert.equal(0, origin:stop(), origin:log():sub(-3000))
+  end)
+end)
