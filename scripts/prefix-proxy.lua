@@ -7,6 +7,9 @@
 -- URL may be a comma-separated list (same scheme and path), chosen round-robin:
 -- --mount /api=http://10.0.0.1:9001/v1,http://10.0.0.2:9001/v1
 --
+-- --max-connections N caps the connections in use per upstream (Lilya's limits.max_connections):
+-- more requests wait in a queue (--max-queue) for --pool-timeout seconds, then get 504.
+--
 -- For header policies, retries and hooks, write a script with relay.proxy{...} (README).
 local relay = require "relay"
 
