@@ -1249,7 +1249,7 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
     const char *e;
     static const char *code[] = { "code" };
     m_upstream_errors = rh_metric_register(RH_COUNTER, "relayhost_proxy_upstream_errors_total",
-                                           "Proxied requests answered 502/504 by the proxy", code, 1,
+                                           "Proxied requests answered 502/503/504 by the proxy", code, 1,
                                            NULL, 0, &e);
     m_retries = rh_metric_register(RH_COUNTER, "relayhost_proxy_retries_total",
                                    "Upstream attempts retried", NULL, 0, NULL, 0, &e);
