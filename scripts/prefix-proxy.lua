@@ -7,6 +7,9 @@
 -- URL may be a comma-separated list (same scheme and path), chosen round-robin:
 -- --mount /api=http://10.0.0.1:9001/v1,http://10.0.0.2:9001/v1
 --
+-- --max-connections N caps the connections in use per upstream (Lilya's limits.max_connections):
+-- more requests wait in a queue (--max-queue) for --pool-timeout seconds, then get 504.
+--
 -- For header policies, retries and hooks, write a script with relay.proxy{...} (README).
 local relay = require "relay"
 
@@ -27,6 +30,10 @@ local app = relay.new {
     max_fails = { default = 3, type = "integer", min = 0, help = "failures in a row that take an upstream of a list out (0: never)" },
     fail_timeout = { default = 10, min = 0.001, help = "seconds an upstream taken out stays out" },
     balance = { default = "round_robin", help = "round_robin or least_conn: how a mount's list of upstreams is chosen from" },
+    -- Lilya's limits.max_connections and timeout.pool (none and --timeout when not given)
+    max_connections = { default = 0, type = "integer", min = 0, help = "connections in use per upstream at most; more requests wait in a queue (0: no cap)" },
+    max_queue = { default = 0, type = "integer", min = 0, help = "requests that may wait for a connection per upstream; more get 503 (0: 1024)" },
+    pool_timeout = { default = 0, min = 0, help = "seconds a request waits for a connection before 504 (0: --timeout)" },
   },
   -- the 'serving' line names the mounts and upstreams itself; these are the policy beside them
   summary = function(a) return { max_retries = a.flags.max_retries, timeout = a.flags.timeout } end,
@@ -66,7 +73,10 @@ for _, m in ipairs(joined(mounts)) do
     fail_timeout = app.flags.fail_timeout,
     balance = app.flags.balance,
     max_retries = app.flags.max_retries,
-    timeout = app.flags.timeout,
+    timeout = { connect = app.flags.timeout, read = app.flags.timeout, write = app.flags.timeout,
+                pool = app.flags.pool_timeout > 0 and app.flags.pool_timeout or app.flags.timeout },
+    limits = app.flags.max_connections > 0 and { max_connections = app.flags.max_connections } or nil,
+    max_queue = app.flags.max_queue > 0 and app.flags.max_queue or nil,
     preserve_host = app.flags.preserve_host,
     forwarded_prefix = app.flags.forwarded_prefix,
     rewrite_location = app.flags.rewrite_location,

@@ -31,6 +31,7 @@ typedef struct {
   const char *request_id;
   char *method, *target;   /* the access phase's, or NULL */
   rh_lua_proxy *via;       /* the upstream the access phase chose, or NULL: p's */
+  size_t pick;             /* or the entry of p's list it chose, from 1 (0: the balancer's) */
   rh_headers headers;
   int has_headers;
 } hook_ctx;
@@ -84,18 +85,21 @@ static int opt_ref(lua_State *L, int t, const char *k) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* httpx's Timeout: one number for all four phases, or each (Lilya's default: connect 5, the
+ * rest 10). pool: how long a request waits for a connection slot (limits.max_connections). */
 static void read_timeouts(lua_State *L, int t, rh_proxy_opts *o) {
   lua_getfield(L, t, "timeout");
   if (lua_isnumber(L, -1)) {
-    o->connect_timeout = o->read_timeout = o->write_timeout = lua_tonumber(L, -1);
+    o->connect_timeout = o->read_timeout = o->write_timeout = o->pool_timeout = lua_tonumber(L, -1);
   } else if (lua_istable(L, -1)) {
     int tt = lua_gettop(L);
     o->connect_timeout = opt_num(L, tt, "connect", 5);
     o->read_timeout = opt_num(L, tt, "read", 10);
     o->write_timeout = opt_num(L, tt, "write", 10);
+    o->pool_timeout = opt_num(L, tt, "pool", 10);
   } else {
     o->connect_timeout = 5;
-    o->read_timeout = o->write_timeout = 10;
+    o->read_timeout = o->write_timeout = o->pool_timeout = 10;
   }
   lua_pop(L, 1);
 }
@@ -106,6 +110,35 @@ static int opt_list_given(lua_State *L, int t, const char *k) {
   lua_pop(L, 1);
   return given;
 }
+
+/* A count option: nil (dflt), or a whole number >= 1. */
+static size_t opt_count(lua_State *L, int t, const char *k, const char *what, size_t dflt) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return dflt; }
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+  if (v < 1 || v > 1e9 || v != (double)(size_t)v) luaL_error(L, "relay.proxy: %s must be a whole number >= 1", what);
+  lua_pop(L, 1);
+  return (size_t)v;
+}
+
+/* Lilya's limits (httpx.Limits): max_connections is the cap per upstream, whose excess waits
+ * timeout.pool in the queue; max_keepalive_connections the idle ones kept per upstream;
+ * keepalive_expiry how long one is kept. A key not given keeps the pool's default (no cap,
+ * 1024, 60 s), whether limits is given or not: one set of defaults, not httpx's as well. */
+static void read_limits(lua_State *L, int t, rh_proxy_opts *o) {
+  o->max_queue = opt_count(L, t, "max_queue", "max_queue", 0);
+  lua_getfield(L, t, "limits");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
+  if (!lua_istable(L, -1)) luaL_error(L, "relay.proxy: limits must be a table (max_connections, max_keepalive_connections, keepalive_expiry)");
+  int lt = lua_gettop(L);
+  o->max_conns = opt_count(L, lt, "max_connections", "limits.max_connections", 0);
+  o->max_idle = opt_count(L, lt, "max_keepalive_connections", "limits.max_keepalive_connections", 0);
+  o->idle_timeout = opt_num(L, lt, "keepalive_expiry", 0);
+  if (o->idle_timeout < 0 || (o->idle_timeout == 0 && opt_list_given(L, lt, "keepalive_expiry")))
+    luaL_error(L, "relay.proxy: limits.keepalive_expiry must be > 0 seconds");
+  lua_pop(L, 1);
+}
+
 
 static int opt_is_table(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
@@ -187,6 +220,7 @@ static int l_proxy_new(lua_State *L) {
   o.tls_insecure = opt_bool(L, 1, "tls_insecure", 0);
   o.follow_redirects = opt_bool(L, 1, "follow_redirects", 0);
   read_timeouts(L, 1, &o);
+  read_limits(L, 1, &o);
   read_retry_on(L, 1, &o);
   read_gateway(L, 1, &o);
   int statuses[16];
@@ -416,7 +450,7 @@ static hook_ctx *new_ctx(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
 }
 
 static void forward(hook_ctx *h, rh_http_req *req) {
-  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h };
+  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h, h->pick };
   rh_proxy_start(req, (h->via ? h->via : h->p)->conf, &hooks);
 }
 
@@ -468,16 +502,62 @@ static char *field_dup(lua_State *L, int t, const char *k) {
   return v;
 }
 
-/* req.upstream: another relay.proxy value, built for this mount's prefix (its engine() makes
- * and keeps one per prefix, alive with the generation). 0, or -1 with a message on top. */
+/* "a", "b" for the message naming the mount's list. */
+static void push_urls(lua_State *L, const rh_proxy_conf *c) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < rh_proxy_conf_count(c); i++) {
+    if (i) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, rh_proxy_conf_url(c, i));
+  }
+  luaL_pushresult(&b);
+}
+
+/* req.upstream as an entry of the mount's own list: its index (from 1) or its URL as written.
+ * 1 chosen, 0 not such a value, -1 not in the list (a message naming it, and where the phase
+ * set it, on top). */
+static int read_pick(lua_State *L, int t, hook_ctx *h) {
+  const rh_proxy_conf *c = h->p->conf;
+  int type = lua_type(L, -1);
+  if (type != LUA_TNUMBER && type != LUA_TSTRING) return 0;
+  double n = lua_tonumber(L, -1);
+  size_t i = type == LUA_TSTRING ? rh_proxy_conf_find(c, lua_tostring(L, -1))
+             : n >= 1 && n <= (double)rh_proxy_conf_count(c) && n == (double)(size_t)n ? (size_t)n : 0;
+  if (i) {
+    h->pick = i;
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_getfield(L, t, "_upstream_at"); /* "file:line: " of the assignment (relay.http) */
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+  }
+  lua_pushfstring(L, "req.upstream = %s%s%s is not one of this mount's upstreams (", type == LUA_TSTRING ? "'" : "",
+                  lua_tostring(L, -2), type == LUA_TSTRING ? "'" : "");
+  push_urls(L, c);
+  lua_pushliteral(L, ", or 1..N for them in order)");
+  lua_concat(L, 4);
+  lua_replace(L, -2);
+  return -1;
+}
+
+/* req.upstream: an entry of this mount's list (read_pick), or another relay.proxy value, built
+ * for this mount's prefix (its engine() makes and keeps one per prefix, alive with the
+ * generation). 0, or -1 with a message on top. */
 static int read_upstream(lua_State *L, int t, hook_ctx *h) {
   lua_getfield(L, t, "upstream");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+  int picked = read_pick(L, t, h);
+  if (picked) return picked > 0 ? 0 : -1;
   if (lua_istable(L, -1)) lua_getfield(L, -1, "engine");
   else lua_pushnil(L);
   if (!lua_isfunction(L, -1)) {
     lua_pop(L, 2);
-    lua_pushliteral(L, "req.upstream must be a relay.proxy{...} value");
+    lua_getfield(L, t, "_upstream_at");
+    lua_pushfstring(L, "%sreq.upstream must be one of this mount's upstreams (its URL or its place in the list) or a "
+                    "relay.proxy{...} value", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_replace(L, -2);
     return -1;
   }
   lua_insert(L, -2);

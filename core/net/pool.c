@@ -8,6 +8,9 @@ typedef struct pool {
   char key[280];
   rh_upconn *idle;
   size_t nidle;
+  size_t in_use;              /* slots granted and not yet released */
+  rh_pool_waiter *first, *last; /* waiting for a slot, oldest first */
+  size_t nqueued;
   struct pool *next;
 } pool;
 
@@ -86,7 +89,61 @@ void rh_pool_close_all(void) {
   while (pools) {
     pool *p = pools;
     while (p->idle) close_idle(p->idle);
+    while (p->first) rh_pool_leave(p->first);
     pools = p->next;
     free(p);
+  }
+}
+
+/* ---- slots ---- */
+
+static int fits(const pool *p, const rh_pool_waiter *w) { return !w->max || p->in_use < w->max; }
+
+static void enqueue(pool *p, rh_pool_waiter *w) {
+  w->queue = p;
+  w->next = NULL;
+  w->prev = p->last;
+  if (p->last) p->last->next = w;
+  else p->first = w;
+  p->last = w;
+  p->nqueued++;
+}
+
+void rh_pool_leave(rh_pool_waiter *w) {
+  pool *p = w->queue;
+  if (!p) return;
+  if (w->prev) w->prev->next = w->next;
+  else p->first = w->next;
+  if (w->next) w->next->prev = w->prev;
+  else p->last = w->prev;
+  p->nqueued--;
+  w->queue = w->next = w->prev = NULL;
+}
+
+rh_pool_slot rh_pool_acquire(const char *key, size_t max, size_t max_queue, rh_pool_waiter *w) {
+  pool *p = find_pool(key, 1);
+  w->max = max;
+  /* no waiter fits (a release grants every one that does), so this passes none under its cap */
+  if (fits(p, w)) {
+    p->in_use++;
+    return RH_POOL_GRANTED;
+  }
+  if (p->nqueued >= max_queue) return RH_POOL_FULL;
+  enqueue(p, w);
+  return RH_POOL_QUEUED;
+}
+
+/* Waiters are granted oldest first, each that fits; one under a larger cap may pass one under
+ * a smaller when mounts with different caps share an upstream. */
+void rh_pool_release(const char *key) {
+  pool *p = find_pool(key, 0);
+  if (!p || !p->in_use) return; /* forgotten by rh_pool_close_all meanwhile */
+  p->in_use--;
+  for (rh_pool_waiter *w = p->first, *next; w; w = next) {
+    next = w->next;
+    if (!fits(p, w)) continue;
+    rh_pool_leave(w);
+    p->in_use++;
+    w->granted(w);
   }
 }

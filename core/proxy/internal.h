@@ -14,8 +14,9 @@ typedef struct {
   double connect_timeout;
 } rh_proxy_upstream;
 
-/* Chooses the next upstream in the mount's list (round-robin, skipping one taken out). */
-void rh_proxy_conf_upstream(rh_proxy_conf *c, rh_proxy_upstream *u);
+/* Chooses the upstream in the mount's list: the one hooks->upstream names, else the next
+ * (round-robin), skipping one taken out. */
+void rh_proxy_conf_upstream(rh_proxy_conf *c, const rh_proxy_hooks *hooks, rh_proxy_upstream *u);
 /* host: the Host the upstream gets (the chosen upstream's), unless preserve_host. */
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
                         const char *host, const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer);

@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <llhttp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@
 /* One upstream of a mount's list, with its passive health: fails failures in a row take it out
  * until down_until (the loop's clock, ms). */
 typedef struct {
-  char *host, *host_header, *pool_key;
+  char *url, *host, *host_header, *pool_key; /* url: the entry as written */
   int port, fails;
   size_t active;            /* requests in flight on it (least_conn) */
   uint64_t down_until;
@@ -42,13 +43,15 @@ struct rh_proxy_conf {
   double backoff, connect_timeout, read_timeout, write_timeout, idle_timeout;
   int retry_statuses[16];
   size_t nretry, max_body, max_idle;
+  size_t max_conns, max_queue; /* the connection cap per upstream, and its queue's bound */
+  double pool_timeout;         /* how long a request waits in that queue */
   rh_headers extra;
   char **drop_req, **drop_resp, **allow_req, **allow_resp, **retry_methods;
   size_t ndrop_req, ndrop_resp, nallow_req, nallow_resp, nretry_methods;
   int forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_after;
 };
 
-typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF } timer_kind;
+typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF, T_QUEUE } timer_kind;
 
 /* One proxied exchange. Owns a reference on req and on conf, the upstream connection while it
  * is in use, and its timer; freed when the exchange is over and the timer is closed. */
@@ -60,6 +63,8 @@ typedef struct {
   int has_hooks;
   rh_upconn *up;
   rh_upconn_dialing *dial;  /* while connecting */
+  rh_pool_waiter wait;      /* in the upstream's queue while queued */
+  int queued, slot;         /* waiting for a connection slot at to; holding one */
   uv_timer_t timer;
   timer_kind timer_kind;
   int attempt;
@@ -89,11 +94,13 @@ typedef struct {
 #define REPLAY_MAX (64 * 1024)
 #define UP_HIGH_WATER (256 * 1024)
 #define MAX_INTERIM 16      /* 1xx heads before the answer: more is an upstream gone wrong */
+#define QUEUED_BODY_MAX (64 * 1024) /* body read ahead while queued: a queue of bodies stays small */
 
-static rh_metric *m_upstream_errors, *m_retries, *m_ejections;
+static rh_metric *m_upstream_errors, *m_retries, *m_ejections, *m_queued;
 
 static void finish(call *c);
 static void attempt(call *c, int fresh);
+static void give_slot(call *c);
 static void up_read(void *owner, const char *p, ssize_t n, const char *err);
 static void up_written(void *owner, size_t queued);
 
@@ -149,6 +156,7 @@ static int parse_target(rh_proxy_conf *c, size_t i, const char *url, const rh_pr
   target *t = &c->targets[i];
   t->port = u.port;
   t->host = strdup(u.host);
+  t->url = strdup(url);
   char authority[RH_HOST_MAX + 9];
   rh_url_authority(&u, authority, sizeof authority);
   t->host_header = strdup(authority); /* host[:port] as written: the port only if given */
@@ -210,6 +218,9 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   c->max_body = o->max_body;
   c->max_idle = o->max_idle ? o->max_idle : 1024; /* enough that a busy mount does not churn connections */
   c->idle_timeout = o->idle_timeout > 0 ? o->idle_timeout : 60;
+  c->max_conns = o->max_conns;
+  c->max_queue = o->max_queue ? o->max_queue : 1024;
+  c->pool_timeout = o->pool_timeout > 0 ? o->pool_timeout : 10;
   for (size_t i = 0; o->extra_request_headers && i < o->extra_request_headers->n; i++) {
     const rh_header *f = &o->extra_request_headers->items[i];
     rh_headers_add(&c->extra, f->name, f->name_len, f->value, f->value_len);
@@ -235,6 +246,7 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
   if (--c->refs > 0) return;
   free(c->mount);
   for (size_t i = 0; c->targets && i < c->ntargets; i++) {
+    free(c->targets[i].url);
     free(c->targets[i].host);
     free(c->targets[i].host_header);
     free(c->targets[i].pool_key);
@@ -255,21 +267,38 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
 
 size_t rh_proxy_conf_max_body(const rh_proxy_conf *c) { return c->max_body; }
 
+size_t rh_proxy_conf_count(const rh_proxy_conf *c) { return c->ntargets; }
+
+const char *rh_proxy_conf_url(const rh_proxy_conf *c, size_t i) { return c->targets[i].url; }
+
+static size_t trimmed(const char *s) {
+  size_t n = strlen(s);
+  while (n && s[n - 1] == '/') n--;
+  return n;
+}
+
+size_t rh_proxy_conf_find(const rh_proxy_conf *c, const char *url) {
+  size_t n = trimmed(url);
+  for (size_t i = 0; i < c->ntargets; i++)
+    if (trimmed(c->targets[i].url) == n && strncmp(c->targets[i].url, url, n) == 0) return i + 1;
+  return 0;
+}
+
 /* ---- choosing the upstream ---- */
 
 static uint64_t now_ms(void) { return uv_now(uv_default_loop()); }
 
-/* From start on (round the list), the first upstream not taken out, or with least_conn the one
- * with the fewest requests in flight (ties: the first); when every one is out, the one at start
- * (a request is never refused for want of a healthy upstream). */
-static target *choose_from(rh_proxy_conf *c, size_t start) {
+/* From start on (round the list), the first upstream not taken out, or with least the one with
+ * the fewest requests in flight (ties: the first); when every one is out, the one at start (a
+ * request is never refused for want of a healthy upstream). */
+static target *choose_from(rh_proxy_conf *c, size_t start, int least) {
   uint64_t now = now_ms();
   target *best = NULL;
   for (size_t i = 0; i < c->ntargets; i++) {
     target *t = &c->targets[(start + i) % c->ntargets];
     if (t->down_until > now || (best && t->active >= best->active)) continue;
     best = t;
-    if (!c->least_conn) break;
+    if (!least) break;
   }
   return best ? best : &c->targets[start % c->ntargets];
 }
@@ -281,7 +310,12 @@ static void set_target(call *c, target *t) {
   if (t) t->active++;
 }
 
-static target *choose(rh_proxy_conf *c) { return choose_from(c, c->next++); }
+/* The access phase's choice (passive health still applies: one taken out gives way to the
+ * next in the list), else the balancer's. */
+static target *choose(rh_proxy_conf *c, const rh_proxy_hooks *h) {
+  if (h && h->upstream) return choose_from(c, h->upstream - 1, 0);
+  return choose_from(c, c->next++, c->least_conn);
+}
 
 /* Passive health: max_fails failures in a row (connect error, timeout, retried status) take the
  * upstream out for fail_timeout seconds; an answer passed on counts it healthy again. */
@@ -294,8 +328,8 @@ static void upstream_failed(rh_proxy_conf *c, target *t) {
   rh_metric_add(m_ejections, (const char *[]){ t->pool_key }, 1);
 }
 
-void rh_proxy_conf_upstream(rh_proxy_conf *c, rh_proxy_upstream *u) {
-  const target *t = choose(c);
+void rh_proxy_conf_upstream(rh_proxy_conf *c, const rh_proxy_hooks *hooks, rh_proxy_upstream *u) {
+  const target *t = choose(c, hooks);
   u->host = t->host;
   u->port = t->port;
   u->tls = c->tls;
@@ -520,10 +554,10 @@ static void answer_text(call *c, int status, const char *prefix, const char *rea
 }
 
 static void fail(call *c, int status, const char *event, const char *reason) {
-  const char *code = status == 504 ? "504" : "502";
+  const char *code = status == 504 ? "504" : status == 503 ? "503" : "502";
   rh_metric_add(m_upstream_errors, (const char *[]){ code }, 1);
   log_event(c, RH_LOG_WARN, event, reason, status);
-  answer_text(c, status, status == 504 ? "Gateway Timeout" : "Upstream error", reason);
+  answer_text(c, status, status == 502 ? "Upstream error" : rh_http_reason(status), reason);
   finish(c);
 }
 
@@ -569,7 +603,7 @@ static void on_backoff(uv_timer_t *t) {
  * (the field this proxy wrote, unless preserve_host passed the client's on). */
 static void move_on(call *c) {
   target *from = c->to;
-  set_target(c, choose_from(c->conf, (size_t)(from - c->conf->targets) + 1));
+  set_target(c, choose_from(c->conf, (size_t)(from - c->conf->targets) + 1, c->conf->least_conn));
   if (c->to == from || c->conf->preserve_host) return;
   char old[RH_HOST_MAX + 20];
   int n = snprintf(old, sizeof old, "\r\nHost: %s\r\n", from->host_header);
@@ -589,6 +623,7 @@ static void retry_in(call *c, const char *event, const char *reason, int status,
   rh_metric_add(m_retries, NULL, 1);
   log_event(c, RH_LOG_INFO, event, reason, status);
   drop_upstream(c);
+  give_slot(c); /* not using a connection while it backs off, and maybe bound elsewhere next */
   if (delay < 0) {
     delay = c->conf->backoff;
     for (int i = 1; i < c->attempt; i++) delay *= 2;
@@ -611,6 +646,65 @@ static void on_timeout(uv_timer_t *t) {
   if (c->conf->retry_on_timeout && retry_allowed(c)) { retry(c, "upstream_timeout", what, 0); return; }
   drop_upstream(c);
   fail(c, 504, "upstream_timeout", what);
+}
+
+/* ---- the connection cap (net/pool.h's slots) ---- */
+
+static void leave_queue(call *c) {
+  if (!c->queued) return;
+  c->queued = 0;
+  rh_pool_leave(&c->wait);
+  rh_metric_add(m_queued, (const char *[]){ c->to->pool_key }, -1);
+}
+
+/* Lets go of the call's slot (or its place in the queue); a waiter may be granted it. */
+static void give_slot(call *c) {
+  leave_queue(c);
+  if (!c->slot) return;
+  c->slot = 0;
+  rh_pool_release(c->to->pool_key);
+}
+
+/* Called inside another call's release: the attempt goes on from the loop, not from there. */
+static void slot_granted(rh_pool_waiter *w) {
+  call *c = (call *)(void *)((char *)w - offsetof(call, wait));
+  leave_queue(c);
+  c->slot = 1;
+  set_timer(c, T_BACKOFF, 0, on_backoff);
+}
+
+static void on_queue_timeout(uv_timer_t *t) {
+  call *c = t->data;
+  c->timer_kind = T_NONE;
+  leave_queue(c);
+  char why[RH_HOST_MAX + 120];
+  snprintf(why, sizeof why, "pool timeout: no connection to %s free within %g s (max_connections %zu)",
+           c->to->host_header, c->conf->pool_timeout, c->conf->max_conns);
+  /* httpx's PoolTimeout is a timeout as Lilya sees it: retried as one, then 504 */
+  if (c->conf->retry_on_timeout && retry_allowed(c)) { retry(c, "upstream_timeout", why, 0); return; }
+  fail(c, 504, "upstream_timeout", why);
+}
+
+/* 1: the call holds a connection slot at its upstream; 0: it waits in the upstream's queue (or
+ * was answered 503, the queue being full). */
+static int take_slot(call *c) {
+  c->wait.granted = slot_granted;
+  rh_pool_slot s = rh_pool_acquire(c->to->pool_key, c->conf->max_conns, c->conf->max_queue, &c->wait);
+  if (s == RH_POOL_GRANTED) {
+    c->slot = 1;
+    return 1;
+  }
+  if (s == RH_POOL_FULL) {
+    char why[RH_HOST_MAX + 120];
+    snprintf(why, sizeof why, "queue full: %zu requests already wait for a connection to %s (max_connections %zu)",
+             c->conf->max_queue, c->to->host_header, c->conf->max_conns);
+    fail(c, 503, "upstream_queue_full", why);
+    return 0;
+  }
+  c->queued = 1;
+  rh_metric_add(m_queued, (const char *[]){ c->to->pool_key }, 1);
+  set_timer(c, T_QUEUE, c->conf->pool_timeout, on_queue_timeout);
+  return 0;
 }
 
 /* ---- writing to the upstream ---- */
@@ -669,7 +763,7 @@ static void on_client_body_chunk(rh_http_req *r, const char *p, size_t n, void *
   }
   if (c->up && c->head_written) send_body_bytes(c, p, n);
   else rh_buf_append(&c->pending, p, n);
-  if (up_queued(c) + c->pending.len >= UP_HIGH_WATER) rh_http_pause_body(c->req);
+  if (up_queued(c) + c->pending.len >= (c->queued ? QUEUED_BODY_MAX : UP_HIGH_WATER)) rh_http_pause_body(c->req);
 }
 
 static void on_client_body(rh_http_req *r, void *ud) {
@@ -1103,6 +1197,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
 }
 
 static void attempt(call *c, int fresh) {
+  if (!c->slot && !take_slot(c)) return; /* queued: slot_granted comes back here */
   c->head_written = c->final_chunk_sent = 0;
   rh_upconn *u = fresh ? NULL : rh_pool_take(c->to->pool_key);
   c->reused = u != NULL;
@@ -1140,6 +1235,7 @@ static void finish(call *c) {
   release_hooks(c);
   set_timer(c, T_NONE, 0, NULL);
   drop_upstream(c);
+  give_slot(c);
   c->req->events = NULL;
   c->req->ud = NULL;
   rh_http_resume_body(c->req); /* whatever is left of the body is read past, not held up */
@@ -1153,7 +1249,7 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
     const char *e;
     static const char *code[] = { "code" };
     m_upstream_errors = rh_metric_register(RH_COUNTER, "relayhost_proxy_upstream_errors_total",
-                                           "Proxied requests answered 502/504 by the proxy", code, 1,
+                                           "Proxied requests answered 502/503/504 by the proxy", code, 1,
                                            NULL, 0, &e);
     m_retries = rh_metric_register(RH_COUNTER, "relayhost_proxy_retries_total",
                                    "Upstream attempts retried", NULL, 0, NULL, 0, &e);
@@ -1161,6 +1257,9 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
     m_ejections = rh_metric_register(RH_COUNTER, "relayhost_proxy_upstream_ejections_total",
                                      "Upstreams taken out for fail_timeout after max_fails failures in a row",
                                      upstream, 1, NULL, 0, &e);
+    m_queued = rh_metric_register(RH_GAUGE, "relayhost_proxy_upstream_queued",
+                                  "Requests waiting for a connection slot (limits.max_connections) per upstream",
+                                  upstream, 1, NULL, 0, &e);
   }
   if (rh_proxy_is_websocket(req)) { /* the WebSocket path keeps its own state */
     rh_proxy_ws_start(req, conf, hooks);
@@ -1183,7 +1282,7 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   c->timer.data = c;
   char *body = NULL;
   rh_headers fields = RH_HEADERS_INIT;
-  set_target(c, choose(conf));
+  set_target(c, choose(conf, hooks));
   int answer = rh_proxy_build_head(conf, req, c->has_hooks ? &c->hooks : NULL, c->to->host_header, NULL, &c->head,
                                    &c->chunked_up, &body, &fields);
   if (answer) {

@@ -40,6 +40,11 @@ typedef struct {
   int tls_insecure;                /* https upstreams: skip verification (tests, explicit opt-out) */
   size_t max_idle;                 /* pooled idle connections per upstream */
   double idle_timeout;
+  /* the connection cap (HAProxy's maxconn, httpx's max_connections): requests past max_conns
+   * connections in use to an upstream wait, up to max_queue of them, pool_timeout seconds each */
+  size_t max_conns;                /* 0: no cap */
+  size_t max_queue;                /* 0: 1024 */
+  double pool_timeout;             /* 0: 10 */
   /* gateway options (off by default: Lilya sends and rewrites none of these) */
   int forwarded_prefix;            /* X-Forwarded-Prefix: the mount (the client's own is dropped) */
   int rewrite_location;            /* Location/Content-Location at the upstream base -> the mount */
@@ -73,6 +78,7 @@ typedef struct {
   char *(*rewrite_cookie_domain)(void *ud, const char *cookie);
   void (*release)(void *ud);       /* the hooks are no longer needed for this request */
   void *ud;
+  size_t upstream;                 /* the access phase's choice in the mount's list, from 1; 0: none */
 } rh_proxy_hooks;
 
 /* NULL plus a message in err for bad options (an unparsable target_base_url, …). */
@@ -80,6 +86,11 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *opts, char *err, size_t er
 void rh_proxy_conf_ref(rh_proxy_conf *c);
 void rh_proxy_conf_unref(rh_proxy_conf *c);
 size_t rh_proxy_conf_max_body(const rh_proxy_conf *c);
+/* The entry of the mount's list written as url (a trailing '/' aside), from 1; 0: none. */
+size_t rh_proxy_conf_find(const rh_proxy_conf *c, const char *url);
+/* How many upstreams the list has, and entry i (from 0) as written. */
+size_t rh_proxy_conf_count(const rh_proxy_conf *c);
+const char *rh_proxy_conf_url(const rh_proxy_conf *c, size_t i);
 
 /* Takes over req (and the caller's reference on it) until the exchange is over. hooks may be
  * NULL; hooks->release runs once the heads are done or the request failed. */

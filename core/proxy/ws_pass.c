@@ -291,7 +291,7 @@ void rh_proxy_ws_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hoo
   c->req = req;
   c->conf = conf;
   rh_proxy_conf_ref(conf);
-  rh_proxy_conf_upstream(conf, &c->up_info);
+  rh_proxy_conf_upstream(conf, hooks, &c->up_info);
   if (hooks) { c->hooks = *hooks; c->has_hooks = 1; }
   uv_timer_init(uv_default_loop(), &c->timer);
   c->timer.data = c;

@@ -89,7 +89,20 @@ end
 M.Request = { __index = request_index(Request) }
 -- A mount's access phase (core/lua/lua_proxy.c) gets the same readers; its body is not read
 -- yet (it waits at the server's buffer until the phase returns), so it has no req:body().
-M.AccessRequest = { __index = request_index({ header = Request.header, bearer = Request.bearer }) }
+-- req.upstream is kept aside with the line that set it, so that a choice the mount refuses once
+-- the phase returns (core/lua/lua_proxy.c) is reported at the author's file:line.
+local access_index = request_index({ header = Request.header, bearer = Request.bearer })
+M.AccessRequest = {
+  __index = function(req, k)
+    if k == "upstream" then return rawget(req, "_upstream") end
+    return access_index(req, k)
+  end,
+  __newindex = function(req, k, v)
+    if k ~= "upstream" then return rawset(req, k, v) end
+    rawset(req, "_upstream", v)
+    rawset(req, "_upstream_at", check.where(2))
+  end,
+}
 
 local Response = {}
 Response.__index = Response

@@ -331,12 +331,15 @@ end
 -- (forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_methods, retry_after).
 -- target_base_url may be a list of upstreams (same scheme and path), chosen round-robin, with
 -- passive health checks (max_fails in a row take one out for fail_timeout seconds).
+-- limits (httpx.Limits) caps the connections per upstream; requests past the cap wait in a
+-- queue of at most max_queue, timeout.pool seconds each.
 local PROXY_KEYS = { "target_base_url", "upstream_prefix", "preserve_host", "max_retries", "retry_backoff_factor",
   "retry_statuses", "retry_on", "timeout", "extra_request_headers", "drop_request_headers", "allow_request_headers",
   "drop_response_headers", "allow_response_headers", "rewrite_set_cookie_domain", "max_body", "ca_file",
   "tls_insecure", "follow_redirects", "access", "on_request", "on_response", "forwarded_prefix", "rewrite_location",
-  "rewrite_cookie_path", "retry_methods", "retry_after", "max_fails", "fail_timeout", "balance",
-  "retry_exceptions", "limits" } -- Lilya's spellings: retry_exceptions is retry_on; limits is accepted and ignored
+  "rewrite_cookie_path", "retry_methods", "retry_after", "max_fails", "fail_timeout", "balance", "max_queue",
+  "retry_exceptions", "limits" } -- Lilya's spellings: retry_exceptions is retry_on
+local LIMITS_KEYS = { "max_connections", "max_keepalive_connections", "keepalive_expiry" }
 
 -- What C would refuse at install (a URL it cannot use, a hook that is not a function) is found
 -- here, where the author's line is still on the stack. Outside relayhost (relay.test's load, where
@@ -376,7 +379,8 @@ end
 function relay.proxy(opts)
   if type(opts) ~= "table" then check.fail("relay.proxy{target_base_url = \"http://host:port\", ...}") end
   check.options(opts, PROXY_KEYS, "relay.proxy")
-  if type(opts.timeout) == "table" then check.options(opts.timeout, { "connect", "read", "write" }, "relay.proxy timeout") end
+  if type(opts.timeout) == "table" then check.options(opts.timeout, { "connect", "read", "write", "pool" }, "relay.proxy timeout") end
+  if type(opts.limits) == "table" then check.options(opts.limits, LIMITS_KEYS, "relay.proxy limits") end
   local url = opts.target_base_url
   if type(url) ~= "string" and not (type(url) == "table" and #url > 0) then
     check.fail("relay.proxy: target_base_url is required (\"http://host:port\", or a list of them)")

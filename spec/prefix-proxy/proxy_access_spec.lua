@@ -161,7 +161,7 @@ describe("prefix proxy access phase", function()
     local res = proxy:get("/choose/p", { ["x-tenant"] = "bad" })
     assert.equal(500, res.status)
     assert.matches("request id", res.body)
-    assert.matches("req.upstream must be a relay.proxy", proxy:log(), 1, true)
+    assert.matches("req.upstream = 'http://nowhere' is not one of this mount's upstreams", proxy:log(), 1, true)
     assert.same({}, heads(origin))
   end)
 

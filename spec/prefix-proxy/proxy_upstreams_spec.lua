@@ -1,7 +1,10 @@
 -- A mount's list of upstreams (issue 18, "Upstream selection"): target_base_url = { a, b } is
 -- chosen round-robin per request, and an upstream that fails max_fails times in a row is skipped
--- for fail_timeout seconds, a retry moving to the next one. Two recording origins
--- (spec/fixtures/raw_origin.lua) say which got what; a port nothing listens on is the one down.
+-- for fail_timeout seconds, a retry moving to the next one. An access phase may choose within
+-- the list (req.upstream = 2, or one of its URLs), passive health and retries still applying;
+-- a value not in the list is the script's error, a 500 with the request id, logged at the line
+-- that set it. Two recording origins (spec/fixtures/raw_origin.lua) say which got what; a port
+-- nothing listens on is the one down. The connection cap has its own spec (proxy_maxconn).
 local helpers = require "helpers"
 local socket = require "socket"
 local start_origin = require("raw_origin").start
@@ -31,13 +34,13 @@ local function count(s, pat)
 end
 
 describe("prefix proxy upstream lists", function()
-  local a, b, proxy, dead
+  local a, b, proxy, dead, script, source
 
   setup(function()
     a, b = start_origin(), start_origin()
     dead = helpers.free_port()
-    local dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/ups.lua", ([[
+    script = helpers.tmpdir() .. "/ups.lua"
+    source = ([[
 local relay = require "relay"
 local app = relay.new { name = "ups" }
 local a, b, dead = "http://127.0.0.1:%d/base", "http://127.0.0.1:%d/base", "http://127.0.0.1:%d/base"
@@ -47,10 +50,20 @@ app:mount("/lilya", relay.proxy { target_base_url = { dead, b }, max_retries = 1
   retry_backoff_factor = 0.01, limits = { max_connections = 100 } })
 app:mount("/h", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_on = { "connect" },
   retry_backoff_factor = 0.01, max_fails = 2, fail_timeout = 4 })
+app:mount("/pick", relay.proxy { target_base_url = { a, b },
+  access = function(req)
+    local want = req.headers["x-pick"]
+    req.upstream = tonumber(want) or want -- the choice
+    req.headers["x-saw"] = tostring(req.upstream)
+  end })
+app:mount("/dead-first", relay.proxy { target_base_url = { dead, b }, max_retries = 1, retry_on = { "connect" },
+  retry_backoff_factor = 0.01, max_fails = 1, fail_timeout = 30,
+  access = function(req) req.upstream = 1 end })
 app:get("/metrics", relay.metrics.handler)
 return app
-]]):format(a.port, b.port, dead))
-    proxy = helpers.start(dir .. "/ups.lua")
+]]):format(a.port, b.port, dead)
+    helpers.write_file(script, source)
+    proxy = helpers.start(script)
   end)
 
   teardown(function()
@@ -128,6 +141,59 @@ return app
     assert.equal(0, pp:stop(), pp:log():sub(-2000))
     assert.equal(1, #a:heads())
     assert.equal(1, #b:heads())
+  end)
+
+  it("lets an access phase choose by place or by URL", function()
+    a:take(0.05); b:take(0.05)
+    for i = 1, 3 do assert.equal(200, proxy:get("/pick/n" .. i, { ["x-pick"] = "2" }).status) end
+    assert.equal(200, proxy:get("/pick/u", { ["x-pick"] = ("http://127.0.0.1:%d/base/"):format(a.port) }).status)
+    local ha, hb = a:heads(), b:heads()
+    assert.equal(3, #hb)
+    for _, h in ipairs(hb) do assert.matches("\r\nHost: 127.0.0.1:" .. b.port .. "\r\n", h, 1, true) end
+    assert.equal(1, #ha)
+    assert.matches("^GET /base/u HTTP/1%.1\r\n", ha[1])
+    assert.matches("\r\n[Xx]%-[Ss]aw: 2\r\n", hb[1]) -- and reads back what it set
+  end)
+
+  it("refuses an access choice not in the list: 500 with the request id, logged at the script's line", function()
+    a:take(0.05); b:take(0.05)
+    local line, n = nil, 0
+    for l in source:gmatch("([^\n]*)\n") do
+      n = n + 1
+      if l:find("-- the choice", 1, true) then line = n end
+    end
+    for _, bad in ipairs { "http://127.0.0.1:1/base", "3" } do
+      local res = proxy:get("/pick/x", { ["x-pick"] = bad })
+      assert.equal(500, res.status)
+      assert.matches("request id " .. res.headers["x-request-id"], res.body, 1, true)
+      local shown = tonumber(bad) and bad or "'" .. bad .. "'"
+      assert.matches(script .. ":" .. line .. ": req.upstream = " .. shown .. " is not one of this mount's upstreams " ..
+        ("(http://127.0.0.1:%d/base, http://127.0.0.1:%d/base, or 1..N for them in order)"):format(a.port, b.port),
+        proxy:log(), 1, true)
+    end
+    assert.same({}, a:heads())
+    assert.same({}, b:heads())
+  end)
+
+  it("keeps passive health and retries for an access choice: a dead one fails over, then is skipped", function()
+    b:take(0.05)
+    local before = count(proxy:log(), '"event":"upstream_retryable_error"')
+    for i = 1, 3 do
+      local res = proxy:get("/dead-first/d" .. i)
+      assert.equal(200, res.status, res.body)
+    end
+    assert.equal(3, #b:heads())
+    -- the first found it dead, and max_fails = 1 took it out for the other two
+    assert.equal(1, count(proxy:log(), '"event":"upstream_retryable_error"') - before)
+  end)
+
+  it("refuses limits it cannot use, naming them", function()
+    local url = 'target_base_url = "http://127.0.0.1:1", '
+    refuses(url .. "limits = { max_connections = 0 }", "limits.max_connections must be a whole number >= 1")
+    refuses(url .. "limits = { max_conections = 2 }", "max_connections")
+    refuses(url .. "timeout = { pool = 1, poll = 2 }", "poll")
+    refuses(url .. "max_queue = 0.5", "max_queue must be a whole number >= 1")
+    refuses(url .. "limits = { keepalive_expiry = 0 }", "limits.keepalive_expiry must be > 0 seconds")
   end)
 
   it("reads every entry at load and names the one it refuses", function()
