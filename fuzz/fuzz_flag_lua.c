@@ -17,7 +17,7 @@
  *    reason;
  *  - relay.flag.validate never raises (it passes a config or refuses it with a message), and
  *    every flag of a config it passes evaluates to one of its variations for any target;
- *  - murmur3.bucket is in 1..100 for any string. */
+ *  - evaluator.bucket (relay.murmur3) is in 1..100 for any string. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +36,6 @@ static const char checks[] =
   "local json = require 'relay.json'\n"
   "local store_mod = require 'relay.flag.store'\n"
   "local evaluator = require 'relay.flag.evaluator'\n"
-  "local murmur3 = require 'relay.flag.murmur3'\n"
   "local validate = require 'relay.flag.validate'\n"
   "local function inv(msg) error('INVARIANT: ' .. msg, 0) end\n"
   "local function decode(text)\n"
@@ -103,7 +102,7 @@ static const char checks[] =
   "      if v == nil then inv('a valid flag evaluated to nothing: ' .. tostring(why)) end\n"
   "    end\n"
   "  end\n"
-  "  local b = murmur3.bucket(target_text, flags_text)\n"
+  "  local b = evaluator.bucket(target_text, flags_text)\n"
   "  if type(b) ~= 'number' or b < 1 or b > 100 or b ~= math.floor(b) then inv('bucket ' .. tostring(b)) end\n"
   "end\n";
 

@@ -1,7 +1,7 @@
 -- The flag evaluator of ff-proxy's /evaluations (the Go SDK's rules, spec §2.4): prerequisites,
 -- off state, target map, rules (clauses ANDed), percentage rollouts, default serve; segment
 -- membership by excluded / included / serving rules (AND) / legacy rules (OR).
-local murmur3 = require "relay.flag.murmur3"
+local murmur3 = require "relay.murmur3"
 
 local M = {}
 
@@ -102,16 +102,20 @@ function in_segments(ctx, ids, target, depth)
   return false
 end
 
+-- The SDKs' bucket of a target: 1..100.
+local function bucket(bucket_by, value) return murmur3.hash(bucket_by .. ":" .. value) % 100 + 1 end
+M.bucket = bucket
+
 local function distribute(dist, target)
   local bucket_by = dist.bucketBy or "identifier"
   local value = attr_value(target, bucket_by)
   if value == "" then bucket_by, value = "identifier", attr_value(target, "identifier") end
   local chosen, total = nil, 0
-  local bucket = value ~= "" and murmur3.bucket(bucket_by, value) or nil
+  local slot = value ~= "" and bucket(bucket_by, value) or nil
   for _, v in ipairs(list(dist.variations)) do
     chosen = v.variation
     total = total + (tonumber(v.weight) or 0)
-    if bucket and total > 0 and bucket <= total then return v.variation end
+    if slot and total > 0 and slot <= total then return v.variation end
   end
   return chosen
 end

@@ -4,13 +4,14 @@
 -- reconnects; what it fetches replaces the cache through relay.flag.sync.
 local relay = require "relay"
 local json = require "relay.json"
+local eventsource = require "relay.eventsource"
 local sha256_hex = require("relay.flag.store").sha256_hex
 
 local M = {}
 local Upstream = {}
 Upstream.__index = Upstream
 
--- envs: env_id -> { token, cluster, key, keys (sha256 hex), connected, stream, refreshing }
+-- envs: env_id -> { token, cluster, key, keys (sha256 hex), connected, feed, refreshing }
 function M.new(cfg, sync)
   return setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {},
     proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
@@ -201,63 +202,38 @@ function Upstream:on_event(env_id, ev)
   relay.after(0, function() tu.refreshing = false; self:refresh_env(target) end)
 end
 
--- Reads one upstream SSE feed until it fails. Events are "event: *\ndata: {json}\n\n".
-function Upstream:read_stream(env_id, s)
-  local buf = ""
-  while true do
-    local data, err = s:read()
-    if not data then return err end
-    buf = buf .. data
-    while true do
-      local i, j = buf:find("\n\n", 1, true)
-      if not i then break end
-      local payload = buf:sub(1, i - 1):match("data:%s*([^\n]*)")
-      buf = buf:sub(j + 1)
-      local ok, ev = pcall(json.decode, payload or "")
-      if ok and type(ev) == "table" then self:on_event(env_id, ev) end
-    end
-  end
-end
-
+-- Follows one upstream /stream (relay.eventsource: reconnects with backoff, 1 s doubling to
+-- 60 s). Events are "event: *\ndata: {json}\n\n".
 function Upstream:follow(env_id)
-  local backoff = 1
-  while not self.stopped do
-    local u = self.envs[env_id]
-    local s, status = relay.http.stream {
-      url = self.cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
-      headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
-                  ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" },
-    }
-    if s and status == 200 and self.stopped then s:close(); return end
-    if s and status == 200 then
-      backoff = 1
-      u.stream, u.connected = s, true
-      if self:all_connected() then
-        local was = self.sync.stream_status.state
-        self.sync:set_stream("CONNECTED")
-        relay.log.info("upstream_stream_connected", { environment = env_id })
-        if was == "DISCONNECTED" then self:poll_once() end -- what changed while we were away
-      end
-      local why = self:read_stream(env_id, s)
-      s:close()
-      u.stream = nil
-      if self.stopped then return end -- replaced by a reload: the new generation follows now
-      self:stream_lost(env_id, why)
-    else
-      if s then s:close() end
-      self:stream_lost(env_id, s and ("status " .. tostring(status)) or status)
-    end
-    relay.sleep(backoff)
-    backoff = math.min(backoff * 2, 60)
-  end
+  if self.stopped then return end -- stopped during the first sync
+  local u = self.envs[env_id]
+  u.feed = eventsource.follow {
+    request = function()
+      return { url = self.cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
+        headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
+                    ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" } }
+    end,
+    on_open = function()
+      u.connected = true
+      if not self:all_connected() then return end
+      local was = self.sync.stream_status.state
+      self.sync:set_stream("CONNECTED")
+      relay.log.info("upstream_stream_connected", { environment = env_id })
+      if was == "DISCONNECTED" then self:poll_once() end -- what changed while we were away
+    end,
+    on_event = function(ev)
+      local ok, v = pcall(json.decode, ev.data)
+      if ok and type(v) == "table" then self:on_event(env_id, v) end
+    end,
+    on_lost = function(why) self:stream_lost(env_id, why) end,
+  }
 end
 
--- A reload replaced this generation: its feeds close now (the new one opens its own). A
--- reader parked on a closed feed ends with the generation's drain.
+-- A reload replaced this generation: its feeds close now (the new one opens its own).
 function Upstream:stop()
   self.stopped = true
   for _, u in pairs(self.envs) do
-    if u.stream then u.stream:close(); u.stream = nil end
+    if u.feed then u.feed:stop() end
   end
 end
 
@@ -267,7 +243,7 @@ function Upstream:start(then_fn)
     self:poll_once()
     if then_fn then return then_fn() end
     if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
-    for _, env_id in ipairs(self:stream_envs()) do relay.after(0, function() self:follow(env_id) end) end
+    for _, env_id in ipairs(self:stream_envs()) do self:follow(env_id) end
   end)
   -- polls only while no upstream stream carries the changes; next_poll tells /health when
   self.next_poll = relay.time() + self.cfg.poll_interval

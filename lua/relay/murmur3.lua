@@ -1,4 +1,7 @@
--- murmur3 x86 32-bit (seed 0): the hash the Harness SDKs bucket percentage rollouts with.
+-- relay.murmur3: MurmurHash3 x86 32-bit with seed 0, the non-cryptographic hash that feature
+-- flag SDKs (Harness's among them) bucket users into percentage rollouts with; any script that
+-- must agree with them on a bucket uses this one. Pure Lua (LuaJIT's bit library): usable and
+-- testable without a host.
 local bit = require "bit"
 local bor, bxor, lshift, rshift, rol, tobit = bit.bor, bit.bxor, bit.lshift,
   bit.rshift, bit.rol, bit.tobit
@@ -19,6 +22,7 @@ local function mix(k)
   return mul(rol(mul(k, C1), 15), C2)
 end
 
+-- hash(s) -> the hash of the bytes of s, 0 .. 2^32-1
 function M.hash(s)
   local h, len = 0, #s
   local nblocks = len - len % 4
@@ -44,11 +48,6 @@ function M.hash(s)
   h = mul(h, 0xc2b2ae35)
   h = bxor(h, rshift(h, 16))
   return h % 0x100000000 -- unsigned, as the SDKs see it
-end
-
--- The SDKs' bucket: 1..100.
-function M.bucket(bucket_by, value)
-  return M.hash(bucket_by .. ":" .. value) % 100 + 1
 end
 
 return M
