@@ -770,14 +770,9 @@ static void rewrite_locations(const rh_proxy_conf *cf, const target *t, rh_heade
     if (!rh_header_name_eq(f, "location") && !rh_header_name_eq(f, "content-location")) continue;
     size_t o = upstream_origin(cf, t, f->value, f->value_len);
     rh_buf v = RH_BUF_INIT;
-    if (o && into_mount(cf, f->value + o, f->value_len - o, &v) && rh_http_is_field_value(v.data, v.len)) {
-      rh_buf_append(&v, "", 1);
-      free(f->value);
-      f->value = v.data;
-      f->value_len = v.len - 1;
-    } else {
-      rh_buf_free(&v);
-    }
+    if (o && into_mount(cf, f->value + o, f->value_len - o, &v) && rh_http_is_field_value(v.data, v.len))
+      rh_headers_set_value(h, f, v.data, v.len);
+    rh_buf_free(&v);
   }
 }
 
