@@ -214,7 +214,7 @@ static rh_http_req *req_new(rh_http_conn *c) {
   r->length_left = -1;
   rh_headers_init(&r->headers);
   rh_addr_format(&c->peer, r->socket_peer, sizeof r->socket_peer);
-  snprintf(r->peer, sizeof r->peer, "%s", r->socket_peer);
+  memcpy(r->peer, r->socket_peer, sizeof r->peer); /* not snprintf: this runs for every request */
   r->tls = c->tls != NULL;
   make_id(r->id);
   return r;
@@ -659,8 +659,8 @@ static void split_target(rh_http_req *r) {
   }
   const char *t = r->target, *end = t + r->target_len;
   /* absolute-form (a proxy request): the path starts after scheme://authority */
-  const char *s = strstr(t, "://");
-  if (t[0] != '/' && s) {
+  const char *s = t[0] != '/' ? strstr(t, "://") : NULL; /* origin-form, the usual one: no search */
+  if (s) {
     const char *slash = memchr(s + 3, '/', (size_t)(end - (s + 3)));
     t = slash ? slash : end;
   }
