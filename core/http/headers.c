@@ -143,10 +143,6 @@ size_t rh_headers_remove(rh_headers *h, const char *name) {
   return removed;
 }
 
-int rh_header_name_eq(const rh_header *f, const char *name) {
-  return strlen(name) == f->name_len && strncasecmp(f->name, name, f->name_len) == 0;
-}
-
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
 int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok) {

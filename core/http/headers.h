@@ -7,6 +7,8 @@
 #define RH_HEADERS_H
 
 #include <stddef.h>
+#include <string.h>
+#include <strings.h>
 
 typedef struct {
   char *name;
@@ -39,7 +41,12 @@ size_t rh_headers_count(const rh_headers *h, const char *name);
 size_t rh_headers_remove(rh_headers *h, const char *name); /* returns how many were removed */
 /* A new value for f, a field of h. */
 void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen);
-int rh_header_name_eq(const rh_header *f, const char *name);
+/* Inline: every head is matched against literal names many times over, and with a literal the
+ * length is known when compiling; a name of another length costs one compare. */
+static inline int rh_header_name_eq(const rh_header *f, const char *name) {
+  size_t n = strlen(name);
+  return n == f->name_len && strncasecmp(f->name, name, n) == 0;
+}
 /* 1 for the fields that belong to one hop (Connection, Keep-Alive, TE, Transfer-Encoding, …). */
 int rh_header_hop_by_hop(const rh_header *f);
 /* 1 if the comma-separated value list of `name` has token `tok` (case-insensitive). */
