@@ -145,7 +145,8 @@ size_t rh_headers_remove(rh_headers *h, const char *name) {
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
-int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok) {
+/* 1 when a token of a `name` field is tok (other == 0), or is not tok (other == 1). */
+static int scan_tokens(const rh_headers *h, const char *name, const char *tok, int other) {
   size_t tlen = strlen(tok), from = 0;
   const rh_header *f;
   while ((f = rh_headers_find(h, name, &from))) {
@@ -156,10 +157,20 @@ int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok)
       while (p < end && *p != ',') p++;
       const char *e = p;
       while (e > s && is_ows(e[-1])) e--;
-      if ((size_t)(e - s) == tlen && strncasecmp(s, tok, tlen) == 0) return 1;
+      if (e == s) continue;
+      int is = (size_t)(e - s) == tlen && strncasecmp(s, tok, tlen) == 0;
+      if (is != other) return 1;
     }
   }
   return 0;
+}
+
+int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok) {
+  return scan_tokens(h, name, tok, 0);
+}
+
+int rh_headers_has_other_token(const rh_headers *h, const char *name, const char *tok) {
+  return scan_tokens(h, name, tok, 1);
 }
 
 int rh_header_hop_by_hop(const rh_header *f) {

@@ -51,5 +51,7 @@ static inline int rh_header_name_eq(const rh_header *f, const char *name) {
 int rh_header_hop_by_hop(const rh_header *f);
 /* 1 if the comma-separated value list of `name` has token `tok` (case-insensitive). */
 int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok);
+/* 1 if such a list of `name` has a token other than `tok`. */
+int rh_headers_has_other_token(const rh_headers *h, const char *name, const char *tok);
 
 #endif

@@ -323,6 +323,11 @@ static const char *upstream_path(const rh_proxy_conf *cf, const rh_http_req *r, 
 
 /* ---- header rules ---- */
 
+/* Whether the Connection fields name any field but Keep-Alive (hop-by-hop anyway): only then
+ * is each field looked for among their tokens. Keep-alive is what nginx answers and HTTP/1.0
+ * clients send. */
+static int names_fields(const rh_headers *h) { return rh_headers_has_other_token(h, "connection", "keep-alive"); }
+
 /* Hop-by-hop headers, and the ones the Connection header names, never cross the proxy. */
 static int crosses(const rh_headers *all, int has_connection, const rh_header *f) {
   if (rh_header_hop_by_hop(f)) return 0;
@@ -350,7 +355,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
                             const char *host_header, rh_headers *out) {
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
-  int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
+  int has_connection = names_fields(in);
   for (size_t i = 0; i < in->n; i++) {
     const rh_header *f = &in->items[i];
     if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
@@ -870,7 +875,7 @@ static void follow_redirect(call *c) {
 static void response_headers(call *c, rh_headers *out) {
   rh_proxy_conf *cf = c->conf;
   const rh_headers *in = &c->resp_headers;
-  int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
+  int has_connection = names_fields(in);
   for (size_t i = 0; i < in->n; i++) {
     const rh_header *f = &in->items[i];
     if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "content-length") ||

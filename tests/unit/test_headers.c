@@ -349,6 +349,23 @@ static void test_arena(void) {
   rh_headers_free(&h);
 }
 
+/* has_other_token: the proxy scans fields for Connection's tokens only when one names a field
+ * other than Keep-Alive. */
+static void test_other_token(void) {
+  test_name = "other token";
+  rh_headers h = RH_HEADERS_INIT;
+  CHECK(!rh_headers_has_other_token(&h, "Connection", "keep-alive"));
+  add(&h, "Connection", " Keep-Alive ,, ");
+  CHECK(!rh_headers_has_other_token(&h, "connection", "keep-alive"));
+  add(&h, "Connection", "keep-alive,\tX-Foo");
+  CHECK(rh_headers_has_other_token(&h, "connection", "keep-alive"));
+  rh_headers_clear(&h);
+  add(&h, "Connection", "close");
+  CHECK(rh_headers_has_other_token(&h, "connection", "keep-alive"));
+  CHECK(!rh_headers_has_other_token(&h, "connection", "close"));
+  rh_headers_free(&h);
+}
+
 int main(void) {
   test_init();
   test_add_find();
@@ -358,6 +375,7 @@ int main(void) {
   test_has_token();
   test_clear();
   test_arena();
+  test_other_token();
   if (failures) {
     fprintf(stderr, "test_headers: %d check(s) failed\n", failures);
     return 1;
