@@ -97,3 +97,11 @@ const char *rh_head_fields(rh_buf *b, const rh_headers *h, int (*skip)(const rh_
 }
 
 void rh_head_end(rh_buf *b) { rh_buf_append(b, "\r\n", 2); }
+
+size_t rh_http_u64(char *out, uint64_t v) {
+  char num[RH_HTTP_U64_MAX], *p = num + sizeof num;
+  do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+  size_t n = (size_t)(num + sizeof num - p);
+  memcpy(out, p, n);
+  return n;
+}

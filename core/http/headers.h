@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+/* name and value end in a NUL, not counted in their lengths. */
 typedef struct {
   char *name;
   size_t name_len;

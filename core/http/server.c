@@ -1184,11 +1184,9 @@ static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *
   if (!have_date) date_header(b);
   if (body_allowed(status)) {
     if (length >= 0) {
-      char num[24], *p = num + sizeof num;
-      uint64_t v = (uint64_t)length;
-      do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+      char num[RH_HTTP_U64_MAX];
       rh_buf_append(b, "Content-Length: ", 16);
-      rh_buf_append(b, p, (size_t)(num + sizeof num - p));
+      rh_buf_append(b, num, rh_http_u64(num, (uint64_t)length));
       rh_buf_append(b, "\r\n", 2);
     }
     else if (r->http_minor) rh_buf_puts(b, "Transfer-Encoding: chunked\r\n");

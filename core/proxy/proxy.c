@@ -369,9 +369,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
   }
   for (size_t i = 0; i < cf->extra.n; i++) { /* extras override the client's */
     const rh_header *f = &cf->extra.items[i];
-    char name[128];
-    snprintf(name, sizeof name, "%.*s", (int)f->name_len, f->name);
-    rh_headers_remove(out, name);
+    rh_headers_remove(out, f->name); /* a list's names end in a NUL (http/headers.h) */
   }
   for (size_t i = 0; i < cf->extra.n; i++) {
     const rh_header *f = &cf->extra.items[i];
@@ -419,9 +417,8 @@ static const char *write_head(rh_buf *out, const rh_proxy_head *head, int framin
   if (!err && ws_key) {
     err = rh_ws_dial_fields(out, ws_key);
   } else if (!err && framing == BODY_LENGTH) {
-    char num[24];
-    int n = snprintf(num, sizeof num, "%" PRIu64, length);
-    err = rh_head_field(out, "Content-Length", 14, num, (size_t)n);
+    char num[RH_HTTP_U64_MAX];
+    err = rh_head_field(out, "Content-Length", 14, num, rh_http_u64(num, length));
   } else if (!err && framing == BODY_CHUNKED) {
     rh_buf_puts(out, "Transfer-Encoding: chunked\r\n");
   }
@@ -885,9 +882,8 @@ static void response_headers(call *c, rh_headers *out) {
     rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
   }
   if (c->resp_length != UINT64_MAX) {
-    char len[32];
-    snprintf(len, sizeof len, "%" PRIu64, c->resp_length);
-    add_str(out, "Content-Length", len);
+    char len[RH_HTTP_U64_MAX];
+    rh_headers_add(out, "Content-Length", 14, len, rh_http_u64(len, c->resp_length));
   }
 }
 

@@ -81,10 +81,19 @@ static void test_field_value_every_byte(void) {
         }
 }
 
+static void test_u64(void) {
+  test_name = "u64";
+  char out[RH_HTTP_U64_MAX];
+  CHECK(rh_http_u64(out, 0) == 1 && memcmp(out, "0", 1) == 0);
+  CHECK(rh_http_u64(out, 10) == 2 && memcmp(out, "10", 2) == 0);
+  CHECK(rh_http_u64(out, UINT64_MAX) == 20 && memcmp(out, "18446744073709551615", 20) == 0);
+}
+
 int main(void) {
   test_checks();
   test_field_value_every_byte();
   test_writers();
+  test_u64();
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }
