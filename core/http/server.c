@@ -519,37 +519,53 @@ void rh_http_reject(rh_http_req *r, int status, const char *reason) {
  * count here. Returns how many bytes belong to the head (all of n if it does not end here), or
  * -1 after rejecting. */
 static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
-  size_t max = c->srv->lim.max_head;
+  /* the state in locals while it runs: kept in ps, every field would be stored back for every
+   * byte (the bytes scanned may alias it, as far as the compiler knows) */
+  rh_http_parse *ps = c->ps;
+  size_t max = c->srv->lim.max_head, bytes = ps->head_bytes, line_len = ps->line_len;
+  size_t lines = ps->lines, spaces = ps->spaces;
+  int prev_cr = ps->prev_cr, status = 400;
+  const char *why = NULL;
+  ssize_t used = (ssize_t)n;
   for (size_t i = 0; i < n; i++) {
     char ch = p[i];
-    if (++c->ps->head_bytes > max) {
-      reject(c, 431, c->ps->in_trailers ? "request trailers too large" : "request head too large");
-      return -1;
+    if (++bytes > max) {
+      status = 431;
+      why = ps->in_trailers ? "request trailers too large" : "request head too large";
+      break;
     }
     if (ch == '\n') {
-      if (!c->ps->prev_cr) { reject(c, 400, "bare LF in request head"); return -1; }
-      c->ps->prev_cr = 0;
-      if (c->ps->line_len == 0) {
-        if (c->ps->lines == 0) continue; /* empty lines before a request line are allowed */
-        c->ps->in_head = 0;
-        return (ssize_t)(i + 1);
+      if (!prev_cr) { why = "bare LF in request head"; break; }
+      prev_cr = 0;
+      if (line_len == 0) {
+        if (lines == 0) continue; /* empty lines before a request line are allowed */
+        ps->in_head = 0;
+        used = (ssize_t)(i + 1);
+        break;
       }
       /* llhttp takes "GET  / HTTP/1.1": the request line is method SP target SP version */
-      if (c->ps->lines == 0 && c->ps->spaces != 2) { reject(c, 400, "malformed request line"); return -1; }
-      c->ps->lines++;
-      c->ps->line_len = 0;
+      if (lines == 0 && spaces != 2) { why = "malformed request line"; break; }
+      lines++;
+      line_len = 0;
       continue;
     }
-    if (c->ps->prev_cr) { reject(c, 400, "bare CR in request head"); return -1; }
-    if (ch == '\r') { c->ps->prev_cr = 1; continue; }
-    if (c->ps->line_len == 0 && c->ps->lines > 0 && (ch == ' ' || ch == '\t')) {
-      reject(c, 400, "obsolete line folding in request head");
-      return -1;
+    if (prev_cr) { why = "bare CR in request head"; break; }
+    if (ch == '\r') { prev_cr = 1; continue; }
+    if (line_len == 0 && lines > 0 && (ch == ' ' || ch == '\t')) {
+      why = "obsolete line folding in request head";
+      break;
     }
-    c->ps->line_len++;
-    c->ps->spaces += ch == ' ';
+    line_len++;
+    spaces += ch == ' ';
   }
-  return (ssize_t)n;
+  ps->head_bytes = bytes;
+  ps->line_len = line_len;
+  ps->lines = lines;
+  ps->spaces = spaces;
+  ps->prev_cr = prev_cr;
+  if (!why) return used;
+  reject(c, status, why);
+  return -1;
 }
 
 static llhttp_settings_t parser_settings;
