@@ -1,4 +1,5 @@
 #include "http/head.h"
+#include <stdint.h>
 #include <string.h>
 #include "http/server.h"
 
@@ -27,7 +28,21 @@ static int all_of(const char *s, size_t n, unsigned char want) {
 }
 
 int rh_http_is_token(const char *s, size_t n) { return n > 0 && all_of(s, n, TCHAR); }
-int rh_http_is_field_value(const char *s, size_t n) { return all_of(s, n, VCHAR_OR_OBS); }
+
+/* Eight bytes at a time: a word with no control byte (< 0x20) and no DEL is all field-value
+ * bytes; any other word (HTAB, or a bad byte) goes through the table. */
+int rh_http_is_field_value(const char *s, size_t n) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w, del;
+    memcpy(&w, s + i, 8);
+    del = w ^ (ones * 0x7f);
+    if ((((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs)
+      if (!all_of(s + i, 8, VCHAR_OR_OBS)) return 0;
+  }
+  return all_of(s + i, n - i, VCHAR_OR_OBS);
+}
 
 int rh_http_is_target(const char *s, size_t n) {
   if (n == 1 && s[0] == '*') return 1;
@@ -82,3 +97,11 @@ const char *rh_head_fields(rh_buf *b, const rh_headers *h, int (*skip)(const rh_
 }
 
 void rh_head_end(rh_buf *b) { rh_buf_append(b, "\r\n", 2); }
+
+size_t rh_http_u64(char *out, uint64_t v) {
+  char num[RH_HTTP_U64_MAX], *p = num + sizeof num;
+  do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+  size_t n = (size_t)(num + sizeof num - p);
+  memcpy(out, p, n);
+  return n;
+}

@@ -10,6 +10,7 @@
 #define RH_HTTP_HEAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "http/headers.h"
 #include "buf/buf.h"
 
@@ -27,5 +28,9 @@ const char *rh_head_field(rh_buf *b, const char *name, size_t nlen, const char *
 /* Every field of h for which skip (may be NULL) says 0. */
 const char *rh_head_fields(rh_buf *b, const rh_headers *h, int (*skip)(const rh_header *f));
 void rh_head_end(rh_buf *b);
+/* v in decimal at out (no NUL; at least RH_HTTP_U64_MAX bytes), its length returned. Without
+ * printf: a Content-Length is written for most responses. */
+#define RH_HTTP_U64_MAX 20
+size_t rh_http_u64(char *out, uint64_t v);
 
 #endif

@@ -4,28 +4,68 @@
 #include <string.h>
 #include <strings.h>
 
+/* One block of a list's arena: names and values, each with its NUL, back to back. */
+struct rh_headers_block {
+  struct rh_headers_block *next;
+  size_t used, cap;
+  char data[];
+};
+
+/* A first block fits a typical head's fields, and its malloc stays within glibc's per-thread
+ * cache (requests up to 1032 bytes), which a larger one would miss on every exchange. */
+#define BLOCK_MIN (1024 - sizeof(struct rh_headers_block))
+
 void rh_headers_init(rh_headers *h) {
   h->items = NULL;
   h->n = h->cap = 0;
+  h->bytes = NULL;
 }
 
+static void free_blocks(struct rh_headers_block *b) {
+  while (b) {
+    struct rh_headers_block *next = b->next;
+    free(b);
+    b = next;
+  }
+}
+
+/* The newest block stays for the next fields (a parser clears its list per message). */
 void rh_headers_clear(rh_headers *h) {
-  for (size_t i = 0; i < h->n; i++) {
-    free(h->items[i].name);
-    free(h->items[i].value);
+  if (h->bytes) {
+    free_blocks(h->bytes->next);
+    h->bytes->next = NULL;
+    h->bytes->used = 0;
   }
   h->n = 0;
 }
 
 void rh_headers_free(rh_headers *h) {
-  rh_headers_clear(h);
+  free_blocks(h->bytes);
   free(h->items);
   rh_headers_init(h);
 }
 
-static char *dup_bytes(const char *p, size_t n) {
-  char *s = malloc(n + 1);
-  if (!s) abort();
+/* n bytes from the arena; a new block when the newest is full, at least twice its size, so a
+ * value that grows piece by piece is moved a bounded number of times. */
+static char *arena_alloc(rh_headers *h, size_t n) {
+  struct rh_headers_block *b = h->bytes;
+  if (!b || b->cap - b->used < n) {
+    size_t cap = b ? b->cap * 2 : BLOCK_MIN;
+    if (cap < n) cap = n;
+    b = malloc(sizeof *b + cap);
+    if (!b) abort();
+    b->next = h->bytes;
+    b->used = 0;
+    b->cap = cap;
+    h->bytes = b;
+  }
+  char *p = b->data + b->used;
+  b->used += n;
+  return p;
+}
+
+static char *dup_bytes(rh_headers *h, const char *p, size_t n) {
+  char *s = arena_alloc(h, n + 1);
   memcpy(s, p, n);
   s[n] = 0;
   return s;
@@ -38,30 +78,39 @@ void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *va
     if (!h->items) abort();
   }
   rh_header *f = &h->items[h->n++];
-  f->name = dup_bytes(name, nlen);
+  f->name = dup_bytes(h, name, nlen);
   f->name_len = nlen;
-  f->value = dup_bytes(value, vlen);
+  f->value = dup_bytes(h, value, vlen);
   f->value_len = vlen;
 }
 
-static void grow_str(char **s, size_t *len, const char *more, size_t n) {
-  *s = realloc(*s, *len + n + 1);
-  if (!*s) abort();
+void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen) {
+  f->value = dup_bytes(h, value, vlen);
+  f->value_len = vlen;
+}
+
+/* Grows in place when s is the newest bytes of the arena (a field arriving in pieces), else
+ * moves it to the end. */
+static void grow_str(rh_headers *h, char **s, size_t *len, const char *more, size_t n) {
+  struct rh_headers_block *b = h->bytes;
+  if (b && *s + *len + 1 == b->data + b->used && b->cap - b->used >= n) {
+    b->used += n;
+  } else {
+    char *moved = arena_alloc(h, *len + n + 1);
+    memcpy(moved, *s, *len);
+    *s = moved;
+  }
   memcpy(*s + *len, more, n);
   *len += n;
   (*s)[*len] = 0;
 }
 
 void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen) {
-  if (h->n) grow_str(&h->items[h->n - 1].value, &h->items[h->n - 1].value_len, value, vlen);
+  if (h->n) grow_str(h, &h->items[h->n - 1].value, &h->items[h->n - 1].value_len, value, vlen);
 }
 
 void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen) {
-  if (h->n) grow_str(&h->items[h->n - 1].name, &h->items[h->n - 1].name_len, name, nlen);
-}
-
-int rh_header_name_eq(const rh_header *f, const char *name) {
-  return strlen(name) == f->name_len && strncasecmp(f->name, name, f->name_len) == 0;
+  if (h->n) grow_str(h, &h->items[h->n - 1].name, &h->items[h->n - 1].name_len, name, nlen);
 }
 
 const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *from) {
@@ -85,8 +134,6 @@ size_t rh_headers_remove(rh_headers *h, const char *name) {
   size_t w = 0, removed = 0;
   for (size_t i = 0; i < h->n; i++) {
     if (rh_header_name_eq(&h->items[i], name)) {
-      free(h->items[i].name);
-      free(h->items[i].value);
       removed++;
     } else {
       h->items[w++] = h->items[i];
@@ -98,7 +145,8 @@ size_t rh_headers_remove(rh_headers *h, const char *name) {
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
-int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok) {
+/* 1 when a token of a `name` field is tok (other == 0), or is not tok (other == 1). */
+static int scan_tokens(const rh_headers *h, const char *name, const char *tok, int other) {
   size_t tlen = strlen(tok), from = 0;
   const rh_header *f;
   while ((f = rh_headers_find(h, name, &from))) {
@@ -109,10 +157,20 @@ int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok)
       while (p < end && *p != ',') p++;
       const char *e = p;
       while (e > s && is_ows(e[-1])) e--;
-      if ((size_t)(e - s) == tlen && strncasecmp(s, tok, tlen) == 0) return 1;
+      if (e == s) continue;
+      int is = (size_t)(e - s) == tlen && strncasecmp(s, tok, tlen) == 0;
+      if (is != other) return 1;
     }
   }
   return 0;
+}
+
+int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok) {
+  return scan_tokens(h, name, tok, 0);
+}
+
+int rh_headers_has_other_token(const rh_headers *h, const char *name, const char *tok) {
+  return scan_tokens(h, name, tok, 1);
 }
 
 int rh_header_hop_by_hop(const rh_header *f) {

@@ -1,10 +1,16 @@
 /* headers: an ordered list of header fields. Names compare case-insensitively; repeated
- * fields keep their order. The list owns copies of every name and value. */
+ * fields keep their order. The list owns copies of every name and value, kept in its own arena
+ * (a few blocks, not two mallocs a field: this runs for every field of every proxied head). A
+ * name or value stays where it is until the list is cleared or freed; rh_headers_remove and
+ * rh_headers_set_value leave the old bytes in the arena until then. */
 #ifndef RH_HEADERS_H
 #define RH_HEADERS_H
 
 #include <stddef.h>
+#include <string.h>
+#include <strings.h>
 
+/* name and value end in a NUL, not counted in their lengths. */
 typedef struct {
   char *name;
   size_t name_len;
@@ -12,12 +18,15 @@ typedef struct {
   size_t value_len;
 } rh_header;
 
+struct rh_headers_block;
+
 typedef struct {
   rh_header *items;
   size_t n, cap;
+  struct rh_headers_block *bytes; /* the arena: the newest block first */
 } rh_headers;
 
-#define RH_HEADERS_INIT { NULL, 0, 0 }
+#define RH_HEADERS_INIT { NULL, 0, 0, NULL }
 
 void rh_headers_init(rh_headers *h);
 void rh_headers_free(rh_headers *h);
@@ -31,10 +40,19 @@ void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen);
 const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *from);
 size_t rh_headers_count(const rh_headers *h, const char *name);
 size_t rh_headers_remove(rh_headers *h, const char *name); /* returns how many were removed */
-int rh_header_name_eq(const rh_header *f, const char *name);
+/* A new value for f, a field of h. */
+void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen);
+/* Inline: every head is matched against literal names many times over, and with a literal the
+ * length is known when compiling; a name of another length costs one compare. */
+static inline int rh_header_name_eq(const rh_header *f, const char *name) {
+  size_t n = strlen(name);
+  return n == f->name_len && strncasecmp(f->name, name, n) == 0;
+}
 /* 1 for the fields that belong to one hop (Connection, Keep-Alive, TE, Transfer-Encoding, …). */
 int rh_header_hop_by_hop(const rh_header *f);
 /* 1 if the comma-separated value list of `name` has token `tok` (case-insensitive). */
 int rh_headers_has_token(const rh_headers *h, const char *name, const char *tok);
+/* 1 if such a list of `name` has a token other than `tok`. */
+int rh_headers_has_other_token(const rh_headers *h, const char *name, const char *tok);
 
 #endif

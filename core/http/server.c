@@ -214,7 +214,7 @@ static rh_http_req *req_new(rh_http_conn *c) {
   r->length_left = -1;
   rh_headers_init(&r->headers);
   rh_addr_format(&c->peer, r->socket_peer, sizeof r->socket_peer);
-  snprintf(r->peer, sizeof r->peer, "%s", r->socket_peer);
+  memcpy(r->peer, r->socket_peer, sizeof r->peer); /* not snprintf: this runs for every request */
   r->tls = c->tls != NULL;
   make_id(r->id);
   return r;
@@ -519,37 +519,53 @@ void rh_http_reject(rh_http_req *r, int status, const char *reason) {
  * count here. Returns how many bytes belong to the head (all of n if it does not end here), or
  * -1 after rejecting. */
 static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
-  size_t max = c->srv->lim.max_head;
+  /* the state in locals while it runs: kept in ps, every field would be stored back for every
+   * byte (the bytes scanned may alias it, as far as the compiler knows) */
+  rh_http_parse *ps = c->ps;
+  size_t max = c->srv->lim.max_head, bytes = ps->head_bytes, line_len = ps->line_len;
+  size_t lines = ps->lines, spaces = ps->spaces;
+  int prev_cr = ps->prev_cr, status = 400;
+  const char *why = NULL;
+  ssize_t used = (ssize_t)n;
   for (size_t i = 0; i < n; i++) {
     char ch = p[i];
-    if (++c->ps->head_bytes > max) {
-      reject(c, 431, c->ps->in_trailers ? "request trailers too large" : "request head too large");
-      return -1;
+    if (++bytes > max) {
+      status = 431;
+      why = ps->in_trailers ? "request trailers too large" : "request head too large";
+      break;
     }
     if (ch == '\n') {
-      if (!c->ps->prev_cr) { reject(c, 400, "bare LF in request head"); return -1; }
-      c->ps->prev_cr = 0;
-      if (c->ps->line_len == 0) {
-        if (c->ps->lines == 0) continue; /* empty lines before a request line are allowed */
-        c->ps->in_head = 0;
-        return (ssize_t)(i + 1);
+      if (!prev_cr) { why = "bare LF in request head"; break; }
+      prev_cr = 0;
+      if (line_len == 0) {
+        if (lines == 0) continue; /* empty lines before a request line are allowed */
+        ps->in_head = 0;
+        used = (ssize_t)(i + 1);
+        break;
       }
       /* llhttp takes "GET  / HTTP/1.1": the request line is method SP target SP version */
-      if (c->ps->lines == 0 && c->ps->spaces != 2) { reject(c, 400, "malformed request line"); return -1; }
-      c->ps->lines++;
-      c->ps->line_len = 0;
+      if (lines == 0 && spaces != 2) { why = "malformed request line"; break; }
+      lines++;
+      line_len = 0;
       continue;
     }
-    if (c->ps->prev_cr) { reject(c, 400, "bare CR in request head"); return -1; }
-    if (ch == '\r') { c->ps->prev_cr = 1; continue; }
-    if (c->ps->line_len == 0 && c->ps->lines > 0 && (ch == ' ' || ch == '\t')) {
-      reject(c, 400, "obsolete line folding in request head");
-      return -1;
+    if (prev_cr) { why = "bare CR in request head"; break; }
+    if (ch == '\r') { prev_cr = 1; continue; }
+    if (line_len == 0 && lines > 0 && (ch == ' ' || ch == '\t')) {
+      why = "obsolete line folding in request head";
+      break;
     }
-    c->ps->line_len++;
-    c->ps->spaces += ch == ' ';
+    line_len++;
+    spaces += ch == ' ';
   }
-  return (ssize_t)n;
+  ps->head_bytes = bytes;
+  ps->line_len = line_len;
+  ps->lines = lines;
+  ps->spaces = spaces;
+  ps->prev_cr = prev_cr;
+  if (!why) return used;
+  reject(c, status, why);
+  return -1;
 }
 
 static llhttp_settings_t parser_settings;
@@ -659,8 +675,8 @@ static void split_target(rh_http_req *r) {
   }
   const char *t = r->target, *end = t + r->target_len;
   /* absolute-form (a proxy request): the path starts after scheme://authority */
-  const char *s = strstr(t, "://");
-  if (t[0] != '/' && s) {
+  const char *s = t[0] != '/' ? strstr(t, "://") : NULL; /* origin-form, the usual one: no search */
+  if (s) {
     const char *slash = memchr(s + 3, '/', (size_t)(end - (s + 3)));
     t = slash ? slash : end;
   }
@@ -1184,11 +1200,9 @@ static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *
   if (!have_date) date_header(b);
   if (body_allowed(status)) {
     if (length >= 0) {
-      char num[24], *p = num + sizeof num;
-      uint64_t v = (uint64_t)length;
-      do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+      char num[RH_HTTP_U64_MAX];
       rh_buf_append(b, "Content-Length: ", 16);
-      rh_buf_append(b, p, (size_t)(num + sizeof num - p));
+      rh_buf_append(b, num, rh_http_u64(num, (uint64_t)length));
       rh_buf_append(b, "\r\n", 2);
     }
     else if (r->http_minor) rh_buf_puts(b, "Transfer-Encoding: chunked\r\n");

@@ -122,14 +122,15 @@ void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
     char *name = f->name_len <= sizeof small ? small : malloc(f->name_len);
     if (!name) abort();
     lower_into(name, f->name, f->name_len);
-    lua_pushlstring(L, name, f->name_len);
+    lua_pushlstring(L, name, f->name_len); /* once: interning a string is most of a field's cost */
+    lua_pushvalue(L, -1);
     lua_rawget(L, t);
     int seen = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (seen) {
+      lua_pop(L, 1);
       add_repeat(L, t, name, f->name_len, f);
     } else {
-      lua_pushlstring(L, name, f->name_len);
       lua_pushlstring(L, f->value, f->value_len);
       lua_rawset(L, t);
     }
@@ -155,37 +156,51 @@ static int add_checked(lua_State *L, rh_headers *h, const char *name, size_t nle
   return 0;
 }
 
-/* A field that arrived repeated and whose first value is unchanged goes back out with all its
- * values (they live in the side table; see add_repeat). Value on top of the stack. */
-static int add_repeated(lua_State *L, int t, rh_headers *h, const char *name, size_t nlen) {
-  int top = lua_gettop(L), done = 0;
+/* The side table of repeated values of the headers table at t (see add_repeat), pushed, and its
+ * index; 0 (nothing pushed) when the table had no repeated field, the usual case. */
+static int push_repeats(lua_State *L, int t) {
+  int top = lua_gettop(L);
   lua_getfield(L, LUA_REGISTRYINDEX, "relay.multi");
   if (lua_istable(L, -1)) {
     lua_pushvalue(L, t);
     lua_rawget(L, -2);
     if (lua_istable(L, -1)) {
-      lua_pushvalue(L, top - 1); /* the key */
-      lua_rawget(L, -2);
-      if (lua_istable(L, -1)) {
-        lua_rawgeti(L, -1, 1);
-        if (lua_rawequal(L, -1, top)) {
-          int list = lua_gettop(L) - 1;
-          for (int i = 1;; i++) {
-            lua_rawgeti(L, list, i);
-            if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
-            size_t vlen;
-            const char *v = lua_tolstring(L, -1, &vlen);
-            rh_headers_add(h, name, nlen, v, vlen);
-            lua_pop(L, 1);
-          }
-          done = 1;
-        }
+      lua_remove(L, -2);
+      return top + 1;
+    }
+  }
+  lua_settop(L, top);
+  return 0;
+}
+
+/* A field that arrived repeated and whose first value is unchanged goes back out with all its
+ * values (they live in the side table reps; see add_repeat). Value on top of the stack. */
+static int add_repeated(lua_State *L, int reps, rh_headers *h, const char *name, size_t nlen) {
+  int top = lua_gettop(L), done = 0;
+  lua_pushvalue(L, top - 1); /* the key */
+  lua_rawget(L, reps);
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, 1);
+    if (lua_rawequal(L, -1, top)) {
+      int list = lua_gettop(L) - 1;
+      for (int i = 1;; i++) {
+        lua_rawgeti(L, list, i);
+        if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+        size_t vlen;
+        const char *v = lua_tolstring(L, -1, &vlen);
+        rh_headers_add(h, name, nlen, v, vlen);
+        lua_pop(L, 1);
       }
+      done = 1;
     }
   }
   lua_settop(L, top);
   return done;
 }
+
+/* The fields of the table at idx into h; the side table of repeats (reps, 0: none) is on the
+ * stack above idx. 0, or -1 with the message on top of the stack. */
+static int read_fields(lua_State *L, int idx, int reps, rh_headers *h);
 
 int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
@@ -194,6 +209,13 @@ int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
     lua_pushliteral(L, "headers must be a table");
     return -1;
   }
+  int reps = push_repeats(L, idx); /* looked up once, not per field */
+  int rc = read_fields(L, idx, reps, h);
+  if (reps) lua_remove(L, reps); /* under the message, if there is one */
+  return rc;
+}
+
+static int read_fields(lua_State *L, int idx, int reps, rh_headers *h) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nlen;
@@ -216,7 +238,7 @@ int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h) {
         lua_pop(L, 1);
       }
     } else if (lua_type(L, -1) != LUA_TBOOLEAN) {
-      if (add_repeated(L, idx, h, name, nlen)) { lua_pop(L, 1); continue; }
+      if (reps && add_repeated(L, reps, h, name, nlen)) { lua_pop(L, 1); continue; }
       if (add_checked(L, h, name, nlen, lua_gettop(L)) < 0) {
         lua_replace(L, -3);
         lua_pop(L, 1);

@@ -357,6 +357,11 @@ static const char *upstream_path(const rh_proxy_conf *cf, const rh_http_req *r, 
 
 /* ---- header rules ---- */
 
+/* Whether the Connection fields name any field but Keep-Alive (hop-by-hop anyway): only then
+ * is each field looked for among their tokens. Keep-alive is what nginx answers and HTTP/1.0
+ * clients send. */
+static int names_fields(const rh_headers *h) { return rh_headers_has_other_token(h, "connection", "keep-alive"); }
+
 /* Hop-by-hop headers, and the ones the Connection header names, never cross the proxy. */
 static int crosses(const rh_headers *all, int has_connection, const rh_header *f) {
   if (rh_header_hop_by_hop(f)) return 0;
@@ -384,7 +389,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
                             const char *host_header, rh_headers *out) {
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
-  int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
+  int has_connection = names_fields(in);
   for (size_t i = 0; i < in->n; i++) {
     const rh_header *f = &in->items[i];
     if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
@@ -398,9 +403,7 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
   }
   for (size_t i = 0; i < cf->extra.n; i++) { /* extras override the client's */
     const rh_header *f = &cf->extra.items[i];
-    char name[128];
-    snprintf(name, sizeof name, "%.*s", (int)f->name_len, f->name);
-    rh_headers_remove(out, name);
+    rh_headers_remove(out, f->name); /* a list's names end in a NUL (http/headers.h) */
   }
   for (size_t i = 0; i < cf->extra.n; i++) {
     const rh_header *f = &cf->extra.items[i];
@@ -448,9 +451,8 @@ static const char *write_head(rh_buf *out, const rh_proxy_head *head, int framin
   if (!err && ws_key) {
     err = rh_ws_dial_fields(out, ws_key);
   } else if (!err && framing == BODY_LENGTH) {
-    char num[24];
-    int n = snprintf(num, sizeof num, "%" PRIu64, length);
-    err = rh_head_field(out, "Content-Length", 14, num, (size_t)n);
+    char num[RH_HTTP_U64_MAX];
+    err = rh_head_field(out, "Content-Length", 14, num, rh_http_u64(num, length));
   } else if (!err && framing == BODY_CHUNKED) {
     rh_buf_puts(out, "Transfer-Encoding: chunked\r\n");
   }
@@ -864,14 +866,9 @@ static void rewrite_locations(const rh_proxy_conf *cf, const target *t, rh_heade
     if (!rh_header_name_eq(f, "location") && !rh_header_name_eq(f, "content-location")) continue;
     size_t o = upstream_origin(cf, t, f->value, f->value_len);
     rh_buf v = RH_BUF_INIT;
-    if (o && into_mount(cf, f->value + o, f->value_len - o, &v) && rh_http_is_field_value(v.data, v.len)) {
-      rh_buf_append(&v, "", 1);
-      free(f->value);
-      f->value = v.data;
-      f->value_len = v.len - 1;
-    } else {
-      rh_buf_free(&v);
-    }
+    if (o && into_mount(cf, f->value + o, f->value_len - o, &v) && rh_http_is_field_value(v.data, v.len))
+      rh_headers_set_value(h, f, v.data, v.len);
+    rh_buf_free(&v);
   }
 }
 
@@ -969,7 +966,7 @@ static void follow_redirect(call *c) {
 static void response_headers(call *c, rh_headers *out) {
   rh_proxy_conf *cf = c->conf;
   const rh_headers *in = &c->resp_headers;
-  int has_connection = rh_headers_find(in, "connection", NULL) != NULL;
+  int has_connection = names_fields(in);
   for (size_t i = 0; i < in->n; i++) {
     const rh_header *f = &in->items[i];
     if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "content-length") ||
@@ -979,9 +976,8 @@ static void response_headers(call *c, rh_headers *out) {
     rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
   }
   if (c->resp_length != UINT64_MAX) {
-    char len[32];
-    snprintf(len, sizeof len, "%" PRIu64, c->resp_length);
-    add_str(out, "Content-Length", len);
+    char len[RH_HTTP_U64_MAX];
+    rh_headers_add(out, "Content-Length", 14, len, rh_http_u64(len, c->resp_length));
   }
 }
 

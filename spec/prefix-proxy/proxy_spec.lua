@@ -78,6 +78,12 @@ describe("prefix proxy", function()
       assert.same({ "1", "2", "3" }, got.headers["x-multi"])
     end)
 
+    it("keeps repeated request headers in order through an on_request hook that leaves them", function()
+      local got = seen(proxy:get("/policy/x", { ["X-Multi"] = { "1", "2", "3" } }))
+      assert.same({ "1", "2", "3" }, got.headers["x-multi"])
+      assert.same({ "GET /x" }, got.headers["x-from-hook"])
+    end)
+
     it("applies extra, drop and hook policies", function()
       local c = proxy:client()
       local res = c:get("/policy/x", { ["X-Internal-Token"] = "t", ["X-Override"] = "client" })

@@ -60,9 +60,40 @@ static void test_writers(void) {
   rh_buf_free(&b);
 }
 
+/* The word-at-a-time value check against the byte rule, for every byte at every place of a
+ * value longer than a word (the bytes around it allowed ones: space, 'a', 0x80, 0xff, HTAB). */
+static void test_field_value_every_byte(void) {
+  test_name = "field value, every byte";
+  const unsigned char fill[] = { ' ', 'a', 0x80, 0xff, '\t' };
+  for (size_t f = 0; f < sizeof fill; f++)
+    for (size_t len = 1; len <= 19; len++)
+      for (size_t at = 0; at < len; at++)
+        for (int b = 0; b < 256; b++) {
+          char v[19];
+          memset(v, fill[f], sizeof v);
+          v[at] = (char)b;
+          int want = b == '\t' || (b >= 0x20 && b != 0x7f);
+          if (rh_http_is_field_value(v, len) != want) {
+            CHECK(!"is_field_value disagrees with the byte rule");
+            fprintf(stderr, "  fill %#x len %zu at %zu byte %#x\n", fill[f], len, at, b);
+            return;
+          }
+        }
+}
+
+static void test_u64(void) {
+  test_name = "u64";
+  char out[RH_HTTP_U64_MAX];
+  CHECK(rh_http_u64(out, 0) == 1 && memcmp(out, "0", 1) == 0);
+  CHECK(rh_http_u64(out, 10) == 2 && memcmp(out, "10", 2) == 0);
+  CHECK(rh_http_u64(out, UINT64_MAX) == 20 && memcmp(out, "18446744073709551615", 20) == 0);
+}
+
 int main(void) {
   test_checks();
+  test_field_value_every_byte();
   test_writers();
+  test_u64();
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }

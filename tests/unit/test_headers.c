@@ -305,6 +305,67 @@ static void test_clear(void) {
   rh_headers_free(&h);
 }
 
+/* The arena: fields that outgrow a block, a value arriving in many pieces while other fields
+ * sit before it, names growing after an empty value, set_value, and clear keeping the list
+ * usable; every earlier field keeps its bytes. */
+static void test_arena(void) {
+  test_name = "arena";
+  rh_headers h = RH_HEADERS_INIT;
+  char big[5000];
+  memset(big, 'b', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  for (int i = 0; i < 40; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "X-F%d", i);
+    add(&h, name, i % 7 ? "small" : big);
+  }
+  rh_headers_add(&h, S("X-Pieces"), "", 0);
+  char want[3001];
+  for (int i = 0; i < 3000; i++) {
+    want[i] = (char)('a' + i % 26);
+    rh_headers_append_value(&h, &want[i], 1);
+  }
+  want[3000] = 0;
+  rh_headers_add(&h, S("X-N"), "", 0);
+  rh_headers_append_name(&h, S("ame"));
+  rh_headers_append_value(&h, S("v"));
+  rh_headers_append_value(&h, S("w"));
+  CHECK(h.n == 42);
+  for (int i = 0; i < 40; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "x-f%d", i);
+    CHECK(value_is(rh_headers_find(&h, name, NULL), i % 7 ? "small" : big));
+  }
+  CHECK(value_is(rh_headers_find(&h, "x-pieces", NULL), want));
+  CHECK(name_is(&h.items[41], "X-Name") && value_is(&h.items[41], "vw"));
+  rh_headers_set_value(&h, &h.items[0], S("replaced"));
+  CHECK(value_is(rh_headers_find(&h, "x-f0", NULL), "replaced"));
+  CHECK(value_is(rh_headers_find(&h, "x-f1", NULL), "small"));
+  rh_headers_clear(&h);
+  CHECK(h.n == 0 && rh_headers_find(&h, "x-f1", NULL) == NULL);
+  add(&h, "After", "clear");
+  rh_headers_append_value(&h, S("ed"));
+  CHECK(value_is(rh_headers_find(&h, "after", NULL), "cleared"));
+  rh_headers_free(&h);
+}
+
+/* has_other_token: the proxy scans fields for Connection's tokens only when one names a field
+ * other than Keep-Alive. */
+static void test_other_token(void) {
+  test_name = "other token";
+  rh_headers h = RH_HEADERS_INIT;
+  CHECK(!rh_headers_has_other_token(&h, "Connection", "keep-alive"));
+  add(&h, "Connection", " Keep-Alive ,, ");
+  CHECK(!rh_headers_has_other_token(&h, "connection", "keep-alive"));
+  add(&h, "Connection", "keep-alive,\tX-Foo");
+  CHECK(rh_headers_has_other_token(&h, "connection", "keep-alive"));
+  rh_headers_clear(&h);
+  add(&h, "Connection", "close");
+  CHECK(rh_headers_has_other_token(&h, "connection", "keep-alive"));
+  CHECK(!rh_headers_has_other_token(&h, "connection", "close"));
+  rh_headers_free(&h);
+}
+
 int main(void) {
   test_init();
   test_add_find();
@@ -313,6 +374,8 @@ int main(void) {
   test_append();
   test_has_token();
   test_clear();
+  test_arena();
+  test_other_token();
   if (failures) {
     fprintf(stderr, "test_headers: %d check(s) failed\n", failures);
     return 1;
