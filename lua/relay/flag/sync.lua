@@ -10,6 +10,14 @@ local refused = relay.metrics.counter("ff_proxy_config_refused_total",
   "flag configs refused because they do not fit the shape the SDKs rely on (nothing was replaced)")
 local published = relay.metrics.counter("ff_proxy_primary_to_sdk_sse_producer_messages_published",
   "SSE events written to SDK streams", { "topic", "error" })
+local cache_lost = relay.metrics.counter("ff_proxy_redis_cache_lost_total",
+  "times Redis was found without the flag cache written to it (restart without persistence, failover that lost writes, FLUSHALL)",
+  { "role" })
+
+-- Watching Redis for a lost cache: the connection's state is looked at every TICK (no I/O, so a
+-- reconnect is seen at once), the seed mark read every MARK_TICKS ticks (one GET), and every key
+-- a primary wrote checked every AUDIT_EVERY seconds and after each reconnect.
+local TICK, MARK_TICKS, AUDIT_EVERY = 0.05, 5, 30
 
 local M = {}
 local Sync = {}
@@ -41,7 +49,7 @@ function Sync:set_stream(state)
   if st.state == state then return end
   st.state, st.since = state, now_ms()
   if self.redis and not self.cfg.read_replica then
-    relay.after(0, function() self.redis:set_stream_health(st.state, st.since) end)
+    self:redis_job(function() return self.redis:set_stream_health(st.state, st.since) end)
   end
 end
 
@@ -55,7 +63,8 @@ end
 -- when the next try is (retryIn seconds; nextAttempt in ms since the epoch, like 'since').
 function Sync:failure_report(h)
   local f = self.failure
-  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus }
+  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus,
+                 cacheError = h.cacheError }
   if not f then
     body.error = "the first sync has not finished yet"
     return body
@@ -66,11 +75,20 @@ function Sync:failure_report(h)
   return body
 end
 
+-- Why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
+function Sync:cache_error()
+  if not self.redis then return nil end
+  if not self.redis:healthy() then return "not connected to Redis" end
+  if self.redis_down then return "reconnected to Redis: checking that it still holds the flag cache" end
+  return self.cache_problem
+end
+
+-- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition).
 function Sync:health()
   local cs = self.config_status.state
-  local cache = self.redis and not self.redis:healthy() and "unhealthy" or "healthy"
+  local why = self:cache_error()
   return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
-           streamStatus = self.stream_status, cacheStatus = cache }
+           streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
 end
 
 -- SDK streams are served only while changes can reach them.
@@ -100,18 +118,131 @@ function Sync:check(envs, where, partial)
   return ok, err
 end
 
--- A primary with Redis writes what it serves and streams the events to the replicas.
+-- A primary's writes to Redis run one at a time, in order, in one task: a change and a re-seed
+-- never interleave (the seed mark is only written after a whole cache).
+function Sync:redis_job(fn)
+  local q = self.jobs or {}
+  self.jobs = q
+  q[#q + 1] = fn
+  if self.jobs_running then return end
+  self.jobs_running = true
+  relay.after(0, function()
+    while #q > 0 do
+      local ok, err = pcall(table.remove(q, 1))
+      if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
+    end
+    self.jobs_running = false
+  end)
+end
+
+-- A primary with Redis writes what it serves and streams the events to the replicas. A write
+-- that fails marks the cache dirty: the watcher writes it whole again once Redis answers.
 function Sync:persist(env_ids, events)
   if not self.redis or self.cfg.read_replica then return end
-  relay.after(0, function()
+  self:redis_job(function()
     for _, id in ipairs(env_ids) do
       local env = self.store.envs[id]
       local ok, err = true, nil
       if env then ok, err = self.redis:write_env(id, env) end
-      if not ok then relay.log.warn("redis_write_failed", { environment = id, error = err }) end
+      if not ok then self.dirty = true; relay.log.warn("redis_write_failed", { environment = id, error = err }) end
     end
     local ok, err = self.redis:publish(events)
     if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
+  end)
+  if not self.watching then self.watching = true; self:watch_primary() end
+end
+
+-- ---- primary: Redis that came back empty, or lost some writes, is written whole again ----
+
+-- Every environment, the stream state, then a new seed mark (last: a replica that sees it reads
+-- a whole cache). true, or nil and Redis's error.
+function Sync:write_all()
+  for id, env in pairs(self.store.envs) do
+    local ok, err = self.redis:write_env(id, env)
+    if not ok then return nil, err end
+  end
+  local st = self.stream_status
+  local ok, err = self.redis:set_stream_health(st.state, st.since)
+  if not ok then return nil, err end
+  return self.redis:set_seed_mark(now_ms())
+end
+
+-- The seed mark is gone: Redis lost everything (or this is the first start on an empty Redis).
+function Sync:reseed()
+  local lost = self.seeded
+  if lost then
+    cache_lost:inc(1, { "primary" })
+    self.cache_problem = ("Redis lost the flag cache (%s is gone): writing it again"):format(require("relay.flag.redis_cache").SEEDED)
+    relay.log.warn("redis_cache_lost", { role = "primary", error = self.cache_problem })
+  end
+  local t0 = relay.time()
+  local ok, err = self:write_all()
+  if not ok then
+    self.cache_problem = "writing the flag cache to Redis failed: " .. tostring(err)
+    self.dirty = true
+    return relay.log.warn("redis_reseed_failed", { error = err })
+  end
+  self.seeded, self.dirty, self.cache_problem = true, false, nil
+  relay.log.info("redis_cache_seeded", { after_loss = lost or false, seconds = relay.time() - t0 })
+end
+
+-- Every key written checked; environments found wrong are written again, and a new seed mark
+-- tells the replicas to reload.
+function Sync:repair()
+  local fixed = {}
+  for id, env in pairs(self.store.envs) do
+    local whole, what = self.redis:env_whole(id)
+    if whole == nil then self.dirty = true; return end -- Redis went away: checked again when back
+    if not whole then
+      local ok, err = self.redis:write_env(id, env)
+      if not ok then self.dirty = true; return relay.log.warn("redis_write_failed", { environment = id, error = err }) end
+      fixed[#fixed + 1] = id .. " (" .. what .. ")"
+    end
+  end
+  if self.redis:has_stream_health() == false then fixed[#fixed + 1] = "stream health" end
+  if #fixed > 0 then
+    cache_lost:inc(1, { "primary" })
+    relay.log.warn("redis_cache_lost", { role = "primary", error = "Redis lost keys the primary wrote; written again",
+                                         environments = table.concat(fixed, ",") })
+    local ok, err = self:write_all()
+    if not ok then self.dirty = true; return relay.log.warn("redis_reseed_failed", { error = err }) end
+  end
+  self.dirty, self.cache_problem = false, nil
+end
+
+-- One check: a missing seed mark means a re-seed; full (after a reconnect, a failed write, or
+-- every AUDIT_EVERY seconds) checks every key.
+function Sync:primary_check(full)
+  local mark, err = self.redis:seed_mark()
+  if mark == nil and err then return end
+  if self.redis_down then -- answered again: cache_problem says the rest until this check is done
+    self.redis_down, self.cache_problem = false, "reconnected to Redis: checking that it still holds the flag cache"
+  end
+  if mark == nil then return self:reseed() end
+  self.seeded = true
+  if full or self.dirty then self:repair() end
+end
+
+function Sync:watch_primary()
+  relay.after(0, function()
+    local ticks, audit_at = 0, relay.time() + AUDIT_EVERY
+    while true do
+      if not self.redis:healthy() then
+        self.redis_down = true -- back from it: not whole until checked (a restart may have emptied it)
+      elseif self.redis_down or ticks % MARK_TICKS == 0 or relay.time() >= audit_at then
+        local full = self.redis_down or relay.time() >= audit_at
+        if full then audit_at = relay.time() + AUDIT_EVERY end
+        local done = false
+        self:redis_job(function()
+          local ok, err = pcall(self.primary_check, self, full)
+          done = true
+          if not ok then error(err, 0) end
+        end)
+        while not done do relay.sleep(TICK) end
+      end
+      ticks = ticks + 1
+      relay.sleep(TICK)
+    end
   end)
 end
 
@@ -187,15 +318,61 @@ end
 
 -- ---- read replica: everything comes from the primary through Redis (its writes and events) ----
 
+-- Loads everything a primary wrote. With a seed mark (a relayhost primary) only a whole cache:
+-- the mark read before and after the environments must be the same. Without one (ff-proxy's own
+-- primary writes none) whatever is there, but never an empty Redis: that is a cache not written
+-- yet (or lost), and loading it would refuse every SDK key while /health said all was well.
 function Sync:replica_load()
-  local envs, err = self.redis:read_all()
-  if not envs then return nil, err end
+  local mark, err = self.redis:seed_mark()
+  if mark == nil and err then return nil, err end
+  if mark == nil and self.seed_seen then return nil, self.cache_problem or "Redis lost the flag cache: waiting for the primary to write it again" end
+  local envs, e2 = self.redis:read_all()
+  if not envs then return nil, e2 end
+  if mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
+  local again, e3 = self.redis:seed_mark()
+  if again == nil and e3 then return nil, e3 end
+  if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
   local ok, why = self:replace_all(envs, "redis")
   if not ok then return nil, why end
+  self.seed_seen, self.cache_problem, self.loads = mark, nil, (self.loads or 0) + 1
   self:set_config("READ_REPLICA")
   local h = self.redis:stream_health()
   self:set_stream(h and h.state or "DISCONNECTED")
   return true
+end
+
+-- One load at a time (the follower after a feed error and the watcher after a new seed mark);
+-- one that finished while this waited serves for both.
+function Sync:replica_reload()
+  local before = self.loads
+  while self.loading do relay.sleep(TICK) end
+  if self.loads ~= before then return true end
+  self.loading = true
+  local ok, a, b = pcall(self.replica_load, self)
+  self.loading = false
+  if not ok then return nil, tostring(a) end
+  return a, b
+end
+
+-- The seed mark gone: Redis lost the cache (serving from memory meanwhile); a new one: the
+-- primary wrote it whole again, so everything is read again, without waiting for the feed.
+function Sync:replica_check()
+  local mark, err = self.redis:seed_mark()
+  if mark == nil and err then return end
+  if mark == nil and self.seed_seen and not self.cache_problem then
+    cache_lost:inc(1, { "replica" })
+    self.cache_problem = "Redis lost the flag cache: serving from memory until the primary writes it again"
+    relay.log.warn("redis_cache_lost", { role = "replica", error = self.cache_problem })
+  elseif mark ~= nil and mark ~= self.seed_seen then
+    local ok, why = self:replica_reload()
+    if ok then
+      local n = 0
+      for _ in pairs(self.store.envs) do n = n + 1 end
+      relay.log.info("redis_cache_reloaded", { environments = n })
+    else
+      relay.log.warn("replica_redis_failed", { error = why })
+    end
+  end
 end
 
 -- An event of the primary: re-read that environment from Redis.
@@ -209,17 +386,27 @@ end
 
 function Sync:start_replica()
   relay.after(0, function()
-    local backoff, last = 0.5, nil
+    local backoff, last, loaded = 0.5, nil, false
     while true do
-      local ok, err = self:replica_load()
+      local ok, err = true, nil
+      if not loaded then ok, err = self:replica_reload() end
       if ok then
         backoff = 0.5
         last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
       end
       relay.log.warn("replica_redis_failed", { error = err })
       self:note_failure("redis", err, backoff)
-      relay.sleep(backoff)
+      -- the watcher may load everything meanwhile (a new seed mark): then follow at once
+      local loads, wake = self.loads, relay.time() + backoff
+      while relay.time() < wake and self.loads == loads do relay.sleep(TICK) end
+      loaded = self.loads ~= loads
       backoff = math.min(backoff * 2, 5)
+    end
+  end)
+  relay.after(0, function()
+    while true do
+      if self.redis:healthy() then self:replica_check() end
+      relay.sleep(TICK * MARK_TICKS)
     end
   end)
   -- the primary's stream health decides whether SDK streams are served (spec §1.5)
