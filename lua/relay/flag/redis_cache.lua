@@ -169,14 +169,15 @@ function Cache:read_all()
 end
 
 -- Calls fn(value) for the JSON field `event` of every entry added to a Redis stream from now
--- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails.
+-- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails (or
+-- "stopped" once a reload replaced this generation).
 function Cache:follow_stream(name, fn, last_id)
   if not last_id then -- "$" in every XREAD would miss what comes between two calls
     local top, err = self.feed:call("XREVRANGE", name, "+", "-", "COUNT", "1")
     if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
     last_id = top[1] and top[1][1] or "0-0"
   end
-  while true do
+  while not self.stopped do
     local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
     if reply == nil and err then return last_id, err end
     for _, stream in ipairs(type(reply) == "table" and reply or {}) do
@@ -192,6 +193,12 @@ function Cache:follow_stream(name, fn, last_id)
       end
     end
   end
+  return last_id, "stopped"
+end
+
+-- Whether the node holding the change events answers (a cheap read on the stream's own slot).
+function Cache:feed_ok()
+  return type((self.feed:call("XREVRANGE", EVENTS, "+", "-", "COUNT", "1"))) == "table"
 end
 
 -- The primary's change events (proxy:sse_events).

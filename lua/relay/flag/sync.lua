@@ -124,10 +124,10 @@ function Sync:redis_job(fn)
   local q = self.jobs or {}
   self.jobs = q
   q[#q + 1] = fn
-  if self.jobs_running then return end
+  if self.jobs_running or self.stopped then return end
   self.jobs_running = true
   relay.after(0, function()
-    while #q > 0 do
+    while #q > 0 and not self.stopped do
       local ok, err = pcall(table.remove(q, 1))
       if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
     end
@@ -136,7 +136,8 @@ function Sync:redis_job(fn)
 end
 
 -- A primary with Redis writes what it serves and streams the events to the replicas. A write
--- that fails marks the cache dirty: the watcher writes it whole again once Redis answers.
+-- that fails marks the cache dirty: the watcher writes all of it again once Redis answers (a
+-- Cluster node that failed over mid-write may hold any mix of old and new keys).
 function Sync:persist(env_ids, events)
   if not self.redis or self.cfg.read_replica then return end
   self:redis_job(function()
@@ -144,7 +145,10 @@ function Sync:persist(env_ids, events)
       local env = self.store.envs[id]
       local ok, err = true, nil
       if env then ok, err = self.redis:write_env(id, env) end
-      if not ok then self.dirty = true; relay.log.warn("redis_write_failed", { environment = id, error = err }) end
+      if not ok then
+        self.dirty, self.kick, self.cache_problem = true, true, "a write to Redis failed: " .. tostring(err)
+        relay.log.warn("redis_write_failed", { environment = id, error = err })
+      end
     end
     local ok, err = self.redis:publish(events)
     if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
@@ -220,16 +224,27 @@ function Sync:primary_check(full)
   end
   if mark == nil then return self:reseed() end
   self.seeded = true
-  if full or self.dirty then self:repair() end
+  if self.dirty then return self:rewrite() end
+  if full then self:repair() end
+end
+
+-- After a failed write: everything written again, and a new seed mark (replicas reload, so the
+-- change whose event was lost reaches them too).
+function Sync:rewrite()
+  local ok, err = self:write_all()
+  if not ok then self.cache_problem = "a write to Redis failed: " .. tostring(err); return end
+  self.dirty, self.cache_problem = false, nil
+  relay.log.info("redis_cache_rewritten", { reason = "a write had failed" })
 end
 
 function Sync:watch_primary()
   relay.after(0, function()
     local ticks, audit_at = 0, relay.time() + AUDIT_EVERY
-    while true do
+    while not self.stopped do
       if not self.redis:healthy() then
         self.redis_down = true -- back from it: not whole until checked (a restart may have emptied it)
-      elseif self.redis_down or ticks % MARK_TICKS == 0 or relay.time() >= audit_at then
+      elseif self.redis_down or self.kick or ticks % MARK_TICKS == 0 or relay.time() >= audit_at then
+        self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
         local full = self.redis_down or relay.time() >= audit_at
         if full then audit_at = relay.time() + AUDIT_EVERY end
         local done = false
@@ -238,7 +253,7 @@ function Sync:watch_primary()
           done = true
           if not ok then error(err, 0) end
         end)
-        while not done do relay.sleep(TICK) end
+        while not done and not self.stopped do relay.sleep(TICK) end
       end
       ticks = ticks + 1
       relay.sleep(TICK)
@@ -325,7 +340,7 @@ end
 function Sync:replica_load()
   local mark, err = self.redis:seed_mark()
   if mark == nil and err then return nil, err end
-  if mark == nil and self.seed_seen then return nil, self.cache_problem or "Redis lost the flag cache: waiting for the primary to write it again" end
+  if mark == nil and self.seed_seen then return nil, "Redis lost the flag cache: waiting for the primary to write it again" end
   local envs, e2 = self.redis:read_all()
   if not envs then return nil, e2 end
   if mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
@@ -334,7 +349,7 @@ function Sync:replica_load()
   if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
   local ok, why = self:replace_all(envs, "redis")
   if not ok then return nil, why end
-  self.seed_seen, self.cache_problem, self.loads = mark, nil, (self.loads or 0) + 1
+  self.seed_seen, self.cache_problem, self.mark_lost, self.loads = mark, nil, false, (self.loads or 0) + 1
   self:set_config("READ_REPLICA")
   local h = self.redis:stream_health()
   self:set_stream(h and h.state or "DISCONNECTED")
@@ -359,7 +374,8 @@ end
 function Sync:replica_check()
   local mark, err = self.redis:seed_mark()
   if mark == nil and err then return end
-  if mark == nil and self.seed_seen and not self.cache_problem then
+  if mark == nil and self.seed_seen and not self.mark_lost then
+    self.mark_lost = true
     cache_lost:inc(1, { "replica" })
     self.cache_problem = "Redis lost the flag cache: serving from memory until the primary writes it again"
     relay.log.warn("redis_cache_lost", { role = "replica", error = self.cache_problem })
@@ -384,27 +400,53 @@ function Sync:replica_event(ev)
   if not ok then relay.log.warn("redis_config_refused", { environment = ev.environment, error = why }) end
 end
 
-function Sync:start_replica()
-  relay.after(0, function()
-    local backoff, last, loaded = 0.5, nil, false
-    while true do
-      local ok, err = true, nil
-      if not loaded then ok, err = self:replica_reload() end
-      if ok then
-        backoff = 0.5
-        last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
-      end
-      relay.log.warn("replica_redis_failed", { error = err })
-      self:note_failure("redis", err, backoff)
-      -- the watcher may load everything meanwhile (a new seed mark): then follow at once
-      local loads, wake = self.loads, relay.time() + backoff
-      while relay.time() < wake and self.loads == loads do relay.sleep(TICK) end
-      loaded = self.loads ~= loads
+-- A reload replaced this generation: its loops end (the new one runs its own).
+function Sync:stop()
+  self.stopped = true
+  if self.redis then self.redis.stopped = true end
+end
+
+-- Until the watcher has loaded everything (a new seed mark), or seconds have passed, or (probe)
+-- the node of the change events answers again; true when the watcher loaded.
+function Sync:replica_wait(seconds, probe)
+  local loads, wake = self.loads, relay.time() + seconds
+  repeat
+    relay.sleep(TICK * MARK_TICKS)
+  until self.stopped or self.loads ~= loads or relay.time() >= wake or (probe and self.redis:feed_ok())
+  return self.loads ~= loads
+end
+
+-- The follower: loads everything, then follows the change events. A load that fails (Redis
+-- down or empty, a refused config) is retried with backoff; a feed that fails (its node down or
+-- failing over) as soon as that node answers again, with everything read again first (events
+-- may have been missed meanwhile).
+function Sync:replica_follow()
+  local backoff, last, loaded = 0.5, nil, false
+  while not self.stopped do
+    local ok, err = true, nil
+    if not loaded then ok, err = self:replica_reload() end
+    local started = relay.time()
+    if ok then
+      last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
+      if self.stopped then return end
+    end
+    relay.log.warn("replica_redis_failed", { error = err })
+    self:note_failure("redis", err, backoff)
+    self.cache_problem = self.cache_problem or ("reading Redis failed: " .. tostring(err))
+    if ok and relay.time() - started >= 1 then -- a feed that worked: back as soon as its node is
+      backoff = 0.5
+      loaded = self:replica_wait(5, true)
+    else
+      loaded = self:replica_wait(backoff)
       backoff = math.min(backoff * 2, 5)
     end
-  end)
+  end
+end
+
+function Sync:start_replica()
+  relay.after(0, function() self:replica_follow() end)
   relay.after(0, function()
-    while true do
+    while not self.stopped do
       if self.redis:healthy() then self:replica_check() end
       relay.sleep(TICK * MARK_TICKS)
     end
