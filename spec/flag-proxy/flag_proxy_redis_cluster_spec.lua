@@ -8,21 +8,14 @@ local helpers = require "spec.helpers"
 local cjson = require "cjson"
 local socket = require "socket"
 local rc = require "redis_cluster_support"
+local fr = require "flag_redis_support"
 
 local F = dofile(helpers.fixture("flag_proxy.lua"))
 local ENV = F.ENV
 local SECRET = "shared-secret-of-the-cluster"
 
-local function health(host)
-  local res = host:get("/health")
-  local ok, h = pcall(cjson.decode, res.body)
-  return res.status, ok and h or {}
-end
-
-local function says_whole(host)
-  local status, h = health(host)
-  return status == 200 and h.cacheStatus == "healthy" and h.streamStatus.state == "CONNECTED"
-end
+local health = fr.health
+local function says_whole(host) return fr.says_whole(host, true) end
 
 describe("flag proxy on a Redis Cluster: primary and read replica", function()
   local dir, cluster, primary, replica

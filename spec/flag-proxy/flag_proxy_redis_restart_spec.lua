@@ -7,45 +7,15 @@
 local helpers = require "spec.helpers"
 local cjson = require "cjson"
 local socket = require "socket"
+local fr = require "flag_redis_support"
 
 local F = dofile(helpers.fixture("flag_proxy.lua"))
 local ENV, KEY = F.ENV, F.KEY
 local SECRET = "shared-secret-of-the-cluster"
 
-local function key_hash()
-  local p = io.popen("printf %s " .. KEY .. " | sha256sum")
-  local hash = p:read("*l"):match("^(%x+)")
-  p:close()
-  return hash
-end
-local AUTH_KEY = "auth-key-" .. key_hash()
+local AUTH_KEY = fr.auth_key(KEY)
 
--- One Redis command (arguments without spaces) over RESP; the first line and a bulk body.
-local function redis(port, ...)
-  local args = { ... }
-  local c = helpers.connect(port, nil, 1)
-  if not c then return nil end
-  local parts = { "*" .. #args }
-  for _, a in ipairs(args) do parts[#parts + 1] = "$" .. #a .. "\r\n" .. a end
-  c:send(table.concat(parts, "\r\n") .. "\r\n")
-  local line = c.sock:receive("*l")
-  local n = tonumber((line or ""):match("^%$(%-?%d+)"))
-  local v = n and n >= 0 and c.sock:receive(n) or nil
-  c:close()
-  return line, v
-end
-
-local function health(host)
-  local res = host:get("/health")
-  local ok, h = pcall(cjson.decode, res.body)
-  return res.status, ok and h or {}
-end
-
--- Whole: 200 (synced) and the cache healthy.
-local function says_whole(host)
-  local status, h = health(host)
-  return status == 200 and h.cacheStatus == "healthy"
-end
+local health, says_whole, redis = fr.health, fr.says_whole, fr.command
 
 local function pid_gone(pid) return not helpers.read_file("/proc/" .. pid .. "/status") end
 

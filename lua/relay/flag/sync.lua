@@ -18,6 +18,8 @@ local cache_lost = relay.metrics.counter("ff_proxy_redis_cache_lost_total",
 -- reconnect is seen at once), the seed mark read every MARK_TICKS ticks (one GET), and every key
 -- a primary wrote checked every AUDIT_EVERY seconds and after each reconnect.
 local TICK, MARK_TICKS, AUDIT_EVERY = 0.05, 5, 30
+local redis_cache = require "relay.flag.redis_cache"
+local SEEDED = redis_cache.SEEDED
 
 local M = {}
 local Sync = {}
@@ -31,7 +33,7 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 function M.new(cfg, store)
   local t = now_ms()
   -- generating an offline config writes files only (the original disables Redis for it too)
-  local redis = cfg.redis ~= "" and not cfg.generate_offline_config and require("relay.flag.redis_cache").new(cfg.redis) or nil
+  local redis = cfg.redis ~= "" and not cfg.generate_offline_config and redis_cache.new(cfg.redis) or nil
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
@@ -171,70 +173,62 @@ function Sync:write_all()
   return self.redis:set_seed_mark(now_ms())
 end
 
--- The seed mark is gone: Redis lost everything (or this is the first start on an empty Redis).
-function Sync:reseed()
-  local lost = self.seeded
-  if lost then
-    cache_lost:inc(1, { "primary" })
-    self.cache_problem = ("Redis lost the flag cache (%s is gone): writing it again"):format(require("relay.flag.redis_cache").SEEDED)
-    relay.log.warn("redis_cache_lost", { role = "primary", error = self.cache_problem })
-  end
+-- Everything written again with a new seed mark (replicas reload: a change whose event was lost
+-- reaches them too); whole once it worked, else dirty (tried again at the next check).
+function Sync:rewrite(reason)
   local t0 = relay.time()
   local ok, err = self:write_all()
   if not ok then
-    self.cache_problem = "writing the flag cache to Redis failed: " .. tostring(err)
-    self.dirty = true
-    return relay.log.warn("redis_reseed_failed", { error = err })
+    self.dirty, self.cache_problem = true, "writing the flag cache to Redis failed: " .. tostring(err)
+    return relay.log.warn("redis_rewrite_failed", { reason = reason, error = err })
   end
   self.seeded, self.dirty, self.cache_problem = true, false, nil
-  relay.log.info("redis_cache_seeded", { after_loss = lost or false, seconds = relay.time() - t0 })
+  relay.log.info("redis_cache_written", { reason = reason, seconds = relay.time() - t0 })
 end
 
--- Every key written checked; environments found wrong are written again, and a new seed mark
--- tells the replicas to reload.
-function Sync:repair()
-  local fixed = {}
-  for id, env in pairs(self.store.envs) do
+-- Redis lost what this primary wrote: counted, logged, and unhealthy until written again.
+function Sync:lost(what)
+  cache_lost:inc(1, { "primary" })
+  self.cache_problem = "Redis lost the flag cache (" .. what .. "): writing it again"
+  relay.log.warn("redis_cache_lost", { role = "primary", error = self.cache_problem })
+end
+
+-- The first key found missing or stale, false when all are there, or nil and Redis's error.
+function Sync:first_missing()
+  for id in pairs(self.store.envs) do
     local whole, what = self.redis:env_whole(id)
-    if whole == nil then self.dirty = true; return end -- Redis went away: checked again when back
-    if not whole then
-      local ok, err = self.redis:write_env(id, env)
-      if not ok then self.dirty = true; return relay.log.warn("redis_write_failed", { environment = id, error = err }) end
-      fixed[#fixed + 1] = id .. " (" .. what .. ")"
-    end
+    if whole == nil then return nil, what end
+    if not whole then return what end
   end
-  if self.redis:has_stream_health() == false then fixed[#fixed + 1] = "stream health" end
-  if #fixed > 0 then
-    cache_lost:inc(1, { "primary" })
-    relay.log.warn("redis_cache_lost", { role = "primary", error = "Redis lost keys the primary wrote; written again",
-                                         environments = table.concat(fixed, ",") })
-    local ok, err = self:write_all()
-    if not ok then self.dirty = true; return relay.log.warn("redis_reseed_failed", { error = err }) end
-  end
-  self.dirty, self.cache_problem = false, nil
+  local has, err = self.redis:has_stream_health()
+  if has == nil then return nil, err end
+  return not has and "ffproxy_saas_stream_health" or false
 end
 
--- One check: a missing seed mark means a re-seed; full (after a reconnect, a failed write, or
--- every AUDIT_EVERY seconds) checks every key.
+-- One check: the seed mark gone, or (full: after a reconnect, and every AUDIT_EVERY seconds) a
+-- key gone or stale, means Redis lost it; a failed write means it may have.
 function Sync:primary_check(full)
   local mark, err = self.redis:seed_mark()
   if mark == nil and err then return end
   if self.redis_down then -- answered again: cache_problem says the rest until this check is done
-    self.redis_down, self.cache_problem = false, "reconnected to Redis: checking that it still holds the flag cache"
+    self.redis_down, self.audit_due = false, true
+    self.cache_problem = "reconnected to Redis: checking that it still holds the flag cache"
   end
-  if mark == nil then return self:reseed() end
+  if mark == nil then
+    if self.seeded then self:lost(SEEDED .. " is gone") end
+    return self:rewrite(self.seeded and "lost" or "first start")
+  end
   self.seeded = true
-  if self.dirty then return self:rewrite() end
-  if full then self:repair() end
-end
-
--- After a failed write: everything written again, and a new seed mark (replicas reload, so the
--- change whose event was lost reaches them too).
-function Sync:rewrite()
-  local ok, err = self:write_all()
-  if not ok then self.cache_problem = "a write to Redis failed: " .. tostring(err); return end
-  self.dirty, self.cache_problem = false, nil
-  relay.log.info("redis_cache_rewritten", { reason = "a write had failed" })
+  if self.dirty then return self:rewrite("a write had failed") end
+  if not (full or self.audit_due) then return end
+  local missing = self:first_missing()
+  if missing == nil then return end -- Redis went away mid-check: audit_due stays
+  self.audit_due = false
+  if missing then
+    self:lost(missing .. " is gone or stale")
+    return self:rewrite("lost")
+  end
+  self.cache_problem = nil
 end
 
 function Sync:watch_primary()
@@ -245,7 +239,7 @@ function Sync:watch_primary()
         self.redis_down = true -- back from it: not whole until checked (a restart may have emptied it)
       elseif self.redis_down or self.kick or ticks % MARK_TICKS == 0 or relay.time() >= audit_at then
         self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
-        local full = self.redis_down or relay.time() >= audit_at
+        local full = relay.time() >= audit_at
         if full then audit_at = relay.time() + AUDIT_EVERY end
         local done = false
         self:redis_job(function()
