@@ -1,5 +1,6 @@
 -- Redis comes back empty under a flag proxy primary and its read replicas (a restart without
--- persistence, or a FLUSHALL standing in for a failover to a replica that lost the writes).
+-- persistence, a FLUSHALL), or comes back with an old copy (a snapshot from before the last change,
+-- as a failover to a replica that lost the latest writes does).
 -- The primary must notice and write its cache again at once; a replica already running keeps
 -- answering from memory and reloads from the refilled cache without a restart; a replica
 -- started meanwhile must not answer 401 to a valid key while /health says it is healthy.
@@ -31,7 +32,7 @@ describe("flag proxy: Redis comes back empty", function()
 
   before_each(function()
     dir = helpers.tmpdir()
-    port, pid = helpers.start_redis(dir)
+    port, pid = helpers.start_redis(dir, nil, "--dir " .. dir) -- SAVE writes dir/dump.rdb
     F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
     primary = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" },
       env = { AUTH_SECRET = SECRET, REDIS_ADDRESS = "127.0.0.1:" .. port } })
@@ -139,5 +140,44 @@ describe("flag proxy: Redis comes back empty", function()
     assert.is_true(seen.primary_wrong < 0.5, ("%.2f s"):format(seen.primary_wrong))
     assert.equal(0, seen.old_errors)
     change_reaches({ replica })
+  end)
+
+  it("restart from a snapshot older than the last change: the primary writes what it serves again", function()
+    local _, token = F.auth(replica)
+    local function dark_mode()
+      local r = replica:get(("/client/env/%s/target/alice/evaluations/dark-mode"):format(ENV), { Authorization = "Bearer " .. token })
+      return r.status == 200 and cjson.decode(r.body).value or r.status
+    end
+    local key = "env-" .. ENV .. "-feature-config-dark-mode"
+    local function redis_state() return cjson.decode(select(2, redis(port, "GET", key)) or "{}").state end
+    assert.equal("+OK", (redis(port, "SAVE"))) -- dark-mode on
+    local file = dir .. "/config/env-" .. ENV .. "/feature_config.json"
+    local flags = cjson.decode(F.read(file))
+    for _, f in ipairs(flags) do if f.feature == "dark-mode" then f.state = "off" end end
+    helpers.write_file(file, cjson.encode(flags))
+    assert.is_true(primary:reload())
+    helpers.wait_until(function() return dark_mode() == "false" end, 5, "the change on the replica")
+    os.execute("kill -9 " .. pid)
+    helpers.wait_until(function() return pid_gone(pid) end, 5, "redis to exit")
+    local t0 = socket.gettime()
+    port, pid = helpers.start_redis(dir, port, "--dir " .. dir)
+    local stale, last, values = 0, socket.gettime(), {}
+    while true do
+      local now = socket.gettime()
+      local v = dark_mode()
+      values[tostring(v)] = (values[tostring(v)] or 0) + 1
+      if v ~= "false" then stale = stale + (now - last) end
+      last = now
+      if redis_state() == "off" and v == "false" and says_whole(replica) and says_whole(primary) then break end
+      assert(now - t0 < 15, ("Redis still holds the old dark-mode after 15 s (%s); the replica answered %s")
+        :format(tostring(redis_state()), cjson.encode(values)))
+      socket.sleep(0.02)
+    end
+    local seen = {}
+    for v, n in pairs(values) do seen[#seen + 1] = v .. "×" .. n end
+    table.sort(seen)
+    print(("\nflag proxy, Redis restarted from an old snapshot: Redis holds the primary's config again after " ..
+      "%.2f s; the replica served the old value for %.2f s (answers %s)"):format(socket.gettime() - t0, stale,
+      table.concat(seen, " ")))
   end)
 end)
