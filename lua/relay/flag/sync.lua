@@ -231,6 +231,17 @@ function Sync:primary_check(full)
   self.cache_problem = nil
 end
 
+-- primary_check queued behind the writes in flight (never beside them); returns once it ran.
+function Sync:check_now(full)
+  local done = false
+  self:redis_job(function()
+    local ok, err = pcall(self.primary_check, self, full)
+    done = true
+    if not ok then error(err, 0) end
+  end)
+  while not done and not self.stopped do relay.sleep(TICK) end
+end
+
 function Sync:watch_primary()
   relay.after(0, function()
     local ticks, audit_at = 0, relay.time() + AUDIT_EVERY
@@ -241,13 +252,7 @@ function Sync:watch_primary()
         self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
         local full = relay.time() >= audit_at
         if full then audit_at = relay.time() + AUDIT_EVERY end
-        local done = false
-        self:redis_job(function()
-          local ok, err = pcall(self.primary_check, self, full)
-          done = true
-          if not ok then error(err, 0) end
-        end)
-        while not done and not self.stopped do relay.sleep(TICK) end
+        self:check_now(full)
       end
       ticks = ticks + 1
       relay.sleep(TICK)
