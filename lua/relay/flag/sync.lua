@@ -435,8 +435,8 @@ function Sync:replica_follow()
     if ok and relay.time() - started >= 1 then -- a feed that worked: back as soon as its node is
       backoff = 0.5
       loaded = self:replica_wait(5, true)
-    else
-      loaded = self:replica_wait(backoff)
+    else -- a load refused or failed: backoff, cut short when Redis was down and answers again
+      loaded = self:replica_wait(backoff, not self.redis:healthy())
       backoff = math.min(backoff * 2, 5)
     end
   end
