@@ -82,7 +82,15 @@ function Sync:cache_error()
   if not self.redis then return nil end
   if not self.redis:healthy() then return "not connected to Redis" end
   if self.redis_down then return "reconnected to Redis: checking that it still holds the flag cache" end
-  return self.cache_problem
+  return self.cache_problem or self.mark_error
+end
+
+-- The seed mark, read every MARK_TICKS; a Redis that does not answer it (a Cluster node down
+-- while the others are up) is not whole either. The mark, or nil (none), or nil and the error.
+function Sync:read_mark()
+  local mark, err = self.redis:seed_mark()
+  self.mark_error = mark == nil and err and ("reading " .. SEEDED .. " failed: " .. tostring(err)) or nil
+  return mark, err
 end
 
 -- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition).
@@ -208,8 +216,8 @@ end
 -- One check: the seed mark gone, or (full: after a reconnect, and every AUDIT_EVERY seconds) a
 -- key gone or stale, means Redis lost it; a failed write means it may have.
 function Sync:primary_check(full)
-  local mark, err = self.redis:seed_mark()
-  if mark == nil and err then return end
+  local mark, err = self:read_mark()
+  if mark == nil and err then self.audit_due = true; return end
   if self.redis_down then -- answered again: cache_problem says the rest until this check is done
     self.redis_down, self.audit_due = false, true
     self.cache_problem = "reconnected to Redis: checking that it still holds the flag cache"
@@ -371,7 +379,7 @@ end
 -- The seed mark gone: Redis lost the cache (serving from memory meanwhile); a new one: the
 -- primary wrote it whole again, so everything is read again, without waiting for the feed.
 function Sync:replica_check()
-  local mark, err = self.redis:seed_mark()
+  local mark, err = self:read_mark()
   if mark == nil and err then return end
   if mark == nil and self.seed_seen and not self.mark_lost then
     self.mark_lost = true
