@@ -92,9 +92,10 @@ function M.resolve(f)
   if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
   -- checked once the aliases are merged: a URL in SDK_BASE_URL is named once, not per alias
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
-  if s.redis ~= "" and not s.redis:match("^rediss?://") then s.redis = "redis://" .. s.redis end
+  -- redis://, rediss:// and redis-sentinel:// as they are; a bare host:port (or seed list) is redis://
+  if s.redis ~= "" and not s.redis:match("^redis[%-%a]*://") then s.redis = "redis://" .. s.redis end
   if s.redis ~= "" and s.redis_password ~= "" then -- percent-encoded: '@', ':' or '%' in it stay the password
-    local scheme, rest = s.redis:match("^(rediss?://)(.*)$")
+    local scheme, rest = s.redis:match("^(redis[%-%a]*://)(.*)$")
     local pw = s.redis_password:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
     s.redis = scheme .. ":" .. pw .. "@" .. rest:gsub("^[^/?#]*@", "") -- it replaces a password in the URL
   end
