@@ -71,7 +71,10 @@ app:on_init(function()
     forward:start()
   end
 end)
-app:on_retire(function() if upstream then upstream:stop() end end)
+app:on_retire(function()
+  if upstream then upstream:stop() end
+  sync:stop()
+end)
 -- The admin status page's panel: counts per environment, no keys.
 relay.status(function()
   local envs = {}

@@ -1,7 +1,9 @@
 -- The Redis side of the flag proxy (ff-proxy v2's key layout, spec §3.4): a primary writes
 -- every environment and streams its change events to proxy:sse_events; read replicas load from
 -- Redis and follow that stream. Redis down: the memory cache keeps serving, /health says
--- cacheStatus "unhealthy", relay.redis reconnects with backoff.
+-- cacheStatus "unhealthy", relay.redis reconnects with backoff. Redis back empty: the seed mark
+-- (SEEDED, written last by a primary once Redis holds its whole cache) is gone, and relay.flag.sync
+-- writes everything again; env_whole checks, key by key, what write_env wrote.
 local relay = require "relay"
 local json = require "relay.json"
 local sha256_hex = require("relay.flag.store").sha256_hex
@@ -14,10 +16,13 @@ local EVENTS = "proxy:sse_events"
 local CONTROL = "proxy:primary_to_replica_control_events"
 local HEALTH = "ffproxy_saas_stream_health"
 local METRICS = "stream:sdk_metrics"
+local SEEDED = "key-relayhost-seeded"
+M.SEEDED = SEEDED
 
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
-  return setmetatable({ r = relay.redis(url), feed = relay.redis(url) }, Cache)
+  -- written: env_id -> { keys = every key write_env wrote, latest = { [key] = value } }
+  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = {} }, Cache)
 end
 
 function Cache:healthy() return self.r:ready() end
@@ -53,7 +58,51 @@ function Cache:write_env(env_id, env)
   end
   local inv = {}
   for key in pairs(writes) do inv[key] = "" end
-  return r:call("SET", inv_key, json.encode(inv))
+  local ok, err = r:call("SET", inv_key, json.encode(inv))
+  if not ok then return nil, err end
+  local keys = { inv_key }
+  for key in pairs(writes) do keys[#keys + 1] = key end
+  for _, a in ipairs(auth) do keys[#keys + 1] = a end
+  self.written[env_id] = { keys = keys, latest = { [p .. "-feature-configs-latest"] = writes[p .. "-feature-configs-latest"],
+                                                   [p .. "-segments-latest"] = writes[p .. "-segments-latest"] } }
+  return true
+end
+
+-- Whether Redis still holds what write_env last wrote for env_id: every key there (one EXISTS
+-- each: keys of one environment live in many slots of a Cluster) and both list hashes equal.
+-- true; or false and the first key found wrong; or nil and Redis's error.
+function Cache:env_whole(env_id)
+  local w = self.written[env_id]
+  if not w then return false, "env-" .. env_id .. " (not written yet)" end
+  for _, key in ipairs(w.keys) do
+    local n, err = self.r:call("EXISTS", key)
+    if n == nil then return nil, err end
+    if n ~= 1 then return false, key end
+  end
+  for key, want in pairs(w.latest) do
+    local v, err = self.r:call("GET", key)
+    if v == nil and err then return nil, err end
+    if v ~= want then return false, key end
+  end
+  return true
+end
+
+-- The seed mark: its value (a string), nil when there is none, or nil and Redis's error.
+function Cache:seed_mark()
+  local v, err = self.r:call("GET", SEEDED)
+  if v == nil and err then return nil, err end
+  return v
+end
+
+-- A new seed mark: replicas that see it change load everything again.
+function Cache:set_seed_mark(since)
+  return self.r:call("SET", SEEDED, json.encode({ seed = relay.uuid(), since = since }))
+end
+
+function Cache:has_stream_health()
+  local n, err = self.r:call("EXISTS", HEALTH)
+  if n == nil then return nil, err end
+  return n == 1
 end
 
 function Cache:publish(events)
@@ -66,8 +115,9 @@ end
 
 function Cache:set_stream_health(state, since)
   local body = json.encode({ state = state, since = since })
-  self.r:call("SET", HEALTH, body)
-  self.r:call("XADD", CONTROL, "MAXLEN", "~", "100", "*", "event",
+  local ok, err = self.r:call("SET", HEALTH, body)
+  if not ok then return nil, err end
+  return self.r:call("XADD", CONTROL, "MAXLEN", "~", "100", "*", "event",
     json.encode({ event = "stream_action", domain = state }))
 end
 
@@ -119,14 +169,15 @@ function Cache:read_all()
 end
 
 -- Calls fn(value) for the JSON field `event` of every entry added to a Redis stream from now
--- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails.
+-- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails (or
+-- "stopped" once a reload replaced this generation).
 function Cache:follow_stream(name, fn, last_id)
   if not last_id then -- "$" in every XREAD would miss what comes between two calls
     local top, err = self.feed:call("XREVRANGE", name, "+", "-", "COUNT", "1")
     if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
     last_id = top[1] and top[1][1] or "0-0"
   end
-  while true do
+  while not self.stopped do
     local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
     if reply == nil and err then return last_id, err end
     for _, stream in ipairs(type(reply) == "table" and reply or {}) do
@@ -142,6 +193,12 @@ function Cache:follow_stream(name, fn, last_id)
       end
     end
   end
+  return last_id, "stopped"
+end
+
+-- Whether the node holding the change events answers (a cheap read on the stream's own slot).
+function Cache:feed_ok()
+  return type((self.feed:call("XREVRANGE", EVENTS, "+", "-", "COUNT", "1"))) == "table"
 end
 
 -- The primary's change events (proxy:sse_events).

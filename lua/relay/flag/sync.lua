@@ -10,6 +10,16 @@ local refused = relay.metrics.counter("ff_proxy_config_refused_total",
   "flag configs refused because they do not fit the shape the SDKs rely on (nothing was replaced)")
 local published = relay.metrics.counter("ff_proxy_primary_to_sdk_sse_producer_messages_published",
   "SSE events written to SDK streams", { "topic", "error" })
+local cache_lost = relay.metrics.counter("ff_proxy_redis_cache_lost_total",
+  "times Redis was found without the flag cache written to it (restart without persistence, failover that lost writes, FLUSHALL)",
+  { "role" })
+
+-- Watching Redis for a lost cache: the connection's state is looked at every TICK (no I/O, so a
+-- reconnect is seen at once), the seed mark read every MARK_TICKS ticks (one GET), and every key
+-- a primary wrote checked every AUDIT_EVERY seconds and after each reconnect.
+local TICK, MARK_TICKS, AUDIT_EVERY = 0.05, 5, 30
+local redis_cache = require "relay.flag.redis_cache"
+local SEEDED = redis_cache.SEEDED
 
 local M = {}
 local Sync = {}
@@ -23,7 +33,7 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 function M.new(cfg, store)
   local t = now_ms()
   -- generating an offline config writes files only (the original disables Redis for it too)
-  local redis = cfg.redis ~= "" and not cfg.generate_offline_config and require("relay.flag.redis_cache").new(cfg.redis) or nil
+  local redis = cfg.redis ~= "" and not cfg.generate_offline_config and redis_cache.new(cfg.redis) or nil
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
@@ -41,7 +51,7 @@ function Sync:set_stream(state)
   if st.state == state then return end
   st.state, st.since = state, now_ms()
   if self.redis and not self.cfg.read_replica then
-    relay.after(0, function() self.redis:set_stream_health(st.state, st.since) end)
+    self:redis_job(function() return self.redis:set_stream_health(st.state, st.since) end)
   end
 end
 
@@ -55,7 +65,8 @@ end
 -- when the next try is (retryIn seconds; nextAttempt in ms since the epoch, like 'since').
 function Sync:failure_report(h)
   local f = self.failure
-  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus }
+  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus,
+                 cacheError = h.cacheError }
   if not f then
     body.error = "the first sync has not finished yet"
     return body
@@ -66,11 +77,28 @@ function Sync:failure_report(h)
   return body
 end
 
+-- Why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
+function Sync:cache_error()
+  if not self.redis then return nil end
+  if not self.redis:healthy() then return "not connected to Redis" end
+  if self.redis_down then return "reconnected to Redis: checking that it still holds the flag cache" end
+  return self.cache_problem or self.mark_error
+end
+
+-- The seed mark, read every MARK_TICKS; a Redis that does not answer it (a Cluster node down
+-- while the others are up) is not whole either. The mark, or nil (none), or nil and the error.
+function Sync:read_mark()
+  local mark, err = self.redis:seed_mark()
+  self.mark_error = mark == nil and err and ("reading " .. SEEDED .. " failed: " .. tostring(err)) or nil
+  return mark, err
+end
+
+-- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition).
 function Sync:health()
   local cs = self.config_status.state
-  local cache = self.redis and not self.redis:healthy() and "unhealthy" or "healthy"
+  local why = self:cache_error()
   return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
-           streamStatus = self.stream_status, cacheStatus = cache }
+           streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
 end
 
 -- SDK streams are served only while changes can reach them.
@@ -100,18 +128,143 @@ function Sync:check(envs, where, partial)
   return ok, err
 end
 
--- A primary with Redis writes what it serves and streams the events to the replicas.
+-- A primary's writes to Redis run one at a time, in order, in one task: a change and a re-seed
+-- never interleave (the seed mark is only written after a whole cache).
+function Sync:redis_job(fn)
+  local q = self.jobs or {}
+  self.jobs = q
+  q[#q + 1] = fn
+  if self.jobs_running or self.stopped then return end
+  self.jobs_running = true
+  relay.after(0, function()
+    while #q > 0 and not self.stopped do
+      local ok, err = pcall(table.remove(q, 1))
+      if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
+    end
+    self.jobs_running = false
+  end)
+end
+
+-- A primary with Redis writes what it serves and streams the events to the replicas. A write
+-- that fails marks the cache dirty: the watcher writes all of it again once Redis answers (a
+-- Cluster node that failed over mid-write may hold any mix of old and new keys).
 function Sync:persist(env_ids, events)
   if not self.redis or self.cfg.read_replica then return end
-  relay.after(0, function()
+  self:redis_job(function()
     for _, id in ipairs(env_ids) do
       local env = self.store.envs[id]
       local ok, err = true, nil
       if env then ok, err = self.redis:write_env(id, env) end
-      if not ok then relay.log.warn("redis_write_failed", { environment = id, error = err }) end
+      if not ok then
+        self.dirty, self.kick, self.cache_problem = true, true, "a write to Redis failed: " .. tostring(err)
+        relay.log.warn("redis_write_failed", { environment = id, error = err })
+      end
     end
     local ok, err = self.redis:publish(events)
     if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
+  end)
+  if not self.watching then self.watching = true; self:watch_primary() end
+end
+
+-- ---- primary: Redis that came back empty, or lost some writes, is written whole again ----
+
+-- Every environment, the stream state, then a new seed mark (last: a replica that sees it reads
+-- a whole cache). true, or nil and Redis's error.
+function Sync:write_all()
+  for id, env in pairs(self.store.envs) do
+    local ok, err = self.redis:write_env(id, env)
+    if not ok then return nil, err end
+  end
+  local st = self.stream_status
+  local ok, err = self.redis:set_stream_health(st.state, st.since)
+  if not ok then return nil, err end
+  return self.redis:set_seed_mark(now_ms())
+end
+
+-- Everything written again with a new seed mark (replicas reload: a change whose event was lost
+-- reaches them too); whole once it worked, else dirty (tried again at the next check).
+function Sync:rewrite(reason)
+  local t0 = relay.time()
+  local ok, err = self:write_all()
+  if not ok then
+    self.dirty, self.cache_problem = true, "writing the flag cache to Redis failed: " .. tostring(err)
+    return relay.log.warn("redis_rewrite_failed", { reason = reason, error = err })
+  end
+  self.seeded, self.dirty, self.cache_problem = true, false, nil
+  relay.log.info("redis_cache_written", { reason = reason, seconds = relay.time() - t0 })
+end
+
+-- Redis lost what this primary wrote: counted, logged, and unhealthy until written again.
+function Sync:lost(what)
+  cache_lost:inc(1, { "primary" })
+  self.cache_problem = "Redis lost the flag cache (" .. what .. "): writing it again"
+  relay.log.warn("redis_cache_lost", { role = "primary", error = self.cache_problem })
+end
+
+-- The first key found missing or stale, false when all are there, or nil and Redis's error.
+function Sync:first_missing()
+  for id in pairs(self.store.envs) do
+    local whole, what = self.redis:env_whole(id)
+    if whole == nil then return nil, what end
+    if not whole then return what end
+  end
+  local has, err = self.redis:has_stream_health()
+  if has == nil then return nil, err end
+  return not has and "ffproxy_saas_stream_health" or false
+end
+
+-- One check: the seed mark gone, or (full: after a reconnect, and every AUDIT_EVERY seconds) a
+-- key gone or stale, means Redis lost it; a failed write means it may have.
+function Sync:primary_check(full)
+  local mark, err = self:read_mark()
+  if mark == nil and err then self.audit_due = true; return end
+  if self.redis_down then -- answered again: cache_problem says the rest until this check is done
+    self.redis_down, self.audit_due = false, true
+    self.cache_problem = "reconnected to Redis: checking that it still holds the flag cache"
+  end
+  if mark == nil then
+    if self.seeded then self:lost(SEEDED .. " is gone") end
+    return self:rewrite(self.seeded and "lost" or "first start")
+  end
+  self.seeded = true
+  if self.dirty then return self:rewrite("a write had failed") end
+  if not (full or self.audit_due) then return end
+  local missing = self:first_missing()
+  if missing == nil then return end -- Redis went away mid-check: audit_due stays
+  self.audit_due = false
+  if missing then
+    self:lost(missing .. " is gone or stale")
+    return self:rewrite("lost")
+  end
+  self.cache_problem = nil
+end
+
+-- primary_check queued behind the writes in flight (never beside them); returns once it ran.
+function Sync:check_now(full)
+  local done = false
+  self:redis_job(function()
+    local ok, err = pcall(self.primary_check, self, full)
+    done = true
+    if not ok then error(err, 0) end
+  end)
+  while not done and not self.stopped do relay.sleep(TICK) end
+end
+
+function Sync:watch_primary()
+  relay.after(0, function()
+    local ticks, audit_at = 0, relay.time() + AUDIT_EVERY
+    while not self.stopped do
+      if not self.redis:healthy() then
+        self.redis_down = true -- back from it: not whole until checked (a restart may have emptied it)
+      elseif self.redis_down or self.kick or ticks % MARK_TICKS == 0 or relay.time() >= audit_at then
+        self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
+        local full = relay.time() >= audit_at
+        if full then audit_at = relay.time() + AUDIT_EVERY end
+        self:check_now(full)
+      end
+      ticks = ticks + 1
+      relay.sleep(TICK)
+    end
   end)
 end
 
@@ -187,15 +340,62 @@ end
 
 -- ---- read replica: everything comes from the primary through Redis (its writes and events) ----
 
+-- Loads everything a primary wrote. With a seed mark (a relayhost primary) only a whole cache:
+-- the mark read before and after the environments must be the same. Without one (ff-proxy's own
+-- primary writes none) whatever is there, but never an empty Redis: that is a cache not written
+-- yet (or lost), and loading it would refuse every SDK key while /health said all was well.
 function Sync:replica_load()
-  local envs, err = self.redis:read_all()
-  if not envs then return nil, err end
+  local mark, err = self.redis:seed_mark()
+  if mark == nil and err then return nil, err end
+  if mark == nil and self.seed_seen then return nil, "Redis lost the flag cache: waiting for the primary to write it again" end
+  local envs, e2 = self.redis:read_all()
+  if not envs then return nil, e2 end
+  if mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
+  local again, e3 = self.redis:seed_mark()
+  if again == nil and e3 then return nil, e3 end
+  if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
   local ok, why = self:replace_all(envs, "redis")
   if not ok then return nil, why end
+  self.seed_seen, self.cache_problem, self.mark_lost, self.loads = mark, nil, false, (self.loads or 0) + 1
   self:set_config("READ_REPLICA")
   local h = self.redis:stream_health()
   self:set_stream(h and h.state or "DISCONNECTED")
   return true
+end
+
+-- One load at a time (the follower after a feed error and the watcher after a new seed mark);
+-- one that finished while this waited serves for both.
+function Sync:replica_reload()
+  local before = self.loads
+  while self.loading do relay.sleep(TICK) end
+  if self.loads ~= before then return true end
+  self.loading = true
+  local ok, a, b = pcall(self.replica_load, self)
+  self.loading = false
+  if not ok then return nil, tostring(a) end
+  return a, b
+end
+
+-- The seed mark gone: Redis lost the cache (serving from memory meanwhile); a new one: the
+-- primary wrote it whole again, so everything is read again, without waiting for the feed.
+function Sync:replica_check()
+  local mark, err = self:read_mark()
+  if mark == nil and err then return end
+  if mark == nil and self.seed_seen and not self.mark_lost then
+    self.mark_lost = true
+    cache_lost:inc(1, { "replica" })
+    self.cache_problem = "Redis lost the flag cache: serving from memory until the primary writes it again"
+    relay.log.warn("redis_cache_lost", { role = "replica", error = self.cache_problem })
+  elseif mark ~= nil and mark ~= self.seed_seen then
+    local ok, why = self:replica_reload()
+    if ok then
+      local n = 0
+      for _ in pairs(self.store.envs) do n = n + 1 end
+      relay.log.info("redis_cache_reloaded", { environments = n })
+    else
+      relay.log.warn("replica_redis_failed", { error = why })
+    end
+  end
 end
 
 -- An event of the primary: re-read that environment from Redis.
@@ -207,19 +407,55 @@ function Sync:replica_event(ev)
   if not ok then relay.log.warn("redis_config_refused", { environment = ev.environment, error = why }) end
 end
 
-function Sync:start_replica()
-  relay.after(0, function()
-    local backoff, last = 0.5, nil
-    while true do
-      local ok, err = self:replica_load()
-      if ok then
-        backoff = 0.5
-        last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
-      end
-      relay.log.warn("replica_redis_failed", { error = err })
-      self:note_failure("redis", err, backoff)
-      relay.sleep(backoff)
+-- A reload replaced this generation: its loops end (the new one runs its own).
+function Sync:stop()
+  self.stopped = true
+  if self.redis then self.redis.stopped = true end
+end
+
+-- Until the watcher has loaded everything (a new seed mark), or seconds have passed, or (probe)
+-- the node of the change events answers again; true when the watcher loaded.
+function Sync:replica_wait(seconds, probe)
+  local loads, wake = self.loads, relay.time() + seconds
+  repeat
+    relay.sleep(TICK * MARK_TICKS)
+  until self.stopped or self.loads ~= loads or relay.time() >= wake or (probe and self.redis:feed_ok())
+  return self.loads ~= loads
+end
+
+-- The follower: loads everything, then follows the change events. A load that fails (Redis
+-- down or empty, a refused config) is retried with backoff; a feed that fails (its node down or
+-- failing over) as soon as that node answers again, with everything read again first (events
+-- may have been missed meanwhile).
+function Sync:replica_follow()
+  local backoff, last, loaded = 0.5, nil, false
+  while not self.stopped do
+    local ok, err = true, nil
+    if not loaded then ok, err = self:replica_reload() end
+    local started = relay.time()
+    if ok then
+      last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
+      if self.stopped then return end
+    end
+    relay.log.warn("replica_redis_failed", { error = err })
+    self:note_failure("redis", err, backoff)
+    self.cache_problem = self.cache_problem or ("reading Redis failed: " .. tostring(err))
+    if ok and relay.time() - started >= 1 then -- a feed that worked: back as soon as its node is
+      backoff = 0.5
+      loaded = self:replica_wait(5, true)
+    else -- a load refused or failed: backoff, cut short when Redis was down and answers again
+      loaded = self:replica_wait(backoff, not self.redis:healthy())
       backoff = math.min(backoff * 2, 5)
+    end
+  end
+end
+
+function Sync:start_replica()
+  relay.after(0, function() self:replica_follow() end)
+  relay.after(0, function()
+    while not self.stopped do
+      if self.redis:healthy() then self:replica_check() end
+      relay.sleep(TICK * MARK_TICKS)
     end
   end)
   -- the primary's stream health decides whether SDK streams are served (spec §1.5)
