@@ -39,7 +39,7 @@ describe("workspace relay with two relays on a Redis Cluster", function()
   local function start_relay(id, extra)
     local env = { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://" .. cluster.seeds,
                   RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC,
-                  RELAY_PRESENCE_SYNC_INTERVAL_MS = "1000", RELAY_REDIS_PRESENCE_TTL_MS = "3000",
+                  RELAY_PRESENCE_SYNC_INTERVAL_MS = "3000", RELAY_REDIS_PRESENCE_TTL_MS = "9000",
                   RELAY_BUS_POLL_INTERVAL_MS = "50" }
     for k, v in pairs(X.ENV) do env[k] = v end
     return W.start_named(peers, id, env, extra)
