@@ -1,0 +1,82 @@
+-- The workspace relay when its Redis restarts empty (a redis-server without persistence, killed
+-- and started again on the same port): the daemon's presence key is gone, so a client on the
+-- other relay cannot reach the daemon until the daemon's relay writes it again. The relays
+-- re-announce every RELAY_PRESENCE_SYNC_INTERVAL_MS (here 5 s, a third of the 15 s TTL); Redis is
+-- restarted right after one of those, the worst moment, and the spec measures how long after
+-- Redis answers again frames cross again. It must be well inside the period: the relay writes
+-- its presence again as soon as it finds Redis back without it, not a period later.
+local helpers = require "helpers"
+local socket = require "socket"
+local W = require "workspace_support"
+local X = require "workspace_crossing"
+local rc = require "redis_cluster_support" -- its command() speaks to any one node
+
+local HMAC = "bus-hmac-key-for-tests-0123456789"
+local PRESENCE = "viewport:relay:presence:ws1:rt1"
+local TTL_MS, SYNC_MS = 15000, 5000
+
+describe("workspace relay when Redis restarts empty", function()
+  local peers, rport, rpid, A, B
+
+  local function start_relay(id, extra)
+    local env = { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://127.0.0.1:" .. rport,
+                  RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC, RELAY_BUS_POLL_INTERVAL_MS = "50",
+                  RELAY_PRESENCE_SYNC_INTERVAL_MS = tostring(SYNC_MS), RELAY_REDIS_PRESENCE_TTL_MS = tostring(TTL_MS) }
+    for k, v in pairs(X.ENV) do env[k] = v end
+    return W.start_named(peers, id, env, extra)
+  end
+
+  setup(function()
+    rport, rpid = helpers.start_redis(helpers.tmpdir())
+    peers = require("ws_peers").start()
+    W.fixture(peers)
+    A = start_relay("relay-a")
+    B = start_relay("relay-b", { RELAY_CLIENT_REDIRECT_ENABLED = "0" })
+  end)
+
+  teardown(function()
+    local ok, err = pcall(function()
+      for _, h in ipairs { A, B } do if h then assert.equal(0, h:stop()) end end
+    end)
+    if peers then peers:stop() end
+    if rpid then os.execute("kill " .. rpid .. " 2>/dev/null") end
+    assert(ok, err)
+  end)
+
+  local function pttl() return tonumber((rc.command(rport, "PTTL " .. PRESENCE)):sub(2)) or -2 end
+
+  it("reaches the daemon across relays again soon after Redis comes back empty", function()
+    assert.equal("open", W.connect(peers, A, "da", W.DAEMON_Q, "daemon-token-1"))
+    assert.equal("open", W.connect(peers, B, "cb", W.CLIENT_Q, "client-token-b"))
+    X.session(peers, "cb", "da", "sess-restart")
+    local probe = X.new(peers, "cb", "da", "sess-restart")
+    probe:until_answered(10, 10, "before the restart")
+
+    -- just after relay-a's periodic write: its next one is a whole period away
+    local last = pttl()
+    while true do
+      probe:step()
+      local now = pttl()
+      if now > last + 500 then break end
+      last = now
+    end
+    os.execute("kill -9 " .. rpid)
+    local t0 = socket.gettime()
+    rport, rpid = helpers.start_redis(helpers.tmpdir(), rport)
+    local up = socket.gettime()
+    assert.equal(-2, pttl()) -- empty
+    probe.worst = 0 -- from here on
+    local present
+    local stop = up + SYNC_MS / 1000 + 3 -- a whole period, and the lookups' cache after it
+    while socket.gettime() < stop do
+      probe:step()
+      if not present and pttl() > 0 then present = socket.gettime() - up end
+    end
+    probe:until_answered(5, 10, "after the restart")
+    print(("\nworkspace relay, Redis restarted empty: down %.2f s; the presence key back %s after Redis answered " ..
+           "(re-announce period %.1f s); after the restart: %s"):format(up - t0,
+           present and ("%.2f s"):format(present) or "never", SYNC_MS / 1000, probe:summary()))
+    assert.is_true(present ~= nil and present < 1, "the presence key written again within 1 s")
+    assert.is_true(probe.worst < 1.5, ("frames could not cross for %.2f s"):format(probe.worst))
+  end)
+end)
