@@ -50,6 +50,13 @@ function Redis:resolve(ws, rt)
   return ok and type(rec) == "table" and rec or false
 end
 
+-- -> whether the key is there | nil, err
+function Redis:present(ws, rt)
+  local n, err = self.cmd:call("EXISTS", self:presence_key(ws, rt))
+  if not n then return nil, err end
+  return n == 1
+end
+
 function Redis:publish(target, envelope)
   local key = self.prefix .. ":queue:" .. target
   local ok, err = self.cmd:call("RPUSH", key, envelope)
@@ -115,6 +122,9 @@ function Server:resolve(ws, rt)
   return type(json.presence) == "table" and json.presence or false
 end
 
+-- The platform keeps its records itself: not checked from here.
+function Server:present() return true end
+
 function Server:publish(_, envelope) return self:post("bus/publish", cjson.decode(envelope)) end
 
 function Server:pull()
@@ -135,14 +145,22 @@ end
 
 -- ---- the backplane ----
 
+-- How often heal() looks for a lost record (at most: never slower than the sync period).
+local HEAL_S = 1
+
 function M.new(cfg, hub, obs)
   local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {}, seen = {}, nseen = 0,
-                              last_issued = {} }, M)
+                              last_issued = {}, lost = false, turn_no = 0 }, M)
   self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
+  if cfg.presence_enabled then
+    relay.every(math.min(HEAL_S, cfg.relay_presence_sync_interval_ms / 1000), function() self:heal(true) end)
+  end
   return self
 end
 
+-- A failed call may mean Redis is coming back without our records: heal() writes them again.
 function M:failed(what, err)
+  self.lost = true
   self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
@@ -177,6 +195,52 @@ function M:refresh()
     elseif not self:announce(s, conn) then
       return
     end
+  end
+end
+
+-- ---- Redis coming back empty ----
+-- Redis can come back without the presence records: a restart without persistence, or a
+-- failover to a replica that had not got the last writes. The periodic refresh would write them
+-- again only a sync period later (20 s by default), and until then no other relay can reach
+-- these daemons. So the records are written again as soon as Redis answers after a failed call,
+-- and, for a restart so quick that no call failed, one local daemon's record is looked for every
+-- HEAL_S (round robin: each is looked at in turn): one missing, and all are written again.
+
+-- The next local daemon's scope in turn, or nil when there is none.
+function M:next_daemon()
+  local n, first = 0, nil
+  for s in pairs(self.daemons) do
+    n = n + 1
+    first = first or s
+    if n == self.turn_no + 1 then
+      self.turn_no = n
+      return s
+    end
+  end
+  self.turn_no = first and 1 or 0
+  return first
+end
+
+-- -> whether a local daemon's record is gone from Redis (false when it cannot be told)
+function M:record_lost()
+  local s = self:next_daemon()
+  if not s then return false end
+  local there, err = self.transport:present(s.workspace_id, s.runtime_target_id)
+  if there == nil then self:failed("presence", err) end
+  return there == false
+end
+
+-- check: also look for a lost record (the timer); without it, only after a failed call.
+function M:heal(check)
+  if not self.cfg.presence_enabled or next(self.daemons) == nil then return end
+  if not (self.lost or (check and self:record_lost())) then return end
+  local why = self.lost and "redis was failing" or "a presence record was missing"
+  self.lost = false -- set again by failed() if Redis still fails
+  self.cache = {}
+  self:refresh()
+  if not self.lost then
+    self.obs:inc("relay_presence_reannounced_total")
+    self.obs:log("info", "presence_reannounced", { reason = why })
   end
 end
 
@@ -341,6 +405,7 @@ function M:turn()
     relay.sleep(math.max(RETRY_S, self.cfg.relay_bus_poll_interval_ms / 1000))
     return
   end
+  if self.lost then self:heal(false) end -- Redis answers again: our records first
   for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
   for _, raw in ipairs(batch) do
     local ok, err = pcall(self.deliver, self, raw)
