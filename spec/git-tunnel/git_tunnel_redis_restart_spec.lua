@@ -73,4 +73,19 @@ describe("git tunnel when Redis restarts empty", function()
     assert.is_true(ok_at ~= nil and ok_at < 1.5, "forwarded again within 1.5 s")
     c:stop()
   end)
+
+  -- A restart so quick that no call failed looks the same from the server: only the entry is
+  -- gone. The server looks for one of its entries every second and writes them again.
+  it("writes a registry entry that vanished without an error again within the heal period", function()
+    local c = env.start_ready_client(s1.port, "shared", env.base_url(web))
+    helpers.wait_until(function() return pttl() > 0 end, 10, "the registry entry")
+    rc.command(redis.port, "DEL " .. ZKEY)
+    local t0 = socket.gettime()
+    helpers.wait_until(function() return pttl() > 0 end, 10, "the registry entry again")
+    local back = socket.gettime() - t0
+    print(("\ngit tunnel: a deleted registry entry written again after %.2f s (period %.1f s)"):format(back, TTL / 3))
+    assert.is_true(back < 2.5, ("back after %.2f s"):format(back))
+    assert.matches('"event":"presence_reannounced"', s1:log())
+    c:stop()
+  end)
 end)
