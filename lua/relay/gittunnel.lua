@@ -1,6 +1,7 @@
 -- relay.gittunnel: what the git tunnel's server and client scripts share (the protocol name,
 -- key and token rules, backoff). The streams themselves are C: relay.tunnel.
 local relay = require "relay"
+local reannounce = require "relay.reannounce"
 
 local M = { protocol = "relayhost-tunnel.v1" }
 
@@ -83,31 +84,33 @@ end
 -- relay:git-tunnel:clients:<key>, scored with the time it expires; refreshed every ttl/3, so a
 -- server that dies leaves the set within ttl. A request for a key held elsewhere is forwarded to
 -- one of those servers through a forwarder (relay.tunnel.forwarder), one per server.
---
--- Redis can come back without the sets (a restart without persistence, a failover that lost
--- writes); other servers could not forward to this one until the next refresh. So after a failed
--- call the next working one writes every held key again, and every HEAL_S one held key (in turn)
--- is looked for: gone, and all are written again (a restart so quick that no call failed).
 local Presence = {}
 Presence.__index = Presence
 
-local HEAL_S = 1
+local function zkey(key) return "relay:git-tunnel:clients:" .. key end
 
 -- opts: redis (a relay.redis), url (how other servers reach this one), ttl (seconds)
 function M.presence(opts)
-  local self = setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, held = {}, fwd = {}, lost = false,
-                              turn_no = 0 }, Presence)
-  relay.every(math.min(HEAL_S, opts.ttl / 3), function() self:heal() end)
+  local self = setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, held = {}, fwd = {} }, Presence)
+  -- Redis back without our entries: written again at once (relay.reannounce), not ttl/3 later.
+  self.watch = reannounce.watch {
+    each = math.min(1, opts.ttl / 3), held = self.held,
+    present = function(key)
+      local score, err = self.r:call("ZSCORE", zkey(key), self.url)
+      if err then return nil end
+      return score ~= nil
+    end,
+    rewrite = function() return self:refresh() end,
+    healed = function(why) relay.log.info("presence_reannounced", { reason = why }) end,
+  }
   return self
 end
 
-local function zkey(key) return "relay:git-tunnel:clients:" .. key end
-
--- -> whether Redis took it (Redis down: written again once it answers, or at the next refresh)
+-- -> whether Redis took it (Redis down: written again once it answers)
 function Presence:announce(key)
   local ok = self.r:call("ZADD", zkey(key), relay.time() + self.ttl, self.url)
     and self.r:call("EXPIRE", zkey(key), math.ceil(self.ttl * 2))
-  if not ok then self.lost = true end
+  if not ok then self.watch:failed() end
   return ok
 end
 
@@ -121,54 +124,19 @@ function Presence:drop(key)
   self.r:call("ZREM", zkey(key), self.url)
 end
 
+-- -> whether Redis took them all
 function Presence:refresh()
   for key in pairs(self.held) do
-    if not self:announce(key) then return end
+    if not self:announce(key) then return false end
   end
-end
-
--- The next held key in turn, or nil when none is held.
-function Presence:next_held()
-  local n, first = 0, nil
-  for key in pairs(self.held) do
-    n = n + 1
-    first = first or key
-    if n == self.turn_no + 1 then
-      self.turn_no = n
-      return key
-    end
-  end
-  self.turn_no = first and 1 or 0
-  return first
-end
-
--- -> whether a held key's entry is gone from Redis (false when Redis cannot tell)
-function Presence:entry_lost()
-  local key = self:next_held()
-  if not key then return false end
-  local score, err = self.r:call("ZSCORE", zkey(key), self.url)
-  if err then self.lost = true end
-  return score == nil and not err
-end
-
-function Presence:heal()
-  if next(self.held) == nil or not (self.lost or self:entry_lost()) then return end
-  self.lost = false -- set again if Redis still fails
-  self:refresh()
-  if not self.lost then relay.log.info("presence_reannounced", { keys = self:count() }) end
-end
-
-function Presence:count()
-  local n = 0
-  for _ in pairs(self.held) do n = n + 1 end
-  return n
+  return true
 end
 
 -- { tun = a forwarder to a server holding key, forwarded = true }, or { err = why there is none }
 function Presence:forwarder(key)
   local urls, err = self.r:call("ZRANGEBYSCORE", zkey(key), relay.time(), "+inf")
   if not urls then
-    self.lost = true
+    self.watch:failed()
     return { err = ("Redis is unreachable to find another server (%s)"):format(err) }
   end
   local others = {}

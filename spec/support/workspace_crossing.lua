@@ -10,9 +10,34 @@ local M = {}
 local Probe = {}
 Probe.__index = Probe
 
--- The settings a probe needs on both relays: its ten frames a second stay inside the rate limits.
-M.ENV = { RELAY_RUNTIME_RATE_PER_MINUTE = "100000", RELAY_RUNTIME_RATE_PER_MINUTE_WORKSPACE = "100000",
-          RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE = "100000" }
+M.HMAC = "bus-hmac-key-for-tests-0123456789"
+
+-- Two relays on the Redis at url (RELAY_REDIS_URL), ids { daemon's, client's }, plus env:
+-- the daemon's relay is pair.A, the client's pair.B (redirect off there: every frame crosses the
+-- bus), and pair.peers the WebSocket peers. The probe's ten frames a second stay inside the rate
+-- limits. pair:stop() stops them all and says whether the relays exited cleanly.
+function M.start(url, ids, env)
+  local pair = { peers = require("ws_peers").start() }
+  W.fixture(pair.peers)
+  local function relay(id, extra)
+    local e = { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = url, RELAY_BUS_ENABLED = "1",
+                RELAY_BUS_HMAC_KEY = M.HMAC, RELAY_BUS_POLL_INTERVAL_MS = "50",
+                RELAY_RUNTIME_RATE_PER_MINUTE = "100000", RELAY_RUNTIME_RATE_PER_MINUTE_WORKSPACE = "100000",
+                RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE = "100000" }
+    for k, v in pairs(env) do e[k] = v end
+    return W.start_named(pair.peers, id, e, extra)
+  end
+  pair.A = relay(ids[1])
+  pair.B = relay(ids[2], { RELAY_CLIENT_REDIRECT_ENABLED = "0" })
+  function pair.stop()
+    local ok, err = pcall(function()
+      for _, h in ipairs { pair.A, pair.B } do assert(h:stop() == 0, "a relay exited uncleanly") end
+    end)
+    pair.peers:stop()
+    return ok, err
+  end
+  return pair
+end
 
 -- peers (ws_peers), the client's and the daemon's peer ids, and the session the client owns.
 function M.new(peers, client, daemon, session, every)

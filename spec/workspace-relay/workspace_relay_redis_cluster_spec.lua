@@ -13,7 +13,6 @@ local W = require "workspace_support"
 local X = require "workspace_crossing"
 local rc = require "redis_cluster_support"
 
-local HMAC = "bus-hmac-key-for-tests-0123456789"
 local PRESENCE = "viewport:relay:presence:ws1:rt1"
 
 -- The key's slot, as the first live node says.
@@ -34,32 +33,20 @@ local function id_on(cluster, base, port)
 end
 
 describe("workspace relay with two relays on a Redis Cluster", function()
-  local peers, cluster, A, B, primary, ids
-
-  local function start_relay(id, extra)
-    local env = { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://" .. cluster.seeds,
-                  RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC,
-                  RELAY_PRESENCE_SYNC_INTERVAL_MS = "3000", RELAY_REDIS_PRESENCE_TTL_MS = "9000",
-                  RELAY_BUS_POLL_INTERVAL_MS = "50" }
-    for k, v in pairs(X.ENV) do env[k] = v end
-    return W.start_named(peers, id, env, extra)
-  end
+  local pair, peers, cluster, A, B, primary, ids
 
   setup(function()
     cluster = rc.start { replicas = 1 }
     primary = cluster:owner(slot(cluster, PRESENCE))
     ids = { a = id_on(cluster, "relay-a", primary), b = id_on(cluster, "relay-b", primary) }
-    peers = require("ws_peers").start()
-    W.fixture(peers)
-    A = start_relay(ids.a)
-    B = start_relay(ids.b, { RELAY_CLIENT_REDIRECT_ENABLED = "0" })
+    pair = X.start("redis://" .. cluster.seeds, { ids.a, ids.b },
+                   { RELAY_PRESENCE_SYNC_INTERVAL_MS = "3000", RELAY_REDIS_PRESENCE_TTL_MS = "9000" })
+    peers, A, B = pair.peers, pair.A, pair.B
   end)
 
   teardown(function()
-    local ok, err = pcall(function()
-      for _, h in ipairs { A, B } do if h then assert.equal(0, h:stop()) end end
-    end)
-    if peers then peers:stop() end
+    local ok, err = true, nil
+    if pair then ok, err = pair.stop() end
     if cluster then cluster:stop() end
     assert(ok, err)
   end)

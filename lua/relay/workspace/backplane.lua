@@ -10,6 +10,7 @@
 local relay = require "relay"
 local cjson = require "cjson"
 local platform = require "relay.workspace.platform"
+local reannounce = require "relay.reannounce"
 
 local M = {}
 M.__index = M
@@ -145,24 +146,38 @@ end
 
 -- ---- the backplane ----
 
--- How often heal() looks for a lost record (at most: never slower than the sync period).
-local HEAL_S = 1
-
 function M.new(cfg, hub, obs)
   local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {}, seen = {}, nseen = 0,
-                              last_issued = {}, lost = false, turn_no = 0 }, M)
+                              last_issued = {} }, M)
   self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
-  if cfg.presence_enabled then
-    relay.every(math.min(HEAL_S, cfg.relay_presence_sync_interval_ms / 1000), function() self:heal(true) end)
-  end
+  -- Redis back without our presence records: written again at once (relay.reannounce), not a
+  -- sync period (20 s by default) later.
+  self.watch = reannounce.watch {
+    each = math.min(1, cfg.relay_presence_sync_interval_ms / 1000), held = self.daemons,
+    present = function(s)
+      local there, err = self.transport:present(s.workspace_id, s.runtime_target_id)
+      if there == nil then self:failed("presence", err) end
+      return there
+    end,
+    rewrite = function() return self:refresh() end,
+    healed = function(why)
+      self.cache = {}
+      self.obs:inc("relay_presence_reannounced_total")
+      self.obs:log("info", "presence_reannounced", { reason = why })
+    end,
+  }
   return self
 end
 
--- A failed call may mean Redis is coming back without our records: heal() writes them again.
-function M:failed(what, err)
-  self.lost = true
+function M:count_error(what, err)
   self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
+end
+
+-- A call to Redis (or the platform) failed.
+function M:failed(what, err)
+  self.watch:failed()
+  self:count_error(what, err)
 end
 
 -- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok
@@ -188,60 +203,16 @@ function M:daemon_down(s)
 end
 
 -- Every presence sync interval: local daemons' records are written again (they expire).
+-- -> whether Redis took them all
 function M:refresh()
   for s, conn in pairs(self.daemons) do
     if s.daemon ~= conn then
       self.daemons[s] = nil
     elseif not self:announce(s, conn) then
-      return
+      return false
     end
   end
-end
-
--- ---- Redis coming back empty ----
--- Redis can come back without the presence records: a restart without persistence, or a
--- failover to a replica that had not got the last writes. The periodic refresh would write them
--- again only a sync period later (20 s by default), and until then no other relay can reach
--- these daemons. So the records are written again as soon as Redis answers after a failed call,
--- and, for a restart so quick that no call failed, one local daemon's record is looked for every
--- HEAL_S (round robin: each is looked at in turn): one missing, and all are written again.
-
--- The next local daemon's scope in turn, or nil when there is none.
-function M:next_daemon()
-  local n, first = 0, nil
-  for s in pairs(self.daemons) do
-    n = n + 1
-    first = first or s
-    if n == self.turn_no + 1 then
-      self.turn_no = n
-      return s
-    end
-  end
-  self.turn_no = first and 1 or 0
-  return first
-end
-
--- -> whether a local daemon's record is gone from Redis (false when it cannot be told)
-function M:record_lost()
-  local s = self:next_daemon()
-  if not s then return false end
-  local there, err = self.transport:present(s.workspace_id, s.runtime_target_id)
-  if there == nil then self:failed("presence", err) end
-  return there == false
-end
-
--- check: also look for a lost record (the timer); without it, only after a failed call.
-function M:heal(check)
-  if not self.cfg.presence_enabled or next(self.daemons) == nil then return end
-  if not (self.lost or (check and self:record_lost())) then return end
-  local why = self.lost and "redis was failing" or "a presence record was missing"
-  self.lost = false -- set again by failed() if Redis still fails
-  self.cache = {}
-  self:refresh()
-  if not self.lost then
-    self.obs:inc("relay_presence_reannounced_total")
-    self.obs:log("info", "presence_reannounced", { reason = why })
-  end
+  return true
 end
 
 -- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s)).
@@ -405,11 +376,11 @@ function M:turn()
     relay.sleep(math.max(RETRY_S, self.cfg.relay_bus_poll_interval_ms / 1000))
     return
   end
-  if self.lost then self:heal(false) end -- Redis answers again: our records first
+  self.watch:heal(false) -- Redis answers: after a failure, our records first
   for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
   for _, raw in ipairs(batch) do
     local ok, err = pcall(self.deliver, self, raw)
-    if not ok then self:failed("bus", "delivery: " .. tostring(err)) end
+    if not ok then self:count_error("bus", "delivery: " .. tostring(err)) end
   end
   if #batch == 0 then relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000) end
 end
@@ -420,7 +391,7 @@ function M:run()
   while true do
     local ok, err = pcall(self.turn, self)
     if not ok then
-      self:failed("bus", "consumer: " .. tostring(err))
+      self:count_error("bus", "consumer: " .. tostring(err))
       relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
     end
   end
