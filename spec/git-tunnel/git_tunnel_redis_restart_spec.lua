@@ -36,6 +36,18 @@ describe("git tunnel when Redis restarts empty", function()
   end)
 
   local function pttl() return tonumber((rc.command(redis.port, "PTTL " .. ZKEY)):sub(2)) or -2 end
+  -- Returns just after the client's server wrote the entry (its TTL jumps back up): its next
+  -- write is a whole period away.
+  local function after_sync()
+    local last = pttl()
+    while true do
+      socket.sleep(0.02)
+      local now = pttl()
+      if now > last + 500 then return end
+      last = now
+    end
+  end
+
   local function forwarded()
     local res = s2:get("/v1/relay/shared/repo.git/info/refs?service=git-upload-pack", AUTH)
     return res and res.status == 200
@@ -44,13 +56,7 @@ describe("git tunnel when Redis restarts empty", function()
   it("forwards through the other server again soon after Redis comes back empty", function()
     local c = env.start_ready_client(s1.port, "shared", env.base_url(web))
     helpers.wait_until(forwarded, 10, "a request forwarded through the other server")
-    local last = pttl()
-    while true do -- just after the client's server wrote the entry: its next write is a period away
-      local now = pttl()
-      if now > last + 500 then break end
-      last = now
-      socket.sleep(0.02)
-    end
+    after_sync()
     os.execute("kill -9 " .. redis.pid)
     local t0 = socket.gettime()
     local port
@@ -79,6 +85,7 @@ describe("git tunnel when Redis restarts empty", function()
   it("writes a registry entry that vanished without an error again within the heal period", function()
     local c = env.start_ready_client(s1.port, "shared", env.base_url(web))
     helpers.wait_until(function() return pttl() > 0 end, 10, "the registry entry")
+    after_sync()
     rc.command(redis.port, "DEL " .. ZKEY)
     local t0 = socket.gettime()
     helpers.wait_until(function() return pttl() > 0 end, 10, "the registry entry again")

@@ -33,6 +33,18 @@ describe("workspace relay when Redis restarts empty", function()
 
   local function pttl() return tonumber((rc.command(rport, "PTTL " .. PRESENCE)):sub(2)) or -2 end
 
+  -- Returns just after relay-a's periodic write (the key's TTL jumps back up): its next one is a
+  -- whole period away. tick runs while waiting.
+  local function after_sync(tick)
+    local last = pttl()
+    while true do
+      tick()
+      local now = pttl()
+      if now > last + 500 then return end
+      last = now
+    end
+  end
+
   it("reaches the daemon across relays again soon after Redis comes back empty", function()
     assert.equal("open", W.connect(peers, A, "da", W.DAEMON_Q, "daemon-token-1"))
     assert.equal("open", W.connect(peers, B, "cb", W.CLIENT_Q, "client-token-b"))
@@ -40,14 +52,7 @@ describe("workspace relay when Redis restarts empty", function()
     local probe = X.new(peers, "cb", "da", "sess-restart")
     probe:until_answered(10, 10, "before the restart")
 
-    -- just after relay-a's periodic write: its next one is a whole period away
-    local last = pttl()
-    while true do
-      probe:step()
-      local now = pttl()
-      if now > last + 500 then break end
-      last = now
-    end
+    after_sync(function() probe:step() end)
     os.execute("kill -9 " .. rpid)
     local t0 = socket.gettime()
     rport, rpid = helpers.start_redis(helpers.tmpdir(), rport)
@@ -72,6 +77,7 @@ describe("workspace relay when Redis restarts empty", function()
   -- record is gone. relay-a looks for one of its records every second and writes them again.
   it("writes a presence record that vanished without an error again within the heal period", function()
     helpers.wait_until(function() return pttl() > 0 end, 10, "the presence key")
+    after_sync(function() socket.sleep(0.01) end)
     rc.command(rport, "DEL " .. PRESENCE)
     local t0 = socket.gettime()
     helpers.wait_until(function() return pttl() > 0 end, 10, "the presence key again")
