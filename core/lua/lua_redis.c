@@ -1,28 +1,34 @@
 /* lua_redis: relay.redis(url) -> r; r:call("GET", k) yields until the reply. One connection
  * per object, pipelined; the object belongs to the generation that made it (closed with it).
  * relay.redis("host:port,host:port") (or a redis:// URL with several hosts, or { cluster =
- * true }) is a Redis Cluster client instead (core/redis/cluster.h): one connection per node. */
+ * true }) is a Redis Cluster client instead (core/redis/cluster.h): one connection per node.
+ * relay.redis("redis-sentinel://host:port,host:port/mastername") finds its primary through
+ * Redis Sentinel and follows failovers (core/redis/sentinel.h). */
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lua/bind.h"
 #include "lua/gen.h"
 #include "redis/cluster.h"
 #include "redis/redis.h"
+#include "redis/sentinel.h"
 
 #define REDIS_MT "relay.redis"
 
 typedef struct {
   rh_redis *r;          /* one Redis, or */
-  rh_redis_cluster *c;  /* a Cluster */
+  rh_redis_cluster *c;  /* a Cluster, or */
+  rh_redis_sentinel *s; /* a primary found through Sentinel */
 } redis_ud;
 
 typedef struct {
   rh_task *task;
   rh_redis_cmd *cmd;
   rh_redis_cluster_op *op;
+  rh_redis_sentinel_op *sop;
 } wait_op;
 
 /* A single-node client that is answered MOVED talks to a Cluster member: say so. */
@@ -71,6 +77,7 @@ static void cancel(void *p) {
   wait_op *op = p;
   if (op->cmd) rh_redis_cancel(op->cmd);
   if (op->op) rh_redis_cluster_cancel(op->op);
+  if (op->sop) rh_redis_sentinel_cancel(op->sop);
   free(op);
 }
 
@@ -95,8 +102,9 @@ static int l_call(lua_State *L) {
   op->task = t;
   char err[300] = "redis: not connected";
   if (u->c) op->op = rh_redis_cluster_command(u->c, argc, argv, lens, on_reply, op, err, sizeof err);
+  else if (u->s) op->sop = rh_redis_sentinel_command(u->s, argc, argv, lens, on_reply, op, err, sizeof err);
   else op->cmd = rh_redis_command(u->r, argc, argv, lens, on_reply, op);
-  if (!op->cmd && !op->op) {
+  if (!op->cmd && !op->op && !op->sop) {
     free(op);
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -136,13 +144,14 @@ static int l_subscribe(lua_State *L) {
   luaL_ref(L, -2);
   lua_pop(L, 2);
   if (u->c) rh_redis_cluster_subscribe(u->c, channel, on_message, sub);
+  else if (u->s) rh_redis_sentinel_subscribe(u->s, channel, on_message, sub);
   else rh_redis_subscribe(u->r, channel, on_message, sub);
   return 0;
 }
 
 static int l_ready(lua_State *L) {
   redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
-  lua_pushboolean(L, u->c ? rh_redis_cluster_ready(u->c) : rh_redis_ready(u->r));
+  lua_pushboolean(L, u->c ? rh_redis_cluster_ready(u->c) : u->s ? rh_redis_sentinel_ready(u->s) : rh_redis_ready(u->r));
   return 1;
 }
 
@@ -150,8 +159,8 @@ static int l_gc(lua_State *L) {
   redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
   if (u->r) rh_redis_free(u->r);
   if (u->c) rh_redis_cluster_free(u->c);
-  u->r = NULL;
-  u->c = NULL;
+  if (u->s) rh_redis_sentinel_free(u->s);
+  *u = (redis_ud){ 0 };
   return 0;
 }
 
@@ -170,10 +179,11 @@ static int l_open(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   char err[300];
   redis_ud r = { 0 };
-  if (wants_cluster(L, url)) r.c = rh_redis_cluster_new(rh_loop(), url, err, sizeof err);
+  if (strncasecmp(url, "redis-sentinel://", 17) == 0) r.s = rh_redis_sentinel_new(rh_loop(), url, err, sizeof err);
+  else if (wants_cluster(L, url)) r.c = rh_redis_cluster_new(rh_loop(), url, err, sizeof err);
   else if (strstr(url, "://")) r.r = rh_redis_new(rh_loop(), url, err, sizeof err);
   else r.r = rh_redis_new(rh_loop(), lua_pushfstring(L, "redis://%s", url), err, sizeof err);
-  if (!r.r && !r.c) return luaL_error(L, "relay.redis: %s", err);
+  if (!r.r && !r.c && !r.s) return luaL_error(L, "relay.redis: %s", err);
   redis_ud *u = lua_newuserdata(L, sizeof *u);
   *u = r;
   luaL_getmetatable(L, REDIS_MT);

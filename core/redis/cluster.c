@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "log/log.h"
+#include "redis/seeds.h"
 #include "redis/slot.h"
 
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
@@ -304,17 +305,6 @@ static void on_reply(void *ud, redisReply *rep, const char *err) {
   if (send_to(op, to, asking) < 0) finish(op, NULL, "redis: not connected (the node a redirection named)");
 }
 
-/* BLPOP, BRPOP, or XREAD / XREADGROUP with BLOCK. */
-static int blocking(int argc, const char **argv, const size_t *lens) {
-  static const char *const always[] = { "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH" };
-  for (size_t i = 0; argc > 0 && i < sizeof always / sizeof always[0]; i++)
-    if (strlen(always[i]) == lens[0] && strncasecmp(argv[0], always[i], lens[0]) == 0) return 1;
-  if (argc < 1 || (strcasecmp(argv[0], "XREAD") != 0 && strcasecmp(argv[0], "XREADGROUP") != 0)) return 0;
-  for (int i = 1; i < argc && strcasecmp(argv[i], "STREAMS") != 0; i++)
-    if (strcasecmp(argv[i], "BLOCK") == 0) return 1;
-  return 0;
-}
-
 static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **argv, const size_t *lens,
                                    rh_redis_cb cb, void *ud) {
   rh_redis_cluster_op *op = calloc(1, sizeof *op);
@@ -330,7 +320,7 @@ static rh_redis_cluster_op *op_new(rh_redis_cluster *c, int argc, const char **a
     memcpy(op->argv[i], argv[i], op->lens[i]);
     op->argv[i][op->lens[i]] = 0;
   }
-  op->blocking = blocking(argc, (const char **)op->argv, op->lens);
+  op->blocking = rh_redis_command_blocks(argc, (const char **)op->argv, op->lens);
   return op;
 }
 
@@ -376,44 +366,37 @@ int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redi
 
 /* ---- seeds ---- */
 
-/* Every seed of "[scheme://[userinfo@]]h:p,h:p[/path]" as its own URL: scheme and userinfo
- * before each, the path after. */
-static int add_seeds(rh_redis_cluster *c, const char *seeds, char *err, size_t errlen) {
-  const char *auth = strstr(seeds, "://");
-  auth = auth ? auth + 3 : seeds;
-  const char *hosts = auth, *end = auth + strcspn(auth, "/");
-  for (const char *p = auth; p < end; p++)
-    if (*p == '@') hosts = p + 1;
-  int prefix = (int)(hosts - seeds);
-  while (hosts <= end) {
-    size_t n = strcspn(hosts, ",/");
-    char *url = malloc(strlen(seeds) + 16);
-    rh_url *u = malloc(sizeof *u);
-    if (!url || !u) abort();
-    sprintf(url, "%s%.*s%.*s%s", auth == seeds ? "redis://" : "", prefix, seeds, (int)n, hosts, end);
-    rh_redis_addr a;
-    const char *why = rh_redis_parse_url(url, u, &a);
-    if (!why && a.db) why = "a cluster has only database 0";
-    if (!why) {
-      c->tls = a.tls;
-      if (!c->password && a.password) c->password = strdup(a.password);
-      if (!c->user && a.user) c->user = strdup(a.user);
-      if (node_at(c, a.host, a.port) < 0) why = "too many seeds";
-    }
-    if (why) snprintf(err, errlen, "bad redis cluster seed: %s", why);
-    free(url);
-    free(u);
-    if (why) return -1;
-    hosts += n + 1;
+typedef struct {
+  rh_redis_cluster *c;
+  char *err;
+  size_t errlen;
+} seeding;
+
+/* One seed's URL: its node, and the login and TLS that apply to every node. */
+static int add_seed(void *ud, const char *url) {
+  seeding *sd = ud;
+  rh_redis_cluster *c = sd->c;
+  rh_url *u = malloc(sizeof *u);
+  if (!u) abort();
+  rh_redis_addr a;
+  const char *why = rh_redis_parse_url(url, u, &a);
+  if (!why && a.db) why = "a cluster has only database 0";
+  if (!why) {
+    c->tls = a.tls;
+    if (!c->password && a.password) c->password = strdup(a.password);
+    if (!c->user && a.user) c->user = strdup(a.user);
+    if (node_at(c, a.host, a.port) < 0) why = "too many seeds";
   }
-  return 0;
+  if (why) snprintf(sd->err, sd->errlen, "bad redis cluster seed: %s", why);
+  free(u);
+  return why ? -1 : 0;
 }
 
 rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char *err, size_t errlen) {
   rh_redis_cluster *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->loop = loop;
-  if (add_seeds(c, seeds, err, errlen) < 0) {
+  if (rh_redis_each_seed(seeds, add_seed, &(seeding){ c, err, errlen }) < 0) {
     rh_redis_cluster_free(c);
     return NULL;
   }

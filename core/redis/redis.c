@@ -206,7 +206,7 @@ static const char *parse_db(rh_url *u, int *db) {
 
 /* ":password@" or "user:password@" (AUTH with a user: Redis 6 ACLs); a lone "secret@" is the
  * password, as this client always read it. */
-static void url_auth(const rh_url *u, rh_redis_addr *a) {
+void rh_redis_url_auth(const rh_url *u, rh_redis_addr *a) {
   const char *pw = u->password ? u->password : u->user;
   if (!pw || !*pw) return;
   a->password = pw;
@@ -221,7 +221,7 @@ const char *rh_redis_parse_url(const char *url, rh_url *u, rh_redis_addr *a) {
   a->host = u->host;
   a->port = u->port;
   a->tls = u->tls;
-  url_auth(u, a);
+  rh_redis_url_auth(u, a);
   return NULL;
 }
 

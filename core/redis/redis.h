@@ -32,6 +32,9 @@ typedef struct {
 rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a);
 /* A redis[s]:// URL into a (its strings live in u). NULL, or what was wrong (no URL in it). */
 const char *rh_redis_parse_url(const char *url, rh_url *u, rh_redis_addr *a);
+/* The URL's userinfo as a login into a (user and password point into u): ":password@",
+ * "user:password@" (an ACL user), or a lone "password@". */
+void rh_redis_url_auth(const rh_url *u, rh_redis_addr *a);
 /* Fails what is pending, closes, and frees once libuv is done. */
 void rh_redis_free(rh_redis *r);
 rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const size_t *lens,

@@ -137,3 +137,13 @@ int rh_redis_command_slot(int argc, const char **argv, const size_t *lens, char 
   if (to < from) return RH_REDIS_ANY_SLOT; /* EVAL with no keys */
   return same_slot(argv, lens, from, to, k->step, err, errlen);
 }
+
+int rh_redis_command_blocks(int argc, const char **argv, const size_t *lens) {
+  static const char *const always[] = { "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH" };
+  for (size_t i = 0; argc > 0 && i < sizeof always / sizeof always[0]; i++)
+    if (strlen(always[i]) == lens[0] && strncasecmp(argv[0], always[i], lens[0]) == 0) return 1;
+  if (argc < 1 || (strcasecmp(argv[0], "XREAD") != 0 && strcasecmp(argv[0], "XREADGROUP") != 0)) return 0;
+  for (int i = 1; i < argc && strcasecmp(argv[i], "STREAMS") != 0; i++)
+    if (strcasecmp(argv[i], "BLOCK") == 0) return 1;
+  return 0;
+}

@@ -1,7 +1,7 @@
 /* slot: where a Redis Cluster keeps a key, and which arguments of a command are its keys.
  * A key's slot is CRC16 (XMODEM) of the key mod 16384, or of its hash tag: the part between the
  * first '{' and the next '}' when that part is not empty, so "{user1000}.following" and
- * "{user1000}.followers" meet in one slot. */
+ * "{user1000}.followers" meet in one slot. Also which commands block their connection. */
 #ifndef RH_REDIS_SLOT_H
 #define RH_REDIS_SLOT_H
 
@@ -19,5 +19,9 @@ int rh_redis_key_slot(const char *key, size_t n);
  * are NUL-terminated (as Lua strings are); lens may still hold NULs inside keys. */
 #define RH_REDIS_ANY_SLOT RH_REDIS_SLOTS
 int rh_redis_command_slot(int argc, const char **argv, const size_t *lens, char *err, size_t errlen);
+
+/* BLPOP, BRPOP, BZPOPMIN/MAX, BLMOVE, BRPOPLPUSH, or XREAD / XREADGROUP with BLOCK: a command that
+ * may hold its connection until it is answered, so it wants a connection of its own. */
+int rh_redis_command_blocks(int argc, const char **argv, const size_t *lens);
 
 #endif

@@ -34,7 +34,7 @@ local app = relay.new {
     head_timeout = { default = 60, help = "seconds a client gets to answer a relayed request's head (504 after)" },
     ping_interval = { default = 5, help = "seconds between heartbeats; a tunnel silent for 3 is dropped" },
     stall_timeout = { default = 60, help = "seconds a stream may wait for its reader before it is reset" },
-    redis_address = { default = "", help = "redis://host:port (or host:port,host:port for a Redis Cluster): share which keys this server holds, forward the others (several servers)" },
+    redis_address = { default = "", help = "redis://host:port (or host:port,host:port for a Redis Cluster, or redis-sentinel://host:port,host:port/mastername): share which keys this server holds, forward the others (several servers)" },
     advertise_url = { default = "", help = "http://host:port other servers reach this one at (with --redis-address)" },
     presence_ttl = { default = 30, help = "seconds a key's presence in Redis lives without a refresh" },
   },
@@ -54,7 +54,7 @@ if #unbound > 0 then
 end
 
 local presence = f.redis_address ~= "" and gt.presence {
-  redis = relay.redis(f.redis_address:match("^rediss?://") and f.redis_address or "redis://" .. f.redis_address),
+  redis = relay.redis(f.redis_address), -- host:port, seeds, redis[s]:// or redis-sentinel://
   url = f.advertise_url ~= "" and f.advertise_url or error("git-tunnel/server: --redis-address needs --advertise-url", 0),
   ttl = f.presence_ttl,
 } or nil

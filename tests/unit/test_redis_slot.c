@@ -63,9 +63,22 @@ static void commands(void) {
   CHECK(CMD(err, "BLPOP", "0") == -1);
 }
 
+/* Which commands hold their connection (each then gets one of its own). */
+static void blocks(void) {
+  test_name = "blocking commands";
+  const char *blpop[] = { "blpop", "q", "0" }, *get[] = { "GET", "q" }, *xread[] = { "XREAD", "BLOCK", "0", "STREAMS", "s", "$" },
+             *xread_now[] = { "XREAD", "STREAMS", "BLOCK", "$" }, *blpo[] = { "BLPO" };
+  CHECK(rh_redis_command_blocks(3, blpop, (size_t[]){ 5, 1, 1 }));
+  CHECK(!rh_redis_command_blocks(2, get, (size_t[]){ 3, 1 }));
+  CHECK(rh_redis_command_blocks(6, xread, (size_t[]){ 5, 5, 1, 7, 1, 1 }));
+  CHECK(!rh_redis_command_blocks(4, xread_now, (size_t[]){ 5, 7, 5, 1 })); /* "BLOCK" is a stream's name here */
+  CHECK(!rh_redis_command_blocks(1, blpo, (size_t[]){ 4 }));
+}
+
 int main(void) {
   crc();
   slots();
   commands();
+  blocks();
   return failures ? 1 : 0;
 }
