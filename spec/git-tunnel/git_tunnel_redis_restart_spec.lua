@@ -3,7 +3,7 @@
 -- gone, so the server the client is not on cannot forward until the client's server writes it
 -- again. Servers re-announce every --presence-ttl / 3 (here 5 s); Redis is restarted right after
 -- one of those, the worst moment, and the spec measures how long after Redis answers again a
--- request through the other server is forwarded again. It must be well inside the period.
+-- request through the other server is forwarded again. It must be well inside the period (2.5 s of 5: the margin is for a loaded machine, where Redis takes longer to start and the client redials later).
 local helpers = require "helpers"
 local socket = require "socket"
 local env = require "git_tunnel_support"
@@ -75,8 +75,8 @@ describe("git tunnel when Redis restarts empty", function()
            "(re-announce period %.1f s); requests through the other server forwarded again %s after it, %d answered 502 before")
       :format(up - t0, present and ("%.2f s"):format(present) or "never", TTL / 3,
               ok_at and ("%.2f s"):format(ok_at) or "never", failures))
-    assert.is_true(present ~= nil and present < 1.5, "the registry entry written again within 1.5 s")
-    assert.is_true(ok_at ~= nil and ok_at < 1.5, "forwarded again within 1.5 s")
+    assert.is_true(present ~= nil and present < 2.5, "the registry entry written again within 2.5 s")
+    assert.is_true(ok_at ~= nil and ok_at < 2.5, "forwarded again within 2.5 s")
     c:stop()
   end)
 

@@ -69,8 +69,8 @@ describe("workspace relay when Redis restarts empty", function()
     print(("\nworkspace relay, Redis restarted empty: down %.2f s; the presence key back %s after Redis answered " ..
            "(re-announce period %.1f s); after the restart: %s"):format(up - t0,
            present and ("%.2f s"):format(present) or "never", SYNC_MS / 1000, probe:summary()))
-    assert.is_true(present ~= nil and present < 1.5, "the presence key written again within 1.5 s")
-    assert.is_true(probe.worst < 2.5, ("frames could not cross for %.2f s"):format(probe.worst))
+    assert.is_true(present ~= nil and present < 2.5, "the presence key written again within 2.5 s")
+    assert.is_true(probe.worst < 3, ("frames could not cross for %.2f s"):format(probe.worst))
   end)
 
   -- A restart so quick that no call of relay-a's failed looks the same from the relay: only the
