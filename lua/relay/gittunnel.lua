@@ -1,6 +1,7 @@
 -- relay.gittunnel: what the git tunnel's server and client scripts share (the protocol name,
 -- key and token rules, backoff). The streams themselves are C: relay.tunnel.
 local relay = require "relay"
+local reannounce = require "relay.reannounce"
 
 local M = { protocol = "relayhost-tunnel.v1" }
 
@@ -86,16 +87,31 @@ end
 local Presence = {}
 Presence.__index = Presence
 
--- opts: redis (a relay.redis), url (how other servers reach this one), ttl (seconds)
-function M.presence(opts)
-  return setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, held = {}, fwd = {} }, Presence)
-end
-
 local function zkey(key) return "relay:git-tunnel:clients:" .. key end
 
+-- opts: redis (a relay.redis), url (how other servers reach this one), ttl (seconds)
+function M.presence(opts)
+  local self = setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, held = {}, fwd = {} }, Presence)
+  -- Redis back without our entries: written again at once (relay.reannounce), not ttl/3 later.
+  self.watch = reannounce.watch {
+    each = math.min(1, opts.ttl / 3), held = self.held,
+    present = function(key)
+      local score, err = self.r:call("ZSCORE", zkey(key), self.url)
+      if err then return nil end
+      return score ~= nil
+    end,
+    rewrite = function() return self:refresh() end,
+    healed = function(why) relay.log.info("presence_reannounced", { reason = why }) end,
+  }
+  return self
+end
+
+-- -> whether Redis took it (Redis down: written again once it answers)
 function Presence:announce(key)
-  self.r:call("ZADD", zkey(key), relay.time() + self.ttl, self.url) -- Redis down: the next refresh
-  self.r:call("EXPIRE", zkey(key), math.ceil(self.ttl * 2))
+  local ok = self.r:call("ZADD", zkey(key), relay.time() + self.ttl, self.url)
+    and self.r:call("EXPIRE", zkey(key), math.ceil(self.ttl * 2))
+  if not ok then self.watch:failed() end
+  return ok
 end
 
 function Presence:hold(key)
@@ -108,14 +124,21 @@ function Presence:drop(key)
   self.r:call("ZREM", zkey(key), self.url)
 end
 
+-- -> whether Redis took them all
 function Presence:refresh()
-  for key in pairs(self.held) do self:announce(key) end
+  for key in pairs(self.held) do
+    if not self:announce(key) then return false end
+  end
+  return true
 end
 
 -- { tun = a forwarder to a server holding key, forwarded = true }, or { err = why there is none }
 function Presence:forwarder(key)
   local urls, err = self.r:call("ZRANGEBYSCORE", zkey(key), relay.time(), "+inf")
-  if not urls then return { err = ("Redis is unreachable to find another server (%s)"):format(err) } end
+  if not urls then
+    self.watch:failed()
+    return { err = ("Redis is unreachable to find another server (%s)"):format(err) }
+  end
   local others = {}
   for _, u in ipairs(urls) do
     if u ~= self.url then others[#others + 1] = u end
