@@ -162,6 +162,7 @@ struct rh_ws {
   size_t max_message;
   size_t max_queued;     /* the backpressure bound */
   const char *error;
+  double last_feed;      /* when bytes last came (coarse monotonic seconds) */
   int code_sent, code_received;
   unsigned is_server : 1;
   unsigned in_message : 1; /* a fragmented data message is under way */
@@ -451,7 +452,7 @@ static void make_ctx(rh_ws *ws) {
    * check would fire first without a reason. */
   wslay_event_config_set_max_recv_msg_length(ws->rx->ctx, UINT64_MAX);
   if (ws->sent_close) wslay_event_shutdown_write(ws->rx->ctx);
-  ws->rx->born = coarse_now();
+  ws->rx->born = ws->last_feed;
 }
 
 static void free_rx(rh_ws *ws) {
@@ -462,9 +463,11 @@ static void free_rx(rh_ws *ws) {
 }
 
 /* At rest (between frames, no message under way, nothing of wslay's to send, not closing), a
- * fresh context would carry on exactly as this one: free it, unless it is younger than rest_after. */
-static void rest(rh_ws *ws) {
-  if (!ws->rx || coarse_now() - ws->rx->born < rest_after || ws->failed || ws->sent_close || ws->code_received || ws->in_message ||
+ * fresh context would carry on exactly as this one: free it, unless it is younger than rest_after
+ * and the peer is busy (its previous bytes came within rest_after). A held socket that only
+ * answers a ping now and then must not keep 8.8 KB from one pong to the next. */
+static void rest(rh_ws *ws, double now, int sparse) {
+  if (!ws->rx || (!sparse && now - ws->rx->born < rest_after) || ws->failed || ws->sent_close || ws->code_received || ws->in_message ||
       ws->rx->in_framed != ws->rx->in_total || wslay_event_get_queued_msg_count(ws->rx->ctx) ||
       !wslay_event_get_read_enabled(ws->rx->ctx) || !wslay_event_get_write_enabled(ws->rx->ctx))
     return;
@@ -519,6 +522,9 @@ int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
     fail(ws, 1008, "peer does not read: outgoing queue full");
     return -1;
   }
+  double now = coarse_now();
+  int sparse = now - ws->last_feed >= rest_after;
+  ws->last_feed = now;
   if (!ws->rx) make_ctx(ws);
   ws->rx->in = in;
   ws->rx->in_len = n;
@@ -535,7 +541,7 @@ int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
   ws->rx->in_len = ws->rx->in_off = 0;
   after_recv(ws, r);
   if (!ws->failed) flush(ws);
-  rest(ws);
+  rest(ws, now, sparse);
   rh_ws_read_paused(ws);
   return ws->failed ? -1 : 0;
 }
