@@ -960,14 +960,26 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(alloc_buf, sizeof alloc_buf);
 }
 
-/* An upgraded connection: whatever arrived goes to the request's consumer as it is. */
+static int tunnel_consumer(const rh_http_conn *c) {
+  return c->req && c->req->events && c->req->events->on_body_chunk;
+}
+
+/* An upgraded connection: whatever arrived goes to the request's consumer as it is. After that
+ * the parse state holds nothing but an empty input buffer, so it goes (outside process(), which
+ * may still be reading it): a held WebSocket or tunnel keeps no buffer while nothing is in flight,
+ * and its next bytes come straight from the shared read buffer (on_read). */
 static void tunnel_deliver(rh_http_conn *c) {
   rh_http_req *r = c->req;
-  if (!c->ps || !c->ps->in.len || !r || !r->events || !r->events->on_body_chunk) return;
-  rh_buf in = c->ps->in;
-  c->ps->in = (rh_buf)RH_BUF_INIT;
-  r->events->on_body_chunk(r, in.data, in.len, r->ud);
-  rh_buf_free(&in);
+  if (c->ps && c->ps->in.len && tunnel_consumer(c)) {
+    rh_buf in = c->ps->in;
+    c->ps->in = (rh_buf)RH_BUF_INIT;
+    r->events->on_body_chunk(r, in.data, in.len, r->ud);
+    rh_buf_free(&in);
+  }
+  if (c->ps && !c->ps->in.len && !c->in_process) {
+    free_ps(c->ps);
+    c->ps = NULL;
+  }
 }
 
 /* Decrypts into the parser's input and sends what the TLS engine has to say (handshake). */
@@ -1008,6 +1020,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   if (n < 0) {
     /* EOF between requests is a normal goodbye; mid-request it aborts the handler */
     close_conn(c);
+    return;
+  }
+  if (c->tunnel && !c->tls && !c->ps && tunnel_consumer(c)) { /* nothing pending: no copy */
+    c->req->events->on_body_chunk(c->req, buf->base, (size_t)n, c->req->ud);
     return;
   }
   if (c->tls) {

@@ -54,10 +54,11 @@ struct rh_lua_ws_session {
   rh_soon *waker;            /* wakes the owner after a foreign call */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
   double last_msg;           /* loop time of the last message from the peer */
-  char close_reason[124];
+  char *close_reason;        /* once closed (at most 123 bytes); NULL before */
   const rh_lua_ws_consumer *consumer; /* a C consumer (the hub, the tunnel), or NULL */
   void *consumer_ud;
-  char going_away[124];      /* server side, non-empty: closed 1001 with this at SIGTERM */
+  const char *going_away;    /* server side, or NULL: closed 1001 with this at SIGTERM; a Lua */
+  int going_ref;             /* string (at most 123 bytes) the registry holds: shared, not copied */
   session *gprev, *gnext;    /* in going_away_list while going_away is set */
   const char *side;          /* "server" or "client" while counted open (ws/open.h) */
 };
@@ -119,7 +120,7 @@ static int push_next(lua_State *L, session *s) {
   lua_pushnil(L);
   lua_pushliteral(L, "closed");
   lua_pushinteger(L, s->close_code);
-  lua_pushstring(L, s->close_reason);
+  lua_pushstring(L, s->close_reason ? s->close_reason : "");
   return 4;
 }
 
@@ -155,7 +156,8 @@ static void set_closed(session *s, int code, const char *reason) {
   if (s->side) rh_ws_open_add(s->side, -1);
   s->side = NULL;
   s->close_code = code;
-  snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
+  s->close_reason = strndup(reason ? reason : "", 123);
+  if (!s->close_reason) abort();
   if (s->consumer && s->consumer->on_closed) s->consumer->on_closed(s->consumer_ud, code, s->close_reason);
 }
 
@@ -409,7 +411,7 @@ static void end_session(rh_task *t, session *s) {
   if (s->engine) rh_ws_free(s->engine);
   if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
   if (s->waker) rh_soon_cancel(s->waker);
-  if (s->going_away[0]) {
+  if (s->going_away) {
     if (s->gprev) s->gprev->gnext = s->gnext;
     else going_away_list = s->gnext;
     if (s->gnext) s->gnext->gprev = s->gprev;
@@ -420,6 +422,8 @@ static void end_session(rh_task *t, session *s) {
   if (u) u->s = NULL;
   lua_pop(L, 1);
   luaL_unref(L, LUA_REGISTRYINDEX, s->ud_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->going_ref);
+  free(s->close_reason);
   free(s);
 }
 
@@ -441,7 +445,7 @@ static session *session_new(rh_task *t, int is_server, size_t max_message) {
   s->engine = rh_ws_new(is_server, max_message, &wh);
   s->last_rx = s->last_msg = rh_now();
   s->task = t;
-  s->ud_ref = LUA_NOREF;
+  s->ud_ref = s->going_ref = LUA_NOREF;
   s->next = t->ext;
   t->ext = s;
   t->on_end = ws_end;
@@ -541,6 +545,9 @@ static session *start_server(rh_task *t, lua_State *L, const char *protocols, co
     rh_headers_add(&h, extra->items[i].name, extra->items[i].name_len, extra->items[i].value, extra->items[i].value_len);
   rh_http_tunnel(r, 101, &h, &server_events, s);
   rh_headers_free(&h);
+  /* The script got its own copy of the fields when its task began (req.headers) and nothing
+   * in C reads them after the 101: the request's copies would only weigh on every held socket. */
+  rh_headers_free(&r->headers);
   push_object(L, s);
   return s;
 }
@@ -587,7 +594,9 @@ static int l_ws_accept(lua_State *L) {
   session *s = start_server(t, L, protocols, &h, max_message, max_queued);
   rh_headers_free(&h);
   if (going && *going) {
-    snprintf(s->going_away, sizeof s->going_away, "%s", going);
+    lua_pushlstring(L, going, strlen(going) < 123 ? strlen(going) : 123);
+    s->going_away = lua_tostring(L, -1);
+    s->going_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->gnext = going_away_list;
     if (going_away_list) going_away_list->gprev = s;
     going_away_list = s;

@@ -136,33 +136,39 @@ int rh_ws_utf8_valid(const char *s, size_t n) {
  * message, straight into `out`: no copy into wslay's queue and none out of it). wslay's context
  * is 8.8 KB of buffers, so it exists only while the peer is mid-frame or mid-message, or has
  * been sending within the last second: at rest between frames after that it is freed, and made
- * anew when bytes come (see rest). A relay's thousands of quiet connections then cost only this
- * struct, and a busy one does not pay for a new context per message (~170 ns each). */
-struct rh_ws {
-  wslay_event_context_ptr ctx; /* NULL at rest */
+ * anew when bytes come (see rest). A busy connection does not pay for a new context per message
+ * (~170 ns each). What only a frame being read needs lives beside the context (rh_ws_rx), so a
+ * relay's thousands of quiet connections cost only the small struct rh_ws. */
+typedef struct {
+  wslay_event_context_ptr ctx;
   uint64_t in_total;     /* bytes handed to this ctx */
   uint64_t in_framed;    /* of those, the bytes of frames it has finished */
   uint64_t frame_hdr;    /* header length of the frame being received */
-  int in_message;        /* a fragmented data message is under way */
-  double ctx_born;       /* when ctx was made (coarse monotonic seconds) */
-  int is_server;
-  size_t max_message;
-  size_t max_queued;     /* the backpressure bound */
-  int paused;            /* the caller was told to stop reading */
-  rh_ws_handlers h;
+  uint64_t frame_len;
+  double born;           /* when ctx was made (coarse monotonic seconds) */
   const char *in;        /* what rh_ws_feed is handing to wslay */
   size_t in_len, in_off;
-  rh_buf out;            /* frames serialized by wslay (or by us), not yet taken */
-  int discard;           /* wslay's output goes nowhere (see refusal_code) */
-  rh_buf msg;            /* the data message being reassembled */
   int frame_op;          /* opcode of the frame being received */
-  uint64_t frame_len;
-  char ctrl[125];        /* payload of the control frame being received */
+  int discard;           /* wslay's output goes nowhere (see refusal_code) */
   size_t ctrl_len;
-  int failed;
+  char ctrl[125];        /* payload of the control frame being received */
+} rh_ws_rx;
+
+struct rh_ws {
+  rh_ws_rx *rx;          /* NULL at rest */
+  rh_ws_handlers h;
+  rh_buf out;            /* frames serialized by wslay (or by us), not yet taken */
+  rh_buf msg;            /* the data message being reassembled */
+  size_t max_message;
+  size_t max_queued;     /* the backpressure bound */
   const char *error;
-  int sent_close;        /* a close frame is in the output (ours or wslay's) */
+  double last_feed;      /* when bytes last came (coarse monotonic seconds) */
   int code_sent, code_received;
+  unsigned is_server : 1;
+  unsigned in_message : 1; /* a fragmented data message is under way */
+  unsigned paused : 1;     /* the caller was told to stop reading */
+  unsigned failed : 1;
+  unsigned sent_close : 1; /* a close frame is in the output (ours or wslay's) */
 };
 
 /* Above this, a buffer is given back after use instead of kept for the next message. */
@@ -171,16 +177,16 @@ struct rh_ws {
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                        void *ud) {
   rh_ws *ws = ud;
-  size_t avail = ws->in_len - ws->in_off;
+  size_t avail = ws->rx->in_len - ws->rx->in_off;
   (void)flags;
   if (!avail) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
   if (len > avail) len = avail;
-  memcpy(buf, ws->in + ws->in_off, len);
-  ws->in_off += len;
-  ws->in_total += len;
+  memcpy(buf, ws->rx->in + ws->rx->in_off, len);
+  ws->rx->in_off += len;
+  ws->rx->in_total += len;
   return (ssize_t)len;
 }
 
@@ -190,7 +196,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *ud) {
   rh_ws *ws = ud;
   (void)ctx, (void)flags;
-  if (!ws->discard) rh_buf_append(&ws->out, data, len);
+  if (!ws->rx->discard) rh_buf_append(&ws->out, data, len);
   return (ssize_t)len;
 }
 
@@ -201,11 +207,11 @@ static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, voi
 
 /* What wslay wants to send of its own (pongs, the echo of the peer's close). */
 static void flush(rh_ws *ws) {
-  if (!ws->ctx) return;
-  wslay_event_send(ws->ctx);
-  if (!ws->sent_close && wslay_event_get_close_sent(ws->ctx)) {
+  if (!ws->rx) return;
+  wslay_event_send(ws->rx->ctx);
+  if (!ws->sent_close && wslay_event_get_close_sent(ws->rx->ctx)) {
     ws->sent_close = 1;
-    ws->code_sent = wslay_event_get_status_code_sent(ws->ctx);
+    ws->code_sent = wslay_event_get_status_code_sent(ws->rx->ctx);
   }
 }
 
@@ -258,7 +264,7 @@ static void write_frame(rh_ws *ws, int opcode, const char *p, size_t n) {
 static void write_close(rh_ws *ws, int code, const char *reason, size_t rlen) {
   char pl[125];
   size_t n = 0;
-  if (ws->ctx) wslay_event_shutdown_write(ws->ctx);
+  if (ws->rx) wslay_event_shutdown_write(ws->rx->ctx);
   if (code) {
     if (rlen > sizeof pl - 2) rlen = sizeof pl - 2;
     pl[0] = (char)(code >> 8);
@@ -277,9 +283,9 @@ static void fail(rh_ws *ws, int code, const char *why) {
   if (ws->failed) return;
   ws->failed = 1;
   ws->error = why;
-  if (ws->ctx) wslay_event_shutdown_read(ws->ctx);
+  if (ws->rx) wslay_event_shutdown_read(ws->rx->ctx);
   if (!ws->sent_close) write_close(ws, code, why, strlen(why));
-  else if (ws->ctx) wslay_event_shutdown_write(ws->ctx);
+  else if (ws->rx) wslay_event_shutdown_write(ws->rx->ctx);
   rh_buf_free(&ws->msg);
 }
 
@@ -315,7 +321,7 @@ static void peer_close(rh_ws *ws, const char *p, size_t n, int echoed) {
     rlen = n - 2;
   }
   ws->code_received = code;
-  wslay_event_shutdown_read(ws->ctx);
+  wslay_event_shutdown_read(ws->rx->ctx);
   if (!echoed && !ws->sent_close) write_close(ws, code == 1005 ? 0 : code, reason, rlen);
   rh_buf_free(&ws->msg);
   if (ws->h.on_close) ws->h.on_close(ws->h.ud, code, reason, rlen);
@@ -339,12 +345,12 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *arg, void *ud) {
   rh_ws *ws = ud;
   (void)ctx;
-  ws->frame_op = arg->opcode;
-  ws->frame_len = arg->payload_length;
-  ws->frame_hdr = 2 + (arg->payload_length < 126 ? 0 : arg->payload_length <= 0xFFFF ? 2 : 8) +
+  ws->rx->frame_op = arg->opcode;
+  ws->rx->frame_len = arg->payload_length;
+  ws->rx->frame_hdr = 2 + (arg->payload_length < 126 ? 0 : arg->payload_length <= 0xFFFF ? 2 : 8) +
                   (ws->is_server ? 4 : 0); /* wslay refuses other length encodings and masks */
   if (!(arg->opcode & 8)) ws->in_message = !arg->fin;
-  ws->ctrl_len = 0;
+  ws->rx->ctrl_len = 0;
   if (ws->failed || (arg->opcode & 8)) return;
   if (arg->payload_length > ws->max_message - ws->msg.len) fail(ws, 1009, "message too big");
 }
@@ -354,11 +360,11 @@ static void frame_chunk_cb(wslay_event_context_ptr ctx,
   rh_ws *ws = ud;
   (void)ctx;
   if (ws->failed) return;
-  if (ws->frame_op & 8) {
+  if (ws->rx->frame_op & 8) {
     size_t n = arg->data_length;
-    if (n > sizeof ws->ctrl - ws->ctrl_len) n = sizeof ws->ctrl - ws->ctrl_len;
-    memcpy(ws->ctrl + ws->ctrl_len, arg->data, n);
-    ws->ctrl_len += n;
+    if (n > sizeof ws->rx->ctrl - ws->rx->ctrl_len) n = sizeof ws->rx->ctrl - ws->rx->ctrl_len;
+    memcpy(ws->rx->ctrl + ws->rx->ctrl_len, arg->data, n);
+    ws->rx->ctrl_len += n;
     return;
   }
   rh_buf_append(&ws->msg, arg->data, arg->data_length);
@@ -367,7 +373,7 @@ static void frame_chunk_cb(wslay_event_context_ptr ctx,
 static void frame_end_cb(wslay_event_context_ptr ctx, void *ud) {
   rh_ws *ws = ud;
   (void)ctx;
-  ws->in_framed += ws->frame_hdr + ws->frame_len;
+  ws->rx->in_framed += ws->rx->frame_hdr + ws->rx->frame_len;
 }
 
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -384,12 +390,12 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
  * that frame into nothing to learn its code, and fail with the same code and a reason. */
 static void fail_as_wslay_did(rh_ws *ws) {
   int code = 0;
-  ws->discard = 1;
-  wslay_event_send(ws->ctx);
-  ws->discard = 0;
-  if (wslay_event_get_close_sent(ws->ctx)) code = wslay_event_get_status_code_sent(ws->ctx);
+  ws->rx->discard = 1;
+  wslay_event_send(ws->rx->ctx);
+  ws->rx->discard = 0;
+  if (wslay_event_get_close_sent(ws->rx->ctx)) code = wslay_event_get_status_code_sent(ws->rx->ctx);
   if (code == 1007)
-    fail(ws, code, ws->frame_op == RH_WS_CLOSE ? "invalid UTF-8 in close reason"
+    fail(ws, code, ws->rx->frame_op == RH_WS_CLOSE ? "invalid UTF-8 in close reason"
                                                : "invalid UTF-8 in text message");
   else if (code == 1009)
     fail(ws, code, "message too big");
@@ -404,11 +410,11 @@ static void after_recv(rh_ws *ws, int r) {
     fail(ws, 1002, "malformed frame"); /* wslay's framing refused a header */
   } else if (r < 0) {
     fail(ws, 1011, "out of memory");
-  } else if (!wslay_event_get_read_enabled(ws->ctx)) {
+  } else if (!wslay_event_get_read_enabled(ws->rx->ctx)) {
     /* wslay judges close frames by an older code list and checks a close reason's UTF-8
      * wrongly when the frame arrives in pieces: with the whole payload, we judge it. */
-    if (ws->frame_op == RH_WS_CLOSE && ws->ctrl_len == ws->frame_len)
-      peer_close(ws, ws->ctrl, ws->ctrl_len, 0);
+    if (ws->rx->frame_op == RH_WS_CLOSE && ws->rx->ctrl_len == ws->rx->frame_len)
+      peer_close(ws, ws->rx->ctrl, ws->rx->ctrl_len, 0);
     else if (ws->sent_close)
       fail(ws, 1002, "protocol error"); /* no close goes out, so its code does not matter */
     else
@@ -436,27 +442,36 @@ static double coarse_now(void) {
 }
 
 static void make_ctx(rh_ws *ws) {
-  int r = ws->is_server ? wslay_event_context_server_init(&ws->ctx, &callbacks, ws)
-                        : wslay_event_context_client_init(&ws->ctx, &callbacks, ws);
+  ws->rx = calloc(1, sizeof *ws->rx);
+  if (!ws->rx) abort();
+  int r = ws->is_server ? wslay_event_context_server_init(&ws->rx->ctx, &callbacks, ws)
+                        : wslay_event_context_client_init(&ws->rx->ctx, &callbacks, ws);
   if (r != 0) abort(); /* only fails for lack of memory */
-  wslay_event_config_set_no_buffering(ws->ctx, 1);
+  wslay_event_config_set_no_buffering(ws->rx->ctx, 1);
   /* Our own check in frame_start_cb bounds whole messages and says why; wslay's per-frame
    * check would fire first without a reason. */
-  wslay_event_config_set_max_recv_msg_length(ws->ctx, UINT64_MAX);
-  if (ws->sent_close) wslay_event_shutdown_write(ws->ctx);
-  ws->in_total = ws->in_framed = 0;
-  ws->ctx_born = coarse_now();
+  wslay_event_config_set_max_recv_msg_length(ws->rx->ctx, UINT64_MAX);
+  if (ws->sent_close) wslay_event_shutdown_write(ws->rx->ctx);
+  ws->rx->born = ws->last_feed;
+}
+
+static void free_rx(rh_ws *ws) {
+  if (!ws->rx) return;
+  wslay_event_context_free(ws->rx->ctx);
+  free(ws->rx);
+  ws->rx = NULL;
 }
 
 /* At rest (between frames, no message under way, nothing of wslay's to send, not closing), a
- * fresh context would carry on exactly as this one: free it, unless it is younger than rest_after. */
-static void rest(rh_ws *ws) {
-  if (!ws->ctx || coarse_now() - ws->ctx_born < rest_after || ws->failed || ws->sent_close || ws->code_received || ws->in_message ||
-      ws->in_framed != ws->in_total || wslay_event_get_queued_msg_count(ws->ctx) ||
-      !wslay_event_get_read_enabled(ws->ctx) || !wslay_event_get_write_enabled(ws->ctx))
+ * fresh context would carry on exactly as this one: free it, unless it is younger than rest_after
+ * and the peer is busy (its previous bytes came within rest_after). A held socket that only
+ * answers a ping now and then must not keep 8.8 KB from one pong to the next. */
+static void rest(rh_ws *ws, double now, int sparse) {
+  if (!ws->rx || (!sparse && now - ws->rx->born < rest_after) || ws->failed || ws->sent_close || ws->code_received || ws->in_message ||
+      ws->rx->in_framed != ws->rx->in_total || wslay_event_get_queued_msg_count(ws->rx->ctx) ||
+      !wslay_event_get_read_enabled(ws->rx->ctx) || !wslay_event_get_write_enabled(ws->rx->ctx))
     return;
-  wslay_event_context_free(ws->ctx);
-  ws->ctx = NULL;
+  free_rx(ws);
 }
 
 rh_ws *rh_ws_new(int is_server, size_t max_message, const rh_ws_handlers *h) {
@@ -471,7 +486,7 @@ rh_ws *rh_ws_new(int is_server, size_t max_message, const rh_ws_handlers *h) {
 
 void rh_ws_free(rh_ws *ws) {
   if (!ws) return;
-  if (ws->ctx) wslay_event_context_free(ws->ctx);
+  free_rx(ws);
   rh_buf_free(&ws->out);
   rh_buf_free(&ws->msg);
   free(ws);
@@ -502,28 +517,31 @@ static int overfed(rh_ws *ws, size_t n) {
 
 int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
   if (ws->failed) return -1;
-  if (ws->code_received || (ws->ctx && !wslay_event_get_read_enabled(ws->ctx))) return 0;
+  if (ws->code_received || (ws->rx && !wslay_event_get_read_enabled(ws->rx->ctx))) return 0;
   if (overfed(ws, n)) {
     fail(ws, 1008, "peer does not read: outgoing queue full");
     return -1;
   }
-  if (!ws->ctx) make_ctx(ws);
-  ws->in = in;
-  ws->in_len = n;
-  ws->in_off = 0;
+  double now = coarse_now();
+  int sparse = now - ws->last_feed >= rest_after;
+  ws->last_feed = now;
+  if (!ws->rx) make_ctx(ws);
+  ws->rx->in = in;
+  ws->rx->in_len = n;
+  ws->rx->in_off = 0;
   int r;
   size_t before;
   /* One call normally takes everything; loop in case wslay stops early with input left. */
   do {
-    before = ws->in_off;
-    r = wslay_event_recv(ws->ctx);
-  } while (r == 0 && !ws->failed && wslay_event_get_read_enabled(ws->ctx) &&
-           ws->in_off < ws->in_len && ws->in_off != before);
-  ws->in = NULL;
-  ws->in_len = ws->in_off = 0;
+    before = ws->rx->in_off;
+    r = wslay_event_recv(ws->rx->ctx);
+  } while (r == 0 && !ws->failed && wslay_event_get_read_enabled(ws->rx->ctx) &&
+           ws->rx->in_off < ws->rx->in_len && ws->rx->in_off != before);
+  ws->rx->in = NULL;
+  ws->rx->in_len = ws->rx->in_off = 0;
   after_recv(ws, r);
   if (!ws->failed) flush(ws);
-  rest(ws);
+  rest(ws, now, sparse);
   rh_ws_read_paused(ws);
   return ws->failed ? -1 : 0;
 }

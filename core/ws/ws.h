@@ -103,7 +103,9 @@ int rh_ws_read_paused(rh_ws *ws);
 size_t rh_ws_backlog(const rh_ws *ws);
 
 /* How long wslay's context is kept after it was made before a connection at rest between
- * frames gives it back (default 1 s; the fuzzer and tests use 0 to go through every path). */
+ * frames gives it back, while the peer keeps sending: a peer whose bytes come further apart than
+ * this (a pong now and then) gives it back at once (default 1 s; the fuzzer and tests use 0 to go
+ * through every path). */
 void rh_ws_rest_after(double seconds);
 
 /* Bytes from the peer, any split. Calls the handlers for what they complete. 0, or -1 once the
