@@ -1,7 +1,6 @@
 #include "http/trace.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/random.h>
@@ -30,12 +29,26 @@ static uint64_t next_random(void) {
   return s * 0x2545F4914F6CDD1DULL;
 }
 
+/* Eight lower-case hex digits of x, all at once (SWAR): one nibble per byte, then '0'+n, plus
+ * 'a'-'0'-10 where n > 9. The digits come out in little-endian nibble order, which does not
+ * matter for random ids; a non-zero x never gives "00000000". */
+static void hex8(uint32_t x, char *out) {
+  uint64_t v = x;
+  v = (v | v << 16) & 0x0000FFFF0000FFFFULL;
+  v = (v | v << 8) & 0x00FF00FF00FF00FFULL;
+  v = (v | v << 4) & 0x0F0F0F0F0F0F0F0FULL;
+  uint64_t over9 = ((v + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+  v += 0x3030303030303030ULL + over9 * ('a' - '0' - 10);
+  memcpy(out, &v, 8);
+}
+
+/* digits is a multiple of 16: one 64-bit draw (never 0, xorshift64* is a bijection of a
+ * non-zero state) per 16 digits, so no id is all zeros. */
 static void random_hex(char *out, size_t digits) {
-  static const char hex[] = "0123456789abcdef";
-  uint64_t v = 0;
-  for (size_t i = 0; i < digits; i++, v >>= 4) {
-    if (i % 16 == 0) v = next_random();
-    out[i] = hex[v & 15];
+  for (size_t i = 0; i < digits; i += 16) {
+    uint64_t v = next_random();
+    hex8((uint32_t)v, out + i);
+    hex8((uint32_t)(v >> 32), out + i + 8);
   }
   out[digits] = 0;
 }
@@ -78,7 +91,14 @@ void rh_trace_begin(rh_trace *t, const rh_headers *h) {
 }
 
 void rh_trace_header(const rh_trace *t, char out[RH_TRACEPARENT_LEN + 1]) {
-  snprintf(out, RH_TRACEPARENT_LEN + 1, "00-%s-%s-%s", t->trace_id, t->span_id, t->flags);
+  /* by hand, not snprintf: this runs for every request */
+  memcpy(out, "00-", 3);
+  memcpy(out + 3, t->trace_id, 32);
+  out[35] = '-';
+  memcpy(out + 36, t->span_id, 16);
+  out[52] = '-';
+  memcpy(out + 53, t->flags, 2);
+  out[55] = 0;
 }
 
 void rh_trace_apply(const rh_trace *t, rh_headers *out) {
@@ -86,5 +106,5 @@ void rh_trace_apply(const rh_trace *t, rh_headers *out) {
   rh_headers_remove(out, "traceparent");
   if (!t->from_client) rh_headers_remove(out, "tracestate");
   rh_trace_header(t, tp);
-  rh_headers_add(out, "traceparent", 11, tp, strlen(tp));
+  rh_headers_add(out, "traceparent", 11, tp, RH_TRACEPARENT_LEN);
 }

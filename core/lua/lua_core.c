@@ -42,6 +42,8 @@ static int l_route_add(lua_State *L) {
   ri->proxy = proxy;
   ri->websocket = lua_isstring(L, 5) ? strdup(lua_tostring(L, 5)) : NULL;
   ri->listener = strdup(listener);
+  ri->secret_params = 0;
+  ri->secret_params_known = 0;
   g->nroutes = (size_t)idx;
   if (!g->handlers_ref) {
     lua_newtable(L);
@@ -325,12 +327,23 @@ static int route_serves(const rh_route_info *ri, const rh_http_req *r) {
 
 /* Route parameters named as secrets (/hooks/:token, /v1/relay/:key/…) are hidden in the access
  * log, by the rule every log field follows (core/log). */
-static void hide_secret_params(rh_http_req *r, const rh_route_match *m) {
+static unsigned secret_params(rh_route_info *ri, const rh_route_match *m) {
+  if (!ri->secret_params_known) {
+    for (size_t i = 0; i < m->nparams; i++)
+      if (rh_log_is_secret_key(m->params[i].name, m->params[i].name_len)) ri->secret_params |= 1u << i;
+    ri->secret_params_known = 1;
+  }
+  return ri->secret_params;
+}
+
+static void hide_secret_params(rh_http_req *r, rh_route_info *ri, const rh_route_match *m) {
+  unsigned secret = secret_params(ri, m);
+  if (!secret) return;
   size_t at = 0;
   for (size_t i = 0; i < m->nparams; i++) {
     const rh_route_param *p = &m->params[i];
     if (p->value < r->path + at || p->value > r->path + r->path_len) continue;
-    if (!rh_log_is_secret_key(p->name, p->name_len)) continue;
+    if (!(secret & 1u << i)) continue;
     size_t off = (size_t)(p->value - r->path);
     rh_buf_append(&r->log_path, r->path + at, off - at);
     rh_buf_puts(&r->log_path, "[redacted]");
@@ -351,8 +364,8 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
   } else if (!route_serves(&g->routes[m.handler], r)) {
     respond_text(r, 404, "Not Found\n");
   } else {
-    const rh_route_info *ri = &g->routes[m.handler];
-    hide_secret_params(r, &m);
+    rh_route_info *ri = &g->routes[m.handler];
+    hide_secret_params(r, ri, &m);
     if (ri->max_body) r->max_body = ri->max_body;
     if (r->content_length != UINT64_MAX && r->content_length > r->max_body) {
       rh_http_reject(r, 413, "request body over the limit");

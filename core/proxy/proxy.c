@@ -67,6 +67,9 @@ typedef struct {
   int queued, slot;         /* waiting for a connection slot at to; holding one */
   uv_timer_t timer;
   timer_kind timer_kind;
+  uv_timer_cb timer_cb;     /* what runs at the deadline */
+  uint64_t timer_due;       /* the deadline, in loop milliseconds */
+  uint64_t timer_armed;     /* when the timer is armed for: never after timer_due */
   int attempt;
   rh_buf head;              /* the upstream request head, kept for retries */
   rh_buf replay;            /* the request body so far, while small enough to send again */
@@ -565,10 +568,32 @@ static void fail(call *c, int status, const char *event, const char *reason) {
 
 /* ---- timers ---- */
 
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(call *c, uint64_t now) {
+  c->timer_armed = c->timer_due;
+  uv_timer_start(&c->timer, on_timer, c->timer_due - now, 0);
+}
+
+/* Lazy, as libuv and nginx do it: a deadline that moves later (every read pushes the read
+ * timeout on) is only stored, and the timer, armed no later than it, re-arms for the rest when
+ * it fires. A uv_timer_start is a timer-heap removal and insertion, several a request. */
 static void set_timer(call *c, timer_kind k, double seconds, uv_timer_cb cb) {
   c->timer_kind = k;
   if (k == T_NONE) { uv_timer_stop(&c->timer); return; }
-  uv_timer_start(&c->timer, cb, (uint64_t)(seconds * 1000), 0);
+  uint64_t now = uv_now(c->timer.loop);
+  c->timer_cb = cb;
+  c->timer_due = now + (uint64_t)(seconds * 1000);
+  if (uv_is_active((uv_handle_t *)&c->timer) && c->timer_armed <= c->timer_due) return;
+  arm_timer(c, now);
+}
+
+static void on_timer(uv_timer_t *t) {
+  call *c = t->data;
+  uint64_t now = uv_now(t->loop);
+  if (c->timer_kind == T_NONE) return;
+  if (now < c->timer_due) { arm_timer(c, now); return; }
+  c->timer_cb(t);
 }
 
 /* retry_methods: only the methods it names are sent again (NULL: all, as the original). */
