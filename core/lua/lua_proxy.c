@@ -318,8 +318,87 @@ static int call_hook(hook_ctx *h, int ref, int nresults, const char *which) {
   return -1;
 }
 
-static void read_back_headers(lua_State *L, int t, rh_headers *h) {
+/* The table key a pushed field has: its name lowercased (rh_lua_push_headers). */
+static int is_key_of(const char *k, size_t klen, const rh_header *f) {
+  if (klen != f->name_len) return 0;
+  for (size_t i = 0; i < klen; i++) {
+    char c = f->name[i];
+    if (k[i] != (c >= 'A' && c <= 'Z' ? c + 32 : c)) return 0;
+  }
+  return 1;
+}
+
+/* The field of h whose key is k: its index, -1 none, -2 more than one (a repeated field, whose
+ * values live in the side table: the full read handles it). */
+static long field_of(const rh_headers *h, const char *k, size_t klen) {
+  long at = -1;
+  for (size_t i = 0; i < h->n; i++) {
+    if (!is_key_of(k, klen, &h->items[i])) continue;
+    if (at >= 0) return -2;
+    at = (long)i;
+  }
+  return at;
+}
+
+/* The table's new and changed fields, pointing into its strings (alive while it is). */
+typedef struct {
+  const char *k, *v;
+  size_t klen, vlen;
+} change;
+
+#define MAX_SEEN 64 /* fields compared; a larger head takes the full read */
+
+/* One entry of the hook's table (key, value on top) against h: an unchanged field is marked in
+ * kept, a valid change goes to ch[*nch]; 0, or -1 for what only the full read decides (a list
+ * value, a repeated name, an invalid one: it gives the message). A boolean is no field. */
+static int classify(lua_State *L, const rh_headers *h, unsigned char *kept, change *ch, size_t *nch) {
+  int vt = lua_type(L, -1);
+  if (lua_type(L, -2) != LUA_TSTRING || vt == LUA_TBOOLEAN) return 0;
+  if (vt != LUA_TSTRING && vt != LUA_TNUMBER) return -1;
+  change c;
+  c.k = lua_tolstring(L, -2, &c.klen);
+  c.v = lua_tolstring(L, -1, &c.vlen);
+  long at = field_of(h, c.k, c.klen);
+  if (at == -2) return -1;
+  const rh_header *f = at >= 0 ? &h->items[at] : NULL;
+  if (f && f->value_len == c.vlen && memcmp(f->value, c.v, c.vlen) == 0) {
+    kept[at] = 1;
+    return 0;
+  }
+  if (*nch == MAX_SEEN || (!f && !rh_http_is_token(c.k, c.klen)) || !rh_http_is_field_value(c.v, c.vlen)) return -1;
+  ch[(*nch)++] = c;
+  return 0;
+}
+
+/* h keeps the fields the table holds unchanged, in order (their bytes stay in its arena), and
+ * gets the new and changed ones after them. 0, or -1 (nothing changed) for the full read. */
+static int apply_changes(lua_State *L, int t, rh_headers *h) {
+  unsigned char kept[MAX_SEEN] = { 0 };
+  change ch[MAX_SEEN];
+  size_t nch = 0, n = 0;
+  if (h->n > MAX_SEEN) return -1;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int rc = classify(L, h, kept, ch, &nch);
+    lua_pop(L, 1);
+    if (rc < 0) { lua_pop(L, 1); return -1; }
+  }
+  for (size_t i = 0; i < h->n; i++)
+    if (kept[i]) h->items[n++] = h->items[i];
+  h->n = n;
+  for (size_t i = 0; i < nch; i++) rh_headers_add(h, ch[i].k, ch[i].klen, ch[i].v, ch[i].vlen);
+  return 0;
+}
+
+/* What the hook left in head.headers back into h. The table pushed (at pushed) is compared
+ * with h, so that only what the hook changed is checked and copied: most fields come back as
+ * they went. A table of its own, a list value or a repeated name takes the full read. */
+static void read_back_headers(lua_State *L, int t, int pushed, rh_headers *h) {
   lua_getfield(L, t, "headers");
+  if (lua_rawequal(L, -1, pushed) && apply_changes(L, pushed, h) == 0) {
+    lua_pop(L, 1);
+    return;
+  }
   rh_headers fresh = RH_HEADERS_INIT;
   if (rh_lua_read_headers(L, -1, &fresh) == 0) {
     rh_headers_free(h);
@@ -349,8 +428,10 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   apply_access(h, head);
   if (h->p->on_request == LUA_NOREF) return 0;
   lua_State *L = h->gen->L;
+  rh_lua_push_headers(L, head->headers);
+  int pushed = lua_gettop(L);
   lua_createtable(L, 0, 6);
-  int t = lua_gettop(L);
+  int t = pushed + 1;
   lua_pushstring(L, head->method);
   lua_setfield(L, t, "method");
   lua_pushstring(L, head->target);
@@ -359,12 +440,12 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   lua_setfield(L, t, "peer");
   lua_pushstring(L, head->req->id);
   lua_setfield(L, t, "id");
-  rh_lua_push_headers(L, head->headers);
+  lua_pushvalue(L, pushed);
   lua_setfield(L, t, "headers");
   int status = 0;
   if (call_hook(h, h->p->on_request, 3, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     return 500;
   }
   if (lua_isnumber(L, -3)) { /* return status, body, headers: answer here */
@@ -386,9 +467,9 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
     const char *p = (lua_getfield(L, t, "path"), lua_tostring(L, -1));
     if (p) { free(head->target); head->target = strdup(p); }
     lua_pop(L, 1);
-    read_back_headers(L, t, head->headers);
+    read_back_headers(L, t, pushed, head->headers);
   }
-  lua_pop(L, 4);
+  lua_pop(L, 5);
   return status;
 }
 
@@ -396,11 +477,13 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   hook_ctx *h = ud;
   if (h->p->on_response == LUA_NOREF) return;
   lua_State *L = h->gen->L;
+  rh_lua_push_headers(L, head->headers);
+  int pushed = lua_gettop(L);
   lua_createtable(L, 0, 3);
-  int t = lua_gettop(L);
+  int t = pushed + 1;
   lua_pushinteger(L, head->status);
   lua_setfield(L, t, "status");
-  rh_lua_push_headers(L, head->headers);
+  lua_pushvalue(L, pushed);
   lua_setfield(L, t, "headers");
   lua_pushstring(L, head->req->id);
   lua_setfield(L, t, "id");
@@ -408,11 +491,11 @@ static void hook_response(void *ud, rh_proxy_head *head) {
     lua_getfield(L, t, "status");
     if (lua_isnumber(L, -1)) head->status = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    read_back_headers(L, t, head->headers);
+    read_back_headers(L, t, pushed, head->headers);
   } else {
     head->status = -1; /* what it meant to strip must not pass: 500 */
   }
-  lua_pop(L, 1);
+  lua_pop(L, 2);
 }
 
 static char *hook_cookie(void *ud, const char *cookie) {

@@ -1,0 +1,98 @@
+-- What on_request / on_response hooks see and leave in head.headers (README "Prefix proxy";
+-- issue 17 reads back only what a hook changed): an unchanged field passes as it came,
+-- repeated fields keep every value in order, nil removes, names are case-insensitive, a list
+-- value is sent as repeated fields, a new table replaces the head's fields. The origin
+-- (spec/fixtures/raw_origin.lua) records what it received and answers /…/reply?r=… with r.
+local helpers = require "helpers"
+local start_origin = require("raw_origin").start
+
+local function enc(s) return (s:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)) end
+local function reply(mount, fields)
+  local raw = ("HTTP/1.1 200 OK\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n"):format(fields)
+  return mount .. "/reply?r=" .. enc(raw)
+end
+local function fields_named(res, name)
+  local out = {}
+  for _, f in ipairs(res.raw_headers) do if f[1]:lower() == name then out[#out + 1] = f[2] end end
+  return out
+end
+
+describe("prefix proxy hook headers", function()
+  local origin, proxy
+
+  setup(function()
+    origin = start_origin()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/hooks.lua", ([[
+local relay = require "relay"
+local app = relay.new { name = "hooks" }
+local up = "http://127.0.0.1:%d"
+app:mount("/edit", relay.proxy { target_base_url = up,
+  on_request = function(head)
+    local names = {}
+    for k in pairs(head.headers) do names[#names + 1] = k end
+    table.sort(names)
+    head.headers["x-names"] = table.concat(names, ",")
+    head.headers["X-Changed"] = (head.headers["X-CHANGED"] or "") .. "+hook"
+    head.headers["x-gone"] = nil
+    head.headers["x-num"] = 42
+    head.headers["x-list"] = { "l1", "l2" }
+  end,
+  on_response = function(head)
+    head.headers["x-debug-info"] = nil
+    head.headers["X-Added"] = "yes"
+    head.headers["x-seen-cookies"] = table.concat(head.headers:all("set-cookie"), "|")
+  end })
+app:mount("/cookie", relay.proxy { target_base_url = up,
+  on_response = function(head) head.headers["set-cookie"] = "only=1" end })
+app:mount("/fresh", relay.proxy { target_base_url = up,
+  on_request = function(head) head.headers = { ["x-only"] = "1", host = head.headers.host } end })
+return app
+]]):format(origin.port))
+    proxy = helpers.start(dir .. "/hooks.lua")
+  end)
+
+  teardown(function()
+    origin:stop()
+    if proxy then assert.equal(0, proxy:stop(), proxy:log():sub(-3000)) end
+  end)
+  before_each(function() origin:take(0.05) end)
+
+  it("on_request: reads any spelling, sees every field, changes, removes, adds; the rest passes as it came", function()
+    local res = proxy:get("/edit/x", { ["X-Changed"] = "old", ["x-gone"] = "bye", ["X-Kept-Case"] = "same" })
+    assert.equal(200, res.status)
+    local seen = origin:heads()
+    assert.equal(1, #seen)
+    local h = seen[1]
+    assert.matches("\r\n[Xx]%-[Cc]hanged: old%+hook\r\n", h)
+    assert.is_nil(h:lower():find("\r\nx-gone:", 1, true))
+    assert.matches("\r\n[Xx]%-[Nn]um: 42\r\n", h)
+    assert.matches("\r\n[Xx]%-[Ll]ist: l1\r\n[Xx]%-[Ll]ist: l2\r\n", h)
+    assert.matches("\r\n[Xx]%-[Kk]ept%-[Cc]ase: same\r\n", h)
+    assert.matches("\r\n[Xx]%-[Nn]ames: [^\r]*x%-changed,[^\r]*x%-gone,[^\r]*x%-kept%-case", h)
+    assert.equal(1, select(2, h:lower():gsub("\r\nx%-changed:", "")))
+  end)
+
+  it("on_response: repeated fields keep every value in order while others change", function()
+    local res = proxy:get(reply("/edit", "Set-Cookie: a=1\r\nX-Debug-Info: secret\r\nSet-Cookie: b=2\r\n"))
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    assert.same({ "a=1", "b=2" }, fields_named(res, "set-cookie"))
+    assert.same({}, fields_named(res, "x-debug-info"))
+    assert.same({ "yes" }, fields_named(res, "x-added"))
+    assert.same({ "a=1|b=2" }, fields_named(res, "x-seen-cookies"))
+  end)
+
+  it("on_response: a repeated field set to one value goes out once", function()
+    local res = proxy:get(reply("/cookie", "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n"))
+    assert.equal(200, res.status)
+    assert.same({ "only=1" }, fields_named(res, "set-cookie"))
+  end)
+
+  it("on_request: a new headers table replaces the client's fields", function()
+    local res = proxy:get("/fresh/x", { ["x-client"] = "c" })
+    assert.equal(200, res.status)
+    local h = origin:heads()[1]
+    assert.matches("\r\n[Xx]%-[Oo]nly: 1\r\n", h)
+    assert.is_nil(h:lower():find("x-client", 1, true))
+  end)
+end)
