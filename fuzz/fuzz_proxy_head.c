@@ -163,13 +163,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   rh_trace_begin(&r.trace, &r.headers); /* as the server does: fuzzed traceparents too */
   hook_parts hp = { method, path };
-  rh_proxy_hooks hooks = { hook_request, NULL, NULL, NULL, &hp };
+  rh_proxy_hooks hooks = { .on_request = hook_request, .ud = &hp };
   rh_buf out = RH_BUF_INIT;
   char *body = NULL;
   int chunked = 0;
   rh_headers answer = RH_HEADERS_INIT;
   rh_proxy_upstream up; /* the mount's one upstream: its Host, as the proxy sends it */
-  rh_proxy_conf_upstream(conf(), &up);
+  rh_proxy_conf_upstream(conf(), NULL, &up);
   int status = rh_proxy_build_head(conf(), &r, hooked ? &hooks : NULL, up.host_header, NULL, &out, &chunked, &body,
                                    &answer);
   if (status) {
