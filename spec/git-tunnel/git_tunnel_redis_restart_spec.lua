@@ -16,12 +16,7 @@ local AUTH = { authorization = "Basic YWxpY2U6c2VjcmV0" } -- alice:secret, the g
 describe("git tunnel when Redis restarts empty", function()
   local dir, web, redis, s1, s2, new_pid
 
-  local function server()
-    local port = env.free_port()
-    return env.start_server({ "--redis-address=redis://127.0.0.1:" .. redis.port,
-                              "--advertise-url=http://127.0.0.1:" .. port, "--presence-ttl=" .. TTL },
-                            { listen = "127.0.0.1:" .. port })
-  end
+  local function server() return env.start_shared_server("redis://127.0.0.1:" .. redis.port, nil, TTL) end
 
   setup(function()
     local w = env.git_server()

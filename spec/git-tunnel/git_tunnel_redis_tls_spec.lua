@@ -9,18 +9,13 @@ local env = require "git_tunnel_support"
 describe("git tunnel with two servers and Redis over TLS", function()
   local dir, web, tls_port, s1, s2
 
-  local function flags(port, extra)
-    local f = { "--redis-address=127.0.0.1:" .. tls_port, "--redis-tls-enabled", "--redis-username=al",
-      "--redis-password=p@ss%w", "--redis-tls-ca-cert=" .. dir .. "/ca.pem",
-      "--redis-tls-client-cert=" .. dir .. "/client.pem", "--redis-tls-client-key=" .. dir .. "/client.key",
-      "--advertise-url=http://127.0.0.1:" .. port, "--presence-ttl=3" }
-    for _, x in ipairs(extra or {}) do f[#f + 1] = x end
-    return f
+  -- The TLS login, after --redis-address; ca: the CA file's flag value (the good one unless told).
+  local function tls_flags(ca)
+    return { "--redis-tls-enabled", "--redis-username=al", "--redis-password=p@ss%w",
+      "--redis-tls-ca-cert=" .. (ca or dir .. "/ca.pem"),
+      "--redis-tls-client-cert=" .. dir .. "/client.pem", "--redis-tls-client-key=" .. dir .. "/client.key" }
   end
-  local function server()
-    local port = env.free_port()
-    return env.start_server(flags(port), { listen = "127.0.0.1:" .. port })
-  end
+  local function server() return env.start_shared_server("127.0.0.1:" .. tls_port, tls_flags()) end
 
   setup(function()
     local w = env.git_server()
@@ -51,11 +46,10 @@ describe("git tunnel with two servers and Redis over TLS", function()
 
   it("refuses a TLS file it cannot read at start, naming the flag", function()
     local port = env.free_port()
-    local ok, err = pcall(helpers.start, env.server_script, { flags = (function()
-      local f = flags(port, { "--redis-tls-ca-cert=" .. dir .. "/missing.pem" })
-      table.insert(f, 1, "--tokens=tok-1")
-      return f
-    end)(), listen = "127.0.0.1:" .. port })
+    local f = tls_flags(dir .. "/missing.pem")
+    table.insert(f, 1, "--redis-address=127.0.0.1:" .. tls_port)
+    table.insert(f, 1, "--tokens=tok-1")
+    local ok, err = pcall(helpers.start, env.server_script, { flags = f, listen = "127.0.0.1:" .. port })
     if ok then err:stop() end
     assert.is_false(ok)
     assert.matches("git-tunnel/server: --redis-tls-ca-cert: " .. dir .. "/missing.pem: No such file", tostring(err), 1, true)

@@ -7,12 +7,7 @@ local env = require "git_tunnel_support"
 describe("git tunnel with two servers and Redis", function()
   local dir, web, redis, s1, s2
 
-  local function server()
-    local port = env.free_port()
-    return env.start_server({ "--redis-address=redis://127.0.0.1:" .. redis.port,
-                              "--advertise-url=http://127.0.0.1:" .. port, "--presence-ttl=3" },
-                            { listen = "127.0.0.1:" .. port })
-  end
+  local function server() return env.start_shared_server("redis://127.0.0.1:" .. redis.port) end
 
   setup(function()
     local w = env.git_server()

@@ -11,11 +11,7 @@ local rc = require "redis_cluster_support"
 describe("git tunnel with two servers on a Redis Cluster", function()
   local dir, web, cluster, s1, s2
 
-  local function server()
-    local port = env.free_port()
-    return env.start_server({ "--redis-address=" .. cluster.seeds, "--advertise-url=http://127.0.0.1:" .. port,
-                              "--presence-ttl=3" }, { listen = "127.0.0.1:" .. port })
-  end
+  local function server() return env.start_shared_server(cluster.seeds) end
 
   setup(function()
     local w = env.git_server()

@@ -18,11 +18,7 @@ end
 describe("git tunnel with two servers on a Sentinel-backed Redis", function()
   local dir, web, sentinel, s1, s2
 
-  local function server()
-    local port = env.free_port()
-    return env.start_server({ "--redis-address=" .. sentinel.url, "--advertise-url=http://127.0.0.1:" .. port,
-                              "--presence-ttl=3" }, { listen = "127.0.0.1:" .. port })
-  end
+  local function server() return env.start_shared_server(sentinel.url) end
 
   setup(function()
     local w = env.git_server()

@@ -132,6 +132,16 @@ function M.start_server(flags, opts)
   return track(helpers.start(M.server_script, opts))
 end
 
+-- A server of several sharing a registry: on a port of its own, which it advertises, with
+-- --redis-address (any form the server takes), --presence-ttl (ttl, else 3 s) and flags.
+function M.start_shared_server(redis_address, flags, ttl)
+  local port = M.free_port()
+  local all = { "--redis-address=" .. redis_address, "--advertise-url=http://127.0.0.1:" .. port,
+                "--presence-ttl=" .. (ttl or 3) }
+  for _, f in ipairs(flags or {}) do all[#all + 1] = f end
+  return M.start_server(all, { listen = "127.0.0.1:" .. port })
+end
+
 function M.start_client(server_port, key, base_url, flags, opts)
   opts = opts or {}
   local all = { "--client-key=" .. key, "--base-url=" .. base_url, "--styra-token=tok-1",
