@@ -1401,6 +1401,9 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
   for (size_t i = 0; h && i < h->n; i++)
     rh_head_field(&b, h->items[i].name, h->items[i].name_len, h->items[i].value, h->items[i].value_len);
   rh_head_end(&b);
+  /* nothing reads the request's fields once it is a tunnel (the WebSocket's owner took what it
+   * needed before the 101): its copies would only weigh on every held socket */
+  rh_headers_free(&r->headers);
   r->status = status;
   r->head_sent = 1;
   r->events = events;

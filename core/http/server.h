@@ -140,7 +140,8 @@ void rh_http_req_release(rh_http_req *req);
 /* Takes the connection over after an upgrade: writes the status line and headers as given (a
  * 101 with its Upgrade/Connection fields), then hands every byte the client sends, starting
  * with any already read past the head, to events->on_body_chunk. Writes go through
- * rh_http_write (raw, no chunking); rh_http_abort closes. */
+ * rh_http_write (raw, no chunking); rh_http_abort closes. The request's headers are freed
+ * (req->headers is empty from here on): read what you need of them before. */
 int rh_http_tunnel(rh_http_req *req, int status, const rh_headers *headers,
                    const rh_http_req_events *events, void *ud);
 /* Streams the body to events->on_body_chunk from now on instead of buffering it. */

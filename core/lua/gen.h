@@ -21,11 +21,9 @@ typedef struct {
   char *websocket;           /* subprotocols of a WebSocket route ("" for none), or NULL for
                                 plain HTTP routes */
   char *listener;            /* serve only requests that came in on this listener ("*": any) */
-  /* Which of the route's parameters (bit i: the i-th) name a secret, worked out on its first
-   * match: the names are the route's own, the same on every match, and the check is ~800
-   * instructions a request. */
+  /* Which of the route's parameters (bit i: the i-th) name a secret, worked out when it is
+   * added: the names are the pattern's, and the check is ~800 instructions a request. */
   unsigned secret_params;
-  int secret_params_known;
 } rh_route_info;
 
 /* One LuaJIT state and what was built from it. refs: 1 while current, plus one per task, per

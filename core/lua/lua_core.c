@@ -18,6 +18,18 @@
 
 /* ---- routes ---- */
 
+/* Which of a pattern's parameters (bit i: the i-th, as the router numbers them: each "/:name"
+ * in order, then a prefix's rest "*") name a secret, to be hidden in the access log (core/log). */
+static unsigned secret_params(const char *pattern) {
+  unsigned bits = 0, i = 0;
+  for (const char *p = pattern; (p = strstr(p, "/:")); i++) {
+    const char *name = p + 2, *end = strchr(name, '/');
+    if (rh_log_is_secret_key(name, end ? (size_t)(end - name) : strlen(name))) bits |= 1u << i;
+    p = name;
+  }
+  return bits;
+}
+
 /* core.route_add(method, pattern, fn or proxy, max_body, websocket_protocols?) */
 /* route_add(method, pattern, handler | proxy, max_body?, websocket_protocols?, listener?) */
 static int l_route_add(lua_State *L) {
@@ -42,8 +54,7 @@ static int l_route_add(lua_State *L) {
   ri->proxy = proxy;
   ri->websocket = lua_isstring(L, 5) ? strdup(lua_tostring(L, 5)) : NULL;
   ri->listener = strdup(listener);
-  ri->secret_params = 0;
-  ri->secret_params_known = 0;
+  ri->secret_params = secret_params(pattern);
   g->nroutes = (size_t)idx;
   if (!g->handlers_ref) {
     lua_newtable(L);
@@ -327,17 +338,8 @@ static int route_serves(const rh_route_info *ri, const rh_http_req *r) {
 
 /* Route parameters named as secrets (/hooks/:token, /v1/relay/:key/…) are hidden in the access
  * log, by the rule every log field follows (core/log). */
-static unsigned secret_params(rh_route_info *ri, const rh_route_match *m) {
-  if (!ri->secret_params_known) {
-    for (size_t i = 0; i < m->nparams; i++)
-      if (rh_log_is_secret_key(m->params[i].name, m->params[i].name_len)) ri->secret_params |= 1u << i;
-    ri->secret_params_known = 1;
-  }
-  return ri->secret_params;
-}
-
-static void hide_secret_params(rh_http_req *r, rh_route_info *ri, const rh_route_match *m) {
-  unsigned secret = secret_params(ri, m);
+static void hide_secret_params(rh_http_req *r, const rh_route_info *ri, const rh_route_match *m) {
+  unsigned secret = ri->secret_params;
   if (!secret) return;
   size_t at = 0;
   for (size_t i = 0; i < m->nparams; i++) {
@@ -364,7 +366,7 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
   } else if (!route_serves(&g->routes[m.handler], r)) {
     respond_text(r, 404, "Not Found\n");
   } else {
-    rh_route_info *ri = &g->routes[m.handler];
+    const rh_route_info *ri = &g->routes[m.handler];
     hide_secret_params(r, ri, &m);
     if (ri->max_body) r->max_body = ri->max_body;
     if (r->content_length != UINT64_MAX && r->content_length > r->max_body) {

@@ -350,11 +350,13 @@ typedef struct {
 
 /* One entry of the hook's table (key, value on top) against h: an unchanged field is marked in
  * kept, a valid change goes to ch[*nch]; 0, or -1 for what only the full read decides (a list
- * value, a repeated name, an invalid one: it gives the message). A boolean is no field. */
+ * value, a number, a repeated name, an invalid one: it gives the message). A boolean is no
+ * field. A number is not read here: its string would be made on the stack and popped, and ch
+ * would point into it after the collector may have freed it (the table holds only the number). */
 static int classify(lua_State *L, const rh_headers *h, unsigned char *kept, change *ch, size_t *nch) {
   int vt = lua_type(L, -1);
   if (lua_type(L, -2) != LUA_TSTRING || vt == LUA_TBOOLEAN) return 0;
-  if (vt != LUA_TSTRING && vt != LUA_TNUMBER) return -1;
+  if (vt != LUA_TSTRING) return -1;
   change c;
   c.k = lua_tolstring(L, -2, &c.klen);
   c.v = lua_tolstring(L, -1, &c.vlen);

@@ -545,9 +545,6 @@ static session *start_server(rh_task *t, lua_State *L, const char *protocols, co
     rh_headers_add(&h, extra->items[i].name, extra->items[i].name_len, extra->items[i].value, extra->items[i].value_len);
   rh_http_tunnel(r, 101, &h, &server_events, s);
   rh_headers_free(&h);
-  /* The script got its own copy of the fields when its task began (req.headers) and nothing
-   * in C reads them after the 101: the request's copies would only weigh on every held socket. */
-  rh_headers_free(&r->headers);
   push_object(L, s);
   return s;
 }

@@ -66,10 +66,8 @@ typedef struct {
   rh_pool_waiter wait;      /* in the upstream's queue while queued */
   int queued, slot;         /* waiting for a connection slot at to; holding one */
   uv_timer_t timer;
-  timer_kind timer_kind;
-  uv_timer_cb timer_cb;     /* what runs at the deadline */
-  uint64_t timer_due;       /* the deadline, in loop milliseconds */
-  uint64_t timer_armed;     /* when the timer is armed for: never after timer_due */
+  timer_kind timer_kind;    /* what runs at the deadline (timer_cb) */
+  uint64_t timer_due;       /* the deadline, in loop milliseconds; the timer fires no later */
   int attempt;
   rh_buf head;              /* the upstream request head, kept for retries */
   rh_buf replay;            /* the request body so far, while small enough to send again */
@@ -569,22 +567,25 @@ static void fail(call *c, int status, const char *event, const char *reason) {
 /* ---- timers ---- */
 
 static void on_timer(uv_timer_t *t);
+static void on_timeout(uv_timer_t *t);
+static void on_backoff(uv_timer_t *t);
+static void on_queue_timeout(uv_timer_t *t);
 
-static void arm_timer(call *c, uint64_t now) {
-  c->timer_armed = c->timer_due;
-  uv_timer_start(&c->timer, on_timer, c->timer_due - now, 0);
+static uv_timer_cb timer_cb(timer_kind k) {
+  return k == T_BACKOFF ? on_backoff : k == T_QUEUE ? on_queue_timeout : on_timeout;
 }
+
+static void arm_timer(call *c, uint64_t now) { uv_timer_start(&c->timer, on_timer, c->timer_due - now, 0); }
 
 /* Lazy, as libuv and nginx do it: a deadline that moves later (every read pushes the read
  * timeout on) is only stored, and the timer, armed no later than it, re-arms for the rest when
  * it fires. A uv_timer_start is a timer-heap removal and insertion, several a request. */
-static void set_timer(call *c, timer_kind k, double seconds, uv_timer_cb cb) {
+static void set_timer(call *c, timer_kind k, double seconds) {
   c->timer_kind = k;
   if (k == T_NONE) { uv_timer_stop(&c->timer); return; }
   uint64_t now = uv_now(c->timer.loop);
-  c->timer_cb = cb;
   c->timer_due = now + (uint64_t)(seconds * 1000);
-  if (uv_is_active((uv_handle_t *)&c->timer) && c->timer_armed <= c->timer_due) return;
+  if (uv_is_active((uv_handle_t *)&c->timer) && now + uv_timer_get_due_in(&c->timer) <= c->timer_due) return;
   arm_timer(c, now);
 }
 
@@ -593,7 +594,7 @@ static void on_timer(uv_timer_t *t) {
   uint64_t now = uv_now(t->loop);
   if (c->timer_kind == T_NONE) return;
   if (now < c->timer_due) { arm_timer(c, now); return; }
-  c->timer_cb(t);
+  timer_cb(c->timer_kind)(t);
 }
 
 /* retry_methods: only the methods it names are sent again (NULL: all, as the original). */
@@ -657,7 +658,7 @@ static void retry_in(call *c, const char *event, const char *reason, int status,
   }
   c->attempt++;
   move_on(c);
-  set_timer(c, T_BACKOFF, delay, on_backoff);
+  set_timer(c, T_BACKOFF, delay);
 }
 
 static void retry(call *c, const char *event, const char *reason, int status) {
@@ -697,7 +698,7 @@ static void slot_granted(rh_pool_waiter *w) {
   call *c = (call *)(void *)((char *)w - offsetof(call, wait));
   leave_queue(c);
   c->slot = 1;
-  set_timer(c, T_BACKOFF, 0, on_backoff);
+  set_timer(c, T_BACKOFF, 0);
 }
 
 static void on_queue_timeout(uv_timer_t *t) {
@@ -730,7 +731,7 @@ static int take_slot(call *c) {
   }
   c->queued = 1;
   rh_metric_add(m_queued, (const char *[]){ c->to->pool_key }, 1);
-  set_timer(c, T_QUEUE, c->conf->pool_timeout, on_queue_timeout);
+  set_timer(c, T_QUEUE, c->conf->pool_timeout);
   return 0;
 }
 
@@ -741,14 +742,14 @@ static size_t up_queued(call *c) { return c->up ? c->up->queued : 0; }
 static void up_written(void *owner, size_t queued) {
   call *c = owner;
   if (c->done) return;
-  if (c->timer_kind == T_WRITE && queued == 0) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
+  if (c->timer_kind == T_WRITE && queued == 0) set_timer(c, T_READ, c->conf->read_timeout);
   if (queued < UP_HIGH_WATER) rh_http_resume_body(c->req);
 }
 
 static void up_send(call *c, const char *p, size_t n) {
   if (!c->up || !n) return;
   rh_upconn_write(c->up, p, n);
-  if (c->timer_kind == T_READ || c->timer_kind == T_NONE) set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
+  if (c->timer_kind == T_READ || c->timer_kind == T_NONE) set_timer(c, T_WRITE, c->conf->write_timeout);
 }
 
 static void send_body_bytes(call *c, const char *p, size_t n) {
@@ -1114,7 +1115,7 @@ static void init_parser(call *c) {
 static void response_complete(call *c) {
   if (c->done) return;
   int reusable = llhttp_should_keep_alive(&c->parser.llhttp) && c->client_body_done && c->pending.len == 0;
-  set_timer(c, T_NONE, 0, NULL);
+  set_timer(c, T_NONE, 0);
   pass_head(c);
   rh_http_finish(c->req);
   c->to->fails = 0;
@@ -1169,7 +1170,7 @@ static void refuse_response(call *c) {
 static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
   call *c = owner;
   if (n < 0) { upstream_closed(c, err); return; }
-  if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout, on_timeout);
+  if (c->timer_kind == T_READ) set_timer(c, T_READ, c->conf->read_timeout);
   llhttp_errno_t err_ = llhttp_execute(&c->parser.llhttp, data, (size_t)n);
   if (c->done) return; /* the client went away while we wrote to it */
   if (c->bad_head) { refuse_response(c); return; }
@@ -1199,7 +1200,7 @@ static void up_read(void *owner, const char *data, ssize_t n, const char *err) {
 static void connected(call *c) {
   init_parser(c);
   rh_upconn_own(c->up, c, up_read, up_written);
-  set_timer(c, T_WRITE, c->conf->write_timeout, on_timeout);
+  set_timer(c, T_WRITE, c->conf->write_timeout);
   send_request(c);
 }
 
@@ -1227,7 +1228,7 @@ static void attempt(call *c, int fresh) {
     connected(c);
     return;
   }
-  set_timer(c, T_CONNECT, c->conf->connect_timeout, on_timeout);
+  set_timer(c, T_CONNECT, c->conf->connect_timeout);
   /* a mount's upstreams are the services next to us: direct, whatever HTTPS_PROXY says */
   rh_upconn_target t = { .key = c->to->pool_key, .host = c->to->host, .port = c->to->port,
                          .tls = c->conf->tls, .connect_timeout = c->conf->connect_timeout };
@@ -1254,7 +1255,7 @@ static void finish(call *c) {
   if (c->done) return;
   c->done = 1;
   release_hooks(c);
-  set_timer(c, T_NONE, 0, NULL);
+  set_timer(c, T_NONE, 0);
   drop_upstream(c);
   give_slot(c);
   c->req->events = NULL;

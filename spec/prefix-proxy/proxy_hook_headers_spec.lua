@@ -45,6 +45,13 @@ app:mount("/edit", relay.proxy { target_base_url = up,
   end })
 app:mount("/cookie", relay.proxy { target_base_url = up,
   on_response = function(head) head.headers["set-cookie"] = "only=1" end })
+app:mount("/nums", relay.proxy { target_base_url = up,
+  on_request = function(head)
+    -- the collector at every allocation: a number's string exists only while it is read back
+    collectgarbage("setpause", 0)
+    collectgarbage("setstepmul", 100000)
+    for i = 1, 40 do head.headers["x-n" .. i] = i + 0.5 end
+  end })
 app:mount("/fresh", relay.proxy { target_base_url = up,
   on_request = function(head) head.headers = { ["x-only"] = "1", host = head.headers.host } end })
 return app
@@ -86,6 +93,13 @@ return app
     local res = proxy:get(reply("/cookie", "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n"))
     assert.equal(200, res.status)
     assert.same({ "only=1" }, fields_named(res, "set-cookie"))
+  end)
+
+  it("on_request: number values come through as the numbers they were, however the collector runs", function()
+    local res = proxy:get("/nums/x")
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    local h = origin:heads()[1]:lower()
+    for i = 1, 40 do assert.truthy(h:find(("\r\nx-n%d: %s\r\n"):format(i, tostring(i + 0.5)), 1, true), "x-n" .. i) end
   end)
 
   it("on_request: a new headers table replaces the client's fields", function()
