@@ -6,7 +6,7 @@
 -- writes everything again; env_whole checks, key by key, what write_env wrote.
 local relay = require "relay"
 local json = require "relay.json"
-local sha256_hex = require("relay.flag.store").sha256_hex
+local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 local Cache = {}

@@ -5,7 +5,7 @@
 local relay = require "relay"
 local json = require "relay.json"
 local eventsource = require "relay.eventsource"
-local sha256_hex = require("relay.flag.store").sha256_hex
+local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 local Upstream = {}
