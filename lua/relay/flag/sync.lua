@@ -80,6 +80,8 @@ end
 -- Why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
 function Sync:cache_error()
   if not self.redis then return nil end
+  local stalled = self.redis:stalled()
+  if stalled then return ("Redis has not answered for %d s"):format(stalled) end
   if not self.redis:healthy() then return "not connected to Redis" end
   if self.redis_down then return "reconnected to Redis: checking that it still holds the flag cache" end
   return self.cache_problem or self.mark_error
