@@ -45,3 +45,63 @@ describe("flag proxy with a Redis that stops answering", function()
     end
   end)
 end)
+
+-- One GET over RESP.
+local function redis_get(port, key)
+  local c = assert(helpers.connect(port))
+  c:send(("*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"):format(#key, key))
+  local line = c.sock:receive("*l")
+  local n = tonumber(line:match("^%$(%-?%d+)"))
+  local v = n and n >= 0 and c.sock:receive(n) or nil
+  c:close()
+  return v
+end
+
+describe("an online primary whose Redis stops answering", function()
+  local dir, redis_port, redis_pid, up, primary
+
+  setup(function()
+    dir = helpers.tmpdir()
+    redis_port, redis_pid = helpers.start_redis(dir)
+    F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
+    local up_port = helpers.free_port()
+    up = helpers.start(F.script, { listen = "127.0.0.1:" .. up_port,
+      flags = { "--offline", "--config-dir", dir .. "/config" }, env = { AUTH_SECRET = "upstream-secret" } })
+    local base = "http://127.0.0.1:" .. up_port
+    primary = helpers.start(F.script, { env = { API_KEYS = F.KEY, SDK_BASE_URL = base, SDK_EVENTS_URL = base,
+      AUTH_SECRET = "s", REDIS_ADDRESS = "127.0.0.1:" .. redis_port } })
+    helpers.wait_until(function()
+      local h = cjson.decode(primary:get("/health").body)
+      return h.cacheStatus == "healthy" and h.streamStatus.state == "CONNECTED"
+    end, 10, "the primary synced, streaming and written to Redis")
+  end)
+  teardown(function()
+    if redis_pid then os.execute("kill -CONT " .. redis_pid .. "; kill " .. redis_pid) end
+    if primary then primary:stop() end
+    if up then up:stop() end
+  end)
+
+  -- Changes that arrive while Redis hangs are not queued behind it (a queue that grows for as
+  -- long as it hangs): the primary writes everything whole once it answers, with a new seed mark
+  -- (replicas reload all of it).
+  it("writes everything whole, with a new seed mark, once Redis answers again", function()
+    local mark
+    helpers.wait_until(function() mark = redis_get(redis_port, "key-relayhost-seeded"); return mark end, 5, "the seed mark")
+    os.execute("kill -STOP " .. redis_pid)
+    helpers.wait_until(function() return cache_status(primary) == "unhealthy" end, 5, "cacheStatus unhealthy")
+    local file = dir .. "/config/env-" .. ENV .. "/feature_config.json"
+    local function changes() return select(2, primary:log():gsub("flag_config_changed", "")) end
+    local before = changes()
+    for i = 1, 3 do
+      local flags = cjson.decode(F.read(file))
+      for _, f in ipairs(flags) do if f.feature == "max-items" then f.defaultServe.variation = i % 2 == 1 and "hundred" or "ten" end end
+      helpers.write_file(file, cjson.encode(flags))
+      assert.is_true(up:reload())
+      helpers.wait_until(function() return changes() >= before + i end, 5, "the primary took change " .. i)
+    end
+    os.execute("kill -CONT " .. redis_pid)
+    helpers.wait_until(function() return cache_status(primary) == "healthy" end, 10, "cacheStatus healthy again")
+    helpers.wait_until(function() return redis_get(redis_port, "key-relayhost-seeded") ~= mark end, 5, "a new seed mark")
+    assert.matches("hundred", redis_get(redis_port, "env-" .. ENV .. "-feature-configs"))
+  end)
+end)

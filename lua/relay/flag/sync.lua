@@ -152,6 +152,9 @@ end
 -- Cluster node that failed over mid-write may hold any mix of old and new keys).
 function Sync:persist(env_ids, events)
   if not self.redis or self.cfg.read_replica then return end
+  if not self.watching then self.watching = true; self:watch_primary() end
+  -- not queued behind a Redis that hangs (a queue as long as the hang): all of it once it answers
+  if self.redis:stalled() then self.dirty, self.kick = true, true; return end
   self:redis_job(function()
     for _, id in ipairs(env_ids) do
       local env = self.store.envs[id]
@@ -165,7 +168,6 @@ function Sync:persist(env_ids, events)
     local ok, err = self.redis:publish(events)
     if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
   end)
-  if not self.watching then self.watching = true; self:watch_primary() end
 end
 
 -- ---- primary: Redis that came back empty, or lost some writes, is written whole again ----
