@@ -26,7 +26,7 @@ local app = relay.new {
   end,
 }
 
-cfg = config.resolve(app.flags, relay.crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+cfg = config.resolve(app.flags, relay.crypto.hex(relay.crypto.random(6)))
 local obs = observe.new(cfg.max_logs)
 local hub = hub_mod.new(cfg, obs)
 -- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.

@@ -19,15 +19,15 @@ end
 -- One block (the lines before a blank line) -> the event, or nil when it has no data. id is
 -- the last one seen on the stream, as the spec keeps it across events.
 local function event_of(block, state)
-  local ev, data = { event = "message" }, nil
+  local ev, data = { event = "message" }, {}
   for line in block:gsub("\r\n", "\n"):gmatch("[^\n]+") do
     local name, value = field(line)
-    if name == "data" then data = data and data .. "\n" .. value or value
+    if name == "data" then data[#data + 1] = value -- joined once: a line at a time is quadratic
     elseif name == "event" and value ~= "" then ev.event = value
     elseif name == "id" and not value:find("\0", 1, true) then state.id = value end
   end
-  if not data then return nil end
-  ev.data, ev.id = data, state.id
+  if #data == 0 then return nil end
+  ev.data, ev.id = table.concat(data, "\n"), state.id
   return ev
 end
 
@@ -37,14 +37,18 @@ end
 function M.parser(fn)
   local buf, state = "", {}
   return function(bytes)
+    -- searched from where a blank line may begin (its first 3 bytes may be held already); the
+    -- rest is cut off once, after the last event (not after each: quadratic in events per read)
+    local from, pos = math.max(1, #buf - 2), 1
     buf = buf .. bytes
     while true do
-      local i, j = buf:find("\r?\n\r?\n")
+      local i, j = buf:find("\r?\n\r?\n", math.max(from, pos))
       if not i then break end
-      local ev = event_of(buf:sub(1, i - 1), state)
-      buf = buf:sub(j + 1)
+      local ev = event_of(buf:sub(pos, i - 1), state)
+      pos = j + 1
       if ev then fn(ev) end
     end
+    buf = buf:sub(pos)
     if #buf > M.MAX_EVENT then return nil, ("an event over %d bytes"):format(M.MAX_EVENT) end
     return true
   end

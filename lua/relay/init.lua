@@ -457,8 +457,14 @@ relay.now = core.now
 relay.time = core.time
 relay.generation = core.generation
 relay.pid = core.pid
+-- Lower-case hex of bytes (a table for gsub: no closure or format per byte; digests are hashed
+-- per request by the flag proxy).
+local HEX = {}
+for i = 0, 255 do HEX[string.char(i)] = ("%02x"):format(i) end
+local function hex(s) return (s:gsub(".", HEX)) end
 relay.crypto = { sha256 = core.sha256, hmac_sha256 = core.hmac_sha256, random = core.random,
-                 constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify }
+                 constant_time_equal = core.constant_time_equal, jws_verify = core.jws_verify,
+                 hex = hex, sha256_hex = function(s) return hex(core.sha256(s)) end }
 relay.base64 = { encode = core.base64_encode, decode = core.base64_decode }
 relay.uuid = core.uuid
 relay.url = { parse = core.url_parse }

@@ -376,6 +376,5 @@ function M.optional(shape, nullable)
 end
 
 M.null = NULL
-M.is_shape = is_shape
 
 return M

@@ -36,6 +36,21 @@ describe("relay.eventsource.parser", function()
     assert.is_nil(ok)
     assert.equal("an event over 1048576 bytes", err)
   end)
+
+  -- A peer that sends many tiny events in one read, or one event of many data lines, costs time
+  -- in proportion to its bytes: the parser once copied the rest of its buffer after every event,
+  -- and the event's data after every line (seconds of CPU for half a MiB).
+  it("parses half a MiB of tiny events in one piece, and an event of 100000 data lines, in linear time", function()
+    local n, t0 = 0, os.clock()
+    local feed = eventsource.parser(function() n = n + 1 end)
+    assert(feed(("data:x\n\n"):rep(65536)))
+    assert.equal(65536, n)
+    local last
+    feed = eventsource.parser(function(ev) last = ev end)
+    assert(feed(("data:\n"):rep(100000) .. "\n"))
+    assert.equal(99999, #last.data)
+    assert.is_true(os.clock() - t0 < 1, "took " .. (os.clock() - t0) .. " s")
+  end)
 end)
 
 local SOURCE = [[

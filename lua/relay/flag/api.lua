@@ -6,7 +6,7 @@
 local relay = require "relay"
 local json = require "relay.json"
 
-local sha256_hex = require("relay.flag.store").sha256_hex
+local sha256_hex = relay.crypto.sha256_hex
 local evaluator = require "relay.flag.evaluator"
 local lru = require "relay.lru"
 local PROXY_CHANNEL = require("relay.flag.sync").PROXY_CHANNEL

@@ -6,7 +6,7 @@
 -- writes everything again; env_whole checks, key by key, what write_env wrote.
 local relay = require "relay"
 local json = require "relay.json"
-local sha256_hex = require("relay.flag.store").sha256_hex
+local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 local Cache = {}
@@ -19,13 +19,40 @@ local METRICS = "stream:sdk_metrics"
 local SEEDED = "key-relayhost-seeded"
 M.SEEDED = SEEDED
 
+-- Seconds a command may wait for its answer before Redis counts as not answering: a stopped
+-- server or a partition leaves the connection up, and relay.redis has no command timeout.
+local STALL = 1
+
+-- The command connection, with when each call in flight began (nothing else is kept).
+local function watched(r)
+  local since = {}
+  local function done(token, ...) since[token] = nil; return ... end
+  return {
+    since = since,
+    ready = function() return r:ready() end,
+    call = function(_, ...)
+      local token = {}
+      since[token] = relay.time()
+      return done(token, r:call(...))
+    end,
+  }
+end
+
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
   -- written: env_id -> { keys = every key write_env wrote, latest = { [key] = value } }
-  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = {} }, Cache)
+  return setmetatable({ r = watched(relay.redis(url)), feed = relay.redis(url), written = {} }, Cache)
 end
 
-function Cache:healthy() return self.r:ready() end
+-- Seconds the oldest command has waited, once that is over STALL; else nil.
+function Cache:stalled()
+  local oldest = math.huge
+  for _, t in pairs(self.r.since) do oldest = math.min(oldest, t) end
+  local waited = relay.time() - oldest
+  if waited > STALL then return waited end
+end
+
+function Cache:healthy() return self.r:ready() and not self:stalled() end
 
 -- Writes one environment (ff-proxy's keys) and deletes the per-item keys of items now gone.
 function Cache:write_env(env_id, env)

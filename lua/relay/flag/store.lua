@@ -5,7 +5,7 @@
 local relay = require "relay"
 local json = require "relay.json"
 
-local function sha256_hex(s) return (relay.crypto.sha256(s):gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 local Store = {}
@@ -139,5 +139,4 @@ function Store:answer(env_id, kind, id, rules_v2)
   return body
 end
 
-M.sha256_hex = sha256_hex
 return M

@@ -80,6 +80,8 @@ end
 -- Why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
 function Sync:cache_error()
   if not self.redis then return nil end
+  local stalled = self.redis:stalled()
+  if stalled then return ("Redis has not answered for %d s"):format(stalled) end
   if not self.redis:healthy() then return "not connected to Redis" end
   if self.redis_down then return "reconnected to Redis: checking that it still holds the flag cache" end
   return self.cache_problem or self.mark_error
@@ -150,6 +152,9 @@ end
 -- Cluster node that failed over mid-write may hold any mix of old and new keys).
 function Sync:persist(env_ids, events)
   if not self.redis or self.cfg.read_replica then return end
+  if not self.watching then self.watching = true; self:watch_primary() end
+  -- not queued behind a Redis that hangs (a queue as long as the hang): all of it once it answers
+  if self.redis:stalled() then self.dirty, self.kick = true, true; return end
   self:redis_job(function()
     for _, id in ipairs(env_ids) do
       local env = self.store.envs[id]
@@ -163,7 +168,6 @@ function Sync:persist(env_ids, events)
     local ok, err = self.redis:publish(events)
     if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
   end)
-  if not self.watching then self.watching = true; self:watch_primary() end
 end
 
 -- ---- primary: Redis that came back empty, or lost some writes, is written whole again ----

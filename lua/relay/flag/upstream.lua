@@ -5,7 +5,7 @@
 local relay = require "relay"
 local json = require "relay.json"
 local eventsource = require "relay.eventsource"
-local sha256_hex = require("relay.flag.store").sha256_hex
+local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 local Upstream = {}
@@ -29,8 +29,8 @@ function Upstream:call(path, opts)
   opts.url, opts.timeout = self.cfg.base_url .. path, 10
   local r, err = relay.http.request(opts)
   if not r then return nil, err end
-  local ok, v = pcall(json.decode, r.body)
   if r.status ~= 200 then return nil, ("%s: status %d"):format(path:match("^[^?]*"), r.status) end
+  local ok, v = pcall(json.decode, r.body)
   if not ok or type(v) ~= "table" then return nil, path:match("^[^?]*") .. ": not JSON" end
   return v
 end

@@ -169,15 +169,11 @@ function M.new(cfg, hub, obs)
   return self
 end
 
-function M:count_error(what, err)
-  self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
-  self.obs:log("warn", what .. "_error", { reason = tostring(err) })
-end
-
 -- A call to Redis (or the platform) failed.
 function M:failed(what, err)
   self.watch:failed()
-  self:count_error(what, err)
+  self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
+  self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
 -- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok

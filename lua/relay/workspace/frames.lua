@@ -22,7 +22,7 @@ local profile = S.enum { "noise-ik", "noise-ikpsk2" }
 local channel = S.string { pattern = "^agent%-session:", what = 'an "agent-session:" channel' }
 local epoch = S.integer { min = 1 }
 
-local function obj(fields, o) return S.object(fields, o) end
+local obj = S.object
 
 local E2EE = obj { version = S.const(2), profile = profile, sessionId = nonempty, epoch = epoch,
                    seq = S.integer { min = 1 }, iv = nonempty, tag = nonempty, ciphertext = nonempty }
