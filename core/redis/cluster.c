@@ -7,21 +7,20 @@
 #include <strings.h>
 
 #include "log/log.h"
+#include "redis/own.h"
 #include "redis/seeds.h"
 #include "redis/slot.h"
 #include "tls/tls.h"
 
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
-#define MAX_SPARE 4      /* idle connections kept per node for blocking readers */
 #define MAP_WAIT_MS 1000 /* a map read unanswered this long is given up, and another node asked */
 
 typedef struct {
   char host[RH_HOST_MAX + 1];
   int port;
   rh_redis *r;
-  rh_redis *spare[MAX_SPARE]; /* for blocking readers, between two of them */
-  int n_spare;
+  rh_redis_pool pool; /* blocking readers' own connections */
 } node;
 
 struct rh_redis_cluster {
@@ -37,7 +36,6 @@ struct rh_redis_cluster {
   uint64_t map_asked_at;
   int map_asked;                      /* the node asked last: the next read asks another */
   rh_redis *sub;                      /* subscriptions' own connection */
-  rh_redis_cluster_op *blockers;      /* commands on a connection of their own */
 };
 
 /* A command while it may still be redirected: its arguments are kept to send it again. */
@@ -48,9 +46,8 @@ struct rh_redis_cluster_op {
   int argc, redirects;
   int scan;             /* SCAN: 1 + the index of the primary it runs on */
   int blocking;         /* BLPOP, XREAD BLOCK, …: on a connection of its own, own */
-  rh_redis *own;
-  int own_node;
-  rh_redis_cluster_op *prev, *next; /* in blockers while own is set */
+  rh_redis_own own;
+  int own_node;         /* whose pool own is from */
   char **argv;
   size_t *lens;
 };
@@ -68,7 +65,7 @@ static int node_at(rh_redis_cluster *c, const char *host, int port) {
   snprintf(n->host, sizeof n->host, "%s", host);
   n->port = port;
   n->r = open_node(c, n);
-  n->n_spare = 0;
+  n->pool = (rh_redis_pool){ 0 };
   return c->n_nodes++;
 }
 
@@ -179,29 +176,20 @@ static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
   return rh_redis_open(c->loop, &a);
 }
 
-/* A blocking reader ties up its connection until it is answered: it gets one of its own (a
- * spare of the node's, else a new one), so the node's other commands do not wait behind it. */
-static rh_redis *own_connection(rh_redis_cluster_op *op, int i) {
-  node *n = &op->c->nodes[i];
-  op->own = n->n_spare ? n->spare[--n->n_spare] : open_node(op->c, n);
-  op->own_node = i;
-  op->prev = NULL;
-  op->next = op->c->blockers;
-  if (op->next) op->next->prev = op;
-  op->c->blockers = op;
-  return op->own;
+static rh_redis *open_own(void *ud) {
+  rh_redis_cluster_op *op = ud;
+  return open_node(op->c, &op->c->nodes[op->own_node]);
 }
 
-/* Back among the spares (it redials by itself if it was lost), or closed when there are enough. */
+/* A blocking reader ties up its connection until it is answered: it gets one of its own from
+ * node i's pool (core/redis/own.h), so the node's other commands do not wait behind it. */
+static rh_redis *own_connection(rh_redis_cluster_op *op, int i) {
+  op->own_node = i;
+  return rh_redis_pool_take(&op->c->nodes[i].pool, &op->own, open_own, op);
+}
+
 static void release_own(rh_redis_cluster_op *op) {
-  if (!op->own) return;
-  if (op->prev) op->prev->next = op->next;
-  else op->c->blockers = op->next;
-  if (op->next) op->next->prev = op->prev;
-  node *n = &op->c->nodes[op->own_node];
-  if (n->n_spare < MAX_SPARE && !op->c->freeing) n->spare[n->n_spare++] = op->own;
-  else rh_redis_free(op->own);
-  op->own = NULL;
+  if (op->own.r) rh_redis_pool_give(&op->c->nodes[op->own_node].pool, &op->own, !op->c->freeing);
 }
 
 /* Out to node i; asking: preceded by ASKING on the same connection. */
@@ -421,18 +409,9 @@ rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char 
 
 void rh_redis_cluster_free(rh_redis_cluster *c) {
   c->freeing = 1;
-  while (c->blockers) { /* closing its connection fails the command, which frees op */
-    rh_redis_cluster_op *op = c->blockers;
-    rh_redis *own = op->own;
-    c->blockers = op->next;
-    if (c->blockers) c->blockers->prev = NULL;
-    op->own = NULL;
-    rh_redis_free(own);
-  }
-  for (int i = 0; i < c->n_nodes; i++) {
-    rh_redis_free(c->nodes[i].r);
-    while (c->nodes[i].n_spare) rh_redis_free(c->nodes[i].spare[--c->nodes[i].n_spare]);
-  }
+  for (int i = 0; i < c->n_nodes; i++) /* closing a reader's own connection fails it, freeing op */
+    rh_redis_pool_free(&c->nodes[i].pool);
+  for (int i = 0; i < c->n_nodes; i++) rh_redis_free(c->nodes[i].r);
   if (c->sub) rh_redis_free(c->sub);
   free(c->nodes);
   free(c->user);
