@@ -196,6 +196,7 @@ static void release_own(rh_redis_cluster_op *op) {
 static int send_to(rh_redis_cluster_op *op, int i, int asking) {
   release_own(op);
   rh_redis *r = op->blocking ? own_connection(op, i) : op->c->nodes[i].r;
+  if (!r) return -1;
   static const char *ask[] = { "ASKING" };
   if (asking && !rh_redis_command(r, 1, ask, NULL, NULL, NULL)) return -1;
   return rh_redis_command(r, op->argc, (const char **)op->argv, op->lens, on_reply, op) ? 0 : -1;
@@ -331,8 +332,14 @@ rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, con
   }
   if (!c->mapped) refresh(c);
   int i = slot < RH_REDIS_SLOTS && c->slot_node[slot] ? c->slot_node[slot] - 1 : any_node(c);
-  if (send_to(op, i, 0) == 0) return op;
+  int full = op->blocking && rh_redis_pool_full(&c->nodes[i].pool);
+  if (!full && send_to(op, i, 0) == 0) return op;
   op_free(op);
+  if (full) {
+    snprintf(err, errlen, "redis: too many blocking commands in flight on %s:%d (at most %d)", c->nodes[i].host,
+             c->nodes[i].port, RH_REDIS_MAX_OWN);
+    return NULL;
+  }
   refresh(c);
   snprintf(err, errlen, "redis: not connected (%s:%d)", c->nodes[i].host, c->nodes[i].port);
   return NULL;

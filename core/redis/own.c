@@ -2,7 +2,11 @@
 
 #include <stddef.h>
 
+int rh_redis_pool_full(const rh_redis_pool *p) { return p->n_in_use >= RH_REDIS_MAX_OWN; }
+
 rh_redis *rh_redis_pool_take(rh_redis_pool *p, rh_redis_own *o, rh_redis_open_fn open, void *ud) {
+  if (rh_redis_pool_full(p)) return NULL;
+  p->n_in_use++;
   o->r = p->n_spare ? p->spare[--p->n_spare] : open(ud);
   o->gen = p->gen;
   o->prev = NULL;
@@ -17,6 +21,7 @@ static rh_redis *unlink_own(rh_redis_pool *p, rh_redis_own *o) {
   if (o->prev) o->prev->next = o->next;
   else p->in_use = o->next;
   if (o->next) o->next->prev = o->prev;
+  p->n_in_use--;
   rh_redis *r = o->r;
   o->r = NULL;
   o->prev = o->next = NULL;

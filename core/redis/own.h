@@ -11,6 +11,8 @@
 #include "redis/redis.h"
 
 #define RH_REDIS_MAX_SPARE 4
+#define RH_REDIS_MAX_OWN 64 /* in use at once: one each for a flood of BLPOPs would use up the
+                             * server's clients and our descriptors */
 
 /* Embedded in a command: r is its connection while it has one. */
 typedef struct rh_redis_own {
@@ -24,11 +26,14 @@ typedef struct {
   int n_spare;
   unsigned gen;         /* the server's: bumped by rh_redis_pool_forget */
   rh_redis_own *in_use;
+  int n_in_use;
 } rh_redis_pool;
 
 typedef rh_redis *(*rh_redis_open_fn)(void *ud);
 
-/* o's own connection (a spare, else open(ud)), which o->r holds until it is given back. */
+/* o's own connection (a spare, else open(ud)), which o->r holds until it is given back; NULL
+ * when RH_REDIS_MAX_OWN are in use (rh_redis_pool_full). */
+int rh_redis_pool_full(const rh_redis_pool *p);
 rh_redis *rh_redis_pool_take(rh_redis_pool *p, rh_redis_own *o, rh_redis_open_fn open, void *ud);
 /* o done: its connection back among the spares if keep and there is room and the server is the
  * same, else closed. Nothing when o has none. */

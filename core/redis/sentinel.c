@@ -320,7 +320,11 @@ static int send_op(rh_redis_sentinel_op *op, int argc, const char **argv, const 
   rh_redis_sentinel *s = op->s;
   if (refuse(s, err, errlen) < 0) return -1;
   rh_redis *r = s->primary;
-  if (rh_redis_command_blocks(argc, argv, lens)) r = rh_redis_pool_take(&s->pool, &op->own, open_own, s);
+  if (rh_redis_command_blocks(argc, argv, lens) && !(r = rh_redis_pool_take(&s->pool, &op->own, open_own, s))) {
+    snprintf(err, errlen, "redis: too many blocking commands in flight on %s:%d (at most %d)", s->host, s->port,
+             RH_REDIS_MAX_OWN);
+    return -1;
+  }
   if (rh_redis_command(r, argc, argv, lens, on_reply, op)) return 0;
   rh_redis_pool_close(&s->pool, &op->own); /* a spare that has lost its connection: not kept */
   snprintf(err, errlen, "redis: not connected (%s:%d)", s->host, s->port);
