@@ -26,13 +26,6 @@ typedef struct {
   rh_redis *watch; /* subscribed to +switch-master */
 } sentinel;
 
-typedef struct sub {
-  struct sub *next;
-  char *channel;
-  rh_redis_message_cb cb;
-  void *ud;
-} sub;
-
 /* IDLE: a primary, or none and nothing under way (the check starts a round). */
 enum { IDLE, ASKING, CONFIRMING, WAITING };
 
@@ -51,8 +44,7 @@ struct rh_redis_sentinel {
   char host[RH_HOST_MAX + 1];
   int port;
   rh_redis_pool pool;                /* blocking commands' own connections to the primary */
-  rh_redis *subr;                    /* the subscriptions' connection to the primary */
-  sub *subs;
+  rh_redis *subr;                    /* the subscriptions' connection: moved to each primary */
   rh_redis_sentinel_op *held, **held_tail; /* asked before the first round ended */
   int started;                       /* the first round has ended */
   uv_timer_t step, check;
@@ -127,14 +119,6 @@ static void round_failed(rh_redis_sentinel *s) {
   flush_held(s);
 }
 
-/* The subscriptions' connection follows the primary, and subscribes to everything again. */
-static void resubscribe(rh_redis_sentinel *s) {
-  rh_redis *old = s->subr;
-  s->subr = open_primary(s, s->host, s->port);
-  if (old) rh_redis_free(old);
-  for (sub *x = s->subs; x; x = x->next) rh_redis_subscribe(s->subr, x->channel, x->cb, x->ud);
-}
-
 /* ROLE said master: the candidate is the primary from now on. */
 static void adopt(rh_redis_sentinel *s) {
   drop_primary(s);
@@ -146,7 +130,7 @@ static void adopt(rh_redis_sentinel *s) {
   s->state = IDLE;
   s->wait_ms = WAIT_MS;
   s->why[0] = 0;
-  if (s->subs) resubscribe(s);
+  if (s->subr) rh_redis_retarget(s->subr, s->host, s->port); /* it subscribes again there */
   RH_LOG(RH_LOG_INFO, "redis_sentinel_primary", RH_STR("master", s->master), RH_STR("host", s->host),
          RH_INT("port", s->port));
   flush_held(s);
@@ -415,15 +399,10 @@ void rh_redis_sentinel_cancel(rh_redis_sentinel_op *op) {
 
 int rh_redis_sentinel_ready(const rh_redis_sentinel *s) { return s->primary && rh_redis_ready(s->primary); }
 
+/* Before a primary is confirmed, the connection waits for adopt to name one. */
 int rh_redis_sentinel_subscribe(rh_redis_sentinel *s, const char *channel, rh_redis_message_cb cb, void *ud) {
-  sub *x = calloc(1, sizeof *x);
-  if (!x) abort();
-  *x = (sub){ .next = s->subs, .channel = strdup(channel), .cb = cb, .ud = ud };
-  if (!x->channel) abort();
-  s->subs = x;
-  if (s->subr) return rh_redis_subscribe(s->subr, channel, cb, ud);
-  if (s->primary) resubscribe(s); /* else adopt will */
-  return 0;
+  if (!s->subr) s->subr = open_primary(s, s->primary ? s->host : NULL, s->port);
+  return rh_redis_subscribe(s->subr, channel, cb, ud);
 }
 
 /* ---- the URL ---- */
@@ -516,12 +495,6 @@ void rh_redis_sentinel_free(rh_redis_sentinel *s) {
   rh_redis *subr = s->subr;
   s->subr = NULL;
   if (subr) rh_redis_free(subr);
-  while (s->subs) {
-    sub *x = s->subs;
-    s->subs = x->next;
-    free(x->channel);
-    free(x);
-  }
   uv_close((uv_handle_t *)&s->step, closed);
   uv_close((uv_handle_t *)&s->check, closed);
 }
