@@ -15,6 +15,7 @@
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
 #define MAP_WAIT_MS 1000 /* a map read unanswered this long is given up, and another node asked */
+#define SUB_CHECK_MS 500 /* how often the subscriptions' node is looked at */
 
 typedef struct {
   char host[RH_HOST_MAX + 1];
@@ -36,6 +37,8 @@ struct rh_redis_cluster {
   uint64_t map_asked_at;
   int map_asked;                      /* the node asked last: the next read asks another */
   rh_redis *sub;                      /* subscriptions' own connection */
+  int sub_node;                       /* the node it is on */
+  uv_timer_t sub_check;               /* moves it when that node is lost */
 };
 
 /* A command while it may still be redirected: its arguments are kept to send it again. */
@@ -353,11 +356,23 @@ int rh_redis_cluster_ready(const rh_redis_cluster *c) {
   return 0;
 }
 
+/* Classic pub/sub reaches every node, so the subscriptions move to any node that is up when
+ * theirs is lost (a failover may never bring it back). */
+static void on_sub_check(uv_timer_t *t) {
+  rh_redis_cluster *c = t->data;
+  if (rh_redis_ready(c->sub) || rh_redis_ready(c->nodes[c->sub_node].r)) return;
+  int i = any_node(c);
+  if (i == c->sub_node || !rh_redis_ready(c->nodes[i].r)) return;
+  c->sub_node = i;
+  RH_LOG(RH_LOG_INFO, "redis_cluster_subscriber_moved", RH_STR("host", c->nodes[i].host),
+         RH_INT("port", c->nodes[i].port));
+  rh_redis_retarget(c->sub, c->nodes[i].host, c->nodes[i].port);
+}
+
 int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redis_message_cb cb, void *ud) {
   if (!c->sub) {
-    rh_redis_addr a = { .host = c->nodes[0].host, .port = c->nodes[0].port, .tls = c->tls, .user = c->user,
-                        .password = c->password, .tls_ctx = c->tls_ctx };
-    c->sub = rh_redis_open(c->loop, &a);
+    c->sub = open_node(c, &c->nodes[0]);
+    uv_timer_start(&c->sub_check, on_sub_check, SUB_CHECK_MS, SUB_CHECK_MS);
   }
   return rh_redis_subscribe(c->sub, channel, cb, ud);
 }
@@ -406,6 +421,8 @@ rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char 
   rh_redis_cluster *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->loop = loop;
+  uv_timer_init(loop, &c->sub_check);
+  c->sub_check.data = c;
   if (rh_redis_each_seed(seeds, add_seed, &(seeding){ c, err, errlen }) < 0) {
     rh_redis_cluster_free(c);
     return NULL;
@@ -413,6 +430,8 @@ rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char 
   refresh(c);
   return c;
 }
+
+static void closed(uv_handle_t *h) { free(h->data); }
 
 void rh_redis_cluster_free(rh_redis_cluster *c) {
   c->freeing = 1;
@@ -424,5 +443,5 @@ void rh_redis_cluster_free(rh_redis_cluster *c) {
   free(c->user);
   free(c->password);
   if (c->tls_ctx) rh_tls_ctx_free(c->tls_ctx);
-  free(c);
+  uv_close((uv_handle_t *)&c->sub_check, closed);
 }
