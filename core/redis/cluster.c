@@ -7,21 +7,21 @@
 #include <strings.h>
 
 #include "log/log.h"
+#include "redis/own.h"
 #include "redis/seeds.h"
 #include "redis/slot.h"
 #include "tls/tls.h"
 
 #define MAX_NODES 256    /* a bound on what MOVED and the map may add */
 #define MAX_REDIRECTS 5  /* a command bounced more often than this fails */
-#define MAX_SPARE 4      /* idle connections kept per node for blocking readers */
 #define MAP_WAIT_MS 1000 /* a map read unanswered this long is given up, and another node asked */
+#define SUB_CHECK_MS 500 /* how often the subscriptions' node is looked at */
 
 typedef struct {
   char host[RH_HOST_MAX + 1];
   int port;
   rh_redis *r;
-  rh_redis *spare[MAX_SPARE]; /* for blocking readers, between two of them */
-  int n_spare;
+  rh_redis_pool pool; /* blocking readers' own connections */
 } node;
 
 struct rh_redis_cluster {
@@ -37,7 +37,8 @@ struct rh_redis_cluster {
   uint64_t map_asked_at;
   int map_asked;                      /* the node asked last: the next read asks another */
   rh_redis *sub;                      /* subscriptions' own connection */
-  rh_redis_cluster_op *blockers;      /* commands on a connection of their own */
+  int sub_node;                       /* the node it is on */
+  uv_timer_t sub_check;               /* moves it when that node is lost */
 };
 
 /* A command while it may still be redirected: its arguments are kept to send it again. */
@@ -48,9 +49,8 @@ struct rh_redis_cluster_op {
   int argc, redirects;
   int scan;             /* SCAN: 1 + the index of the primary it runs on */
   int blocking;         /* BLPOP, XREAD BLOCK, …: on a connection of its own, own */
-  rh_redis *own;
-  int own_node;
-  rh_redis_cluster_op *prev, *next; /* in blockers while own is set */
+  rh_redis_own own;
+  int own_node;         /* whose pool own is from */
   char **argv;
   size_t *lens;
 };
@@ -68,7 +68,7 @@ static int node_at(rh_redis_cluster *c, const char *host, int port) {
   snprintf(n->host, sizeof n->host, "%s", host);
   n->port = port;
   n->r = open_node(c, n);
-  n->n_spare = 0;
+  n->pool = (rh_redis_pool){ 0 };
   return c->n_nodes++;
 }
 
@@ -179,35 +179,27 @@ static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
   return rh_redis_open(c->loop, &a);
 }
 
-/* A blocking reader ties up its connection until it is answered: it gets one of its own (a
- * spare of the node's, else a new one), so the node's other commands do not wait behind it. */
-static rh_redis *own_connection(rh_redis_cluster_op *op, int i) {
-  node *n = &op->c->nodes[i];
-  op->own = n->n_spare ? n->spare[--n->n_spare] : open_node(op->c, n);
-  op->own_node = i;
-  op->prev = NULL;
-  op->next = op->c->blockers;
-  if (op->next) op->next->prev = op;
-  op->c->blockers = op;
-  return op->own;
+static rh_redis *open_own(void *ud) {
+  rh_redis_cluster_op *op = ud;
+  return open_node(op->c, &op->c->nodes[op->own_node]);
 }
 
-/* Back among the spares (it redials by itself if it was lost), or closed when there are enough. */
+/* A blocking reader ties up its connection until it is answered: it gets one of its own from
+ * node i's pool (core/redis/own.h), so the node's other commands do not wait behind it. */
+static rh_redis *own_connection(rh_redis_cluster_op *op, int i) {
+  op->own_node = i;
+  return rh_redis_pool_take(&op->c->nodes[i].pool, &op->own, open_own, op);
+}
+
 static void release_own(rh_redis_cluster_op *op) {
-  if (!op->own) return;
-  if (op->prev) op->prev->next = op->next;
-  else op->c->blockers = op->next;
-  if (op->next) op->next->prev = op->prev;
-  node *n = &op->c->nodes[op->own_node];
-  if (n->n_spare < MAX_SPARE && !op->c->freeing) n->spare[n->n_spare++] = op->own;
-  else rh_redis_free(op->own);
-  op->own = NULL;
+  if (op->own.r) rh_redis_pool_give(&op->c->nodes[op->own_node].pool, &op->own, !op->c->freeing);
 }
 
 /* Out to node i; asking: preceded by ASKING on the same connection. */
 static int send_to(rh_redis_cluster_op *op, int i, int asking) {
   release_own(op);
   rh_redis *r = op->blocking ? own_connection(op, i) : op->c->nodes[i].r;
+  if (!r) return -1;
   static const char *ask[] = { "ASKING" };
   if (asking && !rh_redis_command(r, 1, ask, NULL, NULL, NULL)) return -1;
   return rh_redis_command(r, op->argc, (const char **)op->argv, op->lens, on_reply, op) ? 0 : -1;
@@ -343,8 +335,14 @@ rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, con
   }
   if (!c->mapped) refresh(c);
   int i = slot < RH_REDIS_SLOTS && c->slot_node[slot] ? c->slot_node[slot] - 1 : any_node(c);
-  if (send_to(op, i, 0) == 0) return op;
+  int full = op->blocking && rh_redis_pool_full(&c->nodes[i].pool);
+  if (!full && send_to(op, i, 0) == 0) return op;
   op_free(op);
+  if (full) {
+    snprintf(err, errlen, "redis: too many blocking commands in flight on %s:%d (at most %d)", c->nodes[i].host,
+             c->nodes[i].port, RH_REDIS_MAX_OWN);
+    return NULL;
+  }
   refresh(c);
   snprintf(err, errlen, "redis: not connected (%s:%d)", c->nodes[i].host, c->nodes[i].port);
   return NULL;
@@ -358,11 +356,23 @@ int rh_redis_cluster_ready(const rh_redis_cluster *c) {
   return 0;
 }
 
+/* Classic pub/sub reaches every node, so the subscriptions move to any node that is up when
+ * theirs is lost (a failover may never bring it back). */
+static void on_sub_check(uv_timer_t *t) {
+  rh_redis_cluster *c = t->data;
+  if (rh_redis_ready(c->sub) || rh_redis_ready(c->nodes[c->sub_node].r)) return;
+  int i = any_node(c);
+  if (i == c->sub_node || !rh_redis_ready(c->nodes[i].r)) return;
+  c->sub_node = i;
+  RH_LOG(RH_LOG_INFO, "redis_cluster_subscriber_moved", RH_STR("host", c->nodes[i].host),
+         RH_INT("port", c->nodes[i].port));
+  rh_redis_retarget(c->sub, c->nodes[i].host, c->nodes[i].port);
+}
+
 int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redis_message_cb cb, void *ud) {
   if (!c->sub) {
-    rh_redis_addr a = { .host = c->nodes[0].host, .port = c->nodes[0].port, .tls = c->tls, .user = c->user,
-                        .password = c->password, .tls_ctx = c->tls_ctx };
-    c->sub = rh_redis_open(c->loop, &a);
+    c->sub = open_node(c, &c->nodes[0]);
+    uv_timer_start(&c->sub_check, on_sub_check, SUB_CHECK_MS, SUB_CHECK_MS);
   }
   return rh_redis_subscribe(c->sub, channel, cb, ud);
 }
@@ -411,6 +421,8 @@ rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char 
   rh_redis_cluster *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->loop = loop;
+  uv_timer_init(loop, &c->sub_check);
+  c->sub_check.data = c;
   if (rh_redis_each_seed(seeds, add_seed, &(seeding){ c, err, errlen }) < 0) {
     rh_redis_cluster_free(c);
     return NULL;
@@ -419,24 +431,17 @@ rh_redis_cluster *rh_redis_cluster_new(uv_loop_t *loop, const char *seeds, char 
   return c;
 }
 
+static void closed(uv_handle_t *h) { free(h->data); }
+
 void rh_redis_cluster_free(rh_redis_cluster *c) {
   c->freeing = 1;
-  while (c->blockers) { /* closing its connection fails the command, which frees op */
-    rh_redis_cluster_op *op = c->blockers;
-    rh_redis *own = op->own;
-    c->blockers = op->next;
-    if (c->blockers) c->blockers->prev = NULL;
-    op->own = NULL;
-    rh_redis_free(own);
-  }
-  for (int i = 0; i < c->n_nodes; i++) {
-    rh_redis_free(c->nodes[i].r);
-    while (c->nodes[i].n_spare) rh_redis_free(c->nodes[i].spare[--c->nodes[i].n_spare]);
-  }
+  for (int i = 0; i < c->n_nodes; i++) /* closing a reader's own connection fails it, freeing op */
+    rh_redis_pool_free(&c->nodes[i].pool);
+  for (int i = 0; i < c->n_nodes; i++) rh_redis_free(c->nodes[i].r);
   if (c->sub) rh_redis_free(c->sub);
   free(c->nodes);
   free(c->user);
   free(c->password);
   if (c->tls_ctx) rh_tls_ctx_free(c->tls_ctx);
-  free(c);
+  uv_close((uv_handle_t *)&c->sub_check, closed);
 }

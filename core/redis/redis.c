@@ -252,7 +252,7 @@ const char *rh_redis_parse_url(const char *url, rh_url *u, rh_redis_addr *a) {
 rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a) {
   rh_redis *r = calloc(1, sizeof *r);
   if (!r) abort();
-  snprintf(r->host, sizeof r->host, "%s", a->host);
+  snprintf(r->host, sizeof r->host, "%s", a->host ? a->host : "");
   r->port = a->port;
   r->tls = a->tls;
   if (a->tls && a->tls_ctx) r->tls_ctx = rh_tls_ctx_ref(a->tls_ctx);
@@ -263,8 +263,20 @@ rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a) {
   r->backoff = 0.1;
   uv_timer_init(loop, &r->retry);
   r->retry.data = r;
-  connect_now(r);
+  if (a->host) connect_now(r);
   return r;
+}
+
+void rh_redis_retarget(rh_redis *r, const char *host, int port) {
+  uv_timer_stop(&r->retry);
+  if (r->dial) rh_upconn_dial_cancel(r->dial);
+  r->dial = NULL;
+  if (r->up || r->head || r->wait_head) lost(r, "moved to another server");
+  uv_timer_stop(&r->retry); /* lost's backoff: the new server is dialled now */
+  snprintf(r->host, sizeof r->host, "%s", host);
+  r->port = port;
+  r->backoff = 0.1;
+  connect_now(r);
 }
 
 /* ---- TLS settings from the URL's query ---- */

@@ -28,7 +28,8 @@ rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errle
 
 /* Where one node is and how to log in (the strings are copied). */
 typedef struct {
-  const char *host, *user, *password; /* user, password: NULL for none */
+  const char *host, *user, *password; /* user, password: NULL for none; host NULL: not known yet,
+                                       * nothing dialled before rh_redis_retarget */
   int port, tls, db;
   struct rh_tls_ctx *tls_ctx; /* with tls: its own context (rh_redis_open takes a reference), or
                                * NULL for the shared one (verified against the system store) */
@@ -47,6 +48,9 @@ void rh_redis_url_auth(const rh_url *u, rh_redis_addr *a);
  * nothing (the shared default serves); the caller drops it with rh_tls_ctx_free. NULL, or what
  * was wrong in err, naming the parameter (and the file); an unknown parameter is refused. */
 const char *rh_redis_url_tls(const rh_url *u, struct rh_tls_ctx **ctx, char *err, size_t errlen);
+/* The server has moved (a new primary): what is pending fails, and host:port is dialled now,
+ * with the same login; a subscriber subscribes there again. */
+void rh_redis_retarget(rh_redis *r, const char *host, int port);
 /* Fails what is pending, closes, and frees once libuv is done. */
 void rh_redis_free(rh_redis *r);
 rh_redis_cmd *rh_redis_command(rh_redis *r, int argc, const char **argv, const size_t *lens,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log/log.h"
+#include "redis/own.h"
 #include "redis/seeds.h"
 #include "redis/slot.h"
 
@@ -17,7 +18,6 @@
 #define CHECK_MS 500     /* how often the primary's connection is looked at between commands */
 #define WAIT_MS 250      /* between two rounds of asking, doubling up to MAX_WAIT_MS */
 #define MAX_WAIT_MS 2000
-#define MAX_SPARE 4      /* idle connections to the primary kept for blocking commands */
 
 typedef struct {
   char host[RH_HOST_MAX + 1];
@@ -25,13 +25,6 @@ typedef struct {
   rh_redis *ask;   /* questions */
   rh_redis *watch; /* subscribed to +switch-master */
 } sentinel;
-
-typedef struct sub {
-  struct sub *next;
-  char *channel;
-  rh_redis_message_cb cb;
-  void *ud;
-} sub;
 
 /* IDLE: a primary, or none and nothing under way (the check starts a round). */
 enum { IDLE, ASKING, CONFIRMING, WAITING };
@@ -50,12 +43,8 @@ struct rh_redis_sentinel {
   rh_redis *primary;                 /* confirmed */
   char host[RH_HOST_MAX + 1];
   int port;
-  unsigned gen;                      /* counts primaries: a blocker's connection to an old one is closed */
-  rh_redis *spare[MAX_SPARE];
-  int n_spare;
-  rh_redis *subr;                    /* the subscriptions' connection to the primary */
-  sub *subs;
-  rh_redis_sentinel_op *blockers;    /* commands on a connection of their own */
+  rh_redis_pool pool;                /* blocking commands' own connections to the primary */
+  rh_redis *subr;                    /* the subscriptions' connection: moved to each primary */
   rh_redis_sentinel_op *held, **held_tail; /* asked before the first round ended */
   int started;                       /* the first round has ended */
   uv_timer_t step, check;
@@ -68,9 +57,7 @@ struct rh_redis_sentinel_op {
   rh_redis_sentinel *s;
   rh_redis_cb cb;
   void *ud;
-  rh_redis *own;
-  unsigned gen;
-  rh_redis_sentinel_op *prev, *next; /* in blockers while own is set */
+  rh_redis_own own;                  /* a blocking command's connection */
   int argc;                          /* held: its arguments, kept until it is sent */
   char **argv;
   size_t *lens;
@@ -99,16 +86,12 @@ static rh_redis *open_primary(rh_redis_sentinel *s, const char *host, int port) 
   return rh_redis_open(s->loop, &a);
 }
 
-static void free_spares(rh_redis_sentinel *s) {
-  while (s->n_spare) rh_redis_free(s->spare[--s->n_spare]);
-}
-
 /* Detached before it is freed: freeing fails its commands, whose callbacks may run Lua, which
  * may free this client (a collected relay.redis). */
 static void drop_primary(rh_redis_sentinel *s) {
   rh_redis *p = s->primary;
   s->primary = NULL;
-  free_spares(s);
+  rh_redis_pool_forget(&s->pool);
   if (p) rh_redis_free(p);
 }
 
@@ -136,14 +119,6 @@ static void round_failed(rh_redis_sentinel *s) {
   flush_held(s);
 }
 
-/* The subscriptions' connection follows the primary, and subscribes to everything again. */
-static void resubscribe(rh_redis_sentinel *s) {
-  rh_redis *old = s->subr;
-  s->subr = open_primary(s, s->host, s->port);
-  if (old) rh_redis_free(old);
-  for (sub *x = s->subs; x; x = x->next) rh_redis_subscribe(s->subr, x->channel, x->cb, x->ud);
-}
-
 /* ROLE said master: the candidate is the primary from now on. */
 static void adopt(rh_redis_sentinel *s) {
   drop_primary(s);
@@ -152,11 +127,10 @@ static void adopt(rh_redis_sentinel *s) {
   s->candidate = NULL;
   snprintf(s->host, sizeof s->host, "%s", s->cand_host);
   s->port = s->cand_port;
-  s->gen++;
   s->state = IDLE;
   s->wait_ms = WAIT_MS;
   s->why[0] = 0;
-  if (s->subs) resubscribe(s);
+  if (s->subr) rh_redis_retarget(s->subr, s->host, s->port); /* it subscribes again there */
   RH_LOG(RH_LOG_INFO, "redis_sentinel_primary", RH_STR("master", s->master), RH_STR("host", s->host),
          RH_INT("port", s->port));
   flush_held(s);
@@ -297,27 +271,9 @@ static void on_switch(void *ud, const char *channel, const char *msg, size_t len
 
 /* ---- commands ---- */
 
-static void link_blocker(rh_redis_sentinel_op *op) {
-  op->prev = NULL;
-  op->next = op->s->blockers;
-  if (op->next) op->next->prev = op;
-  op->s->blockers = op;
-}
-
-static void unlink_blocker(rh_redis_sentinel_op *op) {
-  if (op->prev) op->prev->next = op->next;
-  else op->s->blockers = op->next;
-  if (op->next) op->next->prev = op->prev;
-}
-
-/* Back among the spares if it is the primary's and there is room, else closed. */
-static void release_own(rh_redis_sentinel_op *op) {
-  rh_redis_sentinel *s = op->s;
-  if (!op->own) return;
-  unlink_blocker(op);
-  if (op->gen == s->gen && s->n_spare < MAX_SPARE && !s->freeing) s->spare[s->n_spare++] = op->own;
-  else rh_redis_free(op->own);
-  op->own = NULL;
+static rh_redis *open_own(void *ud) {
+  rh_redis_sentinel *s = ud;
+  return open_primary(s, s->host, s->port);
 }
 
 static void on_reply(void *ud, redisReply *rep, const char *err) {
@@ -325,7 +281,7 @@ static void on_reply(void *ud, redisReply *rep, const char *err) {
   rh_redis_sentinel *s = op->s;
   if (op->cb) op->cb(op->ud, rep, err);
   if (err && !s->freeing) uv_timer_start(&s->check, on_check, 0, CHECK_MS); /* the primary gone? */
-  release_own(op);
+  rh_redis_pool_give(&s->pool, &op->own, !s->freeing);
   free(op);
 }
 
@@ -347,18 +303,14 @@ static int send_op(rh_redis_sentinel_op *op, int argc, const char **argv, const 
                    size_t errlen) {
   rh_redis_sentinel *s = op->s;
   if (refuse(s, err, errlen) < 0) return -1;
-  op->gen = s->gen;
   rh_redis *r = s->primary;
-  if (rh_redis_command_blocks(argc, argv, lens)) {
-    r = op->own = s->n_spare ? s->spare[--s->n_spare] : open_primary(s, s->host, s->port);
-    link_blocker(op);
+  if (rh_redis_command_blocks(argc, argv, lens) && !(r = rh_redis_pool_take(&s->pool, &op->own, open_own, s))) {
+    snprintf(err, errlen, "redis: too many blocking commands in flight on %s:%d (at most %d)", s->host, s->port,
+             RH_REDIS_MAX_OWN);
+    return -1;
   }
   if (rh_redis_command(r, argc, argv, lens, on_reply, op)) return 0;
-  if (op->own) { /* a spare that has lost its connection: not kept */
-    unlink_blocker(op);
-    rh_redis_free(op->own);
-    op->own = NULL;
-  }
+  rh_redis_pool_close(&s->pool, &op->own); /* a spare that has lost its connection: not kept */
   snprintf(err, errlen, "redis: not connected (%s:%d)", s->host, s->port);
   return -1;
 }
@@ -442,24 +394,15 @@ rh_redis_sentinel_op *rh_redis_sentinel_command(rh_redis_sentinel *s, int argc, 
  * element that is then lost. */
 void rh_redis_sentinel_cancel(rh_redis_sentinel_op *op) {
   op->cb = NULL;
-  rh_redis *own = op->own;
-  if (!own) return;
-  unlink_blocker(op);
-  op->own = NULL;
-  rh_redis_free(own); /* fails the command: on_reply frees op */
+  rh_redis_pool_close(&op->s->pool, &op->own); /* fails the command: on_reply frees op */
 }
 
 int rh_redis_sentinel_ready(const rh_redis_sentinel *s) { return s->primary && rh_redis_ready(s->primary); }
 
+/* Before a primary is confirmed, the connection waits for adopt to name one. */
 int rh_redis_sentinel_subscribe(rh_redis_sentinel *s, const char *channel, rh_redis_message_cb cb, void *ud) {
-  sub *x = calloc(1, sizeof *x);
-  if (!x) abort();
-  *x = (sub){ .next = s->subs, .channel = strdup(channel), .cb = cb, .ud = ud };
-  if (!x->channel) abort();
-  s->subs = x;
-  if (s->subr) return rh_redis_subscribe(s->subr, channel, cb, ud);
-  if (s->primary) resubscribe(s); /* else adopt will */
-  return 0;
+  if (!s->subr) s->subr = open_primary(s, s->primary ? s->host : NULL, s->port);
+  return rh_redis_subscribe(s->subr, channel, cb, ud);
 }
 
 /* ---- the URL ---- */
@@ -543,13 +486,7 @@ void rh_redis_sentinel_free(rh_redis_sentinel *s) {
   s->freeing = 1;
   stop_round(s);
   flush_held(s);
-  while (s->blockers) { /* closing its connection fails the command, which frees op */
-    rh_redis_sentinel_op *op = s->blockers;
-    rh_redis *own = op->own;
-    unlink_blocker(op);
-    op->own = NULL;
-    rh_redis_free(own);
-  }
+  rh_redis_pool_free(&s->pool); /* closing a command's connection fails it, which frees op */
   for (int i = 0; i < s->n; i++) {
     rh_redis_free(s->sentinels[i].ask);
     rh_redis_free(s->sentinels[i].watch);
@@ -558,12 +495,6 @@ void rh_redis_sentinel_free(rh_redis_sentinel *s) {
   rh_redis *subr = s->subr;
   s->subr = NULL;
   if (subr) rh_redis_free(subr);
-  while (s->subs) {
-    sub *x = s->subs;
-    s->subs = x->next;
-    free(x->channel);
-    free(x);
-  }
   uv_close((uv_handle_t *)&s->step, closed);
   uv_close((uv_handle_t *)&s->check, closed);
 }

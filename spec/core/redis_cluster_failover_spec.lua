@@ -19,6 +19,9 @@ local relay = require "relay"
 local cjson = require "cjson"
 local app = relay.new { name = "redis-cluster-failover" }
 local r = relay.redis("SEEDS")
+local sub, got = relay.redis("SEEDS"), {} -- subscribes on the first seed's node
+sub:subscribe("news", function(msg) got[#got + 1] = msg end)
+app:get("/got", function(req, res) res:json(200, { n = #got, ready = sub:ready() }) end) -- holds sub
 app:get("/call", function(req, res)
   local v, err = r:call(unpack(cjson.decode(req.args.a)))
   res:json(200, { v = v, err = err })
@@ -58,5 +61,19 @@ return app
     assert.same({ v = "OK" }, call({ "SET", "foo", "after" }))
     assert.same({ v = "after" }, call({ "GET", "foo" }))
     print(("\nfailover: GET foo failed %d times over %.2f s, then was answered"):format(errors, took))
+  end)
+
+  it("moves the subscription to another node when the node it was on dies", function()
+    local function got() return cjson.decode(host:get("/got").body).n end
+    helpers.wait_until(function()
+      call({ "PUBLISH", "news", "before" })
+      return got() > 0
+    end, 10, "the subscription to hear a message")
+    cluster:kill(cluster.ports[1]) -- the first seed, where the subscription is
+    local n0 = got()
+    helpers.wait_until(function()
+      call({ "PUBLISH", "news", "after" }) -- classic pub/sub reaches every node of a cluster
+      return got() > n0
+    end, 15, "the subscription to hear a message after its node died")
   end)
 end)

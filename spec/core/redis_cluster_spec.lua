@@ -138,6 +138,34 @@ return app
     for i = 1, 2 do waiting[i]:close() end
   end)
 
+  it("holds blocking readers to 64 connections of their own per node, refusing more by name", function()
+    local socket = require "socket"
+    local function blocked() -- clients blocked in a command (flags b), on every node
+      local n = 0
+      for _, p in ipairs(cluster.ports) do
+        local _, list = rc.command(p, "CLIENT LIST")
+        for flags in (list or ""):gmatch("flags=(%S+)") do n = n + (flags:find("b", 1, true) and 1 or 0) end
+      end
+      return n
+    end
+    local waiting, answers = {}, {}
+    for i = 1, 72 do
+      waiting[i] = host:client()
+      waiting[i]:send("GET /call?a=" .. escape(cjson.encode({ "BLPOP", "{f}.never", "2" })) .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+    end
+    socket.sleep(0.5)
+    local seen = blocked()
+    for i = 1, 72 do answers[#answers + 1] = cjson.decode(waiting[i]:read_response().body).err or "" end
+    for i = 1, 72 do waiting[i]:close() end
+    assert.truthy(seen <= 64, seen .. " BLPOPs held a connection each")
+    local refused = 0
+    for _, e in ipairs(answers) do
+      if e:find("too many blocking commands", 1, true) then refused = refused + 1 end
+    end
+    assert.equal(8, refused)
+    assert.same({ v = "OK" }, call({ "SET", "{f}.after", "1" }))
+  end)
+
   it("closes a blocking reader's own connection when the host stops with it in flight", function()
     helpers.write_file(dir .. "/b.lua", ([[
 local relay = require "relay"

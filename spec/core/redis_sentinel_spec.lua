@@ -88,6 +88,29 @@ return app
     assert.equal("hello", cjson.decode(host:get("/got").body).got[1])
   end)
 
+  it("holds blocking commands to 64 connections of their own, refusing more by name", function()
+    helpers.wait_until(function() return call({ "SET", "foo", "bar" }).v == "OK" end, 10, "the primary found")
+    local waiting, answers = {}, {}
+    for i = 1, 72 do
+      waiting[i] = host:client(10)
+      waiting[i]:send(("GET /call?a=%s HTTP/1.1\r\nHost: x\r\n\r\n"):format(escape(cjson.encode({ "BLPOP", "never", "2" }))))
+    end
+    socket.sleep(0.5)
+    local seen = 0 -- clients Redis has blocked in a command (flags b)
+    for flags in rs.cli(setup_.primary.port, "CLIENT LIST"):gmatch("flags=(%S+)") do
+      seen = seen + (flags:find("b", 1, true) and 1 or 0)
+    end
+    for i = 1, 72 do answers[i] = cjson.decode(waiting[i]:read_response().body).err or "" end
+    for i = 1, 72 do waiting[i]:close() end
+    assert.truthy(seen <= 64, seen .. " BLPOPs held a connection each")
+    local refused = 0
+    for _, e in ipairs(answers) do
+      if e:find("too many blocking commands", 1, true) then refused = refused + 1 end
+    end
+    assert.equal(8, refused)
+    assert.same({ v = "bar" }, call({ "GET", "foo" }))
+  end)
+
   it("logs in to the primary with the URL's user and password, and passes over a dead sentinel", function()
     helpers.wait_until(function() return call({ "SET", "who", "app" }, "app").v == "OK" end, 10, "the ACL user's SET")
     assert.same({ v = "app" }, call({ "ACL", "WHOAMI" }, "app"))
