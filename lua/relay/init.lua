@@ -449,6 +449,7 @@ relay.http = {
     check.options(opts, HTTP_KEYS, "relay.http.stream")
     return check.results(true, core.http_stream(opts))
   end,
+  json = http.json,
   headers = http.headers,
   parse_query = http.parse_query,
 }

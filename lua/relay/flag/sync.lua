@@ -4,6 +4,7 @@
 -- Redis (start_replica); online mode lives in relay.flag.upstream, which calls replace_*.
 local relay = require "relay"
 local json = require "relay.json"
+local backoff = require "relay.backoff"
 local validate = require "relay.flag.validate"
 
 local refused = relay.metrics.counter("ff_proxy_config_refused_total",
@@ -432,7 +433,7 @@ end
 -- failing over) as soon as that node answers again, with everything read again first (events
 -- may have been missed meanwhile).
 function Sync:replica_follow()
-  local backoff, last, loaded = 0.5, nil, false
+  local wait, last, loaded = backoff.new { min = 0.5, max = 5 }, nil, false
   while not self.stopped do
     local ok, err = true, nil
     if not loaded then ok, err = self:replica_reload() end
@@ -442,14 +443,13 @@ function Sync:replica_follow()
       if self.stopped then return end
     end
     relay.log.warn("replica_redis_failed", { error = err })
-    self:note_failure("redis", err, backoff)
+    self:note_failure("redis", err, wait.wait)
     self.cache_problem = self.cache_problem or ("reading Redis failed: " .. tostring(err))
     if ok and relay.time() - started >= 1 then -- a feed that worked: back as soon as its node is
-      backoff = 0.5
+      wait:reset()
       loaded = self:replica_wait(5, true)
     else -- a load refused or failed: backoff, cut short when Redis was down and answers again
-      loaded = self:replica_wait(backoff, not self.redis:healthy())
-      backoff = math.min(backoff * 2, 5)
+      loaded = self:replica_wait(wait:next(), not self.redis:healthy())
     end
   end
 end

@@ -24,24 +24,18 @@ function Upstream:credentials(env_id)
   return "1", nil
 end
 
--- A request to the upstream; the decoded JSON body (a table) of a 200, or nil and why.
+-- A request to the upstream (relay.http.json); the decoded body of a 200, or nil and why (a bad
+-- answer named by its path).
 function Upstream:call(path, opts)
   opts.url, opts.timeout = self.cfg.base_url .. path, 10
-  local r, err = relay.http.request(opts)
-  if not r then return nil, err end
-  if r.status ~= 200 then return nil, ("%s: status %d"):format(path:match("^[^?]*"), r.status) end
-  local ok, v = pcall(json.decode, r.body)
-  if not ok or type(v) ~= "table" then return nil, path:match("^[^?]*") .. ": not JSON" end
-  return v
-end
-
-local function post_json(self, path, body)
-  return self:call(path, { method = "POST", headers = { ["content-type"] = "application/json" }, body = json.encode(body) })
+  local v, err, answered = relay.http.json(opts)
+  if answered then return nil, path:match("^[^?]*") .. ": " .. err end
+  return v, err
 end
 
 -- POST /client/auth for one SDK key -> environment id, token and cluster.
 function Upstream:auth_key(key)
-  local body, err = post_json(self, "/client/auth", { apiKey = key })
+  local body, err = self:call("/client/auth", { method = "POST", body = { apiKey = key } })
   if not body then return nil, err end
   local token = body.authToken
   local payload = type(token) == "string" and token:match("^[^.]+%.([^.]+)%.")
@@ -52,7 +46,7 @@ end
 
 function Upstream:authenticate()
   if self.proxy_mode then -- v2 style: one Proxy Key covers many environments
-    local body, err = post_json(self, "/proxy/auth", { proxyKey = self.cfg.proxy_key })
+    local body, err = self:call("/proxy/auth", { method = "POST", body = { proxyKey = self.cfg.proxy_key } })
     if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
     if not body then return nil, err end
     self.proxy_token = body.token

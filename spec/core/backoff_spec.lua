@@ -1,0 +1,29 @@
+-- relay.backoff (lua/relay/backoff.lua): the wait before trying again. Pure Lua.
+local backoff = require "relay.backoff"
+
+describe("relay.backoff", function()
+  it("waits min, doubles after each failure up to max, and starts over at min after reset", function()
+    local b = backoff.new { min = 0.5, max = 5 }
+    local got = {}
+    for i = 1, 6 do got[i] = b:next() end
+    assert.same({ 0.5, 1, 2, 4, 5, 5 }, got)
+    assert.equal(5, b.wait)
+    b:reset()
+    assert.equal(0.5, b.wait)
+    assert.same({ 0.5, 1 }, { b:next(), b:next() })
+  end)
+
+  it("with jitter waits between half and all of each step, and not always the same", function()
+    local b = backoff.new { min = 1, max = 8, jitter = true }
+    local steps, seen = { 1, 2, 4, 8, 8 }, {}
+    for _, d in ipairs(steps) do
+      local w = b:next()
+      assert.is_true(w >= d / 2 and w <= d, ("%s not within [%s, %s]"):format(w, d / 2, d))
+    end
+    for _ = 1, 20 do
+      b:reset()
+      seen[b:next()] = true
+    end
+    assert.is_true(next(seen, next(seen)) ~= nil, "twenty equal waits")
+  end)
+end)
