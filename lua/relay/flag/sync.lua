@@ -5,6 +5,7 @@
 local relay = require "relay"
 local json = require "relay.json"
 local backoff = require "relay.backoff"
+local serial = require "relay.serial"
 local validate = require "relay.flag.validate"
 
 local refused = relay.metrics.counter("ff_proxy_config_refused_total",
@@ -38,6 +39,9 @@ function M.new(cfg, store)
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
+    -- a primary's writes to Redis run one at a time, in order: a change and a re-seed never
+    -- interleave (the seed mark is only written after a whole cache)
+    jobs = serial.new { log_event = "redis_job_failed", tick = TICK },
   }, Sync)
 end
 
@@ -52,7 +56,7 @@ function Sync:set_stream(state)
   if st.state == state then return end
   st.state, st.since = state, now_ms()
   if self.redis and not self.cfg.read_replica then
-    self:redis_job(function() return self.redis:set_stream_health(st.state, st.since) end)
+    self.jobs:push(function() return self.redis:set_stream_health(st.state, st.since) end)
   end
 end
 
@@ -131,23 +135,6 @@ function Sync:check(envs, where, partial)
   return ok, err
 end
 
--- A primary's writes to Redis run one at a time, in order, in one task: a change and a re-seed
--- never interleave (the seed mark is only written after a whole cache).
-function Sync:redis_job(fn)
-  local q = self.jobs or {}
-  self.jobs = q
-  q[#q + 1] = fn
-  if self.jobs_running or self.stopped then return end
-  self.jobs_running = true
-  relay.after(0, function()
-    while #q > 0 and not self.stopped do
-      local ok, err = pcall(table.remove(q, 1))
-      if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
-    end
-    self.jobs_running = false
-  end)
-end
-
 -- A primary with Redis writes what it serves and streams the events to the replicas. A write
 -- that fails marks the cache dirty: the watcher writes all of it again once Redis answers (a
 -- Cluster node that failed over mid-write may hold any mix of old and new keys).
@@ -156,7 +143,7 @@ function Sync:persist(env_ids, events)
   if not self.watching then self.watching = true; self:watch_primary() end
   -- not queued behind a Redis that hangs (a queue as long as the hang): all of it once it answers
   if self.redis:stalled() then self.dirty, self.kick = true, true; return end
-  self:redis_job(function()
+  self.jobs:push(function()
     for _, id in ipairs(env_ids) do
       local env = self.store.envs[id]
       local ok, err = true, nil
@@ -244,17 +231,6 @@ function Sync:primary_check(full)
   self.cache_problem = nil
 end
 
--- primary_check queued behind the writes in flight (never beside them); returns once it ran.
-function Sync:check_now(full)
-  local done = false
-  self:redis_job(function()
-    local ok, err = pcall(self.primary_check, self, full)
-    done = true
-    if not ok then error(err, 0) end
-  end)
-  while not done and not self.stopped do relay.sleep(TICK) end
-end
-
 function Sync:watch_primary()
   relay.after(0, function()
     local ticks, audit_at = 0, relay.time() + AUDIT_EVERY
@@ -265,7 +241,7 @@ function Sync:watch_primary()
         self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
         local full = relay.time() >= audit_at
         if full then audit_at = relay.time() + AUDIT_EVERY end
-        self:check_now(full)
+        self.jobs:wait(function() self:primary_check(full) end) -- behind the writes in flight
       end
       ticks = ticks + 1
       relay.sleep(TICK)
@@ -415,6 +391,7 @@ end
 -- A reload replaced this generation: its loops end (the new one runs its own).
 function Sync:stop()
   self.stopped = true
+  self.jobs:stop()
   if self.redis then self.redis.stopped = true end
 end
 
