@@ -59,7 +59,7 @@ app:on_init(function()
     if not envs then error("flag-proxy: CONFIG_DIR: " .. err, 0) end
     -- checked before anything is replaced: a refused config fails the start, or the reload (the
     -- running generation keeps serving); on SIGHUP events for what changed go out once this serves
-    local ok, why = sync:replace_all(envs, cfg.config_dir)
+    local ok, why = sync:replace(envs, cfg.config_dir, true)
     if not ok then error("flag-proxy: " .. why, 0) end
     sync:set_stream("CONNECTED")
   elseif cfg.read_replica then

@@ -1,7 +1,7 @@
 -- Keeping the cache fresh and telling the SDKs: the state (health for /health and /stream),
 -- replacing environments and streaming what changed, and (with Redis) persisting it. Offline
--- mode is replace_all from the config directory (SIGHUP re-reads it); a read replica follows
--- Redis (start_replica); online mode lives in relay.flag.upstream, which calls replace_*.
+-- mode replaces all from the config directory (SIGHUP re-reads it); a read replica follows
+-- Redis (start_replica); online mode lives in relay.flag.upstream, which calls replace.
 local relay = require "relay"
 local json = require "relay.json"
 local backoff = require "relay.backoff"
@@ -121,18 +121,6 @@ local function publish(events)
     relay.sse.publish(M.PROXY_CHANNEL, bytes)
     published:inc(1, { ev.environment, "false" })
   end
-end
-
--- Every config is checked before it replaces anything (relay.flag.validate): where names it
--- in the message about a config with no flags at all.
-function Sync:check(envs, where, partial)
-  local elsewhere = 0
-  if partial then
-    for id, env in pairs(self.store.envs) do if not envs[id] then elsewhere = elsewhere + #env.flags end end
-  end
-  local ok, err = validate.envs(envs, { allow_empty = self.cfg.allow_empty, flags_elsewhere = elsewhere, where = where })
-  if not ok then refused:inc(1) end
-  return ok, err
 end
 
 -- A primary with Redis writes what it serves and streams the events to the replicas. A write
@@ -276,47 +264,41 @@ local function log_changed(events)
                                           changed = changed_names(events) })
 end
 
--- Stores the checked envs; returns their events and ids.
-function Sync:set_envs(envs)
+-- Replaces environments: all (an offline load, a full online sync) or some (re-fetched after
+-- the upstream's events). Each config is checked first (relay.flag.validate; where names it in
+-- the message about a config with no flags at all): nil and why it was refused, and nothing
+-- changed. Else the events: with all, environments that are gone lose their streams and the
+-- events go out once this generation serves (after on_init); with some, no stream closes.
+function Sync:replace(envs, where, all)
+  local elsewhere = 0 -- flags of environments this leaves as they are
+  for id, env in pairs(all and {} or self.store.envs) do
+    if not envs[id] then elsewhere = elsewhere + #env.flags end
+  end
+  local ok, why = validate.envs(envs, { allow_empty = self.cfg.allow_empty, flags_elsewhere = elsewhere,
+                                        where = where })
+  if not ok then
+    refused:inc(1)
+    return nil, why
+  end
   local events, ids = {}, {}
   for id, data in pairs(envs) do
     for _, ev in ipairs(self.store:set_env(id, data)) do events[#events + 1] = ev end
     ids[#ids + 1] = id
   end
-  return events, ids
-end
-
--- Replaces every environment (offline load, or a full online sync). Environments that are gone
--- lose their streams; events go out once this generation serves (after on_init). Returns the
--- events, or nil and why the config was refused (then nothing changed).
-function Sync:replace_all(envs, where)
-  local valid, why = self:check(envs, where)
-  if not valid then return nil, why end
-  local dict = self.store.dict
-  local events, ids = self:set_envs(envs)
-  for old in (dict:get("envs") or ""):gmatch("[^\n]+") do
-    if not envs[old] then self.store:remove_env(old); relay.sse.close(old) end
-  end
   table.sort(ids)
-  dict:set("envs", table.concat(ids, "\n"))
-  if #events > 0 then
+  if all then
+    local dict = self.store.dict
+    for old in (dict:get("envs") or ""):gmatch("[^\n]+") do
+      if not envs[old] then self.store:remove_env(old); relay.sse.close(old) end
+    end
+    dict:set("envs", table.concat(ids, "\n"))
     relay.after(0, function() publish(events) end)
+  else
+    publish(events)
   end
   log_changed(events)
   self:persist(ids, events)
   return events
-end
-
--- Environments from the upstream's events: no streams close, the events say what changed.
--- Returns true, or nil and why the config was refused (then nothing changed).
-function Sync:replace_some(envs, where)
-  local valid, why = self:check(envs, where, true)
-  if not valid then return nil, why end
-  local events, ids = self:set_envs(envs)
-  publish(events)
-  log_changed(events)
-  self:persist(ids, events)
-  return true
 end
 
 -- ---- read replica: everything comes from the primary through Redis (its writes and events) ----
@@ -335,7 +317,7 @@ function Sync:replica_load()
   local again, e3 = self.redis:seed_mark()
   if again == nil and e3 then return nil, e3 end
   if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
-  local ok, why = self:replace_all(envs, "redis")
+  local ok, why = self:replace(envs, "redis", true)
   if not ok then return nil, why end
   self.seed_seen, self.cache_problem, self.mark_lost, self.loads = mark, nil, false, (self.loads or 0) + 1
   self:set_config("READ_REPLICA")
@@ -384,7 +366,7 @@ function Sync:replica_event(ev)
   if not ev.environment or (ev.domain ~= "flag" and ev.domain ~= "target-segment") then return end
   local env = self.redis:read_env(ev.environment)
   local ok, why = true, nil
-  if env then ok, why = self:replace_some({ [ev.environment] = env }, "redis") end
+  if env then ok, why = self:replace({ [ev.environment] = env }, "redis") end
   if not ok then relay.log.warn("redis_config_refused", { environment = ev.environment, error = why }) end
 end
 

@@ -131,7 +131,7 @@ function Upstream:sync_all()
   end
   local envs, err = self:fetch()
   if not envs then return nil, err end
-  local events, refused = self.sync:replace_all(envs, self.cfg.base_url)
+  local events, refused = self.sync:replace(envs, self.cfg.base_url, true)
   if not events then return nil, refused end -- the last good config keeps serving
   self.sync:set_config("SYNCED")
   local closed = {}
@@ -155,7 +155,7 @@ end
 function Upstream:refresh_env(env_id)
   local envs, err = self:fetch(env_id)
   if not envs then return relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err }) end
-  local ok, why = self.sync:replace_some(envs, self.cfg.base_url)
+  local ok, why = self.sync:replace(envs, self.cfg.base_url)
   if not ok then relay.log.warn("upstream_config_refused", { environment = env_id, error = why }) end
 end
 
