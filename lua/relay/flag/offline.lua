@@ -62,12 +62,14 @@ local function write(dir, store)
     local env, base = store.envs[id], dir .. "/env-" .. id
     ok, err = fs.mkdir(base)
     if not ok then return nil, err end
-    local files = {}
-    for _, field in ipairs { "keys", "flags", "segments", "targets" } do
-      files[#files + 1] = { FILES[field], indented(env[field]), #env[field] .. " " .. field }
-    end
-    files[5] = { "README.md", ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
-      :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")), "summary" }
+    local files = {
+      { FILES.keys, indented(env.keys), #env.keys .. " keys" },
+      { FILES.flags, indented(env.flags), #env.flags .. " flags" },
+      { FILES.segments, indented(env.segments), #env.segments .. " segments" },
+      { FILES.targets, indented(env.targets), #env.targets .. " targets" },
+      { "README.md", ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
+        :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")), "summary" },
+    }
     for _, f in ipairs(files) do
       local path = base .. "/" .. f[1]
       ok, err = fs.write(path, f[2])
