@@ -2,8 +2,8 @@
  * arbitrary JSON, as an upstream or a config directory could hand it over.
  *
  * One LuaJIT state for the run (lua_state.h: JIT off, Lua line coverage fed to libFuzzer), with
- * relay.core and cjson preloaded from the C library and the real lua/relay/flag modules loaded
- * from the source tree.
+ * relay.core and cjson preloaded from the C library and the real lua/relay/flag modules (and
+ * relay.harness, the evaluator) loaded from the source tree.
  *
  * Input: three NUL-separated parts: the feature configs (feature_config.json), the segments
  * (segments.json), a target (or anything), decoded as the flag proxy decodes what it loads
@@ -35,7 +35,7 @@ static int check_ref;
 static const char checks[] =
   "local json = require 'relay.json'\n"
   "local store_mod = require 'relay.flag.store'\n"
-  "local evaluator = require 'relay.flag.evaluator'\n"
+  "local evaluator = require 'relay.harness'\n"
   "local validate = require 'relay.flag.validate'\n"
   "local function inv(msg) error('INVARIANT: ' .. msg, 0) end\n"
   "local function decode(text)\n"

@@ -1,7 +1,8 @@
 -- relay.flag.validate: the one check of a flag config against the shape the SDKs and the
--- evaluator rely on (issue 14.11). Pure Lua: no host needed.
+-- evaluator rely on (issue 14.11), relay.harness's check plus key hashes, sources and the
+-- no-flags refusal. Pure Lua: no host needed.
 local validate = require "relay.flag.validate"
-local evaluator = require "relay.flag.evaluator"
+local evaluator = require "relay.harness"
 local cjson = require "cjson"
 local json = require "relay.json"
 

@@ -5,38 +5,18 @@
 -- GET /proxy/config (paged), served from this cache, and the account-level /stream.
 local relay = require "relay"
 local json = require "relay.json"
-
-local sha256_hex = relay.crypto.sha256_hex
-local evaluator = require "relay.flag.evaluator"
+local jsonapi = require "relay.jsonapi"
+local harness = require "relay.harness"
 local lru = require "relay.lru"
 local PROXY_CHANNEL = require("relay.flag.sync").PROXY_CHANNEL
+
+local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 
 local JSON_TYPE = "application/json; charset=utf-8"
 local requests = relay.metrics.counter("ff_proxy_http_requests_total", "SDK requests served",
   { "url", "envID", "code" })
-
--- The same headers on every answer, and label arrays kept per (route, env, status): the hot
--- path (an SDK polling /evaluations) allocates no table of its own here.
-local HEADERS = { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*", vary = "Origin" }
-local labels = {}
--- The environments served (install sets it; one generation, one Lua state): only those become
--- an envID label. An id from a URL (BYPASS_AUTH) or a token minted with the insecure default
--- secret would otherwise add a label set, and a Prometheus series, per request.
-local served_envs = {}
-
-local function reply(res, status, body, route, env)
-  if env and not served_envs[env] then env = "" end
-  local key = route .. "\0" .. (env or "") .. "\0" .. status
-  local l = labels[key]
-  if not l then
-    l = { route, env or "", tostring(status) }
-    labels[key] = l
-  end
-  requests:inc(1, l)
-  return res:send(status, body, HEADERS)
-end
 
 -- Targets seen at /client/auth (spec §1.1: later evaluations of that identifier use them), as
 -- JSON text in an LRU bounded by TARGET_STORE_MAX_LEN and TARGET_STORE_MAX_BYTES: client SDK
@@ -57,10 +37,6 @@ end
 local AUTH_SLACK = 16 * 1024
 -- Evaluation answers cached per environment.
 local EVAL_CACHE_LEN, EVAL_CACHE_BYTES = 10000, 8 * 1024 * 1024
-
-local function fail(res, status, msg, route, env)
-  return reply(res, status, json.encode({ error = msg }) .. "\n", route, env)
-end
 
 -- identifier and name rules of ff-proxy's auth request (a name allows any letter).
 local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
@@ -85,26 +61,25 @@ end
 
 -- ff-proxy v2's upstream endpoints (for a chained relayhost with PROXY_KEY).
 local function install_proxy_api(app, cfg, store)
-  local function send(res, status, value)
-    return res:send(status, json.encode(value) .. "\n", { ["content-type"] = JSON_TYPE, ["access-control-allow-origin"] = "*" })
-  end
+  local answers = jsonapi.new { content_type = JSON_TYPE, newline = true,
+                                headers = { ["access-control-allow-origin"] = "*" } }
 
   app:post("/proxy/auth", function(req, res)
     local ok, body = pcall(json.decode, req:body() or "")
     if not ok or type(body) ~= "table" or type(body.proxyKey) ~= "string" or body.proxyKey == "" then
-      return send(res, 400, { error = "bad request: proxyKey is required" })
+      return answers:error(res, 400, "bad request: proxyKey is required")
     end
     if cfg.proxy_key == "" or not relay.crypto.constant_time_equal(body.proxyKey, cfg.proxy_key) then
-      return send(res, 401, { error = "unauthorised" })
+      return answers:error(res, 401, "unauthorised")
     end
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ key_type = "Proxy", key = sha256_hex(body.proxyKey), cluster_identifier = "1",
       environments = sorted_env_ids(store), iat = now, nbf = now }, cfg.auth_secret)
-    send(res, 200, { token = token })
+    answers:send(res, 200, { token = token })
   end)
 
   app:get("/proxy/config", function(req, res)
-    if not proxy_claims(req, cfg) then return send(res, 401, { error = "unauthorised" }) end
+    if not proxy_claims(req, cfg) then return answers:error(res, 401, "unauthorised") end
     local ids = sorted_env_ids(store)
     if type(req.args.environment) == "string" and req.args.environment ~= "" then
       ids = store.envs[req.args.environment] and { req.args.environment } or {}
@@ -116,37 +91,32 @@ local function install_proxy_api(app, cfg, store)
       local env = store.envs[ids[i]]
       envs[#envs + 1] = { id = env.id, apiKeys = env.keys, featureConfigs = env.flags, segments = env.segments }
     end
-    send(res, 200, { pageCount = math.max(1, math.ceil(#ids / size)), itemCount = #ids, pageSize = size,
-                     pageIndex = page, environments = envs })
+    answers:send(res, 200, { pageCount = math.max(1, math.ceil(#ids / size)), itemCount = #ids, pageSize = size,
+                             pageIndex = page, environments = envs })
   end)
 end
 
 -- cfg: relay.flag.config's settings; store: relay.flag.store; sync: relay.flag.sync (health);
 -- forward: relay.flag.metrics_forward (SDK metrics).
 function M.install(app, cfg, store, sync, forward)
-  served_envs = store.envs
+  -- The same headers on every SDK answer, each counted by route, environment and status. Only
+  -- the environments served become an envID label: an id from a URL (BYPASS_AUTH) or a token
+  -- minted with the insecure default secret would otherwise add a label set, and a Prometheus
+  -- series, per request.
+  local answers = jsonapi.new { content_type = JSON_TYPE, newline = true, counter = requests,
+                                headers = { ["access-control-allow-origin"] = "*", vary = "Origin" } }
+  local function reply(res, status, body, route, env)
+    return answers:send(res, status, body, route, store.envs[env] and env or "")
+  end
+  local function fail(res, status, msg, route, env) return reply(res, status, { error = msg }, route, env) end
+
   local targets = lru.new { max_items = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }
   targets_held:set(0)
   targets_bytes:set(0)
   install_proxy_api(app, cfg, store)
 
-  -- Tokens already verified (they carry no exp: a valid one stays valid for this generation's
-  -- secrets); bounded, emptied when full. Saves an HMAC and two decodes per SDK request.
-  local verified, nverified = {}, 0
-  local function verify(token)
-    local claims = verified[token]
-    if claims then return claims end
-    local err
-    claims, err = relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
-    for _, s in ipairs(cfg.legacy_secrets) do
-      if claims then break end
-      claims = relay.jwt.verify(token, s, { leeway = 60 })
-    end
-    if not claims then return nil, err end
-    if nverified >= 10000 then verified, nverified = {}, 0 end
-    verified[token], nverified = claims, nverified + 1
-    return claims
-  end
+  -- SDK tokens: signed with AUTH_SECRET, or a legacy one; each verified once (they carry no exp).
+  local verify = jsonapi.jwt_verifier({ cfg.auth_secret, unpack(cfg.legacy_secrets) }, { leeway = 60 })
 
   -- Bearer JWT signed with AUTH_SECRET (or a legacy one) whose key still exists.
   local function authorize(req)
@@ -169,21 +139,14 @@ function M.install(app, cfg, store, sync, forward)
       local claims, err = authorize(req)
       if not claims then return fail(res, 401, err, route) end -- no label from an unchecked URL
       if claims.environment and claims.environment ~= env then
-        return reply(res, 401, json.encode({ message = ("Environment ID [%s] mismatch with requested %s")
-          :format(tostring(claims.environment), env) }) .. "\n", route, claims.environment)
+        return reply(res, 401, { message = ("Environment ID [%s] mismatch with requested %s")
+          :format(tostring(claims.environment), env) }, route, claims.environment)
       end
       return fn(req, res, env, claims)
     end
   end
 
-  app:options("/*", function(req, res)
-    res:send(204, "", {
-      ["access-control-allow-origin"] = "*",
-      ["access-control-allow-methods"] = "GET,OPTIONS,POST",
-      ["access-control-allow-headers"] = "*,Authorization",
-      vary = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-    })
-  end)
+  jsonapi.preflight(app, "GET,OPTIONS,POST", "*,Authorization")
 
   -- Anyone may call /client/auth (client SDK keys ship in browser apps): the attributes are
   -- bounded, an auth body may carry them plus AUTH_SLACK for the rest, and the targets kept
@@ -232,7 +195,7 @@ function M.install(app, cfg, store, sync, forward)
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
       clusterIdentifier = "1", iat = now, nbf = now }, cfg.auth_secret)
-    return reply(res, 200, json.encode({ authToken = token }) .. "\n", route, env_id)
+    return reply(res, 200, { authToken = token }, route, env_id)
   end, { max_body = math.max(1024 * 1024, body_max) }) -- up to 1 MiB the answer names the limit
 
   -- Flags and target groups: the list, and one by id.
@@ -266,9 +229,7 @@ function M.install(app, cfg, store, sync, forward)
   end
 
   local function evaluation(env, fc, target)
-    local v = evaluator.evaluate({ flags = env.flag, segments = env.segment }, fc, target)
-    if not v then return nil end
-    return { flag = fc.feature, identifier = v.identifier, kind = fc.kind, value = v.value }
+    return (harness.evaluation({ flags = env.flag, segments = env.segment }, fc, target))
   end
 
   -- Answers per target, kept with the environment (a new config replaces the environment and
@@ -299,7 +260,7 @@ function M.install(app, cfg, store, sync, forward)
     local fc = env and env.flag[req.params.feature]
     local ev = fc and evaluation(env, fc, target_of(req, env))
     if not ev then return fail(res, 404, "not found: feature " .. req.params.feature, EV .. "/:feature", env_id) end
-    reply(res, 200, json.encode(ev) .. "\n", EV .. "/:feature", env_id)
+    reply(res, 200, ev, EV .. "/:feature", env_id)
   end))
 
   app:get("/stream", function(req, res)
@@ -315,7 +276,7 @@ function M.install(app, cfg, store, sync, forward)
     if not sync:stream_ok() then
       return fail(res, 503, "SaaS stream disconnected: streaming endpoint disabled", "/stream", env_id)
     end
-    requests:inc(1, { "/stream", env_id, "200" })
+    requests:inc(1, answers:labels(200, "/stream", env_id))
     relay.sse.hold(res, env_id, {
       headers = { ["access-control-allow-origin"] = "*", vary = "Origin" },
       first = ":\n\n", heartbeat = cfg.heartbeat,
@@ -334,9 +295,9 @@ function M.install(app, cfg, store, sync, forward)
   app:get("/health", function(_, res)
     local h = sync:health()
     if h.configStatus.state == "FAILED_TO_SYNC" then
-      return reply(res, 500, json.encode(sync:failure_report(h)) .. "\n", "/health")
+      return reply(res, 500, sync:failure_report(h), "/health")
     end
-    reply(res, 200, json.encode(h) .. "\n", "/health")
+    reply(res, 200, h, "/health")
   end)
 
   app:get("/metrics", relay.metrics.handler)

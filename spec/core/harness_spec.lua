@@ -1,6 +1,9 @@
--- relay.flag.evaluator and its murmur3 buckets: ff-proxy's evaluation rules (spec §2.4) on small shapes,
--- and the SDKs' bucketing test vectors. Pure Lua: no host needed.
-local evaluator = require "relay.flag.evaluator"
+-- relay.harness (lua/relay/harness.lua): Harness flag configs' evaluation by the SDKs' rules
+-- (the ff-proxy spec's §2.4) on small shapes, the SDKs' bucketing test vectors, the
+-- cross-SDK fixtures (spec/fixtures/ff-test-cases), and the check of a config's shape. Pure Lua:
+-- no host needed.
+local evaluator = require "relay.harness"
+local harness = evaluator
 local json = require "relay.json"
 
 local function bool_flag(extra)
@@ -160,5 +163,68 @@ describe("cross-SDK evaluation cases (spec/fixtures/ff-test-cases)", function()
     local ok, v = pcall(evaluator.evaluate, { flags = { f = flag }, segments = { a = a, b = b } }, flag, { identifier = "t" })
     assert.is_true(ok, tostring(v))
     assert.equal("x", v.identifier)
+  end)
+end)
+
+describe("relay.harness.check", function()
+  local cjson = require "cjson"
+  local function sample()
+    local f = assert(io.open("spec/fixtures/ff-test-cases/sample.json"))
+    local cases = cjson.decode(f:read("*a"))
+    f:close()
+    return { flags = cases.flags, segments = cases.segments, targets = cases.targets }
+  end
+
+  it("passes the fixtures' config, and what it passes evaluates to one of each flag's variations", function()
+    local data = sample()
+    assert.same({ true }, { harness.check(data) })
+    local ctx = { flags = {}, segments = {} }
+    for _, fc in ipairs(data.flags) do ctx.flags[fc.feature] = fc end
+    for _, s in ipairs(data.segments) do ctx.segments[s.identifier] = s end
+    for _, fc in ipairs(data.flags) do
+      for _, t in ipairs(data.targets) do
+        local v = assert(harness.evaluate(ctx, fc, t))
+        assert.same({ flag = fc.feature, identifier = v.identifier, kind = fc.kind, value = v.value },
+                    harness.evaluation(ctx, fc, t))
+      end
+    end
+  end)
+
+  it("names the source, the item and the field of what does not fit", function()
+    local function refused(fn, sources)
+      local data = sample()
+      fn(data)
+      local ok, err = harness.check(data, sources)
+      assert.is_nil(ok)
+      return err
+    end
+    assert.equal('feature configs: flag "dark-mode": rules: expected an array, got 5',
+      refused(function(d) d.flags[1].rules = 5 end))
+    assert.equal('flags.json: flag "dark-mode": defaultServe.variation: expected one of the flag\'s variations, got "maybe"',
+      refused(function(d) d.flags[1].defaultServe = { variation = "maybe" } end, { flags = "flags.json" }))
+    assert.equal('feature configs: item 2: feature: expected a non-empty string, got nothing',
+      refused(function(d) d.flags[2].feature = nil end))
+    assert.equal('target groups: target group "beta-testers": rules: expected an array, got 5',
+      refused(function(d) d.segments[1].rules = 5 end))
+    assert.equal('targets: target "alice": attributes: expected an object, got "x"',
+      refused(function(d) d.targets[1].attributes = "x" end))
+    assert.equal('target groups: target group "beta-testers": its rules refer back to it through segmentMatch'
+      .. ' (beta-testers -> uk-users -> beta-testers)', refused(function(d)
+        d.segments[1].rules[1] = { op = "segmentMatch", attribute = "", values = { "uk-users" } }
+        d.segments[2].servingRules = { { clauses = { { op = "segmentMatch", values = { "beta-testers" } } } } }
+      end))
+  end)
+
+  it("fills absent lists with [] and writes lists as [] and objects as {}", function()
+    local json = require "relay.json"
+    local f = sample().flags[2]
+    f.rules, f.prerequisites, f.variationToTargetMap = json.decode("{}"), nil, cjson.null
+    local data = { flags = { f }, targets = { { identifier = "t", attributes = json.decode("[]") } } }
+    assert.is_true((harness.check(data)))
+    local out = json.encode(data)
+    for _, want in ipairs { '"rules":[]', '"prerequisites":[]', '"variationToTargetMap":[]', '"segments":[]',
+                            '"attributes":{}' } do
+      assert.truthy(out:find(want, 1, true), want .. " not in " .. out)
+    end
   end)
 end)
