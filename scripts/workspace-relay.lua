@@ -5,7 +5,7 @@
 local relay = require "relay"
 local config = require "relay.workspace.config"
 local hub_mod = require "relay.workspace.hub"
-local observe = require "relay.workspace.observe"
+local observe = require "relay.observe"
 local admission = require "relay.workspace.admission"
 local platform = require "relay.workspace.platform"
 local limit = require "relay.limit"
@@ -27,7 +27,7 @@ local app = relay.new {
 }
 
 cfg = config.resolve(app.flags, relay.crypto.hex(relay.crypto.random(6)))
-local obs = observe.new(cfg.max_logs)
+local obs = observe.new { max_logs = cfg.max_logs }
 local hub = hub_mod.new(cfg, obs)
 -- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
 local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
@@ -133,17 +133,15 @@ end)
 
 -- ---- the original's plain HTTP endpoints (index.ts) ----
 -- /health always; /state, /logs and /metrics only with RELAY_ENABLE_ADMIN_HTTP (404 otherwise,
--- indistinguishable from nothing there) and a bearer token compared in constant time (as
--- security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
+-- indistinguishable from nothing there) and a bearer token compared in constant time (relay.auth;
+-- as security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
 
-local admin_hash = cfg.relay_admin_token:match("^%s*(.-)%s*$")
-admin_hash = admin_hash ~= "" and relay.crypto.sha256(admin_hash) or nil
+local admin_tokens = { (cfg.relay_admin_token:match("^%s*(.-)%s*$")) } -- empty: matches nothing
 
 local function admin_only(fn)
   return function(req, res)
     if not cfg.relay_enable_admin_http then return res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
-    local t = req:bearer() or req.headers["x-relay-admin-token"]
-    if not (t and admin_hash and relay.crypto.constant_time_equal(relay.crypto.sha256(t), admin_hash)) then
+    if not relay.auth.match(admin_tokens, req:bearer() or req.headers["x-relay-admin-token"]) then
       obs:inc("relay_admin_unauthorized_total")
       return res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
     end

@@ -5,12 +5,13 @@
 -- Two transports with one shape: redis (presence keys with a TTL, one list per relay as its
 -- inbox, the original's key names) and server (the platform's internal HTTP API: the bus bodies
 -- are the original's; the presence bodies are our reading of it). Envelopes are
--- the original's, HMAC-signed the same way, so mixed fleets interoperate. When the transport
+-- the original's, HMAC-signed the same way (relay.envelope), so mixed fleets interoperate. When the transport
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
 local cjson = require "cjson"
 local platform = require "relay.workspace.platform"
 local reannounce = require "relay.reannounce"
+local envelope = require "relay.envelope"
 
 local M = {}
 M.__index = M
@@ -126,7 +127,7 @@ end
 -- The platform keeps its records itself: not checked from here.
 function Server:present() return true end
 
-function Server:publish(_, envelope) return self:post("bus/publish", cjson.decode(envelope)) end
+function Server:publish(_, raw) return self:post("bus/publish", cjson.decode(raw)) end
 
 function Server:pull()
   local json, err = self:post("bus/pull", { relayId = self.cfg.relay_id, sinceId = self.since,
@@ -146,9 +147,30 @@ end
 
 -- ---- the backplane ----
 
+-- The bus envelope (bus.ts): the signed fields in order, and every field's type. Optional ones may
+-- be absent or null (the original joins them into the signing input with Array.join, which
+-- writes both as "").
+local SIGNED = { "workspaceId", "runtimeTargetId", "machineId", "sourceRelayId", "targetRelayId", "direction",
+                 "issuedAtMs", "payload" }
+local FIELDS = { workspaceId = "string", sourceRelayId = "string", targetRelayId = "string", direction = "string",
+                 payload = "string", signature = "string", issuedAtMs = "number",
+                 runtimeTargetId = "optional", machineId = "optional" }
+
+-- bus.ts receive checks (relay.envelope: types, signature, skew, replay), with ours first: the
+-- target and the size.
+local function bus_envelopes(cfg)
+  return envelope.new { key = cfg.relay_bus_hmac_key, fields = SIGNED, types = FIELDS, time = "issuedAtMs",
+    max_skew = cfg.relay_bus_signature_max_skew_ms,
+    stream = function(e) return e.sourceRelayId .. "\0" .. e.workspaceId .. "\0" .. (e.runtimeTargetId or "") end,
+    check = function(e)
+      if e.targetRelayId ~= cfg.relay_id then return "foreign target" end
+      if #e.payload > cfg.relay_max_frame_bytes then return "payload too large" end
+    end }
+end
+
 function M.new(cfg, hub, obs)
-  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {}, seen = {}, nseen = 0,
-                              last_issued = {} }, M)
+  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {},
+                              envelopes = bus_envelopes(cfg) }, M)
   self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
   -- Redis back without our presence records: written again at once (relay.reannounce), not a
   -- sync period (20 s by default) later.
@@ -275,19 +297,10 @@ end
 
 -- ---- the bus ----
 
-local function signing_input(e)
-  return table.concat({ e.workspaceId, e.runtimeTargetId or "", e.machineId or "", e.sourceRelayId, e.targetRelayId,
-                        e.direction, tostring(e.issuedAtMs), e.payload }, "\n")
-end
-
-function M:sign(e) return relay.base64.encode(relay.crypto.hmac_sha256(self.cfg.relay_bus_hmac_key, signing_input(e)), true) end
-
 function M:publish(target, direction, s, machine_id, payload)
   local e = { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id, machineId = machine_id,
-              sourceRelayId = self.cfg.relay_id, targetRelayId = target, direction = direction, payload = payload,
-              issuedAtMs = now_ms() }
-  e.signature = self:sign(e)
-  local ok, err = self.transport:publish(target, encode(e))
+              sourceRelayId = self.cfg.relay_id, targetRelayId = target, direction = direction, payload = payload }
+  local ok, err = self.transport:publish(target, self.envelopes:seal(e))
   if not ok then self:failed("bus", err); return false end
   self.obs:inc("relay_bus_published_total")
   if direction == "client_to_daemon" then self.obs:inc("relay_client_messages_routed_bus_total") end
@@ -297,51 +310,13 @@ end
 -- A remote owner: daemon frames for it go back over the bus to its relay.
 function M:remote_owner(relay_id) return { remote = relay_id, closing = false } end
 
--- The envelope's fields and their types. Optional ones may be absent or null (the original
--- joins them into the signing input with Array.join, which writes both as ""); anything else of
--- the wrong type refuses the envelope before it is used.
-local FIELDS = { workspaceId = "string", sourceRelayId = "string", targetRelayId = "string", direction = "string",
-                 payload = "string", signature = "string", issuedAtMs = "number",
-                 runtimeTargetId = "optional", machineId = "optional" }
-
-local function typed(e)
-  for k, want in pairs(FIELDS) do
-    local v = e[k]
-    if want == "optional" then
-      if v == cjson.null then e[k] = nil elseif v ~= nil and type(v) ~= "string" then return "bad " .. k end
-    elseif type(v) ~= want then
-      return (v == nil or v == cjson.null) and "missing " .. k or "bad " .. k
-    end
-  end
-  if e.issuedAtMs ~= e.issuedAtMs or math.abs(e.issuedAtMs) == math.huge then return "bad issuedAtMs" end
-end
-
--- bus.ts receive checks: types, target, signature, skew, size, replay. nil plus why when rejected.
-function M:accept(raw)
-  local ok, e = pcall(cjson.decode, raw)
-  if not ok or type(e) ~= "table" then return nil, "not JSON" end
-  local bad = typed(e)
-  if bad then return nil, bad end
-  if e.targetRelayId ~= self.cfg.relay_id then return nil, "foreign target" end
-  if not relay.crypto.constant_time_equal(e.signature, self:sign(e)) then return nil, "bad signature" end
-  if math.abs(now_ms() - e.issuedAtMs) > self.cfg.relay_bus_signature_max_skew_ms then return nil, "clock skew" end
-  if #e.payload > self.cfg.relay_max_frame_bytes then return nil, "payload too large" end
-  local stream = e.sourceRelayId .. "\0" .. e.workspaceId .. "\0" .. (e.runtimeTargetId or "")
-  local id = stream .. "\0" .. e.signature
-  if self.seen[id] or (self.last_issued[stream] or 0) > e.issuedAtMs then return nil, "replay" end
-  if self.nseen > 100000 then self.seen, self.nseen = {}, 0 end -- bounded; last_issued still guards order
-  self.seen[id], self.nseen = true, self.nseen + 1
-  self.last_issued[stream] = e.issuedAtMs
-  return e
-end
-
 function M:rejected(why)
   self.obs:inc("relay_bus_rejected_total")
   self.obs:log("warn", "bus_envelope_rejected", { reason = why })
 end
 
 function M:deliver(raw)
-  local e, why = self:accept(raw)
+  local e, why = self.envelopes:open(raw)
   if not e then return self:rejected(why) end
   self.obs:inc("relay_bus_received_total")
   local hub = self.hub

@@ -7,6 +7,7 @@ local core = require "relay.core"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
 local limit = require "relay.limit"
+local lru = require "relay.lru"
 
 local M = {}
 M.__index = M
@@ -15,32 +16,6 @@ local encode = cjson.encode
 
 -- A connection (or a remote owner) still worth sending to.
 local function live(conn) return conn ~= nil and not conn.closing end
-
--- A map that forgets its oldest keys beyond max (session owners, pending requests).
-local Bounded = {}
-Bounded.__index = Bounded
-local function bounded(max, on_evict)
-  return setmetatable({ map = {}, keys = {}, first = 1, last = 0, max = max, on_evict = on_evict }, Bounded)
-end
-function Bounded:get(k) return self.map[k] end
-function Bounded:set(k, v)
-  if self.map[k] == nil then
-    self.last = self.last + 1
-    self.keys[self.last] = k
-    if self.last - self.first + 1 > self.max then
-      local old = self.keys[self.first]
-      self.keys[self.first], self.first = nil, self.first + 1
-      if self.map[old] ~= nil and self.on_evict then self.on_evict(old) end
-      self.map[old] = nil
-    end
-  end
-  self.map[k] = v
-end
-function Bounded:take(k)
-  local v = self.map[k]
-  self.map[k] = nil
-  return v
-end
 
 function M.new(cfg, obs)
   local minute = 60
@@ -67,7 +42,7 @@ function M:scope(workspace_id, runtime_target_id)
   local s = self.scopes[key]
   if not s then
     s = { key = key, workspace_id = workspace_id, runtime_target_id = runtime_target_id, clients = {}, nclients = 0,
-          pairing = bounded(self.cfg.relay_pairing_request_track_max), subs = {}, generation = -1,
+          pairing = lru.new { max_items = self.cfg.relay_pairing_request_track_max }, subs = {}, generation = -1,
           last_activity = relay.time() }
     self:forget_sessions(s)
     self.scopes[key] = s
@@ -77,12 +52,13 @@ function M:scope(workspace_id, runtime_target_id)
 end
 
 -- A new scope, and each new daemon, start with no key exchanges and no session owners. The
--- owners are mirrored into the C hub, which forgets what the table forgets.
+-- owners are mirrored into the C hub, which forgets what the table forgets. Each table keeps the
+-- most recently used requests and sessions (relay.lru), within RELAY_*_TRACK_MAX.
 function M:forget_sessions(s)
   local fast, key, max = self.fast, s.key, self.cfg.relay_session_owner_track_max
   fast:clear(key)
-  s.kex = bounded(max)
-  s.owners = bounded(max, function(session) fast:own(key, session, nil) end)
+  s.kex = lru.new { max_items = max }
+  s.owners = lru.new { max_items = max, on_evict = function(session) fast:own(key, session, nil) end }
 end
 
 function M:set_owner(s, session, owner)
