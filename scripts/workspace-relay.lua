@@ -204,7 +204,6 @@ relay.every(cfg.relay_cleanup_interval_ms / 1000, function() hub:evict(relay.now
 if cfg.backplane ~= "single" then
   local backplane = require("relay.workspace.backplane").new(cfg, hub, obs)
   hub.remote = backplane
-  relay.every(cfg.relay_presence_sync_interval_ms / 1000, function() backplane:refresh() end)
   if cfg.bus_enabled then relay.after(0, function() backplane:run() end) end
 end
 

@@ -169,19 +169,20 @@ local function bus_envelopes(cfg)
 end
 
 function M.new(cfg, hub, obs)
-  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {},
-                              envelopes = bus_envelopes(cfg) }, M)
+  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = {}, envelopes = bus_envelopes(cfg) }, M)
   self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
-  -- Redis back without our presence records: written again at once (relay.reannounce), not a
-  -- sync period (20 s by default) later.
-  self.watch = reannounce.watch {
-    each = math.min(1, cfg.relay_presence_sync_interval_ms / 1000), held = self.daemons,
+  -- The local daemons' records, written again every presence sync interval (they expire), and at
+  -- once when Redis is back without them (relay.reannounce), not a sync period (20 s) later.
+  local sync = cfg.relay_presence_sync_interval_ms / 1000
+  self.presence = reannounce.records {
+    every = sync, each = math.min(1, sync),
+    write = function(s, conn) return self:announce(s, conn) end,
+    failed = function(err) self:failed("presence", err) end,
     present = function(s)
       local there, err = self.transport:present(s.workspace_id, s.runtime_target_id)
       if there == nil then self:failed("presence", err) end
       return there
     end,
-    rewrite = function() return self:refresh() end,
     healed = function(why)
       self.cache = {}
       self.obs:inc("relay_presence_reannounced_total")
@@ -193,44 +194,29 @@ end
 
 -- A call to Redis (or the platform) failed.
 function M:failed(what, err)
-  self.watch:failed()
+  self.presence.watch:failed()
   self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
--- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok
+-- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok | nil, err
 function M:announce(s, conn)
+  if conn and s.daemon ~= conn then -- no longer its daemon: forgotten, not written
+    self.presence.held[s] = nil
+    return true
+  end
   local record = conn and { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url,
                             daemonConnected = true, runtimeTargetId = s.runtime_target_id,
                             machineId = conn.claims.machineId, updatedAtMs = now_ms() }
-  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
-  if not ok then self:failed("presence", err) end
-  return ok
+  return self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
 end
 
 function M:daemon_up(s, conn)
-  if not self.cfg.presence_enabled then return end
-  self.daemons[s] = conn
-  if self:announce(s, conn) then self.obs:inc("relay_presence_upserts_total") end
+  if self.cfg.presence_enabled and self.presence:hold(s, conn) then self.obs:inc("relay_presence_upserts_total") end
 end
 
 function M:daemon_down(s)
-  if not self.cfg.presence_enabled then return end
-  self.daemons[s] = nil
-  self:announce(s, nil)
-end
-
--- Every presence sync interval: local daemons' records are written again (they expire).
--- -> whether Redis took them all
-function M:refresh()
-  for s, conn in pairs(self.daemons) do
-    if s.daemon ~= conn then
-      self.daemons[s] = nil
-    elseif not self:announce(s, conn) then
-      return false
-    end
-  end
-  return true
+  if self.cfg.presence_enabled then self.presence:drop(s) end
 end
 
 -- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s)).
@@ -347,7 +333,7 @@ function M:turn()
     relay.sleep(math.max(RETRY_S, self.cfg.relay_bus_poll_interval_ms / 1000))
     return
   end
-  self.watch:heal(false) -- Redis answers: after a failure, our records first
+  self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
   for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
   for _, raw in ipairs(batch) do
     local ok, err = pcall(self.deliver, self, raw)
