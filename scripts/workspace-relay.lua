@@ -53,10 +53,10 @@ local function admit(req, res)
   if not upgrades:allow(ip, relay.now()) then
     return refuse(res, 429, "relay_upgrade_rate_limited_total", "upgrade_rate_limited", { ip = ip })
   end
-  if hub.nconns >= cfg.relay_max_total_connections then
+  if hub.conns.n >= cfg.relay_max_total_connections then
     return refuse(res, 503, "relay_upgrade_rejected_total_connections_total", "upgrade_rejected_total_connections", { ip = ip })
   end
-  if hub:ip_count(ip) >= cfg.relay_max_connections_per_ip then
+  if hub.conns:count(ip) >= cfg.relay_max_connections_per_ip then
     return refuse(res, 429, "relay_upgrade_rejected_ip_connections_total", "upgrade_rejected_ip_connections", { ip = ip })
   end
   local a = req.args
@@ -105,13 +105,6 @@ local function serve(conn)
   end
 end
 
--- A consumer cut off for not reading gets a little time to take its close frame, then goes.
-local function linger(conn)
-  local deadline = relay.now() + 2
-  while conn.ws:buffered() > 0 and relay.now() < deadline do relay.sleep(0.05) end
-  if conn.ws:buffered() > 0 then conn.ws:terminate() end
-end
-
 app:get("/ws", function(req, res)
   local conn = admit(req, res)
   if not conn then return end
@@ -123,11 +116,11 @@ app:get("/ws", function(req, res)
   end
   conn.ws = ws
   obs:inc("relay_ws_connections_opened_total")
-  hub:count_in(conn)
+  hub.conns:add(conn) -- counted from the upgrade on: the limits see connections being admitted
   local ok, e = pcall(serve, conn)
   hub:unregister(conn)
   obs:inc("relay_ws_connections_closed_total")
-  if conn.overflow then linger(conn) end
+  hub.conns.linger(conn, 2) -- a consumer cut off for not reading: a little time to take its close frame
   if not ok then error(e, 0) end
 end)
 
@@ -179,7 +172,7 @@ end))
 
 app:get("/metrics", admin_only(function(_, res)
   local frames, bytes = hub.fast:stats()
-  local body = obs:render({ { "relay_connections_total", hub.nconns }, { "relay_workspaces_total", hub.nscopes } },
+  local body = obs:render({ { "relay_connections_total", hub.conns.n }, { "relay_workspaces_total", hub.nscopes } },
                           { relay_frames_daemon_to_clients_total = frames, relay_bytes_daemon_to_clients_total = bytes,
                             relay_frames_daemon_to_clients_fast_total = frames }) -- ours: how many went C only
   res:send(200, body, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
@@ -189,16 +182,11 @@ end))
 relay.status(function()
   local daemons, clients = 0, 0
   for _, w in ipairs(hub:snapshot(false)) do daemons, clients = daemons + (w.daemonConnected and 1 or 0), clients + w.clientCount end
-  return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.nconns, daemons = daemons, clients = clients, backplane = cfg.backplane }
+  return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.conns.n, daemons = daemons, clients = clients, backplane = cfg.backplane }
 end)
 
 app:any("/*", function(_, res) res:json(404, { ok = false, reason = "NOT_FOUND" }) end)
 
-relay.every(cfg.relay_ping_interval_ms / 1000, function()
-  hub:reap(relay.now())
-  hub:ping_all(relay.now())
-  relay.after(cfg.relay_pong_timeout_ms / 1000, function() hub:reap(relay.now()) end)
-end)
 relay.every(cfg.relay_cleanup_interval_ms / 1000, function() hub:evict(relay.now()) end)
 
 if cfg.backplane ~= "single" then

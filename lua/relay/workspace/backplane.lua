@@ -323,7 +323,7 @@ local RETRY_S = 1
 
 -- One turn of the consumer: pull, deliver, wait after an error.
 function M:turn()
-  if self.hub.nconns == 0 then
+  if self.hub.conns.n == 0 then
     relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
     return
   end
