@@ -79,7 +79,7 @@ local function admit(req, res)
   end
   obs:inc("relay_admission_ok_total")
   return { ip = ip, role = role, workspace_id = ws_id, runtime_target_id = rt_id, claims = claims,
-           id = relay.uuid(), opened_at = relay.time() }
+           id = relay.uuid() }
 end
 
 local function serve(conn)

@@ -56,7 +56,8 @@ describe("relay.envelope", function()
     local e = cjson.decode(post("/seal", cjson.encode { from = "c", body = "x" }))
     e.body = "y"
     assert.same({ ok = false, why = "bad signature" }, open(cjson.encode(e)))
-    assert.same({ ok = false, why = "clock skew" }, open(signed { from = "c", body = "x", at = now_ms() - 60000 }))
+    local stale = signed { from = "c", body = "x", at = now_ms() - 60000 }
+    assert.same({ ok = false, why = "clock skew" }, open(stale))
     assert.is_true(open(signed { from = "d", body = "1", at = now_ms() - 100 }).ok)
     assert.same({ ok = false, why = "replay" }, open(signed { from = "d", body = "2", at = now_ms() - 200 }))
     assert.is_true(open(signed { from = "e", body = "2", at = now_ms() - 200 }).ok) -- another stream
@@ -66,9 +67,11 @@ describe("relay.envelope", function()
     local at = now_ms()
     assert.same({ ok = false, why = "not JSON" }, open("{nope"))
     assert.same({ ok = false, why = "missing from" }, open(cjson.encode { body = "x", at = at, signature = "s" }))
-    assert.same({ ok = false, why = "bad to" }, open(cjson.encode { from = "f", to = 7, body = "x", at = at, signature = "s" }))
+    local bad_to = cjson.encode { from = "f", to = 7, body = "x", at = at, signature = "s" }
+    assert.same({ ok = false, why = "bad to" }, open(bad_to))
     assert.same({ ok = false, why = "bad at" }, open('{"from":"f","body":"x","at":1e999,"signature":"s"}'))
-    assert.same({ ok = false, why = "refused by check" }, open(signed { from = "f", body = "refuse me", at = at }))
+    local refused = signed { from = "f", body = "refuse me", at = at }
+    assert.same({ ok = false, why = "refused by check" }, open(refused))
     local sig = post("/sign", cjson.encode { from = "g", body = "x", at = at }) -- "to" absent: signed as ""
     local r = open(('{"from":"g","to":null,"body":"x","at":%d,"signature":"%s"}'):format(at, sig))
     assert.is_true(r.ok)

@@ -16,7 +16,9 @@ app:post("/log", function(req, res)
   res:send(204)
 end)
 app:get("/logs", function(req, res) res:json(200, obs:recent(req.args.verbose == "1")) end)
-app:get("/metrics", function(_, res) res:send(200, obs:render({ { "conns", 2 } }, { from_c = 5, hits_total = 1 })) end)
+app:get("/metrics", function(_, res)
+  res:send(200, obs:render({ { "conns", 2 } }, { from_c = 5, hits_total = 1 }))
+end)
 return app
 ]]
 
@@ -29,7 +31,9 @@ describe("relay.observe", function()
     helpers.write_file(dir .. "/obs.lua", SCRIPT)
     host = helpers.start(dir .. "/obs.lua", { flags = flags })
   end
-  local function post(path) assert.equal(204, host:request { method = "POST", path = path, body = "" }.status) end
+  local function post(path)
+    assert.equal(204, host:request { method = "POST", path = path, body = "" }.status)
+  end
 
   it("renders counters sorted by name, with the ones kept elsewhere added, then the gauges", function()
     start()
@@ -37,15 +41,17 @@ describe("relay.observe", function()
     post("/inc?name=hits_total&by=2")
     post("/inc?name=a_total")
     assert.equal("# TYPE a_total counter\na_total 1\n# TYPE from_c counter\nfrom_c 5\n" ..
-                 "# TYPE hits_total counter\nhits_total 4\n# TYPE conns gauge\nconns 2\n", host:get("/metrics").body)
+                 "# TYPE hits_total counter\nhits_total 4\n# TYPE conns gauge\nconns 2\n",
+                 host:get("/metrics").body)
   end)
 
-  it("keeps the last max_logs entries, oldest first, secret and payload keys redacted, also in the host log", function()
+  it("keeps the last max_logs entries, oldest first, secret and payload keys redacted, also logged", function()
     start()
     for i = 1, 4 do post("/log?event=e" .. i) end
     local logs = cjson.decode(host:get("/logs?verbose=1").body)
     assert.same({ "e2", "e3", "e4" }, { logs[1].event, logs[2].event, logs[3].event })
-    assert.same({ apiToken = "[redacted]", Payload = "[redacted]", note = "kept", who = "me" }, logs[3].details)
+    assert.same({ apiToken = "[redacted]", Payload = "[redacted]", note = "kept", who = "me" },
+                logs[3].details)
     assert.is_nil(cjson.decode(host:get("/logs").body)[1].details) -- not verbose: no details
     assert.matches('"event":"e4"', host:log())
     assert.is_nil(host:log():find("t0ps3cret", 1, true))

@@ -11,7 +11,8 @@ local relay = require "relay"
 local wsconns = require "relay.wsconns"
 local app = relay.new { name = "wsconns-user" }
 local events, pings = {}, 0
-local conns = wsconns.new { max_pending = 64 * 1024, idle_timeout = 1.5, pong_timeout = 0.5, ping_interval = 0.5,
+local conns = wsconns.new {
+  max_pending = 64 * 1024, idle_timeout = 1.5, pong_timeout = 0.5, ping_interval = 0.5,
   on_overflow = function(c) events[#events + 1] = "overflow " .. c.name end,
   on_terminate = function(c, why) events[#events + 1] = why .. " " .. c.name end,
   on_ping = function() pings = pings + 1 end }

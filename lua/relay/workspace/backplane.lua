@@ -12,6 +12,7 @@ local cjson = require "cjson"
 local platform = require "relay.workspace.platform"
 local reannounce = require "relay.reannounce"
 local envelope = require "relay.envelope"
+local inbox = require "relay.inbox"
 
 local M = {}
 M.__index = M
@@ -25,10 +26,15 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 local Redis = {}
 Redis.__index = Redis
 
+-- The bus: one inbox per relay (relay.inbox). The longest envelope worth reading: a payload at
+-- the frame limit, each byte escaped at most once more (a valid JSON frame has no raw control
+-- bytes), and the other fields; a longer one is dropped in Redis.
 local function redis_transport(cfg)
-  local prefix = cfg.relay_redis_key_prefix
-  return setmetatable({ cfg = cfg, cmd = relay.redis(cfg.relay_redis_url), prefix = prefix,
-                        inbox = prefix .. ":queue:" .. cfg.relay_id }, Redis)
+  local prefix, cmd = cfg.relay_redis_key_prefix, relay.redis(cfg.relay_redis_url)
+  local queue = inbox.new { redis = cmd, prefix = prefix .. ":queue:", name = cfg.relay_id,
+                            max_len = cfg.relay_redis_queue_max, limit = cfg.relay_bus_pull_limit,
+                            max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
+  return setmetatable({ cfg = cfg, cmd = cmd, prefix = prefix, inbox = queue }, Redis)
 end
 
 function Redis:presence_key(ws, rt) return self.prefix .. ":presence:" .. ws .. (rt and (":" .. rt) or "") end
@@ -59,46 +65,10 @@ function Redis:present(ws, rt)
   return n == 1
 end
 
-function Redis:publish(target, envelope)
-  local key = self.prefix .. ":queue:" .. target
-  local ok, err = self.cmd:call("RPUSH", key, envelope)
-  if not ok then return nil, err end
-  return self.cmd:call("LTRIM", key, -self.cfg.relay_redis_queue_max, -1)
-end
+function Redis:publish(target, text) return self.inbox:push(target, text) end
 
--- Envelopes waiting for this relay, taken by a script that runs in Redis: an envelope longer
--- than max is popped and dropped there, so it never crosses into this process, and one batch
--- holds at most max bytes (past the first envelope). -> { dropped, { envelope, ... } }
-local PULL = [[
-local out, dropped, total = {}, 0, 0
-local limit, max = tonumber(ARGV[1]), tonumber(ARGV[2])
-while #out < limit do
-  local v = redis.call('LINDEX', KEYS[1], 0)
-  if not v then break end
-  if #v > max then
-    dropped = dropped + 1
-  elseif #out > 0 and total + #v > max then
-    break
-  else
-    out[#out + 1], total = v, total + #v
-  end
-  redis.call('LPOP', KEYS[1])
-end
-return { dropped, out }
-]]
-
--- The longest envelope worth reading: a payload at the frame limit, each byte escaped at most
--- once more (a valid JSON frame has no raw control bytes), and the other fields.
-function Redis:max_envelope() return 2 * self.cfg.relay_max_frame_bytes + 4096 end
-
--- Polled (no blocking pop: BLPOP would hand over the first envelope whatever its size). An
--- empty queue waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
-function Redis:pull()
-  local r, err = self.cmd:call("EVAL", PULL, 1, self.inbox, self.cfg.relay_bus_pull_limit, self:max_envelope())
-  if not r then return nil, err end
-  if type(r) ~= "table" or type(r[2]) ~= "table" then return nil, "unexpected reply to the pull script" end
-  return r[2], tonumber(r[1]) or 0
-end
+-- An empty inbox waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
+function Redis:pull() return self.inbox:pull() end
 
 local Server = {}
 Server.__index = Server
