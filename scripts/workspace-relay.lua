@@ -5,7 +5,7 @@
 local relay = require "relay"
 local config = require "relay.workspace.config"
 local hub_mod = require "relay.workspace.hub"
-local observe = require "relay.workspace.observe"
+local observe = require "relay.observe"
 local admission = require "relay.workspace.admission"
 local platform = require "relay.workspace.platform"
 local limit = require "relay.limit"
@@ -27,7 +27,7 @@ local app = relay.new {
 }
 
 cfg = config.resolve(app.flags, relay.crypto.hex(relay.crypto.random(6)))
-local obs = observe.new(cfg.max_logs)
+local obs = observe.new { max_logs = cfg.max_logs }
 local hub = hub_mod.new(cfg, obs)
 -- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
 local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
@@ -53,10 +53,10 @@ local function admit(req, res)
   if not upgrades:allow(ip, relay.now()) then
     return refuse(res, 429, "relay_upgrade_rate_limited_total", "upgrade_rate_limited", { ip = ip })
   end
-  if hub.nconns >= cfg.relay_max_total_connections then
+  if hub.conns.n >= cfg.relay_max_total_connections then
     return refuse(res, 503, "relay_upgrade_rejected_total_connections_total", "upgrade_rejected_total_connections", { ip = ip })
   end
-  if hub:ip_count(ip) >= cfg.relay_max_connections_per_ip then
+  if hub.conns:count(ip) >= cfg.relay_max_connections_per_ip then
     return refuse(res, 429, "relay_upgrade_rejected_ip_connections_total", "upgrade_rejected_ip_connections", { ip = ip })
   end
   local a = req.args
@@ -79,7 +79,7 @@ local function admit(req, res)
   end
   obs:inc("relay_admission_ok_total")
   return { ip = ip, role = role, workspace_id = ws_id, runtime_target_id = rt_id, claims = claims,
-           id = relay.uuid(), opened_at = relay.time() }
+           id = relay.uuid() }
 end
 
 local function serve(conn)
@@ -105,13 +105,6 @@ local function serve(conn)
   end
 end
 
--- A consumer cut off for not reading gets a little time to take its close frame, then goes.
-local function linger(conn)
-  local deadline = relay.now() + 2
-  while conn.ws:buffered() > 0 and relay.now() < deadline do relay.sleep(0.05) end
-  if conn.ws:buffered() > 0 then conn.ws:terminate() end
-end
-
 app:get("/ws", function(req, res)
   local conn = admit(req, res)
   if not conn then return end
@@ -123,27 +116,25 @@ app:get("/ws", function(req, res)
   end
   conn.ws = ws
   obs:inc("relay_ws_connections_opened_total")
-  hub:count_in(conn)
+  hub.conns:add(conn) -- counted from the upgrade on: the limits see connections being admitted
   local ok, e = pcall(serve, conn)
   hub:unregister(conn)
   obs:inc("relay_ws_connections_closed_total")
-  if conn.overflow then linger(conn) end
+  hub.conns.linger(conn, 2) -- a consumer cut off for not reading: a little time to take its close frame
   if not ok then error(e, 0) end
 end)
 
 -- ---- the original's plain HTTP endpoints (index.ts) ----
 -- /health always; /state, /logs and /metrics only with RELAY_ENABLE_ADMIN_HTTP (404 otherwise,
--- indistinguishable from nothing there) and a bearer token compared in constant time (as
--- security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
+-- indistinguishable from nothing there) and a bearer token compared in constant time (relay.auth;
+-- as security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
 
-local admin_hash = cfg.relay_admin_token:match("^%s*(.-)%s*$")
-admin_hash = admin_hash ~= "" and relay.crypto.sha256(admin_hash) or nil
+local admin_tokens = { (cfg.relay_admin_token:match("^%s*(.-)%s*$")) } -- empty: matches nothing
 
 local function admin_only(fn)
   return function(req, res)
     if not cfg.relay_enable_admin_http then return res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
-    local t = req:bearer() or req.headers["x-relay-admin-token"]
-    if not (t and admin_hash and relay.crypto.constant_time_equal(relay.crypto.sha256(t), admin_hash)) then
+    if not relay.auth.match(admin_tokens, req:bearer() or req.headers["x-relay-admin-token"]) then
       obs:inc("relay_admin_unauthorized_total")
       return res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
     end
@@ -181,7 +172,7 @@ end))
 
 app:get("/metrics", admin_only(function(_, res)
   local frames, bytes = hub.fast:stats()
-  local body = obs:render({ { "relay_connections_total", hub.nconns }, { "relay_workspaces_total", hub.nscopes } },
+  local body = obs:render({ { "relay_connections_total", hub.conns.n }, { "relay_workspaces_total", hub.nscopes } },
                           { relay_frames_daemon_to_clients_total = frames, relay_bytes_daemon_to_clients_total = bytes,
                             relay_frames_daemon_to_clients_fast_total = frames }) -- ours: how many went C only
   res:send(200, body, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
@@ -191,22 +182,16 @@ end))
 relay.status(function()
   local daemons, clients = 0, 0
   for _, w in ipairs(hub:snapshot(false)) do daemons, clients = daemons + (w.daemonConnected and 1 or 0), clients + w.clientCount end
-  return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.nconns, daemons = daemons, clients = clients, backplane = cfg.backplane }
+  return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.conns.n, daemons = daemons, clients = clients, backplane = cfg.backplane }
 end)
 
 app:any("/*", function(_, res) res:json(404, { ok = false, reason = "NOT_FOUND" }) end)
 
-relay.every(cfg.relay_ping_interval_ms / 1000, function()
-  hub:reap(relay.now())
-  hub:ping_all(relay.now())
-  relay.after(cfg.relay_pong_timeout_ms / 1000, function() hub:reap(relay.now()) end)
-end)
 relay.every(cfg.relay_cleanup_interval_ms / 1000, function() hub:evict(relay.now()) end)
 
 if cfg.backplane ~= "single" then
   local backplane = require("relay.workspace.backplane").new(cfg, hub, obs)
   hub.remote = backplane
-  relay.every(cfg.relay_presence_sync_interval_ms / 1000, function() backplane:refresh() end)
   if cfg.bus_enabled then relay.after(0, function() backplane:run() end) end
 end
 

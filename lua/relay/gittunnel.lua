@@ -91,52 +91,37 @@ local function zkey(key) return "relay:git-tunnel:clients:" .. key end
 
 -- opts: redis (a relay.redis), url (how other servers reach this one), ttl (seconds)
 function M.presence(opts)
-  local self = setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, held = {}, fwd = {} }, Presence)
+  local self = setmetatable({ r = opts.redis, url = opts.url, ttl = opts.ttl, fwd = {} }, Presence)
   -- Redis back without our entries: written again at once (relay.reannounce), not ttl/3 later.
-  self.watch = reannounce.watch {
-    each = math.min(1, opts.ttl / 3), held = self.held,
+  self.records = reannounce.records {
+    every = math.max(1, opts.ttl / 3), each = math.min(1, opts.ttl / 3),
+    write = function(key, held) return self:write(key, held) end,
     present = function(key)
       local score, err = self.r:call("ZSCORE", zkey(key), self.url)
       if err then return nil end
       return score ~= nil
     end,
-    rewrite = function() return self:refresh() end,
     healed = function(why) relay.log.info("presence_reannounced", { reason = why }) end,
   }
   return self
 end
 
--- -> whether Redis took it (Redis down: written again once it answers)
-function Presence:announce(key)
-  local ok = self.r:call("ZADD", zkey(key), relay.time() + self.ttl, self.url)
+-- The key's entry written (held) or removed. -> whether Redis took it (if not, written again once
+-- it answers)
+function Presence:write(key, held)
+  if not held then return self.r:call("ZREM", zkey(key), self.url) end
+  return self.r:call("ZADD", zkey(key), relay.time() + self.ttl, self.url)
     and self.r:call("EXPIRE", zkey(key), math.ceil(self.ttl * 2))
-  if not ok then self.watch:failed() end
-  return ok
 end
 
-function Presence:hold(key)
-  self.held[key] = true
-  self:announce(key)
-end
-
-function Presence:drop(key)
-  self.held[key] = nil
-  self.r:call("ZREM", zkey(key), self.url)
-end
-
--- -> whether Redis took them all
-function Presence:refresh()
-  for key in pairs(self.held) do
-    if not self:announce(key) then return false end
-  end
-  return true
-end
+function Presence:hold(key) self.records:hold(key) end
+function Presence:drop(key) self.records:drop(key) end
 
 -- { tun = a forwarder to a server holding key, forwarded = true }, or { err = why there is none }
 function Presence:forwarder(key)
   local urls, err = self.r:call("ZRANGEBYSCORE", zkey(key), relay.time(), "+inf")
   if not urls then
-    self.watch:failed()
+    self.records.watch:failed()
     return { err = ("Redis is unreachable to find another server (%s)"):format(err) }
   end
   local others = {}

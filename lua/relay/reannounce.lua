@@ -7,6 +7,9 @@
 -- call (failed()), the next heal that finds Redis answering writes every record again; and every
 -- `each` seconds one record (in turn, so each is looked at) is looked for, and if it is gone all
 -- are written again, for a restart so quick that no call failed.
+--
+-- M.records keeps the held set itself: what to write is its only knowledge of Redis; M.watch is
+-- the watch alone, for an owner that keeps its records otherwise.
 local relay = require "relay"
 
 local M = {}
@@ -54,6 +57,52 @@ function Watch:heal(check)
   local why = self.lost and "redis was failing" or "a record was missing"
   self.lost = false
   if self.o.rewrite() then self.o.healed(why) else self.lost = true end
+end
+
+-- ---- records held in Redis ----
+
+local Records = {}
+Records.__index = Records
+
+-- opts: write(item, value) -> ok | nil, err (value nil: remove the item's record), every (seconds
+-- between writes of every record: they expire), each, present and healed as M.watch's, failed(err)
+-- (optional: told of each failed write). r.held: item -> value.
+function M.records(opts)
+  local self = setmetatable({ o = opts, held = {} }, Records)
+  self.watch = M.watch { each = opts.each, held = self.held, present = opts.present, healed = opts.healed,
+                         rewrite = function() return self:refresh() end }
+  relay.every(opts.every, function() self:refresh() end)
+  return self
+end
+
+-- Writes item's record -> whether Redis took it (if not, it is written again once Redis answers).
+function Records:write(item, value)
+  local ok, err = self.o.write(item, value)
+  if not ok then
+    self.watch:failed()
+    if self.o.failed then self.o.failed(err) end
+  end
+  return ok
+end
+
+-- Holds item (value: what its record says, true when nil) and writes its record. -> ok
+function Records:hold(item, value)
+  if value == nil then value = true end
+  self.held[item] = value
+  return self:write(item, value)
+end
+
+function Records:drop(item)
+  self.held[item] = nil
+  return self:write(item, nil)
+end
+
+-- Writes every record again. -> whether Redis took them all
+function Records:refresh()
+  for item, value in pairs(self.held) do
+    if not self:write(item, value) then return false end
+  end
+  return true
 end
 
 return M

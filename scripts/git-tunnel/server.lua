@@ -220,8 +220,6 @@ local function relay_request(req, res)
   end
 end
 
-if presence then relay.every(math.max(1, f.presence_ttl / 3), function() presence:refresh() end) end
-
 math.randomseed(relay.pid() + relay.time())
 -- With --relay-listen the relay path lives on that listener alone (404 on --listen), and the
 -- listener serves nothing else: registration and the client list stay on --listen.

@@ -41,4 +41,25 @@ describe("relay.lru", function()
     assert.same({ 0, nil }, { c.count, c:get("a") })
     assert.has_error(function() c:set("a", {}) end)
   end)
+
+  it("without max_bytes holds any value, bounded by count, and tells on_evict what it drops", function()
+    local dropped = {}
+    local c = lru.new { max_items = 2, on_evict = function(k, v) dropped[#dropped + 1] = { k, v } end }
+    local t1, t2, t3 = {}, {}, {}
+    c:set("a", t1)
+    c:set("b", t2)
+    assert.equal(t1, c:get("a")) -- a is now newer than b
+    assert.equal(1, c:set("c", t3))
+    assert.same({ { "b", t2 } }, dropped)
+    assert.equal(2, c.count)
+    c:delete("a") -- a delete is not an eviction
+    assert.equal(1, #dropped)
+  end)
+
+  it("take gives the value and forgets it", function()
+    local c = lru.new { max_items = 2 }
+    c:set("a", 1)
+    assert.equal(1, c:take("a"))
+    assert.same({ 0, nil, nil }, { c.count, c:take("a"), c:get("a") })
+  end)
 end)

@@ -5,12 +5,14 @@
 -- Two transports with one shape: redis (presence keys with a TTL, one list per relay as its
 -- inbox, the original's key names) and server (the platform's internal HTTP API: the bus bodies
 -- are the original's; the presence bodies are our reading of it). Envelopes are
--- the original's, HMAC-signed the same way, so mixed fleets interoperate. When the transport
+-- the original's, HMAC-signed the same way (relay.envelope), so mixed fleets interoperate. When the transport
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
 local cjson = require "cjson"
 local platform = require "relay.workspace.platform"
 local reannounce = require "relay.reannounce"
+local envelope = require "relay.envelope"
+local inbox = require "relay.inbox"
 
 local M = {}
 M.__index = M
@@ -24,10 +26,15 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 local Redis = {}
 Redis.__index = Redis
 
+-- The bus: one inbox per relay (relay.inbox). The longest envelope worth reading: a payload at
+-- the frame limit, each byte escaped at most once more (a valid JSON frame has no raw control
+-- bytes), and the other fields; a longer one is dropped in Redis.
 local function redis_transport(cfg)
-  local prefix = cfg.relay_redis_key_prefix
-  return setmetatable({ cfg = cfg, cmd = relay.redis(cfg.relay_redis_url), prefix = prefix,
-                        inbox = prefix .. ":queue:" .. cfg.relay_id }, Redis)
+  local prefix, cmd = cfg.relay_redis_key_prefix, relay.redis(cfg.relay_redis_url)
+  local queue = inbox.new { redis = cmd, prefix = prefix .. ":queue:", name = cfg.relay_id,
+                            max_len = cfg.relay_redis_queue_max, limit = cfg.relay_bus_pull_limit,
+                            max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
+  return setmetatable({ cfg = cfg, cmd = cmd, prefix = prefix, inbox = queue }, Redis)
 end
 
 function Redis:presence_key(ws, rt) return self.prefix .. ":presence:" .. ws .. (rt and (":" .. rt) or "") end
@@ -58,46 +65,10 @@ function Redis:present(ws, rt)
   return n == 1
 end
 
-function Redis:publish(target, envelope)
-  local key = self.prefix .. ":queue:" .. target
-  local ok, err = self.cmd:call("RPUSH", key, envelope)
-  if not ok then return nil, err end
-  return self.cmd:call("LTRIM", key, -self.cfg.relay_redis_queue_max, -1)
-end
+function Redis:publish(target, text) return self.inbox:push(target, text) end
 
--- Envelopes waiting for this relay, taken by a script that runs in Redis: an envelope longer
--- than max is popped and dropped there, so it never crosses into this process, and one batch
--- holds at most max bytes (past the first envelope). -> { dropped, { envelope, ... } }
-local PULL = [[
-local out, dropped, total = {}, 0, 0
-local limit, max = tonumber(ARGV[1]), tonumber(ARGV[2])
-while #out < limit do
-  local v = redis.call('LINDEX', KEYS[1], 0)
-  if not v then break end
-  if #v > max then
-    dropped = dropped + 1
-  elseif #out > 0 and total + #v > max then
-    break
-  else
-    out[#out + 1], total = v, total + #v
-  end
-  redis.call('LPOP', KEYS[1])
-end
-return { dropped, out }
-]]
-
--- The longest envelope worth reading: a payload at the frame limit, each byte escaped at most
--- once more (a valid JSON frame has no raw control bytes), and the other fields.
-function Redis:max_envelope() return 2 * self.cfg.relay_max_frame_bytes + 4096 end
-
--- Polled (no blocking pop: BLPOP would hand over the first envelope whatever its size). An
--- empty queue waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
-function Redis:pull()
-  local r, err = self.cmd:call("EVAL", PULL, 1, self.inbox, self.cfg.relay_bus_pull_limit, self:max_envelope())
-  if not r then return nil, err end
-  if type(r) ~= "table" or type(r[2]) ~= "table" then return nil, "unexpected reply to the pull script" end
-  return r[2], tonumber(r[1]) or 0
-end
+-- An empty inbox waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
+function Redis:pull() return self.inbox:pull() end
 
 local Server = {}
 Server.__index = Server
@@ -126,7 +97,7 @@ end
 -- The platform keeps its records itself: not checked from here.
 function Server:present() return true end
 
-function Server:publish(_, envelope) return self:post("bus/publish", cjson.decode(envelope)) end
+function Server:publish(_, raw) return self:post("bus/publish", cjson.decode(raw)) end
 
 function Server:pull()
   local json, err = self:post("bus/pull", { relayId = self.cfg.relay_id, sinceId = self.since,
@@ -146,20 +117,42 @@ end
 
 -- ---- the backplane ----
 
+-- The bus envelope (bus.ts): the signed fields in order, and every field's type. Optional ones may
+-- be absent or null (the original joins them into the signing input with Array.join, which
+-- writes both as "").
+local SIGNED = { "workspaceId", "runtimeTargetId", "machineId", "sourceRelayId", "targetRelayId", "direction",
+                 "issuedAtMs", "payload" }
+local FIELDS = { workspaceId = "string", sourceRelayId = "string", targetRelayId = "string", direction = "string",
+                 payload = "string", signature = "string", issuedAtMs = "number",
+                 runtimeTargetId = "optional", machineId = "optional" }
+
+-- bus.ts receive checks (relay.envelope: types, signature, skew, replay), with ours first: the
+-- target and the size.
+local function bus_envelopes(cfg)
+  return envelope.new { key = cfg.relay_bus_hmac_key, fields = SIGNED, types = FIELDS, time = "issuedAtMs",
+    max_skew = cfg.relay_bus_signature_max_skew_ms,
+    stream = function(e) return e.sourceRelayId .. "\0" .. e.workspaceId .. "\0" .. (e.runtimeTargetId or "") end,
+    check = function(e)
+      if e.targetRelayId ~= cfg.relay_id then return "foreign target" end
+      if #e.payload > cfg.relay_max_frame_bytes then return "payload too large" end
+    end }
+end
+
 function M.new(cfg, hub, obs)
-  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, daemons = {}, cache = {}, seen = {}, nseen = 0,
-                              last_issued = {} }, M)
+  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = {}, envelopes = bus_envelopes(cfg) }, M)
   self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
-  -- Redis back without our presence records: written again at once (relay.reannounce), not a
-  -- sync period (20 s by default) later.
-  self.watch = reannounce.watch {
-    each = math.min(1, cfg.relay_presence_sync_interval_ms / 1000), held = self.daemons,
+  -- The local daemons' records, written again every presence sync interval (they expire), and at
+  -- once when Redis is back without them (relay.reannounce), not a sync period (20 s) later.
+  local sync = cfg.relay_presence_sync_interval_ms / 1000
+  self.presence = reannounce.records {
+    every = sync, each = math.min(1, sync),
+    write = function(s, conn) return self:announce(s, conn) end,
+    failed = function(err) self:failed("presence", err) end,
     present = function(s)
       local there, err = self.transport:present(s.workspace_id, s.runtime_target_id)
       if there == nil then self:failed("presence", err) end
       return there
     end,
-    rewrite = function() return self:refresh() end,
     healed = function(why)
       self.cache = {}
       self.obs:inc("relay_presence_reannounced_total")
@@ -171,44 +164,29 @@ end
 
 -- A call to Redis (or the platform) failed.
 function M:failed(what, err)
-  self.watch:failed()
+  self.presence.watch:failed()
   self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
--- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok
+-- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok | nil, err
 function M:announce(s, conn)
+  if conn and s.daemon ~= conn then -- no longer its daemon: forgotten, not written
+    self.presence.held[s] = nil
+    return true
+  end
   local record = conn and { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url,
                             daemonConnected = true, runtimeTargetId = s.runtime_target_id,
                             machineId = conn.claims.machineId, updatedAtMs = now_ms() }
-  local ok, err = self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
-  if not ok then self:failed("presence", err) end
-  return ok
+  return self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
 end
 
 function M:daemon_up(s, conn)
-  if not self.cfg.presence_enabled then return end
-  self.daemons[s] = conn
-  if self:announce(s, conn) then self.obs:inc("relay_presence_upserts_total") end
+  if self.cfg.presence_enabled and self.presence:hold(s, conn) then self.obs:inc("relay_presence_upserts_total") end
 end
 
 function M:daemon_down(s)
-  if not self.cfg.presence_enabled then return end
-  self.daemons[s] = nil
-  self:announce(s, nil)
-end
-
--- Every presence sync interval: local daemons' records are written again (they expire).
--- -> whether Redis took them all
-function M:refresh()
-  for s, conn in pairs(self.daemons) do
-    if s.daemon ~= conn then
-      self.daemons[s] = nil
-    elseif not self:announce(s, conn) then
-      return false
-    end
-  end
-  return true
+  if self.cfg.presence_enabled then self.presence:drop(s) end
 end
 
 -- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s)).
@@ -275,19 +253,10 @@ end
 
 -- ---- the bus ----
 
-local function signing_input(e)
-  return table.concat({ e.workspaceId, e.runtimeTargetId or "", e.machineId or "", e.sourceRelayId, e.targetRelayId,
-                        e.direction, tostring(e.issuedAtMs), e.payload }, "\n")
-end
-
-function M:sign(e) return relay.base64.encode(relay.crypto.hmac_sha256(self.cfg.relay_bus_hmac_key, signing_input(e)), true) end
-
 function M:publish(target, direction, s, machine_id, payload)
   local e = { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id, machineId = machine_id,
-              sourceRelayId = self.cfg.relay_id, targetRelayId = target, direction = direction, payload = payload,
-              issuedAtMs = now_ms() }
-  e.signature = self:sign(e)
-  local ok, err = self.transport:publish(target, encode(e))
+              sourceRelayId = self.cfg.relay_id, targetRelayId = target, direction = direction, payload = payload }
+  local ok, err = self.transport:publish(target, self.envelopes:seal(e))
   if not ok then self:failed("bus", err); return false end
   self.obs:inc("relay_bus_published_total")
   if direction == "client_to_daemon" then self.obs:inc("relay_client_messages_routed_bus_total") end
@@ -297,51 +266,13 @@ end
 -- A remote owner: daemon frames for it go back over the bus to its relay.
 function M:remote_owner(relay_id) return { remote = relay_id, closing = false } end
 
--- The envelope's fields and their types. Optional ones may be absent or null (the original
--- joins them into the signing input with Array.join, which writes both as ""); anything else of
--- the wrong type refuses the envelope before it is used.
-local FIELDS = { workspaceId = "string", sourceRelayId = "string", targetRelayId = "string", direction = "string",
-                 payload = "string", signature = "string", issuedAtMs = "number",
-                 runtimeTargetId = "optional", machineId = "optional" }
-
-local function typed(e)
-  for k, want in pairs(FIELDS) do
-    local v = e[k]
-    if want == "optional" then
-      if v == cjson.null then e[k] = nil elseif v ~= nil and type(v) ~= "string" then return "bad " .. k end
-    elseif type(v) ~= want then
-      return (v == nil or v == cjson.null) and "missing " .. k or "bad " .. k
-    end
-  end
-  if e.issuedAtMs ~= e.issuedAtMs or math.abs(e.issuedAtMs) == math.huge then return "bad issuedAtMs" end
-end
-
--- bus.ts receive checks: types, target, signature, skew, size, replay. nil plus why when rejected.
-function M:accept(raw)
-  local ok, e = pcall(cjson.decode, raw)
-  if not ok or type(e) ~= "table" then return nil, "not JSON" end
-  local bad = typed(e)
-  if bad then return nil, bad end
-  if e.targetRelayId ~= self.cfg.relay_id then return nil, "foreign target" end
-  if not relay.crypto.constant_time_equal(e.signature, self:sign(e)) then return nil, "bad signature" end
-  if math.abs(now_ms() - e.issuedAtMs) > self.cfg.relay_bus_signature_max_skew_ms then return nil, "clock skew" end
-  if #e.payload > self.cfg.relay_max_frame_bytes then return nil, "payload too large" end
-  local stream = e.sourceRelayId .. "\0" .. e.workspaceId .. "\0" .. (e.runtimeTargetId or "")
-  local id = stream .. "\0" .. e.signature
-  if self.seen[id] or (self.last_issued[stream] or 0) > e.issuedAtMs then return nil, "replay" end
-  if self.nseen > 100000 then self.seen, self.nseen = {}, 0 end -- bounded; last_issued still guards order
-  self.seen[id], self.nseen = true, self.nseen + 1
-  self.last_issued[stream] = e.issuedAtMs
-  return e
-end
-
 function M:rejected(why)
   self.obs:inc("relay_bus_rejected_total")
   self.obs:log("warn", "bus_envelope_rejected", { reason = why })
 end
 
 function M:deliver(raw)
-  local e, why = self:accept(raw)
+  local e, why = self.envelopes:open(raw)
   if not e then return self:rejected(why) end
   self.obs:inc("relay_bus_received_total")
   local hub = self.hub
@@ -362,7 +293,7 @@ local RETRY_S = 1
 
 -- One turn of the consumer: pull, deliver, wait after an error.
 function M:turn()
-  if self.hub.nconns == 0 then
+  if self.hub.conns.n == 0 then
     relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
     return
   end
@@ -372,7 +303,7 @@ function M:turn()
     relay.sleep(math.max(RETRY_S, self.cfg.relay_bus_poll_interval_ms / 1000))
     return
   end
-  self.watch:heal(false) -- Redis answers: after a failure, our records first
+  self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
   for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
   for _, raw in ipairs(batch) do
     local ok, err = pcall(self.deliver, self, raw)

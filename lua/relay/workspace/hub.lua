@@ -7,6 +7,8 @@ local core = require "relay.core"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
 local limit = require "relay.limit"
+local lru = require "relay.lru"
+local wsconns = require "relay.wsconns"
 
 local M = {}
 M.__index = M
@@ -16,36 +18,32 @@ local encode = cjson.encode
 -- A connection (or a remote owner) still worth sending to.
 local function live(conn) return conn ~= nil and not conn.closing end
 
--- A map that forgets its oldest keys beyond max (session owners, pending requests).
-local Bounded = {}
-Bounded.__index = Bounded
-local function bounded(max, on_evict)
-  return setmetatable({ map = {}, keys = {}, first = 1, last = 0, max = max, on_evict = on_evict }, Bounded)
-end
-function Bounded:get(k) return self.map[k] end
-function Bounded:set(k, v)
-  if self.map[k] == nil then
-    self.last = self.last + 1
-    self.keys[self.last] = k
-    if self.last - self.first + 1 > self.max then
-      local old = self.keys[self.first]
-      self.keys[self.first], self.first = nil, self.first + 1
-      if self.map[old] ~= nil and self.on_evict then self.on_evict(old) end
-      self.map[old] = nil
-    end
-  end
-  self.map[k] = v
-end
-function Bounded:take(k)
-  local v = self.map[k]
-  self.map[k] = nil
-  return v
+-- The connections (relay.wsconns), with the original's metrics and log lines.
+local function connections(self, cfg, obs)
+  return wsconns.new {
+    max_pending = cfg.relay_max_pending_bytes, idle_timeout = cfg.relay_idle_timeout_ms / 1000,
+    pong_timeout = cfg.relay_pong_timeout_ms / 1000, ping_interval = cfg.relay_ping_interval_ms / 1000,
+    -- the original's safeSend: a consumer too far behind is cut off, not waited for
+    on_overflow = function(conn, buffered)
+      obs:inc("relay_ws_slow_client_terminated_total")
+      obs:log("warn", "slow_client_terminated", { connectionId = conn.id, role = conn.role, buffered = buffered })
+    end,
+    on_terminate = function(conn, why)
+      obs:inc("relay_ws_" .. why .. "_terminated_total")
+      obs:log("info", "ws_" .. why .. "_terminated", { connectionId = conn.id, role = conn.role })
+    end,
+    on_ping = function(now) -- every ping interval: sweep the limiters
+      for _, l in ipairs { self.kex_limit, self.pairing_limit, self.runtime_limit, self.runtime_ws_limit } do
+        l:sweep(now)
+      end
+    end,
+  }
 end
 
 function M.new(cfg, obs)
   local minute = 60
-  return setmetatable({
-    cfg = cfg, obs = obs, scopes = {}, conns = {}, nconns = 0, per_ip = {}, nscopes = 0,
+  local self = setmetatable({
+    cfg = cfg, obs = obs, scopes = {}, nscopes = 0,
     kex_limit = limit.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
     pairing_limit = limit.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
     runtime_limit = limit.bucket(cfg.relay_runtime_rate_per_minute, minute, cfg.relay_runtime_rate_limiter_max_keys),
@@ -56,6 +54,8 @@ function M.new(cfg, obs)
     fast = core.hub_new(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_max_pending_bytes),
     remote = nil, -- the backplane, when there is one (relay.workspace.backplane)
   }, M)
+  self.conns = connections(self, cfg, obs)
+  return self
 end
 
 function M.scope_key(workspace_id, runtime_target_id)
@@ -67,7 +67,7 @@ function M:scope(workspace_id, runtime_target_id)
   local s = self.scopes[key]
   if not s then
     s = { key = key, workspace_id = workspace_id, runtime_target_id = runtime_target_id, clients = {}, nclients = 0,
-          pairing = bounded(self.cfg.relay_pairing_request_track_max), subs = {}, generation = -1,
+          pairing = lru.new { max_items = self.cfg.relay_pairing_request_track_max }, subs = {}, generation = -1,
           last_activity = relay.time() }
     self:forget_sessions(s)
     self.scopes[key] = s
@@ -77,12 +77,13 @@ function M:scope(workspace_id, runtime_target_id)
 end
 
 -- A new scope, and each new daemon, start with no key exchanges and no session owners. The
--- owners are mirrored into the C hub, which forgets what the table forgets.
+-- owners are mirrored into the C hub, which forgets what the table forgets. Each table keeps the
+-- most recently used requests and sessions (relay.lru), within RELAY_*_TRACK_MAX.
 function M:forget_sessions(s)
   local fast, key, max = self.fast, s.key, self.cfg.relay_session_owner_track_max
   fast:clear(key)
-  s.kex = bounded(max)
-  s.owners = bounded(max, function(session) fast:own(key, session, nil) end)
+  s.kex = lru.new { max_items = max }
+  s.owners = lru.new { max_items = max, on_evict = function(session) fast:own(key, session, nil) end }
 end
 
 function M:set_owner(s, session, owner)
@@ -94,8 +95,6 @@ function M:client_count(workspace_id, runtime_target_id)
   local s = self.scopes[M.scope_key(workspace_id, runtime_target_id)]
   return s and s.nclients or 0
 end
-
-function M:ip_count(ip) return self.per_ip[ip] or 0 end
 
 -- ---- sending ----
 
@@ -109,27 +108,10 @@ function M:target_required(conn)
   self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
 end
 
--- Closes a connection from any task; its own task sees recv() end and unregisters it.
-function M:close(conn, code, reason)
-  if conn.closing then return end
-  conn.closing = true
-  conn.ws:close(code, reason)
-end
+-- From any task; the connection's own task sees recv() end and unregisters it.
+function M:close(conn, code, reason) self.conns:close(conn, code, reason) end
 
--- The original's safeSend: a consumer that has more than RELAY_MAX_PENDING_BYTES unread is cut
--- off with 4008 "buffer overflow" instead of slowing the sender down.
-function M:send(conn, text)
-  if conn.closing then return false end
-  if conn.ws:buffered() > self.cfg.relay_max_pending_bytes then
-    self.obs:inc("relay_ws_slow_client_terminated_total")
-    self.obs:log("warn", "slow_client_terminated", { connectionId = conn.id, role = conn.role,
-                                                     buffered = conn.ws:buffered() })
-    conn.overflow = true
-    self:close(conn, 4008, "buffer overflow")
-    return false
-  end
-  return conn.ws:send(text) ~= nil
-end
+function M:send(conn, text) return self.conns:send(conn, text) end
 
 -- ---- joining and leaving ----
 
@@ -175,19 +157,8 @@ function M:register(conn)
   return true
 end
 
--- Counted from the upgrade on, so the per-IP and total limits see connections being admitted.
-function M:count_in(conn)
-  self.conns[conn] = true
-  self.nconns = self.nconns + 1
-  self.per_ip[conn.ip] = (self.per_ip[conn.ip] or 0) + 1
-end
-
 function M:unregister(conn)
-  if not self.conns[conn] then return end
-  self.conns[conn] = nil
-  self.nconns = self.nconns - 1
-  local n = self.per_ip[conn.ip] - 1
-  self.per_ip[conn.ip] = n > 0 and n or nil
+  if not self.conns:remove(conn) then return end
   local s = conn.scope
   if not s then return end
   if s.daemon == conn then
@@ -385,38 +356,6 @@ function M:from_remote_daemon(s, text)
 end
 
 -- ---- timers ----
-
--- Terminates (no close frame, as ws.terminate()) connections idle longer than the idle
--- timeout and those that sent nothing, not even a pong, within the pong timeout of a ping.
-function M:reap(now)
-  local cfg = self.cfg
-  for conn in pairs(self.conns) do
-    if conn.ws and live(conn) then
-      local since_ping = conn.pinged_at and now - conn.pinged_at
-      local stale = since_ping and conn.ws:idle() > since_ping and since_ping >= cfg.relay_pong_timeout_ms / 1000
-      local idle = conn.ws:silent() >= cfg.relay_idle_timeout_ms / 1000
-      if stale or idle then
-        self.obs:inc(stale and "relay_ws_stale_terminated_total" or "relay_ws_idle_terminated_total")
-        self.obs:log("info", stale and "ws_stale_terminated" or "ws_idle_terminated", { connectionId = conn.id, role = conn.role })
-        conn.closing = true
-        conn.ws:terminate()
-      end
-    end
-  end
-end
-
--- Every ping interval: ping everyone, sweep the limiters.
-function M:ping_all(now)
-  for conn in pairs(self.conns) do
-    if conn.ws and live(conn) then
-      conn.pinged_at = now
-      conn.ws:ping()
-    end
-  end
-  for _, l in ipairs { self.kex_limit, self.pairing_limit, self.runtime_limit, self.runtime_ws_limit } do
-    l:sweep(now)
-  end
-end
 
 function M:evict(now)
   for key, s in pairs(self.scopes) do

@@ -1,44 +1,48 @@
--- What the workspace relay tells operators: counters under the original's names (rendered the
--- original's way: "# TYPE n counter" and "n v", no HELP, no labels), and a ring of recent log
--- entries for /logs with secret-looking detail keys redacted. Every entry also goes to the host
--- log (JSON on stderr).
+-- relay.observe: what a script tells its operators on its own admin endpoints, kept in its Lua
+-- state: counters by name (rendered as Prometheus text the plain way: "# TYPE n counter" and
+-- "n v", no HELP, no labels), and a ring of recent log entries (for a /logs endpoint) with the
+-- detail keys that name a secret or a payload redacted. Every entry also goes to the host log.
+-- The workspace relay's /metrics and /logs are these, under the original's names.
 local relay = require "relay"
 
 local M = {}
 M.__index = M
 
--- The original's redaction rule (logger.ts): any key naming a secret or a payload.
-local secret_words = { "authorization", "credential", "token", "secret", "password", "api_key", "api-key",
+-- The default redaction rule (the Viewport relay's logger.ts): any key naming a secret or a payload.
+M.secret_words = { "authorization", "credential", "token", "secret", "password", "api_key", "api-key",
                        "apikey", "private_key", "private-key", "privatekey", "signature", "payload", "body",
                        "content", "frame", "message" }
 
-local function redacted_key(k)
+local function redacted_key(words, k)
   k = tostring(k):lower()
-  for _, w in ipairs(secret_words) do if k:find(w, 1, true) then return true end end
+  for _, w in ipairs(words) do if k:find(w, 1, true) then return true end end
   return false
 end
 
-local function redact(details)
+function M:redact(details)
   local out = {}
-  for k, v in pairs(details or {}) do out[k] = redacted_key(k) and "[redacted]" or v end
+  for k, v in pairs(details or {}) do out[k] = redacted_key(self.secret_words, k) and "[redacted]" or v end
   return out
 end
 
-function M.new(max_logs)
-  return setmetatable({ counters = {}, logs = {}, max_logs = max_logs, next_log = 1 }, M)
+-- opts: max_logs (entries the ring keeps), secret_words (lower-case substrings of the detail keys
+-- to redact; default M.secret_words).
+function M.new(opts)
+  return setmetatable({ counters = {}, logs = {}, max_logs = opts.max_logs, next_log = 1,
+                        secret_words = opts.secret_words or M.secret_words }, M)
 end
 
 function M:inc(name, by) self.counters[name] = (self.counters[name] or 0) + (by or 1) end
 
 function M:log(level, event, details)
-  local d = redact(details)
+  local d = self:redact(details)
   local entry = { ts = os.date("!%Y-%m-%dT%H:%M:%SZ"), level = level, event = event, details = d }
   self.logs[self.next_log] = entry
   self.next_log = self.next_log % self.max_logs + 1
   relay.log[level](event, d)
 end
 
--- Oldest first.
+-- The ring, oldest first; without verbose, each entry without its details.
 function M:recent(verbose)
   local out, n = {}, self.max_logs
   for i = 0, n - 1 do
