@@ -169,6 +169,13 @@ function M:failed(what, err)
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
+-- A frame or a turn of the consumer raised: counted and logged as a bus error. Redis is not
+-- blamed (presence is not rewritten for it), and the consumer goes on.
+function M:bus_error(why)
+  self.obs:inc("relay_bus_errors_total")
+  self.obs:log("warn", "bus_error", { reason = why })
+end
+
 -- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok | nil, err
 function M:announce(s, conn)
   if conn and s.daemon ~= conn then -- no longer its daemon: forgotten, not written
@@ -307,7 +314,7 @@ function M:turn()
   for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
   for _, raw in ipairs(batch) do
     local ok, err = pcall(self.deliver, self, raw)
-    if not ok then self:count_error("bus", "delivery: " .. tostring(err)) end
+    if not ok then self:bus_error("delivery: " .. tostring(err)) end
   end
   if #batch == 0 then relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000) end
 end
@@ -318,7 +325,7 @@ function M:run()
   while true do
     local ok, err = pcall(self.turn, self)
     if not ok then
-      self:count_error("bus", "consumer: " .. tostring(err))
+      self:bus_error("consumer: " .. tostring(err))
       relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
     end
   end
