@@ -186,3 +186,64 @@ describe("relay.redis on a Redis Cluster whose node stops answering", function()
     stopped = nil
   end)
 end)
+
+describe("relay.redis through Sentinel whose primary stops answering", function()
+  local rs = require "redis_sentinel_support"
+  local dir, setup_, host, stopped
+
+  setup(function()
+    dir = helpers.tmpdir()
+    setup_ = rs.start()
+    helpers.write_file(dir .. "/s.lua", ([[
+local relay = require "relay"
+local cjson = require "cjson"
+local app = relay.new { name = "redis-sentinel-timeout" }
+local r = relay.redis("URL")
+app:get("/call", function(req, res)
+  local v, err = r:call(unpack(cjson.decode(req.args.a)))
+  res:json(200, { v = v, err = err })
+end)
+app:get("/bad", function(req, res)
+  local ok, err = pcall(relay.redis, req.args.url)
+  res:send(200, ok and "accepted" or err)
+end)
+return app
+]]):gsub("URL", setup_.url))
+    host = helpers.start(dir .. "/s.lua")
+  end)
+
+  teardown(function()
+    if stopped then os.execute("kill -CONT " .. stopped) end
+    if host then assert.equal(0, host:stop()) end
+    if setup_ then setup_:stop() end
+  end)
+
+  local function call(args)
+    return cjson.decode(host:get("/call?a=" .. escape(cjson.encode(args))).body)
+  end
+
+  -- The replica is stopped too: the sentinels have nothing to promote (no +switch-master comes to
+  -- the rescue), as when only the relay's path to Redis is cut.
+  it("fails a command to the stopped primary within the timeout, and works again once it answers", function()
+    helpers.wait_until(function() return call({ "SET", "foo", "before" }).v == "OK" end, 10, "the primary found")
+    stopped = setup_.primary.pid .. " " .. setup_.replica.pid
+    os.execute("kill -STOP " .. stopped)
+    local got, took = finish_call(start_call(host, { "GET", "foo" }))
+    assert.is_nil(got.v)
+    assert.equal(("redis 127.0.0.1:%d: no reply for 3 s"):format(setup_.primary.port), got.err)
+    assert.is_true(took >= 2.9 and took < 5, "took " .. took)
+    got, took = finish_call(start_call(host, { "GET", "foo" })) -- the sentinels asked: still no answer
+    assert.is_nil(got.v)
+    assert.is_true(took < 5, "took " .. took)
+    os.execute("kill -CONT " .. stopped)
+    stopped = nil
+    helpers.wait_until(function() return call({ "GET", "foo" }).v == "before" end, 30, "GET foo answered again")
+  end)
+
+  it("takes socket_timeout in the URL, and refuses ssl_… there", function()
+    local function bad(url) return host:get("/bad?url=" .. escape(url)).body end
+    assert.equal("accepted", bad(setup_.url .. "?socket_timeout=2"))
+    assert.matches("ssl_%* parameters are for rediss://", bad(setup_.url .. "?ssl_ca_certs=x"))
+    assert.matches("unknown parameter 'x'", bad(setup_.url .. "?x=1"))
+  end)
+end)
