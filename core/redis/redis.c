@@ -50,6 +50,7 @@ struct rh_redis {
   uv_timer_t watch;           /* the reply timeout; a subscriber's keepalive PING */
   int timeout_ms;             /* 0: none */
   int closing;                /* handles still to close once freed */
+  int second_look;            /* the deadline passed: looked at again after the next poll */
   uint64_t heard_at;          /* when Redis last sent bytes on this connection */
   uint64_t stall_from;        /* an answer due and never given, on a connection given up (0: none) */
   double backoff;
@@ -133,6 +134,7 @@ static void on_watch(uv_timer_t *t);
 static void arm(rh_redis *r) {
   const rh_redis_cmd *c = r->head;
   uint64_t now = uv_now(r->loop), at;
+  r->second_look = 0;
   if (!r->timeout_ms || !r->up || (c && c->wait_ms == 0) || (!c && !r->subs)) {
     uv_timer_stop(&r->watch);
     return;
@@ -143,12 +145,22 @@ static void arm(rh_redis *r) {
 
 static void send_internal(rh_redis *r, int argc, const char **argv);
 
+/* libuv runs timers before it polls: after the loop was busy for long, the answer may be
+ * waiting unread. So a deadline found passed is looked at once more after the next poll. */
 static void on_watch(uv_timer_t *t) {
   rh_redis *r = t->data;
-  uint64_t now = uv_now(r->loop);
-  if (r->head && now >= answer_due(r, r->head) + (uint64_t)r->timeout_ms) timed_out(r);
-  else if (!r->head && now >= r->heard_at + (uint64_t)r->timeout_ms) send_internal(r, 1, (const char *[]){ "PING" });
-  else arm(r);
+  uint64_t now = uv_now(r->loop), due = r->head ? answer_due(r, r->head) : r->heard_at;
+  int overdue = now >= due + (uint64_t)r->timeout_ms;
+  if (overdue && !r->second_look) {
+    r->second_look = 1;
+    uv_timer_start(&r->watch, on_watch, 1, 0);
+  } else if (overdue && r->head) {
+    timed_out(r);
+  } else if (overdue) {
+    send_internal(r, 1, (const char *[]){ "PING" });
+  } else {
+    arm(r);
+  }
 }
 
 /* ["message", channel, payload] to the channel's callback; subscribe confirmations pass. */
@@ -550,12 +562,19 @@ void rh_redis_set_timeout(rh_redis *r, int ms) {
   if (r->up) arm(r);
 }
 
+/* The oldest command a caller asked, if Redis owes its answer some time: the connection's own
+ * (AUTH, PING, SUBSCRIBE on connecting) are left out, so that a new connection whose answer sits
+ * unread while the loop is busy (a reload loading its script) does not count as a stall. */
+static const rh_redis_cmd *first_asked(const rh_redis *r) {
+  const rh_redis_cmd *c = r->head;
+  while (c && c->internal) c = c->next;
+  return c && c->wait_ms != 0 ? c : NULL;
+}
+
 uint64_t rh_redis_stalled_ms(const rh_redis *r) {
   uint64_t from = r->stall_from, now = uv_now(r->loop);
-  if (r->head && r->head->wait_ms != 0 && r->up) {
-    uint64_t due = answer_due(r, r->head);
-    if (!from || due < from) from = due;
-  }
+  const rh_redis_cmd *c = r->up ? first_asked(r) : NULL;
+  if (c && (!from || answer_due(r, c) < from)) from = answer_due(r, c);
   return from && now > from ? now - from : 0;
 }
 
