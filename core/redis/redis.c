@@ -108,6 +108,10 @@ static void lost(rh_redis *r, const char *why) {
 
 /* ---- the reply timeout ---- */
 
+/* The clock of sent_at and heard_at: the real time, not the loop's (cached when the loop last
+ * woke, so a busy loop would date a command earlier than it went out). */
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
+
 /* When Redis owes c's answer: once it has had c (sent, and what was before it answered: the
  * last bytes heard) plus c's own wait inside Redis. */
 static uint64_t answer_due(const rh_redis *r, const rh_redis_cmd *c) {
@@ -133,7 +137,7 @@ static void on_watch(uv_timer_t *t);
  * PING once Redis has been quiet that long (a stopped server is found out there too). */
 static void arm(rh_redis *r) {
   const rh_redis_cmd *c = r->head;
-  uint64_t now = uv_now(r->loop), at;
+  uint64_t now = now_ms(), at;
   r->second_look = 0;
   if (!r->timeout_ms || !r->up || (c && c->wait_ms == 0) || (!c && !r->subs)) {
     uv_timer_stop(&r->watch);
@@ -149,7 +153,7 @@ static void send_internal(rh_redis *r, int argc, const char **argv);
  * waiting unread. So a deadline found passed is looked at once more after the next poll. */
 static void on_watch(uv_timer_t *t) {
   rh_redis *r = t->data;
-  uint64_t now = uv_now(r->loop), due = r->head ? answer_due(r, r->head) : r->heard_at;
+  uint64_t now = now_ms(), due = r->head ? answer_due(r, r->head) : r->heard_at;
   int overdue = now >= due + (uint64_t)r->timeout_ms;
   if (overdue && !r->second_look) {
     r->second_look = 1;
@@ -189,7 +193,7 @@ static void answered(rh_redis *r) {
 static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
   rh_redis *r = owner;
   if (n < 0) { lost(r, err); return; }
-  r->heard_at = uv_now(r->loop);
+  r->heard_at = now_ms();
   r->stall_from = 0;
   redisReaderFeed(r->reader, p, (size_t)n);
   void *reply;
@@ -249,7 +253,7 @@ static void transmit(rh_redis *r, rh_redis_cmd *c) {
   redisFreeCommand(c->buf);
   c->buf = NULL;
   c->next = NULL;
-  c->sent_at = uv_now(r->loop);
+  c->sent_at = now_ms();
   append(&r->head, &r->tail, c);
   if (r->head == c) arm(r); /* the oldest now: its deadline counts */
 }
@@ -264,7 +268,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   r->dial = NULL;
   if (!u) { lost(r, err); return; }
   r->up = u;
-  r->heard_at = uv_now(r->loop);
+  r->heard_at = now_ms();
   r->reader = redisReaderCreate();
   rh_upconn_own(u, r, on_read, NULL);
   if (r->password) send_internal(r, r->user ? 3 : 2, (const char *[]){ "AUTH", r->user ? r->user : r->password, r->password });
@@ -419,8 +423,9 @@ static char *param_slot(url_tls *t, const char *k, size_t kn, size_t *cap) {
 }
 
 /* One name=value of the query. */
-static const char *take_param(url_tls *t, const char *k, size_t kn, const char *v, size_t vn, char *err,
+static const char *take_param(void *ud, const char *k, size_t kn, const char *v, size_t vn, char *err,
                               size_t errlen) {
+  url_tls *t = ud;
   char buf[16];
   size_t cap;
   if (is_param(k, kn, "socket_timeout")) return NULL; /* rh_redis_url_timeout's */
@@ -453,9 +458,6 @@ static const char *each_param(const char *q, param_fn fn, void *ud, char *err, s
   return NULL;
 }
 
-static const char *tls_param(void *t, const char *k, size_t kn, const char *v, size_t vn, char *err, size_t errlen) {
-  return take_param(t, k, kn, v, vn, err, errlen);
-}
 
 /* The context the settings ask for; the message names the parameter that was refused. */
 static rh_tls_ctx *make_ctx(const url_tls *t, char *err, size_t errlen) {
@@ -477,7 +479,7 @@ const char *rh_redis_url_tls(const rh_url *u, rh_tls_ctx **ctx, char *err, size_
   url_tls *t = calloc(1, sizeof *t);
   if (!t) abort();
   *ctx = NULL;
-  const char *why = each_param(u->query, tls_param, t, err, errlen);
+  const char *why = each_param(u->query, take_param, t, err, errlen);
   if (!why && t->any && !u->tls)
     why = failf(err, errlen, "ssl_* parameters are for rediss:// (TLS); this URL is %s://", u->scheme);
   if (!why && t->key[0] && !t->cert[0]) why = failf(err, errlen, "ssl_keyfile needs ssl_certfile");
@@ -572,7 +574,7 @@ static const rh_redis_cmd *first_asked(const rh_redis *r) {
 }
 
 uint64_t rh_redis_stalled_ms(const rh_redis *r) {
-  uint64_t from = r->stall_from, now = uv_now(r->loop);
+  uint64_t from = r->stall_from, now = now_ms();
   const rh_redis_cmd *c = r->up ? first_asked(r) : NULL;
   if (c && (!from || answer_due(r, c) < from)) from = answer_due(r, c);
   return from && now > from ? now - from : 0;

@@ -3,7 +3,8 @@
  * way as redis:// (Debian's hiredis 0.14 has no TLS).
  *
  * Commands are pipelined in order; each gets its callback exactly once: with the reply, or
- * with an error ("redis: connection lost", "redis: not connected: …"). A lost connection is
+ * with an error ("redis: connection lost", "redis: not connected: …", "redis HOST:PORT: no reply
+ * for 3 s": RH_REDIS_TIMEOUT_MS). A lost connection is
  * dialled again with backoff (0.1 s doubling to 5 s); the client never gives up, and commands
  * sent while it is down fail at once instead of piling up (Redis down degrades, never blocks). */
 #ifndef RH_REDIS_H
