@@ -153,7 +153,9 @@ static int l_subscribe(lua_State *L) {
  * partition), or nil: what /health wants to say before the reply timeout fails the command. */
 static int l_stalled(lua_State *L) {
   redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
-  uint64_t ms = u->c ? rh_redis_cluster_stalled_ms(u->c) : u->s ? rh_redis_sentinel_stalled_ms(u->s) : rh_redis_stalled_ms(u->r);
+  uint64_t ms = u->c   ? rh_redis_cluster_stalled_ms(u->c)
+                : u->s ? rh_redis_sentinel_stalled_ms(u->s)
+                       : rh_redis_stalled_ms(u->r);
   if (ms) lua_pushnumber(L, (lua_Number)ms / 1000);
   else lua_pushnil(L);
   return 1;

@@ -401,7 +401,8 @@ static const char *seed_query(rh_redis_cluster *c, const rh_url *u, char *err, s
   char why[800];
   if (c->n_nodes) return NULL;
   if (rh_redis_url_tls(u, &c->tls_ctx, why, sizeof why)) snprintf(err, errlen, "redis TLS: %s", why);
-  else if (rh_redis_url_timeout(u, &c->timeout_ms, why, sizeof why)) snprintf(err, errlen, "bad redis cluster seed: %s", why);
+  else if (rh_redis_url_timeout(u, &c->timeout_ms, why, sizeof why))
+    snprintf(err, errlen, "bad redis cluster seed: %s", why);
   else return NULL;
   return err;
 }

@@ -83,7 +83,8 @@ static void say(rh_redis_sentinel *s, const char *fmt, ...) {
 }
 
 static rh_redis *open_primary(rh_redis_sentinel *s, const char *host, int port) {
-  rh_redis_addr a = { .host = host, .port = port, .user = s->user, .password = s->password, .timeout_ms = s->timeout_ms };
+  rh_redis_addr a = { .host = host, .port = port, .user = s->user, .password = s->password,
+                      .timeout_ms = s->timeout_ms };
   return rh_redis_open(s->loop, &a);
 }
 
@@ -409,7 +410,9 @@ void rh_redis_sentinel_set_timeout(rh_redis_sentinel *s, int ms) {
     if (own[i]) rh_redis_set_timeout(own[i], ms);
 }
 
-uint64_t rh_redis_sentinel_stalled_ms(const rh_redis_sentinel *s) { return s->primary ? rh_redis_stalled_ms(s->primary) : 0; }
+uint64_t rh_redis_sentinel_stalled_ms(const rh_redis_sentinel *s) {
+  return s->primary ? rh_redis_stalled_ms(s->primary) : 0;
+}
 
 int rh_redis_sentinel_ready(const rh_redis_sentinel *s) { return s->primary && rh_redis_ready(s->primary); }
 

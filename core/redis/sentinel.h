@@ -23,7 +23,8 @@ typedef struct rh_redis_sentinel rh_redis_sentinel;
 typedef struct rh_redis_sentinel_op rh_redis_sentinel_op;
 
 /* redis-sentinel://[[user]:password@]host[:port],host[:port]/mastername[?socket_timeout=S] (port
- * 26379 when not written; the reply timeout applies to the sentinels and the primary). NULL plus err for a bad URL (the message leaves the password out). */
+ * 26379 when not written; the reply timeout applies to the sentinels and the primary). NULL plus
+ * err for a bad URL (the message leaves the password out). */
 rh_redis_sentinel *rh_redis_sentinel_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
 void rh_redis_sentinel_free(rh_redis_sentinel *s);
 /* NULL plus err when there is no confirmed primary to send it to. */
