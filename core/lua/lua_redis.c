@@ -149,6 +149,18 @@ static int l_subscribe(lua_State *L) {
   return 0;
 }
 
+/* r:stalled() -> seconds Redis has owed an answer without a word (a stopped server, a
+ * partition), or nil: what /health wants to say before the reply timeout fails the command. */
+static int l_stalled(lua_State *L) {
+  redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
+  uint64_t ms = u->c   ? rh_redis_cluster_stalled_ms(u->c)
+                : u->s ? rh_redis_sentinel_stalled_ms(u->s)
+                       : rh_redis_stalled_ms(u->r);
+  if (ms) lua_pushnumber(L, (lua_Number)ms / 1000);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static int l_ready(lua_State *L) {
   redis_ud *u = luaL_checkudata(L, 1, REDIS_MT);
   lua_pushboolean(L, u->c ? rh_redis_cluster_ready(u->c) : u->s ? rh_redis_sentinel_ready(u->s) : rh_redis_ready(u->r));
@@ -164,6 +176,21 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+/* opts.socket_timeout (seconds, as in the URL's query, which it overrides) on the new client;
+ * -1 with err when it is not a number of seconds. */
+static int set_timeout(lua_State *L, const redis_ud *r, char *err, size_t errlen) {
+  if (lua_type(L, 2) != LUA_TTABLE) return 0;
+  lua_getfield(L, 2, "socket_timeout");
+  int ms, given = !lua_isnil(L, -1);
+  const char *why = given ? rh_redis_parse_timeout(lua_tostring(L, -1), &ms, err, errlen) : NULL;
+  lua_pop(L, 1);
+  if (!given || why) return why ? -1 : 0;
+  if (r->c) rh_redis_cluster_set_timeout(r->c, ms);
+  else if (r->s) rh_redis_sentinel_set_timeout(r->s, ms);
+  else rh_redis_set_timeout(r->r, ms);
+  return 0;
+}
+
 /* A comma list of seeds, or opts.cluster: a Cluster. */
 static int wants_cluster(lua_State *L, const char *url) {
   if (strchr(url, ',')) return 1;
@@ -174,7 +201,8 @@ static int wants_cluster(lua_State *L, const char *url) {
   return yes;
 }
 
-/* core.redis_open(url [, { cluster = true }]); a bare host:port is redis://host:port. */
+/* core.redis_open(url [, { cluster = true, socket_timeout = S }]); a bare host:port is
+ * redis://host:port. */
 static int l_open(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   char err[300];
@@ -187,7 +215,8 @@ static int l_open(lua_State *L) {
   redis_ud *u = lua_newuserdata(L, sizeof *u);
   *u = r;
   luaL_getmetatable(L, REDIS_MT);
-  lua_setmetatable(L, -2);
+  lua_setmetatable(L, -2); /* collected (and closed) if the option is refused */
+  if (set_timeout(L, u, err, sizeof err) < 0) return luaL_error(L, "relay.redis: %s", err);
   lua_newtable(L); /* the subscriptions this object keeps alive */
   lua_setfenv(L, -2);
   return 1;
@@ -195,6 +224,7 @@ static int l_open(lua_State *L) {
 
 void rh_lua_register_redis(lua_State *L) {
   static const luaL_Reg methods[] = { { "call", l_call }, { "subscribe", l_subscribe }, { "ready", l_ready },
+                                       { "stalled", l_stalled },
                                        { NULL, NULL } };
   rh_lua_class(L, REDIS_MT, methods, l_gc);
   lua_pushcfunction(L, l_open);

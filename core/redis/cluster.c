@@ -29,6 +29,7 @@ struct rh_redis_cluster {
   char *user, *password;
   int tls;
   rh_tls_ctx *tls_ctx;                /* the seeds' ssl_… settings, for every node; NULL: default */
+  int timeout_ms;                     /* every node's reply timeout, as rh_redis_addr has it */
   node *nodes;
   int n_nodes;
   uint16_t slot_node[RH_REDIS_SLOTS]; /* node index + 1; 0: not known yet */
@@ -175,7 +176,7 @@ static void on_reply(void *ud, redisReply *rep, const char *err);
 
 static rh_redis *open_node(rh_redis_cluster *c, const node *n) {
   rh_redis_addr a = { .host = n->host, .port = n->port, .tls = c->tls, .user = c->user, .password = c->password,
-                      .tls_ctx = c->tls_ctx };
+                      .tls_ctx = c->tls_ctx, .timeout_ms = c->timeout_ms };
   return rh_redis_open(c->loop, &a);
 }
 
@@ -350,6 +351,21 @@ rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, con
 
 void rh_redis_cluster_cancel(rh_redis_cluster_op *op) { op->cb = NULL; }
 
+void rh_redis_cluster_set_timeout(rh_redis_cluster *c, int ms) {
+  c->timeout_ms = ms;
+  for (int i = 0; i < c->n_nodes; i++) rh_redis_set_timeout(c->nodes[i].r, ms);
+  if (c->sub) rh_redis_set_timeout(c->sub, ms);
+}
+
+uint64_t rh_redis_cluster_stalled_ms(const rh_redis_cluster *c) {
+  uint64_t most = 0;
+  for (int i = 0; i < c->n_nodes; i++) {
+    uint64_t ms = rh_redis_stalled_ms(c->nodes[i].r);
+    if (ms > most) most = ms;
+  }
+  return most;
+}
+
 int rh_redis_cluster_ready(const rh_redis_cluster *c) {
   for (int i = 0; c->mapped && i < c->n_nodes; i++)
     if (rh_redis_ready(c->nodes[i].r)) return 1;
@@ -379,11 +395,15 @@ int rh_redis_cluster_subscribe(rh_redis_cluster *c, const char *channel, rh_redi
 
 /* ---- seeds ---- */
 
-/* The first seed's ssl_… settings (every seed has the same query) make the nodes' context. */
-static const char *seed_tls(rh_redis_cluster *c, const rh_url *u, char *err, size_t errlen) {
+/* The first seed's ssl_… settings (every seed has the same query) make the nodes' context; its
+ * socket_timeout is every node's. */
+static const char *seed_query(rh_redis_cluster *c, const rh_url *u, char *err, size_t errlen) {
   char why[800];
-  if (c->n_nodes || !rh_redis_url_tls(u, &c->tls_ctx, why, sizeof why)) return NULL;
-  snprintf(err, errlen, "redis TLS: %s", why);
+  if (c->n_nodes) return NULL;
+  if (rh_redis_url_tls(u, &c->tls_ctx, why, sizeof why)) snprintf(err, errlen, "redis TLS: %s", why);
+  else if (rh_redis_url_timeout(u, &c->timeout_ms, why, sizeof why))
+    snprintf(err, errlen, "bad redis cluster seed: %s", why);
+  else return NULL;
   return err;
 }
 
@@ -402,7 +422,7 @@ static int add_seed(void *ud, const char *url) {
   rh_redis_addr a;
   const char *why = rh_redis_parse_url(url, u, &a);
   if (!why && a.db) why = "a cluster has only database 0";
-  if (!why && seed_tls(c, u, sd->err, sd->errlen)) {
+  if (!why && seed_query(c, u, sd->err, sd->errlen)) {
     free(u);
     return -1;
   }

@@ -26,6 +26,10 @@ rh_redis_cluster_op *rh_redis_cluster_command(rh_redis_cluster *c, int argc, con
                                               const size_t *lens, rh_redis_cb cb, void *ud, char *err,
                                               size_t errlen);
 void rh_redis_cluster_cancel(rh_redis_cluster_op *op);
+/* Every node's reply timeout from now on (rh_redis_set_timeout). */
+void rh_redis_cluster_set_timeout(rh_redis_cluster *c, int ms);
+/* The longest any node has owed an answer (rh_redis_stalled_ms). */
+uint64_t rh_redis_cluster_stalled_ms(const rh_redis_cluster *c);
 /* The slot map has been read and a node is connected. */
 int rh_redis_cluster_ready(const rh_redis_cluster *c);
 /* Classic pub/sub reaches every node of a cluster: one connection of its own subscribes. */

@@ -12,6 +12,7 @@
 #include "log/log.h"
 #include "net/upconn.h"
 #include "net/url.h"
+#include "redis/slot.h"
 #include "tls/tls.h"
 
 /* A command in flight; replies come back in the order commands went out. */
@@ -22,6 +23,8 @@ struct rh_redis_cmd {
   int internal; /* AUTH / SELECT sent on connecting: their replies are checked here */
   char *buf;    /* formatted, while it waits for the connection */
   int len;
+  uint64_t sent_at;
+  long long wait_ms; /* waits inside Redis by its own timeout (BLPOP …): 0 for ever; -1: none */
 };
 
 typedef struct sub {
@@ -44,6 +47,12 @@ struct rh_redis {
   rh_redis_cmd *head, *tail;  /* sent, awaiting replies */
   rh_redis_cmd *wait_head, *wait_tail; /* issued while dialling: sent once connected */
   uv_timer_t retry;
+  uv_timer_t watch;           /* the reply timeout; a subscriber's keepalive PING */
+  int timeout_ms;             /* 0: none */
+  int closing;                /* handles still to close once freed */
+  int second_look;            /* the deadline passed: looked at again after the next poll */
+  uint64_t heard_at;          /* when Redis last sent bytes on this connection */
+  uint64_t stall_from;        /* an answer due and never given, on a connection given up (0: none) */
   double backoff;
   int ready, freeing;
   int answered;               /* this connection has had a reply: Redis is up, not just its port */
@@ -70,16 +79,15 @@ static void fail_pending(rh_redis *r, const char *err) {
 
 static void on_retry(uv_timer_t *t) { connect_now(t->data); }
 
-/* The connection is gone: fail what waited on it and dial again later. */
-static void lost(rh_redis *r, const char *why) {
+/* The connection is gone: fail what waited on it (with err) and dial again later. */
+static void down(rh_redis *r, const char *why, const char *err) {
   int was_up = r->answered;
   r->ready = r->answered = 0;
+  uv_timer_stop(&r->watch);
   if (r->up) rh_upconn_close(r->up);
   r->up = NULL;
   if (r->reader) redisReaderFree(r->reader);
   r->reader = NULL;
-  char err[300];
-  snprintf(err, sizeof err, "redis: connection lost (%s)", why);
   fail_pending(r, err);
   if (was_up)
     RH_LOG(RH_LOG_WARN, "redis_down", RH_STR("host", r->host), RH_INT("port", r->port), RH_STR("error", why));
@@ -89,6 +97,74 @@ static void lost(rh_redis *r, const char *why) {
   if (r->freeing) return;
   uv_timer_start(&r->retry, on_retry, (uint64_t)(r->backoff * 1000), 0);
   r->backoff = r->backoff * 2 > 5 ? 5 : r->backoff * 2;
+}
+
+static void lost(rh_redis *r, const char *why) {
+  char err[400];
+  snprintf(err, sizeof err, "redis: connection lost (%s)", why);
+  r->stall_from = 0; /* Redis said something (closed, refused): it is down, not silent */
+  down(r, why, err);
+}
+
+/* ---- the reply timeout ---- */
+
+/* The clock of sent_at and heard_at: the real time, not the loop's (cached when the loop last
+ * woke, so a busy loop would date a command earlier than it went out). */
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
+
+/* When Redis owes c's answer: once it has had c (sent, and what was before it answered: the
+ * last bytes heard) plus c's own wait inside Redis. */
+static uint64_t answer_due(const rh_redis *r, const rh_redis_cmd *c) {
+  uint64_t from = c->sent_at > r->heard_at ? c->sent_at : r->heard_at;
+  return from + (uint64_t)(c->wait_ms > 0 ? c->wait_ms : 0);
+}
+
+/* The oldest command's answer is overdue by more than the timeout: the connection counts as
+ * broken (a stopped server, a partition), so it is closed, what waits fails, and it is dialled
+ * again; the stall is remembered until Redis says something. */
+static void timed_out(rh_redis *r) {
+  char why[64], err[RH_HOST_MAX + 128];
+  snprintf(why, sizeof why, "no reply for %g s", r->timeout_ms / 1000.0);
+  snprintf(err, sizeof err, "redis %s:%d: %s", r->host, r->port, why);
+  uint64_t due = answer_due(r, r->head);
+  down(r, why, err);
+  if (!r->stall_from || due < r->stall_from) r->stall_from = due;
+}
+
+static void on_watch(uv_timer_t *t);
+
+/* The timer set for the oldest command's deadline; on a subscriber with nothing asked, for a
+ * PING once Redis has been quiet that long (a stopped server is found out there too). */
+static void arm(rh_redis *r) {
+  const rh_redis_cmd *c = r->head;
+  uint64_t now = now_ms(), at;
+  r->second_look = 0;
+  if (!r->timeout_ms || !r->up || (c && c->wait_ms == 0) || (!c && !r->subs)) {
+    uv_timer_stop(&r->watch);
+    return;
+  }
+  at = (c ? answer_due(r, c) : r->heard_at) + (uint64_t)r->timeout_ms;
+  uv_timer_start(&r->watch, on_watch, at > now ? at - now : 0, 0);
+}
+
+static void send_internal(rh_redis *r, int argc, const char **argv);
+
+/* libuv runs timers before it polls: after the loop was busy for long, the answer may be
+ * waiting unread. So a deadline found passed is looked at once more after the next poll. */
+static void on_watch(uv_timer_t *t) {
+  rh_redis *r = t->data;
+  uint64_t now = now_ms(), due = r->head ? answer_due(r, r->head) : r->heard_at;
+  int overdue = now >= due + (uint64_t)r->timeout_ms;
+  if (overdue && !r->second_look) {
+    r->second_look = 1;
+    uv_timer_start(&r->watch, on_watch, 1, 0);
+  } else if (overdue && r->head) {
+    timed_out(r);
+  } else if (overdue) {
+    send_internal(r, 1, (const char *[]){ "PING" });
+  } else {
+    arm(r);
+  }
 }
 
 /* ["message", channel, payload] to the channel's callback; subscribe confirmations pass. */
@@ -117,6 +193,8 @@ static void answered(rh_redis *r) {
 static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
   rh_redis *r = owner;
   if (n < 0) { lost(r, err); return; }
+  r->heard_at = now_ms();
+  r->stall_from = 0;
   redisReaderFeed(r->reader, p, (size_t)n);
   void *reply;
   while (r->reader && redisReaderGetReply(r->reader, &reply) == REDIS_OK && reply) {
@@ -144,6 +222,7 @@ static void on_read(void *owner, const char *p, ssize_t n, const char *err) {
     freeReplyObject(reply);
   }
   if (r->reader && r->reader->err) lost(r, r->reader->errstr);
+  else if (r->up) arm(r);
 }
 
 static rh_redis_cmd *new_cmd(int argc, const char **argv, const size_t *lens, rh_redis_cb cb, void *ud,
@@ -158,6 +237,7 @@ static rh_redis_cmd *new_cmd(int argc, const char **argv, const size_t *lens, rh
   c->internal = internal;
   c->buf = buf;
   c->len = len;
+  c->wait_ms = rh_redis_command_wait_ms(argc, argv, lens);
   return c;
 }
 
@@ -173,7 +253,9 @@ static void transmit(rh_redis *r, rh_redis_cmd *c) {
   redisFreeCommand(c->buf);
   c->buf = NULL;
   c->next = NULL;
+  c->sent_at = now_ms();
   append(&r->head, &r->tail, c);
+  if (r->head == c) arm(r); /* the oldest now: its deadline counts */
 }
 
 static void send_internal(rh_redis *r, int argc, const char **argv) {
@@ -186,6 +268,7 @@ static void dialed(void *ud, rh_upconn *u, const char *err) {
   r->dial = NULL;
   if (!u) { lost(r, err); return; }
   r->up = u;
+  r->heard_at = now_ms();
   r->reader = redisReaderCreate();
   rh_upconn_own(u, r, on_read, NULL);
   if (r->password) send_internal(r, r->user ? 3 : 2, (const char *[]){ "AUTH", r->user ? r->user : r->password, r->password });
@@ -261,8 +344,10 @@ rh_redis *rh_redis_open(uv_loop_t *loop, const rh_redis_addr *a) {
   if (a->user) r->user = strdup(a->user);
   r->loop = loop;
   r->backoff = 0.1;
+  r->timeout_ms = a->timeout_ms < 0 ? 0 : a->timeout_ms ? a->timeout_ms : RH_REDIS_TIMEOUT_MS;
   uv_timer_init(loop, &r->retry);
-  r->retry.data = r;
+  uv_timer_init(loop, &r->watch);
+  r->retry.data = r->watch.data = r;
   if (a->host) connect_now(r);
   return r;
 }
@@ -317,7 +402,9 @@ static int decode_value(const char *p, size_t n, char *out, size_t outlen) {
   return 0;
 }
 
-#define PARAMS "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_server_name"
+#define PARAMS "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_server_name, socket_timeout"
+
+static int is_param(const char *k, size_t kn, const char *name) { return strlen(name) == kn && !memcmp(name, k, kn); }
 
 /* Where the value of parameter k goes; NULL for an unknown one. */
 static char *param_slot(url_tls *t, const char *k, size_t kn, size_t *cap) {
@@ -336,10 +423,12 @@ static char *param_slot(url_tls *t, const char *k, size_t kn, size_t *cap) {
 }
 
 /* One name=value of the query. */
-static const char *take_param(url_tls *t, const char *k, size_t kn, const char *v, size_t vn, char *err,
+static const char *take_param(void *ud, const char *k, size_t kn, const char *v, size_t vn, char *err,
                               size_t errlen) {
+  url_tls *t = ud;
   char buf[16];
   size_t cap;
+  if (is_param(k, kn, "socket_timeout")) return NULL; /* rh_redis_url_timeout's */
   char *slot = param_slot(t, k, kn, &cap);
   if (!slot && !(kn == 13 && !memcmp(k, "ssl_cert_reqs", 13)))
     return failf(err, errlen, "unknown parameter '%.*s' (want " PARAMS ")", (int)(kn > 40 ? 40 : kn), k);
@@ -354,16 +443,21 @@ static const char *take_param(url_tls *t, const char *k, size_t kn, const char *
   return NULL;
 }
 
-static const char *read_query(const char *q, url_tls *t, char *err, size_t errlen) {
+typedef const char *(*param_fn)(void *ud, const char *k, size_t kn, const char *v, size_t vn, char *err,
+                                 size_t errlen);
+
+/* Each name=value of the query to fn, until one is refused. */
+static const char *each_param(const char *q, param_fn fn, void *ud, char *err, size_t errlen) {
   while (q && *q) {
     size_t n = strcspn(q, "&");
     const char *eq = memchr(q, '=', n);
     size_t kn = eq ? (size_t)(eq - q) : n;
-    if (n && take_param(t, q, kn, q + kn + (eq != NULL), n - kn - (eq != NULL), err, errlen)) return err;
+    if (n && fn(ud, q, kn, q + kn + (eq != NULL), n - kn - (eq != NULL), err, errlen)) return err;
     q += n + (q[n] == '&');
   }
   return NULL;
 }
+
 
 /* The context the settings ask for; the message names the parameter that was refused. */
 static rh_tls_ctx *make_ctx(const url_tls *t, char *err, size_t errlen) {
@@ -385,7 +479,7 @@ const char *rh_redis_url_tls(const rh_url *u, rh_tls_ctx **ctx, char *err, size_
   url_tls *t = calloc(1, sizeof *t);
   if (!t) abort();
   *ctx = NULL;
-  const char *why = read_query(u->query, t, err, errlen);
+  const char *why = each_param(u->query, take_param, t, err, errlen);
   if (!why && t->any && !u->tls)
     why = failf(err, errlen, "ssl_* parameters are for rediss:// (TLS); this URL is %s://", u->scheme);
   if (!why && t->key[0] && !t->cert[0]) why = failf(err, errlen, "ssl_keyfile needs ssl_certfile");
@@ -393,6 +487,29 @@ const char *rh_redis_url_tls(const rh_url *u, rh_tls_ctx **ctx, char *err, size_
   if (!why && t->any && !*ctx) why = err;
   free(t);
   return why;
+}
+
+/* ---- the reply timeout from the URL's query ---- */
+
+const char *rh_redis_parse_timeout(const char *s, int *ms, char *err, size_t errlen) {
+  char *end;
+  double t = s ? strtod(s, &end) : -1;
+  if (!s || end == s || *end || !(t >= 0 && t <= 86400))
+    return failf(err, errlen, "socket_timeout: '%.20s' (want seconds, 0 for none, at most 86400)", s ? s : "?");
+  *ms = t == 0 ? -1 : t * 1000 < 1 ? 1 : (int)(t * 1000 + 0.5);
+  return NULL;
+}
+
+static const char *timeout_param(void *ms, const char *k, size_t kn, const char *v, size_t vn, char *err,
+                                 size_t errlen) {
+  char num[32];
+  if (!is_param(k, kn, "socket_timeout")) return NULL; /* rh_redis_url_tls's */
+  if (decode_value(v, vn, num, sizeof num) < 0) snprintf(num, sizeof num, "%.*s", (int)(vn > 20 ? 20 : vn), v);
+  return rh_redis_parse_timeout(num, ms, err, errlen);
+}
+
+const char *rh_redis_url_timeout(const rh_url *u, int *ms, char *err, size_t errlen) {
+  return each_param(u->query, timeout_param, ms, err, errlen);
 }
 
 /* redis[s]://[[user]:password@]host[:port][/db][?ssl_…], read by core/net/url. The message
@@ -405,6 +522,7 @@ rh_redis *rh_redis_new(uv_loop_t *loop, const char *url, char *err, size_t errle
   char why[800];
   if (rh_redis_parse_url(url, u, &a)) snprintf(err, errlen, "bad redis URL: %s", u->err);
   else if (rh_redis_url_tls(u, &a.tls_ctx, why, sizeof why)) snprintf(err, errlen, "redis TLS: %s", why);
+  else if (rh_redis_url_timeout(u, &a.timeout_ms, why, sizeof why)) snprintf(err, errlen, "bad redis URL: %s", why);
   else r = rh_redis_open(loop, &a);
   if (a.tls_ctx) rh_tls_ctx_free(a.tls_ctx); /* r holds its own reference */
   free(u);
@@ -441,6 +559,27 @@ void rh_redis_cancel(rh_redis_cmd *c) {
 
 int rh_redis_ready(const rh_redis *r) { return r->ready && r->answered; }
 
+void rh_redis_set_timeout(rh_redis *r, int ms) {
+  r->timeout_ms = ms < 0 ? 0 : ms ? ms : RH_REDIS_TIMEOUT_MS;
+  if (r->up) arm(r);
+}
+
+/* The oldest command a caller asked, if Redis owes its answer some time: the connection's own
+ * (AUTH, PING, SUBSCRIBE on connecting) are left out, so that a new connection whose answer sits
+ * unread while the loop is busy (a reload loading its script) does not count as a stall. */
+static const rh_redis_cmd *first_asked(const rh_redis *r) {
+  const rh_redis_cmd *c = r->head;
+  while (c && c->internal) c = c->next;
+  return c && c->wait_ms != 0 ? c : NULL;
+}
+
+uint64_t rh_redis_stalled_ms(const rh_redis *r) {
+  uint64_t from = r->stall_from, now = now_ms();
+  const rh_redis_cmd *c = r->up ? first_asked(r) : NULL;
+  if (c && (!from || answer_due(r, c) < from)) from = answer_due(r, c);
+  return from && now > from ? now - from : 0;
+}
+
 void rh_redis_why_down(const rh_redis *r, char *out, size_t outlen) {
   if (r->failing[0]) snprintf(out, outlen, "redis: not connected (%s)", r->failing);
   else snprintf(out, outlen, "redis: not connected");
@@ -448,6 +587,7 @@ void rh_redis_why_down(const rh_redis *r, char *out, size_t outlen) {
 
 static void free_redis(uv_handle_t *h) {
   rh_redis *r = h->data;
+  if (--r->closing) return;
   while (r->subs) {
     sub *s = r->subs;
     r->subs = s->next;
@@ -467,5 +607,7 @@ void rh_redis_free(rh_redis *r) {
   r->dial = NULL;
   if (r->up || r->head || r->wait_head) lost(r, "client closed");
   if (r->reader) redisReaderFree(r->reader);
+  r->closing = 2;
   uv_close((uv_handle_t *)&r->retry, free_redis);
+  uv_close((uv_handle_t *)&r->watch, free_redis);
 }

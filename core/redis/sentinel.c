@@ -33,6 +33,7 @@ struct rh_redis_sentinel {
   uv_loop_t *loop;
   char master[MAX_NAME];
   char *user, *password;             /* the primary's login */
+  int timeout_ms;                    /* every connection's reply timeout, as rh_redis_addr has it */
   sentinel sentinels[MAX_SENTINELS];
   int n;
   int state, asking, tried, unknown; /* the round: the sentinel asked, how many were, a nil answer */
@@ -82,7 +83,8 @@ static void say(rh_redis_sentinel *s, const char *fmt, ...) {
 }
 
 static rh_redis *open_primary(rh_redis_sentinel *s, const char *host, int port) {
-  rh_redis_addr a = { .host = host, .port = port, .user = s->user, .password = s->password };
+  rh_redis_addr a = { .host = host, .port = port, .user = s->user, .password = s->password,
+                      .timeout_ms = s->timeout_ms };
   return rh_redis_open(s->loop, &a);
 }
 
@@ -397,6 +399,21 @@ void rh_redis_sentinel_cancel(rh_redis_sentinel_op *op) {
   rh_redis_pool_close(&op->s->pool, &op->own); /* fails the command: on_reply frees op */
 }
 
+void rh_redis_sentinel_set_timeout(rh_redis_sentinel *s, int ms) {
+  s->timeout_ms = ms;
+  for (int i = 0; i < s->n; i++) {
+    rh_redis_set_timeout(s->sentinels[i].ask, ms);
+    rh_redis_set_timeout(s->sentinels[i].watch, ms);
+  }
+  rh_redis *own[] = { s->primary, s->candidate, s->subr };
+  for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+    if (own[i]) rh_redis_set_timeout(own[i], ms);
+}
+
+uint64_t rh_redis_sentinel_stalled_ms(const rh_redis_sentinel *s) {
+  return s->primary ? rh_redis_stalled_ms(s->primary) : 0;
+}
+
 int rh_redis_sentinel_ready(const rh_redis_sentinel *s) { return s->primary && rh_redis_ready(s->primary); }
 
 /* Before a primary is confirmed, the connection waits for adopt to name one. */
@@ -427,8 +444,11 @@ static int add_sentinel(void *ud, const char *url) {
   rh_redis_sentinel *s = p->s;
   rh_url *u = malloc(sizeof *u);
   if (!u) abort();
+  char q[300];
+  struct rh_tls_ctx *none = NULL; /* the query's ssl_… are refused: redis-sentinel:// is not TLS */
   const char *why = rh_url_parse(url, "redis-sentinel", u);
-  if (!why && u->query) why = rh_url_refuse(u, "a query");
+  if (!why) why = rh_redis_url_tls(u, &none, q, sizeof q);
+  if (!why) why = rh_redis_url_timeout(u, &s->timeout_ms, q, sizeof q);
   if (!why) why = take_master(s, u);
   if (!why && s->n == MAX_SENTINELS) why = "too many sentinels";
   if (!why) {
@@ -448,7 +468,7 @@ static int add_sentinel(void *ud, const char *url) {
 /* A connection to ask on, and one that listens for switches, to every sentinel. */
 static void open_sentinels(rh_redis_sentinel *s) {
   for (int i = 0; i < s->n; i++) {
-    rh_redis_addr a = { .host = s->sentinels[i].host, .port = s->sentinels[i].port };
+    rh_redis_addr a = { .host = s->sentinels[i].host, .port = s->sentinels[i].port, .timeout_ms = s->timeout_ms };
     s->sentinels[i].ask = rh_redis_open(s->loop, &a);
     s->sentinels[i].watch = rh_redis_open(s->loop, &a);
     rh_redis_subscribe(s->sentinels[i].watch, "+switch-master", on_switch, s);

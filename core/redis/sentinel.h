@@ -22,8 +22,9 @@
 typedef struct rh_redis_sentinel rh_redis_sentinel;
 typedef struct rh_redis_sentinel_op rh_redis_sentinel_op;
 
-/* redis-sentinel://[[user]:password@]host[:port],host[:port]/mastername (port 26379 when not
- * written). NULL plus err for a bad URL (the message leaves the password out). */
+/* redis-sentinel://[[user]:password@]host[:port],host[:port]/mastername[?socket_timeout=S] (port
+ * 26379 when not written; the reply timeout applies to the sentinels and the primary). NULL plus
+ * err for a bad URL (the message leaves the password out). */
 rh_redis_sentinel *rh_redis_sentinel_new(uv_loop_t *loop, const char *url, char *err, size_t errlen);
 void rh_redis_sentinel_free(rh_redis_sentinel *s);
 /* NULL plus err when there is no confirmed primary to send it to. */
@@ -32,6 +33,10 @@ rh_redis_sentinel_op *rh_redis_sentinel_command(rh_redis_sentinel *s, int argc, 
                                                 size_t errlen);
 /* The callback will not be called (a blocking command's own connection is closed). */
 void rh_redis_sentinel_cancel(rh_redis_sentinel_op *op);
+/* Every connection's reply timeout from now on (rh_redis_set_timeout). */
+void rh_redis_sentinel_set_timeout(rh_redis_sentinel *s, int ms);
+/* How long the primary has owed an answer (rh_redis_stalled_ms); 0 without one. */
+uint64_t rh_redis_sentinel_stalled_ms(const rh_redis_sentinel *s);
 /* A primary is confirmed and connected. */
 int rh_redis_sentinel_ready(const rh_redis_sentinel *s);
 int rh_redis_sentinel_subscribe(rh_redis_sentinel *s, const char *channel, rh_redis_message_cb cb, void *ud);

@@ -138,12 +138,54 @@ int rh_redis_command_slot(int argc, const char **argv, const size_t *lens, char 
   return same_slot(argv, lens, from, to, k->step, err, errlen);
 }
 
+/* Commands that wait inside Redis: where their timeout is (an index; LAST: the final argument;
+ * BLOCK: after the word BLOCK, before STREAMS), in ms or s, and whether they tie up their
+ * connection for everyone else (WAIT waits for this connection's own writes: it stays). */
+#define LAST -1
+#define BLOCK -2
+typedef struct {
+  const char *name;
+  int arg, ms, own;
+} waiter;
+
+static const waiter waiters[] = {
+  { "BLPOP", LAST, 0, 1 },  { "BRPOP", LAST, 0, 1 },  { "BZPOPMIN", LAST, 0, 1 },  { "BZPOPMAX", LAST, 0, 1 },
+  { "BLMOVE", LAST, 0, 1 }, { "BRPOPLPUSH", LAST, 0, 1 }, { "BLMPOP", 1, 0, 1 },   { "BZMPOP", 1, 0, 1 },
+  { "XREAD", BLOCK, 1, 1 }, { "XREADGROUP", BLOCK, 1, 1 }, { "WAIT", 2, 1, 0 },    { "WAITAOF", 3, 1, 0 },
+};
+
+/* lens NULL: the arguments are NUL-terminated (as hiredis allows). */
+static const waiter *find_waiter(int argc, const char **argv, const size_t *lens) {
+  size_t n = argc > 0 ? (lens ? lens[0] : strlen(argv[0])) : 0;
+  for (size_t i = 0; argc > 0 && i < sizeof waiters / sizeof waiters[0]; i++)
+    if (strlen(waiters[i].name) == n && strncasecmp(argv[0], waiters[i].name, n) == 0) return &waiters[i];
+  return NULL;
+}
+
+/* The index of w's timeout in argv, or -1 (XREAD without BLOCK does not wait). */
+static int timeout_arg(const waiter *w, int argc, const char **argv) {
+  if (w->arg == LAST) return argc > 1 ? argc - 1 : -1;
+  if (w->arg >= 0) return w->arg < argc ? w->arg : -1;
+  for (int i = 1; i + 1 < argc && strcasecmp(argv[i], "STREAMS") != 0; i++)
+    if (strcasecmp(argv[i], "BLOCK") == 0) return i + 1;
+  return -1;
+}
+
+long long rh_redis_command_wait_ms(int argc, const char **argv, const size_t *lens) {
+  const waiter *w = find_waiter(argc, argv, lens);
+  int i = w ? timeout_arg(w, argc, argv) : -1;
+  size_t n = i < 0 ? 0 : lens ? lens[i] : strlen(argv[i]);
+  if (i < 0 || n > 30) return -1;
+  char num[32], *end;
+  memcpy(num, argv[i], n);
+  num[n] = 0;
+  double t = strtod(num, &end);
+  if (end == num || *end || !(t >= 0 && t < 1e12)) return -1; /* refused by Redis at once */
+  long long ms = (long long)(w->ms ? t : t * 1000);
+  return ms == 0 && t > 0 ? 1 : ms;
+}
+
 int rh_redis_command_blocks(int argc, const char **argv, const size_t *lens) {
-  static const char *const always[] = { "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH" };
-  for (size_t i = 0; argc > 0 && i < sizeof always / sizeof always[0]; i++)
-    if (strlen(always[i]) == lens[0] && strncasecmp(argv[0], always[i], lens[0]) == 0) return 1;
-  if (argc < 1 || (strcasecmp(argv[0], "XREAD") != 0 && strcasecmp(argv[0], "XREADGROUP") != 0)) return 0;
-  for (int i = 1; i < argc && strcasecmp(argv[i], "STREAMS") != 0; i++)
-    if (strcasecmp(argv[i], "BLOCK") == 0) return 1;
-  return 0;
+  const waiter *w = find_waiter(argc, argv, lens);
+  return w && w->own && timeout_arg(w, argc, argv) >= 0;
 }

@@ -20,8 +20,11 @@ int rh_redis_key_slot(const char *key, size_t n);
 #define RH_REDIS_ANY_SLOT RH_REDIS_SLOTS
 int rh_redis_command_slot(int argc, const char **argv, const size_t *lens, char *err, size_t errlen);
 
-/* BLPOP, BRPOP, BZPOPMIN/MAX, BLMOVE, BRPOPLPUSH, or XREAD / XREADGROUP with BLOCK: a command that
- * may hold its connection until it is answered, so it wants a connection of its own. */
+/* BLPOP, BRPOP, BZPOPMIN/MAX, BLMOVE, BRPOPLPUSH, BLMPOP, BZMPOP, or XREAD / XREADGROUP with BLOCK:
+ * a command that may hold its connection until it is answered, so it wants a connection of its own. */
 int rh_redis_command_blocks(int argc, const char **argv, const size_t *lens);
+/* How long a command may wait inside Redis before it answers, by its own timeout: those above,
+ * and WAIT / WAITAOF. -1: an ordinary command (answered at once), 0: no end (a timeout of 0). */
+long long rh_redis_command_wait_ms(int argc, const char **argv, const size_t *lens);
 
 #endif

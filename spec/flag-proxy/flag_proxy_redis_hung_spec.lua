@@ -41,6 +41,15 @@ describe("flag proxy with a Redis that stops answering", function()
         return status == "unhealthy" and (why or ""):find("has not answered", 1, true)
       end, 5, "cacheStatus unhealthy: Redis has not answered")
     end
+    -- past relay.redis's reply timeout (3 s), which fails the command and redials: still said so,
+    -- counted from the first answer Redis owed, not "not connected"
+    for _, host in ipairs { primary, replica } do
+      helpers.wait_until(function()
+        local n = tonumber(((select(2, cache_status(host))) or ""):match("has not answered for (%d+) s"))
+        assert(n, "cacheError: " .. tostring(select(2, cache_status(host))))
+        return n >= 5
+      end, 8, "Redis has not answered for 5 s")
+    end
     os.execute("kill -CONT " .. redis_pid)
     for _, host in ipairs { primary, replica } do
       helpers.wait_until(function() return cache_status(host) == "healthy" end, 10, "cacheStatus healthy again")

@@ -19,37 +19,22 @@ local METRICS = "stream:sdk_metrics"
 local SEEDED = "key-relayhost-seeded"
 M.SEEDED = SEEDED
 
--- Seconds a command may wait for its answer before Redis counts as not answering: a stopped
--- server or a partition leaves the connection up, and relay.redis has no command timeout.
+-- Seconds Redis may owe an answer before it counts as not answering (a stopped server or a
+-- partition leaves the connection up): /health says so before relay.redis's reply timeout (3 s)
+-- fails the command.
 local STALL = 1
-
--- The command connection, with when each call in flight began (nothing else is kept).
-local function watched(r)
-  local since = {}
-  local function done(token, ...) since[token] = nil; return ... end
-  return {
-    since = since,
-    ready = function() return r:ready() end,
-    call = function(_, ...)
-      local token = {}
-      since[token] = relay.time()
-      return done(token, r:call(...))
-    end,
-  }
-end
 
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
   -- written: env_id -> { keys = every key write_env wrote, latest = { [key] = value } }
-  return setmetatable({ r = watched(relay.redis(url)), feed = relay.redis(url), written = {} }, Cache)
+  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = {} }, Cache)
 end
 
--- Seconds the oldest command has waited, once that is over STALL; else nil.
+-- Seconds Redis has owed the command connection an answer, once that is over STALL; else nil
+-- (r:stalled() counts on across the connections the reply timeout gives up, until Redis speaks).
 function Cache:stalled()
-  local oldest = math.huge
-  for _, t in pairs(self.r.since) do oldest = math.min(oldest, t) end
-  local waited = relay.time() - oldest
-  if waited > STALL then return waited end
+  local waited = self.r:stalled()
+  if waited and waited > STALL then return waited end
 end
 
 function Cache:healthy() return self.r:ready() and not self:stalled() end
