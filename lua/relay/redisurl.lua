@@ -1,6 +1,6 @@
 -- Redis settings given apart, as ff-proxy's variables and the git tunnel's flags give them (an
 -- address, a user, a password, a database, TLS files), made into the one URL relay.redis reads:
--- redis[s]://[user:password@]host:port[,host:port][/db][?ssl_ca_certs=…&ssl_certfile=…&…].
+-- redis[s]://[user:password@]host:port[,host:port][/db][?socket_timeout=…&ssl_ca_certs=…&…].
 local M = {}
 
 -- Percent-encoded for userinfo and query values: '@', ':', '%', '&' in them stay themselves.
@@ -12,7 +12,8 @@ local PARAMS = { { "ca", "ssl_ca_certs" }, { "cert", "ssl_certfile" }, { "key", 
 
 -- address: host:port, a comma list of them (a Cluster), or a redis[s]:// URL. o: username,
 -- password (replaces any userinfo in the address), db (0: as the address says), tls (true:
--- redis:// becomes rediss://), ca, cert, key, server_name, insecure. names: what the operator
+-- redis:// becomes rediss://), ca, cert, key, server_name, insecure, socket_timeout (seconds Redis
+-- may owe an answer; nil: as the address says, else relay.redis's default). names: what the operator
 -- calls each of o's fields (REDIS_TLS_CA_CERT, --redis-tls-ca-cert), for the messages.
 -- -> url | nil, problems (a list of messages, each naming the setting)
 function M.build(address, o, names)
@@ -46,6 +47,9 @@ function M.build(address, o, names)
   end
   if (o.key or "") ~= "" and (o.cert or "") == "" then bad("key", "needs " .. (names.cert or "cert")) end
   if #problems > 0 then return nil, problems end
+  if o.socket_timeout and not query:match("[?&]socket_timeout=") then -- the address's own wins
+    params[#params + 1] = "socket_timeout=" .. o.socket_timeout
+  end
   if #params > 0 then query = (query == "" and "?" or query .. "&") .. table.concat(params, "&") end
   return scheme .. auth .. base .. query
 end

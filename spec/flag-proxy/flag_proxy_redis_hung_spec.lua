@@ -22,7 +22,9 @@ describe("flag proxy with a Redis that stops answering", function()
     F.sh(("cp -r %s/examples/flag-proxy/config %s/config"):format(F.root, dir))
     local env = { AUTH_SECRET = "s", REDIS_ADDRESS = "127.0.0.1:" .. redis_port }
     primary = helpers.start(F.script, { flags = { "--offline", "--config-dir", dir .. "/config" }, env = env })
-    replica = helpers.start(F.script, { flags = { "--read-replica" }, env = env })
+    -- the replica with ff-proxy's REDIS_READ_TIMEOUT_SECONDS set, the primary with its default (3)
+    replica = helpers.start(F.script, { flags = { "--read-replica" },
+      env = { AUTH_SECRET = "s", REDIS_ADDRESS = env.REDIS_ADDRESS, REDIS_READ_TIMEOUT_SECONDS = "1" } })
     helpers.wait_until(function() return cache_status(primary) == "healthy" and cache_status(replica) == "healthy" end,
       10, "both healthy")
   end)
@@ -50,6 +52,8 @@ describe("flag proxy with a Redis that stops answering", function()
         return n >= 5
       end, 8, "Redis has not answered for 5 s")
     end
+    assert.matches("no reply for 1 s", replica:log(), 1, true)
+    assert.matches("no reply for 3 s", primary:log(), 1, true)
     os.execute("kill -CONT " .. redis_pid)
     for _, host in ipairs { primary, replica } do
       helpers.wait_until(function() return cache_status(host) == "healthy" end, 10, "cacheStatus healthy again")

@@ -26,6 +26,7 @@ M.flags = {
   { key = "redis_username", name = "redis-username", env = "REDIS_USERNAME", default = "", help = "Redis ACL user (AUTH user password; needs REDIS_PASSWORD)" },
   { key = "redis_password", name = "redis-password", env = "REDIS_PASSWORD", default = "", help = "Redis password" },
   { key = "redis_db", name = "redis-db", env = "REDIS_DB", default = 0, help = "Redis database number" },
+  { key = "redis_read_timeout_seconds", name = "redis-read-timeout-seconds", env = "REDIS_READ_TIMEOUT_SECONDS", default = 3, type = "integer", min = 0, help = "seconds Redis may owe an answer before the connection is given up and redialled (0: no limit)" },
   { key = "redis_tls_enabled", name = "redis-tls-enabled", env = "REDIS_TLS_ENABLED", default = false, help = "TLS to Redis (a redis:// address becomes rediss://)" },
   { key = "redis_tls_ca_cert", name = "redis-tls-ca-cert", env = "REDIS_TLS_CA_CERT", default = "", help = "PEM CA file that verifies Redis (default: the system store)" },
   { key = "redis_tls_client_cert", name = "redis-tls-client-cert", env = "REDIS_TLS_CLIENT_CERT", default = "", help = "PEM client certificate for Redis (--tls-auth-clients)" },
@@ -54,7 +55,7 @@ M.flags = {
   { key = "allow_empty", name = "allow-empty", env = "ALLOW_EMPTY", default = false, help = "accept a config with no flags at all (otherwise a load or reload that would serve none is refused)" },
 }
 
-local REDIS_NAMES = { username = "REDIS_USERNAME", password = "REDIS_PASSWORD", tls = "REDIS_TLS_ENABLED",
+local REDIS_NAMES = { socket_timeout = "REDIS_READ_TIMEOUT_SECONDS", username = "REDIS_USERNAME", password = "REDIS_PASSWORD", tls = "REDIS_TLS_ENABLED",
   ca = "REDIS_TLS_CA_CERT", cert = "REDIS_TLS_CLIENT_CERT", key = "REDIS_TLS_CLIENT_KEY",
   insecure = "REDIS_TLS_INSECURE_SKIP_VERIFY", server_name = "REDIS_TLS_SERVER_NAME" }
 
@@ -104,7 +105,8 @@ function M.resolve(f)
   -- checked once the aliases are merged: a URL in SDK_BASE_URL is named once, not per alias
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
   if s.redis ~= "" then -- one URL: user, password (percent-encoded: '@', ':' or '%' stay in it), db, TLS
-    local url, why = require("relay.redisurl").build(s.redis, { username = f.redis_username, password = f.redis_password,
+    local url, why = require("relay.redisurl").build(s.redis, { socket_timeout = f.redis_read_timeout_seconds,
+      username = f.redis_username, password = f.redis_password,
       db = f.redis_db, tls = f.redis_tls_enabled, ca = f.redis_tls_ca_cert, cert = f.redis_tls_client_cert,
       key = f.redis_tls_client_key, insecure = f.redis_tls_insecure_skip_verify, server_name = f.redis_tls_server_name }, REDIS_NAMES)
     s.redis = url or s.redis
