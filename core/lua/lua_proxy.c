@@ -85,6 +85,22 @@ static int opt_ref(lua_State *L, int t, const char *k) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+static int l_access_done(lua_State *L);
+
+/* The access phase's task body, made once per mount: a closure over its function, p and done
+ * (relay.proxy_access), so that a request pays for no lookup, no require, no new C closure. */
+static int access_ref(lua_State *L, rh_lua_proxy *p) {
+  lua_getfield(L, 1, "access");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
+  if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: access must be a function");
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, p);
+  lua_pushcfunction(L, l_access_done);
+  lua_call(L, 3, 1);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 /* httpx's Timeout: one number for all four phases, or each (Lilya's default: connect 5, the
  * rest 10). pool: how long a request waits for a connection slot (limits.max_connections). */
 static void read_timeouts(lua_State *L, int t, rh_proxy_opts *o) {
@@ -273,7 +289,7 @@ static int l_proxy_new(lua_State *L) {
   p->on_request = opt_ref(L, 1, "on_request");
   p->on_response = opt_ref(L, 1, "on_response");
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
-  p->access = opt_ref(L, 1, "access");
+  p->access = access_ref(L, p);
   return 1;
 }
 
@@ -726,7 +742,7 @@ static void push_access_req(lua_State *co, const rh_http_req *r) {
   lua_setfield(co, -2, "headers");
 }
 
-/* Runs the access phase as a task: wrapper(fn, req, p, done). */
+/* Runs the access phase as a task: its body (access_ref) with the request's table. */
 static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   /* only a body is held: pausing stops reading, and a bodiless request keeps reading so that a
    * client that resets the connection is seen (and nothing goes up for it) */
@@ -736,14 +752,11 @@ static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   rh_task *t = rh_task_new(g, req); /* takes our reference on req */
   req->ud = t;
   lua_State *co = t->co;
-  lua_getfield(co, LUA_REGISTRYINDEX, "relay.proxy_access");
   lua_rawgeti(co, LUA_REGISTRYINDEX, p->access);
   push_access_req(co, req);
-  lua_pushlightuserdata(co, p);
-  lua_pushcfunction(co, l_access_done);
   starting = req;
   ended_now = NULL;
-  rh_task_start(t, 4);
+  rh_task_start(t, 1);
   starting = NULL;
   if (ended_now) go_on(ended_now);
   ended_now = NULL;
@@ -809,11 +822,14 @@ static int l_proxy_forward(lua_State *L) {
   return 1;
 }
 
-/* The phase's coroutine body: its results go to done as the last call. */
+/* Makes a mount's access task body: the phase's results go to done as its last call. */
 static const char access_wrapper[] =
-    "local fn, req, p, done = ...\n"
-    "setmetatable(req, require('relay.http').AccessRequest)\n"
-    "return done(p, req, fn(req))\n";
+    "local fn, p, done = ...\n"
+    "local setmetatable, AccessRequest = setmetatable, require('relay.http').AccessRequest\n"
+    "return function(req)\n"
+    "  setmetatable(req, AccessRequest)\n"
+    "  return done(p, req, fn(req))\n"
+    "end\n";
 
 void rh_lua_register_proxy(lua_State *L) {
   if (luaL_loadbuffer(L, access_wrapper, sizeof access_wrapper - 1, "=relay.proxy access") != 0) lua_error(L);
