@@ -21,6 +21,7 @@ struct rh_lua_proxy {
   rh_proxy_conf *conf;
   char *mount;             /* the prefix it was built for ("" off a mount) */
   int on_request, on_response, cookie, access; /* registry refs, LUA_NOREF when absent */
+  int traceback;           /* registry ref: the hooks' message handler */
 };
 
 /* What a request's hooks need: the generation stays alive while they may run. What the access
@@ -100,6 +101,8 @@ static int access_ref(lua_State *L, rh_lua_proxy *p) {
   lua_call(L, 3, 1);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
+
+static int traceback(lua_State *L);
 
 /* httpx's Timeout: one number for all four phases, or each (Lilya's default: connect 5, the
  * rest 10). pool: how long a request waits for a connection slot (limits.max_connections). */
@@ -283,13 +286,15 @@ static int l_proxy_new(lua_State *L) {
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);
   p->conf = conf;
   p->mount = strdup(mount);
-  p->on_request = p->on_response = p->cookie = p->access = LUA_NOREF;
+  p->on_request = p->on_response = p->cookie = p->access = p->traceback = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
   p->on_request = opt_ref(L, 1, "on_request");
   p->on_response = opt_ref(L, 1, "on_response");
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
   p->access = access_ref(L, p);
+  lua_pushcfunction(L, traceback);
+  p->traceback = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -318,7 +323,7 @@ static int traceback(lua_State *L) {
 /* Calls the hook at ref with the head table on top; 0 ok (results left), -1 logged error. */
 static int call_hook(hook_ctx *h, int ref, int nresults, const char *which) {
   lua_State *L = h->gen->L;
-  lua_pushcfunction(L, traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->p->traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   lua_pushvalue(L, -3);
   rh_watchdog_enter(L);
