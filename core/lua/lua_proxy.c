@@ -575,16 +575,23 @@ typedef struct {
  * waiting goes on from there, with no loop turn in between. */
 static rh_http_req *starting;
 static access_end *ended_now;
+static access_end ended_here; /* where such a phase ended (copied out at once): not allocated */
 
 static void end_free(access_end *e) {
   free(e->body);
   rh_headers_free(&e->fields);
-  free(e);
+  if (e != &ended_here) free(e);
 }
+
+static void go_on_with(access_end *e);
 
 /* After the phase (or p:forward): the answer, or the request on to the engine. */
 static void go_on(void *ud) {
-  access_end *e = ud;
+  go_on_with(ud);
+  free(ud);
+}
+
+static void go_on_with(access_end *e) {
   rh_http_req *req = e->req;
   rh_http_resume_body(req); /* the body was held at the server's buffer while the phase ran */
   if (!req->conn) { /* the client left meanwhile: nothing goes up */
@@ -598,7 +605,8 @@ static void go_on(void *ud) {
   } else {
     forward(e->ctx, req);
   }
-  end_free(e);
+  free(e->body);
+  rh_headers_free(&e->fields);
 }
 
 static char *field_dup(lua_State *L, int t, const char *k) {
@@ -703,6 +711,16 @@ static const char *read_result(lua_State *L, access_end *e) {
   return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)";
 }
 
+/* Where the phase ends: ended_here for the request being started now, else its own. */
+static access_end *new_end(const rh_http_req *req) {
+  access_end *e = &ended_here;
+  if (req != starting) e = malloc(sizeof *e);
+  if (!e) abort();
+  memset(e, 0, sizeof *e);
+  rh_headers_init(&e->fields);
+  return e;
+}
+
 /* The phase's last call, from its coroutine: done(p, req, status?, body?, headers?). The
  * request leaves the task here (so its end does not answer it) and goes on after the
  * coroutine has ended. */
@@ -710,9 +728,7 @@ static int l_access_done(lua_State *L) {
   rh_task *t = rh_task_current(L);
   if (!t || !t->req) return luaL_error(L, "relay.proxy: access phase ended outside its task");
   rh_lua_proxy *p = lua_touserdata(L, 1);
-  access_end *e = calloc(1, sizeof *e);
-  if (!e) abort();
-  rh_headers_init(&e->fields);
+  access_end *e = new_end(t->req);
   e->ctx = new_ctx(t->gen, p, t->req);
   const char *why = read_result(L, e);
   if (why) {
@@ -763,8 +779,11 @@ static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   ended_now = NULL;
   rh_task_start(t, 1);
   starting = NULL;
-  if (ended_now) go_on(ended_now);
-  ended_now = NULL;
+  if (ended_now) {
+    access_end e = *ended_now; /* going on may start another phase, which would reuse ended_here */
+    ended_now = NULL;
+    go_on_with(&e);
+  }
 }
 
 void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
