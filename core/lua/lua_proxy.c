@@ -88,6 +88,11 @@ static int opt_ref(lua_State *L, int t, const char *k) {
 
 static int l_access_done(lua_State *L);
 
+/* The fields of the phase's table that done reads, as its upvalues: a raw get with a string
+ * already interned, where lua_getfield interns its key on every call. */
+enum { K_METHOD = 1, K_UPSTREAM_PATH, K_HEADERS, K_UPSTREAM, NKEYS };
+static const char *const done_keys[] = { NULL, "method", "upstream_path", "headers", "_upstream" };
+
 /* The access phase's task body, made once per mount: a closure over its function, p and done
  * (relay.proxy_access), so that a request pays for no lookup, no require, no new C closure. */
 static int access_ref(lua_State *L, rh_lua_proxy *p) {
@@ -97,7 +102,8 @@ static int access_ref(lua_State *L, rh_lua_proxy *p) {
   lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
   lua_insert(L, -2);
   lua_pushlightuserdata(L, p);
-  lua_pushcfunction(L, l_access_done);
+  for (int k = 1; k < NKEYS; k++) lua_pushstring(L, done_keys[k]);
+  lua_pushcclosure(L, l_access_done, NKEYS - 1);
   lua_call(L, 3, 1);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -609,8 +615,14 @@ static void go_on_with(access_end *e) {
   rh_headers_free(&e->fields);
 }
 
-static char *field_dup(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
+/* The phase's table's field k (K_...), raw (AccessRequest's __index finds methods there). */
+static void raw_field(lua_State *L, int t, int k) {
+  lua_pushvalue(L, lua_upvalueindex(k));
+  lua_rawget(L, t);
+}
+
+static char *field_dup(lua_State *L, int t, int k) {
+  raw_field(L, t, k);
   char *v = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
   lua_pop(L, 1);
   return v;
@@ -660,7 +672,7 @@ static int read_pick(lua_State *L, int t, hook_ctx *h) {
  * for this mount's prefix (its engine() makes and keeps one per prefix, alive with the
  * generation). 0, or -1 with a message on top. */
 static int read_upstream(lua_State *L, int t, hook_ctx *h) {
-  lua_getfield(L, t, "upstream");
+  raw_field(L, t, K_UPSTREAM); /* req.upstream = v is kept there (AccessRequest's __newindex) */
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
   int picked = read_pick(L, t, h);
   if (picked) return picked > 0 ? 0 : -1;
@@ -686,9 +698,9 @@ static int read_upstream(lua_State *L, int t, hook_ctx *h) {
  * context. */
 static int read_changes(lua_State *L, int t, hook_ctx *h) {
   if (read_upstream(L, t, h) < 0) return -1;
-  h->method = field_dup(L, t, "method");
-  h->target = field_dup(L, t, "upstream_path");
-  lua_getfield(L, t, "headers");
+  h->method = field_dup(L, t, K_METHOD);
+  h->target = field_dup(L, t, K_UPSTREAM_PATH);
+  raw_field(L, t, K_HEADERS);
   h->has_headers = 1;
   int rc = rh_lua_read_headers(L, -1, &h->headers);
   if (rc < 0) lua_remove(L, -2); /* the message stays on top */
@@ -744,26 +756,20 @@ static int l_access_done(lua_State *L) {
   return 0;
 }
 
-/* The table the phase gets: the client's request as it came. */
-static void push_access_req(lua_State *co, const rh_http_req *r) {
-  lua_createtable(co, 0, 8);
+/* The client's request as it came, as the task body's arguments (it builds the phase's table:
+ * a table constructor's constant keys cost less than lua_setfield's). */
+static int push_access_req(lua_State *co, const rh_http_req *r) {
   lua_pushstring(co, r->method);
-  lua_setfield(co, -2, "method");
   lua_pushlstring(co, r->path, r->path_len);
-  lua_setfield(co, -2, "path");
   lua_pushlstring(co, r->query ? r->query : "", r->query_len);
-  lua_setfield(co, -2, "query");
   lua_pushstring(co, r->peer);
-  lua_setfield(co, -2, "peer");
   lua_pushstring(co, r->id);
-  lua_setfield(co, -2, "id");
   lua_pushstring(co, r->tls ? "https" : "http");
-  lua_setfield(co, -2, "scheme");
   rh_lua_push_headers(co, &r->headers);
-  lua_setfield(co, -2, "headers");
+  return 7;
 }
 
-/* Runs the access phase as a task: its body (access_ref) with the request's table. */
+/* Runs the access phase as a task: its body (access_ref) with the request's fields. */
 static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   /* only a body is held: pausing stops reading, and a bodiless request keeps reading so that a
    * client that resets the connection is seen (and nothing goes up for it) */
@@ -774,10 +780,10 @@ static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   req->ud = t;
   lua_State *co = t->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, p->access);
-  push_access_req(co, req);
+  int nargs = push_access_req(co, req);
   starting = req;
   ended_now = NULL;
-  rh_task_start(t, 1);
+  rh_task_start(t, nargs);
   starting = NULL;
   if (ended_now) {
     access_end e = *ended_now; /* going on may start another phase, which would reuse ended_here */
@@ -850,8 +856,9 @@ static int l_proxy_forward(lua_State *L) {
 static const char access_wrapper[] =
     "local fn, p, done = ...\n"
     "local setmetatable, AccessRequest = setmetatable, require('relay.http').AccessRequest\n"
-    "return function(req)\n"
-    "  setmetatable(req, AccessRequest)\n"
+    "return function(method, path, query, peer, id, scheme, headers)\n"
+    "  local req = setmetatable({ method = method, path = path, query = query, peer = peer, id = id,\n"
+    "                             scheme = scheme, headers = headers }, AccessRequest)\n"
     "  return done(p, req, fn(req))\n"
     "end\n";
 
