@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -139,6 +140,24 @@ static void add_repeat(lua_State *L, int t, const char *name, size_t nlen, const
   lua_pop(L, 3);
 }
 
+/* Whether field i's name came before it in h: compared in C for a head of a few fields (a
+ * Lua lookup per field costs more), in the table (t, the key on top) past that, so that a head
+ * of many fields costs no more than linear time. */
+#define FEW_FIELDS 32
+static int seen_before(lua_State *L, int t, const rh_headers *h, size_t i) {
+  const rh_header *f = &h->items[i];
+  if (h->n > FEW_FIELDS) {
+    lua_pushvalue(L, -1);
+    lua_rawget(L, t);
+    int seen = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return seen;
+  }
+  for (size_t j = 0; j < i; j++)
+    if (h->items[j].name_len == f->name_len && strncasecmp(h->items[j].name, f->name, f->name_len) == 0) return 1;
+  return 0;
+}
+
 void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
   lua_createtable(L, 0, (int)h->n);
   int t = lua_gettop(L);
@@ -149,11 +168,7 @@ void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
     if (!name) abort();
     lower_into(name, f->name, f->name_len);
     lua_pushlstring(L, name, f->name_len); /* once: interning a string is most of a field's cost */
-    lua_pushvalue(L, -1);
-    lua_rawget(L, t);
-    int seen = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (seen) {
+    if (seen_before(L, t, h, i)) {
       lua_pop(L, 1);
       add_repeat(L, t, name, f->name_len, f);
     } else {
