@@ -110,6 +110,21 @@ static int access_ref(lua_State *L, rh_lua_proxy *p) {
 
 static int traceback(lua_State *L);
 
+/* on_request / on_response, as a closure (relay.proxy_hooks) that builds the head table from
+ * its arguments and returns what the hook left in it: a table constructor's constant keys cost
+ * less than a lua_setfield (which interns its key) per field, each way. */
+static int hook_ref(lua_State *L, const char *k) {
+  lua_getfield(L, 1, k);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
+  if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: %s must be a function", k);
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_hooks");
+  lua_pushstring(L, k);
+  lua_pushvalue(L, -3);
+  lua_call(L, 2, 1);
+  lua_replace(L, -2);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 /* httpx's Timeout: one number for all four phases, or each (Lilya's default: connect 5, the
  * rest 10). pool: how long a request waits for a connection slot (limits.max_connections). */
 static void read_timeouts(lua_State *L, int t, rh_proxy_opts *o) {
@@ -295,8 +310,8 @@ static int l_proxy_new(lua_State *L) {
   p->on_request = p->on_response = p->cookie = p->access = p->traceback = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
-  p->on_request = opt_ref(L, 1, "on_request");
-  p->on_response = opt_ref(L, 1, "on_response");
+  p->on_request = hook_ref(L, "on_request");
+  p->on_response = hook_ref(L, "on_response");
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
   p->access = access_ref(L, p);
   lua_pushcfunction(L, traceback);
@@ -326,22 +341,25 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Calls the hook at ref with the head table on top; 0 ok (results left), -1 logged error. */
-static int call_hook(hook_ctx *h, int ref, int nresults, const char *which) {
+/* Calls the hook at ref with the nargs values on top as its arguments; 0 ok (nresults left in
+ * their place), -1 logged error (they are popped). */
+static int call_hook(hook_ctx *h, int ref, int nargs, int nresults, const char *which) {
   lua_State *L = h->gen->L;
+  int base = lua_gettop(L) - nargs + 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->p->traceback);
+  lua_insert(L, base);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_pushvalue(L, -3);
+  lua_insert(L, base + 1);
   rh_watchdog_enter(L);
-  int rc = lua_pcall(L, 1, nresults, -3);
+  int rc = lua_pcall(L, nargs, nresults, base);
   rh_watchdog_leave();
   if (rc == 0) {
-    lua_remove(L, -nresults - 1); /* the traceback function */
+    lua_remove(L, base); /* the traceback function */
     return 0;
   }
   RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", which), RH_STR("error", lua_tostring(L, -1)),
          RH_STR("request_id", h->request_id));
-  lua_pop(L, 2);
+  lua_settop(L, base - 1);
   return -1;
 }
 
@@ -419,11 +437,11 @@ static int apply_changes(lua_State *L, int t, rh_headers *h) {
   return 0;
 }
 
-/* What the hook left in head.headers back into h. The table pushed (at pushed) is compared
- * with h, so that only what the hook changed is checked and copied: most fields come back as
- * they went. A table of its own, a list value or a repeated name takes the full read. */
-static void read_back_headers(lua_State *L, int t, int pushed, rh_headers *h) {
-  lua_getfield(L, t, "headers");
+/* What the hook left in head.headers (at v) back into h. The table pushed (at pushed) is
+ * compared with h, so that only what the hook changed is checked and copied: most fields come
+ * back as they went. A table of its own, a list value or a repeated name takes the full read. */
+static void read_back_headers(lua_State *L, int v, int pushed, rh_headers *h) {
+  lua_pushvalue(L, v);
   if (lua_rawequal(L, -1, pushed) && apply_changes(L, pushed, h) == 0) {
     lua_pop(L, 1);
     return;
@@ -452,53 +470,54 @@ static void apply_access(hook_ctx *h, rh_proxy_head *head) {
   }
 }
 
+/* on_request's answer (return status, body, headers), its results at r. */
+static int hook_answer(hook_ctx *h, rh_proxy_head *head, int r, char **body) {
+  lua_State *L = h->gen->L;
+  int status = (int)lua_tointeger(L, r);
+  *body = strdup(lua_isstring(L, r + 1) ? lua_tostring(L, r + 1) : "");
+  if (head->answer && rh_lua_read_headers(L, r + 2, head->answer) < 0) {
+    RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_request"), RH_STR("error", lua_tostring(L, -1)),
+           RH_STR("request_id", h->request_id));
+    lua_pop(L, 1);
+    rh_headers_clear(head->answer);
+    free(*body);
+    *body = strdup("Internal Server Error: the on_request hook answered with bad headers ");
+    status = 500;
+  }
+  return status;
+}
+
+static void replace_str(char **dst, const char *v) {
+  if (v) { free(*dst); *dst = strdup(v); }
+}
+
 static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   hook_ctx *h = ud;
   apply_access(h, head);
   if (h->p->on_request == LUA_NOREF) return 0;
   lua_State *L = h->gen->L;
+  int top = lua_gettop(L), pushed = top + 1;
   rh_lua_push_headers(L, head->headers);
-  int pushed = lua_gettop(L);
-  lua_createtable(L, 0, 6);
-  int t = pushed + 1;
   lua_pushstring(L, head->method);
-  lua_setfield(L, t, "method");
   lua_pushstring(L, head->target);
-  lua_setfield(L, t, "path");
   lua_pushstring(L, head->req->peer);
-  lua_setfield(L, t, "peer");
   lua_pushstring(L, head->req->id);
-  lua_setfield(L, t, "id");
   lua_pushvalue(L, pushed);
-  lua_setfield(L, t, "headers");
-  int status = 0;
-  if (call_hook(h, h->p->on_request, 3, "on_request") < 0) {
+  /* results: status, body, answer's headers, then head.method, head.path, head.headers */
+  if (call_hook(h, h->p->on_request, 5, 6, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
-    lua_pop(L, 2);
+    lua_settop(L, top);
     return 500;
   }
-  if (lua_isnumber(L, -3)) { /* return status, body, headers: answer here */
-    status = (int)lua_tointeger(L, -3);
-    *body = strdup(lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
-    if (head->answer && rh_lua_read_headers(L, -1, head->answer) < 0) {
-      RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_request"), RH_STR("error", lua_tostring(L, -1)),
-             RH_STR("request_id", h->request_id));
-      lua_pop(L, 1);
-      rh_headers_clear(head->answer);
-      free(*body);
-      *body = strdup("Internal Server Error: the on_request hook answered with bad headers ");
-      status = 500;
-    }
+  int r = pushed + 1, status = 0;
+  if (lua_isnumber(L, r)) {
+    status = hook_answer(h, head, r, body);
   } else {
-    const char *m = (lua_getfield(L, t, "method"), lua_tostring(L, -1));
-    if (m) { free(head->method); head->method = strdup(m); }
-    lua_pop(L, 1);
-    const char *p = (lua_getfield(L, t, "path"), lua_tostring(L, -1));
-    if (p) { free(head->target); head->target = strdup(p); }
-    lua_pop(L, 1);
-    read_back_headers(L, t, pushed, head->headers);
+    replace_str(&head->method, lua_tostring(L, r + 3));
+    replace_str(&head->target, lua_tostring(L, r + 4));
+    read_back_headers(L, r + 5, pushed, head->headers);
   }
-  lua_pop(L, 5);
+  lua_settop(L, top);
   return status;
 }
 
@@ -506,25 +525,18 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   hook_ctx *h = ud;
   if (h->p->on_response == LUA_NOREF) return;
   lua_State *L = h->gen->L;
+  int top = lua_gettop(L), pushed = top + 1;
   rh_lua_push_headers(L, head->headers);
-  int pushed = lua_gettop(L);
-  lua_createtable(L, 0, 3);
-  int t = pushed + 1;
   lua_pushinteger(L, head->status);
-  lua_setfield(L, t, "status");
   lua_pushvalue(L, pushed);
-  lua_setfield(L, t, "headers");
   lua_pushstring(L, head->req->id);
-  lua_setfield(L, t, "id");
-  if (call_hook(h, h->p->on_response, 0, "on_response") == 0) {
-    lua_getfield(L, t, "status");
-    if (lua_isnumber(L, -1)) head->status = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    read_back_headers(L, t, pushed, head->headers);
+  if (call_hook(h, h->p->on_response, 3, 2, "on_response") == 0) { /* head.status, head.headers */
+    if (lua_isnumber(L, pushed + 1)) head->status = (int)lua_tointeger(L, pushed + 1);
+    read_back_headers(L, pushed + 2, pushed, head->headers);
   } else {
     head->status = -1; /* what it meant to strip must not pass: 500 */
   }
-  lua_pop(L, 2);
+  lua_settop(L, top);
 }
 
 static char *hook_cookie(void *ud, const char *cookie) {
@@ -533,11 +545,10 @@ static char *hook_cookie(void *ud, const char *cookie) {
   lua_State *L = h->gen->L;
   lua_pushstring(L, cookie);
   char *out = NULL;
-  if (call_hook(h, h->p->cookie, 1, "rewrite_set_cookie_domain") == 0) {
+  if (call_hook(h, h->p->cookie, 1, 1, "rewrite_set_cookie_domain") == 0) {
     if (lua_isstring(L, -1)) out = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
   return out;
 }
 
@@ -862,9 +873,27 @@ static const char access_wrapper[] =
     "  return done(p, req, fn(req))\n"
     "end\n";
 
+/* Makes a mount's on_request or on_response closure (hook_ref). */
+static const char hooks_wrapper[] =
+    "local kind, fn = ...\n"
+    "if kind == 'on_request' then\n"
+    "  return function(method, path, peer, id, headers)\n"
+    "    local head = { method = method, path = path, peer = peer, id = id, headers = headers }\n"
+    "    local status, body, answer = fn(head)\n"
+    "    return status, body, answer, head.method, head.path, head.headers\n"
+    "  end\n"
+    "end\n"
+    "return function(status, headers, id)\n"
+    "  local head = { status = status, headers = headers, id = id }\n"
+    "  fn(head)\n"
+    "  return head.status, head.headers\n"
+    "end\n";
+
 void rh_lua_register_proxy(lua_State *L) {
   if (luaL_loadbuffer(L, access_wrapper, sizeof access_wrapper - 1, "=relay.proxy access") != 0) lua_error(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
+  if (luaL_loadbuffer(L, hooks_wrapper, sizeof hooks_wrapper - 1, "=relay.proxy hooks") != 0) lua_error(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "relay.proxy_hooks");
   luaL_newmetatable(L, PROXY_MT);
   lua_pushcfunction(L, l_proxy_gc);
   lua_setfield(L, -2, "__gc");
