@@ -26,6 +26,10 @@ typedef struct {
   unsigned secret_params;
 } rh_route_info;
 
+/* Coroutines of ended tasks a generation keeps, reset, for its next tasks: few, as a kept one
+ * keeps the stack its deepest run grew (a phase that does not wait needs one). */
+#define RH_IDLE_COROUTINES 16
+
 /* One LuaJIT state and what was built from it. refs: 1 while current, plus one per task, per
  * timer handle and for the drain timer; freed (lua_close) when they are all gone. */
 struct rh_gen {
@@ -39,6 +43,8 @@ struct rh_gen {
                                 (app:on_retire), or 0 */
   rh_task *tasks;            /* live tasks, for drain cancellation */
   size_t ntasks;
+  struct { lua_State *co; int ref; } idle[RH_IDLE_COROUTINES]; /* runtime.c: for the next tasks */
+  size_t nidle;
   rh_gtimer *timers;         /* relay.after / relay.every timers */
   uv_timer_t drain_timer;
   int drain_timer_active;

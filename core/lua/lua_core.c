@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -78,14 +79,27 @@ void rh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFu
   lua_pop(L, 1);
 }
 
+/* The registry keys of what core.set_classes gave: their addresses, as light userdata (a
+ * lookup by name interns the name, on every request). */
+enum { CLASS_REQUEST, CLASS_RESPONSE, CLASS_HEADERS, CLASS_MULTI, NCLASSES };
+static char class_keys[NCLASSES];
+
+static void push_class(lua_State *L, int which) {
+  lua_pushlightuserdata(L, &class_keys[which]);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
 /* core.set_classes(Request, Response, Headers, multi): metatables for the objects C builds,
  * and the weak table that holds repeated header values. */
 static int l_set_classes(lua_State *L) {
-  static const char *keys[] = { "relay.Request", "relay.Response", "relay.Headers", "relay.multi" };
-  for (int i = 0; i < 4; i++) {
+  static const char *names[] = { "relay.Request", "relay.Response", "relay.Headers", "relay.multi" };
+  for (int i = 0; i < NCLASSES; i++) {
     luaL_checktype(L, i + 1, LUA_TTABLE);
     lua_pushvalue(L, i + 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, keys[i]);
+    lua_setfield(L, LUA_REGISTRYINDEX, names[i]);
+    lua_pushlightuserdata(L, &class_keys[i]);
+    lua_pushvalue(L, i + 1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
   }
   return 0;
 }
@@ -98,7 +112,7 @@ static void lower_into(char *dst, const char *src, size_t n) {
 
 /* Repeated fields keep every value, in order, in the weak side table multi[headers][name]. */
 static void add_repeat(lua_State *L, int t, const char *name, size_t nlen, const rh_header *f) {
-  lua_getfield(L, LUA_REGISTRYINDEX, "relay.multi");
+  push_class(L, CLASS_MULTI);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
   lua_pushvalue(L, t);
   lua_rawget(L, -2);
@@ -126,6 +140,24 @@ static void add_repeat(lua_State *L, int t, const char *name, size_t nlen, const
   lua_pop(L, 3);
 }
 
+/* Whether field i's name came before it in h: compared in C for a head of a few fields (a
+ * Lua lookup per field costs more), in the table (t, the key on top) past that, so that a head
+ * of many fields costs no more than linear time. */
+#define FEW_FIELDS 32
+static int seen_before(lua_State *L, int t, const rh_headers *h, size_t i) {
+  const rh_header *f = &h->items[i];
+  if (h->n > FEW_FIELDS) {
+    lua_pushvalue(L, -1);
+    lua_rawget(L, t);
+    int seen = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return seen;
+  }
+  for (size_t j = 0; j < i; j++)
+    if (h->items[j].name_len == f->name_len && strncasecmp(h->items[j].name, f->name, f->name_len) == 0) return 1;
+  return 0;
+}
+
 void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
   lua_createtable(L, 0, (int)h->n);
   int t = lua_gettop(L);
@@ -136,11 +168,7 @@ void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
     if (!name) abort();
     lower_into(name, f->name, f->name_len);
     lua_pushlstring(L, name, f->name_len); /* once: interning a string is most of a field's cost */
-    lua_pushvalue(L, -1);
-    lua_rawget(L, t);
-    int seen = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (seen) {
+    if (seen_before(L, t, h, i)) {
       lua_pop(L, 1);
       add_repeat(L, t, name, f->name_len, f);
     } else {
@@ -149,7 +177,7 @@ void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
     }
     if (name != small) free(name);
   }
-  lua_getfield(L, LUA_REGISTRYINDEX, "relay.Headers");
+  push_class(L, CLASS_HEADERS);
   if (lua_istable(L, -1)) lua_setmetatable(L, t);
   else lua_pop(L, 1);
 }
@@ -173,7 +201,7 @@ static int add_checked(lua_State *L, rh_headers *h, const char *name, size_t nle
  * index; 0 (nothing pushed) when the table had no repeated field, the usual case. */
 static int push_repeats(lua_State *L, int t) {
   int top = lua_gettop(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, "relay.multi");
+  push_class(L, CLASS_MULTI);
   if (lua_istable(L, -1)) {
     lua_pushvalue(L, t);
     lua_rawget(L, -2);
@@ -314,13 +342,13 @@ static void push_objects(lua_State *co, rh_task *t, const rh_route_match *m) {
   t->ex_ref = luaL_ref(co, LUA_REGISTRYINDEX);
   lua_pushvalue(co, -1);
   lua_setfield(co, -3, "_ex");
-  lua_getfield(co, LUA_REGISTRYINDEX, "relay.Request");
+  push_class(co, CLASS_REQUEST);
   lua_setmetatable(co, -3);
   /* res = { _ex = ex } */
   lua_createtable(co, 0, 2);
   lua_insert(co, -2);
   lua_setfield(co, -2, "_ex");
-  lua_getfield(co, LUA_REGISTRYINDEX, "relay.Response");
+  push_class(co, CLASS_RESPONSE);
   lua_setmetatable(co, -2);
 }
 

@@ -21,6 +21,7 @@ struct rh_lua_proxy {
   rh_proxy_conf *conf;
   char *mount;             /* the prefix it was built for ("" off a mount) */
   int on_request, on_response, cookie, access; /* registry refs, LUA_NOREF when absent */
+  int traceback;           /* registry ref: the hooks' message handler */
 };
 
 /* What a request's hooks need: the generation stays alive while they may run. What the access
@@ -82,6 +83,45 @@ static int opt_ref(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
   if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: %s must be a function", k);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int l_access_done(lua_State *L);
+
+/* The fields of the phase's table that done reads, as its upvalues: a raw get with a string
+ * already interned, where lua_getfield interns its key on every call. */
+enum { K_METHOD = 1, K_UPSTREAM_PATH, K_HEADERS, K_UPSTREAM, NKEYS };
+static const char *const done_keys[] = { NULL, "method", "upstream_path", "headers", "_upstream" };
+
+/* The access phase's task body, made once per mount: a closure over its function, p and done
+ * (relay.proxy_access), so that a request pays for no lookup, no require, no new C closure. */
+static int access_ref(lua_State *L, rh_lua_proxy *p) {
+  lua_getfield(L, 1, "access");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
+  if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: access must be a function");
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, p);
+  for (int k = 1; k < NKEYS; k++) lua_pushstring(L, done_keys[k]);
+  lua_pushcclosure(L, l_access_done, NKEYS - 1);
+  lua_call(L, 3, 1);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int traceback(lua_State *L);
+
+/* on_request / on_response, as a closure (relay.proxy_hooks) that builds the head table from
+ * its arguments and returns what the hook left in it: a table constructor's constant keys cost
+ * less than a lua_setfield (which interns its key) per field, each way. */
+static int hook_ref(lua_State *L, const char *k) {
+  lua_getfield(L, 1, k);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
+  if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: %s must be a function", k);
+  lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_hooks");
+  lua_pushstring(L, k);
+  lua_pushvalue(L, -3);
+  lua_call(L, 2, 1);
+  lua_replace(L, -2);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -267,13 +307,15 @@ static int l_proxy_new(lua_State *L) {
   rh_lua_proxy *p = lua_newuserdata(L, sizeof *p);
   p->conf = conf;
   p->mount = strdup(mount);
-  p->on_request = p->on_response = p->cookie = p->access = LUA_NOREF;
+  p->on_request = p->on_response = p->cookie = p->access = p->traceback = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
-  p->on_request = opt_ref(L, 1, "on_request");
-  p->on_response = opt_ref(L, 1, "on_response");
+  p->on_request = hook_ref(L, "on_request");
+  p->on_response = hook_ref(L, "on_response");
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
-  p->access = opt_ref(L, 1, "access");
+  p->access = access_ref(L, p);
+  lua_pushcfunction(L, traceback);
+  p->traceback = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -299,22 +341,25 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Calls the hook at ref with the head table on top; 0 ok (results left), -1 logged error. */
-static int call_hook(hook_ctx *h, int ref, int nresults, const char *which) {
+/* Calls the hook at ref with the nargs values on top as its arguments; 0 ok (nresults left in
+ * their place), -1 logged error (they are popped). */
+static int call_hook(hook_ctx *h, int ref, int nargs, int nresults, const char *which) {
   lua_State *L = h->gen->L;
-  lua_pushcfunction(L, traceback);
+  int base = lua_gettop(L) - nargs + 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->p->traceback);
+  lua_insert(L, base);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_pushvalue(L, -3);
+  lua_insert(L, base + 1);
   rh_watchdog_enter(L);
-  int rc = lua_pcall(L, 1, nresults, -3);
+  int rc = lua_pcall(L, nargs, nresults, base);
   rh_watchdog_leave();
   if (rc == 0) {
-    lua_remove(L, -nresults - 1); /* the traceback function */
+    lua_remove(L, base); /* the traceback function */
     return 0;
   }
   RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", which), RH_STR("error", lua_tostring(L, -1)),
          RH_STR("request_id", h->request_id));
-  lua_pop(L, 2);
+  lua_settop(L, base - 1);
   return -1;
 }
 
@@ -392,11 +437,11 @@ static int apply_changes(lua_State *L, int t, rh_headers *h) {
   return 0;
 }
 
-/* What the hook left in head.headers back into h. The table pushed (at pushed) is compared
- * with h, so that only what the hook changed is checked and copied: most fields come back as
- * they went. A table of its own, a list value or a repeated name takes the full read. */
-static void read_back_headers(lua_State *L, int t, int pushed, rh_headers *h) {
-  lua_getfield(L, t, "headers");
+/* What the hook left in head.headers (at v) back into h. The table pushed (at pushed) is
+ * compared with h, so that only what the hook changed is checked and copied: most fields come
+ * back as they went. A table of its own, a list value or a repeated name takes the full read. */
+static void read_back_headers(lua_State *L, int v, int pushed, rh_headers *h) {
+  lua_pushvalue(L, v);
   if (lua_rawequal(L, -1, pushed) && apply_changes(L, pushed, h) == 0) {
     lua_pop(L, 1);
     return;
@@ -425,53 +470,54 @@ static void apply_access(hook_ctx *h, rh_proxy_head *head) {
   }
 }
 
+/* on_request's answer (return status, body, headers), its results at r. */
+static int hook_answer(hook_ctx *h, rh_proxy_head *head, int r, char **body) {
+  lua_State *L = h->gen->L;
+  int status = (int)lua_tointeger(L, r);
+  *body = strdup(lua_isstring(L, r + 1) ? lua_tostring(L, r + 1) : "");
+  if (head->answer && rh_lua_read_headers(L, r + 2, head->answer) < 0) {
+    RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_request"), RH_STR("error", lua_tostring(L, -1)),
+           RH_STR("request_id", h->request_id));
+    lua_pop(L, 1);
+    rh_headers_clear(head->answer);
+    free(*body);
+    *body = strdup("Internal Server Error: the on_request hook answered with bad headers ");
+    status = 500;
+  }
+  return status;
+}
+
+static void replace_str(char **dst, const char *v) {
+  if (v) { free(*dst); *dst = strdup(v); }
+}
+
 static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   hook_ctx *h = ud;
   apply_access(h, head);
   if (h->p->on_request == LUA_NOREF) return 0;
   lua_State *L = h->gen->L;
+  int top = lua_gettop(L), pushed = top + 1;
   rh_lua_push_headers(L, head->headers);
-  int pushed = lua_gettop(L);
-  lua_createtable(L, 0, 6);
-  int t = pushed + 1;
   lua_pushstring(L, head->method);
-  lua_setfield(L, t, "method");
   lua_pushstring(L, head->target);
-  lua_setfield(L, t, "path");
   lua_pushstring(L, head->req->peer);
-  lua_setfield(L, t, "peer");
   lua_pushstring(L, head->req->id);
-  lua_setfield(L, t, "id");
   lua_pushvalue(L, pushed);
-  lua_setfield(L, t, "headers");
-  int status = 0;
-  if (call_hook(h, h->p->on_request, 3, "on_request") < 0) {
+  /* results: status, body, answer's headers, then head.method, head.path, head.headers */
+  if (call_hook(h, h->p->on_request, 5, 6, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
-    lua_pop(L, 2);
+    lua_settop(L, top);
     return 500;
   }
-  if (lua_isnumber(L, -3)) { /* return status, body, headers: answer here */
-    status = (int)lua_tointeger(L, -3);
-    *body = strdup(lua_isstring(L, -2) ? lua_tostring(L, -2) : "");
-    if (head->answer && rh_lua_read_headers(L, -1, head->answer) < 0) {
-      RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_request"), RH_STR("error", lua_tostring(L, -1)),
-             RH_STR("request_id", h->request_id));
-      lua_pop(L, 1);
-      rh_headers_clear(head->answer);
-      free(*body);
-      *body = strdup("Internal Server Error: the on_request hook answered with bad headers ");
-      status = 500;
-    }
+  int r = pushed + 1, status = 0;
+  if (lua_isnumber(L, r)) {
+    status = hook_answer(h, head, r, body);
   } else {
-    const char *m = (lua_getfield(L, t, "method"), lua_tostring(L, -1));
-    if (m) { free(head->method); head->method = strdup(m); }
-    lua_pop(L, 1);
-    const char *p = (lua_getfield(L, t, "path"), lua_tostring(L, -1));
-    if (p) { free(head->target); head->target = strdup(p); }
-    lua_pop(L, 1);
-    read_back_headers(L, t, pushed, head->headers);
+    replace_str(&head->method, lua_tostring(L, r + 3));
+    replace_str(&head->target, lua_tostring(L, r + 4));
+    read_back_headers(L, r + 5, pushed, head->headers);
   }
-  lua_pop(L, 5);
+  lua_settop(L, top);
   return status;
 }
 
@@ -479,25 +525,18 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   hook_ctx *h = ud;
   if (h->p->on_response == LUA_NOREF) return;
   lua_State *L = h->gen->L;
+  int top = lua_gettop(L), pushed = top + 1;
   rh_lua_push_headers(L, head->headers);
-  int pushed = lua_gettop(L);
-  lua_createtable(L, 0, 3);
-  int t = pushed + 1;
   lua_pushinteger(L, head->status);
-  lua_setfield(L, t, "status");
   lua_pushvalue(L, pushed);
-  lua_setfield(L, t, "headers");
   lua_pushstring(L, head->req->id);
-  lua_setfield(L, t, "id");
-  if (call_hook(h, h->p->on_response, 0, "on_response") == 0) {
-    lua_getfield(L, t, "status");
-    if (lua_isnumber(L, -1)) head->status = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    read_back_headers(L, t, pushed, head->headers);
+  if (call_hook(h, h->p->on_response, 3, 2, "on_response") == 0) { /* head.status, head.headers */
+    if (lua_isnumber(L, pushed + 1)) head->status = (int)lua_tointeger(L, pushed + 1);
+    read_back_headers(L, pushed + 2, pushed, head->headers);
   } else {
     head->status = -1; /* what it meant to strip must not pass: 500 */
   }
-  lua_pop(L, 2);
+  lua_settop(L, top);
 }
 
 static char *hook_cookie(void *ud, const char *cookie) {
@@ -506,11 +545,10 @@ static char *hook_cookie(void *ud, const char *cookie) {
   lua_State *L = h->gen->L;
   lua_pushstring(L, cookie);
   char *out = NULL;
-  if (call_hook(h, h->p->cookie, 1, "rewrite_set_cookie_domain") == 0) {
+  if (call_hook(h, h->p->cookie, 1, 1, "rewrite_set_cookie_domain") == 0) {
     if (lua_isstring(L, -1)) out = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
   return out;
 }
 
@@ -554,16 +592,23 @@ typedef struct {
  * waiting goes on from there, with no loop turn in between. */
 static rh_http_req *starting;
 static access_end *ended_now;
+static access_end ended_here; /* where such a phase ended (copied out at once): not allocated */
 
 static void end_free(access_end *e) {
   free(e->body);
   rh_headers_free(&e->fields);
-  free(e);
+  if (e != &ended_here) free(e);
 }
+
+static void go_on_with(access_end *e);
 
 /* After the phase (or p:forward): the answer, or the request on to the engine. */
 static void go_on(void *ud) {
-  access_end *e = ud;
+  go_on_with(ud);
+  free(ud);
+}
+
+static void go_on_with(access_end *e) {
   rh_http_req *req = e->req;
   rh_http_resume_body(req); /* the body was held at the server's buffer while the phase ran */
   if (!req->conn) { /* the client left meanwhile: nothing goes up */
@@ -577,11 +622,18 @@ static void go_on(void *ud) {
   } else {
     forward(e->ctx, req);
   }
-  end_free(e);
+  free(e->body);
+  rh_headers_free(&e->fields);
 }
 
-static char *field_dup(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
+/* The phase's table's field k (K_...), raw (AccessRequest's __index finds methods there). */
+static void raw_field(lua_State *L, int t, int k) {
+  lua_pushvalue(L, lua_upvalueindex(k));
+  lua_rawget(L, t);
+}
+
+static char *field_dup(lua_State *L, int t, int k) {
+  raw_field(L, t, k);
   char *v = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
   lua_pop(L, 1);
   return v;
@@ -631,7 +683,7 @@ static int read_pick(lua_State *L, int t, hook_ctx *h) {
  * for this mount's prefix (its engine() makes and keeps one per prefix, alive with the
  * generation). 0, or -1 with a message on top. */
 static int read_upstream(lua_State *L, int t, hook_ctx *h) {
-  lua_getfield(L, t, "upstream");
+  raw_field(L, t, K_UPSTREAM); /* req.upstream = v is kept there (AccessRequest's __newindex) */
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
   int picked = read_pick(L, t, h);
   if (picked) return picked > 0 ? 0 : -1;
@@ -657,9 +709,9 @@ static int read_upstream(lua_State *L, int t, hook_ctx *h) {
  * context. */
 static int read_changes(lua_State *L, int t, hook_ctx *h) {
   if (read_upstream(L, t, h) < 0) return -1;
-  h->method = field_dup(L, t, "method");
-  h->target = field_dup(L, t, "upstream_path");
-  lua_getfield(L, t, "headers");
+  h->method = field_dup(L, t, K_METHOD);
+  h->target = field_dup(L, t, K_UPSTREAM_PATH);
+  raw_field(L, t, K_HEADERS);
   h->has_headers = 1;
   int rc = rh_lua_read_headers(L, -1, &h->headers);
   if (rc < 0) lua_remove(L, -2); /* the message stays on top */
@@ -682,6 +734,16 @@ static const char *read_result(lua_State *L, access_end *e) {
   return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)";
 }
 
+/* Where the phase ends: ended_here for the request being started now, else its own. */
+static access_end *new_end(const rh_http_req *req) {
+  access_end *e = &ended_here;
+  if (req != starting) e = malloc(sizeof *e);
+  if (!e) abort();
+  memset(e, 0, sizeof *e);
+  rh_headers_init(&e->fields);
+  return e;
+}
+
 /* The phase's last call, from its coroutine: done(p, req, status?, body?, headers?). The
  * request leaves the task here (so its end does not answer it) and goes on after the
  * coroutine has ended. */
@@ -689,9 +751,7 @@ static int l_access_done(lua_State *L) {
   rh_task *t = rh_task_current(L);
   if (!t || !t->req) return luaL_error(L, "relay.proxy: access phase ended outside its task");
   rh_lua_proxy *p = lua_touserdata(L, 1);
-  access_end *e = calloc(1, sizeof *e);
-  if (!e) abort();
-  rh_headers_init(&e->fields);
+  access_end *e = new_end(t->req);
   e->ctx = new_ctx(t->gen, p, t->req);
   const char *why = read_result(L, e);
   if (why) {
@@ -707,26 +767,20 @@ static int l_access_done(lua_State *L) {
   return 0;
 }
 
-/* The table the phase gets: the client's request as it came. */
-static void push_access_req(lua_State *co, const rh_http_req *r) {
-  lua_createtable(co, 0, 8);
+/* The client's request as it came, as the task body's arguments (it builds the phase's table:
+ * a table constructor's constant keys cost less than lua_setfield's). */
+static int push_access_req(lua_State *co, const rh_http_req *r) {
   lua_pushstring(co, r->method);
-  lua_setfield(co, -2, "method");
   lua_pushlstring(co, r->path, r->path_len);
-  lua_setfield(co, -2, "path");
   lua_pushlstring(co, r->query ? r->query : "", r->query_len);
-  lua_setfield(co, -2, "query");
   lua_pushstring(co, r->peer);
-  lua_setfield(co, -2, "peer");
   lua_pushstring(co, r->id);
-  lua_setfield(co, -2, "id");
   lua_pushstring(co, r->tls ? "https" : "http");
-  lua_setfield(co, -2, "scheme");
   rh_lua_push_headers(co, &r->headers);
-  lua_setfield(co, -2, "headers");
+  return 7;
 }
 
-/* Runs the access phase as a task: wrapper(fn, req, p, done). */
+/* Runs the access phase as a task: its body (access_ref) with the request's fields. */
 static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   /* only a body is held: pausing stops reading, and a bodiless request keeps reading so that a
    * client that resets the connection is seen (and nothing goes up for it) */
@@ -736,17 +790,17 @@ static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   rh_task *t = rh_task_new(g, req); /* takes our reference on req */
   req->ud = t;
   lua_State *co = t->co;
-  lua_getfield(co, LUA_REGISTRYINDEX, "relay.proxy_access");
   lua_rawgeti(co, LUA_REGISTRYINDEX, p->access);
-  push_access_req(co, req);
-  lua_pushlightuserdata(co, p);
-  lua_pushcfunction(co, l_access_done);
+  int nargs = push_access_req(co, req);
   starting = req;
   ended_now = NULL;
-  rh_task_start(t, 4);
+  rh_task_start(t, nargs);
   starting = NULL;
-  if (ended_now) go_on(ended_now);
-  ended_now = NULL;
+  if (ended_now) {
+    access_end e = *ended_now; /* going on may start another phase, which would reuse ended_here */
+    ended_now = NULL;
+    go_on_with(&e);
+  }
 }
 
 void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
@@ -809,15 +863,37 @@ static int l_proxy_forward(lua_State *L) {
   return 1;
 }
 
-/* The phase's coroutine body: its results go to done as the last call. */
+/* Makes a mount's access task body: the phase's results go to done as its last call. */
 static const char access_wrapper[] =
-    "local fn, req, p, done = ...\n"
-    "setmetatable(req, require('relay.http').AccessRequest)\n"
-    "return done(p, req, fn(req))\n";
+    "local fn, p, done = ...\n"
+    "local setmetatable, AccessRequest = setmetatable, require('relay.http').AccessRequest\n"
+    "return function(method, path, query, peer, id, scheme, headers)\n"
+    "  local req = setmetatable({ method = method, path = path, query = query, peer = peer, id = id,\n"
+    "                             scheme = scheme, headers = headers }, AccessRequest)\n"
+    "  return done(p, req, fn(req))\n"
+    "end\n";
+
+/* Makes a mount's on_request or on_response closure (hook_ref). */
+static const char hooks_wrapper[] =
+    "local kind, fn = ...\n"
+    "if kind == 'on_request' then\n"
+    "  return function(method, path, peer, id, headers)\n"
+    "    local head = { method = method, path = path, peer = peer, id = id, headers = headers }\n"
+    "    local status, body, answer = fn(head)\n"
+    "    return status, body, answer, head.method, head.path, head.headers\n"
+    "  end\n"
+    "end\n"
+    "return function(status, headers, id)\n"
+    "  local head = { status = status, headers = headers, id = id }\n"
+    "  fn(head)\n"
+    "  return head.status, head.headers\n"
+    "end\n";
 
 void rh_lua_register_proxy(lua_State *L) {
   if (luaL_loadbuffer(L, access_wrapper, sizeof access_wrapper - 1, "=relay.proxy access") != 0) lua_error(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
+  if (luaL_loadbuffer(L, hooks_wrapper, sizeof hooks_wrapper - 1, "=relay.proxy hooks") != 0) lua_error(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "relay.proxy_hooks");
   luaL_newmetatable(L, PROXY_MT);
   lua_pushcfunction(L, l_proxy_gc);
   lua_setfield(L, -2, "__gc");

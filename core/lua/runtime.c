@@ -368,12 +368,43 @@ rh_task *rh_task_current(lua_State *L) {
 
 lua_State *rh_task_lua(rh_task *t) { return t->co; }
 
+/* A task's coroutine: an ended task's, reset (task_idle), or a new one. */
+static void task_coroutine(rh_task *t, rh_gen *g) {
+  if (g->nidle) {
+    g->nidle--;
+    t->co = g->idle[g->nidle].co;
+    t->co_ref = g->idle[g->nidle].ref;
+    return;
+  }
+  t->co = lua_newthread(g->L);
+  t->co_ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
+}
+
+/* A coroutine whose task has ended (returned or raised, so it is not running) is kept for the
+ * next task, up to RH_IDLE_COROUTINES: a new thread and its registry ref are most of a task's
+ * fixed cost. Nothing of this task may reach the next: lua_resetthread clears the stack and
+ * closes the upvalues still open on it (a closure over a local of a handler that raised) --
+ * those of its first argument's thread, so it is given t->co twice (given the main state it
+ * would close the main thread's instead) -- and the thread's environment (setfenv(0, ...)) is
+ * set back to the globals as lua_newthread would. */
+static int task_idle(rh_task *t) {
+  rh_gen *g = t->gen;
+  if (g->nidle == RH_IDLE_COROUTINES || g->retired) return 0;
+  lua_resetthread(t->co, t->co);
+  lua_pushvalue(g->L, LUA_GLOBALSINDEX);
+  lua_xmove(g->L, t->co, 1);
+  lua_replace(t->co, LUA_GLOBALSINDEX);
+  g->idle[g->nidle].co = t->co;
+  g->idle[g->nidle].ref = t->co_ref;
+  g->nidle++;
+  return 1;
+}
+
 rh_task *rh_task_new(rh_gen *g, rh_http_req *req) {
   rh_task *t = calloc(1, sizeof *t);
   if (!t) abort();
   t->gen = g;
-  t->co = lua_newthread(g->L);
-  t->co_ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
+  task_coroutine(t, g);
   t->ex_ref = LUA_NOREF;
   lua_setexdata(t->co, t);
   t->req = req;
@@ -387,7 +418,8 @@ rh_task *rh_task_new(rh_gen *g, rh_http_req *req) {
   return t;
 }
 
-static void task_free(rh_task *t) {
+/* ended: the coroutine returned or raised (task_run), and may be kept for the next task. */
+static void task_free(rh_task *t, int ended) {
   rh_gen *g = t->gen;
   if (t->prev) t->prev->next = t->next;
   else g->tasks = t->next;
@@ -398,7 +430,7 @@ static void task_free(rh_task *t) {
   if (t->on_end) t->on_end(t);
   if (t->ex) t->ex->task = NULL;
   lua_setexdata(t->co, NULL);
-  luaL_unref(g->L, LUA_REGISTRYINDEX, t->co_ref);
+  if (!ended || !task_idle(t)) luaL_unref(g->L, LUA_REGISTRYINDEX, t->co_ref);
   luaL_unref(g->L, LUA_REGISTRYINDEX, t->ex_ref);
   if (t->req) {
     t->req->ud = NULL;
@@ -471,7 +503,7 @@ static void task_run(rh_task *t, int nargs) {
   }
   if (st == 0) task_returned(t);
   else task_failed(t);
-  task_free(t);
+  task_free(t, 1);
 }
 
 void rh_task_start(rh_task *t, int nargs) { task_run(t, nargs); }
@@ -580,7 +612,7 @@ void rh_task_cancel(rh_task *t) {
       rh_http_abort(t->req);
     }
   }
-  task_free(t);
+  task_free(t, 0);
 }
 
 void rh_runtime_going_away(void) {
