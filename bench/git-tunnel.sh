@@ -12,6 +12,7 @@
 #   bench/git-tunnel.sh                 SIZE_MB=200 STREAM_MB=1024 RUNS=3 (medians)
 #   RELAYHOST_BIN=/old/build/relayhost bench/git-tunnel.sh   the same against another build
 #   KEEP=1 keeps the temporary folder.
+# bench/git-tunnel-cpu.sh compares builds by CPU per GiB and callgrind instructions per MiB.
 # The machine has 2 cores shared with other work: nothing is pinned, so read ratios. The runs
 # interleave (direct, tunnel, floor in each run). Results also go to bench/out/git-tunnel-<date>.txt.
 set -euo pipefail
@@ -118,10 +119,16 @@ say "$me  $(date -Is)  $(uname -srm), $(nproc) cores, $("$bin" --version 2>&1 | 
 say "Load average: $(cut -d' ' -f1-3 /proc/loadavg). Nothing is pinned. $RUNS run(s), medians."
 say "before: server $(awk '/VmRSS/ {print $2}' /proc/$spid/status) kB, client $(awk '/VmRSS/ {print $2}' /proc/$cpid/status) kB RSS"
 rm -f "$dir/stop" "$dir/failed"; sample & sampler=$!
-cd=(); ct=(); fd=(); ft=(); ff=()
+cd=(); ct=(); fd=(); ft=(); ff=(); sc=(); cc=()
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user+system CPU of a process, in clock ticks
+hz=$(getconf CLK_TCK)
 for _ in $(seq "$RUNS"); do
   cd+=("$(timed clone "$direct")"); ct+=("$(timed clone "$tunnel")")
-  fd+=("$(timed fetch "http://127.0.0.1:$web")"); ft+=("$(timed fetch "http://127.0.0.1:$srv/v1/relay/bench")")
+  fd+=("$(timed fetch "http://127.0.0.1:$web")")
+  s0=$(ticks "$spid"); c0=$(ticks "$cpid")
+  ft+=("$(timed fetch "http://127.0.0.1:$srv/v1/relay/bench")")
+  sc+=("$(echo "($(ticks "$spid") - $s0) / $hz / ($STREAM_MB / 1024)" | bc -l)")
+  cc+=("$(echo "($(ticks "$cpid") - $c0) / $hz / ($STREAM_MB / 1024)" | bc -l)")
   ff+=("$(timed fetch "http://127.0.0.1:$hop1")")
 done
 touch "$dir/stop"; wait "$sampler"
@@ -134,6 +141,8 @@ say "$(printf 'raw %d MB GET:       direct %.0f MB/s, floor (2 haproxy tcp hops)
   "$(mbs "$fdm")" "$(mbs "$ffm")" "$(mbs "$ftm")")"
 say "$(printf '  tunnel/floor %.2fx (target >= 0.9x), tunnel/direct %.0f%% (target >= 50%%), floor/direct %.0f%%' \
   "$(echo "$ffm / $ftm" | bc -l)" "$(echo "100 * $fdm / $ftm" | bc -l)" "$(echo "100 * $fdm / $ffm" | bc -l)")"
+say "$(printf 'CPU per GiB of the tunnel GET (user+system, /proc/PID/stat; the load moves it far less than MB/s): server %.2f s, client %.2f s' \
+  "$(m "${sc[@]}")" "$(m "${cc[@]}")")"
 say "every run (s): clone direct ${cd[*]}; clone tunnel ${ct[*]}; GET direct ${fd[*]}; GET tunnel ${ft[*]}; GET floor ${ff[*]}"
 say "peak RSS during the runs: server $speak kB, client $cpeak kB"
 status=0

@@ -23,7 +23,9 @@
  *    client, RSV bits clear, known opcodes, control frames unfragmented and <= 125 bytes, at most
  *    one close frame and nothing after it; a second rh_ws of the other role, fed the output,
  *    never fails, and receives exactly the messages rh_ws_send accepted, in order;
- *  - rh_ws_utf8_valid agrees with a byte-by-byte reference decoder. */
+ *  - rh_ws_utf8_valid agrees with a byte-by-byte reference decoder;
+ *  - the fast reader (binary frames read by core/ws itself) and wslay alone (rh_ws_fast_read(0))
+ *    deliver the same messages, and fail or close with the same code and reason. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +104,7 @@ typedef struct {
   rh_ws *ws;
   size_t max_message;
   msg_list sent;     /* what rh_ws_send accepted (text/binary) */
+  msg_list got;      /* every message delivered */
   int closes;        /* on_close calls */
   size_t queued;     /* what the transport reports it holds */
   int told_paused;   /* what rh_ws_read_paused said after the last read */
@@ -116,6 +119,7 @@ static void on_message(void *ud, int opcode, const char *data, size_t len) {
   if (data[len] != 0) FAIL("message not NUL-terminated");
   if (opcode == RH_WS_TEXT && !ref_utf8((const uint8_t *)data, len)) FAIL("text message not UTF-8");
   if (e->closes) FAIL("message after the peer's close");
+  list_add(&e->got, opcode, data, len);
   if (rh_ws_send(e->ws, opcode, data, len) == 0) list_add(&e->sent, opcode, data, len);
   if (opcode == RH_WS_TEXT && len >= 4 && memcmp(data, "ping", 4) == 0)
     rh_ws_send(e->ws, RH_WS_PING, data, len > 125 ? 125 : len);
@@ -289,20 +293,20 @@ static void fuzz_handshake(const uint8_t *p, size_t n) {
   rh_headers_free(&h);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size < 2) return 0;
+/* What one run ends with, for comparing the two readers. */
+typedef struct {
+  msg_list got;
+  char error[128];
+  int close_sent, close_received;
+} outcome;
+
+static void run(const uint8_t *data, size_t size, outcome *o) {
   uint8_t mode = data[0];
-  if (mode & 16) {
-    fuzz_handshake(data + 2, size - 2);
-    return 0;
-  }
   int is_server = mode & 1;
   rh_ws_rest_after(mode & 32 ? 0 : 3600);
   size_t max_message = (mode & 2) ? 64 : 0;
   const uint8_t *in = data + 2;
   size_t n = size - 2;
-  check_utf8(in, n);
-  check_utf8(data, size);
 
   end_state e = { 0 };
   e.max_message = max_message ? max_message : RH_WS_MAX_MESSAGE_DEFAULT;
@@ -329,8 +333,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (rh_ws_want_close(e.ws) && !rh_ws_close_sent(e.ws)) FAIL("want_close without a close sent");
   if (rh_ws_error(e.ws) && !rh_ws_close_sent(e.ws)) FAIL("failed without a close frame");
   check_output(&e, is_server, &out);
+  o->got = e.got;
+  snprintf(o->error, sizeof o->error, "%s", rh_ws_error(e.ws) ? rh_ws_error(e.ws) : "");
+  o->close_sent = rh_ws_close_sent(e.ws);
+  o->close_received = rh_ws_close_received(e.ws);
   rh_ws_free(e.ws);
   rh_buf_free(&out);
   list_free(&e.sent);
+}
+
+static void same_outcome(const outcome *a, const outcome *b) {
+  if (strcmp(a->error, b->error)) FAIL("fast reader failed with '%s', wslay alone with '%s'", a->error, b->error);
+  if (a->close_sent != b->close_sent || a->close_received != b->close_received)
+    FAIL("fast reader closes %d/%d, wslay alone %d/%d", a->close_sent, a->close_received, b->close_sent,
+         b->close_received);
+  if (a->got.n != b->got.n) FAIL("fast reader delivered %zu messages, wslay alone %zu", a->got.n, b->got.n);
+  for (size_t i = 0; i < a->got.n; i++) {
+    const msg *x = &a->got.items[i], *y = &b->got.items[i];
+    if (x->opcode != y->opcode || x->len != y->len || memcmp(x->data, y->data, x->len) != 0)
+      FAIL("message %zu differs between the fast reader and wslay alone", i);
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 2) return 0;
+  if (data[0] & 16) {
+    fuzz_handshake(data + 2, size - 2);
+    return 0;
+  }
+  check_utf8(data + 2, size - 2);
+  check_utf8(data, size);
+  outcome fast = { 0 }, slow = { 0 };
+  run(data, size, &fast);
+  rh_ws_fast_read(0);
+  run(data, size, &slow);
+  rh_ws_fast_read(1);
+  same_outcome(&fast, &slow);
+  list_free(&fast.got);
+  list_free(&slow.got);
   return 0;
 }

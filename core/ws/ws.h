@@ -108,6 +108,11 @@ size_t rh_ws_backlog(const rh_ws *ws);
  * through every path). */
 void rh_ws_rest_after(double seconds);
 
+/* Binary data frames are read here, unmasked a word at a time; every other frame by wslay.
+ * 0 sends every frame to wslay: for the fuzzer and tests, to hold the two readers to the same
+ * answers. Default 1. */
+void rh_ws_fast_read(int on);
+
 /* Bytes from the peer, any split. Calls the handlers for what they complete. 0, or -1 once the
  * connection has failed (rh_ws_error says why; the close frame is in the output). Input after a
  * close or a failure is ignored. */

@@ -1119,6 +1119,47 @@ static void test_pong_rests(void) {
   peer_free(&s);
 }
 
+/* Binary messages are read by core/ws itself (rh_ws_fast_read), unmasked a word at a time:
+ * fragments of every length modulo the mask and the word, a ping between them, any split; and a
+ * data frame that breaks into a fragmented binary message fails the connection, as wslay fails
+ * one that breaks into a text message. */
+static void test_binary_fragments(void) {
+  test_name = "binary_fragments";
+  unsigned char m[400];
+  for (size_t i = 0; i < sizeof m; i++) m[i] = (unsigned char)(i * 13 + 5);
+  rh_buf raw = RH_BUF_INIT;
+  size_t off = 0;
+  for (size_t len = 0; len < 20; off += len++) {
+    frame(&raw, 0, len ? 0 : RH_WS_BINARY, 1, m + off, len);
+    if (len == 7) frame(&raw, 1, RH_WS_PING, 1, S("p"));
+  }
+  frame(&raw, 1, 0, 1, m + off, 150); /* the 16-bit length form */
+  off += 150;
+  static const size_t pieces[] = { 0, 1, 3, 5, 64 };
+  for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+    peer s;
+    peer_open(&s, 1, 0);
+    for (size_t at = 0; at < raw.len;) {
+      size_t n = pieces[i] && pieces[i] < raw.len - at ? pieces[i] : raw.len - at;
+      int rc = rh_ws_feed(s.ws, raw.data + at, n);
+      CHECK(rc == 0);
+      at = rc ? raw.len : at + n;
+    }
+    CHECK(s.msgs == 1 && last_is(&s, RH_WS_BINARY, m, off) && s.nul_ok);
+    peer_free(&s);
+  }
+  raw.len = 0;
+  frame(&raw, 0, RH_WS_BINARY, 1, S("a"));
+  frame(&raw, 1, RH_WS_BINARY, 1, S("b"));
+  expect_server_failure(&raw, 0, 1002, "protocol error");
+  expect_server_failure(&raw, 1, 1002, "protocol error");
+  raw.len = 0;
+  frame(&raw, 0, RH_WS_BINARY, 1, S("a"));
+  frame(&raw, 1, RH_WS_TEXT, 1, S("b"));
+  expect_server_failure(&raw, 0, 1002, "protocol error");
+  rh_buf_free(&raw);
+}
+
 static void run_all(void) {
   test_pong_rests();
   test_accept_key();
@@ -1141,11 +1182,14 @@ static void run_all(void) {
   test_max_queued();
   test_overfed_fails_1008();
   test_endless_fragments();
+  test_binary_fragments();
 }
 
 int main(void) {
   run_all();
   rh_ws_rest_after(0); /* again, with wslay's context given back at every frame boundary */
+  run_all();
+  rh_ws_fast_read(0); /* and with every frame read by wslay: the two readers answer alike */
   run_all();
   if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
   else printf("test_ws: all passed\n");
