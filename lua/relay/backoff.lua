@@ -6,9 +6,12 @@ local M = {}
 local Backoff = {}
 Backoff.__index = Backoff
 
--- opts: min, max (seconds), jitter (bool). b.wait is the next wait without jitter.
+-- opts: min, max (seconds), jitter (bool). b.wait is the next wait without jitter. No wait is
+-- over max, the first either: a max below min (git tunnel's --backoff-max=0.01) caps every one.
 function M.new(opts)
-  return setmetatable({ min = opts.min, max = opts.max, jitter = opts.jitter, wait = opts.min }, Backoff)
+  local b = setmetatable({ min = opts.min, max = opts.max, jitter = opts.jitter }, Backoff)
+  b:reset()
+  return b
 end
 
 -- The wait to sleep now; the one after is doubled (up to max).
@@ -20,6 +23,6 @@ function Backoff:next()
 end
 
 -- It held: the next failure waits min again.
-function Backoff:reset() self.wait = self.min end
+function Backoff:reset() self.wait = math.min(self.min, self.max) end
 
 return M

@@ -2,6 +2,8 @@
 -- browser's EventSource does: the events parsed by the WHATWG rules, and a connection that is
 -- opened again with backoff whenever it fails or ends. The parser is pure Lua (usable without a
 -- host); follow() needs the host (relay.http.stream, relay.sleep).
+local backoff = require "relay.backoff"
+
 local M = {}
 
 -- An event's bytes before its blank line, at most (a feed that never ends an event must not
@@ -86,15 +88,13 @@ end
 
 function Feed:run()
   local relay = require "relay"
-  local min, max = self.opts.backoff_min or 1, self.opts.backoff_max or 60
-  local backoff = min
+  local wait = backoff.new { min = self.opts.backoff_min or 1, max = self.opts.backoff_max or 60 }
   while not self.stopped do
     local opened, why = self:once()
     if self.stopped then return end
-    if opened then backoff = min end
+    if opened then wait:reset() end
     if self.opts.on_lost then self.opts.on_lost(why) end
-    relay.sleep(backoff)
-    backoff = math.min(backoff * 2, max)
+    relay.sleep(wait:next())
   end
 end
 

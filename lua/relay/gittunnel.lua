@@ -1,5 +1,5 @@
 -- relay.gittunnel: what the git tunnel's server and client scripts share (the protocol name,
--- key and token rules, backoff). The streams themselves are C: relay.tunnel.
+-- key and token rules). The streams themselves are C: relay.tunnel.
 local relay = require "relay"
 local reannounce = require "relay.reannounce"
 
@@ -70,13 +70,6 @@ function M.may_register(entry, key) return entry.keys == nil or entry.keys[key] 
 -- The docs: "letters, numbers, underscore and hyphen".
 function M.key_ok(key)
   return type(key) == "string" and #key > 0 and #key <= 128 and key:match("^[%w_%-]+$") ~= nil
-end
-
--- Exponential backoff with jitter: attempt n (1, 2, …) waits between half and all of
--- min(cap, base * 2^(n-1)), so replicas that lost the server together do not return together.
-function M.backoff(n, base, cap)
-  local d = math.min(cap, base * 2 ^ (n - 1))
-  return d / 2 + math.random() * d / 2
 end
 
 -- ---- several servers: which keys a server holds, in Redis ----

@@ -8,8 +8,9 @@
 -- lives as long as that generation.
 local core = require "relay.core"
 local jwt = require "relay.jwt"
-local json = require "relay.json"
 local check = require "relay.check"
+local http = require "relay.http"
+local backoff = require "relay.backoff"
 
 local M = {}
 local Set = {}
@@ -41,18 +42,17 @@ function M.new(url, opts)
     timeout = positive(opts, "timeout", 0.001), max_body = positive(opts, "max_body", 1), ca_file = opts.ca_file,
     on_fetch = opts.on_fetch, log = opts.log ~= false,
     current = nil, fetched_at = -math.huge, refetched_at = -math.huge,
-    fetching = false, failures = 0, retry_at = -math.huge, last_err = nil,
+    fetching = false, retry_at = -math.huge, last_err = nil,
+    holdoff = backoff.new { min = 1, max = BACKOFF_MAX },
   }, Set)
 end
 
 -- One GET of the document. -> true | nil, why
 function Set:fetch()
-  local res, err = core.http_request { url = self.url, timeout = self.timeout, max_body = self.max_body,
-                                       ca_file = self.ca_file }
-  if not res then return nil, tostring(err) end
-  if res.status ~= 200 then return nil, "status " .. res.status end
-  local ok, doc = pcall(json.decode, res.body)
-  if not (ok and type(doc) == "table" and type(doc.keys) == "table") then return nil, "not a JWKS document" end
+  local doc, why, res = http.json { url = self.url, timeout = self.timeout, max_body = self.max_body,
+                                    ca_file = self.ca_file }
+  if not doc and not (res and res.status == 200) then return nil, tostring(why) end
+  if not (doc and type(doc.keys) == "table") then return nil, "not a JWKS document" end
   self.current, self.fetched_at = doc.keys, core.now()
   return true
 end
@@ -64,10 +64,10 @@ function Set:fetch_once()
   self.fetching = false
   if not ok then done, why = nil, tostring(done) end
   if done then
-    self.failures, self.retry_at, self.last_err = 0, -math.huge, nil
+    self.retry_at, self.last_err = -math.huge, nil
+    self.holdoff:reset()
   else
-    self.failures = self.failures + 1
-    self.retry_at = core.now() + math.min(BACKOFF_MAX, 2 ^ (self.failures - 1))
+    self.retry_at = core.now() + self.holdoff:next()
     self.last_err = "jwks: " .. why
     if self.log then core.log("warn", "jwks_fetch_failed", "url", self.url, "reason", why) end
   end

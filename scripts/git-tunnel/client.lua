@@ -7,6 +7,7 @@
 --     --server-url=wss://relay.example.com/v1/relay/register --styra-token="$STYRA_TOKEN"
 local relay = require "relay"
 local gt = require "relay.gittunnel"
+local backoff = require "relay.backoff"
 
 local app = relay.new {
   name = "git-tunnel/client",
@@ -83,14 +84,14 @@ end
 -- Each attempt is a task of its own (a timer): a WebSocket session lives until the task that
 -- dialled it ends, so one task looping over attempts kept every past session (and, until the
 -- closing handshake, its connection) for good.
-local attempt = 0
+-- Jittered, so replicas that lost the server together do not return together.
+local waits = backoff.new { min = 0.5, max = f.backoff_max, jitter = true }
 local function run()
   local started = relay.now()
   local ok, why = connect_once()
   if ok then relay.log.warn("relay_disconnected", { reason = why }) else m_failures:inc() end
-  if ok and relay.now() - started > 10 then attempt = 0 end -- it held: start over gently
-  attempt = attempt + 1
-  local wait = math.floor(gt.backoff(attempt, 0.5, f.backoff_max) * 10 + 0.5) / 10 -- logged as it is waited
+  if ok and relay.now() - started > 10 then waits:reset() end -- it held: start over gently
+  local wait = math.floor(waits:next() * 10 + 0.5) / 10 -- logged as it is waited
   if not ok and not token_refused(why, wait) then
     relay.log.warn("relay_connect_failed", { error = why, retry_in = wait })
   end

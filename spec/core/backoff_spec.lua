@@ -26,4 +26,16 @@ describe("relay.backoff", function()
     end
     assert.is_true(next(seen, next(seen)) ~= nil, "twenty equal waits")
   end)
+
+  it("never waits more than max, the first wait and after reset either", function()
+    local b = backoff.new { min = 0.5, max = 0.01 }
+    assert.same({ 0.01, 0.01 }, { b:next(), b:next() })
+    b:reset()
+    assert.equal(0.01, b:next())
+    local j = backoff.new { min = 0.5, max = 0.01, jitter = true }
+    for _ = 1, 5 do
+      local w = j:next()
+      assert.is_true(w >= 0.005 and w <= 0.01, ("%s not within [0.005, 0.01]"):format(w))
+    end
+  end)
 end)

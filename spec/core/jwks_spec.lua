@@ -168,6 +168,15 @@ describe("relay.jwks", function()
     assert.is_nil(quiet:log():find("jwks_fetch_failed", 1, true))
   end)
 
+  it("names a 200 that is not a JWKS document (not JSON, or no keys array) as that", function()
+    for _, doc in ipairs { "not json", '{"nokeys":[]}', '[1,2]', '"keys"' } do
+      post("/doc", doc)
+      local res = verify(verifier(), token("k1", "a"))
+      assert.equal(401, res.status)
+      assert.equal("jwks: not a JWKS document", res.body, doc)
+    end
+  end)
+
   it("refuses options it does not know and urls it cannot fetch, at the author's line", function()
     for _, case in ipairs {
       { 'relay.jwks("https://x/jwks", { tll = 1 })', "unknown option 'tll'" },
