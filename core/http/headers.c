@@ -82,16 +82,25 @@ void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *va
   f->name_len = nlen;
   f->value = dup_bytes(h, value, vlen);
   f->value_len = vlen;
+  f->checked = 0;
+}
+
+void rh_headers_add_field(rh_headers *h, const rh_header *f) {
+  int checked = f->checked; /* f may be a field of h, which the add can move */
+  rh_headers_add(h, f->name, f->name_len, f->value, f->value_len);
+  h->items[h->n - 1].checked = checked;
 }
 
 void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen) {
   f->value = dup_bytes(h, value, vlen);
   f->value_len = vlen;
+  f->checked = 0;
 }
 
 /* Grows in place when s is the newest bytes of the arena (a field arriving in pieces), else
- * moves it to the end. */
+ * moves it to the end. s is the last field's, which the change unmarks. */
 static void grow_str(rh_headers *h, char **s, size_t *len, const char *more, size_t n) {
+  h->items[h->n - 1].checked = 0;
   struct rh_headers_block *b = h->bytes;
   if (b && *s + *len + 1 == b->data + b->used && b->cap - b->used >= n) {
     b->used += n;

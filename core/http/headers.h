@@ -10,12 +10,16 @@
 #include <string.h>
 #include <strings.h>
 
-/* name and value end in a NUL, not counted in their lengths. */
+/* name and value end in a NUL, not counted in their lengths. checked: the name and value passed
+ * http/head.h's checks when they were read (a parser's mark, so that the writer of the next hop
+ * does not look at every byte again); 0 for a field from anywhere else, and cleared by any change
+ * made through this API. */
 typedef struct {
   char *name;
   size_t name_len;
   char *value;
   size_t value_len;
+  int checked;
 } rh_header;
 
 struct rh_headers_block;
@@ -32,6 +36,8 @@ void rh_headers_init(rh_headers *h);
 void rh_headers_free(rh_headers *h);
 void rh_headers_clear(rh_headers *h);
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
+/* A copy of f (a field of another list) at the end, its checked mark kept. */
+void rh_headers_add_field(rh_headers *h, const rh_header *f);
 /* Append to the value or the name of the last field (a parser hands them over in pieces:
  * http/collect.h). */
 void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen);

@@ -659,6 +659,7 @@ static int cb_header_value_complete(llhttp_t *p) {
   rh_headers *into = c->ps->parser.into;
   rh_header *f = &into->items[into->n - 1];
   if (!rh_http_is_field_value(f->value, f->value_len)) return fail_parse(c, 400, "invalid header value");
+  f->checked = 1; /* its name passed in cb_header_field_complete: the next hop's writer skips both */
   return 0;
 }
 
@@ -1208,7 +1209,7 @@ static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *
       continue;
     /* a field that fails the check is not written: the callers check what they are handed
      * (Lua headers, a proxied head) and answer for it; this is the last line */
-    if (rh_head_field(b, f->name, f->name_len, f->value, f->value_len)) continue;
+    if (rh_head_header(b, f)) continue;
     have_date |= rh_header_name_eq(f, "date");
     have_server |= rh_header_name_eq(f, "server");
   }
@@ -1399,7 +1400,7 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
    * fields); as in build_head, a field that fails the check is not written */
   if (rh_head_status_line(&b, status)) rh_head_status_line(&b, 500);
   for (size_t i = 0; h && i < h->n; i++)
-    rh_head_field(&b, h->items[i].name, h->items[i].name_len, h->items[i].value, h->items[i].value_len);
+    rh_head_header(&b, &h->items[i]);
   rh_head_end(&b);
   /* nothing reads the request's fields once it is a tunnel (the WebSocket's owner took what it
    * needed before the 101): its copies would only weigh on every held socket */

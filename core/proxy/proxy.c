@@ -225,6 +225,7 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   for (size_t i = 0; o->extra_request_headers && i < o->extra_request_headers->n; i++) {
     const rh_header *f = &o->extra_request_headers->items[i];
     rh_headers_add(&c->extra, f->name, f->name_len, f->value, f->value_len);
+    rh_head_check(&c->extra.items[c->extra.n - 1]); /* once: a bad one stays unmarked, refused per request */
   }
   c->drop_req = copy_list(o->drop_request_headers, c->ndrop_req = o->ndrop_request);
   c->drop_resp = copy_list(o->drop_response_headers, c->ndrop_resp = o->ndrop_response);
@@ -400,16 +401,13 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
         (websocket && websocket_own(f)) ||
         (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)))
       continue;
-    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+    rh_headers_add_field(out, f);
   }
   for (size_t i = 0; i < cf->extra.n; i++) { /* extras override the client's */
     const rh_header *f = &cf->extra.items[i];
     rh_headers_remove(out, f->name); /* a list's names end in a NUL (http/headers.h) */
   }
-  for (size_t i = 0; i < cf->extra.n; i++) {
-    const rh_header *f = &cf->extra.items[i];
-    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
-  }
+  for (size_t i = 0; i < cf->extra.n; i++) rh_headers_add_field(out, &cf->extra.items[i]);
   if (cf->preserve_host && host) rh_headers_add(out, "Host", 4, host->value, host->value_len);
   else add_str(out, "Host", host_header);
   rh_buf v = RH_BUF_INIT;
@@ -471,8 +469,7 @@ static int refuse(char **body, int status, const char *what, const char *why) {
 
 /* Copies the client's fields: the hooks see and change this copy, never the request. */
 static void copy_headers(rh_headers *out, const rh_headers *in) {
-  for (size_t i = 0; i < in->n; i++)
-    rh_headers_add(out, in->items[i].name, in->items[i].name_len, in->items[i].value, in->items[i].value_len);
+  for (size_t i = 0; i < in->n; i++) rh_headers_add_field(out, &in->items[i]);
 }
 
 /* Builds the upstream request head into out: 0, or a status when it is refused or a hook
@@ -936,7 +933,7 @@ static void rewrite_cookies(call *c, rh_headers *h) {
     int cookie = rh_header_name_eq(f, "set-cookie");
     char *domain = cookie && hook ? c->hooks.rewrite_cookie_domain(c->hooks.ud, f->value) : NULL;
     if (!domain && !(cookie && c->conf->rewrite_cookie_path)) {
-      rh_headers_add(&out, f->name, f->name_len, f->value, f->value_len);
+      rh_headers_add_field(&out, f);
       continue;
     }
     rh_buf v = RH_BUF_INIT;
@@ -999,7 +996,7 @@ static void response_headers(call *c, rh_headers *out) {
         in_list(cf->drop_resp, cf->ndrop_resp, f) ||
         (cf->allow_resp && !in_list(cf->allow_resp, cf->nallow_resp, f)))
       continue;
-    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+    rh_headers_add_field(out, f);
   }
   if (c->resp_length != UINT64_MAX) {
     char len[RH_HTTP_U64_MAX];
@@ -1018,16 +1015,14 @@ static int refuse_head(call *c, int status, const char *why) {
 /* What makes the upstream's head one the client cannot be given: NULL if none. The fields are
  * checked here, where a bad one costs the upstream the answer; the server's writer would only
  * leave it out. */
-static const char *bad_response_head(const call *c, const llhttp_t *p) {
+static const char *bad_response_head(call *c, const llhttp_t *p) {
   if (c->status == 101) return "101 Switching Protocols to a request that did not ask to upgrade";
   if (c->status < 200 || c->status > 599) return "an invalid status code";
   /* the client's head states it as a signed 64-bit length (and UINT64_MAX is our "none") */
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > INT64_MAX) return "a Content-Length out of range";
-  const rh_headers *h = &c->resp_headers;
+  rh_headers *h = &c->resp_headers;
   for (size_t i = 0; i < h->n; i++)
-    if (!rh_http_is_token(h->items[i].name, h->items[i].name_len) ||
-        !rh_http_is_field_value(h->items[i].value, h->items[i].value_len))
-      return "an invalid header field";
+    if (rh_head_check(&h->items[i])) return "an invalid header field"; /* marks it: checked once */
   return NULL;
 }
 
