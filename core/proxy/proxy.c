@@ -926,8 +926,8 @@ static void rebuild_cookie(const rh_proxy_conf *cf, const char *value, const cha
  * and the path rule. */
 static void rewrite_cookies(call *c, rh_headers *h) {
   int hook = c->has_hooks && c->hooks.rewrite_cookie_domain;
-  if (!hook && !c->conf->rewrite_cookie_path) return;
-  rh_headers out = RH_HEADERS_INIT;
+  if ((!hook && !c->conf->rewrite_cookie_path) || !rh_headers_find(h, "set-cookie", NULL)) return;
+  rh_headers out = RH_HEADERS_INIT; /* the usual response has no cookie: no copy */
   for (size_t i = 0; i < h->n; i++) {
     rh_header *f = &h->items[i];
     int cookie = rh_header_name_eq(f, "set-cookie");
