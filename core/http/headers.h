@@ -1,8 +1,9 @@
 /* headers: an ordered list of header fields. Names compare case-insensitively; repeated
  * fields keep their order. The list owns copies of every name and value, kept in its own arena
- * (a few blocks, not two mallocs a field: this runs for every field of every proxied head). A
- * name or value stays where it is until the list is cleared or freed; rh_headers_remove and
- * rh_headers_set_value leave the old bytes in the arena until then. */
+ * with the field array (a few blocks, usually one malloc a list: this runs for every field of
+ * every proxied head). A name, value or field stays where it is until the list is cleared or
+ * freed; rh_headers_remove, rh_headers_set_value and a larger array leave the old bytes in the
+ * arena until then. */
 #ifndef RH_HEADERS_H
 #define RH_HEADERS_H
 
