@@ -135,9 +135,15 @@ void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen) {
   if (h->n) grow_str(h, &h->items[h->n - 1].name, &h->items[h->n - 1].name_len, name, nlen);
 }
 
+/* f's name is name, of n bytes (measured once per search, not once per field). */
+static int named(const rh_header *f, const char *name, size_t n) {
+  return f->name_len == n && strncasecmp(f->name, name, n) == 0;
+}
+
 const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *from) {
+  size_t n = strlen(name);
   for (size_t i = from ? *from : 0; i < h->n; i++) {
-    if (rh_header_name_eq(&h->items[i], name)) {
+    if (named(&h->items[i], name, n)) {
       if (from) *from = i + 1;
       return &h->items[i];
     }
@@ -147,15 +153,15 @@ const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *
 }
 
 size_t rh_headers_count(const rh_headers *h, const char *name) {
-  size_t c = 0;
-  for (size_t i = 0; i < h->n; i++) c += rh_header_name_eq(&h->items[i], name);
+  size_t c = 0, n = strlen(name);
+  for (size_t i = 0; i < h->n; i++) c += named(&h->items[i], name, n);
   return c;
 }
 
 size_t rh_headers_remove(rh_headers *h, const char *name) {
-  size_t w = 0, removed = 0;
+  size_t w = 0, removed = 0, n = strlen(name);
   for (size_t i = 0; i < h->n; i++) {
-    if (rh_header_name_eq(&h->items[i], name)) {
+    if (named(&h->items[i], name, n)) {
       removed++;
     } else {
       h->items[w++] = h->items[i];
@@ -196,9 +202,13 @@ int rh_headers_has_other_token(const rh_headers *h, const char *name, const char
 }
 
 int rh_header_hop_by_hop(const rh_header *f) {
-  static const char *names[] = { "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                                 "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade" };
+#define NAME(s) { s, sizeof s - 1 }
+  static const struct { const char *s; size_t n; } names[] = {
+    NAME("connection"), NAME("keep-alive"), NAME("proxy-authenticate"), NAME("proxy-authorization"),
+    NAME("proxy-connection"), NAME("te"), NAME("trailer"), NAME("transfer-encoding"), NAME("upgrade")
+  };
+#undef NAME
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (rh_header_name_eq(f, names[i])) return 1;
+    if (named(f, names[i].s, names[i].n)) return 1;
   return 0;
 }
