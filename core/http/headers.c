@@ -91,9 +91,14 @@ static void grow_items(rh_headers *h) {
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen) {
   if (h->n == h->cap) grow_items(h);
   rh_header *f = &h->items[h->n++];
-  f->name = dup_bytes(h, name, nlen);
+  char *p = arena_alloc(h, nlen + vlen + 2, 1); /* both at once, the value last (grow_str) */
+  memcpy(p, name, nlen);
+  p[nlen] = 0;
+  f->name = p;
   f->name_len = nlen;
-  f->value = dup_bytes(h, value, vlen);
+  f->value = p + nlen + 1;
+  memcpy(f->value, value, vlen);
+  f->value[vlen] = 0;
   f->value_len = vlen;
   f->checked = 0;
 }
