@@ -109,6 +109,12 @@ void rh_headers_add_field(rh_headers *h, const rh_header *f) {
   h->items[h->n - 1].checked = checked;
 }
 
+void rh_headers_add_pair(rh_headers *h, const rh_header *name_of, const rh_header *value_of) {
+  int checked = name_of->checked && value_of->checked;
+  rh_headers_add(h, name_of->name, name_of->name_len, value_of->value, value_of->value_len);
+  h->items[h->n - 1].checked = checked;
+}
+
 void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen) {
   f->value = dup_bytes(h, value, vlen);
   f->value_len = vlen;

@@ -39,6 +39,9 @@ void rh_headers_clear(rh_headers *h);
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
 /* A copy of f (a field of another list) at the end, its checked mark kept. */
 void rh_headers_add_field(rh_headers *h, const rh_header *f);
+/* A field with name_of's name and value_of's value (fields of other lists), marked checked when
+ * both are: a checked value under a checked name is checked. */
+void rh_headers_add_pair(rh_headers *h, const rh_header *name_of, const rh_header *value_of);
 /* Append to the value or the name of the last field (a parser hands them over in pieces:
  * http/collect.h). */
 void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen);

@@ -46,10 +46,13 @@ struct rh_proxy_conf {
   size_t max_conns, max_queue; /* the connection cap per upstream, and its queue's bound */
   double pool_timeout;         /* how long a request waits in that queue */
   rh_headers extra;
+  rh_headers own;           /* the proxy's own fields (enum own_field), checked once */
   char **drop_req, **drop_resp, **allow_req, **allow_resp, **retry_methods;
   size_t ndrop_req, ndrop_resp, nallow_req, nallow_resp, nretry_methods;
   int forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_after;
 };
+
+enum own_field { OWN_PROTO_HTTP, OWN_PROTO_HTTPS, OWN_FORWARDED_HOST };
 
 typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF, T_QUEUE } timer_kind;
 
@@ -180,11 +183,24 @@ static int parse_targets(rh_proxy_conf *c, const rh_proxy_opts *o, char *err, si
   return 0;
 }
 
+/* X-Forwarded-Proto's two values, and X-Forwarded-Host's name (its value is the client's
+ * Host), checked here once rather than for every request. */
+static void own_fields(rh_headers *own) {
+  static const char *const fields[][2] = { [OWN_PROTO_HTTP] = { "X-Forwarded-Proto", "http" },
+                                           [OWN_PROTO_HTTPS] = { "X-Forwarded-Proto", "https" },
+                                           [OWN_FORWARDED_HOST] = { "X-Forwarded-Host", "" } };
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+    rh_headers_add(own, fields[i][0], strlen(fields[i][0]), fields[i][1], strlen(fields[i][1]));
+    rh_head_check(&own->items[i]);
+  }
+}
+
 rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errlen) {
   rh_proxy_conf *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->refs = 1;
   rh_headers_init(&c->extra);
+  rh_headers_init(&c->own);
   if (parse_targets(c, o, err, errlen) < 0) {
     c->ntargets++; /* the entry that failed may hold a part */
     rh_proxy_conf_unref(c);
@@ -227,6 +243,7 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
     rh_headers_add(&c->extra, f->name, f->name_len, f->value, f->value_len);
     rh_head_check(&c->extra.items[c->extra.n - 1]); /* once: a bad one stays unmarked, refused per request */
   }
+  own_fields(&c->own);
   c->drop_req = copy_list(o->drop_request_headers, c->ndrop_req = o->ndrop_request);
   c->drop_resp = copy_list(o->drop_response_headers, c->ndrop_resp = o->ndrop_response);
   c->allow_req = copy_list(o->allow_request_headers, c->nallow_req = o->nallow_request);
@@ -259,6 +276,7 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
   free(c->up_base);
   if (c->tls) rh_tls_ctx_free(c->tls);
   rh_headers_free(&c->extra);
+  rh_headers_free(&c->own);
   free_list(c->drop_req, c->ndrop_req);
   free_list(c->drop_resp, c->ndrop_resp);
   free_list(c->allow_req, c->nallow_req);
@@ -418,8 +436,8 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
   rh_buf_puts(&v, r->socket_peer);
   rh_headers_add(out, "X-Forwarded-For", 15, v.data, v.len);
   rh_buf_free(&v);
-  add_str(out, "X-Forwarded-Proto", r->tls ? "https" : "http");
-  if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
+  rh_headers_add_field(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
+  if (host) rh_headers_add_pair(out, &cf->own.items[OWN_FORWARDED_HOST], host);
   /* the prefix this proxy stripped; a client's own claim is never passed on beside it */
   if (cf->forwarded_prefix && cf->mount[0]) add_str(out, "X-Forwarded-Prefix", cf->mount);
   rh_trace_apply(&r->trace, out); /* the client's trace, this hop as its parent */

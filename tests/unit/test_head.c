@@ -112,6 +112,12 @@ static void test_checked_mark(void) {
   rh_headers_append_name(&copy, " x", 2);
   CHECK(!copy.items[0].checked && rh_head_header(&b, &copy.items[0]) != NULL);
   CHECK(b.len == 0);
+  rh_headers_clear(&copy);
+  rh_headers_add(&copy, "V", 1, "a\r\nb", 4);
+  rh_headers_add_pair(&copy, &h.items[0], &h.items[0]); /* a checked name and value */
+  rh_headers_add_pair(&copy, &h.items[0], &copy.items[0]);
+  CHECK(copy.items[1].checked && !copy.items[2].checked);
+  CHECK(!rh_head_header(&b, &copy.items[1]) && rh_head_header(&b, &copy.items[2]) != NULL);
   rh_headers_free(&copy);
   rh_headers_free(&h);
   rh_buf_free(&b);

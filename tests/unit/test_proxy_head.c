@@ -13,13 +13,14 @@
 #include "proxy/internal.h"
 #include "check.h"
 
-typedef enum { KEEP, SET_MARKED, ADD_NEW } hook_does;
+typedef enum { KEEP, SET_MARKED, SET_HOST, ADD_NEW } hook_does;
 
 static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   (void)body;
   hook_does what = *(hook_does *)ud;
   rh_headers *h = head->headers;
   if (what == SET_MARKED) rh_headers_set_value(h, &h->items[1], "a\r\nInjected: 1", 15);
+  if (what == SET_HOST) rh_headers_set_value(h, &h->items[0], "a\r\nInjected: 1", 15); /* X-Forwarded-Host's */
   if (what == ADD_NEW) rh_headers_add(h, "X-New", 5, "a\r\nInjected: 1", 15);
   return 0;
 }
@@ -68,9 +69,10 @@ static void test_script_values(void) {
   rh_proxy_conf *c = conf_with(NULL);
   rh_buf out = RH_BUF_INIT;
   CHECK(build(c, KEEP, &out) == 0);
-  CHECK(out.len && strstr(out.data, "\r\nX-Client: ok\r\n"));
+  CHECK(out.len && strstr(out.data, "\r\nX-Client: ok\r\n") && strstr(out.data, "\r\nX-Forwarded-Host: client\r\n"));
   out.len = 0;
   CHECK(build(c, SET_MARKED, &out) == 500 && out.len == 0);
+  CHECK(build(c, SET_HOST, &out) == 500 && out.len == 0);
   CHECK(build(c, ADD_NEW, &out) == 500 && out.len == 0);
   rh_buf_free(&out);
   rh_proxy_conf_unref(c);
