@@ -428,14 +428,13 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
   for (size_t i = 0; i < cf->extra.n; i++) rh_headers_add_field(out, &cf->extra.items[i]);
   if (cf->preserve_host && host) rh_headers_add(out, "Host", 4, host->value, host->value_len);
   else add_str(out, "Host", host_header);
-  rh_buf v = RH_BUF_INIT;
-  if (xff) {
-    rh_buf_append(&v, xff->value, xff->value_len);
-    rh_buf_append(&v, ", ", 2);
+  if (xff) { /* the client's list, then the peer: built in place in the list's arena */
+    rh_headers_add(out, "X-Forwarded-For", 15, xff->value, xff->value_len);
+    rh_headers_append_value(out, ", ", 2);
+    rh_headers_append_value(out, r->socket_peer, strlen(r->socket_peer));
+  } else {
+    add_str(out, "X-Forwarded-For", r->socket_peer);
   }
-  rh_buf_puts(&v, r->socket_peer);
-  rh_headers_add(out, "X-Forwarded-For", 15, v.data, v.len);
-  rh_buf_free(&v);
   rh_headers_add_field(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
   if (host) rh_headers_add_pair(out, &cf->own.items[OWN_FORWARDED_HOST], host);
   /* the prefix this proxy stripped; a client's own claim is never passed on beside it */
