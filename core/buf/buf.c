@@ -16,7 +16,7 @@ int rh_buf_reserve(rh_buf *b, size_t extra) {
   return 0;
 }
 
-void rh_buf_append(rh_buf *b, const void *p, size_t n) {
+void rh_buf_append_grow(rh_buf *b, const void *p, size_t n) {
   if (!n) return;
   rh_buf_reserve(b, n);
   memcpy(b->data + b->len, p, n);

@@ -75,22 +75,43 @@ const char *rh_head_status_line(rh_buf *b, int status) {
   return NULL;
 }
 
-const char *rh_head_field(rh_buf *b, const char *name, size_t nlen, const char *value, size_t vlen) {
+static const char *field_error(const char *name, size_t nlen, const char *value, size_t vlen) {
   if (!rh_http_is_token(name, nlen)) return "invalid header name";
   if (!rh_http_is_field_value(value, vlen)) return "invalid header value";
+  return NULL;
+}
+
+static void write_field(rh_buf *b, const char *name, size_t nlen, const char *value, size_t vlen) {
   rh_buf_reserve(b, nlen + vlen + 4);
   rh_buf_append(b, name, nlen);
   rh_buf_append(b, ": ", 2);
   rh_buf_append(b, value, vlen);
   rh_buf_append(b, "\r\n", 2);
+}
+
+const char *rh_head_field(rh_buf *b, const char *name, size_t nlen, const char *value, size_t vlen) {
+  const char *err = field_error(name, nlen, value, vlen);
+  if (!err) write_field(b, name, nlen, value, vlen);
+  return err;
+}
+
+const char *rh_head_header(rh_buf *b, const rh_header *f) {
+  if (!f->checked) return rh_head_field(b, f->name, f->name_len, f->value, f->value_len);
+  write_field(b, f->name, f->name_len, f->value, f->value_len);
   return NULL;
+}
+
+const char *rh_head_check(rh_header *f) {
+  const char *err = field_error(f->name, f->name_len, f->value, f->value_len);
+  f->checked = !err;
+  return err;
 }
 
 const char *rh_head_fields(rh_buf *b, const rh_headers *h, int (*skip)(const rh_header *f)) {
   for (size_t i = 0; h && i < h->n; i++) {
     const rh_header *f = &h->items[i];
     if (skip && skip(f)) continue;
-    const char *err = rh_head_field(b, f->name, f->name_len, f->value, f->value_len);
+    const char *err = rh_head_header(b, f);
     if (err) return err;
   }
   return NULL;

@@ -4,16 +4,18 @@
 #include <string.h>
 #include <strings.h>
 
-/* One block of a list's arena: names and values, each with its NUL, back to back. */
+/* One block of a list's arena: the field array, and the names and values, each with its NUL,
+ * back to back. */
 struct rh_headers_block {
   struct rh_headers_block *next;
   size_t used, cap;
-  char data[];
+  _Alignas(rh_header) char data[];
 };
 
-/* A first block fits a typical head's fields, and its malloc stays within glibc's per-thread
- * cache (requests up to 1032 bytes), which a larger one would miss on every exchange. */
+/* A first block fits a typical head's fields and their array: one malloc a list, not two (this
+ * runs for several lists of every proxied exchange). */
 #define BLOCK_MIN (1024 - sizeof(struct rh_headers_block))
+#define ITEMS_MIN 8
 
 void rh_headers_init(rh_headers *h) {
   h->items = NULL;
@@ -29,74 +31,105 @@ static void free_blocks(struct rh_headers_block *b) {
   }
 }
 
-/* The newest block stays for the next fields (a parser clears its list per message). */
-void rh_headers_clear(rh_headers *h) {
-  if (h->bytes) {
-    free_blocks(h->bytes->next);
-    h->bytes->next = NULL;
-    h->bytes->used = 0;
-  }
-  h->n = 0;
-}
-
 void rh_headers_free(rh_headers *h) {
   free_blocks(h->bytes);
-  free(h->items);
   rh_headers_init(h);
 }
 
-/* n bytes from the arena; a new block when the newest is full, at least twice its size, so a
- * value that grows piece by piece is moved a bounded number of times. */
-static char *arena_alloc(rh_headers *h, size_t n) {
+/* n bytes from the arena at a multiple of align (a power of two); a new block when the newest
+ * is full, at least twice its size, so a value that grows piece by piece (or the array) is moved
+ * a bounded number of times. */
+static char *arena_alloc(rh_headers *h, size_t n, size_t align) {
   struct rh_headers_block *b = h->bytes;
-  if (!b || b->cap - b->used < n) {
+  size_t at = b ? (b->used + align - 1) & ~(align - 1) : 0;
+  if (!b || at > b->cap || b->cap - at < n) {
     size_t cap = b ? b->cap * 2 : BLOCK_MIN;
     if (cap < n) cap = n;
     b = malloc(sizeof *b + cap);
     if (!b) abort();
     b->next = h->bytes;
-    b->used = 0;
     b->cap = cap;
     h->bytes = b;
+    at = 0;
   }
-  char *p = b->data + b->used;
-  b->used += n;
-  return p;
+  b->used = at + n;
+  return b->data + at;
+}
+
+static rh_header *items_alloc(rh_headers *h, size_t cap) {
+  return (rh_header *)(void *)arena_alloc(h, cap * sizeof(rh_header), _Alignof(rh_header));
+}
+
+/* The newest block stays for the next fields (a parser clears its list per message), with the
+ * array at its start: the newest block is the largest, so the array fits. */
+void rh_headers_clear(rh_headers *h) {
+  if (h->bytes) {
+    free_blocks(h->bytes->next);
+    h->bytes->next = NULL;
+    h->bytes->used = 0;
+    h->items = h->cap ? items_alloc(h, h->cap) : NULL;
+  }
+  h->n = 0;
 }
 
 static char *dup_bytes(rh_headers *h, const char *p, size_t n) {
-  char *s = arena_alloc(h, n + 1);
+  char *s = arena_alloc(h, n + 1, 1);
   memcpy(s, p, n);
   s[n] = 0;
   return s;
 }
 
+/* A larger array in the arena; the old one stays there until the list is cleared. */
+static void grow_items(rh_headers *h) {
+  size_t cap = h->cap ? h->cap * 2 : ITEMS_MIN;
+  rh_header *items = items_alloc(h, cap);
+  if (h->n) memcpy(items, h->items, h->n * sizeof *items);
+  h->items = items;
+  h->cap = cap;
+}
+
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen) {
-  if (h->n == h->cap) {
-    h->cap = h->cap ? h->cap * 2 : 16;
-    h->items = realloc(h->items, h->cap * sizeof *h->items);
-    if (!h->items) abort();
-  }
+  if (h->n == h->cap) grow_items(h);
   rh_header *f = &h->items[h->n++];
-  f->name = dup_bytes(h, name, nlen);
+  char *p = arena_alloc(h, nlen + vlen + 2, 1); /* both at once, the value last (grow_str) */
+  memcpy(p, name, nlen);
+  p[nlen] = 0;
+  f->name = p;
   f->name_len = nlen;
-  f->value = dup_bytes(h, value, vlen);
+  f->value = p + nlen + 1;
+  memcpy(f->value, value, vlen);
+  f->value[vlen] = 0;
   f->value_len = vlen;
+  f->checked = 0;
+}
+
+void rh_headers_add_field(rh_headers *h, const rh_header *f) {
+  int checked = f->checked; /* f may be a field of h, which the add can move */
+  rh_headers_add(h, f->name, f->name_len, f->value, f->value_len);
+  h->items[h->n - 1].checked = checked;
+}
+
+void rh_headers_add_pair(rh_headers *h, const rh_header *name_of, const rh_header *value_of) {
+  int checked = name_of->checked && value_of->checked;
+  rh_headers_add(h, name_of->name, name_of->name_len, value_of->value, value_of->value_len);
+  h->items[h->n - 1].checked = checked;
 }
 
 void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen) {
   f->value = dup_bytes(h, value, vlen);
   f->value_len = vlen;
+  f->checked = 0;
 }
 
 /* Grows in place when s is the newest bytes of the arena (a field arriving in pieces), else
- * moves it to the end. */
+ * moves it to the end. s is the last field's, which the change unmarks. */
 static void grow_str(rh_headers *h, char **s, size_t *len, const char *more, size_t n) {
+  h->items[h->n - 1].checked = 0;
   struct rh_headers_block *b = h->bytes;
   if (b && *s + *len + 1 == b->data + b->used && b->cap - b->used >= n) {
     b->used += n;
   } else {
-    char *moved = arena_alloc(h, *len + n + 1);
+    char *moved = arena_alloc(h, *len + n + 1, 1);
     memcpy(moved, *s, *len);
     *s = moved;
   }
@@ -113,9 +146,15 @@ void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen) {
   if (h->n) grow_str(h, &h->items[h->n - 1].name, &h->items[h->n - 1].name_len, name, nlen);
 }
 
+/* f's name is name, of n bytes (measured once per search, not once per field). */
+static int named(const rh_header *f, const char *name, size_t n) {
+  return f->name_len == n && strncasecmp(f->name, name, n) == 0;
+}
+
 const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *from) {
+  size_t n = strlen(name);
   for (size_t i = from ? *from : 0; i < h->n; i++) {
-    if (rh_header_name_eq(&h->items[i], name)) {
+    if (named(&h->items[i], name, n)) {
       if (from) *from = i + 1;
       return &h->items[i];
     }
@@ -125,15 +164,15 @@ const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *
 }
 
 size_t rh_headers_count(const rh_headers *h, const char *name) {
-  size_t c = 0;
-  for (size_t i = 0; i < h->n; i++) c += rh_header_name_eq(&h->items[i], name);
+  size_t c = 0, n = strlen(name);
+  for (size_t i = 0; i < h->n; i++) c += named(&h->items[i], name, n);
   return c;
 }
 
 size_t rh_headers_remove(rh_headers *h, const char *name) {
-  size_t w = 0, removed = 0;
+  size_t w = 0, removed = 0, n = strlen(name);
   for (size_t i = 0; i < h->n; i++) {
-    if (rh_header_name_eq(&h->items[i], name)) {
+    if (named(&h->items[i], name, n)) {
       removed++;
     } else {
       h->items[w++] = h->items[i];
@@ -174,9 +213,13 @@ int rh_headers_has_other_token(const rh_headers *h, const char *name, const char
 }
 
 int rh_header_hop_by_hop(const rh_header *f) {
-  static const char *names[] = { "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                                 "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade" };
+#define NAME(s) { s, sizeof s - 1 }
+  static const struct { const char *s; size_t n; } names[] = {
+    NAME("connection"), NAME("keep-alive"), NAME("proxy-authenticate"), NAME("proxy-authorization"),
+    NAME("proxy-connection"), NAME("te"), NAME("trailer"), NAME("transfer-encoding"), NAME("upgrade")
+  };
+#undef NAME
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (rh_header_name_eq(f, names[i])) return 1;
+    if (named(f, names[i].s, names[i].n)) return 1;
   return 0;
 }

@@ -1,8 +1,9 @@
 /* headers: an ordered list of header fields. Names compare case-insensitively; repeated
  * fields keep their order. The list owns copies of every name and value, kept in its own arena
- * (a few blocks, not two mallocs a field: this runs for every field of every proxied head). A
- * name or value stays where it is until the list is cleared or freed; rh_headers_remove and
- * rh_headers_set_value leave the old bytes in the arena until then. */
+ * with the field array (a few blocks, usually one malloc a list: this runs for every field of
+ * every proxied head). A name, value or field stays where it is until the list is cleared or
+ * freed; rh_headers_remove, rh_headers_set_value and a larger array leave the old bytes in the
+ * arena until then. */
 #ifndef RH_HEADERS_H
 #define RH_HEADERS_H
 
@@ -10,12 +11,16 @@
 #include <string.h>
 #include <strings.h>
 
-/* name and value end in a NUL, not counted in their lengths. */
+/* name and value end in a NUL, not counted in their lengths. checked: the name and value passed
+ * http/head.h's checks when they were read (a parser's mark, so that the writer of the next hop
+ * does not look at every byte again); 0 for a field from anywhere else, and cleared by any change
+ * made through this API. */
 typedef struct {
   char *name;
   size_t name_len;
   char *value;
   size_t value_len;
+  int checked;
 } rh_header;
 
 struct rh_headers_block;
@@ -32,6 +37,11 @@ void rh_headers_init(rh_headers *h);
 void rh_headers_free(rh_headers *h);
 void rh_headers_clear(rh_headers *h);
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
+/* A copy of f (a field of another list) at the end, its checked mark kept. */
+void rh_headers_add_field(rh_headers *h, const rh_header *f);
+/* A field with name_of's name and value_of's value (fields of other lists), marked checked when
+ * both are: a checked value under a checked name is checked. */
+void rh_headers_add_pair(rh_headers *h, const rh_header *name_of, const rh_header *value_of);
 /* Append to the value or the name of the last field (a parser hands them over in pieces:
  * http/collect.h). */
 void rh_headers_append_value(rh_headers *h, const char *value, size_t vlen);

@@ -518,6 +518,15 @@ void rh_http_reject(rh_http_req *r, int status, const char *reason) {
  * shapes; bare CR is refused here too, before llhttp sees it), and the 431 limit, simplest to
  * count here. Returns how many bytes belong to the head (all of n if it does not end here), or
  * -1 after rejecting. */
+/* Bytes of s[0..m) before its first CR or LF (m if none): the rest of a field line, which
+ * needs no look at each byte (memchr does it a word at a time). */
+static size_t to_line_end(const char *s, size_t m) {
+  const char *cr = memchr(s, '\r', m);
+  size_t k = cr ? (size_t)(cr - s) : m;
+  const char *lf = memchr(s, '\n', k);
+  return lf ? (size_t)(lf - s) : k;
+}
+
 static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
   /* the state in locals while it runs: kept in ps, every field would be stored back for every
    * byte (the bytes scanned may alias it, as far as the compiler knows) */
@@ -528,6 +537,12 @@ static ssize_t scan_head(rh_http_conn *c, const char *p, size_t n) {
   const char *why = NULL;
   ssize_t used = (ssize_t)n;
   for (size_t i = 0; i < n; i++) {
+    if (line_len && lines && !prev_cr) { /* inside a field line: on to its CR (or a bare LF) */
+      size_t k = to_line_end(p + i, n - i < max - bytes ? n - i : max - bytes);
+      bytes += k;
+      line_len += k;
+      if ((i += k) == n) break;
+    }
     char ch = p[i];
     if (++bytes > max) {
       status = 431;
@@ -659,6 +674,7 @@ static int cb_header_value_complete(llhttp_t *p) {
   rh_headers *into = c->ps->parser.into;
   rh_header *f = &into->items[into->n - 1];
   if (!rh_http_is_field_value(f->value, f->value_len)) return fail_parse(c, 400, "invalid header value");
+  f->checked = 1; /* its name passed in cb_header_field_complete: the next hop's writer skips both */
   return 0;
 }
 
@@ -1208,7 +1224,7 @@ static void build_head(rh_buf *b, rh_http_req *r, int status, const rh_headers *
       continue;
     /* a field that fails the check is not written: the callers check what they are handed
      * (Lua headers, a proxied head) and answer for it; this is the last line */
-    if (rh_head_field(b, f->name, f->name_len, f->value, f->value_len)) continue;
+    if (rh_head_header(b, f)) continue;
     have_date |= rh_header_name_eq(f, "date");
     have_server |= rh_header_name_eq(f, "server");
   }
@@ -1399,7 +1415,7 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
    * fields); as in build_head, a field that fails the check is not written */
   if (rh_head_status_line(&b, status)) rh_head_status_line(&b, 500);
   for (size_t i = 0; h && i < h->n; i++)
-    rh_head_field(&b, h->items[i].name, h->items[i].name_len, h->items[i].value, h->items[i].value_len);
+    rh_head_header(&b, &h->items[i]);
   rh_head_end(&b);
   /* nothing reads the request's fields once it is a tunnel (the WebSocket's owner took what it
    * needed before the 101): its copies would only weigh on every held socket */

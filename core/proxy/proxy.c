@@ -46,10 +46,13 @@ struct rh_proxy_conf {
   size_t max_conns, max_queue; /* the connection cap per upstream, and its queue's bound */
   double pool_timeout;         /* how long a request waits in that queue */
   rh_headers extra;
+  rh_headers own;           /* the proxy's own fields (enum own_field), checked once */
   char **drop_req, **drop_resp, **allow_req, **allow_resp, **retry_methods;
   size_t ndrop_req, ndrop_resp, nallow_req, nallow_resp, nretry_methods;
   int forwarded_prefix, rewrite_location, rewrite_cookie_path, retry_after;
 };
+
+enum own_field { OWN_PROTO_HTTP, OWN_PROTO_HTTPS, OWN_FORWARDED_HOST };
 
 typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF, T_QUEUE } timer_kind;
 
@@ -180,11 +183,24 @@ static int parse_targets(rh_proxy_conf *c, const rh_proxy_opts *o, char *err, si
   return 0;
 }
 
+/* X-Forwarded-Proto's two values, and X-Forwarded-Host's name (its value is the client's
+ * Host), checked here once rather than for every request. */
+static void own_fields(rh_headers *own) {
+  static const char *const fields[][2] = { [OWN_PROTO_HTTP] = { "X-Forwarded-Proto", "http" },
+                                           [OWN_PROTO_HTTPS] = { "X-Forwarded-Proto", "https" },
+                                           [OWN_FORWARDED_HOST] = { "X-Forwarded-Host", "" } };
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+    rh_headers_add(own, fields[i][0], strlen(fields[i][0]), fields[i][1], strlen(fields[i][1]));
+    rh_head_check(&own->items[i]);
+  }
+}
+
 rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errlen) {
   rh_proxy_conf *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->refs = 1;
   rh_headers_init(&c->extra);
+  rh_headers_init(&c->own);
   if (parse_targets(c, o, err, errlen) < 0) {
     c->ntargets++; /* the entry that failed may hold a part */
     rh_proxy_conf_unref(c);
@@ -225,7 +241,9 @@ rh_proxy_conf *rh_proxy_conf_new(const rh_proxy_opts *o, char *err, size_t errle
   for (size_t i = 0; o->extra_request_headers && i < o->extra_request_headers->n; i++) {
     const rh_header *f = &o->extra_request_headers->items[i];
     rh_headers_add(&c->extra, f->name, f->name_len, f->value, f->value_len);
+    rh_head_check(&c->extra.items[c->extra.n - 1]); /* once: a bad one stays unmarked, refused per request */
   }
+  own_fields(&c->own);
   c->drop_req = copy_list(o->drop_request_headers, c->ndrop_req = o->ndrop_request);
   c->drop_resp = copy_list(o->drop_response_headers, c->ndrop_resp = o->ndrop_response);
   c->allow_req = copy_list(o->allow_request_headers, c->nallow_req = o->nallow_request);
@@ -258,6 +276,7 @@ void rh_proxy_conf_unref(rh_proxy_conf *c) {
   free(c->up_base);
   if (c->tls) rh_tls_ctx_free(c->tls);
   rh_headers_free(&c->extra);
+  rh_headers_free(&c->own);
   free_list(c->drop_req, c->ndrop_req);
   free_list(c->drop_resp, c->ndrop_resp);
   free_list(c->allow_req, c->nallow_req);
@@ -400,28 +419,24 @@ static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_he
         (websocket && websocket_own(f)) ||
         (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)))
       continue;
-    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+    rh_headers_add_field(out, f);
   }
   for (size_t i = 0; i < cf->extra.n; i++) { /* extras override the client's */
     const rh_header *f = &cf->extra.items[i];
     rh_headers_remove(out, f->name); /* a list's names end in a NUL (http/headers.h) */
   }
-  for (size_t i = 0; i < cf->extra.n; i++) {
-    const rh_header *f = &cf->extra.items[i];
-    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
-  }
+  for (size_t i = 0; i < cf->extra.n; i++) rh_headers_add_field(out, &cf->extra.items[i]);
   if (cf->preserve_host && host) rh_headers_add(out, "Host", 4, host->value, host->value_len);
   else add_str(out, "Host", host_header);
-  rh_buf v = RH_BUF_INIT;
-  if (xff) {
-    rh_buf_append(&v, xff->value, xff->value_len);
-    rh_buf_append(&v, ", ", 2);
+  if (xff) { /* the client's list, then the peer: built in place in the list's arena */
+    rh_headers_add(out, "X-Forwarded-For", 15, xff->value, xff->value_len);
+    rh_headers_append_value(out, ", ", 2);
+    rh_headers_append_value(out, r->socket_peer, strlen(r->socket_peer));
+  } else {
+    add_str(out, "X-Forwarded-For", r->socket_peer);
   }
-  rh_buf_puts(&v, r->socket_peer);
-  rh_headers_add(out, "X-Forwarded-For", 15, v.data, v.len);
-  rh_buf_free(&v);
-  add_str(out, "X-Forwarded-Proto", r->tls ? "https" : "http");
-  if (host) rh_headers_add(out, "X-Forwarded-Host", 16, host->value, host->value_len);
+  rh_headers_add_field(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
+  if (host) rh_headers_add_pair(out, &cf->own.items[OWN_FORWARDED_HOST], host);
   /* the prefix this proxy stripped; a client's own claim is never passed on beside it */
   if (cf->forwarded_prefix && cf->mount[0]) add_str(out, "X-Forwarded-Prefix", cf->mount);
   rh_trace_apply(&r->trace, out); /* the client's trace, this hop as its parent */
@@ -471,8 +486,7 @@ static int refuse(char **body, int status, const char *what, const char *why) {
 
 /* Copies the client's fields: the hooks see and change this copy, never the request. */
 static void copy_headers(rh_headers *out, const rh_headers *in) {
-  for (size_t i = 0; i < in->n; i++)
-    rh_headers_add(out, in->items[i].name, in->items[i].name_len, in->items[i].value, in->items[i].value_len);
+  for (size_t i = 0; i < in->n; i++) rh_headers_add_field(out, &in->items[i]);
 }
 
 /* Builds the upstream request head into out: 0, or a status when it is refused or a hook
@@ -929,14 +943,14 @@ static void rebuild_cookie(const rh_proxy_conf *cf, const char *value, const cha
  * and the path rule. */
 static void rewrite_cookies(call *c, rh_headers *h) {
   int hook = c->has_hooks && c->hooks.rewrite_cookie_domain;
-  if (!hook && !c->conf->rewrite_cookie_path) return;
-  rh_headers out = RH_HEADERS_INIT;
+  if ((!hook && !c->conf->rewrite_cookie_path) || !rh_headers_find(h, "set-cookie", NULL)) return;
+  rh_headers out = RH_HEADERS_INIT; /* the usual response has no cookie: no copy */
   for (size_t i = 0; i < h->n; i++) {
     rh_header *f = &h->items[i];
     int cookie = rh_header_name_eq(f, "set-cookie");
     char *domain = cookie && hook ? c->hooks.rewrite_cookie_domain(c->hooks.ud, f->value) : NULL;
     if (!domain && !(cookie && c->conf->rewrite_cookie_path)) {
-      rh_headers_add(&out, f->name, f->name_len, f->value, f->value_len);
+      rh_headers_add_field(&out, f);
       continue;
     }
     rh_buf v = RH_BUF_INIT;
@@ -999,7 +1013,7 @@ static void response_headers(call *c, rh_headers *out) {
         in_list(cf->drop_resp, cf->ndrop_resp, f) ||
         (cf->allow_resp && !in_list(cf->allow_resp, cf->nallow_resp, f)))
       continue;
-    rh_headers_add(out, f->name, f->name_len, f->value, f->value_len);
+    rh_headers_add_field(out, f);
   }
   if (c->resp_length != UINT64_MAX) {
     char len[RH_HTTP_U64_MAX];
@@ -1018,16 +1032,14 @@ static int refuse_head(call *c, int status, const char *why) {
 /* What makes the upstream's head one the client cannot be given: NULL if none. The fields are
  * checked here, where a bad one costs the upstream the answer; the server's writer would only
  * leave it out. */
-static const char *bad_response_head(const call *c, const llhttp_t *p) {
+static const char *bad_response_head(call *c, const llhttp_t *p) {
   if (c->status == 101) return "101 Switching Protocols to a request that did not ask to upgrade";
   if (c->status < 200 || c->status > 599) return "an invalid status code";
   /* the client's head states it as a signed 64-bit length (and UINT64_MAX is our "none") */
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > INT64_MAX) return "a Content-Length out of range";
-  const rh_headers *h = &c->resp_headers;
+  rh_headers *h = &c->resp_headers;
   for (size_t i = 0; i < h->n; i++)
-    if (!rh_http_is_token(h->items[i].name, h->items[i].name_len) ||
-        !rh_http_is_field_value(h->items[i].value, h->items[i].value_len))
-      return "an invalid header field";
+    if (rh_head_check(&h->items[i])) return "an invalid header field"; /* marks it: checked once */
   return NULL;
 }
 

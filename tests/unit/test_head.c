@@ -81,6 +81,48 @@ static void test_field_value_every_byte(void) {
         }
 }
 
+/* The checked mark: a parsed field that passed rh_head_check is written without a second look,
+ * and every way a field changes afterwards (a script's new value, a piece appended, a new field)
+ * takes the mark away, so the writer checks those bytes again. */
+static void test_checked_mark(void) {
+  test_name = "checked mark";
+  rh_headers h = RH_HEADERS_INIT, copy = RH_HEADERS_INIT;
+  rh_buf b = RH_BUF_INIT;
+  rh_headers_add(&h, "A", 1, "ok", 2);
+  CHECK(!h.items[0].checked);
+  CHECK(!rh_head_check(&h.items[0]) && h.items[0].checked);
+  rh_headers_add(&h, "B", 1, "x\r\ny: z", 7);
+  CHECK(rh_head_check(&h.items[1]) && !h.items[1].checked);
+  rh_headers_add(&h, "C d", 3, "v", 1);
+  CHECK(rh_head_check(&h.items[2]) && !h.items[2].checked);
+  h.n = 1;
+  CHECK(!rh_head_fields(&b, &h, NULL) && is(&b, "A: ok\r\n"));
+  rh_headers_add_field(&copy, &h.items[0]); /* a copy keeps the mark */
+  CHECK(copy.items[0].checked);
+  rh_headers_set_value(&copy, &copy.items[0], "a\r\nInjected: 1", 15); /* as a hook sets it */
+  CHECK(!copy.items[0].checked);
+  b.len = 0;
+  CHECK(rh_head_fields(&b, &copy, NULL) != NULL && b.len == 0);
+  rh_headers_clear(&copy);
+  rh_headers_add_field(&copy, &h.items[0]);
+  rh_headers_append_value(&copy, "\n", 1);
+  CHECK(!copy.items[0].checked && rh_head_header(&b, &copy.items[0]) != NULL);
+  rh_headers_clear(&copy);
+  rh_headers_add_field(&copy, &h.items[0]);
+  rh_headers_append_name(&copy, " x", 2);
+  CHECK(!copy.items[0].checked && rh_head_header(&b, &copy.items[0]) != NULL);
+  CHECK(b.len == 0);
+  rh_headers_clear(&copy);
+  rh_headers_add(&copy, "V", 1, "a\r\nb", 4);
+  rh_headers_add_pair(&copy, &h.items[0], &h.items[0]); /* a checked name and value */
+  rh_headers_add_pair(&copy, &h.items[0], &copy.items[0]);
+  CHECK(copy.items[1].checked && !copy.items[2].checked);
+  CHECK(!rh_head_header(&b, &copy.items[1]) && rh_head_header(&b, &copy.items[2]) != NULL);
+  rh_headers_free(&copy);
+  rh_headers_free(&h);
+  rh_buf_free(&b);
+}
+
 static void test_u64(void) {
   test_name = "u64";
   char out[RH_HTTP_U64_MAX];
@@ -93,6 +135,7 @@ int main(void) {
   test_checks();
   test_field_value_every_byte();
   test_writers();
+  test_checked_mark();
   test_u64();
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
   return failures ? 1 : 0;
