@@ -1073,6 +1073,7 @@ static void process(rh_http_conn *c) {
     if (c->close_after_write) break;
   }
   c->in_process = 0;
+  if (c->tunnel) tunnel_deliver(c); /* upgraded inside process(): its parse state may go now */
   if (!c->closing && !c->lingering) update_reading(c);
 }
 
