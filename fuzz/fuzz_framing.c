@@ -20,8 +20,10 @@
  *    no obs-fold (a line starting with SP or HTAB).
  *  - At most one Content-Length: OWS 1*DIGIT *SP, at most 2^63-1 (llhttp 8.1 refuses a
  *    HTAB after the digits). At most one
- *    Transfer-Encoding, whose value is "chunked" (any case), never with Content-Length, never
- *    on HTTP/1.0. HTTP/1.1 has exactly one Host.
+ *    Transfer-Encoding, whose value is "chunked" (any case) followed by SP only: llhttp 8.1
+ *    reads "chunked\t" as some other coding and refuses it ("Request has invalid
+ *    `Transfer-Encoding`"); refusing it is strict, not ambiguous. Never with Content-Length,
+ *    never on HTTP/1.0. HTTP/1.1 has exactly one Host.
  *  - Chunks: 1*HEXDIG, then extensions ";" token [ "=" ( token / quoted-string ) ] with no
  *    whitespace and no quoted-pair, and none after a token value (llhttp 8.1 refuses
  *    "3;a=b;c=d" but takes "3;a=\"b\";c=d"; refusing it is strict, not ambiguous) but for one
@@ -253,7 +255,8 @@ static int ref_framing(const cursor *c, const field_list *fl, const msg *m, fram
   if (ncl > 1 || nte > 1 || (ncl && nte)) return REF_BAD;
   if (m->minor == 1 && nhost != 1) return REF_BAD;
   fr->chunked = nte == 1;
-  if (te && (m->minor == 0 || te->value_len != 7 || strncasecmp((const char *)c->p + te->value, "chunked", 7)))
+  if (te && (m->minor == 0 || te->value_len != 7 || strncasecmp((const char *)c->p + te->value, "chunked", 7) ||
+             memchr(c->p + te->value + te->value_len, '\t', te->trailing)))
     return REF_BAD;
   fr->length = cl ? decimal(c->p + cl->value, cl->value_len) : -1;
   if (cl && (fr->length < 0 || memchr(c->p + cl->value + cl->value_len, '\t', cl->trailing))) return REF_BAD;
