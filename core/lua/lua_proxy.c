@@ -412,7 +412,10 @@ static int classify(lua_State *L, const rh_headers *h, unsigned char *kept, chan
     kept[at] = 1;
     return 0;
   }
-  if (*nch == MAX_SEEN || (!f && !rh_http_is_token(c.k, c.klen)) || !rh_http_is_field_value(c.v, c.vlen)) return -1;
+  /* the key is a checked field's name lowercased, or checked here: a change goes out marked */
+  if (*nch == MAX_SEEN || (!(f && f->checked) && !rh_http_is_token(c.k, c.klen)) ||
+      !rh_http_is_field_value(c.v, c.vlen))
+    return -1;
   ch[(*nch)++] = c;
   return 0;
 }
@@ -433,7 +436,10 @@ static int apply_changes(lua_State *L, int t, rh_headers *h) {
   for (size_t i = 0; i < h->n; i++)
     if (kept[i]) h->items[n++] = h->items[i];
   h->n = n;
-  for (size_t i = 0; i < nch; i++) rh_headers_add(h, ch[i].k, ch[i].klen, ch[i].v, ch[i].vlen);
+  for (size_t i = 0; i < nch; i++) {
+    rh_headers_add(h, ch[i].k, ch[i].klen, ch[i].v, ch[i].vlen);
+    h->items[h->n - 1].checked = 1; /* classify checked both: the writer need not again */
+  }
   return 0;
 }
 
