@@ -24,6 +24,10 @@
 #   bench/prefix-proxy.sh                     DURATION=10 RUNS=3 CONNS="1 32 256" by default
 #   DURATION=5 RUNS=3 bench/prefix-proxy.sh
 #   RELAYHOST_BIN=/old/build/relayhost bench/prefix-proxy.sh   the same against another build
+#   BEFORE_BIN=/old/build/relayhost bench/prefix-proxy.sh      adds that build's three rows (named
+#     relayhost-*@before, run with the bench scripts of its own tree, BEFORE_TREE, by default the
+#     folder above its build/), interleaved with the rest: their lua/c/acc-per-peer columns are then
+#     this build's ratio to that one (before/after in one sitting; they skip the policy checks)
 #   WARMUP=2 (seconds of wrk before each measurement), KEEP=1 (keep the temporary folder),
 #   QUIET_WAIT=60 (seconds to wait for an idle machine first), SERVER_CPU=0 CLIENT_CPU=1,
 #   ORIGIN_CPU (default SERVER_CPU), RELAY_LUA_PORT=9111 RELAY_C_PORT=9112 RELAY_ACCESS_PORT=9113
@@ -169,10 +173,12 @@ nginx_pid=$!; pids+=("$nginx_pid")
 haproxy_pid=$!; pids+=("$haproxy_pid")
 
 # --- relayhost, every policy mode ---------------------------------------------------------------
-start_relay() { # NAME PORT LOG MODE ORIGIN: starts relayhost pinned to SERVER_CPU, sets $!
-  local script=("$policy" --mode "$4")  # MODE lua or c: the policy script; access: its own script
-  [[ $4 == access ]] && script=("$access_policy")
-  taskset -c "$SERVER_CPU" "$relayhost" "${script[@]}" --origin "$5" --listen "127.0.0.1:$2" \
+start_relay() { # NAME PORT LOG MODE ORIGIN [BIN TREE]: relayhost pinned to SERVER_CPU, sets $!
+  local bin=${6:-$relayhost} tree=${7:-$top}
+  local script=("$tree/bench/prefix-proxy-policy.lua" --mode "$4")  # MODE lua or c: the policy
+  [[ $4 == access ]] && script=("$tree/bench/prefix-proxy-access.lua") # script; access: its own
+  [[ -f ${script[0]} ]] || script[0]=$top/bench/${script[0]##*/} # an older tree may lack it
+  taskset -c "$SERVER_CPU" "$bin" "${script[@]}" --origin "$5" --listen "127.0.0.1:$2" \
     --log-level warn --drain-timeout 1 >"$3" 2>&1 &
 }
 mkdir -p "$tmp/relay"
@@ -194,15 +200,28 @@ logs=("$run/nginx-error.log" "$run/nginx-error.log" "$run/haproxy.out" "$tmp/rel
 inl=1; ihap=2; ilua=3; ic=4; inla=5; iacc=6
 relays=("$ilua" "$ic" "$iacc")
 declare -A skipped # row -> why it is not measured ("n/a" in the table)
+if [[ -n ${BEFORE_BIN:-} ]]; then # the older build's rows, for before/after in one sitting
+  before_tree=${BEFORE_TREE:-$(cd "$(dirname "$BEFORE_BIN")/.." && pwd)}
+  for mode in lua c access; do
+    bport=$(free_port)
+    blog=$tmp/relay/relayhost-$mode-before.log
+    start_relay "relayhost-$mode@before" "$bport" "$blog" "$mode" http://127.0.0.1:9001 "$BEFORE_BIN" "$before_tree"
+    bpid=$!; pids+=("$bpid")
+    relays+=("${#names[@]}")
+    names+=("relayhost-$mode@before"); ports+=("$bport"); server_pids+=("$bpid"); logs+=("$blog")
+  done
+fi
 skip_access() { # WHY: the access row is n/a (an old build without the phase must not abort the run)
   skipped[$iacc]=$1
   echo "$me: relayhost-access is n/a: $1" >&2
   kill -TERM "$acc_pid" 2>/dev/null || true
 }
 for i in "${!names[@]}"; do
-  if ((i == iacc)); then
-    wait_http "http://127.0.0.1:${ports[i]}/api/x" "${server_pids[i]}" "${names[i]}" "${logs[i]}" ||
-      skip_access "$relayhost did not serve $access_policy: $(grep -v '^ *$' "${logs[i]}" | tail -n 1 | head -c 300)"
+  if ((i == iacc)) || [[ ${names[i]} == *@before ]]; then # may be n/a; the others must serve
+    wait_http "http://127.0.0.1:${ports[i]}/api/x" "${server_pids[i]}" "${names[i]}" "${logs[i]}" && continue
+    why=$(grep -v '^ *$' "${logs[i]}" | tail -n 1 | head -c 300)
+    if ((i == iacc)); then skip_access "$relayhost did not serve $access_policy: $why"
+    else skipped[$i]="it did not serve: $why"; fi
     continue
   fi
   wait_http "http://127.0.0.1:${ports[i]}/api/x" "${server_pids[i]}" "${names[i]}" "${logs[i]}"
@@ -420,7 +439,7 @@ for i in "${!names[@]}"; do [[ -n ${skipped[$i]:-} ]] && say "${names[i]}: n/a, 
 say ""
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "?" && a != "") printf "%.2f", a / b; else print "n/a" }'; }
 declare -A medr medp
-fmt='%-16s %5s %8s %7s %7s %10s %8s %6s %8s %13s %15s %10s\n'
+fmt='%-23s %5s %8s %7s %7s %10s %8s %6s %8s %13s %15s %10s\n'
 printf "$fmt" name conns "req/s" "p50 ms" "p99 ms" "cpu s/100k" "lua/peer" "c/peer" "acc/peer" "req/s min-max" "p99 ms min-max" "resp bytes" | tee -a "$out"
 for c in "${conns_list[@]}"; do
   for i in "${!names[@]}"; do
@@ -441,7 +460,7 @@ for c in "${conns_list[@]}"; do
       "$(ratio "${medr[$ilua,$c]}" "${medr[$i,$c]}")" "$(ratio "${medr[$ic,$c]}" "${medr[$i,$c]}")" \
       "$(ratio "${medr[$iacc,$c]}" "${medr[$i,$c]}")" \
       "${rmin:-?}-${rmax:-?}" "${pmin:-?}-${pmax:-?}" "${resp_bytes[i]}" | tee -a "$out"
-    echo "${names[i]} $c ${medr[$i,$c]} ${medp[$i,$c]}" >>"$out.dat" # for the chart
+    [[ ${names[i]} == *@before ]] || echo "${names[i]} $c ${medr[$i,$c]} ${medp[$i,$c]}" >>"$out.dat" # the chart
   done
 done
 say ""
@@ -465,7 +484,7 @@ done
 say ""
 for i in "${relays[@]}"; do
   [[ -n ${skipped[$i]:-} ]] && continue
-  say "$(printf '%-16s' "${names[i]}") RSS: VmRSS before ${rss_before[$i]} kB, after ${rss_after[$i]} kB (VmHWM ${hwm[$i]} kB)"
+  say "$(printf '%-23s' "${names[i]}") RSS: VmRSS before ${rss_before[$i]} kB, after ${rss_after[$i]} kB (VmHWM ${hwm[$i]} kB)"
 done
 [[ -z ${skipped[$iacc]:-} ]] && say "relayhost-access counted ${acc_seen} requests in its access phase (warmups and checks included)"
 say ""
