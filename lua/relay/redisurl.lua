@@ -54,4 +54,34 @@ function M.build(address, o, names)
   return scheme .. auth .. base .. query
 end
 
+-- The settings besides the address, as flags, for a personality that takes them apart (the flag
+-- proxy, the git tunnel): --redis-tls-ca-cert, and as env var REDIS_TLS_CA_CERT.
+M.flags = {
+  { key = "redis_username", name = "redis-username", default = "", help = "Redis ACL user (needs the Redis password)" },
+  { key = "redis_password", name = "redis-password", default = "", help = "Redis password (replaces one in the address)" },
+  { key = "redis_tls_enabled", name = "redis-tls-enabled", default = false, help = "TLS to Redis (a redis:// address becomes rediss://)" },
+  { key = "redis_tls_ca_cert", name = "redis-tls-ca-cert", default = "", help = "PEM CA file that verifies Redis (default: the system store)" },
+  { key = "redis_tls_client_cert", name = "redis-tls-client-cert", default = "", help = "PEM client certificate for Redis (--tls-auth-clients)" },
+  { key = "redis_tls_client_key", name = "redis-tls-client-key", default = "", help = "PEM key of the client certificate" },
+  { key = "redis_tls_insecure_skip_verify", name = "redis-tls-insecure-skip-verify", default = false, help = "do not verify Redis's certificate (testing only)" },
+  { key = "redis_tls_server_name", name = "redis-tls-server-name", default = "", help = "name Redis's certificate is verified against (default: the host)" },
+}
+
+-- build's fields, each from the flag (M.flags, and redis_db and redis_read_timeout_seconds where a
+-- personality declares them) that gives it.
+local FROM = { username = "redis_username", password = "redis_password", tls = "redis_tls_enabled",
+  ca = "redis_tls_ca_cert", cert = "redis_tls_client_cert", key = "redis_tls_client_key",
+  insecure = "redis_tls_insecure_skip_verify", server_name = "redis_tls_server_name", db = "redis_db",
+  socket_timeout = "redis_read_timeout_seconds" }
+
+-- build(address, the flags f give); the messages name each setting by its env var (by_env: where
+-- operators set env vars, as the flag proxy's do) or else by its flag.
+function M.from_flags(address, f, by_env)
+  local o, names = {}, {}
+  for field, key in pairs(FROM) do
+    o[field], names[field] = f[key], by_env and key:upper() or "--" .. key:gsub("_", "-")
+  end
+  return M.build(address, o, names)
+end
+
 return M
