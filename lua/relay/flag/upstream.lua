@@ -17,13 +17,6 @@ function M.new(cfg, sync)
     proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
 end
 
--- The cluster and token to post an environment's metrics with.
-function Upstream:credentials(env_id)
-  local u = self.envs[env_id]
-  if u then return u.cluster, u.token end
-  return "1", nil
-end
-
 -- A request to the upstream (relay.http.json); the decoded body of a 200, or nil and why (a bad
 -- answer named by its path).
 function Upstream:call(path, opts)
@@ -55,12 +48,9 @@ function Upstream:authenticate()
   for _, key in ipairs(self.cfg.api_keys) do
     local env_id, token, cluster = self:auth_key(key)
     if not env_id then return nil, token end
-    local u = self.envs[env_id] or { keys = {} }
+    local u = self.envs[env_id] or { keys = {} } -- keys of one environment share it
     u.token, u.cluster, u.key = token, cluster, key
-    local h = sha256_hex(key)
-    local have = false
-    for _, k in ipairs(u.keys) do have = have or k == h end
-    if not have then u.keys[#u.keys + 1] = h end
+    u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
     self.envs[env_id] = u
   end
   return true
@@ -134,10 +124,7 @@ function Upstream:sync_all()
   local events, refused = self.sync:replace(envs, self.cfg.base_url, true)
   if not events then return nil, refused end -- the last good config keeps serving
   self.sync:set_config("SYNCED")
-  local closed = {}
-  for _, ev in ipairs(events) do
-    if not closed[ev.environment] then closed[ev.environment] = true; relay.sse.close(ev.environment) end
-  end
+  for _, ev in ipairs(events) do relay.sse.close(ev.environment) end -- the first closes them all
   return true
 end
 
