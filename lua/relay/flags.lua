@@ -194,7 +194,8 @@ end
 
 -- decls: array of { name, env, default, help, type, repeatable, key, required, min, max,
 -- choices, schemes, aliases }. aliases: other names of the same flag (a product's older
--- spellings); a list flag given under several of them gathers every value. type: "number", "integer", "boolean", "port" (1..65535), "url" (schemes:
+-- spellings); a list flag given under several of them gathers every value. type: "number",
+-- "integer", "boolean", "port" (1..65535), "url" (schemes:
 -- allowed, default http and https) or "string"; env: a name or names (the first set wins).
 -- Returns values keyed by each decl's key (or name), and whether --help was asked for. Every
 -- value is checked; all the problems are raised together, each naming the flag or env var set.
@@ -254,7 +255,8 @@ local function section(lines, title, decls)
     local kind = kind_of(d)
     local arg = kind == "boolean" and "" or (" " .. (numeric[kind] and "N" or kind == "url" and "URL" or "VALUE"))
     local names = { d.name, unpack(d.aliases or {}) }
-    lines[#lines + 1] = ("  --%s%s%s"):format(table.concat(names, arg .. ", --"), arg, d.repeatable and " (repeatable)" or "")
+    lines[#lines + 1] = ("  --%s%s%s"):format(table.concat(names, arg .. ", --"), arg,
+      d.repeatable and " (repeatable)" or "")
     lines[#lines + 1] = ("      %s  [env %s]%s%s"):format(d.help or "", table.concat(env_names(d), ", "), show_default(d),
       show_constraints(d))
   end

@@ -55,24 +55,27 @@ function M.build(address, o, names)
 end
 
 -- The settings besides the address, as flags, for a personality that takes them apart (the flag
--- proxy, the git tunnel): --redis-tls-ca-cert, and as env var REDIS_TLS_CA_CERT.
-M.flags = {
-  { key = "redis_username", name = "redis-username", default = "", help = "Redis ACL user (needs the Redis password)" },
-  { key = "redis_password", name = "redis-password", default = "", help = "Redis password (replaces one in the address)" },
-  { key = "redis_tls_enabled", name = "redis-tls-enabled", default = false, help = "TLS to Redis (a redis:// address becomes rediss://)" },
-  { key = "redis_tls_ca_cert", name = "redis-tls-ca-cert", default = "", help = "PEM CA file that verifies Redis (default: the system store)" },
-  { key = "redis_tls_client_cert", name = "redis-tls-client-cert", default = "", help = "PEM client certificate for Redis (--tls-auth-clients)" },
-  { key = "redis_tls_client_key", name = "redis-tls-client-key", default = "", help = "PEM key of the client certificate" },
-  { key = "redis_tls_insecure_skip_verify", name = "redis-tls-insecure-skip-verify", default = false, help = "do not verify Redis's certificate (testing only)" },
-  { key = "redis_tls_server_name", name = "redis-tls-server-name", default = "", help = "name Redis's certificate is verified against (default: the host)" },
+-- proxy, the git tunnel): { build's field, flag key after "redis_", default, help }. The flag is
+-- --redis-tls-ca-cert, its env var REDIS_TLS_CA_CERT.
+local SETTINGS = {
+  { "username", "username", "", "Redis ACL user (needs the Redis password)" },
+  { "password", "password", "", "Redis password (replaces one in the address)" },
+  { "tls", "tls_enabled", false, "TLS to Redis (a redis:// address becomes rediss://)" },
+  { "ca", "tls_ca_cert", "", "PEM CA file that verifies Redis (default: the system store)" },
+  { "cert", "tls_client_cert", "", "PEM client certificate for Redis (--tls-auth-clients)" },
+  { "key", "tls_client_key", "", "PEM key of the client certificate" },
+  { "insecure", "tls_insecure_skip_verify", false, "do not verify Redis's certificate (testing only)" },
+  { "server_name", "tls_server_name", "",
+    "name Redis's certificate is verified against (default: the host)" },
 }
-
--- build's fields, each from the flag (M.flags, and redis_db and redis_read_timeout_seconds where a
--- personality declares them) that gives it.
-local FROM = { username = "redis_username", password = "redis_password", tls = "redis_tls_enabled",
-  ca = "redis_tls_ca_cert", cert = "redis_tls_client_cert", key = "redis_tls_client_key",
-  insecure = "redis_tls_insecure_skip_verify", server_name = "redis_tls_server_name", db = "redis_db",
-  socket_timeout = "redis_read_timeout_seconds" }
+-- build's field -> the flag key that gives it; db and socket_timeout where a personality declares them
+local FROM = { db = "redis_db", socket_timeout = "redis_read_timeout_seconds" }
+M.flags = {}
+for i, s in ipairs(SETTINGS) do
+  FROM[s[1]] = "redis_" .. s[2]
+  M.flags[i] = { key = "redis_" .. s[2], name = ("redis-" .. s[2]):gsub("_", "-"),
+                 default = s[3], help = s[4] }
+end
 
 -- build(address, the flags f give); the messages name each setting by its env var (by_env: where
 -- operators set env vars, as the flag proxy's do) or else by its flag.

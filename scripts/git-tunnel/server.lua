@@ -36,7 +36,7 @@ local flags = {
     advertise_url = { default = "", help = "http://host:port other servers reach this one at (with --redis-address)" },
     presence_ttl = { default = 30, help = "seconds a key's presence in Redis lives without a refresh" },
 }
-for _, d in ipairs(redisurl.flags) do flags[d.key] = d end -- --redis-username, --redis-tls-*: as the flag proxy's
+for _, d in ipairs(redisurl.flags) do flags[d.key] = d end -- --redis-username, --redis-tls-*...
 
 local app = relay.new {
   name = "git-tunnel/server",

@@ -59,7 +59,8 @@ end
 local function proxy_claims(req, cfg)
   local token = req:bearer()
   local claims = token and relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
-  return claims and claims.key_type == "Proxy" and cfg.proxy_key ~= "" and claims.key == sha256_hex(cfg.proxy_key)
+  return claims and claims.key_type == "Proxy" and cfg.proxy_key ~= ""
+    and claims.key == sha256_hex(cfg.proxy_key)
 end
 
 -- ff-proxy v2's upstream endpoints (for a chained relayhost with PROXY_KEY).
@@ -283,7 +284,9 @@ function M.install(app, cfg, store, sync, forward)
   local MX = "/metrics/:environment_uuid"
   app:post(MX, env_route(MX, function(req, res, env)
     local body = req:body()
-    if not object_of(body) then return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env) end
+    if not object_of(body) then
+      return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env)
+    end
     forward:queue(env, body)
     reply(res, 200, "null\n", MX, env)
   end))

@@ -6,10 +6,11 @@ local redisurl = require "relay.redisurl"
 
 local M = {}
 
--- Array form keeps --help in this order. Aliases share an env var; resolve() merges them.
+-- Array form keeps --help in this order. aliases: the original's other names of a setting.
 M.flags = {
   { key = "port", name = "port", env = "PORT", default = 7000, help = "port the SDKs connect to" },
-  { key = "api_keys", name = "api-keys", aliases = { "apiKey" }, env = "API_KEYS", repeatable = true, help = "SDK keys of the environments to serve (comma list)" },
+  { key = "api_keys", name = "api-keys", aliases = { "apiKey" }, env = "API_KEYS", repeatable = true,
+    help = "SDK keys of the environments to serve (comma list)" },
   { key = "account_identifier", name = "account-identifier", env = "ACCOUNT_IDENTIFIER", default = "", help = "account to load config for (admin service; informational here)" },
   { key = "org_identifier", name = "org-identifier", env = "ORG_IDENTIFIER", default = "", help = "organisation to load config for (admin service; informational here)" },
   { key = "admin_service", name = "admin-service", env = "ADMIN_SERVICE", default = "https://harness.io/gateway/cf", help = "URL of the ff admin service" },
@@ -17,8 +18,9 @@ M.flags = {
     env = { "ADMIN_SERVICE_TOKEN", "SERVICE_TOKEN" }, default = "", help = "token for the admin service" },
   { key = "auth_secret", name = "auth-secret", env = "AUTH_SECRET", default = "secret", help = "HS256 secret the SDK tokens are signed with (keep it stable across restarts and replicas)" },
   { key = "legacy_secrets", name = "legacy-secrets", env = "LEGACY_SECRETS", repeatable = true, help = "older secrets still accepted when verifying tokens (comma list)" },
-  { key = "base_url", name = "sdkBaseUrl", aliases = { "sdk-base-url", "client-service" }, env = { "SDK_BASE_URL", "CLIENT_SERVICE" },
-    default = "https://config.ff.harness.io/api/1.0", help = "upstream client API (CLIENT_SERVICE: the v2 name)" },
+  { key = "base_url", name = "sdkBaseUrl", aliases = { "sdk-base-url", "client-service" },
+    env = { "SDK_BASE_URL", "CLIENT_SERVICE" }, default = "https://config.ff.harness.io/api/1.0",
+    help = "upstream client API (CLIENT_SERVICE: the v2 name)" },
   { key = "events_url", name = "sdkEventsUrl", aliases = { "sdk-events-url" }, env = "SDK_EVENTS_URL",
     default = "https://events.ff.harness.io/api/1.0", help = "where SDK metrics are forwarded" },
   { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "accepted for compatibility; targets are kept from /client/auth and the config (no admin-service polling)" },

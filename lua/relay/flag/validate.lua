@@ -14,7 +14,8 @@ local KEYS = S.array(S.string { min = 64, max = 64, pattern = "^%x+$",
 
 -- The names of an environment's sources in messages: data.sources (a file or URL per list) or
 -- a description.
-local LISTS = { flags = "feature configs", segments = "target groups", targets = "targets", keys = "API keys" }
+local LISTS = { flags = "feature configs", segments = "target groups", targets = "targets",
+                keys = "API keys" }
 local function sources(env_id, data)
   local given, out = type(data.sources) == "table" and data.sources or {}, {}
   for list, what in pairs(LISTS) do out[list] = given[list] or ("environment %s %s"):format(env_id, what) end
