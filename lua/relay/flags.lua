@@ -193,10 +193,10 @@ local function read_argv(by_name, argv, given, problems)
 end
 
 -- decls: array of { name, env, default, help, type, repeatable, key, required, min, max,
--- choices, schemes, aliases }. aliases: other names of the same flag (a product's older
--- spellings); a list flag given under several of them gathers every value. type: "number",
--- "integer", "boolean", "port" (1..65535), "url" (schemes:
--- allowed, default http and https) or "string"; env: a name or names (the first set wins).
+-- choices, schemes, aliases }. type: "number", "integer", "boolean", "port" (1..65535), "url"
+-- (schemes: allowed, default http and https) or "string"; env: a name or names (the first set
+-- wins); aliases: other names of the same flag (a product's older spellings; a list flag given
+-- under several of them gathers every value).
 -- Returns values keyed by each decl's key (or name), and whether --help was asked for. Every
 -- value is checked; all the problems are raised together, each naming the flag or env var set.
 function M.parse(decls, argv, getenv)
