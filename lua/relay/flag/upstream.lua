@@ -210,6 +210,14 @@ function Upstream:follow(env_id)
   }
 end
 
+-- Follows the upstream's streams once there are environments to follow: after the first sync,
+-- or (the upstream could not be reached then) after the first poll that reached it.
+function Upstream:follow_all()
+  if not self.streaming or self.following or not next(self.envs) then return end
+  self.following = true
+  for _, env_id in ipairs(self:stream_envs()) do self:follow(env_id) end
+end
+
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
 function Upstream:stop()
   self.stopped = true
@@ -224,13 +232,15 @@ function Upstream:start(then_fn)
     self:poll_once()
     if then_fn then return then_fn() end
     if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
-    for _, env_id in ipairs(self:stream_envs()) do self:follow(env_id) end
+    self.streaming = true
+    self:follow_all()
   end)
   -- polls only while no upstream stream carries the changes; next_poll tells /health when
   self.next_poll = relay.time() + self.cfg.poll_interval
   relay.every(self.cfg.poll_interval, function()
     self.next_poll = relay.time() + self.cfg.poll_interval
     if not self.sync:stream_ok() then self:poll_once() end
+    self:follow_all()
   end)
 end
 
