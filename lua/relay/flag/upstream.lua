@@ -148,20 +148,9 @@ end
 
 -- ---- following the upstream's /stream ----
 
--- The environments whose upstream streams we follow: each SDK key's, or (proxy key) one
--- account-level stream that carries every environment.
-function Upstream:stream_envs()
-  local ids = {}
-  for id in pairs(self.envs) do ids[#ids + 1] = id end
-  table.sort(ids)
-  if self.proxy_mode then return { ids[1] } end
-  return ids
-end
-
 function Upstream:all_connected()
-  local ids = self:stream_envs()
-  for _, id in ipairs(ids) do if not self.envs[id].connected then return false end end
-  return #ids > 0
+  for _, id in ipairs(self.followed) do if not self.envs[id].connected then return false end end
+  return true
 end
 
 -- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
@@ -213,9 +202,13 @@ end
 -- Follows the upstream's streams once there are environments to follow: after the first sync,
 -- or (the upstream could not be reached then) after the first poll that reached it.
 function Upstream:follow_all()
-  if not self.streaming or self.following or not next(self.envs) then return end
-  self.following = true
-  for _, env_id in ipairs(self:stream_envs()) do self:follow(env_id) end
+  if not self.streaming or self.followed or not next(self.envs) then return end
+  local ids = {}
+  for id in pairs(self.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
+  -- each SDK key's environment, or (proxy key) one account-level stream that carries every one
+  self.followed = self.proxy_mode and { ids[1] } or ids
+  for _, env_id in ipairs(self.followed) do self:follow(env_id) end
 end
 
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
