@@ -193,14 +193,18 @@ local function read_argv(by_name, argv, given, problems)
 end
 
 -- decls: array of { name, env, default, help, type, repeatable, key, required, min, max,
--- choices, schemes }. type: "number", "integer", "boolean", "port" (1..65535), "url" (schemes:
--- allowed, default http and https) or "string"; env: a name or names (the first set wins).
+-- choices, schemes, aliases }. type: "number", "integer", "boolean", "port" (1..65535), "url"
+-- (schemes: allowed, default http and https) or "string"; env: a name or names (the first set
+-- wins); aliases: other names of the same flag (a product's older spellings; a list flag given
+-- under several of them gathers every value).
 -- Returns values keyed by each decl's key (or name), and whether --help was asked for. Every
 -- value is checked; all the problems are raised together, each naming the flag or env var set.
 function M.parse(decls, argv, getenv)
   getenv = getenv or os.getenv
   local by_name = {}
-  for _, d in ipairs(decls) do by_name[norm(d.name)] = d end
+  for _, d in ipairs(decls) do
+    for _, n in ipairs { d.name, unpack(d.aliases or {}) } do by_name[norm(n)] = d end
+  end
   local given, problems = {}, {}
   local help = read_argv(by_name, argv, given, problems)
   local values, missing = {}, {}
@@ -250,7 +254,9 @@ local function section(lines, title, decls)
   for _, d in ipairs(decls) do
     local kind = kind_of(d)
     local arg = kind == "boolean" and "" or (" " .. (numeric[kind] and "N" or kind == "url" and "URL" or "VALUE"))
-    lines[#lines + 1] = ("  --%s%s%s"):format(d.name, arg, d.repeatable and " (repeatable)" or "")
+    local names = { d.name, unpack(d.aliases or {}) }
+    lines[#lines + 1] = ("  --%s%s%s"):format(table.concat(names, arg .. ", --"), arg,
+      d.repeatable and " (repeatable)" or "")
     lines[#lines + 1] = ("      %s  [env %s]%s%s"):format(d.help or "", table.concat(env_names(d), ", "), show_default(d),
       show_constraints(d))
   end
@@ -268,7 +274,7 @@ end
 M.env_name = env_name
 
 local DECL_KEYS = { "name", "key", "env", "default", "help", "type", "repeatable", "required", "min", "max",
-                    "choices", "schemes" }
+                    "choices", "schemes", "aliases" }
 local TYPES = { string = true, number = true, integer = true, boolean = true, port = true, url = true }
 
 -- Checks a script's declarations where its author wrote them (unknown keys and types, constraints
@@ -286,7 +292,7 @@ function M.declare(decls, prefix)
     for _, k in ipairs { "min", "max" } do
       if d[k] ~= nil and type(d[k]) ~= "number" then check.fail(("%s: %s must be a number"):format(what, k)) end
     end
-    for _, k in ipairs { "choices", "schemes" } do
+    for _, k in ipairs { "choices", "schemes", "aliases" } do
       if d[k] ~= nil and (type(d[k]) ~= "table" or #d[k] == 0) then check.fail(("%s: %s must be a list of strings"):format(what, k)) end
     end
     if d.env ~= nil and type(d.env) ~= "string" and type(d.env) ~= "table" then

@@ -54,4 +54,37 @@ function M.build(address, o, names)
   return scheme .. auth .. base .. query
 end
 
+-- The settings besides the address, as flags, for a personality that takes them apart (the flag
+-- proxy, the git tunnel): { build's field, flag key after "redis_", default, help }. The flag is
+-- --redis-tls-ca-cert, its env var REDIS_TLS_CA_CERT.
+local SETTINGS = {
+  { "username", "username", "", "Redis ACL user (needs the Redis password)" },
+  { "password", "password", "", "Redis password (replaces one in the address)" },
+  { "tls", "tls_enabled", false, "TLS to Redis (a redis:// address becomes rediss://)" },
+  { "ca", "tls_ca_cert", "", "PEM CA file that verifies Redis (default: the system store)" },
+  { "cert", "tls_client_cert", "", "PEM client certificate for Redis (--tls-auth-clients)" },
+  { "key", "tls_client_key", "", "PEM key of the client certificate" },
+  { "insecure", "tls_insecure_skip_verify", false, "do not verify Redis's certificate (testing only)" },
+  { "server_name", "tls_server_name", "",
+    "name Redis's certificate is verified against (default: the host)" },
+}
+-- build's field -> the flag key that gives it; db and socket_timeout where a personality declares them
+local FROM = { db = "redis_db", socket_timeout = "redis_read_timeout_seconds" }
+M.flags = {}
+for i, s in ipairs(SETTINGS) do
+  FROM[s[1]] = "redis_" .. s[2]
+  M.flags[i] = { key = "redis_" .. s[2], name = ("redis-" .. s[2]):gsub("_", "-"),
+                 default = s[3], help = s[4] }
+end
+
+-- build(address, the flags f give); the messages name each setting by its env var (by_env: where
+-- operators set env vars, as the flag proxy's do) or else by its flag.
+function M.from_flags(address, f, by_env)
+  local o, names = {}, {}
+  for field, key in pairs(FROM) do
+    o[field], names[field] = f[key], by_env and key:upper() or "--" .. key:gsub("_", "-")
+  end
+  return M.build(address, o, names)
+end
+
 return M

@@ -6,6 +6,7 @@
 --   relayhost git-tunnel/server --listen 0.0.0.0:8080 --tokens "$STYRA_TOKEN"
 local relay = require "relay"
 local gt = require "relay.gittunnel"
+local redisurl = require "relay.redisurl"
 
 local tokens -- read below, counted in the 'serving' line
 
@@ -22,10 +23,7 @@ local function summary(a)
            redis = a.flags.redis_address ~= "" and "on" or "off" }
 end
 
-local app = relay.new {
-  name = "git-tunnel/server",
-  description = "relay-server: relay-clients register over a WebSocket; /v1/relay/<key>/… goes through them",
-  flags = {
+local flags = {
     tokens = { default = "", env = "RELAY_TOKENS", help = "bearer tokens for /v1/relay/register and /v1/relay/clients, comma-separated" },
     tokens_file = { default = "", help = "file with more tokens, one per line: `token key1,key2` binds it to the keys it may register, `token *` to any; a bare `token` may register any key (warned at start)" },
     relay_listen = { default = "", env = "RELAY_PATH_LISTEN", help = "HOST:PORT: serve /v1/relay/<key>/… there only (default: on --listen, beside registration)" },
@@ -35,17 +33,15 @@ local app = relay.new {
     ping_interval = { default = 5, help = "seconds between heartbeats; a tunnel silent for 3 is dropped" },
     stall_timeout = { default = 60, help = "seconds a stream may wait for its reader before it is reset" },
     redis_address = { default = "", help = "redis://host:port (or host:port,host:port for a Redis Cluster, or redis-sentinel://host:port,host:port/mastername): share which keys this server holds, forward the others (several servers)" },
-    redis_username = { default = "", help = "Redis ACL user (with --redis-password)" },
-    redis_password = { default = "", help = "Redis password (replaces one in --redis-address)" },
-    redis_tls_enabled = { default = false, help = "TLS to Redis (a redis:// address becomes rediss://)" },
-    redis_tls_ca_cert = { default = "", help = "PEM CA file that verifies Redis (default: the system store)" },
-    redis_tls_client_cert = { default = "", help = "PEM client certificate for Redis" },
-    redis_tls_client_key = { default = "", help = "PEM key of --redis-tls-client-cert" },
-    redis_tls_insecure_skip_verify = { default = false, help = "do not verify Redis's certificate (testing only)" },
-    redis_tls_server_name = { default = "", help = "name Redis's certificate is verified against (default: the host)" },
     advertise_url = { default = "", help = "http://host:port other servers reach this one at (with --redis-address)" },
     presence_ttl = { default = 30, help = "seconds a key's presence in Redis lives without a refresh" },
-  },
+}
+for _, d in ipairs(redisurl.flags) do flags[d.key] = d end -- --redis-username, --redis-tls-*...
+
+local app = relay.new {
+  name = "git-tunnel/server",
+  description = "relay-server: relay-clients register over a WebSocket; /v1/relay/<key>/… goes through them",
+  flags = flags,
   -- a tunnel lives in the process that accepted it, and workers share one advertised address
   single_process = "a tunnel lives in the process that accepted it; run several servers (each its own --advertise-url) with --redis-address instead",
   summary = summary,
@@ -61,14 +57,8 @@ if #unbound > 0 then
     message = "these tokens may register any client key; bind them in --tokens-file as `token key1,key2` (or `token *`)" })
 end
 
--- the flag proxy's spelling of the same settings (REDIS_TLS_CA_CERT is --redis-tls-ca-cert there)
 local function redis_url()
-  local url, why = require("relay.redisurl").build(f.redis_address, { username = f.redis_username,
-    password = f.redis_password, tls = f.redis_tls_enabled, ca = f.redis_tls_ca_cert, cert = f.redis_tls_client_cert,
-    key = f.redis_tls_client_key, insecure = f.redis_tls_insecure_skip_verify, server_name = f.redis_tls_server_name },
-    { username = "--redis-username", password = "--redis-password", tls = "--redis-tls-enabled",
-      ca = "--redis-tls-ca-cert", cert = "--redis-tls-client-cert", key = "--redis-tls-client-key",
-      insecure = "--redis-tls-insecure-skip-verify", server_name = "--redis-tls-server-name" })
+  local url, why = redisurl.from_flags(f.redis_address, f)
   return url or error("git-tunnel/server: " .. table.concat(why, "; "), 0)
 end
 

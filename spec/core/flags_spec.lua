@@ -141,6 +141,19 @@ describe("relay.flags.parse", function()
       assert.is_nil(v["upstream-url"])
     end)
 
+    it("reads a flag's aliases as the flag itself; a list gathers them all", function()
+      local d = { { name = "sdk-base-url", aliases = { "sdkBaseUrl" }, default = "" },
+                  { name = "api-keys", aliases = { "apiKey" }, repeatable = true } }
+      local v = parse({ "--sdkBaseUrl", "http://u", "--apiKey", "a", "--api-keys", "b", "--apiKey=c" }, {}, d)
+      assert.equal("http://u", v["sdk-base-url"])
+      assert.same({ "a", "b", "c" }, v["api-keys"])
+      assert.matches("unknown flag %-%-apikeys", err_of(parse, { "--apikeys", "x" }, {}, d))
+      local text = flags.help("s", nil, flags.declare(d, ""), {})
+      assert.matches("--sdk-base-url VALUE, --sdkBaseUrl VALUE\n", text, 1, true)
+      assert.matches("--api-keys VALUE, --apiKey VALUE (repeatable)", text, 1, true)
+      assert.matches("aliases must be a list", err_of(flags.declare, { { name = "n", aliases = "m" } }, ""))
+    end)
+
     it("derives env names as upper snake case", function()
       assert.equal("LOG_LEVEL", flags.env_name("log-level"))
       assert.equal("MAX_CONNS", flags.env_name("max_conns"))

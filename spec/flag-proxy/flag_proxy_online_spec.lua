@@ -261,4 +261,21 @@ describe("flag proxy, online without a network", function()
     local now_ms = socket.gettime() * 1000
     assert.is_true(math.abs(h.nextAttempt - (now_ms + h.retryIn * 1000)) < 2000, res.body)
   end)
+
+  -- An upstream that is not there yet when the proxy starts (both started together): the first
+  -- poll that reaches it also opens the upstream stream, so SDK streams are served again.
+  it("follows the upstream's stream once a later poll reaches it", function()
+    local dir, port, keep = helpers.tmpdir(), free_port(), F.cleanup(finally)
+    copy_config(dir)
+    local host = keep(helpers.start(F.script, { env = { API_KEYS = KEY,
+      SDK_BASE_URL = "http://127.0.0.1:" .. port, FLAG_POLL_INTERVAL = "0.02" } })) -- 1.2 s
+    helpers.wait_until(function() return host:count("upstream_sync_failed") > 0 end, 10, "the failed sync")
+    local up = keep(start_upstream(dir, port))
+    -- CONNECTED: /stream answers SDKs 200 again (503 while it is not)
+    helpers.wait_until(function()
+      local _, h = json_get(host, "/health")
+      return type(h) == "table" and h.configStatus.state == "SYNCED" and h.streamStatus.state == "CONNECTED"
+    end, 10, "the upstream's stream")
+    assert.equal(0, up:stop())
+  end)
 end)

@@ -278,6 +278,9 @@ describe("flag proxy settings", function()
       { { "--offline", "--config-dir", "/nonexistent" }, {}, "CONFIG_DIR" },
       { { "--api-keys", "k", "--tls-enabled" }, {}, "TLS_CERT" },
       { { "--api-keys", "k" }, { SDK_BASE_URL = "ftp://x" }, "SDK_BASE_URL" },
+      -- the original's other names of the same settings (relay.flags aliases)
+      { { "--apiKey", "k", "--client-service", "ftp://y" }, {}, "SDK_BASE_URL: 'ftp://y'" },
+      { { "--apiKey", "k" }, { CLIENT_SERVICE = "ftp://z" }, "SDK_BASE_URL: 'ftp://z'" },
       { { "--api-keys", "k", "--port", "70000" }, {}, "PORT" },
       { { "--api-keys", "k" }, { LOG_LEVEL = "LOUD" }, "LOG_LEVEL" },
       { { "--api-keys", "k" }, { TARGET_STORE_MAX_BYTES = "1.5" }, "TARGET_STORE_MAX_BYTES" },

@@ -42,6 +42,12 @@ local EVAL_CACHE_LEN, EVAL_CACHE_BYTES = 10000, 8 * 1024 * 1024
 local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
 local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 
+-- A JSON object (or array) from text, else nil.
+local function object_of(text)
+  local ok, v = pcall(json.decode, text or "")
+  return ok and type(v) == "table" and v or nil
+end
+
 local function sorted_env_ids(store)
   local ids = json.array()
   for id in pairs(store.envs) do ids[#ids + 1] = id end
@@ -53,10 +59,8 @@ end
 local function proxy_claims(req, cfg)
   local token = req:bearer()
   local claims = token and relay.jwt.verify(token, cfg.auth_secret, { leeway = 60 })
-  if not claims or claims.key_type ~= "Proxy" or cfg.proxy_key == "" or claims.key ~= sha256_hex(cfg.proxy_key) then
-    return nil
-  end
-  return claims
+  return claims and claims.key_type == "Proxy" and cfg.proxy_key ~= ""
+    and claims.key == sha256_hex(cfg.proxy_key)
 end
 
 -- ff-proxy v2's upstream endpoints (for a chained relayhost with PROXY_KEY).
@@ -65,8 +69,8 @@ local function install_proxy_api(app, cfg, store)
                                 headers = { ["access-control-allow-origin"] = "*" } }
 
   app:post("/proxy/auth", function(req, res)
-    local ok, body = pcall(json.decode, req:body() or "")
-    if not ok or type(body) ~= "table" or type(body.proxyKey) ~= "string" or body.proxyKey == "" then
+    local body = object_of(req:body())
+    if not body or type(body.proxyKey) ~= "string" or body.proxyKey == "" then
       return answers:error(res, 400, "bad request: proxyKey is required")
     end
     if cfg.proxy_key == "" or not relay.crypto.constant_time_equal(body.proxyKey, cfg.proxy_key) then
@@ -177,8 +181,8 @@ function M.install(app, cfg, store, sync, forward)
     local body = req:body()
     if not body or body == "" then return fail(res, 400, "bad request: empty body", route) end
     if #body > body_max then return too_large(res, "body", #body, route) end
-    local ok, r = pcall(json.decode, body)
-    if not ok or type(r) ~= "table" then return fail(res, 400, "bad request: body is not a JSON object", route) end
+    local r = object_of(body)
+    if not r then return fail(res, 400, "bad request: body is not a JSON object", route) end
     if type(r.apiKey) ~= "string" or r.apiKey == "" then return fail(res, 400, "bad request: apiKey is empty", route) end
     local target, tid, msg = auth_target(r)
     if not target then return fail(res, tid, msg, route) end
@@ -213,19 +217,13 @@ function M.install(app, cfg, store, sync, forward)
 
   -- The target to evaluate: the Harness-Target header, else the one seen at auth, else the id.
   local function target_of(req, env)
-    local h = req.headers["harness-target"]
-    if h and h ~= "" then
-      local raw = relay.base64.decode(h)
-      local ok, t = pcall(json.decode, raw or "")
-      if ok and type(t) == "table" then
-        t.identifier = t.identifier or req.params.target
-        return t
-      end
+    local h, id = req.headers["harness-target"], req.params.target
+    local t = h and h ~= "" and object_of(relay.base64.decode(h))
+    if t then
+      t.identifier = t.identifier or id
+      return t
     end
-    local seen = targets:get(env.id .. "\0" .. req.params.target)
-    local ok, t = pcall(json.decode, seen or "")
-    if ok and type(t) == "table" then return t end
-    return env.target[req.params.target] or { identifier = req.params.target, name = req.params.target }
+    return object_of(targets:get(env.id .. "\0" .. id)) or env.target[id] or { identifier = id, name = id }
   end
 
   local function evaluation(env, fc, target)
@@ -286,8 +284,9 @@ function M.install(app, cfg, store, sync, forward)
   local MX = "/metrics/:environment_uuid"
   app:post(MX, env_route(MX, function(req, res, env)
     local body = req:body()
-    local ok, m = pcall(json.decode, body or "")
-    if not ok or type(m) ~= "table" then return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env) end
+    if not object_of(body) then
+      return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env)
+    end
     forward:queue(env, body)
     reply(res, 200, "null\n", MX, env)
   end))

@@ -2,37 +2,31 @@
 -- v2-style deployment uses). relay.flags checks each value against its type and bounds (every
 -- problem at once); resolve() refuses settings that are missing or contradict one another,
 -- naming them.
+local redisurl = require "relay.redisurl"
+
 local M = {}
 
--- Array form keeps --help in this order. Aliases share an env var; resolve() merges them.
+-- Array form keeps --help in this order. aliases: the original's other names of a setting.
 M.flags = {
   { key = "port", name = "port", env = "PORT", default = 7000, help = "port the SDKs connect to" },
-  { key = "api_keys", name = "api-keys", env = "API_KEYS", repeatable = true, help = "SDK keys of the environments to serve (comma list)" },
-  { key = "api_key", name = "apiKey", env = "API_KEYS", repeatable = true, help = "the same as --api-keys (the original's flag name)" },
+  { key = "api_keys", name = "api-keys", aliases = { "apiKey" }, env = "API_KEYS", repeatable = true,
+    help = "SDK keys of the environments to serve (comma list)" },
   { key = "account_identifier", name = "account-identifier", env = "ACCOUNT_IDENTIFIER", default = "", help = "account to load config for (admin service; informational here)" },
   { key = "org_identifier", name = "org-identifier", env = "ORG_IDENTIFIER", default = "", help = "organisation to load config for (admin service; informational here)" },
   { key = "admin_service", name = "admin-service", env = "ADMIN_SERVICE", default = "https://harness.io/gateway/cf", help = "URL of the ff admin service" },
-  { key = "admin_service_token", name = "admin-service-token", env = "ADMIN_SERVICE_TOKEN", default = "", help = "token for the admin service" },
-  { key = "service_token", name = "service-token", env = "SERVICE_TOKEN", default = "", help = "the same as --admin-service-token" },
+  { key = "admin_service_token", name = "admin-service-token", aliases = { "service-token" },
+    env = { "ADMIN_SERVICE_TOKEN", "SERVICE_TOKEN" }, default = "", help = "token for the admin service" },
   { key = "auth_secret", name = "auth-secret", env = "AUTH_SECRET", default = "secret", help = "HS256 secret the SDK tokens are signed with (keep it stable across restarts and replicas)" },
   { key = "legacy_secrets", name = "legacy-secrets", env = "LEGACY_SECRETS", repeatable = true, help = "older secrets still accepted when verifying tokens (comma list)" },
-  { key = "sdk_base_url", name = "sdkBaseUrl", env = "SDK_BASE_URL", default = "", help = "upstream client API (default https://config.ff.harness.io/api/1.0)" },
-  { key = "sdk_base_url2", name = "sdk-base-url", env = "SDK_BASE_URL", default = "", help = "the same as --sdkBaseUrl" },
-  { key = "client_service", name = "client-service", env = "CLIENT_SERVICE", default = "", help = "the same as --sdkBaseUrl (the v2 name)" },
-  { key = "sdk_events_url", name = "sdkEventsUrl", env = "SDK_EVENTS_URL", default = "", help = "where SDK metrics are forwarded (default https://events.ff.harness.io/api/1.0)" },
-  { key = "sdk_events_url2", name = "sdk-events-url", env = "SDK_EVENTS_URL", default = "", help = "the same as --sdkEventsUrl" },
+  { key = "base_url", name = "sdkBaseUrl", aliases = { "sdk-base-url", "client-service" },
+    env = { "SDK_BASE_URL", "CLIENT_SERVICE" }, default = "https://config.ff.harness.io/api/1.0",
+    help = "upstream client API (CLIENT_SERVICE: the v2 name)" },
+  { key = "events_url", name = "sdkEventsUrl", aliases = { "sdk-events-url" }, env = "SDK_EVENTS_URL",
+    default = "https://events.ff.harness.io/api/1.0", help = "where SDK metrics are forwarded" },
   { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "accepted for compatibility; targets are kept from /client/auth and the config (no admin-service polling)" },
   { key = "redis_address", name = "redis-address", env = "REDIS_ADDRESS", default = "", help = "Redis host:port (or redis:// URL): cache and change notifications go through it" },
-  { key = "redis_username", name = "redis-username", env = "REDIS_USERNAME", default = "", help = "Redis ACL user (AUTH user password; needs REDIS_PASSWORD)" },
-  { key = "redis_password", name = "redis-password", env = "REDIS_PASSWORD", default = "", help = "Redis password" },
   { key = "redis_db", name = "redis-db", env = "REDIS_DB", default = 0, help = "Redis database number" },
   { key = "redis_read_timeout_seconds", name = "redis-read-timeout-seconds", env = "REDIS_READ_TIMEOUT_SECONDS", default = 3, type = "integer", min = 0, help = "seconds Redis may owe an answer before the connection is given up and redialled (0: no limit)" },
-  { key = "redis_tls_enabled", name = "redis-tls-enabled", env = "REDIS_TLS_ENABLED", default = false, help = "TLS to Redis (a redis:// address becomes rediss://)" },
-  { key = "redis_tls_ca_cert", name = "redis-tls-ca-cert", env = "REDIS_TLS_CA_CERT", default = "", help = "PEM CA file that verifies Redis (default: the system store)" },
-  { key = "redis_tls_client_cert", name = "redis-tls-client-cert", env = "REDIS_TLS_CLIENT_CERT", default = "", help = "PEM client certificate for Redis (--tls-auth-clients)" },
-  { key = "redis_tls_client_key", name = "redis-tls-client-key", env = "REDIS_TLS_CLIENT_KEY", default = "", help = "PEM key of REDIS_TLS_CLIENT_CERT" },
-  { key = "redis_tls_insecure_skip_verify", name = "redis-tls-insecure-skip-verify", env = "REDIS_TLS_INSECURE_SKIP_VERIFY", default = false, help = "do not verify Redis's certificate (testing only)" },
-  { key = "redis_tls_server_name", name = "redis-tls-server-name", env = "REDIS_TLS_SERVER_NAME", default = "", help = "name Redis's certificate is verified against (default: the host)" },
   { key = "flag_stream_enabled", name = "flag-stream-enabled", env = "FLAG_STREAM_ENABLED", default = true, help = "follow the upstream's /stream for changes" },
   { key = "flag_poll_interval", name = "flag-poll-interval", env = "FLAG_POLL_INTERVAL", default = 1, help = "minutes between full polls of the upstream (fallback when the stream is off or down)" },
   { key = "offline", name = "offline", env = "OFFLINE", default = false, help = "serve from --config-dir only, no network" },
@@ -54,24 +48,12 @@ M.flags = {
   { key = "target_attributes_max_bytes", name = "target-attributes-max-bytes", env = "TARGET_ATTRIBUTES_MAX_BYTES", default = 64 * 1024, type = "integer", min = 0, help = "largest target attributes /client/auth accepts (as JSON; more gets 413)" },
   { key = "allow_empty", name = "allow-empty", env = "ALLOW_EMPTY", default = false, help = "accept a config with no flags at all (otherwise a load or reload that would serve none is refused)" },
 }
+for _, d in ipairs(redisurl.flags) do M.flags[#M.flags + 1] = d end -- REDIS_USERNAME, REDIS_TLS_*
 
-local REDIS_NAMES = { socket_timeout = "REDIS_READ_TIMEOUT_SECONDS", username = "REDIS_USERNAME", password = "REDIS_PASSWORD", tls = "REDIS_TLS_ENABLED",
-  ca = "REDIS_TLS_CA_CERT", cert = "REDIS_TLS_CLIENT_CERT", key = "REDIS_TLS_CLIENT_KEY",
-  insecure = "REDIS_TLS_INSECURE_SKIP_VERIFY", server_name = "REDIS_TLS_SERVER_NAME" }
-
-local function first(...)
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if v ~= nil and v ~= "" then return v end
-  end
-  return ""
-end
-
-local function merge_lists(a, b)
+-- Each key once (API_KEYS="a,a" authenticates a once), none empty.
+local function distinct(list)
   local out, seen = {}, {}
-  for _, l in ipairs { a or {}, b or {} } do
-    for _, v in ipairs(l) do if v ~= "" and not seen[v] then seen[v] = true; out[#out + 1] = v end end
-  end
+  for _, v in ipairs(list or {}) do if v ~= "" and not seen[v] then seen[v] = true; out[#out + 1] = v end end
   return out
 end
 
@@ -80,9 +62,8 @@ end
 -- prints an error's first line), each problem naming its setting.
 function M.resolve(f)
   local s = f
-  s.api_keys, s.legacy_secrets = merge_lists(f.api_keys, f.api_key), f.legacy_secrets or {}
-  s.base_url = first(f.sdk_base_url, f.sdk_base_url2, f.client_service, "https://config.ff.harness.io/api/1.0"):gsub("/+$", "")
-  s.events_url = first(f.sdk_events_url, f.sdk_events_url2, "https://events.ff.harness.io/api/1.0"):gsub("/+$", "")
+  s.api_keys, s.legacy_secrets = distinct(f.api_keys), f.legacy_secrets or {}
+  s.base_url, s.events_url = f.base_url:gsub("/+$", ""), f.events_url:gsub("/+$", "")
   s.poll_interval, s.redis = f.flag_poll_interval * 60, f.redis_address
   local problems = {}
   local function bad(msg) problems[#problems + 1] = msg end
@@ -102,13 +83,10 @@ function M.resolve(f)
     bad("TLS_CERT/TLS_KEY are set but TLS_ENABLED is not: set TLS_ENABLED=true to serve HTTPS")
   end
   if f.flag_poll_interval <= 0 then bad("FLAG_POLL_INTERVAL: must be above 0 minutes") end
-  -- checked once the aliases are merged: a URL in SDK_BASE_URL is named once, not per alias
+  -- by hand, not type = "url": the problem names SDK_BASE_URL, which operators set
   if not s.base_url:match("^https?://") then bad(("SDK_BASE_URL: '%s' is not an http(s) URL"):format(s.base_url)) end
   if s.redis ~= "" then -- one URL: user, password (percent-encoded: '@', ':' or '%' stay in it), db, TLS
-    local url, why = require("relay.redisurl").build(s.redis, { socket_timeout = f.redis_read_timeout_seconds,
-      username = f.redis_username, password = f.redis_password,
-      db = f.redis_db, tls = f.redis_tls_enabled, ca = f.redis_tls_ca_cert, cert = f.redis_tls_client_cert,
-      key = f.redis_tls_client_key, insecure = f.redis_tls_insecure_skip_verify, server_name = f.redis_tls_server_name }, REDIS_NAMES)
+    local url, why = redisurl.from_flags(s.redis, f, true)
     s.redis = url or s.redis
     for _, w in ipairs(why or {}) do bad(w) end
   end

@@ -66,7 +66,8 @@ function Forward:queue(env_id, body)
 end
 
 function Forward:post(env_id, q)
-  local cluster, token = self.upstream:credentials(env_id)
+  local u = self.upstream.envs[env_id] or { cluster = "1" } -- the cluster and token its SDK key got
+  local cluster, token = u.cluster, u.token
   local r, err = relay.http.request {
     method = "POST", url = ("%s/metrics/%s?cluster=%s"):format(self.cfg.events_url, env_id, cluster),
     timeout = 10, body = '{"metricsData":[' .. table.concat(q.metricsData, ",") .. '],"targetData":[' ..

@@ -17,13 +17,6 @@ function M.new(cfg, sync)
     proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
 end
 
--- The cluster and token to post an environment's metrics with.
-function Upstream:credentials(env_id)
-  local u = self.envs[env_id]
-  if u then return u.cluster, u.token end
-  return "1", nil
-end
-
 -- A request to the upstream (relay.http.json); the decoded body of a 200, or nil and why (a bad
 -- answer named by its path).
 function Upstream:call(path, opts)
@@ -55,12 +48,9 @@ function Upstream:authenticate()
   for _, key in ipairs(self.cfg.api_keys) do
     local env_id, token, cluster = self:auth_key(key)
     if not env_id then return nil, token end
-    local u = self.envs[env_id] or { keys = {} }
+    local u = self.envs[env_id] or { keys = {} } -- keys of one environment share it
     u.token, u.cluster, u.key = token, cluster, key
-    local h = sha256_hex(key)
-    local have = false
-    for _, k in ipairs(u.keys) do have = have or k == h end
-    if not have then u.keys[#u.keys + 1] = h end
+    u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
     self.envs[env_id] = u
   end
   return true
@@ -134,10 +124,7 @@ function Upstream:sync_all()
   local events, refused = self.sync:replace(envs, self.cfg.base_url, true)
   if not events then return nil, refused end -- the last good config keeps serving
   self.sync:set_config("SYNCED")
-  local closed = {}
-  for _, ev in ipairs(events) do
-    if not closed[ev.environment] then closed[ev.environment] = true; relay.sse.close(ev.environment) end
-  end
+  for _, ev in ipairs(events) do relay.sse.close(ev.environment) end -- the first closes them all
   return true
 end
 
@@ -161,20 +148,9 @@ end
 
 -- ---- following the upstream's /stream ----
 
--- The environments whose upstream streams we follow: each SDK key's, or (proxy key) one
--- account-level stream that carries every environment.
-function Upstream:stream_envs()
-  local ids = {}
-  for id in pairs(self.envs) do ids[#ids + 1] = id end
-  table.sort(ids)
-  if self.proxy_mode then return { ids[1] } end
-  return ids
-end
-
 function Upstream:all_connected()
-  local ids = self:stream_envs()
-  for _, id in ipairs(ids) do if not self.envs[id].connected then return false end end
-  return #ids > 0
+  for _, id in ipairs(self.followed) do if not self.envs[id].connected then return false end end
+  return true
 end
 
 -- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
@@ -223,6 +199,18 @@ function Upstream:follow(env_id)
   }
 end
 
+-- Follows the upstream's streams once there are environments to follow: after the first sync,
+-- or (the upstream could not be reached then) after the first poll that reached it.
+function Upstream:follow_all()
+  if not self.streaming or self.followed or not next(self.envs) then return end
+  local ids = {}
+  for id in pairs(self.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
+  -- each SDK key's environment, or (proxy key) one account-level stream that carries every one
+  self.followed = self.proxy_mode and { ids[1] } or ids
+  for _, env_id in ipairs(self.followed) do self:follow(env_id) end
+end
+
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
 function Upstream:stop()
   self.stopped = true
@@ -237,13 +225,15 @@ function Upstream:start(then_fn)
     self:poll_once()
     if then_fn then return then_fn() end
     if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
-    for _, env_id in ipairs(self:stream_envs()) do self:follow(env_id) end
+    self.streaming = true
+    self:follow_all()
   end)
   -- polls only while no upstream stream carries the changes; next_poll tells /health when
   self.next_poll = relay.time() + self.cfg.poll_interval
   relay.every(self.cfg.poll_interval, function()
     self.next_poll = relay.time() + self.cfg.poll_interval
     if not self.sync:stream_ok() then self:poll_once() end
+    self:follow_all()
   end)
 end
 

@@ -14,14 +14,12 @@ local KEYS = S.array(S.string { min = 64, max = 64, pattern = "^%x+$",
 
 -- The names of an environment's sources in messages: data.sources (a file or URL per list) or
 -- a description.
+local LISTS = { flags = "feature configs", segments = "target groups", targets = "targets",
+                keys = "API keys" }
 local function sources(env_id, data)
-  local s = type(data.sources) == "table" and data.sources or {}
-  return {
-    flags = s.flags or ("environment %s feature configs"):format(env_id),
-    segments = s.segments or ("environment %s target groups"):format(env_id),
-    targets = s.targets or ("environment %s targets"):format(env_id),
-    keys = s.keys or ("environment %s API keys"):format(env_id),
-  }
+  local given, out = type(data.sources) == "table" and data.sources or {}, {}
+  for list, what in pairs(LISTS) do out[list] = given[list] or ("environment %s %s"):format(env_id, what) end
+  return out
 end
 
 -- Checks one environment's data { flags, segments, targets, keys } (lists may be absent,
