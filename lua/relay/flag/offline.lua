@@ -12,17 +12,12 @@ local FILES = { { "keys", "auth_config.json", true }, { "flags", "feature_config
 
 local function read_array(path, required)
   local text, err = fs.read(path)
-  if not text then
-    if required then return nil, err end
-    return {}
-  end
+  if not text then return not required and {} or nil, err end -- an optional file may be missing
   local ok, v = pcall(json.decode, text)
   if not ok then return nil, ("%s: not valid JSON (%s)"):format(path, tostring(v)) end
   if v == json.null then return {} end
   -- relay.json tells [] from {} (read as an empty list, {} once wiped every flag)
-  if not json.is_array(v) then
-    return nil, ("%s: expected a JSON array"):format(path)
-  end
+  if not json.is_array(v) then return nil, ("%s: expected a JSON array"):format(path) end
   return v
 end
 
@@ -32,7 +27,7 @@ end
 function M.load(dir)
   local names, err = fs.list(dir)
   if not names then return nil, err end
-  local envs, n = {}, 0
+  local envs = {}
   for _, name in ipairs(names) do
     local id = name:match("^env%-(.+)$")
     if id then
@@ -42,10 +37,10 @@ function M.load(dir)
         if not v then return nil, ferr end
         env[f[1]], env.sources[f[1]] = v, base .. f[2]
       end
-      envs[id], n = env, n + 1
+      envs[id] = env
     end
   end
-  if n == 0 then return nil, ("%s holds no env-<id> directory"):format(dir) end
+  if not next(envs) then return nil, ("%s holds no env-<id> directory"):format(dir) end
   return envs
 end
 

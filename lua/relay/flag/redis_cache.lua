@@ -30,8 +30,10 @@ local STALL = 1
 
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
-  -- written: env_id (or HEALTH) -> { [key] = value } of every key last written for it
-  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = {} }, Cache)
+  -- written: env_id -> { [key] = value } of every key last written for it; the stream health's
+  -- key is always expected (whichever primary wrote it)
+  local written = { [HEALTH] = { [HEALTH] = true } }
+  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = written }, Cache)
 end
 
 -- Seconds Redis has owed the command connection an answer, once that is over STALL; else nil
@@ -91,6 +93,7 @@ end
 -- key there (one EXISTS each: keys of one environment live in many slots of a Cluster) and the
 -- list hashes (-latest) equal. false; or the first key found wrong; or nil and Redis's error.
 function Cache:missing(ids)
+  ids[#ids + 1] = HEALTH
   for _, id in ipairs(ids) do
     if not self.written[id] then return "env-" .. id .. " (not written yet)" end
     for key, want in pairs(self.written[id]) do
@@ -126,7 +129,6 @@ end
 function Cache:set_stream_health(state, since)
   local ok, err = self.r:call("SET", HEALTH, json.encode({ state = state, since = since }))
   if not ok then return nil, err end
-  self.written[HEALTH] = { [HEALTH] = true }
   return self.r:call("XADD", CONTROL, "MAXLEN", "~", "100", "*", "event",
     json.encode({ event = "stream_action", domain = state }))
 end

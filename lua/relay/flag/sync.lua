@@ -310,7 +310,8 @@ function Sync:replica_load(mark)
   if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
   local ok, why = self:replace(envs, "redis", true)
   if not ok then return nil, why end
-  self.seed_seen, self.cache_problem, self.mark_lost, self.need_load, self.feed_from = mark, nil, false, false, top
+  self.seed_seen, self.cache_problem, self.mark_lost = mark, nil, false
+  self.need_load, self.feed_from = false, top
   self:set_config("READ_REPLICA")
   local h = self.redis:stream_health()
   self:set_stream(h and h.state or "DISCONNECTED")
