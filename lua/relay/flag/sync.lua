@@ -5,7 +5,6 @@
 local relay = require "relay"
 local json = require "relay.json"
 local backoff = require "relay.backoff"
-local serial = require "relay.serial"
 local validate = require "relay.flag.validate"
 
 local refused = relay.metrics.counter("ff_proxy_config_refused_total",
@@ -39,9 +38,8 @@ function M.new(cfg, store)
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
-    -- a primary's writes to Redis run one at a time, in order: a change and a re-seed never
-    -- interleave (the seed mark is only written after a whole cache)
-    jobs = serial.new { log_event = "redis_job_failed", tick = TICK },
+    -- a primary's changes not yet in Redis: environment ids, and events for the replicas
+    unwritten = {}, unsent = {},
   }, Sync)
 end
 
@@ -55,9 +53,7 @@ function Sync:set_stream(state)
   local st = self.stream_status
   if st.state == state then return end
   st.state, st.since = state, now_ms()
-  if self.redis and not self.cfg.read_replica then
-    self.jobs:push(function() return self.redis:set_stream_health(st.state, st.since) end)
-  end
+  if self.redis and not self.cfg.read_replica then self.health_due = true; self:write_soon() end
 end
 
 -- Why the config is not synced and when the next try is, for /health's failing answer.
@@ -121,17 +117,17 @@ end
 
 -- ---- watching Redis, for a primary and a replica alike ----
 
--- check(self, up) runs every MARK_TICKS ticks, and at once after a reconnect or a kick. Back from
--- being down (up: whether Redis answers), Redis is not whole until checked (a restart may have
--- emptied it).
+-- check(self, up) runs every MARK_TICKS ticks, and at once after a kick (a primary's change) or a
+-- reconnect. Back from being down (up: whether Redis answers), Redis is not whole until checked
+-- (a restart may have emptied it).
 function Sync:watch(check)
   relay.after(0, function()
     local ticks = 0
     while not self.stopped do
       local up = self.redis:healthy()
       if not up then self.redis_down = true end
-      if up and (self.redis_down or self.kick) or ticks % MARK_TICKS == 0 then
-        self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
+      if self.kick or up and self.redis_down or ticks % MARK_TICKS == 0 then
+        self.kick = false
         check(self, up)
       end
       ticks = ticks + 1
@@ -150,32 +146,55 @@ end
 
 -- ---- primary: writes what it serves; Redis that came back empty, or lost writes, is written whole ----
 
--- A primary with Redis writes what it serves and streams the events to the replicas. A write
--- that fails marks the cache dirty: the watcher writes all of it again once Redis answers (a
--- Cluster node that failed over mid-write may hold any mix of old and new keys).
+-- A primary with Redis writes what it serves and streams the events to the replicas, at once
+-- (or, while a write is running, at the watcher's next tick). Redis hanging: nothing queues;
+-- the cache is written whole once it answers.
 function Sync:persist(env_ids, events)
   if not self.redis or self.cfg.read_replica then return end
   if not self.audit_at then
     self.audit_at = relay.time() + AUDIT_EVERY
-    self:watch(function(_, up) -- behind the writes in flight
-      if up then self.jobs:wait(function() self:primary_check() end) end
-    end)
+    self:watch(self.primary_run)
   end
-  -- not queued behind a Redis that hangs (a queue as long as the hang): all of it once it answers
-  if self.redis:stalled() then self.dirty, self.kick = true, true; return end
-  self.jobs:push(function()
-    for _, id in ipairs(env_ids) do
-      local env = self.store.envs[id]
-      local ok, err = true, nil
-      if env then ok, err = self.redis:write_env(id, env) end
-      if not ok then
-        self.dirty, self.kick, self.cache_problem = true, true, "a write to Redis failed: " .. tostring(err)
-        relay.log.warn("redis_write_failed", { environment = id, error = err })
-      end
+  if self.redis:stalled() then self.dirty = true; return end
+  for _, id in ipairs(env_ids) do self.unwritten[id] = true end
+  for _, ev in ipairs(events) do self.unsent[#self.unsent + 1] = ev end
+  self:write_soon()
+end
+
+function Sync:write_soon() relay.after(0, function() self:primary_run(false) end) end
+
+-- A primary's Redis writes run one at a time, in order: a change and a re-seed never interleave
+-- (the seed mark is only written after a whole cache). One asked for meanwhile runs at the next tick.
+function Sync:primary_run(check)
+  if self.busy then self.kick = true; return end
+  self.busy = true
+  local ok, err = pcall(self.primary_tick, self, check)
+  self.busy = false
+  if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
+end
+
+-- The changes persist() left, then (check: the watcher's, while Redis answers) the check. A
+-- write that fails marks the cache dirty: the check writes all of it again (a Cluster node that
+-- failed over mid-write may hold any mix of old and new keys).
+function Sync:primary_tick(check)
+  local ids, events = self.unwritten, self.unsent
+  self.unwritten, self.unsent = {}, {}
+  for id in pairs(ids) do
+    local env = self.store.envs[id]
+    local ok, err = true, nil
+    if env then ok, err = self.redis:write_env(id, env) end
+    if not ok then
+      self.dirty, self.cache_problem = true, "a write to Redis failed: " .. tostring(err)
+      relay.log.warn("redis_write_failed", { environment = id, error = err })
     end
-    local ok, err = self.redis:publish(events)
-    if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
-  end)
+  end
+  local ok, err = self.redis:publish(events)
+  if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
+  if self.health_due then
+    self.health_due = false
+    self.redis:set_stream_health(self.stream_status.state, self.stream_status.since)
+  end
+  if check then self:primary_check() end
 end
 
 -- Every environment, the stream state, then a new seed mark (last: a replica that sees it reads
@@ -400,7 +419,6 @@ end
 -- A reload replaced this generation: its loops end (the new one runs its own).
 function Sync:stop()
   self.stopped = true
-  self.jobs:stop()
   if self.redis then self.redis.stopped = true end
 end
 
