@@ -184,7 +184,8 @@ function Sync:primary_tick(check)
     local ok, err = true, nil
     if env then ok, err = self.redis:write_env(id, env) end
     if not ok then
-      self.dirty, self.cache_problem = true, "a write to Redis failed: " .. tostring(err)
+      -- written whole at the next tick
+      self.dirty, self.kick, self.cache_problem = true, true, "a write to Redis failed: " .. tostring(err)
       relay.log.warn("redis_write_failed", { environment = id, error = err })
     end
   end
