@@ -6,22 +6,18 @@ local fs = relay.fs
 
 local M = {}
 
-local FILES = { keys = "auth_config.json", flags = "feature_config.json",
-                segments = "segments.json", targets = "targets.json" }
+-- Each environment's files, by the field they fill; keys and flags are required.
+local FILES = { { "keys", "auth_config.json", true }, { "flags", "feature_config.json", true },
+                { "segments", "segments.json" }, { "targets", "targets.json" } }
 
 local function read_array(path, required)
   local text, err = fs.read(path)
-  if not text then
-    if required then return nil, err end
-    return {}
-  end
+  if not text then return not required and {} or nil, err end -- an optional file may be missing
   local ok, v = pcall(json.decode, text)
   if not ok then return nil, ("%s: not valid JSON (%s)"):format(path, tostring(v)) end
   if v == json.null then return {} end
   -- relay.json tells [] from {} (read as an empty list, {} once wiped every flag)
-  if not json.is_array(v) then
-    return nil, ("%s: expected a JSON array"):format(path)
-  end
+  if not json.is_array(v) then return nil, ("%s: expected a JSON array"):format(path) end
   return v
 end
 
@@ -31,20 +27,20 @@ end
 function M.load(dir)
   local names, err = fs.list(dir)
   if not names then return nil, err end
-  local envs, n = {}, 0
+  local envs = {}
   for _, name in ipairs(names) do
     local id = name:match("^env%-(.+)$")
     if id then
       local env, base = { sources = {} }, dir .. "/" .. name .. "/"
-      for field, file in pairs(FILES) do
-        local v, ferr = read_array(base .. file, field == "keys" or field == "flags")
+      for _, f in ipairs(FILES) do
+        local v, ferr = read_array(base .. f[2], f[3])
         if not v then return nil, ferr end
-        env[field], env.sources[field] = v, base .. file
+        env[f[1]], env.sources[f[1]] = v, base .. f[2]
       end
-      envs[id], n = env, n + 1
+      envs[id] = env
     end
   end
-  if n == 0 then return nil, ("%s holds no env-<id> directory"):format(dir) end
+  if not next(envs) then return nil, ("%s holds no env-<id> directory"):format(dir) end
   return envs
 end
 
@@ -62,14 +58,11 @@ local function write(dir, store)
     local env, base = store.envs[id], dir .. "/env-" .. id
     ok, err = fs.mkdir(base)
     if not ok then return nil, err end
-    local files = {
-      { FILES.keys, indented(env.keys), #env.keys .. " keys" },
-      { FILES.flags, indented(env.flags), #env.flags .. " flags" },
-      { FILES.segments, indented(env.segments), #env.segments .. " segments" },
-      { FILES.targets, indented(env.targets), #env.targets .. " targets" },
-      { "README.md", ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\nNumber of Targets: %d\nGenerated at: %s\n")
-        :format(id, #env.flags, #env.segments, #env.targets, os.date("!%Y-%m-%dT%H:%M:%SZ")), "summary" },
-    }
+    local files = {}
+    for i, f in ipairs(FILES) do files[i] = { f[2], indented(env[f[1]]), #env[f[1]] .. " " .. f[1] } end
+    files[#files + 1] = { "README.md", ("Env id: %s\nNumber of Features: %d\nNumber of Segments: %d\n"
+      .. "Number of Targets: %d\nGenerated at: %s\n"):format(id, #env.flags, #env.segments, #env.targets,
+      os.date("!%Y-%m-%dT%H:%M:%SZ")), "summary" }
     for _, f in ipairs(files) do
       local path = base .. "/" .. f[1]
       ok, err = fs.write(path, f[2])

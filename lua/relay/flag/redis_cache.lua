@@ -3,7 +3,7 @@
 -- Redis and follow that stream. Redis down: the memory cache keeps serving, /health says
 -- cacheStatus "unhealthy", relay.redis reconnects with backoff. Redis back empty: the seed mark
 -- (SEEDED, written last by a primary once Redis holds its whole cache) is gone, and relay.flag.sync
--- writes everything again; env_whole checks, key by key, what write_env wrote.
+-- writes everything again; missing() checks, key by key, what was written.
 local relay = require "relay"
 local json = require "relay.json"
 local sha256_hex = relay.crypto.sha256_hex
@@ -19,6 +19,10 @@ local METRICS = "stream:sdk_metrics"
 local SEEDED = "key-relayhost-seeded"
 M.SEEDED = SEEDED
 
+-- An environment's keys that hold its lists (read back by read_env), by the field they fill.
+local LISTS = { keys = "-api-configs", flags = "-feature-configs", segments = "-segments",
+                targets = "-target-configs" }
+
 -- Seconds Redis may owe an answer before it counts as not answering (a stopped server or a
 -- partition leaves the connection up): /health says so before relay.redis's reply timeout (3 s)
 -- fails the command.
@@ -26,8 +30,10 @@ local STALL = 1
 
 function M.new(url)
   -- commands on one connection; the blocking XREAD of a replica on a second one
-  -- written: env_id -> { keys = every key write_env wrote, latest = { [key] = value } }
-  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = {} }, Cache)
+  -- written: env_id -> { [key] = value } of every key last written for it; the stream health's
+  -- key is always expected (whichever primary wrote it)
+  local written = { [HEALTH] = { [HEALTH] = true } }
+  return setmetatable({ r = relay.redis(url), feed = relay.redis(url), written = written }, Cache)
 end
 
 -- Seconds Redis has owed the command connection an answer, once that is over STALL; else nil
@@ -39,14 +45,22 @@ end
 
 function Cache:healthy() return self.r:ready() and not self:stalled() end
 
+-- SETs every key of a { [key] = value } table. true, or nil and Redis's error.
+function Cache:set_all(writes)
+  for key, value in pairs(writes) do
+    local ok, err = self.r:call("SET", key, value)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
 -- Writes one environment (ff-proxy's keys) and deletes the per-item keys of items now gone.
 function Cache:write_env(env_id, env)
   local r, p = self.r, "env-" .. env_id
-  local auth = json.array()
+  local auth, auth_keys = json.array(), {}
   for _, h in ipairs(env.keys) do
     auth[#auth + 1] = "auth-key-" .. h
-    local ok, err = r:call("SET", "auth-key-" .. h, json.encode(env_id))
-    if not ok then return nil, err end
+    auth_keys["auth-key-" .. h] = json.encode(env_id)
   end
   local fc, segs = json.encode(env.flags), json.encode(env.segments)
   local writes = {
@@ -57,46 +71,39 @@ function Cache:write_env(env_id, env)
   }
   for _, f in ipairs(env.flags) do writes[p .. "-feature-config-" .. f.feature] = json.encode(f) end
   for _, s in ipairs(env.segments) do writes[p .. "-segment-" .. s.identifier] = json.encode(s) end
-  for key, value in pairs(writes) do
-    local ok, err = r:call("SET", key, value)
-    if not ok then return nil, err end
-  end
+  local ok, err = self:set_all(auth_keys)
+  if ok then ok, err = self:set_all(writes) end
+  if not ok then return nil, err end
   -- the inventory of per-item keys, to delete what disappeared
-  local inv_key = "key-relayhost-" .. env_id .. "-inventory"
+  local inv_key, inv = "key-relayhost-" .. env_id .. "-inventory", {}
   local old = r:call("GET", inv_key)
-  local ok, prev = pcall(json.decode, type(old) == "string" and old or "{}")
-  for key in pairs(ok and type(prev) == "table" and prev or {}) do
+  local decoded, prev = pcall(json.decode, type(old) == "string" and old or "{}")
+  for key in pairs(decoded and type(prev) == "table" and prev or {}) do
     if not writes[key] then r:call("DEL", key) end
   end
-  local inv = {}
   for key in pairs(writes) do inv[key] = "" end
-  local ok, err = r:call("SET", inv_key, json.encode(inv))
+  ok, err = r:call("SET", inv_key, json.encode(inv))
   if not ok then return nil, err end
-  local keys = { inv_key }
-  for key in pairs(writes) do keys[#keys + 1] = key end
-  for _, a in ipairs(auth) do keys[#keys + 1] = a end
-  self.written[env_id] = { keys = keys, latest = { [p .. "-feature-configs-latest"] = writes[p .. "-feature-configs-latest"],
-                                                   [p .. "-segments-latest"] = writes[p .. "-segments-latest"] } }
+  for key, value in pairs(auth_keys) do writes[key] = value end
+  writes[inv_key], self.written[env_id] = true, writes
   return true
 end
 
--- Whether Redis still holds what write_env last wrote for env_id: every key there (one EXISTS
--- each: keys of one environment live in many slots of a Cluster) and both list hashes equal.
--- true; or false and the first key found wrong; or nil and Redis's error.
-function Cache:env_whole(env_id)
-  local w = self.written[env_id]
-  if not w then return false, "env-" .. env_id .. " (not written yet)" end
-  for _, key in ipairs(w.keys) do
-    local n, err = self.r:call("EXISTS", key)
-    if n == nil then return nil, err end
-    if n ~= 1 then return false, key end
+-- Whether Redis still holds what was last written for each of ids (and the stream health): every
+-- key there (one EXISTS each: keys of one environment live in many slots of a Cluster) and the
+-- list hashes (-latest) equal. false; or the first key found wrong; or nil and Redis's error.
+function Cache:missing(ids)
+  ids[#ids + 1] = HEALTH
+  for _, id in ipairs(ids) do
+    if not self.written[id] then return "env-" .. id .. " (not written yet)" end
+    for key, want in pairs(self.written[id]) do
+      local cmd = key:find("%-latest$") and "GET" or "EXISTS"
+      local v, err = self.r:call(cmd, key)
+      if v == nil and err then return nil, err end
+      if v ~= (cmd == "GET" and want or 1) then return key end
+    end
   end
-  for key, want in pairs(w.latest) do
-    local v, err = self.r:call("GET", key)
-    if v == nil and err then return nil, err end
-    if v ~= want then return false, key end
-  end
-  return true
+  return false
 end
 
 -- The seed mark: its value (a string), nil when there is none, or nil and Redis's error.
@@ -111,12 +118,6 @@ function Cache:set_seed_mark(since)
   return self.r:call("SET", SEEDED, json.encode({ seed = relay.uuid(), since = since }))
 end
 
-function Cache:has_stream_health()
-  local n, err = self.r:call("EXISTS", HEALTH)
-  if n == nil then return nil, err end
-  return n == 1
-end
-
 function Cache:publish(events)
   for _, ev in ipairs(events) do
     local ok, err = self.r:call("XADD", EVENTS, "MAXLEN", "~", "1000", "*", "event", json.encode(ev))
@@ -126,8 +127,7 @@ function Cache:publish(events)
 end
 
 function Cache:set_stream_health(state, since)
-  local body = json.encode({ state = state, since = since })
-  local ok, err = self.r:call("SET", HEALTH, body)
+  local ok, err = self.r:call("SET", HEALTH, json.encode({ state = state, since = since }))
   if not ok then return nil, err end
   return self.r:call("XADD", CONTROL, "MAXLEN", "~", "100", "*", "event",
     json.encode({ event = "stream_action", domain = state }))
@@ -147,20 +147,19 @@ function Cache:stream_health()
   return type(h) == "table" and h or nil
 end
 
+-- One environment's lists as the primary wrote them (sources name the keys in
+-- relay.flag.validate's messages), or nil and why; targets may be missing.
 function Cache:read_env(env_id)
-  local r, p = self.r, "env-" .. env_id
-  local auth, err = get_json(r, p .. "-api-configs")
-  if not auth then return nil, err end
+  local env, p = { sources = {} }, "env-" .. env_id
+  for field, suffix in pairs(LISTS) do
+    local v, err = get_json(self.r, p .. suffix)
+    if not v and field ~= "targets" then return nil, err end
+    env[field], env.sources[field] = v or {}, "redis " .. p .. suffix
+  end
   local keys = {}
-  for _, a in ipairs(auth) do keys[#keys + 1] = a:match("^auth%-key%-(%x+)$") end
-  local flags, e1 = get_json(r, p .. "-feature-configs")
-  if not flags then return nil, e1 end
-  local segs, e2 = get_json(r, p .. "-segments")
-  if not segs then return nil, e2 end
-  local targets = get_json(r, p .. "-target-configs") or {}
-  return { flags = flags, segments = segs, targets = targets, keys = keys,
-           sources = { flags = "redis " .. p .. "-feature-configs", segments = "redis " .. p .. "-segments",
-                       targets = "redis " .. p .. "-target-configs", keys = "redis " .. p .. "-api-configs" } }
+  for _, a in ipairs(env.keys) do keys[#keys + 1] = a:match("^auth%-key%-(%x+)$") end
+  env.keys = keys
+  return env
 end
 
 -- Every environment a primary wrote: { [env_id] = data } or nil, err.
@@ -185,9 +184,9 @@ end
 -- "stopped" once a reload replaced this generation).
 function Cache:follow_stream(name, fn, last_id)
   if not last_id then -- "$" in every XREAD would miss what comes between two calls
-    local top, err = self.feed:call("XREVRANGE", name, "+", "-", "COUNT", "1")
-    if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
-    last_id = top[1] and top[1][1] or "0-0"
+    local err
+    last_id, err = self:top(name)
+    if not last_id then return nil, err end
   end
   while not self.stopped do
     local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
@@ -208,9 +207,12 @@ function Cache:follow_stream(name, fn, last_id)
   return last_id, "stopped"
 end
 
--- Whether the node holding the change events answers (a cheap read on the stream's own slot).
-function Cache:feed_ok()
-  return type((self.feed:call("XREVRANGE", EVENTS, "+", "-", "COUNT", "1"))) == "table"
+-- The id of the newest entry of a stream (default: the change events), "0-0" when it has none,
+-- or nil and why; read on the feed's connection (a cheap read on the stream's own slot).
+function Cache:top(name)
+  local top, err = self.feed:call("XREVRANGE", name or EVENTS, "+", "-", "COUNT", "1")
+  if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
+  return top[1] and top[1][1] or "0-0"
 end
 
 -- The primary's change events (proxy:sse_events).

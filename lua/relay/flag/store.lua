@@ -14,9 +14,9 @@ Store.__index = Store
 
 local KINDS = { { name = "flag", id = "feature" }, { name = "target-segment", id = "identifier" } }
 
--- opts: { and_rules = bool, dict = relay.shared(...) }
+-- opts: { and_rules = bool }
 function M.new(opts)
-  local dict = opts.dict or relay.shared("flag-proxy-state")
+  local dict = relay.shared("flag-proxy-state")
   return setmetatable({ envs = {}, key_env = {}, and_rules = opts.and_rules, dict = dict,
                         versions = versions.new(dict, KINDS) }, Store)
 end

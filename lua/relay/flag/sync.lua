@@ -5,7 +5,6 @@
 local relay = require "relay"
 local json = require "relay.json"
 local backoff = require "relay.backoff"
-local serial = require "relay.serial"
 local validate = require "relay.flag.validate"
 
 local refused = relay.metrics.counter("ff_proxy_config_refused_total",
@@ -17,8 +16,8 @@ local cache_lost = relay.metrics.counter("ff_proxy_redis_cache_lost_total",
   { "role" })
 
 -- Watching Redis for a lost cache: the connection's state is looked at every TICK (no I/O, so a
--- reconnect is seen at once), the seed mark read every MARK_TICKS ticks (one GET), and every key
--- a primary wrote checked every AUDIT_EVERY seconds and after each reconnect.
+-- reconnect is seen at once), the seed mark read every MARK_TICKS ticks (one GET), and (by a
+-- primary) every key it wrote checked every AUDIT_EVERY seconds and after each reconnect.
 local TICK, MARK_TICKS, AUDIT_EVERY = 0.05, 5, 30
 local redis_cache = require "relay.flag.redis_cache"
 local SEEDED = redis_cache.SEEDED
@@ -39,9 +38,8 @@ function M.new(cfg, store)
   return setmetatable({ redis = redis, cfg = cfg, store = store,
     config_status = { state = cfg.offline and "SYNCED" or "INITIALIZING", since = t },
     stream_status = { state = "INITIALIZING", since = t },
-    -- a primary's writes to Redis run one at a time, in order: a change and a re-seed never
-    -- interleave (the seed mark is only written after a whole cache)
-    jobs = serial.new { log_event = "redis_job_failed", tick = TICK },
+    -- a primary's changes not yet in Redis: environment ids, and events for the replicas
+    unwritten = {}, unsent = {},
   }, Sync)
 end
 
@@ -55,9 +53,7 @@ function Sync:set_stream(state)
   local st = self.stream_status
   if st.state == state then return end
   st.state, st.since = state, now_ms()
-  if self.redis and not self.cfg.read_replica then
-    self.jobs:push(function() return self.redis:set_stream_health(st.state, st.since) end)
-  end
+  if self.redis and not self.cfg.read_replica then self.health_due = true; self:write_soon() end
 end
 
 -- Why the config is not synced and when the next try is, for /health's failing answer.
@@ -71,14 +67,11 @@ end
 function Sync:failure_report(h)
   local f = self.failure
   local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus,
-                 cacheError = h.cacheError }
-  if not f then
-    body.error = "the first sync has not finished yet"
-    return body
+                 cacheError = h.cacheError, error = "the first sync has not finished yet" }
+  if f then
+    body.error = ("could not sync from %s: %s"):format(f.source, f.error)
+    body.retryIn, body.nextAttempt = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000)), f.next_ms
   end
-  body.error = ("could not sync from %s: %s"):format(f.source, f.error)
-  body.retryIn = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000))
-  body.nextAttempt = f.next_ms
   return body
 end
 
@@ -92,20 +85,19 @@ function Sync:cache_error()
   return self.cache_problem or self.mark_error
 end
 
--- The seed mark, read every MARK_TICKS; a Redis that does not answer it (a Cluster node down
--- while the others are up) is not whole either. The mark, or nil (none), or nil and the error.
-function Sync:read_mark()
-  local mark, err = self.redis:seed_mark()
-  self.mark_error = mark == nil and err and ("reading " .. SEEDED .. " failed: " .. tostring(err)) or nil
-  return mark, err
-end
-
 -- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition).
 function Sync:health()
   local cs = self.config_status.state
   local why = self:cache_error()
   return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
            streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
+end
+
+-- The ids of the environments served.
+function Sync:ids()
+  local ids = {}
+  for id in pairs(self.store.envs) do ids[#ids + 1] = id end
+  return ids
 end
 
 -- SDK streams are served only while changes can reach them.
@@ -123,49 +115,100 @@ local function publish(events)
   end
 end
 
--- A primary with Redis writes what it serves and streams the events to the replicas. A write
--- that fails marks the cache dirty: the watcher writes all of it again once Redis answers (a
--- Cluster node that failed over mid-write may hold any mix of old and new keys).
-function Sync:persist(env_ids, events)
-  if not self.redis or self.cfg.read_replica then return end
-  if not self.watching then self.watching = true; self:watch_primary() end
-  -- not queued behind a Redis that hangs (a queue as long as the hang): all of it once it answers
-  if self.redis:stalled() then self.dirty, self.kick = true, true; return end
-  self.jobs:push(function()
-    for _, id in ipairs(env_ids) do
-      local env = self.store.envs[id]
-      local ok, err = true, nil
-      if env then ok, err = self.redis:write_env(id, env) end
-      if not ok then
-        self.dirty, self.kick, self.cache_problem = true, true, "a write to Redis failed: " .. tostring(err)
-        relay.log.warn("redis_write_failed", { environment = id, error = err })
+-- ---- watching Redis, for a primary and a replica alike ----
+
+-- check(self, up) runs every MARK_TICKS ticks, and at once after a kick (a primary's change) or a
+-- reconnect. Back from being down (up: whether Redis answers), Redis is not whole until checked
+-- (a restart may have emptied it).
+function Sync:watch(check)
+  relay.after(0, function()
+    local ticks = 0
+    while not self.stopped do
+      local up = self.redis:healthy()
+      if not up then self.redis_down = true end
+      if self.kick or up and self.redis_down or ticks % MARK_TICKS == 0 then
+        self.kick = false
+        check(self, up)
       end
+      ticks = ticks + 1
+      relay.sleep(TICK)
     end
-    local ok, err = self.redis:publish(events)
-    if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
   end)
 end
 
--- ---- primary: Redis that came back empty, or lost some writes, is written whole again ----
-
--- Every environment, the stream state, then a new seed mark (last: a replica that sees it reads
--- a whole cache). true, or nil and Redis's error.
-function Sync:write_all()
-  for id, env in pairs(self.store.envs) do
-    local ok, err = self.redis:write_env(id, env)
-    if not ok then return nil, err end
-  end
-  local st = self.stream_status
-  local ok, err = self.redis:set_stream_health(st.state, st.since)
-  if not ok then return nil, err end
-  return self.redis:set_seed_mark(now_ms())
+-- The seed mark; a Redis that does not answer it (a Cluster node down while the others are up)
+-- is not whole either. The mark, or nil (none), or nil and the error.
+function Sync:read_mark()
+  local mark, err = self.redis:seed_mark()
+  self.mark_error = mark == nil and err and ("reading " .. SEEDED .. " failed: " .. tostring(err)) or nil
+  return mark, err
 end
 
--- Everything written again with a new seed mark (replicas reload: a change whose event was lost
--- reaches them too); whole once it worked, else dirty (tried again at the next check).
+-- ---- primary: writes what it serves; Redis that came back empty, or lost writes, is written whole ----
+
+-- A primary with Redis writes what it serves and streams the events to the replicas, at once
+-- (or, while a write is running, at the watcher's next tick). Redis hanging: nothing queues;
+-- the cache is written whole once it answers.
+function Sync:persist(env_ids, events)
+  if not self.redis or self.cfg.read_replica then return end
+  if not self.audit_at then
+    self.audit_at = relay.time() + AUDIT_EVERY
+    self:watch(self.primary_run)
+  end
+  if self.redis:stalled() then self.dirty = true; return end
+  for _, id in ipairs(env_ids) do self.unwritten[id] = true end
+  for _, ev in ipairs(events) do self.unsent[#self.unsent + 1] = ev end
+  self:write_soon()
+end
+
+function Sync:write_soon() relay.after(0, function() self:primary_run(false) end) end
+
+-- A primary's Redis writes run one at a time, in order: a change and a re-seed never interleave
+-- (the seed mark is only written after a whole cache). One asked for meanwhile runs at the next tick.
+function Sync:primary_run(check)
+  if self.busy then self.kick = true; return end
+  self.busy = true
+  local ok, err = pcall(self.primary_tick, self, check)
+  self.busy = false
+  if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
+end
+
+-- The changes persist() left, then (check: the watcher's, while Redis answers) the check. A
+-- write that fails marks the cache dirty: the check writes all of it again (a Cluster node that
+-- failed over mid-write may hold any mix of old and new keys).
+function Sync:primary_tick(check)
+  local ids, events = self.unwritten, self.unsent
+  self.unwritten, self.unsent = {}, {}
+  for id in pairs(ids) do
+    local env = self.store.envs[id]
+    local ok, err = true, nil
+    if env then ok, err = self.redis:write_env(id, env) end
+    if not ok then
+      -- written whole at the next tick
+      self.dirty, self.kick, self.cache_problem = true, true, "a write to Redis failed: " .. tostring(err)
+      relay.log.warn("redis_write_failed", { environment = id, error = err })
+    end
+  end
+  local ok, err = self.redis:publish(events)
+  if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
+  if self.health_due then
+    self.health_due = false
+    self.redis:set_stream_health(self.stream_status.state, self.stream_status.since)
+  end
+  if check then self:primary_check() end
+end
+
+-- Every environment, the stream state, then a new seed mark (last: a replica that sees it reads
+-- a whole cache, and reloads: a change whose event was lost reaches it too). Whole once that
+-- worked, else dirty (tried again at the next check).
 function Sync:rewrite(reason)
-  local t0 = relay.time()
-  local ok, err = self:write_all()
+  local t0, ok, err = relay.time(), true, nil
+  for id, env in pairs(self.store.envs) do
+    if ok then ok, err = self.redis:write_env(id, env) end
+  end
+  local st = self.stream_status
+  if ok then ok, err = self.redis:set_stream_health(st.state, st.since) end
+  if ok then ok, err = self.redis:set_seed_mark(now_ms()) end
   if not ok then
     self.dirty, self.cache_problem = true, "writing the flag cache to Redis failed: " .. tostring(err)
     return relay.log.warn("redis_rewrite_failed", { reason = reason, error = err })
@@ -174,28 +217,18 @@ function Sync:rewrite(reason)
   relay.log.info("redis_cache_written", { reason = reason, seconds = relay.time() - t0 })
 end
 
--- Redis lost what this primary wrote: counted, logged, and unhealthy until written again.
+-- Redis lost what this primary wrote: counted, logged, unhealthy until written again (rewrite).
 function Sync:lost(what)
   cache_lost:inc(1, { "primary" })
   self.cache_problem = "Redis lost the flag cache (" .. what .. "): writing it again"
   relay.log.warn("redis_cache_lost", { role = "primary", error = self.cache_problem })
+  self:rewrite("lost")
 end
 
--- The first key found missing or stale, false when all are there, or nil and Redis's error.
-function Sync:first_missing()
-  for id in pairs(self.store.envs) do
-    local whole, what = self.redis:env_whole(id)
-    if whole == nil then return nil, what end
-    if not whole then return what end
-  end
-  local has, err = self.redis:has_stream_health()
-  if has == nil then return nil, err end
-  return not has and "ffproxy_saas_stream_health" or false
-end
-
--- One check: the seed mark gone, or (full: after a reconnect, and every AUDIT_EVERY seconds) a
--- key gone or stale, means Redis lost it; a failed write means it may have.
-function Sync:primary_check(full)
+-- One check: the seed mark gone, or (after a reconnect, and every AUDIT_EVERY seconds) a key
+-- gone or stale, means Redis lost it; a failed write means it may have.
+function Sync:primary_check()
+  if relay.time() >= self.audit_at then self.audit_at, self.audit_due = relay.time() + AUDIT_EVERY, true end
   local mark, err = self:read_mark()
   if mark == nil and err then self.audit_due = true; return end
   if self.redis_down then -- answered again: cache_problem says the rest until this check is done
@@ -203,65 +236,43 @@ function Sync:primary_check(full)
     self.cache_problem = "reconnected to Redis: checking that it still holds the flag cache"
   end
   if mark == nil then
-    if self.seeded then self:lost(SEEDED .. " is gone") end
-    return self:rewrite(self.seeded and "lost" or "first start")
+    if self.seeded then return self:lost(SEEDED .. " is gone") end
+    return self:rewrite("first start")
   end
   self.seeded = true
   if self.dirty then return self:rewrite("a write had failed") end
-  if not (full or self.audit_due) then return end
-  local missing = self:first_missing()
+  if not self.audit_due then return end
+  local missing = self.redis:missing(self:ids())
   if missing == nil then return end -- Redis went away mid-check: audit_due stays
   self.audit_due = false
-  if missing then
-    self:lost(missing .. " is gone or stale")
-    return self:rewrite("lost")
-  end
+  if missing then return self:lost(missing .. " is gone or stale") end
   self.cache_problem = nil
-end
-
-function Sync:watch_primary()
-  relay.after(0, function()
-    local ticks, audit_at = 0, relay.time() + AUDIT_EVERY
-    while not self.stopped do
-      if not self.redis:healthy() then
-        self.redis_down = true -- back from it: not whole until checked (a restart may have emptied it)
-      elseif self.redis_down or self.kick or ticks % MARK_TICKS == 0 or relay.time() >= audit_at then
-        self.kick = false -- a failed change is retried at the next tick, then every MARK_TICKS
-        local full = relay.time() >= audit_at
-        if full then audit_at = relay.time() + AUDIT_EVERY end
-        self.jobs:wait(function() self:primary_check(full) end) -- behind the writes in flight
-      end
-      ticks = ticks + 1
-      relay.sleep(TICK)
-    end
-  end)
 end
 
 -- The log's list of what changed: "flag:dark-mode,segment:beta", at most CHANGED_MAX names
 -- (a config of thousands of flags stays one readable line), then how many more.
 local CHANGED_MAX = 20
-local function changed_names(events)
+local function sorted(events, name_of)
   local names, seen = {}, {}
   for _, ev in ipairs(events) do
-    local name = (ev.domain == "target-segment" and "segment" or ev.domain) .. ":" .. ev.identifier
+    local name = name_of(ev)
     if not seen[name] then seen[name] = true; names[#names + 1] = name end
   end
   table.sort(names)
-  local more = #names - CHANGED_MAX
-  if more <= 0 then return table.concat(names, ",") end
-  return table.concat(names, ",", 1, CHANGED_MAX) .. (" … and %d more"):format(more)
+  return names
 end
 
 -- One line per change of the served config, naming what changed.
 local function log_changed(events)
   if #events == 0 then return end
-  local envs, seen = {}, {}
-  for _, ev in ipairs(events) do
-    if not seen[ev.environment] then seen[ev.environment] = true; envs[#envs + 1] = ev.environment end
-  end
-  table.sort(envs)
+  local envs = sorted(events, function(ev) return ev.environment end)
+  local names = sorted(events, function(ev)
+    return (ev.domain == "target-segment" and "segment" or ev.domain) .. ":" .. ev.identifier
+  end)
+  local more = #names - CHANGED_MAX
   relay.log.info("flag_config_changed", { events = #events, environments = table.concat(envs, ","),
-                                          changed = changed_names(events) })
+    changed = table.concat(names, ",", 1, math.min(#names, CHANGED_MAX))
+      .. (more > 0 and (" … and %d more"):format(more) or "") })
 end
 
 -- Replaces environments: all (an offline load, a full online sync) or some (re-fetched after
@@ -304,61 +315,63 @@ end
 -- ---- read replica: everything comes from the primary through Redis (its writes and events) ----
 
 -- Loads everything a primary wrote. With a seed mark (a relayhost primary) only a whole cache:
--- the mark read before and after the environments must be the same. Without one (ff-proxy's own
--- primary writes none) whatever is there, but never an empty Redis: that is a cache not written
+-- the mark read before (mark) and after the environments must be the same. Without one (ff-proxy's
+-- own primary writes none) whatever is there, but never an empty Redis: that is a cache not written
 -- yet (or lost), and loading it would refuse every SDK key while /health said all was well.
-function Sync:replica_load()
-  local mark, err = self.redis:seed_mark()
-  if mark == nil and err then return nil, err end
+function Sync:replica_load(mark)
   if mark == nil and self.seed_seen then return nil, "Redis lost the flag cache: waiting for the primary to write it again" end
-  local envs, e2 = self.redis:read_all()
-  if not envs then return nil, e2 end
+  local top, err = self.redis:top() -- the feed follows on from here: no event after the read is missed
+  if not top then return nil, err end
+  local envs, e1 = self.redis:read_all()
+  if not envs then return nil, e1 end
   if mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
-  local again, e3 = self.redis:seed_mark()
-  if again == nil and e3 then return nil, e3 end
+  local again, e2 = self.redis:seed_mark()
+  if again == nil and e2 then return nil, e2 end
   if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
   local ok, why = self:replace(envs, "redis", true)
   if not ok then return nil, why end
-  self.seed_seen, self.cache_problem, self.mark_lost, self.loads = mark, nil, false, (self.loads or 0) + 1
+  self.seed_seen, self.cache_problem, self.mark_lost = mark, nil, false
+  self.need_load, self.feed_from = false, top
   self:set_config("READ_REPLICA")
   local h = self.redis:stream_health()
   self:set_stream(h and h.state or "DISCONNECTED")
   return true
 end
 
--- One load at a time (the follower after a feed error and the watcher after a new seed mark);
--- one that finished while this waited serves for both.
-function Sync:replica_reload()
-  local before = self.loads
-  while self.loading do relay.sleep(TICK) end
-  if self.loads ~= before then return true end
-  self.loading = true
-  local ok, a, b = pcall(self.replica_load, self)
-  self.loading = false
-  if not ok then return nil, tostring(a) end
-  return a, b
-end
-
--- The seed mark gone: Redis lost the cache (serving from memory meanwhile); a new one: the
--- primary wrote it whole again, so everything is read again, without waiting for the feed.
-function Sync:replica_check()
+-- The seed mark gone: Redis lost the cache (serving from memory meanwhile). A new one: the
+-- primary wrote it whole again, so everything is read again at once, without waiting for the
+-- feed. And a load the feed needs (at start, after it failed): retried with backoff, at once
+-- after a reconnect.
+function Sync:replica_check(up)
+  local due = self.need_load and relay.time() >= self.retry_at
+  if not (up or due) then return end
+  if up and self.redis_down then self.redis_down, due = false, self.need_load end
   local mark, err = self:read_mark()
-  if mark == nil and err then return end
+  if mark == nil and err then
+    if due then self:replica_failed(err) end
+    return
+  end
   if mark == nil and self.seed_seen and not self.mark_lost then
     self.mark_lost = true
     cache_lost:inc(1, { "replica" })
     self.cache_problem = "Redis lost the flag cache: serving from memory until the primary writes it again"
-    relay.log.warn("redis_cache_lost", { role = "replica", error = self.cache_problem })
-  elseif mark ~= nil and mark ~= self.seed_seen then
-    local ok, why = self:replica_reload()
-    if ok then
-      local n = 0
-      for _ in pairs(self.store.envs) do n = n + 1 end
-      relay.log.info("redis_cache_reloaded", { environments = n })
-    else
-      relay.log.warn("replica_redis_failed", { error = why })
-    end
+    return relay.log.warn("redis_cache_lost", { role = "replica", error = self.cache_problem })
   end
+  local fresh = mark ~= nil and mark ~= self.seed_seen
+  if not (fresh or due) then return end
+  local ok, loaded, why = pcall(self.replica_load, self, mark)
+  if not (ok and loaded) then return self:replica_failed(ok and why or tostring(loaded)) end
+  self.wait:reset()
+  if fresh and self.loaded then relay.log.info("redis_cache_reloaded", { environments = #self:ids() }) end
+  self.loaded = true
+end
+
+-- A load that failed: logged, said on /health (before the first), and tried again after a backoff.
+function Sync:replica_failed(why)
+  relay.log.warn("replica_redis_failed", { error = why })
+  local retry = self.wait:next()
+  self:note_failure("redis", why, retry)
+  self.retry_at = relay.time() + retry
 end
 
 -- An event of the primary: re-read that environment from Redis.
@@ -370,57 +383,30 @@ function Sync:replica_event(ev)
   if not ok then relay.log.warn("redis_config_refused", { environment = ev.environment, error = why }) end
 end
 
--- A reload replaced this generation: its loops end (the new one runs its own).
-function Sync:stop()
-  self.stopped = true
-  self.jobs:stop()
-  if self.redis then self.redis.stopped = true end
-end
-
--- Until the watcher has loaded everything (a new seed mark), or seconds have passed, or (probe)
--- the node of the change events answers again; true when the watcher loaded.
-function Sync:replica_wait(seconds, probe)
-  local loads, wake = self.loads, relay.time() + seconds
-  repeat
-    relay.sleep(TICK * MARK_TICKS)
-  until self.stopped or self.loads ~= loads or relay.time() >= wake or (probe and self.redis:feed_ok())
-  return self.loads ~= loads
-end
-
--- The follower: loads everything, then follows the change events. A load that fails (Redis
--- down or empty, a refused config) is retried with backoff; a feed that fails (its node down or
--- failing over) as soon as that node answers again, with everything read again first (events
--- may have been missed meanwhile).
-function Sync:replica_follow()
-  local wait, last, loaded = backoff.new { min = 0.5, max = 5 }, nil, false
+-- The follower: the change events from where the last load began. A feed that fails (Redis
+-- down, or its node down or failing over) is followed again as soon as that node answers, with
+-- everything read again first (events may have been missed meanwhile).
+function Sync:replica_feed()
+  local quick = backoff.new { min = 0.5, max = 5 } -- a feed that fails at once is not hammered
   while not self.stopped do
-    local ok, err = true, nil
-    if not loaded then ok, err = self:replica_reload() end
-    local started = relay.time()
-    if ok then
-      last, err = self.redis:follow(function(ev) self:replica_event(ev) end, last)
+    if not self.need_load then
+      local started = relay.time()
+      local _, err = self.redis:follow(function(ev) self:replica_event(ev) end, self.feed_from)
       if self.stopped then return end
+      relay.log.warn("replica_redis_failed", { error = err })
+      self.cache_problem = self.cache_problem or ("reading Redis failed: " .. tostring(err))
+      if relay.time() - started < 1 then relay.sleep(quick:next()) else quick:reset() end
+      while not self.stopped and not self.redis:top() do relay.sleep(TICK * MARK_TICKS) end
+      self.need_load, self.retry_at = true, 0
     end
-    relay.log.warn("replica_redis_failed", { error = err })
-    self:note_failure("redis", err, wait.wait)
-    self.cache_problem = self.cache_problem or ("reading Redis failed: " .. tostring(err))
-    if ok and relay.time() - started >= 1 then -- a feed that worked: back as soon as its node is
-      wait:reset()
-      loaded = self:replica_wait(5, true)
-    else -- a load refused or failed: backoff, cut short when Redis was down and answers again
-      loaded = self:replica_wait(wait:next(), not self.redis:healthy())
-    end
+    relay.sleep(TICK)
   end
 end
 
 function Sync:start_replica()
-  relay.after(0, function() self:replica_follow() end)
-  relay.after(0, function()
-    while not self.stopped do
-      if self.redis:healthy() then self:replica_check() end
-      relay.sleep(TICK * MARK_TICKS)
-    end
-  end)
+  self.need_load, self.retry_at, self.wait = true, 0, backoff.new { min = 0.5, max = 5 }
+  self:watch(self.replica_check)
+  relay.after(0, function() self:replica_feed() end)
   -- the primary's stream health decides whether SDK streams are served (spec §1.5)
   relay.every(2, function()
     local h = self.redis:stream_health()
@@ -429,6 +415,12 @@ function Sync:start_replica()
       self:set_stream(h.state)
     end
   end)
+end
+
+-- A reload replaced this generation: its loops end (the new one runs its own).
+function Sync:stop()
+  self.stopped = true
+  if self.redis then self.redis.stopped = true end
 end
 
 return M
