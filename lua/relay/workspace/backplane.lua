@@ -67,7 +67,6 @@ end
 
 function Redis:publish(target, text) return self.inbox:push(target, text) end
 
--- An empty inbox waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
 function Redis:pull() return self.inbox:pull() end
 
 local Server = {}
@@ -140,7 +139,7 @@ end
 
 function M.new(cfg, hub, obs)
   local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = {}, envelopes = bus_envelopes(cfg) }, M)
-  self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
+  self.transport = (cfg.backplane == "redis" and redis_transport or server_transport)(cfg)
   -- The local daemons' records, written again every presence sync interval (they expire), and at
   -- once when Redis is back without them (relay.reannounce), not a sync period (20 s) later.
   local sync = cfg.relay_presence_sync_interval_ms / 1000
@@ -205,8 +204,7 @@ function M:remote_daemon(ws, rt)
     self.obs:inc("relay_presence_lookups_total")
   end
   local rec = c.rec
-  if rec and rec.daemonConnected ~= false and rec.relayId ~= self.cfg.relay_id then return rec end
-  return nil
+  return rec and rec.daemonConnected ~= false and rec.relayId ~= self.cfg.relay_id and rec or nil
 end
 
 -- presence.ts isAllowedRedirectWsBaseUrl
@@ -235,10 +233,8 @@ end
 
 -- Right after the upgrade: a client whose daemon is elsewhere is told where.
 function M:client_joined(conn)
-  if conn.role ~= "client" or not conn.runtime_target_id or not self.cfg.redirect_enabled then return end
-  local s = conn.scope
-  if s.daemon then return end
-  local rec = self:remote_daemon(conn.workspace_id, conn.runtime_target_id)
+  if conn.role ~= "client" or not conn.runtime_target_id or conn.scope.daemon then return end
+  local rec = self.cfg.redirect_enabled and self:remote_daemon(conn.workspace_id, conn.runtime_target_id)
   if rec then self:redirect(conn, rec, false) end
 end
 
@@ -289,8 +285,10 @@ end
 -- (measured: up to 4.7 s after a Cluster replica was promoted, with 1, 2, 4 s).
 local RETRY_S = 1
 
--- One turn of the consumer: pull and deliver. -> how long to wait before the next turn
-function M:turn(poll)
+-- One turn of the consumer: pull and deliver. -> how long to wait before the next turn (an
+-- empty inbox: RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does)
+function M:turn()
+  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
   if self.hub.conns.n == 0 then return poll end
   local batch, dropped_or_err = self.transport:pull()
   if not batch then
@@ -311,7 +309,7 @@ end
 function M:run()
   local poll = self.cfg.relay_bus_poll_interval_ms / 1000
   while true do
-    local ok, wait = pcall(self.turn, self, poll)
+    local ok, wait = pcall(self.turn, self)
     if not ok then self:failed("bus", "consumer: " .. tostring(wait), true) end
     if not ok or wait > 0 then relay.sleep(ok and wait or poll) end
   end
