@@ -247,16 +247,20 @@ function M:channel_allowed(conn, ch)
   return false
 end
 
--- Sends and counts it as relay_frames_<dir>_total and relay_bytes_<dir>_total. -> whether queued
-function M:forward(conn, text, dir)
+-- The frame and byte counters of each direction (names made once, not per frame).
+local TO_DAEMON = { "relay_frames_client_to_daemon_total", "relay_bytes_client_to_daemon_total" }
+local TO_CLIENTS = { "relay_frames_daemon_to_clients_total", "relay_bytes_daemon_to_clients_total" }
+
+-- Sends and counts it in counters (TO_DAEMON or TO_CLIENTS). -> whether it was queued
+function M:forward(conn, text, counters)
   if not (live(conn) and self:send(conn, text)) then return false end
-  self.obs:inc("relay_frames_" .. dir .. "_total")
-  self.obs:inc("relay_bytes_" .. dir .. "_total", #text)
+  self.obs:inc(counters[1])
+  self.obs:inc(counters[2], #text)
   return true
 end
 
 function M:to_daemon(conn, s, text)
-  if live(s.daemon) then return self:forward(s.daemon, text, "client_to_daemon") end
+  if live(s.daemon) then return self:forward(s.daemon, text, TO_DAEMON) end
   if self.remote and self.remote:client_to_remote(conn, s, text) then return end
   self.obs:inc("relay_client_messages_dropped_total")
   self:daemon_unavailable(conn)
@@ -267,7 +271,7 @@ end
 -- To one owner: a local connection, or (a client on another relay) over the bus.
 function M:deliver(s, conn, text)
   if conn and conn.remote then return self.remote:publish(conn.remote, "daemon_to_clients", s, nil, text) end
-  return self:forward(conn, text, "daemon_to_clients")
+  return self:forward(conn, text, TO_CLIENTS)
 end
 
 function M:fan_out(s, ch, text, except)
@@ -325,7 +329,7 @@ function M:from_remote_client(s, relay_id, text)
   s.relays = s.relays or {}
   s.relays[relay_id] = s.relays[relay_id] or { remote = relay_id, closing = false }
   self:open(s, s.relays[relay_id], f, kind)
-  if not self:forward(s.daemon, text, "client_to_daemon") then
+  if not self:forward(s.daemon, text, TO_DAEMON) then
     self.obs:inc("relay_bus_undeliverable_total")
   end
 end
