@@ -37,45 +37,39 @@ local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
 }) or nil
 local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
+local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = platform.worker_frame,
+                   client = hub.client_frame }
 
-
--- Refusals before the upgrade: a bare status, and the connection closes.
-local function refuse(res, status, counter, event, fields)
-  if counter then obs:inc(counter) end
+-- Refusals before the upgrade: a bare status, and the connection closes. The log event is
+-- `what`, the metric relay_<what>_total.
+local function refuse(res, status, what, fields)
+  obs:inc("relay_" .. what .. "_total")
   obs:inc("relay_ws_connections_rejected_total")
-  obs:log("warn", event, fields)
+  obs:log("warn", what, fields)
   res:send(status, "", { connection = "close" })
 end
 
 -- The original's order of checks (index.ts server.on('upgrade')).
 local function admit(req, res)
-  local ip = req.peer
-  if not upgrades:allow(ip, relay.now()) then
-    return refuse(res, 429, "relay_upgrade_rate_limited_total", "upgrade_rate_limited", { ip = ip })
-  end
+  local ip, a = req.peer, req.args
+  if not upgrades:allow(ip, relay.now()) then return refuse(res, 429, "upgrade_rate_limited", { ip = ip }) end
   if hub.conns.n >= cfg.relay_max_total_connections then
-    return refuse(res, 503, "relay_upgrade_rejected_total_connections_total", "upgrade_rejected_total_connections", { ip = ip })
+    return refuse(res, 503, "upgrade_rejected_total_connections", { ip = ip })
   end
   if hub.conns:count(ip) >= cfg.relay_max_connections_per_ip then
-    return refuse(res, 429, "relay_upgrade_rejected_ip_connections_total", "upgrade_rejected_ip_connections", { ip = ip })
+    return refuse(res, 429, "upgrade_rejected_ip_connections", { ip = ip })
   end
-  local a = req.args
   local query_ok, bad = admission.check_query(a)
-  if not query_ok then
-    return refuse(res, 400, "relay_upgrade_invalid_query_total", "upgrade_invalid_query", { ip = ip, reason = bad })
-  end
+  if not query_ok then return refuse(res, 400, "upgrade_invalid_query", { ip = ip, reason = bad }) end
   local role, ws_id, rt_id = a.role, a.workspaceId, a.runtimeTargetId
   local token = admission.token(req, cfg.relay_mode == "dev")
-  if not token then
-    return refuse(res, 401, "relay_upgrade_missing_auth_total", "upgrade_missing_auth", { ip = ip, role = role })
-  end
+  if not token then return refuse(res, 401, "upgrade_missing_auth", { ip = ip, role = role }) end
   if role == "client" and hub:client_count(ws_id, rt_id) >= cfg.relay_max_clients_per_workspace then
-    return refuse(res, 429, "relay_upgrade_rejected_workspace_clients_total", "upgrade_rejected_workspace_clients",
-                  { ip = ip, workspaceId = ws_id })
+    return refuse(res, 429, "upgrade_rejected_workspace_clients", { ip = ip, workspaceId = ws_id })
   end
   local claims, why = admission.admit(cfg, jwks, token, role, ws_id, rt_id)
   if not claims then
-    return refuse(res, 401, "relay_admission_denied_total", "admission_denied", { ip = ip, role = role, workspaceId = ws_id, reason = why })
+    return refuse(res, 401, "admission_denied", { ip = ip, role = role, workspaceId = ws_id, reason = why })
   end
   obs:inc("relay_admission_ok_total")
   return { ip = ip, role = role, workspace_id = ws_id, runtime_target_id = rt_id, claims = claims,
@@ -92,8 +86,7 @@ local function serve(conn)
   obs:log("info", "ws_connected", { connectionId = conn.id, role = conn.role, workspaceId = conn.workspace_id,
                                      runtimeTargetId = conn.runtime_target_id })
   if hub.remote then hub.remote:client_joined(conn) end
-  local on_frame = conn.role == "workspace-daemon" and hub.daemon_frame
-    or conn.role == "worker" and platform.worker_frame or hub.client_frame
+  local on_message = on_frame[conn.role]
   while not conn.closing do
     local data, _, code, reason = conn.ws:recv()
     if not data then
@@ -101,7 +94,7 @@ local function serve(conn)
       obs:log("info", "ws_closed", { connectionId = conn.id, role = conn.role, code = code, reason = reason })
       break
     end
-    on_frame(hub, conn, data)
+    on_message(hub, conn, data)
   end
 end
 
@@ -184,7 +177,9 @@ end))
 -- The admin status page's panel: counts only (workspace ids stay behind /state's token).
 relay.status(function()
   local daemons, clients = 0, 0
-  for _, w in ipairs(hub:snapshot(false)) do daemons, clients = daemons + (w.daemonConnected and 1 or 0), clients + w.clientCount end
+  for _, s in pairs(hub.scopes) do
+    daemons, clients = daemons + (s.daemon and 1 or 0), clients + s.nclients
+  end
   return { title = "workspace relay", workspaces = hub.nscopes, connections = hub.conns.n, daemons = daemons, clients = clients, backplane = cfg.backplane }
 end)
 

@@ -3,8 +3,9 @@
 -- that limits see the ones being admitted), sending without waiting on a peer that does not read
 -- (one owed more than max_pending bytes is cut off, close 4008 "buffer overflow", and the sender
 -- goes on), pinging them, and terminating (no close frame) the silent and those that answer no
--- ping. A connection is the script's own table: conn.ip, conn.ws once upgraded, and conn.closing,
--- conn.overflow, conn.pinged_at, which are set here.
+-- ping. A connection is the script's own table: conn.ip, conn.ws once upgraded, and conn.closing and
+-- conn.overflow, which are set here. All are pinged at once, so the time of the ping is kept once,
+-- not in each table: a field more per held connection would double the table's hash part.
 local relay = require "relay"
 
 local M = {}
@@ -65,11 +66,11 @@ function Conns:send(conn, text)
 end
 
 -- Terminates the connections silent for idle_timeout, and those that sent nothing, not even a
--- pong, within pong_timeout of a ping.
+-- pong, within pong_timeout of a ping (one opened after the ping has heard from its peer since).
 function Conns:reap(now)
+  local since_ping = self.pinged_at and now - self.pinged_at
   for conn in pairs(self.all) do
     if conn.ws and not conn.closing then
-      local since_ping = conn.pinged_at and now - conn.pinged_at
       local stale = since_ping and conn.ws:idle() > since_ping and since_ping >= self.o.pong_timeout
       if stale or conn.ws:silent() >= self.o.idle_timeout then
         if self.o.on_terminate then self.o.on_terminate(conn, stale and "stale" or "idle") end
@@ -81,11 +82,9 @@ function Conns:reap(now)
 end
 
 function Conns:ping(now)
+  self.pinged_at = now
   for conn in pairs(self.all) do
-    if conn.ws and not conn.closing then
-      conn.pinged_at = now
-      conn.ws:ping()
-    end
+    if conn.ws and not conn.closing then conn.ws:ping() end
   end
   if self.o.on_ping then self.o.on_ping(now) end
 end

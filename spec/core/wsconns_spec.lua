@@ -89,4 +89,14 @@ describe("relay.wsconns", function()
     d:close()
     e:close()
   end)
+
+  it("terminates a peer that answers no ping only once it was pinged, whenever it connected", function()
+    -- the time of the last ping is kept once for all: one that connected after it is not stale
+    for i = 1, 6 do -- opened at different points of the 0.5 s ping period
+      local f = assert(ws_raw.open(host.port, "/ws?name=f" .. i))
+      assert.equal(ws_raw.PING, (f:read_frame(2)), "f" .. i .. " was cut off before any ping")
+      f:close()
+      socket.sleep(0.13)
+    end
+  end)
 end)

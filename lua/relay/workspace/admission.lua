@@ -9,18 +9,16 @@ local M = {}
 local function token_ok(t) return type(t) == "string" and #t >= 10 and #t <= 4096 end
 
 -- Authorization: Bearer <t>, then a Sec-WebSocket-Protocol entry auth.<t>, then ?token= (dev
--- mode only). Returns the token or nil.
+-- mode only). Returns the token or nil; the first one found decides.
 function M.token(req, dev)
-  local bearer = req:bearer()
-  if bearer then return token_ok(bearer) and bearer or nil end
-  for _, v in ipairs(req.headers:all("sec-websocket-protocol")) do
-    for p in v:gmatch("[^,%s]+") do
-      local t = p:match("^auth%.(.+)$")
-      if t then return token_ok(t) and t or nil end
+  local t = req:bearer()
+  if not t then
+    for _, v in ipairs(req.headers:all("sec-websocket-protocol")) do
+      t = t or (" " .. v):match("[,%s]auth%.([^,%s]+)")
     end
   end
-  if dev and type(req.args.token) == "string" then return token_ok(req.args.token) and req.args.token or nil end
-  return nil
+  if not t and dev then t = req.args.token end
+  return token_ok(t) and t or nil
 end
 
 -- The upgrade's query: ?role=…&workspaceId=…[&runtimeTargetId=…] -> true | nil, what did not fit.
@@ -58,7 +56,7 @@ local needed = {
 
 -- The claims the relay knows, without JSON nulls, or nil and what failed. lenient: claims the
 -- schema does not know are dropped instead of refused (a JWT carries sub and others).
-function M.check_claims(claims, role, lenient)
+local function check_claims(claims, role, lenient)
   if type(claims) ~= "table" then return nil, "claims missing" end
   local ok, why = S.check(lenient and SOME_CLAIMS or CLAIMS, claims)
   if not ok then return nil, "bad claim " .. why end
@@ -75,7 +73,7 @@ end
 -- ---- the validate endpoint ----
 
 -- -> claims | nil, reason
-function M.validate(cfg, token, role, workspace_id, runtime_target_id)
+local function validate(cfg, _, token, role, workspace_id, runtime_target_id)
   local status, json = platform.post(cfg, cfg.validate_url, { relayToken = token, role = role,
                                       workspaceId = workspace_id, runtimeTargetId = runtime_target_id })
   if not status then return nil, "admission request failed: " .. json end
@@ -84,7 +82,7 @@ function M.validate(cfg, token, role, workspace_id, runtime_target_id)
     local why = json.reason or json.error
     return nil, type(why) == "string" and why or "VALIDATION_FAILED"
   end
-  local claims, why = M.check_claims(json.claims, role)
+  local claims, why = check_claims(json.claims, role)
   if not claims then return nil, "INVALID_CLAIMS: " .. why end
   return claims
 end
@@ -99,19 +97,17 @@ local function token_claims(cfg, jwks, token, role)
   if claims.role ~= role then
     return nil, claims.role == nil and "token has no role claim" or "role claim mismatch"
   end
-  return M.check_claims(claims, role, true)
+  return check_claims(claims, role, true)
 end
+
+local STEPS = { jwks = token_claims, validate = validate }
 
 -- Runs the configured steps in order (cfg.admission: "validate", "jwks"); every step must
 -- admit. A jwks step's claims are the token's; a later validate step's claims replace them.
 function M.admit(cfg, jwks, token, role, workspace_id, runtime_target_id)
   local claims, why
   for _, step in ipairs(cfg.admission) do
-    if step == "jwks" then
-      claims, why = token_claims(cfg, jwks, token, role)
-    else
-      claims, why = M.validate(cfg, token, role, workspace_id, runtime_target_id)
-    end
+    claims, why = STEPS[step](cfg, jwks, token, role, workspace_id, runtime_target_id)
     if not claims then return nil, step .. ": " .. why end
   end
   return claims

@@ -67,7 +67,6 @@ end
 
 function Redis:publish(target, text) return self.inbox:push(target, text) end
 
--- An empty inbox waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does.
 function Redis:pull() return self.inbox:pull() end
 
 local Server = {}
@@ -140,7 +139,7 @@ end
 
 function M.new(cfg, hub, obs)
   local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = {}, envelopes = bus_envelopes(cfg) }, M)
-  self.transport = cfg.backplane == "redis" and redis_transport(cfg) or server_transport(cfg)
+  self.transport = (cfg.backplane == "redis" and redis_transport or server_transport)(cfg)
   -- The local daemons' records, written again every presence sync interval (they expire), and at
   -- once when Redis is back without them (relay.reannounce), not a sync period (20 s) later.
   local sync = cfg.relay_presence_sync_interval_ms / 1000
@@ -162,18 +161,12 @@ function M.new(cfg, hub, obs)
   return self
 end
 
--- A call to Redis (or the platform) failed.
-function M:failed(what, err)
-  self.presence.watch:failed()
-  self.obs:inc(what == "bus" and "relay_bus_errors_total" or "relay_presence_errors_total")
+-- A call to Redis (or the platform) failed ("presence" or "bus"). not_redis: a frame or a turn
+-- of the consumer raised; Redis is not blamed (presence is not rewritten for it).
+function M:failed(what, err, not_redis)
+  if not not_redis then self.presence.watch:failed() end
+  self.obs:inc("relay_" .. what .. "_errors_total")
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
-end
-
--- A frame or a turn of the consumer raised: counted and logged as a bus error. Redis is not
--- blamed (presence is not rewritten for it), and the consumer goes on.
-function M:bus_error(why)
-  self.obs:inc("relay_bus_errors_total")
-  self.obs:log("warn", "bus_error", { reason = why })
 end
 
 -- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok | nil, err
@@ -211,8 +204,7 @@ function M:remote_daemon(ws, rt)
     self.obs:inc("relay_presence_lookups_total")
   end
   local rec = c.rec
-  if rec and rec.daemonConnected ~= false and rec.relayId ~= self.cfg.relay_id then return rec end
-  return nil
+  return rec and rec.daemonConnected ~= false and rec.relayId ~= self.cfg.relay_id and rec or nil
 end
 
 -- presence.ts isAllowedRedirectWsBaseUrl
@@ -241,10 +233,8 @@ end
 
 -- Right after the upgrade: a client whose daemon is elsewhere is told where.
 function M:client_joined(conn)
-  if conn.role ~= "client" or not conn.runtime_target_id or not self.cfg.redirect_enabled then return end
-  local s = conn.scope
-  if s.daemon then return end
-  local rec = self:remote_daemon(conn.workspace_id, conn.runtime_target_id)
+  if conn.role ~= "client" or not conn.runtime_target_id or conn.scope.daemon then return end
+  local rec = self.cfg.redirect_enabled and self:remote_daemon(conn.workspace_id, conn.runtime_target_id)
   if rec then self:redirect(conn, rec, false) end
 end
 
@@ -270,9 +260,6 @@ function M:publish(target, direction, s, machine_id, payload)
   return true
 end
 
--- A remote owner: daemon frames for it go back over the bus to its relay.
-function M:remote_owner(relay_id) return { remote = relay_id, closing = false } end
-
 function M:rejected(why)
   self.obs:inc("relay_bus_rejected_total")
   self.obs:log("warn", "bus_envelope_rejected", { reason = why })
@@ -286,7 +273,7 @@ function M:deliver(raw)
   local s = hub.scopes[hub.scope_key(e.workspaceId, e.runtimeTargetId)]
   if e.direction == "client_to_daemon" then
     if not (s and s.daemon) then return self.obs:inc("relay_bus_undeliverable_total") end
-    hub:from_remote_client(s, self:remote_owner(e.sourceRelayId), e.payload)
+    hub:from_remote_client(s, e.sourceRelayId, e.payload)
   elseif e.direction == "daemon_to_clients" and s then
     hub:from_remote_daemon(s, e.payload)
   end
@@ -298,36 +285,33 @@ end
 -- (measured: up to 4.7 s after a Cluster replica was promoted, with 1, 2, 4 s).
 local RETRY_S = 1
 
--- One turn of the consumer: pull, deliver, wait after an error.
+-- One turn of the consumer: pull and deliver. -> how long to wait before the next turn (an
+-- empty inbox: RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does)
 function M:turn()
-  if self.hub.conns.n == 0 then
-    relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
-    return
-  end
+  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
+  if self.hub.conns.n == 0 then return poll end
   local batch, dropped_or_err = self.transport:pull()
   if not batch then
     self:failed("bus", dropped_or_err)
-    relay.sleep(math.max(RETRY_S, self.cfg.relay_bus_poll_interval_ms / 1000))
-    return
+    return math.max(RETRY_S, poll)
   end
   self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
   for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
   for _, raw in ipairs(batch) do
     local ok, err = pcall(self.deliver, self, raw)
-    if not ok then self:bus_error("delivery: " .. tostring(err)) end
+    if not ok then self:failed("bus", "delivery: " .. tostring(err), true) end
   end
-  if #batch == 0 then relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000) end
+  return #batch == 0 and poll or 0
 end
 
 -- The consumer: runs for the generation's life. No input ends it: a turn that raises is
 -- logged and counted, and the next turn runs after a pause.
 function M:run()
+  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
   while true do
-    local ok, err = pcall(self.turn, self)
-    if not ok then
-      self:bus_error("consumer: " .. tostring(err))
-      relay.sleep(self.cfg.relay_bus_poll_interval_ms / 1000)
-    end
+    local ok, wait = pcall(self.turn, self)
+    if not ok then self:failed("bus", "consumer: " .. tostring(wait), true) end
+    if not ok or wait > 0 then relay.sleep(ok and wait or poll) end
   end
 end
 

@@ -1,7 +1,7 @@
 -- Frame shapes of the Viewport relay protocol (services/relay relay-frame-validation.ts), as
 -- relay.schema shapes. The relay never decrypts: it recognises envelopes and control frames by
--- their plain fields and routes on them. client_kind(frame) / daemon_kind(frame) name what a
--- frame is, or return nil and what did not fit.
+-- their plain fields and routes on them. client(text) / daemon(text) -> the frame and what kind of
+-- frame it is (nil: not a frame the relay takes).
 local cjson = require "cjson"
 local S = require "relay.schema"
 
@@ -54,16 +54,17 @@ local CLIENT = {
     displayName = opt(S.string { max = 255 }), sentAt = opt(str) } },
 }
 
+-- by: type -> { kind, shape }
 local function kind(by, f)
   local t = by[f.type]
-  if not t then return nil, "type: expected a known frame type, got " .. S.describe(f.type) end
-  local ok, err = S.check(t[2], f)
-  if ok then return t[1] end
-  return nil, err
+  return t and S.check(t[2], f) and t[1] or nil
 end
 
 -- Client -> daemon: "e2ee", "kex_init", "pairing", "subscribe", "unsubscribe", "presence".
-function M.client_kind(f) return kind(CLIENT, f) end
+function M.client(text)
+  local f = M.parse(text)
+  return f, f and kind(CLIENT, f)
+end
 
 local REFUSED = obj { requestId = nonempty, errorCode = nonempty }
 local function ok_or_error(fields) return S.variant("ok", { [true] = obj(fields), [false] = REFUSED }) end
@@ -85,12 +86,13 @@ local SESSION_EVENT = obj { channel = channel, event = obj {} }
 local SESSION_EVENT_SCHEMA = "viewport.session_event_relay_frame/v1"
 
 -- Daemon -> clients: "e2ee", "key_update", "kex_response", "pairing_response", "session_event".
-function M.daemon_kind(f)
-  local k, err = kind(DAEMON, f)
-  if k or f.schema ~= SESSION_EVENT_SCHEMA then return k, err end
-  local ok, why = S.check(SESSION_EVENT, f)
-  if ok then return "session_event" end
-  return nil, why
+function M.daemon(text)
+  local f = M.parse(text)
+  local k = f and kind(DAEMON, f)
+  if f and not k and f.schema == SESSION_EVENT_SCHEMA and S.check(SESSION_EVENT, f) then
+    k = "session_event"
+  end
+  return f, k
 end
 
 -- viewport.worker_transport.request/v1: a worker's HTTP call, only under the platform's
@@ -101,8 +103,6 @@ local WORKER_REQUEST = obj {
   headers = opt(obj {}), body = opt(str),
 }
 function M.worker_request(f) return S.check(WORKER_REQUEST, f) end
-
-M.session_kinds = { subscribe = true, unsubscribe = true, presence = true }
 
 -- noise-ikpsk2 is the stronger profile (it adds the pairing PSK).
 local strength = { ["noise-ik"] = 1, ["noise-ikpsk2"] = 2 }

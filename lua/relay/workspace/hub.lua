@@ -33,22 +33,21 @@ local function connections(self, cfg, obs)
       obs:log("info", "ws_" .. why .. "_terminated", { connectionId = conn.id, role = conn.role })
     end,
     on_ping = function(now) -- every ping interval: sweep the limiters
-      for _, l in ipairs { self.kex_limit, self.pairing_limit, self.runtime_limit, self.runtime_ws_limit } do
-        l:sweep(now)
-      end
+      for _, l in pairs(self.limits) do l:sweep(now) end
     end,
   }
 end
 
 function M.new(cfg, obs)
-  local minute = 60
   local self = setmetatable({
     cfg = cfg, obs = obs, scopes = {}, nscopes = 0,
-    kex_limit = limit.window(cfg.relay_kex_init_rate_per_minute, minute, cfg.relay_kex_rate_limiter_max_keys),
-    pairing_limit = limit.window(cfg.relay_pairing_rate_per_minute, minute, cfg.relay_pairing_rate_limiter_max_keys),
-    runtime_limit = limit.bucket(cfg.relay_runtime_rate_per_minute, minute, cfg.relay_runtime_rate_limiter_max_keys),
-    runtime_ws_limit = limit.bucket(cfg.relay_runtime_rate_per_minute_workspace, minute,
-                                    cfg.relay_runtime_workspace_rate_limiter_max_keys),
+    limits = { -- per minute; keyed as LIMITED says
+      kex = limit.window(cfg.relay_kex_init_rate_per_minute, 60, cfg.relay_kex_rate_limiter_max_keys),
+      pairing = limit.window(cfg.relay_pairing_rate_per_minute, 60, cfg.relay_pairing_rate_limiter_max_keys),
+      runtime = limit.bucket(cfg.relay_runtime_rate_per_minute, 60, cfg.relay_runtime_rate_limiter_max_keys),
+      runtime_ws = limit.bucket(cfg.relay_runtime_rate_per_minute_workspace, 60,
+                                cfg.relay_runtime_workspace_rate_limiter_max_keys),
+    },
     -- The C side (core/hub): E2EE frames of a daemon reach their session's owner without Lua,
     -- and its per-scope token bucket is the daemon limit for every daemon and worker frame.
     fast = core.hub_new(cfg.relay_daemon_runtime_rate_per_minute, cfg.relay_max_pending_bytes),
@@ -98,9 +97,9 @@ end
 
 -- ---- sending ----
 
-function M:status(conn, code, message, extra)
-  local p = { type = "relay_status", code = code, message = message, workspaceId = conn.workspace_id }
-  for k, v in pairs(extra or {}) do p[k] = v end
+function M:status(conn, code, message, p)
+  p = p or {}
+  p.type, p.code, p.message, p.workspaceId = "relay_status", code, message, conn.workspace_id
   self:send(conn, encode(p))
 end
 
@@ -115,10 +114,6 @@ function M:send(conn, text) return self.conns:send(conn, text) end
 
 -- ---- joining and leaving ----
 
-local function effective_target(conn)
-  return conn.runtime_target_id or conn.claims.runtimeTargetId
-end
-
 -- After the upgrade: the claim checks of relay-connection-admission.ts. Returns true, or nil
 -- plus the 4008 reason.
 function M:register(conn)
@@ -128,7 +123,7 @@ function M:register(conn)
   if conn.runtime_target_id and c.runtimeTargetId and c.runtimeTargetId ~= conn.runtime_target_id then
     return nil, "runtime target claim mismatch"
   end
-  conn.runtime_target_id = effective_target(conn)
+  conn.runtime_target_id = conn.runtime_target_id or c.runtimeTargetId
   if conn.role == "client" and not c.scope then return nil, "invalid scope claim" end
   local needs_target = conn.role == "workspace-daemon" or
     (conn.role == "client" and (c.scope == "runtime" or c.scope == "session-events"))
@@ -177,17 +172,15 @@ end
 
 local INVALID = "client frame must be a valid runtime or pairing control frame"
 
--- The requests a client frame opens, so that the daemon's answer reaches the one who asked.
-local function remember(s, kind, f, owner)
-  if kind == "kex_init" then s.kex:set(f.requestId, owner)
-  elseif kind == "pairing" then s.pairing:set(f.requestId, owner) end
-end
+-- The frame kinds a client of each scope may send (other scopes: any).
+local SESSION = { subscribe = true, unsubscribe = true, presence = true }
+local SCOPE_KINDS = { pairing = { pairing = true }, ["session-events"] = SESSION,
+                      runtime = setmetatable({ e2ee = true, kex_init = true }, { __index = SESSION }) }
 
-local scope_rules = {
-  pairing = function(kind) return kind == "pairing" or nil, "pairing scope only" end,
-  runtime = function(kind) return kind ~= "pairing" or nil, "runtime scope only" end,
-  ["session-events"] = function(kind) return frames.session_kinds[kind] or nil, "session-events scope only" end,
-}
+-- The rate-limited client frames: the limiter (keyed per client connection; the runtime ones
+-- per client and per workspace), and the words of the metric and the 4008 reason.
+local LIMITED = { kex_init = { "kex", "key exchange" }, pairing = { "pairing", "pairing" },
+                  e2ee = { "runtime", "runtime" } }
 
 function M:daemon_unavailable(conn)
   if not conn.runtime_target_id then return self:target_required(conn) end
@@ -197,55 +190,54 @@ end
 
 -- Returns nil, or the 4008 reason when the frame breaks a limit.
 function M:client_limits(conn, kind, now)
-  local per_conn = "ws:" .. (conn.claims.clientId or conn.id) .. ":" .. conn.ip
-  if kind == "kex_init" and not self.kex_limit:allow(per_conn, now) then
-    self.obs:inc("relay_frames_client_kex_rate_limited_total")
-    return "key exchange rate limit exceeded"
+  local l, client = LIMITED[kind], conn.claims.clientId or conn.id
+  if not l then return end
+  local ok
+  if kind == "e2ee" then
+    ok = self.limits.runtime:allow(client, now) and self.limits.runtime_ws:allow(conn.workspace_id, now)
+  else
+    ok = self.limits[l[1]]:allow("ws:" .. client .. ":" .. conn.ip, now)
   end
-  if kind == "pairing" and not self.pairing_limit:allow(per_conn, now) then
-    self.obs:inc("relay_frames_client_pairing_rate_limited_total")
-    return "pairing rate limit exceeded"
-  end
-  if kind == "e2ee" and not (self.runtime_limit:allow(conn.claims.clientId or conn.id, now)
-                             and self.runtime_ws_limit:allow(conn.workspace_id, now)) then
-    self.obs:inc("relay_frames_client_runtime_rate_limited_total")
-    return "runtime rate limit exceeded"
-  end
+  if ok then return end
+  self.obs:inc("relay_frames_client_" .. l[1] .. "_rate_limited_total")
+  return l[2] .. " rate limit exceeded"
 end
 
 function M:client_frame(conn, text)
-  local f = frames.parse(text)
-  local kind = f and frames.client_kind(f)
+  local f, kind = frames.client(text)
   if not kind then
     self.obs:inc("relay_frames_client_rejected_total")
     return self:status(conn, "INVALID_FRAME", INVALID)
   end
-  local rule = scope_rules[conn.claims.scope]
-  if rule then
-    local ok, why = rule(kind)
-    if not ok then return self:close(conn, 4008, why) end
-  end
+  local allowed, s = SCOPE_KINDS[conn.claims.scope], conn.scope
+  if allowed and not allowed[kind] then return self:close(conn, 4008, conn.claims.scope .. " scope only") end
   if f.profile and conn.claims.e2eeProfile and f.profile ~= conn.claims.e2eeProfile then
     return self:close(conn, 4008, "e2ee profile mismatch")
   end
   local limited = self:client_limits(conn, kind, relay.now())
   if limited then return self:close(conn, 4008, limited) end
-  local s = conn.scope
   s.last_activity = relay.time()
-  if kind == "subscribe" then
-    if not self:channel_allowed(conn, f.channel) then
-      return self:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
-                                      reason = "CHANNEL_NOT_AUTHORIZED" })
-    end
-    s.subs[f.channel] = s.subs[f.channel] or {}
-    s.subs[f.channel][conn] = true
-  elseif kind == "unsubscribe" then
-    if s.subs[f.channel] then s.subs[f.channel][conn] = nil end
-  elseif kind == "presence" then
-    return self:fan_out(s, f.channel, text, conn)
+  if kind == "subscribe" and not self:channel_allowed(conn, f.channel) then
+    return self:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
+                                    reason = "CHANNEL_NOT_AUTHORIZED" })
   end
-  remember(s, kind, f, conn)
+  if kind == "presence" then return self:fan_out(s, f.channel, text, conn) end
+  self:open(s, conn, f, kind)
   self:to_daemon(conn, s, text)
+end
+
+-- What a client frame opens in its scope: a request whose answer goes back to its owner (who
+-- asked), or a subscription. A remote owner stands for every client of its relay, so that
+-- relay's clients unsubscribe there, not here.
+function M:open(s, owner, f, kind)
+  if kind == "kex_init" then s.kex:set(f.requestId, owner)
+  elseif kind == "pairing" then s.pairing:set(f.requestId, owner)
+  elseif kind == "subscribe" then
+    s.subs[f.channel] = s.subs[f.channel] or {}
+    s.subs[f.channel][owner] = true
+  elseif kind == "unsubscribe" and s.subs[f.channel] and not owner.remote then
+    s.subs[f.channel][owner] = nil
+  end
 end
 
 function M:channel_allowed(conn, ch)
@@ -255,16 +247,20 @@ function M:channel_allowed(conn, ch)
   return false
 end
 
--- -> whether the scope's (live) daemon took it
-function M:daemon_send(s, text)
-  if not self:send(s.daemon, text) then return false end
-  self.obs:inc("relay_frames_client_to_daemon_total")
-  self.obs:inc("relay_bytes_client_to_daemon_total", #text)
+-- The frame and byte counters of each direction (names made once, not per frame).
+local TO_DAEMON = { "relay_frames_client_to_daemon_total", "relay_bytes_client_to_daemon_total" }
+local TO_CLIENTS = { "relay_frames_daemon_to_clients_total", "relay_bytes_daemon_to_clients_total" }
+
+-- Sends and counts it in counters (TO_DAEMON or TO_CLIENTS). -> whether it was queued
+function M:forward(conn, text, counters)
+  if not (live(conn) and self:send(conn, text)) then return false end
+  self.obs:inc(counters[1])
+  self.obs:inc(counters[2], #text)
   return true
 end
 
 function M:to_daemon(conn, s, text)
-  if live(s.daemon) then return self:daemon_send(s, text) end
+  if live(s.daemon) then return self:forward(s.daemon, text, TO_DAEMON) end
   if self.remote and self.remote:client_to_remote(conn, s, text) then return end
   self.obs:inc("relay_client_messages_dropped_total")
   self:daemon_unavailable(conn)
@@ -275,12 +271,7 @@ end
 -- To one owner: a local connection, or (a client on another relay) over the bus.
 function M:deliver(s, conn, text)
   if conn and conn.remote then return self.remote:publish(conn.remote, "daemon_to_clients", s, nil, text) end
-  if live(conn) and self:send(conn, text) then
-    self.obs:inc("relay_frames_daemon_to_clients_total")
-    self.obs:inc("relay_bytes_daemon_to_clients_total", #text)
-    return true
-  end
-  return false
+  return self:forward(conn, text, TO_CLIENTS)
 end
 
 function M:fan_out(s, ch, text, except)
@@ -312,8 +303,7 @@ function M:daemon_frame(conn, text)
     self.obs:inc("relay_frames_daemon_rate_limited_total")
     return self:close(conn, 4008, "daemon rate limit exceeded")
   end
-  local f = frames.parse(text)
-  local kind = f and frames.daemon_kind(f)
+  local f, kind = frames.daemon(text)
   if not kind then
     self.obs:inc("relay_frames_daemon_rejected_total")
     return self.obs:log("warn", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, reason = "invalid" })
@@ -331,27 +321,22 @@ end
 -- ---- frames that crossed relays (relay.workspace.backplane) ----
 
 -- A client on another relay spoke to this scope's daemon: its relay checked the frame; here
--- the requests it opens are remembered as owned by that relay.
-function M:from_remote_client(s, owner, text)
-  local f = frames.parse(text)
-  local kind = f and frames.client_kind(f)
+-- what it opens is owned by that relay (one owner per relay, which fans channel events out to its
+-- own clients).
+function M:from_remote_client(s, relay_id, text)
+  local f, kind = frames.client(text)
   if not kind then return self.obs:inc("relay_bus_undeliverable_total") end
-  remember(s, kind, f, owner)
-  if kind == "subscribe" then
-    -- one subscriber per remote relay: it fans the channel's events out to its own clients
-    s.remote_subs = s.remote_subs or {}
-    local marker = s.remote_subs[owner.remote] or owner
-    s.remote_subs[owner.remote] = marker
-    s.subs[f.channel] = s.subs[f.channel] or {}
-    s.subs[f.channel][marker] = true
+  s.relays = s.relays or {}
+  s.relays[relay_id] = s.relays[relay_id] or { remote = relay_id, closing = false }
+  self:open(s, s.relays[relay_id], f, kind)
+  if not self:forward(s.daemon, text, TO_DAEMON) then
+    self.obs:inc("relay_bus_undeliverable_total")
   end
-  if not (live(s.daemon) and self:daemon_send(s, text)) then self.obs:inc("relay_bus_undeliverable_total") end
 end
 
 -- The daemon on another relay answered one of this relay's clients.
 function M:from_remote_daemon(s, text)
-  local f = frames.parse(text)
-  local kind = f and frames.daemon_kind(f)
+  local f, kind = frames.daemon(text)
   if not (kind and self:route_daemon(s, f, kind, text)) then self.obs:inc("relay_bus_undeliverable_total") end
 end
 
