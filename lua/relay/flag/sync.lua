@@ -61,9 +61,10 @@ function Sync:set_stream(state)
 end
 
 -- Why the config is not synced and when the next try is, for /health's failing answer.
--- source: what was tried (the upstream URL, or Redis); retry_in: seconds to the next try.
+-- source: what was tried (the upstream URL, or Redis); retry_in: seconds to the next try (nil:
+-- none, as for an API key the upstream refused).
 function Sync:note_failure(source, err, retry_in)
-  self.failure = { source = source, error = tostring(err), next_ms = now_ms() + math.floor(retry_in * 1000) }
+  self.failure = { source = source, error = tostring(err), next_ms = retry_in and now_ms() + math.floor(retry_in * 1000) }
 end
 
 -- /health's 500 body (FAILED_TO_SYNC): the original's 'error' key, saying what is wrong, and
@@ -77,6 +78,7 @@ function Sync:failure_report(h)
     return body
   end
   body.error = ("could not sync from %s: %s"):format(f.source, f.error)
+  if not f.next_ms then return body end
   body.retryIn = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000))
   body.nextAttempt = f.next_ms
   return body
