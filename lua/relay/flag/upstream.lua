@@ -188,29 +188,42 @@ function Upstream:fetch(only)
   return envs
 end
 
+-- Authenticates what the next sync needs: the proxy key (at each sync until it holds), or every
+-- API key once (the first sync: those that fail are then tried again on their own). true when
+-- there is something to fetch, else nil and why.
+function Upstream:ready()
+  if self.proxy_mode then
+    if self.proxy_token then return true end
+    return self:auth_proxy_key()
+  end
+  if not self.authenticated then self.authenticated = true; self:authenticate() end
+  if next(self.envs) then return true end
+  local k = self:unserved()
+  return nil, k and k.why or "no API key authenticated"
+end
+
 -- One full sync. Changes found this way reach no SSE stream as events, so (like ff-proxy)
 -- every SDK stream of a changed environment is closed and the SDKs re-fetch.
 function Upstream:sync_all()
-  if self.proxy_mode then
-    if not self.proxy_token then
-      local ok, err = self:auth_proxy_key()
-      if not ok then return nil, err end
-    end
-  elseif not self.authenticated then
-    self.authenticated = true
-    self:authenticate()
-  end
-  if not next(self.envs) and not self.proxy_token then
-    local k = self:unserved()
-    return nil, k and k.why or "no API key authenticated"
-  end
-  local envs, err = self:fetch()
+  local ok, err = self:ready()
+  if not ok then return nil, err end
+  local envs
+  envs, err = self:fetch()
   if not envs then return nil, err end
   local events, refused = self.sync:replace(envs, self.cfg.base_url, true)
   if not events then return nil, refused end -- the last good config keeps serving
   self:report()
   for _, ev in ipairs(events) do relay.sse.close(ev.environment) end -- the first closes them all
   return true
+end
+
+-- A full sync that failed: the last good config keeps serving, and /health says why (a key not
+-- served says more than the poll) and when the next try is.
+function Upstream:sync_failed(err)
+  relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
+  self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
+  if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
+  if self:unserved() then self:report() end
 end
 
 -- One full sync at a time (a poll, a stream's reconnect, a key that authenticated late): one
@@ -220,13 +233,8 @@ function Upstream:poll_once()
   self.syncing = true
   repeat
     self.again = false
-    local ok, err = self:sync_all()
-    if not ok then
-      relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
-      self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
-      if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
-      if self:unserved() then self:report() end -- a key not served says more than the poll
-    end
+    local ran, ok, err = pcall(self.sync_all, self) -- a throw must not leave syncing set for good
+    if not ok then self:sync_failed(ran and err or tostring(ok)) end
   until not self.again or self.stopped
   self.syncing = false
 end
