@@ -57,9 +57,10 @@ function Sync:set_stream(state)
 end
 
 -- Why the config is not synced and when the next try is, for /health's failing answer.
--- source: what was tried (the upstream URL, or Redis); retry_in: seconds to the next try.
+-- source: what was tried (the upstream URL, or Redis); retry_in: seconds to the next try (nil:
+-- none, as for an API key the upstream refused).
 function Sync:note_failure(source, err, retry_in)
-  self.failure = { source = source, error = tostring(err), next_ms = now_ms() + math.floor(retry_in * 1000) }
+  self.failure = { source = source, error = tostring(err), next_ms = retry_in and now_ms() + math.floor(retry_in * 1000) }
 end
 
 -- /health's 500 body (FAILED_TO_SYNC): the original's 'error' key, saying what is wrong, and
@@ -70,7 +71,9 @@ function Sync:failure_report(h)
                  cacheError = h.cacheError, error = "the first sync has not finished yet" }
   if f then
     body.error = ("could not sync from %s: %s"):format(f.source, f.error)
-    body.retryIn, body.nextAttempt = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000)), f.next_ms
+    if f.next_ms then -- nil for a key the upstream refused: no retry is planned
+      body.retryIn, body.nextAttempt = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000)), f.next_ms
+    end
   end
   return body
 end

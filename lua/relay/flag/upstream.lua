@@ -5,6 +5,7 @@
 local relay = require "relay"
 local json = require "relay.json"
 local eventsource = require "relay.eventsource"
+local backoff = require "relay.backoff"
 local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
@@ -12,24 +13,29 @@ local Upstream = {}
 Upstream.__index = Upstream
 
 -- envs: env_id -> { token, cluster, key, keys (sha256 hex), connected, feed, refreshing }
+-- keys: one per API key, in API_KEYS order: { key, state = "new"|"pending"|"ok"|"refused", why,
+-- retry_at }
 function M.new(cfg, sync)
-  return setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {},
+  local keys = {}
+  for i, key in ipairs(cfg.api_keys) do keys[i] = { key = key, state = "new" } end
+  return setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {}, keys = keys,
     proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
 end
 
--- A request to the upstream (relay.http.json); the decoded body of a 200, or nil and why (a bad
--- answer named by its path).
+-- A request to the upstream (relay.http.json); the decoded body of a 200, or nil, why (a bad
+-- answer named by its path) and the response when there was one.
 function Upstream:call(path, opts)
   opts.url, opts.timeout = self.cfg.base_url .. path, 10
   local v, err, answered = relay.http.json(opts)
-  if answered then return nil, path:match("^[^?]*") .. ": " .. err end
+  if answered then return nil, path:match("^[^?]*") .. ": " .. err, answered end
   return v, err
 end
 
--- POST /client/auth for one SDK key -> environment id, token and cluster.
+-- POST /client/auth for one SDK key -> environment id, token and cluster; or nil, why and the
+-- upstream's status when it answered.
 function Upstream:auth_key(key)
-  local body, err = self:call("/client/auth", { method = "POST", body = { apiKey = key } })
-  if not body then return nil, err end
+  local body, err, res = self:call("/client/auth", { method = "POST", body = { apiKey = key } })
+  if not body then return nil, err, res and res.status end
   local token = body.authToken
   local payload = type(token) == "string" and token:match("^[^.]+%.([^.]+)%.")
   local claims = payload and select(2, pcall(json.decode, relay.base64.decode(payload) or ""))
@@ -37,23 +43,92 @@ function Upstream:auth_key(key)
   return claims.environment, token, claims.clusterIdentifier or "1"
 end
 
-function Upstream:authenticate()
-  if self.proxy_mode then -- v2 style: one Proxy Key covers many environments
-    local body, err = self:call("/proxy/auth", { method = "POST", body = { proxyKey = self.cfg.proxy_key } })
-    if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
-    if not body then return nil, err end
-    self.proxy_token = body.token
-    return true
-  end
-  for _, key in ipairs(self.cfg.api_keys) do
-    local env_id, token, cluster = self:auth_key(key)
-    if not env_id then return nil, token end
-    local u = self.envs[env_id] or { keys = {} } -- keys of one environment share it
-    u.token, u.cluster, u.key = token, cluster, key
-    u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
-    self.envs[env_id] = u
-  end
+function Upstream:auth_proxy_key()
+  local body, err = self:call("/proxy/auth", { method = "POST", body = { proxyKey = self.cfg.proxy_key } })
+  if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
+  if not body then return nil, err end
+  self.proxy_token = body.token
   return true
+end
+
+-- ---- API keys: each authenticated once; one that failed is tried again, one refused is not ----
+
+-- As the original shows a key in its logs (token.MaskRight): the first 4 characters.
+local function masked(key) return key:sub(1, 4) .. ("*"):rep(#key - 4) end
+
+-- The key's environment is fetched with the next sync (keys of one environment share it).
+function Upstream:add_key(k, env_id, token, cluster)
+  local u = self.envs[env_id] or { keys = {} }
+  if not u.token then u.token, u.cluster, u.key = token, cluster, k.key end
+  u.keys[#u.keys + 1] = sha256_hex(k.key) -- each once: config.resolve made API_KEYS distinct
+  self.envs[env_id] = u
+  k.state, k.why = "ok", nil
+end
+
+-- One try. A key the upstream refuses (401/403) is not tried again: the original's SDK gives up
+-- on it ("non-retryable"), and SaaS will not change its mind until API_KEYS does (a reload).
+-- Any other failure (no answer, 5xx, a bad token) may pass: the key stays pending.
+function Upstream:try_key(k)
+  local env_id, token_or_why, cluster_or_status = self:auth_key(k.key)
+  if env_id then return self:add_key(k, env_id, token_or_why, cluster_or_status) end
+  k.why = token_or_why
+  if cluster_or_status == 401 or cluster_or_status == 403 then
+    k.state = "refused"
+    return relay.log.error("upstream_key_refused", { upstream = self.cfg.base_url, key = masked(k.key), error = k.why,
+      message = "not tried again: correct API_KEYS and reload" })
+  end
+  k.state = "pending"
+end
+
+-- The first key not authenticated (API_KEYS order), and how many are not.
+function Upstream:unserved()
+  local first, n = nil, 0
+  for _, k in ipairs(self.keys) do
+    if k.state == "pending" or k.state == "refused" then first, n = first or k, n + 1 end
+  end
+  return first, n
+end
+
+-- /health: SYNCED only once every API key is authenticated and the sync that fetched them all
+-- held. Else FAILED_TO_SYNC (the original's answer to a sync that failed, its auth included:
+-- 500), naming the key and why, and when it is tried next (nothing tries a refused key again).
+function Upstream:report()
+  local k, n = self:unserved()
+  if not k then return self.sync:set_config("SYNCED") end
+  local why = ("API key %s: %s"):format(masked(k.key), k.why)
+  if n > 1 then why = why .. (" (and %d more API keys not served)"):format(n - 1) end
+  self.sync:set_config("FAILED_TO_SYNC")
+  self.sync:note_failure(self.cfg.base_url, why, k.state == "pending" and math.max(0, k.retry_at - relay.time()) or nil)
+end
+
+-- A key not served yet, tried again with backoff (1 s doubling to 60 s with jitter, as the
+-- original's SDK does) until it is: authenticated, then its environment fetched by a full sync.
+function Upstream:retry_key(k, wait)
+  wait = wait or backoff.new { min = 1, max = 60, jitter = true }
+  local d = wait:next()
+  k.retry_at = relay.time() + d
+  if k.state == "pending" then
+    relay.log.warn("upstream_auth_failed", { upstream = self.cfg.base_url, key = masked(k.key), error = k.why, retry_in = d })
+    self:report()
+  end
+  relay.after(d, function()
+    if self.stopped then return end
+    if k.state == "pending" then self:try_key(k) end
+    if k.state == "refused" then return self:report() end
+    if k.state == "ok" and not self.store:env_of_key(k.key) then
+      self:poll_once()
+      self:follow_all()
+    end
+    if not self.store:env_of_key(k.key) then self:retry_key(k, wait) end
+  end)
+end
+
+-- Every API key once (the first sync); those that failed are then tried again on their own.
+function Upstream:authenticate()
+  for _, k in ipairs(self.keys) do self:try_key(k) end
+  for _, k in ipairs(self.keys) do
+    if k.state == "pending" then self:retry_key(k) end
+  end
 end
 
 local function targets_of(self, env_id)
@@ -101,40 +176,67 @@ end
 -- Flags and segments of every environment (or only one); the envs table, or nil and why.
 function Upstream:fetch(only)
   if self.proxy_mode then return self:proxy_fetch() end
-  local envs = {}
-  for env_id, u in pairs(self.envs) do
-    if not only or env_id == only then
-      local env, err = self:fetch_env(env_id, u)
-      if not env then return nil, err end
-      envs[env_id] = env
-    end
+  local envs, ids = {}, {}
+  for env_id in pairs(self.envs) do -- fetching yields: a key authenticated meanwhile adds one
+    if not only or env_id == only then ids[#ids + 1] = env_id end
+  end
+  for _, env_id in ipairs(ids) do
+    local env, err = self:fetch_env(env_id, self.envs[env_id])
+    if not env then return nil, err end
+    envs[env_id] = env
   end
   return envs
+end
+
+-- Authenticates what the next sync needs: the proxy key (at each sync until it holds), or every
+-- API key once (the first sync: those that fail are then tried again on their own). true when
+-- there is something to fetch, else nil and why.
+function Upstream:ready()
+  if self.proxy_mode then
+    if self.proxy_token then return true end
+    return self:auth_proxy_key()
+  end
+  if not self.authenticated then self.authenticated = true; self:authenticate() end
+  if next(self.envs) then return true end
+  local k = self:unserved()
+  return nil, k and k.why or "no API key authenticated"
 end
 
 -- One full sync. Changes found this way reach no SSE stream as events, so (like ff-proxy)
 -- every SDK stream of a changed environment is closed and the SDKs re-fetch.
 function Upstream:sync_all()
-  if not next(self.envs) and not self.proxy_token then
-    local ok, err = self:authenticate()
-    if not ok then return nil, err end
-  end
-  local envs, err = self:fetch()
+  local ok, err = self:ready()
+  if not ok then return nil, err end
+  local envs
+  envs, err = self:fetch()
   if not envs then return nil, err end
   local events, refused = self.sync:replace(envs, self.cfg.base_url, true)
   if not events then return nil, refused end -- the last good config keeps serving
-  self.sync:set_config("SYNCED")
+  self:report()
   for _, ev in ipairs(events) do relay.sse.close(ev.environment) end -- the first closes them all
   return true
 end
 
+-- A full sync that failed: the last good config keeps serving, and /health says why (a key not
+-- served says more than the poll) and when the next try is.
+function Upstream:sync_failed(err)
+  relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
+  self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
+  if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
+  if self:unserved() then self:report() end
+end
+
+-- One full sync at a time (a poll, a stream's reconnect, a key that authenticated late): one
+-- asked for meanwhile runs once more after it, so what it would have fetched is fetched.
 function Upstream:poll_once()
-  local ok, err = self:sync_all()
-  if not ok then
-    relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
-    self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
-    if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
-  end
+  if self.syncing then self.again = true; return end
+  self.syncing = true
+  repeat
+    self.again = false
+    local ran, ok, err = pcall(self.sync_all, self) -- a throw must not leave syncing set for good
+    if not ok then self:sync_failed(ran and err or tostring(ok)) end
+  until not self.again or self.stopped
+  self.syncing = false
 end
 
 -- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
@@ -173,8 +275,9 @@ function Upstream:on_event(env_id, ev)
 end
 
 -- Follows one upstream /stream (relay.eventsource: reconnects with backoff, 1 s doubling to
--- 60 s). Events are "event: *\ndata: {json}\n\n".
-function Upstream:follow(env_id)
+-- 60 s). Events are "event: *\ndata: {json}\n\n". late: followed after the others (its key
+-- authenticated later), so what changed between its fetch and its stream's open is fetched then.
+function Upstream:follow(env_id, late)
   if self.stopped then return end -- stopped during the first sync
   local u = self.envs[env_id]
   u.feed = eventsource.follow {
@@ -185,6 +288,7 @@ function Upstream:follow(env_id)
     end,
     on_open = function()
       u.connected = true
+      if late then late = false; self:refresh_env(env_id) end
       if not self:all_connected() then return end
       local was = self.sync.stream_status.state
       self.sync:set_stream("CONNECTED")
@@ -200,15 +304,25 @@ function Upstream:follow(env_id)
 end
 
 -- Follows the upstream's streams once there are environments to follow: after the first sync,
--- or (the upstream could not be reached then) after the first poll that reached it.
+-- or (the upstream could not be reached then) after the first poll that reached it; and the
+-- environment of an API key that authenticated later, once it has one.
 function Upstream:follow_all()
-  if not self.streaming or self.followed or not next(self.envs) then return end
+  if not self.streaming or not next(self.envs) then return end
   local ids = {}
   for id in pairs(self.envs) do ids[#ids + 1] = id end
   table.sort(ids)
-  -- each SDK key's environment, or (proxy key) one account-level stream that carries every one
-  self.followed = self.proxy_mode and { ids[1] } or ids
-  for _, env_id in ipairs(self.followed) do self:follow(env_id) end
+  if self.proxy_mode then -- one account-level stream carries every environment
+    if not self.followed then self.followed = { ids[1] }; self:follow(ids[1]) end
+    return
+  end
+  local late = self.followed ~= nil
+  self.followed = self.followed or {}
+  for _, id in ipairs(ids) do
+    if not self.envs[id].feed then
+      self.followed[#self.followed + 1] = id
+      self:follow(id, late)
+    end
+  end
 end
 
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
