@@ -56,8 +56,8 @@ return app
     local grown, kept = (rss - rss0) * 1024 / N, (live - before.live) / N
     if helpers.asan() then return end -- RSS is shadow memory there: only the clients held are checked
     -- measured (glibc, LuaJIT 2.1, 6 runs before and 5 after): 5,427-5,632 bytes without the step
-    -- per upgrade, 4,636-4,657 with it; ~1,650 of C heap and ~640 of live Lua, the rest pages
-    -- the allocators keep
+    -- per upgrade, 4,636-4,657 with it; ~640 of them live Lua, the rest C heap (ws_held_memory_spec)
+    -- and the pages the allocators keep
     assert(grown < 5000, ("%d bytes of RSS per held socket (%d of live Lua)"):format(grown, kept))
   end)
 end)
