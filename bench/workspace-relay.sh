@@ -27,8 +27,14 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 rss() { ps -o rss= -p "$1" | awk '{ print $1 }'; }
 bench=$top/bench/js/ws-bench.js
+# Ports free right now, not fixed ones: on a shared machine a second run of this bench (another
+# build) would otherwise meet the first one's fixture and relay, and count their refusals.
+free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
+fixture_port=$(free_port) relay_port=$(free_port) node_port=$(free_port)
+while [[ $relay_port == "$fixture_port" ]]; do relay_port=$(free_port); done
+while [[ $node_port == "$fixture_port" || $node_port == "$relay_port" ]]; do node_port=$(free_port); done
 
-taskset -c 1 node "$bench" fixture 9140 & pids+=($!)
+taskset -c 1 node "$bench" fixture "$fixture_port" & pids+=($!)
 
 measure() { # name pid port
   local url="ws://127.0.0.1:$3/ws" before after
@@ -50,15 +56,15 @@ measure() { # name pid port
   done
 }
 
-PORT=9141 SERVER_URL=http://127.0.0.1:9140 RELAY_INTERNAL_KEY=bench-internal-key-0123456789 RELAY_BACKPLANE_MODE=single \
+PORT=$relay_port SERVER_URL=http://127.0.0.1:$fixture_port RELAY_INTERNAL_KEY=bench-internal-key-0123456789 RELAY_BACKPLANE_MODE=single \
 RELAY_MAX_TOTAL_CONNECTIONS=100000 RELAY_MAX_CONNECTIONS_PER_IP=100000 RELAY_MAX_CLIENTS_PER_WORKSPACE=100000 \
 RELAY_UPGRADE_RATE_PER_MINUTE=100000000 RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE=100000000 \
   taskset -c 0 "${RELAYHOST_BIN:-$top/build/relayhost}" "$top/scripts/workspace-relay.lua" --log-level warn & pids+=($!)
-measure relayhost "${pids[1]}" 9141
+measure relayhost "${pids[1]}" "$relay_port"
 kill "${pids[1]}"
 
-taskset -c 0 node "$top/bench/js/node-relay.js" 9142 & pids+=($!)
-measure "node ws relay" "${pids[2]}" 9142
+taskset -c 0 node "$top/bench/js/node-relay.js" "$node_port" & pids+=($!)
+measure "node ws relay" "${pids[2]}" "$node_port"
 
 for run in $(seq "$RUNS"); do # no relay: what the generator itself adds to every figure above
   printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "generator floor" "$RATE" "$SECS" "$run" \
