@@ -6,7 +6,8 @@
 #
 #   bench/git-tunnel-cpu.sh [BIN...]    each BIN its own server+client pair (default build/relayhost);
 #                                       RUNS=5 rounds, the BINs interleaved in each; medians
-# Prints, per BIN: server and client CPU-s per GiB (median, then every run) and MB/s (noisy).
+# Prints, per BIN: server and client CPU-s per GiB (median, then every run; and the median of
+# the system share, which is most of it: copies, TCP, syscalls) and MB/s (noisy).
 # CALLGRIND=1: instead, both processes run under valgrind's callgrind and one GET of STREAM_MB
 # (default then 64) is counted exactly: user-space instructions per MiB, server and client (the
 # counters are zeroed before the GET and dumped after it, so start-up is not counted). Counts,
@@ -31,6 +32,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+sys_ticks() { awk '{ print $15 }' "/proc/$1/stat"; } # the kernel's share (copies, TCP, syscalls)
 
 mkdir -p "$dir/www" "$dir/repos"
 printf 'alice:secret\n' > "$dir/users"
@@ -78,15 +80,19 @@ fi
 
 hz=$(getconf CLK_TCK)
 gib=$(echo "$STREAM_MB / 1024" | bc -l)
-declare -A scpu ccpu rate
+declare -A scpu ccpu ssys csys rate
 for _ in $(seq "$RUNS"); do
   for i in "${!bins[@]}"; do
     s0=$(cpu_ticks "${spids[$i]}"); c0=$(cpu_ticks "${cpids[$i]}"); t0=$(date +%s.%N)
+    ks0=$(sys_ticks "${spids[$i]}"); kc0=$(sys_ticks "${cpids[$i]}")
     n=$(curl -sf -o /dev/null -w '%{size_download}' "http://127.0.0.1:${srvs[$i]}/v1/relay/bench/stream.bin")
     t1=$(date +%s.%N); s1=$(cpu_ticks "${spids[$i]}"); c1=$(cpu_ticks "${cpids[$i]}")
+    ks1=$(sys_ticks "${spids[$i]}"); kc1=$(sys_ticks "${cpids[$i]}")
     [[ $n == $((STREAM_MB * 1048576)) ]] || { echo "GET through ${bins[$i]} got $n bytes" >&2; exit 1; }
     scpu[$i]+="$(echo "($s1 - $s0) / $hz / $gib" | bc -l | xargs printf '%.2f') "
     ccpu[$i]+="$(echo "($c1 - $c0) / $hz / $gib" | bc -l | xargs printf '%.2f') "
+    ssys[$i]+="$(echo "($ks1 - $ks0) / $hz / $gib" | bc -l | xargs printf '%.2f') "
+    csys[$i]+="$(echo "($kc1 - $kc0) / $hz / $gib" | bc -l | xargs printf '%.2f') "
     rate[$i]+="$(echo "$STREAM_MB * 1.048576 / ($t1 - $t0)" | bc -l | xargs printf '%.0f') "
   done
 done
@@ -103,7 +109,8 @@ fi
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "$(date -Is) load $(cut -d' ' -f1-3 /proc/loadavg), $RUNS runs of a $STREAM_MB MiB GET, CPU-s per GiB (median; every run)"
 for i in "${!bins[@]}"; do
-  printf '%s\n  server %s (%s)\n  client %s (%s)\n  MB/s   %s (%s)\n' "${bins[$i]}" \
-    "$(median <<<"${scpu[$i]}")" "${scpu[$i]% }" "$(median <<<"${ccpu[$i]}")" "${ccpu[$i]% }" \
+  printf '%s\n  server %s (%s), of it system %s\n  client %s (%s), of it system %s\n  MB/s   %s (%s)\n' "${bins[$i]}" \
+    "$(median <<<"${scpu[$i]}")" "${scpu[$i]% }" "$(median <<<"${ssys[$i]}")" \
+    "$(median <<<"${ccpu[$i]}")" "${ccpu[$i]% }" "$(median <<<"${csys[$i]}")" \
     "$(median <<<"${rate[$i]}")" "${rate[$i]% }"
 done

@@ -45,11 +45,16 @@ static void reencode_check(const char *p, size_t n, const rh_tframe *f) {
   rh_buf_free(&b);
 }
 
-static int tr_send(void *ud, const char *p, size_t n) {
+static int tr_send(void *ud, const char *head, size_t hl, const char *p, size_t n) {
   (void)ud;
   rh_tframe f;
   const char *why;
-  if (rh_tframe_decode(p, n, &f, &why) < 0) FAIL("the tunnel sent a frame that does not decode: %s", why);
+  rh_buf m = RH_BUF_INIT;
+  rh_buf_append(&m, head, hl);
+  rh_buf_append(&m, p, n);
+  int bad = rh_tframe_decode(m.data, m.len, &f, &why) < 0;
+  rh_buf_free(&m);
+  if (bad) FAIL("the tunnel sent a frame that does not decode: %s", why);
   return 0;
 }
 

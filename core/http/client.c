@@ -40,14 +40,14 @@ struct rh_client_op {
   rh_buf out;           /* the request, written in one go */
   bool is_head;
 
-  rh_collect parser;    /* collects into headers */
+  rh_client_parser parser; /* collects into headers */
   rh_headers headers;   /* response */
   rh_buf body;
   size_t max_body;
   int status;
 
   bool done;            /* called back or cancelled: from here on only closing happens */
-  bool complete, over_max;
+  bool over_max;
   const char *refused;  /* a response head we do not take, and why */
   rh_client_data_cb on_data; /* streaming, see client.h */
   bool streaming;       /* the head went to cb: from here on the body goes to on_data */
@@ -141,7 +141,7 @@ static const char *refused_head(const rh_client_op *op, const llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   rh_client_op *op = op_of(p);
-  if (rh_collect_interim_head(&op->parser)) return 0;
+  if (rh_collect_interim_head(&op->parser.c)) return 0;
   if ((op->refused = refused_head(op, p))) return -1;
   op->status = p->status_code;
   if (op->is_head) return 1; /* 1: no body, whatever Content-Length says */
@@ -170,35 +170,36 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-static int on_message_complete(llhttp_t *p) {
-  rh_client_op *op = op_of(p);
-  if (!rh_collect_final_message(&op->parser)) return 0;
-  op->complete = true;
+int rh_client_on_message_complete(llhttp_t *p) {
+  rh_client_parser *cp = (rh_client_parser *)p;
+  if (!rh_collect_final_message(&cp->c)) return 0;
+  cp->complete = 1;
   return HPE_PAUSED; /* anything after the response is not ours to parse */
 }
 
+const char *rh_client_parser_error(const rh_client_parser *p) {
+  return rh_collect_over(&p->c) ? "head over 64 KiB" : llhttp_get_error_reason(&p->c.llhttp);
+}
+
 static const llhttp_settings_t parser_settings = {
+  RH_CLIENT_PARSER_SETTINGS,
   .on_message_begin = on_message_begin,
-  .on_header_field = rh_collect_on_field,
-  .on_header_field_complete = rh_collect_on_field_complete,
-  .on_header_value = rh_collect_on_value,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
-  .on_message_complete = on_message_complete,
 };
 
 /* After llhttp has seen some bytes (or the end): done, failed, or wait for more. */
 static void after_parse(rh_client_op *op, llhttp_errno_t perr) {
-  if (!op->refused && rh_collect_over(&op->parser)) op->refused = "bad response: head over 64 KiB";
+  if (!op->refused && rh_collect_over(&op->parser.c)) op->refused = "bad response: head over 64 KiB";
   if (op->refused) {
     finish(op, op->refused, NULL);
   } else if (op->over_max) {
     finish(op, "response body over max_body", NULL);
-  } else if (op->complete) {
+  } else if (op->parser.complete) {
     finish_ok(op);
   } else if (perr != HPE_OK) {
     char msg[sizeof op->err];
-    snprintf(msg, sizeof msg, "bad response: %s", llhttp_get_error_reason(&op->parser.llhttp));
+    snprintf(msg, sizeof msg, "bad response: %s", rh_client_parser_error(&op->parser));
     finish(op, msg, NULL);
   }
 }
@@ -211,10 +212,10 @@ static void on_up_read(void *owner, const char *p, ssize_t n, const char *err) {
   rh_client_op *op = owner;
   if (op->done) return;
   if (n > 0) {
-    after_parse(op, llhttp_execute(&op->parser.llhttp, p, (size_t)n));
+    after_parse(op, llhttp_execute(&op->parser.c.llhttp, p, (size_t)n));
   } else if (err == rh_upconn_closed) {
     /* llhttp_finish() completes a read-until-close body, or says the message was cut short. */
-    after_parse(op, llhttp_finish(&op->parser.llhttp));
+    after_parse(op, llhttp_finish(&op->parser.c.llhttp));
     if (!op->done) finish(op, "connection closed before response", NULL);
   } else {
     finish(op, err, NULL);
@@ -336,7 +337,7 @@ rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_cl
   op->on_data = req->on_data;
   op->idle_ms = timeout_ms(req->timeout);
   rh_headers_init(&op->headers);
-  rh_collect_init(&op->parser, HTTP_RESPONSE, &parser_settings, op, &op->headers);
+  rh_collect_init(&op->parser.c, HTTP_RESPONSE, &parser_settings, op, &op->headers);
 
   op->connect_timeout = (double)op->idle_ms / 1000;
   uv_timer_init(loop, &op->timer);

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <uv.h>
+#include "http/collect.h"
 #include "http/headers.h"
 
 typedef struct rh_client_op rh_client_op;
@@ -44,5 +45,24 @@ typedef void (*rh_client_cb)(void *ud, const char *err, const rh_client_resp *re
 rh_client_op *rh_client_request(uv_loop_t *loop, const rh_client_req *req, rh_client_cb cb,
                                 void *ud);
 void rh_client_cancel(rh_client_op *op);
+
+/* A response parser for a client that reads its own connection (rh_client, the tunnel's
+ * relay-client): the head's fields collected (http/collect.h, held to
+ * RH_COLLECT_MAX_RESPONSE_HEAD), interim 1xx heads skipped, and the parse paused once the final
+ * response is complete (complete set): what follows is not this response's. Its llhttp settings
+ * are RH_CLIENT_PARSER_SETTINGS plus the owner's on_headers_complete (which calls
+ * rh_collect_interim_head first) and on_body; llhttp's data stays the owner's. */
+typedef struct {
+  rh_collect c; /* first: rh_client_on_message_complete finds the parser from its llhttp_t */
+  int complete;
+} rh_client_parser;
+
+#define RH_CLIENT_PARSER_SETTINGS                                                                   \
+  .on_header_field = rh_collect_on_field, .on_header_field_complete = rh_collect_on_field_complete, \
+  .on_header_value = rh_collect_on_value, .on_message_complete = rh_client_on_message_complete
+
+int rh_client_on_message_complete(llhttp_t *p);
+/* Why the parse stopped when llhttp returned an error: "head over 64 KiB" or llhttp's reason. */
+const char *rh_client_parser_error(const rh_client_parser *p);
 
 #endif

@@ -95,6 +95,9 @@ void rh_lua_ws_start(rh_task *t, const char *protocols);
 typedef struct rh_lua_ws_session rh_lua_ws_session;
 rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx, int live);
 int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n);
+/* The same with the payload in two parts (rh_ws_send_parts): the tunnel's frames. On a dialled
+ * session, the frames sent this way in one turn of the loop go out in one write at its end. */
+int rh_lua_ws_send_parts(rh_lua_ws_session *s, int opcode, const char *head, size_t hl, const char *p, size_t n);
 size_t rh_lua_ws_queued(rh_lua_ws_session *s);
 /* A consumer in C of a session's messages (the hub's routing, the tunnel's frames): it sees
  * each message before the script's recv() would, as long as none waits for the script (so a

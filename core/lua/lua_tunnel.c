@@ -82,9 +82,9 @@ static void sink_bytes(void *ud) {
 
 static const rh_lua_ws_consumer sink = { sink_message, sink_closed, sink_bytes, NULL };
 
-static int tr_send(void *ud, const char *p, size_t n) {
+static int tr_send(void *ud, const char *head, size_t hl, const char *p, size_t n) {
   tunnel *t = ud;
-  return t->ws ? rh_lua_ws_send(t->ws, RH_WS_BINARY, p, n) : -1;
+  return t->ws ? rh_lua_ws_send_parts(t->ws, RH_WS_BINARY, head, hl, p, n) : -1;
 }
 
 static void tr_open(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h) {

@@ -28,6 +28,11 @@
  * mark: a fast sender is slowed to the script's pace instead of filling memory. */
 #define QUEUE_HIGH_BYTES (1024u * 1024)
 #define QUEUE_LOW_BYTES (256u * 1024)
+/* A dialled tunnel's frames wait for the end of the loop's turn up to BATCH_MAX bytes; a batch of
+ * at least BATCH_SMALL keeps its buffer (BATCH_KEEP holds the largest). */
+#define BATCH_MAX (256u * 1024)
+#define BATCH_SMALL (64u * 1024)
+#define BATCH_KEEP (512u * 1024)
 
 typedef struct msg {
   struct msg *next;
@@ -52,6 +57,7 @@ struct rh_lua_ws_session {
   int queue_full;            /* over QUEUE_HIGH_BYTES wait for the script, until QUEUE_LOW_BYTES */
   int paused;                /* reading stopped: queue_full, or the engine owes the peer too much */
   rh_soon *waker;            /* wakes the owner after a foreign call */
+  rh_soon *flush_soon;       /* writes what the tunnel's sends queued in this turn of the loop */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
   double last_msg;           /* loop time of the last message from the peer */
   char *close_reason;        /* once closed (at most 123 bytes); NULL before */
@@ -411,6 +417,7 @@ static void end_session(rh_task *t, session *s) {
   if (s->engine) rh_ws_free(s->engine);
   if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
   if (s->waker) rh_soon_cancel(s->waker);
+  if (s->flush_soon) rh_soon_cancel(s->flush_soon);
   if (s->going_away) {
     if (s->gprev) s->gprev->gnext = s->gnext;
     else going_away_list = s->gnext;
@@ -461,10 +468,44 @@ rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx, int live) {
 }
 
 int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
-  if (s->closed || !(s->req || s->up) || rh_ws_send(s->engine, opcode, p, n) < 0) return -1;
+  return rh_lua_ws_send_parts(s, opcode, NULL, 0, p, n);
+}
+
+/* Writes what a session's sends queued; from the loop, or from a send of another task. */
+static void flush_foreign(session *s) {
   s->foreign = 1; /* a failed write may end the connection: its task wakes on the next turn */
   flush(s);
   s->foreign = 0;
+}
+
+/* A dialled session's batch of frames goes out in one write; its buffer is kept while batches
+ * are big (at most BATCH_KEEP), and given back after a small one. */
+static void flush_batch(session *s) {
+  size_t n;
+  const char *p = rh_ws_output_peek(s->engine, &n);
+  s->foreign = 1; /* as flush_foreign */
+  write_out(s, p, n);
+  rh_ws_output_done(s->engine, n >= BATCH_SMALL ? BATCH_KEEP : 0);
+  update_reading(s);
+  s->foreign = 0;
+}
+
+static void flush_soon_fired(void *ud) {
+  session *s = ud;
+  s->flush_soon = NULL;
+  flush_batch(s);
+}
+
+/* With a head (the tunnel's frames) on a dialled session, the frames of one turn of the loop are
+ * written together at its end (up to BATCH_MAX): one write, and one wakeup of the peer, where a
+ * burst of reads upstream would make one each. */
+int rh_lua_ws_send_parts(rh_lua_ws_session *s, int opcode, const char *head, size_t hl, const char *p, size_t n) {
+  if (s->closed || !(s->req || s->up) || rh_ws_send_parts(s->engine, opcode, head, hl, p, n) < 0) return -1;
+  size_t pending;
+  rh_ws_output_peek(s->engine, &pending);
+  if (!hl || !s->up) flush_foreign(s);
+  else if (pending >= BATCH_MAX) flush_batch(s);
+  else if (!s->flush_soon) s->flush_soon = rh_soon_call(flush_soon_fired, s);
   return 0;
 }
 

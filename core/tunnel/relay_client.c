@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/client.h"
 #include "http/collect.h"
 #include "http/head.h"
 #include "net/path.h"
@@ -28,12 +29,12 @@ typedef struct {
   rh_tstream *s;
   rh_upconn_dialing *dial;
   rh_upconn *u;
-  rh_collect parser;         /* collects into resp */
+  rh_client_parser parser;   /* collects into resp */
   rh_headers resp;
   rh_buf out;                /* request bytes waiting for the connection */
   size_t unacked;            /* request body bytes not yet acknowledged */
   uint64_t left;             /* request body bytes still to come (UINT64_MAX: chunked) */
-  int chunked, is_head, head_sent, done;
+  int chunked, is_head, head_sent;
 } exec;
 
 /* ---- urls ---- */
@@ -166,7 +167,7 @@ static exec *exec_of(llhttp_t *p) { return p->data; }
 static int on_headers_complete(llhttp_t *p) {
   exec *e = exec_of(p);
   int st = p->status_code;
-  if (rh_collect_interim_head(&e->parser)) return 0; /* 100 Continue and friends stay on this hop */
+  if (rh_collect_interim_head(&e->parser.c)) return 0; /* 100 Continue and friends stay on this hop */
   rh_headers h = RH_HEADERS_INIT;
   rh_trelay_copy_headers(&e->resp, &h);
   rh_tstream_head(e->s, st, "", &h);
@@ -181,33 +182,22 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-static int on_message_complete(llhttp_t *p) {
-  exec *e = exec_of(p);
-  if (!rh_collect_final_message(&e->parser)) return 0;
-  e->done = 1;
-  return HPE_PAUSED;
-}
-
 static const llhttp_settings_t settings = {
-  .on_header_field = rh_collect_on_field,
-  .on_header_field_complete = rh_collect_on_field_complete,
-  .on_header_value = rh_collect_on_value,
+  RH_CLIENT_PARSER_SETTINGS,
   .on_headers_complete = on_headers_complete,
   .on_body = on_body,
-  .on_message_complete = on_message_complete,
 };
 
 /* 1 when the exchange is over (e is freed). */
 static int after_parse(exec *e, llhttp_errno_t rc) {
-  if (e->done) {
+  if (e->parser.complete) {
     rh_tstream_end(e->s);
     exec_free(e);
     return 1;
   }
   if (rc != HPE_OK) {
     char why[160];
-    snprintf(why, sizeof why, "bad response from the upstream: %s",
-             rh_collect_over(&e->parser) ? "head over 64 KiB" : llhttp_get_error_reason(&e->parser.llhttp));
+    snprintf(why, sizeof why, "bad response from the upstream: %s", rh_client_parser_error(&e->parser));
     fail(e, why);
     return 1;
   }
@@ -217,11 +207,11 @@ static int after_parse(exec *e, llhttp_errno_t rc) {
 static void up_read(void *owner, const char *p, ssize_t n, const char *err) {
   exec *e = owner;
   if (n > 0) {
-    after_parse(e, llhttp_execute(&e->parser.llhttp, p, (size_t)n));
+    after_parse(e, llhttp_execute(&e->parser.c.llhttp, p, (size_t)n));
     return;
   }
   /* the connection ended: that completes a body that runs until the close, or cuts one short */
-  if (!after_parse(e, llhttp_finish(&e->parser.llhttp))) fail(e, e->head_sent ? "upstream cut the response short" : err);
+  if (!after_parse(e, llhttp_finish(&e->parser.c.llhttp))) fail(e, e->head_sent ? "upstream cut the response short" : err);
 }
 
 static void up_written(void *owner, size_t queued) {
@@ -233,9 +223,18 @@ static void up_written(void *owner, size_t queued) {
 
 /* ---- the request ---- */
 
-static void put(exec *e, const char *p, size_t n) {
-  if (e->u) rh_upconn_write(e->u, p, n);
+/* Request bytes to the upstream, as one chunk when chunk is set. Until it is connected they wait
+ * in e->out; after, e->out is where a chunk is framed (kept: one chunk's size). */
+static void put(exec *e, const char *p, size_t n, int chunk) {
+  if (e->u && !chunk) {
+    rh_upconn_write(e->u, p, n);
+    return;
+  }
+  if (chunk) rh_http_chunk_append(&e->out, p, n);
   else rh_buf_append(&e->out, p, n);
+  if (!e->u) return;
+  rh_upconn_write(e->u, e->out.data, e->out.len);
+  e->out.len = 0;
 }
 
 /* The body is framed here, never as the server says: chunked, or exactly its Content-Length
@@ -247,21 +246,14 @@ static void req_data(void *ud, const char *p, size_t n) {
     return;
   }
   if (!e->chunked) e->left -= n;
-  if (e->chunked) {
-    rh_buf b = RH_BUF_INIT;
-    rh_http_chunk_append(&b, p, n);
-    put(e, b.data, b.len);
-    rh_buf_free(&b);
-  } else {
-    put(e, p, n);
-  }
+  put(e, p, n, e->chunked);
   if (e->u && e->u->queued < HIGH_WATER) rh_tstream_consumed(e->s, n);
   else e->unacked += n;
 }
 
 static void req_end(void *ud) {
   exec *e = ud;
-  if (e->chunked) put(e, "0\r\n\r\n", 5);
+  if (e->chunked) put(e, "0\r\n\r\n", 5, 0);
   else if (e->left) fail(e, "request body shorter than its Content-Length");
 }
 
@@ -369,7 +361,7 @@ void rh_texec_open(uv_loop_t *loop, const rh_texec_conf *c, rh_tstream *s, const
   e->is_head = strcmp(method, "HEAD") == 0;
   e->chunked = up.chunked;
   e->left = up.left;
-  rh_collect_init(&e->parser, HTTP_RESPONSE, &settings, e, &e->resp);
+  rh_collect_init(&e->parser.c, HTTP_RESPONSE, &settings, e, &e->resp);
   rh_tstream_handlers sh = req_handlers;
   sh.ud = e;
   rh_tstream_set_handlers(s, &sh);

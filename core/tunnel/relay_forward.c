@@ -34,13 +34,14 @@ static void deliver(uv_idle_t *idle) {
   uv_idle_stop(idle);
 }
 
-static int enqueue(rh_tfwd *f, int to_far, const char *p, size_t n) {
-  fmsg *m = malloc(sizeof *m + n);
+static int enqueue(rh_tfwd *f, int to_far, const char *head, size_t hl, const char *p, size_t n) {
+  fmsg *m = malloc(sizeof *m + hl + n);
   if (!m) abort();
   m->next = NULL;
   m->to_far = to_far;
-  m->len = n;
-  memcpy(m->data, p, n);
+  m->len = hl + n;
+  if (hl) memcpy(m->data, head, hl);
+  if (n) memcpy(m->data + hl, p, n);
   if (f->tail) f->tail->next = m;
   else f->head = m;
   f->tail = m;
@@ -48,8 +49,13 @@ static int enqueue(rh_tfwd *f, int to_far, const char *p, size_t n) {
   return 0;
 }
 
-static int near_send(void *ud, const char *p, size_t n) { return enqueue(ud, 1, p, n); }
-static int far_send(void *ud, const char *p, size_t n) { return enqueue(ud, 0, p, n); }
+static int near_send(void *ud, const char *head, size_t hl, const char *p, size_t n) {
+  return enqueue(ud, 1, head, hl, p, n);
+}
+
+static int far_send(void *ud, const char *head, size_t hl, const char *p, size_t n) {
+  return enqueue(ud, 0, head, hl, p, n);
+}
 
 static void far_open(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h) {
   rh_tfwd *f = ud;

@@ -68,14 +68,17 @@ static void over_bound(rh_tun *t, size_t q) {
   uv_timer_start(&t->timer, tick, 0, uv_timer_get_repeat(&t->timer));
 }
 
-static int send_msg(rh_tun *t) {
-  int rc = t->failed || t->over ? -1 : t->tr.send(t->tr.ud, t->msg.data, t->msg.len);
+/* Sends the message built in t->msg, followed by p (a DATA frame's body: not copied into msg). */
+static int send_msg_with(rh_tun *t, const char *p, size_t n) {
+  int rc = t->failed || t->over ? -1 : t->tr.send(t->tr.ud, t->msg.data, t->msg.len, p, n);
   t->msg.len = 0;
   size_t q = rc == 0 ? queued(t) : 0;
   if (q < t->orphaned) t->orphaned = q; /* the peer read that much of it */
   if (q > bound(t)) over_bound(t, q);
   return rc;
 }
+
+static int send_msg(rh_tun *t) { return send_msg_with(t, NULL, 0); }
 
 /* ---- streams ---- */
 
@@ -187,8 +190,8 @@ static size_t send_data(rh_tstream *s, const char *p, size_t n) {
     size_t k = n - sent;
     if (k > RH_TF_MAX_DATA) k = RH_TF_MAX_DATA;
     if (k > s->credit) k = (size_t)s->credit;
-    rh_tframe_encode(&s->tun->msg, RH_TF_DATA, s->id, p + sent, k);
-    if (send_msg(s->tun) < 0) break;
+    rh_tframe_encode(&s->tun->msg, RH_TF_DATA, s->id, NULL, 0); /* the header; the body follows */
+    if (send_msg_with(s->tun, p + sent, k) < 0) break;
     s->credit -= k;
     s->tun->st.bytes_out += k;
     sent += k;

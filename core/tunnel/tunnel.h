@@ -43,7 +43,9 @@ typedef struct {
 } rh_tstream_handlers;
 
 typedef struct {
-  int (*send)(void *ud, const char *p, size_t n);      /* one binary message; -1 if the link is gone */
+  /* One binary message: head (hl bytes) then p (n bytes; a DATA frame's body, passed apart so
+   * it is copied once, by the transport). -1 if the link is gone. */
+  int (*send)(void *ud, const char *head, size_t hl, const char *p, size_t n);
   /* Client side: the server opened stream s with a request HEAD. The bridge sets its handlers. */
   void (*on_open)(void *ud, rh_tstream *s, const char *method, const char *target, const rh_headers *h);
   void (*on_fail)(void *ud, int ws_code, const char *reason); /* protocol error or dead heartbeat */

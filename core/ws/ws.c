@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,37 +257,66 @@ static void mask_copy(unsigned char *dst, const unsigned char *src, size_t n, co
   for (; i < n; i++) dst[i] = src[i] ^ m[i & 15];
 }
 
-/* One whole frame (FIN set) into the output; masked when this end is a client. */
-static void write_frame(rh_ws *ws, int opcode, const char *p, size_t n) {
+/* A client's mask keys (RFC 6455 §5.3: unpredictable) come from RAND_bytes MASK_POOL bytes at a
+ * time, not one call per frame (each a lock and a getpid). A forked worker empties the pool, so
+ * parent and child never send the same keys. */
+#define MASK_POOL 256
+static unsigned char mask_pool[MASK_POOL];
+static size_t mask_left;
+
+static void mask_pool_forked(void) { mask_left = 0; }
+
+static void next_mask(unsigned char mask[4]) {
+  static int registered;
+  if (!registered && pthread_atfork(NULL, NULL, mask_pool_forked) != 0) abort();
+  registered = 1;
+  if (!mask_left) {
+    if (RAND_bytes(mask_pool, MASK_POOL) != 1) {
+      memset(mask, 0, 4); /* as before the pool: a frame still goes out, merely unmasked in effect */
+      return;
+    }
+    mask_left = MASK_POOL;
+  }
+  mask_left -= 4;
+  memcpy(mask, mask_pool + mask_left, 4);
+}
+
+/* n bytes of a payload to dst: copied, or masked from phase bytes into the mask (mask not NULL). */
+static void put_payload(unsigned char *dst, const char *p, size_t n, unsigned phase, const unsigned char *mask) {
+  if (!n) return;
+  if (mask) mask_copy(dst, (const unsigned char *)p, n, mask, phase);
+  else memcpy(dst, p, n);
+}
+
+/* One whole frame (FIN set) into the output, its payload head then p (either may be empty: a
+ * caller that frames its own messages passes its header apart, so the payload is copied once,
+ * here); masked when this end is a client. */
+static void write_frame(rh_ws *ws, int opcode, const char *head, size_t hl, const char *p, size_t n) {
   unsigned char h[14], mask[4];
-  size_t hl = 0;
+  size_t k = 0, len = hl + n;
   unsigned char masked = ws->is_server ? 0 : 0x80;
-  h[hl++] = (unsigned char)(0x80 | opcode);
-  if (n < 126) {
-    h[hl++] = (unsigned char)(masked | n);
-  } else if (n <= 0xFFFF) {
-    h[hl++] = masked | 126;
-    h[hl++] = (unsigned char)(n >> 8);
-    h[hl++] = (unsigned char)n;
+  h[k++] = (unsigned char)(0x80 | opcode);
+  if (len < 126) {
+    h[k++] = (unsigned char)(masked | len);
+  } else if (len <= 0xFFFF) {
+    h[k++] = masked | 126;
+    h[k++] = (unsigned char)(len >> 8);
+    h[k++] = (unsigned char)len;
   } else {
-    h[hl++] = masked | 127;
-    for (int i = 7; i >= 0; i--) h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
+    h[k++] = masked | 127;
+    for (int i = 7; i >= 0; i--) h[k++] = (unsigned char)((uint64_t)len >> (8 * i));
   }
   if (masked) {
-    if (RAND_bytes(mask, 4) != 1) memset(mask, 0, 4);
-    memcpy(h + hl, mask, 4);
-    hl += 4;
+    next_mask(mask);
+    memcpy(h + k, mask, 4);
+    k += 4;
   }
-  rh_buf_reserve(&ws->out, hl + n);
+  rh_buf_reserve(&ws->out, k + len);
   unsigned char *dst = (unsigned char *)ws->out.data + ws->out.len;
-  memcpy(dst, h, hl);
-  dst += hl;
-  if (!masked) {
-    if (n) memcpy(dst, p, n);
-  } else {
-    mask_copy(dst, (const unsigned char *)p, n, mask, 0);
-  }
-  ws->out.len += hl + n;
+  memcpy(dst, h, k);
+  put_payload(dst + k, head, hl, 0, masked ? mask : NULL);
+  put_payload(dst + k + hl, p, n, (unsigned)hl & 3, masked ? mask : NULL);
+  ws->out.len += k + len;
 }
 
 /* Our close frame (code 0: none). Once it is out wslay must send nothing more: no pong, no
@@ -302,7 +332,7 @@ static void write_close(rh_ws *ws, int code, const char *reason, size_t rlen) {
     memcpy(pl + 2, reason, rlen);
     n = 2 + rlen;
   }
-  write_frame(ws, RH_WS_CLOSE, pl, n);
+  write_frame(ws, RH_WS_CLOSE, NULL, 0, pl, n);
   ws->sent_close = 1;
   ws->code_sent = code ? code : 1005;
 }
@@ -729,7 +759,11 @@ int rh_ws_feed(rh_ws *ws, const char *in, size_t n) {
 }
 
 int rh_ws_send(rh_ws *ws, int opcode, const char *p, size_t n) {
-  if (ws->failed) return -1;
+  return rh_ws_send_parts(ws, opcode, NULL, 0, p, n);
+}
+
+int rh_ws_send_parts(rh_ws *ws, int opcode, const char *head, size_t hl, const char *p, size_t n) {
+  if (ws->failed || (hl && opcode != RH_WS_BINARY)) return -1;
   if (opcode == RH_WS_TEXT) {
     if (!rh_ws_utf8_valid(p, n)) return -1;
   } else if (opcode == RH_WS_PING || opcode == RH_WS_PONG) {
@@ -738,7 +772,7 @@ int rh_ws_send(rh_ws *ws, int opcode, const char *p, size_t n) {
     return -1;
   }
   if (ws->sent_close || ws->code_received) return -1; /* after the peer's close: only the echo */
-  write_frame(ws, opcode, p, n);
+  write_frame(ws, opcode, head, hl, p, n);
   return 0;
 }
 
@@ -762,6 +796,16 @@ void rh_ws_output(rh_ws *ws, rh_buf *out) {
   }
   ws->out.len = 0;
   if (ws->out.cap > KEEP_BUF) rh_buf_free(&ws->out);
+}
+
+const char *rh_ws_output_peek(const rh_ws *ws, size_t *n) {
+  *n = ws->out.len;
+  return ws->out.data;
+}
+
+void rh_ws_output_done(rh_ws *ws, size_t keep) {
+  ws->out.len = 0;
+  if (ws->out.cap > keep) rh_buf_free(&ws->out);
 }
 
 int rh_ws_want_close(const rh_ws *ws) {

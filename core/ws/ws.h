@@ -122,6 +122,10 @@ int rh_ws_feed(rh_ws *ws, const char *in, size_t n);
  * 125 bytes). 0, or -1 if the opcode or payload is not allowed or a close was already queued
  * or received (the echo is the last frame). */
 int rh_ws_send(rh_ws *ws, int opcode, const char *p, size_t n);
+/* The same for a binary message whose payload is head (hl bytes) then p: one frame, each byte
+ * copied once, for a caller that frames its own messages (the tunnel). -1 also for another
+ * opcode with a head. */
+int rh_ws_send_parts(rh_ws *ws, int opcode, const char *head, size_t hl, const char *p, size_t n);
 
 /* Starts the closing handshake: a close frame with code (1000-1003, 1007-1014, 3000-4999; or 0
  * for none) and reason (may be NULL; at most 123 bytes of UTF-8). 0, or -1 if the arguments are
@@ -132,6 +136,12 @@ int rh_ws_close(rh_ws *ws, int code, const char *reason);
 /* Appends everything that is ready to go to the peer (frames are masked when this is a client)
  * to `out`, and forgets it. Call it after every rh_ws_new/feed/send/close. */
 void rh_ws_output(rh_ws *ws, rh_buf *out);
+/* The same for a caller that writes the output at once (its transport copying what it cannot
+ * take): the bytes ready for the peer, in place, valid until the next call on ws; then
+ * rh_ws_output_done forgets them and keeps the buffer if its capacity is at most keep, so a
+ * connection that sends in batches does not allocate one anew for each. */
+const char *rh_ws_output_peek(const rh_ws *ws, size_t *n);
+void rh_ws_output_done(rh_ws *ws, size_t keep);
 
 /* 1 when the closing handshake is done (close sent and received) or the connection failed:
  * flush the output, then close the socket. */

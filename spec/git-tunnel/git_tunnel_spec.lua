@@ -93,6 +93,32 @@ describe("git tunnel", function()
     s:stop()
   end)
 
+  it("relays a request body without a length to the upstream chunked, every byte in order", function()
+    local port = env.free_port()
+    -- the origin reads the request to its last chunk, decodes it, and answers with what it got
+    local py = ("import socket, hashlib\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" ..
+      "s.bind(('127.0.0.1', %d)); s.listen(1); print('up', flush=True)\nc,_=s.accept(); raw=b''\n" ..
+      "while not raw.endswith(b'\\r\\n0\\r\\n\\r\\n'):\n  d=c.recv(65536)\n  if not d: break\n  raw+=d\n" ..
+      "head, rest = raw.split(b'\\r\\n\\r\\n', 1); body=b''\n" ..
+      "while True:\n  line, rest = rest.split(b'\\r\\n', 1); n=int(line, 16)\n  if n == 0: break\n" ..
+      "  body += rest[:n]; rest = rest[n+2:]\n" ..
+      "msg=(b'chunked' if b'transfer-encoding: chunked' in head.lower() else b'not chunked') + b' %%d %%s' %% (len(body), hashlib.sha256(body).hexdigest().encode())\n" ..
+      "c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: %%d\\r\\n\\r\\n' %% len(msg) + msg); c.close()\n"):format(port)
+    helpers.write_file(dir .. "/chunks.py", py)
+    os.execute(("python3 %s/chunks.py > %s/chunks.out 2>&1 &"):format(dir, dir))
+    helpers.wait_until(function() return (helpers.read_file(dir .. "/chunks.out") or ""):match("up") end, 10)
+    local body = {}
+    for i = 1, 30000 do body[i] = ("%05d\n"):format(i) end -- 180,000 bytes, none like another
+    body = table.concat(body)
+    helpers.write_file(dir .. "/chunks.body", body)
+    local c = env.start_ready_client(server.port, "chunks", "http://127.0.0.1:" .. port)
+    local out = env.must(("curl -s -H 'Transfer-Encoding: chunked' --data-binary @%s/chunks.body " ..
+                          "http://127.0.0.1:%d/v1/relay/chunks/upload"):format(dir, server.port))
+    local sum = env.must(("sha256sum %s/chunks.body"):format(dir)):match("^%x+")
+    assert.equal(("chunked %d %s"):format(#body, sum), out)
+    c:stop()
+  end)
+
   it("relays a response whose body runs until the upstream closes, without the relay's own headers", function()
     local port = env.free_port()
     local py = ("import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" ..

@@ -71,9 +71,13 @@ typedef struct {
 
 static end srv, cli;
 
-static int pipe_send(void *ud, const char *p, size_t n) {
+static int pipe_send(void *ud, const char *head, size_t hl, const char *p, size_t n) {
   end *e = ud;
-  rh_tun_input(e->peer, p, n);
+  rh_buf m = RH_BUF_INIT;
+  rh_buf_append(&m, head, hl);
+  rh_buf_append(&m, p, n);
+  rh_tun_input(e->peer, m.data, m.len);
+  rh_buf_free(&m);
   return 0;
 }
 
@@ -152,10 +156,10 @@ static void credit(void) {
 static size_t sent_msgs, queue_bytes;
 static int fail_code;
 
-static int count_send(void *ud, const char *p, size_t n) {
-  (void)ud, (void)p;
+static int count_send(void *ud, const char *head, size_t hl, const char *p, size_t n) {
+  (void)ud, (void)head, (void)p;
   sent_msgs++;
-  queue_bytes += n;
+  queue_bytes += hl + n;
   return 0;
 }
 static size_t get_queued(void *ud) { (void)ud; return queue_bytes; }

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ws/ws.h"
 #include "check.h"
@@ -488,6 +490,70 @@ static void test_big(void) {
   free(m);
   peer_free(&c);
   peer_free(&s);
+}
+
+/* A message sent in two parts is one frame whose payload is both, masked across the seam at
+ * every phase of the mask (head lengths 0..5), in every length form; only binary may have a head. */
+static void test_parts(void) {
+  test_name = "parts";
+  peer c, s;
+  peer_open(&c, 0, 0);
+  peer_open(&s, 1, 0);
+  const size_t sizes[] = { 0, 1, 37, 120, 300, 65530, 70000 };
+  char *m = malloc(70005);
+  for (size_t i = 0; i < 70005; i++) m[i] = (char)(i * 13 + (i >> 9));
+  int rc = 0, want = 0;
+  for (size_t hl = 0; hl <= 5; hl++) {
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+      CHECK(rh_ws_send_parts(c.ws, RH_WS_BINARY, m, hl, m + hl, sizes[k]) == 0);
+      CHECK(move(c.ws, s.ws, 999, &rc) > 0 && rc == 0);
+      CHECK(s.msgs == ++want && last_is(&s, RH_WS_BINARY, m, hl + sizes[k]));
+    }
+  }
+  CHECK(rh_ws_send_parts(s.ws, RH_WS_BINARY, m, 5, m + 5, 65536) == 0); /* unmasked, server to client */
+  CHECK(move(s.ws, c.ws, 0, &rc) > 0 && rc == 0);
+  CHECK(c.msgs == 1 && last_is(&c, RH_WS_BINARY, m, 65541));
+  CHECK(rh_ws_send_parts(c.ws, RH_WS_TEXT, S("a"), S("b")) == -1);
+  CHECK(rh_ws_send_parts(c.ws, RH_WS_PING, S("a"), S("b")) == -1);
+  CHECK(rh_ws_error(s.ws) == NULL && rh_ws_error(c.ws) == NULL);
+  free(m);
+  peer_free(&c);
+  peer_free(&s);
+}
+
+/* The mask key of the next frame a fresh client sends. */
+static uint32_t next_key(void) {
+  peer c;
+  peer_open(&c, 0, 0);
+  rh_buf b = RH_BUF_INIT;
+  CHECK(rh_ws_send(c.ws, RH_WS_BINARY, "k", 1) == 0);
+  rh_ws_output(c.ws, &b);
+  uint32_t key = 0;
+  CHECK(b.len == 7);
+  if (b.len == 7) memcpy(&key, b.data + 2, 4);
+  rh_buf_free(&b);
+  peer_free(&c);
+  return key;
+}
+
+/* Keys come from a pool: a forked worker must not send the keys its parent sends next. */
+static void test_mask_keys_fork(void) {
+  test_name = "mask keys after fork";
+  uint32_t first = next_key(), second = next_key();
+  CHECK(first != second);
+  int fd[2];
+  CHECK(pipe(fd) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    uint32_t k = next_key();
+    _exit(write(fd[1], &k, 4) == 4 ? 0 : 1);
+  }
+  uint32_t mine = next_key(), child = 0;
+  CHECK(read(fd[0], &child, 4) == 4);
+  waitpid(pid, NULL, 0);
+  close(fd[0]);
+  close(fd[1]);
+  CHECK(mine != child);
 }
 
 static void test_fragmented(void) {
@@ -1168,6 +1234,8 @@ static void run_all(void) {
   test_utf8();
   test_messages();
   test_big();
+  test_parts();
+  test_mask_keys_fork();
   test_fragmented();
   test_ping();
   test_close_handshake();
