@@ -78,6 +78,16 @@ describe("workspace relay limits", function()
     assert.equal(0, h:stop())
   end)
 
+  it("holds a worker to the daemon limit: 4008, and the frames over it counted", function()
+    local h = W.start(peers, with_admin { RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE = "2" })
+    assert.equal("open", W.connect(peers, h, "wk", "role=worker&workspaceId=ws1&runtimeTargetId=rt1", "worker-token-1"))
+    peers:cmd { op = "flood", id = "wk", json = W.e2ee("s"), count = 5 }
+    local c = peers:wait("wk", "close")
+    assert.same({ 4008, "daemon rate limit exceeded" }, { c.code, c.reason })
+    assert.equal(1, W.metric(h, "relay_frames_daemon_rate_limited_total"))
+    assert.equal(0, h:stop())
+  end)
+
   it("cuts off a client that stops reading (4008 buffer overflow) while the others keep getting their frames", function()
     local h = W.start(peers, with_admin { RELAY_MAX_PENDING_BYTES = "262144", RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE = "1000000" })
     assert.equal("open", W.connect(peers, h, "d4", W.DAEMON_Q, "daemon-token-1"))

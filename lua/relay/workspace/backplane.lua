@@ -13,6 +13,7 @@ local platform = require "relay.workspace.platform"
 local reannounce = require "relay.reannounce"
 local envelope = require "relay.envelope"
 local inbox = require "relay.inbox"
+local lru = require "relay.lru"
 
 local M = {}
 M.__index = M
@@ -137,8 +138,15 @@ local function bus_envelopes(cfg)
     end }
 end
 
+-- The presence lookups cached (remote_daemon): the most recently used, so that the scopes peers
+-- name, however many come and go, hold at most this many (each a record of at most 4 KiB). An
+-- entry is worth at most 2 s anyway; one pushed out early costs one more lookup.
+local CACHE_MAX = 1024
+
+local function lookup_cache() return lru.new { max_items = CACHE_MAX } end
+
 function M.new(cfg, hub, obs)
-  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = {}, envelopes = bus_envelopes(cfg) }, M)
+  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = lookup_cache(), envelopes = bus_envelopes(cfg) }, M)
   self.transport = (cfg.backplane == "redis" and redis_transport or server_transport)(cfg)
   -- The local daemons' records, written again every presence sync interval (they expire), and at
   -- once when Redis is back without them (relay.reannounce), not a sync period (20 s) later.
@@ -153,7 +161,7 @@ function M.new(cfg, hub, obs)
       return there
     end,
     healed = function(why)
-      self.cache = {}
+      self.cache = lookup_cache()
       self.obs:inc("relay_presence_reannounced_total")
       self.obs:log("info", "presence_reannounced", { reason = why })
     end,
@@ -189,18 +197,18 @@ function M:daemon_down(s)
   if self.cfg.presence_enabled then self.presence:drop(s) end
 end
 
--- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s)).
+-- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s), CACHE_MAX scopes).
 function M:remote_daemon(ws, rt)
   if not self.cfg.presence_enabled then return nil end
   local key, t = ws .. "\0" .. (rt or ""), relay.now()
-  local c = self.cache[key]
+  local c = self.cache:get(key)
   if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
     local rec, err = self.transport:resolve(ws, rt)
     if rec == nil then self:failed("presence", err); return nil end
     if rec and type(rec.relayId) ~= "string" then rec, err = false, "invalid presence record" end
     if err then self:failed("presence", err) end -- a record not taken counts as none
     c = { at = t, rec = rec }
-    self.cache[key] = c
+    self.cache:set(key, c)
     self.obs:inc("relay_presence_lookups_total")
   end
   local rec = c.rec

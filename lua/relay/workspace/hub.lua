@@ -298,11 +298,17 @@ function M:route_daemon(s, f, kind, text)
   return false
 end
 
+-- The daemon limit (the C hub's per-scope bucket), for daemon and worker frames alike: a frame
+-- over it is counted and its connection closed 4008. -> whether the frame may go on
+function M:daemon_allowed(conn)
+  if self.fast:allow(conn.scope.key) then return true end
+  self.obs:inc("relay_frames_daemon_rate_limited_total")
+  self:close(conn, 4008, "daemon rate limit exceeded")
+  return false
+end
+
 function M:daemon_frame(conn, text)
-  if not self.fast:allow(conn.scope.key) then
-    self.obs:inc("relay_frames_daemon_rate_limited_total")
-    return self:close(conn, 4008, "daemon rate limit exceeded")
-  end
+  if not self:daemon_allowed(conn) then return end
   local f, kind = frames.daemon(text)
   if not kind then
     self.obs:inc("relay_frames_daemon_rejected_total")

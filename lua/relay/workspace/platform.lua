@@ -29,9 +29,7 @@ local function reply(hub, conn, id, status, body)
 end
 
 function M.worker_frame(hub, conn, text)
-  if not hub.fast:allow(conn.scope.key) then
-    return hub:close(conn, 4008, "daemon rate limit exceeded")
-  end
+  if not hub:daemon_allowed(conn) then return end
   local f = frames.parse(text)
   if not (f and frames.worker_request(f)) then
     hub.obs:inc("relay_frames_client_rejected_total")
