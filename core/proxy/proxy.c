@@ -1042,18 +1042,29 @@ static void follow_redirect(call *c) {
   attempt(c, 0);
 }
 
-static void response_headers(call *c, rh_headers *out) {
-  rh_proxy_conf *cf = c->conf;
-  const rh_headers *in = &c->resp_headers;
-  int has_connection = names_fields(in);
-  for (size_t i = 0; i < in->n; i++) {
-    const rh_header *f = &in->items[i];
-    if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "content-length") ||
-        in_list(cf->drop_resp, cf->ndrop_resp, f) ||
-        (cf->allow_resp && !in_list(cf->allow_resp, cf->nallow_resp, f)))
-      continue;
-    rh_headers_add_field(out, f);
-  }
+typedef struct {
+  const rh_proxy_conf *cf;
+  int has_connection;
+} resp_policy;
+
+static int resp_passes(const rh_headers *in, const rh_header *f, void *ud) {
+  const resp_policy *p = ud;
+  const rh_proxy_conf *cf = p->cf;
+  return crosses(in, p->has_connection, f) && !rh_header_name_eq(f, "content-length") &&
+         !in_list(cf->drop_resp, cf->ndrop_resp, f) && (!cf->allow_resp || in_list(cf->allow_resp, cf->nallow_resp, f));
+}
+
+/* The mount's response policy on the upstream's fields (as the hooks left them), which become
+ * the client's head: filtered where they are, not copied (this runs for every response).
+ * resp_headers gets the emptied list back, for a trailer section. */
+static void response_headers(call *c) {
+  rh_headers spare = c->out_headers;
+  rh_headers_clear(&spare);
+  c->out_headers = c->resp_headers;
+  c->resp_headers = spare;
+  rh_headers *out = &c->out_headers;
+  resp_policy p = { c->conf, names_fields(out) };
+  rh_headers_filter(out, resp_passes, &p);
   if (c->resp_length != UINT64_MAX) {
     char len[RH_HTTP_U64_MAX];
     rh_headers_add(out, "Content-Length", 14, len, rh_http_u64(len, c->resp_length));
@@ -1090,8 +1101,7 @@ static int client_head(call *c) {
   rh_proxy_head head = { NULL, NULL, c->status, &c->resp_headers, c->req, NULL };
   if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
   release_hooks(c);
-  rh_headers_clear(&c->out_headers);
-  response_headers(c, &c->out_headers); /* the policy after the hooks: what they add obeys it too */
+  response_headers(c); /* the policy after the hooks: what they add obeys it too */
   c->out_status = head.status;
   if (head.status >= 200 && head.status <= 599) return 1;
   RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_response"),
