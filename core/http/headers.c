@@ -182,6 +182,17 @@ size_t rh_headers_remove(rh_headers *h, const char *name) {
   return removed;
 }
 
+void rh_headers_filter(rh_headers *h, int (*keep)(const rh_headers *h, const rh_header *f, void *ud), void *ud) {
+  unsigned char small[64], *k = h->n <= sizeof small ? small : malloc(h->n);
+  if (!k) abort();
+  for (size_t i = 0; i < h->n; i++) k[i] = keep(h, &h->items[i], ud) != 0;
+  size_t w = 0;
+  for (size_t i = 0; i < h->n; i++)
+    if (k[i]) h->items[w++] = h->items[i];
+  h->n = w;
+  if (k != small) free(k);
+}
+
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
 /* 1 when a token of a `name` field is tok (other == 0), or is not tok (other == 1). */

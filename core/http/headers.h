@@ -50,6 +50,9 @@ void rh_headers_append_name(rh_headers *h, const char *name, size_t nlen);
 const rh_header *rh_headers_find(const rh_headers *h, const char *name, size_t *from);
 size_t rh_headers_count(const rh_headers *h, const char *name);
 size_t rh_headers_remove(rh_headers *h, const char *name); /* returns how many were removed */
+/* Keeps the fields keep says yes to, in order, moving no bytes. keep is asked about every field
+ * while the list is still whole (it may look at the others: a Connection field's tokens). */
+void rh_headers_filter(rh_headers *h, int (*keep)(const rh_headers *h, const rh_header *f, void *ud), void *ud);
 /* A new value for f, a field of h. */
 void rh_headers_set_value(rh_headers *h, rh_header *f, const char *value, size_t vlen);
 /* Inline: every head is matched against literal names many times over, and with a literal the

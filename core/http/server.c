@@ -27,6 +27,9 @@ typedef struct {
   rh_http_conn *head, *tail;
 } conn_list;
 
+#define SPARE_PS 32
+#define SPARE_IN_MAX 4096 /* a spare keeps its input buffer up to this size */
+
 struct rh_http_server {
   uv_loop_t *loop;
   uv_tcp_t listener;
@@ -41,11 +44,17 @@ struct rh_http_server {
   uv_timer_t tick;
   int ticking;
   int open_handles;    /* listener, tick and closing connections: freed when all are closed */
+  /* parse states given back by connections gone idle, for the next that reads: a keep-alive
+   * request allocates none, while an idle connection still holds none (at most SPARE_PS) */
+  struct rh_http_parse *spare_ps[SPARE_PS];
+  size_t nspare_ps;
 };
+
+
 
 /* What parsing needs, allocated when bytes arrive and freed when the connection is idle again
  * with nothing pending, so an idle keep-alive connection costs its socket and little more. */
-typedef struct {
+typedef struct rh_http_parse {
   rh_collect parser;           /* collects into the current request's headers */
   rh_buf in;                   /* read but not yet parsed */
   rh_headers trailers;         /* a chunked body's trailer fields: checked, then dropped */
@@ -233,14 +242,16 @@ void rh_http_req_release(rh_http_req *r) {
 /* ---- writing ---- */
 
 /* The server is freed when its listener, its tick and every closing connection are closed. */
-static void server_unref(rh_http_server *s) {
-  if (--s->open_handles == 0) free(s);
-}
-
 static void free_ps(rh_http_parse *ps) {
   rh_buf_free(&ps->in);
   rh_headers_free(&ps->trailers);
   free(ps);
+}
+
+static void server_unref(rh_http_server *s) {
+  if (--s->open_handles > 0) return;
+  while (s->nspare_ps) free_ps(s->spare_ps[--s->nspare_ps]);
+  free(s);
 }
 
 static void after_close(uv_handle_t *h) {
@@ -588,7 +599,8 @@ static llhttp_settings_t parser_settings;
 /* Parse state for a connection that has bytes to parse. */
 static rh_http_parse *ensure_ps(rh_http_conn *c) {
   if (c->ps) return c->ps;
-  c->ps = calloc(1, sizeof *c->ps);
+  rh_http_server *s = c->srv;
+  c->ps = s->nspare_ps ? s->spare_ps[--s->nspare_ps] : calloc(1, sizeof *c->ps);
   if (!c->ps) abort();
   rh_collect_init(&c->ps->parser, HTTP_REQUEST, &parser_settings, c, NULL); /* no request yet */
   /* whether the connection ends is ours to say (wants_keep_alive): llhttp would otherwise
@@ -601,8 +613,17 @@ static rh_http_parse *ensure_ps(rh_http_conn *c) {
 /* Between requests with nothing pending, the parse state goes (a fresh parser is equivalent). */
 static void release_ps(rh_http_conn *c) {
   if (!c->ps || c->ps->in.len || c->req || c->tunnel) return;
-  free_ps(c->ps);
+  rh_http_server *s = c->srv;
+  rh_http_parse *ps = c->ps;
   c->ps = NULL;
+  if (s->nspare_ps == SPARE_PS) { free_ps(ps); return; }
+  /* as calloc'd, but for the input buffer (empty) when it is small */
+  rh_buf in = ps->in;
+  if (in.cap > SPARE_IN_MAX) rh_buf_free(&in);
+  rh_headers_free(&ps->trailers);
+  memset(ps, 0, sizeof *ps);
+  ps->in = in;
+  s->spare_ps[s->nspare_ps++] = ps;
 }
 
 static void reset_head_scan(rh_http_conn *c) {

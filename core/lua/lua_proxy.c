@@ -578,9 +578,19 @@ static hook_ctx *new_ctx(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   return h;
 }
 
+/* Only the hooks that have something to do: without on_request the proxy passes the client's
+ * fields on without a copy for a hook to change. */
 static void forward(hook_ctx *h, rh_http_req *req) {
-  rh_proxy_hooks hooks = { hook_request, hook_response, hook_cookie, hook_release, h, h->pick };
-  rh_proxy_start(req, (h->via ? h->via : h->p)->conf, &hooks);
+  rh_lua_proxy *p = h->p;
+  int access_set = h->method || h->target || h->has_headers;
+  rh_proxy_hooks hooks = { p->on_request != LUA_NOREF || access_set ? hook_request : NULL,
+                           p->on_response != LUA_NOREF ? hook_response : NULL,
+                           p->cookie != LUA_NOREF ? hook_cookie : NULL, hook_release, h, h->pick };
+  rh_proxy_start(req, (h->via ? h->via : p)->conf, &hooks);
+}
+
+static int has_hooks(const rh_lua_proxy *p) {
+  return p->on_request != LUA_NOREF || p->on_response != LUA_NOREF || p->cookie != LUA_NOREF;
 }
 
 /* ---- the access phase ---- */
@@ -811,6 +821,7 @@ static void start_access(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
 
 void rh_lua_proxy_start(rh_gen *g, rh_lua_proxy *p, rh_http_req *req) {
   if (p->access != LUA_NOREF) start_access(g, p, req);
+  else if (!has_hooks(p)) rh_proxy_start(req, p->conf, NULL); /* no Lua to keep: no context */
   else forward(new_ctx(g, p, req), req);
 }
 

@@ -404,45 +404,87 @@ static int websocket_own(const rh_header *f) {
          !rh_header_name_eq(f, "sec-websocket-protocol");
 }
 
-/* The mount's header policy, on the client's fields as the hooks left them (in). */
-static void request_headers(rh_proxy_conf *cf, const rh_http_req *r, const rh_headers *in, int websocket,
-                            const char *host_header, rh_headers *out) {
-  const rh_header *host = rh_headers_find(in, "host", NULL);
-  const rh_header *xff = rh_headers_find(in, "x-forwarded-for", NULL);
+enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
+
+static int framing_field(const rh_header *f) {
+  return rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding");
+}
+
+/* Fields this hop writes itself whatever the client, a hook or the mount's extras say: the
+ * framing, and the trace (traceparent always, tracestate when the client's trace was not taken:
+ * http/trace.h). */
+static int hop_own(const rh_http_req *r, const rh_header *f) {
+  return framing_field(f) || rh_header_name_eq(f, "traceparent") ||
+         (!r->trace.from_client && rh_header_name_eq(f, "tracestate"));
+}
+
+/* One field into the upstream head unless the hop writes its own; NULL or what was wrong. */
+static const char *put(rh_buf *out, const rh_http_req *r, const rh_header *f) {
+  return hop_own(r, f) ? NULL : rh_head_header(out, f);
+}
+
+static const char *put_str(rh_buf *out, const char *name, const char *value) {
+  return rh_head_field(out, name, strlen(name), value, strlen(value));
+}
+
+/* The client's list (its value checked unless a hook set it), then the peer. */
+static const char *put_xff(rh_buf *out, const rh_http_req *r, const rh_header *xff) {
+  if (!xff) return put_str(out, "X-Forwarded-For", r->socket_peer);
+  rh_buf v = RH_BUF_INIT;
+  rh_buf_append(&v, xff->value, xff->value_len);
+  rh_buf_append(&v, ", ", 2);
+  rh_buf_puts(&v, r->socket_peer);
+  const char *err = rh_head_field(out, "X-Forwarded-For", 15, v.data, v.len);
+  rh_buf_free(&v);
+  return err;
+}
+
+/* The client's fields (as the hooks left them: in) that the mount passes on; the extras
+ * override fields of their names. */
+static const char *put_client_fields(rh_proxy_conf *cf, const rh_http_req *r, const rh_headers *in,
+                                     int websocket, rh_buf *out) {
   int has_connection = names_fields(in);
-  for (size_t i = 0; i < in->n; i++) {
+  const char *err = NULL;
+  for (size_t i = 0; i < in->n && !err; i++) {
     const rh_header *f = &in->items[i];
     if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "host") || rh_header_name_eq(f, "content-length") ||
         rh_header_name_eq(f, "x-forwarded-for") || rh_header_name_eq(f, "x-forwarded-proto") ||
         rh_header_name_eq(f, "x-forwarded-host") || in_list(cf->drop_req, cf->ndrop_req, f) ||
         (cf->forwarded_prefix && rh_header_name_eq(f, "x-forwarded-prefix")) ||
         (websocket && websocket_own(f)) ||
-        (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)))
+        (cf->allow_req && !in_list(cf->allow_req, cf->nallow_req, f)) || rh_headers_find(&cf->extra, f->name, NULL))
       continue;
-    rh_headers_add_field(out, f);
+    err = put(out, r, f);
   }
-  for (size_t i = 0; i < cf->extra.n; i++) { /* extras override the client's */
-    const rh_header *f = &cf->extra.items[i];
-    rh_headers_remove(out, f->name); /* a list's names end in a NUL (http/headers.h) */
-  }
-  for (size_t i = 0; i < cf->extra.n; i++) rh_headers_add_field(out, &cf->extra.items[i]);
-  if (cf->preserve_host && host) rh_headers_add(out, "Host", 4, host->value, host->value_len);
-  else add_str(out, "Host", host_header);
-  if (xff) { /* the client's list, then the peer: built in place in the list's arena */
-    rh_headers_add(out, "X-Forwarded-For", 15, xff->value, xff->value_len);
-    rh_headers_append_value(out, ", ", 2);
-    rh_headers_append_value(out, r->socket_peer, strlen(r->socket_peer));
-  } else {
-    add_str(out, "X-Forwarded-For", r->socket_peer);
-  }
-  rh_headers_add_field(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
-  if (host) rh_headers_add_pair(out, &cf->own.items[OWN_FORWARDED_HOST], host);
-  /* the prefix this proxy stripped; a client's own claim is never passed on beside it */
-  if (cf->forwarded_prefix && cf->mount[0]) add_str(out, "X-Forwarded-Prefix", cf->mount);
-  rh_trace_apply(&r->trace, out); /* the client's trace, this hop as its parent */
+  for (size_t i = 0; i < cf->extra.n && !err; i++) err = put(out, r, &cf->extra.items[i]);
+  return err;
 }
 
-enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
+/* The mount's header policy, on the client's fields as the hooks left them (in), written
+ * straight into the upstream head (no list of them in between: this runs for every request). */
+static const char *put_fields(rh_proxy_conf *cf, const rh_http_req *r, const rh_headers *in, int websocket,
+                              const char *host_header, rh_buf *out) {
+  const rh_header *host = rh_headers_find(in, "host", NULL);
+  const char *err = put_client_fields(cf, r, in, websocket, out);
+  if (!err) err = cf->preserve_host && host ? rh_head_field(out, "Host", 4, host->value, host->value_len)
+                                           : put_str(out, "Host", host_header);
+  if (!err) err = put_xff(out, r, rh_headers_find(in, "x-forwarded-for", NULL));
+  if (!err) err = rh_head_header(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
+  if (!err && host) { /* a checked value under a checked name is checked */
+    rh_header xfh = cf->own.items[OWN_FORWARDED_HOST];
+    xfh.value = host->value;
+    xfh.value_len = host->value_len;
+    xfh.checked = xfh.checked && host->checked;
+    err = rh_head_header(out, &xfh);
+  }
+  /* the prefix this proxy stripped; a client's own claim is never passed on beside it */
+  if (!err && cf->forwarded_prefix && cf->mount[0]) err = put_str(out, "X-Forwarded-Prefix", cf->mount);
+  char tp[RH_TRACEPARENT_LEN + 1];
+  rh_trace_header(&r->trace, tp); /* the client's trace, this hop as its parent */
+  if (!err) err = rh_head_field(out, "traceparent", 11, tp, RH_TRACEPARENT_LEN);
+  return err;
+}
+
 
 /* How the client's body goes up; -1 when its framing cannot be trusted: a Content-Length field
  * the server holds no length for (UINT64_MAX is its "none": a length that collides with it must
@@ -453,22 +495,20 @@ static int request_framing(const rh_http_req *r) {
   return rh_headers_find(&r->headers, "content-length", NULL) ? -1 : BODY_NONE;
 }
 
-static int framing_field(const rh_header *f) {
-  return rh_header_name_eq(f, "content-length") || rh_header_name_eq(f, "transfer-encoding");
-}
-
 /* The head from its parts, each checked as it is written (http/head.h): NULL, or what was wrong.
- * The framing is ours, never a field passed through. */
-static const char *write_head(rh_buf *out, const rh_proxy_head *head, int framing, uint64_t length,
-                              const char *ws_key) {
+ * The framing is ours, never a field passed through. in: the client's fields as the hooks left
+ * them. */
+static const char *write_head(rh_buf *out, rh_proxy_conf *cf, const rh_proxy_head *head, const rh_headers *in,
+                              int framing, const char *host_header, const char *ws_key) {
+  const rh_http_req *r = head->req;
   const char *err = rh_head_request_line(out, head->method, strlen(head->method), head->target,
                                          strlen(head->target));
-  if (!err) err = rh_head_fields(out, head->headers, framing_field);
+  if (!err) err = put_fields(cf, r, in, ws_key != NULL, host_header, out);
   if (!err && ws_key) {
     err = rh_ws_dial_fields(out, ws_key);
   } else if (!err && framing == BODY_LENGTH) {
     char num[RH_HTTP_U64_MAX];
-    err = rh_head_field(out, "Content-Length", 14, num, rh_http_u64(num, length));
+    err = rh_head_field(out, "Content-Length", 14, num, rh_http_u64(num, r->content_length));
   } else if (!err && framing == BODY_CHUNKED) {
     rh_buf_puts(out, "Transfer-Encoding: chunked\r\n");
   }
@@ -508,13 +548,13 @@ int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_prox
     rh_buf_append(&target, r->query, r->query_len);
   }
   rh_buf_append(&target, "", 1);
-  rh_headers client = RH_HEADERS_INIT, h = RH_HEADERS_INIT;
-  copy_headers(&client, &r->headers);
+  /* the hook sees and changes a copy, never the request; without one the request's own */
+  int hooked = hooks && hooks->on_request;
+  rh_headers client = RH_HEADERS_INIT;
+  if (hooked) copy_headers(&client, &r->headers);
   rh_proxy_head head = { strdup(r->method), target.data, 0, &client, r, answer };
-  int answer_status = hooks && hooks->on_request ? hooks->on_request(hooks->ud, &head, body) : 0;
-  request_headers(conf, r, &client, ws_key != NULL, host, &h);
-  head.headers = &h;
-  if (!answer_status && (why = write_head(out, &head, framing, r->content_length, ws_key))) {
+  int answer_status = hooked ? hooks->on_request(hooks->ud, &head, body) : 0;
+  if (!answer_status && (why = write_head(out, conf, &head, hooked ? &client : &r->headers, framing, host, ws_key))) {
     out->len = 0; /* a hook's method or path that is not one: nothing goes up */
     RH_LOG(RH_LOG_ERROR, "proxy_head_invalid", RH_STR("error", why), RH_STR("request_id", r->id));
     answer_status = refuse(body, 500, "Internal Server Error: a proxy hook made the request head invalid", why);
@@ -523,7 +563,6 @@ int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_prox
   free(head.method);
   free(head.target);
   rh_headers_free(&client);
-  rh_headers_free(&h);
   return answer_status;
 }
 
@@ -1003,18 +1042,29 @@ static void follow_redirect(call *c) {
   attempt(c, 0);
 }
 
-static void response_headers(call *c, rh_headers *out) {
-  rh_proxy_conf *cf = c->conf;
-  const rh_headers *in = &c->resp_headers;
-  int has_connection = names_fields(in);
-  for (size_t i = 0; i < in->n; i++) {
-    const rh_header *f = &in->items[i];
-    if (!crosses(in, has_connection, f) || rh_header_name_eq(f, "content-length") ||
-        in_list(cf->drop_resp, cf->ndrop_resp, f) ||
-        (cf->allow_resp && !in_list(cf->allow_resp, cf->nallow_resp, f)))
-      continue;
-    rh_headers_add_field(out, f);
-  }
+typedef struct {
+  const rh_proxy_conf *cf;
+  int has_connection;
+} resp_policy;
+
+static int resp_passes(const rh_headers *in, const rh_header *f, void *ud) {
+  const resp_policy *p = ud;
+  const rh_proxy_conf *cf = p->cf;
+  return crosses(in, p->has_connection, f) && !rh_header_name_eq(f, "content-length") &&
+         !in_list(cf->drop_resp, cf->ndrop_resp, f) && (!cf->allow_resp || in_list(cf->allow_resp, cf->nallow_resp, f));
+}
+
+/* The mount's response policy on the upstream's fields (as the hooks left them), which become
+ * the client's head: filtered where they are, not copied (this runs for every response).
+ * resp_headers gets the emptied list back, for a trailer section. */
+static void response_headers(call *c) {
+  rh_headers spare = c->out_headers;
+  rh_headers_clear(&spare);
+  c->out_headers = c->resp_headers;
+  c->resp_headers = spare;
+  rh_headers *out = &c->out_headers;
+  resp_policy p = { c->conf, names_fields(out) };
+  rh_headers_filter(out, resp_passes, &p);
   if (c->resp_length != UINT64_MAX) {
     char len[RH_HTTP_U64_MAX];
     rh_headers_add(out, "Content-Length", 14, len, rh_http_u64(len, c->resp_length));
@@ -1051,8 +1101,7 @@ static int client_head(call *c) {
   rh_proxy_head head = { NULL, NULL, c->status, &c->resp_headers, c->req, NULL };
   if (c->has_hooks && c->hooks.on_response) c->hooks.on_response(c->hooks.ud, &head);
   release_hooks(c);
-  rh_headers_clear(&c->out_headers);
-  response_headers(c, &c->out_headers); /* the policy after the hooks: what they add obeys it too */
+  response_headers(c); /* the policy after the hooks: what they add obeys it too */
   c->out_status = head.status;
   if (head.status >= 200 && head.status <= 599) return 1;
   RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", "on_response"),

@@ -366,6 +366,40 @@ static void test_other_token(void) {
   rh_headers_free(&h);
 }
 
+/* filter: every field is judged while the list is whole (a keep that looks at the Connection
+ * field still finds it after earlier fields were dropped), order is kept, and a list longer than
+ * the stack's flags works too. */
+static int not_named_by_connection(const rh_headers *h, const rh_header *f, void *ud) {
+  (void)ud;
+  char name[64];
+  snprintf(name, sizeof name, "%.*s", (int)f->name_len, f->name);
+  return !rh_header_name_eq(f, "connection") && !rh_headers_has_token(h, "connection", name);
+}
+
+static void test_filter(void) {
+  test_name = "filter";
+  rh_headers h = RH_HEADERS_INIT;
+  add(&h, "X-A", "1");
+  add(&h, "Connection", "x-b, x-d");
+  add(&h, "X-B", "2");
+  add(&h, "X-C", "3");
+  add(&h, "X-D", "4");
+  rh_headers_filter(&h, not_named_by_connection, NULL);
+  CHECK(h.n == 2);
+  CHECK(name_is(&h.items[0], "X-A") && name_is(&h.items[1], "X-C"));
+  rh_headers_clear(&h);
+  char name[16];
+  for (int i = 0; i < 100; i++) {
+    snprintf(name, sizeof name, "X-%d", i);
+    add(&h, name, i % 3 ? "keep" : "drop");
+  }
+  add(&h, "Connection", "x-1");
+  rh_headers_filter(&h, not_named_by_connection, NULL);
+  CHECK(h.n == 99); /* all but X-1 and Connection */
+  CHECK(name_is(&h.items[0], "X-0") && name_is(&h.items[1], "X-2") && name_is(&h.items[98], "X-99"));
+  rh_headers_free(&h);
+}
+
 int main(void) {
   test_init();
   test_add_find();
@@ -376,6 +410,7 @@ int main(void) {
   test_clear();
   test_arena();
   test_other_token();
+  test_filter();
   if (failures) {
     fprintf(stderr, "test_headers: %d check(s) failed\n", failures);
     return 1;
