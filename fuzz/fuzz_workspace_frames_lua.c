@@ -4,8 +4,8 @@
  * One LuaJIT state for the run (lua_state.h: JIT off, Lua line coverage fed to libFuzzer), with
  * cjson preloaded from the C library and the real modules loaded from the source tree.
  * Invariants (a Lua error "INVARIANT: …" aborts):
- *  - frames.parse, client_kind, daemon_kind and worker_request never raise;
- *  - a frame refused gets a message (a string naming what did not fit);
+ *  - frames.parse, client, daemon (parse and classify in one call) and worker_request never raise;
+ *  - a worker request refused gets a message (a string naming what did not fit);
  *  - a frame given a kind carries the fields the hub keys its routing tables on (a nil or
  *    non-string key there would raise in the hub or route to nobody): requestId for key
  *    exchanges and pairing, sessionId for E2EE and key updates, channel for session events;
@@ -37,21 +37,19 @@ static const char checks[] =
   "local any = S.any()\n"
   "local generic = S.one_of { S.array(S.map(S.string(), any)), S.map(S.string { max = 64 }, S.one_of { S.string(), S.number(), any }) }\n"
   "for _ = 1, 5 do generic = S.one_of { S.array(generic), S.object({ type = S.optional(S.string()) }, { rest = generic }), any } end\n"
-  "local function classify(name, fn, f)\n"
-  "  local ok, kind, why = pcall(fn, f)\n"
-  "  if not ok then inv(name .. ' raised: ' .. tostring(kind)) end\n"
-  "  if kind == nil then\n"
-  "    if type(why) ~= 'string' then inv(name .. ' refused without a message') end\n"
-  "    return\n"
-  "  end\n"
+  "local function classify(name, fn, text)\n"
+  "  local ok, f, kind = pcall(fn, text)\n"
+  "  if not ok then inv(name .. ' raised: ' .. tostring(f)) end\n"
+  "  if kind == nil then return end\n"
+  "  if type(f) ~= 'table' then inv(name .. ' gave the kind ' .. tostring(kind) .. ' without a frame') end\n"
   "  for _, k in ipairs(needs[kind] or {}) do str(f, k, kind) end\n"
   "end\n"
   "return function(text)\n"
   "  local ok, f = pcall(frames.parse, text)\n"
   "  if not ok then inv('parse raised: ' .. tostring(f)) end\n"
   "  if not f then return end\n"
-  "  classify('client_kind', frames.client_kind, f)\n"
-  "  classify('daemon_kind', frames.daemon_kind, f)\n"
+  "  classify('client', frames.client, text)\n"
+  "  classify('daemon', frames.daemon, text)\n"
   "  local okw, good, why = pcall(frames.worker_request, f)\n"
   "  if not okw then inv('worker_request raised: ' .. tostring(good)) end\n"
   "  if good and type(f.path) ~= 'string' then inv('a worker request without a path') end\n"
