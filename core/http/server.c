@@ -50,8 +50,6 @@ struct rh_http_server {
   size_t nspare_ps;
 };
 
-
-
 /* What parsing needs, allocated when bytes arrive and freed when the connection is idle again
  * with nothing pending, so an idle keep-alive connection costs its socket and little more. */
 typedef struct rh_http_parse {
