@@ -15,6 +15,7 @@ local envelope = require "relay.envelope"
 local inbox = require "relay.inbox"
 local lru = require "relay.lru"
 local records = require "relay.records"
+local poll = require "relay.poll"
 
 local M = {}
 M.__index = M
@@ -267,34 +268,20 @@ end
 -- (measured: up to 4.7 s after a Cluster replica was promoted, with 1, 2, 4 s).
 local RETRY_S = 1
 
--- One turn of the consumer: pull and deliver. -> how long to wait before the next turn (an
--- empty inbox: RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does)
-function M:turn()
-  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
-  if self.hub.conns.n == 0 then return poll end
-  local batch, dropped_or_err = self.transport:pull()
-  if not batch then
-    self:failed("bus", dropped_or_err)
-    return math.max(RETRY_S, poll)
-  end
-  self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
-  for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
-  for _, raw in ipairs(batch) do
-    local ok, err = pcall(self.deliver, self, raw)
-    if not ok then self:failed("bus", "delivery: " .. tostring(err), true) end
-  end
-  return #batch == 0 and poll or 0
-end
-
--- The consumer: runs for the generation's life. No input ends it: a turn that raises is
--- logged and counted, and the next turn runs after a pause.
+-- The consumer (relay.poll): for the generation's life, pull and deliver; an empty inbox waits
+-- RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does. run() does not return.
 function M:run()
-  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
-  while true do
-    local ok, wait = pcall(self.turn, self)
-    if not ok then self:failed("bus", "consumer: " .. tostring(wait), true) end
-    if not ok or wait > 0 then relay.sleep(ok and wait or poll) end
-  end
+  poll.run { every = self.cfg.relay_bus_poll_interval_ms / 1000, retry = RETRY_S,
+    idle = function() return self.hub.conns.n == 0 end,
+    pull = function()
+      local batch, dropped = self.transport:pull()
+      if not batch then return nil, dropped end
+      self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
+      for _ = 1, tonumber(dropped) or 0 do self:rejected("envelope too large") end
+      return batch
+    end,
+    deliver = function(raw) self:deliver(raw) end,
+    failed = function(why, raised) self:failed("bus", why, raised) end }
 end
 
 return M
