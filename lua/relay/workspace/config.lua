@@ -1,6 +1,8 @@
 -- The workspace relay's settings: the original's env names (Viewport services/relay config.ts)
 -- declared as flags, so each one is also --name and listed by --help; then the derived config
 -- (modes inferred the way the original infers them).
+local flags = require "relay.flags"
+
 local M = {}
 
 -- { env, default, help, what it must be }. Every value is checked at start (relay.flags), and
@@ -76,13 +78,7 @@ local decls = {
   { "RELAY_REDIRECT_ALLOWED_HOSTS", {}, "hosts a redirect may name (comma list)", { repeatable = true } },
 }
 
-M.flags = {}
-for _, d in ipairs(decls) do
-  local f = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3] }
-  if type(d[2]) == "number" then f.type, f.min = "integer", 1 end
-  for k, v in pairs(d[4] or {}) do f[k] = v end
-  M.flags[#M.flags + 1] = f
-end
+M.flags = flags.from_env(decls, { type = "integer", min = 1 })
 
 -- Both are checked as ports by the flag parser, which names the one that was set.
 function M.port(f) return f.port or f.relay_listen_port or 7781 end
