@@ -310,7 +310,8 @@ end
 function M.from_env(list, numbers)
   local out = {}
   for i, d in ipairs(list) do
-    local f = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3] }
+    local f = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2],
+                help = d[3] }
     for k, v in pairs(type(d[2]) == "number" and numbers or {}) do f[k] = v end
     for k, v in pairs(d[4] or {}) do f[k] = v end
     out[i] = f

@@ -4,6 +4,7 @@
 -- and the next turn runs after a pause. Waits are fixed, not grown: a source that was down is
 -- read again at most `retry` seconds after it is back.
 local relay = require "relay"
+local check = require "relay.check"
 
 local M = {}
 
@@ -13,7 +14,7 @@ function M.turn(o)
   local batch, err = o.pull()
   if not batch then
     o.failed(err, false)
-    return math.max(o.retry, o.every)
+    return math.max(o.retry or 0, o.every)
   end
   for _, message in ipairs(batch) do
     local ok, why = pcall(o.deliver, message)
@@ -24,9 +25,12 @@ end
 
 -- opts: pull() -> { message, ... } | nil, err; deliver(message); failed(why, raised) (raised:
 -- a delivery or a turn raised, rather than the source failing); every (seconds after an empty
--- pull); retry (seconds after a failed one, at least every); idle() -> true to skip a turn
--- (nothing to deliver to). Runs in the calling task and does not return.
+-- pull); retry (seconds after a failed one; at least, and by default, every); idle() -> true to
+-- skip a turn (nothing to deliver to). Runs in the calling task and does not return.
+local KEYS = { "pull", "deliver", "failed", "every", "retry", "idle" }
 function M.run(o)
+  check.options(o, KEYS, "relay.poll.run")
+  if type(o.every) ~= "number" then check.fail("relay.poll.run: every must be a number of seconds") end
   while true do
     local ok, wait = pcall(M.turn, o)
     if not ok then o.failed("consumer: " .. tostring(wait), true) end

@@ -509,7 +509,7 @@ describe("relay.flags.declare and env prefixes (issue 20)", function()
 end)
 
 describe("relay.flags.from_env", function()
-  it("names each declaration by its env var, gives number defaults the given fields, and more's win", function()
+  it("names each declaration by its env var; number defaults get the given fields, more's win", function()
     local d = flags.from_env({
       { "APP_MAX_BYTES", 10, "largest body" },
       { "APP_MODE", "dev", "mode", { choices = { "dev", "prod" } } },

@@ -43,6 +43,11 @@ app:get("/run", function(_, res)
   relay.sleep(0.3)
   res:json(200, { got = got, failures = failures, pulls = pulls(), ended = ended })
 end)
+app:get("/misuse", function(_, res)
+  local _, typo = pcall(poll.run, { evry = 1 })
+  local _, none = pcall(poll.run, {})
+  res:json(200, { typo = typo, none = none })
+end)
 return app
 ]=]
 
@@ -50,8 +55,8 @@ describe("relay.poll", function()
   local host
   setup(function()
     local dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/poll.lua", SCRIPT)
-    host = helpers.start(dir .. "/poll.lua")
+    helpers.write_file(dir .. "/poll_user.lua", SCRIPT)
+    host = helpers.start(dir .. "/poll_user.lua")
   end)
   teardown(function() host:stop() end)
 
@@ -61,12 +66,19 @@ describe("relay.poll", function()
     return cjson.decode(r.body)
   end
 
-  it("waits 0 after a batch, every after an empty pull, retry after a failed one; skips an idle turn", function()
+  it("waits 0 after a batch, every after an empty pull, retry after a failed one; idle: skipped", function()
     local r = get("/turns")
     assert.same({ 0, 0.02, 0.05, 0.02 }, r.waits)
     assert.same({ "a", "b" }, r.got) -- the message after the one that raised is delivered
     assert.same({ { why = "delivery: no such owner", raised = true }, { why = "refused", raised = false } },
                 r.failures)
+  end)
+
+  it("refuses options it does not know, and a missing every, at the caller's line", function()
+    local r = get("/misuse")
+    assert.matches("poll_user%.lua:%d+: unknown option 'evry' in relay%.poll%.run %(did you mean 'every'%?%)",
+                   r.typo)
+    assert.matches("poll_user%.lua:%d+: relay%.poll%.run: every must be a number", r.none)
   end)
 
   it("reports a turn that raises and keeps polling", function()

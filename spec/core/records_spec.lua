@@ -9,7 +9,8 @@ local SCRIPT = [[
 local relay = require "relay"
 local records = require "relay.records"
 local app = relay.new { name = "records-user", flags = { redis = { default = "" } } }
-local store = records.new { redis = relay.redis(app.flags.redis), prefix = "rec:", ttl_ms = 5000, max_bytes = 64 }
+local redis = relay.redis(app.flags.redis)
+local store = records.new { redis = redis, prefix = "rec:", ttl_ms = 5000, max_bytes = 64 }
 local function answer(res, a, b) res:json(200, { a = a == nil and "nil" or a, b = b or "" }) end
 app:post("/put", function(req, res)
   answer(res, store:put(req.args.key, req.args.v and { v = req.args.v } or nil))
@@ -34,7 +35,8 @@ describe("relay.records", function()
   end)
 
   local function call(method, path)
-    return cjson.decode(host:request { method = method, path = path, body = method == "POST" and "" or nil }.body)
+    local body = method == "POST" and "" or nil
+    return cjson.decode(host:request { method = method, path = path, body = body }.body)
   end
 
   it("writes a record under prefix .. key with the lifetime, reads it back, and removes it", function()
@@ -61,7 +63,9 @@ describe("relay.records", function()
 
   it("says why when Redis does not answer", function()
     os.execute("kill " .. pid .. " && sleep 0.3")
-    for _, r in ipairs { call("POST", "/put?key=k&v=1"), call("GET", "/get?key=k"), call("GET", "/exists?key=k") } do
+    local answers = { call("POST", "/put?key=k&v=1"), call("GET", "/get?key=k"),
+                      call("GET", "/exists?key=k") }
+    for _, r in ipairs(answers) do
       assert.equal("nil", r.a)
       assert.matches("redis", r.b)
     end

@@ -3,8 +3,8 @@
 -- holds their daemon (redirect), and carrying frames between relays (bus) when they do not.
 --
 -- Two transports with one shape, each keyed by scope: redis (presence keys with a TTL, one list
--- per relay as its inbox, the original's key names) and server (the platform's internal HTTP API: the bus bodies
--- are the original's; the presence bodies are our reading of it). Envelopes are
+-- per relay as its inbox, the original's key names) and server (the platform's internal HTTP
+-- API: the bus bodies are the original's; the presence bodies are our reading of it). Envelopes are
 -- the original's, HMAC-signed the same way (relay.envelope), so mixed fleets interoperate. When the transport
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
@@ -33,8 +33,8 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 -- 4 KiB is never read, and counts as no record.
 local function redis_transport(cfg)
   local prefix, cmd = cfg.relay_redis_key_prefix, relay.redis(cfg.relay_redis_url)
-  local store = records.new { redis = cmd, prefix = prefix .. ":presence:", ttl_ms = cfg.relay_redis_presence_ttl_ms,
-                              max_bytes = 4096 }
+  local store = records.new { redis = cmd, prefix = prefix .. ":presence:",
+                              ttl_ms = cfg.relay_redis_presence_ttl_ms, max_bytes = 4096 }
   local queue = inbox.new { redis = cmd, prefix = prefix .. ":queue:", name = cfg.relay_id,
                             max_len = cfg.relay_redis_queue_max, limit = cfg.relay_bus_pull_limit,
                             max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
@@ -64,7 +64,8 @@ function Server:upsert(s, record)
 end
 
 function Server:resolve(s)
-  local json, err = self:post("presence/resolve", { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id })
+  local json, err = self:post("presence/resolve",
+                              { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id })
   if not json then return nil, err end
   return type(json.presence) == "table" and json.presence or false
 end
@@ -181,7 +182,10 @@ function M:remote_daemon(s)
     local rec, why = self.transport:resolve(s)
     if rec == nil then self:failed("presence", why); return nil end
     if why then self:failed("presence", "presence " .. why) end -- a record not taken counts as none
-    if rec and type(rec.relayId) ~= "string" then rec = false; self:failed("presence", "invalid presence record") end
+    if rec and type(rec.relayId) ~= "string" then
+      rec = false
+      self:failed("presence", "invalid presence record")
+    end
     c = { at = t, rec = rec }
     self.cache:set(s.key, c)
     self.obs:inc("relay_presence_lookups_total")
