@@ -25,6 +25,18 @@ function M.bearer(x)
   return from_value(h.authorization or h.Authorization)
 end
 
+-- subprotocol(x, prefix) -> token | nil: the rest of the first Sec-WebSocket-Protocol entry that
+-- starts with prefix ("auth.<token>", say: a browser cannot set Authorization on a WebSocket).
+-- x: a request, or its headers.
+function M.subprotocol(x, prefix)
+  local pattern = "[,%s]" .. prefix:gsub("%p", "%%%0") .. "([^,%s]+)"
+  for _, v in ipairs((x.headers or x):all("sec-websocket-protocol")) do
+    local token = (" " .. v):match(pattern)
+    if token then return token end
+  end
+  return nil
+end
+
 -- match(tokens, given) -> the entry of tokens that given equals | nil. tokens: an array of
 -- strings, or of tables with a .token string (the entry is returned, with whatever it carries).
 -- Every entry is compared, with no early exit, as SHA-256 digests of both sides: the time taken

@@ -303,6 +303,22 @@ function M.declare(decls, prefix)
   return decls
 end
 
+-- from_env{ { ENV, default, help, more }, ... }: declarations named by their env vars, as a
+-- product's settings are (RELAY_MAX_FRAME_BYTES: --relay-max-frame-bytes, key
+-- relay_max_frame_bytes); more: any other fields. numbers: fields that each declaration with a
+-- number default gets (say { type = "integer", min = 1 }), unless its more names them.
+function M.from_env(list, numbers)
+  local out = {}
+  for i, d in ipairs(list) do
+    local f = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2],
+                help = d[3] }
+    for k, v in pairs(type(d[2]) == "number" and numbers or {}) do f[k] = v end
+    for k, v in pairs(d[4] or {}) do f[k] = v end
+    out[i] = f
+  end
+  return out
+end
+
 -- A bundled personality: a script under a scripts/ directory that has relayhost's lua/ beside it
 -- (a checkout, or share/relayhost/ installed), whichever library was loaded.
 local function bundled(script)

@@ -56,6 +56,10 @@ describe("req:bearer()", function()
         assert(req:bearer() == relay.auth.bearer(req.headers))
         res:send(200, tostring(req:bearer()))
       end)
+      app:get("/proto", function(req, res)
+        assert(relay.auth.subprotocol(req, "auth.") == relay.auth.subprotocol(req.headers, "auth."))
+        res:send(200, tostring(relay.auth.subprotocol(req, req.args.prefix or "auth.")))
+      end)
       local tokens = { "short", { token = "a-much-longer-token", name = "b" }, "", { name = "no token" } }
       app:get("/admin", function(req, res)
         local entry = relay.auth.match(tokens, req:bearer())
@@ -73,6 +77,25 @@ describe("req:bearer()", function()
     assert.equal("abc", host:get("/b", { Authorization = "bearer\tabc  " }).body)
     assert.equal("nil", host:get("/b", { Authorization = "Bearer a b" }).body)
     assert.equal("nil", host:get("/b").body)
+  end)
+
+  it("relay.auth.subprotocol: the rest of the first Sec-WebSocket-Protocol entry with the prefix", function()
+    local function proto(values, prefix)
+      local c = host:client()
+      local head = "GET /proto" .. (prefix and ("?prefix=" .. prefix) or "") .. " HTTP/1.1\r\nHost: x\r\n"
+      for _, v in ipairs(values) do head = head .. "Sec-WebSocket-Protocol: " .. v .. "\r\n" end
+      c:send(head .. "\r\n")
+      local res = c:read_response()
+      c:close()
+      return res.body
+    end
+    assert.equal("tok-1", proto { "auth.tok-1" })
+    assert.equal("tok-2", proto { "v1.relay, auth.tok-2, auth.tok-3" })
+    assert.equal("tok-4", proto { "v1", "x,auth.tok-4", "auth.tok-5" }) -- over several fields: the first
+    assert.equal("nil", proto { "v1, xauth.tok, auth." })
+    assert.equal("nil", proto {})
+    assert.equal("k", proto({ "auth.x, a.b-k" }, "a.b-")) -- the prefix is plain text, not a pattern
+    assert.equal("nil", proto({ "axb-k" }, "a.b-"))
   end)
 
   it("relay.auth.match: the entry a presented token equals, nothing for others or an empty one", function()

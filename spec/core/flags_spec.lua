@@ -507,3 +507,22 @@ describe("relay.flags.declare and env prefixes (issue 20)", function()
     assert.matches("flag 'n': unknown type 'int'", err, 1, true)
   end)
 end)
+
+describe("relay.flags.from_env", function()
+  it("names each declaration by its env var; number defaults get the given fields, more's win", function()
+    local d = flags.from_env({
+      { "APP_MAX_BYTES", 10, "largest body" },
+      { "APP_MODE", "dev", "mode", { choices = { "dev", "prod" } } },
+      { "APP_RATIO", 0.5, "a ratio", { type = "number", min = 0 } },
+    }, { type = "integer", min = 1 })
+    assert.same({ name = "app-max-bytes", key = "app_max_bytes", env = "APP_MAX_BYTES", default = 10,
+                  help = "largest body", type = "integer", min = 1 }, d[1])
+    assert.same({ name = "app-mode", key = "app_mode", env = "APP_MODE", default = "dev", help = "mode",
+                  choices = { "dev", "prod" } }, d[2])
+    assert.equal("number", d[3].type)
+    assert.equal(0, d[3].min)
+    local v = flags.parse(d, { "--app-mode", "prod" }, env { APP_MAX_BYTES = "7" })
+    assert.same({ 7, "prod", 0.5 }, { v.app_max_bytes, v.app_mode, v.app_ratio })
+    assert.matches("APP_MAX_BYTES", err_of(flags.parse, d, {}, env { APP_MAX_BYTES = "0" }))
+  end)
+end)

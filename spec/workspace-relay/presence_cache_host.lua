@@ -14,7 +14,9 @@ local bp = backplane.new(cfg, { conns = { n = 0 } }, obs)
 -- Lua heap in kB after a full collection.
 app:get("/lookups", function(req, res)
   local from, n = tonumber(req.args.from), tonumber(req.args.n)
-  for i = from, from + n - 1 do bp:remote_daemon("ws" .. i, "rt") end
+  for i = from, from + n - 1 do
+    bp:remote_daemon { key = "ws" .. i .. ":rt", workspace_id = "ws" .. i, runtime_target_id = "rt" }
+  end
   collectgarbage("collect")
   collectgarbage("collect")
   res:json(200, { kb = collectgarbage("count") })

@@ -3,6 +3,7 @@
 -- a JWKS document (our addition; the docs promise it, the original's code lacks it).
 local platform = require "relay.workspace.platform"
 local S = require "relay.schema"
+local auth = require "relay.auth"
 
 local M = {}
 
@@ -11,13 +12,7 @@ local function token_ok(t) return type(t) == "string" and #t >= 10 and #t <= 409
 -- Authorization: Bearer <t>, then a Sec-WebSocket-Protocol entry auth.<t>, then ?token= (dev
 -- mode only). Returns the token or nil; the first one found decides.
 function M.token(req, dev)
-  local t = req:bearer()
-  if not t then
-    for _, v in ipairs(req.headers:all("sec-websocket-protocol")) do
-      t = t or (" " .. v):match("[,%s]auth%.([^,%s]+)")
-    end
-  end
-  if not t and dev then t = req.args.token end
+  local t = req:bearer() or auth.subprotocol(req, "auth.") or dev and req.args.token
   return token_ok(t) and t or nil
 end
 

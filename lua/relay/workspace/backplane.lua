@@ -2,9 +2,9 @@
 -- internal-api.ts): where each daemon is (presence), telling clients to reconnect to the relay that
 -- holds their daemon (redirect), and carrying frames between relays (bus) when they do not.
 --
--- Two transports with one shape: redis (presence keys with a TTL, one list per relay as its
--- inbox, the original's key names) and server (the platform's internal HTTP API: the bus bodies
--- are the original's; the presence bodies are our reading of it). Envelopes are
+-- Two transports with one shape, each keyed by scope: redis (presence keys with a TTL, one list
+-- per relay as its inbox, the original's key names) and server (the platform's internal HTTP
+-- API: the bus bodies are the original's; the presence bodies are our reading of it). Envelopes are
 -- the original's, HMAC-signed the same way (relay.envelope), so mixed fleets interoperate. When the transport
 -- fails, that is logged and counted and local routing goes on.
 local relay = require "relay"
@@ -14,6 +14,8 @@ local reannounce = require "relay.reannounce"
 local envelope = require "relay.envelope"
 local inbox = require "relay.inbox"
 local lru = require "relay.lru"
+local records = require "relay.records"
+local poll = require "relay.poll"
 
 local M = {}
 M.__index = M
@@ -24,51 +26,28 @@ local function now_ms() return math.floor(relay.time() * 1000) end
 
 -- ---- transports ----
 
-local Redis = {}
-Redis.__index = Redis
-
--- The bus: one inbox per relay (relay.inbox). The longest envelope worth reading: a payload at
--- the frame limit, each byte escaped at most once more (a valid JSON frame has no raw control
--- bytes), and the other fields; a longer one is dropped in Redis.
+-- redis: the presence records (relay.records, the original's key names) and one inbox per relay
+-- for the bus (relay.inbox). The longest envelope worth reading: a payload at the frame limit,
+-- each byte escaped at most once more (a valid JSON frame has no raw control bytes), and the
+-- other fields; a longer one is dropped in Redis. A record is a few hundred bytes: one over
+-- 4 KiB is never read, and counts as no record.
 local function redis_transport(cfg)
   local prefix, cmd = cfg.relay_redis_key_prefix, relay.redis(cfg.relay_redis_url)
+  local store = records.new { redis = cmd, prefix = prefix .. ":presence:",
+                              ttl_ms = cfg.relay_redis_presence_ttl_ms, max_bytes = 4096 }
   local queue = inbox.new { redis = cmd, prefix = prefix .. ":queue:", name = cfg.relay_id,
                             max_len = cfg.relay_redis_queue_max, limit = cfg.relay_bus_pull_limit,
                             max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
-  return setmetatable({ cfg = cfg, cmd = cmd, prefix = prefix, inbox = queue }, Redis)
-end
-
-function Redis:presence_key(ws, rt) return self.prefix .. ":presence:" .. ws .. (rt and (":" .. rt) or "") end
-
-function Redis:upsert(ws, rt, record)
-  if record then
-    return self.cmd:call("SET", self:presence_key(ws, rt), encode(record), "PX", self.cfg.relay_redis_presence_ttl_ms)
+  -- The original's key, shared with other relays: not hub's scope key (the same string today).
+  local function key(s)
+    return s.workspace_id .. (s.runtime_target_id and ":" .. s.runtime_target_id or "")
   end
-  return self.cmd:call("DEL", self:presence_key(ws, rt))
+  return { upsert = function(_, s, record) return store:put(key(s), record) end,
+           resolve = function(_, s) return store:get(key(s)) end,
+           present = function(_, s) return store:exists(key(s)) end,
+           publish = function(_, target, text) return queue:push(target, text) end,
+           pull = function() return queue:pull() end }
 end
-
--- A record is a few hundred bytes: more than MAX_RECORD is never read (GETRANGE), and counts
--- as no record. -> record | false [, why not taken] | nil, err
-local MAX_RECORD = 4096
-
-function Redis:resolve(ws, rt)
-  local v, err = self.cmd:call("GETRANGE", self:presence_key(ws, rt), 0, MAX_RECORD)
-  if err then return nil, err end
-  if #v > MAX_RECORD then return false, "presence record over " .. MAX_RECORD .. " bytes" end
-  local ok, rec = pcall(cjson.decode, v ~= "" and v or "null")
-  return ok and type(rec) == "table" and rec or false
-end
-
--- -> whether the key is there | nil, err
-function Redis:present(ws, rt)
-  local n, err = self.cmd:call("EXISTS", self:presence_key(ws, rt))
-  if not n then return nil, err end
-  return n == 1
-end
-
-function Redis:publish(target, text) return self.inbox:push(target, text) end
-
-function Redis:pull() return self.inbox:pull() end
 
 local Server = {}
 Server.__index = Server
@@ -82,14 +61,15 @@ function Server:post(path, body)
   return json
 end
 
-function Server:upsert(ws, rt, record)
+function Server:upsert(s, record)
   local body = record or { relayId = self.cfg.relay_id, daemonConnected = false }
-  body.workspaceId, body.runtimeTargetId = ws, rt
+  body.workspaceId, body.runtimeTargetId = s.workspace_id, s.runtime_target_id
   return self:post("presence/upsert", body)
 end
 
-function Server:resolve(ws, rt)
-  local json, err = self:post("presence/resolve", { workspaceId = ws, runtimeTargetId = rt })
+function Server:resolve(s)
+  local json, err = self:post("presence/resolve",
+                              { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id })
   if not json then return nil, err end
   return type(json.presence) == "table" and json.presence or false
 end
@@ -156,7 +136,7 @@ function M.new(cfg, hub, obs)
     write = function(s, conn) return self:announce(s, conn) end,
     failed = function(err) self:failed("presence", err) end,
     present = function(s)
-      local there, err = self.transport:present(s.workspace_id, s.runtime_target_id)
+      local there, err = self.transport:present(s)
       if there == nil then self:failed("presence", err) end
       return there
     end,
@@ -186,7 +166,7 @@ function M:announce(s, conn)
   local record = conn and { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url,
                             daemonConnected = true, runtimeTargetId = s.runtime_target_id,
                             machineId = conn.claims.machineId, updatedAtMs = now_ms() }
-  return self.transport:upsert(s.workspace_id, s.runtime_target_id, record)
+  return self.transport:upsert(s, record)
 end
 
 function M:daemon_up(s, conn)
@@ -197,18 +177,21 @@ function M:daemon_down(s)
   if self.cfg.presence_enabled then self.presence:drop(s) end
 end
 
--- The relay holding the scope's daemon, if it is another one (cached min(TTL, 2 s), CACHE_MAX scopes).
-function M:remote_daemon(ws, rt)
+-- The relay holding scope s's daemon, if it is another one (cached min(TTL, 2 s), CACHE_MAX scopes).
+function M:remote_daemon(s)
   if not self.cfg.presence_enabled then return nil end
-  local key, t = ws .. "\0" .. (rt or ""), relay.now()
-  local c = self.cache:get(key)
+  local t = relay.now()
+  local c = self.cache:get(s.key)
   if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
-    local rec, err = self.transport:resolve(ws, rt)
-    if rec == nil then self:failed("presence", err); return nil end
-    if rec and type(rec.relayId) ~= "string" then rec, err = false, "invalid presence record" end
-    if err then self:failed("presence", err) end -- a record not taken counts as none
+    local rec, why = self.transport:resolve(s)
+    if rec == nil then self:failed("presence", why); return nil end
+    if why then self:failed("presence", "presence " .. why) end -- a record not taken counts as none
+    if rec and type(rec.relayId) ~= "string" then
+      rec = false
+      self:failed("presence", "invalid presence record")
+    end
     c = { at = t, rec = rec }
-    self.cache:set(key, c)
+    self.cache:set(s.key, c)
     self.obs:inc("relay_presence_lookups_total")
   end
   local rec = c.rec
@@ -242,14 +225,14 @@ end
 -- Right after the upgrade: a client whose daemon is elsewhere is told where.
 function M:client_joined(conn)
   if conn.role ~= "client" or not conn.runtime_target_id or conn.scope.daemon then return end
-  local rec = self.cfg.redirect_enabled and self:remote_daemon(conn.workspace_id, conn.runtime_target_id)
+  local rec = self.cfg.redirect_enabled and self:remote_daemon(conn.scope)
   if rec then self:redirect(conn, rec, false) end
 end
 
 -- A client frame with no local daemon: redirect and/or carry it over the bus. true if the
 -- daemon is on another relay.
 function M:client_to_remote(conn, s, text)
-  local rec = self:remote_daemon(s.workspace_id, s.runtime_target_id)
+  local rec = self:remote_daemon(s)
   if not rec then return false end
   local redirected = self:redirect(conn, rec, true)
   local carried = self.cfg.bus_enabled and self:publish(rec.relayId, "client_to_daemon", s, conn.claims.machineId, text)
@@ -293,34 +276,20 @@ end
 -- (measured: up to 4.7 s after a Cluster replica was promoted, with 1, 2, 4 s).
 local RETRY_S = 1
 
--- One turn of the consumer: pull and deliver. -> how long to wait before the next turn (an
--- empty inbox: RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does)
-function M:turn()
-  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
-  if self.hub.conns.n == 0 then return poll end
-  local batch, dropped_or_err = self.transport:pull()
-  if not batch then
-    self:failed("bus", dropped_or_err)
-    return math.max(RETRY_S, poll)
-  end
-  self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
-  for _ = 1, tonumber(dropped_or_err) or 0 do self:rejected("envelope too large") end
-  for _, raw in ipairs(batch) do
-    local ok, err = pcall(self.deliver, self, raw)
-    if not ok then self:failed("bus", "delivery: " .. tostring(err), true) end
-  end
-  return #batch == 0 and poll or 0
-end
-
--- The consumer: runs for the generation's life. No input ends it: a turn that raises is
--- logged and counted, and the next turn runs after a pause.
+-- The consumer (relay.poll): for the generation's life, pull and deliver; an empty inbox waits
+-- RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does. run() does not return.
 function M:run()
-  local poll = self.cfg.relay_bus_poll_interval_ms / 1000
-  while true do
-    local ok, wait = pcall(self.turn, self)
-    if not ok then self:failed("bus", "consumer: " .. tostring(wait), true) end
-    if not ok or wait > 0 then relay.sleep(ok and wait or poll) end
-  end
+  poll.run { every = self.cfg.relay_bus_poll_interval_ms / 1000, retry = RETRY_S,
+    idle = function() return self.hub.conns.n == 0 end,
+    pull = function()
+      local batch, dropped = self.transport:pull()
+      if not batch then return nil, dropped end
+      self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
+      for _ = 1, tonumber(dropped) or 0 do self:rejected("envelope too large") end
+      return batch
+    end,
+    deliver = function(raw) self:deliver(raw) end,
+    failed = function(why, raised) self:failed("bus", why, raised) end }
 end
 
 return M

@@ -1,16 +1,18 @@
 -- The workspace relay's settings: the original's env names (Viewport services/relay config.ts)
 -- declared as flags, so each one is also --name and listed by --help; then the derived config
 -- (modes inferred the way the original infers them).
+local flags = require "relay.flags"
+
 local M = {}
 
 -- { env, default, help, what it must be }. Every value is checked at start (relay.flags), and
 -- every problem is reported at once. Numbers are counts, sizes, rates and durations: whole and
 -- at least 1. A boolean without a default is nil when unset, so that unset can mean "infer".
-local PORT, URL, BOOL = { type = "port" }, { type = "url" }, { type = "boolean" }
+local URL, BOOL = { type = "url" }, { type = "boolean" }
 local decls = {
   { "HOST", "127.0.0.1", "address to listen on" },
-  { "PORT", nil, "port to listen on (default 7781)", PORT },
-  { "RELAY_LISTEN_PORT", nil, "the docs' name for PORT (PORT wins when both are set)", PORT },
+  { "PORT", 7781, "port to listen on (RELAY_LISTEN_PORT: the docs' name; PORT wins when both are set)",
+    { type = "port", env = { "PORT", "RELAY_LISTEN_PORT" }, aliases = { "relay-listen-port" } } },
   { "RELAY_MODE", "dev", "dev, staging or prod (dev: ?token= accepted, verbose /health and /state)",
     { choices = { "dev", "staging", "prod" } } },
   { "SERVER_URL", "https://getviewport.test", "platform base URL: admission POSTs to $SERVER_URL/api/runtime/internal/relay/validate", URL },
@@ -76,18 +78,9 @@ local decls = {
   { "RELAY_REDIRECT_ALLOWED_HOSTS", {}, "hosts a redirect may name (comma list)", { repeatable = true } },
 }
 
-M.flags = {}
-for _, d in ipairs(decls) do
-  local f = { name = d[1]:lower():gsub("_", "-"), key = d[1]:lower(), env = d[1], default = d[2], help = d[3] }
-  if type(d[2]) == "number" then f.type, f.min = "integer", 1 end
-  for k, v in pairs(d[4] or {}) do f[k] = v end
-  M.flags[#M.flags + 1] = f
-end
+M.flags = flags.from_env(decls, { type = "integer", min = 1 })
 
--- Both are checked as ports by the flag parser, which names the one that was set.
-function M.port(f) return f.port or f.relay_listen_port or 7781 end
-
-function M.listen(f) return f.host .. ":" .. M.port(f) end
+function M.listen(f) return f.host .. ":" .. f.port end
 
 local function default(v, d) if v == nil then return d end return v end
 
@@ -96,7 +89,6 @@ local VALIDATE = "/api/runtime/internal/relay/validate"
 -- The settings that depend on each other, as the original infers them.
 local function derive(f, c, random_hex)
   local dev = c.relay_mode == "dev"
-  c.port = M.port(f)
   c.server_url = f.server_url:gsub("/+$", "")
   -- Only the docs' RELAY_VALIDATE_URL given (the seed's docker line): the platform's base for the
   -- other internal calls (presence, bus, workers) is that URL without its path.
