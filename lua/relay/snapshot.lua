@@ -11,6 +11,7 @@
 -- Writes run one at a time, in order: a change and a whole write never interleave.
 local relay = require "relay"
 local json = require "relay.json"
+local backoff = require "relay.backoff"
 
 local M = {}
 local Snap = {}
@@ -25,7 +26,9 @@ Snap.__index = Snap
 -- audit_every (30), mark_every (0.25), tick (0.05), stall (1: seconds Redis may owe an answer
 -- before problem() says so, ahead of relay.redis's reply timeout).
 function M.new(opts)
-  return setmetatable({ o = opts, r = relay.redis(opts.url), written = {}, pending = {}, jobs = {},
+  -- commands on one connection; a reader's blocking XREAD on a second one
+  return setmetatable({ o = opts, r = relay.redis(opts.url), feed = relay.redis(opts.url),
+    written = {}, pending = {}, jobs = {},
     what = opts.what or "the snapshot", tick = opts.tick or 0.05, stall = opts.stall or 1,
     mark_ticks = math.max(1, math.floor((opts.mark_every or 0.25) / (opts.tick or 0.05) + 0.5)),
     audit_every = opts.audit_every or 30 }, Snap)
@@ -222,6 +225,128 @@ function Snap:check()
   self.audit_due = false
   if missing then return self:lost(missing .. " is gone or stale") end
   self.why = nil
+end
+
+-- ---- streams of JSON events beside it (the writer's change events, say) ----
+
+-- Calls fn(value) for the JSON field `event` of every entry added to a Redis stream after
+-- last_id (nil: from now on), with XREAD BLOCK on its own connection; returns the last id and
+-- why when Redis fails (or "stopped" after stop()).
+function Snap:follow(name, fn, last_id)
+  if not last_id then -- "$" in every XREAD would miss what comes between two calls
+    local err
+    last_id, err = self:top(name)
+    if not last_id then return nil, err end
+  end
+  while not self.stopped do
+    local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
+    if reply == nil and err then return last_id, err end
+    for _, stream in ipairs(type(reply) == "table" and reply or {}) do
+      for _, entry in ipairs(stream[2] or {}) do
+        last_id = entry[1]
+        local fields = entry[2]
+        for i = 1, #fields, 2 do
+          if fields[i] == "event" then
+            local ok, v = pcall(json.decode, fields[i + 1])
+            if ok and type(v) == "table" then fn(v) end
+          end
+        end
+      end
+    end
+  end
+  return last_id, "stopped"
+end
+
+-- The id of a stream's newest entry, "0-0" when it has none, or nil and why (on the follow
+-- connection: a cheap read on the stream's own slot).
+function Snap:top(name)
+  local top, err = self.feed:call("XREVRANGE", name, "+", "-", "COUNT", "1")
+  if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
+  return top[1] and top[1][1] or "0-0"
+end
+
+-- ---- the reader: loads it whole, follows the writer's changes, and loads again at a new mark ----
+
+-- opts: load(mark, known) -> data or nil, why (reads everything; mark: the mark read before,
+-- nil when there is none; known: a mark was seen before); apply(data) -> ok | nil, why (serves
+-- it); stream and event(value): the writer's change events, followed from the newest entry
+-- before each load (so none after it is missed); lost(why) once the mark is gone (the last load
+-- stays); reloaded() after a load a new mark caused; failed(why, retry_in) after a load that
+-- failed (tried again after 0.5 s doubling to 5 s) or a feed that failed (retry_in nil: loaded
+-- again, then followed, once Redis answers).
+function Snap:read(opts)
+  self.reader = { o = opts, need = true, retry_at = 0, wait = backoff.new { min = 0.5, max = 5 } }
+  self:watch(function(up) self:read_check(up) end)
+  relay.after(0, function() self:read_feed() end)
+end
+
+-- One load: the mark read before (mark) and after must be the same, or the writer was writing.
+function Snap:load(mark)
+  local rd = self.reader
+  local top, err = self:top(rd.o.stream)
+  if not top then return nil, err end
+  local data, e1 = rd.o.load(mark, rd.seen ~= nil)
+  if not data then return nil, e1 end
+  local again, e2 = self:mark()
+  if again == nil and e2 then return nil, e2 end
+  if again ~= mark then return nil, "it was being written while it was read: reading it again" end
+  local ok, why = rd.o.apply(data)
+  if not ok then return nil, why end
+  rd.seen, rd.lost, rd.need, rd.from, self.why = mark, false, false, top, nil
+  return true
+end
+
+-- The mark gone: lost. A new one: everything is read again at once, without waiting for the
+-- feed. A load the feed needs (at start, after it failed): retried with backoff, at once after
+-- a reconnect.
+function Snap:read_check(up)
+  local rd = self.reader
+  local due = rd.need and relay.time() >= rd.retry_at
+  if not (up or due) then return end
+  if up and self:reconnected() then due = rd.need end
+  local mark, err = self:mark()
+  if mark == nil and err then
+    if due then self:read_failed(err) end
+    return
+  end
+  if mark == nil and rd.seen and not rd.lost then
+    rd.lost, self.why = true, ("Redis lost %s: serving from memory until it is written again"):format(self.what)
+    return rd.o.lost(self.why)
+  end
+  local fresh = mark ~= nil and mark ~= rd.seen
+  if not (fresh or due) then return end
+  local ok, loaded, why = pcall(self.load, self, mark)
+  if not (ok and loaded) then return self:read_failed(ok and why or tostring(loaded)) end
+  rd.wait:reset()
+  if fresh and rd.loaded then rd.o.reloaded() end
+  rd.loaded = true
+end
+
+function Snap:read_failed(why)
+  local rd = self.reader
+  local retry = rd.wait:next()
+  rd.retry_at = relay.time() + retry
+  rd.o.failed(why, retry)
+end
+
+-- The feed: the change events from where the last load began. One that fails (Redis down, or
+-- its node down or failing over) is followed again as soon as that node answers, after a load
+-- (events may have been missed meanwhile).
+function Snap:read_feed()
+  local rd, quick = self.reader, backoff.new { min = 0.5, max = 5 } -- one failing at once is not hammered
+  while not self.stopped do
+    if not rd.need then
+      local started = relay.time()
+      local _, err = self:follow(rd.o.stream, rd.o.event, rd.from)
+      if self.stopped then return end
+      rd.o.failed(err)
+      self.why = self.why or ("reading Redis failed: " .. tostring(err))
+      if relay.time() - started < 1 then relay.sleep(quick:next()) else quick:reset() end
+      while not self.stopped and not self:top(rd.o.stream) do relay.sleep(self.tick * self.mark_ticks) end
+      rd.need, rd.retry_at = true, 0
+    end
+    relay.sleep(self.tick)
+  end
 end
 
 -- A reload replaced this generation: its loops end.

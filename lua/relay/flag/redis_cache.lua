@@ -14,6 +14,7 @@ local Cache = {}
 Cache.__index = Cache
 
 local EVENTS = "proxy:sse_events"
+M.EVENTS = EVENTS
 local CONTROL = "proxy:primary_to_replica_control_events"
 local HEALTH = "ffproxy_saas_stream_health"
 local METRICS = "stream:sdk_metrics"
@@ -44,11 +45,10 @@ local function env_writes(env_id, env)
 end
 
 -- store: what is served (relay.flag.store); stream() -> the stream state and since, written with
--- the whole cache; lost(why): Redis lost it. Commands go on one connection (relay.snapshot's),
--- the blocking XREAD of a replica on a second one. The stream health's key is always looked
--- for (whichever primary wrote it).
+-- the whole cache; lost(why): Redis lost it (relay.snapshot's connection takes the commands).
+-- The stream health's key is always looked for (whichever primary wrote it).
 function M.new(url, store, stream, lost)
-  local self = setmetatable({ feed = relay.redis(url) }, Cache)
+  local self = setmetatable({}, Cache)
   self.snap = snapshot.new { url = url, mark = SEEDED, inventory = "key-relayhost-%s-inventory",
     compare = "%-latest$", expect = { HEALTH }, what = "the flag cache", lost = lost,
     groups = function()
@@ -125,57 +125,15 @@ function Cache:read_all()
   return envs
 end
 
--- Calls fn(value) for the JSON field `event` of every entry added to a Redis stream from now
--- on (XREAD BLOCK on its own connection); returns the last id and why when Redis fails (or
--- "stopped" once a reload replaced this generation).
-function Cache:follow_stream(name, fn, last_id)
-  if not last_id then -- "$" in every XREAD would miss what comes between two calls
-    local err
-    last_id, err = self:top(name)
-    if not last_id then return nil, err end
-  end
-  while not self.stopped do
-    local reply, err = self.feed:call("XREAD", "BLOCK", "5000", "STREAMS", name, last_id)
-    if reply == nil and err then return last_id, err end
-    for _, stream in ipairs(type(reply) == "table" and reply or {}) do
-      for _, entry in ipairs(stream[2] or {}) do
-        last_id = entry[1]
-        local fields = entry[2]
-        for i = 1, #fields, 2 do
-          if fields[i] == "event" then
-            local ok, v = pcall(json.decode, fields[i + 1])
-            if ok and type(v) == "table" then fn(v) end
-          end
-        end
-      end
-    end
-  end
-  return last_id, "stopped"
-end
-
--- The id of the newest entry of a stream (default: the change events), "0-0" when it has none,
--- or nil and why; read on the feed's connection (a cheap read on the stream's own slot).
-function Cache:top(name)
-  local top, err = self.feed:call("XREVRANGE", name or EVENTS, "+", "-", "COUNT", "1")
-  if type(top) ~= "table" then return nil, err or "XREVRANGE failed" end
-  return top[1] and top[1][1] or "0-0"
-end
-
--- The primary's change events (proxy:sse_events).
-function Cache:follow(fn, last_id) return self:follow_stream(EVENTS, fn, last_id) end
-
 -- Replicas hand SDK metrics to the primary (stream:sdk_metrics, as ff-proxy's replicas do).
 function Cache:push_metrics(env_id, body)
   return self.r:call("XADD", METRICS, "MAXLEN", "~", "1000", "*", "event",
     json.encode({ environment = env_id, body = body }))
 end
 
-function Cache:follow_metrics(fn, last_id) return self:follow_stream(METRICS, fn, last_id) end
+function Cache:follow_metrics(fn, last_id) return self.snap:follow(METRICS, fn, last_id) end
 
 -- A reload replaced this generation: its loops end (the new one runs its own).
-function Cache:stop()
-  self.stopped = true
-  self.snap:stop()
-end
+function Cache:stop() self.snap:stop() end
 
 return M

@@ -4,7 +4,6 @@
 -- Redis (start_replica); online mode lives in relay.flag.upstream, which calls replace.
 local relay = require "relay"
 local json = require "relay.json"
-local backoff = require "relay.backoff"
 local validate = require "relay.flag.validate"
 
 local refused = relay.metrics.counter("ff_proxy_config_refused_total",
@@ -15,8 +14,6 @@ local cache_lost = relay.metrics.counter("ff_proxy_redis_cache_lost_total",
   "times Redis was found without the flag cache written to it (restart without persistence, failover that lost writes, FLUSHALL)",
   { "role" })
 
--- A replica's feed that failed waits for Redis in steps of POLL (a cheap read) before it reloads.
-local TICK, POLL = 0.05, 0.25
 local redis_cache = require "relay.flag.redis_cache"
 
 local M = {}
@@ -86,7 +83,7 @@ end
 
 -- Why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
 function Sync:cache_error()
-  return self.redis and (self.redis.snap:problem() or self.cache_problem)
+  return self.redis and self.redis.snap:problem()
 end
 
 -- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition).
@@ -195,64 +192,45 @@ end
 
 -- ---- read replica: everything comes from the primary through Redis (its writes and events) ----
 
--- Loads everything a primary wrote. With a seed mark (a relayhost primary) only a whole cache:
--- the mark read before (mark) and after the environments must be the same. Without one (ff-proxy's
--- own primary writes none) whatever is there, but never an empty Redis: that is a cache not written
--- yet (or lost), and loading it would refuse every SDK key while /health said all was well.
-function Sync:replica_load(mark)
-  if mark == nil and self.seed_seen then return nil, "Redis lost the flag cache: waiting for the primary to write it again" end
-  local top, err = self.redis:top() -- the feed follows on from here: no event after the read is missed
-  if not top then return nil, err end
-  local envs, e1 = self.redis:read_all()
-  if not envs then return nil, e1 end
-  if mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
-  local again, e2 = self.redis.snap:mark()
-  if again == nil and e2 then return nil, e2 end
-  if again ~= mark then return nil, "the primary was writing the cache while it was read: reading it again" end
-  local ok, why = self:replace(envs, "redis", true)
-  if not ok then return nil, why end
-  self.seed_seen, self.cache_problem, self.mark_lost = mark, nil, false
-  self.need_load, self.feed_from = false, top
-  self:set_config("READ_REPLICA")
-  local h = self.redis:stream_health()
-  self:set_stream(h and h.state or "DISCONNECTED")
-  return true
-end
-
--- The seed mark gone: Redis lost the cache (serving from memory meanwhile). A new one: the
--- primary wrote it whole again, so everything is read again at once, without waiting for the
--- feed. And a load the feed needs (at start, after it failed): retried with backoff, at once
--- after a reconnect.
-function Sync:replica_check(up)
-  local due = self.need_load and relay.time() >= self.retry_at
-  if not (up or due) then return end
-  if up and self.redis.snap:reconnected() then due = self.need_load end
-  local mark, err = self.redis.snap:mark()
-  if mark == nil and err then
-    if due then self:replica_failed(err) end
-    return
-  end
-  if mark == nil and self.seed_seen and not self.mark_lost then
-    self.mark_lost = true
-    cache_lost:inc(1, { "replica" })
-    self.cache_problem = "Redis lost the flag cache: serving from memory until the primary writes it again"
-    return relay.log.warn("redis_cache_lost", { role = "replica", error = self.cache_problem })
-  end
-  local fresh = mark ~= nil and mark ~= self.seed_seen
-  if not (fresh or due) then return end
-  local ok, loaded, why = pcall(self.replica_load, self, mark)
-  if not (ok and loaded) then return self:replica_failed(ok and why or tostring(loaded)) end
-  self.wait:reset()
-  if fresh and self.loaded then relay.log.info("redis_cache_reloaded", { environments = #self:ids() }) end
-  self.loaded = true
-end
-
--- A load that failed: logged, said on /health (before the first), and tried again after a backoff.
-function Sync:replica_failed(why)
-  relay.log.warn("replica_redis_failed", { error = why })
-  local retry = self.wait:next()
-  self:note_failure("redis", why, retry)
-  self.retry_at = relay.time() + retry
+-- Everything comes from the primary through Redis (relay.snapshot's reader): its whole cache,
+-- loaded again at each new seed mark and after the feed failed, and its change events. Without
+-- a mark (ff-proxy's own primary writes none) a load takes whatever is there, but never an empty
+-- Redis: that is a cache not written yet (or lost), and loading it would refuse every SDK key
+-- while /health said all was well. A load that failed is said on /health, with its retry.
+function Sync:start_replica()
+  self.redis.snap:read { stream = redis_cache.EVENTS,
+    load = function(mark, known)
+      if mark == nil and known then return nil, "Redis lost the flag cache: waiting for the primary to write it again" end
+      local envs, err = self.redis:read_all()
+      if envs and mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
+      return envs, err
+    end,
+    apply = function(envs)
+      local ok, why = self:replace(envs, "redis", true)
+      if not ok then return nil, why end
+      self:set_config("READ_REPLICA")
+      local h = self.redis:stream_health()
+      self:set_stream(h and h.state or "DISCONNECTED")
+      return true
+    end,
+    event = function(ev) self:replica_event(ev) end,
+    failed = function(why, retry)
+      relay.log.warn("replica_redis_failed", { error = why })
+      if retry then self:note_failure("redis", why, retry) end
+    end,
+    reloaded = function() relay.log.info("redis_cache_reloaded", { environments = #self:ids() }) end,
+    lost = function(why)
+      cache_lost:inc(1, { "replica" })
+      relay.log.warn("redis_cache_lost", { role = "replica", error = why })
+    end }
+  -- the primary's stream health decides whether SDK streams are served (spec §1.5)
+  relay.every(2, function()
+    local h = self.redis:stream_health()
+    if h and h.state ~= self.stream_status.state then
+      if h.state ~= "CONNECTED" then relay.sse.close(nil) end
+      self:set_stream(h.state)
+    end
+  end)
 end
 
 -- An event of the primary: re-read that environment from Redis.
@@ -264,43 +242,8 @@ function Sync:replica_event(ev)
   if not ok then relay.log.warn("redis_config_refused", { environment = ev.environment, error = why }) end
 end
 
--- The follower: the change events from where the last load began. A feed that fails (Redis
--- down, or its node down or failing over) is followed again as soon as that node answers, with
--- everything read again first (events may have been missed meanwhile).
-function Sync:replica_feed()
-  local quick = backoff.new { min = 0.5, max = 5 } -- a feed that fails at once is not hammered
-  while not self.stopped do
-    if not self.need_load then
-      local started = relay.time()
-      local _, err = self.redis:follow(function(ev) self:replica_event(ev) end, self.feed_from)
-      if self.stopped then return end
-      relay.log.warn("replica_redis_failed", { error = err })
-      self.cache_problem = self.cache_problem or ("reading Redis failed: " .. tostring(err))
-      if relay.time() - started < 1 then relay.sleep(quick:next()) else quick:reset() end
-      while not self.stopped and not self.redis:top() do relay.sleep(POLL) end
-      self.need_load, self.retry_at = true, 0
-    end
-    relay.sleep(TICK)
-  end
-end
-
-function Sync:start_replica()
-  self.need_load, self.retry_at, self.wait = true, 0, backoff.new { min = 0.5, max = 5 }
-  self.redis.snap:watch(function(up) self:replica_check(up) end)
-  relay.after(0, function() self:replica_feed() end)
-  -- the primary's stream health decides whether SDK streams are served (spec §1.5)
-  relay.every(2, function()
-    local h = self.redis:stream_health()
-    if h and h.state ~= self.stream_status.state then
-      if h.state ~= "CONNECTED" then relay.sse.close(nil) end
-      self:set_stream(h.state)
-    end
-  end)
-end
-
 -- A reload replaced this generation: its loops end (the new one runs its own).
 function Sync:stop()
-  self.stopped = true
   if self.redis then self.redis:stop() end
 end
 
