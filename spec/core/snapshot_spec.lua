@@ -99,3 +99,66 @@ describe("relay.snapshot", function()
     assert.is_not_nil(get("snap:mark"))
   end)
 end)
+
+-- The reader, against keys this spec writes itself (so each step is certain): a load only with a
+-- mark, the change events followed, a mark gone told once, a new mark loaded again.
+local READER = [[
+local relay = require "relay"
+local snapshot = require "relay.snapshot"
+local app = relay.new { name = "snapshot-reader", flags = { redis = { default = "" } } }
+local held, events, lost, reloads, fails, snap = "none", 0, {}, 0, 0, nil
+snap = snapshot.new { url = app.flags.redis, mark = "r:mark", inventory = "r:%s:inv", what = "the test snapshot",
+  groups = function() return {} end, writes = function() end }
+snap:read { stream = "r:events",
+  load = function(mark)
+    if mark == nil then return nil, "no mark yet" end
+    return { x = snap.r:call("GET", "r:x") }
+  end,
+  apply = function(data) held = data.x; return true end,
+  event = function(ev) events = events + 1; held = ev.x end,
+  lost = function(why) lost[#lost + 1] = why end,
+  reloaded = function() reloads = reloads + 1 end,
+  failed = function() fails = fails + 1 end }
+app:get("/state", function(_, res)
+  res:send(200, ("held=%s events=%d reloads=%d fails=%s lost=%s problem=%s"):format(held, events, reloads,
+    fails > 0 and "some" or "none", table.concat(lost, "|"), tostring(snap:problem())))
+end)
+return app
+]]
+
+describe("relay.snapshot reader", function()
+  local dir, port, pid, host
+  setup(function()
+    dir = helpers.tmpdir()
+    port, pid = helpers.start_redis(dir)
+    helpers.write_file(dir .. "/reader.lua", READER)
+    host = helpers.start(dir .. "/reader.lua", { flags = { "--redis=redis://127.0.0.1:" .. port } })
+  end)
+  teardown(function()
+    host:stop()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+  end)
+
+  local function state() return host:get("/state").body end
+  local function wait_state(pattern, what)
+    helpers.wait_until(function() return state():find(pattern) end, 5, what)
+  end
+
+  it("loads once there is a mark, follows the events, tells a lost mark once, loads again at a new one", function()
+    wait_state("fails=some", "a load refused: no mark yet")
+    assert.matches("^held=none events=0", state())
+    rc.command(port, "SET r:x 1")
+    rc.command(port, "SET r:mark m1")
+    wait_state("^held=1 events=0 reloads=0", "the first load")
+    rc.command(port, [[XADD r:events * event '{"x":"2"}']])
+    wait_state("^held=2 events=1 ", "the event followed")
+    rc.command(port, "DEL r:mark")
+    wait_state("lost=Redis lost the test snapshot: serving from memory until it is written again problem=Redis lost",
+               "the loss told")
+    assert.matches("^held=2 ", state()) -- the last load stays
+    rc.command(port, "SET r:x 5")
+    rc.command(port, "SET r:mark m2")
+    wait_state("^held=5 events=1 reloads=1 .* problem=nil$", "loaded again at the new mark")
+    assert.equal(1, select(2, state():gsub("Redis lost", ""))) -- told once; problem cleared
+  end)
+end)
