@@ -188,7 +188,8 @@ function Snap:rewrite(reason)
   end
   if ok and self.o.before_mark then ok, err = self.o.before_mark() end
   if ok then
-    ok, err = self.r:call("SET", self.o.mark, json.encode({ seed = relay.uuid(), since = math.floor(relay.time() * 1000) }))
+    local mark = { seed = relay.uuid(), since = math.floor(relay.time() * 1000) }
+    ok, err = self.r:call("SET", self.o.mark, json.encode(mark))
   end
   if not ok then
     self.dirty, self.why = true, "writing " .. self.what .. " to Redis failed: " .. tostring(err)
@@ -207,7 +208,8 @@ end
 -- One check: the mark gone, or (after a reconnect, and every audit_every seconds) a key gone or
 -- stale, means Redis lost it; a failed write means it may have.
 function Snap:check()
-  if relay.time() >= self.audit_at then self.audit_at, self.audit_due = relay.time() + self.audit_every, true end
+  local now = relay.time()
+  if now >= self.audit_at then self.audit_at, self.audit_due = now + self.audit_every, true end
   local mark, err = self:mark()
   if mark == nil and err then self.audit_due = true; return end
   if self:reconnected() then -- why says the rest until this check is done
@@ -310,7 +312,8 @@ function Snap:read_check(up)
     return
   end
   if mark == nil and rd.seen and not rd.lost then
-    rd.lost, self.why = true, ("Redis lost %s: serving from memory until it is written again"):format(self.what)
+    rd.lost = true
+    self.why = ("Redis lost %s: serving from memory until it is written again"):format(self.what)
     return rd.o.lost(self.why)
   end
   local fresh = mark ~= nil and mark ~= rd.seen

@@ -33,7 +33,8 @@ app:post("/put", function(req, res)
   res:send(200, "ok")
 end)
 app:get("/state", function(_, res)
-  res:send(200, ("jobs=%d problem=%s lost=%s"):format(jobs, tostring(snap:problem()), table.concat(lost, "|")))
+  local problem = tostring(snap:problem())
+  res:send(200, ("jobs=%d problem=%s lost=%s"):format(jobs, problem, table.concat(lost, "|")))
 end)
 return app
 ]]
@@ -52,7 +53,9 @@ describe("relay.snapshot", function()
     os.execute("kill " .. pid .. " 2>/dev/null")
   end)
 
-  local function put(q) assert.equal("ok", host:request { method = "POST", path = "/put?" .. q, body = "" }.body) end
+  local function put(q)
+    assert.equal("ok", host:request { method = "POST", path = "/put?" .. q, body = "" }.body)
+  end
   local function get(k) return select(2, rc.command(port, "GET " .. k)) end
   local function state() return host:get("/state").body end
 
@@ -60,7 +63,8 @@ describe("relay.snapshot", function()
     put("g=a&k=x-v&v=1")
     put("g=a&k=y&v=2")
     helpers.wait_until(function() return get("snap:mark") ~= nil end, 5, "the mark")
-    assert.same({ "1", "2", "a", "1" }, { get("snap:a:x-v"), get("snap:a:y"), get("snap:owner:a"), get("snap:always") })
+    assert.same({ "1", "2", "a", "1" },
+                { get("snap:a:x-v"), get("snap:a:y"), get("snap:owner:a"), get("snap:always") })
     assert.matches('"seed":', get("snap:mark"))
     put("g=a&k=y&v=")
     helpers.wait_until(function() return get("snap:a:y") == nil end, 5, "snap:a:y deleted")
@@ -107,7 +111,8 @@ local relay = require "relay"
 local snapshot = require "relay.snapshot"
 local app = relay.new { name = "snapshot-reader", flags = { redis = { default = "" } } }
 local held, events, lost, reloads, fails, snap = "none", 0, {}, 0, 0, nil
-snap = snapshot.new { url = app.flags.redis, mark = "r:mark", inventory = "r:%s:inv", what = "the test snapshot",
+snap = snapshot.new { url = app.flags.redis, mark = "r:mark", inventory = "r:%s:inv",
+  what = "the test snapshot",
   groups = function() return {} end, writes = function() end }
 snap:read { stream = "r:events",
   load = function(mark)
@@ -144,7 +149,7 @@ describe("relay.snapshot reader", function()
     helpers.wait_until(function() return state():find(pattern) end, 5, what)
   end
 
-  it("loads once there is a mark, follows the events, tells a lost mark once, loads again at a new one", function()
+  it("loads once marked, follows the events, tells a lost mark once, loads again at a new one", function()
     wait_state("fails=some", "a load refused: no mark yet")
     assert.matches("^held=none events=0", state())
     rc.command(port, "SET r:x 1")
@@ -153,7 +158,8 @@ describe("relay.snapshot reader", function()
     rc.command(port, [[XADD r:events * event '{"x":"2"}']])
     wait_state("^held=2 events=1 ", "the event followed")
     rc.command(port, "DEL r:mark")
-    wait_state("lost=Redis lost the test snapshot: serving from memory until it is written again problem=Redis lost",
+    wait_state("lost=Redis lost the test snapshot: serving from memory until it is written again"
+               .. " problem=Redis lost",
                "the loss told")
     assert.matches("^held=2 ", state()) -- the last load stays
     rc.command(port, "SET r:x 5")

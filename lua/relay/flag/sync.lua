@@ -200,9 +200,13 @@ end
 function Sync:start_replica()
   self.redis.snap:read { stream = redis_cache.EVENTS,
     load = function(mark, known)
-      if mark == nil and known then return nil, "Redis lost the flag cache: waiting for the primary to write it again" end
+      if mark == nil and known then
+        return nil, "Redis lost the flag cache: waiting for the primary to write it again"
+      end
       local envs, err = self.redis:read_all()
-      if envs and mark == nil and not next(envs) then return nil, "Redis holds no flag cache: waiting for a primary to write it" end
+      if envs and mark == nil and not next(envs) then
+        return nil, "Redis holds no flag cache: waiting for a primary to write it"
+      end
       return envs, err
     end,
     apply = function(envs)
