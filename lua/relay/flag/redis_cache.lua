@@ -51,11 +51,7 @@ function M.new(url, store, stream, lost)
   local self = setmetatable({}, Cache)
   self.snap = snapshot.new { url = url, mark = SEEDED, inventory = "key-relayhost-%s-inventory",
     compare = "%-latest$", expect = { HEALTH }, what = "the flag cache", lost = lost,
-    groups = function()
-      local ids = {}
-      for id in pairs(store.envs) do ids[#ids + 1] = id end
-      return ids
-    end,
+    groups = function() return store:ids() end,
     writes = function(id)
       if store.envs[id] then return env_writes(id, store.envs[id]) end
     end,

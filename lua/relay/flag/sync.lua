@@ -25,10 +25,13 @@ M.PROXY_CHANNEL = "*proxy-key*"
 
 local function now_ms() return math.floor(relay.time() * 1000) end
 
--- A primary's Redis (relay.snapshot) lost what it wrote: counted and logged; it writes it again.
-local function primary_lost(why)
-  cache_lost:inc(1, { "primary" })
-  relay.log.warn("redis_cache_lost", { role = "primary", error = why })
+-- Redis lost the cache (relay.snapshot found it): counted and logged; a primary writes it again,
+-- a replica serves from memory until the primary has.
+local function lost(role)
+  return function(why)
+    cache_lost:inc(1, { role })
+    relay.log.warn("redis_cache_lost", { role = role, error = why })
+  end
 end
 
 function M.new(cfg, store)
@@ -39,7 +42,7 @@ function M.new(cfg, store)
   -- generating an offline config writes files only (the original disables Redis for it too)
   if cfg.redis ~= "" and not cfg.generate_offline_config then
     local st = self.stream_status
-    self.redis = redis_cache.new(cfg.redis, store, function() return st.state, st.since end, primary_lost)
+    self.redis = redis_cache.new(cfg.redis, store, function() return st.state, st.since end, lost("primary"))
   end
   return self
 end
@@ -92,13 +95,6 @@ function Sync:health()
   local why = self:cache_error()
   return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
            streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
-end
-
--- The ids of the environments served.
-function Sync:ids()
-  local ids = {}
-  for id in pairs(self.store.envs) do ids[#ids + 1] = id end
-  return ids
 end
 
 -- SDK streams are served only while changes can reach them.
@@ -222,11 +218,8 @@ function Sync:start_replica()
       relay.log.warn("replica_redis_failed", { error = why })
       if retry then self:note_failure("redis", why, retry) end
     end,
-    reloaded = function() relay.log.info("redis_cache_reloaded", { environments = #self:ids() }) end,
-    lost = function(why)
-      cache_lost:inc(1, { "replica" })
-      relay.log.warn("redis_cache_lost", { role = "replica", error = why })
-    end }
+    reloaded = function() relay.log.info("redis_cache_reloaded", { environments = #self.store:ids() }) end,
+    lost = lost("replica") }
   -- the primary's stream health decides whether SDK streams are served (spec §1.5)
   relay.every(2, function()
     local h = self.redis:stream_health()
