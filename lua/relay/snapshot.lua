@@ -140,7 +140,7 @@ end
 function Snap:put(groups, job)
   if not self.audit_at then
     self.audit_at = relay.time() + self.audit_every
-    self:watch(function() self:run_jobs(true) end)
+    self:watch(function(up) self:run_jobs(up) end) -- the check only while Redis answers
   end
   if self:stalled() then self.dirty = true; return end
   for _, g in ipairs(groups) do self.pending[g] = true end
@@ -162,9 +162,9 @@ function Snap:run_jobs(check)
   if not ok then relay.log.warn("redis_job_failed", { error = tostring(err) }) end
 end
 
--- The groups pending, the jobs, then (check: the watcher's) the check. A write that fails marks
--- the snapshot dirty: the check writes all of it again (a Cluster node that failed over
--- mid-write may hold any mix of old and new keys).
+-- The groups pending, the jobs, then (check: the watcher's, while Redis answers) the check. A
+-- write that fails marks the snapshot dirty: the check writes all of it again (a Cluster node
+-- that failed over mid-write may hold any mix of old and new keys).
 function Snap:drain(check)
   local groups, jobs = self.pending, self.jobs
   self.pending, self.jobs = {}, {}
