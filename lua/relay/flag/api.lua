@@ -49,8 +49,7 @@ local function object_of(text)
 end
 
 local function sorted_env_ids(store)
-  local ids = json.array()
-  for id in pairs(store.envs) do ids[#ids + 1] = id end
+  local ids = json.array(store:ids())
   table.sort(ids)
   return ids
 end

@@ -79,7 +79,8 @@ function Forward:post(env_id, q)
   if failed then relay.log.warn("metrics_forward_failed", { environment = env_id, error = err or ("status " .. r.status) }) end
 end
 
--- A primary takes the metrics its replicas pushed to Redis into its own batches.
+-- A primary takes the metrics its replicas pushed to Redis into its own batches, until a reload
+-- replaced this generation (its feed says "stopped").
 function Forward:collect_replica_metrics()
   local last, wait = nil, backoff.new { min = 0.5, max = 5 }
   while true do
@@ -87,6 +88,7 @@ function Forward:collect_replica_metrics()
     last, err = self.redis:follow_metrics(function(m)
       if type(m.environment) == "string" and type(m.body) == "string" then self:queue(m.environment, m.body) end
     end, last)
+    if err == "stopped" then return end
     relay.log.warn("redis_metrics_follow_failed", { error = err })
     relay.sleep(wait:next())
   end

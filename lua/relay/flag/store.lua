@@ -45,6 +45,13 @@ function Store:set_env(env_id, data)
   return events
 end
 
+-- The ids of the environments served.
+function Store:ids()
+  local ids = {}
+  for id in pairs(self.envs) do ids[#ids + 1] = id end
+  return ids
+end
+
 function Store:remove_env(env_id)
   local env = self.envs[env_id]
   if not env then return end

@@ -5,21 +5,46 @@
 local relay = require "relay"
 local json = require "relay.json"
 local eventsource = require "relay.eventsource"
-local backoff = require "relay.backoff"
+local logins = require "relay.logins"
 local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
 local Upstream = {}
 Upstream.__index = Upstream
 
+-- As the original shows a key in its logs (token.MaskRight): the first 4 characters.
+local function masked(key) return key:sub(1, 4) .. ("*"):rep(#key - 4) end
+
 -- envs: env_id -> { token, cluster, key, keys (sha256 hex), connected, feed, refreshing }
--- keys: one per API key, in API_KEYS order: { key, state = "new"|"pending"|"ok"|"refused", why,
--- retry_at }
+-- logins: the API keys (relay.logins), each authenticated on its own; its environment is fetched
+-- by the next full sync. A key the upstream refuses (401/403) is not tried again: the original's
+-- SDK gives up on it ("non-retryable"), and SaaS will not change its mind until API_KEYS does (a
+-- reload). Any other failure (no answer, 5xx, a bad token) may pass: tried again with backoff.
 function M.new(cfg, sync)
-  local keys = {}
-  for i, key in ipairs(cfg.api_keys) do keys[i] = { key = key, state = "new" } end
-  return setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {}, keys = keys,
+  local self = setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {},
     proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
+  self.logins = logins.new { keys = cfg.api_keys,
+    login = function(key)
+      local env_id, token_or_why, cluster_or_status = self:auth_key(key)
+      if env_id then return self:add_key(key, env_id, token_or_why, cluster_or_status) end
+      return nil, token_or_why, cluster_or_status == 401 or cluster_or_status == 403
+    end,
+    in_use = function(key) return self.store:env_of_key(key) ~= nil end,
+    use = function()
+      self:poll_once()
+      self:follow_all()
+    end,
+    failed = function(k, retry_in)
+      relay.log.warn("upstream_auth_failed", { upstream = cfg.base_url, key = masked(k.key), error = k.why,
+        retry_in = retry_in })
+      self:report()
+    end,
+    refused = function(k)
+      relay.log.error("upstream_key_refused", { upstream = cfg.base_url, key = masked(k.key), error = k.why,
+        message = "not tried again: correct API_KEYS and reload" })
+      self:report()
+    end }
+  return self
 end
 
 -- A request to the upstream (relay.http.json); the decoded body of a 200, or nil, why (a bad
@@ -51,84 +76,28 @@ function Upstream:auth_proxy_key()
   return true
 end
 
--- ---- API keys: each authenticated once; one that failed is tried again, one refused is not ----
-
--- As the original shows a key in its logs (token.MaskRight): the first 4 characters.
-local function masked(key) return key:sub(1, 4) .. ("*"):rep(#key - 4) end
+-- ---- API keys ----
 
 -- The key's environment is fetched with the next sync (keys of one environment share it).
-function Upstream:add_key(k, env_id, token, cluster)
+function Upstream:add_key(key, env_id, token, cluster)
   local u = self.envs[env_id] or { keys = {} }
-  if not u.token then u.token, u.cluster, u.key = token, cluster, k.key end
-  u.keys[#u.keys + 1] = sha256_hex(k.key) -- each once: config.resolve made API_KEYS distinct
+  if not u.token then u.token, u.cluster, u.key = token, cluster, key end
+  u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
   self.envs[env_id] = u
-  k.state, k.why = "ok", nil
-end
-
--- One try. A key the upstream refuses (401/403) is not tried again: the original's SDK gives up
--- on it ("non-retryable"), and SaaS will not change its mind until API_KEYS does (a reload).
--- Any other failure (no answer, 5xx, a bad token) may pass: the key stays pending.
-function Upstream:try_key(k)
-  local env_id, token_or_why, cluster_or_status = self:auth_key(k.key)
-  if env_id then return self:add_key(k, env_id, token_or_why, cluster_or_status) end
-  k.why = token_or_why
-  if cluster_or_status == 401 or cluster_or_status == 403 then
-    k.state = "refused"
-    return relay.log.error("upstream_key_refused", { upstream = self.cfg.base_url, key = masked(k.key), error = k.why,
-      message = "not tried again: correct API_KEYS and reload" })
-  end
-  k.state = "pending"
-end
-
--- The first key not authenticated (API_KEYS order), and how many are not.
-function Upstream:unserved()
-  local first, n = nil, 0
-  for _, k in ipairs(self.keys) do
-    if k.state == "pending" or k.state == "refused" then first, n = first or k, n + 1 end
-  end
-  return first, n
+  return true
 end
 
 -- /health: SYNCED only once every API key is authenticated and the sync that fetched them all
 -- held. Else FAILED_TO_SYNC (the original's answer to a sync that failed, its auth included:
 -- 500), naming the key and why, and when it is tried next (nothing tries a refused key again).
 function Upstream:report()
-  local k, n = self:unserved()
+  local k, n = self.logins:unserved()
   if not k then return self.sync:set_config("SYNCED") end
   local why = ("API key %s: %s"):format(masked(k.key), k.why)
   if n > 1 then why = why .. (" (and %d more API keys not served)"):format(n - 1) end
   self.sync:set_config("FAILED_TO_SYNC")
-  self.sync:note_failure(self.cfg.base_url, why, k.state == "pending" and math.max(0, k.retry_at - relay.time()) or nil)
-end
-
--- A key not served yet, tried again with backoff (1 s doubling to 60 s with jitter, as the
--- original's SDK does) until it is: authenticated, then its environment fetched by a full sync.
-function Upstream:retry_key(k, wait)
-  wait = wait or backoff.new { min = 1, max = 60, jitter = true }
-  local d = wait:next()
-  k.retry_at = relay.time() + d
-  if k.state == "pending" then
-    relay.log.warn("upstream_auth_failed", { upstream = self.cfg.base_url, key = masked(k.key), error = k.why, retry_in = d })
-    self:report()
-  end
-  relay.after(d, function()
-    if self.stopped then return end
-    if k.state == "pending" then self:try_key(k) end
-    if k.state == "refused" then return self:report() end
-    if k.state == "ok" and not self.store:env_of_key(k.key) then
-      self:poll_once()
-      self:follow_all()
-    end
-    if not self.store:env_of_key(k.key) then self:retry_key(k, wait) end
-  end)
-end
-
--- Every API key once (the first sync); those that failed are then tried again on their own.
-function Upstream:authenticate()
-  for _, k in ipairs(self.keys) do self:try_key(k) end
-  for _, k in ipairs(self.keys) do
-    if k.state == "pending" then self:retry_key(k) end
-  end
+  local retry_in = k.state == "pending" and k.retry_at and math.max(0, k.retry_at - relay.time()) -- none planned yet
+  self.sync:note_failure(self.cfg.base_url, why, retry_in or nil)
 end
 
 local function targets_of(self, env_id)
@@ -196,9 +165,9 @@ function Upstream:ready()
     if self.proxy_token then return true end
     return self:auth_proxy_key()
   end
-  if not self.authenticated then self.authenticated = true; self:authenticate() end
+  if not self.authenticated then self.authenticated = true; self.logins:start() end
   if next(self.envs) then return true end
-  local k = self:unserved()
+  local k = self.logins:unserved()
   return nil, k and k.why or "no API key authenticated"
 end
 
@@ -223,7 +192,7 @@ function Upstream:sync_failed(err)
   relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
   self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
   if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
-  if self:unserved() then self:report() end
+  if self.logins:unserved() then self:report() end
 end
 
 -- One full sync at a time (a poll, a stream's reconnect, a key that authenticated late): one
@@ -328,6 +297,7 @@ end
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
 function Upstream:stop()
   self.stopped = true
+  self.logins:stop()
   for _, u in pairs(self.envs) do
     if u.feed then u.feed:stop() end
   end
