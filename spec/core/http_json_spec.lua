@@ -75,9 +75,10 @@ describe("relay.http.json", function()
     assert.is_nil(r.status)
   end)
 
-  it("with any_status, answers every status with the decoded body (nil when not JSON) and the response", function()
+  it("with any_status, answers every status: the body decoded (or nil) and the response", function()
     assert.same({ status = 404, value = { a = 1 }, same = true, raw = '{"a":1}' }, call("path=/gone&any=1"))
-    assert.same({ status = 200, value = { a = { 1, 2 } }, same = true, raw = '{"a":[1,2]}' }, call("path=/obj&any=1"))
+    assert.same({ status = 200, value = { a = { 1, 2 } }, same = true, raw = '{"a":[1,2]}' },
+                call("path=/obj&any=1"))
     assert.same({ status = 418, same = true, raw = "short and stout" }, call("path=/teapot&any=1"))
     assert.same({ status = 200, same = true, raw = "5" }, call("path=/num&any=1"))
     local posted = call("path=/echo&post=1&any=1").value -- the body goes as JSON all the same

@@ -17,10 +17,11 @@ local function heavy_claims(i)
   for k = 1, 20 do session_ids[k] = unique(i * 100 + k, "session-", 36) end
   for k = 1, 5 do channels[k] = "agent-session:" .. unique(i * 10 + k, "s", 24) end
   return { claims = {
-    workspaceId = "ws1", runtimeTargetId = "rt1", role = "client", scope = "runtime", e2eeProfile = "noise-ik",
-    clientId = unique(i, "client-", 40), userId = unique(i, "user-", 128), installId = unique(i, "install-", 128),
-    machineId = unique(i, "machine-", 64), policyMode = unique(i, "policy-", 128), sessionIds = session_ids,
-    sessionChannels = channels, daemonPublicKey = unique(i, "dpk-", 512), pairingSecret = unique(i, "secret-", 1024),
+    workspaceId = "ws1", runtimeTargetId = "rt1", role = "client", scope = "runtime",
+    e2eeProfile = "noise-ik", clientId = unique(i, "client-", 40), userId = unique(i, "user-", 128),
+    installId = unique(i, "install-", 128), machineId = unique(i, "machine-", 64),
+    policyMode = unique(i, "policy-", 128), sessionIds = session_ids, sessionChannels = channels,
+    daemonPublicKey = unique(i, "dpk-", 512), pairingSecret = unique(i, "secret-", 1024),
     relayWsBaseUrl = "wss://" .. unique(i, "relay-", 400) .. ".example/ws", iss = unique(i, "iss-", 255),
     aud = { "viewport-relay", unique(i, "aud-", 100) }, jti = unique(i, "jti-", 255), iat = 1700000000 + i,
     exp = 1900000000 + i, nbf = 1700000000 + i, ver = 3 } }
@@ -44,8 +45,9 @@ app:get("/lua-heap", function(_, res)
 end)
 return app
 ]]):format(helpers.root .. "/scripts/workspace-relay.lua"))
-    host = W.start(peers, { RELAY_ADMISSION_MAX_RESPONSE_BYTES = "65536", RELAY_MAX_CLIENTS_PER_WORKSPACE = "10000",
-                            RELAY_MAX_CONNECTIONS_PER_IP = "10000", RELAY_UPGRADE_RATE_PER_MINUTE = "100000" },
+    host = W.start(peers, { RELAY_ADMISSION_MAX_RESPONSE_BYTES = "65536",
+                            RELAY_MAX_CLIENTS_PER_WORKSPACE = "10000", RELAY_MAX_CONNECTIONS_PER_IP = "10000",
+                            RELAY_UPGRADE_RATE_PER_MINUTE = "100000" },
                    nil, nil, dir .. "/heap.lua")
   end)
 

@@ -9,6 +9,7 @@ local cjson = require "cjson"
 local W = require "workspace_support"
 
 local HMAC = "bus-hmac-key-for-tests-0123456789"
+local DAEMON = "role=workspace-daemon&"
 
 local function claims(ws, rt, role, id, scope)
   return { claims = { workspaceId = ws, runtimeTargetId = rt, role = role, clientId = id, scope = scope } }
@@ -35,16 +36,16 @@ describe("workspace relay scope ids with ':'", function()
   local peers, dir, rport, rpid, A, B
 
   local function relay(id, extra)
-    return W.start_named(peers, id, { RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://127.0.0.1:" .. rport,
-                                      RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC,
-                                      RELAY_PRESENCE_SYNC_INTERVAL_MS = "300", RELAY_REDIS_PRESENCE_TTL_MS = "3000",
-                                      RELAY_BUS_POLL_INTERVAL_MS = "50" }, extra)
+    return W.start_named(peers, id, {
+      RELAY_BACKPLANE_MODE = "redis", RELAY_REDIS_URL = "redis://127.0.0.1:" .. rport,
+      RELAY_BUS_ENABLED = "1", RELAY_BUS_HMAC_KEY = HMAC, RELAY_PRESENCE_SYNC_INTERVAL_MS = "300",
+      RELAY_REDIS_PRESENCE_TTL_MS = "3000", RELAY_BUS_POLL_INTERVAL_MS = "50" }, extra)
   end
 
   -- The presence record under key, once there (decoded).
   local function presence(key)
-    return cjson.decode(helpers.wait_until(function() return redis_get(rport, "viewport:relay:presence:" .. key) end,
-                                           3, "presence key " .. key))
+    local full = "viewport:relay:presence:" .. key
+    return cjson.decode(helpers.wait_until(function() return redis_get(rport, full) end, 3, full))
   end
 
   setup(function()
@@ -63,7 +64,7 @@ describe("workspace relay scope ids with ':'", function()
   end)
 
   it("keeps workspace 'a:b' (no target) apart from workspace 'a' with target 'b' in one relay", function()
-    assert.equal("open", W.connect(peers, A, "d-a-b", "role=workspace-daemon&workspaceId=a&runtimeTargetId=b",
+    assert.equal("open", W.connect(peers, A, "d-a-b", DAEMON .. "workspaceId=a&runtimeTargetId=b",
                                    "daemon-a-b-token"))
     assert.equal("open", W.connect(peers, A, "p-ab", "role=client&workspaceId=a:b", "pairing-ab-token"))
     peers:send("p-ab", W.pairing_offer("cross-workspace"))
@@ -73,18 +74,19 @@ describe("workspace relay scope ids with ':'", function()
     local state = cjson.decode(A:get("/state", { authorization = "Bearer admin-token-for-tests" }).body)
     local scopes = {}
     for _, s in ipairs(state.workspaces) do 
-      scopes[#scopes + 1] = s.workspaceId .. "|" .. (s.runtimeTargetId == cjson.null and "-" or s.runtimeTargetId)
+      local rt = s.runtimeTargetId == cjson.null and "-" or s.runtimeTargetId
+      scopes[#scopes + 1] = s.workspaceId .. "|" .. rt
     end
     table.sort(scopes)
     assert.same({ "a:b|-", "a|b" }, scopes)
   end)
 
   it("writes the original's presence key for a workspace id without ':' and another one for 'a:b'", function()
-    assert.equal("open", W.connect(peers, A, "d-a-bc", "role=workspace-daemon&workspaceId=a&runtimeTargetId=b:c",
+    assert.equal("open", W.connect(peers, A, "d-a-bc", DAEMON .. "workspaceId=a&runtimeTargetId=b:c",
                                    "daemon-a-bc-token"))
     local rec = presence("a:b:c") -- the original's key for workspace "a", target "b:c"
     assert.same({ "relay-a", "b:c" }, { rec.relayId, rec.runtimeTargetId })
-    assert.equal("open", W.connect(peers, A, "d-ab-c", "role=workspace-daemon&workspaceId=a:b&runtimeTargetId=c",
+    assert.equal("open", W.connect(peers, A, "d-ab-c", DAEMON .. "workspaceId=a:b&runtimeTargetId=c",
                                    "daemon-ab-c-token"))
     assert.same({ "relay-a", "c" }, { presence("a%3Ab:c").relayId, presence("a%3Ab:c").runtimeTargetId })
     assert.equal("b:c", presence("a:b:c").runtimeTargetId) -- not overwritten by the other scope
@@ -102,7 +104,7 @@ describe("workspace relay scope ids with ':'", function()
     assert.equal("DAEMON_UNAVAILABLE", peers:message("c-ab-c", 5).code)
     assert.is_true(peers:quiet("d-a-bc", "message", 0.5))
     -- once its own daemon is up (on A), the same client's frames reach that daemon only
-    assert.equal("open", W.connect(peers, A, "d-ab-c2", "role=workspace-daemon&workspaceId=a:b&runtimeTargetId=c",
+    assert.equal("open", W.connect(peers, A, "d-ab-c2", DAEMON .. "workspaceId=a:b&runtimeTargetId=c",
                                    "daemon-ab-c-token"))
     presence("a%3Ab:c")
     helpers.sleep(2.1) -- B's cached "no record" expires
