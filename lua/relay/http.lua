@@ -156,24 +156,29 @@ function Response:sent()
 end
 M.Response = Response
 
--- relay.http.json{url, method, headers, body, timeout, max_body, ca_file}: one call to a JSON API
--- (an upstream's, a JWKS endpoint, a platform's internal API). A table body is sent as JSON, with
--- content-type application/json unless headers name another. -> the decoded body of a 200 answer
--- when it is an object or array; else nil, why ("status 404", "not JSON") and the response; or
--- nil and relay.http.request's error (timeout, refused, TLS) when there was no answer.
+-- relay.http.json{url, method, headers, body, timeout, max_body, ca_file, any_status}: one call to
+-- a JSON API (an upstream's, a JWKS endpoint, a platform's internal API). A table body is sent as
+-- JSON, with content-type application/json unless headers name another. -> the decoded body of a
+-- 200 answer when it is an object or array; else nil, why ("status 404", "not JSON") and the
+-- response; or nil and relay.http.request's error (timeout, refused, TLS) when there was no
+-- answer. any_status: every status is an answer (an API whose refusals carry a JSON reason) ->
+-- the status, the decoded body (nil when not an object or array) and the response; or nil, err.
 function M.json(opts)
   json = json or require "relay.json"
   local req = {}
   for k, v in pairs(opts) do req[k] = v end
+  req.any_status = nil
   if type(opts.body) == "table" then
     req.body, req.headers = json.encode(opts.body), M.headers(opts.headers)
     req.headers["content-type"] = req.headers["content-type"] or "application/json"
   end
   local r, err = require("relay").http.request(req)
   if not r then return nil, err end
-  if r.status ~= 200 then return nil, ("status %d"):format(r.status), r end
+  if r.status ~= 200 and not opts.any_status then return nil, ("status %d"):format(r.status), r end
   local ok, v = pcall(json.decode, r.body)
-  if not ok or type(v) ~= "table" then return nil, "not JSON", r end
+  v = ok and type(v) == "table" and v or nil
+  if opts.any_status then return r.status, v, r end
+  if not v then return nil, "not JSON", r end
   return v
 end
 

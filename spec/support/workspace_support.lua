@@ -81,13 +81,15 @@ end
 
 function M.fixture(peers) peers:fixture { validate = M.tokens, key = M.KEY } end
 
--- Starts the relay; env adds to (or, with false, removes from) the base settings.
-function M.start(peers, env, flags, listen)
+-- Starts the relay; env adds to (or, with false, removes from) the base settings. script: another
+-- script in its place (one that wraps it).
+function M.start(peers, env, flags, listen, script)
   local e = { SERVER_URL = "http://127.0.0.1:" .. peers.http_port, RELAY_INTERNAL_KEY = M.KEY,
               RELAY_BACKPLANE_MODE = "single", RELAY_ADMISSION_TIMEOUT_MS = "2500",
               RELAY_ADMISSION_MAX_RESPONSE_BYTES = "2048" }
   for k, v in pairs(env or {}) do e[k] = v or nil end
-  local host = helpers.start(helpers.root .. "/scripts/workspace-relay.lua", { env = e, flags = flags, listen = listen })
+  local host = helpers.start(script or helpers.root .. "/scripts/workspace-relay.lua",
+                             { env = e, flags = flags, listen = listen })
   host.ws = function(_, query) return ("ws://127.0.0.1:%d/ws?%s"):format(host.port, query) end
   return host
 end

@@ -49,8 +49,15 @@ local needed = {
   worker = { "workspaceId", "managedExecutorId" },
 }
 
--- The claims the relay knows, without JSON nulls, or nil and what failed. lenient: claims the
--- schema does not know are dropped instead of refused (a JWT carries sub and others).
+-- The claims a connection keeps for its life: those used after admission (hub.register,
+-- frames, the worker path, presence, /state). The others (a pairingSecret, a daemonPublicKey,
+-- sessionIds, userId, iat, ...) are checked, then dropped: kept, a claims-heavy token cost ~8 KB
+-- of Lua heap per connection (workspace_relay_claims_memory_spec).
+local KEPT = { "workspaceId", "runtimeTargetId", "daemonIssueGeneration", "scope", "e2eeProfile", "clientId",
+               "machineId", "sessionChannels", "managedExecutorId" }
+
+-- The claims the relay keeps (KEPT), without JSON nulls, or nil and what failed. lenient: claims
+-- the schema does not know are dropped instead of refused (a JWT carries sub and others).
 local function check_claims(claims, role, lenient)
   if type(claims) ~= "table" then return nil, "claims missing" end
   local ok, why = S.check(lenient and SOME_CLAIMS or CLAIMS, claims)
@@ -59,7 +66,7 @@ local function check_claims(claims, role, lenient)
     if claims[k] == S.null then return nil, ("null %s for a %s"):format(k, role) end
   end
   local out = {}
-  for k in pairs(FIELDS) do
+  for _, k in ipairs(KEPT) do
     if claims[k] ~= S.null then out[k] = claims[k] end
   end
   return out

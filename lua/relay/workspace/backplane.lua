@@ -38,13 +38,10 @@ local function redis_transport(cfg)
   local queue = inbox.new { redis = cmd, prefix = prefix .. ":queue:", name = cfg.relay_id,
                             max_len = cfg.relay_redis_queue_max, limit = cfg.relay_bus_pull_limit,
                             max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
-  -- The original's key, shared with other relays: not hub's scope key (the same string today).
-  local function key(s)
-    return s.workspace_id .. (s.runtime_target_id and ":" .. s.runtime_target_id or "")
-  end
-  return { upsert = function(_, s, record) return store:put(key(s), record) end,
-           resolve = function(_, s) return store:get(key(s)) end,
-           present = function(_, s) return store:exists(key(s)) end,
+  -- The key is the scope's (hub.scope_key: the original's, one-to-one where the original's is not).
+  return { upsert = function(_, s, record) return store:put(s.key, record) end,
+           resolve = function(_, s) return store:get(s.key) end,
+           present = function(_, s) return store:exists(s.key) end,
            publish = function(_, target, text) return queue:push(target, text) end,
            pull = function() return queue:pull() end }
 end

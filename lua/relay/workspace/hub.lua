@@ -1,5 +1,5 @@
 -- The workspace relay's registry and routing (the original's registry.ts, relay-routing.ts,
--- relay-connection-admission.ts). A scope is workspaceId[:runtimeTargetId]: one daemon, its
+-- relay-connection-admission.ts). A scope is a (workspaceId, runtimeTargetId?) pair: one daemon, its
 -- clients, and who owns which key exchange, session and pairing request. Client frames go to the
 -- scope's daemon verbatim; daemon frames go to the one client that owns them, never to all.
 local relay = require "relay"
@@ -57,8 +57,20 @@ function M.new(cfg, obs)
   return self
 end
 
+-- An id's bytes outside the original's query alphabet as %XX: '%' (so the escape is one-to-one),
+-- and NUL and the rest a claim may carry (the C hub takes keys as C strings).
+local function escape(id, extra)
+  return (id:gsub("[^%w._" .. extra .. "-]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- The scope key, also the Redis presence key's tail: workspaceId[:runtimeTargetId] as the
+-- original writes it, but one-to-one. Ids may contain ':', so the original's key cannot tell
+-- workspace "a:b" from workspace "a" with target "b"; here a workspace id's ':' is escaped, so the
+-- first ':' ends the workspace id. Every pair whose workspace id has no ':' keeps the
+-- original's key (and interoperates with it); for the others the original's key is ambiguous.
 function M.scope_key(workspace_id, runtime_target_id)
-  return runtime_target_id and (workspace_id .. ":" .. runtime_target_id) or workspace_id
+  local ws = escape(workspace_id, "")
+  return runtime_target_id and (ws .. ":" .. escape(runtime_target_id, ":")) or ws
 end
 
 function M:scope(workspace_id, runtime_target_id)

@@ -8,15 +8,9 @@ local M = {}
 
 -- -> the status and the answer as a JSON object (nil when it is not one) | nil, err
 function M.post(cfg, url, body)
-  local res, err = relay.http.request {
-    method = "POST", url = url, body = cjson.encode(body),
-    headers = { ["content-type"] = "application/json",
-                ["x-relay-internal-key"] = cfg.internal_key ~= "" and cfg.internal_key or nil },
-    timeout = cfg.relay_admission_timeout_ms / 1000, max_body = cfg.relay_admission_max_response_bytes,
-  }
-  if not res then return nil, tostring(err) end
-  local ok, json = pcall(cjson.decode, res.body)
-  return res.status, ok and type(json) == "table" and json or nil
+  return relay.http.json { method = "POST", url = url, body = body, any_status = true,
+    headers = { ["x-relay-internal-key"] = cfg.internal_key ~= "" and cfg.internal_key or nil },
+    timeout = cfg.relay_admission_timeout_ms / 1000, max_body = cfg.relay_admission_max_response_bytes }
 end
 
 -- ---- the worker role (managed executors) ----
