@@ -572,12 +572,16 @@ static int pick_protocol(const rh_headers *h, const char *route, char *out, size
   return 0;
 }
 
-/* One incremental step of the collector per upgrade. A socket is held long after the garbage of
+/* Incremental steps of the collector at each upgrade. A socket is held long after the garbage of
  * its handshake and admission (request tables, the admission call, JSON) is made, and LuaJIT's
  * allocator keeps the pages that garbage filled: left to the pause alone, a wave of upgrades
- * grows the heap to twice what stays live before a cycle runs, and RSS stays there. A step costs
- * a bounded amount of work and keeps the collector going while sockets are being opened. */
-static void collect_step(lua_State *L) { lua_gc(L, LUA_GCSTEP, 0); }
+ * grows the heap to twice what stays live before a cycle runs, and RSS stays there. Each step
+ * costs a bounded amount of work; one step kept the collector going, COLLECT_STEPS keep it
+ * nearer the garbage a workspace client's admission makes (see the commit for the figures). */
+#define COLLECT_STEPS 4
+static void collect_step(lua_State *L) {
+  for (int i = 0; i < COLLECT_STEPS; i++) lua_gc(L, LUA_GCSTEP, 0);
+}
 
 /* Answers the upgrade (101) with extra response headers and pushes the ws object on L (the
  * task's stack). */
