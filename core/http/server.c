@@ -1426,6 +1426,21 @@ void rh_http_resume_body(rh_http_req *r) {
   else if (c) process(c);
 }
 
+/* A tunnel's request keeps of its target only the path, which its access line writes when it
+ * ends: the rest (a WebSocket's query of ids and options) would weigh on every held socket.
+ * Shrunk in place, where glibc can: no new hole in the heap. */
+static void keep_path_only(rh_http_req *r) {
+  if (!r->target || r->path_len == r->target_len) return;
+  memmove(r->target, r->path, r->path_len);
+  r->target[r->path_len] = 0;
+  char *t = realloc(r->target, r->path_len + 1);
+  if (t) r->target = t;
+  r->path = r->target;
+  r->target_len = r->path_len;
+  r->query = NULL;
+  r->query_len = 0;
+}
+
 int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_http_req_events *events,
                    void *ud) {
   rh_http_conn *c = r->conn;
@@ -1440,6 +1455,7 @@ int rh_http_tunnel(rh_http_req *r, int status, const rh_headers *h, const rh_htt
   /* nothing reads the request's fields once it is a tunnel (the WebSocket's owner took what it
    * needed before the 101): its copies would only weigh on every held socket */
   rh_headers_free(&r->headers);
+  keep_path_only(r);
   r->status = status;
   r->head_sent = 1;
   r->events = events;

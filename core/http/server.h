@@ -53,6 +53,7 @@ typedef struct {
   void (*on_abort)(rh_http_req *req, void *ud);
 } rh_http_req_events;
 
+/* Its ints are paired (no padding holes): a held WebSocket keeps one of these for its life. */
 struct rh_http_req {
   rh_http_conn *conn;        /* NULL once the connection is closed */
   rh_http_server *server;
@@ -61,6 +62,7 @@ struct rh_http_req {
   char peer[64];             /* the client: the socket peer, or per --trusted-proxies */
   char socket_peer[64];
   int tls;                   /* arrived over TLS (scheme https) */
+  int refs;
   const char *method;
   char *target;              /* raw request target */
   size_t target_len;
@@ -72,26 +74,25 @@ struct rh_http_req {
   int http_minor;
   int keep_alive;
   int expect_continue;
+  int body_paused;           /* a streaming consumer asked to stop reading */
   uint64_t content_length;   /* UINT64_MAX: none given */
   size_t max_body;
   rh_buf body;
   int body_done;
+  int overrun;               /* a write went past that length: the rest was dropped */
   const char *body_error;    /* set with on_body when the body failed (413, client gone) */
   int body_wanted;           /* the handler asked for the body: 100-continue sent if needed */
   int status;                /* response status, 0 before the head is sent */
   int head_sent, finished, chunked, is_head;
   int64_t length_left;       /* body bytes the response's Content-Length still owes (-1: none) */
-  int overrun;               /* a write went past that length: the rest was dropped */
   uint64_t bytes_out;
   uint64_t started_ns;       /* uv_hrtime when the head was parsed */
   rh_buf log_path;           /* the path as the access log writes it, when that differs (a
                               * secret route parameter hidden); empty: path */
   uint64_t body_received;    /* bytes of body seen, streamed or buffered */
   rh_buf held;               /* a response head held back by rh_http_start_held */
-  int body_paused;           /* a streaming consumer asked to stop reading */
   const rh_http_req_events *events; /* NULL: the server's handlers */
   void *ud;                  /* the upper layer's */
-  int refs;
 };
 
 /* Starts serving on addr. NULL plus err on failure. */
@@ -141,7 +142,8 @@ void rh_http_req_release(rh_http_req *req);
  * 101 with its Upgrade/Connection fields), then hands every byte the client sends, starting
  * with any already read past the head, to events->on_body_chunk. Writes go through
  * rh_http_write (raw, no chunking); rh_http_abort closes. The request's headers are freed
- * (req->headers is empty from here on): read what you need of them before. */
+ * (req->headers is empty from here on) and its target is cut to the path (req->query is NULL):
+ * read what you need of them before. */
 int rh_http_tunnel(rh_http_req *req, int status, const rh_headers *headers,
                    const rh_http_req_events *events, void *ud);
 /* Streams the body to events->on_body_chunk from now on instead of buffering it. */

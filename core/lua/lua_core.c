@@ -409,10 +409,11 @@ void rh_runtime_on_request(rh_http_req *r, void *ud) {
       lua_rawgeti(co, LUA_REGISTRYINDEX, g->handlers_ref);
       lua_rawgeti(co, -1, m.handler);
       lua_remove(co, -2);
-      if (ri->websocket) { /* handler(ws, req) */
-        rh_lua_ws_start(t, ri->websocket);
+      if (ri->websocket) { /* handler(ws, req): req is copied before the 101 frees its fields */
         push_objects(co, t, &m);
         lua_pop(co, 1);
+        rh_lua_ws_start(t, ri->websocket);
+        lua_insert(co, -2);
       } else {
         push_objects(co, t, &m);
       }

@@ -7,6 +7,7 @@
  * connect): it is closed and freed when that task ends. The Lua object may outlive it and then
  * says the session is over. */
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +52,6 @@ struct rh_lua_ws_session {
   rh_task *task;
   session *next;             /* in the task's list */
   msg *head, *tail;
-  size_t queued;
-  int closed, close_code, waiting, connecting, ud_ref;
-  int foreign;               /* a call from another task is in progress: wake later, not now */
-  int queue_full;            /* over QUEUE_HIGH_BYTES wait for the script, until QUEUE_LOW_BYTES */
-  int paused;                /* reading stopped: queue_full, or the engine owes the peer too much */
   rh_soon *waker;            /* wakes the owner after a foreign call */
   rh_soon *flush_soon;       /* writes what the tunnel's sends queued in this turn of the loop */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
@@ -63,10 +59,19 @@ struct rh_lua_ws_session {
   char *close_reason;        /* once closed (at most 123 bytes); NULL before */
   const rh_lua_ws_consumer *consumer; /* a C consumer (the hub, the tunnel), or NULL */
   void *consumer_ud;
-  const char *going_away;    /* server side, or NULL: closed 1001 with this at SIGTERM; a Lua */
-  int going_ref;             /* string (at most 123 bytes) the registry holds: shared, not copied */
-  session *gprev, *gnext;    /* in going_away_list while going_away is set */
-  const char *side;          /* "server" or "client" while counted open (ws/open.h) */
+  session *gprev, *gnext;    /* in going_away_list while going_ref is set */
+  /* Flags and counts packed below pointers: a relay holds thousands of these (168 bytes, one
+   * 176-byte malloc chunk, where ints and a side pointer made 208 and 224). */
+  uint32_t queued;           /* bytes in the queue, at most QUEUE_MAX_BYTES */
+  int close_code, ud_ref;
+  int going_ref;             /* server side, or LUA_NOREF: the text of a 1001 close at SIGTERM, a
+                              * Lua string (at most 123 bytes) the registry holds, not copied */
+  unsigned closed : 1, waiting : 1, connecting : 1;
+  unsigned foreign : 1;      /* a call from another task is in progress: wake later, not now */
+  unsigned queue_full : 1;   /* over QUEUE_HIGH_BYTES wait for the script, until QUEUE_LOW_BYTES */
+  unsigned paused : 1;       /* reading stopped: queue_full, or the engine owes the peer too much */
+  unsigned counted : 1;      /* counted open (ws/open.h) on the side server_side says */
+  unsigned server_side : 1;
 };
 
 /* Server sessions that close with 1001 as soon as the host is told to stop. */
@@ -151,16 +156,18 @@ static void wake(session *s) {
   rh_task_resume(s->task, push_next(rh_task_lua(s->task), s));
 }
 
-static void count_open(session *s, const char *side) {
-  s->side = side;
-  rh_ws_open_add(side, 1);
+static const char *side_name(const session *s) { return s->server_side ? "server" : "client"; }
+
+static void count_open(session *s) {
+  s->counted = 1;
+  rh_ws_open_add(side_name(s), 1);
 }
 
 static void set_closed(session *s, int code, const char *reason) {
   if (s->closed) return;
   s->closed = 1;
-  if (s->side) rh_ws_open_add(s->side, -1);
-  s->side = NULL;
+  if (s->counted) rh_ws_open_add(side_name(s), -1);
+  s->counted = 0;
   s->close_code = code;
   s->close_reason = strndup(reason ? reason : "", 123);
   if (!s->close_reason) abort();
@@ -418,7 +425,7 @@ static void end_session(rh_task *t, session *s) {
   if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
   if (s->waker) rh_soon_cancel(s->waker);
   if (s->flush_soon) rh_soon_cancel(s->flush_soon);
-  if (s->going_away) {
+  if (s->going_ref != LUA_NOREF) {
     if (s->gprev) s->gprev->gnext = s->gnext;
     else going_away_list = s->gnext;
     if (s->gnext) s->gnext->gprev = s->gprev;
@@ -451,6 +458,7 @@ static session *session_new(rh_task *t, int is_server, size_t max_message) {
   rh_ws_handlers wh = { .on_message = on_message, .on_close = on_close, .ud = s, .queued = transport_queued };
   s->engine = rh_ws_new(is_server, max_message, &wh);
   s->last_rx = s->last_msg = rh_now();
+  s->server_side = is_server != 0;
   s->task = t;
   s->ud_ref = s->going_ref = LUA_NOREF;
   s->next = t->ext;
@@ -564,12 +572,16 @@ static int pick_protocol(const rh_headers *h, const char *route, char *out, size
   return 0;
 }
 
-/* One incremental step of the collector per upgrade. A socket is held long after the garbage of
+/* Incremental steps of the collector at each upgrade. A socket is held long after the garbage of
  * its handshake and admission (request tables, the admission call, JSON) is made, and LuaJIT's
  * allocator keeps the pages that garbage filled: left to the pause alone, a wave of upgrades
- * grows the heap to twice what stays live before a cycle runs, and RSS stays there. A step costs
- * a bounded amount of work and keeps the collector going while sockets are being opened. */
-static void collect_step(lua_State *L) { lua_gc(L, LUA_GCSTEP, 0); }
+ * grows the heap to twice what stays live before a cycle runs, and RSS stays there. Each step
+ * costs a bounded amount of work; one step kept the collector going, COLLECT_STEPS keep it
+ * nearer the garbage a workspace client's admission makes (see the commit for the figures). */
+#define COLLECT_STEPS 4
+static void collect_step(lua_State *L) {
+  for (int i = 0; i < COLLECT_STEPS; i++) lua_gc(L, LUA_GCSTEP, 0);
+}
 
 /* Answers the upgrade (101) with extra response headers and pushes the ws object on L (the
  * task's stack). */
@@ -577,7 +589,7 @@ static session *start_server(rh_task *t, lua_State *L, const char *protocols, co
                              size_t max_message, size_t max_queued) {
   rh_http_req *r = t->req;
   session *s = session_new(t, 1, max_message);
-  count_open(s, "server");
+  count_open(s);
   if (max_queued) rh_ws_set_max_queued(s->engine, max_queued);
   s->req = r;
   const rh_header *key = rh_headers_find(&r->headers, "sec-websocket-key", NULL);
@@ -641,7 +653,6 @@ static int l_ws_accept(lua_State *L) {
   rh_headers_free(&h);
   if (going && *going) {
     lua_pushlstring(L, going, strlen(going) < 123 ? strlen(going) : 123);
-    s->going_away = lua_tostring(L, -1);
     s->going_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->gnext = going_away_list;
     if (going_away_list) going_away_list->gprev = s;
@@ -650,10 +661,19 @@ static int l_ws_accept(lua_State *L) {
   return 1;
 }
 
+/* The text a session closes with at SIGTERM (the registry keeps the string alive). */
+static const char *going_away_text(session *s) {
+  lua_State *L = s->task->gen->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->going_ref);
+  const char *text = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return text ? text : "";
+}
+
 void rh_lua_ws_going_away(void) {
   for (session *s = going_away_list; s; s = s->gnext) {
     s->foreign = 1; /* not inside any task: wake-ups wait for the next loop turn */
-    if (!s->closed && s->req && rh_ws_close(s->engine, 1001, s->going_away) == 0) flush(s);
+    if (!s->closed && s->req && rh_ws_close(s->engine, 1001, going_away_text(s)) == 0) flush(s);
     s->foreign = 0;
   }
 }
@@ -674,7 +694,7 @@ static void connected(void *ud, rh_upconn *u, const char *protocol, const char *
     return;
   }
   s->up = u;
-  count_open(s, "client");
+  count_open(s);
   rh_upconn_own(u, s, client_read, client_written);
   if (n) { /* what came with the 101; a close among it is answered, and the connection let go */
     if (rh_ws_feed(s->engine, rest, n) < 0) set_closed(s, rh_ws_close_sent(s->engine), rh_ws_error(s->engine));
