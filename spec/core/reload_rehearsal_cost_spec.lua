@@ -50,13 +50,13 @@ describe("a reload's rehearsal", function()
   run("does not try every descriptor number up to the limit", function()
     local dir = helpers.tmpdir()
     local host = start(dir)
+    finally(function() host:stop() end)
     local conns = {}
     for i = 1, 20 do conns[i] = host:client() end -- open sockets the child must close
     local calls, report = count_calls(host, dir, "^n?e?w?fstata?t?$")
     if not calls then return pending("strace could not attach: " .. report) end
     assert.is_true(calls < limit / 4, ("%d fstat calls for one reload (limit %d):\n%s"):format(calls, limit, report))
     for _, c in ipairs(conns) do c:close() end
-    host:stop()
   end)
 
   run("compiles no machine code for the flag proxy's load", function()
@@ -64,9 +64,9 @@ describe("a reload's rehearsal", function()
     os.execute(("cp -r %s/examples/flag-proxy/config %s/config"):format(root, dir))
     local host = helpers.start("flag-proxy", { flags = { "--offline", "--config-dir=" .. dir .. "/config",
                                                            "--auth-secret=spec", "--log-level=info" } })
+    finally(function() host:stop() end)
     local calls, report = count_calls(host, dir, "^mprotect$")
     if not calls then return pending("strace could not attach: " .. report) end
     assert.is_true(calls < 20, ("%d mprotect calls for one reload:\n%s"):format(calls, report))
-    host:stop()
   end)
 end)
