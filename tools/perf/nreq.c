@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 /* nreq: exactly N keep-alive GETs over C connections, one thread, epoll; every answer must be
- * 200 with a Content-Length body. NREQ_BROWSER=1 adds ~450 bytes of browser-like fields.
+ * 200 with a Content-Length body. NREQ_BROWSER=1 adds ~450 bytes of browser-like fields;
+ * NREQ_HEADER="Name: value" adds one field; NREQ_BODY=... sends a POST with that body instead.
  * Usage: nreq HOST PORT PATH N C  (tools/perf/per-request builds and runs it) */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,8 +46,13 @@ int main(int argc, char **argv) {
              "Cookie: session=0123456789abcdef0123456789abcdef; theme=dark; consent=yes\r\n"
              "X-Internal-Token: secret\r\nUpgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\n"
              "Sec-Fetch-Mode: navigate\r\nSec-Fetch-Site: none\r\nSec-Fetch-User: ?1\r\n");
+  const char *field = getenv("NREQ_HEADER"), *body = getenv("NREQ_BODY");
+  static char more[4096] = "";
+  if (field && *field) snprintf(more, sizeof more, "%s\r\n", field);
+  if (body) snprintf(more + strlen(more), sizeof more - strlen(more), "Content-Type: application/json\r\nContent-Length: %zu\r\n", strlen(body));
   static char reqbuf[8192];
-  reqlen = (size_t)snprintf(reqbuf, sizeof reqbuf, "GET %s HTTP/1.1\r\nHost: %s:%s\r\n%s\r\n", argv[3], argv[1], argv[2], extra);
+  reqlen = (size_t)snprintf(reqbuf, sizeof reqbuf, "%s %s HTTP/1.1\r\nHost: %s:%s\r\n%s%s\r\n%s", body ? "POST" : "GET", argv[3],
+                            argv[1], argv[2], extra, more, body ? body : "");
   memcpy(req, reqbuf, reqlen < sizeof req ? reqlen : sizeof req);
   int ep = epoll_create1(0);
   conn *cs = calloc((size_t)nc, sizeof *cs);
