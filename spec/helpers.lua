@@ -55,6 +55,24 @@ function helpers.start_redis(dir, fixed_port, extra)
 end
 
 -- A self-signed certificate for localhost and 127.0.0.1: dir/cert.pem and dir/key.pem.
+-- The rig of the framework modules' Redis specs: a redis-server and a host running `script` (its
+-- text, saved as `name`) with --redis pointing at it. rig.kill_redis() and rig.start_redis()
+-- take Redis away and bring it back empty on the same port; rig.stop() ends both.
+function helpers.redis_rig(script, name)
+  local rig = { dir = test.tmpdir() }
+  rig.port, rig.pid = helpers.start_redis(rig.dir)
+  local path = rig.dir .. "/" .. name
+  test.write_file(path, script)
+  rig.host = test.start(path, { flags = { "--redis=redis://127.0.0.1:" .. rig.port } })
+  function rig.kill_redis() os.execute("kill " .. rig.pid .. " && sleep 0.3") end
+  function rig.start_redis() rig.port, rig.pid = helpers.start_redis(rig.dir, rig.port) end
+  function rig.stop()
+    rig.host:stop()
+    os.execute("kill " .. rig.pid .. " 2>/dev/null")
+  end
+  return rig
+end
+
 function helpers.self_signed_cert(dir)
   assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
     "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1"):format(dir, dir)) == 0,

@@ -22,18 +22,12 @@ return app
 ]]
 
 describe("relay.inbox", function()
-  local dir, port, pid, host
+  local rig, port, host
   setup(function()
-    dir = helpers.tmpdir()
-    port, pid = helpers.start_redis(dir)
-    helpers.write_file(dir .. "/inbox.lua", SCRIPT)
-    host = helpers.start(dir .. "/inbox.lua", { flags = { "--redis=redis://127.0.0.1:" .. port } })
-    helpers.wait_until(function() return rc.command(port, "PING") == "+PONG" end, 5)
+    rig = helpers.redis_rig(SCRIPT, "inbox.lua")
+    port, host = rig.port, rig.host
   end)
-  teardown(function()
-    host:stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-  end)
+  teardown(function() rig.stop() end)
 
   local function post(path) return host:request { method = "POST", path = path, body = "" }.body end
   local function push(to, m) return post(("/push?to=%s&m=%s"):format(to, m)) end
@@ -60,7 +54,7 @@ describe("relay.inbox", function()
   end)
 
   it("says why when Redis does not answer", function()
-    os.execute("kill " .. pid .. " && sleep 0.3")
+    rig.kill_redis()
     assert.equal("failed", push("me", "m"))
     assert.matches("redis", pull().err)
   end)

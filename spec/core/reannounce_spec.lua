@@ -33,18 +33,12 @@ return app
 ]]
 
 describe("relay.reannounce.records", function()
-  local dir, port, pid, host
+  local rig, port, host
   setup(function()
-    dir = helpers.tmpdir()
-    port, pid = helpers.start_redis(dir)
-    helpers.write_file(dir .. "/records.lua", SCRIPT)
-    host = helpers.start(dir .. "/records.lua", { flags = { "--redis=redis://127.0.0.1:" .. port } })
-    helpers.wait_until(function() return rc.command(port, "PING") == "+PONG" end, 5)
+    rig = helpers.redis_rig(SCRIPT, "records.lua")
+    port, host = rig.port, rig.host
   end)
-  teardown(function()
-    host:stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-  end)
+  teardown(function() rig.stop() end)
 
   local function post(path) return host:request { method = "POST", path = path, body = "" }.body end
   local function get(k) return select(2, rc.command(port, "HGET rec:" .. k .. " v")) end
@@ -75,9 +69,9 @@ describe("relay.reannounce.records", function()
   end)
 
   it("after failed writes, writes every record again as soon as Redis answers", function()
-    os.execute("kill " .. pid .. " && sleep 0.3")
+    rig.kill_redis()
     assert.equal("failed", post("/hold?k=d&v=4"))
-    port, pid = helpers.start_redis(dir, port)
+    rig.start_redis()
     helpers.wait_until(function() return get("d") == "4" and get("a") == "1" and get("w") == "5" end, 10,
                        "the records written again")
     assert.matches("^a record was missing,redis was failing,redis was failing failed=%d+$",

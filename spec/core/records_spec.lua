@@ -21,18 +21,12 @@ return app
 ]]
 
 describe("relay.records", function()
-  local dir, port, pid, host
+  local rig, port, host
   setup(function()
-    dir = helpers.tmpdir()
-    port, pid = helpers.start_redis(dir)
-    helpers.write_file(dir .. "/records.lua", SCRIPT)
-    host = helpers.start(dir .. "/records.lua", { flags = { "--redis=redis://127.0.0.1:" .. port } })
-    helpers.wait_until(function() return rc.command(port, "PING") == "+PONG" end, 5)
+    rig = helpers.redis_rig(SCRIPT, "records.lua")
+    port, host = rig.port, rig.host
   end)
-  teardown(function()
-    host:stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-  end)
+  teardown(function() rig.stop() end)
 
   local function call(method, path)
     local body = method == "POST" and "" or nil
@@ -62,7 +56,7 @@ describe("relay.records", function()
   end)
 
   it("says why when Redis does not answer", function()
-    os.execute("kill " .. pid .. " && sleep 0.3")
+    rig.kill_redis()
     local answers = { call("POST", "/put?key=k&v=1"), call("GET", "/get?key=k"),
                       call("GET", "/exists?key=k") }
     for _, r in ipairs(answers) do

@@ -40,18 +40,12 @@ return app
 ]]
 
 describe("relay.snapshot", function()
-  local dir, port, pid, host
+  local rig, port, host
   setup(function()
-    dir = helpers.tmpdir()
-    port, pid = helpers.start_redis(dir)
-    helpers.write_file(dir .. "/snap.lua", SCRIPT)
-    host = helpers.start(dir .. "/snap.lua", { flags = { "--redis=redis://127.0.0.1:" .. port } })
-    helpers.wait_until(function() return rc.command(port, "PING") == "+PONG" end, 5)
+    rig = helpers.redis_rig(SCRIPT, "snap.lua")
+    port, host = rig.port, rig.host
   end)
-  teardown(function()
-    host:stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-  end)
+  teardown(function() rig.stop() end)
 
   local function put(q)
     assert.equal("ok", host:request { method = "POST", path = "/put?" .. q, body = "" }.body)
@@ -93,11 +87,11 @@ describe("relay.snapshot", function()
   end)
 
   it("says Redis is gone while it is, and writes everything again once it is back empty", function()
-    os.execute("kill " .. pid .. " && sleep 0.3")
+    rig.kill_redis()
     helpers.wait_until(function() return state():find("problem=not connected to Redis", 1, true) end, 5,
                        "problem: not connected")
     put("g=b&k=z&v=3") -- fails (or is left for the whole write): b is written once Redis answers
-    port, pid = helpers.start_redis(dir, port)
+    rig.start_redis()
     helpers.wait_until(function() return get("snap:b:z") == "3" and get("snap:a:x-v") == "1" end, 10,
                        "everything written again")
     helpers.wait_until(function() return state():find("problem=nil", 1, true) end, 5, "no problem left")
@@ -133,17 +127,12 @@ return app
 ]]
 
 describe("relay.snapshot reader", function()
-  local dir, port, pid, host
+  local rig, port, host
   setup(function()
-    dir = helpers.tmpdir()
-    port, pid = helpers.start_redis(dir)
-    helpers.write_file(dir .. "/reader.lua", READER)
-    host = helpers.start(dir .. "/reader.lua", { flags = { "--redis=redis://127.0.0.1:" .. port } })
+    rig = helpers.redis_rig(READER, "reader.lua")
+    port, host = rig.port, rig.host
   end)
-  teardown(function()
-    host:stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-  end)
+  teardown(function() rig.stop() end)
 
   local function state() return host:get("/state").body end
   local function wait_state(pattern, what)
