@@ -265,7 +265,17 @@ static void reload_abandon(void) {
 
 /* ---- shutdown ---- */
 
+/* Closing a signal handle restores the default action at once, so a second SIGTERM arriving
+ * between the close and SIG_IGN would kill the exit itself (exit 143 seen in CI). The signals stay
+ * blocked across both; one pending meanwhile is discarded when its action becomes SIG_IGN. */
 static void close_signals(void) {
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);
+  sigaddset(&stop, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &stop, &old);
   uv_close((uv_handle_t *)&H.sighup, NULL);
   uv_close((uv_handle_t *)&H.sigterm, NULL);
   uv_close((uv_handle_t *)&H.sigint, NULL);
@@ -275,10 +285,10 @@ static void close_signals(void) {
   if (H.worker >= 0) uv_close((uv_handle_t *)&H.chan, NULL);
   if (rh_upgrade_running(&H.up)) close(H.up.ready_fd);
   signal(SIGUSR2, SIG_IGN);
-  /* closing restored the default actions: a second SIGTERM must not kill the exit itself */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
+  sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
 static void finish_shutdown(void) {

@@ -6,6 +6,7 @@
  * logs and exits with status 70 so that its supervisor restarts it. */
 #include <lauxlib.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
@@ -94,7 +95,13 @@ void rh_watchdog_start(double seconds) {
   if (seconds <= 0 || started) return;
   limit = seconds;
   pthread_once(&once, watchdog_atfork);
+  /* The thread inherits a mask with every signal blocked, so signals reach the loop's thread
+   * only: a SIGTERM taken here while shutdown restores its default action would kill the exit. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   started = pthread_create(&thread, NULL, watch, NULL) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void rh_watchdog_stop(void) {

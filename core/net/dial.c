@@ -1,6 +1,8 @@
 /* dial: the one way out of the process (see rh_upconn_dial in upconn.h). Resolve, try each
  * address in turn under its share of the time, then (through a proxy) CONNECT, then TLS. */
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +243,21 @@ static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) 
 
 /* ---- start and cancel ---- */
 
+/* The first request starts libuv's thread pool, whose threads inherit this thread's signal mask:
+ * all blocked there, so a SIGTERM is taken by the loop's thread only, never by a pool thread in the
+ * moment shutdown has restored its default action. */
+static int resolve(rh_upconn_dialing *d, const char *port, const struct addrinfo *hints) {
+  static int pool_started;
+  if (pool_started) return uv_getaddrinfo(d->loop, &d->resolve, on_resolved, via_host(d), port, hints);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int rc = uv_getaddrinfo(d->loop, &d->resolve, on_resolved, via_host(d), port, hints);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pool_started = 1;
+  return rc;
+}
+
 /* NULL, or why it cannot even start (then the callback says so, from the loop). */
 static const char *start(rh_upconn_dialing *d, const rh_upconn_target *t) {
   if (t->via_proxy) {
@@ -251,7 +268,7 @@ static const char *start(rh_upconn_dialing *d, const rh_upconn_target *t) {
   snprintf(port, sizeof port, "%d", via_port(d));
   struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
   d->resolve.data = d;
-  int rc = uv_getaddrinfo(d->loop, &d->resolve, on_resolved, via_host(d), port, &hints);
+  int rc = resolve(d, port, &hints);
   if (rc < 0) {
     snprintf(d->err, sizeof d->err, "resolve %s: %s", via_host(d), error_name(rc));
     return d->err;
