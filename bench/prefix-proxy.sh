@@ -344,6 +344,7 @@ cpu_ticks() {
           s = 0; for (p in mine) s += ticks[p]; print s + 0 }'
 }
 clk_tck=$(getconf CLK_TCK)
+per_100k() { awk -v t="$1" -v hz="$clk_tck" -v n="$2" 'BEGIN { if (n > 0) printf "%.3f", t / hz / n * 100000; else print "?" }'; }
 
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
 declare -A rss_before
@@ -362,13 +363,13 @@ how_ended() { # PID: sets $how to "exit status N" / "killed by signal N (SIGNAME
   how=${ended[$1]}
 }
 
-declare -A rps p50 p99 cpu errs dead
+declare -A rps p50 p99 cpu ocpu errs dead
 errored=()
 for run_no in $(seq "$RUNS"); do
   for c in "${conns_list[@]}"; do
     for i in "${!names[@]}"; do
       k="$i,$c,$run_no"
-      rps[$k]="?"; p50[$k]="?"; p99[$k]="?"; cpu[$k]="?"
+      rps[$k]="?"; p50[$k]="?"; p99[$k]="?"; cpu[$k]="?"; ocpu[$k]="?"
       [[ -n ${skipped[$i]:-} || -n ${dead[$i]:-} ]] && continue # n/a; or reported once, when it died
       url=http://127.0.0.1:${ports[i]}/api/x
       wu=$tmp/warmup-$i-$c-$run_no.txt
@@ -378,12 +379,11 @@ for run_no in $(seq "$RUNS"); do
       taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${WARMUP}s" "$url" >"$wu" 2>&1 || true
       sleep 0.2
       if alive "${server_pids[i]}"; then
-        t0=$(cpu_ticks "${server_pids[i]}")
+        t0=$(cpu_ticks "${server_pids[i]}"); o0=$(cpu_ticks "$origin_pid")
         taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" >"$w" 2>&1 || true
-        t1=$(cpu_ticks "${server_pids[i]}")
+        t1=$(cpu_ticks "${server_pids[i]}"); o1=$(cpu_ticks "$origin_pid")
         n=$(awk '$2 == "requests" && $3 == "in" { print $1; exit }' "$w")
-        [[ -n $n ]] && cpu[$k]=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$n" \
-          'BEGIN { if (n > 0) printf "%.3f", t / hz / n * 100000; else print "?" }')
+        [[ -n $n ]] && cpu[$k]=$(per_100k $((t1 - t0)) "$n") && ocpu[$k]=$(per_100k $((o1 - o0)) "$n")
         sleep 0.2
         alive "${server_pids[i]}" || phase="measured run"
       else
@@ -433,14 +433,16 @@ say "Machine busy before measuring: ${busy}% of all cores (waited ${waited}s for
 say "lua/peer, c/peer, acc/peer = relayhost-lua's, relayhost-c's, relayhost-access's median req/s / the row's median"
 say "  req/s (>1: relayhost faster). cpu s/100k = CPU-seconds (user+system, every process of that server) per 100,000"
 say "  requests served, median of the runs (nginx, nginx+lua and nginx+lua-access are one nginx: its CPU while that row ran)."
+say "  origin s/100k = the same for the nginx origin while that row ran: it shares the proxies' core, so a"
+say "  proxy's req/s is bounded by 1 / (its CPU + the origin's) per request (see \"Core $SERVER_CPU per request\" below)."
 say "  c=1: one request at a time (p50/p99 are the latency of one request through the proxy)."
 say "h2o (9104) and caddy (9105): not measured ($(command -v h2o >/dev/null && echo "h2o installed" || echo "h2o not installed"), $(command -v caddy >/dev/null && echo "caddy installed" || echo "caddy not installed"))."
 for i in "${!names[@]}"; do [[ -n ${skipped[$i]:-} ]] && say "${names[i]}: n/a, ${skipped[$i]}"; done
 say ""
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "?" && a != "") printf "%.2f", a / b; else print "n/a" }'; }
-declare -A medr medp
-fmt='%-23s %5s %8s %7s %7s %10s %8s %6s %8s %13s %15s %10s\n'
-printf "$fmt" name conns "req/s" "p50 ms" "p99 ms" "cpu s/100k" "lua/peer" "c/peer" "acc/peer" "req/s min-max" "p99 ms min-max" "resp bytes" | tee -a "$out"
+declare -A medr medp medc medo
+fmt='%-23s %5s %8s %7s %7s %10s %13s %8s %6s %8s %13s %15s %10s\n'
+printf "$fmt" name conns "req/s" "p50 ms" "p99 ms" "cpu s/100k" "origin s/100k" "lua/peer" "c/peer" "acc/peer" "req/s min-max" "p99 ms min-max" "resp bytes" | tee -a "$out"
 for c in "${conns_list[@]}"; do
   for i in "${!names[@]}"; do
     rv=(); pv=(); for r in $(seq "$RUNS"); do rv+=("${rps[$i,$c,$r]}"); pv+=("${p99[$i,$c,$r]}"); done
@@ -448,15 +450,18 @@ for c in "${conns_list[@]}"; do
   done
   for i in "${!names[@]}"; do
     if [[ -n ${skipped[$i]:-} ]]; then
-      printf "$fmt" "${names[i]}" "$c" n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a | tee -a "$out"
+      printf "$fmt" "${names[i]}" "$c" n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a | tee -a "$out"
       continue
     fi
-    rv=(); pv=(); p5=(); cv=()
-    for r in $(seq "$RUNS"); do rv+=("${rps[$i,$c,$r]}"); pv+=("${p99[$i,$c,$r]}"); p5+=("${p50[$i,$c,$r]}"); cv+=("${cpu[$i,$c,$r]}"); done
+    rv=(); pv=(); p5=(); cv=(); ov=()
+    for r in $(seq "$RUNS"); do
+      rv+=("${rps[$i,$c,$r]}"); pv+=("${p99[$i,$c,$r]}"); p5+=("${p50[$i,$c,$r]}"); cv+=("${cpu[$i,$c,$r]}"); ov+=("${ocpu[$i,$c,$r]}")
+    done
+    medc[$i,$c]=$(median "${cv[@]}"); medo[$i,$c]=$(median "${ov[@]}")
     rmin=$(nums "${rv[@]}" | awk 'NR == 1 { printf "%.0f", $1 }'); rmax=$(nums "${rv[@]}" | awk 'END { if (NR) printf "%.0f", $1 }')
     pmin=$(nums "${pv[@]}" | awk 'NR == 1'); pmax=$(nums "${pv[@]}" | awk 'END { print $1 }')
     printf "$fmt" "${names[i]}" "$c" "$(awk -v v="${medr[$i,$c]}" 'BEGIN { if (v == "?") print v; else printf "%.0f", v }')" \
-      "$(median "${p5[@]}")" "${medp[$i,$c]}" "$(median "${cv[@]}")" \
+      "$(median "${p5[@]}")" "${medp[$i,$c]}" "${medc[$i,$c]}" "${medo[$i,$c]}" \
       "$(ratio "${medr[$ilua,$c]}" "${medr[$i,$c]}")" "$(ratio "${medr[$ic,$c]}" "${medr[$i,$c]}")" \
       "$(ratio "${medr[$iacc,$c]}" "${medr[$i,$c]}")" \
       "${rmin:-?}-${rmax:-?}" "${pmin:-?}-${pmax:-?}" "${resp_bytes[i]}" | tee -a "$out"
@@ -480,6 +485,22 @@ for c in "${conns_list[@]}"; do
   [[ $c == 1 ]] && continue
   say "  c=$c: $(target "$ic" "$ihap" 1.10); $(target "$ilua" "$inl" 1.20); $(target "$iacc" "$inla" 1.10)"
   say "  c=$c: $(p99_vs "$ic" "$ihap"); $(p99_vs "$ilua" "$ihap")"
+done
+say ""
+# Proxy and origin share core $SERVER_CPU, so what a ratio target asks of the proxy's own CPU follows
+# from the medians above: A at R x B's req/s needs A + origin <= (B + origin) / R per request.
+core_need() { # A B R at conns $c
+  awk -v a="${medc[$1,$c]}" -v ao="${medo[$1,$c]}" -v b="${medc[$2,$c]}" -v bo="${medo[$2,$c]}" -v r="$3" \
+    -v an="${names[$1]}" -v bn="${names[$2]}" 'BEGIN {
+      if (a == "?" || ao == "?" || b == "?" || bo == "?" || a == "" || b == "") { print an ": n/a"; exit }
+      printf "%s %.3f + origin %.3f = %.3f s/100k vs %s %.3f + %.3f = %.3f; %.2fx needs %s <= %.3f (%+.0f %%)\n",
+        an, a, ao, a + ao, bn, b, bo, b + bo, r, an, (b + bo) / r - ao, ((b + bo) / r - ao) / a * 100 - 100 }'
+}
+say "Core $SERVER_CPU per request (proxy + origin CPU, medians; what each target asks of the proxy's own CPU):"
+for c in "${conns_list[@]}"; do
+  [[ $c == 1 ]] && continue
+  say "  c=$c: $(core_need "$ic" "$ihap" 1.10)"
+  say "  c=$c: $(core_need "$iacc" "$inla" 1.10)"
 done
 say ""
 for i in "${relays[@]}"; do
