@@ -17,11 +17,12 @@ Fleet.__index = Fleet
 
 -- The transport over one Redis: records (relay.records) under records_prefix .. key(item), and
 -- this server's inbox (relay.inbox) under inbox_prefix .. name.
-local REDIS = { "redis", "key", "records_prefix", "ttl_ms", "max_record_bytes", "inbox_prefix", "name", "max_len",
-                "limit", "max_bytes" }
+local REDIS = { "redis", "key", "records_prefix", "ttl_ms", "max_record_bytes", "inbox_prefix", "name",
+                "max_len", "limit", "max_bytes" }
 function M.redis(o)
   check.options(o, REDIS, "relay.fleet.redis")
-  local store = records.new { redis = o.redis, prefix = o.records_prefix, ttl_ms = o.ttl_ms, max_bytes = o.max_record_bytes }
+  local store = records.new { redis = o.redis, prefix = o.records_prefix, ttl_ms = o.ttl_ms,
+                              max_bytes = o.max_record_bytes }
   local box = inbox.new { redis = o.redis, prefix = o.inbox_prefix, name = o.name, max_len = o.max_len,
                           limit = o.limit, max_bytes = o.max_bytes }
   return { upsert = function(_, item, record) return store:put(o.key(item), record) end,
@@ -31,10 +32,12 @@ function M.redis(o)
            pull = function() return box:pull() end }
 end
 
-local NEW = { "transport", "key", "record", "valid", "every", "each", "max_age", "max_cached", "failed", "healed" }
+local NEW = { "transport", "key", "record", "valid", "every", "each", "max_age", "max_cached", "failed",
+              "healed" }
 function M.new(o)
   check.options(o, NEW, "relay.fleet.new")
-  local self = setmetatable({ o = o, transport = o.transport, cache = lru.new { max_items = o.max_cached } }, Fleet)
+  local self = setmetatable({ o = o, transport = o.transport }, Fleet)
+  self.cache = lru.new { max_items = o.max_cached }
   self.records = reannounce.records {
     every = o.every, each = o.each,
     write = function(item, value) return self:write(item, value) end,

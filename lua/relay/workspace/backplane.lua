@@ -18,8 +18,6 @@ M.__index = M
 
 local encode = cjson.encode
 
-local function now_ms() return math.floor(relay.time() * 1000) end
-
 -- ---- transports ----
 
 -- redis (relay.fleet.redis): the presence records (the original's key names) and one inbox per
@@ -31,7 +29,8 @@ local function redis_transport(cfg)
   local prefix = cfg.relay_redis_key_prefix
   -- The key is the scope's (hub.scope_key: the original's, one-to-one where the original's is not).
   return fleet.redis { redis = relay.redis(cfg.relay_redis_url), key = function(s) return s.key end,
-    records_prefix = prefix .. ":presence:", ttl_ms = cfg.relay_redis_presence_ttl_ms, max_record_bytes = 4096,
+    records_prefix = prefix .. ":presence:", ttl_ms = cfg.relay_redis_presence_ttl_ms,
+    max_record_bytes = 4096,
     inbox_prefix = prefix .. ":queue:", name = cfg.relay_id, max_len = cfg.relay_redis_queue_max,
     limit = cfg.relay_bus_pull_limit, max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
 end
@@ -145,7 +144,8 @@ end
 function M:record(s, conn)
   if s.daemon ~= conn then return nil end
   return { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url, daemonConnected = true,
-           runtimeTargetId = s.runtime_target_id, machineId = conn.claims.machineId, updatedAtMs = now_ms() }
+           runtimeTargetId = s.runtime_target_id, machineId = conn.claims.machineId,
+           updatedAtMs = envelope.now_ms() }
 end
 
 function M:daemon_up(s, conn)
