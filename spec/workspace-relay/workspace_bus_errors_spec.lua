@@ -3,7 +3,8 @@
 -- raises is counted the same way and the consumer keeps running. Both paths once called a method
 -- that no longer existed (count_error), so the error handler itself raised and the consumer task
 -- ended for good. Driven in a real host with the turn's collaborators given by the script (the
--- loop itself is relay.poll's, spec/core/poll_spec.lua; here: the backplane's wiring to it).
+-- loop itself is relay.poll's, spec/core/poll_spec.lua, run by relay.fleet; here: the backplane's
+-- wiring to them).
 local helpers = require "helpers"
 local cjson = require "cjson"
 
@@ -13,19 +14,18 @@ local backplane = require "relay.workspace.backplane"
 local observe = require "relay.observe"
 local app = relay.new { name = "bus-errors" }
 
+-- The real backplane (server mode, so that no transport is dialled), its transport's pull
+-- replaced by the spec's.
 local function consumer(pull)
   local delivered = {}
-  local bp = setmetatable({
-    cfg = { relay_bus_poll_interval_ms = 10 },
-    hub = { conns = { n = 1 } },
-    obs = observe.new { max_logs = 10 },
-    presence = { watch = { heal = function() end } },
-    transport = { pull = pull },
-    deliver = function(_, raw)
-      if raw == "bad" then error("no such owner") end
-      delivered[#delivered + 1] = raw
-    end,
-  }, { __index = backplane })
+  local bp = backplane.new({ backplane = "server", relay_bus_poll_interval_ms = 10, relay_presence_sync_interval_ms = 60000,
+                             relay_redis_presence_ttl_ms = 45000, relay_bus_hmac_key = "k", relay_bus_signature_max_skew_ms = 1 },
+                           { conns = { n = 1 } }, observe.new { max_logs = 10 })
+  bp.fleet.transport = { pull = pull }
+  bp.deliver = function(_, raw)
+    if raw == "bad" then error("no such owner") end
+    delivered[#delivered + 1] = raw
+  end
   return bp, delivered
 end
 

@@ -103,7 +103,7 @@ describe("workspace relay bus consumer under hostile envelopes", function()
       local grown = helpers.rss_kb(A.pid, "VmHWM") - hwm
       assert.is_true(grown < 8 * 1024, "peak RSS grew by " .. grown .. " kB")
     end
-    assert.matches('"event":"presence_error"[^\n]*presence record over 4096 bytes', A:log())
+    assert.matches('"event":"presence_error"[^\n]*"reason":"record over 4096 bytes', A:log())
     peers:cmd { op = "close", id = "big-rec", code = 1000 }
     peers:wait("big-rec", "close")
   end)

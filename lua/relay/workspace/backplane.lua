@@ -10,40 +10,29 @@
 local relay = require "relay"
 local cjson = require "cjson"
 local platform = require "relay.workspace.platform"
-local reannounce = require "relay.reannounce"
 local envelope = require "relay.envelope"
-local inbox = require "relay.inbox"
-local lru = require "relay.lru"
-local records = require "relay.records"
-local poll = require "relay.poll"
+local fleet = require "relay.fleet"
 
 local M = {}
 M.__index = M
 
 local encode = cjson.encode
 
-local function now_ms() return math.floor(relay.time() * 1000) end
-
 -- ---- transports ----
 
--- redis: the presence records (relay.records, the original's key names) and one inbox per relay
--- for the bus (relay.inbox). The longest envelope worth reading: a payload at the frame limit,
--- each byte escaped at most once more (a valid JSON frame has no raw control bytes), and the
--- other fields; a longer one is dropped in Redis. A record is a few hundred bytes: one over
--- 4 KiB is never read, and counts as no record.
+-- redis (relay.fleet.redis): the presence records (the original's key names) and one inbox per
+-- relay for the bus. The longest envelope worth reading: a payload at the frame limit, each byte
+-- escaped at most once more (a valid JSON frame has no raw control bytes), and the other fields;
+-- a longer one is dropped in Redis. A record is a few hundred bytes: one over 4 KiB is never
+-- read, and counts as no record.
 local function redis_transport(cfg)
-  local prefix, cmd = cfg.relay_redis_key_prefix, relay.redis(cfg.relay_redis_url)
-  local store = records.new { redis = cmd, prefix = prefix .. ":presence:",
-                              ttl_ms = cfg.relay_redis_presence_ttl_ms, max_bytes = 4096 }
-  local queue = inbox.new { redis = cmd, prefix = prefix .. ":queue:", name = cfg.relay_id,
-                            max_len = cfg.relay_redis_queue_max, limit = cfg.relay_bus_pull_limit,
-                            max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
+  local prefix = cfg.relay_redis_key_prefix
   -- The key is the scope's (hub.scope_key: the original's, one-to-one where the original's is not).
-  return { upsert = function(_, s, record) return store:put(s.key, record) end,
-           resolve = function(_, s) return store:get(s.key) end,
-           present = function(_, s) return store:exists(s.key) end,
-           publish = function(_, target, text) return queue:push(target, text) end,
-           pull = function() return queue:pull() end }
+  return fleet.redis { redis = relay.redis(cfg.relay_redis_url), key = function(s) return s.key end,
+    records_prefix = prefix .. ":presence:", ttl_ms = cfg.relay_redis_presence_ttl_ms,
+    max_record_bytes = 4096,
+    inbox_prefix = prefix .. ":queue:", name = cfg.relay_id, max_len = cfg.relay_redis_queue_max,
+    limit = cfg.relay_bus_pull_limit, max_bytes = 2 * cfg.relay_max_frame_bytes + 4096 }
 end
 
 local Server = {}
@@ -120,25 +109,22 @@ end
 -- entry is worth at most 2 s anyway; one pushed out early costs one more lookup.
 local CACHE_MAX = 1024
 
-local function lookup_cache() return lru.new { max_items = CACHE_MAX } end
+-- relay.fleet's names for what failed, and the original's (its metrics and log events).
+local FAILED = { records = "presence", messages = "bus" }
 
 function M.new(cfg, hub, obs)
-  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, cache = lookup_cache(), envelopes = bus_envelopes(cfg) }, M)
-  self.transport = (cfg.backplane == "redis" and redis_transport or server_transport)(cfg)
+  local self = setmetatable({ cfg = cfg, hub = hub, obs = obs, envelopes = bus_envelopes(cfg) }, M)
   -- The local daemons' records, written again every presence sync interval (they expire), and at
   -- once when Redis is back without them (relay.reannounce), not a sync period (20 s) later.
   local sync = cfg.relay_presence_sync_interval_ms / 1000
-  self.presence = reannounce.records {
-    every = sync, each = math.min(1, sync),
-    write = function(s, conn) return self:announce(s, conn) end,
-    failed = function(err) self:failed("presence", err) end,
-    present = function(s)
-      local there, err = self.transport:present(s)
-      if there == nil then self:failed("presence", err) end
-      return there
-    end,
+  self.fleet = fleet.new {
+    transport = (cfg.backplane == "redis" and redis_transport or server_transport)(cfg),
+    key = function(s) return s.key end, every = sync, each = math.min(1, sync),
+    max_age = math.min(2, cfg.relay_redis_presence_ttl_ms / 1000), max_cached = CACHE_MAX,
+    record = function(s, conn) return self:record(s, conn) end,
+    valid = function(rec) return type(rec.relayId) == "string", "invalid presence record" end,
+    failed = function(what, err) self:failed(FAILED[what] or what, err) end,
     healed = function(why)
-      self.cache = lookup_cache()
       self.obs:inc("relay_presence_reannounced_total")
       self.obs:log("info", "presence_reannounced", { reason = why })
     end,
@@ -146,52 +132,35 @@ function M.new(cfg, hub, obs)
   return self
 end
 
--- A call to Redis (or the platform) failed ("presence" or "bus"). not_redis: a frame or a turn
--- of the consumer raised; Redis is not blamed (presence is not rewritten for it).
-function M:failed(what, err, not_redis)
-  if not not_redis then self.presence.watch:failed() end
+-- A call to Redis (or the platform) failed, or a frame or a turn of the consumer raised
+-- ("presence" or "bus"); relay.fleet has already told the records' watch.
+function M:failed(what, err)
   self.obs:inc("relay_" .. what .. "_errors_total")
   self.obs:log("warn", what .. "_error", { reason = tostring(err) })
 end
 
--- Writes the scope's presence record for its daemon conn, or removes it (conn nil). -> ok | nil, err
-function M:announce(s, conn)
-  if conn and s.daemon ~= conn then -- no longer its daemon: forgotten, not written
-    self.presence.held[s] = nil
-    return true
-  end
-  local record = conn and { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url,
-                            daemonConnected = true, runtimeTargetId = s.runtime_target_id,
-                            machineId = conn.claims.machineId, updatedAtMs = now_ms() }
-  return self.transport:upsert(s, record)
+-- The presence record of the scope's daemon conn, or nil when conn is no longer its daemon (it is
+-- forgotten, not written).
+function M:record(s, conn)
+  if s.daemon ~= conn then return nil end
+  return { relayId = self.cfg.relay_id, relayWsBaseUrl = self.cfg.public_ws_base_url, daemonConnected = true,
+           runtimeTargetId = s.runtime_target_id, machineId = conn.claims.machineId,
+           updatedAtMs = envelope.now_ms() }
 end
 
 function M:daemon_up(s, conn)
-  if self.cfg.presence_enabled and self.presence:hold(s, conn) then self.obs:inc("relay_presence_upserts_total") end
+  if self.cfg.presence_enabled and self.fleet:hold(s, conn) then self.obs:inc("relay_presence_upserts_total") end
 end
 
 function M:daemon_down(s)
-  if self.cfg.presence_enabled then self.presence:drop(s) end
+  if self.cfg.presence_enabled then self.fleet:drop(s) end
 end
 
 -- The relay holding scope s's daemon, if it is another one (cached min(TTL, 2 s), CACHE_MAX scopes).
 function M:remote_daemon(s)
   if not self.cfg.presence_enabled then return nil end
-  local t = relay.now()
-  local c = self.cache:get(s.key)
-  if not c or t - c.at > math.min(2, self.cfg.relay_redis_presence_ttl_ms / 1000) then
-    local rec, why = self.transport:resolve(s)
-    if rec == nil then self:failed("presence", why); return nil end
-    if why then self:failed("presence", "presence " .. why) end -- a record not taken counts as none
-    if rec and type(rec.relayId) ~= "string" then
-      rec = false
-      self:failed("presence", "invalid presence record")
-    end
-    c = { at = t, rec = rec }
-    self.cache:set(s.key, c)
-    self.obs:inc("relay_presence_lookups_total")
-  end
-  local rec = c.rec
+  local rec, asked = self.fleet:lookup(s)
+  if asked then self.obs:inc("relay_presence_lookups_total") end
   return rec and rec.daemonConnected ~= false and rec.relayId ~= self.cfg.relay_id and rec or nil
 end
 
@@ -241,8 +210,8 @@ end
 function M:publish(target, direction, s, machine_id, payload)
   local e = { workspaceId = s.workspace_id, runtimeTargetId = s.runtime_target_id, machineId = machine_id,
               sourceRelayId = self.cfg.relay_id, targetRelayId = target, direction = direction, payload = payload }
-  local ok, err = self.transport:publish(target, self.envelopes:seal(e))
-  if not ok then self:failed("bus", err); return false end
+  local ok, err = self.fleet:send(target, self.envelopes:seal(e))
+  if not ok then self.fleet:failed("messages", err); return false end
   self.obs:inc("relay_bus_published_total")
   if direction == "client_to_daemon" then self.obs:inc("relay_client_messages_routed_bus_total") end
   return true
@@ -273,20 +242,13 @@ end
 -- (measured: up to 4.7 s after a Cluster replica was promoted, with 1, 2, 4 s).
 local RETRY_S = 1
 
--- The consumer (relay.poll): for the generation's life, pull and deliver; an empty inbox waits
--- RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does. run() does not return.
+-- The consumer (relay.fleet, relay.poll): for the generation's life, pull and deliver; an empty
+-- inbox waits RELAY_BUS_POLL_INTERVAL_MS, as the original's consumer does. run() does not return.
 function M:run()
-  poll.run { every = self.cfg.relay_bus_poll_interval_ms / 1000, retry = RETRY_S,
+  self.fleet:run { every = self.cfg.relay_bus_poll_interval_ms / 1000, retry = RETRY_S,
     idle = function() return self.hub.conns.n == 0 end,
-    pull = function()
-      local batch, dropped = self.transport:pull()
-      if not batch then return nil, dropped end
-      self.presence.watch:heal(false) -- Redis answers: after a failure, our records first
-      for _ = 1, tonumber(dropped) or 0 do self:rejected("envelope too large") end
-      return batch
-    end,
     deliver = function(raw) self:deliver(raw) end,
-    failed = function(why, raised) self:failed("bus", why, raised) end }
+    dropped = function(n) for _ = 1, n do self:rejected("envelope too large") end end }
 end
 
 return M
