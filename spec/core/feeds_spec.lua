@@ -73,9 +73,10 @@ describe("relay.feeds", function()
   it("syncs first, then follows a stream per key; the events of one read refresh their key once", function()
     helpers.wait_until(function() return seen().up end, 5, "both streams open")
     local s = seen()
-    assert.equal(1, s.syncs)
     assert.equal(1, #s.ups) -- once every stream is open, not per stream
-    assert.truthy(s.ups[1]:find(":false:1$"), s.ups[1]) -- no stream was lost before
+    -- no stream was lost before; the first sync ran before (a tick may have run one more, on a
+    -- slow machine, before both streams were open)
+    assert.truthy(s.ups[1]:find(":false:[12]$"), s.ups[1])
     post(source, "/publish?key=b", "data: 1\n\ndata: 2\n\ndata: 3\n\n")
     helpers.wait_until(function() return #seen().refreshes == 1 end, 5, "the refresh")
     helpers.sleep(0.2)
@@ -108,10 +109,11 @@ describe("relay.feeds", function()
 
   it("syncs once more after a run for the calls made during it; refreshes a key followed later", function()
     helpers.wait_until(function() return seen().up end, 5, "both streams open")
+    local before = seen().syncs
     post(follower, "/sync3")
-    helpers.wait_until(function() return seen().syncs == 3 end, 5, "the run and one more")
+    helpers.wait_until(function() return seen().syncs == before + 2 end, 5, "the run and one more")
     helpers.sleep(0.2)
-    assert.equal(3, seen().syncs) -- 1 at start, 1 for the first call, 1 for the two made during it
+    assert.equal(before + 2, seen().syncs) -- 1 for the first call, 1 for the two made during it
     post(follower, "/add")
     helpers.wait_until(function() return #seen().refreshes == 1 end, 5, "c refreshed once its stream opened")
     local s = seen()
