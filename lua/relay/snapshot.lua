@@ -259,6 +259,21 @@ function Snap:follow(name, fn, last_id)
   return last_id, "stopped"
 end
 
+-- follow() for the generation's life, in a task of its own: after a failure, failed(why), and
+-- followed again from the last entry taken, 0.5 s doubling to 5 s later; ends at stop().
+function Snap:follow_always(name, fn, failed)
+  relay.after(0, function()
+    local last, wait = nil, backoff.new { min = 0.5, max = 5 }
+    while true do
+      local err
+      last, err = self:follow(name, fn, last)
+      if self.stopped then return end -- a read failing after stop() is no failure to tell
+      failed(err)
+      relay.sleep(wait:next())
+    end
+  end)
+end
+
 -- The id of a stream's newest entry, "0-0" when it has none, or nil and why (on the follow
 -- connection: a cheap read on the stream's own slot).
 function Snap:top(name)

@@ -158,3 +158,47 @@ describe("relay.snapshot reader", function()
     assert.equal(1, select(2, state():gsub("Redis lost", ""))) -- told once; problem cleared
   end)
 end)
+
+-- follow_always: a stream followed for the generation's life; Redis gone is told to failed() and
+-- the stream followed again once it is back; after stop() nothing more is told.
+local FOLLOWER = [[
+local relay = require "relay"
+local snapshot = require "relay.snapshot"
+local app = relay.new { name = "snapshot-follower", flags = { redis = { default = "" } } }
+local got, fails = {}, 0
+local snap = snapshot.new { url = app.flags.redis, mark = "f:mark", inventory = "f:%s:inv",
+  what = "the test snapshot", groups = function() return {} end, writes = function() end }
+app:on_init(function()
+  snap:follow_always("f:events", function(v) got[#got + 1] = v.x end, function() fails = fails + 1 end)
+end)
+app:get("/state", function(_, res) res:send(200, ("got=%s fails=%d"):format(table.concat(got, ","), fails)) end)
+app:post("/stop", function(_, res) snap:stop(); res:send(200, "ok") end)
+return app
+]]
+
+describe("relay.snapshot follow_always", function()
+  local rig
+  setup(function() rig = helpers.redis_rig(FOLLOWER, "follower.lua") end)
+  teardown(function() rig.stop() end)
+
+  local function state() return rig.host:get("/state").body end
+
+  it("follows a stream across a Redis restart, telling the failure; stop() ends it", function()
+    helpers.sleep(1) -- following from the newest entry: what is added before it began is not read
+    rc.command(rig.port, [[XADD f:events * event '{"x":"1"}']])
+    helpers.wait_until(function() return state() == "got=1 fails=0" end, 5, "the first entry")
+    rig.kill_redis()
+    helpers.wait_until(function() return not state():find("fails=0", 1, true) end, 5, "the failure told")
+    rig.start_redis()
+    helpers.wait_until(function()
+      rc.command(rig.port, [[XADD f:events * event '{"x":"2"}']])
+      helpers.sleep(0.3)
+      return state():find("^got=1,2")
+    end, 10, "an entry after the restart")
+    rig.host:request { method = "POST", path = "/stop", body = "" }
+    local fails = state():match("fails=(%d+)")
+    rig.kill_redis()
+    helpers.sleep(1.5) -- three retries' worth
+    assert.equal(fails, state():match("fails=(%d+)"))
+  end)
+end)

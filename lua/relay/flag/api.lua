@@ -111,7 +111,7 @@ function M.install(app, cfg, store, sync, forward)
   local function reply(res, status, body, route, env)
     return answers:send(res, status, body, route, store.envs[env] and env or "")
   end
-  local function fail(res, status, msg, route, env) return reply(res, status, { error = msg }, route, env) end
+  local function err(status, msg) return status, { error = msg } end
 
   local targets = lru.new { max_items = cfg.target_store_max_len, max_bytes = cfg.target_store_max_bytes }
   targets_held:set(0)
@@ -126,8 +126,8 @@ function M.install(app, cfg, store, sync, forward)
     if cfg.bypass_auth then return {} end
     local token = req:bearer()
     if not token then return nil, "missing or malformed jwt" end
-    local claims, err = verify(token)
-    if not claims then return nil, "invalid or expired jwt: " .. tostring(err) end
+    local claims, why = verify(token)
+    if not claims then return nil, "invalid or expired jwt: " .. tostring(why) end
     if type(claims.apiKey) == "string" then
       local hash = claims.apiKey:match("^auth%-key%-(%x+)$")
       if not hash or not store:has_key_hash(hash) then return nil, "the token's API key is no longer valid" end
@@ -135,18 +135,24 @@ function M.install(app, cfg, store, sync, forward)
     return claims
   end
 
-  -- Wraps an /client/env/:env/... handler: JWT, then the token's environment must be :env.
-  local function env_route(route, fn)
-    return function(req, res)
-      local env = req.params.environment_uuid
-      local claims, err = authorize(req)
-      if not claims then return fail(res, 401, err, route) end -- no label from an unchecked URL
-      if claims.environment and claims.environment ~= env then
-        return reply(res, 401, { message = ("Environment ID [%s] mismatch with requested %s")
-          :format(tostring(claims.environment), env) }, route, claims.environment)
+  -- One SDK route: with auth, an SDK token (then one of the path's :environment_uuid, if it has
+  -- one) is checked here, for every route alike. handler(req, res, env_id, claims) -> status,
+  -- body and the environment to label the answer with (default the path's); nothing when it
+  -- answered itself (an SSE stream).
+  local function route(method, path, auth, handler, opts)
+    app[method](app, path, function(req, res)
+      local env, claims, why = req.params.environment_uuid, nil, nil
+      if auth then
+        claims, why = authorize(req)
+        if not claims then return reply(res, 401, { error = why }, path) end -- no label from an unchecked URL
+        if env and claims.environment and claims.environment ~= env then
+          return reply(res, 401, { message = ("Environment ID [%s] mismatch with requested %s")
+            :format(tostring(claims.environment), env) }, path, claims.environment)
+        end
       end
-      return fn(req, res, env, claims)
-    end
+      local status, body, label = handler(req, res, env, claims)
+      if status then reply(res, status, body, path, label or env) end
+    end, opts)
   end
 
   jsonapi.preflight(app, "GET,OPTIONS,POST", "*,Authorization")
@@ -156,9 +162,9 @@ function M.install(app, cfg, store, sync, forward)
   -- for evaluations live in a bounded store (keep_target).
   local attr_max = cfg.target_attributes_max_bytes
   local body_max = attr_max + AUTH_SLACK
-  local function too_large(res, what, n, route)
-    return fail(res, 413, ("request too large: %s %d bytes, over TARGET_ATTRIBUTES_MAX_BYTES (%d)%s")
-      :format(what, n, attr_max, what == "body" and (" + %d for the rest of the request"):format(AUTH_SLACK) or ""), route)
+  local function too_large(what, n)
+    return err(413, ("request too large: %s %d bytes, over TARGET_ATTRIBUTES_MAX_BYTES (%d)%s")
+      :format(what, n, attr_max, what == "body" and (" + %d for the rest of the request"):format(AUTH_SLACK) or ""))
   end
 
   -- The auth request's target, or nil, status and message.
@@ -175,21 +181,20 @@ function M.install(app, cfg, store, sync, forward)
     return target, tid
   end
 
-  app:post("/client/auth", function(req, res)
-    local route = "/client/auth"
+  route("post", "/client/auth", false, function(req)
     local body = req:body()
-    if not body or body == "" then return fail(res, 400, "bad request: empty body", route) end
-    if #body > body_max then return too_large(res, "body", #body, route) end
+    if not body or body == "" then return err(400, "bad request: empty body") end
+    if #body > body_max then return too_large("body", #body) end
     local r = object_of(body)
-    if not r then return fail(res, 400, "bad request: body is not a JSON object", route) end
-    if type(r.apiKey) ~= "string" or r.apiKey == "" then return fail(res, 400, "bad request: apiKey is empty", route) end
+    if not r then return err(400, "bad request: body is not a JSON object") end
+    if type(r.apiKey) ~= "string" or r.apiKey == "" then return err(400, "bad request: apiKey is empty") end
     local target, tid, msg = auth_target(r)
-    if not target then return fail(res, tid, msg, route) end
+    if not target then return err(tid, msg) end
     local attr_bytes = type(target.attributes) == "table" and #json.encode(target.attributes) or 0
-    if attr_bytes > attr_max then return too_large(res, "target attributes are", attr_bytes, route) end
+    if attr_bytes > attr_max then return too_large("target attributes are", attr_bytes) end
     local hash = sha256_hex(r.apiKey)
     local env_id = store.key_env[hash]
-    if not env_id then return fail(res, 401, "unauthorised", route) end
+    if not env_id then return err(401, "unauthorised") end
     if tid ~= "" then
       local env = store.envs[env_id]
       keep_target(targets, env_id, tid, json.encode(target))
@@ -198,20 +203,19 @@ function M.install(app, cfg, store, sync, forward)
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ apiKey = "auth-key-" .. hash, environment = env_id,
       clusterIdentifier = "1", iat = now, nbf = now }, cfg.auth_secret)
-    return reply(res, 200, { authToken = token }, route, env_id)
+    return 200, { authToken = token }, env_id
   end, { max_body = math.max(1024 * 1024, body_max) }) -- up to 1 MiB the answer names the limit
 
   -- Flags and target groups: the list, and one by id.
   for _, k in ipairs { { "feature-configs", "flag", "feature config" }, { "target-segments", "segment", "target segment" } } do
-    local LIST, ONE = "/client/env/:environment_uuid/" .. k[1], "/client/env/:environment_uuid/" .. k[1] .. "/:identifier"
-    app:get(LIST, env_route(LIST, function(req, res, env)
-      reply(res, 200, store:answer(env, k[2], nil, req.args.rules == "v2"), LIST, env)
-    end))
-    app:get(ONE, env_route(ONE, function(req, res, env)
+    route("get", "/client/env/:environment_uuid/" .. k[1], true, function(req, _, env)
+      return 200, store:answer(env, k[2], nil, req.args.rules == "v2")
+    end)
+    route("get", "/client/env/:environment_uuid/" .. k[1] .. "/:identifier", true, function(req, _, env)
       local body = store:answer(env, k[2], req.params.identifier, req.args.rules == "v2")
-      if not body then return fail(res, 404, ("not found: %s %s"):format(k[3], req.params.identifier), ONE, env) end
-      reply(res, 200, body, ONE, env)
-    end))
+      if not body then return err(404, ("not found: %s %s"):format(k[3], req.params.identifier)) end
+      return 200, body
+    end)
   end
 
   -- The target to evaluate: the Harness-Target header, else the one seen at auth, else the id.
@@ -225,6 +229,7 @@ function M.install(app, cfg, store, sync, forward)
     return object_of(targets:get(env.id .. "\0" .. id)) or env.target[id] or { identifier = id, name = id }
   end
 
+  local EV = "/client/env/:environment_uuid/target/:target/evaluations"
   local function evaluation(env, fc, target)
     return (harness.evaluation({ flags = env.flag, segments = env.segment }, fc, target))
   end
@@ -233,45 +238,40 @@ function M.install(app, cfg, store, sync, forward)
   -- so the cache): keyed by the Harness-Target header, or by the identifier (then dropped when
   -- /client/auth brings new attributes for it). An LRU bounded by count and bytes: every SDK
   -- request may bring its own Harness-Target header.
-  local function evaluations_json(req, env)
+  route("get", EV, true, function(req, _, env_id)
+    local env = store.envs[env_id]
+    if not env then return 200, "[]\n" end
     local h = req.headers["harness-target"]
     local key = h and h ~= "" and ("h" .. h) or ("t" .. req.params.target)
     env.evaluations = env.evaluations or lru.new { max_items = EVAL_CACHE_LEN, max_bytes = EVAL_CACHE_BYTES }
     local body = env.evaluations:get(key)
-    if body then return body end
+    if body then return 200, body end
     local target, out = target_of(req, env), json.array()
     for _, fc in ipairs(env.flags) do out[#out + 1] = evaluation(env, fc, target) end
     body = json.encode(out) .. "\n"
     env.evaluations:set(key, body)
-    return body
-  end
+    return 200, body
+  end)
 
-  local EV = "/client/env/:environment_uuid/target/:target/evaluations"
-  app:get(EV, env_route(EV, function(req, res, env_id)
-    local env = store.envs[env_id]
-    if not env then return reply(res, 200, "[]\n", EV, env_id) end
-    reply(res, 200, evaluations_json(req, env), EV, env_id)
-  end))
-  app:get(EV .. "/:feature", env_route(EV .. "/:feature", function(req, res, env_id)
+  route("get", EV .. "/:feature", true, function(req, _, env_id)
     local env = store.envs[env_id]
     local fc = env and env.flag[req.params.feature]
     local ev = fc and evaluation(env, fc, target_of(req, env))
-    if not ev then return fail(res, 404, "not found: feature " .. req.params.feature, EV .. "/:feature", env_id) end
-    reply(res, 200, ev, EV .. "/:feature", env_id)
-  end))
+    if not ev then return err(404, "not found: feature " .. req.params.feature) end
+    return 200, ev
+  end)
 
-  app:get("/stream", function(req, res)
-    local claims, err = authorize(req)
-    if not claims then return fail(res, 401, err, "/stream") end
+  route("get", "/stream", true, function(req, res)
     local key = req.headers["api-key"]
-    if not key or key == "" then return fail(res, 400, "bad request: missing API-Key header", "/stream") end
+    if not key or key == "" then return err(400, "bad request: missing API-Key header") end
     if proxy_claims(req, cfg) then -- a chained v2-style proxy: every environment
-      return relay.sse.hold(res, PROXY_CHANNEL, { first = ":\n\n", heartbeat = cfg.heartbeat })
+      relay.sse.hold(res, PROXY_CHANNEL, { first = ":\n\n", heartbeat = cfg.heartbeat })
+      return
     end
     local env_id = store:env_of_key(key)
-    if not env_id then return fail(res, 404, "not found: no environment for this API-Key", "/stream") end
+    if not env_id then return err(404, "not found: no environment for this API-Key") end
     if not sync:stream_ok() then
-      return fail(res, 503, "SaaS stream disconnected: streaming endpoint disabled", "/stream", env_id)
+      return 503, { error = "SaaS stream disconnected: streaming endpoint disabled" }, env_id
     end
     requests:inc(1, answers:labels(200, "/stream", env_id))
     relay.sse.hold(res, env_id, {
@@ -280,22 +280,17 @@ function M.install(app, cfg, store, sync, forward)
     })
   end)
 
-  local MX = "/metrics/:environment_uuid"
-  app:post(MX, env_route(MX, function(req, res, env)
+  route("post", "/metrics/:environment_uuid", true, function(req, _, env)
     local body = req:body()
-    if not object_of(body) then
-      return fail(res, 400, "bad request: metrics body is not a JSON object", MX, env)
-    end
+    if not object_of(body) then return err(400, "bad request: metrics body is not a JSON object") end
     forward:queue(env, body)
-    reply(res, 200, "null\n", MX, env)
-  end))
+    return 200, "null\n"
+  end)
 
-  app:get("/health", function(_, res)
+  route("get", "/health", false, function()
     local h = sync:health()
-    if h.configStatus.state == "FAILED_TO_SYNC" then
-      return reply(res, 500, sync:failure_report(h), "/health")
-    end
-    reply(res, 200, h, "/health")
+    if h.configStatus.state == "FAILED_TO_SYNC" then return 500, sync:failure_report(h) end
+    return 200, h
   end)
 
   app:get("/metrics", relay.metrics.handler)

@@ -3,7 +3,6 @@
 local relay = require "relay"
 local json = require "relay.json"
 local batch = require "relay.batch"
-local backoff = require "relay.backoff"
 
 -- What may wait to be forwarded, queued or in flight (anyone with a public SDK key may post
 -- metrics, and an events service that is slow or unreachable holds a batch for its timeout).
@@ -79,26 +78,15 @@ function Forward:post(env_id, q)
   if failed then relay.log.warn("metrics_forward_failed", { environment = env_id, error = err or ("status " .. r.status) }) end
 end
 
--- A primary takes the metrics its replicas pushed to Redis into its own batches, until a reload
--- replaced this generation (its feed says "stopped").
-function Forward:collect_replica_metrics()
-  local last, wait = nil, backoff.new { min = 0.5, max = 5 }
-  while true do
-    local err
-    last, err = self.redis:follow_metrics(function(m)
-      if type(m.environment) == "string" and type(m.body) == "string" then self:queue(m.environment, m.body) end
-    end, last)
-    if err == "stopped" then return end
-    relay.log.warn("redis_metrics_follow_failed", { error = err })
-    relay.sleep(wait:next())
-  end
-end
-
--- An online primary posts every METRIC_POST_DURATION seconds, with its replicas' metrics too.
+-- An online primary posts every METRIC_POST_DURATION seconds, with the metrics its replicas
+-- pushed to Redis too (followed until a reload replaced this generation).
 function Forward:start()
   if self.cfg.metric_post_duration <= 0 then return end
   self.batch:start()
-  if self.redis then relay.after(0, function() self:collect_replica_metrics() end) end
+  if not self.redis then return end
+  self.redis:follow_metrics(function(m)
+    if type(m.environment) == "string" and type(m.body) == "string" then self:queue(m.environment, m.body) end
+  end, function(err) relay.log.warn("redis_metrics_follow_failed", { error = err }) end)
 end
 
 return M

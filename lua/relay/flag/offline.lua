@@ -51,8 +51,7 @@ local function indented(v) return json.indent(json.encode(v)) .. "\n" end
 local function write(dir, store)
   local ok, err = fs.mkdir(dir)
   if not ok then return nil, err end
-  local ids, wrote = {}, {}
-  for id in pairs(store.envs) do ids[#ids + 1] = id end
+  local ids, wrote = store:ids(), {}
   table.sort(ids)
   for _, id in ipairs(ids) do
     local env, base = store.envs[id], dir .. "/env-" .. id

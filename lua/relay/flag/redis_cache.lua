@@ -127,7 +127,7 @@ function Cache:push_metrics(env_id, body)
     json.encode({ environment = env_id, body = body }))
 end
 
-function Cache:follow_metrics(fn, last_id) return self.snap:follow(METRICS, fn, last_id) end
+function Cache:follow_metrics(fn, failed) self.snap:follow_always(METRICS, fn, failed) end
 
 -- A reload replaced this generation: its loops end (the new one runs its own).
 function Cache:stop() self.snap:stop() end

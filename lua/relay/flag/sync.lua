@@ -84,15 +84,11 @@ function Sync:failure_report(h)
   return body
 end
 
--- Why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
-function Sync:cache_error()
-  return self.redis and self.redis.snap:problem()
-end
-
--- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition).
+-- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition):
+-- why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
 function Sync:health()
   local cs = self.config_status.state
-  local why = self:cache_error()
+  local why = self.redis and self.redis.snap:problem()
   return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
            streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
 end

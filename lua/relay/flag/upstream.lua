@@ -4,8 +4,8 @@
 -- reconnects; what it fetches replaces the cache through relay.flag.sync.
 local relay = require "relay"
 local json = require "relay.json"
-local eventsource = require "relay.eventsource"
 local logins = require "relay.logins"
+local feeds = require "relay.feeds"
 local sha256_hex = relay.crypto.sha256_hex
 
 local M = {}
@@ -15,7 +15,7 @@ Upstream.__index = Upstream
 -- As the original shows a key in its logs (token.MaskRight): the first 4 characters.
 local function masked(key) return key:sub(1, 4) .. ("*"):rep(#key - 4) end
 
--- envs: env_id -> { token, cluster, key, keys (sha256 hex), connected, feed, refreshing }
+-- envs: env_id -> { token, cluster, key, keys (sha256 hex) }
 -- logins: the API keys (relay.logins), each authenticated on its own; its environment is fetched
 -- by the next full sync. A key the upstream refuses (401/403) is not tried again: the original's
 -- SDK gives up on it ("non-retryable"), and SaaS will not change its mind until API_KEYS does (a
@@ -31,8 +31,8 @@ function M.new(cfg, sync)
     end,
     in_use = function(key) return self.store:env_of_key(key) ~= nil end,
     use = function()
-      self:poll_once()
-      self:follow_all()
+      self.feeds:sync()
+      self.feeds:follow()
     end,
     failed = function(k, retry_in)
       relay.log.warn("upstream_auth_failed", { upstream = cfg.base_url, key = masked(k.key), error = k.why,
@@ -44,6 +44,7 @@ function M.new(cfg, sync)
         message = "not tried again: correct API_KEYS and reload" })
       self:report()
     end }
+  self.feeds = self:feeds_of(cfg)
   return self
 end
 
@@ -190,22 +191,9 @@ end
 -- served says more than the poll) and when the next try is.
 function Upstream:sync_failed(err)
   relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
-  self.sync:note_failure(self.cfg.base_url, err, (self.next_poll or relay.time() + self.cfg.poll_interval) - relay.time())
+  self.sync:note_failure(self.cfg.base_url, err, self.feeds.next_sync - relay.time())
   if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
   if self.logins:unserved() then self:report() end
-end
-
--- One full sync at a time (a poll, a stream's reconnect, a key that authenticated late): one
--- asked for meanwhile runs once more after it, so what it would have fetched is fetched.
-function Upstream:poll_once()
-  if self.syncing then self.again = true; return end
-  self.syncing = true
-  repeat
-    self.again = false
-    local ran, ok, err = pcall(self.sync_all, self) -- a throw must not leave syncing set for good
-    if not ok then self:sync_failed(ran and err or tostring(ok)) end
-  until not self.again or self.stopped
-  self.syncing = false
 end
 
 -- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
@@ -219,105 +207,68 @@ end
 
 -- ---- following the upstream's /stream ----
 
-function Upstream:all_connected()
-  for _, id in ipairs(self.followed) do if not self.envs[id].connected then return false end end
-  return true
+-- What to follow: a stream per environment; with a proxy key one account-level stream carries
+-- every environment (the first one's, kept).
+function Upstream:stream_keys()
+  local ids = {}
+  for id in pairs(self.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
+  if not self.proxy_mode or not ids[1] then return ids end
+  self.proxy_stream = self.proxy_stream or ids[1]
+  return { self.proxy_stream }
+end
+
+-- One upstream event ("event: *\ndata: {json}"): its environment is re-fetched (once, however
+-- many arrive together).
+function Upstream:on_event(env_id, ev)
+  local ok, v = pcall(json.decode, ev.data)
+  if not ok or type(v) ~= "table" or (v.domain ~= "flag" and v.domain ~= "target-segment") then return end
+  self.feeds:refresh(self.envs[v.environment] and v.environment or env_id)
 end
 
 -- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
-function Upstream:stream_lost(env_id, why)
-  local u = self.envs[env_id]
-  if u.connected then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
-  u.connected = false
+function Upstream:stream_lost(env_id, why, was_open)
+  if was_open then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
   if self.sync:stream_ok() then relay.sse.close(nil) end
   self.sync:set_stream("DISCONNECTED")
 end
 
--- One upstream event: its environment is re-fetched (once, however many arrive meanwhile).
-function Upstream:on_event(env_id, ev)
-  if ev.domain ~= "flag" and ev.domain ~= "target-segment" then return end
-  local target = self.envs[ev.environment] and ev.environment or env_id
-  local tu = self.envs[target]
-  if tu.refreshing then return end
-  tu.refreshing = true -- events that arrive during a fetch are covered by it
-  relay.after(0, function() tu.refreshing = false; self:refresh_env(target) end)
-end
-
--- Follows one upstream /stream (relay.eventsource: reconnects with backoff, 1 s doubling to
--- 60 s). Events are "event: *\ndata: {json}\n\n". late: followed after the others (its key
--- authenticated later), so what changed between its fetch and its stream's open is fetched then.
-function Upstream:follow(env_id, late)
-  if self.stopped then return end -- stopped during the first sync
-  local u = self.envs[env_id]
-  u.feed = eventsource.follow {
-    request = function()
-      return { url = self.cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
+-- Full syncs (at start, every FLAG_POLL_INTERVAL while no upstream stream carries the changes,
+-- and when the streams are back) and the upstream's /stream per environment (relay.feeds:
+-- reconnects with backoff, 1 s doubling to 60 s) once there are environments to follow: after
+-- the first sync, or after the first poll that reached the upstream; and the environment of an
+-- API key that authenticated later, once it has one.
+function Upstream:feeds_of(cfg)
+  return feeds.new { every = cfg.poll_interval,
+    stream = cfg.flag_stream_enabled and not cfg.generate_offline_config,
+    sync = function() return self:sync_all() end,
+    failed = function(err) self:sync_failed(err) end,
+    keys = function() return self:stream_keys() end,
+    request = function(env_id)
+      local u = self.envs[env_id]
+      return { url = cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
         headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
                     ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" } }
     end,
-    on_open = function()
-      u.connected = true
-      if late then late = false; self:refresh_env(env_id) end
-      if not self:all_connected() then return end
-      local was = self.sync.stream_status.state
+    event = function(env_id, ev) self:on_event(env_id, ev) end,
+    refresh = function(env_id) self:refresh_env(env_id) end,
+    up = function(env_id)
       self.sync:set_stream("CONNECTED")
       relay.log.info("upstream_stream_connected", { environment = env_id })
-      if was == "DISCONNECTED" then self:poll_once() end -- what changed while we were away
     end,
-    on_event = function(ev)
-      local ok, v = pcall(json.decode, ev.data)
-      if ok and type(v) == "table" then self:on_event(env_id, v) end
-    end,
-    on_lost = function(why) self:stream_lost(env_id, why) end,
-  }
-end
-
--- Follows the upstream's streams once there are environments to follow: after the first sync,
--- or (the upstream could not be reached then) after the first poll that reached it; and the
--- environment of an API key that authenticated later, once it has one.
-function Upstream:follow_all()
-  if not self.streaming or not next(self.envs) then return end
-  local ids = {}
-  for id in pairs(self.envs) do ids[#ids + 1] = id end
-  table.sort(ids)
-  if self.proxy_mode then -- one account-level stream carries every environment
-    if not self.followed then self.followed = { ids[1] }; self:follow(ids[1]) end
-    return
-  end
-  local late = self.followed ~= nil
-  self.followed = self.followed or {}
-  for _, id in ipairs(ids) do
-    if not self.envs[id].feed then
-      self.followed[#self.followed + 1] = id
-      self:follow(id, late)
-    end
-  end
+    lost = function(env_id, why, was_open) self:stream_lost(env_id, why, was_open) end }
 end
 
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
 function Upstream:stop()
-  self.stopped = true
   self.logins:stop()
-  for _, u in pairs(self.envs) do
-    if u.feed then u.feed:stop() end
-  end
+  self.feeds:stop()
 end
 
 -- then_fn runs after the first sync (GENERATE_OFFLINE_CONFIG), instead of following streams.
 function Upstream:start(then_fn)
-  relay.after(0, function()
-    self:poll_once()
-    if then_fn then return then_fn() end
-    if not self.cfg.flag_stream_enabled then return self.sync:set_stream("DISCONNECTED") end
-    self.streaming = true
-    self:follow_all()
-  end)
-  -- polls only while no upstream stream carries the changes; next_poll tells /health when
-  self.next_poll = relay.time() + self.cfg.poll_interval
-  relay.every(self.cfg.poll_interval, function()
-    self.next_poll = relay.time() + self.cfg.poll_interval
-    if not self.sync:stream_ok() then self:poll_once() end
-    self:follow_all()
+  self.feeds:start(then_fn or function()
+    if not self.cfg.flag_stream_enabled then self.sync:set_stream("DISCONNECTED") end
   end)
 end
 
