@@ -88,10 +88,10 @@ static int opt_ref(lua_State *L, int t, const char *k) {
 
 static int l_access_done(lua_State *L);
 
-/* The fields of the phase's table that done reads, as its upvalues: a raw get with a string
- * already interned, where lua_getfield interns its key on every call. */
-enum { K_METHOD = 1, K_UPSTREAM_PATH, K_HEADERS, K_UPSTREAM, NKEYS };
-static const char *const done_keys[] = { NULL, "method", "upstream_path", "headers", "_upstream" };
+/* done's arguments (access_wrapper): p, the phase's table, the headers table it was given, the
+ * fields of the table done reads (read raw by the wrapper: a Lua rawget costs less than a C API
+ * lookup), then the phase's results. */
+enum { A_P = 1, A_REQ, A_GIVEN, A_METHOD, A_UPSTREAM_PATH, A_HEADERS, A_UPSTREAM, A_STATUS, A_BODY, A_FIELDS };
 
 /* The access phase's task body, made once per mount: a closure over its function, p and done
  * (relay.proxy_access), so that a request pays for no lookup, no require, no new C closure. */
@@ -102,8 +102,7 @@ static int access_ref(lua_State *L, rh_lua_proxy *p) {
   lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_access");
   lua_insert(L, -2);
   lua_pushlightuserdata(L, p);
-  for (int k = 1; k < NKEYS; k++) lua_pushstring(L, done_keys[k]);
-  lua_pushcclosure(L, l_access_done, NKEYS - 1);
+  lua_pushcfunction(L, l_access_done);
   lua_call(L, 3, 1);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -363,9 +362,31 @@ static int call_hook(hook_ctx *h, int ref, int nargs, int nresults, const char *
   return -1;
 }
 
-/* The table key a pushed field has: its name lowercased (rh_lua_push_headers). */
+/* 8 bytes with their ASCII capitals made small, all at once: a byte gets 0x20 when it is below
+ * 0x80, at least 'A' and not above 'Z' (no carry crosses a byte: each sum stays below 0x100). */
+static uint64_t lower8(uint64_t w) {
+  uint64_t low7 = w & 0x7f7f7f7f7f7f7f7fu;
+  uint64_t upper = (low7 + 0x3f3f3f3f3f3f3f3fu) & ~(low7 + 0x2525252525252525u) & ~w & 0x8080808080808080u;
+  return w | upper >> 2;
+}
+
+static int word_is_key(const char *k, const char *name) {
+  uint64_t a, b;
+  memcpy(&a, k, 8);
+  memcpy(&b, name, 8);
+  return a == lower8(b);
+}
+
+/* The table key a pushed field has: its name lowercased (rh_lua_push_headers). A word at a time
+ * (the last one overlapping the one before): every key a hook leaves is compared with the head's
+ * names. */
 static int is_key_of(const char *k, size_t klen, const rh_header *f) {
   if (klen != f->name_len) return 0;
+  if (klen >= 8) {
+    for (size_t i = 0; i + 8 < klen; i += 8)
+      if (!word_is_key(k + i, f->name + i)) return 0;
+    return word_is_key(k + klen - 8, f->name + klen - 8);
+  }
   for (size_t i = 0; i < klen; i++) {
     char c = f->name[i];
     if (k[i] != (c >= 'A' && c <= 'Z' ? c + 32 : c)) return 0;
@@ -642,18 +663,8 @@ static void go_on_with(access_end *e) {
   rh_headers_free(&e->fields);
 }
 
-/* The phase's table's field k (K_...), raw (AccessRequest's __index finds methods there). */
-static void raw_field(lua_State *L, int t, int k) {
-  lua_pushvalue(L, lua_upvalueindex(k));
-  lua_rawget(L, t);
-}
-
-static char *field_dup(lua_State *L, int t, int k) {
-  raw_field(L, t, k);
-  char *v = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
-  lua_pop(L, 1);
-  return v;
-}
+/* done's argument a (A_...) as a malloc'd string, or NULL. */
+static char *arg_dup(lua_State *L, int a) { return lua_isstring(L, a) ? strdup(lua_tostring(L, a)) : NULL; }
 
 /* "a", "b" for the message naming the mount's list. */
 static void push_urls(lua_State *L, const rh_proxy_conf *c) {
@@ -699,7 +710,7 @@ static int read_pick(lua_State *L, int t, hook_ctx *h) {
  * for this mount's prefix (its engine() makes and keeps one per prefix, alive with the
  * generation). 0, or -1 with a message on top. */
 static int read_upstream(lua_State *L, int t, hook_ctx *h) {
-  raw_field(L, t, K_UPSTREAM); /* req.upstream = v is kept there (AccessRequest's __newindex) */
+  lua_pushvalue(L, A_UPSTREAM); /* req.upstream = v is kept in _upstream (AccessRequest's __newindex) */
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
   int picked = read_pick(L, t, h);
   if (picked) return picked > 0 ? 0 : -1;
@@ -721,30 +732,43 @@ static int read_upstream(lua_State *L, int t, hook_ctx *h) {
   return 0;
 }
 
+/* req.headers (on top) into h->headers: as a diff against the client's fields when it is still
+ * the table the phase was given (at pushed), so that the fields it left alone are copied, not
+ * read back and checked again (apply_changes); a table of its own, a list value or a repeated
+ * name takes the full read. 0, or -1 with the message on top. */
+static int read_access_headers(lua_State *L, int pushed, const rh_http_req *req, rh_headers *h) {
+  if (lua_rawequal(L, -1, pushed) && req->headers.n <= MAX_SEEN) {
+    for (size_t i = 0; i < req->headers.n; i++) rh_headers_add_field(h, &req->headers.items[i]);
+    if (apply_changes(L, pushed, h) == 0) return 0;
+    rh_headers_clear(h);
+  }
+  return rh_lua_read_headers(L, -1, h);
+}
+
 /* What the phase left in its table (method, upstream_path, headers, upstream) into the hooks'
  * context. */
-static int read_changes(lua_State *L, int t, hook_ctx *h) {
-  if (read_upstream(L, t, h) < 0) return -1;
-  h->method = field_dup(L, t, K_METHOD);
-  h->target = field_dup(L, t, K_UPSTREAM_PATH);
-  raw_field(L, t, K_HEADERS);
+static int read_changes(lua_State *L, const rh_http_req *req, hook_ctx *h) {
+  if (read_upstream(L, A_REQ, h) < 0) return -1;
+  h->method = arg_dup(L, A_METHOD);
+  h->target = arg_dup(L, A_UPSTREAM_PATH);
+  lua_pushvalue(L, A_HEADERS);
   h->has_headers = 1;
-  int rc = rh_lua_read_headers(L, -1, &h->headers);
+  int rc = read_access_headers(L, A_GIVEN, req, &h->headers);
   if (rc < 0) lua_remove(L, -2); /* the message stays on top */
   else lua_pop(L, 1);
   return rc;
 }
 
-/* The phase's results (done's arguments) into e: NULL, or what was wrong. */
-static const char *read_result(lua_State *L, access_end *e) {
+/* The phase's results (done's arguments, A_...) into e: NULL, or what was wrong. */
+static const char *read_result(lua_State *L, const rh_http_req *req, access_end *e) {
   int bad;
-  if (!lua_isnumber(L, 3)) {
-    bad = read_changes(L, 2, e->ctx) < 0;
+  if (!lua_isnumber(L, A_STATUS)) {
+    bad = read_changes(L, req, e->ctx) < 0;
   } else {
-    e->status = (int)lua_tointeger(L, 3);
-    e->body = strdup(lua_isstring(L, 4) ? lua_tostring(L, 4) : "");
+    e->status = (int)lua_tointeger(L, A_STATUS);
+    e->body = strdup(lua_isstring(L, A_BODY) ? lua_tostring(L, A_BODY) : "");
     if (e->status < 200 || e->status > 599) return "status out of range (200..599)";
-    bad = rh_lua_read_headers(L, 5, &e->fields) < 0;
+    bad = rh_lua_read_headers(L, A_FIELDS, &e->fields) < 0;
   }
   if (!bad) return NULL;
   return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)";
@@ -760,16 +784,16 @@ static access_end *new_end(const rh_http_req *req) {
   return e;
 }
 
-/* The phase's last call, from its coroutine: done(p, req, status?, body?, headers?). The
+/* The phase's last call, from its coroutine: done(p, req, ..., status?, body?, headers?) (A_...). The
  * request leaves the task here (so its end does not answer it) and goes on after the
  * coroutine has ended. */
 static int l_access_done(lua_State *L) {
   rh_task *t = rh_task_current(L);
   if (!t || !t->req) return luaL_error(L, "relay.proxy: access phase ended outside its task");
-  rh_lua_proxy *p = lua_touserdata(L, 1);
+  rh_lua_proxy *p = lua_touserdata(L, A_P);
   access_end *e = new_end(t->req);
   e->ctx = new_ctx(t->gen, p, t->req);
-  const char *why = read_result(L, e);
+  const char *why = read_result(L, t->req, e);
   if (why) {
     hook_release(e->ctx);
     end_free(e);
@@ -883,11 +907,13 @@ static int l_proxy_forward(lua_State *L) {
 /* Makes a mount's access task body: the phase's results go to done as its last call. */
 static const char access_wrapper[] =
     "local fn, p, done = ...\n"
-    "local setmetatable, AccessRequest = setmetatable, require('relay.http').AccessRequest\n"
+    "local setmetatable, rawget, AccessRequest = setmetatable, rawget, require('relay.http').AccessRequest\n"
     "return function(method, path, query, peer, id, scheme, headers)\n"
     "  local req = setmetatable({ method = method, path = path, query = query, peer = peer, id = id,\n"
     "                             scheme = scheme, headers = headers }, AccessRequest)\n"
-    "  return done(p, req, fn(req))\n"
+    "  local status, body, fields = fn(req)\n"
+    "  return done(p, req, headers, rawget(req, 'method'), rawget(req, 'upstream_path'), rawget(req, 'headers'),\n"
+    "              rawget(req, '_upstream'), status, body, fields)\n"
     "end\n";
 
 /* Makes a mount's on_request or on_response closure (hook_ref). */

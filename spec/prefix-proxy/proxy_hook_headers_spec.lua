@@ -1,7 +1,8 @@
--- What on_request / on_response hooks see and leave in head.headers (README "Prefix proxy";
--- issue 17 reads back only what a hook changed): an unchanged field passes as it came,
--- repeated fields keep every value in order, nil removes, names are case-insensitive, a list
--- value is sent as repeated fields, a new table replaces the head's fields. The origin
+-- What on_request / on_response hooks and the access phase see and leave in head.headers and
+-- req.headers (README "Prefix proxy"; issues 17 and 18 read back only what they changed): an
+-- unchanged field passes as it came, repeated fields keep every value in order, nil removes,
+-- names are case-insensitive, a list value is sent as repeated fields, a new table replaces the
+-- head's fields. The origin
 -- (spec/fixtures/raw_origin.lua) records what it received and answers /…/reply?r=… with r.
 local helpers = require "helpers"
 local start_origin = require("raw_origin").start
@@ -52,6 +53,30 @@ app:mount("/nums", relay.proxy { target_base_url = up,
     collectgarbage("setstepmul", 100000)
     for i = 1, 40 do head.headers["x-n" .. i] = i + 0.5 end
   end })
+app:mount("/acc", relay.proxy { target_base_url = up,
+  access = function(req)
+    local names = {}
+    for k in pairs(req.headers) do names[#names + 1] = k end
+    table.sort(names)
+    req.headers["x-names"] = table.concat(names, ",")
+    req.headers["X-Changed"] = (req.headers["X-CHANGED"] or "") .. "+access"
+    req.headers["x-gone"] = nil
+    req.headers["x-twice-gone"] = nil
+  end,
+  on_request = function(head) head.headers["x-on-request-saw"] = head.headers["x-changed"] end })
+app:mount("/accfresh", relay.proxy { target_base_url = up,
+  access = function(req) req.headers = { ["x-only"] = "1", host = req.headers.host } end })
+app:mount("/renamed", relay.proxy { target_base_url = up,
+  on_response = function(head)
+    -- the origin's names leave the table and are collected; new names, made now, may be given
+    -- their addresses: each must still be read as the name it is
+    local old = {}
+    for k, v in pairs(head.headers) do if k:find("^x%%-tmp") then old[k] = v end end
+    for k in pairs(old) do head.headers[k] = nil end
+    collectgarbage()
+    collectgarbage()
+    for k, v in pairs(old) do head.headers[(k:gsub("^x%%-tmp", "x-new"))] = v end
+  end })
 app:mount("/fresh", relay.proxy { target_base_url = up,
   on_request = function(head) head.headers = { ["x-only"] = "1", host = head.headers.host } end })
 return app
@@ -100,6 +125,50 @@ return app
     assert.equal(200, res.status, proxy:log():sub(-1500))
     local h = origin:heads()[1]:lower()
     for i = 1, 40 do assert.truthy(h:find(("\r\nx-n%d: %s\r\n"):format(i, tostring(i + 0.5)), 1, true), "x-n" .. i) end
+  end)
+
+  it("access: reads any spelling, sees every field, changes, removes (a field that came twice too), adds; the rest passes as it came; on_request sees the changes", function()
+    local res = proxy:get("/acc/x", { ["X-Changed"] = "old", ["x-gone"] = "bye", ["X-Kept-Case"] = "same",
+                                      ["X-Twice-Gone"] = { "a", "b" }, ["X-Twice-Kept"] = { "c", "d" } })
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    local h = origin:heads()[1]
+    assert.matches("\r\n[Xx]%-[Cc]hanged: old%+access\r\n", h)
+    assert.matches("\r\n[Xx]%-[Oo]n%-[Rr]equest%-[Ss]aw: old%+access\r\n", h)
+    assert.is_nil(h:lower():find("\r\nx-gone:", 1, true))
+    assert.is_nil(h:lower():find("\r\nx-twice-gone:", 1, true))
+    assert.matches("\r\n[Xx]%-[Tt]wice%-[Kk]ept: c\r\n[Xx]%-[Tt]wice%-[Kk]ept: d\r\n", h)
+    assert.matches("\r\n[Xx]%-[Kk]ept%-[Cc]ase: same\r\n", h)
+    assert.matches("\r\n[Xx]%-[Nn]ames: [^\r]*x%-changed,[^\r]*x%-gone,[^\r]*x%-kept%-case,x%-twice%-gone,x%-twice%-kept", h)
+    assert.equal(1, select(2, h:lower():gsub("\r\nx%-changed:", "")))
+  end)
+
+  it("access: fields left alone pass as they came (names spelled as sent) when others change", function()
+    local res = proxy:get("/acc/x", { ["X-Kept-Case"] = "same", ["X-Changed"] = "old", ["x-gone"] = "bye" })
+    assert.equal(200, res.status)
+    local h = origin:heads()[1]
+    assert.matches("\r\nX%-Kept%-Case: same\r\n", h)
+    assert.matches("\r\n[Xx]%-[Cc]hanged: old%+access\r\n", h)
+    assert.is_nil(h:lower():find("\r\nx-gone:", 1, true))
+    assert.equal(1, select(2, h:lower():gsub("\r\nx%-changed:", "")))
+  end)
+
+  it("access: a new headers table replaces the client's fields", function()
+    local res = proxy:get("/accfresh/x", { ["x-client"] = "c" })
+    assert.equal(200, res.status)
+    local h = origin:heads()[1]
+    assert.matches("\r\n[Xx]%-[Oo]nly: 1\r\n", h)
+    assert.is_nil(h:lower():find("x-client", 1, true))
+  end)
+
+  it("on_response: names removed and collected, then new ones set, go out as the new names", function()
+    local fields = {}
+    for i = 1, 12 do fields[#fields + 1] = ("X-Tmp-%02d: v%d\r\n"):format(i, i) end
+    local res = proxy:get(reply("/renamed", table.concat(fields)))
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    for i = 1, 12 do
+      assert.same({}, fields_named(res, ("x-tmp-%02d"):format(i)))
+      assert.same({ "v" .. i }, fields_named(res, ("x-new-%02d"):format(i)))
+    end
   end)
 
   it("on_request: a new headers table replaces the client's fields", function()
