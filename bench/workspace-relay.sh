@@ -10,16 +10,24 @@
 # fixture relayhost admits against) to core 1. Not a pass/fail test.
 #   bench/workspace-relay.sh        N=10000 RATE=10000 SECS=5 RUNS=3
 #   RELAYHOST_BIN=/old/build/relayhost bench/workspace-relay.sh   another build
+#     (RELAYHOST_LUA_PATH=/old/lua: another Lua tree; RELAY_* settings pass through to relayhost)
+#   HELD=1  the latency runs happen while the N clients are still held (default 0: after they left)
+#   RT=1    servers and generator run SCHED_FIFO (chrt; root): on a machine shared with other
+#           work the figures are then the relay's and the generator's, not the neighbours' turns
+#           on the CPU. The fixture and the held clients stay in the normal class.
+#   NODE_RELAY=0  skips the Node relay (an A/B of two relayhost builds)
 # Results also go to bench/out/workspace-relay-<date>.txt.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-N=${N:-10000} RATE=${RATE:-10000} SECS=${SECS:-5} RUNS=${RUNS:-3}
+N=${N:-10000} RATE=${RATE:-10000} SECS=${SECS:-5} RUNS=${RUNS:-3} HELD=${HELD:-0} RT=${RT:-0}
+fifo=() # the scheduling of servers and generator
+if [[ $RT == 1 ]]; then fifo=(chrt -f 50); fi
 "$top/tools/deps" --bench
 if [[ -z ${RELAYHOST_BIN:-} ]]; then "$top/tools/build" "$top/build"; fi
 mkdir -p "$top/bench/out"
 out=$top/bench/out/workspace-relay-$(date +%Y%m%d-%H%M%S).txt
 exec > >(tee "$out")
-echo "bench/workspace-relay.sh  $(date -Is)  $(uname -srm), $(nproc) cores, $("${RELAYHOST_BIN:-$top/build/relayhost}" --version 2>&1 | head -n1), node $(node --version); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench/workspace-relay.sh  $(date -Is)  $(uname -srm), $(nproc) cores, $("${RELAYHOST_BIN:-$top/build/relayhost}" --version 2>&1 | head -n1), node $(node --version); load average $(cut -d' ' -f1-3 /proc/loadavg); HELD=$HELD RT=$RT"
 ulimit -n "$(ulimit -Hn)"
 export NODE_PATH=$top/spec/js/node_modules
 dir=$(mktemp -d)
@@ -40,34 +48,39 @@ measure() { # name pid port
   local url="ws://127.0.0.1:$3/ws" before after
   sleep 0.5
   before=$(rss "$2")
-  taskset -c 1 node "$bench" hold "$url" "$N" 100 8 >"$dir/hold.out" &
+  local hold_secs=8
+  if [[ $HELD == 1 ]]; then hold_secs=$(( 30 + RUNS * (SECS + 3) )); fi
+  taskset -c 1 node "$bench" hold "$url" "$N" 100 "$hold_secs" >"$dir/hold.out" &
   local client=$!
   for _ in $(seq 1200); do grep -q ready "$dir/hold.out" 2>/dev/null && break; sleep 0.1; done
   sleep 1
   after=$(rss "$2")
   local held; held=$(grep -o 'ready [0-9]*' "$dir/hold.out" | cut -d' ' -f2)
-  wait "$client" || true
+  if [[ $HELD != 1 ]]; then wait "$client" || true; fi
   printf "%-15s held %6s connections: RSS %7d kB -> %7d kB = %6d bytes per connection\n" "$1" "${held:-0}" \
     "$before" "$after" $(( (after - before) * 1024 / ${held:-1} ))
   for run in $(seq "$RUNS"); do # the machine is shared: several runs show the spread
     sleep 1
     printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" \
-      "$(taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")"
+      "$("${fifo[@]}" taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")"
   done
+  if [[ $HELD == 1 ]]; then kill "$client" 2>/dev/null || true; wait "$client" 2>/dev/null || true; fi
 }
 
 PORT=$relay_port SERVER_URL=http://127.0.0.1:$fixture_port RELAY_INTERNAL_KEY=bench-internal-key-0123456789 RELAY_BACKPLANE_MODE=single \
 RELAY_MAX_TOTAL_CONNECTIONS=100000 RELAY_MAX_CONNECTIONS_PER_IP=100000 RELAY_MAX_CLIENTS_PER_WORKSPACE=100000 \
 RELAY_UPGRADE_RATE_PER_MINUTE=100000000 RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE=100000000 \
-  taskset -c 0 "${RELAYHOST_BIN:-$top/build/relayhost}" "$top/scripts/workspace-relay.lua" --log-level warn & pids+=($!)
+  "${fifo[@]}" taskset -c 0 "${RELAYHOST_BIN:-$top/build/relayhost}" "$top/scripts/workspace-relay.lua" --log-level warn & pids+=($!)
 measure relayhost "${pids[1]}" "$relay_port"
 kill "${pids[1]}"
 
-taskset -c 0 node "$top/bench/js/node-relay.js" "$node_port" & pids+=($!)
-measure "node ws relay" "${pids[2]}" "$node_port"
+if [[ ${NODE_RELAY:-1} != 0 ]]; then
+  "${fifo[@]}" taskset -c 0 node "$top/bench/js/node-relay.js" "$node_port" & pids+=($!)
+  measure "node ws relay" "${pids[2]}" "$node_port"
+fi
 
 for run in $(seq "$RUNS"); do # no relay: what the generator itself adds to every figure above
   printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "generator floor" "$RATE" "$SECS" "$run" \
-    "$(taskset -c 1 node "$bench" floor "$RATE" "$SECS")"
+    "$("${fifo[@]}" taskset -c 1 node "$bench" floor "$RATE" "$SECS")"
 done
 echo "results: ${out#"$top"/}"

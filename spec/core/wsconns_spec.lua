@@ -33,6 +33,26 @@ app:get("/ws", function(req)
   conns:remove(conn)
   wsconns.linger(conn, 1)
 end)
+-- Connections for the sweep test: a second set, never pinged by its timer; /sweep runs a ping
+-- and a reap over them while a task counts the turns of the loop it gets meanwhile.
+local held = wsconns.new { max_pending = 64 * 1024, idle_timeout = 3600, pong_timeout = 3600, ping_interval = 3600 }
+app:get("/held", function(req)
+  local conn = { ip = req.peer, ws = assert(req:websocket("*", {})) }
+  held:add(conn)
+  while conn.ws:recv() do end
+  held:remove(conn)
+end)
+app:get("/sweep", function(_, res)
+  local turns, spinning = 0, true
+  relay.after(0, function() while spinning do relay.sleep(0); turns = turns + 1 end end)
+  relay.sleep(0)
+  local t0 = turns
+  held:ping(relay.now())
+  local t1 = turns
+  held:reap()
+  spinning = false
+  res:json(200, { n = held.n, during_ping = t1 - t0, during_reap = turns - t1 })
+end)
 app:get("/stats", function(req, res)
   res:json(200, { n = conns.n, mine = conns:count(req.peer), events = events, pings = pings })
 end)
@@ -88,6 +108,18 @@ describe("relay.wsconns", function()
     assert.equal(ws_raw.PING, op) -- it was pinged
     d:close()
     e:close()
+  end)
+
+  it("sweeps many connections a slice at a time: other tasks run between the pings, and the reaps", function()
+    -- in one go, pinging 10,000 held connections held every other frame back ~135 ms
+    local peers = {}
+    for i = 1, 300 do peers[i] = assert(ws_raw.open(host.port, "/held")) end
+    helpers.wait_until(function() return cjson.decode(host:get("/sweep").body).n == 300 end, 5, "300 held")
+    local r = cjson.decode(host:get("/sweep").body)
+    assert.is_true(r.during_ping >= 3, "turns during the ping sweep: " .. r.during_ping)
+    assert.is_true(r.during_reap >= 3, "turns during the reap sweep: " .. r.during_reap)
+    for _, p in ipairs(peers) do assert.equal(ws_raw.PING, (p:read_frame(2))) end -- each was pinged
+    for _, p in ipairs(peers) do p:close() end
   end)
 
   it("terminates a peer that answers no ping only once it was pinged, whenever it connected", function()
