@@ -72,6 +72,8 @@ void rh_headers_clear(rh_headers *h) {
   h->n = 0;
 }
 
+size_t rh_headers_kept(const rh_headers *h) { return h->bytes ? h->bytes->cap : 0; }
+
 static char *dup_bytes(rh_headers *h, const char *p, size_t n) {
   char *s = arena_alloc(h, n + 1, 1);
   memcpy(s, p, n);

@@ -36,6 +36,8 @@ typedef struct {
 void rh_headers_init(rh_headers *h);
 void rh_headers_free(rh_headers *h);
 void rh_headers_clear(rh_headers *h);
+/* The bytes rh_headers_clear keeps (its newest arena block): a keeper of cleared lists bounds it. */
+size_t rh_headers_kept(const rh_headers *h);
 void rh_headers_add(rh_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
 /* A copy of f (a field of another list) at the end, its checked mark kept. */
 void rh_headers_add_field(rh_headers *h, const rh_header *f);

@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <llhttp.h>
+#include <sanitizer/asan_interface.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,16 +211,59 @@ static void make_id(char *out) {
   out[16] = 0;
 }
 
+/* Released requests kept for the next ones (issue 17: a calloc and a free a request, and the
+ * header list's arena block, otherwise): at most SPARE_REQS a process (one loop serves them all),
+ * each with a header block of at most SPARE_HEADERS_MAX. Under ASan a kept one is poisoned and
+ * keeps no header block, so a use after its release, of it or of its fields, is still caught. */
+#define SPARE_REQS 64
+#if defined(__has_feature) /* clang names ASan so; gcc defines __SANITIZE_ADDRESS__ */
+#if __has_feature(address_sanitizer)
+#define SPARE_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(SPARE_UNDER_ASAN)
+#define SPARE_HEADERS_MAX 0 /* nor may a poisoned spare hold the only pointer to a block (LSan) */
+#else
+#define SPARE_HEADERS_MAX 4096
+#endif
+static rh_http_req *spare_reqs[SPARE_REQS];
+static size_t nspare_reqs;
+
+/* As calloc'd, but for the header list: empty, its block kept. */
+static rh_http_req *req_alloc(void) {
+  if (!nspare_reqs) {
+    rh_http_req *r = calloc(1, sizeof *r);
+    if (!r) abort();
+    return r;
+  }
+  rh_http_req *r = spare_reqs[--nspare_reqs];
+  ASAN_UNPOISON_MEMORY_REGION(r, sizeof *r);
+  rh_headers headers = r->headers;
+  memset(r, 0, sizeof *r);
+  r->headers = headers;
+  return r;
+}
+
+static void req_free(rh_http_req *r) {
+  if (nspare_reqs == SPARE_REQS) {
+    rh_headers_free(&r->headers);
+    free(r);
+    return;
+  }
+  if (rh_headers_kept(&r->headers) > SPARE_HEADERS_MAX) rh_headers_free(&r->headers);
+  else rh_headers_clear(&r->headers);
+  spare_reqs[nspare_reqs++] = r;
+  ASAN_POISON_MEMORY_REGION(r, sizeof *r);
+}
+
 static rh_http_req *req_new(rh_http_conn *c) {
-  rh_http_req *r = calloc(1, sizeof *r);
-  if (!r) abort();
+  rh_http_req *r = req_alloc();
   r->conn = c;
   r->server = c->srv;
   r->refs = 1;
   r->max_body = c->srv->lim.max_body;
   r->content_length = UINT64_MAX;
   r->length_left = -1;
-  rh_headers_init(&r->headers);
   rh_addr_format(&c->peer, r->socket_peer, sizeof r->socket_peer);
   memcpy(r->peer, r->socket_peer, sizeof r->peer); /* not snprintf: this runs for every request */
   r->tls = c->tls != NULL;
@@ -229,12 +273,11 @@ static rh_http_req *req_new(rh_http_conn *c) {
 
 void rh_http_req_release(rh_http_req *r) {
   if (--r->refs > 0) return;
-  rh_headers_free(&r->headers);
   rh_buf_free(&r->body);
   rh_buf_free(&r->held);
   rh_buf_free(&r->log_path);
   free(r->target);
-  free(r);
+  req_free(r);
 }
 
 /* ---- writing ---- */

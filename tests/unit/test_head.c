@@ -81,6 +81,34 @@ static void test_field_value_every_byte(void) {
         }
 }
 
+/* The byte rules of tokens and targets, written out apart from head.c's table. */
+static int tchar(int b) {
+  return (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
+         (b && strchr("!#$%&'*+-.^_`|~", b));
+}
+static int target_byte(int b) { return b > 0x20 && b < 0x7f && b != '#'; }
+
+/* The table-driven token and target checks against the rules, for every byte at every place of
+ * names and targets shorter and longer than the eight bytes a test. */
+static void test_token_target_every_byte(void) {
+  test_name = "token and target, every byte";
+  for (size_t len = 1; len <= 19; len++)
+    for (size_t at = 0; at < len; at++)
+      for (int b = 0; b < 256; b++) {
+        char v[19];
+        memset(v, 'a', sizeof v);
+        v[0] = '/';
+        v[at] = (char)b;
+        int want_target = (len == 1 && v[0] == '*') || (v[0] == '/' && target_byte(b));
+        int want_token = at == 0 && tchar(b); /* the '/' in front is no tchar */
+        if (rh_http_is_target(v, len) != want_target || rh_http_is_token(v, len) != want_token) {
+          CHECK(!"is_token or is_target disagrees with the byte rule");
+          fprintf(stderr, "  len %zu at %zu byte %#x\n", len, at, b);
+          return;
+        }
+      }
+}
+
 /* The checked mark: a parsed field that passed rh_head_check is written without a second look,
  * and every way a field changes afterwards (a script's new value, a piece appended, a new field)
  * takes the mark away, so the writer checks those bytes again. */
@@ -134,6 +162,7 @@ static void test_u64(void) {
 int main(void) {
   test_checks();
   test_field_value_every_byte();
+  test_token_target_every_byte();
   test_writers();
   test_checked_mark();
   test_u64();

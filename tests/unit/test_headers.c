@@ -338,15 +338,19 @@ static void test_arena(void) {
   }
   CHECK(value_is(rh_headers_find(&h, "x-pieces", NULL), want));
   CHECK(name_is(&h.items[41], "X-Name") && value_is(&h.items[41], "vw"));
+  size_t kept = rh_headers_kept(&h); /* the newest block, the one clear keeps: past the big values */
+  CHECK(kept >= 5000);
   rh_headers_set_value(&h, &h.items[0], S("replaced"));
   CHECK(value_is(rh_headers_find(&h, "x-f0", NULL), "replaced"));
   CHECK(value_is(rh_headers_find(&h, "x-f1", NULL), "small"));
   rh_headers_clear(&h);
+  CHECK(rh_headers_kept(&h) == kept);
   CHECK(h.n == 0 && rh_headers_find(&h, "x-f1", NULL) == NULL);
   add(&h, "After", "clear");
   rh_headers_append_value(&h, S("ed"));
   CHECK(value_is(rh_headers_find(&h, "after", NULL), "cleared"));
   rh_headers_free(&h);
+  CHECK(rh_headers_kept(&h) == 0);
 }
 
 /* has_other_token: the proxy scans fields for Connection's tokens only when one names a field
