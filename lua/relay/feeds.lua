@@ -37,7 +37,8 @@ function Feeds:sync()
   repeat
     self.again = false
     local ran, ok, err = pcall(self.o.sync) -- a throw must not leave syncing set for good
-    if not ok then self.o.failed(ran and err or tostring(ok)) end
+    if not ran then self.o.failed(tostring(ok)) -- pcall's second value is then the error
+    elseif not ok then self.o.failed(err) end
   until not self.again or self.stopped
   self.syncing = false
 end

@@ -22,12 +22,13 @@ local relay = require "relay"
 local feeds = require "relay.feeds"
 local app = relay.new { flags = { source = { default = "" } } }
 local seen = { syncs = 0, refreshes = {}, events = {}, ups = {}, lost = {} }
-local keys, path = { "a", "b" }, "/events"
+local keys, path, raise = { "a", "b" }, "/events", false
 local f
 f = feeds.new { every = 0.3, backoff_min = 0.1, backoff_max = 0.2,
   sync = function()
     seen.syncs = seen.syncs + 1
     relay.sleep(0.05) -- a sync yields, as a fetch does
+    if raise then raise = false; error("sync raised") end
     return true
   end,
   failed = function(why) seen.failed = why end,
@@ -47,6 +48,7 @@ app:post("/sync3", function(_, res)
   for _ = 1, 3 do relay.after(0, function() f:sync() end) end
   res:send(200, "")
 end)
+app:post("/raise", function(_, res) raise = true; f:sync(); res:send(200, "") end)
 app:post("/break", function(_, res) path = "/off"; res:send(200, "") end)
 app:post("/fix", function(_, res) path = "/events"; res:send(200, "") end)
 app:post("/stop", function(_, res) f:stop(); res:send(200, "") end)
@@ -105,6 +107,16 @@ describe("relay.feeds", function()
     assert.equal(tonumber(n) + 1, s.syncs) -- the sync after the loss
     helpers.sleep(0.7) -- two ticks: no sync while every stream is open
     assert.equal(tonumber(n) + 1, seen().syncs)
+  end)
+
+  it("reports a sync that raises as failed, and syncs again after it", function()
+    helpers.wait_until(function() return seen().up end, 5, "both streams open")
+    local before = seen().syncs
+    post(follower, "/raise")
+    helpers.wait_until(function() return seen().failed end, 5, "the failure reported")
+    assert.matches("sync raised", seen().failed)
+    post(follower, "/sync3")
+    helpers.wait_until(function() return seen().syncs >= before + 2 end, 5, "a sync after the raise")
   end)
 
   it("syncs once more after a run for the calls made during it; refreshes a key followed later", function()
