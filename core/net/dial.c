@@ -243,18 +243,16 @@ static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) 
 
 /* ---- start and cancel ---- */
 
-/* The first request starts libuv's thread pool, whose threads inherit this thread's signal mask:
- * all blocked there, so a SIGTERM is taken by the loop's thread only, never by a pool thread in the
- * moment shutdown has restored its default action. */
+/* A request may start libuv's thread pool (the first one, and the first in a forked worker: libuv
+ * starts the pool again after a fork), whose threads inherit this thread's signal mask: all blocked
+ * there, so a SIGTERM is taken by the loop's thread only, never by a pool thread in the moment
+ * shutdown has restored its default action. Two syscalls a dial, not a request (pooled). */
 static int resolve(rh_upconn_dialing *d, const char *port, const struct addrinfo *hints) {
-  static int pool_started;
-  if (pool_started) return uv_getaddrinfo(d->loop, &d->resolve, on_resolved, via_host(d), port, hints);
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   int rc = uv_getaddrinfo(d->loop, &d->resolve, on_resolved, via_host(d), port, hints);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pool_started = 1;
   return rc;
 }
 
