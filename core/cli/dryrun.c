@@ -15,6 +15,7 @@
 
 #include "cli/clock.h"
 #include "log/log.h"
+#include "sys/sigmask.h"
 
 /* Closes every socket from fd 3 up: a listener or connection kept open here would hold a
  * client's FIN back. Other descriptors stay: the loop's own (epoll, eventfd, signal pipe), which
@@ -78,15 +79,14 @@ int rh_dryrun_start(rh_dryrun *d, rh_dryrun_fn fn, void *ud, double timeout, cha
   fflush(NULL);
   /* no host signal handler may run in the child before detach() resets them: it would write to
    * the host loop's own signal pipe, which the child shares */
-  sigset_t all, old;
-  sigfillset(&all);
-  sigprocmask(SIG_BLOCK, &all, &old);
+  sigset_t old;
+  rh_sigmask_block_all(&old);
   pid_t pid = fork();
   if (pid == 0) {
     close(p[0]);
     child(p[1], parent, fn, ud);
   }
-  sigprocmask(SIG_SETMASK, &old, NULL);
+  rh_sigmask_restore(&old);
   close(p[1]);
   if (pid < 0) {
     *err = strdup(strerror(errno));

@@ -14,6 +14,7 @@
 
 #include "log/log.h"
 #include "lua/gen.h"
+#include "sys/sigmask.h"
 
 /* running/since/hooked change under lock, so the hook is never set on a state that has
  * already left (and may be closed) */
@@ -97,11 +98,10 @@ void rh_watchdog_start(double seconds) {
   pthread_once(&once, watchdog_atfork);
   /* The thread inherits a mask with every signal blocked, so signals reach the loop's thread
    * only: a SIGTERM taken here while shutdown restores its default action would kill the exit. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  sigset_t old;
+  rh_sigmask_block_all(&old);
   started = pthread_create(&thread, NULL, watch, NULL) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  rh_sigmask_restore(&old);
 }
 
 void rh_watchdog_stop(void) {

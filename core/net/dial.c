@@ -1,8 +1,6 @@
 /* dial: the one way out of the process (see rh_upconn_dial in upconn.h). Resolve, try each
  * address in turn under its share of the time, then (through a proxy) CONNECT, then TLS. */
 #include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +8,7 @@
 #include "buf/buf.h"
 #include "net/proxyenv.h"
 #include "net/upconn.h"
+#include "sys/sigmask.h"
 
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define MIN_SHARE_MS 2000 /* Go's dialer: an address gets at least this (or what is left) */
@@ -248,11 +247,10 @@ static void on_resolved(uv_getaddrinfo_t *rq, int status, struct addrinfo *res) 
  * there, so a SIGTERM is taken by the loop's thread only, never by a pool thread in the moment
  * shutdown has restored its default action. Two syscalls a dial, not a request (pooled). */
 static int resolve(rh_upconn_dialing *d, const char *port, const struct addrinfo *hints) {
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  sigset_t old;
+  rh_sigmask_block_all(&old);
   int rc = uv_getaddrinfo(d->loop, &d->resolve, on_resolved, via_host(d), port, hints);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  rh_sigmask_restore(&old);
   return rc;
 }
 
