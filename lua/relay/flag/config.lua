@@ -13,12 +13,13 @@ local function distinct(list)
   return out
 end
 
-
 -- Array form keeps --help in this order. aliases: the original's other names of a setting.
 M.flags = {
   -- checked here, not type = "port": a problem from relay.flags names --port, and operators set PORT
   { key = "port", name = "port", env = "PORT", default = 7000, help = "port the SDKs connect to",
-    check = function(p) if p < 1 or p > 65535 or p % 1 ~= 0 then return ("PORT: %s is not a port number"):format(p) end end },
+    check = function(p)
+      if p < 1 or p > 65535 or p % 1 ~= 0 then return ("PORT: %s is not a port number"):format(p) end
+    end },
   { key = "api_keys", name = "api-keys", aliases = { "apiKey" }, env = "API_KEYS", repeatable = true,
     help = "SDK keys of the environments to serve (comma list)" },
   { key = "account_identifier", name = "account-identifier", env = "ACCOUNT_IDENTIFIER", default = "", help = "account to load config for (admin service; informational here)" },
@@ -33,7 +34,9 @@ M.flags = {
     env = { "SDK_BASE_URL", "CLIENT_SERVICE" }, default = "https://config.ff.harness.io/api/1.0",
     help = "upstream client API (CLIENT_SERVICE: the v2 name)",
     -- not type = "url": the problem names SDK_BASE_URL, which operators set
-    check = function(u) if not u:match("^https?://") then return ("SDK_BASE_URL: '%s' is not an http(s) URL"):format(u) end end },
+    check = function(u)
+      if not u:match("^https?://") then return ("SDK_BASE_URL: '%s' is not an http(s) URL"):format(u) end
+    end },
   { key = "events_url", name = "sdkEventsUrl", aliases = { "sdk-events-url" }, env = "SDK_EVENTS_URL",
     default = "https://events.ff.harness.io/api/1.0", help = "where SDK metrics are forwarded" },
   { key = "target_poll_duration", name = "target-poll-duration", env = "TARGET_POLL_DURATION", default = 0, help = "accepted for compatibility; targets are kept from /client/auth and the config (no admin-service polling)" },
@@ -53,7 +56,9 @@ M.flags = {
     end },
   { key = "config_dir", name = "config-dir", env = "CONFIG_DIR", default = "/config", help = "offline config directory (env-<uuid>/...)" },
   { key = "generate_offline_config", name = "generate-offline-config", env = "GENERATE_OFFLINE_CONFIG", default = false, help = "write --config-dir from the upstream, then exit 0",
-    check = function(on, f) if on and f.read_replica then return "GENERATE_OFFLINE_CONFIG and READ_REPLICA contradict each other" end end },
+    check = function(on, f)
+      if on and f.read_replica then return "GENERATE_OFFLINE_CONFIG and READ_REPLICA contradict each other" end
+    end },
   { key = "bypass_auth", name = "bypass-auth", env = "BYPASS_AUTH", default = false, help = "skip token checks (testing only)" },
   { key = "debug", name = "debug", env = "DEBUG", default = false, help = "debug logging (same as LOG_LEVEL=DEBUG)" },
   { key = "log_level", name = "log-level", env = "LOG_LEVEL", default = "info", help = "INFO, DEBUG, WARN or ERROR (any case)",
@@ -74,7 +79,9 @@ M.flags = {
       end
     end },
   { key = "read_replica", name = "read-replica", env = "READ_REPLICA", default = false, help = "serve from Redis only (a primary fills it)",
-    check = function(on, f) if on and f.offline then return "OFFLINE and READ_REPLICA contradict each other: a replica reads Redis" end end },
+    check = function(on, f)
+      if on and f.offline then return "OFFLINE and READ_REPLICA contradict each other: a replica reads Redis" end
+    end },
   { key = "and_rules", name = "and-rules", env = "AND_RULES", default = false, help = "serve segments' servingRules to ?rules=v2 requests" },
   { key = "heartbeat", name = "sse-heartbeat", env = "SSE_HEARTBEAT", default = 15, help = "seconds of idle before an SSE stream gets a ':' comment" },
   { key = "metric_post_duration", name = "metric-post-duration", env = "METRIC_POST_DURATION", default = 60, help = "seconds between metric forwards upstream (0: off)" },
