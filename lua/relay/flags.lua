@@ -104,6 +104,7 @@ end
 -- Converts and checks one value; what is wrong goes to problems, prefixed with where it came from.
 local function convert(decl, raw, from, problems)
   local v, bad = convert_one(decl, raw)
+  if decl.any_case and type(v) == "string" then v = v:lower() end -- choices are lower case
   if v ~= nil then
     local items = type(v) == "table" and v or { v }
     for _, item in ipairs(items) do
@@ -192,8 +193,21 @@ local function read_argv(by_name, argv, given, problems)
   return help
 end
 
+-- Each declaration's check(value, values) once every value is read (rules that involve other
+-- settings: "TLS_ENABLED needs TLS_CERT"), for a flag that has a value: its problems (a message,
+-- or a list of them, each naming what it is about) join the others.
+local function rules(decls, values, problems)
+  for _, d in ipairs(decls) do
+    local v = values[d.key or d.name]
+    local bad = d.check and v ~= nil and d.check(v, values)
+    for _, p in ipairs(type(bad) == "table" and bad or { bad or nil }) do problems[#problems + 1] = p end
+  end
+end
+
 -- decls: array of { name, env, default, help, type, repeatable, key, required, min, max,
--- choices, schemes, aliases }. type: "number", "integer", "boolean", "port" (1..65535), "url"
+-- choices, any_case, schemes, aliases, check }. any_case: the value is lower-cased before it is
+-- checked against choices (given in lower case) and kept so; check: see rules().
+-- type: "number", "integer", "boolean", "port" (1..65535), "url"
 -- (schemes: allowed, default http and https) or "string"; env: a name or names (the first set
 -- wins); aliases: other names of the same flag (a product's older spellings; a list flag given
 -- under several of them gathers every value).
@@ -226,6 +240,7 @@ function M.parse(decls, argv, getenv)
     values[key] = v
   end
   for _, m in ipairs(missing) do problems[#problems + 1] = m end
+  if not help then rules(decls, values, problems) end
   if #problems > 0 and not help then raise(problems) end
   return values, help
 end
@@ -274,7 +289,7 @@ end
 M.env_name = env_name
 
 local DECL_KEYS = { "name", "key", "env", "default", "help", "type", "repeatable", "required", "min", "max",
-                    "choices", "schemes", "aliases" }
+                    "choices", "schemes", "aliases", "any_case", "check" }
 local TYPES = { string = true, number = true, integer = true, boolean = true, port = true, url = true }
 
 -- Checks a script's declarations where its author wrote them (unknown keys and types, constraints
@@ -295,6 +310,7 @@ function M.declare(decls, prefix)
     for _, k in ipairs { "choices", "schemes", "aliases" } do
       if d[k] ~= nil and (type(d[k]) ~= "table" or #d[k] == 0) then check.fail(("%s: %s must be a list of strings"):format(what, k)) end
     end
+    if d.check ~= nil and type(d.check) ~= "function" then check.fail(what .. ": check must be a function(value, values)") end
     if d.env ~= nil and type(d.env) ~= "string" and type(d.env) ~= "table" then
       check.fail(what .. ": env must be a name or a list of names")
     end

@@ -526,3 +526,40 @@ describe("relay.flags.from_env", function()
     assert.matches("APP_MAX_BYTES", err_of(flags.parse, d, {}, env { APP_MAX_BYTES = "0" }))
   end)
 end)
+
+describe("relay.flags any_case and check (rules across settings)", function()
+  local function d()
+    return {
+      { name = "level", env = "LEVEL", default = "info", choices = { "debug", "info" }, any_case = true },
+      { name = "tls", env = "TLS", default = false,
+        check = function(on, v) if on and v.cert == "" then return "TLS needs CERT" end end },
+      { name = "cert", env = "CERT", default = "" },
+      { name = "a", default = false, check = function(on, v)
+        if on and v.b then return { "A and B contradict each other", "A is on" } end
+      end },
+      { name = "b", default = false },
+    }
+  end
+
+  it("lower-cases an any_case value before checking its choices, and keeps it so", function()
+    assert.equal("debug", flags.parse(d(), {}, env { LEVEL = "DEBUG" }).level)
+    assert.equal("info", flags.parse(d(), { "--level", "Info" }, env()).level)
+    assert.matches("LEVEL: 'loud' is not one of debug, info", err_of(flags.parse, d(), {}, env { LEVEL = "LOUD" }), 1, true)
+  end)
+
+  it("runs each check with every value read and reports its problems with the others, all at once", function()
+    assert.is_true(flags.parse(d(), { "--tls", "--cert", "c.pem" }, env()).tls)
+    assert.equal("TLS needs CERT", err_of(flags.parse, d(), { "--tls" }, env()))
+    local e = err_of(flags.parse, d(), { "--tls", "--a", "--b" }, env { LEVEL = "x" })
+    assert.matches("^4 problems", e)
+    for _, want in ipairs { "$LEVEL: 'x'", "TLS needs CERT", "A and B contradict each other", "A is on" } do
+      assert.truthy(e:find(want, 1, true), want .. " not in " .. e)
+    end
+  end)
+
+  it("runs no check for --help, and refuses a check that is not a function where it is declared", function()
+    local _, help = flags.parse(d(), { "--tls", "--help" }, env())
+    assert.is_true(help)
+    assert.matches("check must be a function", err_of(flags.declare, { { name = "x", check = "yes" } }, ""))
+  end)
+end)

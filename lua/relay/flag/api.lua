@@ -287,11 +287,7 @@ function M.install(app, cfg, store, sync, forward)
     return 200, "null\n"
   end)
 
-  route("get", "/health", false, function()
-    local h = sync:health()
-    if h.configStatus.state == "FAILED_TO_SYNC" then return 500, sync:failure_report(h) end
-    return 200, h
-  end)
+  route("get", "/health", false, function() return sync:health() end)
 
   app:get("/metrics", relay.metrics.handler)
 end

@@ -69,28 +69,20 @@ function Sync:note_failure(source, err, retry_in)
   self.failure = { source = source, error = tostring(err), next_ms = retry_in and now_ms() + math.floor(retry_in * 1000) }
 end
 
--- /health's 500 body (FAILED_TO_SYNC): the original's 'error' key, saying what is wrong, and
--- when the next try is (retryIn seconds; nextAttempt in ms since the epoch, like 'since').
-function Sync:failure_report(h)
-  local f = self.failure
-  local body = { configStatus = h.configStatus, streamStatus = h.streamStatus, cacheStatus = h.cacheStatus,
-                 cacheError = h.cacheError, error = "the first sync has not finished yet" }
-  if f then
-    body.error = ("could not sync from %s: %s"):format(f.source, f.error)
-    if f.next_ms then -- nil for a key the upstream refused: no retry is planned
-      body.retryIn, body.nextAttempt = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000)), f.next_ms
-    end
-  end
-  return body
-end
-
--- ff-proxy's three keys; with an unhealthy cache, cacheError says why (relayhost's addition):
--- why the Redis cache is not whole right now (nil when it is, or when there is no Redis).
+-- /health: status and body. ff-proxy's three keys; with an unhealthy cache, cacheError says why
+-- (relayhost's addition): why the Redis cache is not whole right now (nil when it is, or when
+-- there is no Redis). FAILED_TO_SYNC is a 500 with the original's 'error' key, saying what is
+-- wrong, and when the next try is (retryIn seconds; nextAttempt in ms since the epoch, like 'since').
 function Sync:health()
-  local cs = self.config_status.state
-  local why = self.redis and self.redis.snap:problem()
-  return { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
-           streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
+  local cs, why, f = self.config_status.state, self.redis and self.redis.snap:problem(), self.failure
+  local h = { configStatus = { state = cs == "INITIALIZING" and "FAILED_TO_SYNC" or cs, since = self.config_status.since },
+              streamStatus = self.stream_status, cacheStatus = why and "unhealthy" or "healthy", cacheError = why }
+  if h.configStatus.state ~= "FAILED_TO_SYNC" then return 200, h end
+  h.error = f and ("could not sync from %s: %s"):format(f.source, f.error) or "the first sync has not finished yet"
+  if f and f.next_ms then -- nil for a key the upstream refused: no retry is planned
+    h.retryIn, h.nextAttempt = math.max(0, math.ceil((f.next_ms - now_ms()) / 1000)), f.next_ms
+  end
+  return 500, h
 end
 
 -- SDK streams are served only while changes can reach them.

@@ -24,11 +24,7 @@ function M.new(cfg, sync)
   local self = setmetatable({ cfg = cfg, sync = sync, store = sync.store, envs = {},
     proxy_mode = cfg.proxy_key ~= "" and #cfg.api_keys == 0 }, Upstream)
   self.logins = logins.new { keys = cfg.api_keys,
-    login = function(key)
-      local env_id, token_or_why, cluster_or_status = self:auth_key(key)
-      if env_id then return self:add_key(key, env_id, token_or_why, cluster_or_status) end
-      return nil, token_or_why, cluster_or_status == 401 or cluster_or_status == 403
-    end,
+    login = function(key) return self:login(key) end,
     in_use = function(key) return self.store:env_of_key(key) ~= nil end,
     use = function()
       self.feeds:sync()
@@ -57,16 +53,21 @@ function Upstream:call(path, opts)
   return v, err
 end
 
--- POST /client/auth for one SDK key -> environment id, token and cluster; or nil, why and the
--- upstream's status when it answered.
-function Upstream:auth_key(key)
+-- POST /client/auth for one SDK key (relay.logins' login): true, its environment to be fetched
+-- with the next sync (keys of one environment share it); or nil, why and whether the upstream
+-- refused the key (401/403).
+function Upstream:login(key)
   local body, err, res = self:call("/client/auth", { method = "POST", body = { apiKey = key } })
-  if not body then return nil, err, res and res.status end
+  if not body then return nil, err, res and (res.status == 401 or res.status == 403) end
   local token = body.authToken
   local payload = type(token) == "string" and token:match("^[^.]+%.([^.]+)%.")
   local claims = payload and select(2, pcall(json.decode, relay.base64.decode(payload) or ""))
   if type(claims) ~= "table" or not claims.environment then return nil, "/client/auth: token without environment" end
-  return claims.environment, token, claims.clusterIdentifier or "1"
+  local u = self.envs[claims.environment] or { keys = {} }
+  if not u.token then u.token, u.cluster, u.key = token, claims.clusterIdentifier or "1", key end
+  u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
+  self.envs[claims.environment] = u
+  return true
 end
 
 function Upstream:auth_proxy_key()
@@ -74,17 +75,6 @@ function Upstream:auth_proxy_key()
   if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
   if not body then return nil, err end
   self.proxy_token = body.token
-  return true
-end
-
--- ---- API keys ----
-
--- The key's environment is fetched with the next sync (keys of one environment share it).
-function Upstream:add_key(key, env_id, token, cluster)
-  local u = self.envs[env_id] or { keys = {} }
-  if not u.token then u.token, u.cluster, u.key = token, cluster, key end
-  u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
-  self.envs[env_id] = u
   return true
 end
 
