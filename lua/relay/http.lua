@@ -175,8 +175,7 @@ function M.json(opts)
   local r, err = require("relay").http.request(req)
   if not r then return nil, err end
   if r.status ~= 200 and not opts.any_status then return nil, ("status %d"):format(r.status), r end
-  local ok, v = pcall(json.decode, r.body)
-  v = ok and type(v) == "table" and v or nil
+  local v = json.decode_table(r.body)
   if opts.any_status then return r.status, v, r end
   if not v then return nil, "not JSON", r end
   return v

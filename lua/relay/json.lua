@@ -201,6 +201,15 @@ function M.decode(text)
   return v
 end
 
+-- json.decode_table(text) -> the object or array text holds, or nil and why (not JSON, or JSON
+-- that is not an object or array: what a peer's body, token or event must be before a field is read).
+function M.decode_table(text)
+  local ok, v = pcall(M.decode, text)
+  if not ok then return nil, v end
+  if type(v) ~= "table" then return nil, "not a JSON object or array" end
+  return v
+end
+
 -- ---- canon ----
 
 -- A deterministic serialisation (keys sorted) for change detection: not JSON, but cheap (a

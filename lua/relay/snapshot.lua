@@ -103,8 +103,7 @@ function Snap:write(group)
   if ok then ok, err = set_all(r, writes) end
   if not ok then return nil, err end
   local old = r:call("GET", inv_key)
-  local decoded, prev = pcall(json.decode, type(old) == "string" and old or "{}")
-  for key in pairs(decoded and type(prev) == "table" and prev or {}) do
+  for key in pairs(type(old) == "string" and json.decode_table(old) or {}) do
     if not writes[key] then r:call("DEL", key) end
   end
   for key in pairs(writes) do inv[key] = "" end
@@ -249,8 +248,8 @@ function Snap:follow(name, fn, last_id)
         local fields = entry[2]
         for i = 1, #fields, 2 do
           if fields[i] == "event" then
-            local ok, v = pcall(json.decode, fields[i + 1])
-            if ok and type(v) == "table" then fn(v) end
+            local v = json.decode_table(fields[i + 1])
+            if v then fn(v) end
           end
         end
       end

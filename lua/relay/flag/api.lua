@@ -42,11 +42,7 @@ local EVAL_CACHE_LEN, EVAL_CACHE_BYTES = 10000, 8 * 1024 * 1024
 local function valid_identifier(s) return s:find("^[%w%.@_%-]*$") ~= nil end
 local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 
--- A JSON object (or array) from text, else nil.
-local function object_of(text)
-  local ok, v = pcall(json.decode, text or "")
-  return ok and type(v) == "table" and v or nil
-end
+local function object_of(text) return (json.decode_table(text or "")) end
 
 local function sorted_env_ids(store)
   local ids = json.array(store:ids())

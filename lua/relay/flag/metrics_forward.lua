@@ -58,8 +58,8 @@ function Forward:queue(env_id, body)
     return
   end
   if self.cfg.offline or self.cfg.metric_post_duration <= 0 then return end
-  local ok, m = pcall(json.decode, body)
-  if not ok or type(m) ~= "table" then return end
+  local m = json.decode_table(body)
+  if not m then return end
   local parts = { metricsData = elements(m, "metricsData"), targetData = elements(m, "targetData") }
   if not self.batch:add(env_id, parts) then self:drop(env_id, self.batch.dropped == 1) end
 end

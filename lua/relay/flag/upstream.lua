@@ -61,8 +61,8 @@ function Upstream:login(key)
   if not body then return nil, err, res and (res.status == 401 or res.status == 403) end
   local token = body.authToken
   local payload = type(token) == "string" and token:match("^[^.]+%.([^.]+)%.")
-  local claims = payload and select(2, pcall(json.decode, relay.base64.decode(payload) or ""))
-  if type(claims) ~= "table" or not claims.environment then return nil, "/client/auth: token without environment" end
+  local claims = payload and json.decode_table(relay.base64.decode(payload) or "")
+  if not claims or not claims.environment then return nil, "/client/auth: token without environment" end
   local u = self.envs[claims.environment] or { keys = {} }
   if not u.token then u.token, u.cluster, u.key = token, claims.clusterIdentifier or "1", key end
   u.keys[#u.keys + 1] = sha256_hex(key) -- each once: config.resolve made API_KEYS distinct
@@ -211,8 +211,8 @@ end
 -- One upstream event ("event: *\ndata: {json}"): its environment is re-fetched (once, however
 -- many arrive together).
 function Upstream:on_event(env_id, ev)
-  local ok, v = pcall(json.decode, ev.data)
-  if not ok or type(v) ~= "table" or (v.domain ~= "flag" and v.domain ~= "target-segment") then return end
+  local v = json.decode_table(ev.data)
+  if not v or (v.domain ~= "flag" and v.domain ~= "target-segment") then return end
   self.feeds:refresh(self.envs[v.environment] and v.environment or env_id)
 end
 
