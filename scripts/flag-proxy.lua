@@ -81,7 +81,7 @@ relay.status(function()
   for id, env in pairs(store.envs) do
     envs[#envs + 1] = { environment = id, flags = #env.flags, segments = #env.segments, sdk_streams = relay.sse.count(id) }
   end
-  return { title = "flag proxy", mode = cfg.offline and "offline" or "online", upstream = sync.stream_status.state, environments = envs }
+  return { title = "flag proxy", mode = summary().mode, upstream = sync.stream_status.state, environments = envs }
 end)
 
 return app

@@ -5,6 +5,7 @@
 -- unless ALLOW_EMPTY.
 local helpers = require "spec.helpers"
 local cjson = require "cjson"
+local S = require "status_support"
 
 local F = dofile(helpers.fixture("flag_proxy.lua"))
 local ENV, KEY, root = F.ENV, F.KEY, F.root
@@ -147,9 +148,11 @@ describe("flag proxy config checks, read replica", function()
     local env = { REDIS_ADDRESS = "127.0.0.1:" .. port, AUTH_SECRET = "replica-secret" }
     keep(helpers.start(F.script, { flags = { "--offline", "--config-dir", cfg }, env = env }))
     helpers.wait_until(function() return redis(port, "GET", "env-" .. ENV .. "-feature-configs"):match("^%$%d") end, 5, "the primary's writes")
-    local replica = keep(helpers.start(F.script, { flags = { "--read-replica" }, env = env }))
+    local admin = S.free_port()
+    local replica = keep(helpers.start(F.script, { flags = { "--read-replica", "--admin-listen", "127.0.0.1:" .. admin }, env = env }))
     helpers.wait_until(function() return replica:get("/health").status == 200 end, 10, "the replica to load")
     assert.same({ "true", 8 }, { served(replica) })
+    assert.equal("read-replica", S.json(admin).panels[1].mode) -- the status page says what the log's summary says
     -- what a broken primary (or anyone with Redis access) could write, then announce
     assert.equal("+OK", redis(port, "SET", "env-" .. ENV .. "-feature-configs", flags_with(function(f) f.rules = 5 end)))
     redis(port, "XADD", "proxy:sse_events", "*", "event",
