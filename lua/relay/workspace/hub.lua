@@ -208,7 +208,9 @@ function M:client_limits(conn, kind, now)
   if kind == "e2ee" then
     ok = self.limits.runtime:allow(client, now) and self.limits.runtime_ws:allow(conn.workspace_id, now)
   else
-    ok = self.limits[l[1]]:allow("ws:" .. client .. ":" .. conn.ip, now)
+    -- the clientId's length first: ids and IPv6 addresses both hold ':', so "x" at "64:ff9b::1.2.3.4"
+    -- and "x:64:ff9b:" at "1.2.3.4" would otherwise share a key
+    ok = self.limits[l[1]]:allow(#client .. ":" .. client .. conn.ip, now)
   end
   if ok then return end
   self.obs:inc("relay_frames_client_" .. l[1] .. "_rate_limited_total")
