@@ -97,11 +97,6 @@ function M:forget_sessions(s)
   s.owners = lru.new { max_items = max, on_evict = function(session) fast:own(key, session, nil) end }
 end
 
-function M:set_owner(s, session, owner)
-  s.owners:set(session, owner)
-  self.fast:own(s.key, session, live(owner) and owner.ws or nil)
-end
-
 function M:client_count(workspace_id, runtime_target_id)
   local s = self.scopes[M.scope_key(workspace_id, runtime_target_id)]
   return s and s.nclients or 0
@@ -112,7 +107,7 @@ end
 function M:status(conn, code, message, p)
   p = p or {}
   p.type, p.code, p.message, p.workspaceId = "relay_status", code, message, conn.workspace_id
-  self:send(conn, encode(p))
+  self.conns:send(conn, encode(p))
 end
 
 function M:target_required(conn)
@@ -121,8 +116,6 @@ end
 
 -- From any task; the connection's own task sees recv() end and unregisters it.
 function M:close(conn, code, reason) self.conns:close(conn, code, reason) end
-
-function M:send(conn, text) return self.conns:send(conn, text) end
 
 -- ---- joining and leaving ----
 
@@ -232,7 +225,7 @@ function M:client_frame(conn, text)
   if limited then return self:close(conn, 4008, limited) end
   s.last_activity = relay.time()
   if kind == "subscribe" and not self:channel_allowed(conn, f.channel) then
-    return self:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
+    return self.conns:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
                                     reason = "CHANNEL_NOT_AUTHORIZED" })
   end
   if kind == "presence" then return self:fan_out(s, f.channel, text, conn) end
@@ -267,7 +260,7 @@ local TO_CLIENTS = { "relay_frames_daemon_to_clients_total", "relay_bytes_daemon
 
 -- Sends and counts it in counters (TO_DAEMON or TO_CLIENTS). -> whether it was queued
 function M:forward(conn, text, counters)
-  if not (live(conn) and self:send(conn, text)) then return false end
+  if not (live(conn) and self.conns:send(conn, text)) then return false end
   self.obs:inc(counters[1])
   self.obs:inc(counters[2], #text)
   return true
@@ -300,7 +293,10 @@ end
 function M:route_daemon(s, f, kind, text)
   if kind == "kex_response" then
     local owner = s.kex:take(f.requestId)
-    if live(owner) then self:set_owner(s, f.sessionId, owner) end
+    if live(owner) then -- its sessions' frames go to it, from C alone when they are E2EE
+      s.owners:set(f.sessionId, owner)
+      self.fast:own(s.key, f.sessionId, owner.ws)
+    end
     return self:deliver(s, owner, text)
   elseif kind == "e2ee" or kind == "key_update" then
     return self:deliver(s, s.owners:get(f.sessionId), text)
