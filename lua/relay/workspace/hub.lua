@@ -114,9 +114,6 @@ function M:target_required(conn)
   self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
 end
 
--- From any task; the connection's own task sees recv() end and unregisters it.
-function M:close(conn, code, reason) self.conns:close(conn, code, reason) end
-
 -- ---- joining and leaving ----
 
 -- After the upgrade: the claim checks of relay-connection-admission.ts. Returns true, or nil
@@ -217,16 +214,18 @@ function M:client_frame(conn, text)
     return self:status(conn, "INVALID_FRAME", INVALID)
   end
   local allowed, s = SCOPE_KINDS[conn.claims.scope], conn.scope
-  if allowed and not allowed[kind] then return self:close(conn, 4008, conn.claims.scope .. " scope only") end
+  if allowed and not allowed[kind] then
+    return self.conns:close(conn, 4008, conn.claims.scope .. " scope only")
+  end
   if f.profile and conn.claims.e2eeProfile and f.profile ~= conn.claims.e2eeProfile then
-    return self:close(conn, 4008, "e2ee profile mismatch")
+    return self.conns:close(conn, 4008, "e2ee profile mismatch")
   end
   local limited = self:client_limits(conn, kind, relay.now())
-  if limited then return self:close(conn, 4008, limited) end
+  if limited then return self.conns:close(conn, 4008, limited) end
   s.last_activity = relay.time()
   if kind == "subscribe" and not self:channel_allowed(conn, f.channel) then
-    return self.conns:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
-                                    reason = "CHANNEL_NOT_AUTHORIZED" })
+    return self.conns:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1",
+                                          channel = f.channel, reason = "CHANNEL_NOT_AUTHORIZED" })
   end
   if kind == "presence" then return self:fan_out(s, f.channel, text, conn) end
   self:open(s, conn, f, kind)
@@ -313,7 +312,7 @@ end
 function M:daemon_allowed(conn)
   if self.fast:allow(conn.scope.key) then return true end
   self.obs:inc("relay_frames_daemon_rate_limited_total")
-  self:close(conn, 4008, "daemon rate limit exceeded")
+  self.conns:close(conn, 4008, "daemon rate limit exceeded")
   return false
 end
 
@@ -325,7 +324,7 @@ function M:daemon_frame(conn, text)
     return self.obs:log("warn", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, reason = "invalid" })
   end
   if frames.weaker(f.profile, conn.claims.e2eeProfile) then
-    return self:close(conn, 4008, "e2ee profile downgrade")
+    return self.conns:close(conn, 4008, "e2ee profile downgrade")
   end
   conn.scope.last_activity = relay.time()
   if not self:route_daemon(conn.scope, f, kind, text) then
