@@ -154,6 +154,15 @@ function M:register(conn)
   return true
 end
 
+-- Takes member out of channel ch's subscribers. A channel nobody follows is forgotten: a daemon
+-- may stay for weeks while sessions, a channel each, come and go.
+local function unsubscribe(s, ch, member)
+  local subs = s.subs[ch]
+  if not subs then return end
+  subs[member] = nil
+  if next(subs) == nil then s.subs[ch] = nil end
+end
+
 function M:unregister(conn)
   if not self.conns:remove(conn) then return end
   local s = conn.scope
@@ -166,7 +175,7 @@ function M:unregister(conn)
     s.clients[conn] = nil
     s.nclients = s.nclients - 1
   end
-  for _, subs in pairs(s.subs) do subs[conn] = nil end
+  for ch in pairs(s.subs) do unsubscribe(s, ch, conn) end
   if not s.daemon and s.nclients == 0 then s.empty_since = relay.now() end
 end
 
@@ -241,8 +250,8 @@ function M:open(s, owner, f, kind)
   elseif kind == "subscribe" then
     s.subs[f.channel] = s.subs[f.channel] or {}
     s.subs[f.channel][owner] = true
-  elseif kind == "unsubscribe" and s.subs[f.channel] and not owner.remote then
-    s.subs[f.channel][owner] = nil
+  elseif kind == "unsubscribe" and not owner.remote then
+    unsubscribe(s, f.channel, owner)
   end
 end
 
