@@ -97,11 +97,6 @@ function M:forget_sessions(s)
   s.owners = lru.new { max_items = max, on_evict = function(session) fast:own(key, session, nil) end }
 end
 
-function M:set_owner(s, session, owner)
-  s.owners:set(session, owner)
-  self.fast:own(s.key, session, live(owner) and owner.ws or nil)
-end
-
 function M:client_count(workspace_id, runtime_target_id)
   local s = self.scopes[M.scope_key(workspace_id, runtime_target_id)]
   return s and s.nclients or 0
@@ -112,17 +107,12 @@ end
 function M:status(conn, code, message, p)
   p = p or {}
   p.type, p.code, p.message, p.workspaceId = "relay_status", code, message, conn.workspace_id
-  self:send(conn, encode(p))
+  self.conns:send(conn, encode(p))
 end
 
 function M:target_required(conn)
   self:status(conn, "RUNTIME_TARGET_REQUIRED", "Runtime client must specify a runtime target", { retryable = false })
 end
-
--- From any task; the connection's own task sees recv() end and unregisters it.
-function M:close(conn, code, reason) self.conns:close(conn, code, reason) end
-
-function M:send(conn, text) return self.conns:send(conn, text) end
 
 -- ---- joining and leaving ----
 
@@ -164,6 +154,15 @@ function M:register(conn)
   return true
 end
 
+-- Takes member out of channel ch's subscribers. A channel nobody follows is forgotten: a daemon
+-- may stay for weeks while sessions, a channel each, come and go.
+local function unsubscribe(s, ch, member)
+  local subs = s.subs[ch]
+  if not subs then return end
+  subs[member] = nil
+  if next(subs) == nil then s.subs[ch] = nil end
+end
+
 function M:unregister(conn)
   if not self.conns:remove(conn) then return end
   local s = conn.scope
@@ -176,7 +175,7 @@ function M:unregister(conn)
     s.clients[conn] = nil
     s.nclients = s.nclients - 1
   end
-  for _, subs in pairs(s.subs) do subs[conn] = nil end
+  for ch in pairs(s.subs) do unsubscribe(s, ch, conn) end
   if not s.daemon and s.nclients == 0 then s.empty_since = relay.now() end
 end
 
@@ -208,7 +207,9 @@ function M:client_limits(conn, kind, now)
   if kind == "e2ee" then
     ok = self.limits.runtime:allow(client, now) and self.limits.runtime_ws:allow(conn.workspace_id, now)
   else
-    ok = self.limits[l[1]]:allow("ws:" .. client .. ":" .. conn.ip, now)
+    -- the clientId's length first: ids and IPv6 addresses both hold ':', so "x" at "64:ff9b::1.2.3.4"
+    -- and "x:64:ff9b:" at "1.2.3.4" would otherwise share a key
+    ok = self.limits[l[1]]:allow(#client .. ":" .. client .. conn.ip, now)
   end
   if ok then return end
   self.obs:inc("relay_frames_client_" .. l[1] .. "_rate_limited_total")
@@ -222,16 +223,18 @@ function M:client_frame(conn, text)
     return self:status(conn, "INVALID_FRAME", INVALID)
   end
   local allowed, s = SCOPE_KINDS[conn.claims.scope], conn.scope
-  if allowed and not allowed[kind] then return self:close(conn, 4008, conn.claims.scope .. " scope only") end
+  if allowed and not allowed[kind] then
+    return self.conns:close(conn, 4008, conn.claims.scope .. " scope only")
+  end
   if f.profile and conn.claims.e2eeProfile and f.profile ~= conn.claims.e2eeProfile then
-    return self:close(conn, 4008, "e2ee profile mismatch")
+    return self.conns:close(conn, 4008, "e2ee profile mismatch")
   end
   local limited = self:client_limits(conn, kind, relay.now())
-  if limited then return self:close(conn, 4008, limited) end
+  if limited then return self.conns:close(conn, 4008, limited) end
   s.last_activity = relay.time()
   if kind == "subscribe" and not self:channel_allowed(conn, f.channel) then
-    return self:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1", channel = f.channel,
-                                    reason = "CHANNEL_NOT_AUTHORIZED" })
+    return self.conns:send(conn, encode { type = "viewport.session_events.subscribe_denied/v1",
+                                          channel = f.channel, reason = "CHANNEL_NOT_AUTHORIZED" })
   end
   if kind == "presence" then return self:fan_out(s, f.channel, text, conn) end
   self:open(s, conn, f, kind)
@@ -247,8 +250,8 @@ function M:open(s, owner, f, kind)
   elseif kind == "subscribe" then
     s.subs[f.channel] = s.subs[f.channel] or {}
     s.subs[f.channel][owner] = true
-  elseif kind == "unsubscribe" and s.subs[f.channel] and not owner.remote then
-    s.subs[f.channel][owner] = nil
+  elseif kind == "unsubscribe" and not owner.remote then
+    unsubscribe(s, f.channel, owner)
   end
 end
 
@@ -265,7 +268,7 @@ local TO_CLIENTS = { "relay_frames_daemon_to_clients_total", "relay_bytes_daemon
 
 -- Sends and counts it in counters (TO_DAEMON or TO_CLIENTS). -> whether it was queued
 function M:forward(conn, text, counters)
-  if not (live(conn) and self:send(conn, text)) then return false end
+  if not (live(conn) and self.conns:send(conn, text)) then return false end
   self.obs:inc(counters[1])
   self.obs:inc(counters[2], #text)
   return true
@@ -298,7 +301,10 @@ end
 function M:route_daemon(s, f, kind, text)
   if kind == "kex_response" then
     local owner = s.kex:take(f.requestId)
-    if live(owner) then self:set_owner(s, f.sessionId, owner) end
+    if live(owner) then -- its sessions' frames go to it, from C alone when they are E2EE
+      s.owners:set(f.sessionId, owner)
+      self.fast:own(s.key, f.sessionId, owner.ws)
+    end
     return self:deliver(s, owner, text)
   elseif kind == "e2ee" or kind == "key_update" then
     return self:deliver(s, s.owners:get(f.sessionId), text)
@@ -315,7 +321,7 @@ end
 function M:daemon_allowed(conn)
   if self.fast:allow(conn.scope.key) then return true end
   self.obs:inc("relay_frames_daemon_rate_limited_total")
-  self:close(conn, 4008, "daemon rate limit exceeded")
+  self.conns:close(conn, 4008, "daemon rate limit exceeded")
   return false
 end
 
@@ -327,7 +333,7 @@ function M:daemon_frame(conn, text)
     return self.obs:log("warn", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, reason = "invalid" })
   end
   if frames.weaker(f.profile, conn.claims.e2eeProfile) then
-    return self:close(conn, 4008, "e2ee profile downgrade")
+    return self.conns:close(conn, 4008, "e2ee profile downgrade")
   end
   conn.scope.last_activity = relay.time()
   if not self:route_daemon(conn.scope, f, kind, text) then

@@ -19,7 +19,7 @@ end
 -- frame (403 on a denied path, 502 on a failed call).
 
 local function reply(hub, conn, id, status, body)
-  hub:send(conn, cjson.encode { type = "viewport.worker_transport.response/v1", requestId = id, status = status, body = body })
+  hub.conns:send(conn, cjson.encode { type = "viewport.worker_transport.response/v1", requestId = id, status = status, body = body })
 end
 
 function M.worker_frame(hub, conn, text)
