@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/asan.h"
 #include "http/collect.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
@@ -216,12 +217,7 @@ static void make_id(char *out) {
  * each with a header block of at most SPARE_HEADERS_MAX. Under ASan a kept one is poisoned and
  * keeps no header block, so a use after its release, of it or of its fields, is still caught. */
 #define SPARE_REQS 64
-#if defined(__has_feature) /* clang names ASan so; gcc defines __SANITIZE_ADDRESS__ */
-#if __has_feature(address_sanitizer)
-#define SPARE_UNDER_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(SPARE_UNDER_ASAN)
+#ifdef RH_UNDER_ASAN
 #define SPARE_HEADERS_MAX 0 /* nor may a poisoned spare hold the only pointer to a block (LSan) */
 #else
 #define SPARE_HEADERS_MAX 4096

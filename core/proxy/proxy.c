@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "http/asan.h"
 #include "http/collect.h"
 #include "http/head.h"
 #include "buf/buf.h"
@@ -57,8 +58,10 @@ enum own_field { OWN_PROTO_HTTP, OWN_PROTO_HTTPS, OWN_FORWARDED_HOST };
 typedef enum { T_NONE, T_CONNECT, T_READ, T_WRITE, T_BACKOFF, T_QUEUE } timer_kind;
 
 /* One proxied exchange. Owns a reference on req and on conf, the upstream connection while it
- * is in use, and its timer; freed when the exchange is over and the timer is closed. */
+ * is in use, and its timer; kept for the next one, or freed once the timer is closed, when the
+ * exchange is over. */
 typedef struct {
+  uv_timer_t timer;         /* first: a spare call keeps it open, and call_new clears what follows */
   rh_http_req *req;
   rh_proxy_conf *conf;
   target *to;               /* the upstream of this attempt */
@@ -68,7 +71,6 @@ typedef struct {
   rh_upconn_dialing *dial;  /* while connecting */
   rh_pool_waiter wait;      /* in the upstream's queue while queued */
   int queued, slot;         /* waiting for a connection slot at to; holding one */
-  uv_timer_t timer;
   timer_kind timer_kind;    /* what runs at the deadline (timer_cb) */
   uint64_t timer_due;       /* the deadline, in loop milliseconds; the timer fires no later */
   int attempt;
@@ -635,7 +637,7 @@ static void arm_timer(call *c, uint64_t now) { uv_timer_start(&c->timer, on_time
  * it fires. A uv_timer_start is a timer-heap removal and insertion, several a request. */
 static void set_timer(call *c, timer_kind k, double seconds) {
   c->timer_kind = k;
-  if (k == T_NONE) { uv_timer_stop(&c->timer); return; }
+  if (k == T_NONE) return; /* on_timer finds nothing to do: not stopped, as it may soon be set again */
   uint64_t now = uv_now(c->timer.loop);
   c->timer_due = now + (uint64_t)(seconds * 1000);
   if (uv_is_active((uv_handle_t *)&c->timer) && now + uv_timer_get_due_in(&c->timer) <= c->timer_due) return;
@@ -1298,20 +1300,105 @@ static void attempt(call *c, int fresh) {
 
 /* ---- lifetime ---- */
 
+/* Finished calls kept for the next requests (issue 17: a calloc, a timer's init and close, and
+ * the head buffer's and both header lists' first allocations a request otherwise). At most
+ * SPARE_CALLS a process (one loop serves them all), each keeping buffers and header blocks of at
+ * most SPARE_KEEP bytes, its timer open but unreferenced (maybe still armed: on_timer finds
+ * T_NONE). A finished call rests until the loop's check phase first: the callbacks that finished
+ * it still read c->done on their way out, and a request started below them must not get it.
+ * Under ASan none are kept, so a use after the end is still caught. */
+#ifdef RH_UNDER_ASAN
+#define SPARE_CALLS 0
+#else
+#define SPARE_CALLS 64
+#endif
+#define SPARE_KEEP 4096
+static call *spare_calls[SPARE_CALLS + 1], *resting[SPARE_CALLS + 1];
+static size_t nspare, nresting;
+static uv_check_t rest_check;
+
+/* What a finished call still holds for others: its conf, its upstream's count, a redirect. */
+static void let_go(call *c) {
+  free(c->redirect_to);
+  set_target(c, NULL);
+  rh_proxy_conf_unref(c->conf);
+}
+
 static void free_call(uv_handle_t *h) {
   call *c = h->data;
+  let_go(c);
   rh_buf_free(&c->head);
   rh_buf_free(&c->replay);
   rh_buf_free(&c->pending);
   rh_headers_free(&c->resp_headers);
   rh_headers_free(&c->out_headers);
-  free(c->redirect_to);
-  set_target(c, NULL);
-  rh_proxy_conf_unref(c->conf);
   free(c);
 }
 
-/* Ends the exchange; the memory goes when the timer handle is closed. */
+static void trim_buf(rh_buf *b) {
+  if (b->cap > SPARE_KEEP) rh_buf_free(b);
+  b->len = 0;
+}
+
+static void trim_headers(rh_headers *h) {
+  if (rh_headers_kept(h) > SPARE_KEEP) rh_headers_free(h);
+  else rh_headers_clear(h);
+}
+
+/* The check phase: the calls that finished in this loop turn become spares. */
+static void rested(uv_check_t *h) {
+  while (nresting) {
+    call *c = resting[--nresting];
+    let_go(c);
+    trim_buf(&c->head);
+    trim_buf(&c->replay);
+    trim_buf(&c->pending);
+    trim_headers(&c->resp_headers);
+    trim_headers(&c->out_headers);
+    uv_unref((uv_handle_t *)&c->timer);
+    spare_calls[nspare++] = c;
+  }
+  uv_check_stop(h);
+}
+
+static void call_end(call *c) {
+  if (nspare + nresting == SPARE_CALLS) {
+    uv_close((uv_handle_t *)&c->timer, free_call);
+    return;
+  }
+  if (!rest_check.loop) {
+    uv_check_init(uv_default_loop(), &rest_check);
+    uv_unref((uv_handle_t *)&rest_check); /* never what keeps the loop running */
+  }
+  if (!nresting) uv_check_start(&rest_check, rested);
+  resting[nresting++] = c;
+}
+
+/* As calloc'd, but a spare's timer stays open and its buffers and header blocks are kept, empty. */
+static call *call_new(void) {
+  if (!nspare) {
+    call *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    rh_headers_init(&c->resp_headers);
+    rh_headers_init(&c->out_headers);
+    uv_timer_init(uv_default_loop(), &c->timer);
+    c->timer.data = c;
+    return c;
+  }
+  call *c = spare_calls[--nspare];
+  rh_buf head = c->head, replay = c->replay, pending = c->pending;
+  rh_headers resp = c->resp_headers, out = c->out_headers;
+  memset(&c->req, 0, sizeof *c - offsetof(call, req));
+  c->head = head;
+  c->replay = replay;
+  c->pending = pending;
+  c->resp_headers = resp;
+  c->out_headers = out;
+  uv_ref((uv_handle_t *)&c->timer);
+  return c;
+}
+
+/* Ends the exchange; the call is kept or freed once the callbacks above have returned. */
 static void finish(call *c) {
   if (c->done) return;
   c->done = 1;
@@ -1324,7 +1411,7 @@ static void finish(call *c) {
   rh_http_resume_body(c->req); /* whatever is left of the body is read past, not held up */
   rh_http_req_release(c->req);
   c->req = NULL; /* it may be freed now: nothing below may touch it */
-  uv_close((uv_handle_t *)&c->timer, free_call);
+  call_end(c);
 }
 
 void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks *hooks) {
@@ -1348,8 +1435,7 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
     rh_proxy_ws_start(req, conf, hooks);
     return;
   }
-  call *c = calloc(1, sizeof *c);
-  if (!c) abort();
+  call *c = call_new();
   c->req = req;
   c->conf = conf;
   rh_proxy_conf_ref(conf);
@@ -1359,10 +1445,6 @@ void rh_proxy_start(rh_http_req *req, rh_proxy_conf *conf, const rh_proxy_hooks 
   }
   c->attempt = 1;
   c->replay_ok = 1;
-  rh_headers_init(&c->resp_headers);
-  rh_headers_init(&c->out_headers);
-  uv_timer_init(uv_default_loop(), &c->timer);
-  c->timer.data = c;
   char *body = NULL;
   rh_headers fields = RH_HEADERS_INIT;
   set_target(c, choose(conf, hooks));
