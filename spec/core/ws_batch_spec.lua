@@ -16,6 +16,16 @@ local OPEN = { RELAY_DAEMON_RUNTIME_RATE_PER_MINUTE = "100000000", RELAY_RUNTIME
 
 local function text(t) return raw.frame(raw.TEXT, cjson.encode(t)) end
 
+-- The relay, stopped when the test ends, passed or not (a failed assertion must not leave it
+-- running); stop() returns its exit status once.
+local function start(peers)
+  local h = W.start(peers, OPEN)
+  local stopped
+  local function stop() if not stopped then stopped = true return h:stop() end end
+  finally(stop)
+  return h, stop
+end
+
 local function open(h, query, token)
   return assert(raw.open(h.port, "/ws?" .. query, W.bearer(token)))
 end
@@ -35,7 +45,7 @@ describe("WebSocket writes batched per loop turn", function()
   teardown(function() peers:stop() end)
 
   it("delivers a daemon's burst of E2EE frames to their owner whole and in order", function()
-    local h = W.start(peers, OPEN)
+    local h, stop = start(peers)
     local d, c = open(h, W.DAEMON_Q, "daemon-token-1"), open(h, W.CLIENT_Q, "client-token-a")
     c:push(text(W.kex_init("rq1")))
     text_with(d, '"rq1"')
@@ -66,11 +76,11 @@ describe("WebSocket writes batched per loop turn", function()
     assert.equal(N / 500, pongs)
     d:close()
     c:close()
-    assert.equal(0, h:stop())
+    assert.equal(0, stop())
   end)
 
   it("answers a ping from each of 1,000 held clients, whole or split, and ignores their pongs", function()
-    local h = W.start(peers, OPEN)
+    local h, stop = start(peers)
     local conns = {}
     for i = 1, 1000 do
       conns[i] = open(h, W.CLIENT_Q, "client-token-a")
@@ -91,6 +101,6 @@ describe("WebSocket writes batched per loop turn", function()
       assert.same({ raw.PONG, ("s"):rep(125) }, { op, p }, "client " .. i)
     end
     for _, c in ipairs(conns) do c:close() end
-    assert.equal(0, h:stop())
+    assert.equal(0, stop())
   end)
 end)
