@@ -16,6 +16,10 @@
 #           work the figures are then the relay's and the generator's, not the neighbours' turns
 #           on the CPU. The fixture and the held clients stay in the normal class.
 #   NODE_RELAY=0  skips the Node relay (an A/B of two relayhost builds)
+#   STRACE=1  counts the relay's system calls during each latency run (strace -c -f; this slows
+#           the relay, so its p99 is then not comparable); printed per frame
+# Each latency run also prints the server's CPU-seconds (user + system, /proc/PID/stat) per 100k
+# frames: the neighbours' load moves it much less than p99 (a ping sweep in the run adds to it).
 # Results also go to bench/out/workspace-relay-<date>.txt.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +38,8 @@ dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 rss() { ps -o rss= -p "$1" | awk '{ print $1 }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
+hz=$(getconf CLK_TCK)
 bench=$top/bench/js/ws-bench.js
 # Ports free right now, not fixed ones: on a shared machine a second run of this bench (another
 # build) would otherwise meet the first one's fixture and relay, and count their refusals.
@@ -61,8 +67,19 @@ measure() { # name pid port
     "$before" "$after" $(( (after - before) * 1024 / ${held:-1} ))
   for run in $(seq "$RUNS"); do # the machine is shared: several runs show the spread
     sleep 1
-    printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" \
-      "$("${fifo[@]}" taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")"
+    local t0 line tracer=
+    if [[ ${STRACE:-0} == 1 ]]; then strace -c -f -p "$2" -o "$dir/strace.out" 2>/dev/null & tracer=$!; sleep 0.5; fi
+    t0=$(cpu_ticks "$2")
+    line=$("${fifo[@]}" taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")
+    line+=$(awk -v t="$(( $(cpu_ticks "$2") - t0 ))" -v hz="$hz" -v f="$(( RATE * SECS ))" \
+      'BEGIN { printf "; server CPU %.3f s per 100k frames", t / hz * 100000 / f }')
+    if [[ -n $tracer ]]; then
+      kill -INT "$tracer"; wait "$tracer" || true
+      line+=$(awk -v f="$(( RATE * SECS ))" '$1 ~ /^[0-9.]+$/ && $NF != "total" { c += $4 } $NF ~ /^write/ { w += $4 }
+        END { printf "; syscalls %.2f per frame (write/writev %.2f)", c / f, w / f }' "$dir/strace.out")
+    fi
+    printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" "$line"
+    if [[ -n $tracer ]]; then head -n 12 "$dir/strace.out"; fi
   done
   if [[ $HELD == 1 ]]; then kill "$client" 2>/dev/null || true; wait "$client" 2>/dev/null || true; fi
 }

@@ -91,12 +91,12 @@ int rh_lua_ws_refuse(rh_http_req *r);
 void rh_lua_ws_start(rh_task *t, const char *protocols);
 /* lua_ws.c, for other bindings (the hub, the tunnel): the session behind the ws object at idx
  * (a Lua error when there is none, or with live set when it is closed); a message to it (0, or
- * -1 when closed); the bytes it has not taken. */
+ * -1 when closed: the messages sent this way in one turn of the loop go out in one write at its
+ * end); the bytes it has not taken (those waiting included). */
 typedef struct rh_lua_ws_session rh_lua_ws_session;
 rh_lua_ws_session *rh_lua_ws_check(lua_State *L, int idx, int live);
 int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n);
-/* The same with the payload in two parts (rh_ws_send_parts): the tunnel's frames. On a dialled
- * session, the frames sent this way in one turn of the loop go out in one write at its end. */
+/* The same with the payload in two parts (rh_ws_send_parts): the tunnel's frames. */
 int rh_lua_ws_send_parts(rh_lua_ws_session *s, int opcode, const char *head, size_t hl, const char *p, size_t n);
 size_t rh_lua_ws_queued(rh_lua_ws_session *s);
 /* A consumer in C of a session's messages (the hub's routing, the tunnel's frames): it sees

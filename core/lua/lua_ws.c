@@ -29,8 +29,9 @@
  * mark: a fast sender is slowed to the script's pace instead of filling memory. */
 #define QUEUE_HIGH_BYTES (1024u * 1024)
 #define QUEUE_LOW_BYTES (256u * 1024)
-/* A dialled tunnel's frames wait for the end of the loop's turn up to BATCH_MAX bytes; a batch of
- * at least BATCH_SMALL keeps its buffer (BATCH_KEEP holds the largest). */
+/* A C consumer's frames (the hub's, the tunnel's) wait for the end of the loop's turn up to
+ * BATCH_MAX bytes; a batch of at least BATCH_SMALL keeps its buffer (BATCH_KEEP holds the
+ * largest). */
 #define BATCH_MAX (256u * 1024)
 #define BATCH_SMALL (64u * 1024)
 #define BATCH_KEEP (512u * 1024)
@@ -53,7 +54,7 @@ struct rh_lua_ws_session {
   session *next;             /* in the task's list */
   msg *head, *tail;
   rh_soon *waker;            /* wakes the owner after a foreign call */
-  rh_soon *flush_soon;       /* writes what the tunnel's sends queued in this turn of the loop */
+  session *pending_next;     /* in pending_list while a C consumer's frames wait (batch_pending) */
   double last_rx;            /* loop time of the last bytes from the peer (pongs included) */
   double last_msg;           /* loop time of the last message from the peer */
   char *close_reason;        /* once closed (at most 123 bytes); NULL before */
@@ -72,6 +73,7 @@ struct rh_lua_ws_session {
   unsigned paused : 1;       /* reading stopped: queue_full, or the engine owes the peer too much */
   unsigned counted : 1;      /* counted open (ws/open.h) on the side server_side says */
   unsigned server_side : 1;
+  unsigned pending : 1;      /* in pending_list */
 };
 
 /* Server sessions that close with 1001 as soon as the host is told to stop. */
@@ -136,6 +138,7 @@ static int push_next(lua_State *L, session *s) {
 }
 
 static void wake(session *s);
+static void unlist_pending(session *s);
 
 static void waker_fired(void *ud) {
   session *s = ud;
@@ -424,7 +427,7 @@ static void end_session(rh_task *t, session *s) {
   if (s->engine) rh_ws_free(s->engine);
   if (s->own_ctx) rh_tls_ctx_free(s->own_ctx);
   if (s->waker) rh_soon_cancel(s->waker);
-  if (s->flush_soon) rh_soon_cancel(s->flush_soon);
+  unlist_pending(s);
   if (s->going_ref != LUA_NOREF) {
     if (s->gprev) s->gprev->gnext = s->gnext;
     else going_away_list = s->gnext;
@@ -479,41 +482,79 @@ int rh_lua_ws_send(rh_lua_ws_session *s, int opcode, const char *p, size_t n) {
   return rh_lua_ws_send_parts(s, opcode, NULL, 0, p, n);
 }
 
-/* Writes what a session's sends queued; from the loop, or from a send of another task. */
-static void flush_foreign(session *s) {
-  s->foreign = 1; /* a failed write may end the connection: its task wakes on the next turn */
-  flush(s);
-  s->foreign = 0;
-}
-
-/* A dialled session's batch of frames goes out in one write; its buffer is kept while batches
- * are big (at most BATCH_KEEP), and given back after a small one. */
+/* A session's batch of frames goes out in one write; its buffer is kept while batches are big
+ * (at most BATCH_KEEP), and given back after a small one. From the loop, or from a send of
+ * another task: a failed write may end the connection, so its task wakes on the next turn. */
 static void flush_batch(session *s) {
   size_t n;
   const char *p = rh_ws_output_peek(s->engine, &n);
-  s->foreign = 1; /* as flush_foreign */
+  s->foreign = 1;
   write_out(s, p, n);
   rh_ws_output_done(s->engine, n >= BATCH_SMALL ? BATCH_KEEP : 0);
   update_reading(s);
   s->foreign = 0;
 }
 
-static void flush_soon_fired(void *ud) {
-  session *s = ud;
-  s->flush_soon = NULL;
-  flush_batch(s);
+/* Sessions a C consumer sent on in this turn of the loop. They are written in the check phase,
+ * after the turn's reads: a daemon's read of ten frames for one client is one write to it, not
+ * ten (write(2) and the loopback's wakeup were most of the relay's time). The prepare phase
+ * writes what was sent after the check (a close callback's send), before the loop sleeps.
+ * Both handles run only while the list is not empty, and never keep the loop alive alone. */
+static session *pending_list;
+static uv_check_t pending_check;
+static uv_prepare_t pending_prepare;
+
+static void write_pending(void) {
+  while (pending_list) {
+    session *s = pending_list;
+    pending_list = s->pending_next;
+    s->pending_next = NULL;
+    s->pending = 0;
+    flush_batch(s);
+  }
+  uv_check_stop(&pending_check);
+  uv_prepare_stop(&pending_prepare);
 }
 
-/* With a head (the tunnel's frames) on a dialled session, the frames of one turn of the loop are
- * written together at its end (up to BATCH_MAX): one write, and one wakeup of the peer, where a
- * burst of reads upstream would make one each. */
+static void pending_checked(uv_check_t *h) { (void)h, write_pending(); }
+static void pending_prepared(uv_prepare_t *h) { (void)h, write_pending(); }
+
+static void batch_pending(session *s) {
+  if (s->pending) return;
+  if (!pending_check.loop) {
+    uv_check_init(rh_loop(), &pending_check);
+    uv_prepare_init(rh_loop(), &pending_prepare);
+    uv_unref((uv_handle_t *)&pending_check);
+    uv_unref((uv_handle_t *)&pending_prepare);
+  }
+  if (!pending_list) {
+    uv_check_start(&pending_check, pending_checked);
+    uv_prepare_start(&pending_prepare, pending_prepared);
+  }
+  s->pending = 1;
+  s->pending_next = pending_list;
+  pending_list = s;
+}
+
+/* A session that ends (or is dropped) while listed leaves the list; its output is written or
+ * dropped by the caller. */
+static void unlist_pending(session *s) {
+  if (!s->pending) return;
+  session **p = &pending_list;
+  while (*p != s) p = &(*p)->pending_next;
+  *p = s->pending_next;
+  s->pending_next = NULL;
+  s->pending = 0;
+}
+
+/* A C consumer's frames wait for the end of the loop's turn (up to BATCH_MAX), so the frames of
+ * one turn go out in one write, and one wakeup of the peer. */
 int rh_lua_ws_send_parts(rh_lua_ws_session *s, int opcode, const char *head, size_t hl, const char *p, size_t n) {
   if (s->closed || !(s->req || s->up) || rh_ws_send_parts(s->engine, opcode, head, hl, p, n) < 0) return -1;
-  size_t pending;
-  rh_ws_output_peek(s->engine, &pending);
-  if (!hl || !s->up) flush_foreign(s);
-  else if (pending >= BATCH_MAX) flush_batch(s);
-  else if (!s->flush_soon) s->flush_soon = rh_soon_call(flush_soon_fired, s);
+  size_t queued;
+  rh_ws_output_peek(s->engine, &queued);
+  if (queued >= BATCH_MAX) flush_batch(s);
+  else batch_pending(s);
   return 0;
 }
 

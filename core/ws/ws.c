@@ -383,7 +383,7 @@ static void peer_close(rh_ws *ws, const char *p, size_t n, int echoed) {
     rlen = n - 2;
   }
   ws->code_received = code;
-  wslay_event_shutdown_read(ws->rx->ctx);
+  if (ws->rx) wslay_event_shutdown_read(ws->rx->ctx);
   if (!echoed && !ws->sent_close) write_close(ws, code == 1005 ? 0 : code, reason, rlen);
   rh_buf_free(&ws->msg);
   if (ws->h.on_close) ws->h.on_close(ws->h.ud, code, reason, rlen);
@@ -722,11 +722,39 @@ static void take_payload(rh_ws *ws, const char *in, size_t n) {
   rd->phase = (uint8_t)((rd->phase + n) & 3);
 }
 
+/* A control frame whole in `in`, in the only shape a good peer sends (FIN, no RSV bits, masked
+ * exactly when from a client, at most 125 bytes), read here so that a held connection's pong or
+ * ping does not make and free a wslay context (8.8 KB) each. A pong anywhere; a ping or a close
+ * only as the last bytes of the read, with nothing of wslay's waiting to go, so its answer (the
+ * pong unless our close went out, the echo) goes out as wslay's would at the end of the feed:
+ * after what wslay queued, and never before a bad frame that follows (after a failure only the
+ * close goes out). A close wslay would refuse goes to wslay, which picks the reason (a bad
+ * reason's UTF-8 before a bad code); so does anything else. The bytes it took (0: none). */
+static size_t read_control(rh_ws *ws, const char *in, size_t n) {
+  const unsigned char *h = (const unsigned char *)in;
+  if (!fast_read || n < 2) return 0;
+  unsigned op = h[0] & 15, len = h[1] & 127, masked = h[1] >> 7;
+  size_t hl = masked ? 6 : 2;
+  if ((h[0] & 0xF0) != 0x80 || op < RH_WS_CLOSE || op > RH_WS_PONG || len > 125 || masked != ws->is_server ||
+      n < hl + len)
+    return 0;
+  if (op != RH_WS_PONG && (n != hl + len || (ws->rx && wslay_event_get_queued_msg_count(ws->rx->ctx)))) return 0;
+  unsigned char p[125];
+  if (masked) mask_copy(p, h + hl, len, h + 2, 0);
+  else memcpy(p, h + hl, len);
+  int fail_code;
+  if (op == RH_WS_CLOSE && close_problem((const char *)p, len, &fail_code)) return 0; /* wslay says why, as before */
+  if (op == RH_WS_PING && !ws->sent_close) write_frame(ws, RH_WS_PONG, NULL, 0, (const char *)p, len);
+  else if (op == RH_WS_CLOSE) peer_close(ws, (const char *)p, len, 0);
+  return hl + len;
+}
+
 static void read_frames(rh_ws *ws, const char *in, size_t n) {
   rh_ws_rd *rd = &ws->rd;
   while (n && reading(ws)) {
     if (rd->state == RD_HEADER) {
-      size_t k = read_header(ws, in, n);
+      size_t k = rd->hdr_len ? 0 : read_control(ws, in, n);
+      if (!k) k = read_header(ws, in, n);
       in += k, n -= k;
       continue;
     }

@@ -108,7 +108,9 @@ size_t rh_ws_backlog(const rh_ws *ws);
  * through every path). */
 void rh_ws_rest_after(double seconds);
 
-/* Binary data frames are read here, unmasked a word at a time; every other frame by wslay.
+/* Binary data frames are read here, unmasked a word at a time, and so are well-formed control
+ * frames that arrive whole in one rh_ws_feed (a held connection's pings and pongs); every other
+ * frame by wslay.
  * 0 sends every frame to wslay: for the fuzzer and tests, to hold the two readers to the same
  * answers. Default 1. */
 void rh_ws_fast_read(int on);

@@ -824,6 +824,20 @@ static void test_bad_utf8(void) {
   rh_buf_free(&raw);
 }
 
+/* A whole close frame with a bad code and a reason that is not UTF-8 fails naming the reason, as
+ * wslay reads it first (fuzz_ws_frames found the fast reader naming the code); a bad code alone
+ * is named. */
+static void test_bad_close(void) {
+  test_name = "bad_close";
+  rh_buf close = RH_BUF_INIT;
+  frame(&close, 1, RH_WS_CLOSE, 1, S("\x90\xba\x8e\x8b"));
+  expect_server_failure(&close, 0, 1007, "invalid UTF-8 in close reason");
+  close.len = 0;
+  frame(&close, 1, RH_WS_CLOSE, 1, S("\x90\xba" "ok"));
+  expect_server_failure(&close, 0, 1002, "invalid close code");
+  rh_buf_free(&close);
+}
+
 static void test_protocol_errors(void) {
   test_name = "protocol_errors";
   rh_buf raw = RH_BUF_INIT;
@@ -1185,6 +1199,40 @@ static void test_pong_rests(void) {
   peer_free(&s);
 }
 
+/* A held connection's pings and pongs are answered without a wslay context: even where a busy
+ * connection would keep one (rest_after an hour, the second read right after the first), a pong,
+ * then another pong and a ping, leave less than 1 KB behind (a context is 8.8 KB), and the ping's
+ * pong carries its payload; the peer's close is echoed. Run with the fast reader on only. */
+static void test_control_no_context(void) {
+  test_name = "control frames without a context";
+  rh_ws_rest_after(3600);
+  peer s;
+  peer_open(&s, 1, 0);
+  rh_buf in = RH_BUF_INIT, out = RH_BUF_INIT;
+  frame(&in, 1, RH_WS_PONG, 1, NULL, 0);
+  CHECK(rh_ws_feed(s.ws, in.data, in.len) == 0);
+  size_t before = mallinfo2().uordblks;
+  in.len = 0;
+  frame(&in, 1, RH_WS_PONG, 1, S("x"));
+  frame(&in, 1, RH_WS_PING, 1, S("hello")); /* a ping as the last frame of a read */
+  CHECK(rh_ws_feed(s.ws, in.data, in.len) == 0);
+  rh_ws_output(s.ws, &out);
+  CHECK(mallinfo2().uordblks < before + 1024 + out.cap);
+  CHECK(out.len == 7 && memcmp(out.data, "\x8a\x05hello", 7) == 0);
+  /* the peer's close, whole, is echoed with its code and reason */
+  in.len = 0;
+  out.len = 0;
+  frame(&in, 1, RH_WS_CLOSE, 1, S("\x03\xe8" "bye"));
+  CHECK(rh_ws_feed(s.ws, in.data, in.len) == 0);
+  rh_ws_output(s.ws, &out);
+  CHECK(s.closes == 1 && s.close_code == 1000 && strcmp(s.reason, "bye") == 0);
+  CHECK(out.len == 7 && memcmp(out.data, "\x88\x05\x03\xe8" "bye", 7) == 0 && rh_ws_want_close(s.ws));
+  rh_buf_free(&in);
+  rh_buf_free(&out);
+  peer_free(&s);
+  rh_ws_rest_after(1.0);
+}
+
 /* Binary messages are read by core/ws itself (rh_ws_fast_read), unmasked a word at a time:
  * fragments of every length modulo the mask and the word, a ping between them, any split; and a
  * data frame that breaks into a fragmented binary message fails the connection, as wslay fails
@@ -1242,6 +1290,7 @@ static void run_all(void) {
   test_too_big();
   test_bad_utf8();
   test_protocol_errors();
+  test_bad_close();
   test_free_states();
   test_random_splits();
   test_garbage();
@@ -1254,6 +1303,7 @@ static void run_all(void) {
 }
 
 int main(void) {
+  test_control_no_context();
   run_all();
   rh_ws_rest_after(0); /* again, with wslay's context given back at every frame boundary */
   run_all();
