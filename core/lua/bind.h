@@ -30,6 +30,8 @@ void rh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFu
 /* Pushes a headers table: lowercase name -> first value, with the generation's headers
  * metatable (case-insensitive lookup, h:all(name) -> every value in order). */
 void rh_lua_push_headers(lua_State *L, const rh_headers *h);
+/* n bytes of src into dst with ASCII capitals made small: a headers table's key for a name. */
+void rh_lua_lower_into(char *dst, const char *src, size_t n);
 /* Reads a Lua table at idx of name -> string | number | {string, …} into h (appending).
  * Returns 0, or -1 with an error message pushed. */
 int rh_lua_read_headers(lua_State *L, int idx, rh_headers *h);

@@ -106,7 +106,7 @@ static int l_set_classes(lua_State *L) {
 
 /* ---- headers ---- */
 
-static void lower_into(char *dst, const char *src, size_t n) {
+void rh_lua_lower_into(char *dst, const char *src, size_t n) {
   for (size_t i = 0; i < n; i++) dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
 }
 
@@ -166,7 +166,7 @@ void rh_lua_push_headers(lua_State *L, const rh_headers *h) {
     const rh_header *f = &h->items[i];
     char *name = f->name_len <= sizeof small ? small : malloc(f->name_len);
     if (!name) abort();
-    lower_into(name, f->name, f->name_len);
+    rh_lua_lower_into(name, f->name, f->name_len);
     lua_pushlstring(L, name, f->name_len); /* once: interning a string is most of a field's cost */
     if (seen_before(L, t, h, i)) {
       lua_pop(L, 1);

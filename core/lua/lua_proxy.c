@@ -37,6 +37,19 @@ typedef struct {
   int has_headers;
 } hook_ctx;
 
+#define MAX_SEEN 64 /* fields compared; a larger head takes the full read */
+
+/* The fields a hook's headers table is built from, read by the hooks' closure through the FFI
+ * (hooks_wrapper): from a C array its loop makes two strings a field, where the C API costs a
+ * call per string and per table store and its collector steps. Synchronous hooks only: the
+ * closure has copied them into Lua strings before the hook runs. */
+struct rh_hook_field {
+  const char *name, *value;
+  size_t nlen, vlen;
+};
+static struct rh_hook_field hook_fields[MAX_SEEN];
+static char hook_names[4096]; /* their names, lowercased (the table's keys) */
+
 /* ---- reading options ---- */
 
 static double opt_num(lua_State *L, int t, const char *k, double dflt) {
@@ -119,7 +132,8 @@ static int hook_ref(lua_State *L, const char *k) {
   lua_getfield(L, LUA_REGISTRYINDEX, "relay.proxy_hooks");
   lua_pushstring(L, k);
   lua_pushvalue(L, -3);
-  lua_call(L, 2, 1);
+  lua_pushlightuserdata(L, hook_fields);
+  lua_call(L, 3, 1);
   lua_replace(L, -2);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -412,7 +426,6 @@ typedef struct {
   size_t klen, vlen;
 } change;
 
-#define MAX_SEEN 64 /* fields compared; a larger head takes the full read */
 
 /* One entry of the hook's table (key, value on top) against h: an unchanged field is marked in
  * kept, a valid change goes to ch[*nch]; 0, or -1 for what only the full read decides (a list
@@ -466,10 +479,11 @@ static int apply_changes(lua_State *L, int t, rh_headers *h) {
 
 /* What the hook left in head.headers (at v) back into h. The table pushed (at pushed) is
  * compared with h, so that only what the hook changed is checked and copied: most fields come
- * back as they went. A table of its own, a list value or a repeated name takes the full read. */
+ * back as they went (pushed 0: nothing to compare with). A table of its own, a list value or a
+ * repeated name takes the full read. */
 static void read_back_headers(lua_State *L, int v, int pushed, rh_headers *h) {
   lua_pushvalue(L, v);
-  if (lua_rawequal(L, -1, pushed) && apply_changes(L, pushed, h) == 0) {
+  if (pushed && lua_rawequal(L, -1, pushed) && apply_changes(L, pushed, h) == 0) {
     lua_pop(L, 1);
     return;
   }
@@ -483,6 +497,62 @@ static void read_back_headers(lua_State *L, int v, int pushed, rh_headers *h) {
     rh_headers_free(&fresh);
   }
   lua_pop(L, 1);
+}
+
+/* h's fields into hook_fields; their count, or -1 when C builds the table (more than MAX_SEEN
+ * fields or 4 KiB of names, or a repeated name, whose values need the side table). */
+static int fill_fields(const rh_headers *h) {
+  size_t used = 0;
+  if (h->n > MAX_SEEN) return -1;
+  for (size_t i = 0; i < h->n; i++) {
+    const rh_header *f = &h->items[i];
+    if (f->name_len > sizeof hook_names - used) return -1;
+    char *name = hook_names + used;
+    rh_lua_lower_into(name, f->name, f->name_len);
+    for (size_t j = 0; j < i; j++)
+      if (hook_fields[j].nlen == f->name_len && memcmp(hook_fields[j].name, name, f->name_len) == 0) return -1;
+    hook_fields[i] = (struct rh_hook_field){ name, f->value, f->name_len, f->value_len };
+    used += f->name_len;
+  }
+  return (int)h->n;
+}
+
+/* The changes the closure found (at i: the count m of what follows as name/value pairs, new or
+ * changed, then the places from 0 of the fields it dropped or changed, up to the top; see
+ * hooks_wrapper) applied to h: the fields left alone stay in order, the new ones come after
+ * them. 0, or -1 (h unchanged) when a change is not a valid field: the full read gives the
+ * message. */
+static int apply_diff(lua_State *L, int i, rh_headers *h) {
+  int top = lua_gettop(L), m = (int)lua_tointeger(L, i), pairs_end = i + m;
+  unsigned char gone[MAX_SEEN] = { 0 };
+  for (int j = i + 1; j < pairs_end; j += 2) {
+    size_t klen, vlen;
+    const char *k = lua_tolstring(L, j, &klen), *v = lua_tolstring(L, j + 1, &vlen);
+    if (!rh_http_is_token(k, klen) || !rh_http_is_field_value(v, vlen)) return -1;
+  }
+  for (int j = pairs_end + 1; j <= top; j++) {
+    lua_Integer at = lua_tointeger(L, j);
+    if (at >= 0 && (size_t)at < h->n) gone[at] = 1;
+  }
+  size_t n = 0;
+  for (size_t f = 0; f < h->n; f++)
+    if (!gone[f]) h->items[n++] = h->items[f];
+  h->n = n;
+  for (int j = i + 1; j < pairs_end; j += 2) {
+    size_t klen, vlen;
+    const char *k = lua_tolstring(L, j, &klen), *v = lua_tolstring(L, j + 1, &vlen);
+    rh_headers_add(h, k, klen, v, vlen);
+    h->items[h->n - 1].checked = 1; /* checked above: the writer need not again */
+  }
+  return 0;
+}
+
+/* The hook's head.headers (at v) back into h when the closure built it from hook_fields: its
+ * changes (after v), or the whole table read again (another table, a value not a string). */
+static void read_back_built(lua_State *L, int v, rh_headers *h) {
+  if (lua_gettop(L) > v && apply_diff(L, v + 1, h) == 0) return;
+  lua_pushvalue(L, v);
+  read_back_headers(L, lua_gettop(L), 0, h);
 }
 
 /* The access phase's changes: the head the policy (and on_request) starts from. */
@@ -518,20 +588,47 @@ static void replace_str(char **dst, const char *v) {
   if (v) { free(*dst); *dst = strdup(v); }
 }
 
+/* The hook's headers, at pushed and as the closure's last two arguments: nil, the count of
+ * hook_fields and nil when the closure builds the table from them (1), or the table C built,
+ * nil and the table again (0: the one at pushed is compared with what the hook leaves). */
+static int push_hook_headers(lua_State *L, int pushed, const rh_headers *h) {
+  int n = fill_fields(h);
+  if (n >= 0) {
+    lua_pushnil(L);
+    lua_replace(L, pushed);
+    lua_pushinteger(L, n);
+    lua_pushnil(L);
+    return 1;
+  }
+  rh_lua_push_headers(L, h);
+  lua_pushvalue(L, -1);
+  lua_replace(L, pushed);
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 0;
+}
+
+/* head.headers (at v) back into h, as its closure built it (built) or C did (compared with the
+ * table at pushed). */
+static void read_back(lua_State *L, int v, int pushed, int built, rh_headers *h) {
+  if (built) read_back_built(L, v, h);
+  else read_back_headers(L, v, pushed, h);
+}
+
 static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   hook_ctx *h = ud;
   apply_access(h, head);
   if (h->p->on_request == LUA_NOREF) return 0;
   lua_State *L = h->gen->L;
   int top = lua_gettop(L), pushed = top + 1;
-  rh_lua_push_headers(L, head->headers);
+  lua_pushnil(L); /* push_hook_headers' slot */
   lua_pushstring(L, head->method);
   lua_pushstring(L, head->target);
   lua_pushstring(L, head->req->peer);
   lua_pushstring(L, head->req->id);
-  lua_pushvalue(L, pushed);
-  /* results: status, body, answer's headers, then head.method, head.path, head.headers */
-  if (call_hook(h, h->p->on_request, 5, 6, "on_request") < 0) {
+  int built = push_hook_headers(L, pushed, head->headers);
+  /* results: status, body, answer's headers, head.method, head.path, head.headers, changes */
+  if (call_hook(h, h->p->on_request, 6, LUA_MULTRET, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
     lua_settop(L, top);
     return 500;
@@ -542,7 +639,7 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   } else {
     replace_str(&head->method, lua_tostring(L, r + 3));
     replace_str(&head->target, lua_tostring(L, r + 4));
-    read_back_headers(L, r + 5, pushed, head->headers);
+    read_back(L, r + 5, pushed, built, head->headers);
   }
   lua_settop(L, top);
   return status;
@@ -553,13 +650,13 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   if (h->p->on_response == LUA_NOREF) return;
   lua_State *L = h->gen->L;
   int top = lua_gettop(L), pushed = top + 1;
-  rh_lua_push_headers(L, head->headers);
+  lua_pushnil(L); /* push_hook_headers' slot */
   lua_pushinteger(L, head->status);
-  lua_pushvalue(L, pushed);
   lua_pushstring(L, head->req->id);
-  if (call_hook(h, h->p->on_response, 3, 2, "on_response") == 0) { /* head.status, head.headers */
+  int built = push_hook_headers(L, pushed, head->headers);
+  if (call_hook(h, h->p->on_response, 4, LUA_MULTRET, "on_response") == 0) { /* head.status, head.headers, changes */
     if (lua_isnumber(L, pushed + 1)) head->status = (int)lua_tointeger(L, pushed + 1);
-    read_back_headers(L, pushed + 2, pushed, head->headers);
+    read_back(L, pushed + 2, pushed, built, head->headers);
   } else {
     head->status = -1; /* what it meant to strip must not pass: 500 */
   }
@@ -916,20 +1013,82 @@ static const char access_wrapper[] =
     "              rawget(req, '_upstream'), status, body, fields)\n"
     "end\n";
 
-/* Makes a mount's on_request or on_response closure (hook_ref). */
+/* Makes a mount's on_request or on_response closure (hook_ref), called with the head's fields
+ * and its headers as n (the closure builds the table from hook_fields, at F) or t (a table C
+ * built). What it built it compares after the hook and returns after head.headers: the count of
+ * new or changed name/value values, those pairs, then the places (from 0) of the fields the hook
+ * dropped or changed; nothing when only C's full read can tell (a value not a string, over 64
+ * changes, another table in head.headers). A loop over the table here costs less than C's
+ * lua_next per field, and the C array less than a C API call per string and per store.
+ * ks/vs/pos are kept from call to call (no garbage): pos[name] may be a place from an earlier
+ * call, which ks tells (a place counts only where ks holds that name), and is renewed every 64
+ * calls so that names not seen again do not pile up; a hook that raised leaves them in use
+ * (busy), so the next call takes new ones. head is made in run(), apart from the loops, so that
+ * the compiler can leave it unallocated. */
 static const char hooks_wrapper[] =
-    "local kind, fn = ...\n"
+    "local kind, fn, fields = ...\n"
+    "local ffi = require 'ffi'\n"
+    "if not pcall(ffi.typeof, 'struct rh_hook_field') then\n"
+    "  ffi.cdef 'struct rh_hook_field { const char *name, *value; size_t nlen, vlen; };'\n"
+    "end\n"
+    "local F = ffi.cast('const struct rh_hook_field *', fields)\n"
+    "local str, tnew, Headers = ffi.string, require 'table.new', require('relay.http').Headers\n"
+    "local setmetatable, next, rawget, type, unpack = setmetatable, next, rawget, type, unpack\n"
+    "local ks, vs, pos, out, busy, calls = {}, {}, {}, {}, false, 0\n"
+    "local function build(n)\n"
+    "  calls = calls + 1\n"
+    "  if busy then ks, vs = {}, {} end\n"
+    "  if busy or calls > 64 then pos, calls = {}, 0 end\n"
+    "  busy = true\n"
+    "  local t = tnew(0, n)\n"
+    "  for i = 1, n do\n"
+    "    local f = F[i - 1]\n"
+    "    local k, v = str(f.name, f.nlen), str(f.value, f.vlen)\n"
+    "    ks[i] = k; vs[i] = v; pos[k] = i; t[k] = v\n"
+    "  end\n"
+    "  return setmetatable(t, Headers), ks, vs, pos\n"
+    "end\n"
+    "local function changes(t, built, n, ks, vs, pos)\n"
+    "  busy = false\n"
+    "  if t ~= built then return end\n"
+    "  local kept, m = 0, 0\n"
+    "  for k, v in next, t do\n"
+    "    local p = pos[k]\n"
+    "    if p and p <= n and ks[p] == k and vs[p] == v then kept = kept + 1\n"
+    "    elseif type(k) == 'string' and type(v) ~= 'boolean' then\n"
+    "      if type(v) ~= 'string' or m >= 128 then return end\n"
+    "      out[m + 1] = k; out[m + 2] = v; m = m + 2\n"
+    "    end\n"
+    "  end\n"
+    "  local r = m\n"
+    "  if kept < n then\n"
+    "    for i = 1, n do if rawget(t, ks[i]) ~= vs[i] then r = r + 1; out[r] = i - 1 end end\n"
+    "  end\n"
+    "  return m, unpack(out, 1, r)\n"
+    "end\n"
     "if kind == 'on_request' then\n"
-    "  return function(method, path, peer, id, headers)\n"
-    "    local head = { method = method, path = path, peer = peer, id = id, headers = headers }\n"
+    "  local function run(method, path, peer, id, t)\n"
+    "    local head = { method = method, path = path, peer = peer, id = id, headers = t }\n"
     "    local status, body, answer = fn(head)\n"
     "    return status, body, answer, head.method, head.path, head.headers\n"
     "  end\n"
+    "  return function(method, path, peer, id, n, t)\n"
+    "    if not n then return run(method, path, peer, id, t) end\n"
+    "    local built, ks, vs, pos = build(n)\n"
+    "    local status, body, answer, m, p, h = run(method, path, peer, id, built)\n"
+    "    return status, body, answer, m, p, h, changes(h, built, n, ks, vs, pos)\n"
+    "  end\n"
     "end\n"
-    "return function(status, headers, id)\n"
-    "  local head = { status = status, headers = headers, id = id }\n"
+    "local function run(status, id, t)\n"
+    "  local head = { status = status, headers = t, id = id }\n"
     "  fn(head)\n"
     "  return head.status, head.headers\n"
+    "end\n"
+    "return function(status, id, n, t)\n"
+    "  if not n then return run(status, id, t) end\n"
+    "  local built, ks, vs, pos = build(n)\n"
+    "  local st, h = run(status, id, built)\n"
+    "  return st, h, changes(h, built, n, ks, vs, pos)\n"
     "end\n";
 
 void rh_lua_register_proxy(lua_State *L) {

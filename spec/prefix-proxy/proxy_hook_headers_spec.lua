@@ -77,6 +77,19 @@ app:mount("/renamed", relay.proxy { target_base_url = up,
     collectgarbage()
     for k, v in pairs(old) do head.headers[(k:gsub("^x%%-tmp", "x-new"))] = v end
   end })
+app:mount("/raise", relay.proxy { target_base_url = up,
+  on_response = function(head)
+    if head.headers["x-boom"] then error("boom") end
+    head.headers["x-new"] = head.headers["x-other"]
+    head.headers["x-off"] = false
+    head.headers["x-same"] = "s" .. ("ame"):lower()
+  end })
+app:mount("/many", relay.proxy { target_base_url = up,
+  on_response = function(head)
+    head.headers["x-f03"] = nil
+    head.headers["x-f05"] = "changed"
+    head.headers["x-added"] = "a"
+  end })
 app:mount("/fresh", relay.proxy { target_base_url = up,
   on_request = function(head) head.headers = { ["x-only"] = "1", host = head.headers.host } end })
 return app
@@ -177,5 +190,40 @@ return app
     local h = origin:heads()[1]
     assert.matches("\r\n[Xx]%-[Oo]nly: 1\r\n", h)
     assert.is_nil(h:lower():find("x-client", 1, true))
+  end)
+
+  it("on_response: a hook that raised leaves nothing behind for the next response's changes", function()
+    -- the first response's x-new sits where the second's x-other does (the origin's fields in
+    -- order): what the hook sets from it must not pass for an unchanged field of the first
+    local res = proxy:get(reply("/raise", "X-Boom: 1\r\nX-New: v\r\n"))
+    assert.equal(500, res.status)
+    res = proxy:get(reply("/raise", "X-Pad: 1\r\nX-Other: v\r\nX-Off: on\r\nX-Same: same\r\n"))
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    assert.same({ "v" }, fields_named(res, "x-new"))
+    assert.same({ "v" }, fields_named(res, "x-other"))
+    assert.same({}, fields_named(res, "x-off")) -- false: no field
+    assert.same({ "same" }, fields_named(res, "x-same"))
+    local spelled = {}
+    for _, f in ipairs(res.raw_headers) do spelled[#spelled + 1] = f[1] end
+    assert.truthy(table.concat(spelled, ","):find("X-Same", 1, true)) -- an equal value is left alone: as sent
+  end)
+
+  it("on_response: a head of more fields than are compared changes the same way", function()
+    local fields = {}
+    for i = 1, 70 do fields[#fields + 1] = ("X-F%02d: v%d\r\n"):format(i, i) end
+    local res = proxy:get(reply("/many", table.concat(fields)))
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    for i = 1, 70 do
+      local want = i == 3 and {} or i == 5 and { "changed" } or { "v" .. i }
+      assert.same(want, fields_named(res, ("x-f%02d"):format(i)))
+    end
+    assert.same({ "a" }, fields_named(res, "x-added"))
+    fields = {}
+    for i = 1, 8 do fields[#fields + 1] = ("X-F%02d: v%d\r\n"):format(i, i) end
+    res = proxy:get(reply("/many", table.concat(fields)))
+    assert.same({}, fields_named(res, "x-f03"))
+    assert.same({ "changed" }, fields_named(res, "x-f05"))
+    assert.same({ "v8" }, fields_named(res, "x-f08"))
+    assert.same({ "a" }, fields_named(res, "x-added"))
   end)
 end)
