@@ -1,5 +1,6 @@
 # Sourced by tools/perf/per-request and tools/perf/flag-request: CPU per request of several servers
-# under the same load, interleaved so that each round's pair shares the machine's load of that moment.
+# under the same load, interleaved so that each round's pair shares the machine's load of that moment
+# (the order reversed every other round).
 #
 #   cpu_rounds RUNS N LABEL   with bins[i] (names), spids[i] (pids) and a function load_one I N that
 #                             sends exactly N requests to server I, all set by the caller
@@ -11,8 +12,12 @@ cpu_rounds() {
   local runs=$1 n=$2 label=$3 tck i r
   tck=$(getconf CLK_TCK)
   local -A all=() user=()
-  for _ in $(seq "$runs"); do
-    for i in "${!bins[@]}"; do
+  local order=("${!bins[@]}") round
+  for round in $(seq "$runs"); do
+    # every other round in reverse (ABBA): the server measured second paid more (an A/A pair read
+    # 1.015, 0.980-1.102, second over first), so a fixed order favoured the first binary
+    if ((round % 2 == 0)); then order=($(printf '%s\n' "${!bins[@]}" | sort -rn)); else order=("${!bins[@]}"); fi
+    for i in "${order[@]}"; do
       read -r -a a <"/proc/${spids[i]}/stat"
       load_one "$i" "$n"
       read -r -a b <"/proc/${spids[i]}/stat"
