@@ -96,6 +96,10 @@ typedef struct {
 } write_req;
 
 static rh_metric *m_requests, *m_rejected, *m_duration, *m_conns;
+/* The series every request updates, resolved once (issue 17): the duration's, and the request
+ * counter's for each status 100..599 the first time it is answered (a series appears when its
+ * first request does, as before). */
+static rh_metric_series *s_duration, *s_requests[500];
 
 /* Request events go to the request's own consumer if it took them, else to the server's. */
 static void emit_body(rh_http_req *r) {
@@ -193,6 +197,16 @@ static void register_metrics(void) {
                                   NULL, 0, &err);
   m_conns = rh_metric_register(RH_GAUGE, "relayhost_http_connections",
                                "Open client connections", NULL, 0, NULL, 0, &err);
+  s_duration = rh_metric_series_of(m_duration, NULL);
+}
+
+/* The request counter's series for a status: its code as the label value. */
+static rh_metric_series *requests_series(int status) {
+  char code[4] = { (char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10), (char)('0' + status % 10), 0 };
+  if (status < 100 || status > 599) return rh_metric_series_of(m_requests, (const char *[]){ code });
+  rh_metric_series **s = &s_requests[status - 100];
+  if (!*s) *s = rh_metric_series_of(m_requests, (const char *[]){ code });
+  return *s;
 }
 
 /* ---- requests ---- */
@@ -1003,10 +1017,8 @@ static void log_access(rh_http_req *r) {
   /* uv_hrtime, not the loop's millisecond clock: a 3 s request read
    * "ms":3001.9999999999527 */
   double ms = rh_log_round((double)(uv_hrtime() - r->started_ns) / 1e6, 2);
-  char code[4] = { (char)('0' + r->status / 100 % 10), (char)('0' + r->status / 10 % 10),
-                    (char)('0' + r->status % 10), 0 };
-  rh_metric_add(m_requests, (const char *[]){ code }, 1);
-  rh_metric_observe(m_duration, NULL, ms / 1000.0);
+  rh_metric_series_add(requests_series(r->status), 1);
+  rh_metric_series_observe(s_duration, ms / 1000.0);
   if (!rh_log_enabled(RH_LOG_INFO)) return;
   RH_LOG(RH_LOG_INFO, "access", RH_STR("method", r->method), RH_STRN("path", r->log_path.len ? r->log_path.data : r->path, r->log_path.len ? r->log_path.len : r->path_len),
          RH_INT("status", r->status), RH_INT("bytes", r->bytes_out), RH_NUM("ms", ms),

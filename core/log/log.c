@@ -119,6 +119,9 @@ void rh_log_traceback(const char *event, const char *text) {
 }
 
 double rh_log_round(double x, int decimals) {
-  double scale = pow(10, decimals);
+  /* a table, not pow(): every access-log line rounds (issue 17); pow for what it lacks */
+  static const double scales[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6 };
+  int known = decimals >= 0 && decimals < (int)(sizeof scales / sizeof *scales);
+  double scale = known ? scales[decimals] : pow(10, decimals);
   return round(x * scale) / scale;
 }

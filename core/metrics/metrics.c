@@ -14,15 +14,17 @@
 
 #include "buf/buf.h"
 
-typedef struct series {
-  struct series *chain;
+typedef struct rh_metric_series series;
+struct rh_metric_series {
+  series *chain;
+  const rh_metric *family;
   uint64_t hash;
   char **values;                 /* nlabels copies */
   double value;                  /* counter, gauge */
   double sum;                    /* histogram */
   unsigned long long count;
   unsigned long long *counts;    /* histogram: per bucket, not cumulative; +Inf is count */
-} series;
+};
 
 struct rh_metric {
   rh_metric *next;               /* registration order */
@@ -150,6 +152,7 @@ static void grow_table(rh_metric *m) {
 
 static series *new_series(rh_metric *m, const char *const *values, uint64_t h) {
   series *s = xcalloc(1, sizeof *s);
+  s->family = m;
   s->hash = h;
   s->values = xcalloc(m->nlabels, sizeof *s->values);
   for (size_t i = 0; i < m->nlabels; i++) s->values[i] = xstrdup(values[i]);
@@ -256,11 +259,24 @@ rh_metric *rh_metric_register(rh_metric_kind kind, const char *name, const char 
 
 /* ---- updates ---- */
 
+/* Whether v may be added to a series of m: counters only go up (this rejects NaN too). */
+static int addable(const rh_metric *m, double v) {
+  return m->kind != RH_HISTOGRAM && (m->kind != RH_COUNTER || v >= 0);
+}
+
 int rh_metric_add(rh_metric *m, const char *const *values, double v) {
-  if (!m || !values_ok(m, values)) return -1;
-  if (m->kind == RH_HISTOGRAM) return -1;
-  if (m->kind == RH_COUNTER && !(v >= 0)) return -1; /* counters only go up; rejects NaN too */
+  if (!m || !values_ok(m, values) || !addable(m, v)) return -1;
   series_for(m, values)->value += v;
+  return 0;
+}
+
+rh_metric_series *rh_metric_series_of(rh_metric *m, const char *const *values) {
+  return m && values_ok(m, values) ? series_for(m, values) : NULL;
+}
+
+int rh_metric_series_add(rh_metric_series *s, double v) {
+  if (!s || !addable(s->family, v)) return -1;
+  s->value += v;
   return 0;
 }
 
@@ -270,14 +286,24 @@ int rh_metric_set(rh_metric *m, const char *const *values, double v) {
   return 0;
 }
 
-int rh_metric_observe(rh_metric *m, const char *const *values, double v) {
-  if (!m || m->kind != RH_HISTOGRAM || !values_ok(m, values) || isnan(v)) return -1;
-  series *s = series_for(m, values);
+static void observe(series *s, double v) {
+  const rh_metric *m = s->family;
   size_t i = 0;
   while (i < m->nbounds && v > m->bounds[i]) i++;
   if (i < m->nbounds) s->counts[i]++;
   s->count++;
   s->sum += v;
+}
+
+int rh_metric_observe(rh_metric *m, const char *const *values, double v) {
+  if (!m || m->kind != RH_HISTOGRAM || !values_ok(m, values) || isnan(v)) return -1;
+  observe(series_for(m, values), v);
+  return 0;
+}
+
+int rh_metric_series_observe(rh_metric_series *s, double v) {
+  if (!s || s->family->kind != RH_HISTOGRAM || isnan(v)) return -1;
+  observe(s, v);
   return 0;
 }
 

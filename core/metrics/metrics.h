@@ -25,6 +25,14 @@ size_t rh_metric_nlabels(const rh_metric *m);
 int rh_metric_add(rh_metric *m, const char *const *values, double v);  /* counter, gauge */
 int rh_metric_set(rh_metric *m, const char *const *values, double v);  /* gauge */
 int rh_metric_observe(rh_metric *m, const char *const *values, double v); /* histogram */
+/* A series resolved once, for a caller that updates the same label values for every request
+ * (the server's request counter and duration, issue 17): no hash and lookup per update. It
+ * lives as long as its family (until rh_metrics_free_all); NULL on bad label values. The
+ * updates check and answer as rh_metric_add and rh_metric_observe do. */
+typedef struct rh_metric_series rh_metric_series;
+rh_metric_series *rh_metric_series_of(rh_metric *m, const char *const *values);
+int rh_metric_series_add(rh_metric_series *s, double v);     /* counter, gauge */
+int rh_metric_series_observe(rh_metric_series *s, double v); /* histogram */
 /* Current value of a counter/gauge series (0 if never touched); for tests and /ready checks. */
 double rh_metric_value(rh_metric *m, const char *const *values);
 

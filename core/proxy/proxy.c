@@ -26,6 +26,7 @@
  * until down_until (the loop's clock, ms). */
 typedef struct {
   char *url, *host, *host_header, *pool_key; /* url: the entry as written */
+  int host_header_ok;       /* host_header passes http/head.h's value check: looked at once, here */
   int port, fails;
   size_t active;            /* requests in flight on it (least_conn) */
   uint64_t down_until;
@@ -166,6 +167,7 @@ static int parse_target(rh_proxy_conf *c, size_t i, const char *url, const rh_pr
   char authority[RH_HOST_MAX + 9];
   rh_url_authority(&u, authority, sizeof authority);
   t->host_header = strdup(authority); /* host[:port] as written: the port only if given */
+  t->host_header_ok = rh_http_is_field_value(authority, strlen(authority));
   if (i == 0) c->base_path = strndup(u.path, blen);
   t->pool_key = pool_key(c, t, o);
   return 0;
@@ -429,9 +431,27 @@ static const char *put_str(rh_buf *out, const char *name, const char *value) {
   return rh_head_field(out, name, strlen(name), value, strlen(value));
 }
 
-/* The client's list (its value checked unless a hook set it), then the peer. */
+/* A field whose value this process made (an address, hex digits) or checked before: written
+ * without looking at its bytes again, as a checked field of a list is (issue 17: three a request). */
+static const char *put_known(rh_buf *out, const char *name, const char *value, size_t vlen) {
+  rh_header f = { .name = (char *)name, .name_len = strlen(name), .value = (char *)value, .value_len = vlen,
+                  .checked = 1 };
+  return rh_head_header(out, &f);
+}
+
+/* The upstream's Host: one of the mount's targets' (checked when the mount was made), else
+ * checked here. */
+static const char *put_host(rh_buf *out, const rh_proxy_conf *cf, const char *host) {
+  for (size_t i = 0; i < cf->ntargets; i++)
+    if (cf->targets[i].host_header == host && cf->targets[i].host_header_ok)
+      return put_known(out, "Host", host, strlen(host));
+  return put_str(out, "Host", host);
+}
+
+/* The client's list (its value checked unless a hook set it), then the peer (the socket's
+ * address, formatted here). */
 static const char *put_xff(rh_buf *out, const rh_http_req *r, const rh_header *xff) {
-  if (!xff) return put_str(out, "X-Forwarded-For", r->socket_peer);
+  if (!xff) return put_known(out, "X-Forwarded-For", r->socket_peer, strlen(r->socket_peer));
   rh_buf v = RH_BUF_INIT;
   rh_buf_append(&v, xff->value, xff->value_len);
   rh_buf_append(&v, ", ", 2);
@@ -469,7 +489,7 @@ static const char *put_fields(rh_proxy_conf *cf, const rh_http_req *r, const rh_
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const char *err = put_client_fields(cf, r, in, websocket, out);
   if (!err) err = cf->preserve_host && host ? rh_head_field(out, "Host", 4, host->value, host->value_len)
-                                           : put_str(out, "Host", host_header);
+                                           : put_host(out, cf, host_header);
   if (!err) err = put_xff(out, r, rh_headers_find(in, "x-forwarded-for", NULL));
   if (!err) err = rh_head_header(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
   if (!err && host) { /* a checked value under a checked name is checked */
@@ -483,7 +503,7 @@ static const char *put_fields(rh_proxy_conf *cf, const rh_http_req *r, const rh_
   if (!err && cf->forwarded_prefix && cf->mount[0]) err = put_str(out, "X-Forwarded-Prefix", cf->mount);
   char tp[RH_TRACEPARENT_LEN + 1];
   rh_trace_header(&r->trace, tp); /* the client's trace, this hop as its parent */
-  if (!err) err = rh_head_field(out, "traceparent", 11, tp, RH_TRACEPARENT_LEN);
+  if (!err) err = put_known(out, "traceparent", tp, RH_TRACEPARENT_LEN); /* hex digits and dashes */
   return err;
 }
 
@@ -531,41 +551,81 @@ static void copy_headers(rh_headers *out, const rh_headers *in) {
   for (size_t i = 0; i < in->n; i++) rh_headers_add_field(out, &in->items[i]);
 }
 
+/* The target the upstream gets, NUL-terminated: the mount's base, the client's path below the
+ * mount, its query. NULL, or why there is none. */
+static const char *upstream_target(const rh_proxy_conf *cf, const rh_http_req *r, rh_buf *out) {
+  const char *why = upstream_path(cf, r, out);
+  if (why) return why;
+  if (r->query) {
+    rh_buf_append(out, "?", 1);
+    rh_buf_append(out, r->query, r->query_len);
+  }
+  rh_buf_append(out, "", 1);
+  return NULL;
+}
+
+/* What rh_proxy_build_head was asked for, passed on to its two halves. */
+typedef struct {
+  rh_proxy_conf *conf;
+  const rh_http_req *r;
+  const char *host, *ws_key;
+  int framing;
+  rh_buf *out;
+  char **body;
+} head_job;
+
+/* write_head, or the 500 a hook's method or path that is not one gets: nothing goes up. */
+static int write_or_refuse(const head_job *j, const rh_proxy_head *head, const rh_headers *in) {
+  const char *why = write_head(j->out, j->conf, head, in, j->framing, j->host, j->ws_key);
+  if (!why) return 0;
+  j->out->len = 0;
+  RH_LOG(RH_LOG_ERROR, "proxy_head_invalid", RH_STR("error", why), RH_STR("request_id", j->r->id));
+  return refuse(j->body, 500, "Internal Server Error: a proxy hook made the request head invalid", why);
+}
+
+/* With a hook: it sees and changes copies (method, target, fields), never the request. */
+static int build_hooked(const head_job *j, const rh_proxy_hooks *hooks, rh_headers *answer) {
+  rh_buf target = RH_BUF_INIT;
+  const char *why = upstream_target(j->conf, j->r, &target);
+  if (why) {
+    rh_buf_free(&target);
+    return refuse(j->body, 400, "Bad Request", why);
+  }
+  rh_headers client = RH_HEADERS_INIT;
+  copy_headers(&client, &j->r->headers);
+  rh_proxy_head head = { strdup(j->r->method), target.data, 0, &client, j->r, answer };
+  int status = hooks->on_request(hooks->ud, &head, j->body);
+  if (!status) status = write_or_refuse(j, &head, &client);
+  free(head.method);
+  free(head.target);
+  rh_headers_free(&client);
+  return status;
+}
+
+/* Without a hook nothing replaces the method or the target: the request's method as it is, and
+ * the target built in a buffer kept for the next request (up to 4 KiB), not a malloc, a strdup
+ * and their frees a request (issue 17). One loop a process: one buffer. */
+static int build_plain(const head_job *j, rh_headers *answer) {
+  static rh_buf target;
+  target.len = 0;
+  const char *why = upstream_target(j->conf, j->r, &target);
+  rh_proxy_head head = { (char *)j->r->method, target.data, 0, NULL, j->r, answer };
+  int status = why ? refuse(j->body, 400, "Bad Request", why) : write_or_refuse(j, &head, &j->r->headers);
+  if (target.cap > 4096) rh_buf_free(&target);
+  return status;
+}
+
 /* Builds the upstream request head into out: 0, or a status when it is refused or a hook
  * answered (its body in *body, its fields in answer). The phases: the hook sees the client's
  * head, then the mount's header policy applies to what it left. ws_key: a WebSocket handshake
  * with this key instead of body framing. */
 int rh_proxy_build_head(rh_proxy_conf *conf, const rh_http_req *r, const rh_proxy_hooks *hooks,
                         const char *host, const char *ws_key, rh_buf *out, int *chunked, char **body, rh_headers *answer) {
-  int framing = request_framing(r);
-  if (framing < 0) return refuse(body, 400, "Bad Request", "the Content-Length is out of range");
-  rh_buf target = RH_BUF_INIT;
-  const char *why = upstream_path(conf, r, &target);
-  if (why) {
-    rh_buf_free(&target);
-    return refuse(body, 400, "Bad Request", why);
-  }
-  if (r->query) {
-    rh_buf_append(&target, "?", 1);
-    rh_buf_append(&target, r->query, r->query_len);
-  }
-  rh_buf_append(&target, "", 1);
-  /* the hook sees and changes a copy, never the request; without one the request's own */
-  int hooked = hooks && hooks->on_request;
-  rh_headers client = RH_HEADERS_INIT;
-  if (hooked) copy_headers(&client, &r->headers);
-  rh_proxy_head head = { strdup(r->method), target.data, 0, &client, r, answer };
-  int answer_status = hooked ? hooks->on_request(hooks->ud, &head, body) : 0;
-  if (!answer_status && (why = write_head(out, conf, &head, hooked ? &client : &r->headers, framing, host, ws_key))) {
-    out->len = 0; /* a hook's method or path that is not one: nothing goes up */
-    RH_LOG(RH_LOG_ERROR, "proxy_head_invalid", RH_STR("error", why), RH_STR("request_id", r->id));
-    answer_status = refuse(body, 500, "Internal Server Error: a proxy hook made the request head invalid", why);
-  }
-  *chunked = !ws_key && framing == BODY_CHUNKED;
-  free(head.method);
-  free(head.target);
-  rh_headers_free(&client);
-  return answer_status;
+  head_job j = { conf, r, host, ws_key, request_framing(r), out, body };
+  if (j.framing < 0) return refuse(body, 400, "Bad Request", "the Content-Length is out of range");
+  int status = hooks && hooks->on_request ? build_hooked(&j, hooks, answer) : build_plain(&j, answer);
+  *chunked = !ws_key && j.framing == BODY_CHUNKED;
+  return status;
 }
 
 /* An answer instead of the upstream's (a refusal, or a hook's early answer with its fields):

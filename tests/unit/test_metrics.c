@@ -220,6 +220,33 @@ static void test_histogram(void) {
   free(text);
 }
 
+/* A series resolved once updates what the family renders and reads, with the same checks. */
+static void test_series_handle(void) {
+  const char *err = NULL;
+  const char *code[] = { "code" }, *ok[] = { "200" };
+  rh_metric *c = rh_metric_register(RH_COUNTER, "handled_total", "", code, 1, NULL, 0, &err);
+  rh_metric_series *s = rh_metric_series_of(c, ok);
+  CHECK(s != NULL && rh_metric_series_of(c, ok) == s);
+  CHECK(rh_metric_series_of(c, NULL) == NULL);
+  CHECK(rh_metric_series_add(s, 2) == 0);
+  CHECK(rh_metric_add(c, ok, 1) == 0);
+  CHECK(rh_metric_series_add(s, -1) == -1); /* a counter only goes up */
+  CHECK(rh_metric_series_observe(s, 1) == -1);
+  CHECK(rh_metric_value(c, ok) == 3);
+  const double buckets[] = { 1 };
+  rh_metric *h = rh_metric_register(RH_HISTOGRAM, "handled_seconds", "", NULL, 0, buckets, 1, &err);
+  rh_metric_series *hs = rh_metric_series_of(h, NULL);
+  CHECK(rh_metric_series_observe(hs, 0.5) == 0);
+  CHECK(rh_metric_series_observe(hs, NAN) == -1);
+  CHECK(rh_metric_series_add(hs, 1) == -1);
+  CHECK(rh_metric_series_add(NULL, 1) == -1);
+  char *text = render();
+  CHECK_LINE(text, "handled_total{code=\"200\"} 3");
+  CHECK_LINE(text, "handled_seconds_bucket{le=\"1\"} 1");
+  CHECK_LINE(text, "handled_seconds_count 1");
+  free(text);
+}
+
 int main(void) {
   size_t len = 99;
   char *empty = rh_metrics_render(&len);
@@ -230,6 +257,7 @@ int main(void) {
   test_counter_gauge();
   test_render();
   test_histogram();
+  test_series_handle();
   rh_metrics_free_all();
 
   /* The registry is usable again after free_all. */
