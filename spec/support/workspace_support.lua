@@ -94,6 +94,28 @@ function M.start(peers, env, flags, listen, script)
   return host
 end
 
+-- The real relay wrapped to answer GET /lua-heap (its Lua heap after two full collections), for
+-- the memory specs; host:heap() reads it in bytes.
+function M.start_measured(peers, env)
+  local dir = helpers.tmpdir()
+  helpers.write_file(dir .. "/heap.lua", ([[
+local app = dofile(%q)
+app:get("/lua-heap", function(_, res)
+  collectgarbage("collect")
+  collectgarbage("collect")
+  res:json(200, { bytes = collectgarbage("count") * 1024 })
+end)
+return app
+]]):format(helpers.root .. "/scripts/workspace-relay.lua"))
+  local host = M.start(peers, env, nil, nil, dir .. "/heap.lua")
+  host.heap = function(h)
+    local res = h:get("/lua-heap")
+    assert(res.status == 200, "GET /lua-heap: status " .. tostring(res.status))
+    return cjson.decode(res.body).bytes
+  end
+  return host
+end
+
 -- A relay that knows its own public URL before it starts (multi-relay specs), admin on.
 function M.start_named(peers, id, env, extra)
   local port = M.free_port()

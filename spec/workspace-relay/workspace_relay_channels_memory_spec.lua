@@ -4,7 +4,6 @@
 -- disconnect) until the whole scope went. The relay is the real script, wrapped to answer its Lua
 -- heap after a full collection; the peers are node `ws` clients admitted by the validate fixture.
 local helpers = require "helpers"
-local cjson = require "cjson"
 local W = require "workspace_support"
 
 local N = 2000
@@ -22,19 +21,8 @@ describe("workspace relay, channels nobody follows", function()
                                                           sessionChannels = channels } }
     peers = require("ws_peers").start()
     W.fixture(peers)
-    local dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/heap.lua", ([[
-local app = dofile(%q)
-app:get("/lua-heap", function(_, res)
-  collectgarbage("collect")
-  collectgarbage("collect")
-  res:json(200, { bytes = collectgarbage("count") * 1024 })
-end)
-return app
-]]):format(helpers.root .. "/scripts/workspace-relay.lua"))
     -- MAX_LOGS=1: the log ring (two entries per connection) stays out of the measure
-    host = W.start(peers, { RELAY_ADMISSION_MAX_RESPONSE_BYTES = "262144", MAX_LOGS = "1" }, nil, nil,
-                   dir .. "/heap.lua")
+    host = W.start_measured(peers, { RELAY_ADMISSION_MAX_RESPONSE_BYTES = "262144", MAX_LOGS = "1" })
   end)
 
   teardown(function()
@@ -42,11 +30,7 @@ return app
     peers:stop()
   end)
 
-  local function heap()
-    local res = host:get("/lua-heap")
-    assert.equal(200, res.status)
-    return cjson.decode(res.body).bytes
-  end
+  local function heap() return host:heap() end
 
   -- heap() - before, once it is below bound (5 s to get there: the relay sees a close a little
   -- after the peer does), or what it was then.

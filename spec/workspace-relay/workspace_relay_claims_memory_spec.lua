@@ -3,8 +3,6 @@
 -- claims used after admission are kept for the connection's life. The relay is the real script,
 -- wrapped to answer its Lua heap after a full collection; the clients are node `ws` peers
 -- admitted by the validate fixture.
-local helpers = require "helpers"
-local cjson = require "cjson"
 local W = require "workspace_support"
 
 local N = 200
@@ -35,20 +33,9 @@ describe("workspace relay, claims-heavy tokens", function()
     for i = 1, 2 * N do tokens[("heavy-token-%04d"):format(i)] = heavy_claims(i) end
     peers = require("ws_peers").start()
     peers:fixture { validate = tokens, key = W.KEY }
-    local dir = helpers.tmpdir()
-    helpers.write_file(dir .. "/heap.lua", ([[
-local app = dofile(%q)
-app:get("/lua-heap", function(_, res)
-  collectgarbage("collect")
-  collectgarbage("collect")
-  res:json(200, { bytes = collectgarbage("count") * 1024 })
-end)
-return app
-]]):format(helpers.root .. "/scripts/workspace-relay.lua"))
-    host = W.start(peers, { RELAY_ADMISSION_MAX_RESPONSE_BYTES = "65536",
+    host = W.start_measured(peers, { RELAY_ADMISSION_MAX_RESPONSE_BYTES = "65536",
                             RELAY_MAX_CLIENTS_PER_WORKSPACE = "10000", RELAY_MAX_CONNECTIONS_PER_IP = "10000",
-                            RELAY_UPGRADE_RATE_PER_MINUTE = "100000" },
-                   nil, nil, dir .. "/heap.lua")
+                            RELAY_UPGRADE_RATE_PER_MINUTE = "100000" })
   end)
 
   teardown(function()
@@ -56,11 +43,7 @@ return app
     peers:stop()
   end)
 
-  local function heap()
-    local res = host:get("/lua-heap")
-    assert.equal(200, res.status)
-    return cjson.decode(res.body).bytes
-  end
+  local function heap() return host:heap() end
 
   -- Opens tokens first..last as clients of ws1/rt1 -> their peer ids.
   local function open(first, last)
