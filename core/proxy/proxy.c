@@ -25,8 +25,7 @@
 /* One upstream of a mount's list, with its passive health: fails failures in a row take it out
  * until down_until (the loop's clock, ms). */
 typedef struct {
-  char *url, *host, *host_header, *pool_key; /* url: the entry as written */
-  int host_header_ok;       /* host_header passes http/head.h's value check: looked at once, here */
+  char *url, *host, *host_header, *pool_key; /* url: the entry as written; host_header checked once */
   int port, fails;
   size_t active;            /* requests in flight on it (least_conn) */
   uint64_t down_until;
@@ -166,8 +165,11 @@ static int parse_target(rh_proxy_conf *c, size_t i, const char *url, const rh_pr
   t->url = strdup(url);
   char authority[RH_HOST_MAX + 9];
   rh_url_authority(&u, authority, sizeof authority);
+  if (!rh_http_is_field_value(authority, strlen(authority))) {
+    snprintf(err, errlen, "target_base_url '%.200s': not a Host field value", url);
+    return -1;
+  }
   t->host_header = strdup(authority); /* host[:port] as written: the port only if given */
-  t->host_header_ok = rh_http_is_field_value(authority, strlen(authority));
   if (i == 0) c->base_path = strndup(u.path, blen);
   t->pool_key = pool_key(c, t, o);
   return 0;
@@ -439,15 +441,6 @@ static const char *put_known(rh_buf *out, const char *name, const char *value, s
   return rh_head_header(out, &f);
 }
 
-/* The upstream's Host: one of the mount's targets' (checked when the mount was made), else
- * checked here. */
-static const char *put_host(rh_buf *out, const rh_proxy_conf *cf, const char *host) {
-  for (size_t i = 0; i < cf->ntargets; i++)
-    if (cf->targets[i].host_header == host && cf->targets[i].host_header_ok)
-      return put_known(out, "Host", host, strlen(host));
-  return put_str(out, "Host", host);
-}
-
 /* The client's list (its value checked unless a hook set it), then the peer (the socket's
  * address, formatted here). */
 static const char *put_xff(rh_buf *out, const rh_http_req *r, const rh_header *xff) {
@@ -488,8 +481,9 @@ static const char *put_fields(rh_proxy_conf *cf, const rh_http_req *r, const rh_
                               const char *host_header, rh_buf *out) {
   const rh_header *host = rh_headers_find(in, "host", NULL);
   const char *err = put_client_fields(cf, r, in, websocket, out);
+  /* host_header is a target's, checked when the mount was made */
   if (!err) err = cf->preserve_host && host ? rh_head_field(out, "Host", 4, host->value, host->value_len)
-                                           : put_host(out, cf, host_header);
+                                           : put_known(out, "Host", host_header, strlen(host_header));
   if (!err) err = put_xff(out, r, rh_headers_find(in, "x-forwarded-for", NULL));
   if (!err) err = rh_head_header(out, &cf->own.items[r->tls ? OWN_PROTO_HTTPS : OWN_PROTO_HTTP]);
   if (!err && host) { /* a checked value under a checked name is checked */
