@@ -57,11 +57,13 @@ below_main() {
   for t in $(ls "/proc/$1/task"); do if [[ $t != "$1" ]]; then chrt -f -p 40 "$t" >/dev/null 2>&1 || true; fi; done
 }
 # The generator (ws-bench.js MODE ARGS...), its line to $dir/gen.out; gen and gen_threads are its
-# pid and its threads. It starts its sockets after 0.5 s, once below_main has run.
+# pid and its threads. Node makes its worker threads before it runs the script, which starts its
+# sockets 0.5 s later: by then below_main has run.
 generate() {
   WS_BENCH_START_MS=500 "${fifo[@]}" taskset -c 1 node "$bench" "$@" >"$dir/gen.out" &
   gen=$!
-  sleep 0.2
+  for _ in $(seq 200); do [[ $(ls "/proc/$gen/task" | wc -l) -gt 1 ]] && break; sleep 0.01; done
+  sleep 0.1 # made one after another
   gen_threads=$(ls "/proc/$gen/task" | paste -sd, -)
   below_main "$gen"
   wait "$gen"
@@ -130,7 +132,7 @@ kill "${pids[1]}"
 
 if [[ ${NODE_RELAY:-1} != 0 ]]; then
   "${fifo[@]}" taskset -c 0 node "$top/bench/js/node-relay.js" "$node_port" & pids+=($!)
-  sleep 0.2
+  sleep 0.5 # its worker threads are made at its start
   below_main "${pids[2]}"
   measure "node ws relay" "${pids[2]}" "$node_port"
 fi
