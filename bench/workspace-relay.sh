@@ -14,8 +14,17 @@
 #   HELD=1  the latency runs happen while the N clients are still held (default 0: after they left)
 #   RT=1    servers and generator run SCHED_FIFO (chrt; root): on a machine shared with other
 #           work the figures are then the relay's and the generator's, not the neighbours' turns
-#           on the CPU. The fixture and the held clients stay in the normal class.
+#           on the CPU. The fixture and the held clients stay in the normal class. A Node
+#           process's other threads (V8's workers) go one step below its main thread (FIFO 40):
+#           at the same priority on the same core they ran until they blocked while the main
+#           thread waited (TRACE=1 counted most of the generator's waits over 1 ms behind them).
+#           Below it they run when it sleeps or waits for them, still ahead of the neighbours.
 #   NODE_RELAY=0  skips the Node relay (an A/B of two relayhost builds)
+#   TRACE=1  records the scheduler and the relay's epoll_wait calls during each latency run (perf,
+#           root) and prints, from bench/js/turns.js: the relay's loop turns in CPU time (its
+#           own work, whatever the neighbours do), and how long the relay and the generator's
+#           main thread waited to run, with how many of the generator's long waits had one of
+#           its own threads on its CPU (figures a loaded machine does not make up)
 #   STRACE=1  counts the relay's system calls during each latency run (strace -c -f; this slows
 #           the relay, so its p99 is then not comparable); printed per frame
 # Each latency run also prints the server's CPU-seconds (user + system, /proc/PID/stat) per 100k
@@ -41,6 +50,24 @@ rss() { ps -o rss= -p "$1" | awk '{ print $1 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
 hz=$(getconf CLK_TCK)
 bench=$top/bench/js/ws-bench.js
+# A Node process's threads other than its main one, to FIFO 40 (RT=1; see above).
+below_main() {
+  local t
+  if [[ $RT != 1 ]]; then return; fi
+  for t in $(ls "/proc/$1/task"); do if [[ $t != "$1" ]]; then chrt -f -p 40 "$t" >/dev/null 2>&1 || true; fi; done
+}
+# The generator (ws-bench.js MODE ARGS...), its line to $dir/gen.out; gen and gen_threads are its
+# pid and its threads. Node makes its worker threads before it runs the script, which starts its
+# sockets 0.5 s later: by then below_main has run.
+generate() {
+  WS_BENCH_START_MS=500 "${fifo[@]}" taskset -c 1 node "$bench" "$@" >"$dir/gen.out" &
+  gen=$!
+  for _ in $(seq 200); do [[ $(ls "/proc/$gen/task" | wc -l) -gt 1 ]] && break; sleep 0.01; done
+  sleep 0.1 # made one after another
+  gen_threads=$(ls "/proc/$gen/task" | paste -sd, -)
+  below_main "$gen"
+  wait "$gen"
+}
 # Ports free right now, not fixed ones: on a shared machine a second run of this bench (another
 # build) would otherwise meet the first one's fixture and relay, and count their refusals.
 free_port() { node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
@@ -68,18 +95,30 @@ measure() { # name pid port
   for run in $(seq "$RUNS"); do # the machine is shared: several runs show the spread
     sleep 1
     local t0 line tracer=
-    if [[ ${STRACE:-0} == 1 ]]; then strace -c -f -p "$2" -o "$dir/strace.out" 2>/dev/null & tracer=$!; sleep 0.5; fi
+    if [[ ${STRACE:-0} == 1 ]]; then strace -c -f -p "$2" -o "$dir/strace.out" 2>/dev/null & tracer=$!; sleep 0.5
+    elif [[ ${TRACE:-0} == 1 ]]; then
+      local e epoll=() # the relay's calls only: the whole machine's would swamp the record
+      for e in sys_enter_epoll_wait sys_exit_epoll_wait sys_enter_epoll_pwait sys_exit_epoll_pwait; do
+        epoll+=(-e "syscalls:$e" --filter "common_pid == $2")
+      done
+      perf record -q -a -o "$dir/trace.data" -e sched:sched_wakeup,sched:sched_switch "${epoll[@]}" 2>/dev/null & tracer=$!
+      sleep 0.5
+    fi
     t0=$(cpu_ticks "$2")
-    line=$("${fifo[@]}" taskset -c 1 node "$bench" latency "$url" "$RATE" "$SECS")
+    generate latency "$url" "$RATE" "$SECS"
+    line=$(cat "$dir/gen.out")
     line+=$(awk -v t="$(( $(cpu_ticks "$2") - t0 ))" -v hz="$hz" -v f="$(( RATE * SECS ))" \
       'BEGIN { printf "; server CPU %.3f s per 100k frames", t / hz * 100000 / f }')
-    if [[ -n $tracer ]]; then
+    if [[ -n $tracer && ${TRACE:-0} == 1 ]]; then
+      kill -INT "$tracer"; wait "$tracer" || true
+      line+="; $(perf script -i "$dir/trace.data" -F tid,cpu,time,event,trace 2>/dev/null | node "$top/bench/js/turns.js" "$2" "$gen" "$gen_threads")"
+    elif [[ -n $tracer ]]; then
       kill -INT "$tracer"; wait "$tracer" || true
       line+=$(awk -v f="$(( RATE * SECS ))" '$1 ~ /^[0-9.]+$/ && $NF != "total" { c += $4 } $NF ~ /^write/ { w += $4 }
         END { printf "; syscalls %.2f per frame (write/writev %.2f)", c / f, w / f }' "$dir/strace.out")
     fi
     printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "$1" "$RATE" "$SECS" "$run" "$line"
-    if [[ -n $tracer ]]; then head -n 12 "$dir/strace.out"; fi
+    if [[ ${STRACE:-0} == 1 ]]; then head -n 12 "$dir/strace.out"; fi
   done
   if [[ $HELD == 1 ]]; then kill "$client" 2>/dev/null || true; wait "$client" 2>/dev/null || true; fi
 }
@@ -93,11 +132,13 @@ kill "${pids[1]}"
 
 if [[ ${NODE_RELAY:-1} != 0 ]]; then
   "${fifo[@]}" taskset -c 0 node "$top/bench/js/node-relay.js" "$node_port" & pids+=($!)
+  sleep 0.5 # its worker threads are made at its start
+  below_main "${pids[2]}"
   measure "node ws relay" "${pids[2]}" "$node_port"
 fi
 
 for run in $(seq "$RUNS"); do # no relay: what the generator itself adds to every figure above
-  printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "generator floor" "$RATE" "$SECS" "$run" \
-    "$("${fifo[@]}" taskset -c 1 node "$bench" floor "$RATE" "$SECS")"
+  generate floor "$RATE" "$SECS"
+  printf "%-15s daemon->client at %d frames/s for %d s, run %d: %s\n" "generator floor" "$RATE" "$SECS" "$run" "$(cat "$dir/gen.out")"
 done
 echo "results: ${out#"$top"/}"

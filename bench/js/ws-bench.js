@@ -10,10 +10,13 @@
 //                                                 another (a ws server in this process), no relay;
 //                                                 prints the same line
 // Tokens are "bench-<role>-<workspace>-<n>"; the fixture turns them into matching claims.
+// WS_BENCH_START_MS: latency and floor start that long after the process (default 0), so that the
+// caller can set the scheduling of its threads first.
 const http = require('http');
 const WebSocket = require('ws');
 
 const [mode, ...args] = process.argv.slice(2);
+const START_MS = Number(process.env.WS_BENCH_START_MS || 0);
 
 function fixture(port) {
   http.createServer((req, res) => {
@@ -135,6 +138,6 @@ function floor(rate, secs) {
 
 if (mode === 'fixture') fixture(args[0]);
 else if (mode === 'hold') hold(args[0], Number(args[1]), Number(args[2]), Number(args[3]));
-else if (mode === 'latency') latency(args[0], Number(args[1]), Number(args[2]));
-else if (mode === 'floor') floor(Number(args[0]), Number(args[1]));
+else if (mode === 'latency') setTimeout(latency, START_MS, args[0], Number(args[1]), Number(args[2]));
+else if (mode === 'floor') setTimeout(floor, START_MS, Number(args[0]), Number(args[1]));
 else { console.error('usage: see the top of this file'); process.exit(2); }
