@@ -225,14 +225,17 @@ int rh_headers_has_other_token(const rh_headers *h, const char *name, const char
   return scan_tokens(h, name, tok, 1);
 }
 
+/* By length first: most fields have a length no hop-by-hop name has, and this runs for every
+ * field of every proxied response (issue 17). */
 int rh_header_hop_by_hop(const rh_header *f) {
-#define NAME(s) { s, sizeof s - 1 }
-  static const struct { const char *s; size_t n; } names[] = {
-    NAME("connection"), NAME("keep-alive"), NAME("proxy-authenticate"), NAME("proxy-authorization"),
-    NAME("proxy-connection"), NAME("te"), NAME("trailer"), NAME("transfer-encoding"), NAME("upgrade")
-  };
-#undef NAME
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    if (named(f, names[i].s, names[i].n)) return 1;
-  return 0;
+  switch (f->name_len) {
+  case 2: return named(f, "te", 2);
+  case 7: return named(f, "trailer", 7) || named(f, "upgrade", 7);
+  case 10: return named(f, "connection", 10) || named(f, "keep-alive", 10);
+  case 16: return named(f, "proxy-connection", 16);
+  case 17: return named(f, "transfer-encoding", 17);
+  case 18: return named(f, "proxy-authenticate", 18);
+  case 19: return named(f, "proxy-authorization", 19);
+  default: return 0;
+  }
 }

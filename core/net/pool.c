@@ -37,10 +37,8 @@ static void unlink_idle(rh_upconn *u) {
   p->nidle--;
   total_idle--;
   u->in_pool = 0;
-  uv_timer_stop(&u->idle_timer);
 }
 
-/* A connection that leaves the pool, by being taken or by closing, stops its idle timer. */
 static void close_idle(rh_upconn *u) {
   unlink_idle(u);
   rh_upconn_close(u);
@@ -54,7 +52,16 @@ rh_upconn *rh_pool_take(const char *key) {
   return u;
 }
 
-static void idle_expired(uv_timer_t *t) { close_idle(t->data); }
+/* The idle timer is left running when a connection is taken, and checked when it fires: a
+ * connection is taken and put back once per request, and stopping and restarting its timer each
+ * time cost more than the rest of the pool's work (issue 17). */
+static void idle_expired(uv_timer_t *t) {
+  rh_upconn *u = t->data;
+  if (!u->in_pool) return;
+  uint64_t now = uv_now(t->loop);
+  if (now >= u->idle_until) close_idle(u);
+  else uv_timer_start(t, idle_expired, u->idle_until - now, 0);
+}
 
 /* Anything from an idle upstream (bytes or its close) means it is no longer reusable. */
 static void idle_read(void *owner, const char *p, ssize_t n, const char *err) {
@@ -76,7 +83,10 @@ void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle) {
   total_idle++;
   u->in_pool = 1;
   rh_upconn_own(u, u, idle_read, NULL);
-  uv_timer_start(&u->idle_timer, idle_expired, (uint64_t)(idle_timeout * 1000), 0);
+  uint64_t ms = (uint64_t)(idle_timeout * 1000);
+  u->idle_until = uv_now(u->idle_timer.loop) + ms;
+  uv_timer_t *t = &u->idle_timer; /* still running from an earlier stay when it was taken */
+  if (!uv_is_active((uv_handle_t *)t) || uv_timer_get_due_in(t) > ms) uv_timer_start(t, idle_expired, ms, 0);
 }
 
 size_t rh_pool_idle(void) { return total_idle; }

@@ -27,6 +27,7 @@ typedef void (*rh_upconn_write_cb)(void *owner, size_t queued);
 struct rh_upconn {
   uv_tcp_t tcp;              /* tcp.data is the rh_upconn itself */
   uv_timer_t idle_timer;     /* used by the pool */
+  uint64_t idle_until;       /* the pool's: loop time this idle connection closes at */
   uv_idle_t written;         /* reports writes that went out at once, from the loop */
   char key[280];             /* the pool it belongs to */
   rh_upconn *next;           /* in the pool's idle list */

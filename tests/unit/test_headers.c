@@ -404,6 +404,22 @@ static void test_filter(void) {
   rh_headers_free(&h);
 }
 
+/* Every hop-by-hop name in any case, and names of the same lengths that are not. */
+static void test_hop_by_hop(void) {
+  test_name = "hop by hop";
+  static const char *const hop[] = { "Connection", "KEEP-ALIVE", "proxy-authenticate", "Proxy-Authorization",
+                                     "proxy-connection", "TE", "Trailer", "transfer-encoding", "upgrade" };
+  static const char *const end[] = { "tx", "trailex", "upgradx", "content", "user-agent", "keep-alivx",
+                                     "proxy-connectiox", "transfer-encodinx", "proxy-authenticatx",
+                                     "proxy-authorizatiox", "host", "" };
+  rh_headers h = RH_HEADERS_INIT;
+  for (size_t i = 0; i < sizeof hop / sizeof *hop; i++) add(&h, hop[i], "v");
+  for (size_t i = 0; i < sizeof end / sizeof *end; i++) add(&h, end[i], "v");
+  size_t nhop = sizeof hop / sizeof *hop;
+  for (size_t i = 0; i < h.n; i++) CHECK(rh_header_hop_by_hop(&h.items[i]) == (i < nhop));
+  rh_headers_free(&h);
+}
+
 int main(void) {
   test_init();
   test_add_find();
@@ -415,6 +431,7 @@ int main(void) {
   test_arena();
   test_other_token();
   test_filter();
+  test_hop_by_hop();
   if (failures) {
     fprintf(stderr, "test_headers: %d check(s) failed\n", failures);
     return 1;
