@@ -1023,18 +1023,27 @@ static const char access_wrapper[] =
  * ks/vs/pos are kept from call to call (no garbage): pos[name] may be a place from an earlier
  * call, which ks tells (a place counts only where ks holds that name), and is renewed every 64
  * calls so that names not seen again do not pile up; a hook that raised leaves them in use
- * (busy), so the next call takes new ones. head is made in run(), apart from the loops, so that
- * the compiler can leave it unallocated. */
+ * (busy), so the next call takes new ones. A name or value with the bytes of the string ks or vs
+ * holds at its place is that string (as): a memcmp through the FFI costs less than ffi.string's
+ * hash and intern, and most heads repeat the last one's fields. head is made in run(), apart
+ * from the loops, so that the compiler can leave it unallocated. */
 static const char hooks_wrapper[] =
     "local kind, fn, fields = ...\n"
     "local ffi = require 'ffi'\n"
     "if not pcall(ffi.typeof, 'struct rh_hook_field') then\n"
     "  ffi.cdef 'struct rh_hook_field { const char *name, *value; size_t nlen, vlen; };'\n"
     "end\n"
-    "local F = ffi.cast('const struct rh_hook_field *', fields)\n"
+    "if not pcall(function() return ffi.C.memcmp end) then\n"
+    "  ffi.cdef 'int memcmp(const void *, const void *, size_t);'\n"
+    "end\n"
+    "local F, C = ffi.cast('const struct rh_hook_field *', fields), ffi.C\n"
     "local str, tnew, Headers = ffi.string, require 'table.new', require('relay.http').Headers\n"
     "local setmetatable, next, rawget, type, unpack = setmetatable, next, rawget, type, unpack\n"
     "local ks, vs, pos, out, busy, calls = {}, {}, {}, {}, false, 0\n"
+    "local function as(p, len, s)\n"
+    "  if s and len == #s and C.memcmp(p, s, len) == 0 then return s end\n"
+    "  return str(p, len)\n"
+    "end\n"
     "local function build(n)\n"
     "  calls = calls + 1\n"
     "  if busy then ks, vs = {}, {} end\n"
@@ -1043,7 +1052,7 @@ static const char hooks_wrapper[] =
     "  local t = tnew(0, n)\n"
     "  for i = 1, n do\n"
     "    local f = F[i - 1]\n"
-    "    local k, v = str(f.name, f.nlen), str(f.value, f.vlen)\n"
+    "    local k, v = as(f.name, f.nlen, ks[i]), as(f.value, f.vlen, vs[i])\n"
     "    ks[i] = k; vs[i] = v; pos[k] = i; t[k] = v\n"
     "  end\n"
     "  return setmetatable(t, Headers), ks, vs, pos\n"
