@@ -1025,7 +1025,9 @@ static const char access_wrapper[] =
  * calls so that names not seen again do not pile up; a hook that raised leaves them in use
  * (busy), so the next call takes new ones. A name or value with the bytes of the string ks or vs
  * holds at its place is that string (as): a memcmp through the FFI costs less than ffi.string's
- * hash and intern, and most heads repeat the last one's fields. head is made in run(), apart
+ * hash and intern, and most heads repeat the last one's fields. Its table has room for two
+ * fields more than the head's (hooks mostly add one, or set one the head lacks to nil, which
+ * makes a key too), so that the first addition does not rehash it. head is made in run(), apart
  * from the loops, so that the compiler can leave it unallocated. */
 static const char hooks_wrapper[] =
     "local kind, fn, fields = ...\n"
@@ -1049,7 +1051,7 @@ static const char hooks_wrapper[] =
     "  if busy then ks, vs = {}, {} end\n"
     "  if busy or calls > 64 then pos, calls = {}, 0 end\n"
     "  busy = true\n"
-    "  local t = tnew(0, n)\n"
+    "  local t = tnew(0, n + 2)\n"
     "  for i = 1, n do\n"
     "    local f = F[i - 1]\n"
     "    local k, v = as(f.name, f.nlen, ks[i]), as(f.value, f.vlen, vs[i])\n"
