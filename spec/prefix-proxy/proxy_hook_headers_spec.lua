@@ -132,6 +132,10 @@ return app
     assert.same({}, fields_named(res, "x-debug-info"))
     assert.same({ "yes" }, fields_named(res, "x-added"))
     assert.same({ "a=1|b=2" }, fields_named(res, "x-seen-cookies"))
+    -- a name repeated in another spelling is the same name
+    res = proxy:get(reply("/edit", "Set-Cookie: c=3\r\nX-Debug-Info: secret\r\nset-COOKIE: d=4\r\n"))
+    assert.equal(200, res.status, proxy:log():sub(-1500))
+    assert.same({ "c=3|d=4" }, fields_named(res, "x-seen-cookies"))
   end)
 
   it("on_response: a repeated field set to one value goes out once", function()
