@@ -6,7 +6,8 @@
 // the time it was switched out inside a turn taken off; and, for the relay and the generator's
 // main thread, the wait to run (a wakeup or a preemption to being on a CPU), and what held the CPU
 // during the waits over 1 ms: the generator's own other threads, other tasks (the neighbours, and
-// for the relay its own watchdog thread), or no task (the CPU idle or in the kernel).
+// for the relay its own watchdog thread; the three that held it longest are named), or no task (the
+// CPU idle or in the kernel).
 const readline = require('readline');
 
 const [relay, gen, genThreads] = process.argv.slice(2);
@@ -17,9 +18,10 @@ const LINE = /^\s*(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+(\S+):\s*(.*)$/;
 // waits over 1 ms, the time its CPU spent on each kind of holder meanwhile (ms).
 function waiter(tid) {
   return { tid, running: false, since: null, cpu: null, holder: null, last: 0, spent: null, waits: [],
-    long: { own: 0, other: 0, idle: 0 } };
+    long: { own: 0, other: 0, idle: 0 }, others: new Map() };
 }
 const current = new Map(); // cpu -> the tid on it
+const comms = new Map(); // tid -> its name, to name the other tasks that held a CPU longest
 
 // Who holds a waiting thread's CPU: one of the generator's own other threads, another task, or no
 // task (the CPU idle, or in the kernel, while the wakeup was slow to land).
@@ -29,27 +31,31 @@ function kind(tid) {
 }
 
 function startWait(w, t, cpu) {
-  Object.assign(w, { since: t, cpu, holder: kind(current.get(cpu)), last: t, spent: { own: 0, other: 0, idle: 0 } });
+  Object.assign(w, { since: t, cpu, holder: current.get(cpu), last: t, spent: { own: 0, other: 0, idle: 0 }, by: new Map() });
 }
 
 function held(w, t, next) { // w's CPU changes hands at t while w waits
-  w.spent[w.holder] += t - w.last;
-  w.holder = kind(next), w.last = t;
+  const k = kind(w.holder), name = comms.get(w.holder) || '?';
+  w.spent[k] += t - w.last;
+  if (k === 'other') w.by.set(name, (w.by.get(name) || 0) + t - w.last);
+  w.holder = next, w.last = t;
 }
 
 function endWait(w, t) {
   held(w, t, w.tid);
   const ms = (t - w.since) * 1e3;
   w.waits.push(ms);
-  if (ms > 1) for (const k in w.long) w.long[k] += w.spent[k] * 1e3;
+  if (ms <= 1) return;
+  for (const k in w.long) w.long[k] += w.spent[k] * 1e3;
+  for (const [name, s] of w.by) w.others.set(name, (w.others.get(name) || 0) + s * 1e3);
 }
 const waiters = [waiter(relay), waiter(gen)];
 const turns = [];
 let turn = null; // the relay's turn under way: { start, off, outAt }
 
 function onSwitch(cpu, t, tr) {
-  const prev = / prev_pid=(\d+) .*prev_state=(\S+)/.exec(tr), next = / next_pid=(\d+)/.exec(tr)[1];
-  current.set(cpu, next);
+  const prev = / prev_pid=(\d+) .*prev_state=(\S+)/.exec(tr), [, comm, next] = / next_comm=(.*) next_pid=(\d+)/.exec(tr);
+  current.set(cpu, next), comms.set(next, comm);
   for (const w of waiters) {
     if (prev[1] === w.tid) {
       w.running = false;
@@ -88,8 +94,9 @@ function quantiles(v) {
   return `p50 ${q(0.5)} p99 ${q(0.99)} p99.9 ${q(0.999)} max ${q(1)} ms`;
 }
 
-const behind = (w) => `their CPU held by own threads ${w.long.own.toFixed(1)}, other tasks ${w.long.other.toFixed(1)}, ` +
-  `none ${w.long.idle.toFixed(1)} ms`;
+const top = (m) => [...m].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([n, ms]) => `${n} ${ms.toFixed(1)}`).join(', ');
+const behind = (w) => `their CPU held by own threads ${w.long.own.toFixed(1)}, other tasks ${w.long.other.toFixed(1)} ` +
+  `(most: ${top(w.others)}), none ${w.long.idle.toFixed(1)} ms`;
 
 function over(v, ms) {
   const o = v.filter((x) => x > ms);
