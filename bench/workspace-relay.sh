@@ -19,12 +19,20 @@
 #           at the same priority on the same core they ran until they blocked while the main
 #           thread waited (TRACE=1 counted most of the generator's waits over 1 ms behind them).
 #           Below it they run when it sleeps or waits for them, still ahead of the neighbours.
+#   GEN_IDLE=0  in the default mode, leaves the generator's other threads (V8's workers) in the
+#           normal class beside its main thread. By default they run SCHED_IDLE (chrt -i): at
+#           equal weight on its core they held its CPU for 93-188 ms of the main thread's waits
+#           over 1 ms per 5 s run (TRACE=1), with frames waiting in its sockets meanwhile (11-35
+#           ms in SCHED_IDLE). A normal thread's wakeup preempts an idle-class one at once; they
+#           still run when it sleeps. The floor runs the same way.
+#           The relay, the Node relay and their settings are untouched.
 #   NODE_RELAY=0  skips the Node relay (an A/B of two relayhost builds)
 #   TRACE=1  records the scheduler and the relay's epoll_wait calls during each latency run (perf,
 #           root) and prints, from bench/js/turns.js: the relay's loop turns in CPU time (its
 #           own work, whatever the neighbours do), and how long the relay and the generator's
-#           main thread waited to run, with how many of the generator's long waits had one of
-#           its own threads on its CPU (figures a loaded machine does not make up)
+#           main thread waited to run, with what held their CPU in the waits over 1 ms: the
+#           generator's own threads, other tasks, or none (figures a loaded machine does not
+#           make up)
 #   STRACE=1  counts the relay's system calls during each latency run (strace -c -f; this slows
 #           the relay, so its p99 is then not comparable); printed per frame
 # Each latency run also prints the server's CPU-seconds (user + system, /proc/PID/stat) per 100k
@@ -50,11 +58,14 @@ rss() { ps -o rss= -p "$1" | awk '{ print $1 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
 hz=$(getconf CLK_TCK)
 bench=$top/bench/js/ws-bench.js
-# A Node process's threads other than its main one, to FIFO 40 (RT=1; see above).
+# A Node process's threads other than its main one, to FIFO 40 (RT=1; see above); with gen as
+# the second argument and RT=0, to SCHED_IDLE (the generator's only, see GEN_IDLE).
 below_main() {
-  local t
-  if [[ $RT != 1 ]]; then return; fi
-  for t in $(ls "/proc/$1/task"); do if [[ $t != "$1" ]]; then chrt -f -p 40 "$t" >/dev/null 2>&1 || true; fi; done
+  local t policy prio
+  if [[ $RT == 1 ]]; then policy=-f prio=40
+  elif [[ ${2:-} == gen && ${GEN_IDLE:-1} == 1 ]]; then policy=-i prio=0
+  else return 0; fi
+  for t in "/proc/$1/task"/*; do t=${t##*/}; if [[ $t != "$1" ]]; then chrt "$policy" -p "$prio" "$t" >/dev/null 2>&1 || true; fi; done
 }
 # The generator (ws-bench.js MODE ARGS...), its line to $dir/gen.out; gen and gen_threads are its
 # pid and its threads. Node makes its worker threads before it runs the script, which starts its
@@ -65,7 +76,7 @@ generate() {
   for _ in $(seq 200); do [[ $(ls "/proc/$gen/task" | wc -l) -gt 1 ]] && break; sleep 0.01; done
   sleep 0.1 # made one after another
   gen_threads=$(ls "/proc/$gen/task" | paste -sd, -)
-  below_main "$gen"
+  below_main "$gen" gen
   wait "$gen"
 }
 # Ports free right now, not fixed ones: on a shared machine a second run of this bench (another
