@@ -48,7 +48,6 @@ struct rh_hook_field {
   size_t nlen, vlen;
 };
 static struct rh_hook_field hook_fields[MAX_SEEN];
-static char hook_names[4096]; /* their names, lowercased (the table's keys) */
 
 /* ---- reading options ---- */
 
@@ -499,20 +498,16 @@ static void read_back_headers(lua_State *L, int v, int pushed, rh_headers *h) {
   lua_pop(L, 1);
 }
 
-/* h's fields into hook_fields; their count, or -1 when C builds the table (more than MAX_SEEN
- * fields or 4 KiB of names, or a repeated name, whose values need the side table). */
+/* h's fields into hook_fields, names as the head spells them (the closure lowercases the ones it
+ * has not seen at their place); their count, or -1 when C builds the table (more than MAX_SEEN
+ * fields, or a repeated name, whose values need the side table). */
 static int fill_fields(const rh_headers *h) {
-  size_t used = 0;
   if (h->n > MAX_SEEN) return -1;
   for (size_t i = 0; i < h->n; i++) {
     const rh_header *f = &h->items[i];
-    if (f->name_len > sizeof hook_names - used) return -1;
-    char *name = hook_names + used;
-    rh_lua_lower_into(name, f->name, f->name_len);
     for (size_t j = 0; j < i; j++)
-      if (hook_fields[j].nlen == f->name_len && memcmp(hook_fields[j].name, name, f->name_len) == 0) return -1;
-    hook_fields[i] = (struct rh_hook_field){ name, f->value, f->name_len, f->value_len };
-    used += f->name_len;
+      if (hook_fields[j].nlen == f->name_len && strncasecmp(hook_fields[j].name, f->name, f->name_len) == 0) return -1;
+    hook_fields[i] = (struct rh_hook_field){ f->name, f->value, f->name_len, f->value_len };
   }
   return (int)h->n;
 }
@@ -1023,27 +1018,46 @@ static const char access_wrapper[] =
  * ks/vs/pos are kept from call to call (no garbage): pos[name] may be a place from an earlier
  * call, which ks tells (a place counts only where ks holds that name), and is renewed every 64
  * calls so that names not seen again do not pile up; a hook that raised leaves them in use
- * (busy), so the next call takes new ones. head is made in run(), apart from the loops, so that
- * the compiler can leave it unallocated. */
+ * (busy), so the next call takes new ones. A value with the bytes of the string vs holds at its
+ * place is that string (as), and a name with the bytes rs holds there (the name as the last head
+ * spelled it) is ks's lowercase one (key): a memcmp through the FFI costs less than ffi.string's
+ * hash and intern, and most heads repeat the last one's fields. Its table has room for two
+ * fields more than the head's (hooks mostly add one, or set one the head lacks to nil, which
+ * makes a key too), so that the first addition does not rehash it. head is made in run(), apart
+ * from the loops, so that the compiler can leave it unallocated. */
 static const char hooks_wrapper[] =
     "local kind, fn, fields = ...\n"
     "local ffi = require 'ffi'\n"
     "if not pcall(ffi.typeof, 'struct rh_hook_field') then\n"
     "  ffi.cdef 'struct rh_hook_field { const char *name, *value; size_t nlen, vlen; };'\n"
     "end\n"
-    "local F = ffi.cast('const struct rh_hook_field *', fields)\n"
-    "local str, tnew, Headers = ffi.string, require 'table.new', require('relay.http').Headers\n"
+    "if not pcall(function() return ffi.C.memcmp end) then\n"
+    "  ffi.cdef 'int memcmp(const void *, const void *, size_t);'\n"
+    "end\n"
+    "local F, C = ffi.cast('const struct rh_hook_field *', fields), ffi.C\n"
+    "local str, lower, tnew, Headers = ffi.string, string.lower, require 'table.new', require('relay.http').Headers\n"
     "local setmetatable, next, rawget, type, unpack = setmetatable, next, rawget, type, unpack\n"
-    "local ks, vs, pos, out, busy, calls = {}, {}, {}, {}, false, 0\n"
+    "local ks, vs, rs, pos, out, busy, calls = {}, {}, {}, {}, {}, false, 0\n"
+    "local function is(p, len, s) return s and len == #s and C.memcmp(p, s, len) == 0 end\n"
+    "local function as(p, len, s)\n"
+    "  if is(p, len, s) then return s end\n"
+    "  return str(p, len)\n"
+    "end\n"
+    "local function key(i, f)\n"
+    "  if is(f.name, f.nlen, rs[i]) then return ks[i] end\n"
+    "  local r = str(f.name, f.nlen)\n"
+    "  rs[i] = r\n"
+    "  return lower(r)\n"
+    "end\n"
     "local function build(n)\n"
     "  calls = calls + 1\n"
-    "  if busy then ks, vs = {}, {} end\n"
+    "  if busy then ks, vs, rs = {}, {}, {} end\n"
     "  if busy or calls > 64 then pos, calls = {}, 0 end\n"
     "  busy = true\n"
-    "  local t = tnew(0, n)\n"
+    "  local t = tnew(0, n + 2)\n"
     "  for i = 1, n do\n"
     "    local f = F[i - 1]\n"
-    "    local k, v = str(f.name, f.nlen), str(f.value, f.vlen)\n"
+    "    local k, v = key(i, f), as(f.value, f.vlen, vs[i])\n"
     "    ks[i] = k; vs[i] = v; pos[k] = i; t[k] = v\n"
     "  end\n"
     "  return setmetatable(t, Headers), ks, vs, pos\n"
