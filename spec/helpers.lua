@@ -54,6 +54,18 @@ function helpers.start_redis(dir, fixed_port, extra)
   error("could not start redis-server: " .. tostring(test.read_file(dir .. "/redis.log")))
 end
 
+-- SET key value on the primary at port, then WAIT for n replicas (1 unless told) on the same
+-- connection: WAIT counts only its own connection's writes, so on a fresh connection it returns
+-- at once, and a replica promoted before the write reached it lost the key (seen under CI load).
+-- Returns redis-cli's answer to WAIT: the number of replicas that have the write.
+function helpers.redis_set_replicated(port, key, value, n)
+  local p = io.popen(("printf 'SET %s %s\\nWAIT %d 5000\\n' | redis-cli -h 127.0.0.1 -p %d --raw 2>&1")
+    :format(key, value, n or 1, port))
+  local out = p:read("*a")
+  p:close()
+  return tonumber(out:match("^OK\n(%d+)\n$"))
+end
+
 -- A self-signed certificate for localhost and 127.0.0.1: dir/cert.pem and dir/key.pem.
 -- The rig of the framework modules' Redis specs: a redis-server and a host running `script` (its
 -- text, saved as `name`) with --redis pointing at it. rig.kill_redis() and rig.start_redis()
