@@ -113,11 +113,16 @@ static void client_message(void *ud, int opcode, const char *p, size_t n) {
   rh_ws_send(c->up_ws, opcode, p, n);
 }
 
-static void client_close(void *ud, int code, const char *reason, size_t n) {
-  wscall *c = ud;
+/* A close from one side goes on to the other: its code and reason (cut to the 123 bytes a close
+ * frame holds), or, for a close without a code (1005, which may not be sent), 1000 and none. */
+static void pass_close(rh_ws *to, int code, const char *reason, size_t n, const char *none) {
   char r[124];
   snprintf(r, sizeof r, "%.*s", (int)(n < 123 ? n : 123), reason);
-  rh_ws_close(c->up_ws, code == 1005 ? 1000 : code, r);
+  rh_ws_close(to, code == 1005 ? 1000 : code, code == 1005 ? none : r);
+}
+
+static void client_close(void *ud, int code, const char *reason, size_t n) {
+  pass_close(((wscall *)ud)->up_ws, code, reason, n, "");
 }
 
 static void up_message(void *ud, int opcode, const char *p, size_t n) {
@@ -127,11 +132,7 @@ static void up_message(void *ud, int opcode, const char *p, size_t n) {
 
 /* The upstream's close code reaches the client; none at all reads as 1000 "Upstream closed". */
 static void up_close(void *ud, int code, const char *reason, size_t n) {
-  wscall *c = ud;
-  char r[124];
-  snprintf(r, sizeof r, "%.*s", (int)(n < 123 ? n : 123), reason);
-  if (code == 1005) rh_ws_close(c->client_ws, 1000, "Upstream closed");
-  else rh_ws_close(c->client_ws, code, r);
+  pass_close(((wscall *)ud)->client_ws, code, reason, n, "Upstream closed");
 }
 
 static void on_client_bytes(rh_http_req *r, const char *p, size_t n, void *ud) {
