@@ -44,12 +44,6 @@ local function valid_name(s) return s:find("^[%w%.@_%- \128-\255]*$") ~= nil end
 
 local function object_of(text) return (json.decode_table(text or "")) end
 
-local function sorted_env_ids(store)
-  local ids = json.array(store:ids())
-  table.sort(ids)
-  return ids
-end
-
 -- A proxy token is ours, of key_type Proxy, for this proxy key.
 local function proxy_claims(req, cfg)
   local token = req:bearer()
@@ -73,13 +67,13 @@ local function install_proxy_api(app, cfg, store)
     end
     local now = math.floor(relay.time())
     local token = relay.jwt.sign({ key_type = "Proxy", key = sha256_hex(body.proxyKey), cluster_identifier = "1",
-      environments = sorted_env_ids(store), iat = now, nbf = now }, cfg.auth_secret)
+      environments = store:ids(), iat = now, nbf = now }, cfg.auth_secret)
     answers:send(res, 200, { token = token })
   end)
 
   app:get("/proxy/config", function(req, res)
     if not proxy_claims(req, cfg) then return answers:error(res, 401, "unauthorised") end
-    local ids = sorted_env_ids(store)
+    local ids = store:ids()
     if type(req.args.environment) == "string" and req.args.environment ~= "" then
       ids = store.envs[req.args.environment] and { req.args.environment } or {}
     end
@@ -126,7 +120,7 @@ function M.install(app, cfg, store, sync, forward)
     if not claims then return nil, "invalid or expired jwt: " .. tostring(why) end
     if type(claims.apiKey) == "string" then
       local hash = claims.apiKey:match("^auth%-key%-(%x+)$")
-      if not hash or not store:has_key_hash(hash) then return nil, "the token's API key is no longer valid" end
+      if not hash or not store.key_env[hash] then return nil, "the token's API key is no longer valid" end
     end
     return claims
   end

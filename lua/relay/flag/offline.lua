@@ -51,9 +51,8 @@ local function indented(v) return json.indent(json.encode(v)) .. "\n" end
 local function write(dir, store)
   local ok, err = fs.mkdir(dir)
   if not ok then return nil, err end
-  local ids, wrote = store:ids(), {}
-  table.sort(ids)
-  for _, id in ipairs(ids) do
+  local wrote = {}
+  for _, id in ipairs(store:ids()) do
     local env, base = store.envs[id], dir .. "/env-" .. id
     ok, err = fs.mkdir(base)
     if not ok then return nil, err end

@@ -45,10 +45,11 @@ function Store:set_env(env_id, data)
   return events
 end
 
--- The ids of the environments served.
+-- The ids of the environments served, sorted (a JSON array: a proxy token lists them).
 function Store:ids()
-  local ids = {}
+  local ids = json.array()
   for id in pairs(self.envs) do ids[#ids + 1] = id end
+  table.sort(ids)
   return ids
 end
 
@@ -60,7 +61,6 @@ function Store:remove_env(env_id)
 end
 
 function Store:env_of_key(api_key) return self.key_env[sha256_hex(api_key)] end
-function Store:has_key_hash(hash) return self.key_env[hash] ~= nil end
 
 -- An item as served: a segment as ff-proxy serves it, with servingRules null unless AND_RULES
 -- and ?rules=v2 (then rules is null).

@@ -100,17 +100,6 @@ local function publish(events)
   end
 end
 
--- A primary with Redis writes what it serves and streams the events to the replicas
--- (relay.snapshot: one write at a time; Redis hanging, nothing queues and all is written whole
--- once it answers).
-function Sync:persist(env_ids, events)
-  if not self.redis or self.cfg.read_replica then return end
-  self.redis.snap:put(env_ids, function()
-    local ok, err = self.redis:publish(events)
-    if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
-  end)
-end
-
 -- The log's list of what changed: "flag:dark-mode,segment:beta", at most CHANGED_MAX names
 -- (a config of thousands of flags stays one readable line), then how many more.
 local CHANGED_MAX = 20
@@ -170,7 +159,15 @@ function Sync:replace(envs, where, all)
     publish(events)
   end
   log_changed(events)
-  self:persist(ids, events)
+  -- A primary with Redis writes what it serves and streams the events to the replicas
+  -- (relay.snapshot: one write at a time; Redis hanging, nothing queues and all is written
+  -- whole once it answers).
+  if self.redis and not self.cfg.read_replica then
+    self.redis.snap:put(ids, function()
+      local ok, err = self.redis:publish(events)
+      if not ok then relay.log.warn("redis_publish_failed", { error = err }) end
+    end)
+  end
   return events
 end
 

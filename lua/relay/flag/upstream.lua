@@ -70,14 +70,6 @@ function Upstream:login(key)
   return true
 end
 
-function Upstream:auth_proxy_key()
-  local body, err = self:call("/proxy/auth", { method = "POST", body = { proxyKey = self.cfg.proxy_key } })
-  if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
-  if not body then return nil, err end
-  self.proxy_token = body.token
-  return true
-end
-
 -- /health: SYNCED only once every API key is authenticated and the sync that fetched them all
 -- held. Else FAILED_TO_SYNC (the original's answer to a sync that failed, its auth included:
 -- 500), naming the key and why, and when it is tried next (nothing tries a refused key again).
@@ -152,10 +144,13 @@ end
 -- API key once (the first sync: those that fail are then tried again on their own). true when
 -- there is something to fetch, else nil and why.
 function Upstream:ready()
-  if self.proxy_mode then
-    if self.proxy_token then return true end
-    return self:auth_proxy_key()
+  if self.proxy_mode and not self.proxy_token then
+    local body, err = self:call("/proxy/auth", { method = "POST", body = { proxyKey = self.cfg.proxy_key } })
+    if body and type(body.token) ~= "string" then body, err = nil, "/proxy/auth: no token" end
+    if not body then return nil, err end
+    self.proxy_token = body.token
   end
+  if self.proxy_mode then return true end
   if not self.authenticated then self.authenticated = true; self.logins:start() end
   if next(self.envs) then return true end
   local k = self.logins:unserved()
@@ -177,51 +172,7 @@ function Upstream:sync_all()
   return true
 end
 
--- A full sync that failed: the last good config keeps serving, and /health says why (a key not
--- served says more than the poll) and when the next try is.
-function Upstream:sync_failed(err)
-  relay.log.warn("upstream_sync_failed", { upstream = self.cfg.base_url, error = err })
-  self.sync:note_failure(self.cfg.base_url, err, self.feeds.next_sync - relay.time())
-  if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
-  if self.logins:unserved() then self:report() end
-end
-
--- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not the
--- item) and streams what changed to the SDKs.
-function Upstream:refresh_env(env_id)
-  local envs, err = self:fetch(env_id)
-  if not envs then return relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err }) end
-  local ok, why = self.sync:replace(envs, self.cfg.base_url)
-  if not ok then relay.log.warn("upstream_config_refused", { environment = env_id, error = why }) end
-end
-
 -- ---- following the upstream's /stream ----
-
--- What to follow: a stream per environment; with a proxy key one account-level stream carries
--- every environment (the first one's, kept).
-function Upstream:stream_keys()
-  local ids = {}
-  for id in pairs(self.envs) do ids[#ids + 1] = id end
-  table.sort(ids)
-  if not self.proxy_mode or not ids[1] then return ids end
-  self.proxy_stream = self.proxy_stream or ids[1]
-  return { self.proxy_stream }
-end
-
--- One upstream event ("event: *\ndata: {json}"): its environment is re-fetched (once, however
--- many arrive together).
-function Upstream:on_event(env_id, ev)
-  local v = json.decode_table(ev.data)
-  if not v or (v.domain ~= "flag" and v.domain ~= "target-segment") then return end
-  self.feeds:refresh(self.envs[v.environment] and v.environment or env_id)
-end
-
--- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
-function Upstream:stream_lost(env_id, why, was_open)
-  if was_open then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
-  if self.sync:stream_ok() then relay.sse.close(nil) end
-  self.sync:set_stream("DISCONNECTED")
-end
 
 -- Full syncs (at start, every FLAG_POLL_INTERVAL while no upstream stream carries the changes,
 -- and when the streams are back) and the upstream's /stream per environment (relay.feeds:
@@ -232,21 +183,55 @@ function Upstream:feeds_of(cfg)
   return feeds.new { every = cfg.poll_interval,
     stream = cfg.flag_stream_enabled and not cfg.generate_offline_config,
     sync = function() return self:sync_all() end,
-    failed = function(err) self:sync_failed(err) end,
-    keys = function() return self:stream_keys() end,
+    -- A full sync that failed: the last good config keeps serving, and /health says why (a key
+    -- not served says more than the poll) and when the next try is.
+    failed = function(err)
+      relay.log.warn("upstream_sync_failed", { upstream = cfg.base_url, error = err })
+      self.sync:note_failure(cfg.base_url, err, self.feeds.next_sync - relay.time())
+      if self.sync.config_status.state ~= "SYNCED" then self.sync:set_config("FAILED_TO_SYNC") end
+      if self.logins:unserved() then self:report() end
+    end,
+    -- What to follow: a stream per environment; with a proxy key one account-level stream
+    -- carries every environment (the first one's, kept).
+    keys = function()
+      local ids = {}
+      for id in pairs(self.envs) do ids[#ids + 1] = id end
+      table.sort(ids)
+      if not self.proxy_mode or not ids[1] then return ids end
+      self.proxy_stream = self.proxy_stream or ids[1]
+      return { self.proxy_stream }
+    end,
     request = function(env_id)
       local u = self.envs[env_id]
       return { url = cfg.base_url .. "/stream?cluster=" .. u.cluster, timeout = 60,
         headers = { authorization = "Bearer " .. u.token, ["api-key"] = u.key, accept = "text/event-stream",
                     ["cache-control"] = "no-cache", ["harness-sdk-info"] = "Proxy relayhost" } }
     end,
-    event = function(env_id, ev) self:on_event(env_id, ev) end,
-    refresh = function(env_id) self:refresh_env(env_id) end,
+    -- One upstream event ("event: *\ndata: {json}"): its environment is re-fetched (once,
+    -- however many arrive together).
+    event = function(env_id, ev)
+      local v = json.decode_table(ev.data)
+      if not v or (v.domain ~= "flag" and v.domain ~= "target-segment") then return end
+      self.feeds:refresh(self.envs[v.environment] and v.environment or env_id)
+    end,
+    -- Re-fetches one environment after an upstream event (as ff-proxy does: the whole list, not
+    -- the item) and streams what changed to the SDKs.
+    refresh = function(env_id)
+      local envs, err = self:fetch(env_id)
+      if not envs then return relay.log.warn("upstream_fetch_failed", { environment = env_id, error = err }) end
+      local ok, why = self.sync:replace(envs, cfg.base_url)
+      if not ok then relay.log.warn("upstream_config_refused", { environment = env_id, error = why }) end
+    end,
     up = function(env_id)
       self.sync:set_stream("CONNECTED")
       relay.log.info("upstream_stream_connected", { environment = env_id })
     end,
-    lost = function(env_id, why, was_open) self:stream_lost(env_id, why, was_open) end }
+    -- Upstream stream lost: SDK streams are closed (they poll, and get 503 until it is back).
+    lost = function(env_id, why, was_open)
+      if was_open then relay.log.warn("upstream_stream_lost", { environment = env_id, error = why }) end
+      if self.sync:stream_ok() then relay.sse.close(nil) end
+      self.sync:set_stream("DISCONNECTED")
+    end }
 end
 
 -- A reload replaced this generation: its feeds close now (the new one opens its own).
