@@ -9,6 +9,14 @@ helpers.root = root
 package.path = root .. "/spec/support/?.lua;" .. package.path
 function helpers.fixture(name) return root .. "/spec/fixtures/" .. name end
 
+-- At the end of each spec file, a host it left running (it failed before stopping it) is
+-- killed and named, so that it does not hold ports and CPU through the rest of the suite.
+require("busted").subscribe({ "file", "end" }, function(file)
+  local n = test.stop_all()
+  if n > 0 then io.stderr:write(("%s: killed %d relayhost process(es) it left running\n"):format(file.name, n)) end
+  return nil, true
+end)
+
 -- s percent-encoded for a query value (every byte but letters and digits).
 function helpers.url_escape(s)
   return (s:gsub("[^%w]", function(ch) return ("%%%02X"):format(ch:byte()) end))

@@ -143,6 +143,9 @@ function Client:post(path, body, headers) return self:request { method = "POST",
 
 local Host = {}
 Host.__index = Host
+-- Every host start() made, until stop_all(): a spec that fails between start and stop (an
+-- assertion in a teardown, or in an it() that started its own host) would leave it running.
+local started = {}
 
 local function flag_list(flags)
   local out = {}
@@ -177,6 +180,7 @@ function M.start(script, opts)
   os.execute("sh -c " .. shell_quote(cmd) .. " >/dev/null 2>&1 &")
   -- the file exists before the shell has written the number into it
   host.pid = tonumber(M.wait_until(function() return (read_file(host.pid_path) or ""):match("^(%d+)\n") end, 5, "the host's pid"))
+  started[#started + 1] = host
   if opts.wait == false then return host end
   local ok, err = pcall(M.wait_until, function()
     return host:exited() or (read_file(host.log_path) or ""):match('"event":"listening"[^\n]*"port":(%d+)')
@@ -245,6 +249,21 @@ function Host:stop(signal, seconds)
   local ok = pcall(M.wait_until, function() return self:exited() end, seconds or 10, "relayhost to exit")
   if not ok then self:signal("KILL"); M.wait_until(function() return self:exited() end, 5) end
   return self:exited()
+end
+
+-- Stops every host start() made that is still running (SIGKILL: whatever a failed spec left
+-- behind) and forgets them all; returns how many were running. For the end of a spec file
+-- (busted: subscribe({ "file", "end" }, …)).
+function M.stop_all()
+  local n = 0
+  for _, host in ipairs(started) do
+    if not host:exited() then
+      n = n + 1
+      host:stop("KILL", 5)
+    end
+  end
+  started = {}
+  return n
 end
 
 -- Runs a script in this Lua, without relayhost (relay.core is then the C module relay/core.so
