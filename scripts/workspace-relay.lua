@@ -7,7 +7,6 @@ local config = require "relay.workspace.config"
 local hub_mod = require "relay.workspace.hub"
 local observe = require "relay.observe"
 local admission = require "relay.workspace.admission"
-local platform = require "relay.workspace.platform"
 local limit = require "relay.limit"
 
 local cfg -- below: its admission steps and backplane go in the 'serving' line
@@ -37,7 +36,7 @@ local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
 }) or nil
 local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
-local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = platform.worker_frame,
+local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = hub.worker_frame,
                    client = hub.client_frame }
 
 -- Refusals before the upgrade: a bare status, and the connection closes. The log event is
