@@ -4,10 +4,7 @@
 -- daemon frames to the one client that owns them. Settings are the original's env names.
 local relay = require "relay"
 local config = require "relay.workspace.config"
-local hub_mod = require "relay.workspace.hub"
-local observe = require "relay.observe"
 local admission = require "relay.workspace.admission"
-local limit = require "relay.limit"
 
 local cfg -- below: its admission steps and backplane go in the 'serving' line
 
@@ -26,15 +23,15 @@ local app = relay.new {
 }
 
 cfg = config.resolve(app.flags, relay.crypto.hex(relay.crypto.random(6)))
-local obs = observe.new { max_logs = cfg.max_logs }
-local hub = hub_mod.new(cfg, obs)
+local obs = require("relay.observe").new { max_logs = cfg.max_logs }
+local hub = require("relay.workspace.hub").new(cfg, obs)
 -- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
 local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
   ttl = cfg.relay_jwks_refresh_ms / 1000, timeout = cfg.relay_admission_timeout_ms / 1000,
   max_body = cfg.relay_admission_max_response_bytes,
   on_fetch = function(ok) obs:inc(ok and "relay_jwks_fetch_ok_total" or "relay_jwks_fetch_failed_total") end,
 }) or nil
-local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
+local upgrades = require("relay.limit").window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = hub.worker_frame,
                    client = hub.client_frame }
