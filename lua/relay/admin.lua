@@ -10,12 +10,13 @@ local M = {}
 local function not_found(_, res) res:send(404, "") end
 local function unauthorized(_, res) res:send(401, "") end
 
--- opts: enabled (default true), tokens (strings; an empty one matches nothing), header (another
--- header that may carry the token), disabled(req, res) (default: a bare 404), unauthorized(req,
--- res) (default: a bare 401). -> guard(fn): fn as a handler that runs only for an admitted request.
+-- opts (may be nil): enabled (default true), tokens (strings; none, or an empty one, match
+-- nothing), header (another header that may carry the token), disabled(req, res) (default: a
+-- bare 404), unauthorized(req, res) (default: a bare 401). -> guard(fn): fn as a handler that
+-- runs only for an admitted request.
 local NEW = { "enabled", "tokens", "header", "disabled", "unauthorized" }
 function M.new(opts)
-  check.options(opts, NEW, "relay.admin.new")
+  opts = check.options(opts, NEW, "relay.admin.new") or {}
   local tokens, header = opts.tokens or {}, opts.header
   local refuse_off, refuse = opts.disabled or not_found, opts.unauthorized or unauthorized
   local enabled = opts.enabled ~= false

@@ -18,6 +18,8 @@ app:get("/open", open(state))
 app:get("/own", own(state))
 app:get("/off", off(state))
 app:get("/off-own", off_own(state))
+local none = admin.new() -- no tokens: nothing is admitted
+app:get("/none", none(state))
 app:get("/typo", function(_, res)
   local ok, err = pcall(admin.new, { token = { "x" } })
   res:send(200, tostring(ok) .. " " .. err)
@@ -53,6 +55,7 @@ describe("relay.admin", function()
     assert.same({ 401, "" }, get("/open", { authorization = "Basic s3cret-one" }))
     assert.equal(401, get("/own", { ["x-admin-token"] = "s3cret-one" })[1]) -- no header named
     assert.same({ 200, "state" }, get("/own", { authorization = "Bearer s3cret-one" }))
+    assert.same({ 401, "" }, get("/none", { authorization = "Bearer s3cret-one" }))
   end)
 
   it("answers with the script's own refusals", function()

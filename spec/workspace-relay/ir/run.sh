@@ -9,7 +9,7 @@
 # warms up (200 rounds of each phase), then each phase runs N rounds between a zero and a dump of
 # callgrind's counters:
 #   frames  a client's kex_init, e2ee, subscribe (client -> daemon, Lua) and the daemon's
-#           kex_response, session event (daemon -> client, Lua) and e2ee (C): 6 frames in Lua, 1 in C
+#           kex_response and session event (daemon -> client, Lua) and e2ee (C): 5 frames in Lua, 1 in C
 #   conns   a client upgrades (validate call, admission, register) and closes
 #   worker  a worker's two requests: one called on the platform (200), one refused (403)
 # Prints each phase's Ir per run and the median. Repeat runs of one tree spread about 5 % (timers,
