@@ -4,11 +4,7 @@
 -- daemon frames to the one client that owns them. Settings are the original's env names.
 local relay = require "relay"
 local config = require "relay.workspace.config"
-local hub_mod = require "relay.workspace.hub"
-local observe = require "relay.observe"
 local admission = require "relay.workspace.admission"
-local platform = require "relay.workspace.platform"
-local limit = require "relay.limit"
 
 local cfg -- below: its admission steps and backplane go in the 'serving' line
 
@@ -27,17 +23,17 @@ local app = relay.new {
 }
 
 cfg = config.resolve(app.flags, relay.crypto.hex(relay.crypto.random(6)))
-local obs = observe.new { max_logs = cfg.max_logs }
-local hub = hub_mod.new(cfg, obs)
+local obs = require("relay.observe").new { max_logs = cfg.max_logs }
+local hub = require("relay.workspace.hub").new(cfg, obs)
 -- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
 local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
   ttl = cfg.relay_jwks_refresh_ms / 1000, timeout = cfg.relay_admission_timeout_ms / 1000,
   max_body = cfg.relay_admission_max_response_bytes,
   on_fetch = function(ok) obs:inc(ok and "relay_jwks_fetch_ok_total" or "relay_jwks_fetch_failed_total") end,
 }) or nil
-local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
+local upgrades = require("relay.limit").window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
-local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = platform.worker_frame,
+local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = hub.worker_frame,
                    client = hub.client_frame }
 
 -- Refusals before the upgrade: a bare status, and the connection closes. The log event is
@@ -122,43 +118,35 @@ end)
 
 -- ---- the original's plain HTTP endpoints (index.ts) ----
 -- /health always; /state, /logs and /metrics only with RELAY_ENABLE_ADMIN_HTTP (404 otherwise,
--- indistinguishable from nothing there) and a bearer token compared in constant time (relay.auth;
+-- indistinguishable from nothing there) and a bearer token compared in constant time (relay.admin;
 -- as security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
 
-local admin_tokens = { (cfg.relay_admin_token:match("^%s*(.-)%s*$")) } -- empty: matches nothing
+local admin_only = require("relay.admin").new {
+  enabled = cfg.relay_enable_admin_http, header = "x-relay-admin-token",
+  tokens = { (cfg.relay_admin_token:match("^%s*(.-)%s*$")) }, -- empty: matches nothing
+  disabled = function(_, res) res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end,
+  unauthorized = function(_, res)
+    obs:inc("relay_admin_unauthorized_total")
+    res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
+  end,
+}
 
-local function admin_only(fn)
-  return function(req, res)
-    if not cfg.relay_enable_admin_http then return res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end
-    if not relay.auth.match(admin_tokens, req:bearer() or req.headers["x-relay-admin-token"]) then
-      obs:inc("relay_admin_unauthorized_total")
-      return res:json(401, { ok = false, reason = "ADMIN_UNAUTHORIZED" })
-    end
-    return fn(req, res)
-  end
+-- body with the fields only verbose mode shows (RELAY_HEALTH_VERBOSE; TLS ends in front of the relay).
+local function verbose(body, fields)
+  if cfg.health_verbose then for k, v in pairs(fields) do body[k] = v end end
+  return body
 end
 
 app:get("/health", function(_, res)
-  local body = { ok = true, service = "relay", uptimeMs = math.floor((relay.now() - started) * 1000) }
-  if cfg.health_verbose then
-    body.tlsEnabled = false
-    body.relayMode = cfg.relay_mode
-    body.relayId = cfg.relay_id
-  end
-  res:json(200, body)
+  res:json(200, verbose({ ok = true, service = "relay", uptimeMs = math.floor((relay.now() - started) * 1000) },
+                        { tlsEnabled = false, relayMode = cfg.relay_mode, relayId = cfg.relay_id }))
 end)
 
 app:get("/state", admin_only(function(_, res)
-  local body = { ok = true, service = "relay", relayMode = cfg.relay_mode, relayId = cfg.relay_id,
-                 backplaneMode = cfg.backplane, busEnabled = cfg.bus_enabled, clientRedirectEnabled = cfg.redirect_enabled,
-                 workspaces = relay.json.array(hub:snapshot(cfg.include_client_ids)) }
-  if cfg.health_verbose then
-    body.serverUrl = cfg.server_url
-    body.tlsEnabled = false
-    body.tlsHost = cfg.relay_tls_host
-    body.wsBaseUrl = cfg.public_ws_base_url
-  end
-  res:json(200, body)
+  res:json(200, verbose({ ok = true, service = "relay", relayMode = cfg.relay_mode, relayId = cfg.relay_id,
+    backplaneMode = cfg.backplane, busEnabled = cfg.bus_enabled, clientRedirectEnabled = cfg.redirect_enabled,
+    workspaces = relay.json.array(hub:snapshot(cfg.include_client_ids)) },
+    { serverUrl = cfg.server_url, tlsEnabled = false, tlsHost = cfg.relay_tls_host, wsBaseUrl = cfg.public_ws_base_url }))
 end))
 
 app:get("/logs", admin_only(function(req, res)

@@ -7,13 +7,11 @@ local auth = require "relay.auth"
 
 local M = {}
 
-local function token_ok(t) return type(t) == "string" and #t >= 10 and #t <= 4096 end
-
 -- Authorization: Bearer <t>, then a Sec-WebSocket-Protocol entry auth.<t>, then ?token= (dev
 -- mode only). Returns the token or nil; the first one found decides.
 function M.token(req, dev)
   local t = req:bearer() or auth.subprotocol(req, "auth.") or dev and req.args.token
-  return token_ok(t) and t or nil
+  return type(t) == "string" and #t >= 10 and #t <= 4096 and t or nil
 end
 
 -- The upgrade's query: ?role=…&workspaceId=…[&runtimeTargetId=…] -> true | nil, what did not fit.

@@ -16,8 +16,6 @@ local fleet = require "relay.fleet"
 local M = {}
 M.__index = M
 
-local encode = cjson.encode
-
 -- ---- transports ----
 
 -- redis (relay.fleet.redis): the presence records (the original's key names) and one inbox per
@@ -75,7 +73,7 @@ function Server:pull()
     if type(f) == "table" and type(f.id) == "number" then
       if f.id > self.since then self.since = f.id end
       f.id = nil
-      if f.sourceRelayId ~= self.cfg.relay_id then out[#out + 1] = encode(f) end
+      if f.sourceRelayId ~= self.cfg.relay_id then out[#out + 1] = cjson.encode(f) end
     end
   end
   return out

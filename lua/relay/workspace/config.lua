@@ -86,8 +86,11 @@ local function default(v, d) if v == nil then return d end return v end
 
 local VALIDATE = "/api/runtime/internal/relay/validate"
 
--- The settings that depend on each other, as the original infers them.
-local function derive(f, c, random_hex)
+-- The config the relay runs with: the settings that depend on each other, as the original infers
+-- them. Refuses (as the original does) combinations that cannot work, all of them in one message.
+function M.resolve(f, random_hex)
+  local c = {}
+  for k, v in pairs(f) do c[k] = v end
   local dev = c.relay_mode == "dev"
   c.server_url = f.server_url:gsub("/+$", "")
   -- Only the docs' RELAY_VALIDATE_URL given (the seed's docker line): the platform's base for the
@@ -111,14 +114,6 @@ local function derive(f, c, random_hex)
   c.presence_enabled = multi and default(f.relay_presence_sync_enabled, true)
   c.bus_enabled = multi and f.relay_bus_enabled
   c.redirect_enabled = multi and default(f.relay_client_redirect_enabled, true)
-end
-
--- The config the relay runs with. Refuses (as the original does) combinations that cannot
--- work, all of them in one message.
-function M.resolve(f, random_hex)
-  local c = {}
-  for k, v in pairs(f) do c[k] = v end
-  derive(f, c, random_hex)
   local problems = {}
   local function need(ok, why) if not ok then problems[#problems + 1] = why end end
   for _, a in ipairs(c.admission) do

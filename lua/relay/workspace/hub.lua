@@ -6,6 +6,7 @@ local relay = require "relay"
 local core = require "relay.core"
 local cjson = require "cjson"
 local frames = require "relay.workspace.frames"
+local platform = require "relay.workspace.platform"
 local limit = require "relay.limit"
 local lru = require "relay.lru"
 local wsconns = require "relay.wsconns"
@@ -340,6 +341,20 @@ function M:daemon_frame(conn, text)
     self.obs:inc("relay_frames_daemon_unroutable_total")
     self.obs:log("debug", "unroutable_daemon_frame", { workspaceId = conn.workspace_id, kind = kind })
   end
+end
+
+-- A worker's frame (under the daemon limit, as daemon frames): an HTTP call to the platform
+-- (relay.workspace.platform), answered with a viewport.worker_transport.response/v1 frame.
+function M:worker_frame(conn, text)
+  if not self:daemon_allowed(conn) then return end
+  local f = frames.parse(text)
+  if not (f and frames.worker_request(f)) then
+    self.obs:inc("relay_frames_client_rejected_total")
+    return self:status(conn, "INVALID_FRAME", "worker frame must be a valid worker transport request")
+  end
+  local status, body = platform.worker_call(self.cfg, conn, f)
+  self.conns:send(conn, encode { type = "viewport.worker_transport.response/v1", requestId = f.requestId,
+                                 status = status, body = body })
 end
 
 -- ---- frames that crossed relays (relay.workspace.backplane) ----
