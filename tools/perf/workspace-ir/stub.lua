@@ -1,4 +1,4 @@
--- spec/workspace-relay/ir/run.sh's platform: admits every token with the claims its role needs, and
+-- tools/perf/workspace-ir/run.sh's platform: admits every token with the claims its role needs, and
 -- answers a worker's call under its executor path.
 local relay = require "relay"
 local app = relay.new { name = "stub", listen = "127.0.0.1:" .. os.getenv("STUB_PORT") }

@@ -2,7 +2,7 @@
 # Instructions (callgrind Ir) the workspace relay spends on its Lua paths, for before/after
 # comparisons of a change there (the prefix proxy's counterpart is tools/perf/per-request ir):
 #
-#   spec/workspace-relay/ir/run.sh [TREE] [N] [RUNS]     (defaults: this checkout, 1000, 3)
+#   tools/perf/workspace-ir/run.sh [TREE] [N] [RUNS]     (defaults: this checkout, 1000, 3)
 #
 # TREE's build/relayhost serves TREE's scripts/workspace-relay.lua under callgrind, admitted by
 # stub.lua (a validate endpoint that admits every token; also the workers' platform). driver.lua

@@ -1,4 +1,4 @@
--- luajit driver.lua PORT PHASE N (spec/workspace-relay/ir/run.sh): N rounds of one phase, "warm": of each
+-- luajit driver.lua PORT PHASE N (tools/perf/workspace-ir/run.sh): N rounds of one phase, "warm": of each
 -- LUA_PATH (run.sh): the checkout's spec/support (ws_raw) and lua/
 local ws = require "ws_raw"
 local port, n = tonumber(arg[1]), tonumber(arg[3])
