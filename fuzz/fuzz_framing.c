@@ -15,7 +15,9 @@
  *    HTTP methods (HTTP_METHOD_MAP); CONNECT is refused (501).
  *  - Target: origin-form "/" followed by visible ASCII other than '#'; "*"; or absolute-form
  *    "http://" / "https://" (any case), an authority of RFC 3986 bytes (unreserved,
- *    sub-delims, ':', '@', '[', ']', '%'), then nothing or an origin-form path.
+ *    sub-delims, ':', '@', '[', ']', '%') with at most one '@' (userinfo "@" host: neither
+ *    may hold another, and llhttp refuses a second, "Double @ in url"), then nothing or an
+ *    origin-form path.
  *  - Field line: name (1*tchar) ":" OWS value OWS; value bytes HTAB, SP, VCHAR, obs-text;
  *    no obs-fold (a line starting with SP or HTAB).
  *  - At most one Content-Length: OWS 1*DIGIT *SP, at most 2^63-1 (llhttp 8.1 refuses a
@@ -171,12 +173,13 @@ static int absolute_form(const uint8_t *p, size_t n) {
   size_t k = n >= 7 && strncasecmp((const char *)p, "http://", 7) == 0   ? 7
              : n >= 8 && strncasecmp((const char *)p, "https://", 8) == 0 ? 8 : 0;
   if (!k) return 0;
-  size_t a = k;
+  size_t a = k, ats = 0;
   while (a < n && p[a] != '/') {
     uint8_t ch = p[a++];
     if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
           (ch && strchr("-._~!$&'()*+,;=:@[]%", ch))))
       return 0;
+    if (ch == '@' && ++ats > 1) return 0;
   }
   return a > k && (a == n || origin_form(p + a, n - a));
 }

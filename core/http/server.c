@@ -64,6 +64,7 @@ typedef struct rh_http_parse {
   size_t head_bytes, line_len, lines, spaces;
   size_t ext_name_len, ext_value_len; /* the current chunk extension's, so far */
   int ext_quoted, ext_value_bad; /* it is a quoted-string; it is neither that nor a token */
+  int ext_after_token;         /* the last extension of this chunk line ended in a token value */
   size_t cl_count, host_count, te_count;
   int reject_status;           /* set by a callback that fails the parse */
   const char *reject_reason;
@@ -784,11 +785,15 @@ static int te_is_chunked(const rh_headers *h) {
   return e - v == 7 && strncasecmp(v, "chunked", 7) == 0;
 }
 
-/* RFC 3986 authority bytes: unreserved, sub-delims, ':', '@', '[', ']' and '%'. */
+/* RFC 3986 authority bytes: unreserved, sub-delims, ':', '@', '[', ']' and '%', with at most
+ * one '@' (userinfo "@" host: neither holds another; llhttp 8.1 refuses only "@@"). */
 static int authority_ok(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
+  size_t ats = 0;
+  for (size_t i = 0; i < n; i++) {
     if (!isalnum((unsigned char)s[i]) && !strchr("-._~!$&'()*+,;=:@[]%", s[i])) return 0;
-  return n > 0;
+    ats += s[i] == '@';
+  }
+  return n > 0 && ats <= 1;
 }
 
 /* origin-form or "*" (head.h's rule, which the proxy writes by), or absolute-form with an http(s)
@@ -880,6 +885,7 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
 static int cb_chunk_header(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   rh_http_req *r = c->req;
+  c->ps->ext_after_token = 0;
   uint64_t size = p->content_length;
   if (size > INT64_MAX) return fail_parse(c, 400, "chunk size out of range");
   if (r->body_received > r->max_body || size > r->max_body - r->body_received)
@@ -889,10 +895,14 @@ static int cb_chunk_header(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
-/* RFC 9112 7.1.1: an extension's name is a token, never empty (llhttp 8.1 takes "3;=a") */
+/* RFC 9112 7.1.1: an extension's name is a token, never empty (llhttp 8.1 takes "3;=a").
+ * After a token value llhttp 8.1 goes on to another extension only through ";;" (it refuses
+ * "3;a=b;c=d" and reads "3;a=b;;c=d" as two): a name there follows an empty one. */
 static int cb_ext_name(llhttp_t *p, const char *at, size_t len) {
   (void)at;
-  conn_of(p)->ps->ext_name_len += len;
+  rh_http_conn *c = conn_of(p);
+  if (c->ps->ext_after_token) return fail_parse(c, 400, "empty chunk extension name");
+  c->ps->ext_name_len += len;
   return 0;
 }
 
@@ -917,6 +927,7 @@ static int cb_ext_value(llhttp_t *p, const char *at, size_t len) {
 static int cb_ext_value_complete(llhttp_t *p) {
   rh_http_conn *c = conn_of(p);
   int bad = !c->ps->ext_value_len || c->ps->ext_value_bad;
+  c->ps->ext_after_token = !c->ps->ext_quoted;
   c->ps->ext_value_len = 0;
   c->ps->ext_quoted = c->ps->ext_value_bad = 0;
   return bad ? fail_parse(c, 400, "invalid chunk extension value") : 0;

@@ -75,6 +75,9 @@ local classes = {
     { "empty extension value", chunked("3;a=\r\nabc\r\n0\r\n\r\n"), status = 400, origin = 0 },
     { "quoted extension value", chunked("3;a=\"b c\"\r\nabc\r\n0\r\n\r\n"), status = 200, origin = 1 },
     { "empty extension name", chunked("3;=a\r\nabc\r\n0\r\n\r\n"), status = 400, origin = 0 },
+    -- llhttp 8.1 reads ";;" after a token value as a separator (fuzz_framing found it)
+    { "empty extension name after a token value", chunked("3;a=b;;c=d\r\nabc\r\n0\r\n\r\n"), status = 400, origin = 0 },
+    { "extensions on two chunks", chunked("3;a=b\r\nabc\r\n0;c=d\r\n\r\n"), status = 200, origin = 1 },
     { "quote inside a token extension value", chunked("3;a=b\"c\"\r\nabc\r\n0\r\n\r\n"), status = 400, origin = 0 },
     { "Content-Length in the trailers", chunked("3\r\nabc\r\n0\r\nContent-Length: 40\r\n\r\n"), status = 400, origin = 0 },
     { "Transfer-Encoding in the trailers", chunked("3\r\nabc\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"), status = 400, origin = 0 },
@@ -135,6 +138,7 @@ local classes = {
     { "absolute-form with a query but no path", "GET http://x?/api/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "absolute-form with an odd scheme", "GET foo://x/api/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "absolute-form without a path", "GET http://x HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 404, origin = 0 },
+    { "absolute-form with two @ in the authority", "GET http://a@b@x/api/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "target without a slash", "GET api/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
     { "asterisk-form", "OPTIONS * HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 404, origin = 0 },
     { "encoded dot-dot above the mount", "GET /api/%2e%2e/{id} HTTP/1.1\r\n" .. H .. CLOSE .. "\r\n", status = 400, origin = 0 },
