@@ -4,7 +4,11 @@
 -- daemon frames to the one client that owns them. Settings are the original's env names.
 local relay = require "relay"
 local config = require "relay.workspace.config"
+local hub_mod = require "relay.workspace.hub"
+local observe = require "relay.observe"
 local admission = require "relay.workspace.admission"
+local limit = require "relay.limit"
+local admin = require "relay.admin"
 
 local cfg -- below: its admission steps and backplane go in the 'serving' line
 
@@ -23,15 +27,15 @@ local app = relay.new {
 }
 
 cfg = config.resolve(app.flags, relay.crypto.hex(relay.crypto.random(6)))
-local obs = require("relay.observe").new { max_logs = cfg.max_logs }
-local hub = require("relay.workspace.hub").new(cfg, obs)
+local obs = observe.new { max_logs = cfg.max_logs }
+local hub = hub_mod.new(cfg, obs)
 -- Local admission (RELAY_ADMISSION=jwks): the key set, fetched and kept by relay.jwks.
 local jwks = cfg.relay_jwks_url ~= "" and relay.jwks(cfg.relay_jwks_url, {
   ttl = cfg.relay_jwks_refresh_ms / 1000, timeout = cfg.relay_admission_timeout_ms / 1000,
   max_body = cfg.relay_admission_max_response_bytes,
   on_fetch = function(ok) obs:inc(ok and "relay_jwks_fetch_ok_total" or "relay_jwks_fetch_failed_total") end,
 }) or nil
-local upgrades = require("relay.limit").window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
+local upgrades = limit.window(cfg.relay_upgrade_rate_per_minute, 60, cfg.relay_upgrade_bucket_max)
 local started = relay.now()
 local on_frame = { ["workspace-daemon"] = hub.daemon_frame, worker = hub.worker_frame,
                    client = hub.client_frame }
@@ -121,7 +125,7 @@ end)
 -- indistinguishable from nothing there) and a bearer token compared in constant time (relay.admin;
 -- as security.ts: SHA-256 of both sides, so the time is the same whatever the lengths).
 
-local admin_only = require("relay.admin").new {
+local admin_only = admin.new {
   enabled = cfg.relay_enable_admin_http, header = "x-relay-admin-token",
   tokens = { (cfg.relay_admin_token:match("^%s*(.-)%s*$")) }, -- empty: matches nothing
   disabled = function(_, res) res:json(404, { ok = false, reason = "ADMIN_ENDPOINTS_DISABLED" }) end,
