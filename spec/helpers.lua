@@ -67,6 +67,8 @@ end
 -- at once, and a replica promoted before the write reached it lost the key (seen under CI load).
 -- Returns redis-cli's answer to WAIT: the number of replicas that have the write.
 function helpers.redis_set_replicated(port, key, value, n)
+  -- they go through a shell and redis-cli's line syntax unquoted
+  assert(key:match("^[%w_:%-]+$") and value:match("^[%w_:%-]+$"), "key and value: letters, digits, _ : - only")
   local p = io.popen(("printf 'SET %s %s\\nWAIT %d 5000\\n' | redis-cli -h 127.0.0.1 -p %d --raw 2>&1")
     :format(key, value, n or 1, port))
   local out = p:read("*a")
