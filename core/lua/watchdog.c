@@ -16,12 +16,17 @@
 #include "lua/gen.h"
 #include "sys/sigmask.h"
 
-/* running/since/hooked change under lock, so the hook is never set on a state that has
- * already left (and may be closed) */
+/* The loop thread pays two atomic stores per handler, no lock and no clock: enter and leave
+ * bump seq (odd while a handler runs), and the watch thread times a handler from the first poll
+ * that saw its seq (so up to one poll late). Setting the hook is the only step that needs the
+ * lock: the watcher raises hooked, then checks that seq has not moved; leave bumps seq, then
+ * looks at hooked. Both are sequentially consistent, so one of them sees the other: either the
+ * watcher backs off, or leave waits on the lock for the hook to be set and clears it. So the
+ * hook is never set on a state that has left (and may be closed). */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static lua_State *running;
-static long long since_ms;
-static int hooked;
+static _Atomic(lua_State *) running;
+static atomic_uint seq;
+static atomic_int hooked;
 static atomic_int stop_flag;
 static double limit = 10;
 static pthread_t thread;
@@ -41,42 +46,54 @@ static void hook(lua_State *L, lua_Debug *ar) {
 
 void rh_watchdog_enter(lua_State *L) {
   if (!started) return;
-  pthread_mutex_lock(&lock);
-  hooked = 0;
-  since_ms = now_ms();
-  running = L;
-  pthread_mutex_unlock(&lock);
+  atomic_store_explicit(&running, L, memory_order_relaxed);
+  atomic_fetch_add(&seq, 1); /* odd: L runs; publishes running with it */
 }
 
 void rh_watchdog_leave(void) {
   if (!started) return;
-  pthread_mutex_lock(&lock);
-  if (running && hooked) lua_sethook(running, NULL, 0, 0);
-  running = NULL;
+  atomic_fetch_add(&seq, 1);
+  if (!atomic_load(&hooked)) return;
+  pthread_mutex_lock(&lock); /* the watcher may be setting it right now */
+  lua_sethook(atomic_load_explicit(&running, memory_order_relaxed), NULL, 0, 0);
+  atomic_store(&hooked, 0);
   pthread_mutex_unlock(&lock);
+}
+
+/* Sets the hook on the handler of seq s, unless it has left meanwhile. */
+static void hook_handler(unsigned s) {
+  pthread_mutex_lock(&lock);
+  atomic_store(&hooked, 1);
+  lua_State *L = atomic_load(&running);
+  if (atomic_load(&seq) == s) lua_sethook(L, hook, LUA_MASKCOUNT | LUA_MASKLINE | LUA_MASKCALL, 1);
+  else atomic_store(&hooked, 0);
+  pthread_mutex_unlock(&lock);
+}
+
+static void watchdog_exit(double ran) {
+  char msg[200];
+  int n = snprintf(msg, sizeof msg,
+                   "{\"level\":\"error\",\"event\":\"watchdog_exit\",\"seconds\":%.1f,"
+                   "\"message\":\"a Lua handler never yielded (compiled loop); exiting for "
+                   "the supervisor to restart\"}\n", ran);
+  ssize_t w = write(2, msg, (size_t)n);
+  (void)w;
+  _exit(70);
 }
 
 static void *watch(void *arg) {
   (void)arg;
+  unsigned last = 0;
+  long long first_ms = now_ms();
+  useconds_t poll = limit < 0.4 ? (useconds_t)(limit * 250000) : 100000; /* a quarter of a short limit */
   while (!atomic_load(&stop_flag)) {
-    usleep(100 * 1000);
-    pthread_mutex_lock(&lock);
-    double ran = running ? (double)(now_ms() - since_ms) / 1000.0 : 0;
-    if (running && ran > limit && !hooked) {
-      hooked = 1;
-      lua_sethook(running, hook, LUA_MASKCOUNT | LUA_MASKLINE | LUA_MASKCALL, 1);
-    }
-    pthread_mutex_unlock(&lock);
-    if (ran > 2 * limit) {
-      char msg[200];
-      int n = snprintf(msg, sizeof msg,
-                       "{\"level\":\"error\",\"event\":\"watchdog_exit\",\"seconds\":%.1f,"
-                       "\"message\":\"a Lua handler never yielded (compiled loop); exiting for "
-                       "the supervisor to restart\"}\n", ran);
-      ssize_t w = write(2, msg, (size_t)n);
-      (void)w;
-      _exit(70);
-    }
+    usleep(poll);
+    unsigned s = atomic_load(&seq);
+    long long now = now_ms();
+    if (s != last || !(s & 1)) { last = s; first_ms = now; continue; }
+    double ran = (double)(now - first_ms) / 1000.0;
+    if (ran > limit && !atomic_load(&hooked)) hook_handler(s);
+    if (ran > 2 * limit) watchdog_exit(ran);
   }
   return NULL;
 }
