@@ -36,6 +36,8 @@ function Versions:_kind(scope, kind, items, notify, events)
     local h = content_hash(item)
     local ph, pv = (dict:get(key) or ""):match("^(%x+)\t(%d+)$")
     local own = tonumber(item.version) or 0
+    -- only a whole number kept exactly (2^53) is the item's own: the record below holds digits
+    if own % 1 ~= 0 or own < 0 or own >= 2^53 then own = 0 end
     local version, event = own > 0 and own or 1, nil
     if not ph then
       event = "create"
@@ -45,7 +47,7 @@ function Versions:_kind(scope, kind, items, notify, events)
       version = math.max(own, tonumber(pv))
     end
     item.version = version
-    dict:set(key, h .. "\t" .. version)
+    dict:set(key, ("%s\t%.0f"):format(h, version)) -- not tostring: 1e14 and up would read "1e+14"
     if event and notify then
       events[#events + 1] = { event = event, kind = kind.name, id = id, version = version, scope = scope }
     end

@@ -40,6 +40,14 @@ app:on_init(function()
   local b4 = { feature = "b", on = "changed" }
   same({ { event = "patch", kind = "flag", id = "b", version = 21, scope = "env1" } },
        again:update("env1", { flag = { { feature = "a" }, b4 } }), "after a reload")
+  -- an item's version that is not a whole number below 2^53 is not its own (it could not be
+  -- kept as digits): the same config again changes nothing (fuzz_flag_lua/huge-version)
+  local odd = { { feature = "x", version = 8.9e32 }, { feature = "y", version = 1.5 },
+                { feature = "z", version = 2^53 - 1 } }
+  v:update("env3", { flag = odd })
+  same({ 1, 1, 2^53 - 1 }, { odd[1].version, odd[2].version, odd[3].version }, "odd versions")
+  same({}, v:update("env3", { flag = { { feature = "x", version = 8.9e32 }, { feature = "y", version = 1.5 },
+                                       { feature = "z", version = 2^53 - 1 } } }), "odd versions again")
 end)
 return app
 ]=]
