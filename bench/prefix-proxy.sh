@@ -18,7 +18,8 @@
 # table of the medians: req/s, p50 and p99, CPU-seconds per 100k requests (utime+stime from
 # /proc/PID/stat of every process of that server, its workers included, before and after each
 # measured run, over the requests wrk counted), and relayhost's ratios to each peer; then the
-# issues' targets at each concurrency but 1 (c=1 is the latency of one request at a time).
+# issues' targets at each concurrency but 1 (c=1 is the latency of one request at a time), the
+# p99 ones also as a ratio round by round (runs of one round share the machine's moment).
 # Not a pass/fail test: it prints numbers (and complains loudly about errors).
 #
 #   bench/prefix-proxy.sh                     DURATION=10 RUNS=3 CONNS="1 32 256" by default
@@ -480,11 +481,27 @@ p99_vs() { # A B at conns $c: "A p99 X ms (<= B's Y: met|NOT met)"
   printf '%s p99 %s ms (<= %s %s: %s)' "${names[$1]}" "${medp[$1,$c]}" "${names[$2]}" "${medp[$2,$c]}" \
     "$(awk -v a="${medp[$1,$c]}" -v b="${medp[$2,$c]}" 'BEGIN { if (a == "?" || b == "?") print "n/a"; else if (a + 0 <= b + 0) print "met"; else print "NOT met" }')"
 }
+# The p99 targets again, round by round: the runs of one round follow each other, so their ratio
+# shares the machine's moment, where the medians above come from runs minutes apart. A median
+# ratio near 1 with rounds on both sides says the sitting cannot tell the two apart.
+paired_p99() { # A B at conns $c: "A/B p99 per round R (min-max), at or below in K of N"
+  local k a b rs=() le=0
+  for k in $(seq "$RUNS"); do
+    a=${p99[$1,$c,$k]:-?} b=${p99[$2,$c,$k]:-?}
+    [[ $a == "?" || $b == "?" ]] && continue
+    rs+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", a / b }')")
+    awk -v a="$a" -v b="$b" 'BEGIN { exit !(a + 0 <= b + 0) }' && le=$((le + 1))
+  done
+  if ((${#rs[@]} == 0)); then printf '%s/%s p99 per round: n/a' "${names[$1]}" "${names[$2]}"; return; fi
+  printf '%s/%s p99 per round %s (%s-%s), at or below in %d of %d' "${names[$1]}" "${names[$2]}" \
+    "$(median "${rs[@]}")" "$(nums "${rs[@]}" | head -1)" "$(nums "${rs[@]}" | tail -1)" "$le" "${#rs[@]}"
+}
 say "Targets (medians of $RUNS run(s)):"
 for c in "${conns_list[@]}"; do
   [[ $c == 1 ]] && continue
   say "  c=$c: $(target "$ic" "$ihap" 1.10); $(target "$ilua" "$inl" 1.20); $(target "$iacc" "$inla" 1.10)"
   say "  c=$c: $(p99_vs "$ic" "$ihap"); $(p99_vs "$ilua" "$ihap")"
+  say "  c=$c: $(paired_p99 "$ic" "$ihap"); $(paired_p99 "$ilua" "$ihap")"
 done
 say ""
 # Proxy and origin share core $SERVER_CPU, so what a ratio target asks of the proxy's own CPU follows
