@@ -25,33 +25,46 @@ local function content_hash(item)
   return h
 end
 
+-- Sets one item's version from the record of its id, which it renews; adds its event (create or
+-- patch) to events when notify.
+local function record(dict, scope, kind, item, notify, events)
+  local id = item[kind.id]
+  local key = kind.name .. "\t" .. scope .. "\t" .. id
+  local h = content_hash(item)
+  local ph, pv = (dict:get(key) or ""):match("^(%x+)\t(%d+)$")
+  local own = tonumber(item.version) or 0
+  -- only a whole number kept exactly (2^53) is the item's own: the record below holds digits
+  if own % 1 ~= 0 or own < 0 or own >= 2^53 then own = 0 end
+  local version, event = own > 0 and own or 1, nil
+  if not ph then
+    event = "create"
+  elseif ph ~= h then
+    version, event = math.max(own, tonumber(pv) + 1), "patch"
+  else
+    version = math.max(own, tonumber(pv))
+  end
+  item.version = version
+  dict:set(key, ("%s\t%.0f"):format(h, version)) -- not tostring: 1e14 and up would read "1e+14"
+  if event and notify then
+    events[#events + 1] = { event = event, kind = kind.name, id = id, version = version, scope = scope }
+  end
+end
+
 -- Sets item.version on each item of one kind and adds to events what changed since the last
 -- update of that scope (a delete for an id that is gone).
 function Versions:_kind(scope, kind, items, notify, events)
-  local dict, seen = self.dict, {}
-  for _, item in ipairs(items) do
+  local dict, seen, last = self.dict, {}, {}
+  -- an id listed twice is one item, its last entry (as a lookup by id finds it): else each
+  -- entry would be a change from the other, at every update
+  for i, item in ipairs(items) do last[item[kind.id]] = i end
+  for i, item in ipairs(items) do
     local id = item[kind.id]
-    seen[id] = true
-    local key = kind.name .. "\t" .. scope .. "\t" .. id
-    local h = content_hash(item)
-    local ph, pv = (dict:get(key) or ""):match("^(%x+)\t(%d+)$")
-    local own = tonumber(item.version) or 0
-    -- only a whole number kept exactly (2^53) is the item's own: the record below holds digits
-    if own % 1 ~= 0 or own < 0 or own >= 2^53 then own = 0 end
-    local version, event = own > 0 and own or 1, nil
-    if not ph then
-      event = "create"
-    elseif ph ~= h then
-      version, event = math.max(own, tonumber(pv) + 1), "patch"
-    else
-      version = math.max(own, tonumber(pv))
-    end
-    item.version = version
-    dict:set(key, ("%s\t%.0f"):format(h, version)) -- not tostring: 1e14 and up would read "1e+14"
-    if event and notify then
-      events[#events + 1] = { event = event, kind = kind.name, id = id, version = version, scope = scope }
+    if last[id] == i then
+      seen[id] = true
+      record(dict, scope, kind, item, notify, events)
     end
   end
+  for _, item in ipairs(items) do item.version = items[last[item[kind.id]]].version end
   local ids_key = "ids\t" .. kind.name .. "\t" .. scope
   local ok, listed = pcall(json.decode, dict:get(ids_key) or "[]") -- JSON: an id may hold any byte
   for _, id in ipairs(ok and type(listed) == "table" and listed or {}) do
@@ -65,7 +78,9 @@ function Versions:_kind(scope, kind, items, notify, events)
     end
   end
   local ids = json.array()
-  for _, item in ipairs(items) do ids[#ids + 1] = item[kind.id] end
+  for i, item in ipairs(items) do
+    if last[item[kind.id]] == i then ids[#ids + 1] = item[kind.id] end
+  end
   dict:set(ids_key, json.encode(ids))
 end
 

@@ -48,6 +48,15 @@ app:on_init(function()
   same({ 1, 1, 2^53 - 1 }, { odd[1].version, odd[2].version, odd[3].version }, "odd versions")
   same({}, v:update("env3", { flag = { { feature = "x", version = 8.9e32 }, { feature = "y", version = 1.5 },
                                        { feature = "z", version = 2^53 - 1 } } }), "odd versions again")
+  -- an id listed twice is its last entry (fuzz_flag_lua/duplicate-id): the same list again
+  -- changes nothing, both entries carry one version, and the id gone is one delete
+  local function dup() return { { identifier = "d", x = 1 }, { identifier = "d", x = 2 } } end
+  v:update("env4", { segment = dup() })
+  local d = dup()
+  same({}, v:update("env4", { segment = d }), "duplicate ids again")
+  same({ 1, 1 }, { d[1].version, d[2].version }, "duplicate ids' versions")
+  same({ { event = "delete", kind = "segment", id = "d", version = 2, scope = "env4" } },
+       v:update("env4", { segment = {} }), "duplicate id gone")
 end)
 return app
 ]=]
