@@ -166,6 +166,22 @@ describe("cross-SDK evaluation cases (spec/fixtures/ff-test-cases)", function()
   end)
 end)
 
+describe("flag evaluation of a config no check saw", function()
+  it("skips list entries that are not objects instead of raising (fuzz_flag_lua/non-object-rule)", function()
+    local null = require("cjson").null
+    local f = bool_flag {
+      rules = { 0, null, rule({ clause("identifier", "equal", { "u1" }) }, "true") },
+      variationToTargetMap = { false, { variation = "true", targets = { 7, { identifier = "u2" } } } },
+      prerequisites = { "x", null },
+    }
+    f.variations[3] = 1
+    local ok, v = pcall(evaluator.evaluate, { flags = { f = f }, segments = {} }, f, { identifier = "u1" })
+    assert.is_true(ok, tostring(v))
+    assert.equal("true", v.identifier) -- by the one rule that is an object
+    assert.equal("true", eval(f, { identifier = "u2" })) -- by the target map's object entry
+  end)
+end)
+
 describe("relay.harness.check", function()
   local cjson = require "cjson"
   local function sample()
