@@ -6,7 +6,8 @@
  *
  * Input: byte 0 sets MAX_EVENT (below 128: the module's own, 1 MiB; else 2 * (byte - 128), so
  * the limit is reached); byte 1 % 8 = how many chunk lengths follow, one byte each, used in
- * turn to cut the rest (0: an empty chunk); the rest is the stream.
+ * turn to cut the rest (0: an empty chunk; all 0 or none: the rest in one chunk); the rest is
+ * the stream.
  *
  * The reference (`reference` below) reads the whole stream at once by "Interpreting an event
  * stream": one leading UTF-8 BOM skipped; lines end in CRLF, LF or a lone CR; ":" starts a
@@ -180,7 +181,7 @@ static const char checks[] =
   "\n"
   "-- input: byte 1: MAX_EVENT (below 128: the default; else 2 * (b - 128)); byte 2: how many\n"
   "-- chunk lengths follow (mod 8), each a byte, used in turn until the stream is cut up (0: an\n"
-  "-- empty chunk); the rest is the stream.\n"
+  "-- empty chunk; all 0 or none: one chunk); the rest is the stream.\n"
   "return function(input)\n"
   "  local b1, b2 = input:byte(1, 2)\n"
   "  local max = (b1 or 0) < 128 and DEFAULT_MAX or 2 * (b1 - 128)\n"
