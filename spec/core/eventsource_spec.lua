@@ -1,5 +1,6 @@
 -- relay.eventsource (lua/relay/eventsource.lua): the SSE client. The parser on its own (pure
--- Lua: events split anywhere, CRLF, multi-line data, comments, ids, an event that never ends),
+-- Lua: events split anywhere, CRLF, lone CR, a BOM, multi-line data, comments, ids, an event
+-- that never ends; fuzz/fuzz_eventsource_lua.c checks it against a WHATWG reference),
 -- then follow() in a host against another host's real event stream (relay.sse.hold): events
 -- arrive, a closed stream and a refused one are reported and opened again with backoff, and
 -- stop() ends it.
@@ -29,6 +30,50 @@ describe("relay.eventsource.parser", function()
     assert.same({}, parse { "event: x\nid: 1\n\n", "data: not ended yet\n" })
   end)
 
+  -- What fuzz/fuzz_eventsource_lua.c found against its WHATWG reference (its reproducers are in
+  -- fuzz/regressions/fuzz_eventsource_lua/): a stream the browsers' EventSource and the SDK
+  -- clients read was read otherwise, or not at all.
+  it("ends lines at a lone CR too, and a CRLF split between reads is still one line end", function()
+    local text = "data: a\rdata: b\r\rid: 3\revent: e\r\n\r\ndata: c\r\ndata: d\r\n\r\n"
+    for split = 0, #text do
+      local got = parse { text:sub(1, split), text:sub(split + 1) }
+      assert.same({
+        { event = "message", data = "a\nb" },
+        { event = "message", data = "c\nd", id = "3" }, -- the block of id and event alone sent nothing
+      }, got, "split at " .. split)
+    end
+  end)
+
+  it("skips one UTF-8 BOM at the start of the stream, split anywhere", function()
+    local text = "\239\187\191data: a\n\n\239\187\191data: b\n\n"
+    for split = 0, #text do
+      assert.same({ { event = "message", data = "a" } }, parse { text:sub(1, split), text:sub(split + 1) },
+        "split at " .. split) -- the second BOM is part of a field name: no such field
+    end
+    assert.same({}, parse { "\239\187\191\239\187\191data: a\n\n" }) -- one BOM only
+  end)
+
+  it("takes `event:` with no value as the default type again", function()
+    assert.same({ { event = "message", data = "a" }, { event = "message", data = "b" } },
+      parse { "event: x\nevent:\ndata: a\n\nevent: y\nevent\ndata: b\n\n" })
+  end)
+
+  it("counts every byte since the last blank line against MAX_EVENT, and takes nothing once it refused", function()
+    local max = eventsource.MAX_EVENT
+    eventsource.MAX_EVENT = 16
+    local ok, err = pcall(function()
+      local got = {}
+      local feed = eventsource.parser(function(ev) got[#got + 1] = ev end)
+      assert.is_true(feed("data: 0123456789\n\ndata: 01234567\n")) -- 15 bytes of the second event
+      assert.equal(1, #got)
+      assert.same({ nil, "an event over 16 bytes" }, { feed(":\n") }) -- a comment counts too
+      assert.same({ nil, "an event over 16 bytes" }, { feed("\n") }) -- refused: no event after that
+      assert.equal(1, #got)
+    end)
+    eventsource.MAX_EVENT = max
+    assert(ok, err)
+  end)
+
   it("refuses an event that grows over MAX_EVENT bytes", function()
     local feed = eventsource.parser(function() end)
     assert(feed("data: " .. ("x"):rep(eventsource.MAX_EVENT / 2)))
@@ -49,6 +94,18 @@ describe("relay.eventsource.parser", function()
     feed = eventsource.parser(function(ev) last = ev end)
     assert(feed(("data:\n"):rep(100000) .. "\n"))
     assert.equal(99999, #last.data)
+    assert.is_true(os.clock() - t0 < 1, "took " .. (os.clock() - t0) .. " s")
+  end)
+
+  -- A peer that sends one long event a few bytes per read: the parser once joined what it held
+  -- with each read (half a MiB in 32-byte reads: 4 GB copied, seconds of CPU); now the pieces of
+  -- a line are joined once, when it ends.
+  it("parses half a MiB of one event fed 32 bytes at a time in linear time", function()
+    local text = "data: " .. ("x"):rep(512 * 1024 - 8) .. "\n\n"
+    local last, t0 = nil, os.clock()
+    local feed = eventsource.parser(function(ev) last = ev end)
+    for i = 1, #text, 32 do assert(feed(text:sub(i, i + 31))) end
+    assert.equal(512 * 1024 - 8, #last.data)
     assert.is_true(os.clock() - t0 < 1, "took " .. (os.clock() - t0) .. " s")
   end)
 end)
