@@ -219,9 +219,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, check_ref);
-  lua_pushlstring(L, (const char *)data, size);
-  if (lua_pcall(L, 1, 0, 0) != 0) FAIL("%s", lua_tostring(L, -1));
-  lua_gc(L, LUA_GCSTEP, 0);
+  fuzz_lua_run(L, check_ref, data, size);
   return 0;
 }

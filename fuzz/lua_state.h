@@ -68,4 +68,13 @@ static inline int fuzz_lua_load(lua_State *L, const char *chunk, size_t len, con
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Calls the Lua side kept at ref with the whole input as one string; its error is the target's
+ * failure. A GC step per input keeps the state's heap from growing over a long run. */
+static inline void fuzz_lua_run(lua_State *L, int ref, const uint8_t *data, size_t size) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_pushlstring(L, (const char *)data, size);
+  if (lua_pcall(L, 1, 0, 0) != 0) FAIL("%s", lua_tostring(L, -1));
+  lua_gc(L, LUA_GCSTEP, 0);
+}
+
 #endif
