@@ -32,7 +32,7 @@ app:mount("/api", relay.proxy {
     req.headers["x-internal-token"] = nil
   end,
   on_response = function(head)
-    head.headers["x-debug-info"] = nil
+    head:del_header("x-debug-info")
   end,
 })
 

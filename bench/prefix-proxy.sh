@@ -5,7 +5,8 @@
 #   nginx             proxy_pass + proxy_set_header/proxy_hide_header         (peers, 9101)
 #   nginx+lua         rewrite_by_lua/header_filter_by_lua + proxy_pass        (peers, 9102)
 #   haproxy           http-request/http-response rules                       (peers, 9103)
-#   relayhost-lua     bench/prefix-proxy-policy.lua --mode lua: on_request/on_response hooks
+#   relayhost-lua     bench/prefix-proxy-policy.lua --mode lua: on_request/on_response hooks, through
+#                     the head's methods (--mode table: through head.headers, tools/perf/per-request)
 #   relayhost-c       bench/prefix-proxy-policy.lua --mode c: the same policy as native options
 #   nginx+lua-access  access_by_lua: one ngx.shared incr, then the policy     (peers, 9106)
 #   relayhost-access  bench/prefix-proxy-access.lua: one relay.shared incr in the mount's access

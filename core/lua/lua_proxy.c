@@ -120,6 +120,8 @@ static int access_ref(lua_State *L, rh_lua_proxy *p) {
 }
 
 static int traceback(lua_State *L);
+static const struct rh_hook_api hook_api;
+static int l_hook_full(lua_State *L);
 
 /* on_request / on_response, as a closure (relay.proxy_hooks) that builds the head table from
  * its arguments and returns what the hook left in it: a table constructor's constant keys cost
@@ -132,7 +134,9 @@ static int hook_ref(lua_State *L, const char *k) {
   lua_pushstring(L, k);
   lua_pushvalue(L, -3);
   lua_pushlightuserdata(L, hook_fields);
-  lua_call(L, 3, 1);
+  lua_pushlightuserdata(L, (void *)&hook_api);
+  lua_pushcfunction(L, l_hook_full);
+  lua_call(L, 5, 1);
   lua_replace(L, -2);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -512,6 +516,66 @@ static int fill_fields(const rh_headers *h) {
   return (int)h->n;
 }
 
+/* ---- head:header, head:set_header, head:del_header ----
+ * A hook that calls these instead of touching head.headers changes the head's list in place, and
+ * no table is built for it (the closure builds head.headers only when the hook reads it). They
+ * reach the list of the hook running now through the FFI: hook_cur is set around each call. */
+static rh_headers *hook_cur;
+
+struct rh_hook_api {
+  int (*refill)(void);
+  const char *(*get)(const char *name, size_t nlen, size_t *vlen);
+  int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);
+};
+
+/* hook_fields from the list as the methods left it: for a head.headers read after them. */
+static int api_refill(void) {
+  return hook_cur ? fill_fields(hook_cur) : -1;
+}
+
+/* The first value of name, its length at *vlen; NULL when there is none. */
+static const char *api_get(const char *name, size_t nlen, size_t *vlen) {
+  if (!hook_cur || !rh_http_is_token(name, nlen)) return NULL;
+  const rh_header *f = rh_headers_find(hook_cur, name, NULL);
+  if (!f) return NULL;
+  *vlen = f->value_len;
+  return f->value;
+}
+
+/* Drops name's fields (replace), then adds name: value (value NULL: none). 0, or what was wrong:
+ * -1 a name that is not a token, -2 a value with control bytes, -3 no hook is running. Checked
+ * here, so the writer need not look again. */
+static int api_set(const char *name, size_t nlen, const char *value, size_t vlen, int replace) {
+  if (!hook_cur) return -3;
+  if (!rh_http_is_token(name, nlen)) return -1;
+  if (value && !rh_http_is_field_value(value, vlen)) return -2;
+  if (replace) rh_headers_remove(hook_cur, name);
+  if (!value) return 0;
+  rh_headers_add(hook_cur, name, nlen, value, vlen);
+  hook_cur->items[hook_cur->n - 1].checked = 1;
+  return 0;
+}
+
+static const struct rh_hook_api hook_api = { api_refill, api_get, api_set };
+
+/* head.headers built by C, when the methods left more fields than hook_fields holds or a
+ * repeated name: the hook's table is then read back whole. */
+static int l_hook_full(lua_State *L) {
+  if (!hook_cur) return 0;
+  rh_lua_push_headers(L, hook_cur);
+  return 1;
+}
+
+/* Runs a hook with its head's list as hook_cur (a hook never runs inside another, but a
+ * previous value is kept all the same). */
+static int call_on(hook_ctx *h, rh_headers *list, int ref, int nargs, const char *which) {
+  rh_headers *prev = hook_cur;
+  hook_cur = list;
+  int rc = call_hook(h, ref, nargs, LUA_MULTRET, which);
+  hook_cur = prev;
+  return rc;
+}
+
 /* The changes the closure found (at i: the count m of what follows as name/value pairs, new or
  * changed, then the places from 0 of the fields it dropped or changed, up to the top; see
  * hooks_wrapper) applied to h: the fields left alone stay in order, the new ones come after
@@ -545,6 +609,7 @@ static int apply_diff(lua_State *L, int i, rh_headers *h) {
 /* The hook's head.headers (at v) back into h when the closure built it from hook_fields: its
  * changes (after v), or the whole table read again (another table, a value not a string). */
 static void read_back_built(lua_State *L, int v, rh_headers *h) {
+  if (lua_gettop(L) > v && lua_tointeger(L, v + 1) == -1) return read_back_headers(L, v, v, h);
   if (lua_gettop(L) > v && apply_diff(L, v + 1, h) == 0) return;
   lua_pushvalue(L, v);
   read_back_headers(L, lua_gettop(L), 0, h);
@@ -623,7 +688,7 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   lua_pushstring(L, head->req->id);
   int built = push_hook_headers(L, pushed, head->headers);
   /* results: status, body, answer's headers, head.method, head.path, head.headers, changes */
-  if (call_hook(h, h->p->on_request, 6, LUA_MULTRET, "on_request") < 0) {
+  if (call_on(h, head->headers, h->p->on_request, 6, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
     lua_settop(L, top);
     return 500;
@@ -649,7 +714,7 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   lua_pushinteger(L, head->status);
   lua_pushstring(L, head->req->id);
   int built = push_hook_headers(L, pushed, head->headers);
-  if (call_hook(h, h->p->on_response, 4, LUA_MULTRET, "on_response") == 0) { /* head.status, head.headers, changes */
+  if (call_on(h, head->headers, h->p->on_response, 4, "on_response") == 0) { /* head.status, head.headers, changes */
     if (lua_isnumber(L, pushed + 1)) head->status = (int)lua_tointeger(L, pushed + 1);
     read_back(L, pushed + 2, pushed, built, head->headers);
   } else {
@@ -1026,17 +1091,25 @@ static const char access_wrapper[] =
  * makes a key too), so that the first addition does not rehash it. head is made in run(), apart
  * from the loops, so that the compiler can leave it unallocated. */
 static const char hooks_wrapper[] =
-    "local kind, fn, fields = ...\n"
+    "local kind, fn, fields, api, full = ...\n"
     "local ffi = require 'ffi'\n"
     "if not pcall(ffi.typeof, 'struct rh_hook_field') then\n"
     "  ffi.cdef 'struct rh_hook_field { const char *name, *value; size_t nlen, vlen; };'\n"
     "end\n"
+    "if not pcall(ffi.typeof, 'struct rh_hook_api') then\n"
+    "  ffi.cdef [[struct rh_hook_api {\n"
+    "    int (*refill)(void);\n"
+    "    const char *(*get)(const char *name, size_t nlen, size_t *vlen);\n"
+    "    int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);\n"
+    "  };]]\n"
+    "end\n"
     "if not pcall(function() return ffi.C.memcmp end) then\n"
     "  ffi.cdef 'int memcmp(const void *, const void *, size_t);'\n"
     "end\n"
-    "local F, C = ffi.cast('const struct rh_hook_field *', fields), ffi.C\n"
+    "local F, A, C = ffi.cast('const struct rh_hook_field *', fields), ffi.cast('const struct rh_hook_api *', api), ffi.C\n"
     "local str, lower, tnew, Headers = ffi.string, string.lower, require 'table.new', require('relay.http').Headers\n"
-    "local setmetatable, next, rawget, type, unpack = setmetatable, next, rawget, type, unpack\n"
+    "local setmetatable, next, rawget, rawset, type, unpack, tostring, error =\n"
+    "  setmetatable, next, rawget, rawset, type, unpack, tostring, error\n"
     "local ks, vs, rs, pos, out, busy, calls = {}, {}, {}, {}, {}, false, 0\n"
     "local function is(p, len, s) return s and len == #s and C.memcmp(p, s, len) == 0 end\n"
     "local function as(p, len, s)\n"
@@ -1049,20 +1122,23 @@ static const char hooks_wrapper[] =
     "  rs[i] = r\n"
     "  return lower(r)\n"
     "end\n"
-    "local function build(n)\n"
+    "local function begin()\n"
     "  calls = calls + 1\n"
     "  if busy then ks, vs, rs = {}, {}, {} end\n"
     "  if busy or calls > 64 then pos, calls = {}, 0 end\n"
     "  busy = true\n"
+    "end\n"
+    "local function build(n)\n"
     "  local t = tnew(0, n + 2)\n"
     "  for i = 1, n do\n"
     "    local f = F[i - 1]\n"
     "    local k, v = key(i, f), as(f.value, f.vlen, vs[i])\n"
     "    ks[i] = k; vs[i] = v; pos[k] = i; t[k] = v\n"
     "  end\n"
-    "  return setmetatable(t, Headers), ks, vs, pos\n"
+    "  setmetatable(t, Headers) -- not a tail call: that one the compiler cannot return from (NYI)\n"
+    "  return t\n"
     "end\n"
-    "local function changes(t, built, n, ks, vs, pos)\n"
+    "local function changes(t, built, n)\n"
     "  busy = false\n"
     "  if t ~= built then return end\n"
     "  local kept, m = 0, 0\n"
@@ -1080,29 +1156,111 @@ static const char hooks_wrapper[] =
     "  end\n"
     "  return m, unpack(out, 1, r)\n"
     "end\n"
+    "-- The call in progress: its head (while it has no table), the count of the fields in\n"
+    "-- hook_fields (changed: a method has changed the list since C filled them), the table built\n"
+    "-- (by C when compare: a repeated name, or more fields than hook_fields holds). A\n"
+    "-- hook that has read head.headers once gets it built before every call (eager): built from\n"
+    "-- inside __index, its loop's trace cannot return through the metamethod (NYI), and the\n"
+    "-- interpreter finishes every such build.\n"
+    "local cur, cur_n, changed, compare, built, eager = nil, 0, false, false, nil, false\n"
+    "local Head = {}\n"
+    "-- The table from the list as it is now (C builds it for a repeated name, whose values the\n"
+    "-- Headers side table holds: compared with the list after the hook).\n"
+    "local function build_now()\n"
+    "  if changed then cur_n, changed = A.refill(), false end\n"
+    "  local n = cur_n\n"
+    "  if n < 0 then compare = true; return full() end\n"
+    "  return build(n)\n"
+    "end\n"
+    "local function headers_of(head)\n"
+    "  if head ~= cur then return nil end\n"
+    "  eager = true\n"
+    "  built = build_now()\n"
+    "  rawset(head, 'headers', built)\n"
+    "  return built\n"
+    "end\n"
+    "Head.__index = function(head, k)\n"
+    "  if k == 'headers' then return headers_of(head) end\n"
+    "  return Head[k]\n"
+    "end\n"
+    "local vlen = ffi.new('size_t[1]')\n"
+    "function Head.header(head, name)\n"
+    "  local t = rawget(head, 'headers')\n"
+    "  if t then return t[name] end\n"
+    "  if type(name) ~= 'string' or head ~= cur then return nil end\n"
+    "  local p = A.get(name, #name, vlen)\n"
+    "  if p == nil then return nil end\n"
+    "  return str(p, vlen[0])\n"
+    "end\n"
+    "local WRONG = { [-1] = 'is not a token', [-2] = 'has a value with control characters',\n"
+    "                [-3] = 'belongs to a head whose hook has returned' }\n"
+    "local function put(name, v, replace, what)\n"
+    "  if type(v) == 'number' then v = tostring(v) end\n"
+    "  if v ~= nil and type(v) ~= 'string' then\n"
+    "    error(('%s: header %s: the value must be a string, a number or a list of them, not %s'):format(what, name, type(v)), 4)\n"
+    "  end\n"
+    "  local rc = A.set(name, #name, v, v and #v or 0, replace)\n"
+    "  if rc ~= 0 then error(('%s: header %s %s'):format(what, name, WRONG[rc]), 4) end\n"
+    "end\n"
+    "-- head.headers[name] = value when the table was built (read back after the hook, as ever),\n"
+    "-- else the list itself: a list value is one field per entry, in order.\n"
+    "local function set(head, name, value, what)\n"
+    "  local t = rawget(head, 'headers')\n"
+    "  if t then t[name] = value; return end\n"
+    "  if type(name) ~= 'string' then error(what .. ': the header name must be a string', 3) end\n"
+    "  if head ~= cur then error(what .. ': header ' .. name .. ' ' .. WRONG[-3], 3) end\n"
+    "  changed = true\n"
+    "  if type(value) ~= 'table' then put(name, value, 1, what); return end -- not a tail call: the levels\n"
+    "  put(name, nil, 1, what)\n"
+    "  for i = 1, #value do put(name, value[i], 0, what) end\n"
+    "end\n"
+    "function Head.set_header(head, name, value)\n"
+    "  if value == nil then error('head:set_header: header ' .. tostring(name) .. ': no value (head:del_header removes one)', 2) end\n"
+    "  set(head, name, value, 'head:set_header')\n"
+    "end\n"
+    "function Head.del_header(head, name) set(head, name, nil, 'head:del_header') end\n"
+    "-- What the hook left: nothing to read back when head.headers was never built (the methods\n"
+    "-- changed the list itself), else the table and what changed in it.\n"
+    "local function left(t)\n"
+    "  if t == nil and not built then busy = false; return true, 0 end\n"
+    "  if compare and t == built then busy = false; return t, -1 end\n"
+    "  return t, changes(t, built, cur_n)\n"
+    "end\n"
+    "-- A new call: the table its head starts with (nil: built when read). Only a head without the\n"
+    "-- table is kept as cur (methods on it reach the list in C): kept, it is allocated. Made in run,\n"
+    "-- a head that is not kept is dead before changes' loop, and the compiler need not allocate it;\n"
+    "-- its constructor names headers even when nil, so that its hash has room for the key a read adds.\n"
+    "local function start(n)\n"
+    "  begin()\n"
+    "  cur_n, changed, compare, built = n, false, false, nil\n"
+    "  if eager then built = build(n) end -- n >= 0: C filled hook_fields\n"
+    "  return built\n"
+    "end\n"
     "if kind == 'on_request' then\n"
     "  local function run(method, path, peer, id, t)\n"
-    "    local head = { method = method, path = path, peer = peer, id = id, headers = t }\n"
+    "    local head = setmetatable({ method = method, path = path, peer = peer, id = id, headers = t }, Head)\n"
+    "    if not t then cur = head end\n"
     "    local status, body, answer = fn(head)\n"
-    "    return status, body, answer, head.method, head.path, head.headers\n"
+    "    cur = nil\n"
+    "    return status, body, answer, head.method, head.path, rawget(head, 'headers')\n"
     "  end\n"
     "  return function(method, path, peer, id, n, t)\n"
     "    if not n then return run(method, path, peer, id, t) end\n"
-    "    local built, ks, vs, pos = build(n)\n"
-    "    local status, body, answer, m, p, h = run(method, path, peer, id, built)\n"
-    "    return status, body, answer, m, p, h, changes(h, built, n, ks, vs, pos)\n"
+    "    local status, body, answer, m, p, h = run(method, path, peer, id, start(n))\n"
+    "    return status, body, answer, m, p, left(h)\n"
     "  end\n"
     "end\n"
     "local function run(status, id, t)\n"
-    "  local head = { status = status, headers = t, id = id }\n"
+    "  local head = setmetatable({ status = status, id = id, headers = t }, Head)\n"
+    "  if not t then cur = head end\n"
     "  fn(head)\n"
-    "  return head.status, head.headers\n"
+    "  cur = nil\n"
+    "  return head.status, rawget(head, 'headers')\n"
     "end\n"
     "return function(status, id, n, t)\n"
     "  if not n then return run(status, id, t) end\n"
-    "  local built, ks, vs, pos = build(n)\n"
-    "  local st, h = run(status, id, built)\n"
-    "  return st, h, changes(h, built, n, ks, vs, pos)\n"
+    "  local st, h = run(status, id, start(n))\n"
+    "  return st, left(h)\n"
     "end\n";
 
 void rh_lua_register_proxy(lua_State *L) {

@@ -4,15 +4,11 @@
 -- raw_origin.lua) records what it received, and answers /…/reply?r=… with the bytes in r.
 local helpers = require "helpers"
 local socket = require "socket"
-local start_origin = require("raw_origin").start
+local raw_origin = require "raw_origin"
+local start_origin = raw_origin.start
 
-local function enc(s) return (s:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)) end
-
--- The path that makes the origin answer `raw` (a whole response, Connection: close).
-local function reply(mount, status, fields)
-  local raw = ("HTTP/1.1 %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n"):format(status, fields or "")
-  return mount .. "/reply?r=" .. enc(raw)
-end
+-- The path that makes the origin answer with this status and these fields.
+local function reply(mount, status, fields) return raw_origin.reply(mount, fields, status) end
 
 -- A script whose one mount has the options opts (Lua source): the host's exit status and output.
 local function refused(opts)
@@ -27,11 +23,7 @@ return app
   return rc, out .. err
 end
 
-local function fields_named(res, name)
-  local out = {}
-  for _, f in ipairs(res.raw_headers) do if f[1]:lower() == name then out[#out + 1] = f[2] end end
-  return out
-end
+local fields_named = raw_origin.fields_named
 
 describe("prefix proxy gateway options", function()
   local origin, proxy, up

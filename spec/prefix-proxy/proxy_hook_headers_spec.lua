@@ -5,18 +5,9 @@
 -- head's fields. The origin
 -- (spec/fixtures/raw_origin.lua) records what it received and answers /…/reply?r=… with r.
 local helpers = require "helpers"
-local start_origin = require("raw_origin").start
+local raw_origin = require "raw_origin"
+local start_origin, reply, fields_named = raw_origin.start, raw_origin.reply, raw_origin.fields_named
 
-local function enc(s) return (s:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)) end
-local function reply(mount, fields)
-  local raw = ("HTTP/1.1 200 OK\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n"):format(fields)
-  return mount .. "/reply?r=" .. enc(raw)
-end
-local function fields_named(res, name)
-  local out = {}
-  for _, f in ipairs(res.raw_headers) do if f[1]:lower() == name then out[#out + 1] = f[2] end end
-  return out
-end
 
 describe("prefix proxy hook headers", function()
   local origin, proxy

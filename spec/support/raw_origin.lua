@@ -2,6 +2,8 @@
 --   local origin = require("raw_origin").start()
 --   origin.port; origin:take(settle) -> the bytes of each connection accepted since the last
 --   take; origin:heads(settle) -> the same, each cut to its request head; origin:stop()
+--   M.reply(mount, fields[, status]) -> the path under mount that makes it answer that head;
+--   M.fields_named(res, name) -> the values of a response's fields of that name, in order
 local helpers = require "helpers"
 
 local Origin = {}
@@ -40,6 +42,20 @@ end
 function Origin:heads(settle)
   local out = {}
   for _, conn in ipairs(self:take(settle)) do out[#out + 1] = conn:match("^(.-\r\n\r\n)") or conn end
+  return out
+end
+
+local function enc(s) return (s:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)) end
+
+-- The path that makes the origin answer with these fields (a whole response, Connection: close).
+function M.reply(mount, fields, status)
+  local raw = ("HTTP/1.1 %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n"):format(status or "200 OK", fields or "")
+  return mount .. "/reply?r=" .. enc(raw)
+end
+
+function M.fields_named(res, name)
+  local out = {}
+  for _, f in ipairs(res.raw_headers) do if f[1]:lower() == name then out[#out + 1] = f[2] end end
   return out
 end
 
