@@ -644,8 +644,10 @@ static int hook_answer(hook_ctx *h, rh_proxy_head *head, int r, char **body) {
   return status;
 }
 
+/* What a hook left in head.method or head.path, when it differs from what it was given (most
+ * hooks leave both as they came: no copy then). */
 static void replace_str(char **dst, const char *v) {
-  if (v) { free(*dst); *dst = strdup(v); }
+  if (v && (!*dst || strcmp(*dst, v) != 0)) { free(*dst); *dst = strdup(v); }
 }
 
 /* The hook's headers, at pushed and as the closure's last two arguments: nil, the count of
@@ -1156,12 +1158,12 @@ static const char hooks_wrapper[] =
     "  end\n"
     "  return m, unpack(out, 1, r)\n"
     "end\n"
-    "-- The call in progress: its head (while it has no table), the count of the fields in\n"
-    "-- hook_fields (changed: a method has changed the list since C filled them), the table built\n"
-    "-- (by C when compare: a repeated name, or more fields than hook_fields holds). A\n"
-    "-- hook that has read head.headers once gets it built before every call (eager): built from\n"
-    "-- inside __index, its loop's trace cannot return through the metamethod (NYI), and the\n"
-    "-- interpreter finishes every such build.\n"
+    "-- The call in progress: its request id while its head has no table (cur: a head whose id is\n"
+    "-- not cur belongs to another call), the count of the fields in hook_fields (changed: a method\n"
+    "-- has changed the list since C filled them), the table built (by C when compare: a repeated\n"
+    "-- name, or more fields than hook_fields holds). A hook that has read head.headers once gets\n"
+    "-- it built before every call (eager): built inside __index it cost 4.6 k more instructions per\n"
+    "-- request (table policy, tools/perf/per-request).\n"
     "local cur, cur_n, changed, compare, built, eager = nil, 0, false, false, nil, false\n"
     "local Head = {}\n"
     "-- The table from the list as it is now (C builds it for a repeated name, whose values the\n"
@@ -1173,7 +1175,7 @@ static const char hooks_wrapper[] =
     "  return build(n)\n"
     "end\n"
     "local function headers_of(head)\n"
-    "  if head ~= cur then return nil end\n"
+    "  if rawget(head, 'id') ~= cur then return nil end\n"
     "  eager = true\n"
     "  built = build_now()\n"
     "  rawset(head, 'headers', built)\n"
@@ -1187,7 +1189,7 @@ static const char hooks_wrapper[] =
     "function Head.header(head, name)\n"
     "  local t = rawget(head, 'headers')\n"
     "  if t then return t[name] end\n"
-    "  if type(name) ~= 'string' or head ~= cur then return nil end\n"
+    "  if type(name) ~= 'string' or rawget(head, 'id') ~= cur then return nil end\n"
     "  local p = A.get(name, #name, vlen)\n"
     "  if p == nil then return nil end\n"
     "  return str(p, vlen[0])\n"
@@ -1208,7 +1210,7 @@ static const char hooks_wrapper[] =
     "  local t = rawget(head, 'headers')\n"
     "  if t then t[name] = value; return end\n"
     "  if type(name) ~= 'string' then error(what .. ': the header name must be a string', 3) end\n"
-    "  if head ~= cur then error(what .. ': header ' .. name .. ' ' .. WRONG[-3], 3) end\n"
+    "  if rawget(head, 'id') ~= cur then error(what .. ': header ' .. name .. ' ' .. WRONG[-3], 3) end\n"
     "  changed = true\n"
     "  if type(value) ~= 'table' then put(name, value, 1, what); return end -- not a tail call: the levels\n"
     "  put(name, nil, 1, what)\n"
@@ -1226,10 +1228,10 @@ static const char hooks_wrapper[] =
     "  if compare and t == built then busy = false; return t, -1 end\n"
     "  return t, changes(t, built, cur_n)\n"
     "end\n"
-    "-- A new call: the table its head starts with (nil: built when read). Only a head without the\n"
-    "-- table is kept as cur (methods on it reach the list in C): kept, it is allocated. Made in run,\n"
-    "-- a head that is not kept is dead before changes' loop, and the compiler need not allocate it;\n"
-    "-- its constructor names headers even when nil, so that its hash has room for the key a read adds.\n"
+    "-- A new call: the table its head starts with (nil: built when read). The head is made in run\n"
+    "-- and known by its id, not kept: dead before changes' loop, it need not be allocated (kept as\n"
+    "-- an upvalue it was: 1.6 k instructions a request). Its constructor names headers even when\n"
+    "-- nil, so that its hash has room for the key a read adds.\n"
     "local function start(n)\n"
     "  begin()\n"
     "  cur_n, changed, compare, built = n, false, false, nil\n"
@@ -1239,7 +1241,7 @@ static const char hooks_wrapper[] =
     "if kind == 'on_request' then\n"
     "  local function run(method, path, peer, id, t)\n"
     "    local head = setmetatable({ method = method, path = path, peer = peer, id = id, headers = t }, Head)\n"
-    "    if not t then cur = head end\n"
+    "    if not t then cur = id end\n"
     "    local status, body, answer = fn(head)\n"
     "    cur = nil\n"
     "    return status, body, answer, head.method, head.path, rawget(head, 'headers')\n"
@@ -1252,7 +1254,7 @@ static const char hooks_wrapper[] =
     "end\n"
     "local function run(status, id, t)\n"
     "  local head = setmetatable({ status = status, id = id, headers = t }, Head)\n"
-    "  if not t then cur = head end\n"
+    "  if not t then cur = id end\n"
     "  fn(head)\n"
     "  cur = nil\n"
     "  return head.status, rawget(head, 'headers')\n"
