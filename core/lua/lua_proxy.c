@@ -357,22 +357,23 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Calls the hook at ref with the nargs values on top as its arguments; 0 ok (nresults left in
- * their place), -1 logged error (they are popped). */
-static int call_hook(hook_ctx *h, int ref, int nargs, int nresults, const char *which) {
+/* A hook call's frame: the hooks' message handler, then the hook at ref; the caller pushes the
+ * arguments after them. Returns the frame's base (the handler's index). */
+static int hook_frame(hook_ctx *h, int ref) {
   lua_State *L = h->gen->L;
-  int base = lua_gettop(L) - nargs + 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->p->traceback);
-  lua_insert(L, base);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_insert(L, base + 1);
+  return lua_gettop(L) - 1;
+}
+
+/* Calls the frame at base with what was pushed after it: 0 ok, nresults from base + 1 (the
+ * handler stays at base: no value moves), or -1 logged error, the stack back to base - 1. */
+static int call_hook(hook_ctx *h, int base, int nresults, const char *which) {
+  lua_State *L = h->gen->L;
   rh_watchdog_enter(L);
-  int rc = lua_pcall(L, nargs, nresults, base);
+  int rc = lua_pcall(L, lua_gettop(L) - base - 1, nresults, base);
   rh_watchdog_leave();
-  if (rc == 0) {
-    lua_remove(L, base); /* the traceback function */
-    return 0;
-  }
+  if (rc == 0) return 0;
   RH_LOG(RH_LOG_ERROR, "proxy_hook_error", RH_STR("hook", which), RH_STR("error", lua_tostring(L, -1)),
          RH_STR("request_id", h->request_id));
   lua_settop(L, base - 1);
@@ -568,10 +569,10 @@ static int l_hook_full(lua_State *L) {
 
 /* Runs a hook with its head's list as hook_cur (a hook never runs inside another, but a
  * previous value is kept all the same). */
-static int call_on(hook_ctx *h, rh_headers *list, int ref, int nargs, const char *which) {
+static int call_on(hook_ctx *h, rh_headers *list, int base, const char *which) {
   rh_headers *prev = hook_cur;
   hook_cur = list;
-  int rc = call_hook(h, ref, nargs, LUA_MULTRET, which);
+  int rc = call_hook(h, base, LUA_MULTRET, which);
   hook_cur = prev;
   return rc;
 }
@@ -609,6 +610,7 @@ static int apply_diff(lua_State *L, int i, rh_headers *h) {
 /* The hook's head.headers (at v) back into h when the closure built it from hook_fields: its
  * changes (after v), or the whole table read again (another table, a value not a string). */
 static void read_back_built(lua_State *L, int v, rh_headers *h) {
+  if (lua_type(L, v) == LUA_TBOOLEAN && lua_gettop(L) > v) return; /* never built: the methods' list */
   if (lua_gettop(L) > v && lua_tointeger(L, v + 1) == -1) return read_back_headers(L, v, v, h);
   if (lua_gettop(L) > v && apply_diff(L, v + 1, h) == 0) return;
   lua_pushvalue(L, v);
@@ -684,18 +686,19 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   lua_State *L = h->gen->L;
   int top = lua_gettop(L), pushed = top + 1;
   lua_pushnil(L); /* push_hook_headers' slot */
+  int base = hook_frame(h, h->p->on_request);
   lua_pushstring(L, head->method);
   lua_pushstring(L, head->target);
   lua_pushstring(L, head->req->peer);
   lua_pushstring(L, head->req->id);
   int built = push_hook_headers(L, pushed, head->headers);
   /* results: status, body, answer's headers, head.method, head.path, head.headers, changes */
-  if (call_on(h, head->headers, h->p->on_request, 6, "on_request") < 0) {
+  if (call_on(h, head->headers, base, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
     lua_settop(L, top);
     return 500;
   }
-  int r = pushed + 1, status = 0;
+  int r = base + 1, status = 0;
   if (lua_isnumber(L, r)) {
     status = hook_answer(h, head, r, body);
   } else {
@@ -713,12 +716,13 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   lua_State *L = h->gen->L;
   int top = lua_gettop(L), pushed = top + 1;
   lua_pushnil(L); /* push_hook_headers' slot */
+  int base = hook_frame(h, h->p->on_response);
   lua_pushinteger(L, head->status);
   lua_pushstring(L, head->req->id);
   int built = push_hook_headers(L, pushed, head->headers);
-  if (call_on(h, head->headers, h->p->on_response, 4, "on_response") == 0) { /* head.status, head.headers, changes */
-    if (lua_isnumber(L, pushed + 1)) head->status = (int)lua_tointeger(L, pushed + 1);
-    read_back(L, pushed + 2, pushed, built, head->headers);
+  if (call_on(h, head->headers, base, "on_response") == 0) { /* head.status, head.headers, changes */
+    if (lua_isnumber(L, base + 1)) head->status = (int)lua_tointeger(L, base + 1);
+    read_back(L, base + 2, pushed, built, head->headers);
   } else {
     head->status = -1; /* what it meant to strip must not pass: 500 */
   }
@@ -729,11 +733,12 @@ static char *hook_cookie(void *ud, const char *cookie) {
   hook_ctx *h = ud;
   if (h->p->cookie == LUA_NOREF) return NULL;
   lua_State *L = h->gen->L;
+  int base = hook_frame(h, h->p->cookie);
   lua_pushstring(L, cookie);
   char *out = NULL;
-  if (call_hook(h, h->p->cookie, 1, 1, "rewrite_set_cookie_domain") == 0) {
+  if (call_hook(h, base, 1, "rewrite_set_cookie_domain") == 0) {
     if (lua_isstring(L, -1)) out = strdup(lua_tostring(L, -1));
-    lua_pop(L, 1);
+    lua_settop(L, base - 1);
   }
   return out;
 }
