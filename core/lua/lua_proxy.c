@@ -22,6 +22,8 @@ struct rh_lua_proxy {
   char *mount;             /* the prefix it was built for ("" off a mount) */
   int on_request, on_response, cookie, access; /* registry refs, LUA_NOREF when absent */
   int traceback;           /* registry ref: the hooks' message handler */
+  unsigned char eager[2];  /* on_request's, on_response's closure has read head.headers: C fills
+                              hook_fields before each call (set by the closure, through the FFI) */
 };
 
 /* What a request's hooks need: the generation stays alive while they may run. What the access
@@ -126,7 +128,7 @@ static int l_hook_full(lua_State *L);
 /* on_request / on_response, as a closure (relay.proxy_hooks) that builds the head table from
  * its arguments and returns what the hook left in it: a table constructor's constant keys cost
  * less than a lua_setfield (which interns its key) per field, each way. */
-static int hook_ref(lua_State *L, const char *k) {
+static int hook_ref(lua_State *L, const char *k, unsigned char *eager) {
   lua_getfield(L, 1, k);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
   if (!lua_isfunction(L, -1)) luaL_error(L, "relay.proxy: %s must be a function", k);
@@ -136,7 +138,8 @@ static int hook_ref(lua_State *L, const char *k) {
   lua_pushlightuserdata(L, hook_fields);
   lua_pushlightuserdata(L, (void *)&hook_api);
   lua_pushcfunction(L, l_hook_full);
-  lua_call(L, 5, 1);
+  lua_pushlightuserdata(L, eager);
+  lua_call(L, 6, 1);
   lua_replace(L, -2);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -326,8 +329,9 @@ static int l_proxy_new(lua_State *L) {
   p->on_request = p->on_response = p->cookie = p->access = p->traceback = LUA_NOREF;
   luaL_getmetatable(L, PROXY_MT);
   lua_setmetatable(L, -2);
-  p->on_request = hook_ref(L, "on_request");
-  p->on_response = hook_ref(L, "on_response");
+  p->eager[0] = p->eager[1] = 0;
+  p->on_request = hook_ref(L, "on_request", &p->eager[0]);
+  p->on_response = hook_ref(L, "on_response", &p->eager[1]);
   p->cookie = opt_ref(L, 1, "rewrite_set_cookie_domain");
   p->access = access_ref(L, p);
   lua_pushcfunction(L, traceback);
@@ -655,7 +659,14 @@ static void replace_str(char **dst, const char *v) {
 /* The hook's headers, at pushed and as the closure's last two arguments: nil, the count of
  * hook_fields and nil when the closure builds the table from them (1), or the table C built,
  * nil and the table again (0: the one at pushed is compared with what the hook leaves). */
-static int push_hook_headers(lua_State *L, int pushed, const rh_headers *h) {
+static int push_hook_headers(lua_State *L, int pushed, const rh_headers *h, int eager) {
+  if (!eager && h->n <= MAX_SEEN) { /* the closure fills them (api_refill) if the hook reads the table */
+    lua_pushnil(L);
+    lua_replace(L, pushed);
+    lua_pushinteger(L, (lua_Integer)h->n);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   int n = fill_fields(h);
   if (n >= 0) {
     lua_pushnil(L);
@@ -691,7 +702,7 @@ static int hook_request(void *ud, rh_proxy_head *head, char **body) {
   lua_pushstring(L, head->target);
   lua_pushstring(L, head->req->peer);
   lua_pushstring(L, head->req->id);
-  int built = push_hook_headers(L, pushed, head->headers);
+  int built = push_hook_headers(L, pushed, head->headers, h->p->eager[0]);
   /* results: status, body, answer's headers, head.method, head.path, head.headers, changes */
   if (call_on(h, head->headers, base, "on_request") < 0) {
     *body = strdup("Internal Server Error: the on_request hook failed ");
@@ -719,7 +730,7 @@ static void hook_response(void *ud, rh_proxy_head *head) {
   int base = hook_frame(h, h->p->on_response);
   lua_pushinteger(L, head->status);
   lua_pushstring(L, head->req->id);
-  int built = push_hook_headers(L, pushed, head->headers);
+  int built = push_hook_headers(L, pushed, head->headers, h->p->eager[1]);
   if (call_on(h, head->headers, base, "on_response") == 0) { /* head.status, head.headers, changes */
     if (lua_isnumber(L, base + 1)) head->status = (int)lua_tointeger(L, base + 1);
     read_back(L, base + 2, pushed, built, head->headers);
@@ -1098,7 +1109,7 @@ static const char access_wrapper[] =
  * makes a key too), so that the first addition does not rehash it. head is made in run(), apart
  * from the loops, so that the compiler can leave it unallocated. */
 static const char hooks_wrapper[] =
-    "local kind, fn, fields, api, full = ...\n"
+    "local kind, fn, fields, api, full, eager_at = ...\n"
     "local ffi = require 'ffi'\n"
     "if not pcall(ffi.typeof, 'struct rh_hook_field') then\n"
     "  ffi.cdef 'struct rh_hook_field { const char *name, *value; size_t nlen, vlen; };'\n"
@@ -1169,7 +1180,8 @@ static const char hooks_wrapper[] =
     "-- name, or more fields than hook_fields holds). A hook that has read head.headers once gets\n"
     "-- it built before every call (eager): built inside __index it cost 4.6 k more instructions per\n"
     "-- request (table policy, tools/perf/per-request).\n"
-    "local cur, cur_n, changed, compare, built, eager = nil, 0, false, false, nil, false\n"
+    "local cur, cur_n, changed, compare, built = nil, 0, false, false, nil\n"
+    "local eager = ffi.cast('uint8_t *', eager_at) -- [0] = 1: C fills hook_fields before each call\n"
     "local Head = {}\n"
     "-- The table from the list as it is now (C builds it for a repeated name, whose values the\n"
     "-- Headers side table holds: compared with the list after the hook).\n"
@@ -1181,7 +1193,7 @@ static const char hooks_wrapper[] =
     "end\n"
     "local function headers_of(head)\n"
     "  if rawget(head, 'id') ~= cur then return nil end\n"
-    "  eager = true\n"
+    "  eager[0] = 1\n"
     "  built = build_now()\n"
     "  rawset(head, 'headers', built)\n"
     "  return built\n"
@@ -1237,10 +1249,11 @@ static const char hooks_wrapper[] =
     "-- and known by its id, not kept: dead before changes' loop, it need not be allocated (kept as\n"
     "-- an upvalue it was: 1.6 k instructions a request). Its constructor names headers even when\n"
     "-- nil, so that its hash has room for the key a read adds.\n"
-    "local function start(n)\n"
+    "-- t: nil when C filled hook_fields (an eager hook), false when it did not.\n"
+    "local function start(n, t)\n"
     "  begin()\n"
-    "  cur_n, changed, compare, built = n, false, false, nil\n"
-    "  if eager then built = build(n) end -- n >= 0: C filled hook_fields\n"
+    "  cur_n, changed, compare, built = n, t == false, false, nil\n"
+    "  if t == nil then built = build(n) end\n"
     "  return built\n"
     "end\n"
     "if kind == 'on_request' then\n"
@@ -1253,7 +1266,7 @@ static const char hooks_wrapper[] =
     "  end\n"
     "  return function(method, path, peer, id, n, t)\n"
     "    if not n then return run(method, path, peer, id, t) end\n"
-    "    local status, body, answer, m, p, h = run(method, path, peer, id, start(n))\n"
+    "    local status, body, answer, m, p, h = run(method, path, peer, id, start(n, t))\n"
     "    return status, body, answer, m, p, left(h)\n"
     "  end\n"
     "end\n"
@@ -1266,7 +1279,7 @@ static const char hooks_wrapper[] =
     "end\n"
     "return function(status, id, n, t)\n"
     "  if not n then return run(status, id, t) end\n"
-    "  local st, h = run(status, id, start(n))\n"
+    "  local st, h = run(status, id, start(n, t))\n"
     "  return st, left(h)\n"
     "end\n";
 

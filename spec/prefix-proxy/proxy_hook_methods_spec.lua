@@ -50,6 +50,11 @@ app:mount("/many", relay.proxy { target_base_url = up,
     for i = 1, 70 do head:set_header(("x-m%%02d"):format(i), tostring(i)) end
     head.headers["x-m01"] = nil -- read after more fields than the closure's array holds
   end })
+app:mount("/cookies", relay.proxy { target_base_url = up,
+  on_response = function(head)
+    head:del_header("x-debug-info")
+    head:set_header("x-cookies", table.concat(head.headers:all("set-cookie"), "|")) -- acts on the table
+  end })
 app:mount("/badname", relay.proxy { target_base_url = up,
   on_request = function(head) head:set_header("bad name", "v") end })
 app:mount("/badvalue", relay.proxy { target_base_url = up,
@@ -112,6 +117,16 @@ return app
       assert.equal(0, count(h, "x-drop"))
       assert.equal(0, count(h, "x-keep-not"))
       assert.matches("\r\nx%-other: o\r\n", h)
+    end
+  end)
+
+  it("head.headers first read where a name repeats (C's table): compared after the hook, every value kept", function()
+    for i = 1, 3 do -- the first read is inside the hook; later calls get the table before
+      local res = proxy:get(reply("/cookies", "Set-Cookie: a=1\r\nX-Debug-Info: s\r\nSet-Cookie: b=2\r\n"))
+      assert.equal(200, res.status, proxy:log():sub(-1500))
+      assert.same({ "a=1", "b=2" }, fields_named(res, "set-cookie"), "call " .. i)
+      assert.same({ "a=1|b=2" }, fields_named(res, "x-cookies"), "call " .. i)
+      assert.same({}, fields_named(res, "x-debug-info"), "call " .. i)
     end
   end)
 
