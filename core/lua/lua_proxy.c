@@ -51,6 +51,14 @@ struct rh_hook_field {
 };
 static struct rh_hook_field hook_fields[MAX_SEEN];
 
+/* head:header, head:set_header, head:del_header and a late head.headers reach the list of the
+ * hook running now through these (hook_api, below), also read through the FFI. */
+struct rh_hook_api {
+  int (*refill)(void);
+  const char *(*get)(const char *name, size_t nlen, size_t *vlen);
+  int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);
+};
+
 /* ---- reading options ---- */
 
 static double opt_num(lua_State *L, int t, const char *k, double dflt) {
@@ -526,12 +534,6 @@ static int fill_fields(const rh_headers *h) {
  * no table is built for it (the closure builds head.headers only when the hook reads it). They
  * reach the list of the hook running now through the FFI: hook_cur is set around each call. */
 static rh_headers *hook_cur;
-
-struct rh_hook_api {
-  int (*refill)(void);
-  const char *(*get)(const char *name, size_t nlen, size_t *vlen);
-  int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);
-};
 
 /* hook_fields from the list as the methods left it: for a head.headers read after them. */
 static int api_refill(void) {
