@@ -61,6 +61,12 @@ app:mount("/badvalue", relay.proxy { target_base_url = up,
   on_request = function(head) head:set_header("x-inject", "a\r\nx-evil: 1") end })
 app:mount("/novalue", relay.proxy { target_base_url = up,
   on_request = function(head) head:set_header("x-none") end })
+local raised
+app:mount("/raised", relay.proxy { target_base_url = up,
+  on_request = function(head)
+    if head:header("x-step") == "1" then raised = head; error("kept, then raised") end
+    raised:set_header("x-stolen", "yes")
+  end })
 local kept
 app:mount("/stale", relay.proxy { target_base_url = up,
   on_request = function(head)
@@ -160,5 +166,16 @@ return app
     assert.matches("header x%-stolen belongs to a head whose hook has returned", proxy:log())
     -- and the proxy goes on serving
     assert.equal(200, proxy:get("/m/x").status)
+  end)
+
+  it("a head kept by a hook that then raised cannot change the next request's, however big its head", function()
+    assert.equal(500, proxy:get("/raised/x", { ["X-Step"] = "1" }).status)
+    origin:take(0.05)
+    local many = { ["X-Step"] = "2" }
+    for i = 1, 70 do many[("x-f%02d"):format(i)] = "v" end -- more than the closure's array: C's table
+    local res = proxy:get("/raised/x", many)
+    assert.equal(500, res.status)
+    assert.equal(0, #origin:heads())
+    assert.matches("header x%-stolen belongs to a head whose hook has returned", proxy:log())
   end)
 end)
