@@ -45,19 +45,22 @@ typedef struct {
  * (hooks_wrapper): from a C array its loop makes two strings a field, where the C API costs a
  * call per string and per table store and its collector steps. Synchronous hooks only: the
  * closure has copied them into Lua strings before the hook runs. */
-struct rh_hook_field {
-  const char *name, *value;
-  size_t nlen, vlen;
-};
+#define HOOK_FIELD_DECL struct rh_hook_field { const char *name, *value; size_t nlen, vlen; }
+HOOK_FIELD_DECL;
 static struct rh_hook_field hook_fields[MAX_SEEN];
 
 /* head:header, head:set_header, head:del_header and a late head.headers reach the list of the
- * hook running now through these (hook_api, below), also read through the FFI. */
-struct rh_hook_api {
-  int (*refill)(void);
-  const char *(*get)(const char *name, size_t nlen, size_t *vlen);
-  int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);
-};
+ * hook running now through these (hook_api, below). Each declaration is written once: the
+ * closure's ffi.cdef is the same text (STR). */
+#define HOOK_API_DECL                                                                           \
+  struct rh_hook_api {                                                                          \
+    int (*refill)(void);                                                                        \
+    const char *(*get)(const char *name, size_t nlen, size_t *vlen);                            \
+    int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);     \
+  }
+HOOK_API_DECL;
+#define STR_(...) #__VA_ARGS__
+#define STR(...) STR_(__VA_ARGS__)
 
 /* ---- reading options ---- */
 
@@ -613,8 +616,10 @@ static int apply_diff(lua_State *L, int i, rh_headers *h) {
   return 0;
 }
 
-/* The hook's head.headers (at v) back into h when the closure built it from hook_fields: its
- * changes (after v), or the whole table read again (another table, a value not a string). */
+/* The hook's head.headers (at v) back into h when the closure ran with the count, as the closure
+ * answers (left()): true, 0 when no table was built (the methods changed h itself); the table and
+ * -1 when C built it in the hook (compared with h); the table and its changes (apply_diff); or
+ * the table alone, read again whole (another table, a value not a string). */
 static void read_back_built(lua_State *L, int v, rh_headers *h) {
   if (lua_type(L, v) == LUA_TBOOLEAN && lua_gettop(L) > v) return; /* never built: the methods' list */
   if (lua_gettop(L) > v && lua_tointeger(L, v + 1) == -1) return read_back_headers(L, v, v, h);
@@ -658,9 +663,11 @@ static void replace_str(char **dst, const char *v) {
   if (v && (!*dst || strcmp(*dst, v) != 0)) { free(*dst); *dst = strdup(v); }
 }
 
-/* The hook's headers, at pushed and as the closure's last two arguments: nil, the count of
- * hook_fields and nil when the closure builds the table from them (1), or the table C built,
- * nil and the table again (0: the one at pushed is compared with what the hook leaves). */
+/* The hook's headers, at pushed and as the closure's last two arguments, three ways. The closure
+ * builds the table (1): nil at pushed, then the field count and false (hook_fields not filled: a
+ * hook that has never read head.headers may use only the methods; api_refill fills them if it
+ * reads it) or nil (filled). Or C built it (0): the table at pushed, then nil and the table (the
+ * one at pushed is compared with what the hook leaves). */
 static int push_hook_headers(lua_State *L, int pushed, const rh_headers *h, int eager) {
   if (!eager && h->n <= MAX_SEEN) { /* the closure fills them (api_refill) if the hook reads the table */
     lua_pushnil(L);
@@ -1109,20 +1116,14 @@ static const char access_wrapper[] =
  * hash and intern, and most heads repeat the last one's fields. Its table has room for two
  * fields more than the head's (hooks mostly add one, or set one the head lacks to nil, which
  * makes a key too), so that the first addition does not rehash it. head is made in run(), apart
- * from the loops, so that the compiler can leave it unallocated. */
+ * from the loops, so that the compiler can leave it unallocated. The head's methods (Head) change
+ * the C list itself through hook_api while no table is built; head.headers is then built on its
+ * first read, and before every later call of a hook that has read it once (eager). */
 static const char hooks_wrapper[] =
     "local kind, fn, fields, api, full, eager_at = ...\n"
     "local ffi = require 'ffi'\n"
-    "if not pcall(ffi.typeof, 'struct rh_hook_field') then\n"
-    "  ffi.cdef 'struct rh_hook_field { const char *name, *value; size_t nlen, vlen; };'\n"
-    "end\n"
-    "if not pcall(ffi.typeof, 'struct rh_hook_api') then\n"
-    "  ffi.cdef [[struct rh_hook_api {\n"
-    "    int (*refill)(void);\n"
-    "    const char *(*get)(const char *name, size_t nlen, size_t *vlen);\n"
-    "    int (*set)(const char *name, size_t nlen, const char *value, size_t vlen, int replace);\n"
-    "  };]]\n"
-    "end\n"
+    "if not pcall(ffi.typeof, 'struct rh_hook_field') then ffi.cdef '" STR(HOOK_FIELD_DECL) ";' end\n"
+    "if not pcall(ffi.typeof, 'struct rh_hook_api') then ffi.cdef '" STR(HOOK_API_DECL) ";' end\n"
     "if not pcall(function() return ffi.C.memcmp end) then\n"
     "  ffi.cdef 'int memcmp(const void *, const void *, size_t);'\n"
     "end\n"
@@ -1176,8 +1177,8 @@ static const char hooks_wrapper[] =
     "  end\n"
     "  return m, unpack(out, 1, r)\n"
     "end\n"
-    "-- The call in progress: its request id while its head has no table (cur: a head whose id is\n"
-    "-- not cur belongs to another call), the count of the fields in hook_fields (changed: a method\n"
+    "-- The call in progress: its request id (cur: a head whose id is not cur belongs to a call that\n"
+    "-- has returned, and its methods raise), the count of the fields in hook_fields (changed: a method\n"
     "-- has changed the list since C filled them), the table built (by C when compare: a repeated\n"
     "-- name, or more fields than hook_fields holds). A hook that has read head.headers once gets\n"
     "-- it built before every call (eager): built inside __index it cost 4.6 k more instructions per\n"
@@ -1204,17 +1205,18 @@ static const char hooks_wrapper[] =
     "  if k == 'headers' then return headers_of(head) end\n"
     "  return Head[k]\n"
     "end\n"
+    "local WRONG = { [-1] = 'is not a token', [-2] = 'has a value with control characters',\n"
+    "                [-3] = 'belongs to a head whose hook has returned' }\n"
     "local vlen = ffi.new('size_t[1]')\n"
     "function Head.header(head, name)\n"
     "  local t = rawget(head, 'headers')\n"
-    "  if t then return t[name] end\n"
-    "  if type(name) ~= 'string' or rawget(head, 'id') ~= cur then return nil end\n"
+    "  if t and rawget(head, 'id') == cur then return t[name] end\n"
+    "  if rawget(head, 'id') ~= cur then error('head:header: header ' .. tostring(name) .. ' ' .. WRONG[-3], 2) end\n"
+    "  if type(name) ~= 'string' then return nil end\n"
     "  local p = A.get(name, #name, vlen)\n"
     "  if p == nil then return nil end\n"
     "  return str(p, vlen[0])\n"
     "end\n"
-    "local WRONG = { [-1] = 'is not a token', [-2] = 'has a value with control characters',\n"
-    "                [-3] = 'belongs to a head whose hook has returned' }\n"
     "local function put(name, v, replace, what)\n"
     "  if type(v) == 'number' then v = tostring(v) end\n"
     "  if v ~= nil and type(v) ~= 'string' then\n"
@@ -1226,10 +1228,10 @@ static const char hooks_wrapper[] =
     "-- head.headers[name] = value when the table was built (read back after the hook, as ever),\n"
     "-- else the list itself: a list value is one field per entry, in order.\n"
     "local function set(head, name, value, what)\n"
+    "  if rawget(head, 'id') ~= cur then error(what .. ': header ' .. tostring(name) .. ' ' .. WRONG[-3], 3) end\n"
     "  local t = rawget(head, 'headers')\n"
     "  if t then t[name] = value; return end\n"
     "  if type(name) ~= 'string' then error(what .. ': the header name must be a string', 3) end\n"
-    "  if rawget(head, 'id') ~= cur then error(what .. ': header ' .. name .. ' ' .. WRONG[-3], 3) end\n"
     "  changed = true\n"
     "  if type(value) ~= 'table' then put(name, value, 1, what); return end -- not a tail call: the levels\n"
     "  put(name, nil, 1, what)\n"
@@ -1261,7 +1263,7 @@ static const char hooks_wrapper[] =
     "if kind == 'on_request' then\n"
     "  local function run(method, path, peer, id, t)\n"
     "    local head = setmetatable({ method = method, path = path, peer = peer, id = id, headers = t }, Head)\n"
-    "    cur = t == nil and id or nil -- set every call: a raised hook's id must not pass for a later one\n"
+    "    cur = id -- every call: a raised hook's id must not pass for a later one\n"
     "    local status, body, answer = fn(head)\n"
     "    cur = nil\n"
     "    return status, body, answer, head.method, head.path, rawget(head, 'headers')\n"
@@ -1274,7 +1276,7 @@ static const char hooks_wrapper[] =
     "end\n"
     "local function run(status, id, t)\n"
     "  local head = setmetatable({ status = status, id = id, headers = t }, Head)\n"
-    "  cur = t == nil and id or nil\n"
+    "  cur = id\n"
     "  fn(head)\n"
     "  cur = nil\n"
     "  return head.status, rawget(head, 'headers')\n"

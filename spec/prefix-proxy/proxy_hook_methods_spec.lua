@@ -67,6 +67,22 @@ app:mount("/raised", relay.proxy { target_base_url = up,
     if head:header("x-step") == "1" then raised = head; error("kept, then raised") end
     raised:set_header("x-stolen", "yes")
   end })
+local kept_lazy, kept_table
+app:mount("/stale-any", relay.proxy { target_base_url = up,
+  on_request = function(head)
+    if head:header("x-step") == "1" then
+      kept_lazy = head
+      return
+    end
+    if head:header("x-step") == "2" then
+      local _ = head.headers -- this head has its table
+      kept_table = head
+      return
+    end
+    head:set_header("x-lazy-read", tostring((pcall(kept_lazy.header, kept_lazy, "x-step"))))
+    head:set_header("x-table-read", tostring((pcall(kept_table.header, kept_table, "x-step"))))
+    head:set_header("x-table-set", tostring((pcall(kept_table.set_header, kept_table, "x-a", "b"))))
+  end })
 local kept
 app:mount("/stale", relay.proxy { target_base_url = up,
   on_request = function(head)
@@ -166,6 +182,17 @@ return app
     assert.matches("header x%-stolen belongs to a head whose hook has returned", proxy:log())
     -- and the proxy goes on serving
     assert.equal(200, proxy:get("/m/x").status)
+  end)
+
+  it("every method of a kept head raises, with its table built or not", function()
+    assert.equal(200, proxy:get("/stale-any/x", { ["X-Step"] = "1" }).status)
+    assert.equal(200, proxy:get("/stale-any/x", { ["X-Step"] = "2" }).status)
+    origin:take(0.05)
+    assert.equal(200, proxy:get("/stale-any/x", { ["X-Step"] = "3" }).status)
+    local h = origin:heads()[1]:lower()
+    assert.matches("\r\nx%-lazy%-read: false\r\n", h)
+    assert.matches("\r\nx%-table%-read: false\r\n", h)
+    assert.matches("\r\nx%-table%-set: false\r\n", h)
   end)
 
   it("a head kept by a hook that then raised cannot change the next request's, however big its head", function()
