@@ -39,8 +39,6 @@
 #include "check.h"
 #include "lua_state.h"
 
-static lua_State *L;
-static int check_ref;
 
 static const char checks[] =
   "local es = require 'relay.eventsource'\n"
@@ -213,12 +211,11 @@ static const char checks[] =
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  L = fuzz_lua_open(NULL);
-  check_ref = fuzz_lua_load(L, checks, sizeof checks - 1, "=fuzz_eventsource_checks");
+  fuzz_lua_target(NULL, checks, sizeof checks - 1, "=fuzz_eventsource_checks");
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fuzz_lua_run(L, check_ref, data, size);
+  fuzz_lua_input(data, size);
   return 0;
 }

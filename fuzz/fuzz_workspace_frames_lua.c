@@ -21,8 +21,6 @@
 
 int luaopen_cjson(lua_State *L);
 
-static lua_State *L;
-static int check_ref;
 
 static const char checks[] =
   "local frames = require 'relay.workspace.frames'\n"
@@ -63,12 +61,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   static const luaL_Reg cjson[] = { { "cjson", luaopen_cjson }, { NULL, NULL } };
-  L = fuzz_lua_open(cjson);
-  check_ref = fuzz_lua_load(L, checks, sizeof checks - 1, "=fuzz_workspace_frames_checks");
+  fuzz_lua_target(cjson, checks, sizeof checks - 1, "=fuzz_workspace_frames_checks");
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fuzz_lua_run(L, check_ref, data, size);
+  fuzz_lua_input(data, size);
   return 0;
 }

@@ -77,4 +77,14 @@ static inline void fuzz_lua_run(lua_State *L, int ref, const uint8_t *data, size
   lua_gc(L, LUA_GCSTEP, 0);
 }
 
+/* A target whose whole Lua side is one chunk: fuzz_lua_target at LLVMFuzzerInitialize opens the
+ * state and keeps the chunk's function; fuzz_lua_input runs it on each input. */
+static int target_ref = LUA_NOREF;
+
+static inline void fuzz_lua_target(const luaL_Reg *extra, const char *chunk, size_t len, const char *name) {
+  target_ref = fuzz_lua_load(fuzz_lua_open(extra), chunk, len, name);
+}
+
+static inline void fuzz_lua_input(const uint8_t *data, size_t size) { fuzz_lua_run(opened, target_ref, data, size); }
+
 #endif
