@@ -30,7 +30,7 @@ struct rh_upconn {
   uint64_t idle_until;       /* the pool's: loop time this idle connection closes at */
   uv_idle_t written;         /* reports writes that went out at once, from the loop */
   char key[280];             /* the pool it belongs to */
-  rh_upconn *next;           /* in the pool's idle list */
+  rh_upconn *next;           /* in one of the pool's idle lists */
   unsigned long long served; /* requests answered on it */
   struct rh_tls *tls;        /* https/wss: owned */
   void *owner;
