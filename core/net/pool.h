@@ -13,7 +13,8 @@
 #include <stddef.h>
 #include "net/upconn.h"
 
-/* An idle connection for key, or NULL. */
+/* An idle connection for key, or NULL: the most recently parked, except that one parked in an
+ * earlier loop turn goes before one parked in this turn (pool.c says why). */
 rh_upconn *rh_pool_take(const char *key);
 /* Parks u for reuse (closes it instead when max_idle are already parked for its key). */
 void rh_pool_put(rh_upconn *u, double idle_timeout, size_t max_idle);
