@@ -7,9 +7,10 @@
 /* Idle connections are taken most recently parked first, so under a light load the surplus ages
  * out, but not one parked during the current loop turn while an older one waits: the kernel
  * reports a socket it reported last turn ahead of every newer event (level-triggered epoll
- * re-queues it at once), so a request sent on a connection freed this turn is answered ahead of
- * older requests. At 256 connections that let ~9 % of responses overtake the rest and widened
- * p99 (issue 17). Parked this turn: fresh; at the turn's check phase they join rested. */
+ * re-queues it at once), so the answer to a request sent on a connection freed this turn is read
+ * ahead of older ones. At 256 connections that was 7 % of all events, about one response in
+ * seven, and it widened p99 (issue 17, tools/perf/epoll-order). Parked this turn: fresh; at the
+ * turn's check phase they join rested. */
 typedef struct pool {
   char key[280];
   rh_upconn *rested, *fresh, *fresh_last; /* each most recent first */
